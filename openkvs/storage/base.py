@@ -1,0 +1,298 @@
+"""The storage interface: what the HTTP layer may ask of a backend, and the value types it gets back.
+
+Backends: ``sqlite.SQLiteStorage`` (the embedded default: SQLite in WAL mode plus files for large records) and
+``postgres.PostgresStorage``. Both pass ``tests/storage/test_contract.py``.
+
+Nothing here knows about HTTP. Names, keys and access rules are checked by the HTTP layer before it calls in;
+a backend stores what it is given and reports conflicts with the exceptions below:
+
+    StorageError
+     ├── NameNotUnique        a store name the owner already uses (case-insensitive)
+     ├── UsernameTaken        a username that exists already
+     ├── NotFound             the store, user or token named does not exist
+     └── StorageUnavailable   the database cannot be reached right now (HTTP 503, clients retry)
+
+Times are timezone-aware UTC ``datetime`` values with millisecond precision.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+class StorageError(Exception):
+    """Base of every error a backend raises on purpose."""
+
+
+class NameNotUnique(StorageError):
+    """The owner already has a store of that name (names compare without regard to case)."""
+
+
+class UsernameTaken(StorageError):
+    """A user of that name exists already."""
+
+
+class NotFound(StorageError):
+    """The store, user or token the call names does not exist."""
+
+
+class StorageUnavailable(StorageError):
+    """The database is unreachable or restarting; the request may be retried."""
+
+
+# -- value types -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    username: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    read_count: int = 0
+    write_count: int = 0
+    delete_count: int = 0
+    list_count: int = 0
+    storage_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    id: str
+    name: str | None
+    user_id: str
+    username: str
+    created_at: datetime
+    modified_at: datetime
+    accessed_at: datetime
+    general_access: str
+    schema: dict[str, Any] | None
+    url_signing_secret_key: str
+    stats: StoreStats = field(default_factory=StoreStats)
+    # Bumped in the same transaction as every record write or delete of this store. Two reads that see the same
+    # generation see the same records, which is what makes the ZIP ETag strong.
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    store_id: str
+    user_id: str
+    username: str
+    can_write: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMeta:
+    """One record as stored. ``blob`` is the backend's own handle to the bytes; the HTTP layer passes it back
+    to ``read_blob`` and never looks inside."""
+
+    key: str
+    content_type: str
+    content_encoding: str | None  # as uploaded: gzip, br, deflate, or None for identity
+    size: int  # stored (as uploaded, possibly compressed) byte length
+    decoded_size: int  # length after undoing content_encoding
+    crc32: int  # CRC-32 of the decoded bytes
+    modified_at: datetime
+    blob: Any = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyItem:
+    key: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPage:
+    items: list[KeyItem]
+    is_truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KeySelection:
+    """Which keys a listing or an archive covers: those starting with ``prefix`` (if set) and equal to
+    ``exact`` (if set). The HTTP layer folds ``prefix`` and a schema ``collection`` into this."""
+
+    prefix: str | None = None
+    exact: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotTotals:
+    """Aggregates over a snapshot's selection, enough to size an archive without walking it."""
+
+    count: int
+    key_bytes: int  # sum of UTF-8 lengths of the keys
+    decoded_bytes: int  # sum of decoded sizes
+    big_count: int  # entries whose decoded size is 0xFFFFFFFF or more (they need ZIP64 sizes)
+
+
+class RecordBody(Protocol):
+    """A request body on its way in. Iterating yields the stored bytes (as uploaded). While it is iterated it
+    decodes, counts and checksums; ``decoded_size`` and ``crc32`` are valid once iteration ended without error.
+    Iteration raises (413, a corrupt gzip stream, a client that went away) to abort the write."""
+
+    decoded_size: int
+    crc32: int
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+class Snapshot(Protocol):
+    """A consistent view of one store's records, for the ZIP download. Everything read through it reflects the
+    moment it was opened, whatever writers do meanwhile, and every blob it lists stays readable until it closes."""
+
+    generation: int  # the store's generation at the moment of the snapshot
+    totals: SnapshotTotals
+
+    def records(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[RecordMeta]]:
+        """The selected records in key order (keys greater than ``after``, if given), in batches."""
+        ...
+
+    def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stored bytes ``[start, end)`` of a record in this snapshot."""
+        ...
+
+
+# -- the interface ---------------------------------------------------------------------------------------------
+
+
+class Storage(abc.ABC):
+    """A backend. Open it with ``await storage.open()`` (or ``async with``), close it with ``aclose()``.
+
+    All methods are coroutines and safe to call concurrently. Several processes may open the same database; a
+    backend must stay correct then (writes of one are seen by the others at once)."""
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect, create or migrate the schema, start background work (stat flushing, garbage collection)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Flush pending counters, stop background work and close connections."""
+
+    async def __aenter__(self) -> Storage:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # users and tokens (tokens arrive already hashed: the plain token never reaches storage)
+
+    @abc.abstractmethod
+    async def create_user(self, username: str) -> User:
+        """Raises UsernameTaken."""
+
+    @abc.abstractmethod
+    async def get_user_by_name(self, username: str) -> User | None: ...
+
+    @abc.abstractmethod
+    async def add_token(self, user_id: str, token_hash: str) -> None:
+        """Raises NotFound for an unknown user."""
+
+    @abc.abstractmethod
+    async def user_by_token(self, token_hash: str) -> User | None: ...
+
+    @abc.abstractmethod
+    async def revoke_token(self, token_hash: str) -> bool:
+        """True if the token existed."""
+
+    # stores
+
+    @abc.abstractmethod
+    async def create_store(
+        self, user_id: str, name: str | None, schema: dict[str, Any] | None, signing_key: str
+    ) -> Store:
+        """Raises NameNotUnique if ``name`` is taken by this user (case-insensitive)."""
+
+    @abc.abstractmethod
+    async def get_or_create_store(
+        self, user_id: str, name: str, schema: dict[str, Any] | None, signing_key: str
+    ) -> tuple[Store, bool]:
+        """The user's store of that name, or a new one; True when created. Atomic: concurrent calls from any
+        number of processes with the same name give one store."""
+
+    @abc.abstractmethod
+    async def get_store(self, store_id: str) -> Store | None: ...
+
+    @abc.abstractmethod
+    async def get_store_by_name(self, user_id: str, name: str) -> Store | None:
+        """Case-insensitive."""
+
+    @abc.abstractmethod
+    async def list_stores(
+        self, user_id: str, *, offset: int, limit: int, desc: bool, unnamed: bool, ownership: str | None
+    ) -> tuple[int, list[Store]]:
+        """(total, page) of the user's stores, ordered by creation time. ``unnamed`` False leaves out unnamed
+        stores. ``ownership``: ``ownedByMe``, ``sharedWithMe`` (stores with a grant for the user) or None for both."""
+
+    @abc.abstractmethod
+    async def update_store(self, store_id: str, changes: dict[str, Any]) -> Store:
+        """``changes`` may hold ``name``, ``general_access``, ``schema``, ``url_signing_secret_key``. Raises
+        NotFound, NameNotUnique."""
+
+    @abc.abstractmethod
+    async def delete_store(self, store_id: str) -> bool:
+        """Deletes the store with all its records and grants. True if it existed."""
+
+    # grants (sharing a store with another user)
+
+    @abc.abstractmethod
+    async def set_grant(self, store_id: str, user_id: str, can_write: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def remove_grant(self, store_id: str, user_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def list_grants(self, store_id: str) -> list[Grant]: ...
+
+    @abc.abstractmethod
+    async def get_grant(self, store_id: str, user_id: str) -> Grant | None: ...
+
+    # records
+
+    @abc.abstractmethod
+    async def put_record(
+        self, store_id: str, key: str, body: RecordBody, content_type: str, content_encoding: str | None
+    ) -> RecordMeta:
+        """Streams ``body`` into storage and then, atomically, makes it the record ``key``. If iterating the
+        body raises, nothing is left behind and the old record (if any) stays. Bumps the store's generation and
+        modifiedAt. Durable against a crash of the process once it returns. Raises NotFound for a missing store."""
+
+    @abc.abstractmethod
+    async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
+        """The blob of the returned record stays readable for at least a grace period (a minute) even if the
+        record is replaced or deleted meanwhile, so a ``read_blob`` that follows always succeeds."""
+
+    @abc.abstractmethod
+    def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stored bytes ``[start, end)`` of a record returned by ``get_record``, in chunks of up to 1 MiB."""
+
+    @abc.abstractmethod
+    async def delete_record(self, store_id: str, key: str) -> bool:
+        """True if the record existed. Bumps generation and modifiedAt only then."""
+
+    @abc.abstractmethod
+    async def list_keys(
+        self, store_id: str, selection: KeySelection, exclusive_start_key: str | None, limit: int
+    ) -> KeyPage:
+        """Up to ``limit`` keys greater than ``exclusive_start_key``, in key (byte) order. O(limit)."""
+
+    @abc.abstractmethod
+    def snapshot(self, store_id: str, selection: KeySelection) -> AbstractAsyncContextManager[Snapshot]:
+        """A consistent view of the selected records (see Snapshot). Raises NotFound for a missing store."""
+
+    # stats (counted in memory by the caller's process, written in batches, never on the read path)
+
+    @abc.abstractmethod
+    def count_access(self, store_id: str, *, reads: int = 0, writes: int = 0, deletes: int = 0, lists: int = 0) -> None:
+        """Record an access in memory and move ``accessedAt``; flushed to the database every few seconds and
+        at ``aclose``. Never blocks."""
