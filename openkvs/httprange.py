@@ -1,0 +1,87 @@
+"""``Range`` and ``If-Range`` (RFC 9110 sections 14 and 13.1.5) for a representation whose size is known.
+
+We serve one byte range at most. Anything we do not understand, and multi-range requests, are ignored (the
+caller sends the whole representation with 200), which RFC 9110 allows: a server may ignore ``Range``.
+A well-formed single range that cannot be satisfied raises ``RangeNotSatisfiable`` (the caller answers 416
+with ``Content-Range: bytes */size``).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["RangeNotSatisfiable", "parse_range", "if_range_allows", "content_range", "unsatisfied_range"]
+
+# One range-spec: "first-last", "first-" or "-suffix". Digits only (no signs), optional whitespace around.
+_SPEC = re.compile(r"[ \t]*(?:(\d+)[ \t]*-[ \t]*(\d*)|-[ \t]*(\d+))[ \t]*")
+
+
+class RangeNotSatisfiable(Exception):
+    """A syntactically valid single range that selects no byte of the representation."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"range not satisfiable for a representation of {size} bytes")
+        self.size = size
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end_exclusive) of the one byte range ``header`` asks for, or None to send the whole thing.
+
+    None: no header, not ``bytes=``, malformed, a range whose last byte is before its first, or several ranges.
+    Raises ``RangeNotSatisfiable`` for a single well-formed range that starts at or past ``size``, a suffix of
+    zero bytes, or any range of an empty representation.
+    """
+    if header is None:
+        return None
+    unit, sep, specs = header.strip().partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return None
+    parts = specs.split(",")
+    if len(parts) != 1:  # several ranges, however many: the whole response (parts are not even parsed)
+        return None
+    match = _SPEC.fullmatch(parts[0])
+    if match is None:
+        return None
+    first, last, suffix = match.groups()
+    if suffix is not None:
+        n = int(suffix)
+        if n == 0 or size == 0:
+            raise RangeNotSatisfiable(size)
+        return (max(size - n, 0), size)
+    start = int(first)
+    if last:
+        stop = int(last)
+        if stop < start:
+            return None  # RFC 9110 14.1.1: invalid, so the whole header is ignored
+        end = min(stop, size - 1) + 1
+    else:
+        end = size
+    if start >= size:
+        raise RangeNotSatisfiable(size)
+    return (start, end)
+
+
+def if_range_allows(if_range: str | None, etag: str) -> bool:
+    """True when the range may be honoured: no ``If-Range``, or exactly our current strong ETag.
+
+    A weak tag never matches (RFC 9110 13.1.5 requires strong comparison) and an HTTP date is not accepted
+    either (our validators are ETags), so both mean: send the whole representation.
+    """
+    if if_range is None:
+        return True
+    value = if_range.strip()
+    if value.startswith("W/") or etag.startswith("W/"):
+        return False
+    return value == etag and value.startswith('"') and value.endswith('"') and len(value) >= 2
+
+
+def content_range(start: int, end: int, size: int) -> str:
+    """``Content-Range`` for the bytes [start, end) of ``size``; ``end`` is exclusive, the header's is not."""
+    if not 0 <= start < end <= size:
+        raise ValueError(f"bad range [{start}, {end}) of {size}")
+    return f"bytes {start}-{end - 1}/{size}"
+
+
+def unsatisfied_range(size: int) -> str:
+    """``Content-Range`` for a 416 answer."""
+    return f"bytes */{size}"

@@ -1,0 +1,429 @@
+"""A deterministic, uncompressed ("stored") ZIP/ZIP64 writer that knows its exact size up front and can produce
+any byte range of the archive without building the rest.
+
+Why our own: the download endpoint must send ``Content-Length`` before the first byte and answer ``Range``
+requests on archives of a million records or many gigabytes. With method 0 (stored) and the CRC-32 and sizes
+known in advance (the storage computes them when a record is written), every header is a pure function of the
+entry metadata and its position, so the archive is fully determined by the ordered entry list. Nothing here
+holds the entry list in memory: everything works in streaming passes over ``batches()``.
+
+Layout (``n`` = UTF-8 name length)::
+
+    offset 0
+    ┌───────────────────────────────────────────────┐
+    │ local header 1   30 + n + [20 ZIP64] + 9 (UT)  │  ZIP64 extra only when size >= 0xFFFFFFFF
+    │ data 1           size bytes, as is             │
+    │ ... one header + data per entry, in order ...  │
+    ├───────────────────────────────────────────────┤  cd_offset
+    │ central header 1 46 + n + [4 + 8*k ZIP64] + 9  │  k = fields that overflowed: size, size, offset
+    │ ...                                            │
+    ├───────────────────────────────────────────────┤  cd_offset + cd_size
+    │ [ZIP64 end of central directory record  56]    │  only if count >= 0xFFFF or the central
+    │ [ZIP64 end of central directory locator 20]    │  directory's size or offset >= 0xFFFFFFFF
+    │ end of central directory record         22     │  no archive comment
+    └───────────────────────────────────────────────┘
+
+No data descriptors (flag bit 3 is never set): sizes and CRC are in the local headers, which is what lets any
+byte be computed from the metadata alone. Entry times come from ``modified_at`` only, so the same entries in
+the same order always give byte-identical archives.
+"""
+
+from __future__ import annotations
+
+import calendar
+import struct
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Protocol
+
+__all__ = [
+    "ZipEntry",
+    "ArchiveDataError",
+    "archive_size",
+    "archive_size_from_totals",
+    "iter_range",
+    "build_archive",
+]
+
+
+class ZipEntry(Protocol):
+    """What the writer needs to know about one file. ``storage.base.RecordMeta`` satisfies it."""
+
+    key: str  # the file name; encoded as UTF-8
+    decoded_size: int  # data length in bytes
+    crc32: int  # CRC-32 of the data
+    modified_at: datetime  # timezone-aware UTC
+
+
+class ArchiveDataError(RuntimeError):
+    """The data or the entry list did not match the metadata the archive was laid out from. Raised instead of
+    emitting bytes that would make a corrupt archive (the HTTP layer then aborts the response)."""
+
+
+# -- format constants -------------------------------------------------------------------------------------------
+
+_LIMIT32 = 0xFFFFFFFF  # a 32-bit field holding this value means "see the ZIP64 extra / record"
+_LIMIT16 = 0xFFFF
+_FLAGS = 0x0800  # bit 11: names are UTF-8. Bit 3 (data descriptor) is never set.
+_METHOD_STORED = 0
+_VERSION_NEEDED = 20  # 2.0: plain stored files
+_VERSION_NEEDED_ZIP64 = 45  # 4.5: ZIP64
+_VERSION_MADE_BY = 0x031E  # high byte 3 = Unix (so external attributes are Unix modes), low byte 30 = spec 3.0
+_EXTERNAL_ATTR = 0o100644 << 16  # regular file, rw-r--r--
+
+_LOCAL = struct.Struct("<IHHHHHIIIHH")  # 30 bytes
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")  # 46 bytes
+_EOCD = struct.Struct("<IHHHHIIH")  # 22 bytes
+_EOCD64 = struct.Struct("<IQHHIIQQQQ")  # 56 bytes
+_LOCATOR64 = struct.Struct("<IIQI")  # 20 bytes
+_UT_EXTRA = struct.Struct("<HHBI")  # 0x5455 extended timestamp, flags=1 (mtime only): 9 bytes, same in both forms
+
+_UT_LEN = _UT_EXTRA.size
+_LOCAL_ZIP64_LEN = 4 + 16  # header + original size + compressed size
+_LOCAL_FIXED = _LOCAL.size + _UT_LEN  # 39: a local header without its name and without ZIP64
+_CENTRAL_FIXED = _CENTRAL.size + _UT_LEN  # 55: the same for a central header
+_TAIL_CLASSIC = _EOCD.size
+_TAIL_ZIP64 = _EOCD64.size + _LOCATOR64.size + _EOCD.size
+
+# Coalescing: small pieces (headers, small records) are gathered into chunks of at least this size; data chunks
+# at least this large are passed through untouched. The buffer therefore stays below 2 * _CHUNK.
+_CHUNK = 64 * 1024
+
+_DOS_MIN = (0x0021, 0x0000)  # (date, time) of 1980-01-01 00:00:00
+_DOS_MAX = ((127 << 9) | (12 << 5) | 31, (23 << 11) | (59 << 5) | 29)  # 2107-12-31 23:59:58
+
+
+# -- per-entry pieces -------------------------------------------------------------------------------------------
+
+
+def _name(entry: ZipEntry) -> bytes:
+    name = entry.key.encode("utf-8")
+    if len(name) > _LIMIT16:
+        raise ValueError(f"entry name is {len(name)} bytes; ZIP allows at most 65535")
+    return name
+
+
+def _check(entry: ZipEntry) -> int:
+    size = entry.decoded_size
+    if size < 0 or not 0 <= entry.crc32 <= _LIMIT32:
+        raise ValueError(f"entry {entry.key!r}: bad size {size} or crc32 {entry.crc32}")
+    return size
+
+
+def _local_len(name_len: int, size: int) -> int:
+    return _LOCAL_FIXED + name_len + (_LOCAL_ZIP64_LEN if size >= _LIMIT32 else 0)
+
+
+def _central_len(name_len: int, size: int, offset: int) -> int:
+    fields = (2 if size >= _LIMIT32 else 0) + (1 if offset >= _LIMIT32 else 0)
+    return _CENTRAL_FIXED + name_len + (4 + 8 * fields if fields else 0)
+
+
+def _utc(dt: datetime) -> datetime:
+    # The contract says tz-aware UTC; a naive value is taken as UTC rather than as the server's local time.
+    return dt.astimezone(timezone.utc) if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+
+
+def _dos_date_time(dt: datetime) -> tuple[int, int]:
+    """MS-DOS (date, time) in UTC, 2-second resolution (seconds floored); clamped to the representable years."""
+    dt = _utc(dt)
+    if dt.year < 1980:
+        return _DOS_MIN
+    if dt.year > 2107:
+        return _DOS_MAX
+    return (
+        ((dt.year - 1980) << 9) | (dt.month << 5) | dt.day,
+        (dt.hour << 11) | (dt.minute << 5) | (dt.second // 2),
+    )
+
+
+def _unix_mtime(dt: datetime) -> int:
+    # Readers disagree on whether the 32-bit field is signed (Info-ZIP) or unsigned (libarchive), so keep to the
+    # range where both agree: 1970-01-01 .. 2038-01-19. The DOS time still carries later dates to 2107.
+    return min(max(calendar.timegm(_utc(dt).utctimetuple()), 0), 0x7FFFFFFF)
+
+
+def _local_header(entry: ZipEntry, name: bytes, size: int, offset: int) -> bytes:
+    big = size >= _LIMIT32
+    zip64 = big or offset >= _LIMIT32  # same "version needed" in both headers of an entry
+    date, time = _dos_date_time(entry.modified_at)
+    extra = struct.pack("<HHQQ", 0x0001, 16, size, size) if big else b""
+    extra += _UT_EXTRA.pack(0x5455, 5, 1, _unix_mtime(entry.modified_at))
+    size32 = _LIMIT32 if big else size
+    head = _LOCAL.pack(
+        0x04034B50,
+        _VERSION_NEEDED_ZIP64 if zip64 else _VERSION_NEEDED,
+        _FLAGS,
+        _METHOD_STORED,
+        time,
+        date,
+        entry.crc32,
+        size32,  # compressed size == size (stored)
+        size32,
+        len(name),
+        len(extra),
+    )
+    return head + name + extra
+
+
+def _central_header(entry: ZipEntry, name: bytes, size: int, offset: int) -> bytes:
+    big = size >= _LIMIT32
+    far = offset >= _LIMIT32
+    date, time = _dos_date_time(entry.modified_at)
+    # The ZIP64 extra holds only the replaced fields, in the order APPNOTE 4.5.3 fixes.
+    fields = ([size, size] if big else []) + ([offset] if far else [])
+    extra = struct.pack(f"<HH{len(fields)}Q", 0x0001, 8 * len(fields), *fields) if fields else b""
+    extra += _UT_EXTRA.pack(0x5455, 5, 1, _unix_mtime(entry.modified_at))
+    size32 = _LIMIT32 if big else size
+    head = _CENTRAL.pack(
+        0x02014B50,
+        _VERSION_MADE_BY,
+        _VERSION_NEEDED_ZIP64 if (big or far) else _VERSION_NEEDED,
+        _FLAGS,
+        _METHOD_STORED,
+        time,
+        date,
+        entry.crc32,
+        size32,
+        size32,
+        len(name),
+        len(extra),
+        0,  # comment length
+        0,  # disk number start
+        0,  # internal attributes
+        _EXTERNAL_ATTR,
+        _LIMIT32 if far else offset,
+    )
+    return head + name + extra
+
+
+def _needs_zip64_end(count: int, cd_offset: int, cd_size: int) -> bool:
+    return count >= _LIMIT16 or cd_size >= _LIMIT32 or cd_offset >= _LIMIT32
+
+
+def _tail(count: int, cd_offset: int, cd_size: int) -> bytes:
+    """Everything after the central directory."""
+    out = b""
+    if _needs_zip64_end(count, cd_offset, cd_size):
+        eocd64_offset = cd_offset + cd_size
+        out += _EOCD64.pack(
+            0x06064B50, _EOCD64.size - 12, _VERSION_MADE_BY, _VERSION_NEEDED_ZIP64, 0, 0, count, count, cd_size,
+            cd_offset,
+        )
+        out += _LOCATOR64.pack(0x07064B50, 0, eocd64_offset, 1)
+    # Only the fields that overflow get the "see ZIP64" marker; the others keep their real values.
+    count16 = _LIMIT16 if count >= _LIMIT16 else count
+    out += _EOCD.pack(
+        0x06054B50, 0, 0, count16, count16,
+        _LIMIT32 if cd_size >= _LIMIT32 else cd_size,
+        _LIMIT32 if cd_offset >= _LIMIT32 else cd_offset,
+        0,
+    )
+    return out
+
+
+def _tail_len(count: int, cd_offset: int, cd_size: int) -> int:
+    return _TAIL_ZIP64 if _needs_zip64_end(count, cd_offset, cd_size) else _TAIL_CLASSIC
+
+
+# -- sizes ------------------------------------------------------------------------------------------------------
+
+
+def archive_size(entries: Iterable[ZipEntry]) -> int:
+    """The exact archive length, in one streaming pass with O(1) memory."""
+    offset = 0  # where the next local header goes
+    cd_size = 0
+    count = 0
+    for entry in entries:
+        size = _check(entry)
+        n = len(_name(entry))
+        cd_size += _central_len(n, size, offset)
+        offset += _local_len(n, size) + size
+        count += 1
+    return offset + cd_size + _tail_len(count, offset, cd_size)
+
+
+def archive_size_from_totals(count: int, key_bytes: int, decoded_bytes: int, big_count: int) -> int | None:
+    """The exact archive length from aggregates, or None when they cannot decide it.
+
+    ``key_bytes`` is the sum of the UTF-8 name lengths, ``big_count`` the number of entries of 0xFFFFFFFF bytes or
+    more. The only thing the aggregates cannot tell is which local headers start at or past 0xFFFFFFFF (each of
+    those adds 8 or 12 bytes to its central header), so None is returned unless no local header can start there.
+    The central directory's own offset and size are known exactly from the totals.
+    """
+    if min(count, key_bytes, decoded_bytes, big_count) < 0 or big_count > count or decoded_bytes < big_count * _LIMIT32:
+        raise ValueError("inconsistent totals")
+    local_total = count * _LOCAL_FIXED + key_bytes + big_count * _LOCAL_ZIP64_LEN + decoded_bytes
+    # Every entry spans at least _LOCAL_FIXED bytes, so the last (largest) local-header offset is at most
+    # local_total - _LOCAL_FIXED; a single entry always starts at 0.
+    if count > 1 and local_total - _LOCAL_FIXED >= _LIMIT32:
+        return None
+    cd_size = count * _CENTRAL_FIXED + key_bytes + big_count * (4 + 16)
+    return local_total + cd_size + _tail_len(count, local_total, cd_size)
+
+
+# -- byte ranges ------------------------------------------------------------------------------------------------
+
+
+class _Coalescer:
+    """Gathers small pieces into ~_CHUNK-sized chunks; lets big ones through without a copy."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def add(self, piece: bytes) -> list[bytes]:
+        """Returns the chunks ready to be yielded now (in order)."""
+        if len(piece) >= _CHUNK:
+            out = [bytes(self._buf), piece] if self._buf else [piece]
+            self._buf.clear()
+            return out
+        self._buf += piece
+        if len(self._buf) >= _CHUNK:
+            out = [bytes(self._buf)]
+            self._buf.clear()
+            return out
+        return []
+
+    def flush(self) -> list[bytes]:
+        out = [bytes(self._buf)] if self._buf else []
+        self._buf.clear()
+        return out
+
+
+async def _aclose(iterator: object) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
+async def _entries(batches: Callable[[], AsyncIterator[Sequence[ZipEntry]]]) -> AsyncIterator[ZipEntry]:
+    source = batches()
+    try:
+        async for batch in source:
+            for entry in batch:
+                yield entry
+    finally:
+        await _aclose(source)
+
+
+async def _read_exact(
+    read: Callable[[ZipEntry, int, int], AsyncIterator[bytes]], entry: ZipEntry, lo: int, hi: int
+) -> AsyncIterator[bytes]:
+    want = hi - lo
+    got = 0
+    source = read(entry, lo, hi)
+    try:
+        async for chunk in source:
+            got += len(chunk)
+            if got > want:
+                raise ArchiveDataError(f"record {entry.key!r}: read [{lo}, {hi}) returned more than {want} bytes")
+            if chunk:
+                yield chunk
+    finally:
+        await _aclose(source)
+    if got != want:
+        raise ArchiveDataError(f"record {entry.key!r}: read [{lo}, {hi}) returned {got} bytes, expected {want}")
+
+
+async def iter_range(
+    batches: Callable[[], AsyncIterator[Sequence[ZipEntry]]],
+    start: int,
+    end: int,
+    read: Callable[[ZipEntry, int, int], AsyncIterator[bytes]],
+) -> AsyncIterator[bytes]:
+    """Yield exactly the archive bytes [start, end) of the archive of the entries ``batches()`` gives.
+
+    Pass 1 walks the local headers and data; entries wholly before ``start`` cost only arithmetic, ``read`` is
+    called only for the data bytes inside the range, and the pass stops at ``end``. Only if the range reaches
+    past the last data byte does pass 2 call ``batches()`` again to lay out the central directory (whose
+    headers hold each entry's local offset, recomputed on the way) and then the end records.
+    """
+    if not 0 <= start <= end:
+        raise ValueError(f"bad range [{start}, {end})")
+    if start == end:
+        return
+    out = _Coalescer()
+
+    # Pass 1: local headers and data.
+    offset = 0
+    count = 0
+    entries = _entries(batches)
+    try:
+        async for entry in entries:
+            size = _check(entry)
+            name = _name(entry)
+            head_len = _local_len(len(name), size)
+            entry_end = offset + head_len + size
+            if entry_end > start:  # else wholly before the range: nothing to build or read
+                if offset < end and offset + head_len > start:
+                    head = _local_header(entry, name, size, offset)
+                    for chunk in out.add(head[max(start - offset, 0) : min(end - offset, head_len)]):
+                        yield chunk
+                data_at = offset + head_len
+                lo, hi = max(start - data_at, 0), min(end - data_at, size)
+                if hi > lo:
+                    async for piece in _read_exact(read, entry, lo, hi):
+                        for chunk in out.add(piece):
+                            yield chunk
+            offset = entry_end
+            count += 1
+            if offset >= end:
+                break
+    finally:
+        await _aclose(entries)
+    if offset >= end:
+        for chunk in out.flush():
+            yield chunk
+        return
+
+    # Pass 2: central directory, then the end records.
+    cd_offset = offset
+    local_offset = 0
+    position = cd_offset  # archive offset of the next central header
+    seen = 0
+    entries = _entries(batches)
+    try:
+        async for entry in entries:
+            size = _check(entry)
+            name = _name(entry)
+            head_len = _central_len(len(name), size, local_offset)
+            if position + head_len > start:
+                head = _central_header(entry, name, size, local_offset)
+                for chunk in out.add(head[max(start - position, 0) : min(end - position, head_len)]):
+                    yield chunk
+            position += head_len
+            local_offset += _local_len(len(name), size) + size
+            seen += 1
+            if position >= end:
+                break
+    finally:
+        await _aclose(entries)
+    if position < end:  # the whole central directory was walked: check it describes what pass 1 laid out
+        if seen != count or local_offset != cd_offset:
+            raise ArchiveDataError("the entries changed between the two passes over the store")
+        tail = _tail(count, cd_offset, position - cd_offset)
+        if end > position + len(tail):
+            raise ValueError(f"range end {end} is past the archive's end {position + len(tail)}")
+        for chunk in out.add(tail[max(start - position, 0) : end - position]):
+            yield chunk
+    for chunk in out.flush():
+        yield chunk
+
+
+def build_archive(entries_with_data: Sequence[tuple[ZipEntry, bytes]]) -> bytes:
+    """The whole archive in memory, for tests and small tools. Checks each data's length and CRC-32."""
+    local: list[bytes] = []
+    central: list[bytes] = []
+    offset = 0
+    for entry, data in entries_with_data:
+        size = _check(entry)
+        if len(data) != size or zlib.crc32(data) != entry.crc32:
+            raise ArchiveDataError(f"record {entry.key!r}: data does not match its size or CRC-32")
+        name = _name(entry)
+        head = _local_header(entry, name, size, offset)
+        local += (head, data)
+        central.append(_central_header(entry, name, size, offset))
+        offset += len(head) + size
+    cd_size = sum(map(len, central))
+    return b"".join(local + central) + _tail(len(entries_with_data), offset, cd_size)
