@@ -178,6 +178,17 @@ class Storage(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Flush pending counters, stop background work and close connections."""
 
+    async def flush_stats(self) -> None:  # noqa: B027 - optional hook
+        """Write the access counters buffered by ``count_access`` now (the background task does this every few
+        seconds, ``aclose`` at the end). For tests and orderly shutdown."""
+
+    async def collect_garbage(self, now: datetime | None = None) -> int:
+        """Reclaim the bytes of replaced and deleted records that no reader can need any more (older than the
+        grace period and not held by an open snapshot); returns how many items were reclaimed. The background
+        task calls this periodically; ``now`` (an aware datetime) lets tests move time forward. Backends that
+        free bytes at once return 0."""
+        return 0
+
     async def __aenter__(self) -> Storage:
         await self.open()
         return self

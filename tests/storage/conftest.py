@@ -1,0 +1,111 @@
+"""Fixtures for the storage contract suite: one ``storage`` fixture, parametrized over the backends.
+
+Every test gets an empty database. SQLite: a fresh data_dir. PostgreSQL: ``PostgresStorage`` from
+``openkvs.storage.postgres`` on ``OPENKVS_TEST_DATABASE_URL``, isolated in a schema of its own per test (the
+backend's ``schema=`` option) or, failing that, wiped by its ``reset()`` method. Where PostgreSQL cannot be used
+the postgres tests skip with the reason, except under CI (env ``CI`` set), where a skip is a failure.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import zlib
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openkvs.storage.base import Storage
+from openkvs.storage.ids import new_id
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"postgres backend not tested in CI: {reason}")
+    pytest.skip(reason)
+
+
+async def _postgres(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
+    try:
+        from openkvs.storage import postgres
+    except ImportError as exc:
+        _unavailable(f"openkvs.storage.postgres does not import: {exc}")
+    cls = getattr(postgres, "PostgresStorage", None)
+    if cls is None:
+        _unavailable("openkvs.storage.postgres has no PostgresStorage")
+    dsn = os.environ.get("OPENKVS_TEST_DATABASE_URL", DEFAULT_PG_URL)
+    kwargs: dict[str, Any] = {}
+    params = inspect.signature(cls).parameters
+    schema = f"test_{new_id().lower()}"
+    if "schema" in params:
+        kwargs["schema"] = schema
+    if "gc_grace_seconds" in params:
+        kwargs["gc_grace_seconds"] = 60.0
+    storage = cls(dsn, **kwargs)
+    try:
+        await storage.open()
+    except Exception as exc:  # server down, wrong DSN
+        _unavailable(f"cannot open PostgresStorage({dsn!r}): {exc!r}")
+    try:
+        if "schema" not in kwargs:
+            reset = getattr(storage, "reset", None)
+            if reset is None:
+                await storage.aclose()
+                _unavailable("PostgresStorage has neither a schema= option nor reset(): no per-test isolation")
+            await reset()
+        yield storage
+    finally:
+        await storage.aclose()
+        drop = getattr(storage, "drop_schema", None)
+        if "schema" in kwargs and drop is not None:
+            await drop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    if request.param == "sqlite":
+        from openkvs.storage.sqlite import SQLiteStorage
+
+        async with SQLiteStorage(tmp_path / "data") as st:
+            yield st
+    else:
+        async for st in _postgres(request):
+            yield st
+
+
+class Body:
+    """A RecordBody for tests: yields ``chunks`` (identity encoding), counting and checksumming as it goes.
+    With ``fail_after=n`` it raises ``BodyAborted`` after yielding n chunks."""
+
+    def __init__(self, chunks: Iterable[bytes] | bytes, *, fail_after: int | None = None) -> None:
+        self.chunks = [chunks] if isinstance(chunks, bytes) else list(chunks)
+        self.fail_after = fail_after
+        self.decoded_size = 0
+        self.crc32 = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for i, chunk in enumerate(self.chunks):
+            if self.fail_after is not None and i >= self.fail_after:
+                raise BodyAborted("client went away")
+            self.decoded_size += len(chunk)
+            self.crc32 = zlib.crc32(chunk, self.crc32)
+            yield chunk
+        if self.fail_after is not None and self.fail_after >= len(self.chunks):
+            raise BodyAborted("client went away")
+
+
+class BodyAborted(Exception):
+    pass
+
+
+def chunked(data: bytes, size: int = 64 * 1024) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
