@@ -1,0 +1,36 @@
+"""Rate limiting: token buckets that hold across processes and nodes (spec section 7).
+
+    Limiter (protocol: hit(key, rate, burst, cost) -> Decision, aclose())
+     ├── MemoryLimiter   one process; exact and O(1), bounded memory
+     └── RedisLimiter    shared through Redis, one Lua script per hit; fails open when Redis is down
+    RateLimitPolicy      the API's limits: a caller bucket plus one store bucket -> Verdict
+    client_ip            whom to count a tokenless request against, honouring trusted proxies
+"""
+
+from __future__ import annotations
+
+from .base import Decision, Limiter
+from .clientip import client_ip
+from .memory import MemoryLimiter
+from .policy import RateLimitPolicy, Verdict
+from .redis import RedisLimiter
+
+
+def make_limiter(redis_url: str | None) -> Limiter:
+    """A ``RedisLimiter`` when a Redis URL is configured (needed with several processes or nodes), else a
+    ``MemoryLimiter``."""
+    if redis_url:
+        return RedisLimiter(redis_url)
+    return MemoryLimiter()
+
+
+__all__ = [
+    "Decision",
+    "Limiter",
+    "MemoryLimiter",
+    "RateLimitPolicy",
+    "RedisLimiter",
+    "Verdict",
+    "client_ip",
+    "make_limiter",
+]

@@ -1,0 +1,71 @@
+"""Token buckets in this process's memory: exact, O(1) per hit, bounded in size.
+
+Correct only for one server process. With several workers or nodes each would hold its own buckets and the
+limit would multiply by their number (litestar#4700); configure Redis for those (``redis.RedisLimiter``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from .base import ALLOWED, Decision, full_after, take
+
+
+class MemoryLimiter:
+    """Buckets in an ordered dict, least recently hit first.
+
+    Memory stays bounded two ways. Each hit looks at the two least recently hit buckets and drops those that have
+    refilled (a full bucket is equivalent to an absent one, so that changes no decision). And when more than
+    ``max_keys`` buckets are live anyway (a flood of distinct keys), the least recently hit ones are dropped
+    even if not yet full: those keys get a fresh, full bucket, i.e. we fail open for them rather than grow.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, max_keys: int = 100_000) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self._clock = clock
+        self._max_keys = max_keys
+        # key -> [tokens, ts, full_at]; a list so a hit updates in place without allocating.
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    async def hit(self, key: str, rate: float, burst: float, cost: float = 1) -> Decision:
+        # Never awaits: the whole step runs without yielding to the event loop, which is what makes it atomic.
+        now = self._clock()
+        buckets = self._buckets
+        self._evict_full(now)
+        bucket = buckets.get(key)
+        if bucket is None:
+            allowed, tokens, retry_after = take(burst, now, now, rate, burst, cost)
+            if not allowed:  # cost > burst: nothing changed, nothing worth remembering
+                return Decision(False, retry_after)
+            buckets[key] = [tokens, now, now + full_after(tokens, rate, burst)]
+            if len(buckets) > self._max_keys:
+                buckets.popitem(last=False)
+            return ALLOWED
+        buckets.move_to_end(key)
+        allowed, tokens, retry_after = take(bucket[0], bucket[1], now, rate, burst, cost)
+        if not allowed:
+            # The stored state still yields the same refill later, so a denied hit need not write anything.
+            return Decision(False, retry_after)
+        bucket[0] = tokens
+        bucket[1] = now
+        bucket[2] = now + full_after(tokens, rate, burst)
+        return ALLOWED
+
+    def _evict_full(self, now: float) -> None:
+        buckets = self._buckets
+        for _ in range(2):  # two per hit outpaces the at most one bucket a hit can add
+            if not buckets:
+                return
+            key = next(iter(buckets))
+            if buckets[key][2] > now:
+                return
+            del buckets[key]
+
+    async def aclose(self) -> None:
+        self._buckets.clear()

@@ -1,0 +1,88 @@
+"""The API's limits (spec section 7) on top of a ``Limiter``: which buckets a request spends from.
+
+Every request spends from its caller's bucket (``user:<id>``, or ``ip:<addr>`` without a token). A store-scoped
+request also spends from exactly one store bucket: record operations from the record bucket (200/s by
+default), everything else from the store bucket (60/s). So a record GET never eats into the 60/s budget.
+
+Bucket sizes (bursts): every bucket holds one second's worth of its rate, so the per-second figure sent in
+``X-RateLimit-Limit`` is also what a client may really send within any one second. For the per-user
+limit that is 250000/60 = 4166.67 tokens, refilled at 4166.67/s: a client pacing itself gets its full 250,000
+a minute (in fact up to one second's worth more in the first minute), while one that fires everything at once is
+held to the per-second figure instead of landing 250,000 requests in a second on the store.
+``user_burst_seconds`` makes the user bucket larger if bursty clients need it.
+
+The user bucket is checked first. A caller denied there spends nothing from the store's bucket, so one
+flooding caller cannot use up a store's budget with requests that were refused anyway. A request refused by a
+store bucket still counts against its caller (it was a request).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .base import RETRY_PAD, Limiter
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """``retry_after_seconds`` is for ``Retry-After`` (0 when allowed, else at least 1); ``limit`` is for
+    ``X-RateLimit-Limit`` (the per-second limit of the resource the request addresses)."""
+
+    allowed: bool
+    retry_after_seconds: int
+    limit: int
+
+
+class RateLimitPolicy:
+    def __init__(
+        self,
+        limiter: Limiter,
+        per_user_per_minute: int = 250_000,
+        per_store_per_second: int = 60,
+        per_store_records_per_second: int = 200,
+        *,
+        user_burst_seconds: float = 1.0,
+    ) -> None:
+        if per_store_per_second < 1 or per_store_records_per_second < 1:
+            raise ValueError("per-store limits must be at least 1 a second")
+        if per_user_per_minute / 60 * user_burst_seconds < 1:
+            raise ValueError("the user bucket must hold at least one request")
+        self.limiter = limiter
+        self._user_rate = per_user_per_minute / 60
+        self._user_burst = self._user_rate * user_burst_seconds
+        self._store_rate = float(per_store_per_second)
+        self._records_rate = float(per_store_records_per_second)
+        self.user_limit = per_user_per_minute // 60
+        self.store_limit = per_store_per_second
+        self.records_limit = per_store_records_per_second
+
+    def limit_for(self, store_id: str | None, record_op: bool) -> int:
+        """The ``X-RateLimit-Limit`` value for a request, without spending anything."""
+        if store_id is None:
+            return self.user_limit
+        return self.records_limit if record_op else self.store_limit
+
+    async def check(self, identity: str, store_id: str | None, record_op: bool) -> Verdict:
+        """Spend one request for ``identity`` (``user:<id>`` or ``ip:<addr>``) and, if ``store_id`` is given,
+        for that store. ``record_op`` without a store is treated as a plain user-level request."""
+        limit = self.limit_for(store_id, record_op)
+        # Key namespaces ("who:", "store:", "records:") keep callers and stores apart whatever the ids contain.
+        decision = await self.limiter.hit("who:" + identity, self._user_rate, self._user_burst)
+        if decision.allowed and store_id is not None:
+            if record_op:
+                decision = await self.limiter.hit("records:" + store_id, self._records_rate, self._records_rate)
+            else:
+                decision = await self.limiter.hit("store:" + store_id, self._store_rate, self._store_rate)
+        if decision.allowed:
+            return Verdict(True, 0, limit)
+        return Verdict(False, _retry_seconds(decision.retry_after), limit)
+
+
+def _retry_seconds(retry_after: float) -> int:
+    # Retry-After is whole seconds; round up so a client that obeys it is not refused again, but first take
+    # off the limiter's float padding so an exact 1 s wait is not announced as 2. Infinite waits cannot happen
+    # with the validated settings above; cap them rather than crash the header.
+    if not math.isfinite(retry_after):
+        return 3600
+    return max(1, math.ceil(retry_after - RETRY_PAD))

@@ -1,0 +1,150 @@
+"""Token buckets in Redis, shared by every process and node that points at the same server.
+
+Each hit is ONE Lua script (read, refill, decide, write) so it is atomic on the server: no get-then-set race
+between workers (litestar#4700). Time comes from Redis ``TIME`` inside the script so nodes with skewed clocks
+still agree; tests may inject a clock instead. Each bucket is one hash under ``openkvs:rl:<key>`` that expires
+once it would have refilled, so idle keys vanish. One key per script keeps it valid on Redis Cluster.
+
+Rate limiting must never take the API down with it: if Redis is unreachable or errors, hits are allowed
+(fail open), a warning is logged once per outage and a note once on recovery. After a failure Redis is left
+alone for ``retry_interval`` seconds (a circuit breaker) so a dead server costs one slow request per interval,
+not one per request; then a single hit probes it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+
+from .base import ALLOWED, Decision, EPSILON, RETRY_PAD
+
+logger = logging.getLogger("openkvs.ratelimit")
+
+PREFIX = "openkvs:rl:"
+
+# Same arithmetic as base.take/wait_time/full_after; a test checks both give the same decisions.
+# Numbers are written with %.17g because Redis would otherwise turn Lua numbers into strings with 14 digits
+# (losing precision on timestamps) and into truncated integers in replies (losing retry_after's fraction).
+SCRIPT = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local now = tonumber(ARGV[4])
+local eps = tonumber(ARGV[5])
+local pad = tonumber(ARGV[6])
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local state = redis.call('HMGET', KEYS[1], 't', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+local elapsed = now - ts
+if elapsed > 0 then
+  tokens = math.min(burst, tokens + elapsed * rate)
+end
+if tokens + eps < cost then
+  -- Denied: the stored state yields the same refill later, so nothing to write (and the TTL still holds).
+  local retry = 'inf'
+  if cost <= burst + eps and rate > 0 then
+    retry = string.format('%.17g', (cost - tokens) / rate + pad)
+  end
+  return {0, retry}
+end
+tokens = tokens - cost
+redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'ts', string.format('%.17g', now))
+-- Expire once full again (then it equals an absent key), plus a second of slack; a day at most when the
+-- bucket never refills (rate 0), so such keys still go away eventually.
+local ttl = 86400000
+if rate > 0 then
+  ttl = math.min(ttl, math.ceil((burst - tokens) / rate * 1000) + 1000)
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return {1, '0'}
+"""
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+# Everything that means "Redis cannot answer properly right now". OSError covers socket errors raised before
+# redis-py wraps them; TimeoutError covers asyncio timeouts.
+UNAVAILABLE = (RedisError, OSError, TimeoutError)
+
+
+class RedisLimiter:
+    def __init__(
+        self,
+        url: str,
+        clock: Callable[[], float] | None = None,
+        *,
+        prefix: str = PREFIX,
+        socket_timeout: float = 0.5,
+        retry_interval: float = 1.0,
+        max_connections: int = 64,
+    ) -> None:
+        self._clock = clock
+        self._prefix = prefix
+        self._retry_interval = retry_interval
+        # Short timeouts so a dead or stalled Redis delays a request by at most about a second. One immediate
+        # retry on connection errors replaces a pooled connection that broke (say, Redis restarted) with a fresh
+        # one, so a stale socket does not turn into a spurious outage. Not on timeouts: the script may have run.
+        # A *blocking* pool: redis-py's default pool raises "Too many connections" beyond 100 concurrent
+        # commands, which would fail open exactly under load; here a burst queues for a connection instead.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=socket_timeout,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
+        self._redis = aioredis.Redis.from_pool(pool)
+        self._down = False  # inside an outage (warned, not yet recovered)
+        self._skip_until = 0.0  # time.monotonic() before which Redis is not asked at all
+
+    async def hit(self, key: str, rate: float, burst: float, cost: float = 1) -> Decision:
+        if self._down:
+            now = time.monotonic()
+            if now < self._skip_until:
+                return ALLOWED
+            # Half-open: this hit probes; concurrent ones keep skipping until it has answered.
+            self._skip_until = now + self._retry_interval
+        args = (rate, burst, cost, "" if self._clock is None else repr(self._clock()), EPSILON, RETRY_PAD)
+        try:
+            try:
+                allowed, retry_after = await self._redis.evalsha(SCRIPT_SHA, 1, self._prefix + key, *args)
+            except NoScriptError:
+                # First use on this server, or it restarted / ran SCRIPT FLUSH. EVAL also caches the script.
+                allowed, retry_after = await self._redis.eval(SCRIPT, 1, self._prefix + key, *args)
+        except UNAVAILABLE as exc:
+            self._failed(exc)
+            return ALLOWED
+        if self._down:
+            self._down = False
+            logger.info("rate limiter: Redis is reachable again; limits apply again")
+        if allowed:
+            return ALLOWED
+        return Decision(False, float(retry_after))
+
+    def _failed(self, exc: BaseException) -> None:
+        self._skip_until = time.monotonic() + self._retry_interval
+        if not self._down:
+            self._down = True
+            logger.warning(
+                "rate limiter: Redis unavailable (%s: %s); allowing all requests until it is back",
+                type(exc).__name__,
+                exc,
+            )
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,178 @@
+"""RedisLimiter against a real Redis: same decisions as the in-memory buckets, atomic across clients and
+processes, fail-open with one warning per outage, and recovery without help."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+from ratelimit_helpers import FakeClock, free_port
+
+from openkvs.ratelimit import MemoryLimiter, RedisLimiter
+from openkvs.ratelimit.redis import SCRIPT_SHA
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+
+async def test_same_decisions_as_memory_limiter(redis_url: str, prefix: str) -> None:
+    for seed in range(5):
+        rng = random.Random(seed)
+        clock = FakeClock(rng.uniform(0, 1e6))
+        mem = MemoryLimiter(clock)
+        red = RedisLimiter(redis_url, clock, prefix=f"{prefix}{seed}:")
+        rate, burst = rng.choice([(0.5, 1), (2, 3), (10, 10), (4166.67, 4166.67), (0.01, 100)])
+        try:
+            for _ in range(200):
+                clock.advance(rng.choice([0, 0, 0.001, 0.1, 0.5, 1, 3]) * rng.random())
+                key = rng.choice("ab")
+                cost = rng.choice([1, 1, 1, 0.5, 2])
+                want = await mem.hit(key, rate, burst, cost)
+                got = await red.hit(key, rate, burst, cost)
+                assert got.allowed == want.allowed
+                assert got.retry_after == pytest.approx(want.retry_after, rel=1e-9, abs=1e-12)
+        finally:
+            await red.aclose()
+
+
+async def test_server_time_and_refill(redis_url: str, prefix: str) -> None:
+    limiter = RedisLimiter(redis_url, prefix=prefix)  # no clock: Redis TIME
+    try:
+        results = [(await limiter.hit("k", rate=20, burst=3)) for _ in range(4)]
+        assert [r.allowed for r in results] == [True, True, True, False]
+        assert 0 < results[-1].retry_after <= 0.05 + 1e-3
+        await asyncio.sleep(results[-1].retry_after)
+        assert (await limiter.hit("k", rate=20, burst=3)).allowed
+    finally:
+        await limiter.aclose()
+
+
+async def test_idle_keys_expire(redis_url: str, prefix: str) -> None:
+    limiter = RedisLimiter(redis_url, prefix=prefix)
+    try:
+        await limiter.hit("k", rate=10, burst=10, cost=5)
+        ttl = redis.Redis.from_url(redis_url).pttl(prefix + "k")
+        # 5 tokens missing at 10/s: full (and so forgettable) after 0.5 s, plus 1 s of slack.
+        assert 1000 < ttl <= 1500
+    finally:
+        await limiter.aclose()
+
+
+async def _hammer(limiter: RedisLimiter, n: int) -> int:
+    results = await asyncio.gather(*(limiter.hit("shared", rate=1e-6, burst=100) for _ in range(n)))
+    return sum(r.allowed for r in results)
+
+
+async def test_two_clients_hammering_one_key_accept_exactly_burst(redis_url: str, prefix: str) -> None:
+    a = RedisLimiter(redis_url, prefix=prefix)
+    b = RedisLimiter(redis_url, prefix=prefix)
+    try:
+        accepted = await asyncio.gather(_hammer(a, 300), _hammer(b, 300))
+        assert sum(accepted) == 100
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+HAMMER = """
+import asyncio, sys
+from openkvs.ratelimit import RedisLimiter
+async def main():
+    limiter = RedisLimiter(sys.argv[1], prefix=sys.argv[2])
+    results = await asyncio.gather(*(limiter.hit("shared", 1e-6, 100) for _ in range(200)))
+    print(sum(r.allowed for r in results))
+    await limiter.aclose()
+asyncio.run(main())
+"""
+
+
+def test_two_processes_hammering_one_key_accept_exactly_burst(redis_url: str, prefix: str) -> None:
+    procs = [
+        subprocess.Popen([sys.executable, "-c", HAMMER, redis_url, prefix], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    counts = [int(p.communicate(timeout=60)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(counts) == 100
+
+
+async def test_fails_open_and_warns_once_when_redis_is_unreachable(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="openkvs.ratelimit")
+    # retry_interval=0 disables the breaker, so every hit really tries (and fails) to reach Redis.
+    limiter = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", retry_interval=0)
+    try:
+        for _ in range(50):
+            assert (await limiter.hit("k", rate=1e-6, burst=1)).allowed
+    finally:
+        await limiter.aclose()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "Redis unavailable" in warnings[0].getMessage()
+
+
+async def test_circuit_breaker_leaves_a_dead_redis_alone() -> None:
+    limiter = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", retry_interval=60)
+    calls = 0
+    real = limiter._redis.evalsha
+
+    async def counting(*args: object) -> object:
+        nonlocal calls
+        calls += 1
+        return await real(*args)
+
+    limiter._redis.evalsha = counting  # type: ignore[method-assign]
+    try:
+        start = time.perf_counter()
+        for _ in range(1000):
+            assert (await limiter.hit("k", 1, 1)).allowed
+        assert calls == 1
+        assert time.perf_counter() - start < 0.5
+    finally:
+        await limiter.aclose()
+
+
+async def test_outage_and_recovery(redis_server, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO, logger="openkvs.ratelimit")
+    limiter = RedisLimiter(redis_server.url, retry_interval=0.05)
+    try:
+        assert [(await limiter.hit("k", 1e-6, 2)).allowed for _ in range(3)] == [True, True, False]
+
+        redis_server.stop()
+        assert all([(await limiter.hit("k", 1e-6, 2)).allowed for _ in range(20)])  # fail open
+
+        redis_server.start()  # empty again (--save ""): a fresh bucket
+        deadline = time.monotonic() + 5
+        results = []
+        while time.monotonic() < deadline:
+            results.append((await limiter.hit("k", 1e-6, 2)).allowed)
+            if results[-1] is False:
+                break
+            await asyncio.sleep(0.01)
+        assert results[-1] is False, "limits did not apply again after Redis came back"
+        # Once back, exactly the burst got through before the denial (everything before was the outage).
+        assert results[-3:] == [True, True, False]
+
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("Redis unavailable" in m for m in messages) == 1
+        assert sum("reachable again" in m for m in messages) == 1
+    finally:
+        await limiter.aclose()
+
+
+async def test_script_cache_loss_is_survived(redis_server) -> None:  # type: ignore[no-untyped-def]
+    # On a private server: SCRIPT FLUSH on the shared one would disturb other tests.
+    limiter = RedisLimiter(redis_server.url)
+    try:
+        assert (await limiter.hit("k", 1, 5)).allowed
+        admin = redis.Redis(port=redis_server.port)
+        admin.script_flush()
+        assert admin.script_exists(SCRIPT_SHA) == [False]
+        assert (await limiter.hit("k", 1, 5)).allowed  # NOSCRIPT -> EVAL, which also reloads it
+        assert admin.script_exists(SCRIPT_SHA) == [True]
+    finally:
+        await limiter.aclose()
