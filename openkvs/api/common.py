@@ -1,0 +1,276 @@
+"""What every endpoint shares: the app's state, the caller, store lookup with access checks, query parsing,
+the wire form of a store, and JSON responses."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from openkvs import auth, errors, signing
+from openkvs.config import Settings
+from openkvs.storage.base import KeySelection, Storage, Store, StorageError, User
+
+KEY_RE = re.compile(r"^[a-zA-Z0-9!\-_.'()]{1,256}$")
+NAME_RE = re.compile(r"^([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])$")
+USERNAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{3,30}$")
+MAX_JSON_BODY = 9_437_184
+PUBLIC_URL_DAYS = 14
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    storage: Storage
+    tokens: auth.TokenCache
+    limits: Any = None  # openkvs.ratelimit policy, or None when rate limits are off
+
+
+def state(request: Request) -> AppState:
+    return request.app.state.openkvs
+
+
+def to_json(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(to_json({"data": data}), status, headers, media_type="application/json; charset=utf-8")
+
+
+def iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def public_base(request: Request) -> str:
+    configured = state(request).settings.public_url
+    if configured:
+        return configured.rstrip("/")
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+async def guard(request: Request, call: Any) -> Any:
+    """Await a storage call, turning storage errors into API errors."""
+    try:
+        return await call
+    except StorageError as exc:
+        raise errors.from_storage_error(exc) from exc
+
+
+# -- query parameters --------------------------------------------------------------------------------------------
+
+
+def query_bool(request: Request, name: str, default: bool = False) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw in ("1", "true"):
+        return True
+    if raw in ("0", "false"):
+        return False
+    raise errors.InvalidInput(f"Parameter '{name}' must be a boolean (true, false, 1 or 0).")
+
+
+def query_int(request: Request, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.InvalidInput(f"Parameter '{name}' must be an integer.") from None
+    if value < minimum:
+        raise errors.InvalidInput(f"Parameter '{name}' must be at least {minimum}.")
+    return min(value, maximum) if maximum is not None else value
+
+
+def check_key(key: str) -> str:
+    if len(key) > 256:
+        raise errors.InvalidRecordKey("Record key is too long (maximum is 256 characters)")
+    if not KEY_RE.match(key) or key in (".", ".."):
+        raise errors.InvalidRecordKey()
+    return key
+
+
+def check_store_name(name: str) -> str:
+    if not (1 <= len(name) <= 63) or not NAME_RE.match(name):
+        raise errors.InvalidInput(
+            "Store name must be 1 to 63 characters: letters, digits and dashes, not starting or ending with a dash."
+        )
+    return name
+
+
+def selection(request: Request, store: Store) -> KeySelection:
+    """Fold ``prefix`` and ``collection`` into one KeySelection (an impossible one selects nothing)."""
+    prefix = request.query_params.get("prefix") or None
+    collection = request.query_params.get("collection")
+    exact: str | None = None
+    if collection:
+        collections = (store.schema or {}).get("collections") or {}
+        if not store.schema:
+            raise errors.InvalidInput("The key-value store has no schema, so it has no collections.")
+        spec = collections.get(collection)
+        if not isinstance(spec, dict):
+            raise errors.InvalidInput(f"Collection '{collection}' is not defined in the key-value store schema.")
+        if spec.get("key") is not None:
+            exact = spec["key"]
+            if prefix is not None and not exact.startswith(prefix):
+                return KeySelection(exact="\x00")  # no valid key contains NUL: selects nothing
+        else:
+            other = spec.get("keyPrefix") or ""
+            if prefix is None or other.startswith(prefix):
+                prefix = other or prefix
+            elif not prefix.startswith(other):
+                return KeySelection(exact="\x00")
+    return KeySelection(prefix=prefix, exact=exact)
+
+
+# -- callers and stores ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user: User | None
+    token_given: bool
+    ip: str
+
+
+async def caller(request: Request) -> Caller:
+    token = auth.token_from_request(request.headers.get("authorization"), request.query_params.get("token"))
+    ip = request.scope.get("openkvs.client_ip") or (request.client.host if request.client else "unknown")
+    if token is None:
+        return Caller(None, False, ip)
+    user = await guard(request, state(request).tokens.user(token))
+    if user is None:
+        raise errors.TokenNotValid()
+    return Caller(user, True, ip)
+
+
+def require_user(who: Caller) -> User:
+    if who.user is None:
+        raise errors.TokenNotProvided()
+    return who.user
+
+
+@dataclass(frozen=True, slots=True)
+class StoreAccess:
+    store: Store
+    access: auth.Access
+    address: auth.Address
+
+
+async def find_store(request: Request, who: Caller, raw_id: str, *, record_op: bool = False) -> StoreAccess:
+    """The store a path names and the caller's access to it. A store addressed by name that the caller may not
+    read is reported missing, so names of private stores don't leak."""
+    st = state(request)
+    address = auth.parse_store_address(raw_id)
+    store: Store | None
+    if address.by is auth.By.ID:
+        store = await guard(request, st.storage.get_store(address.value))
+    elif address.by is auth.By.OWN_NAME:
+        user = require_user(who)
+        store = await guard(request, st.storage.get_store_by_name(user.id, address.value))
+    else:
+        owner = await guard(request, st.storage.get_user_by_name(address.username or ""))
+        store = await guard(request, st.storage.get_store_by_name(owner.id, address.value)) if owner else None
+    if store is None:
+        raise errors.NotFound()
+    access = max(
+        await guard(request, auth.user_access(st.storage, store, who.user)),
+        auth.general_access_level(store, address, st.settings.default_general_access),
+    )
+    await rate_limit(request, who, store.id, record_op=record_op)
+    return StoreAccess(store, access, address)
+
+
+def need(request: Request, found: StoreAccess, who: Caller, level: auth.Access, signed: bool = False) -> None:
+    """Raise unless the caller has ``level`` access (a valid signature, ``signed``, stands for read access)."""
+    if found.access >= level or (signed and level is auth.Access.READ):
+        return
+    if found.access is auth.Access.NONE and found.address.by is not auth.By.ID:
+        raise errors.NotFound()  # a store addressed by name that the caller can't see: don't reveal it exists
+    raise auth.deny(who.user, bool(request.query_params.get("signature")))
+
+
+# -- rate limits -------------------------------------------------------------------------------------------------
+
+
+async def rate_limit(request: Request, who: Caller, store_id: str | None, record_op: bool) -> None:
+    """Charge this request to the caller's budgets. Records the limit for the X-RateLimit-Limit header."""
+    policy = state(request).limits
+    if policy is None:
+        return
+    identity = f"user:{who.user.id}" if who.user else f"ip:{who.ip}"
+    verdict = await policy.check(identity, store_id, record_op)
+    request.scope["openkvs.ratelimit_limit"] = verdict.limit
+    if not verdict.allowed:
+        raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})
+
+
+# -- the wire form of a store ------------------------------------------------------------------------------------
+
+
+def store_json(request: Request, store: Store, access: auth.Access) -> dict[str, Any]:
+    base = public_base(request)
+    expires = int(time.time() * 1000) + PUBLIC_URL_DAYS * 86_400_000
+    sig = signing.content_signature(store.url_signing_secret_key, store.id, expires)
+    s = store.stats
+    data: dict[str, Any] = {
+        "id": store.id,
+        "name": store.name,
+        "userId": store.user_id,
+        "username": store.username,
+        "createdAt": iso(store.created_at),
+        "modifiedAt": iso(store.modified_at),
+        "accessedAt": iso(store.accessed_at),
+        "actId": None,
+        "actRunId": None,
+        "generalAccess": store.general_access,
+        "schema": store.schema,
+        "stats": {
+            "readCount": s.read_count,
+            "writeCount": s.write_count,
+            "deleteCount": s.delete_count,
+            "listCount": s.list_count,
+            "storageBytes": s.storage_bytes,
+        },
+        "keysPublicUrl": f"{base}/v2/key-value-stores/{store.id}/keys?signature={sig}",
+        "recordsPublicUrl": f"{base}/v2/key-value-stores/{store.id}/records?signature={sig}",
+    }
+    if access >= auth.Access.WRITE:
+        data["urlSigningSecretKey"] = store.url_signing_secret_key
+    return data
+
+
+async def read_json_body(request: Request) -> Any:
+    """A JSON request body (any Content-Encoding we accept), capped at MAX_JSON_BODY decoded bytes."""
+    from openkvs import codec  # local: codec imports errors, which is fine, but keep common light to import
+
+    encoding = codec.normalize_encoding(request.headers.get("content-encoding"))
+    declared = request.headers.get("content-length")
+    body = codec.UploadBody(
+        request.stream(), encoding, MAX_JSON_BODY, int(declared) if declared and declared.isdigit() else None
+    )
+    raw = bytearray()
+    decoder = codec.Decoder(encoding) if encoding else None
+    try:
+        async for chunk in body:
+            if decoder:
+                for piece in decoder.feed(chunk):
+                    raw += piece
+            else:
+                raw += chunk
+    except codec.DecodeError:
+        raise errors.InvalidInput(f"The request body is not valid {encoding}.") from None
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.InvalidInput("The request body contains invalid data.") from None

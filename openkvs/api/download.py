@@ -1,0 +1,133 @@
+"""GET|HEAD /v2/key-value-stores/{storeId}/records: every selected record in one ZIP archive (API.md section 8).
+
+Everything that can fail is checked before the response starts: access, the selection, the snapshot, the exact
+size and the range. After the first byte an error can only abort the connection (the client then sees fewer bytes
+than Content-Length), never a short archive that looks complete.
+
+The archive is read from one storage snapshot held open for the whole response, so concurrent writes don't
+change the bytes, and a resumed download (Range + If-Range with the ETag) continues the very same archive as long
+as the store's generation has not moved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from openkvs import auth, codec, errors, httprange, zipwriter
+from openkvs.api.common import caller, find_store, guard, need, selection, state
+from openkvs.auth import Access
+from openkvs.storage.base import RecordMeta, Snapshot, StorageError
+
+ARCHIVE_FORMAT = 1  # bump when the bytes of an archive for the same records would change
+_UNSAFE_FILENAME = re.compile(r'[^A-Za-z0-9._()!\'-]')
+
+
+def archive_etag(store_id: str, generation: int, prefix: str | None, exact: str | None) -> str:
+    """Strong: the same store generation and selection always give the same bytes."""
+    ident = f"{ARCHIVE_FORMAT}\0{store_id}\0{generation}\0{prefix or ''}\0{exact if exact is not None else ''}"
+    return '"' + hashlib.sha256(ident.encode()).hexdigest()[:32] + '"'
+
+
+async def download_records(request: Request) -> Response:
+    who = await caller(request)
+    found = await find_store(request, who, request.path_params["store_id"])
+    store = found.store
+    need(request, found, who, Access.READ, signed=auth.check_content_signature(store, request.query_params.get("signature")))
+    sel = selection(request, store)
+    storage = state(request).storage
+    stack = AsyncExitStack()
+    try:
+        snap: Snapshot = await guard(request, stack.enter_async_context(storage.snapshot(store.id, sel)))
+        size = await _archive_size(snap)
+        etag = archive_etag(store.id, snap.generation, sel.prefix, sel.exact)
+        filename = _UNSAFE_FILENAME.sub("_", store.name or store.id) + ".zip"
+        headers = {
+            "Content-Type": "application/zip",
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "ETag": etag,
+            "Accept-Ranges": "bytes",
+            "Cache-Control": "private, no-cache",
+        }
+        start, end, status = 0, size, 200
+        if httprange.if_range_allows(request.headers.get("if-range"), etag):
+            try:
+                span = httprange.parse_range(request.headers.get("range"), size)
+            except httprange.RangeNotSatisfiable:
+                raise errors.InvalidRange(size) from None
+            if span is not None:
+                (start, end), status = span, 206
+                headers["Content-Range"] = httprange.content_range(start, end, size)
+        headers["Content-Length"] = str(end - start)
+        if request.method == "HEAD" or start == end:
+            await stack.aclose()
+            return Response(b"", status, headers)
+        storage.count_access(store.id, reads=1)
+        return ArchiveResponse(status, headers, _archive_bytes(snap, start, end), stack)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+async def _archive_size(snap: Snapshot) -> int:
+    t = snap.totals
+    size = zipwriter.archive_size_from_totals(t.count, t.key_bytes, t.decoded_bytes, t.big_count)
+    if size is not None:
+        return size
+    # Past 4 GiB the size depends on which offsets need ZIP64: one pass over the records' metadata.
+    counter = zipwriter.SizeCounter()
+    async for batch in snap.records():
+        for entry in batch:
+            counter.add(entry)
+    return counter.total()
+
+
+def _archive_bytes(snap: Snapshot, start: int, end: int) -> AsyncIterator[bytes]:
+    def batches() -> AsyncIterator[Sequence[RecordMeta]]:
+        return snap.records()
+
+    def read(entry: RecordMeta, lo: int, hi: int) -> AsyncIterator[bytes]:
+        if entry.content_encoding is None:
+            return snap.read_blob(entry, lo, hi)
+        return codec.slice_stream(codec.decode_stream(snap.read_blob(entry), entry.content_encoding), lo, hi)
+
+    return zipwriter.iter_range(batches, start, end, read)
+
+
+class ArchiveResponse(Response):
+    """Streams the archive and closes the snapshot when done, when the client goes away, or on error."""
+
+    def __init__(self, status: int, headers: dict[str, str], chunks: AsyncIterator[bytes], stack: AsyncExitStack):
+        super().__init__(None, status, headers)
+        self._chunks = chunks
+        self._stack = stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        import anyio
+
+        async with self._stack:
+            async with anyio.create_task_group() as tg:
+
+                async def watch_disconnect() -> None:
+                    while True:
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            tg.cancel_scope.cancel()
+                            return
+
+                tg.start_soon(watch_disconnect)
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                try:
+                    async for chunk in self._chunks:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                except StorageError:
+                    raise  # after the first byte: abort the connection rather than end a short archive
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                tg.cancel_scope.cancel()

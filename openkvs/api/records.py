@@ -1,0 +1,197 @@
+"""Keys and records: list keys, and GET / HEAD / PUT / POST / DELETE of one record."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from email.utils import format_datetime
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from openkvs import auth, codec, errors, httprange, schema, signing
+from openkvs.api.common import (
+    check_key,
+    find_store,
+    caller,
+    guard,
+    json_response,
+    need,
+    public_base,
+    query_bool,
+    query_int,
+    selection,
+    state,
+)
+from openkvs.auth import Access
+from openkvs.storage.base import RecordMeta
+
+# Stored pages can't run scripts as this origin, and browsers must not guess another type (API.md 4.6).
+RECORD_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+
+
+async def list_keys(request: Request) -> Response:
+    who = await caller(request)
+    found = await find_store(request, who, request.path_params["store_id"])
+    store = found.store
+    need(request, found, who, Access.READ, signed=auth.check_content_signature(store, request.query_params.get("signature")))
+    limit = query_int(request, "limit", 1000, minimum=1, maximum=1000)
+    start = request.query_params.get("exclusiveStartKey") or None
+    sel = selection(request, store)
+    storage = state(request).storage
+    page = await guard(request, storage.list_keys(store.id, sel, start, limit))
+    storage.count_access(store.id, lists=1)
+    base = f"{public_base(request)}/v2/key-value-stores/{store.id}/records/"
+    secret = store.url_signing_secret_key
+    items = [
+        {
+            "key": item.key,
+            "size": item.size,
+            "recordPublicUrl": f"{base}{quote(item.key, safe='')}?signature={signing.record_signature(secret, item.key)}",
+        }
+        for item in page.items
+    ]
+    return json_response(
+        {
+            "items": items,
+            "count": len(items),
+            "limit": limit,
+            "exclusiveStartKey": start,
+            "isTruncated": page.is_truncated,
+            "nextExclusiveStartKey": items[-1]["key"] if page.is_truncated and items else None,
+        }
+    )
+
+
+def _etag(record: RecordMeta, encoded: bool) -> str:
+    stamp = int(record.modified_at.timestamp() * 1000)
+    tag = f"{record.crc32:08x}-{record.decoded_size:x}-{stamp:x}"
+    return f'"{tag}-{record.content_encoding}"' if encoded else f'"{tag}"'
+
+
+def _accepts(accept_encoding: str | None, encoding: str) -> bool:
+    if not accept_encoding:
+        return False
+    for part in accept_encoding.split(","):
+        name, _, params = part.strip().partition(";")
+        name = name.strip().lower()
+        if name in (encoding, "*") or (encoding == "gzip" and name == "x-gzip"):
+            q = params.strip()
+            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
+    return False
+
+
+async def record_endpoint(request: Request) -> Response:
+    key = request.path_params["key"]
+    who = await caller(request)
+    found = await find_store(request, who, request.path_params["store_id"], record_op=True)
+    check_key(key)
+    if request.method in ("GET", "HEAD"):
+        signed = auth.check_record_signature(found.store, key, request.query_params.get("signature"))
+        need(request, found, who, Access.READ, signed=signed)
+        return await _get_record(request, found.store.id, key)
+    need(request, found, who, Access.WRITE)
+    if request.method == "DELETE":
+        storage = state(request).storage
+        await guard(request, storage.delete_record(found.store.id, key))
+        storage.count_access(found.store.id, deletes=1)
+        return Response(status_code=204)
+    return await _put_record(request, found.store, key)
+
+
+async def _get_record(request: Request, store_id: str, key: str) -> Response:
+    storage = state(request).storage
+    record = await guard(request, storage.get_record(store_id, key))
+    if record is None:
+        raise errors.RecordNotFound()
+    storage.count_access(store_id, reads=1)
+    encoded = record.content_encoding is not None and _accepts(
+        request.headers.get("accept-encoding"), record.content_encoding
+    )
+    size = record.size if encoded or record.content_encoding is None else record.decoded_size
+    etag = _etag(record, encoded)
+    headers = {
+        "Content-Type": record.content_type,
+        "ETag": etag,
+        "Last-Modified": format_datetime(record.modified_at, usegmt=True),
+        "Accept-Ranges": "bytes",
+        "Vary": "Accept-Encoding",
+        **RECORD_SECURITY_HEADERS,
+    }
+    if encoded:
+        headers["Content-Encoding"] = record.content_encoding  # type: ignore[assignment]
+    if query_bool(request, "attachment"):
+        headers["Content-Disposition"] = f'attachment; filename="{key}"'
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match and (if_none_match.strip() == "*" or etag in [t.strip() for t in if_none_match.split(",")]):
+        return Response(status_code=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
+    start, end, status = 0, size, 200
+    if httprange.if_range_allows(request.headers.get("if-range"), etag):
+        try:
+            span = httprange.parse_range(request.headers.get("range"), size)
+        except httprange.RangeNotSatisfiable:
+            raise errors.InvalidRange(size) from None
+        if span is not None:
+            (start, end), status = span, 206
+            headers["Content-Range"] = httprange.content_range(start, end, size)
+    headers["Content-Length"] = str(end - start)
+    if request.method == "HEAD" or start == end:
+        return Response(b"", status, headers)
+    return StreamingResponse(_record_bytes(request, record, encoded, start, end), status, headers)
+
+
+async def _record_bytes(request: Request, record: RecordMeta, encoded: bool, start: int, end: int) -> AsyncIterator[bytes]:
+    storage = state(request).storage
+    if encoded or record.content_encoding is None:
+        async for chunk in storage.read_blob(record, start, end):
+            yield chunk
+        return
+    # Decoded on the fly for a client that doesn't take the stored encoding: a range means decode and skip.
+    async for chunk in codec.slice_stream(codec.decode_stream(storage.read_blob(record), record.content_encoding), start, end):
+        yield chunk
+
+
+async def _put_record(request: Request, store, key: str) -> Response:  # type: ignore[no-untyped-def]
+    st = state(request)
+    content_type = request.headers.get("content-type") or "application/octet-stream"
+    encoding = codec.normalize_encoding(request.headers.get("content-encoding"))
+    declared = request.headers.get("content-length")
+    declared_length = int(declared) if declared and declared.isdigit() else None
+    if declared_length == 0:
+        encoding = None  # an empty body is empty in any encoding
+    check = None
+    for cid, spec in schema.collections_for_key(store.schema, key):
+        schema.check_content_type(cid, spec, content_type)
+        if "jsonSchema" in spec:
+            check = _json_check(cid, spec, check)
+    body = codec.UploadBody(
+        request.stream(),
+        encoding,
+        st.settings.max_record_bytes,
+        declared_length,
+        check=check,
+        check_limit=schema.JSON_COLLECTION_MAX,
+    )
+    try:
+        await guard(request, st.storage.put_record(store.id, key, body, content_type, encoding))
+    except codec.DecodeError:
+        raise errors.InvalidInput(f"The request body is not valid {encoding} data.") from None
+    st.storage.count_access(store.id, writes=1)
+    location = f"{public_base(request)}/v2/key-value-stores/{store.id}/records/{quote(key, safe='')}"
+    return json_response_empty(location)
+
+
+def _json_check(cid, spec, previous):  # type: ignore[no-untyped-def]
+    def check(data: bytes) -> None:
+        if previous is not None:
+            previous(data)
+        schema.check_json(cid, spec, data)
+
+    return check
+
+
+def json_response_empty(location: str) -> Response:
+    return Response(b"{}", 201, {"Location": location}, media_type="application/json; charset=utf-8")
+
+
+__all__ = ["list_keys", "record_endpoint", "json_response"]

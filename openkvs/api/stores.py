@@ -1,0 +1,183 @@
+"""Store endpoints: list, get-or-create, get, update, delete; plus the openkvs extensions for rotating the signing
+key and sharing a store with other users (grants)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from openkvs import auth, errors, schema
+from openkvs.api.common import (
+    USERNAME_RE,
+    Caller,
+    caller,
+    check_store_name,
+    find_store,
+    guard,
+    json_response,
+    need,
+    public_base,
+    query_bool,
+    query_int,
+    rate_limit,
+    read_json_body,
+    require_user,
+    state,
+    store_json,
+)
+from openkvs.auth import Access
+
+
+async def list_stores(request: Request) -> Response:
+    who = await caller(request)
+    user = require_user(who)
+    await rate_limit(request, who, None, record_op=False)
+    offset = query_int(request, "offset", 0, minimum=0)
+    limit = query_int(request, "limit", 1000, minimum=1, maximum=1000)
+    desc = query_bool(request, "desc")
+    unnamed = query_bool(request, "unnamed")
+    ownership = request.query_params.get("ownership") or None
+    if ownership not in (None, "ownedByMe", "sharedWithMe"):
+        raise errors.InvalidInput("Parameter 'ownership' must be ownedByMe or sharedWithMe.")
+    total, stores = await guard(
+        request,
+        state(request).storage.list_stores(
+            user.id, offset=offset, limit=limit, desc=desc, unnamed=unnamed, ownership=ownership
+        ),
+    )
+    items = [store_json(request, s, Access.WRITE if s.user_id == user.id else Access.READ) for s in stores]
+    # A store shared read-only must not reveal its signing key: ask storage which grants allow writing.
+    for item, s in zip(items, stores, strict=True):
+        if s.user_id != user.id:
+            access = await auth.user_access(state(request).storage, s, user)
+            if access < Access.WRITE:
+                item.pop("urlSigningSecretKey", None)
+    return json_response(
+        {
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "desc": desc,
+            "count": len(items),
+            "unnamed": unnamed,
+            "items": items,
+        }
+    )
+
+
+async def get_or_create_store(request: Request) -> Response:
+    who = await caller(request)
+    user = require_user(who)
+    await rate_limit(request, who, None, record_op=False)
+    name = request.query_params.get("name")
+    body = await read_json_body(request)
+    if body is not None and not isinstance(body, dict):
+        raise errors.InvalidInput("The request body must be a JSON object.")
+    store_schema = schema.validate_schema((body or {}).get("schema"))
+    storage = state(request).storage
+    if name:
+        check_store_name(name)
+        store, created = await guard(
+            request, storage.get_or_create_store(user.id, name, store_schema, auth.new_signing_key())
+        )
+    else:
+        store, created = await guard(request, storage.create_store(user.id, None, store_schema, auth.new_signing_key())), True
+    headers = {"Location": f"{public_base(request)}/v2/key-value-stores/{store.id}"} if created else None
+    return json_response(store_json(request, store, Access.WRITE), 201 if created else 200, headers)
+
+
+async def store_endpoint(request: Request) -> Response:
+    who = await caller(request)
+    found = await find_store(request, who, request.path_params["store_id"])
+    storage = state(request).storage
+    if request.method == "GET":
+        need(request, found, who, Access.READ)
+        return json_response(store_json(request, found.store, found.access))
+    if request.method == "PUT":
+        need(request, found, who, Access.WRITE)
+        body = await read_json_body(request)
+        if not isinstance(body, dict):
+            raise errors.InvalidInput("The request body must be a JSON object.")
+        changes = _store_changes(body, found.store.user_id == (who.user.id if who.user else None))
+        store = found.store
+        if changes:
+            store = await guard(request, storage.update_store(store.id, changes))
+        return json_response(store_json(request, store, found.access))
+    # DELETE: only the owner removes a store, even a user who was granted write may not.
+    need(request, found, who, Access.WRITE)
+    if who.user is None or found.store.user_id != who.user.id:
+        raise errors.PermissionDenied()
+    await guard(request, storage.delete_store(found.store.id))
+    return Response(status_code=204)
+
+
+def _store_changes(body: dict[str, Any], is_owner: bool) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if body.get("name") is not None:
+        if not isinstance(body["name"], str):
+            raise errors.InvalidInput("Field 'name' must be a string.")
+        changes["name"] = check_store_name(body["name"])
+    if body.get("generalAccess") is not None:
+        if body["generalAccess"] not in auth.GENERAL_ACCESS:
+            raise errors.InvalidInput(f"Field 'generalAccess' must be one of {', '.join(auth.GENERAL_ACCESS)}.")
+        changes["general_access"] = body["generalAccess"]
+    if "schema" in body:
+        changes["schema"] = schema.validate_schema(body["schema"])
+    if changes and not is_owner and ("name" in changes or "general_access" in changes):
+        raise errors.PermissionDenied()  # renaming and opening a store up are the owner's decisions
+    return changes
+
+
+async def rotate_signing_key(request: Request) -> Response:
+    """POST /v2/key-value-stores/{id}/signing-key: a new urlSigningSecretKey voids every signature made before."""
+    who = await caller(request)
+    found = await find_store(request, who, request.path_params["store_id"])
+    _owner_only(request, found, who)
+    store = await guard(
+        request, state(request).storage.update_store(found.store.id, {"url_signing_secret_key": auth.new_signing_key()})
+    )
+    return json_response(store_json(request, store, Access.WRITE))
+
+
+def _owner_only(request: Request, found: Any, who: Caller) -> None:
+    need(request, found, who, Access.WRITE)
+    if who.user is None or found.store.user_id != who.user.id:
+        raise errors.PermissionDenied()
+
+
+async def grants_endpoint(request: Request) -> Response:
+    """GET lists grants of a store; PUT {"username", "access": "READ"|"WRITE"} adds or changes one."""
+    who = await caller(request)
+    found = await find_store(request, who, request.path_params["store_id"])
+    _owner_only(request, found, who)
+    storage = state(request).storage
+    if request.method == "PUT":
+        body = await read_json_body(request)
+        if not isinstance(body, dict) or body.get("access") not in ("READ", "WRITE"):
+            raise errors.InvalidInput('Expected {"username": "...", "access": "READ" or "WRITE"}.')
+        username = body.get("username")
+        if not isinstance(username, str) or not USERNAME_RE.match(username):
+            raise errors.InvalidInput("Field 'username' must be a valid username.")
+        user = await guard(request, storage.get_user_by_name(username))
+        if user is None:
+            raise errors.InvalidInput(f"There is no user '{username}'.")
+        if user.id == found.store.user_id:
+            raise errors.InvalidInput("The owner of a store needs no grant.")
+        await guard(request, storage.set_grant(found.store.id, user.id, body["access"] == "WRITE"))
+    grants = await guard(request, storage.list_grants(found.store.id))
+    items = [{"userId": g.user_id, "username": g.username, "access": "WRITE" if g.can_write else "READ"} for g in grants]
+    return json_response({"items": items, "count": len(items)})
+
+
+async def grant_endpoint(request: Request) -> Response:
+    """DELETE /v2/key-value-stores/{id}/grants/{username}: take a grant back (204, also when there was none)."""
+    who = await caller(request)
+    found = await find_store(request, who, request.path_params["store_id"])
+    _owner_only(request, found, who)
+    storage = state(request).storage
+    user = await guard(request, storage.get_user_by_name(request.path_params["username"]))
+    if user is not None:
+        await guard(request, storage.remove_grant(found.store.id, user.id))
+    return Response(status_code=204)

@@ -1,0 +1,200 @@
+"""The ASGI application: the route table, the middleware that gives every response its common headers and turns
+errors into the API's JSON shape, and the lifespan that opens and closes storage and the rate limiter."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from openkvs import auth, errors
+from openkvs.api import download, records, stores
+from openkvs.api.common import AppState
+from openkvs.config import Settings
+from openkvs.storage.base import Storage, StorageError
+
+log = logging.getLogger("openkvs")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Content-Encoding, Range, If-Range, If-None-Match"
+CORS_EXPOSE_HEADERS = "Content-Length, Content-Range, ETag, Location, X-RateLimit-Limit"
+
+
+class methods:  # noqa: N801 - reads as a declaration in the route table
+    """One endpoint per path, dispatching on the method: unknown methods get the API's exact 405, OPTIONS the
+    CORS preflight, and HEAD goes to the GET handler (which sends headers only). An ASGI app rather than a
+    function, so that Starlette routes every method here instead of answering 405 itself."""
+
+    def __init__(self, **handlers: Handler) -> None:
+        self.handlers = handlers
+        self.allowed = list(handlers)
+        self.allow_header = ",".join(["OPTIONS", *self.allowed])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = await self.respond(request)
+        await response(scope, receive, send)
+
+    async def respond(self, request: Request) -> Response:
+        method = request.method
+        if method == "OPTIONS":
+            return Response(
+                status_code=204,
+                headers={
+                    "Allow": self.allow_header,
+                    "Access-Control-Allow-Methods": self.allow_header,
+                    "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+                    "Access-Control-Max-Age": "3600",
+                },
+            )
+        handler = self.handlers.get(method) or (self.handlers.get("GET") if method == "HEAD" else None)
+        if handler is None:
+            raise errors.MethodNotAllowed(self.allowed)
+        return await handler(request)
+
+
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    raise errors.PageNotFound()
+
+
+ROUTES = [
+    Route("/v2/key-value-stores", methods(GET=stores.list_stores, POST=stores.get_or_create_store)),
+    Route(
+        "/v2/key-value-stores/{store_id}",
+        methods(GET=stores.store_endpoint, PUT=stores.store_endpoint, DELETE=stores.store_endpoint),
+    ),
+    Route("/v2/key-value-stores/{store_id}/keys", methods(GET=records.list_keys)),
+    Route("/v2/key-value-stores/{store_id}/records", methods(GET=download.download_records)),
+    Route(
+        "/v2/key-value-stores/{store_id}/records/{key:path}",
+        methods(
+            GET=records.record_endpoint,
+            PUT=records.record_endpoint,
+            POST=records.record_endpoint,
+            DELETE=records.record_endpoint,
+        ),
+    ),
+    Route("/v2/key-value-stores/{store_id}/signing-key", methods(POST=stores.rotate_signing_key)),
+    Route("/v2/key-value-stores/{store_id}/grants", methods(GET=stores.grants_endpoint, PUT=stores.grants_endpoint)),
+    Route("/v2/key-value-stores/{store_id}/grants/{username}", methods(DELETE=stores.grant_endpoint)),
+    Route("/{path:path}", not_found),
+]
+
+
+class ApiMiddleware:
+    """Pure ASGI (so streaming responses pass through untouched): adds the common headers to every response and
+    renders any error raised before the response started in the API's JSON shape. A 500 hides internals and logs
+    the traceback with a request id. After the response started, an error can only abort the connection."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.default_limit = str(max(settings.rate_limit_user_per_minute // 60, 1))
+        self.trusted = settings.trusted_networks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope["openkvs.client_ip"] = self._client_ip(scope)
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", []))
+                limit = scope.get("openkvs.ratelimit_limit")
+                headers += [
+                    (b"access-control-allow-origin", b"*"),
+                    (b"access-control-expose-headers", CORS_EXPOSE_HEADERS.encode()),
+                    (b"x-ratelimit-limit", str(limit).encode() if limit else self.default_limit.encode()),
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except errors.ApiError as exc:
+            if started:
+                raise
+            await self._send_error(exc, send_with_headers)
+        except ClientDisconnect:
+            return  # the client went away mid-upload; nothing to answer, and storage already cleaned up
+        except StorageError as exc:
+            if started:
+                raise
+            await self._send_error(errors.from_storage_error(exc), send_with_headers)
+        except Exception:
+            if started:
+                raise  # uvicorn closes the connection: the client sees a short body, never a complete-looking one
+            request_id = secrets.token_hex(6)
+            log.exception("request %s failed: %s %s", request_id, scope.get("method"), scope.get("path"))
+            await self._send_error(errors.InternalError(f"Internal server error (request id {request_id})."), send_with_headers)
+
+    @staticmethod
+    async def _send_error(exc: errors.ApiError, send: Send) -> None:
+        body = exc.body()
+        headers = [(b"content-type", b"application/json; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _client_ip(self, scope: Scope) -> str:
+        try:
+            from openkvs.ratelimit import client_ip
+        except ImportError:  # pragma: no cover - the package ships with openkvs
+            client = scope.get("client")
+            return client[0] if client else "unknown"
+        return client_ip(scope, self.trusted)
+
+
+def open_storage(settings: Settings) -> Storage:
+    if settings.database_url:
+        from openkvs.storage.postgres import PostgresStorage
+
+        return PostgresStorage(settings.database_url, schema=settings.database_schema)
+    from openkvs.storage.sqlite import SQLiteStorage
+
+    return SQLiteStorage(settings.data_dir, fsync=settings.fsync)
+
+
+def create_app(settings: Settings | None = None, storage: Storage | None = None) -> ASGIApp:
+    settings = settings or Settings.load()
+    storage = storage or open_storage(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await storage.open()
+        limiter = None
+        policy = None
+        if settings.rate_limits == "on":
+            from openkvs.ratelimit import make_limiter
+            from openkvs.ratelimit.policy import RateLimitPolicy
+
+            limiter = make_limiter(settings.redis_url or None)
+            policy = RateLimitPolicy(
+                limiter,
+                per_user_per_minute=settings.rate_limit_user_per_minute,
+                per_store_per_second=settings.rate_limit_store_per_second,
+                per_store_records_per_second=settings.rate_limit_records_per_second,
+            )
+        app.state.openkvs = AppState(settings, storage, auth.TokenCache(storage), policy)
+        try:
+            yield
+        finally:
+            if limiter is not None:
+                await limiter.aclose()
+            await storage.aclose()
+
+    # ApiMiddleware sits inside Starlette's ServerErrorMiddleware, so it sees every error first.
+    return Starlette(routes=ROUTES, lifespan=lifespan, middleware=[Middleware(ApiMiddleware, settings=settings)])

@@ -1,0 +1,129 @@
+"""Who is calling, and what they may do with a store (API.md section 5).
+
+Tokens are random (240 bits), stored only as SHA-256 hashes, and looked up by hash, so comparing them is a
+constant-time dictionary/index lookup on a hash rather than a comparison of secrets. A small in-process cache
+keeps the token lookup off the hot path; a revoked token stops working within ``TOKEN_CACHE_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from openkvs import errors, signing
+from openkvs.storage.base import Storage, Store, User
+
+TOKEN_PREFIX = "okvs_"
+TOKEN_CACHE_SECONDS = 5.0
+_CACHE_MAX = 10_000
+
+GENERAL_ACCESS = ("FOLLOW_USER_SETTING", "RESTRICTED", "ANYONE_WITH_ID_CAN_READ", "ANYONE_WITH_NAME_CAN_READ")
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(30)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_signing_key() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class TokenCache:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._cache: dict[str, tuple[float, User | None]] = {}
+
+    async def user(self, token: str) -> User | None:
+        h = hash_token(token)
+        now = time.monotonic()
+        hit = self._cache.get(h)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        user = await self._storage.user_by_token(h)
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[h] = (now + TOKEN_CACHE_SECONDS, user)
+        return user
+
+
+def token_from_request(authorization: str | None, query_token: str | None) -> str | None:
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return query_token or None
+
+
+class Access(enum.IntEnum):
+    NONE = 0
+    READ = 1
+    WRITE = 2
+
+
+class By(enum.Enum):
+    ID = "id"
+    USERNAME_NAME = "username~name"
+    OWN_NAME = "~name"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """How the path named a store."""
+
+    by: By
+    value: str  # the ID, or the store name
+    username: str | None = None
+
+
+def parse_store_address(raw: str) -> Address:
+    if "~" not in raw:
+        return Address(By.ID, raw)
+    username, _, name = raw.partition("~")
+    if not username:
+        return Address(By.OWN_NAME, name)
+    return Address(By.USERNAME_NAME, name, username)
+
+
+def general_access_level(store: Store, address: Address, default_general_access: str) -> Access:
+    """The read access everyone has through ``generalAccess`` (never write)."""
+    mode = store.general_access
+    if mode == "FOLLOW_USER_SETTING":
+        mode = default_general_access
+    if mode == "ANYONE_WITH_ID_CAN_READ" and address.by is By.ID:
+        return Access.READ
+    if mode == "ANYONE_WITH_NAME_CAN_READ" and address.by in (By.ID, By.USERNAME_NAME):
+        return Access.READ
+    return Access.NONE
+
+
+async def user_access(storage: Storage, store: Store, user: User | None) -> Access:
+    if user is None:
+        return Access.NONE
+    if store.user_id == user.id:
+        return Access.WRITE
+    grant = await storage.get_grant(store.id, user.id)
+    if grant is None:
+        return Access.NONE
+    return Access.WRITE if grant.can_write else Access.READ
+
+
+def check_content_signature(store: Store, signature: str | None) -> bool:
+    return bool(signature) and signing.verify_content_signature(store.url_signing_secret_key, store.id, signature)
+
+
+def check_record_signature(store: Store, key: str, signature: str | None) -> bool:
+    return bool(signature) and signing.verify_record_signature(store.url_signing_secret_key, key, signature)
+
+
+def deny(user: User | None, signature_given: bool) -> errors.ApiError:
+    """The error for a caller who lacks the access needed: 403 for a known user or a bad signature, else 401."""
+    if user is not None or signature_given:
+        return errors.PermissionDenied()
+    return errors.TokenNotProvided()

@@ -1,0 +1,295 @@
+"""The command line: a thin shell over config, storage and the app.
+
+    openkvs serve [--host] [--port] [--data-dir] [--database-url] ...   start the server
+    openkvs users create NAME                                          new user; prints its token last
+    openkvs tokens create NAME | tokens revoke TOKEN
+    openkvs grants add STORE USER --read|--write | grants list STORE | grants remove STORE USER
+    openkvs stores rotate-signing-key STORE
+    openkvs migrate                                                    create or upgrade the database schema
+    openkvs settings                                                   every setting, its variable and default
+
+STORE is a store ID or OWNER~NAME.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import click
+
+from openkvs import auth
+from openkvs.config import SETTINGS, Settings
+
+T = TypeVar("T")
+DEFAULT_USER = "admin"
+
+
+def _storage_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--database-url", default=None, help=_help("database_url"))(f)
+    f = click.option("--data-dir", default=None, help=_help("data_dir"))(f)
+    return f
+
+
+def _help(name: str) -> str:
+    s = next(s for s in SETTINGS if s.name == name)
+    return f"{s.help} [env {s.env}; default {s.default!r}]"
+
+
+def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    from openkvs.app import open_storage
+
+    async def main() -> T:
+        async with open_storage(settings) as storage:
+            return await work(storage)
+
+    return anyio.run(main)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.load(overrides)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.group(help=__doc__)
+def main() -> None:
+    pass
+
+
+@main.command()
+@click.option("--host", default=None, help=_help("host"))
+@click.option("--port", default=None, type=int, help=_help("port"))
+@_storage_options
+@click.option("--redis-url", default=None, help=_help("redis_url"))
+@click.option("--public-url", default=None, help=_help("public_url"))
+@click.option("--workers", default=None, type=int, help=_help("workers"))
+@click.option("--max-record-bytes", default=None, type=int, help=_help("max_record_bytes"))
+@click.option("--fsync/--no-fsync", default=None, help=_help("fsync"))
+@click.option("--rate-limits", default=None, type=click.Choice(["on", "off"]), help=_help("rate_limits"))
+@click.option("--trusted-proxies", default=None, help=_help("trusted_proxies"))
+@click.option("--default-general-access", default=None, help=_help("default_general_access"))
+@click.option("--log-level", default=None, help=_help("log_level"))
+def serve(**flags: Any) -> None:
+    """Start the server."""
+    import uvicorn
+
+    settings = _settings(**flags)
+    # Worker processes read their settings from the environment: hand every resolved value down.
+    for s in SETTINGS:
+        os.environ[s.env] = str(getattr(settings, s.name))
+
+    token = _run(settings, _first_user)
+    where = f"http://{settings.host}:{settings.port}"
+    backend = "PostgreSQL" if settings.database_url else f"SQLite in {os.path.abspath(settings.data_dir)}"
+    click.echo(f"openkvs {where} (storage: {backend}, workers: {settings.workers})")
+    if token:
+        click.echo(f"\nCreated user '{DEFAULT_USER}'. Its API token (shown only now, keep it):\n\n  {token}\n")
+        click.echo("Try it:\n")
+        click.echo(f"  curl -X POST -H 'Authorization: Bearer {token}' '{where}/v2/key-value-stores?name=demo'\n")
+    else:
+        click.echo("New token: openkvs tokens create NAME (with the same --data-dir/--database-url).")
+    uvicorn.run(
+        "openkvs.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        proxy_headers=False,  # X-Forwarded-For is believed only from --trusted-proxies, by openkvs itself
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+async def _first_user(storage: Any) -> str | None:
+    """On the very first start, a user and a token so that the server is usable at once."""
+    from openkvs.storage.base import UsernameTaken
+
+    if await storage.get_user_by_name(DEFAULT_USER) is not None:
+        return None
+    try:
+        user = await storage.create_user(DEFAULT_USER)
+    except UsernameTaken:  # another process won the race
+        return None
+    token = auth.new_token()
+    await storage.add_token(user.id, auth.hash_token(token))
+    return token
+
+
+@main.group()
+def users() -> None:
+    """Manage users."""
+
+
+@users.command("create")
+@click.argument("name")
+@_storage_options
+def users_create(name: str, **flags: Any) -> None:
+    """Create user NAME and print a new API token for it (alone, on the last line)."""
+    from openkvs.api.common import USERNAME_RE
+    from openkvs.storage.base import UsernameTaken
+
+    if not USERNAME_RE.match(name):
+        raise click.UsageError("A username has 3 to 30 characters: letters, digits, '_', '.' or '-'.")
+
+    async def work(storage: Any) -> str:
+        try:
+            user = await storage.create_user(name)
+        except UsernameTaken:
+            raise click.ClickException(f"User '{name}' exists already; use 'openkvs tokens create {name}'.") from None
+        token = auth.new_token()
+        await storage.add_token(user.id, auth.hash_token(token))
+        return token
+
+    click.echo(_run(_settings(**flags), work))
+
+
+@main.group()
+def tokens() -> None:
+    """Manage API tokens."""
+
+
+@tokens.command("create")
+@click.argument("name")
+@_storage_options
+def tokens_create(name: str, **flags: Any) -> None:
+    """Print a new API token for user NAME."""
+
+    async def work(storage: Any) -> str:
+        user = await storage.get_user_by_name(name)
+        if user is None:
+            raise click.ClickException(f"There is no user '{name}'.")
+        token = auth.new_token()
+        await storage.add_token(user.id, auth.hash_token(token))
+        return token
+
+    click.echo(_run(_settings(**flags), work))
+
+
+@tokens.command("revoke")
+@click.argument("token")
+@_storage_options
+def tokens_revoke(token: str, **flags: Any) -> None:
+    """Revoke TOKEN (running servers stop accepting it within a few seconds)."""
+
+    async def work(storage: Any) -> bool:
+        return bool(await storage.revoke_token(auth.hash_token(token)))
+
+    if not _run(_settings(**flags), work):
+        raise click.ClickException("No such token.")
+    click.echo("revoked")
+
+
+async def _store(storage: Any, ref: str) -> Any:
+    address = auth.parse_store_address(ref)
+    if address.by is auth.By.ID:
+        store = await storage.get_store(address.value)
+    else:
+        owner = await storage.get_user_by_name(address.username or "")
+        store = await storage.get_store_by_name(owner.id, address.value) if owner else None
+    if store is None:
+        raise click.ClickException(f"There is no store '{ref}' (give an ID or OWNER~NAME).")
+    return store
+
+
+@main.group()
+def grants() -> None:
+    """Share a store with another user (read, or read and write)."""
+
+
+@grants.command("add")
+@click.argument("store")
+@click.argument("username")
+@click.option("--read", "level", flag_value="read", default=True, help="Read only (default).")
+@click.option("--write", "level", flag_value="write", help="Read and write.")
+@_storage_options
+def grants_add(store: str, username: str, level: str, **flags: Any) -> None:
+    """Let USERNAME read (or read and write) STORE."""
+
+    async def work(storage: Any) -> None:
+        s = await _store(storage, store)
+        user = await storage.get_user_by_name(username)
+        if user is None:
+            raise click.ClickException(f"There is no user '{username}'.")
+        if user.id == s.user_id:
+            raise click.ClickException("That user owns the store.")
+        await storage.set_grant(s.id, user.id, level == "write")
+
+    _run(_settings(**flags), work)
+    click.echo(f"{username} may now {'read and write' if level == 'write' else 'read'} {store}")
+
+
+@grants.command("list")
+@click.argument("store")
+@_storage_options
+def grants_list(store: str, **flags: Any) -> None:
+    """List who STORE is shared with."""
+
+    async def work(storage: Any) -> list[Any]:
+        return list(await storage.list_grants((await _store(storage, store)).id))
+
+    for g in _run(_settings(**flags), work):
+        click.echo(f"{g.username}\t{'write' if g.can_write else 'read'}")
+
+
+@grants.command("remove")
+@click.argument("store")
+@click.argument("username")
+@_storage_options
+def grants_remove(store: str, username: str, **flags: Any) -> None:
+    """Take back USERNAME's access to STORE."""
+
+    async def work(storage: Any) -> bool:
+        s = await _store(storage, store)
+        user = await storage.get_user_by_name(username)
+        return bool(user and await storage.remove_grant(s.id, user.id))
+
+    click.echo("removed" if _run(_settings(**flags), work) else "there was no such grant")
+
+
+@main.group()
+def stores() -> None:
+    """Administer stores."""
+
+
+@stores.command("rotate-signing-key")
+@click.argument("store")
+@_storage_options
+def stores_rotate(store: str, **flags: Any) -> None:
+    """Give STORE a new URL-signing key: every signed URL made before stops working."""
+
+    async def work(storage: Any) -> None:
+        s = await _store(storage, store)
+        await storage.update_store(s.id, {"url_signing_secret_key": auth.new_signing_key()})
+
+    _run(_settings(**flags), work)
+    click.echo("rotated")
+
+
+@main.command()
+@_storage_options
+def migrate(**flags: Any) -> None:
+    """Create or upgrade the database schema (also done at every start)."""
+
+    async def work(storage: Any) -> None:
+        if hasattr(storage, "migrate"):
+            await storage.migrate()
+
+    _run(_settings(**flags), work)
+    click.echo("schema is current")
+
+
+@main.command("settings")
+def show_settings() -> None:
+    """Every setting: flag, environment variable, default, meaning."""
+    for s in SETTINGS:
+        click.echo(f"{s.flag:34} {s.env:40} default {s.default!r}\n    {s.help}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

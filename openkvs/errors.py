@@ -1,0 +1,139 @@
+"""API errors: each carries its HTTP status and Apify error ``type``; one renderer turns them into the wire shape
+``{"error": {"type": ..., "message": ...}}`` (API.md section 2).
+
+    ApiError
+     ├── InvalidInput (400 invalid-input)         ├── TokenNotProvided (401)   ├── NotFound (404 record-not-found)
+     ├── InvalidRecordKey (400)                   ├── TokenNotValid (401)      ├── PageNotFound (404 page-not-found)
+     ├── StoreSchemaInvalid (400)                 ├── PermissionDenied (403)   ├── MethodNotAllowed (405)
+     ├── SchemaValidationFailed (400)             ├── RequestTooLarge (413)    ├── RateLimitExceeded (429)
+     ├── NameNotUnique (400)                      ├── UnsupportedEncoding (415)├── ServiceUnavailable (503)
+     └── InvalidRange (416)                       └── InternalError (500)
+
+Storage exceptions become API errors in one place, ``from_storage_error``, so routes never catch driver errors.
+"""
+
+from __future__ import annotations
+
+import json
+
+from openkvs.storage import base as storage
+
+
+class ApiError(Exception):
+    status = 500
+    type = "internal-server-error"
+    default_message = "Internal server error."
+
+    def __init__(self, message: str | None = None, headers: dict[str, str] | None = None) -> None:
+        self.message = message or self.default_message
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    def body(self) -> bytes:
+        return json.dumps({"error": {"type": self.type, "message": self.message}}, separators=(",", ":")).encode()
+
+
+class InvalidInput(ApiError):
+    status, type = 400, "invalid-input"
+
+    def __init__(self, what: str = "The request body contains invalid data.", **kw: dict[str, str]) -> None:
+        super().__init__(f"Invalid input: {what}", **kw)  # type: ignore[arg-type]
+
+
+class InvalidRecordKey(ApiError):
+    status, type, default_message = 400, "invalid-record-key", "Record key contains invalid character"
+
+
+class StoreSchemaInvalid(ApiError):
+    status, type = 400, "store-schema-invalid"
+
+
+class SchemaValidationFailed(ApiError):
+    status, type = 400, "schema-validation-failed"
+
+
+class NameNotUnique(ApiError):
+    status, type = 400, "name-not-unique"
+    default_message = "Key-value store with this name already exists"
+
+
+class TokenNotProvided(ApiError):
+    status, type, default_message = 401, "token-not-provided", "Authentication token was not provided"
+
+
+class TokenNotValid(ApiError):
+    status, type, default_message = 401, "token-not-valid", "Authentication token is not valid."
+
+
+class PermissionDenied(ApiError):
+    status, type = 403, "permission-denied"
+    default_message = "You do not have permission to perform this action."
+
+
+class NotFound(ApiError):
+    status, type, default_message = 404, "record-not-found", "Key-value Store was not found"
+
+
+class RecordNotFound(NotFound):
+    default_message = "Record was not found"
+
+
+class PageNotFound(ApiError):
+    status, type, default_message = 404, "page-not-found", "We have bad news: there is no API endpoint at this URL."
+
+
+class MethodNotAllowed(ApiError):
+    status, type = 405, "method-not-allowed"
+
+    def __init__(self, allowed: list[str]) -> None:
+        methods = ",".join(["OPTIONS", *allowed])
+        super().__init__(
+            f"This API end-point can only be accessed using the following HTTP methods: {methods}",
+            headers={"Allow": methods},
+        )
+
+
+class RequestTooLarge(ApiError):
+    status, type = 413, "request-too-large"
+
+    def __init__(self, limit: int, actual: int) -> None:
+        super().__init__(f"The POST payload is too large (limit: {limit} bytes, actual length: {actual} bytes).")
+
+
+class UnsupportedEncoding(ApiError):
+    status, type = 415, "unsupported-content-encoding"
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(f'Content-Encoding "{encoding}" is not supported.')
+
+
+class InvalidRange(ApiError):
+    status, type, default_message = 416, "invalid-range", "The requested range is not satisfiable."
+
+    def __init__(self, size: int) -> None:
+        super().__init__(headers={"Content-Range": f"bytes */{size}"})
+
+
+class RateLimitExceeded(ApiError):
+    status, type = 429, "rate-limit-exceeded"
+    default_message = "You have exceeded the rate limit. Please try again later."
+
+
+class ServiceUnavailable(ApiError):
+    status, type = 503, "service-unavailable"
+    default_message = "The storage is unavailable right now. Please try again later."
+
+
+class InternalError(ApiError):
+    pass
+
+
+def from_storage_error(exc: storage.StorageError) -> ApiError:
+    """The single place where storage errors become API errors."""
+    if isinstance(exc, storage.NameNotUnique):
+        return NameNotUnique()
+    if isinstance(exc, storage.NotFound):
+        return NotFound()
+    if isinstance(exc, storage.StorageUnavailable):
+        return ServiceUnavailable(headers={"Retry-After": "1"})
+    return InternalError()

@@ -1,0 +1,155 @@
+"""Fixtures shared by the end-to-end tests: a real openkvs server process on a free port, on each backend."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+IN_CI = bool(os.environ.get("CI"))
+DATABASE_URL = os.environ.get("OPENKVS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("OPENKVS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def unavailable(reason: str) -> None:
+    """Skip on a laptop without the service; in CI a missing service is a failure."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI is set, so this must not skip)")
+    pytest.skip(reason)
+
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running `openkvs serve` process."""
+
+    url: str
+    token: str
+    data_dir: Path
+    env: dict[str, str]
+    args: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    extra_tokens: dict[str, str] = field(default_factory=dict)
+
+    def client(self, token: str | None = None, **kw: object) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.token}"} if token != "" else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
+
+    def anon(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "openkvs", *args, *self.storage_args()],
+            env=self.env, capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def storage_args(self) -> list[str]:
+        if "OPENKVS_DATABASE_URL" in self.env:
+            return []
+        return ["--data-dir", str(self.data_dir)]
+
+    def new_user(self, name: str) -> str:
+        token = self.cli("users", "create", name).strip().splitlines()[-1]
+        self.extra_tokens[name] = token
+        return token
+
+    def start(self) -> None:
+        self.log_path = self.data_dir.parent / f"server-{secrets.token_hex(3)}.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the process's life
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "openkvs", "serve", *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()}")
+            try:
+                httpx.get(self.url + "/v2/key-value-stores", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log_path.read_text()}")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc and self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path else ""
+
+
+def make_server(tmp_path: Path, backend: str, *extra: str, env_extra: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for k in list(env):
+        if k.startswith("OPENKVS_") and not k.startswith("OPENKVS_TEST_"):
+            del env[k]
+    if backend == "postgres":
+        if not postgres_reachable():
+            unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
+        schema = "t_" + secrets.token_hex(6)
+        env["OPENKVS_DATABASE_URL"] = DATABASE_URL
+        env["OPENKVS_DATABASE_SCHEMA"] = schema
+    env.update(env_extra or {})
+    args = ["--port", str(port), *(["--data-dir", str(data_dir)] if backend == "sqlite" else []), *extra]
+    server = Server(f"http://127.0.0.1:{port}", "", data_dir, env, args)
+    server.token = server.new_user("alice")
+    server.start()
+    return server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def server(tmp_path: Path, backend: str) -> Iterator[Server]:
+    """A server with rate limits off (tests of limits start their own) and a user 'alice' (server.token)."""
+    s = make_server(tmp_path, backend, "--rate-limits", "off")
+    yield s
+    s.stop()
+    if backend == "postgres":
+        _drop_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
+
+
+def _drop_schema(schema: str) -> None:
+    subprocess.run(
+        ["psql", DATABASE_URL, "-q", "-c", f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'],
+        capture_output=True, timeout=30,
+    )
