@@ -310,6 +310,7 @@ class SQLiteStorage(Storage):
         gc_interval: float = 10.0,
         stats_interval: float = 2.0,
         background: bool = True,
+        busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.db_path = self.data_dir / DB_NAME
@@ -321,6 +322,7 @@ class SQLiteStorage(Storage):
         self.gc_interval = gc_interval
         self.stats_interval = stats_interval
         self.background = background
+        self.busy_timeout = busy_timeout
         self._stats = StatsBuffer()
         self._wconn: sqlite3.Connection | None = None
         self._wlimiter: anyio.CapacityLimiter | None = None
@@ -335,9 +337,9 @@ class SQLiteStorage(Storage):
 
     def _connect(self, *, readonly: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.db_path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            self.db_path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout
         )
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         conn.execute("PRAGMA cache_size = -16000")
         if readonly:
             conn.execute("PRAGMA query_only = 1")
