@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from ratelimit_helpers import FakeClock, free_port
+from .helpers import FakeClock, free_port
 
 REDIS_URL = os.environ.get("OPENKVS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

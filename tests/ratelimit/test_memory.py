@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from openkvs.ratelimit import Decision, MemoryLimiter
 from openkvs.ratelimit.base import take
 
-from ratelimit_helpers import FakeClock
+from .helpers import FakeClock
 
 
 def run(coro: Coroutine[Any, Any, Decision]) -> Decision:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ratelimit_helpers import FakeClock
+from .helpers import FakeClock
 
 from openkvs.ratelimit import MemoryLimiter, RateLimitPolicy, Verdict
 
@@ -96,3 +96,13 @@ def test_rejects_settings_that_cannot_work() -> None:
     with pytest.raises(ValueError):
         RateLimitPolicy(MemoryLimiter(), per_store_per_second=0)
     RateLimitPolicy(MemoryLimiter(), per_user_per_minute=30, user_burst_seconds=2)  # a bigger bucket is fine
+
+
+async def test_make_limiter_picks_the_backend() -> None:
+    from openkvs.ratelimit import RedisLimiter, make_limiter
+
+    assert isinstance(make_limiter(None), MemoryLimiter)
+    assert isinstance(make_limiter(""), MemoryLimiter)
+    limiter = make_limiter("redis://127.0.0.1:6379/0")  # connects lazily: no Redis needed here
+    assert isinstance(limiter, RedisLimiter)
+    await limiter.aclose()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import redis
-from ratelimit_helpers import FakeClock, free_port
+from .helpers import FakeClock, free_port
 
 from openkvs.ratelimit import MemoryLimiter, RedisLimiter
 from openkvs.ratelimit.redis import SCRIPT_SHA

@@ -1,4 +1,4 @@
-"""Shared by the rate-limit tests (a plain module: tests/ is not a package)."""
+"""Shared by the rate-limit tests (tests/ratelimit is a package, like tests/storage, so test module names cannot clash)."""
 
 from __future__ import annotations
 
