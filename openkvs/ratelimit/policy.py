@@ -33,6 +33,11 @@ class Verdict:
     retry_after_seconds: int
     limit: int
 
+    @property
+    def retry_after(self) -> int:
+        # Alias: openkvs/api/common.py reads ``verdict.retry_after``; keep until the two names are settled.
+        return self.retry_after_seconds
+
 
 class RateLimitPolicy:
     def __init__(

@@ -37,6 +37,7 @@ async def test_record_ops_and_other_store_ops_use_separate_buckets() -> None:
     assert await allowed_in_a_row(p, "user:u", "s", False) == 60
     denied = await p.check("user:u", "s", False)
     assert denied == Verdict(False, 1, 60)
+    assert denied.retry_after == 1  # the alias the HTTP layer uses
     # Other stores are untouched.
     assert (await p.check("user:u", "other", True)).allowed
 
