@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -42,6 +43,26 @@ def verify_record_signature(secret: str, key: str, signature: str) -> bool:
     return hmac.compare_digest(hmac_sig(secret, key).encode(), signature.encode("utf-8", "replace"))
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def _strict_b64url(text: str) -> str | None:
+    """Base64url with or without its exact padding, in canonical form only, as UTF-8; None for anything else.
+    (The standard decoder skips characters outside the alphabet and ignores unused bits, so many strings would
+    decode to the same signature.)"""
+    body = text.rstrip("=")
+    pad = len(text) - len(body)
+    if len(body) % 4 == 1 or not _B64URL.fullmatch(body) or pad not in (0, -len(body) % 4):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        if base64.urlsafe_b64encode(raw).decode().rstrip("=") != body:
+            return None
+        return raw.decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
+        return None
+
+
 def content_signature(secret: str, store_id: str, expires_at_ms: int = 0) -> str:
     version = CONTENT_SIGNATURE_VERSION
     sig = hmac_sig(secret, f"{version}.{expires_at_ms}.{store_id}")
@@ -52,10 +73,8 @@ def verify_content_signature(secret: str, store_id: str, signature: str, now_ms:
     """True only for a well-formed, unexpired signature of this store made with this secret."""
     if not signature or len(signature) > _MAX_SIGNATURE_LENGTH:
         return False
-    try:
-        padded = signature + "=" * (-len(signature) % 4)
-        decoded = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
-    except (binascii.Error, UnicodeError, ValueError):
+    decoded = _strict_b64url(signature)
+    if decoded is None:
         return False
     parts = decoded.split(".")
     if len(parts) != 3:
