@@ -1,0 +1,140 @@
+"""The Apify SDK for Python (`apify`), unmodified, runs an Actor against openkvs as if on the platform.
+
+The Actor script below is ordinary SDK code; only the environment points it at openkvs. The environment is the one
+documented in docs/sdk.md (keep the two in step)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+
+from tests.compat.conftest import Server
+
+ACTOR = textwrap.dedent(
+    '''
+    import asyncio
+    import json
+    import sys
+
+    from apify import Actor
+
+
+    async def main() -> None:
+        async with Actor:
+            actor_input = await Actor.get_input()
+            await Actor.set_value("OUTPUT", {"seen": actor_input, "ok": True})
+            await Actor.set_value("note.txt", "plain text", content_type="text/plain")
+            await Actor.set_value("blob", bytes(range(256)), content_type="application/octet-stream")
+            output = await Actor.get_value("OUTPUT")
+            missing = await Actor.get_value("does-not-exist", default_value="fallback")
+
+            kvs = await Actor.open_key_value_store(name="sdk-named-store")
+            await kvs.set_value("page-1", {"n": 1})
+            await kvs.set_value("page-2", {"n": 2})
+            await kvs.set_value("other", "x")
+            keys = [info.key async for info in kvs.iterate_keys()]
+            after = [info.key async for info in kvs.iterate_keys(exclusive_start_key="other")]
+            public_url = await kvs.get_public_url("page-2")
+            same = await Actor.open_key_value_store(name="sdk-named-store")
+            again = await same.get_value("page-1")
+
+            report = {
+                "input": actor_input,
+                "output": output,
+                "missing": missing,
+                "note": await Actor.get_value("note.txt"),
+                "blob_ok": await Actor.get_value("blob") == bytes(range(256)),
+                "named_id": kvs.id,
+                "keys": keys,
+                "after": after,
+                "public_url": public_url,
+                "again": again,
+            }
+            print("REPORT " + json.dumps(report), flush=True)
+
+
+    asyncio.run(main())
+    '''
+)
+
+
+def sdk_env(server: Server, default_store_id: str) -> dict[str, str]:
+    """The environment of docs/sdk.md, on top of a clean copy of ours (no stray APIFY_/ACTOR_ settings)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APIFY_", "ACTOR_", "CRAWLEE_"))}
+    env.update(
+        {
+            "APIFY_IS_AT_HOME": "1",
+            "APIFY_TOKEN": server.token,
+            "APIFY_API_BASE_URL": server.url,
+            "APIFY_API_PUBLIC_BASE_URL": server.url,
+            "APIFY_DEFAULT_KEY_VALUE_STORE_ID": default_store_id,
+            # At home, the SDK's charging manager reads pricing from these two instead of calling
+            # GET /v2/actor-runs/{APIFY_ACTOR_RUN_ID}. The counts must be a non-empty object: "{}" reads as unset.
+            "APIFY_ACTOR_PRICING_INFO": json.dumps({"pricingModel": "FREE"}),
+            "APIFY_CHARGED_ACTOR_EVENT_COUNTS": json.dumps({"apify-actor-start": 0}),
+        }
+    )
+    return env
+
+
+def test_actor_script_runs_unmodified(compat_server: Server, tmp_path: Path) -> None:
+    server = compat_server
+    with server.client() as c:
+        store = c.post("/v2/key-value-stores", params={"name": "sdk-default"}).json()["data"]
+        r = c.put(f"/v2/key-value-stores/{store['id']}/records/INPUT", json={"startUrls": ["https://example.com"]})
+        assert r.status_code == 201, r.text
+
+    script = tmp_path / "main.py"
+    script.write_text(ACTOR)
+    workdir = tmp_path / "cwd"  # the SDK must not fall back to local storage: an empty working directory
+    workdir.mkdir()
+    out = subprocess.run(
+        [sys.executable, str(script)], env=sdk_env(server, store["id"]), cwd=workdir,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, f"stdout:\n{out.stdout}\nstderr:\n{out.stderr}\nserver log:\n{server.log()[-4000:]}"
+    lines = [line for line in out.stdout.splitlines() if line.startswith("REPORT ")]
+    assert lines, out.stdout + out.stderr
+    report = json.loads(lines[-1].removeprefix("REPORT "))
+
+    assert report["input"] == {"startUrls": ["https://example.com"]}
+    assert report["output"] == {"seen": report["input"], "ok": True}
+    assert report["missing"] == "fallback"
+    assert report["note"] == "plain text"
+    assert report["blob_ok"] is True
+    assert report["keys"] == ["other", "page-1", "page-2"]
+    assert report["after"] == ["page-1", "page-2"]
+    assert report["again"] == {"n": 1}
+    assert not os.listdir(workdir) or "storage" not in os.listdir(workdir)  # nothing written locally
+
+    # The SDK talked to the key-value store API only (no actor runs, datasets, request queues or users/me).
+    requests = [line.split('"')[1] for line in server.log().splitlines() if '"' in line and " HTTP/1.1" in line]
+    assert requests, server.log()
+    assert all(r.split()[1].startswith("/v2/key-value-stores") for r in requests), requests
+    print("\n".join(requests))
+
+    # What the SDK wrote is really on the server, in the stores it was told to use.
+    with server.client() as c:
+        r = c.get(f"/v2/key-value-stores/{store['id']}/records/OUTPUT")
+        assert r.status_code == 200 and r.json() == {"seen": report["input"], "ok": True}
+        assert r.headers["content-type"].startswith("application/json")
+        r = c.get(f"/v2/key-value-stores/{store['id']}/records/note.txt")
+        assert r.content == b"plain text" and r.headers["content-type"].startswith("text/plain")
+        named = c.get("/v2/key-value-stores/~sdk-named-store").json()["data"]
+        assert named["id"] == report["named_id"]
+
+    # The public URL works without a token, for exactly that record.
+    url = report["public_url"]
+    assert url.startswith(f"{server.url}/v2/key-value-stores/{report['named_id']}/records/page-2"), url
+    assert "signature=" in url
+    r = httpx.get(url, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"n": 2}
+    r = httpx.get(url.replace("/records/page-2", "/records/page-1"), timeout=30)
+    assert r.status_code in (401, 403), r.text
