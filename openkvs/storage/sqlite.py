@@ -73,6 +73,7 @@ LEASE_SECONDS = 300.0
 LEASE_RENEW_SECONDS = 60.0
 BUSY_TIMEOUT_MS = 10_000
 GC_BATCH = 1000
+PREFETCH_MAX = 4096  # a snapshot batch carries the bytes of inline records up to this size
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -1131,16 +1132,27 @@ class _SQLiteSnapshot:
     async def records(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[RecordMeta]]:
         blob_dir = self._storage.blob_dir
 
+        def blob(r: Sequence[Any]) -> Any:
+            if r[8] is not None:
+                return _File(blob_dir / r[8])
+            if r[9] is not None:
+                return _Inline(bytes(r[9]))
+            return _Row(r[7])
+
         def fetch(last: str | None) -> list[RecordMeta]:
-            sql = f"SELECT {_RECORD_COLS} FROM records WHERE store_id = ? AND {self._cond}"
+            # Small inline records come with the batch (at most batch * PREFETCH_MAX bytes), which saves a
+            # round trip per record when an archive holds many small ones; larger ones are read on demand.
+            sql = (
+                f"SELECT {_RECORD_COLS}, CASE WHEN r.size <= {PREFETCH_MAX} THEN "
+                "(SELECT data FROM record_data d WHERE d.id = r.data_id) END "
+                f"FROM records r WHERE store_id = ? AND {self._cond}"
+            )
             params = [self._store_id, *self._params]
             if last is not None:
                 sql += " AND key > ?"
                 params.append(last)
             rows = self._conn.execute(sql + " ORDER BY key LIMIT ?", [*params, batch]).fetchall()
-            return [
-                self._storage._meta(r, _File(blob_dir / r[8]) if r[8] is not None else _Row(r[7])) for r in rows
-            ]
+            return [self._storage._meta(r, blob(r)) for r in rows]
 
         last = after
         while True:

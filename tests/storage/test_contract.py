@@ -450,6 +450,7 @@ async def test_snapshot_is_isolated_from_writes(storage: Storage) -> None:
     limit = inline_max(storage)
     original = {
         "a-small": b"small",
+        "a-mid": os.urandom(limit),  # the largest inline record
         "b-big": os.urandom(limit + 1),
         "c-big": os.urandom(3 * limit),
         "d-small": b"",
@@ -461,13 +462,14 @@ async def test_snapshot_is_isolated_from_writes(storage: Storage) -> None:
     async with storage.snapshot(store.id, KeySelection()) as snap:
         assert snap.generation == gen
         t = snap.totals
-        assert t.count == 4
+        assert t.count == 5
         assert t.key_bytes == sum(len(k) for k in original)
         assert t.decoded_bytes == sum(len(v) for v in original.values())
         assert t.big_count == 0
 
         # writers change everything meanwhile
         await put(storage, store.id, "a-small", b"changed")
+        await put(storage, store.id, "a-mid", b"changed too")
         await put(storage, store.id, "b-big", os.urandom(limit + 5))
         await storage.delete_record(store.id, "c-big")
         await put(storage, store.id, "d-small", os.urandom(limit * 2))
@@ -491,7 +493,7 @@ async def test_snapshot_is_isolated_from_writes(storage: Storage) -> None:
     async with storage.snapshot(store.id, KeySelection()) as snap2:
         assert snap2.generation > gen
         contents = await snapshot_contents(snap2)
-        assert sorted(contents) == ["a-small", "b-big", "d-small", "e-new"]
+        assert sorted(contents) == ["a-mid", "a-small", "b-big", "d-small", "e-new"]
         assert contents["a-small"] == b"changed"
 
 
