@@ -78,6 +78,8 @@ def serve(**flags: Any) -> None:
     """Start the server."""
     import uvicorn
 
+    from openkvs.logs import log_config
+
     settings = _settings(**flags)
     # Worker processes read their settings from the environment: hand every resolved value down.
     for s in SETTINGS:
@@ -100,6 +102,7 @@ def serve(**flags: Any) -> None:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        log_config=log_config(settings.log_level),
         proxy_headers=False,  # X-Forwarded-For is believed only from --trusted-proxies, by openkvs itself
         server_header=False,
         timeout_graceful_shutdown=5,
