@@ -30,11 +30,10 @@ the same order always give byte-identical archives.
 
 from __future__ import annotations
 
-import calendar
 import struct
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 __all__ = [
@@ -120,36 +119,38 @@ def _central_len(name_len: int, size: int, offset: int) -> int:
     return _CENTRAL_FIXED + name_len + (4 + 8 * fields if fields else 0)
 
 
-def _utc(dt: datetime) -> datetime:
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_SECOND = timedelta(seconds=1)
+
+
+def _stamps(dt: datetime) -> tuple[int, int, int]:
+    """(DOS date, DOS time, Unix mtime) of ``dt``, all in UTC.
+
+    DOS: 2-second resolution (seconds floored), clamped to 1980-01-01 00:00:00 .. 2107-12-31 23:59:58.
+    Unix mtime for the 0x5455 extra: readers disagree on whether its 32 bits are signed (Info-ZIP) or unsigned
+    (libarchive), so it is clamped to the range where both agree, 1970-01-01 .. 2038-01-19; the DOS fields still
+    carry later dates up to 2107.
+    """
     # The contract says tz-aware UTC; a naive value is taken as UTC rather than as the server's local time.
-    return dt.astimezone(timezone.utc) if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
-
-
-def _dos_date_time(dt: datetime) -> tuple[int, int]:
-    """MS-DOS (date, time) in UTC, 2-second resolution (seconds floored); clamped to the representable years."""
-    dt = _utc(dt)
+    dt = dt.astimezone(timezone.utc) if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+    mtime = min(max((dt - _EPOCH) // _SECOND, 0), 0x7FFFFFFF)
     if dt.year < 1980:
-        return _DOS_MIN
+        return (*_DOS_MIN, mtime)
     if dt.year > 2107:
-        return _DOS_MAX
+        return (*_DOS_MAX, mtime)
     return (
         ((dt.year - 1980) << 9) | (dt.month << 5) | dt.day,
         (dt.hour << 11) | (dt.minute << 5) | (dt.second // 2),
+        mtime,
     )
-
-
-def _unix_mtime(dt: datetime) -> int:
-    # Readers disagree on whether the 32-bit field is signed (Info-ZIP) or unsigned (libarchive), so keep to the
-    # range where both agree: 1970-01-01 .. 2038-01-19. The DOS time still carries later dates to 2107.
-    return min(max(calendar.timegm(_utc(dt).utctimetuple()), 0), 0x7FFFFFFF)
 
 
 def _local_header(entry: ZipEntry, name: bytes, size: int, offset: int) -> bytes:
     big = size >= _LIMIT32
     zip64 = big or offset >= _LIMIT32  # same "version needed" in both headers of an entry
-    date, time = _dos_date_time(entry.modified_at)
+    date, time, mtime = _stamps(entry.modified_at)
     extra = struct.pack("<HHQQ", 0x0001, 16, size, size) if big else b""
-    extra += _UT_EXTRA.pack(0x5455, 5, 1, _unix_mtime(entry.modified_at))
+    extra += _UT_EXTRA.pack(0x5455, 5, 1, mtime)
     size32 = _LIMIT32 if big else size
     head = _LOCAL.pack(
         0x04034B50,
@@ -170,11 +171,11 @@ def _local_header(entry: ZipEntry, name: bytes, size: int, offset: int) -> bytes
 def _central_header(entry: ZipEntry, name: bytes, size: int, offset: int) -> bytes:
     big = size >= _LIMIT32
     far = offset >= _LIMIT32
-    date, time = _dos_date_time(entry.modified_at)
+    date, time, mtime = _stamps(entry.modified_at)
     # The ZIP64 extra holds only the replaced fields, in the order APPNOTE 4.5.3 fixes.
     fields = ([size, size] if big else []) + ([offset] if far else [])
     extra = struct.pack(f"<HH{len(fields)}Q", 0x0001, 8 * len(fields), *fields) if fields else b""
-    extra += _UT_EXTRA.pack(0x5455, 5, 1, _unix_mtime(entry.modified_at))
+    extra += _UT_EXTRA.pack(0x5455, 5, 1, mtime)
     size32 = _LIMIT32 if big else size
     head = _CENTRAL.pack(
         0x02014B50,
@@ -297,16 +298,6 @@ async def _aclose(iterator: object) -> None:
         await close()
 
 
-async def _entries(batches: Callable[[], AsyncIterator[Sequence[ZipEntry]]]) -> AsyncIterator[ZipEntry]:
-    source = batches()
-    try:
-        async for batch in source:
-            for entry in batch:
-                yield entry
-    finally:
-        await _aclose(source)
-
-
 async def _read_exact(
     read: Callable[[ZipEntry, int, int], AsyncIterator[bytes]], entry: ZipEntry, lo: int, hi: int
 ) -> AsyncIterator[bytes]:
@@ -346,32 +337,35 @@ async def iter_range(
     out = _Coalescer()
 
     # Pass 1: local headers and data.
-    offset = 0
+    offset = 0  # archive offset of the current local header
     count = 0
-    entries = _entries(batches)
+    source = batches()
     try:
-        async for entry in entries:
-            size = _check(entry)
-            name = _name(entry)
-            head_len = _local_len(len(name), size)
-            entry_end = offset + head_len + size
-            if entry_end > start:  # else wholly before the range: nothing to build or read
-                if offset < end and offset + head_len > start:
-                    head = _local_header(entry, name, size, offset)
-                    for chunk in out.add(head[max(start - offset, 0) : min(end - offset, head_len)]):
-                        yield chunk
-                data_at = offset + head_len
-                lo, hi = max(start - data_at, 0), min(end - data_at, size)
-                if hi > lo:
-                    async for piece in _read_exact(read, entry, lo, hi):
-                        for chunk in out.add(piece):
+        async for batch in source:
+            for entry in batch:
+                size = _check(entry)
+                name = _name(entry)
+                head_len = _local_len(len(name), size)
+                entry_end = offset + head_len + size
+                if entry_end > start:  # else wholly before the range: nothing to build or read
+                    if offset + head_len > start:
+                        head = _local_header(entry, name, size, offset)
+                        for chunk in out.add(head[max(start - offset, 0) : end - offset]):
                             yield chunk
-            offset = entry_end
-            count += 1
+                    data_at = offset + head_len
+                    lo, hi = max(start - data_at, 0), min(end - data_at, size)
+                    if hi > lo:
+                        async for piece in _read_exact(read, entry, lo, hi):
+                            for chunk in out.add(piece):
+                                yield chunk
+                offset = entry_end
+                count += 1
+                if offset >= end:
+                    break
             if offset >= end:
                 break
     finally:
-        await _aclose(entries)
+        await _aclose(source)
     if offset >= end:
         for chunk in out.flush():
             yield chunk
@@ -379,26 +373,29 @@ async def iter_range(
 
     # Pass 2: central directory, then the end records.
     cd_offset = offset
-    local_offset = 0
-    position = cd_offset  # archive offset of the next central header
+    local_offset = 0  # recomputed: each central header holds its entry's local-header offset
+    position = cd_offset  # archive offset of the current central header
     seen = 0
-    entries = _entries(batches)
+    source = batches()
     try:
-        async for entry in entries:
-            size = _check(entry)
-            name = _name(entry)
-            head_len = _central_len(len(name), size, local_offset)
-            if position + head_len > start:
-                head = _central_header(entry, name, size, local_offset)
-                for chunk in out.add(head[max(start - position, 0) : min(end - position, head_len)]):
-                    yield chunk
-            position += head_len
-            local_offset += _local_len(len(name), size) + size
-            seen += 1
+        async for batch in source:
+            for entry in batch:
+                size = _check(entry)
+                name = _name(entry)
+                head_len = _central_len(len(name), size, local_offset)
+                if position + head_len > start:
+                    head = _central_header(entry, name, size, local_offset)
+                    for chunk in out.add(head[max(start - position, 0) : end - position]):
+                        yield chunk
+                position += head_len
+                local_offset += _local_len(len(name), size) + size
+                seen += 1
+                if position >= end:
+                    break
             if position >= end:
                 break
     finally:
-        await _aclose(entries)
+        await _aclose(source)
     if position < end:  # the whole central directory was walked: check it describes what pass 1 laid out
         if seen != count or local_offset != cd_offset:
             raise ArchiveDataError("the entries changed between the two passes over the store")
