@@ -62,8 +62,16 @@ class methods:  # noqa: N801 - reads as a declaration in the route table
         return await handler(request)
 
 
-async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
-    raise errors.PageNotFound()
+class _NotFound:
+    """The catch-all: every method on an unknown path is 404 page-not-found. An ASGI app rather than a function:
+    Starlette calls a plain function as a request handler (with one argument) and allows it only GET/HEAD, so
+    other methods would get its plain-text 405."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise errors.PageNotFound()
+
+
+not_found = _NotFound()
 
 
 ROUTES = [

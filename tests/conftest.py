@@ -8,9 +8,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -153,3 +154,52 @@ def _drop_schema(schema: str) -> None:
         ["psql", DATABASE_URL, "-q", "-c", f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'],
         capture_output=True, timeout=30,
     )
+
+
+# -- shared servers for the end-to-end API suite (tests/api) ---------------------------------------------------------
+# Starting a server costs about a second; tests that don't interfere (each uses its own store names) share one per
+# module and backend.
+
+
+def _stop_and_clean(s: Server, backend: str) -> None:
+    s.stop()
+    if backend == "postgres":
+        _drop_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def shared_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A module-scoped server per backend (rate limits off, user 'alice' = server.token, user 'bob' =
+    server.extra_tokens['bob']). Tests must use their own store names."""
+    s = make_server(tmp_path_factory.mktemp(f"srv-{request.param}"), request.param, "--rate-limits", "off")
+    s.backend = request.param  # type: ignore[attr-defined]
+    s.new_user("bob")
+    yield s
+    _stop_and_clean(s, request.param)
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A module-scoped SQLite server, for tests of the HTTP layer alone (backend-independent behaviour)."""
+    s = make_server(tmp_path_factory.mktemp("srv-sqlite"), "sqlite", "--rate-limits", "off")
+    s.backend = "sqlite"  # type: ignore[attr-defined]
+    s.new_user("bob")
+    yield s
+    _stop_and_clean(s, "sqlite")
+
+
+
+@pytest.fixture(scope="session")
+def start_server() -> Iterator[Callable[..., Server]]:
+    """``start_server(tmp_path, backend, *flags)``: make_server for tests that need their own flags (test modules
+    can't import conftest); every server it started is stopped (and its PostgreSQL schema dropped) at the end."""
+    started: list[tuple[Server, str]] = []
+
+    def start(tmp_path: Path, backend: str, *flags: str, **kw: Any) -> Server:
+        s = make_server(tmp_path, backend, *flags, **kw)
+        started.append((s, backend))
+        return s
+
+    yield start
+    for s, backend in started:
+        _stop_and_clean(s, backend)

@@ -43,3 +43,35 @@ def assert_error(r: httpx.Response, status: int, type_: str, message: str | None
 
 def rec_path(store_id: str, key: str) -> str:
     return f"/v2/key-value-stores/{store_id}/records/{key}"
+
+
+class RawResponse:
+    """What http.client got, shaped enough like httpx.Response for assert_error."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status_code = status
+        self.headers = httpx.Headers(headers)
+        self.content = body
+        self.text = body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.content)
+
+
+def raw_request(
+    base_url: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> RawResponse:
+    """A request whose path goes on the wire exactly as given (httpx removes dot segments such as '/..')."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(base_url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return RawResponse(r.status, dict(r.getheaders()), r.read())
+    finally:
+        conn.close()
