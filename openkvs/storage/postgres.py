@@ -302,6 +302,33 @@ async def _iter_chunks(
         seq = upto + 1
 
 
+def _discard(conn: asyncpg.Connection) -> None:
+    """Close a connection at once unless asyncpg already did (a closed one detaches itself from its pool)."""
+    try:
+        if not conn.is_closed():
+            conn.terminate()
+    except pgx.InterfaceError:
+        pass
+
+
+@asynccontextmanager
+async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection that is thrown away (not reused) if it failed with a connection-class error: after a
+    backend was killed mid-operation asyncpg may keep it open in a broken protocol state."""
+    conn = await pool.acquire()
+    try:
+        yield conn
+    except _CONNECTION_ERRORS:
+        _discard(conn)
+        raise
+    finally:
+        with anyio.move_on_after(10, shield=True):
+            try:
+                await pool.release(conn)
+            except Exception:  # noqa: BLE001 - broken: make sure it is gone
+                _discard(conn)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -510,22 +537,35 @@ class PostgresStorage(Storage):
             raise StorageUnavailable("storage is not open")
         return self._pool
 
-    async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, tx: bool = False) -> T:
-        """Run ``fn`` on a pooled connection (in a transaction if ``tx``), translating connection failures."""
-        try:
-            async with self._p().acquire() as conn:
-                if tx:
-                    async with conn.transaction():
-                        return await fn(conn)
-                return await fn(conn)
-        except _CONNECTION_ERRORS as exc:
-            raise _unavailable(exc) from exc
+    async def _run(
+        self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, tx: bool = False, retry: bool = False
+    ) -> T:
+        """Run ``fn`` on a pooled connection (in a transaction if ``tx``), translating connection failures.
+        ``retry``: ``fn`` only reads, so one more attempt after a connection failure is safe; it gets past a pooled
+        connection that died (server restart, pg_terminate_backend) before the event loop noticed."""
+        delays = (0.0, 0.05, 0.25) if retry else ()  # the other connections of a restarted server die too
+        for attempt in range(len(delays) + 1):
+            try:
+                async with _connection(self._p()) as conn:
+                    if tx:
+                        async with conn.transaction():
+                            return await fn(conn)
+                    return await fn(conn)
+            except _CONNECTION_ERRORS as exc:
+                if attempt < len(delays) and self._pool is not None:
+                    log.info("retrying a read after a connection failure: %r", exc)
+                    await asyncio.sleep(delays[attempt])
+                    continue
+                raise _unavailable(exc) from exc
+        raise AssertionError("unreachable")
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return await self._run(lambda c: c.fetch(sql, *args))
+        """A read-only query (retried once after a connection failure)."""
+        return await self._run(lambda c: c.fetch(sql, *args), retry=True)
 
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        return await self._run(lambda c: c.fetchrow(sql, *args))
+        """A read-only query (retried once after a connection failure)."""
+        return await self._run(lambda c: c.fetchrow(sql, *args), retry=True)
 
     async def _execute(self, sql: str, *args: Any) -> str:
         return await self._run(lambda c: c.execute(sql, *args))
@@ -534,10 +574,13 @@ class PostgresStorage(Storage):
 
     async def create_user(self, username: str) -> User:
         try:
-            row = await self._fetchrow(
-                f"INSERT INTO users (id, username, created_at) VALUES ($1, $2, {_NOW_MS}) RETURNING *",
-                new_id(),
-                username,
+            user_id = new_id()
+            row = await self._run(
+                lambda c: c.fetchrow(
+                    f"INSERT INTO users (id, username, created_at) VALUES ($1, $2, {_NOW_MS}) RETURNING *",
+                    user_id,
+                    username,
+                )
             )
         except pgx.UniqueViolationError as exc:
             raise UsernameTaken(username) from exc
@@ -630,7 +673,7 @@ class PostgresStorage(Storage):
         return await self._run(go)
 
     async def get_store(self, store_id: str) -> Store | None:
-        return await self._run(lambda c: self._store_by_id(c, store_id))
+        return await self._run(lambda c: self._store_by_id(c, store_id), retry=True)
 
     async def get_store_by_name(self, user_id: str, name: str) -> Store | None:
         row = await self._fetchrow(
@@ -668,7 +711,7 @@ class PostgresStorage(Storage):
 
         # one snapshot for the count and the page
         try:
-            async with self._p().acquire() as conn:
+            async with _connection(self._p()) as conn:
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
                     return await go(conn)
         except _CONNECTION_ERRORS as exc:
@@ -774,7 +817,7 @@ class PostgresStorage(Storage):
         if self._stream_pool is None:
             raise StorageUnavailable("storage is not open")
         try:
-            async with self._stream_pool.acquire() as conn:
+            async with _connection(self._stream_pool) as conn:
                 async with conn.transaction():
                     if await conn.fetchval("SELECT true FROM stores WHERE id = $1", store_id) is None:
                         raise NotFound(f"store {store_id} not found")
@@ -924,6 +967,9 @@ class PostgresStorage(Storage):
                 snap = PgSnapshot(conn, store_id, selection)
                 await snap._load()
                 yield snap
+            except (StorageUnavailable, *_CONNECTION_ERRORS):
+                _discard(conn)
+                raise
             finally:
                 with anyio.move_on_after(5, shield=True):
                     try:
@@ -935,7 +981,7 @@ class PostgresStorage(Storage):
                 try:
                     await pool.release(conn)
                 except Exception:  # noqa: BLE001
-                    conn.terminate()
+                    _discard(conn)
 
     # -- garbage -----------------------------------------------------------------------------------------------
 
