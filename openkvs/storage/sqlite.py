@@ -73,7 +73,7 @@ LEASE_SECONDS = 300.0
 LEASE_RENEW_SECONDS = 60.0
 BUSY_TIMEOUT_MS = 10_000
 GC_BATCH = 1000
-PREFETCH_MAX = 4096  # a snapshot batch carries the bytes of inline records up to this size
+PREFETCH_BYTES = 8 * 1024 * 1024  # a snapshot batch holds at most about this many bytes of inline records
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -1139,27 +1139,36 @@ class _SQLiteSnapshot:
                 return _Inline(bytes(r[9]))
             return _Row(r[7])
 
-        def fetch(last: str | None) -> list[RecordMeta]:
-            # Small inline records come with the batch (at most batch * PREFETCH_MAX bytes), which saves a
-            # round trip per record when an archive holds many small ones; larger ones are read on demand.
+        def fetch(last: str | None) -> tuple[list[RecordMeta], bool]:
+            # Inline records come with their bytes (a batch stops early at PREFETCH_BYTES of them), which saves
+            # a round trip per record when an archive holds many small ones. Returns (batch, more may follow).
             sql = (
-                f"SELECT {_RECORD_COLS}, CASE WHEN r.size <= {PREFETCH_MAX} THEN "
-                "(SELECT data FROM record_data d WHERE d.id = r.data_id) END "
+                f"SELECT {_RECORD_COLS}, (SELECT data FROM record_data d WHERE d.id = r.data_id) "
                 f"FROM records r WHERE store_id = ? AND {self._cond}"
             )
             params = [self._store_id, *self._params]
             if last is not None:
                 sql += " AND key > ?"
                 params.append(last)
-            rows = self._conn.execute(sql + " ORDER BY key LIMIT ?", [*params, batch]).fetchall()
-            return [self._storage._meta(r, blob(r)) for r in rows]
+            cur = self._conn.execute(sql + " ORDER BY key LIMIT ?", [*params, batch])
+            out: list[RecordMeta] = []
+            held = 0
+            try:
+                for r in cur:
+                    out.append(self._storage._meta(r, blob(r)))
+                    held += r[1] if r[9] is not None else 0
+                    if held >= PREFETCH_BYTES:
+                        return out, True
+            finally:
+                cur.close()
+            return out, len(out) == batch
 
         last = after
         while True:
-            metas = await self._run(fetch, last)
+            metas, more = await self._run(fetch, last)
             if metas:
                 yield metas
-            if len(metas) < batch:
+            if not more or not metas:
                 return
             last = metas[-1].key
 
