@@ -11,10 +11,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
-from tests.compat.conftest import Server
+if TYPE_CHECKING:
+    from tests.conftest import Server
 
 ACTOR = textwrap.dedent(
     '''
