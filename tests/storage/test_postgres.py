@@ -385,3 +385,23 @@ async def test_connection_loss_recovers(nodes, admin) -> None:
     assert await read_all(s.read_blob(await s.get_record(store.id, "after"))) == b"ok19"
     async with s.snapshot(store.id, KeySelection()) as snap:
         assert snap.totals.count >= 2
+
+
+@pytest.mark.slow
+async def test_chunk_throughput(storage: PostgresStorage, capsys) -> None:
+    """Throughput of a 128 MiB record in and out (prints MB/s; run with -s). The chunk size was chosen with this."""
+    import time
+
+    _, store = await new_store(storage)
+    total = 128 * MiB
+    t = time.perf_counter()
+    rec = await storage.put_record(store.id, "big", Body(total, piece=256 * 1024), "x", None)
+    t_in = time.perf_counter() - t
+    t = time.perf_counter()
+    n = 0
+    async for piece in storage.read_blob(rec):
+        n += len(piece)
+    t_out = time.perf_counter() - t
+    assert n == total
+    with capsys.disabled():
+        print(f"\nchunk {CHUNK_SIZE // 1024} KiB: in {total / MiB / t_in:.0f} MB/s, out {total / MiB / t_out:.0f} MB/s")
