@@ -11,6 +11,8 @@ as the store's generation has not moved.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -98,7 +100,26 @@ def _archive_bytes(snap: Snapshot, start: int, end: int) -> AsyncIterator[bytes]
             return snap.read_blob(entry, lo, hi)
         return codec.slice_stream(codec.decode_stream(snap.read_blob(entry), entry.content_encoding), lo, hi)
 
-    return zipwriter.iter_range(batches, start, end, read)
+    return readahead(zipwriter.iter_range(batches, start, end, read))
+
+
+async def readahead(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Produce the next chunk while the current one is being sent, so disk (or database) reads and socket writes
+    overlap instead of taking turns."""
+    it = chunks.__aiter__()
+    pending = asyncio.ensure_future(anext(it, None))
+    try:
+        while (chunk := await pending) is not None:
+            pending = asyncio.ensure_future(anext(it, None))
+            yield chunk
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class ArchiveResponse(Response):
