@@ -1,0 +1,1 @@
+"""openkvs benchmarks: ``python -m bench [records] [download] [nodes] [--quick]`` (see bench/README.md)."""

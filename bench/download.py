@@ -1,0 +1,190 @@
+"""The ZIP endpoint (GET /v2/key-value-stores/{id}/records) against, in the same run: nginx serving the identical
+archive bytes as a static file (sendfile on), `zip -0 -q -r` building the same archive from files on disk, and
+fetching every record one by one with the official apify_client. Plus time to first byte and server RSS growth
+for a million small records, and a resumed (Range) download checked byte for byte."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import harness as h
+from bench.records import tiny_dataset
+
+MIB = 1024 * 1024
+
+NGINX_CONF = """
+{user}
+worker_processes 1;
+error_log {prefix}/error.log warn;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    default_type application/zip;
+    server {{
+        listen 127.0.0.1:{port};
+        root {prefix}/www;
+    }}
+}}
+"""
+
+
+def random_body(size: int) -> h.Body:
+    def chunks():  # type: ignore[no-untyped-def]
+        left = size
+        while left:
+            n = min(left, MIB)
+            yield os.urandom(n)
+            left -= n
+
+    return h.Body(chunks)
+
+
+def curl(url: str, token: str | None, out: str = "/dev/null") -> dict[str, float]:
+    cmd = ["curl", "-s", "-f", "-o", out, "-w", "%{time_total} %{size_download} %{time_starttransfer}", url]
+    if token:
+        cmd[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    total, size, ttfb = r.stdout.split()
+    return {"seconds": float(total), "bytes": int(size), "ttfb_ms": float(ttfb) * 1000}
+
+
+def best_of(reps: int, fn) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    runs = [fn() for _ in range(reps)]
+    best = min(runs, key=lambda r: r["seconds"])
+    return {**best, "mb_s": best["bytes"] / MIB / best["seconds"], "runs_s": [round(r["seconds"], 3) for r in runs]}
+
+
+def start_nginx(prefix: Path) -> h.Server:
+    port = h.free_port()
+    conf = prefix / "nginx.conf"
+    # as root, nginx's workers would switch to 'nobody', who may not read bench/.data: keep our own user
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, user=user))
+    return h.start_server(f"nginx-{port}", ["nginx", "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"],
+                          port, ready_path="/")
+
+
+def range_check(url: str, token: str, archive: Path) -> dict[str, Any]:
+    size = archive.stat().st_size
+    start = size // 2 + 12345 if size > 30000 else size // 2
+    with open(archive, "rb") as f:
+        f.seek(start)
+        want = hashlib.sha256(f.read()).hexdigest()
+    got = hashlib.sha256()
+    with httpx.stream("GET", url, headers={"Authorization": f"Bearer {token}", "Range": f"bytes={start}-"},
+                      timeout=600) as r:
+        status, cr = r.status_code, r.headers.get("content-range")
+        for chunk in r.iter_bytes():
+            got.update(chunk)
+    ok = status == 206 and got.hexdigest() == want and cr == f"bytes {start}-{size - 1}/{size}"
+    return {"from": start, "status": status, "content_range": cr, "equal": ok}
+
+
+def one_by_one(server: h.Server, ds: h.Dataset, sample: int) -> dict[str, Any]:
+    from apify_client import ApifyClient
+
+    kvs = ApifyClient(ds.token, api_url=server.url).key_value_store(ds.store_id)
+    n = min(sample, ds.count)
+    step = ds.count / n
+    keys = [f"k{int(i * step):08d}" for i in range(n)]
+    total = 0
+    t0 = time.perf_counter()
+    for key in keys:
+        rec = kvs.get_record_as_bytes(key)
+        assert rec is not None
+        total += len(rec["value"])
+    dt = time.perf_counter() - t0
+    return {"fetched": n, "of": ds.count, "seconds": dt, "estimated_all_s": dt * ds.count / n,
+            "extrapolated": n < ds.count, "bytes": total}
+
+
+def bench_set(kind: str, ds: h.Dataset, label: str, reps: int, tmp: Path, *, do_zip: bool, obo: int) -> dict:
+    res: dict[str, Any] = {"backend": kind, "set": label, "records": ds.count}
+    prefix = tmp / f"{kind}-{label}"
+    (prefix / "www").mkdir(parents=True)
+    archive = prefix / "www" / "a.zip"
+    try:
+        with h.running(ds.backend.start) as (srv,):
+            url = f"{srv.url}/v2/key-value-stores/{ds.store_id}/records"
+            with h.RssSampler(srv.pid) as rss:  # VmRSS before the first download, peak over all of them
+                first = curl(url, ds.token, str(archive))  # cold-ish run; also the copy nginx serves
+                okv = best_of(reps, lambda: curl(url, ds.token))
+            res["openkvs"] = okv
+            res["first_run_s"] = first["seconds"]
+            res["rss_before_mib"] = rss.before / 1024
+            res["rss_growth_mib"] = rss.growth_mib
+            res["range"] = range_check(url, ds.token, archive)
+            if obo:
+                res["one_by_one"] = one_by_one(srv, ds, obo)
+        with h.running(lambda: start_nginx(prefix)) as (ngx,):
+            curl(f"{ngx.url}/a.zip", None)  # warm-up, as openkvs had its first run
+            ng = best_of(reps, lambda: curl(f"{ngx.url}/a.zip", None))
+        assert ng["bytes"] == okv["bytes"] == archive.stat().st_size
+        res["nginx"] = ng
+        res["ratio_vs_nginx"] = okv["mb_s"] / ng["mb_s"]
+        if do_zip:
+            files = prefix / "files"
+            subprocess.run(["unzip", "-q", str(archive), "-d", str(files)], check=True)
+            archive.unlink()
+            t0 = time.perf_counter()
+            subprocess.run(["zip", "-0", "-q", "-r", str(prefix / "z.zip"), "."], cwd=files, check=True)
+            zs = time.perf_counter() - t0
+            res["zip0"] = {"seconds": zs, "bytes": (prefix / "z.zip").stat().st_size}
+            res["ratio_vs_zip0"] = zs / okv["seconds"]  # > 1: openkvs is faster
+        if obo:
+            res["speedup_vs_one_by_one"] = res["one_by_one"]["estimated_all_s"] / okv["seconds"]
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+    return res
+
+
+def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
+    n64 = 500 if quick else 2000
+    n50 = 4 if quick else 20
+    ntiny = 100_000 if quick else 1_000_000
+    reps = 2 if quick else 3
+    results: list[dict[str, Any]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="zip-", dir=h.DATA))
+    try:
+        for kind in backends:
+            sets = [
+                ("64KiB", h.dataset(kind, f"r64k-{n64}", n64, lambda i: random_body(64 * 1024)), True, 2000 if not quick else 200),
+                ("50MiB", h.dataset(kind, f"r50m-{n50}", n50, lambda i: random_body(50 * MIB), concurrency=2), True, 0),
+                ("100B", tiny_dataset(kind, ntiny), False, 0),
+            ]
+            for label, ds, do_zip, obo in sets:
+                h.log(f"download {kind} {label} x {ds.count}")
+                results.append(bench_set(kind, ds, label, reps, tmp, do_zip=do_zip, obo=obo))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    rows = []
+    for r in results:
+        o, n = r["openkvs"], r["nginx"]
+        rows.append([r["backend"], f"{r['records']:,} x {r['set']}", o["bytes"] / MIB, o["mb_s"], n["mb_s"],
+                     r["ratio_vs_nginx"], r.get("ratio_vs_zip0", "-"), r.get("speedup_vs_one_by_one", "-"),
+                     o["ttfb_ms"], r["rss_growth_mib"], "ok" if r["range"]["equal"] else "MISMATCH"])
+    h.table("ZIP download (curl, best of runs). ratio nginx = openkvs MB/s / nginx MB/s (goal >= 0.8 at 50 MiB, "
+            ">= 0.5 at 64 KiB); zip -0 = zip time / openkvs time; 1-by-1 = apify_client time / openkvs time (goal >= 50)",
+            ["backend", "set", "MiB", "openkvs MB/s", "nginx MB/s", "ratio nginx", "vs zip -0", "vs 1-by-1",
+             "TTFB ms", "RSS +MiB", "range"], rows)
+    for r in results:
+        if "one_by_one" in r:
+            o = r["one_by_one"]
+            print(f"  {r['backend']}: apify_client one by one fetched {o['fetched']} of {o['of']} records in "
+                  f"{o['seconds']:.1f}s" + (f" (extrapolated to all: {o['estimated_all_s']:.1f}s)" if o["extrapolated"] else ""))
+        print(f"  {r['backend']} {r['set']}: Range from byte {r['range']['from']}: status {r['range']['status']}, "
+              f"{r['range']['content_range']}, equal to the same slice of the full archive: {r['range']['equal']}")
+    h.save("download", quick, results)
+    return results

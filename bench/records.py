@@ -1,0 +1,93 @@
+"""Record GET/PUT requests per second (wrk) against a bare Starlette endpoint, and keys-page latency at 10k
+and 1M keys. Ratios: openkvs/bare (goal for GET: >= 0.5) and keys page 1M/10k (goal: <= 2)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from bench import harness as h
+
+RECORD = b"r" * 1024
+NKEYS = 1000
+
+
+def tiny_dataset(kind: str, count: int) -> h.Dataset:
+    """``count`` records of 100 bytes, keys k00000000...: shared with bench/download.py."""
+    return h.clone_dataset(kind, f"tiny{count}", count, os.urandom(100))
+
+
+def keys_page_ms(server: h.Server, ds: h.Dataset, n: int) -> list[float]:
+    start = f"k{ds.count // 2:08d}"
+    url = f"{server.url}/v2/key-value-stores/{ds.store_id}/keys"
+    times = []
+    with httpx.Client(headers={"Authorization": f"Bearer {ds.token}"}, timeout=60) as c:
+        for i in range(n + 2):
+            t0 = time.perf_counter()
+            r = c.get(url, params={"limit": 1000, "exclusiveStartKey": start})
+            dt = (time.perf_counter() - t0) * 1000
+            r.raise_for_status()
+            data = r.json()["data"]
+            assert data["count"] == 1000 and data["items"][0]["key"] > start, data["count"]
+            if i >= 2:  # two warm-up requests
+                times.append(dt)
+    return times
+
+
+def start_bare() -> h.Server:
+    port = h.free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port), "--log-level", h.LOG_LEVEL,
+           "--no-server-header", "--no-proxy-headers", "--timeout-graceful-shutdown", "5"]
+    return h.start_server(f"bare-{port}", cmd, port, ready_path="/v2/key-value-stores/x/records/k00000000")
+
+
+def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
+    seconds = 4 if quick else 10
+    reps = 1 if quick else 2
+    big = 100_000 if quick else 1_000_000
+    results: list[dict[str, Any]] = []
+    rows: list[list[Any]] = []
+    krows: list[list[Any]] = []
+    for kind in backends:
+        small = h.dataset(kind, "rec1k", NKEYS, lambda i: h.Body(RECORD))
+        k10k = tiny_dataset(kind, 10_000)
+        kbig = tiny_dataset(kind, big)
+        with h.running(start_bare, small.backend.start) as (bare, okvs):
+            base_o = f"/v2/key-value-stores/{small.store_id}/records/"
+            base_b = "/v2/key-value-stores/x/records/"
+            res: dict[str, Any] = {"backend": kind, "wrk": f"-t2 -c32 -d{seconds}s", "reps": reps}
+            for method in ("GET", "PUT"):
+                so = h.wrk_script(method, base_o, small.token, NKEYS, len(RECORD))
+                sb = h.wrk_script(method, base_b, "x", NKEYS, len(RECORD), seed=2)
+                best_o = best_b = None
+                for _ in range(reps):  # alternate baseline and openkvs; keep each side's best run
+                    b = h.wrk(bare.url, sb, 2, 32, seconds)
+                    o = h.wrk(okvs.url, so, 2, 32, seconds)
+                    best_b = b if best_b is None or b.rps > best_b.rps else best_b
+                    best_o = o if best_o is None or o.rps > best_o.rps else best_o
+                assert best_o and best_b
+                ratio = best_o.rps / best_b.rps
+                res[method] = {"openkvs": best_o.as_dict(), "bare": best_b.as_dict(), "ratio": round(ratio, 3)}
+                rows.append([kind, method, best_o.rps, best_b.rps, ratio, best_o.latency_avg_ms, best_o.errors])
+            results.append(res)
+        # keys pages: one server per data set (they live in different data dirs / schemas)
+        n = 30 if quick else 100
+        lat = {}
+        for ds in (k10k, kbig):
+            with h.running(ds.backend.start) as (srv,):
+                t = keys_page_ms(srv, ds, n)
+                lat[ds.count] = {"median_ms": statistics.median(t), "p90_ms": sorted(t)[int(len(t) * 0.9)]}
+        ratio = lat[big]["median_ms"] / lat[10_000]["median_ms"]
+        results.append({"backend": kind, "keys_page": {str(k): v for k, v in lat.items()}, "ratio": round(ratio, 3)})
+        krows.append([kind, lat[10_000]["median_ms"], lat[big]["median_ms"], lat[big]["p90_ms"], ratio])
+    h.table("Record requests/s (1 KiB records over 1000 keys; wrk, best of runs; ratio = openkvs/bare, goal GET >= 0.5)",
+            ["backend", "method", "openkvs rps", "bare rps", "ratio", "openkvs lat ms", "errors"], rows)
+    h.table(f"Keys page latency (GET /keys?limit=1000 from the middle; ratio = {big:,}/10k keys, goal <= 2)",
+            ["backend", "10k median ms", f"{big:,} median ms", f"{big:,} p90 ms", "ratio"], krows)
+    h.save("records", quick, results)
+    return results
