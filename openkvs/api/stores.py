@@ -47,13 +47,11 @@ async def list_stores(request: Request) -> Response:
             user.id, offset=offset, limit=limit, desc=desc, unnamed=unnamed, ownership=ownership
         ),
     )
-    items = [store_json(request, s, Access.WRITE if s.user_id == user.id else Access.READ) for s in stores]
-    # A store shared read-only must not reveal its signing key: ask storage which grants allow writing.
-    for item, s in zip(items, stores, strict=True):
-        if s.user_id != user.id:
-            access = await auth.user_access(state(request).storage, s, user)
-            if access < Access.WRITE:
-                item.pop("urlSigningSecretKey", None)
+    # The signing key goes only to who may write: the owner, or a user whose grant allows writing.
+    items = []
+    for s in stores:
+        access = Access.WRITE if s.user_id == user.id else await auth.user_access(state(request).storage, s, user)
+        items.append(store_json(request, s, access))
     return json_response(
         {
             "total": total,
