@@ -29,6 +29,7 @@ DEFAULT_USER = "admin"
 
 
 def _storage_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--database-schema", default=None, help=_help("database_schema"))(f)
     f = click.option("--database-url", default=None, help=_help("database_url"))(f)
     f = click.option("--data-dir", default=None, help=_help("data_dir"))(f)
     return f
@@ -71,6 +72,9 @@ def main() -> None:
 @click.option("--max-record-bytes", default=None, type=int, help=_help("max_record_bytes"))
 @click.option("--fsync/--no-fsync", default=None, help=_help("fsync"))
 @click.option("--rate-limits", default=None, type=click.Choice(["on", "off"]), help=_help("rate_limits"))
+@click.option("--rate-limit-user-per-minute", default=None, type=int, help=_help("rate_limit_user_per_minute"))
+@click.option("--rate-limit-store-per-second", default=None, type=int, help=_help("rate_limit_store_per_second"))
+@click.option("--rate-limit-records-per-second", default=None, type=int, help=_help("rate_limit_records_per_second"))
 @click.option("--trusted-proxies", default=None, help=_help("trusted_proxies"))
 @click.option("--default-general-access", default=None, help=_help("default_general_access"))
 @click.option("--log-level", default=None, help=_help("log_level"))
@@ -81,6 +85,13 @@ def serve(**flags: Any) -> None:
     from openkvs.logs import log_config
 
     settings = _settings(**flags)
+    if settings.workers > 1 and settings.rate_limits == "on" and not settings.redis_url:
+        # In-memory buckets are per process: N workers would each grant the full budget (N times the limit), and
+        # splitting it N ways would starve a keep-alive client that the kernel pins to one worker. Refuse.
+        raise click.UsageError(
+            f"--workers {settings.workers} with rate limits on needs --redis-url (workers share their budgets "
+            "through Redis); or pass --rate-limits off, or run one worker."
+        )
     # Worker processes read their settings from the environment: hand every resolved value down.
     for s in SETTINGS:
         os.environ[s.env] = str(getattr(settings, s.name))
