@@ -121,6 +121,15 @@ class Settings:
             raise ValueError(f"default_general_access: unknown value {self.default_general_access!r}")
         if self.max_record_bytes < 0 or self.workers < 1:
             raise ValueError("max_record_bytes must be >= 0 and workers >= 1")
+        if self.rate_limits == "on" and (
+            self.rate_limit_user_per_minute < 60
+            or self.rate_limit_store_per_second < 1
+            or self.rate_limit_records_per_second < 1
+        ):
+            raise ValueError(
+                "rate limits must allow at least 60 requests a minute per user and 1 a second per store "
+                "(use --rate-limits off to disable them)"
+            )
         self.trusted_networks  # parses, so a typo fails at start-up
 
     @property

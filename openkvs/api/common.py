@@ -204,7 +204,11 @@ def need(request: Request, found: StoreAccess, who: Caller, level: auth.Access, 
 async def rate_limit(request: Request, who: Caller, store_id: str | None, record_op: bool) -> None:
     """Charge this request to the caller's budgets. Records the limit for the X-RateLimit-Limit header."""
     policy = state(request).limits
-    if policy is None:
+    if policy is None:  # --rate-limits off: nothing is spent, but the header still names the configured limit
+        if store_id is not None:  # (without a store, ApiMiddleware's default is the per-user limit)
+            s = state(request).settings
+            limit = s.rate_limit_records_per_second if record_op else s.rate_limit_store_per_second
+            request.scope["openkvs.ratelimit_limit"] = limit
         return
     identity = f"user:{who.user.id}" if who.user else f"ip:{who.ip}"
     verdict = await policy.check(identity, store_id, record_op)
