@@ -86,7 +86,7 @@ class Source:
         step = self.piece or max(hi - lo, 1)
         for at in range(lo, hi, step):
             n = min(step, hi - at)
-            yield bytes(n) if self.zeros else self.data[entry.key][at : at + n]
+            yield bytes(n) if self.zeros or entry.key not in self.data else self.data[entry.key][at : at + n]
 
     def chunks(self, start, end):
         async def collect():
@@ -356,7 +356,8 @@ def test_works_with_storage_record_meta():
     data = b'{"hello": "world"}'
     meta = RecordMeta(
         key="INPUT", content_type="application/json", content_encoding="gzip", size=999,
-        decoded_size=len(data), crc32=zlib.crc32(data), modified_at=datetime(2025, 2, 3, 4, 5, 6, tzinfo=UTC), blob=None,
+        decoded_size=len(data), crc32=zlib.crc32(data), modified_at=datetime(2025, 2, 3, 4, 5, 6, tzinfo=UTC),
+        blob=None,
     )
     archive = build_archive([(meta, data)])
     with zipfile.ZipFile(io.BytesIO(archive)) as zf:
@@ -740,6 +741,26 @@ def test_central_directory_offset_boundary(cd_offset, zip64):
     assert end["cd_offset"] == (LIMIT32 if zip64 else cd_offset)
     assert set(extras(zf.infolist()[0].extra)) == {0x5455}
     assert archive_size_from_totals(1, 1, cd_offset - 40, 0) == fileobj.size
+
+
+@pytest.mark.parametrize("second_at, far", [(LIMIT32 - 1, False), (LIMIT32, True)])
+def test_local_header_offset_boundary(second_at, far):
+    # "x" has a 30 + 1 + 9 byte local header; its size puts the local header of "y" exactly at second_at.
+    when = datetime(2024, 3, 4, 5, 6, 7, tzinfo=UTC)
+    entries = [zeros_entry("x", second_at - 40), entry_for("y", b"why", when)]
+    zf, fileobj, _ = open_lazily(entries, {"y": b"why"})
+    info = zf.getinfo("y")
+    assert info.header_offset == second_at
+    assert zf.read("y") == b"why"
+    central = extras(info.extra)
+    if far:
+        assert central[0x0001] == struct.pack("<Q", LIMIT32)
+    else:
+        assert 0x0001 not in central
+    assert 0x0001 not in parse_local(read_at(fileobj, second_at, 100))["extra"]
+    got = archive_size_from_totals(2, 2, second_at - 40 + 3, 0)
+    assert got is None or got == fileobj.size
+    assert archive_size_from_totals(2, 2, second_at - 40 - 2, 0) is not None  # a little lower it is decidable
 
 
 def tiny_items(n):
