@@ -17,11 +17,13 @@ from openkvs import auth, errors, signing
 from openkvs.config import Settings
 from openkvs.storage.base import KeySelection, Storage, Store, StorageError, User
 
-KEY_RE = re.compile(r"^[a-zA-Z0-9!\-_.'()]{1,256}$")
-NAME_RE = re.compile(r"^([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])$")
-USERNAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{3,30}$")
+# \Z, not $: "$" also matches before a final newline, which would let "key\n" through.
+KEY_RE = re.compile(r"^[a-zA-Z0-9!\-_.'()]{1,256}\Z")
+NAME_RE = re.compile(r"^([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])\Z")
+USERNAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{3,30}\Z")
 MAX_JSON_BODY = 9_437_184
 PUBLIC_URL_DAYS = 14
+MAX_QUERY_INT = 2**53 - 1  # the largest integer every JSON client reads exactly
 
 
 @dataclass
@@ -87,7 +89,22 @@ def query_int(request: Request, name: str, default: int, *, minimum: int, maximu
         raise errors.InvalidInput(f"Parameter '{name}' must be an integer.") from None
     if value < minimum:
         raise errors.InvalidInput(f"Parameter '{name}' must be at least {minimum}.")
-    return min(value, maximum) if maximum is not None else value
+    if maximum is not None:
+        return min(value, maximum)
+    if value > MAX_QUERY_INT:  # past what the databases' 64-bit integers hold (a 500 otherwise)
+        raise errors.InvalidInput(f"Parameter '{name}' must be at most {MAX_QUERY_INT}.")
+    return value
+
+
+def query_text(request: Request, name: str) -> str | None:
+    """A free-text query value (a prefix, a start key); None if absent or empty. No key holds a NUL character,
+    and PostgreSQL text can't either, so one is refused rather than sent to the database."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    if "\x00" in raw:
+        raise errors.InvalidInput(f"Parameter '{name}' must not contain a NUL character.")
+    return raw
 
 
 def check_key(key: str) -> str:
@@ -108,7 +125,7 @@ def check_store_name(name: str) -> str:
 
 def selection(request: Request, store: Store) -> KeySelection:
     """Fold ``prefix`` and ``collection`` into one KeySelection (an impossible one selects nothing)."""
-    prefix = request.query_params.get("prefix") or None
+    prefix = query_text(request, "prefix")
     collection = request.query_params.get("collection")
     exact: str | None = None
     if collection:
@@ -119,15 +136,13 @@ def selection(request: Request, store: Store) -> KeySelection:
         if not isinstance(spec, dict):
             raise errors.InvalidInput(f"Collection '{collection}' is not defined in the key-value store schema.")
         if spec.get("key") is not None:
-            exact = spec["key"]
-            if prefix is not None and not exact.startswith(prefix):
-                return KeySelection(exact="\x00")  # no valid key contains NUL: selects nothing
+            exact = spec["key"]  # with a prefix it doesn't start with, storage selects nothing
         else:
             other = spec.get("keyPrefix") or ""
             if prefix is None or other.startswith(prefix):
                 prefix = other or prefix
             elif not prefix.startswith(other):
-                return KeySelection(exact="\x00")
+                return KeySelection(prefix=prefix, exact="")  # disjoint prefixes: no key is "" so nothing
     return KeySelection(prefix=prefix, exact=exact)
 
 
@@ -171,6 +186,10 @@ async def find_store(request: Request, who: Caller, raw_id: str, *, record_op: b
     st = state(request)
     address = auth.parse_store_address(raw_id)
     store: Store | None
+    if not _plausible(address):
+        if address.by is auth.By.OWN_NAME:
+            require_user(who)
+        raise errors.NotFound()  # no store can have it, so don't ask the database (a NUL there would be a 500)
     if address.by is auth.By.ID:
         store = await guard(request, st.storage.get_store(address.value))
     elif address.by is auth.By.OWN_NAME:
@@ -187,6 +206,18 @@ async def find_store(request: Request, who: Caller, raw_id: str, *, record_op: b
     )
     await rate_limit(request, who, store.id, record_op=record_op)
     return StoreAccess(store, access, address)
+
+
+ID_RE = re.compile(r"^[a-zA-Z0-9]{1,64}\Z")
+
+
+def _plausible(address: auth.Address) -> bool:
+    """Whether a store could have this address: an ID is alphanumeric, names and usernames follow their rules."""
+    if address.by is auth.By.ID:
+        return bool(ID_RE.match(address.value))
+    if not (len(address.value) <= 63 and NAME_RE.match(address.value)):
+        return False
+    return address.by is auth.By.OWN_NAME or bool(USERNAME_RE.match(address.username or ""))
 
 
 def need(request: Request, found: StoreAccess, who: Caller, level: auth.Access, signed: bool = False) -> None:

@@ -20,6 +20,7 @@ from openkvs.api.common import (
     public_base,
     query_bool,
     query_int,
+    query_text,
     selection,
     state,
 )
@@ -36,7 +37,7 @@ async def list_keys(request: Request) -> Response:
     store = found.store
     need(request, found, who, Access.READ, signed=auth.check_content_signature(store, request.query_params.get("signature")))
     limit = query_int(request, "limit", 1000, minimum=1, maximum=1000)
-    start = request.query_params.get("exclusiveStartKey") or None
+    start = query_text(request, "exclusiveStartKey")
     sel = selection(request, store)
     storage = state(request).storage
     page = await guard(request, storage.list_keys(store.id, sel, start, limit))
@@ -81,8 +82,20 @@ def _accepts(accept_encoding: str | None, encoding: str) -> bool:
     return False
 
 
-async def record_endpoint(request: Request) -> Response:
+def _path_key(request: Request) -> str:
+    """The key as it is in the decoded path. Not the route's path parameter alone: the router's pattern ends in
+    ``$``, which also matches before a final newline that ``.*`` doesn't take, so ``/records/a%0A`` would be routed
+    with the key ``a`` and write another record than the one named."""
     key = request.path_params["key"]
+    path = request.scope["path"]
+    head = f"/v2/key-value-stores/{request.path_params['store_id']}/records/"
+    if path.startswith(head) and path[len(head):] != key:
+        raise errors.InvalidRecordKey()
+    return key
+
+
+async def record_endpoint(request: Request) -> Response:
+    key = _path_key(request)
     who = await caller(request)
     found = await find_store(request, who, request.path_params["store_id"], record_op=True)
     check_key(key)

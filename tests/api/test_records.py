@@ -224,7 +224,7 @@ def test_odd_keys(alice, store):
 
 @pytest.mark.parametrize(
     "raw_key",
-    ["k" * 257, ".", "..", "%2E", "%2E%2E", "a%2Fb", "%2F", "a%20b", "%C3%BC", "a%00", "a$b", "a%252Fb", "a:b", "a,b", "a%"],
+    ["k" * 257, ".", "..", "%2E", "%2E%2E", "a%2Fb", "%2F", "a%20b", "%C3%BC", "a%00", "a$b", "a%252Fb", "a:b", "a,b", "a%", "a%0A", "%0A"],
 )
 def test_bad_keys(shared_server, store, raw_key):
     path = f"/v2/key-value-stores/{store['id']}/records/{raw_key}"

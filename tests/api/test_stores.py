@@ -165,7 +165,7 @@ def test_update_rename_general_access_and_conflict(alice):
 
 
 def test_create_with_bad_names(alice):
-    for bad in ("-x", "x-", "a_b", "x" * 64, "sp ace", "ü"):
+    for bad in ("-x", "x-", "a_b", "x" * 64, "sp ace", "ü", "abc\n", "a\x00"):
         assert_error(alice.post("/v2/key-value-stores", params={"name": bad}), 400, "invalid-input")
     assert alice.post("/v2/key-value-stores", params={"name": "x" * 63}).status_code in (200, 201)
 
