@@ -231,18 +231,31 @@ def _tail_len(count: int, cd_offset: int, cd_size: int) -> int:
 # -- sizes ------------------------------------------------------------------------------------------------------
 
 
-def archive_size(entries: Iterable[ZipEntry]) -> int:
-    """The exact archive length, in one streaming pass with O(1) memory."""
-    offset = 0  # where the next local header goes
-    cd_size = 0
-    count = 0
-    for entry in entries:
+class SizeCounter:
+    """The exact archive length, fed one entry at a time (for entries that arrive in async batches)."""
+
+    def __init__(self) -> None:
+        self.offset = 0  # where the next local header goes
+        self.cd_size = 0
+        self.count = 0
+
+    def add(self, entry: ZipEntry) -> None:
         size = _check(entry)
         n = len(_name(entry))
-        cd_size += _central_len(n, size, offset)
-        offset += _local_len(n, size) + size
-        count += 1
-    return offset + cd_size + _tail_len(count, offset, cd_size)
+        self.cd_size += _central_len(n, size, self.offset)
+        self.offset += _local_len(n, size) + size
+        self.count += 1
+
+    def total(self) -> int:
+        return self.offset + self.cd_size + _tail_len(self.count, self.offset, self.cd_size)
+
+
+def archive_size(entries: Iterable[ZipEntry]) -> int:
+    """The exact archive length, in one streaming pass with O(1) memory."""
+    counter = SizeCounter()
+    for entry in entries:
+        counter.add(entry)
+    return counter.total()
 
 
 def archive_size_from_totals(count: int, key_bytes: int, decoded_bytes: int, big_count: int) -> int | None:
