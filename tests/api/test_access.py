@@ -13,6 +13,8 @@ from __future__ import annotations
 import itertools
 import random
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -402,6 +404,27 @@ def test_grants_cli(world: World) -> None:
     assert "removed" in w.server.cli("grants", "remove", ref, "mallory")
     assert "mallory" not in w.server.cli("grants", "list", ref)
     assert mallory.get(rec).status_code == 403
+    assert "no such grant" in w.server.cli("grants", "remove", ref, "mallory")
+
+    # refusals exit non-zero and change nothing
+    for args in (("grants", "add", ref, "nobody-here", "--read"), ("grants", "add", ref, "alice", "--write"),
+                 ("grants", "add", "alice~no-such-store", "mallory", "--read"), ("grants", "list", "NoSuchId123")):
+        out = subprocess.run([sys.executable, "-m", "openkvs", *args, *w.server.storage_args()], env=w.server.env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0, (args, out.stdout)
+    assert {line.split("\t")[0] for line in w.server.cli("grants", "list", ref).splitlines()} == {"bob", "carol"}
+
+
+def test_token_in_query_string(world: World) -> None:
+    """5.1: ?token= works like the header, and an unknown one is 401 token-not-valid even beside a valid signature."""
+    store = world.stores["RESTRICTED"]
+    anon, url = world.clients["anonymous"], f"/v2/key-value-stores/{store['id']}/records/rec"
+    assert anon.get(url, params={"token": world.tokens["reader"]}).status_code == 200
+    assert anon.put(url, params={"token": world.tokens["reader"]}, content=b"x").status_code == 403
+    r = anon.get(url, params={"token": "okvs_nope", "signature": create_hmac_signature(store["urlSigningSecretKey"], "rec")})
+    assert (r.status_code, r.json()["error"]["type"]) == BAD_TOKEN
+    r = anon.get(f"/v2/key-value-stores/alice~{store['name']}", params={"token": world.tokens["other"]})
+    assert (r.status_code, r.json()["error"]["type"]) == HIDDEN
 
 
 # -- rotation -------------------------------------------------------------------------------------------------------
