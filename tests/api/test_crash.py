@@ -1,0 +1,129 @@
+"""kill -9 mid-storm: every write the server acknowledged (201) survives a crash of the process, byte for byte,
+and the restart leaves no half-written upload behind (API.md 4.6: a write is atomic and durable once answered)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import threading
+import time
+
+import httpx
+import pytest
+
+from . import new_store, rec_path
+
+WRITERS = 4
+STORM_SECONDS = 2.0
+
+
+def storm(url: str, token: str, sid: str, acked: dict[str, str], stop: threading.Event, errors: list[str]) -> None:
+    """PUT random bytes under unique keys until the server dies; note key -> sha256 only after a 201."""
+    rnd = random.Random()
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+        while not stop.is_set():
+            key = f"k-{threading.get_ident()}-{rnd.getrandbits(48):012x}"
+            # mostly small (inline in SQLite), some large (files), a few that are multi-chunk uploads
+            size = rnd.choice([rnd.randrange(0, 2000), rnd.randrange(60_000, 300_000), rnd.randrange(1, 3) << 20])
+            body = os.urandom(size)
+            try:
+                r = c.put(rec_path(sid, key), content=body)
+            except httpx.HTTPError:
+                return  # the server is gone
+            if r.status_code != 201:
+                errors.append(f"{r.status_code} {r.text[:200]}")
+                return
+            acked[key] = hashlib.sha256(body).hexdigest()
+
+
+def stalled_upload(url: str, token: str, sid: str, stop: threading.Event) -> None:
+    def body():
+        for _ in range(4):
+            yield os.urandom(256 * 1024)
+        stop.wait(60)
+        yield b"never acknowledged"
+
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+        try:
+            c.put(rec_path(sid, "stable"), content=body())
+        except httpx.HTTPError:
+            pass
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def crashed(request, tmp_path_factory, start_server):
+    """A server that was killed with SIGKILL during a storm of writes and started again on the same data:
+    (server, store id, {acknowledged key: sha256})."""
+    backend = request.param
+    s = start_server(tmp_path_factory.mktemp(f"crash-{backend}"), backend, "--rate-limits", "off")
+    with s.client() as c:
+        sid = new_store(c)["id"]
+        assert c.put(rec_path(sid, "stable"), content=b"before").status_code == 201
+    acked: dict[str, str] = {}
+    errors: list[str] = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=storm, args=(s.url, s.token, sid, acked, stop, errors)) for _ in range(WRITERS)]
+    # and one upload that is certainly in progress at the kill: it overwrites "stable", sends 1 MiB, then stalls
+    threads.append(threading.Thread(target=stalled_upload, args=(s.url, s.token, sid, stop)))
+    for t in threads:
+        t.start()
+    time.sleep(STORM_SECONDS)
+    assert not errors, errors
+    assert len(acked) > 10, "the storm did not get going"
+    if backend == "sqlite":  # the stalled upload is spilling to data/tmp
+        deadline = time.monotonic() + 10
+        while not any((s.data_dir / "tmp").iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    s.stop(kill=True)  # SIGKILL, mid-upload
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    s.start()  # same data, same port
+    s.backend = backend  # type: ignore[attr-defined]
+    return s, sid, dict(acked)
+
+
+def test_acknowledged_records_survive(crashed):
+    s, sid, acked = crashed
+    count = len(acked)
+    with s.client() as c:
+        missing, wrong = [], []
+        for key, digest in acked.items():
+            r = c.get(rec_path(sid, key))
+            if r.status_code != 200:
+                missing.append((key, r.status_code))
+            elif hashlib.sha256(r.content).hexdigest() != digest:
+                wrong.append(key)
+        assert not missing, f"{len(missing)} of {count} acknowledged records lost: {missing[:5]}"
+        assert not wrong, f"{len(wrong)} of {count} records changed: {wrong[:5]}"
+        assert c.get(rec_path(sid, "stable")).content == b"before"
+        # every key listed is readable (nothing half-committed), and the listing holds all acknowledged keys
+        listed: list[str] = []
+        start = None
+        while True:
+            d = c.get(f"/v2/key-value-stores/{sid}/keys", params={"exclusiveStartKey": start} if start else {}).json()["data"]
+            listed += [i["key"] for i in d["items"]]
+            if not d["isTruncated"]:
+                break
+            start = d["nextExclusiveStartKey"]
+        assert set(acked) <= set(listed)
+        for key in set(listed) - set(acked) - {"stable"}:
+            assert c.get(rec_path(sid, key)).status_code == 200, key  # landed before the kill, answer lost
+        # and the server still takes writes
+        assert c.put(rec_path(sid, "after"), content=b"ok").status_code == 201
+        assert c.get(rec_path(sid, "after")).content == b"ok"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="storage/sqlite.py: _sweep_tmp at open() removes only tmp/ files older than TMP_MAX_AGE (1 hour), "
+    "so uploads cut off by a crash stay in data/tmp after the restart (reported; sqlite.py is not the HTTP layer)",
+)
+def test_restart_sweeps_tmp(crashed):
+    s, _, _ = crashed
+    if s.backend != "sqlite":
+        pytest.skip("data/tmp is the SQLite backend's")
+    leftovers = sorted(p.name for p in (s.data_dir / "tmp").iterdir())
+    assert leftovers == [], f"uploads cut off by the crash are still in data/tmp after the restart: {leftovers}"
