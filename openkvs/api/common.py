@@ -163,6 +163,7 @@ async def caller(request: Request) -> Caller:
         return Caller(None, False, ip)
     user = await guard(request, state(request).tokens.user(token))
     if user is None:
+        await rate_limit(request, Caller(None, False, ip), None, record_op=False)  # guesses count against the IP
         raise errors.TokenNotValid()
     return Caller(user, True, ip)
 
@@ -199,6 +200,7 @@ async def find_store(request: Request, who: Caller, raw_id: str, *, record_op: b
         owner = await guard(request, st.storage.get_user_by_name(address.username or ""))
         store = await guard(request, st.storage.get_store_by_name(owner.id, address.value)) if owner else None
     if store is None:
+        await rate_limit(request, who, None, record_op=False)  # probing for stores counts against the caller
         raise errors.NotFound()
     access = max(
         await guard(request, auth.user_access(st.storage, store, who.user)),

@@ -317,6 +317,14 @@ def test_per_user_limit_and_anonymous_per_ip_without_trusted_proxies(servers, tm
         assert_429(rs[-1], 1000)
     with s.client() as alice:  # the IP's budget is not alice's
         assert alice.get(f"/v2/key-value-stores/{store['id']}").status_code == 200
+    # requests that find nothing count too: probing for store IDs, guessing tokens
+    for client, status, type_ in [(s.anon(), 404, "record-not-found"), (s.client(), 404, "record-not-found"),
+                                  (s.client("okvs_" + secrets.token_urlsafe(30)), 401, "token-not-valid")]:
+        time.sleep(1.1)
+        with client:
+            rs, _ = burst(lambda: client.get(f"/v2/key-value-stores/{secrets.token_hex(8)}x"), 4 * per_second)
+        assert_error(rs[0], status, type_)
+        assert_429(rs[-1], per_second)
 
 
 def test_anonymous_per_forwarded_ip_behind_a_trusted_proxy(servers, tmp_path: Path) -> None:
