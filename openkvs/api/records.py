@@ -150,7 +150,25 @@ async def _get_record(request: Request, store_id: str, key: str) -> Response:
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD" or start == end:
         return Response(b"", status, headers)
-    return StreamingResponse(_record_bytes(request, record, encoded, start, end), status, headers)
+    # Read the first piece before the response starts: if the database is unavailable this is still a clean 503
+    # (after the headers an error can only cut the connection). A record of up to one piece is then fully read.
+    body = _record_bytes(request, record, encoded, start, end)
+    try:
+        first = await guard(request, anext(body, b""))
+    except BaseException:
+        await body.aclose()
+        raise
+    return StreamingResponse(_prepend(first, body), status, headers)
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
 
 
 async def _record_bytes(request: Request, record: RecordMeta, encoded: bool, start: int, end: int) -> AsyncIterator[bytes]:
