@@ -370,3 +370,47 @@ def test_sha_of_large_record(alice, store):
     assert alice.put(url, content=body).status_code == 201
     got = alice.get(url).content
     assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
+
+
+def test_accept_encoding_negotiation(alice, store):
+    plain = b"negotiate me " * 1000
+    url = rec_path(store["id"], "neg")
+    alice.put(url, content=brotli.compress(plain), headers={"content-encoding": "br"})
+    for accept, sent_encoded in [
+        ("gzip, deflate", False),
+        ("gzip, br", True),
+        ("BR", True),
+        ("*", True),
+        ("br;q=0", False),
+        ("*;q=0", False),
+        ("", False),
+    ]:
+        with alice.stream("GET", url, headers={"accept-encoding": accept}) as r:
+            raw = b"".join(r.iter_raw())
+            assert (r.headers.get("content-encoding") == "br") is sent_encoded, accept
+            assert raw == (brotli.compress(plain) if sent_encoded else plain), accept
+            assert r.headers["content-length"] == str(len(raw))
+            assert "accept-encoding" in r.headers.get("vary", "").lower()
+    # the ETag differs between the two forms, and each one's If-None-Match works
+    e1 = alice.get(url, headers={"accept-encoding": "br"}).headers["etag"]
+    e2 = alice.get(url, headers={"accept-encoding": "identity"}).headers["etag"]
+    assert e1 != e2
+    assert alice.get(url, headers={"accept-encoding": "identity", "if-none-match": e2}).status_code == 304
+    assert alice.get(url, headers={"accept-encoding": "identity", "if-none-match": e1}).status_code == 200
+
+
+def test_same_bytes_twice_and_concurrent_overwrites(alice, store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = rec_path(store["id"], "same")
+    for _ in range(2):
+        assert alice.put(url, content=b"same bytes").status_code == 201
+    assert alice.get(url).content == b"same bytes"
+    bodies = [bytes([i]) * 100_000 for i in range(8)]
+
+    def put(b: bytes) -> int:
+        return alice.put(url, content=b).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(put, bodies)) == {201}
+    assert alice.get(url).content in bodies

@@ -207,3 +207,43 @@ def test_create_with_schema_and_gzip_body(alice):
     assert r.json()["data"]["schema"] == schema
     bad = {"schema": {"actorKeyValueStoreSchemaVersion": 1, "collections": {"c": {"key": "K", "keyPrefix": "x"}}}}
     assert_error(alice.post("/v2/key-value-stores", params={"name": unique()}, json=bad), 400, "store-schema-invalid")
+
+
+def test_concurrent_get_or_create_makes_one_store(shared_server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = unique("race")
+
+    def create(_: int) -> tuple[int, str]:
+        with shared_server.client() as c:
+            r = c.post("/v2/key-value-stores", params={"name": name})
+            return r.status_code, r.json()["data"]["id"]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(create, range(16)))
+    assert len({sid for _, sid in results}) == 1, results
+    assert sorted(status for status, _ in results).count(201) == 1, results
+
+
+def test_public_url_setting(tmp_path, start_server):
+    s = start_server(tmp_path, "sqlite", "--rate-limits", "off", "--public-url", "https://kvs.example.com/")
+    with s.client() as c:
+        r = c.post("/v2/key-value-stores", params={"name": "pub"})
+        store = r.json()["data"]
+        assert r.headers["location"] == f"https://kvs.example.com/v2/key-value-stores/{store['id']}"
+        assert store["keysPublicUrl"].startswith(f"https://kvs.example.com/v2/key-value-stores/{store['id']}/keys?signature=")
+        assert store["recordsPublicUrl"].startswith(f"https://kvs.example.com/v2/key-value-stores/{store['id']}/records?")
+        r = c.put(f"/v2/key-value-stores/{store['id']}/records/a(1)", content=b"x")
+        assert r.headers["location"] == f"https://kvs.example.com/v2/key-value-stores/{store['id']}/records/a%281%29"
+        item = c.get(f"/v2/key-value-stores/{store['id']}/keys").json()["data"]["items"][0]
+        assert item["recordPublicUrl"].startswith(f"https://kvs.example.com/v2/key-value-stores/{store['id']}/records/")
+
+
+def test_modified_at_moves_on_record_delete(alice):
+    store = new_store(alice)
+    url = f"/v2/key-value-stores/{store['id']}"
+    alice.put(url + "/records/a", content=b"1")
+    before = alice.get(url).json()["data"]["modifiedAt"]
+    time.sleep(0.01)
+    assert alice.delete(url + "/records/a").status_code == 204
+    assert alice.get(url).json()["data"]["modifiedAt"] > before
