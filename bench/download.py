@@ -119,8 +119,10 @@ def bench_set(kind: str, ds: h.Dataset, label: str, reps: int, tmp: Path, *, do_
         with h.running(ds.backend.start) as (srv,):
             url = f"{srv.url}/v2/key-value-stores/{ds.store_id}/records"
             with h.RssSampler(srv.pid) as rss:  # VmRSS before the first download, peak over all of them
-                first = curl(url, ds.token, str(archive))  # cold-ish run; also the copy nginx serves
-                okv = best_of(reps, lambda: curl(url, ds.token))
+                # the first run also saves the archive that nginx serves and zip -0 rebuilds
+                runs = iter([str(archive)] + ["/dev/null"] * (reps - 1))
+                okv = best_of(reps, lambda: curl(url, ds.token, next(runs)))
+                first = {"seconds": okv["runs_s"][0]}
             res["openkvs"] = okv
             res["first_run_s"] = first["seconds"]
             res["rss_before_mib"] = rss.before / 1024
@@ -166,7 +168,8 @@ def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
             ]
             for label, ds, do_zip, obo in sets:
                 h.log(f"download {kind} {label} x {ds.count}")
-                results.append(bench_set(kind, ds, label, reps, tmp, do_zip=do_zip, obo=obo))
+                n = 1 if label == "100B" else reps  # a million small records take minutes per download
+                results.append(bench_set(kind, ds, label, n, tmp, do_zip=do_zip, obo=obo))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rows = []
@@ -175,9 +178,9 @@ def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
         rows.append([r["backend"], f"{r['records']:,} x {r['set']}", o["bytes"] / MIB, o["mb_s"], n["mb_s"],
                      r["ratio_vs_nginx"], r.get("ratio_vs_zip0", "-"), r.get("speedup_vs_one_by_one", "-"),
                      o["ttfb_ms"], r["rss_growth_mib"], "ok" if r["range"]["equal"] else "MISMATCH"])
-    h.table("ZIP download (curl, best of runs). ratio nginx = openkvs MB/s / nginx MB/s (goal >= 0.8 at 50 MiB, "
+    h.table("ZIP download (curl, best of runs). ratio nginx = openkvs MiB/s / nginx MiB/s (goal >= 0.8 at 50 MiB, "
             ">= 0.5 at 64 KiB); zip -0 = zip time / openkvs time; 1-by-1 = apify_client time / openkvs time (goal >= 50)",
-            ["backend", "set", "MiB", "openkvs MB/s", "nginx MB/s", "ratio nginx", "vs zip -0", "vs 1-by-1",
+            ["backend", "set", "MiB", "openkvs MiB/s", "nginx MiB/s", "ratio nginx", "vs zip -0", "vs 1-by-1",
              "TTFB ms", "RSS +MiB", "range"], rows)
     for r in results:
         if "one_by_one" in r:
