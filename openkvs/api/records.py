@@ -136,7 +136,10 @@ async def _get_record(request: Request, store_id: str, key: str) -> Response:
     if query_bool(request, "attachment"):
         headers["Content-Disposition"] = f'attachment; filename="{key}"'
     if_none_match = request.headers.get("if-none-match")
-    if if_none_match and (if_none_match.strip() == "*" or etag in [t.strip() for t in if_none_match.split(",")]):
+    # If-None-Match compares weakly (RFC 9110 13.1.2): W/"x" matches "x".
+    if if_none_match and (
+        if_none_match.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    ):
         return Response(status_code=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
     start, end, status = 0, size, 200
     if httprange.if_range_allows(request.headers.get("if-range"), etag):

@@ -85,6 +85,8 @@ def test_conditional_and_ranges(alice, store):
     assert r.status_code == 304 and r.content == b""
     assert r.headers["etag"] == etag
     assert alice.get(url, headers={"if-none-match": '"other"'}).status_code == 200
+    assert alice.get(url, headers={"if-none-match": f'"other", W/{etag}'}).status_code == 304  # weak comparison
+    assert alice.get(url, headers={"if-none-match": "*"}).status_code == 304
     r = alice.get(url, headers={"range": "bytes=10-19"})
     assert r.status_code == 206
     assert r.content == body[10:20]
