@@ -292,6 +292,21 @@ async def _read_file(path: Path, start: int, end: int | None) -> AsyncIterator[b
         f.close()
 
 
+def _writer_alive(tmp_name: str) -> bool:
+    pid, sep, _ = tmp_name.partition("-")
+    if not sep or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
+
+
 def _inline_chunks(data: bytes, start: int, end: int | None) -> list[bytes]:
     start, end = _slice(start, end, len(data))
     return [data[i : min(i + READ_CHUNK, end)] for i in range(start, end, READ_CHUNK)]
@@ -461,12 +476,13 @@ class SQLiteStorage(Storage):
         self._sweep_tmp()
 
     def _sweep_tmp(self, max_age: float = TMP_MAX_AGE) -> int:
-        """Delete files in tmp/ nobody has written to for ``max_age`` seconds (uploads of a crashed process)."""
+        """Delete the uploads of crashed processes from tmp/: files whose writing process is gone, and any file
+        nobody has written to for ``max_age`` seconds (in case a pid was reused)."""
         cutoff = time.time() - max_age
         removed = 0
         for entry in os.scandir(self.tmp_dir):
             try:
-                if entry.is_file() and entry.stat().st_mtime < cutoff:
+                if entry.is_file() and (not _writer_alive(entry.name) or entry.stat().st_mtime < cutoff):
                     os.unlink(entry.path)
                     removed += 1
             except FileNotFoundError:
@@ -798,7 +814,9 @@ class SQLiteStorage(Storage):
                 if f is None:
                     if len(buf) <= self.inline_max:
                         continue
-                    tmp_path = self.tmp_dir / f"{new_id(24)}.part"
+                    # The writer's pid in the name lets a restart tell a dead process's leftovers from
+                    # the uploads that other live processes on this data_dir are still writing.
+                    tmp_path = self.tmp_dir / f"{os.getpid()}-{new_id(24)}.part"
                     f = await anyio.to_thread.run_sync(open, tmp_path, "xb")
                 if len(buf) >= WRITE_BUFFER:
                     data, buf = bytes(buf), bytearray()

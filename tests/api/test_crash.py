@@ -116,11 +116,6 @@ def test_acknowledged_records_survive(crashed):
         assert c.get(rec_path(sid, "after")).content == b"ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage/sqlite.py: _sweep_tmp at open() removes only tmp/ files older than TMP_MAX_AGE (1 hour), "
-    "so uploads cut off by a crash stay in data/tmp after the restart (reported; sqlite.py is not the HTTP layer)",
-)
 def test_restart_sweeps_tmp(crashed):
     s, _, _ = crashed
     if s.backend != "sqlite":

@@ -192,18 +192,29 @@ async def test_expired_lease_of_a_crashed_process_is_ignored(st: SQLiteStorage, 
     assert blob_files(tmp_path / "d") == set()
 
 
-async def test_open_sweeps_old_tmp_files(tmp_path: Path) -> None:
+async def test_open_sweeps_tmp_files_of_dead_writers(tmp_path: Path) -> None:
     d = tmp_path / "d"
     async with SQLiteStorage(d):
         pass
-    old, fresh = d / "tmp" / "old.part", d / "tmp" / "fresh.part"
-    old.write_bytes(b"x")
-    fresh.write_bytes(b"y")
-    two_hours_ago = time.time() - 7200
-    os.utime(old, (two_hours_ago, two_hours_ago))
-    async with SQLiteStorage(d):
-        assert not old.exists()
-        assert fresh.exists()  # may be another process's upload in progress
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        tmp = d / "tmp"
+        in_progress = tmp / f"{live.pid}-aaaa.part"  # another live process's upload
+        crashed = tmp / f"{dead.pid}-bbbb.part"  # its writer is gone
+        stale = tmp / f"{live.pid}-cccc.part"  # live pid, but untouched for two hours: the pid was reused
+        for p in (in_progress, crashed, stale):
+            p.write_bytes(b"x")
+        two_hours_ago = time.time() - 7200
+        os.utime(stale, (two_hours_ago, two_hours_ago))
+        async with SQLiteStorage(d):
+            assert in_progress.exists()
+            assert not crashed.exists()
+            assert not stale.exists()
+    finally:
+        live.kill()
+        live.wait()
 
 
 async def test_locked_database_is_unavailable(tmp_path: Path) -> None:
