@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openkvs import auth, errors
+from openkvs import auth, errors, openapi
 from openkvs.api import download, records, stores
 from openkvs.api.common import AppState
 from openkvs.config import Settings
@@ -94,6 +94,7 @@ ROUTES = [
     Route("/v2/key-value-stores/{store_id}/signing-key", methods(POST=stores.rotate_signing_key)),
     Route("/v2/key-value-stores/{store_id}/grants", methods(GET=stores.grants_endpoint, PUT=stores.grants_endpoint)),
     Route("/v2/key-value-stores/{store_id}/grants/{username}", methods(DELETE=stores.grant_endpoint)),
+    Route("/v2/openapi.json", methods(GET=openapi.openapi_json)),
     Route("/{path:path}", not_found),
 ]
 
@@ -205,4 +206,6 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
             await storage.aclose()
 
     # ApiMiddleware sits inside Starlette's ServerErrorMiddleware, so it sees every error first.
-    return Starlette(routes=ROUTES, lifespan=lifespan, middleware=[Middleware(ApiMiddleware, settings=settings)])
+    app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=[Middleware(ApiMiddleware, settings=settings)])
+    app.router.default = not_found  # a path no route pattern matches (e.g. a newline inside) still gets the JSON 404
+    return app

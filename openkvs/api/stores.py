@@ -117,7 +117,7 @@ def _store_changes(body: dict[str, Any], is_owner: bool) -> dict[str, Any]:
         if not isinstance(body["name"], str):
             raise errors.InvalidInput("Field 'name' must be a string.")
         changes["name"] = check_store_name(body["name"])
-    if body.get("generalAccess") is not None:
+    if "generalAccess" in body:  # null is not a level (Apify: an enum, not nullable)
         if body["generalAccess"] not in auth.GENERAL_ACCESS:
             raise errors.InvalidInput(f"Field 'generalAccess' must be one of {', '.join(auth.GENERAL_ACCESS)}.")
         changes["general_access"] = body["generalAccess"]
