@@ -26,6 +26,8 @@ def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
         for method in ("GET", "PUT"):
             s1 = h.wrk_script(method, base, ds.token, NKEYS, len(RECORD), seed=1)
             s2 = h.wrk_script(method, base, ds.token, NKEYS, len(RECORD), seed=2)
+            for srv in (a, b):  # warm-up (connections, pools, the token cache)
+                h.wrk(srv.url, s1, 1, 16, 2)
             # one node (the other is idle)
             one = h.wrk(a.url, s1, 2, 32, seconds)
             # two nodes at once
