@@ -108,13 +108,11 @@ class ApiMiddleware:
         self.app = app
         self.settings = settings
         self.default_limit = str(max(settings.rate_limit_user_per_minute // 60, 1))
-        self.trusted = settings.trusted_networks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope["openkvs.client_ip"] = self._client_ip(scope)
         started = False
 
         async def send_with_headers(message: Message) -> None:
@@ -158,14 +156,6 @@ class ApiMiddleware:
         await send({"type": "http.response.start", "status": exc.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def _client_ip(self, scope: Scope) -> str:
-        try:
-            from openkvs.ratelimit import client_ip
-        except ImportError:  # pragma: no cover - the package ships with openkvs
-            client = scope.get("client")
-            return client[0] if client else "unknown"
-        return client_ip(scope, self.trusted)
-
 
 def open_storage(settings: Settings) -> Storage:
     if settings.database_url:
@@ -197,7 +187,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
                 per_store_per_second=settings.rate_limit_store_per_second,
                 per_store_records_per_second=settings.rate_limit_records_per_second,
             )
-        app.state.openkvs = AppState(settings, storage, auth.TokenCache(storage), policy)
+        app.state.openkvs = AppState(settings, storage, auth.TokenCache(storage), policy, settings.trusted_networks)
         try:
             yield
         finally:

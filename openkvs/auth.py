@@ -41,15 +41,15 @@ class TokenCache:
         self._cache: dict[str, tuple[float, User | None]] = {}
 
     async def user(self, token: str) -> User | None:
-        h = hash_token(token)
+        # Keyed by the token itself: hashing is needed only to ask storage, on a miss.
         now = time.monotonic()
-        hit = self._cache.get(h)
+        hit = self._cache.get(token)
         if hit is not None and hit[0] > now:
             return hit[1]
-        user = await self._storage.user_by_token(h)
+        user = await self._storage.user_by_token(hash_token(token))
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        self._cache[h] = (now + TOKEN_CACHE_SECONDS, user)
+        self._cache[token] = (now + TOKEN_CACHE_SECONDS, user)
         return user
 
 

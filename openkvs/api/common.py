@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from openkvs import auth, errors, signing
 from openkvs.config import Settings
+from openkvs.ratelimit import client_ip
 from openkvs.storage.base import KeySelection, Storage, Store, StorageError, User
 
 # \Z, not $: "$" also matches before a final newline, which would let "key\n" through.
@@ -32,6 +33,7 @@ class AppState:
     storage: Storage
     tokens: auth.TokenCache
     limits: Any = None  # openkvs.ratelimit policy, or None when rate limits are off
+    trusted_proxies: list[Any] = field(default_factory=list)  # networks whose X-Forwarded-For is believed
 
 
 def state(request: Request) -> AppState:
@@ -153,19 +155,17 @@ def selection(request: Request, store: Store) -> KeySelection:
 class Caller:
     user: User | None
     token_given: bool
-    ip: str
 
 
 async def caller(request: Request) -> Caller:
     token = auth.token_from_request(request.headers.get("authorization"), request.query_params.get("token"))
-    ip = request.scope.get("openkvs.client_ip") or (request.client.host if request.client else "unknown")
     if token is None:
-        return Caller(None, False, ip)
+        return Caller(None, False)
     user = await guard(request, state(request).tokens.user(token))
     if user is None:
-        await rate_limit(request, Caller(None, False, ip), None, record_op=False)  # guesses count against the IP
+        await rate_limit(request, Caller(None, False), None, record_op=False)  # guesses count against the IP
         raise errors.TokenNotValid()
-    return Caller(user, True, ip)
+    return Caller(user, True)
 
 
 def require_user(who: Caller) -> User:
@@ -243,7 +243,10 @@ async def rate_limit(request: Request, who: Caller, store_id: str | None, record
             limit = s.rate_limit_records_per_second if record_op else s.rate_limit_store_per_second
             request.scope["openkvs.ratelimit_limit"] = limit
         return
-    identity = f"user:{who.user.id}" if who.user else f"ip:{who.ip}"
+    if who.user is not None:
+        identity = f"user:{who.user.id}"
+    else:
+        identity = "ip:" + client_ip(request.scope, state(request).trusted_proxies)
     verdict = await policy.check(identity, store_id, record_op)
     request.scope["openkvs.ratelimit_limit"] = verdict.limit
     if not verdict.allowed:

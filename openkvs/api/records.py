@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
+from datetime import datetime
 from email.utils import format_datetime
 from urllib.parse import quote
 
@@ -62,6 +64,11 @@ async def list_keys(request: Request) -> Response:
             "nextExclusiveStartKey": items[-1]["key"] if page.is_truncated and items else None,
         }
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(dt: datetime) -> str:
+    return format_datetime(dt, usegmt=True)
 
 
 def _etag(record: RecordMeta, encoded: bool) -> str:
@@ -126,7 +133,7 @@ async def _get_record(request: Request, store_id: str, key: str) -> Response:
     headers = {
         "Content-Type": record.content_type,
         "ETag": etag,
-        "Last-Modified": format_datetime(record.modified_at, usegmt=True),
+        "Last-Modified": _http_date(record.modified_at),
         "Accept-Ranges": "bytes",
         "Vary": "Accept-Encoding",
         **RECORD_SECURITY_HEADERS,
@@ -161,6 +168,9 @@ async def _get_record(request: Request, store_id: str, key: str) -> Response:
     except BaseException:
         await body.aclose()
         raise
+    if len(first) == end - start:  # the whole body in one piece: a plain response, no streaming machinery
+        await body.aclose()
+        return Response(first, status, headers)
     return StreamingResponse(_prepend(first, body), status, headers)
 
 

@@ -344,6 +344,7 @@ class SQLiteStorage(Storage):
         self._wlimiter: anyio.CapacityLimiter | None = None
         self._pool: list[sqlite3.Connection] = []
         self._all_conns: set[sqlite3.Connection] = set()
+        self._loop_conn: sqlite3.Connection | None = None  # point reads on the event loop thread
         self._pool_lock = threading.Lock()
         self._leases: set[str] = set()  # leases of this process's open snapshots (renewed in the background)
         self._task: asyncio.Task[None] | None = None
@@ -351,11 +352,10 @@ class SQLiteStorage(Storage):
 
     # -- connections -------------------------------------------------------------------------------------------
 
-    def _connect(self, *, readonly: bool) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.db_path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout
-        )
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+    def _connect(self, *, readonly: bool, busy_timeout: float | None = None) -> sqlite3.Connection:
+        busy_timeout = self.busy_timeout if busy_timeout is None else busy_timeout
+        conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         conn.execute("PRAGMA cache_size = -16000")
         if readonly:
             conn.execute("PRAGMA query_only = 1")
@@ -405,6 +405,29 @@ class SQLiteStorage(Storage):
                 conn.execute("ROLLBACK")
             raise
         return result
+
+    async def _point_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A lookup by a primary or unique key takes microseconds, less than the hop to a worker thread, so it
+        runs right here on the event loop thread, on a connection of its own. WAL readers don't wait for writers;
+        should the database be busy anyway (recovery, a checkpoint's lock), it never waits here (busy timeout 0)
+        but goes the usual way, through a worker thread that may wait."""
+        conn = self._loop_conn
+        if conn is None:
+            if self._closed:
+                raise StorageUnavailable("storage is closed")
+            conn = self._loop_conn = self._connect(readonly=True, busy_timeout=0)
+            with self._pool_lock:
+                self._all_conns.add(conn)
+        try:
+            return fn(conn, *args)
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if any(m in str(exc).lower() for m in ("locked", "busy")):
+                return await self._read(fn, *args)
+            raise _translate(exc) from exc
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -513,6 +536,7 @@ class SQLiteStorage(Storage):
             conns = list(self._all_conns)
             self._all_conns.clear()
             self._pool.clear()
+            self._loop_conn = None
         for conn in conns:
             conn.close()
         if self._wconn is not None:
@@ -559,7 +583,7 @@ class SQLiteStorage(Storage):
             row = conn.execute("SELECT id, username, created_at FROM users WHERE username = ?", (username,)).fetchone()
             return _user(row) if row else None
 
-        return await self._read(q)
+        return await self._point_read(q)
 
     async def add_token(self, user_id: str, token_hash: str) -> None:
         def txn(conn: sqlite3.Connection) -> None:
@@ -582,7 +606,7 @@ class SQLiteStorage(Storage):
             ).fetchone()
             return _user(row) if row else None
 
-        return await self._read(q)
+        return await self._point_read(q)
 
     async def revoke_token(self, token_hash: str) -> bool:
         return await self._write(
@@ -650,10 +674,10 @@ class SQLiteStorage(Storage):
         return await self._write(txn)
 
     async def get_store(self, store_id: str) -> Store | None:
-        return await self._read(self._store_by_id, store_id)
+        return await self._point_read(self._store_by_id, store_id)
 
     async def get_store_by_name(self, user_id: str, name: str) -> Store | None:
-        return await self._read(self._store_by_name, user_id, name)
+        return await self._point_read(self._store_by_name, user_id, name)
 
     async def list_stores(
         self, user_id: str, *, offset: int, limit: int, desc: bool, unnamed: bool, ownership: str | None
@@ -778,7 +802,7 @@ class SQLiteStorage(Storage):
             ).fetchone()
             return Grant(r[0], r[1], r[2], bool(r[3])) if r else None
 
-        return await self._read(q)
+        return await self._point_read(q)
 
     # -- records -----------------------------------------------------------------------------------------------
 
@@ -938,7 +962,7 @@ class SQLiteStorage(Storage):
                 return self._meta(row, _File(self.blob_dir / row[8]))
             return self._meta(row, _Inline(bytes(row[9]) if row[9] is not None else b""))
 
-        return await self._read(q)
+        return await self._point_read(q)
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob = record.blob
