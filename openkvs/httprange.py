@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["RangeNotSatisfiable", "parse_range", "if_range_allows", "content_range", "unsatisfied_range"]
+__all__ = ["RangeNotSatisfiable", "parse_range", "if_range_allows", "content_range", "unsatisfied_range", "select"]
 
 # One range-spec: "first-last", "first-" or "-suffix". Digits only (no signs), optional whitespace around.
 _SPEC = re.compile(r"[ \t]*(?:(\d+)[ \t]*-[ \t]*(\d*)|-[ \t]*(\d+))[ \t]*")
@@ -85,3 +85,16 @@ def content_range(start: int, end: int, size: int) -> str:
 def unsatisfied_range(size: int) -> str:
     """``Content-Range`` for a 416 answer."""
     return f"bytes */{size}"
+
+
+def select(range_header: str | None, if_range: str | None, etag: str, size: int) -> tuple[int, int, str | None]:
+    """What to send of a representation: (start, end_exclusive, Content-Range header or None for all of it).
+
+    The whole thing when there is no usable range or ``If-Range`` names another version; raises
+    ``RangeNotSatisfiable`` for a well-formed range past the end.
+    """
+    if if_range_allows(if_range, etag):
+        span = parse_range(range_header, size)
+        if span is not None:
+            return span[0], span[1], content_range(span[0], span[1], size)
+    return 0, size, None

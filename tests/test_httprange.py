@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from openkvs import httprange
+
 from openkvs.httprange import (
     RangeNotSatisfiable,
     content_range,
@@ -162,3 +164,18 @@ def test_unsatisfied_range():
 def test_parsed_range_round_trips_to_content_range():
     start, end = parse_range("bytes=-7", 20)
     assert content_range(start, end, 20) == "bytes 13-19/20"
+
+
+def test_select_whole_when_no_range_or_stale_if_range() -> None:
+    assert httprange.select(None, None, '"a"', 10) == (0, 10, None)
+    assert httprange.select("bytes=2-4", '"old"', '"a"', 10) == (0, 10, None)
+
+
+def test_select_a_range_with_its_content_range() -> None:
+    assert httprange.select("bytes=2-4", '"a"', '"a"', 10) == (2, 5, "bytes 2-4/10")
+    assert httprange.select("bytes=-3", None, '"a"', 10) == (7, 10, "bytes 7-9/10")
+
+
+def test_select_raises_past_the_end() -> None:
+    with pytest.raises(httprange.RangeNotSatisfiable):
+        httprange.select("bytes=10-", None, '"a"', 10)

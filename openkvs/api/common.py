@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from openkvs import auth, errors, signing
+from openkvs import auth, errors, httprange, signing
 from openkvs.config import Settings
 from openkvs.ratelimit import client_ip
 from openkvs.storage.base import KeySelection, Storage, Store, StorageError, User
@@ -146,6 +146,20 @@ def selection(request: Request, store: Store) -> KeySelection:
             elif not prefix.startswith(other):
                 return KeySelection(prefix=prefix, exact="")  # disjoint prefixes: no key is "" so nothing
     return KeySelection(prefix=prefix, exact=exact)
+
+
+def select_range(request: Request, etag: str, size: int, headers: dict[str, str]) -> tuple[int, int, int]:
+    """(start, end, status) of a response to a request that may carry Range/If-Range; sets Content-Range."""
+    try:
+        start, end, content_range = httprange.select(
+            request.headers.get("range"), request.headers.get("if-range"), etag, size
+        )
+    except httprange.RangeNotSatisfiable:
+        raise errors.InvalidRange(size) from None
+    if content_range is None:
+        return start, end, 200
+    headers["Content-Range"] = content_range
+    return start, end, 206
 
 
 # -- callers and stores ------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from openkvs import auth, codec, errors, httprange, schema, signing
+from openkvs import auth, codec, errors, schema, signing
 from openkvs.api.common import (
+    select_range,
     check_key,
     find_store,
     caller,
@@ -148,15 +149,7 @@ async def _get_record(request: Request, store_id: str, key: str) -> Response:
         if_none_match.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
     ):
         return Response(status_code=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
-    start, end, status = 0, size, 200
-    if httprange.if_range_allows(request.headers.get("if-range"), etag):
-        try:
-            span = httprange.parse_range(request.headers.get("range"), size)
-        except httprange.RangeNotSatisfiable:
-            raise errors.InvalidRange(size) from None
-        if span is not None:
-            (start, end), status = span, 206
-            headers["Content-Range"] = httprange.content_range(start, end, size)
+    start, end, status = select_range(request, etag, size, headers)
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD" or start == end:
         return Response(b"", status, headers)
