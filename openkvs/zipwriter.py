@@ -86,8 +86,9 @@ _TAIL_CLASSIC = _EOCD.size
 _TAIL_ZIP64 = _EOCD64.size + _LOCATOR64.size + _EOCD.size
 
 # Coalescing: small pieces (headers, small records) are gathered into chunks of at least this size; data chunks
-# at least this large are passed through untouched. The buffer therefore stays below 2 * _CHUNK.
-_CHUNK = 64 * 1024
+# at least this large are passed through untouched. The buffer therefore stays below 2 * _CHUNK. Big enough that
+# the per-chunk cost downstream (one ASGI message and socket write each) is small next to copying the bytes once.
+_CHUNK = 256 * 1024
 
 _DOS_MIN = (0x0021, 0x0000)  # (date, time) of 1980-01-01 00:00:00
 _DOS_MAX = ((127 << 9) | (12 << 5) | 31, (23 << 11) | (59 << 5) | 29)  # 2107-12-31 23:59:58
@@ -132,7 +133,9 @@ def _stamps(dt: datetime) -> tuple[int, int, int]:
     carry later dates up to 2107.
     """
     # The contract says tz-aware UTC; a naive value is taken as UTC rather than as the server's local time.
-    dt = dt.astimezone(timezone.utc) if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+    tz = dt.tzinfo
+    if tz is not timezone.utc:
+        dt = dt.astimezone(timezone.utc) if tz is not None else dt.replace(tzinfo=timezone.utc)
     mtime = min(max((dt - _EPOCH) // _SECOND, 0), 0x7FFFFFFF)
     if dt.year < 1980:
         return (*_DOS_MIN, mtime)
@@ -146,6 +149,16 @@ def _stamps(dt: datetime) -> tuple[int, int, int]:
 
 
 def _local_header(entry: ZipEntry, name: bytes, size: int, offset: int) -> bytes:
+    if size < _LIMIT32 and offset < _LIMIT32:  # the common case, without ZIP64: two packs and a concatenation
+        date, time, mtime = _stamps(entry.modified_at)
+        return (
+            _LOCAL.pack(
+                0x04034B50, _VERSION_NEEDED, _FLAGS, _METHOD_STORED, time, date, entry.crc32, size, size, len(name),
+                _UT_LEN,
+            )
+            + name
+            + _UT_EXTRA.pack(0x5455, 5, 1, mtime)
+        )
     big = size >= _LIMIT32
     zip64 = big or offset >= _LIMIT32  # same "version needed" in both headers of an entry
     date, time, mtime = _stamps(entry.modified_at)
@@ -169,6 +182,16 @@ def _local_header(entry: ZipEntry, name: bytes, size: int, offset: int) -> bytes
 
 
 def _central_header(entry: ZipEntry, name: bytes, size: int, offset: int) -> bytes:
+    if size < _LIMIT32 and offset < _LIMIT32:  # the common case, without ZIP64
+        date, time, mtime = _stamps(entry.modified_at)
+        return (
+            _CENTRAL.pack(
+                0x02014B50, _VERSION_MADE_BY, _VERSION_NEEDED, _FLAGS, _METHOD_STORED, time, date, entry.crc32, size,
+                size, len(name), _UT_LEN, 0, 0, 0, _EXTERNAL_ATTR, offset,
+            )
+            + name
+            + _UT_EXTRA.pack(0x5455, 5, 1, mtime)
+        )
     big = size >= _LIMIT32
     far = offset >= _LIMIT32
     date, time, mtime = _stamps(entry.modified_at)
@@ -280,31 +303,6 @@ def archive_size_from_totals(count: int, key_bytes: int, decoded_bytes: int, big
 # -- byte ranges ------------------------------------------------------------------------------------------------
 
 
-class _Coalescer:
-    """Gathers small pieces into ~_CHUNK-sized chunks; lets big ones through without a copy."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def add(self, piece: bytes) -> list[bytes]:
-        """Returns the chunks ready to be yielded now (in order)."""
-        if len(piece) >= _CHUNK:
-            out = [bytes(self._buf), piece] if self._buf else [piece]
-            self._buf.clear()
-            return out
-        self._buf += piece
-        if len(self._buf) >= _CHUNK:
-            out = [bytes(self._buf)]
-            self._buf.clear()
-            return out
-        return []
-
-    def flush(self) -> list[bytes]:
-        out = [bytes(self._buf)] if self._buf else []
-        self._buf.clear()
-        return out
-
-
 async def _aclose(iterator: object) -> None:
     close = getattr(iterator, "aclose", None)
     if close is not None:
@@ -335,6 +333,7 @@ async def iter_range(
     start: int,
     end: int,
     read: Callable[[ZipEntry, int, int], AsyncIterator[bytes]],
+    inline: Callable[[ZipEntry], bytes | None] | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield exactly the archive bytes [start, end) of the archive of the entries ``batches()`` gives.
 
@@ -342,12 +341,22 @@ async def iter_range(
     called only for the data bytes inside the range, and the pass stops at ``end``. Only if the range reaches
     past the last data byte does pass 2 call ``batches()`` again to lay out the central directory (whose
     headers hold each entry's local offset, recomputed on the way) and then the end records.
+
+    ``inline``, if given, returns an entry's whole data when it is already in memory (None otherwise): such
+    entries are sliced and copied into the output synchronously, without calling ``read``; the bytes are the
+    same either way. This is what makes archives of many small records cheap: a batch of them costs a header
+    pack and a list append per entry, and one join per output chunk.
+
+    Output chunks: pieces smaller than the coalescing size are gathered into chunks of at least that size (only
+    the last chunk, or one just before a big piece, can be smaller); bigger pieces are yielded as they are.
     """
     if not 0 <= start <= end:
         raise ValueError(f"bad range [{start}, {end})")
     if start == end:
         return
-    out = _Coalescer()
+    chunk = _CHUNK
+    parts: list[bytes] = []  # small pieces not yet yielded, in order
+    buffered = 0  # their total length
 
     # Pass 1: local headers and data.
     offset = 0  # archive offset of the current local header
@@ -358,19 +367,54 @@ async def iter_range(
             for entry in batch:
                 size = _check(entry)
                 name = _name(entry)
-                head_len = _local_len(len(name), size)
-                entry_end = offset + head_len + size
+                head_len = _LOCAL_FIXED + len(name) + (_LOCAL_ZIP64_LEN if size >= _LIMIT32 else 0)
+                data_at = offset + head_len
+                entry_end = data_at + size
                 if entry_end > start:  # else wholly before the range: nothing to build or read
-                    if offset + head_len > start:
+                    if data_at > start:
                         head = _local_header(entry, name, size, offset)
-                        for chunk in out.add(head[max(start - offset, 0) : end - offset]):
-                            yield chunk
-                    data_at = offset + head_len
-                    lo, hi = max(start - data_at, 0), min(end - data_at, size)
+                        if offset < start or data_at > end:
+                            head = head[max(start - offset, 0) : end - offset]
+                        parts.append(head)
+                        buffered += len(head)
+                    lo = start - data_at if start > data_at else 0
+                    hi = end - data_at if end < entry_end else size
                     if hi > lo:
-                        async for piece in _read_exact(read, entry, lo, hi):
-                            for chunk in out.add(piece):
-                                yield chunk
+                        blob = inline(entry) if inline is not None else None
+                        if blob is not None:
+                            if len(blob) != size:
+                                raise ArchiveDataError(
+                                    f"record {entry.key!r}: {len(blob)} bytes in memory, expected {size}"
+                                )
+                            piece = blob if hi - lo == size else blob[lo:hi]
+                            if len(piece) >= chunk:
+                                if parts:
+                                    yield b"".join(parts)
+                                    parts = []
+                                    buffered = 0
+                                yield piece
+                            else:
+                                parts.append(piece)
+                                buffered += len(piece)
+                        else:
+                            async for piece in _read_exact(read, entry, lo, hi):
+                                if len(piece) >= chunk:
+                                    if parts:
+                                        yield b"".join(parts)
+                                        parts = []
+                                        buffered = 0
+                                    yield piece
+                                else:
+                                    parts.append(piece)
+                                    buffered += len(piece)
+                                    if buffered >= chunk:
+                                        yield b"".join(parts)
+                                        parts = []
+                                        buffered = 0
+                    if buffered >= chunk:
+                        yield b"".join(parts)
+                        parts = []
+                        buffered = 0
                 offset = entry_end
                 count += 1
                 if offset >= end:
@@ -380,8 +424,8 @@ async def iter_range(
     finally:
         await _aclose(source)
     if offset >= end:
-        for chunk in out.flush():
-            yield chunk
+        if parts:
+            yield b"".join(parts)
         return
 
     # Pass 2: central directory, then the end records.
@@ -398,10 +442,16 @@ async def iter_range(
                 head_len = _central_len(len(name), size, local_offset)
                 if position + head_len > start:
                     head = _central_header(entry, name, size, local_offset)
-                    for chunk in out.add(head[max(start - position, 0) : end - position]):
-                        yield chunk
+                    if position < start or position + head_len > end:
+                        head = head[max(start - position, 0) : end - position]
+                    parts.append(head)
+                    buffered += len(head)
+                    if buffered >= chunk:
+                        yield b"".join(parts)
+                        parts = []
+                        buffered = 0
                 position += head_len
-                local_offset += _local_len(len(name), size) + size
+                local_offset += _LOCAL_FIXED + len(name) + (_LOCAL_ZIP64_LEN if size >= _LIMIT32 else 0) + size
                 seen += 1
                 if position >= end:
                     break
@@ -415,10 +465,9 @@ async def iter_range(
         tail = _tail(count, cd_offset, position - cd_offset)
         if end > position + len(tail):
             raise ValueError(f"range end {end} is past the archive's end {position + len(tail)}")
-        for chunk in out.add(tail[max(start - position, 0) : end - position]):
-            yield chunk
-    for chunk in out.flush():
-        yield chunk
+        parts.append(tail[max(start - position, 0) : end - position])
+    if parts:
+        yield b"".join(parts)
 
 
 def build_archive(entries_with_data: Sequence[tuple[ZipEntry, bytes]]) -> bytes:

@@ -36,7 +36,7 @@ UTC = timezone.utc
 GiB = 1 << 30
 LIMIT32 = 0xFFFFFFFF
 KEY_ALPHABET = string.ascii_letters + string.digits + "!-_.'()"
-CHUNK = 64 * 1024  # the coalescing size the module documents
+CHUNK = 256 * 1024  # the coalescing size the module documents
 
 
 @dataclass(frozen=True)
@@ -282,6 +282,59 @@ def test_every_range_is_the_same_slice(items, batch_size, piece, data):
             assert len(chunks[i + 1]) >= CHUNK
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    items=entry_sets(max_data=CHUNK + 5000, max_size=10) | entry_sets(),
+    batch_size=st.integers(1, 5),
+    piece=st.none() | st.integers(1, 700),
+    data=st.data(),
+)
+def test_inline_fast_path_gives_the_same_bytes(items, batch_size, piece, data):
+    """Entries whose data ``inline`` hands over are copied without ``read``; the bytes are the same as when every
+    entry goes through ``read``, for any subset of inline entries and any range."""
+    archive = build_archive(items)
+    size = len(archive)
+    start = data.draw(st.integers(0, size), label="start")
+    end = data.draw(st.integers(start, size), label="end")
+    held = data.draw(st.sets(st.sampled_from([e.key for e, _ in items])) if items else st.just(set()), label="held")
+    by_key = {e.key: d for e, d in items}
+    slow = source_for(items, batch_size, piece)
+    fast = source_for(items, batch_size, piece)
+
+    def inline(entry):
+        return by_key[entry.key] if entry.key in held else None
+
+    async def collect():
+        return [c async for c in iter_range(fast.batches, start, end, fast.read, inline)]
+
+    chunks = asyncio.run(collect())
+    assert b"".join(chunks) == b"".join(slow.chunks(start, end)) == archive[start:end]
+    assert fast.reads == [r for r in slow.reads if r[0] not in held]
+    assert fast.batch_calls == slow.batch_calls and fast.closed == fast.batch_calls
+    for i, chunk in enumerate(chunks):
+        assert chunk
+        assert len(chunk) < 2 * CHUNK or len(chunk) == len(by_key.get(chunk_key(chunk, by_key), b""))
+        if len(chunk) < CHUNK and i + 1 < len(chunks):
+            assert len(chunks[i + 1]) >= CHUNK
+
+
+def chunk_key(chunk, by_key):
+    """The key whose whole data is this chunk, if any (a big inline record passes through as one chunk)."""
+    return next((k for k, d in by_key.items() if d == chunk), None)
+
+
+def test_inline_data_of_the_wrong_length_raises():
+    items = small_items(3)
+    source = source_for(items)
+
+    async def run():
+        total = archive_size(e for e, _ in items)
+        return [c async for c in iter_range(source.batches, 0, total, source.read, lambda e: b"short")]
+
+    with pytest.raises(ArchiveDataError):
+        asyncio.run(run())
+
+
 sizes = st.one_of(
     st.integers(0, 5000),
     st.sampled_from([LIMIT32 - 200, LIMIT32 - 1, LIMIT32, LIMIT32 + 1, 5 * GiB]),
@@ -388,7 +441,7 @@ def test_range_in_the_end_record_reads_no_data():
 
 
 def test_large_data_chunks_pass_through_uncopied():
-    big = os.urandom(300 * 1024)
+    big = os.urandom(3 * CHUNK + 3 * 1024)
     items = [(entry_for("a", b"head", datetime(2024, 1, 1, tzinfo=UTC)), b"head"),
              (entry_for("b", big, datetime(2024, 1, 1, tzinfo=UTC)), big)]
     handed_out = []
@@ -399,7 +452,7 @@ def test_large_data_chunks_pass_through_uncopied():
                 handed_out.append(piece)
                 yield piece
 
-    source = Spy([e for e, _ in items], {e.key: d for e, d in items}, piece=100 * 1024)
+    source = Spy([e for e, _ in items], {e.key: d for e, d in items}, piece=CHUNK + 1024)
     chunks = source.chunks(0, archive_size(e for e, _ in items))
     assert b"".join(chunks) == build_archive(items)
     big_pieces = [p for p in handed_out if len(p) >= CHUNK]
