@@ -334,6 +334,7 @@ async def iter_range(
     end: int,
     read: Callable[[ZipEntry, int, int], AsyncIterator[bytes]],
     inline: Callable[[ZipEntry], bytes | None] | None = None,
+    listing: Callable[[], AsyncIterator[Sequence[ZipEntry]]] | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield exactly the archive bytes [start, end) of the archive of the entries ``batches()`` gives.
 
@@ -345,7 +346,9 @@ async def iter_range(
     ``inline``, if given, returns an entry's whole data when it is already in memory (None otherwise): such
     entries are sliced and copied into the output synchronously, without calling ``read``; the bytes are the
     same either way. This is what makes archives of many small records cheap: a batch of them costs a header
-    pack and a list append per entry, and one join per output chunk.
+    pack and a list append per entry, and one join per output chunk. ``listing``, if given, is used instead of
+    ``batches`` for pass 2, which needs no data: the same entries in the same order, possibly without the bytes
+    ``batches`` carries along.
 
     Output chunks: pieces smaller than the coalescing size are gathered into chunks of at least that size (only
     the last chunk, or one just before a big piece, can be smaller); bigger pieces are yielded as they are.
@@ -433,7 +436,7 @@ async def iter_range(
     local_offset = 0  # recomputed: each central header holds its entry's local-header offset
     position = cd_offset  # archive offset of the current central header
     seen = 0
-    source = batches()
+    source = (listing or batches)()
     try:
         async for batch in source:
             for entry in batch:

@@ -17,7 +17,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,6 +29,7 @@ from openkvs.auth import Access
 from openkvs.storage.base import RecordMeta, Snapshot, StorageError
 
 ARCHIVE_FORMAT = 1  # bump when the bytes of an archive for the same records would change
+T = TypeVar("T")
 _UNSAFE_FILENAME = re.compile(r'[^A-Za-z0-9._()!\'-]')
 
 
@@ -92,20 +93,33 @@ async def _archive_size(snap: Snapshot) -> int:
 
 
 def _archive_bytes(snap: Snapshot, start: int, end: int) -> AsyncIterator[bytes]:
+    # Optional snapshot capabilities (the SQLite snapshot has both): records_meta() lists the same records without
+    # their bytes, for the central directory; held_bytes(record) hands out bytes a batch already brought along,
+    # which the writer then copies without an async read per record.
+    records_meta = getattr(snap, "records_meta", None)
+    held_bytes = getattr(snap, "held_bytes", None)
+
     def batches() -> AsyncIterator[Sequence[RecordMeta]]:
-        return snap.records()
+        # The next batch is fetched while this one is turned into archive bytes and sent.
+        return readahead(snap.records())
+
+    def listing() -> AsyncIterator[Sequence[RecordMeta]]:
+        return readahead(records_meta())
 
     def read(entry: RecordMeta, lo: int, hi: int) -> AsyncIterator[bytes]:
         if entry.content_encoding is None:
             return snap.read_blob(entry, lo, hi)
         return codec.slice_stream(codec.decode_stream(snap.read_blob(entry), entry.content_encoding), lo, hi)
 
-    return readahead(zipwriter.iter_range(batches, start, end, read))
+    chunks = zipwriter.iter_range(
+        batches, start, end, read, inline=held_bytes, listing=listing if records_meta is not None else None
+    )
+    return readahead(chunks)
 
 
-async def readahead(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Produce the next chunk while the current one is being sent, so disk (or database) reads and socket writes
-    overlap instead of taking turns."""
+async def readahead(chunks: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Produce the next item while the current one is being used (a chunk sent, a batch of records laid out), so
+    disk or database reads and socket writes overlap instead of taking turns."""
     it = chunks.__aiter__()
     pending = asyncio.ensure_future(anext(it, None))
     try:

@@ -1143,6 +1143,17 @@ class SQLiteStorage(Storage):
             raise
 
 
+_FAST_MS_MAX = 4_102_444_800_000  # 2100-01-01: below it a float of seconds still rounds to the exact millisecond
+
+
+def _snapshot_dt(ms: int) -> datetime:
+    """``_dt(ms)``, about twice as fast. Exact below 2100: a float of seconds there is off by under 0.3 µs, so
+    rounding to microseconds gives the millisecond back (also checked on a million random values)."""
+    if 0 <= ms < _FAST_MS_MAX:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    return _dt(ms)
+
+
 class _SQLiteSnapshot:
     """One read transaction on a dedicated connection, open for the snapshot's life."""
 
@@ -1171,36 +1182,65 @@ class _SQLiteSnapshot:
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
 
-    async def records(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[RecordMeta]]:
-        blob_dir = self._storage.blob_dir
+    def records(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[RecordMeta]]:
+        """Inline records come with their bytes (a batch stops early at PREFETCH_BYTES of them), which saves a
+        round trip per record when an archive holds many small ones; ``held_bytes`` hands them out."""
+        return self._batches(after, batch, with_data=True)
 
-        def blob(r: Sequence[Any]) -> Any:
-            if r[8] is not None:
-                return _File(blob_dir / r[8])
-            if r[9] is not None:
-                return _Inline(bytes(r[9]))
-            return _Row(r[7])
+    def records_meta(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[RecordMeta]]:
+        """The same records as ``records`` without fetching any bytes (for the archive's central directory);
+        ``read_blob`` still reads them."""
+        return self._batches(after, batch, with_data=False)
+
+    @staticmethod
+    def held_bytes(record: RecordMeta) -> bytes | None:
+        """The record's decoded bytes if its batch brought them along (identity-encoded inline records), else
+        None. Synchronous and cheap: the ZIP writer copies these without a ``read_blob`` per record."""
+        blob = record.blob
+        return blob if type(blob) is bytes and record.content_encoding is None else None
+
+    async def _batches(self, after: str | None, batch: int, with_data: bool) -> AsyncIterator[Sequence[RecordMeta]]:
+        blob_dir = self._storage.blob_dir
+        # Blob handles in a snapshot's records: the bytes themselves (inline, fetched with the batch), _File, or
+        # _Row (inline, not fetched). Only this snapshot's read_blob understands the first and the last.
+        sql = f"SELECT {_RECORD_COLS}{', d.data' if with_data else ''} FROM records r " + (
+            "LEFT JOIN record_data d ON d.id = r.data_id " if with_data else ""
+        ) + f"WHERE r.store_id = ? AND {self._cond}"
+        base = [self._store_id, *self._params]
 
         def fetch(last: str | None) -> tuple[list[RecordMeta], bool]:
-            # Inline records come with their bytes (a batch stops early at PREFETCH_BYTES of them), which saves
-            # a round trip per record when an archive holds many small ones. Returns (batch, more may follow).
-            sql = (
-                f"SELECT {_RECORD_COLS}, (SELECT data FROM record_data d WHERE d.id = r.data_id) "
-                f"FROM records r WHERE store_id = ? AND {self._cond}"
-            )
-            params = [self._store_id, *self._params]
-            if last is not None:
-                sql += " AND key > ?"
-                params.append(last)
-            cur = self._conn.execute(sql + " ORDER BY key LIMIT ?", [*params, batch])
+            # Returns (batch, more may follow). Per row: one tuple unpack and one RecordMeta, nothing else.
+            if last is None:
+                cur = self._conn.execute(sql + " ORDER BY key LIMIT ?", [*base, batch])
+            else:
+                cur = self._conn.execute(sql + " AND key > ? ORDER BY key LIMIT ?", [*base, last, batch])
             out: list[RecordMeta] = []
+            append = out.append
+            meta = RecordMeta
+            to_dt = _snapshot_dt
+            last_ms, when = None, None  # rows written together often share a timestamp
             held = 0
             try:
-                for r in cur:
-                    out.append(self._storage._meta(r, blob(r)))
-                    held += r[1] if r[9] is not None else 0
-                    if held >= PREFETCH_BYTES:
-                        return out, True
+                if with_data:
+                    for key, size, decoded, crc, ms, ctype, cenc, data_id, path, data in cur:
+                        if path is not None:
+                            blob: Any = _File(blob_dir / path)
+                        elif data is not None:
+                            blob = data
+                            held += size
+                        else:
+                            blob = _Row(data_id)
+                        if ms != last_ms:
+                            last_ms, when = ms, to_dt(ms)
+                        append(meta(key, ctype, cenc, size, decoded, crc, when, blob))
+                        if held >= PREFETCH_BYTES:
+                            return out, True
+                else:
+                    for key, size, decoded, crc, ms, ctype, cenc, data_id, path in cur:
+                        blob = _File(blob_dir / path) if path is not None else _Row(data_id)
+                        if ms != last_ms:
+                            last_ms, when = ms, to_dt(ms)
+                        append(meta(key, ctype, cenc, size, decoded, crc, when, blob))
             finally:
                 cur.close()
             return out, len(out) == batch
@@ -1216,7 +1256,10 @@ class _SQLiteSnapshot:
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob = record.blob
-        if isinstance(blob, _Row):
+        if type(blob) is bytes:
+            for chunk in _inline_chunks(blob, start, end):
+                yield chunk
+        elif isinstance(blob, _Row):
 
             def fetch() -> bytes:
                 row = self._conn.execute("SELECT data FROM record_data WHERE id = ?", (blob.data_id,)).fetchone()
