@@ -37,7 +37,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 # 1 MiB writes fastest (fewer round trips) and keeps memory flat; COPY was slower (136-248 MB/s).
 CHUNK_SIZE = 1024 * 1024
 READ_PIECE = 1024 * 1024  # read_blob yields pieces of at most this
+PREFETCH_BYTES = 8 * 1024 * 1024  # a snapshot batch holds at most about this many bytes of one-chunk records
 SCHEMA_VERSION = 1
 STATS_FLUSH_SECONDS = 2.0
 GC_INTERVAL_SECONDS = 10.0
@@ -178,11 +179,13 @@ def _unavailable(exc: BaseException) -> StorageUnavailable:
 
 @dataclass(frozen=True, slots=True)
 class PgBlob:
-    """The handle in ``RecordMeta.blob``."""
+    """The handle in ``RecordMeta.blob``. ``data``: the whole stored bytes when they came with the metadata (a
+    record of one chunk, read in the same query); ``read_blob`` then needs no query."""
 
     blob_id: int
     chunk_size: int
     size: int
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def _successor(prefix: str) -> str | None:
@@ -247,7 +250,7 @@ def _user(row: asyncpg.Record) -> User:
     return User(id=row["id"], username=row["username"], created_at=row["created_at"])
 
 
-def _record(row: asyncpg.Record) -> RecordMeta:
+def _record(row: asyncpg.Record, data: bytes | None = None) -> RecordMeta:
     return RecordMeta(
         key=row["key"],
         content_type=row["content_type"],
@@ -256,7 +259,7 @@ def _record(row: asyncpg.Record) -> RecordMeta:
         decoded_size=row["decoded_size"],
         crc32=row["crc32"],
         modified_at=row["modified_at"],
-        blob=PgBlob(row["blob_id"], row["chunk_size"], row["size"]),
+        blob=PgBlob(row["blob_id"], row["chunk_size"], row["size"], data),
     )
 
 
@@ -276,30 +279,61 @@ async def _iter_chunks(
     start: int,
     end: int,
 ) -> AsyncIterator[bytes]:
-    """Bytes [start, end) of a blob, fetched about READ_PIECE at a time, yielded in pieces of <= READ_PIECE."""
+    """Bytes [start, end) of a blob, yielded in pieces of <= READ_PIECE. Inline bytes (``blob.data``) are served
+    without a query; otherwise chunks are fetched about READ_PIECE per query, the next query running while the
+    caller consumes the current pieces (at most two queries' rows are held)."""
     if start >= end:
+        return
+    if blob.data is not None:
+        for i in range(start, end, READ_PIECE):
+            yield blob.data[i : min(i + READ_PIECE, end)]
         return
     cs = blob.chunk_size
     per_query = max(1, READ_PIECE // cs)
     first, last = start // cs, (end - 1) // cs
-    seq = first
-    while seq <= last:
+
+    def query(seq: int) -> asyncio.Task[list[asyncpg.Record]]:
         upto = min(last, seq + per_query - 1)
-        rows = await fetch(
-            "SELECT seq, data FROM blob_chunks WHERE blob_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq",
-            (blob.blob_id, seq, upto),
+        return asyncio.ensure_future(
+            fetch(
+                "SELECT seq, data FROM blob_chunks WHERE blob_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq",
+                (blob.blob_id, seq, upto),
+            )
         )
-        if len(rows) != upto - seq + 1:
-            raise NotFound(f"blob {blob.blob_id} is gone (chunks {seq}..{upto} missing)")
-        for row in rows:
-            data: bytes = row["data"]
-            base = row["seq"] * cs
-            lo = max(start - base, 0)
-            hi = min(end - base, len(data))
-            piece = data if (lo == 0 and hi == len(data)) else data[lo:hi]
-            for i in range(0, len(piece), READ_PIECE):
-                yield piece[i : i + READ_PIECE]
-        seq = upto + 1
+
+    seq = first
+    pending: asyncio.Task[list[asyncpg.Record]] | None = query(seq)
+    try:
+        while pending is not None:
+            rows = await pending
+            upto = min(last, seq + per_query - 1)
+            if len(rows) != upto - seq + 1:
+                pending = None
+                raise NotFound(f"blob {blob.blob_id} is gone (chunks {seq}..{upto} missing)")
+            seq = upto + 1
+            pending = query(seq) if seq <= last else None  # prefetch while the caller takes these pieces
+            for row in rows:
+                data: bytes = row["data"]
+                base = row["seq"] * cs
+                lo = max(start - base, 0)
+                hi = min(end - base, len(data))
+                piece = data if (lo == 0 and hi == len(data)) else data[lo:hi]
+                for i in range(0, len(piece), READ_PIECE):
+                    yield piece[i : i + READ_PIECE]
+            del rows
+    finally:
+        await _settle(pending)
+
+
+async def _settle(pending: asyncio.Future[Any] | None) -> None:
+    """Let an unwanted prefetch finish and drop its result. Never cancel it: cancelling a query on a snapshot's
+    connection would abort the snapshot's transaction."""
+    if pending is None:
+        return
+    if not pending.done():
+        await asyncio.wait({pending})
+    if not pending.cancelled():
+        pending.exception()  # retrieved: no "never retrieved" warning
 
 
 def _discard(conn: asyncpg.Connection) -> None:
@@ -339,6 +373,7 @@ class PgSnapshot:
     def __init__(self, conn: asyncpg.Connection, store_id: str, selection: KeySelection) -> None:
         self._conn = conn
         self._lock = asyncio.Lock()  # one query at a time on the connection
+        self._closed = False  # set (under the lock) when the transaction ends: a late prefetch must not run
         self._store_id = store_id
         self._selection = selection
         self.generation = 0
@@ -346,10 +381,17 @@ class PgSnapshot:
 
     async def _fetch(self, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
         async with self._lock:
+            if self._closed:
+                raise StorageUnavailable("snapshot closed")
             try:
                 return await self._conn.fetch(sql, *args)
             except _CONNECTION_ERRORS as exc:
                 raise _unavailable(exc) from exc
+
+    async def _close(self) -> None:
+        """Wait for a query in flight (a prefetch nobody awaits any more) and refuse later ones."""
+        async with self._lock:
+            self._closed = True
 
     async def _load(self) -> None:
         rows = await self._fetch("SELECT generation FROM stores WHERE id = $1", (self._store_id,))
@@ -370,25 +412,57 @@ class PgSnapshot:
         self.totals = SnapshotTotals(count=r["n"], key_bytes=int(r["kb"]), decoded_bytes=int(r["db"]), big_count=r["big"])
 
     async def records(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[RecordMeta]]:
+        # Records of one chunk come with their bytes (read in the same query), so read_blob needs no query for
+        # them: one round trip per batch instead of one per record. A batch stops after the record that brings
+        # its inline bytes to PREFETCH_BYTES; bigger records are streamed by read_blob chunk by chunk. The next
+        # batch is fetched while the caller works through this one (at most two batches are held).
         base: list[Any] = [self._store_id]
         cond = _selection_sql(self._selection, base)
         if cond is None:
             return
-        while True:
+
+        def query(last: str | None) -> asyncio.Task[list[asyncpg.Record]]:
             args = list(base)
-            sql = f"SELECT {_RECORD_COLS} FROM records WHERE store_id = $1 AND {cond}"
-            if after is not None:
-                args.append(after)
-                sql += f" AND key > ${len(args)}"
+            where = f"store_id = $1 AND {cond}"
+            if last is not None:
+                args.append(last)
+                where += f" AND key > ${len(args)}"
             args.append(batch)
-            sql += f" ORDER BY key LIMIT ${len(args)}"
-            rows = await self._fetch(sql, args)
-            if not rows:
-                return
-            yield [_record(r) for r in rows]
-            if len(rows) < batch:
-                return
-            after = rows[-1]["key"]
+            n_batch = len(args)
+            args.append(PREFETCH_BYTES)
+            # the window runs over the LIMITed rows only; the chunk is a per-row subquery (an index lookup each)
+            sql = f"""WITH lim AS (
+                    SELECT {_RECORD_COLS}, (size > 0 AND size <= chunk_size) AS one
+                    FROM records WHERE {where} ORDER BY key LIMIT ${n_batch}
+                ), m AS (
+                    SELECT lim.*, count(*) OVER () AS n, coalesce(sum(CASE WHEN one THEN size ELSE 0 END)
+                        OVER (ORDER BY key ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+                    FROM lim
+                )
+                SELECT m.*, CASE WHEN m.one THEN
+                    (SELECT c.data FROM blob_chunks c WHERE c.blob_id = m.blob_id AND c.seq = 0) END AS data
+                FROM m WHERE m.before < ${len(args)} ORDER BY m.key"""
+            return asyncio.ensure_future(self._fetch(sql, args))
+
+        pending: asyncio.Task[list[asyncpg.Record]] | None = query(after)
+        try:
+            while pending is not None:
+                rows = await pending
+                pending = None
+                if not rows:
+                    return
+                if not (len(rows) == rows[0]["n"] < batch):  # more may follow
+                    pending = query(rows[-1]["key"])
+                metas = []
+                for r in rows:
+                    data = r["data"]
+                    if r["one"] and data is None:
+                        raise NotFound(f"blob {r['blob_id']} is gone")
+                    metas.append(_record(r, data if data is not None else (b"" if r["size"] == 0 else None)))
+                del rows
+                yield metas
+        finally:
+            await _settle(pending)
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob, start, end = _blob_range(record, start, end)
@@ -963,8 +1037,8 @@ class PostgresStorage(Storage):
                 await tr.start()
             except _CONNECTION_ERRORS as exc:
                 raise _unavailable(exc) from exc
+            snap = PgSnapshot(conn, store_id, selection)
             try:
-                snap = PgSnapshot(conn, store_id, selection)
                 await snap._load()
                 yield snap
             except (StorageUnavailable, *_CONNECTION_ERRORS):
@@ -973,6 +1047,7 @@ class PostgresStorage(Storage):
             finally:
                 with anyio.move_on_after(5, shield=True):
                     try:
+                        await snap._close()
                         await tr.rollback()
                     except Exception:  # noqa: BLE001 - a broken connection: the pool replaces it
                         pass

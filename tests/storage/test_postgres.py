@@ -405,3 +405,82 @@ async def test_chunk_throughput(storage: PostgresStorage, capsys) -> None:
     assert n == total
     with capsys.disabled():
         print(f"\nchunk {CHUNK_SIZE // 1024} KiB: in {total / MiB / t_in:.0f} MB/s, out {total / MiB / t_out:.0f} MB/s")
+
+
+# -- snapshot reads ------------------------------------------------------------------------------------------
+
+
+async def test_snapshot_batches_carry_small_records(storage: PostgresStorage, monkeypatch) -> None:
+    """Records of one chunk come with their batch (read_blob runs no query for them); a batch stops after the
+    record that reaches PREFETCH_BYTES of such bytes; bigger records stream chunk by chunk from the snapshot."""
+    from openkvs.storage import postgres
+
+    monkeypatch.setattr(postgres, "PREFETCH_BYTES", 250_000)
+    _, store = await new_store(storage)
+    datas = {}
+    for i in range(12):
+        datas[f"k{i:02d}"] = os.urandom([0, 1, 100_000, CHUNK_SIZE][i % 4])
+    big = Body(CHUNK_SIZE * 2 + 3, seed=b"big")
+    await storage.put_record(store.id, "k05x", big, "x", None)
+    for k, v in datas.items():
+        await storage.put_record(store.id, k, _Wrap(v), "x", None)
+    queries = []
+    async with storage.snapshot(store.id, KeySelection()) as snap:
+        real_fetch = snap._fetch
+
+        async def counting_fetch(sql, args):
+            queries.append(sql)
+            return await real_fetch(sql, args)
+
+        monkeypatch.setattr(snap, "_fetch", counting_fetch)
+        batches = [list(b) async for b in snap.records(batch=5)]
+        n_batch_queries = len(queries)
+        keys = [r.key for b in batches for r in b]
+        assert keys == sorted([*datas, "k05x"])
+        # 5 per batch at most, and the inline bytes of a batch pass 250,000 only with its last record
+        for b in batches:
+            assert len(b) <= 5
+            inline = [r.size for r in b if r.blob.data is not None]
+            assert sum(inline[:-1]) < 250_000
+        assert max(len(b) for b in batches) == 5
+        assert any(len(b) < 5 for b in batches[:-1])  # some batch was cut by the byte cap
+        recs = {r.key: r for b in batches for r in b}
+        for k, v in datas.items():
+            assert recs[k].blob.data is not None or v == b""
+            assert await read_all(snap.read_blob(recs[k])) == v
+            assert await read_all(snap.read_blob(recs[k], 1, 50_001)) == v[1:50_001]
+        assert len(queries) == n_batch_queries  # no query for any of them
+        assert recs["k05x"].blob.data is None
+        sha = hashlib.sha256(await read_all(snap.read_blob(recs["k05x"]))).hexdigest()
+        assert sha == big.sha.hexdigest()
+        assert len(queries) == n_batch_queries + 3  # one per chunk
+        # resuming after a key, and a prefix
+        assert [r.key async for b in snap.records(after="k09", batch=2) for r in b] == ["k10", "k11"]
+    async with storage.snapshot(store.id, KeySelection(prefix="k05")) as snap:
+        assert [r.key async for b in snap.records() for r in b] == ["k05", "k05x"]
+
+
+async def test_snapshot_abandoned_prefetch(storage: PostgresStorage) -> None:
+    """A reader that stops early (a Range end, a client gone) leaves a prefetch in flight: the snapshot stays
+    usable, closes cleanly, and its connection goes back to the pool unbroken."""
+    _, store = await new_store(storage)
+    big = Body(5 * CHUNK_SIZE, seed=b"abandon")
+    await storage.put_record(store.id, "big", big, "x", None)
+    for i in range(30):
+        await storage.put_record(store.id, f"s{i:02d}", _Wrap(b"%d" % i), "x", None)
+    async with storage.snapshot(store.id, KeySelection()) as snap:
+        rec = [r async for b in snap.records() for r in b][0]
+        it = snap.read_blob(rec)
+        first = await it.__anext__()
+        assert len(first) == CHUNK_SIZE
+        await it.aclose()  # the query for chunk 1 was in flight
+        batches = snap.records(batch=4)
+        b1 = await batches.__anext__()
+        assert [r.key for r in b1] == ["big", "s00", "s01", "s02"]
+        await batches.aclose()  # the next batch was in flight
+        assert hashlib.sha256(await read_all(snap.read_blob(rec))).hexdigest() == big.sha.hexdigest()
+        conn = snap._conn._con  # the connection itself, not the pool's proxy
+        dangling = snap.records(batch=4)
+        await dangling.__anext__()  # left open: the snapshot's exit must still be clean
+    assert not conn.is_closed()
+    assert await conn.fetchval("SELECT 1") == 1  # back in the pool, idle, usable
