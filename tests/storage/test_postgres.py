@@ -453,7 +453,7 @@ async def test_snapshot_batches_carry_small_records(storage: PostgresStorage, mo
         assert recs["k05x"].blob.data is None
         sha = hashlib.sha256(await read_all(snap.read_blob(recs["k05x"]))).hexdigest()
         assert sha == big.sha.hexdigest()
-        assert len(queries) == n_batch_queries + 3  # one per chunk
+        assert len(queries) == n_batch_queries + 1  # its 3 chunks in one query (SNAPSHOT_QUERY_BYTES)
         # resuming after a key, and a prefix
         assert [r.key async for b in snap.records(after="k09", batch=2) for r in b] == ["k10", "k11"]
     async with storage.snapshot(store.id, KeySelection(prefix="k05")) as snap:
@@ -484,3 +484,33 @@ async def test_snapshot_abandoned_prefetch(storage: PostgresStorage) -> None:
         await dangling.__anext__()  # left open: the snapshot's exit must still be clean
     assert not conn.is_closed()
     assert await conn.fetchval("SELECT 1") == 1  # back in the pool, idle, usable
+
+
+async def test_snapshot_streams_big_record_in_few_queries(storage: PostgresStorage, monkeypatch) -> None:
+    """A big record is read from a snapshot SNAPSHOT_QUERY_BYTES per query; pieces stay <= 1 MiB, ranges exact."""
+    from openkvs.storage.postgres import SNAPSHOT_QUERY_BYTES
+
+    _, store = await new_store(storage)
+    total = 3 * SNAPSHOT_QUERY_BYTES + 5
+    body = Body(total, piece=100_000, seed=b"snapbig")
+    await storage.put_record(store.id, "big", body, "x", None)
+    async with storage.snapshot(store.id, KeySelection()) as snap:
+        queries = []
+        real_fetch = snap._fetch
+
+        async def counting_fetch(sql, args):
+            queries.append(sql)
+            return await real_fetch(sql, args)
+
+        monkeypatch.setattr(snap, "_fetch", counting_fetch)
+        (rec,) = [r async for b in snap.records() for r in b]
+        queries.clear()
+        sha = hashlib.sha256()
+        async for piece in snap.read_blob(rec):
+            assert 0 < len(piece) <= MiB
+            sha.update(piece)
+        assert sha.hexdigest() == body.sha.hexdigest()
+        assert len(queries) == 4
+        whole = await read_all(storage.read_blob(rec))
+        for start, end in [(0, 1), (CHUNK_SIZE - 1, SNAPSHOT_QUERY_BYTES + 1), (SNAPSHOT_QUERY_BYTES, total), (total - 3, None)]:
+            assert await read_all(snap.read_blob(rec, start, end)) == whole[start:end]
