@@ -33,7 +33,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Protocol
 
 __all__ = [
@@ -120,8 +120,6 @@ def _central_len(name_len: int, size: int, offset: int) -> int:
     return _CENTRAL_FIXED + name_len + (4 + 8 * fields if fields else 0)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_SECOND = timedelta(seconds=1)
 
 
 def _stamps(dt: datetime) -> tuple[int, int, int]:
@@ -136,14 +134,18 @@ def _stamps(dt: datetime) -> tuple[int, int, int]:
     tz = dt.tzinfo
     if tz is not timezone.utc:
         dt = dt.astimezone(timezone.utc) if tz is not None else dt.replace(tzinfo=timezone.utc)
-    mtime = min(max((dt - _EPOCH) // _SECOND, 0), 0x7FFFFFFF)
-    if dt.year < 1980:
+    # timestamp() of an aware datetime is a correctly rounded division, so it never rounds up to the next whole
+    # second: int() floors it exactly (negative values are clamped to 0 first).
+    ts = dt.timestamp()
+    mtime = 0 if ts < 0 else 0x7FFFFFFF if ts >= 0x7FFFFFFF else int(ts)
+    year = dt.year
+    if year < 1980:
         return (*_DOS_MIN, mtime)
-    if dt.year > 2107:
+    if year > 2107:
         return (*_DOS_MAX, mtime)
     return (
-        ((dt.year - 1980) << 9) | (dt.month << 5) | dt.day,
-        (dt.hour << 11) | (dt.minute << 5) | (dt.second // 2),
+        ((year - 1980) << 9) | (dt.month << 5) | dt.day,
+        (dt.hour << 11) | (dt.minute << 5) | (dt.second >> 1),
         mtime,
     )
 

@@ -93,10 +93,10 @@ async def _archive_size(snap: Snapshot) -> int:
 
 
 def _archive_bytes(snap: Snapshot, start: int, end: int) -> AsyncIterator[bytes]:
-    # Optional snapshot capabilities (the SQLite snapshot has both): records_meta() lists the same records without
+    # Optional snapshot capabilities (the SQLite snapshot has both): zip_entries() lists the same records without
     # their bytes, for the central directory; held_bytes(record) hands out bytes a batch already brought along,
     # which the writer then copies without an async read per record.
-    records_meta = getattr(snap, "records_meta", None)
+    zip_entries = getattr(snap, "zip_entries", None)
     held_bytes = getattr(snap, "held_bytes", None)
 
     def batches() -> AsyncIterator[Sequence[RecordMeta]]:
@@ -104,7 +104,7 @@ def _archive_bytes(snap: Snapshot, start: int, end: int) -> AsyncIterator[bytes]
         return readahead(snap.records())
 
     def listing() -> AsyncIterator[Sequence[RecordMeta]]:
-        return readahead(records_meta())
+        return readahead(zip_entries())
 
     def read(entry: RecordMeta, lo: int, hi: int) -> AsyncIterator[bytes]:
         if entry.content_encoding is None:
@@ -112,7 +112,7 @@ def _archive_bytes(snap: Snapshot, start: int, end: int) -> AsyncIterator[bytes]
         return codec.slice_stream(codec.decode_stream(snap.read_blob(entry), entry.content_encoding), lo, hi)
 
     chunks = zipwriter.iter_range(
-        batches, start, end, read, inline=held_bytes, listing=listing if records_meta is not None else None
+        batches, start, end, read, inline=held_bytes, listing=listing if zip_entries is not None else None
     )
     return readahead(chunks)
 

@@ -34,7 +34,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -1143,6 +1143,15 @@ class SQLiteStorage(Storage):
             raise
 
 
+class _ZipRow(NamedTuple):
+    """A record as an archive's central directory sees it (satisfies zipwriter.ZipEntry)."""
+
+    key: str
+    decoded_size: int
+    crc32: int
+    modified_at: datetime
+
+
 _FAST_MS_MAX = 4_102_444_800_000  # 2100-01-01: below it a float of seconds still rounds to the exact millisecond
 
 
@@ -1187,9 +1196,10 @@ class _SQLiteSnapshot:
         round trip per record when an archive holds many small ones; ``held_bytes`` hands them out."""
         return self._batches(after, batch, with_data=True)
 
-    def records_meta(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[RecordMeta]]:
-        """The same records as ``records`` without fetching any bytes (for the archive's central directory);
-        ``read_blob`` still reads them."""
+    def zip_entries(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[_ZipRow]]:
+        """The same records as ``records``, in the same order, as (key, decoded_size, crc32, modified_at) named
+        tuples and nothing else: what an archive's central directory needs, without the bytes and cheaper per
+        row than a RecordMeta. Not for ``read_blob``."""
         return self._batches(after, batch, with_data=False)
 
     @staticmethod
@@ -1199,22 +1209,24 @@ class _SQLiteSnapshot:
         blob = record.blob
         return blob if type(blob) is bytes and record.content_encoding is None else None
 
-    async def _batches(self, after: str | None, batch: int, with_data: bool) -> AsyncIterator[Sequence[RecordMeta]]:
+    async def _batches(self, after: str | None, batch: int, with_data: bool) -> AsyncIterator[Sequence[Any]]:
         blob_dir = self._storage.blob_dir
         # Blob handles in a snapshot's records: the bytes themselves (inline, fetched with the batch), _File, or
         # _Row (inline, not fetched). Only this snapshot's read_blob understands the first and the last.
-        sql = f"SELECT {_RECORD_COLS}{', d.data' if with_data else ''} FROM records r " + (
-            "LEFT JOIN record_data d ON d.id = r.data_id " if with_data else ""
-        ) + f"WHERE r.store_id = ? AND {self._cond}"
+        if with_data:
+            sql = f"SELECT {_RECORD_COLS}, d.data FROM records r LEFT JOIN record_data d ON d.id = r.data_id "
+        else:
+            sql = "SELECT key, decoded_size, crc32, modified_at FROM records r "
+        sql += f"WHERE r.store_id = ? AND {self._cond}"
         base = [self._store_id, *self._params]
 
-        def fetch(last: str | None) -> tuple[list[RecordMeta], bool]:
-            # Returns (batch, more may follow). Per row: one tuple unpack and one RecordMeta, nothing else.
+        def fetch(last: str | None) -> tuple[list[Any], bool]:
+            # Returns (batch, more may follow). Per row: one tuple unpack and one RecordMeta (or _ZipRow).
             if last is None:
                 cur = self._conn.execute(sql + " ORDER BY key LIMIT ?", [*base, batch])
             else:
                 cur = self._conn.execute(sql + " AND key > ? ORDER BY key LIMIT ?", [*base, last, batch])
-            out: list[RecordMeta] = []
+            out: list[Any] = []
             append = out.append
             meta = RecordMeta
             to_dt = _snapshot_dt
@@ -1236,11 +1248,11 @@ class _SQLiteSnapshot:
                         if held >= PREFETCH_BYTES:
                             return out, True
                 else:
-                    for key, size, decoded, crc, ms, ctype, cenc, data_id, path in cur:
-                        blob = _File(blob_dir / path) if path is not None else _Row(data_id)
+                    row = _ZipRow._make
+                    for key, decoded, crc, ms in cur:
                         if ms != last_ms:
                             last_ms, when = ms, to_dt(ms)
-                        append(meta(key, ctype, cenc, size, decoded, crc, when, blob))
+                        append(row((key, decoded, crc, when)))
             finally:
                 cur.close()
             return out, len(out) == batch
