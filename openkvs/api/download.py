@@ -17,14 +17,14 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from openkvs import auth, codec, errors, httprange, zipwriter
-from openkvs.api.common import caller, find_store, guard, need, selection, state
+from openkvs import auth, codec, zipwriter
+from openkvs.api.common import caller, find_store, guard, need, select_range, selection, state
 from openkvs.auth import Access
 from openkvs.storage.base import RecordMeta, Snapshot, StorageError
 
@@ -59,15 +59,7 @@ async def download_records(request: Request) -> Response:
             "Accept-Ranges": "bytes",
             "Cache-Control": "private, no-cache",
         }
-        start, end, status = 0, size, 200
-        if httprange.if_range_allows(request.headers.get("if-range"), etag):
-            try:
-                span = httprange.parse_range(request.headers.get("range"), size)
-            except httprange.RangeNotSatisfiable:
-                raise errors.InvalidRange(size) from None
-            if span is not None:
-                (start, end), status = span, 206
-                headers["Content-Range"] = httprange.content_range(start, end, size)
+        start, end, status = select_range(request, etag, size, headers)
         headers["Content-Length"] = str(end - start)
         if request.method == "HEAD" or start == end:
             await stack.aclose()
