@@ -17,11 +17,13 @@ Design:
 - Records point at a blob id; the bytes are rows ``blob_chunks(blob_id, seq, data)`` of ``CHUNK_SIZE`` bytes (the
   last one shorter), stored uncompressed out of line (``STORAGE EXTERNAL``). The chunk size of each record is
   kept in its row, so the constant may change without breaking old records.
-- ``put_record`` buffers the first chunk; a body that fits in it is written in one short transaction. A bigger
-  body is written in one transaction on a connection of the *stream pool* (uploads and ZIP snapshots live there
-  so slow clients cannot starve the short queries): chunk by chunk as the body yields, then the store row is
-  locked, the record row upserted, the old blob id moved to ``garbage`` and the generation bumped. If the body
-  raises, the transaction rolls back and nothing is left behind (a crash does the same).
+- ``put_record`` buffers the first chunk; a body that fits in it is written by one statement, its own
+  transaction (chunk, record upsert, old blob id to ``garbage``, store row: generation, modifiedAt, storage bytes).
+  A bigger body is written in one transaction on a connection of the *stream pool* (uploads and ZIP snapshots live
+  there so slow clients cannot starve the short queries): chunk by chunk as the body yields, then the same upsert
+  statement. All writers of a store wait for its row lock, which that statement takes and holds only until its
+  commit (see ``_UPSERT_TAIL``). If the body raises, the transaction rolls back and nothing is left behind (a
+  crash does the same).
 - ``garbage(blob_id, created_at)``: GC deletes chunks of garbage older than ``gc_grace_seconds``, so a blob
   handed out by ``get_record`` stays readable for the grace period. A snapshot is one REPEATABLE READ READ ONLY
   transaction: rows that GC deletes after it began stay visible to it (MVCC), whatever the grace.
@@ -78,7 +80,7 @@ READ_PIECE = 1024 * 1024  # read_blob yields pieces of at most this
 # prefetch two queries' rows are held at once; 4 MiB keeps that near a batch of small records (PREFETCH_BYTES).
 SNAPSHOT_QUERY_BYTES = 4 * 1024 * 1024
 PREFETCH_BYTES = 8 * 1024 * 1024  # a snapshot batch holds at most about this many bytes of one-chunk records
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATS_FLUSH_SECONDS = 2.0
 GC_INTERVAL_SECONDS = 10.0
 BIG = 0xFFFFFFFF
@@ -159,6 +161,11 @@ MIGRATIONS: list[str] = [
         created_at timestamptz NOT NULL
     );
     CREATE INDEX garbage_created ON garbage (created_at);
+    """,
+    # 2: the record upsert notes the row it replaced in these (set only by ON CONFLICT DO UPDATE, which reads the
+    # locked latest version), so one statement both writes and learns which blob went to the garbage.
+    """
+    ALTER TABLE records ADD COLUMN prev_blob_id bigint, ADD COLUMN prev_size bigint;
     """,
 ]
 
@@ -370,6 +377,48 @@ async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+# Writing a record is one statement. It locks the store row first (``lk``: ``up`` reads from it, so that runs
+# before the record row is touched; no row when the store is gone) and the store row is what every writer of a
+# store waits for, so the statement holds it only for its own execution and commit: for a small record the
+# statement is its own transaction, so no client round trip happens while the lock is held (it used to be held
+# over three). ON CONFLICT DO UPDATE locks the record row and reads its latest committed version, so
+# prev_blob_id/prev_size name exactly the blob this write replaced, even when a writer of the same key committed
+# after this statement's snapshot was taken (NULL: the key was new).
+_UPSERT_TAIL = f"""
+    lk AS (SELECT id FROM stores WHERE id = $1 FOR NO KEY UPDATE),
+    up AS (
+        INSERT INTO records (store_id, key, content_type, content_encoding, size, decoded_size, crc32,
+            modified_at, blob_id, chunk_size, prev_blob_id, prev_size)
+        SELECT $1, $2, $3, $4, $5, $6, $7, t.now, b.id, $8, NULL, NULL FROM lk, t, b
+        ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
+            content_encoding = EXCLUDED.content_encoding, size = EXCLUDED.size,
+            decoded_size = EXCLUDED.decoded_size, crc32 = EXCLUDED.crc32,
+            modified_at = EXCLUDED.modified_at, blob_id = EXCLUDED.blob_id, chunk_size = EXCLUDED.chunk_size,
+            prev_blob_id = records.blob_id, prev_size = records.size
+        RETURNING {_RECORD_COLS}, prev_blob_id, prev_size
+    ),
+    g AS (INSERT INTO garbage (blob_id, created_at) SELECT up.prev_blob_id, t.now FROM up, t
+          WHERE up.prev_blob_id IS NOT NULL),
+    st AS (
+        UPDATE stores SET generation = generation + 1, modified_at = greatest(stores.modified_at, t.now),
+            storage_bytes = storage_bytes + up.size - coalesce(up.prev_size, 0)
+        FROM up, t WHERE id = $1
+    )"""
+# A record of at most one chunk: the chunk ($9, NULL when empty) goes in with the same statement.
+_UPSERT_SMALL = f"""WITH t AS (SELECT {_NOW_MS} AS now),
+    b AS MATERIALIZED (SELECT nextval('blob_ids') AS id),
+    {_UPSERT_TAIL},
+    c AS (INSERT INTO blob_chunks (blob_id, seq, data) SELECT b.id, 0, $9::bytea FROM b, lk WHERE $9::bytea IS NOT NULL)
+    SELECT * FROM up"""
+# A bigger record whose chunks the transaction already wrote under blob id $9.
+_UPSERT_BIG = f"""WITH t AS (SELECT {_NOW_MS} AS now), b AS (SELECT $9::bigint AS id),
+    {_UPSERT_TAIL}
+    SELECT * FROM up"""
+# Writers and delete_store lock the store row before record rows, so they should not deadlock; should PostgreSQL
+# still abort one as a deadlock victim, it is retried up to this many times.
+_DEADLOCK_RETRIES = 5
 
 
 class PgSnapshot:
@@ -836,7 +885,13 @@ class PostgresStorage(Storage):
             await conn.execute("DELETE FROM stores WHERE id = $1", store_id)
             return True
 
-        return await self._run(go, tx=True)
+        for attempt in range(_DEADLOCK_RETRIES):
+            try:
+                return await self._run(go, tx=True)
+            except pgx.DeadlockDetectedError:  # see _DEADLOCK_RETRIES
+                if attempt == _DEADLOCK_RETRIES - 1:
+                    raise StorageUnavailable("store deletion deadlocked repeatedly") from None
+        raise AssertionError("unreachable")
 
     # -- grants ------------------------------------------------------------------------------------------------
 
@@ -882,16 +937,22 @@ class PostgresStorage(Storage):
         buf = bytearray()
         ended = await _fill(it, buf, CHUNK_SIZE + 1)  # body errors propagate: nothing written yet
         if ended:
-            # small record: one short transaction on the main pool
-            async def small(conn: asyncpg.Connection) -> RecordMeta:
-                blob_id = await conn.fetchval("SELECT nextval('blob_ids')")
-                if buf:
-                    await conn.execute("INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, 0, $2)", blob_id, buf)
-                return await self._commit_record(
-                    conn, store_id, key, blob_id, len(buf), body, content_type, content_encoding
-                )
-
-            return await self._run(small, tx=True)
+            # small record: one statement (its own transaction) on the main pool, retried after a deadlock
+            data = bytes(buf) if buf else None
+            args = (store_id, key, content_type, content_encoding, len(buf), body.decoded_size,
+                    body.crc32 & 0xFFFFFFFF, CHUNK_SIZE, data)
+            for attempt in range(_DEADLOCK_RETRIES):
+                try:
+                    row = await self._run(lambda c: c.fetchrow(_UPSERT_SMALL, *args))
+                    break
+                except pgx.DeadlockDetectedError:
+                    if attempt == _DEADLOCK_RETRIES - 1:
+                        raise StorageUnavailable("record write deadlocked repeatedly") from None
+                except pgx.ForeignKeyViolationError:
+                    raise NotFound(f"store {store_id} not found") from None
+            if row is None:
+                raise NotFound(f"store {store_id} not found")
+            return _record(row)
 
         if self._stream_pool is None:
             raise StorageUnavailable("storage is not open")
@@ -920,60 +981,21 @@ class PostgresStorage(Storage):
                             "INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)", blob_id, seq, buf
                         )
                         size += len(buf)
-                    return await self._commit_record(
-                        conn, store_id, key, blob_id, size, body, content_type, content_encoding
-                    )
+                    # the store row is locked by this last statement: held only until the COMMIT that follows
+                    try:
+                        row = await conn.fetchrow(
+                            _UPSERT_BIG, store_id, key, content_type, content_encoding, size, body.decoded_size,
+                            body.crc32 & 0xFFFFFFFF, CHUNK_SIZE, blob_id,
+                        )
+                    except pgx.ForeignKeyViolationError:
+                        raise NotFound(f"store {store_id} not found") from None
+                    except pgx.DeadlockDetectedError:
+                        raise StorageUnavailable("record write deadlocked") from None
+                    if row is None:
+                        raise NotFound(f"store {store_id} not found")
+                    return _record(row)
         except _CONNECTION_ERRORS as exc:
             raise _unavailable(exc) from exc
-
-    async def _commit_record(
-        self,
-        conn: asyncpg.Connection,
-        store_id: str,
-        key: str,
-        blob_id: int,
-        size: int,
-        body: RecordBody,
-        content_type: str,
-        content_encoding: str | None,
-    ) -> RecordMeta:
-        # Lock the store row first (every writer of the store does, in this order), then read the old record with
-        # a fresh statement snapshot so a write committed while we waited is seen and its blob collected.
-        if await conn.fetchval("SELECT true FROM stores WHERE id = $1 FOR UPDATE", store_id) is None:
-            raise NotFound(f"store {store_id} not found")
-        row = await conn.fetchrow(
-            f"""WITH old AS (SELECT blob_id, size FROM records WHERE store_id = $1 AND key = $2),
-                t AS (SELECT {_NOW_MS} AS now),
-                up AS (
-                    INSERT INTO records (store_id, key, content_type, content_encoding, size, decoded_size, crc32,
-                        modified_at, blob_id, chunk_size)
-                    SELECT $1, $2, $3, $4, $5, $6, $7, t.now, $8, $9 FROM t
-                    ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
-                        content_encoding = EXCLUDED.content_encoding, size = EXCLUDED.size,
-                        decoded_size = EXCLUDED.decoded_size, crc32 = EXCLUDED.crc32,
-                        modified_at = EXCLUDED.modified_at, blob_id = EXCLUDED.blob_id,
-                        chunk_size = EXCLUDED.chunk_size
-                    RETURNING {_RECORD_COLS}
-                ),
-                g AS (INSERT INTO garbage (blob_id, created_at) SELECT old.blob_id, t.now FROM old, t),
-                st AS (
-                    UPDATE stores SET generation = generation + 1, modified_at = t.now,
-                        storage_bytes = storage_bytes + $5 - coalesce((SELECT size FROM old), 0)
-                    FROM t WHERE id = $1
-                )
-                SELECT * FROM up""",
-            store_id,
-            key,
-            content_type,
-            content_encoding,
-            size,
-            body.decoded_size,
-            body.crc32 & 0xFFFFFFFF,
-            blob_id,
-            CHUNK_SIZE,
-        )
-        assert row is not None
-        return _record(row)
 
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
         row = await self._fetchrow(f"SELECT {_RECORD_COLS} FROM records WHERE store_id = $1 AND key = $2", store_id, key)
@@ -990,25 +1012,26 @@ class PostgresStorage(Storage):
             yield piece
 
     async def delete_record(self, store_id: str, key: str) -> bool:
-        async def go(conn: asyncpg.Connection) -> bool:
-            if await conn.fetchval("SELECT true FROM stores WHERE id = $1 FOR UPDATE", store_id) is None:
-                return False
-            n = await conn.fetchval(
-                f"""WITH d AS (DELETE FROM records WHERE store_id = $1 AND key = $2 RETURNING blob_id, size),
-                    t AS (SELECT {_NOW_MS} AS now),
-                    g AS (INSERT INTO garbage (blob_id, created_at) SELECT d.blob_id, t.now FROM d, t),
-                    st AS (
-                        UPDATE stores SET generation = generation + 1, modified_at = t.now,
-                            storage_bytes = storage_bytes - d.size
-                        FROM d, t WHERE id = $1
-                    )
-                    SELECT count(*) FROM d""",
-                store_id,
-                key,
-            )
-            return n > 0
-
-        return await self._run(go, tx=True)
+        # One statement, its own transaction (see _UPSERT_TAIL): the store row first, then DELETE ... RETURNING
+        # gives the version it deleted (the latest, after waiting for a concurrent writer).
+        sql = f"""WITH lk AS (SELECT id FROM stores WHERE id = $1 FOR NO KEY UPDATE),
+                d AS (DELETE FROM records r USING lk WHERE r.store_id = $1 AND r.key = $2 RETURNING r.blob_id, r.size),
+                t AS (SELECT {_NOW_MS} AS now),
+                g AS (INSERT INTO garbage (blob_id, created_at) SELECT d.blob_id, t.now FROM d, t),
+                st AS (
+                    UPDATE stores SET generation = generation + 1, modified_at = greatest(stores.modified_at, t.now),
+                        storage_bytes = storage_bytes - d.size
+                    FROM d, t WHERE id = $1
+                )
+                SELECT count(*) FROM d"""
+        for attempt in range(_DEADLOCK_RETRIES):
+            try:
+                n = await self._run(lambda c: c.fetchval(sql, store_id, key))
+                return n > 0
+            except pgx.DeadlockDetectedError:
+                if attempt == _DEADLOCK_RETRIES - 1:
+                    raise StorageUnavailable("record delete deadlocked repeatedly") from None
+        raise AssertionError("unreachable")
 
     async def list_keys(
         self, store_id: str, selection: KeySelection, exclusive_start_key: str | None, limit: int

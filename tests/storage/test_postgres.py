@@ -514,3 +514,135 @@ async def test_snapshot_streams_big_record_in_few_queries(storage: PostgresStora
         whole = await read_all(storage.read_blob(rec))
         for start, end in [(0, 1), (CHUNK_SIZE - 1, SNAPSHOT_QUERY_BYTES + 1), (SNAPSHOT_QUERY_BYTES, total), (total - 3, None)]:
             assert await read_all(snap.read_blob(rec, start, end)) == whole[start:end]
+
+
+# -- concurrent writers (the store row is locked last, by the write statement itself) ---------------------------
+
+
+async def _check_books(admin, schema: str, store_id: str) -> None:
+    """storage_bytes is the sum of the records' sizes; every blob is either a record's or garbage, never both."""
+    q = f'"{schema}"'
+    assert await admin.fetchval(f"SELECT storage_bytes FROM {q}.stores WHERE id = $1", store_id) == (
+        await admin.fetchval(f"SELECT coalesce(sum(size), 0) FROM {q}.records WHERE store_id = $1", store_id)
+    )
+    assert await admin.fetchval(
+        f"SELECT count(*) FROM {q}.records r JOIN {q}.garbage g ON g.blob_id = r.blob_id"
+    ) == 0
+    orphans = await admin.fetchval(
+        f"""SELECT count(DISTINCT c.blob_id) FROM {q}.blob_chunks c
+            WHERE NOT EXISTS (SELECT 1 FROM {q}.records r WHERE r.blob_id = c.blob_id)
+              AND NOT EXISTS (SELECT 1 FROM {q}.garbage g WHERE g.blob_id = c.blob_id)"""
+    )
+    assert orphans == 0
+
+
+async def test_concurrent_writers_keep_the_books(nodes, admin, schema: str) -> None:
+    """Many writers on two nodes replacing and deleting the same few keys: each replaced blob goes to the garbage
+    once, storage_bytes and the generation add up, modifiedAt never moves back."""
+    a, b = await nodes(max_pool=8), await nodes(max_pool=8)
+    _, store = await new_store(a)
+    rng = __import__("random").Random(7)
+    changes = 0
+
+    async def worker(i: int) -> None:
+        nonlocal changes
+        s = a if i % 2 else b
+        seen = store.modified_at
+        for n in range(40):
+            key = f"k{rng.randrange(4)}"
+            if rng.random() < 0.2:
+                changed = await s.delete_record(store.id, key)
+            elif rng.random() < 0.1:
+                await s.put_record(store.id, key, Body(CHUNK_SIZE + rng.randrange(1000), seed=b"%d" % n), "x", None)
+                changed = True
+            else:
+                await s.put_record(store.id, key, _Wrap(os.urandom(rng.randrange(0, 300))), "x", None)
+                changed = True
+            changes += changed
+            m = (await s.get_store(store.id)).modified_at
+            assert m >= seen  # never back, whatever order the writers commit in
+            seen = m
+
+    await asyncio.gather(*(worker(i) for i in range(12)))
+    st = await a.get_store(store.id)
+    assert st.generation == changes
+    await _check_books(admin, schema, store.id)
+    assert await a.collect_garbage(grace=0) > 0
+    await _check_books(admin, schema, store.id)
+
+
+async def test_delete_store_while_writing(nodes, admin, schema: str, monkeypatch) -> None:
+    """A store deleted while writers replace and delete its records on two nodes: no deadlock (writers and the
+    deletion both lock the store row before record rows; a deadlock here would surface as StorageUnavailable),
+    writers then get NotFound, nothing leaks."""
+    from openkvs.storage import postgres
+
+    monkeypatch.setattr(postgres, "_DEADLOCK_RETRIES", 1)
+    a, b = await nodes(max_pool=8), await nodes(max_pool=8)
+    for round_ in range(3):
+        _, store = await new_store(a, f"doomed{round_}")
+        for k in range(4):
+            await a.put_record(store.id, f"k{k}", _Wrap(b"v"), "x", None)
+        outcomes = {"ok": 0, "gone": 0}
+        stop = asyncio.Event()
+
+        async def writer(i: int) -> None:
+            s = a if i % 2 else b
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    if n % 5 == 0:
+                        await s.delete_record(store.id, f"k{n % 4}")
+                    else:
+                        await s.put_record(store.id, f"k{n % 4}", _Wrap(b"x" * (n % 50)), "x", None)
+                    outcomes["ok"] += 1
+                except NotFound:
+                    outcomes["gone"] += 1
+                    return
+                await asyncio.sleep(0)
+
+        tasks = [asyncio.create_task(writer(i)) for i in range(8)]
+        await asyncio.sleep(0.2)
+        assert await (a if round_ % 2 else b).delete_store(store.id)
+        await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.gather(*tasks)
+        assert outcomes["ok"] > 0
+        assert await a.get_store(store.id) is None
+        q = f'"{schema}"'
+        assert await admin.fetchval(f"SELECT count(*) FROM {q}.records WHERE store_id = $1", store.id) == 0
+    await a.collect_garbage(grace=0)
+    assert await admin.fetchval(f'SELECT count(*) FROM "{schema}".blob_chunks') == 0
+
+
+async def test_migration_from_version_1_keeps_records(schema: str, admin) -> None:
+    from openkvs.storage import postgres
+
+    q = f'"{schema}"'
+    await admin.execute(f"CREATE SCHEMA {q}; SET search_path = {q}")
+    try:
+        await admin.execute(postgres.MIGRATIONS[0])
+        await admin.execute("CREATE TABLE schema_version (version integer NOT NULL); INSERT INTO schema_version VALUES (1)")
+        await admin.execute(
+            f"""INSERT INTO users VALUES ('u1', 'old', now());
+                INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at, url_signing_secret_key,
+                    storage_bytes, generation) VALUES ('s1', 'old', 'u1', now(), now(), now(), 'k', 3, 1);
+                INSERT INTO blob_chunks VALUES (41, 0, 'old'::bytea);
+                INSERT INTO records VALUES ('s1', 'k', 'text/plain', NULL, 3, 3, 0, now(), 41, {CHUNK_SIZE})"""
+        )
+        await admin.execute("RESET search_path")
+        s = PostgresStorage(DSN, schema=schema)
+        await s.open()
+        try:
+            assert await admin.fetchval(f"SELECT max(version) FROM {q}.schema_version") == SCHEMA_VERSION
+            assert await read_all(s.read_blob(await s.get_record("s1", "k"))) == b"old"
+            await s.put_record("s1", "k", _Wrap(b"newer"), "text/plain", None)
+            assert await read_all(s.read_blob(await s.get_record("s1", "k"))) == b"newer"
+            st = await s.get_store("s1")
+            assert (st.generation, st.stats.storage_bytes) == (2, 5)
+            assert await admin.fetchval(f"SELECT blob_id FROM {q}.garbage") == 41
+        finally:
+            await s.aclose()
+    finally:
+        await PostgresStorage(DSN, schema=schema).drop_schema()
