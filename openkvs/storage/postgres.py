@@ -79,6 +79,7 @@ READ_PIECE = 1024 * 1024  # read_blob yields pieces of at most this
 # the storage API, 3 runs each, MiB/s): 1 MiB 428-472, 2 MiB 448-549, 4 MiB 608-625, 8 MiB 634-720. With the
 # prefetch two queries' rows are held at once; 4 MiB keeps that near a batch of small records (PREFETCH_BYTES).
 SNAPSHOT_QUERY_BYTES = 4 * 1024 * 1024
+GET_INLINE_MAX = 64 * 1024  # get_record returns the bytes of records up to this size with the metadata
 PREFETCH_BYTES = 8 * 1024 * 1024  # a snapshot batch holds at most about this many bytes of one-chunk records
 SCHEMA_VERSION = 2
 STATS_FLUSH_SECONDS = 2.0
@@ -998,8 +999,18 @@ class PostgresStorage(Storage):
             raise _unavailable(exc) from exc
 
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
-        row = await self._fetchrow(f"SELECT {_RECORD_COLS} FROM records WHERE store_id = $1 AND key = $2", store_id, key)
-        return _record(row) if row else None
+        # A small record comes with its bytes (same query, same snapshot): read_blob then runs no query.
+        row = await self._fetchrow(
+            f"""SELECT {_RECORD_COLS}, CASE WHEN size > 0 AND size <= least(chunk_size, {GET_INLINE_MAX}) THEN
+                    (SELECT c.data FROM blob_chunks c WHERE c.blob_id = r.blob_id AND c.seq = 0) END AS data
+                FROM records r WHERE store_id = $1 AND key = $2""",
+            store_id,
+            key,
+        )
+        if row is None:
+            return None
+        data = row["data"]
+        return _record(row, data if data is not None else (b"" if row["size"] == 0 else None))
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob, start, end = _blob_range(record, start, end)

@@ -646,3 +646,34 @@ async def test_migration_from_version_1_keeps_records(schema: str, admin) -> Non
             await s.aclose()
     finally:
         await PostgresStorage(DSN, schema=schema).drop_schema()
+
+
+async def test_get_record_brings_small_bytes(storage: PostgresStorage, monkeypatch) -> None:
+    """get_record returns the bytes of records up to GET_INLINE_MAX with the metadata: read_blob runs no query
+    for them (and they stay readable whatever happens to the record). Bigger ones are read by read_blob."""
+    from openkvs.storage.postgres import GET_INLINE_MAX
+
+    _, store = await new_store(storage)
+    values = {"empty": b"", "small": os.urandom(1000), "edge": os.urandom(GET_INLINE_MAX), "over": os.urandom(GET_INLINE_MAX + 1)}
+    for k, v in values.items():
+        await storage.put_record(store.id, k, _Wrap(v), "x", None)
+    recs = {k: await storage.get_record(store.id, k) for k in values}
+    assert recs["over"].blob.data is None
+    assert recs["small"].blob.data == values["small"] and recs["edge"].blob.data == values["edge"]
+    calls = []
+    real = storage._fetch
+
+    async def counting(sql, *args):
+        calls.append(sql)
+        return await real(sql, *args)
+
+    monkeypatch.setattr(storage, "_fetch", counting)
+    for k in ("empty", "small", "edge"):
+        assert await read_all(storage.read_blob(recs[k])) == values[k]
+        assert await read_all(storage.read_blob(recs[k], 3, 700)) == values[k][3:700]
+    assert calls == []
+    assert await read_all(storage.read_blob(recs["over"])) == values["over"]
+    assert len(calls) == 1
+    await storage.delete_record(store.id, "small")
+    await storage.collect_garbage(grace=0)
+    assert await read_all(storage.read_blob(recs["small"])) == values["small"]
