@@ -33,6 +33,7 @@ Design:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import re
@@ -380,6 +381,21 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    """What a pool runs on every release. asyncpg's default sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL`` each time: a round trip per query here, i.e. as many as the queries themselves. This
+    backend takes no session advisory locks, opens no cursor outside a transaction, never LISTENs and never SETs
+    a session setting, so the only state that can be left is an open transaction."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+# asyncpg < 0.30 has no ``reset`` argument (it then runs its default)
+_POOL_RESET: dict[str, Any] = (
+    {"reset": _reset_connection} if "reset" in inspect.signature(asyncpg.create_pool).parameters else {}
+)
+
+
 # Writing a record is one statement. It locks the store row first (``lk``: ``up`` reads from it, so that runs
 # before the record row is touched; no row when the store is gone) and the store row is what every writer of a
 # store waits for, so the statement holds it only for its own execution and commit: for a small record the
@@ -557,6 +573,7 @@ class PostgresStorage(Storage):
             "timeout": self.connect_timeout,
             "server_settings": {"search_path": f'"{self.schema}"', "application_name": self.application_name},
             "init": _init_connection,
+            **_POOL_RESET,
         }
 
     async def _connect_one(self) -> asyncpg.Connection:

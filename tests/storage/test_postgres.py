@@ -677,3 +677,15 @@ async def test_get_record_brings_small_bytes(storage: PostgresStorage, monkeypat
     await storage.delete_record(store.id, "small")
     await storage.collect_garbage(grace=0)
     assert await read_all(storage.read_blob(recs["small"])) == values["small"]
+
+
+async def test_pool_release_rolls_back_a_left_transaction(storage: PostgresStorage) -> None:
+    """The pools' cheap reset (no RESET ALL round trip per release) still ends a transaction left open."""
+    pool = storage._p()
+    conn = await pool.acquire()
+    raw = conn._con
+    await conn.execute("BEGIN")
+    await conn.execute("CREATE TEMP TABLE left_open (x int)")
+    await pool.release(conn)
+    assert not raw.is_in_transaction()
+    assert await raw.fetchval("SELECT to_regclass('pg_temp.left_open')") is None  # rolled back
