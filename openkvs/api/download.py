@@ -85,28 +85,20 @@ async def _archive_size(snap: Snapshot) -> int:
 
 
 def _archive_bytes(snap: Snapshot, start: int, end: int) -> AsyncIterator[bytes]:
-    # Optional snapshot capabilities (the SQLite snapshot has both): zip_entries() lists the same records without
-    # their bytes, for the central directory; held_bytes(record) hands out bytes a batch already brought along,
-    # which the writer then copies without an async read per record.
-    zip_entries = getattr(snap, "zip_entries", None)
-    held_bytes = getattr(snap, "held_bytes", None)
-
     def batches() -> AsyncIterator[Sequence[RecordMeta]]:
         # The next batch is fetched while this one is turned into archive bytes and sent.
         return readahead(snap.records())
 
     def listing() -> AsyncIterator[Sequence[RecordMeta]]:
-        return readahead(zip_entries())
+        return readahead(snap.zip_entries())  # the central directory needs no record bytes
 
     def read(entry: RecordMeta, lo: int, hi: int) -> AsyncIterator[bytes]:
         if entry.content_encoding is None:
             return snap.read_blob(entry, lo, hi)
         return codec.slice_stream(codec.decode_stream(snap.read_blob(entry), entry.content_encoding), lo, hi)
 
-    chunks = zipwriter.iter_range(
-        batches, start, end, read, inline=held_bytes, listing=listing if zip_entries is not None else None
-    )
-    return readahead(chunks)
+    # held_bytes: small records the batch brought along are copied without an async read each.
+    return readahead(zipwriter.iter_range(batches, start, end, read, inline=snap.held_bytes, listing=listing))
 
 
 async def readahead(chunks: AsyncIterator[T]) -> AsyncIterator[T]:

@@ -147,20 +147,31 @@ class RecordBody(Protocol):
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
 
-class Snapshot(Protocol):
+class Snapshot(abc.ABC):
     """A consistent view of one store's records, for the ZIP download. Everything read through it reflects the
     moment it was opened, whatever writers do meanwhile, and every blob it lists stays readable until it closes."""
 
     generation: int  # the store's generation at the moment of the snapshot
     totals: SnapshotTotals
 
+    @abc.abstractmethod
     def records(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[RecordMeta]]:
-        """The selected records in key order (keys greater than ``after``, if given), in batches."""
-        ...
+        """The selected records in key order (keys greater than ``after``, if given), in batches. A batch may be
+        shorter than ``batch`` before the end (backends cap the bytes a batch carries): iterate to the end."""
 
+    @abc.abstractmethod
     def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Stored bytes ``[start, end)`` of a record in this snapshot."""
-        ...
+
+    def held_bytes(self, record: RecordMeta) -> bytes | None:
+        """The record's whole decoded bytes if its batch already brought them into memory, else None. Cheap and
+        synchronous, so the ZIP writer copies small records without a ``read_blob`` per record."""
+        return None
+
+    def zip_entries(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[Any]]:
+        """The same records as ``records``, with only what the ZIP central directory needs (``key``,
+        ``decoded_size``, ``crc32``, ``modified_at``); backends may skip fetching bytes here."""
+        return self.records(after, batch)
 
 
 # -- the interface ---------------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ from .base import (
     NotFound,
     RecordBody,
     RecordMeta,
+    Snapshot,
     SnapshotTotals,
     Storage,
     StorageError,
@@ -438,7 +439,7 @@ _UPSERT_BIG = f"""WITH t AS (SELECT {_NOW_MS} AS now), b AS (SELECT $9::bigint A
 _DEADLOCK_RETRIES = 5
 
 
-class PgSnapshot:
+class PgSnapshot(Snapshot):
     """One REPEATABLE READ READ ONLY transaction on a dedicated connection (see ``PostgresStorage.snapshot``)."""
 
     def __init__(self, conn: asyncpg.Connection, store_id: str, selection: KeySelection) -> None:
@@ -481,6 +482,12 @@ class PgSnapshot:
         )
         r = rows[0]
         self.totals = SnapshotTotals(count=r["n"], key_bytes=int(r["kb"]), decoded_bytes=int(r["db"]), big_count=r["big"])
+
+    def held_bytes(self, record: RecordMeta) -> bytes | None:
+        blob = record.blob
+        if record.content_encoding is None and isinstance(blob, PgBlob) and blob.data is not None:
+            return blob.data
+        return None
 
     async def records(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[RecordMeta]]:
         # Records of one chunk come with their bytes (read in the same query), so read_blob needs no query for

@@ -48,6 +48,7 @@ from .base import (
     NotFound,
     RecordBody,
     RecordMeta,
+    Snapshot,
     SnapshotTotals,
     Storage,
     StorageUnavailable,
@@ -1163,7 +1164,7 @@ def _snapshot_dt(ms: int) -> datetime:
     return _dt(ms)
 
 
-class _SQLiteSnapshot:
+class _SQLiteSnapshot(Snapshot):
     """One read transaction on a dedicated connection, open for the snapshot's life."""
 
     def __init__(
@@ -1202,8 +1203,7 @@ class _SQLiteSnapshot:
         row than a RecordMeta. Not for ``read_blob``."""
         return self._batches(after, batch, with_data=False)
 
-    @staticmethod
-    def held_bytes(record: RecordMeta) -> bytes | None:
+    def held_bytes(self, record: RecordMeta) -> bytes | None:
         """The record's decoded bytes if its batch brought them along (identity-encoded inline records), else
         None. Synchronous and cheap: the ZIP writer copies these without a ``read_blob`` per record."""
         blob = record.blob
