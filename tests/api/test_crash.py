@@ -6,11 +6,14 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import subprocess
 import threading
 import time
 
 import httpx
 import pytest
+
+from tests.conftest import DATABASE_URL
 
 from . import new_store, rec_path
 
@@ -116,9 +119,20 @@ def test_acknowledged_records_survive(crashed):
         assert c.get(rec_path(sid, "after")).content == b"ok"
 
 
-def test_restart_sweeps_tmp(crashed):
+def test_nothing_half_written_is_left(crashed):
+    """The upload the kill cut off leaves no bytes behind: no file in data/tmp (SQLite), no chunk rows that no
+    record or garbage entry owns (PostgreSQL rolled its transaction back)."""
     s, _, _ = crashed
-    if s.backend != "sqlite":
-        pytest.skip("data/tmp is the SQLite backend's")
-    leftovers = sorted(p.name for p in (s.data_dir / "tmp").iterdir())
-    assert leftovers == [], f"uploads cut off by the crash are still in data/tmp after the restart: {leftovers}"
+    if s.backend == "sqlite":
+        leftovers = sorted(p.name for p in (s.data_dir / "tmp").iterdir())
+        assert leftovers == [], f"uploads cut off by the crash are still in data/tmp after the restart: {leftovers}"
+        return
+    schema = s.env["OPENKVS_DATABASE_SCHEMA"]
+    orphans = subprocess.run(
+        ["psql", DATABASE_URL, "-tA", "-c",
+         f'SELECT count(*) FROM "{schema}".blob_chunks c WHERE NOT EXISTS '
+         f'(SELECT 1 FROM "{schema}".records r WHERE r.blob_id = c.blob_id) AND NOT EXISTS '
+         f'(SELECT 1 FROM "{schema}".garbage g WHERE g.blob_id = c.blob_id)'],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()
+    assert orphans == "0", f"{orphans} chunk rows of a cut-off upload survived the crash"
