@@ -172,7 +172,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     storage = storage or open_storage(settings)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
         await storage.open()
         limiter = None
         policy = None
@@ -187,9 +187,10 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
                 per_store_per_second=settings.rate_limit_store_per_second,
                 per_store_records_per_second=settings.rate_limit_records_per_second,
             )
-        app.state.openkvs = AppState(settings, storage, auth.TokenCache(storage), policy, settings.trusted_networks)
+        # Lifespan state: the server copies it into every request's scope["state"] (a plain dict lookup later).
+        st = AppState(settings, storage, auth.TokenCache(storage), policy, settings.trusted_networks)
         try:
-            yield
+            yield {"openkvs": st}
         finally:
             if limiter is not None:
                 await limiter.aclose()

@@ -37,7 +37,7 @@ class AppState:
 
 
 def state(request: Request) -> AppState:
-    return request.app.state.openkvs
+    return request.scope["state"]["openkvs"]  # type: ignore[no-any-return]
 
 
 def to_json(data: Any) -> bytes:

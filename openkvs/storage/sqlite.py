@@ -23,6 +23,7 @@ bytes by value and a snapshot reads them through its own read transaction.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -184,6 +185,7 @@ def _to_ms(now: datetime | float | None) -> int:
     return int(now * 1000)
 
 
+@functools.lru_cache(maxsize=65_536)  # the same few timestamps (a store's, a hot record's) come back constantly
 def _dt(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
