@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Protocol
 
 # Float slack in the "enough tokens?" comparison, so that waiting exactly ``retry_after`` is always enough even
@@ -46,6 +47,12 @@ class Limiter(Protocol):
     """
 
     async def hit(self, key: str, rate: float, burst: float, cost: float = 1) -> Decision: ...
+
+    async def hit_chain(self, hits: Sequence[tuple[str, float, float]]) -> Decision:
+        """One request against several buckets ``(key, rate, burst)``, in order, as one atomic step: take one
+        token from each; the first bucket that refuses ends the chain (buckets before it stay spent) and its
+        decision is returned."""
+        ...
 
     async def aclose(self) -> None: ...
 

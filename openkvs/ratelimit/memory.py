@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .base import ALLOWED, Decision, full_after, take
 
@@ -55,6 +55,14 @@ class MemoryLimiter:
         bucket[0] = tokens
         bucket[1] = now
         bucket[2] = now + full_after(tokens, rate, burst)
+        return ALLOWED
+
+    async def hit_chain(self, hits: Sequence[tuple[str, float, float]]) -> Decision:
+        # hit() never awaits in fact, so the chain runs without yielding: atomic like a single hit.
+        for key, rate, burst in hits:
+            decision = await self.hit(key, rate, burst)
+            if not decision.allowed:
+                return decision
         return ALLOWED
 
     def _evict_full(self, now: float) -> None:

@@ -73,12 +73,18 @@ class RateLimitPolicy:
         for that store. ``record_op`` without a store is treated as a plain user-level request."""
         limit = self.limit_for(store_id, record_op)
         # Key namespaces ("who:", "store:", "records:") keep callers and stores apart whatever the ids contain.
-        decision = await self.limiter.hit("who:" + identity, self._user_rate, self._user_burst)
-        if decision.allowed and store_id is not None:
-            if record_op:
-                decision = await self.limiter.hit("records:" + store_id, self._records_rate, self._records_rate)
-            else:
-                decision = await self.limiter.hit("store:" + store_id, self._store_rate, self._store_rate)
+        if store_id is None:
+            decision = await self.limiter.hit("who:" + identity, self._user_rate, self._user_burst)
+        else:
+            # One atomic step (one Redis round trip): the caller's bucket first, then the store's.
+            store_bucket = (
+                ("records:" + store_id, self._records_rate, self._records_rate)
+                if record_op
+                else ("store:" + store_id, self._store_rate, self._store_rate)
+            )
+            decision = await self.limiter.hit_chain(
+                [("who:" + identity, self._user_rate, self._user_burst), store_bucket]
+            )
         if decision.allowed:
             return Verdict(True, 0, limit)
         return Verdict(False, _retry_seconds(decision.retry_after), limit)

@@ -3,7 +3,8 @@
 Each hit is ONE Lua script (read, refill, decide, write) so it is atomic on the server: no get-then-set race
 between workers (litestar#4700). Time comes from Redis ``TIME`` inside the script so nodes with skewed clocks
 still agree; tests may inject a clock instead. Each bucket is one hash under ``openkvs:rl:<key>`` that expires
-once it would have refilled, so idle keys vanish. One key per script keeps it valid on Redis Cluster.
+once it would have refilled, so idle keys vanish. A request's buckets (its caller's, then its store's) go through
+CHAIN_SCRIPT in one round trip; that one needs its keys on one server (no Redis Cluster).
 
 Rate limiting must never take the API down with it: if Redis is unreachable or errors, hits are allowed
 (fail open), a warning is logged once per outage and a note once on recovery. After a failure Redis is left
@@ -16,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -76,6 +77,52 @@ return {1, '0'}
 """
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
+# The same step over several buckets in one round trip (a request spends from its caller's bucket and then from
+# its store's): KEYS are the buckets in order, ARGV = now, eps, pad, then rate, burst, cost per bucket. The first
+# bucket that refuses ends it; the ones before it stay spent, exactly as separate hits in that order would.
+# Its keys must live on one server (not spread over a Redis Cluster); the single-key SCRIPT has no such need.
+CHAIN_SCRIPT = """
+local now = tonumber(ARGV[1])
+local eps = tonumber(ARGV[2])
+local pad = tonumber(ARGV[3])
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+for i = 1, #KEYS do
+  local rate = tonumber(ARGV[3 * i + 1])
+  local burst = tonumber(ARGV[3 * i + 2])
+  local cost = tonumber(ARGV[3 * i + 3])
+  local state = redis.call('HMGET', KEYS[i], 't', 'ts')
+  local tokens = tonumber(state[1])
+  local ts = tonumber(state[2])
+  if tokens == nil or ts == nil then
+    tokens = burst
+    ts = now
+  end
+  local elapsed = now - ts
+  if elapsed > 0 then
+    tokens = math.min(burst, tokens + elapsed * rate)
+  end
+  if tokens + eps < cost then
+    local retry = 'inf'
+    if cost <= burst + eps and rate > 0 then
+      retry = string.format('%.17g', (cost - tokens) / rate + pad)
+    end
+    return {0, retry}
+  end
+  tokens = tokens - cost
+  redis.call('HSET', KEYS[i], 't', string.format('%.17g', tokens), 'ts', string.format('%.17g', now))
+  local ttl = 86400000
+  if rate > 0 then
+    ttl = math.min(ttl, math.ceil((burst - tokens) / rate * 1000) + 1000)
+  end
+  redis.call('PEXPIRE', KEYS[i], ttl)
+end
+return {1, '0'}
+"""
+CHAIN_SCRIPT_SHA = hashlib.sha1(CHAIN_SCRIPT.encode()).hexdigest()
+
 # Everything that means "Redis cannot answer properly right now". OSError covers socket errors raised before
 # redis-py wraps them; TimeoutError covers asyncio timeouts.
 UNAVAILABLE = (RedisError, OSError, TimeoutError)
@@ -113,19 +160,28 @@ class RedisLimiter:
         self._skip_until = 0.0  # time.monotonic() before which Redis is not asked at all
 
     async def hit(self, key: str, rate: float, burst: float, cost: float = 1) -> Decision:
+        args = (rate, burst, cost, "" if self._clock is None else repr(self._clock()), EPSILON, RETRY_PAD)
+        return await self._run(SCRIPT, SCRIPT_SHA, [self._prefix + key], args)
+
+    async def hit_chain(self, hits: Sequence[tuple[str, float, float]]) -> Decision:
+        args: list[object] = ["" if self._clock is None else repr(self._clock()), EPSILON, RETRY_PAD]
+        for _, rate, burst in hits:
+            args += [rate, burst, 1]
+        return await self._run(CHAIN_SCRIPT, CHAIN_SCRIPT_SHA, [self._prefix + key for key, _, _ in hits], args)
+
+    async def _run(self, script: str, sha: str, keys: list[str], args: Sequence[object]) -> Decision:
         if self._down:
             now = time.monotonic()
             if now < self._skip_until:
                 return ALLOWED
             # Half-open: this hit probes; concurrent ones keep skipping until it has answered.
             self._skip_until = now + self._retry_interval
-        args = (rate, burst, cost, "" if self._clock is None else repr(self._clock()), EPSILON, RETRY_PAD)
         try:
             try:
-                allowed, retry_after = await self._redis.evalsha(SCRIPT_SHA, 1, self._prefix + key, *args)
+                allowed, retry_after = await self._redis.evalsha(sha, len(keys), *keys, *args)
             except NoScriptError:
                 # First use on this server, or it restarted / ran SCRIPT FLUSH. EVAL also caches the script.
-                allowed, retry_after = await self._redis.eval(SCRIPT, 1, self._prefix + key, *args)
+                allowed, retry_after = await self._redis.eval(script, len(keys), *keys, *args)
         except UNAVAILABLE as exc:
             self._failed(exc)
             return ALLOWED

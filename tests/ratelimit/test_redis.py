@@ -177,3 +177,25 @@ async def test_script_cache_loss_is_survived(redis_server) -> None:  # type: ign
         assert admin.script_exists(SCRIPT_SHA) == [True]
     finally:
         await limiter.aclose()
+
+
+async def test_chain_same_decisions_as_memory_limiter(redis_url: str, prefix: str) -> None:
+    """The one-round-trip chain (caller's bucket, then the store's) decides exactly as the in-memory chain."""
+    for seed in range(4):
+        rng = random.Random(100 + seed)
+        clock = FakeClock(rng.uniform(0, 1e6))
+        mem = MemoryLimiter(clock)
+        red = RedisLimiter(redis_url, clock, prefix=f"{prefix}c{seed}:")
+        try:
+            for _ in range(200):
+                clock.advance(rng.choice([0, 0, 0.001, 0.1, 0.5, 1]) * rng.random())
+                chain = [("who:" + rng.choice("uv"), 5.0, 5.0), ("store:" + rng.choice("st"), 2.0, 3.0)]
+                want = await mem.hit_chain(chain)
+                got = await red.hit_chain(chain)
+                assert got.allowed == want.allowed
+                assert got.retry_after == pytest.approx(want.retry_after, rel=1e-9, abs=1e-12)
+            # and the buckets themselves agree afterwards: a refused store hit still spent the caller's token
+            for key, rate, burst in (("who:u", 5.0, 5.0), ("store:s", 2.0, 3.0)):
+                assert (await red.hit(key, rate, burst)).allowed == (await mem.hit(key, rate, burst)).allowed
+        finally:
+            await red.aclose()
