@@ -4,7 +4,7 @@ Each hit is ONE Lua script (read, refill, decide, write) so it is atomic on the 
 between workers (litestar#4700). Time comes from Redis ``TIME`` inside the script so nodes with skewed clocks
 still agree; tests may inject a clock instead. Each bucket is one hash under ``openkvs:rl:<key>`` that expires
 once it would have refilled, so idle keys vanish. A request's buckets (its caller's, then its store's) go through
-CHAIN_SCRIPT in one round trip; that one needs its keys on one server (no Redis Cluster).
+the script together, in one round trip.
 
 Rate limiting must never take the API down with it: if Redis is unreachable or errors, hits are allowed
 (fail open), a warning is logged once per outage and a note once on recovery. After a failure Redis is left
@@ -31,57 +31,16 @@ logger = logging.getLogger("openkvs.ratelimit")
 
 PREFIX = "openkvs:rl:"
 
-# Same arithmetic as base.take/wait_time/full_after; a test checks both give the same decisions.
-# Numbers are written with %.17g because Redis would otherwise turn Lua numbers into strings with 14 digits
-# (losing precision on timestamps) and into truncated integers in replies (losing retry_after's fraction).
+# One step over one or more buckets in one round trip (a request spends from its caller's bucket and then from its
+# store's): KEYS are the buckets in order, ARGV = now, eps, pad, then rate, burst, cost per bucket. The first bucket
+# that refuses ends it; the ones before it stay spent, exactly as separate hits in that order would. With several
+# keys they must live on one server (not spread over a Redis Cluster); a single-key call has no such need.
+# Same arithmetic as base.take/wait_time/full_after; a test checks both give the same decisions. Numbers are
+# written with %.17g because Redis would otherwise turn Lua numbers into strings with 14 digits (losing precision
+# on timestamps) and into truncated integers in replies (losing retry_after's fraction). A denied bucket writes
+# nothing: its stored state yields the same refill later. A bucket expires once full again (then it equals an
+# absent key) plus a second of slack; a day at most when it never refills (rate 0).
 SCRIPT = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local now = tonumber(ARGV[4])
-local eps = tonumber(ARGV[5])
-local pad = tonumber(ARGV[6])
-if now == nil then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local state = redis.call('HMGET', KEYS[1], 't', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil or ts == nil then
-  tokens = burst
-  ts = now
-end
-local elapsed = now - ts
-if elapsed > 0 then
-  tokens = math.min(burst, tokens + elapsed * rate)
-end
-if tokens + eps < cost then
-  -- Denied: the stored state yields the same refill later, so nothing to write (and the TTL still holds).
-  local retry = 'inf'
-  if cost <= burst + eps and rate > 0 then
-    retry = string.format('%.17g', (cost - tokens) / rate + pad)
-  end
-  return {0, retry}
-end
-tokens = tokens - cost
-redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'ts', string.format('%.17g', now))
--- Expire once full again (then it equals an absent key), plus a second of slack; a day at most when the
--- bucket never refills (rate 0), so such keys still go away eventually.
-local ttl = 86400000
-if rate > 0 then
-  ttl = math.min(ttl, math.ceil((burst - tokens) / rate * 1000) + 1000)
-end
-redis.call('PEXPIRE', KEYS[1], ttl)
-return {1, '0'}
-"""
-SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
-
-# The same step over several buckets in one round trip (a request spends from its caller's bucket and then from
-# its store's): KEYS are the buckets in order, ARGV = now, eps, pad, then rate, burst, cost per bucket. The first
-# bucket that refuses ends it; the ones before it stay spent, exactly as separate hits in that order would.
-# Its keys must live on one server (not spread over a Redis Cluster); the single-key SCRIPT has no such need.
-CHAIN_SCRIPT = """
 local now = tonumber(ARGV[1])
 local eps = tonumber(ARGV[2])
 local pad = tonumber(ARGV[3])
@@ -121,7 +80,7 @@ for i = 1, #KEYS do
 end
 return {1, '0'}
 """
-CHAIN_SCRIPT_SHA = hashlib.sha1(CHAIN_SCRIPT.encode()).hexdigest()
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
 # Everything that means "Redis cannot answer properly right now". OSError covers socket errors raised before
 # redis-py wraps them; TimeoutError covers asyncio timeouts.
@@ -160,16 +119,16 @@ class RedisLimiter:
         self._skip_until = 0.0  # time.monotonic() before which Redis is not asked at all
 
     async def hit(self, key: str, rate: float, burst: float, cost: float = 1) -> Decision:
-        args = (rate, burst, cost, "" if self._clock is None else repr(self._clock()), EPSILON, RETRY_PAD)
-        return await self._run(SCRIPT, SCRIPT_SHA, [self._prefix + key], args)
+        args = ("" if self._clock is None else repr(self._clock()), EPSILON, RETRY_PAD, rate, burst, cost)
+        return await self._run([self._prefix + key], args)
 
     async def hit_chain(self, hits: Sequence[tuple[str, float, float]]) -> Decision:
         args: list[object] = ["" if self._clock is None else repr(self._clock()), EPSILON, RETRY_PAD]
         for _, rate, burst in hits:
             args += [rate, burst, 1]
-        return await self._run(CHAIN_SCRIPT, CHAIN_SCRIPT_SHA, [self._prefix + key for key, _, _ in hits], args)
+        return await self._run([self._prefix + key for key, _, _ in hits], args)
 
-    async def _run(self, script: str, sha: str, keys: list[str], args: Sequence[object]) -> Decision:
+    async def _run(self, keys: list[str], args: Sequence[object]) -> Decision:
         if self._down:
             now = time.monotonic()
             if now < self._skip_until:
@@ -178,10 +137,10 @@ class RedisLimiter:
             self._skip_until = now + self._retry_interval
         try:
             try:
-                allowed, retry_after = await self._redis.evalsha(sha, len(keys), *keys, *args)
+                allowed, retry_after = await self._redis.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
             except NoScriptError:
                 # First use on this server, or it restarted / ran SCRIPT FLUSH. EVAL also caches the script.
-                allowed, retry_after = await self._redis.eval(script, len(keys), *keys, *args)
+                allowed, retry_after = await self._redis.eval(SCRIPT, len(keys), *keys, *args)
         except UNAVAILABLE as exc:
             self._failed(exc)
             return ALLOWED
