@@ -28,6 +28,17 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def shared_redis_url() -> str:
+    """The shared Redis's URL, once it answers a PING (else skip, or fail in CI)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        unavailable(f"Redis not reachable at {REDIS_URL} (set OPENKVS_TEST_REDIS_URL): {exc}")
+    return REDIS_URL
+
+
 def postgres_reachable() -> bool:
     try:
         with socket.create_connection(("127.0.0.1", 5432), timeout=1):

@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL, Server, _drop_schema, free_port, make_server, unavailable
+from tests.conftest import REDIS_URL, Server, _drop_schema, free_port, make_server, shared_redis_url, unavailable
 
 from . import assert_error, new_store, rec_path
 
@@ -135,16 +135,6 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
-
-
-def shared_redis_url() -> str:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        unavailable(f"Redis not reachable at {REDIS_URL} (set OPENKVS_TEST_REDIS_URL): {exc}")
-    return REDIS_URL
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -9,9 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+
+from tests.conftest import shared_redis_url, unavailable
+
 from .helpers import FakeClock, free_port
 
-REDIS_URL = os.environ.get("OPENKVS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
@@ -24,20 +25,9 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def _unavailable(reason: str) -> None:
-    # Locally a missing service skips with the reason; in CI it must fail, or the suite would pass vacuously.
-    if os.environ.get("CI"):
-        pytest.fail(reason + " (CI is set, so this is a failure)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        _unavailable(f"Redis not reachable at {REDIS_URL} (set OPENKVS_TEST_REDIS_URL): {exc}")
-    return REDIS_URL
+    return shared_redis_url()
 
 
 @pytest.fixture
@@ -89,7 +79,7 @@ class RedisServer:
 def redis_server() -> Iterator[RedisServer]:
     binary = shutil.which("redis-server")
     if binary is None:
-        _unavailable("redis-server is not installed; the outage/recovery test starts its own")
+        unavailable("redis-server is not installed; the outage/recovery test starts its own")
     server = RedisServer(binary)
     server.start()
     yield server

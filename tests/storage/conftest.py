@@ -19,6 +19,7 @@ import pytest
 
 from openkvs.storage.base import Storage
 from openkvs.storage.ids import new_id
+from tests.conftest import unavailable
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -28,20 +29,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"postgres backend not tested in CI: {reason}")
-    pytest.skip(reason)
-
-
 async def _postgres(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
     try:
         from openkvs.storage import postgres
     except ImportError as exc:
-        _unavailable(f"openkvs.storage.postgres does not import: {exc}")
+        unavailable(f"openkvs.storage.postgres does not import: {exc}")
     cls = getattr(postgres, "PostgresStorage", None)
     if cls is None:
-        _unavailable("openkvs.storage.postgres has no PostgresStorage")
+        unavailable("openkvs.storage.postgres has no PostgresStorage")
     dsn = os.environ.get("OPENKVS_TEST_DATABASE_URL", DEFAULT_PG_URL)
     kwargs: dict[str, Any] = {}
     params = inspect.signature(cls).parameters
@@ -54,13 +49,13 @@ async def _postgres(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
     try:
         await storage.open()
     except Exception as exc:  # server down, wrong DSN
-        _unavailable(f"cannot open PostgresStorage({dsn!r}): {exc!r}")
+        unavailable(f"cannot open PostgresStorage({dsn!r}): {exc!r}")
     try:
         if "schema" not in kwargs:
             reset = getattr(storage, "reset", None)
             if reset is None:
                 await storage.aclose()
-                _unavailable("PostgresStorage has neither a schema= option nor reset(): no per-test isolation")
+                unavailable("PostgresStorage has neither a schema= option nor reset(): no per-test isolation")
             await reset()
         yield storage
     finally:
