@@ -174,6 +174,21 @@ class Snapshot(abc.ABC):
         return self.records(after, batch)
 
 
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (None: no upper bound), so that a
+    prefix selection is the index range ``prefix <= key < bound`` in both backends (LIKE would not use the index
+    and would treat ``_`` and ``%`` as wildcards)."""
+    chars = list(prefix)
+    while chars:
+        c = ord(chars.pop())
+        if c < 0x10FFFF:
+            c += 1
+            if 0xD800 <= c <= 0xDFFF:  # surrogates cannot be encoded: skip them
+                c = 0xE000
+            return "".join(chars) + chr(c)
+    return None
+
+
 # -- the interface ---------------------------------------------------------------------------------------------
 
 

@@ -49,6 +49,7 @@ import asyncpg
 from asyncpg import exceptions as pgx
 
 from .base import (
+    prefix_upper_bound,
     Grant,
     KeyItem,
     KeyPage,
@@ -202,16 +203,6 @@ class PgBlob:
     data: bytes | None = field(default=None, repr=False, compare=False)
 
 
-def _successor(prefix: str) -> str | None:
-    """The least string greater than every string starting with ``prefix`` (None: no upper bound)."""
-    s = prefix
-    while s and ord(s[-1]) >= 0x10FFFF:
-        s = s[:-1]
-    if not s:
-        return None
-    return s[:-1] + chr(ord(s[-1]) + 1)
-
-
 def _selection_sql(selection: KeySelection, args: list[Any]) -> str | None:
     """SQL conditions on ``key`` for a selection, appending parameters to ``args``; None: selects nothing."""
     conds: list[str] = []
@@ -223,7 +214,7 @@ def _selection_sql(selection: KeySelection, args: list[Any]) -> str | None:
     elif selection.prefix:
         args.append(selection.prefix)
         conds.append(f"key >= ${len(args)}")
-        succ = _successor(selection.prefix)
+        succ = prefix_upper_bound(selection.prefix)
         if succ is not None:
             args.append(succ)
             conds.append(f"key < ${len(args)}")

@@ -41,6 +41,7 @@ import anyio
 import anyio.to_thread
 
 from .base import (
+    prefix_upper_bound,
     Grant,
     KeyItem,
     KeyPage,
@@ -190,19 +191,6 @@ def _dt(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
-def _prefix_upper(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with ``prefix`` (None: no upper bound)."""
-    chars = list(prefix)
-    while chars:
-        c = ord(chars.pop())
-        if c < 0x10FFFF:
-            c += 1
-            if 0xD800 <= c <= 0xDFFF:  # surrogates cannot be encoded: skip them
-                c = 0xE000
-            return "".join(chars) + chr(c)
-    return None
-
-
 def _selection_sql(selection: KeySelection) -> tuple[str, list[Any]]:
     """A WHERE fragment (range conditions, so the primary key is used) and its parameters."""
     if selection.exact is not None:
@@ -210,7 +198,7 @@ def _selection_sql(selection: KeySelection) -> tuple[str, list[Any]]:
             return "0", []
         return "key = ?", [selection.exact]
     if selection.prefix:
-        upper = _prefix_upper(selection.prefix)
+        upper = prefix_upper_bound(selection.prefix)
         if upper is None:
             return "key >= ?", [selection.prefix]
         return "key >= ? AND key < ?", [selection.prefix, upper]
