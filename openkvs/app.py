@@ -106,7 +106,6 @@ class ApiMiddleware:
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        self.settings = settings
         self.default_limit = str(max(settings.rate_limit_user_per_minute // 60, 1))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -230,5 +230,3 @@ def _json_check(cid, spec, previous):  # type: ignore[no-untyped-def]
 def json_response_empty(location: str) -> Response:
     return Response(b"{}", 201, {"Location": location}, media_type="application/json; charset=utf-8")
 
-
-__all__ = ["list_keys", "record_endpoint", "json_response"]
