@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openkvs import auth, errors, openapi
 from openkvs.api import download, records, stores
-from openkvs.api.common import AppState
+from openkvs.api.common import ApiRequest, AppState
 from openkvs.config import Settings
 from openkvs.storage.base import Storage, StorageError
 
@@ -40,7 +40,7 @@ class methods:  # noqa: N801 - reads as a declaration in the route table
         self.allow_header = ",".join(["OPTIONS", *self.allowed])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        request = ApiRequest(scope, receive)
         response = await self.respond(request)
         await response(scope, receive, send)
 
@@ -104,9 +104,11 @@ class ApiMiddleware:
     renders any error raised before the response started in the API's JSON shape. A 500 hides internals and logs
     the traceback with a request id. After the response started, an error can only abort the connection."""
 
+    CORS_HEADERS = [(b"access-control-allow-origin", b"*"), (b"access-control-expose-headers", CORS_EXPOSE_HEADERS.encode())]
+
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        self.default_limit = str(max(settings.rate_limit_user_per_minute // 60, 1))
+        self.default_limit = str(max(settings.rate_limit_user_per_minute // 60, 1)).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,14 +120,15 @@ class ApiMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = list(message.get("headers", []))
                 limit = scope.get("openkvs.ratelimit_limit")
-                headers += [
-                    (b"access-control-allow-origin", b"*"),
-                    (b"access-control-expose-headers", CORS_EXPOSE_HEADERS.encode()),
-                    (b"x-ratelimit-limit", str(limit).encode() if limit else self.default_limit.encode()),
-                ]
-                message = {**message, "headers": headers}
+                message = {
+                    **message,
+                    "headers": [
+                        *message.get("headers", ()),
+                        *self.CORS_HEADERS,
+                        (b"x-ratelimit-limit", str(limit).encode() if limit else self.default_limit),
+                    ],
+                }
             await send(message)
 
         try:
@@ -154,6 +157,32 @@ class ApiMiddleware:
         headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
         await send({"type": "http.response.start", "status": exc.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+RECORDS_PATH = "/v2/key-value-stores/"
+
+
+class FastLane:
+    """Record GET and HEAD, the requests a client makes most, go straight to their endpoint: no router matching
+    over every route and no Starlette middleware layers, only ApiMiddleware (the same error shape and common
+    headers). Every other request, and any path this doesn't recognise, goes to the Starlette app."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.record_get = ApiMiddleware(records.record_get, settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            path: str = scope["path"]
+            if path.startswith(RECORDS_PATH):
+                # The route "/v2/key-value-stores/{store_id}/records/{key:path}": store_id has no "/", so the
+                # first "/records/" ends it.
+                store_id, sep, key = path[len(RECORDS_PATH) :].partition("/records/")
+                if sep and store_id and key and "/" not in store_id:
+                    scope["path_params"] = {"store_id": store_id, "key": key}
+                    await self.record_get(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -198,4 +227,4 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     # ApiMiddleware sits inside Starlette's ServerErrorMiddleware, so it sees every error first.
     app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=[Middleware(ApiMiddleware, settings=settings)])
     app.router.default = not_found  # a path no route pattern matches (e.g. a newline inside) still gets the JSON 404
-    return app
+    return FastLane(app, settings)

@@ -73,7 +73,7 @@ class By(enum.Enum):
     OWN_NAME = "~name"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class Address:
     """How the path named a store."""
 

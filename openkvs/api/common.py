@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,7 +17,7 @@ from starlette.responses import Response
 from openkvs import auth, errors, httprange, signing
 from openkvs.config import Settings
 from openkvs.ratelimit import client_ip
-from openkvs.storage.base import KeySelection, Storage, Store, StorageError, User
+from openkvs.storage.base import KeySelection, RecordMeta, Storage, Store, StorageError, User
 
 # \Z, not $: "$" also matches before a final newline, which would let "key\n" through.
 KEY_RE = re.compile(r"^[a-zA-Z0-9!\-_.'()]{1,256}\Z")
@@ -25,6 +26,31 @@ USERNAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{3,30}\Z")
 MAX_JSON_BODY = 9_437_184
 PUBLIC_URL_DAYS = 14
 MAX_QUERY_INT = 2**53 - 1  # the largest integer every JSON client reads exactly
+
+
+class ApiRequest(Request):
+    """Starlette's Request with the headers and the query parameters as plain dicts, made once per request:
+    Starlette's Headers scans and re-encodes the raw list on every lookup, and a record GET looks up half a
+    dozen. Handlers ask for lowercase header names; as with Starlette, the first of repeated headers wins and
+    the last of repeated query parameters does."""
+
+    @property
+    def headers(self) -> dict[str, str]:  # type: ignore[override]
+        try:
+            return self._plain_headers  # type: ignore[no-any-return,has-type]
+        except AttributeError:
+            raw = self.scope["headers"]
+            self._plain_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reversed(raw)}
+            return self._plain_headers
+
+    @property
+    def query_params(self) -> dict[str, str]:  # type: ignore[override]
+        try:
+            return self._plain_query  # type: ignore[no-any-return,has-type]
+        except AttributeError:
+            qs = self.scope["query_string"]
+            self._plain_query = dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {}
+            return self._plain_query
 
 
 @dataclass
@@ -109,10 +135,14 @@ def query_text(request: Request, name: str) -> str | None:
     return raw
 
 
+def valid_key(key: str) -> bool:
+    return KEY_RE.match(key) is not None and key not in (".", "..")
+
+
 def check_key(key: str) -> str:
     if len(key) > 256:
         raise errors.InvalidRecordKey("Record key is too long (maximum is 256 characters)")
-    if not KEY_RE.match(key) or key in (".", ".."):
+    if not valid_key(key):
         raise errors.InvalidRecordKey()
     return key
 
@@ -165,7 +195,7 @@ def select_range(request: Request, etag: str, size: int, headers: dict[str, str]
 # -- callers and stores ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class Caller:
     user: User | None
     token_given: bool
@@ -188,24 +218,34 @@ def require_user(who: Caller) -> User:
     return who.user
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class StoreAccess:
     store: Store
     access: auth.Access
     address: auth.Address
+    record: RecordMeta | None = None  # the record asked for with ``find_store(..., record_key=)``, if it exists
+    record_looked_up: bool = False  # whether ``record`` is the answer (else the caller must ask storage itself)
 
 
-async def find_store(request: Request, who: Caller, raw_id: str, *, record_op: bool = False) -> StoreAccess:
+async def find_store(
+    request: Request, who: Caller, raw_id: str, *, record_op: bool = False, record_key: str | None = None
+) -> StoreAccess:
     """The store a path names and the caller's access to it. A store addressed by name that the caller may not
-    read is reported missing, so names of private stores don't leak."""
+    read is reported missing, so names of private stores don't leak. ``record_key``: also look up that record,
+    in the same query where the store is addressed by ID (the record GET; access is checked all the same)."""
     st = state(request)
     address = auth.parse_store_address(raw_id)
     store: Store | None
+    record: RecordMeta | None = None
+    looked_up = False
     if not _plausible(address):
         if address.by is auth.By.OWN_NAME:
             require_user(who)
         raise errors.NotFound()  # no store can have it, so don't ask the database (a NUL there would be a 500)
-    if address.by is auth.By.ID:
+    if address.by is auth.By.ID and record_key is not None and valid_key(record_key):
+        store, record = await guard(request, st.storage.get_store_and_record(address.value, record_key))
+        looked_up = True
+    elif address.by is auth.By.ID:
         store = await guard(request, st.storage.get_store(address.value))
     elif address.by is auth.By.OWN_NAME:
         user = require_user(who)
@@ -221,7 +261,7 @@ async def find_store(request: Request, who: Caller, raw_id: str, *, record_op: b
         auth.general_access_level(store, address, st.settings.default_general_access),
     )
     await rate_limit(request, who, store.id, record_op=record_op)
-    return StoreAccess(store, access, address)
+    return StoreAccess(store, access, address, record, looked_up)
 
 
 ID_RE = re.compile(r"^[a-zA-Z0-9]{1,64}\Z")

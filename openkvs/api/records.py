@@ -10,9 +10,12 @@ from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from openkvs import auth, codec, errors, schema, signing
 from openkvs.api.common import (
+    ApiRequest,
+    StoreAccess,
     select_range,
     check_key,
     find_store,
@@ -32,6 +35,9 @@ from openkvs.storage.base import RecordMeta
 
 # Stored pages can't run scripts as this origin, and browsers must not guess another type (API.md 4.6).
 RECORD_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+# The headers every record GET answers with (also a 304), encoded once.
+RECORD_FIXED_HEADERS = {"Accept-Ranges": "bytes", "Vary": "Accept-Encoding", **RECORD_SECURITY_HEADERS}
+_RECORD_FIXED_RAW = [(k.lower().encode(), v.encode()) for k, v in RECORD_FIXED_HEADERS.items()]
 
 
 async def list_keys(request: Request) -> Response:
@@ -105,12 +111,14 @@ def _path_key(request: Request) -> str:
 async def record_endpoint(request: Request) -> Response:
     key = _path_key(request)
     who = await caller(request)
-    found = await find_store(request, who, request.path_params["store_id"], record_op=True)
+    reading = request.method in ("GET", "HEAD")
+    store_id = request.path_params["store_id"]
+    found = await find_store(request, who, store_id, record_op=True, record_key=key if reading else None)
     check_key(key)
-    if request.method in ("GET", "HEAD"):
+    if reading:
         signed = auth.check_record_signature(found.store, key, request.query_params.get("signature"))
         need(request, found, who, Access.READ, signed=signed)
-        return await _get_record(request, found.store.id, key)
+        return await _get_record(request, found, key)
     need(request, found, who, Access.WRITE)
     if request.method == "DELETE":
         storage = state(request).storage
@@ -120,9 +128,36 @@ async def record_endpoint(request: Request) -> Response:
     return await _put_record(request, found.store, key)
 
 
-async def _get_record(request: Request, store_id: str, key: str) -> Response:
+async def record_get(scope: Scope, receive: Receive, send: Send) -> None:
+    """GET/HEAD of a record as a bare ASGI app, for app.py's fast lane (the router has set ``path_params``): the
+    same endpoint, without Starlette's routing and middleware layers around it."""
+    response = await record_endpoint(ApiRequest(scope, receive))
+    await response(scope, receive, send)
+
+
+class _Bytes:
+    """A record GET's response when its body is in memory (a small record, a HEAD, a 304): the given headers plus
+    RECORD_FIXED_HEADERS, sent as they are, without building a Starlette Response (which re-checks each one)."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()] + _RECORD_FIXED_RAW
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+async def _get_record(request: Request, found: StoreAccess, key: str) -> Response | _Bytes:
     storage = state(request).storage
-    record = await guard(request, storage.get_record(store_id, key))
+    store_id = found.store.id
+    if found.record_looked_up:
+        record = found.record
+    else:
+        record = await guard(request, storage.get_record(store_id, key))
     if record is None:
         raise errors.RecordNotFound()
     storage.count_access(store_id, reads=1)
@@ -131,14 +166,7 @@ async def _get_record(request: Request, store_id: str, key: str) -> Response:
     )
     size = record.size if encoded or record.content_encoding is None else record.decoded_size
     etag = _etag(record, encoded)
-    headers = {
-        "Content-Type": record.content_type,
-        "ETag": etag,
-        "Last-Modified": _http_date(record.modified_at),
-        "Accept-Ranges": "bytes",
-        "Vary": "Accept-Encoding",
-        **RECORD_SECURITY_HEADERS,
-    }
+    headers = {"Content-Type": record.content_type, "ETag": etag, "Last-Modified": _http_date(record.modified_at)}
     if encoded:
         headers["Content-Encoding"] = record.content_encoding  # type: ignore[assignment]
     if query_bool(request, "attachment"):
@@ -148,11 +176,15 @@ async def _get_record(request: Request, store_id: str, key: str) -> Response:
     if if_none_match and (
         if_none_match.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
     ):
-        return Response(status_code=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
+        del headers["Content-Type"]
+        return _Bytes(304, headers, b"")
     start, end, status = select_range(request, etag, size, headers)
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD" or start == end:
-        return Response(b"", status, headers)
+        return _Bytes(status, headers, b"")
+    held = storage.held_bytes(record) if encoded or record.content_encoding is None else None
+    if held is not None:  # a small record came with the lookup: no read, no streaming machinery
+        return _Bytes(status, headers, held[start:end] if end - start < len(held) else held)
     # Read the first piece before the response starts: if the database is unavailable this is still a clean 503
     # (after the headers an error can only cut the connection). A record of up to one piece is then fully read.
     body = _record_bytes(request, record, encoded, start, end)
@@ -163,8 +195,8 @@ async def _get_record(request: Request, store_id: str, key: str) -> Response:
         raise
     if len(first) == end - start:  # the whole body in one piece: a plain response, no streaming machinery
         await body.aclose()
-        return Response(first, status, headers)
-    return StreamingResponse(_prepend(first, body), status, headers)
+        return _Bytes(status, headers, first)
+    return StreamingResponse(_prepend(first, body), status, {**headers, **RECORD_FIXED_HEADERS})
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

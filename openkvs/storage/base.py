@@ -46,6 +46,10 @@ class StorageUnavailable(StorageError):
 
 
 # -- value types -----------------------------------------------------------------------------------------------
+# VALUE TYPES: treat them all as immutable. The ones built per request or per record (Store, StoreStats,
+# RecordMeta, KeyItem) are not declared frozen, because a frozen dataclass's __init__ sets each field through
+# object.__setattr__, about six times the cost: 0.9 us instead of 0.15 us for a Store, paid on every record GET
+# and on each of a million records in an archive.
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,7 @@ class User:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class StoreStats:
     read_count: int = 0
     write_count: int = 0
@@ -64,7 +68,7 @@ class StoreStats:
     storage_bytes: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class Store:
     id: str
     name: str | None
@@ -90,7 +94,7 @@ class Grant:
     can_write: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class RecordMeta:
     """One record as stored. ``blob`` is the backend's own handle to the bytes; the HTTP layer passes it back
     to ``read_blob`` and never looks inside."""
@@ -105,7 +109,7 @@ class RecordMeta:
     blob: Any = field(repr=False, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class KeyItem:
     key: str
     size: int
@@ -309,9 +313,20 @@ class Storage(abc.ABC):
         """The blob of the returned record stays readable for at least a grace period (a minute) even if the
         record is replaced or deleted meanwhile, so a ``read_blob`` that follows always succeeds."""
 
+    async def get_store_and_record(self, store_id: str, key: str) -> tuple[Store | None, RecordMeta | None]:
+        """``get_store`` and then ``get_record``, for the hottest request (a record GET by store ID). A backend
+        overrides it to answer both in one query."""
+        store = await self.get_store(store_id)
+        return store, (await self.get_record(store_id, key) if store is not None else None)
+
     @abc.abstractmethod
     def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Stored bytes ``[start, end)`` of a record returned by ``get_record``, in chunks of up to 1 MiB."""
+
+    def held_bytes(self, record: RecordMeta) -> bytes | None:
+        """All stored bytes of a record when ``get_record`` already brought them along (a small record), so a
+        response needs no ``read_blob``; None otherwise."""
+        return None
 
     @abc.abstractmethod
     async def delete_record(self, store_id: str, key: str) -> bool:

@@ -192,7 +192,7 @@ def _unavailable(exc: BaseException) -> StorageUnavailable:
     return err
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class PgBlob:
     """The handle in ``RecordMeta.blob``. ``data``: the whole stored bytes when they came with the metadata (a
     record of one chunk, read in the same query); ``read_blob`` then needs no query."""
@@ -255,16 +255,17 @@ def _user(row: asyncpg.Record) -> User:
     return User(id=row["id"], username=row["username"], created_at=row["created_at"])
 
 
-def _record(row: asyncpg.Record, data: bytes | None = None) -> RecordMeta:
+def _record(row: asyncpg.Record, data: bytes | None = None, prefix: str = "") -> RecordMeta:
+    p = prefix
     return RecordMeta(
-        key=row["key"],
-        content_type=row["content_type"],
-        content_encoding=row["content_encoding"],
-        size=row["size"],
-        decoded_size=row["decoded_size"],
-        crc32=row["crc32"],
-        modified_at=row["modified_at"],
-        blob=PgBlob(row["blob_id"], row["chunk_size"], row["size"], data),
+        key=row[p + "key"],
+        content_type=row[p + "content_type"],
+        content_encoding=row[p + "content_encoding"],
+        size=row[p + "size"],
+        decoded_size=row[p + "decoded_size"],
+        crc32=row[p + "crc32"],
+        modified_at=row[p + "modified_at"],
+        blob=PgBlob(row[p + "blob_id"], row[p + "chunk_size"], row[p + "size"], data),
     )
 
 
@@ -1026,6 +1027,28 @@ class PostgresStorage(Storage):
             return None
         data = row["data"]
         return _record(row, data if data is not None else (b"" if row["size"] == 0 else None))
+
+    # The small record's bytes come along (see get_record); record columns are prefixed "r_" (stores have some
+    # of the same names).
+    _STORE_AND_RECORD = f"""SELECT {_STORE_COLS},
+            {", ".join(f"r.{c.strip()} AS r_{c.strip()}" for c in _RECORD_COLS.split(","))},
+            CASE WHEN r.size > 0 AND r.size <= least(r.chunk_size, {GET_INLINE_MAX}) THEN
+                (SELECT c.data FROM blob_chunks c WHERE c.blob_id = r.blob_id AND c.seq = 0) END AS r_data
+        FROM {_STORE_FROM} LEFT JOIN records r ON r.store_id = s.id AND r.key = $2
+        WHERE s.id = $1"""
+
+    async def get_store_and_record(self, store_id: str, key: str) -> tuple[Store | None, RecordMeta | None]:
+        row = await self._fetchrow(self._STORE_AND_RECORD, store_id, key)
+        if row is None:
+            return None, None
+        if row["r_key"] is None:
+            return _store(row), None
+        data = row["r_data"]
+        return _store(row), _record(row, data if data is not None else (b"" if row["r_size"] == 0 else None), "r_")
+
+    def held_bytes(self, record: RecordMeta) -> bytes | None:
+        blob = record.blob
+        return blob.data if isinstance(blob, PgBlob) and blob.data is not None and len(blob.data) == blob.size else None
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob, start, end = _blob_range(record, start, end)

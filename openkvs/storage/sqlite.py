@@ -158,6 +158,19 @@ FROM stores s JOIN users u ON u.id = s.user_id
 """
 
 _RECORD_COLS = "key, size, decoded_size, crc32, modified_at, content_type, content_encoding, data_id, path"
+_STORE_NCOLS = 16  # the columns of _STORE_SELECT
+# A record GET by store ID: the store's columns, then the record's and its inline bytes (NULLs if no record).
+_STORE_AND_RECORD = """
+SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
+       s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
+       s.storage_bytes, s.generation,
+       r.key, r.size, r.decoded_size, r.crc32, r.modified_at, r.content_type, r.content_encoding, r.data_id, r.path,
+       d.data
+FROM stores s JOIN users u ON u.id = s.user_id
+LEFT JOIN records r ON r.store_id = s.id AND r.key = ?
+LEFT JOIN record_data d ON d.id = r.data_id
+WHERE s.id = ?
+"""
 
 _UNAVAILABLE_MARKERS = (
     "locked",
@@ -241,17 +254,17 @@ def _store(row: Sequence[Any]) -> Store:
 # Blob handles (RecordMeta.blob). The HTTP layer passes them back to read_blob and never looks inside.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class _Inline:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class _File:
     path: Path
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class _Row:
     """Inline bytes not fetched yet: read through the snapshot's own transaction."""
 
@@ -954,6 +967,25 @@ class SQLiteStorage(Storage):
             return self._meta(row, _Inline(bytes(row[9]) if row[9] is not None else b""))
 
         return await self._point_read(q)
+
+    async def get_store_and_record(self, store_id: str, key: str) -> tuple[Store | None, RecordMeta | None]:
+        n = _STORE_NCOLS
+
+        def q(conn: sqlite3.Connection) -> tuple[Store | None, RecordMeta | None]:
+            row = conn.execute(_STORE_AND_RECORD, (key, store_id)).fetchone()
+            if row is None:
+                return None, None
+            store = _store(row)
+            if row[n] is None:  # the LEFT JOIN found no record
+                return store, None
+            if row[n + 8] is not None:
+                return store, self._meta(row[n:], _File(self.blob_dir / row[n + 8]))
+            return store, self._meta(row[n:], _Inline(bytes(row[n + 9]) if row[n + 9] is not None else b""))
+
+        return await self._point_read(q)
+
+    def held_bytes(self, record: RecordMeta) -> bytes | None:
+        return record.blob.data if isinstance(record.blob, _Inline) else None
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob = record.blob
