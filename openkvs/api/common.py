@@ -17,7 +17,7 @@ from starlette.responses import Response
 from openkvs import auth, errors, httprange, signing
 from openkvs.config import Settings
 from openkvs.ratelimit import client_ip
-from openkvs.storage.base import KeySelection, RecordMeta, Storage, Store, StorageError, User
+from openkvs.storage.base import KeySelection, RecordMeta, Storage, Store, User
 
 # \Z, not $: "$" also matches before a final newline, which would let "key\n" through.
 KEY_RE = re.compile(r"^[a-zA-Z0-9!\-_.'()]{1,256}\Z")
@@ -83,14 +83,6 @@ def public_base(request: Request) -> str:
     if configured:
         return configured.rstrip("/")
     return f"{request.url.scheme}://{request.url.netloc}"
-
-
-async def guard(request: Request, call: Any) -> Any:
-    """Await a storage call, turning storage errors into API errors."""
-    try:
-        return await call
-    except StorageError as exc:
-        raise errors.from_storage_error(exc) from exc
 
 
 # -- query parameters --------------------------------------------------------------------------------------------
@@ -205,7 +197,7 @@ async def caller(request: Request) -> Caller:
     token = auth.token_from_request(request.headers.get("authorization"), request.query_params.get("token"))
     if token is None:
         return Caller(None, False)
-    user = await guard(request, state(request).tokens.user(token))
+    user = await state(request).tokens.user(token)
     if user is None:
         await rate_limit(request, Caller(None, False), None, record_op=False)  # guesses count against the IP
         raise errors.TokenNotValid()
@@ -243,21 +235,21 @@ async def find_store(
             require_user(who)
         raise errors.NotFound()  # no store can have it, so don't ask the database (a NUL there would be a 500)
     if address.by is auth.By.ID and record_key is not None and valid_key(record_key):
-        store, record = await guard(request, st.storage.get_store_and_record(address.value, record_key))
+        store, record = await st.storage.get_store_and_record(address.value, record_key)
         looked_up = True
     elif address.by is auth.By.ID:
-        store = await guard(request, st.storage.get_store(address.value))
+        store = await st.storage.get_store(address.value)
     elif address.by is auth.By.OWN_NAME:
         user = require_user(who)
-        store = await guard(request, st.storage.get_store_by_name(user.id, address.value))
+        store = await st.storage.get_store_by_name(user.id, address.value)
     else:
-        owner = await guard(request, st.storage.get_user_by_name(address.username or ""))
-        store = await guard(request, st.storage.get_store_by_name(owner.id, address.value)) if owner else None
+        owner = await st.storage.get_user_by_name(address.username or "")
+        store = await st.storage.get_store_by_name(owner.id, address.value) if owner else None
     if store is None:
         await rate_limit(request, who, None, record_op=False)  # probing for stores counts against the caller
         raise errors.NotFound()
     access = max(
-        await guard(request, auth.user_access(st.storage, store, who.user)),
+        await auth.user_access(st.storage, store, who.user),
         auth.general_access_level(store, address, st.settings.default_general_access),
     )
     await rate_limit(request, who, store.id, record_op=record_op)

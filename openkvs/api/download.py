@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from openkvs import auth, codec, zipwriter
-from openkvs.api.common import caller, find_store, guard, need, select_range, selection, state
+from openkvs.api.common import caller, find_store, need, select_range, selection, state
 from openkvs.auth import Access
 from openkvs.storage.base import RecordMeta, Snapshot, StorageError
 
@@ -48,7 +48,7 @@ async def download_records(request: Request) -> Response:
     storage = state(request).storage
     stack = AsyncExitStack()
     try:
-        snap: Snapshot = await guard(request, stack.enter_async_context(storage.snapshot(store.id, sel)))
+        snap: Snapshot = await stack.enter_async_context(storage.snapshot(store.id, sel))
         size = await _archive_size(snap)
         etag = archive_etag(store.id, snap.generation, sel.prefix, sel.exact)
         filename = _UNSAFE_FILENAME.sub("_", store.name or store.id) + ".zip"

@@ -20,7 +20,6 @@ from openkvs.api.common import (
     check_key,
     find_store,
     caller,
-    guard,
     json_response,
     need,
     public_base,
@@ -49,7 +48,7 @@ async def list_keys(request: Request) -> Response:
     start = query_text(request, "exclusiveStartKey")
     sel = selection(request, store)
     storage = state(request).storage
-    page = await guard(request, storage.list_keys(store.id, sel, start, limit))
+    page = await storage.list_keys(store.id, sel, start, limit)
     storage.count_access(store.id, lists=1)
     base = f"{public_base(request)}/v2/key-value-stores/{store.id}/records/"
     secret = store.url_signing_secret_key
@@ -122,7 +121,7 @@ async def record_endpoint(request: Request) -> Response:
     need(request, found, who, Access.WRITE)
     if request.method == "DELETE":
         storage = state(request).storage
-        await guard(request, storage.delete_record(found.store.id, key))
+        await storage.delete_record(found.store.id, key)
         storage.count_access(found.store.id, deletes=1)
         return Response(status_code=204)
     return await _put_record(request, found.store, key)
@@ -157,7 +156,7 @@ async def _get_record(request: Request, found: StoreAccess, key: str) -> Respons
     if found.record_looked_up:
         record = found.record
     else:
-        record = await guard(request, storage.get_record(store_id, key))
+        record = await storage.get_record(store_id, key)
     if record is None:
         raise errors.RecordNotFound()
     storage.count_access(store_id, reads=1)
@@ -189,7 +188,7 @@ async def _get_record(request: Request, found: StoreAccess, key: str) -> Respons
     # (after the headers an error can only cut the connection). A record of up to one piece is then fully read.
     body = _record_bytes(request, record, encoded, start, end)
     try:
-        first = await guard(request, anext(body, b""))
+        first = await anext(body, b"")
     except BaseException:
         await body.aclose()
         raise
@@ -242,7 +241,7 @@ async def _put_record(request: Request, store, key: str) -> Response:  # type: i
         check_limit=schema.JSON_COLLECTION_MAX,
     )
     try:
-        await guard(request, st.storage.put_record(store.id, key, body, content_type, encoding))
+        await st.storage.put_record(store.id, key, body, content_type, encoding)
     except codec.DecodeError:
         raise errors.InvalidInput(f"The request body is not valid {encoding} data.") from None
     st.storage.count_access(store.id, writes=1)

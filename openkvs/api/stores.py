@@ -15,7 +15,6 @@ from openkvs.api.common import (
     caller,
     check_store_name,
     find_store,
-    guard,
     json_response,
     need,
     public_base,
@@ -41,11 +40,8 @@ async def list_stores(request: Request) -> Response:
     ownership = request.query_params.get("ownership") or None
     if ownership not in (None, "ownedByMe", "sharedWithMe"):
         raise errors.InvalidInput("Parameter 'ownership' must be ownedByMe or sharedWithMe.")
-    total, stores = await guard(
-        request,
-        state(request).storage.list_stores(
-            user.id, offset=offset, limit=limit, desc=desc, unnamed=unnamed, ownership=ownership
-        ),
+    total, stores = await state(request).storage.list_stores(
+        user.id, offset=offset, limit=limit, desc=desc, unnamed=unnamed, ownership=ownership
     )
     # The signing key goes only to who may write: the owner, or a user whose grant allows writing.
     items = []
@@ -77,11 +73,9 @@ async def get_or_create_store(request: Request) -> Response:
     storage = state(request).storage
     if name:
         check_store_name(name)
-        store, created = await guard(
-            request, storage.get_or_create_store(user.id, name, store_schema, auth.new_signing_key())
-        )
+        store, created = await storage.get_or_create_store(user.id, name, store_schema, auth.new_signing_key())
     else:
-        store, created = await guard(request, storage.create_store(user.id, None, store_schema, auth.new_signing_key())), True
+        store, created = await storage.create_store(user.id, None, store_schema, auth.new_signing_key()), True
     headers = {"Location": f"{public_base(request)}/v2/key-value-stores/{store.id}"} if created else None
     return json_response(store_json(request, store, Access.WRITE), 201 if created else 200, headers)
 
@@ -101,13 +95,13 @@ async def store_endpoint(request: Request) -> Response:
         changes = _store_changes(body, found.store.user_id == (who.user.id if who.user else None))
         store = found.store
         if changes:
-            store = await guard(request, storage.update_store(store.id, changes))
+            store = await storage.update_store(store.id, changes)
         return json_response(store_json(request, store, found.access))
     # DELETE: only the owner removes a store, even a user who was granted write may not.
     need(request, found, who, Access.WRITE)
     if who.user is None or found.store.user_id != who.user.id:
         raise errors.PermissionDenied()
-    await guard(request, storage.delete_store(found.store.id))
+    await storage.delete_store(found.store.id)
     return Response(status_code=204)
 
 
@@ -133,9 +127,7 @@ async def rotate_signing_key(request: Request) -> Response:
     who = await caller(request)
     found = await find_store(request, who, request.path_params["store_id"])
     _owner_only(request, found, who)
-    store = await guard(
-        request, state(request).storage.update_store(found.store.id, {"url_signing_secret_key": auth.new_signing_key()})
-    )
+    store = await state(request).storage.update_store(found.store.id, {"url_signing_secret_key": auth.new_signing_key()})
     return json_response(store_json(request, store, Access.WRITE))
 
 
@@ -158,13 +150,13 @@ async def grants_endpoint(request: Request) -> Response:
         username = body.get("username")
         if not isinstance(username, str) or not USERNAME_RE.match(username):
             raise errors.InvalidInput("Field 'username' must be a valid username.")
-        user = await guard(request, storage.get_user_by_name(username))
+        user = await storage.get_user_by_name(username)
         if user is None:
             raise errors.InvalidInput(f"There is no user '{username}'.")
         if user.id == found.store.user_id:
             raise errors.InvalidInput("The owner of a store needs no grant.")
-        await guard(request, storage.set_grant(found.store.id, user.id, body["access"] == "WRITE"))
-    grants = await guard(request, storage.list_grants(found.store.id))
+        await storage.set_grant(found.store.id, user.id, body["access"] == "WRITE")
+    grants = await storage.list_grants(found.store.id)
     items = [{"userId": g.user_id, "username": g.username, "access": "WRITE" if g.can_write else "READ"} for g in grants]
     return json_response({"items": items, "count": len(items)})
 
@@ -175,7 +167,7 @@ async def grant_endpoint(request: Request) -> Response:
     found = await find_store(request, who, request.path_params["store_id"])
     _owner_only(request, found, who)
     storage = state(request).storage
-    user = await guard(request, storage.get_user_by_name(request.path_params["username"]))
+    user = await storage.get_user_by_name(request.path_params["username"])
     if user is not None:
-        await guard(request, storage.remove_grant(found.store.id, user.id))
+        await storage.remove_grant(found.store.id, user.id)
     return Response(status_code=204)

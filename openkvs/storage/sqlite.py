@@ -349,6 +349,9 @@ class SQLiteStorage(Storage):
         self._pool: list[sqlite3.Connection] = []
         self._all_conns: set[sqlite3.Connection] = set()
         self._loop_conn: sqlite3.Connection | None = None  # point reads on the event loop thread
+        # store ID -> (its row, the Store built from it): a record GET whose store row is unchanged reuses the
+        # Store instead of converting 16 columns again. Checked against the row just read, so never stale.
+        self._store_memo: dict[str, tuple[tuple[Any, ...], Store]] = {}
         self._pool_lock = threading.Lock()
         self._leases: set[str] = set()  # leases of this process's open snapshots (renewed in the background)
         self._task: asyncio.Task[None] | None = None
@@ -975,7 +978,15 @@ class SQLiteStorage(Storage):
             row = conn.execute(_STORE_AND_RECORD, (key, store_id)).fetchone()
             if row is None:
                 return None, None
-            store = _store(row)
+            store_row = row[:n]
+            memo = self._store_memo.get(store_id)
+            if memo is not None and memo[0] == store_row:
+                store = memo[1]
+            else:
+                store = _store(store_row)
+                if len(self._store_memo) >= 1024:
+                    self._store_memo.clear()
+                self._store_memo[store_id] = (store_row, store)
             if row[n] is None:  # the LEFT JOIN found no record
                 return store, None
             if row[n + 8] is not None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import time
 
-import httpx
 import pytest
 
 from . import assert_error, new_store, raw_request, rec_path, unique

@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL, Server, _drop_schema, free_port, make_server, shared_redis_url, unavailable
+from tests.conftest import Server, _drop_schema, free_port, make_server, shared_redis_url, unavailable
 
 from . import assert_error, new_store, rec_path
 

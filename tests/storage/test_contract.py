@@ -309,7 +309,7 @@ async def test_stores_encoding_and_bytes_as_given(storage: Storage) -> None:
     _, store = await new_store(storage, "s")
     gz = zlib.compress(b"hello" * 100)
     body = Body([gz])
-    meta = await storage.put_record(store.id, "z", body, "text/plain", "deflate")
+    await storage.put_record(store.id, "z", body, "text/plain", "deflate")
     got = await storage.get_record(store.id, "z")
     assert got.content_encoding == "deflate" and got.size == len(gz)
     assert await read_all(storage, got) == gz
