@@ -128,6 +128,7 @@ def bench_set(kind: str, ds: h.Dataset, label: str, reps: int, tmp: Path, *, do_
             res["first_run_s"] = first["seconds"]
             res["rss_before_mib"] = rss.before / 1024
             res["rss_growth_mib"] = rss.growth_mib
+            res["rss_anon_growth_mib"] = rss.anon_growth_mib
             res["range"] = range_check(url, ds.token, archive)
             if obo:
                 res["one_by_one"] = one_by_one(srv, ds, obo)
@@ -181,11 +182,11 @@ def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
         o, n = r["openkvs"], r["nginx"]
         rows.append([r["backend"], f"{r['records']:,} x {r['set']}", o["bytes"] / MIB, o["mb_s"], n["mb_s"],
                      r["nginx_nosendfile"]["mb_s"], r["ratio_vs_nginx"], r["ratio_vs_best_nginx"], r.get("ratio_vs_zip0", "-"), r.get("speedup_vs_one_by_one", "-"),
-                     o["ttfb_ms"], r["rss_growth_mib"], "ok" if r["range"]["equal"] else "MISMATCH"])
+                     o["ttfb_ms"], r["rss_growth_mib"], r["rss_anon_growth_mib"], "ok" if r["range"]["equal"] else "MISMATCH"])
     h.table("ZIP download (curl, best of runs). ratio nginx = openkvs MiB/s / nginx MiB/s (goal >= 0.8 at 50 MiB, "
             ">= 0.5 at 64 KiB; ratio best: vs the faster nginx config); zip -0 = zip time / openkvs time; 1-by-1 = apify_client time / openkvs time (goal >= 50)",
             ["backend", "set", "MiB", "openkvs MiB/s", "nginx MiB/s", "nginx nosendfile", "ratio nginx", "ratio best", "vs zip -0", "vs 1-by-1",
-             "TTFB ms", "RSS +MiB", "range"], rows)
+             "TTFB ms", "RSS +MiB", "anon +MiB", "range"], rows)
     for r in results:
         if "one_by_one" in r:
             o = r["one_by_one"]

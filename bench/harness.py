@@ -403,39 +403,51 @@ def wrk(url: str, script: Path, threads: int = 2, conns: int = 32, seconds: floa
 # -- memory ----------------------------------------------------------------------------------------------------
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of /proc/PID/status in KiB: VmRSS (all resident pages), RssAnon (the process's own
+    memory: heap, stacks) or RssFile (pages of mapped files, e.g. a memory-mapped database: page cache the
+    kernel may drop at any time)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
 
 
 class RssSampler:
-    """Peak VmRSS of a process, sampled every 50 ms in a thread while the ``with`` block runs."""
+    """Peak VmRSS of a process, and peak RssAnon, sampled every 50 ms in a thread while the ``with`` block runs."""
 
     def __init__(self, pid: int, interval: float = 0.05):
         self.pid, self.interval = pid, interval
-        self.before = self.peak = 0
+        self.before = self.peak = self.anon_before = self.anon_peak = 0
         self._stop = threading.Event()
 
     def __enter__(self) -> RssSampler:
         self.before = self.peak = rss_kib(self.pid)
+        self.anon_before = self.anon_peak = rss_kib(self.pid, "RssAnon")
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
         return self
 
+    def _sample(self) -> None:
+        self.peak = max(self.peak, rss_kib(self.pid))
+        self.anon_peak = max(self.anon_peak, rss_kib(self.pid, "RssAnon"))
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, rss_kib(self.pid))
+            self._sample()
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._t.join()
-        self.peak = max(self.peak, rss_kib(self.pid))
+        self._sample()
 
     @property
     def growth_mib(self) -> float:
         return (self.peak - self.before) / 1024
+
+    @property
+    def anon_growth_mib(self) -> float:
+        return (self.anon_peak - self.anon_before) / 1024
 
 
 # -- output ----------------------------------------------------------------------------------------------------

@@ -347,3 +347,33 @@ async def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
         assert conn.execute("SELECT COUNT(*) FROM garbage").fetchone()[0] == 0
         conn.close()
         assert blob_files(d) == referenced
+
+
+@pytest.mark.parametrize("size", [100, 16 * 1024])  # below and above the size at which snapshots map the file
+async def test_snapshot_reads_the_same_bytes_while_the_database_grows_and_checkpoints(tmp_path: Path, size: int) -> None:
+    """A snapshot of larger inline records reads through a memory map of the database file (see
+    SNAPSHOT_MMAP_MIN_AVG). Writers meanwhile rewrite every record with twice the bytes and checkpoints copy
+    what they may into the database file: the snapshot must still read exactly the bytes it started with."""
+    async with SQLiteStorage(tmp_path / "d", background=False) as s:
+        user = await s.create_user("alice")
+        store = await s.create_store(user.id, "s", None, "k")
+        original = {f"k{i:04d}": os.urandom(size) for i in range(300)}
+        for k, v in original.items():
+            await put(s, store.id, k, v)
+        mapped = {}
+        checkpointed: list[int] = []
+        async with s.snapshot(store.id, KeySelection()) as snap:
+            mapped["at start"] = snap._conn.execute("PRAGMA mmap_size").fetchone()[0]  # noqa: SLF001
+            got: dict[str, bytes] = {}
+            async for batch in snap.records(batch=50):
+                for r in batch:
+                    got[r.key] = await read_all(snap, r)
+                # rewrite everything, bigger, and push it into the main database file
+                for k in list(original)[: len(got)]:
+                    await put(s, store.id, k, os.urandom(size * 2))
+                with sqlite3.connect(s.db_path) as other:
+                    busy, wal_pages, moved = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    checkpointed.append(moved)
+        assert got == original
+        assert (mapped["at start"] > 0) == (size >= 4096)
+        assert sum(checkpointed) > 0  # the new pages did reach the database file during the snapshot
