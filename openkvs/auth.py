@@ -40,6 +40,14 @@ class TokenCache:
         self._storage = storage
         self._cache: dict[str, tuple[float, User | None]] = {}
 
+    def cached(self, token: str) -> tuple[User | None] | None:
+        """``(user,)`` (None for an unknown token) while the cache holds a fresh answer, else None: the common
+        case without a coroutine."""
+        hit = self._cache.get(token)
+        if hit is not None and hit[0] > time.monotonic():
+            return (hit[1],)
+        return None
+
     async def user(self, token: str) -> User | None:
         # Keyed by the token itself: hashing is needed only to ask storage, on a miss.
         now = time.monotonic()
@@ -103,11 +111,20 @@ def general_access_level(store: Store, address: Address, default_general_access:
     return Access.NONE
 
 
-async def user_access(storage: Storage, store: Store, user: User | None) -> Access:
+def owner_access(store: Store, user: User | None) -> Access | None:
+    """What ``user_access`` answers when no grant has to be looked up (no user, or the owner), else None."""
     if user is None:
         return Access.NONE
     if store.user_id == user.id:
         return Access.WRITE
+    return None
+
+
+async def user_access(storage: Storage, store: Store, user: User | None) -> Access:
+    known = owner_access(store, user)
+    if known is not None:
+        return known
+    assert user is not None
     grant = await storage.get_grant(store.id, user.id)
     if grant is None:
         return Access.NONE

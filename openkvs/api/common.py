@@ -197,7 +197,9 @@ async def caller(request: Request) -> Caller:
     token = auth.token_from_request(request.headers.get("authorization"), request.query_params.get("token"))
     if token is None:
         return Caller(None, False)
-    user = await state(request).tokens.user(token)
+    tokens = state(request).tokens
+    hit = tokens.cached(token)
+    user = hit[0] if hit is not None else await tokens.user(token)
     if user is None:
         await rate_limit(request, Caller(None, False), None, record_op=False)  # guesses count against the IP
         raise errors.TokenNotValid()
@@ -248,8 +250,9 @@ async def find_store(
     if store is None:
         await rate_limit(request, who, None, record_op=False)  # probing for stores counts against the caller
         raise errors.NotFound()
+    own = auth.owner_access(store, who.user)  # known without a query in the common cases
     access = max(
-        await auth.user_access(st.storage, store, who.user),
+        own if own is not None else await auth.user_access(st.storage, store, who.user),
         auth.general_access_level(store, address, st.settings.default_general_access),
     )
     await rate_limit(request, who, store.id, record_op=record_op)

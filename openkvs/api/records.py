@@ -34,8 +34,9 @@ from openkvs.storage.base import RecordMeta
 
 # Stored pages can't run scripts as this origin, and browsers must not guess another type (API.md 4.6).
 RECORD_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
-# The headers every record GET answers with (also a 304), encoded once.
-RECORD_FIXED_HEADERS = {"Accept-Ranges": "bytes", "Vary": "Accept-Encoding", **RECORD_SECURITY_HEADERS}
+# The headers every record GET answers with (also a 304), encoded once. (A record stored with a Content-Encoding
+# adds "Vary: Accept-Encoding": only its response depends on that request header.)
+RECORD_FIXED_HEADERS = {"Accept-Ranges": "bytes", **RECORD_SECURITY_HEADERS}
 _RECORD_FIXED_RAW = [(k.lower().encode(), v.encode()) for k, v in RECORD_FIXED_HEADERS.items()]
 
 
@@ -166,6 +167,8 @@ async def _get_record(request: Request, found: StoreAccess, key: str) -> Respons
     size = record.size if encoded or record.content_encoding is None else record.decoded_size
     etag = _etag(record, encoded)
     headers = {"Content-Type": record.content_type, "ETag": etag, "Last-Modified": _http_date(record.modified_at)}
+    if record.content_encoding is not None:
+        headers["Vary"] = "Accept-Encoding"
     if encoded:
         headers["Content-Encoding"] = record.content_encoding  # type: ignore[assignment]
     if query_bool(request, "attachment"):
