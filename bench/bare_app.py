@@ -2,7 +2,7 @@
 
 GET answers 1 KiB of bytes; PUT reads the whole body and answers 201 with ``{}``. Served by uvicorn with the
 settings ``openkvs serve`` uses (1 worker, loop and http auto = uvloop/httptools, no server header, no proxy
-headers, same log level), so the ratio openkvs/bare is what openkvs itself costs per request.
+headers, same log level, no access log), so the ratio openkvs/bare is what openkvs itself costs per request.
 """
 
 from starlette.applications import Starlette

@@ -42,7 +42,8 @@ def keys_page_ms(server: h.Server, ds: h.Dataset, n: int) -> list[float]:
 def start_bare() -> h.Server:
     port = h.free_port()
     cmd = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port), "--log-level", h.LOG_LEVEL,
-           "--no-server-header", "--no-proxy-headers", "--timeout-graceful-shutdown", "5"]
+           "--no-server-header", "--no-proxy-headers", "--timeout-graceful-shutdown", "5",
+           "--no-access-log"]  # as openkvs serve does below log level info
     return h.start_server(f"bare-{port}", cmd, port, ready_path="/v2/key-value-stores/x/records/k00000000")
 
 

@@ -114,6 +114,8 @@ def serve(**flags: Any) -> None:
         workers=settings.workers,
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),
+        # uvicorn formats each access log line before the logger drops it below INFO: skip that work
+        access_log=settings.log_level.lower() in ("trace", "debug", "info"),
         proxy_headers=False,  # X-Forwarded-For is believed only from --trusted-proxies, by openkvs itself
         server_header=False,
         timeout_graceful_shutdown=5,
