@@ -1,29 +1,11 @@
-"""The embedded default backend: SQLite in WAL mode for metadata and small records, files for large records.
-
-Layout under ``data_dir``::
-
-    openkvs.sqlite3 (+ -wal, -shm)   users, tokens, stores, grants, records, record_data, garbage, leases
-    blobs/ab/cd/<name>               record bytes larger than ``inline_max``, written once, never modified
-    tmp/                             uploads in progress (renamed into blobs/ when complete)
-
-Concurrency. Several processes may open one data_dir. Every write is a ``BEGIN IMMEDIATE`` transaction (SQLite
-serialises them across processes; ``busy_timeout`` makes the others wait). Within a process, writes go through
-one connection guarded by a capacity limiter of one, run in a worker thread; reads take a connection from a small
-pool, also in a worker thread. Nothing process-local is needed for correctness: the stats buffer only delays
-counters, and the set of leases this process renews is advisory (an expired lease is ignored by everyone).
-
-Reclaiming bytes. A replaced or deleted file-backed record puts its path into ``garbage``. A file is deleted once
-its garbage row is older than ``gc_grace_seconds`` (so a ``get_record`` that raced the replacement can still read
-it) and no live snapshot may still need it: a snapshot first inserts a lease whose watermark is the largest
-garbage id at that moment and only then starts its read transaction, so every file it can see has a garbage id
-above the watermark (or none). Inline records (``record_data``) need no such care: ``get_record`` returns their
-bytes by value and a snapshot reads them through its own read transaction.
-"""
+"""``SQLiteStorage``, the backend class: connections (a writer and a pool of readers, each in worker threads),
+lifecycle and background maintenance, users and tokens, stores, grants, records (inline or spilled to a blob
+file), snapshot leases, garbage collection and access counters. The package docstring describes the layout on
+disk, the concurrency and how bytes are reclaimed."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import os
@@ -32,16 +14,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from .base import (
-    prefix_upper_bound,
+from ..base import (
     Grant,
     KeyItem,
     KeyPage,
@@ -50,275 +30,44 @@ from .base import (
     NotFound,
     RecordBody,
     RecordMeta,
-    Snapshot,
-    SnapshotTotals,
     Storage,
     StorageUnavailable,
     Store,
-    StoreStats,
     User,
     UsernameTaken,
 )
-from .ids import new_id
-from .stats import StatsBuffer
+from ..ids import new_id
+from ..stats import StatsBuffer
+from .blobs import _File, _Inline, _inline_chunks, _read_file, _slice, _sweep_tmp
+from .schema import (
+    _EPOCH,
+    _RECORD_COLS,
+    _SCHEMA,
+    _STORE_AND_RECORD,
+    _STORE_NCOLS,
+    _STORE_SELECT,
+    DB_NAME,
+    SCHEMA_VERSION,
+    _dt,
+    _now_ms,
+    _selection_sql,
+    _store,
+    _to_ms,
+    _translate,
+    _user,
+)
+from .snapshot import _begin_snapshot, _SQLiteSnapshot
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # "openkvs.storage.sqlite", the name log records had before the split
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-DB_NAME = "openkvs.sqlite3"
-READ_CHUNK = 1024 * 1024  # read_blob chunk size
 WRITE_BUFFER = 1024 * 1024  # bytes gathered in memory before one write() to a spill file
-TMP_MAX_AGE = 3600.0  # tmp/ files untouched this long belong to a crashed upload
 PENDING_MS = 24 * 3600 * 1000  # a file being committed is registered as garbage "created" this far in the future
 LEASE_SECONDS = 300.0
 LEASE_RENEW_SECONDS = 60.0
 BUSY_TIMEOUT_MS = 10_000
 GC_BATCH = 1000
-PREFETCH_BYTES = 8 * 1024 * 1024  # a snapshot batch holds at most about this many bytes of inline records
-SNAPSHOT_MMAP_MIN_AVG = 4096  # a snapshot maps the database when its inline records average this size or more
-SNAPSHOT_MMAP_BYTES = 1 << 30  # up to this much of the database file (SQLite caps it at its own limit)
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    id          TEXT PRIMARY KEY,
-    username    TEXT NOT NULL UNIQUE,
-    created_at  INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    hash        TEXT PRIMARY KEY,
-    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    created_at  INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS stores (
-    id                      TEXT PRIMARY KEY,
-    user_id                 TEXT NOT NULL REFERENCES users(id),
-    name                    TEXT,
-    general_access          TEXT NOT NULL,
-    schema                  TEXT,
-    url_signing_secret_key  TEXT NOT NULL,
-    created_at              INTEGER NOT NULL,
-    modified_at             INTEGER NOT NULL,
-    accessed_at             INTEGER NOT NULL,
-    generation              INTEGER NOT NULL DEFAULT 0,
-    read_count              INTEGER NOT NULL DEFAULT 0,
-    write_count             INTEGER NOT NULL DEFAULT 0,
-    delete_count            INTEGER NOT NULL DEFAULT 0,
-    list_count              INTEGER NOT NULL DEFAULT 0,
-    storage_bytes           INTEGER NOT NULL DEFAULT 0
-);
-CREATE UNIQUE INDEX IF NOT EXISTS stores_user_name ON stores(user_id, name COLLATE NOCASE) WHERE name IS NOT NULL;
-CREATE INDEX IF NOT EXISTS stores_user_created ON stores(user_id, created_at, id);
-CREATE TABLE IF NOT EXISTS grants (
-    store_id    TEXT NOT NULL REFERENCES stores(id) ON DELETE CASCADE,
-    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    can_write   INTEGER NOT NULL,
-    PRIMARY KEY (store_id, user_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS grants_user ON grants(user_id, store_id);
--- One row per record, clustered by (store_id, key) in byte order: a keys page or a snapshot batch is one range
--- scan. The bytes live in record_data (inline, data_id) or in blobs/ (path).
-CREATE TABLE IF NOT EXISTS records (
-    store_id          TEXT NOT NULL,
-    key               TEXT NOT NULL COLLATE BINARY,
-    size              INTEGER NOT NULL,
-    decoded_size      INTEGER NOT NULL,
-    crc32             INTEGER NOT NULL,
-    modified_at       INTEGER NOT NULL,
-    content_type      TEXT NOT NULL,
-    content_encoding  TEXT,
-    data_id           INTEGER,
-    path              TEXT,
-    PRIMARY KEY (store_id, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS record_data (
-    id    INTEGER PRIMARY KEY,
-    data  BLOB NOT NULL
-);
--- Files to delete. created_at in the future marks a file being committed right now (deleted with the row on
--- success, reclaimed if the process died in between).
-CREATE TABLE IF NOT EXISTS garbage (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    path        TEXT NOT NULL,
-    created_at  INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS leases (
-    id          TEXT PRIMARY KEY,
-    watermark   INTEGER NOT NULL,
-    expires_at  INTEGER NOT NULL
-);
-"""
-
-_STORE_SELECT = """
-SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
-       s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
-       s.storage_bytes, s.generation
-FROM stores s JOIN users u ON u.id = s.user_id
-"""
-
-_RECORD_COLS = "key, size, decoded_size, crc32, modified_at, content_type, content_encoding, data_id, path"
-_STORE_NCOLS = 16  # the columns of _STORE_SELECT
-# A record GET by store ID: the store's columns, then the record's and its inline bytes (NULLs if no record).
-_STORE_AND_RECORD = """
-SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
-       s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
-       s.storage_bytes, s.generation,
-       r.key, r.size, r.decoded_size, r.crc32, r.modified_at, r.content_type, r.content_encoding, r.data_id, r.path,
-       d.data
-FROM stores s JOIN users u ON u.id = s.user_id
-LEFT JOIN records r ON r.store_id = s.id AND r.key = ?
-LEFT JOIN record_data d ON d.id = r.data_id
-WHERE s.id = ?
-"""
-
-_UNAVAILABLE_MARKERS = (
-    "locked",
-    "busy",
-    "unable to open",
-    "disk i/o",
-    "disk is full",
-    "readonly",
-    "not a database",
-    "malformed",
-)
-
-
-# -- helpers ---------------------------------------------------------------------------------------------------
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _to_ms(now: datetime | float | None) -> int:
-    if now is None:
-        return _now_ms()
-    if isinstance(now, datetime):
-        return (now - _EPOCH) // timedelta(milliseconds=1)
-    return int(now * 1000)
-
-
-@functools.lru_cache(maxsize=65_536)  # the same few timestamps (a store's, a hot record's) come back constantly
-def _dt(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
-def _selection_sql(selection: KeySelection) -> tuple[str, list[Any]]:
-    """A WHERE fragment (range conditions, so the primary key is used) and its parameters."""
-    if selection.exact is not None:
-        if selection.prefix and not selection.exact.startswith(selection.prefix):
-            return "0", []
-        return "key = ?", [selection.exact]
-    if selection.prefix:
-        upper = prefix_upper_bound(selection.prefix)
-        if upper is None:
-            return "key >= ?", [selection.prefix]
-        return "key >= ? AND key < ?", [selection.prefix, upper]
-    return "1", []
-
-
-def _translate(exc: sqlite3.Error) -> Exception:
-    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
-        exc, sqlite3.IntegrityError
-    ):
-        msg = str(exc).lower()
-        if any(m in msg for m in _UNAVAILABLE_MARKERS):
-            return StorageUnavailable(f"SQLite: {exc}")
-    return exc
-
-
-def _user(row: Sequence[Any]) -> User:
-    return User(id=row[0], username=row[1], created_at=_dt(row[2]))
-
-
-def _store(row: Sequence[Any]) -> Store:
-    return Store(
-        id=row[0],
-        name=row[1],
-        user_id=row[2],
-        username=row[3],
-        created_at=_dt(row[4]),
-        modified_at=_dt(row[5]),
-        accessed_at=_dt(row[6]),
-        general_access=row[7],
-        schema=json.loads(row[8]) if row[8] is not None else None,
-        url_signing_secret_key=row[9],
-        stats=StoreStats(
-            read_count=row[10], write_count=row[11], delete_count=row[12], list_count=row[13], storage_bytes=row[14]
-        ),
-        generation=row[15],
-    )
-
-
-# Blob handles (RecordMeta.blob). The HTTP layer passes them back to read_blob and never looks inside.
-
-
-@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
-class _Inline:
-    data: bytes
-
-
-@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
-class _File:
-    path: Path
-
-
-@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
-class _Row:
-    """Inline bytes not fetched yet: read through the snapshot's own transaction."""
-
-    data_id: int
-
-
-def _slice(start: int, end: int | None, size: int) -> tuple[int, int]:
-    if end is None or end > size:
-        end = size
-    start = max(0, min(start, end))
-    return start, end
-
-
-async def _read_file(path: Path, start: int, end: int | None) -> AsyncIterator[bytes]:
-    f = await anyio.to_thread.run_sync(open, path, "rb")
-    try:
-        if end is None:
-            end = (await anyio.to_thread.run_sync(os.fstat, f.fileno())).st_size
-        pos = start
-        if pos:
-            await anyio.to_thread.run_sync(f.seek, pos)
-        while pos < end:
-            chunk = await anyio.to_thread.run_sync(f.read, min(READ_CHUNK, end - pos))
-            if not chunk:
-                raise OSError(f"{path}: file shorter than expected ({pos} < {end})")
-            pos += len(chunk)
-            yield chunk
-    finally:
-        f.close()
-
-
-def _writer_alive(tmp_name: str) -> bool:
-    pid, sep, _ = tmp_name.partition("-")
-    if not sep or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by another user
-    return True
-
-
-def _inline_chunks(data: bytes, start: int, end: int | None) -> list[bytes]:
-    start, end = _slice(start, end, len(data))
-    return [data[i : min(i + READ_CHUNK, end)] for i in range(start, end, READ_CHUNK)]
-
-
-# -- the backend -----------------------------------------------------------------------------------------------
 
 
 class SQLiteStorage(Storage):
@@ -505,21 +254,7 @@ class SQLiteStorage(Storage):
             conn.close()
             raise
         self._wconn = conn
-        self._sweep_tmp()
-
-    def _sweep_tmp(self, max_age: float = TMP_MAX_AGE) -> int:
-        """Delete the uploads of crashed processes from tmp/: files whose writing process is gone, and any file
-        nobody has written to for ``max_age`` seconds (in case a pid was reused)."""
-        cutoff = time.time() - max_age
-        removed = 0
-        for entry in os.scandir(self.tmp_dir):
-            try:
-                if entry.is_file() and (not _writer_alive(entry.name) or entry.stat().st_mtime < cutoff):
-                    os.unlink(entry.path)
-                    removed += 1
-            except FileNotFoundError:
-                pass
-        return removed
+        _sweep_tmp(self.tmp_dir)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -1071,7 +806,7 @@ class SQLiteStorage(Storage):
         try:
             try:
                 conn = await anyio.to_thread.run_sync(lambda: self._connect(readonly=True))
-                snap = await anyio.to_thread.run_sync(self._begin_snapshot, conn, store_id, selection)
+                snap = await anyio.to_thread.run_sync(_begin_snapshot, self, conn, store_id, selection)
             except sqlite3.Error as exc:
                 raise _translate(exc) from exc
             yield snap
@@ -1084,31 +819,6 @@ class SQLiteStorage(Storage):
                     await self._write(lambda c: c.execute("DELETE FROM leases WHERE id = ?", (lease_id,)))
                 except Exception:
                     log.warning("could not delete lease %s (it expires by itself)", lease_id, exc_info=True)
-
-    def _begin_snapshot(
-        self, conn: sqlite3.Connection, store_id: str, selection: KeySelection
-    ) -> _SQLiteSnapshot:
-        conn.execute("BEGIN")
-        row = conn.execute("SELECT generation FROM stores WHERE id = ?", (store_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"store {store_id}")
-        cond, params = _selection_sql(selection)
-        count, key_bytes, decoded, big, inline_count, inline_bytes = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(length(CAST(key AS BLOB))), 0), COALESCE(SUM(decoded_size), 0), "
-            "COALESCE(SUM(decoded_size >= 4294967295), 0), "
-            "COALESCE(SUM(path IS NULL), 0), COALESCE(SUM(CASE WHEN path IS NULL THEN size END), 0) "
-            f"FROM records WHERE store_id = ? AND {cond}",
-            [store_id, *params],
-        ).fetchone()
-        if inline_count and inline_bytes >= SNAPSHOT_MMAP_MIN_AVG * inline_count:
-            # Records this big live in chains of overflow pages, which SQLite otherwise reads one pread (and
-            # one copy into its page cache) per page: mapped, the same 2,000 x 64 KiB read 3.4x faster. Mapped
-            # database pages count in the process's RSS (as page cache it can drop at any time), so only
-            # snapshots of such records map; this connection, and the mapping, end with the snapshot.
-            conn.execute(f"PRAGMA mmap_size = {SNAPSHOT_MMAP_BYTES}")
-        return _SQLiteSnapshot(
-            self, conn, store_id, cond, params, row[0], SnapshotTotals(count, key_bytes, decoded, big)
-        )
 
     async def _renew_leases(self) -> None:
         leases = list(self._leases)
@@ -1185,146 +895,3 @@ class SQLiteStorage(Storage):
         except BaseException:
             self._stats.restore(pending)
             raise
-
-
-class _ZipRow(NamedTuple):
-    """A record as an archive's central directory sees it (satisfies zipwriter.ZipEntry)."""
-
-    key: str
-    decoded_size: int
-    crc32: int
-    modified_at: datetime
-
-
-_FAST_MS_MAX = 4_102_444_800_000  # 2100-01-01: below it a float of seconds still rounds to the exact millisecond
-
-
-def _snapshot_dt(ms: int) -> datetime:
-    """``_dt(ms)``, about twice as fast. Exact below 2100: a float of seconds there is off by under 0.3 µs, so
-    rounding to microseconds gives the millisecond back (also checked on a million random values)."""
-    if 0 <= ms < _FAST_MS_MAX:
-        return datetime.fromtimestamp(ms / 1000, UTC)
-    return _dt(ms)
-
-
-class _SQLiteSnapshot(Snapshot):
-    """One read transaction on a dedicated connection, open for the snapshot's life."""
-
-    def __init__(
-        self,
-        storage: SQLiteStorage,
-        conn: sqlite3.Connection,
-        store_id: str,
-        cond: str,
-        params: list[Any],
-        generation: int,
-        totals: SnapshotTotals,
-    ) -> None:
-        self._storage = storage
-        self._conn = conn
-        self._store_id = store_id
-        self._cond = cond
-        self._params = params
-        self.generation = generation
-        self.totals = totals
-        self._limiter = anyio.CapacityLimiter(1)  # one statement at a time on the connection
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
-        except sqlite3.Error as exc:
-            raise _translate(exc) from exc
-
-    def records(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[RecordMeta]]:
-        """Inline records come with their bytes (a batch stops early at PREFETCH_BYTES of them), which saves a
-        round trip per record when an archive holds many small ones; ``held_bytes`` hands them out."""
-        return self._batches(after, batch, with_data=True)
-
-    def zip_entries(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[_ZipRow]]:
-        """The same records as ``records``, in the same order, as (key, decoded_size, crc32, modified_at) named
-        tuples and nothing else: what an archive's central directory needs, without the bytes and cheaper per
-        row than a RecordMeta. Not for ``read_blob``."""
-        return self._batches(after, batch, with_data=False)
-
-    def held_bytes(self, record: RecordMeta) -> bytes | None:
-        """The record's decoded bytes if its batch brought them along (identity-encoded inline records), else
-        None. Synchronous and cheap: the ZIP writer copies these without a ``read_blob`` per record."""
-        blob = record.blob
-        return blob if type(blob) is bytes and record.content_encoding is None else None
-
-    async def _batches(self, after: str | None, batch: int, with_data: bool) -> AsyncIterator[Sequence[Any]]:
-        blob_dir = self._storage.blob_dir
-        # Blob handles in a snapshot's records: the bytes themselves (inline, fetched with the batch), _File, or
-        # _Row (inline, not fetched). Only this snapshot's read_blob understands the first and the last.
-        if with_data:
-            sql = f"SELECT {_RECORD_COLS}, d.data FROM records r LEFT JOIN record_data d ON d.id = r.data_id "
-        else:
-            sql = "SELECT key, decoded_size, crc32, modified_at FROM records r "
-        sql += f"WHERE r.store_id = ? AND {self._cond}"
-        base = [self._store_id, *self._params]
-
-        def fetch(last: str | None) -> tuple[list[Any], bool]:
-            # Returns (batch, more may follow). Per row: one tuple unpack and one RecordMeta (or _ZipRow).
-            if last is None:
-                cur = self._conn.execute(sql + " ORDER BY key LIMIT ?", [*base, batch])
-            else:
-                cur = self._conn.execute(sql + " AND key > ? ORDER BY key LIMIT ?", [*base, last, batch])
-            out: list[Any] = []
-            append = out.append
-            meta = RecordMeta
-            to_dt = _snapshot_dt
-            last_ms, when = None, None  # rows written together often share a timestamp
-            held = 0
-            try:
-                if with_data:
-                    for key, size, decoded, crc, ms, ctype, cenc, data_id, path, data in cur:
-                        if path is not None:
-                            blob: Any = _File(blob_dir / path)
-                        elif data is not None:
-                            blob = data
-                            held += size
-                        else:
-                            blob = _Row(data_id)
-                        if ms != last_ms:
-                            last_ms, when = ms, to_dt(ms)
-                        append(meta(key, ctype, cenc, size, decoded, crc, when, blob))
-                        if held >= PREFETCH_BYTES:
-                            return out, True
-                else:
-                    row = _ZipRow._make
-                    for key, decoded, crc, ms in cur:
-                        if ms != last_ms:
-                            last_ms, when = ms, to_dt(ms)
-                        append(row((key, decoded, crc, when)))
-            finally:
-                cur.close()
-            return out, len(out) == batch
-
-        last = after
-        while True:
-            metas, more = await self._run(fetch, last)
-            if metas:
-                yield metas
-            if not more or not metas:
-                return
-            last = metas[-1].key
-
-    async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        blob = record.blob
-        if type(blob) is bytes:
-            for chunk in _inline_chunks(blob, start, end):
-                yield chunk
-        elif isinstance(blob, _Row):
-
-            def fetch() -> bytes:
-                row = self._conn.execute("SELECT data FROM record_data WHERE id = ?", (blob.data_id,)).fetchone()
-                if row is None:
-                    raise RuntimeError(f"record data {blob.data_id} missing from the snapshot")
-                return bytes(row[0])
-
-            data = await self._run(fetch)
-            for chunk in _inline_chunks(data, start, end):
-                yield chunk
-        else:
-            async for chunk in self._storage.read_blob(record, start, end):
-                yield chunk

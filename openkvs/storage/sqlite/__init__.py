@@ -1,0 +1,30 @@
+"""The embedded default backend: SQLite in WAL mode for metadata and small records, files for large records.
+
+Layout under ``data_dir``::
+
+    openkvs.sqlite3 (+ -wal, -shm)   users, tokens, stores, grants, records, record_data, garbage, leases
+    blobs/ab/cd/<name>               record bytes larger than ``inline_max``, written once, never modified
+    tmp/                             uploads in progress (renamed into blobs/ when complete)
+
+Concurrency. Several processes may open one data_dir. Every write is a ``BEGIN IMMEDIATE`` transaction (SQLite
+serialises them across processes; ``busy_timeout`` makes the others wait). Within a process, writes go through
+one connection guarded by a capacity limiter of one, run in a worker thread; reads take a connection from a small
+pool, also in a worker thread. Nothing process-local is needed for correctness: the stats buffer only delays
+counters, and the set of leases this process renews is advisory (an expired lease is ignored by everyone).
+
+Reclaiming bytes. A replaced or deleted file-backed record puts its path into ``garbage``. A file is deleted once
+its garbage row is older than ``gc_grace_seconds`` (so a ``get_record`` that raced the replacement can still read
+it) and no live snapshot may still need it: a snapshot first inserts a lease whose watermark is the largest
+garbage id at that moment and only then starts its read transaction, so every file it can see has a garbage id
+above the watermark (or none). Inline records (``record_data``) need no such care: ``get_record`` returns their
+bytes by value and a snapshot reads them through its own read transaction.
+
+Modules: ``backend`` (``SQLiteStorage``), ``schema`` (DDL, shared SELECTs, row and time conversions, error
+translation), ``blobs`` (blob handles, reading bytes, the tmp/ sweep), ``snapshot`` (the snapshot's read
+transaction and its batches).
+"""
+
+from .backend import SQLiteStorage
+from .schema import DB_NAME, SCHEMA_VERSION
+
+__all__ = ["DB_NAME", "SCHEMA_VERSION", "SQLiteStorage"]

@@ -1,0 +1,96 @@
+"""Record bytes outside the rows' metadata: the blob handles in ``RecordMeta.blob``, reading inline bytes and
+blob files by range, and the sweep of the tmp/ files that crashed uploads left behind."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+READ_CHUNK = 1024 * 1024  # read_blob chunk size
+TMP_MAX_AGE = 3600.0  # tmp/ files untouched this long belong to a crashed upload
+
+
+# Blob handles (RecordMeta.blob). The HTTP layer passes them back to read_blob and never looks inside.
+
+
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
+class _Inline:
+    data: bytes
+
+
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
+class _File:
+    path: Path
+
+
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
+class _Row:
+    """Inline bytes not fetched yet: read through the snapshot's own transaction."""
+
+    data_id: int
+
+
+def _slice(start: int, end: int | None, size: int) -> tuple[int, int]:
+    if end is None or end > size:
+        end = size
+    start = max(0, min(start, end))
+    return start, end
+
+
+async def _read_file(path: Path, start: int, end: int | None) -> AsyncIterator[bytes]:
+    f = await anyio.to_thread.run_sync(open, path, "rb")
+    try:
+        if end is None:
+            end = (await anyio.to_thread.run_sync(os.fstat, f.fileno())).st_size
+        pos = start
+        if pos:
+            await anyio.to_thread.run_sync(f.seek, pos)
+        while pos < end:
+            chunk = await anyio.to_thread.run_sync(f.read, min(READ_CHUNK, end - pos))
+            if not chunk:
+                raise OSError(f"{path}: file shorter than expected ({pos} < {end})")
+            pos += len(chunk)
+            yield chunk
+    finally:
+        f.close()
+
+
+def _writer_alive(tmp_name: str) -> bool:
+    pid, sep, _ = tmp_name.partition("-")
+    if not sep or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
+
+
+def _sweep_tmp(tmp_dir: Path, max_age: float = TMP_MAX_AGE) -> int:
+    """Delete the uploads of crashed processes from tmp/: files whose writing process is gone, and any file
+    nobody has written to for ``max_age`` seconds (in case a pid was reused)."""
+    cutoff = time.time() - max_age
+    removed = 0
+    for entry in os.scandir(tmp_dir):
+        try:
+            if entry.is_file() and (not _writer_alive(entry.name) or entry.stat().st_mtime < cutoff):
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _inline_chunks(data: bytes, start: int, end: int | None) -> list[bytes]:
+    start, end = _slice(start, end, len(data))
+    return [data[i : min(i + READ_CHUNK, end)] for i in range(start, end, READ_CHUNK)]

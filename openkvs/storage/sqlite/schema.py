@@ -1,0 +1,197 @@
+"""The database side of the SQLite backend: the schema (DDL and its version), the SELECTs that several methods
+share, row -> ``User``/``Store`` conversion, timestamps as integer milliseconds, key selections as SQL, and
+sqlite3 errors that mean "unavailable" translated to ``StorageUnavailable``."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..base import (
+    prefix_upper_bound,
+    KeySelection,
+    StorageUnavailable,
+    Store,
+    StoreStats,
+    User,
+)
+
+SCHEMA_VERSION = 1
+DB_NAME = "openkvs.sqlite3"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id          TEXT PRIMARY KEY,
+    username    TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash        TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stores (
+    id                      TEXT PRIMARY KEY,
+    user_id                 TEXT NOT NULL REFERENCES users(id),
+    name                    TEXT,
+    general_access          TEXT NOT NULL,
+    schema                  TEXT,
+    url_signing_secret_key  TEXT NOT NULL,
+    created_at              INTEGER NOT NULL,
+    modified_at             INTEGER NOT NULL,
+    accessed_at             INTEGER NOT NULL,
+    generation              INTEGER NOT NULL DEFAULT 0,
+    read_count              INTEGER NOT NULL DEFAULT 0,
+    write_count             INTEGER NOT NULL DEFAULT 0,
+    delete_count            INTEGER NOT NULL DEFAULT 0,
+    list_count              INTEGER NOT NULL DEFAULT 0,
+    storage_bytes           INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS stores_user_name ON stores(user_id, name COLLATE NOCASE) WHERE name IS NOT NULL;
+CREATE INDEX IF NOT EXISTS stores_user_created ON stores(user_id, created_at, id);
+CREATE TABLE IF NOT EXISTS grants (
+    store_id    TEXT NOT NULL REFERENCES stores(id) ON DELETE CASCADE,
+    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    can_write   INTEGER NOT NULL,
+    PRIMARY KEY (store_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS grants_user ON grants(user_id, store_id);
+-- One row per record, clustered by (store_id, key) in byte order: a keys page or a snapshot batch is one range
+-- scan. The bytes live in record_data (inline, data_id) or in blobs/ (path).
+CREATE TABLE IF NOT EXISTS records (
+    store_id          TEXT NOT NULL,
+    key               TEXT NOT NULL COLLATE BINARY,
+    size              INTEGER NOT NULL,
+    decoded_size      INTEGER NOT NULL,
+    crc32             INTEGER NOT NULL,
+    modified_at       INTEGER NOT NULL,
+    content_type      TEXT NOT NULL,
+    content_encoding  TEXT,
+    data_id           INTEGER,
+    path              TEXT,
+    PRIMARY KEY (store_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS record_data (
+    id    INTEGER PRIMARY KEY,
+    data  BLOB NOT NULL
+);
+-- Files to delete. created_at in the future marks a file being committed right now (deleted with the row on
+-- success, reclaimed if the process died in between).
+CREATE TABLE IF NOT EXISTS garbage (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    path        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    id          TEXT PRIMARY KEY,
+    watermark   INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+"""
+
+_STORE_SELECT = """
+SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
+       s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
+       s.storage_bytes, s.generation
+FROM stores s JOIN users u ON u.id = s.user_id
+"""
+
+_RECORD_COLS = "key, size, decoded_size, crc32, modified_at, content_type, content_encoding, data_id, path"
+_STORE_NCOLS = 16  # the columns of _STORE_SELECT
+# A record GET by store ID: the store's columns, then the record's and its inline bytes (NULLs if no record).
+_STORE_AND_RECORD = """
+SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
+       s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
+       s.storage_bytes, s.generation,
+       r.key, r.size, r.decoded_size, r.crc32, r.modified_at, r.content_type, r.content_encoding, r.data_id, r.path,
+       d.data
+FROM stores s JOIN users u ON u.id = s.user_id
+LEFT JOIN records r ON r.store_id = s.id AND r.key = ?
+LEFT JOIN record_data d ON d.id = r.data_id
+WHERE s.id = ?
+"""
+
+_UNAVAILABLE_MARKERS = (
+    "locked",
+    "busy",
+    "unable to open",
+    "disk i/o",
+    "disk is full",
+    "readonly",
+    "not a database",
+    "malformed",
+)
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _to_ms(now: datetime | float | None) -> int:
+    if now is None:
+        return _now_ms()
+    if isinstance(now, datetime):
+        return (now - _EPOCH) // timedelta(milliseconds=1)
+    return int(now * 1000)
+
+
+@functools.lru_cache(maxsize=65_536)  # the same few timestamps (a store's, a hot record's) come back constantly
+def _dt(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _selection_sql(selection: KeySelection) -> tuple[str, list[Any]]:
+    """A WHERE fragment (range conditions, so the primary key is used) and its parameters."""
+    if selection.exact is not None:
+        if selection.prefix and not selection.exact.startswith(selection.prefix):
+            return "0", []
+        return "key = ?", [selection.exact]
+    if selection.prefix:
+        upper = prefix_upper_bound(selection.prefix)
+        if upper is None:
+            return "key >= ?", [selection.prefix]
+        return "key >= ? AND key < ?", [selection.prefix, upper]
+    return "1", []
+
+
+def _translate(exc: sqlite3.Error) -> Exception:
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.IntegrityError
+    ):
+        msg = str(exc).lower()
+        if any(m in msg for m in _UNAVAILABLE_MARKERS):
+            return StorageUnavailable(f"SQLite: {exc}")
+    return exc
+
+
+def _user(row: Sequence[Any]) -> User:
+    return User(id=row[0], username=row[1], created_at=_dt(row[2]))
+
+
+def _store(row: Sequence[Any]) -> Store:
+    return Store(
+        id=row[0],
+        name=row[1],
+        user_id=row[2],
+        username=row[3],
+        created_at=_dt(row[4]),
+        modified_at=_dt(row[5]),
+        accessed_at=_dt(row[6]),
+        general_access=row[7],
+        schema=json.loads(row[8]) if row[8] is not None else None,
+        url_signing_secret_key=row[9],
+        stats=StoreStats(
+            read_count=row[10], write_count=row[11], delete_count=row[12], list_count=row[13], storage_bytes=row[14]
+        ),
+        generation=row[15],
+    )

@@ -1,0 +1,196 @@
+"""A SQLite snapshot: one read transaction on a connection of its own, open for the snapshot's life, that hands
+out a store's records in key order and in batches (inline bytes included) for the ZIP download."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals
+from .blobs import _File, _inline_chunks, _Row
+from .schema import _RECORD_COLS, _dt, _selection_sql, _translate
+
+if TYPE_CHECKING:
+    from .backend import SQLiteStorage
+
+T = TypeVar("T")
+
+PREFETCH_BYTES = 8 * 1024 * 1024  # a snapshot batch holds at most about this many bytes of inline records
+SNAPSHOT_MMAP_MIN_AVG = 4096  # a snapshot maps the database when its inline records average this size or more
+SNAPSHOT_MMAP_BYTES = 1 << 30  # up to this much of the database file (SQLite caps it at its own limit)
+
+
+class _ZipRow(NamedTuple):
+    """A record as an archive's central directory sees it (satisfies zipwriter.ZipEntry)."""
+
+    key: str
+    decoded_size: int
+    crc32: int
+    modified_at: datetime
+
+
+_FAST_MS_MAX = 4_102_444_800_000  # 2100-01-01: below it a float of seconds still rounds to the exact millisecond
+
+
+def _snapshot_dt(ms: int) -> datetime:
+    """``_dt(ms)``, about twice as fast. Exact below 2100: a float of seconds there is off by under 0.3 µs, so
+    rounding to microseconds gives the millisecond back (also checked on a million random values)."""
+    if 0 <= ms < _FAST_MS_MAX:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    return _dt(ms)
+
+
+def _begin_snapshot(
+    storage: SQLiteStorage, conn: sqlite3.Connection, store_id: str, selection: KeySelection
+) -> _SQLiteSnapshot:
+    """In a worker thread, on the snapshot's own connection: begin its read transaction, count what it
+    selects."""
+    conn.execute("BEGIN")
+    row = conn.execute("SELECT generation FROM stores WHERE id = ?", (store_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"store {store_id}")
+    cond, params = _selection_sql(selection)
+    count, key_bytes, decoded, big, inline_count, inline_bytes = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(length(CAST(key AS BLOB))), 0), COALESCE(SUM(decoded_size), 0), "
+        "COALESCE(SUM(decoded_size >= 4294967295), 0), "
+        "COALESCE(SUM(path IS NULL), 0), COALESCE(SUM(CASE WHEN path IS NULL THEN size END), 0) "
+        f"FROM records WHERE store_id = ? AND {cond}",
+        [store_id, *params],
+    ).fetchone()
+    if inline_count and inline_bytes >= SNAPSHOT_MMAP_MIN_AVG * inline_count:
+        # Records this big live in chains of overflow pages, which SQLite otherwise reads one pread (and
+        # one copy into its page cache) per page: mapped, the same 2,000 x 64 KiB read 3.4x faster. Mapped
+        # database pages count in the process's RSS (as page cache it can drop at any time), so only
+        # snapshots of such records map; this connection, and the mapping, end with the snapshot.
+        conn.execute(f"PRAGMA mmap_size = {SNAPSHOT_MMAP_BYTES}")
+    return _SQLiteSnapshot(
+        storage, conn, store_id, cond, params, row[0], SnapshotTotals(count, key_bytes, decoded, big)
+    )
+
+
+class _SQLiteSnapshot(Snapshot):
+    """One read transaction on a dedicated connection, open for the snapshot's life."""
+
+    def __init__(
+        self,
+        storage: SQLiteStorage,
+        conn: sqlite3.Connection,
+        store_id: str,
+        cond: str,
+        params: list[Any],
+        generation: int,
+        totals: SnapshotTotals,
+    ) -> None:
+        self._storage = storage
+        self._conn = conn
+        self._store_id = store_id
+        self._cond = cond
+        self._params = params
+        self.generation = generation
+        self.totals = totals
+        self._limiter = anyio.CapacityLimiter(1)  # one statement at a time on the connection
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+
+    def records(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[RecordMeta]]:
+        """Inline records come with their bytes (a batch stops early at PREFETCH_BYTES of them), which saves a
+        round trip per record when an archive holds many small ones; ``held_bytes`` hands them out."""
+        return self._batches(after, batch, with_data=True)
+
+    def zip_entries(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[_ZipRow]]:
+        """The same records as ``records``, in the same order, as (key, decoded_size, crc32, modified_at) named
+        tuples and nothing else: what an archive's central directory needs, without the bytes and cheaper per
+        row than a RecordMeta. Not for ``read_blob``."""
+        return self._batches(after, batch, with_data=False)
+
+    def held_bytes(self, record: RecordMeta) -> bytes | None:
+        """The record's decoded bytes if its batch brought them along (identity-encoded inline records), else
+        None. Synchronous and cheap: the ZIP writer copies these without a ``read_blob`` per record."""
+        blob = record.blob
+        return blob if type(blob) is bytes and record.content_encoding is None else None
+
+    async def _batches(self, after: str | None, batch: int, with_data: bool) -> AsyncIterator[Sequence[Any]]:
+        blob_dir = self._storage.blob_dir
+        # Blob handles in a snapshot's records: the bytes themselves (inline, fetched with the batch), _File, or
+        # _Row (inline, not fetched). Only this snapshot's read_blob understands the first and the last.
+        if with_data:
+            sql = f"SELECT {_RECORD_COLS}, d.data FROM records r LEFT JOIN record_data d ON d.id = r.data_id "
+        else:
+            sql = "SELECT key, decoded_size, crc32, modified_at FROM records r "
+        sql += f"WHERE r.store_id = ? AND {self._cond}"
+        base = [self._store_id, *self._params]
+
+        def fetch(last: str | None) -> tuple[list[Any], bool]:
+            # Returns (batch, more may follow). Per row: one tuple unpack and one RecordMeta (or _ZipRow).
+            if last is None:
+                cur = self._conn.execute(sql + " ORDER BY key LIMIT ?", [*base, batch])
+            else:
+                cur = self._conn.execute(sql + " AND key > ? ORDER BY key LIMIT ?", [*base, last, batch])
+            out: list[Any] = []
+            append = out.append
+            meta = RecordMeta
+            to_dt = _snapshot_dt
+            last_ms, when = None, None  # rows written together often share a timestamp
+            held = 0
+            try:
+                if with_data:
+                    for key, size, decoded, crc, ms, ctype, cenc, data_id, path, data in cur:
+                        if path is not None:
+                            blob: Any = _File(blob_dir / path)
+                        elif data is not None:
+                            blob = data
+                            held += size
+                        else:
+                            blob = _Row(data_id)
+                        if ms != last_ms:
+                            last_ms, when = ms, to_dt(ms)
+                        append(meta(key, ctype, cenc, size, decoded, crc, when, blob))
+                        if held >= PREFETCH_BYTES:
+                            return out, True
+                else:
+                    row = _ZipRow._make
+                    for key, decoded, crc, ms in cur:
+                        if ms != last_ms:
+                            last_ms, when = ms, to_dt(ms)
+                        append(row((key, decoded, crc, when)))
+            finally:
+                cur.close()
+            return out, len(out) == batch
+
+        last = after
+        while True:
+            metas, more = await self._run(fetch, last)
+            if metas:
+                yield metas
+            if not more or not metas:
+                return
+            last = metas[-1].key
+
+    async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        blob = record.blob
+        if type(blob) is bytes:
+            for chunk in _inline_chunks(blob, start, end):
+                yield chunk
+        elif isinstance(blob, _Row):
+
+            def fetch() -> bytes:
+                row = self._conn.execute("SELECT data FROM record_data WHERE id = ?", (blob.data_id,)).fetchone()
+                if row is None:
+                    raise RuntimeError(f"record data {blob.data_id} missing from the snapshot")
+                return bytes(row[0])
+
+            data = await self._run(fetch)
+            for chunk in _inline_chunks(data, start, end):
+                yield chunk
+        else:
+            async for chunk in self._storage.read_blob(record, start, end):
+                yield chunk
