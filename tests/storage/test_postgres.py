@@ -413,9 +413,9 @@ async def test_chunk_throughput(storage: PostgresStorage, capsys) -> None:
 async def test_snapshot_batches_carry_small_records(storage: PostgresStorage, monkeypatch) -> None:
     """Records of one chunk come with their batch (read_blob runs no query for them); a batch stops after the
     record that reaches PREFETCH_BYTES of such bytes; bigger records stream chunk by chunk from the snapshot."""
-    from openkvs.storage import postgres
+    from openkvs.storage.postgres import snapshot as pg_snapshot  # where PgSnapshot reads it
 
-    monkeypatch.setattr(postgres, "PREFETCH_BYTES", 250_000)
+    monkeypatch.setattr(pg_snapshot, "PREFETCH_BYTES", 250_000)
     _, store = await new_store(storage)
     datas = {}
     for i in range(12):
@@ -575,9 +575,9 @@ async def test_delete_store_while_writing(nodes, admin, schema: str, monkeypatch
     """A store deleted while writers replace and delete its records on two nodes: no deadlock (writers and the
     deletion both lock the store row before record rows; a deadlock here would surface as StorageUnavailable),
     writers then get NotFound, nothing leaks."""
-    from openkvs.storage import postgres
+    from openkvs.storage.postgres import backend as pg_backend  # where PostgresStorage reads it
 
-    monkeypatch.setattr(postgres, "_DEADLOCK_RETRIES", 1)
+    monkeypatch.setattr(pg_backend, "_DEADLOCK_RETRIES", 1)
     a, b = await nodes(max_pool=8), await nodes(max_pool=8)
     for round_ in range(3):
         _, store = await new_store(a, f"doomed{round_}")

@@ -1,0 +1,51 @@
+"""PostgreSQL backend: every table in one Postgres schema, record bytes in ``blob_chunks`` rows.
+
+Usage::
+
+    storage = PostgresStorage("postgresql://user@host/db", schema="openkvs")
+    await storage.open()        # connects, creates or migrates the schema (refuses a newer one), starts tasks
+    ...
+    await storage.aclose()      # flushes access counters, stops tasks, closes the pools
+
+    await PostgresStorage(dsn, schema=...).migrate()   # what ``openkvs migrate`` runs: migrate, return the version
+    await storage.drop_schema()                        # tests: DROP SCHEMA ... CASCADE (works open or closed)
+    await storage.collect_garbage(now=..., grace=...)  # one GC pass (the background task runs it every 10 s)
+    await storage.flush_stats()                        # write the buffered access counters now
+
+Design:
+
+- Records point at a blob id; the bytes are rows ``blob_chunks(blob_id, seq, data)`` of ``CHUNK_SIZE`` bytes (the
+  last one shorter), stored uncompressed out of line (``STORAGE EXTERNAL``). The chunk size of each record is
+  kept in its row, so the constant may change without breaking old records.
+- ``put_record`` buffers the first chunk; a body that fits in it is written by one statement, its own
+  transaction (chunk, record upsert, old blob id to ``garbage``, store row: generation, modifiedAt, storage bytes).
+  A bigger body is written in one transaction on a connection of the *stream pool* (uploads and ZIP snapshots live
+  there so slow clients cannot starve the short queries): chunk by chunk as the body yields, then the same upsert
+  statement. All writers of a store wait for its row lock, which that statement takes and holds only until its
+  commit (see ``_UPSERT_TAIL``). If the body raises, the transaction rolls back and nothing is left behind (a
+  crash does the same).
+- ``garbage(blob_id, created_at)``: GC deletes chunks of garbage older than ``gc_grace_seconds``, so a blob
+  handed out by ``get_record`` stays readable for the grace period. A snapshot is one REPEATABLE READ READ ONLY
+  transaction: rows that GC deletes after it began stay visible to it (MVCC), whatever the grace.
+- Connection failures become ``StorageUnavailable``; asyncpg's pools replace closed connections on acquire.
+
+Modules: ``backend`` (``PostgresStorage``), ``schema`` (migrations, shared columns and row conversions, key
+selections, the record upserts), ``chunks`` (the blob handle, reading and buffering chunks), ``connections``
+(connection errors, pooled connections), ``snapshot`` (the snapshot's transaction and its batches).
+"""
+
+from .backend import GET_INLINE_MAX, PostgresStorage
+from .chunks import CHUNK_SIZE, PgBlob
+from .schema import MIGRATIONS, SCHEMA_VERSION
+from .snapshot import SNAPSHOT_QUERY_BYTES, PgSnapshot
+
+__all__ = [
+    "CHUNK_SIZE",
+    "GET_INLINE_MAX",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SNAPSHOT_QUERY_BYTES",
+    "PgBlob",
+    "PgSnapshot",
+    "PostgresStorage",
+]

@@ -1,0 +1,210 @@
+"""The database side of the PostgreSQL backend: the migrations and the schema version they reach, the column
+lists and row -> ``Store``/``User``/``RecordMeta`` conversions that several queries share, key selections as SQL,
+and the one-statement record upserts (with the locking they rely on)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from ..base import (
+    prefix_upper_bound,
+    KeySelection,
+    RecordMeta,
+    Store,
+    StoreStats,
+    User,
+)
+from .chunks import PgBlob
+
+SCHEMA_VERSION = 2
+
+_NOW_MS = "date_trunc('milliseconds', clock_timestamp())"
+
+# Each entry migrates from version i to i+1 (MIGRATIONS[0] creates version 1).
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE users (
+        id text PRIMARY KEY,
+        username text NOT NULL,
+        created_at timestamptz NOT NULL
+    );
+    CREATE UNIQUE INDEX users_username ON users (username);
+
+    CREATE TABLE tokens (
+        token_hash text PRIMARY KEY,
+        user_id text NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at timestamptz NOT NULL
+    );
+    CREATE INDEX tokens_user ON tokens (user_id);
+
+    CREATE TABLE stores (
+        id text PRIMARY KEY,
+        name text,
+        user_id text NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at timestamptz NOT NULL,
+        modified_at timestamptz NOT NULL,
+        accessed_at timestamptz NOT NULL,
+        general_access text NOT NULL DEFAULT 'FOLLOW_USER_SETTING',
+        schema jsonb,
+        url_signing_secret_key text NOT NULL,
+        read_count bigint NOT NULL DEFAULT 0,
+        write_count bigint NOT NULL DEFAULT 0,
+        delete_count bigint NOT NULL DEFAULT 0,
+        list_count bigint NOT NULL DEFAULT 0,
+        storage_bytes bigint NOT NULL DEFAULT 0,
+        generation bigint NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX stores_user_name ON stores (user_id, lower(name));
+    CREATE INDEX stores_user_created ON stores (user_id, created_at, id);
+
+    CREATE TABLE grants (
+        store_id text NOT NULL REFERENCES stores(id) ON DELETE CASCADE,
+        user_id text NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        can_write boolean NOT NULL,
+        PRIMARY KEY (store_id, user_id)
+    );
+    CREATE INDEX grants_user ON grants (user_id);
+
+    CREATE SEQUENCE blob_ids;
+
+    CREATE TABLE blob_chunks (
+        blob_id bigint NOT NULL,
+        seq integer NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (blob_id, seq)
+    );
+    ALTER TABLE blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+
+    CREATE TABLE records (
+        store_id text NOT NULL REFERENCES stores(id) ON DELETE CASCADE,
+        key text COLLATE "C" NOT NULL,
+        content_type text NOT NULL,
+        content_encoding text,
+        size bigint NOT NULL,
+        decoded_size bigint NOT NULL,
+        crc32 bigint NOT NULL,
+        modified_at timestamptz NOT NULL,
+        blob_id bigint NOT NULL,
+        chunk_size integer NOT NULL,
+        PRIMARY KEY (store_id, key)
+    );
+
+    CREATE TABLE garbage (
+        blob_id bigint PRIMARY KEY,
+        created_at timestamptz NOT NULL
+    );
+    CREATE INDEX garbage_created ON garbage (created_at);
+    """,
+    # 2: the record upsert notes the row it replaced in these (set only by ON CONFLICT DO UPDATE, which reads the
+    # locked latest version), so one statement both writes and learns which blob went to the garbage.
+    """
+    ALTER TABLE records ADD COLUMN prev_blob_id bigint, ADD COLUMN prev_size bigint;
+    """,
+]
+
+
+def _selection_sql(selection: KeySelection, args: list[Any]) -> str | None:
+    """SQL conditions on ``key`` for a selection, appending parameters to ``args``; None: selects nothing."""
+    conds: list[str] = []
+    if selection.exact is not None:
+        if selection.prefix is not None and not selection.exact.startswith(selection.prefix):
+            return None
+        args.append(selection.exact)
+        conds.append(f"key = ${len(args)}")
+    elif selection.prefix:
+        args.append(selection.prefix)
+        conds.append(f"key >= ${len(args)}")
+        succ = prefix_upper_bound(selection.prefix)
+        if succ is not None:
+            args.append(succ)
+            conds.append(f"key < ${len(args)}")
+    return " AND ".join(conds) if conds else "TRUE"
+
+
+_STORE_COLS = """s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
+    s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
+    s.storage_bytes, s.generation"""
+_STORE_FROM = "stores s JOIN users u ON u.id = s.user_id"
+_RECORD_COLS = "key, content_type, content_encoding, size, decoded_size, crc32, modified_at, blob_id, chunk_size"
+
+
+def _store(row: asyncpg.Record) -> Store:
+    return Store(
+        id=row["id"],
+        name=row["name"],
+        user_id=row["user_id"],
+        username=row["username"],
+        created_at=row["created_at"],
+        modified_at=row["modified_at"],
+        accessed_at=row["accessed_at"],
+        general_access=row["general_access"],
+        schema=row["schema"],
+        url_signing_secret_key=row["url_signing_secret_key"],
+        stats=StoreStats(
+            read_count=row["read_count"],
+            write_count=row["write_count"],
+            delete_count=row["delete_count"],
+            list_count=row["list_count"],
+            storage_bytes=row["storage_bytes"],
+        ),
+        generation=row["generation"],
+    )
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(id=row["id"], username=row["username"], created_at=row["created_at"])
+
+
+def _record(row: asyncpg.Record, data: bytes | None = None, prefix: str = "") -> RecordMeta:
+    p = prefix
+    return RecordMeta(
+        key=row[p + "key"],
+        content_type=row[p + "content_type"],
+        content_encoding=row[p + "content_encoding"],
+        size=row[p + "size"],
+        decoded_size=row[p + "decoded_size"],
+        crc32=row[p + "crc32"],
+        modified_at=row[p + "modified_at"],
+        blob=PgBlob(row[p + "blob_id"], row[p + "chunk_size"], row[p + "size"], data),
+    )
+
+
+# Writing a record is one statement. It locks the store row first (``lk``: ``up`` reads from it, so that runs
+# before the record row is touched; no row when the store is gone) and the store row is what every writer of a
+# store waits for, so the statement holds it only for its own execution and commit: for a small record the
+# statement is its own transaction, so no client round trip happens while the lock is held (it used to be held
+# over three). ON CONFLICT DO UPDATE locks the record row and reads its latest committed version, so
+# prev_blob_id/prev_size name exactly the blob this write replaced, even when a writer of the same key committed
+# after this statement's snapshot was taken (NULL: the key was new).
+_UPSERT_TAIL = f"""
+    lk AS (SELECT id FROM stores WHERE id = $1 FOR NO KEY UPDATE),
+    up AS (
+        INSERT INTO records (store_id, key, content_type, content_encoding, size, decoded_size, crc32,
+            modified_at, blob_id, chunk_size, prev_blob_id, prev_size)
+        SELECT $1, $2, $3, $4, $5, $6, $7, t.now, b.id, $8, NULL, NULL FROM lk, t, b
+        ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
+            content_encoding = EXCLUDED.content_encoding, size = EXCLUDED.size,
+            decoded_size = EXCLUDED.decoded_size, crc32 = EXCLUDED.crc32,
+            modified_at = EXCLUDED.modified_at, blob_id = EXCLUDED.blob_id, chunk_size = EXCLUDED.chunk_size,
+            prev_blob_id = records.blob_id, prev_size = records.size
+        RETURNING {_RECORD_COLS}, prev_blob_id, prev_size
+    ),
+    g AS (INSERT INTO garbage (blob_id, created_at) SELECT up.prev_blob_id, t.now FROM up, t
+          WHERE up.prev_blob_id IS NOT NULL),
+    st AS (
+        UPDATE stores SET generation = generation + 1, modified_at = greatest(stores.modified_at, t.now),
+            storage_bytes = storage_bytes + up.size - coalesce(up.prev_size, 0)
+        FROM up, t WHERE id = $1
+    )"""
+# A record of at most one chunk: the chunk ($9, NULL when empty) goes in with the same statement.
+_UPSERT_SMALL = f"""WITH t AS (SELECT {_NOW_MS} AS now),
+    b AS MATERIALIZED (SELECT nextval('blob_ids') AS id),
+    {_UPSERT_TAIL},
+    c AS (INSERT INTO blob_chunks (blob_id, seq, data) SELECT b.id, 0, $9::bytea FROM b, lk WHERE $9::bytea IS NOT NULL)
+    SELECT * FROM up"""
+# A bigger record whose chunks the transaction already wrote under blob id $9.
+_UPSERT_BIG = f"""WITH t AS (SELECT {_NOW_MS} AS now), b AS (SELECT $9::bigint AS id),
+    {_UPSERT_TAIL}
+    SELECT * FROM up"""
