@@ -549,10 +549,7 @@ class PostgresStorage(Storage):
             store_id,
             key,
         )
-        if row is None:
-            return None
-        data = row["data"]
-        return _record(row, data if data is not None else (b"" if row["size"] == 0 else None))
+        return _record(row, row["data"]) if row is not None else None
 
     # The small record's bytes come along (see get_record); record columns are prefixed "r_" (stores have some
     # of the same names).
@@ -569,8 +566,7 @@ class PostgresStorage(Storage):
             return None, None
         if row["r_key"] is None:
             return _store(row), None
-        data = row["r_data"]
-        return _store(row), _record(row, data if data is not None else (b"" if row["r_size"] == 0 else None), "r_")
+        return _store(row), _record(row, row["r_data"], "r_")
 
     def held_bytes(self, record: RecordMeta) -> bytes | None:
         blob = record.blob

@@ -158,7 +158,11 @@ def _user(row: asyncpg.Record) -> User:
 
 
 def _record(row: asyncpg.Record, data: bytes | None = None, prefix: str = "") -> RecordMeta:
+    """A record from its columns (named ``prefix`` + column). ``data``: its bytes when the query brought them
+    along; an empty record has them anyway."""
     p = prefix
+    if data is None and row[p + "size"] == 0:
+        data = b""
     return RecordMeta(
         key=row[p + "key"],
         content_type=row[p + "content_type"],

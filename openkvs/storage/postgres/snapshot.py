@@ -119,7 +119,7 @@ class PgSnapshot(Snapshot):
                     data = r["data"]
                     if r["one"] and data is None:
                         raise NotFound(f"blob {r['blob_id']} is gone")
-                    metas.append(_record(r, data if data is not None else (b"" if r["size"] == 0 else None)))
+                    metas.append(_record(r, data))
                 del rows
                 yield metas
         finally:

@@ -554,6 +554,12 @@ class SQLiteStorage(Storage):
         name = new_id(24)
         return f"{name[0:2]}/{name[2:4]}/{name}"
 
+    def _fetched(self, row: Sequence[Any]) -> RecordMeta:
+        """A record read as _RECORD_COLS then ``d.data``: in a file (path) or inline (bytes, maybe none)."""
+        path, data = row[8], row[9]
+        blob = _File(self.blob_dir / path) if path is not None else _Inline(bytes(data) if data is not None else b"")
+        return self._meta(row, blob)
+
     def _meta(self, row: Sequence[Any], blob: Any) -> RecordMeta:
         return RecordMeta(
             key=row[0],
@@ -700,11 +706,7 @@ class SQLiteStorage(Storage):
                 "WHERE r.store_id = ? AND r.key = ?",
                 (store_id, key),
             ).fetchone()
-            if row is None:
-                return None
-            if row[8] is not None:
-                return self._meta(row, _File(self.blob_dir / row[8]))
-            return self._meta(row, _Inline(bytes(row[9]) if row[9] is not None else b""))
+            return self._fetched(row) if row is not None else None
 
         return await self._point_read(q)
 
@@ -726,9 +728,7 @@ class SQLiteStorage(Storage):
                 self._store_memo[store_id] = (store_row, store)
             if row[n] is None:  # the LEFT JOIN found no record
                 return store, None
-            if row[n + 8] is not None:
-                return store, self._meta(row[n:], _File(self.blob_dir / row[n + 8]))
-            return store, self._meta(row[n:], _Inline(bytes(row[n + 9]) if row[n + 9] is not None else b""))
+            return store, self._fetched(row[n:])
 
         return await self._point_read(q)
 
