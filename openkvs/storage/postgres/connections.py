@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import asyncpg
 from asyncpg import exceptions as pgx
 
@@ -54,11 +53,12 @@ async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         _discard(conn)
         raise
     finally:
-        with anyio.move_on_after(10, shield=True):
-            try:
-                await pool.release(conn)
-            except Exception:  # noqa: BLE001 - broken: make sure it is gone
-                _discard(conn)
+        try:
+            # asyncpg shields the release itself (a cancelled caller can't leave the connection half-returned);
+            # the timeout bounds a release that hangs on a broken connection.
+            await pool.release(conn, timeout=10)
+        except Exception:  # noqa: BLE001 - broken: make sure it is gone
+            _discard(conn)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
