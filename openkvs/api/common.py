@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from openkvs import auth, errors, httprange, signing
 from openkvs.config import Settings
@@ -64,6 +65,10 @@ class AppState:
 
 def state(request: Request) -> AppState:
     return request.scope["state"]["openkvs"]  # type: ignore[no-any-return]
+
+
+def state_of(scope: Scope) -> AppState:
+    return scope["state"]["openkvs"]  # type: ignore[no-any-return]
 
 
 def to_json(data: Any) -> bytes:
@@ -262,10 +267,14 @@ async def find_store(
 ID_RE = re.compile(r"^[a-zA-Z0-9]{1,64}\Z")
 
 
+def plausible_store_id(store_id: str) -> bool:
+    return ID_RE.match(store_id) is not None
+
+
 def _plausible(address: auth.Address) -> bool:
     """Whether a store could have this address: an ID is alphanumeric, names and usernames follow their rules."""
     if address.by is auth.By.ID:
-        return bool(ID_RE.match(address.value))
+        return plausible_store_id(address.value)
     if not (len(address.value) <= 63 and NAME_RE.match(address.value)):
         return False
     return address.by is auth.By.OWN_NAME or bool(USERNAME_RE.match(address.username or ""))
@@ -283,14 +292,19 @@ def need(request: Request, found: StoreAccess, who: Caller, level: auth.Access, 
 # -- rate limits -------------------------------------------------------------------------------------------------
 
 
+def note_unmetered_limit(scope: Scope, settings: Settings, record_op: bool) -> None:
+    """With rate limits off, a request on a store still names its configured limit in X-RateLimit-Limit."""
+    scope["openkvs.ratelimit_limit"] = (
+        settings.rate_limit_records_per_second if record_op else settings.rate_limit_store_per_second
+    )
+
+
 async def rate_limit(request: Request, who: Caller, store_id: str | None, record_op: bool) -> None:
     """Charge this request to the caller's budgets. Records the limit for the X-RateLimit-Limit header."""
     policy = state(request).limits
     if policy is None:  # --rate-limits off: nothing is spent, but the header still names the configured limit
         if store_id is not None:  # (without a store, ApiMiddleware's default is the per-user limit)
-            s = state(request).settings
-            limit = s.rate_limit_records_per_second if record_op else s.rate_limit_store_per_second
-            request.scope["openkvs.ratelimit_limit"] = limit
+            note_unmetered_limit(request.scope, state(request).settings, record_op)
         return
     if who.user is not None:
         identity = f"user:{who.user.id}"

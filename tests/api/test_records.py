@@ -49,6 +49,25 @@ def test_put_get_roundtrip_headers(shared_server, alice, store):
     assert "content-encoding" not in r.headers
 
 
+@pytest.mark.parametrize("size", [0, 1, 1024, 64 * 1024, 64 * 1024 + 1, 300_000])
+def test_plain_get_answers_exactly_like_a_get_with_parameters(alice, store, size):
+    """The owner's plain GET has a short path of its own (records._owner_plain_get); any query parameter sends
+    the same request through the general one. Both must give the same status, body and headers."""
+    body = os.urandom(size)
+    url = rec_path(store["id"], f"r{size}")
+    assert alice.put(url, content=body, headers={"content-type": "text/csv"}).status_code == 201
+    plain = alice.get(url)
+    token = alice.headers["authorization"].removeprefix("Bearer ")
+    general = [
+        alice.get(url, params={"attachment": "false"}),
+        httpx.get(f"{alice.base_url}{url}", params={"token": token}),  # the token in the query instead
+    ]
+    assert plain.status_code == 200 and plain.content == body
+    for other in general:
+        assert (other.status_code, other.content) == (plain.status_code, plain.content)
+        assert sorted(other.headers.multi_items()) == sorted(plain.headers.multi_items())
+
+
 def test_post_same_as_put_and_default_content_type(alice, store):
     url = rec_path(store["id"], "p")
     # httpx sends no Content-Type for raw bytes
