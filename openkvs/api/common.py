@@ -307,11 +307,20 @@ async def rate_limit(request: Request, who: Caller, store_id: str | None, record
             note_unmetered_limit(request.scope, state(request).settings, record_op)
         return
     if who.user is not None:
-        identity = f"user:{who.user.id}"
+        identity = user_identity(who.user)
     else:
         identity = "ip:" + client_ip(request.scope, state(request).trusted_proxies)
+    await charge(request.scope, policy, identity, store_id, record_op)
+
+
+def user_identity(user: User) -> str:
+    return f"user:{user.id}"
+
+
+async def charge(scope: Scope, policy: Any, identity: str, store_id: str | None, record_op: bool) -> None:
+    """Spend one request of ``identity``'s budgets (and the store's); 429 when one is empty."""
     verdict = await policy.check(identity, store_id, record_op)
-    request.scope["openkvs.ratelimit_limit"] = verdict.limit
+    scope["openkvs.ratelimit_limit"] = verdict.limit
     if not verdict.allowed:
         raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})
 

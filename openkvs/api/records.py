@@ -15,9 +15,11 @@ from starlette.types import Receive, Scope, Send
 from openkvs import auth, codec, errors, schema, signing
 from openkvs.api.common import (
     ApiRequest,
+    charge,
     note_unmetered_limit,
     plausible_store_id,
     state_of,
+    user_identity,
     valid_key,
     StoreAccess,
     select_range,
@@ -148,7 +150,7 @@ _NOT_PLAIN = frozenset((b"range", b"if-range", b"if-none-match"))
 async def _owner_plain_get(scope: Scope, send: Send) -> bool:
     """The most common request of all, answered with the least work: the store's owner, with a token already in
     the cache, GETs a small identity-encoded record by store ID, with no query string and no conditional or
-    range header, rate limits off. Its access rule is the simplest one there is (the owner may read); anything
+    range header. Its access rule is the simplest one there is (the owner may read); anything
     else returns False before a byte is sent, and the general path (record_endpoint) answers instead, so every
     other rule and every error lives in one place. The same answer either way: tests/api/test_records.py
     compares the two paths header by header."""
@@ -162,7 +164,7 @@ async def _owner_plain_get(scope: Scope, send: Send) -> bool:
             authorization = value.decode("latin-1")
     st = state_of(scope)
     token = auth.token_from_request(authorization, None)
-    hit = st.tokens.cached(token) if token is not None and st.limits is None else None
+    hit = st.tokens.cached(token) if token is not None else None
     if hit is None or hit[0] is None:
         return False
     params = scope["path_params"]
@@ -176,8 +178,11 @@ async def _owner_plain_get(scope: Scope, send: Send) -> bool:
     body = storage.held_bytes(record)
     if body is None:
         return False
+    if st.limits is None:
+        note_unmetered_limit(scope, st.settings, record_op=True)
+    else:  # as find_store charges the owner (a 429 raised here is rendered by ApiMiddleware)
+        await charge(scope, st.limits, user_identity(hit[0]), store_id, record_op=True)
     storage.count_access(store_id, reads=1)
-    note_unmetered_limit(scope, st.settings, record_op=True)
     headers = [
         (b"content-type", record.content_type.encode("latin-1")),
         (b"etag", _etag(record, False).encode("latin-1")),

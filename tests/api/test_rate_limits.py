@@ -191,6 +191,23 @@ def test_record_burst_gets_429_with_retry_after_and_the_record_limit(limited: Se
         assert r.status_code == 200 and r.content == b"x", r.text
 
 
+def test_owner_get_burst_is_limited_like_every_record_request(limited: Server) -> None:
+    """The owner's plain GET of a small record has a short path of its own (records._owner_plain_get): it spends
+    the same budget and gets the same 429."""
+    with limited.client() as c:
+        store = new_store(c)
+        assert c.put(rec_path(store["id"], "k"), content=b"x").status_code == 201  # one of the budget
+        rs, took = burst(lambda: c.get(rec_path(store["id"], "k")), 3 * RECORDS)
+        allowed = sum(map(ok, rs))
+        assert RECORDS - 1 <= allowed <= RECORDS + int(RECORDS * took) + 1, ([r.status_code for r in rs], took)
+        assert rs[-1].status_code == 429 or took > 1.5, [r.status_code for r in rs]
+        for r in rs:
+            if ok(r):
+                assert r.content == b"x" and r.headers["x-ratelimit-limit"] == str(RECORDS), r.headers
+            else:
+                assert_429(r, RECORDS)
+
+
 def test_store_burst_gets_429_with_the_store_limit_and_records_have_their_own_budget(limited: Server) -> None:
     with limited.client() as c:
         store = new_store(c)
