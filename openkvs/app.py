@@ -102,10 +102,13 @@ ROUTES = [
 class ApiMiddleware:
     """Pure ASGI (so streaming responses pass through untouched): adds the common headers to every response and
     renders any error raised before the response started in the API's JSON shape. The one place where storage
-    errors become API errors too: handlers let them rise. A 500 hides internals and logs
-    the traceback with a request id. After the response started, an error can only abort the connection."""
+    errors become API errors too: handlers let them rise. A 500 hides internals and logs the traceback with a
+    request id. After the response started, an error can only abort the connection."""
 
-    CORS_HEADERS = [(b"access-control-allow-origin", b"*"), (b"access-control-expose-headers", CORS_EXPOSE_HEADERS.encode())]
+    CORS_HEADERS = [
+        (b"access-control-allow-origin", b"*"),
+        (b"access-control-expose-headers", CORS_EXPOSE_HEADERS.encode()),
+    ]
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app

@@ -63,7 +63,21 @@ GC_INTERVAL_SECONDS = 10.0
 # still abort one as a deadlock victim, it is retried up to this many times.
 _DEADLOCK_RETRIES = 5
 
+_STORE_BY_NAME = f"SELECT {_STORE_COLS} FROM {_STORE_FROM} WHERE s.user_id = $1 AND lower(s.name) = lower($2)"
+_GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
+
 T = TypeVar("T")
+
+
+async def _deadlock_retried(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()``, again after PostgreSQL aborted it as a deadlock victim (see _DEADLOCK_RETRIES)."""
+    for n in range(_DEADLOCK_RETRIES):
+        try:
+            return await attempt()
+        except pgx.DeadlockDetectedError:
+            if n == _DEADLOCK_RETRIES - 1:
+                raise StorageUnavailable(f"{what} deadlocked repeatedly") from None
+    raise AssertionError("unreachable")
 
 
 class PostgresStorage(Storage):
@@ -330,7 +344,7 @@ class PostgresStorage(Storage):
                     assert store is not None
                     return store, True
                 row = await conn.fetchrow(
-                    f"SELECT {_STORE_COLS} FROM {_STORE_FROM} WHERE s.user_id = $1 AND lower(s.name) = lower($2)",
+                    _STORE_BY_NAME,
                     user_id,
                     name,
                 )
@@ -348,7 +362,7 @@ class PostgresStorage(Storage):
 
     async def get_store_by_name(self, user_id: str, name: str) -> Store | None:
         row = await self._fetchrow(
-            f"SELECT {_STORE_COLS} FROM {_STORE_FROM} WHERE s.user_id = $1 AND lower(s.name) = lower($2)",
+            _STORE_BY_NAME,
             user_id,
             name,
         )
@@ -428,13 +442,7 @@ class PostgresStorage(Storage):
             await conn.execute("DELETE FROM stores WHERE id = $1", store_id)
             return True
 
-        for attempt in range(_DEADLOCK_RETRIES):
-            try:
-                return await self._run(go, tx=True)
-            except pgx.DeadlockDetectedError:  # see _DEADLOCK_RETRIES
-                if attempt == _DEADLOCK_RETRIES - 1:
-                    raise StorageUnavailable("store deletion deadlocked repeatedly") from None
-        raise AssertionError("unreachable")
+        return await _deadlock_retried("store deletion", lambda: self._run(go, tx=True))
 
     # -- grants ------------------------------------------------------------------------------------------------
 
@@ -456,16 +464,14 @@ class PostgresStorage(Storage):
 
     async def list_grants(self, store_id: str) -> list[Grant]:
         rows = await self._fetch(
-            """SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id
-               WHERE g.store_id = $1 ORDER BY u.username, g.user_id""",
+            _GRANT_SELECT + "WHERE g.store_id = $1 ORDER BY u.username, g.user_id",
             store_id,
         )
         return [Grant(r["store_id"], r["user_id"], r["username"], r["can_write"]) for r in rows]
 
     async def get_grant(self, store_id: str, user_id: str) -> Grant | None:
         r = await self._fetchrow(
-            """SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id
-               WHERE g.store_id = $1 AND g.user_id = $2""",
+            _GRANT_SELECT + "WHERE g.store_id = $1 AND g.user_id = $2",
             store_id,
             user_id,
         )
@@ -484,15 +490,12 @@ class PostgresStorage(Storage):
             data = bytes(buf) if buf else None
             args = (store_id, key, content_type, content_encoding, len(buf), body.decoded_size,
                     body.crc32 & 0xFFFFFFFF, CHUNK_SIZE, data)
-            for attempt in range(_DEADLOCK_RETRIES):
-                try:
-                    row = await self._run(lambda c: c.fetchrow(_UPSERT_SMALL, *args))
-                    break
-                except pgx.DeadlockDetectedError:
-                    if attempt == _DEADLOCK_RETRIES - 1:
-                        raise StorageUnavailable("record write deadlocked repeatedly") from None
-                except pgx.ForeignKeyViolationError:
-                    raise NotFound(f"store {store_id} not found") from None
+            try:
+                row = await _deadlock_retried(
+                    "record write", lambda: self._run(lambda c: c.fetchrow(_UPSERT_SMALL, *args))
+                )
+            except pgx.ForeignKeyViolationError:
+                raise NotFound(f"store {store_id} not found") from None
             if row is None:
                 raise NotFound(f"store {store_id} not found")
             return _record(row)
@@ -595,14 +598,8 @@ class PostgresStorage(Storage):
                     FROM d, t WHERE id = $1
                 )
                 SELECT count(*) FROM d"""
-        for attempt in range(_DEADLOCK_RETRIES):
-            try:
-                n = await self._run(lambda c: c.fetchval(sql, store_id, key))
-                return n > 0
-            except pgx.DeadlockDetectedError:
-                if attempt == _DEADLOCK_RETRIES - 1:
-                    raise StorageUnavailable("record delete deadlocked repeatedly") from None
-        raise AssertionError("unreachable")
+        n = await _deadlock_retried("record delete", lambda: self._run(lambda c: c.fetchval(sql, store_id, key)))
+        return bool(n > 0)
 
     async def list_keys(
         self, store_id: str, selection: KeySelection, exclusive_start_key: str | None, limit: int
