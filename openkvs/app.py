@@ -146,13 +146,21 @@ class ApiMiddleware:
         except StorageError as exc:
             if started:
                 raise
-            await self._send_error(errors.from_storage_error(exc), send_with_headers)
+            api_error = errors.from_storage_error(exc)
+            if isinstance(api_error, errors.InternalError):  # not one the API names: as unexpected as below
+                api_error = self._internal(scope)
+            await self._send_error(api_error, send_with_headers)
         except Exception:
             if started:
                 raise  # uvicorn closes the connection: the client sees a short body, never a complete-looking one
-            request_id = secrets.token_hex(6)
-            log.exception("request %s failed: %s %s", request_id, scope.get("method"), scope.get("path"))
-            await self._send_error(errors.InternalError(f"Internal server error (request id {request_id})."), send_with_headers)
+            await self._send_error(self._internal(scope), send_with_headers)
+
+    @staticmethod
+    def _internal(scope: Scope) -> errors.ApiError:
+        """A 500 that hides internals; the traceback goes to the log under a request id the answer names."""
+        request_id = secrets.token_hex(6)
+        log.exception("request %s failed: %s %s", request_id, scope.get("method"), scope.get("path"))
+        return errors.InternalError(f"Internal server error (request id {request_id}).")
 
     @staticmethod
     async def _send_error(exc: errors.ApiError, send: Send) -> None:
@@ -180,9 +188,10 @@ class FastLane:
             path: str = scope["path"]
             if path.startswith(RECORDS_PATH):
                 # The route "/v2/key-value-stores/{store_id}/records/{key:path}": store_id has no "/", so the
-                # first "/records/" ends it.
+                # first "/records/" ends it. A newline is left to the router, whose pattern never matches one
+                # (every method then gets the same 404).
                 store_id, sep, key = path[len(RECORDS_PATH) :].partition("/records/")
-                if sep and store_id and key and "/" not in store_id:
+                if sep and store_id and key and "/" not in store_id and "\n" not in path:
                     scope["path_params"] = {"store_id": store_id, "key": key}
                     await self.record_get(scope, receive, send)
                     return

@@ -223,15 +223,16 @@ class StoreAccess:
     access: auth.Access
     address: auth.Address
     record: RecordMeta | None = None  # the record asked for with ``find_store(..., record_key=)``, if it exists
-    record_looked_up: bool = False  # whether ``record`` is the answer (else the caller must ask storage itself)
+    record_looked_up: bool = False  # whether ``record`` is the answer (else the caller asks storage, after ``need``)
 
 
 async def find_store(
     request: Request, who: Caller, raw_id: str, *, record_op: bool = False, record_key: str | None = None
 ) -> StoreAccess:
     """The store a path names and the caller's access to it. A store addressed by name that the caller may not
-    read is reported missing, so names of private stores don't leak. ``record_key``: also look up that record,
-    in the same query where the store is addressed by ID (the record GET; access is checked all the same)."""
+    read is reported missing, so names of private stores don't leak. ``record_key``: when the store is addressed
+    by ID and the caller owns it, that record comes in the same query (the record GET); for anyone else it is
+    read only after access is granted."""
     st = state(request)
     address = auth.parse_store_address(raw_id)
     store: Store | None
@@ -241,9 +242,9 @@ async def find_store(
         if address.by is auth.By.OWN_NAME:
             require_user(who)
         raise errors.NotFound()  # no store can have it, so don't ask the database (a NUL there would be a 500)
-    if address.by is auth.By.ID and record_key is not None and valid_key(record_key):
-        store, record = await st.storage.get_store_and_record(address.value, record_key)
-        looked_up = True
+    if address.by is auth.By.ID and record_key is not None and who.user is not None and valid_key(record_key):
+        store, record = await st.storage.get_store_and_record(address.value, record_key, who.user.id)
+        looked_up = store is not None and store.user_id == who.user.id  # else the record was not read
     elif address.by is auth.By.ID:
         store = await st.storage.get_store(address.value)
     elif address.by is auth.By.OWN_NAME:

@@ -157,7 +157,7 @@ async def _owner_plain_get(scope: Scope, send: Send) -> bool:
     if scope["method"] != "GET" or scope["query_string"]:
         return False
     authorization = None
-    for name, value in scope["headers"]:
+    for name, value in scope["headers"]:  # ASGI servers give header names in lower case
         if name in _NOT_PLAIN:
             return False
         if name == b"authorization" and authorization is None:
@@ -172,7 +172,7 @@ async def _owner_plain_get(scope: Scope, send: Send) -> bool:
     if not (plausible_store_id(store_id) and valid_key(key)):
         return False
     storage = st.storage
-    store, record = await storage.get_store_and_record(store_id, key)
+    store, record = await storage.get_store_and_record(store_id, key, hit[0].id)
     if store is None or record is None or store.user_id != hit[0].id or record.content_encoding is not None:
         return False
     body = storage.held_bytes(record)
@@ -203,7 +203,8 @@ class _Bytes:
 
     def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.status = status
-        self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()] + _RECORD_FIXED_RAW
+        self.headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.headers += _RECORD_FIXED_RAW
         self.body = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -313,11 +313,16 @@ class Storage(abc.ABC):
         """The blob of the returned record stays readable for at least a grace period (a minute) even if the
         record is replaced or deleted meanwhile, so a ``read_blob`` that follows always succeeds."""
 
-    async def get_store_and_record(self, store_id: str, key: str) -> tuple[Store | None, RecordMeta | None]:
-        """``get_store`` and then ``get_record``, for the hottest request (a record GET by store ID). A backend
-        overrides it to answer both in one query."""
+    async def get_store_and_record(
+        self, store_id: str, key: str, owner_id: str | None
+    ) -> tuple[Store | None, RecordMeta | None]:
+        """The store, and its record ``key`` if the store belongs to ``owner_id`` (else None, without reading
+        it: whether others may read it is decided afterwards, and until then the record is not touched). For
+        the hottest request, a record GET by store ID by its owner; a backend overrides it with one query."""
         store = await self.get_store(store_id)
-        return store, (await self.get_record(store_id, key) if store is not None else None)
+        if store is None or owner_id is None or store.user_id != owner_id:
+            return store, None
+        return store, await self.get_record(store_id, key)
 
     @abc.abstractmethod
     def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:

@@ -560,11 +560,13 @@ class PostgresStorage(Storage):
             {", ".join(f"r.{c.strip()} AS r_{c.strip()}" for c in _RECORD_COLS.split(","))},
             CASE WHEN r.size > 0 AND r.size <= least(r.chunk_size, {GET_INLINE_MAX}) THEN
                 (SELECT c.data FROM blob_chunks c WHERE c.blob_id = r.blob_id AND c.seq = 0) END AS r_data
-        FROM {_STORE_FROM} LEFT JOIN records r ON r.store_id = s.id AND r.key = $2
+        FROM {_STORE_FROM} LEFT JOIN records r ON r.store_id = s.id AND r.key = $2 AND s.user_id = $3
         WHERE s.id = $1"""
 
-    async def get_store_and_record(self, store_id: str, key: str) -> tuple[Store | None, RecordMeta | None]:
-        row = await self._fetchrow(self._STORE_AND_RECORD, store_id, key)
+    async def get_store_and_record(
+        self, store_id: str, key: str, owner_id: str | None
+    ) -> tuple[Store | None, RecordMeta | None]:
+        row = await self._fetchrow(self._STORE_AND_RECORD, store_id, key, owner_id)
         if row is None:
             return None, None
         if row["r_key"] is None:

@@ -710,11 +710,13 @@ class SQLiteStorage(Storage):
 
         return await self._point_read(q)
 
-    async def get_store_and_record(self, store_id: str, key: str) -> tuple[Store | None, RecordMeta | None]:
+    async def get_store_and_record(
+        self, store_id: str, key: str, owner_id: str | None
+    ) -> tuple[Store | None, RecordMeta | None]:
         n = _STORE_NCOLS
 
         def q(conn: sqlite3.Connection) -> tuple[Store | None, RecordMeta | None]:
-            row = conn.execute(_STORE_AND_RECORD, (key, store_id)).fetchone()
+            row = conn.execute(_STORE_AND_RECORD, (key, owner_id, store_id)).fetchone()
             if row is None:
                 return None, None
             store_row = row[:n]
@@ -733,7 +735,8 @@ class SQLiteStorage(Storage):
         return await self._point_read(q)
 
     def held_bytes(self, record: RecordMeta) -> bytes | None:
-        return record.blob.data if isinstance(record.blob, _Inline) else None
+        blob = record.blob
+        return blob.data if isinstance(blob, _Inline) and len(blob.data) == record.size else None
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob = record.blob

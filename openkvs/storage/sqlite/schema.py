@@ -105,7 +105,8 @@ FROM stores s JOIN users u ON u.id = s.user_id
 
 _RECORD_COLS = "key, size, decoded_size, crc32, modified_at, content_type, content_encoding, data_id, path"
 _STORE_NCOLS = 16  # the columns of _STORE_SELECT
-# A record GET by store ID: the store's columns, then the record's and its inline bytes (NULLs if no record).
+# A record GET by store ID: the store's columns, then the record's and its inline bytes (NULLs if no record, or if
+# the store is not the given owner's).
 _STORE_AND_RECORD = """
 SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
        s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
@@ -113,7 +114,7 @@ SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.acces
        r.key, r.size, r.decoded_size, r.crc32, r.modified_at, r.content_type, r.content_encoding, r.data_id, r.path,
        d.data
 FROM stores s JOIN users u ON u.id = s.user_id
-LEFT JOIN records r ON r.store_id = s.id AND r.key = ?
+LEFT JOIN records r ON r.store_id = s.id AND r.key = ? AND s.user_id = ?
 LEFT JOIN record_data d ON d.id = r.data_id
 WHERE s.id = ?
 """
