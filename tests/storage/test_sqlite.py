@@ -349,12 +349,21 @@ async def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
         assert blob_files(d) == referenced
 
 
-@pytest.mark.parametrize("size", [100, 16 * 1024])  # below and above the size at which snapshots map the file
-async def test_snapshot_reads_the_same_bytes_while_the_database_grows_and_checkpoints(tmp_path: Path, size: int) -> None:
+@pytest.mark.parametrize("size, remap_every", [(100, None), (16 * 1024, None), (16 * 1024, 1)])
+async def test_snapshot_reads_the_same_bytes_while_the_database_grows_and_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, remap_every: int | None
+) -> None:
     """A snapshot of larger inline records reads through a memory map of the database file (see
-    SNAPSHOT_MMAP_MIN_AVG). Writers meanwhile rewrite every record with twice the bytes and checkpoints run
-    (copying into the database file what the open snapshot allows): the snapshot must still read exactly the
-    bytes it started with."""
+    SNAPSHOT_MMAP_MIN_AVG), dropped and made again every SNAPSHOT_REMAP_BYTES (here also after every batch).
+    Writers meanwhile rewrite every record with twice the bytes and checkpoints run (copying into the database
+    file what the open snapshot allows): the snapshot must still read exactly the bytes it started with."""
+    from openkvs.storage.sqlite import snapshot as snapshot_module
+
+    remaps = []
+    if remap_every is not None:
+        monkeypatch.setattr(snapshot_module, "SNAPSHOT_REMAP_BYTES", remap_every)
+        remap = snapshot_module._SQLiteSnapshot._remap  # noqa: SLF001
+        monkeypatch.setattr(snapshot_module._SQLiteSnapshot, "_remap", lambda self: (remaps.append(1), remap(self)))
     async with SQLiteStorage(tmp_path / "d", background=False) as s:
         user = await s.create_user("alice")
         store = await s.create_store(user.id, "s", None, "k")
@@ -375,3 +384,4 @@ async def test_snapshot_reads_the_same_bytes_while_the_database_grows_and_checkp
                     other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert got == original
         assert (mapped["at start"] > 0) == (size >= 4096)
+        assert (len(remaps) >= 6) == (remap_every is not None)  # 300 records in batches of 50

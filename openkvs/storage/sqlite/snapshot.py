@@ -23,6 +23,7 @@ T = TypeVar("T")
 PREFETCH_BYTES = 8 * 1024 * 1024  # a snapshot batch holds at most about this many bytes of inline records
 SNAPSHOT_MMAP_MIN_AVG = 4096  # a snapshot maps the database when its inline records average this size or more
 SNAPSHOT_MMAP_BYTES = 1 << 30  # up to this much of the database file (SQLite caps it at its own limit)
+SNAPSHOT_REMAP_BYTES = 48 * 1024 * 1024  # drop the map after reading about this much through it (see _remap)
 
 
 class _ZipRow(NamedTuple):
@@ -62,14 +63,14 @@ def _begin_snapshot(
         f"FROM records WHERE store_id = ? AND {cond}",
         [store_id, *params],
     ).fetchone()
-    if inline_count and inline_bytes >= SNAPSHOT_MMAP_MIN_AVG * inline_count:
+    mapped = bool(inline_count) and inline_bytes >= SNAPSHOT_MMAP_MIN_AVG * inline_count
+    if mapped:
         # Records this big live in chains of overflow pages, which SQLite otherwise reads one pread (and
-        # one copy into its page cache) per page: mapped, the same 2,000 x 64 KiB read 3.4x faster. Mapped
-        # database pages count in the process's RSS (as page cache it can drop at any time), so only
-        # snapshots of such records map; this connection, and the mapping, end with the snapshot.
+        # one copy into its page cache) per page: mapped, the same 2,000 x 64 KiB read 3.4x faster. Only
+        # snapshots of such records map, on this connection of their own (see also _remap).
         conn.execute(f"PRAGMA mmap_size = {SNAPSHOT_MMAP_BYTES}")
     return _SQLiteSnapshot(
-        storage, conn, store_id, cond, params, row[0], SnapshotTotals(count, key_bytes, decoded, big)
+        storage, conn, store_id, cond, params, row[0], SnapshotTotals(count, key_bytes, decoded, big), mapped
     )
 
 
@@ -85,8 +86,11 @@ class _SQLiteSnapshot(Snapshot):
         params: list[Any],
         generation: int,
         totals: SnapshotTotals,
+        mapped: bool = False,
     ) -> None:
         self._storage = storage
+        self._mapped = mapped
+        self._mapped_bytes = 0  # inline bytes read through the map since it was last dropped
         self._conn = conn
         self._store_id = store_id
         self._cond = cond
@@ -94,6 +98,15 @@ class _SQLiteSnapshot(Snapshot):
         self.generation = generation
         self.totals = totals
         self._limiter = anyio.CapacityLimiter(1)  # one statement at a time on the connection
+
+    def _remap(self) -> None:
+        """Drop the mapping after a batch and map again: every page the batch touched stays resident while
+        mapped, and counts in the process's RSS (a 125 MiB archive of 64 KiB records: +133 MiB; with this,
+        +10 MiB, at the same speed). Between statements no page of the map is in use, and the read
+        transaction, so the snapshot, stays as it is."""
+        self._conn.execute("PRAGMA mmap_size = 0")
+        self._conn.execute(f"PRAGMA mmap_size = {SNAPSHOT_MMAP_BYTES}")
+        self._mapped_bytes = 0
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -164,6 +177,10 @@ class _SQLiteSnapshot(Snapshot):
                         append(row((key, decoded, crc, when)))
             finally:
                 cur.close()
+                if self._mapped:
+                    self._mapped_bytes += held
+                    if self._mapped_bytes >= SNAPSHOT_REMAP_BYTES:
+                        self._remap()
             return out, len(out) == batch
 
         last = after
