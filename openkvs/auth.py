@@ -50,14 +50,13 @@ class TokenCache:
 
     async def user(self, token: str) -> User | None:
         # Keyed by the token itself: hashing is needed only to ask storage, on a miss.
-        now = time.monotonic()
-        hit = self._cache.get(token)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        hit = self.cached(token)
+        if hit is not None:
+            return hit[0]
         user = await self._storage.user_by_token(hash_token(token))
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        self._cache[token] = (now + TOKEN_CACHE_SECONDS, user)
+        self._cache[token] = (time.monotonic() + TOKEN_CACHE_SECONDS, user)
         return user
 
 

@@ -66,10 +66,13 @@ async def attempt(state: dict[str, Any], store_ref: str, key: str, token: str | 
              "path_params": {"store_id": store_ref, "key": key}}
     sent: list[dict[str, Any]] = []
 
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    return await _owner_plain_get(scope, send), sent
+    return await _owner_plain_get(scope, receive, send), sent
 
 
 async def test_the_owners_plain_get_of_a_small_record_is_answered_here(app_state) -> None:

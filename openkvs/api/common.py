@@ -64,7 +64,7 @@ class AppState:
 
 
 def state(request: Request) -> AppState:
-    return request.scope["state"]["openkvs"]  # type: ignore[no-any-return]
+    return state_of(request.scope)
 
 
 def state_of(scope: Scope) -> AppState:
@@ -206,7 +206,7 @@ async def caller(request: Request) -> Caller:
     hit = tokens.cached(token)
     user = hit[0] if hit is not None else await tokens.user(token)
     if user is None:
-        await rate_limit(request, Caller(None, False), None, record_op=False)  # guesses count against the IP
+        await rate_limit(request.scope, None, None, record_op=False)  # guesses count against the IP
         raise errors.TokenNotValid()
     return Caller(user, True)
 
@@ -254,14 +254,14 @@ async def find_store(
         owner = await st.storage.get_user_by_name(address.username or "")
         store = await st.storage.get_store_by_name(owner.id, address.value) if owner else None
     if store is None:
-        await rate_limit(request, who, None, record_op=False)  # probing for stores counts against the caller
+        await rate_limit(request.scope, who.user, None, record_op=False)  # probing stores costs the caller
         raise errors.NotFound()
     own = auth.owner_access(store, who.user)  # known without a query in the common cases
     access = max(
         own if own is not None else await auth.user_access(st.storage, store, who.user),
         auth.general_access_level(store, address, st.settings.default_general_access),
     )
-    await rate_limit(request, who, store.id, record_op=record_op)
+    await rate_limit(request.scope, who.user, store.id, record_op=record_op)
     return StoreAccess(store, access, address, record, looked_up)
 
 
@@ -293,33 +293,18 @@ def need(request: Request, found: StoreAccess, who: Caller, level: auth.Access, 
 # -- rate limits -------------------------------------------------------------------------------------------------
 
 
-def note_unmetered_limit(scope: Scope, settings: Settings, record_op: bool) -> None:
-    """With rate limits off, a request on a store still names its configured limit in X-RateLimit-Limit."""
-    scope["openkvs.ratelimit_limit"] = (
-        settings.rate_limit_records_per_second if record_op else settings.rate_limit_store_per_second
-    )
-
-
-async def rate_limit(request: Request, who: Caller, store_id: str | None, record_op: bool) -> None:
-    """Charge this request to the caller's budgets. Records the limit for the X-RateLimit-Limit header."""
-    policy = state(request).limits
+async def rate_limit(scope: Scope, user: User | None, store_id: str | None, record_op: bool) -> None:
+    """Charge this request to the budgets of ``user`` (else of the client's IP) and of the store. Records the
+    limit for the X-RateLimit-Limit header."""
+    st = state_of(scope)
+    policy = st.limits
     if policy is None:  # --rate-limits off: nothing is spent, but the header still names the configured limit
         if store_id is not None:  # (without a store, ApiMiddleware's default is the per-user limit)
-            note_unmetered_limit(request.scope, state(request).settings, record_op)
+            s = st.settings
+            limit = s.rate_limit_records_per_second if record_op else s.rate_limit_store_per_second
+            scope["openkvs.ratelimit_limit"] = limit
         return
-    if who.user is not None:
-        identity = user_identity(who.user)
-    else:
-        identity = "ip:" + client_ip(request.scope, state(request).trusted_proxies)
-    await charge(request.scope, policy, identity, store_id, record_op)
-
-
-def user_identity(user: User) -> str:
-    return f"user:{user.id}"
-
-
-async def charge(scope: Scope, policy: Any, identity: str, store_id: str | None, record_op: bool) -> None:
-    """Spend one request of ``identity``'s budgets (and the store's); 429 when one is empty."""
+    identity = f"user:{user.id}" if user is not None else "ip:" + client_ip(scope, st.trusted_proxies)
     verdict = await policy.check(identity, store_id, record_op)
     scope["openkvs.ratelimit_limit"] = verdict.limit
     if not verdict.allowed:

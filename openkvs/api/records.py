@@ -15,11 +15,9 @@ from starlette.types import Receive, Scope, Send
 from openkvs import auth, codec, errors, schema, signing
 from openkvs.api.common import (
     ApiRequest,
-    charge,
-    note_unmetered_limit,
     plausible_store_id,
+    rate_limit,
     state_of,
-    user_identity,
     valid_key,
     StoreAccess,
     select_range,
@@ -137,7 +135,7 @@ async def record_endpoint(request: Request) -> Response:
 async def record_get(scope: Scope, receive: Receive, send: Send) -> None:
     """GET/HEAD of a record as a bare ASGI app, for app.py's fast lane (which has set ``path_params``): the same
     endpoint, without Starlette's routing and middleware layers around it; the owner's plain GET even shorter."""
-    if await _owner_plain_get(scope, send):
+    if await _owner_plain_get(scope, receive, send):
         return
     response = await record_endpoint(ApiRequest(scope, receive))
     await response(scope, receive, send)
@@ -147,7 +145,7 @@ async def record_get(scope: Scope, receive: Receive, send: Send) -> None:
 _NOT_PLAIN = frozenset((b"range", b"if-range", b"if-none-match"))
 
 
-async def _owner_plain_get(scope: Scope, send: Send) -> bool:
+async def _owner_plain_get(scope: Scope, receive: Receive, send: Send) -> bool:
     """The most common request of all, answered with the least work: the store's owner, with a token already in
     the cache, GETs a small identity-encoded record by store ID, with no query string and no conditional or
     range header. Its access rule is the simplest one there is (the owner may read); anything
@@ -178,21 +176,18 @@ async def _owner_plain_get(scope: Scope, send: Send) -> bool:
     body = storage.held_bytes(record)
     if body is None:
         return False
-    if st.limits is None:
-        note_unmetered_limit(scope, st.settings, record_op=True)
-    else:  # as find_store charges the owner (a 429 raised here is rendered by ApiMiddleware)
-        await charge(scope, st.limits, user_identity(hit[0]), store_id, record_op=True)
+    await rate_limit(scope, hit[0], store_id, record_op=True)  # as find_store does (a 429 is ApiMiddleware's)
     storage.count_access(store_id, reads=1)
-    headers = [
-        (b"content-type", record.content_type.encode("latin-1")),
-        (b"etag", _etag(record, False).encode("latin-1")),
-        (b"last-modified", _http_date(record.modified_at).encode("latin-1")),
-        (b"content-length", str(len(body)).encode("latin-1")),
-        *_RECORD_FIXED_RAW,
-    ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    headers = _record_headers(record, _etag(record, False))
+    headers["Content-Length"] = str(len(body))
+    await _Bytes(200, headers, body)(scope, receive, send)
     return True
+
+
+def _record_headers(record: RecordMeta, etag: str) -> dict[str, str]:
+    """The headers of every record response but a 304's, before those of encoding, range and disposition (and
+    RECORD_FIXED_HEADERS, which _Bytes adds)."""
+    return {"Content-Type": record.content_type, "ETag": etag, "Last-Modified": _http_date(record.modified_at)}
 
 
 class _Bytes:
@@ -227,7 +222,7 @@ async def _get_record(request: Request, found: StoreAccess, key: str) -> Respons
     )
     size = record.size if encoded or record.content_encoding is None else record.decoded_size
     etag = _etag(record, encoded)
-    headers = {"Content-Type": record.content_type, "ETag": etag, "Last-Modified": _http_date(record.modified_at)}
+    headers = _record_headers(record, etag)
     if record.content_encoding is not None:
         headers["Vary"] = "Accept-Encoding"
     if encoded:

@@ -32,7 +32,7 @@ from openkvs.auth import Access
 async def list_stores(request: Request) -> Response:
     who = await caller(request)
     user = require_user(who)
-    await rate_limit(request, who, None, record_op=False)
+    await rate_limit(request.scope, who.user, None, record_op=False)
     offset = query_int(request, "offset", 0, minimum=0)
     limit = query_int(request, "limit", 1000, minimum=1, maximum=1000)
     desc = query_bool(request, "desc")
@@ -64,7 +64,7 @@ async def list_stores(request: Request) -> Response:
 async def get_or_create_store(request: Request) -> Response:
     who = await caller(request)
     user = require_user(who)
-    await rate_limit(request, who, None, record_op=False)
+    await rate_limit(request.scope, who.user, None, record_op=False)
     name = request.query_params.get("name")
     body = await read_json_body(request)
     if body is not None and not isinstance(body, dict):
