@@ -69,6 +69,15 @@ _GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM gran
 T = TypeVar("T")
 
 
+def _held_data(r: str) -> str:
+    """SQL: the bytes of the record row ``r`` when they are one chunk of at most GET_INLINE_MAX (they then come
+    with the metadata and read_blob runs no query), else NULL."""
+    return (
+        f"CASE WHEN {r}.size > 0 AND {r}.size <= least({r}.chunk_size, {GET_INLINE_MAX}) THEN "
+        f"(SELECT c.data FROM blob_chunks c WHERE c.blob_id = {r}.blob_id AND c.seq = 0) END"
+    )
+
+
 async def _deadlock_retried(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
     """``attempt()``, again after PostgreSQL aborted it as a deadlock victim (see _DEADLOCK_RETRIES)."""
     for n in range(_DEADLOCK_RETRIES):
@@ -546,9 +555,7 @@ class PostgresStorage(Storage):
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
         # A small record comes with its bytes (same query, same snapshot): read_blob then runs no query.
         row = await self._fetchrow(
-            f"""SELECT {_RECORD_COLS}, CASE WHEN size > 0 AND size <= least(chunk_size, {GET_INLINE_MAX}) THEN
-                    (SELECT c.data FROM blob_chunks c WHERE c.blob_id = r.blob_id AND c.seq = 0) END AS data
-                FROM records r WHERE store_id = $1 AND key = $2""",
+            f"SELECT {_RECORD_COLS}, {_held_data('r')} AS data FROM records r WHERE store_id = $1 AND key = $2",
             store_id,
             key,
         )
@@ -558,8 +565,7 @@ class PostgresStorage(Storage):
     # of the same names).
     _STORE_AND_RECORD = f"""SELECT {_STORE_COLS},
             {", ".join(f"r.{c.strip()} AS r_{c.strip()}" for c in _RECORD_COLS.split(","))},
-            CASE WHEN r.size > 0 AND r.size <= least(r.chunk_size, {GET_INLINE_MAX}) THEN
-                (SELECT c.data FROM blob_chunks c WHERE c.blob_id = r.blob_id AND c.seq = 0) END AS r_data
+            {_held_data('r')} AS r_data
         FROM {_STORE_FROM} LEFT JOIN records r ON r.store_id = s.id AND r.key = $2 AND s.user_id = $3
         WHERE s.id = $1"""
 
