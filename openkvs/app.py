@@ -146,7 +146,7 @@ class ApiMiddleware:
         except StorageError as exc:
             if started:
                 raise
-            api_error = errors.from_storage_error(exc)
+            api_error = errors.from_storage_error(exc, scope.get("method", ""), scope.get("path", ""))
             if isinstance(api_error, errors.InternalError):  # not one the API names: as unexpected as below
                 api_error = self._internal(scope)
             await self._send_error(api_error, send_with_headers)

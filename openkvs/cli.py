@@ -6,6 +6,7 @@
     openkvs grants add STORE USER --read|--write | grants list STORE | grants remove STORE USER
     openkvs stores rotate-signing-key STORE
     openkvs migrate                                                    create or upgrade the database schema
+    openkvs check                                                      verify the storage (changes nothing)
     openkvs settings                                                   every setting, its variable and default
 
 STORE is a store ID or OWNER~NAME.
@@ -43,11 +44,16 @@ def _help(name: str) -> str:
 def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     from openkvs.app import open_storage
 
+    from openkvs.storage.base import StorageError
+
     async def main() -> T:
         async with open_storage(settings) as storage:
             return await work(storage)
 
-    return anyio.run(main)
+    try:
+        return anyio.run(main)
+    except StorageError as exc:  # unreachable, damaged, read-only: one line, no traceback (exit status 1)
+        raise click.ClickException(f"cannot use the storage: {exc}") from None
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -298,6 +304,30 @@ def migrate(**flags: Any) -> None:
 
     _run(_settings(**flags), work)
     click.echo("schema is current")
+
+
+@main.command()
+@_storage_options
+def check(**flags: Any) -> None:
+    """Verify the storage without changing it. SQLite: integrity_check, and every record's file present with its
+    size. PostgreSQL: connection, schema version, every record's chunks adding up to its size. Prints one line
+    per problem; exit status 1 if there is any."""
+    settings = _settings(**flags)
+    if settings.database_url:
+        from openkvs.storage.postgres.check import check as check_postgres
+
+        problems, summary = anyio.run(check_postgres, settings.database_url, settings.database_schema)
+    else:
+        from pathlib import Path
+
+        from openkvs.storage.sqlite.check import check as check_sqlite
+
+        problems, summary = check_sqlite(Path(settings.data_dir))
+    for line in problems:
+        click.echo(line)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s) found")
+    click.echo(f"ok: {summary}")
 
 
 @main.command("settings")

@@ -7,7 +7,8 @@
      ├── StoreSchemaInvalid (400)                 ├── PermissionDenied (403)   ├── MethodNotAllowed (405)
      ├── SchemaValidationFailed (400)             ├── RequestTooLarge (413)    ├── RateLimitExceeded (429)
      ├── NameNotUnique (400)                      ├── UnsupportedEncoding (415)├── ServiceUnavailable (503)
-     └── InvalidRange (416)                       └── InternalError (500)
+     ├── InvalidRange (416)                       ├── InternalError (500)      ├── StorageDamaged (503)
+     └── InsufficientStorage (507)
 
 Storage exceptions become API errors in one place, ``from_storage_error``, so routes never catch driver errors.
 """
@@ -15,8 +16,12 @@ Storage exceptions become API errors in one place, ``from_storage_error``, so ro
 from __future__ import annotations
 
 import json
+import logging
+import secrets
 
 from openkvs.storage import base as storage
+
+log = logging.getLogger("openkvs")
 
 
 class ApiError(Exception):
@@ -124,16 +129,43 @@ class ServiceUnavailable(ApiError):
     default_message = "The storage is unavailable right now. Please try again later."
 
 
+class StorageDamaged(ApiError):
+    """Stored bytes are missing or damaged: permanent until an operator repairs the storage, so no Retry-After
+    and no "try again"; the request id finds the log line that names the record."""
+
+    status, type = 503, "storage-damaged"
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(
+            "The stored data needed for this request is missing or damaged; retrying will not help until the "
+            f"server's storage is repaired (request id {request_id})."
+        )
+
+
+class InsufficientStorage(ApiError):
+    """The disk is full or read-only: nothing new can be stored (reads and deletes still work)."""
+
+    status, type = 507, "insufficient-storage"
+    default_message = "The server has no space left to store this; delete records or try again later."
+
+
 class InternalError(ApiError):
     pass
 
 
-def from_storage_error(exc: storage.StorageError) -> ApiError:
-    """The single place where storage errors become API errors."""
+def from_storage_error(exc: storage.StorageError, method: str = "", path: str = "") -> ApiError:
+    """The single place where storage errors become API errors. Damage is logged here, one line naming the
+    request (so the record) and what is damaged, under the request id the answer gives."""
     if isinstance(exc, storage.NameNotUnique):
         return NameNotUnique()
     if isinstance(exc, storage.NotFound):
         return NotFound()
     if isinstance(exc, storage.StorageUnavailable):
         return ServiceUnavailable(headers={"Retry-After": "1"})
+    if isinstance(exc, storage.StorageFull):
+        return InsufficientStorage(headers={"Retry-After": "60"})
+    if isinstance(exc, storage.StorageDamaged):
+        request_id = secrets.token_hex(6)
+        log.error("request %s: %s %s: storage damaged: %s (run openkvs check)", request_id, method, path, exc)
+        return StorageDamaged(request_id)
     return InternalError()

@@ -65,7 +65,13 @@ async def download_records(request: Request) -> Response:
             await stack.aclose()
             return Response(b"", status, headers)
         storage.count_access(store.id, reads=1)
-        return ArchiveResponse(status, headers, _archive_bytes(snap, start, end), stack)
+        chunks = _archive_bytes(snap, start, end)
+        try:  # the first bytes before the response starts: a missing file there is still a clean error answer
+            first = await anext(chunks, b"")
+        except BaseException:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            raise
+        return ArchiveResponse(status, headers, _prepend(first, chunks), stack)
     except BaseException:
         await stack.aclose()
         raise
@@ -99,6 +105,15 @@ def _archive_bytes(snap: Snapshot, start: int, end: int) -> AsyncIterator[bytes]
 
     # held_bytes: small records the batch brought along are copied without an async read each.
     return readahead(zipwriter.iter_range(batches, start, end, read, inline=snap.held_bytes, listing=listing))
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
 
 
 async def readahead(chunks: AsyncIterator[T]) -> AsyncIterator[T]:

@@ -10,7 +10,9 @@ a backend stores what it is given and reports conflicts with the exceptions belo
      ├── NameNotUnique        a store name the owner already uses (case-insensitive)
      ├── UsernameTaken        a username that exists already
      ├── NotFound             the store, user or token named does not exist
-     └── StorageUnavailable   the database cannot be reached right now (HTTP 503, clients retry)
+     ├── StorageUnavailable   the database cannot be reached right now (HTTP 503, clients retry)
+     ├── StorageFull          no space left, or the storage is read-only: writes are refused (HTTP 507)
+     └── StorageDamaged       the database or a record's bytes are damaged or missing: permanent until repaired
 
 Times are timezone-aware UTC ``datetime`` values with millisecond precision.
 """
@@ -43,6 +45,16 @@ class NotFound(StorageError):
 
 class StorageUnavailable(StorageError):
     """The database is unreachable or restarting; the request may be retried."""
+
+
+class StorageFull(StorageError):
+    """The disk is full (or the data is on a read-only filesystem): this write cannot be stored. Reads go on,
+    and deletes too as long as the backend could keep some space for them."""
+
+
+class StorageDamaged(StorageError):
+    """The database or a record's bytes are damaged or missing. Retrying does not help; the message names what
+    is damaged, for the log (``openkvs check`` verifies the whole storage)."""
 
 
 # -- value types -----------------------------------------------------------------------------------------------

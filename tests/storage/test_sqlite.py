@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from openkvs.storage.base import KeySelection, StorageUnavailable
+from openkvs.storage.base import KeySelection, StorageDamaged, StorageUnavailable
 from openkvs.storage.ids import ALPHABET, new_id
 from openkvs.storage.sqlite import SQLiteStorage
 
@@ -164,7 +164,7 @@ async def test_gc_reclaims_after_grace_and_snapshot(st: SQLiteStorage, tmp_path:
         assert sorted(contents) == ["a", "b"] and len(contents["a"]) == INLINE * 3
     assert await st.collect_garbage(now=later(st.gc_grace_seconds + 5)) == 1
     assert blob_files(d) == set()
-    with pytest.raises(OSError):
+    with pytest.raises(StorageDamaged):  # its file is gone: damage as far as a reader is concerned
         await read_all(st, meta_a)
 
     # deleting a store makes all its files garbage

@@ -129,8 +129,8 @@ class PostgresStorage(Storage):
             conn = await asyncpg.connect(
                 self.dsn, timeout=self.connect_timeout, server_settings={"search_path": f'"{self.schema}"'}
             )
-        except _CONNECTION_ERRORS as exc:
-            raise _unavailable(exc) from exc
+        except (*_CONNECTION_ERRORS, pgx.PostgresError) as exc:  # down, no such database, bad password: one line
+            raise StorageUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
         return conn
 
     async def migrate(self) -> int:

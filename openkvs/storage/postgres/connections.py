@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 from asyncpg import exceptions as pgx
 
-from ..base import StorageUnavailable
+from ..base import StorageError, StorageFull, StorageUnavailable
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     pgx.PostgresConnectionError,  # ConnectionDoesNotExistError, ConnectionFailureError, ...
@@ -27,8 +27,13 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _unavailable(exc: BaseException) -> StorageUnavailable:
-    err = StorageUnavailable(f"database unavailable: {type(exc).__name__}: {exc}")
+def _unavailable(exc: BaseException) -> StorageError:
+    """The StorageError for a failure of the class above: PostgreSQL's disk full is no outage (507, not 503)."""
+    err: StorageError
+    if isinstance(exc, pgx.DiskFullError):
+        err = StorageFull(f"PostgreSQL: {exc}")
+    else:
+        err = StorageUnavailable(f"database unavailable: {type(exc).__name__}: {exc}")
     err.__cause__ = exc
     return err
 

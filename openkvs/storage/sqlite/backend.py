@@ -31,6 +31,9 @@ from ..base import (
     RecordBody,
     RecordMeta,
     Storage,
+    StorageDamaged,
+    StorageError,
+    StorageFull,
     StorageUnavailable,
     Store,
     User,
@@ -57,6 +60,7 @@ from .schema import (
     _user,
 )
 from .snapshot import _begin_snapshot, _SQLiteSnapshot
+from .space import RESERVE_BYTES, Headroom, probe_writable, storing
 
 log = logging.getLogger(__package__)  # "openkvs.storage.sqlite", the name log records had before the split
 
@@ -82,6 +86,7 @@ class SQLiteStorage(Storage):
         stats_interval: float = 2.0,
         background: bool = True,
         busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
+        reserve_bytes: int = RESERVE_BYTES,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.db_path = self.data_dir / DB_NAME
@@ -95,6 +100,8 @@ class SQLiteStorage(Storage):
         self.background = background
         self.busy_timeout = busy_timeout
         self._stats = StatsBuffer()
+        self._space = Headroom(self.data_dir, reserve_bytes)  # see space.py: a full disk stays usable
+        self._maintenance_error: str | None = None  # the last failure logged by _maintenance (logged once)
         self._wconn: sqlite3.Connection | None = None
         self._wlimiter: anyio.CapacityLimiter | None = None
         self._pool: list[sqlite3.Connection] = []
@@ -225,9 +232,13 @@ class SQLiteStorage(Storage):
             self._task = asyncio.get_running_loop().create_task(self._maintenance())
 
     def _open_sync(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.blob_dir.mkdir(exist_ok=True)
-        self.tmp_dir.mkdir(exist_ok=True)
+        with storing(self.data_dir):
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.blob_dir.mkdir(exist_ok=True)
+            self.tmp_dir.mkdir(exist_ok=True)
+        probe_writable(self.tmp_dir)
+        if not self.db_path.exists():
+            self._create_db()
         conn = self._connect(readonly=False)
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -236,25 +247,73 @@ class SQLiteStorage(Storage):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    # A new database is made whole before it gets its name (_create_db): one without a version
+                    # was emptied or replaced. Starting would make a new install over the old record files.
+                    raise StorageDamaged(
+                        f"{self.db_path} exists but holds no openkvs database "
+                        f"({self.db_path.stat().st_size} bytes): restore it from a backup, or move it away to "
+                        "start a new, empty installation"
+                    )
                 if version > SCHEMA_VERSION:
                     raise RuntimeError(
                         f"{self.db_path} has schema version {version}; this openkvs knows up to {SCHEMA_VERSION}"
                     )
                 if version < SCHEMA_VERSION:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    self._create_schema(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                raise StorageDamaged(f"{self.db_path} is damaged ({exc}): run openkvs check") from exc
+            raise
         except BaseException:
             conn.close()
             raise
         self._wconn = conn
         _sweep_tmp(self.tmp_dir)
+
+    def _create_db(self) -> None:
+        """A brand-new database: built under a temporary name and linked into place complete, so a database file
+        without a schema version is never a new install (see _open_sync). Several processes starting at once on
+        a new data_dir: the first link wins, the others use it."""
+        tmp = self.data_dir / f"{DB_NAME}.new-{os.getpid()}-{new_id(8)}"
+        try:
+            with storing(self.data_dir):
+                conn = sqlite3.connect(tmp, isolation_level=None)
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    conn.execute("BEGIN IMMEDIATE")
+                    self._create_schema(conn)
+                    conn.execute("COMMIT")
+                finally:
+                    conn.close()  # the last connection: checkpoints and removes the -wal and -shm files
+                if self.fsync:
+                    fd = os.open(tmp, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                try:
+                    os.link(tmp, self.db_path)
+                except FileExistsError:
+                    pass
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+
+    @staticmethod
+    def _create_schema(conn: sqlite3.Connection) -> None:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     async def aclose(self) -> None:
         if self._closed:
@@ -300,8 +359,15 @@ class SQLiteStorage(Storage):
                 if now - last_gc >= self.gc_interval:
                     last_gc = now
                     await self.collect_garbage()
+                if self._maintenance_error is not None:
+                    log.info("background maintenance works again")
+                    self._maintenance_error = None
             except asyncio.CancelledError:
                 raise
+            except StorageError as exc:  # full, read-only, damaged, locked: one line when it starts, not a stream
+                if str(exc) != self._maintenance_error:
+                    log.warning("background maintenance failed (retrying every %.0f s): %s", self.stats_interval, exc)
+                    self._maintenance_error = str(exc)
             except Exception:
                 log.exception("background maintenance failed (will retry)")
 
@@ -591,13 +657,19 @@ class SQLiteStorage(Storage):
                     # The writer's pid in the name lets a restart tell a dead process's leftovers from
                     # the uploads that other live processes on this data_dir are still writing.
                     tmp_path = self.tmp_dir / f"{os.getpid()}-{new_id(24)}.part"
-                    f = await anyio.to_thread.run_sync(open, tmp_path, "xb")
+                    self._need_space(len(buf))
+                    with storing(self.data_dir):
+                        f = await anyio.to_thread.run_sync(open, tmp_path, "xb")
                 if len(buf) >= WRITE_BUFFER:
                     data, buf = bytes(buf), bytearray()
-                    await anyio.to_thread.run_sync(f.write, data)
+                    self._need_space(len(data))
+                    with storing(self.data_dir):
+                        await anyio.to_thread.run_sync(f.write, data)
             if f is not None:
                 data, buf = bytes(buf), bytearray()
-                await anyio.to_thread.run_sync(self._finish_file, f, data)
+                self._need_space(len(data))
+                with storing(self.data_dir):
+                    await anyio.to_thread.run_sync(self._finish_file, f, data)
             decoded_size, crc = body.decoded_size, body.crc32
         except BaseException:
             if f is not None:
@@ -612,6 +684,10 @@ class SQLiteStorage(Storage):
         row = (key, size, decoded_size, crc & 0xFFFFFFFF, now, content_type, content_encoding)
         if tmp_path is None:
             data = bytes(buf)
+            free = self._space.free()
+            reusable = await self._reusable() if free - len(data) < self._space.reserve else 0
+            if not self._space.enough(len(data), reusable, free):
+                raise self._space.refuse()
             await self._write(self._commit_record, store_id, row, data, None)
             return self._meta(row, _Inline(data))
         relpath = self._blob_relpath()
@@ -620,6 +696,16 @@ class SQLiteStorage(Storage):
         finally:
             tmp_path.unlink(missing_ok=True)  # already renamed unless something failed
         return self._meta(row, _File(self.blob_dir / relpath))
+
+    def _need_space(self, incoming: int) -> None:
+        if not self._space.enough(incoming):
+            raise self._space.refuse()
+
+    async def _reusable(self) -> int:
+        """Bytes of pages SQLite has freed (deleted inline records) and will reuse before growing the file."""
+        return await self._point_read(
+            lambda c: c.execute("PRAGMA freelist_count").fetchone()[0] * c.execute("PRAGMA page_size").fetchone()[0]
+        )
 
     def _finish_file(self, f: Any, data: bytes) -> None:
         if data:
@@ -644,8 +730,9 @@ class SQLiteStorage(Storage):
         pending_id = self._write_sync(register)
         final = self.blob_dir / relpath
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_path, final)
+            with storing(self.data_dir):
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_path, final)
             if self.fsync:
                 fd = os.open(final.parent, os.O_RDONLY)
                 try:
@@ -745,7 +832,7 @@ class SQLiteStorage(Storage):
                 yield chunk
         elif isinstance(blob, _File):
             start, end = _slice(start, end, record.size)
-            async for chunk in _read_file(blob.path, start, end):
+            async for chunk in _read_file(blob.path, start, end, record.key):
                 yield chunk
         else:
             raise TypeError(f"read_blob: not a record of this storage ({blob!r}); use the snapshot's read_blob")

@@ -12,6 +12,8 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from ..base import StorageDamaged
+
 READ_CHUNK = 1024 * 1024  # read_blob chunk size
 TMP_MAX_AGE = 3600.0  # tmp/ files untouched this long belong to a crashed upload
 
@@ -43,8 +45,13 @@ def _slice(start: int, end: int | None, size: int) -> tuple[int, int]:
     return start, end
 
 
-async def _read_file(path: Path, start: int, end: int | None) -> AsyncIterator[bytes]:
-    f = await anyio.to_thread.run_sync(open, path, "rb")
+async def _read_file(path: Path, start: int, end: int | None, key: str = "?") -> AsyncIterator[bytes]:
+    """Bytes ``[start, end)`` of a record's file. A file that is gone or shorter than its record is damage, not
+    an internal error: ``StorageDamaged`` naming the record and the file."""
+    try:
+        f = await anyio.to_thread.run_sync(open, path, "rb")
+    except FileNotFoundError:
+        raise StorageDamaged(f"the file of record {key!r} is missing: {path}") from None
     try:
         if end is None:
             end = (await anyio.to_thread.run_sync(os.fstat, f.fileno())).st_size
@@ -54,7 +61,7 @@ async def _read_file(path: Path, start: int, end: int | None) -> AsyncIterator[b
         while pos < end:
             chunk = await anyio.to_thread.run_sync(f.read, min(READ_CHUNK, end - pos))
             if not chunk:
-                raise OSError(f"{path}: file shorter than expected ({pos} < {end})")
+                raise StorageDamaged(f"the file of record {key!r} is shorter than the record ({pos} < {end}): {path}")
             pos += len(chunk)
             yield chunk
     finally:

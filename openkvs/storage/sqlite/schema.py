@@ -15,6 +15,8 @@ from typing import Any
 from ..base import (
     prefix_upper_bound,
     KeySelection,
+    StorageDamaged,
+    StorageFull,
     StorageUnavailable,
     Store,
     StoreStats,
@@ -119,16 +121,9 @@ LEFT JOIN record_data d ON d.id = r.data_id
 WHERE s.id = ?
 """
 
-_UNAVAILABLE_MARKERS = (
-    "locked",
-    "busy",
-    "unable to open",
-    "disk i/o",
-    "disk is full",
-    "readonly",
-    "not a database",
-    "malformed",
-)
+_UNAVAILABLE_MARKERS = ("locked", "busy", "unable to open", "disk i/o")  # may pass: 503, retry
+_FULL_MARKERS = ("disk is full", "readonly")  # nothing new can be stored: 507
+_DAMAGED_MARKERS = ("not a database", "malformed")  # permanent until repaired
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
@@ -170,6 +165,10 @@ def _translate(exc: sqlite3.Error) -> Exception:
         exc, sqlite3.IntegrityError
     ):
         msg = str(exc).lower()
+        if any(m in msg for m in _FULL_MARKERS):
+            return StorageFull(f"SQLite: {exc}")
+        if any(m in msg for m in _DAMAGED_MARKERS):
+            return StorageDamaged(f"SQLite: {exc}")
         if any(m in msg for m in _UNAVAILABLE_MARKERS):
             return StorageUnavailable(f"SQLite: {exc}")
     return exc

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import anyio
 import anyio.to_thread
 
-from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals
+from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageDamaged
 from .blobs import _File, _inline_chunks, _Row
 from .schema import _RECORD_COLS, _dt, _selection_sql, _translate
 
@@ -202,7 +202,7 @@ class _SQLiteSnapshot(Snapshot):
             def fetch() -> bytes:
                 row = self._conn.execute("SELECT data FROM record_data WHERE id = ?", (blob.data_id,)).fetchone()
                 if row is None:
-                    raise RuntimeError(f"record data {blob.data_id} missing from the snapshot")
+                    raise StorageDamaged(f"the data of record {record.key!r} (record_data {blob.data_id}) is missing")
                 return bytes(row[0])
 
             data = await self._run(fetch)
