@@ -6,6 +6,7 @@ disk, the concurrency and how bytes are reclaimed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -675,7 +676,8 @@ class SQLiteStorage(Storage):
             if f is not None:
                 f.close()
             if tmp_path is not None:
-                tmp_path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # never created, if the disk is full or read-only
+                    tmp_path.unlink(missing_ok=True)
             raise
         if f is not None:
             f.close()
