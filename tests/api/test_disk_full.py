@@ -14,7 +14,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-from openkvs.storage.base import StorageFull
 from tests.conftest import make_server, unavailable
 
 MIB = 1024 * 1024
@@ -103,6 +102,7 @@ def test_read_only_filesystem_refuses_writes_with_507_and_keeps_reading(tmp_path
 def test_sqlite_translates_a_physically_full_disk(tmp_path: Path, size: int) -> None:
     """Without the reserve (reserve_bytes=0) the disk really fills: ENOSPC and SQLite's "database or disk is
     full" both become StorageFull (507), for records kept inline and for records kept in files."""
+    from openkvs.storage.base import StorageFull
     from openkvs.storage.sqlite import SQLiteStorage
     from tests.storage.conftest import Body
 
