@@ -159,8 +159,6 @@ def test_stalled_downloads_are_capped_and_others_proceed(
         # the rest refused at once.
         for _ in range(10):
             stalls.append(Stalled(server, server.token, a_sid))
-        statuses = [s.status for s in stalls]
-        assert statuses.count(200) == 4, statuses
 
         # Meanwhile bob downloads his store whole, and writes a record of several MiB.
         r = bob_c.get(f"/v2/key-value-stores/{b_sid}/records")
@@ -170,6 +168,8 @@ def test_stalled_downloads_are_capped_and_others_proceed(
                       headers={"Content-Type": "application/octet-stream"})
         assert r.status_code == 201, r.text
 
+        statuses = [s.status for s in stalls]
+        assert statuses.count(200) == 4, statuses
         refused = [s for s in stalls if s.status != 200]
         for s in refused:
             assert s.status == 429
