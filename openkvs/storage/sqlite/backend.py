@@ -69,6 +69,7 @@ LEASE_SECONDS = 300.0
 LEASE_RENEW_SECONDS = 60.0
 BUSY_TIMEOUT_MS = 10_000
 GC_BATCH = 1000
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 class SQLiteStorage(Storage):
@@ -120,6 +121,9 @@ class SQLiteStorage(Storage):
             conn.execute("PRAGMA query_only = 1")
         else:
             conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync else 'NORMAL'}")
+            # A long read (a ZIP download) keeps the WAL from being reset, so it grows while others write; once
+            # reset, it is cut back to this instead of keeping its largest size for good.
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
