@@ -184,6 +184,7 @@ class FastLane:
         self.record_get = ApiMiddleware(records.record_get, settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["openkvs.raw_send"] = send  # the server's own: a stalled download aborts through it (api/download.py)
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
             path: str = scope["path"]
             if path.startswith(RECORDS_PATH):
@@ -202,7 +203,9 @@ def open_storage(settings: Settings) -> Storage:
     if settings.database_url:
         from openkvs.storage.postgres import PostgresStorage
 
-        return PostgresStorage(settings.database_url, schema=settings.database_schema)
+        return PostgresStorage(
+            settings.database_url, schema=settings.database_schema, max_snapshots=settings.max_downloads
+        )
     from openkvs.storage.sqlite import SQLiteStorage
 
     return SQLiteStorage(settings.data_dir, fsync=settings.fsync)

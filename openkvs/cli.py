@@ -84,6 +84,9 @@ def main() -> None:
 @click.option("--trusted-proxies", default=None, help=_help("trusted_proxies"))
 @click.option("--default-general-access", default=None, help=_help("default_general_access"))
 @click.option("--log-level", default=None, help=_help("log_level"))
+@click.option("--download-send-timeout", default=None, type=float, help=_help("download_send_timeout"))
+@click.option("--max-downloads", default=None, type=int, help=_help("max_downloads"))
+@click.option("--max-downloads-per-user", default=None, type=int, help=_help("max_downloads_per_user"))
 def serve(**flags: Any) -> None:
     """Start the server."""
     import uvicorn

@@ -58,6 +58,9 @@ SETTINGS: tuple[Setting, ...] = (
         "What FOLLOW_USER_SETTING means: RESTRICTED, ANYONE_WITH_ID_CAN_READ or ANYONE_WITH_NAME_CAN_READ.",
     ),
     Setting("log_level", "info", "Log level: debug, info, warning, error."),
+    Setting("download_send_timeout", 60.0, "Seconds a ZIP download may make no progress before it is aborted.", float),
+    Setting("max_downloads", 16, "Concurrent ZIP downloads per server process; more get 429.", int),
+    Setting("max_downloads_per_user", 4, "Concurrent ZIP downloads per user (per IP without a token).", int),
 )
 
 
@@ -95,6 +98,9 @@ class Settings:
     trusted_proxies: str = ""
     default_general_access: str = "RESTRICTED"
     log_level: str = "info"
+    download_send_timeout: float = 60.0
+    max_downloads: int = 16
+    max_downloads_per_user: int = 4
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +136,8 @@ class Settings:
                 "rate limits must allow at least 60 requests a minute per user and 1 a second per store "
                 "(use --rate-limits off to disable them)"
             )
+        if self.download_send_timeout <= 0 or self.max_downloads < 1 or self.max_downloads_per_user < 1:
+            raise ValueError("download_send_timeout must be > 0, max_downloads and max_downloads_per_user >= 1")
         self.trusted_networks  # parses, so a typo fails at start-up
 
     @property

@@ -7,6 +7,9 @@ than Content-Length), never a short archive that looks complete.
 The archive is read from one storage snapshot held open for the whole response, so concurrent writes don't
 change the bytes, and a resumed download (Range + If-Range with the ETag) continues the very same archive as long
 as the store's generation has not moved.
+
+A client that stops reading would hold that snapshot forever: each piece must be sent within
+``download_send_timeout`` seconds or the connection is aborted, and ``download_slots`` caps how many run at once.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
@@ -25,11 +29,14 @@ from starlette.types import Receive, Scope, Send
 
 from openkvs import auth, codec, zipwriter
 from openkvs.api.common import caller, find_store, need, select_range, selection, state
+from openkvs.api.download_slots import DownloadSlots
 from openkvs.auth import Access
+from openkvs.ratelimit import client_ip
 from openkvs.storage.base import RecordMeta, Snapshot, StorageError
 
 ARCHIVE_FORMAT = 1  # bump when the bytes of an archive for the same records would change
 T = TypeVar("T")
+log = logging.getLogger("openkvs.download")
 _UNSAFE_FILENAME = re.compile(r'[^A-Za-z0-9._()!\'-]')
 
 
@@ -45,9 +52,14 @@ async def download_records(request: Request) -> Response:
     store = found.store
     need(request, found, who, Access.READ, signed=auth.check_content_signature(store, request.query_params.get("signature")))
     sel = selection(request, store)
-    storage = state(request).storage
+    st = state(request)
+    storage = st.storage
+    if st.downloads is None:
+        st.downloads = DownloadSlots(st.settings.max_downloads, st.settings.max_downloads_per_user)
+    who_key = f"user:{who.user.id}" if who.user is not None else "ip:" + client_ip(request.scope, st.trusted_proxies)
     stack = AsyncExitStack()
     try:
+        stack.enter_context(st.downloads.take(who_key))  # before the snapshot: that is what the cap protects
         snap: Snapshot = await stack.enter_async_context(storage.snapshot(store.id, sel))
         size = await _archive_size(snap)
         etag = archive_etag(store.id, snap.generation, sel.prefix, sel.exact)
@@ -71,7 +83,9 @@ async def download_records(request: Request) -> Response:
         except BaseException:
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
-        return ArchiveResponse(status, headers, _prepend(first, chunks), stack)
+        return ArchiveResponse(
+            status, headers, _prepend(first, chunks), stack, st.settings.download_send_timeout, store.id
+        )
     except BaseException:
         await stack.aclose()
         raise
@@ -135,13 +149,40 @@ async def readahead(chunks: AsyncIterator[T]) -> AsyncIterator[T]:
             await aclose()
 
 
-class ArchiveResponse(Response):
-    """Streams the archive and closes the snapshot when done, when the client goes away, or on error."""
+class SendTimeout(Exception):
+    """The client read nothing for ``download_send_timeout`` seconds, and the server's transport could not be
+    reached to abort the connection: raised so that the server drops it."""
 
-    def __init__(self, status: int, headers: dict[str, str], chunks: AsyncIterator[bytes], stack: AsyncExitStack):
+
+def _abort_connection(scope: Scope) -> None:
+    """Drop the connection at once, unsent bytes and all. A graceful close would wait for the client to read
+    what is still buffered, i.e. forever. The transport is reachable through uvicorn's own ``send`` (a method of
+    its request cycle), which FastLane keeps in the scope."""
+    raw_send = scope.get("openkvs.raw_send")
+    transport = getattr(getattr(raw_send, "__self__", None), "transport", None)
+    if transport is None or not hasattr(transport, "abort"):
+        raise SendTimeout()
+    transport.abort()
+
+
+class ArchiveResponse(Response):
+    """Streams the archive and closes the snapshot when done, when the client goes away, when a piece can't be
+    sent within ``send_timeout`` seconds (then the connection is aborted), or on error."""
+
+    def __init__(
+        self,
+        status: int,
+        headers: dict[str, str],
+        chunks: AsyncIterator[bytes],
+        stack: AsyncExitStack,
+        send_timeout: float,
+        store_id: str,
+    ):
         super().__init__(None, status, headers)
         self._chunks = chunks
         self._stack = stack
+        self._send_timeout = send_timeout
+        self._store_id = store_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         import anyio
@@ -157,11 +198,22 @@ class ArchiveResponse(Response):
                             return
 
                 tg.start_soon(watch_disconnect)
-                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                timeout = self._send_timeout
                 try:
+                    # A server's send returns once the bytes before it are handed to the kernel: a client that
+                    # doesn't read makes it wait. Pieces are at most about 1 MiB (READ_CHUNK).
+                    with anyio.fail_after(timeout):
+                        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
                     async for chunk in self._chunks:
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        with anyio.fail_after(timeout):
+                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    with anyio.fail_after(timeout):
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
                 except StorageError:
                     raise  # after the first byte: abort the connection rather than end a short archive
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                except TimeoutError:
+                    log.warning(
+                        "ZIP download of store %s aborted: the client read nothing for %s s", self._store_id, timeout
+                    )
+                    _abort_connection(scope)
                 tg.cancel_scope.cancel()

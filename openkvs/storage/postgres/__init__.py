@@ -19,8 +19,8 @@ Design:
   kept in its row, so the constant may change without breaking old records.
 - ``put_record`` buffers the first chunk; a body that fits in it is written by one statement, its own
   transaction (chunk, record upsert, old blob id to ``garbage``, store row: generation, modifiedAt, storage bytes).
-  A bigger body is written in one transaction on a connection of the *stream pool* (uploads and ZIP snapshots live
-  there so slow clients cannot starve the short queries): chunk by chunk as the body yields, then the same upsert
+  A bigger body is written in one transaction on a connection of the *upload pool* (ZIP snapshots have a pool of
+  their own, ``max_snapshots``: slow clients of either cannot starve the other or the short queries): chunk by chunk as the body yields, then the same upsert
   statement. All writers of a store wait for its row lock, which that statement takes and holds only until its
   commit (see ``_UPSERT_TAIL``). If the body raises, the transaction rolls back and nothing is left behind (a
   crash does the same).

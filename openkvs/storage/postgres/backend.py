@@ -97,6 +97,7 @@ class PostgresStorage(Storage):
         schema: str = "openkvs",
         min_pool: int = 1,
         max_pool: int = 10,
+        max_snapshots: int = 10,
         gc_grace_seconds: float = 60.0,
         connect_timeout: float = 10.0,
     ) -> None:
@@ -106,11 +107,15 @@ class PostgresStorage(Storage):
         self.schema = schema
         self.min_pool = min_pool
         self.max_pool = max_pool
+        self.max_snapshots = max_snapshots
         self.gc_grace_seconds = gc_grace_seconds
         self.connect_timeout = connect_timeout
         self.application_name = f"openkvs:{schema}"
         self._pool: asyncpg.Pool | None = None
-        self._stream_pool: asyncpg.Pool | None = None  # uploads and snapshots (long transactions)
+        # Long transactions, each in a pool of its own: open downloads (snapshots) can't take the connections
+        # that big uploads need, nor the reverse, nor either the short queries'.
+        self._upload_pool: asyncpg.Pool | None = None
+        self._snapshot_pool: asyncpg.Pool | None = None
         self._stats = StatsBuffer()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -170,8 +175,11 @@ class PostgresStorage(Storage):
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=self.min_pool, max_size=self.max_pool, **self._connect_kwargs()
             )
-            self._stream_pool = await asyncpg.create_pool(
+            self._upload_pool = await asyncpg.create_pool(
                 self.dsn, min_size=0, max_size=self.max_pool, **self._connect_kwargs()
+            )
+            self._snapshot_pool = await asyncpg.create_pool(
+                self.dsn, min_size=0, max_size=self.max_snapshots, **self._connect_kwargs()
             )
         except _CONNECTION_ERRORS as exc:
             await self._close_pools()
@@ -208,8 +216,8 @@ class PostgresStorage(Storage):
         await self._close_pools()
 
     async def _close_pools(self) -> None:
-        pools = [p for p in (self._pool, self._stream_pool) if p is not None]
-        self._pool = self._stream_pool = None
+        pools = [p for p in (self._pool, self._upload_pool, self._snapshot_pool) if p is not None]
+        self._pool = self._upload_pool = self._snapshot_pool = None
         for p in pools:
             try:
                 await asyncio.wait_for(p.close(), 10)
@@ -509,10 +517,10 @@ class PostgresStorage(Storage):
                 raise NotFound(f"store {store_id} not found")
             return _record(row)
 
-        if self._stream_pool is None:
+        if self._upload_pool is None:
             raise StorageUnavailable("storage is not open")
         try:
-            async with _connection(self._stream_pool) as conn:
+            async with _connection(self._upload_pool) as conn:
                 async with conn.transaction():
                     if await conn.fetchval("SELECT true FROM stores WHERE id = $1", store_id) is None:
                         raise NotFound(f"store {store_id} not found")
@@ -628,9 +636,9 @@ class PostgresStorage(Storage):
 
     @asynccontextmanager
     async def snapshot(self, store_id: str, selection: KeySelection) -> AsyncIterator[PgSnapshot]:
-        if self._stream_pool is None:
+        if self._snapshot_pool is None:
             raise StorageUnavailable("storage is not open")
-        pool = self._stream_pool
+        pool = self._snapshot_pool
         try:
             conn = await pool.acquire()
         except _CONNECTION_ERRORS as exc:

@@ -48,6 +48,7 @@ from .schema import (
     _RECORD_COLS,
     _SCHEMA,
     _STORE_AND_RECORD,
+    _UPGRADES,
     _STORE_NCOLS,
     _STORE_SELECT,
     DB_NAME,
@@ -73,6 +74,7 @@ LEASE_SECONDS = 300.0
 LEASE_RENEW_SECONDS = 60.0
 BUSY_TIMEOUT_MS = 10_000
 GC_BATCH = 1000
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 class SQLiteStorage(Storage):
@@ -127,6 +129,9 @@ class SQLiteStorage(Storage):
             conn.execute("PRAGMA query_only = 1")
         else:
             conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync else 'NORMAL'}")
+            # A long read (a ZIP download) keeps the WAL from being reset, so it grows while others write; once
+            # reset, it is cut back to this instead of keeping its largest size for good.
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
@@ -261,7 +266,10 @@ class SQLiteStorage(Storage):
                         f"{self.db_path} has schema version {version}; this openkvs knows up to {SCHEMA_VERSION}"
                     )
                 if version < SCHEMA_VERSION:
-                    self._create_schema(conn)
+                    for statement in ";".join(_UPGRADES[version - 1 :]).split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -555,7 +563,7 @@ class SQLiteStorage(Storage):
             if conn.execute("SELECT 1 FROM stores WHERE id = ?", (store_id,)).fetchone() is None:
                 return False
             conn.execute(
-                "INSERT INTO garbage(path, created_at) SELECT path, ? FROM records "
+                "INSERT INTO garbage(path, created_at, store_id) SELECT path, ?, store_id FROM records "
                 "WHERE store_id = ? AND path IS NOT NULL",
                 (_now_ms(), store_id),
             )
@@ -725,7 +733,8 @@ class SQLiteStorage(Storage):
 
         def register(c: sqlite3.Connection) -> int:
             cur = c.execute(
-                "INSERT INTO garbage(path, created_at) VALUES (?, ?)", (relpath, _now_ms() + PENDING_MS)
+                "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)",
+                (relpath, _now_ms() + PENDING_MS, store_id),
             )
             return int(cur.lastrowid)
 
@@ -779,7 +788,9 @@ class SQLiteStorage(Storage):
             if old[1] is not None:
                 conn.execute("DELETE FROM record_data WHERE id = ?", (old[1],))
             if old[2] is not None:
-                conn.execute("INSERT INTO garbage(path, created_at) VALUES (?, ?)", (old[2], now))
+                conn.execute(
+                    "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)", (old[2], now, store_id)
+                )
         if pending_id is not None:
             conn.execute("DELETE FROM garbage WHERE id = ?", (pending_id,))
         conn.execute(
@@ -851,7 +862,9 @@ class SQLiteStorage(Storage):
             if old[1] is not None:
                 conn.execute("DELETE FROM record_data WHERE id = ?", (old[1],))
             if old[2] is not None:
-                conn.execute("INSERT INTO garbage(path, created_at) VALUES (?, ?)", (old[2], now))
+                conn.execute(
+                    "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)", (old[2], now, store_id)
+                )
             conn.execute(
                 "UPDATE stores SET generation = generation + 1, modified_at = ?, storage_bytes = storage_bytes - ? "
                 "WHERE id = ?",
@@ -884,13 +897,13 @@ class SQLiteStorage(Storage):
     async def snapshot(self, store_id: str, selection: KeySelection) -> AsyncIterator[_SQLiteSnapshot]:
         lease_id = new_id()
         expires = _now_ms() + int(LEASE_SECONDS * 1000)
-        # The lease first, then the read transaction: every file the snapshot can see is either live or has a
-        # garbage id above the watermark.
+        # The lease first, then the read transaction: every file of this store the snapshot can see is either
+        # live or has a garbage id above the watermark. Other stores' garbage is none of its business.
         await self._write(
             lambda conn: conn.execute(
-                "INSERT INTO leases(id, watermark, expires_at) "
-                "SELECT ?, COALESCE(MAX(id), 0), ? FROM garbage",
-                (lease_id, expires),
+                "INSERT INTO leases(id, watermark, expires_at, store_id) "
+                "SELECT ?, COALESCE(MAX(id), 0), ?, ? FROM garbage",
+                (lease_id, expires, store_id),
             )
         )
         self._leases.add(lease_id)
@@ -935,13 +948,15 @@ class SQLiteStorage(Storage):
 
             def pick(conn: sqlite3.Connection) -> list[tuple[int, str]]:
                 conn.execute("DELETE FROM leases WHERE expires_at < ?", (now_ms,))
-                watermark = conn.execute("SELECT MIN(watermark) FROM leases").fetchone()[0]
-                sql = "SELECT id, path FROM garbage WHERE created_at <= ?"
-                params: list[Any] = [cutoff]
-                if watermark is not None:
-                    sql += " AND id <= ?"
-                    params.append(watermark)
-                return conn.execute(sql + " ORDER BY id LIMIT ?", [*params, GC_BATCH]).fetchall()
+                # A lease keeps its own store's garbage above its watermark; rows of version 1 (no store) and
+                # leases of version 1 keep, and are kept by, everything.
+                return conn.execute(
+                    "SELECT g.id, g.path FROM garbage g WHERE g.created_at <= ? AND NOT EXISTS ("
+                    " SELECT 1 FROM leases l WHERE l.watermark < g.id"
+                    " AND (l.store_id = g.store_id OR l.store_id IS NULL OR g.store_id IS NULL)"
+                    ") ORDER BY g.id LIMIT ?",
+                    (cutoff, GC_BATCH),
+                ).fetchall()
 
             batch = await self._write(pick)
             if not batch:

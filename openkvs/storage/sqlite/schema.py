@@ -23,7 +23,7 @@ from ..base import (
     User,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "openkvs.sqlite3"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -85,18 +85,28 @@ CREATE TABLE IF NOT EXISTS record_data (
     data  BLOB NOT NULL
 );
 -- Files to delete. created_at in the future marks a file being committed right now (deleted with the row on
--- success, reclaimed if the process died in between).
+-- success, reclaimed if the process died in between). store_id: whose file it was (NULL in rows of version 1).
 CREATE TABLE IF NOT EXISTS garbage (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     path        TEXT NOT NULL,
-    created_at  INTEGER NOT NULL
+    created_at  INTEGER NOT NULL,
+    store_id    TEXT
 );
+-- A snapshot's lease keeps the files of its store (store_id) whose garbage id is above the watermark.
 CREATE TABLE IF NOT EXISTS leases (
     id          TEXT PRIMARY KEY,
     watermark   INTEGER NOT NULL,
-    expires_at  INTEGER NOT NULL
+    expires_at  INTEGER NOT NULL,
+    store_id    TEXT
 );
 """
+
+# A database at version N (N >= 1) runs _UPGRADES[N - 1] ... to reach SCHEMA_VERSION; a new one runs _SCHEMA.
+_UPGRADES = (
+    # 1 -> 2: leases per store, so that a download of one store keeps no other store's dead files.
+    "ALTER TABLE garbage ADD COLUMN store_id TEXT; ALTER TABLE leases ADD COLUMN store_id TEXT",
+)
+assert len(_UPGRADES) == SCHEMA_VERSION - 1
 
 _STORE_SELECT = """
 SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
