@@ -2,29 +2,49 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+# One stamp per install: `make run` needs only the server, `make test` adds the test dependencies. Both install the
+# versions pinned in $(LOCK) (as pip constraints: pins of packages not needed are ignored).
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test bench install clean help
+.PHONY: run test bench install lock clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
-	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install openkvs with the test dependencies
+$(RUN_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install -q -c $(LOCK) -e .
+	touch $@
 
-run: $(STAMP)  ## start openkvs on http://127.0.0.1:8000 with its data in ./data
+$(TEST_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install -q -c $(LOCK) -e '.[test]'
+	touch $@ $(RUN_STAMP)
+
+install: $(TEST_STAMP)  ## create .venv and install openkvs with the test dependencies
+
+run: $(RUN_STAMP)  ## start openkvs on http://127.0.0.1:8000 with its data in ./data
 	$(BIN)/openkvs serve --data-dir ./data
 
-test: $(STAMP)  ## run the whole test suite
+test: $(TEST_STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)  ## run the benchmarks (see BENCHMARKS.md)
+bench: $(TEST_STAMP)  ## run the benchmarks (see BENCHMARKS.md)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+lock:  ## rewrite requirements.lock: the newest versions pyproject.toml allows, installed in a clean venv
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip
+	.venv-lock/bin/pip install -q '.[test]'
+	{ echo "# The versions 'make run' and 'make test' install (pip constraints). Rewritten by 'make lock' from a clean"; \
+	  echo "# venv with openkvs[test] on $$(.venv-lock/bin/python -V); never edited by hand."; \
+	  .venv-lock/bin/pip freeze --exclude openkvs; } > $(LOCK)
+	rm -rf .venv-lock
+
 clean:  ## remove the virtual environment and caches (not ./data)
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-lock .pytest_cache .hypothesis

@@ -13,14 +13,12 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from openkvs import errors, signing
+from openkvs import errors, rules, signing
 from openkvs.storage.base import Storage, Store, User
 
 TOKEN_PREFIX = "okvs_"
 TOKEN_CACHE_SECONDS = 5.0
 _CACHE_MAX = 10_000
-
-GENERAL_ACCESS = ("FOLLOW_USER_SETTING", "RESTRICTED", "ANYONE_WITH_ID_CAN_READ", "ANYONE_WITH_NAME_CAN_READ")
 
 
 def new_token() -> str:
@@ -101,11 +99,11 @@ def parse_store_address(raw: str) -> Address:
 def general_access_level(store: Store, address: Address, default_general_access: str) -> Access:
     """The read access everyone has through ``generalAccess`` (never write)."""
     mode = store.general_access
-    if mode == "FOLLOW_USER_SETTING":
+    if mode == rules.FOLLOW_USER_SETTING:
         mode = default_general_access
-    if mode == "ANYONE_WITH_ID_CAN_READ" and address.by is By.ID:
+    if mode == rules.ANYONE_WITH_ID_CAN_READ and address.by is By.ID:
         return Access.READ
-    if mode == "ANYONE_WITH_NAME_CAN_READ" and address.by in (By.ID, By.USERNAME_NAME):
+    if mode == rules.ANYONE_WITH_NAME_CAN_READ and address.by in (By.ID, By.USERNAME_NAME):
         return Access.READ
     return Access.NONE
 

@@ -7,7 +7,7 @@
     openkvs stores rotate-signing-key STORE
     openkvs migrate                                                    create or upgrade the database schema
     openkvs check                                                      verify the storage (changes nothing)
-    openkvs settings                                                   every setting, its variable and default
+    openkvs settings [--markdown]                                      every setting, its variable and default
 
 STORE is a store ID or OWNER~NAME.
 """
@@ -22,23 +22,52 @@ from typing import Any, TypeVar
 import anyio
 import click
 
-from openkvs import auth
-from openkvs.config import SETTINGS, Settings
+from openkvs import auth, rules
+from openkvs.config import BY_NAME, SETTINGS, Setting, Settings, markdown_table
 
 T = TypeVar("T")
 DEFAULT_USER = "admin"
+_METAVAR = {str: "TEXT", int: "INTEGER", float: "NUMBER"}
 
 
-def _storage_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--database-schema", default=None, help=_help("database_schema"))(f)
-    f = click.option("--database-url", default=None, help=_help("database_url"))(f)
-    f = click.option("--data-dir", default=None, help=_help("data_dir"))(f)
-    return f
+class _SettingType(click.ParamType):
+    """A flag or its variable, parsed and checked by the setting itself, as Settings.load does."""
+
+    def __init__(self, setting: Setting) -> None:
+        self.setting = setting
+        self.name = setting.type.__name__
+
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str:
+        s = self.setting
+        return "[" + "|".join(s.choices) + "]" if s.choices else _METAVAR[s.type]
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return self.setting.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
-def _help(name: str) -> str:
-    s = next(s for s in SETTINGS if s.name == name)
-    return f"{s.help} [env {s.env}; default {s.default!r}]"
+def _setting_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """click options for these settings (all of them if none is named), in declaration order. Not given: None, so
+    that Settings.load falls back to the default."""
+    chosen = [BY_NAME[n] for n in names] if names else list(SETTINGS)
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for s in reversed(chosen):
+            help = f"{s.description} [default: {s.default_text}]"
+            if s.type is bool:
+                decls, kind = [f"{s.flag}/--no-{s.flag[2:]}"], None
+            else:
+                decls, kind = [s.flag], _SettingType(s)
+            f = click.option(*decls, s.name, type=kind, default=None, envvar=s.env, show_envvar=True, help=help)(f)
+        return f
+
+    return decorate
+
+
+# Every command that opens the storage takes these.
+_storage_options = _setting_options("data_dir", "database_url", "database_schema")
 
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -69,24 +98,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--host", default=None, help=_help("host"))
-@click.option("--port", default=None, type=int, help=_help("port"))
-@_storage_options
-@click.option("--redis-url", default=None, help=_help("redis_url"))
-@click.option("--public-url", default=None, help=_help("public_url"))
-@click.option("--workers", default=None, type=int, help=_help("workers"))
-@click.option("--max-record-bytes", default=None, type=int, help=_help("max_record_bytes"))
-@click.option("--fsync/--no-fsync", default=None, help=_help("fsync"))
-@click.option("--rate-limits", default=None, type=click.Choice(["on", "off"]), help=_help("rate_limits"))
-@click.option("--rate-limit-user-per-minute", default=None, type=int, help=_help("rate_limit_user_per_minute"))
-@click.option("--rate-limit-store-per-second", default=None, type=int, help=_help("rate_limit_store_per_second"))
-@click.option("--rate-limit-records-per-second", default=None, type=int, help=_help("rate_limit_records_per_second"))
-@click.option("--trusted-proxies", default=None, help=_help("trusted_proxies"))
-@click.option("--default-general-access", default=None, help=_help("default_general_access"))
-@click.option("--log-level", default=None, help=_help("log_level"))
-@click.option("--download-send-timeout", default=None, type=float, help=_help("download_send_timeout"))
-@click.option("--max-downloads", default=None, type=int, help=_help("max_downloads"))
-@click.option("--max-downloads-per-user", default=None, type=int, help=_help("max_downloads_per_user"))
+@_setting_options()
 def serve(**flags: Any) -> None:
     """Start the server."""
     import uvicorn
@@ -103,7 +115,7 @@ def serve(**flags: Any) -> None:
         )
     # Worker processes read their settings from the environment: hand every resolved value down.
     for s in SETTINGS:
-        os.environ[s.env] = str(getattr(settings, s.name))
+        os.environ[s.env] = s.format(getattr(settings, s.name))
 
     token = _run(settings, _first_user)
     where = f"http://{settings.host}:{settings.port}"
@@ -156,10 +168,9 @@ def users() -> None:
 @_storage_options
 def users_create(name: str, **flags: Any) -> None:
     """Create user NAME and print a new API token for it (alone, on the last line)."""
-    from openkvs.api.common import USERNAME_RE
     from openkvs.storage.base import UsernameTaken
 
-    if not USERNAME_RE.match(name):
+    if not rules.USERNAME.ok(name):
         raise click.UsageError("A username has 3 to 30 characters: letters, digits, '_', '.' or '-'.")
 
     async def work(storage: Any) -> str:
@@ -334,10 +345,14 @@ def check(**flags: Any) -> None:
 
 
 @main.command("settings")
-def show_settings() -> None:
+@click.option("--markdown", is_flag=True, help="As the README's configuration table.")
+def show_settings(markdown: bool) -> None:
     """Every setting: flag, environment variable, default, meaning."""
+    if markdown:
+        click.echo(markdown_table(), nl=False)
+        return
     for s in SETTINGS:
-        click.echo(f"{s.flag:34} {s.env:40} default {s.default!r}\n    {s.help}")
+        click.echo(f"{s.flag:34} {s.env:40} default {s.default_text}\n    {s.description}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,10 @@
-"""Settings: one table drives the command-line flags, the OPENKVS_* environment variables and the docs.
+"""Settings, declared once: each is a field of ``Settings`` below, made with ``setting()``.
 
-Each setting is a flag of ``openkvs serve`` (``--max-record-bytes``) and an environment variable
-(``OPENKVS_MAX_RECORD_BYTES``); a flag wins over the environment, the environment over the default.
+From that one declaration come the flag of ``openkvs serve`` (``--max-record-bytes``), the environment variable
+(``OPENKVS_MAX_RECORD_BYTES``), the parsing and checking of both, ``openkvs settings`` and the README's
+configuration table (``openkvs settings --markdown``; tests/test_docs.py holds the README to it). A flag wins over
+the environment, the environment over the default. Adding a setting is adding a field; a rule that ties several
+settings together goes in ``Settings.validate``.
 """
 
 from __future__ import annotations
@@ -9,98 +12,115 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from openkvs import rules
+
 GIB = 1024**3
+_META = "openkvs"
+_TRUE = ("1", "true", "t", "yes", "y", "on")  # what click's BOOL takes, so a flag and its variable agree
+_FALSE = ("0", "false", "f", "no", "n", "off", "")
 
 
 @dataclass(frozen=True, slots=True)
-class Setting:
-    name: str  # the dataclass field; the flag is --name-with-dashes, the env var OPENKVS_NAME
-    default: Any
+class _Meta:
     help: str
-    cast: type = str
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return "OPENKVS_" + self.name.upper()
+    choices: tuple[str, ...]
+    minimum: int | None
+    shown_default: str | None
+    check: Callable[[Any], object] | None
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("host", "127.0.0.1", "Address to listen on."),
-    Setting("port", 8000, "Port to listen on.", int),
-    Setting("data_dir", "./data", "Folder of the embedded storage (SQLite database and record files)."),
-    Setting(
-        "database_url",
-        "",
-        "postgresql://user@host/db to keep metadata and record bytes in PostgreSQL instead of --data-dir.",
-    ),
-    Setting("database_schema", "openkvs", "PostgreSQL schema that holds the openkvs tables."),
-    Setting("redis_url", "", "redis://host:6379/0 to share rate-limit budgets between processes and nodes."),
-    Setting("public_url", "", "Base URL that clients reach this server at; default: scheme and host of the request."),
-    Setting("workers", 1, "Number of server processes.", int),
-    Setting("max_record_bytes", GIB, "Largest record, measured on the decoded body.", int),
-    Setting("fsync", False, "fsync every write: survives power loss, not only a crash of the process.", bool),
-    Setting("rate_limits", "on", "'on' or 'off': Apify's rate limits (section 7 of the API contract)."),
-    Setting("rate_limit_user_per_minute", 250_000, "Requests a minute per user (per IP without a token).", int),
-    Setting("rate_limit_store_per_second", 60, "Requests a second per store.", int),
-    Setting("rate_limit_records_per_second", 200, "Record GET/HEAD/PUT/POST/DELETE a second per store.", int),
-    Setting("trusted_proxies", "", "Comma-separated IPs/networks whose X-Forwarded-For is believed."),
-    Setting(
-        "default_general_access",
-        "RESTRICTED",
-        "What FOLLOW_USER_SETTING means: RESTRICTED, ANYONE_WITH_ID_CAN_READ or ANYONE_WITH_NAME_CAN_READ.",
-    ),
-    Setting("log_level", "info", "Log level: debug, info, warning, error."),
-    Setting("download_send_timeout", 60.0, "Seconds a ZIP download may make no progress before it is aborted.", float),
-    Setting("max_downloads", 16, "Concurrent ZIP downloads per server process; more get 429.", int),
-    Setting("max_downloads_per_user", 4, "Concurrent ZIP downloads per user (per IP without a token).", int),
-)
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] = (),
+    minimum: int | None = None,
+    shown_default: str | None = None,
+    check: Callable[[Any], object] | None = None,
+    secret: bool = False,
+) -> Any:
+    """One setting: its default and help, and optionally the values it takes (``choices``, ``minimum``, or a
+    ``check`` that raises ValueError), how the docs show the default (markdown), and ``secret`` (kept out of
+    repr). Its type is the field's annotation: str, int, float or bool."""
+    meta = _Meta(help, choices, minimum, shown_default, check)
+    return dataclasses.field(default=default, repr=not secret, metadata={_META: meta})
 
 
-def _parse(setting: Setting, raw: Any) -> Any:
-    if not isinstance(raw, str):
-        return raw
-    if setting.cast is bool:
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off", ""):
-            return False
-        raise ValueError(f"{setting.env}: expected true or false, got {raw!r}")
-    try:
-        return setting.cast(raw)
-    except ValueError as exc:
-        raise ValueError(f"{setting.env}: {exc}") from None
+def _positive(value: float) -> None:
+    if not value > 0:
+        raise ValueError("must be more than 0")
+
+
+def _trusted_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip()]
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    data_dir: str = "./data"
-    database_url: str = field(default="", repr=False)  # may hold a password
-    database_schema: str = "openkvs"
-    redis_url: str = field(default="", repr=False)
-    public_url: str = ""
-    workers: int = 1
-    max_record_bytes: int = GIB
-    fsync: bool = False
-    rate_limits: str = "on"
-    rate_limit_user_per_minute: int = 250_000
-    rate_limit_store_per_second: int = 60
-    rate_limit_records_per_second: int = 200
-    trusted_proxies: str = ""
-    default_general_access: str = "RESTRICTED"
-    log_level: str = "info"
-    download_send_timeout: float = 60.0
-    max_downloads: int = 16
-    max_downloads_per_user: int = 4
+    host: str = setting("127.0.0.1", "Address to listen on.")
+    port: int = setting(8000, "Port to listen on.")
+    data_dir: str = setting(
+        "./data",
+        "Folder of the embedded storage (SQLite database and record files); on a local disk: SQLite's WAL mode "
+        "does not work over a network filesystem.",
+    )
+    database_url: str = setting(
+        "",
+        "postgresql://user@host/db to keep metadata and record bytes in PostgreSQL instead of --data-dir.",
+        secret=True,  # may hold a password
+    )
+    database_schema: str = setting("openkvs", "PostgreSQL schema that holds the openkvs tables.")
+    redis_url: str = setting(
+        "", "redis://host:6379/0 to share rate-limit budgets between processes and nodes.", secret=True
+    )
+    public_url: str = setting(
+        "",
+        "Base URL that clients reach this server at: the base of the absolute URLs openkvs returns.",
+        shown_default="scheme and host of the request",
+    )
+    workers: int = setting(1, "Server processes on this machine.", minimum=1)
+    max_record_bytes: int = setting(
+        GIB, "Largest record, measured on the decoded body; larger bodies get 413.", minimum=0,
+        shown_default="1 GiB (`1073741824`)",
+    )
+    fsync: bool = setting(
+        False, "fsync every write: survives power loss, not only a crash of the process (see Durability in the README)."
+    )
+    rate_limits: str = setting(
+        "on", "Apify's rate limits, set by the --rate-limit-* settings; off disables them all.", choices=("on", "off")
+    )
+    rate_limit_user_per_minute: int = setting(250_000, "Requests a minute per user (per client IP without a token).")
+    rate_limit_store_per_second: int = setting(60, "Requests a second per store.")
+    rate_limit_records_per_second: int = setting(200, "Record GET/HEAD/PUT/POST/DELETE a second per store.")
+    trusted_proxies: str = setting(
+        "", "Comma-separated IPs/networks whose X-Forwarded-For is believed.", check=_trusted_networks
+    )
+    default_general_access: str = setting(
+        rules.RESTRICTED, "What a store's FOLLOW_USER_SETTING means.", choices=rules.GENERAL_ACCESS_LEVELS
+    )
+    log_level: str = setting(
+        "info", "Log level: debug, info, warning, error (one access-log line per request at info and below)."
+    )
+    download_send_timeout: float = setting(
+        60.0,
+        "Seconds a ZIP download may send nothing (a client reading less than about 1 MiB in that time) before its "
+        "connection is aborted.",
+        check=_positive,
+    )
+    max_downloads: int = setting(
+        16,
+        "ZIP downloads at once per server process (on PostgreSQL also its connections for them); more get 429 "
+        "with Retry-After.",
+        minimum=1,
+    )
+    max_downloads_per_user: int = setting(
+        4, "ZIP downloads at once per user (per client IP without a token), per server process.", minimum=1
+    )
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -108,25 +128,25 @@ class Settings:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for s in SETTINGS:
-            if s.env in environ:
-                values[s.name] = _parse(s, environ[s.env])
-            if overrides and overrides.get(s.name) is not None:
-                values[s.name] = _parse(s, overrides[s.name])
+            flag = overrides.get(s.name) if overrides else None
+            source, raw = (s.flag, flag) if flag is not None else (s.env, environ.get(s.env))
+            if raw is None:
+                continue
+            try:
+                values[s.name] = s.parse(raw)
+            except ValueError as exc:
+                raise ValueError(f"{source}: {exc}") from None
         settings = cls(**values)
         settings.validate()
         return settings
 
     def validate(self) -> None:
-        if self.rate_limits not in ("on", "off"):
-            raise ValueError("rate_limits must be 'on' or 'off'")
-        if self.default_general_access not in (
-            "RESTRICTED",
-            "ANYONE_WITH_ID_CAN_READ",
-            "ANYONE_WITH_NAME_CAN_READ",
-        ):
-            raise ValueError(f"default_general_access: unknown value {self.default_general_access!r}")
-        if self.max_record_bytes < 0 or self.workers < 1:
-            raise ValueError("max_record_bytes must be >= 0 and workers >= 1")
+        """Each setting's own rule, then the rules between settings."""
+        for s in SETTINGS:
+            try:
+                s.check(getattr(self, s.name))
+            except ValueError as exc:
+                raise ValueError(f"{s.flag}: {exc}") from None
         if self.rate_limits == "on" and (
             self.rate_limit_user_per_minute < 60
             or self.rate_limit_store_per_second < 1
@@ -136,16 +156,112 @@ class Settings:
                 "rate limits must allow at least 60 requests a minute per user and 1 a second per store "
                 "(use --rate-limits off to disable them)"
             )
-        if self.download_send_timeout <= 0 or self.max_downloads < 1 or self.max_downloads_per_user < 1:
-            raise ValueError("download_send_timeout must be > 0, max_downloads and max_downloads_per_user >= 1")
-        self.trusted_networks  # parses, so a typo fails at start-up
 
     @property
     def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        return [ipaddress.ip_network(p.strip(), strict=False) for p in self.trusted_proxies.split(",") if p.strip()]
+        return _trusted_networks(self.trusted_proxies)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
-assert [s.name for s in SETTINGS] == [f.name for f in dataclasses.fields(Settings)], "SETTINGS and Settings differ"
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting as the CLI, the environment and the docs see it (derived from a field of Settings)."""
+
+    name: str  # the field; the flag is --name-with-dashes, the variable OPENKVS_NAME
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    shown_default: str | None = None
+    extra_check: Callable[[Any], object] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "OPENKVS_" + self.name.upper()
+
+    @property
+    def description(self) -> str:
+        return self.help + (f" One of: {', '.join(self.choices)}." if self.choices else "")
+
+    @property
+    def default_markdown(self) -> str:
+        """The default as the README's table shows it: empty when there is none."""
+        if self.shown_default is not None:
+            return self.shown_default
+        if self.default == "":
+            return ""
+        return f"`{self.format(self.default)}`"
+
+    @property
+    def default_text(self) -> str:
+        """The default as ``openkvs settings`` prints it."""
+        return self.default_markdown.replace("`", "") or "none"
+
+    def parse(self, raw: Any) -> Any:
+        """A value of a flag or a variable, checked; text is converted to the setting's type. ValueError if bad."""
+        value = self._convert(raw) if isinstance(raw, str) else raw
+        self.check(value)
+        return value
+
+    def _convert(self, raw: str) -> Any:
+        if self.type is bool:
+            if raw.lower() in _TRUE:
+                return True
+            if raw.lower() in _FALSE:
+                return False
+            raise ValueError(f"expected true or false, got {raw!r}")
+        try:
+            return self.type(raw)
+        except ValueError:
+            raise ValueError(f"expected {_A[self.type]}, got {raw!r}") from None
+
+    def check(self, value: Any) -> None:
+        if self.choices and value not in self.choices:
+            raise ValueError(f"expected one of {', '.join(self.choices)}, got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"must be at least {self.minimum}, got {value!r}")
+        if self.extra_check is not None:
+            self.extra_check(value)
+
+    def format(self, value: Any) -> str:
+        """The text that ``parse`` reads back as ``value`` (worker processes get their settings this way)."""
+        if self.type is bool:
+            return "true" if value else "false"
+        return str(value)
+
+
+_A = {str: "text", int: "an integer", float: "a number"}
+
+
+def _declared() -> tuple[Setting, ...]:
+    types = typing.get_type_hints(Settings)
+    out = []
+    for f in dataclasses.fields(Settings):
+        assert _META in f.metadata, f"setting {f.name}: declare it with setting()"
+        meta: _Meta = f.metadata[_META]
+        assert types[f.name] in (str, int, float, bool), f"setting {f.name}: type {types[f.name]} is not parsed"
+        out.append(
+            Setting(f.name, types[f.name], f.default, meta.help, meta.choices, meta.minimum, meta.shown_default,
+                    meta.check)
+        )
+    return tuple(out)
+
+
+SETTINGS: tuple[Setting, ...] = _declared()
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    lines = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        assert "|" not in s.description + s.default_markdown, f"setting {s.name}: a '|' would split its table row"
+        lines.append(f"| `{s.flag}` | `{s.env}` | {s.default_markdown} | {s.description} |")
+    return "\n".join(lines) + "\n"

@@ -19,11 +19,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from openkvs import rules
+
 BASE_PATH = Path(__file__).with_name("openapi_base.json")
 
-STORE_NAME_PATTERN = "^([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])$"
-RECORD_KEY_PATTERN = "^(?!\\.{1,2}$)[a-zA-Z0-9!_.'()-]{1,256}$"  # Apify's rule, minus "." and ".."
-USERNAME_PATTERN = "^[a-zA-Z0-9_.-]{3,30}$"
 MAX_QUERY_INT = 9007199254740991  # 2**53 - 1: what JSON numbers and 64-bit database integers both hold
 EXTRA_ERROR_TYPES = ["token-not-valid", "permission-denied", "invalid-range", "service-unavailable"]
 
@@ -155,7 +154,7 @@ def _add_components(c: dict[str, Any]) -> None:
         "type": "object",
         "required": ["username", "access"],
         "properties": {
-            "username": {"type": "string", "pattern": USERNAME_PATTERN},
+            "username": {"type": "string", "pattern": rules.USERNAME.pattern},
             "access": {"type": "string", "enum": ["READ", "WRITE"]},
         },
         "example": {"username": "bob", "access": "READ"},
@@ -184,7 +183,7 @@ def _add_components(c: dict[str, Any]) -> None:
         "properties": {"schema": _ref("schemas", "KeyValueStoreSchema")},
     }
     update = schemas["UpdateStoreRequest"]
-    update["properties"]["name"] = {"type": ["string", "null"], "pattern": STORE_NAME_PATTERN, "maxLength": 63}
+    update["properties"]["name"] = {"type": ["string", "null"], "pattern": rules.STORE_NAME.pattern, "maxLength": rules.STORE_NAME.max_length}
     update["properties"]["schema"] = {
         **_ref("schemas", "KeyValueStoreSchema"),
         "description": "openkvs extension: replaces the store's schema (null removes it).",
@@ -216,7 +215,7 @@ def _add_components(c: dict[str, Any]) -> None:
     for name in ("exclusiveStartKey", "prefixKeys", "prefixRecords"):  # no key holds a NUL character: 400
         params[name]["schema"]["pattern"] = "^[^\\u0000]*$"
     params["recordKey"]["schema"] = {
-        "type": "string", "pattern": RECORD_KEY_PATTERN, "example": "someKey",
+        "type": "string", "pattern": rules.RECORD_KEY.pattern, "example": "someKey",
     }
     params["recordKey"]["description"] = "Key of the record: 1 to 256 of `a-zA-Z0-9!-_.'()`, not `.` or `..`."
     params["Range"] = {
@@ -234,8 +233,8 @@ def _patch_operations(paths: dict[str, Any]) -> None:
             op["responses"].setdefault("503", _ref("responses", "ServiceUnavailable"))
     name = next(p for p in paths[P]["post"]["parameters"] if p.get("name") == "name")
     name["schema"] = {
-        "type": "string", "maxLength": 63, "example": "eshop-values",
-        "anyOf": [{"pattern": STORE_NAME_PATTERN}, {"const": ""}],
+        "type": "string", "maxLength": rules.STORE_NAME.max_length, "example": "eshop-values",
+        "anyOf": [{"pattern": rules.STORE_NAME.pattern}, {"const": ""}],
     }
     name["description"] = (
         "Store name: 1 to 63 letters, digits and dashes, not starting or ending with a dash. Empty: no name."

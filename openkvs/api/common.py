@@ -4,7 +4,6 @@ the wire form of a store, and JSON responses."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,15 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from openkvs import auth, errors, httprange, signing
+from openkvs import auth, errors, httprange, rules, signing
 from openkvs.config import Settings
 from openkvs.ratelimit import client_ip
 from openkvs.storage.base import KeySelection, RecordMeta, Storage, Store, User
 
-# \Z, not $: "$" also matches before a final newline, which would let "key\n" through.
-KEY_RE = re.compile(r"^[a-zA-Z0-9!\-_.'()]{1,256}\Z")
-NAME_RE = re.compile(r"^([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])\Z")
-USERNAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{3,30}\Z")
 MAX_JSON_BODY = 9_437_184
 PUBLIC_URL_DAYS = 14
 MAX_QUERY_INT = 2**53 - 1  # the largest integer every JSON client reads exactly
@@ -134,19 +129,19 @@ def query_text(request: Request, name: str) -> str | None:
 
 
 def valid_key(key: str) -> bool:
-    return KEY_RE.match(key) is not None and key not in (".", "..")
+    return rules.RECORD_KEY.ok(key)
 
 
 def check_key(key: str) -> str:
-    if len(key) > 256:
-        raise errors.InvalidRecordKey("Record key is too long (maximum is 256 characters)")
+    if len(key) > rules.RECORD_KEY.max_length:
+        raise errors.InvalidRecordKey(f"Record key is too long (maximum is {rules.RECORD_KEY.max_length} characters)")
     if not valid_key(key):
         raise errors.InvalidRecordKey()
     return key
 
 
 def check_store_name(name: str) -> str:
-    if not (1 <= len(name) <= 63) or not NAME_RE.match(name):
+    if not rules.STORE_NAME.ok(name):
         raise errors.InvalidInput(
             "Store name must be 1 to 63 characters: letters, digits and dashes, not starting or ending with a dash."
         )
@@ -266,20 +261,17 @@ async def find_store(
     return StoreAccess(store, access, address, record, looked_up)
 
 
-ID_RE = re.compile(r"^[a-zA-Z0-9]{1,64}\Z")
-
-
 def plausible_store_id(store_id: str) -> bool:
-    return ID_RE.match(store_id) is not None
+    return rules.STORE_ID.ok(store_id)
 
 
 def _plausible(address: auth.Address) -> bool:
     """Whether a store could have this address: an ID is alphanumeric, names and usernames follow their rules."""
     if address.by is auth.By.ID:
         return plausible_store_id(address.value)
-    if not (len(address.value) <= 63 and NAME_RE.match(address.value)):
+    if not rules.STORE_NAME.ok(address.value):
         return False
-    return address.by is auth.By.OWN_NAME or bool(USERNAME_RE.match(address.username or ""))
+    return address.by is auth.By.OWN_NAME or rules.USERNAME.ok(address.username or "")
 
 
 def need(request: Request, found: StoreAccess, who: Caller, level: auth.Access, signed: bool = False) -> None:

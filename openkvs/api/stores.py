@@ -8,9 +8,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from openkvs import auth, errors, schema
+from openkvs import auth, errors, rules, schema
 from openkvs.api.common import (
-    USERNAME_RE,
     Caller,
     caller,
     check_store_name,
@@ -112,8 +111,8 @@ def _store_changes(body: dict[str, Any], is_owner: bool) -> dict[str, Any]:
             raise errors.InvalidInput("Field 'name' must be a string.")
         changes["name"] = check_store_name(body["name"])
     if "generalAccess" in body:  # null is not a level (Apify: an enum, not nullable)
-        if body["generalAccess"] not in auth.GENERAL_ACCESS:
-            raise errors.InvalidInput(f"Field 'generalAccess' must be one of {', '.join(auth.GENERAL_ACCESS)}.")
+        if body["generalAccess"] not in rules.GENERAL_ACCESS:
+            raise errors.InvalidInput(f"Field 'generalAccess' must be one of {', '.join(rules.GENERAL_ACCESS)}.")
         changes["general_access"] = body["generalAccess"]
     if "schema" in body:
         changes["schema"] = schema.validate_schema(body["schema"])
@@ -148,7 +147,7 @@ async def grants_endpoint(request: Request) -> Response:
         if not isinstance(body, dict) or body.get("access") not in ("READ", "WRITE"):
             raise errors.InvalidInput('Expected {"username": "...", "access": "READ" or "WRITE"}.')
         username = body.get("username")
-        if not isinstance(username, str) or not USERNAME_RE.match(username):
+        if not isinstance(username, str) or not rules.USERNAME.ok(username):
             raise errors.InvalidInput("Field 'username' must be a valid username.")
         user = await storage.get_user_by_name(username)
         if user is None:

@@ -29,7 +29,7 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi import checks as st_checks
 
-from openkvs import openapi
+from openkvs import openapi, rules
 
 if TYPE_CHECKING:
     from tests.conftest import Server
@@ -89,7 +89,7 @@ class Fuzz:
         body_positive = case.meta is None or not case.meta.is_negative_at(ParameterLocation.BODY)
         if body_positive and "schema" in body and body["schema"] is not None:
             body["schema"] = FUZZ_SCHEMA  # a schema's inner rules (one of key/keyPrefix, ...) are beyond OpenAPI
-        if case.method.upper() == "PUT" and re.fullmatch(openapi.STORE_NAME_PATTERN, str(body.get("name"))):
+        if case.method.upper() == "PUT" and re.fullmatch(rules.STORE_NAME.pattern, str(body.get("name"))):
             body["name"] = f"renamed-{secrets.token_hex(6)}"  # store names are unique per owner
         if case.path_parameters and "storeId" in case.path_parameters:
             case.path_parameters["storeId"] = self.store_id()
@@ -114,7 +114,7 @@ def key_negation_is_not_one(case: schemathesis.Case) -> bool:
     if meta is None or meta.generation.mode != GenerationMode.NEGATIVE or not isinstance(key, str):
         return False
     negative = {loc for loc, comp in meta.components.items() if comp.mode.is_negative}
-    return negative == {ParameterLocation.PATH} and re.fullmatch(openapi.RECORD_KEY_PATTERN, unquote(key)) is not None
+    return negative == {ParameterLocation.PATH} and re.fullmatch(rules.RECORD_KEY.pattern, unquote(key)) is not None
 
 
 def has_empty_value(case: schemathesis.Case) -> bool:
