@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 
 import brotli
 
@@ -95,10 +95,10 @@ class UploadBody:
         encoding: str | None,
         limit: int,
         declared_length: int | None,
-        check: Callable[[bytes], None] | None = None,
+        check: Callable[[bytes], Awaitable[None]] | None = None,
         check_limit: int = 0,
     ) -> None:
-        """``check``, if given, is called with the whole decoded body (at most ``check_limit`` bytes) after the
+        """``check``, if given, is awaited with the whole decoded body (at most ``check_limit`` bytes) after the
         last chunk and before iteration ends, so it can still abort the write by raising."""
         self._chunks = chunks
         self._check = check
@@ -140,7 +140,7 @@ class UploadBody:
         if decoder and self.stored_size:
             decoder.finish()
         if self._check is not None and kept is not None:
-            self._check(bytes(kept))
+            await self._check(bytes(kept))
 
 
 async def decode_stream(chunks: AsyncIterable[bytes], encoding: str | None) -> AsyncIterator[bytes]:

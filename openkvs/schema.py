@@ -1,20 +1,192 @@
-"""Key-value store schemas (API.md section 6): checking a schema, finding a key's collection, checking a record."""
+"""Key-value store schemas (API.md section 6): checking a schema, finding a key's collection, checking a record.
+
+A store's owner writes its ``jsonSchema``s and anyone with write access makes the server run them, so checking a
+record must stay within bounds whatever the schema says:
+
+* nothing outside the schema: a ``$ref`` resolves only within the schema itself (a registry that can't retrieve
+  anything), so ``file:`` and ``http:`` references are never fetched; a schema whose references don't resolve
+  that way is refused when it is set;
+* regular expressions (``pattern``, ``patternProperties``) run on RE2, in time linear in the text; a pattern RE2
+  can't compile (lookarounds, backreferences) is refused when the schema is set;
+* work is counted: each keyword costs 1 plus the sizes of its value and of the part of the record it looks at;
+  a record that needs more than ``CHECK_STEPS`` is refused (the same record and schema always give the same
+  answer, however busy the machine);
+* the caller runs ``check_json`` in a worker thread, off the event loop (records.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
-import json
+import functools
+import threading
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import anyio.to_thread
 import jsonschema
+import re2
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
+from jsonschema.exceptions import ValidationError
 
-from openkvs import errors
+from openkvs import errors, jsontext
 
 JSON_COLLECTION_MAX = 64 * 1024 * 1024  # a record checked against a jsonSchema is parsed whole, so it is capped
+MESSAGE_MAX = 1000  # characters of jsonschema's message kept in the 400
+CHECK_STEPS = 10_000_000  # work allowed to check one record: 15-40 s of one core of the test machine
+CHECK_THREADS = 2  # records checked at once (each holds a core; more wait their turn, the event loop stays free)
+
+# No retrieve function: a reference not found in the schema itself is Unresolvable, never fetched.
+_LOCAL_ONLY: referencing.Registry[Any] = referencing.Registry()
 
 
 def _invalid(what: str) -> errors.StoreSchemaInvalid:
     return errors.StoreSchemaInvalid(f"Key-value store schema is not valid: {what}")
+
+
+# -- regular expressions on RE2 ----------------------------------------------------------------------------------
+
+
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print every refused pattern on stderr
+    options.never_capture = True  # only "does it match" is asked
+    return options
+
+
+_OPTIONS = _re2_options()
+
+
+@functools.lru_cache(maxsize=1024)
+def _regex(pattern: str) -> Any:
+    """A compiled pattern; raises re2.error for one RE2 can't run (or one too large for its memory budget)."""
+    return re2.compile(pattern, _OPTIONS)
+
+
+def _unsupported_pattern(pattern: str) -> str | None:
+    try:
+        _regex(pattern)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        return f"pattern {pattern!r} is not supported ({reason}); lookarounds and backreferences are not"
+    return None
+
+
+class _PatternNotSupported(Exception):
+    """A stored schema (set before patterns were checked) has a pattern RE2 can't run."""
+
+
+def _search(pattern: str, text: str) -> bool:
+    try:
+        return _regex(pattern).search(text) is not None
+    except re2.error:
+        raise _PatternNotSupported(_unsupported_pattern(pattern)) from None
+
+
+# jsonschema's own versions of these three keywords call Python's re (backtracking); these use RE2.
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _search(pattern, instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any, schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for k, v in instance.items():
+            if _search(pattern, k):
+                yield from validator.descend(v, subschema, path=k, schema_path=pattern)
+
+
+def _additional_properties(validator: Any, extra_schema: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema.get("properties", {})
+    patterns = list(schema.get("patternProperties", {}))
+    extras = [k for k in instance if k not in properties and not any(_search(p, k) for p in patterns)]
+    if validator.is_type(extra_schema, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], extra_schema, path=extra)
+    elif not extra_schema and extras:
+        names = ", ".join(repr(each) for each in sorted(extras))
+        if patterns:
+            yield ValidationError(f"{names} do not match any of the regexes: {', '.join(map(repr, sorted(patterns)))}")
+        else:
+            yield ValidationError(f"Additional properties are not allowed ({names} unexpected)")
+
+
+# -- bounded work ------------------------------------------------------------------------------------------------
+
+
+class _OverBudget(Exception):
+    pass
+
+
+_budget = threading.local()  # .left: steps this thread may still spend; absent: no limit (check_schema)
+
+
+def _spend(steps: int) -> None:
+    left = getattr(_budget, "left", None)
+    if left is None:
+        return
+    if left < steps:
+        raise _OverBudget()
+    _budget.left = left - steps
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, (list, dict)) else 0
+
+
+def _metered(keyword: Callable[..., Any]) -> Callable[..., Iterator[Any]]:
+    def metered(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        _spend(1 + _size(value) + _size(instance))
+        yield from keyword(validator, value, instance, schema) or ()
+
+    return metered
+
+
+def _hashable(value: Any) -> Any:
+    """A hashable form of a JSON value that is equal where JSON Schema's equality says so (1 == 1.0, but
+    true != 1, and objects compare without order)."""
+    if isinstance(value, bool):
+        return (bool, value)
+    if isinstance(value, list):
+        return (list, tuple(_hashable(v) for v in value))
+    if isinstance(value, dict):
+        return (dict, frozenset((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    # jsonschema compares every pair of items that don't sort (objects): quadratic. Hashing is linear.
+    if unique and validator.is_type(instance, "array"):
+        # hashing is linear in the items' size, which the record's size bounds; the count is what is charged
+        if len({_hashable(item) for item in instance}) != len(instance):
+            yield ValidationError(f"{instance!r} has non-unique elements")
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft7Validator,
+    validators={
+        name: _metered(keyword)
+        for name, keyword in {
+            **jsonschema.Draft7Validator.VALIDATORS,
+            "pattern": _pattern,
+            "patternProperties": _pattern_properties,
+            "additionalProperties": _additional_properties,
+            "uniqueItems": _unique_items,
+        }.items()
+    },
+)
+
+
+# -- the store schema --------------------------------------------------------------------------------------------
 
 
 def validate_schema(schema: Any) -> dict[str, Any] | None:
@@ -45,11 +217,44 @@ def validate_schema(schema: Any) -> dict[str, Any] | None:
         if "jsonSchema" in spec:
             if types != ["application/json"]:
                 raise _invalid(f"collection '{cid}': jsonSchema needs contentTypes [\"application/json\"]")
-            try:
-                jsonschema.Draft7Validator.check_schema(spec["jsonSchema"])
-            except jsonschema.SchemaError as exc:
-                raise _invalid(f"collection '{cid}': jsonSchema: {exc.message}") from None
+            problem = _json_schema_problem(spec["jsonSchema"])
+            if problem:
+                raise _invalid(f"collection '{cid}': jsonSchema: {problem}")
     return schema
+
+
+def _json_schema_problem(json_schema: Any) -> str | None:
+    """What makes a collection's jsonSchema unusable here, or None: not draft 7, a ``$ref`` that doesn't resolve
+    within the schema, a pattern RE2 can't run."""
+    try:
+        jsonschema.Draft7Validator.check_schema(json_schema)
+    except jsonschema.SchemaError as exc:
+        return exc.message
+    except RecursionError:  # bodies are capped at jsontext.MAX_DEPTH, below this; kept for other callers
+        return "it is nested too deeply"
+    if isinstance(json_schema, bool):
+        return None
+    root = referencing.jsonschema.DRAFT7.create_resource(json_schema)
+    stack = [(_LOCAL_ONLY.resolver_with_root(root), root)]
+    while stack:  # every subschema, with the base URI its references resolve against
+        resolver, resource = stack.pop()
+        node = resource.contents
+        if not isinstance(node, dict):
+            continue
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            try:
+                resolver.lookup(ref)
+            except referencing.exceptions.Unresolvable:
+                return f"$ref {ref!r} does not resolve within the schema (only local references are allowed)"
+        patterns = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        patterns += list(node.get("patternProperties") or {})
+        for pattern in patterns:
+            problem = _unsupported_pattern(pattern)
+            if problem:
+                return problem
+        stack.extend((resolver.in_subresource(sub), sub) for sub in resource.subresources())
+    return None
 
 
 def collections_for_key(schema: dict[str, Any] | None, key: str) -> list[tuple[str, dict[str, Any]]]:
@@ -74,10 +279,60 @@ def check_content_type(cid: str, spec: dict[str, Any], content_type: str) -> Non
 
 
 def check_json(cid: str, spec: dict[str, Any], data: bytes) -> None:
+    """Raise SchemaValidationFailed unless ``data`` is JSON that matches the collection's jsonSchema. CPU-bound
+    (up to CHECK_STEPS): call it in a worker thread."""
     try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        value = jsontext.loads(data)
+    except jsontext.TooDeep as exc:
+        raise errors.SchemaValidationFailed(f"Record in collection '{cid}' is not accepted: {exc}") from None
+    except jsontext.InvalidJson:
         raise errors.SchemaValidationFailed(f"Record in collection '{cid}' is not valid JSON.") from None
-    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(spec["jsonSchema"]).iter_errors(value))
+    validator = _Validator(spec["jsonSchema"], registry=_LOCAL_ONLY)
+    _budget.left = CHECK_STEPS
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    except _OverBudget:
+        raise errors.SchemaValidationFailed(
+            f"Record in collection '{cid}' takes too much work to check against its schema "
+            f"(over {CHECK_STEPS:,} steps)."
+        ) from None
+    except referencing.exceptions.Unresolvable as exc:  # a schema stored before references were checked
+        raise errors.SchemaValidationFailed(
+            f"The schema of collection '{cid}' has a $ref that does not resolve within it: {exc}"
+        ) from None
+    except _PatternNotSupported as exc:
+        raise errors.SchemaValidationFailed(f"The schema of collection '{cid}' can't be used: {exc}") from None
+    except RecursionError:  # a schema whose references loop (e.g. {"$ref": "#"}) or nest past the stack
+        raise errors.SchemaValidationFailed(
+            f"The schema of collection '{cid}' recurses too deeply to check this record."
+        ) from None
+    finally:
+        del _budget.left
     if error is not None:
-        raise errors.SchemaValidationFailed(f"Record does not match the schema of collection '{cid}': {error.message}")
+        message = error.message  # jsonschema quotes the value whole, and the record may be megabytes
+        if len(message) > MESSAGE_MAX:
+            message = message[: MESSAGE_MAX - 3] + "..."
+        raise errors.SchemaValidationFailed(f"Record does not match the schema of collection '{cid}': {message}")
+
+
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
+
+
+async def check_json_off_loop(cid: str, spec: dict[str, Any], data: bytes) -> None:
+    """check_json in a worker thread: while it parses and validates (in pure Python, so the GIL is handed back
+    every few milliseconds) the event loop answers everyone else."""
+    await _off_loop(check_json, cid, spec, data)
+
+
+async def validate_schema_off_loop(schema: Any) -> dict[str, Any] | None:
+    """validate_schema in a worker thread (a schema may be a body of 9 MiB to check against the metaschema)."""
+    return await _off_loop(validate_schema, schema)  # type: ignore[no-any-return]
+
+
+async def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn`` in a worker thread, at most CHECK_THREADS at once (each holds a core; more wait their turn)."""
+    loop = asyncio.get_running_loop()
+    limiter = _limiters.get(loop)
+    if limiter is None:
+        limiter = _limiters[loop] = anyio.CapacityLimiter(CHECK_THREADS)
+    return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)

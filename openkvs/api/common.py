@@ -3,6 +3,7 @@ the wire form of a store, and JSON responses."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -10,11 +11,12 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from openkvs import auth, errors, httprange, rules, signing
+from openkvs import auth, errors, httprange, jsontext, rules, signing
 from openkvs.config import Settings
 from openkvs.ratelimit import client_ip
 from openkvs.storage.base import KeySelection, RecordMeta, Storage, Store, User
@@ -340,7 +342,9 @@ def store_json(request: Request, store: Store, access: auth.Access) -> dict[str,
 
 
 async def read_json_body(request: Request) -> Any:
-    """A JSON request body (any Content-Encoding we accept), capped at MAX_JSON_BODY decoded bytes."""
+    """A JSON request body (any Content-Encoding we accept), capped at MAX_JSON_BODY decoded bytes, at
+    jsontext.MAX_DEPTH levels, and with no string that storage can't hold (NUL, lone surrogates). Every endpoint
+    that takes a JSON body reads it here."""
     from openkvs import codec  # local: codec imports errors, which is fine, but keep common light to import
 
     encoding = codec.normalize_encoding(request.headers.get("content-encoding"))
@@ -361,7 +365,7 @@ async def read_json_body(request: Request) -> Any:
         raise errors.InvalidInput(f"The request body is not valid {encoding}.") from None
     if not raw.strip():
         return None
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.InvalidInput("The request body contains invalid data.") from None
+    try:  # parsing up to 9 MiB and walking it is CPU work: not on the event loop
+        return await anyio.to_thread.run_sync(functools.partial(jsontext.loads, raw, storable=True))
+    except jsontext.InvalidJson as exc:
+        raise errors.InvalidInput(str(exc)) from None

@@ -309,10 +309,10 @@ async def _put_record(request: Request, store, key: str) -> Response:  # type: i
 
 
 def _json_check(cid, spec, previous):  # type: ignore[no-untyped-def]
-    def check(data: bytes) -> None:
+    async def check(data: bytes) -> None:
         if previous is not None:
-            previous(data)
-        schema.check_json(cid, spec, data)
+            await previous(data)
+        await schema.check_json_off_loop(cid, spec, data)
 
     return check
 

@@ -68,7 +68,7 @@ async def get_or_create_store(request: Request) -> Response:
     body = await read_json_body(request)
     if body is not None and not isinstance(body, dict):
         raise errors.InvalidInput("The request body must be a JSON object.")
-    store_schema = schema.validate_schema((body or {}).get("schema"))
+    store_schema = await schema.validate_schema_off_loop((body or {}).get("schema"))
     storage = state(request).storage
     if name:
         check_store_name(name)
@@ -92,6 +92,8 @@ async def store_endpoint(request: Request) -> Response:
         if not isinstance(body, dict):
             raise errors.InvalidInput("The request body must be a JSON object.")
         changes = _store_changes(body, found.store.user_id == (who.user.id if who.user else None))
+        if "schema" in body:
+            changes["schema"] = await schema.validate_schema_off_loop(body["schema"])
         store = found.store
         if changes:
             store = await storage.update_store(store.id, changes)
@@ -114,8 +116,6 @@ def _store_changes(body: dict[str, Any], is_owner: bool) -> dict[str, Any]:
         if body["generalAccess"] not in rules.GENERAL_ACCESS:
             raise errors.InvalidInput(f"Field 'generalAccess' must be one of {', '.join(rules.GENERAL_ACCESS)}.")
         changes["general_access"] = body["generalAccess"]
-    if "schema" in body:
-        changes["schema"] = schema.validate_schema(body["schema"])
     if changes and not is_owner and ("name" in changes or "general_access" in changes):
         raise errors.PermissionDenied()  # renaming and opening a store up are the owner's decisions
     return changes

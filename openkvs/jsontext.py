@@ -1,0 +1,64 @@
+"""Parsing JSON that a client sent: the request bodies of the API and the records checked against a jsonSchema.
+
+Python's parser nests as deep as its recursion limit (about 1,000 levels), and what consumes the value recurses
+too: jsonschema needs about 6 Python frames per level of a schema it checks (``check_schema`` fails past about
+160 levels in a fresh thread), so a deep body would end as a RecursionError, a 500. Every level past
+``MAX_DEPTH`` is refused instead, before anything else looks at the value."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+MAX_DEPTH = 128  # levels of arrays and objects; below what jsonschema can follow (see the module docstring)
+
+# NUL and lone UTF-16 surrogates (json.loads joins the pairs, so any surrogate left alone is lone): JSON allows
+# both escapes, but PostgreSQL text can hold neither, and a lone surrogate has no UTF-8 form to send back.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+class InvalidJson(ValueError):
+    """The bytes are not JSON that we take; the message says why, for a 400."""
+
+
+class TooDeep(InvalidJson):
+    pass
+
+
+def loads(raw: bytes | bytearray, *, storable: bool = False) -> Any:
+    """The value of a JSON document of at most ``MAX_DEPTH`` levels. ``storable``: also refuse a string or a
+    member name holding NUL or a lone surrogate (``"\\u0000"``, ``"\\ud800"``)."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:  # raised cleanly by the C parser, past the interpreter's limit
+        raise TooDeep(f"JSON nested more than {MAX_DEPTH} levels deep.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidJson("The request body contains invalid data.") from None
+    _scan(value, storable)
+    return value
+
+
+def _scan(value: Any, storable: bool) -> None:
+    """Walk ``value`` without recursion: raise TooDeep past MAX_DEPTH; with ``storable``, InvalidJson for NUL or
+    a lone surrogate in any string."""
+    if storable and isinstance(value, str) and _UNSTORABLE.search(value):
+        raise InvalidJson("A string in the request body holds NUL or a lone UTF-16 surrogate (\\u0000, \\ud800).")
+    stack = [(value, 1)] if isinstance(value, (list, dict)) else []
+    while stack:
+        node, level = stack.pop()
+        if level > MAX_DEPTH:
+            raise TooDeep(f"JSON nested more than {MAX_DEPTH} levels deep.")
+        if isinstance(node, dict):
+            children: Any = node.values()
+            if storable and any(_UNSTORABLE.search(k) for k in node):
+                raise InvalidJson("A member name in the request body holds NUL or a lone UTF-16 surrogate.")
+        else:
+            children = node
+        for child in children:
+            if isinstance(child, (list, dict)):
+                stack.append((child, level + 1))
+            elif storable and isinstance(child, str) and _UNSTORABLE.search(child):
+                raise InvalidJson(
+                    "A string in the request body holds NUL or a lone UTF-16 surrogate (\\u0000, \\ud800)."
+                )
