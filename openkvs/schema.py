@@ -71,7 +71,7 @@ def _unsupported_pattern(pattern: str) -> str | None:
         _regex(pattern)
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        return f"pattern {pattern!r} is not supported ({reason}); lookarounds and backreferences are not"
+        return f"pattern {pattern!r} is not supported by RE2 ({reason}; it has no lookarounds nor backreferences)"
     return None
 
 
