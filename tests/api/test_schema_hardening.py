@@ -177,6 +177,7 @@ def test_other_clients_are_answered_while_a_big_record_is_checked(shared_server:
     worker.join()
     assert result["status"] == 201
     assert latencies, "the heavy PUT ended before any GET could be made: make the record bigger"
+    print("GET latencies during the check:", latencies)
     assert max(latencies) < 2.0, latencies
 
 
@@ -212,7 +213,7 @@ def test_deeply_nested_schema_under_the_cap_is_checked_not_crashed(alice: httpx.
         js = {"items": js}
     sid = store_with(alice, js)
     value: Any = 1
-    for _ in range(63):
+    for _ in range(57):
         value = [value]
     assert alice.put(f"/v2/key-value-stores/{sid}/records/doc", json=value).status_code == 201
 
