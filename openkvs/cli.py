@@ -76,6 +76,9 @@ def main() -> None:
 @click.option("--public-url", default=None, help=_help("public_url"))
 @click.option("--workers", default=None, type=int, help=_help("workers"))
 @click.option("--max-record-bytes", default=None, type=int, help=_help("max_record_bytes"))
+@click.option("--max-header-bytes", default=None, type=int, help=_help("max_header_bytes"))
+@click.option("--header-timeout", default=None, type=float, help=_help("header_timeout"))
+@click.option("--max-connections-per-ip", default=None, type=int, help=_help("max_connections_per_ip"))
 @click.option("--fsync/--no-fsync", default=None, help=_help("fsync"))
 @click.option("--rate-limits", default=None, type=click.Choice(["on", "off"]), help=_help("rate_limits"))
 @click.option("--rate-limit-user-per-minute", default=None, type=int, help=_help("rate_limit_user_per_minute"))
@@ -126,6 +129,8 @@ def serve(**flags: Any) -> None:
         # uvicorn formats each access log line before the logger drops it below INFO: skip that work
         access_log=settings.log_level.lower() in ("trace", "debug", "info"),
         proxy_headers=False,  # X-Forwarded-For is believed only from --trusted-proxies, by openkvs itself
+        http="openkvs.server:HttpProtocol",  # uvicorn's httptools protocol with limits on heads and connections
+        ws="none",  # no WebSocket endpoints: an Upgrade request is an ordinary request
         server_header=False,
         timeout_graceful_shutdown=5,
     )

@@ -46,6 +46,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("public_url", "", "Base URL that clients reach this server at; default: scheme and host of the request."),
     Setting("workers", 1, "Number of server processes.", int),
     Setting("max_record_bytes", GIB, "Largest record, measured on the decoded body.", int),
+    Setting("max_header_bytes", 64 * 1024, "Largest request line and headers in all; over it: 431.", int),
+    Setting("header_timeout", 30.0, "Seconds a client has to send a request's line and headers; then 408.", float),
+    Setting("max_connections_per_ip", 128, "Open connections per client IP (not --trusted-proxies); 0: no cap.", int),
     Setting("fsync", False, "fsync every write: survives power loss, not only a crash of the process.", bool),
     Setting("rate_limits", "on", "'on' or 'off': Apify's rate limits (section 7 of the API contract)."),
     Setting("rate_limit_user_per_minute", 250_000, "Requests a minute per user (per IP without a token).", int),
@@ -90,6 +93,9 @@ class Settings:
     public_url: str = ""
     workers: int = 1
     max_record_bytes: int = GIB
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 30.0
+    max_connections_per_ip: int = 128
     fsync: bool = False
     rate_limits: str = "on"
     rate_limit_user_per_minute: int = 250_000
@@ -127,6 +133,8 @@ class Settings:
             raise ValueError(f"default_general_access: unknown value {self.default_general_access!r}")
         if self.max_record_bytes < 0 or self.workers < 1:
             raise ValueError("max_record_bytes must be >= 0 and workers >= 1")
+        if self.max_header_bytes < 1024 or self.header_timeout <= 0 or self.max_connections_per_ip < 0:
+            raise ValueError("max_header_bytes must be >= 1024, header_timeout > 0 and max_connections_per_ip >= 0")
         if self.rate_limits == "on" and (
             self.rate_limit_user_per_minute < 60
             or self.rate_limit_store_per_second < 1
