@@ -4,7 +4,7 @@ Why a subclass and not ASGI middleware: uvicorn (0.54) bounds neither a request'
 to send it, and caps connections only globally (``limit_concurrency``: a 503 for everyone). httptools buffers a
 header value whole before handing it over, so a 100 MiB header was held in memory before any ASGI code ran; the
 size must be counted as bytes arrive. And httptools drops a URL's ``#fragment`` before the app sees the path. The
-h11 protocol has a head limit (a 400, not a 431) but costs the record GET a good part of its speed.
+h11 protocol has a head limit (a 400, not a 431) but parses a request with about four times the CPU of httptools.
 
 What it adds, all from settings (``--max-header-bytes``, ``--header-timeout``, ``--max-connections-per-ip``):
 
