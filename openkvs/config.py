@@ -88,6 +88,17 @@ class Settings:
         GIB, "Largest record, measured on the decoded body; larger bodies get 413.", minimum=0,
         shown_default="1 GiB (`1073741824`)",
     )
+    max_header_bytes: int = setting(
+        64 * 1024, "Largest request line and headers in all; over it: 431.", minimum=1024
+    )
+    header_timeout: float = setting(
+        30.0, "Seconds a client has to send a request's line and headers (from connecting, or from the request's first bytes "
+        "on a kept-alive connection); then 408 and close.", check=_positive
+    )
+    max_connections_per_ip: int = setting(
+        128, "Open connections per client IP and server process; one more gets 429 and is closed. Not applied to "
+        "--trusted-proxies (behind a proxy, cap per client there); 0: no cap.", minimum=0
+    )
     fsync: bool = setting(
         False, "fsync every write: survives power loss, not only a crash of the process (see Durability in the README)."
     )

@@ -9,6 +9,8 @@
      ├── NameNotUnique (400)                      ├── UnsupportedEncoding (415)├── ServiceUnavailable (503)
      ├── InvalidRange (416)                       ├── InternalError (500)      ├── StorageDamaged (503)
      └── InsufficientStorage (507)
+    and, answered by the connection itself (openkvs/server.py): RequestTimeout (408), HeaderFieldsTooLarge (431),
+    TransferCodingNotImplemented (501).
 
 Storage exceptions become API errors in one place, ``from_storage_error``, so routes never catch driver errors.
 """
@@ -151,6 +153,24 @@ class InsufficientStorage(ApiError):
 
 class InternalError(ApiError):
     pass
+
+
+class RequestTimeout(ApiError):
+    status, type, default_message = 408, "request-timeout", "The request headers were not received in time."
+
+
+class HeaderFieldsTooLarge(ApiError):
+    status, type = 431, "request-header-fields-too-large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request line and headers are too large (limit: {limit} bytes).")
+
+
+class TransferCodingNotImplemented(ApiError):
+    status, type = 501, "not-implemented"
+
+    def __init__(self, coding: str) -> None:
+        super().__init__(f'Transfer-Encoding "{coding}" is not supported (only chunked).')
 
 
 def from_storage_error(exc: storage.StorageError, method: str = "", path: str = "") -> ApiError:

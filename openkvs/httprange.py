@@ -12,8 +12,19 @@ import re
 
 __all__ = ["RangeNotSatisfiable", "parse_range", "if_range_allows", "content_range", "unsatisfied_range", "select"]
 
-# One range-spec: "first-last", "first-" or "-suffix". Digits only (no signs), optional whitespace around.
-_SPEC = re.compile(r"[ \t]*(?:(\d+)[ \t]*-[ \t]*(\d*)|-[ \t]*(\d+))[ \t]*")
+# One range-spec: "first-last", "first-" or "-suffix". ASCII digits only (no signs, and not the other scripts'
+# digits that \d and int() accept), optional whitespace around.
+_SPEC = re.compile(r"[ \t]*(?:([0-9]+)[ \t]*-[ \t]*([0-9]*)|-[ \t]*([0-9]+))[ \t]*")
+
+# A position of more digits than this (after leading zeros) is past the end of anything we serve (10**18 bytes is
+# an exabyte) and counts as _HUGE: int() of thousands of digits is slow, and over 4,300 digits a ValueError.
+_MAX_DIGITS = 18
+_HUGE = 10**_MAX_DIGITS
+
+
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0")
+    return int(digits or "0") if len(digits) <= _MAX_DIGITS else _HUGE
 
 
 class RangeNotSatisfiable(Exception):
@@ -44,14 +55,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, last, suffix = match.groups()
     if suffix is not None:
-        n = int(suffix)
+        n = _position(suffix)
         if n == 0 or size == 0:
             raise RangeNotSatisfiable(size)
         return (max(size - n, 0), size)
-    start = int(first)
+    start = _position(first)
     if last:
-        stop = int(last)
-        if stop < start:
+        stop = _position(last)
+        if stop < start or (stop == start == _HUGE and _greater(first, last)):
             return None  # RFC 9110 14.1.1: invalid, so the whole header is ignored
         end = min(stop, size - 1) + 1
     else:
@@ -59,6 +70,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size:
         raise RangeNotSatisfiable(size)
     return (start, end)
+
+
+def _greater(a: str, b: str) -> bool:
+    """a > b for two digit strings of any length, without int() (both past _MAX_DIGITS)."""
+    a, b = a.lstrip("0"), b.lstrip("0")
+    return (len(a), a) > (len(b), b)
 
 
 def if_range_allows(if_range: str | None, etag: str) -> bool:

@@ -101,9 +101,10 @@ def _accepts(accept_encoding: str | None, encoding: str) -> bool:
 
 
 def _path_key(request: Request) -> str:
-    """The key as it is in the decoded path. Not the route's path parameter alone: the router's pattern ends in
-    ``$``, which also matches before a final newline that ``.*`` doesn't take, so ``/records/a%0A`` would be routed
-    with the key ``a`` and write another record than the one named."""
+    """The key as it is in the decoded path. A guard on the route's path parameter: a pattern ending in ``$`` also
+    matches before a final newline that ``.*`` doesn't take, so with Starlette's ``path`` convertor ``/records/a%0A``
+    would be routed with the key ``a`` and write another record than the one named (app.py's ``key`` convertor
+    takes newlines too)."""
     key = request.path_params["key"]
     path = request.scope["path"]
     head = f"/v2/key-value-stores/{request.path_params['store_id']}/records/"
