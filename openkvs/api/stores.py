@@ -19,6 +19,7 @@ from openkvs.api.common import (
     public_base,
     query_bool,
     query_int,
+    query_limit,
     rate_limit,
     read_json_body,
     require_user,
@@ -33,7 +34,7 @@ async def list_stores(request: Request) -> Response:
     user = require_user(who)
     await rate_limit(request.scope, who.user, None, record_op=False)
     offset = query_int(request, "offset", 0, minimum=0)
-    limit = query_int(request, "limit", 1000, minimum=1, maximum=1000)
+    limit = query_limit(request)
     desc = query_bool(request, "desc")
     unnamed = query_bool(request, "unnamed")
     ownership = request.query_params.get("ownership") or None
