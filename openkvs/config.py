@@ -78,6 +78,12 @@ class Settings:
     redis_url: str = setting(
         "", "redis://host:6379/0 to share rate-limit budgets between processes and nodes.", secret=True
     )
+    redis_timeout: float = setting(
+        2.0,
+        "Seconds to wait for Redis (connecting, an answer, a free pooled connection) before a request is let "
+        "through without a rate-limit check.",
+        check=_positive,
+    )
     public_url: str = setting(
         "",
         "Base URL that clients reach this server at: the base of the absolute URLs openkvs returns.",
