@@ -109,6 +109,11 @@ class Settings:
     default_general_access: str = setting(
         rules.RESTRICTED, "What a store's FOLLOW_USER_SETTING means.", choices=rules.GENERAL_ACCESS_LEVELS
     )
+    rotate_signing_key_on_revoke: bool = setting(
+        True,
+        "Give a store a new URL-signing key when a grant is removed or lowered to READ, or the store is set back "
+        "to RESTRICTED: every signed link made before stops working (README: Shared links).",
+    )
     log_level: str = setting(
         "info", "Log level: debug, info, warning, error (one access-log line per request at info and below)."
     )
