@@ -253,6 +253,12 @@ def _patch_operations(paths: dict[str, Any]) -> None:
 
     records = paths[S + "/records"]
     records["get"]["parameters"].append(_ref("parameters", "Range"))
+    records["get"]["parameters"].append({  # an openkvs extension (README, "Download records as ZIP")
+        "name": "safeNames", "in": "query", "required": False,
+        "description": "`1` or `true`: rename entries whose keys can't be file names everywhere (too long, equal but "
+        "for case, reserved on Windows) and list them in the entry `openkvs~names.json`.",
+        "schema": {"anyOf": [{"type": "string", "enum": ["1", "0", "true", "false"]}, {"type": "string", "maxLength": 0}]},
+    })
     records["get"]["responses"]["206"] = {
         "description": "The requested byte range of the same archive.",
         "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
