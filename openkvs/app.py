@@ -240,7 +240,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
             from openkvs.ratelimit import make_limiter
             from openkvs.ratelimit.policy import RateLimitPolicy
 
-            limiter = make_limiter(settings.redis_url or None)
+            limiter = make_limiter(settings.redis_url or None, timeout=settings.redis_timeout)
             policy = RateLimitPolicy(
                 limiter,
                 per_user_per_minute=settings.rate_limit_user_per_minute,

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import anyio
 import click
 
-from openkvs import auth, rules
+from openkvs import auth, rules, sharing
 from openkvs.config import BY_NAME, SETTINGS, Setting, Settings, markdown_table
 
 T = TypeVar("T")
@@ -254,9 +254,10 @@ def grants_add(store: str, username: str, level: str, **flags: Any) -> None:
             raise click.ClickException(f"There is no user '{username}'.")
         if user.id == s.user_id:
             raise click.ClickException("That user owns the store.")
-        await storage.set_grant(s.id, user.id, level == "write")
+        await sharing.set_grant(storage, s.id, user.id, level == "write", settings.rotate_signing_key_on_revoke)
 
-    _run(_settings(**flags), work)
+    settings = _settings(**flags)
+    _run(settings, work)
     click.echo(f"{username} may now {'read and write' if level == 'write' else 'read'} {store}")
 
 
@@ -283,9 +284,14 @@ def grants_remove(store: str, username: str, **flags: Any) -> None:
     async def work(storage: Any) -> bool:
         s = await _store(storage, store)
         user = await storage.get_user_by_name(username)
-        return bool(user and await storage.remove_grant(s.id, user.id))
+        return bool(user and await sharing.remove_grant(storage, s.id, user.id, settings.rotate_signing_key_on_revoke))
 
-    click.echo("removed" if _run(_settings(**flags), work) else "there was no such grant")
+    settings = _settings(**flags)
+    removed = _run(settings, work)
+    if removed and settings.rotate_signing_key_on_revoke:
+        click.echo("removed; the store has a new URL-signing key (signed links made before stop working)")
+    else:
+        click.echo("removed" if removed else "there was no such grant")
 
 
 @main.group()

@@ -78,6 +78,12 @@ class Settings:
     redis_url: str = setting(
         "", "redis://host:6379/0 to share rate-limit budgets between processes and nodes.", secret=True
     )
+    redis_timeout: float = setting(
+        2.0,
+        "Seconds to wait for Redis (connecting, an answer, a free pooled connection) before a request is let "
+        "through without a rate-limit check.",
+        check=_positive,
+    )
     public_url: str = setting(
         "",
         "Base URL that clients reach this server at: the base of the absolute URLs openkvs returns.",
@@ -113,6 +119,11 @@ class Settings:
     )
     default_general_access: str = setting(
         rules.RESTRICTED, "What a store's FOLLOW_USER_SETTING means.", choices=rules.GENERAL_ACCESS_LEVELS
+    )
+    rotate_signing_key_on_revoke: bool = setting(
+        True,
+        "Give a store a new URL-signing key when a grant is removed or lowered to READ, or the store is set back "
+        "to RESTRICTED: every signed link made before stops working (README: Shared links).",
     )
     log_level: str = setting(
         "info", "Log level: debug, info, warning, error (one access-log line per request at info and below)."

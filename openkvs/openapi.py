@@ -198,7 +198,7 @@ def _add_components(c: dict[str, Any]) -> None:
         "The storage is temporarily unavailable; retry later.", "service-unavailable",
         "The service is temporarily unavailable. Please try again later.",
     )
-    # Apify types the store list's paging as floating point; it is an integer (negative offset and limit < 1: 400).
+    # Apify types the store list's paging as floating point; it is an integer (a negative offset or limit: 400).
     # An empty value is the same as none (the default).
     def integer(minimum: int, maximum: int | None, default: int, example: int) -> dict[str, Any]:
         number: dict[str, Any] = {"type": "integer", "minimum": minimum}
@@ -208,10 +208,14 @@ def _add_components(c: dict[str, Any]) -> None:
 
     params["offset"]["schema"] = integer(0, MAX_QUERY_INT, 0, 0)
     params["offset"]["description"] = f"Number of stores to skip: 0 to {MAX_QUERY_INT}."
-    params["limit"]["schema"] = integer(1, None, 1000, 1000)
-    params["limit"]["description"] = "Maximum number of items to return: 1 to 1000 (larger is clamped to 1000)."
-    params["limit-3"]["schema"] = integer(1, None, 1000, 100)
-    params["limit-3"]["description"] = "Number of keys to return: 1 to 1000 (larger is clamped to 1000)."
+    params["limit"]["schema"] = integer(0, None, 1000, 1000)
+    params["limit"]["description"] = (
+        "Maximum number of items to return: 1 to 1000 (larger is clamped to 1000); 0 means the default, 1000."
+    )
+    params["limit-3"]["schema"] = integer(0, None, 1000, 100)
+    params["limit-3"]["description"] = (
+        "Number of keys to return: 1 to 1000 (larger is clamped to 1000); 0 means the default, 1000."
+    )
     for name in ("exclusiveStartKey", "prefixKeys", "prefixRecords"):  # no key holds a NUL character: 400
         params[name]["schema"]["pattern"] = "^[^\\u0000]*$"
     params["recordKey"]["schema"] = {
@@ -249,6 +253,12 @@ def _patch_operations(paths: dict[str, Any]) -> None:
 
     records = paths[S + "/records"]
     records["get"]["parameters"].append(_ref("parameters", "Range"))
+    records["get"]["parameters"].append({  # an openkvs extension (README, "Download records as ZIP")
+        "name": "safeNames", "in": "query", "required": False,
+        "description": "`1` or `true`: rename entries whose keys can't be file names everywhere (too long, equal but "
+        "for case, reserved on Windows) and list them in the entry `openkvs~names.json`.",
+        "schema": {"anyOf": [{"type": "string", "enum": ["1", "0", "true", "false"]}, {"type": "string", "maxLength": 0}]},
+    })
     records["get"]["responses"]["206"] = {
         "description": "The requested byte range of the same archive.",
         "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},

@@ -119,6 +119,12 @@ def query_int(request: Request, name: str, default: int, *, minimum: int, maximu
     return value
 
 
+def query_limit(request: Request, default: int = 1000) -> int:
+    """A page size: 1 up to ``default`` (larger is clamped). 0 means the default too (API.md 4.1, 4.4):
+    apify-client's ``iterate()`` sends ``limit=0`` when the caller gave no limit."""
+    return query_int(request, "limit", default, minimum=0, maximum=default) or default
+
+
 def query_text(request: Request, name: str) -> str | None:
     """A free-text query value (a prefix, a start key); None if absent or empty. No key holds a NUL character,
     and PostgreSQL text can't either, so one is refused rather than sent to the database."""

@@ -28,7 +28,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from openkvs import auth, codec, zipwriter
-from openkvs.api.common import caller, find_store, need, select_range, selection, state
+from openkvs.api import safenames
+from openkvs.api.common import caller, find_store, need, query_bool, select_range, selection, state
 from openkvs.api.download_slots import DownloadSlots
 from openkvs.auth import Access
 from openkvs.ratelimit import client_ip
@@ -40,9 +41,13 @@ log = logging.getLogger("openkvs.download")
 _UNSAFE_FILENAME = re.compile(r'[^A-Za-z0-9._()!\'-]')
 
 
-def archive_etag(store_id: str, generation: int, prefix: str | None, exact: str | None) -> str:
-    """Strong: the same store generation and selection always give the same bytes."""
+def archive_etag(
+    store_id: str, generation: int, prefix: str | None, exact: str | None, safe_names: bool = False
+) -> str:
+    """Strong: the same store generation, selection and naming always give the same bytes."""
     ident = f"{ARCHIVE_FORMAT}\0{store_id}\0{generation}\0{prefix or ''}\0{exact if exact is not None else ''}"
+    if safe_names:
+        ident += "\0safeNames"
     return '"' + hashlib.sha256(ident.encode()).hexdigest()[:32] + '"'
 
 
@@ -52,6 +57,7 @@ async def download_records(request: Request) -> Response:
     store = found.store
     need(request, found, who, Access.READ, signed=auth.check_content_signature(store, request.query_params.get("signature")))
     sel = selection(request, store)
+    safe = query_bool(request, "safeNames")  # entry names that extract everywhere, and a manifest (safenames.py)
     st = state(request)
     storage = st.storage
     if st.downloads is None:
@@ -61,8 +67,9 @@ async def download_records(request: Request) -> Response:
     try:
         stack.enter_context(st.downloads.take(who_key))  # before the snapshot: that is what the cap protects
         snap: Snapshot = await stack.enter_async_context(storage.snapshot(store.id, sel))
-        size = await _archive_size(snap)
-        etag = archive_etag(store.id, snap.generation, sel.prefix, sel.exact)
+        plan = await safenames.plan(snap) if safe else None
+        size = plan.size if plan else await _archive_size(snap)
+        etag = archive_etag(store.id, snap.generation, sel.prefix, sel.exact, safe)
         filename = _UNSAFE_FILENAME.sub("_", store.name or store.id) + ".zip"
         headers = {
             "Content-Type": "application/zip",
@@ -77,7 +84,7 @@ async def download_records(request: Request) -> Response:
             await stack.aclose()
             return Response(b"", status, headers)
         storage.count_access(store.id, reads=1)
-        chunks = _archive_bytes(snap, start, end)
+        chunks = _archive_bytes(snap, start, end, plan)
         try:  # the first bytes before the response starts: a missing file there is still a clean error answer
             first = await anext(chunks, b"")
         except BaseException:
@@ -104,7 +111,7 @@ async def _archive_size(snap: Snapshot) -> int:
     return counter.total()
 
 
-def _archive_bytes(snap: Snapshot, start: int, end: int) -> AsyncIterator[bytes]:
+def _archive_bytes(snap: Snapshot, start: int, end: int, plan: safenames.Plan | None = None) -> AsyncIterator[bytes]:
     def batches() -> AsyncIterator[Sequence[RecordMeta]]:
         # The next batch is fetched while this one is turned into archive bytes and sent.
         return readahead(snap.records())
@@ -117,8 +124,11 @@ def _archive_bytes(snap: Snapshot, start: int, end: int) -> AsyncIterator[bytes]
             return snap.read_blob(entry, lo, hi)
         return codec.slice_stream(codec.decode_stream(snap.read_blob(entry), entry.content_encoding), lo, hi)
 
+    inline = snap.held_bytes
+    if plan is not None:  # the same records under their safe names, and the manifest last
+        batches, listing, read, inline = plan.wrap(batches), plan.wrap(listing), plan.read(read), plan.inline(inline)
     # held_bytes: small records the batch brought along are copied without an async read each.
-    return readahead(zipwriter.iter_range(batches, start, end, read, inline=snap.held_bytes, listing=listing))
+    return readahead(zipwriter.iter_range(batches, start, end, read, inline=inline, listing=listing))
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -28,7 +28,7 @@ from openkvs.api.common import (
     need,
     public_base,
     query_bool,
-    query_int,
+    query_limit,
     query_text,
     selection,
     state,
@@ -49,7 +49,7 @@ async def list_keys(request: Request) -> Response:
     found = await find_store(request, who, request.path_params["store_id"])
     store = found.store
     need(request, found, who, Access.READ, signed=auth.check_content_signature(store, request.query_params.get("signature")))
-    limit = query_int(request, "limit", 1000, minimum=1, maximum=1000)
+    limit = query_limit(request)
     start = query_text(request, "exclusiveStartKey")
     sel = selection(request, store)
     storage = state(request).storage

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from openkvs import auth, errors, rules, schema
+from openkvs import auth, errors, rules, schema, sharing
 from openkvs.api.common import (
     Caller,
     caller,
@@ -19,6 +19,7 @@ from openkvs.api.common import (
     public_base,
     query_bool,
     query_int,
+    query_limit,
     rate_limit,
     read_json_body,
     require_user,
@@ -33,7 +34,7 @@ async def list_stores(request: Request) -> Response:
     user = require_user(who)
     await rate_limit(request.scope, who.user, None, record_op=False)
     offset = query_int(request, "offset", 0, minimum=0)
-    limit = query_int(request, "limit", 1000, minimum=1, maximum=1000)
+    limit = query_limit(request)
     desc = query_bool(request, "desc")
     unnamed = query_bool(request, "unnamed")
     ownership = request.query_params.get("ownership") or None
@@ -96,6 +97,10 @@ async def store_endpoint(request: Request) -> Response:
             changes["schema"] = await schema.validate_schema_off_loop(body["schema"])
         store = found.store
         if changes:
+            settings = state(request).settings
+            changes = sharing.with_rotation(
+                store, changes, settings.default_general_access, settings.rotate_signing_key_on_revoke
+            )
             store = await storage.update_store(store.id, changes)
         return json_response(store_json(request, store, found.access))
     # DELETE: only the owner removes a store, even a user who was granted write may not.
@@ -154,7 +159,8 @@ async def grants_endpoint(request: Request) -> Response:
             raise errors.InvalidInput(f"There is no user '{username}'.")
         if user.id == found.store.user_id:
             raise errors.InvalidInput("The owner of a store needs no grant.")
-        await storage.set_grant(found.store.id, user.id, body["access"] == "WRITE")
+        rotate = state(request).settings.rotate_signing_key_on_revoke
+        await sharing.set_grant(storage, found.store.id, user.id, body["access"] == "WRITE", rotate)
     grants = await storage.list_grants(found.store.id)
     items = [{"userId": g.user_id, "username": g.username, "access": "WRITE" if g.can_write else "READ"} for g in grants]
     return json_response({"items": items, "count": len(items)})
@@ -168,5 +174,5 @@ async def grant_endpoint(request: Request) -> Response:
     storage = state(request).storage
     user = await storage.get_user_by_name(request.path_params["username"])
     if user is not None:
-        await storage.remove_grant(found.store.id, user.id)
+        await sharing.remove_grant(storage, found.store.id, user.id, state(request).settings.rotate_signing_key_on_revoke)
     return Response(status_code=204)

@@ -16,11 +16,11 @@ from .policy import RateLimitPolicy, Verdict
 from .redis import RedisLimiter
 
 
-def make_limiter(redis_url: str | None) -> Limiter:
+def make_limiter(redis_url: str | None, *, timeout: float | None = None) -> Limiter:
     """A ``RedisLimiter`` when a Redis URL is configured (needed with several processes or nodes), else a
-    ``MemoryLimiter``."""
+    ``MemoryLimiter``. ``timeout``: seconds to wait for Redis (``--redis-timeout``); None is its default."""
     if redis_url:
-        return RedisLimiter(redis_url)
+        return RedisLimiter(redis_url) if timeout is None else RedisLimiter(redis_url, socket_timeout=timeout)
     return MemoryLimiter()
 
 

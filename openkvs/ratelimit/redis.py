@@ -6,10 +6,14 @@ still agree; tests may inject a clock instead. Each bucket is one hash under ``o
 once it would have refilled, so idle keys vanish. A request's buckets (its caller's, then its store's) go through
 the script together, in one round trip.
 
-Rate limiting must never take the API down with it: if Redis is unreachable or errors, hits are allowed
-(fail open), a warning is logged once per outage and a note once on recovery. After a failure Redis is left
-alone for ``retry_interval`` seconds (a circuit breaker) so a dead server costs one slow request per interval,
-not one per request; then a single hit probes it again.
+Rate limiting must never take the API down with it: if Redis is unreachable, errors or does not answer within
+``socket_timeout``, hits are allowed (fail open). After a failure Redis is left alone for ``retry_interval``
+seconds (a circuit breaker) so a dead server costs one slow request per interval, not one per request; then a
+single hit probes it again.
+
+Failing open is logged at warning, at most once per ``warn_interval`` seconds, with the number of requests let
+through unchecked since the previous line: an outage that flaps (say, timeouts on a machine short of CPU, which is
+exactly when limits matter) stays visible without flooding the log. A note at info says when checks work again.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
+
+from openkvs.config import BY_NAME
 
 from .base import ALLOWED, Decision, EPSILON, RETRY_PAD
 
@@ -86,6 +92,9 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 # redis-py wraps them; TimeoutError covers asyncio timeouts.
 UNAVAILABLE = (RedisError, OSError, TimeoutError)
 
+DEFAULT_TIMEOUT: float = BY_NAME["redis_timeout"].default
+WARN_INTERVAL = 60.0  # seconds between two fail-open warnings at most
+
 
 class RedisLimiter:
     def __init__(
@@ -94,14 +103,20 @@ class RedisLimiter:
         clock: Callable[[], float] | None = None,
         *,
         prefix: str = PREFIX,
-        socket_timeout: float = 0.5,
+        socket_timeout: float = DEFAULT_TIMEOUT,
         retry_interval: float = 1.0,
         max_connections: int = 64,
+        warn_interval: float = WARN_INTERVAL,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
         self._prefix = prefix
         self._retry_interval = retry_interval
-        # Short timeouts so a dead or stalled Redis delays a request by at most about a second. One immediate
+        self._warn_interval = warn_interval
+        self._monotonic = monotonic  # the breaker's and the warnings' time; tests inject one
+        # Timeouts short enough that a dead or stalled Redis delays a request by a few seconds at most, but not
+        # so short that a busy machine (a slow reply, a queue for a pooled connection) fails open: the breaker
+        # already makes a dead server cost one slow request per interval, not one per request. One immediate
         # retry on connection errors replaces a pooled connection that broke (say, Redis restarted) with a fresh
         # one, so a stale socket does not turn into a spurious outage. Not on timeouts: the script may have run.
         # A *blocking* pool: redis-py's default pool raises "Too many connections" beyond 100 concurrent
@@ -115,8 +130,11 @@ class RedisLimiter:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._redis = aioredis.Redis.from_pool(pool)
-        self._down = False  # inside an outage (warned, not yet recovered)
-        self._skip_until = 0.0  # time.monotonic() before which Redis is not asked at all
+        self._down = False  # inside an outage (not yet recovered)
+        self._skip_until = 0.0  # self._monotonic() before which Redis is not asked at all
+        self._unchecked = 0  # requests let through unchecked since the last warning
+        self._warned_at: float | None = None  # when the last fail-open warning was logged
+        self._last_error = ""  # the latest failure, for the warning
 
     async def hit(self, key: str, rate: float, burst: float, cost: float = 1) -> Decision:
         args = ("" if self._clock is None else repr(self._clock()), EPSILON, RETRY_PAD, rate, burst, cost)
@@ -130,8 +148,9 @@ class RedisLimiter:
 
     async def _run(self, keys: list[str], args: Sequence[object]) -> Decision:
         if self._down:
-            now = time.monotonic()
+            now = self._monotonic()
             if now < self._skip_until:
+                self._let_through()
                 return ALLOWED
             # Half-open: this hit probes; concurrent ones keep skipping until it has answered.
             self._skip_until = now + self._retry_interval
@@ -146,20 +165,37 @@ class RedisLimiter:
             return ALLOWED
         if self._down:
             self._down = False
-            logger.info("rate limiter: Redis is reachable again; limits apply again")
+            logger.info(
+                "rate limiter: Redis is reachable again; limits apply again (%d more request(s) were let through "
+                "unchecked since the last warning)",
+                self._unchecked,
+            )
+            self._unchecked = 0
         if allowed:
             return ALLOWED
         return Decision(False, float(retry_after))
 
     def _failed(self, exc: BaseException) -> None:
-        self._skip_until = time.monotonic() + self._retry_interval
-        if not self._down:
-            self._down = True
-            logger.warning(
-                "rate limiter: Redis unavailable (%s: %s); allowing all requests until it is back",
-                type(exc).__name__,
-                exc,
-            )
+        self._skip_until = self._monotonic() + self._retry_interval
+        self._down = True
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        self._let_through()
+
+    def _let_through(self) -> None:
+        """Count a request allowed without a check; warn if the last warning is ``warn_interval`` old."""
+        self._unchecked += 1
+        now = self._monotonic()
+        if self._warned_at is not None and now - self._warned_at < self._warn_interval:
+            return
+        logger.warning(
+            "rate limiter: Redis unavailable (%s); letting requests through without a rate-limit check: %d since "
+            "the last warning (warnings at most every %g s)",
+            self._last_error,
+            self._unchecked,
+            self._warn_interval,
+        )
+        self._warned_at = now
+        self._unchecked = 0
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -96,7 +96,7 @@ CASES = [
     ("alice", "DELETE", "/v2/key-value-stores", {}, 405, m405("GET", "POST")),
     ("alice", "PUT", "/v2/key-value-stores/{id}/keys", {}, 405, m405("GET")),
     # bad input
-    ("alice", "GET", "/v2/key-value-stores?limit=0", {}, 400, ("invalid-input", None)),
+    ("alice", "GET", "/v2/key-value-stores?limit=-1", {}, 400, ("invalid-input", None)),
     ("alice", "GET", "/v2/key-value-stores?desc=yes", {}, 400, ("invalid-input", None)),
     ("alice", "GET", "/v2/key-value-stores?ownership=mine", {}, 400, ("invalid-input", None)),
     ("alice", "POST", "/v2/key-value-stores?name=bad_name", {}, 400, ("invalid-input", None)),
@@ -109,7 +109,7 @@ CASES = [
     ("alice", "PUT", "/v2/key-value-stores/{id}", {"content": b"null"}, 400, ("invalid-input", None)),
     ("alice", "PUT", "/v2/key-value-stores/{id}", {"json": {"name": 5}}, 400, ("invalid-input", None)),
     ("alice", "PUT", "/v2/key-value-stores/{id}", {"json": {"schema": {"actorKeyValueStoreSchemaVersion": 2}}}, 400, ("store-schema-invalid", None)),
-    ("alice", "GET", "/v2/key-value-stores/{id}/keys?limit=0", {}, 400, ("invalid-input", None)),
+    ("alice", "GET", "/v2/key-value-stores/{id}/keys?limit=-1", {}, 400, ("invalid-input", None)),
     ("alice", "GET", "/v2/key-value-stores/{id}/keys?exclusiveStartKey=a%00", {}, 400, ("invalid-input", None)),
     ("alice", "GET", "/v2/key-value-stores/{id}/keys?prefix=%00", {}, 400, ("invalid-input", None)),
     ("alice", "GET", "/v2/key-value-stores?offset=99999999999999999999999", {}, 400, ("invalid-input", None)),

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import redis
-from .helpers import FakeClock, free_port
+from .helpers import REDIS_TEST_TIMEOUT, FakeClock, free_port
 
 from openkvs.ratelimit import MemoryLimiter, RedisLimiter
 from openkvs.ratelimit.redis import SCRIPT_SHA
@@ -70,8 +70,8 @@ async def _hammer(limiter: RedisLimiter, n: int) -> int:
 
 
 async def test_two_clients_hammering_one_key_accept_exactly_burst(redis_url: str, prefix: str) -> None:
-    a = RedisLimiter(redis_url, prefix=prefix)
-    b = RedisLimiter(redis_url, prefix=prefix)
+    a = RedisLimiter(redis_url, prefix=prefix, socket_timeout=REDIS_TEST_TIMEOUT)
+    b = RedisLimiter(redis_url, prefix=prefix, socket_timeout=REDIS_TEST_TIMEOUT)
     try:
         accepted = await asyncio.gather(_hammer(a, 300), _hammer(b, 300))
         assert sum(accepted) == 100
@@ -84,7 +84,7 @@ HAMMER = """
 import asyncio, sys
 from openkvs.ratelimit import RedisLimiter
 async def main():
-    limiter = RedisLimiter(sys.argv[1], prefix=sys.argv[2])
+    limiter = RedisLimiter(sys.argv[1], prefix=sys.argv[2], socket_timeout=float(sys.argv[3]))
     results = await asyncio.gather(*(limiter.hit("shared", 1e-6, 100) for _ in range(200)))
     print(sum(r.allowed for r in results))
     await limiter.aclose()
@@ -94,7 +94,7 @@ asyncio.run(main())
 
 def test_two_processes_hammering_one_key_accept_exactly_burst(redis_url: str, prefix: str) -> None:
     procs = [
-        subprocess.Popen([sys.executable, "-c", HAMMER, redis_url, prefix], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", HAMMER, redis_url, prefix, str(REDIS_TEST_TIMEOUT)], stdout=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
     counts = [int(p.communicate(timeout=60)[0]) for p in procs]
