@@ -23,6 +23,7 @@ _STEP = 256 * 1024
 # both codecs release the GIL while they work, so the event loop keeps serving others. A pool of its own, so that
 # many big decodes wait for each other instead of taking the threads that storage reads need.
 _DECODE_THREADS = 4
+_BATCH = 1024 * 1024  # decoded bytes per trip to a worker thread (a trip costs about as much as a small step)
 _limiter: RunVar[anyio.CapacityLimiter] = RunVar("openkvs_decode_threads")  # one per event loop
 
 
@@ -120,12 +121,27 @@ class Decoder:
 
 async def decode_chunk(decoder: Decoder, data: bytes) -> AsyncIterator[bytes]:
     """``decoder.feed(data)`` without holding up the event loop: the first step here (most bodies are one small
-    step), the next ones in worker threads. The caller may stop early; nothing more is decoded then."""
+    step), the next ones in worker threads, a batch of up to _BATCH bytes per trip. The caller may stop early
+    (at a size limit); nothing more is decoded then."""
     steps = decoder.feed(data)
     piece = next(steps, None)
-    while piece is not None:
-        yield piece
-        piece = await anyio.to_thread.run_sync(next, steps, None, limiter=_decode_limiter())
+    if piece is None:
+        return
+    yield piece
+    while batch := await anyio.to_thread.run_sync(_take, steps, limiter=_decode_limiter()):
+        for piece in batch:
+            yield piece
+
+
+def _take(steps: Iterator[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    size = 0
+    for piece in steps:
+        out.append(piece)
+        size += len(piece)
+        if size >= _BATCH:
+            break
+    return out
 
 
 def _decode_limiter() -> anyio.CapacityLimiter:
