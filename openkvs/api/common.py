@@ -363,7 +363,7 @@ async def read_json_body(request: Request) -> Any:
     try:
         async for chunk in body:
             if decoder:
-                for piece in decoder.feed(chunk):
+                async for piece in codec.decode_chunk(decoder, chunk):
                     raw += piece
             else:
                 raw += chunk
