@@ -138,6 +138,8 @@ def serve(**flags: Any) -> None:
         # uvicorn formats each access log line before the logger drops it below INFO: skip that work
         access_log=settings.log_level.lower() in ("trace", "debug", "info"),
         proxy_headers=False,  # X-Forwarded-For is believed only from --trusted-proxies, by openkvs itself
+        http="openkvs.server:HttpProtocol",  # uvicorn's httptools protocol with limits on heads and connections
+        ws="none",  # no WebSocket endpoints: an Upgrade request is an ordinary request
         server_header=False,
         timeout_graceful_shutdown=5,
     )
