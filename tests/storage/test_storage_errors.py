@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from openkvs import errors
-from openkvs.storage.sqlite.schema import _translate
+from openkvs.storage.sqlite.tables import _translate
 
 
 @pytest.mark.parametrize(

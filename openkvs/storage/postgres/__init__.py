@@ -29,14 +29,14 @@ Design:
   transaction: rows that GC deletes after it began stay visible to it (MVCC), whatever the grace.
 - Connection failures become ``StorageUnavailable``; asyncpg's pools replace closed connections on acquire.
 
-Modules: ``backend`` (``PostgresStorage``), ``schema`` (migrations, shared columns and row conversions, key
+Modules: ``backend`` (``PostgresStorage``), ``tables`` (migrations, shared columns and row conversions, key
 selections, the record upserts), ``chunks`` (the blob handle, reading and buffering chunks), ``connections``
 (connection errors, pooled connections), ``snapshot`` (the snapshot's transaction and its batches).
 """
 
 from .backend import GET_INLINE_MAX, PostgresStorage
 from .chunks import CHUNK_SIZE, PgBlob
-from .schema import MIGRATIONS, SCHEMA_VERSION
+from .tables import MIGRATIONS, SCHEMA_VERSION
 from .snapshot import SNAPSHOT_QUERY_BYTES, PgSnapshot
 
 __all__ = [

@@ -37,7 +37,7 @@ from ..ids import new_id
 from ..stats import StatsBuffer
 from .chunks import CHUNK_SIZE, PgBlob, _blob_range, _fill, _iter_chunks
 from .connections import _CONNECTION_ERRORS, _POOL_RESET, _connection, _discard, _init_connection, _unavailable
-from .schema import (
+from .tables import (
     _NOW_MS,
     _RECORD_COLS,
     _STORE_COLS,

@@ -7,7 +7,7 @@ import asyncpg
 from asyncpg import exceptions as pgx
 
 from .connections import _CONNECTION_ERRORS
-from .schema import SCHEMA_VERSION
+from .tables import SCHEMA_VERSION
 
 MAX_LISTED = 100
 

@@ -12,7 +12,7 @@ import asyncpg
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageUnavailable
 from .chunks import PgBlob, _blob_range, _iter_chunks, _settle
 from .connections import _CONNECTION_ERRORS, _unavailable
-from .schema import _RECORD_COLS, _record, _selection_sql
+from .tables import _RECORD_COLS, _record, _selection_sql
 
 # Bytes of chunks per query when a snapshot streams a big record (the ZIP download). Measured (20 x 50 MiB through
 # the storage API, 3 runs each, MiB/s): 1 MiB 428-472, 2 MiB 448-549, 4 MiB 608-625, 8 MiB 634-720. With the

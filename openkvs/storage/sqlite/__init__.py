@@ -19,12 +19,12 @@ watermark is the largest garbage id at that moment and only then starts its read
 can see has a garbage id above the watermark (or none). A download of one store never keeps another's files. Inline records (``record_data``) need no such care: ``get_record`` returns their
 bytes by value and a snapshot reads them through its own read transaction.
 
-Modules: ``backend`` (``SQLiteStorage``), ``schema`` (DDL, shared SELECTs, row and time conversions, error
+Modules: ``backend`` (``SQLiteStorage``), ``tables`` (DDL, shared SELECTs, row and time conversions, error
 translation), ``blobs`` (blob handles, reading bytes, the tmp/ sweep), ``snapshot`` (the snapshot's read
 transaction and its batches).
 """
 
 from .backend import SQLiteStorage
-from .schema import DB_NAME, SCHEMA_VERSION
+from .tables import DB_NAME, SCHEMA_VERSION
 
 __all__ = ["DB_NAME", "SCHEMA_VERSION", "SQLiteStorage"]

@@ -43,7 +43,7 @@ from ..base import (
 from ..ids import new_id
 from ..stats import StatsBuffer
 from .blobs import _File, _Inline, _inline_chunks, _read_file, _slice, _sweep_tmp
-from .schema import (
+from .tables import (
     _EPOCH,
     _RECORD_COLS,
     _SCHEMA,

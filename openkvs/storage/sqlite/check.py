@@ -8,7 +8,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .schema import DB_NAME, SCHEMA_VERSION
+from .tables import DB_NAME, SCHEMA_VERSION
 
 MAX_LISTED = 100  # problems of one kind listed one by one; beyond that, counted
 

@@ -13,7 +13,7 @@ import anyio.to_thread
 
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageDamaged
 from .blobs import _File, _inline_chunks, _Row
-from .schema import _RECORD_COLS, _dt, _selection_sql, _translate
+from .tables import _RECORD_COLS, _dt, _selection_sql, _translate
 
 if TYPE_CHECKING:
     from .backend import SQLiteStorage
