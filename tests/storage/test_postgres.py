@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from openkvs.storage.base import KeySelection, NotFound, StorageError, StorageUnavailable
-from openkvs.storage.postgres import CHUNK_SIZE, SCHEMA_VERSION, PostgresStorage
+from openkvs.storage.postgres import CHUNK_SIZE, TABLES_VERSION, PostgresStorage
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -135,10 +135,10 @@ async def new_store(s: PostgresStorage, name: str = "store"):
 async def test_migration_and_newer_version_refused(schema: str, admin) -> None:
     s = PostgresStorage(DSN, schema=schema)
     try:
-        assert await s.migrate() == SCHEMA_VERSION
-        assert await s.migrate() == SCHEMA_VERSION  # idempotent
-        assert await admin.fetchval(f'SELECT max(version) FROM "{schema}".schema_version') == SCHEMA_VERSION
-        await admin.execute(f'UPDATE "{schema}".schema_version SET version = {SCHEMA_VERSION + 1}')
+        assert await s.migrate() == TABLES_VERSION
+        assert await s.migrate() == TABLES_VERSION  # idempotent
+        assert await admin.fetchval(f'SELECT max(version) FROM "{schema}".schema_version') == TABLES_VERSION
+        await admin.execute(f'UPDATE "{schema}".schema_version SET version = {TABLES_VERSION + 1}')
         with pytest.raises(StorageError, match="newer"):
             await s.open()
         with pytest.raises(StorageError, match="newer"):
@@ -151,7 +151,7 @@ async def test_migration_and_newer_version_refused(schema: str, admin) -> None:
 async def test_concurrent_migrations(schema: str) -> None:
     nodes = [PostgresStorage(DSN, schema=schema) for _ in range(4)]
     try:
-        assert await asyncio.gather(*(n.migrate() for n in nodes)) == [SCHEMA_VERSION] * 4
+        assert await asyncio.gather(*(n.migrate() for n in nodes)) == [TABLES_VERSION] * 4
     finally:
         await nodes[0].drop_schema()
 
@@ -635,7 +635,7 @@ async def test_migration_from_version_1_keeps_records(schema: str, admin) -> Non
         s = PostgresStorage(DSN, schema=schema)
         await s.open()
         try:
-            assert await admin.fetchval(f"SELECT max(version) FROM {q}.schema_version") == SCHEMA_VERSION
+            assert await admin.fetchval(f"SELECT max(version) FROM {q}.schema_version") == TABLES_VERSION
             assert await read_all(s.read_blob(await s.get_record("s1", "k"))) == b"old"
             await s.put_record("s1", "k", _Wrap(b"newer"), "text/plain", None)
             assert await read_all(s.read_blob(await s.get_record("s1", "k"))) == b"newer"

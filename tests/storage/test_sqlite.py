@@ -362,8 +362,8 @@ async def test_snapshot_reads_the_same_bytes_while_the_database_grows_and_checkp
     remaps = []
     if remap_every is not None:
         monkeypatch.setattr(snapshot_module, "SNAPSHOT_REMAP_BYTES", remap_every)
-        remap = snapshot_module._SQLiteSnapshot._remap  # noqa: SLF001
-        monkeypatch.setattr(snapshot_module._SQLiteSnapshot, "_remap", lambda self: (remaps.append(1), remap(self)))
+        remap = snapshot_module.SQLiteSnapshot._remap  # noqa: SLF001
+        monkeypatch.setattr(snapshot_module.SQLiteSnapshot, "_remap", lambda self: (remaps.append(1), remap(self)))
     async with SQLiteStorage(tmp_path / "d", background=False) as s:
         user = await s.create_user("alice")
         store = await s.create_store(user.id, "s", None, "k")

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from openkvs import errors
-from openkvs.storage.sqlite.tables import _translate
+from openkvs.storage.sqlite.tables import translate
 
 
 @pytest.mark.parametrize(
@@ -22,7 +22,7 @@ from openkvs.storage.sqlite.tables import _translate
     ],
 )
 def test_sqlite_errors_by_kind(message: str, kind: str, status: int, type_: str) -> None:
-    exc = _translate(sqlite3.OperationalError(message))
+    exc = translate(sqlite3.OperationalError(message))
     assert type(exc).__name__ == kind
     api = errors.from_storage_error(exc)
     assert (api.status, api.type) == (status, type_)

@@ -36,14 +36,14 @@ selections, the record upserts), ``chunks`` (the blob handle, reading and buffer
 
 from .backend import GET_INLINE_MAX, PostgresStorage
 from .chunks import CHUNK_SIZE, PgBlob
-from .tables import MIGRATIONS, SCHEMA_VERSION
+from .tables import MIGRATIONS, TABLES_VERSION
 from .snapshot import SNAPSHOT_QUERY_BYTES, PgSnapshot
 
 __all__ = [
     "CHUNK_SIZE",
     "GET_INLINE_MAX",
     "MIGRATIONS",
-    "SCHEMA_VERSION",
+    "TABLES_VERSION",
     "SNAPSHOT_QUERY_BYTES",
     "PgBlob",
     "PgSnapshot",

@@ -35,21 +35,21 @@ from ..base import (
 )
 from ..ids import new_id
 from ..stats import StatsBuffer
-from .chunks import CHUNK_SIZE, PgBlob, _blob_range, _fill, _iter_chunks
-from .connections import _CONNECTION_ERRORS, _POOL_RESET, _connection, _discard, _init_connection, _unavailable
+from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks
+from .connections import CONNECTION_ERRORS, POOL_RESET, pooled, discard, init_connection, unavailable
 from .tables import (
-    _NOW_MS,
-    _RECORD_COLS,
-    _STORE_COLS,
-    _STORE_FROM,
-    _UPSERT_BIG,
-    _UPSERT_SMALL,
+    NOW_MS,
+    RECORD_COLS,
+    STORE_COLS,
+    STORE_FROM,
+    UPSERT_BIG,
+    UPSERT_SMALL,
     MIGRATIONS,
-    SCHEMA_VERSION,
-    _record,
-    _selection_sql,
-    _store,
-    _user,
+    TABLES_VERSION,
+    to_record,
+    selection_sql,
+    to_store,
+    to_user,
 )
 from .snapshot import PgSnapshot
 
@@ -63,7 +63,7 @@ GC_INTERVAL_SECONDS = 10.0
 # still abort one as a deadlock victim, it is retried up to this many times.
 _DEADLOCK_RETRIES = 5
 
-_STORE_BY_NAME = f"SELECT {_STORE_COLS} FROM {_STORE_FROM} WHERE s.user_id = $1 AND lower(s.name) = lower($2)"
+_STORE_BY_NAME = f"SELECT {STORE_COLS} FROM {STORE_FROM} WHERE s.user_id = $1 AND lower(s.name) = lower($2)"
 _GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
 
 T = TypeVar("T")
@@ -125,8 +125,8 @@ class PostgresStorage(Storage):
         return {
             "timeout": self.connect_timeout,
             "server_settings": {"search_path": f'"{self.schema}"', "application_name": self.application_name},
-            "init": _init_connection,
-            **_POOL_RESET,
+            "init": init_connection,
+            **POOL_RESET,
         }
 
     async def _connect_one(self) -> asyncpg.Connection:
@@ -134,19 +134,19 @@ class PostgresStorage(Storage):
             conn = await asyncpg.connect(
                 self.dsn, timeout=self.connect_timeout, server_settings={"search_path": f'"{self.schema}"'}
             )
-        except (*_CONNECTION_ERRORS, pgx.PostgresError) as exc:  # down, no such database, bad password: one line
+        except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:  # down, no such database, bad password: one line
             raise StorageUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
         return conn
 
     async def migrate(self) -> int:
-        """Create the schema or bring it to ``SCHEMA_VERSION``; returns the version. Safe to run from several
+        """Create the schema or bring it to ``TABLES_VERSION``; returns the version. Safe to run from several
         processes at once (an advisory lock serializes them). Raises StorageError if the database holds a newer
         version than this code knows."""
         conn = await self._connect_one()
         try:
             return await self._migrate(conn)
-        except _CONNECTION_ERRORS as exc:
-            raise _unavailable(exc) from exc
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc) from exc
         finally:
             await conn.close()
 
@@ -157,17 +157,17 @@ class PostgresStorage(Storage):
             await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
             version = await conn.fetchval("SELECT max(version) FROM schema_version")
             version = version or 0
-            if version > SCHEMA_VERSION:
+            if version > TABLES_VERSION:
                 raise StorageError(
                     f"database schema {self.schema!r} is at version {version}, newer than this openkvs knows "
-                    f"({SCHEMA_VERSION}); upgrade openkvs"
+                    f"({TABLES_VERSION}); upgrade openkvs"
                 )
-            for v in range(version, SCHEMA_VERSION):
+            for v in range(version, TABLES_VERSION):
                 await conn.execute(MIGRATIONS[v])
                 await conn.execute("DELETE FROM schema_version")
                 await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", v + 1)
                 log.info("migrated schema %s to version %d", self.schema, v + 1)
-            return SCHEMA_VERSION
+            return TABLES_VERSION
 
     async def open(self) -> None:
         await self.migrate()
@@ -181,9 +181,9 @@ class PostgresStorage(Storage):
             self._snapshot_pool = await asyncpg.create_pool(
                 self.dsn, min_size=0, max_size=self.max_snapshots, **self._connect_kwargs()
             )
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             await self._close_pools()
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         self._tasks = [
             asyncio.create_task(self._every(STATS_FLUSH_SECONDS, self.flush_stats), name="openkvs-pg-stats"),
             asyncio.create_task(self._every(GC_INTERVAL_SECONDS, self.collect_garbage), name="openkvs-pg-gc"),
@@ -248,17 +248,17 @@ class PostgresStorage(Storage):
         delays = (0.0, 0.05, 0.25) if retry else ()  # the other connections of a restarted server die too
         for attempt in range(len(delays) + 1):
             try:
-                async with _connection(self._p()) as conn:
+                async with pooled(self._p()) as conn:
                     if tx:
                         async with conn.transaction():
                             return await fn(conn)
                     return await fn(conn)
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 if attempt < len(delays) and self._pool is not None:
                     log.info("retrying a read after a connection failure: %r", exc)
                     await asyncio.sleep(delays[attempt])
                     continue
-                raise _unavailable(exc) from exc
+                raise unavailable(exc) from exc
         raise AssertionError("unreachable")
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -279,7 +279,7 @@ class PostgresStorage(Storage):
             user_id = new_id()
             row = await self._run(
                 lambda c: c.fetchrow(
-                    f"INSERT INTO users (id, username, created_at) VALUES ($1, $2, {_NOW_MS}) RETURNING *",
+                    f"INSERT INTO users (id, username, created_at) VALUES ($1, $2, {NOW_MS}) RETURNING *",
                     user_id,
                     username,
                 )
@@ -287,16 +287,16 @@ class PostgresStorage(Storage):
         except pgx.UniqueViolationError as exc:
             raise UsernameTaken(username) from exc
         assert row is not None
-        return _user(row)
+        return to_user(row)
 
     async def get_user_by_name(self, username: str) -> User | None:
         row = await self._fetchrow("SELECT * FROM users WHERE username = $1", username)
-        return _user(row) if row else None
+        return to_user(row) if row else None
 
     async def add_token(self, user_id: str, token_hash: str) -> None:
         try:
             await self._execute(
-                f"""INSERT INTO tokens (token_hash, user_id, created_at) VALUES ($1, $2, {_NOW_MS})
+                f"""INSERT INTO tokens (token_hash, user_id, created_at) VALUES ($1, $2, {NOW_MS})
                     ON CONFLICT (token_hash) DO UPDATE SET user_id = EXCLUDED.user_id""",
                 token_hash,
                 user_id,
@@ -308,7 +308,7 @@ class PostgresStorage(Storage):
         row = await self._fetchrow(
             "SELECT u.* FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1", token_hash
         )
-        return _user(row) if row else None
+        return to_user(row) if row else None
 
     async def revoke_token(self, token_hash: str) -> bool:
         res = await self._execute("DELETE FROM tokens WHERE token_hash = $1", token_hash)
@@ -317,12 +317,12 @@ class PostgresStorage(Storage):
     # -- stores ------------------------------------------------------------------------------------------------
 
     async def _store_by_id(self, conn: asyncpg.Connection, store_id: str) -> Store | None:
-        row = await conn.fetchrow(f"SELECT {_STORE_COLS} FROM {_STORE_FROM} WHERE s.id = $1", store_id)
-        return _store(row) if row else None
+        row = await conn.fetchrow(f"SELECT {STORE_COLS} FROM {STORE_FROM} WHERE s.id = $1", store_id)
+        return to_store(row) if row else None
 
     _INSERT_STORE = f"""INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at, schema,
             url_signing_secret_key)
-        SELECT $1, $2, u.id, t.now, t.now, t.now, $4, $5 FROM users u, (SELECT {_NOW_MS} AS now) t WHERE u.id = $3"""
+        SELECT $1, $2, u.id, t.now, t.now, t.now, $4, $5 FROM users u, (SELECT {NOW_MS} AS now) t WHERE u.id = $3"""
 
     async def create_store(
         self, user_id: str, name: str | None, schema: dict[str, Any] | None, signing_key: str
@@ -366,7 +366,7 @@ class PostgresStorage(Storage):
                     name,
                 )
                 if row is not None:
-                    return _store(row), False
+                    return to_store(row), False
                 if not await conn.fetchval("SELECT true FROM users WHERE id = $1", user_id):
                     raise NotFound(f"user {user_id} not found")
                 # the conflicting store was deleted in between: try again
@@ -383,7 +383,7 @@ class PostgresStorage(Storage):
             user_id,
             name,
         )
-        return _store(row) if row else None
+        return to_store(row) if row else None
 
     async def list_stores(
         self, user_id: str, *, offset: int, limit: int, desc: bool, unnamed: bool, ownership: str | None
@@ -403,21 +403,21 @@ class PostgresStorage(Storage):
         async def go(conn: asyncpg.Connection) -> tuple[int, list[Store]]:
             total = await conn.fetchval(f"SELECT count(*) FROM stores s WHERE {cond}", user_id)
             rows = await conn.fetch(
-                f"""SELECT {_STORE_COLS} FROM {_STORE_FROM} WHERE {cond}
+                f"""SELECT {STORE_COLS} FROM {STORE_FROM} WHERE {cond}
                     ORDER BY s.created_at {order}, s.id {order} OFFSET $2 LIMIT $3""",
                 user_id,
                 max(0, offset),
                 max(0, limit),
             )
-            return total, [_store(r) for r in rows]
+            return total, [to_store(r) for r in rows]
 
         # one snapshot for the count and the page
         try:
-            async with _connection(self._p()) as conn:
+            async with pooled(self._p()) as conn:
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
                     return await go(conn)
-        except _CONNECTION_ERRORS as exc:
-            raise _unavailable(exc) from exc
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc) from exc
 
     async def update_store(self, store_id: str, changes: dict[str, Any]) -> Store:
         columns = {
@@ -433,7 +433,7 @@ class PostgresStorage(Storage):
                 raise ValueError(f"cannot change {k!r}")
             args.append(v)
             sets.append(f"{columns[k]} = ${len(args)}")
-        sets.append(f"modified_at = {_NOW_MS}")
+        sets.append(f"modified_at = {NOW_MS}")
 
         async def go(conn: asyncpg.Connection) -> Store:
             res = await conn.execute(f"UPDATE stores SET {', '.join(sets)} WHERE id = $1", *args)
@@ -453,7 +453,7 @@ class PostgresStorage(Storage):
             if await conn.fetchval("SELECT true FROM stores WHERE id = $1 FOR UPDATE", store_id) is None:
                 return False
             await conn.execute(
-                f"INSERT INTO garbage (blob_id, created_at) SELECT blob_id, {_NOW_MS} FROM records WHERE store_id = $1",
+                f"INSERT INTO garbage (blob_id, created_at) SELECT blob_id, {NOW_MS} FROM records WHERE store_id = $1",
                 store_id,
             )
             await conn.execute("DELETE FROM stores WHERE id = $1", store_id)
@@ -501,7 +501,7 @@ class PostgresStorage(Storage):
     ) -> RecordMeta:
         it = body.__aiter__()
         buf = bytearray()
-        ended = await _fill(it, buf, CHUNK_SIZE + 1)  # body errors propagate: nothing written yet
+        ended = await fill(it, buf, CHUNK_SIZE + 1)  # body errors propagate: nothing written yet
         if ended:
             # small record: one statement (its own transaction) on the main pool, retried after a deadlock
             data = bytes(buf) if buf else None
@@ -509,18 +509,18 @@ class PostgresStorage(Storage):
                     body.crc32 & 0xFFFFFFFF, CHUNK_SIZE, data)
             try:
                 row = await _deadlock_retried(
-                    "record write", lambda: self._run(lambda c: c.fetchrow(_UPSERT_SMALL, *args))
+                    "record write", lambda: self._run(lambda c: c.fetchrow(UPSERT_SMALL, *args))
                 )
             except pgx.ForeignKeyViolationError:
                 raise NotFound(f"store {store_id} not found") from None
             if row is None:
                 raise NotFound(f"store {store_id} not found")
-            return _record(row)
+            return to_record(row)
 
         if self._upload_pool is None:
             raise StorageUnavailable("storage is not open")
         try:
-            async with _connection(self._upload_pool) as conn:
+            async with pooled(self._upload_pool) as conn:
                 async with conn.transaction():
                     if await conn.fetchval("SELECT true FROM stores WHERE id = $1", store_id) is None:
                         raise NotFound(f"store {store_id} not found")
@@ -538,7 +538,7 @@ class PostgresStorage(Storage):
                             size += len(chunk)
                         if ended:
                             break
-                        ended = await _fill(it, buf, CHUNK_SIZE)  # a body error rolls the transaction back
+                        ended = await fill(it, buf, CHUNK_SIZE)  # a body error rolls the transaction back
                     if buf:
                         await conn.execute(
                             "INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)", blob_id, seq, buf
@@ -547,7 +547,7 @@ class PostgresStorage(Storage):
                     # the store row is locked by this last statement: held only until the COMMIT that follows
                     try:
                         row = await conn.fetchrow(
-                            _UPSERT_BIG, store_id, key, content_type, content_encoding, size, body.decoded_size,
+                            UPSERT_BIG, store_id, key, content_type, content_encoding, size, body.decoded_size,
                             body.crc32 & 0xFFFFFFFF, CHUNK_SIZE, blob_id,
                         )
                     except pgx.ForeignKeyViolationError:
@@ -556,25 +556,25 @@ class PostgresStorage(Storage):
                         raise StorageUnavailable("record write deadlocked") from None
                     if row is None:
                         raise NotFound(f"store {store_id} not found")
-                    return _record(row)
-        except _CONNECTION_ERRORS as exc:
-            raise _unavailable(exc) from exc
+                    return to_record(row)
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc) from exc
 
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
         # A small record comes with its bytes (same query, same snapshot): read_blob then runs no query.
         row = await self._fetchrow(
-            f"SELECT {_RECORD_COLS}, {_held_data('r')} AS data FROM records r WHERE store_id = $1 AND key = $2",
+            f"SELECT {RECORD_COLS}, {_held_data('r')} AS data FROM records r WHERE store_id = $1 AND key = $2",
             store_id,
             key,
         )
-        return _record(row, row["data"]) if row is not None else None
+        return to_record(row, row["data"]) if row is not None else None
 
     # The small record's bytes come along (see get_record); record columns are prefixed "r_" (stores have some
     # of the same names).
-    _STORE_AND_RECORD = f"""SELECT {_STORE_COLS},
-            {", ".join(f"r.{c.strip()} AS r_{c.strip()}" for c in _RECORD_COLS.split(","))},
+    _STORE_AND_RECORD = f"""SELECT {STORE_COLS},
+            {", ".join(f"r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(","))},
             {_held_data('r')} AS r_data
-        FROM {_STORE_FROM} LEFT JOIN records r ON r.store_id = s.id AND r.key = $2 AND s.user_id = $3
+        FROM {STORE_FROM} LEFT JOIN records r ON r.store_id = s.id AND r.key = $2 AND s.user_id = $3
         WHERE s.id = $1"""
 
     async def get_store_and_record(
@@ -584,21 +584,21 @@ class PostgresStorage(Storage):
         if row is None:
             return None, None
         if row["r_key"] is None:
-            return _store(row), None
-        return _store(row), _record(row, row["r_data"], "r_")
+            return to_store(row), None
+        return to_store(row), to_record(row, row["r_data"], "r_")
 
     def held_bytes(self, record: RecordMeta) -> bytes | None:
         blob = record.blob
         return blob.data if isinstance(blob, PgBlob) and blob.data is not None and len(blob.data) == blob.size else None
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        blob, start, end = _blob_range(record, start, end)
+        blob, start, end = blob_range(record, start, end)
 
         async def fetch(sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
             # a connection per query: a slow reader never holds one between pieces
             return await self._fetch(sql, *args)
 
-        async for piece in _iter_chunks(fetch, blob, start, end):
+        async for piece in iter_chunks(fetch, blob, start, end):
             yield piece
 
     async def delete_record(self, store_id: str, key: str) -> bool:
@@ -606,7 +606,7 @@ class PostgresStorage(Storage):
         # gives the version it deleted (the latest, after waiting for a concurrent writer).
         sql = f"""WITH lk AS (SELECT id FROM stores WHERE id = $1 FOR NO KEY UPDATE),
                 d AS (DELETE FROM records r USING lk WHERE r.store_id = $1 AND r.key = $2 RETURNING r.blob_id, r.size),
-                t AS (SELECT {_NOW_MS} AS now),
+                t AS (SELECT {NOW_MS} AS now),
                 g AS (INSERT INTO garbage (blob_id, created_at) SELECT d.blob_id, t.now FROM d, t),
                 st AS (
                     UPDATE stores SET generation = generation + 1, modified_at = greatest(stores.modified_at, t.now),
@@ -621,7 +621,7 @@ class PostgresStorage(Storage):
         self, store_id: str, selection: KeySelection, exclusive_start_key: str | None, limit: int
     ) -> KeyPage:
         args: list[Any] = [store_id]
-        cond = _selection_sql(selection, args)
+        cond = selection_sql(selection, args)
         if cond is None or limit <= 0:
             return KeyPage([], False)
         sql = f"SELECT key, size FROM records WHERE store_id = $1 AND {cond}"
@@ -641,20 +641,20 @@ class PostgresStorage(Storage):
         pool = self._snapshot_pool
         try:
             conn = await pool.acquire()
-        except _CONNECTION_ERRORS as exc:
-            raise _unavailable(exc) from exc
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc) from exc
         try:
             try:
                 tr = conn.transaction(isolation="repeatable_read", readonly=True)
                 await tr.start()
-            except _CONNECTION_ERRORS as exc:
-                raise _unavailable(exc) from exc
+            except CONNECTION_ERRORS as exc:
+                raise unavailable(exc) from exc
             snap = PgSnapshot(conn, store_id, selection)
             try:
                 await snap._load()
                 yield snap
-            except (StorageUnavailable, *_CONNECTION_ERRORS):
-                _discard(conn)
+            except (StorageUnavailable, *CONNECTION_ERRORS):
+                discard(conn)
                 raise
             finally:
                 with anyio.move_on_after(5, shield=True):
@@ -668,7 +668,7 @@ class PostgresStorage(Storage):
                 try:
                     await pool.release(conn)
                 except Exception:  # noqa: BLE001
-                    _discard(conn)
+                    discard(conn)
 
     # -- garbage -----------------------------------------------------------------------------------------------
 

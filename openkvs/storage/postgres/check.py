@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncpg
 from asyncpg import exceptions as pgx
 
-from .connections import _CONNECTION_ERRORS
-from .tables import SCHEMA_VERSION
+from .connections import CONNECTION_ERRORS
+from .tables import TABLES_VERSION
 
 MAX_LISTED = 100
 
@@ -26,7 +26,7 @@ async def check(dsn: str, schema: str) -> tuple[list[str], str]:
     """(problems, one line of what was checked)."""
     try:
         conn = await asyncpg.connect(dsn, timeout=10, server_settings={"search_path": f'"{schema}"'})
-    except (*_CONNECTION_ERRORS, pgx.PostgresError) as exc:
+    except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:
         return [f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}"], ""
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -34,15 +34,15 @@ async def check(dsn: str, schema: str) -> tuple[list[str], str]:
                 version = await conn.fetchval("SELECT max(version) FROM schema_version")
             except pgx.UndefinedTableError:
                 return [f"schema {schema!r} holds no openkvs database (run openkvs migrate for a new one)"], ""
-            if version != SCHEMA_VERSION:
-                return [f"schema {schema!r} is at version {version}, this openkvs expects {SCHEMA_VERSION}"], ""
+            if version != TABLES_VERSION:
+                return [f"schema {schema!r} is at version {version}, this openkvs expects {TABLES_VERSION}"], ""
             problems = [
                 f"record {r['store_id']}/{r['key']}: {r['chunks']} chunks of {r['stored']} bytes, "
                 f"expected {r['size']} bytes in chunks of {r['chunk_size']}"
                 for r in await conn.fetch(_BAD_RECORDS, MAX_LISTED)
             ]
             count = await conn.fetchval("SELECT count(*) FROM records")
-    except (*_CONNECTION_ERRORS, pgx.PostgresError) as exc:
+    except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:
         return [f"PostgreSQL: {type(exc).__name__}: {exc}"], ""
     finally:
         await conn.close()

@@ -30,7 +30,7 @@ class PgBlob:
     data: bytes | None = field(default=None, repr=False, compare=False)
 
 
-def _blob_range(record: RecordMeta, start: int, end: int | None) -> tuple[PgBlob, int, int]:
+def blob_range(record: RecordMeta, start: int, end: int | None) -> tuple[PgBlob, int, int]:
     blob = record.blob
     if not isinstance(blob, PgBlob):
         raise TypeError("not a PostgresStorage record")
@@ -40,7 +40,7 @@ def _blob_range(record: RecordMeta, start: int, end: int | None) -> tuple[PgBlob
     return blob, start, end
 
 
-async def _iter_chunks(
+async def iter_chunks(
     fetch: Callable[[str, Sequence[Any]], Awaitable[list[asyncpg.Record]]],
     blob: PgBlob,
     start: int,
@@ -90,10 +90,10 @@ async def _iter_chunks(
                     yield piece[i : i + READ_PIECE]
             del rows
     finally:
-        await _settle(pending)
+        await settle(pending)
 
 
-async def _settle(pending: asyncio.Future[Any] | None) -> None:
+async def settle(pending: asyncio.Future[Any] | None) -> None:
     """Let an unwanted prefetch finish and drop its result. Never cancel it: cancelling a query on a snapshot's
     connection would abort the snapshot's transaction."""
     if pending is None:
@@ -104,7 +104,7 @@ async def _settle(pending: asyncio.Future[Any] | None) -> None:
         pending.exception()  # retrieved: no "never retrieved" warning
 
 
-async def _fill(it: AsyncIterator[bytes], buf: bytearray, n: int) -> bool:
+async def fill(it: AsyncIterator[bytes], buf: bytearray, n: int) -> bool:
     """Read from ``it`` into ``buf`` until it holds at least ``n`` bytes; True if the iterator ended."""
     while len(buf) < n:
         try:

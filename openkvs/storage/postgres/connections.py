@@ -16,7 +16,7 @@ from asyncpg import exceptions as pgx
 
 from ..base import StorageError, StorageFull, StorageUnavailable
 
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     pgx.PostgresConnectionError,  # ConnectionDoesNotExistError, ConnectionFailureError, ...
     pgx.OperatorInterventionError,  # AdminShutdownError (pg_terminate_backend), CannotConnectNowError, ...
     pgx.InsufficientResourcesError,  # TooManyConnectionsError
@@ -27,7 +27,7 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _unavailable(exc: BaseException) -> StorageError:
+def unavailable(exc: BaseException) -> StorageError:
     """The StorageError for a failure of the class above: PostgreSQL's disk full is no outage (507, not 503)."""
     err: StorageError
     if isinstance(exc, pgx.DiskFullError):
@@ -38,7 +38,7 @@ def _unavailable(exc: BaseException) -> StorageError:
     return err
 
 
-def _discard(conn: asyncpg.Connection) -> None:
+def discard(conn: asyncpg.Connection) -> None:
     """Close a connection at once unless asyncpg already did (a closed one detaches itself from its pool)."""
     try:
         if not conn.is_closed():
@@ -48,14 +48,14 @@ def _discard(conn: asyncpg.Connection) -> None:
 
 
 @asynccontextmanager
-async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+async def pooled(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection that is thrown away (not reused) if it failed with a connection-class error: after a
     backend was killed mid-operation asyncpg may keep it open in a broken protocol state."""
     conn = await pool.acquire()
     try:
         yield conn
-    except _CONNECTION_ERRORS:
-        _discard(conn)
+    except CONNECTION_ERRORS:
+        discard(conn)
         raise
     finally:
         try:
@@ -63,10 +63,10 @@ async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
             # the timeout bounds a release that hangs on a broken connection.
             await pool.release(conn, timeout=10)
         except Exception:  # noqa: BLE001 - broken: make sure it is gone
-            _discard(conn)
+            discard(conn)
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
@@ -80,6 +80,6 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
 
 
 # asyncpg < 0.30 has no ``reset`` argument (it then runs its default)
-_POOL_RESET: dict[str, Any] = (
+POOL_RESET: dict[str, Any] = (
     {"reset": _reset_connection} if "reset" in inspect.signature(asyncpg.create_pool).parameters else {}
 )

@@ -10,9 +10,9 @@ from typing import Any
 import asyncpg
 
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageUnavailable
-from .chunks import PgBlob, _blob_range, _iter_chunks, _settle
-from .connections import _CONNECTION_ERRORS, _unavailable
-from .tables import _RECORD_COLS, _record, _selection_sql
+from .chunks import PgBlob, blob_range, iter_chunks, settle
+from .connections import CONNECTION_ERRORS, unavailable
+from .tables import RECORD_COLS, to_record, selection_sql
 
 # Bytes of chunks per query when a snapshot streams a big record (the ZIP download). Measured (20 x 50 MiB through
 # the storage API, 3 runs each, MiB/s): 1 MiB 428-472, 2 MiB 448-549, 4 MiB 608-625, 8 MiB 634-720. With the
@@ -40,8 +40,8 @@ class PgSnapshot(Snapshot):
                 raise StorageUnavailable("snapshot closed")
             try:
                 return await self._conn.fetch(sql, *args)
-            except _CONNECTION_ERRORS as exc:
-                raise _unavailable(exc) from exc
+            except CONNECTION_ERRORS as exc:
+                raise unavailable(exc) from exc
 
     async def _close(self) -> None:
         """Wait for a query in flight (a prefetch nobody awaits any more) and refuse later ones."""
@@ -54,7 +54,7 @@ class PgSnapshot(Snapshot):
             raise NotFound(f"store {self._store_id} not found")
         self.generation = rows[0]["generation"]
         args: list[Any] = [self._store_id]
-        cond = _selection_sql(self._selection, args)
+        cond = selection_sql(self._selection, args)
         if cond is None:
             return
         rows = await self._fetch(
@@ -78,7 +78,7 @@ class PgSnapshot(Snapshot):
         # its inline bytes to PREFETCH_BYTES; bigger records are streamed by read_blob chunk by chunk. The next
         # batch is fetched while the caller works through this one (at most two batches are held).
         base: list[Any] = [self._store_id]
-        cond = _selection_sql(self._selection, base)
+        cond = selection_sql(self._selection, base)
         if cond is None:
             return
 
@@ -93,7 +93,7 @@ class PgSnapshot(Snapshot):
             args.append(PREFETCH_BYTES)
             # the window runs over the LIMITed rows only; the chunk is a per-row subquery (an index lookup each)
             sql = f"""WITH lim AS (
-                    SELECT {_RECORD_COLS}, (size > 0 AND size <= chunk_size) AS one
+                    SELECT {RECORD_COLS}, (size > 0 AND size <= chunk_size) AS one
                     FROM records WHERE {where} ORDER BY key LIMIT ${n_batch}
                 ), m AS (
                     SELECT lim.*, count(*) OVER () AS n, coalesce(sum(CASE WHEN one THEN size ELSE 0 END)
@@ -119,13 +119,13 @@ class PgSnapshot(Snapshot):
                     data = r["data"]
                     if r["one"] and data is None:
                         raise NotFound(f"blob {r['blob_id']} is gone")
-                    metas.append(_record(r, data))
+                    metas.append(to_record(r, data))
                 del rows
                 yield metas
         finally:
-            await _settle(pending)
+            await settle(pending)
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        blob, start, end = _blob_range(record, start, end)
-        async for piece in _iter_chunks(self._fetch, blob, start, end, SNAPSHOT_QUERY_BYTES):
+        blob, start, end = blob_range(record, start, end)
+        async for piece in iter_chunks(self._fetch, blob, start, end, SNAPSHOT_QUERY_BYTES):
             yield piece

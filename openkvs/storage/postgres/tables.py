@@ -18,9 +18,9 @@ from ..base import (
 )
 from .chunks import PgBlob
 
-SCHEMA_VERSION = 2
+TABLES_VERSION = 2
 
-_NOW_MS = "date_trunc('milliseconds', clock_timestamp())"
+NOW_MS = "date_trunc('milliseconds', clock_timestamp())"
 
 # Each entry migrates from version i to i+1 (MIGRATIONS[0] creates version 1).
 MIGRATIONS: list[str] = [
@@ -105,7 +105,7 @@ MIGRATIONS: list[str] = [
 ]
 
 
-def _selection_sql(selection: KeySelection, args: list[Any]) -> str | None:
+def selection_sql(selection: KeySelection, args: list[Any]) -> str | None:
     """SQL conditions on ``key`` for a selection, appending parameters to ``args``; None: selects nothing."""
     conds: list[str] = []
     if selection.exact is not None:
@@ -123,14 +123,14 @@ def _selection_sql(selection: KeySelection, args: list[Any]) -> str | None:
     return " AND ".join(conds) if conds else "TRUE"
 
 
-_STORE_COLS = """s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
+STORE_COLS = """s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
     s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
     s.storage_bytes, s.generation"""
-_STORE_FROM = "stores s JOIN users u ON u.id = s.user_id"
-_RECORD_COLS = "key, content_type, content_encoding, size, decoded_size, crc32, modified_at, blob_id, chunk_size"
+STORE_FROM = "stores s JOIN users u ON u.id = s.user_id"
+RECORD_COLS = "key, content_type, content_encoding, size, decoded_size, crc32, modified_at, blob_id, chunk_size"
 
 
-def _store(row: asyncpg.Record) -> Store:
+def to_store(row: asyncpg.Record) -> Store:
     return Store(
         id=row["id"],
         name=row["name"],
@@ -153,11 +153,11 @@ def _store(row: asyncpg.Record) -> Store:
     )
 
 
-def _user(row: asyncpg.Record) -> User:
+def to_user(row: asyncpg.Record) -> User:
     return User(id=row["id"], username=row["username"], created_at=row["created_at"])
 
 
-def _record(row: asyncpg.Record, data: bytes | None = None, prefix: str = "") -> RecordMeta:
+def to_record(row: asyncpg.Record, data: bytes | None = None, prefix: str = "") -> RecordMeta:
     """A record from its columns (named ``prefix`` + column). ``data``: its bytes when the query brought them
     along; an empty record has them anyway."""
     p = prefix
@@ -193,7 +193,7 @@ _UPSERT_TAIL = f"""
             decoded_size = EXCLUDED.decoded_size, crc32 = EXCLUDED.crc32,
             modified_at = EXCLUDED.modified_at, blob_id = EXCLUDED.blob_id, chunk_size = EXCLUDED.chunk_size,
             prev_blob_id = records.blob_id, prev_size = records.size
-        RETURNING {_RECORD_COLS}, prev_blob_id, prev_size
+        RETURNING {RECORD_COLS}, prev_blob_id, prev_size
     ),
     g AS (INSERT INTO garbage (blob_id, created_at) SELECT up.prev_blob_id, t.now FROM up, t
           WHERE up.prev_blob_id IS NOT NULL),
@@ -203,12 +203,12 @@ _UPSERT_TAIL = f"""
         FROM up, t WHERE id = $1
     )"""
 # A record of at most one chunk: the chunk ($9, NULL when empty) goes in with the same statement.
-_UPSERT_SMALL = f"""WITH t AS (SELECT {_NOW_MS} AS now),
+UPSERT_SMALL = f"""WITH t AS (SELECT {NOW_MS} AS now),
     b AS MATERIALIZED (SELECT nextval('blob_ids') AS id),
     {_UPSERT_TAIL},
     c AS (INSERT INTO blob_chunks (blob_id, seq, data) SELECT b.id, 0, $9::bytea FROM b, lk WHERE $9::bytea IS NOT NULL)
     SELECT * FROM up"""
 # A bigger record whose chunks the transaction already wrote under blob id $9.
-_UPSERT_BIG = f"""WITH t AS (SELECT {_NOW_MS} AS now), b AS (SELECT $9::bigint AS id),
+UPSERT_BIG = f"""WITH t AS (SELECT {NOW_MS} AS now), b AS (SELECT $9::bigint AS id),
     {_UPSERT_TAIL}
     SELECT * FROM up"""

@@ -25,6 +25,6 @@ transaction and its batches).
 """
 
 from .backend import SQLiteStorage
-from .tables import DB_NAME, SCHEMA_VERSION
+from .tables import DB_NAME, TABLES_VERSION
 
-__all__ = ["DB_NAME", "SCHEMA_VERSION", "SQLiteStorage"]
+__all__ = ["DB_NAME", "TABLES_VERSION", "SQLiteStorage"]

@@ -42,26 +42,26 @@ from ..base import (
 )
 from ..ids import new_id
 from ..stats import StatsBuffer
-from .blobs import _File, _Inline, _inline_chunks, _read_file, _slice, _sweep_tmp
+from .blobs import BlobFile, Inline, inline_chunks, read_file, clamp_range, sweep_tmp
 from .tables import (
-    _EPOCH,
-    _RECORD_COLS,
-    _SCHEMA,
-    _STORE_AND_RECORD,
-    _UPGRADES,
-    _STORE_NCOLS,
-    _STORE_SELECT,
+    EPOCH,
+    RECORD_COLS,
+    CREATE_TABLES,
+    STORE_AND_RECORD,
+    UPGRADES,
+    STORE_NCOLS,
+    STORE_SELECT,
     DB_NAME,
-    SCHEMA_VERSION,
-    _dt,
-    _now_ms,
-    _selection_sql,
-    _store,
-    _to_ms,
-    _translate,
-    _user,
+    TABLES_VERSION,
+    from_ms,
+    now_ms,
+    selection_sql,
+    to_store,
+    to_ms,
+    translate,
+    to_user,
 )
-from .snapshot import _begin_snapshot, _SQLiteSnapshot
+from .snapshot import begin_snapshot, SQLiteSnapshot
 from .space import RESERVE_BYTES, Headroom, probe_writable, storing
 
 log = logging.getLogger(__package__)  # "openkvs.storage.sqlite", the name log records had before the split
@@ -196,15 +196,15 @@ class SQLiteStorage(Storage):
                 conn.execute("ROLLBACK")
             if any(m in str(exc).lower() for m in ("locked", "busy")):
                 return await self._read(fn, *args)
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         except sqlite3.Error as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await anyio.to_thread.run_sync(self._read_sync, fn, *args)
         except sqlite3.Error as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in one write transaction, in the writer thread."""
@@ -213,7 +213,7 @@ class SQLiteStorage(Storage):
         try:
             return await anyio.to_thread.run_sync(self._write_sync, fn, *args, limiter=self._wlimiter)
         except sqlite3.Error as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
 
     async def _write_raw(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in the writer thread; ``fn`` manages its own transactions."""
@@ -221,7 +221,7 @@ class SQLiteStorage(Storage):
         try:
             return await anyio.to_thread.run_sync(fn, self._wconn, *args, limiter=self._wlimiter)
         except sqlite3.Error as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -231,7 +231,7 @@ class SQLiteStorage(Storage):
         try:
             await anyio.to_thread.run_sync(self._open_sync)
         except sqlite3.Error as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         self._wlimiter = anyio.CapacityLimiter(1)
         self._closed = False
         if self.background:
@@ -261,15 +261,15 @@ class SQLiteStorage(Storage):
                         f"({self.db_path.stat().st_size} bytes): restore it from a backup, or move it away to "
                         "start a new, empty installation"
                     )
-                if version > SCHEMA_VERSION:
+                if version > TABLES_VERSION:
                     raise RuntimeError(
-                        f"{self.db_path} has schema version {version}; this openkvs knows up to {SCHEMA_VERSION}"
+                        f"{self.db_path} has schema version {version}; this openkvs knows up to {TABLES_VERSION}"
                     )
-                if version < SCHEMA_VERSION:
-                    for statement in ";".join(_UPGRADES[version - 1 :]).split(";"):
+                if version < TABLES_VERSION:
+                    for statement in ";".join(UPGRADES[version - 1 :]).split(";"):
                         if statement.strip():
                             conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    conn.execute(f"PRAGMA user_version = {TABLES_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -284,7 +284,7 @@ class SQLiteStorage(Storage):
             conn.close()
             raise
         self._wconn = conn
-        _sweep_tmp(self.tmp_dir)
+        sweep_tmp(self.tmp_dir)
 
     def _create_db(self) -> None:
         """A brand-new database: built under a temporary name and linked into place complete, so a database file
@@ -312,17 +312,17 @@ class SQLiteStorage(Storage):
                 except FileExistsError:
                     pass
         except sqlite3.Error as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         finally:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{tmp}{suffix}").unlink(missing_ok=True)
 
     @staticmethod
     def _create_schema(conn: sqlite3.Connection) -> None:
-        for statement in _SCHEMA.split(";"):
+        for statement in CREATE_TABLES.split(";"):
             if statement.strip():
                 conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute(f"PRAGMA user_version = {TABLES_VERSION}")
 
     async def aclose(self) -> None:
         if self._closed:
@@ -383,13 +383,13 @@ class SQLiteStorage(Storage):
     # -- users and tokens --------------------------------------------------------------------------------------
 
     async def create_user(self, username: str) -> User:
-        user = User(id=new_id(), username=username, created_at=_dt(_now_ms()))
+        user = User(id=new_id(), username=username, created_at=from_ms(now_ms()))
 
         def txn(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
                     "INSERT INTO users(id, username, created_at) VALUES (?, ?, ?)",
-                    (user.id, username, int((user.created_at - _EPOCH) / timedelta(milliseconds=1))),
+                    (user.id, username, int((user.created_at - EPOCH) / timedelta(milliseconds=1))),
                 )
             except sqlite3.IntegrityError as exc:
                 raise UsernameTaken(username) from exc
@@ -400,7 +400,7 @@ class SQLiteStorage(Storage):
     async def get_user_by_name(self, username: str) -> User | None:
         def q(conn: sqlite3.Connection) -> User | None:
             row = conn.execute("SELECT id, username, created_at FROM users WHERE username = ?", (username,)).fetchone()
-            return _user(row) if row else None
+            return to_user(row) if row else None
 
         return await self._point_read(q)
 
@@ -411,7 +411,7 @@ class SQLiteStorage(Storage):
             conn.execute(
                 "INSERT INTO tokens(hash, user_id, created_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(hash) DO UPDATE SET user_id = excluded.user_id",
-                (token_hash, user_id, _now_ms()),
+                (token_hash, user_id, now_ms()),
             )
 
         await self._write(txn)
@@ -423,7 +423,7 @@ class SQLiteStorage(Storage):
                 "WHERE t.hash = ?",
                 (token_hash,),
             ).fetchone()
-            return _user(row) if row else None
+            return to_user(row) if row else None
 
         return await self._point_read(q)
 
@@ -436,15 +436,15 @@ class SQLiteStorage(Storage):
 
     @staticmethod
     def _store_by_id(conn: sqlite3.Connection, store_id: str) -> Store | None:
-        row = conn.execute(_STORE_SELECT + " WHERE s.id = ?", (store_id,)).fetchone()
-        return _store(row) if row else None
+        row = conn.execute(STORE_SELECT + " WHERE s.id = ?", (store_id,)).fetchone()
+        return to_store(row) if row else None
 
     @staticmethod
     def _store_by_name(conn: sqlite3.Connection, user_id: str, name: str) -> Store | None:
         row = conn.execute(
-            _STORE_SELECT + " WHERE s.user_id = ? AND s.name = ? COLLATE NOCASE", (user_id, name)
+            STORE_SELECT + " WHERE s.user_id = ? AND s.name = ? COLLATE NOCASE", (user_id, name)
         ).fetchone()
-        return _store(row) if row else None
+        return to_store(row) if row else None
 
     @staticmethod
     def _insert_store(
@@ -453,7 +453,7 @@ class SQLiteStorage(Storage):
         if conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
             raise NotFound(f"user {user_id}")
         store_id = new_id()
-        now = _now_ms()
+        now = now_ms()
         try:
             conn.execute(
                 "INSERT INTO stores(id, user_id, name, general_access, schema, url_signing_secret_key, created_at,"
@@ -519,12 +519,12 @@ class SQLiteStorage(Storage):
             try:
                 total = conn.execute(f"SELECT COUNT(*) FROM stores s WHERE {where}", params).fetchone()[0]
                 rows = conn.execute(
-                    f"{_STORE_SELECT} WHERE {where} ORDER BY s.created_at {order}, s.id {order} LIMIT ? OFFSET ?",
+                    f"{STORE_SELECT} WHERE {where} ORDER BY s.created_at {order}, s.id {order} LIMIT ? OFFSET ?",
                     [*params, limit, offset],
                 ).fetchall()
             finally:
                 conn.execute("COMMIT")
-            return total, [_store(r) for r in rows]
+            return total, [to_store(r) for r in rows]
 
         return await self._read(q)
 
@@ -540,7 +540,7 @@ class SQLiteStorage(Storage):
             raise ValueError(f"cannot change {sorted(unknown)}")
 
         def txn(conn: sqlite3.Connection) -> Store:
-            sets, params = ["modified_at = ?"], [_now_ms()]
+            sets, params = ["modified_at = ?"], [now_ms()]
             for field_name, value in changes.items():
                 if field_name == "schema" and value is not None:
                     value = json.dumps(value, separators=(",", ":"))
@@ -565,7 +565,7 @@ class SQLiteStorage(Storage):
             conn.execute(
                 "INSERT INTO garbage(path, created_at, store_id) SELECT path, ?, store_id FROM records "
                 "WHERE store_id = ? AND path IS NOT NULL",
-                (_now_ms(), store_id),
+                (now_ms(), store_id),
             )
             conn.execute(
                 "DELETE FROM record_data WHERE id IN "
@@ -630,9 +630,9 @@ class SQLiteStorage(Storage):
         return f"{name[0:2]}/{name[2:4]}/{name}"
 
     def _fetched(self, row: Sequence[Any]) -> RecordMeta:
-        """A record read as _RECORD_COLS then ``d.data``: in a file (path) or inline (bytes, maybe none)."""
+        """A record read as RECORD_COLS then ``d.data``: in a file (path) or inline (bytes, maybe none)."""
         path, data = row[8], row[9]
-        blob = _File(self.blob_dir / path) if path is not None else _Inline(bytes(data) if data is not None else b"")
+        blob = BlobFile(self.blob_dir / path) if path is not None else Inline(bytes(data) if data is not None else b"")
         return self._meta(row, blob)
 
     def _meta(self, row: Sequence[Any], blob: Any) -> RecordMeta:
@@ -641,7 +641,7 @@ class SQLiteStorage(Storage):
             size=row[1],
             decoded_size=row[2],
             crc32=row[3],
-            modified_at=_dt(row[4]),
+            modified_at=from_ms(row[4]),
             content_type=row[5],
             content_encoding=row[6],
             blob=blob,
@@ -690,7 +690,7 @@ class SQLiteStorage(Storage):
         if f is not None:
             f.close()
 
-        now = _now_ms()
+        now = now_ms()
         row = (key, size, decoded_size, crc & 0xFFFFFFFF, now, content_type, content_encoding)
         if tmp_path is None:
             data = bytes(buf)
@@ -699,13 +699,13 @@ class SQLiteStorage(Storage):
             if not self._space.enough(len(data), reusable, free):
                 raise self._space.refuse()
             await self._write(self._commit_record, store_id, row, data, None)
-            return self._meta(row, _Inline(data))
+            return self._meta(row, Inline(data))
         relpath = self._blob_relpath()
         try:
             await self._write_raw(self._commit_file_record, store_id, row, tmp_path, relpath)
         finally:
             tmp_path.unlink(missing_ok=True)  # already renamed unless something failed
-        return self._meta(row, _File(self.blob_dir / relpath))
+        return self._meta(row, BlobFile(self.blob_dir / relpath))
 
     def _need_space(self, incoming: int) -> None:
         if not self._space.enough(incoming):
@@ -734,7 +734,7 @@ class SQLiteStorage(Storage):
         def register(c: sqlite3.Connection) -> int:
             cur = c.execute(
                 "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)",
-                (relpath, _now_ms() + PENDING_MS, store_id),
+                (relpath, now_ms() + PENDING_MS, store_id),
             )
             return int(cur.lastrowid)
 
@@ -779,7 +779,7 @@ class SQLiteStorage(Storage):
         if data is not None:
             data_id = conn.execute("INSERT INTO record_data(data) VALUES (?)", (data,)).lastrowid
         conn.execute(
-            f"INSERT OR REPLACE INTO records(store_id, {_RECORD_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO records(store_id, {RECORD_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (store_id, *row, data_id, relpath),
         )
         delta = size
@@ -802,7 +802,7 @@ class SQLiteStorage(Storage):
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
         def q(conn: sqlite3.Connection) -> RecordMeta | None:
             row = conn.execute(
-                f"SELECT {_RECORD_COLS}, d.data FROM records r LEFT JOIN record_data d ON d.id = r.data_id "
+                f"SELECT {RECORD_COLS}, d.data FROM records r LEFT JOIN record_data d ON d.id = r.data_id "
                 "WHERE r.store_id = ? AND r.key = ?",
                 (store_id, key),
             ).fetchone()
@@ -813,10 +813,10 @@ class SQLiteStorage(Storage):
     async def get_store_and_record(
         self, store_id: str, key: str, owner_id: str | None
     ) -> tuple[Store | None, RecordMeta | None]:
-        n = _STORE_NCOLS
+        n = STORE_NCOLS
 
         def q(conn: sqlite3.Connection) -> tuple[Store | None, RecordMeta | None]:
-            row = conn.execute(_STORE_AND_RECORD, (key, owner_id, store_id)).fetchone()
+            row = conn.execute(STORE_AND_RECORD, (key, owner_id, store_id)).fetchone()
             if row is None:
                 return None, None
             store_row = row[:n]
@@ -824,7 +824,7 @@ class SQLiteStorage(Storage):
             if memo is not None and memo[0] == store_row:
                 store = memo[1]
             else:
-                store = _store(store_row)
+                store = to_store(store_row)
                 if len(self._store_memo) >= 1024:
                     self._store_memo.clear()
                 self._store_memo[store_id] = (store_row, store)
@@ -836,16 +836,16 @@ class SQLiteStorage(Storage):
 
     def held_bytes(self, record: RecordMeta) -> bytes | None:
         blob = record.blob
-        return blob.data if isinstance(blob, _Inline) and len(blob.data) == record.size else None
+        return blob.data if isinstance(blob, Inline) and len(blob.data) == record.size else None
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob = record.blob
-        if isinstance(blob, _Inline):
-            for chunk in _inline_chunks(blob.data, start, end):
+        if isinstance(blob, Inline):
+            for chunk in inline_chunks(blob.data, start, end):
                 yield chunk
-        elif isinstance(blob, _File):
-            start, end = _slice(start, end, record.size)
-            async for chunk in _read_file(blob.path, start, end, record.key):
+        elif isinstance(blob, BlobFile):
+            start, end = clamp_range(start, end, record.size)
+            async for chunk in read_file(blob.path, start, end, record.key):
                 yield chunk
         else:
             raise TypeError(f"read_blob: not a record of this storage ({blob!r}); use the snapshot's read_blob")
@@ -857,7 +857,7 @@ class SQLiteStorage(Storage):
             ).fetchone()
             if old is None:
                 return False
-            now = _now_ms()
+            now = now_ms()
             conn.execute("DELETE FROM records WHERE store_id = ? AND key = ?", (store_id, key))
             if old[1] is not None:
                 conn.execute("DELETE FROM record_data WHERE id = ?", (old[1],))
@@ -877,7 +877,7 @@ class SQLiteStorage(Storage):
     async def list_keys(
         self, store_id: str, selection: KeySelection, exclusive_start_key: str | None, limit: int
     ) -> KeyPage:
-        cond, params = _selection_sql(selection)
+        cond, params = selection_sql(selection)
         if exclusive_start_key is not None:
             cond += " AND key > ?"
             params.append(exclusive_start_key)
@@ -894,9 +894,9 @@ class SQLiteStorage(Storage):
     # -- snapshots ---------------------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def snapshot(self, store_id: str, selection: KeySelection) -> AsyncIterator[_SQLiteSnapshot]:
+    async def snapshot(self, store_id: str, selection: KeySelection) -> AsyncIterator[SQLiteSnapshot]:
         lease_id = new_id()
-        expires = _now_ms() + int(LEASE_SECONDS * 1000)
+        expires = now_ms() + int(LEASE_SECONDS * 1000)
         # The lease first, then the read transaction: every file of this store the snapshot can see is either
         # live or has a garbage id above the watermark. Other stores' garbage is none of its business.
         await self._write(
@@ -911,9 +911,9 @@ class SQLiteStorage(Storage):
         try:
             try:
                 conn = await anyio.to_thread.run_sync(lambda: self._connect(readonly=True))
-                snap = await anyio.to_thread.run_sync(_begin_snapshot, self, conn, store_id, selection)
+                snap = await anyio.to_thread.run_sync(begin_snapshot, self, conn, store_id, selection)
             except sqlite3.Error as exc:
-                raise _translate(exc) from exc
+                raise translate(exc) from exc
             yield snap
         finally:
             self._leases.discard(lease_id)
@@ -929,7 +929,7 @@ class SQLiteStorage(Storage):
         leases = list(self._leases)
         if not leases:
             return
-        expires = _now_ms() + int(LEASE_SECONDS * 1000)
+        expires = now_ms() + int(LEASE_SECONDS * 1000)
         await self._write(
             lambda conn: conn.executemany(
                 "UPDATE leases SET expires_at = ? WHERE id = ?", [(expires, lease) for lease in leases]
@@ -941,7 +941,7 @@ class SQLiteStorage(Storage):
     async def collect_garbage(self, now: datetime | None = None) -> int:
         """Delete files no reader can need any more; returns how many garbage rows were reclaimed.
         ``now`` (an aware datetime; default the clock) is for tests."""
-        now_ms = _to_ms(now)
+        now_ms = to_ms(now)
         cutoff = now_ms - int(self.gc_grace_seconds * 1000)
         total = 0
         while True:
@@ -981,7 +981,7 @@ class SQLiteStorage(Storage):
     def count_access(
         self, store_id: str, *, reads: int = 0, writes: int = 0, deletes: int = 0, lists: int = 0
     ) -> None:
-        self._stats.add(store_id, _now_ms(), reads=reads, writes=writes, deletes=deletes, lists=lists)
+        self._stats.add(store_id, now_ms(), reads=reads, writes=writes, deletes=deletes, lists=lists)
 
     async def flush_stats(self) -> None:
         pending = self._stats.drain()

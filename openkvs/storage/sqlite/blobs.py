@@ -22,30 +22,30 @@ TMP_MAX_AGE = 3600.0  # tmp/ files untouched this long belong to a crashed uploa
 
 
 @dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
-class _Inline:
+class Inline:
     data: bytes
 
 
 @dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
-class _File:
+class BlobFile:
     path: Path
 
 
 @dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
-class _Row:
+class DataRow:
     """Inline bytes not fetched yet: read through the snapshot's own transaction."""
 
     data_id: int
 
 
-def _slice(start: int, end: int | None, size: int) -> tuple[int, int]:
+def clamp_range(start: int, end: int | None, size: int) -> tuple[int, int]:
     if end is None or end > size:
         end = size
     start = max(0, min(start, end))
     return start, end
 
 
-async def _read_file(path: Path, start: int, end: int | None, key: str = "?") -> AsyncIterator[bytes]:
+async def read_file(path: Path, start: int, end: int | None, key: str = "?") -> AsyncIterator[bytes]:
     """Bytes ``[start, end)`` of a record's file. A file that is gone or shorter than its record is damage, not
     an internal error: ``StorageDamaged`` naming the record and the file."""
     try:
@@ -83,7 +83,7 @@ def _writer_alive(tmp_name: str) -> bool:
     return True
 
 
-def _sweep_tmp(tmp_dir: Path, max_age: float = TMP_MAX_AGE) -> int:
+def sweep_tmp(tmp_dir: Path, max_age: float = TMP_MAX_AGE) -> int:
     """Delete the uploads of crashed processes from tmp/: files whose writing process is gone, and any file
     nobody has written to for ``max_age`` seconds (in case a pid was reused)."""
     cutoff = time.time() - max_age
@@ -98,6 +98,6 @@ def _sweep_tmp(tmp_dir: Path, max_age: float = TMP_MAX_AGE) -> int:
     return removed
 
 
-def _inline_chunks(data: bytes, start: int, end: int | None) -> list[bytes]:
-    start, end = _slice(start, end, len(data))
+def inline_chunks(data: bytes, start: int, end: int | None) -> list[bytes]:
+    start, end = clamp_range(start, end, len(data))
     return [data[i : min(i + READ_CHUNK, end)] for i in range(start, end, READ_CHUNK)]

@@ -8,7 +8,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .tables import DB_NAME, SCHEMA_VERSION
+from .tables import DB_NAME, TABLES_VERSION
 
 MAX_LISTED = 100  # problems of one kind listed one by one; beyond that, counted
 
@@ -22,8 +22,8 @@ def check(data_dir: Path) -> tuple[list[str], str]:
     conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
-            return [f"{db}: schema version {version}, expected {SCHEMA_VERSION} ({db.stat().st_size} bytes)"], ""
+        if version != TABLES_VERSION:
+            return [f"{db}: schema version {version}, expected {TABLES_VERSION} ({db.stat().st_size} bytes)"], ""
         result = [r[0] for r in conn.execute(f"PRAGMA integrity_check({MAX_LISTED})")]
         if result != ["ok"]:
             problems += [f"{db}: {line}" for line in result]

@@ -12,8 +12,8 @@ import anyio
 import anyio.to_thread
 
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageDamaged
-from .blobs import _File, _inline_chunks, _Row
-from .tables import _RECORD_COLS, _dt, _selection_sql, _translate
+from .blobs import BlobFile, inline_chunks, DataRow
+from .tables import RECORD_COLS, from_ms, selection_sql, translate
 
 if TYPE_CHECKING:
     from .backend import SQLiteStorage
@@ -39,23 +39,23 @@ _FAST_MS_MAX = 4_102_444_800_000  # 2100-01-01: below it a float of seconds stil
 
 
 def _snapshot_dt(ms: int) -> datetime:
-    """``_dt(ms)``, about twice as fast. Exact below 2100: a float of seconds there is off by under 0.3 µs, so
+    """``from_ms(ms)``, about twice as fast. Exact below 2100: a float of seconds there is off by under 0.3 µs, so
     rounding to microseconds gives the millisecond back (also checked on a million random values)."""
     if 0 <= ms < _FAST_MS_MAX:
         return datetime.fromtimestamp(ms / 1000, UTC)
-    return _dt(ms)
+    return from_ms(ms)
 
 
-def _begin_snapshot(
+def begin_snapshot(
     storage: SQLiteStorage, conn: sqlite3.Connection, store_id: str, selection: KeySelection
-) -> _SQLiteSnapshot:
+) -> SQLiteSnapshot:
     """In a worker thread, on the snapshot's own connection: begin its read transaction, count what it
     selects."""
     conn.execute("BEGIN")
     row = conn.execute("SELECT generation FROM stores WHERE id = ?", (store_id,)).fetchone()
     if row is None:
         raise NotFound(f"store {store_id}")
-    cond, params = _selection_sql(selection)
+    cond, params = selection_sql(selection)
     count, key_bytes, decoded, big, inline_count, inline_bytes = conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(length(CAST(key AS BLOB))), 0), COALESCE(SUM(decoded_size), 0), "
         "COALESCE(SUM(decoded_size >= 4294967295), 0), "
@@ -69,12 +69,12 @@ def _begin_snapshot(
         # one copy into its page cache) per page: mapped, the same 2,000 x 64 KiB read 3.4x faster. Only
         # snapshots of such records map, on this connection of their own (see also _remap).
         conn.execute(f"PRAGMA mmap_size = {SNAPSHOT_MMAP_BYTES}")
-    return _SQLiteSnapshot(
+    return SQLiteSnapshot(
         storage, conn, store_id, cond, params, row[0], SnapshotTotals(count, key_bytes, decoded, big), mapped
     )
 
 
-class _SQLiteSnapshot(Snapshot):
+class SQLiteSnapshot(Snapshot):
     """One read transaction on a dedicated connection, open for the snapshot's life."""
 
     def __init__(
@@ -112,7 +112,7 @@ class _SQLiteSnapshot(Snapshot):
         try:
             return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
         except sqlite3.Error as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
 
     def records(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[RecordMeta]]:
         """Inline records come with their bytes (a batch stops early at PREFETCH_BYTES of them), which saves a
@@ -133,10 +133,10 @@ class _SQLiteSnapshot(Snapshot):
 
     async def _batches(self, after: str | None, batch: int, with_data: bool) -> AsyncIterator[Sequence[Any]]:
         blob_dir = self._storage.blob_dir
-        # Blob handles in a snapshot's records: the bytes themselves (inline, fetched with the batch), _File, or
-        # _Row (inline, not fetched). Only this snapshot's read_blob understands the first and the last.
+        # Blob handles in a snapshot's records: the bytes themselves (inline, fetched with the batch), BlobFile, or
+        # DataRow (inline, not fetched). Only this snapshot's read_blob understands the first and the last.
         if with_data:
-            sql = f"SELECT {_RECORD_COLS}, d.data FROM records r LEFT JOIN record_data d ON d.id = r.data_id "
+            sql = f"SELECT {RECORD_COLS}, d.data FROM records r LEFT JOIN record_data d ON d.id = r.data_id "
         else:
             sql = "SELECT key, decoded_size, crc32, modified_at FROM records r "
         sql += f"WHERE r.store_id = ? AND {self._cond}"
@@ -158,12 +158,12 @@ class _SQLiteSnapshot(Snapshot):
                 if with_data:
                     for key, size, decoded, crc, ms, ctype, cenc, data_id, path, data in cur:
                         if path is not None:
-                            blob: Any = _File(blob_dir / path)
+                            blob: Any = BlobFile(blob_dir / path)
                         elif data is not None:
                             blob = data
                             held += size
                         else:
-                            blob = _Row(data_id)
+                            blob = DataRow(data_id)
                         if ms != last_ms:
                             last_ms, when = ms, to_dt(ms)
                         append(meta(key, ctype, cenc, size, decoded, crc, when, blob))
@@ -195,9 +195,9 @@ class _SQLiteSnapshot(Snapshot):
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob = record.blob
         if type(blob) is bytes:
-            for chunk in _inline_chunks(blob, start, end):
+            for chunk in inline_chunks(blob, start, end):
                 yield chunk
-        elif isinstance(blob, _Row):
+        elif isinstance(blob, DataRow):
 
             def fetch() -> bytes:
                 row = self._conn.execute("SELECT data FROM record_data WHERE id = ?", (blob.data_id,)).fetchone()
@@ -206,7 +206,7 @@ class _SQLiteSnapshot(Snapshot):
                 return bytes(row[0])
 
             data = await self._run(fetch)
-            for chunk in _inline_chunks(data, start, end):
+            for chunk in inline_chunks(data, start, end):
                 yield chunk
         else:
             async for chunk in self._storage.read_blob(record, start, end):

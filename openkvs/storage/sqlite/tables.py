@@ -23,12 +23,12 @@ from ..base import (
     User,
 )
 
-SCHEMA_VERSION = 2
+TABLES_VERSION = 2
 DB_NAME = "openkvs.sqlite3"
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-_SCHEMA = """
+CREATE_TABLES = """
 CREATE TABLE IF NOT EXISTS users (
     id          TEXT PRIMARY KEY,
     username    TEXT NOT NULL UNIQUE,
@@ -101,25 +101,25 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 """
 
-# A database at version N (N >= 1) runs _UPGRADES[N - 1] ... to reach SCHEMA_VERSION; a new one runs _SCHEMA.
-_UPGRADES = (
+# A database at version N (N >= 1) runs UPGRADES[N - 1] ... to reach TABLES_VERSION; a new one runs CREATE_TABLES.
+UPGRADES = (
     # 1 -> 2: leases per store, so that a download of one store keeps no other store's dead files.
     "ALTER TABLE garbage ADD COLUMN store_id TEXT; ALTER TABLE leases ADD COLUMN store_id TEXT",
 )
-assert len(_UPGRADES) == SCHEMA_VERSION - 1
+assert len(UPGRADES) == TABLES_VERSION - 1
 
-_STORE_SELECT = """
+STORE_SELECT = """
 SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
        s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
        s.storage_bytes, s.generation
 FROM stores s JOIN users u ON u.id = s.user_id
 """
 
-_RECORD_COLS = "key, size, decoded_size, crc32, modified_at, content_type, content_encoding, data_id, path"
-_STORE_NCOLS = 16  # the columns of _STORE_SELECT
+RECORD_COLS = "key, size, decoded_size, crc32, modified_at, content_type, content_encoding, data_id, path"
+STORE_NCOLS = 16  # the columns of STORE_SELECT
 # A record GET by store ID: the store's columns, then the record's and its inline bytes (NULLs if no record, or if
 # the store is not the given owner's).
-_STORE_AND_RECORD = """
+STORE_AND_RECORD = """
 SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
        s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
        s.storage_bytes, s.generation,
@@ -139,24 +139,24 @@ _DAMAGED_MARKERS = ("not a database", "malformed")  # permanent until repaired
 # -- helpers ---------------------------------------------------------------------------------------------------
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _to_ms(now: datetime | float | None) -> int:
+def to_ms(now: datetime | float | None) -> int:
     if now is None:
-        return _now_ms()
+        return now_ms()
     if isinstance(now, datetime):
-        return (now - _EPOCH) // timedelta(milliseconds=1)
+        return (now - EPOCH) // timedelta(milliseconds=1)
     return int(now * 1000)
 
 
 @functools.lru_cache(maxsize=65_536)  # the same few timestamps (a store's, a hot record's) come back constantly
-def _dt(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
+def from_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
 
 
-def _selection_sql(selection: KeySelection) -> tuple[str, list[Any]]:
+def selection_sql(selection: KeySelection) -> tuple[str, list[Any]]:
     """A WHERE fragment (range conditions, so the primary key is used) and its parameters."""
     if selection.exact is not None:
         if selection.prefix and not selection.exact.startswith(selection.prefix):
@@ -170,7 +170,7 @@ def _selection_sql(selection: KeySelection) -> tuple[str, list[Any]]:
     return "1", []
 
 
-def _translate(exc: sqlite3.Error) -> Exception:
+def translate(exc: sqlite3.Error) -> Exception:
     if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
         exc, sqlite3.IntegrityError
     ):
@@ -184,19 +184,19 @@ def _translate(exc: sqlite3.Error) -> Exception:
     return exc
 
 
-def _user(row: Sequence[Any]) -> User:
-    return User(id=row[0], username=row[1], created_at=_dt(row[2]))
+def to_user(row: Sequence[Any]) -> User:
+    return User(id=row[0], username=row[1], created_at=from_ms(row[2]))
 
 
-def _store(row: Sequence[Any]) -> Store:
+def to_store(row: Sequence[Any]) -> Store:
     return Store(
         id=row[0],
         name=row[1],
         user_id=row[2],
         username=row[3],
-        created_at=_dt(row[4]),
-        modified_at=_dt(row[5]),
-        accessed_at=_dt(row[6]),
+        created_at=from_ms(row[4]),
+        modified_at=from_ms(row[5]),
+        accessed_at=from_ms(row[6]),
         general_access=row[7],
         schema=json.loads(row[8]) if row[8] is not None else None,
         url_signing_secret_key=row[9],
