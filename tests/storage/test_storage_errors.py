@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from openkvs import errors
-from openkvs.storage.sqlite.tables import translate
+from openkvs.storage.sqlite.connections import translate
 
 
 @pytest.mark.parametrize(

@@ -36,15 +36,15 @@ selections, the record upserts), ``chunks`` (the blob handle, reading and buffer
 
 from .backend import GET_INLINE_MAX, PostgresStorage
 from .chunks import CHUNK_SIZE, PgBlob
-from .tables import MIGRATIONS, TABLES_VERSION
 from .snapshot import SNAPSHOT_QUERY_BYTES, PgSnapshot
+from .tables import MIGRATIONS, TABLES_VERSION
 
 __all__ = [
     "CHUNK_SIZE",
     "GET_INLINE_MAX",
     "MIGRATIONS",
-    "TABLES_VERSION",
     "SNAPSHOT_QUERY_BYTES",
+    "TABLES_VERSION",
     "PgBlob",
     "PgSnapshot",
     "PostgresStorage",

@@ -36,22 +36,22 @@ from ..base import (
 from ..ids import new_id
 from ..stats import StatsBuffer
 from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks
-from .connections import CONNECTION_ERRORS, POOL_RESET, pooled, discard, init_connection, unavailable
+from .connections import CONNECTION_ERRORS, POOL_RESET, discard, init_connection, pooled, unavailable
+from .snapshot import PgSnapshot
 from .tables import (
+    MIGRATIONS,
     NOW_MS,
     RECORD_COLS,
     STORE_COLS,
     STORE_FROM,
+    TABLES_VERSION,
     UPSERT_BIG,
     UPSERT_SMALL,
-    MIGRATIONS,
-    TABLES_VERSION,
-    to_record,
     selection_sql,
+    to_record,
     to_store,
     to_user,
 )
-from .snapshot import PgSnapshot
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 

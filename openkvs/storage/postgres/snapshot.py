@@ -12,7 +12,7 @@ import asyncpg
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageUnavailable
 from .chunks import PgBlob, blob_range, iter_chunks, settle
 from .connections import CONNECTION_ERRORS, unavailable
-from .tables import RECORD_COLS, to_record, selection_sql
+from .tables import RECORD_COLS, selection_sql, to_record
 
 # Bytes of chunks per query when a snapshot streams a big record (the ZIP download). Measured (20 x 50 MiB through
 # the storage API, 3 runs each, MiB/s): 1 MiB 428-472, 2 MiB 448-549, 4 MiB 608-625, 8 MiB 634-720. With the

@@ -9,12 +9,12 @@ from typing import Any
 import asyncpg
 
 from ..base import (
-    prefix_upper_bound,
     KeySelection,
     RecordMeta,
     Store,
     StoreStats,
     User,
+    prefix_upper_bound,
 )
 from .chunks import PgBlob
 

@@ -19,8 +19,8 @@ watermark is the largest garbage id at that moment and only then starts its read
 can see has a garbage id above the watermark (or none). A download of one store never keeps another's files. Inline records (``record_data``) need no such care: ``get_record`` returns their
 bytes by value and a snapshot reads them through its own read transaction.
 
-Modules: ``backend`` (``SQLiteStorage``), ``tables`` (DDL, shared SELECTs, row and time conversions, error
-translation), ``blobs`` (blob handles, reading bytes, the tmp/ sweep), ``snapshot`` (the snapshot's read
+Modules: ``backend`` (``SQLiteStorage``), ``connections`` (the writer, the readers, their threads; error
+translation), ``tables`` (DDL, creating and upgrading, shared SELECTs, row and time conversions), ``blobs`` (blob handles, reading bytes, the tmp/ sweep), ``snapshot`` (the snapshot's read
 transaction and its batches).
 """
 

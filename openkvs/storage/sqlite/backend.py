@@ -1,5 +1,5 @@
-"""``SQLiteStorage``, the backend class: connections (a writer and a pool of readers, each in worker threads),
-lifecycle and background maintenance, users and tokens, stores, grants, records (inline or spilled to a blob
+"""``SQLiteStorage``, the backend class: lifecycle and background maintenance (the connections are
+connections.py's), users and tokens, stores, grants, records (inline or spilled to a blob
 file), snapshot leases, garbage collection and access counters. The package docstring describes the layout on
 disk, the concurrency and how bytes are reclaimed."""
 
@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -34,7 +33,6 @@ from ..base import (
     Storage,
     StorageDamaged,
     StorageError,
-    StorageFull,
     StorageUnavailable,
     Store,
     User,
@@ -42,27 +40,26 @@ from ..base import (
 )
 from ..ids import new_id
 from ..stats import StatsBuffer
-from .blobs import BlobFile, Inline, inline_chunks, read_file, clamp_range, sweep_tmp
+from .blobs import BlobFile, Inline, clamp_range, inline_chunks, read_file, sweep_tmp
+from .connections import Database, translate
+from .snapshot import SQLiteSnapshot, begin_snapshot
+from .space import RESERVE_BYTES, Headroom, probe_writable, storing
 from .tables import (
+    DB_NAME,
     EPOCH,
     RECORD_COLS,
-    CREATE_TABLES,
     STORE_AND_RECORD,
-    UPGRADES,
     STORE_NCOLS,
     STORE_SELECT,
-    DB_NAME,
-    TABLES_VERSION,
+    create_database,
     from_ms,
     now_ms,
     selection_sql,
-    to_store,
     to_ms,
-    translate,
+    to_store,
     to_user,
+    upgrade,
 )
-from .snapshot import begin_snapshot, SQLiteSnapshot
-from .space import RESERVE_BYTES, Headroom, probe_writable, storing
 
 log = logging.getLogger(__package__)  # "openkvs.storage.sqlite", the name log records had before the split
 
@@ -74,7 +71,6 @@ LEASE_SECONDS = 300.0
 LEASE_RENEW_SECONDS = 60.0
 BUSY_TIMEOUT_MS = 10_000
 GC_BATCH = 1000
-WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 class SQLiteStorage(Storage):
@@ -105,176 +101,52 @@ class SQLiteStorage(Storage):
         self._stats = StatsBuffer()
         self._space = Headroom(self.data_dir, reserve_bytes)  # see space.py: a full disk stays usable
         self._maintenance_error: str | None = None  # the last failure logged by _maintenance (logged once)
-        self._wconn: sqlite3.Connection | None = None
-        self._wlimiter: anyio.CapacityLimiter | None = None
-        self._pool: list[sqlite3.Connection] = []
-        self._all_conns: set[sqlite3.Connection] = set()
-        self._loop_conn: sqlite3.Connection | None = None  # point reads on the event loop thread
+        self._db = Database(self.db_path, fsync=fsync, busy_timeout=busy_timeout)
+        # The SQL below runs through these (see connections.py): a point read on the event loop thread, a read in
+        # a worker thread, a write transaction in the writer thread, and the writer's own transactions.
+        self._point_read = self._db.point_read
+        self._read = self._db.read
+        self._write = self._db.write
+        self._write_raw = self._db.write_raw
+        self._write_sync = self._db.write_sync
         # store ID -> (its row, the Store built from it): a record GET whose store row is unchanged reuses the
         # Store instead of converting 16 columns again. Checked against the row just read, so never stale.
         self._store_memo: dict[str, tuple[tuple[Any, ...], Store]] = {}
-        self._pool_lock = threading.Lock()
         self._leases: set[str] = set()  # leases of this process's open snapshots (renewed in the background)
         self._task: asyncio.Task[None] | None = None
-        self._closed = True
-
-    # -- connections -------------------------------------------------------------------------------------------
-
-    def _connect(self, *, readonly: bool, busy_timeout: float | None = None) -> sqlite3.Connection:
-        busy_timeout = self.busy_timeout if busy_timeout is None else busy_timeout
-        conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        conn.execute("PRAGMA cache_size = -16000")
-        if readonly:
-            conn.execute("PRAGMA query_only = 1")
-        else:
-            conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync else 'NORMAL'}")
-            # A long read (a ZIP download) keeps the WAL from being reset, so it grows while others write; once
-            # reset, it is cut back to this instead of keeping its largest size for good.
-            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
-            conn.execute("PRAGMA foreign_keys = ON")
-        return conn
-
-    def _acquire_read(self) -> sqlite3.Connection:
-        with self._pool_lock:
-            if self._closed:
-                raise StorageUnavailable("storage is closed")
-            if self._pool:
-                return self._pool.pop()
-        conn = self._connect(readonly=True)
-        with self._pool_lock:
-            self._all_conns.add(conn)
-        return conn
-
-    def _release_read(self, conn: sqlite3.Connection) -> None:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        with self._pool_lock:
-            if not self._closed:
-                self._pool.append(conn)
-                return
-            self._all_conns.discard(conn)
-        conn.close()
-
-    def _read_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        conn = self._acquire_read()
-        try:
-            return fn(conn, *args)
-        finally:
-            self._release_read(conn)
-
-    def _write_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        conn = self._wconn
-        if conn is None:
-            raise StorageUnavailable("storage is closed")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn, *args)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return result
-
-    async def _point_read(self, fn: Callable[..., T], *args: Any) -> T:
-        """A lookup by a primary or unique key takes microseconds, less than the hop to a worker thread, so it
-        runs right here on the event loop thread, on a connection of its own. WAL readers don't wait for writers;
-        should the database be busy anyway (recovery, a checkpoint's lock), it never waits here (busy timeout 0)
-        but goes the usual way, through a worker thread that may wait."""
-        conn = self._loop_conn
-        if conn is None:
-            if self._closed:
-                raise StorageUnavailable("storage is closed")
-            conn = self._loop_conn = self._connect(readonly=True, busy_timeout=0)
-            with self._pool_lock:
-                self._all_conns.add(conn)
-        try:
-            return fn(conn, *args)
-        except sqlite3.OperationalError as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if any(m in str(exc).lower() for m in ("locked", "busy")):
-                return await self._read(fn, *args)
-            raise translate(exc) from exc
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-
-    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await anyio.to_thread.run_sync(self._read_sync, fn, *args)
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` in one write transaction, in the writer thread."""
-        if self._wlimiter is None:
-            raise StorageUnavailable("storage is not open")
-        try:
-            return await anyio.to_thread.run_sync(self._write_sync, fn, *args, limiter=self._wlimiter)
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-
-    async def _write_raw(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` in the writer thread; ``fn`` manages its own transactions."""
-        assert self._wlimiter is not None and self._wconn is not None
-        try:
-            return await anyio.to_thread.run_sync(fn, self._wconn, *args, limiter=self._wlimiter)
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if not self._closed:
+        if not self._db.closed:
             return
-        try:
-            await anyio.to_thread.run_sync(self._open_sync)
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        self._wlimiter = anyio.CapacityLimiter(1)
-        self._closed = False
+        writer = await self._run_sync(self._open_sync)
+        self._db.start(writer)
         if self.background:
             self._task = asyncio.get_running_loop().create_task(self._maintenance())
 
-    def _open_sync(self) -> None:
+    async def _run_sync(self, fn: Callable[[], T]) -> T:
+        try:
+            return await anyio.to_thread.run_sync(fn)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    def _open_sync(self) -> sqlite3.Connection:
+        """In a worker thread: the data dir and the database ready (created, or its tables upgraded), the
+        uploads of crashed processes swept away; returns the writer connection."""
         with storing(self.data_dir):
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.blob_dir.mkdir(exist_ok=True)
             self.tmp_dir.mkdir(exist_ok=True)
         probe_writable(self.tmp_dir)
         if not self.db_path.exists():
-            self._create_db()
-        conn = self._connect(readonly=False)
+            create_database(self.db_path, fsync=self.fsync)
+        conn = self._db.connect(readonly=False)
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise StorageUnavailable(f"cannot switch {self.db_path} to WAL mode (got {mode})")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version == 0:
-                    # A new database is made whole before it gets its name (_create_db): one without a version
-                    # was emptied or replaced. Starting would make a new install over the old record files.
-                    raise StorageDamaged(
-                        f"{self.db_path} exists but holds no openkvs database "
-                        f"({self.db_path.stat().st_size} bytes): restore it from a backup, or move it away to "
-                        "start a new, empty installation"
-                    )
-                if version > TABLES_VERSION:
-                    raise RuntimeError(
-                        f"{self.db_path} has schema version {version}; this openkvs knows up to {TABLES_VERSION}"
-                    )
-                if version < TABLES_VERSION:
-                    for statement in ";".join(UPGRADES[version - 1 :]).split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {TABLES_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            upgrade(conn, self.db_path)
         except sqlite3.DatabaseError as exc:
             conn.close()
             if "not a database" in str(exc) or "malformed" in str(exc):
@@ -283,49 +155,11 @@ class SQLiteStorage(Storage):
         except BaseException:
             conn.close()
             raise
-        self._wconn = conn
         sweep_tmp(self.tmp_dir)
-
-    def _create_db(self) -> None:
-        """A brand-new database: built under a temporary name and linked into place complete, so a database file
-        without a schema version is never a new install (see _open_sync). Several processes starting at once on
-        a new data_dir: the first link wins, the others use it."""
-        tmp = self.data_dir / f"{DB_NAME}.new-{os.getpid()}-{new_id(8)}"
-        try:
-            with storing(self.data_dir):
-                conn = sqlite3.connect(tmp, isolation_level=None)
-                try:
-                    conn.execute("PRAGMA journal_mode = WAL")
-                    conn.execute("BEGIN IMMEDIATE")
-                    self._create_schema(conn)
-                    conn.execute("COMMIT")
-                finally:
-                    conn.close()  # the last connection: checkpoints and removes the -wal and -shm files
-                if self.fsync:
-                    fd = os.open(tmp, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-                try:
-                    os.link(tmp, self.db_path)
-                except FileExistsError:
-                    pass
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        finally:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
-
-    @staticmethod
-    def _create_schema(conn: sqlite3.Connection) -> None:
-        for statement in CREATE_TABLES.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {TABLES_VERSION}")
+        return conn
 
     async def aclose(self) -> None:
-        if self._closed:
+        if self._db.closed:
             return
         if self._task is not None:
             self._task.cancel()
@@ -339,21 +173,7 @@ class SQLiteStorage(Storage):
                 await self.flush_stats()
             except Exception:
                 log.exception("could not flush access counters at close")
-            assert self._wlimiter is not None
-            await anyio.to_thread.run_sync(self._close_sync, limiter=self._wlimiter)
-
-    def _close_sync(self) -> None:
-        with self._pool_lock:
-            self._closed = True
-            conns = list(self._all_conns)
-            self._all_conns.clear()
-            self._pool.clear()
-            self._loop_conn = None
-        for conn in conns:
-            conn.close()
-        if self._wconn is not None:
-            self._wconn.close()
-            self._wconn = None
+            await self._db.close()
 
     async def _maintenance(self) -> None:
         last_gc = last_renew = time.monotonic()
@@ -910,7 +730,7 @@ class SQLiteStorage(Storage):
         conn: sqlite3.Connection | None = None
         try:
             try:
-                conn = await anyio.to_thread.run_sync(lambda: self._connect(readonly=True))
+                conn = await anyio.to_thread.run_sync(lambda: self._db.connect(readonly=True))
                 snap = await anyio.to_thread.run_sync(begin_snapshot, self, conn, store_id, selection)
             except sqlite3.Error as exc:
                 raise translate(exc) from exc

@@ -12,8 +12,9 @@ import anyio
 import anyio.to_thread
 
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageDamaged
-from .blobs import BlobFile, inline_chunks, DataRow
-from .tables import RECORD_COLS, from_ms, selection_sql, translate
+from .blobs import BlobFile, DataRow, inline_chunks
+from .connections import translate
+from .tables import RECORD_COLS, from_ms, selection_sql
 
 if TYPE_CHECKING:
     from .backend import SQLiteStorage

@@ -1,27 +1,30 @@
-"""The database side of the SQLite backend: the schema (DDL and its version), the SELECTs that several methods
-share, row -> ``User``/``Store`` conversion, timestamps as integer milliseconds, key selections as SQL, and
-sqlite3 errors that mean "unavailable" translated to ``StorageUnavailable``."""
+"""The SQL side of the SQLite backend: the tables (DDL, their version, creating and upgrading a database), the
+SELECTs that several methods share, row -> ``User``/``Store`` conversion, timestamps as integer milliseconds and
+key selections as SQL."""
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from ..base import (
-    prefix_upper_bound,
     KeySelection,
     StorageDamaged,
-    StorageFull,
-    StorageUnavailable,
     Store,
     StoreStats,
     User,
+    prefix_upper_bound,
 )
+from ..ids import new_id
+from .connections import translate
+from .space import storing
 
 TABLES_VERSION = 2
 DB_NAME = "openkvs.sqlite3"
@@ -108,6 +111,69 @@ UPGRADES = (
 )
 assert len(UPGRADES) == TABLES_VERSION - 1
 
+
+def create_database(db_path: Path, *, fsync: bool) -> None:
+    """A brand-new database: built under a temporary name and linked into place complete, so a database file
+    without a version is never a new install (see ``upgrade``). Several processes starting at once on a new
+    data_dir: the first link wins, the others use it."""
+    tmp = db_path.parent / f"{DB_NAME}.new-{os.getpid()}-{new_id(8)}"
+    try:
+        with storing(db_path.parent):
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in CREATE_TABLES.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {TABLES_VERSION}")
+                conn.execute("COMMIT")
+            finally:
+                conn.close()  # the last connection: checkpoints and removes the -wal and -shm files
+            if fsync:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            try:
+                os.link(tmp, db_path)
+            except FileExistsError:
+                pass
+    except sqlite3.Error as exc:
+        raise translate(exc) from exc
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+
+
+def upgrade(conn: sqlite3.Connection, db_path: Path) -> None:
+    """On the writer connection of an existing database: bring its tables to ``TABLES_VERSION`` in one write
+    transaction. Refuses a database without a version (see ``create_database``) or with a newer one."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            # A new database is made whole before it gets its name (create_database): one without a version
+            # was emptied or replaced. Starting would make a new install over the old record files.
+            raise StorageDamaged(
+                f"{db_path} exists but holds no openkvs database "
+                f"({db_path.stat().st_size} bytes): restore it from a backup, or move it away to "
+                "start a new, empty installation"
+            )
+        if version > TABLES_VERSION:
+            raise RuntimeError(f"{db_path} has schema version {version}; this openkvs knows up to {TABLES_VERSION}")
+        if version < TABLES_VERSION:
+            for statement in ";".join(UPGRADES[version - 1 :]).split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {TABLES_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
 STORE_SELECT = """
 SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
        s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
@@ -130,10 +196,6 @@ LEFT JOIN records r ON r.store_id = s.id AND r.key = ? AND s.user_id = ?
 LEFT JOIN record_data d ON d.id = r.data_id
 WHERE s.id = ?
 """
-
-_UNAVAILABLE_MARKERS = ("locked", "busy", "unable to open", "disk i/o")  # may pass: 503, retry
-_FULL_MARKERS = ("disk is full", "readonly")  # nothing new can be stored: 507
-_DAMAGED_MARKERS = ("not a database", "malformed")  # permanent until repaired
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
@@ -168,20 +230,6 @@ def selection_sql(selection: KeySelection) -> tuple[str, list[Any]]:
             return "key >= ?", [selection.prefix]
         return "key >= ? AND key < ?", [selection.prefix, upper]
     return "1", []
-
-
-def translate(exc: sqlite3.Error) -> Exception:
-    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
-        exc, sqlite3.IntegrityError
-    ):
-        msg = str(exc).lower()
-        if any(m in msg for m in _FULL_MARKERS):
-            return StorageFull(f"SQLite: {exc}")
-        if any(m in msg for m in _DAMAGED_MARKERS):
-            return StorageDamaged(f"SQLite: {exc}")
-        if any(m in msg for m in _UNAVAILABLE_MARKERS):
-            return StorageUnavailable(f"SQLite: {exc}")
-    return exc
 
 
 def to_user(row: Sequence[Any]) -> User:

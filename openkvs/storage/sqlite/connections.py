@@ -1,0 +1,193 @@
+"""SQLite's connections and threads, the mechanism only (no table is named here): one writer connection used in
+one worker thread at a time (a capacity limiter of one), a pool of reader connections used in worker threads,
+one reader on the event loop thread for point reads, and sqlite3 errors translated to the storage errors.
+
+Every write is a ``BEGIN IMMEDIATE`` transaction, which SQLite serialises across processes (``busy_timeout``
+makes the others wait); WAL readers don't wait for writers."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ..base import StorageDamaged, StorageFull, StorageUnavailable
+
+T = TypeVar("T")
+
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+_UNAVAILABLE_MARKERS = ("locked", "busy", "unable to open", "disk i/o")  # may pass: 503, retry
+_FULL_MARKERS = ("disk is full", "readonly")  # nothing new can be stored: 507
+_DAMAGED_MARKERS = ("not a database", "malformed")  # permanent until repaired
+
+
+def translate(exc: sqlite3.Error) -> Exception:
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.IntegrityError
+    ):
+        msg = str(exc).lower()
+        if any(m in msg for m in _FULL_MARKERS):
+            return StorageFull(f"SQLite: {exc}")
+        if any(m in msg for m in _DAMAGED_MARKERS):
+            return StorageDamaged(f"SQLite: {exc}")
+        if any(m in msg for m in _UNAVAILABLE_MARKERS):
+            return StorageUnavailable(f"SQLite: {exc}")
+    return exc
+
+
+class Database:
+    """The connections of one SQLite database file. ``connect`` makes one; ``start`` takes the writer connection
+    (made and brought up to date by the caller) and opens the rest for use; ``close`` closes them all."""
+
+    def __init__(self, path: Path, *, fsync: bool, busy_timeout: float) -> None:
+        self.path = path
+        self.fsync = fsync
+        self.busy_timeout = busy_timeout
+        self._wconn: sqlite3.Connection | None = None
+        self._wlimiter: anyio.CapacityLimiter | None = None
+        self._pool: list[sqlite3.Connection] = []
+        self._all_conns: set[sqlite3.Connection] = set()
+        self._loop_conn: sqlite3.Connection | None = None  # point reads on the event loop thread
+        self._pool_lock = threading.Lock()
+        self.closed = True
+
+    def connect(self, *, readonly: bool, busy_timeout: float | None = None) -> sqlite3.Connection:
+        busy_timeout = self.busy_timeout if busy_timeout is None else busy_timeout
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        conn.execute("PRAGMA cache_size = -16000")
+        if readonly:
+            conn.execute("PRAGMA query_only = 1")
+        else:
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync else 'NORMAL'}")
+            # A long read (a ZIP download) keeps the WAL from being reset, so it grows while others write; once
+            # reset, it is cut back to this instead of keeping its largest size for good.
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def start(self, writer: sqlite3.Connection) -> None:
+        """On the event loop: ``writer`` (a ``connect(readonly=False)``) becomes the writer, reads may begin."""
+        self._wconn = writer
+        self._wlimiter = anyio.CapacityLimiter(1)
+        self.closed = False
+
+    async def close(self) -> None:
+        """Close every connection, the writer's once no write runs any more."""
+        if self._wlimiter is None:
+            self._close_sync()
+        else:
+            await anyio.to_thread.run_sync(self._close_sync, limiter=self._wlimiter)
+
+    def _close_sync(self) -> None:
+        with self._pool_lock:
+            self.closed = True
+            conns = list(self._all_conns)
+            self._all_conns.clear()
+            self._pool.clear()
+            self._loop_conn = None
+        for conn in conns:
+            conn.close()
+        if self._wconn is not None:
+            self._wconn.close()
+            self._wconn = None
+
+    # -- readers -----------------------------------------------------------------------------------------------
+
+    def _acquire_read(self) -> sqlite3.Connection:
+        with self._pool_lock:
+            if self.closed:
+                raise StorageUnavailable("storage is closed")
+            if self._pool:
+                return self._pool.pop()
+        conn = self.connect(readonly=True)
+        with self._pool_lock:
+            self._all_conns.add(conn)
+        return conn
+
+    def _release_read(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        with self._pool_lock:
+            if not self.closed:
+                self._pool.append(conn)
+                return
+            self._all_conns.discard(conn)
+        conn.close()
+
+    def _read_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        conn = self._acquire_read()
+        try:
+            return fn(conn, *args)
+        finally:
+            self._release_read(conn)
+
+    async def point_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A lookup by a primary or unique key takes microseconds, less than the hop to a worker thread, so it
+        runs right here on the event loop thread, on a connection of its own. WAL readers don't wait for writers;
+        should the database be busy anyway (recovery, a checkpoint's lock), it never waits here (busy timeout 0)
+        but goes the usual way, through a worker thread that may wait."""
+        conn = self._loop_conn
+        if conn is None:
+            if self.closed:
+                raise StorageUnavailable("storage is closed")
+            conn = self._loop_conn = self.connect(readonly=True, busy_timeout=0)
+            with self._pool_lock:
+                self._all_conns.add(conn)
+        try:
+            return fn(conn, *args)
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if any(m in str(exc).lower() for m in ("locked", "busy")):
+                return await self.read(fn, *args)
+            raise translate(exc) from exc
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on a reader connection, in a worker thread."""
+        try:
+            return await anyio.to_thread.run_sync(self._read_sync, fn, *args)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    # -- the writer --------------------------------------------------------------------------------------------
+
+    def write_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """In the writer thread: ``fn(conn, *args)`` in one write transaction."""
+        conn = self._wconn
+        if conn is None:
+            raise StorageUnavailable("storage is closed")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in one write transaction, in the writer thread."""
+        if self._wlimiter is None:
+            raise StorageUnavailable("storage is not open")
+        try:
+            return await anyio.to_thread.run_sync(self.write_sync, fn, *args, limiter=self._wlimiter)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    async def write_raw(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in the writer thread; ``fn`` manages its own transactions."""
+        assert self._wlimiter is not None and self._wconn is not None
+        try:
+            return await anyio.to_thread.run_sync(fn, self._wconn, *args, limiter=self._wlimiter)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
