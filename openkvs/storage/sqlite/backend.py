@@ -1,15 +1,13 @@
-"""``SQLiteStorage``, the backend class: lifecycle and background maintenance (the connections are
-connections.py's), users and tokens, stores, grants, records (inline or spilled to a blob
-file), snapshot leases, garbage collection and access counters. The package docstring describes the layout on
-disk, the concurrency and how bytes are reclaimed."""
+"""``SQLiteStorage``, the backend class: the SQL of users and tokens, stores, grants, records and access counters;
+opening and closing, and the background maintenance. Connections and threads are ``connections.py``'s, the
+record files' life (spill, commit, leases, garbage) ``files.py``'s. The package docstring describes the layout
+on disk, the concurrency and how bytes are reclaimed."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -31,19 +29,18 @@ from ..base import (
     RecordBody,
     RecordMeta,
     Storage,
-    StorageDamaged,
     StorageError,
-    StorageUnavailable,
     Store,
     User,
     UsernameTaken,
 )
 from ..ids import new_id
 from ..stats import StatsBuffer
-from .blobs import BlobFile, Inline, clamp_range, inline_chunks, read_file, sweep_tmp
+from .blobs import BlobFile, Inline, clamp_range, inline_chunks, read_file
 from .connections import Database, translate
+from .files import RecordFiles
 from .snapshot import SQLiteSnapshot, begin_snapshot
-from .space import RESERVE_BYTES, Headroom, probe_writable, storing
+from .space import RESERVE_BYTES, Headroom
 from .tables import (
     DB_NAME,
     EPOCH,
@@ -55,7 +52,6 @@ from .tables import (
     from_ms,
     now_ms,
     selection_sql,
-    to_ms,
     to_store,
     to_user,
     upgrade,
@@ -65,12 +61,8 @@ log = logging.getLogger(__package__)  # "openkvs.storage.sqlite", the name log r
 
 T = TypeVar("T")
 
-WRITE_BUFFER = 1024 * 1024  # bytes gathered in memory before one write() to a spill file
-PENDING_MS = 24 * 3600 * 1000  # a file being committed is registered as garbage "created" this far in the future
-LEASE_SECONDS = 300.0
 LEASE_RENEW_SECONDS = 60.0
 BUSY_TIMEOUT_MS = 10_000
-GC_BATCH = 1000
 
 
 class SQLiteStorage(Storage):
@@ -89,8 +81,6 @@ class SQLiteStorage(Storage):
     ) -> None:
         self.data_dir = Path(data_dir)
         self.db_path = self.data_dir / DB_NAME
-        self.blob_dir = self.data_dir / "blobs"
-        self.tmp_dir = self.data_dir / "tmp"
         self.fsync = fsync
         self.inline_max = inline_max
         self.gc_grace_seconds = gc_grace_seconds
@@ -99,7 +89,6 @@ class SQLiteStorage(Storage):
         self.background = background
         self.busy_timeout = busy_timeout
         self._stats = StatsBuffer()
-        self._space = Headroom(self.data_dir, reserve_bytes)  # see space.py: a full disk stays usable
         self._maintenance_error: str | None = None  # the last failure logged by _maintenance (logged once)
         self._db = Database(self.db_path, fsync=fsync, busy_timeout=busy_timeout)
         # The SQL below runs through these (see connections.py): a point read on the event loop thread, a read in
@@ -107,12 +96,18 @@ class SQLiteStorage(Storage):
         self._point_read = self._db.point_read
         self._read = self._db.read
         self._write = self._db.write
-        self._write_raw = self._db.write_raw
-        self._write_sync = self._db.write_sync
+        self._files = RecordFiles(
+            self._db,
+            self.data_dir,
+            fsync=fsync,
+            inline_max=inline_max,
+            gc_grace_seconds=gc_grace_seconds,
+            space=Headroom(self.data_dir, reserve_bytes),  # see space.py: a full disk stays usable
+        )
+        self.blob_dir = self._files.blob_dir
         # store ID -> (its row, the Store built from it): a record GET whose store row is unchanged reuses the
         # Store instead of converting 16 columns again. Checked against the row just read, so never stale.
         self._store_memo: dict[str, tuple[tuple[Any, ...], Store]] = {}
-        self._leases: set[str] = set()  # leases of this process's open snapshots (renewed in the background)
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -134,28 +129,12 @@ class SQLiteStorage(Storage):
     def _open_sync(self) -> sqlite3.Connection:
         """In a worker thread: the data dir and the database ready (created, or its tables upgraded), the
         uploads of crashed processes swept away; returns the writer connection."""
-        with storing(self.data_dir):
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            self.blob_dir.mkdir(exist_ok=True)
-            self.tmp_dir.mkdir(exist_ok=True)
-        probe_writable(self.tmp_dir)
+        self._files.prepare()
         if not self.db_path.exists():
             create_database(self.db_path, fsync=self.fsync)
         conn = self._db.connect(readonly=False)
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise StorageUnavailable(f"cannot switch {self.db_path} to WAL mode (got {mode})")
-            upgrade(conn, self.db_path)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            if "not a database" in str(exc) or "malformed" in str(exc):
-                raise StorageDamaged(f"{self.db_path} is damaged ({exc}): run openkvs check") from exc
-            raise
-        except BaseException:
-            conn.close()
-            raise
-        sweep_tmp(self.tmp_dir)
+        upgrade(conn, self.db_path)
+        self._files.sweep()
         return conn
 
     async def aclose(self) -> None:
@@ -182,9 +161,9 @@ class SQLiteStorage(Storage):
             try:
                 await self.flush_stats()
                 now = time.monotonic()
-                if self._leases and now - last_renew >= LEASE_RENEW_SECONDS:
+                if self._files.leases and now - last_renew >= LEASE_RENEW_SECONDS:
                     last_renew = now
-                    await self._renew_leases()
+                    await self._files.renew_leases()
                 if now - last_gc >= self.gc_interval:
                     last_gc = now
                     await self.collect_garbage()
@@ -445,10 +424,6 @@ class SQLiteStorage(Storage):
 
     # -- records -----------------------------------------------------------------------------------------------
 
-    def _blob_relpath(self) -> str:
-        name = new_id(24)
-        return f"{name[0:2]}/{name[2:4]}/{name}"
-
     def _fetched(self, row: Sequence[Any]) -> RecordMeta:
         """A record read as RECORD_COLS then ``d.data``: in a file (path) or inline (bytes, maybe none)."""
         path, data = row[8], row[9]
@@ -470,114 +445,13 @@ class SQLiteStorage(Storage):
     async def put_record(
         self, store_id: str, key: str, body: RecordBody, content_type: str, content_encoding: str | None
     ) -> RecordMeta:
-        buf = bytearray()
-        size = 0
-        tmp_path: Path | None = None
-        f = None
-        try:
-            async for chunk in body:
-                if not chunk:
-                    continue
-                size += len(chunk)
-                buf += chunk
-                if f is None:
-                    if len(buf) <= self.inline_max:
-                        continue
-                    # The writer's pid in the name lets a restart tell a dead process's leftovers from
-                    # the uploads that other live processes on this data_dir are still writing.
-                    tmp_path = self.tmp_dir / f"{os.getpid()}-{new_id(24)}.part"
-                    self._need_space(len(buf))
-                    with storing(self.data_dir):
-                        f = await anyio.to_thread.run_sync(open, tmp_path, "xb")
-                if len(buf) >= WRITE_BUFFER:
-                    data, buf = bytes(buf), bytearray()
-                    self._need_space(len(data))
-                    with storing(self.data_dir):
-                        await anyio.to_thread.run_sync(f.write, data)
-            if f is not None:
-                data, buf = bytes(buf), bytearray()
-                self._need_space(len(data))
-                with storing(self.data_dir):
-                    await anyio.to_thread.run_sync(self._finish_file, f, data)
-            decoded_size, crc = body.decoded_size, body.crc32
-        except BaseException:
-            if f is not None:
-                f.close()
-            if tmp_path is not None:
-                with contextlib.suppress(OSError):  # never created, if the disk is full or read-only
-                    tmp_path.unlink(missing_ok=True)
-            raise
-        if f is not None:
-            f.close()
-
-        now = now_ms()
-        row = (key, size, decoded_size, crc & 0xFFFFFFFF, now, content_type, content_encoding)
+        size, data, tmp_path = await self._files.spill(body)
+        row = (key, size, body.decoded_size, body.crc32 & 0xFFFFFFFF, now_ms(), content_type, content_encoding)
         if tmp_path is None:
-            data = bytes(buf)
-            free = self._space.free()
-            reusable = await self._reusable() if free - len(data) < self._space.reserve else 0
-            if not self._space.enough(len(data), reusable, free):
-                raise self._space.refuse()
+            await self._files.need_inline_space(len(data))
             await self._write(self._commit_record, store_id, row, data, None)
             return self._meta(row, Inline(data))
-        relpath = self._blob_relpath()
-        try:
-            await self._write_raw(self._commit_file_record, store_id, row, tmp_path, relpath)
-        finally:
-            tmp_path.unlink(missing_ok=True)  # already renamed unless something failed
-        return self._meta(row, BlobFile(self.blob_dir / relpath))
-
-    def _need_space(self, incoming: int) -> None:
-        if not self._space.enough(incoming):
-            raise self._space.refuse()
-
-    async def _reusable(self) -> int:
-        """Bytes of pages SQLite has freed (deleted inline records) and will reuse before growing the file."""
-        return await self._point_read(
-            lambda c: c.execute("PRAGMA freelist_count").fetchone()[0] * c.execute("PRAGMA page_size").fetchone()[0]
-        )
-
-    def _finish_file(self, f: Any, data: bytes) -> None:
-        if data:
-            f.write(data)
-        f.flush()
-        if self.fsync:
-            os.fsync(f.fileno())
-
-    def _commit_file_record(
-        self, conn: sqlite3.Connection, store_id: str, row: tuple[Any, ...], tmp_path: Path, relpath: str
-    ) -> None:
-        """In the writer thread: register the file as pending garbage, move it into blobs/, then commit the
-        record and unregister it. A crash at any point leaves either the old record and a reclaimable file, or
-        the new record with its file."""
-
-        def register(c: sqlite3.Connection) -> int:
-            cur = c.execute(
-                "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)",
-                (relpath, now_ms() + PENDING_MS, store_id),
-            )
-            return int(cur.lastrowid)
-
-        pending_id = self._write_sync(register)
-        final = self.blob_dir / relpath
-        try:
-            with storing(self.data_dir):
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp_path, final)
-            if self.fsync:
-                fd = os.open(final.parent, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            self._write_sync(self._commit_record, store_id, row, None, relpath, pending_id)
-        except BaseException:
-            final.unlink(missing_ok=True)
-            try:
-                self._write_sync(lambda c: c.execute("DELETE FROM garbage WHERE id = ?", (pending_id,)))
-            except Exception:
-                pass  # the pending row is reclaimed later; the file is gone already
-            raise
+        return self._meta(row, await self._files.commit(store_id, row, tmp_path, self._commit_record))
 
     @staticmethod
     def _commit_record(
@@ -715,18 +589,8 @@ class SQLiteStorage(Storage):
 
     @asynccontextmanager
     async def snapshot(self, store_id: str, selection: KeySelection) -> AsyncIterator[SQLiteSnapshot]:
-        lease_id = new_id()
-        expires = now_ms() + int(LEASE_SECONDS * 1000)
-        # The lease first, then the read transaction: every file of this store the snapshot can see is either
-        # live or has a garbage id above the watermark. Other stores' garbage is none of its business.
-        await self._write(
-            lambda conn: conn.execute(
-                "INSERT INTO leases(id, watermark, expires_at, store_id) "
-                "SELECT ?, COALESCE(MAX(id), 0), ?, ? FROM garbage",
-                (lease_id, expires, store_id),
-            )
-        )
-        self._leases.add(lease_id)
+        # The lease first, then the read transaction (see files.py).
+        lease_id = await self._files.lease(store_id)
         conn: sqlite3.Connection | None = None
         try:
             try:
@@ -736,65 +600,17 @@ class SQLiteStorage(Storage):
                 raise translate(exc) from exc
             yield snap
         finally:
-            self._leases.discard(lease_id)
             with anyio.CancelScope(shield=True):
                 if conn is not None:
                     await anyio.to_thread.run_sync(conn.close)
-                try:
-                    await self._write(lambda c: c.execute("DELETE FROM leases WHERE id = ?", (lease_id,)))
-                except Exception:
-                    log.warning("could not delete lease %s (it expires by itself)", lease_id, exc_info=True)
-
-    async def _renew_leases(self) -> None:
-        leases = list(self._leases)
-        if not leases:
-            return
-        expires = now_ms() + int(LEASE_SECONDS * 1000)
-        await self._write(
-            lambda conn: conn.executemany(
-                "UPDATE leases SET expires_at = ? WHERE id = ?", [(expires, lease) for lease in leases]
-            )
-        )
+                await self._files.release(lease_id)
 
     # -- garbage -----------------------------------------------------------------------------------------------
 
     async def collect_garbage(self, now: datetime | None = None) -> int:
         """Delete files no reader can need any more; returns how many garbage rows were reclaimed.
         ``now`` (an aware datetime; default the clock) is for tests."""
-        now_ms = to_ms(now)
-        cutoff = now_ms - int(self.gc_grace_seconds * 1000)
-        total = 0
-        while True:
-
-            def pick(conn: sqlite3.Connection) -> list[tuple[int, str]]:
-                conn.execute("DELETE FROM leases WHERE expires_at < ?", (now_ms,))
-                # A lease keeps its own store's garbage above its watermark; rows of version 1 (no store) and
-                # leases of version 1 keep, and are kept by, everything.
-                return conn.execute(
-                    "SELECT g.id, g.path FROM garbage g WHERE g.created_at <= ? AND NOT EXISTS ("
-                    " SELECT 1 FROM leases l WHERE l.watermark < g.id"
-                    " AND (l.store_id = g.store_id OR l.store_id IS NULL OR g.store_id IS NULL)"
-                    ") ORDER BY g.id LIMIT ?",
-                    (cutoff, GC_BATCH),
-                ).fetchall()
-
-            batch = await self._write(pick)
-            if not batch:
-                return total
-
-            def unlink_all(paths: list[str]) -> None:
-                for p in paths:
-                    try:
-                        (self.blob_dir / p).unlink(missing_ok=True)
-                    except OSError:
-                        log.warning("could not delete %s", p, exc_info=True)
-
-            await anyio.to_thread.run_sync(unlink_all, [p for _, p in batch])
-            ids = [(i,) for i, _ in batch]
-            await self._write(lambda conn: conn.executemany("DELETE FROM garbage WHERE id = ?", ids))
-            total += len(batch)
-            if len(batch) < GC_BATCH:
-                return total
+        return await self._files.collect_garbage(now)
 
     # -- stats -------------------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import Any
 from ..base import (
     KeySelection,
     StorageDamaged,
+    StorageUnavailable,
     Store,
     StoreStats,
     User,
@@ -112,67 +113,6 @@ UPGRADES = (
 assert len(UPGRADES) == TABLES_VERSION - 1
 
 
-def create_database(db_path: Path, *, fsync: bool) -> None:
-    """A brand-new database: built under a temporary name and linked into place complete, so a database file
-    without a version is never a new install (see ``upgrade``). Several processes starting at once on a new
-    data_dir: the first link wins, the others use it."""
-    tmp = db_path.parent / f"{DB_NAME}.new-{os.getpid()}-{new_id(8)}"
-    try:
-        with storing(db_path.parent):
-            conn = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("BEGIN IMMEDIATE")
-                for statement in CREATE_TABLES.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {TABLES_VERSION}")
-                conn.execute("COMMIT")
-            finally:
-                conn.close()  # the last connection: checkpoints and removes the -wal and -shm files
-            if fsync:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            try:
-                os.link(tmp, db_path)
-            except FileExistsError:
-                pass
-    except sqlite3.Error as exc:
-        raise translate(exc) from exc
-    finally:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
-
-
-def upgrade(conn: sqlite3.Connection, db_path: Path) -> None:
-    """On the writer connection of an existing database: bring its tables to ``TABLES_VERSION`` in one write
-    transaction. Refuses a database without a version (see ``create_database``) or with a newer one."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            # A new database is made whole before it gets its name (create_database): one without a version
-            # was emptied or replaced. Starting would make a new install over the old record files.
-            raise StorageDamaged(
-                f"{db_path} exists but holds no openkvs database "
-                f"({db_path.stat().st_size} bytes): restore it from a backup, or move it away to "
-                "start a new, empty installation"
-            )
-        if version > TABLES_VERSION:
-            raise RuntimeError(f"{db_path} has schema version {version}; this openkvs knows up to {TABLES_VERSION}")
-        if version < TABLES_VERSION:
-            for statement in ";".join(UPGRADES[version - 1 :]).split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {TABLES_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 STORE_SELECT = """
 SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
@@ -253,3 +193,84 @@ def to_store(row: Sequence[Any]) -> Store:
         ),
         generation=row[15],
     )
+
+
+# -- creating and upgrading a database --------------------------------------------------------------------
+
+
+def create_database(db_path: Path, *, fsync: bool) -> None:
+    """A brand-new database: built under a temporary name and linked into place complete, so a database file
+    without a version is never a new install (see ``upgrade``). Several processes starting at once on a new
+    data_dir: the first link wins, the others use it."""
+    tmp = db_path.parent / f"{DB_NAME}.new-{os.getpid()}-{new_id(8)}"
+    try:
+        with storing(db_path.parent):
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in CREATE_TABLES.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {TABLES_VERSION}")
+                conn.execute("COMMIT")
+            finally:
+                conn.close()  # the last connection: checkpoints and removes the -wal and -shm files
+            if fsync:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            try:
+                os.link(tmp, db_path)
+            except FileExistsError:
+                pass
+    except sqlite3.Error as exc:
+        raise translate(exc) from exc
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+
+
+def upgrade(conn: sqlite3.Connection, db_path: Path) -> None:
+    """On the writer connection of an existing database: WAL mode, then its tables brought to ``TABLES_VERSION`` in
+    one write transaction. Refuses a database without a version (see ``create_database``) or with a newer one, and
+    a damaged one. Closes ``conn`` if it fails."""
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StorageUnavailable(f"cannot switch {db_path} to WAL mode (got {mode})")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                # A new database is made whole before it gets its name (create_database): one without a version
+                # was emptied or replaced. Starting would make a new install over the old record files.
+                raise StorageDamaged(
+                    f"{db_path} exists but holds no openkvs database "
+                    f"({db_path.stat().st_size} bytes): restore it from a backup, or move it away to "
+                    "start a new, empty installation"
+                )
+            if version > TABLES_VERSION:
+                raise RuntimeError(
+                    f"{db_path} has schema version {version}; this openkvs knows up to {TABLES_VERSION}"
+                )
+            if version < TABLES_VERSION:
+                for statement in ";".join(UPGRADES[version - 1 :]).split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {TABLES_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if "not a database" in str(exc) or "malformed" in str(exc):
+            raise StorageDamaged(f"{db_path} is damaged ({exc}): run openkvs check") from exc
+        raise
+    except BaseException:
+        conn.close()
+        raise
