@@ -595,7 +595,7 @@ class SQLiteStorage(Storage):
         try:
             try:
                 conn = await anyio.to_thread.run_sync(lambda: self._db.connect(readonly=True))
-                snap = await anyio.to_thread.run_sync(begin_snapshot, self, conn, store_id, selection)
+                snap = await anyio.to_thread.run_sync(begin_snapshot, self.blob_dir, conn, store_id, selection)
             except sqlite3.Error as exc:
                 raise translate(exc) from exc
             yield snap

@@ -6,18 +6,16 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageDamaged
-from .blobs import BlobFile, DataRow, inline_chunks
+from .blobs import BlobFile, DataRow, Inline, clamp_range, inline_chunks, read_file
 from .connections import translate
 from .tables import RECORD_COLS, from_ms, selection_sql
-
-if TYPE_CHECKING:
-    from .backend import SQLiteStorage
 
 T = TypeVar("T")
 
@@ -47,11 +45,9 @@ def _snapshot_dt(ms: int) -> datetime:
     return from_ms(ms)
 
 
-def begin_snapshot(
-    storage: SQLiteStorage, conn: sqlite3.Connection, store_id: str, selection: KeySelection
-) -> SQLiteSnapshot:
+def begin_snapshot(blob_dir: Path, conn: sqlite3.Connection, store_id: str, selection: KeySelection) -> SQLiteSnapshot:
     """In a worker thread, on the snapshot's own connection: begin its read transaction, count what it
-    selects."""
+    selects. ``blob_dir``: where the records' files are."""
     conn.execute("BEGIN")
     row = conn.execute("SELECT generation FROM stores WHERE id = ?", (store_id,)).fetchone()
     if row is None:
@@ -71,7 +67,7 @@ def begin_snapshot(
         # snapshots of such records map, on this connection of their own (see also _remap).
         conn.execute(f"PRAGMA mmap_size = {SNAPSHOT_MMAP_BYTES}")
     return SQLiteSnapshot(
-        storage, conn, store_id, cond, params, row[0], SnapshotTotals(count, key_bytes, decoded, big), mapped
+        blob_dir, conn, store_id, cond, params, row[0], SnapshotTotals(count, key_bytes, decoded, big), mapped
     )
 
 
@@ -80,7 +76,7 @@ class SQLiteSnapshot(Snapshot):
 
     def __init__(
         self,
-        storage: SQLiteStorage,
+        blob_dir: Path,
         conn: sqlite3.Connection,
         store_id: str,
         cond: str,
@@ -89,7 +85,7 @@ class SQLiteSnapshot(Snapshot):
         totals: SnapshotTotals,
         mapped: bool = False,
     ) -> None:
-        self._storage = storage
+        self._blob_dir = blob_dir
         self._mapped = mapped
         self._mapped_bytes = 0  # inline bytes read through the map since it was last dropped
         self._conn = conn
@@ -133,7 +129,7 @@ class SQLiteSnapshot(Snapshot):
         return blob if type(blob) is bytes and record.content_encoding is None else None
 
     async def _batches(self, after: str | None, batch: int, with_data: bool) -> AsyncIterator[Sequence[Any]]:
-        blob_dir = self._storage.blob_dir
+        blob_dir = self._blob_dir
         # Blob handles in a snapshot's records: the bytes themselves (inline, fetched with the batch), BlobFile, or
         # DataRow (inline, not fetched). Only this snapshot's read_blob understands the first and the last.
         if with_data:
@@ -209,6 +205,12 @@ class SQLiteSnapshot(Snapshot):
             data = await self._run(fetch)
             for chunk in inline_chunks(data, start, end):
                 yield chunk
-        else:
-            async for chunk in self._storage.read_blob(record, start, end):
+        elif isinstance(blob, Inline):  # a record from the storage's get_record
+            for chunk in inline_chunks(blob.data, start, end):
                 yield chunk
+        elif isinstance(blob, BlobFile):
+            start, end = clamp_range(start, end, record.size)
+            async for chunk in read_file(blob.path, start, end, record.key):
+                yield chunk
+        else:
+            raise TypeError(f"read_blob: not a record of this snapshot ({blob!r})")
