@@ -150,7 +150,7 @@ class Backend:
             return SQLiteStorage(self.data_dir, background=False)
         from openkvs.storage.postgres import PostgresStorage
 
-        return PostgresStorage(PG_URL, schema=self.schema, max_pool=16)
+        return PostgresStorage(PG_URL, namespace=self.schema, max_pool=16)
 
     @property
     def marker(self) -> Path:

@@ -169,8 +169,8 @@ async def main() -> None:
     ap.add_argument("--label", default="")
     a = ap.parse_args()
     if a.fresh:
-        await PostgresStorage(DSN, schema=SCHEMA).drop_schema()
-    s = PostgresStorage(DSN, schema=SCHEMA, max_pool=10)
+        await PostgresStorage(DSN, namespace=SCHEMA).drop()
+    s = PostgresStorage(DSN, namespace=SCHEMA, max_pool=10)
     await s.open()
     try:
         ids = await ensure_sets(s)

@@ -220,7 +220,7 @@ def open_storage(settings: Settings) -> Storage:
         from openkvs.storage.postgres import PostgresStorage
 
         return PostgresStorage(
-            settings.database_url, schema=settings.database_schema, max_snapshots=settings.max_downloads
+            settings.database_url, namespace=settings.database_schema, max_snapshots=settings.max_downloads
         )
     from openkvs.storage.sqlite import SQLiteStorage
 

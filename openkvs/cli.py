@@ -321,8 +321,7 @@ def migrate(**flags: Any) -> None:
     """Create or upgrade the database schema (also done at every start)."""
 
     async def work(storage: Any) -> None:
-        if hasattr(storage, "migrate"):
-            await storage.migrate()
+        await storage.migrate()
 
     _run(_settings(**flags), work)
     click.echo("schema is current")

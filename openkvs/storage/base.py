@@ -224,12 +224,23 @@ class Storage(abc.ABC):
         """Write the access counters buffered by ``count_access`` now (the background task does this every few
         seconds, ``aclose`` at the end). For tests and orderly shutdown."""
 
-    async def collect_garbage(self, now: datetime | None = None) -> int:
+    @abc.abstractmethod
+    async def migrate(self) -> int:
+        """Create the database or bring its tables to the version this code knows (``open`` does it too); returns
+        that version. Works whether the storage is open or closed; safe from several processes at once. Raises
+        StorageError for a database newer than this code."""
+
+    @abc.abstractmethod
+    async def drop(self) -> None:
+        """Delete every table and record of this storage (for tests; ``migrate`` or ``open`` starts afresh).
+        Call it closed."""
+
+    @abc.abstractmethod
+    async def collect_garbage(self, now: datetime | None = None, grace: float | None = None) -> int:
         """Reclaim the bytes of replaced and deleted records that no reader can need any more (older than the
         grace period and not held by an open snapshot); returns how many items were reclaimed. The background
-        task calls this periodically; ``now`` (an aware datetime) lets tests move time forward. Backends that
-        free bytes at once return 0."""
-        return 0
+        task calls this periodically; ``now`` (an aware datetime) moves time forward and ``grace`` (seconds)
+        replaces the configured grace period, for tests."""
 
     async def __aenter__(self) -> Storage:
         await self.open()

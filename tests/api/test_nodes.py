@@ -276,7 +276,7 @@ def test_bytes_a_download_on_a_needs_survive_b_and_gc(nodes: tuple[Server, Serve
                 assert cb.delete(rec_path(sid, k)).status_code == 204
 
             async def collect() -> tuple[int, int]:
-                gc = PostgresStorage(DATABASE_URL, schema=schema, min_pool=1, max_pool=2)
+                gc = PostgresStorage(DATABASE_URL, namespace=schema, min_pool=1, max_pool=2)
                 await gc.open()
                 try:
                     freed = await gc.collect_garbage(grace=0)

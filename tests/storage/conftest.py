@@ -2,7 +2,7 @@
 
 Every test gets an empty database. SQLite: a fresh data_dir. PostgreSQL: ``PostgresStorage`` from
 ``openkvs.storage.postgres`` on ``OPENKVS_TEST_DATABASE_URL``, isolated in a schema of its own per test (the
-backend's ``schema=`` option) or, failing that, wiped by its ``reset()`` method. Where PostgreSQL cannot be used
+backend's ``namespace=`` option) or, failing that, wiped by its ``reset()`` method. Where PostgreSQL cannot be used
 the postgres tests skip with the reason, except under CI (env ``CI`` set), where a skip is a failure.
 """
 
@@ -41,8 +41,8 @@ async def _postgres(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
     kwargs: dict[str, Any] = {}
     params = inspect.signature(cls).parameters
     schema = f"test_{new_id().lower()}"
-    if "schema" in params:
-        kwargs["schema"] = schema
+    if "namespace" in params:
+        kwargs["namespace"] = schema
     if "gc_grace_seconds" in params:
         kwargs["gc_grace_seconds"] = 60.0
     storage = cls(dsn, **kwargs)
@@ -51,18 +51,17 @@ async def _postgres(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
     except Exception as exc:  # server down, wrong DSN
         unavailable(f"cannot open PostgresStorage({dsn!r}): {exc!r}")
     try:
-        if "schema" not in kwargs:
+        if "namespace" not in kwargs:
             reset = getattr(storage, "reset", None)
             if reset is None:
                 await storage.aclose()
-                unavailable("PostgresStorage has neither a schema= option nor reset(): no per-test isolation")
+                unavailable("PostgresStorage has neither a namespace= option nor reset(): no per-test isolation")
             await reset()
         yield storage
     finally:
         await storage.aclose()
-        drop = getattr(storage, "drop_schema", None)
-        if "schema" in kwargs and drop is not None:
-            await drop()
+        if "namespace" in kwargs:
+            await storage.drop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -57,7 +57,7 @@ async def nodes(schema: str):
     opened: list[PostgresStorage] = []
 
     async def make(**kw) -> PostgresStorage:
-        s = PostgresStorage(DSN, schema=schema, **kw)
+        s = PostgresStorage(DSN, namespace=schema, **kw)
         await s.open()
         opened.append(s)
         return s
@@ -65,7 +65,7 @@ async def nodes(schema: str):
     yield make
     for s in opened:
         await s.aclose()
-    await PostgresStorage(DSN, schema=schema).drop_schema()
+    await PostgresStorage(DSN, namespace=schema).drop()
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ async def new_store(s: PostgresStorage, name: str = "store"):
 
 
 async def test_migration_and_newer_version_refused(schema: str, admin) -> None:
-    s = PostgresStorage(DSN, schema=schema)
+    s = PostgresStorage(DSN, namespace=schema)
     try:
         assert await s.migrate() == TABLES_VERSION
         assert await s.migrate() == TABLES_VERSION  # idempotent
@@ -145,19 +145,19 @@ async def test_migration_and_newer_version_refused(schema: str, admin) -> None:
             await s.migrate()
         assert s._pool is None
     finally:
-        await s.drop_schema()
+        await s.drop()
 
 
 async def test_concurrent_migrations(schema: str) -> None:
-    nodes = [PostgresStorage(DSN, schema=schema) for _ in range(4)]
+    nodes = [PostgresStorage(DSN, namespace=schema) for _ in range(4)]
     try:
         assert await asyncio.gather(*(n.migrate() for n in nodes)) == [TABLES_VERSION] * 4
     finally:
-        await nodes[0].drop_schema()
+        await nodes[0].drop()
 
 
 async def test_unreachable_is_unavailable(pg_reachable: None) -> None:
-    s = PostgresStorage("postgresql://postgres@127.0.0.1:1/test", schema="t_unreachable", connect_timeout=2)
+    s = PostgresStorage("postgresql://postgres@127.0.0.1:1/test", namespace="t_unreachable", connect_timeout=2)
     with pytest.raises(StorageUnavailable):
         await s.open()
 
@@ -632,7 +632,7 @@ async def test_migration_from_version_1_keeps_records(schema: str, admin) -> Non
                 INSERT INTO records VALUES ('s1', 'k', 'text/plain', NULL, 3, 3, 0, now(), 41, {CHUNK_SIZE})"""
         )
         await admin.execute("RESET search_path")
-        s = PostgresStorage(DSN, schema=schema)
+        s = PostgresStorage(DSN, namespace=schema)
         await s.open()
         try:
             assert await admin.fetchval(f"SELECT max(version) FROM {q}.schema_version") == TABLES_VERSION
@@ -645,7 +645,7 @@ async def test_migration_from_version_1_keeps_records(schema: str, admin) -> Non
         finally:
             await s.aclose()
     finally:
-        await PostgresStorage(DSN, schema=schema).drop_schema()
+        await PostgresStorage(DSN, namespace=schema).drop()
 
 
 async def test_get_record_brings_small_bytes(storage: PostgresStorage, monkeypatch) -> None:

@@ -2,14 +2,14 @@
 
 Usage::
 
-    storage = PostgresStorage("postgresql://user@host/db", schema="openkvs")
+    storage = PostgresStorage("postgresql://user@host/db", namespace="openkvs")  # the PostgreSQL schema
     await storage.open()        # connects, creates or migrates the schema (refuses a newer one), starts tasks
     ...
     await storage.aclose()      # flushes access counters, stops tasks, closes the pools
 
-    await PostgresStorage(dsn, schema=...).migrate()   # what ``openkvs migrate`` runs: migrate, return the version
-    await storage.drop_schema()                        # tests: DROP SCHEMA ... CASCADE (works open or closed)
-    await storage.collect_garbage(now=..., grace=...)  # one GC pass (the background task runs it every 10 s)
+    await PostgresStorage(dsn, namespace=...).migrate()  # what ``openkvs migrate`` runs: migrate, return the version
+    await storage.drop()                                 # tests: DROP SCHEMA ... CASCADE (works open or closed)
+    await storage.collect_garbage(now=..., grace=...)    # one GC pass (the background task runs it every 10 s)
     await storage.flush_stats()                        # write the buffered access counters now
 
 Design:

@@ -94,23 +94,23 @@ class PostgresStorage(Storage):
         self,
         dsn: str,
         *,
-        schema: str = "openkvs",
+        namespace: str = "openkvs",
         min_pool: int = 1,
         max_pool: int = 10,
         max_snapshots: int = 10,
         gc_grace_seconds: float = 60.0,
         connect_timeout: float = 10.0,
     ) -> None:
-        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
-            raise ValueError(f"invalid schema name {schema!r} (lower-case letters, digits, underscores)")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", namespace):
+            raise ValueError(f"invalid schema name {namespace!r} (lower-case letters, digits, underscores)")
         self.dsn = dsn
-        self.schema = schema
+        self.namespace = namespace  # the PostgreSQL schema that holds every table (--database-schema)
         self.min_pool = min_pool
         self.max_pool = max_pool
         self.max_snapshots = max_snapshots
         self.gc_grace_seconds = gc_grace_seconds
         self.connect_timeout = connect_timeout
-        self.application_name = f"openkvs:{schema}"
+        self.application_name = f"openkvs:{namespace}"
         self._pool: asyncpg.Pool | None = None
         # Long transactions, each in a pool of its own: open downloads (snapshots) can't take the connections
         # that big uploads need, nor the reverse, nor either the short queries'.
@@ -124,7 +124,7 @@ class PostgresStorage(Storage):
     def _connect_kwargs(self) -> dict[str, Any]:
         return {
             "timeout": self.connect_timeout,
-            "server_settings": {"search_path": f'"{self.schema}"', "application_name": self.application_name},
+            "server_settings": {"search_path": f'"{self.namespace}"', "application_name": self.application_name},
             "init": init_connection,
             **POOL_RESET,
         }
@@ -132,14 +132,14 @@ class PostgresStorage(Storage):
     async def _connect_one(self) -> asyncpg.Connection:
         try:
             conn = await asyncpg.connect(
-                self.dsn, timeout=self.connect_timeout, server_settings={"search_path": f'"{self.schema}"'}
+                self.dsn, timeout=self.connect_timeout, server_settings={"search_path": f'"{self.namespace}"'}
             )
         except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:  # down, no such database, bad password: one line
             raise StorageUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
         return conn
 
     async def migrate(self) -> int:
-        """Create the schema or bring it to ``TABLES_VERSION``; returns the version. Safe to run from several
+        """Create the namespace and its tables or bring them to ``TABLES_VERSION``; returns the version. Safe to run from several
         processes at once (an advisory lock serializes them). Raises StorageError if the database holds a newer
         version than this code knows."""
         conn = await self._connect_one()
@@ -152,21 +152,21 @@ class PostgresStorage(Storage):
 
     async def _migrate(self, conn: asyncpg.Connection) -> int:
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"openkvs-migrate:{self.schema}")
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"openkvs-migrate:{self.namespace}")
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.namespace}"')
             await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
             version = await conn.fetchval("SELECT max(version) FROM schema_version")
             version = version or 0
             if version > TABLES_VERSION:
                 raise StorageError(
-                    f"database schema {self.schema!r} is at version {version}, newer than this openkvs knows "
+                    f"database schema {self.namespace!r} is at version {version}, newer than this openkvs knows "
                     f"({TABLES_VERSION}); upgrade openkvs"
                 )
             for v in range(version, TABLES_VERSION):
                 await conn.execute(MIGRATIONS[v])
                 await conn.execute("DELETE FROM schema_version")
                 await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", v + 1)
-                log.info("migrated schema %s to version %d", self.schema, v + 1)
+                log.info("migrated schema %s to version %d", self.namespace, v + 1)
             return TABLES_VERSION
 
     async def open(self) -> None:
@@ -224,11 +224,11 @@ class PostgresStorage(Storage):
             except Exception:  # noqa: BLE001
                 p.terminate()
 
-    async def drop_schema(self) -> None:
-        """Drop the whole schema with every table (for tests). Works whether the storage is open or closed."""
+    async def drop(self) -> None:
+        """Drops the namespace with every table. Works whether the storage is open or closed."""
         conn = await self._connect_one()
         try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{self.namespace}" CASCADE')
         finally:
             await conn.close()
 

@@ -22,10 +22,10 @@ LIMIT $1
 """
 
 
-async def check(dsn: str, schema: str) -> tuple[list[str], str]:
+async def check(dsn: str, namespace: str) -> tuple[list[str], str]:
     """(problems, one line of what was checked)."""
     try:
-        conn = await asyncpg.connect(dsn, timeout=10, server_settings={"search_path": f'"{schema}"'})
+        conn = await asyncpg.connect(dsn, timeout=10, server_settings={"search_path": f'"{namespace}"'})
     except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:
         return [f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}"], ""
     try:
@@ -33,9 +33,9 @@ async def check(dsn: str, schema: str) -> tuple[list[str], str]:
             try:
                 version = await conn.fetchval("SELECT max(version) FROM schema_version")
             except pgx.UndefinedTableError:
-                return [f"schema {schema!r} holds no openkvs database (run openkvs migrate for a new one)"], ""
+                return [f"schema {namespace!r} holds no openkvs database (run openkvs migrate for a new one)"], ""
             if version != TABLES_VERSION:
-                return [f"schema {schema!r} is at version {version}, this openkvs expects {TABLES_VERSION}"], ""
+                return [f"schema {namespace!r} is at version {version}, this openkvs expects {TABLES_VERSION}"], ""
             problems = [
                 f"record {r['store_id']}/{r['key']}: {r['chunks']} chunks of {r['stored']} bytes, "
                 f"expected {r['size']} bytes in chunks of {r['chunk_size']}"
@@ -46,4 +46,4 @@ async def check(dsn: str, schema: str) -> tuple[list[str], str]:
         return [f"PostgreSQL: {type(exc).__name__}: {exc}"], ""
     finally:
         await conn.close()
-    return problems, f"PostgreSQL schema {schema!r} at version {version}; chunks of {count} records add up"
+    return problems, f"PostgreSQL schema {namespace!r} at version {version}; chunks of {count} records add up"

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -43,6 +44,7 @@ from .snapshot import SQLiteSnapshot, begin_snapshot
 from .space import RESERVE_BYTES, Headroom
 from .tables import (
     DB_NAME,
+    TABLES_VERSION,
     EPOCH,
     RECORD_COLS,
     STORE_AND_RECORD,
@@ -127,15 +129,35 @@ class SQLiteStorage(Storage):
             raise translate(exc) from exc
 
     def _open_sync(self) -> sqlite3.Connection:
-        """In a worker thread: the data dir and the database ready (created, or its tables upgraded), the
-        uploads of crashed processes swept away; returns the writer connection."""
+        """In a worker thread: the database ready, the uploads of crashed processes swept away; returns the
+        writer connection."""
+        conn = self._migrate_sync()
+        self._files.sweep()
+        return conn
+
+    def _migrate_sync(self) -> sqlite3.Connection:
+        """The data dir and the database ready (created, or its tables upgraded); returns the writer connection."""
         self._files.prepare()
         if not self.db_path.exists():
             create_database(self.db_path, fsync=self.fsync)
         conn = self._db.connect(readonly=False)
         upgrade(conn, self.db_path)
-        self._files.sweep()
         return conn
+
+    async def migrate(self) -> int:
+        await self._run_sync(lambda: self._migrate_sync().close())
+        return TABLES_VERSION
+
+    async def drop(self) -> None:
+        """Deletes the database and the record files; the data dir itself stays, with anything else in it."""
+
+        def drop_sync() -> None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+            for d in (self.blob_dir, self._files.tmp_dir):
+                shutil.rmtree(d, ignore_errors=True)
+
+        await anyio.to_thread.run_sync(drop_sync)
 
     async def aclose(self) -> None:
         if self._db.closed:
@@ -607,10 +629,8 @@ class SQLiteStorage(Storage):
 
     # -- garbage -----------------------------------------------------------------------------------------------
 
-    async def collect_garbage(self, now: datetime | None = None) -> int:
-        """Delete files no reader can need any more; returns how many garbage rows were reclaimed.
-        ``now`` (an aware datetime; default the clock) is for tests."""
-        return await self._files.collect_garbage(now)
+    async def collect_garbage(self, now: datetime | None = None, grace: float | None = None) -> int:
+        return await self._files.collect_garbage(now, grace)
 
     # -- stats -------------------------------------------------------------------------------------------------
 
