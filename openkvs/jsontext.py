@@ -40,6 +40,12 @@ def loads(raw: bytes | bytearray, *, storable: bool = False) -> Any:
     return value
 
 
+def check_storable(value: Any) -> None:
+    """Raise InvalidJson if a string or member name anywhere in ``value`` holds NUL or a lone surrogate: for
+    values that are stored (a store's schema), not for whole bodies, whose unknown members are ignored."""
+    _scan(value, True)
+
+
 def _scan(value: Any, storable: bool) -> None:
     """Walk ``value`` without recursion: raise TooDeep past MAX_DEPTH; with ``storable``, InvalidJson for NUL or
     a lone surrogate in any string."""

@@ -194,6 +194,10 @@ def validate_schema(schema: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(schema, dict):
         raise _invalid("it must be an object")
+    try:  # stored as JSON text: PostgreSQL can't hold NUL, and a lone surrogate has no UTF-8 form
+        jsontext.check_storable(schema)
+    except jsontext.InvalidJson as exc:
+        raise _invalid(str(exc)) from None
     if schema.get("actorKeyValueStoreSchemaVersion") != 1:
         raise _invalid("actorKeyValueStoreSchemaVersion must be 1")
     for field in ("title", "description"):

@@ -349,8 +349,8 @@ def store_json(request: Request, store: Store, access: auth.Access) -> dict[str,
 
 async def read_json_body(request: Request) -> Any:
     """A JSON request body (any Content-Encoding we accept), capped at MAX_JSON_BODY decoded bytes, at
-    jsontext.MAX_DEPTH levels, and with no string that storage can't hold (NUL, lone surrogates). Every endpoint
-    that takes a JSON body reads it here."""
+    jsontext.MAX_DEPTH levels. Every endpoint that takes a JSON body reads it here. (Strings that storage can't
+    hold, NUL and lone surrogates, are refused where a value is stored: members the API ignores may hold them.)"""
     from openkvs import codec  # local: codec imports errors, which is fine, but keep common light to import
 
     encoding = codec.normalize_encoding(request.headers.get("content-encoding"))
@@ -372,6 +372,6 @@ async def read_json_body(request: Request) -> Any:
     if not raw.strip():
         return None
     try:  # parsing up to 9 MiB and walking it is CPU work: not on the event loop
-        return await anyio.to_thread.run_sync(functools.partial(jsontext.loads, raw, storable=True))
+        return await anyio.to_thread.run_sync(functools.partial(jsontext.loads, raw))
     except jsontext.InvalidJson as exc:
         raise errors.InvalidInput(str(exc)) from None
