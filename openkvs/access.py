@@ -23,12 +23,17 @@ import enum
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from starlette.requests import Request
 
 from openkvs import errors, rules, signing
-from openkvs.api.common import check_key, plausible_store_id, rate_limit, valid_key
+from openkvs.api.common import (
+    check_key,
+    limits_off,
+    plausible_store_id,
+    rate_limit,
+    valid_key,
+)
 from openkvs.auth import token_from_request
 from openkvs.storage.base import RecordMeta, Storage, Store, StoreLookup, User
 
@@ -47,6 +52,8 @@ class By(enum.Enum):
     ID = "id"
     USERNAME_NAME = "username~name"
     OWN_NAME = "~name"
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is a Python call, on every request
 
 
 @dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
@@ -125,36 +132,20 @@ def signature_valid(rule: Signed, resource: Store, key: str | None, signature: s
 # -- kinds of resources ------------------------------------------------------------------------------------------
 
 
-class LookUp(Protocol):
-    def __call__(
-        self,
-        storage: Storage,
-        user_id: str | None,
-        *,
-        store_id: str | None = None,
-        owner_id: str | None = None,
-        name: str | None = None,
-        key: str | None = None,
-        readable: Sequence[str] = (),
-    ) -> Awaitable[StoreLookup | None]: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Kind:
     """How to find one kind of resource; everything else about access is the same for every kind."""
 
     name: str
-    look_up: LookUp  # the resource, the caller's grant and the item ``key`` in one query (Storage.look_up_store)
+    # The Storage method that gives the resource, the caller's grant and the item ``key`` in one query, with the
+    # parameters of Storage.look_up_store.
+    look_up: str
     plausible_id: Callable[[str], bool]  # whether an ID could be one (else 404 without asking storage)
     valid_key: Callable[[str], bool]  # whether an item key (a record's) could be one; ``check_key`` says why not
     check_key: Callable[[str], object]
 
 
-def _look_up_store(storage: Storage, user_id: str | None, **where: Any) -> Awaitable[StoreLookup | None]:
-    return storage.look_up_store(user_id, **where)  # the backend's (Storage.look_up_store would be the base's)
-
-
-STORES = Kind("key-value store", _look_up_store, plausible_store_id, valid_key, check_key)
+STORES = Kind("key-value store", "look_up_store", plausible_store_id, valid_key, check_key)
 
 
 def plausible(kind: Kind, address: Address) -> bool:
@@ -180,27 +171,36 @@ async def _look_up(storage: Storage, kind: Kind, address: Address, user: User | 
                    key: str | None, readable: Sequence[str]) -> StoreLookup | None:
     """Ask storage; ``owner`` is whose ``~name`` it is (the caller)."""
     user_id = user.id if user is not None else None
+    look_up: Callable[..., Awaitable[StoreLookup | None]] = getattr(storage, kind.look_up)
     if address.by is By.ID:
-        return await kind.look_up(storage, user_id, store_id=address.value, key=key, readable=readable)
+        return await look_up(user_id, store_id=address.value, key=key, readable=readable)
     if address.by is By.USERNAME_NAME:
         owner = await storage.get_user_by_name(address.username or "")
         if owner is None:
             return None
     assert owner is not None
-    return await kind.look_up(storage, user_id, owner_id=owner.id, name=address.value, key=key, readable=readable)
+    return await look_up(user_id, owner_id=owner.id, name=address.value, key=key, readable=readable)
 
 
 # -- the caller and the decision ---------------------------------------------------------------------------------
 
 
-async def caller(request: Request) -> User | None:
-    """The user the request's token names, None without a token; 401 token-not-valid for an unknown token."""
+def known_caller(request: Request) -> tuple[User | None] | None:
+    """``(caller,)`` when it is known without a coroutine (no token, or a token the cache knows), else None."""
     token = token_from_request(request.headers.get("authorization"), request.query_params.get("token"))
     if token is None:
-        return None
-    tokens = request.scope["state"]["openkvs"].tokens
-    hit = tokens.cached(token)  # the common case without a coroutine
-    user = hit[0] if hit is not None else await tokens.user(token)
+        return (None,)
+    hit: tuple[User | None] | None = request.scope["state"]["openkvs"].tokens.cached(token)
+    return hit if hit is not None and hit[0] is not None else None
+
+
+async def caller(request: Request) -> User | None:
+    """The user the request's token names, None without a token; 401 token-not-valid for an unknown token."""
+    known = known_caller(request)
+    if known is not None:
+        return known[0]
+    token = token_from_request(request.headers.get("authorization"), request.query_params.get("token"))
+    user = await request.scope["state"]["openkvs"].tokens.user(token)
     if user is None:
         await rate_limit(request.scope, None, None, record_op=False)  # guesses count against the IP
         raise errors.TokenNotValid()
@@ -246,7 +246,8 @@ async def decide(
     """The resource at the address ``raw`` and the caller's right to it, or the error (see the module docstring
     for the order). ``key``: the item the request names (a record: charged to the record budget, and its key
     checked); ``fetch``: read it in the same query when the caller may read the resource."""
-    user = await caller(request)
+    known = known_caller(request)
+    user = known[0] if known is not None else await caller(request)
     address = parse_address(raw)
     if not plausible(kind, address):
         if address.by is By.OWN_NAME:
@@ -263,7 +264,10 @@ async def decide(
         raise errors.NotFound()
     resource = found.store
     access = right_of(resource, user, found.grant, general_access_level(resource.general_access, address.by, default))
-    await rate_limit(request.scope, user, resource.id, record_op=key is not None)
+    if st.limits is None:
+        limits_off(request.scope, resource.id, key is not None)  # the common case, without a coroutine
+    else:
+        await rate_limit(request.scope, user, resource.id, record_op=key is not None)
     if key is not None and not good_key:
         kind.check_key(key)
     if access < level and not (

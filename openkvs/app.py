@@ -44,7 +44,7 @@ class methods:  # noqa: N801 - reads as a declaration in the route table
         await response(scope, receive, send)
 
     async def respond(self, request: Request) -> Response:
-        method = request.method
+        method = request.scope["method"]
         if method == "OPTIONS":
             return Response(
                 status_code=204,

@@ -30,23 +30,25 @@ class ApiRequest(Request):
     dozen. Handlers ask for lowercase header names; as with Starlette, the first of repeated headers wins and
     the last of repeated query parameters does."""
 
+    # Class-level None until made: a first lookup that raised AttributeError would cost an exception per request.
+    _plain_headers: dict[str, str] | None = None
+    _plain_query: dict[str, str] | None = None
+
     @property
     def headers(self) -> dict[str, str]:  # type: ignore[override]
-        try:
-            return self._plain_headers  # type: ignore[no-any-return,has-type]
-        except AttributeError:
+        plain = self._plain_headers
+        if plain is None:
             raw = self.scope["headers"]
-            self._plain_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reversed(raw)}
-            return self._plain_headers
+            plain = self._plain_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reversed(raw)}
+        return plain
 
     @property
     def query_params(self) -> dict[str, str]:  # type: ignore[override]
-        try:
-            return self._plain_query  # type: ignore[no-any-return,has-type]
-        except AttributeError:
+        plain = self._plain_query
+        if plain is None:
             qs = self.scope["query_string"]
-            self._plain_query = dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {}
-            return self._plain_query
+            plain = self._plain_query = dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {}
+        return plain
 
 
 @dataclass
@@ -201,16 +203,22 @@ def plausible_store_id(store_id: str) -> bool:
 # -- rate limits -------------------------------------------------------------------------------------------------
 
 
+def limits_off(scope: Scope, store_id: str | None, record_op: bool) -> None:
+    """``rate_limit`` with --rate-limits off, without a coroutine: nothing is spent, but the header still names
+    the configured limit (without a store, ApiMiddleware's default is the per-user limit)."""
+    if store_id is not None:
+        s = state_of(scope).settings
+        limit = s.rate_limit_records_per_second if record_op else s.rate_limit_store_per_second
+        scope["openkvs.ratelimit_limit"] = limit
+
+
 async def rate_limit(scope: Scope, user: User | None, store_id: str | None, record_op: bool) -> None:
     """Charge this request to the budgets of ``user`` (else of the client's IP) and of the store. Records the
     limit for the X-RateLimit-Limit header."""
     st = state_of(scope)
     policy = st.limits
-    if policy is None:  # --rate-limits off: nothing is spent, but the header still names the configured limit
-        if store_id is not None:  # (without a store, ApiMiddleware's default is the per-user limit)
-            s = st.settings
-            limit = s.rate_limit_records_per_second if record_op else s.rate_limit_store_per_second
-            scope["openkvs.ratelimit_limit"] = limit
+    if policy is None:
+        limits_off(scope, store_id, record_op)
         return
     identity = f"user:{user.id}" if user is not None else "ip:" + client_ip(scope, st.trusted_proxies)
     verdict = await policy.check(identity, store_id, record_op)

@@ -23,6 +23,7 @@ from openkvs.api.common import (
     select_range,
     selection,
     state,
+    state_of,
 )
 from openkvs.storage.base import RecordMeta
 
@@ -93,9 +94,10 @@ def _path_key(request: Request) -> str:
     matches before a final newline that ``.*`` doesn't take, so with Starlette's ``path`` convertor ``/records/a%0A``
     would be routed with the key ``a`` and write another record than the one named (app.py's ``key`` convertor
     takes newlines too)."""
-    key = request.path_params["key"]
+    params = request.scope["path_params"]
+    key = params["key"]
     path = request.scope["path"]
-    head = f"/v2/key-value-stores/{request.path_params['store_id']}/records/"
+    head = f"/v2/key-value-stores/{params['store_id']}/records/"
     if path.startswith(head) and path[len(head):] != key:
         raise errors.InvalidRecordKey()
     return key
@@ -103,13 +105,14 @@ def _path_key(request: Request) -> str:
 
 async def record_endpoint(request: Request) -> Response | _Bytes:
     key = _path_key(request)
-    store_id = request.path_params["store_id"]
-    if request.method in ("GET", "HEAD"):
+    store_id = request.scope["path_params"]["store_id"]
+    method = request.scope["method"]
+    if method in ("GET", "HEAD"):
         # The record comes in the same query as the store when the caller may read it (not through a signature).
         found = await access.decide(request, STORES, store_id, Access.READ, Signed.RECORD, key=key, fetch=True)
         return await _get_record(request, found, key)
     found = await access.decide(request, STORES, store_id, Access.WRITE, key=key)
-    if request.method == "DELETE":
+    if method == "DELETE":
         storage = state(request).storage
         await storage.delete_record(found.store.id, key)
         storage.count_access(found.store.id, deletes=1)
@@ -141,7 +144,8 @@ class _Bytes:
 
 
 async def _get_record(request: Request, found: Decision, key: str) -> Response | _Bytes:
-    storage = state(request).storage
+    scope = request.scope
+    storage = state_of(scope).storage
     store_id = found.store.id
     if found.record_read:
         record = found.record
@@ -150,13 +154,13 @@ async def _get_record(request: Request, found: Decision, key: str) -> Response |
     if record is None:
         raise errors.RecordNotFound()
     storage.count_access(store_id, reads=1)
-    if record.content_encoding is None and request.method == "GET":
+    if record.content_encoding is None and scope["method"] == "GET":
         # The most common request of all: a plain GET of a small identity record (no range, no condition, no
         # attachment): straight to the bytes that came with the lookup. Anything else takes the way below.
         held = storage.held_bytes(record)
         asked = request.headers
         if held is not None and "range" not in asked and "if-none-match" not in asked and (
-            not request.scope["query_string"] or "attachment" not in request.query_params
+            not scope["query_string"] or "attachment" not in request.query_params
         ):
             headers = _record_headers(record, _etag(record, False))
             headers["Content-Length"] = str(len(held))

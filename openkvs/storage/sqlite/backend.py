@@ -857,10 +857,14 @@ class SQLiteStorage(Storage):
                 self._store_memo[sid] = (store_row, store)
             grant = row[n]
             found = StoreLookup(store, None if grant is None else bool(grant))
-            if key is not None and row[n + 1]:
-                found.record_read = True
-                if row[n + 2] is not None:  # the LEFT JOIN found the record
-                    found.record = self._fetched(row[n + 2 :])
+            if key is not None:
+                if row[n + 1] is not None:  # the LEFT JOIN found the record, so the caller may read
+                    found.record = self._fetched(row[n + 1 :])
+                    found.record_read = True
+                else:  # no such record, or not this caller's to read: the join's rule, in Python
+                    found.record_read = (
+                        store.user_id == user_id or grant is not None or store.general_access in readable
+                    )
             return found
 
         return await self._point_read(q)

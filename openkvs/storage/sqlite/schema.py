@@ -120,12 +120,16 @@ _STORE_NCOLS = 16  # the columns of _STORE_SELECT
 
 
 def _lookup_sql(by_name: bool, with_record: bool) -> str:
-    """SQL of look_up_store: the store's columns, the caller's grant (can_write, NULL for none), whether the caller
-    may read the store, then (``with_record``) the record's columns and its inline bytes, NULLs unless the
-    record exists and the caller may read. Parameters: ?1 the caller's user ID, ?2-?4 the general_access
-    levels that let the address read (padded with NULLs), ?5 the store ID or ?5 the owner's ID and ?6 the name,
-    then the record key."""
-    may_read = "(s.user_id = ?1 OR g.user_id IS NOT NULL OR s.general_access IN (?2, ?3, ?4))"
+    """SQL of look_up_store: the store's columns, the caller's grant (can_write, NULL for none), then
+    (``with_record``) the record's columns and its inline bytes, NULLs unless the record exists and the caller
+    may read the store. Parameters: ?1 the caller's user ID, ?2-?4 the general_access levels that let the
+    address read (padded with NULLs), ?5 the store ID or ?5 the owner's ID and ?6 the name, then the record key.
+    (Three comparisons rather than ``IN (?2, ?3, ?4)``: SQLite builds a temporary index for an IN list of
+    parameters, a quarter of the query's time.)"""
+    may_read = (
+        "(s.user_id = ?1 OR g.user_id IS NOT NULL"
+        " OR s.general_access = ?2 OR s.general_access = ?3 OR s.general_access = ?4)"
+    )
     where = "s.user_id = ?5 AND s.name = ?6 COLLATE NOCASE" if by_name else "s.id = ?5"
     key = "?7" if by_name else "?6"
     record_cols = (
@@ -137,7 +141,7 @@ def _lookup_sql(by_name: bool, with_record: bool) -> str:
         " LEFT JOIN record_data d ON d.id = r.data_id"
     )
     return (
-        _STORE_SELECT.replace("\nFROM", f", g.can_write, {may_read}{record_cols if with_record else ''}\nFROM")
+        _STORE_SELECT.replace("\nFROM", f", g.can_write{record_cols if with_record else ''}\nFROM")
         + " LEFT JOIN grants g ON g.store_id = s.id AND g.user_id = ?1"
         + (record_join if with_record else "")
         + f" WHERE {where}"
