@@ -166,7 +166,7 @@ class SendTimeout(Exception):
 def _abort_connection(scope: Scope) -> None:
     """Drop the connection at once, unsent bytes and all. A graceful close would wait for the client to read
     what is still buffered, i.e. forever. The transport is reachable through uvicorn's own ``send`` (a method of
-    its request cycle), which FastLane keeps in the scope."""
+    its request cycle), which ApiMiddleware keeps in the scope."""
     raw_send = scope.get("openkvs.raw_send")
     transport = getattr(getattr(raw_send, "__self__", None), "transport", None)
     if transport is None or not hasattr(transport, "abort"):
