@@ -1,4 +1,4 @@
-"""Who is calling, and what they may do with a store (API.md section 5).
+"""Who is calling: tokens (API.md 5.1). What a caller may do is openkvs/access.py.
 
 Tokens are random (240 bits), stored only as SHA-256 hashes, and looked up by hash, so comparing them is a
 constant-time dictionary/index lookup on a hash rather than a comparison of secrets. A small in-process cache
@@ -7,14 +7,11 @@ keeps the token lookup off the hot path; a revoked token stops working within ``
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
 
-from openkvs import errors, rules, signing
-from openkvs.storage.base import Storage, Store, User
+from openkvs.storage.base import Storage, User
 
 TOKEN_PREFIX = "okvs_"
 TOKEN_CACHE_SECONDS = 5.0
@@ -64,80 +61,3 @@ def token_from_request(authorization: str | None, query_token: str | None) -> st
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
     return query_token or None
-
-
-class Access(enum.IntEnum):
-    NONE = 0
-    READ = 1
-    WRITE = 2
-
-
-class By(enum.Enum):
-    ID = "id"
-    USERNAME_NAME = "username~name"
-    OWN_NAME = "~name"
-
-
-@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
-class Address:
-    """How the path named a store."""
-
-    by: By
-    value: str  # the ID, or the store name
-    username: str | None = None
-
-
-def parse_store_address(raw: str) -> Address:
-    if "~" not in raw:
-        return Address(By.ID, raw)
-    username, _, name = raw.partition("~")
-    if not username:
-        return Address(By.OWN_NAME, name)
-    return Address(By.USERNAME_NAME, name, username)
-
-
-def general_access_level(store: Store, address: Address, default_general_access: str) -> Access:
-    """The read access everyone has through ``generalAccess`` (never write)."""
-    mode = store.general_access
-    if mode == rules.FOLLOW_USER_SETTING:
-        mode = default_general_access
-    if mode == rules.ANYONE_WITH_ID_CAN_READ and address.by is By.ID:
-        return Access.READ
-    if mode == rules.ANYONE_WITH_NAME_CAN_READ and address.by in (By.ID, By.USERNAME_NAME):
-        return Access.READ
-    return Access.NONE
-
-
-def owner_access(store: Store, user: User | None) -> Access | None:
-    """What ``user_access`` answers when no grant has to be looked up (no user, or the owner), else None."""
-    if user is None:
-        return Access.NONE
-    if store.user_id == user.id:
-        return Access.WRITE
-    return None
-
-
-async def user_access(storage: Storage, store: Store, user: User | None) -> Access:
-    known = owner_access(store, user)
-    if known is not None:
-        return known
-    assert user is not None
-    grant = await storage.get_grant(store.id, user.id)
-    if grant is None:
-        return Access.NONE
-    return Access.WRITE if grant.can_write else Access.READ
-
-
-def check_content_signature(store: Store, signature: str | None) -> bool:
-    return bool(signature) and signing.verify_content_signature(store.url_signing_secret_key, store.id, signature)
-
-
-def check_record_signature(store: Store, key: str, signature: str | None) -> bool:
-    return bool(signature) and signing.verify_record_signature(store.url_signing_secret_key, key, signature)
-
-
-def deny(user: User | None, signature_given: bool) -> errors.ApiError:
-    """The error for a caller who lacks the access needed: 403 for a known user or a bad signature, else 401."""
-    if user is not None or signature_given:
-        return errors.PermissionDenied()
-    return errors.TokenNotProvided()

@@ -224,12 +224,9 @@ def tokens_revoke(token: str, **flags: Any) -> None:
 
 
 async def _store(storage: Any, ref: str) -> Any:
-    address = auth.parse_store_address(ref)
-    if address.by is auth.By.ID:
-        store = await storage.get_store(address.value)
-    else:
-        owner = await storage.get_user_by_name(address.username or "")
-        store = await storage.get_store_by_name(owner.id, address.value) if owner else None
+    from openkvs import access  # local: the HTTP layer is not needed by most commands
+
+    store = await access.find(storage, access.STORES, ref)
     if store is None:
         raise click.ClickException(f"There is no store '{ref}' (give an ID or OWNER~NAME).")
     return store

@@ -1,11 +1,10 @@
-"""What every endpoint shares: the app's state, the caller, store lookup with access checks, query parsing,
-the wire form of a store, and JSON responses."""
+"""What every endpoint shares: the app's state, query parsing, key and name checks, rate limits and JSON
+responses. Who may do what is openkvs/access.py."""
 
 from __future__ import annotations
 
 import functools
 import json
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,13 +15,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from openkvs import auth, errors, httprange, jsontext, rules, signing
+from openkvs import auth, errors, httprange, jsontext, rules
 from openkvs.config import Settings
 from openkvs.ratelimit import client_ip
-from openkvs.storage.base import KeySelection, RecordMeta, Storage, Store, User
+from openkvs.storage.base import KeySelection, Storage, Store, User
 
 MAX_JSON_BODY = 9_437_184
-PUBLIC_URL_DAYS = 14
 MAX_QUERY_INT = 2**53 - 1  # the largest integer every JSON client reads exactly
 
 
@@ -32,23 +30,25 @@ class ApiRequest(Request):
     dozen. Handlers ask for lowercase header names; as with Starlette, the first of repeated headers wins and
     the last of repeated query parameters does."""
 
+    # Class-level None until made: a first lookup that raised AttributeError would cost an exception per request.
+    _plain_headers: dict[str, str] | None = None
+    _plain_query: dict[str, str] | None = None
+
     @property
     def headers(self) -> dict[str, str]:  # type: ignore[override]
-        try:
-            return self._plain_headers  # type: ignore[no-any-return,has-type]
-        except AttributeError:
+        plain = self._plain_headers
+        if plain is None:
             raw = self.scope["headers"]
-            self._plain_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reversed(raw)}
-            return self._plain_headers
+            plain = self._plain_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reversed(raw)}
+        return plain
 
     @property
     def query_params(self) -> dict[str, str]:  # type: ignore[override]
-        try:
-            return self._plain_query  # type: ignore[no-any-return,has-type]
-        except AttributeError:
+        plain = self._plain_query
+        if plain is None:
             qs = self.scope["query_string"]
-            self._plain_query = dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {}
-            return self._plain_query
+            plain = self._plain_query = dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {}
+        return plain
 
 
 @dataclass
@@ -193,105 +193,23 @@ def select_range(request: Request, etag: str, size: int, headers: dict[str, str]
     return start, end, 206
 
 
-# -- callers and stores ------------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
-class Caller:
-    user: User | None
-    token_given: bool
-
-
-async def caller(request: Request) -> Caller:
-    token = auth.token_from_request(request.headers.get("authorization"), request.query_params.get("token"))
-    if token is None:
-        return Caller(None, False)
-    tokens = state(request).tokens
-    hit = tokens.cached(token)
-    user = hit[0] if hit is not None else await tokens.user(token)
-    if user is None:
-        await rate_limit(request.scope, None, None, record_op=False)  # guesses count against the IP
-        raise errors.TokenNotValid()
-    return Caller(user, True)
-
-
-def require_user(who: Caller) -> User:
-    if who.user is None:
-        raise errors.TokenNotProvided()
-    return who.user
-
-
-@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
-class StoreAccess:
-    store: Store
-    access: auth.Access
-    address: auth.Address
-    record: RecordMeta | None = None  # the record asked for with ``find_store(..., record_key=)``, if it exists
-    record_looked_up: bool = False  # whether ``record`` is the answer (else the caller asks storage, after ``need``)
-
-
-async def find_store(
-    request: Request, who: Caller, raw_id: str, *, record_op: bool = False, record_key: str | None = None
-) -> StoreAccess:
-    """The store a path names and the caller's access to it. A store addressed by name that the caller may not
-    read is reported missing, so names of private stores don't leak. ``record_key``: when the store is addressed
-    by ID and the caller owns it, that record comes in the same query (the record GET); for anyone else it is
-    read only after access is granted."""
-    st = state(request)
-    address = auth.parse_store_address(raw_id)
-    store: Store | None
-    record: RecordMeta | None = None
-    looked_up = False
-    if not _plausible(address):
-        if address.by is auth.By.OWN_NAME:
-            require_user(who)
-        raise errors.NotFound()  # no store can have it, so don't ask the database (a NUL there would be a 500)
-    if address.by is auth.By.ID and record_key is not None and who.user is not None and valid_key(record_key):
-        store, record = await st.storage.get_store_and_record(address.value, record_key, who.user.id)
-        looked_up = store is not None and store.user_id == who.user.id  # else the record was not read
-    elif address.by is auth.By.ID:
-        store = await st.storage.get_store(address.value)
-    elif address.by is auth.By.OWN_NAME:
-        user = require_user(who)
-        store = await st.storage.get_store_by_name(user.id, address.value)
-    else:
-        owner = await st.storage.get_user_by_name(address.username or "")
-        store = await st.storage.get_store_by_name(owner.id, address.value) if owner else None
-    if store is None:
-        await rate_limit(request.scope, who.user, None, record_op=False)  # probing stores costs the caller
-        raise errors.NotFound()
-    own = auth.owner_access(store, who.user)  # known without a query in the common cases
-    access = max(
-        own if own is not None else await auth.user_access(st.storage, store, who.user),
-        auth.general_access_level(store, address, st.settings.default_general_access),
-    )
-    await rate_limit(request.scope, who.user, store.id, record_op=record_op)
-    return StoreAccess(store, access, address, record, looked_up)
+# -- store IDs (the access decision is openkvs/access.py) ---------------------------------------------------
 
 
 def plausible_store_id(store_id: str) -> bool:
     return rules.STORE_ID.ok(store_id)
 
 
-def _plausible(address: auth.Address) -> bool:
-    """Whether a store could have this address: an ID is alphanumeric, names and usernames follow their rules."""
-    if address.by is auth.By.ID:
-        return plausible_store_id(address.value)
-    if not rules.STORE_NAME.ok(address.value):
-        return False
-    return address.by is auth.By.OWN_NAME or rules.USERNAME.ok(address.username or "")
-
-
-def need(request: Request, found: StoreAccess, who: Caller, level: auth.Access, signed: bool = False) -> None:
-    """Raise unless the caller has ``level`` access (a valid signature, ``signed``, stands for read access)."""
-    if found.access >= level or (signed and level is auth.Access.READ):
-        return
-    if found.access is auth.Access.NONE and found.address.by is not auth.By.ID:
-        raise errors.NotFound()  # a store addressed by name that the caller can't see: don't reveal it exists
-    raise auth.deny(who.user, bool(request.query_params.get("signature")))
-
-
 # -- rate limits -------------------------------------------------------------------------------------------------
+
+
+def limits_off(scope: Scope, store_id: str | None, record_op: bool) -> None:
+    """``rate_limit`` with --rate-limits off, without a coroutine: nothing is spent, but the header still names
+    the configured limit (without a store, ApiMiddleware's default is the per-user limit)."""
+    if store_id is not None:
+        s = state_of(scope).settings
+        limit = s.rate_limit_records_per_second if record_op else s.rate_limit_store_per_second
+        scope["openkvs.ratelimit_limit"] = limit
 
 
 async def rate_limit(scope: Scope, user: User | None, store_id: str | None, record_op: bool) -> None:
@@ -299,52 +217,14 @@ async def rate_limit(scope: Scope, user: User | None, store_id: str | None, reco
     limit for the X-RateLimit-Limit header."""
     st = state_of(scope)
     policy = st.limits
-    if policy is None:  # --rate-limits off: nothing is spent, but the header still names the configured limit
-        if store_id is not None:  # (without a store, ApiMiddleware's default is the per-user limit)
-            s = st.settings
-            limit = s.rate_limit_records_per_second if record_op else s.rate_limit_store_per_second
-            scope["openkvs.ratelimit_limit"] = limit
+    if policy is None:
+        limits_off(scope, store_id, record_op)
         return
     identity = f"user:{user.id}" if user is not None else "ip:" + client_ip(scope, st.trusted_proxies)
     verdict = await policy.check(identity, store_id, record_op)
     scope["openkvs.ratelimit_limit"] = verdict.limit
     if not verdict.allowed:
         raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})
-
-
-# -- the wire form of a store ------------------------------------------------------------------------------------
-
-
-def store_json(request: Request, store: Store, access: auth.Access) -> dict[str, Any]:
-    base = public_base(request)
-    expires = int(time.time() * 1000) + PUBLIC_URL_DAYS * 86_400_000
-    sig = signing.content_signature(store.url_signing_secret_key, store.id, expires)
-    s = store.stats
-    data: dict[str, Any] = {
-        "id": store.id,
-        "name": store.name,
-        "userId": store.user_id,
-        "username": store.username,
-        "createdAt": iso(store.created_at),
-        "modifiedAt": iso(store.modified_at),
-        "accessedAt": iso(store.accessed_at),
-        "actId": None,
-        "actRunId": None,
-        "generalAccess": store.general_access,
-        "schema": store.schema,
-        "stats": {
-            "readCount": s.read_count,
-            "writeCount": s.write_count,
-            "deleteCount": s.delete_count,
-            "listCount": s.list_count,
-            "storageBytes": s.storage_bytes,
-        },
-        "keysPublicUrl": f"{base}/v2/key-value-stores/{store.id}/keys?signature={sig}",
-        "recordsPublicUrl": f"{base}/v2/key-value-stores/{store.id}/records?signature={sig}",
-    }
-    if access >= auth.Access.WRITE:
-        data["urlSigningSecretKey"] = store.url_signing_secret_key
-    return data
 
 
 async def read_json_body(request: Request) -> Any:

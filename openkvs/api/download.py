@@ -27,11 +27,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from openkvs import auth, codec, zipwriter
+from openkvs import access, codec, zipwriter
+from openkvs.access import STORES, Access, Signed
 from openkvs.api import safenames
-from openkvs.api.common import caller, find_store, need, query_bool, select_range, selection, state
+from openkvs.api.common import query_bool, select_range, selection, state
 from openkvs.api.download_slots import DownloadSlots
-from openkvs.auth import Access
 from openkvs.ratelimit import client_ip
 from openkvs.storage.base import RecordMeta, Snapshot, StorageError
 
@@ -52,17 +52,16 @@ def archive_etag(
 
 
 async def download_records(request: Request) -> Response:
-    who = await caller(request)
-    found = await find_store(request, who, request.path_params["store_id"])
+    found = await access.decide(request, STORES, request.path_params["store_id"], Access.READ, Signed.CONTENT)
     store = found.store
-    need(request, found, who, Access.READ, signed=auth.check_content_signature(store, request.query_params.get("signature")))
     sel = selection(request, store)
     safe = query_bool(request, "safeNames")  # entry names that extract everywhere, and a manifest (safenames.py)
     st = state(request)
     storage = st.storage
     if st.downloads is None:
         st.downloads = DownloadSlots(st.settings.max_downloads, st.settings.max_downloads_per_user)
-    who_key = f"user:{who.user.id}" if who.user is not None else "ip:" + client_ip(request.scope, st.trusted_proxies)
+    user = found.user
+    who_key = f"user:{user.id}" if user is not None else "ip:" + client_ip(request.scope, st.trusted_proxies)
     stack = AsyncExitStack()
     try:
         stack.enter_context(st.downloads.take(who_key))  # before the snapshot: that is what the cap protects
@@ -167,7 +166,7 @@ class SendTimeout(Exception):
 def _abort_connection(scope: Scope) -> None:
     """Drop the connection at once, unsent bytes and all. A graceful close would wait for the client to read
     what is still buffered, i.e. forever. The transport is reachable through uvicorn's own ``send`` (a method of
-    its request cycle), which FastLane keeps in the scope."""
+    its request cycle), which ApiMiddleware keeps in the scope."""
     raw_send = scope.get("openkvs.raw_send")
     transport = getattr(getattr(raw_send, "__self__", None), "transport", None)
     if transport is None or not hasattr(transport, "abort"):

@@ -12,28 +12,19 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from openkvs import auth, codec, errors, schema, signing
+from openkvs import access, codec, errors, schema, signing
+from openkvs.access import STORES, Access, Decision, Signed
 from openkvs.api.common import (
-    ApiRequest,
-    plausible_store_id,
-    rate_limit,
-    state_of,
-    valid_key,
-    StoreAccess,
-    select_range,
-    check_key,
-    find_store,
-    caller,
     json_response,
-    need,
     public_base,
     query_bool,
     query_limit,
     query_text,
+    select_range,
     selection,
     state,
+    state_of,
 )
-from openkvs.auth import Access
 from openkvs.storage.base import RecordMeta
 
 # Stored pages can't run scripts as this origin, and browsers must not guess another type (API.md 4.6).
@@ -45,10 +36,8 @@ _RECORD_FIXED_RAW = [(k.lower().encode(), v.encode()) for k, v in RECORD_FIXED_H
 
 
 async def list_keys(request: Request) -> Response:
-    who = await caller(request)
-    found = await find_store(request, who, request.path_params["store_id"])
+    found = await access.decide(request, STORES, request.path_params["store_id"], Access.READ, Signed.CONTENT)
     store = found.store
-    need(request, found, who, Access.READ, signed=auth.check_content_signature(store, request.query_params.get("signature")))
     limit = query_limit(request)
     start = query_text(request, "exclusiveStartKey")
     sel = selection(request, store)
@@ -105,84 +94,30 @@ def _path_key(request: Request) -> str:
     matches before a final newline that ``.*`` doesn't take, so with Starlette's ``path`` convertor ``/records/a%0A``
     would be routed with the key ``a`` and write another record than the one named (app.py's ``key`` convertor
     takes newlines too)."""
-    key = request.path_params["key"]
+    params = request.scope["path_params"]
+    key = params["key"]
     path = request.scope["path"]
-    head = f"/v2/key-value-stores/{request.path_params['store_id']}/records/"
+    head = f"/v2/key-value-stores/{params['store_id']}/records/"
     if path.startswith(head) and path[len(head):] != key:
         raise errors.InvalidRecordKey()
     return key
 
 
-async def record_endpoint(request: Request) -> Response:
+async def record_endpoint(request: Request) -> Response | _Bytes:
     key = _path_key(request)
-    who = await caller(request)
-    reading = request.method in ("GET", "HEAD")
-    store_id = request.path_params["store_id"]
-    found = await find_store(request, who, store_id, record_op=True, record_key=key if reading else None)
-    check_key(key)
-    if reading:
-        signed = auth.check_record_signature(found.store, key, request.query_params.get("signature"))
-        need(request, found, who, Access.READ, signed=signed)
+    store_id = request.scope["path_params"]["store_id"]
+    method = request.scope["method"]
+    if method in ("GET", "HEAD"):
+        # The record comes in the same query as the store when the caller may read it (not through a signature).
+        found = await access.decide(request, STORES, store_id, Access.READ, Signed.RECORD, key=key, fetch=True)
         return await _get_record(request, found, key)
-    need(request, found, who, Access.WRITE)
-    if request.method == "DELETE":
+    found = await access.decide(request, STORES, store_id, Access.WRITE, key=key)
+    if method == "DELETE":
         storage = state(request).storage
         await storage.delete_record(found.store.id, key)
         storage.count_access(found.store.id, deletes=1)
         return Response(status_code=204)
     return await _put_record(request, found.store, key)
-
-
-async def record_get(scope: Scope, receive: Receive, send: Send) -> None:
-    """GET/HEAD of a record as a bare ASGI app, for app.py's fast lane (which has set ``path_params``): the same
-    endpoint, without Starlette's routing and middleware layers around it; the owner's plain GET even shorter."""
-    if await _owner_plain_get(scope, receive, send):
-        return
-    response = await record_endpoint(ApiRequest(scope, receive))
-    await response(scope, receive, send)
-
-
-# Request headers that make a GET more than plain (the general path handles them).
-_NOT_PLAIN = frozenset((b"range", b"if-range", b"if-none-match"))
-
-
-async def _owner_plain_get(scope: Scope, receive: Receive, send: Send) -> bool:
-    """The most common request of all, answered with the least work: the store's owner, with a token already in
-    the cache, GETs a small identity-encoded record by store ID, with no query string and no conditional or
-    range header. Its access rule is the simplest one there is (the owner may read); anything
-    else returns False before a byte is sent, and the general path (record_endpoint) answers instead, so every
-    other rule and every error lives in one place. The same answer either way: tests/api/test_records.py
-    compares the two paths header by header."""
-    if scope["method"] != "GET" or scope["query_string"]:
-        return False
-    authorization = None
-    for name, value in scope["headers"]:  # ASGI servers give header names in lower case
-        if name in _NOT_PLAIN:
-            return False
-        if name == b"authorization" and authorization is None:
-            authorization = value.decode("latin-1")
-    st = state_of(scope)
-    token = auth.token_from_request(authorization, None)
-    hit = st.tokens.cached(token) if token is not None else None
-    if hit is None or hit[0] is None:
-        return False
-    params = scope["path_params"]
-    store_id, key = params["store_id"], params["key"]
-    if not (plausible_store_id(store_id) and valid_key(key)):
-        return False
-    storage = st.storage
-    store, record = await storage.get_store_and_record(store_id, key, hit[0].id)
-    if store is None or record is None or store.user_id != hit[0].id or record.content_encoding is not None:
-        return False
-    body = storage.held_bytes(record)
-    if body is None:
-        return False
-    await rate_limit(scope, hit[0], store_id, record_op=True)  # as find_store does (a 429 is ApiMiddleware's)
-    storage.count_access(store_id, reads=1)
-    headers = _record_headers(record, _etag(record, False))
-    headers["Content-Length"] = str(len(body))
-    await _Bytes(200, headers, body)(scope, receive, send)
-    return True
 
 
 def _record_headers(record: RecordMeta, etag: str) -> dict[str, str]:
@@ -208,16 +143,28 @@ class _Bytes:
         await send({"type": "http.response.body", "body": self.body})
 
 
-async def _get_record(request: Request, found: StoreAccess, key: str) -> Response | _Bytes:
-    storage = state(request).storage
+async def _get_record(request: Request, found: Decision, key: str) -> Response | _Bytes:
+    scope = request.scope
+    storage = state_of(scope).storage
     store_id = found.store.id
-    if found.record_looked_up:
+    if found.record_read:
         record = found.record
     else:
-        record = await storage.get_record(store_id, key)
+        record = await storage.get_record(store_id, key)  # read access through a signature: decided, now read
     if record is None:
         raise errors.RecordNotFound()
     storage.count_access(store_id, reads=1)
+    if record.content_encoding is None and scope["method"] == "GET":
+        # The most common request of all: a plain GET of a small identity record (no range, no condition, no
+        # attachment): straight to the bytes that came with the lookup. Anything else takes the way below.
+        held = storage.held_bytes(record)
+        asked = request.headers
+        if held is not None and "range" not in asked and "if-none-match" not in asked and (
+            not scope["query_string"] or "attachment" not in request.query_params
+        ):
+            headers = _record_headers(record, _etag(record, False))
+            headers["Content-Length"] = str(len(held))
+            return _Bytes(200, headers, held)
     encoded = record.content_encoding is not None and _accepts(
         request.headers.get("accept-encoding"), record.content_encoding
     )

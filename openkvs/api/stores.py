@@ -3,36 +3,32 @@ key and sharing a store with other users (grants)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from openkvs import auth, errors, rules, schema, sharing
+from openkvs import access, auth, errors, rules, schema, sharing, signing
+from openkvs.access import STORES, Access
 from openkvs.api.common import (
-    Caller,
-    caller,
     check_store_name,
-    find_store,
+    iso,
     json_response,
-    need,
     public_base,
     query_bool,
     query_int,
     query_limit,
-    rate_limit,
     read_json_body,
-    require_user,
     state,
-    store_json,
 )
-from openkvs.auth import Access
+from openkvs.storage.base import Store
+
+PUBLIC_URL_DAYS = 14
 
 
 async def list_stores(request: Request) -> Response:
-    who = await caller(request)
-    user = require_user(who)
-    await rate_limit(request.scope, who.user, None, record_op=False)
+    user = await access.signed_in(request)
     offset = query_int(request, "offset", 0, minimum=0)
     limit = query_limit(request)
     desc = query_bool(request, "desc")
@@ -40,14 +36,16 @@ async def list_stores(request: Request) -> Response:
     ownership = request.query_params.get("ownership") or None
     if ownership not in (None, "ownedByMe", "sharedWithMe"):
         raise errors.InvalidInput("Parameter 'ownership' must be ownedByMe or sharedWithMe.")
-    total, stores = await state(request).storage.list_stores(
+    storage = state(request).storage
+    total, stores = await storage.list_stores(
         user.id, offset=offset, limit=limit, desc=desc, unnamed=unnamed, ownership=ownership
     )
     # The signing key goes only to who may write: the owner, or a user whose grant allows writing.
+    grants = await storage.user_grants(user.id, [s.id for s in stores if s.user_id != user.id])
     items = []
     for s in stores:
-        access = Access.WRITE if s.user_id == user.id else await auth.user_access(state(request).storage, s, user)
-        items.append(store_json(request, s, access))
+        grant = grants.get(s.id)
+        items.append(store_json(request, s, access.right_of(s, user, grant.can_write if grant else None)))
     return json_response(
         {
             "total": total,
@@ -62,9 +60,7 @@ async def list_stores(request: Request) -> Response:
 
 
 async def get_or_create_store(request: Request) -> Response:
-    who = await caller(request)
-    user = require_user(who)
-    await rate_limit(request.scope, who.user, None, record_op=False)
+    user = await access.signed_in(request)
     name = request.query_params.get("name")
     body = await read_json_body(request)
     if body is not None and not isinstance(body, dict):
@@ -80,19 +76,20 @@ async def get_or_create_store(request: Request) -> Response:
     return json_response(store_json(request, store, Access.WRITE), 201 if created else 200, headers)
 
 
+# DELETE: only the owner removes a store, even a user who was granted write may not. (HEAD is GET's.)
+_STORE_LEVELS = {"GET": Access.READ, "HEAD": Access.READ, "PUT": Access.WRITE, "DELETE": Access.OWNER}
+
+
 async def store_endpoint(request: Request) -> Response:
-    who = await caller(request)
-    found = await find_store(request, who, request.path_params["store_id"])
+    found = await access.decide(request, STORES, request.path_params["store_id"], _STORE_LEVELS[request.method])
     storage = state(request).storage
-    if request.method == "GET":
-        need(request, found, who, Access.READ)
+    if request.method in ("GET", "HEAD"):
         return json_response(store_json(request, found.store, found.access))
     if request.method == "PUT":
-        need(request, found, who, Access.WRITE)
         body = await read_json_body(request)
         if not isinstance(body, dict):
             raise errors.InvalidInput("The request body must be a JSON object.")
-        changes = _store_changes(body, found.store.user_id == (who.user.id if who.user else None))
+        changes = _store_changes(body, found.access is Access.OWNER)
         if "schema" in body:
             changes["schema"] = await schema.validate_schema_off_loop(body["schema"])
         store = found.store
@@ -103,10 +100,6 @@ async def store_endpoint(request: Request) -> Response:
             )
             store = await storage.update_store(store.id, changes)
         return json_response(store_json(request, store, found.access))
-    # DELETE: only the owner removes a store, even a user who was granted write may not.
-    need(request, found, who, Access.WRITE)
-    if who.user is None or found.store.user_id != who.user.id:
-        raise errors.PermissionDenied()
     await storage.delete_store(found.store.id)
     return Response(status_code=204)
 
@@ -128,24 +121,14 @@ def _store_changes(body: dict[str, Any], is_owner: bool) -> dict[str, Any]:
 
 async def rotate_signing_key(request: Request) -> Response:
     """POST /v2/key-value-stores/{id}/signing-key: a new urlSigningSecretKey voids every signature made before."""
-    who = await caller(request)
-    found = await find_store(request, who, request.path_params["store_id"])
-    _owner_only(request, found, who)
+    found = await access.decide(request, STORES, request.path_params["store_id"], Access.OWNER)
     store = await state(request).storage.update_store(found.store.id, {"url_signing_secret_key": auth.new_signing_key()})
     return json_response(store_json(request, store, Access.WRITE))
 
 
-def _owner_only(request: Request, found: Any, who: Caller) -> None:
-    need(request, found, who, Access.WRITE)
-    if who.user is None or found.store.user_id != who.user.id:
-        raise errors.PermissionDenied()
-
-
 async def grants_endpoint(request: Request) -> Response:
     """GET lists grants of a store; PUT {"username", "access": "READ"|"WRITE"} adds or changes one."""
-    who = await caller(request)
-    found = await find_store(request, who, request.path_params["store_id"])
-    _owner_only(request, found, who)
+    found = await access.decide(request, STORES, request.path_params["store_id"], Access.OWNER)
     storage = state(request).storage
     if request.method == "PUT":
         body = await read_json_body(request)
@@ -168,11 +151,42 @@ async def grants_endpoint(request: Request) -> Response:
 
 async def grant_endpoint(request: Request) -> Response:
     """DELETE /v2/key-value-stores/{id}/grants/{username}: take a grant back (204, also when there was none)."""
-    who = await caller(request)
-    found = await find_store(request, who, request.path_params["store_id"])
-    _owner_only(request, found, who)
+    found = await access.decide(request, STORES, request.path_params["store_id"], Access.OWNER)
     storage = state(request).storage
     user = await storage.get_user_by_name(request.path_params["username"])
     if user is not None:
         await sharing.remove_grant(storage, found.store.id, user.id, state(request).settings.rotate_signing_key_on_revoke)
     return Response(status_code=204)
+
+
+def store_json(request: Request, store: Store, right: Access) -> dict[str, Any]:
+    """The wire form of a store; its signing key only for who may write."""
+    base = public_base(request)
+    expires = int(time.time() * 1000) + PUBLIC_URL_DAYS * 86_400_000
+    sig = signing.content_signature(store.url_signing_secret_key, store.id, expires)
+    s = store.stats
+    data: dict[str, Any] = {
+        "id": store.id,
+        "name": store.name,
+        "userId": store.user_id,
+        "username": store.username,
+        "createdAt": iso(store.created_at),
+        "modifiedAt": iso(store.modified_at),
+        "accessedAt": iso(store.accessed_at),
+        "actId": None,
+        "actRunId": None,
+        "generalAccess": store.general_access,
+        "schema": store.schema,
+        "stats": {
+            "readCount": s.read_count,
+            "writeCount": s.write_count,
+            "deleteCount": s.delete_count,
+            "listCount": s.list_count,
+            "storageBytes": s.storage_bytes,
+        },
+        "keysPublicUrl": f"{base}/v2/key-value-stores/{store.id}/keys?signature={sig}",
+        "recordsPublicUrl": f"{base}/v2/key-value-stores/{store.id}/records?signature={sig}",
+    }
+    if right >= Access.WRITE:
+        data["urlSigningSecretKey"] = store.url_signing_secret_key
+    return data

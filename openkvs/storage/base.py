@@ -122,6 +122,16 @@ class RecordMeta:
 
 
 @dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
+class StoreLookup:
+    """A store as an access decision sees it (``Storage.look_up_store``)."""
+
+    store: Store
+    grant: bool | None  # the caller's grant: can_write, or None for no grant
+    record: RecordMeta | None = None  # the record asked for, when it was read and exists
+    record_read: bool = False  # whether the record was looked up (the caller may read the store)
+
+
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class KeyItem:
     key: str
     size: int
@@ -321,6 +331,16 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def get_grant(self, store_id: str, user_id: str) -> Grant | None: ...
 
+    async def user_grants(self, user_id: str, store_ids: Sequence[str]) -> dict[str, Grant]:
+        """The grants ``user_id`` holds on any of ``store_ids``, by store ID: for a listing of stores, one query
+        instead of one per store. A backend overrides it; this is the same through get_grant."""
+        found = {}
+        for store_id in dict.fromkeys(store_ids):
+            grant = await self.get_grant(store_id, user_id)
+            if grant is not None:
+                found[store_id] = grant
+        return found
+
     # records
 
     @abc.abstractmethod
@@ -336,16 +356,35 @@ class Storage(abc.ABC):
         """The blob of the returned record stays readable for at least a grace period (a minute) even if the
         record is replaced or deleted meanwhile, so a ``read_blob`` that follows always succeeds."""
 
-    async def get_store_and_record(
-        self, store_id: str, key: str, owner_id: str | None
-    ) -> tuple[Store | None, RecordMeta | None]:
-        """The store, and its record ``key`` if the store belongs to ``owner_id`` (else None, without reading
-        it: whether others may read it is decided afterwards, and until then the record is not touched). For
-        the hottest request, a record GET by store ID by its owner; a backend overrides it with one query."""
-        store = await self.get_store(store_id)
-        if store is None or owner_id is None or store.user_id != owner_id:
-            return store, None
-        return store, await self.get_record(store_id, key)
+    async def look_up_store(
+        self,
+        user_id: str | None,
+        *,
+        store_id: str | None = None,
+        owner_id: str | None = None,
+        name: str | None = None,
+        key: str | None = None,
+        readable: Sequence[str] = (),
+    ) -> StoreLookup | None:
+        """What an access decision needs, in one query: the store with ID ``store_id`` (or the store ``name`` of
+        ``owner_id``, case-insensitive), the grant ``user_id`` holds on it, and its record ``key`` if ``user_id``
+        may read the store (its owner, a grant, or a ``general_access`` in ``readable``: the levels that let the
+        store's address read). Else the record is not touched: whether a signature opens it is decided after.
+        None for a missing store. A backend overrides this with one query; this is the same through the others."""
+        if store_id is not None:
+            store = await self.get_store(store_id)
+        else:
+            store = await self.get_store_by_name(owner_id or "", name or "")
+        if store is None:
+            return None
+        grant = await self.get_grant(store.id, user_id) if user_id is not None and user_id != store.user_id else None
+        found = StoreLookup(store, grant.can_write if grant is not None else None)
+        if key is not None and (
+            (user_id is not None and store.user_id == user_id) or grant is not None or store.general_access in readable
+        ):
+            found.record = await self.get_record(store.id, key)
+            found.record_read = True
+        return found
 
     @abc.abstractmethod
     def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:

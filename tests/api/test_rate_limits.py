@@ -192,8 +192,8 @@ def test_record_burst_gets_429_with_retry_after_and_the_record_limit(limited: Se
 
 
 def test_owner_get_burst_is_limited_like_every_record_request(limited: Server) -> None:
-    """The owner's plain GET of a small record has a short path of its own (records._owner_plain_get): it spends
-    the same budget and gets the same 429."""
+    """The owner's plain GET of a small record, the cheapest request there is, spends the same budget and gets
+    the same 429."""
     with limited.client() as c:
         store = new_store(c)
         assert c.put(rec_path(store["id"], "k"), content=b"x").status_code == 201  # one of the budget

@@ -51,9 +51,8 @@ def test_put_get_roundtrip_headers(shared_server, alice, store):
 
 @pytest.mark.parametrize("size", [0, 1, 1024, 64 * 1024, 64 * 1024 + 1, 300_000])
 def test_plain_get_answers_exactly_like_a_get_with_parameters(alice, store, size):
-    """The owner's plain GET has a short path of its own (records._owner_plain_get; which requests take it:
-    tests/test_owner_plain_get.py); any query parameter sends the same request through the general one. Both
-    must give the same status, body and headers."""
+    """A plain GET of a small record takes a cheap branch straight to the bytes (records._get_record); any query
+    parameter sends the same request the whole way through. Both must give the same status, body and headers."""
     body = os.urandom(size)
     url = rec_path(store["id"], f"r{size}")
     assert alice.put(url, content=body, headers={"content-type": "text/csv"}).status_code == 201
@@ -267,7 +266,7 @@ def test_bad_keys(shared_server, store, raw_key):
 
 def test_newline_inside_a_key_gets_the_same_answer_for_every_method(shared_server, store):
     """A newline is a character the key rule refuses, like any other (issue 11 item 14: it was 404 page-not-found,
-    no route matching it); GET/HEAD have a fast lane of their own that must not answer it differently."""
+    no route matching it), for GET/HEAD as for every other method."""
     for raw_key in ("a%0Ab", "k%0Ak", "a%0A", "%0A"):
         path = f"/v2/key-value-stores/{store['id']}/records/{raw_key}"
         auth = {"Authorization": f"Bearer {shared_server.token}"}

@@ -277,38 +277,6 @@ async def test_put_get_sizes(storage: Storage, kind: str) -> None:
     assert (await storage.get_store(store.id)).stats.storage_bytes == size
 
 
-@pytest.mark.parametrize("size", [0, 10, 64 * 1024, 64 * 1024 + 1, 3 * 1024 * 1024])
-async def test_get_store_and_record_answers_like_the_two_calls(storage: Storage, size: int) -> None:
-    """The record GET's one-query lookup: for the store's owner, the same store and record as get_store +
-    get_record, and the bytes in hand (held_bytes) exactly when they came along, never a part of them. For
-    anyone else the store alone: the record is not read before access is decided."""
-    alice, store = await new_store(storage, "s")
-    bob = await storage.create_user("bob")
-    data = os.urandom(size)
-    await put(storage, store.id, "k", data, "image/png")
-    gz = zlib.compress(b"z" * 5000)
-    await storage.put_record(store.id, "gz", Body([gz]), "text/plain", "deflate")
-
-    both_store, record = await storage.get_store_and_record(store.id, "k", alice.id)
-    assert both_store == await storage.get_store(store.id)
-    assert record == await storage.get_record(store.id, "k")
-    held = storage.held_bytes(record)
-    assert held is None or held == data
-    if size <= 1024:
-        assert held == data  # a small record never needs a second read
-    assert await read_all(storage, record) == data
-
-    _, encoded = await storage.get_store_and_record(store.id, "gz", alice.id)
-    assert encoded.content_encoding == "deflate"
-    assert storage.held_bytes(encoded) in (None, gz)  # stored bytes, as uploaded
-    assert await storage.get_store_and_record(store.id, "missing", alice.id) == (both_store, None)
-    assert await storage.get_store_and_record(store.id, "k", bob.id) == (both_store, None)  # not bob's store
-    assert await storage.get_store_and_record(store.id, "k", None) == (both_store, None)  # nobody's
-    assert await storage.get_store_and_record("NoSuchStore000000", "k", alice.id) == (None, None)
-    await storage.delete_store(store.id)
-    assert await storage.get_store_and_record(store.id, "k", alice.id) == (None, None)
-
-
 async def test_stores_encoding_and_bytes_as_given(storage: Storage) -> None:
     _, store = await new_store(storage, "s")
     gz = zlib.compress(b"hello" * 100)

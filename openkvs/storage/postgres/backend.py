@@ -30,6 +30,7 @@ from ..base import (
     StorageError,
     StorageUnavailable,
     Store,
+    StoreLookup,
     User,
     UsernameTaken,
 )
@@ -66,6 +67,23 @@ _DEADLOCK_RETRIES = 5
 _STORE_BY_NAME = f"SELECT {STORE_COLS} FROM {STORE_FROM} WHERE s.user_id = $1 AND lower(s.name) = lower($2)"
 _GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
 
+
+def _lookup_sql(by_name: bool, with_record: bool) -> str:
+    """SQL of look_up_store: the store's columns, the caller's grant (g_can_write, NULL for none), whether the
+    caller may read the store (may_read), then (``with_record``) the record's columns prefixed "r_" (stores have
+    some of the same names) with the small record's bytes (see get_record), NULLs unless the record exists and
+    the caller may read. Parameters: $1 the caller's user ID, $2 the general_access levels that let the address
+    read, $3 the store ID or $3 the owner's ID and $4 the name, then the record key."""
+    may_read = "(s.user_id = $1 OR g.user_id IS NOT NULL OR s.general_access = ANY($2::text[]))"
+    where = "s.user_id = $3 AND lower(s.name) = lower($4)" if by_name else "s.id = $3"
+    key = "$5" if by_name else "$4"
+    record_cols = "".join(f", r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(","))
+    return f"""SELECT {STORE_COLS}, g.can_write AS g_can_write, {may_read} AS may_read
+            {f"{record_cols}, {_held_data('r')} AS r_data" if with_record else ""}
+        FROM {STORE_FROM} LEFT JOIN grants g ON g.store_id = s.id AND g.user_id = $1
+            {f"LEFT JOIN records r ON r.store_id = s.id AND r.key = {key} AND {may_read}" if with_record else ""}
+        WHERE {where}"""
+
 T = TypeVar("T")
 
 
@@ -76,6 +94,10 @@ def _held_data(r: str) -> str:
         f"CASE WHEN {r}.size > 0 AND {r}.size <= least({r}.chunk_size, {GET_INLINE_MAX}) THEN "
         f"(SELECT c.data FROM blob_chunks c WHERE c.blob_id = {r}.blob_id AND c.seq = 0) END"
     )
+
+
+# (by name, with a record) -> SQL
+_LOOKUP = {(n, r): _lookup_sql(n, r) for n in (False, True) for r in (False, True)}
 
 
 async def _deadlock_retried(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -494,6 +516,14 @@ class PostgresStorage(Storage):
         )
         return Grant(r["store_id"], r["user_id"], r["username"], r["can_write"]) if r else None
 
+    async def user_grants(self, user_id: str, store_ids: Sequence[str]) -> dict[str, Grant]:
+        if not store_ids:
+            return {}
+        rows = await self._fetch(
+            _GRANT_SELECT + "WHERE g.user_id = $1 AND g.store_id = ANY($2::text[])", user_id, list(store_ids)
+        )
+        return {r["store_id"]: Grant(r["store_id"], r["user_id"], r["username"], r["can_write"]) for r in rows}
+
     # -- records -----------------------------------------------------------------------------------------------
 
     async def put_record(
@@ -569,23 +599,30 @@ class PostgresStorage(Storage):
         )
         return to_record(row, row["data"]) if row is not None else None
 
-    # The small record's bytes come along (see get_record); record columns are prefixed "r_" (stores have some
-    # of the same names).
-    _STORE_AND_RECORD = f"""SELECT {STORE_COLS},
-            {", ".join(f"r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(","))},
-            {_held_data('r')} AS r_data
-        FROM {STORE_FROM} LEFT JOIN records r ON r.store_id = s.id AND r.key = $2 AND s.user_id = $3
-        WHERE s.id = $1"""
-
-    async def get_store_and_record(
-        self, store_id: str, key: str, owner_id: str | None
-    ) -> tuple[Store | None, RecordMeta | None]:
-        row = await self._fetchrow(self._STORE_AND_RECORD, store_id, key, owner_id)
+    async def look_up_store(
+        self,
+        user_id: str | None,
+        *,
+        store_id: str | None = None,
+        owner_id: str | None = None,
+        name: str | None = None,
+        key: str | None = None,
+        readable: Sequence[str] = (),
+    ) -> StoreLookup | None:
+        if store_id is None:
+            row = await self._fetchrow(_LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name,
+                                       *(() if key is None else (key,)))
+        else:
+            row = await self._fetchrow(_LOOKUP[(False, key is not None)], user_id, list(readable), store_id,
+                                       *(() if key is None else (key,)))
         if row is None:
-            return None, None
-        if row["r_key"] is None:
-            return to_store(row), None
-        return to_store(row), to_record(row, row["r_data"], "r_")
+            return None
+        found = StoreLookup(to_store(row), row["g_can_write"])
+        if key is not None and row["may_read"]:
+            found.record_read = True
+            if row["r_key"] is not None:
+                found.record = to_record(row, row["r_data"], "r_")
+        return found
 
     def held_bytes(self, record: RecordMeta) -> bytes | None:
         blob = record.blob

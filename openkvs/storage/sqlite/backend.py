@@ -32,6 +32,7 @@ from ..base import (
     Storage,
     StorageError,
     Store,
+    StoreLookup,
     User,
     UsernameTaken,
 )
@@ -44,12 +45,12 @@ from .snapshot import SQLiteSnapshot, begin_snapshot
 from .space import RESERVE_BYTES, Headroom
 from .tables import (
     DB_NAME,
-    TABLES_VERSION,
     EPOCH,
+    LOOKUP,
     RECORD_COLS,
-    STORE_AND_RECORD,
     STORE_NCOLS,
     STORE_SELECT,
+    TABLES_VERSION,
     create_database,
     from_ms,
     now_ms,
@@ -444,6 +445,20 @@ class SQLiteStorage(Storage):
 
         return await self._point_read(q)
 
+    async def user_grants(self, user_id: str, store_ids: Sequence[str]) -> dict[str, Grant]:
+        ids = list(dict.fromkeys(store_ids))
+        if not ids:
+            return {}
+
+        def q(conn: sqlite3.Connection) -> dict[str, Grant]:
+            rows = conn.execute(
+                self._GRANT_SELECT + f"WHERE g.user_id = ? AND g.store_id IN ({', '.join('?' * len(ids))})",
+                (user_id, *ids),
+            )
+            return {r[0]: Grant(r[0], r[1], r[2], bool(r[3])) for r in rows}
+
+        return await self._read(q)
+
     # -- records -----------------------------------------------------------------------------------------------
 
     def _fetched(self, row: Sequence[Any]) -> RecordMeta:
@@ -526,27 +541,47 @@ class SQLiteStorage(Storage):
 
         return await self._point_read(q)
 
-    async def get_store_and_record(
-        self, store_id: str, key: str, owner_id: str | None
-    ) -> tuple[Store | None, RecordMeta | None]:
+    async def look_up_store(
+        self,
+        user_id: str | None,
+        *,
+        store_id: str | None = None,
+        owner_id: str | None = None,
+        name: str | None = None,
+        key: str | None = None,
+        readable: Sequence[str] = (),
+    ) -> StoreLookup | None:
         n = STORE_NCOLS
+        levels = (*readable, None, None, None)[:3]
+        where = (owner_id, name) if store_id is None else (store_id,)
+        sql = LOOKUP[(store_id is None, key is not None)]
+        params = (user_id, *levels, *where, key) if key is not None else (user_id, *levels, *where)
 
-        def q(conn: sqlite3.Connection) -> tuple[Store | None, RecordMeta | None]:
-            row = conn.execute(STORE_AND_RECORD, (key, owner_id, store_id)).fetchone()
+        def q(conn: sqlite3.Connection) -> StoreLookup | None:
+            row = conn.execute(sql, params).fetchone()
             if row is None:
-                return None, None
+                return None
             store_row = row[:n]
-            memo = self._store_memo.get(store_id)
+            sid = store_row[0]
+            memo = self._store_memo.get(sid)
             if memo is not None and memo[0] == store_row:
                 store = memo[1]
             else:
                 store = to_store(store_row)
                 if len(self._store_memo) >= 1024:
                     self._store_memo.clear()
-                self._store_memo[store_id] = (store_row, store)
-            if row[n] is None:  # the LEFT JOIN found no record
-                return store, None
-            return store, self._fetched(row[n:])
+                self._store_memo[sid] = (store_row, store)
+            grant = row[n]
+            found = StoreLookup(store, None if grant is None else bool(grant))
+            if key is not None:
+                if row[n + 1] is not None:  # the LEFT JOIN found the record, so the caller may read
+                    found.record = self._fetched(row[n + 1 :])
+                    found.record_read = True
+                else:  # no such record, or not this caller's to read: the join's rule, in Python
+                    found.record_read = (
+                        store.user_id == user_id or grant is not None or store.general_access in readable
+                    )
+            return found
 
         return await self._point_read(q)
 

@@ -123,19 +123,39 @@ FROM stores s JOIN users u ON u.id = s.user_id
 
 RECORD_COLS = "key, size, decoded_size, crc32, modified_at, content_type, content_encoding, data_id, path"
 STORE_NCOLS = 16  # the columns of STORE_SELECT
-# A record GET by store ID: the store's columns, then the record's and its inline bytes (NULLs if no record, or if
-# the store is not the given owner's).
-STORE_AND_RECORD = """
-SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
-       s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
-       s.storage_bytes, s.generation,
-       r.key, r.size, r.decoded_size, r.crc32, r.modified_at, r.content_type, r.content_encoding, r.data_id, r.path,
-       d.data
-FROM stores s JOIN users u ON u.id = s.user_id
-LEFT JOIN records r ON r.store_id = s.id AND r.key = ? AND s.user_id = ?
-LEFT JOIN record_data d ON d.id = r.data_id
-WHERE s.id = ?
-"""
+
+
+def lookup_sql(by_name: bool, with_record: bool) -> str:
+    """SQL of look_up_store: the store's columns, the caller's grant (can_write, NULL for none), then
+    (``with_record``) the record's columns and its inline bytes, NULLs unless the record exists and the caller
+    may read the store. Parameters: ?1 the caller's user ID, ?2-?4 the general_access levels that let the
+    address read (padded with NULLs), ?5 the store ID or ?5 the owner's ID and ?6 the name, then the record key.
+    (Three comparisons rather than ``IN (?2, ?3, ?4)``: SQLite builds a temporary index for an IN list of
+    parameters, a quarter of the query's time.)"""
+    may_read = (
+        "(s.user_id = ?1 OR g.user_id IS NOT NULL"
+        " OR s.general_access = ?2 OR s.general_access = ?3 OR s.general_access = ?4)"
+    )
+    where = "s.user_id = ?5 AND s.name = ?6 COLLATE NOCASE" if by_name else "s.id = ?5"
+    key = "?7" if by_name else "?6"
+    record_cols = (
+        ", r.key, r.size, r.decoded_size, r.crc32, r.modified_at, r.content_type, r.content_encoding, r.data_id,"
+        " r.path, d.data"
+    )
+    record_join = (
+        f" LEFT JOIN records r ON r.store_id = s.id AND r.key = {key} AND {may_read}"
+        " LEFT JOIN record_data d ON d.id = r.data_id"
+    )
+    return (
+        STORE_SELECT.replace("\nFROM", f", g.can_write{record_cols if with_record else ''}\nFROM")
+        + " LEFT JOIN grants g ON g.store_id = s.id AND g.user_id = ?1"
+        + (record_join if with_record else "")
+        + f" WHERE {where}"
+    )
+
+
+# (by name, with a record) -> SQL
+LOOKUP = {(n, r): lookup_sql(n, r) for n in (False, True) for r in (False, True)}
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
