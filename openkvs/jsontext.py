@@ -43,10 +43,10 @@ def loads(raw: bytes | bytearray, *, storable: bool = False) -> Any:
 def check_storable(value: Any) -> None:
     """Raise InvalidJson if a string or member name anywhere in ``value`` holds NUL or a lone surrogate: for
     values that are stored (a store's schema), not for whole bodies, whose unknown members are ignored."""
-    _scan(value, True)
+    _scan(value, True, max_depth=None)
 
 
-def _scan(value: Any, storable: bool) -> None:
+def _scan(value: Any, storable: bool, max_depth: int | None = MAX_DEPTH) -> None:
     """Walk ``value`` without recursion: raise TooDeep past MAX_DEPTH; with ``storable``, InvalidJson for NUL or
     a lone surrogate in any string."""
     if storable and isinstance(value, str) and _UNSTORABLE.search(value):
@@ -54,7 +54,7 @@ def _scan(value: Any, storable: bool) -> None:
     stack = [(value, 1)] if isinstance(value, (list, dict)) else []
     while stack:
         node, level = stack.pop()
-        if level > MAX_DEPTH:
+        if max_depth is not None and level > max_depth:
             raise TooDeep(f"JSON nested more than {MAX_DEPTH} levels deep.")
         if isinstance(node, dict):
             children: Any = node.values()
