@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import functools
+import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -81,7 +82,12 @@ class _PatternNotSupported(Exception):
     """A stored schema (set before patterns were checked) has a pattern RE2 can't run."""
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _search(pattern: str, text: str) -> bool:
+    # RE2 matches UTF-8, which a lone surrogate (JSON's "\ud800") has no form in: it matches as U+FFFD would.
+    text = _LONE_SURROGATE.sub("\ufffd", text)
     try:
         return _regex(pattern).search(text) is not None
     except re2.error:
