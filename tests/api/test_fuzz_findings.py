@@ -90,3 +90,12 @@ def test_lone_surrogate_against_a_pattern_is_judged_not_500(shared_server, body)
         assert_error(r, 400, "schema-validation-failed")
         r = http.put(rec_path(store["id"], "s-2"), content=b'"aaa"', headers={"Content-Type": "application/json"})
         assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("username", ["%00", "a%00b", "%ED%A0%80", "b" * 300])
+def test_removing_a_grant_of_an_impossible_username_is_204(shared_server, username):
+    # The name went to the database as it was: PostgreSQL text can't hold NUL (500).
+    with shared_server.client() as http:
+        store = new_store(http)
+        r = http.delete(f"/v2/key-value-stores/{store['id']}/grants/{username}")
+        assert r.status_code == 204, r.text
