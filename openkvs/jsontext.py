@@ -9,6 +9,7 @@ Every level past ``MAX_DEPTH`` is refused instead, before anything else looks at
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -27,11 +28,31 @@ class TooDeep(InvalidJson):
     pass
 
 
+class NotFinite(InvalidJson):
+    pass
+
+
+def _constant(name: str) -> Any:
+    raise NotFinite(f"{name} is not a JSON number.")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise NotFinite(f"The number {text[:40]} is too large.")
+    return value
+
+
 def loads(raw: bytes | bytearray, *, storable: bool = False) -> Any:
     """The value of a JSON document of at most ``MAX_DEPTH`` levels. ``storable``: also refuse a string or a
-    member name holding NUL or a lone surrogate (``"\\u0000"``, ``"\\ud800"``)."""
+    member name holding NUL or a lone surrogate (``"\\u0000"``, ``"\\ud800"``).
+
+    Numbers are finite: Python's parser takes NaN and Infinity, which are not JSON (RFC 8259), and reads 1e400 as
+    infinity; jsonschema's arithmetic fails on them and no JSON text can hold them to send back or store."""
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_constant, parse_float=_finite)
+    except NotFinite:
+        raise
     except RecursionError:  # raised cleanly by the C parser, past the interpreter's limit
         raise TooDeep(f"JSON nested more than {MAX_DEPTH} levels deep.") from None
     except (ValueError, UnicodeDecodeError):

@@ -19,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import functools
+import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from typing import Any
 
 import anyio.to_thread
 import jsonschema
+import jsonschema._keywords
 import re2
 import referencing
 import referencing.exceptions
@@ -79,7 +82,12 @@ class _PatternNotSupported(Exception):
     """A stored schema (set before patterns were checked) has a pattern RE2 can't run."""
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _search(pattern: str, text: str) -> bool:
+    # RE2 matches UTF-8, which a lone surrogate (JSON's "\ud800") has no form in: it matches as U+FFFD would.
+    text = _LONE_SURROGATE.sub("\ufffd", text)
     try:
         return _regex(pattern).search(text) is not None
     except re2.error:
@@ -171,6 +179,17 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> It
             yield ValidationError(f"{instance!r} has non-unique elements")
 
 
+def _multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    # jsonschema divides the value by a float divisor first: an integer past a float's range (10**400) raised
+    # OverflowError there. Then exact fractions, with the divisor as its shortest decimal (0.01 as written, not
+    # the binary float nearest to it, of which no integer is a multiple).
+    try:
+        yield from jsonschema._keywords.multipleOf(validator, divisor, instance, schema)
+    except OverflowError:
+        if (Fraction(instance) / Fraction(repr(divisor))).denominator != 1:
+            yield ValidationError(f"{instance!r} is not a multiple of {divisor}")
+
+
 _Validator = jsonschema.validators.extend(
     jsonschema.Draft7Validator,
     validators={
@@ -181,6 +200,7 @@ _Validator = jsonschema.validators.extend(
             "patternProperties": _pattern_properties,
             "additionalProperties": _additional_properties,
             "uniqueItems": _unique_items,
+            "multipleOf": _multiple_of,
         }.items()
     },
 )
