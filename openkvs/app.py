@@ -8,6 +8,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.convertors import Convertor, register_url_convertor
@@ -115,6 +116,32 @@ ROUTES = [
 ]
 
 
+class _BodyDeadline:
+    """The server's ``receive`` with a deadline for each piece of a request body: a client that stops sending in
+    the middle of an upload gets 408 and the partial upload is dropped (storage cleans up as for a disconnect),
+    instead of holding its connection and upload state forever. Once the body is complete, ``receive`` waits
+    untimed again (a streaming response listens on it for the client's disconnect)."""
+
+    __slots__ = ("receive", "timeout", "done")
+
+    def __init__(self, receive: Receive, timeout: float) -> None:
+        self.receive = receive
+        self.timeout = timeout
+        self.done = False
+
+    async def __call__(self) -> Message:
+        if self.done:
+            return await self.receive()
+        try:
+            with anyio.fail_after(self.timeout):
+                message = await self.receive()
+        except TimeoutError:
+            raise errors.BodyTimeout() from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.done = True
+        return message
+
+
 class ApiMiddleware:
     """Pure ASGI (so streaming responses pass through untouched): adds the common headers to every response and
     renders any error raised before the response started in the API's JSON shape. The one place where storage
@@ -128,6 +155,7 @@ class ApiMiddleware:
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
+        self.body_timeout = settings.body_timeout
         self.default_limit = str(max(settings.rate_limit_user_per_minute // 60, 1)).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -153,7 +181,7 @@ class ApiMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, _BodyDeadline(receive, self.body_timeout), send_with_headers)
         except errors.ApiError as exc:
             if started:
                 raise

@@ -101,6 +101,10 @@ class Settings:
         30.0, "Seconds a client has to send a request's line and headers (from connecting, or from the request's first bytes "
         "on a kept-alive connection); then 408 and close.", check=_positive
     )
+    body_timeout: float = setting(
+        60.0, "Seconds a client uploading a request body may send nothing; then 408 and the upload is dropped.",
+        check=_positive,
+    )
     max_connections_per_ip: int = setting(
         128, "Open connections per client IP and server process; one more gets 429 and is closed. Not applied to "
         "--trusted-proxies (behind a proxy, cap per client there); 0: no cap.", minimum=0

@@ -159,6 +159,10 @@ class RequestTimeout(ApiError):
     status, type, default_message = 408, "request-timeout", "The request headers were not received in time."
 
 
+class BodyTimeout(RequestTimeout):
+    default_message = "The request body was not received in time: the client sent nothing for too long."
+
+
 class HeaderFieldsTooLarge(ApiError):
     status, type = 431, "request-header-fields-too-large"
 
