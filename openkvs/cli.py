@@ -14,9 +14,11 @@ STORE is a store ID or OWNER~NAME.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -340,8 +342,6 @@ def check(**flags: Any) -> None:
 
         problems, summary = anyio.run(check_postgres, settings.database_url, settings.database_schema)
     else:
-        from pathlib import Path
-
         from openkvs.storage.sqlite.check import check as check_sqlite
 
         problems, summary = check_sqlite(Path(settings.data_dir))
@@ -361,6 +361,66 @@ def show_settings(markdown: bool) -> None:
         return
     for s in SETTINGS:
         click.echo(f"{s.flag:34} {s.env:40} default {s.default_text}\n    {s.description}")
+
+
+# -- client commands: they talk to a server over HTTP (openkvs/client/) -------------------------------------------
+
+
+def _client_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    from openkvs.client.http import DEFAULT_URL, TOKEN_VARIABLES, URL_VARIABLES
+
+    f = click.option("-q", "--quiet", is_flag=True, help="No progress output.")(f)
+    f = click.option(
+        "--token", envvar=list(TOKEN_VARIABLES), show_envvar=True, help="API token (the first of the variables set)."
+    )(f)
+    return click.option(
+        "--url", envvar=list(URL_VARIABLES), show_envvar=True, default=DEFAULT_URL, show_default=True,
+        help="The server (the first of the variables set).",
+    )(f)
+
+
+@contextlib.contextmanager
+def _client_errors(partial: str | None = None) -> Iterator[None]:
+    """A ClientError is one line and exit status 1; Ctrl-C says what was kept and exits 130."""
+    from openkvs.client.http import ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted" + (f"; {partial} is kept: run the same command again to resume" if partial else ""),
+                   err=True)
+        sys.exit(130)
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@main.command()
+@click.argument("store")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="The ZIP file to write [default: the store's name.zip].")
+@click.option("--prefix", help="Only the records whose keys start with this.")
+@click.option("--collection", help="Only the records of this collection of the store's schema.")
+@_client_options
+def download(store: str, output: Path | None, prefix: str | None, collection: str | None, url: str,
+             token: str | None, quiet: bool) -> None:
+    """Download STORE's records as one ZIP file. Interrupted, the same command resumes where it stopped (or starts
+    over if the store changed since); the finished file is checked (size, every entry's CRC-32)."""
+    from openkvs.client import download as dl
+    from openkvs.client.http import endpoint, store_name
+    from openkvs.client.progress import Progress
+
+    out = output or Path(store_name(store) + ".zip")
+    with _client_errors(str(dl.part_paths(out)[0])), endpoint(url, token).client() as client:
+        done = dl.download(
+            client, store, out, prefix=prefix, collection=collection, say=_say,
+            progress=lambda label, total, already: Progress(label, total, already, quiet=quiet),
+        )
+    kept = f", {done.kept} bytes of them from an earlier attempt" if done.kept else ""
+    click.echo(f"{done.path}: {done.entries} records, {done.size} bytes{kept}; checked")
 
 
 if __name__ == "__main__":  # pragma: no cover
