@@ -1,19 +1,11 @@
-"""The command line: a thin shell over config, storage and the app.
-
-    openkvs serve [--host] [--port] [--data-dir] [--database-url] ...   start the server
-    openkvs users create NAME                                          new user; prints its token last
-    openkvs tokens create NAME | tokens revoke TOKEN
-    openkvs grants add STORE USER --read|--write | grants list STORE | grants remove STORE USER
-    openkvs stores rotate-signing-key STORE
-    openkvs migrate                                                    create or upgrade the database schema
-    openkvs check                                                      verify the storage (changes nothing)
-    openkvs settings [--markdown]                                      every setting, its variable and default
-
-STORE is a store ID or OWNER~NAME.
+"""The command line: the server's commands (serve, and administration straight on the storage) and the client's
+(download, upload, import, export: over HTTP, in openkvs/client/). Commands here parse arguments and print; the
+work is in config, storage, sharing and the client modules. ``HELP`` below is what ``openkvs --help`` shows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
@@ -24,6 +16,7 @@ from typing import Any, TypeVar
 import anyio
 import click
 
+import openkvs
 from openkvs import auth, rules, sharing
 from openkvs.config import BY_NAME, SETTINGS, Setting, Settings, markdown_table
 
@@ -72,12 +65,16 @@ def _setting_options(*names: str) -> Callable[[Callable[..., Any]], Callable[...
 _storage_options = _setting_options("data_dir", "database_url", "database_schema")
 
 
-def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+def _run(settings: Settings, work: Callable[[Any], Awaitable[T]], create: bool = False) -> T:
+    """``work`` on the storage. Only ``create`` (serve, migrate) may make a new database: any other command pointed
+    at a folder or schema without one says so, instead of leaving an empty database behind."""
     from openkvs.app import open_storage
 
     from openkvs.storage.base import StorageError
 
     async def main() -> T:
+        if not create:
+            await _need_database(settings)
         async with open_storage(settings) as storage:
             return await work(storage)
 
@@ -87,6 +84,31 @@ def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
         raise click.ClickException(f"cannot use the storage: {exc}") from None
 
 
+async def _need_database(settings: Settings) -> None:
+    from openkvs.storage.base import StorageError
+
+    hint = "'openkvs serve' or 'openkvs migrate' creates one; or give --data-dir or --database-url"
+    if not settings.database_url:
+        from openkvs.storage.sqlite import DB_NAME
+
+        folder = os.path.abspath(settings.data_dir)
+        if not os.path.exists(os.path.join(folder, DB_NAME)):
+            raise click.ClickException(f"There is no openkvs database in {folder} ({hint}).")
+        return
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(settings.database_url, timeout=10)
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        raise StorageError(f"PostgreSQL at {settings.database_url}: {exc}") from None
+    try:
+        found = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{settings.database_schema}".schema_version')
+    finally:
+        await conn.close()
+    if not found:
+        raise click.ClickException(f"There is no openkvs database in schema '{settings.database_schema}' ({hint}).")
+
+
 def _settings(**overrides: Any) -> Settings:
     try:
         return Settings.load(overrides)
@@ -94,7 +116,24 @@ def _settings(**overrides: Any) -> Settings:
         raise click.UsageError(str(exc)) from None
 
 
-@click.group(help=__doc__)
+HELP = """Your own server for Apify's key-value store API, and a client for it.
+
+\b
+On the server's machine (they find the storage with --data-dir or --database-url):
+  openkvs serve                     start the server (creates the database on its first start)
+  openkvs users|tokens|grants|stores ...   administer it
+\b
+From anywhere (they find the server with --url and --token, or OPENKVS_URL and OPENKVS_TOKEN):
+  openkvs download STORE            the store as one ZIP file, resumable
+  openkvs upload DIR STORE          a folder's files as records
+  openkvs import PATH | export STORE DIR    Crawlee / Apify CLI local storage
+
+STORE is a store's ID, ~NAME (the caller's store of that name) or USER~NAME.
+"""
+
+
+@click.group(help=HELP, context_settings={"max_content_width": 120})
+@click.version_option(openkvs.__version__, "-V", "--version", prog_name="openkvs", message="%(prog)s %(version)s")
 def main() -> None:
     pass
 
@@ -119,7 +158,7 @@ def serve(**flags: Any) -> None:
     for s in SETTINGS:
         os.environ[s.env] = s.format(getattr(settings, s.name))
 
-    token = _run(settings, _first_user)
+    token = _run(settings, _first_user, create=True)
     where = f"http://{settings.host}:{settings.port}"
     backend = "PostgreSQL" if settings.database_url else f"SQLite in {os.path.abspath(settings.data_dir)}"
     click.echo(f"openkvs {where} (storage: {backend}, workers: {settings.workers})")
@@ -189,6 +228,22 @@ def users_create(name: str, **flags: Any) -> None:
     click.echo(_run(_settings(**flags), work))
 
 
+@users.command("list")
+@_storage_options
+def users_list(**flags: Any) -> None:
+    """List the users: name, created."""
+
+    async def work(storage: Any) -> list[Any]:
+        return await storage.list_users()
+
+    for u in _run(_settings(**flags), work):
+        click.echo(f"{u.username}\t{_when(u.created_at)}")
+
+
+def _when(dt: Any) -> str:
+    return dt.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 @main.group()
 def tokens() -> None:
     """Manage API tokens."""
@@ -211,6 +266,20 @@ def tokens_create(name: str, **flags: Any) -> None:
     click.echo(_run(_settings(**flags), work))
 
 
+@tokens.command("list")
+@click.argument("name", required=False)
+@_storage_options
+def tokens_list(name: str | None, **flags: Any) -> None:
+    """List the API tokens (of user NAME): user, created, and an ID (the start of the token's SHA-256; the
+    tokens themselves are not kept, only their hashes)."""
+
+    async def work(storage: Any) -> list[Any]:
+        return [t for t in await storage.list_tokens() if name is None or t.username == name]
+
+    for t in _run(_settings(**flags), work):
+        click.echo(f"{t.username}\t{_when(t.created_at)}\t{t.id}")
+
+
 @tokens.command("revoke")
 @click.argument("token")
 @_storage_options
@@ -226,15 +295,22 @@ def tokens_revoke(token: str, **flags: Any) -> None:
 
 
 async def _store(storage: Any, ref: str) -> Any:
+    """The store ``ref`` names: an ID, OWNER~NAME, or ~NAME (the one store of that name, whoever owns it)."""
     address = auth.parse_store_address(ref)
     if address.by is auth.By.ID:
-        store = await storage.get_store(address.value)
-    else:
+        found = [await storage.get_store(address.value)]
+    elif address.by is auth.By.USERNAME_NAME:
         owner = await storage.get_user_by_name(address.username or "")
-        store = await storage.get_store_by_name(owner.id, address.value) if owner else None
-    if store is None:
-        raise click.ClickException(f"There is no store '{ref}' (give an ID or OWNER~NAME).")
-    return store
+        found = [await storage.get_store_by_name(owner.id, address.value) if owner else None]
+    else:
+        found = [await storage.get_store_by_name(u.id, address.value) for u in await storage.list_users()]
+    found = [s for s in found if s is not None]
+    if len(found) > 1:
+        owners = ", ".join(f"{s.username}~{s.name}" for s in found)
+        raise click.ClickException(f"'{ref}' could be any of {owners}: give OWNER~NAME.")
+    if not found:
+        raise click.ClickException(f"There is no store '{ref}' (give an ID, OWNER~NAME or ~NAME).")
+    return found[0]
 
 
 @main.group()
@@ -303,6 +379,57 @@ def stores() -> None:
     """Administer stores."""
 
 
+@stores.command("list")
+@click.option("--user", "username", help="Only the stores this user owns.")
+@_storage_options
+def stores_list(username: str | None, **flags: Any) -> None:
+    """List the stores: ID, OWNER~NAME, bytes stored, last modified."""
+
+    async def work(storage: Any) -> list[Any]:
+        found = []
+        for user in await storage.list_users():
+            if username is not None and user.username != username:
+                continue
+            offset = 0
+            while True:
+                _, page = await storage.list_stores(
+                    user.id, offset=offset, limit=1000, desc=False, unnamed=True, ownership="ownedByMe"
+                )
+                found += page
+                offset += len(page)
+                if len(page) < 1000:
+                    break
+        return found
+
+    for st in _run(_settings(**flags), work):
+        name = f"{st.username}~{st.name}" if st.name else f"{st.username} (unnamed)"
+        click.echo(f"{st.id}\t{name}\t{st.stats.storage_bytes}\t{_when(st.modified_at)}")
+
+
+@stores.command("delete")
+@click.argument("store")
+@click.option("--yes", is_flag=True, help="Don't ask.")
+@_storage_options
+def stores_delete(store: str, yes: bool, **flags: Any) -> None:
+    """Delete STORE with all its records and grants."""
+
+    async def find(storage: Any) -> Any:
+        return await _store(storage, store)
+
+    settings = _settings(**flags)
+    st = _run(settings, find)
+    label = f"{st.username}~{st.name}" if st.name else st.id
+    if not yes:
+        click.confirm(f"Delete {label} ({st.id}, {st.stats.storage_bytes} bytes) and all its records?", abort=True)
+
+    async def work(storage: Any) -> bool:
+        return bool(await storage.delete_store(st.id))
+
+    if not _run(settings, work):
+        raise click.ClickException(f"There is no store '{store}' any more.")
+    click.echo(f"deleted {label}")
+
+
 @stores.command("rotate-signing-key")
 @click.argument("store")
 @_storage_options
@@ -320,13 +447,13 @@ def stores_rotate(store: str, **flags: Any) -> None:
 @main.command()
 @_storage_options
 def migrate(**flags: Any) -> None:
-    """Create or upgrade the database schema (also done at every start)."""
+    """Create or upgrade the database (also done at every start)."""
 
     async def work(storage: Any) -> None:
         if hasattr(storage, "migrate"):
             await storage.migrate()
 
-    _run(_settings(**flags), work)
+    _run(_settings(**flags), work, create=True)
     click.echo("schema is current")
 
 
