@@ -550,5 +550,87 @@ def download(store: str, output: Path | None, prefix: str | None, collection: st
     click.echo(f"{done.path}: {done.entries} records, {done.size} bytes{kept}; checked")
 
 
+def _report(summary: Any) -> None:
+    click.echo(summary.line())
+    if summary.failed:
+        for line in summary.failed[:20]:
+            click.echo(f"  {line}", err=True)
+        raise click.ClickException(f"{len(summary.failed)} files were not uploaded (run the command again to retry them)")
+
+
+@main.command()
+@click.argument("folder", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("store")
+@click.option("--prefix", default="", help="Put this before every key.")
+@click.option("--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help="Files sent at once.")
+@_client_options
+def upload(folder: Path, store: str, prefix: str, jobs: int, url: str, token: str | None, quiet: bool) -> None:
+    """Upload every file under DIR to STORE, one record each. A key is the file's path in DIR with '/' as '!'
+    (img/a.png: img!a.png), after --prefix; files already stored with the same bytes are skipped. ~NAME is
+    created if missing."""
+    from openkvs.client import upload as up
+    from openkvs.client.http import endpoint
+    from openkvs.client.progress import Progress
+
+    with _client_errors(), endpoint(url, token).client() as client:
+        items = up.plan(folder, prefix)
+        up.ensure_store(client, store, _say)
+        summary = up.upload(client, store, items, jobs=jobs, prefix=prefix, label=folder.name or str(folder),
+                            progress=lambda label, total, done: Progress(label, total, done, quiet=quiet))
+    _report(summary)
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--store", help="Into this store (when PATH holds one store) [default: ~NAME, NAME from PATH].")
+@click.option("--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help="Records sent at once.")
+@_client_options
+def import_(path: Path, store: str | None, jobs: int, url: str, token: str | None, quiet: bool) -> None:
+    """Import the key-value stores of a Crawlee or Apify CLI local storage folder (PATH: ./storage, its
+    key_value_stores, or one store's folder), keeping keys and content types. Each goes into your store of the
+    same name (created if missing); records already there with the same bytes are skipped."""
+    from openkvs.client import localstore, upload as up
+    from openkvs.client.http import endpoint
+    from openkvs.client.progress import Progress
+
+    with _client_errors(), endpoint(url, token).client() as client:
+        found = localstore.find_stores(path)
+        if store and len(found) > 1:
+            raise click.UsageError(f"--store names one store; {path} holds {len(found)}")
+        failed = 0
+        for local in found:
+            target = up.ensure_store(client, store or f"~{local.name}", _say)
+            summary = up.upload(client, target, local.items, jobs=jobs, label=local.name,
+                                progress=lambda label, total, done: Progress(label, total, done, quiet=quiet))
+            click.echo(f"{local.folder} -> {target}: {summary.line()}")
+            for line in summary.failed[:20]:
+                click.echo(f"  {line}", err=True)
+            failed += len(summary.failed)
+    if failed:
+        raise click.ClickException(f"{failed} records were not imported (run the command again to retry them)")
+
+
+@main.command("export")
+@click.argument("store")
+@click.argument("folder", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help="Records fetched at once.")
+@_client_options
+def export_(store: str, folder: Path, jobs: int, url: str, token: str | None, quiet: bool) -> None:
+    """Export STORE into DIR in Crawlee's local storage layout (DIR/key_value_stores/NAME/, each record with its
+    content type), which 'openkvs import DIR' and Crawlee read back."""
+    from openkvs.client import localstore
+    from openkvs.client.http import endpoint
+    from openkvs.client.progress import Progress
+
+    with _client_errors(), endpoint(url, token).client() as client:
+        written, summary = localstore.export(client, store, folder, jobs=jobs,
+                                             progress=lambda label, total, done: Progress(label, total, done, quiet=quiet))
+    click.echo(f"{written}: {summary.uploaded} records ({summary.uploaded_bytes} bytes)")
+    if summary.failed:
+        for line in summary.failed[:20]:
+            click.echo(f"  {line}", err=True)
+        raise click.ClickException(f"{len(summary.failed)} records were not exported")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
