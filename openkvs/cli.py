@@ -65,9 +65,19 @@ def _setting_options(*names: str) -> Callable[[Callable[..., Any]], Callable[...
 _storage_options = _setting_options("data_dir", "database_url", "database_schema")
 
 
-def _run(settings: Settings, work: Callable[[Any], Awaitable[T]], create: bool = False) -> T:
-    """``work`` on the storage. Only ``create`` (serve, migrate) may make a new database: any other command pointed
-    at a folder or schema without one says so, instead of leaving an empty database behind."""
+def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """``work`` on the storage, creating the database if there is none: for serve and migrate only. The other
+    commands use ``_use``."""
+    return _on_storage(settings, work, create=True)
+
+
+def _use(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """``work`` on an existing database: pointed at a folder or schema without one, a command says so instead of
+    leaving an empty database behind (run from the wrong folder, say)."""
+    return _on_storage(settings, work, create=False)
+
+
+def _on_storage(settings: Settings, work: Callable[[Any], Awaitable[T]], create: bool) -> T:
     from openkvs.app import open_storage
 
     from openkvs.storage.base import StorageError
@@ -158,7 +168,7 @@ def serve(**flags: Any) -> None:
     for s in SETTINGS:
         os.environ[s.env] = s.format(getattr(settings, s.name))
 
-    token = _run(settings, _first_user, create=True)
+    token = _run(settings, _first_user)
     where = f"http://{settings.host}:{settings.port}"
     backend = "PostgreSQL" if settings.database_url else f"SQLite in {os.path.abspath(settings.data_dir)}"
     click.echo(f"openkvs {where} (storage: {backend}, workers: {settings.workers})")
@@ -225,7 +235,7 @@ def users_create(name: str, **flags: Any) -> None:
         await storage.add_token(user.id, auth.hash_token(token))
         return token
 
-    click.echo(_run(_settings(**flags), work))
+    click.echo(_use(_settings(**flags), work))
 
 
 @users.command("list")
@@ -236,7 +246,7 @@ def users_list(**flags: Any) -> None:
     async def work(storage: Any) -> list[Any]:
         return await storage.list_users()
 
-    for u in _run(_settings(**flags), work):
+    for u in _use(_settings(**flags), work):
         click.echo(f"{u.username}\t{_when(u.created_at)}")
 
 
@@ -263,7 +273,7 @@ def tokens_create(name: str, **flags: Any) -> None:
         await storage.add_token(user.id, auth.hash_token(token))
         return token
 
-    click.echo(_run(_settings(**flags), work))
+    click.echo(_use(_settings(**flags), work))
 
 
 @tokens.command("list")
@@ -276,7 +286,7 @@ def tokens_list(name: str | None, **flags: Any) -> None:
     async def work(storage: Any) -> list[Any]:
         return [t for t in await storage.list_tokens() if name is None or t.username == name]
 
-    for t in _run(_settings(**flags), work):
+    for t in _use(_settings(**flags), work):
         click.echo(f"{t.username}\t{_when(t.created_at)}\t{t.id}")
 
 
@@ -289,7 +299,7 @@ def tokens_revoke(token: str, **flags: Any) -> None:
     async def work(storage: Any) -> bool:
         return bool(await storage.revoke_token(auth.hash_token(token)))
 
-    if not _run(_settings(**flags), work):
+    if not _use(_settings(**flags), work):
         raise click.ClickException("No such token.")
     click.echo("revoked")
 
@@ -337,7 +347,7 @@ def grants_add(store: str, username: str, level: str, **flags: Any) -> None:
         await sharing.set_grant(storage, s.id, user.id, level == "write", settings.rotate_signing_key_on_revoke)
 
     settings = _settings(**flags)
-    _run(settings, work)
+    _use(settings, work)
     click.echo(f"{username} may now {'read and write' if level == 'write' else 'read'} {store}")
 
 
@@ -350,7 +360,7 @@ def grants_list(store: str, **flags: Any) -> None:
     async def work(storage: Any) -> list[Any]:
         return list(await storage.list_grants((await _store(storage, store)).id))
 
-    for g in _run(_settings(**flags), work):
+    for g in _use(_settings(**flags), work):
         click.echo(f"{g.username}\t{'write' if g.can_write else 'read'}")
 
 
@@ -367,7 +377,7 @@ def grants_remove(store: str, username: str, **flags: Any) -> None:
         return bool(user and await sharing.remove_grant(storage, s.id, user.id, settings.rotate_signing_key_on_revoke))
 
     settings = _settings(**flags)
-    removed = _run(settings, work)
+    removed = _use(settings, work)
     if removed and settings.rotate_signing_key_on_revoke:
         click.echo("removed; the store has a new URL-signing key (signed links made before stop working)")
     else:
@@ -401,7 +411,7 @@ def stores_list(username: str | None, **flags: Any) -> None:
                     break
         return found
 
-    for st in _run(_settings(**flags), work):
+    for st in _use(_settings(**flags), work):
         name = f"{st.username}~{st.name}" if st.name else f"{st.username} (unnamed)"
         click.echo(f"{st.id}\t{name}\t{st.stats.storage_bytes}\t{_when(st.modified_at)}")
 
@@ -417,7 +427,7 @@ def stores_delete(store: str, yes: bool, **flags: Any) -> None:
         return await _store(storage, store)
 
     settings = _settings(**flags)
-    st = _run(settings, find)
+    st = _use(settings, find)
     label = f"{st.username}~{st.name}" if st.name else st.id
     if not yes:
         click.confirm(f"Delete {label} ({st.id}, {st.stats.storage_bytes} bytes) and all its records?", abort=True)
@@ -425,7 +435,7 @@ def stores_delete(store: str, yes: bool, **flags: Any) -> None:
     async def work(storage: Any) -> bool:
         return bool(await storage.delete_store(st.id))
 
-    if not _run(settings, work):
+    if not _use(settings, work):
         raise click.ClickException(f"There is no store '{store}' any more.")
     click.echo(f"deleted {label}")
 
@@ -440,7 +450,7 @@ def stores_rotate(store: str, **flags: Any) -> None:
         s = await _store(storage, store)
         await storage.update_store(s.id, {"url_signing_secret_key": auth.new_signing_key()})
 
-    _run(_settings(**flags), work)
+    _use(_settings(**flags), work)
     click.echo("rotated")
 
 
@@ -453,7 +463,7 @@ def migrate(**flags: Any) -> None:
         if hasattr(storage, "migrate"):
             await storage.migrate()
 
-    _run(_settings(**flags), work, create=True)
+    _run(_settings(**flags), work)
     click.echo("schema is current")
 
 
