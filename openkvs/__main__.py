@@ -1,3 +1,3 @@
 from openkvs.cli import main
 
-main()
+main(prog_name="openkvs")

@@ -1,27 +1,22 @@
-"""The command line: a thin shell over config, storage and the app.
-
-    openkvs serve [--host] [--port] [--data-dir] [--database-url] ...   start the server
-    openkvs users create NAME                                          new user; prints its token last
-    openkvs tokens create NAME | tokens revoke TOKEN
-    openkvs grants add STORE USER --read|--write | grants list STORE | grants remove STORE USER
-    openkvs stores rotate-signing-key STORE
-    openkvs migrate                                                    create or upgrade the database schema
-    openkvs check                                                      verify the storage (changes nothing)
-    openkvs settings [--markdown]                                      every setting, its variable and default
-
-STORE is a store ID or OWNER~NAME.
+"""The command line: the server's commands (serve, and administration straight on the storage) and the client's
+(download, upload, import, export: over HTTP, in openkvs/client/). Commands here parse arguments and print; the
+work is in config, storage, sharing and the client modules. ``HELP`` below is what ``openkvs --help`` shows.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import click
 
+import openkvs
 from openkvs import auth, rules, sharing
 from openkvs.config import BY_NAME, SETTINGS, Setting, Settings, markdown_table
 
@@ -71,11 +66,25 @@ _storage_options = _setting_options("data_dir", "database_url", "database_schema
 
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """``work`` on the storage, creating the database if there is none: for serve and migrate only. The other
+    commands use ``_use``."""
+    return _on_storage(settings, work, create=True)
+
+
+def _use(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """``work`` on an existing database: pointed at a folder or schema without one, a command says so instead of
+    leaving an empty database behind (run from the wrong folder, say)."""
+    return _on_storage(settings, work, create=False)
+
+
+def _on_storage(settings: Settings, work: Callable[[Any], Awaitable[T]], create: bool) -> T:
     from openkvs.app import open_storage
 
     from openkvs.storage.base import StorageError
 
     async def main() -> T:
+        if not create:
+            await _need_database(settings)
         async with open_storage(settings) as storage:
             return await work(storage)
 
@@ -85,6 +94,31 @@ def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
         raise click.ClickException(f"cannot use the storage: {exc}") from None
 
 
+async def _need_database(settings: Settings) -> None:
+    from openkvs.storage.base import StorageError
+
+    hint = "'openkvs serve' or 'openkvs migrate' creates one; or give --data-dir or --database-url"
+    if not settings.database_url:
+        from openkvs.storage.sqlite import DB_NAME
+
+        folder = os.path.abspath(settings.data_dir)
+        if not os.path.exists(os.path.join(folder, DB_NAME)):
+            raise click.ClickException(f"There is no openkvs database in {folder} ({hint}).")
+        return
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(settings.database_url, timeout=10)
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        raise StorageError(f"PostgreSQL at {settings.database_url}: {exc}") from None
+    try:
+        found = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{settings.database_schema}".schema_version')
+    finally:
+        await conn.close()
+    if not found:
+        raise click.ClickException(f"There is no openkvs database in schema '{settings.database_schema}' ({hint}).")
+
+
 def _settings(**overrides: Any) -> Settings:
     try:
         return Settings.load(overrides)
@@ -92,7 +126,24 @@ def _settings(**overrides: Any) -> Settings:
         raise click.UsageError(str(exc)) from None
 
 
-@click.group(help=__doc__)
+HELP = """Your own server for Apify's key-value store API, and a client for it.
+
+\b
+On the server's machine (they find the storage with --data-dir or --database-url):
+  openkvs serve                     start the server (creates the database on its first start)
+  openkvs users|tokens|grants|stores ...   administer it
+\b
+From anywhere (they find the server with --url and --token, or OPENKVS_URL and OPENKVS_TOKEN):
+  openkvs download STORE            the store as one ZIP file, resumable
+  openkvs upload DIR STORE          a folder's files as records
+  openkvs import PATH | export STORE DIR    Crawlee / Apify CLI local storage
+
+STORE is a store's ID, ~NAME (the caller's store of that name) or USER~NAME.
+"""
+
+
+@click.group(help=HELP, context_settings={"max_content_width": 120})
+@click.version_option(openkvs.__version__, "-V", "--version", prog_name="openkvs", message="%(prog)s %(version)s")
 def main() -> None:
     pass
 
@@ -184,7 +235,23 @@ def users_create(name: str, **flags: Any) -> None:
         await storage.add_token(user.id, auth.hash_token(token))
         return token
 
-    click.echo(_run(_settings(**flags), work))
+    click.echo(_use(_settings(**flags), work))
+
+
+@users.command("list")
+@_storage_options
+def users_list(**flags: Any) -> None:
+    """List the users: name, created."""
+
+    async def work(storage: Any) -> list[Any]:
+        return await storage.list_users()
+
+    for u in _use(_settings(**flags), work):
+        click.echo(f"{u.username}\t{_when(u.created_at)}")
+
+
+def _when(dt: Any) -> str:
+    return dt.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @main.group()
@@ -206,7 +273,21 @@ def tokens_create(name: str, **flags: Any) -> None:
         await storage.add_token(user.id, auth.hash_token(token))
         return token
 
-    click.echo(_run(_settings(**flags), work))
+    click.echo(_use(_settings(**flags), work))
+
+
+@tokens.command("list")
+@click.argument("name", required=False)
+@_storage_options
+def tokens_list(name: str | None, **flags: Any) -> None:
+    """List the API tokens (of user NAME): user, created, and an ID (the start of the token's SHA-256; the
+    tokens themselves are not kept, only their hashes)."""
+
+    async def work(storage: Any) -> list[Any]:
+        return [t for t in await storage.list_tokens() if name is None or t.username == name]
+
+    for t in _use(_settings(**flags), work):
+        click.echo(f"{t.username}\t{_when(t.created_at)}\t{t.id}")
 
 
 @tokens.command("revoke")
@@ -218,18 +299,26 @@ def tokens_revoke(token: str, **flags: Any) -> None:
     async def work(storage: Any) -> bool:
         return bool(await storage.revoke_token(auth.hash_token(token)))
 
-    if not _run(_settings(**flags), work):
+    if not _use(_settings(**flags), work):
         raise click.ClickException("No such token.")
     click.echo("revoked")
 
 
 async def _store(storage: Any, ref: str) -> Any:
+    """The store ``ref`` names: an ID, OWNER~NAME, or ~NAME (the one store of that name, whoever owns it)."""
     from openkvs import access  # local: the HTTP layer is not needed by most commands
 
-    store = await access.find(storage, access.STORES, ref)
-    if store is None:
-        raise click.ClickException(f"There is no store '{ref}' (give an ID or OWNER~NAME).")
-    return store
+    if ref.startswith("~"):
+        found = [await access.find(storage, access.STORES, ref, owner=u) for u in await storage.list_users()]
+    else:
+        found = [await access.find(storage, access.STORES, ref)]
+    stores = [s for s in found if s is not None]
+    if len(stores) > 1:
+        owners = ", ".join(f"{s.username}~{s.name}" for s in stores)
+        raise click.ClickException(f"'{ref}' could be any of {owners}: give OWNER~NAME.")
+    if not stores:
+        raise click.ClickException(f"There is no store '{ref}' (give an ID, OWNER~NAME or ~NAME).")
+    return stores[0]
 
 
 @main.group()
@@ -256,7 +345,7 @@ def grants_add(store: str, username: str, level: str, **flags: Any) -> None:
         await sharing.set_grant(storage, s.id, user.id, level == "write", settings.rotate_signing_key_on_revoke)
 
     settings = _settings(**flags)
-    _run(settings, work)
+    _use(settings, work)
     click.echo(f"{username} may now {'read and write' if level == 'write' else 'read'} {store}")
 
 
@@ -269,7 +358,7 @@ def grants_list(store: str, **flags: Any) -> None:
     async def work(storage: Any) -> list[Any]:
         return list(await storage.list_grants((await _store(storage, store)).id))
 
-    for g in _run(_settings(**flags), work):
+    for g in _use(_settings(**flags), work):
         click.echo(f"{g.username}\t{'write' if g.can_write else 'read'}")
 
 
@@ -286,7 +375,7 @@ def grants_remove(store: str, username: str, **flags: Any) -> None:
         return bool(user and await sharing.remove_grant(storage, s.id, user.id, settings.rotate_signing_key_on_revoke))
 
     settings = _settings(**flags)
-    removed = _run(settings, work)
+    removed = _use(settings, work)
     if removed and settings.rotate_signing_key_on_revoke:
         click.echo("removed; the store has a new URL-signing key (signed links made before stop working)")
     else:
@@ -296,6 +385,57 @@ def grants_remove(store: str, username: str, **flags: Any) -> None:
 @main.group()
 def stores() -> None:
     """Administer stores."""
+
+
+@stores.command("list")
+@click.option("--user", "username", help="Only the stores this user owns.")
+@_storage_options
+def stores_list(username: str | None, **flags: Any) -> None:
+    """List the stores: ID, OWNER~NAME, bytes stored, last modified."""
+
+    async def work(storage: Any) -> list[Any]:
+        found = []
+        for user in await storage.list_users():
+            if username is not None and user.username != username:
+                continue
+            offset = 0
+            while True:
+                _, page = await storage.list_stores(
+                    user.id, offset=offset, limit=1000, desc=False, unnamed=True, ownership="ownedByMe"
+                )
+                found += page
+                offset += len(page)
+                if len(page) < 1000:
+                    break
+        return found
+
+    for st in _use(_settings(**flags), work):
+        name = f"{st.username}~{st.name}" if st.name else f"{st.username} (unnamed)"
+        click.echo(f"{st.id}\t{name}\t{st.stats.storage_bytes}\t{_when(st.modified_at)}")
+
+
+@stores.command("delete")
+@click.argument("store")
+@click.option("--yes", is_flag=True, help="Don't ask.")
+@_storage_options
+def stores_delete(store: str, yes: bool, **flags: Any) -> None:
+    """Delete STORE with all its records and grants."""
+
+    async def find(storage: Any) -> Any:
+        return await _store(storage, store)
+
+    settings = _settings(**flags)
+    st = _use(settings, find)
+    label = f"{st.username}~{st.name}" if st.name else st.id
+    if not yes:
+        click.confirm(f"Delete {label} ({st.id}, {st.stats.storage_bytes} bytes) and all its records?", abort=True)
+
+    async def work(storage: Any) -> bool:
+        return bool(await storage.delete_store(st.id))
+
+    if not _use(settings, work):
+        raise click.ClickException(f"There is no store '{store}' any more.")
+    click.echo(f"deleted {label}")
 
 
 @stores.command("rotate-signing-key")
@@ -308,14 +448,14 @@ def stores_rotate(store: str, **flags: Any) -> None:
         s = await _store(storage, store)
         await storage.update_store(s.id, {"url_signing_secret_key": auth.new_signing_key()})
 
-    _run(_settings(**flags), work)
+    _use(_settings(**flags), work)
     click.echo("rotated")
 
 
 @main.command()
 @_storage_options
 def migrate(**flags: Any) -> None:
-    """Create or upgrade the database schema (also done at every start)."""
+    """Create or upgrade the database (also done at every start)."""
 
     async def work(storage: Any) -> None:
         await storage.migrate()
@@ -336,8 +476,6 @@ def check(**flags: Any) -> None:
 
         problems, summary = anyio.run(check_postgres, settings.database_url, settings.database_schema)
     else:
-        from pathlib import Path
-
         from openkvs.storage.sqlite.check import check as check_sqlite
 
         problems, summary = check_sqlite(Path(settings.data_dir))
@@ -357,6 +495,148 @@ def show_settings(markdown: bool) -> None:
         return
     for s in SETTINGS:
         click.echo(f"{s.flag:34} {s.env:40} default {s.default_text}\n    {s.description}")
+
+
+# -- client commands: they talk to a server over HTTP (openkvs/client/) -------------------------------------------
+
+
+def _client_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    from openkvs.client.http import DEFAULT_URL, TOKEN_VARIABLES, URL_VARIABLES
+
+    f = click.option("-q", "--quiet", is_flag=True, help="No progress output.")(f)
+    f = click.option(
+        "--token", envvar=list(TOKEN_VARIABLES), show_envvar=True, help="API token (the first of the variables set)."
+    )(f)
+    return click.option(
+        "--url", envvar=list(URL_VARIABLES), show_envvar=True, default=DEFAULT_URL, show_default=True,
+        help="The server (the first of the variables set).",
+    )(f)
+
+
+@contextlib.contextmanager
+def _client_errors(partial: str | None = None) -> Iterator[None]:
+    """A ClientError is one line and exit status 1; Ctrl-C says what was kept and exits 130."""
+    from openkvs.client.http import ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted" + (f"; {partial} is kept: run the same command again to resume" if partial else ""),
+                   err=True)
+        sys.exit(130)
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@main.command()
+@click.argument("store")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="The ZIP file to write [default: the store's name.zip].")
+@click.option("--prefix", help="Only the records whose keys start with this.")
+@click.option("--collection", help="Only the records of this collection of the store's schema.")
+@_client_options
+def download(store: str, output: Path | None, prefix: str | None, collection: str | None, url: str,
+             token: str | None, quiet: bool) -> None:
+    """Download STORE's records as one ZIP file. Interrupted, the same command resumes where it stopped (or starts
+    over if the store changed since); the finished file is checked (size, every entry's CRC-32)."""
+    from openkvs.client import download as dl
+    from openkvs.client.http import endpoint, store_name
+    from openkvs.client.progress import Progress
+
+    out = output or Path(store_name(store) + ".zip")
+    with _client_errors(str(dl.part_paths(out)[0])), endpoint(url, token).client() as client:
+        done = dl.download(
+            client, store, out, prefix=prefix, collection=collection, say=_say,
+            progress=lambda label, total, already: Progress(label, total, already, quiet=quiet),
+        )
+    kept = f", {done.kept} bytes of them from an earlier attempt" if done.kept else ""
+    click.echo(f"{done.path}: {done.entries} records, {done.size} bytes{kept}; checked")
+
+
+def _report(summary: Any) -> None:
+    click.echo(summary.line())
+    if summary.failed:
+        for line in summary.failed[:20]:
+            click.echo(f"  {line}", err=True)
+        raise click.ClickException(f"{len(summary.failed)} files were not uploaded (run the command again to retry them)")
+
+
+@main.command()
+@click.argument("folder", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("store")
+@click.option("--prefix", default="", help="Put this before every key.")
+@click.option("--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help="Files sent at once.")
+@_client_options
+def upload(folder: Path, store: str, prefix: str, jobs: int, url: str, token: str | None, quiet: bool) -> None:
+    """Upload every file under DIR to STORE, one record each. A key is the file's path in DIR with '/' as '!'
+    (img/a.png: img!a.png), after --prefix; files already stored with the same bytes are skipped. ~NAME is
+    created if missing."""
+    from openkvs.client import upload as up
+    from openkvs.client.http import endpoint
+    from openkvs.client.progress import Progress
+
+    with _client_errors(), endpoint(url, token).client() as client:
+        items = up.plan(folder, prefix)
+        up.ensure_store(client, store, _say)
+        summary = up.upload(client, store, items, jobs=jobs, prefix=prefix, label=folder.name or str(folder),
+                            progress=lambda label, total, done: Progress(label, total, done, quiet=quiet))
+    _report(summary)
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--store", help="Into this store (when PATH holds one store) [default: ~NAME, NAME from PATH].")
+@click.option("--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help="Records sent at once.")
+@_client_options
+def import_(path: Path, store: str | None, jobs: int, url: str, token: str | None, quiet: bool) -> None:
+    """Import the key-value stores of a Crawlee or Apify CLI local storage folder (PATH: ./storage, its
+    key_value_stores, or one store's folder), keeping keys and content types. Each goes into your store of the
+    same name (created if missing); records already there with the same bytes are skipped."""
+    from openkvs.client import localstore, upload as up
+    from openkvs.client.http import endpoint
+    from openkvs.client.progress import Progress
+
+    with _client_errors(), endpoint(url, token).client() as client:
+        found = localstore.find_stores(path)
+        if store and len(found) > 1:
+            raise click.UsageError(f"--store names one store; {path} holds {len(found)}")
+        failed = 0
+        for local in found:
+            target = up.ensure_store(client, store or f"~{local.name}", _say)
+            summary = up.upload(client, target, local.items, jobs=jobs, label=local.name,
+                                progress=lambda label, total, done: Progress(label, total, done, quiet=quiet))
+            click.echo(f"{local.folder} -> {target}: {summary.line()}")
+            for line in summary.failed[:20]:
+                click.echo(f"  {line}", err=True)
+            failed += len(summary.failed)
+    if failed:
+        raise click.ClickException(f"{failed} records were not imported (run the command again to retry them)")
+
+
+@main.command("export")
+@click.argument("store")
+@click.argument("folder", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help="Records fetched at once.")
+@_client_options
+def export_(store: str, folder: Path, jobs: int, url: str, token: str | None, quiet: bool) -> None:
+    """Export STORE into DIR in Crawlee's local storage layout (DIR/key_value_stores/NAME/, each record with its
+    content type), which 'openkvs import DIR' and Crawlee read back."""
+    from openkvs.client import localstore
+    from openkvs.client.http import endpoint
+    from openkvs.client.progress import Progress
+
+    with _client_errors(), endpoint(url, token).client() as client:
+        written, summary = localstore.export(client, store, folder, jobs=jobs,
+                                             progress=lambda label, total, done: Progress(label, total, done, quiet=quiet))
+    click.echo(f"{written}: {summary.uploaded} records ({summary.uploaded_bytes} bytes)")
+    if summary.failed:
+        for line in summary.failed[:20]:
+            click.echo(f"  {line}", err=True)
+        raise click.ClickException(f"{len(summary.failed)} records were not exported")
 
 
 if __name__ == "__main__":  # pragma: no cover

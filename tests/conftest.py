@@ -140,6 +140,7 @@ def make_server(tmp_path: Path, backend: str, *extra: str, env_extra: dict[str, 
     env.update(env_extra or {})
     args = ["--port", str(port), *(["--data-dir", str(data_dir)] if backend == "sqlite" else []), *extra]
     server = Server(f"http://127.0.0.1:{port}", "", data_dir, env, args)
+    server.cli("migrate")  # only serve and migrate create a database
     server.token = server.new_user("alice")
     server.start()
     return server

@@ -99,6 +99,17 @@ class Store:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A token as ``openkvs tokens list`` shows it: never the token, only the start of its SHA-256 to tell tokens
+    apart (a hash of 256 random bits gives nothing away)."""
+
+    ID_LENGTH = 12
+    username: str
+    id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Grant:
     store_id: str
     user_id: str
@@ -327,6 +338,16 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def list_grants(self, store_id: str) -> list[Grant]: ...
+
+    # administration
+
+    @abc.abstractmethod
+    async def list_users(self) -> list[User]:
+        """Every user, by username."""
+
+    @abc.abstractmethod
+    async def list_tokens(self) -> list[TokenInfo]:
+        """Every token, by username and creation time."""
 
     @abc.abstractmethod
     async def get_grant(self, store_id: str, user_id: str) -> Grant | None: ...

@@ -38,6 +38,7 @@ def serve(data_dir: Path) -> subprocess.CompletedProcess[str]:
 
 def test_an_emptied_database_is_refused_not_a_new_install(tmp_path: Path) -> None:
     d = tmp_path / "data"
+    assert openkvs("migrate", "--data-dir", str(d)).returncode == 0
     assert openkvs("users", "create", "alice", "--data-dir", str(d)).returncode == 0
     (d / "openkvs.sqlite3").write_bytes(b"")  # emptied (a bad restore, a full disk at the wrong moment)
     for suffix in ("-wal", "-shm"):
@@ -51,6 +52,7 @@ def test_a_read_only_data_dir_is_refused_at_start(tmp_path: Path) -> None:
     d = tmp_path / "data"
     mount_tmpfs(d, 8)
     try:
+        assert openkvs("migrate", "--data-dir", str(d)).returncode == 0
         assert openkvs("users", "create", "alice", "--data-dir", str(d)).returncode == 0
         subprocess.run(["mount", "-o", "remount,ro", str(d)], check=True)
         assert_refused(serve(d), "read-only")

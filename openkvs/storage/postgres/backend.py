@@ -31,6 +31,7 @@ from ..base import (
     StorageUnavailable,
     Store,
     StoreLookup,
+    TokenInfo,
     User,
     UsernameTaken,
 )
@@ -776,3 +777,15 @@ class PostgresStorage(Storage):
         except BaseException:
             self._stats.restore(pending)
             raise
+
+    # -- administration (the command line's users list and tokens list) ----------------------------------------
+
+    async def list_users(self) -> list[User]:
+        return [to_user(r) for r in await self._fetch("SELECT * FROM users ORDER BY username")]
+
+    async def list_tokens(self) -> list[TokenInfo]:
+        rows = await self._fetch(
+            "SELECT u.username, t.token_hash, t.created_at FROM tokens t JOIN users u ON u.id = t.user_id "
+            "ORDER BY u.username, t.created_at, t.token_hash"
+        )
+        return [TokenInfo(r["username"], r["token_hash"][: TokenInfo.ID_LENGTH], r["created_at"]) for r in rows]

@@ -33,6 +33,7 @@ from ..base import (
     StorageError,
     Store,
     StoreLookup,
+    TokenInfo,
     User,
     UsernameTaken,
 )
@@ -693,3 +694,21 @@ class SQLiteStorage(Storage):
         except BaseException:
             self._stats.restore(pending)
             raise
+
+    # -- administration (the command line's users list and tokens list) ----------------------------------------
+
+    async def list_users(self) -> list[User]:
+        def q(conn: sqlite3.Connection) -> list[User]:
+            return [to_user(r) for r in conn.execute("SELECT id, username, created_at FROM users ORDER BY username")]
+
+        return await self._read(q)
+
+    async def list_tokens(self) -> list[TokenInfo]:
+        def q(conn: sqlite3.Connection) -> list[TokenInfo]:
+            rows = conn.execute(
+                "SELECT u.username, t.hash, t.created_at FROM tokens t JOIN users u ON u.id = t.user_id "
+                "ORDER BY u.username, t.created_at, t.hash"
+            )
+            return [TokenInfo(r[0], r[1][: TokenInfo.ID_LENGTH], from_ms(r[2])) for r in rows]
+
+        return await self._read(q)

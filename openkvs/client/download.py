@@ -1,0 +1,221 @@
+"""``openkvs download``: a store's ZIP archive into a file, resumed safely and verified.
+
+A download goes to ``FILE.part``; beside it, ``FILE.part.json`` keeps the archive's ETag, size and the request it
+answers. Resuming sends ``Range`` *with* ``If-Range: <ETag>``: the server continues the same archive (206) only if
+the store has not changed since, else it sends the new archive whole (200) and the part is started over. A
+``Range`` without ``If-Range`` (``curl -C -``) would append the new archive's tail to the old one's head: a file of
+the right size that is no archive at all. At the end the file's size and every entry's CRC-32 are checked, and only
+then is ``FILE.part`` renamed to ``FILE``: an interrupted or failed download never leaves a ``FILE`` that looks done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import struct
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+
+from openkvs.client.http import CONNECT_RETRIES, RETRIES, ClientError, explain, retryable, store_path, wait_time
+from openkvs.client.progress import Progress
+
+CHUNK = 1 << 20
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)\Z")
+
+
+@dataclass
+class Partial:
+    """What FILE.part.json says about FILE.part: which archive its bytes are the start of."""
+
+    request: str
+    etag: str
+    size: int
+
+
+@dataclass
+class Downloaded:
+    path: Path
+    size: int
+    entries: int
+    kept: int  # bytes of an earlier attempt that were kept (0: downloaded from the start)
+    restarted: bool  # an earlier partial file was dropped because the store had changed
+
+
+def part_paths(out: Path) -> tuple[Path, Path]:
+    return out.with_name(out.name + ".part"), out.with_name(out.name + ".part.json")
+
+
+def download(
+    client: httpx.Client,
+    store: str,
+    out: Path,
+    *,
+    prefix: str | None = None,
+    collection: str | None = None,
+    say: Callable[[str], None] = print,
+    progress: Callable[[str, int | None, int], Progress] = Progress,
+    retries: int = RETRIES,
+    sleep: Callable[[float], None] = time.sleep,
+    chunk: int = CHUNK,
+) -> Downloaded:
+    path = store_path(store) + "/records"
+    params = {k: v for k, v in (("collection", collection), ("prefix", prefix)) if v is not None}
+    request = f"{client.base_url}{path}?{urlencode(params)}"  # what the partial file belongs to (no token)
+    part, meta = part_paths(out)
+    partial = _load(part, meta, request, say)
+    kept = part.stat().st_size if partial else 0
+    restarted = False
+    failures = 0
+    bar: Progress | None = None
+    try:
+        while partial is None or part.stat().st_size < partial.size:
+            resumable = partial is not None and _strong(partial.etag)
+            have = part.stat().st_size if resumable else 0
+            headers = {"Accept-Encoding": "identity"}  # the archive's own bytes: ranges count those
+            if partial and have:
+                headers |= {"Range": f"bytes={have}-", "If-Range": partial.etag}
+            try:
+                with client.stream("GET", path, params=params, headers=headers) as r:
+                    if r.status_code == 200:
+                        if partial and have:
+                            say(f"The store changed since {part.name} was begun: downloading its archive anew.")
+                            restarted, kept = True, 0
+                        partial = _begin(part, meta, request, r)
+                        offset = 0
+                    elif r.status_code == 206 and partial and _continues(r, partial, have):
+                        offset = have
+                    elif r.status_code in (206, 416):  # not the continuation asked for: never append it
+                        say(f"The server did not continue the archive of {part.name}: downloading it anew.")
+                        _discard(part, meta)
+                        partial, kept = None, 0
+                        failures += 1
+                        if failures > retries:
+                            raise ClientError(f"download of {store}: the server does not resume downloads")
+                        continue
+                    elif retryable(r.status_code) and failures < retries:
+                        failures += 1
+                        sleep(wait_time(r, failures))
+                        continue
+                    else:
+                        raise explain(r, f"download of {store}")
+                    if bar is None:
+                        bar = progress(out.name, partial.size, offset)
+                    else:
+                        bar.set_total(partial.size, offset)
+                    with open(part, "r+b") as f:
+                        f.seek(offset)
+                        f.truncate()
+                        for data in r.iter_raw(chunk):
+                            if f.tell() + len(data) > partial.size:
+                                raise ClientError(f"download of {store}: the server sent more than the archive's size")
+                            f.write(data)
+                            bar.advance(len(data))
+                        if f.tell() < partial.size:  # ended early without a transport error: resume
+                            failures += 1
+                            if failures > retries:
+                                raise ClientError(f"download of {store}: the server kept ending it early")
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > (min(retries, CONNECT_RETRIES) if isinstance(exc, httpx.ConnectError) else retries):
+                    raise ClientError(
+                        f"download of {store} interrupted ({type(exc).__name__}: {exc}); {part} is kept: run the "
+                        "same command again to resume"
+                    ) from None
+                say(f"Connection lost ({type(exc).__name__}); resuming.")
+                sleep(wait_time(None, failures))
+    finally:
+        if bar is not None:
+            bar.close()
+    entries = _verify(part, meta, partial.size)
+    os.replace(part, out)
+    meta.unlink(missing_ok=True)
+    return Downloaded(out, partial.size, entries, kept, restarted)
+
+
+def _load(part: Path, meta: Path, request: str, say: Callable[[str], None]) -> Partial | None:
+    """The partial download to resume, if FILE.part is the start of an archive of this very request."""
+    if not part.exists():
+        meta.unlink(missing_ok=True)
+        return None
+    try:
+        partial = Partial(**json.loads(meta.read_text()))
+    except (OSError, ValueError, TypeError):
+        say(f"{part.name} has no record of which archive it belongs to: downloading anew.")
+        return None
+    if partial.request != request:
+        say(f"{part.name} is from another download ({partial.request}): downloading anew.")
+        return None
+    if part.stat().st_size > partial.size:
+        say(f"{part.name} is longer than its archive: downloading anew.")
+        return None
+    return partial
+
+
+def _begin(part: Path, meta: Path, request: str, r: httpx.Response) -> Partial:
+    """A new archive starts: FILE.part emptied first, then its new ETag recorded, and only then its bytes."""
+    etag = r.headers.get("etag", "")
+    try:
+        size = int(r.headers["content-length"])
+    except (KeyError, ValueError):
+        raise ClientError("the server sent the archive without its size (Content-Length)") from None
+    with open(part, "wb"):
+        pass
+    partial = Partial(request, etag, size)
+    if _strong(etag):
+        tmp = meta.with_name(meta.name + ".tmp")
+        tmp.write_text(json.dumps(partial.__dict__))
+        os.replace(tmp, meta)
+    else:
+        meta.unlink(missing_ok=True)
+    return partial
+
+
+def _strong(etag: str) -> bool:
+    """Only a strong ETag may go in If-Range (RFC 9110 13.1.5)."""
+    return bool(etag) and not etag.startswith("W/")
+
+
+def _continues(r: httpx.Response, partial: Partial, have: int) -> bool:
+    """206 carrying exactly the rest of the archive FILE.part began: same ETag, from byte ``have``, same total."""
+    m = _CONTENT_RANGE.match(r.headers.get("content-range", ""))
+    return (
+        m is not None
+        and r.headers.get("etag", partial.etag) == partial.etag
+        and (int(m[1]), int(m[2]), int(m[3])) == (have, partial.size - 1, partial.size)
+    )
+
+
+def _discard(part: Path, meta: Path) -> None:
+    part.unlink(missing_ok=True)
+    meta.unlink(missing_ok=True)
+
+
+def _verify(part: Path, meta: Path, size: int) -> int:
+    """The number of entries, once the size and every entry's CRC-32 check out; else FILE.part is removed (its
+    bytes can't be trusted for a resume either) and the download fails."""
+    try:
+        actual = part.stat().st_size
+        if actual != size:
+            raise zipfile.BadZipFile(f"{actual} bytes instead of {size}")
+        with zipfile.ZipFile(part) as archive:
+            infos = archive.infolist()
+            for info in infos:
+                with archive.open(info) as entry:
+                    while entry.read(CHUNK):
+                        pass
+        return len(infos)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error) as exc:
+        with contextlib.suppress(OSError):
+            _discard(part, meta)
+        raise ClientError(
+            f"the downloaded archive failed its check ({exc}); the partial file was removed: run the command "
+            "again to download it anew"
+        ) from None

@@ -1,0 +1,127 @@
+"""Where the server is, who the caller is, and how to talk to it: store and record paths, error messages a user
+can act on, and retries of what the API says is worth retrying (429 and 5xx, with Retry-After)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+import openkvs
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# Variables read for the server and the token, first found wins: openkvs's own, then those the Apify SDK and CLI
+# use, so that an Actor's environment works as is.
+URL_VARIABLES = ("OPENKVS_URL", "APIFY_API_BASE_URL")
+TOKEN_VARIABLES = ("OPENKVS_TOKEN", "APIFY_TOKEN")
+RETRIES = 6  # attempts after the first: at most about a minute of waiting with the backoff below
+CONNECT_RETRIES = 2  # nobody listening: a server restarting is back within a second or two, a wrong URL never
+MAX_WAIT = 30.0
+
+
+class ClientError(Exception):
+    """A failure explained in one line for the user (the command exits 1 with it)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str  # scheme and host, with no /v2
+    token: str | None
+
+    def client(self, timeout: float = 60.0) -> httpx.Client:
+        headers = {"User-Agent": f"openkvs/{openkvs.__version__}"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        # One pool for all threads of a command; a connection per parallel job.
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout, limits=limits)
+
+
+def endpoint(url: str | None, token: str | None) -> Endpoint:
+    base = (url or DEFAULT_URL).rstrip("/")
+    if base.endswith("/v2"):  # APIFY_API_BASE_URL is sometimes given with it
+        base = base[: -len("/v2")]
+    return Endpoint(base, token or None)
+
+
+def store_path(store: str) -> str:
+    """STORE as the API takes it: an ID, ``~NAME`` (the caller's store) or ``USER~NAME``."""
+    return "/v2/key-value-stores/" + quote(store, safe="~")
+
+
+def record_path(store: str, key: str) -> str:
+    return f"{store_path(store)}/records/{quote(key, safe='')}"
+
+
+def store_name(store: str) -> str:
+    """What a file made from STORE is called: the name without its owner, or the ID."""
+    return store.rpartition("~")[2] or store
+
+
+def explain(response: httpx.Response, what: str) -> ClientError:
+    """The API's error (``{"error": {"type", "message"}}``) as one line, with a hint for the usual mistakes."""
+    detail = ""
+    try:
+        error = json.loads(response.read()).get("error") or {}
+        detail = f"{error.get('type', '')}: {error.get('message', '')}".strip(": ")
+    except (ValueError, AttributeError, httpx.HTTPError):
+        pass
+    hint = ""
+    if response.status_code == 401:
+        hint = " (give a token with --token or OPENKVS_TOKEN)"
+    elif response.status_code == 404 and "~" not in what and "record" not in what:
+        hint = " (a store is an ID, ~NAME for one of yours or USER~NAME)"
+    return ClientError(f"{what}: HTTP {response.status_code} {detail or response.reason_phrase}{hint}")
+
+
+def retryable(status: int) -> bool:
+    return status == 429 or status >= 500 and status != 501
+
+
+def wait_time(response: httpx.Response | None, attempt: int) -> float:
+    """Retry-After when the server gives one, else exponential backoff from 0.5 s."""
+    if response is not None:
+        try:
+            return min(MAX_WAIT, max(0.0, float(response.headers.get("retry-after", ""))))
+        except ValueError:
+            pass
+    return min(MAX_WAIT, 0.5 * 2**attempt)
+
+
+def request(
+    client: httpx.Client,
+    method: str,
+    path: str,
+    what: str,
+    *,
+    ok: tuple[int, ...] = (200, 201, 204),
+    content: Callable[[], Any] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    **kw: Any,
+) -> httpx.Response:
+    """One API call, retried on 429, 5xx and lost connections; any other answer not in ``ok`` is a ClientError.
+    ``content`` makes the body anew for each attempt (a file opened again from its start)."""
+    for attempt in range(RETRIES + 1):
+        response = None
+        try:
+            if content is not None:
+                kw["content"] = content()
+            response = client.request(method, path, **kw)
+            if response.status_code in ok:
+                return response
+            if not retryable(response.status_code) or attempt == RETRIES:
+                raise explain(response, what)
+        except httpx.TransportError as exc:
+            if attempt >= (CONNECT_RETRIES if isinstance(exc, httpx.ConnectError) else RETRIES):
+                raise ClientError(f"{what}: {type(exc).__name__}: {exc or 'connection failed'}") from None
+        finally:
+            body = kw.get("content")
+            if hasattr(body, "close"):
+                body.close()
+        sleep(wait_time(response, attempt))
+    raise AssertionError("unreachable")

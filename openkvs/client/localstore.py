@@ -1,0 +1,188 @@
+"""The local storage layout of Crawlee and the Apify CLI (key-value stores), read by ``openkvs import`` and written
+by ``openkvs export``, as Crawlee's ``FileSystemStorageClient`` (crawlee 1.x) lays it out:
+
+    storage/key_value_stores/<store name, or "default">/
+        __metadata__.json                 {"id", "name", "accessed_at", "created_at", "modified_at"}
+        <key, percent-encoded>            the record's bytes
+        <key, percent-encoded>.__metadata__.json    {"key", "content_type", "size"}
+
+JSON written as Crawlee writes it (2-space indent, non-ASCII as is, no final newline), so that an export of an
+import gives the same bytes. Older layouts are read too: ``contentType`` instead of ``content_type``, and a value
+file named ``<key>.<extension>``; a file with no metadata at all (an ``INPUT.json`` put there by hand) becomes the
+record named by its file name without the extension, typed by that extension.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import httpx
+
+from openkvs.client.http import RETRIES, ClientError, explain, record_path, request, retryable, store_path, wait_time
+from openkvs.client.progress import Progress
+from openkvs.client.upload import CHUNK, Item, Summary, content_type, existing_sizes
+
+SUBDIR = "key_value_stores"
+METADATA = "__metadata__.json"
+
+
+@dataclass
+class LocalStore:
+    name: str
+    folder: Path
+    items: list[Item]
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2, default=str)  # crawlee/_utils/file.py json_dumps
+
+
+def find_stores(path: Path) -> list[LocalStore]:
+    """PATH is a storage folder (holding key_value_stores/), that key_value_stores/ folder, or one store's."""
+    if (path / SUBDIR).is_dir():
+        path = path / SUBDIR
+    if (path / METADATA).is_file() or any(p.name.endswith("." + METADATA) for p in _files(path)):
+        folders = [path]
+    elif path.is_dir():
+        folders = sorted(p for p in path.iterdir() if p.is_dir())
+    else:
+        raise ClientError(f"{path} is not a folder")
+    stores = [read_store(f) for f in folders]
+    if not stores:
+        raise ClientError(f"no key-value stores in {path} (expected storage/{SUBDIR}/<name>/)")
+    return stores
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+
+
+def read_store(folder: Path) -> LocalStore:
+    name = folder.name
+    try:
+        name = json.loads((folder / METADATA).read_text("utf-8")).get("name") or name
+    except (OSError, ValueError):
+        pass
+    files = [p for p in _files(folder) if p.name != METADATA and not p.name.endswith(".tmp")]
+    claimed: set[Path] = set()
+    items, problems = [], []
+    for meta in (p for p in files if p.name.endswith("." + METADATA)):
+        claimed.add(meta)
+        stem = meta.name[: -len("." + METADATA)]
+        try:
+            m = json.loads(meta.read_text("utf-8"))
+            key, ctype = m["key"], m.get("content_type") or m.get("contentType")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{meta}: {exc}")
+            continue
+        value = folder / stem
+        if not value.is_file():  # older layout: the value file has an extension
+            found = [p for p in files if p.name.startswith(stem + ".") and p not in claimed and p != meta
+                     and not p.name.endswith("." + METADATA)]
+            value = found[0] if len(found) == 1 else value
+        if not value.is_file():
+            problems.append(f"{meta}: no value file {stem}")
+            continue
+        claimed.add(value)
+        items.append(Item(value, key, value.stat().st_size, ctype or content_type(value)))
+    for p in files:
+        if p not in claimed and not p.name.endswith("." + METADATA):
+            key = unquote(p.stem if "." in p.name else p.name)
+            items.append(Item(p, key, p.stat().st_size, content_type(p)))
+    if problems:
+        raise ClientError(f"{folder}: records that can't be read:\n  " + "\n  ".join(problems[:50]))
+    return LocalStore(name, folder, sorted(items, key=lambda i: i.key))
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Whole or not at all, as Crawlee's atomic_write."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _fetch(client: httpx.Client, path: str, what: str, out: Path, bar: Progress) -> tuple[str, int]:
+    """A record's bytes streamed into ``out`` (through a temporary file: whole or not at all), retried as
+    ``request`` retries; its content type and size."""
+    tmp = out.with_name(out.name + ".tmp")
+    for attempt in range(RETRIES + 1):
+        written = 0
+        response = None
+        try:
+            with client.stream("GET", path, headers={"Accept-Encoding": "identity"}) as r:
+                response = r
+                if r.status_code == 200:
+                    with open(tmp, "wb") as f:
+                        for data in r.iter_raw(CHUNK):
+                            f.write(data)
+                            written += len(data)
+                            bar.advance(len(data))
+                    os.replace(tmp, out)
+                    return r.headers.get("content-type", "application/octet-stream"), written
+                if not retryable(r.status_code) or attempt == RETRIES:
+                    raise explain(r, what)
+        except httpx.TransportError as exc:
+            bar.advance(-written)  # this attempt's bytes come again
+            if attempt == RETRIES:
+                raise ClientError(f"{what}: {type(exc).__name__}: {exc}") from None
+        time.sleep(wait_time(response, attempt))
+    raise AssertionError("unreachable")
+
+
+def _crawlee_time(iso: str | None) -> str:
+    """The API's ISO time as Crawlee writes datetimes (``str(datetime)``)."""
+    if not iso:
+        return str(datetime.now().astimezone())
+    return str(datetime.fromisoformat(iso.replace("Z", "+00:00")))
+
+
+def export(
+    client: httpx.Client,
+    store: str,
+    root: Path,
+    *,
+    jobs: int = 8,
+    progress: Callable[[str, int | None, int], Progress] = Progress,
+) -> tuple[Path, Summary]:
+    """STORE into ``root/key_value_stores/<name>/``: every record's bytes and type, and the store's metadata."""
+    info = request(client, "GET", store_path(store), f"store {store}").json()["data"]
+    name = info.get("name") or info["id"]
+    folder = root / SUBDIR / name
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = existing_sizes(client, store, "")
+    bar = progress(name, sum(sizes.values()), 0)
+    summary, lock = Summary(), threading.Lock()
+
+    def one(key: str) -> None:
+        try:
+            path = folder / quote(key, safe="")
+            ctype, size = _fetch(client, record_path(store, key), f"record {key}", path, bar)
+            meta = {"key": key, "content_type": ctype, "size": size}
+            _write(path.with_name(f"{path.name}.{METADATA}"), _json(meta).encode())
+            with lock:
+                summary.uploaded += 1
+                summary.uploaded_bytes += size
+        except (ClientError, OSError) as exc:
+            with lock:
+                summary.failed.append(f"{key}: {exc}")
+
+    try:
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            for _ in pool.map(one, sorted(sizes)):
+                pass
+    finally:
+        bar.close()
+    meta = {"id": info["id"], "name": info.get("name"),
+            "accessed_at": _crawlee_time(info.get("accessedAt")), "created_at": _crawlee_time(info.get("createdAt")),
+            "modified_at": _crawlee_time(info.get("modifiedAt"))}
+    _write(folder / METADATA, _json(meta).encode())
+    return folder, summary

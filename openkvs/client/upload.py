@@ -1,0 +1,197 @@
+"""``openkvs upload`` (and ``import``): files to records, in parallel, each retried on 429, 5xx and lost
+connections, and skipped when the store already holds the same bytes.
+
+Keys: a file's path relative to the folder, with ``/`` written as ``!``, after ``--prefix``. Apify's keys allow
+only letters, digits and ``!_.'()-`` (at most 256 characters): a file whose key would break that, or two files
+whose keys would be the same, stop the upload before anything is sent, and are listed.
+
+Identical: a record of the same size (from the store's key listing) whose CRC-32 (openkvs's record ETag starts
+with it; a HEAD) matches the file's. Other servers' ETags don't say: their records are uploaded again.
+"""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+import os
+import re
+import threading
+import zlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from openkvs import rules
+from openkvs.client.http import ClientError, record_path, request, store_path
+from openkvs.client.progress import Progress
+
+SEPARATOR = "!"  # what "/" in a relative path becomes in a key
+_OPENKVS_ETAG = re.compile(r'"([0-9a-f]{8})-([0-9a-f]+)-')  # crc32-decodedsize-...: see api/records.py _etag
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    key: str
+    size: int
+    content_type: str
+
+
+@dataclass
+class Summary:
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        text = f"uploaded {self.uploaded} files ({self.uploaded_bytes} bytes), {self.skipped} identical skipped"
+        return text + (f", {len(self.failed)} failed" if self.failed else "")
+
+
+def content_type(path: Path) -> str:
+    guessed, encoding = mimetypes.guess_type(path.name)
+    # report.json.gz is gzip bytes, not JSON: the type of what the file holds, not of what it unpacks to
+    return "application/octet-stream" if guessed is None or encoding else guessed
+
+
+def plan(root: Path, prefix: str = "") -> list[Item]:
+    """One item per regular file under ``root`` (symbolic links to folders are not followed), in key order."""
+    if not root.is_dir():
+        raise ClientError(f"{root} is not a folder")
+    items, bad, owner = [], [], {}
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            if not path.is_file():
+                continue
+            rel = path.relative_to(root).as_posix()
+            key = prefix + rel.replace("/", SEPARATOR)
+            if not rules.RECORD_KEY.ok(key):
+                bad.append(f"{rel} (key {key!r})")
+            elif key in owner:
+                bad.append(f"{rel} (key {key!r}, also {owner[key]})")
+            else:
+                owner[key] = rel
+                items.append(Item(path, key, path.stat().st_size, content_type(path)))
+    if bad:
+        shown = "\n  ".join(bad[:50]) + (f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else "")
+        raise ClientError(
+            f"{len(bad)} files can't be records (a key has at most 256 letters, digits and !_.'()- ; '/' becomes "
+            f"'{SEPARATOR}'; no two files may give the same key); nothing was uploaded:\n  {shown}"
+        )
+    return sorted(items, key=lambda i: i.key)
+
+
+def existing_sizes(client: httpx.Client, store: str, prefix: str) -> dict[str, int]:
+    """The store's keys under ``prefix`` with their sizes (every page of the listing)."""
+    sizes: dict[str, int] = {}
+    start = None
+    while True:
+        params = {"limit": 1000, **({"prefix": prefix} if prefix else {})}
+        if start:
+            params["exclusiveStartKey"] = start
+        data = request(client, "GET", store_path(store) + "/keys", f"listing {store}", params=params).json()["data"]
+        sizes.update((i["key"], i["size"]) for i in data["items"])
+        if not data.get("isTruncated") or not data["items"]:
+            return sizes
+        start = data.get("nextExclusiveStartKey") or data["items"][-1]["key"]
+
+
+def file_crc(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+class _Counted(io.FileIO):
+    """A file whose reads move the progress bar (httpx still sees its size through fileno: a Content-Length)."""
+
+    def __init__(self, path: Path, progress: Progress) -> None:
+        super().__init__(path, "rb")
+        self.progress, self.sent = progress, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = super().read(size)
+        self.sent += len(data)
+        self.progress.advance(len(data))
+        return data
+
+
+def upload(
+    client: httpx.Client,
+    store: str,
+    items: list[Item],
+    *,
+    jobs: int = 8,
+    prefix: str = "",
+    progress: Callable[[str, int | None, int], Progress] = Progress,
+    label: str = "upload",
+) -> Summary:
+    sizes = existing_sizes(client, store, prefix)
+    bar = progress(label, sum(i.size for i in items), 0)
+    summary = Summary()
+    lock = threading.Lock()
+
+    def one(item: Item) -> None:
+        try:
+            if sizes.get(item.key) == item.size and _same(client, store, item):
+                bar.advance(item.size)
+                with lock:
+                    summary.skipped += 1
+                return
+            body: list[_Counted] = []
+
+            def content() -> _Counted:  # a new attempt reads the file from its start: take its bytes off the bar
+                if body:
+                    bar.advance(-body[-1].sent)
+                body.append(_Counted(item.path, bar))
+                return body[-1]
+
+            request(
+                client, "PUT", record_path(store, item.key), f"upload of {item.path}", ok=(200, 201),
+                content=content, headers={"Content-Type": item.content_type},
+            )
+            with lock:
+                summary.uploaded += 1
+                summary.uploaded_bytes += item.size
+        except (ClientError, OSError) as exc:
+            with lock:
+                summary.failed.append(str(exc))
+
+    try:
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            for _ in pool.map(one, items):
+                pass
+    finally:
+        bar.close()
+    return summary
+
+
+def _same(client: httpx.Client, store: str, item: Item) -> bool:
+    r = request(client, "HEAD", record_path(store, item.key), f"checking {item.key}", ok=(200, 404))
+    m = _OPENKVS_ETAG.match(r.headers.get("etag", ""))
+    return r.status_code == 200 and m is not None and int(m[2], 16) == item.size and int(m[1], 16) == file_crc(
+        item.path
+    )
+
+
+def ensure_store(client: httpx.Client, store: str, say: Callable[[str], None]) -> str:
+    """``~NAME`` is created when missing (get-or-create by name); any other STORE must exist."""
+    owner, tilde, name = store.partition("~")
+    if tilde and not owner:
+        r = request(client, "POST", "/v2/key-value-stores", f"creating store {name}", params={"name": name})
+        if r.status_code == 201:
+            say(f"created store {store}")
+    else:
+        request(client, "GET", store_path(store), f"store {store}")
+    return store
+
+
