@@ -72,7 +72,6 @@ _storage_options = _setting_options("data_dir", "database_url", "database_schema
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     from openkvs.app import open_storage
-
     from openkvs.storage.base import StorageError
 
     async def main() -> T:
