@@ -30,7 +30,9 @@ install: $(TEST_STAMP)  ## create .venv and install openkvs with the test depend
 run: $(RUN_STAMP)  ## start openkvs on http://127.0.0.1:8000 with its data in ./data
 	$(BIN)/openkvs serve --data-dir ./data
 
-test: $(TEST_STAMP)  ## run the whole test suite
+test: $(TEST_STAMP)  ## run the linter, the type checker and the whole test suite
+	$(BIN)/ruff check openkvs tests bench
+	$(BIN)/mypy openkvs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP)  ## run the benchmarks (see BENCHMARKS.md)
@@ -47,4 +49,4 @@ lock:  ## rewrite requirements.lock: the newest versions pyproject.toml allows, 
 	rm -rf .venv-lock
 
 clean:  ## remove the virtual environment and caches (not ./data)
-	rm -rf $(VENV) .venv-lock .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-lock .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -154,7 +154,7 @@ def bench_set(kind: str, ds: h.Dataset, label: str, reps: int, tmp: Path, *, do_
                 assert res["rtt"]["openkvs"]["bytes"] == okv["bytes"]
         # nginx as asked (sendfile on), and with sendfile off: on this VM sendfile is the slower of the two
         for key, sendfile in (("nginx", True), ("nginx_nosendfile", False)):
-            with h.running(lambda: start_nginx(prefix, sendfile)) as (ngx,):
+            with h.running(lambda sendfile=sendfile: start_nginx(prefix, sendfile)) as (ngx,):
                 curl(f"{ngx.url}/a.zip", None)  # warm-up, as openkvs had its first run
                 ng = best_of(reps, lambda: curl(f"{ngx.url}/a.zip", None))
             assert ng["bytes"] == okv["bytes"] == archive.stat().st_size

@@ -23,7 +23,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -456,9 +456,9 @@ class RssSampler:
 def table(title: str, header: list[str], rows: list[list[Any]]) -> str:
     cells = [[str(c) for c in header]] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = [title, "  ".join(h.ljust(w) for h, w in zip(cells[0], widths)),
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(cells[0], widths, strict=True)),
              "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False)))
               for r in cells[1:]]
     text = "\n".join(lines)
     print("\n" + text + "\n", flush=True)
@@ -473,7 +473,7 @@ def _fmt(c: Any) -> str:
 
 def save(name: str, quick: bool, results: Any) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"{name}-{stamp}.json"
     doc = {"benchmark": name, "quick": quick, "utc": stamp, "cpus": os.cpu_count(), "results": results}
     path.write_text(json.dumps(doc, indent=2))

@@ -9,9 +9,9 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.convertors import Convertor, register_url_convertor
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,13 +23,13 @@ from openkvs.storage.base import Storage, StorageError
 
 log = logging.getLogger("openkvs")
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], Awaitable[ASGIApp]]  # a Response, or records' lighter _Bytes
 
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, Content-Encoding, Range, If-Range, If-None-Match"
 CORS_EXPOSE_HEADERS = "Content-Length, Content-Range, ETag, Location, X-RateLimit-Limit"
 
 
-class methods:  # noqa: N801 - reads as a declaration in the route table
+class methods:  # reads as a declaration in the route table
     """One endpoint per path, dispatching on the method: unknown methods get the API's exact 405, OPTIONS the
     CORS preflight, and HEAD goes to the GET handler (which sends headers only). An ASGI app rather than a
     function, so that Starlette routes every method here instead of answering 405 itself."""
@@ -44,7 +44,7 @@ class methods:  # noqa: N801 - reads as a declaration in the route table
         response = await self.respond(request)
         await response(scope, receive, send)
 
-    async def respond(self, request: Request) -> Response:
+    async def respond(self, request: Request) -> ASGIApp:
         method = request.scope["method"]
         if method == "OPTIONS":
             return Response(

@@ -79,7 +79,6 @@ def _use(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
 
 def _on_storage(settings: Settings, work: Callable[[Any], Awaitable[T]], create: bool) -> T:
     from openkvs.app import open_storage
-
     from openkvs.storage.base import StorageError
 
     async def main() -> T:

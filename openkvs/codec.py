@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import zlib
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 
 import anyio
 import anyio.to_thread
-from anyio.lowlevel import RunVar
 import brotli
+from anyio.lowlevel import RunVar
 
 from openkvs import errors
 
@@ -119,7 +119,7 @@ class Decoder:
             raise DecodeError(f"truncated {self.encoding} stream")
 
 
-async def decode_chunk(decoder: Decoder, data: bytes) -> AsyncIterator[bytes]:
+async def decode_chunk(decoder: Decoder, data: bytes) -> AsyncGenerator[bytes, None]:
     """``decoder.feed(data)`` without holding up the event loop: the first step here (most bodies are one small
     step), the next ones in worker threads, a batch of up to _BATCH bytes per trip. The caller may stop early
     (at a size limit); nothing more is decoded then."""

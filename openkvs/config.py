@@ -98,8 +98,10 @@ class Settings:
         64 * 1024, "Largest request line and headers in all; over it: 431.", minimum=1024
     )
     header_timeout: float = setting(
-        30.0, "Seconds a client has to send a request's line and headers (from connecting, or from the request's first bytes "
-        "on a kept-alive connection); then 408 and close.", check=_positive
+        30.0,
+        "Seconds a client has to send a request's line and headers (from connecting, or from the request's first "
+        "bytes on a kept-alive connection); then 408 and close.",
+        check=_positive,
     )
     body_timeout: float = setting(
         60.0, "Seconds a client uploading a request body may send nothing; then 408 and the upload is dropped.",

@@ -43,8 +43,10 @@ class ApiError(Exception):
 class InvalidInput(ApiError):
     status, type = 400, "invalid-input"
 
-    def __init__(self, what: str = "The request body contains invalid data.", **kw: dict[str, str]) -> None:
-        super().__init__(f"Invalid input: {what}", **kw)  # type: ignore[arg-type]
+    def __init__(
+        self, what: str = "The request body contains invalid data.", headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(f"Invalid input: {what}", headers)
 
 
 class InvalidRecordKey(ApiError):

@@ -183,7 +183,9 @@ def _add_components(c: dict[str, Any]) -> None:
         "properties": {"schema": _ref("schemas", "KeyValueStoreSchema")},
     }
     update = schemas["UpdateStoreRequest"]
-    update["properties"]["name"] = {"type": ["string", "null"], "pattern": rules.STORE_NAME.pattern, "maxLength": rules.STORE_NAME.max_length}
+    update["properties"]["name"] = {
+        "type": ["string", "null"], "pattern": rules.STORE_NAME.pattern, "maxLength": rules.STORE_NAME.max_length
+    }
     update["properties"]["schema"] = {
         **_ref("schemas", "KeyValueStoreSchema"),
         "description": "openkvs extension: replaces the store's schema (null removes it).",
@@ -257,7 +259,9 @@ def _patch_operations(paths: dict[str, Any]) -> None:
         "name": "safeNames", "in": "query", "required": False,
         "description": "`1` or `true`: rename entries whose keys can't be file names everywhere (too long, equal but "
         "for case, reserved on Windows) and list them in the entry `openkvs~names.json`.",
-        "schema": {"anyOf": [{"type": "string", "enum": ["1", "0", "true", "false"]}, {"type": "string", "maxLength": 0}]},
+        "schema": {
+            "anyOf": [{"type": "string", "enum": ["1", "0", "true", "false"]}, {"type": "string", "maxLength": 0}]
+        },
     })
     records["get"]["responses"]["206"] = {
         "description": "The requested byte range of the same archive.",

@@ -184,13 +184,14 @@ def _multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> It
     # OverflowError there. Then exact fractions, with the divisor as its shortest decimal (0.01 as written, not
     # the binary float nearest to it, of which no integer is a multiple).
     try:
-        yield from jsonschema._keywords.multipleOf(validator, divisor, instance, schema)
+        # a generator: the stub of this private module says it returns None
+        yield from jsonschema._keywords.multipleOf(validator, divisor, instance, schema)  # type: ignore[misc,func-returns-value]
     except OverflowError:
         if (Fraction(instance) / Fraction(repr(divisor))).denominator != 1:
             yield ValidationError(f"{instance!r} is not a multiple of {divisor}")
 
 
-_Validator = jsonschema.validators.extend(
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # the stubs leave extend() untyped
     jsonschema.Draft7Validator,
     validators={
         name: _metered(keyword)

@@ -33,8 +33,8 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from datetime import datetime, timezone
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
 
 __all__ = [
     "ZipEntry",
@@ -54,6 +54,8 @@ class ZipEntry(Protocol):
     crc32: int  # CRC-32 of the data
     modified_at: datetime  # timezone-aware UTC
 
+
+E = TypeVar("E", bound=ZipEntry)  # the caller's entry type: what its batches give, its read and inline take
 
 class ArchiveDataError(RuntimeError):
     """The data or the entry list did not match the metadata the archive was laid out from. Raised instead of
@@ -132,8 +134,8 @@ def _stamps(dt: datetime) -> tuple[int, int, int]:
     """
     # The contract says tz-aware UTC; a naive value is taken as UTC rather than as the server's local time.
     tz = dt.tzinfo
-    if tz is not timezone.utc:
-        dt = dt.astimezone(timezone.utc) if tz is not None else dt.replace(tzinfo=timezone.utc)
+    if tz is not UTC:
+        dt = dt.astimezone(UTC) if tz is not None else dt.replace(tzinfo=UTC)
     # timestamp() of an aware datetime is a correctly rounded division, so it never rounds up to the next whole
     # second: int() floors it exactly (negative values are clamped to 0 first).
     ts = dt.timestamp()
@@ -312,7 +314,7 @@ async def _aclose(iterator: object) -> None:
 
 
 async def _read_exact(
-    read: Callable[[ZipEntry, int, int], AsyncIterator[bytes]], entry: ZipEntry, lo: int, hi: int
+    read: Callable[[E, int, int], AsyncIterator[bytes]], entry: E, lo: int, hi: int
 ) -> AsyncIterator[bytes]:
     want = hi - lo
     got = 0
@@ -331,12 +333,12 @@ async def _read_exact(
 
 
 async def iter_range(
-    batches: Callable[[], AsyncIterator[Sequence[ZipEntry]]],
+    batches: Callable[[], AsyncIterator[Sequence[E]]],
     start: int,
     end: int,
-    read: Callable[[ZipEntry, int, int], AsyncIterator[bytes]],
-    inline: Callable[[ZipEntry], bytes | None] | None = None,
-    listing: Callable[[], AsyncIterator[Sequence[ZipEntry]]] | None = None,
+    read: Callable[[E, int, int], AsyncIterator[bytes]],
+    inline: Callable[[E], bytes | None] | None = None,
+    listing: Callable[[], AsyncIterator[Sequence[E]]] | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield exactly the archive bytes [start, end) of the archive of the entries ``batches()`` gives.
 

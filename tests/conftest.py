@@ -93,7 +93,7 @@ class Server:
 
     def start(self) -> None:
         self.log_path = self.data_dir.parent / f"server-{secrets.token_hex(3)}.log"
-        log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the process's life
+        log = open(self.log_path, "wb")  # kept open for the process's life
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "openkvs", "serve", *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT
         )

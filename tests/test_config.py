@@ -116,7 +116,9 @@ def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(cli, "_run", lambda settings, work: None)
 
     def run(*args: Any, **kwargs: Any) -> None:
-        seen.update(kwargs, environ={k: v for k, v in os.environ.items() if k.startswith("OPENKVS_")})
+        # OPENKVS_TEST_*: the suite's own variables (.ci/run sets them), not the server's
+        handed = {k: v for k, v in os.environ.items() if k.startswith("OPENKVS_") and not k.startswith("OPENKVS_TEST_")}
+        seen.update(kwargs, environ=handed)
 
     monkeypatch.setattr("uvicorn.run", run)
     return seen

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from openkvs import httprange
-
 from openkvs.httprange import (
     RangeNotSatisfiable,
     content_range,

@@ -3,7 +3,6 @@ script's digits, is never an error of the server."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from openkvs.httprange import RangeNotSatisfiable, parse_range

@@ -18,7 +18,7 @@ import subprocess
 import zipfile
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -32,7 +32,6 @@ from openkvs.zipwriter import (
     iter_range,
 )
 
-UTC = timezone.utc
 GiB = 1 << 30
 LIMIT32 = 0xFFFFFFFF
 KEY_ALPHABET = string.ascii_letters + string.digits + "!-_.'()"
@@ -195,7 +194,7 @@ def check_with_zipfile(archive: bytes, items: list[tuple[Entry, bytes]]) -> None
         assert zf.testzip() is None
         infos = zf.infolist()
         assert [i.filename for i in infos] == [e.key for e, _ in items]
-        for info, (entry, data) in zip(infos, items):
+        for info, (entry, data) in zip(infos, items, strict=True):
             assert zf.read(info) == data
             assert info.CRC == zlib.crc32(data) and info.file_size == info.compress_size == len(data)
             assert info.compress_type == zipfile.ZIP_STORED
@@ -569,7 +568,7 @@ def test_readers_on_a_varied_archive(tmp_path):
     path = readers_check(tmp_path, items)
 
     listing = run("zipinfo", "-l", str(path))
-    for entry, data in items:
+    for entry, _data in items:
         assert entry.key in listing
     assert "stor" in listing and "defl" not in listing
 

@@ -125,7 +125,10 @@ def _archive_bytes(snap: Snapshot, start: int, end: int, plan: safenames.Plan | 
 
     inline = snap.held_bytes
     if plan is not None:  # the same records under their safe names, and the manifest last
-        batches, listing, read, inline = plan.wrap(batches), plan.wrap(listing), plan.read(read), plan.inline(inline)
+        named, named_listing, named_read = plan.wrap(batches), plan.wrap(listing), plan.read(read)
+        return readahead(
+            zipwriter.iter_range(named, start, end, named_read, inline=plan.inline(inline), listing=named_listing)
+        )
     # held_bytes: small records the batch brought along are copied without an async read each.
     return readahead(zipwriter.iter_range(batches, start, end, read, inline=inline, listing=listing))
 
@@ -212,7 +215,9 @@ class ArchiveResponse(Response):
                     # A server's send returns once the bytes before it are handed to the kernel: a client that
                     # doesn't read makes it wait. Pieces are at most about 1 MiB (READ_CHUNK).
                     with anyio.fail_after(timeout):
-                        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                        await send(
+                            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+                        )
                     async for chunk in self._chunks:
                         with anyio.fail_after(timeout):
                             await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from email.utils import format_datetime
 from urllib.parse import quote
@@ -50,7 +50,9 @@ async def list_keys(request: Request) -> Response:
         {
             "key": item.key,
             "size": item.size,
-            "recordPublicUrl": f"{base}{quote(item.key, safe='')}?signature={signing.record_signature(secret, item.key)}",
+            "recordPublicUrl": (
+                f"{base}{quote(item.key, safe='')}?signature={signing.record_signature(secret, item.key)}"
+            ),
         }
         for item in page.items
     ]
@@ -215,14 +217,17 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
         await rest.aclose()  # type: ignore[attr-defined]
 
 
-async def _record_bytes(request: Request, record: RecordMeta, encoded: bool, start: int, end: int) -> AsyncIterator[bytes]:
+async def _record_bytes(
+    request: Request, record: RecordMeta, encoded: bool, start: int, end: int
+) -> AsyncGenerator[bytes, None]:
     storage = state(request).storage
     if encoded or record.content_encoding is None:
         async for chunk in storage.read_blob(record, start, end):
             yield chunk
         return
     # Decoded on the fly for a client that doesn't take the stored encoding: a range means decode and skip.
-    async for chunk in codec.slice_stream(codec.decode_stream(storage.read_blob(record), record.content_encoding), start, end):
+    decoded = codec.decode_stream(storage.read_blob(record), record.content_encoding)
+    async for chunk in codec.slice_stream(decoded, start, end):
         yield chunk
 
 

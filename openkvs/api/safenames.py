@@ -12,13 +12,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from openkvs import codec, zipnames, zipwriter
 from openkvs.storage.base import Snapshot
 
-_EPOCH = datetime(1980, 1, 1, tzinfo=timezone.utc)  # the manifest's time in an empty archive (ZIP's first date)
+_EPOCH = datetime(1980, 1, 1, tzinfo=UTC)  # the manifest's time in an empty archive (ZIP's first date)
 
 
 @dataclass(slots=True)

@@ -122,7 +122,9 @@ def _store_changes(body: dict[str, Any], is_owner: bool) -> dict[str, Any]:
 async def rotate_signing_key(request: Request) -> Response:
     """POST /v2/key-value-stores/{id}/signing-key: a new urlSigningSecretKey voids every signature made before."""
     found = await access.decide(request, STORES, request.path_params["store_id"], Access.OWNER)
-    store = await state(request).storage.update_store(found.store.id, {"url_signing_secret_key": auth.new_signing_key()})
+    store = await state(request).storage.update_store(
+        found.store.id, {"url_signing_secret_key": auth.new_signing_key()}
+    )
     return json_response(store_json(request, store, Access.WRITE))
 
 
@@ -145,7 +147,9 @@ async def grants_endpoint(request: Request) -> Response:
         rotate = state(request).settings.rotate_signing_key_on_revoke
         await sharing.set_grant(storage, found.store.id, user.id, body["access"] == "WRITE", rotate)
     grants = await storage.list_grants(found.store.id)
-    items = [{"userId": g.user_id, "username": g.username, "access": "WRITE" if g.can_write else "READ"} for g in grants]
+    items = [
+        {"userId": g.user_id, "username": g.username, "access": "WRITE" if g.can_write else "READ"} for g in grants
+    ]
     return json_response({"items": items, "count": len(items)})
 
 
@@ -157,7 +161,8 @@ async def grant_endpoint(request: Request) -> Response:
     # No user has a name outside the rule, so don't ask the database (a NUL there was a 500 on PostgreSQL).
     user = await storage.get_user_by_name(username) if rules.USERNAME.ok(username) else None
     if user is not None:
-        await sharing.remove_grant(storage, found.store.id, user.id, state(request).settings.rotate_signing_key_on_revoke)
+        rotate = state(request).settings.rotate_signing_key_on_revoke
+        await sharing.remove_grant(storage, found.store.id, user.id, rotate)
     return Response(status_code=204)
 
 

@@ -11,8 +11,8 @@ bound their memory (``MemoryLimiter`` evicts, Redis keys expire).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 # Float slack in the "enough tokens?" comparison, so that waiting exactly ``retry_after`` is always enough even

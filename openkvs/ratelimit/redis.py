@@ -31,7 +31,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from openkvs.config import BY_NAME
 
-from .base import ALLOWED, Decision, EPSILON, RETRY_PAD
+from .base import ALLOWED, EPSILON, RETRY_PAD, Decision
 
 logger = logging.getLogger("openkvs.ratelimit")
 
@@ -141,12 +141,12 @@ class RedisLimiter:
         return await self._run([self._prefix + key], args)
 
     async def hit_chain(self, hits: Sequence[tuple[str, float, float]]) -> Decision:
-        args: list[object] = ["" if self._clock is None else repr(self._clock()), EPSILON, RETRY_PAD]
+        args: list[str | float] = ["" if self._clock is None else repr(self._clock()), EPSILON, RETRY_PAD]
         for _, rate, burst in hits:
             args += [rate, burst, 1]
         return await self._run([self._prefix + key for key, _, _ in hits], args)
 
-    async def _run(self, keys: list[str], args: Sequence[object]) -> Decision:
+    async def _run(self, keys: list[str], args: Sequence[str | float]) -> Decision:
         if self._down:
             now = self._monotonic()
             if now < self._skip_until:

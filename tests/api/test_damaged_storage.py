@@ -132,8 +132,8 @@ def test_check_postgres_ok_then_finds_a_missing_chunk(tmp_path: Path) -> None:
         assert c.put(f"/v2/key-value-stores/{sid}/records/small", content=b"x").status_code == 201
         out = openkvs("check", *args)
         assert out.returncode == 0 and "version" in out.stdout, out.stdout + out.stderr
-        import asyncpg  # noqa: PLC0415
         import anyio
+        import asyncpg
 
         async def drop_chunk() -> None:
             conn = await asyncpg.connect(DATABASE_URL, server_settings={"search_path": schema})
@@ -149,8 +149,8 @@ def test_check_postgres_ok_then_finds_a_missing_chunk(tmp_path: Path) -> None:
         assert out.returncode == 1 and f"record {sid}/big:" in out.stdout, out.stdout + out.stderr
     finally:
         server.stop()
-        import asyncpg  # noqa: PLC0415
         import anyio
+        import asyncpg
 
         async def drop_schema() -> None:
             conn = await asyncpg.connect(DATABASE_URL)

@@ -231,7 +231,7 @@ def test_rate_limit_429(tmp_path, start_server):
         sid = new_store(c)["id"]
         statuses = []
         r = None
-        for i in range(20):
+        for _ in range(20):
             r = c.get(rec_path(sid, "k"))
             statuses.append(r.status_code)
             if r.status_code == 429:

@@ -156,7 +156,7 @@ def test_get_or_create_race_over_both_nodes_gives_one_store(nodes: tuple[Server,
         name = unique("race")
         barrier = threading.Barrier(20)
 
-        def create(i: int) -> httpx.Response:
+        def create(i: int, name: str = name, barrier: threading.Barrier = barrier) -> httpx.Response:
             with (a if i % 2 else b).client() as c:
                 barrier.wait(10)
                 return c.post("/v2/key-value-stores", params={"name": name})

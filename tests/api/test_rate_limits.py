@@ -329,7 +329,7 @@ def test_per_user_limit_and_anonymous_per_ip_without_trusted_proxies(servers, tm
                                   (s.client("okvs_" + secrets.token_urlsafe(30)), 401, "token-not-valid")]:
         time.sleep(1.1)
         with client:
-            rs, _ = burst(lambda: client.get(f"/v2/key-value-stores/{secrets.token_hex(8)}x"), 4 * per_second)
+            rs, _ = burst(lambda client=client: client.get(f"/v2/key-value-stores/{secrets.token_hex(8)}x"), 4 * per_second)
         assert_error(rs[0], status, type_)
         assert_429(rs[-1], per_second)
 

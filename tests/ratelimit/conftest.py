@@ -14,7 +14,6 @@ from tests.conftest import shared_redis_url, unavailable
 from .helpers import FakeClock, free_port
 
 
-
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # redis.asyncio needs asyncio
@@ -65,7 +64,7 @@ class RedisServer:
                 return
             except redis.ConnectionError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
                 time.sleep(0.02)
 
     def stop(self) -> None:

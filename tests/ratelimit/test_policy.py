@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from .helpers import FakeClock
 
 from openkvs.ratelimit import MemoryLimiter, RateLimitPolicy, Verdict
+
+from .helpers import FakeClock
 
 pytestmark = pytest.mark.anyio
 

@@ -12,10 +12,11 @@ import time
 
 import pytest
 import redis
-from .helpers import REDIS_TEST_TIMEOUT, FakeClock, free_port
 
 from openkvs.ratelimit import MemoryLimiter, RedisLimiter
 from openkvs.ratelimit.redis import SCRIPT_SHA
+
+from .helpers import REDIS_TEST_TIMEOUT, FakeClock, free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 

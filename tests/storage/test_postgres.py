@@ -13,7 +13,7 @@ import os
 import secrets
 import tracemalloc
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -40,7 +40,7 @@ def pg_reachable() -> None:
 
     try:
         asyncio.run(probe())
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL unreachable in CI ({DSN}): {exc!r}")
         pytest.skip(f"PostgreSQL unreachable ({DSN}): {exc!r}")
@@ -270,7 +270,7 @@ async def test_blob_readable_during_grace_then_collected(storage: PostgresStorag
     await storage.put_record(store.id, "k", _Wrap(b"v2"), "x", None)
     assert await storage.collect_garbage() == 0  # within the 60 s grace
     assert len(await read_all(storage.read_blob(old))) == 3 * MiB
-    later = datetime.now(timezone.utc) + timedelta(seconds=61)
+    later = datetime.now(UTC) + timedelta(seconds=61)
     assert await storage.collect_garbage(now=later) == 1
     assert await admin.fetchval(f'SELECT count(*) FROM "{schema}".blob_chunks WHERE blob_id = $1', old.blob.blob_id) == 0
     with pytest.raises(NotFound):
@@ -586,7 +586,7 @@ async def test_delete_store_while_writing(nodes, admin, schema: str, monkeypatch
         outcomes = {"ok": 0, "gone": 0}
         stop = asyncio.Event()
 
-        async def writer(i: int) -> None:
+        async def writer(i: int, store=store, stop=stop, outcomes=outcomes) -> None:
             s = a if i % 2 else b
             n = 0
             while not stop.is_set():

@@ -362,7 +362,7 @@ async def test_snapshot_reads_the_same_bytes_while_the_database_grows_and_checkp
     remaps = []
     if remap_every is not None:
         monkeypatch.setattr(snapshot_module, "SNAPSHOT_REMAP_BYTES", remap_every)
-        remap = snapshot_module.SQLiteSnapshot._remap  # noqa: SLF001
+        remap = snapshot_module.SQLiteSnapshot._remap
         monkeypatch.setattr(snapshot_module.SQLiteSnapshot, "_remap", lambda self: (remaps.append(1), remap(self)))
     async with SQLiteStorage(tmp_path / "d", background=False) as s:
         user = await s.create_user("alice")
@@ -372,7 +372,7 @@ async def test_snapshot_reads_the_same_bytes_while_the_database_grows_and_checkp
             await put(s, store.id, k, v)
         mapped = {}
         async with s.snapshot(store.id, KeySelection()) as snap:
-            mapped["at start"] = snap._conn.execute("PRAGMA mmap_size").fetchone()[0]  # noqa: SLF001
+            mapped["at start"] = snap._conn.execute("PRAGMA mmap_size").fetchone()[0]
             got: dict[str, bytes] = {}
             async for batch in snap.records(batch=50):
                 for r in batch:

@@ -20,10 +20,10 @@ Design:
 - ``put_record`` buffers the first chunk; a body that fits in it is written by one statement, its own
   transaction (chunk, record upsert, old blob id to ``garbage``, store row: generation, modifiedAt, storage bytes).
   A bigger body is written in one transaction on a connection of the *upload pool* (ZIP snapshots have a pool of
-  their own, ``max_snapshots``: slow clients of either cannot starve the other or the short queries): chunk by chunk as the body yields, then the same upsert
-  statement. All writers of a store wait for its row lock, which that statement takes and holds only until its
-  commit (see ``_UPSERT_TAIL``). If the body raises, the transaction rolls back and nothing is left behind (a
-  crash does the same).
+  their own, ``max_snapshots``: slow clients of either cannot starve the other or the short queries): chunk by
+  chunk as the body yields, then the same upsert statement. All writers of a store wait for its row lock, which
+  that statement takes and holds only until its commit (see ``_UPSERT_TAIL``). If the body raises, the
+  transaction rolls back and nothing is left behind (a crash does the same).
 - ``garbage(blob_id, created_at)``: GC deletes chunks of garbage older than ``gc_grace_seconds``, so a blob
   handed out by ``get_record`` stays readable for the grace period. A snapshot is one REPEATABLE READ READ ONLY
   transaction: rows that GC deletes after it began stay visible to it (MVCC), whatever the grace.

@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio
@@ -162,9 +162,9 @@ class PostgresStorage(Storage):
         return conn
 
     async def migrate(self) -> int:
-        """Create the namespace and its tables or bring them to ``TABLES_VERSION``; returns the version. Safe to run from several
-        processes at once (an advisory lock serializes them). Raises StorageError if the database holds a newer
-        version than this code knows."""
+        """Create the namespace and its tables or bring them to ``TABLES_VERSION``; returns the version. Safe to run
+        from several processes at once (an advisory lock serializes them). Raises StorageError if the database
+        holds a newer version than this code knows."""
         conn = await self._connect_one()
         try:
             return await self._migrate(conn)
@@ -229,7 +229,7 @@ class PostgresStorage(Storage):
         for t in tasks:
             try:
                 await t
-            except BaseException:  # noqa: BLE001 - cancelled or failed, either way it is stopped
+            except BaseException:  # cancelled or failed, either way it is stopped
                 pass
         if self._pool is not None:
             try:
@@ -244,7 +244,7 @@ class PostgresStorage(Storage):
         for p in pools:
             try:
                 await asyncio.wait_for(p.close(), 10)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 p.terminate()
 
     async def drop(self) -> None:
@@ -691,7 +691,7 @@ class PostgresStorage(Storage):
             try:
                 await snap._load()
                 yield snap
-            except (StorageUnavailable, *CONNECTION_ERRORS):
+            except (StorageUnavailable, *CONNECTION_ERRORS):  # type: ignore[misc]  # mypy can't read a * in except
                 discard(conn)
                 raise
             finally:
@@ -699,13 +699,13 @@ class PostgresStorage(Storage):
                     try:
                         await snap._close()
                         await tr.rollback()
-                    except Exception:  # noqa: BLE001 - a broken connection: the pool replaces it
+                    except Exception:  # a broken connection: the pool replaces it
                         pass
         finally:
             with anyio.move_on_after(10, shield=True):
                 try:
                     await pool.release(conn)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     discard(conn)
 
     # -- garbage -----------------------------------------------------------------------------------------------
@@ -759,7 +759,7 @@ class PostgresStorage(Storage):
                 d.writes,
                 d.deletes,
                 d.lists,
-                datetime.fromtimestamp(d.accessed_at_ms / 1000, tz=timezone.utc),
+                datetime.fromtimestamp(d.accessed_at_ms / 1000, tz=UTC),
             )
             for sid, d in sorted(pending.items())  # a fixed lock order: no deadlock between two flushing nodes
         ]

@@ -62,7 +62,7 @@ async def pooled(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
             # asyncpg shields the release itself (a cancelled caller can't leave the connection half-returned);
             # the timeout bounds a release that hangs on a broken connection.
             await pool.release(conn, timeout=10)
-        except Exception:  # noqa: BLE001 - broken: make sure it is gone
+        except Exception:  # broken: make sure it is gone
             discard(conn)
 
 

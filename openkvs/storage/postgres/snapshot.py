@@ -64,7 +64,9 @@ class PgSnapshot(Snapshot):
             args,
         )
         r = rows[0]
-        self.totals = SnapshotTotals(count=r["n"], key_bytes=int(r["kb"]), decoded_bytes=int(r["db"]), big_count=r["big"])
+        self.totals = SnapshotTotals(
+            count=r["n"], key_bytes=int(r["kb"]), decoded_bytes=int(r["db"]), big_count=r["big"]
+        )
 
     def held_bytes(self, record: RecordMeta) -> bytes | None:
         blob = record.blob

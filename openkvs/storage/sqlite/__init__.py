@@ -16,8 +16,9 @@ Reclaiming bytes. A replaced or deleted file-backed record puts its path into ``
 its garbage row is older than ``gc_grace_seconds`` (so a ``get_record`` that raced the replacement can still read
 it) and no live snapshot of its store may still need it: a snapshot first inserts a lease of its store whose
 watermark is the largest garbage id at that moment and only then starts its read transaction, so every file it
-can see has a garbage id above the watermark (or none). A download of one store never keeps another's files. Inline records (``record_data``) need no such care: ``get_record`` returns their
-bytes by value and a snapshot reads them through its own read transaction.
+can see has a garbage id above the watermark (or none). A download of one store never keeps another's files.
+Inline records (``record_data``) need no such care: ``get_record`` returns their bytes by value and a snapshot
+reads them through its own read transaction.
 
 Modules: ``backend`` (``SQLiteStorage``: the SQL of each method, lifecycle, background maintenance),
 ``connections`` (the writer, the readers, their threads; error translation), ``tables`` (DDL, creating and

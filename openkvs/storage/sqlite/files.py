@@ -160,7 +160,8 @@ class RecordFiles:
                 "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)",
                 (relpath, now_ms() + PENDING_MS, store_id),
             )
-            return int(cur.lastrowid)
+            assert cur.lastrowid is not None  # an INSERT sets it
+            return cur.lastrowid
 
         write = self.db.write_sync
         pending_id = write(register)
@@ -255,7 +256,7 @@ class RecordFiles:
 
             await anyio.to_thread.run_sync(unlink_all, [p for _, p in batch])
             ids = [(i,) for i, _ in batch]
-            await self.db.write(lambda conn: conn.executemany("DELETE FROM garbage WHERE id = ?", ids))
+            await self.db.write(lambda conn, ids=ids: conn.executemany("DELETE FROM garbage WHERE id = ?", ids))
             total += len(batch)
             if len(batch) < GC_BATCH:
                 return total

@@ -34,6 +34,7 @@ class _ZipRow(NamedTuple):
     modified_at: datetime
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # a placeholder, replaced by the first row's time
 _FAST_MS_MAX = 4_102_444_800_000  # 2100-01-01: below it a float of seconds still rounds to the exact millisecond
 
 
@@ -149,7 +150,8 @@ class SQLiteSnapshot(Snapshot):
             append = out.append
             meta = RecordMeta
             to_dt = _snapshot_dt
-            last_ms, when = None, None  # rows written together often share a timestamp
+            # rows written together often share a timestamp; modified_at is never NULL: the first row sets `when`
+            last_ms, when = None, _EPOCH
             held = 0
             try:
                 if with_data:

@@ -91,7 +91,9 @@ class Headroom:
                     self.data_dir, free / MIB, self.reserve // MIB,
                 )
             else:
-                log.info("disk space is back: %s has %.1f MiB free; records are accepted again", self.data_dir, free / MIB)
+                log.info(
+                    "disk space is back: %s has %.1f MiB free; records are accepted again", self.data_dir, free / MIB
+                )
         return ok
 
     def refuse(self) -> StorageFull:
