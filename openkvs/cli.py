@@ -5,7 +5,6 @@ work is in config, storage, sharing and the client modules. ``HELP`` below is wh
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sys
@@ -108,10 +107,12 @@ async def _need_database(settings: Settings) -> None:
 
     try:
         conn = await asyncpg.connect(settings.database_url, timeout=10)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise StorageError(f"PostgreSQL at {settings.database_url}: {exc}") from None
     try:
-        found = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{settings.database_schema}".schema_version')
+        found = await conn.fetchval(
+            "SELECT to_regclass($1) IS NOT NULL", f'"{settings.database_schema}".schema_version'
+        )
     finally:
         await conn.close()
     if not found:
@@ -561,7 +562,9 @@ def _report(summary: Any) -> None:
     if summary.failed:
         for line in summary.failed[:20]:
             click.echo(f"  {line}", err=True)
-        raise click.ClickException(f"{len(summary.failed)} files were not uploaded (run the command again to retry them)")
+        raise click.ClickException(
+            f"{len(summary.failed)} files were not uploaded (run the command again to retry them)"
+        )
 
 
 @main.command()
@@ -595,7 +598,8 @@ def import_(path: Path, store: str | None, jobs: int, url: str, token: str | Non
     """Import the key-value stores of a Crawlee or Apify CLI local storage folder (PATH: ./storage, its
     key_value_stores, or one store's folder), keeping keys and content types. Each goes into your store of the
     same name (created if missing); records already there with the same bytes are skipped."""
-    from openkvs.client import localstore, upload as up
+    from openkvs.client import localstore
+    from openkvs.client import upload as up
     from openkvs.client.http import endpoint
     from openkvs.client.progress import Progress
 
@@ -629,8 +633,10 @@ def export_(store: str, folder: Path, jobs: int, url: str, token: str | None, qu
     from openkvs.client.progress import Progress
 
     with _client_errors(), endpoint(url, token).client() as client:
-        written, summary = localstore.export(client, store, folder, jobs=jobs,
-                                             progress=lambda label, total, done: Progress(label, total, done, quiet=quiet))
+        written, summary = localstore.export(
+            client, store, folder, jobs=jobs,
+            progress=lambda label, total, done: Progress(label, total, done, quiet=quiet),
+        )
     click.echo(f"{written}: {summary.uploaded} records ({summary.uploaded_bytes} bytes)")
     if summary.failed:
         for line in summary.failed[:20]:

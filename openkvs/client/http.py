@@ -121,7 +121,7 @@ def request(
                 raise ClientError(f"{what}: {type(exc).__name__}: {exc or 'connection failed'}") from None
         finally:
             body = kw.get("content")
-            if hasattr(body, "close"):
+            if body is not None and hasattr(body, "close"):
                 body.close()
         sleep(wait_time(response, attempt))
     raise AssertionError("unreachable")

@@ -17,7 +17,7 @@ import os
 import re
 import threading
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +63,9 @@ def plan(root: Path, prefix: str = "") -> list[Item]:
     """One item per regular file under ``root`` (symbolic links to folders are not followed), in key order."""
     if not root.is_dir():
         raise ClientError(f"{root} is not a folder")
-    items, bad, owner = [], [], {}
+    items: list[Item] = []
+    bad: list[str] = []
+    owner: dict[str, str] = {}
     for folder, dirs, files in os.walk(root):
         dirs.sort()
         for name in sorted(files):
@@ -118,7 +120,7 @@ class _Counted(io.FileIO):
         super().__init__(path, "rb")
         self.progress, self.sent = progress, 0
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         data = super().read(size)
         self.sent += len(data)
         self.progress.advance(len(data))

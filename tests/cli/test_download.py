@@ -81,7 +81,7 @@ def test_interrupted_and_changed_downloads_resume_to_one_moments_archive(shared_
             for attempt in range(rng.randint(1, 3)):
                 size = len(archive(c, store))
                 try:
-                    download(api, store, out, progress=lambda *a: Cut(rng.randrange(1, size)), chunk=4096,
+                    download(api, store, out, progress=lambda *a, size=size: Cut(rng.randrange(1, size)), chunk=4096,
                              retries=0, say=lambda m: None)
                 except KeyboardInterrupt:
                     assert part.exists() and meta.exists() and not out.exists()

@@ -86,6 +86,6 @@ def test_a_400_is_not_retried_and_says_why() -> None:
     with httpx.Client(transport=httpx.MockTransport(handler), base_url="http://x") as c:
         try:
             request(c, "PUT", "/x", "upload of a", sleep=lambda s: None)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             assert "HTTP 400 invalid-record-key: bad key" in str(exc)
     assert len(calls) == 1
