@@ -7,11 +7,13 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.convertors import Convertor, register_url_convertor
+from starlette._utils import get_route_path
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -142,6 +144,39 @@ class _BodyDeadline:
         return message
 
 
+class ApiRouter(Router):
+    """Starlette's Router, trying its first route (record requests) before the general loop: the same regex and
+    convertors and the same scope fields, without the loop's per-route set-up (a tuple and a dict from
+    ``Route.matches``, then ``Route.handle``). Any path the first route doesn't match takes the usual way, so
+    what answers a request is what Router would pick: the first route has no method list (``methods`` answers
+    every method itself), so Router too would hand it every request its pattern matches."""
+
+    def __init__(self, routes: list[Route], **kwargs: Any) -> None:
+        super().__init__(routes=routes, **kwargs)
+        first = routes[0]
+        assert first.methods is None, "the first route must take every method (Router would answer 405 itself)"
+        self._first = first
+        self._first_match = first.path_regex.match
+        self._first_convertors = list(first.param_convertors.items())
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            match = self._first_match(get_route_path(scope))
+            if match is not None:
+                route = self._first
+                if "router" not in scope:
+                    scope["router"] = self
+                params = dict(scope.get("path_params", {}))
+                for name, convertor in self._first_convertors:
+                    params[name] = convertor.convert(match[name])
+                scope["route"] = route
+                scope["endpoint"] = route.endpoint
+                scope["path_params"] = params
+                await route.app(scope, receive, send)
+                return
+        await super().app(scope, receive, send)
+
+
 class ApiMiddleware:
     """Pure ASGI (so streaming responses pass through untouched): adds the common headers to every response and
     renders any error raised before the response started in the API's JSON shape. The one place where storage
@@ -157,6 +192,17 @@ class ApiMiddleware:
         self.app = app
         self.body_timeout = settings.body_timeout
         self.default_limit = str(max(settings.rate_limit_user_per_minute // 60, 1)).encode()
+        # The headers added to each response, by the rate limit it names: encoded once (a handful of limits).
+        self._added: dict[object, list[tuple[bytes, bytes]]] = {}
+
+    def _headers_added(self, limit: object) -> list[tuple[bytes, bytes]]:
+        added = self._added.get(limit)
+        if added is None:
+            value = str(limit).encode() if limit else self.default_limit
+            added = [*self.CORS_HEADERS, (b"x-ratelimit-limit", value)]
+            if len(self._added) < 64:
+                self._added[limit] = added
+        return added
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -169,14 +215,9 @@ class ApiMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                limit = scope.get("openkvs.ratelimit_limit")
                 message = {
                     **message,
-                    "headers": [
-                        *message.get("headers", ()),
-                        *self.CORS_HEADERS,
-                        (b"x-ratelimit-limit", str(limit).encode() if limit else self.default_limit),
-                    ],
+                    "headers": [*message.get("headers", ()), *self._headers_added(scope.get("openkvs.ratelimit_limit"))],
                 }
             await send(message)
 
@@ -260,4 +301,4 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     # A Router, not a Starlette app: ApiMiddleware already is the outermost error handler, so Starlette's two
     # middleware layers around it would only cost time on every request. ``default``: a path no route pattern
     # matches still gets the JSON 404.
-    return ApiMiddleware(Router(routes=ROUTES, default=not_found, lifespan=lifespan), settings)
+    return ApiMiddleware(ApiRouter(ROUTES, default=not_found, lifespan=lifespan), settings)
