@@ -142,6 +142,8 @@ class _Replay:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.memo: dict[Any, Any] = {}
+        self.held_bytes = inner.held_bytes  # called per request: not through __getattr__
+        self.count_access = inner.count_access
 
     async def look_up_store(self, *args: Any, **kwargs: Any) -> Any:
         k = (args, tuple(sorted(kwargs.items())))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.convertors import Convertor, register_url_convertor
+from starlette.convertors import Convertor, StringConvertor, register_url_convertor
 from starlette._utils import get_route_path
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,7 +44,8 @@ class methods:  # noqa: N801 - reads as a declaration in the route table
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = ApiRequest(scope, receive)
-        response = await self.respond(request)
+        handler = self.handlers.get(scope["method"])  # the common case without respond()'s coroutine
+        response = await (handler(request) if handler is not None else self.respond(request))
         await response(scope, receive, send)
 
     async def respond(self, request: Request) -> Response:
@@ -144,6 +146,28 @@ class _BodyDeadline:
         return message
 
 
+def _segment_then_rest(route: Route) -> Callable[[str], dict[str, str] | None] | None:
+    """For a pattern ``A{x}B{y:key}`` (A and B literal, B starting with "/", ``x`` a ``str`` parameter): string
+    operations that match exactly the paths its regex ``^A(?P<x>[^/]+)B(?P<y>[\\s\\S]*)$`` matches, with the
+    same parameters. ``[^/]+`` ends at the first "/" after A (B starts with one), and ``[\\s\\S]*`` takes the
+    rest, a final newline too. A regex match costs more than the rest of routing. None for any other pattern."""
+    parts = re.fullmatch(r"([^{}]+)\{(\w+)\}(/[^{}]*)\{(\w+):key\}", route.path)
+    if parts is None or not isinstance(route.param_convertors[parts[2]], StringConvertor):
+        return None
+    head, first, middle, rest = parts.groups()
+    skip = len(head)
+
+    def split(path: str) -> dict[str, str] | None:
+        if not path.startswith(head):
+            return None
+        slash = path.find("/", skip)
+        if slash <= skip or not path.startswith(middle, slash):
+            return None
+        return {first: path[skip:slash], rest: path[slash + len(middle):]}
+
+    return split
+
+
 class ApiRouter(Router):
     """Starlette's Router, trying its first route (record requests) before the general loop: the same regex and
     convertors and the same scope fields, without the loop's per-route set-up (a tuple and a dict from
@@ -158,17 +182,29 @@ class ApiRouter(Router):
         self._first = first
         self._first_match = first.path_regex.match
         self._first_convertors = list(first.param_convertors.items())
+        # The record route's parameters are text as matched (``str`` and ``key``): no conversion to call.
+        self._first_plain = all(type(c) in (StringConvertor, _KeyConvertor) for c in first.param_convertors.values())
+        self._split = _segment_then_rest(first)
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            match = self._first_match(get_route_path(scope))
-            if match is not None:
+            path = get_route_path(scope) if scope.get("root_path") else scope["path"]
+            split = self._split
+            params: dict[str, Any] | None
+            if split is not None and self._first_plain and not scope.get("path_params"):
+                params = split(path)
+            else:
+                match = self._first_match(path)
+                if match is None:
+                    params = None
+                else:
+                    params = dict(scope.get("path_params", {}))
+                    for name, convertor in self._first_convertors:
+                        params[name] = convertor.convert(match[name])
+            if params is not None:
                 route = self._first
                 if "router" not in scope:
                     scope["router"] = self
-                params = dict(scope.get("path_params", {}))
-                for name, convertor in self._first_convertors:
-                    params[name] = convertor.convert(match[name])
                 scope["route"] = route
                 scope["endpoint"] = route.endpoint
                 scope["path_params"] = params
