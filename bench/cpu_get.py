@@ -97,6 +97,15 @@ async def main(args: argparse.Namespace) -> None:
     if args.stub:
         st = lifespan["state"]["openkvs"]
         st.storage = _Replay(storage)
+    if args.gc == "freeze":
+        import gc
+
+        gc.collect()
+        gc.freeze()
+    elif args.gc == "off":
+        import gc
+
+        gc.disable()
     state = dict(lifespan["state"])
     scopes = [_scope(f"/v2/key-value-stores/{store.id}/records/{k}", token, state) for k in keys]
     bare = _bare_app()
@@ -162,5 +171,6 @@ if __name__ == "__main__":
     p.add_argument("-n", type=int, default=2000)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--stub", action="store_true")
+    p.add_argument("--gc", choices=("on", "freeze", "off"), default="on")
     p.add_argument("--top", type=int, default=30)
     uvloop.run(main(p.parse_args()))

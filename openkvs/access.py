@@ -178,13 +178,20 @@ async def find(storage: Storage, kind: Kind, raw: str, owner: User | None = None
     return found.store if found is not None else None
 
 
-async def _look_up(storage: Storage, kind: Kind, address: Address, user: User | None, owner: User | None,
-                   key: str | None, readable: Sequence[str]) -> StoreLookup | None:
-    """Ask storage; ``owner`` is whose ``~name`` it is (the caller)."""
+def _look_up(storage: Storage, kind: Kind, address: Address, user: User | None, owner: User | None,
+             key: str | None, readable: Sequence[str]) -> Awaitable[StoreLookup | None]:
+    """Ask storage; ``owner`` is whose ``~name`` it is (the caller). By ID, storage's own coroutine (no wrapper
+    around the common case)."""
     user_id = user.id if user is not None else None
     look_up: Callable[..., Awaitable[StoreLookup | None]] = getattr(storage, kind.look_up)
     if address.by is By.ID:
-        return await look_up(user_id, store_id=address.value, key=key, readable=readable)
+        return look_up(user_id, store_id=address.value, key=key, readable=readable)
+    return _look_up_by_name(storage, look_up, address, user_id, owner, key, readable)
+
+
+async def _look_up_by_name(storage: Storage, look_up: Callable[..., Awaitable[StoreLookup | None]], address: Address,
+                           user_id: str | None, owner: User | None, key: str | None,
+                           readable: Sequence[str]) -> StoreLookup | None:
     if address.by is By.USERNAME_NAME:
         owner = await storage.get_user_by_name(address.username or "")
         if owner is None:
