@@ -30,9 +30,7 @@ from openkvs import errors, rules, signing
 from openkvs.api.common import (
     check_key,
     limits_off,
-    plausible_store_id,
     rate_limit,
-    valid_key,
 )
 from openkvs.auth import token_from_request
 from openkvs.storage.base import RecordMeta, Storage, Store, StoreLookup, User
@@ -145,7 +143,20 @@ class Kind:
     check_key: Callable[[str], object]
 
 
-STORES = Kind("key-value store", "look_up_store", plausible_store_id, valid_key, check_key)
+def _remembered(rule: rules.Rule, size: int = 4096) -> Callable[[str], bool]:
+    """``rule.ok`` with its verdicts remembered: the same store IDs and keys come back request after request, and
+    a regex match costs more than a cache lookup. Bounded in entries (least recently used out) and in size: a
+    text longer than the rule allows fails without being kept."""
+    remembered = functools.lru_cache(maxsize=size)(rule.ok)
+    longest = rule.max_length
+
+    def ok(text: str) -> bool:
+        return len(text) <= longest and remembered(text)
+
+    return ok
+
+
+STORES = Kind("key-value store", "look_up_store", _remembered(rules.STORE_ID), _remembered(rules.RECORD_KEY), check_key)
 
 
 def plausible(kind: Kind, address: Address) -> bool:
@@ -167,13 +178,20 @@ async def find(storage: Storage, kind: Kind, raw: str, owner: User | None = None
     return found.store if found is not None else None
 
 
-async def _look_up(storage: Storage, kind: Kind, address: Address, user: User | None, owner: User | None,
-                   key: str | None, readable: Sequence[str]) -> StoreLookup | None:
-    """Ask storage; ``owner`` is whose ``~name`` it is (the caller)."""
+def _look_up(storage: Storage, kind: Kind, address: Address, user: User | None, owner: User | None,
+             key: str | None, readable: Sequence[str]) -> Awaitable[StoreLookup | None]:
+    """Ask storage; ``owner`` is whose ``~name`` it is (the caller). By ID, storage's own coroutine (no wrapper
+    around the common case)."""
     user_id = user.id if user is not None else None
     look_up: Callable[..., Awaitable[StoreLookup | None]] = getattr(storage, kind.look_up)
     if address.by is By.ID:
-        return await look_up(user_id, store_id=address.value, key=key, readable=readable)
+        return look_up(user_id, store_id=address.value, key=key, readable=readable)
+    return _look_up_by_name(storage, look_up, address, user_id, owner, key, readable)
+
+
+async def _look_up_by_name(storage: Storage, look_up: Callable[..., Awaitable[StoreLookup | None]], address: Address,
+                           user_id: str | None, owner: User | None, key: str | None,
+                           readable: Sequence[str]) -> StoreLookup | None:
     if address.by is By.USERNAME_NAME:
         owner = await storage.get_user_by_name(address.username or "")
         if owner is None:

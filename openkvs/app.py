@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
-from starlette.convertors import Convertor, register_url_convertor
+from starlette._utils import get_route_path
+from starlette.convertors import Convertor, StringConvertor, register_url_convertor
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
@@ -41,7 +44,8 @@ class methods:  # reads as a declaration in the route table
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = ApiRequest(scope, receive)
-        response = await self.respond(request)
+        handler = self.handlers.get(scope["method"])  # the common case without respond()'s coroutine
+        response = await (handler(request) if handler is not None else self.respond(request))
         await response(scope, receive, send)
 
     async def respond(self, request: Request) -> ASGIApp:
@@ -142,6 +146,73 @@ class _BodyDeadline:
         return message
 
 
+def _segment_then_rest(route: Route) -> Callable[[str], dict[str, str] | None] | None:
+    """For a pattern ``A{x}B{y:key}`` (A and B literal, B starting with "/", ``x`` a ``str`` parameter): string
+    operations that match exactly the paths its regex ``^A(?P<x>[^/]+)B(?P<y>[\\s\\S]*)$`` matches, with the
+    same parameters. ``[^/]+`` ends at the first "/" after A (B starts with one), and ``[\\s\\S]*`` takes the
+    rest, a final newline too. A regex match costs more than the rest of routing. None for any other pattern."""
+    parts = re.fullmatch(r"([^{}]+)\{(\w+)\}(/[^{}]*)\{(\w+):key\}", route.path)
+    if parts is None or not isinstance(route.param_convertors[parts[2]], StringConvertor):
+        return None
+    head, first, middle, rest = parts.groups()
+    skip = len(head)
+
+    def split(path: str) -> dict[str, str] | None:
+        if not path.startswith(head):
+            return None
+        slash = path.find("/", skip)
+        if slash <= skip or not path.startswith(middle, slash):
+            return None
+        return {first: path[skip:slash], rest: path[slash + len(middle):]}
+
+    return split
+
+
+class ApiRouter(Router):
+    """Starlette's Router, trying its first route (record requests) before the general loop: the same regex and
+    convertors and the same scope fields, without the loop's per-route set-up (a tuple and a dict from
+    ``Route.matches``, then ``Route.handle``). Any path the first route doesn't match takes the usual way, so
+    what answers a request is what Router would pick: the first route has no method list (``methods`` answers
+    every method itself), so Router too would hand it every request its pattern matches."""
+
+    def __init__(self, routes: list[Route], **kwargs: Any) -> None:
+        super().__init__(routes=routes, **kwargs)
+        first = routes[0]
+        assert first.methods is None, "the first route must take every method (Router would answer 405 itself)"
+        self._first = first
+        self._first_match = first.path_regex.match
+        self._first_convertors = list(first.param_convertors.items())
+        # The record route's parameters are text as matched (``str`` and ``key``): no conversion to call.
+        self._first_plain = all(type(c) in (StringConvertor, _KeyConvertor) for c in first.param_convertors.values())
+        self._split = _segment_then_rest(first)
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = get_route_path(scope) if scope.get("root_path") else scope["path"]
+            split = self._split
+            params: dict[str, Any] | None
+            if split is not None and self._first_plain and not scope.get("path_params"):
+                params = split(path)
+            else:
+                match = self._first_match(path)
+                if match is None:
+                    params = None
+                else:
+                    params = dict(scope.get("path_params", {}))
+                    for name, convertor in self._first_convertors:
+                        params[name] = convertor.convert(match[name])
+            if params is not None:
+                route = self._first
+                if "router" not in scope:
+                    scope["router"] = self
+                scope["route"] = route
+                scope["endpoint"] = route.endpoint
+                scope["path_params"] = params
+                await route.app(scope, receive, send)
+                return
+        await super().app(scope, receive, send)
+
+
 class ApiMiddleware:
     """Pure ASGI (so streaming responses pass through untouched): adds the common headers to every response and
     renders any error raised before the response started in the API's JSON shape. The one place where storage
@@ -157,6 +228,17 @@ class ApiMiddleware:
         self.app = app
         self.body_timeout = settings.body_timeout
         self.default_limit = str(max(settings.rate_limit_user_per_minute // 60, 1)).encode()
+        # The headers added to each response, by the rate limit it names: encoded once (a handful of limits).
+        self._added: dict[object, list[tuple[bytes, bytes]]] = {}
+
+    def _headers_added(self, limit: object) -> list[tuple[bytes, bytes]]:
+        added = self._added.get(limit)
+        if added is None:
+            value = str(limit).encode() if limit else self.default_limit
+            added = [*self.CORS_HEADERS, (b"x-ratelimit-limit", value)]
+            if len(self._added) < 64:
+                self._added[limit] = added
+        return added
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -169,13 +251,11 @@ class ApiMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                limit = scope.get("openkvs.ratelimit_limit")
                 message = {
                     **message,
                     "headers": [
                         *message.get("headers", ()),
-                        *self.CORS_HEADERS,
-                        (b"x-ratelimit-limit", str(limit).encode() if limit else self.default_limit),
+                        *self._headers_added(scope.get("openkvs.ratelimit_limit")),
                     ],
                 }
             await send(message)
@@ -260,4 +340,4 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     # A Router, not a Starlette app: ApiMiddleware already is the outermost error handler, so Starlette's two
     # middleware layers around it would only cost time on every request. ``default``: a path no route pattern
     # matches still gets the JSON 404.
-    return ApiMiddleware(Router(routes=ROUTES, default=not_found, lifespan=lifespan), settings)
+    return ApiMiddleware(ApiRouter(ROUTES, default=not_found, lifespan=lifespan), settings)

@@ -1,0 +1,92 @@
+"""Record GET only, bare and openkvs back to back (and optionally another checkout's openkvs on the same data):
+`records.py`'s GET measurement without its PUT and keys-page parts, repeated, with the server's CPU per request
+(from /proc/PID/stat), which moves less with other people's load than requests/s do.
+
+    .venv/bin/python -m bench.get_ab --backends sqlite,postgres --reps 3 --seconds 5 [--other /path/to/checkout]
+
+`--other` (repeatable): that checkout's code serves the same data set (run with this venv's Python, from its directory),
+e.g. main, for a before/after in the same minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from bench import harness as h
+from bench.records import NKEYS, RECORD, start_bare
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def start_other(tree: str, backend: h.Backend) -> h.Server:
+    port = h.free_port()
+    cmd, env = backend.serve_cmd(port)
+    cmd = [sys.executable, "-m", "openkvs", *cmd[1:]]
+    (h.DATA / "logs").mkdir(parents=True, exist_ok=True)
+    logfile = h.DATA / "logs" / f"other-{port}.log"
+    with open(logfile, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=tree)
+    server = h.Server(f"other-{port}", port, proc, logfile)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(logfile.read_text()[-2000:])
+        try:
+            httpx.get(server.url + "/v2/", timeout=1.0)
+            return server
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                server.stop()
+                raise
+            time.sleep(0.1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--backends", default="sqlite")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--seconds", type=int, default=5)
+    p.add_argument("--other", action="append", default=[], help="another checkout (repeatable)")
+    args = p.parse_args()
+    for kind in args.backends.split(","):
+        ds = h.dataset(kind, "perfrec1k", NKEYS, lambda i: h.Body(RECORD))
+        factories = [start_bare, ds.backend.start]
+        factories += [lambda tree=tree, ds=ds: start_other(tree, ds.backend) for tree in args.other]
+        with h.running(*factories) as servers:
+            names = ["bare", "openkvs", *(Path(t).name for t in args.other)]
+            scripts = {
+                "bare": h.wrk_script("GET", "/v2/key-value-stores/x/records/", "x", NKEYS, len(RECORD), seed=2),
+                "openkvs": h.wrk_script("GET", f"/v2/key-value-stores/{ds.store_id}/records/", ds.token, NKEYS,
+                                        len(RECORD)),
+            }
+            for name in names[2:]:
+                scripts[name] = scripts["openkvs"]
+            for name, srv in zip(names, servers, strict=True):
+                h.wrk(srv.url, scripts[name], 2, 32, 2)  # warm-up
+            for rep in range(args.reps):
+                res = {}
+                for name, srv in zip(names, servers, strict=True):
+                    c0 = cpu_seconds(srv.pid)
+                    r = h.wrk(srv.url, scripts[name], 2, 32, args.seconds)
+                    cpu = (cpu_seconds(srv.pid) - c0) / max(r.requests, 1) * 1e6
+                    assert r.errors == 0, r.raw
+                    res[name] = (r.rps, cpu)
+                line = "  ".join(f"{n} {rps:,.0f} req/s {cpu:.0f} us CPU/req" for n, (rps, cpu) in res.items())
+                ratios = "  ".join(f"{n}/bare {res[n][0] / res['bare'][0]:.2f}" for n in names[1:])
+                print(f"{kind} rep {rep + 1}: {line}  |  {ratios}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
