@@ -8,6 +8,7 @@
     openkvs migrate                                                    create or upgrade the database schema
     openkvs check                                                      verify the storage (changes nothing)
     openkvs settings [--markdown]                                      every setting, its variable and default
+    openkvs backup DEST | restore SRC --data-dir DIR                   SQLite: a consistent copy while serving
 
 STORE is a store ID or OWNER~NAME.
 """
@@ -127,7 +128,11 @@ def serve(**flags: Any) -> None:
         click.echo(f"  curl -X POST -H 'Authorization: Bearer {token}' '{where}/v2/key-value-stores?name=demo'\n")
     else:
         click.echo("New token: openkvs tokens create NAME (with the same --data-dir/--database-url).")
-    uvicorn.run(
+    if settings.workers > 1:
+        _metrics_dir()
+    from openkvs import shutdown
+
+    config = uvicorn.Config(
         "openkvs.app:create_app",
         factory=True,
         host=settings.host,
@@ -135,14 +140,26 @@ def serve(**flags: Any) -> None:
         workers=settings.workers,
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),
-        # uvicorn formats each access log line before the logger drops it below INFO: skip that work
-        access_log=settings.log_level.lower() in ("trace", "debug", "info"),
+        access_log=False,  # openkvs writes its own (openkvs/observe.py)
         proxy_headers=False,  # X-Forwarded-For is believed only from --trusted-proxies, by openkvs itself
         http="openkvs.server:HttpProtocol",  # uvicorn's httptools protocol with limits on heads and connections
         ws="none",  # no WebSocket endpoints: an Upgrade request is an ordinary request
         server_header=False,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=settings.shutdown_timeout,  # and a second SIGTERM exits at once (shutdown.py)
     )
+    shutdown.run(config)
+
+
+def _metrics_dir() -> None:
+    """Workers share their metrics through files in an empty directory (prometheus-client's multiprocess mode),
+    named in the environment before any worker imports the library; removed when the server exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="openkvs-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # (openkvs.metrics would import the library before it is set)
+    atexit.register(shutil.rmtree, path, True)
 
 
 async def _first_user(storage: Any) -> str | None:
