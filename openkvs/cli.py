@@ -365,6 +365,53 @@ def check(**flags: Any) -> None:
     click.echo(f"ok: {summary}")
 
 
+@main.command("backup")
+@click.argument("dest", type=click.Path(file_okay=False))
+@_storage_options
+def backup_cmd(dest: str, **flags: Any) -> None:
+    """Back the SQLite data dir up into the new folder DEST, consistently, while a server runs and writes: the
+    database (SQLite's online backup API) and the record files it names, then verified. PostgreSQL: use pg_dump
+    (README: Backup)."""
+    from pathlib import Path
+
+    from openkvs.backup import BackupError, backup
+
+    settings = _settings(**flags)
+    if settings.database_url:
+        raise click.UsageError("openkvs backup is for the SQLite backend; on PostgreSQL use pg_dump (README: Backup).")
+    try:
+        summary = backup(Path(settings.data_dir), Path(dest), echo=click.echo)
+    except (BackupError, OSError, sqlite3_error()) as exc:
+        raise click.ClickException(f"backup failed: {exc}") from None
+    click.echo(f"backed up and verified: {summary}")
+
+
+@main.command("restore")
+@click.argument("src", type=click.Path(file_okay=False, exists=True))
+@_setting_options("data_dir")
+def restore_cmd(src: str, **flags: Any) -> None:
+    """Restore the backup SRC (made by openkvs backup) into --data-dir, which must be new or empty. Start the
+    server on it afterwards; it is verified before and after the copy."""
+    from pathlib import Path
+
+    from openkvs.backup import BackupError, restore
+
+    if flags.get("data_dir") is None and not os.environ.get("OPENKVS_DATA_DIR"):
+        raise click.UsageError("give the data dir to restore into: --data-dir DIR")
+    settings = _settings(**flags)
+    try:
+        summary = restore(Path(src), Path(settings.data_dir))
+    except (BackupError, OSError, sqlite3_error()) as exc:
+        raise click.ClickException(f"restore failed: {exc}") from None
+    click.echo(f"restored into {settings.data_dir}: {summary}")
+
+
+def sqlite3_error() -> type[Exception]:
+    import sqlite3
+
+    return sqlite3.Error
+
+
 @main.command("settings")
 @click.option("--markdown", is_flag=True, help="As the README's configuration table.")
 def show_settings(markdown: bool) -> None:

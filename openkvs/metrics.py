@@ -6,8 +6,7 @@ memory-mapped files there, and ``/metrics`` in any worker sums them (the library
 must be set before ``prometheus_client`` is imported, which is why this module reads it at import and
 ``serve`` sets it first.
 
-Per request the cost is a dict lookup for the labelled children (cached here, not ``.labels()`` each time), one
-counter increment and one histogram observation. What is counted where:
+Per request the cost is a few dict and list operations (``_Pending``). What is counted where:
 
 - requests, latency, 429s, ZIP bytes and open downloads: openkvs/observe.py, from what each request sent;
 - storage errors: ApiMiddleware, where a storage error becomes an API error (``storage_error``);
@@ -16,7 +15,9 @@ counter increment and one histogram observation. What is counted where:
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import (
@@ -63,41 +64,52 @@ STORAGE_ERRORS = Counter(
 )
 
 
-class _Children:
-    """``metric.labels(...)`` takes a lock and builds a key on every call: the children, made once per label set."""
+class _Pending:
+    """Per request, ``prometheus_client``'s objects cost more than the rest of the observing (a lock per value,
+    a Python loop over the buckets, mmap writes in multiprocess mode: about 10 us for a counter and a histogram
+    on this machine). So requests are counted in plain dicts here and moved into those objects in bulk: before
+    every exposition in this process and at most ``FLUSH_SECONDS`` after a request (other workers' counts reach
+    ``/metrics`` within that). Moving a histogram's counts in bulk adds to its ``_buckets``/``_sum`` values, as
+    its ``observe`` does one at a time (the library has no bulk call; tests/test_metrics.py checks the totals)."""
+
+    FLUSH_SECONDS = 1.0
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], Any] = {}
-        self.latency: dict[tuple[str, str], Any] = {}
-        self.body: dict[str, Any] = {}
-        self.limited: dict[str, Any] = {}
+        # (route, method, status) -> [requests, body bytes, seconds, count per latency bucket...]
+        self.counts: dict[tuple[str, str, int], list[float]] = {}
+        self.timer: asyncio.TimerHandle | None = None
 
     def observe(self, route: str, method: str, status: int, seconds: float, sent: int) -> None:
         key = (route, method, status)
-        counter = self.requests.get(key)
-        if counter is None:
-            counter = self.requests[key] = REQUESTS.labels(route, method, str(status))
-        counter.inc()
-        hist = self.latency.get(key[:2])
-        if hist is None:
-            hist = self.latency[key[:2]] = LATENCY.labels(route, method)
-        hist.observe(seconds)
-        if sent:
-            body = self.body.get(route)
-            if body is None:
-                body = self.body[route] = RESPONSE_BYTES.labels(route)
-            body.inc(sent)
-        if status == 429:
-            self.rate_limited(route)
+        row = self.counts.get(key)
+        if row is None:
+            row = self.counts[key] = [0] * (3 + len(LATENCY_BUCKETS) + 1)
+        row[0] += 1
+        row[1] += sent
+        row[2] += seconds
+        row[3 + bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket with seconds <= bound, as observe's
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
 
-    def rate_limited(self, route: str) -> None:
-        child = self.limited.get(route)
-        if child is None:
-            child = self.limited[route] = RATE_LIMITED.labels(route)
-        child.inc()
+    def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        counts, self.counts = self.counts, {}
+        for (route, method, status), row in counts.items():
+            REQUESTS.labels(route, method, str(status)).inc(row[0])
+            if row[1]:
+                RESPONSE_BYTES.labels(route).inc(row[1])
+            if status == 429:
+                RATE_LIMITED.labels(route).inc(row[0])
+            hist = LATENCY.labels(route, method)
+            hist._sum.inc(row[2])
+            for bucket, n in zip(hist._buckets, row[3:]):  # the last, +Inf, is the one past LATENCY_BUCKETS
+                if n:
+                    bucket.inc(n)
 
 
-children = _Children()
+pending = _Pending()
 
 
 def storage_error(exc: BaseException) -> None:
@@ -110,6 +122,7 @@ def multiprocess() -> bool:
 
 def exposition() -> bytes:
     """The text format of every metric (all workers' in multiprocess mode)."""
+    pending.flush()
     if multiprocess():
         from prometheus_client import multiprocess as mp
 
