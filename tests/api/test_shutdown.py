@@ -76,7 +76,8 @@ def test_the_deadline_ends_a_stalled_download(start_server: Callable[..., Server
     s, url, _ = _with_download(start_server, tmp_path, "--shutdown-timeout", "2")
     assert s.proc is not None
     with httpx.Client(headers={"Authorization": f"Bearer {s.token}"}, timeout=60) as c, c.stream("GET", url) as r:
-        next(r.iter_bytes(64 * 1024))  # and then read no more
+        chunks = r.iter_bytes(64 * 1024)  # kept: a dropped iterator closes the response
+        next(chunks)  # and then read no more
         s.proc.send_signal(signal.SIGTERM)
         took = _wait_exit(s.proc, 30)
     assert took < 15  # 2 s of grace, then exit (generous: a loaded machine)
@@ -87,7 +88,8 @@ def test_a_second_sigterm_exits_at_once(start_server: Callable[..., Server], tmp
     s, url, _ = _with_download(start_server, tmp_path, "--shutdown-timeout", "300")
     assert s.proc is not None
     with httpx.Client(headers={"Authorization": f"Bearer {s.token}"}, timeout=60) as c, c.stream("GET", url) as r:
-        next(r.iter_bytes(64 * 1024))
+        chunks = r.iter_bytes(64 * 1024)
+        next(chunks)
         s.proc.send_signal(signal.SIGTERM)
         time.sleep(1.0)
         assert s.proc.poll() is None  # waiting for the download (for up to 300 s)
