@@ -1,8 +1,9 @@
 """``GET /health/live`` and ``GET /health/ready``: for load balancers, orchestrators and monitoring.
 
 No token, no rate limit, nothing about stores or users in the answer. Live: the process answers. Ready: storage
-answers one query and its schema is the version this openkvs knows (an older node during a rolling upgrade reads
-a newer schema as not ready), and Redis answers a PING when ``--redis-url`` is set; else 503 with the reason. The
+answers one query and its schema is migrated to at least the version this openkvs knows (a newer one, migrated by
+a newer node during a rolling upgrade, is still ready: old nodes keep serving until they are replaced), and Redis
+answers a PING when ``--redis-url`` is set; else 503 with the reason. The
 answer is reused for ``READY_CACHE_SECONDS``, so that any number of pollers cost at most one check a second.
 """
 
@@ -63,9 +64,11 @@ async def _check(st: Any, cache: _Ready) -> tuple[int, dict[str, Any]]:
         found, known = await asyncio.wait_for(st.storage.schema_version(), CHECK_TIMEOUT)
         if found == known:
             checks["storage"] = "ok"
+        elif found > known:  # migrated by a newer node mid rolling upgrade: this one still works until replaced
+            checks["storage"] = f"ok (schema version {found} is newer than this openkvs's {known}: upgrade this node)"
         else:
             checks["storage"] = f"schema version {found}, this openkvs needs {known}"
-            problems.append("storage schema " + ("not migrated" if found < known else "newer than this openkvs"))
+            problems.append(f"storage schema not migrated (version {found}, needs {known}): run openkvs migrate")
     except (StorageError, OSError, asyncio.TimeoutError) as exc:
         checks["storage"] = "unreachable"
         problems.append(f"storage unreachable: {type(exc).__name__}")

@@ -115,10 +115,10 @@ def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         monkeypatch.delenv(s.env, raising=False)
     monkeypatch.setattr(cli, "_run", lambda settings, work: None)
 
-    def run(*args: Any, **kwargs: Any) -> None:
-        seen.update(kwargs, environ={k: v for k, v in os.environ.items() if k.startswith("OPENKVS_")})
+    def run(config: Any) -> None:
+        seen.update(port=config.port, environ={k: v for k, v in os.environ.items() if k.startswith("OPENKVS_")})
 
-    monkeypatch.setattr("uvicorn.run", run)
+    monkeypatch.setattr("openkvs.shutdown.run", run)
     return seen
 
 

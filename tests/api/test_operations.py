@@ -70,11 +70,11 @@ def test_health_is_not_rate_limited(start_server: Callable[..., Server], tmp_pat
         assert [c.get("/health/live").status_code for _ in range(30)] == [200] * 30
 
 
-def test_ready_is_503_with_the_reason_when_the_schema_is_not_this_versions(server: Server, backend: str) -> None:
+def test_ready_is_503_with_the_reason_when_the_schema_is_not_migrated(server: Server, backend: str) -> None:
     if backend == "sqlite":
         with sqlite3.connect(server.data_dir / "openkvs.sqlite3") as db:
             (version,) = db.execute("PRAGMA user_version").fetchone()
-            db.execute(f"PRAGMA user_version = {version + 1}")
+            db.execute(f"PRAGMA user_version = {version - 1}")
     else:
         import asyncio
 
@@ -82,7 +82,7 @@ def test_ready_is_503_with_the_reason_when_the_schema_is_not_this_versions(serve
 
         async def bump() -> None:
             conn = await asyncpg.connect(DATABASE_URL)
-            await conn.execute(f'UPDATE "{server.env["OPENKVS_DATABASE_SCHEMA"]}".schema_version SET version = version + 1')
+            await conn.execute(f'UPDATE "{server.env["OPENKVS_DATABASE_SCHEMA"]}".schema_version SET version = version - 1')
             await conn.close()
 
         asyncio.run(bump())
@@ -91,7 +91,7 @@ def test_ready_is_503_with_the_reason_when_the_schema_is_not_this_versions(serve
         body = c.get("/health/ready").json()
         assert c.get("/health/live").status_code == 200
     assert body["status"] == "unavailable"
-    assert "newer than this openkvs" in body["reason"]
+    assert "not migrated" in body["reason"] and "openkvs migrate" in body["reason"]
 
 
 def test_ready_is_503_when_redis_is_configured_and_down(start_server: Callable[..., Server], tmp_path: Path) -> None:
