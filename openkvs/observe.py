@@ -4,7 +4,7 @@ access-log line and its metrics. The outermost ASGI layer, one per app; it repla
 The access log (``--log-format text|json``, at ``--log-level info`` and below) goes to standard output, one line per
 request::
 
-    2026-12-02T00:16:22.123Z 5f0c19a2-1f 203.0.113.7 Qx8...user-id "GET /v2/key-value-stores/S/records/k?signature=REDACTED HTTP/1.1" 200 1024 0.8ms
+    2026-12-02T00:16:22.123Z 5f0c19a2-1f 203.0.113.7 USER_ID "GET /v2/.../k?signature=REDACTED HTTP/1.1" 200 1024 0.8ms
 
 (time in UTC, request id, client IP, user id or ``-``, request line with ``token`` and ``signature`` values
 redacted, status, response body bytes, duration). Why not ``logging``: a LogRecord, a formatter and a flush per

@@ -33,7 +33,10 @@ def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
-def _requests(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], route: str, method: str, status: str) -> float:
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _requests(samples: Samples, route: str, method: str, status: str) -> float:
     key = ("openkvs_http_requests_total", frozenset({"route": route, "method": method, "status": status}.items()))
     return samples.get(key, 0.0)
 
@@ -82,7 +85,8 @@ def test_ready_is_503_with_the_reason_when_the_schema_is_not_migrated(server: Se
 
         async def bump() -> None:
             conn = await asyncpg.connect(DATABASE_URL)
-            await conn.execute(f'UPDATE "{server.env["OPENKVS_DATABASE_SCHEMA"]}".schema_version SET version = version - 1')
+            schema = server.env["OPENKVS_DATABASE_SCHEMA"]
+            await conn.execute(f'UPDATE "{schema}".schema_version SET version = version - 1')
             await conn.close()
 
         asyncio.run(bump())
@@ -198,7 +202,8 @@ def test_json_access_log_and_request_id_from_a_trusted_proxy(
 ) -> None:
     s = start_server(tmp_path, "sqlite", "--log-format", "json", "--trusted-proxies", "127.0.0.1")
     with s.anon() as c:
-        proxied = c.get("/health/live?token=tok-secret", headers={"X-Request-Id": "edge-42", "X-Forwarded-For": "203.0.113.9"})
+        proxy_headers = {"X-Request-Id": "edge-42", "X-Forwarded-For": "203.0.113.9"}
+        proxied = c.get("/health/live?token=tok-secret", headers=proxy_headers)
         forged = c.get("/health/live", headers={"X-Request-Id": "bad id \"quoted\""})
     assert proxied.headers["x-request-id"] == "edge-42"
     assert forged.headers["x-request-id"] != "bad id \"quoted\""

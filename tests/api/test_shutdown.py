@@ -21,7 +21,9 @@ RECORDS = 4
 SIZE = 8 * 1024 * 1024  # 32 MiB in all: more than the socket buffers hold, so the download is under way for a while
 
 
-def _with_download(start_server: Callable[..., Server], tmp_path: Path, *flags: str) -> tuple[Server, str, dict[str, bytes]]:
+def _with_download(
+    start_server: Callable[..., Server], tmp_path: Path, *flags: str
+) -> tuple[Server, str, dict[str, bytes]]:
     s = start_server(tmp_path, "sqlite", "--rate-limits", "off", *flags)
     bodies = {f"r{i}": os.urandom(SIZE) for i in range(RECORDS)}
     with s.client() as c:
