@@ -9,7 +9,7 @@ import time
 
 from bench import harness as h
 
-NAMES = ("records", "download", "nodes", "ratelimits")
+NAMES = ("records", "download", "nodes", "ratelimits", "accesslog")
 
 
 def main() -> int:

@@ -216,12 +216,14 @@ async def caller(request: Request) -> User | None:
     """The user the request's token names, None without a token; 401 token-not-valid for an unknown token."""
     known = known_caller(request)
     if known is not None:
+        request.scope["openkvs.user"] = known[0]  # the access log's user id
         return known[0]
     token = token_from_request(request.headers.get("authorization"), request.query_params.get("token"))
     user = await request.scope["state"]["openkvs"].tokens.user(token)
     if user is None:
         await rate_limit(request.scope, None, None, record_op=False)  # guesses count against the IP
         raise errors.TokenNotValid()
+    request.scope["openkvs.user"] = user  # the access log's user id
     return user
 
 
@@ -233,7 +235,7 @@ def require_user(user: User | None) -> User:
 
 async def signed_in(request: Request) -> User:
     """For what needs a user but no resource (listing and creating stores): the caller, charged to its budget."""
-    user = require_user(await caller(request))
+    user = request.scope["openkvs.user"] = require_user(await caller(request))
     await rate_limit(request.scope, user, None, record_op=False)
     return user
 
@@ -265,7 +267,7 @@ async def decide(
     for the order). ``key``: the item the request names (a record: charged to the record budget, and its key
     checked); ``fetch``: read it in the same query when the caller may read the resource."""
     known = known_caller(request)
-    user = known[0] if known is not None else await caller(request)
+    user = request.scope["openkvs.user"] = known[0] if known is not None else await caller(request)
     address = parse_address(raw)
     if not plausible(kind, address):
         if address.by is By.OWN_NAME:

@@ -18,10 +18,11 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openkvs import auth, errors, openapi
+from openkvs import auth, errors, health, metrics, openapi
 from openkvs.api import download, records, stores
 from openkvs.api.common import ApiRequest, AppState
 from openkvs.config import Settings
+from openkvs.observe import Observe
 from openkvs.storage.base import Storage, StorageError
 
 log = logging.getLogger("openkvs")
@@ -95,6 +96,8 @@ not_found = _NotFound()
 
 
 # Record requests first: they are most of the traffic, and no other pattern matches their paths.
+DOWNLOAD_ROUTE = "/v2/key-value-stores/{store_id}/records"  # the ZIP download: its bytes and open count are metrics
+
 ROUTES = [
     Route(
         "/v2/key-value-stores/{store_id}/records/{key:key}",
@@ -111,11 +114,14 @@ ROUTES = [
         methods(GET=stores.store_endpoint, PUT=stores.store_endpoint, DELETE=stores.store_endpoint),
     ),
     Route("/v2/key-value-stores/{store_id}/keys", methods(GET=records.list_keys)),
-    Route("/v2/key-value-stores/{store_id}/records", methods(GET=download.download_records)),
+    Route(DOWNLOAD_ROUTE, methods(GET=download.download_records)),
     Route("/v2/key-value-stores/{store_id}/signing-key", methods(POST=stores.rotate_signing_key)),
     Route("/v2/key-value-stores/{store_id}/grants", methods(GET=stores.grants_endpoint, PUT=stores.grants_endpoint)),
     Route("/v2/key-value-stores/{store_id}/grants/{username}", methods(DELETE=stores.grant_endpoint)),
     Route("/v2/openapi.json", methods(GET=openapi.openapi_json)),
+    Route("/health/live", methods(GET=health.live)),
+    Route("/health/ready", methods(GET=health.ready)),
+    Route("/metrics", methods(GET=metrics.endpoint)),
     Route("/{path:path}", not_found),
 ]
 
@@ -244,7 +250,8 @@ class ApiMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope["openkvs.raw_send"] = send  # the server's own: a stalled download aborts through it (api/download.py)
+        # the server's own (set by observe.Observe, outside): a stalled download aborts through it (api/download.py)
+        scope.setdefault("openkvs.raw_send", send)
         started = False
 
         async def send_with_headers(message: Message) -> None:
@@ -269,6 +276,7 @@ class ApiMiddleware:
         except ClientDisconnect:
             return  # the client went away mid-upload; nothing to answer, and storage already cleaned up
         except StorageError as exc:
+            metrics.storage_error(exc)
             if started:
                 raise
             api_error = errors.from_storage_error(exc, scope.get("method", ""), scope.get("path", ""))
@@ -283,7 +291,7 @@ class ApiMiddleware:
     @staticmethod
     def _internal(scope: Scope) -> errors.ApiError:
         """A 500 that hides internals; the traceback goes to the log under a request id the answer names."""
-        request_id = secrets.token_hex(6)
+        request_id = scope.get("openkvs.request_id") or secrets.token_hex(6)  # the access log's and X-Request-Id
         log.exception("request %s failed: %s %s", request_id, scope.get("method"), scope.get("path"))
         return errors.InternalError(f"Internal server error (request id {request_id}).")
 
@@ -340,4 +348,14 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     # A Router, not a Starlette app: ApiMiddleware already is the outermost error handler, so Starlette's two
     # middleware layers around it would only cost time on every request. ``default``: a path no route pattern
     # matches still gets the JSON 404.
-    return ApiMiddleware(ApiRouter(ROUTES, default=not_found, lifespan=lifespan), settings)
+    app = ApiMiddleware(ApiRouter(ROUTES, default=not_found, lifespan=lifespan), settings)
+    # The access log and metrics, outermost: they see every answer, errors included, as sent.
+    logged = settings.log_level.lower() in ("trace", "debug", "info")
+    return Observe(
+        app,
+        log_format=settings.log_format if logged else None,
+        with_metrics=settings.metrics != "off",
+        templates={id(r.endpoint): r.path for r in ROUTES if r.endpoint is not not_found},
+        download_route=DOWNLOAD_ROUTE,
+        trusted=settings.trusted_networks,
+    )

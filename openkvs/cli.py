@@ -6,6 +6,7 @@ work is in config, storage, sharing and the client modules. ``HELP`` below is wh
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -178,7 +179,11 @@ def serve(**flags: Any) -> None:
         click.echo(f"  curl -X POST -H 'Authorization: Bearer {token}' '{where}/v2/key-value-stores?name=demo'\n")
     else:
         click.echo("New token: openkvs tokens create NAME (with the same --data-dir/--database-url).")
-    uvicorn.run(
+    if settings.workers > 1:
+        _metrics_dir()
+    from openkvs import shutdown
+
+    config = uvicorn.Config(
         "openkvs.app:create_app",
         factory=True,
         host=settings.host,
@@ -186,14 +191,27 @@ def serve(**flags: Any) -> None:
         workers=settings.workers,
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),
-        # uvicorn formats each access log line before the logger drops it below INFO: skip that work
-        access_log=settings.log_level.lower() in ("trace", "debug", "info"),
+        access_log=False,  # openkvs writes its own (openkvs/observe.py)
         proxy_headers=False,  # X-Forwarded-For is believed only from --trusted-proxies, by openkvs itself
         http="openkvs.server:HttpProtocol",  # uvicorn's httptools protocol with limits on heads and connections
         ws="none",  # no WebSocket endpoints: an Upgrade request is an ordinary request
         server_header=False,
-        timeout_graceful_shutdown=5,
+        # and a second SIGTERM exits at once (shutdown.py)
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
     )
+    shutdown.run(config)
+
+
+def _metrics_dir() -> None:
+    """Workers share their metrics through files in an empty directory (prometheus-client's multiprocess mode),
+    named in the environment before any worker imports the library; removed when the server exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="openkvs-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # (openkvs.metrics would import the library before it is set)
+    atexit.register(shutil.rmtree, path, True)
 
 
 async def _first_user(storage: Any) -> str | None:
@@ -484,6 +502,53 @@ def check(**flags: Any) -> None:
     if problems:
         raise click.ClickException(f"{len(problems)} problem(s) found")
     click.echo(f"ok: {summary}")
+
+
+@main.command("backup")
+@click.argument("dest", type=click.Path(file_okay=False))
+@_storage_options
+def backup_cmd(dest: str, **flags: Any) -> None:
+    """Back the SQLite data dir up into the new folder DEST, consistently, while a server runs and writes: the
+    database (SQLite's online backup API) and the record files it names, then verified. PostgreSQL: use pg_dump
+    (README: Backup)."""
+    from pathlib import Path
+
+    from openkvs.backup import BackupError, backup
+
+    settings = _settings(**flags)
+    if settings.database_url:
+        raise click.UsageError("openkvs backup is for the SQLite backend; on PostgreSQL use pg_dump (README: Backup).")
+    try:
+        summary = backup(Path(settings.data_dir), Path(dest), echo=click.echo)
+    except (BackupError, OSError, sqlite3_error()) as exc:
+        raise click.ClickException(f"backup failed: {exc}") from None
+    click.echo(f"backed up and verified: {summary}")
+
+
+@main.command("restore")
+@click.argument("src", type=click.Path(file_okay=False, exists=True))
+@_setting_options("data_dir")
+def restore_cmd(src: str, **flags: Any) -> None:
+    """Restore the backup SRC (made by openkvs backup) into --data-dir, which must be new or empty. Start the
+    server on it afterwards; it is verified before and after the copy."""
+    from pathlib import Path
+
+    from openkvs.backup import BackupError, restore
+
+    if flags.get("data_dir") is None and not os.environ.get("OPENKVS_DATA_DIR"):
+        raise click.UsageError("give the data dir to restore into: --data-dir DIR")
+    settings = _settings(**flags)
+    try:
+        summary = restore(Path(src), Path(settings.data_dir))
+    except (BackupError, OSError, sqlite3_error()) as exc:
+        raise click.ClickException(f"restore failed: {exc}") from None
+    click.echo(f"restored into {settings.data_dir}: {summary}")
+
+
+def sqlite3_error() -> type[Exception]:
+    import sqlite3
+
+    return sqlite3.Error
 
 
 @main.command("settings")

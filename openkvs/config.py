@@ -134,6 +134,21 @@ class Settings:
     log_level: str = setting(
         "info", "Log level: debug, info, warning, error (one access-log line per request at info and below)."
     )
+    log_format: str = setting(
+        "text", "Access-log format: text (one line) or json (one object a line); on standard output.",
+        choices=("text", "json"),
+    )
+    metrics: str = setting(
+        "token",
+        "GET /metrics (Prometheus): token (any valid API token may read it), public (no token), or off (404).",
+        choices=("token", "public", "off"),
+    )
+    shutdown_timeout: float = setting(
+        30.0,
+        "Seconds that open requests (downloads, uploads) get to finish after SIGTERM before the process exits; new "
+        "connections are refused meanwhile, and a second SIGTERM exits at once.",
+        check=_positive,
+    )
     download_send_timeout: float = setting(
         60.0,
         "Seconds a ZIP download may send nothing (a client reading less than about 1 MiB in that time) before its "

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from openkvs import errors
+from openkvs import errors, metrics
 from openkvs.config import Settings
 
 log = logging.getLogger("openkvs")
@@ -192,6 +192,8 @@ class HttpProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         client = self.client[0] if self.client else "-"
         log.warning("%s: %d %s (%s)", client, error.status, error.type, why or error.message)
+        if error.status == 429:
+            metrics.RATE_LIMITED.labels("connection").inc()  # over --max-connections-per-ip: before any request
         if self.cycle is not None and not self.cycle.response_complete:
             self.transport.close()  # a response is under way (pipelining): an answer now would corrupt it
             return

@@ -115,12 +115,12 @@ def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         monkeypatch.delenv(s.env, raising=False)
     monkeypatch.setattr(cli, "_run", lambda settings, work: None)
 
-    def run(*args: Any, **kwargs: Any) -> None:
+    def run(config: Any) -> None:
         # OPENKVS_TEST_*: the suite's own variables (.ci/run sets them), not the server's
         handed = {k: v for k, v in os.environ.items() if k.startswith("OPENKVS_") and not k.startswith("OPENKVS_TEST_")}
-        seen.update(kwargs, environ=handed)
+        seen.update(port=config.port, environ=handed)
 
-    monkeypatch.setattr("uvicorn.run", run)
+    monkeypatch.setattr("openkvs.shutdown.run", run)
     return seen
 
 

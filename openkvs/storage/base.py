@@ -251,6 +251,11 @@ class Storage(abc.ABC):
         that version. Works whether the storage is open or closed; safe from several processes at once. Raises
         StorageError for a database newer than this code."""
 
+    async def schema_version(self) -> tuple[int, int]:
+        """(the database's schema version, the version this code knows), read with one cheap query: the readiness
+        check (``GET /health/ready``). Raises StorageError when the database can't be reached."""
+        return (0, 0)
+
     @abc.abstractmethod
     async def drop(self) -> None:
         """Delete every table and record of this storage (for tests; ``migrate`` or ``open`` starts afresh).

@@ -161,6 +161,10 @@ class PostgresStorage(Storage):
             raise StorageUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
         return conn
 
+    async def schema_version(self) -> tuple[int, int]:
+        version = await self._run(lambda c: c.fetchval("SELECT max(version) FROM schema_version"), retry=True)
+        return int(version or 0), TABLES_VERSION
+
     async def migrate(self) -> int:
         """Create the namespace and its tables or bring them to ``TABLES_VERSION``; returns the version. Safe to run
         from several processes at once (an advisory lock serializes them). Raises StorageError if the database

@@ -150,6 +150,10 @@ class SQLiteStorage(Storage):
         await self._run_sync(lambda: self._migrate_sync().close())
         return TABLES_VERSION
 
+    async def schema_version(self) -> tuple[int, int]:
+        version = await self._point_read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0])
+        return int(version), TABLES_VERSION
+
     async def drop(self) -> None:
         """Deletes the database and the record files; the data dir itself stays, with anything else in it."""
 

@@ -1,0 +1,140 @@
+"""``openkvs backup DEST`` and ``openkvs restore SRC --data-dir DIR`` for the SQLite backend, safe while a server
+runs and writes. (PostgreSQL keeps record bytes in the database too: ``pg_dump``, see the README.)
+
+Copying ``data/`` with ``cp`` is not safe: the database is three files (``-wal``, ``-shm``) changing under the
+copy, and a record file can be deleted between copying the row that names it and copying the file. So:
+
+1. a lease on every store's files (the mechanism ZIP downloads use, storage/sqlite/__init__.py): no file that the
+   database can name from now on is deleted by garbage collection until the lease is released or expires;
+2. SQLite's online backup API, in one step: a copy of the database as of one moment (a read transaction; in WAL
+   mode writers go on meanwhile);
+3. the record files the copy names, copied (renewing the lease while that takes long);
+4. in the copy, the rows that describe the live data dir rather than the backup (leases, garbage) deleted;
+5. verified: ``openkvs check``'s checks on the copy (integrity, every record's file present with its size);
+6. the lease released, and the backup renamed from ``DEST.partial`` to ``DEST``: a ``DEST`` is always whole.
+
+Restore checks the backup the same way, copies it into an empty data dir and checks the result.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from openkvs.storage.ids import new_id
+from openkvs.storage.sqlite.check import check
+from openkvs.storage.sqlite.tables import DB_NAME
+
+LEASE_SECONDS = 600  # a backup's lease, renewed every LEASE_RENEW while files are copied
+LEASE_RENEW = 60.0
+BUSY_TIMEOUT = 30.0
+
+
+class BackupError(Exception):
+    pass
+
+
+def _db(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    uri = f"{path.resolve().as_uri()}{'?mode=ro' if readonly else ''}"
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
+    return conn
+
+
+def _empty_target(path: Path) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise BackupError(f"{path} exists and is not an empty folder")
+
+
+def backup(data_dir: Path, dest: Path, echo: Callable[[str], None] = print) -> str:
+    """Back ``data_dir`` up into the new folder ``dest``; returns a summary. Raises BackupError."""
+    source = data_dir / DB_NAME
+    if not source.is_file():
+        raise BackupError(f"{source}: no database (not an openkvs data dir)")
+    _empty_target(dest)
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "blobs").mkdir(parents=True)
+    (partial / "tmp").mkdir()
+    live = _db(source)
+    lease_id = "backup-" + new_id()
+    try:
+        _write(live, "INSERT INTO leases(id, watermark, expires_at, store_id) "
+                     "SELECT ?, COALESCE(MAX(id), 0), ?, NULL FROM garbage", (lease_id, _expiry()))
+        copy = sqlite3.connect(partial / DB_NAME)
+        try:
+            live.backup(copy)  # pages=-1: the whole database in one step, as of one moment
+            paths = [p for (p,) in copy.execute("SELECT path FROM records WHERE path IS NOT NULL")]
+            echo(f"database copied; copying {len(paths)} record files")
+            renewed = time.monotonic()
+            for i, rel in enumerate(paths):
+                target = partial / "blobs" / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(data_dir / "blobs" / rel, target)
+                if time.monotonic() - renewed > LEASE_RENEW:
+                    _write(live, "UPDATE leases SET expires_at = ? WHERE id = ?", (_expiry(), lease_id))
+                    renewed = time.monotonic()
+                    echo(f"{i + 1} of {len(paths)} files copied")
+            with copy:
+                copy.execute("DELETE FROM leases")
+                copy.execute("DELETE FROM garbage")  # their files are the live data dir's, not in the backup
+            copy.execute("VACUUM")
+        finally:
+            copy.close()
+    finally:
+        try:
+            _write(live, "DELETE FROM leases WHERE id = ?", (lease_id,))
+        finally:
+            live.close()
+    problems, summary = check(partial)
+    if problems:
+        raise BackupError("the backup does not verify (kept in {}):\n{}".format(partial, "\n".join(problems)))
+    os.replace(partial, dest) if not dest.exists() else _move_into(partial, dest)
+    return summary
+
+
+def restore(src: Path, data_dir: Path) -> str:
+    """Copy the backup ``src`` into the new or empty ``data_dir``; returns a summary. Raises BackupError."""
+    problems, _ = check(src)
+    if problems:
+        raise BackupError(f"{src} is not a sound backup:\n" + "\n".join(problems))
+    _empty_target(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    source = _db(src / DB_NAME, readonly=True)
+    target = sqlite3.connect(data_dir / DB_NAME)
+    try:
+        source.backup(target)
+        target.execute("PRAGMA journal_mode=WAL")  # as the server creates its databases
+    finally:
+        target.close()
+        source.close()
+    shutil.copytree(src / "blobs", data_dir / "blobs", dirs_exist_ok=True)
+    (data_dir / "tmp").mkdir(exist_ok=True)
+    problems, summary = check(data_dir)
+    if problems:
+        raise BackupError("the restored data dir does not verify:\n" + "\n".join(problems))
+    return summary
+
+
+def _write(conn: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> None:
+    conn.execute("BEGIN IMMEDIATE")  # as the server's writes: waits (busy timeout) for the current writer
+    try:
+        conn.execute(sql, args)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _expiry() -> int:
+    return int((time.time() + LEASE_SECONDS) * 1000)
+
+
+def _move_into(partial: Path, dest: Path) -> None:
+    """``dest`` is an existing empty folder (a mount point, say): the backup's contents go into it."""
+    for item in partial.iterdir():
+        os.replace(item, dest / item.name)
+    partial.rmdir()

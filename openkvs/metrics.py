@@ -1,0 +1,150 @@
+"""Prometheus metrics (``GET /metrics``), with the ``prometheus-client`` library.
+
+One process: the library's default registry. Several (``--workers`` > 1): ``openkvs serve`` points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers start, each worker writes its values to
+memory-mapped files there, and ``/metrics`` in any worker sums them (the library's multiprocess mode). The variable
+must be set before ``prometheus_client`` is imported, which is why this module reads it at import and
+``serve`` sets it first.
+
+Per request the cost is a few dict and list operations (``_Pending``). What is counted where:
+
+- requests, latency, 429s, ZIP bytes and open downloads: openkvs/observe.py, from what each request sent;
+- storage errors: ApiMiddleware, where a storage error becomes an API error (``storage_error``);
+- connections refused before any request (over the per-IP cap): openkvs/server.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from bisect import bisect_left
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+disable_created_metrics()  # the *_created series only double the output; Prometheus does not need them
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Record requests take a millisecond or less; ZIP downloads of whole stores minutes.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+REQUESTS = Counter(
+    "openkvs_http_requests", "HTTP requests answered, by route template, method and status.",
+    ["route", "method", "status"],
+)
+LATENCY = Histogram(
+    "openkvs_http_request_duration_seconds", "Time from a request's head to its response's last byte.",
+    ["route", "method"], buckets=LATENCY_BUCKETS,
+)
+RESPONSE_BYTES = Counter(
+    "openkvs_http_response_body_bytes", "Response body bytes sent, by route template.", ["route"]
+)
+ZIP_BYTES = Counter("openkvs_zip_bytes_sent", "Bytes of ZIP downloads (whole-store archives) sent.")
+OPEN_DOWNLOADS = Gauge(
+    "openkvs_downloads_open", "ZIP downloads being sent now.", multiprocess_mode="livesum"
+)
+RATE_LIMITED = Counter(
+    "openkvs_rate_limited", "Requests and connections refused with 429 (rate limits, download and connection caps).",
+    ["route"],
+)
+STORAGE_ERRORS = Counter(
+    "openkvs_storage_errors", "Storage errors that reached a request, by kind (StorageUnavailable, StorageFull...).",
+    ["kind"],
+)
+
+
+class _Pending:
+    """Per request, ``prometheus_client``'s objects cost more than the rest of the observing (a lock per value,
+    a Python loop over the buckets, mmap writes in multiprocess mode: about 10 us for a counter and a histogram
+    on this machine). So requests are counted in plain dicts here and moved into those objects in bulk: before
+    every exposition in this process and at most ``FLUSH_SECONDS`` after a request (other workers' counts reach
+    ``/metrics`` within that). Moving a histogram's counts in bulk adds to its ``_buckets``/``_sum`` values, as
+    its ``observe`` does one at a time (the library has no bulk call; tests/test_metrics.py checks the totals)."""
+
+    FLUSH_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        # (route, method, status) -> [requests, body bytes, seconds, count per latency bucket...]
+        self.counts: dict[tuple[str, str, int], list[float]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    def observe(self, route: str, method: str, status: int, seconds: float, sent: int) -> None:
+        key = (route, method, status)
+        row = self.counts.get(key)
+        if row is None:
+            row = self.counts[key] = [0] * (3 + len(LATENCY_BUCKETS) + 1)
+        row[0] += 1
+        row[1] += sent
+        row[2] += seconds
+        row[3 + bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket with seconds <= bound, as observe's
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        counts, self.counts = self.counts, {}
+        for (route, method, status), row in counts.items():
+            REQUESTS.labels(route, method, str(status)).inc(row[0])
+            if row[1]:
+                RESPONSE_BYTES.labels(route).inc(row[1])
+            if status == 429:
+                RATE_LIMITED.labels(route).inc(row[0])
+            hist = LATENCY.labels(route, method)
+            hist._sum.inc(row[2])
+            # the last bucket, +Inf, is the one past LATENCY_BUCKETS
+            for bucket, n in zip(hist._buckets, row[3:], strict=False):
+                if n:
+                    bucket.inc(n)
+
+
+pending = _Pending()
+
+
+def storage_error(exc: BaseException) -> None:
+    STORAGE_ERRORS.labels(type(exc).__name__).inc()
+
+
+def multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def exposition() -> bytes:
+    """The text format of every metric (all workers' in multiprocess mode)."""
+    pending.flush()
+    if multiprocess():
+        from prometheus_client import multiprocess as mp
+
+        registry = CollectorRegistry()
+        mp.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+async def endpoint(request: Any) -> Any:
+    """``GET /metrics``: with ``--metrics token`` (the default) any valid API token may read it (Prometheus sends
+    one as ``Authorization: Bearer``); ``public``: anyone; ``off``: 404 as for any unknown path. The metrics hold
+    counts by route template only: no store IDs, names or keys."""
+    from starlette.responses import Response
+
+    from openkvs import access, errors
+    from openkvs.api.common import state
+
+    mode = state(request).settings.metrics
+    if mode == "off":
+        raise errors.PageNotFound()
+    if mode == "token":
+        access.require_user(await access.caller(request))
+    return Response(exposition(), 200, {"Cache-Control": "no-store"}, media_type=CONTENT_TYPE)

@@ -1,0 +1,233 @@
+"""What each request leaves behind for an operator: its request id (the ``X-Request-Id`` response header), an
+access-log line and its metrics. The outermost ASGI layer, one per app; it replaces uvicorn's access log.
+
+The access log (``--log-format text|json``, at ``--log-level info`` and below) goes to standard output, one line per
+request::
+
+    2026-12-02T00:16:22.123Z 5f0c19a2-1f 203.0.113.7 USER_ID "GET /v2/.../k?signature=REDACTED HTTP/1.1" 200 1024 0.8ms
+
+(time in UTC, request id, client IP, user id or ``-``, request line with ``token`` and ``signature`` values
+redacted, status, response body bytes, duration). Why not ``logging``: a LogRecord, a formatter and a flush per
+line cost about as much as a whole cached record GET. Lines are formatted here and written in batches, at most
+every ``FLUSH_SECONDS``, in writes of whole lines of at most ``PIPE_BUF`` bytes, so that several workers writing
+to one pipe never interleave inside a line.
+
+The request id is a per-process random prefix and a counter (no system call per request); a trusted proxy's
+(``--trusted-proxies``) ``X-Request-Id`` is used instead when it sends one that is short and plain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from json.encoder import encode_basestring as _str  # a JSON string literal (C)
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from openkvs import metrics
+from openkvs.logs import redact
+from openkvs.ratelimit import client_ip
+
+FLUSH_SECONDS = 0.1
+FLUSH_LINES = 512
+PIPE_BUF = 4096
+MAX_REQUEST_ID = 128
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+class LineWriter:
+    """Access-log lines, gathered and written to standard output in batches (see the module docstring)."""
+
+    def __init__(self, write: Callable[[str], None] | None = None) -> None:
+        self._write = write or _write_stdout
+        self._lines: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= FLUSH_LINES:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._lines:
+            text = "".join(self._lines)
+            self._lines = []
+            try:
+                self._write(text)
+            except OSError:  # a closed or full stdout must not fail requests (uvicorn's logging would print and go on)
+                pass
+
+
+def _write_stdout(text: str) -> None:
+    stream = sys.stdout
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a test harness: not a real file
+        stream.write(text)
+        stream.flush()
+        return
+    data = text.encode("utf-8", "backslashreplace")
+    while data:
+        cut = len(data) if len(data) <= PIPE_BUF else data.rfind(b"\n", 0, PIPE_BUF) + 1 or PIPE_BUF
+        written = os.write(fd, data[:cut])
+        data = data[written:]
+
+
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))  # formatting the milliseconds cost more than the rest
+
+
+class _Clock:
+    """UTC timestamps with milliseconds; the seconds part formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        ms = int(time.time() * 1000)
+        second = ms // 1000
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return self._prefix + _MILLIS[ms % 1000]
+
+
+def _printable(text: str) -> str:
+    """A request line as the log shows it: control characters and quotes escaped (no forged lines or fields)."""
+    if text.isprintable() and '"' not in text:
+        return text
+    return text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
+class Observe:
+    """The outermost layer: request id, access log, metrics. ``templates``: route endpoint -> its path template,
+    the metrics' ``route`` label (the raw path would make a label per key)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        log_format: str | None,
+        with_metrics: bool,
+        templates: dict[int, str],
+        download_route: str,
+        trusted: list[Any],
+        writer: LineWriter | None = None,
+    ) -> None:
+        self.app = app
+        self.json = log_format == "json"
+        self.writer = (writer or LineWriter()) if log_format else None
+        self.with_metrics = with_metrics
+        self.templates = templates
+        self.download_route = download_route
+        self.trusted = tuple(trusted)
+        self.clock = _Clock()
+        self._prefix = secrets.token_hex(4) + "-"
+        self._count = 0
+
+    def _request_id(self, scope: Scope) -> str:
+        if self.trusted:
+            for name, value in scope["headers"]:
+                if name == b"x-request-id":
+                    if self._from_trusted_proxy(scope) and 0 < len(value) <= MAX_REQUEST_ID:
+                        text = value.decode("latin-1")
+                        if _ID_CHARS.issuperset(text):
+                            return text
+                    break
+        self._count += 1
+        return f"{self._prefix}{self._count:x}"
+
+    def _from_trusted_proxy(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        try:
+            peer = ipaddress.ip_address(client[0]) if client else None
+        except ValueError:
+            return False
+        return peer is not None and any(peer in net for net in self.trusted)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    if self.writer is not None:
+                        self.writer.flush()
+                return
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = self._request_id(scope)
+        scope["openkvs.request_id"] = request_id
+        scope["openkvs.raw_send"] = send  # the server's own (api/download.py aborts a stalled download through it)
+        id_header = (b"x-request-id", request_id.encode())
+        status = 0
+        sent = 0
+        downloading = False
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status, sent, downloading
+            if message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            elif message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), id_header]}
+                if self.with_metrics and status < 300 and self._route(scope) == self.download_route:
+                    downloading = True
+                    metrics.OPEN_DOWNLOADS.inc()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            seconds = time.perf_counter() - start
+            if downloading:
+                metrics.OPEN_DOWNLOADS.dec()
+                metrics.ZIP_BYTES.inc(sent)
+            if self.with_metrics:
+                metrics.pending.observe(self._route(scope), scope["method"], status, seconds, sent)
+            if self.writer is not None:
+                self._log(scope, request_id, status, sent, seconds)
+
+    def _route(self, scope: Scope) -> str:
+        return self.templates.get(id(scope.get("endpoint")), "unmatched")
+
+    def _log(self, scope: Scope, request_id: str, status: int, sent: int, seconds: float) -> None:
+        st = scope.get("state", {}).get("openkvs")
+        trusted = st.trusted_proxies if st is not None else self.trusted
+        client = scope.get("client")
+        ip = client_ip(scope, trusted) if trusted or not client else client[0]
+        user = scope.get("openkvs.user")
+        user_id = user.id if user is not None else "-"
+        qs = scope["query_string"]
+        target = scope.get("raw_path") or scope["path"].encode()
+        if qs:
+            target = target + b"?" + qs
+        path = redact(target.decode("latin-1"))
+        method = scope["method"]
+        version = scope.get("http_version", "1.1")
+        ms = seconds * 1000
+        # status 0: the connection went away (or the app failed) before a response started
+        if self.json:  # by hand: json.dumps of a dict costs several times more; the strings escaped in C
+            line = (
+                f'{{"time":"{self.clock.now()}","request_id":{_str(request_id)},"client":{_str(ip)},'
+                f'"user":{_str(user_id)},"method":{_str(method)},"path":{_str(path)},"http":{_str(version)},'
+                f'"status":{status},"bytes":{sent},"duration_ms":{ms:.3f}}}'
+            )
+        else:
+            line = (
+                f'{self.clock.now()} {request_id} {ip} {user_id} "{_printable(f"{method} {path} HTTP/{version}")}" '
+                f"{status} {sent} {ms:.1f}ms"
+            )
+        self.writer.add(line + "\n")  # type: ignore[union-attr]
