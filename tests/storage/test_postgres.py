@@ -143,7 +143,7 @@ async def test_migration_and_newer_version_refused(schema: str, admin) -> None:
             await s.open()
         with pytest.raises(StorageError, match="newer"):
             await s.migrate()
-        assert s._pool is None
+        assert s._db.pool is None
     finally:
         await s.drop()
 

@@ -38,17 +38,16 @@ from ..base import (
 from ..ids import new_id
 from ..stats import StatsBuffer
 from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks
-from .connections import CONNECTION_ERRORS, POOL_RESET, discard, init_connection, pooled, unavailable
+from .connections import CONNECTION_ERRORS, Database, discard, pooled, unavailable
 from .snapshot import PgSnapshot
 from .tables import (
-    MIGRATIONS,
     NOW_MS,
     RECORD_COLS,
     STORE_COLS,
     STORE_FROM,
-    TABLES_VERSION,
     UPSERT_BIG,
     UPSERT_SMALL,
+    migrate,
     selection_sql,
     to_record,
     to_store,
@@ -128,85 +127,42 @@ class PostgresStorage(Storage):
             raise ValueError(f"invalid schema name {namespace!r} (lower-case letters, digits, underscores)")
         self.dsn = dsn
         self.namespace = namespace  # the PostgreSQL schema that holds every table (--database-schema)
-        self.min_pool = min_pool
-        self.max_pool = max_pool
-        self.max_snapshots = max_snapshots
         self.gc_grace_seconds = gc_grace_seconds
-        self.connect_timeout = connect_timeout
-        self.application_name = f"openkvs:{namespace}"
-        self._pool: asyncpg.Pool | None = None
-        # Long transactions, each in a pool of its own: open downloads (snapshots) can't take the connections
-        # that big uploads need, nor the reverse, nor either the short queries'.
-        self._upload_pool: asyncpg.Pool | None = None
-        self._snapshot_pool: asyncpg.Pool | None = None
+        self._db = Database(
+            dsn,
+            namespace,
+            min_pool=min_pool,
+            max_pool=max_pool,
+            max_snapshots=max_snapshots,
+            connect_timeout=connect_timeout,
+        )
+        # The SQL below runs through these (see connections.py): a function on a connection of the main pool,
+        # read-only queries (retried after a connection failure), a statement; the main pool itself.
+        self._run = self._db.run
+        self._fetch = self._db.fetch
+        self._fetchrow = self._db.fetchrow
+        self._execute = self._db.execute
+        self._p = self._db.main
+        self.application_name = self._db.application_name  # what pg_stat_activity shows for its connections
         self._stats = StatsBuffer()
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
-    def _connect_kwargs(self) -> dict[str, Any]:
-        return {
-            "timeout": self.connect_timeout,
-            "server_settings": {"search_path": f'"{self.namespace}"', "application_name": self.application_name},
-            "init": init_connection,
-            **POOL_RESET,
-        }
-
-    async def _connect_one(self) -> asyncpg.Connection:
-        try:
-            conn = await asyncpg.connect(
-                self.dsn, timeout=self.connect_timeout, server_settings={"search_path": f'"{self.namespace}"'}
-            )
-        except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:  # down, no such database, bad password: one line
-            raise StorageUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
-        return conn
-
     async def migrate(self) -> int:
-        """Create the namespace and its tables or bring them to ``TABLES_VERSION``; returns the version. Safe to run from several
-        processes at once (an advisory lock serializes them). Raises StorageError if the database holds a newer
-        version than this code knows."""
-        conn = await self._connect_one()
+        """Create the namespace and its tables or bring them to ``TABLES_VERSION``; returns the version (see
+        tables.migrate)."""
+        conn = await self._db.connect_one()
         try:
-            return await self._migrate(conn)
+            return await migrate(conn, self.namespace)
         except CONNECTION_ERRORS as exc:
             raise unavailable(exc) from exc
         finally:
             await conn.close()
 
-    async def _migrate(self, conn: asyncpg.Connection) -> int:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"openkvs-migrate:{self.namespace}")
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.namespace}"')
-            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
-            version = await conn.fetchval("SELECT max(version) FROM schema_version")
-            version = version or 0
-            if version > TABLES_VERSION:
-                raise StorageError(
-                    f"database schema {self.namespace!r} is at version {version}, newer than this openkvs knows "
-                    f"({TABLES_VERSION}); upgrade openkvs"
-                )
-            for v in range(version, TABLES_VERSION):
-                await conn.execute(MIGRATIONS[v])
-                await conn.execute("DELETE FROM schema_version")
-                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", v + 1)
-                log.info("migrated schema %s to version %d", self.namespace, v + 1)
-            return TABLES_VERSION
-
     async def open(self) -> None:
         await self.migrate()
-        try:
-            self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=self.min_pool, max_size=self.max_pool, **self._connect_kwargs()
-            )
-            self._upload_pool = await asyncpg.create_pool(
-                self.dsn, min_size=0, max_size=self.max_pool, **self._connect_kwargs()
-            )
-            self._snapshot_pool = await asyncpg.create_pool(
-                self.dsn, min_size=0, max_size=self.max_snapshots, **self._connect_kwargs()
-            )
-        except CONNECTION_ERRORS as exc:
-            await self._close_pools()
-            raise unavailable(exc) from exc
+        await self._db.open()
         self._tasks = [
             asyncio.create_task(self._every(STATS_FLUSH_SECONDS, self.flush_stats), name="openkvs-pg-stats"),
             asyncio.create_task(self._every(GC_INTERVAL_SECONDS, self.collect_garbage), name="openkvs-pg-gc"),
@@ -231,69 +187,20 @@ class PostgresStorage(Storage):
                 await t
             except BaseException:  # noqa: BLE001 - cancelled or failed, either way it is stopped
                 pass
-        if self._pool is not None:
+        if self._db.pool is not None:
             try:
                 await self.flush_stats()
             except StorageError:
                 log.warning("could not flush access counters at close", exc_info=True)
-        await self._close_pools()
-
-    async def _close_pools(self) -> None:
-        pools = [p for p in (self._pool, self._upload_pool, self._snapshot_pool) if p is not None]
-        self._pool = self._upload_pool = self._snapshot_pool = None
-        for p in pools:
-            try:
-                await asyncio.wait_for(p.close(), 10)
-            except Exception:  # noqa: BLE001
-                p.terminate()
+        await self._db.close()
 
     async def drop(self) -> None:
         """Drops the namespace with every table. Works whether the storage is open or closed."""
-        conn = await self._connect_one()
+        conn = await self._db.connect_one()
         try:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{self.namespace}" CASCADE')
         finally:
             await conn.close()
-
-    # -- helpers -----------------------------------------------------------------------------------------------
-
-    def _p(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise StorageUnavailable("storage is not open")
-        return self._pool
-
-    async def _run(
-        self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, tx: bool = False, retry: bool = False
-    ) -> T:
-        """Run ``fn`` on a pooled connection (in a transaction if ``tx``), translating connection failures.
-        ``retry``: ``fn`` only reads, so one more attempt after a connection failure is safe; it gets past a pooled
-        connection that died (server restart, pg_terminate_backend) before the event loop noticed."""
-        delays = (0.0, 0.05, 0.25) if retry else ()  # the other connections of a restarted server die too
-        for attempt in range(len(delays) + 1):
-            try:
-                async with pooled(self._p()) as conn:
-                    if tx:
-                        async with conn.transaction():
-                            return await fn(conn)
-                    return await fn(conn)
-            except CONNECTION_ERRORS as exc:
-                if attempt < len(delays) and self._pool is not None:
-                    log.info("retrying a read after a connection failure: %r", exc)
-                    await asyncio.sleep(delays[attempt])
-                    continue
-                raise unavailable(exc) from exc
-        raise AssertionError("unreachable")
-
-    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        """A read-only query (retried once after a connection failure)."""
-        return await self._run(lambda c: c.fetch(sql, *args), retry=True)
-
-    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        """A read-only query (retried once after a connection failure)."""
-        return await self._run(lambda c: c.fetchrow(sql, *args), retry=True)
-
-    async def _execute(self, sql: str, *args: Any) -> str:
-        return await self._run(lambda c: c.execute(sql, *args))
 
     # -- users and tokens --------------------------------------------------------------------------------------
 
@@ -548,10 +455,8 @@ class PostgresStorage(Storage):
                 raise NotFound(f"store {store_id} not found")
             return to_record(row)
 
-        if self._upload_pool is None:
-            raise StorageUnavailable("storage is not open")
         try:
-            async with pooled(self._upload_pool) as conn:
+            async with pooled(self._db.uploads()) as conn:
                 async with conn.transaction():
                     if await conn.fetchval("SELECT true FROM stores WHERE id = $1", store_id) is None:
                         raise NotFound(f"store {store_id} not found")
@@ -674,9 +579,7 @@ class PostgresStorage(Storage):
 
     @asynccontextmanager
     async def snapshot(self, store_id: str, selection: KeySelection) -> AsyncIterator[PgSnapshot]:
-        if self._snapshot_pool is None:
-            raise StorageUnavailable("storage is not open")
-        pool = self._snapshot_pool
+        pool = self._db.snapshots()
         try:
             conn = await pool.acquire()
         except CONNECTION_ERRORS as exc:

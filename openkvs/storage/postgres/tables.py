@@ -4,6 +4,7 @@ and the one-statement record upserts (with the locking they rely on)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import asyncpg
@@ -12,11 +13,14 @@ from ..base import (
     KeySelection,
     RecordMeta,
     Store,
+    StorageError,
     StoreStats,
     User,
     prefix_upper_bound,
 )
 from .chunks import PgBlob
+
+log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
 TABLES_VERSION = 2
 
@@ -103,6 +107,29 @@ MIGRATIONS: list[str] = [
     ALTER TABLE records ADD COLUMN prev_blob_id bigint, ADD COLUMN prev_size bigint;
     """,
 ]
+
+
+async def migrate(conn: asyncpg.Connection, namespace: str) -> int:
+    """Create ``namespace`` and its tables or bring them to ``TABLES_VERSION``; returns the version. Safe to run
+    from several processes at once (an advisory lock serializes them). Raises StorageError if the database holds a
+    newer version than this code knows."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"openkvs-migrate:{namespace}")
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"')
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        version = await conn.fetchval("SELECT max(version) FROM schema_version")
+        version = version or 0
+        if version > TABLES_VERSION:
+            raise StorageError(
+                f"database schema {namespace!r} is at version {version}, newer than this openkvs knows "
+                f"({TABLES_VERSION}); upgrade openkvs"
+            )
+        for v in range(version, TABLES_VERSION):
+            await conn.execute(MIGRATIONS[v])
+            await conn.execute("DELETE FROM schema_version")
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", v + 1)
+            log.info("migrated schema %s to version %d", namespace, v + 1)
+        return TABLES_VERSION
 
 
 def selection_sql(selection: KeySelection, args: list[Any]) -> str | None:
