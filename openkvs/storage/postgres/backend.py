@@ -1,6 +1,7 @@
-"""``PostgresStorage``, the backend class: lifecycle (migration, the two pools, background tasks), users and
-tokens, stores, grants, records, snapshots, garbage collection and access counters. The package docstring shows
-how to use it and describes the design."""
+"""``PostgresStorage``, the backend class: the SQL of users and tokens, stores, grants, records, garbage
+collection and access counters; opening and closing, and the background tasks. Connections and pools are
+``connections.py``'s, the migrations and shared SQL ``tables.py``'s, the snapshot's transaction ``snapshot.py``'s.
+The package docstring shows how to use it and describes the design."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
-import anyio
 import asyncpg
 from asyncpg import exceptions as pgx
 
@@ -38,15 +38,17 @@ from ..base import (
 from ..ids import new_id
 from ..stats import StatsBuffer
 from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks
-from .connections import CONNECTION_ERRORS, Database, discard, pooled, unavailable
-from .snapshot import PgSnapshot
+from .connections import CONNECTION_ERRORS, Database, pooled, unavailable
+from .snapshot import PgSnapshot, open_snapshot
 from .tables import (
+    LOOKUP,
     NOW_MS,
     RECORD_COLS,
     STORE_COLS,
     STORE_FROM,
     UPSERT_BIG,
     UPSERT_SMALL,
+    held_data,
     migrate,
     selection_sql,
     to_record,
@@ -56,7 +58,6 @@ from .tables import (
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
-GET_INLINE_MAX = 64 * 1024  # get_record returns the bytes of records up to this size with the metadata
 STATS_FLUSH_SECONDS = 2.0
 GC_INTERVAL_SECONDS = 10.0
 
@@ -67,37 +68,7 @@ _DEADLOCK_RETRIES = 5
 _STORE_BY_NAME = f"SELECT {STORE_COLS} FROM {STORE_FROM} WHERE s.user_id = $1 AND lower(s.name) = lower($2)"
 _GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
 
-
-def _lookup_sql(by_name: bool, with_record: bool) -> str:
-    """SQL of look_up_store: the store's columns, the caller's grant (g_can_write, NULL for none), whether the
-    caller may read the store (may_read), then (``with_record``) the record's columns prefixed "r_" (stores have
-    some of the same names) with the small record's bytes (see get_record), NULLs unless the record exists and
-    the caller may read. Parameters: $1 the caller's user ID, $2 the general_access levels that let the address
-    read, $3 the store ID or $3 the owner's ID and $4 the name, then the record key."""
-    may_read = "(s.user_id = $1 OR g.user_id IS NOT NULL OR s.general_access = ANY($2::text[]))"
-    where = "s.user_id = $3 AND lower(s.name) = lower($4)" if by_name else "s.id = $3"
-    key = "$5" if by_name else "$4"
-    record_cols = "".join(f", r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(","))
-    return f"""SELECT {STORE_COLS}, g.can_write AS g_can_write, {may_read} AS may_read
-            {f"{record_cols}, {_held_data('r')} AS r_data" if with_record else ""}
-        FROM {STORE_FROM} LEFT JOIN grants g ON g.store_id = s.id AND g.user_id = $1
-            {f"LEFT JOIN records r ON r.store_id = s.id AND r.key = {key} AND {may_read}" if with_record else ""}
-        WHERE {where}"""
-
 T = TypeVar("T")
-
-
-def _held_data(r: str) -> str:
-    """SQL: the bytes of the record row ``r`` when they are one chunk of at most GET_INLINE_MAX (they then come
-    with the metadata and read_blob runs no query), else NULL."""
-    return (
-        f"CASE WHEN {r}.size > 0 AND {r}.size <= least({r}.chunk_size, {GET_INLINE_MAX}) THEN "
-        f"(SELECT c.data FROM blob_chunks c WHERE c.blob_id = {r}.blob_id AND c.seq = 0) END"
-    )
-
-
-# (by name, with a record) -> SQL
-_LOOKUP = {(n, r): _lookup_sql(n, r) for n in (False, True) for r in (False, True)}
 
 
 async def _deadlock_retried(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -499,7 +470,7 @@ class PostgresStorage(Storage):
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
         # A small record comes with its bytes (same query, same snapshot): read_blob then runs no query.
         row = await self._fetchrow(
-            f"SELECT {RECORD_COLS}, {_held_data('r')} AS data FROM records r WHERE store_id = $1 AND key = $2",
+            f"SELECT {RECORD_COLS}, {held_data('r')} AS data FROM records r WHERE store_id = $1 AND key = $2",
             store_id,
             key,
         )
@@ -516,10 +487,10 @@ class PostgresStorage(Storage):
         readable: Sequence[str] = (),
     ) -> StoreLookup | None:
         if store_id is None:
-            row = await self._fetchrow(_LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name,
+            row = await self._fetchrow(LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name,
                                        *(() if key is None else (key,)))
         else:
-            row = await self._fetchrow(_LOOKUP[(False, key is not None)], user_id, list(readable), store_id,
+            row = await self._fetchrow(LOOKUP[(False, key is not None)], user_id, list(readable), store_id,
                                        *(() if key is None else (key,)))
         if row is None:
             return None
@@ -579,37 +550,8 @@ class PostgresStorage(Storage):
 
     @asynccontextmanager
     async def snapshot(self, store_id: str, selection: KeySelection) -> AsyncIterator[PgSnapshot]:
-        pool = self._db.snapshots()
-        try:
-            conn = await pool.acquire()
-        except CONNECTION_ERRORS as exc:
-            raise unavailable(exc) from exc
-        try:
-            try:
-                tr = conn.transaction(isolation="repeatable_read", readonly=True)
-                await tr.start()
-            except CONNECTION_ERRORS as exc:
-                raise unavailable(exc) from exc
-            snap = PgSnapshot(conn, store_id, selection)
-            try:
-                await snap._load()
-                yield snap
-            except (StorageUnavailable, *CONNECTION_ERRORS):
-                discard(conn)
-                raise
-            finally:
-                with anyio.move_on_after(5, shield=True):
-                    try:
-                        await snap._close()
-                        await tr.rollback()
-                    except Exception:  # noqa: BLE001 - a broken connection: the pool replaces it
-                        pass
-        finally:
-            with anyio.move_on_after(10, shield=True):
-                try:
-                    await pool.release(conn)
-                except Exception:  # noqa: BLE001
-                    discard(conn)
+        async with open_snapshot(self._db.snapshots(), store_id, selection) as snap:
+            yield snap
 
     # -- garbage -----------------------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
-"""The database side of the PostgreSQL backend: the migrations and the schema version they reach, the column
-lists and row -> ``Store``/``User``/``RecordMeta`` conversions that several queries share, key selections as SQL,
-and the one-statement record upserts (with the locking they rely on)."""
+"""The database side of the PostgreSQL backend: the migrations (``migrate``) and the schema version they reach,
+the column lists and row -> ``Store``/``User``/``RecordMeta`` conversions that several queries share, key
+selections as SQL, the store look-up (``LOOKUP``, with the small record's bytes: ``held_data``) and the
+one-statement record upserts (with the locking they rely on)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import asyncpg
 from ..base import (
     KeySelection,
     RecordMeta,
-    Store,
     StorageError,
+    Store,
     StoreStats,
     User,
     prefix_upper_bound,
@@ -155,6 +156,37 @@ STORE_COLS = """s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at
     s.storage_bytes, s.generation"""
 STORE_FROM = "stores s JOIN users u ON u.id = s.user_id"
 RECORD_COLS = "key, content_type, content_encoding, size, decoded_size, crc32, modified_at, blob_id, chunk_size"
+GET_INLINE_MAX = 64 * 1024  # get_record returns the bytes of records up to this size with the metadata
+
+
+def held_data(r: str) -> str:
+    """SQL: the bytes of the record row ``r`` when they are one chunk of at most GET_INLINE_MAX (they then come
+    with the metadata and read_blob runs no query), else NULL."""
+    return (
+        f"CASE WHEN {r}.size > 0 AND {r}.size <= least({r}.chunk_size, {GET_INLINE_MAX}) THEN "
+        f"(SELECT c.data FROM blob_chunks c WHERE c.blob_id = {r}.blob_id AND c.seq = 0) END"
+    )
+
+
+def _lookup_sql(by_name: bool, with_record: bool) -> str:
+    """SQL of look_up_store: the store's columns, the caller's grant (g_can_write, NULL for none), whether the
+    caller may read the store (may_read), then (``with_record``) the record's columns prefixed "r_" (stores have
+    some of the same names) with the small record's bytes (see get_record), NULLs unless the record exists and
+    the caller may read. Parameters: $1 the caller's user ID, $2 the general_access levels that let the address
+    read, $3 the store ID or $3 the owner's ID and $4 the name, then the record key."""
+    may_read = "(s.user_id = $1 OR g.user_id IS NOT NULL OR s.general_access = ANY($2::text[]))"
+    where = "s.user_id = $3 AND lower(s.name) = lower($4)" if by_name else "s.id = $3"
+    key = "$5" if by_name else "$4"
+    record_cols = "".join(f", r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(","))
+    return f"""SELECT {STORE_COLS}, g.can_write AS g_can_write, {may_read} AS may_read
+            {f"{record_cols}, {held_data('r')} AS r_data" if with_record else ""}
+        FROM {STORE_FROM} LEFT JOIN grants g ON g.store_id = s.id AND g.user_id = $1
+            {f"LEFT JOIN records r ON r.store_id = s.id AND r.key = {key} AND {may_read}" if with_record else ""}
+        WHERE {where}"""
+
+
+# (by name, with a record) -> SQL
+LOOKUP = {(n, r): _lookup_sql(n, r) for n in (False, True) for r in (False, True)}
 
 
 def to_store(row: asyncpg.Record) -> Store:
