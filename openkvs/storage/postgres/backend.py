@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 from asyncpg import exceptions as pgx
@@ -37,8 +37,8 @@ from ..base import (
 )
 from ..ids import new_id
 from ..stats import StatsBuffer
-from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks
-from .connections import CONNECTION_ERRORS, Database, pooled, unavailable
+from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chunks
+from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
 from .snapshot import PgSnapshot, open_snapshot
 from .tables import (
     LOOKUP,
@@ -61,25 +61,8 @@ log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log
 STATS_FLUSH_SECONDS = 2.0
 GC_INTERVAL_SECONDS = 10.0
 
-# Writers and delete_store lock the store row before record rows, so they should not deadlock; should PostgreSQL
-# still abort one as a deadlock victim, it is retried up to this many times.
-_DEADLOCK_RETRIES = 5
-
 _STORE_BY_NAME = f"SELECT {STORE_COLS} FROM {STORE_FROM} WHERE s.user_id = $1 AND lower(s.name) = lower($2)"
 _GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
-
-T = TypeVar("T")
-
-
-async def _deadlock_retried(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-    """``attempt()``, again after PostgreSQL aborted it as a deadlock victim (see _DEADLOCK_RETRIES)."""
-    for n in range(_DEADLOCK_RETRIES):
-        try:
-            return await attempt()
-        except pgx.DeadlockDetectedError:
-            if n == _DEADLOCK_RETRIES - 1:
-                raise StorageUnavailable(f"{what} deadlocked repeatedly") from None
-    raise AssertionError("unreachable")
 
 
 class PostgresStorage(Storage):
@@ -360,7 +343,7 @@ class PostgresStorage(Storage):
             await conn.execute("DELETE FROM stores WHERE id = $1", store_id)
             return True
 
-        return await _deadlock_retried("store deletion", lambda: self._run(go, tx=True))
+        return await deadlock_retried("store deletion", lambda: self._run(go, tx=True))
 
     # -- grants ------------------------------------------------------------------------------------------------
 
@@ -417,7 +400,7 @@ class PostgresStorage(Storage):
             args = (store_id, key, content_type, content_encoding, len(buf), body.decoded_size,
                     body.crc32 & 0xFFFFFFFF, CHUNK_SIZE, data)
             try:
-                row = await _deadlock_retried(
+                row = await deadlock_retried(
                     "record write", lambda: self._run(lambda c: c.fetchrow(UPSERT_SMALL, *args))
                 )
             except pgx.ForeignKeyViolationError:
@@ -431,26 +414,7 @@ class PostgresStorage(Storage):
                 async with conn.transaction():
                     if await conn.fetchval("SELECT true FROM stores WHERE id = $1", store_id) is None:
                         raise NotFound(f"store {store_id} not found")
-                    blob_id = await conn.fetchval("SELECT nextval('blob_ids')")
-                    seq = 0
-                    size = 0
-                    while True:
-                        while len(buf) >= CHUNK_SIZE:
-                            chunk = bytes(buf[:CHUNK_SIZE])
-                            del buf[:CHUNK_SIZE]
-                            await conn.execute(
-                                "INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)", blob_id, seq, chunk
-                            )
-                            seq += 1
-                            size += len(chunk)
-                        if ended:
-                            break
-                        ended = await fill(it, buf, CHUNK_SIZE)  # a body error rolls the transaction back
-                    if buf:
-                        await conn.execute(
-                            "INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)", blob_id, seq, buf
-                        )
-                        size += len(buf)
+                    blob_id, size = await write_chunks(conn, it, buf)  # a body error rolls the transaction back
                     # the store row is locked by this last statement: held only until the COMMIT that follows
                     try:
                         row = await conn.fetchrow(
@@ -528,7 +492,7 @@ class PostgresStorage(Storage):
                     FROM d, t WHERE id = $1
                 )
                 SELECT count(*) FROM d"""
-        n = await _deadlock_retried("record delete", lambda: self._run(lambda c: c.fetchval(sql, store_id, key)))
+        n = await deadlock_retried("record delete", lambda: self._run(lambda c: c.fetchval(sql, store_id, key)))
         return bool(n > 0)
 
     async def list_keys(

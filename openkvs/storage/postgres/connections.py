@@ -91,6 +91,22 @@ POOL_RESET: dict[str, Any] = (
 )
 
 
+# Writers and delete_store lock the store row before record rows, so they should not deadlock; should PostgreSQL
+# still abort one as a deadlock victim, it is retried up to this many times.
+DEADLOCK_RETRIES = 5
+
+
+async def deadlock_retried(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()``, again after PostgreSQL aborted it as a deadlock victim (see DEADLOCK_RETRIES)."""
+    for n in range(DEADLOCK_RETRIES):
+        try:
+            return await attempt()
+        except pgx.DeadlockDetectedError:
+            if n == DEADLOCK_RETRIES - 1:
+                raise StorageUnavailable(f"{what} deadlocked repeatedly") from None
+    raise AssertionError("unreachable")
+
+
 class Database:
     """The connections of one PostgreSQL namespace (schema): ``connect_one`` makes a single connection (for
     migrations), ``open`` creates the pools, ``close`` closes them. The main pool serves the short queries
