@@ -1,16 +1,15 @@
-"""``SQLiteStorage``, the backend class: the SQL of users and tokens, stores, grants, records and access counters;
-opening and closing, and the background maintenance. Connections and threads are ``connections.py``'s, the
-record files' life (spill, commit, leases, garbage) ``files.py``'s. The package docstring describes the layout
-on disk, the concurrency and how bytes are reclaimed."""
+"""``SQLiteStorage``, the backend class: the SQL of users and tokens, stores, grants and records; opening and
+closing. Connections and threads are ``connections.py``'s, the record files' life (spill, commit, leases,
+garbage) ``files.py``'s, the background task and the access counters' flush ``maintenance.py``'s. The package
+docstring describes the layout on disk, the concurrency and how bytes are reclaimed."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import sqlite3
 import shutil
-import time
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -30,7 +29,6 @@ from ..base import (
     RecordBody,
     RecordMeta,
     Storage,
-    StorageError,
     Store,
     StoreLookup,
     TokenInfo,
@@ -42,6 +40,7 @@ from ..stats import StatsBuffer
 from .blobs import BlobFile, Inline, clamp_range, inline_chunks, read_file
 from .connections import Database, translate
 from .files import RecordFiles
+from .maintenance import maintain, write_stats
 from .snapshot import SQLiteSnapshot, begin_snapshot
 from .space import RESERVE_BYTES, Headroom
 from .tables import (
@@ -65,7 +64,6 @@ log = logging.getLogger(__package__)  # "openkvs.storage.sqlite", the name log r
 
 T = TypeVar("T")
 
-LEASE_RENEW_SECONDS = 60.0
 BUSY_TIMEOUT_MS = 10_000
 
 
@@ -93,7 +91,6 @@ class SQLiteStorage(Storage):
         self.background = background
         self.busy_timeout = busy_timeout
         self._stats = StatsBuffer()
-        self._maintenance_error: str | None = None  # the last failure logged by _maintenance (logged once)
         self._db = Database(self.db_path, fsync=fsync, busy_timeout=busy_timeout)
         # The SQL below runs through these (see connections.py): a point read on the event loop thread, a read in
         # a worker thread, a write transaction in the writer thread, and the writer's own transactions.
@@ -122,7 +119,15 @@ class SQLiteStorage(Storage):
         writer = await self._run_sync(self._open_sync)
         self._db.start(writer)
         if self.background:
-            self._task = asyncio.get_running_loop().create_task(self._maintenance())
+            self._task = asyncio.get_running_loop().create_task(
+                maintain(
+                    self.flush_stats,
+                    self.collect_garbage,
+                    self._files,
+                    interval=self.stats_interval,
+                    gc_interval=self.gc_interval,
+                )
+            )
 
     async def _run_sync(self, fn: Callable[[], T]) -> T:
         try:
@@ -177,31 +182,6 @@ class SQLiteStorage(Storage):
             except Exception:
                 log.exception("could not flush access counters at close")
             await self._db.close()
-
-    async def _maintenance(self) -> None:
-        last_gc = last_renew = time.monotonic()
-        while True:
-            await asyncio.sleep(self.stats_interval)
-            try:
-                await self.flush_stats()
-                now = time.monotonic()
-                if self._files.leases and now - last_renew >= LEASE_RENEW_SECONDS:
-                    last_renew = now
-                    await self._files.renew_leases()
-                if now - last_gc >= self.gc_interval:
-                    last_gc = now
-                    await self.collect_garbage()
-                if self._maintenance_error is not None:
-                    log.info("background maintenance works again")
-                    self._maintenance_error = None
-            except asyncio.CancelledError:
-                raise
-            except StorageError as exc:  # full, read-only, damaged, locked: one line when it starts, not a stream
-                if str(exc) != self._maintenance_error:
-                    log.warning("background maintenance failed (retrying every %.0f s): %s", self.stats_interval, exc)
-                    self._maintenance_error = str(exc)
-            except Exception:
-                log.exception("background maintenance failed (will retry)")
 
     # -- users and tokens --------------------------------------------------------------------------------------
 
@@ -676,24 +656,7 @@ class SQLiteStorage(Storage):
         self._stats.add(store_id, now_ms(), reads=reads, writes=writes, deletes=deletes, lists=lists)
 
     async def flush_stats(self) -> None:
-        pending = self._stats.drain()
-        if not pending:
-            return
-        rows = [
-            (d.reads, d.writes, d.deletes, d.lists, d.accessed_at_ms, store_id) for store_id, d in pending.items()
-        ]
-        try:
-            await self._write(
-                lambda conn: conn.executemany(
-                    "UPDATE stores SET read_count = read_count + ?, write_count = write_count + ?, "
-                    "delete_count = delete_count + ?, list_count = list_count + ?, "
-                    "accessed_at = MAX(accessed_at, ?) WHERE id = ?",
-                    rows,
-                )
-            )
-        except BaseException:
-            self._stats.restore(pending)
-            raise
+        await write_stats(self._stats, self._write)
 
     # -- administration (the command line's users list and tokens list) ----------------------------------------
 
