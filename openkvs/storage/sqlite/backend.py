@@ -55,6 +55,8 @@ from .tables import (
     from_ms,
     now_ms,
     selection_sql,
+    to_record,
+    to_record_read,
     to_store,
     to_user,
     upgrade,
@@ -442,24 +444,6 @@ class SQLiteStorage(Storage):
 
     # -- records -----------------------------------------------------------------------------------------------
 
-    def _fetched(self, row: Sequence[Any]) -> RecordMeta:
-        """A record read as RECORD_COLS then ``d.data``: in a file (path) or inline (bytes, maybe none)."""
-        path, data = row[8], row[9]
-        blob = BlobFile(self.blob_dir / path) if path is not None else Inline(bytes(data) if data is not None else b"")
-        return self._meta(row, blob)
-
-    def _meta(self, row: Sequence[Any], blob: Any) -> RecordMeta:
-        return RecordMeta(
-            key=row[0],
-            size=row[1],
-            decoded_size=row[2],
-            crc32=row[3],
-            modified_at=from_ms(row[4]),
-            content_type=row[5],
-            content_encoding=row[6],
-            blob=blob,
-        )
-
     async def put_record(
         self, store_id: str, key: str, body: RecordBody, content_type: str, content_encoding: str | None
     ) -> RecordMeta:
@@ -468,8 +452,8 @@ class SQLiteStorage(Storage):
         if tmp_path is None:
             await self._files.need_inline_space(len(data))
             await self._write(self._commit_record, store_id, row, data, None)
-            return self._meta(row, Inline(data))
-        return self._meta(row, await self._files.commit(store_id, row, tmp_path, self._commit_record))
+            return to_record(row, Inline(data))
+        return to_record(row, await self._files.commit(store_id, row, tmp_path, self._commit_record))
 
     @staticmethod
     def _commit_record(
@@ -518,7 +502,7 @@ class SQLiteStorage(Storage):
                 "WHERE r.store_id = ? AND r.key = ?",
                 (store_id, key),
             ).fetchone()
-            return self._fetched(row) if row is not None else None
+            return to_record_read(row, self.blob_dir) if row is not None else None
 
         return await self._point_read(q)
 
@@ -556,7 +540,7 @@ class SQLiteStorage(Storage):
             found = StoreLookup(store, None if grant is None else bool(grant))
             if key is not None:
                 if row[n + 1] is not None:  # the LEFT JOIN found the record, so the caller may read
-                    found.record = self._fetched(row[n + 1 :])
+                    found.record = to_record_read(row[n + 1 :], self.blob_dir)
                     found.record_read = True
                 else:  # no such record, or not this caller's to read: the join's rule, in Python
                     found.record_read = (

@@ -1,6 +1,6 @@
 """The SQL side of the SQLite backend: the tables (DDL, their version, creating and upgrading a database), the
-SELECTs that several methods share, row -> ``User``/``Store`` conversion, timestamps as integer milliseconds and
-key selections as SQL."""
+SELECTs that several methods share, row -> ``User``/``Store``/``RecordMeta`` conversion, timestamps as integer
+milliseconds and key selections as SQL."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 
 from ..base import (
     KeySelection,
+    RecordMeta,
     StorageDamaged,
     StorageUnavailable,
     Store,
@@ -24,6 +25,7 @@ from ..base import (
     prefix_upper_bound,
 )
 from ..ids import new_id
+from .blobs import BlobFile, Inline
 from .connections import translate
 from .space import storing
 
@@ -191,6 +193,28 @@ def selection_sql(selection: KeySelection) -> tuple[str, list[Any]]:
         return "key >= ? AND key < ?", [selection.prefix, upper]
     return "1", []
 
+
+
+def to_record(row: Sequence[Any], blob: Any) -> RecordMeta:
+    """A record from the first seven of RECORD_COLS, with its blob handle."""
+    return RecordMeta(
+        key=row[0],
+        size=row[1],
+        decoded_size=row[2],
+        crc32=row[3],
+        modified_at=from_ms(row[4]),
+        content_type=row[5],
+        content_encoding=row[6],
+        blob=blob,
+    )
+
+
+def to_record_read(row: Sequence[Any], blob_dir: Path) -> RecordMeta:
+    """A record read as RECORD_COLS then ``d.data``: in a file under ``blob_dir`` (path) or inline (bytes, maybe
+    none)."""
+    path, data = row[8], row[9]
+    blob = BlobFile(blob_dir / path) if path is not None else Inline(bytes(data) if data is not None else b"")
+    return to_record(row, blob)
 
 def to_user(row: Sequence[Any]) -> User:
     return User(id=row[0], username=row[1], created_at=from_ms(row[2]))
