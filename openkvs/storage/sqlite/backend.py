@@ -51,6 +51,7 @@ from .tables import (
     STORE_NCOLS,
     STORE_SELECT,
     TABLES_VERSION,
+    commit_record,
     create_database,
     from_ms,
     now_ms,
@@ -451,49 +452,9 @@ class SQLiteStorage(Storage):
         row = (key, size, body.decoded_size, body.crc32 & 0xFFFFFFFF, now_ms(), content_type, content_encoding)
         if tmp_path is None:
             await self._files.need_inline_space(len(data))
-            await self._write(self._commit_record, store_id, row, data, None)
+            await self._write(commit_record, store_id, row, data, None)
             return to_record(row, Inline(data))
-        return to_record(row, await self._files.commit(store_id, row, tmp_path, self._commit_record))
-
-    @staticmethod
-    def _commit_record(
-        conn: sqlite3.Connection,
-        store_id: str,
-        row: tuple[Any, ...],
-        data: bytes | None,
-        relpath: str | None,
-        pending_id: int | None = None,
-    ) -> None:
-        key, size = row[0], row[1]
-        now = row[4]
-        if conn.execute("SELECT 1 FROM stores WHERE id = ?", (store_id,)).fetchone() is None:
-            raise NotFound(f"store {store_id}")
-        old = conn.execute(
-            "SELECT size, data_id, path FROM records WHERE store_id = ? AND key = ?", (store_id, key)
-        ).fetchone()
-        data_id = None
-        if data is not None:
-            data_id = conn.execute("INSERT INTO record_data(data) VALUES (?)", (data,)).lastrowid
-        conn.execute(
-            f"INSERT OR REPLACE INTO records(store_id, {RECORD_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (store_id, *row, data_id, relpath),
-        )
-        delta = size
-        if old is not None:
-            delta -= old[0]
-            if old[1] is not None:
-                conn.execute("DELETE FROM record_data WHERE id = ?", (old[1],))
-            if old[2] is not None:
-                conn.execute(
-                    "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)", (old[2], now, store_id)
-                )
-        if pending_id is not None:
-            conn.execute("DELETE FROM garbage WHERE id = ?", (pending_id,))
-        conn.execute(
-            "UPDATE stores SET generation = generation + 1, modified_at = ?, storage_bytes = storage_bytes + ? "
-            "WHERE id = ?",
-            (now, delta, store_id),
-        )
+        return to_record(row, await self._files.commit(store_id, row, tmp_path, commit_record))
 
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
         def q(conn: sqlite3.Connection) -> RecordMeta | None:
