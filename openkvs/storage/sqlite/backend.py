@@ -37,7 +37,7 @@ from ..base import (
 )
 from ..ids import new_id
 from ..stats import StatsBuffer
-from .blobs import BlobFile, Inline, clamp_range, inline_chunks, read_file
+from .blobs import Inline, read_held
 from .connections import Database, translate
 from .files import RecordFiles
 from .maintenance import maintain, write_stats
@@ -516,16 +516,8 @@ class SQLiteStorage(Storage):
         return blob.data if isinstance(blob, Inline) and len(blob.data) == record.size else None
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        blob = record.blob
-        if isinstance(blob, Inline):
-            for chunk in inline_chunks(blob.data, start, end):
-                yield chunk
-        elif isinstance(blob, BlobFile):
-            start, end = clamp_range(start, end, record.size)
-            async for chunk in read_file(blob.path, start, end, record.key):
-                yield chunk
-        else:
-            raise TypeError(f"read_blob: not a record of this storage ({blob!r}); use the snapshot's read_blob")
+        async for chunk in read_held(record, start, end, "storage", "; use the snapshot's read_blob"):
+            yield chunk
 
     async def delete_record(self, store_id: str, key: str) -> bool:
         def txn(conn: sqlite3.Connection) -> bool:
