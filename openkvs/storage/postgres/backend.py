@@ -41,6 +41,7 @@ from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chu
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
 from .snapshot import PgSnapshot, open_snapshot
 from .tables import (
+    GRANT_SELECT,
     LOOKUP,
     NOW_MS,
     RECORD_COLS,
@@ -51,6 +52,7 @@ from .tables import (
     held_data,
     migrate,
     selection_sql,
+    to_grant,
     to_record,
     to_store,
     to_user,
@@ -62,7 +64,6 @@ STATS_FLUSH_SECONDS = 2.0
 GC_INTERVAL_SECONDS = 10.0
 
 _STORE_BY_NAME = f"SELECT {STORE_COLS} FROM {STORE_FROM} WHERE s.user_id = $1 AND lower(s.name) = lower($2)"
-_GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
 
 
 class PostgresStorage(Storage):
@@ -365,26 +366,26 @@ class PostgresStorage(Storage):
 
     async def list_grants(self, store_id: str) -> list[Grant]:
         rows = await self._fetch(
-            _GRANT_SELECT + "WHERE g.store_id = $1 ORDER BY u.username, g.user_id",
+            GRANT_SELECT + "WHERE g.store_id = $1 ORDER BY u.username, g.user_id",
             store_id,
         )
-        return [Grant(r["store_id"], r["user_id"], r["username"], r["can_write"]) for r in rows]
+        return [to_grant(r) for r in rows]
 
     async def get_grant(self, store_id: str, user_id: str) -> Grant | None:
         r = await self._fetchrow(
-            _GRANT_SELECT + "WHERE g.store_id = $1 AND g.user_id = $2",
+            GRANT_SELECT + "WHERE g.store_id = $1 AND g.user_id = $2",
             store_id,
             user_id,
         )
-        return Grant(r["store_id"], r["user_id"], r["username"], r["can_write"]) if r else None
+        return to_grant(r) if r else None
 
     async def user_grants(self, user_id: str, store_ids: Sequence[str]) -> dict[str, Grant]:
         if not store_ids:
             return {}
         rows = await self._fetch(
-            _GRANT_SELECT + "WHERE g.user_id = $1 AND g.store_id = ANY($2::text[])", user_id, list(store_ids)
+            GRANT_SELECT + "WHERE g.user_id = $1 AND g.store_id = ANY($2::text[])", user_id, list(store_ids)
         )
-        return {r["store_id"]: Grant(r["store_id"], r["user_id"], r["username"], r["can_write"]) for r in rows}
+        return {r["store_id"]: to_grant(r) for r in rows}
 
     # -- records -----------------------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """The database side of the PostgreSQL backend: the migrations (``migrate``) and the schema version they reach,
-the column lists and row -> ``Store``/``User``/``RecordMeta`` conversions that several queries share, key
+the column lists and row -> ``Store``/``User``/``Grant``/``RecordMeta`` conversions that several queries share, key
 selections as SQL, the store look-up (``LOOKUP``, with the small record's bytes: ``held_data``) and the
 one-statement record upserts (with the locking they rely on)."""
 
@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from ..base import (
+    Grant,
     KeySelection,
     RecordMeta,
     StorageError,
@@ -155,6 +156,7 @@ STORE_COLS = """s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at
     s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
     s.storage_bytes, s.generation"""
 STORE_FROM = "stores s JOIN users u ON u.id = s.user_id"
+GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
 RECORD_COLS = "key, content_type, content_encoding, size, decoded_size, crc32, modified_at, blob_id, chunk_size"
 GET_INLINE_MAX = 64 * 1024  # get_record returns the bytes of records up to this size with the metadata
 
@@ -211,6 +213,11 @@ def to_store(row: asyncpg.Record) -> Store:
         generation=row["generation"],
     )
 
+
+
+def to_grant(row: asyncpg.Record) -> Grant:
+    """A grant read by GRANT_SELECT."""
+    return Grant(row["store_id"], row["user_id"], row["username"], row["can_write"])
 
 def to_user(row: asyncpg.Record) -> User:
     return User(id=row["id"], username=row["username"], created_at=row["created_at"])

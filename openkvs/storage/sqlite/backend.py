@@ -46,6 +46,7 @@ from .space import RESERVE_BYTES, Headroom
 from .tables import (
     DB_NAME,
     EPOCH,
+    GRANT_SELECT,
     LOOKUP,
     RECORD_COLS,
     STORE_NCOLS,
@@ -56,6 +57,7 @@ from .tables import (
     from_ms,
     now_ms,
     selection_sql,
+    to_grant,
     to_record,
     to_record_read,
     to_store,
@@ -409,23 +411,19 @@ class SQLiteStorage(Storage):
             > 0
         )
 
-    _GRANT_SELECT = (
-        "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
-    )
-
     async def list_grants(self, store_id: str) -> list[Grant]:
         def q(conn: sqlite3.Connection) -> list[Grant]:
-            rows = conn.execute(self._GRANT_SELECT + "WHERE g.store_id = ? ORDER BY u.username", (store_id,))
-            return [Grant(r[0], r[1], r[2], bool(r[3])) for r in rows]
+            rows = conn.execute(GRANT_SELECT + "WHERE g.store_id = ? ORDER BY u.username", (store_id,))
+            return [to_grant(r) for r in rows]
 
         return await self._read(q)
 
     async def get_grant(self, store_id: str, user_id: str) -> Grant | None:
         def q(conn: sqlite3.Connection) -> Grant | None:
             r = conn.execute(
-                self._GRANT_SELECT + "WHERE g.store_id = ? AND g.user_id = ?", (store_id, user_id)
+                GRANT_SELECT + "WHERE g.store_id = ? AND g.user_id = ?", (store_id, user_id)
             ).fetchone()
-            return Grant(r[0], r[1], r[2], bool(r[3])) if r else None
+            return to_grant(r) if r else None
 
         return await self._point_read(q)
 
@@ -436,10 +434,10 @@ class SQLiteStorage(Storage):
 
         def q(conn: sqlite3.Connection) -> dict[str, Grant]:
             rows = conn.execute(
-                self._GRANT_SELECT + f"WHERE g.user_id = ? AND g.store_id IN ({', '.join('?' * len(ids))})",
+                GRANT_SELECT + f"WHERE g.user_id = ? AND g.store_id IN ({', '.join('?' * len(ids))})",
                 (user_id, *ids),
             )
-            return {r[0]: Grant(r[0], r[1], r[2], bool(r[3])) for r in rows}
+            return {r[0]: to_grant(r) for r in rows}
 
         return await self._read(q)
 

@@ -1,6 +1,6 @@
 """The SQL side of the SQLite backend: the tables (DDL, their version, creating and upgrading a database), the
 SELECTs that several methods share, writing a record (``commit_record``: for small ones and, through files.py,
-big ones), row -> ``User``/``Store``/``RecordMeta`` conversion, timestamps as integer milliseconds and key
+big ones), row -> ``User``/``Store``/``Grant``/``RecordMeta`` conversion, timestamps as integer milliseconds and key
 selections as SQL."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base import (
+    Grant,
     KeySelection,
     NotFound,
     RecordMeta,
@@ -125,6 +126,7 @@ SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.acces
 FROM stores s JOIN users u ON u.id = s.user_id
 """
 
+GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
 RECORD_COLS = "key, size, decoded_size, crc32, modified_at, content_type, content_encoding, data_id, path"
 STORE_NCOLS = 16  # the columns of STORE_SELECT
 
@@ -261,6 +263,11 @@ def commit_record(
         "WHERE id = ?",
         (now, delta, store_id),
     )
+
+
+def to_grant(row: Sequence[Any]) -> Grant:
+    """A grant read by GRANT_SELECT."""
+    return Grant(row[0], row[1], row[2], bool(row[3]))
 
 def to_user(row: Sequence[Any]) -> User:
     return User(id=row[0], username=row[1], created_at=from_ms(row[2]))
