@@ -143,7 +143,7 @@ async def test_migration_and_newer_version_refused(schema: str, admin) -> None:
             await s.open()
         with pytest.raises(StorageError, match="newer"):
             await s.migrate()
-        assert s._pool is None
+        assert s._db.pool is None
     finally:
         await s.drop()
 
@@ -575,9 +575,9 @@ async def test_delete_store_while_writing(nodes, admin, schema: str, monkeypatch
     """A store deleted while writers replace and delete its records on two nodes: no deadlock (writers and the
     deletion both lock the store row before record rows; a deadlock here would surface as StorageUnavailable),
     writers then get NotFound, nothing leaks."""
-    from openkvs.storage.postgres import backend as pg_backend  # where PostgresStorage reads it
+    from openkvs.storage.postgres import connections as pg_connections  # where deadlock_retried reads it
 
-    monkeypatch.setattr(pg_backend, "_DEADLOCK_RETRIES", 1)
+    monkeypatch.setattr(pg_connections, "DEADLOCK_RETRIES", 1)
     a, b = await nodes(max_pool=8), await nodes(max_pool=8)
     for round_ in range(3):
         _, store = await new_store(a, f"doomed{round_}")

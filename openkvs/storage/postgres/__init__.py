@@ -29,15 +29,16 @@ Design:
   transaction: rows that GC deletes after it began stay visible to it (MVCC), whatever the grace.
 - Connection failures become ``StorageUnavailable``; asyncpg's pools replace closed connections on acquire.
 
-Modules: ``backend`` (``PostgresStorage``), ``tables`` (migrations, shared columns and row conversions, key
-selections, the record upserts), ``chunks`` (the blob handle, reading and buffering chunks), ``connections``
-(connection errors, pooled connections), ``snapshot`` (the snapshot's transaction and its batches).
+Modules: ``backend`` (``PostgresStorage``: the SQL of each operation), ``tables`` (migrations, shared columns and
+row conversions, key selections, the store look-up, the record upserts), ``chunks`` (the blob handle, reading and
+buffering chunks), ``connections`` (``Database``: connect settings, the three pools, running a query; connection
+errors, pooled connections), ``snapshot`` (the snapshot's transaction and its batches).
 """
 
-from .backend import GET_INLINE_MAX, PostgresStorage
+from .backend import PostgresStorage
 from .chunks import CHUNK_SIZE, PgBlob
 from .snapshot import SNAPSHOT_QUERY_BYTES, PgSnapshot
-from .tables import MIGRATIONS, TABLES_VERSION
+from .tables import GET_INLINE_MAX, MIGRATIONS, TABLES_VERSION
 
 __all__ = [
     "CHUNK_SIZE",

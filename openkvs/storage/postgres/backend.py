@@ -1,6 +1,7 @@
-"""``PostgresStorage``, the backend class: lifecycle (migration, the two pools, background tasks), users and
-tokens, stores, grants, records, snapshots, garbage collection and access counters. The package docstring shows
-how to use it and describes the design."""
+"""``PostgresStorage``, the backend class: the SQL of users and tokens, stores, grants, records, garbage
+collection and access counters; opening and closing, and the background tasks. Connections and pools are
+``connections.py``'s, the migrations and shared SQL ``tables.py``'s, the snapshot's transaction ``snapshot.py``'s.
+The package docstring shows how to use it and describes the design."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio
 import asyncpg
 from asyncpg import exceptions as pgx
 
@@ -37,11 +37,12 @@ from ..base import (
 )
 from ..ids import new_id
 from ..stats import StatsBuffer
-from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks
-from .connections import CONNECTION_ERRORS, POOL_RESET, discard, init_connection, pooled, unavailable
-from .snapshot import PgSnapshot
+from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chunks
+from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
+from .snapshot import PgSnapshot, open_snapshot
 from .tables import (
-    MIGRATIONS,
+    GRANT_SELECT,
+    LOOKUP,
     NOW_MS,
     RECORD_COLS,
     STORE_COLS,
@@ -49,7 +50,10 @@ from .tables import (
     TABLES_VERSION,
     UPSERT_BIG,
     UPSERT_SMALL,
+    held_data,
+    migrate,
     selection_sql,
+    to_grant,
     to_record,
     to_store,
     to_user,
@@ -57,59 +61,10 @@ from .tables import (
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
-GET_INLINE_MAX = 64 * 1024  # get_record returns the bytes of records up to this size with the metadata
 STATS_FLUSH_SECONDS = 2.0
 GC_INTERVAL_SECONDS = 10.0
 
-# Writers and delete_store lock the store row before record rows, so they should not deadlock; should PostgreSQL
-# still abort one as a deadlock victim, it is retried up to this many times.
-_DEADLOCK_RETRIES = 5
-
 _STORE_BY_NAME = f"SELECT {STORE_COLS} FROM {STORE_FROM} WHERE s.user_id = $1 AND lower(s.name) = lower($2)"
-_GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
-
-
-def _lookup_sql(by_name: bool, with_record: bool) -> str:
-    """SQL of look_up_store: the store's columns, the caller's grant (g_can_write, NULL for none), whether the
-    caller may read the store (may_read), then (``with_record``) the record's columns prefixed "r_" (stores have
-    some of the same names) with the small record's bytes (see get_record), NULLs unless the record exists and
-    the caller may read. Parameters: $1 the caller's user ID, $2 the general_access levels that let the address
-    read, $3 the store ID or $3 the owner's ID and $4 the name, then the record key."""
-    may_read = "(s.user_id = $1 OR g.user_id IS NOT NULL OR s.general_access = ANY($2::text[]))"
-    where = "s.user_id = $3 AND lower(s.name) = lower($4)" if by_name else "s.id = $3"
-    key = "$5" if by_name else "$4"
-    record_cols = "".join(f", r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(","))
-    return f"""SELECT {STORE_COLS}, g.can_write AS g_can_write, {may_read} AS may_read
-            {f"{record_cols}, {_held_data('r')} AS r_data" if with_record else ""}
-        FROM {STORE_FROM} LEFT JOIN grants g ON g.store_id = s.id AND g.user_id = $1
-            {f"LEFT JOIN records r ON r.store_id = s.id AND r.key = {key} AND {may_read}" if with_record else ""}
-        WHERE {where}"""
-
-T = TypeVar("T")
-
-
-def _held_data(r: str) -> str:
-    """SQL: the bytes of the record row ``r`` when they are one chunk of at most GET_INLINE_MAX (they then come
-    with the metadata and read_blob runs no query), else NULL."""
-    return (
-        f"CASE WHEN {r}.size > 0 AND {r}.size <= least({r}.chunk_size, {GET_INLINE_MAX}) THEN "
-        f"(SELECT c.data FROM blob_chunks c WHERE c.blob_id = {r}.blob_id AND c.seq = 0) END"
-    )
-
-
-# (by name, with a record) -> SQL
-_LOOKUP = {(n, r): _lookup_sql(n, r) for n in (False, True) for r in (False, True)}
-
-
-async def _deadlock_retried(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-    """``attempt()``, again after PostgreSQL aborted it as a deadlock victim (see _DEADLOCK_RETRIES)."""
-    for n in range(_DEADLOCK_RETRIES):
-        try:
-            return await attempt()
-        except pgx.DeadlockDetectedError:
-            if n == _DEADLOCK_RETRIES - 1:
-                raise StorageUnavailable(f"{what} deadlocked repeatedly") from None
-    raise AssertionError("unreachable")
 
 
 class PostgresStorage(Storage):
@@ -128,89 +83,46 @@ class PostgresStorage(Storage):
             raise ValueError(f"invalid schema name {namespace!r} (lower-case letters, digits, underscores)")
         self.dsn = dsn
         self.namespace = namespace  # the PostgreSQL schema that holds every table (--database-schema)
-        self.min_pool = min_pool
-        self.max_pool = max_pool
-        self.max_snapshots = max_snapshots
         self.gc_grace_seconds = gc_grace_seconds
-        self.connect_timeout = connect_timeout
-        self.application_name = f"openkvs:{namespace}"
-        self._pool: asyncpg.Pool | None = None
-        # Long transactions, each in a pool of its own: open downloads (snapshots) can't take the connections
-        # that big uploads need, nor the reverse, nor either the short queries'.
-        self._upload_pool: asyncpg.Pool | None = None
-        self._snapshot_pool: asyncpg.Pool | None = None
+        self._db = Database(
+            dsn,
+            namespace,
+            min_pool=min_pool,
+            max_pool=max_pool,
+            max_snapshots=max_snapshots,
+            connect_timeout=connect_timeout,
+        )
+        # The SQL below runs through these (see connections.py): a function on a connection of the main pool,
+        # read-only queries (retried after a connection failure), a statement; the main pool itself.
+        self._run = self._db.run
+        self._fetch = self._db.fetch
+        self._fetchrow = self._db.fetchrow
+        self._execute = self._db.execute
+        self._p = self._db.main
+        self.application_name = self._db.application_name  # what pg_stat_activity shows for its connections
         self._stats = StatsBuffer()
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
-
-    def _connect_kwargs(self) -> dict[str, Any]:
-        return {
-            "timeout": self.connect_timeout,
-            "server_settings": {"search_path": f'"{self.namespace}"', "application_name": self.application_name},
-            "init": init_connection,
-            **POOL_RESET,
-        }
-
-    async def _connect_one(self) -> asyncpg.Connection:
-        try:
-            conn = await asyncpg.connect(
-                self.dsn, timeout=self.connect_timeout, server_settings={"search_path": f'"{self.namespace}"'}
-            )
-        except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:  # down, no such database, bad password: one line
-            raise StorageUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
-        return conn
 
     async def schema_version(self) -> tuple[int, int]:
         version = await self._run(lambda c: c.fetchval("SELECT max(version) FROM schema_version"), retry=True)
         return int(version or 0), TABLES_VERSION
 
     async def migrate(self) -> int:
-        """Create the namespace and its tables or bring them to ``TABLES_VERSION``; returns the version. Safe to run
-        from several processes at once (an advisory lock serializes them). Raises StorageError if the database
-        holds a newer version than this code knows."""
-        conn = await self._connect_one()
+        """Create the namespace and its tables or bring them to ``TABLES_VERSION``; returns the version (see
+        tables.migrate)."""
+        conn = await self._db.connect_one()
         try:
-            return await self._migrate(conn)
+            return await migrate(conn, self.namespace)
         except CONNECTION_ERRORS as exc:
             raise unavailable(exc) from exc
         finally:
             await conn.close()
 
-    async def _migrate(self, conn: asyncpg.Connection) -> int:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"openkvs-migrate:{self.namespace}")
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.namespace}"')
-            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
-            version = await conn.fetchval("SELECT max(version) FROM schema_version")
-            version = version or 0
-            if version > TABLES_VERSION:
-                raise StorageError(
-                    f"database schema {self.namespace!r} is at version {version}, newer than this openkvs knows "
-                    f"({TABLES_VERSION}); upgrade openkvs"
-                )
-            for v in range(version, TABLES_VERSION):
-                await conn.execute(MIGRATIONS[v])
-                await conn.execute("DELETE FROM schema_version")
-                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", v + 1)
-                log.info("migrated schema %s to version %d", self.namespace, v + 1)
-            return TABLES_VERSION
-
     async def open(self) -> None:
         await self.migrate()
-        try:
-            self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=self.min_pool, max_size=self.max_pool, **self._connect_kwargs()
-            )
-            self._upload_pool = await asyncpg.create_pool(
-                self.dsn, min_size=0, max_size=self.max_pool, **self._connect_kwargs()
-            )
-            self._snapshot_pool = await asyncpg.create_pool(
-                self.dsn, min_size=0, max_size=self.max_snapshots, **self._connect_kwargs()
-            )
-        except CONNECTION_ERRORS as exc:
-            await self._close_pools()
-            raise unavailable(exc) from exc
+        await self._db.open()
         self._tasks = [
             asyncio.create_task(self._every(STATS_FLUSH_SECONDS, self.flush_stats), name="openkvs-pg-stats"),
             asyncio.create_task(self._every(GC_INTERVAL_SECONDS, self.collect_garbage), name="openkvs-pg-gc"),
@@ -235,69 +147,20 @@ class PostgresStorage(Storage):
                 await t
             except BaseException:  # cancelled or failed, either way it is stopped
                 pass
-        if self._pool is not None:
+        if self._db.pool is not None:
             try:
                 await self.flush_stats()
             except StorageError:
                 log.warning("could not flush access counters at close", exc_info=True)
-        await self._close_pools()
-
-    async def _close_pools(self) -> None:
-        pools = [p for p in (self._pool, self._upload_pool, self._snapshot_pool) if p is not None]
-        self._pool = self._upload_pool = self._snapshot_pool = None
-        for p in pools:
-            try:
-                await asyncio.wait_for(p.close(), 10)
-            except Exception:
-                p.terminate()
+        await self._db.close()
 
     async def drop(self) -> None:
         """Drops the namespace with every table. Works whether the storage is open or closed."""
-        conn = await self._connect_one()
+        conn = await self._db.connect_one()
         try:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{self.namespace}" CASCADE')
         finally:
             await conn.close()
-
-    # -- helpers -----------------------------------------------------------------------------------------------
-
-    def _p(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise StorageUnavailable("storage is not open")
-        return self._pool
-
-    async def _run(
-        self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, tx: bool = False, retry: bool = False
-    ) -> T:
-        """Run ``fn`` on a pooled connection (in a transaction if ``tx``), translating connection failures.
-        ``retry``: ``fn`` only reads, so one more attempt after a connection failure is safe; it gets past a pooled
-        connection that died (server restart, pg_terminate_backend) before the event loop noticed."""
-        delays = (0.0, 0.05, 0.25) if retry else ()  # the other connections of a restarted server die too
-        for attempt in range(len(delays) + 1):
-            try:
-                async with pooled(self._p()) as conn:
-                    if tx:
-                        async with conn.transaction():
-                            return await fn(conn)
-                    return await fn(conn)
-            except CONNECTION_ERRORS as exc:
-                if attempt < len(delays) and self._pool is not None:
-                    log.info("retrying a read after a connection failure: %r", exc)
-                    await asyncio.sleep(delays[attempt])
-                    continue
-                raise unavailable(exc) from exc
-        raise AssertionError("unreachable")
-
-    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        """A read-only query (retried once after a connection failure)."""
-        return await self._run(lambda c: c.fetch(sql, *args), retry=True)
-
-    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        """A read-only query (retried once after a connection failure)."""
-        return await self._run(lambda c: c.fetchrow(sql, *args), retry=True)
-
-    async def _execute(self, sql: str, *args: Any) -> str:
-        return await self._run(lambda c: c.execute(sql, *args))
 
     # -- users and tokens --------------------------------------------------------------------------------------
 
@@ -486,7 +349,7 @@ class PostgresStorage(Storage):
             await conn.execute("DELETE FROM stores WHERE id = $1", store_id)
             return True
 
-        return await _deadlock_retried("store deletion", lambda: self._run(go, tx=True))
+        return await deadlock_retried("store deletion", lambda: self._run(go, tx=True))
 
     # -- grants ------------------------------------------------------------------------------------------------
 
@@ -508,26 +371,26 @@ class PostgresStorage(Storage):
 
     async def list_grants(self, store_id: str) -> list[Grant]:
         rows = await self._fetch(
-            _GRANT_SELECT + "WHERE g.store_id = $1 ORDER BY u.username, g.user_id",
+            GRANT_SELECT + "WHERE g.store_id = $1 ORDER BY u.username, g.user_id",
             store_id,
         )
-        return [Grant(r["store_id"], r["user_id"], r["username"], r["can_write"]) for r in rows]
+        return [to_grant(r) for r in rows]
 
     async def get_grant(self, store_id: str, user_id: str) -> Grant | None:
         r = await self._fetchrow(
-            _GRANT_SELECT + "WHERE g.store_id = $1 AND g.user_id = $2",
+            GRANT_SELECT + "WHERE g.store_id = $1 AND g.user_id = $2",
             store_id,
             user_id,
         )
-        return Grant(r["store_id"], r["user_id"], r["username"], r["can_write"]) if r else None
+        return to_grant(r) if r else None
 
     async def user_grants(self, user_id: str, store_ids: Sequence[str]) -> dict[str, Grant]:
         if not store_ids:
             return {}
         rows = await self._fetch(
-            _GRANT_SELECT + "WHERE g.user_id = $1 AND g.store_id = ANY($2::text[])", user_id, list(store_ids)
+            GRANT_SELECT + "WHERE g.user_id = $1 AND g.store_id = ANY($2::text[])", user_id, list(store_ids)
         )
-        return {r["store_id"]: Grant(r["store_id"], r["user_id"], r["username"], r["can_write"]) for r in rows}
+        return {r["store_id"]: to_grant(r) for r in rows}
 
     # -- records -----------------------------------------------------------------------------------------------
 
@@ -543,7 +406,7 @@ class PostgresStorage(Storage):
             args = (store_id, key, content_type, content_encoding, len(buf), body.decoded_size,
                     body.crc32 & 0xFFFFFFFF, CHUNK_SIZE, data)
             try:
-                row = await _deadlock_retried(
+                row = await deadlock_retried(
                     "record write", lambda: self._run(lambda c: c.fetchrow(UPSERT_SMALL, *args))
                 )
             except pgx.ForeignKeyViolationError:
@@ -552,33 +415,12 @@ class PostgresStorage(Storage):
                 raise NotFound(f"store {store_id} not found")
             return to_record(row)
 
-        if self._upload_pool is None:
-            raise StorageUnavailable("storage is not open")
         try:
-            async with pooled(self._upload_pool) as conn:
+            async with pooled(self._db.uploads()) as conn:
                 async with conn.transaction():
                     if await conn.fetchval("SELECT true FROM stores WHERE id = $1", store_id) is None:
                         raise NotFound(f"store {store_id} not found")
-                    blob_id = await conn.fetchval("SELECT nextval('blob_ids')")
-                    seq = 0
-                    size = 0
-                    while True:
-                        while len(buf) >= CHUNK_SIZE:
-                            chunk = bytes(buf[:CHUNK_SIZE])
-                            del buf[:CHUNK_SIZE]
-                            await conn.execute(
-                                "INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)", blob_id, seq, chunk
-                            )
-                            seq += 1
-                            size += len(chunk)
-                        if ended:
-                            break
-                        ended = await fill(it, buf, CHUNK_SIZE)  # a body error rolls the transaction back
-                    if buf:
-                        await conn.execute(
-                            "INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)", blob_id, seq, buf
-                        )
-                        size += len(buf)
+                    blob_id, size = await write_chunks(conn, it, buf)  # a body error rolls the transaction back
                     # the store row is locked by this last statement: held only until the COMMIT that follows
                     try:
                         row = await conn.fetchrow(
@@ -598,7 +440,7 @@ class PostgresStorage(Storage):
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
         # A small record comes with its bytes (same query, same snapshot): read_blob then runs no query.
         row = await self._fetchrow(
-            f"SELECT {RECORD_COLS}, {_held_data('r')} AS data FROM records r WHERE store_id = $1 AND key = $2",
+            f"SELECT {RECORD_COLS}, {held_data('r')} AS data FROM records r WHERE store_id = $1 AND key = $2",
             store_id,
             key,
         )
@@ -615,10 +457,10 @@ class PostgresStorage(Storage):
         readable: Sequence[str] = (),
     ) -> StoreLookup | None:
         if store_id is None:
-            row = await self._fetchrow(_LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name,
+            row = await self._fetchrow(LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name,
                                        *(() if key is None else (key,)))
         else:
-            row = await self._fetchrow(_LOOKUP[(False, key is not None)], user_id, list(readable), store_id,
+            row = await self._fetchrow(LOOKUP[(False, key is not None)], user_id, list(readable), store_id,
                                        *(() if key is None else (key,)))
         if row is None:
             return None
@@ -656,7 +498,7 @@ class PostgresStorage(Storage):
                     FROM d, t WHERE id = $1
                 )
                 SELECT count(*) FROM d"""
-        n = await _deadlock_retried("record delete", lambda: self._run(lambda c: c.fetchval(sql, store_id, key)))
+        n = await deadlock_retried("record delete", lambda: self._run(lambda c: c.fetchval(sql, store_id, key)))
         return bool(n > 0)
 
     async def list_keys(
@@ -678,39 +520,8 @@ class PostgresStorage(Storage):
 
     @asynccontextmanager
     async def snapshot(self, store_id: str, selection: KeySelection) -> AsyncIterator[PgSnapshot]:
-        if self._snapshot_pool is None:
-            raise StorageUnavailable("storage is not open")
-        pool = self._snapshot_pool
-        try:
-            conn = await pool.acquire()
-        except CONNECTION_ERRORS as exc:
-            raise unavailable(exc) from exc
-        try:
-            try:
-                tr = conn.transaction(isolation="repeatable_read", readonly=True)
-                await tr.start()
-            except CONNECTION_ERRORS as exc:
-                raise unavailable(exc) from exc
-            snap = PgSnapshot(conn, store_id, selection)
-            try:
-                await snap._load()
-                yield snap
-            except (StorageUnavailable, *CONNECTION_ERRORS):  # type: ignore[misc]  # mypy can't read a * in except
-                discard(conn)
-                raise
-            finally:
-                with anyio.move_on_after(5, shield=True):
-                    try:
-                        await snap._close()
-                        await tr.rollback()
-                    except Exception:  # a broken connection: the pool replaces it
-                        pass
-        finally:
-            with anyio.move_on_after(10, shield=True):
-                try:
-                    await pool.release(conn)
-                except Exception:
-                    discard(conn)
+        async with open_snapshot(self._db.snapshots(), store_id, selection) as snap:
+            yield snap
 
     # -- garbage -----------------------------------------------------------------------------------------------
 

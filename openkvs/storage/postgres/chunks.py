@@ -1,5 +1,6 @@
 """Record bytes as ``blob_chunks`` rows: the blob handle in ``RecordMeta.blob``, reading a byte range of a blob
-chunk by chunk (one query ahead of the reader), and filling a buffer from a request body chunk by chunk."""
+chunk by chunk (one query ahead of the reader), filling a buffer from a request body chunk by chunk, and writing
+a big body's chunks."""
 
 from __future__ import annotations
 
@@ -113,3 +114,26 @@ async def fill(it: AsyncIterator[bytes], buf: bytearray, n: int) -> bool:
             return True
         buf += piece
     return False
+
+
+async def write_chunks(conn: asyncpg.Connection, it: AsyncIterator[bytes], buf: bytearray) -> tuple[int, int]:
+    """In the caller's transaction: the bytes in ``buf``, then the rest of ``it``, as the chunks of a new blob;
+    returns its id and size. A body error propagates (the transaction rolls back)."""
+    blob_id = await conn.fetchval("SELECT nextval('blob_ids')")
+    seq = 0
+    size = 0
+    ended = False
+    while True:
+        while len(buf) >= CHUNK_SIZE:
+            chunk = bytes(buf[:CHUNK_SIZE])
+            del buf[:CHUNK_SIZE]
+            await conn.execute("INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)", blob_id, seq, chunk)
+            seq += 1
+            size += len(chunk)
+        if ended:
+            break
+        ended = await fill(it, buf, CHUNK_SIZE)
+    if buf:
+        await conn.execute("INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)", blob_id, seq, buf)
+        size += len(buf)
+    return blob_id, size

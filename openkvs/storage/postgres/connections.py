@@ -1,20 +1,26 @@
-"""asyncpg connections: which errors mean the database is unavailable (and become ``StorageUnavailable``), a
-pooled connection that is thrown away after such an error, and what a pool runs on each new and each released
-connection."""
+"""asyncpg connections, the mechanism only (no table is named here): which errors mean the database is
+unavailable (and become ``StorageUnavailable``), a pooled connection that is thrown away after such an error, what
+a pool runs on each new and each released connection, and ``Database``: the connect settings and the three pools
+of one namespace, with the calls that run a query on the main pool."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from asyncpg import exceptions as pgx
 
 from ..base import StorageError, StorageFull, StorageUnavailable
+
+log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
+
+T = TypeVar("T")
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     pgx.PostgresConnectionError,  # ConnectionDoesNotExistError, ConnectionFailureError, ...
@@ -83,3 +89,130 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
 POOL_RESET: dict[str, Any] = (
     {"reset": _reset_connection} if "reset" in inspect.signature(asyncpg.create_pool).parameters else {}
 )
+
+
+# Writers and delete_store lock the store row before record rows, so they should not deadlock; should PostgreSQL
+# still abort one as a deadlock victim, it is retried up to this many times.
+DEADLOCK_RETRIES = 5
+
+
+async def deadlock_retried(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()``, again after PostgreSQL aborted it as a deadlock victim (see DEADLOCK_RETRIES)."""
+    for n in range(DEADLOCK_RETRIES):
+        try:
+            return await attempt()
+        except pgx.DeadlockDetectedError:
+            if n == DEADLOCK_RETRIES - 1:
+                raise StorageUnavailable(f"{what} deadlocked repeatedly") from None
+    raise AssertionError("unreachable")
+
+
+class Database:
+    """The connections of one PostgreSQL namespace (schema): ``connect_one`` makes a single connection (for
+    migrations), ``open`` creates the pools, ``close`` closes them. The main pool serves the short queries
+    (``run``, ``fetch``, ``fetchrow``, ``execute``); long transactions get a pool each, so that open downloads
+    (snapshots) can't take the connections that big uploads need, nor the reverse, nor either the short
+    queries'."""
+
+    def __init__(
+        self, dsn: str, namespace: str, *, min_pool: int, max_pool: int, max_snapshots: int, connect_timeout: float
+    ) -> None:
+        self.dsn = dsn
+        self.namespace = namespace
+        self.min_pool = min_pool
+        self.max_pool = max_pool
+        self.max_snapshots = max_snapshots
+        self.connect_timeout = connect_timeout
+        self.application_name = f"openkvs:{namespace}"
+        self.pool: asyncpg.Pool | None = None
+        self.upload_pool: asyncpg.Pool | None = None
+        self.snapshot_pool: asyncpg.Pool | None = None
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {
+            "timeout": self.connect_timeout,
+            "server_settings": {"search_path": f'"{self.namespace}"', "application_name": self.application_name},
+            "init": init_connection,
+            **POOL_RESET,
+        }
+
+    async def connect_one(self) -> asyncpg.Connection:
+        try:
+            conn = await asyncpg.connect(
+                self.dsn, timeout=self.connect_timeout, server_settings={"search_path": f'"{self.namespace}"'}
+            )
+        except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:  # down, no such database, bad password: one line
+            raise StorageUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
+        return conn
+
+    async def open(self) -> None:
+        try:
+            self.pool = await asyncpg.create_pool(
+                self.dsn, min_size=self.min_pool, max_size=self.max_pool, **self._connect_kwargs()
+            )
+            self.upload_pool = await asyncpg.create_pool(
+                self.dsn, min_size=0, max_size=self.max_pool, **self._connect_kwargs()
+            )
+            self.snapshot_pool = await asyncpg.create_pool(
+                self.dsn, min_size=0, max_size=self.max_snapshots, **self._connect_kwargs()
+            )
+        except CONNECTION_ERRORS as exc:
+            await self.close()
+            raise unavailable(exc) from exc
+
+    async def close(self) -> None:
+        pools = [p for p in (self.pool, self.upload_pool, self.snapshot_pool) if p is not None]
+        self.pool = self.upload_pool = self.snapshot_pool = None
+        for p in pools:
+            try:
+                await asyncio.wait_for(p.close(), 10)
+            except Exception:
+                p.terminate()
+
+    @staticmethod
+    def _open(pool: asyncpg.Pool | None) -> asyncpg.Pool:
+        if pool is None:
+            raise StorageUnavailable("storage is not open")
+        return pool
+
+    def main(self) -> asyncpg.Pool:
+        return self._open(self.pool)
+
+    def uploads(self) -> asyncpg.Pool:
+        return self._open(self.upload_pool)
+
+    def snapshots(self) -> asyncpg.Pool:
+        return self._open(self.snapshot_pool)
+
+    async def run(
+        self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, tx: bool = False, retry: bool = False
+    ) -> T:
+        """Run ``fn`` on a pooled connection (in a transaction if ``tx``), translating connection failures.
+        ``retry``: ``fn`` only reads, so one more attempt after a connection failure is safe; it gets past a pooled
+        connection that died (server restart, pg_terminate_backend) before the event loop noticed."""
+        delays = (0.0, 0.05, 0.25) if retry else ()  # the other connections of a restarted server die too
+        for attempt in range(len(delays) + 1):
+            try:
+                async with pooled(self.main()) as conn:
+                    if tx:
+                        async with conn.transaction():
+                            return await fn(conn)
+                    return await fn(conn)
+            except CONNECTION_ERRORS as exc:
+                if attempt < len(delays) and self.pool is not None:
+                    log.info("retrying a read after a connection failure: %r", exc)
+                    await asyncio.sleep(delays[attempt])
+                    continue
+                raise unavailable(exc) from exc
+        raise AssertionError("unreachable")
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """A read-only query (retried once after a connection failure)."""
+        return await self.run(lambda c: c.fetch(sql, *args), retry=True)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        """A read-only query (retried once after a connection failure)."""
+        return await self.run(lambda c: c.fetchrow(sql, *args), retry=True)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        return await self.run(lambda c: c.execute(sql, *args))

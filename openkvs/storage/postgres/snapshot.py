@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import asyncpg
 
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageUnavailable
 from .chunks import PgBlob, blob_range, iter_chunks, settle
-from .connections import CONNECTION_ERRORS, unavailable
+from .connections import CONNECTION_ERRORS, discard, unavailable
 from .tables import RECORD_COLS, selection_sql, to_record
 
 # Bytes of chunks per query when a snapshot streams a big record (the ZIP download). Measured (20 x 50 MiB through
@@ -23,7 +25,7 @@ BIG = 0xFFFFFFFF
 
 
 class PgSnapshot(Snapshot):
-    """One REPEATABLE READ READ ONLY transaction on a dedicated connection (see ``PostgresStorage.snapshot``)."""
+    """One REPEATABLE READ READ ONLY transaction on a dedicated connection (see ``open_snapshot``)."""
 
     def __init__(self, conn: asyncpg.Connection, store_id: str, selection: KeySelection) -> None:
         self._conn = conn
@@ -131,3 +133,39 @@ class PgSnapshot(Snapshot):
         blob, start, end = blob_range(record, start, end)
         async for piece in iter_chunks(self._fetch, blob, start, end, SNAPSHOT_QUERY_BYTES):
             yield piece
+
+
+@asynccontextmanager
+async def open_snapshot(pool: asyncpg.Pool, store_id: str, selection: KeySelection) -> AsyncIterator[PgSnapshot]:
+    """A snapshot on a connection of ``pool`` (the snapshot pool), its transaction rolled back and the connection
+    released (or discarded, after a connection failure) at the end."""
+    try:
+        conn = await pool.acquire()
+    except CONNECTION_ERRORS as exc:
+        raise unavailable(exc) from exc
+    try:
+        try:
+            tr = conn.transaction(isolation="repeatable_read", readonly=True)
+            await tr.start()
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc) from exc
+        snap = PgSnapshot(conn, store_id, selection)
+        try:
+            await snap._load()
+            yield snap
+        except (StorageUnavailable, *CONNECTION_ERRORS):  # type: ignore[misc]  # mypy can't read a * in except
+            discard(conn)
+            raise
+        finally:
+            with anyio.move_on_after(5, shield=True):
+                try:
+                    await snap._close()
+                    await tr.rollback()
+                except Exception:
+                    pass
+    finally:
+        with anyio.move_on_after(10, shield=True):
+            try:
+                await pool.release(conn)
+            except Exception:
+                discard(conn)

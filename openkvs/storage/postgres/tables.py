@@ -1,22 +1,28 @@
-"""The database side of the PostgreSQL backend: the migrations and the schema version they reach, the column
-lists and row -> ``Store``/``User``/``RecordMeta`` conversions that several queries share, key selections as SQL,
-and the one-statement record upserts (with the locking they rely on)."""
+"""The database side of the PostgreSQL backend: the migrations (``migrate``) and the schema version they reach,
+the column lists and row -> ``Store``/``User``/``Grant``/``RecordMeta`` conversions that several queries share, key
+selections as SQL, the store look-up (``LOOKUP``, with the small record's bytes: ``held_data``) and the
+one-statement record upserts (with the locking they rely on)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import asyncpg
 
 from ..base import (
+    Grant,
     KeySelection,
     RecordMeta,
+    StorageError,
     Store,
     StoreStats,
     User,
     prefix_upper_bound,
 )
 from .chunks import PgBlob
+
+log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
 TABLES_VERSION = 2
 
@@ -105,6 +111,29 @@ MIGRATIONS: list[str] = [
 ]
 
 
+async def migrate(conn: asyncpg.Connection, namespace: str) -> int:
+    """Create ``namespace`` and its tables or bring them to ``TABLES_VERSION``; returns the version. Safe to run
+    from several processes at once (an advisory lock serializes them). Raises StorageError if the database holds a
+    newer version than this code knows."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"openkvs-migrate:{namespace}")
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"')
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        version = await conn.fetchval("SELECT max(version) FROM schema_version")
+        version = version or 0
+        if version > TABLES_VERSION:
+            raise StorageError(
+                f"database schema {namespace!r} is at version {version}, newer than this openkvs knows "
+                f"({TABLES_VERSION}); upgrade openkvs"
+            )
+        for v in range(version, TABLES_VERSION):
+            await conn.execute(MIGRATIONS[v])
+            await conn.execute("DELETE FROM schema_version")
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", v + 1)
+            log.info("migrated schema %s to version %d", namespace, v + 1)
+        return TABLES_VERSION
+
+
 def selection_sql(selection: KeySelection, args: list[Any]) -> str | None:
     """SQL conditions on ``key`` for a selection, appending parameters to ``args``; None: selects nothing."""
     conds: list[str] = []
@@ -127,7 +156,39 @@ STORE_COLS = """s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at
     s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
     s.storage_bytes, s.generation"""
 STORE_FROM = "stores s JOIN users u ON u.id = s.user_id"
+GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
 RECORD_COLS = "key, content_type, content_encoding, size, decoded_size, crc32, modified_at, blob_id, chunk_size"
+GET_INLINE_MAX = 64 * 1024  # get_record returns the bytes of records up to this size with the metadata
+
+
+def held_data(r: str) -> str:
+    """SQL: the bytes of the record row ``r`` when they are one chunk of at most GET_INLINE_MAX (they then come
+    with the metadata and read_blob runs no query), else NULL."""
+    return (
+        f"CASE WHEN {r}.size > 0 AND {r}.size <= least({r}.chunk_size, {GET_INLINE_MAX}) THEN "
+        f"(SELECT c.data FROM blob_chunks c WHERE c.blob_id = {r}.blob_id AND c.seq = 0) END"
+    )
+
+
+def _lookup_sql(by_name: bool, with_record: bool) -> str:
+    """SQL of look_up_store: the store's columns, the caller's grant (g_can_write, NULL for none), whether the
+    caller may read the store (may_read), then (``with_record``) the record's columns prefixed "r_" (stores have
+    some of the same names) with the small record's bytes (see get_record), NULLs unless the record exists and
+    the caller may read. Parameters: $1 the caller's user ID, $2 the general_access levels that let the address
+    read, $3 the store ID or $3 the owner's ID and $4 the name, then the record key."""
+    may_read = "(s.user_id = $1 OR g.user_id IS NOT NULL OR s.general_access = ANY($2::text[]))"
+    where = "s.user_id = $3 AND lower(s.name) = lower($4)" if by_name else "s.id = $3"
+    key = "$5" if by_name else "$4"
+    record_cols = "".join(f", r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(","))
+    return f"""SELECT {STORE_COLS}, g.can_write AS g_can_write, {may_read} AS may_read
+            {f"{record_cols}, {held_data('r')} AS r_data" if with_record else ""}
+        FROM {STORE_FROM} LEFT JOIN grants g ON g.store_id = s.id AND g.user_id = $1
+            {f"LEFT JOIN records r ON r.store_id = s.id AND r.key = {key} AND {may_read}" if with_record else ""}
+        WHERE {where}"""
+
+
+# (by name, with a record) -> SQL
+LOOKUP = {(n, r): _lookup_sql(n, r) for n in (False, True) for r in (False, True)}
 
 
 def to_store(row: asyncpg.Record) -> Store:
@@ -152,6 +213,11 @@ def to_store(row: asyncpg.Record) -> Store:
         generation=row["generation"],
     )
 
+
+
+def to_grant(row: asyncpg.Record) -> Grant:
+    """A grant read by GRANT_SELECT."""
+    return Grant(row["store_id"], row["user_id"], row["username"], row["can_write"])
 
 def to_user(row: asyncpg.Record) -> User:
     return User(id=row["id"], username=row["username"], created_at=row["created_at"])

@@ -20,11 +20,12 @@ can see has a garbage id above the watermark (or none). A download of one store 
 Inline records (``record_data``) need no such care: ``get_record`` returns their bytes by value and a snapshot
 reads them through its own read transaction.
 
-Modules: ``backend`` (``SQLiteStorage``: the SQL of each method, lifecycle, background maintenance),
-``connections`` (the writer, the readers, their threads; error translation), ``tables`` (DDL, creating and
-upgrading a database, shared SELECTs, row and time conversions), ``files`` (record files: spilling, committing,
-leases, garbage collection), ``blobs`` (blob handles, reading bytes, the tmp/ sweep), ``space`` (the disk's
-reserve), ``snapshot`` (the snapshot's read transaction and its batches), ``check`` (``openkvs check``).
+Modules: ``backend`` (``SQLiteStorage``: the SQL of each method, lifecycle), ``connections`` (the writer, the
+readers, their threads; error translation), ``tables`` (DDL, creating and upgrading a database, shared SELECTs,
+row and time conversions), ``files`` (record files: spilling, committing, leases, garbage collection),
+``maintenance`` (the background task, the access counters' flush), ``blobs`` (blob handles, reading bytes, the
+tmp/ sweep), ``space`` (the disk's reserve), ``snapshot`` (the snapshot's read transaction and its batches),
+``check`` (``openkvs check``).
 """
 
 from .backend import SQLiteStorage

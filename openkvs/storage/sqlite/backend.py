@@ -1,7 +1,7 @@
-"""``SQLiteStorage``, the backend class: the SQL of users and tokens, stores, grants, records and access counters;
-opening and closing, and the background maintenance. Connections and threads are ``connections.py``'s, the
-record files' life (spill, commit, leases, garbage) ``files.py``'s. The package docstring describes the layout
-on disk, the concurrency and how bytes are reclaimed."""
+"""``SQLiteStorage``, the backend class: the SQL of users and tokens, stores, grants and records; opening and
+closing. Connections and threads are ``connections.py``'s, the record files' life (spill, commit, leases,
+garbage) ``files.py``'s, the background task and the access counters' flush ``maintenance.py``'s. The package
+docstring describes the layout on disk, the concurrency and how bytes are reclaimed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import json
 import logging
 import shutil
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -30,7 +29,6 @@ from ..base import (
     RecordBody,
     RecordMeta,
     Storage,
-    StorageError,
     Store,
     StoreLookup,
     TokenInfo,
@@ -39,23 +37,29 @@ from ..base import (
 )
 from ..ids import new_id
 from ..stats import StatsBuffer
-from .blobs import BlobFile, Inline, clamp_range, inline_chunks, read_file
+from .blobs import Inline, read_held
 from .connections import Database, translate
 from .files import RecordFiles
+from .maintenance import maintain, write_stats
 from .snapshot import SQLiteSnapshot, begin_snapshot
 from .space import RESERVE_BYTES, Headroom
 from .tables import (
     DB_NAME,
     EPOCH,
+    GRANT_SELECT,
     LOOKUP,
     RECORD_COLS,
     STORE_NCOLS,
     STORE_SELECT,
     TABLES_VERSION,
+    commit_record,
     create_database,
     from_ms,
     now_ms,
     selection_sql,
+    to_grant,
+    to_record,
+    to_record_read,
     to_store,
     to_user,
     upgrade,
@@ -65,7 +69,6 @@ log = logging.getLogger(__package__)  # "openkvs.storage.sqlite", the name log r
 
 T = TypeVar("T")
 
-LEASE_RENEW_SECONDS = 60.0
 BUSY_TIMEOUT_MS = 10_000
 
 
@@ -93,7 +96,6 @@ class SQLiteStorage(Storage):
         self.background = background
         self.busy_timeout = busy_timeout
         self._stats = StatsBuffer()
-        self._maintenance_error: str | None = None  # the last failure logged by _maintenance (logged once)
         self._db = Database(self.db_path, fsync=fsync, busy_timeout=busy_timeout)
         # The SQL below runs through these (see connections.py): a point read on the event loop thread, a read in
         # a worker thread, a write transaction in the writer thread, and the writer's own transactions.
@@ -122,7 +124,15 @@ class SQLiteStorage(Storage):
         writer = await self._run_sync(self._open_sync)
         self._db.start(writer)
         if self.background:
-            self._task = asyncio.get_running_loop().create_task(self._maintenance())
+            self._task = asyncio.get_running_loop().create_task(
+                maintain(
+                    self.flush_stats,
+                    self.collect_garbage,
+                    self._files,
+                    interval=self.stats_interval,
+                    gc_interval=self.gc_interval,
+                )
+            )
 
     async def _run_sync(self, fn: Callable[[], T]) -> T:
         try:
@@ -181,31 +191,6 @@ class SQLiteStorage(Storage):
             except Exception:
                 log.exception("could not flush access counters at close")
             await self._db.close()
-
-    async def _maintenance(self) -> None:
-        last_gc = last_renew = time.monotonic()
-        while True:
-            await asyncio.sleep(self.stats_interval)
-            try:
-                await self.flush_stats()
-                now = time.monotonic()
-                if self._files.leases and now - last_renew >= LEASE_RENEW_SECONDS:
-                    last_renew = now
-                    await self._files.renew_leases()
-                if now - last_gc >= self.gc_interval:
-                    last_gc = now
-                    await self.collect_garbage()
-                if self._maintenance_error is not None:
-                    log.info("background maintenance works again")
-                    self._maintenance_error = None
-            except asyncio.CancelledError:
-                raise
-            except StorageError as exc:  # full, read-only, damaged, locked: one line when it starts, not a stream
-                if str(exc) != self._maintenance_error:
-                    log.warning("background maintenance failed (retrying every %.0f s): %s", self.stats_interval, exc)
-                    self._maintenance_error = str(exc)
-            except Exception:
-                log.exception("background maintenance failed (will retry)")
 
     # -- users and tokens --------------------------------------------------------------------------------------
 
@@ -430,23 +415,19 @@ class SQLiteStorage(Storage):
             > 0
         )
 
-    _GRANT_SELECT = (
-        "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
-    )
-
     async def list_grants(self, store_id: str) -> list[Grant]:
         def q(conn: sqlite3.Connection) -> list[Grant]:
-            rows = conn.execute(self._GRANT_SELECT + "WHERE g.store_id = ? ORDER BY u.username", (store_id,))
-            return [Grant(r[0], r[1], r[2], bool(r[3])) for r in rows]
+            rows = conn.execute(GRANT_SELECT + "WHERE g.store_id = ? ORDER BY u.username", (store_id,))
+            return [to_grant(r) for r in rows]
 
         return await self._read(q)
 
     async def get_grant(self, store_id: str, user_id: str) -> Grant | None:
         def q(conn: sqlite3.Connection) -> Grant | None:
             r = conn.execute(
-                self._GRANT_SELECT + "WHERE g.store_id = ? AND g.user_id = ?", (store_id, user_id)
+                GRANT_SELECT + "WHERE g.store_id = ? AND g.user_id = ?", (store_id, user_id)
             ).fetchone()
-            return Grant(r[0], r[1], r[2], bool(r[3])) if r else None
+            return to_grant(r) if r else None
 
         return await self._point_read(q)
 
@@ -457,32 +438,14 @@ class SQLiteStorage(Storage):
 
         def q(conn: sqlite3.Connection) -> dict[str, Grant]:
             rows = conn.execute(
-                self._GRANT_SELECT + f"WHERE g.user_id = ? AND g.store_id IN ({', '.join('?' * len(ids))})",
+                GRANT_SELECT + f"WHERE g.user_id = ? AND g.store_id IN ({', '.join('?' * len(ids))})",
                 (user_id, *ids),
             )
-            return {r[0]: Grant(r[0], r[1], r[2], bool(r[3])) for r in rows}
+            return {r[0]: to_grant(r) for r in rows}
 
         return await self._read(q)
 
     # -- records -----------------------------------------------------------------------------------------------
-
-    def _fetched(self, row: Sequence[Any]) -> RecordMeta:
-        """A record read as RECORD_COLS then ``d.data``: in a file (path) or inline (bytes, maybe none)."""
-        path, data = row[8], row[9]
-        blob = BlobFile(self.blob_dir / path) if path is not None else Inline(bytes(data) if data is not None else b"")
-        return self._meta(row, blob)
-
-    def _meta(self, row: Sequence[Any], blob: Any) -> RecordMeta:
-        return RecordMeta(
-            key=row[0],
-            size=row[1],
-            decoded_size=row[2],
-            crc32=row[3],
-            modified_at=from_ms(row[4]),
-            content_type=row[5],
-            content_encoding=row[6],
-            blob=blob,
-        )
 
     async def put_record(
         self, store_id: str, key: str, body: RecordBody, content_type: str, content_encoding: str | None
@@ -491,49 +454,9 @@ class SQLiteStorage(Storage):
         row = (key, size, body.decoded_size, body.crc32 & 0xFFFFFFFF, now_ms(), content_type, content_encoding)
         if tmp_path is None:
             await self._files.need_inline_space(len(data))
-            await self._write(self._commit_record, store_id, row, data, None)
-            return self._meta(row, Inline(data))
-        return self._meta(row, await self._files.commit(store_id, row, tmp_path, self._commit_record))
-
-    @staticmethod
-    def _commit_record(
-        conn: sqlite3.Connection,
-        store_id: str,
-        row: tuple[Any, ...],
-        data: bytes | None,
-        relpath: str | None,
-        pending_id: int | None = None,
-    ) -> None:
-        key, size = row[0], row[1]
-        now = row[4]
-        if conn.execute("SELECT 1 FROM stores WHERE id = ?", (store_id,)).fetchone() is None:
-            raise NotFound(f"store {store_id}")
-        old = conn.execute(
-            "SELECT size, data_id, path FROM records WHERE store_id = ? AND key = ?", (store_id, key)
-        ).fetchone()
-        data_id = None
-        if data is not None:
-            data_id = conn.execute("INSERT INTO record_data(data) VALUES (?)", (data,)).lastrowid
-        conn.execute(
-            f"INSERT OR REPLACE INTO records(store_id, {RECORD_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (store_id, *row, data_id, relpath),
-        )
-        delta = size
-        if old is not None:
-            delta -= old[0]
-            if old[1] is not None:
-                conn.execute("DELETE FROM record_data WHERE id = ?", (old[1],))
-            if old[2] is not None:
-                conn.execute(
-                    "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)", (old[2], now, store_id)
-                )
-        if pending_id is not None:
-            conn.execute("DELETE FROM garbage WHERE id = ?", (pending_id,))
-        conn.execute(
-            "UPDATE stores SET generation = generation + 1, modified_at = ?, storage_bytes = storage_bytes + ? "
-            "WHERE id = ?",
-            (now, delta, store_id),
-        )
+            await self._write(commit_record, store_id, row, data, None)
+            return to_record(row, Inline(data))
+        return to_record(row, await self._files.commit(store_id, row, tmp_path, commit_record))
 
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
         def q(conn: sqlite3.Connection) -> RecordMeta | None:
@@ -542,7 +465,7 @@ class SQLiteStorage(Storage):
                 "WHERE r.store_id = ? AND r.key = ?",
                 (store_id, key),
             ).fetchone()
-            return self._fetched(row) if row is not None else None
+            return to_record_read(row, self.blob_dir) if row is not None else None
 
         return await self._point_read(q)
 
@@ -580,7 +503,7 @@ class SQLiteStorage(Storage):
             found = StoreLookup(store, None if grant is None else bool(grant))
             if key is not None:
                 if row[n + 1] is not None:  # the LEFT JOIN found the record, so the caller may read
-                    found.record = self._fetched(row[n + 1 :])
+                    found.record = to_record_read(row[n + 1 :], self.blob_dir)
                     found.record_read = True
                 else:  # no such record, or not this caller's to read: the join's rule, in Python
                     found.record_read = (
@@ -595,16 +518,8 @@ class SQLiteStorage(Storage):
         return blob.data if isinstance(blob, Inline) and len(blob.data) == record.size else None
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        blob = record.blob
-        if isinstance(blob, Inline):
-            for chunk in inline_chunks(blob.data, start, end):
-                yield chunk
-        elif isinstance(blob, BlobFile):
-            start, end = clamp_range(start, end, record.size)
-            async for chunk in read_file(blob.path, start, end, record.key):
-                yield chunk
-        else:
-            raise TypeError(f"read_blob: not a record of this storage ({blob!r}); use the snapshot's read_blob")
+        async for chunk in read_held(record, start, end, "storage", "; use the snapshot's read_blob"):
+            yield chunk
 
     async def delete_record(self, store_id: str, key: str) -> bool:
         def txn(conn: sqlite3.Connection) -> bool:
@@ -680,24 +595,7 @@ class SQLiteStorage(Storage):
         self._stats.add(store_id, now_ms(), reads=reads, writes=writes, deletes=deletes, lists=lists)
 
     async def flush_stats(self) -> None:
-        pending = self._stats.drain()
-        if not pending:
-            return
-        rows = [
-            (d.reads, d.writes, d.deletes, d.lists, d.accessed_at_ms, store_id) for store_id, d in pending.items()
-        ]
-        try:
-            await self._write(
-                lambda conn: conn.executemany(
-                    "UPDATE stores SET read_count = read_count + ?, write_count = write_count + ?, "
-                    "delete_count = delete_count + ?, list_count = list_count + ?, "
-                    "accessed_at = MAX(accessed_at, ?) WHERE id = ?",
-                    rows,
-                )
-            )
-        except BaseException:
-            self._stats.restore(pending)
-            raise
+        await write_stats(self._stats, self._write)
 
     # -- administration (the command line's users list and tokens list) ----------------------------------------
 

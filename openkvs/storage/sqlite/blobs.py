@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from ..base import StorageDamaged
+from ..base import RecordMeta, StorageDamaged
 
 READ_CHUNK = 1024 * 1024  # read_blob chunk size
 TMP_MAX_AGE = 3600.0  # tmp/ files untouched this long belong to a crashed upload
@@ -101,3 +101,20 @@ def sweep_tmp(tmp_dir: Path, max_age: float = TMP_MAX_AGE) -> int:
 def inline_chunks(data: bytes, start: int, end: int | None) -> list[bytes]:
     start, end = clamp_range(start, end, len(data))
     return [data[i : min(i + READ_CHUNK, end)] for i in range(start, end, READ_CHUNK)]
+
+
+async def read_held(
+    record: RecordMeta, start: int, end: int | None, whose: str, hint: str = ""
+) -> AsyncIterator[bytes]:
+    """``read_blob`` of a record whose handle holds its bytes (``Inline``) or names its file (``BlobFile``); a
+    TypeError for any other handle (``whose``: what reads, ``hint``: what to do instead, for its message)."""
+    blob = record.blob
+    if isinstance(blob, Inline):
+        for chunk in inline_chunks(blob.data, start, end):
+            yield chunk
+    elif isinstance(blob, BlobFile):
+        start, end = clamp_range(start, end, record.size)
+        async for chunk in read_file(blob.path, start, end, record.key):
+            yield chunk
+    else:
+        raise TypeError(f"read_blob: not a record of this {whose} ({blob!r}){hint}")

@@ -32,7 +32,7 @@ PENDING_MS = 24 * 3600 * 1000  # a file being committed is registered as garbage
 LEASE_SECONDS = 300.0
 GC_BATCH = 1000
 
-# commit_record(conn, store_id, row, data, relpath, pending_id): the backend's record write, in the writer thread
+# commit_record(conn, store_id, row, data, relpath, pending_id): tables.commit_record, in the writer thread
 CommitRecord = Callable[[sqlite3.Connection, str, tuple[Any, ...], bytes | None, str | None, int | None], None]
 
 

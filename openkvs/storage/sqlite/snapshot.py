@@ -13,7 +13,7 @@ import anyio
 import anyio.to_thread
 
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageDamaged
-from .blobs import BlobFile, DataRow, Inline, clamp_range, inline_chunks, read_file
+from .blobs import BlobFile, DataRow, inline_chunks, read_held
 from .connections import translate
 from .tables import RECORD_COLS, from_ms, selection_sql
 
@@ -207,12 +207,6 @@ class SQLiteSnapshot(Snapshot):
             data = await self._run(fetch)
             for chunk in inline_chunks(data, start, end):
                 yield chunk
-        elif isinstance(blob, Inline):  # a record from the storage's get_record
-            for chunk in inline_chunks(blob.data, start, end):
+        else:  # a file, or an Inline record from the storage's get_record
+            async for chunk in read_held(record, start, end, "snapshot"):
                 yield chunk
-        elif isinstance(blob, BlobFile):
-            start, end = clamp_range(start, end, record.size)
-            async for chunk in read_file(blob.path, start, end, record.key):
-                yield chunk
-        else:
-            raise TypeError(f"read_blob: not a record of this snapshot ({blob!r})")

@@ -1,6 +1,7 @@
 """The SQL side of the SQLite backend: the tables (DDL, their version, creating and upgrading a database), the
-SELECTs that several methods share, row -> ``User``/``Store`` conversion, timestamps as integer milliseconds and
-key selections as SQL."""
+SELECTs that several methods share, writing a record (``commit_record``: for small ones and, through files.py,
+big ones), row -> ``User``/``Store``/``Grant``/``RecordMeta`` conversion, timestamps as integer milliseconds and key
+selections as SQL."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..base import (
+    Grant,
     KeySelection,
+    NotFound,
+    RecordMeta,
     StorageDamaged,
     StorageUnavailable,
     Store,
@@ -24,6 +28,7 @@ from ..base import (
     prefix_upper_bound,
 )
 from ..ids import new_id
+from .blobs import BlobFile, Inline
 from .connections import translate
 from .space import storing
 
@@ -121,6 +126,7 @@ SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.acces
 FROM stores s JOIN users u ON u.id = s.user_id
 """
 
+GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
 RECORD_COLS = "key, size, decoded_size, crc32, modified_at, content_type, content_encoding, data_id, path"
 STORE_NCOLS = 16  # the columns of STORE_SELECT
 
@@ -191,6 +197,77 @@ def selection_sql(selection: KeySelection) -> tuple[str, list[Any]]:
         return "key >= ? AND key < ?", [selection.prefix, upper]
     return "1", []
 
+
+
+def to_record(row: Sequence[Any], blob: Any) -> RecordMeta:
+    """A record from the first seven of RECORD_COLS, with its blob handle."""
+    return RecordMeta(
+        key=row[0],
+        size=row[1],
+        decoded_size=row[2],
+        crc32=row[3],
+        modified_at=from_ms(row[4]),
+        content_type=row[5],
+        content_encoding=row[6],
+        blob=blob,
+    )
+
+
+def to_record_read(row: Sequence[Any], blob_dir: Path) -> RecordMeta:
+    """A record read as RECORD_COLS then ``d.data``: in a file under ``blob_dir`` (path) or inline (bytes, maybe
+    none)."""
+    path, data = row[8], row[9]
+    blob = BlobFile(blob_dir / path) if path is not None else Inline(bytes(data) if data is not None else b"")
+    return to_record(row, blob)
+
+
+def commit_record(
+    conn: sqlite3.Connection,
+    store_id: str,
+    row: tuple[Any, ...],
+    data: bytes | None,
+    relpath: str | None,
+    pending_id: int | None = None,
+) -> None:
+    """In the writer's transaction: the record ``row`` (the first seven of RECORD_COLS) of store ``store_id``
+    with its bytes inline (``data``) or in the file ``relpath``; the bytes it replaces freed (inline) or put in
+    ``garbage`` (a file); the store's generation, modifiedAt and size. ``pending_id``: the garbage row that
+    kept the new file while it was moved in (see files.py), deleted now that the record holds it."""
+    key, size = row[0], row[1]
+    now = row[4]
+    if conn.execute("SELECT 1 FROM stores WHERE id = ?", (store_id,)).fetchone() is None:
+        raise NotFound(f"store {store_id}")
+    old = conn.execute(
+        "SELECT size, data_id, path FROM records WHERE store_id = ? AND key = ?", (store_id, key)
+    ).fetchone()
+    data_id = None
+    if data is not None:
+        data_id = conn.execute("INSERT INTO record_data(data) VALUES (?)", (data,)).lastrowid
+    conn.execute(
+        f"INSERT OR REPLACE INTO records(store_id, {RECORD_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (store_id, *row, data_id, relpath),
+    )
+    delta = size
+    if old is not None:
+        delta -= old[0]
+        if old[1] is not None:
+            conn.execute("DELETE FROM record_data WHERE id = ?", (old[1],))
+        if old[2] is not None:
+            conn.execute(
+                "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)", (old[2], now, store_id)
+            )
+    if pending_id is not None:
+        conn.execute("DELETE FROM garbage WHERE id = ?", (pending_id,))
+    conn.execute(
+        "UPDATE stores SET generation = generation + 1, modified_at = ?, storage_bytes = storage_bytes + ? "
+        "WHERE id = ?",
+        (now, delta, store_id),
+    )
+
+
+def to_grant(row: Sequence[Any]) -> Grant:
+    """A grant read by GRANT_SELECT."""
+    return Grant(row[0], row[1], row[2], bool(row[3]))
 
 def to_user(row: Sequence[Any]) -> User:
     return User(id=row[0], username=row[1], created_at=from_ms(row[2]))
