@@ -15,6 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
+
+# No test may depend on an idle machine: Hypothesis's default 200 ms deadline per example and its "too slow" health
+# check measure the machine, not the code. Tests that set their own settings keep them.
+settings.register_profile("openkvs", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("openkvs")
 
 IN_CI = bool(os.environ.get("CI"))
 DATABASE_URL = os.environ.get("OPENKVS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
