@@ -1,4 +1,6 @@
-"""Fixtures shared by the end-to-end tests: a real openkvs server process on a free port, on each backend."""
+"""Fixtures shared by the end-to-end tests: an openkvs server on a free port, on each backend. Shared and per-test
+servers run in this process (tests/inprocess.py: the real app, its requests without a socket, plus a real socket)
+unless a test needs an ``openkvs serve`` process (``pytest.mark.server_process``, or make_server/start_server)."""
 
 from __future__ import annotations
 
