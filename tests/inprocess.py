@@ -114,18 +114,25 @@ class InProcessServer(Server):
     """conftest.Server's interface on the real app in this process: ``client()``/``anon()`` reach it over the ASGI
     transport (no socket, no HTTP parsing: the fast path for tests of logic), and ``url`` is a real socket served
     by uvicorn with openkvs's HTTP protocol in the same event loop, on the same app and storage (for raw requests,
-    official clients, ``curl``). The CLI runs in process too. What it cannot do: ``proc`` (no process to kill or
-    restart), and the access log covers socket requests only. The HTTP protocol's limits (head size and timeout,
-    connections per IP) are read once per test process from its environment: flags for them need a subprocess
-    server."""
+    official clients, ``curl``). The CLI runs in process too. What it cannot do: ``proc`` (no process to kill,
+    restart or measure); a response to ``client()`` arrives whole (a test that reads a download as it streams, or
+    drops it halfway, needs a process); the access log covers socket requests only. The HTTP protocol's limits (head
+    size and timeout, connections per IP, trusted proxies) are read once per test process: other values for them
+    need a process (``start`` refuses them)."""
 
     def start(self) -> None:
         from openkvs.app import create_app
         from openkvs.cli import serve
         from openkvs.config import Settings
+        from openkvs.server import limits
 
         flags = serve.make_context("serve", list(self.args), default_map=None).params
         settings = Settings.load(flags, environ=self.env)
+        protocol = limits()
+        wanted = (settings.max_header_bytes, settings.header_timeout, settings.max_connections_per_ip,
+                  tuple(settings.trusted_networks))
+        if wanted != (protocol.head_bytes, protocol.head_timeout, protocol.per_ip, protocol.trusted):
+            raise ValueError("the HTTP protocol's limits are per process: this server needs make_server's process")
         sock = socket.socket()
         sock.bind(("127.0.0.1", int(self.url.rsplit(":", 1)[1])))
         self._log = io.StringIO()
