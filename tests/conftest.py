@@ -1,4 +1,6 @@
-"""Fixtures shared by the end-to-end tests: a real openkvs server process on a free port, on each backend."""
+"""Fixtures shared by the end-to-end tests: an openkvs server on a free port, on each backend. Shared and per-test
+servers run in this process (tests/inprocess.py: the real app, its requests without a socket, plus a real socket)
+unless a test needs an ``openkvs serve`` process (``pytest.mark.server_process``, or make_server/start_server)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
+
+# No test may depend on an idle machine: Hypothesis's default 200 ms deadline per example and its "too slow" health
+# check measure the machine, not the code. Tests that set their own settings keep them.
+settings.register_profile("openkvs", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("openkvs")
 
 IN_CI = bool(os.environ.get("CI"))
 DATABASE_URL = os.environ.get("OPENKVS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -124,7 +132,12 @@ class Server:
         return self.log_path.read_text() if self.log_path else ""
 
 
-def make_server(tmp_path: Path, backend: str, *extra: str, env_extra: dict[str, str] | None = None) -> Server:
+def make_server(
+    tmp_path: Path, backend: str, *extra: str, env_extra: dict[str, str] | None = None, in_process: bool = False
+) -> Server:
+    """A started server with a user 'alice' (its token: ``server.token``): an ``openkvs serve`` subprocess, or with
+    ``in_process`` the app in this process (tests/inprocess.py: same interface, no process start or CLI
+    subprocess, requests from ``client()`` without a socket)."""
     port = free_port()
     data_dir = tmp_path / "data"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -139,11 +152,20 @@ def make_server(tmp_path: Path, backend: str, *extra: str, env_extra: dict[str, 
         env["OPENKVS_DATABASE_SCHEMA"] = schema
     env.update(env_extra or {})
     args = ["--port", str(port), *(["--data-dir", str(data_dir)] if backend == "sqlite" else []), *extra]
-    server = Server(f"http://127.0.0.1:{port}", "", data_dir, env, args)
+    if in_process:
+        from tests.inprocess import InProcessServer
+
+        server: Server = InProcessServer(f"http://127.0.0.1:{port}", "", data_dir, env, args)
+    else:
+        server = Server(f"http://127.0.0.1:{port}", "", data_dir, env, args)
     server.cli("migrate")  # only serve and migrate create a database
     server.token = server.new_user("alice")
     server.start()
     return server
+
+
+def _in_process(request: pytest.FixtureRequest) -> bool:
+    return request.node.get_closest_marker("server_process") is None
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -152,9 +174,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def server(tmp_path: Path, backend: str) -> Iterator[Server]:
-    """A server with rate limits off (tests of limits start their own) and a user 'alice' (server.token)."""
-    s = make_server(tmp_path, backend, "--rate-limits", "off")
+def server(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Iterator[Server]:
+    """A server with rate limits off (tests of limits start their own) and a user 'alice' (server.token); in this
+    process unless the module is marked ``server_process`` (see below)."""
+    s = make_server(tmp_path, backend, "--rate-limits", "off", in_process=_in_process(request))
     yield s
     s.stop()
     if backend == "postgres":
@@ -170,7 +193,9 @@ def _drop_schema(schema: str) -> None:
 
 # -- shared servers for the end-to-end API suite (tests/api) ---------------------------------------------------------
 # Starting a server costs about a second; tests that don't interfere (each uses its own store names) share one per
-# module and backend.
+# module and backend. They run in this process (make_server's in_process) unless the module is marked
+# ``pytestmark = pytest.mark.server_process`` (it needs a process: to kill, restart, or read its whole log).
+
 
 
 def _stop_and_clean(s: Server, backend: str) -> None:
@@ -183,7 +208,10 @@ def _stop_and_clean(s: Server, backend: str) -> None:
 def shared_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A module-scoped server per backend (rate limits off, user 'alice' = server.token, user 'bob' =
     server.extra_tokens['bob']). Tests must use their own store names."""
-    s = make_server(tmp_path_factory.mktemp(f"srv-{request.param}"), request.param, "--rate-limits", "off")
+    s = make_server(
+        tmp_path_factory.mktemp(f"srv-{request.param}"), request.param, "--rate-limits", "off",
+        in_process=_in_process(request),
+    )
     s.backend = request.param  # type: ignore[attr-defined]
     s.new_user("bob")
     yield s
@@ -191,9 +219,9 @@ def shared_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 
 @pytest.fixture(scope="module")
-def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def sqlite_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A module-scoped SQLite server, for tests of the HTTP layer alone (backend-independent behaviour)."""
-    s = make_server(tmp_path_factory.mktemp("srv-sqlite"), "sqlite", "--rate-limits", "off")
+    s = make_server(tmp_path_factory.mktemp("srv-sqlite"), "sqlite", "--rate-limits", "off", in_process=_in_process(request))
     s.backend = "sqlite"  # type: ignore[attr-defined]
     s.new_user("bob")
     yield s

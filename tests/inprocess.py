@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
+import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import httpx
+from anyio.from_thread import BlockingPortal
 
 from openkvs.app import create_app
 from openkvs.config import Settings
 from openkvs.storage.base import Storage
+from tests.conftest import Server
 
 
 class CountingStorage:
@@ -75,3 +81,147 @@ async def app_client(
             yield client, lifespan["state"]
         await send_in.send({"type": "lifespan.shutdown"})
         await receive_out.receive()
+
+
+# -- a whole server in this process, with conftest.Server's interface -------------------------------------------------
+
+
+class _PortalTransport(httpx.BaseTransport):
+    """A synchronous httpx transport that hands each request to the app over httpx's ASGI transport, in the event
+    loop that the server's portal thread runs. Does what the HTTP server does around the app: a HEAD's body is
+    dropped, and the client address is 127.0.0.1."""
+
+    def __init__(self, portal: BlockingPortal, app: Any) -> None:
+        self._portal = portal
+        self._asgi = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.read()  # a sync body (bytes, a generator) becomes a ByteStream, which the ASGI transport can iterate
+
+        async def send() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+            response = await self._asgi.handle_async_request(request)
+            body = b"".join([chunk async for chunk in response.aiter_raw()])  # as sent: not yet decoded
+            return response.status_code, response.headers.raw, body
+
+        status, headers, body = self._portal.call(send)
+        if request.method == "HEAD":
+            body = b""
+        # A stream, not content=: httpx would add a Content-Length the app did not send.
+        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body), request=request)
+
+
+class InProcessServer(Server):
+    """conftest.Server's interface on the real app in this process: ``client()``/``anon()`` reach it over the ASGI
+    transport (no socket, no HTTP parsing: the fast path for tests of logic), and ``url`` is a real socket served
+    by uvicorn with openkvs's HTTP protocol in the same event loop, on the same app and storage (for raw requests,
+    official clients, ``curl``). The CLI runs in process too. What it cannot do: ``proc`` (no process to kill,
+    restart or measure); a response to ``client()`` arrives whole (a test that reads a download as it streams, or
+    drops it halfway, needs a process); the access log covers socket requests only. The HTTP protocol's limits (head
+    size and timeout, connections per IP, trusted proxies) are read once per test process: other values for them
+    need a process (``start`` refuses them)."""
+
+    def start(self) -> None:
+        from openkvs.app import create_app
+        from openkvs.cli import serve
+        from openkvs.config import Settings
+        from openkvs.server import limits
+
+        flags = serve.make_context("serve", list(self.args), default_map=None).params
+        settings = Settings.load(flags, environ=self.env)
+        protocol = limits()
+        wanted = (settings.max_header_bytes, settings.header_timeout, settings.max_connections_per_ip,
+                  tuple(settings.trusted_networks))
+        if wanted != (protocol.head_bytes, protocol.head_timeout, protocol.per_ip, protocol.trusted):
+            raise ValueError("the HTTP protocol's limits are per process: this server needs make_server's process")
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", int(self.url.rsplit(":", 1)[1])))
+        self._log = io.StringIO()
+        self._stack = contextlib.ExitStack()
+        self._portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
+        self._app = create_app(settings)
+        self._state: dict[str, Any] = {}
+        self._stack.enter_context(self._portal.wrap_async_context_manager(self._serving(settings, sock)))
+
+    def _with_state(self) -> Any:
+        app, state = self._app, self._state
+
+        async def with_state(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            scope["state"] = dict(state)  # what a server does with the lifespan's state
+            await app(scope, receive, send)
+
+        return with_state
+
+    @contextlib.asynccontextmanager
+    async def _serving(self, settings: Any, sock: socket.socket) -> AsyncIterator[None]:
+        import uvicorn
+
+        from openkvs.logs import RedactTokens
+        from openkvs.server import HttpProtocol
+
+        handler = logging.StreamHandler(self._log)
+        handler.addFilter(RedactTokens())
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        loggers = [logging.getLogger(n) for n in ("openkvs", "uvicorn.error", "uvicorn.access")]
+        for lg in loggers:
+            lg.addHandler(handler)
+            lg.setLevel(settings.log_level.upper())
+        send_in, receive_in = anyio.create_memory_object_stream[dict[str, Any]](10)
+        send_out, receive_out = anyio.create_memory_object_stream[dict[str, Any]](10)
+        lifespan: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self._state}
+        config = uvicorn.Config(
+            self._with_state(), lifespan="off", http=HttpProtocol, ws="none", log_config=None,
+            access_log=True, proxy_headers=False, server_header=False, timeout_graceful_shutdown=5,
+        )
+        server = uvicorn.Server(config)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._app, lifespan, receive_in.receive, send_out.send)
+                await send_in.send({"type": "lifespan.startup"})
+                started = await receive_out.receive()
+                assert started["type"] == "lifespan.startup.complete", started
+                served = anyio.Event()
+
+                async def serve() -> None:
+                    try:
+                        await server.serve([sock])
+                    finally:
+                        served.set()
+
+                tg.start_soon(serve)
+                while not server.started and not served.is_set():
+                    await anyio.sleep(0.01)
+                assert server.started, "uvicorn did not start"
+                yield
+                server.should_exit = True
+                await served.wait()
+                await send_in.send({"type": "lifespan.shutdown"})
+                await receive_out.receive()
+        finally:
+            for lg in loggers:
+                lg.removeHandler(handler)
+
+    def client(self, token: str | None = None, **kw: object) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.token}"} if token != "" else {}
+        transport = _PortalTransport(self._portal, self._with_state())
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, transport=transport, **kw)  # type: ignore[arg-type]
+
+    def anon(self) -> httpx.Client:
+        return self.client(token="")
+
+    def cli(self, *args: str) -> str:
+        from click.testing import CliRunner
+
+        from openkvs.cli import main
+
+        env = {k: v for k, v in self.env.items() if k.startswith("OPENKVS_")}
+        out = CliRunner().invoke(main, [*args, *self.storage_args()], env=env, catch_exceptions=False)
+        assert out.exit_code == 0, out.output
+        return out.stdout
+
+    def stop(self, kill: bool = False) -> None:
+        if getattr(self, "_stack", None) is not None:
+            self._stack.close()
+            self._stack = None
+
+    def log(self) -> str:
+        return self._log.getvalue()

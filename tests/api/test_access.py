@@ -143,7 +143,7 @@ SERVER_CONFIGS = [
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     backend, default = request.param
     tmp: Path = tmp_path_factory.mktemp(f"access-{backend}")
-    server = make_server(tmp, backend, "--rate-limits", "off", "--default-general-access", default)
+    server = make_server(tmp, backend, "--rate-limits", "off", "--default-general-access", default, in_process=True)
     try:
         tokens: dict[str, str | None] = {
             "owner": server.token,
@@ -154,11 +154,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             "invalid": "okvs_" + secrets.token_urlsafe(30),
         }
         limits = httpx.Limits(max_keepalive_connections=4)
-        clients = {
-            who: httpx.Client(base_url=server.url, timeout=30, limits=limits,
-                              headers={"Authorization": f"Bearer {tok}"} if tok else {})
-            for who, tok in tokens.items()
-        }
+        clients = {who: server.client(tok or "", limits=limits) for who, tok in tokens.items()}
         w = World(server, default, tokens, clients)
         for ga in GENERAL_ACCESS:
             w.stores[ga] = w.new_store(ga, name=f"s-{ga.lower().replace('_', '-')}")

@@ -216,6 +216,7 @@ def test_missing_store_and_wrong_method(server: Server) -> None:
     assert wrong.headers["allow"] == "OPTIONS,GET"
 
 
+@pytest.mark.server_process  # reads a response as it streams (in process, it arrives whole)
 def test_resume_with_curl_is_byte_identical(server: Server, tmp_path: Path) -> None:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
@@ -242,6 +243,7 @@ def test_resume_with_curl_is_byte_identical(server: Server, tmp_path: Path) -> N
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(full).digest()
 
 
+@pytest.mark.server_process  # reads a response as it streams (in process, it arrives whole)
 def test_snapshot_holds_while_writers_write(server: Server) -> None:
     store = make_store(server, "snap")
     originals = {f"r-{i:02d}": os.urandom(600_000) for i in range(20)}
@@ -266,6 +268,7 @@ def test_snapshot_holds_while_writers_write(server: Server) -> None:
     assert entries(bytes(got)) == originals
 
 
+@pytest.mark.server_process  # reads a response as it streams (in process, it arrives whole)
 def test_disconnect_mid_download_leaves_server_healthy(server: Server) -> None:
     store = make_store(server, "drop")
     with server.client() as c:

@@ -226,7 +226,7 @@ def test_common_headers_on_success(shared_server, world):
 
 
 def test_rate_limit_429(tmp_path, start_server):
-    s = start_server(tmp_path, "sqlite", env_extra={"OPENKVS_RATE_LIMIT_RECORDS_PER_SECOND": "3"})
+    s = start_server(tmp_path, "sqlite", env_extra={"OPENKVS_RATE_LIMIT_RECORDS_PER_SECOND": "3"}, in_process=True)
     with s.client() as c:
         sid = new_store(c)["id"]
         statuses = []

@@ -16,6 +16,9 @@ import pytest
 
 from . import assert_error, new_store, rec_path
 
+# test_an_unparsable_request_is_a_json_400 guards how `openkvs serve` runs uvicorn: a real `openkvs serve` process.
+pytestmark = pytest.mark.server_process
+
 MULTIPLE_OF_SCHEMA = {
     "actorKeyValueStoreSchemaVersion": 1,
     "title": "t",

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from openkvs.logs import redact
 from tests.conftest import Server
+
+pytestmark = pytest.mark.server_process  # reads the access log, which requests without a socket don't reach
 
 
 def test_redact_decodes_names_as_the_server_does() -> None:

@@ -369,6 +369,7 @@ def second_node(first: Server) -> Server:
     return node
 
 
+@pytest.mark.slow  # a budget within 10% of rate x wall-clock time: needs a machine that is not overloaded
 def test_two_processes_share_one_budget_and_fail_open_while_redis_is_down(tmp_path: Path) -> None:
     redis_server = RedisServer()
     redis_server.start()
@@ -427,6 +428,7 @@ def test_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
     assert "--redis-url" in out.stderr and "--rate-limits off" in out.stderr, out.stderr
 
 
+@pytest.mark.slow  # a budget within 10% of rate x wall-clock time: needs a machine that is not overloaded
 def test_workers_with_redis_share_one_budget(servers, tmp_path: Path) -> None:
     redis_url = shared_redis_url()
     s = servers(tmp_path, "sqlite", "--workers", "3", "--rate-limits", "on", "--redis-url", redis_url,

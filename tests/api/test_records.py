@@ -331,7 +331,9 @@ def test_schema_collections(alice):
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory, start_server):
     """A SQLite server with --max-record-bytes 1000000 (the limit checks are in the HTTP layer)."""
-    return start_server(tmp_path_factory.mktemp("small"), "sqlite", "--rate-limits", "off", "--max-record-bytes", "1000000")
+    return start_server(
+        tmp_path_factory.mktemp("small"), "sqlite", "--rate-limits", "off", "--max-record-bytes", "1000000", in_process=True
+    )
 
 
 LIMIT = 1_000_000

@@ -119,7 +119,7 @@ def test_the_cli_rotates_too(shared_server):
 
 
 def test_the_rotation_can_be_switched_off(start_server, tmp_path):
-    server = start_server(tmp_path, "sqlite", "--no-rotate-signing-key-on-revoke")
+    server = start_server(tmp_path, "sqlite", "--no-rotate-signing-key-on-revoke", in_process=True)
     owner = server.client()
     sid = _store_with_record(owner)["id"]
     name, reader = _user(server)

@@ -17,6 +17,10 @@ import pytest
 
 from tests.conftest import Server
 
+# test_other_clients_are_answered_while_a_big_record_is_checked measures the server's latency while it validates:
+# that needs the server in its own process (in this one, the test's threads share its interpreter lock).
+pytestmark = pytest.mark.server_process
+
 
 def client(server: Server, timeout: float = 120) -> httpx.Client:
     return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=timeout)

@@ -226,7 +226,7 @@ def test_concurrent_get_or_create_makes_one_store(shared_server):
 
 
 def test_public_url_setting(tmp_path, start_server):
-    s = start_server(tmp_path, "sqlite", "--rate-limits", "off", "--public-url", "https://kvs.example.com/")
+    s = start_server(tmp_path, "sqlite", "--rate-limits", "off", "--public-url", "https://kvs.example.com/", in_process=True)
     with s.client() as c:
         r = c.post("/v2/key-value-stores", params={"name": "pub"})
         store = r.json()["data"]
