@@ -15,6 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import DATABASE_URL, Server
 
+# Real processes: the metrics registry and the access log are per process (in process, every server in the test
+# run would share one registry).
+pytestmark = pytest.mark.server_process
+
 RECORD_ROUTE = "/v2/key-value-stores/{store_id}/records/{key:key}"
 
 
