@@ -9,8 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import openkvs
 
+# Real processes: `openkvs serve` makes the user admin on its first start, which these listings show.
+pytestmark = pytest.mark.server_process
 
 def openkvs_cli(*args: str, cwd: Any = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OPENKVS_")}
