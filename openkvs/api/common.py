@@ -235,20 +235,21 @@ async def read_json_body(request: Request) -> Any:
 
     encoding = codec.normalize_encoding(request.headers.get("content-encoding"))
     declared = request.headers.get("content-length")
+    kept: list[bytes] = []
+
+    async def keep(decoded: bytes) -> None:  # UploadBody decodes and bounds the body once; this keeps the result
+        kept.append(decoded)
+
     body = codec.UploadBody(
-        request.stream(), encoding, MAX_JSON_BODY, int(declared) if declared and declared.isdigit() else None
+        request.stream(), encoding, MAX_JSON_BODY, int(declared) if declared and declared.isdigit() else None,
+        check=keep, check_limit=MAX_JSON_BODY,  # the limit itself answers first: 413, as for any body
     )
-    raw = bytearray()
-    decoder = codec.Decoder(encoding) if encoding else None
     try:
-        async for chunk in body:
-            if decoder:
-                async for piece in codec.decode_chunk(decoder, chunk):
-                    raw += piece
-            else:
-                raw += chunk
+        async for _ in body:
+            pass
     except codec.DecodeError:
         raise errors.InvalidInput(f"The request body is not valid {encoding}.") from None
+    raw = kept[0] if kept else b""
     if not raw.strip():
         return None
     try:  # parsing up to 9 MiB and walking it is CPU work: not on the event loop
