@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from openkvs import auth, errors, health, metrics, openapi
 from openkvs.api import download, records, stores
 from openkvs.api.common import ApiRequest, AppState
+from openkvs.api.download_slots import DownloadSlots
 from openkvs.config import Settings
 from openkvs.observe import Observe
 from openkvs.storage.base import Storage, StorageError
@@ -337,7 +338,8 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
                 per_store_records_per_second=settings.rate_limit_records_per_second,
             )
         # Lifespan state: the server copies it into every request's scope["state"] (a plain dict lookup later).
-        st = AppState(settings, storage, auth.TokenCache(storage), policy, settings.trusted_networks)
+        st = AppState(settings, storage, auth.TokenCache(storage), policy, settings.trusted_networks,
+                      DownloadSlots(settings.max_downloads, settings.max_downloads_per_user))
         try:
             yield {"openkvs": st}
         finally:

@@ -58,7 +58,7 @@ class AppState:
     tokens: auth.TokenCache
     limits: Any = None  # openkvs.ratelimit policy, or None when rate limits are off
     trusted_proxies: list[Any] = field(default_factory=list)  # networks whose X-Forwarded-For is believed
-    downloads: Any = None  # openkvs.api.download_slots.DownloadSlots, made by the first download
+    downloads: Any = None  # openkvs.api.download_slots.DownloadSlots, made with the state in the lifespan
 
 
 def state(request: Request) -> AppState:

@@ -31,7 +31,6 @@ from openkvs import access, codec, zipwriter
 from openkvs.access import STORES, Access, Signed
 from openkvs.api import safenames
 from openkvs.api.common import query_bool, select_range, selection, state
-from openkvs.api.download_slots import DownloadSlots
 from openkvs.ratelimit import client_ip
 from openkvs.storage.base import RecordMeta, Snapshot, StorageError
 
@@ -58,8 +57,6 @@ async def download_records(request: Request) -> Response:
     safe = query_bool(request, "safeNames")  # entry names that extract everywhere, and a manifest (safenames.py)
     st = state(request)
     storage = st.storage
-    if st.downloads is None:
-        st.downloads = DownloadSlots(st.settings.max_downloads, st.settings.max_downloads_per_user)
     user = found.user
     who_key = f"user:{user.id}" if user is not None else "ip:" + client_ip(request.scope, st.trusted_proxies)
     stack = AsyncExitStack()
