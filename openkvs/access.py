@@ -33,7 +33,7 @@ from openkvs.api.common import (
     rate_limit,
 )
 from openkvs.auth import token_from_request
-from openkvs.storage.base import RecordMeta, Storage, Store, StoreLookup, User
+from openkvs.storage.base import DATASET, KVS, QUEUE, RecordMeta, Storage, Store, StoreLookup, User
 
 
 class Access(enum.IntEnum):
@@ -135,6 +135,8 @@ class Kind:
     """How to find one kind of resource; everything else about access is the same for every kind."""
 
     name: str
+    storage_kind: str  # the ``kind`` of its rows in storage (storage.base.KVS, DATASET, QUEUE)
+    not_found: str  # the message of its 404
     # The Storage method that gives the resource, the caller's grant and the item ``key`` in one query, with the
     # parameters of Storage.look_up_store.
     look_up: str
@@ -156,7 +158,18 @@ def _remembered(rule: rules.Rule, size: int = 4096) -> Callable[[str], bool]:
     return ok
 
 
-STORES = Kind("key-value store", "look_up_store", _remembered(rules.STORE_ID), _remembered(rules.RECORD_KEY), check_key)
+def _no_keys(key: str) -> object:
+    raise AssertionError("this kind of resource has no record keys")
+
+
+_plausible_id = _remembered(rules.STORE_ID)  # IDs of every kind are made alike (storage/ids.py)
+STORES = Kind(
+    "key-value store", KVS, errors.NotFound.default_message, "look_up_store", _plausible_id,
+    _remembered(rules.RECORD_KEY), check_key,
+)
+DATASETS = Kind("dataset", DATASET, "Dataset was not found", "look_up_store", _plausible_id, bool, _no_keys)
+QUEUES = Kind("request queue", QUEUE, "Request queue was not found", "look_up_store", _plausible_id, bool, _no_keys)
+KINDS = (STORES, DATASETS, QUEUES)
 
 
 def plausible(kind: Kind, address: Address) -> bool:
@@ -185,19 +198,20 @@ def _look_up(storage: Storage, kind: Kind, address: Address, user: User | None, 
     user_id = user.id if user is not None else None
     look_up: Callable[..., Awaitable[StoreLookup | None]] = getattr(storage, kind.look_up)
     if address.by is By.ID:
-        return look_up(user_id, store_id=address.value, key=key, readable=readable)
-    return _look_up_by_name(storage, look_up, address, user_id, owner, key, readable)
+        return look_up(user_id, store_id=address.value, key=key, readable=readable, kind=kind.storage_kind)
+    return _look_up_by_name(storage, look_up, kind, address, user_id, owner, key, readable)
 
 
-async def _look_up_by_name(storage: Storage, look_up: Callable[..., Awaitable[StoreLookup | None]], address: Address,
-                           user_id: str | None, owner: User | None, key: str | None,
+async def _look_up_by_name(storage: Storage, look_up: Callable[..., Awaitable[StoreLookup | None]], kind: Kind,
+                           address: Address, user_id: str | None, owner: User | None, key: str | None,
                            readable: Sequence[str]) -> StoreLookup | None:
     if address.by is By.USERNAME_NAME:
         owner = await storage.get_user_by_name(address.username or "")
         if owner is None:
             return None
     assert owner is not None
-    return await look_up(user_id, owner_id=owner.id, name=address.value, key=key, readable=readable)
+    return await look_up(user_id, owner_id=owner.id, name=address.value, key=key, readable=readable,
+                         kind=kind.storage_kind)
 
 
 # -- the caller and the decision ---------------------------------------------------------------------------------
@@ -272,7 +286,7 @@ async def decide(
     if not plausible(kind, address):
         if address.by is By.OWN_NAME:
             require_user(user)
-        raise errors.NotFound()  # no resource can have it, so don't ask the database (a NUL there would be a 500)
+        raise errors.NotFound(kind.not_found)  # no resource can have it, so don't ask the database (a NUL: a 500)
     st = request.scope["state"]["openkvs"]
     default = st.settings.default_general_access
     good_key = key is not None and kind.valid_key(key)
@@ -281,7 +295,7 @@ async def decide(
     found = await _look_up(st.storage, kind, address, user, owner, key if fetch and good_key else None, readable)
     if found is None:
         await rate_limit(request.scope, user, None, record_op=False)  # probing resources costs the caller
-        raise errors.NotFound()
+        raise errors.NotFound(kind.not_found)
     resource = found.store
     access = right_of(resource, user, found.grant, general_access_level(resource.general_access, address.by, default))
     if st.limits is None:
@@ -296,6 +310,6 @@ async def decide(
         and signature_valid(signature, resource, key, request.query_params.get("signature"))
     ):
         if access is Access.NONE and address.by is not By.ID:
-            raise errors.NotFound()  # a resource addressed by name that the caller can't see: don't reveal it
+            raise errors.NotFound(kind.not_found)  # addressed by name and not the caller's to see: don't reveal it
         raise deny(user, bool(request.query_params.get("signature")))
     return Decision(resource, access, user, address, found.record, found.record_read)

@@ -7,65 +7,27 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 from starlette._utils import get_route_path
 from starlette.convertors import Convertor, StringConvertor, register_url_convertor
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openkvs import auth, errors, health, metrics, openapi
-from openkvs.api import download, records, stores
-from openkvs.api.common import ApiRequest, AppState
+from openkvs.api import download, records
+from openkvs.api.common import AppState
+from openkvs.api.dispatch import CORS_EXPOSE_HEADERS, methods
 from openkvs.api.download_slots import DownloadSlots
+from openkvs.api.stores import STORES_API
 from openkvs.config import Settings
 from openkvs.observe import Observe
 from openkvs.storage.base import Storage, StorageError
 
 log = logging.getLogger("openkvs")
-
-Handler = Callable[[Request], Awaitable[ASGIApp]]  # a Response, or records' lighter _Bytes
-
-CORS_ALLOW_HEADERS = "Authorization, Content-Type, Content-Encoding, Range, If-Range, If-None-Match"
-CORS_EXPOSE_HEADERS = "Content-Length, Content-Range, ETag, Location, X-RateLimit-Limit"
-
-
-class methods:  # reads as a declaration in the route table
-    """One endpoint per path, dispatching on the method: unknown methods get the API's exact 405, OPTIONS the
-    CORS preflight, and HEAD goes to the GET handler (which sends headers only). An ASGI app rather than a
-    function, so that Starlette routes every method here instead of answering 405 itself."""
-
-    def __init__(self, **handlers: Handler) -> None:
-        self.handlers = handlers
-        self.allowed = list(handlers)
-        self.allow_header = ",".join(["OPTIONS", *self.allowed])
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = ApiRequest(scope, receive)
-        handler = self.handlers.get(scope["method"])  # the common case without respond()'s coroutine
-        response = await (handler(request) if handler is not None else self.respond(request))
-        await response(scope, receive, send)
-
-    async def respond(self, request: Request) -> ASGIApp:
-        method = request.scope["method"]
-        if method == "OPTIONS":
-            return Response(
-                status_code=204,
-                headers={
-                    "Allow": self.allow_header,
-                    "Access-Control-Allow-Methods": self.allow_header,
-                    "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
-                    "Access-Control-Max-Age": "3600",
-                },
-            )
-        handler = self.handlers.get(method) or (self.handlers.get("GET") if method == "HEAD" else None)
-        if handler is None:
-            raise errors.MethodNotAllowed(self.allowed)
-        return await handler(request)
 
 
 class _KeyConvertor(Convertor[str]):
@@ -109,16 +71,9 @@ ROUTES = [
             DELETE=records.record_endpoint,
         ),
     ),
-    Route("/v2/key-value-stores", methods(GET=stores.list_stores, POST=stores.get_or_create_store)),
-    Route(
-        "/v2/key-value-stores/{store_id}",
-        methods(GET=stores.store_endpoint, PUT=stores.store_endpoint, DELETE=stores.store_endpoint),
-    ),
+    *STORES_API.routes(),
     Route("/v2/key-value-stores/{store_id}/keys", methods(GET=records.list_keys)),
     Route(DOWNLOAD_ROUTE, methods(GET=download.download_records)),
-    Route("/v2/key-value-stores/{store_id}/signing-key", methods(POST=stores.rotate_signing_key)),
-    Route("/v2/key-value-stores/{store_id}/grants", methods(GET=stores.grants_endpoint, PUT=stores.grants_endpoint)),
-    Route("/v2/key-value-stores/{store_id}/grants/{username}", methods(DELETE=stores.grant_endpoint)),
     Route("/v2/openapi.json", methods(GET=openapi.openapi_json)),
     Route("/health/live", methods(GET=health.live)),
     Route("/health/ready", methods(GET=health.ready)),

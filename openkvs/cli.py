@@ -322,26 +322,30 @@ def tokens_revoke(token: str, **flags: Any) -> None:
     click.echo("revoked")
 
 
-async def _store(storage: Any, ref: str) -> Any:
-    """The store ``ref`` names: an ID, OWNER~NAME, or ~NAME (the one store of that name, whoever owns it)."""
+async def _store(storage: Any, ref: str, any_kind: bool = False) -> Any:
+    """The store ``ref`` names: an ID, OWNER~NAME, or ~NAME (the one store of that name, whoever owns it). With
+    ``any_kind``, a dataset or request queue too (sharing works alike for all of them)."""
     from openkvs import access  # local: the HTTP layer is not needed by most commands
 
-    if ref.startswith("~"):
-        found = [await access.find(storage, access.STORES, ref, owner=u) for u in await storage.list_users()]
-    else:
-        found = [await access.find(storage, access.STORES, ref)]
+    kinds = access.KINDS if any_kind else (access.STORES,)
+    owners = await storage.list_users() if ref.startswith("~") else [None]
+    found = [await access.find(storage, kind, ref, owner=u) for kind in kinds for u in owners]
     stores = [s for s in found if s is not None]
     if len(stores) > 1:
-        owners = ", ".join(f"{s.username}~{s.name}" for s in stores)
-        raise click.ClickException(f"'{ref}' could be any of {owners}: give OWNER~NAME.")
+        names = ", ".join(f"the {_KIND_NAMES[s.kind]} {s.username}~{s.name} ({s.id})" for s in stores)
+        raise click.ClickException(f"'{ref}' could be any of {names}: give its ID or OWNER~NAME.")
     if not stores:
-        raise click.ClickException(f"There is no store '{ref}' (give an ID, OWNER~NAME or ~NAME).")
+        what = "store, dataset or request queue" if any_kind else "store"
+        raise click.ClickException(f"There is no {what} '{ref}' (give an ID, OWNER~NAME or ~NAME).")
     return stores[0]
+
+
+_KIND_NAMES = {"kvs": "key-value store", "dataset": "dataset", "queue": "request queue"}
 
 
 @main.group()
 def grants() -> None:
-    """Share a store with another user (read, or read and write)."""
+    """Share a store, dataset or request queue with another user (read, or read and write)."""
 
 
 @grants.command("add")
@@ -354,12 +358,12 @@ def grants_add(store: str, username: str, level: str, **flags: Any) -> None:
     """Let USERNAME read (or read and write) STORE."""
 
     async def work(storage: Any) -> None:
-        s = await _store(storage, store)
+        s = await _store(storage, store, any_kind=True)
         user = await storage.get_user_by_name(username)
         if user is None:
             raise click.ClickException(f"There is no user '{username}'.")
         if user.id == s.user_id:
-            raise click.ClickException("That user owns the store.")
+            raise click.ClickException(f"That user owns the {_KIND_NAMES[s.kind]}.")
         await sharing.set_grant(storage, s.id, user.id, level == "write", settings.rotate_signing_key_on_revoke)
 
     settings = _settings(**flags)
@@ -374,7 +378,7 @@ def grants_list(store: str, **flags: Any) -> None:
     """List who STORE is shared with."""
 
     async def work(storage: Any) -> list[Any]:
-        return list(await storage.list_grants((await _store(storage, store)).id))
+        return list(await storage.list_grants((await _store(storage, store, any_kind=True)).id))
 
     for g in _use(_settings(**flags), work):
         click.echo(f"{g.username}\t{'write' if g.can_write else 'read'}")
@@ -388,7 +392,7 @@ def grants_remove(store: str, username: str, **flags: Any) -> None:
     """Take back USERNAME's access to STORE."""
 
     async def work(storage: Any) -> bool:
-        s = await _store(storage, store)
+        s = await _store(storage, store, any_kind=True)
         user = await storage.get_user_by_name(username)
         return bool(user and await sharing.remove_grant(storage, s.id, user.id, settings.rotate_signing_key_on_revoke))
 

@@ -57,6 +57,15 @@ class StorageDamaged(StorageError):
     is damaged, for the log (``openkvs check`` verifies the whole storage)."""
 
 
+# -- kinds of resources -----------------------------------------------------------------------------------------
+# Key-value stores, datasets and request queues share everything a resource has (owner, name unique per owner and
+# kind, ID, general access, grants, signing key, times, stats): they are all rows of one table, told apart by kind.
+KVS = "kvs"
+DATASET = "dataset"
+QUEUE = "queue"
+KINDS = (KVS, DATASET, QUEUE)
+
+
 # -- value types -----------------------------------------------------------------------------------------------
 # VALUE TYPES: treat them all as immutable. The ones built per request or per record (Store, StoreStats,
 # RecordMeta, KeyItem) are not declared frozen, because a frozen dataclass's __init__ sets each field through
@@ -96,6 +105,8 @@ class Store:
     # Bumped in the same transaction as every record write or delete of this store. Two reads that see the same
     # generation see the same records, which is what makes the ZIP ETag strong.
     generation: int = 0
+    kind: str = "kvs"  # KVS, DATASET or QUEUE
+    title: str | None = None  # datasets' and queues' (the API of key-value stores has none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,39 +310,50 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def create_store(
-        self, user_id: str, name: str | None, schema: dict[str, Any] | None, signing_key: str
+        self, user_id: str, name: str | None, schema: dict[str, Any] | None, signing_key: str, *, kind: str = KVS
     ) -> Store:
-        """Raises NameNotUnique if ``name`` is taken by this user (case-insensitive)."""
+        """Raises NameNotUnique if ``name`` is taken by this user for a resource of this kind (case-insensitive)."""
 
     @abc.abstractmethod
     async def get_or_create_store(
-        self, user_id: str, name: str, schema: dict[str, Any] | None, signing_key: str
+        self, user_id: str, name: str, schema: dict[str, Any] | None, signing_key: str, *, kind: str = KVS
     ) -> tuple[Store, bool]:
-        """The user's store of that name, or a new one; True when created. Atomic: concurrent calls from any
+        """The user's resource of that kind and name, or a new one; True when created. Atomic: concurrent calls from any
         number of processes with the same name give one store."""
 
     @abc.abstractmethod
-    async def get_store(self, store_id: str) -> Store | None: ...
+    async def get_store(self, store_id: str) -> Store | None:
+        """A resource of any kind (see ``Store.kind``)."""
 
     @abc.abstractmethod
-    async def get_store_by_name(self, user_id: str, name: str) -> Store | None:
+    async def get_store_by_name(self, user_id: str, name: str, *, kind: str = KVS) -> Store | None:
         """Case-insensitive."""
 
     @abc.abstractmethod
     async def list_stores(
-        self, user_id: str, *, offset: int, limit: int, desc: bool, unnamed: bool, ownership: str | None
+        self,
+        user_id: str,
+        *,
+        offset: int,
+        limit: int,
+        desc: bool,
+        unnamed: bool,
+        ownership: str | None,
+        kind: str = KVS,
     ) -> tuple[int, list[Store]]:
-        """(total, page) of the user's stores, ordered by creation time. ``unnamed`` False leaves out unnamed
-        stores. ``ownership``: ``ownedByMe``, ``sharedWithMe`` (stores with a grant for the user) or None for both."""
+        """(total, page) of the user's resources of one kind, ordered by creation time. ``unnamed`` False leaves
+        out unnamed ones. ``ownership``: ``ownedByMe``, ``sharedWithMe`` (those with a grant for the user) or None
+        for both."""
 
     @abc.abstractmethod
     async def update_store(self, store_id: str, changes: dict[str, Any]) -> Store:
-        """``changes`` may hold ``name``, ``general_access``, ``schema``, ``url_signing_secret_key``. Raises
+        """``changes`` may hold ``name``, ``title``, ``general_access``, ``schema``, ``url_signing_secret_key``. Raises
         NotFound, NameNotUnique."""
 
     @abc.abstractmethod
     async def delete_store(self, store_id: str) -> bool:
-        """Deletes the store with all its records and grants. True if it existed."""
+        """Deletes the resource with all it holds (records; a kind's own rows go by ON DELETE CASCADE) and its
+        grants. True if it existed."""
 
     # grants (sharing a store with another user)
 
@@ -391,17 +413,19 @@ class Storage(abc.ABC):
         name: str | None = None,
         key: str | None = None,
         readable: Sequence[str] = (),
+        kind: str = KVS,
     ) -> StoreLookup | None:
-        """What an access decision needs, in one query: the store with ID ``store_id`` (or the store ``name`` of
-        ``owner_id``, case-insensitive), the grant ``user_id`` holds on it, and its record ``key`` if ``user_id``
-        may read the store (its owner, a grant, or a ``general_access`` in ``readable``: the levels that let the
-        store's address read). Else the record is not touched: whether a signature opens it is decided after.
-        None for a missing store. A backend overrides this with one query; this is the same through the others."""
+        """What an access decision needs, in one query: the resource of ``kind`` with ID ``store_id`` (or the one
+        named ``name`` of ``owner_id``, case-insensitive; one of another kind is not found), the grant ``user_id``
+        holds on it, and its record ``key`` if ``user_id`` may read the store (its owner, a grant, or a
+        ``general_access`` in ``readable``: the levels that let the store's address read). Else the
+        record is not touched: whether a signature opens it is decided after. None for a missing store. A
+        backend overrides this with one query; this is the same through the others."""
         if store_id is not None:
             store = await self.get_store(store_id)
         else:
-            store = await self.get_store_by_name(owner_id or "", name or "")
-        if store is None:
+            store = await self.get_store_by_name(owner_id or "", name or "", kind=kind)
+        if store is None or store.kind != kind:
             return None
         grant = await self.get_grant(store.id, user_id) if user_id is not None and user_id != store.user_id else None
         found = StoreLookup(store, grant.can_write if grant is not None else None)

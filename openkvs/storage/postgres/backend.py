@@ -18,6 +18,7 @@ import asyncpg
 from asyncpg import exceptions as pgx
 
 from ..base import (
+    KVS,
     Grant,
     KeyItem,
     KeyPage,
@@ -64,7 +65,9 @@ log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log
 STATS_FLUSH_SECONDS = 2.0
 GC_INTERVAL_SECONDS = 10.0
 
-_STORE_BY_NAME = f"SELECT {STORE_COLS} FROM {STORE_FROM} WHERE s.user_id = $1 AND lower(s.name) = lower($2)"
+_STORE_BY_NAME = (
+    f"SELECT {STORE_COLS} FROM {STORE_FROM} WHERE s.user_id = $1 AND s.kind = $3 AND lower(s.name) = lower($2)"
+)
 
 
 class PostgresStorage(Storage):
@@ -211,16 +214,17 @@ class PostgresStorage(Storage):
         return to_store(row) if row else None
 
     _INSERT_STORE = f"""INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at, schema,
-            url_signing_secret_key)
-        SELECT $1, $2, u.id, t.now, t.now, t.now, $4, $5 FROM users u, (SELECT {NOW_MS} AS now) t WHERE u.id = $3"""
+            url_signing_secret_key, kind)
+        SELECT $1, $2, u.id, t.now, t.now, t.now, $4, $5, $6 FROM users u, (SELECT {NOW_MS} AS now) t
+        WHERE u.id = $3"""
 
     async def create_store(
-        self, user_id: str, name: str | None, schema: dict[str, Any] | None, signing_key: str
+        self, user_id: str, name: str | None, schema: dict[str, Any] | None, signing_key: str, *, kind: str = KVS
     ) -> Store:
         store_id = new_id()
 
         async def go(conn: asyncpg.Connection) -> Store:
-            res = await conn.execute(self._INSERT_STORE, store_id, name, user_id, schema, signing_key)
+            res = await conn.execute(self._INSERT_STORE, store_id, name, user_id, schema, signing_key, kind)
             if res.endswith(" 0"):
                 raise NotFound(f"user {user_id} not found")
             store = await self._store_by_id(conn, store_id)
@@ -233,28 +237,25 @@ class PostgresStorage(Storage):
             raise NameNotUnique(name) from exc
 
     async def get_or_create_store(
-        self, user_id: str, name: str, schema: dict[str, Any] | None, signing_key: str
+        self, user_id: str, name: str, schema: dict[str, Any] | None, signing_key: str, *, kind: str = KVS
     ) -> tuple[Store, bool]:
         async def go(conn: asyncpg.Connection) -> tuple[Store, bool]:
             for _ in range(10):
                 store_id = new_id()
                 res = await conn.execute(
-                    self._INSERT_STORE + " ON CONFLICT (user_id, lower(name)) DO NOTHING",
+                    self._INSERT_STORE + " ON CONFLICT (user_id, kind, lower(name)) DO NOTHING",
                     store_id,
                     name,
                     user_id,
                     schema,
                     signing_key,
+                    kind,
                 )
                 if res.endswith(" 1"):
                     store = await self._store_by_id(conn, store_id)
                     assert store is not None
                     return store, True
-                row = await conn.fetchrow(
-                    _STORE_BY_NAME,
-                    user_id,
-                    name,
-                )
+                row = await conn.fetchrow(_STORE_BY_NAME, user_id, name, kind)
                 if row is not None:
                     return to_store(row), False
                 if not await conn.fetchval("SELECT true FROM users WHERE id = $1", user_id):
@@ -267,16 +268,20 @@ class PostgresStorage(Storage):
     async def get_store(self, store_id: str) -> Store | None:
         return await self._run(lambda c: self._store_by_id(c, store_id), retry=True)
 
-    async def get_store_by_name(self, user_id: str, name: str) -> Store | None:
-        row = await self._fetchrow(
-            _STORE_BY_NAME,
-            user_id,
-            name,
-        )
+    async def get_store_by_name(self, user_id: str, name: str, *, kind: str = KVS) -> Store | None:
+        row = await self._fetchrow(_STORE_BY_NAME, user_id, name, kind)
         return to_store(row) if row else None
 
     async def list_stores(
-        self, user_id: str, *, offset: int, limit: int, desc: bool, unnamed: bool, ownership: str | None
+        self,
+        user_id: str,
+        *,
+        offset: int,
+        limit: int,
+        desc: bool,
+        unnamed: bool,
+        ownership: str | None,
+        kind: str = KVS,
     ) -> tuple[int, list[Store]]:
         owned = "s.user_id = $1"
         shared = "s.id IN (SELECT g.store_id FROM grants g WHERE g.user_id = $1)"
@@ -286,16 +291,18 @@ class PostgresStorage(Storage):
             cond = shared
         else:
             cond = f"({owned} OR {shared})"
+        cond += " AND s.kind = $2"
         if not unnamed:
             cond += " AND s.name IS NOT NULL"
         order = "DESC" if desc else "ASC"
 
         async def go(conn: asyncpg.Connection) -> tuple[int, list[Store]]:
-            total = await conn.fetchval(f"SELECT count(*) FROM stores s WHERE {cond}", user_id)
+            total = await conn.fetchval(f"SELECT count(*) FROM stores s WHERE {cond}", user_id, kind)
             rows = await conn.fetch(
                 f"""SELECT {STORE_COLS} FROM {STORE_FROM} WHERE {cond}
-                    ORDER BY s.created_at {order}, s.id {order} OFFSET $2 LIMIT $3""",
+                    ORDER BY s.created_at {order}, s.id {order} OFFSET $3 LIMIT $4""",
                 user_id,
+                kind,
                 max(0, offset),
                 max(0, limit),
             )
@@ -312,6 +319,7 @@ class PostgresStorage(Storage):
     async def update_store(self, store_id: str, changes: dict[str, Any]) -> Store:
         columns = {
             "name": "name",
+            "title": "title",
             "general_access": "general_access",
             "schema": "schema",
             "url_signing_secret_key": "url_signing_secret_key",
@@ -455,12 +463,13 @@ class PostgresStorage(Storage):
         name: str | None = None,
         key: str | None = None,
         readable: Sequence[str] = (),
+        kind: str = KVS,
     ) -> StoreLookup | None:
         if store_id is None:
             row = await self._fetchrow(LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name,
-                                       *(() if key is None else (key,)))
+                                       kind, *(() if key is None else (key,)))
         else:
-            row = await self._fetchrow(LOOKUP[(False, key is not None)], user_id, list(readable), store_id,
+            row = await self._fetchrow(LOOKUP[(False, key is not None)], user_id, list(readable), store_id, kind,
                                        *(() if key is None else (key,)))
         if row is None:
             return None

@@ -24,7 +24,7 @@ from .chunks import PgBlob
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
-TABLES_VERSION = 2
+TABLES_VERSION = 3
 
 NOW_MS = "date_trunc('milliseconds', clock_timestamp())"
 
@@ -108,6 +108,14 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE records ADD COLUMN prev_blob_id bigint, ADD COLUMN prev_size bigint;
     """,
+    # 3: datasets and request queues are rows of stores too (``kind``), with names unique per owner and kind.
+    """
+    ALTER TABLE stores ADD COLUMN kind text NOT NULL DEFAULT 'kvs', ADD COLUMN title text;
+    DROP INDEX stores_user_name;
+    DROP INDEX stores_user_created;
+    CREATE UNIQUE INDEX stores_user_kind_name ON stores (user_id, kind, lower(name));
+    CREATE INDEX stores_user_kind_created ON stores (user_id, kind, created_at, id);
+    """,
 ]
 
 
@@ -154,7 +162,7 @@ def selection_sql(selection: KeySelection, args: list[Any]) -> str | None:
 
 STORE_COLS = """s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
     s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
-    s.storage_bytes, s.generation"""
+    s.storage_bytes, s.generation, s.kind, s.title"""
 STORE_FROM = "stores s JOIN users u ON u.id = s.user_id"
 GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
 RECORD_COLS = "key, content_type, content_encoding, size, decoded_size, crc32, modified_at, blob_id, chunk_size"
@@ -175,10 +183,10 @@ def _lookup_sql(by_name: bool, with_record: bool) -> str:
     caller may read the store (may_read), then (``with_record``) the record's columns prefixed "r_" (stores have
     some of the same names) with the small record's bytes (see get_record), NULLs unless the record exists and
     the caller may read. Parameters: $1 the caller's user ID, $2 the general_access levels that let the address
-    read, $3 the store ID or $3 the owner's ID and $4 the name, then the record key."""
+    read, $3 the store ID or $3 the owner's ID and $4 the name, then the kind, then the record key."""
     may_read = "(s.user_id = $1 OR g.user_id IS NOT NULL OR s.general_access = ANY($2::text[]))"
-    where = "s.user_id = $3 AND lower(s.name) = lower($4)" if by_name else "s.id = $3"
-    key = "$5" if by_name else "$4"
+    where = "s.user_id = $3 AND lower(s.name) = lower($4) AND s.kind = $5" if by_name else "s.id = $3 AND s.kind = $4"
+    key = "$6" if by_name else "$5"
     record_cols = "".join(f", r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(","))
     return f"""SELECT {STORE_COLS}, g.can_write AS g_can_write, {may_read} AS may_read
             {f"{record_cols}, {held_data('r')} AS r_data" if with_record else ""}
@@ -211,6 +219,8 @@ def to_store(row: asyncpg.Record) -> Store:
             storage_bytes=row["storage_bytes"],
         ),
         generation=row["generation"],
+        kind=row["kind"],
+        title=row["title"],
     )
 
 

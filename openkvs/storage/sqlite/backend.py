@@ -20,6 +20,7 @@ import anyio
 import anyio.to_thread
 
 from ..base import (
+    KVS,
     Grant,
     KeyItem,
     KeyPage,
@@ -252,15 +253,20 @@ class SQLiteStorage(Storage):
         return to_store(row) if row else None
 
     @staticmethod
-    def _store_by_name(conn: sqlite3.Connection, user_id: str, name: str) -> Store | None:
+    def _store_by_name(conn: sqlite3.Connection, user_id: str, name: str, kind: str) -> Store | None:
         row = conn.execute(
-            STORE_SELECT + " WHERE s.user_id = ? AND s.name = ? COLLATE NOCASE", (user_id, name)
+            STORE_SELECT + " WHERE s.user_id = ? AND s.kind = ? AND s.name = ? COLLATE NOCASE", (user_id, kind, name)
         ).fetchone()
         return to_store(row) if row else None
 
     @staticmethod
     def _insert_store(
-        conn: sqlite3.Connection, user_id: str, name: str | None, schema: dict[str, Any] | None, signing_key: str
+        conn: sqlite3.Connection,
+        user_id: str,
+        name: str | None,
+        schema: dict[str, Any] | None,
+        signing_key: str,
+        kind: str,
     ) -> Store:
         if conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
             raise NotFound(f"user {user_id}")
@@ -268,10 +274,11 @@ class SQLiteStorage(Storage):
         now = now_ms()
         try:
             conn.execute(
-                "INSERT INTO stores(id, user_id, name, general_access, schema, url_signing_secret_key, created_at,"
-                " modified_at, accessed_at) VALUES (?, ?, ?, 'FOLLOW_USER_SETTING', ?, ?, ?, ?, ?)",
+                "INSERT INTO stores(id, kind, user_id, name, general_access, schema, url_signing_secret_key,"
+                " created_at, modified_at, accessed_at) VALUES (?, ?, ?, ?, 'FOLLOW_USER_SETTING', ?, ?, ?, ?, ?)",
                 (
                     store_id,
+                    kind,
                     user_id,
                     name,
                     json.dumps(schema, separators=(",", ":")) if schema is not None else None,
@@ -288,30 +295,38 @@ class SQLiteStorage(Storage):
         return store
 
     async def create_store(
-        self, user_id: str, name: str | None, schema: dict[str, Any] | None, signing_key: str
+        self, user_id: str, name: str | None, schema: dict[str, Any] | None, signing_key: str, *, kind: str = KVS
     ) -> Store:
-        return await self._write(self._insert_store, user_id, name, schema, signing_key)
+        return await self._write(self._insert_store, user_id, name, schema, signing_key, kind)
 
     async def get_or_create_store(
-        self, user_id: str, name: str, schema: dict[str, Any] | None, signing_key: str
+        self, user_id: str, name: str, schema: dict[str, Any] | None, signing_key: str, *, kind: str = KVS
     ) -> tuple[Store, bool]:
         def txn(conn: sqlite3.Connection) -> tuple[Store, bool]:
             # BEGIN IMMEDIATE serialises this with every other writer of every process: look, then insert.
-            existing = self._store_by_name(conn, user_id, name)
+            existing = self._store_by_name(conn, user_id, name, kind)
             if existing is not None:
                 return existing, False
-            return self._insert_store(conn, user_id, name, schema, signing_key), True
+            return self._insert_store(conn, user_id, name, schema, signing_key, kind), True
 
         return await self._write(txn)
 
     async def get_store(self, store_id: str) -> Store | None:
         return await self._point_read(self._store_by_id, store_id)
 
-    async def get_store_by_name(self, user_id: str, name: str) -> Store | None:
-        return await self._point_read(self._store_by_name, user_id, name)
+    async def get_store_by_name(self, user_id: str, name: str, *, kind: str = KVS) -> Store | None:
+        return await self._point_read(self._store_by_name, user_id, name, kind)
 
     async def list_stores(
-        self, user_id: str, *, offset: int, limit: int, desc: bool, unnamed: bool, ownership: str | None
+        self,
+        user_id: str,
+        *,
+        offset: int,
+        limit: int,
+        desc: bool,
+        unnamed: bool,
+        ownership: str | None,
+        kind: str = KVS,
     ) -> tuple[int, list[Store]]:
         shared = "s.id IN (SELECT store_id FROM grants WHERE user_id = ?)"
         if ownership == "ownedByMe":
@@ -322,6 +337,8 @@ class SQLiteStorage(Storage):
             where, params = f"(s.user_id = ? OR {shared})", [user_id, user_id]
         else:
             raise ValueError(f"unknown ownership {ownership!r}")
+        where += " AND s.kind = ?"
+        params.append(kind)
         if not unnamed:
             where += " AND s.name IS NOT NULL"
         order = "DESC" if desc else "ASC"
@@ -343,6 +360,7 @@ class SQLiteStorage(Storage):
     async def update_store(self, store_id: str, changes: dict[str, Any]) -> Store:
         columns = {
             "name": "name",
+            "title": "title",
             "general_access": "general_access",
             "schema": "schema",
             "url_signing_secret_key": "url_signing_secret_key",
@@ -478,10 +496,11 @@ class SQLiteStorage(Storage):
         name: str | None = None,
         key: str | None = None,
         readable: Sequence[str] = (),
+        kind: str = KVS,
     ) -> StoreLookup | None:
         n = STORE_NCOLS
         levels = (*readable, None, None, None)[:3]
-        where = (owner_id, name) if store_id is None else (store_id,)
+        where = (owner_id, name, kind) if store_id is None else (store_id, kind)
         sql = LOOKUP[(store_id is None, key is not None)]
         params = (user_id, *levels, *where, key) if key is not None else (user_id, *levels, *where)
 

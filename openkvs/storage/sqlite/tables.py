@@ -32,7 +32,7 @@ from .blobs import BlobFile, Inline
 from .connections import translate
 from .space import storing
 
-TABLES_VERSION = 2
+TABLES_VERSION = 3
 DB_NAME = "openkvs.sqlite3"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -63,10 +63,13 @@ CREATE TABLE IF NOT EXISTS stores (
     write_count             INTEGER NOT NULL DEFAULT 0,
     delete_count            INTEGER NOT NULL DEFAULT 0,
     list_count              INTEGER NOT NULL DEFAULT 0,
-    storage_bytes           INTEGER NOT NULL DEFAULT 0
+    storage_bytes           INTEGER NOT NULL DEFAULT 0,
+    kind                    TEXT NOT NULL DEFAULT 'kvs',
+    title                   TEXT
 );
-CREATE UNIQUE INDEX IF NOT EXISTS stores_user_name ON stores(user_id, name COLLATE NOCASE) WHERE name IS NOT NULL;
-CREATE INDEX IF NOT EXISTS stores_user_created ON stores(user_id, created_at, id);
+CREATE UNIQUE INDEX IF NOT EXISTS stores_user_kind_name ON stores(user_id, kind, name COLLATE NOCASE)
+    WHERE name IS NOT NULL;
+CREATE INDEX IF NOT EXISTS stores_user_kind_created ON stores(user_id, kind, created_at, id);
 CREATE TABLE IF NOT EXISTS grants (
     store_id    TEXT NOT NULL REFERENCES stores(id) ON DELETE CASCADE,
     user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -114,6 +117,11 @@ CREATE TABLE IF NOT EXISTS leases (
 UPGRADES = (
     # 1 -> 2: leases per store, so that a download of one store keeps no other store's dead files.
     "ALTER TABLE garbage ADD COLUMN store_id TEXT; ALTER TABLE leases ADD COLUMN store_id TEXT",
+    # 2 -> 3: datasets and request queues are rows of stores too (``kind``), with names unique per kind.
+    "ALTER TABLE stores ADD COLUMN kind TEXT NOT NULL DEFAULT 'kvs'; ALTER TABLE stores ADD COLUMN title TEXT;"
+    " DROP INDEX stores_user_name; DROP INDEX stores_user_created;"
+    " CREATE UNIQUE INDEX stores_user_kind_name ON stores(user_id, kind, name COLLATE NOCASE) WHERE name IS NOT NULL;"
+    " CREATE INDEX stores_user_kind_created ON stores(user_id, kind, created_at, id)",
 )
 assert len(UPGRADES) == TABLES_VERSION - 1
 
@@ -122,28 +130,29 @@ assert len(UPGRADES) == TABLES_VERSION - 1
 STORE_SELECT = """
 SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
        s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
-       s.storage_bytes, s.generation
+       s.storage_bytes, s.generation, s.kind, s.title
 FROM stores s JOIN users u ON u.id = s.user_id
 """
 
 GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
 RECORD_COLS = "key, size, decoded_size, crc32, modified_at, content_type, content_encoding, data_id, path"
-STORE_NCOLS = 16  # the columns of STORE_SELECT
+STORE_NCOLS = 18  # the columns of STORE_SELECT
 
 
 def lookup_sql(by_name: bool, with_record: bool) -> str:
     """SQL of look_up_store: the store's columns, the caller's grant (can_write, NULL for none), then
     (``with_record``) the record's columns and its inline bytes, NULLs unless the record exists and the caller
     may read the store. Parameters: ?1 the caller's user ID, ?2-?4 the general_access levels that let the
-    address read (padded with NULLs), ?5 the store ID or ?5 the owner's ID and ?6 the name, then the record key.
-    (Three comparisons rather than ``IN (?2, ?3, ?4)``: SQLite builds a temporary index for an IN list of
-    parameters, a quarter of the query's time.)"""
+    address read (padded with NULLs), ?5 the store ID or ?5 the owner's ID and ?6 the name, then the kind, then
+    the record key. (Three comparisons rather than ``IN (?2, ?3, ?4)``: SQLite builds a temporary index for an
+    IN list of parameters, a quarter of the query's time.)"""
     may_read = (
         "(s.user_id = ?1 OR g.user_id IS NOT NULL"
         " OR s.general_access = ?2 OR s.general_access = ?3 OR s.general_access = ?4)"
     )
-    where = "s.user_id = ?5 AND s.name = ?6 COLLATE NOCASE" if by_name else "s.id = ?5"
-    key = "?7" if by_name else "?6"
+    # ?N: the kind, last of the store's parameters (by ID a store of another kind is not found either)
+    where = "s.user_id = ?5 AND s.name = ?6 COLLATE NOCASE AND s.kind = ?7" if by_name else "s.id = ?5 AND s.kind = ?6"
+    key = "?8" if by_name else "?7"
     record_cols = (
         ", r.key, r.size, r.decoded_size, r.crc32, r.modified_at, r.content_type, r.content_encoding, r.data_id,"
         " r.path, d.data"
@@ -289,6 +298,8 @@ def to_store(row: Sequence[Any]) -> Store:
             read_count=row[10], write_count=row[11], delete_count=row[12], list_count=row[13], storage_bytes=row[14]
         ),
         generation=row[15],
+        kind=row[16],
+        title=row[17],
     )
 
 

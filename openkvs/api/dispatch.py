@@ -1,0 +1,51 @@
+"""How one path answers its methods: ``methods(GET=..., PUT=...)`` in the route table."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from openkvs import errors
+from openkvs.api.common import ApiRequest
+
+Handler = Callable[[Request], Awaitable[ASGIApp]]  # a Response, or records' lighter _Bytes
+
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Content-Encoding, Range, If-Range, If-None-Match"
+CORS_EXPOSE_HEADERS = "Content-Length, Content-Range, ETag, Location, X-RateLimit-Limit"
+
+
+class methods:  # reads as a declaration in the route table
+    """One endpoint per path, dispatching on the method: unknown methods get the API's exact 405, OPTIONS the
+    CORS preflight, and HEAD goes to the GET handler (which sends headers only). An ASGI app rather than a
+    function, so that Starlette routes every method here instead of answering 405 itself."""
+
+    def __init__(self, **handlers: Handler) -> None:
+        self.handlers = handlers
+        self.allowed = list(handlers)
+        self.allow_header = ",".join(["OPTIONS", *self.allowed])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = ApiRequest(scope, receive)
+        handler = self.handlers.get(scope["method"])  # the common case without respond()'s coroutine
+        response = await (handler(request) if handler is not None else self.respond(request))
+        await response(scope, receive, send)
+
+    async def respond(self, request: Request) -> ASGIApp:
+        method = request.scope["method"]
+        if method == "OPTIONS":
+            return Response(
+                status_code=204,
+                headers={
+                    "Allow": self.allow_header,
+                    "Access-Control-Allow-Methods": self.allow_header,
+                    "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+                    "Access-Control-Max-Age": "3600",
+                },
+            )
+        handler = self.handlers.get(method) or (self.handlers.get("GET") if method == "HEAD" else None)
+        if handler is None:
+            raise errors.MethodNotAllowed(self.allowed)
+        return await handler(request)
