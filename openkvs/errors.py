@@ -123,6 +123,22 @@ class InvalidRange(ApiError):
         super().__init__(headers={"Content-Range": f"bytes */{size}"})
 
 
+# Dataset exports (API-datasets.md sections 2, 5 and 6.2).
+class DatasetDoesNotHaveSchema(ApiError):
+    status, type, default_message = 400, "dataset-does-not-have-schema", "Dataset does not have a schema."
+
+
+class RequestedDatasetViewDoesNotExist(ApiError):
+    status, type = 400, "requested-dataset-view-does-not-exist"
+
+    def __init__(self, view: str) -> None:
+        super().__init__(f"Requested dataset view does not exist: {view}")
+
+
+class NoColumnsInExportedDataset(ApiError):
+    status, type, default_message = 400, "no-columns-in-exported-dataset", "The exported dataset has no columns."
+
+
 class RateLimitExceeded(ApiError):
     status, type = 429, "rate-limit-exceeded"
     default_message = "You have exceeded the rate limit. Please try again later."

@@ -1,0 +1,286 @@
+"""One renderer per export format (API-datasets.md section 6): rows in, bytes out, a batch at a time.
+
+The caller (the items endpoint) drives a renderer as::
+
+    r = renderer(query, label=..., dataset_id=..., public_url=...)
+    send(r.start(columns))          # columns: a list for tabular formats (r.tabular), else None
+    for batch in batches:           # from a worker thread; each call returns that batch's bytes (maybe b"")
+        send(r.rows(rows) if not raw else r.raw_json(stored_item_bytes))
+    send(r.end())
+
+Nothing is buffered past one batch (xlsx keeps only its compressor's window), so memory stays flat whatever
+the row count. ``raw_json`` (json and jsonl only, when ``query.shape.identity``) copies stored compact item bytes
+without parsing them: they are the same bytes ``rows`` would write (section 4.4 stores compact JSON, UTF-8).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from openkvs.datasets import xml
+from openkvs.datasets.columns import cells
+from openkvs.datasets.query import ItemsQuery
+
+BOM = b"\xef\xbb\xbf"
+CONTENT_TYPES = {
+    "json": "application/json; charset=utf-8",
+    "jsonl": "application/jsonl; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+    "html": "text/html; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "xml": "application/xml; charset=utf-8",
+    "rss": "application/rss+xml; charset=utf-8",
+}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
+def utf8(text: str) -> bytes:
+    """UTF-8 of text that may hold lone surrogates (no UTF-8 form): those become U+FFFD."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text).encode()
+
+
+def json_utf8(text: str) -> bytes:
+    """UTF-8 of JSON text: a lone surrogate can only sit inside a string, where ``\\udXXX`` is its JSON escape."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace")
+
+
+def cell_text(value: Any) -> str:
+    """A cell of the text formats (6.1): a string is its text, a number its JSON text, true/false, null empty."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return xml.scalar(value)
+
+
+class Renderer:
+    content_type: str
+    filename_ext: str
+    tabular = False  # needs the columns in start()
+    extra_headers: dict[str, str] = {}
+
+    def __init__(self, q: ItemsQuery) -> None:
+        self.options = q.format
+        self.filename_ext = q.format.name
+        self.content_type = CONTENT_TYPES[q.format.name]
+        self._bom = BOM if q.format.bom else b""
+
+    def start(self, columns: list[str] | None) -> bytes:
+        raise NotImplementedError
+
+    def rows(self, rows: list[dict[str, Any]]) -> bytes:
+        raise NotImplementedError
+
+    def raw_json(self, items: list[bytes]) -> bytes:
+        raise TypeError(f"{self.options.name} can't copy stored JSON")
+
+    def end(self) -> bytes:
+        return b""
+
+
+class JsonRenderer(Renderer):
+    """``[`` + rows joined by ``,\\n`` + ``]`` (6.3)."""
+
+    def __init__(self, q: ItemsQuery) -> None:
+        super().__init__(q)
+        self._first = True
+
+    def start(self, columns: list[str] | None) -> bytes:
+        return self._bom + b"["
+
+    def rows(self, rows: list[dict[str, Any]]) -> bytes:
+        if not rows:
+            return b""
+        body = ",\n".join(map(_compact, rows))
+        out = json_utf8(body if self._first else ",\n" + body)
+        self._first = False
+        return out
+
+    def raw_json(self, items: list[bytes]) -> bytes:
+        if not items:
+            return b""
+        body = b",\n".join(items)
+        out = body if self._first else b",\n" + body
+        self._first = False
+        return out
+
+    def end(self) -> bytes:
+        return b"]"
+
+
+class JsonlRenderer(Renderer):
+    """Each row and ``\\n`` (6.4)."""
+
+    def start(self, columns: list[str] | None) -> bytes:
+        return self._bom
+
+    def rows(self, rows: list[dict[str, Any]]) -> bytes:
+        if not rows:
+            return b""
+        return json_utf8("\n".join(map(_compact, rows)) + "\n")
+
+    def raw_json(self, items: list[bytes]) -> bytes:
+        if not items:
+            return b""
+        return b"\n".join(items) + b"\n"
+
+
+class TabularRenderer(Renderer):
+    tabular = True
+
+    def __init__(self, q: ItemsQuery) -> None:
+        super().__init__(q)
+        self.columns: list[str] = []
+
+    def start(self, columns: list[str] | None) -> bytes:
+        if not columns:
+            raise ValueError("a tabular format needs its columns")
+        self.columns = columns
+        return self._bom + self.header()
+
+    def header(self) -> bytes:
+        raise NotImplementedError
+
+    def values(self, row: dict[str, Any]) -> list[Any]:
+        """The row's leaf values in column order, None where it has none."""
+        found = cells(row)
+        get = found.get
+        return [get(c) for c in self.columns]
+
+
+class CsvRenderer(TabularRenderer):
+    """RFC 4180 with the choices of 6.5: CRLF after every line, quotes exactly when needed."""
+
+    def __init__(self, q: ItemsQuery) -> None:
+        super().__init__(q)
+        self._delimiter = d = q.format.delimiter
+        self._needs_quotes = re.compile("[" + re.escape(d + '"\r\n') + "]")
+
+    def _field(self, value: Any) -> str:
+        s = cell_text(value)
+        if self._needs_quotes.search(s) is None:
+            return s
+        return '"' + s.replace('"', '""') + '"'
+
+    def header(self) -> bytes:
+        if self.options.skip_header_row:
+            return b""
+        return utf8(self._delimiter.join(map(self._field, self.columns)) + "\r\n")
+
+    def rows(self, rows: list[dict[str, Any]]) -> bytes:
+        if not rows:
+            return b""
+        d, field, values = self._delimiter, self._field, self.values
+        return utf8("".join(d.join([field(v) for v in values(row)]) + "\r\n" for row in rows))
+
+
+def html_escape(s: str) -> str:
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return s.replace('"', "&quot;").replace("'", "&#39;")
+
+
+class HtmlRenderer(TabularRenderer):
+    """The page of 6.6: one table, a header line, a line per row."""
+
+    extra_headers = {"Content-Security-Policy": "sandbox"}
+
+    def __init__(self, q: ItemsQuery, label: str) -> None:
+        super().__init__(q)
+        self._label = label
+
+    def header(self) -> bytes:
+        head = "".join(f"<th>{html_escape(c)}</th>" for c in self.columns)
+        return utf8(
+            '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+            f"<title>Dataset {html_escape(self._label)}</title></head><body>\n<table>\n<tr>{head}</tr>\n"
+        )
+
+    def rows(self, rows: list[dict[str, Any]]) -> bytes:
+        if not rows:
+            return b""
+        out = []
+        for row in rows:
+            out.append("<tr>")
+            out.extend(f"<td>{html_escape(cell_text(v))}</td>" for v in self.values(row))
+            out.append("</tr>\n")
+        return utf8("".join(out))
+
+    def end(self) -> bytes:
+        return b"</table>\n</body></html>\n"
+
+
+class XmlRenderer(Renderer):
+    """6.8: a root element, one element per row."""
+
+    def start(self, columns: list[str] | None) -> bytes:
+        return self._bom + f'<?xml version="1.0" encoding="UTF-8"?>\n<{self.options.xml_root}>\n'.encode()
+
+    def rows(self, rows: list[dict[str, Any]]) -> bytes:
+        out: list[str] = []
+        tag = self.options.xml_row
+        for row in rows:
+            xml.render(out, tag, row)
+            out.append("\n")
+        return "".join(out).encode()
+
+    def end(self) -> bytes:
+        return f"</{self.options.xml_root}>\n".encode()
+
+
+class RssRenderer(Renderer):
+    """6.9: an RSS 2.0 channel, one ``item`` per row (rendered as in 6.8)."""
+
+    def __init__(self, q: ItemsQuery, label: str, dataset_id: str, public_url: str) -> None:
+        super().__init__(q)
+        self._title = q.format.feed_title or f"Dataset {label}"
+        self._description = q.format.feed_description or f'Items in dataset with id "{dataset_id}".'
+        self._link = f"{public_url.rstrip('/')}/v2/datasets/{dataset_id}/items?format=rss"
+
+    def start(self, columns: list[str] | None) -> bytes:
+        return self._bom + (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel>'
+            f"<title>{xml.text(self._title)}</title><link>{xml.text(self._link)}</link>"
+            f"<description>{xml.text(self._description)}</description>\n"
+        ).encode()
+
+    def rows(self, rows: list[dict[str, Any]]) -> bytes:
+        out: list[str] = []
+        for row in rows:
+            xml.render(out, "item", row)
+            out.append("\n")
+        return "".join(out).encode()
+
+    def end(self) -> bytes:
+        return b"</channel></rss>\n"
+
+
+def renderer(q: ItemsQuery, *, label: str, dataset_id: str, public_url: str) -> Renderer:
+    """The renderer of the query's format. ``label``: the dataset's name, or its ID if unnamed (HTML title, RSS
+    title); ``public_url``: the server's public base URL (the RSS channel link)."""
+    name = q.format.name
+    if name == "json":
+        return JsonRenderer(q)
+    if name == "jsonl":
+        return JsonlRenderer(q)
+    if name == "csv":
+        return CsvRenderer(q)
+    if name == "html":
+        return HtmlRenderer(q, label)
+    if name == "xml":
+        return XmlRenderer(q)
+    if name == "rss":
+        return RssRenderer(q, label, dataset_id, public_url)
+    if name == "xlsx":
+        from openkvs.datasets.xlsx import XlsxRenderer
+
+        return XlsxRenderer(q)
+    raise ValueError(f"unknown format {name!r}")
