@@ -179,8 +179,21 @@ class CsvRenderer(TabularRenderer):
     def rows(self, rows: list[dict[str, Any]]) -> bytes:
         if not rows:
             return b""
-        d, field, values = self._delimiter, self._field, self.values
-        return utf8("".join(d.join([field(v) for v in values(row)]) + "\r\n" for row in rows))
+        d, search, columns = self._delimiter, self._needs_quotes.search, self.columns
+        lines = []
+        for row in rows:
+            get = cells(row).get
+            line = []
+            for column in columns:
+                value = get(column)
+                if value is None:
+                    line.append("")
+                    continue
+                s = value if type(value) is str else xml.scalar(value)
+                line.append(s if search(s) is None else '"' + s.replace('"', '""') + '"')
+            lines.append(d.join(line))
+        lines.append("")
+        return utf8("\r\n".join(lines))
 
 
 def html_escape(s: str) -> str:
