@@ -210,3 +210,13 @@ def test_html_parses_to_the_cells(items):
 def test_lone_surrogates_never_fail(fmt):
     out = export([{"s": "a\ud800b"}], {"format": fmt})
     out.decode("utf-8")  # valid UTF-8
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "html", "xlsx", "xml", "rss"])
+def test_deep_items_render(fmt):
+    """Items nest up to the push cap (128 levels): every format renders them without hitting a recursion limit."""
+    deep: object = "leaf"
+    for i in range(150):
+        deep = {"k": deep} if i % 2 else [deep, 1]
+    out = export([{"a": deep, "b": 1}], {"format": fmt, "flatten": "a"})
+    assert out
