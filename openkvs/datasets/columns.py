@@ -23,7 +23,7 @@ merged index cannot see. It never guesses: when it answers, it equals what the s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from openkvs import errors
@@ -83,80 +83,133 @@ def _children(value: dict[str, Any] | list[Any]) -> Iterable[tuple[Any, Any]]:
 # -- the index of paths ------------------------------------------------------------------------------------------
 
 
+def _paths(item: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
+    """The index entries of one item as tuples (hashable), in walk order."""
+    stack: list[tuple[tuple[Any, ...], Iterable[tuple[Any, Any]]]] = [((), iter(item.items()))]
+    while stack:
+        prefix, children = stack[-1]
+        for key, inner in children:
+            if isinstance(inner, (dict, list)):
+                if inner:
+                    stack.append(((*prefix, key), _children(inner)))
+                    break
+                yield (*prefix, key, None)
+            else:
+                yield (*prefix, key)
+        else:
+            stack.pop()
+
+
+def _cost(path: Iterable[Any]) -> int:
+    return sum(len(s) + 1 if isinstance(s, str) else 2 for s in path)
+
+
+class _Union:
+    """An ordered union of index entries under the size limits; ``out`` turns into ``[OVERFLOW]`` past them."""
+
+    def __init__(self, out: list[PathEntry]) -> None:
+        self.out = out
+        self.full = out == [OVERFLOW]
+        self.seen = {tuple(p) for p in out}
+        self.chars = sum(map(_cost, out))
+
+    def add(self, path: tuple[Any, ...]) -> None:
+        if path in self.seen or self.full:
+            return
+        if not path:
+            self.overflow()
+            return
+        self.seen.add(path)
+        self.out.append(list(path))
+        self.chars += _cost(path)
+        if len(self.out) > MAX_INDEX_PATHS or self.chars > MAX_INDEX_CHARS:
+            self.overflow()
+
+    def overflow(self) -> None:
+        self.out[:] = [OVERFLOW]
+        self.full = True
+        self.seen = set()
+
+
 def item_paths(item: Any) -> list[PathEntry]:
     """The cell paths of one raw stored item, in walk order, plus markers of empty objects and arrays; JSON-able.
     ``[OVERFLOW]`` when the item is too big to index."""
     if not isinstance(item, dict):
         return []
-    out: list[PathEntry] = []
-    chars = 0
-    stack: list[tuple[PathEntry, Iterable[tuple[Any, Any]]]] = [([], iter(item.items()))]
-    while stack:
-        prefix, children = stack[-1]
-        for key, inner in children:
-            path = [*prefix, key]
-            if isinstance(inner, (dict, list)):
-                if inner:
-                    stack.append((path, _children(inner)))
-                    break
-                path.append(None)
-            out.append(path)
-            chars += _cost(path)
-            if len(out) > MAX_INDEX_PATHS or chars > MAX_INDEX_CHARS:
-                return [OVERFLOW]
-        else:
-            stack.pop()
-    return out
-
-
-def _cost(path: PathEntry) -> int:
-    return sum(len(s) if isinstance(s, str) else 1 for s in path) + len(path)
+    union = _Union([])
+    for path in _paths(item):
+        union.add(path)
+        if union.full:
+            break
+    return union.out
 
 
 def merge_paths(into: list[PathEntry], new: Iterable[PathEntry]) -> None:
     """Append to ``into`` the entries of ``new`` it lacks, in order (an ordered union, so merging is associative:
     blocks can be merged in any grouping as long as their order is kept). Turns ``into`` into ``[OVERFLOW]``
     when either side is, or when the union grows past the index limits."""
-    if into == [OVERFLOW]:
-        return
-    seen = {tuple(p) for p in into}
-    chars = sum(map(_cost, into))
+    union = _Union(into)
     for path in new:
-        if not path:
-            into[:] = [OVERFLOW]
+        union.add(tuple(path))
+        if union.full:
             return
-        key = tuple(path)
-        if key not in seen:
-            seen.add(key)
-            into.append(list(path))
-            chars += _cost(path)
-            if len(into) > MAX_INDEX_PATHS or chars > MAX_INDEX_CHARS:
-                into[:] = [OVERFLOW]
-                return
+
+
+def merge_blocks(blocks: Iterable[list[PathEntry]]) -> list[PathEntry]:
+    """The union of many blocks' indexes, in order: what ``merge_paths`` of each gives, with one seen-set (and a
+    block equal to the one before, the usual case, costs one list comparison)."""
+    union = _Union([])
+    last: list[PathEntry] | None = None
+    for block in blocks:
+        if block == last:
+            continue
+        last = block
+        for path in block:
+            union.add(tuple(path))
+        if union.full:
+            break
+    return union.out
+
+
+def _add_nested(union: _Union, prefix: tuple[Any, ...], value: dict[str, Any] | list[Any]) -> None:
+    # Recursive: one call per container, not per leaf. Depth is bounded by what json.loads could build.
+    seen, add = union.seen, union.add
+    for key, inner in value.items() if isinstance(value, dict) else enumerate(value):
+        if isinstance(inner, (dict, list)):
+            if inner:
+                _add_nested(union, (*prefix, key), inner)
+            else:
+                add((*prefix, key, None))
+        else:
+            path = (*prefix, key)
+            if path not in seen:
+                add(path)
+        if union.full:
+            return
 
 
 def block_paths(items: Iterable[Any], into: list[PathEntry] | None = None) -> list[PathEntry]:
     """The merged index of many items (e.g. one block of 1,000), in one pass: ``merge_paths`` of each
     ``item_paths`` without rebuilding the seen-set per item."""
-    out: list[PathEntry] = [] if into is None else into
-    if out == [OVERFLOW]:
-        return out
-    seen = {tuple(p) for p in out}
-    chars = sum(map(_cost, out))
+    union = _Union([] if into is None else into)
+    seen = union.seen
     for item in items:
-        for path in item_paths(item):
-            if not path:
-                out[:] = [OVERFLOW]
-                return out
-            key = tuple(path)
-            if key not in seen:
-                seen.add(key)
-                out.append(path)
-                chars += _cost(path)
-                if len(out) > MAX_INDEX_PATHS or chars > MAX_INDEX_CHARS:
-                    out[:] = [OVERFLOW]
-                    return out
-    return out
+        if not isinstance(item, dict):
+            continue
+        # Top-level leaves, most of an item, checked without the walk's machinery; the rest walked. One item
+        # past the limits overflows the union too (its paths are distinct): no separate check.
+        for key, value in item.items():
+            if isinstance(value, (dict, list)):
+                if value:
+                    _add_nested(union, (key,), value)
+                else:
+                    union.add((key, None))
+            elif (key,) not in seen:
+                union.add((key,))
+            if union.full:
+                return union.out
+        seen = union.seen
+    return union.out
 
 
 def columns(shape: Shape, paths: Iterable[PathEntry]) -> list[str] | None:

@@ -24,6 +24,7 @@ from openkvs.datasets.columns import (
     cells,
     columns,
     item_paths,
+    merge_blocks,
     merge_paths,
 )
 from openkvs.datasets.stats import FieldStats, field_statistics
@@ -34,6 +35,7 @@ __all__ = [
     "PathEntry",
     "item_paths",
     "merge_paths",
+    "merge_blocks",
     "block_paths",
     "columns",
     "cells",

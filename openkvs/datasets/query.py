@@ -50,6 +50,11 @@ class ItemsQuery:
     shape: Shape = Shape()
     format: FormatOptions = FormatOptions()
 
+    @property
+    def raw_json(self) -> bool:
+        """The export can copy stored item bytes as they are (``Renderer.raw_json``): json or jsonl, rows == items."""
+        return self.shape.identity and self.format.name in ("json", "jsonl")
+
 
 def _short(value: str) -> str:
     return value if len(value) <= 100 else value[:100] + "..."

@@ -11,7 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from openkvs import errors
-from openkvs.datasets.pipeline import ColumnCollector, block_paths, cells, columns, item_paths, merge_paths
+from openkvs.datasets.pipeline import (
+    ColumnCollector,
+    block_paths,
+    cells,
+    columns,
+    item_paths,
+    merge_blocks,
+    merge_paths,
+)
 from openkvs.datasets.query import parse_items_query
 from tests.datasets.helpers import oracle_cells, oracle_columns
 
@@ -162,3 +170,13 @@ def test_index_and_scan_equal_the_oracle(items, params):
 def test_cells_equal_the_oracle(row):
     assert cells(row) == oracle_cells(row)
     assert list(cells(row)) == list(oracle_cells(row))
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=ITEMS, cut=st.integers(0, 6))
+def test_block_paths_and_merges_agree(items, cut):
+    merged: list = []
+    for item in items:
+        merge_paths(merged, item_paths(item))
+    assert block_paths(items) == merged
+    assert merge_blocks([block_paths(items[:cut]), block_paths(items[:cut]), block_paths(items[cut:])]) == merged

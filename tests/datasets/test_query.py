@@ -77,3 +77,10 @@ def test_simplified():
 def test_clean_means_both():
     s = parse_items_query({"clean": "1"}, None).shape
     assert s.skip_hidden and s.skip_empty
+
+
+def test_raw_json_only_for_json_formats_of_identity_shape():
+    assert parse_items_query({}, None).raw_json
+    assert parse_items_query({"format": "jsonl", "desc": "1", "offset": "5"}, None).raw_json
+    assert not parse_items_query({"format": "csv"}, None).raw_json
+    assert not parse_items_query({"clean": "1"}, None).raw_json
