@@ -135,6 +135,11 @@ PARAMS = st.fixed_dictionaries({}, optional={
 })
 
 
+RENAMES = st.lists(st.tuples(KEYS.filter(bool), st.sampled_from(["x", "y", "a", "#h", "a.b"])), min_size=1, max_size=3)
+PARAMS = st.one_of(PARAMS, st.tuples(PARAMS, RENAMES).map(lambda pr: {
+    **pr[0], "fields": ",".join(f for f, _ in pr[1]), "outputFields": ",".join(o for _, o in pr[1])}))
+
+
 def _oracle(s, items):
     try:
         return oracle_columns(s, items)
