@@ -40,6 +40,7 @@ from ..ids import new_id
 from ..stats import StatsBuffer
 from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chunks
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
+from .queues import PgQueues
 from .snapshot import PgSnapshot, open_snapshot
 from .tables import (
     GRANT_SELECT,
@@ -70,7 +71,7 @@ _STORE_BY_NAME = (
 )
 
 
-class PostgresStorage(Storage):
+class PostgresStorage(PgQueues, Storage):
     def __init__(
         self,
         dsn: str,

@@ -21,10 +21,11 @@ from ..base import (
     prefix_upper_bound,
 )
 from .chunks import PgBlob
+from .queues import QUEUE_TABLES
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
-TABLES_VERSION = 3
+TABLES_VERSION = 4
 
 NOW_MS = "date_trunc('milliseconds', clock_timestamp())"
 
@@ -116,6 +117,8 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX stores_user_kind_name ON stores (user_id, kind, lower(name));
     CREATE INDEX stores_user_kind_created ON stores (user_id, kind, created_at, id);
     """,
+    # 4: request queues' requests and counters (storage/postgres/queues.py).
+    QUEUE_TABLES,
 ]
 
 

@@ -42,6 +42,7 @@ from .blobs import Inline, read_held
 from .connections import Database, translate
 from .files import RecordFiles
 from .maintenance import maintain, write_stats
+from .queues import SQLiteQueues
 from .snapshot import SQLiteSnapshot, begin_snapshot
 from .space import RESERVE_BYTES, Headroom
 from .tables import (
@@ -73,7 +74,7 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
 
 
-class SQLiteStorage(Storage):
+class SQLiteStorage(SQLiteQueues, Storage):
     def __init__(
         self,
         data_dir: str | Path,

@@ -30,9 +30,10 @@ from ..base import (
 from ..ids import new_id
 from .blobs import BlobFile, Inline
 from .connections import translate
+from .queues import QUEUE_TABLES
 from .space import storing
 
-TABLES_VERSION = 3
+TABLES_VERSION = 4
 DB_NAME = "openkvs.sqlite3"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -111,7 +112,7 @@ CREATE TABLE IF NOT EXISTS leases (
     expires_at  INTEGER NOT NULL,
     store_id    TEXT
 );
-"""
+""" + QUEUE_TABLES
 
 # A database at version N (N >= 1) runs UPGRADES[N - 1] ... to reach TABLES_VERSION; a new one runs CREATE_TABLES.
 UPGRADES = (
@@ -122,6 +123,8 @@ UPGRADES = (
     " DROP INDEX stores_user_name; DROP INDEX stores_user_created;"
     " CREATE UNIQUE INDEX stores_user_kind_name ON stores(user_id, kind, name COLLATE NOCASE) WHERE name IS NOT NULL;"
     " CREATE INDEX stores_user_kind_created ON stores(user_id, kind, created_at, id)",
+    # 3 -> 4: request queues' requests and counters (storage/sqlite/queues.py).
+    QUEUE_TABLES,
 )
 assert len(UPGRADES) == TABLES_VERSION - 1
 
