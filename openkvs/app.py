@@ -18,7 +18,7 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openkvs import auth, errors, health, metrics, openapi
-from openkvs.api import download, records
+from openkvs.api import download, queues, records
 from openkvs.api.common import AppState
 from openkvs.api.dispatch import CORS_EXPOSE_HEADERS, methods
 from openkvs.api.download_slots import DownloadSlots
@@ -60,6 +60,7 @@ not_found = _NotFound()
 
 # Record requests first: they are most of the traffic, and no other pattern matches their paths.
 DOWNLOAD_ROUTE = "/v2/key-value-stores/{store_id}/records"  # the ZIP download: its bytes and open count are metrics
+RQ = "/v2/request-queues/{queue_id}"
 
 ROUTES = [
     Route(
@@ -74,6 +75,16 @@ ROUTES = [
     *STORES_API.routes(),
     Route("/v2/key-value-stores/{store_id}/keys", methods(GET=records.list_keys)),
     Route(DOWNLOAD_ROUTE, methods(GET=download.download_records)),
+    *queues.QUEUES_API.routes(),
+    # the requests of a queue (openkvs/api/queues.py): the literal paths before /requests/{request_id}
+    Route(f"{RQ}/requests", methods(GET=queues.requests_endpoint, POST=queues.requests_endpoint)),
+    Route(f"{RQ}/requests/batch", methods(POST=queues.batch_endpoint, DELETE=queues.batch_endpoint)),
+    Route(f"{RQ}/requests/unlock", methods(POST=queues.unlock_endpoint)),
+    Route(f"{RQ}/requests/{{request_id}}",
+          methods(GET=queues.request_endpoint, PUT=queues.request_endpoint, DELETE=queues.request_endpoint)),
+    Route(f"{RQ}/requests/{{request_id}}/lock", methods(PUT=queues.lock_endpoint, DELETE=queues.lock_endpoint)),
+    Route(f"{RQ}/head", methods(GET=queues.head_endpoint)),
+    Route(f"{RQ}/head/lock", methods(POST=queues.head_lock_endpoint)),
     Route("/v2/openapi.json", methods(GET=openapi.openapi_json)),
     Route("/health/live", methods(GET=health.live)),
     Route("/health/ready", methods(GET=health.ready)),

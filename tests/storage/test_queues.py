@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from openkvs.requestid import request_id
-from openkvs.storage.base import NotFound, Storage
+from openkvs.storage.base import QUEUE, NotFound, Storage
 from openkvs.storage.queues import (
     NewRequest,
     QueueStorage,
@@ -47,7 +47,7 @@ def req(url: str, *, unique_key: str | None = None, handled: bool = False, **ext
 
 async def new_queue(storage: Storage, clock: Clock | None = None) -> tuple[QueueStorage, str]:
     user = await storage.get_user_by_name("alice") or await storage.create_user("alice")
-    store = await storage.create_store(user.id, None, None, "signing-key")
+    store = await storage.create_store(user.id, None, None, "signing-key", kind=QUEUE)
     qs = queue_storage(storage)
     if clock is not None:
         qs.queue_clock = clock
