@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -20,6 +21,7 @@ class Site:
     def __init__(self, n: int) -> None:
         self.n = n
         self.hits: collections.Counter[str] = collections.Counter()
+        self.times: dict[str, list[float]] = collections.defaultdict(list)  # time.monotonic() of each fetch
         self._lock = threading.Lock()
         site = self
 
@@ -32,6 +34,7 @@ class Site:
                 i = int(parts[1])
                 with site._lock:
                     site.hits[str(i)] += 1
+                    site.times[str(i)].append(time.monotonic())
                 anchors = "".join(f'<a href="/page/{j}">page {j}</a> ' for j in links(i, site.n))
                 body = f"<html><head><title>Page {i}</title></head><body>{anchors}</body></html>".encode()
                 self.send_response(200)

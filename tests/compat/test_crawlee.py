@@ -1,0 +1,174 @@
+"""Real Crawlee crawlers (``ParselCrawler``), run as Actors with the `apify` SDK, unmodified, crawl a local site
+with their request queue on openkvs: one crawler in the SDK's default (single) mode, then four crawler processes
+sharing one named queue in shared mode, then four again with one of them killed (``kill -9``) halfway. Both
+backends. The site counts its own fetches; the crawlers store one record per page they handled (in a key-value
+store: datasets are another issue's API); the queue's counters are read at the end.
+
+The Actor is tests/compat/crawl_actor.py; its environment is docs/sdk.md's."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from .crawl_site import Site
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.conftest import Server
+
+pytestmark = [pytest.mark.server_process, pytest.mark.timeout(600)]
+
+ACTOR = Path(__file__).with_name("crawl_actor.py")
+PAGES = 200
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def crawl_server(request: pytest.FixtureRequest, tmp_path: Path, start_server: Callable[..., Server]) -> Server:
+    return start_server(tmp_path, request.param, "--rate-limits", "off")
+
+
+def actor_env(server: Server, worker: str, **crawl: str) -> dict[str, str]:
+    """docs/sdk.md's environment (each crawler its own run ID, which the SDK sends as its clientKey), and the
+    crawl's settings (see crawl_actor.py). The default storages' IDs name nothing yet: the SDK creates them."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("APIFY_", "ACTOR_", "CRAWLEE_")) and k.lower() not in ("http_proxy", "https_proxy",
+                                                                                    "all_proxy")}
+    env.update({
+        "APIFY_IS_AT_HOME": "1",
+        "APIFY_TOKEN": server.token,
+        "APIFY_API_BASE_URL": server.url,
+        "APIFY_API_PUBLIC_BASE_URL": server.url,
+        "ACTOR_RUN_ID": f"run-{worker}",
+        "ACTOR_DEFAULT_KEY_VALUE_STORE_ID": f"kvs{worker}".ljust(17, "0")[:17],
+        "ACTOR_DEFAULT_REQUEST_QUEUE_ID": f"rq{worker}".ljust(17, "0")[:17],
+        "ACTOR_DEFAULT_DATASET_ID": f"ds{worker}".ljust(17, "0")[:17],
+        "APIFY_ACTOR_PRICING_INFO": json.dumps({"pricingModel": "FREE"}),
+        "APIFY_CHARGED_ACTOR_EVENT_COUNTS": json.dumps({"apify-actor-start": 0}),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "CRAWL_WORKER": worker,
+        **crawl,
+    })
+    return env
+
+
+def start_crawler(server: Server, tmp_path: Path, worker: str, **crawl: str) -> subprocess.Popen[str]:
+    workdir = tmp_path / f"cwd-{worker}"  # empty: the SDK must not fall back to local storage
+    workdir.mkdir()
+    return subprocess.Popen(
+        [sys.executable, str(ACTOR)], env=actor_env(server, worker, **crawl), cwd=workdir,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], server: Server, timeout: float = 400) -> dict[str, Any]:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-6000:]}\nserver log:\n{server.log()[-3000:]}"
+    done = [line for line in out.splitlines() if line.startswith("DONE ")]
+    assert done, out[-6000:]
+    return json.loads(done[-1].removeprefix("DONE "))  # type: ignore[no-any-return]
+
+
+def handled_pages(c: httpx.Client) -> dict[str, list[str]]:
+    """The workers that stored a record for each page in crawl-results (``page-<n>-<worker>``)."""
+    store = c.get("/v2/key-value-stores/~crawl-results")
+    assert store.status_code == 200, store.text
+    keys: list[str] = []
+    start = None
+    while True:
+        r = c.get(f"/v2/key-value-stores/{store.json()['data']['id']}/keys",
+                  params={"limit": 1000, **({"exclusiveStartKey": start} if start else {})})
+        data = r.json()["data"]
+        keys += [i["key"] for i in data["items"]]
+        if not data["isTruncated"]:
+            found: dict[str, list[str]] = {}
+            for k in keys:
+                _, page, worker = k.split("-")
+                found.setdefault(page, []).append(worker)
+            return found
+        start = data["nextExclusiveStartKey"]
+
+
+def queue_counts(c: httpx.Client, queue_id: str) -> tuple[int, int, int]:
+    q = c.get(f"/v2/request-queues/{queue_id}").json()["data"]
+    return q["totalRequestCount"], q["handledRequestCount"], q["pendingRequestCount"]
+
+
+def test_one_crawler_single_mode(crawl_server: Server, tmp_path: Path) -> None:
+    with Site(PAGES) as site:
+        report = finish(start_crawler(crawl_server, tmp_path, "solo", CRAWL_START=f"{site.url}/page/0"), crawl_server)
+        hits = dict(site.hits)
+    assert hits == {str(i): 1 for i in range(PAGES)}  # every page fetched, each exactly once
+    assert report["handled"] == PAGES
+    with crawl_server.client() as c:
+        assert handled_pages(c) == {str(i): ["solo"] for i in range(PAGES)}
+        assert queue_counts(c, report["queue"]) == (PAGES, PAGES, 0)
+
+
+def test_four_crawlers_share_one_queue(crawl_server: Server, tmp_path: Path) -> None:
+    with Site(PAGES) as site:
+        procs = [
+            start_crawler(crawl_server, tmp_path, f"w{i}", CRAWL_START=f"{site.url}/page/0", CRAWL_MODE="shared",
+                          CRAWL_QUEUE="shared-crawl", CRAWL_DELAY="0.02")
+            for i in range(4)
+        ]
+        reports = [finish(p, crawl_server) for p in procs]
+        hits = dict(site.hits)
+    assert hits == {str(i): 1 for i in range(PAGES)}
+    assert sum(r["handled"] for r in reports) == PAGES
+    assert len({r["queue"] for r in reports}) == 1
+    assert sum(r["handled"] > 0 for r in reports) >= 2  # the work was shared
+    with crawl_server.client() as c:
+        pages = handled_pages(c)
+        assert sorted(pages, key=int) == [str(i) for i in range(PAGES)]
+        assert all(len(workers) == 1 for workers in pages.values())
+        q = c.get(f"/v2/request-queues/{reports[0]['queue']}").json()["data"]
+        assert (q["totalRequestCount"], q["handledRequestCount"], q["pendingRequestCount"]) == (PAGES, PAGES, 0)
+        assert q["hadMultipleClients"] is True
+
+
+def test_a_crawler_killed_halfway(crawl_server: Server, tmp_path: Path) -> None:
+    """One of four crawlers is killed with SIGKILL while it holds locked requests. Its locks (10 s here, see
+    crawl_actor.py) lapse, the others take those requests over: every page is handled, a page is fetched twice
+    only if the killed crawler had fetched it without marking it handled, and the counters end exact."""
+    with Site(PAGES) as site, crawl_server.client() as c:
+        common = {"CRAWL_START": f"{site.url}/page/0", "CRAWL_MODE": "shared", "CRAWL_QUEUE": "killed-crawl",
+                  "CRAWL_DELAY": "0.1", "CRAWL_LOCK_SECS": "10"}
+        procs = [start_crawler(crawl_server, tmp_path, f"k{i}", **common) for i in range(4)]
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            r = c.get("/v2/request-queues/~killed-crawl")
+            if r.status_code == 200 and r.json()["data"]["handledRequestCount"] >= PAGES // 3:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the crawl made no progress")
+        victim = procs[0]
+        victim.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        victim.wait(30)
+        survivors = [finish(p, crawl_server) for p in procs[1:]]
+        hits = dict(site.hits)
+        results = handled_pages(c)
+        queue_id = c.get("/v2/request-queues/~killed-crawl").json()["data"]["id"]
+        assert queue_counts(c, queue_id) == (PAGES, PAGES, 0)
+    assert set(hits) == {str(i) for i in range(PAGES)}
+    assert set(results) == {str(i) for i in range(PAGES)}
+    # A page went round twice only when the killed crawler had it: fetched a second time only after the kill
+    # (never by two live crawlers), and stored by at most the victim and one other.
+    for page, times in site.times.items():
+        assert all(t > killed_at for t in times[1:]), (page, times, killed_at)
+    for page, workers in results.items():
+        assert len(workers) == 1 or (len(workers) == 2 and "k0" in workers), (page, workers)
+    assert sum(r["handled"] for r in survivors) == sum(1 for w in results.values() for x in w if x != "k0")
+    print("victim stored", sum("k0" in w for w in results.values()), "pages; fetched twice:", sorted(p for p, n in hits.items() if n > 1))
