@@ -39,7 +39,7 @@ def crawl_server(request: pytest.FixtureRequest, tmp_path: Path, start_server: C
 
 
 def actor_env(server: Server, worker: str, **crawl: str) -> dict[str, str]:
-    """docs/sdk.md's environment (each crawler its own run ID, which the SDK sends as its clientKey), and the
+    """docs/sdk.md's environment (no run ID: each crawler then sends a random clientKey of its own), and the
     crawl's settings (see crawl_actor.py). The default storages' IDs name nothing yet: the SDK creates them."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("APIFY_", "ACTOR_", "CRAWLEE_")) and k.lower() not in ("http_proxy", "https_proxy",
@@ -49,7 +49,6 @@ def actor_env(server: Server, worker: str, **crawl: str) -> dict[str, str]:
         "APIFY_TOKEN": server.token,
         "APIFY_API_BASE_URL": server.url,
         "APIFY_API_PUBLIC_BASE_URL": server.url,
-        "ACTOR_RUN_ID": f"run-{worker}",
         "ACTOR_DEFAULT_KEY_VALUE_STORE_ID": f"kvs{worker}".ljust(17, "0")[:17],
         "ACTOR_DEFAULT_REQUEST_QUEUE_ID": f"rq{worker}".ljust(17, "0")[:17],
         "ACTOR_DEFAULT_DATASET_ID": f"ds{worker}".ljust(17, "0")[:17],
@@ -113,6 +112,13 @@ def test_one_crawler_single_mode(crawl_server: Server, tmp_path: Path) -> None:
     with crawl_server.client() as c:
         assert handled_pages(c) == {str(i): ["solo"] for i in range(PAGES)}
         assert queue_counts(c, report["queue"]) == (PAGES, PAGES, 0)
+    # Only the storage APIs were called (no actor runs, no users/me), and none of them failed but for the 404s of
+    # the default storages' IDs before the SDK creates them.
+    lines = [line for line in crawl_server.log().splitlines() if " HTTP/1.1" in line and '"' in line]
+    assert lines
+    for line in lines:
+        path = line.split('"')[1].split()[1]
+        assert path.startswith(("/v2/request-queues", "/v2/key-value-stores", "/v2/datasets")), line
 
 
 def test_four_crawlers_share_one_queue(crawl_server: Server, tmp_path: Path) -> None:
