@@ -47,8 +47,9 @@ def test_every_operation_sync(shared_server: Server) -> None:
     got = rq.get_request("fvwscO2UJLdr10B")  # 8 get request
     assert got is not None and got.url == "https://apify.com" and got.unique_key == "https://apify.com"
     assert rq.get_request(request_id("https://nowhere")) is None
-    got.user_data = {"label": "DETAIL"}
-    upd = rq.update_request(got)  # 9 update request
+    upd = rq.update_request(  # 9 update request
+        {**got.model_dump(by_alias=True, exclude_none=True), "userData": {"label": "DETAIL"}}
+    )
     assert upd.was_already_present and not upd.was_already_handled
     stored = rq.get_request(got.id)
     assert stored is not None and stored.user_data is not None and stored.user_data.label == "DETAIL"
