@@ -19,7 +19,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from openkvs import rules
+from openkvs import openapi_queues, rules
 
 BASE_PATH = Path(__file__).with_name("openapi_base.json")
 
@@ -305,6 +305,7 @@ def _document() -> dict[str, Any]:
     _add_components(doc["components"])
     _patch_operations(doc["paths"])
     doc["paths"].update(_extensions())
+    openapi_queues.add_queues(doc)
     return doc
 
 
