@@ -12,7 +12,7 @@
   Goal: 1M / 1k <= 2. The big queue is filled with SQL in the backend's own tables (like harness.clone_dataset):
   request IDs there are not derived from a uniqueKey, which the head does not look at.
 
-``--quick``: N = 1,000 and 100,000 instead of 1,000,000 pending.
+N = 2,000 (``--quick``: 1,000, and 100,000 instead of 1,000,000 pending).
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def expire_locks(url: str, token: str, qid: str, count: int) -> None:
 
 
 def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
-    n = 1000 if quick else 4000
+    n = 1000 if quick else 2000
     big = 100_000 if quick else 1_000_000
     results: list[dict[str, Any]] = []
     local = asyncio.run(crawl_local(n))

@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from openkvs.api.queue_input import MAX_BATCH
+from openkvs import rules
+from openkvs.api.common import MAX_QUERY_INT
+from openkvs.api.queue_input import MAX_BATCH, MAX_TEXT_BYTES
 from openkvs.storage.queues import MAX_LOCK_SECS
 
 QUEUES_PATH = Path(__file__).with_name("openapi_queues.json")
@@ -23,6 +25,31 @@ def _integer(default: int, maximum: int, what: str) -> dict[str, Any]:
                    "default": default, "example": default},
         "description": f"{what}: 1 to {maximum} (larger is clamped to {maximum}); 0 means the default, {default}.",
     }
+
+
+def _patch_schemas(schemas: dict[str, Any]) -> None:
+    """The request object as API-request-queues.md section 3 takes it, and the answers' nulls."""
+    text = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_BYTES, "pattern": "^[^\\u0000]*$"}
+    schemas["UniqueKey"].update(text)
+    schemas["RequestUrl"].update(text)
+    schemas["RequestId"].update({"pattern": "^[A-Za-z0-9]{1,64}$"})
+    schemas["RetryCount"].update({"minimum": 0, "maximum": MAX_QUERY_INT})
+    # A member whose value is null is dropped, as if absent (section 3).
+    schemas["RequestUserData"]["type"] = ["object", "null"]
+    schemas["RetryCount"]["type"] = ["integer", "null"]
+    schemas["RequestMethod"] = {"anyOf": [{"$ref": "#/components/schemas/HttpMethod"}, {"type": "null"}]}
+    schemas["RequestBase"]["properties"]["errorMessages"]["items"] = {"type": "string"}
+    for name in ("RequestDraftDeleteById", "RequestDraftDeleteByUniqueKey"):
+        props = schemas[name]["properties"]
+        for field in ("id", "uniqueKey"):
+            if field not in schemas[name]["required"]:
+                props[field] = {"anyOf": [props[field], {"type": "null"}]}
+    for field in ("cursor", "nextCursor", "exclusiveStartId"):  # null when not given / at the end
+        schemas["ListOfRequests"]["properties"][field]["type"] = ["string", "null"]
+    schemas["LockedRequestQueueHead"]["properties"]["clientKey"]["type"] = ["string", "null"]
+    update = schemas["UpdateRequestQueueRequest"]["properties"]
+    update["name"].update({"pattern": rules.STORE_NAME.pattern, "maxLength": rules.STORE_NAME.max_length})
+    update["title"] = {"type": ["string", "null"], "maxLength": 200}
 
 
 def add_queues(doc: dict[str, Any]) -> None:
@@ -51,6 +78,12 @@ def add_queues(doc: dict[str, Any]) -> None:
                 op["responses"].pop("402", None)  # no payments here
                 op["responses"].setdefault("503", {"$ref": "#/components/responses/ServiceUnavailable"})
         doc["paths"][path] = item
+    _patch_schemas(doc["components"]["schemas"])
+    name = next(p for p in part["paths"]["/v2/request-queues"]["post"]["parameters"] if p.get("name") == "name")
+    name["schema"] = {
+        "type": "string", "maxLength": rules.STORE_NAME.max_length, "example": "my-crawl",
+        "anyOf": [{"pattern": rules.STORE_NAME.pattern}, {"const": ""}],
+    }
     batch = part["paths"]["/v2/request-queues/{queueId}/requests/batch"]
     for method in ("post", "delete"):
         body = batch[method]["requestBody"]["content"]["application/json"]["schema"]

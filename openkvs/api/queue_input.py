@@ -41,6 +41,18 @@ class RequestHandledOrLocked(errors.ApiError):
     status, type = 400, "request-handled-or-locked"
 
 
+class InvalidContentType(errors.ApiError):
+    status, type = 400, "invalid-content-type-header"
+    default_message = "Invalid Content-Type header: expected application/json."
+
+
+def check_content_type(request: Request) -> None:
+    """A JSON body's Content-Type: absent, or application/json with any parameters (as for datasets)."""
+    raw = request.headers.get("content-type")
+    if raw is not None and raw.split(";", 1)[0].strip().lower() != "application/json":
+        raise InvalidContentType()
+
+
 class QueueNotFound(errors.NotFound):
     default_message = "Request queue was not found"
 
@@ -114,12 +126,17 @@ def normalise_time(raw: str, field: str) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
-def _text(obj: dict[str, Any], field: str, where: str) -> str:
+def text_field(obj: dict[str, Any], field: str, where: str) -> str:
+    """``uniqueKey`` or ``url``: a non-empty string of at most MAX_TEXT_BYTES UTF-8 bytes, storable."""
     value = obj.get(field)
     if value is None:
         raise errors.InvalidInput(f'"{field}" is required{where}.')
     if not isinstance(value, str) or not value:
         raise errors.InvalidInput(f'"{field}" must be a non-empty string{where}.')
+    try:
+        jsontext.check_storable(value)
+    except jsontext.InvalidJson:
+        raise errors.InvalidInput(f'"{field}" holds NUL or a lone UTF-16 surrogate{where}.') from None
     if len(value) > MAX_TEXT_BYTES // 4 and len(value.encode()) > MAX_TEXT_BYTES:
         raise errors.InvalidInput(f'"{field}" must be at most {MAX_TEXT_BYTES} bytes{where}.')
     return value
@@ -145,8 +162,8 @@ def parse_request(obj: Any, *, index: int | None = None, path_id: str | None = N
         jsontext.check_storable(obj)
     except jsontext.InvalidJson as exc:
         raise errors.InvalidInput(f"{str(exc).rstrip('.')}{where}.") from None
-    unique_key = _text(obj, "uniqueKey", where)
-    url = _text(obj, "url", where)
+    unique_key = text_field(obj, "uniqueKey", where)
+    url = text_field(obj, "url", where)
     derived = request_id(unique_key)
     given = obj.get("id")
     if (given is not None and given != derived) or (path_id is not None and path_id != derived):
@@ -154,11 +171,13 @@ def parse_request(obj: Any, *, index: int | None = None, path_id: str | None = N
     method = obj.get("method")
     if method is None:
         method = "GET"
-    elif method not in METHODS:
+    elif not isinstance(method, str) or method not in METHODS:
         raise errors.InvalidInput(f'"method" must be one of {", ".join(sorted(METHODS))}{where}.')
     retry_count = obj.get("retryCount")
     if retry_count is None:
         retry_count = 0
+    elif type(retry_count) is float and retry_count.is_integer():
+        retry_count = int(retry_count)  # JSON has one kind of number: 3.0 is the integer 3
     elif type(retry_count) is not int or not 0 <= retry_count <= MAX_QUERY_INT:
         raise errors.InvalidInput(f'"retryCount" must be a non-negative integer{where}.')
     for field, (types, what) in _TYPES.items():

@@ -107,6 +107,11 @@ def _request_json(stored: sq.StoredRequest) -> str:
     return f'{{"id":{json.dumps(stored.id)},{tail}'
 
 
+async def _json_body(request: Request) -> Any:
+    qi.check_content_type(request)
+    return await read_json_body(request)
+
+
 def _raw_response(text: str, status: int = 200) -> Response:
     return Response(text.encode(), status, media_type="application/json; charset=utf-8")
 
@@ -137,7 +142,7 @@ async def _add(request: Request) -> Response:
     queue_id, qs = await _queue(request, Access.WRITE, single=True)
     forefront = query_bool(request, "forefront")
     key = qi.client_key(request)
-    new = qi.parse_request(await read_json_body(request))
+    new = qi.parse_request(await _json_body(request))
     with _answers():
         (reg,) = await qs.add_requests(queue_id, [new], forefront=forefront, client_key=key)
     state(request).storage.count_access(queue_id, writes=1)
@@ -182,13 +187,13 @@ async def batch_endpoint(request: Request) -> Response:
     key = qi.client_key(request)
     if request.method == "POST":
         forefront = query_bool(request, "forefront")
-        news = [qi.parse_request(obj, index=i) for i, obj in enumerate(qi.parse_batch(await read_json_body(request)))]
+        news = [qi.parse_request(obj, index=i) for i, obj in enumerate(qi.parse_batch(await _json_body(request)))]
         with _answers():
             regs = await qs.add_requests(queue_id, news, forefront=forefront, client_key=key)
         state(request).storage.count_access(queue_id, writes=len(regs))
         processed = [{**_registration(r), "uniqueKey": n.unique_key} for r, n in zip(regs, news, strict=True)]
         return json_response({"processedRequests": processed, "unprocessedRequests": []}, 201)
-    targets = [_to_delete(obj, i) for i, obj in enumerate(qi.parse_batch(await read_json_body(request)))]
+    targets = [_to_delete(obj, i) for i, obj in enumerate(qi.parse_batch(await _json_body(request)))]
     with _answers():
         keys = await qs.delete_requests(queue_id, [t[0] for t in targets], client_key=key)
     state(request).storage.count_access(queue_id, deletes=sum(k is not None for k in keys))
@@ -208,12 +213,8 @@ def _to_delete(obj: Any, index: int) -> tuple[str, str | None]:
         raise errors.InvalidInput(f"a request must be a JSON object{where}.")
     given_id, unique_key = obj.get("id"), obj.get("uniqueKey")
     if unique_key is not None:
-        if not isinstance(unique_key, str) or not unique_key or "\x00" in unique_key:
-            raise errors.InvalidInput(f'"uniqueKey" must be a non-empty string{where}.')
-        try:
-            derived = qi.request_id(unique_key)
-        except UnicodeEncodeError:
-            raise errors.InvalidInput(f'"uniqueKey" holds a lone UTF-16 surrogate{where}.') from None
+        unique_key = qi.text_field(obj, "uniqueKey", where)
+        derived = qi.request_id(unique_key)
         if given_id is not None and given_id != derived:
             raise qi.RequestIdInvalid()
         return derived, unique_key
@@ -250,7 +251,7 @@ async def request_endpoint(request: Request) -> Response:
     key = qi.client_key(request)
     if request.method == "PUT":
         forefront = query_bool(request, "forefront")
-        new = qi.parse_request(await read_json_body(request), path_id=request_id)
+        new = qi.parse_request(await _json_body(request), path_id=request_id)
         with _answers():
             reg = await qs.update_request(queue_id, new, forefront=forefront, client_key=key)
         storage.count_access(queue_id, writes=1)

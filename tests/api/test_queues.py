@@ -160,6 +160,8 @@ def test_bad_input_changes_nothing(shared_server: Server) -> None:
         err(c.post(url, json={"url": 5, "uniqueKey": "a"}), 400, "invalid-input")
         err(c.post(url, json={"url": "http://x", "uniqueKey": "k" * 65_536}), 400, "invalid-input")
         err(c.post(url, json={"url": "http://x", "uniqueKey": "a", "method": "FETCH"}), 400, "invalid-input")
+        err(c.post(url, json={"url": "http://x", "uniqueKey": "a", "method": {}}), 400, "invalid-input")  # was a 500
+        err(c.post(url, json=ok, headers={"Content-Type": "text/plain"}), 400, "invalid-content-type-header")
         err(c.post(url, json={"url": "http://x", "uniqueKey": "a", "retryCount": -1}), 400, "invalid-input")
         err(c.post(url, json={"url": "http://x", "uniqueKey": "a", "userData": []}), 400, "invalid-input")
         err(c.post(url, json={"url": "http://x", "uniqueKey": "a", "handledAt": "2026-12-01T10:00:00"}),
