@@ -9,7 +9,7 @@ import time
 
 from bench import harness as h
 
-NAMES = ("records", "download", "nodes", "ratelimits", "accesslog", "transfer", "exports")
+NAMES = ("records", "download", "nodes", "ratelimits", "accesslog", "transfer", "exports", "bucket")
 
 
 def main() -> int:

@@ -12,7 +12,8 @@ import anyio
 import asyncpg
 
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageUnavailable
-from .chunks import PgBlob, blob_range, iter_chunks, settle
+from ..bucket.prefetch import Prefetch
+from .chunks import READ_PIECE, PgBlob, blob_range, iter_chunks, settle
 from .connections import CONNECTION_ERRORS, discard, unavailable
 from .tables import IN_BUCKET, RECORD_COLS, selection_sql, to_record
 
@@ -35,6 +36,7 @@ class PgSnapshot(Snapshot):
     ) -> None:
         self._conn = conn
         self._bucket_read = bucket_read
+        self._prefetch = Prefetch(bucket_read) if bucket_read is not None else None
         self._lock = asyncio.Lock()  # one query at a time on the connection
         self._closed = False  # set (under the lock) when the transaction ends: a late prefetch must not run
         self._store_id = store_id
@@ -131,6 +133,11 @@ class PgSnapshot(Snapshot):
                         raise NotFound(f"blob {r['blob_id']} is gone")
                     metas.append(to_record(r, data))
                 del rows
+                if self._prefetch is not None:
+                    self._prefetch.plan(
+                        [(m.blob.blob_id, m.blob, m.size) for m in metas
+                         if m.blob.chunk_size == IN_BUCKET and m.blob.data is None]
+                    )
                 yield metas
         finally:
             await settle(pending)
@@ -138,6 +145,11 @@ class PgSnapshot(Snapshot):
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob, start, end = blob_range(record, start, end)
         if blob.chunk_size == IN_BUCKET and blob.data is None and self._bucket_read is not None:
+            whole = await self._prefetch.take(blob.blob_id) if self._prefetch is not None else None
+            if whole is not None:
+                for i in range(start, end, READ_PIECE):
+                    yield whole[i : min(i + READ_PIECE, end)]
+                return
             async for piece in self._bucket_read(blob, start, end):
                 yield piece
             return
@@ -172,6 +184,8 @@ async def open_snapshot(
             with anyio.move_on_after(5, shield=True):
                 try:
                     await snap._close()
+                    if snap._prefetch is not None:
+                        await snap._prefetch.close()
                     await tr.rollback()
                 except Exception:
                     pass
