@@ -17,6 +17,7 @@ from openkvs.storage.bucket import PART_SIZE, S3BlobStore
 from openkvs.storage.bucket.s3 import S3Bucket
 from openkvs.storage.bucket.sigv4 import Credentials
 from openkvs.storage.postgres import PostgresStorage
+from openkvs.storage.postgres.blobs import _move, fsck, migrate
 from tests.conftest import DATABASE_URL, S3_BUCKET, S3_ENDPOINT, S3_ENV, free_port, s3_env
 
 from .conftest import Body, BodyAborted, chunked
@@ -53,8 +54,11 @@ async def nodes(place: tuple[str, str]) -> AsyncIterator[Callable[..., Awaitable
     schema, prefix = place
     opened: list[PostgresStorage] = []
 
-    async def make(endpoint: str = S3_ENDPOINT, **kw: object) -> PostgresStorage:
+    async def make(endpoint: str = S3_ENDPOINT, bucket: bool = True, **kw: object) -> PostgresStorage:
         store = S3BlobStore(f"s3://{S3_BUCKET}/{prefix}", endpoint=endpoint, path_style=True, inline_max=INLINE_MAX)
+        if not bucket:
+            await store.aclose()
+            store = None
         s = PostgresStorage(DATABASE_URL, namespace=schema, blob_store=store, **kw)  # type: ignore[arg-type]
         await s.open()
         opened.append(s)
@@ -249,3 +253,74 @@ async def test_snapshot_reads_many_small_objects_ahead_and_in_any_order(nodes, b
         for r in records[5::3]:  # skips some; the planned ones before are dropped
             assert await read(snap, r) == original[r.key]
         assert await read(snap, records[1]) == original["k012"]  # one passed over: read directly
+
+
+async def test_fsck_lists_orphans_and_missing_objects_and_deletes_orphans(nodes, bucket, place) -> None:
+    _, prefix = place
+    s = await nodes()
+    store = await new_store(s)
+    kept = await s.put_record(store, "kept", Body(os.urandom(INLINE_MAX * 2)), "x/y", None)
+    lost = await s.put_record(store, "lost", Body(os.urandom(INLINE_MAX * 2)), "x/y", None)
+    await s.put_record(store, "small", Body(b"inline"), "x/y", None)
+    report = await fsck(s)
+    assert (report.objects, report.records_in_bucket, report.orphans, report.missing) == (2, 2, [], [])
+
+    await bucket.put(f"{prefix}/blobs/999999", b"nobody's")  # an object no metadata names
+    await bucket.delete([f"{prefix}/blobs/{lost.blob.blob_id}"])  # a record's object lost
+    report = await fsck(s)
+    assert report.orphans == [(999999, 8)]
+    assert len(report.missing) == 1 and f"{store}/lost" in report.missing[0]
+    report = await fsck(s, fix=True)
+    assert report.deleted == 1
+    assert set(await objects(bucket, prefix)) == {str(kept.blob.blob_id)}
+    assert (await fsck(s)).orphans == []
+
+
+async def test_migrate_moves_bytes_both_ways_online_and_resumably(nodes, bucket, place) -> None:
+    _, prefix = place
+    plain = await nodes(bucket=False)  # a database from before --blob-store
+    store = await new_store(plain)
+    data = {"big1": os.urandom(INLINE_MAX + 1), "big2": os.urandom(3 * 1024 * 1024), "small": b"s" * 100}
+    for k, v in data.items():
+        await plain.put_record(store, k, Body(chunked(v)), "x/y", None)
+    s = await nodes()
+    stale = await s.get_record(store, "big1")
+    async with s.snapshot(store, KeySelection()) as snap:  # a download open during the move
+        done = await migrate(s, "bucket")
+        assert (done.moved, done.skipped) == (2, 0)
+        seen = {}
+        async for batch in snap.records():
+            for r in batch:
+                seen[r.key] = await read(snap, r)
+        assert seen == data
+    assert sorted((await objects(bucket, prefix)).values()) == sorted([INLINE_MAX + 1, 3 * 1024 * 1024])
+    for k, v in data.items():
+        assert await read(s, await s.get_record(store, k)) == v
+    with pytest.raises(StorageUnavailable, match="no --blob-store"):  # a node not told of the bucket says so
+        await read(plain, await plain.get_record(store, "big2"))
+    assert (await migrate(s, "bucket")).moved == 0  # nothing left to do: a second run resumes an interrupted one
+    assert await read(s, stale) == data["big1"]  # the old chunks stay for the grace period
+
+    await s.put_record(store, "big1", Body(os.urandom(INLINE_MAX * 2)), "x/y", None)  # written meanwhile
+    done = await migrate(s, "database")
+    assert (done.moved, done.skipped) == (2, 0)
+    assert await s.collect_garbage(grace=0) >= 3
+    assert await objects(bucket, prefix) == {}
+    assert await read(s, await s.get_record(store, "big2")) == data["big2"]
+    assert (await fsck(s)).records_in_bucket == 0
+
+
+async def test_migrate_leaves_a_record_written_during_its_copy_alone(nodes, bucket, place) -> None:
+    s = await nodes()
+    store = await new_store(s)
+    in_db = await (await nodes(bucket=False)).put_record(store, "a", Body(os.urandom(INLINE_MAX * 2)), "x/y", None)
+    in_bucket = await s.put_record(store, "b", Body(os.urandom(INLINE_MAX * 2)), "x/y", None)
+    new = {k: os.urandom(INLINE_MAX * 3) for k in "ab"}
+    for k, v in new.items():  # both written after the copy read them
+        await s.put_record(store, k, Body(v), "x/y", None)
+    assert await _move(s, s.blob_store, "bucket", store, in_db) is False
+    assert await _move(s, s.blob_store, "database", store, in_bucket) is False
+    for k, v in new.items():
+        assert await read(s, await s.get_record(store, k)) == v
+    report = await fsck(s)
+    assert report.orphans == [] and report.missing == []  # the dropped copy left no object behind

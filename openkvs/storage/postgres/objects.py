@@ -38,19 +38,11 @@ LEASE_RENEW_SECONDS = 60.0
 BATCH = 500
 
 
-async def put_in_bucket(
-    db: Database,
-    bucket: BlobStore,
-    store_id: str,
-    key: str,
-    body: RecordBody,
-    it: AsyncIterator[bytes],
-    head: bytearray,
-    content_type: str,
-    content_encoding: str | None,
-) -> asyncpg.Record:
-    """Write a record's bytes (``head``, then the rest of ``it``) as an object, then commit its metadata; returns
-    the upserted row. See the module docstring for the order of things."""
+async def put_in_bucket_blob(
+    db: Database, bucket: BlobStore, store_id: str, it: AsyncIterator[bytes], head: bytearray
+) -> tuple[int, int]:
+    """Note an intent, then write ``head`` and the rest of ``it`` as a new object; returns (blob id, size). The
+    intent stays until the caller's commit deletes it (or ``forget``). Raises NotFound for a missing store."""
     blob_id = await db.run(
         lambda c: c.fetchval(
             """INSERT INTO uploads (blob_id, created_at)
@@ -68,8 +60,25 @@ async def put_in_bucket(
     try:
         size = await bucket.upload(blob_id, head, it, started)
     except BaseException:
-        await _forget(db, bucket, blob_id)  # a body error or the bucket's: nothing of this write stays
+        await forget(db, bucket, blob_id)  # a body error or the bucket's: nothing of this write stays
         raise
+    return blob_id, size
+
+
+async def put_in_bucket(
+    db: Database,
+    bucket: BlobStore,
+    store_id: str,
+    key: str,
+    body: RecordBody,
+    it: AsyncIterator[bytes],
+    head: bytearray,
+    content_type: str,
+    content_encoding: str | None,
+) -> asyncpg.Record:
+    """Write a record's bytes (``head``, then the rest of ``it``) as an object, then commit its metadata; returns
+    the upserted row. See the module docstring for the order of things."""
+    blob_id, size = await put_in_bucket_blob(db, bucket, store_id, it, head)
 
     async def commit(conn: asyncpg.Connection) -> asyncpg.Record:
         if await conn.fetchval("DELETE FROM uploads WHERE blob_id = $1 RETURNING true", blob_id) is None:
@@ -85,7 +94,7 @@ async def put_in_bucket(
     try:
         return await deadlock_retried("record write", lambda: db.run(commit, tx=True))
     except (NotFound, _Swept) as exc:  # rolled back for sure: the object is ours to remove
-        await _forget(db, bucket, blob_id)
+        await forget(db, bucket, blob_id)
         if isinstance(exc, _Swept):
             raise StorageUnavailable(str(exc)) from None
         raise
@@ -97,7 +106,7 @@ class _Swept(Exception):
     pass
 
 
-async def _forget(db: Database, bucket: BlobStore, blob_id: int) -> None:
+async def forget(db: Database, bucket: BlobStore, blob_id: int) -> None:
     """Remove the object and the intent of a write that will not commit (shielded, best effort: what fails here
     the sweeper does later)."""
     with anyio.move_on_after(15, shield=True):
