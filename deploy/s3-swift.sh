@@ -45,7 +45,7 @@ start() {
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "port $p busy" >&2; return 1; fi
   done
   mkdir -p "$ETC" "$DEV" "$LOG" "$BASE/run"
-  mountpoint -q "$DEV" || mount -t tmpfs -o size=${SWIFT_TMPFS_SIZE:-3g} openkvs-swift-data "$DEV" || echo "no tmpfs" >&2
+  mountpoint -q "$DEV" || mount -t tmpfs -o size=${SWIFT_TMPFS_SIZE:-4g} openkvs-swift-data "$DEV" || echo "no tmpfs" >&2
   mkdir -p "$DEV/d1"
   printf '[swift-hash]\nswift_hash_path_suffix = openkvs\n' >"$ETC/swift.conf"
   for t in object container account; do

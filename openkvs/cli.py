@@ -90,9 +90,11 @@ def _on_storage(settings: Settings, work: Callable[[Any], Awaitable[T]], create:
         async with open_storage(settings) as storage:
             return await work(storage)
 
+    from openkvs.storage.bucket import BucketConfigError
+
     try:
         return anyio.run(main)
-    except StorageError as exc:  # unreachable, damaged, read-only: one line, no traceback (exit status 1)
+    except (StorageError, BucketConfigError) as exc:  # unreachable, damaged, read-only, misconfigured: one line
         raise click.ClickException(f"cannot use the storage: {exc}") from None
 
 
@@ -175,6 +177,8 @@ def serve(**flags: Any) -> None:
     token = _run(settings, _first_user)
     where = f"http://{settings.host}:{settings.port}"
     backend = "PostgreSQL" if settings.database_url else f"SQLite in {os.path.abspath(settings.data_dir)}"
+    if settings.blob_store:
+        backend += f", bytes above {settings.blob_inline_max} in {settings.blob_store}"
     click.echo(f"openkvs {where} (storage: {backend}, workers: {settings.workers})")
     if token:
         click.echo(f"\nCreated user '{DEFAULT_USER}'. Its API token (shown only now, keep it):\n\n  {token}\n")

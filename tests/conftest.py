@@ -80,6 +80,27 @@ def s3_env(prefix: str) -> dict[str, str]:
     }
 
 
+def s3_clear(prefix: str) -> None:
+    """Delete every object under the test bucket's ``prefix`` (a test's leftovers: the bucket is shared)."""
+    import asyncio
+
+    from openkvs.storage.bucket.s3 import S3Bucket
+    from openkvs.storage.bucket.sigv4 import Credentials
+
+    async def go() -> None:
+        creds = Credentials(S3_ENV["AWS_ACCESS_KEY_ID"], S3_ENV["AWS_SECRET_ACCESS_KEY"])
+        b = S3Bucket(S3_BUCKET, endpoint=S3_ENDPOINT, region=S3_ENV["AWS_REGION"], credentials=creds, path_style=True)
+        try:
+            await b.delete([o.key async for o in b.list(prefix.rstrip("/") + "/")])
+        finally:
+            await b.aclose()
+
+    try:
+        asyncio.run(go())
+    except Exception:  # best effort: the tmpfs of deploy/s3-swift.sh goes at its stop anyway
+        pass
+
+
 def postgres_reachable() -> bool:
     try:
         with socket.create_connection(("127.0.0.1", 5432), timeout=1):
@@ -217,6 +238,8 @@ def server(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Iter
     s.stop()
     if backend.startswith("postgres"):
         _drop_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
+    if backend == "postgres+s3":
+        s3_clear(s.env["OPENKVS_DATABASE_SCHEMA"])
 
 
 def _drop_schema(schema: str) -> None:
@@ -237,6 +260,8 @@ def _stop_and_clean(s: Server, backend: str) -> None:
     s.stop()
     if backend.startswith("postgres"):
         _drop_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
+    if backend == "postgres+s3":
+        s3_clear(s.env["OPENKVS_DATABASE_SCHEMA"])
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres", "postgres+s3"])

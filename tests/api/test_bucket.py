@@ -235,3 +235,30 @@ def test_zip_aborts_when_the_bucket_fails_mid_download(proxied) -> None:
                     if got >= MIB and proxy.forwarded:
                         proxy.down()
             assert got < length  # cut short: the client sees an incomplete archive, never a wrong one
+
+
+def test_s3_failing_mid_upload_keeps_the_old_record_and_the_sweeper_cleans_up(proxied) -> None:
+    s, proxy = proxied
+    with s.client() as c:
+        sid = new_store(c)["id"]
+        old = os.urandom(300_000)
+        assert c.put(rec_path(sid, "k"), content=old).status_code == 201
+
+        def body():
+            for i in range(30):
+                if i == 12:  # the first part is in the bucket, the second on its way
+                    proxy.down()
+                yield os.urandom(MIB)
+
+        try:
+            r = c.put(rec_path(sid, "k"), content=body())
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"].isdigit()
+        except httpx.TransportError:
+            pass  # the server answered 503 and closed while the client still sent: also no acknowledgement
+        proxy.up()
+        r = c.get(rec_path(sid, "k"))
+        assert r.status_code == 200 and r.content == old
+    assert psql(s, "SELECT count(*) FROM uploads") == "1"  # the upload could not be aborted during the outage
+    assert collect(s, now=datetime.now(UTC) + timedelta(hours=1, minutes=1)) == 1
+    assert set(bucket_objects(s).values()) == {sha(old)}

@@ -68,6 +68,12 @@ async def _postgres(request: pytest.FixtureRequest, bucket: bool = False) -> Asy
         await storage.aclose()
         if "namespace" in kwargs:
             await storage.drop()
+        if bucket:
+            import anyio
+
+            from tests.conftest import s3_clear
+
+            await anyio.to_thread.run_sync(s3_clear, schema)
 
 
 @pytest.fixture(

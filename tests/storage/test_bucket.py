@@ -9,6 +9,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import asyncpg
 import pytest
 
@@ -18,7 +19,7 @@ from openkvs.storage.bucket.s3 import S3Bucket
 from openkvs.storage.bucket.sigv4 import Credentials
 from openkvs.storage.postgres import PostgresStorage
 from openkvs.storage.postgres.blobs import _move, fsck, migrate
-from tests.conftest import DATABASE_URL, S3_BUCKET, S3_ENDPOINT, S3_ENV, free_port, s3_env
+from tests.conftest import DATABASE_URL, S3_BUCKET, S3_ENDPOINT, S3_ENV, free_port, s3_clear, s3_env
 
 from .conftest import Body, BodyAborted, chunked
 
@@ -68,6 +69,7 @@ async def nodes(place: tuple[str, str]) -> AsyncIterator[Callable[..., Awaitable
     for s in opened:
         await s.aclose()
     await PostgresStorage(DATABASE_URL, namespace=schema).drop()
+    await anyio.to_thread.run_sync(s3_clear, prefix)
 
 
 async def objects(bucket: S3Bucket, prefix: str) -> dict[str, int]:

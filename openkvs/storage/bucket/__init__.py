@@ -35,6 +35,10 @@ PART_SIZE = 8 * 1024 * 1024  # bytes per multipart part (and the most a single P
 DEFAULT_INLINE_MAX = 64 * 1024
 
 
+class BucketConfigError(ValueError):
+    """The bucket settings can't work (no credentials, a bad endpoint): said once at start, no traceback."""
+
+
 class BlobStore(abc.ABC):
     """Big records' bytes, one object per blob id. ``inline_max``: records up to this many bytes stay in the
     database (an object store request costs more than a small row)."""
@@ -111,7 +115,7 @@ class S3BlobStore(BlobStore):
         where = parse_url(url)
         creds = credentials or load_credentials()
         if creds is None:
-            raise ValueError(
+            raise BucketConfigError(
                 f"{url}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE and "
                 "~/.aws/credentials"
             )
@@ -120,9 +124,12 @@ class S3BlobStore(BlobStore):
         self.inline_max = inline_max
         self.part_size = part_size
         self.prefix = where.prefix + "blobs/"
-        self.bucket = S3Bucket(
-            where.bucket, endpoint=endpoint, region=load_region(region), credentials=creds, path_style=path_style
-        )
+        try:
+            self.bucket = S3Bucket(
+                where.bucket, endpoint=endpoint, region=load_region(region), credentials=creds, path_style=path_style
+            )
+        except ValueError as exc:
+            raise BucketConfigError(f"{url}: {exc}") from None
 
     def key(self, blob_id: int) -> str:
         return f"{self.prefix}{blob_id}"
