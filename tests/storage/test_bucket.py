@@ -55,8 +55,10 @@ async def nodes(place: tuple[str, str]) -> AsyncIterator[Callable[..., Awaitable
     schema, prefix = place
     opened: list[PostgresStorage] = []
 
-    async def make(endpoint: str = S3_ENDPOINT, bucket: bool = True, **kw: object) -> PostgresStorage:
-        store = S3BlobStore(f"s3://{S3_BUCKET}/{prefix}", endpoint=endpoint, path_style=True, inline_max=INLINE_MAX)
+    async def make(
+        endpoint: str = S3_ENDPOINT, bucket: bool = True, inline_max: int = INLINE_MAX, **kw: object
+    ) -> PostgresStorage:
+        store = S3BlobStore(f"s3://{S3_BUCKET}/{prefix}", endpoint=endpoint, path_style=True, inline_max=inline_max)
         if not bucket:
             await store.aclose()
             store = None
@@ -326,3 +328,28 @@ async def test_migrate_leaves_a_record_written_during_its_copy_alone(nodes, buck
         assert await read(s, await s.get_record(store, k)) == v
     report = await fsck(s)
     assert report.orphans == [] and report.missing == []  # the dropped copy left no object behind
+
+
+async def test_an_inline_max_above_the_chunk_size_keeps_records_in_chunks(nodes, bucket, place) -> None:
+    _, prefix = place
+    s = await nodes(inline_max=3 * 1024 * 1024)
+    store = await new_store(s)
+    data = os.urandom(2 * 1024 * 1024 + 5)  # two chunks and a bit, below the threshold
+    await s.put_record(store, "k", Body(chunked(data)), "x/y", None)
+    assert await read(s, await s.get_record(store, "k")) == data
+    assert await objects(bucket, prefix) == {}
+
+
+async def test_a_node_without_the_bucket_collects_only_database_garbage(nodes, bucket, place) -> None:
+    _, prefix = place
+    s = await nodes()
+    plain = await nodes(bucket=False)
+    store = await new_store(s)
+    for _ in range(2):
+        await s.put_record(store, "object", Body(os.urandom(INLINE_MAX * 2)), "x/y", None)
+        await s.put_record(store, "row", Body(b"small"), "x/y", None)
+    assert len(await objects(bucket, prefix)) == 2
+    assert await plain.collect_garbage(grace=0) == 1  # the row's old chunk; the object waits for a node that can
+    assert len(await objects(bucket, prefix)) == 2
+    assert await s.collect_garbage(grace=0) == 1
+    assert len(await objects(bucket, prefix)) == 1

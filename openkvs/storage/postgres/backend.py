@@ -427,7 +427,7 @@ class PostgresStorage(Storage):
                                       content_encoding)
             return to_record(row)
         ended = await fill(it, buf, CHUNK_SIZE + 1)  # body errors propagate: nothing written yet
-        if ended:
+        if ended and len(buf) <= CHUNK_SIZE:  # (more when --blob-inline-max is above CHUNK_SIZE)
             # small record: one statement (its own transaction) on the main pool, retried after a deadlock
             data = bytes(buf) if buf else None
             args = (store_id, key, content_type, content_encoding, len(buf), body.decoded_size,

@@ -164,8 +164,9 @@ class Leases:
 
 # -- garbage -------------------------------------------------------------------------------------------------
 
-# Garbage older than the grace ($1) that no live lease needs ($2: the time leases are compared with).
-PICK_GARBAGE = f"""SELECT g.blob_id, g.in_bucket FROM garbage g WHERE g.created_at < $1
+# Garbage older than the grace ($1) that no live lease needs ($2: the time leases are compared with); objects only
+# if this node knows the bucket ($3).
+PICK_GARBAGE = f"""SELECT g.blob_id, g.in_bucket FROM garbage g WHERE g.created_at < $1 AND (NOT g.in_bucket OR $3)
     AND NOT (g.in_bucket AND EXISTS (SELECT 1 FROM leases l WHERE l.expires_at > $2 AND g.xid >= l.watermark))
     ORDER BY g.created_at LIMIT {BATCH} FOR UPDATE SKIP LOCKED"""
 
@@ -177,14 +178,12 @@ async def collect(db: Database, bucket: BlobStore | None, now: datetime | None, 
 
         async def go(conn: asyncpg.Connection) -> int:
             at = now or await conn.fetchval("SELECT clock_timestamp()")
-            rows = await conn.fetch(PICK_GARBAGE, at - timedelta(seconds=grace), at)
+            rows = await conn.fetch(PICK_GARBAGE, at - timedelta(seconds=grace), at, bucket is not None)
             if not rows:
                 return 0
             ids = [r["blob_id"] for r in rows]
             objects = [r["blob_id"] for r in rows if r["in_bucket"]]
-            if objects:
-                if bucket is None:
-                    raise StorageUnavailable(f"{len(objects)} garbage objects but no --blob-store to delete them from")
+            if objects and bucket is not None:
                 await bucket.delete(objects)  # before the rows go: a failure keeps them for the next pass
             await conn.execute("DELETE FROM blob_chunks WHERE blob_id = ANY($1::bigint[])", ids)
             await conn.execute("DELETE FROM garbage WHERE blob_id = ANY($1::bigint[])", ids)
