@@ -67,6 +67,9 @@ class BlobStore(abc.ABC):
     def list(self) -> AsyncIterator[tuple[int, ObjectInfo]]:
         """Every blob in the bucket under this store's prefix: (blob id, object), in key order."""
 
+    async def check(self) -> None:  # noqa: B027 - optional hook
+        """Raise StorageUnavailable unless the bucket answers and the credentials may use it."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -136,6 +139,10 @@ class S3BlobStore(BlobStore):
 
     async def aclose(self) -> None:
         await self.bucket.aclose()
+
+    async def check(self) -> None:
+        async with _bucket_errors():
+            await self.bucket.check()
 
     async def upload(
         self, blob_id: int, head: bytearray, rest: AsyncIterator[bytes], started: Callable[[str], Awaitable[None]]

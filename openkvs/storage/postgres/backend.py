@@ -136,6 +136,11 @@ class PostgresStorage(Storage):
     async def open(self) -> None:
         await self.migrate()
         await self._db.open()
+        if self.blob_store is not None:  # said at start; requests that need the bucket get 503 until it answers
+            try:
+                await asyncio.wait_for(self.blob_store.check(), 10)
+            except (StorageError, TimeoutError) as exc:
+                log.warning("the bucket %s can't be used now: %s", self.blob_store.url, exc or "timeout")
         self._tasks = [
             asyncio.create_task(self._every(STATS_FLUSH_SECONDS, self.flush_stats), name="openkvs-pg-stats"),
             asyncio.create_task(self._every(GC_INTERVAL_SECONDS, self.collect_garbage), name="openkvs-pg-gc"),
