@@ -97,14 +97,21 @@ class S3Bucket:
             self._root = ""
         self.endpoint = endpoint
         self._signer = Signer(credentials, region)
-        self._client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            follow_redirects=False,
-        )
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        """The connection pool, made on first use (again after ``aclose``: a storage may be reopened)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(limits=self._limits, timeout=self._timeout, follow_redirects=False)
+        return self._http
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        http, self._http = self._http, None
+        if http is not None:
+            await http.aclose()
 
     # -- requests ----------------------------------------------------------------------------------------------
 
