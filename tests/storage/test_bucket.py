@@ -302,6 +302,10 @@ async def test_migrate_moves_bytes_both_ways_online_and_resumably(nodes, bucket,
         assert await read(s, await s.get_record(store, k)) == v
     with pytest.raises(StorageUnavailable, match="no --blob-store"):  # a node not told of the bucket says so
         await read(plain, await plain.get_record(store, "big2"))
+    async with plain.snapshot(store, KeySelection(exact="big2")) as snap:
+        async for batch in snap.records():
+            with pytest.raises(StorageUnavailable, match="no --blob-store"):
+                await read(snap, batch[0])
     assert (await migrate(s, "bucket")).moved == 0  # nothing left to do: a second run resumes an interrupted one
     assert await read(s, stale) == data["big1"]  # the old chunks stay for the grace period
 

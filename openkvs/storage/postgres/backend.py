@@ -560,8 +560,8 @@ class PostgresStorage(Storage):
 
     @asynccontextmanager
     async def snapshot(self, store_id: str, selection: KeySelection) -> AsyncIterator[PgSnapshot]:
-        if self.blob_store is None:
-            async with open_snapshot(self._db.snapshots(), store_id, selection) as snap:
+        if self.blob_store is None:  # (records in a bucket, if any, then get StorageUnavailable from _bucket_read)
+            async with open_snapshot(self._db.snapshots(), store_id, selection, self._bucket_read) as snap:
                 yield snap
             return
         async with self._leases.held_for():  # the lease first, then the snapshot's transaction (objects.py)
