@@ -11,7 +11,7 @@
 # Content-MD5, object metadata lives in xattrs (ext4 caps them at ~4 KiB per file, hence the tmpfs).
 set -euo pipefail
 BASE=${SWIFT_BASE:-/tmp/openkvs-swift} S3_PORT=${S3_PORT:-7480}
-P0=${SWIFT_PORT_BASE:-6200} MC_PORT=${MEMCACHED_PORT:-11211}
+P0=${SWIFT_PORT_BASE:-6200} MC_PORT=${MEMCACHED_PORT:-11311}  # not 11211: a system memcached may run there
 ETC=$BASE/etc DEV=$BASE/node LOG=$BASE/log
 export EVENTLET_NO_GREENDNS=yes   # skips dnspython import: about twice as fast a start
 
