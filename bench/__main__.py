@@ -1,4 +1,4 @@
-"""python -m bench [records] [download] [nodes] [ratelimits] [transfer] [exports] [--quick] [--backends sqlite,postgres] [--fresh]"""
+"""python -m bench [records] [download] [nodes] [ratelimits] [transfer] [exports] [bucket] [--quick] [--backends sqlite,postgres] [--fresh]"""
 
 from __future__ import annotations
 
