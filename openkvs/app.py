@@ -275,8 +275,22 @@ def open_storage(settings: Settings) -> Storage:
     if settings.database_url:
         from openkvs.storage.postgres import PostgresStorage
 
+        blob_store = None
+        if settings.blob_store:
+            from openkvs.storage.bucket import S3BlobStore
+
+            blob_store = S3BlobStore(
+                settings.blob_store,
+                endpoint=settings.s3_endpoint,
+                region=settings.s3_region,
+                path_style=settings.s3_path_style,
+                inline_max=settings.blob_inline_max,
+            )
         return PostgresStorage(
-            settings.database_url, namespace=settings.database_schema, max_snapshots=settings.max_downloads
+            settings.database_url,
+            namespace=settings.database_schema,
+            max_snapshots=settings.max_downloads,
+            blob_store=blob_store,
         )
     from openkvs.storage.sqlite import SQLiteStorage
 

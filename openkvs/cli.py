@@ -62,7 +62,10 @@ def _setting_options(*names: str) -> Callable[[Callable[..., Any]], Callable[...
 
 
 # Every command that opens the storage takes these.
-_storage_options = _setting_options("data_dir", "database_url", "database_schema")
+_storage_options = _setting_options(
+    "data_dir", "database_url", "database_schema", "blob_store", "s3_endpoint", "s3_region", "s3_path_style",
+    "blob_inline_max",
+)
 
 
 def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -87,9 +90,11 @@ def _on_storage(settings: Settings, work: Callable[[Any], Awaitable[T]], create:
         async with open_storage(settings) as storage:
             return await work(storage)
 
+    from openkvs.storage.bucket import BucketConfigError
+
     try:
         return anyio.run(main)
-    except StorageError as exc:  # unreachable, damaged, read-only: one line, no traceback (exit status 1)
+    except (StorageError, BucketConfigError) as exc:  # unreachable, damaged, read-only, misconfigured: one line
         raise click.ClickException(f"cannot use the storage: {exc}") from None
 
 
@@ -172,6 +177,8 @@ def serve(**flags: Any) -> None:
     token = _run(settings, _first_user)
     where = f"http://{settings.host}:{settings.port}"
     backend = "PostgreSQL" if settings.database_url else f"SQLite in {os.path.abspath(settings.data_dir)}"
+    if settings.blob_store:
+        backend += f", bytes above {settings.blob_inline_max} in {settings.blob_store}"
     click.echo(f"openkvs {where} (storage: {backend}, workers: {settings.workers})")
     if token:
         click.echo(f"\nCreated user '{DEFAULT_USER}'. Its API token (shown only now, keep it):\n\n  {token}\n")
@@ -402,6 +409,60 @@ def grants_remove(store: str, username: str, **flags: Any) -> None:
         click.echo("removed; the store has a new URL-signing key (signed links made before stop working)")
     else:
         click.echo("removed" if removed else "there was no such grant")
+
+
+@main.group()
+def blobs() -> None:
+    """Record bytes in a bucket (--blob-store, with --database-url): check, move."""
+
+
+def _bucket_storage(storage: Any) -> Any:
+    from openkvs.storage.postgres import PostgresStorage
+
+    if not isinstance(storage, PostgresStorage) or storage.blob_store is None:
+        raise click.ClickException("this needs --database-url and --blob-store (or OPENKVS_BLOB_STORE)")
+    return storage
+
+
+@blobs.command("fsck")
+@click.option("--fix", is_flag=True, help="Delete the objects that no record, garbage row or upload names.")
+@_storage_options
+def blobs_fsck(fix: bool, **flags: Any) -> None:
+    """Compare the bucket with the database: objects without metadata (orphans; --fix deletes them) and records
+    whose object is missing or of the wrong size. Exit status 1 if anything is wrong (and not fixed)."""
+    from openkvs.storage.postgres.blobs import fsck
+
+    async def work(storage: Any) -> Any:
+        return await fsck(_bucket_storage(storage), fix=fix)
+
+    report = _use(_settings(**flags), work)
+    for blob_id, size in report.orphans:
+        click.echo(f"orphan object: blob {blob_id}, {size} bytes{' (deleted)' if report.deleted else ''}")
+    for line in report.missing:
+        click.echo(line)
+    click.echo(
+        f"{report.objects} objects, {report.records_in_bucket} records in the bucket; {len(report.orphans)} orphans"
+        f"{f' ({report.deleted} deleted)' if report.deleted else ''}, "
+        f"{len(report.missing)} records without their object"
+    )
+    if report.missing or (report.orphans and not report.deleted):
+        raise click.ClickException("problems found")
+
+
+@blobs.command("migrate")
+@click.option("--to", "to", type=click.Choice(["bucket", "database"]), required=True,
+              help="bucket: records above --blob-inline-max go to the bucket; database: every record comes back.")
+@_storage_options
+def blobs_migrate(to: str, **flags: Any) -> None:
+    """Move existing record bytes between the database and the bucket, while servers run. A record written
+    meanwhile keeps its new bytes; an interrupted run is resumed by running it again."""
+    from openkvs.storage.postgres.blobs import migrate as migrate_blobs
+
+    async def work(storage: Any) -> Any:
+        return await migrate_blobs(_bucket_storage(storage), to)
+
+    done = _use(_settings(**flags), work)
+    click.echo(f"moved {done.moved} records ({done.moved_bytes} bytes) to the {to}; {done.skipped} written meanwhile")
 
 
 @main.group()

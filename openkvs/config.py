@@ -56,6 +56,13 @@ def _positive(value: float) -> None:
         raise ValueError("must be more than 0")
 
 
+def _bucket_url(url: str) -> None:
+    if url:
+        from openkvs.storage.bucket import parse_url
+
+        parse_url(url)
+
+
 def _trusted_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip()]
 
@@ -75,6 +82,25 @@ class Settings:
         secret=True,  # may hold a password
     )
     database_schema: str = setting("openkvs", "PostgreSQL schema that holds the openkvs tables.")
+    blob_store: str = setting(
+        "",
+        "s3://BUCKET/PREFIX to keep the bytes of records above --blob-inline-max in an S3-compatible bucket "
+        "(with --database-url). Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE and "
+        "~/.aws/credentials.",
+        check=_bucket_url,
+    )
+    s3_endpoint: str = setting(
+        "", "http(s)://host[:port] of the S3 service (default: AWS_ENDPOINT_URL, else AWS S3 of --s3-region)."
+    )
+    s3_region: str = setting("", "Region of the bucket (default: AWS_REGION, ~/.aws/config, else us-east-1).")
+    s3_path_style: bool = setting(
+        False, "Address the bucket as ENDPOINT/BUCKET (MinIO, Ceph, Swift) instead of BUCKET.ENDPOINT."
+    )
+    blob_inline_max: int = setting(
+        64 * 1024,
+        "Records of at most this many bytes stay in the database with --blob-store; bigger ones go to the bucket.",
+        minimum=0,
+    )
     redis_url: str = setting(
         "", "redis://host:6379/0 to share rate-limit budgets between processes and nodes.", secret=True
     )
@@ -190,6 +216,8 @@ class Settings:
                 s.check(getattr(self, s.name))
             except ValueError as exc:
                 raise ValueError(f"{s.flag}: {exc}") from None
+        if self.blob_store and not self.database_url:
+            raise ValueError("--blob-store needs --database-url (the metadata of records in a bucket is in PostgreSQL)")
         if self.rate_limits == "on" and (
             self.rate_limit_user_per_minute < 60
             or self.rate_limit_store_per_second < 1

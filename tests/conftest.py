@@ -27,6 +27,15 @@ settings.load_profile("openkvs")
 IN_CI = bool(os.environ.get("CI"))
 DATABASE_URL = os.environ.get("OPENKVS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("OPENKVS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The S3 server of the "postgres+s3" backend: deploy/s3-swift.sh start (CI's .ci/run starts it)
+S3_ENDPOINT = os.environ.get("OPENKVS_TEST_S3_ENDPOINT", "http://127.0.0.1:7480")
+S3_BUCKET = os.environ.get("OPENKVS_TEST_S3_BUCKET", "openkvs-test")
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": os.environ.get("OPENKVS_TEST_S3_ACCESS_KEY", "test:tester"),
+    "AWS_SECRET_ACCESS_KEY": os.environ.get("OPENKVS_TEST_S3_SECRET_KEY", "testing"),
+    "AWS_REGION": os.environ.get("OPENKVS_TEST_S3_REGION", "us-east-1"),
+}
+_s3_checked: list[bool] = []
 
 
 def unavailable(reason: str) -> None:
@@ -45,6 +54,51 @@ def shared_redis_url() -> str:
     except redis.RedisError as exc:
         unavailable(f"Redis not reachable at {REDIS_URL} (set OPENKVS_TEST_REDIS_URL): {exc}")
     return REDIS_URL
+
+
+def s3_env(prefix: str) -> dict[str, str]:
+    """The settings (environment) of a server whose record bytes go to the test bucket under ``prefix``; the
+    bucket is created the first time (skip, or fail in CI, if the S3 server does not answer)."""
+    if not _s3_checked:
+        from openkvs.storage.bucket.sigv4 import Credentials, Signer
+
+        signer = Signer(Credentials(S3_ENV["AWS_ACCESS_KEY_ID"], S3_ENV["AWS_SECRET_ACCESS_KEY"]), S3_ENV["AWS_REGION"])
+        host = httpx.URL(S3_ENDPOINT).netloc.decode()
+        try:
+            r = httpx.put(f"{S3_ENDPOINT}/{S3_BUCKET}", headers=signer.headers("PUT", host, f"/{S3_BUCKET}", {}),
+                          timeout=10)
+        except httpx.TransportError as exc:
+            unavailable(f"S3 not reachable at {S3_ENDPOINT} (deploy/s3-swift.sh start): {exc}")
+        assert r.status_code < 300 or b"BucketAlreadyOwnedByYou" in r.content, r.text
+        _s3_checked.append(True)
+        os.environ.update(S3_ENV)  # the in-process servers read the credentials from this process's environment
+    return {
+        **S3_ENV,
+        "OPENKVS_BLOB_STORE": f"s3://{S3_BUCKET}/{prefix}",
+        "OPENKVS_S3_ENDPOINT": S3_ENDPOINT,
+        "OPENKVS_S3_PATH_STYLE": "true",
+    }
+
+
+def s3_clear(prefix: str) -> None:
+    """Delete every object under the test bucket's ``prefix`` (a test's leftovers: the bucket is shared)."""
+    import asyncio
+
+    from openkvs.storage.bucket.s3 import S3Bucket
+    from openkvs.storage.bucket.sigv4 import Credentials
+
+    async def go() -> None:
+        creds = Credentials(S3_ENV["AWS_ACCESS_KEY_ID"], S3_ENV["AWS_SECRET_ACCESS_KEY"])
+        b = S3Bucket(S3_BUCKET, endpoint=S3_ENDPOINT, region=S3_ENV["AWS_REGION"], credentials=creds, path_style=True)
+        try:
+            await b.delete([o.key async for o in b.list(prefix.rstrip("/") + "/")])
+        finally:
+            await b.aclose()
+
+    try:
+        asyncio.run(go())
+    except Exception:  # best effort: the tmpfs of deploy/s3-swift.sh goes at its stop anyway
+        pass
 
 
 def postgres_reachable() -> bool:
@@ -144,12 +198,14 @@ def make_server(
     for k in list(env):
         if k.startswith("OPENKVS_") and not k.startswith("OPENKVS_TEST_"):
             del env[k]
-    if backend == "postgres":
+    if backend in ("postgres", "postgres+s3"):
         if not postgres_reachable():
             unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
         schema = "t_" + secrets.token_hex(6)
         env["OPENKVS_DATABASE_URL"] = DATABASE_URL
         env["OPENKVS_DATABASE_SCHEMA"] = schema
+        if backend == "postgres+s3":
+            env.update(s3_env(schema))
     env.update(env_extra or {})
     args = ["--port", str(port), *(["--data-dir", str(data_dir)] if backend == "sqlite" else []), *extra]
     if in_process:
@@ -180,8 +236,10 @@ def server(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Iter
     s = make_server(tmp_path, backend, "--rate-limits", "off", in_process=_in_process(request))
     yield s
     s.stop()
-    if backend == "postgres":
+    if backend.startswith("postgres"):
         _drop_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
+    if backend == "postgres+s3":
+        s3_clear(s.env["OPENKVS_DATABASE_SCHEMA"])
 
 
 def _drop_schema(schema: str) -> None:
@@ -200,11 +258,13 @@ def _drop_schema(schema: str) -> None:
 
 def _stop_and_clean(s: Server, backend: str) -> None:
     s.stop()
-    if backend == "postgres":
+    if backend.startswith("postgres"):
         _drop_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
+    if backend == "postgres+s3":
+        s3_clear(s.env["OPENKVS_DATABASE_SCHEMA"])
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "postgres+s3"])
 def shared_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A module-scoped server per backend (rate limits off, user 'alice' = server.token, user 'bob' =
     server.extra_tokens['bob']). Tests must use their own store names."""

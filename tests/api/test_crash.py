@@ -54,7 +54,7 @@ def stalled_upload(url: str, token: str, sid: str, stop: threading.Event) -> Non
             pass
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "postgres+s3"])
 def crashed(request, tmp_path_factory, start_server):
     """A server that was killed with SIGKILL during a storm of writes and started again on the same data:
     (server, store id, {acknowledged key: sha256})."""

@@ -29,7 +29,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def _postgres(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
+async def _postgres(request: pytest.FixtureRequest, bucket: bool = False) -> AsyncIterator[Storage]:
     try:
         from openkvs.storage import postgres
     except ImportError as exc:
@@ -45,6 +45,12 @@ async def _postgres(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
         kwargs["namespace"] = schema
     if "gc_grace_seconds" in params:
         kwargs["gc_grace_seconds"] = 60.0
+    if bucket:  # record bytes above 16 KiB in the test bucket, so that the contract's big records are objects
+        from openkvs.storage.bucket import S3BlobStore
+        from tests.conftest import S3_ENDPOINT, s3_env
+
+        url = s3_env(schema)["OPENKVS_BLOB_STORE"]
+        kwargs["blob_store"] = S3BlobStore(url, endpoint=S3_ENDPOINT, path_style=True, inline_max=16 * 1024)
     storage = cls(dsn, **kwargs)
     try:
         await storage.open()
@@ -62,9 +68,21 @@ async def _postgres(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
         await storage.aclose()
         if "namespace" in kwargs:
             await storage.drop()
+        if bucket:
+            import anyio
+
+            from tests.conftest import s3_clear
+
+            await anyio.to_thread.run_sync(s3_clear, schema)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("postgres+s3", marks=pytest.mark.postgres),
+    ]
+)
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     if request.param == "sqlite":
         from openkvs.storage.sqlite import SQLiteStorage
@@ -72,7 +90,7 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         async with SQLiteStorage(tmp_path / "data") as st:
             yield st
     else:
-        async for st in _postgres(request):
+        async for st in _postgres(request, bucket=request.param == "postgres+s3"):
             yield st
 
 

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -36,14 +36,19 @@ from ..base import (
     User,
     UsernameTaken,
 )
+from ..bucket import BlobStore
 from ..ids import new_id
 from ..stats import StatsBuffer
 from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chunks
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
+from .objects import LEASE_RENEW_SECONDS, Leases, collect, put_in_bucket
 from .queues import PgQueues
 from .snapshot import PgSnapshot, open_snapshot
 from .tables import (
+    GET_INLINE_MAX,
     GRANT_SELECT,
+    IN_BUCKET,
+    IN_BUCKET_SQL,
     LOOKUP,
     NOW_MS,
     RECORD_COLS,
@@ -82,6 +87,7 @@ class PostgresStorage(PgQueues, Storage):
         max_snapshots: int = 10,
         gc_grace_seconds: float = 60.0,
         connect_timeout: float = 10.0,
+        blob_store: BlobStore | None = None,
     ) -> None:
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", namespace):
             raise ValueError(f"invalid schema name {namespace!r} (lower-case letters, digits, underscores)")
@@ -106,6 +112,10 @@ class PostgresStorage(PgQueues, Storage):
         self.application_name = self._db.application_name  # what pg_stat_activity shows for its connections
         self._stats = StatsBuffer()
         self._tasks: list[asyncio.Task[None]] = []
+        # --blob-store: records above inline_max are objects in the bucket (objects.py); smaller ones stay here
+        self.blob_store = blob_store
+        self.inline_max = blob_store.inline_max if blob_store is not None else GET_INLINE_MAX
+        self._leases = Leases(self._db)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -127,9 +137,15 @@ class PostgresStorage(PgQueues, Storage):
     async def open(self) -> None:
         await self.migrate()
         await self._db.open()
+        if self.blob_store is not None:  # said at start; requests that need the bucket get 503 until it answers
+            try:
+                await asyncio.wait_for(self.blob_store.check(), 10)
+            except (StorageError, TimeoutError) as exc:
+                log.warning("the bucket %s can't be used now: %s", self.blob_store.url, exc or "timeout")
         self._tasks = [
             asyncio.create_task(self._every(STATS_FLUSH_SECONDS, self.flush_stats), name="openkvs-pg-stats"),
             asyncio.create_task(self._every(GC_INTERVAL_SECONDS, self.collect_garbage), name="openkvs-pg-gc"),
+            asyncio.create_task(self._every(LEASE_RENEW_SECONDS, self._leases.renew), name="openkvs-pg-leases"),
         ]
 
     async def _every(self, seconds: float, fn: Callable[[], Awaitable[Any]]) -> None:
@@ -157,6 +173,8 @@ class PostgresStorage(PgQueues, Storage):
             except StorageError:
                 log.warning("could not flush access counters at close", exc_info=True)
         await self._db.close()
+        if self.blob_store is not None:
+            await self.blob_store.aclose()
 
     async def drop(self) -> None:
         """Drops the namespace with every table. Works whether the storage is open or closed."""
@@ -352,7 +370,9 @@ class PostgresStorage(PgQueues, Storage):
             if await conn.fetchval("SELECT true FROM stores WHERE id = $1 FOR UPDATE", store_id) is None:
                 return False
             await conn.execute(
-                f"INSERT INTO garbage (blob_id, created_at) SELECT blob_id, {NOW_MS} FROM records WHERE store_id = $1",
+                f"""INSERT INTO garbage (blob_id, created_at, in_bucket)
+                    SELECT blob_id, {NOW_MS}, {IN_BUCKET_SQL.format(size="size", chunk_size="chunk_size")}
+                    FROM records WHERE store_id = $1""",
                 store_id,
             )
             await conn.execute("DELETE FROM stores WHERE id = $1", store_id)
@@ -408,8 +428,12 @@ class PostgresStorage(PgQueues, Storage):
     ) -> RecordMeta:
         it = body.__aiter__()
         buf = bytearray()
+        if self.blob_store is not None and not await fill(it, buf, self.inline_max + 1):
+            row = await put_in_bucket(self._db, self.blob_store, store_id, key, body, it, buf, content_type,
+                                      content_encoding)
+            return to_record(row)
         ended = await fill(it, buf, CHUNK_SIZE + 1)  # body errors propagate: nothing written yet
-        if ended:
+        if ended and len(buf) <= CHUNK_SIZE:  # (more when --blob-inline-max is above CHUNK_SIZE)
             # small record: one statement (its own transaction) on the main pool, retried after a deadlock
             data = bytes(buf) if buf else None
             args = (store_id, key, content_type, content_encoding, len(buf), body.decoded_size,
@@ -487,6 +511,10 @@ class PostgresStorage(PgQueues, Storage):
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob, start, end = blob_range(record, start, end)
+        if blob.chunk_size == IN_BUCKET and blob.data is None:
+            async for piece in self._bucket_read(blob, start, end):
+                yield piece
+            return
 
         async def fetch(sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
             # a connection per query: a slow reader never holds one between pieces
@@ -499,9 +527,12 @@ class PostgresStorage(PgQueues, Storage):
         # One statement, its own transaction (see _UPSERT_TAIL): the store row first, then DELETE ... RETURNING
         # gives the version it deleted (the latest, after waiting for a concurrent writer).
         sql = f"""WITH lk AS (SELECT id FROM stores WHERE id = $1 FOR NO KEY UPDATE),
-                d AS (DELETE FROM records r USING lk WHERE r.store_id = $1 AND r.key = $2 RETURNING r.blob_id, r.size),
+                d AS (DELETE FROM records r USING lk WHERE r.store_id = $1 AND r.key = $2
+                      RETURNING r.blob_id, r.size, r.chunk_size),
                 t AS (SELECT {NOW_MS} AS now),
-                g AS (INSERT INTO garbage (blob_id, created_at) SELECT d.blob_id, t.now FROM d, t),
+                g AS (INSERT INTO garbage (blob_id, created_at, in_bucket)
+                      SELECT d.blob_id, t.now, {IN_BUCKET_SQL.format(size="d.size", chunk_size="d.chunk_size")}
+                      FROM d, t),
                 st AS (
                     UPDATE stores SET generation = generation + 1, modified_at = greatest(stores.modified_at, t.now),
                         storage_bytes = storage_bytes - d.size
@@ -530,8 +561,18 @@ class PostgresStorage(PgQueues, Storage):
 
     @asynccontextmanager
     async def snapshot(self, store_id: str, selection: KeySelection) -> AsyncIterator[PgSnapshot]:
-        async with open_snapshot(self._db.snapshots(), store_id, selection) as snap:
-            yield snap
+        if self.blob_store is None:  # (records in a bucket, if any, then get StorageUnavailable from _bucket_read)
+            async with open_snapshot(self._db.snapshots(), store_id, selection, self._bucket_read) as snap:
+                yield snap
+            return
+        async with self._leases.held_for():  # the lease first, then the snapshot's transaction (objects.py)
+            async with open_snapshot(self._db.snapshots(), store_id, selection, self._bucket_read) as snap:
+                yield snap
+
+    def _bucket_read(self, blob: PgBlob, start: int, end: int) -> AsyncIterator[bytes]:
+        if self.blob_store is None:
+            raise StorageUnavailable(f"blob {blob.blob_id} is in a bucket, but no --blob-store is set")
+        return self.blob_store.read(blob.blob_id, start, end)
 
     # -- garbage -----------------------------------------------------------------------------------------------
 
@@ -540,32 +581,7 @@ class PostgresStorage(PgQueues, Storage):
         seconds before ``now`` (default: the database clock). Returns how many blobs were freed. Several
         processes may run it at once (SKIP LOCKED)."""
         grace = self.gc_grace_seconds if grace is None else grace
-        freed = 0
-        while True:
-
-            async def go(conn: asyncpg.Connection) -> int:
-                if now is None:
-                    ids = await conn.fetch(
-                        """SELECT blob_id FROM garbage WHERE created_at < clock_timestamp() - make_interval(secs => $1)
-                           ORDER BY created_at LIMIT 100 FOR UPDATE SKIP LOCKED""",
-                        float(grace),
-                    )
-                else:
-                    ids = await conn.fetch(
-                        """SELECT blob_id FROM garbage WHERE created_at < $1
-                           ORDER BY created_at LIMIT 100 FOR UPDATE SKIP LOCKED""",
-                        now - timedelta(seconds=grace),
-                    )
-                blob_ids = [r["blob_id"] for r in ids]
-                if blob_ids:
-                    await conn.execute("DELETE FROM blob_chunks WHERE blob_id = ANY($1::bigint[])", blob_ids)
-                    await conn.execute("DELETE FROM garbage WHERE blob_id = ANY($1::bigint[])", blob_ids)
-                return len(blob_ids)
-
-            n = await self._run(go, tx=True)
-            freed += n
-            if n < 100:
-                return freed
+        return await collect(self._db, self.blob_store, now, grace)
 
     # -- stats -------------------------------------------------------------------------------------------------
 

@@ -11,10 +11,12 @@ from .tables import TABLES_VERSION
 
 MAX_LISTED = 100
 
-# Records whose chunks don't add up: a missing or extra chunk, or chunks of the wrong total length.
+# Records whose chunks don't add up: a missing or extra chunk, or chunks of the wrong total length. Records whose
+# bytes are an object in the bucket (chunk_size 0) are openkvs blobs fsck's to check.
 _BAD_RECORDS = """
 SELECT r.store_id, r.key, r.size, r.chunk_size, count(c.seq) AS chunks, coalesce(sum(length(c.data)), 0) AS stored
 FROM records r LEFT JOIN blob_chunks c ON c.blob_id = r.blob_id
+WHERE r.chunk_size > 0
 GROUP BY r.store_id, r.key, r.size, r.chunk_size
 HAVING coalesce(sum(length(c.data)), 0) <> r.size OR count(c.seq) <> (r.size + r.chunk_size - 1) / r.chunk_size
 ORDER BY r.store_id, r.key

@@ -4,7 +4,7 @@ store's records in key order, in batches that carry the bytes of one-chunk recor
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,9 +12,13 @@ import anyio
 import asyncpg
 
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageUnavailable
-from .chunks import PgBlob, blob_range, iter_chunks, settle
+from ..bucket.prefetch import Prefetch
+from .chunks import READ_PIECE, PgBlob, blob_range, iter_chunks, settle
 from .connections import CONNECTION_ERRORS, discard, unavailable
-from .tables import RECORD_COLS, selection_sql, to_record
+from .tables import IN_BUCKET, RECORD_COLS, selection_sql, to_record
+
+# reads bytes [start, end) of a blob that is an object in the bucket (PostgresStorage._bucket_read)
+BucketRead = Callable[[PgBlob, int, int], AsyncIterator[bytes]]
 
 # Bytes of chunks per query when a snapshot streams a big record (the ZIP download). Measured (20 x 50 MiB through
 # the storage API, 3 runs each, MiB/s): 1 MiB 428-472, 2 MiB 448-549, 4 MiB 608-625, 8 MiB 634-720. With the
@@ -27,8 +31,12 @@ BIG = 0xFFFFFFFF
 class PgSnapshot(Snapshot):
     """One REPEATABLE READ READ ONLY transaction on a dedicated connection (see ``open_snapshot``)."""
 
-    def __init__(self, conn: asyncpg.Connection, store_id: str, selection: KeySelection) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, store_id: str, selection: KeySelection, bucket_read: BucketRead | None = None
+    ) -> None:
         self._conn = conn
+        self._bucket_read = bucket_read
+        self._prefetch = Prefetch(bucket_read) if bucket_read is not None else None
         self._lock = asyncio.Lock()  # one query at a time on the connection
         self._closed = False  # set (under the lock) when the transaction ends: a late prefetch must not run
         self._store_id = store_id
@@ -125,18 +133,34 @@ class PgSnapshot(Snapshot):
                         raise NotFound(f"blob {r['blob_id']} is gone")
                     metas.append(to_record(r, data))
                 del rows
+                if self._prefetch is not None:
+                    self._prefetch.plan(
+                        [(m.blob.blob_id, m.blob, m.size) for m in metas
+                         if m.blob.chunk_size == IN_BUCKET and m.blob.data is None]
+                    )
                 yield metas
         finally:
             await settle(pending)
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob, start, end = blob_range(record, start, end)
+        if blob.chunk_size == IN_BUCKET and blob.data is None and self._bucket_read is not None:
+            whole = await self._prefetch.take(blob.blob_id) if self._prefetch is not None else None
+            if whole is not None:
+                for i in range(start, end, READ_PIECE):
+                    yield whole[i : min(i + READ_PIECE, end)]
+                return
+            async for piece in self._bucket_read(blob, start, end):
+                yield piece
+            return
         async for piece in iter_chunks(self._fetch, blob, start, end, SNAPSHOT_QUERY_BYTES):
             yield piece
 
 
 @asynccontextmanager
-async def open_snapshot(pool: asyncpg.Pool, store_id: str, selection: KeySelection) -> AsyncIterator[PgSnapshot]:
+async def open_snapshot(
+    pool: asyncpg.Pool, store_id: str, selection: KeySelection, bucket_read: BucketRead | None = None
+) -> AsyncIterator[PgSnapshot]:
     """A snapshot on a connection of ``pool`` (the snapshot pool), its transaction rolled back and the connection
     released (or discarded, after a connection failure) at the end."""
     try:
@@ -149,7 +173,7 @@ async def open_snapshot(pool: asyncpg.Pool, store_id: str, selection: KeySelecti
             await tr.start()
         except CONNECTION_ERRORS as exc:
             raise unavailable(exc) from exc
-        snap = PgSnapshot(conn, store_id, selection)
+        snap = PgSnapshot(conn, store_id, selection, bucket_read)
         try:
             await snap._load()
             yield snap
@@ -160,6 +184,8 @@ async def open_snapshot(pool: asyncpg.Pool, store_id: str, selection: KeySelecti
             with anyio.move_on_after(5, shield=True):
                 try:
                     await snap._close()
+                    if snap._prefetch is not None:
+                        await snap._prefetch.close()
                     await tr.rollback()
                 except Exception:
                     pass

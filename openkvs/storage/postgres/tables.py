@@ -25,7 +25,7 @@ from .queues import QUEUE_TABLES
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
-TABLES_VERSION = 4
+TABLES_VERSION = 5
 
 NOW_MS = "date_trunc('milliseconds', clock_timestamp())"
 
@@ -119,6 +119,26 @@ MIGRATIONS: list[str] = [
     """,
     # 4: request queues' requests and counters (storage/postgres/queues.py).
     QUEUE_TABLES,
+    # 5: record bytes in a bucket (--blob-store; chunk_size IN_BUCKET marks such a record). ``uploads``: the
+    # intent noted before an object is written (a crash leaves it for the sweeper). ``garbage.in_bucket``: the
+    # blob is an object; ``garbage.xid``: the transaction that made it garbage, compared with the ``leases`` of
+    # open snapshots (watermark: the xmin of a snapshot taken before theirs), which MVCC can't protect objects for.
+    """
+    ALTER TABLE records ADD COLUMN prev_chunk_size integer;
+    ALTER TABLE garbage ADD COLUMN in_bucket boolean NOT NULL DEFAULT false,
+        ADD COLUMN xid xid8 DEFAULT pg_current_xact_id();
+    CREATE TABLE uploads (
+        blob_id bigint PRIMARY KEY,
+        upload_id text,
+        created_at timestamptz NOT NULL
+    );
+    CREATE INDEX uploads_created ON uploads (created_at);
+    CREATE TABLE leases (
+        id bigserial PRIMARY KEY,
+        watermark xid8 NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    """,
 ]
 
 
@@ -168,13 +188,16 @@ STORE_COLS = """s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at
     s.storage_bytes, s.generation, s.kind, s.title"""
 STORE_FROM = "stores s JOIN users u ON u.id = s.user_id"
 GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
+# A record whose bytes are an object in the bucket has chunk_size IN_BUCKET and no blob_chunks rows.
+IN_BUCKET = 0
+IN_BUCKET_SQL = f"({{size}} > 0 AND {{chunk_size}} = {IN_BUCKET})"
 RECORD_COLS = "key, content_type, content_encoding, size, decoded_size, crc32, modified_at, blob_id, chunk_size"
 GET_INLINE_MAX = 64 * 1024  # get_record returns the bytes of records up to this size with the metadata
 
 
 def held_data(r: str) -> str:
     """SQL: the bytes of the record row ``r`` when they are one chunk of at most GET_INLINE_MAX (they then come
-    with the metadata and read_blob runs no query), else NULL."""
+    with the metadata and read_blob runs no query), else NULL. (A record in the bucket has chunk_size 0.)"""
     return (
         f"CASE WHEN {r}.size > 0 AND {r}.size <= least({r}.chunk_size, {GET_INLINE_MAX}) THEN "
         f"(SELECT c.data FROM blob_chunks c WHERE c.blob_id = {r}.blob_id AND c.seq = 0) END"
@@ -271,11 +294,12 @@ _UPSERT_TAIL = f"""
             content_encoding = EXCLUDED.content_encoding, size = EXCLUDED.size,
             decoded_size = EXCLUDED.decoded_size, crc32 = EXCLUDED.crc32,
             modified_at = EXCLUDED.modified_at, blob_id = EXCLUDED.blob_id, chunk_size = EXCLUDED.chunk_size,
-            prev_blob_id = records.blob_id, prev_size = records.size
-        RETURNING {RECORD_COLS}, prev_blob_id, prev_size
+            prev_blob_id = records.blob_id, prev_size = records.size, prev_chunk_size = records.chunk_size
+        RETURNING {RECORD_COLS}, prev_blob_id, prev_size, prev_chunk_size
     ),
-    g AS (INSERT INTO garbage (blob_id, created_at) SELECT up.prev_blob_id, t.now FROM up, t
-          WHERE up.prev_blob_id IS NOT NULL),
+    g AS (INSERT INTO garbage (blob_id, created_at, in_bucket)
+          SELECT up.prev_blob_id, t.now, {IN_BUCKET_SQL.format(size="up.prev_size", chunk_size="up.prev_chunk_size")}
+          FROM up, t WHERE up.prev_blob_id IS NOT NULL),
     st AS (
         UPDATE stores SET generation = generation + 1, modified_at = greatest(stores.modified_at, t.now),
             storage_bytes = storage_bytes + up.size - coalesce(up.prev_size, 0)
