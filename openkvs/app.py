@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openkvs import auth, errors, health, metrics, openapi
+from openkvs import auth, console, errors, health, metrics, openapi
 from openkvs.api import download, queues, records
 from openkvs.api.common import AppState
 from openkvs.api.dispatch import CORS_EXPOSE_HEADERS, methods
@@ -89,6 +89,10 @@ ROUTES = [
     Route("/health/live", methods(GET=health.live)),
     Route("/health/ready", methods(GET=health.ready)),
     Route("/metrics", methods(GET=metrics.endpoint)),
+    # The web console: its static files (openkvs/console/); it uses the API above like any client.
+    Route("/", methods(GET=console.to_console)),
+    Route("/console", methods(GET=console.to_console)),
+    Route("/console/{path:path}", methods(GET=console.page)),
     Route("/{path:path}", not_found),
 ]
 

@@ -180,6 +180,7 @@ def serve(**flags: Any) -> None:
     if settings.blob_store:
         backend += f", bytes above {settings.blob_inline_max} in {settings.blob_store}"
     click.echo(f"openkvs {where} (storage: {backend}, workers: {settings.workers})")
+    click.echo(f"Web console: {where}/console/ (sign in with an API token)")
     if token:
         click.echo(f"\nCreated user '{DEFAULT_USER}'. Its API token (shown only now, keep it):\n\n  {token}\n")
         click.echo("Try it:\n")

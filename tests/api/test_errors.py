@@ -85,7 +85,7 @@ CASES = [
     ("alice", "POST", "/v2/nope", {}, 404, NO_PAGE),
     ("alice", "PUT", "/v2/key-value-stores/{id}/nope", {"content": b"x"}, 404, NO_PAGE),
     ("alice", "DELETE", "/nope", {}, 404, NO_PAGE),
-    ("alice", "GET", "/", {}, 404, NO_PAGE),
+    ("alice", "GET", "/console/no-such-file.js", {}, 404, NO_PAGE),
     ("alice", "GET", "/v2/key-value-stores/", {}, 404, NO_PAGE),
     # methods
     ("alice", "POST", "/v2/key-value-stores/{id}/records", {}, 405, m405("GET")),
