@@ -4,6 +4,7 @@ downloads a browser or a driver. Without them the tests skip with the reason (in
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ def browser(tmp_path: Path) -> Iterator[object]:
         from selenium.webdriver.chrome.service import Service
     except ImportError:
         unavailable("selenium is not installed (pip install '.[test]')")
+    os.environ.setdefault("SE_OFFLINE", "true")  # and should Selenium Manager ever run: never download
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     options = webdriver.ChromeOptions()

@@ -20,14 +20,14 @@ class Console:
         self.url = url
 
     # -- finding and waiting ---------------------------------------------------------------------------------------
-    def until(self, condition: Any, timeout: float = WAIT, message: str = "") -> Any:
+    def until(self, condition: Any, timeout: float = WAIT, message: str = "", poll: float = 0.1) -> Any:
         def check(d: Any) -> Any:
             try:
                 return condition(d)
             except (NoSuchElementException, StaleElementReferenceException):
                 return False
 
-        return WebDriverWait(self.d, timeout, poll_frequency=0.1).until(check, message)
+        return WebDriverWait(self.d, timeout, poll_frequency=poll).until(check, message)
 
     def find(self, css: str) -> WebElement:
         return self.until(lambda d: d.find_element(By.CSS_SELECTOR, css), message=f"no {css}")

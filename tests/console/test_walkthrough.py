@@ -134,6 +134,10 @@ def test_a_user_walks_through_the_console(shared_server: Server, browser: Any, t
     with shared_server.client() as api:
         assert api.get(f"/v2/key-value-stores/~{name}").status_code == 404
 
+    # The token never was in a URL the page loaded or fetched (so in no log and no Referer either).
+    urls = c.js("return performance.getEntriesByType('resource').map(e => e.name).concat([location.href])")
+    assert len(urls) > 10 and not [u for u in urls if shared_server.token in u]
+
     # Sign out: the token is gone from the tab, the sign-in form is back.
     c.button("Sign out").click()
     c.find("#token")
