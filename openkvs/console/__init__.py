@@ -30,7 +30,7 @@ CSP = "; ".join(
         "style-src 'self'",
         "img-src 'self' blob:",  # images are records (signed URLs of this origin) or blobs of fetched records
         "connect-src 'self'",
-        "frame-src 'self'",  # a record rendered in a sandboxed frame, from the API's sandboxed response
+        "frame-src 'self' blob:",  # HTML: the API's sandboxed response in a sandboxed frame; PDF: a blob we typed
         "base-uri 'none'",
         "form-action 'none'",
         "frame-ancestors 'none'",

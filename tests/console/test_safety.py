@@ -38,6 +38,7 @@ def test_stored_markup_and_scripts_run_nothing(sqlite_server: Server, browser: A
             ("drawing.svg", SVG, "image/svg+xml"),
             ("odd", IMG, ODD_TYPE),
             ("data.json", json.dumps({IMG: IMG}), "application/json"),
+            ("fake.pdf", HTML, "application/pdf"),  # HTML that claims to be a PDF: framed as a PDF, never as HTML
         ]:
             api.put(f"{base}/{key}", content=body.encode(), headers={"content-type": kind}).raise_for_status()
     c = Console(browser, sqlite_server.url)
@@ -73,6 +74,15 @@ def test_stored_markup_and_scripts_run_nothing(sqlite_server: Server, browser: A
     c.button("Image").click()
     img = c.find(".preview img")
     c.until(lambda d: c.js("return arguments[0].complete && arguments[0].naturalWidth", img) == 10, message="svg not shown")
+
+    # A "PDF" that is HTML: the browser's PDF viewer gets it (a blob the console typed), no HTML page runs.
+    fake = c.preview("fake.pdf").find_element(By.CSS_SELECTOR, "iframe.pdf")
+    assert fake.get_attribute("src").startswith("blob:")
+    browser.switch_to.frame(fake)
+    try:
+        assert "rendered page" not in c.find("body").text and c.find("body").get_attribute("data-pwned") is None
+    finally:
+        browser.switch_to.default_content()
 
     # The schema's collection title (markup) is an option's text; the collection filter lists only its keys.
     collection = Select(c.find("select[name=collection]"))

@@ -169,3 +169,40 @@ def test_a_wrong_token_is_refused_with_the_api_message(sqlite_server: Server, br
     c.button("Sign in").click()
     c.wait_text("[role=alert]", "Authentication token is not valid.")
     assert c.js("return sessionStorage.getItem('openkvs.token')") is None
+
+
+# The smallest PDF a viewer draws: one page saying "Hello PDF".
+PDF = b"""%PDF-1.4
+1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj
+2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj
+3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 100]/Contents 4 0 R/Resources<</Font<</F1 5 0 R>>>>>>endobj
+4 0 obj<</Length 44>>stream
+BT /F1 24 Tf 20 40 Td (Hello PDF) Tj ET
+endstream endobj
+5 0 obj<</Type/Font/Subtype/Type1/BaseFont/Helvetica>>endobj
+trailer<</Root 1 0 R>>
+%%EOF"""
+
+
+def test_previews_of_pdf_html_and_other_bytes(sqlite_server: Server, browser: Any) -> None:
+    name = "kinds-" + secrets.token_hex(3)
+    blob = bytes(range(256)) * 4
+    with sqlite_server.client() as api:
+        api.post(f"/v2/key-value-stores?name={name}")
+        for key, body, kind in [("doc.pdf", PDF, "application/pdf"), ("blob.bin", blob, "application/octet-stream"),
+                                ("big.txt", b"0123456789" * 100_000, "text/plain")]:
+            api.put(f"/v2/key-value-stores/~{name}/records/{key}", content=body, headers={"content-type": kind}).raise_for_status()
+    c = Console(browser, sqlite_server.url)
+    c.sign_in(sqlite_server.token)
+    c.open_store(name)
+    frame = c.preview("doc.pdf").find_element(By.CSS_SELECTOR, "iframe.pdf")
+    assert frame.get_attribute("src").startswith("blob:")
+    c.shot("preview-pdf")
+    # Other bytes: a hex dump of the first ones.
+    hexdump = c.preview("blob.bin").find_element(By.CSS_SELECTOR, "pre.hex").text.splitlines()
+    assert hexdump[0].startswith("00000000  00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f")
+    assert len(hexdump) == 32  # 512 bytes shown of 1 KiB
+    # A big text record: only its first 256 KiB are read (a Range request), and the preview says so.
+    big = c.preview("big.txt")
+    assert "showing the first 256.0 KiB" in big.find_element(By.CSS_SELECTOR, ".about").text
+    assert len(c.js("return arguments[0].textContent", big.find_element(By.CSS_SELECTOR, "pre"))) == 256 * 1024
