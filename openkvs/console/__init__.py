@@ -28,7 +28,7 @@ CSP = "; ".join(
         "default-src 'none'",
         "script-src 'self'",
         "style-src 'self'",
-        "img-src 'self' blob:",  # images are records (signed URLs of this origin) or blobs of fetched records
+        "img-src 'self'",  # images are records, by their signed URLs on this origin
         "connect-src 'self'",
         "frame-src 'self' blob:",  # HTML: the API's sandboxed response in a sandboxed frame; PDF: a blob we typed
         "base-uri 'none'",

@@ -72,6 +72,7 @@ export class Pager {
   async show(index) {
     this.starts.length = index + 1;
     const { next } = await this.load(this.starts[index]);
+    performance.mark("openkvs:page-shown"); // when a page of the list is on screen (bench/console_page.py)
     this.next = next;
     const page = index + 1;
     this.element.replaceChildren(
