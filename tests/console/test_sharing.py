@@ -117,3 +117,32 @@ def test_rename(sqlite_server: Server, browser: Any) -> None:
     c.answer("not a valid name!")
     c.wait_text("#status .notice.error", "Store name must be 1 to 63 characters")
     assert c.text(".page-header h1") == "after-" + name
+
+
+def test_the_keyboard_reaches_stores_and_records(sqlite_server: Server, browser: Any) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    name = "keys-" + secrets.token_hex(3)
+    with sqlite_server.client() as api:
+        api.post(f"/v2/key-value-stores?name={name}")
+        api.put(f"/v2/key-value-stores/~{name}/records/hello.txt", content=b"typed", headers={"content-type": "text/plain"})
+    c = Console(browser, sqlite_server.url)
+    c.open()
+    c.find("#token").send_keys(sqlite_server.token + Keys.ENTER)  # the field has focus; Enter signs in
+    c.page_ready()
+
+    def tab_to(matches: Any) -> None:
+        for _ in range(60):
+            ActionChains(browser).send_keys(Keys.TAB).perform()
+            if matches(browser.switch_to.active_element):
+                return
+        raise AssertionError("not reachable with Tab")
+
+    tab_to(lambda e: e.tag_name == "a" and e.text == name)
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    c.page_ready()
+    c.find("table.records")
+    tab_to(lambda e: e.tag_name == "button" and e.text == "hello.txt")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    c.until(lambda d: c.find(".preview pre").text == "typed", message="no preview by keyboard")

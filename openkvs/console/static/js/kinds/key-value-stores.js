@@ -199,7 +199,8 @@ function keyOf(name) {
 }
 
 function uploader(store, done) {
-  const input = h("input", { type: "file", multiple: true, id: "upload-files", class: "visually-hidden" });
+  // The label is the control keyboard users reach (Enter or Space opens the file chooser), not the hidden input.
+  const input = h("input", { type: "file", multiple: true, id: "upload-files", class: "visually-hidden", tabindex: "-1" });
   const list = h("ul", { class: "uploads" });
   const zone = h("div", { class: "drop-zone" },
     h("p", {}, "Drop files here, or ", h("label", { for: "upload-files", class: "button", tabindex: "0", text: "choose files" }),
