@@ -206,3 +206,48 @@ def test_previews_of_pdf_html_and_other_bytes(sqlite_server: Server, browser: An
     big = c.preview("big.txt")
     assert "showing the first 256.0 KiB" in big.find_element(By.CSS_SELECTOR, ".about").text
     assert len(c.js("return arguments[0].textContent", big.find_element(By.CSS_SELECTOR, "pre"))) == 256 * 1024
+
+
+def test_records_page_by_page(sqlite_server: Server, browser: Any) -> None:
+    name = "pages-" + secrets.token_hex(3)
+    keys = [f"k{i:03d}" for i in range(120)]
+    with sqlite_server.client() as api:
+        api.post(f"/v2/key-value-stores?name={name}")
+        for key in keys:
+            api.put(f"/v2/key-value-stores/~{name}/records/{key}", content=key.encode()).raise_for_status()
+    c = Console(browser, sqlite_server.url)
+    c.sign_in(sqlite_server.token)
+    c.open_store(name)
+    c.wait_records(keys[:50])  # a page is 50 keys
+    c.button("Next").click()
+    c.wait_records(keys[50:100])
+    c.button("Next").click()
+    c.wait_records(keys[100:])
+    assert not c.button("Previous").get_attribute("disabled")
+    assert [b.get_attribute("disabled") for b in c.all(".pager button") if b.text == "Next"] == ["true"]
+    c.button("Previous").click()
+    c.wait_records(keys[50:100])
+    c.button("First").click()
+    c.wait_records(keys[:50])
+
+
+def test_files_dropped_on_the_page_are_uploaded(sqlite_server: Server, browser: Any) -> None:
+    name = "drop-" + secrets.token_hex(3)
+    with sqlite_server.client() as api:
+        api.post(f"/v2/key-value-stores?name={name}")
+    c = Console(browser, sqlite_server.url)
+    c.sign_in(sqlite_server.token)
+    c.open_store(name)
+    # What the browser hands the page when files are dropped on it: a drop event carrying them (WebDriver can't
+    # drag from the desktop). A name with a space becomes a key with "-".
+    c.js("""
+        const files = new DataTransfer();
+        files.items.add(new File(['{"dropped": 1}'], 'a.json', {type: 'application/json'}));
+        files.items.add(new File(['plain'], 'my notes.txt', {type: 'text/plain'}));
+        document.querySelector('.drop-zone').dispatchEvent(new DragEvent('drop', {dataTransfer: files, bubbles: true, cancelable: true}));
+    """)
+    c.wait_records(["a.json", "my-notes.txt"])
+    with sqlite_server.client() as api:
+        got = api.get(f"/v2/key-value-stores/~{name}/records/my-notes.txt")
+        assert got.content == b"plain" and got.headers["content-type"].startswith("text/plain")
+        assert api.get(f"/v2/key-value-stores/~{name}/records/a.json").json() == {"dropped": 1}
