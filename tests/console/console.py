@@ -89,7 +89,7 @@ class Console:
     def open_store(self, name: str) -> None:
         self.open("#/key-value-stores")
         self.page_ready()
-        link = self.until(lambda d: next((a for a in d.find_elements(By.CSS_SELECTOR, "a.store-link") if a.text == name), False),
+        link = self.until(lambda d: next((a for a in d.find_elements(By.CSS_SELECTOR, "a.resource-link") if a.text == name), False),
                           message=f"no store {name}")
         link.click()
         self.page_ready()

@@ -17,7 +17,7 @@ from tests.console.console import Console
 def store_names(c: Console) -> list[str]:
     c.open("#/key-value-stores")
     c.page_ready()
-    return [a.text for a in c.all("a.store-link")]
+    return [a.text for a in c.all("a.resource-link")]
 
 
 def test_grants_and_what_the_other_user_sees(sqlite_server: Server, browser: Any) -> None:
@@ -51,7 +51,7 @@ def test_grants_and_what_the_other_user_sees(sqlite_server: Server, browser: Any
 
     # Bob sees the shared store (marked as alice's) and not the private one; read only: no upload, no delete.
     c.sign_in(bob)
-    c.until(lambda d: shared in [a.text for a in c.all("a.store-link")], message="shared store not listed")
+    c.until(lambda d: shared in [a.text for a in c.all("a.resource-link")], message="shared store not listed")
     assert private not in store_names(c)
     row = next(tr for tr in c.all("table.data tbody tr") if shared in tr.text)
     assert "alice (shared with you)" in row.text

@@ -1,5 +1,7 @@
-// The kinds of storage the console shows, one module each. A kind is {path, title, list(main), detail(main, id)}:
-// adding datasets or request queues is one module here and one line in this list.
+// The kinds of storage the console shows, one module each. A kind is {path, title, noun, list(page), detail(page,
+// id)}; resources.js (list page, header, rename, delete) and sharing.js (links, generalAccess, grants) do what every
+// kind shares, since the API has the same endpoints under each kind's path. Adding datasets or request queues is
+// one module here and one line in this list.
 
 import keyValueStores from "./key-value-stores.js";
 

@@ -3,97 +3,36 @@
 // shows the API's message: it keeps no copy of the access rules.
 
 import * as api from "../api.js";
-import { ask, clear, formatBytes, formatDate, h, notify } from "../dom.js";
-import { Pager, button, dataTable, labelled, linkField, pageHeader, panel, toolbar } from "../layout.js";
+import { ask, formatBytes, h, notify } from "../dom.js";
+import { Pager, button, dataTable, linkField, panel, toolbar } from "../layout.js";
 import { preview } from "../preview.js";
+import * as resources from "../resources.js";
+import { sharePanel } from "../sharing.js";
 
-const PATH = "key-value-stores";
 const PAGE_SIZE = 50;
 const UPLOADS_AT_ONCE = 3;
-const GENERAL_ACCESS = ["FOLLOW_USER_SETTING", "RESTRICTED", "ANYONE_WITH_ID_CAN_READ", "ANYONE_WITH_NAME_CAN_READ"];
 const KEY_CHAR = /[a-zA-Z0-9!\-_.'()]/;
 
-const storePath = (id) => `/${PATH}/${api.seg(id)}`;
-const recordPath = (id, key) => `${storePath(id)}/records/${api.seg(key)}`;
-const storeLabel = (store) => store.name || `(unnamed ${store.id})`;
+const kind = { path: "key-value-stores", title: "Key-value stores", noun: "store", list, detail };
+const recordPath = (id, key) => `${resources.resourcePath(kind, id)}/records/${api.seg(key)}`;
 
-async function allStores(ownership) {
-  const items = [];
-  for (let offset = 0; ; offset += 1000) {
-    const page = await api.get(`/${PATH}`, { query: { ownership, unnamed: 1, limit: 1000, offset } });
-    items.push(...page.items);
-    if (page.count < page.limit || items.length >= page.total) return items;
-  }
-}
-
-async function list(page) {
-  const [owned, shared] = await Promise.all([allStores("ownedByMe"), allStores("sharedWithMe")]);
-  const stores = [...owned.map((s) => ({ ...s, shared: false })), ...shared.map((s) => ({ ...s, shared: true }))];
-  const filter = h("input", { type: "search", placeholder: "Filter by name", "aria-label": "Filter stores by name" });
-  const columns = [
-    { label: "Name", value: (s) => storeLabel(s), cell: (s) => h("a", { href: `#/${PATH}/${encodeURIComponent(s.id)}`, class: "store-link", text: storeLabel(s) }) },
-    { label: "ID", value: (s) => s.id, cell: (s) => h("code", { text: s.id }) },
-    { label: "Owner", value: (s) => (s.shared ? s.username : ""), cell: (s) => (s.shared ? `${s.username} (shared with you)` : "you") },
+function list(page) {
+  return resources.listPage(page, kind, [
     { label: "Size", value: (s) => s.stats.storageBytes, cell: (s) => formatBytes(s.stats.storageBytes), numeric: true },
-    { label: "Modified", value: (s) => s.modifiedAt, cell: (s) => formatDate(s.modifiedAt) },
-  ];
-  const holder = h("div", { class: "table-holder" });
-  const show = () => {
-    const needle = filter.value.trim().toLowerCase();
-    const rows = stores.filter((s) => storeLabel(s).toLowerCase().includes(needle));
-    holder.replaceChildren(dataTable(columns, rows, { sortBy: 4, descending: true, empty: needle ? "No store matches." : "No stores yet: create one." }));
-  };
-  filter.addEventListener("input", show);
-  show();
-  clear(page,
-    pageHeader("Key-value stores", `${owned.length} yours, ${shared.length} shared with you`,
-      button("Create store", createStore, { kind: "primary" })),
-    toolbar(filter), holder);
-}
-
-async function createStore() {
-  const name = await ask("A name for the new store (letters, digits and '-').", { confirmLabel: "Create", field: { label: "Name" } });
-  if (name === null) return;
-  const store = await api.post(`/${PATH}`, { query: { name: name.trim() } });
-  notify(`Store ${storeLabel(store)} is ready.`);
-  location.hash = `#/${PATH}/${encodeURIComponent(store.id)}`;
+  ]);
 }
 
 async function detail(page, id) {
-  const store = await api.get(storePath(id));
-  // Only the owner may list grants: the API's answer tells whether the signed-in user owns the store.
-  let grants = null;
-  try {
-    grants = await api.get(`${storePath(id)}/grants`);
-  } catch (error) {
-    if (error.status !== 403) throw error;
-  }
-  const owner = grants !== null;
-  const canWrite = "urlSigningSecretKey" in store;
+  const loaded = await resources.load(kind, id);
+  const store = loaded.resource;
   const reload = () => detail(page, id);
-  const role = owner ? "owner" : canWrite ? `shared with you by ${store.username}: read and write` : `shared with you by ${store.username}: read only`;
-  clear(page,
-    h("p", { class: "crumbs" }, h("a", { href: `#/${PATH}`, text: "Key-value stores" })),
-    pageHeader(storeLabel(store), h("span", {}, h("code", { text: store.id }), ` · ${formatBytes(store.stats.storageBytes)} · modified ${formatDate(store.modifiedAt)} · ${role}`),
-      owner && button("Rename", () => rename(store, reload)),
-      owner && button("Delete store", () => deleteStore(store), { kind: "danger" })),
-    recordsPanel(store, canWrite),
-    sharePanel(store, owner, grants, reload));
-}
-
-async function rename(store, reload) {
-  const name = await ask("The store's new name.", { confirmLabel: "Rename", field: { label: "Name", value: store.name || "" } });
-  if (name === null) return;
-  await api.put(storePath(store.id), { json: { name: name.trim() } });
-  notify(`Renamed to ${name.trim()}.`);
-  await reload();
-}
-
-async function deleteStore(store) {
-  if (!(await ask(`Delete the store ${storeLabel(store)} and every record in it? This cannot be undone.`, { confirmLabel: "Delete store", danger: true }))) return;
-  await api.del(storePath(store.id));
-  notify(`Deleted the store ${storeLabel(store)}.`);
-  location.hash = `#/${PATH}`;
+  page.replaceChildren(
+    ...resources.header(kind, loaded, formatBytes(store.stats.storageBytes), reload),
+    recordsPanel(store, loaded.canWrite),
+    sharePanel(kind, loaded, [
+      linkField("Signed link to the key list (valid 14 days)", store.keysPublicUrl, "keys"),
+      linkField("Signed link to the ZIP of all records (valid 14 days)", store.recordsPublicUrl, "records"),
+    ], reload));
 }
 
 function recordsPanel(store, canWrite) {
@@ -147,7 +86,7 @@ function recordsPanel(store, canWrite) {
 
   const pager = new Pager(async (start) => {
     const { prefix: p, collection: c } = filters();
-    const keys = await api.get(`${storePath(store.id)}/keys`, { query: { limit: PAGE_SIZE, exclusiveStartKey: start, prefix: p, collection: c } });
+    const keys = await api.get(`${resources.resourcePath(kind, store.id)}/keys`, { query: { limit: PAGE_SIZE, exclusiveStartKey: start, prefix: p, collection: c } });
     holder.replaceChildren(dataTable(columns, keys.items, { sortBy: -1, empty: p || c ? "No record matches." : "No records yet." }));
     holder.querySelector("table").classList.add("records");
     contentTypes(store.id, keys.items, holder);
@@ -262,64 +201,4 @@ function uploader(store, done) {
   return zone;
 }
 
-function sharePanel(store, owner, grants, reload) {
-  const links = [
-    linkField("Signed link to the key list (valid 14 days)", store.keysPublicUrl, "keys"),
-    linkField("Signed link to the ZIP of all records (valid 14 days)", store.recordsPublicUrl, "records"),
-  ];
-  if (!owner) return panel("Share", links);
-
-  const access = h("select", { "aria-label": "General access", name: "generalAccess" },
-    GENERAL_ACCESS.map((level) => h("option", { value: level, selected: level === store.generalAccess, text: level })));
-  access.addEventListener("change", async () => {
-    await api.put(storePath(store.id), { json: { generalAccess: access.value } });
-    notify(`General access is now ${access.value}.`);
-    await reload();
-  });
-  const rotate = button("New signing key", async () => {
-    if (!(await ask("Give the store a new URL-signing key? Every signed link made before stops working.", { confirmLabel: "New key", danger: true }))) return;
-    await api.post(`${storePath(store.id)}/signing-key`);
-    notify("The store has a new signing key: links made before no longer work.");
-    await reload();
-  });
-
-  const setGrant = async (username, level) => {
-    await api.put(`${storePath(store.id)}/grants`, { json: { username, access: level } });
-    notify(`${username} may now ${level === "WRITE" ? "read and write" : "read"} this store.`);
-    await reload();
-  };
-  const grantRows = grants.items.map((g) => {
-    const level = h("select", { "aria-label": `Access of ${g.username}` },
-      ["READ", "WRITE"].map((l) => h("option", { value: l, selected: l === g.access, text: l })));
-    level.addEventListener("change", () => setGrant(g.username, level.value));
-    return { ...g, level };
-  });
-  const grantTable = dataTable([
-    { label: "User", value: (g) => g.username, cell: (g) => g.username },
-    { label: "Access", cell: (g) => g.level },
-    {
-      label: "",
-      cell: (g) => button("Remove", async () => {
-        if (!(await ask(`Take ${g.username}'s access away? The store gets a new signing key.`, { confirmLabel: "Remove", danger: true }))) return;
-        await api.del(`${storePath(store.id)}/grants/${api.seg(g.username)}`);
-        notify(`${g.username} no longer has access.`);
-        await reload();
-      }, { kind: "danger" }),
-    },
-  ], grantRows, { empty: "Not shared with anyone." });
-  grantTable.classList.add("grants");
-
-  const user = h("input", { type: "text", name: "username", "aria-label": "Username", placeholder: "username", required: true });
-  const level = h("select", { "aria-label": "Access", name: "access" }, h("option", { value: "READ", text: "READ" }), h("option", { value: "WRITE", text: "WRITE" }));
-  const form = h("form", { class: "toolbar grant-form" }, user, level, h("button", { type: "submit", text: "Share" }));
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    setGrant(user.value.trim(), level.value);
-  });
-
-  return panel("Share", links,
-    toolbar(labelled("General access", access), rotate),
-    h("h3", { text: "Users this store is shared with" }), grantTable, form);
-}
-
-export default { path: PATH, title: "Key-value stores", list, detail };
+export default kind;
