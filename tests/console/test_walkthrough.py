@@ -119,11 +119,12 @@ def test_a_user_walks_through_the_console(shared_server: Server, browser: Any, t
     c.answer()
     c.wait_records(["notes.txt", "report.json"])
 
-    # A narrow (phone) screen: the same page, one column.
-    browser.set_window_size(400, 900)
-    c.shot("store-narrow")
-    assert c.js("return document.documentElement.scrollWidth <= window.innerWidth + 1")
-    browser.set_window_size(1280, 1000)
+    # A phone's screen (375 CSS pixels): the same page in one column, nothing wider than the screen.
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": True})
+    c.until(lambda d: c.js("return document.documentElement.clientWidth") == 375)
+    c.shot("store-phone")
+    assert c.js("return document.documentElement.scrollWidth") == 375
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
     # Delete the store.
     c.button("Delete store").click()
