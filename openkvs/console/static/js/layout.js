@@ -60,26 +60,30 @@ function compare(a, b) {
 }
 
 // The API's pages by a start key (exclusiveStartKey and the like): first / previous / next, keeping the keys of the
-// pages seen, so that a page costs one request however big the whole list is.
+// pages seen, so that a page costs one request however big the whole list is. fetch(start) asks the API;
+// render(answer) puts the page on screen and returns the next page's start key (null on the last page). Only the
+// latest request is rendered: a slow answer to an older filter never replaces a newer one.
 export class Pager {
-  constructor(load) {
-    this.load = load; // async (start) -> {isTruncated, next}
+  constructor(fetch, render) {
+    this.fetch = fetch;
+    this.render = render;
     this.starts = [null];
-    this.next = null;
+    this.latest = 0;
     this.element = h("nav", { class: "pager", "aria-label": "Pages" });
   }
 
   async show(index) {
+    const mine = ++this.latest;
+    const answer = await this.fetch(this.starts[index]);
+    if (mine !== this.latest) return;
     this.starts.length = index + 1;
-    const { next } = await this.load(this.starts[index]);
+    const next = this.render(answer);
     performance.mark("openkvs:page-shown"); // when a page of the list is on screen (bench/console_page.py)
-    this.next = next;
-    const page = index + 1;
     this.element.replaceChildren(
       h("button", { type: "button", disabled: index === 0, onclick: () => this.show(0) }, "First"),
       h("button", { type: "button", disabled: index === 0, onclick: () => this.show(index - 1) }, "Previous"),
-      h("span", { text: `Page ${page}` }),
-      h("button", { type: "button", disabled: !next, onclick: () => { this.starts.push(next); this.show(index + 1); } }, "Next"),
+      h("span", { text: `Page ${index + 1}` }),
+      h("button", { type: "button", disabled: !next, onclick: () => { this.starts[index + 1] = next; this.show(index + 1); } }, "Next"),
     );
   }
 

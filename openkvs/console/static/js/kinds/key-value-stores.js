@@ -84,14 +84,18 @@ function recordsPanel(store, canWrite) {
     },
   ];
 
-  const pager = new Pager(async (start) => {
-    const { prefix: p, collection: c } = filters();
-    const keys = await api.get(`${resources.resourcePath(kind, store.id)}/keys`, { query: { limit: PAGE_SIZE, exclusiveStartKey: start, prefix: p, collection: c } });
-    holder.replaceChildren(dataTable(columns, keys.items, { sortBy: -1, empty: p || c ? "No record matches." : "No records yet." }));
-    holder.querySelector("table").classList.add("records");
-    contentTypes(store.id, keys.items, holder);
-    return { next: keys.isTruncated ? keys.nextExclusiveStartKey : null };
-  });
+  const pager = new Pager(
+    (start) => {
+      const { prefix: p, collection: c } = filters();
+      return api.get(`${resources.resourcePath(kind, store.id)}/keys`, { query: { limit: PAGE_SIZE, exclusiveStartKey: start, prefix: p, collection: c } });
+    },
+    (keys) => {
+      const filtered = filters().prefix || filters().collection;
+      holder.replaceChildren(dataTable(columns, keys.items, { sortBy: -1, empty: filtered ? "No record matches." : "No records yet." }));
+      holder.querySelector("table").classList.add("records");
+      contentTypes(store.id, keys.items, holder);
+      return keys.isTruncated ? keys.nextExclusiveStartKey : null;
+    });
 
   const copyLink = (record) => {
     previewHolder.replaceChildren(linkField(`Signed link to ${record.key} (works without a token)`, record.recordPublicUrl, "record"));
