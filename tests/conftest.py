@@ -224,6 +224,13 @@ def _in_process(request: pytest.FixtureRequest) -> bool:
     return request.node.get_closest_marker("server_process") is None
 
 
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """The event loop of async tests: asyncio, as the server runs. anyio's own fixture adds trio whenever trio is
+    installed (selenium brings it), and the storage backends are asyncio-only."""
+    return "asyncio"
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
