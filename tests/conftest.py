@@ -29,6 +29,19 @@ DATABASE_URL = os.environ.get("OPENKVS_TEST_DATABASE_URL", "postgresql://postgre
 REDIS_URL = os.environ.get("OPENKVS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+@pytest.fixture(autouse=True)
+def _restore_environ() -> Iterator[None]:
+    """Each test gets the process environment as the last one found it: ``openkvs serve`` run in process (click's
+    CliRunner) writes every setting into os.environ for its workers, and a variable left there would be read by
+    every later server and command in this process (it once moved in-process servers to another PostgreSQL schema
+    than their users')."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def unavailable(reason: str) -> None:
     """Skip on a laptop without the service; in CI a missing service is a failure."""
     if IN_CI:

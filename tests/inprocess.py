@@ -7,12 +7,14 @@ import contextlib
 import inspect
 import io
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import anyio.from_thread
+import click
 import httpx
 from anyio.from_thread import BlockingPortal
 
@@ -126,7 +128,11 @@ class InProcessServer(Server):
         from openkvs.config import Settings
         from openkvs.server import limits
 
-        flags = serve.make_context("serve", list(self.args), default_map=None).params
+        # The flags given, and nothing click read from this process's environment: the server's environment is
+        # self.env (a variable another test left in os.environ must not pick, say, the PostgreSQL schema).
+        ctx = serve.make_context("serve", list(self.args), default_map=None)
+        flags = {name: value for name, value in ctx.params.items()
+                 if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
         settings = Settings.load(flags, environ=self.env)
         protocol = limits()
         wanted = (settings.max_header_bytes, settings.header_timeout, settings.max_connections_per_ip,
@@ -213,7 +219,9 @@ class InProcessServer(Server):
 
         from openkvs.cli import main
 
-        env = {k: v for k, v in self.env.items() if k.startswith("OPENKVS_")}
+        # The server's variables, and none of this process's others (CliRunner restores them afterwards).
+        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("OPENKVS_")}
+        env.update((k, v) for k, v in self.env.items() if k.startswith("OPENKVS_"))
         out = CliRunner().invoke(main, [*args, *self.storage_args()], env=env, catch_exceptions=False)
         assert out.exit_code == 0, out.output
         return out.stdout
