@@ -17,6 +17,8 @@ from typing import Any
 import asyncpg
 from asyncpg import exceptions as pgx
 
+from openkvs import metrics
+
 from ..base import (
     KVS,
     Grant,
@@ -539,6 +541,7 @@ class PostgresStorage(PgQueues, Storage):
         """Delete the chunks of blobs that became garbage more than ``grace`` (default ``gc_grace_seconds``)
         seconds before ``now`` (default: the database clock). Returns how many blobs were freed. Several
         processes may run it at once (SKIP LOCKED)."""
+        metrics.GC_RUNS.inc()
         grace = self.gc_grace_seconds if grace is None else grace
         freed = 0
         while True:
@@ -558,14 +561,23 @@ class PostgresStorage(PgQueues, Storage):
                     )
                 blob_ids = [r["blob_id"] for r in ids]
                 if blob_ids:
-                    await conn.execute("DELETE FROM blob_chunks WHERE blob_id = ANY($1::bigint[])", blob_ids)
+                    freed = await conn.fetchval(
+                        """WITH gone AS (DELETE FROM blob_chunks WHERE blob_id = ANY($1::bigint[])
+                                         RETURNING octet_length(data) AS n)
+                           SELECT coalesce(sum(n), 0) FROM gone""",
+                        blob_ids,
+                    )
                     await conn.execute("DELETE FROM garbage WHERE blob_id = ANY($1::bigint[])", blob_ids)
+                    metrics.GC_FREED_BYTES.inc(freed)
                 return len(blob_ids)
 
             n = await self._run(go, tx=True)
             freed += n
             if n < 100:
                 return freed
+
+    def sample_metrics(self) -> None:
+        self._db.sample_metrics()
 
     # -- stats -------------------------------------------------------------------------------------------------
 
