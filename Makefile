@@ -30,10 +30,15 @@ install: $(TEST_STAMP)  ## create .venv and install openkvs with the test depend
 run: $(RUN_STAMP)  ## start openkvs on http://127.0.0.1:8000 with its data in ./data
 	$(BIN)/openkvs serve --data-dir ./data
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist; the machine's 2 cores by default, 0: in this process),
+# each test file whole in one of them, so that a module's shared servers start once. Each worker has its own
+# ports, PostgreSQL schemas, Redis key prefixes and temporary directories (tests/conftest.py makes them unique).
+TEST_WORKERS ?= 2
+
 test: $(TEST_STAMP)  ## run the linter, the type checker and the whole test suite
 	$(BIN)/ruff check openkvs tests bench
 	$(BIN)/mypy openkvs
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP)  ## run the benchmarks (see BENCHMARKS.md)
 	$(BIN)/python -m bench $(BENCH_ARGS)

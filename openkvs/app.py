@@ -329,6 +329,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
         finally:
             if limiter is not None:
                 await limiter.aclose()
+            await health.close(st)
             await storage.aclose()
 
     # A Router, not a Starlette app: ApiMiddleware already is the outermost error handler, so Starlette's two

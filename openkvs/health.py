@@ -88,3 +88,11 @@ async def _check(st: Any, cache: _Ready) -> tuple[int, dict[str, Any]]:
     if problems:
         return 503, {"status": "unavailable", "reason": "; ".join(problems), "checks": checks}
     return 200, {"status": "ok", "checks": checks}
+
+
+async def close(st: Any) -> None:
+    """At shutdown (the app's lifespan): the readiness check's Redis connection, if it made one."""
+    cache: _Ready | None = getattr(st, "ready_cache", None)
+    if cache is not None and cache.redis is not None:
+        client, cache.redis = cache.redis, None
+        await client.aclose()

@@ -10,6 +10,9 @@ Per request the cost is a few dict and list operations (``_Pending``). What is c
 
 - requests, latency, 429s, ZIP bytes and open downloads: openkvs/observe.py, from what each request sent;
 - storage errors: ApiMiddleware, where a storage error becomes an API error (``storage_error``);
+- storage retries, garbage collection: the storage backends, where they happen;
+- PostgreSQL pool connections, the SQLite writer's queue: sampled from the storage as ``/metrics`` is read (with
+  ``--workers``, each worker's value as of the last ``/metrics`` it answered);
 - connections refused before any request (over the per-IP cap): openkvs/server.py.
 """
 
@@ -57,6 +60,23 @@ OPEN_DOWNLOADS = Gauge(
 RATE_LIMITED = Counter(
     "openkvs_rate_limited", "Requests and connections refused with 429 (rate limits, download and connection caps).",
     ["route"],
+)
+STORAGE_RETRIES = Counter(
+    "openkvs_storage_retries", "Storage operations tried again: a PostgreSQL read after a lost connection "
+    "(connection), a transaction PostgreSQL aborted as a deadlock victim (deadlock).", ["reason"],
+)
+GC_RUNS = Counter("openkvs_gc_runs", "Garbage-collection passes over the data of replaced and deleted records.")
+GC_FREED_BYTES = Counter(
+    "openkvs_gc_freed_bytes", "Bytes of replaced and deleted records' data freed by garbage collection (files on "
+    "SQLite, chunks on PostgreSQL).",
+)
+STORAGE_CONNECTIONS = Gauge(
+    "openkvs_postgres_connections", "PostgreSQL connections by pool (main, uploads, snapshots) and state (busy, "
+    "idle), as /metrics was read.", ["pool", "state"], multiprocess_mode="livesum",
+)
+WRITER_QUEUE = Gauge(
+    "openkvs_sqlite_writer_queue", "SQLite writes running or waiting for the one writer, as /metrics was read.",
+    multiprocess_mode="livesum",
 )
 STORAGE_ERRORS = Counter(
     "openkvs_storage_errors", "Storage errors that reached a request, by kind (StorageUnavailable, StorageFull...).",
@@ -142,9 +162,11 @@ async def endpoint(request: Any) -> Any:
     from openkvs import access, errors
     from openkvs.api.common import state
 
-    mode = state(request).settings.metrics
+    st = state(request)
+    mode = st.settings.metrics
     if mode == "off":
         raise errors.PageNotFound()
     if mode == "token":
         access.require_user(await access.caller(request))
+    st.storage.sample_metrics()
     return Response(exposition(), 200, {"Cache-Control": "no-store"}, media_type=CONTENT_TYPE)

@@ -145,6 +145,9 @@ class Observe:
                         if _ID_CHARS.issuperset(text):
                             return text
                     break
+        return self._next_id()
+
+    def _next_id(self) -> str:
         self._count += 1
         return f"{self._prefix}{self._count:x}"
 
@@ -215,10 +218,19 @@ class Observe:
         if qs:
             target = target + b"?" + qs
         path = redact(target.decode("latin-1"))
-        method = scope["method"]
-        version = scope.get("http_version", "1.1")
-        ms = seconds * 1000
         # status 0: the connection went away (or the app failed) before a response started
+        self._line(request_id, ip, user_id, scope["method"], path, scope.get("http_version", "1.1"), status, sent,
+                   seconds)
+
+    def refused(self, ip: str, method: str, target: str, status: int, sent: int, seconds: float) -> None:
+        """The line of a request that the HTTP protocol answered itself, before the app saw it (431, 408, the
+        per-IP 429: openkvs/server.py). ``method`` and ``target`` are "-" when not received yet."""
+        if self.writer is not None:
+            self._line(self._next_id(), ip, "-", method, redact(target), "1.1", status, sent, seconds)
+
+    def _line(self, request_id: str, ip: str, user_id: str, method: str, path: str, version: str, status: int,
+              sent: int, seconds: float) -> None:
+        ms = seconds * 1000
         if self.json:  # by hand: json.dumps of a dict costs several times more; the strings escaped in C
             line = (
                 f'{{"time":"{self.clock.now()}","request_id":{_str(request_id)},"client":{_str(ip)},'

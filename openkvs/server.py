@@ -24,6 +24,7 @@ connection reset.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 from asyncio import TimerHandle, Transport
@@ -34,11 +35,13 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from openkvs import errors, metrics
 from openkvs.config import Settings
+from openkvs.observe import Observe
 
 log = logging.getLogger("openkvs")
 
 LINGER_SECONDS = 2.0  # after a refusal, how long the client's further bytes are read and dropped
 LINGER_BYTES = 1024 * 1024  # and how many at most
+MAX_LOGGED_TARGET = 1024  # of a refused head's request target, the bytes its access-log line shows
 
 
 class Limits(NamedTuple):
@@ -84,9 +87,11 @@ class HttpProtocol(HttpToolsProtocol):
         self._chunk = 0  # size of the chunk being parsed
         self._refused = False
         self._dropped = 0
+        self._head_start = 0.0  # when the head being received began (for a refusal's access-log line)
 
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._head_start = self.loop.time()
         ip = self.client[0] if self.client else None
         if ip is not None and self.limits.per_ip and not self._trusted(ip):
             if _open_per_ip.get(ip, 0) >= self.limits.per_ip:
@@ -145,6 +150,7 @@ class HttpProtocol(HttpToolsProtocol):
             if self._head_bytes > self.limits.head_bytes:
                 self._refuse(errors.HeaderFieldsTooLarge(self.limits.head_bytes), "request head over the limit")
             elif self._head_timer is None:
+                self._head_start = self.loop.time()
                 self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timed_out)
 
     def _head_size(self) -> int:
@@ -196,6 +202,7 @@ class HttpProtocol(HttpToolsProtocol):
             metrics.RATE_LIMITED.labels("connection").inc()  # over --max-connections-per-ip: before any request
         if self.cycle is not None and not self.cycle.response_complete:
             self.transport.close()  # a response is under way (pipelining): an answer now would corrupt it
+            self._log_refusal(client, 0, 0)
             return
         body = error.body()
         head = [STATUS_LINE[error.status]]
@@ -212,3 +219,18 @@ class HttpProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        self._log_refusal(client, error.status, len(body))
+
+    def _log_refusal(self, client: str, status: int, sent: int) -> None:
+        """The access-log line of a request refused here: the app never saw it, so Observe did not write one."""
+        app = self.app
+        while app is not None and not isinstance(app, Observe):
+            app = getattr(app, "app", None)  # through uvicorn's wrappers (proxy headers, message logger)
+        if app is None:
+            return
+        method, target = "-", "-"
+        if self.scope is not None and "method" not in self.scope and getattr(self, "url", b""):  # a head begun
+            target = self.url[:MAX_LOGGED_TARGET].decode("latin-1")
+            with contextlib.suppress(httptools.HttpParserError):
+                method = self.parser.get_method().decode("latin-1")
+        app.refused(client, method, target, status, sent, self.loop.time() - self._head_start)

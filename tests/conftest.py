@@ -38,6 +38,19 @@ S3_ENV = {
 _s3_checked: list[bool] = []
 
 
+@pytest.fixture(autouse=True)
+def _restore_environ() -> Iterator[None]:
+    """Each test gets the process environment as the last one found it: ``openkvs serve`` run in process (click's
+    CliRunner) writes every setting into os.environ for its workers, and a variable left there would be read by
+    every later server and command in this process (it once moved in-process servers to another PostgreSQL schema
+    than their users')."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def unavailable(reason: str) -> None:
     """Skip on a laptop without the service; in CI a missing service is a failure."""
     if IN_CI:
@@ -296,17 +309,34 @@ def sqlite_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 
 
+_started: list[tuple[Server, str]] = []  # by start_server, in order
+
+
 @pytest.fixture(scope="session")
 def start_server() -> Iterator[Callable[..., Server]]:
     """``start_server(tmp_path, backend, *flags)``: make_server for tests that need their own flags (test modules
-    can't import conftest); every server it started is stopped (and its PostgreSQL schema dropped) at the end."""
-    started: list[tuple[Server, str]] = []
+    can't import conftest). Every server it starts is stopped (and its PostgreSQL schema dropped) when the test
+    module that started it ends (``_stop_module_servers``), not at the end of the whole run."""
 
     def start(tmp_path: Path, backend: str, *flags: str, **kw: Any) -> Server:
         s = make_server(tmp_path, backend, *flags, **kw)
-        started.append((s, backend))
+        _started.append((s, backend))
         return s
 
     yield start
-    for s, backend in started:
+    _stop_started(0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_module_servers() -> Iterator[None]:
+    """A module's servers from start_server stop with it: a run would otherwise keep every server of every module
+    running (processes, memory, background tasks) until its end."""
+    mark = len(_started)
+    yield
+    _stop_started(mark)
+
+
+def _stop_started(mark: int) -> None:
+    while len(_started) > mark:
+        s, backend = _started.pop()
         _stop_and_clean(s, backend)

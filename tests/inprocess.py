@@ -7,12 +7,14 @@ import contextlib
 import inspect
 import io
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import anyio.from_thread
+import click
 import httpx
 from anyio.from_thread import BlockingPortal
 
@@ -116,17 +118,22 @@ class InProcessServer(Server):
     by uvicorn with openkvs's HTTP protocol in the same event loop, on the same app and storage (for raw requests,
     official clients, ``curl``). The CLI runs in process too. What it cannot do: ``proc`` (no process to kill,
     restart or measure); a response to ``client()`` arrives whole (a test that reads a download as it streams, or
-    drops it halfway, needs a process); the access log covers socket requests only. The HTTP protocol's limits (head
-    size and timeout, connections per IP, trusted proxies) are read once per test process: other values for them
-    need a process (``start`` refuses them)."""
+    drops it halfway, needs a process). The access log and the server's log lines go to ``log()``, not to the test
+    run's output. The HTTP protocol's limits (head size and timeout, connections per IP, trusted proxies) are read
+    once per test process: other values for them need a process (``start`` refuses them)."""
 
     def start(self) -> None:
         from openkvs.app import create_app
         from openkvs.cli import serve
         from openkvs.config import Settings
+        from openkvs.observe import LineWriter
         from openkvs.server import limits
 
-        flags = serve.make_context("serve", list(self.args), default_map=None).params
+        # The flags given, and nothing click read from this process's environment: the server's environment is
+        # self.env (a variable another test left in os.environ must not pick, say, the PostgreSQL schema).
+        ctx = serve.make_context("serve", list(self.args), default_map=None)
+        flags = {name: value for name, value in ctx.params.items()
+                 if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
         settings = Settings.load(flags, environ=self.env)
         protocol = limits()
         wanted = (settings.max_header_bytes, settings.header_timeout, settings.max_connections_per_ip,
@@ -139,6 +146,8 @@ class InProcessServer(Server):
         self._stack = contextlib.ExitStack()
         self._portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
         self._app = create_app(settings)
+        if self._app.writer is not None:  # the access log into log(), not into the test run's output
+            self._app.writer = LineWriter(self._log.write)
         self._state: dict[str, Any] = {}
         self._stack.enter_context(self._portal.wrap_async_context_manager(self._serving(settings, sock)))
 
@@ -149,6 +158,7 @@ class InProcessServer(Server):
             scope["state"] = dict(state)  # what a server does with the lifespan's state
             await app(scope, receive, send)
 
+        with_state.app = app  # type: ignore[attr-defined]  # found by the HTTP protocol as through uvicorn's wrappers
         return with_state
 
     @contextlib.asynccontextmanager
@@ -170,7 +180,8 @@ class InProcessServer(Server):
         lifespan: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self._state}
         config = uvicorn.Config(
             self._with_state(), lifespan="off", http=HttpProtocol, ws="none", log_config=None,
-            access_log=True, proxy_headers=False, server_header=False, timeout_graceful_shutdown=5,
+            access_log=False, proxy_headers=False,  # openkvs writes its own (openkvs/observe.py), as `serve` does
+            server_header=False, timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)
         try:
@@ -213,7 +224,9 @@ class InProcessServer(Server):
 
         from openkvs.cli import main
 
-        env = {k: v for k, v in self.env.items() if k.startswith("OPENKVS_")}
+        # The server's variables, and none of this process's others (CliRunner restores them afterwards).
+        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("OPENKVS_")}
+        env.update((k, v) for k, v in self.env.items() if k.startswith("OPENKVS_"))
         out = CliRunner().invoke(main, [*args, *self.storage_args()], env=env, catch_exceptions=False)
         assert out.exit_code == 0, out.output
         return out.stdout

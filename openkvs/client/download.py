@@ -26,8 +26,10 @@ import httpx
 
 from openkvs.client.http import CONNECT_RETRIES, RETRIES, ClientError, explain, retryable, store_path, wait_time
 from openkvs.client.progress import Progress
+from openkvs.client.zipcheck import ZipStream, feed_file
 
-CHUNK = 1 << 20
+# Writes go to the file in blocks of this size rather than one system call per network read (64 KiB).
+WRITE_BUFFER = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)\Z")
 
 
@@ -64,7 +66,7 @@ def download(
     progress: Callable[[str, int | None, int], Progress] = Progress,
     retries: int = RETRIES,
     sleep: Callable[[float], None] = time.sleep,
-    chunk: int = CHUNK,
+    chunk: int | None = None,
 ) -> Downloaded:
     path = store_path(store) + "/records"
     params = {k: v for k, v in (("collection", collection), ("prefix", prefix)) if v is not None}
@@ -75,6 +77,7 @@ def download(
     restarted = False
     failures = 0
     bar: Progress | None = None
+    stream = ZipStream()  # the check of what is in FILE.part, computed as it is written
     try:
         while partial is None or part.stat().st_size < partial.size:
             resumable = partial is not None and _strong(partial.etag)
@@ -110,15 +113,22 @@ def download(
                         bar = progress(out.name, partial.size, offset)
                     else:
                         bar.set_total(partial.size, offset)
-                    with open(part, "r+b") as f:
+                    if offset == 0 or stream.pos > offset:
+                        stream = ZipStream()
+                    feed_file(stream, part, offset)  # a resume's kept bytes, unless this run wrote them
+                    with open(part, "r+b", buffering=WRITE_BUFFER) as f:
                         f.seek(offset)
                         f.truncate()
+                        at = offset
+                        # The bytes as they arrive (no re-chunking), checked on their way to the file.
                         for data in r.iter_raw(chunk):
-                            if f.tell() + len(data) > partial.size:
+                            at += len(data)
+                            if at > partial.size:
                                 raise ClientError(f"download of {store}: the server sent more than the archive's size")
                             f.write(data)
+                            stream.feed(data)
                             bar.advance(len(data))
-                        if f.tell() < partial.size:  # ended early without a transport error: resume
+                        if at < partial.size:  # ended early without a transport error: resume
                             failures += 1
                             if failures > retries:
                                 raise ClientError(f"download of {store}: the server kept ending it early")
@@ -134,7 +144,7 @@ def download(
     finally:
         if bar is not None:
             bar.close()
-    entries = _verify(part, meta, partial.size)
+    entries = _verify(part, meta, partial.size, stream)
     os.replace(part, out)
     meta.unlink(missing_ok=True)
     return Downloaded(out, partial.size, entries, kept, restarted)
@@ -198,20 +208,15 @@ def _discard(part: Path, meta: Path) -> None:
     meta.unlink(missing_ok=True)
 
 
-def _verify(part: Path, meta: Path, size: int) -> int:
+def _verify(part: Path, meta: Path, size: int, stream: ZipStream) -> int:
     """The number of entries, once the size and every entry's CRC-32 check out; else FILE.part is removed (its
     bytes can't be trusted for a resume either) and the download fails."""
     try:
         actual = part.stat().st_size
         if actual != size:
             raise zipfile.BadZipFile(f"{actual} bytes instead of {size}")
-        with zipfile.ZipFile(part) as archive:
-            infos = archive.infolist()
-            for info in infos:
-                with archive.open(info) as entry:
-                    while entry.read(CHUNK):
-                        pass
-        return len(infos)
+        feed_file(stream, part, size)  # nothing left unless FILE.part was complete when this run began
+        return stream.check(part)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error) as exc:
         with contextlib.suppress(OSError):
             _discard(part, meta)

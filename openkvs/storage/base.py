@@ -252,6 +252,10 @@ class Storage(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Flush pending counters, stop background work and close connections."""
 
+    def sample_metrics(self) -> None:  # noqa: B027 - optional hook
+        """Set this storage's gauges in openkvs.metrics (connection pools, queues) to their values now; called as
+        ``GET /metrics`` is answered."""
+
     async def flush_stats(self) -> None:  # noqa: B027 - optional hook
         """Write the access counters buffered by ``count_access`` now (the background task does this every few
         seconds, ``aclose`` at the end). For tests and orderly shutdown."""

@@ -17,6 +17,8 @@ from typing import Any
 import asyncpg
 from asyncpg import exceptions as pgx
 
+from openkvs import metrics
+
 from ..base import (
     KVS,
     Grant,
@@ -580,8 +582,12 @@ class PostgresStorage(PgQueues, Storage):
         """Delete the chunks of blobs that became garbage more than ``grace`` (default ``gc_grace_seconds``)
         seconds before ``now`` (default: the database clock). Returns how many blobs were freed. Several
         processes may run it at once (SKIP LOCKED)."""
+        metrics.GC_RUNS.inc()
         grace = self.gc_grace_seconds if grace is None else grace
         return await collect(self._db, self.blob_store, now, grace)
+
+    def sample_metrics(self) -> None:
+        self._db.sample_metrics()
 
     # -- stats -------------------------------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import asyncpg
 from asyncpg import exceptions as pgx
 
+from openkvs import metrics
+
 from ..base import StorageError, StorageFull, StorageUnavailable
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
@@ -104,6 +106,7 @@ async def deadlock_retried(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         except pgx.DeadlockDetectedError:
             if n == DEADLOCK_RETRIES - 1:
                 raise StorageUnavailable(f"{what} deadlocked repeatedly") from None
+            metrics.STORAGE_RETRIES.labels("deadlock").inc()
     raise AssertionError("unreachable")
 
 
@@ -175,6 +178,12 @@ class Database:
             raise StorageUnavailable("storage is not open")
         return pool
 
+    def sample_metrics(self) -> None:
+        for name, pool in (("main", self.pool), ("uploads", self.upload_pool), ("snapshots", self.snapshot_pool)):
+            size, idle = (pool.get_size(), pool.get_idle_size()) if pool is not None else (0, 0)
+            metrics.STORAGE_CONNECTIONS.labels(name, "busy").set(size - idle)
+            metrics.STORAGE_CONNECTIONS.labels(name, "idle").set(idle)
+
     def main(self) -> asyncpg.Pool:
         return self._open(self.pool)
 
@@ -201,6 +210,7 @@ class Database:
             except CONNECTION_ERRORS as exc:
                 if attempt < len(delays) and self.pool is not None:
                     log.info("retrying a read after a connection failure: %r", exc)
+                    metrics.STORAGE_RETRIES.labels("connection").inc()
                     await asyncio.sleep(delays[attempt])
                     continue
                 raise unavailable(exc) from exc

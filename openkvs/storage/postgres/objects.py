@@ -25,6 +25,8 @@ from datetime import datetime, timedelta
 import anyio
 import asyncpg
 
+from openkvs import metrics
+
 from ..base import NotFound, RecordBody, StorageUnavailable
 from ..bucket import BlobStore
 from .connections import Database, deadlock_retried
@@ -185,8 +187,14 @@ async def collect(db: Database, bucket: BlobStore | None, now: datetime | None, 
             objects = [r["blob_id"] for r in rows if r["in_bucket"]]
             if objects and bucket is not None:
                 await bucket.delete(objects)  # before the rows go: a failure keeps them for the next pass
-            await conn.execute("DELETE FROM blob_chunks WHERE blob_id = ANY($1::bigint[])", ids)
+            freed_bytes = await conn.fetchval(
+                """WITH gone AS (DELETE FROM blob_chunks WHERE blob_id = ANY($1::bigint[])
+                                 RETURNING octet_length(data) AS n)
+                   SELECT coalesce(sum(n), 0) FROM gone""",
+                ids,
+            )
             await conn.execute("DELETE FROM garbage WHERE blob_id = ANY($1::bigint[])", ids)
+            metrics.GC_FREED_BYTES.inc(freed_bytes)  # the database's bytes (an object's size is the bucket's)
             return len(ids)
 
         n = await db.run(go, tx=True)

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from openkvs import metrics
+
 from ..base import (
     KVS,
     Grant,
@@ -606,6 +608,9 @@ class SQLiteStorage(SQLiteQueues, Storage):
 
     async def collect_garbage(self, now: datetime | None = None, grace: float | None = None) -> int:
         return await self._files.collect_garbage(now, grace)
+
+    def sample_metrics(self) -> None:
+        metrics.WRITER_QUEUE.set(self._db.writer_queue())
 
     # -- stats -------------------------------------------------------------------------------------------------
 

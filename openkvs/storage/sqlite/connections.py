@@ -175,6 +175,13 @@ class Database:
             raise
         return result
 
+    def writer_queue(self) -> int:
+        """Writes running in the writer thread or waiting for it."""
+        if self._wlimiter is None:
+            return 0
+        stats = self._wlimiter.statistics()
+        return stats.borrowed_tokens + stats.tasks_waiting
+
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in one write transaction, in the writer thread."""
         if self._wlimiter is None:

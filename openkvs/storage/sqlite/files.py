@@ -18,6 +18,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from openkvs import metrics
+
 from ..base import RecordBody
 from ..ids import new_id
 from .blobs import BlobFile, sweep_tmp
@@ -226,6 +228,7 @@ class RecordFiles:
     async def collect_garbage(self, now: datetime | None = None, grace: float | None = None) -> int:
         """Delete files no reader can need any more; returns how many garbage rows were reclaimed. ``now`` (an
         aware datetime; default the clock) and ``grace`` (seconds; default ``gc_grace_seconds``) are for tests."""
+        metrics.GC_RUNS.inc()
         now_at = to_ms(now)
         cutoff = now_at - int((self.gc_grace_seconds if grace is None else grace) * 1000)
         total = 0
@@ -247,14 +250,19 @@ class RecordFiles:
             if not batch:
                 return total
 
-            def unlink_all(paths: list[str]) -> None:
+            def unlink_all(paths: list[str]) -> int:
+                freed = 0
                 for p in paths:
                     try:
-                        (self.blob_dir / p).unlink(missing_ok=True)
+                        path = self.blob_dir / p
+                        with contextlib.suppress(FileNotFoundError):
+                            freed += path.stat().st_size
+                        path.unlink(missing_ok=True)
                     except OSError:
                         log.warning("could not delete %s", p, exc_info=True)
+                return freed
 
-            await anyio.to_thread.run_sync(unlink_all, [p for _, p in batch])
+            metrics.GC_FREED_BYTES.inc(await anyio.to_thread.run_sync(unlink_all, [p for _, p in batch]))
             ids = [(i,) for i, _ in batch]
             await self.db.write(lambda conn, ids=ids: conn.executemany("DELETE FROM garbage WHERE id = ?", ids))
             total += len(batch)

@@ -1,0 +1,43 @@
+"""What the storage tells /metrics (openkvs/metrics.py): garbage-collection passes and the bytes they free, and the
+gauges sampled as /metrics is read (the SQLite writer's queue, PostgreSQL's pool connections)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import REGISTRY
+
+from openkvs.storage.base import Storage
+
+from .conftest import Body, chunked
+
+pytestmark = pytest.mark.anyio
+
+BIG = 300 * 1024  # spilled to a file on SQLite, several chunks on PostgreSQL
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_garbage_collection_counts_its_passes_and_the_bytes_it_frees(storage: Storage) -> None:
+    user = await storage.create_user("gc-metrics")
+    store = await storage.create_store(user.id, "gc", None, "k")
+    await storage.put_record(store.id, "k", Body(chunked(b"a" * BIG)), "application/octet-stream", None)
+    await storage.put_record(store.id, "k", Body(chunked(b"b" * 2 * BIG)), "application/octet-stream", None)
+    runs, freed = value("openkvs_gc_runs_total"), value("openkvs_gc_freed_bytes_total")
+    assert await storage.collect_garbage(grace=0) >= 1
+    assert value("openkvs_gc_runs_total") == runs + 1
+    assert value("openkvs_gc_freed_bytes_total") - freed == BIG  # the replaced record's data, not the new one's
+    assert await storage.collect_garbage(grace=0) == 0
+    assert value("openkvs_gc_freed_bytes_total") - freed == BIG
+
+
+async def test_connection_gauges_are_sampled_on_demand(storage: Storage) -> None:
+    await storage.create_user("gauges")
+    storage.sample_metrics()
+    if type(storage).__name__.startswith("SQLite"):
+        assert value("openkvs_sqlite_writer_queue") == 0  # nothing being written now
+    else:
+        idle = value("openkvs_postgres_connections", pool="main", state="idle")
+        busy = value("openkvs_postgres_connections", pool="main", state="busy")
+        assert idle >= 1 and busy == 0, (idle, busy)
