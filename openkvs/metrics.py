@@ -68,7 +68,7 @@ STORAGE_RETRIES = Counter(
 GC_RUNS = Counter("openkvs_gc_runs", "Garbage-collection passes over the data of replaced and deleted records.")
 GC_FREED_BYTES = Counter(
     "openkvs_gc_freed_bytes", "Bytes of replaced and deleted records' data freed by garbage collection (files on "
-    "SQLite, chunks on PostgreSQL).",
+    "SQLite, chunks on PostgreSQL; not objects in a bucket, whose sizes S3 does not tell on deletion).",
 )
 STORAGE_CONNECTIONS = Gauge(
     "openkvs_postgres_connections", "PostgreSQL connections by pool (main, uploads, snapshots) and state (busy, "

@@ -84,7 +84,9 @@ def s3_env(prefix: str) -> dict[str, str]:
             unavailable(f"S3 not reachable at {S3_ENDPOINT} (deploy/s3-swift.sh start): {exc}")
         assert r.status_code < 300 or b"BucketAlreadyOwnedByYou" in r.content, r.text
         _s3_checked.append(True)
-        os.environ.update(S3_ENV)  # the in-process servers read the credentials from this process's environment
+    # The in-process servers read the credentials from this process's environment; set on every call, since each
+    # test gets the environment back as it was before it (_restore_environ).
+    os.environ.update(S3_ENV)
     return {
         **S3_ENV,
         "OPENKVS_BLOB_STORE": f"s3://{S3_BUCKET}/{prefix}",

@@ -27,9 +27,12 @@ async def test_garbage_collection_counts_its_passes_and_the_bytes_it_frees(stora
     runs, freed = value("openkvs_gc_runs_total"), value("openkvs_gc_freed_bytes_total")
     assert await storage.collect_garbage(grace=0) >= 1
     assert value("openkvs_gc_runs_total") == runs + 1
-    assert value("openkvs_gc_freed_bytes_total") - freed == BIG  # the replaced record's data, not the new one's
+    # the replaced record's data, not the new one's; an object in a bucket is not counted (S3's DeleteObjects
+    # tells no sizes, and the garbage row keeps none)
+    expected = 0 if getattr(storage, "blob_store", None) is not None else BIG
+    assert value("openkvs_gc_freed_bytes_total") - freed == expected
     assert await storage.collect_garbage(grace=0) == 0
-    assert value("openkvs_gc_freed_bytes_total") - freed == BIG
+    assert value("openkvs_gc_freed_bytes_total") - freed == expected
 
 
 async def test_connection_gauges_are_sampled_on_demand(storage: Storage) -> None:
