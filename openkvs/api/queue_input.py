@@ -178,7 +178,7 @@ def parse_request(obj: Any, *, index: int | None = None, path_id: str | None = N
         retry_count = 0
     elif type(retry_count) is float and retry_count.is_integer():
         retry_count = int(retry_count)  # JSON has one kind of number: 3.0 is the integer 3
-    elif type(retry_count) is not int or not 0 <= retry_count <= MAX_QUERY_INT:
+    if type(retry_count) is not int or not 0 <= retry_count <= MAX_QUERY_INT:  # -3.0 and 1e300 too: checked after
         raise errors.InvalidInput(f'"retryCount" must be a non-negative integer{where}.')
     for field, (types, what) in _TYPES.items():
         value = obj.get(field)
