@@ -189,7 +189,9 @@ def parse_request(obj: Any, *, index: int | None = None, path_id: str | None = N
     handled_at = obj.get("handledAt")
     if handled_at is not None and not isinstance(handled_at, str):
         raise errors.InvalidInput(f'"handledAt" must be a timestamp or null{where}.')
-    stored = {k: v for k, v in obj.items() if k != "id" and v is not None}
+    # ``lockExpiresAt`` is output only (section 3): clients send back what they read (the SDK updates the request it
+    # got), and a kept copy would be answered next to the live one, or claim a lock that has ended.
+    stored = {k: v for k, v in obj.items() if k not in ("id", "lockExpiresAt") and v is not None}
     stored["method"] = method
     stored["retryCount"] = retry_count
     if handled_at is not None:

@@ -276,3 +276,23 @@ def test_delete_queue_while_clients_lock_and_mark(shared_server: Server) -> None
         assert not bad, bad[:3]
         assert_error(c.get(f"{Q}/{qid}"), 404, "record-not-found")
         assert_error(c.post(f"{Q}/{qid}/requests", json=req()), 404, "record-not-found", "Request queue was not found")
+
+
+def test_lock_expires_at_sent_back_is_not_stored(shared_server: Server) -> None:
+    """Clients update the request they read, lockExpiresAt included: it is output only, so never answered twice
+    nor after the lock has ended."""
+    with shared_server.client() as c:
+        qid = new_queue(c)
+        c.post(f"{Q}/{qid}/requests/batch", json=[req(), req("https://e.com/other")])
+        locked = c.post(f"{Q}/{qid}/head/lock", params={"lockSecs": "60", "clientKey": "a", "limit": "2"})
+        ids = [i["id"] for i in locked.json()["data"]["items"]]
+        for rid in ids:
+            full = c.get(f"{Q}/{qid}/requests/{rid}").json()["data"]
+            sent = {**full, "lockExpiresAt": "2000-01-01T00:00:00.000Z"}
+            assert c.put(f"{Q}/{qid}/requests/{rid}", params={"clientKey": "a"}, json=sent).status_code == 200
+        c.post(f"{Q}/{qid}/head/lock", params={"lockSecs": "60", "clientKey": "a", "limit": "1"})  # lock one again
+        texts = [c.get(f"{Q}/{qid}/requests/{rid}").text for rid in ids]
+        assert sorted(t.count('"lockExpiresAt"') for t in texts) == [0, 1], texts
+        assert all("2000-01-01" not in t for t in texts), texts
+        listing = c.get(f"{Q}/{qid}/requests").text
+        assert listing.count('"lockExpiresAt"') == 1 and "2000-01-01" not in listing, listing
