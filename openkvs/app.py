@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openkvs import auth, console, errors, health, metrics, openapi
 from openkvs.api import download, queues, records
-from openkvs.api.common import AppState
+from openkvs.api.common import AppState, budgets
 from openkvs.api.dispatch import CORS_EXPOSE_HEADERS, methods
 from openkvs.api.download_slots import DownloadSlots
 from openkvs.api.stores import STORES_API
@@ -320,6 +320,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
                 per_user_per_minute=settings.rate_limit_user_per_minute,
                 per_store_per_second=settings.rate_limit_store_per_second,
                 per_store_records_per_second=settings.rate_limit_records_per_second,
+                budgets=budgets(settings),
             )
         # Lifespan state: the server copies it into every request's scope["state"] (a plain dict lookup later).
         st = AppState(settings, storage, auth.TokenCache(storage), policy, settings.trusted_networks,

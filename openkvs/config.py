@@ -146,6 +146,12 @@ class Settings:
     rate_limit_user_per_minute: int = setting(250_000, "Requests a minute per user (per client IP without a token).")
     rate_limit_store_per_second: int = setting(60, "Requests a second per store.")
     rate_limit_records_per_second: int = setting(200, "Record GET/HEAD/PUT/POST/DELETE a second per store.")
+    rate_limit_queue_requests_per_second: int = setting(
+        400, "Request-queue single-request add/get/update/delete and lock prolong/delete a second per queue."
+    )
+    rate_limit_queue_batch_per_second: int = setting(
+        40, "Request-queue batch add, batch delete and head/lock a second per queue."
+    )
     trusted_proxies: str = setting(
         "", "Comma-separated IPs/networks whose X-Forwarded-For is believed.", check=_trusted_networks
     )
@@ -222,6 +228,8 @@ class Settings:
             self.rate_limit_user_per_minute < 60
             or self.rate_limit_store_per_second < 1
             or self.rate_limit_records_per_second < 1
+            or self.rate_limit_queue_requests_per_second < 1
+            or self.rate_limit_queue_batch_per_second < 1
         ):
             raise ValueError(
                 "rate limits must allow at least 60 requests a minute per user and 1 a second per store "

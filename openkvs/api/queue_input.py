@@ -178,7 +178,7 @@ def parse_request(obj: Any, *, index: int | None = None, path_id: str | None = N
         retry_count = 0
     elif type(retry_count) is float and retry_count.is_integer():
         retry_count = int(retry_count)  # JSON has one kind of number: 3.0 is the integer 3
-    elif type(retry_count) is not int or not 0 <= retry_count <= MAX_QUERY_INT:
+    if type(retry_count) is not int or not 0 <= retry_count <= MAX_QUERY_INT:  # -3.0 and 1e300 too: checked after
         raise errors.InvalidInput(f'"retryCount" must be a non-negative integer{where}.')
     for field, (types, what) in _TYPES.items():
         value = obj.get(field)
@@ -189,7 +189,9 @@ def parse_request(obj: Any, *, index: int | None = None, path_id: str | None = N
     handled_at = obj.get("handledAt")
     if handled_at is not None and not isinstance(handled_at, str):
         raise errors.InvalidInput(f'"handledAt" must be a timestamp or null{where}.')
-    stored = {k: v for k, v in obj.items() if k != "id" and v is not None}
+    # ``lockExpiresAt`` is output only (section 3): clients send back what they read (the SDK updates the request it
+    # got), and a kept copy would be answered next to the live one, or claim a lock that has ended.
+    stored = {k: v for k, v in obj.items() if k not in ("id", "lockExpiresAt") and v is not None}
     stored["method"] = method
     stored["retryCount"] = retry_count
     if handled_at is not None:

@@ -16,7 +16,17 @@ from starlette.responses import Response
 from openkvs import access, errors
 from openkvs.access import Access
 from openkvs.api import queue_input as qi
-from openkvs.api.common import iso, json_response, public_base, query_bool, query_int, read_json_body, state
+from openkvs.api.common import (
+    QUEUE_BATCH,
+    QUEUE_REQUESTS,
+    iso,
+    json_response,
+    public_base,
+    query_bool,
+    query_int,
+    read_json_body,
+    state,
+)
 from openkvs.api.resources import ResourceApi
 from openkvs.storage import base
 from openkvs.storage import queues as sq
@@ -75,15 +85,12 @@ def queue_json(request: Request, store: Store, counts: sq.QueueCounts, *, listed
 # -- the frame of every request endpoint -------------------------------------------------------------------------
 
 
-async def _queue(request: Request, level: Access, *, single: bool = False) -> tuple[str, sq.QueueStorage]:
-    """The queue the path names, with the caller's right checked (``single``: an operation on one request, charged
-    to the per-request budget), and the queue methods of storage."""
-    found = await access.decide(request, access.QUEUES, request.path_params["queue_id"], level, **_single(single))
+async def _queue(request: Request, level: Access, budget: str | None = None) -> tuple[str, sq.QueueStorage]:
+    """The queue the path names, with the caller's right checked and the request charged to ``budget`` (section 10:
+    QUEUE_REQUESTS for an operation on one request, QUEUE_BATCH for batches and head/lock, else the queue's
+    store budget), and the queue methods of storage."""
+    found = await access.decide(request, access.QUEUES, request.path_params["queue_id"], level, budget=budget)
     return found.store.id, sq.queue_storage(state(request).storage)
-
-
-def _single(single: bool) -> dict[str, Any]:
-    return {"key": "request"} if single else {}
 
 
 @contextmanager
@@ -139,7 +146,7 @@ async def requests_endpoint(request: Request) -> Response:
 
 
 async def _add(request: Request) -> Response:
-    queue_id, qs = await _queue(request, Access.WRITE, single=True)
+    queue_id, qs = await _queue(request, Access.WRITE, QUEUE_REQUESTS)
     forefront = query_bool(request, "forefront")
     key = qi.client_key(request)
     new = qi.parse_request(await _json_body(request))
@@ -183,7 +190,7 @@ async def _list(request: Request) -> Response:
 
 
 async def batch_endpoint(request: Request) -> Response:
-    queue_id, qs = await _queue(request, Access.WRITE)
+    queue_id, qs = await _queue(request, Access.WRITE, QUEUE_BATCH)
     key = qi.client_key(request)
     if request.method == "POST":
         forefront = query_bool(request, "forefront")
@@ -239,7 +246,7 @@ _REQUEST_LEVELS = {"GET": Access.READ, "HEAD": Access.READ, "PUT": Access.WRITE,
 
 
 async def request_endpoint(request: Request) -> Response:
-    queue_id, qs = await _queue(request, _REQUEST_LEVELS[request.method], single=True)
+    queue_id, qs = await _queue(request, _REQUEST_LEVELS[request.method], QUEUE_REQUESTS)
     request_id = request.path_params["request_id"]
     storage = state(request).storage
     if request.method in ("GET", "HEAD"):
@@ -264,7 +271,7 @@ async def request_endpoint(request: Request) -> Response:
 
 
 async def lock_endpoint(request: Request) -> Response:
-    queue_id, qs = await _queue(request, Access.WRITE, single=True)
+    queue_id, qs = await _queue(request, Access.WRITE, QUEUE_REQUESTS)
     request_id = request.path_params["request_id"]
     key = qi.client_key(request)
     forefront = query_bool(request, "forefront")
@@ -303,7 +310,7 @@ async def head_endpoint(request: Request) -> Response:
 
 
 async def head_lock_endpoint(request: Request) -> Response:
-    queue_id, qs = await _queue(request, Access.WRITE)
+    queue_id, qs = await _queue(request, Access.WRITE, QUEUE_BATCH)
     key = qi.client_key(request)
     secs = qi.lock_secs(request)
     limit = query_int(request, "limit", HEAD_LOCK_LIMIT, minimum=0, maximum=HEAD_LOCK_LIMIT) or HEAD_LOCK_LIMIT

@@ -11,6 +11,10 @@ a minute (in fact up to one second's worth more in the first minute), while one 
 held to the per-second figure instead of landing 250,000 requests in a second on the store.
 ``user_burst_seconds`` makes the user bucket larger if bursty clients need it.
 
+Request queues have two more per-store budgets (API-request-queues.md section 10), named by ``budget``:
+``queue-requests`` (single-request operations, 400/s) and ``queue-batch`` (batch add and delete, head/lock, 40/s);
+their other operations spend from the store bucket like any store's.
+
 The user bucket is checked first. A caller denied there spends nothing from the store's bucket, so one
 flooding caller cannot use up a store's budget with requests that were refused anyway. A request refused by a
 store bucket still counts against its caller (it was a request).
@@ -47,9 +51,14 @@ class RateLimitPolicy:
         per_store_per_second: int = 60,
         per_store_records_per_second: int = 200,
         *,
+        budgets: dict[str, int] | None = None,
         user_burst_seconds: float = 1.0,
     ) -> None:
-        if per_store_per_second < 1 or per_store_records_per_second < 1:
+        """``budgets``: further per-store budgets a second by name (a request names one with ``budget``)."""
+        self.budgets = dict(budgets or {})
+        if per_store_per_second < 1 or per_store_records_per_second < 1 or any(
+            v < 1 for v in self.budgets.values()
+        ):
             raise ValueError("per-store limits must be at least 1 a second")
         if per_user_per_minute / 60 * user_burst_seconds < 1:
             raise ValueError("the user bucket must hold at least one request")
@@ -62,26 +71,30 @@ class RateLimitPolicy:
         self.store_limit = per_store_per_second
         self.records_limit = per_store_records_per_second
 
-    def limit_for(self, store_id: str | None, record_op: bool) -> int:
+    def limit_for(self, store_id: str | None, record_op: bool, budget: str | None = None) -> int:
         """The ``X-RateLimit-Limit`` value for a request, without spending anything."""
         if store_id is None:
             return self.user_limit
+        if budget is not None:
+            return self.budgets[budget]
         return self.records_limit if record_op else self.store_limit
 
-    async def check(self, identity: str, store_id: str | None, record_op: bool) -> Verdict:
+    async def check(self, identity: str, store_id: str | None, record_op: bool, budget: str | None = None) -> Verdict:
         """Spend one request for ``identity`` (``user:<id>`` or ``ip:<addr>``) and, if ``store_id`` is given,
-        for that store. ``record_op`` without a store is treated as a plain user-level request."""
-        limit = self.limit_for(store_id, record_op)
+        for that store: from its ``budget`` if named, else its record or store bucket. ``record_op`` without a store
+        is treated as a plain user-level request."""
+        limit = self.limit_for(store_id, record_op, budget)
         # Key namespaces ("who:", "store:", "records:") keep callers and stores apart whatever the ids contain.
         if store_id is None:
             decision = await self.limiter.hit("who:" + identity, self._user_rate, self._user_burst)
         else:
             # One atomic step (one Redis round trip): the caller's bucket first, then the store's.
-            store_bucket = (
-                ("records:" + store_id, self._records_rate, self._records_rate)
-                if record_op
-                else ("store:" + store_id, self._store_rate, self._store_rate)
-            )
+            if budget is not None:
+                store_bucket = (f"{budget}:{store_id}", float(limit), float(limit))
+            elif record_op:
+                store_bucket = ("records:" + store_id, self._records_rate, self._records_rate)
+            else:
+                store_bucket = ("store:" + store_id, self._store_rate, self._store_rate)
             decision = await self.limiter.hit_chain(
                 [("who:" + identity, self._user_rate, self._user_burst), store_bucket]
             )

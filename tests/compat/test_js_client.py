@@ -52,3 +52,11 @@ def test_js_client_roundtrip(compat_server: Server, node_modules: Path) -> None:
     )
     assert out.returncode == 0, f"stdout:\n{out.stdout}\nstderr:\n{out.stderr}\nserver log:\n{compat_server.log()[-3000:]}"
     assert "ROUNDTRIP OK" in out.stdout
+
+
+def test_js_client_request_queue(server: Server, node_modules: Path) -> None:
+    """The request-queue calls a crawler makes (queues.mjs), on both backends."""
+    env = {**os.environ, "OPENKVS_URL": server.url, "OPENKVS_TOKEN": server.token}
+    out = subprocess.run([need("node"), "queues.mjs"], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"stdout:\n{out.stdout}\nstderr:\n{out.stderr}\nserver log:\n{server.log()[-3000:]}"
+    assert "QUEUES OK" in out.stdout
