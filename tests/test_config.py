@@ -104,7 +104,11 @@ def test_serve_has_one_option_per_setting_reading_its_variable() -> None:
 def test_storage_commands_take_the_storage_settings() -> None:
     for name in ("migrate",):
         flags = {o for p in cli.main.commands[name].params for o in p.opts}
-        assert flags == {"--data-dir", "--database-url", "--database-schema"}
+        # where the data is: the database, and the bucket that may hold record bytes (--blob-store)
+        assert flags == {
+            "--data-dir", "--database-url", "--database-schema",
+            "--blob-store", "--s3-endpoint", "--s3-region", "--s3-path-style", "--blob-inline-max",
+        }
 
 
 @pytest.fixture
