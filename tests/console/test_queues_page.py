@@ -124,3 +124,31 @@ def test_a_queue_page_shows_its_requests_as_text(shared_server: Server, browser:
     with shared_server.client() as api:
         assert api.get(f"/v2/request-queues/{queue['id']}").status_code == 404
     assert c.js("return top.__pwned || 0") == 0
+
+
+def test_a_queue_shared_read_only_refuses_changes_with_the_api_message(sqlite_server: Server, browser: Any) -> None:
+    bob = sqlite_server.extra_tokens["bob"]
+    name = "shared-queue-" + secrets.token_hex(3)
+    with sqlite_server.client() as api:
+        queue = api.post(f"/v2/request-queues?name={name}").raise_for_status().json()["data"]
+        api.post(f"/v2/request-queues/{queue['id']}/requests", json={"url": "https://example.com/kept", "uniqueKey": "kept"}).raise_for_status()
+        api.put(f"/v2/request-queues/{queue['id']}/grants", json={"username": "bob", "access": "READ"}).raise_for_status()
+    c = Console(browser, sqlite_server.url)
+    c.sign_in(bob)
+    c.open("#/request-queues")
+    c.page_ready()
+    c.until(lambda d: name in [a.text for a in c.all("a.resource-link")], message="shared queue not listed")
+    c.open(f"#/request-queues/{queue['id']}")
+    c.page_ready()
+    c.wait_text(".page-header", "shared with you by alice")
+    assert "read only" not in c.text(".page-header")  # the queue object does not say, so the page does not guess
+    assert "Rename" not in [b.text for b in c.all(".page-header button")]  # the owner's controls only
+    c.until(lambda d: urls(c) == ["https://example.com/kept"], message="request not listed")
+
+    # Bob may read only: the API refuses the add, and the page shows its message; nothing is added.
+    c.find("input[name=url]").send_keys("https://example.com/not-allowed")
+    c.button("Add request").click()
+    c.wait_text("#status", "You do not have permission to perform this action.")
+    with sqlite_server.client() as api:
+        items = api.get(f"/v2/request-queues/{queue['id']}/requests").json()["data"]["items"]
+    assert [r["url"] for r in items] == ["https://example.com/kept"]

@@ -28,7 +28,7 @@ async function detail(page, id) {
   const loaded = await resources.load(kind, id);
   const reload = () => detail(page, id);
   page.replaceChildren(
-    ...resources.header(kind, loaded, counts(loaded.resource), reload),
+    ...resources.header(kind, { ...loaded, canWrite: null }, counts(loaded.resource), reload),
     requestsPanel(loaded.resource, reload),
     sharePanel(kind, loaded, [], reload));
 }
