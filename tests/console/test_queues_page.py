@@ -92,6 +92,15 @@ def test_a_queue_page_shows_its_requests_as_text(shared_server: Server, browser:
     c.until(lambda d: len(urls(c)) == 4, message="second pending page")
     assert "https://example.com/b" not in urls(c)
 
+    c.shot("queue")
+
+    # A phone's screen (375 CSS pixels): long URLs and keys wrap, nothing is wider than the screen.
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": True})
+    c.until(lambda d: c.js("return document.documentElement.clientWidth") == 375)
+    c.shot("queue-phone")
+    assert c.js("return document.documentElement.scrollWidth") == 375
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
     # Add a request by URL: it is stored, and the counts move.
     c.find("input[name=url]").send_keys("https://example.com/added")
     c.button("Add request").click()
