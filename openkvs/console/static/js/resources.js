@@ -71,8 +71,9 @@ export async function load(kind, id) {
 }
 
 export function header(kind, { resource, owner, canWrite }, facts, reload) {
-  const role = owner ? "owner"
-    : `shared with you by ${resource.username}: ${canWrite ? "read and write" : "read only"}`;
+  // canWrite null: the kind's object does not tell (a queue has no urlSigningSecretKey), so the level is not shown.
+  const level = canWrite === null ? "" : `: ${canWrite ? "read and write" : "read only"}`;
+  const role = owner ? "owner" : `shared with you by ${resource.username}${level}`;
   return [
     h("p", { class: "crumbs" }, h("a", { href: `#/${kind.path}`, text: kind.title })),
     pageHeader(label(resource), h("span", {}, h("code", { text: resource.id }), ` · ${facts} · modified ${formatDate(resource.modifiedAt)} · ${role}`),

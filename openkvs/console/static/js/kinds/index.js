@@ -4,5 +4,6 @@
 // one module here and one line in this list.
 
 import keyValueStores from "./key-value-stores.js";
+import requestQueues from "./request-queues.js";
 
-export const KINDS = [keyValueStores];
+export const KINDS = [keyValueStores, requestQueues];
