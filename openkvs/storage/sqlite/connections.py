@@ -208,6 +208,17 @@ class Database:
             raise StorageUnavailable("storage is closed")
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if len(jobs) == 1:  # alone: no savepoint needed, a failure rolls the transaction back (below)
+                job = jobs[0]
+                try:
+                    job.value = job.fn(conn, *job.args)
+                except Exception as exc:
+                    job.error = translate(exc) if isinstance(exc, sqlite3.Error) else exc
+                    conn.execute("ROLLBACK")
+                    return
+                conn.execute("COMMIT")
+                committed.append(True)
+                return
             for job in jobs:
                 conn.execute("SAVEPOINT job")
                 try:
