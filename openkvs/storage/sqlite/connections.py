@@ -224,6 +224,8 @@ class Database:
                 try:
                     job.value = job.fn(conn, *job.args)
                 except Exception as exc:
+                    if not conn.in_transaction:  # SQLite undid the whole transaction (disk full, I/O error)
+                        raise  # so the whole group fails with this error (see _lead)
                     conn.execute("ROLLBACK TO job")
                     job.error = translate(exc) if isinstance(exc, sqlite3.Error) else exc
                 conn.execute("RELEASE job")
