@@ -464,10 +464,14 @@ async def iter_range(
     try:
         async for batch in source:
             cols: Columns | None = getattr(batch, "columns", None)
-            if cols is not None and cols.data is not None and offset >= start and _columns_ok(cols):
+            if cols is not None and _columns_ok(cols):
                 span = _local_span(cols)
+                if offset + span <= start and max(cols.sizes) < _LIMIT32:  # wholly before the range: skipped
+                    offset += span
+                    count += len(cols.names)
+                    continue
                 # wholly inside the range, every local header below 4 GiB (so no entry of 4 GiB either)
-                if offset + span <= end and offset + span < _LIMIT32:
+                if cols.data is not None and start <= offset and offset + span <= end and offset + span < _LIMIT32:
                     if list(map(len, cols.data)) != list(cols.sizes):
                         raise ArchiveDataError("records in memory differ from their sizes")
                     _local_block(cols, cols.data, parts)
@@ -554,11 +558,17 @@ async def iter_range(
     try:
         async for batch in source:
             cols = getattr(batch, "columns", None)
-            if cols is not None and position >= start and _columns_ok(cols):
+            if cols is not None and _columns_ok(cols) and local_offset + _local_span(cols) < _LIMIT32:
+                # no entry's local header at or past 4 GiB, so no ZIP64 fields: every central header's length
+                # is known from the columns
                 span = _local_span(cols)
                 cd_span = len(cols.names) * _CENTRAL_FIXED + sum(map(len, cols.names))
-                # wholly inside the range, and no entry's local header at or past 4 GiB (so no ZIP64 fields)
-                if position + cd_span <= end and local_offset + span < _LIMIT32:
+                if position + cd_span <= start:  # wholly before the range: skipped
+                    position += cd_span
+                    local_offset += span
+                    seen += len(cols.names)
+                    continue
+                if start <= position and position + cd_span <= end:  # wholly inside the range
                     local_offset = _central_block(cols, local_offset, parts)
                     buffered += cd_span
                     position += cd_span
