@@ -189,11 +189,17 @@ def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
     try:
         for kind in backends:
             sets = [
-                ("64KiB", h.dataset(kind, f"r64k-{n64}", n64, lambda i: random_body(64 * 1024)), True, 2000 if not quick else 200),
-                ("50MiB", h.dataset(kind, f"r50m-{n50}", n50, lambda i: random_body(50 * MIB), concurrency=2), True, 0),
-                ("100B", tiny_dataset(kind, ntiny), False, 0),
+                ("64KiB", lambda kind=kind: h.dataset(kind, f"r64k-{n64}", n64, lambda i: random_body(64 * 1024)), True,
+                 2000 if not quick else 200),
+                ("50MiB", lambda kind=kind: h.dataset(kind, f"r50m-{n50}", n50, lambda i: random_body(50 * MIB), concurrency=2),
+                 True, 0),
+                ("100B", lambda kind=kind: tiny_dataset(kind, ntiny), False, 0),
             ]
-            for label, ds, do_zip, obo in sets:
+            only = [x for x in os.environ.get("BENCH_SETS", "").split(",") if x]  # e.g. BENCH_SETS=100B
+            for label, make, do_zip, obo in sets:
+                if only and label not in only:
+                    continue
+                ds = make()
                 h.log(f"download {kind} {label} x {ds.count}")
                 n = 1 if label == "100B" else reps  # a million small records take minutes per download
                 results.append(bench_set(kind, ds, label, n, tmp, do_zip=do_zip, obo=obo))

@@ -1,4 +1,4 @@
-"""Record GET only, bare and openkvs back to back (and optionally another checkout's openkvs on the same data):
+"""Record GET (or, with --method PUT, PUT) only, bare and openkvs back to back (and optionally another checkout's openkvs on the same data):
 `records.py`'s GET measurement without its PUT and keys-page parts, repeated, with the server's CPU per request
 (from /proc/PID/stat), which moves less with other people's load than requests/s do.
 
@@ -59,6 +59,8 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--other", action="append", default=[], help="another checkout (repeatable)")
+    p.add_argument("--method", default="GET", choices=("GET", "PUT"), help="PUT: 1 KiB bodies to the same keys")
+    p.add_argument("--conns", type=int, default=32, help="wrk connections (1: a single client's latency)")
     args = p.parse_args()
     for kind in args.backends.split(","):
         ds = h.dataset(kind, "perfrec1k", NKEYS, lambda i: h.Body(RECORD))
@@ -67,25 +69,26 @@ def main() -> None:
         with h.running(*factories) as servers:
             names = ["bare", "openkvs", *(Path(t).name for t in args.other)]
             scripts = {
-                "bare": h.wrk_script("GET", "/v2/key-value-stores/x/records/", "x", NKEYS, len(RECORD), seed=2),
-                "openkvs": h.wrk_script("GET", f"/v2/key-value-stores/{ds.store_id}/records/", ds.token, NKEYS,
+                "bare": h.wrk_script(args.method, "/v2/key-value-stores/x/records/", "x", NKEYS, len(RECORD),
+                                     seed=2),
+                "openkvs": h.wrk_script(args.method, f"/v2/key-value-stores/{ds.store_id}/records/", ds.token, NKEYS,
                                         len(RECORD)),
             }
             for name in names[2:]:
                 scripts[name] = scripts["openkvs"]
             for name, srv in zip(names, servers, strict=True):
-                h.wrk(srv.url, scripts[name], 2, 32, 2)  # warm-up
+                h.wrk(srv.url, scripts[name], min(2, args.conns), args.conns, 2)  # warm-up
             for rep in range(args.reps):
                 res = {}
                 for name, srv in zip(names, servers, strict=True):
                     c0 = cpu_seconds(srv.pid)
-                    r = h.wrk(srv.url, scripts[name], 2, 32, args.seconds)
+                    r = h.wrk(srv.url, scripts[name], min(2, args.conns), args.conns, args.seconds)
                     cpu = (cpu_seconds(srv.pid) - c0) / max(r.requests, 1) * 1e6
                     assert r.errors == 0, r.raw
                     res[name] = (r.rps, cpu)
                 line = "  ".join(f"{n} {rps:,.0f} req/s {cpu:.0f} us CPU/req" for n, (rps, cpu) in res.items())
                 ratios = "  ".join(f"{n}/bare {res[n][0] / res['bare'][0]:.2f}" for n in names[1:])
-                print(f"{kind} rep {rep + 1}: {line}  |  {ratios}", flush=True)
+                print(f"{kind} {args.method} -c{args.conns} rep {rep + 1}: {line}  |  {ratios}", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ from typing import Any
 import anyio
 import asyncpg
 
+from openkvs.zipwriter import Columns
+
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageUnavailable
+from ..batch import RowBatch, ZipRow
 from ..bucket.prefetch import Prefetch
 from .chunks import READ_PIECE, PgBlob, blob_range, iter_chunks, settle
 from .connections import CONNECTION_ERRORS, discard, unavailable
@@ -113,7 +116,9 @@ class PgSnapshot(Snapshot):
                     FROM lim
                 )
                 SELECT m.*, CASE WHEN m.one THEN
-                    (SELECT c.data FROM blob_chunks c WHERE c.blob_id = m.blob_id AND c.seq = 0) END AS data
+                    (SELECT c.data FROM blob_chunks c WHERE c.blob_id = m.blob_id AND c.seq = 0)
+                    WHEN m.size = 0 THEN ''::bytea END AS data,
+                    floor(extract(epoch FROM m.modified_at))::bigint AS sec
                 FROM m WHERE m.before < ${len(args)} ORDER BY m.key"""
             return asyncio.ensure_future(self._fetch(sql, args))
 
@@ -126,19 +131,58 @@ class PgSnapshot(Snapshot):
                     return
                 if not (len(rows) == rows[0]["n"] < batch):  # more may follow
                     pending = query(rows[-1]["key"])
-                metas = []
-                for r in rows:
-                    data = r["data"]
-                    if r["one"] and data is None:
-                        raise NotFound(f"blob {r['blob_id']} is gone")
-                    metas.append(to_record(r, data))
-                del rows
-                if self._prefetch is not None:
+                cols = list(zip(*rows, strict=True))
+                keys, encodings, sizes, data = cols[0], cols[2], cols[4], cols[12]
+                whole = encodings.count(None) == len(rows) and None not in data
+                if not whole:
+                    for r in rows:
+                        if r["one"] and r["data"] is None:
+                            raise NotFound(f"blob {r['blob_id']} is gone")
+                # the ZIP writer lays the batch out from these; records are made only if someone iterates it
+                columns = Columns(list(map(str.encode, keys)), sizes, cols[5], cols[13], data if whole else None)
+                found = RowBatch(rows, _record, columns, keys[-1])
+                in_bucket = IN_BUCKET in cols[8]  # chunk_size
+                del rows, cols, data
+                if self._prefetch is not None and in_bucket:  # (making the batch's records for this)
                     self._prefetch.plan(
-                        [(m.blob.blob_id, m.blob, m.size) for m in metas
+                        [(m.blob.blob_id, m.blob, m.size) for m in found
                          if m.blob.chunk_size == IN_BUCKET and m.blob.data is None]
                     )
-                yield metas
+                yield found
+        finally:
+            await settle(pending)
+
+    async def zip_entries(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[ZipRow]]:
+        """The same records as ``records``, without their bytes (the central directory needs none), the next
+        batch fetched while this one is used."""
+        base: list[Any] = [self._store_id]
+        cond = selection_sql(self._selection, base)
+        if cond is None:
+            return
+
+        def query(last: str | None) -> asyncio.Task[list[asyncpg.Record]]:
+            args = list(base)
+            where = f"store_id = $1 AND {cond}"
+            if last is not None:
+                args.append(last)
+                where += f" AND key > ${len(args)}"
+            args.append(batch)
+            sql = f"""SELECT key, decoded_size, crc32, modified_at, floor(extract(epoch FROM modified_at))::bigint
+                FROM records WHERE {where} ORDER BY key LIMIT ${len(args)}"""
+            return asyncio.ensure_future(self._fetch(sql, args))
+
+        pending: asyncio.Task[list[asyncpg.Record]] | None = query(after)
+        try:
+            while pending is not None:
+                rows = await pending
+                pending = None
+                if not rows:
+                    return
+                if len(rows) == batch:
+                    pending = query(rows[-1][0])
+                keys, sizes, crcs, _, seconds = zip(*rows, strict=True)
+                columns = Columns(list(map(str.encode, keys)), sizes, crcs, seconds, None)
+                yield RowBatch(rows, _zip_row, columns, keys[-1])
         finally:
             await settle(pending)
 
@@ -155,6 +199,14 @@ class PgSnapshot(Snapshot):
             return
         async for piece in iter_chunks(self._fetch, blob, start, end, SNAPSHOT_QUERY_BYTES):
             yield piece
+
+
+def _record(row: asyncpg.Record) -> RecordMeta:
+    return to_record(row, row["data"])
+
+
+def _zip_row(row: asyncpg.Record) -> ZipRow:
+    return ZipRow(row[0], row[1], row[2], row[3])
 
 
 @asynccontextmanager

@@ -7,10 +7,13 @@ Layout under ``data_dir``::
     tmp/                             uploads in progress (renamed into blobs/ when complete)
 
 Concurrency. Several processes may open one data_dir. Every write is a ``BEGIN IMMEDIATE`` transaction (SQLite
-serialises them across processes; ``busy_timeout`` makes the others wait). Within a process, writes go through
-one connection guarded by a capacity limiter of one, run in a worker thread; reads take a connection from a small
-pool, also in a worker thread. Nothing process-local is needed for correctness: the stats buffer only delays
-counters, and the set of leases this process renews is advisory (an expired lease is ignored by everyone).
+serialises them across processes; ``busy_timeout`` makes the others wait). Within a process, writes go through one
+connection guarded by a capacity limiter of one, run in a worker thread; writes that arrive while it is busy are
+committed together, in one transaction, each in a savepoint of its own and each answered only after that COMMIT
+(group commit, ``connections.Database.write``). Reads take a connection from a small pool, also in a worker thread
+(point reads and a snapshot's batches of small records: on the event loop's thread). Nothing process-local is needed
+for correctness: the stats buffer only delays counters, and the set of leases this process renews is advisory (an
+expired lease is ignored by everyone).
 
 Reclaiming bytes. A replaced or deleted file-backed record puts its path into ``garbage``. A file is deleted once
 its garbage row is older than ``gc_grace_seconds`` (so a ``get_record`` that raced the replacement can still read

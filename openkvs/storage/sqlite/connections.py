@@ -7,6 +7,7 @@ makes the others wait); WAL readers don't wait for writers."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -41,6 +42,19 @@ def translate(exc: sqlite3.Error) -> Exception:
     return exc
 
 
+class _Job:
+    """A write waiting for the writer thread (see ``Database.write``)."""
+
+    __slots__ = ("fn", "args", "value", "error", "done")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.done: asyncio.Future[None] | None = None  # for a job that waits on another's group
+
+
 class Database:
     """The connections of one SQLite database file. ``connect`` makes one; ``start`` takes the writer connection
     (made and brought up to date by the caller) and opens the rest for use; ``close`` closes them all."""
@@ -55,6 +69,9 @@ class Database:
         self._all_conns: set[sqlite3.Connection] = set()
         self._loop_conn: sqlite3.Connection | None = None  # point reads on the event loop thread
         self._pool_lock = threading.Lock()
+        self._queue: list[_Job] = []  # writes waiting for the next group commit
+        self._leading = False  # a group is being committed (its leader answers the queued ones after)
+        self._next: asyncio.Future[None] | None = None  # the task leading the next group, kept referenced
         self.closed = True
 
     def connect(self, *, readonly: bool, busy_timeout: float | None = None) -> sqlite3.Connection:
@@ -180,16 +197,92 @@ class Database:
         if self._wlimiter is None:
             return 0
         stats = self._wlimiter.statistics()
-        return stats.borrowed_tokens + stats.tasks_waiting
+        return stats.borrowed_tokens + stats.tasks_waiting + len(self._queue)  # + writes queued for a group commit
+
+    def _write_group(self, jobs: list[_Job], committed: list[bool]) -> None:
+        """In the writer thread: every job of ``jobs`` in one write transaction (group commit), each in a
+        savepoint of its own, so that a job that fails leaves no trace and does not undo the others. A job's
+        outcome is set only once COMMIT returned: until then, nobody is told that its write is stored."""
+        conn = self._wconn
+        if conn is None:
+            raise StorageUnavailable("storage is closed")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if len(jobs) == 1:  # alone: no savepoint needed, a failure rolls the transaction back (below)
+                job = jobs[0]
+                try:
+                    job.value = job.fn(conn, *job.args)
+                except Exception as exc:
+                    job.error = translate(exc) if isinstance(exc, sqlite3.Error) else exc
+                    conn.execute("ROLLBACK")
+                    return
+                conn.execute("COMMIT")
+                committed.append(True)
+                return
+            for job in jobs:
+                conn.execute("SAVEPOINT job")
+                try:
+                    job.value = job.fn(conn, *job.args)
+                except Exception as exc:
+                    if not conn.in_transaction:  # SQLite undid the whole transaction (disk full, I/O error)
+                        raise  # so the whole group fails with this error (see _lead)
+                    conn.execute("ROLLBACK TO job")
+                    job.error = translate(exc) if isinstance(exc, sqlite3.Error) else exc
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+            committed.append(True)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` in one write transaction, in the writer thread."""
+        """Run ``fn(conn, *args)`` in a write transaction, in the writer thread, and return once it is committed.
+
+        Group commit: writes that arrive while the writer thread is busy wait together and are then committed in
+        one transaction (``_write_group``): one thread hop, one BEGIN and one COMMIT for all of them, and the pages
+        they share (the store's row, the last pages of the tables) written to the WAL once. A write that finds the
+        writer idle goes at once, alone, as before. The first write of a group (the leader) runs it and answers
+        the others; if more arrived meanwhile, a task runs the next group."""
         if self._wlimiter is None:
             raise StorageUnavailable("storage is not open")
+        job = _Job(fn, args)
+        self._queue.append(job)
+        if self._leading:
+            job.done = asyncio.get_running_loop().create_future()
+            await job.done  # resolved by the leader once the group holding this job has committed (or failed)
+        else:
+            await self._lead()
+        if job.error is not None:
+            raise job.error
+        return job.value  # type: ignore[no-any-return]
+
+    async def _lead(self) -> None:
+        """Commit the queued writes as one group, answer them, and leave any that came meanwhile to a task."""
+        self._leading = True
+        jobs, self._queue = self._queue, []
+        committed: list[bool] = []
         try:
-            return await anyio.to_thread.run_sync(self.write_sync, fn, *args, limiter=self._wlimiter)
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
+            await anyio.to_thread.run_sync(self._write_group, jobs, committed, limiter=self._wlimiter)
+        except BaseException as exc:
+            if not committed:  # BEGIN or COMMIT failed, or the writer is gone: nothing of the group is stored
+                failure = translate(exc) if isinstance(exc, sqlite3.Error) else exc
+                for job in jobs:
+                    job.error = failure if isinstance(failure, Exception) else StorageUnavailable("write interrupted")
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the others are answered all the same (below)
+        finally:
+            for job in jobs:
+                if job.done is not None and not job.done.done():
+                    job.done.set_result(None)
+            self._leading = False
+            if self._queue:  # arrived while this group was written: their leader is a task of its own
+                self._leading = True
+                self._next = asyncio.ensure_future(self._lead_queued())
+
+    async def _lead_queued(self) -> None:
+        self._leading = False
+        await self._lead()
 
     async def write_raw(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in the writer thread; ``fn`` manages its own transactions."""

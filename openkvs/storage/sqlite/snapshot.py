@@ -3,16 +3,21 @@ out a store's records in key order and in batches (inline bytes included) for th
 
 from __future__ import annotations
 
+import itertools
+import operator
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
+from openkvs.zipwriter import Columns
+
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageDamaged
+from ..batch import RowBatch, ZipRow
 from .blobs import BlobFile, DataRow, inline_chunks, read_held
 from .connections import translate
 from .tables import RECORD_COLS, from_ms, selection_sql
@@ -25,16 +30,7 @@ SNAPSHOT_MMAP_BYTES = 1 << 30  # up to this much of the database file (SQLite ca
 SNAPSHOT_REMAP_BYTES = 48 * 1024 * 1024  # drop the map after reading about this much through it (see _remap)
 
 
-class _ZipRow(NamedTuple):
-    """A record as an archive's central directory sees it (satisfies zipwriter.ZipEntry)."""
-
-    key: str
-    decoded_size: int
-    crc32: int
-    modified_at: datetime
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # a placeholder, replaced by the first row's time
+_DATA = operator.itemgetter(9)  # a records() row's inline bytes (None for a file)
 _FAST_MS_MAX = 4_102_444_800_000  # 2100-01-01: below it a float of seconds still rounds to the exact millisecond
 
 
@@ -44,6 +40,11 @@ def _snapshot_dt(ms: int) -> datetime:
     if 0 <= ms < _FAST_MS_MAX:
         return datetime.fromtimestamp(ms / 1000, UTC)
     return from_ms(ms)
+
+
+def _seconds(ms: Sequence[int]) -> list[int]:
+    """Milliseconds to whole seconds (floored), for a column at once."""
+    return list(map(operator.floordiv, ms, itertools.repeat(1000)))
 
 
 def begin_snapshot(blob_dir: Path, conn: sqlite3.Connection, store_id: str, selection: KeySelection) -> SQLiteSnapshot:
@@ -112,12 +113,23 @@ class SQLiteSnapshot(Snapshot):
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
+    async def _run_here(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn`` on the event loop's thread, for statements that only read rows already close at hand (metadata,
+        small inline records): handing them to a worker thread costs more than the statement, since SQLite
+        releases and takes back the GIL for every row and each of those is a thread switch while the event loop
+        wants the GIL too (measured: a fifth of an archive's instructions went to that)."""
+        async with self._limiter:
+            try:
+                return fn(*args)
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
+
     def records(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[RecordMeta]]:
         """Inline records come with their bytes (a batch stops early at PREFETCH_BYTES of them), which saves a
         round trip per record when an archive holds many small ones; ``held_bytes`` hands them out."""
         return self._batches(after, batch, with_data=True)
 
-    def zip_entries(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[_ZipRow]]:
+    def zip_entries(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[ZipRow]]:
         """The same records as ``records``, in the same order, as (key, decoded_size, crc32, modified_at) named
         tuples and nothing else: what an archive's central directory needs, without the bytes and cheaper per
         row than a RecordMeta. Not for ``read_blob``."""
@@ -139,57 +151,78 @@ class SQLiteSnapshot(Snapshot):
             sql = "SELECT key, decoded_size, crc32, modified_at FROM records r "
         sql += f"WHERE r.store_id = ? AND {self._cond}"
         base = [self._store_id, *self._params]
+        dates: dict[int, datetime] = {}  # rows written together often share a timestamp
 
-        def fetch(last: str | None) -> tuple[list[Any], bool]:
-            # Returns (batch, more may follow). Per row: one tuple unpack and one RecordMeta (or _ZipRow).
+        def when(ms: int) -> datetime:
+            dt = dates.get(ms)
+            if dt is None:
+                if len(dates) > 4096:
+                    dates.clear()
+                dt = dates[ms] = _snapshot_dt(ms)
+            return dt
+
+        def record(row: tuple[Any, ...]) -> RecordMeta:
+            key, size, decoded, crc, ms, ctype, cenc, data_id, path, data = row
+            if path is not None:
+                blob: Any = BlobFile(blob_dir / path)
+            elif data is not None:
+                blob = data
+            else:
+                blob = DataRow(data_id)
+            return RecordMeta(key, ctype, cenc, size, decoded, crc, when(ms), blob)
+
+        def zip_row(row: tuple[Any, ...]) -> ZipRow:
+            return ZipRow(row[0], row[1], row[2], when(row[3]))
+
+        def fetch(last: str | None) -> tuple[RowBatch[Any] | None, bool]:
+            # Returns (batch, more may follow). No Python per row here: the rows stay tuples (made into records
+            # only if iterated) and the ZIP writer's columns are cut from them whole.
             if last is None:
                 cur = self._conn.execute(sql + " ORDER BY key LIMIT ?", [*base, batch])
             else:
                 cur = self._conn.execute(sql + " AND key > ? ORDER BY key LIMIT ?", [*base, last, batch])
-            out: list[Any] = []
-            append = out.append
-            meta = RecordMeta
-            to_dt = _snapshot_dt
-            # rows written together often share a timestamp; modified_at is never NULL: the first row sets `when`
-            last_ms, when = None, _EPOCH
             held = 0
+            capped = False
             try:
                 if with_data:
-                    for key, size, decoded, crc, ms, ctype, cenc, data_id, path, data in cur:
-                        if path is not None:
-                            blob: Any = BlobFile(blob_dir / path)
-                        elif data is not None:
-                            blob = data
-                            held += size
-                        else:
-                            blob = DataRow(data_id)
-                        if ms != last_ms:
-                            last_ms, when = ms, to_dt(ms)
-                        append(meta(key, ctype, cenc, size, decoded, crc, when, blob))
+                    rows: list[Any] = []
+                    while part := cur.fetchmany(64):  # a batch stops at about PREFETCH_BYTES of inline bytes
+                        rows += part
+                        held += sum(map(len, filter(None, map(_DATA, part))))
                         if held >= PREFETCH_BYTES:
-                            return out, True
+                            capped = True
+                            break
                 else:
-                    row = _ZipRow._make
-                    for key, decoded, crc, ms in cur:
-                        if ms != last_ms:
-                            last_ms, when = ms, to_dt(ms)
-                        append(row((key, decoded, crc, when)))
+                    rows = cur.fetchall()
             finally:
                 cur.close()
                 if self._mapped:
                     self._mapped_bytes += held
                     if self._mapped_bytes >= SNAPSHOT_REMAP_BYTES:
                         self._remap()
-            return out, len(out) == batch
+            if not rows:
+                return None, False
+            cols = list(zip(*rows, strict=True))
+            if with_data:
+                keys, decoded, crcs, ms, encodings, data = cols[0], cols[2], cols[3], cols[4], cols[6], cols[9]
+                # the bytes go in the columns only if every record's are here, as they are (identity-encoded)
+                whole = encodings.count(None) == len(rows) and None not in data
+                columns = Columns(list(map(str.encode, keys)), decoded, crcs, _seconds(ms), data if whole else None)
+                return RowBatch(rows, record, columns, keys[-1]), capped or len(rows) == batch
+            columns = Columns(list(map(str.encode, cols[0])), cols[1], cols[2], _seconds(cols[3]), None)
+            return RowBatch(rows, zip_row, columns, cols[0][-1]), len(rows) == batch
 
+        # Unless a batch may hold megabytes of record bytes (a mapped snapshot: records of 4 KiB or more on
+        # average), it is read on the event loop's thread: at most ``batch`` rows of metadata and small records.
+        run = self._run if with_data and self._mapped else self._run_here
         last = after
         while True:
-            metas, more = await self._run(fetch, last)
-            if metas:
-                yield metas
-            if not more or not metas:
+            found, more = await run(fetch, last)
+            if found is not None:
+                yield found
+            if not more or found is None:
                 return
-            last = metas[-1].key
+            last = found.last_key
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob = record.blob
