@@ -227,9 +227,9 @@ async def rate_limit(scope: Scope, user: User | None, store_id: str | None, reco
         raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})
 
 
-async def read_json_body(request: Request) -> Any:
+async def read_json_body(request: Request, max_depth: int = jsontext.MAX_DEPTH) -> Any:
     """A JSON request body (any Content-Encoding we accept), capped at MAX_JSON_BODY decoded bytes, at
-    jsontext.MAX_DEPTH levels. Every endpoint that takes a JSON body reads it here. (Strings that storage can't
+    ``max_depth`` levels. Every endpoint that takes a JSON body reads it here. (Strings that storage can't
     hold, NUL and lone surrogates, are refused where a value is stored: members the API ignores may hold them.)"""
     from openkvs import codec  # local: codec imports errors, which is fine, but keep common light to import
 
@@ -253,6 +253,6 @@ async def read_json_body(request: Request) -> Any:
     if not raw.strip():
         return None
     try:  # parsing up to 9 MiB and walking it is CPU work: not on the event loop
-        return await anyio.to_thread.run_sync(functools.partial(jsontext.loads, raw))
+        return await anyio.to_thread.run_sync(functools.partial(jsontext.loads, raw, max_depth=max_depth))
     except jsontext.InvalidJson as exc:
         raise errors.InvalidInput(str(exc)) from None

@@ -1,0 +1,178 @@
+"""Dataset endpoints (API-datasets.md): the dataset object, push items (4.4) and statistics (4.6). The shared
+resource handlers (list, get or create, get, update, delete, grants) are ``DATASETS_API``; the export of items
+(4.5) is api/export.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+
+from openkvs import access, dataset_schema, errors, signing
+from openkvs.access import DATASETS, Access
+from openkvs.api.common import iso, json_response, public_base, read_json_body, state
+from openkvs.datasets import pipeline
+from openkvs.storage.base import Store
+from openkvs.storage.datasets import DatasetInfo, Push
+
+PUBLIC_URL_DAYS = 14
+ITEM_MAX_DEPTH = 128  # levels of nesting a pushed body may have (contract section 1)
+_JSON_TYPES = ("application/json",)
+
+
+# -- the dataset object ------------------------------------------------------------------------------------------
+
+
+def items_public_url(request: Request, store: Store) -> str:
+    expires = int(time.time() * 1000) + PUBLIC_URL_DAYS * 86_400_000
+    sig = signing.content_signature(store.url_signing_secret_key, store.id, expires)
+    return f"{public_base(request)}/v2/datasets/{store.id}/items?signature={sig}"
+
+
+def dataset_json(request: Request, store: Store, right: Access, info: DatasetInfo) -> dict[str, Any]:
+    """The dataset object of contract 4.3; its signing key only for who may write."""
+    base = public_base(request)
+    data: dict[str, Any] = {
+        "id": store.id,
+        "name": store.name,
+        "title": getattr(store, "title", None),
+        "userId": store.user_id,
+        "username": store.username,
+        "createdAt": iso(store.created_at),
+        "modifiedAt": iso(store.modified_at),
+        "accessedAt": iso(store.accessed_at),
+        "itemCount": info.item_count,
+        "cleanItemCount": info.clean_item_count,
+        "fields": info.fields,
+        "schema": store.schema,
+        "actId": None,
+        "actRunId": None,
+        "consoleUrl": f"{base}/v2/datasets/{store.id}",
+        "itemsPublicUrl": items_public_url(request, store),
+        "generalAccess": store.general_access,
+        "stats": {
+            "readCount": store.stats.read_count,
+            "writeCount": store.stats.write_count,
+            "storageBytes": info.bytes,
+        },
+    }
+    if right >= Access.WRITE:
+        data["urlSigningSecretKey"] = store.url_signing_secret_key
+    return data
+
+
+def dataset_list_item(store: Store, info: DatasetInfo) -> dict[str, Any]:
+    """One dataset in the list of 4.1 (``name`` "" for an unnamed one: the Python client requires a string)."""
+    return {
+        "id": store.id,
+        "name": store.name or "",
+        "title": getattr(store, "title", None),
+        "userId": store.user_id,
+        "username": store.username,
+        "createdAt": iso(store.created_at),
+        "modifiedAt": iso(store.modified_at),
+        "accessedAt": iso(store.accessed_at),
+        "itemCount": info.item_count,
+        "cleanItemCount": info.clean_item_count,
+        "actId": None,
+        "actRunId": None,
+        "generalAccess": store.general_access,
+        "stats": {
+            "readCount": store.stats.read_count,
+            "writeCount": store.stats.write_count,
+            "inflatedBytes": info.bytes,
+        },
+    }
+
+
+# -- push --------------------------------------------------------------------------------------------------------
+
+
+def check_json_content_type(request: Request) -> None:
+    """Contract section 1: absent, or application/json with any parameters."""
+    ctype = request.headers.get("content-type")
+    if ctype is not None and ctype.split(";")[0].strip().lower() not in _JSON_TYPES:
+        raise InvalidContentType()
+
+
+class InvalidContentType(errors.ApiError):
+    status, type = 400, "invalid-content-type-header"
+    default_message = "Invalid Content-Type header: expected application/json."
+
+
+def prepare_push(value: Any, fields_schema: dict[str, Any] | None) -> Push:
+    """The items of a parsed push body, checked, validated against the dataset's ``fields`` schema and encoded
+    compact, with what storage keeps next to them. CPU-bound: in a worker thread."""
+    if isinstance(value, dict):
+        items: list[Any] = [value]
+    elif isinstance(value, list):
+        items = value
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise errors.InvalidInput(f"Item at index {i} is not a JSON object.")
+    else:
+        raise errors.InvalidInput("The request body must be a JSON object or an array of JSON objects.")
+    if fields_schema is not None and items:
+        invalid = dataset_schema.check_items(fields_schema, items)
+        if invalid:
+            raise dataset_schema.ItemsInvalid(invalid)
+    encoded = []
+    keys: dict[str, None] = {}
+    clean = 0
+    for item in items:
+        try:
+            encoded.append(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form to store or send back
+            raise errors.InvalidInput("A string in the items holds a lone UTF-16 surrogate.") from None
+        keys.update(dict.fromkeys(item))
+        if any(not k.startswith("#") for k in item):
+            clean += 1
+    return Push(encoded, clean, list(keys), [pipeline.item_paths(item) for item in items])
+
+
+def merge_block(old: list[Any], pieces: Any) -> list[Any]:
+    """storage.datasets.MergePaths: the block's path list with the items' path lists merged in, in order."""
+    for paths in pieces:
+        pipeline.merge_paths(old, paths)
+    return old
+
+
+async def push_items(request: Request) -> Response:
+    found = await access.decide(request, DATASETS, request.path_params["dataset_id"], Access.WRITE)
+    check_json_content_type(request)
+    store = found.store
+    body = await read_json_body(request, max_depth=ITEM_MAX_DEPTH)
+    fields_schema = (store.schema or {}).get("fields") if isinstance(store.schema, dict) else None
+    push = await anyio.to_thread.run_sync(prepare_push, body, fields_schema)
+    storage = state(request).storage
+    if push.items:
+        await storage.datasets.push(store.id, push, merge_block)
+        storage.count_access(store.id, writes=len(push.items))
+    location = f"{public_base(request)}/v2/datasets/{store.id}/items"
+    return Response(b"{}", 201, {"Location": location}, media_type="application/json; charset=utf-8")
+
+
+# -- statistics --------------------------------------------------------------------------------------------------
+
+
+async def statistics(request: Request) -> Response:
+    found = await access.decide(request, DATASETS, request.path_params["dataset_id"], Access.READ)
+    store = found.store
+    fields = (store.schema or {}).get("fields") if isinstance(store.schema, dict) else None
+    properties = fields.get("properties") if isinstance(fields, dict) else None
+    if not isinstance(properties, dict) or not properties:
+        return json_response({"fieldStatistics": None})
+    stats = pipeline.FieldStats(store.schema)
+    async with state(request).storage.datasets.snapshot(store.id) as snap:  # a scan: may be slow, never blocks
+        async for batch in snap.items(0, snap.info.item_count):
+            await anyio.to_thread.run_sync(_add_stats, stats, batch)
+    return json_response({"fieldStatistics": stats.result()})
+
+
+def _add_stats(stats: Any, batch: list[bytes]) -> None:
+    for raw in batch:
+        stats.add(json.loads(raw))
