@@ -54,7 +54,7 @@ def item(i: int) -> dict[str, Any]:
 async def _seed(backend: h.Backend) -> tuple[str, str]:
     """A user with a token and a dataset holding items 0..999, pushed through the storage API."""
     from openkvs import auth
-    from openkvs.api.datasets import merge_block, prepare_push
+    from openkvs.api.items import merge_block, prepare_push
     from openkvs.storage.base import DATASET
 
     storage = backend.storage()
@@ -141,33 +141,36 @@ def items_dataset(kind: str, count: int) -> h.Dataset:
 # -- push ------------------------------------------------------------------------------------------------------
 
 
+def _rate(seconds: float, batch: int, send: Any) -> float:
+    """Items per second of ``send(n)`` called back to back for ``seconds``."""
+    n, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        send(n)
+        n += 1
+    return n * batch / (time.monotonic() - t0)
+
+
 def push_rates(srv: h.Server, token: str, quick: bool) -> list[dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    seconds = 3.0 if quick else 10.0
     out = []
     with httpx.Client(base_url=srv.url, headers=headers, timeout=120) as c:
         for batch in (1, 100, 1000):
             body = json.dumps([item(i) for i in range(batch)], separators=(",", ":")).encode()
-            seconds = 3.0 if quick else 10.0
-            ds = c.post("/v2/datasets", params={"name": f"push-{batch}-{time.time_ns()}"}).json()["data"]["id"]
-            kvs = c.post("/v2/key-value-stores", params={"name": f"push-{batch}-{time.time_ns()}"}).json()["data"]["id"]
+            name = f"push-{batch}-{time.time_ns()}"
+            ds_items = f"/v2/datasets/{c.post('/v2/datasets', params={'name': name}).json()['data']['id']}/items"
+            kvs = c.post("/v2/key-value-stores", params={"name": name}).json()["data"]["id"]
 
-            def rate(send: Any) -> float:
-                n, t0 = 0, time.monotonic()
-                while time.monotonic() - t0 < seconds:
-                    send(n)
-                    n += 1
-                return n * batch / (time.monotonic() - t0)
-
-            def push(n: int) -> None:
-                r = c.post(f"/v2/datasets/{ds}/items", content=body)
+            def push(n: int, url: str = ds_items, body: bytes = body) -> None:
+                r = c.post(url, content=body)
                 assert r.status_code == 201, r.text
 
-            def put(n: int) -> None:
+            def put(n: int, kvs: str = kvs, body: bytes = body) -> None:
                 r = c.put(f"/v2/key-value-stores/{kvs}/records/k{n}", content=body)
                 assert r.status_code in (200, 201), r.text
 
-            items_s = rate(push)
-            record_items_s = rate(put)
+            items_s = _rate(seconds, batch, push)
+            record_items_s = _rate(seconds, batch, put)
             out.append({"batch": batch, "body_bytes": len(body), "items_s": round(items_s),
                         "record_items_s": round(record_items_s), "ratio": round(items_s / record_items_s, 3)})
     return out

@@ -14,7 +14,7 @@ import referencing.exceptions
 
 from openkvs import errors, jsontext, schema
 
-_TRANSFORMATION = {
+_TRANSFORMATION: dict[str, type | tuple[type, ...]] = {
     "fields": list,
     "unwind": (list, str),
     "flatten": list,
@@ -87,7 +87,8 @@ def validate_dataset_schema(value: Any) -> dict[str, Any] | None:
         for key, expected in _TRANSFORMATION.items():
             if key in transformation:
                 v = transformation[key]
-                if not isinstance(v, expected) or (expected is int and (isinstance(v, bool) or v < 0)):
+                negative = isinstance(v, bool) or (isinstance(v, int) and v < 0)  # a limit: a count
+                if not isinstance(v, expected) or (expected is int and negative):
                     raise _invalid(f"view {name!r}: transformation.{key} has the wrong type")
                 if isinstance(v, list) and not all(isinstance(x, str) for x in v):
                     raise _invalid(f"view {name!r}: transformation.{key} must list strings")
@@ -104,7 +105,8 @@ def _ajv(error: jsonschema.ValidationError) -> dict[str, Any]:
     if keyword == "type":
         params = {"type": error.validator_value}
     elif keyword == "required":
-        missing = [p for p in error.validator_value if isinstance(error.instance, dict) and p not in error.instance]
+        wanted: Any = error.validator_value
+        missing = [p for p in wanted if isinstance(error.instance, dict) and p not in error.instance]
         params = {"missingProperty": missing[0] if missing else None}
     elif keyword == "additionalProperties":
         params = {"additionalProperty": error.message.split("'")[1] if "'" in error.message else None}

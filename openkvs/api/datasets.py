@@ -12,12 +12,13 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from openkvs import access, dataset_schema, errors, signing
+from openkvs import access, errors, signing
 from openkvs.access import DATASETS, Access
+from openkvs.api import items
 from openkvs.api.common import iso, json_response, public_base, read_json_body, state
 from openkvs.datasets import pipeline
 from openkvs.storage.base import Store
-from openkvs.storage.datasets import DatasetInfo, Push
+from openkvs.storage.datasets import DatasetInfo
 
 PUBLIC_URL_DAYS = 14
 ITEM_MAX_DEPTH = 128  # levels of nesting a pushed body may have (contract section 1)
@@ -104,53 +105,16 @@ class InvalidContentType(errors.ApiError):
     default_message = "Invalid Content-Type header: expected application/json."
 
 
-def prepare_push(value: Any, fields_schema: dict[str, Any] | None) -> Push:
-    """The items of a parsed push body, checked, validated against the dataset's ``fields`` schema and encoded
-    compact, with what storage keeps next to them. CPU-bound: in a worker thread."""
-    if isinstance(value, dict):
-        items: list[Any] = [value]
-    elif isinstance(value, list):
-        items = value
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                raise errors.InvalidInput(f"Item at index {i} is not a JSON object.")
-    else:
-        raise errors.InvalidInput("The request body must be a JSON object or an array of JSON objects.")
-    if fields_schema is not None and items:
-        invalid = dataset_schema.check_items(fields_schema, items)
-        if invalid:
-            raise dataset_schema.ItemsInvalid(invalid)
-    encoded = []
-    keys: dict[str, None] = {}
-    clean = 0
-    for item in items:
-        try:
-            encoded.append(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
-        except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form to store or send back
-            raise errors.InvalidInput("A string in the items holds a lone UTF-16 surrogate.") from None
-        keys.update(dict.fromkeys(item))
-        if any(not k.startswith("#") for k in item):
-            clean += 1
-    return Push(encoded, clean, list(keys), [pipeline.item_paths(item) for item in items])
-
-
-def merge_block(old: list[Any], pieces: Any) -> list[Any]:
-    """storage.datasets.MergePaths: the block's path list with the items' path lists merged in, in order."""
-    for paths in pieces:
-        pipeline.merge_paths(old, paths)
-    return old
-
-
 async def push_items(request: Request) -> Response:
     found = await access.decide(request, DATASETS, request.path_params["dataset_id"], Access.WRITE)
     check_json_content_type(request)
     store = found.store
     body = await read_json_body(request, max_depth=ITEM_MAX_DEPTH)
     fields_schema = (store.schema or {}).get("fields") if isinstance(store.schema, dict) else None
-    push = await anyio.to_thread.run_sync(prepare_push, body, fields_schema)
+    push = await anyio.to_thread.run_sync(items.prepare_push, body, fields_schema)
     storage = state(request).storage
     if push.items:
-        await storage.datasets.push(store.id, push, merge_block)
+        await storage.datasets.push(store.id, push, items.merge_block)
         storage.count_access(store.id, writes=len(push.items))
     location = f"{public_base(request)}/v2/datasets/{store.id}/items"
     return Response(b"{}", 201, {"Location": location}, media_type="application/json; charset=utf-8")

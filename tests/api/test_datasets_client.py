@@ -4,11 +4,11 @@ backends: what users run (API-datasets.md)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 import csv
 import io
 import json
 import xml.etree.ElementTree as ET
+from datetime import timedelta
 
 import httpx
 import pytest

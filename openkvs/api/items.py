@@ -1,0 +1,133 @@
+"""A dataset's items on their way in and out, without HTTP: a push body checked and encoded for storage
+(API-datasets.md 4.4), and for an export (sections 5-7, api/export.py) which index range a query selects, the
+columns of a tabular format (from the path index kept at push time where it can tell, else by a scan) and the body
+as a stream of rendered batches."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio.to_thread
+
+from openkvs import dataset_schema, errors
+from openkvs.api.download import readahead
+from openkvs.datasets import pipeline
+from openkvs.storage.datasets import BLOCK, ItemSnapshot, Push, selection_blocks
+
+# -- push --------------------------------------------------------------------------------------------------------
+
+
+def prepare_push(value: Any, fields_schema: dict[str, Any] | None) -> Push:
+    """The items of a parsed push body, checked, validated against the dataset's ``fields`` schema and encoded
+    compact, with what storage keeps next to them. CPU-bound: in a worker thread."""
+    if isinstance(value, dict):
+        items: list[Any] = [value]
+    elif isinstance(value, list):
+        items = value
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise errors.InvalidInput(f"Item at index {i} is not a JSON object.")
+    else:
+        raise errors.InvalidInput("The request body must be a JSON object or an array of JSON objects.")
+    if fields_schema is not None and items:
+        invalid = dataset_schema.check_items(fields_schema, items)
+        if invalid:
+            raise dataset_schema.ItemsInvalid(invalid)
+    encoded = []
+    keys: dict[str, None] = {}
+    clean = 0
+    for item in items:
+        try:
+            encoded.append(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form to store or send back
+            raise errors.InvalidInput("A string in the items holds a lone UTF-16 surrogate.") from None
+        keys.update(dict.fromkeys(item))
+        if any(not k.startswith("#") for k in item):
+            clean += 1
+    return Push(encoded, clean, list(keys), [pipeline.item_paths(item) for item in items])
+
+
+def merge_block(old: list[Any], pieces: Any) -> list[Any]:
+    """storage.datasets.MergePaths: the block's path list with the items' path lists merged in, in order."""
+    for paths in pieces:
+        pipeline.merge_paths(old, paths)
+    return old
+
+
+# -- export ------------------------------------------------------------------------------------------------------
+
+
+def select(total: int, offset: int, limit: int | None, desc: bool) -> tuple[int, int, int]:
+    """(lo, hi, count): the index range the query selects from ``total`` items and how many that is."""
+    avail = max(0, total - offset)
+    count = min(limit, avail) if limit else avail
+    if desc:
+        return total - offset - count, total - offset, count
+    return offset, offset + count, count
+
+
+async def table_columns(snap: ItemSnapshot, shape: pipeline.Shape, lo: int, hi: int) -> list[str]:
+    """The columns of a tabular export of items ``[lo, hi)`` (contract 6.2). From the path index where it can
+    tell (``pipeline.columns``), else by a scan of the selection. Raises the 400 no-columns error."""
+    cols = None
+    if not shape.unwind:
+        paths: list[Any] = []
+        whole = selection_blocks(lo, hi)
+        await _scan_paths(snap, lo, whole[0] * BLOCK if whole else hi, paths)
+        if whole:
+            for _, block in await snap.block_paths(*whole):
+                pipeline.merge_paths(paths, block)
+            await _scan_paths(snap, (whole[1] + 1) * BLOCK, hi, paths)
+        cols = pipeline.columns(shape, paths)
+    if cols is None:
+        collector = pipeline.ColumnCollector(shape)
+        async for batch in snap.items(lo, hi):
+            await anyio.to_thread.run_sync(_collect, collector, batch)
+        cols = collector.columns()
+    return cols
+
+
+def _collect(collector: Any, batch: list[bytes]) -> None:
+    collector.add_items([json.loads(raw) for raw in batch])
+
+
+async def _scan_paths(snap: ItemSnapshot, lo: int, hi: int, paths: list[Any]) -> None:
+    """Merge the paths of items ``[lo, hi)`` into ``paths`` (a partial block at an end of the selection)."""
+    async for batch in snap.items(lo, hi):
+        await anyio.to_thread.run_sync(_merge_items, paths, batch)
+
+
+def _merge_items(paths: list[Any], batch: list[bytes]) -> None:
+    pipeline.block_paths([json.loads(raw) for raw in batch], paths)
+
+
+async def render(
+    snap: ItemSnapshot,
+    renderer: Any,
+    shape: pipeline.Shape,
+    columns: list[str] | None,
+    lo: int,
+    hi: int,
+    desc: bool,
+    raw: bool,
+) -> AsyncIterator[bytes]:
+    """The body: the renderer's start, each batch of items (the next read while this one is rendered and sent),
+    its end. ``raw``: JSON formats of unchanged items copy the stored bytes (``raw_json``), without parsing them."""
+    yield renderer.start(columns)
+    async for batch in readahead(snap.items(lo, hi, desc=desc)):
+        if raw:
+            piece = renderer.raw_json(batch)
+        else:
+            piece = await anyio.to_thread.run_sync(_rows, renderer, shape, batch)
+        if piece:
+            yield piece
+    yield renderer.end()
+
+
+def _rows(renderer: Any, shape: pipeline.Shape, batch: list[bytes]) -> bytes:
+    rows: list[dict[str, Any]] = []
+    for raw in batch:
+        rows += shape.rows(json.loads(raw))
+    return renderer.rows(rows)  # type: ignore[no-any-return]
