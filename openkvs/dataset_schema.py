@@ -98,6 +98,11 @@ def validate_dataset_schema(value: Any) -> dict[str, Any] | None:
     return value
 
 
+async def validate_dataset_schema_off_loop(value: Any) -> dict[str, Any] | None:
+    """validate_dataset_schema in a worker thread (a schema may be a body of 9 MiB)."""
+    return await schema._off_loop(validate_dataset_schema, value)  # type: ignore[no-any-return]
+
+
 def _ajv(error: jsonschema.ValidationError) -> dict[str, Any]:
     """A jsonschema error in AJV's shape (what Apify's API sends; the message texts are not part of the contract)."""
     keyword = str(error.validator)

@@ -1,21 +1,25 @@
-"""Dataset endpoints (API-datasets.md): the dataset object, push items (4.4) and statistics (4.6). The shared
-resource handlers (list, get or create, get, update, delete, grants) are ``DATASETS_API``; the export of items
-(4.5) is api/export.py."""
+"""Dataset endpoints (API-datasets.md): the dataset object, push items (4.4) and statistics (4.6). The handlers
+every kind shares (list, get or create, get, update, delete, signing key, grants) are ``DATASETS_API``
+(api/resources.py); the export of items (4.5) is api/export.py. ``routes()``: all of them, for app.py."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
-from openkvs import access, errors, signing
+from openkvs import access, dataset_schema, errors, signing
 from openkvs.access import DATASETS, Access
-from openkvs.api import items
+from openkvs.api import export, items
 from openkvs.api.common import iso, json_response, public_base, read_json_body, state
+from openkvs.api.dispatch import methods
+from openkvs.api.resources import ResourceApi
 from openkvs.datasets import pipeline
 from openkvs.storage.base import Store
 from openkvs.storage.datasets import DatasetInfo
@@ -34,13 +38,32 @@ def items_public_url(request: Request, store: Store) -> str:
     return f"{public_base(request)}/v2/datasets/{store.id}/items?signature={sig}"
 
 
+async def describe(request: Request, resources: Sequence[tuple[Store, Access]], listing: bool) -> list[dict[str, Any]]:
+    """The wire forms of a page of datasets: their counters asked of storage once for the page."""
+    infos = await state(request).storage.datasets.info([store.id for store, _ in resources])
+    if listing:
+        return [dataset_list_item(store, infos[store.id]) for store, _ in resources]
+    return [dataset_json(request, store, right, infos[store.id]) for store, right in resources]
+
+
+DATASETS_API = ResourceApi(
+    DATASETS,
+    "/v2/datasets",
+    describe,
+    "Dataset with this name already exists.",
+    takes_schema=True,
+    titled=True,
+    create_schema=dataset_schema.validate_dataset_schema_off_loop,
+)
+
+
 def dataset_json(request: Request, store: Store, right: Access, info: DatasetInfo) -> dict[str, Any]:
     """The dataset object of contract 4.3; its signing key only for who may write."""
     base = public_base(request)
     data: dict[str, Any] = {
         "id": store.id,
         "name": store.name,
-        "title": getattr(store, "title", None),
+        "title": store.title,
         "userId": store.user_id,
         "username": store.username,
         "createdAt": iso(store.created_at),
@@ -71,7 +94,7 @@ def dataset_list_item(store: Store, info: DatasetInfo) -> dict[str, Any]:
     return {
         "id": store.id,
         "name": store.name or "",
-        "title": getattr(store, "title", None),
+        "title": store.title,
         "userId": store.user_id,
         "username": store.username,
         "createdAt": iso(store.created_at),
@@ -140,3 +163,12 @@ async def statistics(request: Request) -> Response:
 def _add_stats(stats: Any, batch: list[bytes]) -> None:
     for raw in batch:
         stats.add(json.loads(raw))
+
+
+def routes() -> list[Route]:
+    items_path = "/v2/datasets/{dataset_id}/items"
+    return [
+        *DATASETS_API.routes(),
+        Route(items_path, methods(GET=export.export_items, POST=push_items)),
+        Route("/v2/datasets/{dataset_id}/statistics", methods(GET=statistics)),
+    ]

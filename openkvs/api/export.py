@@ -63,9 +63,7 @@ async def export_items(request: Request) -> Response:
             headers["Content-Disposition"] = f'attachment; filename="{store.name or store.id}.{renderer.filename_ext}"'
         if request.method == "HEAD":
             await stack.aclose()
-            response = Response(None, 200, headers)
-            del response.headers["content-length"]  # streamed bodies have none; HEAD says the same
-            return response
+            return _chunked(Response(None, 200, headers))  # the GET's headers, without a body
         st.storage.count_access(store.id, reads=count)
         raw = q.shape.identity and q.format.name in ("json", "jsonl")
         chunks = items.render(snap, renderer, q.shape, columns, lo, hi, q.desc, raw)
@@ -74,9 +72,15 @@ async def export_items(request: Request) -> Response:
         except BaseException:
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
-        return ArchiveResponse(
-            200, headers, _prepend(first, chunks), stack, st.settings.download_send_timeout, store.id
-        )
+        timeout = st.settings.download_send_timeout
+        return _chunked(ArchiveResponse(200, headers, _prepend(first, chunks), stack, timeout, store.id))
     except BaseException:
         await stack.aclose()
         raise
+
+
+def _chunked(response: Response) -> Response:
+    """Without the ``Content-Length: 0`` Starlette gives a response whose body it doesn't hold: an export's length
+    is not known before it ends (chunked transfer), and HEAD says the same as GET."""
+    response.raw_headers = [(k, v) for k, v in response.raw_headers if k != b"content-length"]
+    return response
