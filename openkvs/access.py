@@ -276,10 +276,12 @@ async def decide(
     *,
     key: str | None = None,
     fetch: bool = False,
+    push: bool = False,
 ) -> Decision:
     """The resource at the address ``raw`` and the caller's right to it, or the error (see the module docstring
     for the order). ``key``: the item the request names (a record: charged to the record budget, and its key
-    checked); ``fetch``: read it in the same query when the caller may read the resource."""
+    checked); ``fetch``: read it in the same query when the caller may read the resource; ``push``: a push of
+    dataset items (charged to the dataset's push budget)."""
     known = known_caller(request)
     user = request.scope["openkvs.user"] = known[0] if known is not None else await caller(request)
     address = parse_address(raw)
@@ -299,9 +301,9 @@ async def decide(
     resource = found.store
     access = right_of(resource, user, found.grant, general_access_level(resource.general_access, address.by, default))
     if st.limits is None:
-        limits_off(request.scope, resource.id, key is not None)  # the common case, without a coroutine
+        limits_off(request.scope, resource.id, key is not None, push)  # the common case, without a coroutine
     else:
-        await rate_limit(request.scope, user, resource.id, record_op=key is not None)
+        await rate_limit(request.scope, user, resource.id, record_op=key is not None, push=push)
     if key is not None and not good_key:
         kind.check_key(key)
     if access < level and not (

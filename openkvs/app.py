@@ -321,6 +321,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
                 per_user_per_minute=settings.rate_limit_user_per_minute,
                 per_store_per_second=settings.rate_limit_store_per_second,
                 per_store_records_per_second=settings.rate_limit_records_per_second,
+                per_dataset_push_per_second=settings.rate_limit_push_per_second,
             )
         # Lifespan state: the server copies it into every request's scope["state"] (a plain dict lookup later).
         st = AppState(settings, storage, auth.TokenCache(storage), policy, settings.trusted_networks,

@@ -146,6 +146,7 @@ class Settings:
     rate_limit_user_per_minute: int = setting(250_000, "Requests a minute per user (per client IP without a token).")
     rate_limit_store_per_second: int = setting(60, "Requests a second per store.")
     rate_limit_records_per_second: int = setting(200, "Record GET/HEAD/PUT/POST/DELETE a second per store.")
+    rate_limit_push_per_second: int = setting(400, "Pushes of dataset items a second per dataset.")
     trusted_proxies: str = setting(
         "", "Comma-separated IPs/networks whose X-Forwarded-For is believed.", check=_trusted_networks
     )
@@ -222,6 +223,7 @@ class Settings:
             self.rate_limit_user_per_minute < 60
             or self.rate_limit_store_per_second < 1
             or self.rate_limit_records_per_second < 1
+            or self.rate_limit_push_per_second < 1
         ):
             raise ValueError(
                 "rate limits must allow at least 60 requests a minute per user and 1 a second per store "

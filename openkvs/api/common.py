@@ -203,25 +203,27 @@ def plausible_store_id(store_id: str) -> bool:
 # -- rate limits -------------------------------------------------------------------------------------------------
 
 
-def limits_off(scope: Scope, store_id: str | None, record_op: bool) -> None:
+def limits_off(scope: Scope, store_id: str | None, record_op: bool, push: bool = False) -> None:
     """``rate_limit`` with --rate-limits off, without a coroutine: nothing is spent, but the header still names
     the configured limit (without a store, ApiMiddleware's default is the per-user limit)."""
     if store_id is not None:
         s = state_of(scope).settings
         limit = s.rate_limit_records_per_second if record_op else s.rate_limit_store_per_second
-        scope["openkvs.ratelimit_limit"] = limit
+        scope["openkvs.ratelimit_limit"] = s.rate_limit_push_per_second if push else limit
 
 
-async def rate_limit(scope: Scope, user: User | None, store_id: str | None, record_op: bool) -> None:
-    """Charge this request to the budgets of ``user`` (else of the client's IP) and of the store. Records the
-    limit for the X-RateLimit-Limit header."""
+async def rate_limit(
+    scope: Scope, user: User | None, store_id: str | None, record_op: bool, push: bool = False
+) -> None:
+    """Charge this request to the budgets of ``user`` (else of the client's IP) and of the store (``push``: of the
+    dataset's pushes). Records the limit for the X-RateLimit-Limit header."""
     st = state_of(scope)
     policy = st.limits
     if policy is None:
-        limits_off(scope, store_id, record_op)
+        limits_off(scope, store_id, record_op, push)
         return
     identity = f"user:{user.id}" if user is not None else "ip:" + client_ip(scope, st.trusted_proxies)
-    verdict = await policy.check(identity, store_id, record_op)
+    verdict = await policy.check(identity, store_id, record_op, push=push)
     scope["openkvs.ratelimit_limit"] = verdict.limit
     if not verdict.allowed:
         raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})

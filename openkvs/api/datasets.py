@@ -129,7 +129,7 @@ class InvalidContentType(errors.ApiError):
 
 
 async def push_items(request: Request) -> Response:
-    found = await access.decide(request, DATASETS, request.path_params["dataset_id"], Access.WRITE)
+    found = await access.decide(request, DATASETS, request.path_params["dataset_id"], Access.WRITE, push=True)
     check_json_content_type(request)
     store = found.store
     body = await read_json_body(request, max_depth=ITEM_MAX_DEPTH)

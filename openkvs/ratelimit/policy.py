@@ -2,7 +2,8 @@
 
 Every request spends from its caller's bucket (``user:<id>``, or ``ip:<addr>`` without a token). A store-scoped
 request also spends from exactly one store bucket: record operations from the record bucket (200/s by
-default), everything else from the store bucket (60/s). So a record GET never eats into the 60/s budget.
+default), pushes of dataset items from the push bucket (400/s, API-datasets.md 10), everything else from the store
+bucket (60/s). So a record GET never eats into the 60/s budget.
 
 Bucket sizes (bursts): every bucket holds one second's worth of its rate, so the per-second figure sent in
 ``X-RateLimit-Limit`` is also what a client may really send within any one second. For the per-user
@@ -46,10 +47,11 @@ class RateLimitPolicy:
         per_user_per_minute: int = 250_000,
         per_store_per_second: int = 60,
         per_store_records_per_second: int = 200,
+        per_dataset_push_per_second: int = 400,
         *,
         user_burst_seconds: float = 1.0,
     ) -> None:
-        if per_store_per_second < 1 or per_store_records_per_second < 1:
+        if per_store_per_second < 1 or per_store_records_per_second < 1 or per_dataset_push_per_second < 1:
             raise ValueError("per-store limits must be at least 1 a second")
         if per_user_per_minute / 60 * user_burst_seconds < 1:
             raise ValueError("the user bucket must hold at least one request")
@@ -61,27 +63,32 @@ class RateLimitPolicy:
         self.user_limit = per_user_per_minute // 60
         self.store_limit = per_store_per_second
         self.records_limit = per_store_records_per_second
+        self._push_rate = float(per_dataset_push_per_second)
+        self.push_limit = per_dataset_push_per_second
 
-    def limit_for(self, store_id: str | None, record_op: bool) -> int:
+    def limit_for(self, store_id: str | None, record_op: bool, push: bool = False) -> int:
         """The ``X-RateLimit-Limit`` value for a request, without spending anything."""
         if store_id is None:
             return self.user_limit
+        if push:
+            return self.push_limit
         return self.records_limit if record_op else self.store_limit
 
-    async def check(self, identity: str, store_id: str | None, record_op: bool) -> Verdict:
+    async def check(self, identity: str, store_id: str | None, record_op: bool, push: bool = False) -> Verdict:
         """Spend one request for ``identity`` (``user:<id>`` or ``ip:<addr>``) and, if ``store_id`` is given,
         for that store. ``record_op`` without a store is treated as a plain user-level request."""
-        limit = self.limit_for(store_id, record_op)
+        limit = self.limit_for(store_id, record_op, push)
         # Key namespaces ("who:", "store:", "records:") keep callers and stores apart whatever the ids contain.
         if store_id is None:
             decision = await self.limiter.hit("who:" + identity, self._user_rate, self._user_burst)
         else:
             # One atomic step (one Redis round trip): the caller's bucket first, then the store's.
-            store_bucket = (
-                ("records:" + store_id, self._records_rate, self._records_rate)
-                if record_op
-                else ("store:" + store_id, self._store_rate, self._store_rate)
-            )
+            if push:
+                store_bucket = ("push:" + store_id, self._push_rate, self._push_rate)
+            elif record_op:
+                store_bucket = ("records:" + store_id, self._records_rate, self._records_rate)
+            else:
+                store_bucket = ("store:" + store_id, self._store_rate, self._store_rate)
             decision = await self.limiter.hit_chain(
                 [("who:" + identity, self._user_rate, self._user_burst), store_bucket]
             )
