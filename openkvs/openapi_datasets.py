@@ -11,13 +11,44 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from openkvs import rules
+
 DATASETS_PATH = Path(__file__).with_name("openapi_datasets.json")
 PREFIX = "/v2/datasets"
+
+
+MAX_QUERY_INT = 9007199254740991
+FORMATS = ("json", "jsonl", "csv", "html", "xlsx", "xml", "rss")
+XML_NAME = "^[A-Za-z_][A-Za-z0-9._-]*$"
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+def _input_rules(params: dict[str, Any]) -> None:
+    """What the items endpoint really takes (API-datasets.md 1 and 4.5), where Apify's description is looser: an
+    integer offset and limit (not a double), a format of the seven (any case), one delimiter character other
+    than a quote or a line end, XML names. An empty value is the same as none."""
+    empty = {"type": "string", "maxLength": 0}
+    params["limit-2"]["schema"] = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT}, empty]}
+    params["limit-2"]["description"] = "Stored items to take; 0 or none: no limit."
+    params["format"]["schema"] = {
+        "anyOf": [{"type": "string", "pattern": "^(" + "|".join(map(_any_case, FORMATS)) + ")$"}, empty],
+        "example": "json",
+    }
+    params["delimiter"]["schema"] = {
+        "anyOf": [{"type": "string", "minLength": 1, "maxLength": 1, "not": {"enum": ['"', "\r", "\n"]}}, empty],
+        "example": ";",
+    }
+    for name in ("xmlRoot", "xmlRow"):
+        params[name]["schema"] = {"anyOf": [{"type": "string", "pattern": XML_NAME}, empty], "example": "items"}
 
 
 def add_datasets(doc: dict[str, Any]) -> None:
     """Add the dataset paths and the components they need to ``doc`` (components it has already are kept)."""
     part = json.loads(DATASETS_PATH.read_text(encoding="utf-8"))
+    _input_rules(part["components"]["parameters"])
     for kind, entries in part["components"].items():
         target = doc["components"].setdefault(kind, {})
         for name, value in entries.items():
@@ -33,6 +64,12 @@ def add_datasets(doc: dict[str, Any]) -> None:
         op = paths[path][method]
         op["responses"].setdefault("413", {"$ref": "#/components/responses/PayloadTooLarge"})
         op["responses"].setdefault("415", {"$ref": "#/components/responses/UnsupportedMediaType"})
+    for param in paths[PREFIX]["post"].get("parameters", []):
+        if param.get("name") == "name":  # the rule of API.md 3, as for key-value stores
+            param["schema"] = {
+                "type": "string", "maxLength": rules.STORE_NAME.max_length,
+                "anyOf": [{"pattern": rules.STORE_NAME.pattern}, {"const": ""}],
+            }
     items = paths[PREFIX + "/{datasetId}/items"]
     ok = items["get"]["responses"]["200"]
     ok.setdefault("headers", {})["X-Apify-Pagination-Desc"] = {
