@@ -126,7 +126,13 @@ async def _scan_paths(snap: ItemSnapshot, lo: int, hi: int, paths: list[Any]) ->
 
 
 def _merge_items(paths: list[Any], batch: list[bytes]) -> None:
-    pipeline.block_paths([json.loads(raw) for raw in batch], paths)
+    seen: set[Any] = set()
+    for raw in batch:  # an item's paths walked once per skeleton (see prepare_push)
+        item = json.loads(raw)
+        shape = skeleton(item)
+        if shape not in seen:
+            seen.add(shape)
+            pipeline.merge_paths(paths, pipeline.item_paths(item))
 
 
 async def render(

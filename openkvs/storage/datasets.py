@@ -88,7 +88,9 @@ class ItemSnapshot(abc.ABC):
 
     @abc.abstractmethod
     async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:
-        """(block, its path list) of the blocks ``first`` to ``last`` inclusive that have one, ascending."""
+        """The distinct path lists of the blocks ``first`` to ``last`` inclusive, each with the first block that
+        has it, ascending. (Merging a list equal to one merged before adds nothing, so this gives the same ordered
+        union as every block in order; most blocks of a dataset have equal lists: 10,000 blocks are a few rows.)"""
 
 
 class DatasetStorage(abc.ABC):

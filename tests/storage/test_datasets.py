@@ -91,6 +91,11 @@ async def test_block_paths_are_merged_per_block_of_items(storage: Storage) -> No
         assert snap.info.item_count == 2 * BLOCK + 2
         assert await snap.block_paths(0, 5) == [(0, ["a", "b"]), (1, ["c", "d"]), (2, ["d", "a"])]
         assert await snap.block_paths(1, 1) == [(1, ["c", "d"])]
+    # blocks of equal lists come once, with the first block that has it
+    await storage.datasets.push(sid, make_push([{"d": 1}] * (3 * BLOCK - 2) + [{"c": 1}]), union)
+    async with storage.datasets.snapshot(sid) as snap:
+        assert await snap.block_paths(0, 10) == [(0, ["a", "b"]), (1, ["c", "d"]), (2, ["d", "a"]), (3, ["d"]), (5, ["c"])]
+        assert await snap.block_paths(4, 5) == [(4, ["d"]), (5, ["c"])]
 
 
 async def test_snapshot_ignores_later_pushes_and_outlives_a_delete(storage: Storage) -> None:

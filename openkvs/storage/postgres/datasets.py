@@ -85,7 +85,8 @@ class PgItemSnapshot(ItemSnapshot):
 
     async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:
         rows = await self._conn.fetch(
-            "SELECT block, paths FROM dataset_paths WHERE store_id = $1 AND block >= $2 AND block <= $3 ORDER BY block",
+            "SELECT min(block) AS block, paths FROM dataset_paths WHERE store_id = $1 AND block >= $2 "
+            "AND block <= $3 GROUP BY paths ORDER BY 1",
             self._store_id,
             first,
             last,

@@ -146,8 +146,8 @@ class SQLiteItemSnapshot(ItemSnapshot):
     async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:
         def fetch() -> list[tuple[int, list[Any]]]:
             rows = self._conn.execute(
-                "SELECT block, paths FROM dataset_paths WHERE store_id = ? AND block >= ? AND block <= ? "
-                "ORDER BY block",
+                "SELECT min(block) AS b, paths FROM dataset_paths WHERE store_id = ? AND block >= ? AND block <= ? "
+                "GROUP BY paths ORDER BY b",
                 (self._store_id, first, last),
             )
             return [(b, json.loads(p)) for b, p in rows]
