@@ -71,7 +71,7 @@ class Recording:
     def __init__(self) -> None:
         self.charges: list[tuple[str, str | None, bool]] = []
 
-    async def check(self, identity: str, store_id: str | None, record_op: bool) -> Verdict:
+    async def check(self, identity: str, store_id: str | None, record_op: bool, push: bool = False) -> Verdict:
         self.charges.append((identity.split(":")[0], store_id, record_op))
         return Verdict(True, 0, 1)
 
