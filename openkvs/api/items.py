@@ -84,6 +84,10 @@ def merge_block(old: list[Any], pieces: Any) -> list[Any]:
 
 # -- export ------------------------------------------------------------------------------------------------------
 
+# Items per batch of an export's body (storage also stops a batch at BATCH_BYTES): fewer, larger reads of small
+# items (PostgreSQL: 40 MB/s in batches of 1,000, 80 in batches of 5,000), each rendered in one trip to a thread.
+EXPORT_BATCH = 4000
+
 
 def select(total: int, offset: int, limit: int | None, desc: bool) -> tuple[int, int, int]:
     """(lo, hi, count): the index range the query selects from ``total`` items and how many that is."""
@@ -148,7 +152,7 @@ async def render(
     """The body: the renderer's start, each batch of items (the next read while this one is rendered and sent),
     its end. ``raw``: JSON formats of unchanged items copy the stored bytes (``raw_json``), without parsing them."""
     yield renderer.start(columns)
-    async for batch in readahead(snap.items(lo, hi, desc=desc)):
+    async for batch in readahead(snap.items(lo, hi, desc=desc, batch=EXPORT_BATCH)):
         if raw:
             piece = renderer.raw_json(batch)
         else:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BLOCK = 1000  # items per block of the path index
+BATCH_BYTES = 8 * 1024 * 1024  # a batch of items read stops at about this many bytes (items may be 9 MiB each)
 MAX_FIELDS = 2000  # the dataset object's `fields` lists at most this many keys (contract 4.3)
 
 # merge(block_paths, pieces): the block's path list with each of ``pieces`` (lists of the same kind) merged in,
@@ -84,7 +85,8 @@ class ItemSnapshot(abc.ABC):
     @abc.abstractmethod
     def items(self, start: int, stop: int, *, desc: bool = False, batch: int = BLOCK) -> AsyncIterator[list[bytes]]:
         """The stored bytes of the items with index in ``[start, stop)`` (clamped to the snapshot), in batches of
-        at most ``batch``: ascending, or descending from ``stop - 1`` with ``desc``. A seek, never a scan."""
+        at most ``batch`` items and about BATCH_BYTES (an item past that comes alone): ascending, or descending
+        from ``stop - 1`` with ``desc``. A seek, never a scan."""
 
     @abc.abstractmethod
     async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:

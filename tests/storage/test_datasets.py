@@ -136,3 +136,20 @@ async def test_concurrent_pushes_stay_whole_dense_and_ordered(storage: Storage) 
         p, r = divmod(key, 10)
         assert items[first : first + 40] == [{"p": p, "r": r, "k": k} for k in range(40)]
     assert sorted(firsts.values()) == list(range(0, 960, 40))
+
+
+async def test_batches_stop_at_a_byte_budget(storage: Storage) -> None:
+    """Items may be 9 MiB each: a batch of them is cut at BATCH_BYTES, so reading holds a few MiB, not gigabytes."""
+    from openkvs.storage.datasets import BATCH_BYTES
+
+    sid = await new_dataset(storage)
+    big = "x" * (3 * 1024 * 1024)
+    await storage.datasets.push(sid, make_push([{"i": i, "pad": big} for i in range(7)]), union)
+    for desc in (False, True):
+        async with storage.datasets.snapshot(sid) as snap:
+            batches = [b async for b in snap.items(0, 7, desc=desc, batch=1000)]
+        sizes = [sum(map(len, b)) for b in batches]
+        assert all(s < BATCH_BYTES + len(big) + 100 for s in sizes), sizes
+        order = [json.loads(x)["i"] for b in batches for x in b]
+        assert order == (list(range(6, -1, -1)) if desc else list(range(7)))
+        assert len(batches) >= 3

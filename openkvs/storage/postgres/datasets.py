@@ -17,6 +17,7 @@ import asyncpg
 
 from ..base import NotFound, StorageUnavailable
 from ..datasets import (
+    BATCH_BYTES,
     BLOCK,
     DatasetInfo,
     DatasetStorage,
@@ -69,12 +70,16 @@ class PgItemSnapshot(ItemSnapshot):
     ) -> AsyncIterator[list[bytes]]:
         lo, hi = max(start, 0), min(stop, self.info.item_count)
         order = "DESC" if desc else ""
+        # The rows of one batch stop at BATCH_BYTES (the first always comes): a running sum of their lengths,
+        # which PostgreSQL knows without reading the bytes of the rows it leaves out.
         sql = (
-            "SELECT data FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx < $3 "
-            f"ORDER BY idx {order} LIMIT $4"
+            "SELECT data FROM (SELECT data, idx, "
+            f"sum(octet_length(data)) OVER (ORDER BY idx {order}) - octet_length(data) AS before FROM "
+            "(SELECT data, idx FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx < $3 "
+            f"ORDER BY idx {order} LIMIT $4) s) t WHERE before < $5 ORDER BY idx {order}"
         )
         while lo < hi:
-            rows = [r[0] for r in await self._conn.fetch(sql, self._store_id, lo, hi, batch)]
+            rows = [r[0] for r in await self._conn.fetch(sql, self._store_id, lo, hi, batch, BATCH_BYTES)]
             if not rows:
                 return
             if desc:
@@ -166,9 +171,9 @@ class PgDatasets(DatasetStorage):
         except CONNECTION_ERRORS as exc:
             raise unavailable(exc) from exc
         broken = False
+        tr = conn.transaction(isolation="repeatable_read", readonly=True)
         try:
             try:
-                tr = conn.transaction(isolation="repeatable_read", readonly=True)
                 await tr.start()
                 if await conn.fetchval("SELECT true FROM stores WHERE id = $1", store_id) is None:
                     raise NotFound(f"dataset {store_id}")
@@ -187,7 +192,7 @@ class PgDatasets(DatasetStorage):
                     discard(conn)
                 else:
                     try:  # a query still running (a readahead given up) makes this fail: the connection goes then
-                        await conn.execute("ROLLBACK")
+                        await tr.rollback()
                     except Exception:
                         discard(conn)
                 try:

@@ -18,6 +18,7 @@ import anyio.to_thread
 
 from ..base import NotFound
 from ..datasets import (
+    BATCH_BYTES,
     BLOCK,
     DatasetInfo,
     DatasetStorage,
@@ -130,7 +131,17 @@ class SQLiteItemSnapshot(ItemSnapshot):
             sql = "SELECT data FROM dataset_items WHERE store_id = ? AND idx >= ? AND idx < ? ORDER BY idx LIMIT ?"
 
         def fetch(lo: int, hi: int) -> list[bytes]:
-            return [r[0] for r in conn.execute(sql, (sid, lo, hi, batch))]
+            out, size = [], 0
+            cur = conn.execute(sql, (sid, lo, hi, batch))
+            try:
+                for (data,) in cur:
+                    out.append(data)
+                    size += len(data)
+                    if size >= BATCH_BYTES:
+                        break
+            finally:
+                cur.close()
+            return out
 
         lo, hi = start, stop
         while lo < hi:
