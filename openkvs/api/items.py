@@ -75,11 +75,12 @@ def merge_block(old: list[Any], pieces: Any) -> list[Any]:
     """storage.datasets.MergePaths: the block's path list with the items' path lists merged in, in order (a list
     already merged in this call adds nothing: items of one skeleton share theirs, see prepare_push)."""
     done: set[int] = set()
+    unique = []
     for paths in pieces:
         if id(paths) not in done:
             done.add(id(paths))
-            pipeline.merge_paths(old, paths)
-    return old
+            unique.append(paths)
+    return pipeline.merge_blocks([old, *unique])
 
 
 # -- export ------------------------------------------------------------------------------------------------------
@@ -107,8 +108,7 @@ async def table_columns(snap: ItemSnapshot, shape: pipeline.Shape, lo: int, hi: 
         whole = selection_blocks(lo, hi)
         await _scan_paths(snap, lo, whole[0] * BLOCK if whole else hi, paths)
         if whole:
-            for _, block in await snap.block_paths(*whole):
-                pipeline.merge_paths(paths, block)
+            paths = pipeline.merge_blocks([paths, *(block for _, block in await snap.block_paths(*whole))])
             await _scan_paths(snap, (whole[1] + 1) * BLOCK, hi, paths)
         cols = pipeline.columns(shape, paths)
     if cols is None:
