@@ -28,12 +28,8 @@ _TRANSFORMATION: dict[str, type | tuple[type, ...]] = {
 _TOP = {"actorSpecification", "title", "description", "fields", "views"}
 
 
-class DatasetSchemaInvalid(errors.ApiError):
-    status, type = 400, "dataset-schema-invalid"
-
-
-def _invalid(what: str) -> DatasetSchemaInvalid:
-    return DatasetSchemaInvalid(f"Dataset schema is invalid: {what}")
+def _invalid(what: str) -> errors.DatasetSchemaInvalid:
+    return errors.DatasetSchemaInvalid(f"Dataset schema is invalid: {what}")
 
 
 def _is_2020(fields: Any) -> bool:
@@ -149,22 +145,3 @@ def check_items(fields: dict[str, Any], items: list[Any]) -> list[dict[str, Any]
     finally:
         del schema._budget.left
     return invalid
-
-
-class ItemsInvalid(errors.ApiError):
-    """A push rejected by the dataset's ``fields`` schema (contract 4.4)."""
-
-    status, type, default_message = 400, "schema-validation-error", "Schema validation failed"
-
-    def __init__(self, invalid_items: list[dict[str, Any]]) -> None:
-        super().__init__()
-        self.invalid_items = invalid_items
-
-    def body(self) -> bytes:
-        import json
-
-        return json.dumps(
-            {"error": {"type": self.type, "message": self.message, "data": {"invalidItems": self.invalid_items}}},
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode()

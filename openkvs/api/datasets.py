@@ -21,6 +21,7 @@ from openkvs.api.common import iso, json_response, public_base, read_json_body, 
 from openkvs.api.dispatch import methods
 from openkvs.api.resources import ResourceApi
 from openkvs.datasets import pipeline
+from openkvs.ratelimit import client_ip
 from openkvs.storage.base import Store
 from openkvs.storage.datasets import DatasetInfo
 
@@ -120,12 +121,7 @@ def check_json_content_type(request: Request) -> None:
     """Contract section 1: absent, or application/json with any parameters."""
     ctype = request.headers.get("content-type")
     if ctype is not None and ctype.split(";")[0].strip().lower() not in _JSON_TYPES:
-        raise InvalidContentType()
-
-
-class InvalidContentType(errors.ApiError):
-    status, type = 400, "invalid-content-type-header"
-    default_message = "Invalid Content-Type header: expected application/json."
+        raise errors.InvalidContentTypeHeader()
 
 
 async def push_items(request: Request) -> Response:
@@ -154,9 +150,13 @@ async def statistics(request: Request) -> Response:
     if not isinstance(properties, dict) or not properties:
         return json_response({"fieldStatistics": None})
     stats = pipeline.FieldStats(store.schema)
-    async with state(request).storage.datasets.snapshot(store.id) as snap:  # a scan: may be slow, never blocks
-        async for batch in snap.items(0, snap.info.item_count):
-            await anyio.to_thread.run_sync(_add_stats, stats, batch)
+    st = state(request)
+    who = f"user:{found.user.id}" if found.user is not None else "ip:" + client_ip(request.scope, st.trusted_proxies)
+    # A scan of every item (in a worker thread, batch by batch): it takes a download slot, as an export does.
+    with st.downloads.take(who):
+        async with st.storage.datasets.snapshot(store.id) as snap:
+            async for batch in snap.items(0, snap.info.item_count, batch=items.EXPORT_BATCH):
+                await anyio.to_thread.run_sync(_add_stats, stats, batch)
     return json_response({"fieldStatistics": stats.result()})
 
 

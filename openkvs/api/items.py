@@ -47,7 +47,7 @@ def prepare_push(value: Any, fields_schema: dict[str, Any] | None) -> Push:
     if fields_schema is not None and items:
         invalid = dataset_schema.check_items(fields_schema, items)
         if invalid:
-            raise dataset_schema.ItemsInvalid(invalid)
+            raise errors.ItemsInvalid(invalid)
     encoded = []
     paths = []
     by_skeleton: dict[Any, list[Any]] = {}
