@@ -141,9 +141,10 @@ def test_a_failure_after_the_first_byte_aborts_the_connection(big):
             chunks = r.iter_bytes()
             got = next(chunks)
             time.sleep(0.5)
+            # only this server's connections (its schema names them), never another test's on the shared server
             kill = (
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-                "AND query LIKE '%dataset_items%' AND query NOT LIKE '%pg_terminate_backend%'"
+                f"AND application_name = 'openkvs:{schema}' AND query LIKE '%dataset_items%'"
             )
             out = subprocess.run(["psql", DATABASE_URL, "-Atc", f"SET search_path = {schema}; {kill}"],
                                  capture_output=True, text=True, timeout=30)
