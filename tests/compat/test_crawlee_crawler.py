@@ -1,9 +1,7 @@
 """A real Crawlee crawler, unmodified, crawls a small site served on 127.0.0.1 inside an Actor run against openkvs:
-``context.push_data`` lands in the openkvs dataset named by APIFY_DEFAULT_DATASET_ID, ``crawler.get_data()`` reads it
-back, and the results come back through the export in each format.
-
-openkvs does not serve request queues yet (a separate issue): until it does, the crawler's request queue is Crawlee's
-in-memory one (``RequestQueue.open(storage_client=MemoryStorageClient())``). Everything else goes to openkvs."""
+its request queue is an openkvs queue, ``context.push_data`` lands in the openkvs dataset named by
+APIFY_DEFAULT_DATASET_ID, ``crawler.get_data()`` reads it back, and the results come back through the export in each
+format. Nothing is stored on the local disk."""
 
 from __future__ import annotations
 
@@ -33,8 +31,6 @@ CRAWLER = textwrap.dedent(
     import httpx
     from apify import Actor
     from crawlee.crawlers import BasicCrawler, BasicCrawlingContext
-    from crawlee.storage_clients import MemoryStorageClient
-    from crawlee.storages import RequestQueue
 
     PAGES = {
         "/": '<title>Home</title><a href="/a">A</a> <a href="/b">B</a>',
@@ -61,8 +57,7 @@ CRAWLER = textwrap.dedent(
         threading.Thread(target=site.serve_forever, daemon=True).start()
         base = f"http://127.0.0.1:{site.server_address[1]}"
         async with Actor:
-            queue = await RequestQueue.open(storage_client=MemoryStorageClient())  # not on openkvs yet
-            crawler = BasicCrawler(request_manager=queue, max_request_retries=1)
+            crawler = BasicCrawler(max_request_retries=1)  # its queue and dataset: the Actor's, on openkvs
 
             @crawler.router.default_handler
             async def handler(context: BasicCrawlingContext) -> None:
@@ -106,6 +101,9 @@ def test_crawler_results_land_in_an_openkvs_dataset(compat_server: Server, tmp_p
     expected = {f"{base}/": "Home", f"{base}/a": "Page A", f"{base}/b": "Page B", f"{base}/c": "Page C"}
 
     assert report["dataset_id"] == dataset["id"]  # the crawler's default dataset is the Actor's, on openkvs
+    assert "storage" not in [p.name for p in workdir.iterdir()]
+    requests = [line.split('"')[1] for line in server.log().splitlines() if '"' in line and " HTTP/1.1" in line]
+    assert any(r.split()[1].startswith("/v2/request-queues") for r in requests)  # the queue was openkvs's
     assert report["total"] == 4
     assert {it["url"]: it["title"] for it in report["items"]} == expected  # each page once
 
