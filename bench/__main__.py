@@ -1,4 +1,4 @@
-"""python -m bench [records] [download] [nodes] [ratelimits] [transfer] [exports] [queues] [bucket] [--quick] [--backends sqlite,postgres] [--fresh]"""
+"""python -m bench [records] [download] [nodes] [ratelimits] [transfer] [exports] [queues] [bucket] [datasets] [--quick] [--backends sqlite,postgres] [--fresh]"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 from bench import harness as h
 
-NAMES = ("records", "download", "nodes", "ratelimits", "accesslog", "transfer", "exports", "queues", "bucket")
+NAMES = ("records", "download", "nodes", "ratelimits", "accesslog", "transfer", "exports", "queues", "bucket", "datasets")
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openkvs import auth, console, errors, health, metrics, openapi
-from openkvs.api import download, queues, records
+from openkvs.api import datasets, download, queues, records
 from openkvs.api.common import AppState, budgets
 from openkvs.api.dispatch import CORS_EXPOSE_HEADERS, methods
 from openkvs.api.download_slots import DownloadSlots
@@ -73,6 +73,7 @@ ROUTES = [
         ),
     ),
     *STORES_API.routes(),
+    *datasets.routes(),
     Route("/v2/key-value-stores/{store_id}/keys", methods(GET=records.list_keys)),
     Route(DOWNLOAD_ROUTE, methods(GET=download.download_records)),
     *queues.QUEUES_API.routes(),

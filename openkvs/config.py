@@ -152,6 +152,7 @@ class Settings:
     rate_limit_queue_batch_per_second: int = setting(
         40, "Request-queue batch add, batch delete and head/lock a second per queue."
     )
+    rate_limit_push_per_second: int = setting(400, "Pushes of dataset items a second per dataset.")
     trusted_proxies: str = setting(
         "", "Comma-separated IPs/networks whose X-Forwarded-For is believed.", check=_trusted_networks
     )
@@ -230,6 +231,7 @@ class Settings:
             or self.rate_limit_records_per_second < 1
             or self.rate_limit_queue_requests_per_second < 1
             or self.rate_limit_queue_batch_per_second < 1
+            or self.rate_limit_push_per_second < 1
         ):
             raise ValueError(
                 "rate limits must allow at least 60 requests a minute per user and 1 a second per store "

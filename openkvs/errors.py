@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from typing import Any
 
 from openkvs.storage import base as storage
 
@@ -137,6 +138,30 @@ class RequestedDatasetViewDoesNotExist(ApiError):
 
 class NoColumnsInExportedDataset(ApiError):
     status, type, default_message = 400, "no-columns-in-exported-dataset", "The exported dataset has no columns."
+
+
+# Dataset pushes and schemas (API-datasets.md sections 1, 2, 4.4 and 9).
+class InvalidContentTypeHeader(ApiError):
+    status, type = 400, "invalid-content-type-header"
+    default_message = "Invalid Content-Type header: expected application/json."
+
+
+class DatasetSchemaInvalid(ApiError):
+    status, type = 400, "dataset-schema-invalid"
+
+
+class ItemsInvalid(ApiError):
+    """A push refused by the dataset's ``fields`` schema: one entry per failing item in ``error.data``."""
+
+    status, type, default_message = 400, "schema-validation-error", "Schema validation failed"
+
+    def __init__(self, invalid_items: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.invalid_items = invalid_items
+
+    def body(self) -> bytes:
+        error = {"type": self.type, "message": self.message, "data": {"invalidItems": self.invalid_items}}
+        return json.dumps({"error": error}, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class RateLimitExceeded(ApiError):

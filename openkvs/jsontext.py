@@ -43,9 +43,10 @@ def _finite(text: str) -> float:
     return value
 
 
-def loads(raw: bytes | bytearray, *, storable: bool = False) -> Any:
-    """The value of a JSON document of at most ``MAX_DEPTH`` levels. ``storable``: also refuse a string or a
-    member name holding NUL or a lone surrogate (``"\\u0000"``, ``"\\ud800"``).
+def loads(raw: bytes | bytearray, *, storable: bool = False, max_depth: int = MAX_DEPTH) -> Any:
+    """The value of a JSON document of at most ``max_depth`` levels. ``storable``: also refuse a string or a
+    member name holding NUL or a lone surrogate (``"\\u0000"``, ``"\\ud800"``). (Dataset items take 128 levels,
+    API-datasets.md section 1: they are stored, not checked against a schema of unbounded recursion.)
 
     Numbers are finite: Python's parser takes NaN and Infinity, which are not JSON (RFC 8259), and reads 1e400 as
     infinity; jsonschema's arithmetic fails on them and no JSON text can hold them to send back or store."""
@@ -54,10 +55,10 @@ def loads(raw: bytes | bytearray, *, storable: bool = False) -> Any:
     except NotFinite:
         raise
     except RecursionError:  # raised cleanly by the C parser, past the interpreter's limit
-        raise TooDeep(f"JSON nested more than {MAX_DEPTH} levels deep.") from None
+        raise TooDeep(f"JSON nested more than {max_depth} levels deep.") from None
     except (ValueError, UnicodeDecodeError):
         raise InvalidJson("The request body contains invalid data.") from None
-    _scan(value, storable)
+    _scan(value, storable, max_depth)
     return value
 
 
@@ -76,7 +77,7 @@ def _scan(value: Any, storable: bool, max_depth: int | None = MAX_DEPTH) -> None
     while stack:
         node, level = stack.pop()
         if max_depth is not None and level > max_depth:
-            raise TooDeep(f"JSON nested more than {MAX_DEPTH} levels deep.")
+            raise TooDeep(f"JSON nested more than {max_depth} levels deep.")
         if isinstance(node, dict):
             children: Any = node.values()
             if storable and any(_UNSTORABLE.search(k) for k in node):

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from openkvs import openapi_queues, rules
+from openkvs import openapi_datasets, openapi_queues, rules
 
 BASE_PATH = Path(__file__).with_name("openapi_base.json")
 
@@ -306,6 +306,7 @@ def _document() -> dict[str, Any]:
     _patch_operations(doc["paths"])
     doc["paths"].update(_extensions())
     openapi_queues.add_queues(doc)
+    openapi_datasets.add_datasets(doc)
     return doc
 
 

@@ -205,13 +205,15 @@ def plausible_store_id(store_id: str) -> bool:
 
 QUEUE_REQUESTS = "queue-requests"  # single-request add/get/update/delete, prolong and delete of a lock
 QUEUE_BATCH = "queue-batch"  # batch add and delete, head/lock
+DATASET_PUSH = "dataset-push"  # pushes of dataset items
 
 
 def budgets(settings: Settings) -> dict[str, int]:
-    """The named per-store budgets a second (openkvs/ratelimit/policy.py): request queues' own."""
+    """The named per-store budgets a second (openkvs/ratelimit/policy.py): request queues' and datasets' own."""
     return {
         QUEUE_REQUESTS: settings.rate_limit_queue_requests_per_second,
         QUEUE_BATCH: settings.rate_limit_queue_batch_per_second,
+        DATASET_PUSH: settings.rate_limit_push_per_second,
     }
 
 
@@ -244,9 +246,9 @@ async def rate_limit(
         raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})
 
 
-async def read_json_body(request: Request) -> Any:
+async def read_json_body(request: Request, max_depth: int = jsontext.MAX_DEPTH) -> Any:
     """A JSON request body (any Content-Encoding we accept), capped at MAX_JSON_BODY decoded bytes, at
-    jsontext.MAX_DEPTH levels. Every endpoint that takes a JSON body reads it here. (Strings that storage can't
+    ``max_depth`` levels. Every endpoint that takes a JSON body reads it here. (Strings that storage can't
     hold, NUL and lone surrogates, are refused where a value is stored: members the API ignores may hold them.)"""
     from openkvs import codec  # local: codec imports errors, which is fine, but keep common light to import
 
@@ -270,6 +272,6 @@ async def read_json_body(request: Request) -> Any:
     if not raw.strip():
         return None
     try:  # parsing up to 9 MiB and walking it is CPU work: not on the event loop
-        return await anyio.to_thread.run_sync(functools.partial(jsontext.loads, raw))
+        return await anyio.to_thread.run_sync(functools.partial(jsontext.loads, raw, max_depth=max_depth))
     except jsontext.InvalidJson as exc:
         raise errors.InvalidInput(str(exc)) from None

@@ -14,7 +14,11 @@ from openkvs.api.common import ApiRequest
 Handler = Callable[[Request], Awaitable[ASGIApp]]  # a Response, or records' lighter _Bytes
 
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, Content-Encoding, Range, If-Range, If-None-Match"
-CORS_EXPOSE_HEADERS = "Content-Length, Content-Range, ETag, Location, X-RateLimit-Limit"
+CORS_EXPOSE_HEADERS = (
+    "Content-Length, Content-Range, ETag, Location, X-RateLimit-Limit, Content-Disposition, "
+    "X-Apify-Pagination-Offset, X-Apify-Pagination-Limit, X-Apify-Pagination-Count, X-Apify-Pagination-Total, "
+    "X-Apify-Pagination-Desc"  # a browser pages through a dataset's items by these (API-datasets.md 1)
+)
 
 
 class methods:  # reads as a declaration in the route table

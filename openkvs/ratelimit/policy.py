@@ -2,7 +2,8 @@
 
 Every request spends from its caller's bucket (``user:<id>``, or ``ip:<addr>`` without a token). A store-scoped
 request also spends from exactly one store bucket: record operations from the record bucket (200/s by
-default), everything else from the store bucket (60/s). So a record GET never eats into the 60/s budget.
+default), pushes of dataset items from the push bucket (400/s, API-datasets.md 10), everything else from the store
+bucket (60/s). So a record GET never eats into the 60/s budget.
 
 Bucket sizes (bursts): every bucket holds one second's worth of its rate, so the per-second figure sent in
 ``X-RateLimit-Limit`` is also what a client may really send within any one second. For the per-user

@@ -24,7 +24,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .datasets import DatasetStorage
 
 
 class StorageError(Exception):
@@ -242,9 +245,12 @@ def prefix_upper_bound(prefix: str) -> str | None:
 
 class Storage(abc.ABC):
     """A backend. Open it with ``await storage.open()`` (or ``async with``), close it with ``aclose()``.
+    Its dataset items are ``storage.datasets`` (storage/datasets.py).
 
     All methods are coroutines and safe to call concurrently. Several processes may open the same database; a
     backend must stay correct then (writes of one are seen by the others at once)."""
+
+    datasets: DatasetStorage
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect, create or migrate the schema, start background work (stat flushing, garbage collection)."""

@@ -59,8 +59,9 @@ APIFY_PER_OPERATION = {
 }
 
 apify_schema = schemathesis.openapi.from_dict(APIFY_DESCRIPTION)
-# The request-queue operations have a suite of their own (test_schemathesis_queues.py: its cases need a queue).
-ours_schema = schemathesis.openapi.from_dict(openapi.build()).exclude(path_regex="^/v2/request-queues")
+# The request-queue and dataset operations have suites of their own (test_schemathesis_queues.py,
+# test_schemathesis_datasets.py: their cases need a queue, a dataset).
+ours_schema = schemathesis.openapi.from_dict(openapi.build()).exclude(path_regex="^/v2/(request-queues|datasets)")
 
 
 class Fuzz:

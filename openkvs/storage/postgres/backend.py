@@ -43,6 +43,7 @@ from ..ids import new_id
 from ..stats import StatsBuffer
 from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chunks
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
+from .datasets import PgDatasets
 from .objects import LEASE_RENEW_SECONDS, Leases, collect, put_in_bucket
 from .queues import PgQueues
 from .snapshot import PgSnapshot, open_snapshot
@@ -113,6 +114,7 @@ class PostgresStorage(PgQueues, Storage):
         self._p = self._db.main
         self.application_name = self._db.application_name  # what pg_stat_activity shows for its connections
         self._stats = StatsBuffer()
+        self.datasets = PgDatasets(self._db, namespace)  # dataset items (storage/datasets.py)
         self._tasks: list[asyncio.Task[None]] = []
         # --blob-store: records above inline_max are objects in the bucket (objects.py); smaller ones stay here
         self.blob_store = blob_store

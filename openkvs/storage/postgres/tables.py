@@ -21,11 +21,12 @@ from ..base import (
     prefix_upper_bound,
 )
 from .chunks import PgBlob
+from .datasets import DATASET_TABLES
 from .queues import QUEUE_TABLES
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
-TABLES_VERSION = 5
+TABLES_VERSION = 6
 
 NOW_MS = "date_trunc('milliseconds', clock_timestamp())"
 
@@ -139,6 +140,7 @@ MIGRATIONS: list[str] = [
         expires_at timestamptz NOT NULL
     );
     """,
+    DATASET_TABLES,  # 6: dataset items (storage/postgres/datasets.py)
 ]
 
 

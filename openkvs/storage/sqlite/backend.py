@@ -42,6 +42,7 @@ from ..ids import new_id
 from ..stats import StatsBuffer
 from .blobs import Inline, read_held
 from .connections import Database, translate
+from .datasets import SQLiteDatasets
 from .files import RecordFiles
 from .maintenance import maintain, write_stats
 from .queues import SQLiteQueues
@@ -101,6 +102,7 @@ class SQLiteStorage(SQLiteQueues, Storage):
         self.busy_timeout = busy_timeout
         self._stats = StatsBuffer()
         self._db = Database(self.db_path, fsync=fsync, busy_timeout=busy_timeout)
+        self.datasets = SQLiteDatasets(self._db)  # dataset items (storage/datasets.py)
         # The SQL below runs through these (see connections.py): a point read on the event loop thread, a read in
         # a worker thread, a write transaction in the writer thread, and the writer's own transactions.
         self._point_read = self._db.point_read

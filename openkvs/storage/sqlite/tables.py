@@ -30,10 +30,11 @@ from ..base import (
 from ..ids import new_id
 from .blobs import BlobFile, Inline
 from .connections import translate
+from .datasets import DATASET_TABLES
 from .queues import QUEUE_TABLES
 from .space import storing
 
-TABLES_VERSION = 4
+TABLES_VERSION = 5
 DB_NAME = "openkvs.sqlite3"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -125,7 +126,10 @@ UPGRADES = (
     " CREATE INDEX stores_user_kind_created ON stores(user_id, kind, created_at, id)",
     # 3 -> 4: request queues' requests and counters (storage/sqlite/queues.py).
     QUEUE_TABLES,
+    # 4 -> 5: dataset items (storage/sqlite/datasets.py)
+    DATASET_TABLES,
 )
+CREATE_TABLES += DATASET_TABLES
 assert len(UPGRADES) == TABLES_VERSION - 1
 
 

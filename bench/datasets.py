@@ -1,0 +1,273 @@
+"""Datasets (issue 13): push throughput and export speed, each against a baseline measured in the same run.
+
+- Push: items/s for batches of 1, 100 and 1,000 items of ~500 bytes (one client, sequential requests, a
+  keep-alive connection), against the same body bytes PUT as one key-value store record (the storage's own write
+  speed; counted as items/s of the same items). Goal: the 1,000-item batch at >= 0.5 of the record.
+- Export of ITEMS items (~500 B each; 1,000,000 in a full run) as ``jsonl`` and ``csv``: MB/s of ``curl -o
+  /dev/null`` against nginx serving the identical output bytes as a static file (saved from the first export).
+  Goals: >= 0.3 for jsonl, >= 0.1 for csv. Peak RSS growth of the server during each export.
+- Time to first byte (curl's time_starttransfer) for every format, at offset 0, at the middle, and with desc.
+- The same items fetched with apify-client's ``iterate_items`` (what users do today), items/s.
+
+The big dataset is made fast: 1,000 items pushed through the storage API (the push path itself: encoding, the
+path index), then copied inside the database, doubling, until ITEMS (identical blocks, so the same path index per
+block as pushes would make). Its size: ``BENCH_DS_ITEMS`` (default 1,000,000; quick 100,000).
+``BENCH_DS_BIG=10000000``: also the first-byte times and the RSS growth of a whole jsonl export on a dataset of
+that many items (SQLite, and PostgreSQL unless ``--backends`` leaves it out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import harness as h
+from bench.download import MIB, best_of, curl, start_nginx
+
+FORMATS = ("json", "jsonl", "csv", "html", "xlsx", "xml", "rss")
+
+
+def item(i: int) -> dict[str, Any]:
+    """~500 bytes of JSON, a realistic scraped shape (nested object, array)."""
+    return {
+        "url": f"https://shop.example.com/products/{i:09d}",
+        "title": f"Product number {i} with a reasonably long descriptive title",
+        "price": round(10 + (i % 997) * 0.37, 2),
+        "inStock": i % 3 != 0,
+        "shop": {"city": "Prague", "street": "Vodickova 123", "zip": "11000"},
+        "tags": ["alpha", "beta", "gamma"],
+        "description": "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "
+        "incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud.",
+        "#debug": {"ms": i % 100},
+    }
+
+
+# -- the data set ----------------------------------------------------------------------------------------------
+
+
+async def _seed(backend: h.Backend) -> tuple[str, str]:
+    """A user with a token and a dataset holding items 0..999, pushed through the storage API."""
+    from openkvs import auth
+    from openkvs.api.items import merge_block, prepare_push
+    from openkvs.storage.base import DATASET
+
+    storage = backend.storage()
+    await storage.open()
+    try:
+        user = await storage.get_user_by_name("bench") or await storage.create_user("bench")
+        token = auth.new_token()
+        await storage.add_token(user.id, auth.hash_token(token))
+        store, _ = await storage.get_or_create_store(user.id, "items", None, auth.new_signing_key(), kind=DATASET)
+        await storage.datasets.push(store.id, prepare_push([item(i) for i in range(1000)], None), merge_block)
+        return token, store.id
+    finally:
+        await storage.aclose()
+
+
+def _double_sqlite(backend: h.Backend, store_id: str, count: int) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(backend.data_dir / "openkvs.sqlite3", isolation_level=None)
+    try:
+        n = 1000
+        while n < count:
+            add = min(n, count - n)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO dataset_items(store_id, idx, data) SELECT store_id, idx + ?, data "
+                         "FROM dataset_items WHERE store_id = ? AND idx < ?", (n, store_id, add))
+            conn.execute("INSERT INTO dataset_paths(store_id, block, paths) SELECT store_id, block + ?, paths "
+                         "FROM dataset_paths WHERE store_id = ? AND block < ?", (n // 1000, store_id, -(-add // 1000)))
+            conn.execute("COMMIT")
+            n += add
+            h.log(f"  sqlite: {n} items")
+        conn.execute("UPDATE dataset_counts SET item_count = ?, clean_count = ?, bytes = "
+                     "(SELECT sum(length(data)) FROM dataset_items WHERE store_id = ?) WHERE store_id = ?",
+                     (count, count, store_id, store_id))
+    finally:
+        conn.close()
+
+
+def _double_postgres(backend: h.Backend, store_id: str, count: int) -> None:
+    n = 1000
+    while n < count:
+        add = min(n, count - n)
+        sql = f"""
+        SET search_path = {backend.schema};
+        INSERT INTO dataset_items (store_id, idx, data)
+            SELECT store_id, idx + {n}, data FROM dataset_items WHERE store_id = '{store_id}' AND idx < {add};
+        INSERT INTO dataset_paths (store_id, block, paths)
+            SELECT store_id, block + {n // 1000}, paths FROM dataset_paths
+            WHERE store_id = '{store_id}' AND block < {-(-add // 1000)};
+        """
+        subprocess.run(["psql", h.PG_URL, "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True, capture_output=True)
+        n += add
+        h.log(f"  postgres: {n} items")
+    sql = f"""
+    SET search_path = {backend.schema};
+    UPDATE dataset_counts SET item_count = {count}, clean_count = {count},
+        bytes = (SELECT sum(length(data)) FROM dataset_items WHERE store_id = '{store_id}')
+        WHERE store_id = '{store_id}';
+    ANALYZE dataset_items;
+    """
+    subprocess.run(["psql", h.PG_URL, "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True, capture_output=True)
+
+
+def items_dataset(kind: str, count: int) -> h.Dataset:
+    name = f"ds-items-{count}"
+    backend = h.Backend(kind, name)
+    if backend.marker.exists():
+        m = json.loads(backend.marker.read_text())
+        if m.get("count") == count:
+            return h.Dataset(backend, m["token"], m["store_id"], count, m)
+    backend.drop()
+    if kind == "postgres":
+        h.PG_TOUCHED.add(name)
+    t0 = time.monotonic()
+    h.log(f"making {kind}/{name} ...")
+    token, store_id = asyncio.run(_seed(backend))
+    (_double_sqlite if kind == "sqlite" else _double_postgres)(backend, store_id, count)
+    info = {"count": count, "token": token, "store_id": store_id, "fill_seconds": round(time.monotonic() - t0, 1)}
+    h.DATA.mkdir(parents=True, exist_ok=True)
+    backend.marker.write_text(json.dumps(info))
+    return h.Dataset(backend, token, store_id, count, info)
+
+
+# -- push ------------------------------------------------------------------------------------------------------
+
+
+def _rate(seconds: float, batch: int, send: Any) -> float:
+    """Items per second of ``send(n)`` called back to back for ``seconds``."""
+    n, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        send(n)
+        n += 1
+    return n * batch / (time.monotonic() - t0)
+
+
+def push_rates(srv: h.Server, token: str, quick: bool) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    seconds = 3.0 if quick else 10.0
+    out = []
+    with httpx.Client(base_url=srv.url, headers=headers, timeout=120) as c:
+        for batch in (1, 100, 1000):
+            body = json.dumps([item(i) for i in range(batch)], separators=(",", ":")).encode()
+            name = f"push-{batch}-{time.time_ns()}"
+            ds_items = f"/v2/datasets/{c.post('/v2/datasets', params={'name': name}).json()['data']['id']}/items"
+            kvs = c.post("/v2/key-value-stores", params={"name": name}).json()["data"]["id"]
+
+            def push(n: int, url: str = ds_items, body: bytes = body) -> None:
+                r = c.post(url, content=body)
+                assert r.status_code == 201, r.text
+
+            def put(n: int, kvs: str = kvs, body: bytes = body) -> None:
+                r = c.put(f"/v2/key-value-stores/{kvs}/records/k{n}", content=body)
+                assert r.status_code in (200, 201), r.text
+
+            items_s = _rate(seconds, batch, push)
+            record_items_s = _rate(seconds, batch, put)
+            out.append({"batch": batch, "body_bytes": len(body), "items_s": round(items_s),
+                        "record_items_s": round(record_items_s), "ratio": round(items_s / record_items_s, 3)})
+    return out
+
+
+# -- export ----------------------------------------------------------------------------------------------------
+
+
+def export_rates(srv: h.Server, ds: h.Dataset, prefix: Path, quick: bool) -> dict[str, Any]:
+    url = f"{srv.url}/v2/datasets/{ds.store_id}/items"
+    (prefix / "www").mkdir(parents=True, exist_ok=True)
+    reps = 1 if quick else 3
+    results: dict[str, Any] = {}
+    for fmt in ("jsonl", "csv"):
+        saved = prefix / "www" / f"items.{fmt}"
+        with h.RssSampler(srv.pid) as rss:
+            first = curl(f"{url}?format={fmt}", ds.token, str(saved))
+        # csv renders in Python (~100 us a row here): one more run is enough to time it
+        ours = best_of(reps if fmt == "jsonl" else 1, lambda fmt=fmt: curl(f"{url}?format={fmt}", ds.token))
+        results[fmt] = {"openkvs": ours, "bytes": first["bytes"], "rss_growth_mib": round(rss.growth_mib, 1),
+                        "rss_anon_growth_mib": round(rss.anon_growth_mib, 1)}
+    with h.running(lambda: start_nginx(prefix)) as (ngx,):
+        for fmt in ("jsonl", "csv"):
+            theirs = best_of(reps, lambda fmt=fmt: curl(f"{ngx.url}/items.{fmt}", None))
+            r = results[fmt]
+            r["nginx"] = theirs
+            r["ratio"] = round(r["openkvs"]["mb_s"] / theirs["mb_s"], 3)
+    return results
+
+
+def first_bytes(srv: h.Server, ds: h.Dataset) -> list[dict[str, Any]]:
+    """Seconds from sending the request to the first body byte, a new connection each (closed after that byte:
+    the server stops the export)."""
+    url = f"{srv.url}/v2/datasets/{ds.store_id}/items"
+    rows = []
+    for fmt in FORMATS:
+        for label, params in (("start", {}), ("middle", {"offset": ds.count // 2}), ("desc", {"desc": 1})):
+            with httpx.Client(headers={"Authorization": f"Bearer {ds.token}"}, timeout=60) as c:
+                t0 = time.monotonic()
+                with c.stream("GET", url, params={"format": fmt, **params}) as r:
+                    next(r.iter_raw(1))
+                    ms = (time.monotonic() - t0) * 1000
+                rows.append({"format": fmt, "where": label, "ttfb_ms": round(ms, 1), "status": r.status_code})
+    return rows
+
+
+def iterate_with_client(srv: h.Server, ds: h.Dataset, limit: int) -> dict[str, Any]:
+    from apify_client import ApifyClient
+
+    client = ApifyClient(ds.token, api_url=srv.url, max_retries=1)
+    t0 = time.monotonic()
+    n = sum(1 for _ in client.dataset(ds.store_id).iterate_items(limit=limit))
+    seconds = time.monotonic() - t0
+    t0 = time.monotonic()
+    got = curl(f"{srv.url}/v2/datasets/{ds.store_id}/items?format=json&limit={limit}", ds.token)
+    return {"items": n, "iterate_items_s": round(n / seconds), "export_items_s": round(limit / got["seconds"]),
+            "ratio": round((limit / got["seconds"]) / (n / seconds), 2)}
+
+
+def run(backends: list[str], quick: bool) -> None:
+    count = int(os.environ.get("BENCH_DS_ITEMS", 100_000 if quick else 1_000_000))
+    results: dict[str, Any] = {"items": count}
+    for kind in backends:
+        ds = items_dataset(kind, count)
+        prefix = h.DATA / f"ds-nginx-{kind}"
+        with h.running(lambda ds=ds: ds.backend.start()) as (srv,):
+            r: dict[str, Any] = {"fill_seconds": ds.info.get("fill_seconds")}
+            r["push"] = push_rates(srv, ds.token, quick)
+            h.table(f"push ({kind}): items/s, one client", ["batch", "items/s", "as a record", "ratio"],
+                    [[p["batch"], p["items_s"], p["record_items_s"], p["ratio"]] for p in r["push"]])
+            r["export"] = export_rates(srv, ds, prefix, quick)
+            h.table(f"export of {count} items ({kind}): MB/s", ["format", "openkvs", "nginx", "ratio", "RSS +MiB"],
+                    [[f, e["openkvs"]["mb_s"], e["nginx"]["mb_s"], e["ratio"], e["rss_growth_mib"]]
+                     for f, e in r["export"].items()])
+            r["first_byte"] = first_bytes(srv, ds)
+            h.table(f"first byte ({kind}, {count} items): ms", ["format", "where", "ms", "status"],
+                    [[x["format"], x["where"], x["ttfb_ms"], x["status"]] for x in r["first_byte"]])
+            r["iterate"] = iterate_with_client(srv, ds, min(count, 100_000))
+            h.table(f"iterate_items vs one export ({kind})", ["items", "iterate items/s", "export items/s", "ratio"],
+                    [[r["iterate"]["items"], r["iterate"]["iterate_items_s"], r["iterate"]["export_items_s"],
+                      r["iterate"]["ratio"]]])
+        big = int(os.environ.get("BENCH_DS_BIG", 0))
+        if big:
+            bds = items_dataset(kind, big)
+            with h.running(lambda bds=bds: bds.backend.start()) as (srv,):
+                r["big"] = {"items": big, "first_byte": first_bytes(srv, bds)}
+                h.table(f"first byte ({kind}, {big} items): ms", ["format", "where", "ms", "status"],
+                        [[x["format"], x["where"], x["ttfb_ms"], x["status"]] for x in r["big"]["first_byte"]])
+                url = f"{srv.url}/v2/datasets/{bds.store_id}/items?format=jsonl"
+                with h.RssSampler(srv.pid) as rss:
+                    whole = curl(url, bds.token)
+                r["big"]["jsonl"] = {**whole, "mb_s": whole["bytes"] / MIB / whole["seconds"],
+                                     "rss_growth_mib": round(rss.growth_mib, 1),
+                                     "rss_anon_growth_mib": round(rss.anon_growth_mib, 1)}
+                h.table(f"whole jsonl export ({kind}, {big} items)", ["GB", "s", "MB/s", "RSS +MiB", "RssAnon +MiB"],
+                        [[whole["bytes"] / 1e9, whole["seconds"], r["big"]["jsonl"]["mb_s"],
+                          r["big"]["jsonl"]["rss_growth_mib"], r["big"]["jsonl"]["rss_anon_growth_mib"]]])
+        results[kind] = r
+    h.save("datasets", quick, results)

@@ -1,0 +1,174 @@
+"""Dataset endpoints (API-datasets.md): the dataset object, push items (4.4) and statistics (4.6). The handlers
+every kind shares (list, get or create, get, update, delete, signing key, grants) are ``DATASETS_API``
+(api/resources.py); the export of items (4.5) is api/export.py. ``routes()``: all of them, for app.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from openkvs import access, dataset_schema, errors, signing
+from openkvs.access import DATASETS, Access
+from openkvs.api import export, items
+from openkvs.api.common import DATASET_PUSH, iso, json_response, public_base, read_json_body, state
+from openkvs.api.dispatch import methods
+from openkvs.api.resources import ResourceApi
+from openkvs.datasets import pipeline
+from openkvs.ratelimit import client_ip
+from openkvs.storage.base import Store
+from openkvs.storage.datasets import DatasetInfo
+
+PUBLIC_URL_DAYS = 14
+ITEM_MAX_DEPTH = 128  # levels of nesting a pushed body may have (contract section 1)
+_JSON_TYPES = ("application/json",)
+
+
+# -- the dataset object ------------------------------------------------------------------------------------------
+
+
+def items_public_url(request: Request, store: Store) -> str:
+    expires = int(time.time() * 1000) + PUBLIC_URL_DAYS * 86_400_000
+    sig = signing.content_signature(store.url_signing_secret_key, store.id, expires)
+    return f"{public_base(request)}/v2/datasets/{store.id}/items?signature={sig}"
+
+
+async def describe(request: Request, resources: Sequence[tuple[Store, Access]], listing: bool) -> list[dict[str, Any]]:
+    """The wire forms of a page of datasets: their counters asked of storage once for the page."""
+    infos = await state(request).storage.datasets.info([store.id for store, _ in resources])
+    if listing:
+        return [dataset_list_item(store, infos[store.id]) for store, _ in resources]
+    return [dataset_json(request, store, right, infos[store.id]) for store, right in resources]
+
+
+DATASETS_API = ResourceApi(
+    DATASETS,
+    "/v2/datasets",
+    describe,
+    "Dataset with this name already exists.",
+    takes_schema=True,
+    titled=True,
+    create_schema=dataset_schema.validate_dataset_schema_off_loop,
+)
+
+
+def dataset_json(request: Request, store: Store, right: Access, info: DatasetInfo) -> dict[str, Any]:
+    """The dataset object of contract 4.3; its signing key only for who may write."""
+    base = public_base(request)
+    data: dict[str, Any] = {
+        "id": store.id,
+        "name": store.name,
+        "title": store.title,
+        "userId": store.user_id,
+        "username": store.username,
+        "createdAt": iso(store.created_at),
+        "modifiedAt": iso(store.modified_at),
+        "accessedAt": iso(store.accessed_at),
+        "itemCount": info.item_count,
+        "cleanItemCount": info.clean_item_count,
+        "fields": info.fields,
+        "schema": store.schema,
+        "actId": None,
+        "actRunId": None,
+        "consoleUrl": f"{base}/v2/datasets/{store.id}",
+        "itemsPublicUrl": items_public_url(request, store),
+        "generalAccess": store.general_access,
+        "stats": {
+            "readCount": store.stats.read_count,
+            "writeCount": store.stats.write_count,
+            "storageBytes": info.bytes,
+        },
+    }
+    if right >= Access.WRITE:
+        data["urlSigningSecretKey"] = store.url_signing_secret_key
+    return data
+
+
+def dataset_list_item(store: Store, info: DatasetInfo) -> dict[str, Any]:
+    """One dataset in the list of 4.1 (``name`` "" for an unnamed one: the Python client requires a string)."""
+    return {
+        "id": store.id,
+        "name": store.name or "",
+        "title": store.title,
+        "userId": store.user_id,
+        "username": store.username,
+        "createdAt": iso(store.created_at),
+        "modifiedAt": iso(store.modified_at),
+        "accessedAt": iso(store.accessed_at),
+        "itemCount": info.item_count,
+        "cleanItemCount": info.clean_item_count,
+        "actId": None,
+        "actRunId": None,
+        "generalAccess": store.general_access,
+        "stats": {
+            "readCount": store.stats.read_count,
+            "writeCount": store.stats.write_count,
+            "inflatedBytes": info.bytes,
+        },
+    }
+
+
+# -- push --------------------------------------------------------------------------------------------------------
+
+
+def check_json_content_type(request: Request) -> None:
+    """Contract section 1: absent, or application/json with any parameters."""
+    ctype = request.headers.get("content-type")
+    if ctype is not None and ctype.split(";")[0].strip().lower() not in _JSON_TYPES:
+        raise errors.InvalidContentTypeHeader()
+
+
+async def push_items(request: Request) -> Response:
+    found = await access.decide(request, DATASETS, request.path_params["dataset_id"], Access.WRITE, budget=DATASET_PUSH)
+    check_json_content_type(request)
+    store = found.store
+    body = await read_json_body(request, max_depth=ITEM_MAX_DEPTH)
+    fields_schema = (store.schema or {}).get("fields") if isinstance(store.schema, dict) else None
+    push = await anyio.to_thread.run_sync(items.prepare_push, body, fields_schema)
+    storage = state(request).storage
+    if push.items:
+        await storage.datasets.push(store.id, push, items.merge_block)
+        storage.count_access(store.id, writes=len(push.items))
+    location = f"{public_base(request)}/v2/datasets/{store.id}/items"
+    return Response(b"{}", 201, {"Location": location}, media_type="application/json; charset=utf-8")
+
+
+# -- statistics --------------------------------------------------------------------------------------------------
+
+
+async def statistics(request: Request) -> Response:
+    found = await access.decide(request, DATASETS, request.path_params["dataset_id"], Access.READ)
+    store = found.store
+    fields = (store.schema or {}).get("fields") if isinstance(store.schema, dict) else None
+    properties = fields.get("properties") if isinstance(fields, dict) else None
+    if not isinstance(properties, dict) or not properties:
+        return json_response({"fieldStatistics": None})
+    stats = pipeline.FieldStats(store.schema)
+    st = state(request)
+    who = f"user:{found.user.id}" if found.user is not None else "ip:" + client_ip(request.scope, st.trusted_proxies)
+    # A scan of every item (in a worker thread, batch by batch): it takes a download slot, as an export does.
+    with st.downloads.take(who):
+        async with st.storage.datasets.snapshot(store.id) as snap:
+            async for batch in snap.items(0, snap.info.item_count, batch=items.EXPORT_BATCH):
+                await anyio.to_thread.run_sync(_add_stats, stats, batch)
+    return json_response({"fieldStatistics": stats.result()})
+
+
+def _add_stats(stats: Any, batch: list[bytes]) -> None:
+    for raw in batch:
+        stats.add(json.loads(raw))
+
+
+def routes() -> list[Route]:
+    items_path = "/v2/datasets/{dataset_id}/items"
+    return [
+        *DATASETS_API.routes(),
+        Route(items_path, methods(GET=export.export_items, POST=push_items)),
+        Route("/v2/datasets/{dataset_id}/statistics", methods(GET=statistics)),
+    ]

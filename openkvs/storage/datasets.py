@@ -1,0 +1,119 @@
+"""The dataset items interface: what the HTTP layer may ask of a backend about the items of a dataset (a store of
+kind ``dataset``), and the value types it gets back. Each backend has one as ``storage.datasets``.
+
+Items are JSON objects stored as the compact bytes the HTTP layer hands over; storage never parses them. A
+dataset is append-only: the items of one push get the next consecutive indexes (the first item ever is 0), all or
+none, in one transaction; concurrent pushes take turns (their order is their commit order), so indexes stay dense.
+
+Next to the items a backend keeps, exact and in the push's transaction:
+- the counters of the dataset object: ``itemCount``, ``cleanItemCount``, the stored bytes and ``fields`` (the
+  distinct top-level keys in order of first appearance, at most ``MAX_FIELDS``);
+- an index of cell paths per block of ``BLOCK`` items (block ``b`` holds items ``b*BLOCK ... b*BLOCK+BLOCK-1``),
+  the caller's opaque JSON lists merged with the caller's ``merge``: the header of a tabular export then needs no
+  scan of the items (contract section 7), only of the partial blocks at the ends of its selection.
+
+Reads go through an ``ItemSnapshot``: one read transaction held for the export's life, so ``info.item_count`` is
+fixed when it opens, later pushes never appear and a delete of the dataset meanwhile does not cut it short.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+BLOCK = 1000  # items per block of the path index
+BATCH_BYTES = 8 * 1024 * 1024  # a batch of items read stops at about this many bytes (items may be 9 MiB each)
+MAX_FIELDS = 2000  # the dataset object's `fields` lists at most this many keys (contract 4.3)
+
+# merge(block_paths, pieces): the block's path list with each of ``pieces`` (lists of the same kind) merged in,
+# in order. The HTTP layer passes openkvs.datasets.pipeline's merge; storage only stores the result as JSON.
+MergePaths = Callable[[list[Any], Sequence[list[Any]]], list[Any]]
+
+
+@dataclass(slots=True)
+class DatasetInfo:
+    """The counters of one dataset, exact as of the last committed push."""
+
+    item_count: int = 0
+    clean_item_count: int = 0
+    bytes: int = 0  # sum of the stored item bytes
+    fields: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Push:
+    """One push, prepared by the HTTP layer: the items' compact JSON bytes in array order and what the counters
+    and the path index need of them."""
+
+    items: list[bytes]
+    clean_count: int  # items with at least one top-level key not starting with '#'
+    keys: list[str]  # the distinct top-level keys of the items, in order of first appearance
+    paths: list[list[Any]]  # per item, its cell paths (opaque, JSON-serialisable)
+
+
+def merge_fields(fields: list[str], keys: Sequence[str]) -> list[str] | None:
+    """``fields`` with the keys not yet in it appended, up to MAX_FIELDS; None when nothing changes."""
+    if len(fields) >= MAX_FIELDS:
+        return None
+    seen = set(fields)
+    new = [k for k in keys if k not in seen]
+    if not new:
+        return None
+    return fields + new[: MAX_FIELDS - len(fields)]
+
+
+def blocks_of(start: int, count: int) -> list[tuple[int, int, int]]:
+    """The blocks that items ``start .. start+count-1`` fall in: (block, first offset in the push, end offset)."""
+    out = []
+    i = 0
+    while i < count:
+        block = (start + i) // BLOCK
+        end = min(count, (block + 1) * BLOCK - start)
+        out.append((block, i, end))
+        i = end
+    return out
+
+
+class ItemSnapshot(abc.ABC):
+    """A consistent view of one dataset's items (see the module docstring). Open with ``DatasetStorage.snapshot``."""
+
+    info: DatasetInfo  # the counters at the moment the snapshot was opened
+
+    @abc.abstractmethod
+    def items(self, start: int, stop: int, *, desc: bool = False, batch: int = BLOCK) -> AsyncIterator[list[bytes]]:
+        """The stored bytes of the items with index in ``[start, stop)`` (clamped to the snapshot), in batches of
+        at most ``batch`` items and about BATCH_BYTES (an item past that comes alone): ascending, or descending
+        from ``stop - 1`` with ``desc``. A seek, never a scan."""
+
+    @abc.abstractmethod
+    async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:
+        """The distinct path lists of the blocks ``first`` to ``last`` inclusive, each with the first block that
+        has it, ascending. (Merging a list equal to one merged before adds nothing, so this gives the same ordered
+        union as every block in order; most blocks of a dataset have equal lists: 10,000 blocks are a few rows.)"""
+
+
+class DatasetStorage(abc.ABC):
+    """The items side of a backend (``storage.datasets``)."""
+
+    @abc.abstractmethod
+    async def push(self, store_id: str, push: Push, merge: MergePaths) -> int:
+        """Store the items atomically after the dataset's last item; returns the index of the first. Moves the
+        store's ``modified_at``. Durable once it returns. Raises NotFound for a missing store."""
+
+    @abc.abstractmethod
+    async def info(self, store_ids: Sequence[str]) -> dict[str, DatasetInfo]:
+        """The counters of each dataset named (a dataset without items, or a missing one: zeros)."""
+
+    @abc.abstractmethod
+    def snapshot(self, store_id: str) -> AbstractAsyncContextManager[ItemSnapshot]:
+        """A consistent view of the dataset's items. Raises NotFound for a missing store."""
+
+
+def selection_blocks(lo: int, hi: int) -> tuple[int, int] | None:
+    """The whole blocks inside the index range ``[lo, hi)``: (first, last) inclusive, or None if there is none."""
+    first = -(-lo // BLOCK)
+    last = hi // BLOCK - 1
+    return (first, last) if first <= last else None

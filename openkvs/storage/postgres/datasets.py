@@ -1,0 +1,201 @@
+"""Dataset items in PostgreSQL (the interface and its guarantees: storage/datasets.py).
+
+A push locks the dataset's ``stores`` row first (as ``delete_store`` does, so the two can't deadlock), which makes
+concurrent pushes to one dataset take turns on every node: each reads the item count its predecessor committed, so
+indexes stay dense. The items go in with COPY. A snapshot is a REPEATABLE READ READ ONLY transaction on a
+connection of the snapshot pool: rows deleted meanwhile stay visible to it until it ends."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import asyncpg
+
+from ..base import NotFound, StorageUnavailable
+from ..datasets import (
+    BATCH_BYTES,
+    BLOCK,
+    DatasetInfo,
+    DatasetStorage,
+    ItemSnapshot,
+    MergePaths,
+    Push,
+    blocks_of,
+    merge_fields,
+)
+from .connections import CONNECTION_ERRORS, Database, deadlock_retried, discard, unavailable
+
+DATASET_TABLES = """
+CREATE TABLE dataset_items (
+    store_id text NOT NULL REFERENCES stores(id) ON DELETE CASCADE,
+    idx bigint NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (store_id, idx)
+);
+ALTER TABLE dataset_items ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE TABLE dataset_counts (
+    store_id text PRIMARY KEY REFERENCES stores(id) ON DELETE CASCADE,
+    item_count bigint NOT NULL,
+    clean_count bigint NOT NULL,
+    bytes bigint NOT NULL,
+    fields text NOT NULL
+);
+CREATE TABLE dataset_paths (
+    store_id text NOT NULL REFERENCES stores(id) ON DELETE CASCADE,
+    block bigint NOT NULL,
+    paths text NOT NULL,
+    PRIMARY KEY (store_id, block)
+);
+"""
+
+_COUNTS = "SELECT item_count, clean_count, bytes, fields FROM dataset_counts WHERE store_id = $1"
+
+
+def _to_info(row: Any) -> DatasetInfo:
+    return DatasetInfo(row["item_count"], row["clean_count"], row["bytes"], json.loads(row["fields"]))
+
+
+class PgItemSnapshot(ItemSnapshot):
+    def __init__(self, conn: asyncpg.Connection, store_id: str, info: DatasetInfo) -> None:
+        self._conn = conn
+        self._store_id = store_id
+        self.info = info
+
+    async def items(
+        self, start: int, stop: int, *, desc: bool = False, batch: int = BLOCK
+    ) -> AsyncIterator[list[bytes]]:
+        lo, hi = max(start, 0), min(stop, self.info.item_count)
+        order = "DESC" if desc else ""
+        # The rows of one batch stop at BATCH_BYTES (the first always comes): a running sum of their lengths,
+        # which PostgreSQL knows without reading the bytes of the rows it leaves out.
+        sql = (
+            "SELECT data FROM (SELECT data, idx, "
+            f"sum(octet_length(data)) OVER (ORDER BY idx {order}) - octet_length(data) AS before FROM "
+            "(SELECT data, idx FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx < $3 "
+            f"ORDER BY idx {order} LIMIT $4) s) t WHERE before < $5 ORDER BY idx {order}"
+        )
+        while lo < hi:
+            rows = [r[0] for r in await self._conn.fetch(sql, self._store_id, lo, hi, batch, BATCH_BYTES)]
+            if not rows:
+                return
+            if desc:
+                hi -= len(rows)
+            else:
+                lo += len(rows)
+            yield rows
+
+    async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:
+        rows = await self._conn.fetch(
+            "SELECT min(block) AS block, paths FROM dataset_paths WHERE store_id = $1 AND block >= $2 "
+            "AND block <= $3 GROUP BY paths ORDER BY 1",
+            self._store_id,
+            first,
+            last,
+        )
+        return [(r["block"], json.loads(r["paths"])) for r in rows]
+
+
+class PgDatasets(DatasetStorage):
+    def __init__(self, db: Database, namespace: str) -> None:
+        self._db = db
+        self._namespace = namespace
+
+    async def push(self, store_id: str, push: Push, merge: MergePaths) -> int:
+        async def go(conn: asyncpg.Connection) -> int:
+            if await conn.fetchval("SELECT true FROM stores WHERE id = $1 FOR NO KEY UPDATE", store_id) is None:
+                raise NotFound(f"dataset {store_id}")
+            row = await conn.fetchrow(_COUNTS, store_id)
+            info = _to_info(row) if row is not None else DatasetInfo()
+            start = info.item_count
+            n = len(push.items)
+            if n == 0:
+                return start
+            await conn.copy_records_to_table(
+                "dataset_items",
+                records=[(store_id, start + i, data) for i, data in enumerate(push.items)],
+                columns=("store_id", "idx", "data"),
+                schema_name=self._namespace,
+            )
+            for block, lo, hi in blocks_of(start, n):
+                old = await conn.fetchval(
+                    "SELECT paths FROM dataset_paths WHERE store_id = $1 AND block = $2", store_id, block
+                )
+                merged = merge(json.loads(old) if old else [], push.paths[lo:hi])
+                await conn.execute(
+                    "INSERT INTO dataset_paths (store_id, block, paths) VALUES ($1, $2, $3) "
+                    "ON CONFLICT (store_id, block) DO UPDATE SET paths = excluded.paths",
+                    store_id,
+                    block,
+                    json.dumps(merged, separators=(",", ":"), ensure_ascii=False),
+                )
+            fields = merge_fields(info.fields, push.keys)
+            await conn.execute(
+                "INSERT INTO dataset_counts (store_id, item_count, clean_count, bytes, fields) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (store_id) DO UPDATE SET item_count = excluded.item_count, "
+                "clean_count = excluded.clean_count, bytes = excluded.bytes, fields = excluded.fields",
+                store_id,
+                start + n,
+                info.clean_item_count + push.clean_count,
+                info.bytes + sum(map(len, push.items)),
+                json.dumps(fields if fields is not None else info.fields, ensure_ascii=False),
+            )
+            from .tables import NOW_MS  # (tables.py imports this module for its DDL)
+
+            await conn.execute(f"UPDATE stores SET modified_at = {NOW_MS} WHERE id = $1", store_id)
+            return start
+
+        return await deadlock_retried("dataset push", lambda: self._db.run(go, tx=True))
+
+    async def info(self, store_ids: Sequence[str]) -> dict[str, DatasetInfo]:
+        ids = list(dict.fromkeys(store_ids))
+        found = {sid: DatasetInfo() for sid in ids}
+        if ids:
+            rows = await self._db.fetch(
+                "SELECT store_id, item_count, clean_count, bytes, fields FROM dataset_counts "
+                "WHERE store_id = ANY($1::text[])",
+                ids,
+            )
+            for r in rows:
+                found[r["store_id"]] = _to_info(r)
+        return found
+
+    @asynccontextmanager
+    async def snapshot(self, store_id: str) -> AsyncIterator[ItemSnapshot]:
+        pool = self._db.snapshots()
+        try:
+            conn = await pool.acquire()
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc) from exc
+        broken = False
+        tr = conn.transaction(isolation="repeatable_read", readonly=True)
+        try:
+            try:
+                await tr.start()
+                if await conn.fetchval("SELECT true FROM stores WHERE id = $1", store_id) is None:
+                    raise NotFound(f"dataset {store_id}")
+                row = await conn.fetchrow(_COUNTS, store_id)
+            except CONNECTION_ERRORS as exc:
+                broken = True
+                raise unavailable(exc) from exc
+            try:
+                yield PgItemSnapshot(conn, store_id, _to_info(row) if row is not None else DatasetInfo())
+            except (StorageUnavailable, *CONNECTION_ERRORS):  # type: ignore[misc]  # mypy can't read a * in except
+                broken = True
+                raise
+        finally:
+            with anyio.move_on_after(10, shield=True):
+                if broken:
+                    discard(conn)
+                else:
+                    try:  # a query still running (a readahead given up) makes this fail: the connection goes then
+                        await tr.rollback()
+                    except Exception:
+                        discard(conn)
+                try:
+                    await pool.release(conn)
+                except Exception:
+                    discard(conn)

@@ -1,0 +1,223 @@
+"""Dataset items in SQLite (the interface and its guarantees: storage/datasets.py).
+
+Items live in ``dataset_items``, clustered by (store_id, idx): reading a batch from any offset, in either direction,
+is one range scan of the primary key. A push is one write transaction of the writer thread, so pushes take turns
+and indexes stay dense. A snapshot is a read transaction on a connection of its own (WAL keeps the pages it sees
+until it ends, whatever is pushed or deleted meanwhile)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ..base import NotFound
+from ..datasets import (
+    BATCH_BYTES,
+    BLOCK,
+    DatasetInfo,
+    DatasetStorage,
+    ItemSnapshot,
+    MergePaths,
+    Push,
+    blocks_of,
+    merge_fields,
+)
+from .connections import Database, translate
+
+T = TypeVar("T")
+
+# The tables of datasets: one constant so the migration list of tables.py names it once. No ';' inside comments
+# here (the statements are split on it).
+DATASET_TABLES = """
+CREATE TABLE IF NOT EXISTS dataset_items (
+    store_id  TEXT NOT NULL REFERENCES stores(id) ON DELETE CASCADE,
+    idx       INTEGER NOT NULL,
+    data      BLOB NOT NULL,
+    PRIMARY KEY (store_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dataset_counts (
+    store_id     TEXT PRIMARY KEY REFERENCES stores(id) ON DELETE CASCADE,
+    item_count   INTEGER NOT NULL,
+    clean_count  INTEGER NOT NULL,
+    bytes        INTEGER NOT NULL,
+    fields       TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dataset_paths (
+    store_id  TEXT NOT NULL REFERENCES stores(id) ON DELETE CASCADE,
+    block     INTEGER NOT NULL,
+    paths     TEXT NOT NULL,
+    PRIMARY KEY (store_id, block)
+) WITHOUT ROWID;
+"""
+
+
+def _to_info(row: Any) -> DatasetInfo:
+    return DatasetInfo(row[0], row[1], row[2], json.loads(row[3]))
+
+
+def push_sync(conn: sqlite3.Connection, store_id: str, push: Push, merge: MergePaths) -> int:
+    """In the writer's transaction: the items after the last one, the path index and the counters."""
+    if conn.execute("SELECT 1 FROM stores WHERE id = ?", (store_id,)).fetchone() is None:
+        raise NotFound(f"dataset {store_id}")
+    row = conn.execute(
+        "SELECT item_count, clean_count, bytes, fields FROM dataset_counts WHERE store_id = ?", (store_id,)
+    ).fetchone()
+    info = _to_info(row) if row is not None else DatasetInfo()
+    start = info.item_count
+    n = len(push.items)
+    if n == 0:
+        return start
+    conn.executemany(
+        "INSERT INTO dataset_items(store_id, idx, data) VALUES (?, ?, ?)",
+        [(store_id, start + i, data) for i, data in enumerate(push.items)],
+    )
+    for block, lo, hi in blocks_of(start, n):
+        old = conn.execute(
+            "SELECT paths FROM dataset_paths WHERE store_id = ? AND block = ?", (store_id, block)
+        ).fetchone()
+        merged = merge(json.loads(old[0]) if old else [], push.paths[lo:hi])
+        conn.execute(
+            "INSERT INTO dataset_paths(store_id, block, paths) VALUES (?, ?, ?) "
+            "ON CONFLICT(store_id, block) DO UPDATE SET paths = excluded.paths",
+            (store_id, block, json.dumps(merged, separators=(",", ":"), ensure_ascii=False)),
+        )
+    fields = merge_fields(info.fields, push.keys)
+    conn.execute(
+        "INSERT INTO dataset_counts(store_id, item_count, clean_count, bytes, fields) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT(store_id) DO UPDATE SET item_count = excluded.item_count, clean_count = excluded.clean_count, "
+        "bytes = excluded.bytes, fields = excluded.fields",
+        (
+            store_id,
+            start + n,
+            info.clean_item_count + push.clean_count,
+            info.bytes + sum(map(len, push.items)),
+            json.dumps(fields if fields is not None else info.fields, ensure_ascii=False),
+        ),
+    )
+    from .tables import now_ms  # (tables.py imports this module for its DDL)
+
+    conn.execute("UPDATE stores SET modified_at = ? WHERE id = ?", (now_ms(), store_id))
+    return start
+
+
+class SQLiteItemSnapshot(ItemSnapshot):
+    def __init__(self, conn: sqlite3.Connection, store_id: str, info: DatasetInfo) -> None:
+        self._conn = conn
+        self._store_id = store_id
+        self.info = info
+        self._limiter = anyio.CapacityLimiter(1)  # one statement at a time on the connection
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    async def items(
+        self, start: int, stop: int, *, desc: bool = False, batch: int = BLOCK
+    ) -> AsyncIterator[list[bytes]]:
+        start = max(start, 0)
+        stop = min(stop, self.info.item_count)
+        conn, sid = self._conn, self._store_id
+        if desc:
+            sql = "SELECT data FROM dataset_items WHERE store_id = ? AND idx >= ? AND idx < ? ORDER BY idx DESC LIMIT ?"
+        else:
+            sql = "SELECT data FROM dataset_items WHERE store_id = ? AND idx >= ? AND idx < ? ORDER BY idx LIMIT ?"
+
+        def fetch(lo: int, hi: int) -> list[bytes]:
+            out, size = [], 0
+            cur = conn.execute(sql, (sid, lo, hi, batch))
+            try:
+                for (data,) in cur:
+                    out.append(data)
+                    size += len(data)
+                    if size >= BATCH_BYTES:
+                        break
+            finally:
+                cur.close()
+            return out
+
+        lo, hi = start, stop
+        while lo < hi:
+            rows = await self._run(fetch, lo, hi)
+            if not rows:
+                return  # (a damaged table: fewer rows than counted; the caller sees a short read)
+            if desc:
+                hi -= len(rows)
+            else:
+                lo += len(rows)
+            yield rows
+
+    async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:
+        def fetch() -> list[tuple[int, list[Any]]]:
+            rows = self._conn.execute(
+                "SELECT min(block) AS b, paths FROM dataset_paths WHERE store_id = ? AND block >= ? AND block <= ? "
+                "GROUP BY paths ORDER BY b",
+                (self._store_id, first, last),
+            )
+            return [(b, json.loads(p)) for b, p in rows]
+
+        return await self._run(fetch)
+
+
+class SQLiteDatasets(DatasetStorage):
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def push(self, store_id: str, push: Push, merge: MergePaths) -> int:
+        return await self._db.write(push_sync, store_id, push, merge)
+
+    async def info(self, store_ids: Sequence[str]) -> dict[str, DatasetInfo]:
+        ids = list(dict.fromkeys(store_ids))
+
+        def q(conn: sqlite3.Connection) -> dict[str, DatasetInfo]:
+            found = {sid: DatasetInfo() for sid in ids}
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
+                rows = conn.execute(
+                    "SELECT store_id, item_count, clean_count, bytes, fields FROM dataset_counts "
+                    f"WHERE store_id IN ({','.join('?' * len(part))})",
+                    part,
+                )
+                for r in rows:
+                    found[r[0]] = _to_info(r[1:])
+            return found
+
+        if len(ids) == 1:
+            return await self._db.point_read(q)
+        return await self._db.read(q)
+
+    @asynccontextmanager
+    async def snapshot(self, store_id: str) -> AsyncIterator[ItemSnapshot]:
+        conn: sqlite3.Connection | None = None
+        snap: SQLiteItemSnapshot | None = None
+
+        def begin(c: sqlite3.Connection) -> DatasetInfo:
+            c.execute("BEGIN")
+            if c.execute("SELECT 1 FROM stores WHERE id = ?", (store_id,)).fetchone() is None:
+                raise NotFound(f"dataset {store_id}")
+            row = c.execute(
+                "SELECT item_count, clean_count, bytes, fields FROM dataset_counts WHERE store_id = ?", (store_id,)
+            ).fetchone()
+            return _to_info(row) if row is not None else DatasetInfo()
+
+        try:
+            try:
+                conn = await anyio.to_thread.run_sync(lambda: self._db.connect(readonly=True))
+                info = await anyio.to_thread.run_sync(begin, conn)
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
+            snap = SQLiteItemSnapshot(conn, store_id, info)
+            yield snap
+        finally:
+            if conn is not None:
+                with anyio.CancelScope(shield=True):
+                    # through the snapshot's limiter: a batch read still running (a readahead given up) ends first
+                    limiter = snap._limiter if snap is not None else None
+                    await anyio.to_thread.run_sync(conn.close, limiter=limiter)
