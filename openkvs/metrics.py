@@ -14,13 +14,17 @@ Per request the cost is a few dict and list operations (``_Pending``). What is c
 - PostgreSQL pool connections, the SQLite writer's queue: sampled from the storage as ``/metrics`` is read (with
   ``--workers``, each worker's value as of the last ``/metrics`` it answered);
 - connections refused before any request (over the per-IP cap): openkvs/server.py.
+- what is stored (resources and bytes by kind, records): counted by storage as ``/metrics`` is read, at most every
+  TOTALS_SECONDS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -33,6 +37,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+
+from openkvs.storage.base import KINDS
 
 disable_created_metrics()  # the *_created series only double the output; Prometheus does not need them
 
@@ -78,6 +84,17 @@ WRITER_QUEUE = Gauge(
     "openkvs_sqlite_writer_queue", "SQLite writes running or waiting for the one writer, as /metrics was read.",
     multiprocess_mode="livesum",
 )
+# What is stored: counted by storage queries (a scan of the records' index), so kept TOTALS_SECONDS between counts.
+RESOURCES = Gauge(
+    "openkvs_resources", "Key-value stores, datasets and request queues stored, by kind (kvs, dataset, queue).",
+    ["kind"], multiprocess_mode="mostrecent",
+)
+STORED_BYTES = Gauge(
+    "openkvs_stored_bytes", "Bytes stored, by kind of resource (from the resources' storageBytes, which may lag a "
+    "few seconds).", ["kind"], multiprocess_mode="mostrecent",
+)
+RECORDS = Gauge("openkvs_records", "Key-value store records stored.", multiprocess_mode="mostrecent")
+TOTALS_SECONDS = 60.0
 STORAGE_ERRORS = Counter(
     "openkvs_storage_errors", "Storage errors that reached a request, by kind (StorageUnavailable, StorageFull...).",
     ["kind"],
@@ -169,4 +186,30 @@ async def endpoint(request: Any) -> Any:
     if mode == "token":
         access.require_user(await access.caller(request))
     st.storage.sample_metrics()
+    await _totals.sample(st.storage)
     return Response(exposition(), 200, {"Cache-Control": "no-store"}, media_type=CONTENT_TYPE)
+
+
+class _Totals:
+    """The stored totals, counted at most every TOTALS_SECONDS however often /metrics is read (Prometheus polls
+    every few seconds; the count scans the records' index), and by one request at a time."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.counted_at: float | None = None
+        self.lock = asyncio.Lock()
+
+    async def sample(self, storage: Any) -> None:
+        async with self.lock:
+            now = self.clock()
+            if self.counted_at is not None and now - self.counted_at < TOTALS_SECONDS:
+                return
+            totals = await storage.stored_totals()
+            self.counted_at = now
+        for kind in KINDS:
+            RESOURCES.labels(kind).set(totals.resources.get(kind, 0))
+            STORED_BYTES.labels(kind).set(totals.bytes.get(kind, 0))
+        RECORDS.set(totals.records)
+
+
+_totals = _Totals()

@@ -83,6 +83,15 @@ class User:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class StoredTotals:
+    """What the whole storage holds (``GET /metrics``): resources and their bytes by kind, and records."""
+
+    resources: dict[str, int]  # by kind (KVS, DATASET, QUEUE)
+    bytes: dict[str, int]  # by kind: the resources' storageBytes (as their stats, which may lag a few seconds)
+    records: int  # key-value store records
+
+
 @dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class StoreStats:
     read_count: int = 0
@@ -261,6 +270,10 @@ class Storage(abc.ABC):
     def sample_metrics(self) -> None:  # noqa: B027 - optional hook
         """Set this storage's gauges in openkvs.metrics (connection pools, queues) to their values now; called as
         ``GET /metrics`` is answered."""
+
+    @abc.abstractmethod
+    async def stored_totals(self) -> StoredTotals:
+        """Counts over everything stored: a scan of the records' index, so the caller keeps the answer a while."""
 
     async def flush_stats(self) -> None:  # noqa: B027 - optional hook
         """Write the access counters buffered by ``count_access`` now (the background task does this every few

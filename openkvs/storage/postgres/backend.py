@@ -33,6 +33,7 @@ from ..base import (
     StorageError,
     StorageUnavailable,
     Store,
+    StoredTotals,
     StoreLookup,
     TokenInfo,
     User,
@@ -631,6 +632,16 @@ class PostgresStorage(PgQueues, Storage):
 
     async def list_users(self) -> list[User]:
         return [to_user(r) for r in await self._fetch("SELECT * FROM users ORDER BY username")]
+
+    async def stored_totals(self) -> StoredTotals:
+        async def go(conn: asyncpg.Connection) -> StoredTotals:
+            kinds = await conn.fetch(
+                "SELECT kind, count(*) AS n, coalesce(sum(storage_bytes), 0)::bigint AS b FROM stores GROUP BY kind"
+            )
+            records = await conn.fetchval("SELECT count(*) FROM records")
+            return StoredTotals({r["kind"]: r["n"] for r in kinds}, {r["kind"]: r["b"] for r in kinds}, records)
+
+        return await self._run(go, tx=True, retry=True)
 
     async def list_tokens(self) -> list[TokenInfo]:
         rows = await self._fetch(

@@ -33,6 +33,7 @@ from ..base import (
     RecordMeta,
     Storage,
     Store,
+    StoredTotals,
     StoreLookup,
     TokenInfo,
     User,
@@ -625,6 +626,20 @@ class SQLiteStorage(SQLiteQueues, Storage):
         await write_stats(self._stats, self._write)
 
     # -- administration (the command line's users list and tokens list) ----------------------------------------
+
+    async def stored_totals(self) -> StoredTotals:
+        def q(conn: sqlite3.Connection) -> StoredTotals:
+            conn.execute("BEGIN")  # one moment for both counts
+            try:
+                kinds = conn.execute(
+                    "SELECT kind, count(*), coalesce(sum(storage_bytes), 0) FROM stores GROUP BY kind"
+                ).fetchall()
+                records = conn.execute("SELECT count(*) FROM records").fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
+            return StoredTotals({k: n for k, n, _ in kinds}, {k: b for k, _, b in kinds}, records)
+
+        return await self._read(q)
 
     async def list_users(self) -> list[User]:
         def q(conn: sqlite3.Connection) -> list[User]:
