@@ -69,6 +69,13 @@ def test_a_dataset_page_shows_its_items_as_text_and_exports_them(shared_server: 
     c.until(lambda d: column(c, "n")[:1] == ["0"], message="back to the first page")
     c.shot("dataset")
 
+    # A phone's screen (375 CSS pixels): the page is no wider than the screen (a wide table scrolls in its box).
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": True})
+    c.until(lambda d: c.js("return document.documentElement.clientWidth") == 375)
+    c.shot("dataset-phone")
+    assert c.js("return document.documentElement.scrollWidth") == 375
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
     # Export: a link per format, on this origin, signed, without the token; every one downloads with no credentials.
     hrefs = {a.get_attribute("data-format"): a.get_attribute("href") for a in c.all("a[data-format]")}
     assert sorted(hrefs) == sorted(FORMATS)
