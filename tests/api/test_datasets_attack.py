@@ -248,3 +248,17 @@ def test_an_unwind_that_multiplies_streams_in_bounded_memory(tmp_path, start_ser
         assert lines == n * n
         assert tail.endswith(b'{"a":999,"b":999,"c":"x"}\n')
         assert peak.growth < 64 * 1024 * 1024, peak.growth
+
+
+def test_a_csv_of_one_column_keeps_its_empty_lines(shared_server):
+    """One empty field is written ``""``: a blank line is no row to most readers (it would drop the empty rows, or
+    the header of a column named "")."""
+    with shared_server.client() as c:
+        did = new_dataset(c)
+        c.post(items_url(did), json=[{"a": 1}, {"z": 2}, {"a": 3}])
+        r = c.get(items_url(did), params={"format": "csv", "fields": "a", "bom": "0"})
+        assert r.text == 'a\r\n1\r\n""\r\n3\r\n'
+        did = new_dataset(c)
+        c.post(items_url(did), json=[{"": False}])
+        r = c.get(items_url(did), params={"format": "csv", "bom": "0"})
+        assert list(csvlib.reader(io.StringIO(r.text, newline=""))) == [[""], ["false"]]
