@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from itertools import islice
 from typing import Any
 
 import anyio.to_thread
@@ -155,15 +156,28 @@ async def render(
     async for batch in readahead(snap.items(lo, hi, desc=desc, batch=EXPORT_BATCH)):
         if raw:
             piece = renderer.raw_json(batch)
-        else:
-            piece = await anyio.to_thread.run_sync(_rows, renderer, shape, batch)
-        if piece:
-            yield piece
+            if piece:
+                yield piece
+            continue
+        rows = _Rows(renderer, shape, batch)
+        while (piece := await anyio.to_thread.run_sync(rows.next_piece)) is not None:
+            if piece:
+                yield piece
     yield renderer.end()
 
 
-def _rows(renderer: Any, shape: pipeline.Shape, batch: list[bytes]) -> bytes:
-    rows: list[dict[str, Any]] = []
-    for raw in batch:
-        rows += shape.rows(json.loads(raw))
-    return renderer.rows(rows)  # type: ignore[no-any-return]
+class _Rows:
+    """The rows of a batch of stored items, rendered EXPORT_BATCH rows at a time: unwound rows multiply (one
+    small item may give millions), so neither memory nor a trip to the worker thread grows with them, and a
+    client that goes away stops the work between pieces."""
+
+    def __init__(self, renderer: Any, shape: pipeline.Shape, batch: list[bytes]) -> None:
+        self._renderer = renderer
+        self._rows = (row for raw in batch for row in shape.iter_rows(json.loads(raw)))
+
+    def next_piece(self) -> bytes | None:
+        """The next piece's bytes (maybe b""), None when the batch is done."""
+        rows = list(islice(self._rows, EXPORT_BATCH))
+        if not rows:
+            return None
+        return self._renderer.rows(rows)  # type: ignore[no-any-return]

@@ -158,7 +158,8 @@ class TabularRenderer(Renderer):
 
 
 class CsvRenderer(TabularRenderer):
-    """RFC 4180 with the choices of 6.5: CRLF after every line, quotes exactly when needed."""
+    """RFC 4180 with the choices of 6.5: CRLF after every line, quotes exactly when needed, and a line of one
+    empty field (a one-column export) written ``""``: readers skip a blank line, which would lose the row."""
 
     def __init__(self, q: ItemsQuery) -> None:
         super().__init__(q)
@@ -174,7 +175,7 @@ class CsvRenderer(TabularRenderer):
     def header(self) -> bytes:
         if self.options.skip_header_row:
             return b""
-        return utf8(self._delimiter.join(map(self._field, self.columns)) + "\r\n")
+        return utf8((self._delimiter.join(map(self._field, self.columns)) or '""') + "\r\n")
 
     def rows(self, rows: list[dict[str, Any]]) -> bytes:
         if not rows:
@@ -191,7 +192,7 @@ class CsvRenderer(TabularRenderer):
                     continue
                 s = value if type(value) is str else xml.scalar(value)
                 line.append(s if search(s) is None else '"' + s.replace('"', '""') + '"')
-            lines.append(d.join(line))
+            lines.append(d.join(line) or '""')  # one empty field: quoted, as a blank line is skipped by readers
         lines.append("")
         return utf8("\r\n".join(lines))
 

@@ -12,6 +12,7 @@ finds the whole "items to rows" vocabulary in one place.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -118,31 +119,32 @@ class Shape:
 
     def rows(self, item: Any) -> list[dict[str, Any]]:
         """The output rows of one stored item, in order (unwound rows in array order, whatever ``desc`` says)."""
+        return list(self.iter_rows(item))
+
+    def iter_rows(self, item: Any) -> Iterator[dict[str, Any]]:
+        """``rows``, one at a time: unwinding several fields multiplies (``unwind=a,b`` of two arrays of 3,000
+        elements, a 30 kB item, is 9 million rows), so a caller takes them in pieces of bounded size."""
         if not isinstance(item, dict):
-            return []
+            return
         if self.skip_failed_pages and failed(item.get("errorInfo")):
-            return []
+            return
         if self.identity:
-            return [item]
+            yield item
+            return
         row = item
         if self.simplified:
             row = {k: item[k] for k in SIMPLIFIED_FIELDS if k in item}
-        batch = [row]
-        for name in self.unwind:
-            batch = [out for r in batch for out in _unwind(r, name)]
-        result = []
-        for r in batch:
+        for r in _unwind_all(row, self.unwind) if self.unwind else (row,):
             r = self.select(r)
             if r or not self.skip_empty:
-                result.append(r)
-        return result
+                yield r
 
-    def header_rows(self, item: Any) -> list[dict[str, Any]]:
+    def header_rows(self, item: Any) -> Iterator[dict[str, Any]]:
         """The rows whose cells make the tabular header: ``rows`` without skipFailedPages (section 6.2's
         decision, which lets the header come from an index of paths kept at push time)."""
         if self.skip_failed_pages:
-            return self._header_shape.rows(item)
-        return self.rows(item)
+            return self._header_shape.iter_rows(item)
+        return self.iter_rows(item)
 
     def select(self, row: dict[str, Any]) -> dict[str, Any]:
         """Steps 5-8 on one row: flatten, fields and outputFields, omit, skipHidden."""
@@ -171,23 +173,36 @@ def failed(error_info: Any) -> bool:
     return True
 
 
-def _unwind(row: dict[str, Any], name: str) -> list[dict[str, Any]]:
+def _unwind_all(row: dict[str, Any], names: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """The rows of unwinding ``names`` in order, depth first, without recursion (a query may list thousands)."""
+    stack: list[tuple[int, Iterator[dict[str, Any]]]] = [(0, iter((row,)))]
+    while stack:
+        level, rows = stack[-1]
+        r = next(rows, None)
+        if r is None:
+            stack.pop()
+        elif level == len(names):
+            yield r
+        else:
+            stack.append((level + 1, _unwind(r, names[level])))
+
+
+def _unwind(row: dict[str, Any], name: str) -> Iterator[dict[str, Any]]:
     value = row.get(name)
     if isinstance(value, list) and value:
         rest = None
-        out = []
         for element in value:
             if isinstance(element, dict):
                 if rest is None:
                     rest = {k: v for k, v in row.items() if k != name}
-                out.append({**rest, **element})
+                yield {**rest, **element}
             else:
-                out.append({**row, name: element})
-        return out
-    if isinstance(value, dict) and value:
+                yield {**row, name: element}
+    elif isinstance(value, dict) and value:
         rest = {k: v for k, v in row.items() if k != name}
-        return [{**rest, **value}]
-    return [row]
+        yield {**rest, **value}
+    else:
+        yield row
 
 
 def _flatten(row: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
