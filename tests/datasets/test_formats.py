@@ -126,7 +126,7 @@ def test_json_and_jsonl_parse_back(items):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=ITEMS, delimiter=st.sampled_from([",", ";", "\t", "|", "1", " ", "é"]))
-@example(items=[{"": False}], delimiter=",")  # found in CI: one column whose name is empty
+@example(items=[{"": False}], delimiter=",")  # found in CI: the header of one column named "" was a blank line
 def test_csv_parses_back_to_the_cells(items, delimiter):
     try:
         out = export(items, {"format": "csv", "delimiter": delimiter})
@@ -138,8 +138,6 @@ def test_csv_parses_back_to_the_cells(items, delimiter):
     assert text.endswith("\r\n")
     parsed = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
     header, body = parsed[0], parsed[1:]
-    if header == []:
-        header = [""]  # one column named "": an empty line, which csv reads back as no field at all
     assert len(body) == len(items)
     for item, line in zip(items, body, strict=True):
         cells = oracle_cells(item)
