@@ -17,9 +17,9 @@ from starlette.routing import Route
 from openkvs import access, dataset_schema, errors, signing
 from openkvs.access import DATASETS, Access
 from openkvs.api import export, items
-from openkvs.api.common import DATASET_PUSH, iso, json_response, public_base, read_json_body, state
+from openkvs.api.common import DATASET_PUSH, json_response, public_base, read_json_body, state
 from openkvs.api.dispatch import methods
-from openkvs.api.resources import ResourceApi
+from openkvs.api.resources import ResourceApi, titled_fields
 from openkvs.datasets import pipeline
 from openkvs.ratelimit import client_ip
 from openkvs.storage.base import Store
@@ -62,14 +62,7 @@ def dataset_json(request: Request, store: Store, right: Access, info: DatasetInf
     """The dataset object of contract 4.3; its signing key only for who may write."""
     base = public_base(request)
     data: dict[str, Any] = {
-        "id": store.id,
-        "name": store.name,
-        "title": store.title,
-        "userId": store.user_id,
-        "username": store.username,
-        "createdAt": iso(store.created_at),
-        "modifiedAt": iso(store.modified_at),
-        "accessedAt": iso(store.accessed_at),
+        **titled_fields(store, listed=False),
         "itemCount": info.item_count,
         "cleanItemCount": info.clean_item_count,
         "fields": info.fields,
@@ -93,14 +86,7 @@ def dataset_json(request: Request, store: Store, right: Access, info: DatasetInf
 def dataset_list_item(store: Store, info: DatasetInfo) -> dict[str, Any]:
     """One dataset in the list of 4.1 (``name`` "" for an unnamed one: the Python client requires a string)."""
     return {
-        "id": store.id,
-        "name": store.name or "",
-        "title": store.title,
-        "userId": store.user_id,
-        "username": store.username,
-        "createdAt": iso(store.created_at),
-        "modifiedAt": iso(store.modified_at),
-        "accessedAt": iso(store.accessed_at),
+        **titled_fields(store, listed=True),
         "itemCount": info.item_count,
         "cleanItemCount": info.clean_item_count,
         "actId": None,

@@ -27,7 +27,7 @@ from openkvs.api.common import (
     read_json_body,
     state,
 )
-from openkvs.api.resources import ResourceApi
+from openkvs.api.resources import ResourceApi, titled_fields
 from openkvs.storage import base
 from openkvs.storage import queues as sq
 from openkvs.storage.base import Store
@@ -54,14 +54,7 @@ QUEUES_API = ResourceApi(
 def queue_json(request: Request, store: Store, counts: sq.QueueCounts, *, listed: bool = False) -> dict[str, Any]:
     """Section 4: the queue object (``listed``: as a list item, without consoleUrl, name "" when unnamed)."""
     out: dict[str, Any] = {
-        "id": store.id,
-        "name": store.name if store.name is not None or not listed else "",
-        "title": store.title,
-        "userId": store.user_id,
-        "username": store.username,
-        "createdAt": iso(store.created_at),
-        "modifiedAt": iso(store.modified_at),
-        "accessedAt": iso(store.accessed_at),
+        **titled_fields(store, listed=listed),
         "totalRequestCount": counts.total,
         "handledRequestCount": counts.handled,
         "pendingRequestCount": counts.pending,

@@ -16,6 +16,7 @@ from openkvs import access, auth, errors, rules, schema, sharing
 from openkvs.access import Access, Kind
 from openkvs.api.common import (
     check_store_name,
+    iso,
     json_response,
     public_base,
     query_bool,
@@ -36,6 +37,21 @@ Describe = Callable[[Request, Sequence[tuple[Store, Access]], bool], Awaitable[l
 # DELETE: only the owner removes a resource, even a user who was granted write may not. (HEAD is GET's.)
 _LEVELS = {"GET": Access.READ, "HEAD": Access.READ, "PUT": Access.WRITE, "DELETE": Access.OWNER}
 TITLE_MAX = 200
+
+
+def titled_fields(store: Store, *, listed: bool) -> dict[str, Any]:
+    """The fields a dataset's and a request queue's wire forms open with. ``listed``: in a list, an unnamed one's
+    name is "" (the Python client's list models require a string); the object itself keeps null."""
+    return {
+        "id": store.id,
+        "name": store.name if store.name is not None or not listed else "",
+        "title": store.title,
+        "userId": store.user_id,
+        "username": store.username,
+        "createdAt": iso(store.created_at),
+        "modifiedAt": iso(store.modified_at),
+        "accessedAt": iso(store.accessed_at),
+    }
 
 
 @dataclass(frozen=True, slots=True)
