@@ -131,16 +131,21 @@ class Backend:
     def schema(self) -> str:
         return "bench_" + re.sub(r"[^a-z0-9_]", "_", self.dataset.lower())
 
-    def serve_cmd(self, port: int) -> tuple[list[str], dict[str, str]]:
-        cmd = [OPENKVS, "serve", "--port", str(port), "--rate-limits", "off", "--log-level", LOG_LEVEL]
+    def serve_cmd(self, port: int, defaults: bool = False) -> tuple[list[str], dict[str, str]]:
+        """``defaults``: the log settings a user runs (access log at info, metrics on) instead of no access log.
+        Rate limits are off either way: Apify's 200 record requests a second per store would measure 429s."""
+        cmd = [OPENKVS, "serve", "--port", str(port), "--rate-limits", "off"]
+        if not defaults:
+            cmd += ["--log-level", LOG_LEVEL]
         if self.kind == "sqlite":
             return cmd + ["--data-dir", str(self.data_dir)], {}
         return cmd + ["--database-url", PG_URL], {"OPENKVS_DATABASE_SCHEMA": self.schema}
 
-    def start(self, name: str | None = None) -> Server:
+    def start(self, name: str | None = None, defaults: bool = False) -> Server:
         port = free_port()
-        cmd, env = self.serve_cmd(port)
-        return start_server(name or f"openkvs-{self.kind}-{self.dataset}-{port}", cmd, port, env, "/v2/")
+        cmd, env = self.serve_cmd(port, defaults)
+        label = "defaults" if defaults else "tuned"
+        return start_server(name or f"openkvs-{self.kind}-{self.dataset}-{label}-{port}", cmd, port, env, "/v2/")
 
     def storage(self) -> Any:
         if self.kind == "sqlite":
