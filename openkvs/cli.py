@@ -132,7 +132,7 @@ def _settings(**overrides: Any) -> Settings:
         raise click.UsageError(str(exc)) from None
 
 
-HELP = """Your own server for Apify's key-value store API, and a client for it.
+HELP = """Your own server for Apify's storage API, and a client for it.
 
 \b
 On the server's machine (they find the storage with --data-dir or --database-url):

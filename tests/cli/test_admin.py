@@ -28,7 +28,7 @@ def test_version_and_help_speak_to_a_user() -> None:
     out = openkvs_cli("--version")
     assert out.returncode == 0 and out.stdout.strip() == f"openkvs {openkvs.__version__}"
     help = openkvs_cli("--help").stdout
-    assert help.splitlines()[2].strip() == "Your own server for Apify's key-value store API, and a client for it."
+    assert help.splitlines()[2].strip() == "Your own server for Apify's storage API, and a client for it."
     assert "thin shell" not in help
     assert "  openkvs download STORE            the store as one ZIP file, resumable\n" in help  # not rewrapped
     for command in ("download", "upload", "import", "export", "serve", "users", "stores"):
