@@ -549,20 +549,41 @@ def migrate(**flags: Any) -> None:
 
 
 @main.command()
+@click.option("--fix", is_flag=True, help="Set the stores' record counts that are wrong (servers may run), then check.")
 @_storage_options
-def check(**flags: Any) -> None:
+def check(fix: bool, **flags: Any) -> None:
     """Verify the storage without changing it. SQLite: integrity_check, and every record's file present with its
-    size. PostgreSQL: connection, schema version, every record's chunks adding up to its size. Prints one line
-    per problem; exit status 1 if there is any."""
+    size. PostgreSQL: connection, schema version, every record's chunks adding up to its size. Both: every store's
+    record count. Prints one line per problem; exit status 1 if there is any. --fix first sets the wrong record
+    counts (the one thing it can repair)."""
+    from openkvs.storage.base import StorageError
+
     settings = _settings(**flags)
     if settings.database_url:
-        from openkvs.storage.postgres.check import check as check_postgres
+        from openkvs.storage.postgres import check as pg_check
 
-        problems, summary = anyio.run(check_postgres, settings.database_url, settings.database_schema)
+        def fix_counts() -> list[str]:
+            return anyio.run(pg_check.fix_counts, settings.database_url, settings.database_schema)
+
+        def check_storage() -> tuple[list[str], str]:
+            return anyio.run(pg_check.check, settings.database_url, settings.database_schema)
     else:
-        from openkvs.storage.sqlite.check import check as check_sqlite
+        from openkvs.storage.sqlite import check as sqlite_check
 
-        problems, summary = check_sqlite(Path(settings.data_dir))
+        def fix_counts() -> list[str]:
+            return sqlite_check.fix_counts(Path(settings.data_dir))
+
+        def check_storage() -> tuple[list[str], str]:
+            return sqlite_check.check(Path(settings.data_dir))
+
+    if fix:
+        try:
+            fixed = fix_counts()
+        except (StorageError, sqlite3_error()) as exc:
+            raise click.ClickException(f"cannot fix the record counts: {exc}") from None
+        for line in fixed:
+            click.echo(f"fixed: {line}")
+    problems, summary = check_storage()
     for line in problems:
         click.echo(line)
     if problems:

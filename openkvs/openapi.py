@@ -182,6 +182,12 @@ def _add_components(c: dict[str, Any]) -> None:
         "description": "Optional. Used only when the store is created. `null` is the same as no body.",
         "properties": {"schema": _ref("schemas", "KeyValueStoreSchema")},
     }
+    schemas["KeyValueStoreStats"]["properties"]["recordCount"] = {
+        "type": "integer", "minimum": 0, "examples": [1204],
+        "description": "openkvs extension: the number of records in the store, exact at the moment of the answer "
+        "(it changes in the same transaction as each record write and delete). The access counters beside it may "
+        "lag a few seconds.",
+    }
     update = schemas["UpdateStoreRequest"]
     update["properties"]["name"] = {
         "type": ["string", "null"], "pattern": rules.STORE_NAME.pattern, "maxLength": rules.STORE_NAME.max_length

@@ -50,6 +50,7 @@ def store_json(request: Request, store: Store, right: Access) -> dict[str, Any]:
             "deleteCount": s.delete_count,
             "listCount": s.list_count,
             "storageBytes": s.storage_bytes,
+            "recordCount": s.record_count,  # openkvs extension: exact, unlike the four access counters
         },
         "keysPublicUrl": f"{base}/v2/key-value-stores/{store.id}/keys?signature={sig}",
         "recordsPublicUrl": f"{base}/v2/key-value-stores/{store.id}/records?signature={sig}",

@@ -99,6 +99,9 @@ class StoreStats:
     delete_count: int = 0
     list_count: int = 0
     storage_bytes: int = 0
+    # Records in a key-value store, kept exact in the transaction of every record write and delete (not a lagging
+    # access counter like the four above); 0 for datasets and queues.
+    record_count: int = 0
 
 
 @dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py

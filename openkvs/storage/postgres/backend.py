@@ -540,7 +540,7 @@ class PostgresStorage(PgQueues, Storage):
                       FROM d, t),
                 st AS (
                     UPDATE stores SET generation = generation + 1, modified_at = greatest(stores.modified_at, t.now),
-                        storage_bytes = storage_bytes - d.size
+                        storage_bytes = storage_bytes - d.size, record_count = record_count - 1
                     FROM d, t WHERE id = $1
                 )
                 SELECT count(*) FROM d"""

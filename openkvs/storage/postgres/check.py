@@ -1,11 +1,14 @@
 """``openkvs check`` for the PostgreSQL backend: connect, compare the schema version with this openkvs's, and
-check that every record's chunks add up to its size (count and total length), without changing anything."""
+check that every record's chunks add up to its size (count and total length) and every store's record count is
+its number of records, without changing anything. ``fix_counts`` (``openkvs check --fix``) sets the wrong counts,
+while servers run."""
 
 from __future__ import annotations
 
 import asyncpg
 from asyncpg import exceptions as pgx
 
+from ..base import StorageUnavailable
 from .connections import CONNECTION_ERRORS
 from .tables import TABLES_VERSION
 
@@ -21,6 +24,21 @@ GROUP BY r.store_id, r.key, r.size, r.chunk_size
 HAVING coalesce(sum(length(c.data)), 0) <> r.size OR count(c.seq) <> (r.size + r.chunk_size - 1) / r.chunk_size
 ORDER BY r.store_id, r.key
 LIMIT $1
+"""
+
+# Stores whose record_count is not the number of their records: (id, record_count, n). All stores: one pass over
+# the records; some ($1): their records only.
+_WRONG_COUNTS = """
+SELECT s.id, s.record_count, coalesce(c.n, 0) AS n
+FROM stores s LEFT JOIN (SELECT store_id, count(*) AS n FROM records GROUP BY store_id) c ON c.store_id = s.id
+WHERE s.record_count <> coalesce(c.n, 0)
+ORDER BY s.id
+"""
+_WRONG_COUNTS_OF = """
+SELECT id, record_count, n FROM (
+    SELECT s.id, s.record_count, (SELECT count(*) FROM records r WHERE r.store_id = s.id) AS n
+    FROM stores s WHERE s.id = ANY($1::text[])
+) c WHERE record_count <> n
 """
 
 
@@ -44,8 +62,49 @@ async def check(dsn: str, namespace: str) -> tuple[list[str], str]:
                 for r in await conn.fetch(_BAD_RECORDS, MAX_LISTED)
             ]
             count = await conn.fetchval("SELECT count(*) FROM records")
+            wrong = await conn.fetch(_WRONG_COUNTS)
+            problems += [
+                f"store {r['id']}: its record count says {r['record_count']}, it holds {r['n']} records "
+                "(openkvs check --fix)"
+                for r in wrong[:MAX_LISTED]
+            ]
+            if len(wrong) > MAX_LISTED:
+                problems.append(f"and {len(wrong) - MAX_LISTED} more stores with a wrong record count")
     except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:
         return [f"PostgreSQL: {type(exc).__name__}: {exc}"], ""
     finally:
         await conn.close()
-    return problems, f"PostgreSQL schema {namespace!r} at version {version}; chunks of {count} records add up"
+    return problems, (
+        f"PostgreSQL schema {namespace!r} at version {version}; chunks of {count} records add up; record counts agree"
+    )
+
+
+async def fix_counts(dsn: str, namespace: str) -> list[str]:
+    """Set the record count of every store whose count is wrong to its number of records; returns one line per
+    store changed. Servers may run: the stores found wrong are locked first (every record writer locks its store
+    row in the statement that changes a record, and holds it to its commit), then counted by a later statement, so
+    the count is exact when it commits."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10, server_settings={"search_path": f'"{namespace}"'})
+    except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:
+        raise StorageUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
+    try:
+        version = await conn.fetchval("SELECT max(version) FROM schema_version")
+        if version != TABLES_VERSION:
+            raise StorageUnavailable(f"schema {namespace!r} is at version {version}, run openkvs migrate")
+        suspects = [r["id"] for r in await conn.fetch(_WRONG_COUNTS)]
+        if not suspects:
+            return []
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT id FROM stores WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE", suspects
+            )
+            wrong = await conn.fetch(_WRONG_COUNTS_OF, suspects)  # a new snapshot: after the locks were granted
+            await conn.executemany(
+                "UPDATE stores SET record_count = $2 WHERE id = $1", [(r["id"], r["n"]) for r in wrong]
+            )
+    except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:
+        raise StorageUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
+    finally:
+        await conn.close()
+    return [f"store {r['id']}: record count {r['record_count']} -> {r['n']}" for r in wrong]

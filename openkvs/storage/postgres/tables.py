@@ -26,7 +26,7 @@ from .queues import QUEUE_TABLES
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
-TABLES_VERSION = 6
+TABLES_VERSION = 7
 
 NOW_MS = "date_trunc('milliseconds', clock_timestamp())"
 
@@ -141,6 +141,14 @@ MIGRATIONS: list[str] = [
     );
     """,
     DATASET_TABLES,  # 6: dataset items (storage/postgres/datasets.py)
+    # 7: each store's record count, kept by the record upserts and delete_record; counted once here. ALTER TABLE
+    # locks ``stores`` until the migration commits, and every record writer locks its store row first, so no
+    # record changes between the count and the commit.
+    """
+    ALTER TABLE stores ADD COLUMN record_count bigint NOT NULL DEFAULT 0;
+    UPDATE stores s SET record_count = c.n
+        FROM (SELECT store_id, count(*) AS n FROM records GROUP BY store_id) c WHERE c.store_id = s.id;
+    """,
 ]
 
 
@@ -187,7 +195,7 @@ def selection_sql(selection: KeySelection, args: list[Any]) -> str | None:
 
 STORE_COLS = """s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
     s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
-    s.storage_bytes, s.generation, s.kind, s.title"""
+    s.storage_bytes, s.generation, s.kind, s.title, s.record_count"""
 STORE_FROM = "stores s JOIN users u ON u.id = s.user_id"
 GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
 # A record whose bytes are an object in the bucket has chunk_size IN_BUCKET and no blob_chunks rows.
@@ -245,6 +253,7 @@ def to_store(row: asyncpg.Record) -> Store:
             delete_count=row["delete_count"],
             list_count=row["list_count"],
             storage_bytes=row["storage_bytes"],
+            record_count=row["record_count"],
         ),
         generation=row["generation"],
         kind=row["kind"],
@@ -285,7 +294,7 @@ def to_record(row: asyncpg.Record, data: bytes | None = None, prefix: str = "") 
 # statement is its own transaction, so no client round trip happens while the lock is held (it used to be held
 # over three). ON CONFLICT DO UPDATE locks the record row and reads its latest committed version, so
 # prev_blob_id/prev_size name exactly the blob this write replaced, even when a writer of the same key committed
-# after this statement's snapshot was taken (NULL: the key was new).
+# after this statement's snapshot was taken (NULL: the key was new, and the store's record_count grows by one).
 _UPSERT_TAIL = f"""
     lk AS (SELECT id FROM stores WHERE id = $1 FOR NO KEY UPDATE),
     up AS (
@@ -304,7 +313,8 @@ _UPSERT_TAIL = f"""
           FROM up, t WHERE up.prev_blob_id IS NOT NULL),
     st AS (
         UPDATE stores SET generation = generation + 1, modified_at = greatest(stores.modified_at, t.now),
-            storage_bytes = storage_bytes + up.size - coalesce(up.prev_size, 0)
+            storage_bytes = storage_bytes + up.size - coalesce(up.prev_size, 0),
+            record_count = record_count + (up.prev_blob_id IS NULL)::int
         FROM up, t WHERE id = $1
     )"""
 # A record of at most one chunk: the chunk ($9, NULL when empty) goes in with the same statement.

@@ -562,8 +562,8 @@ class SQLiteStorage(SQLiteQueues, Storage):
                     "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)", (old[2], now, store_id)
                 )
             conn.execute(
-                "UPDATE stores SET generation = generation + 1, modified_at = ?, storage_bytes = storage_bytes - ? "
-                "WHERE id = ?",
+                "UPDATE stores SET generation = generation + 1, modified_at = ?, storage_bytes = storage_bytes - ?, "
+                "record_count = record_count - 1 WHERE id = ?",
                 (now, old[0], store_id),
             )
             return True

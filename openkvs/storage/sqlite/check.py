@@ -1,6 +1,7 @@
 """``openkvs check`` for the SQLite backend: verify a data dir without changing it (the database opened read-only,
 nothing migrated or collected). SQLite's ``integrity_check`` over every page, then every record's bytes: a file
-record's file present with the record's size, an inline record's row present with its size."""
+record's file present with the record's size, an inline record's row present with its size; then every store's
+record count. ``fix_counts`` (``openkvs check --fix``) sets the counts that are wrong, while servers run."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ import os
 import sqlite3
 from pathlib import Path
 
+from ..base import StorageDamaged
 from .tables import DB_NAME, TABLES_VERSION
 
 MAX_LISTED = 100  # problems of one kind listed one by one; beyond that, counted
+BUSY_TIMEOUT = 30.0  # fix_counts waits this long for the servers' writers
+
+# Stores whose record_count is not the number of their records: (id, record_count, records). One range scan of the
+# records' primary key per store.
+WRONG_COUNTS = """
+SELECT id, record_count, n FROM (
+    SELECT s.id, s.record_count, (SELECT count(*) FROM records r WHERE r.store_id = s.id) AS n FROM stores s
+) WHERE record_count <> n ORDER BY id
+"""
 
 
 def check(data_dir: Path) -> tuple[list[str], str]:
@@ -48,9 +59,43 @@ def check(data_dir: Path) -> tuple[list[str], str]:
                 problems.append(f"record {store_id}/{key}: its data row is missing")
             elif (actual or 0) != size:
                 problems.append(f"record {store_id}/{key}: its data has {actual} bytes, not {size}")
+        wrong = conn.execute(WRONG_COUNTS).fetchall()
+        problems += [count_problem(*row) for row in wrong[:MAX_LISTED]]
+        if len(wrong) > MAX_LISTED:
+            problems.append(f"and {len(wrong) - MAX_LISTED} more stores with a wrong record count")
     except sqlite3.DatabaseError as exc:
         problems.append(f"{db}: {exc}")
         return problems, ""
     finally:
         conn.close()
-    return problems, f"{db}: integrity_check ok; {files} record files and {inline} inline records checked"
+    return problems, (
+        f"{db}: integrity_check ok; {files} record files and {inline} inline records checked; record counts agree"
+    )
+
+
+def count_problem(store_id: str, said: int, actual: int) -> str:
+    return f"store {store_id}: its record count says {said}, it holds {actual} records (openkvs check --fix)"
+
+
+def fix_counts(data_dir: Path) -> list[str]:
+    """Set every store's record count to the number of its records, in one write transaction (servers may run:
+    their writers wait, so the counts are exact when it commits); returns one line per store changed."""
+    db = data_dir / DB_NAME
+    if not db.is_file():
+        raise StorageDamaged(f"{db}: no database")
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=rw", uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != TABLES_VERSION:
+            raise StorageDamaged(f"{db}: schema version {version}, expected {TABLES_VERSION} (run openkvs migrate)")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            wrong = conn.execute(WRONG_COUNTS).fetchall()
+            conn.executemany("UPDATE stores SET record_count = ? WHERE id = ?", [(n, i) for i, _, n in wrong])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+    return [f"store {i}: record count {said} -> {n}" for i, said, n in wrong]

@@ -34,7 +34,7 @@ from .datasets import DATASET_TABLES
 from .queues import QUEUE_TABLES
 from .space import storing
 
-TABLES_VERSION = 5
+TABLES_VERSION = 6
 DB_NAME = "openkvs.sqlite3"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS stores (
     list_count              INTEGER NOT NULL DEFAULT 0,
     storage_bytes           INTEGER NOT NULL DEFAULT 0,
     kind                    TEXT NOT NULL DEFAULT 'kvs',
-    title                   TEXT
+    title                   TEXT,
+    record_count            INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS stores_user_kind_name ON stores(user_id, kind, name COLLATE NOCASE)
     WHERE name IS NOT NULL;
@@ -128,6 +129,10 @@ UPGRADES = (
     QUEUE_TABLES,
     # 4 -> 5: dataset items (storage/sqlite/datasets.py)
     DATASET_TABLES,
+    # 5 -> 6: each store's record count, kept by commit_record and delete_record; counted once here (one range
+    # scan of the records' primary key per store, in the upgrade's write transaction).
+    "ALTER TABLE stores ADD COLUMN record_count INTEGER NOT NULL DEFAULT 0;"
+    " UPDATE stores SET record_count = (SELECT count(*) FROM records r WHERE r.store_id = stores.id)",
 )
 CREATE_TABLES += DATASET_TABLES
 assert len(UPGRADES) == TABLES_VERSION - 1
@@ -137,13 +142,13 @@ assert len(UPGRADES) == TABLES_VERSION - 1
 STORE_SELECT = """
 SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
        s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
-       s.storage_bytes, s.generation, s.kind, s.title
+       s.storage_bytes, s.generation, s.kind, s.title, s.record_count
 FROM stores s JOIN users u ON u.id = s.user_id
 """
 
 GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
 RECORD_COLS = "key, size, decoded_size, crc32, modified_at, content_type, content_encoding, data_id, path"
-STORE_NCOLS = 18  # the columns of STORE_SELECT
+STORE_NCOLS = 19  # the columns of STORE_SELECT
 
 
 def lookup_sql(by_name: bool, with_record: bool) -> str:
@@ -247,8 +252,8 @@ def commit_record(
 ) -> None:
     """In the writer's transaction: the record ``row`` (the first seven of RECORD_COLS) of store ``store_id``
     with its bytes inline (``data``) or in the file ``relpath``; the bytes it replaces freed (inline) or put in
-    ``garbage`` (a file); the store's generation, modifiedAt and size. ``pending_id``: the garbage row that
-    kept the new file while it was moved in (see files.py), deleted now that the record holds it."""
+    ``garbage`` (a file); the store's generation, modifiedAt, size and record count. ``pending_id``: the garbage
+    row that kept the new file while it was moved in (see files.py), deleted now that the record holds it."""
     key, size = row[0], row[1]
     now = row[4]
     if conn.execute("SELECT 1 FROM stores WHERE id = ?", (store_id,)).fetchone() is None:
@@ -275,9 +280,9 @@ def commit_record(
     if pending_id is not None:
         conn.execute("DELETE FROM garbage WHERE id = ?", (pending_id,))
     conn.execute(
-        "UPDATE stores SET generation = generation + 1, modified_at = ?, storage_bytes = storage_bytes + ? "
-        "WHERE id = ?",
-        (now, delta, store_id),
+        "UPDATE stores SET generation = generation + 1, modified_at = ?, storage_bytes = storage_bytes + ?, "
+        "record_count = record_count + ? WHERE id = ?",
+        (now, delta, int(old is None), store_id),
     )
 
 
@@ -302,7 +307,8 @@ def to_store(row: Sequence[Any]) -> Store:
         schema=json.loads(row[8]) if row[8] is not None else None,
         url_signing_secret_key=row[9],
         stats=StoreStats(
-            read_count=row[10], write_count=row[11], delete_count=row[12], list_count=row[13], storage_bytes=row[14]
+            read_count=row[10], write_count=row[11], delete_count=row[12], list_count=row[13], storage_bytes=row[14],
+            record_count=row[18],
         ),
         generation=row[15],
         kind=row[16],

@@ -16,8 +16,13 @@ const KEY_CHAR = /[a-zA-Z0-9!\-_.'()]/;
 const kind = { path: "key-value-stores", title: "Key-value stores", noun: "store", list, detail };
 const recordPath = (id, key) => `${resources.resourcePath(kind, id)}/records/${api.seg(key)}`;
 
+// stats.recordCount is openkvs's (exact, kept with every write); a server without it shows no count.
+const records = (s) => s.stats.recordCount;
+const countText = (s) => (records(s) === undefined ? "" : `${records(s)} ${records(s) === 1 ? "record" : "records"} · `);
+
 function list(page) {
   return resources.listPage(page, kind, [
+    { label: "Records", value: records, cell: (s) => (records(s) === undefined ? "" : String(records(s))), numeric: true },
     { label: "Size", value: (s) => s.stats.storageBytes, cell: (s) => formatBytes(s.stats.storageBytes), numeric: true },
   ]);
 }
@@ -26,16 +31,24 @@ async function detail(page, id) {
   const loaded = await resources.load(kind, id);
   const store = loaded.resource;
   const reload = () => detail(page, id);
+  const facts = (s) => countText(s) + formatBytes(s.stats.storageBytes);
+  // After an upload or a delete: the store again, for the count and size in its header (the rest stays as it is).
+  const refresh = async () => {
+    const again = await api.get(resources.resourcePath(kind, id));
+    const [, header] = resources.header(kind, { ...loaded, resource: again }, facts(again), reload);
+    const shown = page.querySelector(".page-header");
+    if (shown) shown.replaceWith(header);
+  };
   page.replaceChildren(
-    ...resources.header(kind, loaded, formatBytes(store.stats.storageBytes), reload),
-    recordsPanel(store, loaded.canWrite),
+    ...resources.header(kind, loaded, facts(store), reload),
+    recordsPanel(store, loaded.canWrite, refresh),
     sharePanel(kind, loaded, [
       linkField("Signed link to the key list (valid 14 days)", store.keysPublicUrl, "keys"),
       linkField("Signed link to the ZIP of all records (valid 14 days)", store.recordsPublicUrl, "records"),
     ], reload));
 }
 
-function recordsPanel(store, canWrite) {
+function recordsPanel(store, canWrite, changed) {
   const collections = Object.keys((store.schema && store.schema.collections) || {});
   const prefix = h("input", { type: "search", placeholder: "Key prefix", "aria-label": "Key prefix", name: "prefix" });
   const collection = collections.length
@@ -68,7 +81,7 @@ function recordsPanel(store, canWrite) {
     await api.del(recordPath(store.id, record.key));
     notify(`Deleted ${record.key}.`);
     previewHolder.replaceChildren();
-    await pager.reload();
+    await Promise.all([pager.reload(), changed()]);
   };
 
   const columns = [
@@ -115,7 +128,7 @@ function recordsPanel(store, canWrite) {
 
   return panel("Records",
     toolbar(prefix, collection, zip),
-    canWrite && uploader(store, () => pager.reload()),
+    canWrite && uploader(store, () => Promise.all([pager.reload(), changed()])),
     holder, pager.element, previewHolder);
 }
 
