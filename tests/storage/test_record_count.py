@@ -229,3 +229,71 @@ async def test_postgres_upgrade_counts_the_records_already_stored() -> None:
         await st.aclose()
         await pg.PostgresStorage(dsn, namespace=schema).drop()
 
+
+
+# -- PostgreSQL: several nodes on one schema -------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("bucket", [False, True], ids=["postgres", "postgres+s3"])
+async def test_two_nodes_writing_the_same_keys_keep_it_exact(bucket: bool) -> None:
+    """Two nodes (two storages, two connection pools) on one schema, 16 writers putting (small, one chunk, many
+    chunks or an object in the bucket) and deleting 8 keys of one store: the count equals ``count(*)``."""
+    pg = pytest.importorskip("openkvs.storage.postgres")
+    from tests.conftest import postgres_reachable, unavailable
+
+    if not postgres_reachable():
+        unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import asyncpg
+
+    dsn = os.environ.get("OPENKVS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    schema = "t_" + secrets.token_hex(6)
+
+    def node() -> Storage:
+        blob_store = None
+        if bucket:
+            from openkvs.storage.bucket import S3BlobStore
+            from tests.conftest import S3_ENDPOINT, s3_env
+
+            url = s3_env(schema)["OPENKVS_BLOB_STORE"]
+            blob_store = S3BlobStore(url, endpoint=S3_ENDPOINT, path_style=True, inline_max=16 * KiB)
+        return pg.PostgresStorage(dsn, namespace=schema, max_pool=6, blob_store=blob_store)
+
+    a, b = node(), node()
+    try:
+        try:
+            await a.open()
+            await b.open()
+        except Exception as exc:
+            unavailable(f"cannot open the two nodes: {exc!r}")
+        user = await a.create_user("alice")
+        store = await a.create_store(user.id, "shared", None, "k" * 32)
+        rng = random.Random(5)
+
+        async def writer(i: int) -> None:
+            s = a if i % 2 else b
+            for _ in range(20):
+                key = f"k{rng.randrange(8)}"
+                if rng.random() < 0.35:
+                    await s.delete_record(store.id, key)
+                else:
+                    size = rng.choice([0, 10, 300, 20 * KiB, BIG])
+                    await s.put_record(store.id, key, Body(chunked(os.urandom(size))), "x/y", None)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(16):
+                tg.start_soon(writer, i)
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
+        try:
+            real = await conn.fetchval("SELECT count(*) FROM records WHERE store_id = $1", store.id)
+        finally:
+            await conn.close()
+        assert await count(a, store.id) == await count(b, store.id) == real
+    finally:
+        await a.aclose()
+        await b.aclose()
+        await pg.PostgresStorage(dsn, namespace=schema).drop()
+        if bucket:
+            from tests.conftest import s3_clear
+
+            await anyio.to_thread.run_sync(s3_clear, schema)

@@ -1,0 +1,159 @@
+"""``openkvs check`` verifies every store's record count (the one kept with each write) against its records, and
+``openkvs check --fix`` sets the wrong ones, exactly, while writers keep writing: SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from openkvs.storage.base import KeySelection, Storage
+from openkvs.storage.sqlite import SQLiteStorage
+from tests.conftest import postgres_reachable, unavailable
+from tests.storage.conftest import Body
+
+pytestmark = pytest.mark.anyio
+
+DSN = os.environ.get("OPENKVS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def openkvs(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENKVS_") or k.startswith("OPENKVS_TEST_")}
+    return subprocess.run([sys.executable, "-m", "openkvs", *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+class Backend:
+    """An open storage, the command line's flags for it, and raw SQL on its database."""
+
+    def __init__(self, storage: Storage, args: list[str], sql: Callable[[str], Any], fix: Callable[[], Any]):
+        self.storage, self.args, self.sql, self.fix = storage, args, sql, fix
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        from openkvs.storage.sqlite.check import fix_counts
+
+        data = tmp_path / "data"
+
+        def sql(statement: str) -> None:
+            conn = sqlite3.connect(data / "openkvs.sqlite3", timeout=30)
+            try:
+                conn.execute(statement)
+                conn.commit()
+            finally:
+                conn.close()
+
+        async with SQLiteStorage(data, background=False) as st:
+            yield Backend(st, ["--data-dir", str(data)], sql, lambda: fix_counts(data))
+        return
+    if not postgres_reachable():
+        unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import asyncpg
+
+    from openkvs.storage.postgres import PostgresStorage
+    from openkvs.storage.postgres.check import fix_counts as pg_fix
+
+    schema = "t_" + secrets.token_hex(6)
+
+    def pg_sql(statement: str) -> None:
+        async def go() -> None:
+            conn = await asyncpg.connect(DSN, server_settings={"search_path": f'"{schema}"'})
+            try:
+                await conn.execute(statement)
+            finally:
+                await conn.close()
+
+        anyio.run(go)
+
+    st = PostgresStorage(DSN, namespace=schema)
+    await st.open()
+    try:
+        yield Backend(st, ["--database-url", DSN, "--database-schema", schema], pg_sql,
+                      lambda: anyio.run(pg_fix, DSN, schema))
+    finally:
+        await st.aclose()
+        await PostgresStorage(DSN, namespace=schema).drop()
+
+
+async def records(storage: Storage, store_id: str) -> int:
+    return len((await storage.list_keys(store_id, KeySelection(), None, 1000)).items)
+
+
+async def count(storage: Storage, store_id: str) -> int:
+    store = await storage.get_store(store_id)
+    assert store is not None
+    return store.stats.record_count
+
+
+async def test_check_finds_a_wrong_count_and_fix_sets_it(backend: Backend) -> None:
+    st = backend.storage
+    user = await st.create_user("alice")
+    right = await st.create_store(user.id, "right", None, "k" * 32)
+    wrong = await st.create_store(user.id, "wrong", None, "k" * 32)
+    for store in (right, wrong):
+        for key in ("a", "b", "c"):
+            await st.put_record(store.id, key, Body(b"x"), "text/plain", None)
+    out = await anyio.to_thread.run_sync(lambda: openkvs("check", *backend.args))
+    assert out.returncode == 0 and "record counts agree" in out.stdout, out.stdout + out.stderr
+
+    await anyio.to_thread.run_sync(backend.sql, f"UPDATE stores SET record_count = 99 WHERE id = '{wrong.id}'")
+    out = await anyio.to_thread.run_sync(lambda: openkvs("check", *backend.args))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.splitlines() == [f"store {wrong.id}: its record count says 99, it holds 3 records "
+                                       "(openkvs check --fix)"]
+    assert "1 problem(s) found" in out.stderr and "Traceback" not in out.stderr
+
+    out = await anyio.to_thread.run_sync(lambda: openkvs("check", "--fix", *backend.args))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[0] == f"fixed: store {wrong.id}: record count 99 -> 3"
+    assert out.stdout.splitlines()[-1].startswith("ok: ")
+    assert await count(st, wrong.id) == await count(st, right.id) == 3
+
+
+async def test_fix_is_exact_while_writers_write(backend: Backend) -> None:
+    """Writers keep adding and deleting records while the count is broken and then fixed: once they stop, the
+    count is the records' (a fix that counted outside the writers' lock would be off by the writes in between)."""
+    st = backend.storage
+    user = await st.create_user("alice")
+    store = await st.create_store(user.id, "busy", None, "k" * 32)
+    stop = anyio.Event()
+    fixed: list[str] = []
+
+    async def writer(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            key = f"w{i}-{n % 40}"
+            if n % 3 == 0:
+                await st.delete_record(store.id, key)
+            else:
+                await st.put_record(store.id, key, Body(b"v" * n), "text/plain", None)
+            await anyio.sleep(0)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            tg.start_soon(writer, i)
+        await anyio.sleep(0.3)
+        for _ in range(3):
+            await anyio.to_thread.run_sync(
+                backend.sql, f"UPDATE stores SET record_count = record_count + 1000 WHERE id = '{store.id}'"
+            )
+            fixed += await anyio.to_thread.run_sync(backend.fix)
+            await anyio.sleep(0.1)
+        stop.set()
+    assert len(fixed) == 3 and all(f"store {store.id}: record count " in line for line in fixed), fixed
+    assert await count(st, store.id) == await records(st, store.id) > 0
