@@ -188,6 +188,10 @@ def _add_components(c: dict[str, Any]) -> None:
         "(it changes in the same transaction as each record write and delete). The access counters beside it may "
         "lag a few seconds.",
     }
+    schemas["KeyValueStoreKey"]["properties"]["contentType"] = {
+        "type": "string", "examples": ["application/json; charset=utf-8"],
+        "description": "openkvs extension: the record's Content-Type, as a GET of the record answers it.",
+    }
     update = schemas["UpdateStoreRequest"]
     update["properties"]["name"] = {
         "type": ["string", "null"], "pattern": rules.STORE_NAME.pattern, "maxLength": rules.STORE_NAME.max_length

@@ -50,6 +50,7 @@ async def list_keys(request: Request) -> Response:
         {
             "key": item.key,
             "size": item.size,
+            "contentType": item.content_type,  # openkvs extension: a listing needs no HEAD per key for it
             "recordPublicUrl": (
                 f"{base}{quote(item.key, safe='')}?signature={signing.record_signature(secret, item.key)}"
             ),

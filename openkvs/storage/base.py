@@ -172,6 +172,7 @@ class StoreLookup:
 class KeyItem:
     key: str
     size: int
+    content_type: str = ""  # as stored (the record's Content-Type)
 
 
 @dataclass(frozen=True, slots=True)

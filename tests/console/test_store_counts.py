@@ -79,3 +79,25 @@ def test_the_store_list_shows_record_counts(shared_server: Server, browser: Any,
     c.open("#/key-value-stores")
     c.page_ready()
     assert cells(c, f"many-{tag}")["Records"] == "57"
+
+
+def test_the_records_page_shows_types_without_a_request_per_key(sqlite_server: Server, browser: Any) -> None:
+    """The key list carries each record's content type: the page shows the types of a page of 50 keys with no
+    request for any single record (it used to send one HEAD per key)."""
+    name = "types-" + secrets.token_hex(3)
+    types = ["application/json", "text/plain; charset=utf-8", "image/png", "application/x-planted\"<b>"]
+    with sqlite_server.client() as api:
+        sid = api.post("/v2/key-value-stores", params={"name": name}).raise_for_status().json()["data"]["id"]
+        for i in range(60):
+            api.put(f"/v2/key-value-stores/{sid}/records/k{i:02d}", content=b"x",
+                    headers={"Content-Type": types[i % len(types)]}).raise_for_status()
+    c = Console(browser, sqlite_server.url)
+    c.sign_in(sqlite_server.token)
+    c.open_store(name)
+    c.until(lambda d: len(c.records()) == 50, message="first page")
+    shown = {tr.find_element(By.CSS_SELECTOR, "button.record-key").text: tr.find_element(By.CSS_SELECTOR, "span.content-type").text
+             for tr in c.all("table.records tbody tr")}
+    assert shown == {f"k{i:02d}": types[i % len(types)] for i in range(50)}
+    assert not c.all("table.records b")  # a type is text, never markup
+    fetched = c.js("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert not [url for url in fetched if "/records/" in url], fetched

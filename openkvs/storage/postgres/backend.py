@@ -554,14 +554,14 @@ class PostgresStorage(PgQueues, Storage):
         cond = selection_sql(selection, args)
         if cond is None or limit <= 0:
             return KeyPage([], False)
-        sql = f"SELECT key, size FROM records WHERE store_id = $1 AND {cond}"
+        sql = f"SELECT key, size, content_type FROM records WHERE store_id = $1 AND {cond}"
         if exclusive_start_key is not None:
             args.append(exclusive_start_key)
             sql += f" AND key > ${len(args)}"
         args.append(limit + 1)
         sql += f" ORDER BY key LIMIT ${len(args)}"
         rows = await self._fetch(sql, *args)
-        items = [KeyItem(r["key"], r["size"]) for r in rows[:limit]]
+        items = [KeyItem(r["key"], r["size"], r["content_type"]) for r in rows[:limit]]
         return KeyPage(items, len(rows) > limit)
 
     @asynccontextmanager

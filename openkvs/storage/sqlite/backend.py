@@ -580,10 +580,10 @@ class SQLiteStorage(SQLiteQueues, Storage):
 
         def q(conn: sqlite3.Connection) -> KeyPage:
             rows = conn.execute(
-                f"SELECT key, size FROM records WHERE store_id = ? AND {cond} ORDER BY key LIMIT ?",
+                f"SELECT key, size, content_type FROM records WHERE store_id = ? AND {cond} ORDER BY key LIMIT ?",
                 [store_id, *params, limit + 1],
             ).fetchall()
-            return KeyPage([KeyItem(k, s) for k, s in rows[:limit]], is_truncated=len(rows) > limit)
+            return KeyPage([KeyItem(k, s, t) for k, s, t in rows[:limit]], is_truncated=len(rows) > limit)
 
         return await self._read(q)
 

@@ -87,7 +87,7 @@ function recordsPanel(store, canWrite, changed) {
   const columns = [
     { label: "Key", cell: (r) => h("button", { type: "button", class: "link record-key", onclick: () => show(r) }, r.key) },
     { label: "Size", cell: (r) => formatBytes(r.size), numeric: true },
-    { label: "Type", cell: (r) => h("span", { class: "content-type", "data-key": r.key, text: "…" }) },
+    { label: "Type", cell: (r) => h("span", { class: "content-type", "data-key": r.key, text: r.contentType ?? "…" }) },
     {
       label: "Actions",
       cell: (r) => h("span", { class: "row-actions" },
@@ -106,7 +106,7 @@ function recordsPanel(store, canWrite, changed) {
       const filtered = filters().prefix || filters().collection;
       holder.replaceChildren(dataTable(columns, keys.items, { sortBy: -1, empty: filtered ? "No record matches." : "No records yet." }));
       holder.querySelector("table").classList.add("records");
-      contentTypes(store.id, keys.items, holder);
+      contentTypes(store.id, keys.items.filter((r) => r.contentType === undefined), holder);
       return keys.isTruncated ? keys.nextExclusiveStartKey : null;
     });
 
@@ -132,7 +132,8 @@ function recordsPanel(store, canWrite, changed) {
     holder, pager.element, previewHolder);
 }
 
-// The content types of a page of keys (the listing has none): one HEAD per key, a few at a time.
+// The content types of keys listed without one (openkvs lists each key's contentType; a server that does not):
+// one HEAD per key, a few at a time.
 async function contentTypes(storeId, items, holder) {
   const queue = [...items];
   const work = async () => {
