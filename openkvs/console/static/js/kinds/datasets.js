@@ -95,7 +95,7 @@ function cellText(item, field) {
 }
 
 function itemsPanel(dataset, options, changed) {
-  const holder = h("div", { class: "table-holder" });
+  const holder = h("div", { class: "table-holder items-holder", tabindex: "0", role: "region", "aria-label": "Items" });
   const path = `${resources.resourcePath(kind, dataset.id)}/items`;
 
   // The API pages items by offset over the stored items: each page's next offset is its offset plus the stored
