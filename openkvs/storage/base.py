@@ -424,7 +424,8 @@ class Storage(abc.ABC):
     ) -> RecordMeta:
         """Streams ``body`` into storage and then, atomically, makes it the record ``key``. If iterating the
         body raises, nothing is left behind and the old record (if any) stays. Bumps the store's generation and
-        modifiedAt. Durable against a crash of the process once it returns. Raises NotFound for a missing store."""
+        modifiedAt, and its record count when the key is new, in the same transaction. Durable against a crash of
+        the process once it returns. Raises NotFound for a missing store."""
 
     @abc.abstractmethod
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
@@ -474,7 +475,7 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def delete_record(self, store_id: str, key: str) -> bool:
-        """True if the record existed. Bumps generation and modifiedAt only then."""
+        """True if the record existed. Bumps generation and modifiedAt, and lowers the record count, only then."""
 
     @abc.abstractmethod
     async def list_keys(
