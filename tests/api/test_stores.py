@@ -60,7 +60,9 @@ def test_store_object_fields(shared_server, alice):
     assert store["actId"] is None and store["actRunId"] is None
     assert store["generalAccess"] == "FOLLOW_USER_SETTING"
     assert store["schema"] is None
-    assert store["stats"] == {"readCount": 0, "writeCount": 0, "deleteCount": 0, "listCount": 0, "storageBytes": 0}
+    assert store["stats"] == {
+        "readCount": 0, "writeCount": 0, "deleteCount": 0, "listCount": 0, "storageBytes": 0, "recordCount": 0
+    }
     assert isinstance(store["urlSigningSecretKey"], str) and len(store["urlSigningSecretKey"]) >= 16
     base = f"{shared_server.url}/v2/key-value-stores/{store['id']}"
     assert store["keysPublicUrl"].startswith(base + "/keys?signature=")
