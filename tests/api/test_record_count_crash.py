@@ -19,7 +19,8 @@ from . import new_store, rec_path
 pytestmark = pytest.mark.server_process
 
 WRITERS = 4
-STORM_SECONDS = 2.0
+STORM_WRITES = 40  # answered writes and deletes before the kill (the others are in flight then)
+STORM_TIMEOUT = 120.0
 KEYS = 24
 
 
@@ -84,14 +85,16 @@ def test_the_count_is_exact_after_kill_9(backend: str, tmp_path, start_server) -
     threads.append(threading.Thread(target=stalled_upload, args=(s.url, s.token, sids[0], stop)))
     for t in threads:
         t.start()
-    time.sleep(STORM_SECONDS)
+    deadline = time.monotonic() + STORM_TIMEOUT  # until enough writes are answered, however loaded the machine
+    while len(done) < STORM_WRITES and not errors and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not errors, errors
     s.stop(kill=True)  # SIGKILL, mid-write
     stop.set()
     for t in threads:
         t.join(60)
     assert not errors, errors
-    assert len(done) > 10, "the storm did not get going"
+    assert len(done) >= STORM_WRITES, f"only {len(done)} writes answered in {STORM_TIMEOUT} s"
     s.start()
     with s.client() as c:
         for sid in sids:

@@ -147,7 +147,9 @@ async def test_fix_is_exact_while_writers_write(backend: Backend) -> None:
     async with anyio.create_task_group() as tg:
         for i in range(4):
             tg.start_soon(writer, i)
-        await anyio.sleep(0.3)
+        with anyio.fail_after(120):  # the writers under way, however loaded the machine
+            while await records(st, store.id) < 10:
+                await anyio.sleep(0.05)
         for _ in range(3):
             await anyio.to_thread.run_sync(
                 backend.sql, f"UPDATE stores SET record_count = record_count + 1000 WHERE id = '{store.id}'"
