@@ -179,9 +179,9 @@ class S3BlobStore(BlobStore):
             async with _bucket_errors():
                 await self.bucket.complete_multipart(key, upload_id, etags)
             return size
-        except BucketError as exc:
+        except BucketError as exc:  # (a part of an aborted upload is "missing": still no NotFound for a write)
             await self._abandon(key, upload_id, sending)
-            raise translated(exc) from exc
+            raise StorageUnavailable(str(exc)) from exc
         except BaseException:
             await self._abandon(key, upload_id, sending)
             raise
