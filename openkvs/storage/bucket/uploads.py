@@ -96,18 +96,22 @@ class Uploads:
         if blob_id is None:
             raise NotFound(f"store {store_id} not found")
         self.held.add(blob_id)
+        noted: list[str] = []  # the multipart upload id, also known here should the sweeper take the intent
+
+        async def started(upload_id: str) -> None:
+            noted.append(upload_id)
+            await self.table.started(blob_id, upload_id)
+
         try:
             try:
-                size = await self.bucket.upload(
-                    blob_id, head, it, lambda upload_id: self.table.started(blob_id, upload_id)
-                )
+                size = await self.bucket.upload(blob_id, head, it, started)
             except BaseException:
-                await self.forget(blob_id)  # a body error or the bucket's: nothing of this write stays
+                await self.forget(blob_id, noted)  # a body error or the bucket's: nothing of this write stays
                 raise
             try:
                 return await commit(blob_id, size)
             except (NotFound, IntentSwept, RecordChanged) as exc:  # rolled back for sure: the object is ours
-                await self.forget(blob_id)
+                await self.forget(blob_id, noted)
                 if isinstance(exc, IntentSwept):
                     msg = f"the intent of blob {blob_id} was swept before the record committed"
                     raise StorageUnavailable(msg) from None
@@ -117,12 +121,12 @@ class Uploads:
         finally:
             self.held.discard(blob_id)
 
-    async def forget(self, blob_id: int) -> None:
+    async def forget(self, blob_id: int, noted: Sequence[str] = ()) -> None:
         """Remove the object and the intent of a write that will not commit (shielded, best effort: what fails
-        here the sweeper does later)."""
+        here the sweeper does later). ``noted``: its multipart upload id, if the caller knows it."""
         with anyio.move_on_after(15, shield=True):
             try:
-                upload_id = await self.table.upload_id(blob_id)
+                upload_id = noted[0] if noted else await self.table.upload_id(blob_id)
                 await self.bucket.delete([blob_id], [upload_id or ""])
                 await self.table.remove(blob_id)
             except Exception as exc:
