@@ -12,6 +12,10 @@ Needs PostgreSQL and an S3 server: ``deploy/s3-swift.sh start`` (Swift + s3api o
   the same bytes (the same S3BlobStore.upload, 8 MiB parts, one at a time). Goal: >= 0.7.
 
 ``python -m bench bucket [--quick]`` (quick: 4 x 50 MiB and 400 x 64 KiB).
+
+Memory (``python -m bench.bucket --memory [--quick]``): the server's peak RSS growth (VmRSS, and RssAnon) while
+it takes PUTs of 20 x 50 MiB records and while it sends their ZIP, with the bytes in the bucket and the metadata in
+PostgreSQL, then in SQLite (``--data-dir``). Goal: < 100 MiB growth each.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from typing import Any
@@ -56,11 +61,16 @@ def _blobs(prefix: str) -> Any:
 
 
 class Node:
-    """An openkvs serve on a fresh PostgreSQL schema, with (``bucket``) or without a bucket, and a user's token."""
+    """An openkvs serve on a fresh PostgreSQL schema (or with ``sqlite`` a fresh data dir), with (``bucket``) or
+    without a bucket, and a user's token."""
 
-    def __init__(self, bucket: bool) -> None:
+    def __init__(self, bucket: bool, sqlite: bool = False) -> None:
         self.schema = f"bench_bucket_{secrets.token_hex(4)}"
-        self.env = {"OPENKVS_DATABASE_URL": h.PG_URL, "OPENKVS_DATABASE_SCHEMA": self.schema, **CREDS}
+        self.sqlite = sqlite
+        if sqlite:
+            self.env = {"OPENKVS_DATA_DIR": str(h.DATA / self.schema), **CREDS}
+        else:
+            self.env = {"OPENKVS_DATABASE_URL": h.PG_URL, "OPENKVS_DATABASE_SCHEMA": self.schema, **CREDS}
         if bucket:
             self.env.update(
                 OPENKVS_BLOB_STORE=f"s3://{BUCKET}/{self.schema}", OPENKVS_S3_ENDPOINT=S3_ENDPOINT,
@@ -71,11 +81,20 @@ class Node:
         out = subprocess.run([h.OPENKVS, "users", "create", "bench"], env=env, check=True, capture_output=True,
                              text=True)
         self.token = out.stdout.strip().splitlines()[-1]
+        self.start()
+        self.client = httpx.Client(base_url=self.server.url, headers={"Authorization": f"Bearer {self.token}"},
+                                   timeout=300)
+
+    def start(self) -> None:
         port = h.free_port()
         cmd = [h.OPENKVS, "serve", "--port", str(port), "--rate-limits", "off", "--log-level", h.LOG_LEVEL]
         self.server = h.start_server(f"bucket-{self.schema}", cmd, port, self.env, "/v2/")
-        self.client = httpx.Client(base_url=self.server.url, headers={"Authorization": f"Bearer {self.token}"},
-                                   timeout=300)
+
+    def restart(self) -> None:
+        """A fresh process on the same data (memory measured from its idle state)."""
+        self.server.stop()
+        self.start()
+        self.client.base_url = httpx.URL(self.server.url)
 
     def store(self, name: str) -> str:
         r = self.client.post("/v2/key-value-stores", params={"name": name})
@@ -116,6 +135,9 @@ class Node:
         self.server.stop()
         if self.env.get("OPENKVS_BLOB_STORE"):
             asyncio.run(_clear(self.schema))
+        if self.sqlite:
+            shutil.rmtree(self.env["OPENKVS_DATA_DIR"], ignore_errors=True)
+            return
         subprocess.run(["psql", h.PG_URL, "-qc", f"DROP SCHEMA IF EXISTS {self.schema} CASCADE"], check=False,
                        capture_output=True)
 
@@ -157,9 +179,9 @@ async def direct_put_mbps(datas: list[bytes]) -> float:
     """MB/s of multipart uploads of ``datas`` one at a time, with the code openkvs uses (S3BlobStore.upload)."""
     blobs = _blobs(f"direct-{secrets.token_hex(4)}")
 
-    async def rest() -> Any:
-        return
-        yield b""
+    async def rest(d: bytes) -> Any:  # 1 MiB pieces, as a request body arrives
+        for i in range(0, len(d), MIB):
+            yield d[i : i + MIB]
 
     async def started(_: str) -> None:
         return None
@@ -167,7 +189,7 @@ async def direct_put_mbps(datas: list[bytes]) -> float:
     try:
         t0 = time.perf_counter()
         for i, d in enumerate(datas):
-            await blobs.upload(i, bytearray(d), rest().__aiter__(), started)
+            await blobs.upload(i, bytearray(), rest(d).__aiter__(), started)
         mbps = sum(map(len, datas)) / (time.perf_counter() - t0) / 1e6
         await blobs.delete(range(len(datas)))
         return mbps
@@ -231,6 +253,48 @@ def run(backends: list[str], quick: bool) -> dict[str, Any]:
     return results
 
 
+def memory(quick: bool) -> dict[str, Any]:
+    """Peak RSS growth of the server during PUTs of big records and during their ZIP, bytes in the bucket, on
+    each metadata backend (one server per backend, fresh)."""
+    n, size = (4, 50 * MIB) if quick else (20, 50 * MIB)
+    base = os.urandom(size)  # each record: its own 16 bytes, then this (the process holds one copy, not n)
+    asyncio.run(_create_bucket())
+    results: dict[str, Any] = {"records": n, "record_mib": size // MIB}
+    for backend in ("postgres", "sqlite"):
+        node = Node(bucket=True, sqlite=backend == "sqlite")
+        try:
+            sid = node.store("big")
+            idle = h.rss_kib(node.server.pid) / 1024
+            with h.RssSampler(node.server.pid) as put_rss:
+                t0 = time.perf_counter()
+                for i in range(n):
+                    node.put(sid, f"r{i:03d}", secrets.token_bytes(16) + base[16:])
+                put_s = time.perf_counter() - t0
+            node.restart()  # the ZIP's growth from a fresh process (what the PUTs left is not the ZIP's)
+            with h.RssSampler(node.server.pid) as zip_rss:
+                zip_mbps, archive = node.zip_mbps(sid)
+            results[backend] = {
+                "rss_idle_mib": round(idle, 1),
+                "put_rss_growth_mib": round(put_rss.growth_mib, 1),
+                "put_rss_anon_growth_mib": round(put_rss.anon_growth_mib, 1),
+                "put_mbps": round(n * size / put_s / 1e6),
+                "zip_rss_growth_mib": round(zip_rss.growth_mib, 1),
+                "zip_rss_anon_growth_mib": round(zip_rss.anon_growth_mib, 1),
+                "zip_mbps": round(zip_mbps),
+                "archive_bytes": archive,
+            }
+            h.log(f"  {backend}+s3: {results[backend]}")
+        finally:
+            node.close()
+    results["load"] = os.getloadavg()
+    print(json.dumps(results, indent=2))
+    h.RESULTS.mkdir(exist_ok=True)
+    (h.RESULTS / f"bucket-memory-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json").write_text(
+        json.dumps(results)
+    )
+    return results
+
+
 async def _clear(prefix: str) -> None:
     b = _bucket()
     try:
@@ -250,4 +314,7 @@ async def _create_bucket() -> None:
 if __name__ == "__main__":
     import sys
 
-    run(["postgres"], "--quick" in sys.argv)
+    if "--memory" in sys.argv:
+        memory("--quick" in sys.argv)
+    else:
+        run(["postgres"], "--quick" in sys.argv)

@@ -277,20 +277,20 @@ class ApiMiddleware:
 
 
 def open_storage(settings: Settings) -> Storage:
+    blob_store = None
+    if settings.blob_store:
+        from openkvs.storage.bucket import S3BlobStore
+
+        blob_store = S3BlobStore(
+            settings.blob_store,
+            endpoint=settings.s3_endpoint,
+            region=settings.s3_region,
+            path_style=settings.s3_path_style,
+            inline_max=settings.blob_inline_max,
+        )
     if settings.database_url:
         from openkvs.storage.postgres import PostgresStorage
 
-        blob_store = None
-        if settings.blob_store:
-            from openkvs.storage.bucket import S3BlobStore
-
-            blob_store = S3BlobStore(
-                settings.blob_store,
-                endpoint=settings.s3_endpoint,
-                region=settings.s3_region,
-                path_style=settings.s3_path_style,
-                inline_max=settings.blob_inline_max,
-            )
         return PostgresStorage(
             settings.database_url,
             namespace=settings.database_schema,
@@ -299,7 +299,7 @@ def open_storage(settings: Settings) -> Storage:
         )
     from openkvs.storage.sqlite import SQLiteStorage
 
-    return SQLiteStorage(settings.data_dir, fsync=settings.fsync)
+    return SQLiteStorage(settings.data_dir, fsync=settings.fsync, blob_store=blob_store)
 
 
 def create_app(settings: Settings | None = None, storage: Storage | None = None) -> ASGIApp:

@@ -414,15 +414,22 @@ def grants_remove(store: str, username: str, **flags: Any) -> None:
 
 @main.group()
 def blobs() -> None:
-    """Record bytes in a bucket (--blob-store, with --database-url): check, move."""
+    """Record bytes in a bucket (--blob-store, with --database-url or --data-dir): check, move."""
 
 
-def _bucket_storage(storage: Any) -> Any:
-    from openkvs.storage.postgres import PostgresStorage
+def _blob_tools(storage: Any) -> Any:
+    """The fsck and migrate of the storage's backend, once it has a bucket."""
+    if getattr(storage, "blob_store", None) is None:
+        raise click.ClickException("this needs --blob-store (or OPENKVS_BLOB_STORE)")
+    from openkvs.storage.sqlite import SQLiteStorage
 
-    if not isinstance(storage, PostgresStorage) or storage.blob_store is None:
-        raise click.ClickException("this needs --database-url and --blob-store (or OPENKVS_BLOB_STORE)")
-    return storage
+    if isinstance(storage, SQLiteStorage):
+        from openkvs.storage.sqlite import objects_admin
+
+        return objects_admin
+    from openkvs.storage.postgres import blobs as postgres_blobs
+
+    return postgres_blobs
 
 
 @blobs.command("fsck")
@@ -431,10 +438,8 @@ def _bucket_storage(storage: Any) -> Any:
 def blobs_fsck(fix: bool, **flags: Any) -> None:
     """Compare the bucket with the database: objects without metadata (orphans; --fix deletes them) and records
     whose object is missing or of the wrong size. Exit status 1 if anything is wrong (and not fixed)."""
-    from openkvs.storage.postgres.blobs import fsck
-
     async def work(storage: Any) -> Any:
-        return await fsck(_bucket_storage(storage), fix=fix)
+        return await _blob_tools(storage).fsck(storage, fix=fix)
 
     report = _use(_settings(**flags), work)
     for blob_id, size in report.orphans:
@@ -457,10 +462,8 @@ def blobs_fsck(fix: bool, **flags: Any) -> None:
 def blobs_migrate(to: str, **flags: Any) -> None:
     """Move existing record bytes between the database and the bucket, while servers run. A record written
     meanwhile keeps its new bytes; an interrupted run is resumed by running it again."""
-    from openkvs.storage.postgres.blobs import migrate as migrate_blobs
-
     async def work(storage: Any) -> Any:
-        return await migrate_blobs(_bucket_storage(storage), to)
+        return await _blob_tools(storage).migrate(storage, to)
 
     done = _use(_settings(**flags), work)
     click.echo(f"moved {done.moved} records ({done.moved_bytes} bytes) to the {to}; {done.skipped} written meanwhile")

@@ -85,8 +85,8 @@ class Settings:
     blob_store: str = setting(
         "",
         "s3://BUCKET/PREFIX to keep the bytes of records above --blob-inline-max in an S3-compatible bucket "
-        "(with --database-url). Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE and "
-        "~/.aws/credentials.",
+        "(metadata in --database-url, or in --data-dir for a single node; one prefix per database). "
+        "Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE and ~/.aws/credentials.",
         check=_bucket_url,
     )
     s3_endpoint: str = setting(
@@ -223,8 +223,6 @@ class Settings:
                 s.check(getattr(self, s.name))
             except ValueError as exc:
                 raise ValueError(f"{s.flag}: {exc}") from None
-        if self.blob_store and not self.database_url:
-            raise ValueError("--blob-store needs --database-url (the metadata of records in a bucket is in PostgreSQL)")
         if self.rate_limits == "on" and (
             self.rate_limit_user_per_minute < 60
             or self.rate_limit_store_per_second < 1

@@ -27,7 +27,7 @@ settings.load_profile("openkvs")
 IN_CI = bool(os.environ.get("CI"))
 DATABASE_URL = os.environ.get("OPENKVS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("OPENKVS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-# The S3 server of the "postgres+s3" backend: deploy/s3-swift.sh start (CI's .ci/run starts it)
+# The S3 server of the "postgres+s3" and "sqlite+s3" backends: deploy/s3-swift.sh start (CI's .ci/run starts it)
 S3_ENDPOINT = os.environ.get("OPENKVS_TEST_S3_ENDPOINT", "http://127.0.0.1:7480")
 S3_BUCKET = os.environ.get("OPENKVS_TEST_S3_BUCKET", "openkvs-test")
 S3_ENV = {
@@ -221,8 +221,10 @@ def make_server(
         env["OPENKVS_DATABASE_SCHEMA"] = schema
         if backend == "postgres+s3":
             env.update(s3_env(schema))
+    if backend == "sqlite+s3":
+        env.update(s3_env("l_" + secrets.token_hex(6)))
     env.update(env_extra or {})
-    args = ["--port", str(port), *(["--data-dir", str(data_dir)] if backend == "sqlite" else []), *extra]
+    args = ["--port", str(port), *(["--data-dir", str(data_dir)] if backend.startswith("sqlite") else []), *extra]
     if in_process:
         from tests.inprocess import InProcessServer
 
@@ -260,8 +262,13 @@ def server(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Iter
     s.stop()
     if backend.startswith("postgres"):
         _drop_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
-    if backend == "postgres+s3":
-        s3_clear(s.env["OPENKVS_DATABASE_SCHEMA"])
+    if backend.endswith("+s3"):
+        s3_clear(s3_prefix(s))
+
+
+def s3_prefix(s: Server) -> str:
+    """The prefix of a server's objects in the test bucket."""
+    return s.env["OPENKVS_BLOB_STORE"].split("/", 3)[3]
 
 
 def _drop_schema(schema: str) -> None:
@@ -282,11 +289,11 @@ def _stop_and_clean(s: Server, backend: str) -> None:
     s.stop()
     if backend.startswith("postgres"):
         _drop_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
-    if backend == "postgres+s3":
-        s3_clear(s.env["OPENKVS_DATABASE_SCHEMA"])
+    if backend.endswith("+s3"):
+        s3_clear(s3_prefix(s))
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres", "postgres+s3"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "postgres+s3", "sqlite+s3"])
 def shared_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A module-scoped server per backend (rate limits off, user 'alice' = server.token, user 'bob' =
     server.extra_tokens['bob']). Tests must use their own store names."""

@@ -76,11 +76,30 @@ async def _postgres(request: pytest.FixtureRequest, bucket: bool = False) -> Asy
             await anyio.to_thread.run_sync(s3_clear, schema)
 
 
+async def _sqlite_bucket(tmp_path: Path) -> AsyncIterator[Storage]:
+    """SQLite with record bytes above 16 KiB in the test bucket, under a prefix of its own."""
+    import anyio
+
+    from openkvs.storage.bucket import S3BlobStore
+    from openkvs.storage.sqlite import SQLiteStorage
+    from tests.conftest import S3_ENDPOINT, s3_clear, s3_env
+
+    prefix = f"l_{new_id().lower()}"
+    url = s3_env(prefix)["OPENKVS_BLOB_STORE"]
+    blobs = S3BlobStore(url, endpoint=S3_ENDPOINT, path_style=True, inline_max=16 * 1024)
+    try:
+        async with SQLiteStorage(tmp_path / "data", blob_store=blobs) as st:
+            yield st
+    finally:
+        await anyio.to_thread.run_sync(s3_clear, prefix)
+
+
 @pytest.fixture(
     params=[
         "sqlite",
         pytest.param("postgres", marks=pytest.mark.postgres),
         pytest.param("postgres+s3", marks=pytest.mark.postgres),
+        "sqlite+s3",
     ]
 )
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
@@ -88,6 +107,9 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         from openkvs.storage.sqlite import SQLiteStorage
 
         async with SQLiteStorage(tmp_path / "data") as st:
+            yield st
+    elif request.param == "sqlite+s3":
+        async for st in _sqlite_bucket(tmp_path):
             yield st
     else:
         async for st in _postgres(request, bucket=request.param == "postgres+s3"):

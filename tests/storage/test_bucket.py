@@ -326,8 +326,8 @@ async def test_migrate_leaves_a_record_written_during_its_copy_alone(nodes, buck
     new = {k: os.urandom(INLINE_MAX * 3) for k in "ab"}
     for k, v in new.items():  # both written after the copy read them
         await s.put_record(store, k, Body(v), "x/y", None)
-    assert await _move(s, s.blob_store, "bucket", store, in_db) is False
-    assert await _move(s, s.blob_store, "database", store, in_bucket) is False
+    assert await _move(s, "bucket", store, in_db) is False
+    assert await _move(s, "database", store, in_bucket) is False
     for k, v in new.items():
         assert await read(s, await s.get_record(store, k)) == v
     report = await fsck(s)

@@ -148,12 +148,14 @@ class S3BlobStore(BlobStore):
         self, blob_id: int, head: bytearray, rest: AsyncIterator[bytes], started: Callable[[str], Awaitable[None]]
     ) -> int:
         key = self.key(blob_id)
-        buf = head
-        ended = await _fill(rest, buf, self.part_size + 1)
+        # A part is the body's pieces as they came (never joined into one buffer: see S3Bucket._request), at least
+        # part_size bytes except the last; S3 takes parts of any size above its 5 MiB minimum.
+        part = [bytes(head)] if head else []
+        have, ended = await _gather(rest, part, len(head), self.part_size + 1)
         if ended:  # one PUT
             async with _bucket_errors():
-                await self.bucket.put(key, bytes(buf))
-            return len(buf)
+                await self.bucket.put(key, part)
+            return have
         # Multipart: part n goes up while part n+1 is read from the body (two parts in memory at most).
         async with _bucket_errors():
             upload_id = await self.bucket.start_multipart(key)
@@ -162,26 +164,23 @@ class S3BlobStore(BlobStore):
         size = 0
         try:
             await started(upload_id)
-            while True:
-                part = bytes(buf[: self.part_size])
-                del buf[: self.part_size]
+            while part:
                 if sending is not None:
                     etags.append(await sending)
-                size += len(part)
+                size += have
                 sending = asyncio.ensure_future(self.bucket.put_part(key, upload_id, len(etags) + 1, part))
-                del part
+                part, have = [], 0
                 if not ended:
-                    ended = await _fill(rest, buf, self.part_size + 1)
-                if ended and not buf:
-                    break
+                    have, ended = await _gather(rest, part, 0, self.part_size)
+            assert sending is not None
             etags.append(await sending)
             sending = None
             async with _bucket_errors():
                 await self.bucket.complete_multipart(key, upload_id, etags)
             return size
-        except BucketError as exc:
+        except BucketError as exc:  # (a part of an aborted upload is "missing": still no NotFound for a write)
             await self._abandon(key, upload_id, sending)
-            raise translated(exc) from exc
+            raise StorageUnavailable(str(exc)) from exc
         except BaseException:
             await self._abandon(key, upload_id, sending)
             raise
@@ -220,12 +219,15 @@ class S3BlobStore(BlobStore):
                     yield int(name), obj
 
 
-async def _fill(it: AsyncIterator[bytes], buf: bytearray, n: int) -> bool:
-    """Read from ``it`` into ``buf`` until it holds at least ``n`` bytes; True if the iterator ended."""
-    while len(buf) < n:
+async def _gather(it: AsyncIterator[bytes], pieces: list[bytes], have: int, n: int) -> tuple[int, bool]:
+    """Append the pieces of ``it`` to ``pieces`` (holding ``have`` bytes) until they hold at least ``n`` bytes;
+    returns (the bytes they hold, whether ``it`` ended)."""
+    while have < n:
         try:
             piece = await it.__anext__()
         except StopAsyncIteration:
-            return True
-        buf += piece
-    return False
+            return have, True
+        if piece:
+            pieces.append(bytes(piece))
+            have += len(piece)
+    return have, False

@@ -59,6 +59,11 @@ def _find(el: ET.Element, name: str) -> str | None:
     return None
 
 
+async def _pieces(pieces: Sequence[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
 def _parse(body: bytes) -> ET.Element:
     try:
         return ET.fromstring(body)
@@ -121,8 +126,15 @@ class S3Bucket:
         key: str | None,
         query: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
-        content: bytes | None = None,
+        content: bytes | Sequence[bytes] | None = None,
     ) -> httpx.Request:
+        """``content``: the body, or its pieces (sent one after another with their total as Content-Length, never
+        joined: a part is 8 MiB, and one contiguous buffer of it per upload, freed and made again, is what kept a
+        server's memory growing)."""
+        body: bytes | AsyncIterator[bytes] | None = content if content is None or isinstance(content, bytes) else None
+        if content is not None and not isinstance(content, bytes):
+            headers = {**(headers or {}), "content-length": str(sum(map(len, content)))}
+            body = _pieces(content)
         path = self._root + ("/" + uri_encode(key, slash=True) if key is not None else "/")
         query = query or {}
         signed = self._signer.headers(method, self._host, path, query, headers)
@@ -131,7 +143,7 @@ class S3Bucket:
             for k, v in query.items()
         )
         url = self._base + path + ("?" + qs if qs else "")
-        return self._client.build_request(method, url, headers=signed, content=content)
+        return self._client.build_request(method, url, headers=signed, content=body)
 
     async def _send(self, request: httpx.Request, *, stream: bool = False, key: str | None = None) -> httpx.Response:
         try:
@@ -176,7 +188,7 @@ class S3Bucket:
         """HEAD the bucket: raises unless it exists and the credentials may use it."""
         await self._send(self._request("HEAD", None))
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes | Sequence[bytes]) -> None:
         await self._send(self._request("PUT", key, content=data))
 
     async def start_multipart(self, key: str) -> str:
@@ -186,7 +198,7 @@ class S3Bucket:
             raise BucketError(f"S3 CreateMultipartUpload {key}: no UploadId in the answer")
         return upload_id
 
-    async def put_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+    async def put_part(self, key: str, upload_id: str, number: int, data: bytes | Sequence[bytes]) -> str:
         resp = await self._send(
             self._request("PUT", key, {"partNumber": str(number), "uploadId": upload_id}, content=data)
         )

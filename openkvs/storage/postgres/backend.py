@@ -40,12 +40,13 @@ from ..base import (
     UsernameTaken,
 )
 from ..bucket import BlobStore
+from ..bucket.uploads import Uploads
 from ..ids import new_id
 from ..stats import StatsBuffer
 from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chunks
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
 from .datasets import PgDatasets
-from .objects import LEASE_RENEW_SECONDS, Leases, collect, put_in_bucket
+from .objects import LEASE_RENEW_SECONDS, Leases, PgIntents, collect, put_in_bucket
 from .queues import PgQueues
 from .snapshot import PgSnapshot, open_snapshot
 from .tables import (
@@ -121,6 +122,8 @@ class PostgresStorage(PgQueues, Storage):
         self.blob_store = blob_store
         self.inline_max = blob_store.inline_max if blob_store is not None else GET_INLINE_MAX
         self._leases = Leases(self._db)
+        # the writes of objects running here, whose intents the lease task renews too (bucket/uploads.py)
+        self.uploads = Uploads(PgIntents(self._db), blob_store) if blob_store is not None else None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -150,8 +153,13 @@ class PostgresStorage(PgQueues, Storage):
         self._tasks = [
             asyncio.create_task(self._every(STATS_FLUSH_SECONDS, self.flush_stats), name="openkvs-pg-stats"),
             asyncio.create_task(self._every(GC_INTERVAL_SECONDS, self.collect_garbage), name="openkvs-pg-gc"),
-            asyncio.create_task(self._every(LEASE_RENEW_SECONDS, self._leases.renew), name="openkvs-pg-leases"),
+            asyncio.create_task(self._every(LEASE_RENEW_SECONDS, self._renew), name="openkvs-pg-leases"),
         ]
+
+    async def _renew(self) -> None:
+        await self._leases.renew()
+        if self.uploads is not None:
+            await self.uploads.renew()
 
     async def _every(self, seconds: float, fn: Callable[[], Awaitable[Any]]) -> None:
         while True:
@@ -433,8 +441,8 @@ class PostgresStorage(PgQueues, Storage):
     ) -> RecordMeta:
         it = body.__aiter__()
         buf = bytearray()
-        if self.blob_store is not None and not await fill(it, buf, self.inline_max + 1):
-            row = await put_in_bucket(self._db, self.blob_store, store_id, key, body, it, buf, content_type,
+        if self.uploads is not None and not await fill(it, buf, self.inline_max + 1):
+            row = await put_in_bucket(self._db, self.uploads, store_id, key, body, it, buf, content_type,
                                       content_encoding)
             return to_record(row)
         ended = await fill(it, buf, CHUNK_SIZE + 1)  # body errors propagate: nothing written yet

@@ -1,13 +1,12 @@
 """Record bytes in a bucket (``--blob-store``), the PostgreSQL side: writing a big record as an object with its
 intent row, the snapshots' leases, and collecting garbage objects and stale intents.
 
-- **Write:** an ``uploads`` row (the intent: blob id, later the multipart upload id) is committed before the first
-  byte goes to the bucket; the object is written under the blob id; then one transaction deletes the intent and
-  upserts the record (chunk_size ``IN_BUCKET``). So 201 means the object is complete and the metadata committed,
-  and a crash at any point leaves either a committed record or an intent naming what to remove.
-- **Intents** older than ``UPLOAD_EXPIRY_SECONDS`` are swept: the multipart upload aborted, the object deleted, the
-  row deleted. A write whose intent was swept under it fails (503) instead of committing a record whose object
-  may be gone.
+- **Write** (the order of things is bucket/uploads.py's): an ``uploads`` row (the intent: blob id, later the
+  multipart upload id) is committed before the first byte goes to the bucket; the object is written under the blob
+  id; then one transaction deletes the intent and upserts the record (chunk_size ``IN_BUCKET``).
+- **Intents** not renewed for ``UPLOAD_EXPIRY_SECONDS`` are swept: the multipart upload aborted, the object
+  deleted, the row deleted. A write whose intent was swept under it fails (503) instead of committing a record
+  whose object may be gone.
 - **Leases:** MVCC keeps blob_chunks rows for an open snapshot, but not objects. A snapshot first commits a lease
   whose watermark is the xmin of a snapshot taken then (every transaction with a smaller id had finished), and
   only then opens its own transaction. A record it can see is replaced or deleted by a transaction that ends after
@@ -18,7 +17,7 @@ intent row, the snapshots' leases, and collecting garbage objects and stale inte
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
@@ -27,49 +26,60 @@ import asyncpg
 
 from openkvs import metrics
 
-from ..base import NotFound, RecordBody, StorageUnavailable
+from ..base import NotFound, RecordBody
 from ..bucket import BlobStore
+from ..bucket.uploads import UPLOAD_EXPIRY_SECONDS, IntentSwept, Uploads
 from .connections import Database, deadlock_retried
 from .tables import IN_BUCKET, UPSERT_BIG
 
 log = logging.getLogger(__package__)
 
-UPLOAD_EXPIRY_SECONDS = 3600.0  # an intent older than this is an upload that died (a crash, a lost node)
 LEASE_SECONDS = 300.0  # a snapshot's lease lasts this long unless renewed
 LEASE_RENEW_SECONDS = 60.0
 BATCH = 500
 
 
-async def put_in_bucket_blob(
-    db: Database, bucket: BlobStore, store_id: str, it: AsyncIterator[bytes], head: bytearray
-) -> tuple[int, int]:
-    """Note an intent, then write ``head`` and the rest of ``it`` as a new object; returns (blob id, size). The
-    intent stays until the caller's commit deletes it (or ``forget``). Raises NotFound for a missing store."""
-    blob_id = await db.run(
-        lambda c: c.fetchval(
-            """INSERT INTO uploads (blob_id, created_at)
-               SELECT nextval('blob_ids'), clock_timestamp() WHERE EXISTS (SELECT 1 FROM stores WHERE id = $1)
-               RETURNING blob_id""",
-            store_id,
+class PgIntents:
+    """The ``uploads`` table: the intents of objects being written (bucket/uploads.py). ``created_at`` is moved
+    forward while the upload runs (``renew``): it is the last time the upload was known alive."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, store_id: str) -> int | None:
+        blob_id: int | None = await self.db.run(
+            lambda c: c.fetchval(
+                """INSERT INTO uploads (blob_id, created_at)
+                   SELECT nextval('blob_ids'), clock_timestamp() WHERE EXISTS (SELECT 1 FROM stores WHERE id = $1)
+                   RETURNING blob_id""",
+                store_id,
+            )
         )
-    )
-    if blob_id is None:
-        raise NotFound(f"store {store_id} not found")
+        return blob_id
 
-    async def started(upload_id: str) -> None:
-        await db.execute("UPDATE uploads SET upload_id = $2 WHERE blob_id = $1", blob_id, upload_id)
+    async def started(self, blob_id: int, upload_id: str) -> None:
+        await self.db.execute("UPDATE uploads SET upload_id = $2 WHERE blob_id = $1", blob_id, upload_id)
 
-    try:
-        size = await bucket.upload(blob_id, head, it, started)
-    except BaseException:
-        await forget(db, bucket, blob_id)  # a body error or the bucket's: nothing of this write stays
-        raise
-    return blob_id, size
+    async def upload_id(self, blob_id: int) -> str | None:
+        upload_id: str | None = await self.db.run(
+            lambda c: c.fetchval("SELECT upload_id FROM uploads WHERE blob_id = $1", blob_id)
+        )
+        return upload_id
+
+    async def remove(self, blob_id: int) -> None:
+        await self.db.execute("DELETE FROM uploads WHERE blob_id = $1", blob_id)
+
+    async def renew(self, blob_ids: Sequence[int], at: datetime | None) -> None:
+        await self.db.execute(
+            "UPDATE uploads SET created_at = coalesce($2, clock_timestamp()) WHERE blob_id = ANY($1::bigint[])",
+            list(blob_ids),
+            at,
+        )
 
 
 async def put_in_bucket(
     db: Database,
-    bucket: BlobStore,
+    uploads: Uploads,
     store_id: str,
     key: str,
     body: RecordBody,
@@ -79,47 +89,23 @@ async def put_in_bucket(
     content_encoding: str | None,
 ) -> asyncpg.Record:
     """Write a record's bytes (``head``, then the rest of ``it``) as an object, then commit its metadata; returns
-    the upserted row. See the module docstring for the order of things."""
-    blob_id, size = await put_in_bucket_blob(db, bucket, store_id, it, head)
+    the upserted row. See bucket/uploads.py for the order of things."""
 
-    async def commit(conn: asyncpg.Connection) -> asyncpg.Record:
-        if await conn.fetchval("DELETE FROM uploads WHERE blob_id = $1 RETURNING true", blob_id) is None:
-            raise _Swept(f"the intent of blob {blob_id} was swept before the record committed")
-        row = await conn.fetchrow(
-            UPSERT_BIG, store_id, key, content_type, content_encoding, size, body.decoded_size,
-            body.crc32 & 0xFFFFFFFF, IN_BUCKET, blob_id,
-        )
-        if row is None:
-            raise NotFound(f"store {store_id} not found")
-        return row
-
-    try:
-        return await deadlock_retried("record write", lambda: db.run(commit, tx=True))
-    except (NotFound, _Swept) as exc:  # rolled back for sure: the object is ours to remove
-        await forget(db, bucket, blob_id)
-        if isinstance(exc, _Swept):
-            raise StorageUnavailable(str(exc)) from None
-        raise
-    # Any other failure (a lost connection during COMMIT): the record may have committed, so the object stays;
-    # if it did not, the intent is still there and the sweeper removes both.
-
-
-class _Swept(Exception):
-    pass
-
-
-async def forget(db: Database, bucket: BlobStore, blob_id: int) -> None:
-    """Remove the object and the intent of a write that will not commit (shielded, best effort: what fails here
-    the sweeper does later)."""
-    with anyio.move_on_after(15, shield=True):
-        try:
-            upload_id = await db.run(
-                lambda c: c.fetchval("SELECT upload_id FROM uploads WHERE blob_id = $1", blob_id)
+    async def commit(blob_id: int, size: int) -> asyncpg.Record:
+        async def go(conn: asyncpg.Connection) -> asyncpg.Record:
+            if await conn.fetchval("DELETE FROM uploads WHERE blob_id = $1 RETURNING true", blob_id) is None:
+                raise IntentSwept
+            row = await conn.fetchrow(
+                UPSERT_BIG, store_id, key, content_type, content_encoding, size, body.decoded_size,
+                body.crc32 & 0xFFFFFFFF, IN_BUCKET, blob_id,
             )
-            await bucket.delete([blob_id], [upload_id or ""])
-            await db.execute("DELETE FROM uploads WHERE blob_id = $1", blob_id)
-        except Exception as exc:
-            log.info("blob %d of a failed write is left to the sweeper: %s", blob_id, exc)
+            if row is None:
+                raise NotFound(f"store {store_id} not found")
+            return row
+
+        return await deadlock_retried("record write", lambda: db.run(go, tx=True))
+
+    return await uploads.put(store_id, it, head, commit)
 
 
 # -- leases --------------------------------------------------------------------------------------------------
@@ -207,7 +193,8 @@ async def collect(db: Database, bucket: BlobStore | None, now: datetime | None, 
 
 
 async def sweep_intents(db: Database, bucket: BlobStore, now: datetime | None) -> int:
-    """Abort and delete the uploads whose intent is older than UPLOAD_EXPIRY_SECONDS, and forget expired leases."""
+    """Abort and delete the uploads whose intent was not renewed for UPLOAD_EXPIRY_SECONDS, and forget expired
+    leases."""
     swept = 0
     while True:
 

@@ -2,9 +2,12 @@
 
 Layout under ``data_dir``::
 
-    openkvs.sqlite3 (+ -wal, -shm)   users, tokens, stores, grants, records, record_data, garbage, leases
+    openkvs.sqlite3 (+ -wal, -shm)   users, tokens, stores, grants, records, record_data, garbage, leases, uploads
     blobs/ab/cd/<name>               record bytes larger than ``inline_max``, written once, never modified
     tmp/                             uploads in progress (renamed into blobs/ when complete)
+
+With ``blob_store`` (``--blob-store``), records above its ``inline_max`` are objects in an S3-compatible bucket
+instead of files (``objects``: their ``path`` is ``s3:<blob id>``, ``uploads`` their intents).
 
 Concurrency. Several processes may open one data_dir. Every write is a ``BEGIN IMMEDIATE`` transaction (SQLite
 serialises them across processes; ``busy_timeout`` makes the others wait). Within a process, writes go through one
@@ -28,7 +31,7 @@ readers, their threads; error translation), ``tables`` (DDL, creating and upgrad
 row and time conversions), ``files`` (record files: spilling, committing, leases, garbage collection),
 ``maintenance`` (the background task, the access counters' flush), ``blobs`` (blob handles, reading bytes, the
 tmp/ sweep), ``space`` (the disk's reserve), ``snapshot`` (the snapshot's read transaction and its batches),
-``check`` (``openkvs check``).
+``check`` (``openkvs check``), ``objects`` (record bytes in a bucket), ``objects_admin`` (``openkvs blobs``).
 """
 
 from .backend import SQLiteStorage

@@ -31,6 +31,7 @@ from ..base import (
     NotFound,
     RecordBody,
     RecordMeta,
+    Snapshot,
     Storage,
     Store,
     StoredTotals,
@@ -39,15 +40,17 @@ from ..base import (
     User,
     UsernameTaken,
 )
+from ..bucket import BlobStore
 from ..ids import new_id
 from ..stats import StatsBuffer
-from .blobs import Inline, read_held
+from .blobs import InBucket, Inline, read_held
 from .connections import Database, translate
 from .datasets import SQLiteDatasets
 from .files import RecordFiles
 from .maintenance import maintain, write_stats
+from .objects import SQLiteObjects
 from .queues import SQLiteQueues
-from .snapshot import SQLiteSnapshot, begin_snapshot
+from .snapshot import begin_snapshot
 from .space import RESERVE_BYTES, Headroom
 from .tables import (
     DB_NAME,
@@ -91,6 +94,7 @@ class SQLiteStorage(SQLiteQueues, Storage):
         background: bool = True,
         busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
         reserve_bytes: int = RESERVE_BYTES,
+        blob_store: BlobStore | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.db_path = self.data_dir / DB_NAME
@@ -118,6 +122,12 @@ class SQLiteStorage(SQLiteQueues, Storage):
             space=Headroom(self.data_dir, reserve_bytes),  # see space.py: a full disk stays usable
         )
         self.blob_dir = self._files.blob_dir
+        # --blob-store: records above its inline_max are objects in the bucket (objects.py)
+        self.blob_store = blob_store
+        self._objects = SQLiteObjects(self._db, blob_store) if blob_store is not None else None
+        self.uploads = self._objects.uploads if self._objects is not None else None
+        if self._objects is not None:
+            self._files.delete_objects = self._objects.delete_objects
         # store ID -> (its row, the Store built from it): a record GET whose store row is unchanged reuses the
         # Store instead of converting 16 columns again. Checked against the row just read, so never stale.
         self._store_memo: dict[str, tuple[tuple[Any, ...], Store]] = {}
@@ -130,6 +140,8 @@ class SQLiteStorage(SQLiteQueues, Storage):
             return
         writer = await self._run_sync(self._open_sync)
         self._db.start(writer)
+        if self._objects is not None:
+            await self._objects.check()
         if self.background:
             self._task = asyncio.get_running_loop().create_task(
                 maintain(
@@ -138,6 +150,7 @@ class SQLiteStorage(SQLiteQueues, Storage):
                     self._files,
                     interval=self.stats_interval,
                     gc_interval=self.gc_interval,
+                    renew_uploads=self.uploads.renew if self.uploads is not None else None,
                 )
             )
 
@@ -198,6 +211,8 @@ class SQLiteStorage(SQLiteQueues, Storage):
             except Exception:
                 log.exception("could not flush access counters at close")
             await self._db.close()
+            if self.blob_store is not None:
+                await self.blob_store.aclose()
 
     # -- users and tokens --------------------------------------------------------------------------------------
 
@@ -474,6 +489,11 @@ class SQLiteStorage(SQLiteQueues, Storage):
     async def put_record(
         self, store_id: str, key: str, body: RecordBody, content_type: str, content_encoding: str | None
     ) -> RecordMeta:
+        if self._objects is not None:  # a big record becomes an object; a small one comes back, read
+            written = await self._objects.put_record(store_id, key, body, content_type, content_encoding)
+            if isinstance(written, RecordMeta):
+                return written
+            body = written
         size, data, tmp_path = await self._files.spill(body)
         row = (key, size, body.decoded_size, body.crc32 & 0xFFFFFFFF, now_ms(), content_type, content_encoding)
         if tmp_path is None:
@@ -543,6 +563,10 @@ class SQLiteStorage(SQLiteQueues, Storage):
         return blob.data if isinstance(blob, Inline) and len(blob.data) == record.size else None
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        if self._objects is not None and isinstance(record.blob, InBucket):
+            async for chunk in self._objects.read_blob(record.blob, start, end):
+                yield chunk
+            return
         async for chunk in read_held(record, start, end, "storage", "; use the snapshot's read_blob"):
             yield chunk
 
@@ -590,7 +614,7 @@ class SQLiteStorage(SQLiteQueues, Storage):
     # -- snapshots ---------------------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def snapshot(self, store_id: str, selection: KeySelection) -> AsyncIterator[SQLiteSnapshot]:
+    async def snapshot(self, store_id: str, selection: KeySelection) -> AsyncIterator[Snapshot]:
         # The lease first, then the read transaction (see files.py).
         lease_id = await self._files.lease(store_id)
         conn: sqlite3.Connection | None = None
@@ -600,7 +624,11 @@ class SQLiteStorage(SQLiteQueues, Storage):
                 snap = await anyio.to_thread.run_sync(begin_snapshot, self.blob_dir, conn, store_id, selection)
             except sqlite3.Error as exc:
                 raise translate(exc) from exc
-            yield snap
+            if self._objects is None:
+                yield snap
+            else:
+                async with self._objects.snapshot(snap) as with_objects:
+                    yield with_objects
         finally:
             with anyio.CancelScope(shield=True):
                 if conn is not None:
@@ -610,7 +638,10 @@ class SQLiteStorage(SQLiteQueues, Storage):
     # -- garbage -----------------------------------------------------------------------------------------------
 
     async def collect_garbage(self, now: datetime | None = None, grace: float | None = None) -> int:
-        return await self._files.collect_garbage(now, grace)
+        freed = await self._files.collect_garbage(now, grace)
+        if self._objects is not None:
+            freed += await self._objects.sweep(now)
+        return freed
 
     def sample_metrics(self) -> None:
         metrics.WRITER_QUEUE.set(self._db.writer_queue())

@@ -1,5 +1,9 @@
 """Record bytes outside the rows' metadata: the blob handles in ``RecordMeta.blob``, reading inline bytes and
-blob files by range, and the sweep of the tmp/ files that crashed uploads left behind."""
+blob files by range, and the sweep of the tmp/ files that crashed uploads left behind.
+
+A record's ``path`` (and a garbage row's) names a file under blobs/, or with ``--blob-store`` an object in the
+bucket: ``s3:<blob id>`` (``OBJECT_PATH``; sqlite/objects.py). Either way it is where the bytes are, and the
+same rules hold for both: a replaced or deleted record's path goes to ``garbage``, leases keep it for snapshots."""
 
 from __future__ import annotations
 
@@ -12,10 +16,11 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from ..base import RecordMeta, StorageDamaged
+from ..base import RecordMeta, StorageDamaged, StorageUnavailable
 
 READ_CHUNK = 1024 * 1024  # read_blob chunk size
 TMP_MAX_AGE = 3600.0  # tmp/ files untouched this long belong to a crashed upload
+OBJECT_PATH = "s3:"  # a path naming an object in the bucket, s3:<blob id> (a file's path has no colon)
 
 
 # Blob handles (RecordMeta.blob). The HTTP layer passes them back to read_blob and never looks inside.
@@ -29,6 +34,21 @@ class Inline:
 @dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class BlobFile:
     path: Path
+
+
+@dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
+class InBucket:
+    """An object in the bucket (``--blob-store``), read through the storage's or its snapshot's read_blob."""
+
+    blob_id: int
+    size: int
+
+
+def stored_at(blob_dir: Path, path: str, size: int) -> BlobFile | InBucket:
+    """The handle of a record's bytes at ``path`` (a record of ``size`` bytes): its file, or its object."""
+    if path.startswith(OBJECT_PATH):
+        return InBucket(int(path[len(OBJECT_PATH) :]), size)
+    return BlobFile(blob_dir / path)
 
 
 @dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
@@ -116,5 +136,7 @@ async def read_held(
         start, end = clamp_range(start, end, record.size)
         async for chunk in read_file(blob.path, start, end, record.key):
             yield chunk
+    elif isinstance(blob, InBucket):
+        raise StorageUnavailable(f"the bytes of record {record.key!r} are in a bucket, but no --blob-store is set")
     else:
         raise TypeError(f"read_blob: not a record of this {whose} ({blob!r}){hint}")

@@ -1,7 +1,9 @@
 """``openkvs check`` for the SQLite backend: verify a data dir without changing it (the database opened read-only,
 nothing migrated or collected). SQLite's ``integrity_check`` over every page, then every record's bytes: a file
-record's file present with the record's size, an inline record's row present with its size; then every store's
-record count. ``fix_counts`` (``openkvs check --fix``) sets the counts that are wrong, while servers run."""
+record's file present with the record's size, an inline record's row present with its size (records whose bytes
+are objects in a bucket, path ``s3:<id>``, are counted: ``openkvs blobs fsck`` checks them against the bucket); then
+every store's record count. ``fix_counts`` (``openkvs check --fix``) sets the counts that are wrong, while servers
+run."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 from ..base import StorageDamaged
+from .blobs import OBJECT_PATH
 from .tables import DB_NAME, TABLES_VERSION
 
 MAX_LISTED = 100  # problems of one kind listed one by one; beyond that, counted
@@ -38,10 +41,13 @@ def check(data_dir: Path) -> tuple[list[str], str]:
         result = [r[0] for r in conn.execute(f"PRAGMA integrity_check({MAX_LISTED})")]
         if result != ["ok"]:
             problems += [f"{db}: {line}" for line in result]
-        files = inline = 0
+        files = inline = objects = 0
         for store_id, key, size, path in conn.execute(
             "SELECT store_id, key, size, path FROM records WHERE path IS NOT NULL ORDER BY store_id, key"
         ):
+            if path.startswith(OBJECT_PATH):
+                objects += 1
+                continue
             files += 1
             try:
                 actual = os.stat(data_dir / "blobs" / path).st_size
@@ -68,8 +74,10 @@ def check(data_dir: Path) -> tuple[list[str], str]:
         return problems, ""
     finally:
         conn.close()
+    in_bucket = f", {objects} records in a bucket (openkvs blobs fsck checks them)" if objects else ""
     return problems, (
-        f"{db}: integrity_check ok; {files} record files and {inline} inline records checked; record counts agree"
+        f"{db}: integrity_check ok; {files} record files and {inline} inline records checked{in_bucket}; "
+        "record counts agree"
     )
 
 

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from openkvs import metrics
 
 from ..base import RecordBody
 from ..ids import new_id
-from .blobs import BlobFile, sweep_tmp
+from .blobs import OBJECT_PATH, BlobFile, sweep_tmp
 from .connections import Database
 from .space import Headroom, probe_writable, storing
 from .tables import now_ms, to_ms
@@ -51,6 +51,9 @@ class RecordFiles:
         self.gc_grace_seconds = gc_grace_seconds
         self.space = space
         self.leases: set[str] = set()  # leases of this process's open snapshots (renewed in the background)
+        # With --blob-store: deletes objects of the bucket by blob id (sqlite/objects.py). Without, garbage that is
+        # an object (path s3:<id>) waits for a process that has the bucket.
+        self.delete_objects: Callable[[list[int]], Awaitable[None]] | None = None
 
     def prepare(self) -> None:
         """At start-up (in a worker thread): the directories, and a data dir that can't be written refused."""
@@ -242,8 +245,8 @@ class RecordFiles:
                     "SELECT g.id, g.path FROM garbage g WHERE g.created_at <= ? AND NOT EXISTS ("
                     " SELECT 1 FROM leases l WHERE l.watermark < g.id"
                     " AND (l.store_id = g.store_id OR l.store_id IS NULL OR g.store_id IS NULL)"
-                    ") ORDER BY g.id LIMIT ?",
-                    (cutoff, GC_BATCH),
+                    f") AND (? OR substr(g.path, 1, {len(OBJECT_PATH)}) <> ?) ORDER BY g.id LIMIT ?",
+                    (cutoff, self.delete_objects is not None, OBJECT_PATH, GC_BATCH),
                 ).fetchall()
 
             batch = await self.db.write(pick)
@@ -262,7 +265,11 @@ class RecordFiles:
                         log.warning("could not delete %s", p, exc_info=True)
                 return freed
 
-            metrics.GC_FREED_BYTES.inc(await anyio.to_thread.run_sync(unlink_all, [p for _, p in batch]))
+            objects = [int(p[len(OBJECT_PATH) :]) for _, p in batch if p.startswith(OBJECT_PATH)]
+            if objects and self.delete_objects is not None:
+                await self.delete_objects(objects)  # before the rows go: a failure keeps them for the next pass
+            files = [p for _, p in batch if not p.startswith(OBJECT_PATH)]
+            metrics.GC_FREED_BYTES.inc(await anyio.to_thread.run_sync(unlink_all, files))
             ids = [(i,) for i, _ in batch]
             await self.db.write(lambda conn, ids=ids: conn.executemany("DELETE FROM garbage WHERE id = ?", ids))
             total += len(batch)

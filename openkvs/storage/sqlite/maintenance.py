@@ -50,9 +50,11 @@ async def maintain(
     *,
     interval: float,
     gc_interval: float,
+    renew_uploads: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Every ``interval`` seconds until cancelled: ``flush_stats()``; the leases of open snapshots renewed every
-    LEASE_RENEW_SECONDS; ``collect_garbage()`` every ``gc_interval`` seconds."""
+    """Every ``interval`` seconds until cancelled: ``flush_stats()``; the leases of open snapshots (and with a
+    bucket, ``renew_uploads()``: the intents of running uploads) renewed every LEASE_RENEW_SECONDS;
+    ``collect_garbage()`` every ``gc_interval`` seconds."""
     last_gc = last_renew = time.monotonic()
     failing: str | None = None  # the last failure logged (logged once)
     while True:
@@ -60,9 +62,11 @@ async def maintain(
         try:
             await flush_stats()
             now = time.monotonic()
-            if files.leases and now - last_renew >= LEASE_RENEW_SECONDS:
+            if (files.leases or renew_uploads is not None) and now - last_renew >= LEASE_RENEW_SECONDS:
                 last_renew = now
                 await files.renew_leases()
+                if renew_uploads is not None:
+                    await renew_uploads()
             if now - last_gc >= gc_interval:
                 last_gc = now
                 await collect_garbage()

@@ -18,7 +18,7 @@ from openkvs.zipwriter import Columns
 
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageDamaged
 from ..batch import RowBatch, ZipRow
-from .blobs import BlobFile, DataRow, inline_chunks, read_held
+from .blobs import DataRow, inline_chunks, read_held, stored_at
 from .connections import translate
 from .tables import RECORD_COLS, from_ms, selection_sql
 
@@ -164,7 +164,7 @@ class SQLiteSnapshot(Snapshot):
         def record(row: tuple[Any, ...]) -> RecordMeta:
             key, size, decoded, crc, ms, ctype, cenc, data_id, path, data = row
             if path is not None:
-                blob: Any = BlobFile(blob_dir / path)
+                blob: Any = stored_at(blob_dir, path, size)
             elif data is not None:
                 blob = data
             else:

@@ -28,13 +28,13 @@ from ..base import (
     prefix_upper_bound,
 )
 from ..ids import new_id
-from .blobs import BlobFile, Inline
+from .blobs import Inline, stored_at
 from .connections import translate
 from .datasets import DATASET_TABLES
 from .queues import QUEUE_TABLES
 from .space import storing
 
-TABLES_VERSION = 6
+TABLES_VERSION = 7
 DB_NAME = "openkvs.sqlite3"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -116,6 +116,20 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 """ + QUEUE_TABLES
 
+# Intents of objects being written, with --blob-store (storage/sqlite/objects.py): AUTOINCREMENT, so that a blob id
+# (an object's name) is never used twice.
+UPLOADS_TABLE = """
+CREATE TABLE IF NOT EXISTS uploads (
+    blob_id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    store_id    TEXT NOT NULL,
+    upload_id   TEXT,
+    created_at  INTEGER NOT NULL,
+    renewed_at  INTEGER NOT NULL,
+    swept       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS uploads_renewed ON uploads(swept, renewed_at)
+"""
+
 # A database at version N (N >= 1) runs UPGRADES[N - 1] ... to reach TABLES_VERSION; a new one runs CREATE_TABLES.
 UPGRADES = (
     # 1 -> 2: leases per store, so that a download of one store keeps no other store's dead files.
@@ -133,8 +147,10 @@ UPGRADES = (
     # scan of the records' primary key per store, in the upgrade's write transaction).
     "ALTER TABLE stores ADD COLUMN record_count INTEGER NOT NULL DEFAULT 0;"
     " UPDATE stores SET record_count = (SELECT count(*) FROM records r WHERE r.store_id = stores.id)",
+    # 6 -> 7: intents of objects being written, with --blob-store (storage/sqlite/objects.py)
+    UPLOADS_TABLE,
 )
-CREATE_TABLES += DATASET_TABLES
+CREATE_TABLES += DATASET_TABLES + ";" + UPLOADS_TABLE
 assert len(UPGRADES) == TABLES_VERSION - 1
 
 
@@ -235,10 +251,10 @@ def to_record(row: Sequence[Any], blob: Any) -> RecordMeta:
 
 
 def to_record_read(row: Sequence[Any], blob_dir: Path) -> RecordMeta:
-    """A record read as RECORD_COLS then ``d.data``: in a file under ``blob_dir`` (path) or inline (bytes, maybe
-    none)."""
+    """A record read as RECORD_COLS then ``d.data``: in a file under ``blob_dir`` or an object (path), or inline
+    (bytes, maybe none)."""
     path, data = row[8], row[9]
-    blob = BlobFile(blob_dir / path) if path is not None else Inline(bytes(data) if data is not None else b"")
+    blob = stored_at(blob_dir, path, row[1]) if path is not None else Inline(bytes(data) if data is not None else b"")
     return to_record(row, blob)
 
 
