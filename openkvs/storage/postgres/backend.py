@@ -45,6 +45,7 @@ from ..stats import StatsBuffer
 from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chunks
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
 from .datasets import PgDatasets
+from .groups import Groups
 from .objects import LEASE_RENEW_SECONDS, Leases, collect, put_in_bucket
 from .queues import PgQueues
 from .snapshot import PgSnapshot, open_snapshot
@@ -60,7 +61,6 @@ from .tables import (
     STORE_FROM,
     TABLES_VERSION,
     UPSERT_BIG,
-    UPSERT_SMALL,
     held_data,
     migrate,
     selection_sql,
@@ -121,6 +121,7 @@ class PostgresStorage(PgQueues, Storage):
         self.blob_store = blob_store
         self.inline_max = blob_store.inline_max if blob_store is not None else GET_INLINE_MAX
         self._leases = Leases(self._db)
+        self._groups = Groups(self._db)  # small record writes, committed in groups per store (groups.py)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -172,6 +173,7 @@ class PostgresStorage(PgQueues, Storage):
                 await t
             except BaseException:  # cancelled or failed, either way it is stopped
                 pass
+        await self._groups.aclose()
         if self._db.pool is not None:
             try:
                 await self.flush_stats()
@@ -439,16 +441,12 @@ class PostgresStorage(PgQueues, Storage):
             return to_record(row)
         ended = await fill(it, buf, CHUNK_SIZE + 1)  # body errors propagate: nothing written yet
         if ended and len(buf) <= CHUNK_SIZE:  # (more when --blob-inline-max is above CHUNK_SIZE)
-            # small record: one statement (its own transaction) on the main pool, retried after a deadlock
+            # small record: one statement (its own transaction) on the main pool; writes of the store that come
+            # while one is in flight are committed together (group commit, groups.py)
             data = bytes(buf) if buf else None
             args = (store_id, key, content_type, content_encoding, len(buf), body.decoded_size,
                     body.crc32 & 0xFFFFFFFF, CHUNK_SIZE, data)
-            try:
-                row = await deadlock_retried(
-                    "record write", lambda: self._run(lambda c: c.fetchrow(UPSERT_SMALL, *args))
-                )
-            except pgx.ForeignKeyViolationError:
-                raise NotFound(f"store {store_id} not found") from None
+            row = await self._groups.write(args)
             if row is None:
                 raise NotFound(f"store {store_id} not found")
             return to_record(row)
