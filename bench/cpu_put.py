@@ -63,6 +63,24 @@ async def _put(app: Any, scope: dict[str, Any]) -> int:
     return status
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def other_threads_cpu() -> float:
+    """CPU seconds of this process's threads other than the main one (SQLite's writer, worker threads)."""
+    total = 0.0
+    me = os.getpid()
+    for task in os.listdir("/proc/self/task"):
+        if int(task) == me:
+            continue
+        try:
+            fields = open(f"/proc/self/task/{task}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
 async def _round(app: Any, scopes: list[dict[str, Any]], conns: int, per_round: int) -> tuple[float, float]:
     """(us of CPU per request, requests/s) for ``per_round`` PUTs from ``conns`` concurrent clients."""
     counter = iter(range(per_round))
@@ -113,15 +131,56 @@ async def main(args: argparse.Namespace) -> None:
         for _ in range(args.rounds):  # interleaved, so both see the same load
             ours.append(await _round(app, scopes, args.conns, args.n))
             theirs.append(await _round(bare, bare_scopes, args.conns, args.n))
+        if args.profile_writer and args.backend == "sqlite":  # SQLite's writer thread: its group commits
+            import cProfile
+            import pstats
+
+            from openkvs.storage.sqlite import connections
+
+            wprof = cProfile.Profile(time.thread_time)
+            original = connections.Database._write_group
+
+            def profiled(self: Any, *a: Any) -> Any:
+                wprof.enable()
+                try:
+                    return original(self, *a)
+                finally:
+                    wprof.disable()
+
+            connections.Database._write_group = profiled  # type: ignore[method-assign]
+            await _round(app, scopes, args.conns, args.n)
+            connections.Database._write_group = original  # type: ignore[method-assign]
+            pstats.Stats(wprof).sort_stats(args.sort).print_stats(args.top)
         if args.profile:
             import cProfile
             import pstats
 
-            prof = cProfile.Profile()
+            prof = cProfile.Profile(time.thread_time)  # CPU of the event loop thread, not waits
             prof.enable()
             await _round(app, scopes, args.conns, args.n)
             prof.disable()
             pstats.Stats(prof).sort_stats(args.sort).print_stats(args.top)
+        import gc
+
+        gc_time = [0.0, 0.0, 0.0]
+        gc_runs = [0, 0, 0]
+        gc_start = [0.0]
+
+        def gc_watch(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                gc_start[0] = time.thread_time()
+            else:
+                gc_time[info["generation"]] += time.thread_time() - gc_start[0]
+                gc_runs[info["generation"]] += 1
+
+        gc.callbacks.append(gc_watch)
+        t0 = other_threads_cpu()
+        threads = await _round(app, scopes, args.conns, args.n)
+        gc.callbacks.remove(gc_watch)
+        print(f"  garbage collections (gen 0/1/2): {gc_runs}, CPU in them per request: "
+              f"{sum(gc_time) / args.n * 1e6:.1f} us", flush=True)
+        print(f"  of {threads[0]:.1f} us CPU/request, threads other than the event loop's: "
+              f"{(other_threads_cpu() - t0) / args.n * 1e6:.1f} us", flush=True)
         cpu_o, cpu_b = [c for c, _ in ours], [c for c, _ in theirs]
         print(f"{args.backend} PUT 1 KiB -c{args.conns} ({os.getcwd()}): openkvs {statistics.median(cpu_o):.1f} us "
               f"CPU/request (min {min(cpu_o):.1f}, max {max(cpu_o):.1f}), "
@@ -145,7 +204,8 @@ if __name__ == "__main__":
     p.add_argument("--conns", type=int, default=32)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("-n", type=int, default=2000)
-    p.add_argument("--profile", action="store_true")
+    p.add_argument("--profile", action="store_true", help="cProfile the event loop's thread for one round")
+    p.add_argument("--profile-writer", action="store_true", help="cProfile SQLite's group commits for one round")
     p.add_argument("--sort", default="tottime")
     p.add_argument("--top", type=int, default=40)
     uvloop.run(main(p.parse_args()))
