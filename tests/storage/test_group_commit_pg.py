@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import subprocess
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -140,3 +141,41 @@ async def test_writes_to_a_deleted_store_are_not_found(pg) -> None:
     assert all(outcomes[f"k{i:02d}"] == ("not found" if i % 2 else "stored") for i in range(40)), outcomes
     # the gone store's writes left no bytes behind
     assert await conn.fetchval("SELECT count(*) FROM blob_chunks") == 20
+
+
+async def test_identical_look_ups_in_a_burst_are_asked_once(pg, monkeypatch) -> None:
+    storage, _ = pg
+    user = await storage.create_user("u")
+    store = await storage.create_store(user.id, "s", None, "k" * 32)
+    queries = 0
+    real = storage._fetchrow
+
+    async def counting(*args):  # passes every query through, counting them
+        nonlocal queries
+        queries += 1
+        return await real(*args)
+
+    monkeypatch.setattr(storage, "_fetchrow", counting)
+    found = await asyncio.gather(*(storage.look_up_store(user.id, store_id=store.id) for _ in range(32)))
+    assert all(f is not None and f.store.id == store.id and f.grant is None for f in found)
+    assert 1 <= queries < 32, f"32 identical look-ups took {queries} queries"
+
+
+async def test_a_look_up_in_a_burst_sees_what_was_committed_before_it_asked(pg) -> None:
+    """Another node commits while an identical look-up is in flight (its answer, read before that commit, not yet
+    taken in: this event loop is busy running psql): a look-up asked after that commit must not be answered with
+    the one in flight."""
+    storage, _ = pg
+    user = await storage.create_user("u")
+    store = await storage.create_store(user.id, "s", None, "k" * 32)
+    await asyncio.gather(*(storage.look_up_store(user.id, store_id=store.id) for _ in range(8)))  # connections up
+    for i in range(5):
+        in_flight = asyncio.create_task(storage.look_up_store(user.id, store_id=store.id))
+        await asyncio.sleep(0)  # it sends its query
+        subprocess.run(  # the other node's write, committed while this loop waits
+            ["psql", DSN, "-qc", f"UPDATE {storage.namespace}.stores SET title = 'title {i}' WHERE id = '{store.id}'"],
+            check=True, timeout=60,
+        )
+        found = await storage.look_up_store(user.id, store_id=store.id)
+        assert found is not None and found.store.title == f"title {i}", (i, found and found.store.title)
+        await in_flight

@@ -45,7 +45,7 @@ from ..stats import StatsBuffer
 from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chunks
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
 from .datasets import PgDatasets
-from .groups import Groups
+from .groups import Groups, SharedReads
 from .objects import LEASE_RENEW_SECONDS, Leases, collect, put_in_bucket
 from .queues import PgQueues
 from .snapshot import PgSnapshot, open_snapshot
@@ -122,6 +122,7 @@ class PostgresStorage(PgQueues, Storage):
         self.inline_max = blob_store.inline_max if blob_store is not None else GET_INLINE_MAX
         self._leases = Leases(self._db)
         self._groups = Groups(self._db)  # small record writes, committed in groups per store (groups.py)
+        self._shared = SharedReads()  # store look-ups in a burst (groups.py)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -174,6 +175,7 @@ class PostgresStorage(PgQueues, Storage):
             except BaseException:  # cancelled or failed, either way it is stopped
                 pass
         await self._groups.aclose()
+        await self._shared.aclose()
         if self._db.pool is not None:
             try:
                 await self.flush_stats()
@@ -494,11 +496,17 @@ class PostgresStorage(PgQueues, Storage):
         kind: str = KVS,
     ) -> StoreLookup | None:
         if store_id is None:
-            row = await self._fetchrow(LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name,
-                                       kind, *(() if key is None else (key,)))
+            args: tuple[Any, ...] = (LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name, kind)
         else:
-            row = await self._fetchrow(LOOKUP[(False, key is not None)], user_id, list(readable), store_id, kind,
-                                       *(() if key is None else (key,)))
+            args = (LOOKUP[(False, key is not None)], user_id, list(readable), store_id, kind)
+        if key is not None:
+            args += (key,)
+        # the same look-up in a burst (the writes of 32 clients to one store) is asked once (groups.SharedReads)
+        shared = (user_id, store_id, owner_id, name, key, tuple(readable), kind)
+        return await self._shared.read(shared, lambda: self._look_up(args, key))
+
+    async def _look_up(self, args: tuple[Any, ...], key: str | None) -> StoreLookup | None:
+        row = await self._fetchrow(*args)
         if row is None:
             return None
         found = StoreLookup(to_store(row), row["g_can_write"])

@@ -1,4 +1,5 @@
-"""Group commit of small record writes on PostgreSQL (issue 19).
+"""Group commit of small record writes on PostgreSQL (issue 19), and identical reads in a burst asked once
+(``SharedReads``, at the end).
 
 A small record (one chunk) is written by one statement, its own transaction (``tables.UPSERT_SMALL``), which
 locks the store row and holds that lock until its commit: the writes of one store take turns, one commit (one WAL
@@ -23,8 +24,8 @@ write is committed (``synchronous_commit`` as the server has it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, TypeVar
 
 import asyncpg
 from asyncpg import exceptions as pgx
@@ -32,6 +33,8 @@ from asyncpg import exceptions as pgx
 from ..base import NotFound
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, unavailable
 from .tables import UPSERT_GROUP, UPSERT_SMALL
+
+T = TypeVar("T")
 
 GROUP_MAX_WRITES = 256
 GROUP_MAX_BYTES = 8 * 1024 * 1024  # of record bytes in one statement (a write of more goes alone)
@@ -174,3 +177,59 @@ async def write_group(db: Database, group: list[tuple[Any, ...]]) -> dict[str, a
     except CONNECTION_ERRORS as exc:  # (db.run translates these; kept for a failure outside it)
         raise unavailable(exc) from exc
     return {r["key"]: r for r in rows}
+
+
+class SharedReads:
+    """Identical reads in a burst asked once. A read that arrives while the same one (the same query, the same
+    arguments) is in flight waits for the next one, which is sent after the one in flight answered, and so after
+    every read waiting for it arrived; all that waited share its answer. Each caller so gets an answer read after
+    it asked: what another node committed before that is in it (read-your-writes across nodes holds), as with a
+    query of its own. The answers are value objects, shared as storage/base.py's VALUE TYPES allow.
+
+    Used for the store look-up of an access decision (``look_up_store``): 32 clients writing to one store asked
+    the same question 32 times per round of group commits, and after group commit that look-up was most of a
+    PUT's CPU."""
+
+    def __init__(self) -> None:
+        # the arguments of a read in flight -> the callers waiting for the next one
+        self._waiting: dict[Hashable, list[asyncio.Future[Any]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def read(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            waiting.append(done)
+            return await done
+        self._waiting[key] = []
+        try:
+            return await fn()
+        finally:
+            self._next(key, fn)
+
+    def _next(self, key: Hashable, fn: Callable[[], Awaitable[Any]]) -> None:
+        if self._waiting.get(key):
+            task = asyncio.ensure_future(self._lead(key, fn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self._waiting.pop(key, None)
+
+    async def _lead(self, key: Hashable, fn: Callable[[], Awaitable[Any]]) -> None:
+        waiting, self._waiting[key] = self._waiting[key], []
+        try:
+            result = await fn()
+        except Exception as exc:
+            for done in waiting:
+                if not done.done():
+                    done.set_exception(exc)
+        else:
+            for done in waiting:
+                if not done.done():
+                    done.set_result(result)
+        finally:
+            self._next(key, fn)
+
+    async def aclose(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
