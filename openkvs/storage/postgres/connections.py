@@ -187,7 +187,8 @@ class Database:
         for name, pool in (("main", self.pool), ("uploads", self.upload_pool), ("snapshots", self.snapshot_pool)):
             size, idle = (pool.get_size(), pool.get_idle_size()) if pool is not None else (0, 0)
             if name == "main":
-                size, idle = size + self.direct.opened, idle + len(self.direct.idle)
+                direct = self.direct  # (those being opened are not connections yet)
+                size, idle = size + direct.opened - direct.connecting, idle + len(direct.idle)
             metrics.STORAGE_CONNECTIONS.labels(name, "busy").set(size - idle)
             metrics.STORAGE_CONNECTIONS.labels(name, "idle").set(idle)
 
@@ -254,6 +255,7 @@ class _Direct:
         self.limit = max(0, limit)
         self.idle: list[asyncpg.Connection] = []
         self.opened = 0  # connecting, idle or in use
+        self.connecting = 0
         self.closed = True
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -275,6 +277,7 @@ class _Direct:
 
     async def _connect(self) -> None:
         db = self.db
+        self.connecting += 1
         try:
             conn = await asyncpg.connect(
                 db.dsn,
@@ -283,11 +286,13 @@ class _Direct:
             )
             await init_connection(conn)
         except BaseException as exc:
+            self.connecting -= 1
             self.opened -= 1
             if isinstance(exc, Exception):
                 log.info("could not open a connection: %r", exc)  # the pool serves meanwhile
                 return
             raise
+        self.connecting -= 1
         self._give_back(conn)
 
     def _give_back(self, conn: asyncpg.Connection) -> None:
