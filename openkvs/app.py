@@ -3,6 +3,7 @@ errors into the API's JSON shape, and the lifespan that opens and closes storage
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -10,7 +11,6 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import anyio
 from starlette._utils import get_route_path
 from starlette.convertors import Convertor, StringConvertor, register_url_convertor
 from starlette.requests import ClientDisconnect
@@ -115,7 +115,8 @@ class _BodyDeadline:
         if self.done:
             return await self.receive()
         try:
-            with anyio.fail_after(self.timeout):
+            # asyncio's own timeout: anyio.fail_after's cancel scope cost a fifth of a small PUT's event loop CPU
+            async with asyncio.timeout(self.timeout):
                 message = await self.receive()
         except TimeoutError:
             raise errors.BodyTimeout() from None

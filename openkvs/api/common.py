@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio.to_thread
+from starlette.datastructures import URL
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
@@ -85,7 +86,19 @@ def public_base(request: Request) -> str:
     configured = state(request).settings.public_url
     if configured:
         return configured.rstrip("/")
-    return f"{request.url.scheme}://{request.url.netloc}"
+    scope = request.scope
+    host = next((v for k, v in scope["headers"] if k == b"host"), None)  # the first, as Starlette's URL takes
+    server = scope.get("server")
+    return _origin(scope.get("scheme", "http"), host, tuple(server) if server else None)
+
+
+@functools.lru_cache(maxsize=256)
+def _origin(scheme: str, host: bytes | None, server: tuple[str, int] | None) -> str:
+    """``scheme://netloc`` of Starlette's ``request.url`` for these parts of the scope (the same few every time:
+    a URL object and its parse per request cost more than the rest of a PUT's answer)."""
+    url = URL(scope={"type": "http", "scheme": scheme, "server": server, "path": "/", "query_string": b"",
+                     "headers": [] if host is None else [(b"host", host)]})
+    return f"{url.scheme}://{url.netloc}"
 
 
 # -- query parameters --------------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ Design:
   last one shorter), stored uncompressed out of line (``STORAGE EXTERNAL``). The chunk size of each record is
   kept in its row, so the constant may change without breaking old records.
 - ``put_record`` buffers the first chunk; a body that fits in it is written by one statement, its own
-  transaction (chunk, record upsert, old blob id to ``garbage``, store row: generation, modifiedAt, storage bytes).
+  transaction (chunk, record upsert, old blob id to ``garbage``, store row: generation, modifiedAt, storage bytes);
+  small writes of a store that arrive while one is being committed are written together by one statement of the
+  same shape for many rows (group commit, ``groups``), each answered after that commit.
   A bigger body is written in one transaction on a connection of the *upload pool* (ZIP snapshots have a pool of
   their own, ``max_snapshots``: slow clients of either cannot starve the other or the short queries): chunk by
   chunk as the body yields, then the same upsert statement. All writers of a store wait for its row lock, which
@@ -32,7 +34,8 @@ Design:
 Modules: ``backend`` (``PostgresStorage``: the SQL of each operation), ``tables`` (migrations, shared columns and
 row conversions, key selections, the store look-up, the record upserts), ``chunks`` (the blob handle, reading and
 buffering chunks), ``connections`` (``Database``: connect settings, the three pools, running a query; connection
-errors, pooled connections), ``snapshot`` (the snapshot's transaction and its batches).
+errors, pooled connections), ``groups`` (group commit of small record writes), ``snapshot`` (the snapshot's
+transaction and its batches).
 """
 
 from .backend import PostgresStorage

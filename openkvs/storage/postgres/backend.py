@@ -46,6 +46,7 @@ from ..stats import StatsBuffer
 from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chunks
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
 from .datasets import PgDatasets
+from .groups import Groups, SharedReads
 from .objects import LEASE_RENEW_SECONDS, Leases, PgIntents, collect, put_in_bucket
 from .queues import PgQueues
 from .snapshot import PgSnapshot, open_snapshot
@@ -61,7 +62,6 @@ from .tables import (
     STORE_FROM,
     TABLES_VERSION,
     UPSERT_BIG,
-    UPSERT_SMALL,
     held_data,
     migrate,
     selection_sql,
@@ -124,6 +124,8 @@ class PostgresStorage(PgQueues, Storage):
         self._leases = Leases(self._db)
         # the writes of objects running here, whose intents the lease task renews too (bucket/uploads.py)
         self.uploads = Uploads(PgIntents(self._db), blob_store) if blob_store is not None else None
+        self._groups = Groups(self._db)  # small record writes, committed in groups per store (groups.py)
+        self._shared = SharedReads()  # store look-ups in a burst (groups.py)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -180,6 +182,8 @@ class PostgresStorage(PgQueues, Storage):
                 await t
             except BaseException:  # cancelled or failed, either way it is stopped
                 pass
+        await self._groups.aclose()
+        await self._shared.aclose()
         if self._db.pool is not None:
             try:
                 await self.flush_stats()
@@ -447,16 +451,12 @@ class PostgresStorage(PgQueues, Storage):
             return to_record(row)
         ended = await fill(it, buf, CHUNK_SIZE + 1)  # body errors propagate: nothing written yet
         if ended and len(buf) <= CHUNK_SIZE:  # (more when --blob-inline-max is above CHUNK_SIZE)
-            # small record: one statement (its own transaction) on the main pool, retried after a deadlock
+            # small record: one statement (its own transaction) on the main pool; writes of the store that come
+            # while one is in flight are committed together (group commit, groups.py)
             data = bytes(buf) if buf else None
             args = (store_id, key, content_type, content_encoding, len(buf), body.decoded_size,
                     body.crc32 & 0xFFFFFFFF, CHUNK_SIZE, data)
-            try:
-                row = await deadlock_retried(
-                    "record write", lambda: self._run(lambda c: c.fetchrow(UPSERT_SMALL, *args))
-                )
-            except pgx.ForeignKeyViolationError:
-                raise NotFound(f"store {store_id} not found") from None
+            row = await self._groups.write(args)
             if row is None:
                 raise NotFound(f"store {store_id} not found")
             return to_record(row)
@@ -504,11 +504,17 @@ class PostgresStorage(PgQueues, Storage):
         kind: str = KVS,
     ) -> StoreLookup | None:
         if store_id is None:
-            row = await self._fetchrow(LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name,
-                                       kind, *(() if key is None else (key,)))
+            args: tuple[Any, ...] = (LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name, kind)
         else:
-            row = await self._fetchrow(LOOKUP[(False, key is not None)], user_id, list(readable), store_id, kind,
-                                       *(() if key is None else (key,)))
+            args = (LOOKUP[(False, key is not None)], user_id, list(readable), store_id, kind)
+        if key is not None:
+            args += (key,)
+        # the same look-up in a burst (the writes of 32 clients to one store) is asked once (groups.SharedReads)
+        shared = (user_id, store_id, owner_id, name, key, tuple(readable), kind)
+        return await self._shared.read(shared, lambda: self._look_up(args, key))
+
+    async def _look_up(self, args: tuple[Any, ...], key: str | None) -> StoreLookup | None:
+        row = await self._fetchrow(*args)
         if row is None:
             return None
         found = StoreLookup(to_store(row), row["g_can_write"])

@@ -130,6 +130,8 @@ class Database:
         self.pool: asyncpg.Pool | None = None
         self.upload_pool: asyncpg.Pool | None = None
         self.snapshot_pool: asyncpg.Pool | None = None
+        # Part of the main pool's connections serve ``run`` directly (see _Direct); the pool keeps the rest.
+        self.direct = _Direct(self, max_pool // 2)
 
     def _connect_kwargs(self) -> dict[str, Any]:
         return {
@@ -150,9 +152,11 @@ class Database:
 
     async def open(self) -> None:
         try:
+            pooled_max = self.max_pool - self.direct.limit
             self.pool = await asyncpg.create_pool(
-                self.dsn, min_size=self.min_pool, max_size=self.max_pool, **self._connect_kwargs()
+                self.dsn, min_size=min(self.min_pool, pooled_max), max_size=pooled_max, **self._connect_kwargs()
             )
+            self.direct.open()
             self.upload_pool = await asyncpg.create_pool(
                 self.dsn, min_size=0, max_size=self.max_pool, **self._connect_kwargs()
             )
@@ -166,6 +170,7 @@ class Database:
     async def close(self) -> None:
         pools = [p for p in (self.pool, self.upload_pool, self.snapshot_pool) if p is not None]
         self.pool = self.upload_pool = self.snapshot_pool = None
+        await self.direct.close()
         for p in pools:
             try:
                 await asyncio.wait_for(p.close(), 10)
@@ -181,6 +186,9 @@ class Database:
     def sample_metrics(self) -> None:
         for name, pool in (("main", self.pool), ("uploads", self.upload_pool), ("snapshots", self.snapshot_pool)):
             size, idle = (pool.get_size(), pool.get_idle_size()) if pool is not None else (0, 0)
+            if name == "main":
+                direct = self.direct  # (those being opened are not connections yet)
+                size, idle = size + direct.opened - direct.connecting, idle + len(direct.idle)
             metrics.STORAGE_CONNECTIONS.labels(name, "busy").set(size - idle)
             metrics.STORAGE_CONNECTIONS.labels(name, "idle").set(idle)
 
@@ -202,6 +210,9 @@ class Database:
         delays = (0.0, 0.05, 0.25) if retry else ()  # the other connections of a restarted server die too
         for attempt in range(len(delays) + 1):
             try:
+                direct = self.direct.take()
+                if direct is not None:
+                    return await self.direct.use(direct, fn, tx)
                 async with pooled(self.main()) as conn:
                     if tx:
                         async with conn.transaction():
@@ -226,3 +237,105 @@ class Database:
 
     async def execute(self, sql: str, *args: Any) -> str:
         return await self.run(lambda c: c.execute(sql, *args))
+
+
+class _Direct:
+    """Some of the main pool's connections, handed to ``Database.run`` straight from a list: a query there skips
+    asyncpg.Pool's machinery for each use (a proxy object, a shielded task and a reset coroutine on release, an
+    idle timer set and cancelled), which cost about as much CPU as a point query itself. ``run`` takes one when one
+    is idle and otherwise goes through the pool, which waits for a free connection as before; so the two together
+    never hold more than ``max_pool`` connections. They are opened in the background as ``run`` finds none idle.
+
+    A connection goes back to the list only after a query that ended normally or with an error the server sent
+    (a constraint, a deadlock: the transaction is rolled back and the connection ready); after a lost connection,
+    a timeout or a cancellation (a query may still be running) it is closed, and a new one opened later."""
+
+    def __init__(self, db: Database, limit: int) -> None:
+        self.db = db
+        self.limit = max(0, limit)
+        self.idle: list[asyncpg.Connection] = []
+        self.opened = 0  # connecting, idle or in use
+        self.connecting = 0
+        self.closed = True
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def open(self) -> None:
+        self.closed = False
+
+    def take(self) -> asyncpg.Connection | None:
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.is_closed():
+                return conn
+            self.opened -= 1  # lost while idle (the server restarted): the event loop noticed
+        if self.opened < self.limit and not self.closed:  # one more, for later requests
+            self.opened += 1
+            task = asyncio.ensure_future(self._connect())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return None
+
+    async def _connect(self) -> None:
+        db = self.db
+        self.connecting += 1
+        try:
+            conn = await asyncpg.connect(
+                db.dsn,
+                timeout=db.connect_timeout,
+                server_settings={"search_path": f'"{db.namespace}"', "application_name": db.application_name},
+            )
+            await init_connection(conn)
+        except BaseException as exc:
+            self.connecting -= 1
+            self.opened -= 1
+            if isinstance(exc, Exception):
+                log.info("could not open a connection: %r", exc)  # the pool serves meanwhile
+                return
+            raise
+        self.connecting -= 1
+        self._give_back(conn)
+
+    def _give_back(self, conn: asyncpg.Connection) -> None:
+        if self.closed or conn.is_closed() or conn.is_in_transaction():
+            self.opened -= 1
+            discard(conn)
+        else:
+            self.idle.append(conn)
+
+    async def use(
+        self, conn: asyncpg.Connection, fn: Callable[[asyncpg.Connection], Awaitable[T]], tx: bool
+    ) -> T:
+        reusable = False
+        try:
+            if tx:
+                async with conn.transaction():
+                    result = await fn(conn)
+            else:
+                result = await fn(conn)
+            reusable = True
+            return result
+        except pgx.PostgresError as exc:  # the server's answer: the connection is fine, unless it says it's gone
+            reusable = not isinstance(exc, CONNECTION_ERRORS)
+            raise
+        except StorageError:  # raised by ``fn`` itself (NotFound...) between its queries
+            reusable = True
+            raise
+        finally:
+            if reusable:
+                self._give_back(conn)
+            else:
+                self.opened -= 1
+                discard(conn)
+
+    async def close(self) -> None:
+        self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            self.opened -= 1
+            try:
+                await asyncio.wait_for(conn.close(), 10)
+            except Exception:
+                discard(conn)

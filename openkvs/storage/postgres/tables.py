@@ -288,6 +288,19 @@ def to_record(row: asyncpg.Record, data: bytes | None = None, prefix: str = "") 
     )
 
 
+_INSERT_RECORD = """INSERT INTO records (store_id, key, content_type, content_encoding, size, decoded_size, crc32,
+            modified_at, blob_id, chunk_size, prev_blob_id, prev_size)"""
+_ON_CONFLICT = f"""ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
+            content_encoding = EXCLUDED.content_encoding, size = EXCLUDED.size,
+            decoded_size = EXCLUDED.decoded_size, crc32 = EXCLUDED.crc32,
+            modified_at = EXCLUDED.modified_at, blob_id = EXCLUDED.blob_id, chunk_size = EXCLUDED.chunk_size,
+            prev_blob_id = records.blob_id, prev_size = records.size, prev_chunk_size = records.chunk_size
+        RETURNING {RECORD_COLS}, prev_blob_id, prev_size, prev_chunk_size"""
+_GARBAGE = f"""g AS (INSERT INTO garbage (blob_id, created_at, in_bucket)
+          SELECT up.prev_blob_id, t.now, {IN_BUCKET_SQL.format(size="up.prev_size", chunk_size="up.prev_chunk_size")}
+          FROM up, t WHERE up.prev_blob_id IS NOT NULL)"""
+
+
 # Writing a record is one statement. It locks the store row first (``lk``: ``up`` reads from it, so that runs
 # before the record row is touched; no row when the store is gone) and the store row is what every writer of a
 # store waits for, so the statement holds it only for its own execution and commit: for a small record the
@@ -298,19 +311,11 @@ def to_record(row: asyncpg.Record, data: bytes | None = None, prefix: str = "") 
 _UPSERT_TAIL = f"""
     lk AS (SELECT id FROM stores WHERE id = $1 FOR NO KEY UPDATE),
     up AS (
-        INSERT INTO records (store_id, key, content_type, content_encoding, size, decoded_size, crc32,
-            modified_at, blob_id, chunk_size, prev_blob_id, prev_size)
+        {_INSERT_RECORD}
         SELECT $1, $2, $3, $4, $5, $6, $7, t.now, b.id, $8, NULL, NULL FROM lk, t, b
-        ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
-            content_encoding = EXCLUDED.content_encoding, size = EXCLUDED.size,
-            decoded_size = EXCLUDED.decoded_size, crc32 = EXCLUDED.crc32,
-            modified_at = EXCLUDED.modified_at, blob_id = EXCLUDED.blob_id, chunk_size = EXCLUDED.chunk_size,
-            prev_blob_id = records.blob_id, prev_size = records.size, prev_chunk_size = records.chunk_size
-        RETURNING {RECORD_COLS}, prev_blob_id, prev_size, prev_chunk_size
+        {_ON_CONFLICT}
     ),
-    g AS (INSERT INTO garbage (blob_id, created_at, in_bucket)
-          SELECT up.prev_blob_id, t.now, {IN_BUCKET_SQL.format(size="up.prev_size", chunk_size="up.prev_chunk_size")}
-          FROM up, t WHERE up.prev_blob_id IS NOT NULL),
+    {_GARBAGE},
     st AS (
         UPDATE stores SET generation = generation + 1, modified_at = greatest(stores.modified_at, t.now),
             storage_bytes = storage_bytes + up.size - coalesce(up.prev_size, 0),
@@ -326,4 +331,31 @@ UPSERT_SMALL = f"""WITH t AS (SELECT {NOW_MS} AS now),
 # A bigger record whose chunks the transaction already wrote under blob id $9.
 UPSERT_BIG = f"""WITH t AS (SELECT {NOW_MS} AS now), b AS (SELECT $9::bigint AS id),
     {_UPSERT_TAIL}
+    SELECT * FROM up"""
+# Small records of one store ($1), each key at most once, in one statement (group commit, groups.py): the same
+# locking and bookkeeping as UPSERT_SMALL for many rows. $2: the chunk size; $3..$9 one array per column (key,
+# content_type, content_encoding, size, decoded_size, crc32, the chunk or NULL when empty). The store row is
+# updated once, with the group's totals (``d``: writes, the change in bytes, keys that were new).
+UPSERT_GROUP = f"""WITH t AS (SELECT {NOW_MS} AS now),
+    lk AS (SELECT id FROM stores WHERE id = $1 FOR NO KEY UPDATE),
+    i AS MATERIALIZED (
+        SELECT w.*, nextval('blob_ids') AS blob_id
+        FROM lk, unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bytea[])
+            AS w(key, content_type, content_encoding, size, decoded_size, crc32, data)
+    ),
+    up AS (
+        {_INSERT_RECORD}
+        SELECT $1, i.key, i.content_type, i.content_encoding, i.size, i.decoded_size, i.crc32, t.now, i.blob_id, $2,
+            NULL, NULL FROM i, t
+        {_ON_CONFLICT}
+    ),
+    {_GARBAGE},
+    d AS (SELECT count(*) AS writes, sum(up.size - coalesce(up.prev_size, 0)) AS bytes,
+              count(*) FILTER (WHERE up.prev_blob_id IS NULL) AS added FROM up),
+    st AS (
+        UPDATE stores SET generation = generation + d.writes, modified_at = greatest(stores.modified_at, t.now),
+            storage_bytes = storage_bytes + d.bytes, record_count = record_count + d.added
+        FROM d, t WHERE id = $1 AND d.writes > 0
+    ),
+    c AS (INSERT INTO blob_chunks (blob_id, seq, data) SELECT i.blob_id, 0, i.data FROM i WHERE i.data IS NOT NULL)
     SELECT * FROM up"""

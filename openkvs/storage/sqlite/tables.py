@@ -269,17 +269,26 @@ def commit_record(
     """In the writer's transaction: the record ``row`` (the first seven of RECORD_COLS) of store ``store_id``
     with its bytes inline (``data``) or in the file ``relpath``; the bytes it replaces freed (inline) or put in
     ``garbage`` (a file); the store's generation, modifiedAt, size and record count. ``pending_id``: the garbage
-    row that kept the new file while it was moved in (see files.py), deleted now that the record holds it."""
+    row that kept the new file while it was moved in (see files.py), deleted now that the record holds it. Raises
+    NotFound (the caller rolls back) when the store is gone.
+
+    Four statements for a small record, new or overwritten: a record whose inline bytes are replaced by inline
+    bytes keeps its ``record_data`` row, whose bytes are overwritten (readers of the old ones are in a read
+    transaction of their own, which still sees them)."""
     key, size = row[0], row[1]
     now = row[4]
-    if conn.execute("SELECT 1 FROM stores WHERE id = ?", (store_id,)).fetchone() is None:
-        raise NotFound(f"store {store_id}")
     old = conn.execute(
         "SELECT size, data_id, path FROM records WHERE store_id = ? AND key = ?", (store_id, key)
     ).fetchone()
+    old_data_id = old[1] if old is not None else None
     data_id = None
-    if data is not None:
+    if data is not None and old_data_id is not None:
+        data_id = old_data_id
+        conn.execute("UPDATE record_data SET data = ? WHERE id = ?", (data, data_id))
+    elif data is not None:
         data_id = conn.execute("INSERT INTO record_data(data) VALUES (?)", (data,)).lastrowid
+    elif old_data_id is not None:
+        conn.execute("DELETE FROM record_data WHERE id = ?", (old_data_id,))
     conn.execute(
         f"INSERT OR REPLACE INTO records(store_id, {RECORD_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (store_id, *row, data_id, relpath),
@@ -287,19 +296,18 @@ def commit_record(
     delta = size
     if old is not None:
         delta -= old[0]
-        if old[1] is not None:
-            conn.execute("DELETE FROM record_data WHERE id = ?", (old[1],))
         if old[2] is not None:
             conn.execute(
                 "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)", (old[2], now, store_id)
             )
     if pending_id is not None:
         conn.execute("DELETE FROM garbage WHERE id = ?", (pending_id,))
-    conn.execute(
+    if not conn.execute(
         "UPDATE stores SET generation = generation + 1, modified_at = ?, storage_bytes = storage_bytes + ?, "
         "record_count = record_count + ? WHERE id = ?",
         (now, delta, int(old is None), store_id),
-    )
+    ).rowcount:
+        raise NotFound(f"store {store_id}")
 
 
 def to_grant(row: Sequence[Any]) -> Grant:
