@@ -12,12 +12,14 @@ from typing import Any
 
 import anyio.to_thread
 
-from openkvs import dataset_schema, errors
+from openkvs import dataset_schema, errors, jsontext
 from openkvs.api.download import readahead
-from openkvs.datasets import pipeline
+from openkvs.datasets import itemjson, pipeline
 from openkvs.storage.datasets import BLOCK, ItemSnapshot, Push, selection_blocks
 
 # -- push --------------------------------------------------------------------------------------------------------
+
+ITEM_MAX_DEPTH = 128  # levels of nesting a pushed body may have (contract section 1)
 
 
 def skeleton(value: Any) -> Any:
@@ -33,42 +35,77 @@ def skeleton(value: Any) -> Any:
     return None
 
 
-def prepare_push(value: Any, fields_schema: dict[str, Any] | None) -> Push:
+def _skeleton_within(value: Any, room: int) -> Any:
+    """``skeleton(value)``, raising _Deep when ``value`` nests more than ``room`` levels of containers."""
+    t = type(value)
+    if t is dict:
+        if not room:
+            raise _Deep
+        return tuple([(k, _skeleton_within(v, room - 1)) for k, v in value.items()]) if value else "{}"
+    if t is list:
+        if not room:
+            raise _Deep
+        return ("[", *[_skeleton_within(v, room - 1) for v in value]) if value else "[]"
+    return None
+
+
+class _Deep(Exception):
+    pass
+
+
+def prepare_push_body(raw: bytes, fields_schema: dict[str, Any] | None) -> Push:
+    """``prepare_push`` of a push's body bytes, parsed here (contract section 1: UTF-8, finite numbers, at most
+    ITEM_MAX_DEPTH levels; itemjson.py: fast where that gives the same stored bytes). CPU-bound: in a worker
+    thread."""
+    if not raw.strip():
+        return prepare_push(None, fields_schema)
+    try:
+        value, fast = itemjson.loads(raw, max_depth=ITEM_MAX_DEPTH)
+    except jsontext.InvalidJson as exc:
+        raise errors.InvalidInput(str(exc)) from None
+    return prepare_push(value, fields_schema, fast=fast)
+
+
+def prepare_push(value: Any, fields_schema: dict[str, Any] | None, *, fast: bool = False) -> Push:
     """The items of a parsed push body, checked, validated against the dataset's ``fields`` schema and encoded
-    compact, with what storage keeps next to them. CPU-bound: in a worker thread."""
+    compact, with what storage keeps next to them. ``fast``: ``value`` is what itemjson.loads gave, parsed by
+    orjson, its depth not checked yet. CPU-bound: in a worker thread."""
     if isinstance(value, dict):
         items: list[Any] = [value]
+        room = ITEM_MAX_DEPTH
     elif isinstance(value, list):
         items = value
+        room = ITEM_MAX_DEPTH - 1
+    else:
+        raise errors.InvalidInput("The request body must be a JSON object or an array of JSON objects.")
+    try:  # the depth of every element first (as a parse that checks it would), then what each element is
+        shapes = [_skeleton_within(item, room) for item in items] if fast else list(map(skeleton, items))
+    except _Deep:
+        raise errors.InvalidInput(f"JSON nested more than {ITEM_MAX_DEPTH} levels deep.") from None
+    if items is value:
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise errors.InvalidInput(f"Item at index {i} is not a JSON object.")
-    else:
-        raise errors.InvalidInput("The request body must be a JSON object or an array of JSON objects.")
     if fields_schema is not None and items:
         invalid = dataset_schema.check_items(fields_schema, items)
         if invalid:
             raise errors.ItemsInvalid(invalid)
-    encoded = []
+    try:
+        encoded = itemjson.encode(items, fast=fast)
+    except itemjson.LoneSurrogate as exc:
+        raise errors.InvalidInput(str(exc)) from None
+    # What the paths, the keys and the clean count need of an item depends on its skeleton only: once per skeleton.
+    by_skeleton: dict[Any, tuple[list[Any], bool]] = {}
     paths = []
-    by_skeleton: dict[Any, list[Any]] = {}
     keys: dict[str, None] = {}
     clean = 0
-    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-    for item in items:
-        text = dumps(item)
-        try:
-            encoded.append(text.encode())
-        except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form to store or send back
-            raise errors.InvalidInput("A string in the items holds a lone UTF-16 surrogate.") from None
-        shape = skeleton(item)
+    for item, shape in zip(items, shapes, strict=True):
         known = by_skeleton.get(shape)
         if known is None:
-            known = by_skeleton[shape] = pipeline.item_paths(item)
-        paths.append(known)  # the same list object for items of one skeleton (merge_block skips repeats)
-        keys.update(dict.fromkeys(item))
-        if any(not k.startswith("#") for k in item):
-            clean += 1
+            keys.update(dict.fromkeys(item))
+            known = by_skeleton[shape] = (pipeline.item_paths(item), any(not k.startswith("#") for k in item))
+        paths.append(known[0])  # the same list object for items of one skeleton (merge_block skips repeats)
+        clean += known[1]
     return Push(encoded, clean, list(keys), paths)
 
 
