@@ -35,18 +35,38 @@ def skeleton(value: Any) -> Any:
     return None
 
 
-def _skeleton_within(value: Any, room: int) -> Any:
-    """``skeleton(value)``, raising _Deep when ``value`` nests more than ``room`` levels of containers."""
-    t = type(value)
-    if t is dict:
-        if not room:
-            raise _Deep
-        return tuple([(k, _skeleton_within(v, room - 1)) for k, v in value.items()]) if value else "{}"
-    if t is list:
-        if not room:
-            raise _Deep
-        return ("[", *[_skeleton_within(v, room - 1) for v in value]) if value else "[]"
-    return None
+def _shape(value: Any, room: int, floats: list[float]) -> Any:
+    """For the fast path of a push: a skeleton of the container ``value`` (not ``skeleton``'s form, but as
+    telling: a scalar member is its key alone, an array of scalars its length), in one walk that also raises _Deep
+    when ``value`` nests more than ``room`` levels and collects the floats it holds into ``floats`` (itemjson checks
+    them). Only containers recurse, and a container of scalars alone is told by C-level scans."""
+    if not room:
+        raise _Deep
+    if type(value) is dict:
+        if not value:
+            return "{}"
+        values = value.values()
+        types = set(map(type, values))
+        if float in types:
+            floats += [v for v in values if type(v) is float]
+        if dict not in types and list not in types:
+            return tuple(value)
+        out: list[Any] = list(value)
+        i = 0
+        for v in values:
+            t = type(v)
+            if t is dict or t is list:
+                out[i] = (out[i], _shape(v, room - 1, floats))
+            i += 1
+        return tuple(out)
+    if not value:
+        return "[]"
+    types = set(map(type, value))
+    if float in types:
+        floats += [v for v in value if type(v) is float]
+    if dict not in types and list not in types:
+        return ("[", len(value))
+    return ("[", *[_shape(v, room - 1, floats) if type(v) is dict or type(v) is list else None for v in value])
 
 
 class _Deep(Exception):
@@ -55,34 +75,50 @@ class _Deep(Exception):
 
 def prepare_push_body(raw: bytes, fields_schema: dict[str, Any] | None) -> Push:
     """``prepare_push`` of a push's body bytes, parsed here (contract section 1: UTF-8, finite numbers, at most
-    ITEM_MAX_DEPTH levels; itemjson.py: fast where that gives the same stored bytes). CPU-bound: in a worker
-    thread."""
+    ITEM_MAX_DEPTH levels). Fast (orjson, itemjson.py) where that gives the same items and stored bytes as the
+    json module, else as ``prepare_push``. CPU-bound: in a worker thread."""
     if not raw.strip():
         return prepare_push(None, fields_schema)
     try:
-        value, fast = itemjson.loads(raw, max_depth=ITEM_MAX_DEPTH)
+        value = itemjson.fast_loads(raw)
+    except itemjson.NotFast:
+        pass
+    else:
+        items, room = _elements(value)
+        floats: list[float] = []
+        try:  # the depth of every element first (as a parse that checks it would), then what each element is
+            shapes = [_shape(x, room, floats) if type(x) is dict or type(x) is list else None for x in items]
+        except _Deep:
+            raise errors.InvalidInput(f"JSON nested more than {ITEM_MAX_DEPTH} levels deep.") from None
+        if itemjson.floats_as_parsed(floats):
+            return _prepare(items, items is value, shapes, fields_schema, fast=True)
+    try:
+        value = jsontext.loads(raw, max_depth=ITEM_MAX_DEPTH)
     except jsontext.InvalidJson as exc:
         raise errors.InvalidInput(str(exc)) from None
-    return prepare_push(value, fields_schema, fast=fast)
+    return prepare_push(value, fields_schema)
 
 
-def prepare_push(value: Any, fields_schema: dict[str, Any] | None, *, fast: bool = False) -> Push:
+def prepare_push(value: Any, fields_schema: dict[str, Any] | None) -> Push:
     """The items of a parsed push body, checked, validated against the dataset's ``fields`` schema and encoded
-    compact, with what storage keeps next to them. ``fast``: ``value`` is what itemjson.loads gave, parsed by
-    orjson, its depth not checked yet. CPU-bound: in a worker thread."""
+    compact, with what storage keeps next to them. CPU-bound: in a worker thread."""
+    items, _ = _elements(value)
+    return _prepare(items, items is value, list(map(skeleton, items)), fields_schema, fast=False)
+
+
+def _elements(value: Any) -> tuple[list[Any], int]:
+    """The items of a body and the levels of nesting each may have."""
     if isinstance(value, dict):
-        items: list[Any] = [value]
-        room = ITEM_MAX_DEPTH
-    elif isinstance(value, list):
-        items = value
-        room = ITEM_MAX_DEPTH - 1
-    else:
-        raise errors.InvalidInput("The request body must be a JSON object or an array of JSON objects.")
-    try:  # the depth of every element first (as a parse that checks it would), then what each element is
-        shapes = [_skeleton_within(item, room) for item in items] if fast else list(map(skeleton, items))
-    except _Deep:
-        raise errors.InvalidInput(f"JSON nested more than {ITEM_MAX_DEPTH} levels deep.") from None
-    if items is value:
+        return [value], ITEM_MAX_DEPTH
+    if isinstance(value, list):
+        return value, ITEM_MAX_DEPTH - 1
+    raise errors.InvalidInput("The request body must be a JSON object or an array of JSON objects.")
+
+
+def _prepare(items: list[Any], array: bool, shapes: list[Any], fields_schema: Any, *, fast: bool) -> Push:
+    """The rest of a push, after the parse: ``shapes`` tell items whose paths, keys and clean count are the same
+    (``fast``: the items came from orjson and hold only floats itemjson.floats_as_parsed passed)."""
+    if array:
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise errors.InvalidInput(f"Item at index {i} is not a JSON object.")

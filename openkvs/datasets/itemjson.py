@@ -4,54 +4,59 @@ the work where its answer is provably the standard library's, the standard libra
 The stored form of an item (API-datasets.md 4.4; the json and jsonl exports copy it byte for byte) is what
 ``stdlib_encode`` gives: ``json.dumps(item, ensure_ascii=False, separators=(",", ":"))`` as UTF-8, of the value
 ``jsontext.loads`` (``json.loads``) parses. orjson parses and writes JSON several times faster, and differs from
-that in three ways, each handled here:
+that in three ways, each handled by the caller (api/items.py ``prepare_push_body``) with what is here:
 
-- It parses an integer beyond 64 bits as a float (json: the exact integer). A body with a number of 19 or more
-  digits (``_LONG_NUMBER``; it may also match inside a string, which only costs speed) is parsed by json.
-- It refuses what json.loads takes: NaN and Infinity, 1e400 (json: infinity), lone surrogates, a BOM, UTF-16. Any
-  orjson error sends the body through ``jsontext.loads``, which gives today's value or today's 400.
-- It writes some floats otherwise (1e-05 as 0.00001, 1e-07 as 1e-7). Every float in its output is compared with
-  Python's ``repr`` (``_FLOAT``; a false match inside a string compares equal or costs speed), and an item with
-  one that differs is encoded by json.
+- It refuses what json.loads takes: NaN and Infinity, 1e400 (json: infinity), lone surrogates, a BOM, UTF-16.
+  ``fast_loads`` raises NotFast on any orjson error, and the body goes through ``jsontext.loads``, which gives
+  today's value or today's 400.
+- It parses an integer beyond 64 bits as a float (json: the exact integer). ``floats_as_parsed`` is false for a
+  float of magnitude 2**63 or more (which a body may also hold as such: it only costs speed), and the body goes
+  through json.
+- It writes some floats otherwise (1e-05 as 0.00001, 1e-07 as 1e-7). ``floats_as_parsed`` compares each float's
+  orjson text with Python's ``repr`` (what json writes); one that differs sends the body through json.
 
 Everything else is the same: key order, the last of duplicate keys wins, escapes of control characters, UTF-8 of
-non-ASCII text, -0.0, shortest round-trip floats, correctly rounded float parsing. tests/datasets/test_itemjson.py
-checks it against the standard library with generated values and bodies.
+non-ASCII text, -0.0, correctly rounded float parsing. tests/datasets/test_itemjson.py checks it against the
+standard library with generated values and bodies.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
 from openkvs import jsontext
 
-# A number of 19+ digits after the character that can precede a number in JSON (which may be "[", ":", "," or
-# whitespace after them): the integers orjson may turn into floats (2**63 has 19 digits), and some harmless others.
-_LONG_NUMBER = re.compile(rb"[\[:,][ \t\n\r]*-?[0-9]{19}")
-# A float as orjson writes it (compact output: always after one of "[:," and before one of ",]}").
-_FLOAT = re.compile(rb"[\[:,](-?[0-9]+(?:\.[0-9]+(?:e[-+]?[0-9]+)?|e[-+]?[0-9]+))(?=[,\]}])")
-
 _stdlib_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_INT64 = float(2**63)
+
+
+class NotFast(Exception):
+    """orjson can't tell what the json module would: parse with ``jsontext.loads``."""
 
 
 class LoneSurrogate(jsontext.InvalidJson):
     """A string holds a lone UTF-16 surrogate: it has no UTF-8 form to store or send back."""
 
 
-def loads(raw: bytes, *, max_depth: int) -> tuple[Any, bool]:
-    """The value of a request body and whether orjson parsed it (then ``encode(..., fast=True)`` may be used for
-    its items). Raises jsontext.InvalidJson (and its TooDeep, NotFinite) as ``jsontext.loads`` does; a body that
-    orjson parsed has its depth checked by the caller's walk (``depth_skeleton``), not here."""
-    if not _LONG_NUMBER.search(raw):
-        try:
-            return orjson.loads(raw), True
-        except orjson.JSONDecodeError:
-            pass  # maybe valid for json (a BOM, UTF-16), maybe not: its answer is the one given
-    return jsontext.loads(raw, max_depth=max_depth), False
+def fast_loads(raw: bytes) -> Any:
+    """orjson's value of a body (depth unchecked: the caller's walk does that), or NotFast."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise NotFast from None
+
+
+def floats_as_parsed(floats: list[float]) -> bool:
+    """Whether the floats of a ``fast_loads`` value are those json.loads gives and are written as it writes them,
+    so that ``encode(..., fast=True)`` may be used (else: parse with json)."""
+    dumps = orjson.dumps
+    for f in set(floats):
+        if not -_INT64 < f < _INT64 or dumps(f) != repr(f).encode():
+            return False
+    return True
 
 
 def stdlib_encode(item: Any) -> bytes:
@@ -63,16 +68,8 @@ def stdlib_encode(item: Any) -> bytes:
 
 
 def encode(items: list[Any], *, fast: bool) -> list[bytes]:
-    """The stored bytes of each item. ``fast``: the items came from orjson (``loads``), so hold no integer beyond 64
-    bits, no lone surrogate and no non-finite float."""
-    if not fast:
-        return [stdlib_encode(item) for item in items]
-    out = list(map(orjson.dumps, items))
-    if not _floats_agree(b"".join(out)):
-        out = [raw if _floats_agree(raw) else stdlib_encode(item) for raw, item in zip(out, items, strict=True)]
-    return out
-
-
-def _floats_agree(raw: bytes) -> bool:
-    """Every float orjson wrote in ``raw`` is written as Python's repr writes it."""
-    return all(repr(float(tok)) == tok.decode() for tok in set(_FLOAT.findall(raw)))
+    """The stored bytes of each item. ``fast``: the items came from ``fast_loads`` and passed ``floats_as_parsed``
+    (so hold no integer beyond 64 bits, no lone surrogate, no float that orjson writes otherwise)."""
+    if fast:
+        return list(map(orjson.dumps, items))
+    return [stdlib_encode(item) for item in items]

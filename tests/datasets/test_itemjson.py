@@ -96,7 +96,7 @@ def dumps_variants(value: Any) -> st.SearchStrategy[bytes]:
     )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body_value.flatmap(dumps_variants))
 @example(b'{"z": 1, "a": 1.50, "z": 2, "big": 12345678901234567890}')
 @example(b'{"a\\u0000b": "x\\u0000y", "n": -0, "f": -0.0, "u": 18446744073709551616, "": 1, "e": 1e-400}')
@@ -131,7 +131,7 @@ def test_any_body_gets_the_answer_the_json_module_gave(raw: bytes) -> None:
     same_answer(raw)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(body_value.flatmap(dumps_variants), st.integers(min_value=0), st.sampled_from(list(b'"\\{}[],:0-+.eE \x00\x1f\x7f\xc3\xed\xff')))
 def test_a_damaged_body_gets_the_answer_the_json_module_gave(raw: bytes, at: int, byte: int) -> None:
     if raw:
@@ -140,7 +140,7 @@ def test_a_damaged_body_gets_the_answer_the_json_module_gave(raw: bytes, at: int
         same_answer(raw[:at] + bytes([byte]) + raw[at:])
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.from_regex(r"-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,25})?([eE][-+]?[0-9]{1,3})?", fullmatch=True))
 @example("0.1000000000000000055511151231257827")
 @example("2.2250738585072011e-308")  # the slowest double to parse right
@@ -178,8 +178,14 @@ def test_counters_and_paths_of_a_push(shapes: list[dict[str, Any]], data: st.Dat
     assert push.clean_count == sum(any(not k.startswith("#") for k in x) for x in batch)
 
 
-def test_the_fast_path_is_taken_for_ordinary_bodies() -> None:
-    """Not a correctness property: the fast path must stay reachable, or the speed of the push is gone."""
-    assert itemjson.loads(b'[{"a": 1.5, "b": "x", "c": 123456789012345678}]', max_depth=DEPTH)[1] is True
-    assert itemjson.loads(b'[{"c": 1234567890123456789}]', max_depth=DEPTH)[1] is False
-    assert itemjson.loads(b'{"a": NaN}'.replace(b"NaN", b"1"), max_depth=DEPTH)[1] is True
+def test_what_sends_a_body_to_the_json_module() -> None:
+    """The fast path stays open to ordinary bodies (else the push's speed is gone) and closed to the rest."""
+    assert itemjson.fast_loads(b'[{"a": 1.5, "b": "x", "c": 12345678901234567890}]') == [
+        {"a": 1.5, "b": "x", "c": 12345678901234567890}  # (2**64 - 1 and below: exact)
+    ]
+    assert itemjson.floats_as_parsed([1.5, 10.37, -0.0, 1e16, 0.0001, 9.2e18, 5e-324])
+    for doubtful in (1e-05, 1e-07, 2.0**63, -(2.0**63), 1.8446744073709552e19, 1e300):  # (1e300: only speed)
+        assert not itemjson.floats_as_parsed([1.5, doubtful])
+    for body in (b'{"a": NaN}', b'{"a": 1e400}', b'{"a": "\\ud800"}', b"\xef\xbb\xbf{}"):
+        with pytest.raises(itemjson.NotFast):
+            itemjson.fast_loads(body)
