@@ -134,15 +134,23 @@ async def statistics(request: Request) -> Response:
     properties = fields.get("properties") if isinstance(fields, dict) else None
     if not isinstance(properties, dict) or not properties:
         return json_response({"fieldStatistics": None})
-    stats = pipeline.FieldStats(store.schema)
     st = state(request)
+    count, kept = await st.storage.datasets.field_stats(store.id)
+    if kept is not None or not count:  # kept up to date by every push
+        return json_response({"fieldStatistics": pipeline.FieldStats(store.schema, kept).result()})
+    # Items pushed before statistics were kept: one scan of them all (in a worker thread, batch by batch, taking a
+    # download slot as an export does), kept for the next calls and the next pushes.
+    stats = pipeline.FieldStats(store.schema)
     who = f"user:{found.user.id}" if found.user is not None else "ip:" + client_ip(request.scope, st.trusted_proxies)
-    # A scan of every item (in a worker thread, batch by batch): it takes a download slot, as an export does.
     with st.downloads.take(who):
         async with st.storage.datasets.snapshot(store.id) as snap:
             async for batch in snap.items(0, snap.info.item_count, batch=items.EXPORT_BATCH):
                 await anyio.to_thread.run_sync(_add_stats, stats, batch)
-    return json_response({"fieldStatistics": stats.result()})
+            scanned = snap.info.item_count
+    result = stats.result()
+    if result is not None:
+        await st.storage.datasets.keep_field_stats(store.id, scanned, result)
+    return json_response({"fieldStatistics": result})
 
 
 def _add_stats(stats: Any, batch: list[bytes]) -> None:

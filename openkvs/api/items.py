@@ -142,7 +142,17 @@ def _prepare(items: list[Any], array: bool, shapes: list[Any], fields_schema: An
             known = by_skeleton[shape] = (pipeline.item_paths(item), any(not k.startswith("#") for k in item))
         paths.append(known[0])  # the same list object for items of one skeleton (merge_block skips repeats)
         clean += known[1]
-    return Push(encoded, clean, list(keys), paths)
+    return Push(encoded, clean, list(keys), paths, push_field_stats(fields_schema, items))
+
+
+def push_field_stats(fields_schema: Any, items: list[Any]) -> dict[str, Any] | None:
+    """The field statistics (contract 4.6) of a push's items, for storage to add to the dataset's: None when the
+    ``fields`` schema names no properties (the statistics endpoint answers null then)."""
+    stats = pipeline.FieldStats({"fields": fields_schema})
+    if not stats.properties:
+        return None
+    stats.add_all(items)
+    return stats.result()
 
 
 def merge_block(old: list[Any], pieces: Any) -> list[Any]:

@@ -21,12 +21,12 @@ from ..base import (
     prefix_upper_bound,
 )
 from .chunks import PgBlob
-from .datasets import DATASET_TABLES
+from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN
 from .queues import QUEUE_TABLES
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
-TABLES_VERSION = 6
+TABLES_VERSION = 7
 
 NOW_MS = "date_trunc('milliseconds', clock_timestamp())"
 
@@ -141,6 +141,7 @@ MIGRATIONS: list[str] = [
     );
     """,
     DATASET_TABLES,  # 6: dataset items (storage/postgres/datasets.py)
+    FIELD_STATS_COLUMN,  # 7: the field statistics of a dataset, kept at push time (storage/postgres/datasets.py)
 ]
 
 

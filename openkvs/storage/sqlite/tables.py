@@ -30,11 +30,11 @@ from ..base import (
 from ..ids import new_id
 from .blobs import BlobFile, Inline
 from .connections import translate
-from .datasets import DATASET_TABLES
+from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN
 from .queues import QUEUE_TABLES
 from .space import storing
 
-TABLES_VERSION = 5
+TABLES_VERSION = 6
 DB_NAME = "openkvs.sqlite3"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -128,8 +128,10 @@ UPGRADES = (
     QUEUE_TABLES,
     # 4 -> 5: dataset items (storage/sqlite/datasets.py)
     DATASET_TABLES,
+    # 5 -> 6: the field statistics of a dataset, kept at push time (storage/sqlite/datasets.py)
+    FIELD_STATS_COLUMN,
 )
-CREATE_TABLES += DATASET_TABLES
+CREATE_TABLES += DATASET_TABLES + ";" + FIELD_STATS_COLUMN
 assert len(UPGRADES) == TABLES_VERSION - 1
 
 
