@@ -27,8 +27,7 @@ def _serve(kind: str, checkout: str | None, label: str) -> tuple[h.Server, str]:
     try:
         srv = backend.start()
         cmd, env = backend.serve_cmd(0)
-        storage = cmd[cmd.index("--rate-limits") + 2 :]
-        storage = [a for a in storage if a not in ("--log-level", h.LOG_LEVEL)]
+        storage = cmd[-2:]  # --data-dir DIR or --database-url URL (serve_cmd ends with them)
         out = subprocess.run([h.OPENKVS, "users", "create", "bench", *storage], env={**os.environ, **env},
                              capture_output=True, text=True, check=True)
         return srv, out.stdout.strip().splitlines()[-1]
