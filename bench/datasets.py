@@ -142,18 +142,26 @@ def items_dataset(kind: str, count: int) -> h.Dataset:
 # -- push ------------------------------------------------------------------------------------------------------
 
 
-def _rate(seconds: float, batch: int, send: Any) -> float:
-    """Items per second of ``send(n)`` called back to back for ``seconds``."""
+def _rate(seconds: float, batch: int, send: Any) -> tuple[float, int]:
+    """Items per second of ``send(n)`` called back to back for ``seconds``, and the number of calls."""
     n, t0 = 0, time.monotonic()
     while time.monotonic() - t0 < seconds:
         send(n)
         n += 1
-    return n * batch / (time.monotonic() - t0)
+    return n * batch / (time.monotonic() - t0), n
 
 
-def push_rates(srv: h.Server, token: str, quick: bool) -> list[dict[str, Any]]:
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far."""
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
+
+
+def push_rates(srv: h.Server, token: str, quick: bool, seconds: float | None = None) -> list[dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    seconds = 3.0 if quick else 10.0
+    seconds = seconds or (3.0 if quick else 10.0)
     out = []
     with httpx.Client(base_url=srv.url, headers=headers, timeout=120) as c:
         for batch in (1, 100, 1000):
@@ -170,10 +178,17 @@ def push_rates(srv: h.Server, token: str, quick: bool) -> list[dict[str, Any]]:
                 r = c.put(f"/v2/key-value-stores/{kvs}/records/k{n}", content=body)
                 assert r.status_code in (200, 201), r.text
 
-            items_s = _rate(seconds, batch, push)
-            record_items_s = _rate(seconds, batch, put)
+            # the server's CPU per item too: on a shared machine the steadier measure
+            cpu0 = _cpu(srv.pid)
+            items_s, pushes = _rate(seconds, batch, push)
+            cpu1 = _cpu(srv.pid)
+            record_items_s, puts = _rate(seconds, batch, put)
+            cpu2 = _cpu(srv.pid)
+            cpu_us, record_cpu_us = (cpu1 - cpu0) / pushes / batch * 1e6, (cpu2 - cpu1) / puts / batch * 1e6
             out.append({"batch": batch, "body_bytes": len(body), "items_s": round(items_s),
-                        "record_items_s": round(record_items_s), "ratio": round(items_s / record_items_s, 3)})
+                        "record_items_s": round(record_items_s), "ratio": round(items_s / record_items_s, 3),
+                        "cpu_us_item": round(cpu_us, 2), "record_cpu_us_item": round(record_cpu_us, 2),
+                        "cpu_ratio": round(record_cpu_us / cpu_us, 3)})
     return out
 
 
@@ -240,8 +255,10 @@ def run(backends: list[str], quick: bool) -> None:
         with h.running(lambda ds=ds: ds.backend.start()) as (srv,):
             r: dict[str, Any] = {"fill_seconds": ds.info.get("fill_seconds")}
             r["push"] = push_rates(srv, ds.token, quick)
-            h.table(f"push ({kind}): items/s, one client", ["batch", "items/s", "as a record", "ratio"],
-                    [[p["batch"], p["items_s"], p["record_items_s"], p["ratio"]] for p in r["push"]])
+            h.table(f"push ({kind}): items/s, one client; server CPU us/item",
+                    ["batch", "items/s", "as a record", "ratio", "CPU us/item", "as a record", "CPU ratio"],
+                    [[p["batch"], p["items_s"], p["record_items_s"], p["ratio"], p["cpu_us_item"],
+                      p["record_cpu_us_item"], p["cpu_ratio"]] for p in r["push"]])
             r["export"] = export_rates(srv, ds, prefix, quick)
             h.table(f"export of {count} items ({kind}): MB/s", ["format", "openkvs", "nginx", "ratio", "RSS +MiB"],
                     [[f, e["openkvs"]["mb_s"], e["nginx"]["mb_s"], e["ratio"], e["rss_growth_mib"]]

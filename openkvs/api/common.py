@@ -261,8 +261,20 @@ async def rate_limit(
 
 async def read_json_body(request: Request, max_depth: int = jsontext.MAX_DEPTH) -> Any:
     """A JSON request body (any Content-Encoding we accept), capped at MAX_JSON_BODY decoded bytes, at
-    ``max_depth`` levels. Every endpoint that takes a JSON body reads it here. (Strings that storage can't
-    hold, NUL and lone surrogates, are refused where a value is stored: members the API ignores may hold them.)"""
+    ``max_depth`` levels. Every endpoint that takes a JSON body reads it here (a dataset push parses the bytes of
+    ``read_json_bytes`` itself). (Strings that storage can't hold, NUL and lone surrogates, are refused where a
+    value is stored: members the API ignores may hold them.)"""
+    raw = await read_json_bytes(request)
+    if not raw.strip():
+        return None
+    try:  # parsing up to 9 MiB and walking it is CPU work: not on the event loop
+        return await anyio.to_thread.run_sync(functools.partial(jsontext.loads, raw, max_depth=max_depth))
+    except jsontext.InvalidJson as exc:
+        raise errors.InvalidInput(str(exc)) from None
+
+
+async def read_json_bytes(request: Request) -> bytes:
+    """The decoded bytes of a JSON request body, read as ``read_json_body`` reads them."""
     from openkvs import codec  # local: codec imports errors, which is fine, but keep common light to import
 
     encoding = codec.normalize_encoding(request.headers.get("content-encoding"))
@@ -281,10 +293,4 @@ async def read_json_body(request: Request, max_depth: int = jsontext.MAX_DEPTH) 
             pass
     except codec.DecodeError:
         raise errors.InvalidInput(f"The request body is not valid {encoding}.") from None
-    raw = kept[0] if kept else b""
-    if not raw.strip():
-        return None
-    try:  # parsing up to 9 MiB and walking it is CPU work: not on the event loop
-        return await anyio.to_thread.run_sync(functools.partial(jsontext.loads, raw, max_depth=max_depth))
-    except jsontext.InvalidJson as exc:
-        raise errors.InvalidInput(str(exc)) from None
+    return kept[0] if kept else b""

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from openkvs import access, dataset_schema, errors, signing
 from openkvs.access import DATASETS, Access
 from openkvs.api import export, items
-from openkvs.api.common import DATASET_PUSH, json_response, public_base, read_json_body, state
+from openkvs.api.common import DATASET_PUSH, json_response, public_base, read_json_bytes, state
 from openkvs.api.dispatch import methods
 from openkvs.api.resources import ResourceApi, titled_fields
 from openkvs.datasets import pipeline
@@ -26,7 +26,6 @@ from openkvs.storage.base import Store
 from openkvs.storage.datasets import DatasetInfo
 
 PUBLIC_URL_DAYS = 14
-ITEM_MAX_DEPTH = 128  # levels of nesting a pushed body may have (contract section 1)
 _JSON_TYPES = ("application/json",)
 
 
@@ -114,9 +113,9 @@ async def push_items(request: Request) -> Response:
     found = await access.decide(request, DATASETS, request.path_params["dataset_id"], Access.WRITE, budget=DATASET_PUSH)
     check_json_content_type(request)
     store = found.store
-    body = await read_json_body(request, max_depth=ITEM_MAX_DEPTH)
+    raw = await read_json_bytes(request)
     fields_schema = (store.schema or {}).get("fields") if isinstance(store.schema, dict) else None
-    push = await anyio.to_thread.run_sync(items.prepare_push, body, fields_schema)
+    push = await anyio.to_thread.run_sync(items.prepare_push_body, raw, fields_schema)
     storage = state(request).storage
     if push.items:
         await storage.datasets.push(store.id, push, items.merge_block)
@@ -135,15 +134,23 @@ async def statistics(request: Request) -> Response:
     properties = fields.get("properties") if isinstance(fields, dict) else None
     if not isinstance(properties, dict) or not properties:
         return json_response({"fieldStatistics": None})
-    stats = pipeline.FieldStats(store.schema)
     st = state(request)
+    count, kept = await st.storage.datasets.field_stats(store.id)
+    if kept is not None or not count:  # kept up to date by every push
+        return json_response({"fieldStatistics": pipeline.FieldStats(store.schema, kept).result()})
+    # Items pushed before statistics were kept: one scan of them all (in a worker thread, batch by batch, taking a
+    # download slot as an export does), kept for the next calls and the next pushes.
+    stats = pipeline.FieldStats(store.schema)
     who = f"user:{found.user.id}" if found.user is not None else "ip:" + client_ip(request.scope, st.trusted_proxies)
-    # A scan of every item (in a worker thread, batch by batch): it takes a download slot, as an export does.
     with st.downloads.take(who):
         async with st.storage.datasets.snapshot(store.id) as snap:
             async for batch in snap.items(0, snap.info.item_count, batch=items.EXPORT_BATCH):
                 await anyio.to_thread.run_sync(_add_stats, stats, batch)
-    return json_response({"fieldStatistics": stats.result()})
+            scanned = snap.info.item_count
+    result = stats.result()
+    if result is not None:
+        await st.storage.datasets.keep_field_stats(store.id, scanned, result)
+    return json_response({"fieldStatistics": result})
 
 
 def _add_stats(stats: Any, batch: list[bytes]) -> None:

@@ -12,12 +12,14 @@ from typing import Any
 
 import anyio.to_thread
 
-from openkvs import dataset_schema, errors
+from openkvs import dataset_schema, errors, jsontext
 from openkvs.api.download import readahead
-from openkvs.datasets import pipeline
+from openkvs.datasets import itemjson, pipeline
 from openkvs.storage.datasets import BLOCK, ItemSnapshot, Push, selection_blocks
 
 # -- push --------------------------------------------------------------------------------------------------------
+
+ITEM_MAX_DEPTH = 128  # levels of nesting a pushed body may have (contract section 1)
 
 
 def skeleton(value: Any) -> Any:
@@ -33,43 +35,124 @@ def skeleton(value: Any) -> Any:
     return None
 
 
+def _shape(value: Any, room: int, floats: list[float]) -> Any:
+    """For the fast path of a push: a skeleton of the container ``value`` (not ``skeleton``'s form, but as
+    telling: a scalar member is its key alone, an array of scalars its length), in one walk that also raises _Deep
+    when ``value`` nests more than ``room`` levels and collects the floats it holds into ``floats`` (itemjson checks
+    them). Only containers recurse, and a container of scalars alone is told by C-level scans."""
+    if not room:
+        raise _Deep
+    if type(value) is dict:
+        if not value:
+            return "{}"
+        values = value.values()
+        types = set(map(type, values))
+        if float in types:
+            floats += [v for v in values if type(v) is float]
+        if dict not in types and list not in types:
+            return tuple(value)
+        out: list[Any] = list(value)
+        i = 0
+        for v in values:
+            t = type(v)
+            if t is dict or t is list:
+                out[i] = (out[i], _shape(v, room - 1, floats))
+            i += 1
+        return tuple(out)
+    if not value:
+        return "[]"
+    types = set(map(type, value))
+    if float in types:
+        floats += [v for v in value if type(v) is float]
+    if dict not in types and list not in types:
+        return ("[", len(value))
+    return ("[", *[_shape(v, room - 1, floats) if type(v) is dict or type(v) is list else None for v in value])
+
+
+class _Deep(Exception):
+    pass
+
+
+def prepare_push_body(raw: bytes, fields_schema: dict[str, Any] | None) -> Push:
+    """``prepare_push`` of a push's body bytes, parsed here (contract section 1: UTF-8, finite numbers, at most
+    ITEM_MAX_DEPTH levels). Fast (orjson, itemjson.py) where that gives the same items and stored bytes as the
+    json module, else as ``prepare_push``. CPU-bound: in a worker thread."""
+    if not raw.strip():
+        return prepare_push(None, fields_schema)
+    try:
+        value = itemjson.fast_loads(raw)
+    except itemjson.NotFast:
+        pass
+    else:
+        items, room = _elements(value)
+        floats: list[float] = []
+        try:  # the depth of every element first (as a parse that checks it would), then what each element is
+            shapes = [_shape(x, room, floats) if type(x) is dict or type(x) is list else None for x in items]
+        except _Deep:
+            raise errors.InvalidInput(f"JSON nested more than {ITEM_MAX_DEPTH} levels deep.") from None
+        if itemjson.floats_as_parsed(floats):
+            return _prepare(items, items is value, shapes, fields_schema, fast=True)
+    try:
+        value = jsontext.loads(raw, max_depth=ITEM_MAX_DEPTH)
+    except jsontext.InvalidJson as exc:
+        raise errors.InvalidInput(str(exc)) from None
+    return prepare_push(value, fields_schema)
+
+
 def prepare_push(value: Any, fields_schema: dict[str, Any] | None) -> Push:
     """The items of a parsed push body, checked, validated against the dataset's ``fields`` schema and encoded
     compact, with what storage keeps next to them. CPU-bound: in a worker thread."""
+    items, _ = _elements(value)
+    return _prepare(items, items is value, list(map(skeleton, items)), fields_schema, fast=False)
+
+
+def _elements(value: Any) -> tuple[list[Any], int]:
+    """The items of a body and the levels of nesting each may have."""
     if isinstance(value, dict):
-        items: list[Any] = [value]
-    elif isinstance(value, list):
-        items = value
+        return [value], ITEM_MAX_DEPTH
+    if isinstance(value, list):
+        return value, ITEM_MAX_DEPTH - 1
+    raise errors.InvalidInput("The request body must be a JSON object or an array of JSON objects.")
+
+
+def _prepare(items: list[Any], array: bool, shapes: list[Any], fields_schema: Any, *, fast: bool) -> Push:
+    """The rest of a push, after the parse: ``shapes`` tell items whose paths, keys and clean count are the same
+    (``fast``: the items came from orjson and hold only floats itemjson.floats_as_parsed passed)."""
+    if array:
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise errors.InvalidInput(f"Item at index {i} is not a JSON object.")
-    else:
-        raise errors.InvalidInput("The request body must be a JSON object or an array of JSON objects.")
     if fields_schema is not None and items:
         invalid = dataset_schema.check_items(fields_schema, items)
         if invalid:
             raise errors.ItemsInvalid(invalid)
-    encoded = []
+    try:
+        encoded = itemjson.encode(items, fast=fast)
+    except itemjson.LoneSurrogate as exc:
+        raise errors.InvalidInput(str(exc)) from None
+    # What the paths, the keys and the clean count need of an item depends on its skeleton only: once per skeleton.
+    by_skeleton: dict[Any, tuple[list[Any], bool]] = {}
     paths = []
-    by_skeleton: dict[Any, list[Any]] = {}
     keys: dict[str, None] = {}
     clean = 0
-    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-    for item in items:
-        text = dumps(item)
-        try:
-            encoded.append(text.encode())
-        except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form to store or send back
-            raise errors.InvalidInput("A string in the items holds a lone UTF-16 surrogate.") from None
-        shape = skeleton(item)
+    for item, shape in zip(items, shapes, strict=True):
         known = by_skeleton.get(shape)
         if known is None:
-            known = by_skeleton[shape] = pipeline.item_paths(item)
-        paths.append(known)  # the same list object for items of one skeleton (merge_block skips repeats)
-        keys.update(dict.fromkeys(item))
-        if any(not k.startswith("#") for k in item):
-            clean += 1
-    return Push(encoded, clean, list(keys), paths)
+            keys.update(dict.fromkeys(item))
+            known = by_skeleton[shape] = (pipeline.item_paths(item), any(not k.startswith("#") for k in item))
+        paths.append(known[0])  # the same list object for items of one skeleton (merge_block skips repeats)
+        clean += known[1]
+    return Push(encoded, clean, list(keys), paths, push_field_stats(fields_schema, items))
+
+
+def push_field_stats(fields_schema: Any, items: list[Any]) -> dict[str, Any] | None:
+    """The field statistics (contract 4.6) of a push's items, for storage to add to the dataset's: None when the
+    ``fields`` schema names no properties (the statistics endpoint answers null then)."""
+    stats = pipeline.FieldStats({"fields": fields_schema})
+    if not stats.properties:
+        return None
+    stats.add_all(items)
+    return stats.result()
 
 
 def merge_block(old: list[Any], pieces: Any) -> list[Any]:

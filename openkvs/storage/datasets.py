@@ -8,6 +8,9 @@ none, in one transaction; concurrent pushes take turns (their order is their com
 Next to the items a backend keeps, exact and in the push's transaction:
 - the counters of the dataset object: ``itemCount``, ``cleanItemCount``, the stored bytes and ``fields`` (the
   distinct top-level keys in order of first appearance, at most ``MAX_FIELDS``);
+- the field statistics of a dataset with a ``fields`` schema (contract 4.6): the push's own (``Push.field_stats``)
+  added to the kept ones (``add_field_stats``). A dataset whose first items came before statistics were kept has
+  none (``field_stats`` says None) until ``keep_field_stats`` stores what a scan of its items found;
 - an index of cell paths per block of ``BLOCK`` items (block ``b`` holds items ``b*BLOCK ... b*BLOCK+BLOCK-1``),
   the caller's opaque JSON lists merged with the caller's ``merge``: the header of a tabular export then needs no
   scan of the items (contract section 7), only of the partial blocks at the ends of its selection.
@@ -52,6 +55,9 @@ class Push:
     clean_count: int  # items with at least one top-level key not starting with '#'
     keys: list[str]  # the distinct top-level keys of the items, in order of first appearance
     paths: list[list[Any]]  # per item, its cell paths (opaque, JSON-serialisable)
+    # the field statistics of these items alone ({name: {"min", "max", "nullCount", "emptyCount"}}), or None for a
+    # dataset without a fields schema
+    field_stats: dict[str, Any] | None = None
 
 
 def merge_fields(fields: list[str], keys: Sequence[str]) -> list[str] | None:
@@ -63,6 +69,26 @@ def merge_fields(fields: list[str], keys: Sequence[str]) -> list[str] | None:
     if not new:
         return None
     return fields + new[: MAX_FIELDS - len(fields)]
+
+
+def add_field_stats(kept: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """Field statistics of two runs of items together (contract 4.6): counts added, the least min, the largest max
+    (``None``: no value measured)."""
+    out = {}
+    for name, b in new.items():
+        a = (kept or {}).get(name)
+        if a is None:
+            out[name] = dict(b)
+            continue
+        mins = [m for m in (a["min"], b["min"]) if m is not None]
+        maxs = [m for m in (a["max"], b["max"]) if m is not None]
+        out[name] = {
+            "min": min(mins) if mins else None,
+            "max": max(maxs) if maxs else None,
+            "nullCount": a["nullCount"] + b["nullCount"],
+            "emptyCount": a["emptyCount"] + b["emptyCount"],
+        }
+    return out
 
 
 def blocks_of(start: int, count: int) -> list[tuple[int, int, int]]:
@@ -106,6 +132,16 @@ class DatasetStorage(abc.ABC):
     @abc.abstractmethod
     async def info(self, store_ids: Sequence[str]) -> dict[str, DatasetInfo]:
         """The counters of each dataset named (a dataset without items, or a missing one: zeros)."""
+
+    @abc.abstractmethod
+    async def field_stats(self, store_id: str) -> tuple[int, dict[str, Any] | None]:
+        """The dataset's item count and the field statistics kept over all its items (None: none kept, see the
+        module docstring; a dataset without items has none either)."""
+
+    @abc.abstractmethod
+    async def keep_field_stats(self, store_id: str, count: int, stats: dict[str, Any]) -> bool:
+        """Keep ``stats``, computed over the dataset's first ``count`` items, if it still has exactly that many
+        and none are kept; True if kept. Later pushes add to them."""
 
     @abc.abstractmethod
     def snapshot(self, store_id: str) -> AbstractAsyncContextManager[ItemSnapshot]:

@@ -24,6 +24,7 @@ from ..datasets import (
     ItemSnapshot,
     MergePaths,
     Push,
+    add_field_stats,
     blocks_of,
     merge_fields,
 )
@@ -51,8 +52,9 @@ CREATE TABLE dataset_paths (
     PRIMARY KEY (store_id, block)
 );
 """
+FIELD_STATS_COLUMN = "ALTER TABLE dataset_counts ADD COLUMN field_stats text"
 
-_COUNTS = "SELECT item_count, clean_count, bytes, fields FROM dataset_counts WHERE store_id = $1"
+_COUNTS = "SELECT item_count, clean_count, bytes, fields, field_stats FROM dataset_counts WHERE store_id = $1"
 
 
 def _to_info(row: Any) -> DatasetInfo:
@@ -114,6 +116,10 @@ class PgDatasets(DatasetStorage):
             n = len(push.items)
             if n == 0:
                 return start
+            field_stats = row["field_stats"] if row is not None else None
+            if push.field_stats is not None and (row is None or field_stats is not None):  # (else: none kept)
+                kept = json.loads(field_stats) if field_stats else None
+                field_stats = json.dumps(add_field_stats(kept, push.field_stats))
             await conn.copy_records_to_table(
                 "dataset_items",
                 records=[(store_id, start + i, data) for i, data in enumerate(push.items)],
@@ -134,14 +140,16 @@ class PgDatasets(DatasetStorage):
                 )
             fields = merge_fields(info.fields, push.keys)
             await conn.execute(
-                "INSERT INTO dataset_counts (store_id, item_count, clean_count, bytes, fields) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (store_id) DO UPDATE SET item_count = excluded.item_count, "
-                "clean_count = excluded.clean_count, bytes = excluded.bytes, fields = excluded.fields",
+                "INSERT INTO dataset_counts (store_id, item_count, clean_count, bytes, fields, field_stats) "
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (store_id) DO UPDATE SET "
+                "item_count = excluded.item_count, clean_count = excluded.clean_count, bytes = excluded.bytes, "
+                "fields = excluded.fields, field_stats = excluded.field_stats",
                 store_id,
                 start + n,
                 info.clean_item_count + push.clean_count,
                 info.bytes + sum(map(len, push.items)),
                 json.dumps(fields if fields is not None else info.fields, ensure_ascii=False),
+                field_stats,
             )
             from .tables import NOW_MS  # (tables.py imports this module for its DDL)
 
@@ -162,6 +170,26 @@ class PgDatasets(DatasetStorage):
             for r in rows:
                 found[r["store_id"]] = _to_info(r)
         return found
+
+    async def field_stats(self, store_id: str) -> tuple[int, dict[str, Any] | None]:
+        sql = "SELECT item_count, field_stats FROM dataset_counts WHERE store_id = $1"
+        row = await self._db.fetchrow(sql, store_id)
+        if row is None:
+            return 0, None
+        return row["item_count"], json.loads(row["field_stats"]) if row["field_stats"] is not None else None
+
+    async def keep_field_stats(self, store_id: str, count: int, stats: dict[str, Any]) -> bool:
+        async def go(conn: asyncpg.Connection) -> bool:
+            done = await conn.execute(
+                "UPDATE dataset_counts SET field_stats = $3 WHERE store_id = $1 AND item_count = $2 "
+                "AND field_stats IS NULL",
+                store_id,
+                count,
+                json.dumps(stats),
+            )
+            return bool(done == "UPDATE 1")
+
+        return await self._db.run(go)
 
     @asynccontextmanager
     async def snapshot(self, store_id: str) -> AsyncIterator[ItemSnapshot]:

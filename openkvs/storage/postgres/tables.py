@@ -21,12 +21,12 @@ from ..base import (
     prefix_upper_bound,
 )
 from .chunks import PgBlob
-from .datasets import DATASET_TABLES
+from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN
 from .queues import QUEUE_TABLES
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
-TABLES_VERSION = 7
+TABLES_VERSION = 8
 
 NOW_MS = "date_trunc('milliseconds', clock_timestamp())"
 
@@ -149,6 +149,7 @@ MIGRATIONS: list[str] = [
     UPDATE stores s SET record_count = c.n
         FROM (SELECT store_id, count(*) AS n FROM records GROUP BY store_id) c WHERE c.store_id = s.id;
     """,
+    FIELD_STATS_COLUMN,  # 8: the field statistics of a dataset, kept at push time (storage/postgres/datasets.py)
 ]
 
 

@@ -25,6 +25,7 @@ from ..datasets import (
     ItemSnapshot,
     MergePaths,
     Push,
+    add_field_stats,
     blocks_of,
     merge_fields,
 )
@@ -55,6 +56,8 @@ CREATE TABLE IF NOT EXISTS dataset_paths (
     PRIMARY KEY (store_id, block)
 ) WITHOUT ROWID;
 """
+# (a migration of its own: version 5 databases have the tables above without it)
+FIELD_STATS_COLUMN = "ALTER TABLE dataset_counts ADD COLUMN field_stats TEXT"
 
 
 def _to_info(row: Any) -> DatasetInfo:
@@ -66,13 +69,17 @@ def push_sync(conn: sqlite3.Connection, store_id: str, push: Push, merge: MergeP
     if conn.execute("SELECT 1 FROM stores WHERE id = ?", (store_id,)).fetchone() is None:
         raise NotFound(f"dataset {store_id}")
     row = conn.execute(
-        "SELECT item_count, clean_count, bytes, fields FROM dataset_counts WHERE store_id = ?", (store_id,)
+        "SELECT item_count, clean_count, bytes, fields, field_stats FROM dataset_counts WHERE store_id = ?",
+        (store_id,),
     ).fetchone()
     info = _to_info(row) if row is not None else DatasetInfo()
     start = info.item_count
     n = len(push.items)
     if n == 0:
         return start
+    field_stats = row[4] if row is not None else None
+    if push.field_stats is not None and (row is None or field_stats is not None):  # (else: none kept so far)
+        field_stats = json.dumps(add_field_stats(json.loads(field_stats) if field_stats else None, push.field_stats))
     conn.executemany(
         "INSERT INTO dataset_items(store_id, idx, data) VALUES (?, ?, ?)",
         [(store_id, start + i, data) for i, data in enumerate(push.items)],
@@ -89,15 +96,17 @@ def push_sync(conn: sqlite3.Connection, store_id: str, push: Push, merge: MergeP
         )
     fields = merge_fields(info.fields, push.keys)
     conn.execute(
-        "INSERT INTO dataset_counts(store_id, item_count, clean_count, bytes, fields) VALUES (?, ?, ?, ?, ?) "
+        "INSERT INTO dataset_counts(store_id, item_count, clean_count, bytes, fields, field_stats) "
+        "VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT(store_id) DO UPDATE SET item_count = excluded.item_count, clean_count = excluded.clean_count, "
-        "bytes = excluded.bytes, fields = excluded.fields",
+        "bytes = excluded.bytes, fields = excluded.fields, field_stats = excluded.field_stats",
         (
             store_id,
             start + n,
             info.clean_item_count + push.clean_count,
             info.bytes + sum(map(len, push.items)),
             json.dumps(fields if fields is not None else info.fields, ensure_ascii=False),
+            field_stats,
         ),
     )
     from .tables import now_ms  # (tables.py imports this module for its DDL)
@@ -192,6 +201,28 @@ class SQLiteDatasets(DatasetStorage):
         if len(ids) == 1:
             return await self._db.point_read(q)
         return await self._db.read(q)
+
+    async def field_stats(self, store_id: str) -> tuple[int, dict[str, Any] | None]:
+        def q(conn: sqlite3.Connection) -> tuple[int, dict[str, Any] | None]:
+            row = conn.execute(
+                "SELECT item_count, field_stats FROM dataset_counts WHERE store_id = ?", (store_id,)
+            ).fetchone()
+            if row is None:
+                return 0, None
+            return row[0], json.loads(row[1]) if row[1] is not None else None
+
+        return await self._db.point_read(q)
+
+    async def keep_field_stats(self, store_id: str, count: int, stats: dict[str, Any]) -> bool:
+        def w(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE dataset_counts SET field_stats = ? WHERE store_id = ? AND item_count = ? "
+                "AND field_stats IS NULL",
+                (json.dumps(stats), store_id, count),
+            )
+            return cur.rowcount == 1
+
+        return await self._db.write(w)
 
     @asynccontextmanager
     async def snapshot(self, store_id: str) -> AsyncIterator[ItemSnapshot]:

@@ -30,11 +30,11 @@ from ..base import (
 from ..ids import new_id
 from .blobs import Inline, stored_at
 from .connections import translate
-from .datasets import DATASET_TABLES
+from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN
 from .queues import QUEUE_TABLES
 from .space import storing
 
-TABLES_VERSION = 7
+TABLES_VERSION = 8
 DB_NAME = "openkvs.sqlite3"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -149,8 +149,10 @@ UPGRADES = (
     " UPDATE stores SET record_count = (SELECT count(*) FROM records r WHERE r.store_id = stores.id)",
     # 6 -> 7: intents of objects being written, with --blob-store (storage/sqlite/objects.py)
     UPLOADS_TABLE,
+    # 7 -> 8: the field statistics of a dataset, kept at push time (storage/sqlite/datasets.py)
+    FIELD_STATS_COLUMN,
 )
-CREATE_TABLES += DATASET_TABLES + ";" + UPLOADS_TABLE
+CREATE_TABLES += DATASET_TABLES + ";" + UPLOADS_TABLE + ";" + FIELD_STATS_COLUMN
 assert len(UPGRADES) == TABLES_VERSION - 1
 
 
