@@ -121,7 +121,7 @@ def kept_column(server: Any, did: str, forget: bool = False) -> str | None:
     were pushed before statistics were kept looks like)."""
     update = f"UPDATE dataset_counts SET field_stats = NULL WHERE store_id = '{did}'"
     select = f"SELECT field_stats FROM dataset_counts WHERE store_id = '{did}'"
-    if server.backend == "sqlite":
+    if server.backend.startswith("sqlite"):
         db = sqlite3.connect(server.data_dir / "openkvs.sqlite3", timeout=30)
         try:
             with db:

@@ -178,7 +178,8 @@ async def test_sqlite_upgrade_counts_the_records_already_stored(tmp_path: Path) 
         await st.create_store(user.id, "items", None, "k" * 32, kind="dataset")
     conn = sqlite3.connect(data / "openkvs.sqlite3")
     conn.execute("ALTER TABLE stores DROP COLUMN record_count")
-    conn.execute("DROP TABLE uploads")  # version 7's table: a database of version 5 has neither
+    conn.execute("DROP TABLE uploads")  # versions 7 and 8: a database of version 5 has neither
+    conn.execute("ALTER TABLE dataset_counts DROP COLUMN field_stats")
     conn.execute("PRAGMA user_version = 5")
     conn.commit()
     conn.close()
@@ -218,8 +219,10 @@ async def test_postgres_upgrade_counts_the_records_already_stored() -> None:
         await st.aclose()
         conn = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
         try:
+            # version 6: before the record count (7) and the datasets' field statistics (8)
             await conn.execute("ALTER TABLE stores DROP COLUMN record_count")
-            await conn.execute("UPDATE schema_version SET version = $1", pg.TABLES_VERSION - 1)
+            await conn.execute("ALTER TABLE dataset_counts DROP COLUMN field_stats")
+            await conn.execute("UPDATE schema_version SET version = 6")
         finally:
             await conn.close()
         nodes = [pg.PostgresStorage(dsn, namespace=schema) for _ in range(3)]
