@@ -119,7 +119,8 @@ class PgQueues(QueueStorage):
         body: Callable[[asyncpg.Connection, QueueState, int], Awaitable[T]],
     ) -> T:
         """``body(conn, state, now)`` in a transaction that holds the queue's lock; it returns its result and sets
-        ``state`` (written back after it). Queue errors still count the call as a client."""
+        ``state`` (written back after it). A refused call (an error) leaves no trace, so it does not count as a
+        client either (section 7: only the calls that were carried out)."""
 
         async def txn(conn: asyncpg.Connection) -> T:
             if await conn.fetchval("SELECT 1 FROM stores WHERE id = $1 FOR NO KEY UPDATE", queue_id) is None:
@@ -138,11 +139,7 @@ class PgQueues(QueueStorage):
             await self._save(conn, queue_id, state)
             return result
 
-        try:
-            return await deadlock_retried("queue write", lambda: self._db.run(txn, tx=True))
-        except (RequestNotFound, RequestHandledOrLocked):
-            await self._note_client(queue_id, None, client_key)
-            raise
+        return await deadlock_retried("queue write", lambda: self._db.run(txn, tx=True))
 
     @staticmethod
     async def _save(conn: asyncpg.Connection, queue_id: str, state: QueueState) -> None:
@@ -159,14 +156,14 @@ class PgQueues(QueueStorage):
             queue_id, from_ms(now), size_delta,
         )
 
-    async def _note_client(self, queue_id: str, state: QueueState | None, client_key: str | None) -> QueueState:
+    async def _note_client(self, queue_id: str, state: QueueState, client_key: str | None) -> QueueState:
         """For the reads that count as a client: write only when section 7's state changes (rarely)."""
-        if state is not None and not replace(state).note_client(client_key):
+        if not replace(state).note_client(client_key):
             return state
 
         async def txn(conn: asyncpg.Connection) -> QueueState:
             if await conn.fetchval("SELECT 1 FROM stores WHERE id = $1 FOR NO KEY UPDATE", queue_id) is None:
-                return state or QueueState()
+                return state
             fresh = await self._read_state(conn, queue_id)
             if fresh.note_client(client_key):
                 await self._save(conn, queue_id, fresh)

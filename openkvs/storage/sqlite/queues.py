@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from ..base import NotFound
 from ..queues import (
@@ -33,8 +33,6 @@ from ..queues import (
     to_datetime as from_ms,
 )
 from .connections import Database
-
-T = TypeVar("T")
 
 # Requests of a queue by ID (the primary key; listings are ID ranges), and the pending ones by placement: the head
 # is two ranges of ``queue_requests_head`` (see storage/queues.py). ``size``: bytes of ``body`` (storageBytes).
@@ -374,7 +372,7 @@ class SQLiteQueues(QueueStorage):
             self._end(conn, queue_id, state, now, changed=True)
             return expiry
 
-        return from_ms(await self._write_noting(txn, queue_id, client_key))
+        return from_ms(await self._db.write(txn))
 
     async def delete_lock(self, queue_id: str, request_id: str, *, forefront: bool, client_key: str | None) -> None:
         def txn(conn: sqlite3.Connection) -> None:
@@ -388,7 +386,7 @@ class SQLiteQueues(QueueStorage):
                 conn.execute(_SET_SLOT, (slot.time, slot.seq, slot.owner, queue_id, request_id))
             self._end(conn, queue_id, state, now, changed=changed)
 
-        await self._write_noting(txn, queue_id, client_key)
+        await self._db.write(txn)
 
     async def unlock_requests(self, queue_id: str, *, client_key: str | None) -> int:
         def txn(conn: sqlite3.Connection) -> int:
@@ -405,13 +403,3 @@ class SQLiteQueues(QueueStorage):
             return len(rows)
 
         return await self._db.write(txn)
-
-    async def _write_noting(
-        self, txn: Callable[[sqlite3.Connection], T], queue_id: str, client_key: str | None
-    ) -> T:
-        """A write whose refusal (404, 400) still counts the call as a client (section 7)."""
-        try:
-            return await self._db.write(txn)
-        except (RequestNotFound, RequestHandledOrLocked):
-            await self._note_client(queue_id, await self._db.read(_read_state, queue_id), client_key)
-            raise
