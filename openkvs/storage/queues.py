@@ -274,8 +274,9 @@ class QueueStorage(abc.ABC):
         """5.13; raises RequestNotFound, RequestHandledOrLocked. Returns the new lockExpiresAt."""
 
     @abc.abstractmethod
-    async def delete_lock(self, queue_id: str, request_id: str, *, forefront: bool, client_key: str | None) -> None:
-        """5.14; raises RequestNotFound, RequestHandledOrLocked."""
+    async def delete_lock(self, queue_id: str, request_id: str, *, forefront: bool, client_key: str | None) -> bool:
+        """5.14; raises RequestNotFound, RequestHandledOrLocked. True if a live lock was deleted (else nothing
+        changed: the request was not locked)."""
 
     @abc.abstractmethod
     async def unlock_requests(self, queue_id: str, *, client_key: str | None) -> int:

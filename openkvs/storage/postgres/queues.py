@@ -371,17 +371,19 @@ class PgQueues(QueueStorage):
 
         return from_ms(await self._write(queue_id, client_key, body))
 
-    async def delete_lock(self, queue_id: str, request_id: str, *, forefront: bool, client_key: str | None) -> None:
-        async def body(conn: asyncpg.Connection, state: QueueState, now: int) -> None:
+    async def delete_lock(self, queue_id: str, request_id: str, *, forefront: bool, client_key: str | None) -> bool:
+        async def body(conn: asyncpg.Connection, state: QueueState, now: int) -> bool:
             old = await self._slot(conn, queue_id, request_id)
             if old.held_by_other(now, client_key):
                 raise RequestHandledOrLocked(RequestHandledOrLocked.LOCKED)
-            if old.locked(now):  # by the caller: released and placed now
-                slot = placed(state, now, forefront)
-                await conn.execute(_SET_SLOT, queue_id, request_id, slot.time, slot.seq, slot.owner)
-                await self._modified(conn, queue_id, now)
+            if not old.locked(now):
+                return False
+            slot = placed(state, now, forefront)  # locked by the caller: released and placed now
+            await conn.execute(_SET_SLOT, queue_id, request_id, slot.time, slot.seq, slot.owner)
+            await self._modified(conn, queue_id, now)
+            return True
 
-        await self._write(queue_id, client_key, body)
+        return await self._write(queue_id, client_key, body)
 
     async def unlock_requests(self, queue_id: str, *, client_key: str | None) -> int:
         async def body(conn: asyncpg.Connection, state: QueueState, now: int) -> int:

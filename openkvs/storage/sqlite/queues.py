@@ -374,8 +374,8 @@ class SQLiteQueues(QueueStorage):
 
         return from_ms(await self._db.write(txn))
 
-    async def delete_lock(self, queue_id: str, request_id: str, *, forefront: bool, client_key: str | None) -> None:
-        def txn(conn: sqlite3.Connection) -> None:
+    async def delete_lock(self, queue_id: str, request_id: str, *, forefront: bool, client_key: str | None) -> bool:
+        def txn(conn: sqlite3.Connection) -> bool:
             state, now = self._begin(conn, queue_id, client_key)
             old = self._slot(conn, queue_id, request_id)
             if old.held_by_other(now, client_key):
@@ -385,8 +385,9 @@ class SQLiteQueues(QueueStorage):
                 slot = placed(state, now, forefront)
                 conn.execute(_SET_SLOT, (slot.time, slot.seq, slot.owner, queue_id, request_id))
             self._end(conn, queue_id, state, now, changed=changed)
+            return changed
 
-        await self._db.write(txn)
+        return await self._db.write(txn)
 
     async def unlock_requests(self, queue_id: str, *, client_key: str | None) -> int:
         def txn(conn: sqlite3.Connection) -> int:
