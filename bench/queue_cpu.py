@@ -77,11 +77,7 @@ async def open_app(backend: str, limits: str) -> tuple[InProcess, Any, Any]:
         from openkvs.storage.postgres import PostgresStorage
 
         storage = PostgresStorage(h.PG_URL, namespace=f"bench_queue_cpu_{os.getpid()}", max_pool=16)
-    await storage.open()
-    user = await storage.create_user("bench")
-    token = auth.new_token()
-    await storage.add_token(user.id, auth.hash_token(token))
-    app = create_app(Settings.load({"rate_limits": limits, "log_level": "warning"}), storage)
+    app = create_app(Settings.load({"rate_limits": limits, "log_level": "warning"}), storage)  # opens storage
     state: dict[str, Any] = {}
     lifespan_in: asyncio.Queue[Any] = asyncio.Queue()
     lifespan_out: asyncio.Queue[Any] = asyncio.Queue()
@@ -90,12 +86,14 @@ async def open_app(backend: str, limits: str) -> tuple[InProcess, Any, Any]:
     await lifespan_in.put({"type": "lifespan.startup"})
     message = await lifespan_out.get()
     assert message["type"] == "lifespan.startup.complete", message
+    user = await storage.create_user("bench")
+    token = auth.new_token()
+    await storage.add_token(user.id, auth.hash_token(token))
 
     async def stop() -> None:
         await lifespan_in.put({"type": "lifespan.shutdown"})
         await lifespan_out.get()
-        await task
-        await storage.aclose()
+        await task  # closes storage
         if backend == "postgres":
             import subprocess
 
@@ -117,9 +115,10 @@ async def crawl(api: InProcess, n: int, clients: int, sdk: bool,
     reqs = [{"url": f"https://example.com/{i}", "uniqueKey": f"https://example.com/{i}"} for i in range(n)]
 
     async def step(name: str, method: str, path: str, query: str, body: Any = None) -> Any:
-        t0 = time.process_time()
+        t0, w0 = time.process_time(), time.perf_counter()
         status, answer = await api.call(method, path, query, body)
         cpu[name] += time.process_time() - t0
+        cpu[name + "_wall"] += time.perf_counter() - w0
         calls[name] += 1
         assert status in (200, 201), (name, status, answer)
         return answer
@@ -164,6 +163,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 best = {"cpu_us_per_request": round(per_request, 1),
                         "wall_us_per_request": round(wall / args.requests * 1e6, 1),
                         "steps": {s: {"calls": calls[s], "cpu_us_per_call": round(cpu[s] / calls[s] * 1e6, 1),
+                                      "wall_us_per_call": round(cpu[s + "_wall"] / calls[s] * 1e6, 1),
                                       "cpu_us_per_request": round(cpu[s] / args.requests * 1e6, 1)}
                                   for s in STEPS if calls[s]}}
         if args.profile:
@@ -193,5 +193,6 @@ if __name__ == "__main__":
           f"{res['cpu_us_per_request']:.0f} us CPU and {res['wall_us_per_request']:.0f} us wall per request")
     for name, s in res["steps"].items():
         print(f"  {name:8} {s['calls']:6} calls  {s['cpu_us_per_call']:8.1f} us CPU/call  "
+              f"{s['wall_us_per_call']:8.1f} us wall/call  "
               f"{s['cpu_us_per_request']:7.1f} us CPU/request")
     print(json.dumps(res))
