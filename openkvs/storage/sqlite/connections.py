@@ -270,7 +270,8 @@ class Database:
         never waits here: should the database be locked (another process's write, a checkpoint) it goes the
         usual way, through the writer thread, which may wait. Not with ``fsync`` (COMMIT would wait for the
         disk); the WAL is checkpointed in the writer thread, never by these commits (see ``_checkpoint``)."""
-        limiter, conn = self._wlimiter, self._wconn
+        await asyncio.sleep(0)  # a turn for the other tasks first, as the hop would give: a task writing in a loop
+        limiter, conn = self._wlimiter, self._wconn  # must not keep the event loop to itself
         if self.fsync or self._leading or self._queue or limiter is None or conn is None:
             return await self.write(fn, *args)
         try:
