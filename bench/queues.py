@@ -1,9 +1,11 @@
 """Request queues (issue 14), both backends, through HTTP with rate limits off (harness.Backend.start):
 
 - **Crawl protocol throughput** without fetching anything: ``N`` requests added in batches of 25, then taken with
-  ``POST /head/lock?limit=25`` and each marked handled with ``PUT /requests/{id}`` (what Crawlee's shared mode sends,
-  less its ``GET /requests/{id}`` per request), by 1, 4 and 16 clients at once (asyncio tasks in this process,
-  each with its own clientKey, one httpx connection each). Requests/s = N / wall time of the whole crawl.
+  ``POST /head/lock?limit=25``, each read with ``GET /requests/{id}`` and marked handled with ``PUT /requests/{id}``:
+  the calls the SDK's shared mode makes (API-request-queues.md section 11: head items lack ``userData``, so it
+  reads each locked request), by 1, 4 and 16 clients at once (asyncio tasks in this process, each with its own
+  clientKey, one httpx connection each); and with 4 clients without the GET (the protocol as measured before).
+  Requests/s = N / wall time of the whole crawl; the server's CPU per crawled request (/proc) beside it.
   Baseline: the same protocol on Crawlee's own ``FileSystemStorageClient`` (``add_requests``,
   ``fetch_next_request``, ``mark_request_as_handled``: what users run today on one machine), one client.
   Goal: 4 clients on openkvs >= 1x the single local client.
@@ -30,6 +32,17 @@ import httpx
 from bench import harness as h
 
 LOCK = 600
+# (label, clients, whether each locked request is read as the SDK does)
+VARIANTS = [("clients_1", 1, True), ("clients_4", 4, True), ("clients_16", 16, True), ("clients_4_no_get", 4, False)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat, clock ticks)."""
+    import os
+    from pathlib import Path
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def new_user(backend: h.Backend) -> str:
@@ -49,8 +62,9 @@ def new_user(backend: h.Backend) -> str:
     return asyncio.run(make())
 
 
-async def crawl(url: str, token: str, clients: int, n: int) -> float:
-    """The add -> head/lock -> mark handled protocol over ``n`` requests with ``clients`` clients; requests/s."""
+async def crawl(url: str, token: str, clients: int, n: int, sdk: bool = True) -> float:
+    """The add -> head/lock -> (get ->) mark handled protocol over ``n`` requests with ``clients`` clients;
+    requests/s. ``sdk``: read each locked request before marking it, as the SDK's shared mode does."""
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as c:
         qid = (await c.post("/v2/request-queues")).json()["data"]["id"]
@@ -76,6 +90,9 @@ async def crawl(url: str, token: str, clients: int, n: int) -> float:
                     await asyncio.sleep(0.01)
                     continue
                 for item in data["items"]:
+                    if sdk:
+                        r = await c.get(f"{base}/requests/{item['id']}")
+                        assert r.status_code == 200, r.text
                     body = {"id": item["id"], "url": item["url"], "uniqueKey": item["uniqueKey"],
                             "handledAt": "2026-12-01T00:00:00.000Z"}
                     r = await c.put(f"{base}/requests/{item['id']}", params={"clientKey": key}, json=body)
@@ -183,47 +200,66 @@ def expire_locks(url: str, token: str, qid: str, count: int) -> None:
 
 
 def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
+    """``BENCH_QUEUES_LATENCY=0`` in the environment: the crawl only, without the head/lock latency part."""
+    import os
+
     n = 1000 if quick else 2000
     big = 100_000 if quick else 1_000_000
+    latency = os.environ.get("BENCH_QUEUES_LATENCY", "1") != "0"
     results: list[dict[str, Any]] = []
-    local = asyncio.run(crawl_local(n))
-    h.log(f"crawlee FileSystemStorageClient, 1 client: {local:.0f} requests/s")
     rows = []
     for kind in backends:
+        # The local baseline around each backend's crawls, its best run kept (the machine's load moves)
+        local = asyncio.run(crawl_local(n))
+        h.log(f"crawlee FileSystemStorageClient, 1 client: {local:.0f} requests/s")
         backend = h.Backend(kind, f"queues-{int(time.time())}")
         backend.drop()
         token = new_user(backend)
         if kind == "postgres":
             h.PG_TOUCHED.add(backend.dataset)
         with h.running(backend.start) as (srv,):
-            res: dict[str, Any] = {"backend": kind, "n": n, "local_fs_1_client": round(local, 1)}
-            for clients in (1, 4, 16):
-                rate = asyncio.run(crawl(srv.url, token, clients, n))
-                res[f"clients_{clients}"] = round(rate, 1)
-                h.log(f"{kind}: {clients} clients: {rate:.0f} requests/s ({rate / local:.2f}x local)")
-            with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
-                small_q = c.post("/v2/request-queues", params={"name": "lat-small"}).json()["data"]["id"]
-                big_q = c.post("/v2/request-queues", params={"name": "lat-big"}).json()["data"]["id"]
-            fill(backend, small_q, 1000 + 400)
-            t0 = time.monotonic()
-            fill(backend, big_q, big + 10_400)
-            h.log(f"{kind}: filled {big} pending requests in {time.monotonic() - t0:.0f}s")
-            small = lock_latency(srv.url, token, small_q)
-            large = lock_latency(srv.url, token, big_q)
-            expire_locks(srv.url, token, big_q, 10_000)
-            large_expired = lock_latency(srv.url, token, big_q)
-            res.update({"lock_ms_1k": round(small * 1000, 2), f"lock_ms_{big}": round(large * 1000, 2),
-                        "lock_ms_big_after_10k_lapsed": round(large_expired * 1000, 2),
-                        "lock_ratio": round(large / small, 2), "lock_ratio_lapsed": round(large_expired / small, 2)})
+            res: dict[str, Any] = {"backend": kind, "n": n}
+            for label, clients, sdk in VARIANTS:
+                before = cpu_seconds(srv.pid)
+                rate = asyncio.run(crawl(srv.url, token, clients, n, sdk))
+                cpu_us = (cpu_seconds(srv.pid) - before) / n * 1e6
+                res[label] = round(rate, 1)
+                res[f"{label}_server_cpu_us"] = round(cpu_us, 0)
+                h.log(f"{kind}: {label}: {rate:.0f} requests/s ({rate / local:.2f}x local), "
+                      f"server CPU {cpu_us:.0f} us per request")
+            again = asyncio.run(crawl_local(n))
+            h.log(f"crawlee FileSystemStorageClient, 1 client, again: {again:.0f} requests/s")
+            local = max(local, again)
+            res["local_fs_1_client"] = round(local, 1)
+            if latency:
+                res.update(head_lock_latency(backend, srv, token, big))
         backend.drop()
         results.append(res)
-        rows.append([kind, f"{local:.0f}", *(f"{res[f'clients_{c}']:.0f} ({res[f'clients_{c}'] / local:.2f}x)"
-                                             for c in (1, 4, 16)),
-                     f"{res['lock_ms_1k']:.2f}", f"{res[f'lock_ms_{big}']:.2f}", f"{res['lock_ratio']:.2f}",
-                     f"{res['lock_ratio_lapsed']:.2f}"])
-    h.table(f"request queues: crawl protocol requests/s (N={n}), head/lock latency (ms, median)",
-            ["backend", "local fs 1", "openkvs 1", "openkvs 4", "openkvs 16", "lock 1k", f"lock {big}",
-             "ratio", "ratio after lapsed"], rows)
+        rows.append([kind, f"{local:.0f}", *(f"{res[v]:.0f} ({res[v] / local:.2f}x, {res[f'{v}_server_cpu_us']:.0f} us)"
+                                             for v, _, _ in VARIANTS),
+                     *((f"{res['lock_ms_1k']:.2f}", f"{res[f'lock_ms_{big}']:.2f}", f"{res['lock_ratio']:.2f}",
+                        f"{res['lock_ratio_lapsed']:.2f}") if latency else ())])
+    h.table(f"request queues: crawl protocol requests/s (N={n}; ratio to the best local fs run, server CPU per "
+            "request)" + (", head/lock latency (ms, median)" if latency else ""),
+            ["backend", "local fs 1", *(v for v, _, _ in VARIANTS),
+             *(("lock 1k", f"lock {big}", "ratio", "ratio after lapsed") if latency else ())], rows)
     h.save("queues", quick, results)
     print(json.dumps(results))
     return results
+
+
+def head_lock_latency(backend: h.Backend, srv: h.Server, token: str, big: int) -> dict[str, Any]:
+    with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+        small_q = c.post("/v2/request-queues", params={"name": "lat-small"}).json()["data"]["id"]
+        big_q = c.post("/v2/request-queues", params={"name": "lat-big"}).json()["data"]["id"]
+    fill(backend, small_q, 1000 + 400)
+    t0 = time.monotonic()
+    fill(backend, big_q, big + 10_400)
+    h.log(f"{backend.kind}: filled {big} pending requests in {time.monotonic() - t0:.0f}s")
+    small = lock_latency(srv.url, token, small_q)
+    large = lock_latency(srv.url, token, big_q)
+    expire_locks(srv.url, token, big_q, 10_000)
+    large_expired = lock_latency(srv.url, token, big_q)
+    return {"lock_ms_1k": round(small * 1000, 2), f"lock_ms_{big}": round(large * 1000, 2),
+            "lock_ms_big_after_10k_lapsed": round(large_expired * 1000, 2),
+            "lock_ratio": round(large / small, 2), "lock_ratio_lapsed": round(large_expired / small, 2)}

@@ -14,7 +14,7 @@ from typing import Any
 from starlette._utils import get_route_path
 from starlette.convertors import Convertor, StringConvertor, register_url_convertor
 from starlette.requests import ClientDisconnect
-from starlette.routing import Route, Router
+from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openkvs import auth, console, errors, health, metrics, openapi
@@ -61,6 +61,7 @@ not_found = _NotFound()
 # Record requests first: they are most of the traffic, and no other pattern matches their paths.
 DOWNLOAD_ROUTE = "/v2/key-value-stores/{store_id}/records"  # the ZIP download: its bytes and open count are metrics
 RQ = "/v2/request-queues/{queue_id}"
+QUEUE_PATHS = "/v2/request-queues/"
 
 ROUTES = [
     Route(
@@ -164,6 +165,10 @@ class ApiRouter(Router):
         # The record route's parameters are text as matched (``str`` and ``key``): no conversion to call.
         self._first_plain = all(type(c) in (StringConvertor, _KeyConvertor) for c in first.param_convertors.values())
         self._split = _segment_then_rest(first)
+        # The requests of a queue (the paths under QUEUE_PATHS): a crawl's every call. Tried before the general
+        # loop, which would first try every pattern above them. No other pattern matches these paths: the queue
+        # routes of STORES_API/QUEUES_API under the same prefix end after one segment (``{queue_id}``).
+        self._queue_routes = [r for r in routes if isinstance(r, Route) and r.path.startswith(RQ + "/")]
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -189,6 +194,16 @@ class ApiRouter(Router):
                 scope["path_params"] = params
                 await route.app(scope, receive, send)
                 return
+            if path.startswith(QUEUE_PATHS) and path.count("/", len(QUEUE_PATHS)) and not scope.get("path_params"):
+                for route in self._queue_routes:
+                    matched, child_scope = route.matches(scope)
+                    if matched is Match.FULL:  # (``methods`` takes every method: never PARTIAL)
+                        if "router" not in scope:
+                            scope["router"] = self
+                        scope["route"] = route
+                        scope.update(child_scope)
+                        await route.handle(scope, receive, send)
+                        return
         await super().app(scope, receive, send)
 
 

@@ -22,6 +22,7 @@ from openkvs.ratelimit import client_ip
 from openkvs.storage.base import KeySelection, Storage, Store, User
 
 MAX_JSON_BODY = 9_437_184
+INLINE_JSON_BODY = 16 * 1024  # JSON bodies up to this size are parsed on the event loop (read_json_body)
 MAX_QUERY_INT = 2**53 - 1  # the largest integer every JSON client reads exactly
 
 
@@ -267,7 +268,10 @@ async def read_json_body(request: Request, max_depth: int = jsontext.MAX_DEPTH) 
     raw = await read_json_bytes(request)
     if not raw.strip():
         return None
-    try:  # parsing up to 9 MiB and walking it is CPU work: not on the event loop
+    try:  # parsing up to 9 MiB and walking it is CPU work: not on the event loop, unless it is small (a few
+        # microseconds, less than the hop to a thread: a queue's requests and batches)
+        if len(raw) <= INLINE_JSON_BODY:
+            return jsontext.loads(raw, max_depth=max_depth)
         return await anyio.to_thread.run_sync(functools.partial(jsontext.loads, raw, max_depth=max_depth))
     except jsontext.InvalidJson as exc:
         raise errors.InvalidInput(str(exc)) from None

@@ -279,8 +279,8 @@ async def lock_endpoint(request: Request) -> Response:
     if not qi.plausible_request_id(request_id):
         raise qi.RequestNotFound()
     with _answers():
-        await qs.delete_lock(queue_id, request_id, forefront=forefront, client_key=key)
-    state(request).storage.count_access(queue_id, writes=1)
+        deleted = await qs.delete_lock(queue_id, request_id, forefront=forefront, client_key=key)
+    state(request).storage.count_access(queue_id, writes=int(deleted))  # section 8: +1 per deleted lock
     return Response(status_code=204)
 
 

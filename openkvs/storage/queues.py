@@ -214,7 +214,8 @@ def queue_storage(storage: object) -> QueueStorage:
 class QueueStorage(abc.ABC):
     """What a backend stores for request queues. ``queue_id`` is a store ID (the HTTP layer has checked it names
     a queue); a missing queue raises ``NotFound``. Every write is one transaction; every call that takes
-    ``client_key`` counts as a client (section 7). Stats are the caller's (``count_access``)."""
+    ``client_key`` and is carried out counts as a client (section 7: a refused call, RequestNotFound or
+    RequestHandledOrLocked, leaves no trace). Stats are the caller's (``count_access``)."""
 
     queue_clock: Callable[[], int] | None = None  # tests: milliseconds since the epoch, instead of the real clock
 
@@ -273,8 +274,9 @@ class QueueStorage(abc.ABC):
         """5.13; raises RequestNotFound, RequestHandledOrLocked. Returns the new lockExpiresAt."""
 
     @abc.abstractmethod
-    async def delete_lock(self, queue_id: str, request_id: str, *, forefront: bool, client_key: str | None) -> None:
-        """5.14; raises RequestNotFound, RequestHandledOrLocked."""
+    async def delete_lock(self, queue_id: str, request_id: str, *, forefront: bool, client_key: str | None) -> bool:
+        """5.14; raises RequestNotFound, RequestHandledOrLocked. True if a live lock was deleted (else nothing
+        changed: the request was not locked)."""
 
     @abc.abstractmethod
     async def unlock_requests(self, queue_id: str, *, client_key: str | None) -> int:

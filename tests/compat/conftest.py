@@ -1,9 +1,10 @@
 """Fixtures for the compatibility suites: one SQLite server per module (these tests are about the HTTP contract,
-which is the same on every backend)."""
+which is the same on every backend), and a server of each backend per test for the crawler tests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,3 +19,9 @@ def compat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s = make_server(tmp_path_factory.mktemp("compat"), "sqlite", "--rate-limits", "off")
     yield s
     s.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def crawl_server(request: pytest.FixtureRequest, tmp_path: Path, start_server: Callable[..., Server]) -> Server:
+    """A server of each backend for a crawl (its own: crawls are checked by their whole log and their counters)."""
+    return start_server(tmp_path, request.param, "--rate-limits", "off")

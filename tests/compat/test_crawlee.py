@@ -1,106 +1,30 @@
 """Real Crawlee crawlers (``ParselCrawler``), run as Actors with the `apify` SDK, unmodified, crawl a local site
 with their request queue on openkvs: one crawler in the SDK's default (single) mode, then four crawler processes
 sharing one named queue in shared mode, then four again with one of them killed (``kill -9``) halfway. Both
-backends. The site counts its own fetches; the crawlers store one record per page they handled (in a key-value
-store: datasets are another issue's API); the queue's counters are read at the end.
+backends. The site counts its own fetches; the crawlers push one item per page they handled into a dataset
+(``context.push_data``); the queue's counters are read at the end. The other crawlers of Crawlee are
+test_crawlee_crawlers.py's.
 
 The Actor is tests/compat/crawl_actor.py; its environment is docs/sdk.md's."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 
 from .crawl_site import Site
+from .crawling import finish, handled_pages, queue_counts, results, start_crawler
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from tests.conftest import Server
 
 pytestmark = [pytest.mark.server_process, pytest.mark.timeout(600)]
 
-ACTOR = Path(__file__).with_name("crawl_actor.py")
 PAGES = 200
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def crawl_server(request: pytest.FixtureRequest, tmp_path: Path, start_server: Callable[..., Server]) -> Server:
-    return start_server(tmp_path, request.param, "--rate-limits", "off")
-
-
-def actor_env(server: Server, worker: str, **crawl: str) -> dict[str, str]:
-    """docs/sdk.md's environment (no run ID: each crawler then sends a random clientKey of its own), and the
-    crawl's settings (see crawl_actor.py). The default storages' IDs name nothing yet: the SDK creates them."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("APIFY_", "ACTOR_", "CRAWLEE_")) and k.lower() not in ("http_proxy", "https_proxy",
-                                                                                    "all_proxy")}
-    env.update({
-        "APIFY_IS_AT_HOME": "1",
-        "APIFY_TOKEN": server.token,
-        "APIFY_API_BASE_URL": server.url,
-        "APIFY_API_PUBLIC_BASE_URL": server.url,
-        "ACTOR_DEFAULT_KEY_VALUE_STORE_ID": f"kvs{worker}".ljust(17, "0")[:17],
-        "ACTOR_DEFAULT_REQUEST_QUEUE_ID": f"rq{worker}".ljust(17, "0")[:17],
-        "ACTOR_DEFAULT_DATASET_ID": f"ds{worker}".ljust(17, "0")[:17],
-        "APIFY_ACTOR_PRICING_INFO": json.dumps({"pricingModel": "FREE"}),
-        "APIFY_CHARGED_ACTOR_EVENT_COUNTS": json.dumps({"apify-actor-start": 0}),
-        "NO_PROXY": "127.0.0.1,localhost",
-        "CRAWL_WORKER": worker,
-        **crawl,
-    })
-    return env
-
-
-def start_crawler(server: Server, tmp_path: Path, worker: str, **crawl: str) -> subprocess.Popen[str]:
-    workdir = tmp_path / f"cwd-{worker}"  # empty: the SDK must not fall back to local storage
-    workdir.mkdir()
-    return subprocess.Popen(
-        [sys.executable, str(ACTOR)], env=actor_env(server, worker, **crawl), cwd=workdir,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-
-
-def finish(proc: subprocess.Popen[str], server: Server, timeout: float = 400) -> dict[str, Any]:
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-6000:]}\nserver log:\n{server.log()[-3000:]}"
-    done = [line for line in out.splitlines() if line.startswith("DONE ")]
-    assert done, out[-6000:]
-    return json.loads(done[-1].removeprefix("DONE "))  # type: ignore[no-any-return]
-
-
-def handled_pages(c: httpx.Client) -> dict[str, list[str]]:
-    """The workers that stored a record for each page in crawl-results (``page-<n>-<worker>``)."""
-    store = c.get("/v2/key-value-stores/~crawl-results")
-    assert store.status_code == 200, store.text
-    keys: list[str] = []
-    start = None
-    while True:
-        r = c.get(f"/v2/key-value-stores/{store.json()['data']['id']}/keys",
-                  params={"limit": 1000, **({"exclusiveStartKey": start} if start else {})})
-        data = r.json()["data"]
-        keys += [i["key"] for i in data["items"]]
-        if not data["isTruncated"]:
-            found: dict[str, list[str]] = {}
-            for k in keys:
-                _, page, worker = k.split("-")
-                found.setdefault(page, []).append(worker)
-            return found
-        start = data["nextExclusiveStartKey"]
-
-
-def queue_counts(c: httpx.Client, queue_id: str) -> tuple[int, int, int]:
-    q = c.get(f"/v2/request-queues/{queue_id}").json()["data"]
-    return q["totalRequestCount"], q["handledRequestCount"], q["pendingRequestCount"]
 
 
 def test_one_crawler_single_mode(crawl_server: Server, tmp_path: Path) -> None:
@@ -110,7 +34,9 @@ def test_one_crawler_single_mode(crawl_server: Server, tmp_path: Path) -> None:
     assert hits == {str(i): 1 for i in range(PAGES)}  # every page fetched, each exactly once
     assert report["handled"] == PAGES
     with crawl_server.client() as c:
-        assert handled_pages(c) == {str(i): ["solo"] for i in range(PAGES)}
+        assert handled_pages(c) == {str(i): ["solo"] for i in range(PAGES)}  # one item per page
+        assert {it["url"]: it["title"] for it in results(c)} == {f"{site.url}/page/{i}": f"Page {i}"
+                                                                 for i in range(PAGES)}
         assert queue_counts(c, report["queue"]) == (PAGES, PAGES, 0)
     # Only the storage APIs were called (no actor runs, no users/me), and none of them failed but for the 404s of
     # the default storages' IDs before the SDK creates them.

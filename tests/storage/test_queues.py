@@ -278,11 +278,20 @@ async def test_had_multiple_clients(storage: Storage) -> None:
     head = await qs.queue_head(qid, limit=10, client_key=None)  # no key: a new client
     assert head.had_multiple_clients
     assert (await qs.queue_counts([qid]))[qid].had_multiple_clients
-    # a refused call still counts
+    # a refused call leaves no trace: it is not a client (only a call that was carried out is)
     qs2, qid2 = await new_queue(storage)
     await qs2.add_requests(qid2, [req("m1")], forefront=False, client_key="A")
     with pytest.raises(RequestNotFound):
         await qs2.delete_lock(qid2, request_id("nope"), forefront=False, client_key="B")
+    with pytest.raises(RequestNotFound):
+        await qs2.prolong_lock(qid2, request_id("nope"), lock_secs=60, forefront=False, client_key="B")
+    await qs2.lock_head(qid2, limit=1, lock_secs=60, client_key="A")
+    with pytest.raises(RequestHandledOrLocked):
+        await qs2.prolong_lock(qid2, request_id("m1"), lock_secs=60, forefront=False, client_key="B")
+    with pytest.raises(RequestHandledOrLocked):
+        await qs2.delete_lock(qid2, request_id("m1"), forefront=False, client_key="B")
+    assert not (await qs2.queue_counts([qid2]))[qid2].had_multiple_clients
+    await qs2.unlock_requests(qid2, client_key="B")  # carried out (it frees nothing of B's): a second client
     assert (await qs2.queue_counts([qid2]))[qid2].had_multiple_clients
 
 

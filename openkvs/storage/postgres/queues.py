@@ -10,7 +10,7 @@ a write is read from the database's clock after the lock was granted, so locks o
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -88,6 +88,49 @@ _UPSERT = """INSERT INTO queue_requests (queue_id, id, unique_key, url, method, 
         order_time = EXCLUDED.order_time, order_seq = EXCLUDED.order_seq, lock_owner = EXCLUDED.lock_owner"""
 
 
+_OPEN = f"""SELECT coalesce($2::bigint, {_CLOCK}) AS now, st.modified_at, s.total, s.handled, s.next_seq,
+        s.first_client, s.had_multiple_clients
+    FROM stores st LEFT JOIN queue_state s ON s.queue_id = st.id WHERE st.id = $1"""
+_OPEN_ONE = f"""SELECT coalesce($2::bigint, {_CLOCK}) AS now, st.modified_at, s.total, s.handled, s.next_seq,
+        s.first_client, s.had_multiple_clients, r.id IS NOT NULL AS present, r.order_time, r.order_seq, r.lock_owner,
+        r.size
+    FROM stores st LEFT JOIN queue_state s ON s.queue_id = st.id LEFT JOIN queue_requests r ON r.queue_id = st.id
+        AND r.id = $3 WHERE st.id = $1"""
+
+
+def _finish(upsert: bool, moved: bool) -> str:
+    """The statement that ends a write: the state ($1-$6), the request upserted ($10-$19) or moved ($10-$13), and,
+    when the queue changed ($9), its modifiedAt ($7) and storageBytes (+$8), returning the new modifiedAt."""
+    parts = [_SAVE_STATE.replace("INSERT", "saved AS (INSERT", 1) + ")"]
+    if upsert:
+        parts.append("req AS (" + _UPSERT.replace("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                                  "VALUES ($1, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)")
+                     + ")")
+    if moved:
+        parts.append("moved AS (UPDATE queue_requests SET order_time = $11, order_seq = $12, lock_owner = $13 "
+                     "WHERE queue_id = $1 AND id = $10)")
+    return ("WITH " + ", ".join(parts) + " UPDATE stores SET modified_at = greatest(modified_at, $7), "
+            "storage_bytes = storage_bytes + $8::bigint WHERE id = $1 AND $9::boolean RETURNING modified_at")
+
+
+_FINISH = {(u, m): _finish(u, m) for u in (False, True) for m in (False, True) if not (u and m)}
+
+
+@dataclass(slots=True)
+class _Txn:
+    """One write transaction: what was read with its state, and what the body leaves to write with it."""
+
+    now: int
+    modified_at: datetime  # the queue's, read with the state; after the write, the new one if it changed
+    old: Slot | None = None  # the request named by ``request_id`` (None: there is none)
+    old_size: int = 0
+    changed: bool = False  # the queue's requests or locks changed: modifiedAt moves, storageBytes by size_delta
+    size_delta: int = 0
+    upsert: tuple[Any, ...] | None = None  # a request row to write (id, unique_key, ..., lock_owner)
+    moved: tuple[Any, ...] | None = None  # a request placed anew (id, order_time, order_seq, lock_owner)
+    has_locked: bool = False  # head/lock: whether a live lock exists (read when it locked nothing)
+
+
 def _to_state(row: asyncpg.Record | None) -> QueueState:
     if row is None:
         return QueueState()
@@ -116,33 +159,42 @@ class PgQueues(QueueStorage):
         self,
         queue_id: str,
         client_key: str | None,
-        body: Callable[[asyncpg.Connection, QueueState, int], Awaitable[T]],
+        body: Callable[[asyncpg.Connection, QueueState, _Txn], Awaitable[T]],
+        request_id: str | None = None,
     ) -> T:
-        """``body(conn, state, now)`` in a transaction that holds the queue's lock; it returns its result and sets
-        ``state`` (written back after it). Queue errors still count the call as a client."""
+        """``body(conn, state, txn)`` in a transaction that holds the queue's lock; it returns its result, sets
+        ``state`` and notes in ``txn`` what to write with it. Round trips, each while the lock is held: the lock;
+        the clock, the state and (``request_id``) that request's row, in one statement read after the lock was
+        granted (READ COMMITTED: a fresh snapshot per statement); the body's own; then one statement that writes
+        the state, the request of ``txn.upsert``/``txn.moved`` and the queue's ``stores`` row together. A refused
+        call (an error) leaves no trace, so it does not count as a client either (section 7: only the calls that
+        were carried out)."""
 
         async def txn(conn: asyncpg.Connection) -> T:
             if await conn.fetchval("SELECT 1 FROM stores WHERE id = $1 FOR NO KEY UPDATE", queue_id) is None:
                 raise NotFound(f"request queue {queue_id}")
             given = self._given_now()
-            row = await conn.fetchrow(
-                f"SELECT coalesce($2::bigint, {_CLOCK}) AS now, s.* FROM (SELECT 1) one "
-                f"LEFT JOIN queue_state s ON s.queue_id = $1",
-                queue_id,
-                given,
-            )
+            if request_id is None:
+                row = await conn.fetchrow(_OPEN, queue_id, given)
+            else:
+                row = await conn.fetchrow(_OPEN_ONE, queue_id, given, request_id)
             state = _to_state(row if row["total"] is not None else None)
-            now = int(row["now"])
+            t = _Txn(int(row["now"]), row["modified_at"])
+            if request_id is not None and row["present"]:
+                t.old = Slot(row["order_time"], row["order_seq"], row["lock_owner"])
+                t.old_size = row["size"]
             state.note_client(client_key)
-            result = await body(conn, state, now)
-            await self._save(conn, queue_id, state)
+            result = await body(conn, state, t)
+            sql, extra = _FINISH[t.upsert is not None, t.moved is not None], t.upsert or t.moved or ()
+            modified = await conn.fetchval(
+                sql, queue_id, state.total, state.handled, state.next_seq, state.first_client,
+                state.had_multiple_clients, from_ms(t.now), t.size_delta, t.changed, *extra,
+            )
+            if modified is not None:
+                t.modified_at = modified
             return result
 
-        try:
-            return await deadlock_retried("queue write", lambda: self._db.run(txn, tx=True))
-        except (RequestNotFound, RequestHandledOrLocked):
-            await self._note_client(queue_id, None, client_key)
-            raise
+        return await deadlock_retried("queue write", lambda: self._db.run(txn, tx=True))
 
     @staticmethod
     async def _save(conn: asyncpg.Connection, queue_id: str, state: QueueState) -> None:
@@ -151,22 +203,14 @@ class PgQueues(QueueStorage):
             queue_id, state.total, state.handled, state.next_seq, state.first_client, state.had_multiple_clients,
         )
 
-    @staticmethod
-    async def _modified(conn: asyncpg.Connection, queue_id: str, now: int, size_delta: int = 0) -> None:
-        await conn.execute(
-            "UPDATE stores SET modified_at = greatest(modified_at, $2), storage_bytes = storage_bytes + $3 "
-            "WHERE id = $1",
-            queue_id, from_ms(now), size_delta,
-        )
-
-    async def _note_client(self, queue_id: str, state: QueueState | None, client_key: str | None) -> QueueState:
+    async def _note_client(self, queue_id: str, state: QueueState, client_key: str | None) -> QueueState:
         """For the reads that count as a client: write only when section 7's state changes (rarely)."""
-        if state is not None and not replace(state).note_client(client_key):
+        if not replace(state).note_client(client_key):
             return state
 
         async def txn(conn: asyncpg.Connection) -> QueueState:
             if await conn.fetchval("SELECT 1 FROM stores WHERE id = $1 FOR NO KEY UPDATE", queue_id) is None:
-                return state or QueueState()
+                return state
             fresh = await self._read_state(conn, queue_id)
             if fresh.note_client(client_key):
                 await self._save(conn, queue_id, fresh)
@@ -192,7 +236,8 @@ class PgQueues(QueueStorage):
     async def add_requests(
         self, queue_id: str, requests: Sequence[NewRequest], *, forefront: bool, client_key: str | None
     ) -> list[Registration]:
-        async def body(conn: asyncpg.Connection, state: QueueState, now: int) -> list[Registration]:
+        async def body(conn: asyncpg.Connection, state: QueueState, t: _Txn) -> list[Registration]:
+            now = t.now
             ids = list(dict.fromkeys(r.id for r in requests))
             rows = await conn.fetch(
                 "SELECT id, order_time IS NULL AS handled FROM queue_requests WHERE queue_id = $1 AND id = ANY($2)",
@@ -213,9 +258,11 @@ class PgQueues(QueueStorage):
                 size_delta += size
                 handled_by_id[r.id] = r.handled
                 out.append(Registration(r.id, False, False))
-            if new:
+            if len(new) == 1:
+                t.upsert = new[0][1:]  # written with the state
+            elif new:
                 await conn.executemany(_UPSERT, new)
-                await self._modified(conn, queue_id, now, size_delta)
+            t.changed, t.size_delta = bool(new), size_delta
             return out
 
         return await self._write(queue_id, client_key, body)
@@ -236,27 +283,21 @@ class PgQueues(QueueStorage):
     ) -> Registration:
         r = request
 
-        async def body(conn: asyncpg.Connection, state: QueueState, now: int) -> Registration:
-            row = await conn.fetchrow(
-                "SELECT order_time, order_seq, lock_owner, size FROM queue_requests WHERE queue_id = $1 AND id = $2",
-                queue_id, r.id,
-            )
-            old = Slot(row[0], row[1], row[2]) if row is not None else None
-            slot = after_update(old, r.handled, state, now, forefront, client_key)
+        async def body(conn: asyncpg.Connection, state: QueueState, t: _Txn) -> Registration:
+            old = t.old
+            slot = after_update(old, r.handled, state, t.now, forefront, client_key)
             size = len(r.body.encode())
-            await conn.execute(
-                _UPSERT, queue_id, r.id, r.unique_key, r.url, r.method, r.retry_count, r.body, size,
-                slot.time, slot.seq, slot.owner,
-            )
-            await self._modified(conn, queue_id, now, size - (row[3] if row is not None else 0))
+            t.upsert = (r.id, r.unique_key, r.url, r.method, r.retry_count, r.body, size,
+                        slot.time, slot.seq, slot.owner)
+            t.changed, t.size_delta = True, size - t.old_size
             return Registration(r.id, old is not None, old is not None and old.handled)
 
-        return await self._write(queue_id, client_key, body)
+        return await self._write(queue_id, client_key, body, request_id=r.id)
 
     async def delete_requests(
         self, queue_id: str, request_ids: Sequence[str], *, client_key: str | None
     ) -> list[str | None]:
-        async def body(conn: asyncpg.Connection, state: QueueState, now: int) -> list[str | None]:
+        async def body(conn: asyncpg.Connection, state: QueueState, t: _Txn) -> list[str | None]:
             rows = await conn.fetch(
                 "DELETE FROM queue_requests WHERE queue_id = $1 AND id = ANY($2) "
                 "RETURNING id, unique_key, order_time, size",
@@ -267,8 +308,7 @@ class PgQueues(QueueStorage):
                 state.total -= 1
                 if row["order_time"] is None:
                     state.handled -= 1
-            if rows:
-                await self._modified(conn, queue_id, now, -sum(row["size"] for row in rows))
+            t.changed, t.size_delta = bool(rows), -sum(row["size"] for row in rows)
             out: list[str | None] = []
             for request_id in request_ids:
                 row = by_id.get(request_id)
@@ -330,64 +370,65 @@ class PgQueues(QueueStorage):
         return QueueHead(items, modified, state.had_multiple_clients)
 
     async def lock_head(self, queue_id: str, *, limit: int, lock_secs: int, client_key: str | None) -> QueueHead:
-        async def body(conn: asyncpg.Connection, state: QueueState, now: int) -> QueueHead:
-            expiry = now + lock_secs * 1000
+        async def body(conn: asyncpg.Connection, state: QueueState, t: _Txn) -> list[HeadItem]:
+            expiry = t.now + lock_secs * 1000
             items = []
             updates = []
-            for row in await conn.fetch(_HEAD, queue_id, now, limit):
+            for row in await conn.fetch(_HEAD, queue_id, t.now, limit):
                 slot = placed(state, expiry, row["order_time"] < 0, owner_of(client_key))
                 updates.append((queue_id, row["id"], slot.time, slot.seq, slot.owner))
                 items.append(HeadItem(row[0], row[1], row[2], row[3], row[4], from_ms(expiry)))
-            if updates:
+            if len(updates) == 1:
+                t.moved = updates[0][1:]  # written with the state
+            elif updates:
                 await conn.executemany(_SET_SLOT, updates)
-                await self._modified(conn, queue_id, now)
-            has_locked = bool(items) or bool(await conn.fetchval(_ANY_LOCKED, queue_id, now))
-            modified = await conn.fetchval("SELECT modified_at FROM stores WHERE id = $1", queue_id)
-            return QueueHead(items, modified, state.had_multiple_clients, has_locked)
+            t.changed = bool(items)
+            if not items:
+                t.has_locked = bool(await conn.fetchval(_ANY_LOCKED, queue_id, t.now))
+            return items
 
-        return await self._write(queue_id, client_key, body)
+        async def locked(conn: asyncpg.Connection, state: QueueState, t: _Txn) -> tuple[list[HeadItem], _Txn, bool]:
+            return await body(conn, state, t), t, state.had_multiple_clients
 
-    @staticmethod
-    async def _slot(conn: asyncpg.Connection, queue_id: str, request_id: str) -> Slot:
-        row = await conn.fetchrow(
-            "SELECT order_time, order_seq, lock_owner FROM queue_requests WHERE queue_id = $1 AND id = $2",
-            queue_id, request_id,
-        )
-        if row is None:
-            raise RequestNotFound(request_id)
-        return Slot(row[0], row[1], row[2])
+        items, t, multiple = await self._write(queue_id, client_key, locked)
+        return QueueHead(items, t.modified_at, multiple, bool(items) or t.has_locked)  # modifiedAt as written
 
     async def prolong_lock(
         self, queue_id: str, request_id: str, *, lock_secs: int, forefront: bool, client_key: str | None
     ) -> datetime:
-        async def body(conn: asyncpg.Connection, state: QueueState, now: int) -> int:
-            old = await self._slot(conn, queue_id, request_id)
+        async def body(conn: asyncpg.Connection, state: QueueState, t: _Txn) -> int:
+            old = t.old
+            if old is None:
+                raise RequestNotFound(request_id)
             if old.handled:
                 raise RequestHandledOrLocked(RequestHandledOrLocked.HANDLED)
-            if old.held_by_other(now, client_key):
+            if old.held_by_other(t.now, client_key):
                 raise RequestHandledOrLocked(RequestHandledOrLocked.LOCKED)
-            expiry = now + lock_secs * 1000
+            expiry = t.now + lock_secs * 1000
             slot = placed(state, expiry, forefront, owner_of(client_key))
-            await conn.execute(_SET_SLOT, queue_id, request_id, slot.time, slot.seq, slot.owner)
-            await self._modified(conn, queue_id, now)
+            t.moved, t.changed = (request_id, slot.time, slot.seq, slot.owner), True
             return expiry
 
-        return from_ms(await self._write(queue_id, client_key, body))
+        return from_ms(await self._write(queue_id, client_key, body, request_id=request_id))
 
-    async def delete_lock(self, queue_id: str, request_id: str, *, forefront: bool, client_key: str | None) -> None:
-        async def body(conn: asyncpg.Connection, state: QueueState, now: int) -> None:
-            old = await self._slot(conn, queue_id, request_id)
-            if old.held_by_other(now, client_key):
+    async def delete_lock(self, queue_id: str, request_id: str, *, forefront: bool, client_key: str | None) -> bool:
+        async def body(conn: asyncpg.Connection, state: QueueState, t: _Txn) -> bool:
+            old = t.old
+            if old is None:
+                raise RequestNotFound(request_id)
+            if old.held_by_other(t.now, client_key):
                 raise RequestHandledOrLocked(RequestHandledOrLocked.LOCKED)
-            if old.locked(now):  # by the caller: released and placed now
-                slot = placed(state, now, forefront)
-                await conn.execute(_SET_SLOT, queue_id, request_id, slot.time, slot.seq, slot.owner)
-                await self._modified(conn, queue_id, now)
+            if not old.locked(t.now):
+                return False
+            slot = placed(state, t.now, forefront)  # locked by the caller: released and placed now
+            t.moved, t.changed = (request_id, slot.time, slot.seq, slot.owner), True
+            return True
 
-        await self._write(queue_id, client_key, body)
+        return await self._write(queue_id, client_key, body, request_id=request_id)
 
     async def unlock_requests(self, queue_id: str, *, client_key: str | None) -> int:
-        async def body(conn: asyncpg.Connection, state: QueueState, now: int) -> int:
+        async def body(conn: asyncpg.Connection, state: QueueState, t: _Txn) -> int:
+            now = t.now
             rows = await conn.fetch(
                 "SELECT id, order_time FROM queue_requests WHERE queue_id = $1 AND lock_owner = $3 AND "
                 "(order_time > $2 OR order_time < -$2::bigint) ORDER BY order_time, order_seq",
@@ -399,7 +440,7 @@ class PgQueues(QueueStorage):
                 updates.append((queue_id, row["id"], slot.time, slot.seq, slot.owner))
             if updates:
                 await conn.executemany(_SET_SLOT, updates)
-                await self._modified(conn, queue_id, now)
+            t.changed = bool(updates)
             return len(rows)
 
         return await self._write(queue_id, client_key, body)

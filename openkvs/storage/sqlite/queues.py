@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from ..queues import (
 from .connections import Database
 
 T = TypeVar("T")
+SMALL_WRITE_CHARS = 64 * 1024  # request bodies up to this much are written on the event loop (see _queue_write)
 
 # Requests of a queue by ID (the primary key; listings are ID ranges), and the pending ones by placement: the head
 # is two ranges of ``queue_requests_head`` (see storage/queues.py). ``size``: bytes of ``body`` (storageBytes).
@@ -112,6 +113,13 @@ class SQLiteQueues(QueueStorage):
     """The queue methods of SQLiteStorage (which sets ``_db``)."""
 
     _db: Database
+
+    def _queue_write(self, txn: Callable[[sqlite3.Connection], T], body_chars: int) -> Awaitable[T]:
+        """A write of a bounded number of requests (at most a batch of 25): on the event loop's thread when the
+        writer is idle and the bodies are small (Database.write_small), else through the writer thread."""
+        if body_chars <= SMALL_WRITE_CHARS:
+            return self._db.write_small(txn)
+        return self._db.write(txn)
 
     def _now(self) -> int:
         return self.queue_clock() if self.queue_clock is not None else time.time_ns() // 1_000_000
@@ -207,7 +215,7 @@ class SQLiteQueues(QueueStorage):
             self._end(conn, queue_id, state, now, changed=size_delta > 0, size_delta=size_delta)
             return out
 
-        return await self._db.write(txn)
+        return await self._queue_write(txn, sum(len(r.body) for r in requests))
 
     async def get_request(self, queue_id: str, request_id: str) -> StoredRequest | None:
         now = self._now()
@@ -250,7 +258,7 @@ class SQLiteQueues(QueueStorage):
             self._end(conn, queue_id, state, now, changed=True, size_delta=size - (row[3] if row else 0))
             return Registration(r.id, old is not None, old is not None and old.handled)
 
-        return await self._db.write(txn)
+        return await self._queue_write(txn, len(r.body))
 
     async def delete_requests(
         self, queue_id: str, request_ids: Sequence[str], *, client_key: str | None
@@ -276,7 +284,7 @@ class SQLiteQueues(QueueStorage):
                       size_delta=size_delta)
             return out
 
-        return await self._db.write(txn)
+        return await self._queue_write(txn, 0)
 
     async def list_requests(
         self,
@@ -347,7 +355,7 @@ class SQLiteQueues(QueueStorage):
             modified = conn.execute("SELECT modified_at FROM stores WHERE id = ?", (queue_id,)).fetchone()[0]
             return QueueHead(items, from_ms(modified), state.had_multiple_clients, has_locked)
 
-        return await self._db.write(txn)
+        return await self._queue_write(txn, 0)
 
     def _slot(self, conn: sqlite3.Connection, queue_id: str, request_id: str) -> Slot:
         row = conn.execute(
@@ -374,10 +382,10 @@ class SQLiteQueues(QueueStorage):
             self._end(conn, queue_id, state, now, changed=True)
             return expiry
 
-        return from_ms(await self._write_noting(txn, queue_id, client_key))
+        return from_ms(await self._queue_write(txn, 0))
 
-    async def delete_lock(self, queue_id: str, request_id: str, *, forefront: bool, client_key: str | None) -> None:
-        def txn(conn: sqlite3.Connection) -> None:
+    async def delete_lock(self, queue_id: str, request_id: str, *, forefront: bool, client_key: str | None) -> bool:
+        def txn(conn: sqlite3.Connection) -> bool:
             state, now = self._begin(conn, queue_id, client_key)
             old = self._slot(conn, queue_id, request_id)
             if old.held_by_other(now, client_key):
@@ -387,8 +395,9 @@ class SQLiteQueues(QueueStorage):
                 slot = placed(state, now, forefront)
                 conn.execute(_SET_SLOT, (slot.time, slot.seq, slot.owner, queue_id, request_id))
             self._end(conn, queue_id, state, now, changed=changed)
+            return changed
 
-        await self._write_noting(txn, queue_id, client_key)
+        return await self._queue_write(txn, 0)
 
     async def unlock_requests(self, queue_id: str, *, client_key: str | None) -> int:
         def txn(conn: sqlite3.Connection) -> int:
@@ -405,13 +414,3 @@ class SQLiteQueues(QueueStorage):
             return len(rows)
 
         return await self._db.write(txn)
-
-    async def _write_noting(
-        self, txn: Callable[[sqlite3.Connection], T], queue_id: str, client_key: str | None
-    ) -> T:
-        """A write whose refusal (404, 400) still counts the call as a client (section 7)."""
-        try:
-            return await self._db.write(txn)
-        except (RequestNotFound, RequestHandledOrLocked):
-            await self._note_client(queue_id, await self._db.read(_read_state, queue_id), client_key)
-            raise
