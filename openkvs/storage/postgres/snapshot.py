@@ -120,8 +120,7 @@ class PgSnapshot(Snapshot):
             return
         rows = await self._fetch(
             f"""SELECT count(*) AS n, coalesce(sum(octet_length(key)), 0) AS kb,
-                    coalesce(sum(decoded_size), 0) AS db, count(*) FILTER (WHERE decoded_size >= {BIG}) AS big,
-                    coalesce(max(size) FILTER (WHERE size <= chunk_size), 0) AS small_max
+                    coalesce(sum(decoded_size), 0) AS db, count(*) FILTER (WHERE decoded_size >= {BIG}) AS big
                 FROM records WHERE store_id = $1 AND {cond}""",
             args,
         )
@@ -130,8 +129,7 @@ class PgSnapshot(Snapshot):
             count=r["n"], key_bytes=int(r["kb"]), decoded_bytes=int(r["db"]), big_count=r["big"]
         )
         if kept_headers_fit(r["n"], int(r["kb"]), int(r["db"]), r["big"]):
-            # batches laid out by PostgreSQL, sized to hold about PREFETCH_BYTES of record bytes at most
-            self.kept_rows = max(16, min(KEPT_ROWS, PREFETCH_BYTES // max(r["small_max"], 1)))
+            self.kept_rows = KEPT_ROWS  # batches laid out by PostgreSQL
 
     def _where(self, last: str | None) -> tuple[str, list[Any]] | None:
         """The WHERE conditions of a batch of the selection's records after the key ``last`` (None: from the
@@ -269,17 +267,24 @@ class PgSnapshot(Snapshot):
             if found is None:
                 return
             where, args = found
-            args.append(n)
-            sql = f"""WITH lim AS (
+            args += [n, PREFETCH_BYTES]
+            # a batch stops after the record that brings its bytes to PREFETCH_BYTES (the window runs over the
+            # LIMITed rows only, before any chunk is read)
+            sql = f"""WITH lim0 AS (
                     SELECT key, content_encoding, size, decoded_size, crc32, modified_at, blob_id, chunk_size
-                    FROM records WHERE {where} ORDER BY key LIMIT ${len(args)}
+                    FROM records WHERE {where} ORDER BY key LIMIT ${len(args) - 1}
+                ), lim AS (
+                    SELECT lim0.*, count(*) OVER () AS listed, coalesce(sum(CASE WHEN size <= chunk_size THEN size
+                        ELSE 0 END) OVER (ORDER BY key ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+                    FROM lim0
                 ), {_STAMPED},
                 d AS (SELECT z.*, CASE WHEN ok AND content_encoding IS NULL AND size = decoded_size THEN
                     CASE WHEN size = 0 THEN ''::bytea WHEN size <= chunk_size THEN
                         (SELECT c.data FROM blob_chunks c WHERE c.blob_id = z.blob_id AND c.seq = 0) END END AS data
-                    FROM z)
+                    FROM z WHERE before < ${len(args)})
                 SELECT string_agg({_LOCAL} || data, ''::bytea ORDER BY key) AS block, count(*) AS n,
-                    count(*) FILTER (WHERE octet_length(data) = decoded_size) AS whole, max(key) AS last
+                    count(*) FILTER (WHERE octet_length(data) = decoded_size) AS whole, max(key) AS last,
+                    max(listed) AS listed
                 FROM d"""
             (row,) = await self._fetch(sql, args)
             count = row["n"]
@@ -288,7 +293,7 @@ class PgSnapshot(Snapshot):
             if row["whole"] == count:
                 yield LocalBlock(count, row["block"])
                 last = row["last"]
-                if count < n:
+                if count == row["listed"] < n:  # the last batch
                     return
                 continue
             del row
