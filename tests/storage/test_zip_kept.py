@@ -225,3 +225,18 @@ async def test_sqlite_snapshot_reads_off_the_event_loop_thread(tmp_path: Path) -
             async for _ in snap.records():
                 pass
         assert threads and threading.get_ident() not in threads
+
+
+async def test_check_finds_a_kept_header_that_does_not_match(tmp_path: Path) -> None:
+    from openkvs.storage.sqlite.check import check
+
+    d = tmp_path / "d"
+    async with SQLiteStorage(d, background=False) as st:
+        store_id, recs = await fill(st, random.Random(9), 20)
+    problems, summary = check(d)
+    assert problems == [] and "20 kept ZIP headers" in summary, (problems, summary)
+    conn = sqlite3.connect(d / "openkvs.sqlite3", isolation_level=None)
+    conn.execute("UPDATE records SET zip_head = zeroblob(length(zip_head)) WHERE key = ?", (recs[3].key,))
+    conn.close()
+    problems, _ = check(d)
+    assert len(problems) == 1 and recs[3].key in problems[0] and "kept ZIP header" in problems[0], problems
