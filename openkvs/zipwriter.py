@@ -516,6 +516,10 @@ async def iter_range(
     ``batches`` for pass 2, which needs no data: the same entries in the same order, possibly without the bytes
     ``batches`` carries along.
 
+    A batch may also be a ``LocalBlock`` (in ``batches``) or a ``CentralBlock`` (in ``listing``): the bytes of
+    all its entries' headers (and data), which a storage made from headers it keeps; the writer then only slices
+    them to the range. Batches given that way need a ``listing`` for pass 2.
+
     Output chunks: pieces smaller than the coalescing size are gathered into chunks of at least that size (only
     the last chunk, or one just before a big piece, can be smaller); bigger pieces are yielded as they are.
     """
