@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import operator
 import sqlite3
+import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,9 +35,9 @@ SNAPSHOT_REMAP_BYTES = 48 * 1024 * 1024  # drop the map after reading about this
 # whose one result row is the batch's bytes, concatenated by SQLite: no Python object per record, and the GIL
 # released once per batch (so the batch is read in a worker thread while the event loop sends the one before).
 KEPT_ROWS = 4096
-_BYTE = "X'" + bytes(range(256)).hex() + "'"  # substr(_BYTE, b + 1, 1): the byte b
-_U32 = " || ".join(f"substr({_BYTE}, ((o >> {8 * i}) & 255) + 1, 1)" for i in range(4))  # o, 4 bytes little-endian
-_HEAD_OK = "length(zip_head) = 39 + length(CAST(key AS BLOB))"  # a header kept, of an entry without ZIP64 sizes
+_MID26 = operator.itemgetter(slice(4, 30))  # of a local header: what its central header repeats after CENTRAL_LEAD
+_TAIL = operator.itemgetter(slice(30, None))  # of a local header: its name and time stamp, the central's last bytes
+_U32 = struct.Struct("<I").pack
 
 _DATA = operator.itemgetter(9)  # a records() row's inline bytes (None for a file)
 _FAST_MS_MAX = 4_102_444_800_000  # 2100-01-01: below it a float of seconds still rounds to the exact millisecond
@@ -191,27 +192,33 @@ class SQLiteSnapshot(Snapshot):
     async def _kept_central(self) -> AsyncIterator[Sequence[Any] | CentralBlock]:
         n = self.kept_rows
         full = self._fetcher(n, with_data=False)
-        lead, mid = CENTRAL_LEAD.hex(), CENTRAL_MID.hex()
+        # Each central header is made from the kept local header and its offset (see zipwriter.CENTRAL_LEAD) by
+        # map and join, without a Python statement per record: SQLite's window functions, which would make the
+        # offsets in SQL, cost twice as much (measured: 3.4 us a record against 1.3).
         sql = (
-            f"SELECT CAST(group_concat(X'{lead}' || substr(h, 5, 26) || X'{mid}' || {_U32} || substr(h, 31), '')"
-            " AS BLOB), count(*), sum(ok), max(key), sum(len) FROM ("
-            " SELECT key, h, ok, len, ? + coalesce(sum(len) OVER (ORDER BY key ROWS BETWEEN UNBOUNDED PRECEDING"
-            " AND 1 PRECEDING), 0) AS o FROM ("
-            f"  SELECT key, zip_head AS h, {_HEAD_OK} AS ok, 39 + length(CAST(key AS BLOB)) + decoded_size AS len"
-            f"  FROM records WHERE store_id = ? AND {self._cond}"
+            "SELECT zip_head, length(zip_head) + decoded_size, length(zip_head) - length(CAST(key AS BLOB)) "
+            f"FROM records WHERE store_id = ? AND {self._cond}"
         )
 
         def fetch(last: str | None, base: int) -> tuple[Sequence[Any] | CentralBlock | None, str | None, int]:
             # (the batch, the key to go on after: None at the end, the local offset after the batch)
             where, args = ("", []) if last is None else (" AND key > ?", [last])
-            data, count, ok, last_key, span = self._conn.execute(
-                sql + where + " ORDER BY key LIMIT ?) ORDER BY key)", [base, self._store_id, *self._params, *args, n]
-            ).fetchone()
-            if not count:
+            rows = self._conn.execute(
+                sql + where + " ORDER BY key LIMIT ?", [self._store_id, *self._params, *args, n]
+            ).fetchall()
+            if not rows:
                 return None, None, base
-            if ok == count:
-                return CentralBlock(count, data, base, base + span), (last_key if count == n else None), base + span
-            del data
+            heads, spans, fixed = zip(*rows, strict=True)
+            del rows
+            if fixed.count(39) == len(heads):  # every header kept, none with ZIP64 sizes (39 + name)
+                offsets = list(itertools.accumulate(spans, initial=base))
+                data = b"".join(itertools.chain.from_iterable(zip(
+                    itertools.repeat(CENTRAL_LEAD), map(_MID26, heads), itertools.repeat(CENTRAL_MID),
+                    map(_U32, offsets), map(_TAIL, heads),
+                )))
+                last_key = heads[-1][30:-9].decode()
+                end = offsets[-1]
+                return CentralBlock(len(heads), data, base, end), (last_key if len(heads) == n else None), end
             found, more = full(last)
             if found is None:
                 return None, None, base
