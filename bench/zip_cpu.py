@@ -36,6 +36,15 @@ def _callgrind(on: bool) -> None:
         subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(os.getpid())], capture_output=True)
 
 
+def _proc_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` (0 for None)."""
+    if not pid:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def drain(kind: str, where: str, store_id: str, check: str) -> dict[str, Any]:
     """In a child process whose sys.path starts with the checkout under test: one full archive, timed."""
     from openkvs.api.download import _archive_bytes, _archive_size
@@ -58,6 +67,9 @@ async def drain(kind: str, where: str, store_id: str, check: str) -> dict[str, A
         fill_s = time.perf_counter() - t0
         digest = hashlib.sha256() if check == "1" else None
         async with storage.snapshot(store_id, KeySelection()) as snap:
+            # PostgreSQL: the CPU of the server process that runs the snapshot's queries too (/proc, same host)
+            pid = await snap._conn.fetchval("SELECT pg_backend_pid()") if kind == "postgres" else None
+            db0 = _proc_cpu(pid)
             _callgrind(True)
             c0, t0 = time.process_time(), time.perf_counter()
             size = await _archive_size(snap)
@@ -68,9 +80,10 @@ async def drain(kind: str, where: str, store_id: str, check: str) -> dict[str, A
                     digest.update(chunk)
             cpu, wall = time.process_time() - c0, time.perf_counter() - t0
             _callgrind(False)
+            db_cpu = _proc_cpu(pid) - db0
         assert n == size, (n, size)
         return {"cpu_s": cpu, "wall_s": wall, "bytes": n, "sha256": digest.hexdigest() if digest else None,
-                "filled": filled, "fill_s": fill_s}
+                "filled": filled, "fill_s": fill_s, "db_cpu_s": db_cpu if pid else None}
     finally:
         await storage.aclose()
 
@@ -137,6 +150,9 @@ def main() -> None:
         if runs[0].get("filled"):
             print(f"  {name:6} first filled the kept ZIP headers of {runs[0]['filled']:,} records in "
                   f"{runs[0]['fill_s']:.1f}s (not timed below)")
+        if timed[0].get("db_cpu_s") is not None:
+            db = min(x["db_cpu_s"] for x in timed)
+            print(f"  {name:6} PostgreSQL server CPU {db:.2f}s ({db / args.count * 1e6:.2f} us/record)")
         print(f"  {name:6} CPU {cpu:.2f}s ({cpu / args.count * 1e6:.2f} us/record), wall {wall:.2f}s "
               f"({mib / wall:.0f} MiB/s), rounds CPU {[round(x['cpu_s'], 2) for x in timed]}")
     if args.other:

@@ -269,7 +269,8 @@ class PgSnapshot(Snapshot):
             where, args = found
             args += [n, PREFETCH_BYTES]
             # a batch stops after the record that brings its bytes to PREFETCH_BYTES (the window runs over the
-            # LIMITed rows only, before any chunk is read)
+            # LIMITed rows only, before any chunk is read); OFFSET 0 keeps ``d`` a subquery of its own, so that
+            # each chunk is read once although two aggregates use it
             sql = f"""WITH lim0 AS (
                     SELECT key, content_encoding, size, decoded_size, crc32, modified_at, blob_id, chunk_size
                     FROM records WHERE {where} ORDER BY key LIMIT ${len(args) - 1}
@@ -281,7 +282,7 @@ class PgSnapshot(Snapshot):
                 d AS (SELECT z.*, CASE WHEN ok AND content_encoding IS NULL AND size = decoded_size THEN
                     CASE WHEN size = 0 THEN ''::bytea WHEN size <= chunk_size THEN
                         (SELECT c.data FROM blob_chunks c WHERE c.blob_id = z.blob_id AND c.seq = 0) END END AS data
-                    FROM z WHERE before < ${len(args)})
+                    FROM z WHERE before < ${len(args)} OFFSET 0)
                 SELECT string_agg({_LOCAL} || data, ''::bytea ORDER BY key) AS block, count(*) AS n,
                     count(*) FILTER (WHERE octet_length(data) = decoded_size) AS whole, max(key) AS last,
                     max(listed) AS listed
@@ -379,6 +380,9 @@ async def open_snapshot(
         try:
             tr = conn.transaction(isolation="repeatable_read", readonly=True)
             await tr.start()
+            # The batches laid out in SQL (kept_local) look costly to the planner, whose JIT then spent seconds
+            # compiling each one (measured: 4.8 s of a 5.1 s query for 4,096 records).
+            await conn.execute("SET LOCAL jit = off")
         except CONNECTION_ERRORS as exc:
             raise unavailable(exc) from exc
         snap = PgSnapshot(conn, store_id, selection, bucket_read)
