@@ -1,10 +1,10 @@
-"""ZIP archives from headers the storage keeps or makes itself (Snapshot.kept_local / kept_central: batches of
-small records laid out by the database, zipwriter.LocalBlock / CentralBlock) are byte for byte what the old,
-entry-by-entry writer made (tests/zip_reference.py), on every backend: small, empty, gzip-encoded and big records
-(files on SQLite, chunks or bucket objects on PostgreSQL) mixed, times set in the database to edges (before 1980,
-2038, after 2107), whole archives and random ranges. SQLite keeps each record's header from write time
-(records.zip_head): a time changed behind its back, or a database from before version 6, is read the slower way
-until the headers are filled in, with the same bytes."""
+"""ZIP archives from headers the storage keeps (Snapshot.kept_local / kept_central: batches of small records laid
+out by the database, zipwriter.LocalBlock / CentralBlock) are byte for byte what the old, entry-by-entry writer made
+(tests/zip_reference.py): small, empty, gzip-encoded and big records (files on SQLite, chunks or bucket objects on
+PostgreSQL, which keeps none and serves as the check that the same test passes without them) mixed, times set in
+the database to edges (before 1980, 2038, after 2107), whole archives and random ranges. SQLite keeps each
+record's header from write time (records.zip_head): a time changed behind its back, or a database from before
+version 6, is read the slower way until the headers are filled in, with the same bytes."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import pytest
 from openkvs.api.download import _archive_bytes, _archive_size
 from openkvs.storage.base import KeySelection, Storage
 from openkvs.storage.sqlite import SQLiteStorage
+from openkvs.storage.sqlite.snapshot import SQLiteSnapshot
 from openkvs.zipwriter import CentralBlock, LocalBlock, local_header
 from tests import zip_reference
 
@@ -128,7 +129,8 @@ async def check_archive(storage: Storage, store_id: str, want: bytes, rnd: rando
     kept_local and kept_central gave."""
     kinds: dict[str, int] = {}
     async with storage.snapshot(store_id, KeySelection()) as snap:
-        snap.kept_rows = min(snap.kept_rows, rnd.choice([5, 37]))  # type: ignore[attr-defined]  # many batches
+        if isinstance(snap, SQLiteSnapshot):
+            snap.kept_rows = min(snap.kept_rows, rnd.choice([5, 37]))  # many batches
         size = await _archive_size(snap)
         assert size == len(want)
         assert b"".join([c async for c in _archive_bytes(snap, 0, size)]) == want
@@ -137,7 +139,8 @@ async def check_archive(storage: Storage, store_id: str, want: bytes, rnd: rando
             b = rnd.randrange(a, size + 1)
             assert b"".join([c async for c in _archive_bytes(snap, a, b)]) == want[a:b], (a, b)
         for source in (snap.kept_local(), snap.kept_central()):
-            assert source is not None
+            if source is None:
+                continue
             async for batch in source:
                 name = type(batch).__name__ if isinstance(batch, LocalBlock | CentralBlock) else "records"
                 kinds[name] = kinds.get(name, 0) + 1
@@ -149,22 +152,23 @@ async def test_kept_headers_give_the_old_writers_bytes(
     storage: Storage, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if seed == 2:  # batches cut short by the bytes they hold, after a record or two
-        from openkvs.storage.postgres import snapshot as pg_snapshot
         from openkvs.storage.sqlite import snapshot as sqlite_snapshot
 
-        monkeypatch.setattr(pg_snapshot, "PREFETCH_BYTES", 500)
         monkeypatch.setattr(sqlite_snapshot, "PREFETCH_BYTES", 500)
     rnd = random.Random(seed)
     store_id, recs = await fill(storage, rnd, 400)
     await set_times(storage, store_id, recs, rnd)
     want = zip_reference.build_archive(await times(storage, store_id, recs))
     kinds = await check_archive(storage, store_id, want, rnd)
+    if not isinstance(storage, SQLiteStorage):
+        assert kinds == {}
+        return
+    # the rows whose time changed were read without their headers
     assert kinds.get("LocalBlock", 0) > 0 and kinds.get("records", 0) > 0, kinds
-    if isinstance(storage, SQLiteStorage):  # the rows whose time changed were read without their headers
-        assert kinds.get("CentralBlock", 0) < sum(kinds.values()) // 2, kinds
-        await storage.fill_zip_heads()
-        kinds = await check_archive(storage, store_id, want, rnd)
-        assert kinds.get("LocalBlock", 0) > 0, kinds
+    assert kinds.get("CentralBlock", 0) < sum(kinds.values()) // 2, kinds
+    await storage.fill_zip_heads()
+    kinds = await check_archive(storage, store_id, want, rnd)
+    assert kinds.get("LocalBlock", 0) > 0, kinds
     assert kinds.get("CentralBlock", 0) > 0 and "records" in kinds, kinds  # (records: files, encoded ones)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import asyncpg
 
-from openkvs.zipwriter import CENTRAL_LEAD, CENTRAL_MID, CentralBlock, Columns, LocalBlock, kept_headers_fit
+from openkvs.zipwriter import Columns
 
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageUnavailable
 from ..batch import RowBatch, ZipRow
@@ -31,53 +31,6 @@ PREFETCH_BYTES = 8 * 1024 * 1024  # a snapshot batch holds at most about this ma
 BIG = 0xFFFFFFFF
 
 
-# -- archives laid out by PostgreSQL ----------------------------------------------------------------------------
-# A batch of records whose local headers and bytes (or central headers) PostgreSQL builds and concatenates in key
-# order: one bytea per batch, no Python object per record (zipwriter.LocalBlock, CentralBlock). The headers are
-# the ones zipwriter.local_header makes, computed in SQL from the columns (tests/storage/test_zip_kept.py).
-
-KEPT_ROWS = 4096  # records per batch, at most
-
-
-def _le16(x: str) -> str:
-    """SQL: the int ``x`` (0 .. 65535) as 2 bytes little-endian."""
-    return f"substring(int4send((({x} & 255) << 8) | ({x} >> 8)) from 3)"
-
-
-def _le32(x: str) -> str:
-    """SQL: the bigint ``x`` (0 .. 2^32 - 1) as 4 bytes little-endian."""
-    return (
-        f"substring(int8send((({x} & 255) << 24) | ((({x} >> 8) & 255) << 16) | ((({x} >> 16) & 255) << 8)"
-        f" | ({x} >> 24)) from 5)"
-    )
-
-
-# From the batch's rows ``lim`` (key, decoded_size, crc32, modified_at and more): ``z``, the same with the name's
-# bytes and the time stamps of zipwriter._stamps (DOS time and date of the UTC time clamped to 1980 .. 2107, the
-# Unix time clamped to 1970 .. 2038), and ``ok``: the entry's headers are the plain ones (no ZIP64 size).
-_STAMPED = """
-    t AS (SELECT lim.*, convert_to(lim.key, 'UTF8') AS name, lim.modified_at AT TIME ZONE 'UTC' AS u FROM lim),
-    y AS (SELECT t.*, date_part('year', t.u)::int AS year FROM t),
-    z AS (SELECT y.*,
-        CASE WHEN year < 1980 THEN 0 WHEN year > 2107 THEN 49021 ELSE (date_part('hour', u)::int << 11)
-            | (date_part('minute', u)::int << 5) | (floor(date_part('second', u))::int >> 1) END AS dos_time,
-        CASE WHEN year < 1980 THEN 33 WHEN year > 2107 THEN 65439
-            ELSE ((year - 1980) << 9) | (date_part('month', u)::int << 5) | date_part('day', u)::int END AS dos_date,
-        least(greatest(floor(date_part('epoch', modified_at)), 0), 2147483647)::bigint AS mtime,
-        octet_length(name) <= 65535 AND decoded_size < 4294967295 AS ok
-        FROM y)"""
-# the 26 bytes after a local header's signature, which a central header repeats, and the bytes after them
-_MID = (
-    f"'\\x140000080000'::bytea || {_le16('dos_time')} || {_le16('dos_date')} || {_le32('crc32')}"
-    f" || {_le32('decoded_size')} || {_le32('decoded_size')} || {_le16('octet_length(name)')} || '\\x0900'::bytea"
-)
-_TAIL = f"name || '\\x5554050001'::bytea || {_le32('mtime')}"
-_LOCAL = f"'\\x504b0304'::bytea || {_MID} || {_TAIL}"
-_CENTRAL = (
-    f"'\\x{CENTRAL_LEAD.hex()}'::bytea || {_MID} || '\\x{CENTRAL_MID.hex()}'::bytea || {_le32('off')} || {_TAIL}"
-)
-
-
 class PgSnapshot(Snapshot):
     """One REPEATABLE READ READ ONLY transaction on a dedicated connection (see ``open_snapshot``)."""
 
@@ -93,7 +46,6 @@ class PgSnapshot(Snapshot):
         self._selection = selection
         self.generation = 0
         self.totals = SnapshotTotals(0, 0, 0, 0)
-        self.kept_rows = 0  # records per batch of kept_local/kept_central; 0: none (see _load)
 
     async def _fetch(self, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
         async with self._lock:
@@ -128,8 +80,6 @@ class PgSnapshot(Snapshot):
         self.totals = SnapshotTotals(
             count=r["n"], key_bytes=int(r["kb"]), decoded_bytes=int(r["db"]), big_count=r["big"]
         )
-        if kept_headers_fit(r["n"], int(r["kb"]), int(r["db"]), r["big"]):
-            self.kept_rows = KEPT_ROWS  # batches laid out by PostgreSQL
 
     def _where(self, last: str | None) -> tuple[str, list[Any]] | None:
         """The WHERE conditions of a batch of the selection's records after the key ``last`` (None: from the
@@ -241,108 +191,6 @@ class PgSnapshot(Snapshot):
         finally:
             await settle(pending)
 
-    def kept_local(self) -> AsyncIterator[Sequence[Any] | LocalBlock] | None:
-        """All the records, as ``records()`` gives them, but a batch of identity-encoded records of at most one
-        chunk each comes as a ``LocalBlock``: local headers and bytes made and joined by PostgreSQL. None if the
-        archive would pass 4 GiB."""
-        return self._kept_local() if self.kept_rows else None
-
-    def kept_central(self) -> AsyncIterator[Sequence[Any] | CentralBlock] | None:
-        """All the records, as ``zip_entries()`` gives them, as ``CentralBlock``s made by PostgreSQL."""
-        return self._kept_central() if self.kept_rows else None
-
-    @staticmethod
-    async def _first(batches: AsyncIterator[Sequence[Any]]) -> Sequence[Any] | None:
-        """The first batch of ``batches``, which is then closed (a stretch no block could be made for)."""
-        try:
-            return await anext(batches, None)
-        finally:
-            await batches.aclose()  # type: ignore[attr-defined]
-
-    async def _kept_local(self) -> AsyncIterator[Sequence[Any] | LocalBlock]:
-        n = self.kept_rows
-        last: str | None = None
-        while True:
-            found = self._where(last)
-            if found is None:
-                return
-            where, args = found
-            args += [n, PREFETCH_BYTES]
-            # a batch stops after the record that brings its bytes to PREFETCH_BYTES (the window runs over the
-            # LIMITed rows only, before any chunk is read); OFFSET 0 keeps ``d`` a subquery of its own, so that
-            # each chunk is read once although two aggregates use it
-            sql = f"""WITH lim0 AS (
-                    SELECT key, content_encoding, size, decoded_size, crc32, modified_at, blob_id, chunk_size
-                    FROM records WHERE {where} ORDER BY key LIMIT ${len(args) - 1}
-                ), lim AS (
-                    SELECT lim0.*, count(*) OVER () AS listed, coalesce(sum(CASE WHEN size <= chunk_size THEN size
-                        ELSE 0 END) OVER (ORDER BY key ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
-                    FROM lim0
-                ), {_STAMPED},
-                d AS (SELECT z.*, CASE WHEN ok AND content_encoding IS NULL AND size = decoded_size THEN
-                    CASE WHEN size = 0 THEN ''::bytea WHEN size <= chunk_size THEN
-                        (SELECT c.data FROM blob_chunks c WHERE c.blob_id = z.blob_id AND c.seq = 0) END END AS data
-                    FROM z WHERE before < ${len(args)} OFFSET 0)
-                SELECT string_agg({_LOCAL} || data, ''::bytea ORDER BY key) AS block, count(*) AS n,
-                    count(*) FILTER (WHERE octet_length(data) = decoded_size) AS whole, max(key) AS last,
-                    max(listed) AS listed
-                FROM d"""
-            (row,) = await self._fetch(sql, args)
-            count = row["n"]
-            if not count:
-                return
-            if row["whole"] == count:
-                yield LocalBlock(count, row["block"])
-                last = row["last"]
-                if count == row["listed"] < n:  # the last batch
-                    return
-                continue
-            del row
-            batch = await self._first(self.records(last, n))  # a bigger or encoded record: this stretch as records
-            if batch is None:
-                return
-            yield batch
-            last = batch[-1].key
-
-    async def _kept_central(self) -> AsyncIterator[Sequence[Any] | CentralBlock]:
-        n = self.kept_rows
-        last: str | None = None
-        base = 0  # the local offset of the batch's first entry
-        while True:
-            found = self._where(last)
-            if found is None:
-                return
-            where, args = found
-            args += [n, base]
-            sql = f"""WITH lim AS (
-                    SELECT key, decoded_size, crc32, modified_at FROM records WHERE {where}
-                    ORDER BY key LIMIT ${len(args) - 1}
-                ), {_STAMPED},
-                o AS (SELECT z.*, 39 + octet_length(name) + decoded_size AS span,
-                    (${len(args)}::bigint + coalesce(sum(39 + octet_length(name) + decoded_size) OVER (ORDER BY key
-                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))::bigint AS off FROM z)
-                SELECT string_agg({_CENTRAL}, ''::bytea ORDER BY key) AS block, count(*) AS n,
-                    count(*) FILTER (WHERE ok) AS whole, max(key) AS last, sum(span)::bigint AS span
-                FROM o"""
-            (row,) = await self._fetch(sql, args)
-            count = row["n"]
-            if not count:
-                return
-            if row["whole"] == count:
-                yield CentralBlock(count, row["block"], base, base + row["span"])
-                base += row["span"]
-                last = row["last"]
-                if count < n:
-                    return
-                continue
-            del row
-            batch = await self._first(self.zip_entries(last, n))
-            if batch is None:
-                return
-            yield batch
-            base += sum(39 + len(e.key.encode()) + e.decoded_size for e in batch)
-            last = batch[-1].key
-
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob, start, end = blob_range(record, start, end)
         if blob.chunk_size == IN_BUCKET and blob.data is None and self._bucket_read is not None:
@@ -380,8 +228,8 @@ async def open_snapshot(
         try:
             tr = conn.transaction(isolation="repeatable_read", readonly=True)
             await tr.start()
-            # The batches laid out in SQL (kept_local) look costly to the planner, whose JIT then spent seconds
-            # compiling each one (measured: 4.8 s of a 5.1 s query for 4,096 records).
+            # A batch's query looks costly to the planner (a subquery per record for its chunk), whose JIT then
+            # compiles it anew for every batch: 174 ms of a 665 ms batch of 4,096 records, measured under load.
             await conn.execute("SET LOCAL jit = off")
         except CONNECTION_ERRORS as exc:
             raise unavailable(exc) from exc
