@@ -14,7 +14,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -26,8 +25,9 @@ from bench import harness as h
 
 def serve(code: str | None, data_dir: str) -> h.Server:
     port = h.free_port()
-    cmd = [sys.executable, "-m", "openkvs", "serve", "--port", str(port), "--rate-limits", "off", "--log-level",
-           h.LOG_LEVEL, "--data-dir", data_dir]
+    # the console script, not ``python -m``: that would put the current directory (this checkout) before PYTHONPATH
+    cmd = [h.OPENKVS, "serve", "--port", str(port), "--rate-limits", "off", "--log-level", h.LOG_LEVEL,
+           "--data-dir", data_dir]
     env = {"PYTHONPATH": code} if code else {}
     return h.start_server(f"zip-latency-{port}", cmd, port, env, "/v2/")
 
