@@ -4,7 +4,7 @@ out by the database, zipwriter.LocalBlock / CentralBlock) are byte for byte what
 PostgreSQL, which keeps none and serves as the check that the same test passes without them) mixed, times set in
 the database to edges (before 1980, 2038, after 2107), whole archives and random ranges. SQLite keeps each
 record's header from write time (records.zip_head): a time changed behind its back, or a database from before
-version 6, is read the slower way until the headers are filled in, with the same bytes."""
+version 8, is read the slower way until the headers are filled in, with the same bytes."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import pytest
 
 from openkvs.api.download import _archive_bytes, _archive_size
 from openkvs.storage.base import KeySelection, Storage
-from openkvs.storage.sqlite import SQLiteStorage
+from openkvs.storage.sqlite import TABLES_VERSION, SQLiteStorage
 from openkvs.storage.sqlite.snapshot import SQLiteSnapshot
 from openkvs.zipwriter import CentralBlock, LocalBlock, local_header
 from tests import zip_reference
@@ -172,7 +172,7 @@ async def test_kept_headers_give_the_old_writers_bytes(
     assert kinds.get("CentralBlock", 0) > 0 and "records" in kinds, kinds  # (records: files, encoded ones)
 
 
-async def test_a_database_from_before_version_6_gets_its_headers(tmp_path: Path) -> None:
+async def test_a_database_from_before_version_8_gets_its_headers(tmp_path: Path) -> None:
     rnd = random.Random(5)
     d = tmp_path / "d"
     async with SQLiteStorage(d, background=False) as st:
@@ -180,7 +180,7 @@ async def test_a_database_from_before_version_6_gets_its_headers(tmp_path: Path)
     conn = sqlite3.connect(d / "openkvs.sqlite3", isolation_level=None)
     conn.executescript(
         "DROP TRIGGER records_zip_head_stale; DROP INDEX records_no_zip_head;"
-        "ALTER TABLE records DROP COLUMN zip_head; PRAGMA user_version = 5;"
+        "ALTER TABLE records DROP COLUMN zip_head; PRAGMA user_version = 7;"
     )
     conn.close()
     async with SQLiteStorage(d, background=False) as st:
@@ -191,7 +191,7 @@ async def test_a_database_from_before_version_6_gets_its_headers(tmp_path: Path)
         kinds = await check_archive(st, store_id, want, rnd)
         assert kinds.get("LocalBlock", 0) > 0 and kinds.get("CentralBlock", 0) > 0, kinds
     conn = sqlite3.connect(d / "openkvs.sqlite3")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == TABLES_VERSION
     for key, size, crc, ms, head in conn.execute("SELECT key, decoded_size, crc32, modified_at, zip_head FROM records"):
         assert head == local_header(key, size, crc, ms // 1000)
     conn.close()
