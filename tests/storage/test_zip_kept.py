@@ -160,8 +160,8 @@ async def test_kept_headers_give_the_old_writers_bytes(
     await set_times(storage, store_id, recs, rnd)
     want = zip_reference.build_archive(await times(storage, store_id, recs))
     kinds = await check_archive(storage, store_id, want, rnd)
-    if not isinstance(storage, SQLiteStorage):
-        assert kinds == {}
+    if not isinstance(storage, SQLiteStorage) or storage.blob_store is not None:
+        assert kinds == {}  # PostgreSQL, and SQLite with a bucket (its ObjectSnapshot), keep the old path
         return
     # the rows whose time changed were read without their headers
     assert kinds.get("LocalBlock", 0) > 0 and kinds.get("records", 0) > 0, kinds
