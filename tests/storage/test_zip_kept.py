@@ -4,7 +4,7 @@ out by the database, zipwriter.LocalBlock / CentralBlock) are byte for byte what
 PostgreSQL, which keeps none and serves as the check that the same test passes without them) mixed, times set in
 the database to edges (before 1980, 2038, after 2107), whole archives and random ranges. SQLite keeps each
 record's header from write time (records.zip_head): a time changed behind its back, or a database from before
-version 8, is read the slower way until the headers are filled in, with the same bytes."""
+version 9, is read the slower way until the headers are filled in, with the same bytes."""
 
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ async def test_kept_headers_give_the_old_writers_bytes(
     assert kinds.get("CentralBlock", 0) > 0 and "records" in kinds, kinds  # (records: files, encoded ones)
 
 
-async def test_a_database_from_before_version_8_gets_its_headers(tmp_path: Path) -> None:
+async def test_a_database_from_before_version_9_gets_its_headers(tmp_path: Path) -> None:
     rnd = random.Random(5)
     d = tmp_path / "d"
     async with SQLiteStorage(d, background=False) as st:
@@ -180,7 +180,7 @@ async def test_a_database_from_before_version_8_gets_its_headers(tmp_path: Path)
     conn = sqlite3.connect(d / "openkvs.sqlite3", isolation_level=None)
     conn.executescript(
         "DROP TRIGGER records_zip_head_stale; DROP INDEX records_no_zip_head;"
-        "ALTER TABLE records DROP COLUMN zip_head; PRAGMA user_version = 7;"
+        "ALTER TABLE records DROP COLUMN zip_head; PRAGMA user_version = 8;"
     )
     conn.close()
     async with SQLiteStorage(d, background=False) as st:

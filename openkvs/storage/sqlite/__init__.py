@@ -30,7 +30,7 @@ reads them through its own read transaction.
 ZIP downloads of many small records. Each record keeps its archive local header from write time
 (``records.zip_head``, ``zipwriter.local_header``), so that a snapshot hands out a batch of small records as one
 statement whose one result is their headers and bytes joined by SQLite, and the central directory likewise (see
-``snapshot.py``): no Python object per record. A header is NULL in rows from before version 8 and in rows whose
+``snapshot.py``): no Python object per record. A header is NULL in rows from before version 9 and in rows whose
 key, size, CRC or time an UPDATE changed (a trigger); those are read the slower way, entry by entry, until
 ``fill_zip_heads`` (in the background after each start, and ``openkvs migrate``) fills them in.
 

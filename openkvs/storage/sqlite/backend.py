@@ -187,7 +187,7 @@ class SQLiteStorage(SQLiteQueues, Storage):
         return TABLES_VERSION
 
     async def fill_zip_heads(self, pause: float = 0.0) -> int:
-        """Give every record without one its records.zip_head (rows from before version 8: see tables.py), a
+        """Give every record without one its records.zip_head (rows from before version 9: see tables.py), a
         write transaction of ZIP_HEAD_FILL rows at a time, ``pause`` seconds between them so that other writes
         go in between. Returns how many were filled. Run in the background after ``open``; a ZIP download reads
         rows without one the slower way meanwhile, so nothing waits for it."""

@@ -41,7 +41,7 @@ DB_NAME = "openkvs.sqlite3"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# The index and trigger of records.zip_head (in CREATE_TABLES and in the upgrade to version 8).
+# The index and trigger of records.zip_head (in CREATE_TABLES and in the upgrade to version 9).
 ZIP_HEAD_SQL = """
 CREATE INDEX IF NOT EXISTS records_no_zip_head ON records(store_id, key) WHERE zip_head IS NULL;
 CREATE TRIGGER IF NOT EXISTS records_zip_head_stale AFTER UPDATE OF key, decoded_size, crc32, modified_at
@@ -109,7 +109,7 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (store_id, key)
 ) WITHOUT ROWID;
 -- zip_head: the record's local header in a ZIP download (zipwriter.local_header), kept from write time so that an
--- archive of many small records is a join of stored bytes (snapshot.py). NULL in rows written before version 8 or
+-- archive of many small records is a join of stored bytes (snapshot.py). NULL in rows written before version 9 or
 -- whose key, size, CRC or time changed since (the trigger): filled in by fill_zip_heads, the index finds them.
 {ZIP_HEAD_SQL}
 CREATE TABLE IF NOT EXISTS record_data (
@@ -341,7 +341,7 @@ ZIP_HEAD_FILL = 2000  # rows per write transaction of fill_zip_heads
 
 def fill_zip_heads(conn: sqlite3.Connection, limit: int = ZIP_HEAD_FILL) -> int:
     """In the writer's transaction: records.zip_head of up to ``limit`` rows that have none (rows from before
-    version 8, or changed by an UPDATE since). Returns how many were filled; 0 when none is left."""
+    version 9, or changed by an UPDATE since). Returns how many were filled; 0 when none is left."""
     rows = conn.execute(
         "SELECT key, size, decoded_size, crc32, modified_at, store_id FROM records WHERE zip_head IS NULL LIMIT ?",
         (limit,),
