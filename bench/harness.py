@@ -280,6 +280,27 @@ def _clone_postgres(backend: Backend, store_id: str, count: int) -> None:
     subprocess.run(["psql", PG_URL, "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True, capture_output=True)
 
 
+def settle(backend: Backend) -> None:
+    """SQLite: the data set's database brought to this checkout's version, with every record's kept ZIP header
+    (records.zip_head) filled in, as a server has them once its start-up work is done (rows cloned in SQL, or a
+    data set made by an older version, have none)."""
+    if backend.kind != "sqlite":
+        return
+
+    async def go() -> None:
+        storage = backend.storage()
+        await storage.open()
+        try:
+            fill = getattr(storage, "fill_zip_heads", None)
+            n = await fill() if fill is not None else 0
+            if n:
+                log(f"filled the kept ZIP headers of {n} records of {backend.dataset}")
+        finally:
+            await storage.aclose()
+
+    asyncio.run(go())
+
+
 def clone_dataset(kind: str, name: str, count: int, body: bytes) -> Dataset:
     """``count`` records k00000000... all holding ``body``, fast: the first is written with put_record (the
     storage API), the others are copies of its row (each with its own copy of the bytes) made in one SQL
@@ -289,6 +310,7 @@ def clone_dataset(kind: str, name: str, count: int, body: bytes) -> Dataset:
     if backend.marker.exists():
         m = json.loads(backend.marker.read_text())
         if m.get("count") == count:
+            settle(backend)
             return Dataset(backend, m["token"], m["store_id"], count, m)
     ds = dataset(kind, name + "-seed", 1, lambda i: Body(body))
     t0 = time.monotonic()
@@ -298,6 +320,7 @@ def clone_dataset(kind: str, name: str, count: int, body: bytes) -> Dataset:
     info = {**ds.info, "count": count, "fill_seconds": round(time.monotonic() - t0, 1), "filled_by": "sql clone"}
     log(f"cloned {kind}/{name} in {info['fill_seconds']}s")
     backend.marker.write_text(json.dumps(info))
+    settle(backend)
     return Dataset(backend, ds.token, ds.store_id, count, info)
 
 

@@ -34,12 +34,19 @@ import functools
 import struct
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, Protocol, TypeVar
 
 __all__ = [
     "ZipEntry",
     "Columns",
+    "LocalBlock",
+    "CentralBlock",
+    "local_header",
+    "kept_headers_fit",
+    "CENTRAL_LEAD",
+    "CENTRAL_MID",
     "ArchiveDataError",
     "archive_size",
     "archive_size_from_totals",
@@ -74,6 +81,35 @@ class Columns(NamedTuple):
     crcs: Sequence[int]
     seconds: Sequence[int]
     data: Sequence[bytes] | None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalBlock:
+    """A batch of ``count`` entries whose local headers and data a storage read as one piece (``data``), from each
+    record's ``local_header`` kept since it was written: laid out by the writer with one slice, no work per
+    entry. Valid where every header of the batch starts below 4 GiB (the writer checks that)."""
+
+    count: int
+    data: bytes
+
+    def __len__(self) -> int:  # the entries it stands for, as a batch's length
+        return self.count
+
+
+@dataclass(frozen=True, slots=True)
+class CentralBlock:
+    """A batch of ``count`` entries' central headers, made by a storage from the kept local headers (see
+    ``CENTRAL_LEAD``), their local headers laid out from ``local_start`` (the offset of the first) to
+    ``local_end``, below 4 GiB. The writer checks ``local_start`` against its own count."""
+
+    count: int
+    data: bytes
+    local_start: int
+    local_end: int
+
+    def __len__(self) -> int:
+        return self.count
+
 
 class ArchiveDataError(RuntimeError):
     """The data or the entry list did not match the metadata the archive was laid out from. Raised instead of
@@ -112,6 +148,12 @@ _CHUNK = 256 * 1024
 
 _DOS_MIN = (0x0021, 0x0000)  # (date, time) of 1980-01-01 00:00:00
 _DOS_MAX = ((127 << 9) | (12 << 5) | 31, (23 << 11) | (59 << 5) | 29)  # 2107-12-31 23:59:58
+
+
+# A central header below 4 GiB, from its entry's local header ``h`` and offset ``o`` (a storage may build it in
+# SQL): CENTRAL_LEAD + h[4:30] + CENTRAL_MID + o as 4 bytes little-endian + h[30:].
+CENTRAL_LEAD = struct.pack("<IH", 0x02014B50, _VERSION_MADE_BY)
+CENTRAL_MID = struct.pack("<HHHI", 0, 0, 0, _EXTERNAL_ATTR)
 
 
 # -- per-entry pieces -------------------------------------------------------------------------------------------
@@ -189,6 +231,34 @@ def _local_struct(name_len: int) -> Callable[..., bytes]:
 @functools.lru_cache(maxsize=512)
 def _central_struct(name_len: int) -> Callable[..., bytes]:
     return struct.Struct(f"{_CENTRAL.format}{name_len}s{_UT_EXTRA.format[1:]}").pack
+
+
+def local_header(key: str, size: int, crc: int, seconds: int) -> bytes:
+    """The local header of an entry that starts below 4 GiB, from what is known when its record is written (its
+    name, decoded size, CRC-32 and ``modified_at`` as whole seconds since 1970, floored), for a storage to keep
+    with the record: ``LocalBlock`` and ``CentralBlock`` are made from these. Empty if the entry cannot be in an
+    archive (its name is longer than ZIP allows, a bad size or CRC)."""
+    name = key.encode("utf-8")
+    n = len(name)
+    if n > _LIMIT16 or size < 0 or not 0 <= crc <= _LIMIT32:
+        return b""
+    date, time, mtime = _stamps_at(seconds)
+    if size < _LIMIT32:
+        return _local_struct(n)(
+            0x04034B50, _VERSION_NEEDED, _FLAGS, _METHOD_STORED, time, date, crc, size, size, n, _UT_LEN,
+            name, 0x5455, 5, 1, mtime,
+        )
+    extra = struct.pack("<HHQQ", 0x0001, 16, size, size) + _UT_EXTRA.pack(0x5455, 5, 1, mtime)
+    head = _LOCAL.pack(
+        0x04034B50, _VERSION_NEEDED_ZIP64, _FLAGS, _METHOD_STORED, time, date, crc, _LIMIT32, _LIMIT32, n, len(extra)
+    )
+    return head + name + extra
+
+
+def kept_headers_fit(count: int, key_bytes: int, decoded_bytes: int, big_count: int) -> bool:
+    """Whether every entry of an archive with these totals (see ``archive_size_from_totals``) can come in a
+    ``LocalBlock`` or ``CentralBlock``: all its local headers and data lie below 4 GiB."""
+    return big_count == 0 and count * _LOCAL_FIXED + key_bytes + decoded_bytes <= _LIMIT32
 
 
 def _columns_ok(cols: Columns) -> bool:
@@ -425,12 +495,12 @@ async def _read_exact(
 
 
 async def iter_range(
-    batches: Callable[[], AsyncIterator[Sequence[E]]],
+    batches: Callable[[], AsyncIterator[Sequence[E] | LocalBlock]],
     start: int,
     end: int,
     read: Callable[[E, int, int], AsyncIterator[bytes]],
     inline: Callable[[E], bytes | None] | None = None,
-    listing: Callable[[], AsyncIterator[Sequence[E]]] | None = None,
+    listing: Callable[[], AsyncIterator[Sequence[E] | CentralBlock]] | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield exactly the archive bytes [start, end) of the archive of the entries ``batches()`` gives.
 
@@ -445,6 +515,10 @@ async def iter_range(
     pack and a list append per entry, and one join per output chunk. ``listing``, if given, is used instead of
     ``batches`` for pass 2, which needs no data: the same entries in the same order, possibly without the bytes
     ``batches`` carries along.
+
+    A batch may also be a ``LocalBlock`` (in ``batches``) or a ``CentralBlock`` (in ``listing``): the bytes of
+    all its entries' headers (and data), which a storage made from headers it keeps; the writer then only slices
+    them to the range. Batches given that way need a ``listing`` for pass 2.
 
     Output chunks: pieces smaller than the coalescing size are gathered into chunks of at least that size (only
     the last chunk, or one just before a big piece, can be smaller); bigger pieces are yielded as they are.
@@ -463,6 +537,33 @@ async def iter_range(
     source = batches()
     try:
         async for batch in source:
+            if isinstance(batch, LocalBlock):  # headers and data read whole: a slice of them, if any, is the output
+                block = batch.data
+                span = len(block)
+                if offset + span > _LIMIT32:
+                    raise ArchiveDataError("kept local headers given for entries past 4 GiB")
+                if offset + span > start:
+                    piece = block if start <= offset and offset + span <= end else block[
+                        max(start - offset, 0) : end - offset
+                    ]
+                    if len(piece) >= chunk:
+                        if parts:
+                            yield b"".join(parts)
+                            parts = []
+                            buffered = 0
+                        yield piece
+                    else:
+                        parts.append(piece)
+                        buffered += len(piece)
+                        if buffered >= chunk:
+                            yield b"".join(parts)
+                            parts = []
+                            buffered = 0
+                offset += span
+                count += batch.count
+                if offset >= end:
+                    break
+                continue
             cols: Columns | None = getattr(batch, "columns", None)
             if cols is not None and _columns_ok(cols):
                 span = _local_span(cols)
@@ -554,10 +655,40 @@ async def iter_range(
     local_offset = 0  # recomputed: each central header holds its entry's local-header offset
     position = cd_offset  # archive offset of the current central header
     seen = 0
-    source = (listing or batches)()
+    listed: AsyncIterator[Sequence[E] | LocalBlock | CentralBlock] = (listing or batches)()
     try:
-        async for batch in source:
-            cols = getattr(batch, "columns", None)
+        async for listed_batch in listed:
+            if isinstance(listed_batch, LocalBlock):
+                raise ValueError("batches that give LocalBlocks need a listing for the central directory")
+            if isinstance(listed_batch, CentralBlock):  # central headers made whole by the storage
+                if listed_batch.local_start != local_offset or listed_batch.local_end > _LIMIT32:
+                    raise ArchiveDataError("the entries changed between the two passes over the store")
+                block = listed_batch.data
+                cd_span = len(block)
+                if position + cd_span > start:
+                    piece = block if start <= position and position + cd_span <= end else block[
+                        max(start - position, 0) : end - position
+                    ]
+                    if len(piece) >= chunk:
+                        if parts:
+                            yield b"".join(parts)
+                            parts = []
+                            buffered = 0
+                        yield piece
+                    else:
+                        parts.append(piece)
+                        buffered += len(piece)
+                        if buffered >= chunk:
+                            yield b"".join(parts)
+                            parts = []
+                            buffered = 0
+                position += cd_span
+                local_offset = listed_batch.local_end
+                seen += listed_batch.count
+                if position >= end:
+                    break
+                continue
+            cols = getattr(listed_batch, "columns", None)
             if cols is not None and _columns_ok(cols) and local_offset + _local_span(cols) < _LIMIT32:
                 # no entry's local header at or past 4 GiB, so no ZIP64 fields: every central header's length
                 # is known from the columns
@@ -580,7 +711,7 @@ async def iter_range(
                     if position >= end:
                         break
                     continue
-            for entry in batch:
+            for entry in listed_batch:
                 size = _check(entry)
                 name = _name(entry)
                 head_len = _central_len(len(name), size, local_offset)
@@ -602,7 +733,7 @@ async def iter_range(
             if position >= end:
                 break
     finally:
-        await _aclose(source)
+        await _aclose(listed)
     if position < end:  # the whole central directory was walked: check it describes what pass 1 laid out
         if seen != count or local_offset != cd_offset:
             raise ArchiveDataError("the entries changed between the two passes over the store")

@@ -121,6 +121,13 @@ def _archive_bytes(snap: Snapshot, start: int, end: int, plan: safenames.Plan | 
         return codec.slice_stream(codec.decode_stream(snap.read_blob(entry), entry.content_encoding), lo, hi)
 
     inline = snap.held_bytes
+    if plan is None:  # headers the storage kept from write time: batches of small records come laid out already
+        kept_local, kept_central = snap.kept_local(), snap.kept_central()
+        if kept_local is not None and kept_central is not None:  # (iter_range calls each function once)
+            local, central = kept_local, kept_central
+            return readahead(zipwriter.iter_range(
+                lambda: readahead(local), start, end, read, inline=inline, listing=lambda: readahead(central)
+            ))
     if plan is not None:  # the same records under their safe names, and the manifest last
         named, named_listing, named_read = plan.wrap(batches), plan.wrap(listing), plan.read(read)
         return readahead(

@@ -237,6 +237,15 @@ class Snapshot(abc.ABC):
         ``decoded_size``, ``crc32``, ``modified_at``); backends may skip fetching bytes here."""
         return self.records(after, batch)
 
+    def kept_local(self) -> AsyncIterator[Any] | None:
+        """For a whole archive's first pass: the batches of ``records()``, some of them replaced by
+        ``zipwriter.LocalBlock``s made from headers the backend keeps with the records; None if it keeps none."""
+        return None
+
+    def kept_central(self) -> AsyncIterator[Any] | None:
+        """The same for the central directory: ``zip_entries()``, some batches as ``zipwriter.CentralBlock``s."""
+        return None
+
 
 def prefix_upper_bound(prefix: str) -> str | None:
     """The smallest string greater than every string starting with ``prefix`` (None: no upper bound), so that a

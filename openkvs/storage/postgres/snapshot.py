@@ -81,6 +81,19 @@ class PgSnapshot(Snapshot):
             count=r["n"], key_bytes=int(r["kb"]), decoded_bytes=int(r["db"]), big_count=r["big"]
         )
 
+    def _where(self, last: str | None) -> tuple[str, list[Any]] | None:
+        """The WHERE conditions of a batch of the selection's records after the key ``last`` (None: from the
+        first) and their parameters ($1 the store); None if the selection selects nothing."""
+        args: list[Any] = [self._store_id]
+        cond = selection_sql(self._selection, args)
+        if cond is None:
+            return None
+        where = f"store_id = $1 AND {cond}"
+        if last is not None:
+            args.append(last)
+            where += f" AND key > ${len(args)}"
+        return where, args
+
     def held_bytes(self, record: RecordMeta) -> bytes | None:
         blob = record.blob
         if record.content_encoding is None and isinstance(blob, PgBlob) and blob.data is not None:
@@ -92,17 +105,13 @@ class PgSnapshot(Snapshot):
         # them: one round trip per batch instead of one per record. A batch stops after the record that brings
         # its inline bytes to PREFETCH_BYTES; bigger records are streamed by read_blob chunk by chunk. The next
         # batch is fetched while the caller works through this one (at most two batches are held).
-        base: list[Any] = [self._store_id]
-        cond = selection_sql(self._selection, base)
-        if cond is None:
+        if self._where(None) is None:
             return
 
         def query(last: str | None) -> asyncio.Task[list[asyncpg.Record]]:
-            args = list(base)
-            where = f"store_id = $1 AND {cond}"
-            if last is not None:
-                args.append(last)
-                where += f" AND key > ${len(args)}"
+            found = self._where(last)
+            assert found is not None  # checked above
+            where, args = found
             args.append(batch)
             n_batch = len(args)
             args.append(PREFETCH_BYTES)
@@ -155,17 +164,13 @@ class PgSnapshot(Snapshot):
     async def zip_entries(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[ZipRow]]:
         """The same records as ``records``, without their bytes (the central directory needs none), the next
         batch fetched while this one is used."""
-        base: list[Any] = [self._store_id]
-        cond = selection_sql(self._selection, base)
-        if cond is None:
+        if self._where(None) is None:
             return
 
         def query(last: str | None) -> asyncio.Task[list[asyncpg.Record]]:
-            args = list(base)
-            where = f"store_id = $1 AND {cond}"
-            if last is not None:
-                args.append(last)
-                where += f" AND key > ${len(args)}"
+            found = self._where(last)
+            assert found is not None  # checked above
+            where, args = found
             args.append(batch)
             sql = f"""SELECT key, decoded_size, crc32, modified_at, floor(extract(epoch FROM modified_at))::bigint
                 FROM records WHERE {where} ORDER BY key LIMIT ${len(args)}"""
@@ -223,6 +228,9 @@ async def open_snapshot(
         try:
             tr = conn.transaction(isolation="repeatable_read", readonly=True)
             await tr.start()
+            # A batch's query looks costly to the planner (a subquery per record for its chunk), whose JIT then
+            # compiles it anew for every batch: 174 ms of a 665 ms batch of 4,096 records, measured under load.
+            await conn.execute("SET LOCAL jit = off")
         except CONNECTION_ERRORS as exc:
             raise unavailable(exc) from exc
         snap = PgSnapshot(conn, store_id, selection, bucket_read)

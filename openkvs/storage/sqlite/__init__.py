@@ -14,7 +14,8 @@ serialises them across processes; ``busy_timeout`` makes the others wait). Withi
 connection guarded by a capacity limiter of one, run in a worker thread; writes that arrive while it is busy are
 committed together, in one transaction, each in a savepoint of its own and each answered only after that COMMIT
 (group commit, ``connections.Database.write``). Reads take a connection from a small pool, also in a worker thread
-(point reads and a snapshot's batches of small records: on the event loop's thread). Nothing process-local is needed
+(point reads: on the event loop's thread; a snapshot's batches: in worker threads, the next one read while the
+current one is sent). Nothing process-local is needed
 for correctness: the stats buffer only delays counters, and the set of leases this process renews is advisory (an
 expired lease is ignored by everyone).
 
@@ -25,6 +26,13 @@ watermark is the largest garbage id at that moment and only then starts its read
 can see has a garbage id above the watermark (or none). A download of one store never keeps another's files.
 Inline records (``record_data``) need no such care: ``get_record`` returns their bytes by value and a snapshot
 reads them through its own read transaction.
+
+ZIP downloads of many small records. Each record keeps its archive local header from write time
+(``records.zip_head``, ``zipwriter.local_header``), so that a snapshot hands out a batch of small records as one
+statement whose one result is their headers and bytes joined by SQLite, and the central directory likewise (see
+``snapshot.py``): no Python object per record. A header is NULL in rows from before version 9 and in rows whose
+key, size, CRC or time an UPDATE changed (a trigger); those are read the slower way, entry by entry, until
+``fill_zip_heads`` (in the background after each start, and ``openkvs migrate``) fills them in.
 
 Modules: ``backend`` (``SQLiteStorage``: the SQL of each method, lifecycle), ``connections`` (the writer, the
 readers, their threads; error translation), ``tables`` (DDL, creating and upgrading a database, shared SELECTs,

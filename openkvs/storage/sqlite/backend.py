@@ -61,8 +61,10 @@ from .tables import (
     STORE_NCOLS,
     STORE_SELECT,
     TABLES_VERSION,
+    ZIP_HEAD_FILL,
     commit_record,
     create_database,
+    fill_zip_heads,
     from_ms,
     now_ms,
     selection_sql,
@@ -132,6 +134,7 @@ class SQLiteStorage(SQLiteQueues, Storage):
         # Store instead of converting 16 columns again. Checked against the row just read, so never stale.
         self._store_memo: dict[str, tuple[tuple[Any, ...], Store]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._fill_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -153,6 +156,7 @@ class SQLiteStorage(SQLiteQueues, Storage):
                     renew_uploads=self.uploads.renew if self.uploads is not None else None,
                 )
             )
+            self._fill_task = asyncio.get_running_loop().create_task(self._fill_zip_heads_in_background())
 
     async def _run_sync(self, fn: Callable[[], T]) -> T:
         try:
@@ -178,7 +182,31 @@ class SQLiteStorage(SQLiteQueues, Storage):
 
     async def migrate(self) -> int:
         await self._run_sync(lambda: self._migrate_sync().close())
+        if not self._db.closed:
+            await self.fill_zip_heads()
         return TABLES_VERSION
+
+    async def fill_zip_heads(self, pause: float = 0.0) -> int:
+        """Give every record without one its records.zip_head (rows from before version 9: see tables.py), a
+        write transaction of ZIP_HEAD_FILL rows at a time, ``pause`` seconds between them so that other writes
+        go in between. Returns how many were filled. Run in the background after ``open``; a ZIP download reads
+        rows without one the slower way meanwhile, so nothing waits for it."""
+        filled = 0
+        while n := await self._write(fill_zip_heads):
+            filled += n
+            if n < ZIP_HEAD_FILL:
+                break
+            await asyncio.sleep(pause)
+        return filled
+
+    async def _fill_zip_heads_in_background(self) -> None:
+        try:
+            filled = await self.fill_zip_heads(pause=0.005)
+        except Exception as exc:  # a read-only or full disk: the downloads read those rows the slower way
+            log.warning("could not keep the ZIP headers of older records (%s); will retry at the next start", exc)
+        else:
+            if filled:
+                log.info("kept the ZIP headers of %d older records", filled)
 
     async def schema_version(self) -> tuple[int, int]:
         version = await self._point_read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0])
@@ -198,13 +226,14 @@ class SQLiteStorage(SQLiteQueues, Storage):
     async def aclose(self) -> None:
         if self._db.closed:
             return
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        for task in (self._task, self._fill_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        self._task = self._fill_task = None
         with anyio.CancelScope(shield=True):
             try:
                 await self.flush_stats()

@@ -3,7 +3,7 @@ nothing migrated or collected). SQLite's ``integrity_check`` over every page, th
 record's file present with the record's size, an inline record's row present with its size (records whose bytes
 are objects in a bucket, path ``s3:<id>``, are counted: ``openkvs blobs fsck`` checks them against the bucket); then
 every store's record count. ``fix_counts`` (``openkvs check --fix``) sets the counts that are wrong, while servers
-run."""
+run. And every kept ZIP header (records.zip_head) must be the one its record's columns give."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..base import StorageDamaged
 from .blobs import OBJECT_PATH
-from .tables import DB_NAME, TABLES_VERSION
+from .tables import DB_NAME, TABLES_VERSION, zip_head
 
 MAX_LISTED = 100  # problems of one kind listed one by one; beyond that, counted
 BUSY_TIMEOUT = 30.0  # fix_counts waits this long for the servers' writers
@@ -69,6 +69,22 @@ def check(data_dir: Path) -> tuple[list[str], str]:
         problems += [count_problem(*row) for row in wrong[:MAX_LISTED]]
         if len(wrong) > MAX_LISTED:
             problems.append(f"and {len(wrong) - MAX_LISTED} more stores with a wrong record count")
+        heads = stale = 0
+        for store_id, key, decoded, crc, ms, head in conn.execute(
+            "SELECT store_id, key, decoded_size, crc32, modified_at, zip_head FROM records "
+            "WHERE zip_head IS NOT NULL ORDER BY store_id, key"
+        ):
+            heads += 1
+            if head != zip_head((key, 0, decoded, crc, ms)):
+                stale += 1
+                if stale <= MAX_LISTED:
+                    problems.append(
+                        f"record {store_id}/{key}: its kept ZIP header does not match it (ZIP downloads would "
+                        "be wrong; with the server stopped, UPDATE records SET zip_head = NULL, then openkvs "
+                        "migrate makes them again)"
+                    )
+        if stale > MAX_LISTED:
+            problems.append(f"... and {stale - MAX_LISTED} more records whose kept ZIP header does not match")
     except sqlite3.DatabaseError as exc:
         problems.append(f"{db}: {exc}")
         return problems, ""
@@ -77,7 +93,7 @@ def check(data_dir: Path) -> tuple[list[str], str]:
     in_bucket = f", {objects} records in a bucket (openkvs blobs fsck checks them)" if objects else ""
     return problems, (
         f"{db}: integrity_check ok; {files} record files and {inline} inline records checked{in_bucket}; "
-        "record counts agree"
+        f"record counts agree; {heads} kept ZIP headers checked"
     )
 
 

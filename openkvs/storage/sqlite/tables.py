@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from openkvs.zipwriter import local_header
+
 from ..base import (
     Grant,
     KeySelection,
@@ -34,10 +36,20 @@ from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN
 from .queues import QUEUE_TABLES
 from .space import storing
 
-TABLES_VERSION = 8
+TABLES_VERSION = 9
 DB_NAME = "openkvs.sqlite3"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# The index and trigger of records.zip_head (in CREATE_TABLES and in the upgrade to version 9).
+ZIP_HEAD_SQL = """
+CREATE INDEX IF NOT EXISTS records_no_zip_head ON records(store_id, key) WHERE zip_head IS NULL;
+CREATE TRIGGER IF NOT EXISTS records_zip_head_stale AFTER UPDATE OF key, decoded_size, crc32, modified_at
+    ON records WHEN NEW.zip_head IS OLD.zip_head
+BEGIN
+    UPDATE records SET zip_head = NULL WHERE store_id = NEW.store_id AND key = NEW.key;
+END;
+"""
 
 CREATE_TABLES = """
 CREATE TABLE IF NOT EXISTS users (
@@ -93,8 +105,13 @@ CREATE TABLE IF NOT EXISTS records (
     content_encoding  TEXT,
     data_id           INTEGER,
     path              TEXT,
+    zip_head          BLOB,
     PRIMARY KEY (store_id, key)
 ) WITHOUT ROWID;
+-- zip_head: the record's local header in a ZIP download (zipwriter.local_header), kept from write time so that an
+-- archive of many small records is a join of stored bytes (snapshot.py). NULL in rows written before version 9 or
+-- whose key, size, CRC or time changed since (the trigger): filled in by fill_zip_heads, the index finds them.
+{ZIP_HEAD_SQL}
 CREATE TABLE IF NOT EXISTS record_data (
     id    INTEGER PRIMARY KEY,
     data  BLOB NOT NULL
@@ -114,7 +131,7 @@ CREATE TABLE IF NOT EXISTS leases (
     expires_at  INTEGER NOT NULL,
     store_id    TEXT
 );
-""" + QUEUE_TABLES
+""".replace("{ZIP_HEAD_SQL}", ZIP_HEAD_SQL.strip()) + QUEUE_TABLES
 
 # Intents of objects being written, with --blob-store (storage/sqlite/objects.py): AUTOINCREMENT, so that a blob id
 # (an object's name) is never used twice.
@@ -151,6 +168,8 @@ UPGRADES = (
     UPLOADS_TABLE,
     # 7 -> 8: the field statistics of a dataset, kept at push time (storage/sqlite/datasets.py)
     FIELD_STATS_COLUMN,
+    # 8 -> 9: each record's ZIP local header, kept from write time (filled in for older rows by fill_zip_heads)
+    "ALTER TABLE records ADD COLUMN zip_head BLOB;" + ZIP_HEAD_SQL,
 )
 CREATE_TABLES += DATASET_TABLES + ";" + UPLOADS_TABLE + ";" + FIELD_STATS_COLUMN
 assert len(UPGRADES) == TABLES_VERSION - 1
@@ -292,8 +311,8 @@ def commit_record(
     elif old_data_id is not None:
         conn.execute("DELETE FROM record_data WHERE id = ?", (old_data_id,))
     conn.execute(
-        f"INSERT OR REPLACE INTO records(store_id, {RECORD_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (store_id, *row, data_id, relpath),
+        f"INSERT OR REPLACE INTO records(store_id, {RECORD_COLS}, zip_head) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (store_id, *row, data_id, relpath, zip_head(row)),
     )
     delta = size
     if old is not None:
@@ -310,6 +329,27 @@ def commit_record(
         (now, delta, int(old is None), store_id),
     ).rowcount:
         raise NotFound(f"store {store_id}")
+
+
+def zip_head(row: Sequence[Any]) -> bytes:
+    """records.zip_head of a record whose first columns (RECORD_COLS) are ``row``."""
+    return local_header(row[0], row[2], row[3], row[4] // 1000)
+
+
+ZIP_HEAD_FILL = 2000  # rows per write transaction of fill_zip_heads
+
+
+def fill_zip_heads(conn: sqlite3.Connection, limit: int = ZIP_HEAD_FILL) -> int:
+    """In the writer's transaction: records.zip_head of up to ``limit`` rows that have none (rows from before
+    version 9, or changed by an UPDATE since). Returns how many were filled; 0 when none is left."""
+    rows = conn.execute(
+        "SELECT key, size, decoded_size, crc32, modified_at, store_id FROM records WHERE zip_head IS NULL LIMIT ?",
+        (limit,),
+    ).fetchall()
+    conn.executemany(
+        "UPDATE records SET zip_head = ? WHERE store_id = ? AND key = ?", [(zip_head(r), r[5], r[0]) for r in rows]
+    )
+    return len(rows)
 
 
 def to_grant(row: Sequence[Any]) -> Grant:
@@ -345,6 +385,21 @@ def to_store(row: Sequence[Any]) -> Store:
 # -- creating and upgrading a database --------------------------------------------------------------------
 
 
+def statements(script: str) -> list[str]:
+    """The SQL statements of ``script``, each whole (a trigger's body holds semicolons of its own)."""
+    out: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending)
+            pending = ""
+    if pending.strip(" \n;"):
+        out.append(pending)
+    return out
+
+
 def create_database(db_path: Path, *, fsync: bool) -> None:
     """A brand-new database: built under a temporary name and linked into place complete, so a database file
     without a version is never a new install (see ``upgrade``). Several processes starting at once on a new
@@ -356,9 +411,8 @@ def create_database(db_path: Path, *, fsync: bool) -> None:
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("BEGIN IMMEDIATE")
-                for statement in CREATE_TABLES.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in statements(CREATE_TABLES):
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {TABLES_VERSION}")
                 conn.execute("COMMIT")
             finally:
@@ -404,9 +458,8 @@ def upgrade(conn: sqlite3.Connection, db_path: Path) -> None:
                     f"{db_path} has schema version {version}; this openkvs knows up to {TABLES_VERSION}"
                 )
             if version < TABLES_VERSION:
-                for statement in ";".join(UPGRADES[version - 1 :]).split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in statements(";".join(UPGRADES[version - 1 :])):
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {TABLES_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
