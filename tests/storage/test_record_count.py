@@ -178,8 +178,12 @@ async def test_sqlite_upgrade_counts_the_records_already_stored(tmp_path: Path) 
         await st.create_store(user.id, "items", None, "k" * 32, kind="dataset")
     conn = sqlite3.connect(data / "openkvs.sqlite3")
     conn.execute("ALTER TABLE stores DROP COLUMN record_count")
-    conn.execute("DROP TABLE uploads")  # versions 7 and 8: a database of version 5 has neither
+    # nor what versions 7 (uploads), 8 (field statistics) and 9 (kept ZIP headers) add
+    conn.execute("DROP TABLE uploads")
     conn.execute("ALTER TABLE dataset_counts DROP COLUMN field_stats")
+    conn.executescript(
+        "DROP TRIGGER records_zip_head_stale; DROP INDEX records_no_zip_head; ALTER TABLE records DROP COLUMN zip_head;"
+    )
     conn.execute("PRAGMA user_version = 5")
     conn.commit()
     conn.close()
