@@ -3,9 +3,13 @@ which is the same on every backend)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.compat import actors
+from tests.compat.actors import ActorRun
 
 try:
     from tests.conftest import Server, make_server
@@ -18,3 +22,14 @@ def compat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s = make_server(tmp_path_factory.mktemp("compat"), "sqlite", "--rate-limits", "off")
     yield s
     s.stop()
+
+
+@pytest.fixture
+def run_actor(compat_server: Server, tmp_path: Path) -> Callable[..., ActorRun]:
+    """``run_actor(script, store_id, dataset_id=None)``: the Actor script run against ``compat_server`` with
+    docs/sdk.md's environment (tests/compat/actors.py); its report and the server's request lines."""
+
+    def run(script: str, store_id: str, dataset_id: str | None = None, timeout: float = 180) -> ActorRun:
+        return actors.run_actor(compat_server, tmp_path, script, store_id, dataset_id, timeout)
+
+    return run
