@@ -19,7 +19,7 @@ except ImportError:  # tests/ not importable as a package
 
 @pytest.fixture(scope="module")
 def compat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = make_server(tmp_path_factory.mktemp("compat"), "sqlite", "--rate-limits", "off")
+    s = make_server(tmp_path_factory.mktemp("compat"), "sqlite", "--rate-limits", "off", in_process=True)
     yield s
     s.stop()
 
