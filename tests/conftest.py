@@ -166,16 +166,21 @@ class Server:
     def cli_here(self, *args: str) -> str:
         """``cli``, run in this process (click's CliRunner) with the server's settings and none of this process's
         others: the same command on the same storage without starting a Python process (a second or more of
-        imports on a busy machine). For the setup of a test, not for tests of the command line itself."""
+        imports on a busy machine). For the setup of a test, not for tests of the command line as a process."""
+        out = self.cli_result(*args)
+        assert out.exit_code == 0, out.output
+        return out.stdout
+
+    def cli_result(self, *args: str) -> Any:
+        """The command run as ``cli_here`` does, whatever its exit code: click's ``Result`` (``exit_code``,
+        ``stdout``, ``stderr``; an exception other than the command's own exit is raised, not returned)."""
         from click.testing import CliRunner
 
         from openkvs.cli import main
 
         env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("OPENKVS_")}
         env.update((k, v) for k, v in self.env.items() if k.startswith("OPENKVS_"))
-        out = CliRunner().invoke(main, [*args, *self.storage_args()], env=env, catch_exceptions=False)
-        assert out.exit_code == 0, out.output
-        return out.stdout
+        return CliRunner().invoke(main, [*args, *self.storage_args()], env=env, catch_exceptions=False)
 
     def new_user(self, name: str) -> str:
         token = self.cli_here("users", "create", name).strip().splitlines()[-1]
