@@ -58,25 +58,10 @@ APIFY_PER_OPERATION = {
     "POST /v2/key-value-stores/{storeId}/records/{recordKey}": [st_checks.negative_data_rejection],
 }
 
-# The descriptions are loaded by fixtures, so that schemathesis builds each operation's cases (its coverage phase
-# takes seconds) when the test runs, in the one process that runs it, not while every pytest-xdist worker collects
-# the suite. Each operation is then a subtest of its test: a failure names the operation.
-
-
-@pytest.fixture(scope="module")
-def apify_description() -> schemathesis.BaseSchema:
-    return schemathesis.openapi.from_dict(APIFY_DESCRIPTION)
-
-
-@pytest.fixture(scope="module")
-def ours_description() -> schemathesis.BaseSchema:
-    # The request-queue and dataset operations have suites of their own (test_schemathesis_queues.py,
-    # test_schemathesis_datasets.py: their cases need a queue, a dataset).
-    return schemathesis.openapi.from_dict(openapi.build()).exclude(path_regex="^/v2/(request-queues|datasets)")
-
-
-apify_schema = schemathesis.pytest.from_fixture("apify_description")
-ours_schema = schemathesis.pytest.from_fixture("ours_description")
+apify_schema = schemathesis.openapi.from_dict(APIFY_DESCRIPTION)
+# The request-queue and dataset operations have suites of their own (test_schemathesis_queues.py,
+# test_schemathesis_datasets.py: their cases need a queue, a dataset).
+ours_schema = schemathesis.openapi.from_dict(openapi.build()).exclude(path_regex="^/v2/(request-queues|datasets)")
 
 
 class Fuzz:

@@ -45,21 +45,8 @@ OURS_EXCLUDED: list[Any] = []
 OURS_PER_OPERATION = {"DELETE /v2/datasets/{datasetId}": [st_checks.ignored_auth]}
 APIFY_PER_OPERATION = dict(OURS_PER_OPERATION)
 
-# Loaded by fixtures, as in test_schemathesis.py: the cases are built when the test runs, not at collection.
-
-
-@pytest.fixture(scope="module")
-def apify_description() -> schemathesis.BaseSchema:
-    return schemathesis.openapi.from_dict(APIFY_DESCRIPTION)
-
-
-@pytest.fixture(scope="module")
-def ours_description() -> schemathesis.BaseSchema:
-    return schemathesis.openapi.from_dict(openapi.build()).include(path_regex="^/v2/datasets")
-
-
-apify_schema = schemathesis.pytest.from_fixture("apify_description")
-ours_schema = schemathesis.pytest.from_fixture("ours_description")
+apify_schema = schemathesis.openapi.from_dict(APIFY_DESCRIPTION)
+ours_schema = schemathesis.openapi.from_dict(openapi.build()).include(path_regex="^/v2/datasets")
 
 
 class DatasetFuzz(Fuzz):

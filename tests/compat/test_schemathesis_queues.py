@@ -50,21 +50,8 @@ def _ours_queues() -> dict[str, Any]:
     return doc
 
 
-# Loaded by fixtures, as in test_schemathesis.py: the cases are built when the test runs, not at collection.
-
-
-@pytest.fixture(scope="module")
-def apify_description() -> schemathesis.BaseSchema:
-    return schemathesis.openapi.from_dict(_apify_queues())
-
-
-@pytest.fixture(scope="module")
-def ours_description() -> schemathesis.BaseSchema:
-    return schemathesis.openapi.from_dict(_ours_queues())
-
-
-apify_schema = schemathesis.pytest.from_fixture("apify_description")
-ours_schema = schemathesis.pytest.from_fixture("ours_description")
+apify_schema = schemathesis.openapi.from_dict(_apify_queues())
+ours_schema = schemathesis.openapi.from_dict(_ours_queues())
 PER_OPERATION = {"DELETE /v2/request-queues/{queueId}": [st_checks.ignored_auth]}
 # A string holding NUL (which PostgreSQL text cannot hold) is refused anywhere in a request, member names
 # included; no description can say so at every depth of userData, headers and payload.
