@@ -35,10 +35,13 @@ run: $(RUN_STAMP)  ## start openkvs on http://127.0.0.1:8000 with its data in ./
 # ports, PostgreSQL schemas, Redis key prefixes and temporary directories (tests/conftest.py makes them unique).
 TEST_WORKERS ?= 2
 
+# Bytecode is written even where PYTHONDONTWRITEBYTECODE is set: without it every pytest worker compiles and
+# rewrites the assertions of every test module again on each run (about 10 s of CPU per worker), and every server
+# and command subprocess the tests start compiles openkvs again. (__pycache__ is ignored by git.)
 test: $(TEST_STAMP)  ## run the linter, the type checker and the whole test suite
 	$(BIN)/ruff check openkvs tests bench
 	$(BIN)/mypy openkvs
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP)  ## run the benchmarks (see BENCHMARKS.md)
 	$(BIN)/python -m bench $(BENCH_ARGS)

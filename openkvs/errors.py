@@ -95,11 +95,13 @@ class PageNotFound(ApiError):
 class MethodNotAllowed(ApiError):
     status, type = 405, "method-not-allowed"
 
-    def __init__(self, allowed: list[str]) -> None:
+    def __init__(self, allowed: list[str], allow: str | None = None) -> None:
+        """``allowed``: the path's methods as Apify's message lists them; ``allow``: the ``Allow`` header, every
+        method served (the message's list when not given)."""
         methods = ",".join(["OPTIONS", *allowed])
         super().__init__(
             f"This API end-point can only be accessed using the following HTTP methods: {methods}",
-            headers={"Allow": methods},
+            headers={"Allow": allow or methods},
         )
 
 

@@ -163,8 +163,27 @@ class Server:
             return []
         return ["--data-dir", str(self.data_dir)]
 
+    def cli_here(self, *args: str) -> str:
+        """``cli``, run in this process (click's CliRunner) with the server's settings and none of this process's
+        others: the same command on the same storage without starting a Python process (a second or more of
+        imports on a busy machine). For the setup of a test, not for tests of the command line as a process."""
+        out = self.cli_result(*args)
+        assert out.exit_code == 0, out.output
+        return out.stdout
+
+    def cli_result(self, *args: str) -> Any:
+        """The command run as ``cli_here`` does, whatever its exit code: click's ``Result`` (``exit_code``,
+        ``stdout``, ``stderr``; an exception other than the command's own exit is raised, not returned)."""
+        from click.testing import CliRunner
+
+        from openkvs.cli import main
+
+        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("OPENKVS_")}
+        env.update((k, v) for k, v in self.env.items() if k.startswith("OPENKVS_"))
+        return CliRunner().invoke(main, [*args, *self.storage_args()], env=env, catch_exceptions=False)
+
     def new_user(self, name: str) -> str:
-        token = self.cli("users", "create", name).strip().splitlines()[-1]
+        token = self.cli_here("users", "create", name).strip().splitlines()[-1]
         self.extra_tokens[name] = token
         return token
 
@@ -231,7 +250,7 @@ def make_server(
         server: Server = InProcessServer(f"http://127.0.0.1:{port}", "", data_dir, env, args)
     else:
         server = Server(f"http://127.0.0.1:{port}", "", data_dir, env, args)
-    server.cli("migrate")  # only serve and migrate create a database
+    server.cli_here("migrate")  # only serve and migrate create a database
     server.token = server.new_user("alice")
     server.start()
     return server

@@ -7,7 +7,6 @@ import contextlib
 import inspect
 import io
 import logging
-import os
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -220,16 +219,7 @@ class InProcessServer(Server):
         return self.client(token="")
 
     def cli(self, *args: str) -> str:
-        from click.testing import CliRunner
-
-        from openkvs.cli import main
-
-        # The server's variables, and none of this process's others (CliRunner restores them afterwards).
-        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("OPENKVS_")}
-        env.update((k, v) for k, v in self.env.items() if k.startswith("OPENKVS_"))
-        out = CliRunner().invoke(main, [*args, *self.storage_args()], env=env, catch_exceptions=False)
-        assert out.exit_code == 0, out.output
-        return out.stdout
+        return self.cli_here(*args)
 
     def stop(self, kill: bool = False) -> None:
         if getattr(self, "_stack", None) is not None:

@@ -29,7 +29,10 @@ class methods:  # reads as a declaration in the route table
     def __init__(self, **handlers: Handler) -> None:
         self.handlers = handlers
         self.allowed = list(handlers)
-        self.allow_header = ",".join(["OPTIONS", *self.allowed])
+        # What the path serves, HEAD included wherever GET is (RFC 9110 10.2.1); the 405 message keeps Apify's
+        # list, which names no HEAD (API.md section 2).
+        served = [m for method in self.allowed for m in ((method, "HEAD") if method == "GET" else (method,))]
+        self.allow_header = ",".join(["OPTIONS", *dict.fromkeys(served)])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = ApiRequest(scope, receive)
@@ -51,5 +54,5 @@ class methods:  # reads as a declaration in the route table
             )
         handler = self.handlers.get(method) or (self.handlers.get("GET") if method == "HEAD" else None)
         if handler is None:
-            raise errors.MethodNotAllowed(self.allowed)
+            raise errors.MethodNotAllowed(self.allowed, self.allow_header)
         return await handler(request)

@@ -16,8 +16,12 @@ import pytest
 
 from . import assert_error, new_store, rec_path
 
-# test_an_unparsable_request_is_a_json_400 guards how `openkvs serve` runs uvicorn: a real `openkvs serve` process.
-pytestmark = pytest.mark.server_process
+
+@pytest.fixture(scope="module")
+def serve_process(tmp_path_factory, start_server):
+    """A real `openkvs serve` process (test_an_unparsable_request_is_a_json_400 guards how it runs uvicorn; the other
+    findings are about the app, on the module's in-process servers)."""
+    return start_server(tmp_path_factory.mktemp("serve"), "sqlite", "--rate-limits", "off")
 
 MULTIPLE_OF_SCHEMA = {
     "actorKeyValueStoreSchemaVersion": 1,
@@ -69,10 +73,10 @@ def test_non_finite_numbers_are_not_json(shared_server, literal):
 
 
 @pytest.mark.parametrize("length", [b"-1", b"9" * 40, b"1, 2"])
-def test_an_unparsable_request_is_a_json_400(shared_server, length):
+def test_an_unparsable_request_is_a_json_400(serve_process, length):
     # `openkvs serve` had lost openkvs.server's protocol in a merge: uvicorn answered text/plain.
     status, head, body = _raw(
-        shared_server,
+        serve_process,
         b"GET /v2/key-value-stores HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\nConnection: close\r\n\r\n{}",
     )
     assert status == 400

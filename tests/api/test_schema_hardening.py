@@ -17,9 +17,13 @@ import pytest
 
 from tests.conftest import Server
 
-# test_other_clients_are_answered_while_a_big_record_is_checked measures the server's latency while it validates:
-# that needs the server in its own process (in this one, the test's threads share its interpreter lock).
-pytestmark = pytest.mark.server_process
+
+@pytest.fixture(scope="module")
+def serve_process(tmp_path_factory: pytest.TempPathFactory, start_server: Any) -> Server:
+    """A server in its own process, for test_other_clients_are_answered_while_a_big_record_is_checked: it watches
+    the server answer while it validates (in this process, the test's threads would share its interpreter lock).
+    The other tests run on the module's in-process servers."""
+    return start_server(tmp_path_factory.mktemp("serve"), "sqlite", "--rate-limits", "off")
 
 
 def client(server: Server, timeout: float = 120) -> httpx.Client:
@@ -28,7 +32,8 @@ def client(server: Server, timeout: float = 120) -> httpx.Client:
 
 @pytest.fixture
 def alice(shared_server: Server) -> Iterator[httpx.Client]:
-    with client(shared_server) as c:
+    with shared_server.client() as c:
+        c.timeout = httpx.Timeout(120)
         yield c
 
 
@@ -146,9 +151,13 @@ def test_pattern_re2_cannot_run_is_refused_when_set(alice: httpx.Client) -> None
 
 
 @pytest.mark.slow
-def test_other_clients_are_answered_while_a_big_record_is_checked(shared_server: Server, alice: httpx.Client) -> None:
+def test_other_clients_are_answered_while_a_big_record_is_checked(serve_process: Server) -> None:
     """A record of 150,000 objects checked item by item: several seconds of validation (8 s on an idle core,
-    over 20 s on a busy one), all of it on the event loop before the fix. Another client's GET must not wait."""
+    over 20 s on a busy one), all of it on the event loop before the fix. Another client's GETs must be answered
+    while it runs (with the check on the event loop, none is answered before the check ends). The check happens
+    before storage is touched: one backend is enough."""
+    shared_server = serve_process
+    alice = client(serve_process)
     item = {"type": "object", "required": ["a", "b"],
             "properties": {"a": {"type": "integer"}, "b": {"type": "string"}, "c": {"type": "array"}}}
     sid = store_with(alice, {"type": "array", "items": item})
@@ -179,10 +188,12 @@ def test_other_clients_are_answered_while_a_big_record_is_checked(shared_server:
                 latencies.append(ended - started)
             time.sleep(0.2)
     worker.join()
+    alice.close()
     assert result["status"] == 201
-    assert latencies, "the heavy PUT ended before any GET could be made: make the record bigger"
     print("GET latencies during the check:", latencies)
-    assert max(latencies) < 2.0, latencies
+    # Several GETs, one after another, each answered while the check was still running. (Not a bound on their
+    # latency: that measures the machine.)
+    assert len(latencies) >= 3, f"only {len(latencies)} GET(s) answered during the check: {latencies}"
 
 
 # -- item 6: hostile JSON bodies are 400s ---------------------------------------------------------------------------

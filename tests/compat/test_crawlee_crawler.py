@@ -5,19 +5,15 @@ format. Nothing is stored on the local disk."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import subprocess
-import sys
 import textwrap
-import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.compat.test_sdk import sdk_env
+from tests.compat.actors import read_exports
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.compat.actors import ActorRun
     from tests.conftest import Server
 
 CRAWLER = textwrap.dedent(
@@ -79,54 +75,29 @@ CRAWLER = textwrap.dedent(
 )
 
 
-def test_crawler_results_land_in_an_openkvs_dataset(compat_server: Server, tmp_path: Path) -> None:
+def test_crawler_results_land_in_an_openkvs_dataset(compat_server: Server, run_actor: Callable[..., ActorRun]) -> None:
     server = compat_server
     with server.client() as c:
         store = c.post("/v2/key-value-stores", params={"name": "crawl-kvs"}).json()["data"]
         dataset = c.post("/v2/datasets", params={"name": "crawl-results"}).json()["data"]
-    env = sdk_env(server, store["id"])
-    env["APIFY_DEFAULT_DATASET_ID"] = dataset["id"]
-    script = tmp_path / "crawler.py"
-    script.write_text(CRAWLER)
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    out = subprocess.run(
-        [sys.executable, str(script)], env=env, cwd=workdir, capture_output=True, text=True, timeout=180
-    )
-    assert out.returncode == 0, f"stdout:\n{out.stdout}\nstderr:\n{out.stderr}\nserver log:\n{server.log()[-4000:]}"
-    lines = [line for line in out.stdout.splitlines() if line.startswith("REPORT ")]
-    assert lines, out.stdout + out.stderr
-    report = json.loads(lines[-1].removeprefix("REPORT "))
+    run = run_actor(CRAWLER, store["id"], dataset["id"])
+    report = run.report
     base = report["base"]
     expected = {f"{base}/": "Home", f"{base}/a": "Page A", f"{base}/b": "Page B", f"{base}/c": "Page C"}
 
     assert report["dataset_id"] == dataset["id"]  # the crawler's default dataset is the Actor's, on openkvs
-    assert "storage" not in [p.name for p in workdir.iterdir()]
-    requests = [line.split('"')[1] for line in server.log().splitlines() if '"' in line and " HTTP/1.1" in line]
-    assert any(r.split()[1].startswith("/v2/request-queues") for r in requests)  # the queue was openkvs's
+    assert any(r.split()[1].startswith("/v2/request-queues") for r in run.requests)  # the queue was openkvs's
     assert report["total"] == 4
     assert {it["url"]: it["title"] for it in report["items"]} == expected  # each page once
 
-    url = f"/v2/datasets/{dataset['id']}/items"
     with server.client() as c:
         assert c.get(f"/v2/datasets/{dataset['id']}").json()["data"]["itemCount"] == 4
-        assert {it["url"] for it in c.get(url).json()} == set(expected)
-        jsonl = [json.loads(x) for x in c.get(url, params={"format": "jsonl"}).text.splitlines()]
-        assert {it["url"]: it["title"] for it in jsonl} == expected
-        rows = list(csv.DictReader(io.StringIO(c.get(url, params={"format": "csv"}).content.decode("utf-8-sig"))))
-        assert {r["url"]: r["title"] for r in rows} == expected and rows[0].keys() == {"url", "title", "links"}
-        root = ET.fromstring(c.get(url, params={"format": "xml"}).content)
-        assert {el.findtext("url"): el.findtext("title") for el in root} == expected
-        channel = ET.fromstring(c.get(url, params={"format": "rss"}).content).find("channel")
-        assert channel is not None and len(channel.findall("item")) == 4
-        html = c.get(url, params={"format": "html"}).text
-        assert html.count("<tr>") == 5 and "Page C" in html
-        xlsx = c.get(url, params={"format": "xlsx"}).content
-        try:
-            import openpyxl
-        except ImportError:
-            assert xlsx[:2] == b"PK"
-        else:
-            sheet = openpyxl.load_workbook(io.BytesIO(xlsx), read_only=True).worksheets[0]
-            cells = [list(r) for r in sheet.iter_rows(values_only=True)]
-            assert cells[0] == ["url", "title", "links"] and {r[0]: r[1] for r in cells[1:]} == expected
+        out = read_exports(c, dataset["id"])
+    assert {it["url"] for it in out.json} == set(expected)
+    assert {it["url"]: it["title"] for it in out.jsonl} == expected
+    assert {r["url"]: r["title"] for r in out.csv} == expected and out.csv[0].keys() == {"url", "title", "links"}
+    assert {el.findtext("url"): el.findtext("title") for el in out.xml} == expected
+    assert len(out.rss) == 4
+    assert out.html.count("<tr>") == 5 and "Page C" in out.html
+    if out.xlsx is not None:
+        assert out.xlsx[0] == ["url", "title", "links"] and {r[0]: r[1] for r in out.xlsx[1:]} == expected

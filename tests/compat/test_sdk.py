@@ -5,17 +5,17 @@ documented in docs/sdk.md (keep the two in step)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 
+from tests.compat.actors import sdk_env  # noqa: F401  (where it lived: other modules may still import it from here)
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.compat.actors import ActorRun
     from tests.conftest import Server
 
 ACTOR = textwrap.dedent(
@@ -66,44 +66,15 @@ ACTOR = textwrap.dedent(
 )
 
 
-def sdk_env(server: Server, default_store_id: str) -> dict[str, str]:
-    """The environment of docs/sdk.md, on top of a clean copy of ours (no stray APIFY_/ACTOR_ settings)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("APIFY_", "ACTOR_", "CRAWLEE_"))}
-    env.update(
-        {
-            "APIFY_IS_AT_HOME": "1",
-            "APIFY_TOKEN": server.token,
-            "APIFY_API_BASE_URL": server.url,
-            "APIFY_API_PUBLIC_BASE_URL": server.url,
-            "APIFY_DEFAULT_KEY_VALUE_STORE_ID": default_store_id,
-            # At home, the SDK's charging manager reads pricing from these two instead of calling
-            # GET /v2/actor-runs/{APIFY_ACTOR_RUN_ID}. The counts must be a non-empty object: "{}" reads as unset.
-            "APIFY_ACTOR_PRICING_INFO": json.dumps({"pricingModel": "FREE"}),
-            "APIFY_CHARGED_ACTOR_EVENT_COUNTS": json.dumps({"apify-actor-start": 0}),
-        }
-    )
-    return env
-
-
-def test_actor_script_runs_unmodified(compat_server: Server, tmp_path: Path) -> None:
+def test_actor_script_runs_unmodified(compat_server: Server, run_actor: Callable[..., ActorRun]) -> None:
     server = compat_server
     with server.client() as c:
         store = c.post("/v2/key-value-stores", params={"name": "sdk-default"}).json()["data"]
         r = c.put(f"/v2/key-value-stores/{store['id']}/records/INPUT", json={"startUrls": ["https://example.com"]})
         assert r.status_code == 201, r.text
 
-    script = tmp_path / "main.py"
-    script.write_text(ACTOR)
-    workdir = tmp_path / "cwd"  # the SDK must not fall back to local storage: an empty working directory
-    workdir.mkdir()
-    out = subprocess.run(
-        [sys.executable, str(script)], env=sdk_env(server, store["id"]), cwd=workdir,
-        capture_output=True, text=True, timeout=120,
-    )
-    assert out.returncode == 0, f"stdout:\n{out.stdout}\nstderr:\n{out.stderr}\nserver log:\n{server.log()[-4000:]}"
-    lines = [line for line in out.stdout.splitlines() if line.startswith("REPORT ")]
-    assert lines, out.stdout + out.stderr
-    report = json.loads(lines[-1].removeprefix("REPORT "))
+    run = run_actor(ACTOR, store["id"])
+    report = run.report
 
     assert report["input"] == {"startUrls": ["https://example.com"]}
     assert report["output"] == {"seen": report["input"], "ok": True}
@@ -113,10 +84,9 @@ def test_actor_script_runs_unmodified(compat_server: Server, tmp_path: Path) -> 
     assert report["keys"] == ["other", "page-1", "page-2"]
     assert report["after"] == ["page-1", "page-2"]
     assert report["again"] == {"n": 1}
-    assert not os.listdir(workdir) or "storage" not in os.listdir(workdir)  # nothing written locally
 
     # The SDK talked to the key-value store API only (no actor runs, datasets, request queues or users/me).
-    requests = [line.split('"')[1] for line in server.log().splitlines() if '"' in line and " HTTP/1.1" in line]
+    requests = run.requests
     assert requests, server.log()
     assert all(r.split()[1].startswith("/v2/key-value-stores") for r in requests), requests
     print("\n".join(requests))

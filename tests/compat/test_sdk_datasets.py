@@ -4,19 +4,15 @@ through the Apify storage client, and the results come back through the export i
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import subprocess
-import sys
 import textwrap
-import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.compat.test_sdk import sdk_env
+from tests.compat.actors import read_exports
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.compat.actors import ActorRun
     from tests.conftest import Server
 
 ACTOR = textwrap.dedent(
@@ -71,24 +67,12 @@ ACTOR = textwrap.dedent(
 )
 
 
-def test_actor_pushes_and_reads_datasets(compat_server: Server, tmp_path: Path) -> None:
+def test_actor_pushes_and_reads_datasets(compat_server: Server, run_actor: Callable[..., ActorRun]) -> None:
     server = compat_server
     with server.client() as c:
         store = c.post("/v2/key-value-stores", params={"name": "sdk-ds-default"}).json()["data"]
         dataset = c.post("/v2/datasets", params={"name": "sdk-ds-default"}).json()["data"]
-    env = sdk_env(server, store["id"])
-    env["APIFY_DEFAULT_DATASET_ID"] = dataset["id"]
-    script = tmp_path / "main.py"
-    script.write_text(ACTOR)
-    workdir = tmp_path / "cwd"  # nothing may land on the local disk
-    workdir.mkdir()
-    out = subprocess.run(
-        [sys.executable, str(script)], env=env, cwd=workdir, capture_output=True, text=True, timeout=180
-    )
-    assert out.returncode == 0, f"stdout:\n{out.stdout}\nstderr:\n{out.stderr}\nserver log:\n{server.log()[-4000:]}"
-    lines = [line for line in out.stdout.splitlines() if line.startswith("REPORT ")]
-    assert lines, out.stdout + out.stderr
-    report = json.loads(lines[-1].removeprefix("REPORT "))
+    report = run_actor(ACTOR, store["id"], dataset["id"]).report
 
     expected = [{"url": "https://a.example", "title": "A", "#debug": 1}] + [
         {"url": f"https://b.example/{i}", "title": f"B{i}"} for i in range(1, 4)
@@ -101,26 +85,18 @@ def test_actor_pushes_and_reads_datasets(compat_server: Server, tmp_path: Path) 
     assert report["tail"] == [{"n": 2498}, {"n": 2499}]
     assert report["crawlee_items"] == [{"from": "crawlee"}]
     assert report["exported"] == expected
-    assert "storage" not in [p.name for p in workdir.iterdir()]
 
     with server.client() as c:
         named = c.get("/v2/datasets/~sdk-named-dataset").json()["data"]
         assert named["id"] == report["named_id"] and named["itemCount"] == 2500
         assert c.get("/v2/datasets/~crawlee-dataset").json()["data"]["id"] == report["crawlee_id"]
-        base = f"/v2/datasets/{dataset['id']}/items"
         # The same items through the export, each format read by its own reader.
-        assert c.get(base).json() == expected
-        assert [json.loads(x) for x in c.get(base, params={"format": "jsonl"}).text.splitlines()] == expected
-        rows = list(csv.DictReader(io.StringIO(c.get(base, params={"format": "csv"}).content.decode("utf-8-sig"))))
-        assert [r["url"] for r in rows] == [e["url"] for e in expected]
-        assert rows[0]["#debug"] == "1" and rows[1]["#debug"] == ""
-        root = ET.fromstring(c.get(base, params={"format": "xml"}).content)
-        assert [el.findtext("title") for el in root] == ["A", "B1", "B2", "B3"]
-        channel = ET.fromstring(c.get(base, params={"format": "rss"}).content).find("channel")
-        assert channel is not None and [el.findtext("url") for el in channel.findall("item")] == [
-            e["url"] for e in expected
-        ]
-        html = c.get(base, params={"format": "html", "clean": "1"}).text
-        assert html.count("<tr>") == 5 and "#debug" not in html
-        xlsx = c.get(base, params={"format": "xlsx"}).content
-        assert xlsx[:2] == b"PK"
+        out = read_exports(c, dataset["id"])
+        html = c.get(f"/v2/datasets/{dataset['id']}/items", params={"format": "html", "clean": "1"}).text
+    assert out.json == expected
+    assert out.jsonl == expected
+    assert [r["url"] for r in out.csv] == [e["url"] for e in expected]
+    assert out.csv[0]["#debug"] == "1" and out.csv[1]["#debug"] == ""
+    assert [el.findtext("title") for el in out.xml] == ["A", "B1", "B2", "B3"]
+    assert [el.findtext("url") for el in out.rss] == [e["url"] for e in expected]
+    assert html.count("<tr>") == 5 and "#debug" not in html

@@ -12,6 +12,9 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 WAIT = 30
+MARK = "top.__pwned=(top.__pwned||0)+1"  # what every planted script does, if it ever runs in the console
+IMG = f"<img src=x onerror={MARK}>"
+PHONE = {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": True}  # a phone's screen, in CSS pixels
 
 
 class Console:
@@ -117,3 +120,26 @@ class Console:
 
     def js(self, script: str, *args: Any) -> Any:
         return self.d.execute_script(script, *args)
+
+    def pwned(self) -> int:
+        """How many times a planted script (MARK) ran in the page: 0, always."""
+        return int(self.js("return top.__pwned || 0"))
+
+    def listed(self, name: str) -> tuple[WebElement, dict[str, str]]:
+        """On a list page (stores, datasets, queues): the link named ``name``, once listed, and its row's cells by
+        their column label."""
+        link = self.until(lambda d: next((a for a in self.all("a.resource-link") if a.text == name), False),
+                          message=f"{name} not listed")
+        row = link.find_element(By.XPATH, "./ancestor::tr")
+        return link, {td.get_attribute("data-label"): td.text for td in row.find_elements(By.CSS_SELECTOR, "td")}
+
+    def check_phone_width(self, shot: str) -> None:
+        """The page on a phone's screen (375 CSS pixels) is no wider than the screen (long values wrap, wide tables
+        scroll in their box); a screenshot ``shot``; then the window's own size again."""
+        self.d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
+        try:
+            self.until(lambda d: self.js("return document.documentElement.clientWidth") == PHONE["width"])
+            self.shot(shot)
+            assert self.js("return document.documentElement.scrollWidth") == PHONE["width"]
+        finally:
+            self.d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

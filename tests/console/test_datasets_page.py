@@ -12,13 +12,10 @@ import secrets
 from typing import Any
 
 import httpx
-from selenium.webdriver.common.by import By
 
 from tests.conftest import Server
-from tests.console.console import Console
+from tests.console.console import IMG, Console
 
-MARK = "top.__pwned=(top.__pwned||0)+1"
-IMG = f"<img src=x onerror={MARK}>"
 FORMATS = ["json", "jsonl", "csv", "html", "xlsx", "xml", "rss"]
 
 
@@ -43,8 +40,7 @@ def test_a_dataset_page_shows_its_items_as_text_and_exports_them(shared_server: 
     c.open("#/datasets")
     c.page_ready()
     c.wait_text(".page-header h1", "Datasets")
-    link = c.until(lambda d: next((a for a in c.all("a.resource-link") if a.text == name), False), message="no dataset")
-    cells = {td.get_attribute("data-label"): td.text for td in link.find_element(By.XPATH, "./ancestor::tr").find_elements(By.CSS_SELECTOR, "td")}
+    link, cells = c.listed(name)
     assert cells["Items"] == "55" and cells["ID"] == dataset["id"]
 
     # The dataset's page: the count in the header; the columns are the fields in order of first appearance.
@@ -58,7 +54,7 @@ def test_a_dataset_page_shows_its_items_as_text_and_exports_them(shared_server: 
     assert column(c, "title")[:2] == [IMG, "item 1"]
     assert column(c, IMG)[:2] == ["planted key", ""]  # the second item has no such key: an empty cell
     assert column(c, "nested")[0] == '{"a":[1,"x"],"b":null}'  # nested values as compact JSON text
-    assert not c.all("table.items img") and c.js("return top.__pwned || 0") == 0
+    assert not c.all("table.items img") and c.pwned() == 0
 
     # Page 2: the last 5 items, numbered on from 51.
     c.button("Next").click()
@@ -69,12 +65,8 @@ def test_a_dataset_page_shows_its_items_as_text_and_exports_them(shared_server: 
     c.until(lambda d: column(c, "n")[:1] == ["0"], message="back to the first page")
     c.shot("dataset")
 
-    # A phone's screen (375 CSS pixels): the page is no wider than the screen (a wide table scrolls in its box).
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": True})
-    c.until(lambda d: c.js("return document.documentElement.clientWidth") == 375)
-    c.shot("dataset-phone")
-    assert c.js("return document.documentElement.scrollWidth") == 375
-    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    # A phone's screen: the page is no wider than the screen (a wide table scrolls in its box).
+    c.check_phone_width("dataset-phone")
 
     # Export: a link per format, on this origin, signed, without the token; every one downloads with no credentials.
     hrefs = {a.get_attribute("data-format"): a.get_attribute("href") for a in c.all("a[data-format]")}
@@ -94,7 +86,7 @@ def test_a_dataset_page_shows_its_items_as_text_and_exports_them(shared_server: 
     c.button("JSON").click()
     downloaded = json.loads(c.downloaded(f"{name}.json"))
     assert downloaded == [first, *rest]
-    assert c.js("return top.__pwned || 0") == 0
+    assert c.pwned() == 0
 
     # Rename, then delete the dataset.
     c.button("Rename").click()

@@ -12,10 +12,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from tests.conftest import Server
-from tests.console.console import Console
+from tests.console.console import IMG, Console
 
-MARK = "top.__pwned=(top.__pwned||0)+1"
-IMG = f"<img src=x onerror={MARK}>"
 EVIL_URL = f"https://example.com/{IMG}"
 
 
@@ -59,9 +57,7 @@ def test_a_queue_page_shows_its_requests_as_text(shared_server: Server, browser:
     # The list: the queue with its counts (55 requests, 1 handled, 54 pending).
     c.open("#/request-queues")
     c.page_ready()
-    link = c.until(lambda d: next((a for a in c.all("a.resource-link") if a.text == name), False), message="no queue")
-    listed_row = link.find_element(By.XPATH, "./ancestor::tr")
-    cells = {td.get_attribute("data-label"): td.text for td in listed_row.find_elements(By.CSS_SELECTOR, "td")}
+    link, cells = c.listed(name)
     assert (cells["Total"], cells["Handled"], cells["Pending"]) == ("55", "1", "54")
     assert cells["ID"] == queue["id"]
 
@@ -79,7 +75,7 @@ def test_a_queue_page_shows_its_requests_as_text(shared_server: Server, browser:
     evil = row(c, EVIL_URL)
     assert evil.find_element(By.CSS_SELECTOR, ".unique-key").text == IMG
     assert not c.all("table.requests img")
-    assert c.js("return top.__pwned || 0") == 0
+    assert c.pwned() == 0
     handled = row(c, "https://example.com/b")
     assert handled.find_element(By.CSS_SELECTOR, "td[data-label=Method]").text == "POST"
     assert handled.find_element(By.CSS_SELECTOR, "td[data-label='Handled at']").text != "pending"
@@ -94,12 +90,8 @@ def test_a_queue_page_shows_its_requests_as_text(shared_server: Server, browser:
 
     c.shot("queue")
 
-    # A phone's screen (375 CSS pixels): long URLs and keys wrap, nothing is wider than the screen.
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": True})
-    c.until(lambda d: c.js("return document.documentElement.clientWidth") == 375)
-    c.shot("queue-phone")
-    assert c.js("return document.documentElement.scrollWidth") == 375
-    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    # A phone's screen: long URLs and keys wrap, nothing is wider than the screen.
+    c.check_phone_width("queue-phone")
 
     # Add a request by URL: it is stored, and the counts move.
     c.find("input[name=url]").send_keys("https://example.com/added")
@@ -132,7 +124,7 @@ def test_a_queue_page_shows_its_requests_as_text(shared_server: Server, browser:
     assert not any(a.text.startswith(name) for a in c.all("a.resource-link"))
     with shared_server.client() as api:
         assert api.get(f"/v2/request-queues/{queue['id']}").status_code == 404
-    assert c.js("return top.__pwned || 0") == 0
+    assert c.pwned() == 0
 
 
 def test_a_queue_shared_read_only_refuses_changes_with_the_api_message(sqlite_server: Server, browser: Any) -> None:

@@ -15,10 +15,8 @@ from selenium.webdriver.support.ui import Select
 
 from openkvs import console
 from tests.conftest import Server
-from tests.console.console import Console
+from tests.console.console import IMG, MARK, Console
 
-MARK = "top.__pwned=(top.__pwned||0)+1"  # what every planted script does, if it ever runs in the console
-IMG = f"<img src=x onerror={MARK}>"
 HTML = f"<script>{MARK}</script><script>document.body.setAttribute('data-pwned','1')</script>{IMG}<b>rendered page</b>"
 SVG = (f'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10" onload="{MARK}">'
        f'<script>{MARK}</script><rect width="10" height="10" fill="blue"/></svg>')

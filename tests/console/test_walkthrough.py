@@ -119,12 +119,8 @@ def test_a_user_walks_through_the_console(shared_server: Server, browser: Any, t
     c.answer()
     c.wait_records(["notes.txt", "report.json"])
 
-    # A phone's screen (375 CSS pixels): the same page in one column, nothing wider than the screen.
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": True})
-    c.until(lambda d: c.js("return document.documentElement.clientWidth") == 375)
-    c.shot("store-phone")
-    assert c.js("return document.documentElement.scrollWidth") == 375
-    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    # A phone's screen: the same page in one column, nothing wider than the screen.
+    c.check_phone_width("store-phone")
 
     # Delete the store.
     c.button("Delete store").click()

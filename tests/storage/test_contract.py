@@ -574,8 +574,14 @@ async def test_times_are_utc_milliseconds(storage: Storage) -> None:
 async def test_many_records_stream_in_batches(storage: Storage) -> None:
     _, store = await new_store(storage, "s")
     n = 2500
-    for i in range(n):
-        await put(storage, store.id, f"k{i:05d}", hashlib.sha1(str(i).encode()).digest())
+
+    async def put_range(start: int) -> None:
+        for i in range(start, n, 25):
+            await put(storage, store.id, f"k{i:05d}", hashlib.sha1(str(i).encode()).digest())
+
+    async with anyio.create_task_group() as writers:  # 25 writers at once (one by one, 2,500 commits wait in turn)
+        for start in range(25):
+            writers.start_soon(put_range, start)
     async with storage.snapshot(store.id, KeySelection()) as snap:
         assert snap.totals.count == n and snap.totals.decoded_bytes == 20 * n
         sizes, last = [], None
