@@ -80,7 +80,12 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def iso(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    """UTC with milliseconds and ``Z``; the year always four digits (strftime's %Y writes the year 38 as "38", which
+    is no RFC 3339 date: a queue request's handledAt may be any date a client sends)."""
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
+        f"{dt.microsecond // 1000:03d}Z"
+    )
 
 
 def public_base(request: Request) -> str:

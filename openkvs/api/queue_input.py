@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 
 from openkvs import errors, jsontext
-from openkvs.api.common import MAX_QUERY_INT
+from openkvs.api.common import MAX_QUERY_INT, iso
 from openkvs.requestid import request_id
 from openkvs.storage.queues import MAX_LOCK_SECS, NewRequest
 
@@ -123,7 +123,7 @@ def normalise_time(raw: str, field: str) -> str:
             when = when - offset if m.group(9) == "+" else when + offset
     except (ValueError, OverflowError):
         raise errors.InvalidInput(f'"{field}" is not a valid date and time.') from None
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    return iso(when)
 
 
 def text_field(obj: dict[str, Any], field: str, where: str) -> str:
