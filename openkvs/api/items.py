@@ -14,7 +14,7 @@ import anyio.to_thread
 
 from openkvs import dataset_schema, errors, jsontext
 from openkvs.api.download import readahead
-from openkvs.datasets import itemjson, pipeline
+from openkvs.datasets import itemjson, pipeline, stored
 from openkvs.storage.datasets import BLOCK, ItemSnapshot, Push, selection_blocks
 
 # -- push --------------------------------------------------------------------------------------------------------
@@ -204,7 +204,7 @@ async def table_columns(snap: ItemSnapshot, shape: pipeline.Shape, lo: int, hi: 
 
 
 def _collect(collector: Any, batch: list[bytes]) -> None:
-    collector.add_items([json.loads(raw) for raw in batch])
+    collector.add_items(stored.load_batch(batch))
 
 
 async def _scan_paths(snap: ItemSnapshot, lo: int, hi: int, paths: list[Any]) -> None:
@@ -215,8 +215,7 @@ async def _scan_paths(snap: ItemSnapshot, lo: int, hi: int, paths: list[Any]) ->
 
 def _merge_items(paths: list[Any], batch: list[bytes]) -> None:
     seen: set[Any] = set()
-    for raw in batch:  # an item's paths walked once per skeleton (see prepare_push)
-        item = json.loads(raw)
+    for item in stored.load_batch(batch):  # an item's paths walked once per skeleton (see prepare_push)
         shape = skeleton(item)
         if shape not in seen:
             seen.add(shape)
@@ -256,7 +255,7 @@ class _Rows:
 
     def __init__(self, renderer: Any, shape: pipeline.Shape, batch: list[bytes]) -> None:
         self._renderer = renderer
-        self._rows = (row for raw in batch for row in shape.iter_rows(json.loads(raw)))
+        self._rows = (row for item in stored.load_batch(batch) for row in shape.iter_rows(item))
 
     def next_piece(self) -> bytes | None:
         """The next piece's bytes (maybe b""), None when the batch is done."""
