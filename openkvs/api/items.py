@@ -183,9 +183,18 @@ def select(total: int, offset: int, limit: int | None, desc: bool) -> tuple[int,
     return offset, offset + count, count
 
 
+# A tabular export with unwind learns its header by a scan of the selection's rows before its first byte (contract
+# section 7): its cost grows with the rows unwinding makes, which one small item can multiply into millions. The
+# scan visits at most this many cells (a row's top-level keys and the leaves under them; a few seconds to a minute
+# of CPU); past that the export is refused with a 400 that says what to do instead.
+MAX_HEADER_SCAN_CELLS = 50_000_000
+SCAN_PIECE_CELLS = 200_000  # cells per trip to a worker thread: a client that goes away stops the scan between trips
+
+
 async def table_columns(snap: ItemSnapshot, shape: pipeline.Shape, lo: int, hi: int) -> list[str]:
     """The columns of a tabular export of items ``[lo, hi)`` (contract 6.2). From the path index where it can
-    tell (``pipeline.columns``), else by a scan of the selection. Raises the 400 no-columns error."""
+    tell (``pipeline.columns``), else by a scan of the selection (at most MAX_HEADER_SCAN_CELLS cells, else the
+    400 ``invalid-input``). Raises the 400 no-columns error."""
     cols = None
     if not shape.unwind:
         paths: list[Any] = []
@@ -198,13 +207,38 @@ async def table_columns(snap: ItemSnapshot, shape: pipeline.Shape, lo: int, hi: 
     if cols is None:
         collector = pipeline.ColumnCollector(shape)
         async for batch in snap.items(lo, hi):
-            await anyio.to_thread.run_sync(_collect, collector, batch)
+            scan = _HeaderScan(collector, shape, batch)
+            while await anyio.to_thread.run_sync(scan.next_piece):
+                pass
         cols = collector.columns()
     return cols
 
 
-def _collect(collector: Any, batch: list[bytes]) -> None:
-    collector.add_items(stored.load_batch(batch))
+class _HeaderScan:
+    """The header rows of a batch of stored items fed to the collector SCAN_PIECE_CELLS cells at a time."""
+
+    def __init__(self, collector: pipeline.ColumnCollector, shape: pipeline.Shape, batch: list[bytes]) -> None:
+        self._collector = collector
+        self._rows = (row for item in stored.load_batch(batch) for row in shape.header_rows(item))
+
+    def next_piece(self) -> bool:
+        """Feed the next piece; False when the batch is done. Raises the 400 past MAX_HEADER_SCAN_CELLS."""
+        collector = self._collector
+        stop = collector.visited + SCAN_PIECE_CELLS
+        add = collector.add_row
+        more = False
+        for row in self._rows:
+            add(row)
+            if collector.visited >= stop:
+                more = True
+                break
+        if collector.visited > MAX_HEADER_SCAN_CELLS:
+            raise errors.InvalidInput(
+                f"The header of this export needs a scan of more than {MAX_HEADER_SCAN_CELLS:,} cells: with "
+                "'unwind' the columns come from the rows themselves. Export fewer items at a time ('offset' and "
+                "'limit'), or as json or jsonl, which have no header."
+            )
+        return more
 
 
 async def _scan_paths(snap: ItemSnapshot, lo: int, hi: int, paths: list[Any]) -> None:
