@@ -172,6 +172,9 @@ def merge_block(old: list[Any], pieces: Any) -> list[Any]:
 # Items per batch of an export's body (storage also stops a batch at BATCH_BYTES): fewer, larger reads of small
 # items (PostgreSQL: 40 MB/s in batches of 1,000, 80 in batches of 5,000), each rendered in one trip to a thread.
 EXPORT_BATCH = 4000
+# Items per batch of a json/jsonl export of unchanged items, which storage joins into one piece (its bytes are
+# capped by BATCH_BYTES): few items cost little per batch, so batches are larger.
+RAW_BATCH = 10_000
 
 
 def select(total: int, offset: int, limit: int | None, desc: bool) -> tuple[int, int, int]:
@@ -269,12 +272,13 @@ async def render(
     """The body: the renderer's start, each batch of items (the next read while this one is rendered and sent),
     its end. ``raw``: JSON formats of unchanged items copy the stored bytes (``raw_json``), without parsing them."""
     yield renderer.start(columns)
+    if raw:
+        sep = renderer.raw_separator
+        async for joined in readahead(snap.joined(lo, hi, desc=desc, batch=RAW_BATCH, sep=sep)):
+            yield renderer.raw_joined(joined)
+        yield renderer.end()
+        return
     async for batch in readahead(snap.items(lo, hi, desc=desc, batch=EXPORT_BATCH)):
-        if raw:
-            piece = renderer.raw_json(batch)
-            if piece:
-                yield piece
-            continue
         rows = _Rows(renderer, shape, batch)
         while (piece := await anyio.to_thread.run_sync(rows.next_piece)) is not None:
             if piece:

@@ -87,6 +87,12 @@ class Renderer:
     def raw_json(self, items: list[bytes]) -> bytes:
         raise TypeError(f"{self.options.name} can't copy stored JSON")
 
+    # raw_joined(items joined by raw_separator): what raw_json gives for those items, from storage's joined bytes.
+    raw_separator = b"\n"
+
+    def raw_joined(self, joined: bytes) -> bytes:
+        raise TypeError(f"{self.options.name} can't copy stored JSON")
+
     def end(self) -> bytes:
         return b""
 
@@ -112,8 +118,12 @@ class JsonRenderer(Renderer):
     def raw_json(self, items: list[bytes]) -> bytes:
         if not items:
             return b""
-        body = b",\n".join(items)
-        out = body if self._first else b",\n" + body
+        return self.raw_joined(b",\n".join(items))
+
+    raw_separator = b",\n"
+
+    def raw_joined(self, joined: bytes) -> bytes:
+        out = joined if self._first else b",\n" + joined
         self._first = False
         return out
 
@@ -136,6 +146,9 @@ class JsonlRenderer(Renderer):
         if not items:
             return b""
         return b"\n".join(items) + b"\n"
+
+    def raw_joined(self, joined: bytes) -> bytes:
+        return joined + b"\n"
 
 
 class TabularRenderer(Renderer):
