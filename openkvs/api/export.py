@@ -27,7 +27,7 @@ import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from openkvs import access
+from openkvs import access, compress
 from openkvs.access import DATASETS, Access, Signed
 from openkvs.api import items
 from openkvs.api.common import public_base, state
@@ -68,6 +68,12 @@ async def export_items(request: Request) -> Response:
             "X-Apify-Pagination-Desc": "true" if q.desc else "false",
         }
         headers.update(renderer.extra_headers)  # html: Content-Security-Policy: sandbox
+        encoding = None
+        if q.format.name != "xlsx":  # (a ZIP already: compressing it again gains nothing)
+            headers["Vary"] = "Accept-Encoding"
+            encoding = compress.choose(request.headers.get("accept-encoding"))
+            if encoding is not None:
+                headers["Content-Encoding"] = encoding
         if q.format.attachment:
             headers["Content-Disposition"] = f'attachment; filename="{store.name or store.id}.{renderer.filename_ext}"'
         if request.method == "HEAD":
@@ -76,6 +82,8 @@ async def export_items(request: Request) -> Response:
         st.storage.count_access(store.id, reads=count)
         raw = q.shape.identity and q.format.name in ("json", "jsonl")
         chunks = items.render(snap, renderer, q.shape, columns, lo, hi, q.desc, raw)
+        if encoding is not None:
+            chunks = compress.compress(chunks, encoding)
         try:  # the first bytes before the response starts: a failure there is still a clean error answer
             first = await anext(chunks, b"")
         except BaseException:
