@@ -222,7 +222,7 @@ class _HeaderScan:
 
     def __init__(self, collector: pipeline.ColumnCollector, shape: pipeline.Shape, batch: list[bytes]) -> None:
         self._collector = collector
-        self._rows = (row for item in stored.load_batch(batch) for row in shape.header_rows(item))
+        self._rows = (row for item in map(stored.load, batch) for row in shape.header_rows(item))  # lazy: in the thread
 
     def next_piece(self) -> bool:
         """Feed the next piece; False when the batch is done. Raises the 400 past MAX_HEADER_SCAN_CELLS."""
@@ -293,7 +293,7 @@ class _Rows:
 
     def __init__(self, renderer: Any, shape: pipeline.Shape, batch: list[bytes]) -> None:
         self._renderer = renderer
-        self._rows = (row for item in stored.load_batch(batch) for row in shape.iter_rows(item))
+        self._rows = (row for item in map(stored.load, batch) for row in shape.iter_rows(item))  # lazy: in the thread
 
     def next_piece(self) -> bytes | None:
         """The next piece's bytes (maybe b""), None when the batch is done."""
