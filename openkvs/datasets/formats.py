@@ -15,12 +15,10 @@ without parsing them: they are the same bytes ``rows`` would write (section 4.4 
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from collections.abc import Callable
 from operator import itemgetter
-from types import SimpleNamespace
 from typing import Any
 
 from openkvs.datasets import xml
@@ -178,17 +176,15 @@ class CsvRenderer(TabularRenderer):
     """RFC 4180 with the choices of 6.5: CRLF after every line, quotes exactly when needed, and a line of one
     empty field (a one-column export) written ``""``: readers skip a blank line, which would lose the row.
 
-    The lines are written by the csv module (C), whose minimal quoting is exactly 6.5's (the delimiter, ``"``, CR,
-    LF), as is its ``""`` for a line of one empty field; Python only gathers each row's cells in column order
-    (``row_values``): a template dict of the columns, the row's leaves written over it, one ``itemgetter``."""
+    A row's cell texts are gathered in column order (``row_texts``) and joined; whether any needs quotes is asked
+    of the whole line at once (it holds one delimiter fewer than columns, no ``"``, CR or LF: string operations
+    in C), and only a line that fails is quoted field by field. (The csv module's writer, tried first, asks
+    that of every character, through a function call: slower than all of this.)"""
 
     def __init__(self, q: ItemsQuery) -> None:
         super().__init__(q)
         self._delimiter = d = q.format.delimiter
         self._needs_quotes = re.compile("[" + re.escape(d + '"\r\n') + "]")
-        self._lines: list[str] = []
-        sink = SimpleNamespace(write=self._lines.append)
-        self._writer = csv.writer(sink, delimiter=d, quotechar='"', lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
 
     def _field(self, value: Any) -> str:
         s = cell_text(value)
@@ -204,51 +200,68 @@ class CsvRenderer(TabularRenderer):
     def rows(self, rows: list[dict[str, Any]]) -> bytes:
         if not rows:
             return b""
-        self._writer.writerows(row_values(rows, self.columns))
-        text = "".join(self._lines)
-        self._lines.clear()
-        return utf8(text)
+        d, search = self._delimiter, self._needs_quotes.search
+        plain = len(self.columns) - 1  # delimiters in a line whose fields hold none
+        lines = []
+        for texts in row_texts(rows, self.columns):
+            line = d.join(texts)
+            if '"' in line or "\r" in line or "\n" in line:
+                line = d.join([s if search(s) is None else '"' + s.replace('"', '""') + '"' for s in texts])
+            elif line.count(d) != plain:  # only delimiters inside fields (text with commas): quote those fields
+                line = d.join(['"' + s + '"' if d in s else s for s in texts])
+            lines.append(line or '""')  # one empty field: quoted, as a blank line is skipped by readers
+        lines.append("")
+        return utf8("\r\n".join(lines))
 
 
-def row_values(rows: list[dict[str, Any]], columns: list[str]) -> list[tuple[Any, ...]]:
-    """Each row's cells (6.1) in column order: None where it has none, booleans as ``true``/``false``, strings
-    and numbers as they are (the csv module writes a number as its ``repr``, i.e. its JSON text)."""
-    template: dict[str, Any] = dict.fromkeys(columns)
-    getter: Callable[[dict[str, Any]], Any]
+def row_texts(rows: list[dict[str, Any]], columns: list[str]) -> list[tuple[str, ...]]:
+    """Each row's cell texts (6.1, ``cell_text``) in column order, ``""`` where it has none: a template dict of
+    the columns copied per row, the row's leaves written over it (a later leaf of one path wins, as in
+    ``columns.cells``), one ``itemgetter``."""
+    template: dict[str, str] = dict.fromkeys(columns, "")
+    getter: Callable[[dict[str, str]], Any]
     if len(columns) == 1:
         only = columns[0]
         getter = lambda cells: (cells[only],)  # noqa: E731  # itemgetter of one key gives the bare value
     else:
         getter = itemgetter(*columns)
-    out: list[tuple[Any, ...]] = []
+    out: list[tuple[str, ...]] = []
     append = out.append
     for row in rows:
         found = template.copy()
         for key, value in row.items():
             t = type(value)
-            if t is dict or t is list:
+            if t is str:
+                found[key] = value
+            elif t is dict or t is list:
                 if value:
-                    _leaves(key, value, found)
+                    _leaf_texts(key, value, found)
+            elif value is None:
+                found[key] = ""
             elif t is bool:
                 found[key] = "true" if value else "false"
             else:
-                found[key] = value
+                found[key] = repr(value)  # an int or a float: its JSON text
         append(getter(found))
     return out
 
 
-def _leaves(prefix: str, value: dict[str, Any] | list[Any], out: dict[str, Any]) -> None:
-    """columns.cells' walk of one nested value into ``out``, booleans as text. Recursive: one call per container;
-    the depth is bounded by what the push accepted (128 levels)."""
+def _leaf_texts(prefix: str, value: dict[str, Any] | list[Any], out: dict[str, str]) -> None:
+    """``row_texts`` of one nested value. Recursive: one call per container; the depth is bounded by what a push
+    accepts (128 levels)."""
     for key, inner in value.items() if type(value) is dict else enumerate(value):
         t = type(inner)
-        if t is dict or t is list:
+        if t is str:
+            out[f"{prefix}/{key}"] = inner
+        elif t is dict or t is list:
             if inner:
-                _leaves(f"{prefix}/{key}", inner, out)
+                _leaf_texts(f"{prefix}/{key}", inner, out)
+        elif inner is None:
+            out[f"{prefix}/{key}"] = ""
         elif t is bool:
             out[f"{prefix}/{key}"] = "true" if inner else "false"
         else:
-            out[f"{prefix}/{key}"] = inner
+            out[f"{prefix}/{key}"] = repr(inner)
 
 
 def html_escape(s: str) -> str:

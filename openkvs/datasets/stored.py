@@ -10,17 +10,19 @@ digits anywhere (in a string too: that only costs speed) is parsed by ``json.loa
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# Every digit as "0", any other byte as "x": a run of 19 digits is then a substring search (both in C: a tenth of
+# what the parse costs, where a regular expression's search cost as much as the parse).
+_DIGITS_AS_ZERO = bytes(48 if 48 <= c <= 57 else 120 for c in range(256))
+_LONG_DIGITS = b"0" * 19
 
 
 def load(raw: bytes) -> Any:
     """One stored item."""
-    if _LONG_DIGITS.search(raw) is None:
+    if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:

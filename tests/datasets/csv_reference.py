@@ -1,5 +1,5 @@
-"""The CSV renderer as it was on main at e8825be, before csv rows were written by the csv module from values
-taken per item shape (issue 13, exports): frozen here so that tests can compare today's csv bytes with the bytes
+"""The CSV renderer as it was on main at e8825be, before a row's cells were gathered over a template of the
+columns and quoting was checked a line at a time (issue 13, exports): frozen here so that tests can compare today's csv bytes with the bytes
 the old renderer made for the same rows. Do not "fix" or update this file: it is the reference, not the code."""
 
 # ruff: noqa
