@@ -1,6 +1,7 @@
-"""The CSV renderer as it was on main at e8825be, before a row's cells were gathered over a template of the
-columns and quoting was checked a line at a time (issue 13, exports): frozen here so that tests can compare today's csv bytes with the bytes
-the old renderer made for the same rows. Do not "fix" or update this file: it is the reference, not the code."""
+"""The CSV renderer as it was on main at e8825be, before a row's cells were gathered over a template of the columns and
+quoting was checked a line at a time (issue 13, exports): frozen here so that tests can compare today's csv bytes
+with the bytes the old renderer made for the same rows. Do not "fix" or update this file: it is the reference, not
+the code."""
 
 # ruff: noqa
 from __future__ import annotations

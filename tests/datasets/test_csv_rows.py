@@ -1,6 +1,7 @@
 """The csv renderer writes the same bytes as before it gathered cells per row over a template of the columns and
-checked quoting a line at a time (tests/datasets/csv_reference.py, frozen from main), for any items, columns, delimiter and query shape; and stored items come back
-from their bytes (openkvs/datasets/stored.py, orjson with fallbacks) as the same values ``json.loads`` gives."""
+checked quoting a line at a time (tests/datasets/csv_reference.py, frozen from main), for any items, columns,
+delimiter and query shape; and stored items come back from their bytes (openkvs/datasets/stored.py, orjson with
+fallbacks) as the same values ``json.loads`` gives."""
 
 from __future__ import annotations
 
