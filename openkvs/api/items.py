@@ -172,9 +172,6 @@ def merge_block(old: list[Any], pieces: Any) -> list[Any]:
 # Items per batch of an export's body (storage also stops a batch at BATCH_BYTES): fewer, larger reads of small
 # items (PostgreSQL: 40 MB/s in batches of 1,000, 80 in batches of 5,000), each rendered in one trip to a thread.
 EXPORT_BATCH = 4000
-# Items per batch of a json/jsonl export of unchanged items, which storage joins into one piece (its bytes are
-# capped by BATCH_BYTES): few items cost little per batch, so batches are larger.
-RAW_BATCH = 10_000
 
 
 def select(total: int, offset: int, limit: int | None, desc: bool) -> tuple[int, int, int]:
@@ -274,7 +271,7 @@ async def render(
     yield renderer.start(columns)
     if raw:
         sep = renderer.raw_separator
-        async for joined in readahead(snap.joined(lo, hi, desc=desc, batch=RAW_BATCH, sep=sep)):
+        async for joined in readahead(snap.joined(lo, hi, desc=desc, batch=EXPORT_BATCH, sep=sep)):
             yield renderer.raw_joined(joined)
         yield renderer.end()
         return

@@ -1,5 +1,5 @@
 """``ItemSnapshot.joined`` on both backends (storage/datasets.py): the batches of ``items``, each joined by the
-separator, as the backend reads them joined (SQLite group_concat, PostgreSQL string_agg): the same bytes, in
+separator, as the backend reads them (SQLite joins them itself with group_concat): the same bytes, in
 either direction, from any range, and batches still cut at BATCH_BYTES for big items."""
 
 from __future__ import annotations

@@ -90,30 +90,6 @@ class PgItemSnapshot(ItemSnapshot):
                 lo += len(rows)
             yield rows
 
-    async def joined(
-        self, start: int, stop: int, *, desc: bool = False, batch: int = BLOCK, sep: bytes = b"\n"
-    ) -> AsyncIterator[bytes]:
-        # items()'s batches joined by PostgreSQL itself: one bytea a batch, no row object per item. The rows reach
-        # string_agg in the order of its subquery, which has no join to reorder them (the "sorted subquery" of the
-        # aggregate docs); an ORDER BY inside string_agg would sort the batch again, spilling past work_mem.
-        lo, hi = max(start, 0), min(stop, self.info.item_count)
-        order = "DESC" if desc else ""
-        sql = (
-            "SELECT count(*), string_agg(data, $6::bytea) FROM (SELECT data, idx, "
-            f"sum(octet_length(data)) OVER (ORDER BY idx {order}) - octet_length(data) AS before FROM "
-            "(SELECT data, idx FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx < $3 "
-            f"ORDER BY idx {order} LIMIT $4) s) t WHERE before < $5"
-        )
-        while lo < hi:
-            n, data = await self._conn.fetchrow(sql, self._store_id, lo, hi, batch, BATCH_BYTES, sep)
-            if not n:
-                return
-            if desc:
-                hi -= n
-            else:
-                lo += n
-            yield data
-
     async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:
         rows = await self._conn.fetch(
             "SELECT min(block) AS block, paths FROM dataset_paths WHERE store_id = $1 AND block >= $2 "
