@@ -272,7 +272,8 @@ async def render(
     if raw:
         sep = renderer.raw_separator
         async for joined in readahead(snap.joined(lo, hi, desc=desc, batch=EXPORT_BATCH, sep=sep)):
-            yield renderer.raw_joined(joined)
+            for piece in renderer.raw_joined(joined):
+                yield piece
         yield renderer.end()
         return
     async for batch in readahead(snap.items(lo, hi, desc=desc, batch=EXPORT_BATCH)):

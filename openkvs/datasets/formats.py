@@ -85,10 +85,11 @@ class Renderer:
     def raw_json(self, items: list[bytes]) -> bytes:
         raise TypeError(f"{self.options.name} can't copy stored JSON")
 
-    # raw_joined(items joined by raw_separator): what raw_json gives for those items, from storage's joined bytes.
+    # raw_joined(items joined by raw_separator): the pieces of what raw_json gives for those items, from storage's
+    # joined bytes (the piece itself is not copied: it may be megabytes).
     raw_separator = b"\n"
 
-    def raw_joined(self, joined: bytes) -> bytes:
+    def raw_joined(self, joined: bytes) -> list[bytes]:
         raise TypeError(f"{self.options.name} can't copy stored JSON")
 
     def end(self) -> bytes:
@@ -116,12 +117,12 @@ class JsonRenderer(Renderer):
     def raw_json(self, items: list[bytes]) -> bytes:
         if not items:
             return b""
-        return self.raw_joined(b",\n".join(items))
+        return b"".join(self.raw_joined(b",\n".join(items)))
 
     raw_separator = b",\n"
 
-    def raw_joined(self, joined: bytes) -> bytes:
-        out = joined if self._first else b",\n" + joined
+    def raw_joined(self, joined: bytes) -> list[bytes]:
+        out = [joined] if self._first else [b",\n", joined]
         self._first = False
         return out
 
@@ -145,8 +146,8 @@ class JsonlRenderer(Renderer):
             return b""
         return b"\n".join(items) + b"\n"
 
-    def raw_joined(self, joined: bytes) -> bytes:
-        return joined + b"\n"
+    def raw_joined(self, joined: bytes) -> list[bytes]:
+        return [joined, b"\n"]
 
 
 class TabularRenderer(Renderer):
