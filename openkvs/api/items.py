@@ -5,7 +5,6 @@ as a stream of rendered batches."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from itertools import islice
 from typing import Any
