@@ -17,6 +17,7 @@ import json
 import time
 
 from bench import harness as h
+from openkvs.datasets import stored
 from openkvs.datasets.formats import renderer
 from openkvs.datasets.pipeline import ColumnCollector, block_paths, columns
 from openkvs.datasets.query import parse_items_query
@@ -42,7 +43,7 @@ def item(i: int) -> dict:
 def measure(fmt: str, n: int, params: dict[str, str] | None = None, raw: bool = False) -> dict:
     q = parse_items_query({"format": fmt, **(params or {})}, None)
     r = renderer(q, label="bench", dataset_id="ID", public_url="http://127.0.0.1")
-    stored = [json.dumps(item(i), ensure_ascii=False, separators=(",", ":")).encode() for i in range(BATCH)]
+    batch = [json.dumps(item(i), ensure_ascii=False, separators=(",", ":")).encode() for i in range(BATCH)]
     t0 = time.perf_counter()
     cols = None
     if r.tabular:
@@ -50,15 +51,15 @@ def measure(fmt: str, n: int, params: dict[str, str] | None = None, raw: bool = 
         if cols is None:
             c = ColumnCollector(q.shape)
             for _ in range(0, n, BATCH):
-                c.add_items(json.loads(b) for b in stored)
+                c.add_items(stored.load_batch(batch))
             cols = c.columns()
     size = len(r.start(cols))
     for _ in range(0, n, BATCH):
         if raw:
-            size += len(r.raw_json(stored))
+            size += len(r.raw_json(batch))
         else:
             # what the endpoint does per batch: parse the stored bytes, shape, render
-            size += len(r.rows([row for b in stored for row in q.shape.rows(json.loads(b))]))
+            size += len(r.rows([row for it in stored.load_batch(batch) for row in q.shape.rows(it)]))
     size += len(r.end())
     dt = time.perf_counter() - t0
     return {"rows_per_s": n / dt, "mb_per_s": size / dt / 1e6, "bytes": size, "seconds": dt}

@@ -12,17 +12,22 @@ slot, like ZIP downloads (``max_downloads``, ``max_downloads_per_user``).
 Offsets are seeks: the selection is the index range ``[lo, hi)`` of the snapshot, read ascending or descending.
 The header of a tabular export comes from the path index kept at push time (storage/datasets.py): the whole
 blocks inside the selection from the index, the partial blocks at its ends scanned. With ``unwind`` the rows are
-no longer the items, so the selection is scanned once for its columns (memory still flat, time linear).
+no longer the items, so the selection is scanned once for its columns (memory still flat, time linear): at most
+``items.MAX_HEADER_SCAN_CELLS`` cells, else a 400 before the first byte, and a client that goes away meanwhile
+stops it (``_unless_client_leaves``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from typing import TypeVar
 
-from starlette.requests import Request
+import anyio
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from openkvs import access
+from openkvs import access, compress
 from openkvs.access import DATASETS, Access, Signed
 from openkvs.api import items
 from openkvs.api.common import public_base, state
@@ -30,6 +35,8 @@ from openkvs.api.download import ArchiveResponse, _prepend
 from openkvs.datasets import formats, query
 from openkvs.ratelimit import client_ip
 from openkvs.storage.datasets import ItemSnapshot
+
+T = TypeVar("T")
 
 NO_LIMIT = 999_999_999_999  # X-Apify-Pagination-Limit without a limit: what the clients expect
 
@@ -48,7 +55,9 @@ async def export_items(request: Request) -> Response:
         snap: ItemSnapshot = await stack.enter_async_context(st.storage.datasets.snapshot(store.id))
         total = snap.info.item_count
         lo, hi, count = items.select(total, q.offset, q.limit, q.desc)
-        columns = await items.table_columns(snap, q.shape, lo, hi) if renderer.tabular else None
+        columns = None
+        if renderer.tabular:
+            columns = await _unless_client_leaves(request, lambda: items.table_columns(snap, q.shape, lo, hi))
         headers = {
             "Content-Type": renderer.content_type,
             "X-Content-Type-Options": "nosniff",
@@ -59,6 +68,12 @@ async def export_items(request: Request) -> Response:
             "X-Apify-Pagination-Desc": "true" if q.desc else "false",
         }
         headers.update(renderer.extra_headers)  # html: Content-Security-Policy: sandbox
+        encoding = None
+        if q.format.name != "xlsx":  # (a ZIP already: compressing it again gains nothing)
+            headers["Vary"] = "Accept-Encoding"
+            encoding = compress.choose(request.headers.get("accept-encoding"))
+            if encoding is not None:
+                headers["Content-Encoding"] = encoding
         if q.format.attachment:
             headers["Content-Disposition"] = f'attachment; filename="{store.name or store.id}.{renderer.filename_ext}"'
         if request.method == "HEAD":
@@ -67,6 +82,8 @@ async def export_items(request: Request) -> Response:
         st.storage.count_access(store.id, reads=count)
         raw = q.shape.identity and q.format.name in ("json", "jsonl")
         chunks = items.render(snap, renderer, q.shape, columns, lo, hi, q.desc, raw)
+        if encoding is not None:
+            chunks = compress.compress(chunks, encoding)
         try:  # the first bytes before the response starts: a failure there is still a clean error answer
             first = await anext(chunks, b"")
         except BaseException:
@@ -77,6 +94,37 @@ async def export_items(request: Request) -> Response:
     except BaseException:
         await stack.aclose()
         raise
+
+
+async def _unless_client_leaves(request: Request, work: Callable[[], Awaitable[T]]) -> T:
+    """``work()`` (a header scan before the response starts), cancelled when the client goes away meanwhile: then
+    ClientDisconnect, which ends the request without an answer (app.py), the download slot and snapshot freed."""
+    done: list[T] = []
+    failed: list[Exception] = []
+
+    async def run() -> None:
+        try:
+            done.append(await work())
+        except Exception as exc:  # raised below as it is, not as a task group's ExceptionGroup
+            failed.append(exc)
+        tg.cancel_scope.cancel()
+
+    async def watch() -> None:
+        try:  # a GET's body (none) comes first, then nothing until the client disconnects
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+        except Exception as exc:
+            failed.append(exc)
+        tg.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        tg.start_soon(watch)
+    if failed:
+        raise failed[0]
+    if not done:
+        raise ClientDisconnect()
+    return done[0]
 
 
 def _chunked(response: Response) -> Response:

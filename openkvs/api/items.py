@@ -5,7 +5,6 @@ as a stream of rendered batches."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from itertools import islice
 from typing import Any
@@ -14,7 +13,7 @@ import anyio.to_thread
 
 from openkvs import dataset_schema, errors, jsontext
 from openkvs.api.download import readahead
-from openkvs.datasets import itemjson, pipeline
+from openkvs.datasets import itemjson, pipeline, stored
 from openkvs.storage.datasets import BLOCK, ItemSnapshot, Push, selection_blocks
 
 # -- push --------------------------------------------------------------------------------------------------------
@@ -183,9 +182,18 @@ def select(total: int, offset: int, limit: int | None, desc: bool) -> tuple[int,
     return offset, offset + count, count
 
 
+# A tabular export with unwind learns its header by a scan of the selection's rows before its first byte (contract
+# section 7): its cost grows with the rows unwinding makes, which one small item can multiply into millions. The
+# scan visits at most this many cells (a row's top-level keys and the leaves under them; a few seconds to a minute
+# of CPU); past that the export is refused with a 400 that says what to do instead.
+MAX_HEADER_SCAN_CELLS = 50_000_000
+SCAN_PIECE_CELLS = 200_000  # cells per trip to a worker thread: a client that goes away stops the scan between trips
+
+
 async def table_columns(snap: ItemSnapshot, shape: pipeline.Shape, lo: int, hi: int) -> list[str]:
     """The columns of a tabular export of items ``[lo, hi)`` (contract 6.2). From the path index where it can
-    tell (``pipeline.columns``), else by a scan of the selection. Raises the 400 no-columns error."""
+    tell (``pipeline.columns``), else by a scan of the selection (at most MAX_HEADER_SCAN_CELLS cells, else the
+    400 ``invalid-input``). Raises the 400 no-columns error."""
     cols = None
     if not shape.unwind:
         paths: list[Any] = []
@@ -198,13 +206,38 @@ async def table_columns(snap: ItemSnapshot, shape: pipeline.Shape, lo: int, hi: 
     if cols is None:
         collector = pipeline.ColumnCollector(shape)
         async for batch in snap.items(lo, hi):
-            await anyio.to_thread.run_sync(_collect, collector, batch)
+            scan = _HeaderScan(collector, shape, batch)
+            while await anyio.to_thread.run_sync(scan.next_piece):
+                pass
         cols = collector.columns()
     return cols
 
 
-def _collect(collector: Any, batch: list[bytes]) -> None:
-    collector.add_items([json.loads(raw) for raw in batch])
+class _HeaderScan:
+    """The header rows of a batch of stored items fed to the collector SCAN_PIECE_CELLS cells at a time."""
+
+    def __init__(self, collector: pipeline.ColumnCollector, shape: pipeline.Shape, batch: list[bytes]) -> None:
+        self._collector = collector
+        self._rows = (row for item in map(stored.load, batch) for row in shape.header_rows(item))  # lazy: in the thread
+
+    def next_piece(self) -> bool:
+        """Feed the next piece; False when the batch is done. Raises the 400 past MAX_HEADER_SCAN_CELLS."""
+        collector = self._collector
+        stop = collector.visited + SCAN_PIECE_CELLS
+        add = collector.add_row
+        more = False
+        for row in self._rows:
+            add(row)
+            if collector.visited >= stop:
+                more = True
+                break
+        if collector.visited > MAX_HEADER_SCAN_CELLS:
+            raise errors.InvalidInput(
+                f"The header of this export needs a scan of more than {MAX_HEADER_SCAN_CELLS:,} cells: with "
+                "'unwind' the columns come from the rows themselves. Export fewer items at a time ('offset' and "
+                "'limit'), or as json or jsonl, which have no header."
+            )
+        return more
 
 
 async def _scan_paths(snap: ItemSnapshot, lo: int, hi: int, paths: list[Any]) -> None:
@@ -215,8 +248,7 @@ async def _scan_paths(snap: ItemSnapshot, lo: int, hi: int, paths: list[Any]) ->
 
 def _merge_items(paths: list[Any], batch: list[bytes]) -> None:
     seen: set[Any] = set()
-    for raw in batch:  # an item's paths walked once per skeleton (see prepare_push)
-        item = json.loads(raw)
+    for item in stored.load_batch(batch):  # an item's paths walked once per skeleton (see prepare_push)
         shape = skeleton(item)
         if shape not in seen:
             seen.add(shape)
@@ -236,12 +268,14 @@ async def render(
     """The body: the renderer's start, each batch of items (the next read while this one is rendered and sent),
     its end. ``raw``: JSON formats of unchanged items copy the stored bytes (``raw_json``), without parsing them."""
     yield renderer.start(columns)
-    async for batch in readahead(snap.items(lo, hi, desc=desc, batch=EXPORT_BATCH)):
-        if raw:
-            piece = renderer.raw_json(batch)
-            if piece:
+    if raw:
+        sep = renderer.raw_separator
+        async for joined in readahead(snap.joined(lo, hi, desc=desc, batch=EXPORT_BATCH, sep=sep)):
+            for piece in renderer.raw_joined(joined):
                 yield piece
-            continue
+        yield renderer.end()
+        return
+    async for batch in readahead(snap.items(lo, hi, desc=desc, batch=EXPORT_BATCH)):
         rows = _Rows(renderer, shape, batch)
         while (piece := await anyio.to_thread.run_sync(rows.next_piece)) is not None:
             if piece:
@@ -256,7 +290,7 @@ class _Rows:
 
     def __init__(self, renderer: Any, shape: pipeline.Shape, batch: list[bytes]) -> None:
         self._renderer = renderer
-        self._rows = (row for raw in batch for row in shape.iter_rows(json.loads(raw)))
+        self._rows = (row for item in map(stored.load, batch) for row in shape.iter_rows(item))  # lazy: in the thread
 
     def next_piece(self) -> bytes | None:
         """The next piece's bytes (maybe b""), None when the batch is done."""

@@ -277,6 +277,7 @@ class ColumnCollector:
                     self._other = self._group_of[name]
                     break
         self._groups: list[dict[str, None]] = [{} for _ in range(len(self._fields) + 1)]
+        self.visited = 0  # cells walked so far: the work of a scan, which a caller may bound
 
     def add_items(self, items: Iterable[Any]) -> None:
         """The stored items themselves: their rows as ``Shape.header_rows`` gives them (rows that skipFailedPages
@@ -288,14 +289,21 @@ class ColumnCollector:
     def add(self, rows: Iterable[dict[str, Any]]) -> None:
         """Output rows, in order."""
         for row in rows:
-            for key, value in row.items():
-                group = self._groups[self._group_of.get(key, self._other)]
-                if isinstance(value, (dict, list)):
-                    if value:
-                        for name in cells({key: value}):
-                            self._add(group, name)
-                elif key not in group:
-                    self._add(group, key)
+            self.add_row(row)
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        """One output row; ``visited`` grows by the cells it walked (top-level keys and nested leaves)."""
+        self.visited += len(row)
+        for key, value in row.items():
+            group = self._groups[self._group_of.get(key, self._other)]
+            if isinstance(value, (dict, list)):
+                if value:
+                    names = cells({key: value})
+                    self.visited += len(names)
+                    for name in names:
+                        self._add(group, name)
+            elif key not in group:
+                self._add(group, key)
 
     def add_cell(self, key: str, name: str) -> None:
         """One cell path ``name`` under the row's top-level key ``key``."""

@@ -114,6 +114,14 @@ class ItemSnapshot(abc.ABC):
         at most ``batch`` items and about BATCH_BYTES (an item past that comes alone): ascending, or descending
         from ``stop - 1`` with ``desc``. A seek, never a scan."""
 
+    async def joined(
+        self, start: int, stop: int, *, desc: bool = False, batch: int = BLOCK, sep: bytes = b"\n"
+    ) -> AsyncIterator[bytes]:
+        """``items``' batches, each as its items' bytes joined by ``sep`` (never empty): what a json or jsonl
+        export of unchanged items sends. A backend may read them joined already, without an object per item."""
+        async for rows in self.items(start, stop, desc=desc, batch=batch):
+            yield sep.join(rows)
+
     @abc.abstractmethod
     async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:
         """The distinct path lists of the blocks ``first`` to ``last`` inclusive, each with the first block that

@@ -115,6 +115,31 @@ def push_sync(conn: sqlite3.Connection, store_id: str, push: Push, merge: MergeP
     return start
 
 
+_RANGE = "FROM dataset_items WHERE store_id = ? AND idx >= ? AND idx < ? ORDER BY idx"
+_ITEMS = f"SELECT data {_RANGE} LIMIT ?"
+_ITEMS_DESC = f"SELECT data {_RANGE} DESC LIMIT ?"
+_SIZES = f"SELECT count(*), sum(n) FROM (SELECT length(data) AS n {_RANGE} LIMIT ?)"
+_SIZES_DESC = f"SELECT count(*), sum(n) FROM (SELECT length(data) AS n {_RANGE} DESC LIMIT ?)"
+# (the rows reach the aggregate in the subquery's order: a subquery with LIMIT is run as a co-routine, not flattened)
+_JOINED = f"SELECT CAST(group_concat(data, ?) AS BLOB) FROM (SELECT data {_RANGE} LIMIT ?)"
+_JOINED_DESC = f"SELECT CAST(group_concat(data, ?) AS BLOB) FROM (SELECT data {_RANGE} DESC LIMIT ?)"
+
+
+def _read_rows(conn: sqlite3.Connection, sql: str, args: tuple[str, int], lo: int, hi: int) -> list[bytes]:
+    """Items of ``[lo, hi)`` by ``sql`` (_ITEMS or _ITEMS_DESC; args: store id, batch), up to BATCH_BYTES."""
+    out, size = [], 0
+    cur = conn.execute(sql, (args[0], lo, hi, args[1]))
+    try:
+        for (data,) in cur:
+            out.append(data)
+            size += len(data)
+            if size >= BATCH_BYTES:
+                break
+    finally:
+        cur.close()
+    return out
+
+
 class SQLiteItemSnapshot(ItemSnapshot):
     def __init__(self, conn: sqlite3.Connection, store_id: str, info: DatasetInfo) -> None:
         self._conn = conn
@@ -133,28 +158,11 @@ class SQLiteItemSnapshot(ItemSnapshot):
     ) -> AsyncIterator[list[bytes]]:
         start = max(start, 0)
         stop = min(stop, self.info.item_count)
-        conn, sid = self._conn, self._store_id
-        if desc:
-            sql = "SELECT data FROM dataset_items WHERE store_id = ? AND idx >= ? AND idx < ? ORDER BY idx DESC LIMIT ?"
-        else:
-            sql = "SELECT data FROM dataset_items WHERE store_id = ? AND idx >= ? AND idx < ? ORDER BY idx LIMIT ?"
-
-        def fetch(lo: int, hi: int) -> list[bytes]:
-            out, size = [], 0
-            cur = conn.execute(sql, (sid, lo, hi, batch))
-            try:
-                for (data,) in cur:
-                    out.append(data)
-                    size += len(data)
-                    if size >= BATCH_BYTES:
-                        break
-            finally:
-                cur.close()
-            return out
-
+        conn, sql = self._conn, _ITEMS_DESC if desc else _ITEMS
+        args = (self._store_id, batch)
         lo, hi = start, stop
         while lo < hi:
-            rows = await self._run(fetch, lo, hi)
+            rows = await self._run(_read_rows, conn, sql, args, lo, hi)
             if not rows:
                 return  # (a damaged table: fewer rows than counted; the caller sees a short read)
             if desc:
@@ -162,6 +170,37 @@ class SQLiteItemSnapshot(ItemSnapshot):
             else:
                 lo += len(rows)
             yield rows
+
+    async def joined(
+        self, start: int, stop: int, *, desc: bool = False, batch: int = BLOCK, sep: bytes = b"\n"
+    ) -> AsyncIterator[bytes]:
+        # SQLite joins a batch itself (group_concat over the ordered range: no object per item) when the batch is
+        # under BATCH_BYTES, which the sum of the lengths tells without reading the bytes; else as items() does.
+        start = max(start, 0)
+        stop = min(stop, self.info.item_count)
+        conn, sql = self._conn, _ITEMS_DESC if desc else _ITEMS
+        sizes, join = (_SIZES_DESC, _JOINED_DESC) if desc else (_SIZES, _JOINED)
+        sid = self._store_id
+
+        def fetch(lo: int, hi: int) -> tuple[int, bytes]:
+            n, size = conn.execute(sizes, (sid, lo, hi, batch)).fetchone()
+            if not n:
+                return 0, b""
+            if size <= BATCH_BYTES:
+                return n, conn.execute(join, (sep, sid, lo, hi, batch)).fetchone()[0]
+            rows = _read_rows(conn, sql, (sid, batch), lo, hi)
+            return len(rows), sep.join(rows)
+
+        lo, hi = start, stop
+        while lo < hi:
+            n, data = await self._run(fetch, lo, hi)
+            if not n:
+                return
+            if desc:
+                hi -= n
+            else:
+                lo += n
+            yield data
 
     async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:
         def fetch() -> list[tuple[int, list[Any]]]:
