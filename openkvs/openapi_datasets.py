@@ -49,6 +49,9 @@ def add_datasets(doc: dict[str, Any]) -> None:
     """Add the dataset paths and the components they need to ``doc`` (components it has already are kept)."""
     part = json.loads(DATASETS_PATH.read_text(encoding="utf-8"))
     _input_rules(part["components"]["parameters"])
+    # a new name follows the naming rule, as at creation (Apify's description takes any string)
+    update = part["components"]["schemas"]["UpdateDatasetRequest"]["properties"]
+    update["name"].update({"pattern": rules.STORE_NAME.pattern, "maxLength": rules.STORE_NAME.max_length})
     for kind, entries in part["components"].items():
         target = doc["components"].setdefault(kind, {})
         for name, value in entries.items():

@@ -96,7 +96,10 @@ def accepted(counts: Counter[int]) -> int:
 def assert_one_budget(counts: Counter[int], elapsed: float, rate: int) -> None:
     expected = rate * elapsed + rate  # refill over the run plus the full bucket it started with
     got = accepted(counts)
-    assert counts[429] > got, f"the hammering did not exceed the limit, so it proves nothing: {counts}"
+    # Some refusals show the bucket ran dry, so the count below is the limiter's. (Demanding more refusals than
+    # acceptances failed on a loaded machine, where two nodes answered ~46 requests a second against a rate of 20:
+    # the count was right, the hammering slow.) A limiter letting too many or too few through fails the count.
+    assert counts[429] > 0, f"the hammering did not exceed the limit, so it proves nothing: {counts}"
     assert abs(got - expected) <= 0.10 * expected, f"accepted {got}, expected {expected:.1f} +-10% ({counts}, {elapsed:.2f}s)"
 
 
