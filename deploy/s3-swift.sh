@@ -41,7 +41,13 @@ defaults() {
 start() {
   local p t i=0
   if ready; then echo "S3 already up on :$S3_PORT"; return 0; fi
+  # Not answering: a Swift of ours may still hold the ports (its memcached gone, or two starts at once left two
+  # sets of servers); stopped first, then the ports must be free.
+  pkill -f -- "$ETC/" 2>/dev/null || true
+  pkill -f -- "memcached -u root -l 127.0.0.1 -p $MC_PORT " 2>/dev/null || true
+  stop
   for p in "$S3_PORT" "$P0" $((P0 + 1)) $((P0 + 2)) "$MC_PORT"; do
+    for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || break; sleep 0.1; done
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "port $p busy" >&2; return 1; fi
   done
   mkdir -p "$ETC" "$DEV" "$LOG" "$BASE/run"
@@ -106,7 +112,7 @@ stop() {   # the servers setsid() themselves, so PID == PGID (parent and workers
     for _ in $(seq 100); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.1; done
     for f in "${pids[@]}"; do kill -9 -- "-$f" 2>/dev/null || kill -9 "$f" 2>/dev/null || true; done
   fi
-  if mountpoint -q "$DEV"; then umount "$DEV"; fi
+  if mountpoint -q "$DEV"; then umount "$DEV" || umount -l "$DEV"; fi  # lazily if a killed server still has it
 }
 
 case "${1:-}" in install|start|stop) "$1" ;; *) echo "usage: $0 install|start|stop" >&2; exit 2 ;; esac
