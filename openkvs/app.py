@@ -292,7 +292,9 @@ class ApiMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def open_storage(settings: Settings) -> Storage:
+def open_storage(settings: Settings, background: bool = True) -> Storage:
+    """The storage the settings name. ``background``: SQLite's maintenance tasks (garbage collection, counters,
+    renewals, the fill of older rows' ZIP headers), which a server wants and a short command does not."""
     blob_store = None
     if settings.blob_store:
         from openkvs.storage.bucket import S3BlobStore
@@ -315,7 +317,7 @@ def open_storage(settings: Settings) -> Storage:
         )
     from openkvs.storage.sqlite import SQLiteStorage
 
-    return SQLiteStorage(settings.data_dir, fsync=settings.fsync, blob_store=blob_store)
+    return SQLiteStorage(settings.data_dir, fsync=settings.fsync, blob_store=blob_store, background=background)
 
 
 def create_app(settings: Settings | None = None, storage: Storage | None = None) -> ASGIApp:

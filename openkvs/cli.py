@@ -87,7 +87,9 @@ def _on_storage(settings: Settings, work: Callable[[Any], Awaitable[T]], create:
     async def main() -> T:
         if not create:
             await _need_database(settings)
-        async with open_storage(settings) as storage:
+        # no background tasks: a command's storage lives for one piece of work (and a fill of older rows' ZIP
+        # headers started by a command that ends at once crashed the process in its writer thread)
+        async with open_storage(settings, background=False) as storage:
             return await work(storage)
 
     from openkvs.storage.bucket import BucketConfigError

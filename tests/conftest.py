@@ -4,6 +4,7 @@ unless a test needs an ``openkvs serve`` process (``pytest.mark.server_process``
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -49,6 +50,15 @@ def _restore_environ() -> Iterator[None]:
     if os.environ != saved:
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _openkvs_logs_reach_caplog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """openkvs's loggers reach the root logger, where ``caplog`` listens: a server started in this process (uvicorn
+    with ``openkvs.logs.log_config``) gives the ``openkvs`` logger its own handler and stops it propagating, and
+    then which test file had run before in the same xdist worker decided whether a test saw a warning (CI failed
+    so, and a test asserting that no warning was logged would have passed whatever happened)."""
+    monkeypatch.setattr(logging.getLogger("openkvs"), "propagate", True)
 
 
 def unavailable(reason: str) -> None:

@@ -398,7 +398,8 @@ class SQLiteStorage(SQLiteQueues, Storage):
             try:
                 total = conn.execute(f"SELECT COUNT(*) FROM stores s WHERE {where}", params).fetchone()[0]
                 rows = conn.execute(
-                    f"{STORE_SELECT} WHERE {where} ORDER BY s.created_at {order}, s.id {order} LIMIT ? OFFSET ?",
+                    # stores made in the same millisecond in the order they were made (rowid), not by random ID
+                    f"{STORE_SELECT} WHERE {where} ORDER BY s.created_at {order}, s.rowid {order} LIMIT ? OFFSET ?",
                     [*params, limit, offset],
                 ).fetchall()
             finally:
