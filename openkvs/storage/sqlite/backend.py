@@ -49,8 +49,9 @@ from .datasets import SQLiteDatasets
 from .files import RecordFiles
 from .maintenance import maintain, write_stats
 from .objects import SQLiteObjects
+from .onthread import run_to_end
 from .queues import SQLiteQueues
-from .snapshot import begin_snapshot
+from .snapshot import SQLiteSnapshot, begin_snapshot
 from .space import RESERVE_BYTES, Headroom
 from .tables import (
     DB_NAME,
@@ -648,10 +649,11 @@ class SQLiteStorage(SQLiteQueues, Storage):
         # The lease first, then the read transaction (see files.py).
         lease_id = await self._files.lease(store_id)
         conn: sqlite3.Connection | None = None
+        snap: SQLiteSnapshot | None = None
         try:
             try:
                 conn = await anyio.to_thread.run_sync(lambda: self._db.connect(readonly=True))
-                snap = await anyio.to_thread.run_sync(begin_snapshot, self.blob_dir, conn, store_id, selection)
+                snap = await run_to_end(begin_snapshot, self.blob_dir, conn, store_id, selection)
             except sqlite3.Error as exc:
                 raise translate(exc) from exc
             if self._objects is None:
@@ -661,8 +663,8 @@ class SQLiteStorage(SQLiteQueues, Storage):
                     yield with_objects
         finally:
             with anyio.CancelScope(shield=True):
-                if conn is not None:
-                    await anyio.to_thread.run_sync(conn.close)
+                if conn is not None:  # through the snapshot's limiter: a batch read still running ends first
+                    await run_to_end(conn.close, limiter=snap.limiter if snap is not None else None)
                 await self._files.release(lease_id)
 
     # -- garbage -----------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ..datasets import (
     merge_fields,
 )
 from .connections import Database, translate
+from .onthread import run_to_end
 
 T = TypeVar("T")
 
@@ -149,7 +150,7 @@ class SQLiteItemSnapshot(ItemSnapshot):
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+            return await run_to_end(fn, *args, limiter=self._limiter)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
@@ -290,4 +291,4 @@ class SQLiteDatasets(DatasetStorage):
                 with anyio.CancelScope(shield=True):
                     # through the snapshot's limiter: a batch read still running (a readahead given up) ends first
                     limiter = snap._limiter if snap is not None else None
-                    await anyio.to_thread.run_sync(conn.close, limiter=limiter)
+                    await run_to_end(conn.close, limiter=limiter)

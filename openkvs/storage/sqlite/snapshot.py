@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-import anyio.to_thread
 
 from openkvs.zipwriter import CENTRAL_LEAD, CENTRAL_MID, CentralBlock, Columns, LocalBlock, kept_headers_fit
 
@@ -21,6 +20,7 @@ from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals,
 from ..batch import RowBatch, ZipRow
 from .blobs import DataRow, inline_chunks, read_held, stored_at
 from .connections import translate
+from .onthread import run_to_end
 from .tables import RECORD_COLS, from_ms, selection_sql
 
 T = TypeVar("T")
@@ -110,7 +110,7 @@ class SQLiteSnapshot(Snapshot):
         self._params = params
         self.generation = generation
         self.totals = totals
-        self._limiter = anyio.CapacityLimiter(1)  # one statement at a time on the connection
+        self.limiter = anyio.CapacityLimiter(1)  # one statement at a time on the connection
         self.kept_rows = 0  # rows per batch of kept_local/kept_central; 0: this snapshot has none (see begin)
 
     def _remap(self) -> None:
@@ -124,7 +124,7 @@ class SQLiteSnapshot(Snapshot):
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+            return await run_to_end(fn, *args, limiter=self.limiter)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
