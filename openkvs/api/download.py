@@ -181,6 +181,18 @@ def _abort_connection(scope: Scope) -> None:
     transport.abort()
 
 
+# The most bytes handed to one send, each under its own ``download_send_timeout``: the timeout is meant for a client
+# that reads nothing, so a piece must go out in that time at any rate worth serving (1 MiB in 60 s: 17 KiB/s).
+# ZIP pieces are at most this already (READ_CHUNK); an export's rendered batches may be several MiB.
+SEND_PIECE = 1024 * 1024
+
+
+def _pieces(chunk: bytes) -> Sequence[bytes]:
+    if len(chunk) <= SEND_PIECE:
+        return (chunk,)
+    return [chunk[i : i + SEND_PIECE] for i in range(0, len(chunk), SEND_PIECE)]
+
+
 class ArchiveResponse(Response):
     """Streams the archive and closes the snapshot when done, when the client goes away, when a piece can't be
     sent within ``send_timeout`` seconds (then the connection is aborted), or on error."""
@@ -217,14 +229,18 @@ class ArchiveResponse(Response):
                 timeout = self._send_timeout
                 try:
                     # A server's send returns once the bytes before it are handed to the kernel: a client that
-                    # doesn't read makes it wait. Pieces are at most about 1 MiB (READ_CHUNK).
+                    # doesn't read makes it wait. Each send is at most SEND_PIECE bytes (see _pieces).
                     with anyio.fail_after(timeout):
                         await send(
                             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
                         )
                     async for chunk in self._chunks:
-                        with anyio.fail_after(timeout):
-                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        for piece in _pieces(chunk):
+                            with anyio.fail_after(timeout):
+                                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                    # The slot and the snapshot are let go before the last message: a client sees the response
+                    # end only with it, so its next download never finds its own finished one still counted.
+                    await self._stack.aclose()
                     with anyio.fail_after(timeout):
                         await send({"type": "http.response.body", "body": b"", "more_body": False})
                 except StorageError:
