@@ -11,6 +11,7 @@ with it; a HEAD) matches the file's. Other servers' ETags don't say: their recor
 
 from __future__ import annotations
 
+import codecs
 import io
 import mimetypes
 import os
@@ -56,7 +57,24 @@ class Summary:
 def content_type(path: Path) -> str:
     guessed, encoding = mimetypes.guess_type(path.name)
     # report.json.gz is gzip bytes, not JSON: the type of what the file holds, not of what it unpacks to
-    return "application/octet-stream" if guessed is None or encoding else guessed
+    if guessed is None or encoding:
+        return "application/octet-stream"
+    # A text file's encoding named when its first bytes are UTF-8: without a charset, a browser opening the record
+    # guesses one (windows-1252: "ü" shown as "Ã¼"). The console's uploads do the same.
+    if guessed.startswith("text/") and _starts_as_utf8(path):
+        return guessed + "; charset=utf-8"
+    return guessed
+
+
+def _starts_as_utf8(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(65536)
+        whole = not f.read(1)
+    try:  # a character cut by the end of the bytes looked at is fine, by the end of the file it is not
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=whole)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def plan(root: Path, prefix: str = "") -> list[Item]:

@@ -128,10 +128,19 @@ class Console:
     def listed(self, name: str) -> tuple[WebElement, dict[str, str]]:
         """On a list page (stores, datasets, queues): the link named ``name``, once listed, and its row's cells by
         their column label."""
-        link = self.until(lambda d: next((a for a in self.all("a.resource-link") if a.text == name), False),
-                          message=f"{name} not listed")
-        row = link.find_element(By.XPATH, "./ancestor::tr")
-        return link, {td.get_attribute("data-label"): td.text for td in row.find_elements(By.CSS_SELECTOR, "td")}
+
+        def found(d: Any) -> tuple[WebElement, dict[str, str]] | bool:
+            # link and cells read in one go, again if the list re-rendered meanwhile (it does after sign-in)
+            try:
+                link = next((a for a in self.all("a.resource-link") if a.text == name), None)
+                if link is None:
+                    return False
+                row = link.find_element(By.XPATH, "./ancestor::tr")
+                return link, {td.get_attribute("data-label"): td.text for td in row.find_elements(By.CSS_SELECTOR, "td")}
+            except StaleElementReferenceException:
+                return False
+
+        return self.until(found, message=f"{name} not listed")  # type: ignore[no-any-return]
 
     def check_phone_width(self, shot: str) -> None:
         """The page on a phone's screen (375 CSS pixels) is no wider than the screen (long values wrap, wide tables

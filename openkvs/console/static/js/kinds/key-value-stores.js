@@ -155,6 +155,19 @@ function keyOf(name) {
   return [...name].map((c) => (KEY_CHAR.test(c) ? c : "-")).join("").slice(0, 256) || "file";
 }
 
+// A text file's content type with its encoding named when its first bytes are UTF-8: without a charset, a browser
+// opening the record by its link guesses one (windows-1252: "ü" shown as "Ã¼"). As `openkvs upload` does.
+async function typeOf(file) {
+  const type = file.type || "application/octet-stream";
+  if (!/^text\//i.test(type) || /;\s*charset=/i.test(type)) return type;
+  try {
+    new TextDecoder("utf-8", { fatal: true }).decode(await file.slice(0, 65536).arrayBuffer(), { stream: file.size > 65536 });
+    return `${type}; charset=utf-8`;
+  } catch {
+    return type;
+  }
+}
+
 function uploader(store, done) {
   // The label is the control keyboard users reach (Enter or Space opens the file chooser), not the hidden input.
   const input = h("input", { type: "file", multiple: true, id: "upload-files", class: "visually-hidden", tabindex: "-1" });
@@ -179,7 +192,7 @@ function uploader(store, done) {
         job.state.textContent = "uploading";
         try {
           await api.upload(recordPath(store.id, job.key), job.file, {
-            contentType: job.file.type || "application/octet-stream",
+            contentType: await typeOf(job.file),
             onProgress: (loaded) => { job.bar.value = loaded; },
           });
           job.bar.value = job.bar.max;
