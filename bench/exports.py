@@ -17,7 +17,7 @@ import json
 import time
 
 from bench import harness as h
-from openkvs.datasets import stored
+from openkvs.datasets import itemjson
 from openkvs.datasets.formats import renderer
 from openkvs.datasets.pipeline import ColumnCollector, block_paths, columns
 from openkvs.datasets.query import parse_items_query
@@ -51,7 +51,7 @@ def measure(fmt: str, n: int, params: dict[str, str] | None = None, raw: bool = 
         if cols is None:
             c = ColumnCollector(q.shape)
             for _ in range(0, n, BATCH):
-                c.add_items(stored.load_batch(batch))
+                c.add_items(itemjson.load_batch(batch))
             cols = c.columns()
     size = len(r.start(cols))
     for _ in range(0, n, BATCH):
@@ -59,7 +59,7 @@ def measure(fmt: str, n: int, params: dict[str, str] | None = None, raw: bool = 
             size += len(r.raw_json(batch))
         else:
             # what the endpoint does per batch: parse the stored bytes, shape, render
-            size += len(r.rows([row for it in stored.load_batch(batch) for row in q.shape.rows(it)]))
+            size += len(r.rows([row for it in itemjson.load_batch(batch) for row in q.shape.rows(it)]))
     size += len(r.end())
     dt = time.perf_counter() - t0
     return {"rows_per_s": n / dt, "mb_per_s": size / dt / 1e6, "bytes": size, "seconds": dt}

@@ -13,7 +13,7 @@ import anyio.to_thread
 
 from openkvs import dataset_schema, errors, jsontext
 from openkvs.api.download import readahead
-from openkvs.datasets import itemjson, pipeline, stored
+from openkvs.datasets import itemjson, pipeline
 from openkvs.storage.datasets import BLOCK, ItemSnapshot, Push, selection_blocks
 
 # -- push --------------------------------------------------------------------------------------------------------
@@ -36,9 +36,13 @@ def skeleton(value: Any) -> Any:
 
 def _shape(value: Any, room: int, floats: list[float]) -> Any:
     """For the fast path of a push: a skeleton of the container ``value`` (not ``skeleton``'s form, but as
-    telling: a scalar member is its key alone, an array of scalars its length), in one walk that also raises _Deep
-    when ``value`` nests more than ``room`` levels and collects the floats it holds into ``floats`` (itemjson checks
-    them). Only containers recurse, and a container of scalars alone is told by C-level scans."""
+    telling: equal for two values exactly when their skeletons are), in one walk that also raises _Deep when
+    ``value`` nests more than ``room`` levels and collects the floats it holds into ``floats`` (itemjson checks
+    them). Only containers recurse, and a container of scalars alone is told by C-level scans.
+
+    An object is the tuple of its members, each its key, or (key, shape) for a container; an array of scalars is
+    (-1, length), one with containers (-2, each element's shape or None); "{}" and "[]" the empty ones. (An
+    array's form starts with a number, which no key is: an array and an object never have equal forms.)"""
     if not room:
         raise _Deep
     if type(value) is dict:
@@ -64,8 +68,8 @@ def _shape(value: Any, room: int, floats: list[float]) -> Any:
     if float in types:
         floats += [v for v in value if type(v) is float]
     if dict not in types and list not in types:
-        return ("[", len(value))
-    return ("[", *[_shape(v, room - 1, floats) if type(v) is dict or type(v) is list else None for v in value])
+        return (-1, len(value))
+    return (-2, *[_shape(v, room - 1, floats) if type(v) is dict or type(v) is list else None for v in value])
 
 
 class _Deep(Exception):
@@ -218,7 +222,7 @@ class _HeaderScan:
 
     def __init__(self, collector: pipeline.ColumnCollector, shape: pipeline.Shape, batch: list[bytes]) -> None:
         self._collector = collector
-        self._rows = (row for item in map(stored.load, batch) for row in shape.header_rows(item))  # lazy: in the thread
+        self._rows = (row for item in map(itemjson.load, batch) for row in shape.header_rows(item))  # lazy
 
     def next_piece(self) -> bool:
         """Feed the next piece; False when the batch is done. Raises the 400 past MAX_HEADER_SCAN_CELLS."""
@@ -248,7 +252,7 @@ async def _scan_paths(snap: ItemSnapshot, lo: int, hi: int, paths: list[Any]) ->
 
 def _merge_items(paths: list[Any], batch: list[bytes]) -> None:
     seen: set[Any] = set()
-    for item in stored.load_batch(batch):  # an item's paths walked once per skeleton (see prepare_push)
+    for item in itemjson.load_batch(batch):  # an item's paths walked once per skeleton (see prepare_push)
         shape = skeleton(item)
         if shape not in seen:
             seen.add(shape)
@@ -290,7 +294,7 @@ class _Rows:
 
     def __init__(self, renderer: Any, shape: pipeline.Shape, batch: list[bytes]) -> None:
         self._renderer = renderer
-        self._rows = (row for item in map(stored.load, batch) for row in shape.iter_rows(item))  # lazy: in the thread
+        self._rows = (row for item in map(itemjson.load, batch) for row in shape.iter_rows(item))  # lazy: in the thread
 
     def next_piece(self) -> bytes | None:
         """The next piece's bytes (maybe b""), None when the batch is done."""

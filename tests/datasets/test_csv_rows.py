@@ -1,6 +1,6 @@
 """The csv renderer writes the same bytes as before it gathered cells per row over a template of the columns and
 checked quoting a line at a time (tests/datasets/csv_reference.py, frozen from main), for any items, columns,
-delimiter and query shape; and stored items come back from their bytes (openkvs/datasets/stored.py, orjson with
+delimiter and query shape; and stored items come back from their bytes (openkvs/datasets/itemjson.py load, orjson with
 fallbacks) as the same values ``json.loads`` gives."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from openkvs.datasets import stored
+from openkvs.datasets import itemjson
 from openkvs.datasets.formats import renderer
 from openkvs.datasets.pipeline import ColumnCollector, Shape
 from openkvs.datasets.query import parse_items_query
@@ -84,11 +84,11 @@ def test_csv_bytes_equal_the_old_renderer(items, extra, delimiter, bom, skip, da
     "clean": st.sampled_from(["1", "0"]),
 }), delimiter=DELIMITERS)
 def test_csv_of_shaped_rows_from_stored_bytes(items, params, delimiter):
-    """The endpoint's path: stored bytes parsed by stored.load_batch, shaped, rendered: the bytes the old renderer
+    """The endpoint's path: stored bytes parsed by itemjson.load_batch, shaped, rendered: the bytes the old renderer
     makes of json.loads'ed items shaped the same way."""
     q = parse_items_query({"format": "csv", **params}, None)
     raw = [compact(item) for item in items]
-    new_rows = [row for item in stored.load_batch(raw) for row in q.shape.rows(item)]
+    new_rows = [row for item in itemjson.load_batch(raw) for row in q.shape.rows(item)]
     old_rows = [row for b in raw for row in q.shape.rows(json.loads(b))]
     try:
         columns = header_of(old_rows)
@@ -105,10 +105,10 @@ def test_csv_of_shaped_rows_from_stored_bytes(items, params, delimiter):
 @example(value={"n": 10**300, "f": 1e300, "s": "\u2028\x00\"\\"})
 def test_stored_items_load_as_json_loads_does(value):
     raw = compact({"v": value})
-    got, want = stored.load(raw), json.loads(raw)
+    got, want = itemjson.load(raw), json.loads(raw)
     assert got == want
     assert compact(got) == raw  # same types too: an int stays an int, -0.0 stays -0.0
-    assert stored.load_batch([raw, raw]) == [want, want]
+    assert itemjson.load_batch([raw, raw]) == [want, want]
 
 
 def test_csv_contract_example_unchanged():
