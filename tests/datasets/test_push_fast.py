@@ -128,3 +128,42 @@ def test_the_fast_path_is_taken_for_an_ordinary_body() -> None:
     for x in items:
         push_items._shape(x, 127, floats)
     assert len(floats) == 50 and itemjson.floats_as_parsed(floats)
+
+
+def test_the_garbage_collector_is_as_it_was_after_a_push_whatever_happened() -> None:
+    """Off while a body is prepared (for any thread's push), then as before: after a push, a refused one, and
+    pushes in threads at once; and still off after a push when it was off before."""
+    import gc
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openkvs import errors
+
+    body = json.dumps([{"a": i, "b": [i, 2.5]} for i in range(2000)]).encode()
+    assert gc.isenabled()
+    seen: list[bool] = []
+    real = push_items._prepare
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    push_items._prepare = spy  # type: ignore[assignment]
+    try:
+        push_items.prepare_push_body(body, None)
+    finally:
+        push_items._prepare = real  # type: ignore[assignment]
+    assert seen == [False]
+    assert gc.isenabled()
+    for bad in (b'{"a": ' + b"[" * 200, b"[1]", b'{"a": NaN}'):
+        with pytest.raises(errors.InvalidInput):
+            push_items.prepare_push_body(bad, None)
+        assert gc.isenabled()
+    with ThreadPoolExecutor(4) as pool:
+        assert len(list(pool.map(lambda _: push_items.prepare_push_body(body, None), range(16)))) == 16
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        push_items.prepare_push_body(body, None)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
