@@ -5,10 +5,7 @@ as a stream of rendered batches."""
 
 from __future__ import annotations
 
-import gc
-import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from itertools import islice
 from typing import Any
 
@@ -79,42 +76,10 @@ class _Deep(Exception):
     pass
 
 
-# The cyclic garbage collector is off while a push body is prepared. A parse makes a few dozen containers per
-# item, all alive until the push is prepared and freed by their reference counts right after: collections meanwhile
-# (one per 700 new containers, and with them the older generations, eventually the whole heap) find nothing to
-# free and cost a fifth of the preparation (bench/push_cpu.py). Off for as long as any thread prepares one, then
-# as it was before.
-_gc_lock = threading.Lock()
-_gc_holders = 0
-_gc_was_enabled = False
-
-
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    global _gc_holders, _gc_was_enabled
-    with _gc_lock:
-        if not _gc_holders:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_holders += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_holders -= 1
-            if not _gc_holders and _gc_was_enabled:
-                gc.enable()
-
-
 def prepare_push_body(raw: bytes, fields_schema: dict[str, Any] | None) -> Push:
     """``prepare_push`` of a push's body bytes, parsed here (contract section 1: UTF-8, finite numbers, at most
     ITEM_MAX_DEPTH levels). Fast (orjson, itemjson.py) where that gives the same items and stored bytes as the
     json module, else as ``prepare_push``. CPU-bound: in a worker thread."""
-    with _no_gc():
-        return _prepare_body(raw, fields_schema)
-
-
-def _prepare_body(raw: bytes, fields_schema: dict[str, Any] | None) -> Push:
     if not raw.strip():
         return prepare_push(None, fields_schema)
     try:
