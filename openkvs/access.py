@@ -29,6 +29,7 @@ from starlette.requests import Request
 from openkvs import errors, rules, signing
 from openkvs.api.common import (
     check_key,
+    header_bytes,
     limits_off,
     rate_limit,
 )
@@ -217,9 +218,18 @@ async def _look_up_by_name(storage: Storage, look_up: Callable[..., Awaitable[St
 # -- the caller and the decision ---------------------------------------------------------------------------------
 
 
+def _token(request: Request) -> str | None:
+    """The request's API token: from ``Authorization: Bearer``, else the ``token`` query parameter."""
+    authorization = header_bytes(request, b"authorization")
+    return token_from_request(
+        authorization.decode("latin-1") if authorization is not None else None,
+        request.query_params.get("token") if request.scope["query_string"] else None,
+    )
+
+
 def known_caller(request: Request) -> tuple[User | None] | None:
     """``(caller,)`` when it is known without a coroutine (no token, or a token the cache knows), else None."""
-    token = token_from_request(request.headers.get("authorization"), request.query_params.get("token"))
+    token = _token(request)
     if token is None:
         return (None,)
     hit: tuple[User | None] | None = request.scope["state"]["openkvs"].tokens.cached(token)
@@ -232,7 +242,7 @@ async def caller(request: Request) -> User | None:
     if known is not None:
         request.scope["openkvs.user"] = known[0]  # the access log's user id
         return known[0]
-    token = token_from_request(request.headers.get("authorization"), request.query_params.get("token"))
+    token = _token(request)
     user = await request.scope["state"]["openkvs"].tokens.user(token)
     if user is None:
         await rate_limit(request.scope, None, None, record_op=False)  # guesses count against the IP
@@ -282,28 +292,40 @@ async def decide(
     for the order). ``key``: the item the request names (a record: charged to the record budget, and its key
     checked); ``fetch``: read it in the same query when the caller may read the resource; ``budget``: the named
     per-resource rate budget the request spends from instead (api/common.py ``budgets``)."""
+    scope = request.scope
     known = known_caller(request)
-    user = request.scope["openkvs.user"] = known[0] if known is not None else await caller(request)
+    user = scope["openkvs.user"] = known[0] if known is not None else await caller(request)
     address = parse_address(raw)
-    if not plausible(kind, address):
-        if address.by is By.OWN_NAME:
+    by = address.by
+    if not (kind.plausible_id(raw) if by is By.ID else plausible(kind, address)):
+        if by is By.OWN_NAME:
             require_user(user)
         raise errors.NotFound(kind.not_found)  # no resource can have it, so don't ask the database (a NUL: a 500)
-    st = request.scope["state"]["openkvs"]
+    st = scope["state"]["openkvs"]
     default = st.settings.default_general_access
     good_key = key is not None and kind.valid_key(key)
-    owner = require_user(user) if address.by is By.OWN_NAME else None
-    readable = readable_levels(address.by, default)
-    found = await _look_up(st.storage, kind, address, user, owner, key if fetch and good_key else None, readable)
+    readable = readable_levels(by, default)
+    wanted = key if fetch and good_key else None
+    if by is By.ID:  # storage's own coroutine, no wrapper around the common case
+        found = await getattr(st.storage, kind.look_up)(
+            user.id if user is not None else None, store_id=raw, key=wanted, readable=readable,
+            kind=kind.storage_kind,
+        )
+    else:
+        owner = require_user(user) if by is By.OWN_NAME else None
+        found = await _look_up(st.storage, kind, address, user, owner, wanted, readable)
     if found is None:
-        await rate_limit(request.scope, user, None, record_op=False)  # probing resources costs the caller
+        await rate_limit(scope, user, None, record_op=False)  # probing resources costs the caller
         raise errors.NotFound(kind.not_found)
     resource = found.store
-    access = right_of(resource, user, found.grant, general_access_level(resource.general_access, address.by, default))
-    if st.limits is None:
-        limits_off(request.scope, resource.id, key is not None, budget)  # the common case, without a coroutine
+    if user is not None and resource.user_id == user.id:
+        access = Access.OWNER  # right_of's first rule, without its call: the owner's own requests are most
     else:
-        await rate_limit(request.scope, user, resource.id, record_op=key is not None, budget=budget)
+        access = right_of(resource, user, found.grant, general_access_level(resource.general_access, by, default))
+    if st.limits is None:
+        limits_off(scope, resource.id, key is not None, budget)  # the common case, without a coroutine
+    else:
+        await rate_limit(scope, user, resource.id, record_op=key is not None, budget=budget)
     if key is not None and not good_key:
         kind.check_key(key)
     if access < level and not (

@@ -135,6 +135,8 @@ class Observe:
         self.clock = _Clock()
         self._prefix = secrets.token_hex(4) + "-"
         self._count = 0
+        # the download route's endpoint, by id as in ``templates``: checked at each response's start
+        self._download_ids = frozenset(k for k, v in templates.items() if v == download_route)
 
     def _request_id(self, scope: Scope) -> str:
         if self.trusted:
@@ -171,7 +173,11 @@ class Observe:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        request_id = self._request_id(scope)
+        if self.trusted:
+            request_id = self._request_id(scope)
+        else:  # _next_id, without its call
+            self._count += 1
+            request_id = f"{self._prefix}{self._count:x}"
         scope["openkvs.request_id"] = request_id
         scope["openkvs.raw_send"] = send  # the server's own (api/download.py aborts a stalled download through it)
         id_header = (b"x-request-id", request_id.encode())
@@ -186,7 +192,7 @@ class Observe:
             elif message["type"] == "http.response.start":
                 status = message["status"]
                 message = {**message, "headers": [*message.get("headers", ()), id_header]}
-                if self.with_metrics and status < 300 and self._route(scope) == self.download_route:
+                if status < 300 and self.with_metrics and id(scope.get("endpoint")) in self._download_ids:
                     downloading = True
                     metrics.OPEN_DOWNLOADS.inc()
             await send(message)

@@ -33,15 +33,26 @@ class ApiRequest(Request):
     the last of repeated query parameters does."""
 
     # Class-level None until made: a first lookup that raised AttributeError would cost an exception per request.
+    _raw_headers: dict[bytes, bytes] | None = None
     _plain_headers: dict[str, str] | None = None
     _plain_query: dict[str, str] | None = None
+
+    def raw_header(self, name: bytes) -> bytes | None:
+        """The value of header ``name`` (lowercase) as sent, the first of repeated ones: what a record GET asks
+        (the token, a range or a condition) without decoding every header into ``headers``."""
+        raw = self._raw_headers
+        if raw is None:
+            raw = self._raw_headers = _raw_header_dict(self.scope["headers"])
+        return raw.get(name)
 
     @property
     def headers(self) -> dict[str, str]:  # type: ignore[override]
         plain = self._plain_headers
         if plain is None:
-            raw = self.scope["headers"]
-            plain = self._plain_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reversed(raw)}
+            raw = self._raw_headers
+            if raw is None:
+                raw = self._raw_headers = _raw_header_dict(self.scope["headers"])
+            plain = self._plain_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw.items()}
         return plain
 
     @property
@@ -51,6 +62,23 @@ class ApiRequest(Request):
             qs = self.scope["query_string"]
             plain = self._plain_query = dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {}
         return plain
+
+
+def _raw_header_dict(raw: Any) -> dict[bytes, bytes]:
+    """Header name -> value, the first of repeated headers winning, names in lower case: built in C (``dict`` of
+    the reversed pairs). ASGI servers send names in lower case already; a name that is not is lowered here."""
+    found = dict(reversed(raw))
+    if found and not b"".join(found).islower():
+        found = {k.lower(): v for k, v in reversed(raw)}
+    return found
+
+
+def header_bytes(request: Request, name: bytes) -> bytes | None:
+    """``request``'s header ``name`` (lowercase) as bytes, None if absent: ApiRequest's without decoding."""
+    if isinstance(request, ApiRequest):
+        return request.raw_header(name)
+    value = request.headers.get(name.decode("latin-1"))
+    return value.encode("latin-1") if value is not None else None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 from openkvs import access, codec, errors, schema, signing
 from openkvs.access import STORES, Access, Decision, Signed
 from openkvs.api.common import (
+    header_bytes,
     json_response,
     public_base,
     query_bool,
@@ -174,10 +175,9 @@ async def _get_record(request: Request, found: Decision, key: str) -> Response |
         # The most common request of all: a plain GET of a small identity record (no range, no condition, no
         # attachment): straight to the bytes that came with the lookup. Anything else takes the way below.
         held = storage.held_bytes(record)
-        asked = request.headers
-        if held is not None and "range" not in asked and "if-none-match" not in asked and (
-            not scope["query_string"] or "attachment" not in request.query_params
-        ):
+        if held is not None and header_bytes(request, b"range") is None and (
+            header_bytes(request, b"if-none-match") is None
+        ) and (not scope["query_string"] or "attachment" not in request.query_params):
             # The headers of _record_headers, in its order, encoded as _Bytes would.
             raw = [
                 (b"content-type", record.content_type.encode("latin-1")),
