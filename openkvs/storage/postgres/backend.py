@@ -47,6 +47,7 @@ from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chu
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
 from .datasets import PgDatasets
 from .groups import Groups, SharedReads
+from .lookups import Batched
 from .objects import LEASE_RENEW_SECONDS, Leases, PgIntents, collect, put_in_bucket
 from .queues import PgQueues
 from .snapshot import PgSnapshot, open_snapshot
@@ -56,6 +57,7 @@ from .tables import (
     IN_BUCKET,
     IN_BUCKET_SQL,
     LOOKUP,
+    LOOKUP_MANY,
     NOW_MS,
     RECORD_COLS,
     STORE_COLS,
@@ -125,7 +127,9 @@ class PostgresStorage(PgQueues, Storage):
         # the writes of objects running here, whose intents the lease task renews too (bucket/uploads.py)
         self.uploads = Uploads(PgIntents(self._db), blob_store) if blob_store is not None else None
         self._groups = Groups(self._db)  # small record writes, committed in groups per store (groups.py)
-        self._shared = SharedReads()  # store look-ups in a burst (groups.py)
+        self._shared = SharedReads()  # store look-ups by name in a burst (groups.py)
+        # store look-ups by ID in a burst, asked together (lookups.py): (with a record, kind, levels) -> them
+        self._lookups: dict[tuple[bool, str, tuple[str, ...]], Batched[tuple[Any, ...], StoreLookup | None]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -184,6 +188,8 @@ class PostgresStorage(PgQueues, Storage):
                 pass
         await self._groups.aclose()
         await self._shared.aclose()
+        for batched in list(self._lookups.values()):
+            await batched.aclose()
         if self._db.pool is not None:
             try:
                 await self.flush_stats()
@@ -503,26 +509,48 @@ class PostgresStorage(PgQueues, Storage):
         readable: Sequence[str] = (),
         kind: str = KVS,
     ) -> StoreLookup | None:
-        if store_id is None:
-            args: tuple[Any, ...] = (LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name, kind)
-        else:
-            args = (LOOKUP[(False, key is not None)], user_id, list(readable), store_id, kind)
+        if store_id is not None:
+            # look-ups by ID in a burst (the GETs of 32 clients) are asked together (lookups.py)
+            shape = (key is not None, kind, tuple(readable))
+            batched = self._lookups.get(shape)
+            if batched is None:
+                batched = self._lookups[shape] = self._batched(*shape)
+            return await batched.read((user_id, store_id, key))
+        args: tuple[Any, ...] = (LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name, kind)
         if key is not None:
             args += (key,)
         # the same look-up in a burst (the writes of 32 clients to one store) is asked once (groups.SharedReads)
         shared = (user_id, store_id, owner_id, name, key, tuple(readable), kind)
         return await self._shared.read(shared, lambda: self._look_up(args, key))
 
+    def _batched(
+        self, with_record: bool, kind: str, readable: tuple[str, ...]
+    ) -> Batched[tuple[Any, ...], StoreLookup | None]:
+        """The look-ups by ID of one shape: alone with LOOKUP, together with LOOKUP_MANY. An ask: (the caller's
+        user ID, the store ID, the record key or None)."""
+        one_sql, many_sql = LOOKUP[(False, with_record)], LOOKUP_MANY[with_record]
+        levels = list(readable)
+
+        def one(ask: tuple[Any, ...]) -> Awaitable[StoreLookup | None]:
+            user_id, store_id, key = ask
+            args = (one_sql, user_id, levels, store_id, kind, key) if with_record else (
+                one_sql, user_id, levels, store_id, kind)
+            return self._look_up(args, key)
+
+        async def many(asks: Sequence[tuple[Any, ...]]) -> list[StoreLookup | None]:
+            user_ids, store_ids, keys = zip(*asks, strict=True)
+            arrays = (list(user_ids), list(store_ids), list(keys)) if with_record else (list(user_ids), list(store_ids))
+            rows = await self._fetch(many_sql, levels, kind, *arrays)
+            found: list[StoreLookup | None] = [None] * len(asks)
+            for row in rows:
+                found[row["n"] - 1] = _found(row, with_record)
+            return found
+
+        return Batched(one, many)
+
     async def _look_up(self, args: tuple[Any, ...], key: str | None) -> StoreLookup | None:
         row = await self._fetchrow(*args)
-        if row is None:
-            return None
-        found = StoreLookup(to_store(row), row["g_can_write"])
-        if key is not None and row["may_read"]:
-            found.record_read = True
-            if row["r_key"] is not None:
-                found.record = to_record(row, row["r_data"], "r_")
-        return found
+        return _found(row, key is not None) if row is not None else None
 
     def held_bytes(self, record: RecordMeta) -> bytes | None:
         blob = record.blob
@@ -665,3 +693,13 @@ class PostgresStorage(PgQueues, Storage):
             "ORDER BY u.username, t.created_at, t.token_hash"
         )
         return [TokenInfo(r["username"], r["token_hash"][: TokenInfo.ID_LENGTH], r["created_at"]) for r in rows]
+
+
+def _found(row: asyncpg.Record, with_record: bool) -> StoreLookup:
+    """A look-up's answer from its row (tables.LOOKUP, LOOKUP_MANY)."""
+    found = StoreLookup(to_store(row), row["g_can_write"])
+    if with_record and row["may_read"]:
+        found.record_read = True
+        if row["r_key"] is not None:
+            found.record = to_record(row, row["r_data"], "r_")
+    return found

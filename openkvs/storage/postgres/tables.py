@@ -236,6 +236,28 @@ def _lookup_sql(by_name: bool, with_record: bool) -> str:
 LOOKUP = {(n, r): _lookup_sql(n, r) for n in (False, True) for r in (False, True)}
 
 
+def _lookup_many_sql(with_record: bool) -> str:
+    """SQL of many look-ups by store ID at once (lookups.py): the columns of LOOKUP[(False, with_record)] and
+    ``n``, the look-up's place (from 1) in the arrays; no row for a look-up whose store is not there. Parameters:
+    $1 the general_access levels that let the address read, $2 the kind, $3 the callers' user IDs (NULL: none),
+    $4 the store IDs, then ($5) the record keys. The same for every look-up: the levels and the kind."""
+    may_read = "(s.user_id = w.uid OR g.user_id IS NOT NULL OR s.general_access = ANY($1::text[]))"
+    record_cols = "".join(f", r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(","))
+    arrays = "$3::text[], $4::text[], $5::text[]" if with_record else "$3::text[], $4::text[]"
+    names = "uid, sid, key, n" if with_record else "uid, sid, n"
+    return f"""SELECT w.n, {STORE_COLS}, g.can_write AS g_can_write, {may_read} AS may_read
+            {f"{record_cols}, {held_data('r')} AS r_data" if with_record else ""}
+        FROM unnest({arrays}) WITH ORDINALITY AS w({names})
+            JOIN stores s ON s.id = w.sid AND s.kind = $2
+            JOIN users u ON u.id = s.user_id
+            LEFT JOIN grants g ON g.store_id = s.id AND g.user_id = w.uid
+            {f"LEFT JOIN records r ON r.store_id = s.id AND r.key = w.key AND {may_read}" if with_record else ""}"""
+
+
+# with a record -> SQL
+LOOKUP_MANY = {r: _lookup_many_sql(r) for r in (False, True)}
+
+
 def to_store(row: asyncpg.Record) -> Store:
     return Store(
         id=row["id"],
