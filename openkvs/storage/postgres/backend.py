@@ -43,6 +43,7 @@ from ..bucket import BlobStore
 from ..bucket.uploads import Uploads
 from ..ids import new_id
 from ..stats import StatsBuffer
+from . import zipheads
 from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chunks
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
 from .datasets import PgDatasets
@@ -120,6 +121,8 @@ class PostgresStorage(PgQueues, Storage):
         self._stats = StatsBuffer()
         self.datasets = PgDatasets(self._db, namespace)  # dataset items (storage/datasets.py)
         self._tasks: list[asyncio.Task[None]] = []
+        self._fill_task: asyncio.Task[None] | None = None  # older records' kept ZIP headers (zipheads.py)
+        self._stop_fill = asyncio.Event()
         # --blob-store: records above inline_max are objects in the bucket (objects.py); smaller ones stay here
         self.blob_store = blob_store
         self.inline_max = blob_store.inline_max if blob_store is not None else GET_INLINE_MAX
@@ -138,8 +141,20 @@ class PostgresStorage(PgQueues, Storage):
         return int(version or 0), TABLES_VERSION
 
     async def migrate(self) -> int:
-        """Create the namespace and its tables or bring them to ``TABLES_VERSION``; returns the version (see
-        tables.migrate)."""
+        """Create the namespace and its tables or bring them to ``TABLES_VERSION``, then give older records their
+        kept ZIP headers (what ``openkvs migrate`` runs; ``open`` does that in the background); returns the
+        version (see tables.migrate)."""
+        conn = await self._db.connect_one()
+        try:
+            version = await migrate(conn, self.namespace)
+            await zipheads.fill_zip_heads(lambda: conn.fetchrow(zipheads.FILL_STEP))
+            return version
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc) from exc
+        finally:
+            await conn.close()
+
+    async def _migrate(self) -> int:
         conn = await self._db.connect_one()
         try:
             return await migrate(conn, self.namespace)
@@ -149,7 +164,7 @@ class PostgresStorage(PgQueues, Storage):
             await conn.close()
 
     async def open(self) -> None:
-        await self.migrate()
+        await self._migrate()
         await self._db.open()
         if self.blob_store is not None:  # said at start; requests that need the bucket get 503 until it answers
             try:
@@ -161,6 +176,24 @@ class PostgresStorage(PgQueues, Storage):
             asyncio.create_task(self._every(GC_INTERVAL_SECONDS, self.collect_garbage), name="openkvs-pg-gc"),
             asyncio.create_task(self._every(LEASE_RENEW_SECONDS, self._renew), name="openkvs-pg-leases"),
         ]
+        self._stop_fill = asyncio.Event()
+        self._fill_task = asyncio.create_task(self._fill_zip_heads(), name="openkvs-pg-zip-heads")
+
+    async def fill_zip_heads(self, stop: asyncio.Event | None = None, pause: float = 0.0) -> int:
+        """Give older records (from before version 9) their kept ZIP headers, a statement of
+        ``zipheads.ZIP_HEAD_FILL`` rows at a time, ``pause`` seconds between them; returns how many were filled.
+        Stops between statements once ``stop`` is set."""
+        return await zipheads.fill_zip_heads(
+            lambda: self._run(lambda c: c.fetchrow(zipheads.FILL_STEP)), stop, pause=pause
+        )
+
+    async def _fill_zip_heads(self) -> None:
+        """The fill in the background after ``open``, until done or ``aclose`` (which waits for the statement in
+        flight: cancelling it would leave the connection for the pool to close mid-statement)."""
+        try:
+            await self.fill_zip_heads(self._stop_fill, pause=0.005)
+        except Exception as exc:  # the database away: downloads read those rows the slower way meanwhile
+            log.warning("could not keep the ZIP headers of older records (%s); will retry at the next start", exc)
 
     async def _renew(self) -> None:
         await self._leases.renew()
@@ -178,6 +211,10 @@ class PostgresStorage(PgQueues, Storage):
                 log.warning("background %s failed", getattr(fn, "__name__", fn), exc_info=True)
 
     async def aclose(self) -> None:
+        fill, self._fill_task = self._fill_task, None
+        if fill is not None:
+            self._stop_fill.set()
+            await asyncio.gather(fill, return_exceptions=True)
         tasks, self._tasks = self._tasks, []
         for t in tasks:
             t.cancel()
