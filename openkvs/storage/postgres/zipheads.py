@@ -75,13 +75,13 @@ BEGIN
 END"""
 
 _HEADER = (
-    "CREATE FUNCTION zip_local_header(k text, size bigint, crc bigint, t timestamptz) RETURNS bytea\n"
+    "CREATE OR REPLACE FUNCTION zip_local_header(k text, size bigint, crc bigint, t timestamptz) RETURNS bytea\n"
     "LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$"
     + _HEADER_BODY.format(k="k", size="size", crc="crc", t="t", finish="RETURN head;")
     + "$$;\n"
 )
 _TRIGGER = (
-    "CREATE FUNCTION records_zip_head() RETURNS trigger LANGUAGE plpgsql AS $$"
+    "CREATE OR REPLACE FUNCTION records_zip_head() RETURNS trigger LANGUAGE plpgsql AS $$"
     + _HEADER_BODY.format(
         k="NEW.key", size="NEW.decoded_size", crc="NEW.crc32", t="NEW.modified_at",
         finish="NEW.zip_head := head; RETURN NEW;",
@@ -91,22 +91,25 @@ _TRIGGER = (
 
 # Version 9. The triggers keep the header right for writers that don't set it (an UPDATE of the time, a row
 # inserted by hand); the record upserts set it themselves, so that for them the trigger's WHEN is false and no
-# function is called.
+# function is called. Safe to run again on a schema that has some of it (IF NOT EXISTS, OR REPLACE).
 ZIP_HEADS = (
     _HEADER
     + _TRIGGER
     + """
-ALTER TABLE records ADD COLUMN zip_head bytea;
+ALTER TABLE records ADD COLUMN IF NOT EXISTS zip_head bytea;
+DROP TRIGGER IF EXISTS records_zip_head_insert ON records;
 CREATE TRIGGER records_zip_head_insert BEFORE INSERT ON records
     FOR EACH ROW WHEN (NEW.zip_head IS NULL) EXECUTE FUNCTION records_zip_head();
+DROP TRIGGER IF EXISTS records_zip_head_update ON records;
 CREATE TRIGGER records_zip_head_update BEFORE UPDATE OF key, decoded_size, crc32, modified_at ON records
     FOR EACH ROW WHEN (NEW.zip_head IS NOT DISTINCT FROM OLD.zip_head
         AND (NEW.key, NEW.decoded_size, NEW.crc32, NEW.modified_at)
             IS DISTINCT FROM (OLD.key, OLD.decoded_size, OLD.crc32, OLD.modified_at))
     EXECUTE FUNCTION records_zip_head();
 -- Where fill_zip_heads goes on (the last store ID and key it filled up to); no row: every header is there.
-CREATE TABLE zip_head_fill (store_id text NOT NULL, key text COLLATE "C" NOT NULL);
-INSERT INTO zip_head_fill SELECT '', '' WHERE EXISTS (SELECT FROM records);
+CREATE TABLE IF NOT EXISTS zip_head_fill (store_id text NOT NULL, key text COLLATE "C" NOT NULL);
+DELETE FROM zip_head_fill;
+INSERT INTO zip_head_fill SELECT '', '' WHERE EXISTS (SELECT FROM records WHERE zip_head IS NULL);
 """
 )
 
