@@ -281,10 +281,16 @@ def _clone_postgres(backend: Backend, store_id: str, count: int) -> None:
 
 
 def settle(backend: Backend) -> None:
-    """SQLite: the data set's database brought to this checkout's version, with every record's kept ZIP header
+    """The data set's database brought to this checkout's version, with every record's kept ZIP header
     (records.zip_head) filled in, as a server has them once its start-up work is done (rows cloned in SQL, or a
     data set made by an older version, have none)."""
     if backend.kind != "sqlite":
+        from openkvs.storage.postgres import PostgresStorage
+
+        async def migrate() -> None:
+            await PostgresStorage(PG_URL, namespace=backend.schema).migrate()  # (older rows' headers filled too)
+
+        asyncio.run(migrate())
         return
 
     async def go() -> None:

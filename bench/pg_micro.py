@@ -84,7 +84,9 @@ async def ensure_sets(s: PostgresStorage) -> dict[str, str]:
                     )
                 ]
                 sel = ", ".join(
-                    {"key": "'k' || lpad(ids.g::text, 8, '0')", "blob_id": "ids.b"}.get(c, f"t.{c}") for c in cols
+                    # (zip_head NULL: the trigger makes each row's own)
+                    {"key": "'k' || lpad(ids.g::text, 8, '0')", "blob_id": "ids.b", "zip_head": "NULL"}.get(c, f"t.{c}")
+                    for c in cols
                 )
                 await conn.execute(
                     f"""WITH t AS (SELECT r.*, c.data FROM records r JOIN blob_chunks c

@@ -30,12 +30,19 @@ Design:
   handed out by ``get_record`` stays readable for the grace period. A snapshot is one REPEATABLE READ READ ONLY
   transaction: rows that GC deletes after it began stay visible to it (MVCC), whatever the grace.
 - Connection failures become ``StorageUnavailable``; asyncpg's pools replace closed connections on acquire.
+- The store look-ups of access decisions by ID that arrive while one is in flight are asked together, by one
+  statement for many (``lookups``); each answer is read after its caller asked, so read-your-writes holds across
+  nodes.
+- Every record keeps its ZIP local header from write time (``records.zip_head``, made in SQL by
+  ``zip_local_header``): a snapshot hands out batches of small records as ``zipwriter.LocalBlock``s (headers and
+  bytes joined by PostgreSQL) and the central directory as ``CentralBlock``s (``zipheads``, ``snapshot``).
 
 Modules: ``backend`` (``PostgresStorage``: the SQL of each operation), ``tables`` (migrations, shared columns and
 row conversions, key selections, the store look-up, the record upserts), ``chunks`` (the blob handle, reading and
 buffering chunks), ``connections`` (``Database``: connect settings, the three pools, running a query; connection
-errors, pooled connections), ``groups`` (group commit of small record writes), ``snapshot`` (the snapshot's
-transaction and its batches).
+errors, pooled connections), ``groups`` (group commit of small record writes), ``lookups`` (store look-ups in a
+burst asked together), ``snapshot`` (the snapshot's transaction and its batches), ``zipheads`` (the kept ZIP
+headers: the SQL that makes them, the fill of older rows).
 """
 
 from .backend import PostgresStorage

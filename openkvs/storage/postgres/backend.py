@@ -43,10 +43,12 @@ from ..bucket import BlobStore
 from ..bucket.uploads import Uploads
 from ..ids import new_id
 from ..stats import StatsBuffer
+from . import zipheads
 from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chunks
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
 from .datasets import PgDatasets
 from .groups import Groups, SharedReads
+from .lookups import Batched
 from .objects import LEASE_RENEW_SECONDS, Leases, PgIntents, collect, put_in_bucket
 from .queues import PgQueues
 from .snapshot import PgSnapshot, open_snapshot
@@ -56,6 +58,7 @@ from .tables import (
     IN_BUCKET,
     IN_BUCKET_SQL,
     LOOKUP,
+    LOOKUP_MANY,
     NOW_MS,
     RECORD_COLS,
     STORE_COLS,
@@ -118,6 +121,8 @@ class PostgresStorage(PgQueues, Storage):
         self._stats = StatsBuffer()
         self.datasets = PgDatasets(self._db, namespace)  # dataset items (storage/datasets.py)
         self._tasks: list[asyncio.Task[None]] = []
+        self._fill_task: asyncio.Task[None] | None = None  # older records' kept ZIP headers (zipheads.py)
+        self._stop_fill = asyncio.Event()
         # --blob-store: records above inline_max are objects in the bucket (objects.py); smaller ones stay here
         self.blob_store = blob_store
         self.inline_max = blob_store.inline_max if blob_store is not None else GET_INLINE_MAX
@@ -125,7 +130,9 @@ class PostgresStorage(PgQueues, Storage):
         # the writes of objects running here, whose intents the lease task renews too (bucket/uploads.py)
         self.uploads = Uploads(PgIntents(self._db), blob_store) if blob_store is not None else None
         self._groups = Groups(self._db)  # small record writes, committed in groups per store (groups.py)
-        self._shared = SharedReads()  # store look-ups in a burst (groups.py)
+        self._shared = SharedReads()  # store look-ups by name in a burst (groups.py)
+        # store look-ups by ID in a burst, asked together (lookups.py): (with a record, kind, levels) -> them
+        self._lookups: dict[tuple[bool, str, tuple[str, ...]], Batched[tuple[Any, ...], StoreLookup | None]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -134,8 +141,20 @@ class PostgresStorage(PgQueues, Storage):
         return int(version or 0), TABLES_VERSION
 
     async def migrate(self) -> int:
-        """Create the namespace and its tables or bring them to ``TABLES_VERSION``; returns the version (see
-        tables.migrate)."""
+        """Create the namespace and its tables or bring them to ``TABLES_VERSION``, then give older records their
+        kept ZIP headers (what ``openkvs migrate`` runs; ``open`` does that in the background); returns the
+        version (see tables.migrate)."""
+        conn = await self._db.connect_one()
+        try:
+            version = await migrate(conn, self.namespace)
+            await zipheads.fill_zip_heads(lambda: conn.fetchrow(zipheads.FILL_STEP))
+            return version
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc) from exc
+        finally:
+            await conn.close()
+
+    async def _migrate(self) -> int:
         conn = await self._db.connect_one()
         try:
             return await migrate(conn, self.namespace)
@@ -145,7 +164,7 @@ class PostgresStorage(PgQueues, Storage):
             await conn.close()
 
     async def open(self) -> None:
-        await self.migrate()
+        await self._migrate()
         await self._db.open()
         if self.blob_store is not None:  # said at start; requests that need the bucket get 503 until it answers
             try:
@@ -157,6 +176,24 @@ class PostgresStorage(PgQueues, Storage):
             asyncio.create_task(self._every(GC_INTERVAL_SECONDS, self.collect_garbage), name="openkvs-pg-gc"),
             asyncio.create_task(self._every(LEASE_RENEW_SECONDS, self._renew), name="openkvs-pg-leases"),
         ]
+        self._stop_fill = asyncio.Event()
+        self._fill_task = asyncio.create_task(self._fill_zip_heads(), name="openkvs-pg-zip-heads")
+
+    async def fill_zip_heads(self, stop: asyncio.Event | None = None, pause: float = 0.0) -> int:
+        """Give older records (from before version 9) their kept ZIP headers, a statement of
+        ``zipheads.ZIP_HEAD_FILL`` rows at a time, ``pause`` seconds between them; returns how many were filled.
+        Stops between statements once ``stop`` is set."""
+        return await zipheads.fill_zip_heads(
+            lambda: self._run(lambda c: c.fetchrow(zipheads.FILL_STEP)), stop, pause=pause
+        )
+
+    async def _fill_zip_heads(self) -> None:
+        """The fill in the background after ``open``, until done or ``aclose`` (which waits for the statement in
+        flight: cancelling it would leave the connection for the pool to close mid-statement)."""
+        try:
+            await self.fill_zip_heads(self._stop_fill, pause=0.005)
+        except Exception as exc:  # the database away: downloads read those rows the slower way meanwhile
+            log.warning("could not keep the ZIP headers of older records (%s); will retry at the next start", exc)
 
     async def _renew(self) -> None:
         await self._leases.renew()
@@ -174,6 +211,10 @@ class PostgresStorage(PgQueues, Storage):
                 log.warning("background %s failed", getattr(fn, "__name__", fn), exc_info=True)
 
     async def aclose(self) -> None:
+        fill, self._fill_task = self._fill_task, None
+        if fill is not None:
+            self._stop_fill.set()
+            await asyncio.gather(fill, return_exceptions=True)
         tasks, self._tasks = self._tasks, []
         for t in tasks:
             t.cancel()
@@ -184,6 +225,8 @@ class PostgresStorage(PgQueues, Storage):
                 pass
         await self._groups.aclose()
         await self._shared.aclose()
+        for batched in list(self._lookups.values()):
+            await batched.aclose()
         if self._db.pool is not None:
             try:
                 await self.flush_stats()
@@ -503,26 +546,48 @@ class PostgresStorage(PgQueues, Storage):
         readable: Sequence[str] = (),
         kind: str = KVS,
     ) -> StoreLookup | None:
-        if store_id is None:
-            args: tuple[Any, ...] = (LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name, kind)
-        else:
-            args = (LOOKUP[(False, key is not None)], user_id, list(readable), store_id, kind)
+        if store_id is not None:
+            # look-ups by ID in a burst (the GETs of 32 clients) are asked together (lookups.py)
+            shape = (key is not None, kind, tuple(readable))
+            batched = self._lookups.get(shape)
+            if batched is None:
+                batched = self._lookups[shape] = self._batched(*shape)
+            return await batched.read((user_id, store_id, key))
+        args: tuple[Any, ...] = (LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name, kind)
         if key is not None:
             args += (key,)
         # the same look-up in a burst (the writes of 32 clients to one store) is asked once (groups.SharedReads)
         shared = (user_id, store_id, owner_id, name, key, tuple(readable), kind)
         return await self._shared.read(shared, lambda: self._look_up(args, key))
 
+    def _batched(
+        self, with_record: bool, kind: str, readable: tuple[str, ...]
+    ) -> Batched[tuple[Any, ...], StoreLookup | None]:
+        """The look-ups by ID of one shape: alone with LOOKUP, together with LOOKUP_MANY. An ask: (the caller's
+        user ID, the store ID, the record key or None)."""
+        one_sql, many_sql = LOOKUP[(False, with_record)], LOOKUP_MANY[with_record]
+        levels = list(readable)
+
+        def one(ask: tuple[Any, ...]) -> Awaitable[StoreLookup | None]:
+            user_id, store_id, key = ask
+            args = (one_sql, user_id, levels, store_id, kind, key) if with_record else (
+                one_sql, user_id, levels, store_id, kind)
+            return self._look_up(args, key)
+
+        async def many(asks: Sequence[tuple[Any, ...]]) -> list[StoreLookup | None]:
+            user_ids, store_ids, keys = zip(*asks, strict=True)
+            arrays = (list(user_ids), list(store_ids), list(keys)) if with_record else (list(user_ids), list(store_ids))
+            rows = await self._fetch(many_sql, levels, kind, *arrays)
+            found: list[StoreLookup | None] = [None] * len(asks)
+            for row in rows:
+                found[row["n"] - 1] = _found(row, with_record)
+            return found
+
+        return Batched(one, many)
+
     async def _look_up(self, args: tuple[Any, ...], key: str | None) -> StoreLookup | None:
         row = await self._fetchrow(*args)
-        if row is None:
-            return None
-        found = StoreLookup(to_store(row), row["g_can_write"])
-        if key is not None and row["may_read"]:
-            found.record_read = True
-            if row["r_key"] is not None:
-                found.record = to_record(row, row["r_data"], "r_")
-        return found
+        return _found(row, key is not None) if row is not None else None
 
     def held_bytes(self, record: RecordMeta) -> bytes | None:
         blob = record.blob
@@ -665,3 +730,13 @@ class PostgresStorage(PgQueues, Storage):
             "ORDER BY u.username, t.created_at, t.token_hash"
         )
         return [TokenInfo(r["username"], r["token_hash"][: TokenInfo.ID_LENGTH], r["created_at"]) for r in rows]
+
+
+def _found(row: asyncpg.Record, with_record: bool) -> StoreLookup:
+    """A look-up's answer from its row (tables.LOOKUP, LOOKUP_MANY)."""
+    found = StoreLookup(to_store(row), row["g_can_write"])
+    if with_record and row["may_read"]:
+        found.record_read = True
+        if row["r_key"] is not None:
+            found.record = to_record(row, row["r_data"], "r_")
+    return found

@@ -1,7 +1,7 @@
 """``openkvs check`` for the PostgreSQL backend: connect, compare the schema version with this openkvs's, and
-check that every record's chunks add up to its size (count and total length) and every store's record count is
-its number of records, without changing anything. ``fix_counts`` (``openkvs check --fix``) sets the wrong counts,
-while servers run."""
+check that every record's chunks add up to its size (count and total length), every store's record count is
+its number of records and every kept ZIP header is the one its record's columns give, without changing
+anything. ``fix_counts`` (``openkvs check --fix``) sets the wrong counts, while servers run."""
 
 from __future__ import annotations
 
@@ -41,6 +41,13 @@ SELECT id, record_count, n FROM (
 ) c WHERE record_count <> n
 """
 
+# Kept ZIP headers (zipheads.py) that are not the ones the records' columns give.
+_BAD_HEADS = """
+SELECT store_id, key FROM records
+WHERE zip_head IS NOT NULL AND zip_head <> zip_local_header(key, decoded_size, crc32, modified_at)
+ORDER BY store_id, key LIMIT $1
+"""
+
 
 async def check(dsn: str, namespace: str) -> tuple[list[str], str]:
     """(problems, one line of what was checked)."""
@@ -61,6 +68,12 @@ async def check(dsn: str, namespace: str) -> tuple[list[str], str]:
                 f"expected {r['size']} bytes in chunks of {r['chunk_size']}"
                 for r in await conn.fetch(_BAD_RECORDS, MAX_LISTED)
             ]
+            problems += [
+                f"record {r['store_id']}/{r['key']}: its kept ZIP header is not the one its name, size, CRC and "
+                "time give; with the servers stopped, UPDATE records SET zip_head = zip_local_header(key, "
+                "decoded_size, crc32, modified_at) WHERE zip_head IS NOT NULL"
+                for r in await conn.fetch(_BAD_HEADS, MAX_LISTED)
+            ]
             count = await conn.fetchval("SELECT count(*) FROM records")
             wrong = await conn.fetch(_WRONG_COUNTS)
             problems += [
@@ -75,7 +88,8 @@ async def check(dsn: str, namespace: str) -> tuple[list[str], str]:
     finally:
         await conn.close()
     return problems, (
-        f"PostgreSQL schema {namespace!r} at version {version}; chunks of {count} records add up; record counts agree"
+        f"PostgreSQL schema {namespace!r} at version {version}; chunks of {count} records add up; record counts agree; "
+        "kept ZIP headers agree"
     )
 
 

@@ -4,6 +4,9 @@ store's records in key order, in batches that carry the bytes of one-chunk recor
 from __future__ import annotations
 
 import asyncio
+import itertools
+import operator
+import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,7 +14,7 @@ from typing import Any
 import anyio
 import asyncpg
 
-from openkvs.zipwriter import Columns
+from openkvs.zipwriter import CENTRAL_LEAD, CENTRAL_MID, CentralBlock, Columns, LocalBlock, kept_headers_fit
 
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageUnavailable
 from ..batch import RowBatch, ZipRow
@@ -30,6 +33,15 @@ SNAPSHOT_QUERY_BYTES = 4 * 1024 * 1024
 PREFETCH_BYTES = 8 * 1024 * 1024  # a snapshot batch holds at most about this many bytes of one-chunk records
 BIG = 0xFFFFFFFF
 
+# Archives from kept headers (records.zip_head, zipheads.py): rows per batch, at most. A batch of small records is
+# one statement whose one row is the batch's headers and bytes joined by PostgreSQL (string_agg): no Python
+# object per record.
+KEPT_ROWS = 4096
+_LOCAL_FIXED = 39  # a local header's bytes besides its name (no ZIP64 sizes): what a kept header's length shows
+_MID26 = operator.itemgetter(slice(4, 30))  # of a local header: what its central header repeats after CENTRAL_LEAD
+_TAIL = operator.itemgetter(slice(30, None))  # of a local header: its name and time stamp, the central's last bytes
+_U32 = struct.Struct("<I").pack
+
 
 class PgSnapshot(Snapshot):
     """One REPEATABLE READ READ ONLY transaction on a dedicated connection (see ``open_snapshot``)."""
@@ -46,6 +58,7 @@ class PgSnapshot(Snapshot):
         self._selection = selection
         self.generation = 0
         self.totals = SnapshotTotals(0, 0, 0, 0)
+        self.kept_rows = 0  # rows per batch of kept_local/kept_central; 0: this snapshot has none (see _load)
 
     async def _fetch(self, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
         async with self._lock:
@@ -72,14 +85,18 @@ class PgSnapshot(Snapshot):
             return
         rows = await self._fetch(
             f"""SELECT count(*) AS n, coalesce(sum(octet_length(key)), 0) AS kb,
-                    coalesce(sum(decoded_size), 0) AS db, count(*) FILTER (WHERE decoded_size >= {BIG}) AS big
+                    coalesce(sum(decoded_size), 0) AS db, count(*) FILTER (WHERE decoded_size >= {BIG}) AS big,
+                    coalesce(max(size) FILTER (WHERE size <= chunk_size), 0) AS one_max
                 FROM records WHERE store_id = $1 AND {cond}""",
             args,
         )
         r = rows[0]
-        self.totals = SnapshotTotals(
+        self.totals = t = SnapshotTotals(
             count=r["n"], key_bytes=int(r["kb"]), decoded_bytes=int(r["db"]), big_count=r["big"]
         )
+        if t.count and kept_headers_fit(t.count, t.key_bytes, t.decoded_bytes, t.big_count):
+            # batches of kept headers and one-chunk bytes, sized to hold about PREFETCH_BYTES at most
+            self.kept_rows = max(16, min(KEPT_ROWS, PREFETCH_BYTES // max(r["one_max"], 1)))
 
     def _where(self, last: str | None) -> tuple[str, list[Any]] | None:
         """The WHERE conditions of a batch of the selection's records after the key ``last`` (None: from the
@@ -100,6 +117,44 @@ class PgSnapshot(Snapshot):
             return blob.data
         return None
 
+    def _records_query(self, last: str | None, batch: int) -> tuple[str, list[Any]]:
+        """A batch of ``records()`` after the key ``last``: the SQL and its parameters."""
+        found = self._where(last)
+        assert found is not None  # (callers checked)
+        where, args = found
+        args.append(batch)
+        n_batch = len(args)
+        args.append(PREFETCH_BYTES)
+        # the window runs over the LIMITed rows only; the chunk is a per-row subquery (an index lookup each)
+        sql = f"""WITH lim AS (
+                SELECT {RECORD_COLS}, (size > 0 AND size <= chunk_size) AS one
+                FROM records WHERE {where} ORDER BY key LIMIT ${n_batch}
+            ), m AS (
+                SELECT lim.*, count(*) OVER () AS n, coalesce(sum(CASE WHEN one THEN size ELSE 0 END)
+                    OVER (ORDER BY key ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+                FROM lim
+            )
+            SELECT m.*, CASE WHEN m.one THEN
+                (SELECT c.data FROM blob_chunks c WHERE c.blob_id = m.blob_id AND c.seq = 0)
+                WHEN m.size = 0 THEN ''::bytea END AS data,
+                floor(extract(epoch FROM m.modified_at))::bigint AS sec
+            FROM m WHERE m.before < ${len(args)} ORDER BY m.key"""
+        return sql, args
+
+    @staticmethod
+    def _records_batch(rows: list[asyncpg.Record]) -> tuple[RowBatch[RecordMeta], bool]:
+        """``records()``'s batch of the rows of a _records_query, and whether a record of it is in the bucket."""
+        cols = list(zip(*rows, strict=True))
+        keys, encodings, sizes, data = cols[0], cols[2], cols[4], cols[12]
+        whole = encodings.count(None) == len(rows) and None not in data
+        if not whole:
+            for r in rows:
+                if r["one"] and r["data"] is None:
+                    raise NotFound(f"blob {r['blob_id']} is gone")
+        # the ZIP writer lays the batch out from these; records are made only if someone iterates it
+        columns = Columns(list(map(str.encode, keys)), sizes, cols[5], cols[13], data if whole else None)
+        return RowBatch(rows, _record, columns, keys[-1]), IN_BUCKET in cols[8]  # (chunk_size)
+
     async def records(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[RecordMeta]]:
         # Records of one chunk come with their bytes (read in the same query), so read_blob needs no query for
         # them: one round trip per batch instead of one per record. A batch stops after the record that brings
@@ -109,27 +164,7 @@ class PgSnapshot(Snapshot):
             return
 
         def query(last: str | None) -> asyncio.Task[list[asyncpg.Record]]:
-            found = self._where(last)
-            assert found is not None  # checked above
-            where, args = found
-            args.append(batch)
-            n_batch = len(args)
-            args.append(PREFETCH_BYTES)
-            # the window runs over the LIMITed rows only; the chunk is a per-row subquery (an index lookup each)
-            sql = f"""WITH lim AS (
-                    SELECT {RECORD_COLS}, (size > 0 AND size <= chunk_size) AS one
-                    FROM records WHERE {where} ORDER BY key LIMIT ${n_batch}
-                ), m AS (
-                    SELECT lim.*, count(*) OVER () AS n, coalesce(sum(CASE WHEN one THEN size ELSE 0 END)
-                        OVER (ORDER BY key ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
-                    FROM lim
-                )
-                SELECT m.*, CASE WHEN m.one THEN
-                    (SELECT c.data FROM blob_chunks c WHERE c.blob_id = m.blob_id AND c.seq = 0)
-                    WHEN m.size = 0 THEN ''::bytea END AS data,
-                    floor(extract(epoch FROM m.modified_at))::bigint AS sec
-                FROM m WHERE m.before < ${len(args)} ORDER BY m.key"""
-            return asyncio.ensure_future(self._fetch(sql, args))
+            return asyncio.ensure_future(self._fetch(*self._records_query(last, batch)))
 
         pending: asyncio.Task[list[asyncpg.Record]] | None = query(after)
         try:
@@ -140,18 +175,8 @@ class PgSnapshot(Snapshot):
                     return
                 if not (len(rows) == rows[0]["n"] < batch):  # more may follow
                     pending = query(rows[-1]["key"])
-                cols = list(zip(*rows, strict=True))
-                keys, encodings, sizes, data = cols[0], cols[2], cols[4], cols[12]
-                whole = encodings.count(None) == len(rows) and None not in data
-                if not whole:
-                    for r in rows:
-                        if r["one"] and r["data"] is None:
-                            raise NotFound(f"blob {r['blob_id']} is gone")
-                # the ZIP writer lays the batch out from these; records are made only if someone iterates it
-                columns = Columns(list(map(str.encode, keys)), sizes, cols[5], cols[13], data if whole else None)
-                found = RowBatch(rows, _record, columns, keys[-1])
-                in_bucket = IN_BUCKET in cols[8]  # chunk_size
-                del rows, cols, data
+                found, in_bucket = self._records_batch(rows)
+                del rows
                 if self._prefetch is not None and in_bucket:  # (making the batch's records for this)
                     self._prefetch.plan(
                         [(m.blob.blob_id, m.blob, m.size) for m in found
@@ -161,6 +186,22 @@ class PgSnapshot(Snapshot):
         finally:
             await settle(pending)
 
+    def _entries_query(self, last: str | None, batch: int) -> tuple[str, list[Any]]:
+        """A batch of ``zip_entries()`` after the key ``last``: the SQL and its parameters."""
+        found = self._where(last)
+        assert found is not None  # (callers checked)
+        where, args = found
+        args.append(batch)
+        sql = f"""SELECT key, decoded_size, crc32, modified_at, floor(extract(epoch FROM modified_at))::bigint
+            FROM records WHERE {where} ORDER BY key LIMIT ${len(args)}"""
+        return sql, args
+
+    @staticmethod
+    def _entries_batch(rows: list[asyncpg.Record]) -> RowBatch[ZipRow]:
+        keys, sizes, crcs, _, seconds = zip(*rows, strict=True)
+        columns = Columns(list(map(str.encode, keys)), sizes, crcs, seconds, None)
+        return RowBatch(rows, _zip_row, columns, keys[-1])
+
     async def zip_entries(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[ZipRow]]:
         """The same records as ``records``, without their bytes (the central directory needs none), the next
         batch fetched while this one is used."""
@@ -168,13 +209,7 @@ class PgSnapshot(Snapshot):
             return
 
         def query(last: str | None) -> asyncio.Task[list[asyncpg.Record]]:
-            found = self._where(last)
-            assert found is not None  # checked above
-            where, args = found
-            args.append(batch)
-            sql = f"""SELECT key, decoded_size, crc32, modified_at, floor(extract(epoch FROM modified_at))::bigint
-                FROM records WHERE {where} ORDER BY key LIMIT ${len(args)}"""
-            return asyncio.ensure_future(self._fetch(sql, args))
+            return asyncio.ensure_future(self._fetch(*self._entries_query(last, batch)))
 
         pending: asyncio.Task[list[asyncpg.Record]] | None = query(after)
         try:
@@ -185,11 +220,114 @@ class PgSnapshot(Snapshot):
                     return
                 if len(rows) == batch:
                     pending = query(rows[-1][0])
-                keys, sizes, crcs, _, seconds = zip(*rows, strict=True)
-                columns = Columns(list(map(str.encode, keys)), sizes, crcs, seconds, None)
-                yield RowBatch(rows, _zip_row, columns, keys[-1])
+                yield self._entries_batch(rows)
         finally:
             await settle(pending)
+
+    # -- archives from kept headers (records.zip_head, zipheads.py) ------------------------------------------------
+
+    def kept_local(self) -> AsyncIterator[Sequence[Any] | LocalBlock] | None:
+        """All the records, as ``records()`` gives them, but a batch of one-chunk, identity-encoded records whose
+        headers are all kept comes as a ``LocalBlock``: their local headers and bytes joined by PostgreSQL into
+        one value. None if the snapshot can't (its archive would pass 4 GiB)."""
+        return self._kept_local() if self.kept_rows else None
+
+    def kept_central(self) -> AsyncIterator[Sequence[Any] | CentralBlock] | None:
+        """All the records, as ``zip_entries()`` gives them, but a batch whose headers are all kept comes as a
+        ``CentralBlock``, made from them by a map and a join. None when ``kept_local`` is."""
+        return self._kept_central() if self.kept_rows else None
+
+    async def _kept_local(self) -> AsyncIterator[Sequence[Any] | LocalBlock]:
+        n = self.kept_rows
+        last: str | None = None
+        while True:
+            found = self._where(last)
+            assert found is not None  # (kept_rows is 0 for a selection of nothing)
+            where, args = found
+            args.append(n)
+            # ``d``: the bytes, for an identity-encoded record of one chunk whose header is kept (NULL otherwise).
+            # The aggregates take the rows in the order the subquery gives them (key order): an ORDER BY in
+            # them would sort each batch again (PostgreSQL 15), which cost more than the rest of the query.
+            rows = await self._fetch(
+                f"""SELECT string_agg(h || d, ''::bytea) AS data, count(*) AS n,
+                        count(*) FILTER (WHERE h IS NOT NULL AND octet_length(d) = size) AS whole,
+                        max(key) AS last
+                    FROM (SELECT r.key, r.size, r.zip_head AS h, CASE
+                            WHEN r.content_encoding IS NOT NULL OR r.zip_head IS NULL OR r.size <> r.decoded_size
+                                OR octet_length(r.zip_head) <> 39 + octet_length(r.key) THEN NULL
+                            WHEN r.size = 0 THEN ''::bytea
+                            WHEN r.size <= r.chunk_size THEN c.data
+                            END AS d
+                        FROM records r LEFT JOIN blob_chunks c ON c.blob_id = r.blob_id AND c.seq = 0
+                        WHERE {where} ORDER BY r.key LIMIT ${len(args)}) b""",
+                args,
+            )
+            r = rows[0]
+            count = r["n"]
+            if not count:
+                return
+            if r["whole"] == count:
+                yield LocalBlock(count, r["data"])
+                last = r["last"]
+            else:  # a big or encoded record, a header not kept: this stretch as records()
+                del r, rows
+                batch_rows = await self._fetch(*self._records_query(last, n))
+                if not batch_rows:
+                    return
+                more = not (len(batch_rows) == batch_rows[0]["n"] < n)  # (a batch may stop at PREFETCH_BYTES)
+                batch, _ = self._records_batch(batch_rows)  # (a bucket's objects are read as they come)
+                del batch_rows
+                yield batch
+                if not more:
+                    return
+                last = batch.last_key
+                continue
+            if count < n:
+                return
+
+    async def _kept_central(self) -> AsyncIterator[Sequence[Any] | CentralBlock]:
+        n = self.kept_rows
+        last: str | None = None
+        base = 0  # the local offset of the batch's first entry
+        while True:
+            found = self._where(last)
+            assert found is not None
+            where, args = found
+            args.append(n)
+            rows = await self._fetch(
+                f"""SELECT array_agg(zip_head) AS heads, array_agg(octet_length(zip_head) + decoded_size) AS spans,
+                        count(*) AS n,
+                        count(*) FILTER (WHERE octet_length(zip_head) = 39 + octet_length(key)) AS fit
+                    FROM (SELECT key, zip_head, decoded_size FROM records
+                          WHERE {where} ORDER BY key LIMIT ${len(args)}) b""",
+                args,
+            )
+            r = rows[0]
+            count = r["n"]
+            if not count:
+                return
+            if r["fit"] == count:  # every header kept, none with ZIP64 sizes (39 + name)
+                heads, spans = r["heads"], r["spans"]
+                del r, rows
+                offsets = list(itertools.accumulate(spans, initial=base))
+                data = b"".join(itertools.chain.from_iterable(zip(
+                    itertools.repeat(CENTRAL_LEAD), map(_MID26, heads), itertools.repeat(CENTRAL_MID),
+                    map(_U32, offsets), map(_TAIL, heads),
+                )))
+                end = offsets[-1]
+                yield CentralBlock(count, data, base, end)
+                last = heads[-1][30:-9].decode()
+                base = end
+            else:  # headers not kept: this stretch as zip_entries()
+                del r, rows
+                batch = self._entries_batch(await self._fetch(*self._entries_query(last, n)))
+                cols = batch.columns
+                assert cols is not None
+                yield batch
+                base += _LOCAL_FIXED * len(cols.names) + sum(map(len, cols.names)) + sum(cols.sizes)
+                last = batch.last_key
+            if count < n:
+                return
 
     async def read_blob(self, record: RecordMeta, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         blob, start, end = blob_range(record, start, end)

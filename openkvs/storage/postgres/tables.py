@@ -23,10 +23,11 @@ from ..base import (
 from .chunks import PgBlob
 from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN
 from .queues import QUEUE_TABLES
+from .zipheads import ZIP_HEADS
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
-TABLES_VERSION = 8
+TABLES_VERSION = 9
 
 NOW_MS = "date_trunc('milliseconds', clock_timestamp())"
 
@@ -150,6 +151,7 @@ MIGRATIONS: list[str] = [
         FROM (SELECT store_id, count(*) AS n FROM records GROUP BY store_id) c WHERE c.store_id = s.id;
     """,
     FIELD_STATS_COLUMN,  # 8: the field statistics of a dataset, kept at push time (storage/postgres/datasets.py)
+    ZIP_HEADS,  # 9: each record's ZIP local header, kept from write time (storage/postgres/zipheads.py)
 ]
 
 
@@ -236,6 +238,28 @@ def _lookup_sql(by_name: bool, with_record: bool) -> str:
 LOOKUP = {(n, r): _lookup_sql(n, r) for n in (False, True) for r in (False, True)}
 
 
+def _lookup_many_sql(with_record: bool) -> str:
+    """SQL of many look-ups by store ID at once (lookups.py): the columns of LOOKUP[(False, with_record)] and
+    ``n``, the look-up's place (from 1) in the arrays; no row for a look-up whose store is not there. Parameters:
+    $1 the general_access levels that let the address read, $2 the kind, $3 the callers' user IDs (NULL: none),
+    $4 the store IDs, then ($5) the record keys. The same for every look-up: the levels and the kind."""
+    may_read = "(s.user_id = w.uid OR g.user_id IS NOT NULL OR s.general_access = ANY($1::text[]))"
+    record_cols = "".join(f", r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(","))
+    arrays = "$3::text[], $4::text[], $5::text[]" if with_record else "$3::text[], $4::text[]"
+    names = "uid, sid, key, n" if with_record else "uid, sid, n"
+    return f"""SELECT w.n, {STORE_COLS}, g.can_write AS g_can_write, {may_read} AS may_read
+            {f"{record_cols}, {held_data('r')} AS r_data" if with_record else ""}
+        FROM unnest({arrays}) WITH ORDINALITY AS w({names})
+            JOIN stores s ON s.id = w.sid AND s.kind = $2
+            JOIN users u ON u.id = s.user_id
+            LEFT JOIN grants g ON g.store_id = s.id AND g.user_id = w.uid
+            {f"LEFT JOIN records r ON r.store_id = s.id AND r.key = w.key AND {may_read}" if with_record else ""}"""
+
+
+# with a record -> SQL
+LOOKUP_MANY = {r: _lookup_many_sql(r) for r in (False, True)}
+
+
 def to_store(row: asyncpg.Record) -> Store:
     return Store(
         id=row["id"],
@@ -289,12 +313,15 @@ def to_record(row: asyncpg.Record, data: bytes | None = None, prefix: str = "") 
     )
 
 
+# zip_head: the record's ZIP local header, made by the upserts themselves (zipheads.py), so that the triggers that
+# keep it right for other writers have nothing to do for them.
 _INSERT_RECORD = """INSERT INTO records (store_id, key, content_type, content_encoding, size, decoded_size, crc32,
-            modified_at, blob_id, chunk_size, prev_blob_id, prev_size)"""
+            modified_at, blob_id, chunk_size, prev_blob_id, prev_size, zip_head)"""
 _ON_CONFLICT = f"""ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
             content_encoding = EXCLUDED.content_encoding, size = EXCLUDED.size,
             decoded_size = EXCLUDED.decoded_size, crc32 = EXCLUDED.crc32,
             modified_at = EXCLUDED.modified_at, blob_id = EXCLUDED.blob_id, chunk_size = EXCLUDED.chunk_size,
+            zip_head = EXCLUDED.zip_head,
             prev_blob_id = records.blob_id, prev_size = records.size, prev_chunk_size = records.chunk_size
         RETURNING {RECORD_COLS}, prev_blob_id, prev_size, prev_chunk_size"""
 _GARBAGE = f"""g AS (INSERT INTO garbage (blob_id, created_at, in_bucket)
@@ -313,7 +340,9 @@ _UPSERT_TAIL = f"""
     lk AS (SELECT id FROM stores WHERE id = $1 FOR NO KEY UPDATE),
     up AS (
         {_INSERT_RECORD}
-        SELECT $1, $2, $3, $4, $5, $6, $7, t.now, b.id, $8, NULL, NULL FROM lk, t, b
+        SELECT $1, $2, $3, $4, $5, $6, $7, t.now, b.id, $8, NULL, NULL,
+            zip_local_header($2::text, $6::bigint, $7::bigint, t.now)
+        FROM lk, t, b
         {_ON_CONFLICT}
     ),
     {_GARBAGE},
@@ -347,7 +376,7 @@ UPSERT_GROUP = f"""WITH t AS (SELECT {NOW_MS} AS now),
     up AS (
         {_INSERT_RECORD}
         SELECT $1, i.key, i.content_type, i.content_encoding, i.size, i.decoded_size, i.crc32, t.now, i.blob_id, $2,
-            NULL, NULL FROM i, t
+            NULL, NULL, zip_local_header(i.key, i.decoded_size, i.crc32, t.now) FROM i, t
         {_ON_CONFLICT}
     ),
     {_GARBAGE},
