@@ -368,7 +368,9 @@ async def open_snapshot(
             await tr.start()
             # A batch's query looks costly to the planner (a subquery per record for its chunk), whose JIT then
             # compiles it anew for every batch: 174 ms of a 665 ms batch of 4,096 records, measured under load.
-            await conn.execute("SET LOCAL jit = off")
+            # No parallel plans: the kept-header batches' aggregates take their rows in the subquery's key order
+            # (see _kept_local), which a serial plan keeps and a parallel aggregate would not.
+            await conn.execute("SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0")
         except CONNECTION_ERRORS as exc:
             raise unavailable(exc) from exc
         snap = PgSnapshot(conn, store_id, selection, bucket_read)
