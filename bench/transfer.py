@@ -102,12 +102,6 @@ def one_by_one(srv: h.Server, token: str, folder: Path, name: str) -> tuple[floa
     return time.perf_counter() - t0, time.process_time() - cpu0
 
 
-def curl(url: str, token: str, out: Path) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(["curl", "-s", "-f", "-H", f"Authorization: Bearer {token}", "-o", str(out), url], check=True)
-    return time.perf_counter() - t0
-
-
 def server_cpu(pid: int) -> float:
     """CPU seconds (user + system) the process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -139,30 +133,62 @@ def measure(srv: h.Server, via: h.Server, tok: str, tag: str, folder: Path, coun
     res["upload_speedup_jobs8"] = res["apify_client"]["seconds"] / res["jobs8"]["seconds"]
     if "jobs1" in res:
         res["upload_speedup_jobs1"] = res["apify_client"]["seconds"] / res["jobs1"]["seconds"]
-    # the archive of the store the CLI filled: curl and openkvs download in turns, best of reps each
-    store = f"{tag}-jobs8"
+    res |= downloads(srv, via, tok, f"{tag}-jobs8", reps, tmp, tag)
+    return res
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None, check: bool = True) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one command, its process start included."""
+    cpu0, t0 = children_cpu(), time.perf_counter()
+    subprocess.run(cmd, env=env, check=check, capture_output=True)
+    return time.perf_counter() - t0, children_cpu() - cpu0
+
+
+def downloads(srv: h.Server, via: h.Server, tok: str, store: str, reps: int, tmp: Path, tag: str) -> dict[str, Any]:
+    """The archive of ``store``: curl, curl then ``unzip -t`` (what checking every CRC-32 costs with curl), and
+    openkvs download, in turns, best of ``reps`` each; the CPU of each (client's and server's, best run's); and the
+    fixed cost of each (the same command for a store that does not exist: process start, one request, a 404)."""
     url = f"{via.url}/v2/key-value-stores/{store_id(srv, tok, store)}/records"
-    c_runs, o_runs = [], []
+    env = {**os.environ, "OPENKVS_URL": via.url, "OPENKVS_TOKEN": tok}
+    curl_cmd = ["curl", "-s", "-f", "-H", f"Authorization: Bearer {tok}", "-o"]
+    runs: dict[str, list[tuple[float, float, float]]] = {"curl": [], "unzip_t": [], "download": []}
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    utc = time.strftime("%H:%M:%S", time.gmtime())
     zsize = 0
     for _ in range(reps):
         out = tmp / "curl.zip"
-        c_runs.append(curl(url, tok, out))
+        s0 = server_cpu(srv.pid)
+        runs["curl"].append((*timed([*curl_cmd, str(out), url]), server_cpu(srv.pid) - s0))
         zsize = out.stat().st_size
+        runs["unzip_t"].append((*timed(["unzip", "-tq", str(out)]), 0.0))
         out.unlink()
         out = tmp / "cli.zip"
-        o_runs.append(cli(["download", f"~{store}", "-o", str(out)], via, tok)[0])
+        s0 = server_cpu(srv.pid)
+        runs["download"].append((*timed([h.OPENKVS, "download", f"~{store}", "-o", str(out), "-q"], env),
+                                 server_cpu(srv.pid) - s0))
         assert out.stat().st_size == zsize, "openkvs download and curl got archives of different sizes"
         out.unlink()
-    res["zip_bytes"] = zsize
-    res["curl"] = {"seconds": min(c_runs), "runs_s": [round(x, 3) for x in c_runs], "mib_s": zsize / MIB / min(c_runs)}
-    res["download"] = {"seconds": min(o_runs), "runs_s": [round(x, 3) for x in o_runs],
-                       "mib_s": zsize / MIB / min(o_runs)}
-    res["download_ratio"] = min(c_runs) / min(o_runs)  # openkvs download's speed / curl's
-    # the client's fixed cost, to tell it from its per-byte cost on small archives: a Python process's start
-    start = min(cli(["--version"], via, tok)[0] for _ in range(3))
-    res["cli_start_s"] = start
-    res["download_ratio_less_start"] = min(c_runs) / max(1e-3, min(o_runs) - start)
-    h.log(f"  {tag} download: curl {min(c_runs):.2f}s, openkvs download {min(o_runs):.2f}s")
+    res: dict[str, Any] = {"zip_bytes": zsize, "loadavg": " ".join(load), "utc": utc}
+    for key, rs in runs.items():
+        best = min(rs)
+        res[key] = {"seconds": best[0], "cpu_s": best[1], "server_cpu_s": best[2], "mib_s": zsize / MIB / best[0],
+                    "runs_s": [round(r[0], 3) for r in rs]}
+    curl_s, dl_s = res["curl"]["seconds"], res["download"]["seconds"]
+    res["download_ratio"] = curl_s / dl_s  # openkvs download's speed / curl's
+    # curl + unzip -t: the same guarantee as openkvs download's (every entry's CRC-32), in two commands
+    res["curl_unzip_s"] = curl_s + res["unzip_t"]["seconds"]
+    res["download_ratio_vs_curl_unzip"] = res["curl_unzip_s"] / dl_s
+    # fixed costs: a process start and one request (a 404), best of 3
+    missing = f"{via.url}/v2/key-value-stores/~no-such-store-{tag}/records"
+    res["curl_start_s"] = min(timed([*curl_cmd, str(tmp / "none"), missing], check=False)[0] for _ in range(3))
+    res["cli_start_s"] = min(timed([h.OPENKVS, "download", f"~no-such-store-{tag}", "-o", str(tmp / "none.zip")],
+                                   env, check=False)[0] for _ in range(3))
+    res["download_ratio_less_start"] = (curl_s - res["curl_start_s"]) / max(1e-3, dl_s - res["cli_start_s"])
+    h.log(f"  {tag} download ({utc} UTC, load {' '.join(load)}): curl {curl_s:.3f}s (+ unzip -t "
+          f"{res['unzip_t']['seconds']:.3f}s), openkvs download {dl_s:.3f}s = {res['download_ratio']:.2f}x curl, "
+          f"{res['download_ratio_vs_curl_unzip']:.2f}x curl + unzip -t; CPU: curl {res['curl']['cpu_s']:.2f}s, "
+          f"openkvs {res['download']['cpu_s']:.2f}s; start + a 404: curl {res['curl_start_s']:.3f}s, "
+          f"openkvs {res['cli_start_s']:.3f}s")
     return res
 
 
@@ -197,25 +223,84 @@ def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
                 results.append(bench_set(kind, label, folder, count, size, reps, tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    rows = []
-    for r in results:
-        for where in ("loopback", "rtt"):
-            m = r[where]
-            j1 = m.get("jobs1", {}).get("seconds", "-")
-            rows.append([r["backend"], f"{r['files']:,} x {r['set']}", "loopback" if where == "loopback" else
-                         f"{RTT_MS} ms RTT", m["apify_client"]["seconds"], j1, m["jobs8"]["seconds"],
-                         m.get("upload_speedup_jobs1", "-"), m["upload_speedup_jobs8"],
-                         m["apify_client"]["server_cpu_s"], m["jobs8"]["server_cpu_s"],
-                         m["apify_client"]["client_cpu_s"], m["jobs8"]["client_cpu_s"],
-                         m["curl"]["mib_s"], m["download"]["mib_s"], m["download_ratio"],
-                         m["download_ratio_less_start"]])
-    h.table("openkvs upload / download vs apify_client one by one / curl, wall clock. x = apify_client time / "
-            "openkvs upload time (goal >= 4 at 64 KiB with -j8); CPU = CPU seconds of the server and of the client "
-            f"(apify_client: this process; openkvs: its process) during the upload; download ratio = openkvs download MiB/s / curl MiB/s, best of runs (goal >= 0.9); less start: openkvs download's time less its process start (`openkvs --version`, best of 3); "
-            f"{RTT_MS} ms RTT: through bench/netdelay.py",
-            ["backend", "set", "network", "apify_client 1-by-1 s", "upload -j1 s", "upload -j8 s", "x -j1", "x -j8",
-             "srv CPU 1-by-1 s", "srv CPU -j8 s",
-             "client CPU 1-by-1 s", "client CPU -j8 s", "curl MiB/s", "download MiB/s", "download ratio",
-             "ratio less start"], rows)
+    report(results)
     h.save("transfer", quick, results)
     return results
+
+
+def report(results: list[dict[str, Any]]) -> None:
+    rows, drows = [], []
+    for r in results:
+        for where in ("loopback", "rtt"):
+            if where not in r:
+                continue
+            m = r[where]
+            net = "loopback" if where == "loopback" else f"{RTT_MS} ms RTT"
+            name = [r["backend"], f"{r['files']:,} x {r['set']}", net]
+            if "jobs8" in m:
+                j1 = m.get("jobs1", {}).get("seconds", "-")
+                rows.append([*name, m["apify_client"]["seconds"], j1, m["jobs8"]["seconds"],
+                             m.get("upload_speedup_jobs1", "-"), m["upload_speedup_jobs8"],
+                             m["apify_client"]["server_cpu_s"], m["jobs8"]["server_cpu_s"],
+                             m["apify_client"]["client_cpu_s"], m["jobs8"]["client_cpu_s"]])
+            drows.append([*name, m["utc"], m["loadavg"], m["curl"]["seconds"], m["unzip_t"]["seconds"],
+                          m["download"]["seconds"], m["download_ratio"], m["download_ratio_vs_curl_unzip"],
+                          m["curl"]["cpu_s"], m["download"]["cpu_s"], m["curl"]["server_cpu_s"],
+                          m["download"]["server_cpu_s"], m["curl_start_s"], m["cli_start_s"],
+                          m["download_ratio_less_start"]])
+    if rows:
+        h.table("openkvs upload vs apify_client one by one, wall clock. x = apify_client time / openkvs upload time "
+                "(goal >= 4 at 64 KiB with -j8); CPU = CPU seconds of the server and of the client (apify_client: "
+                "this process; openkvs: its process) during the upload",
+                ["backend", "set", "network", "apify_client 1-by-1 s", "upload -j1 s", "upload -j8 s", "x -j1",
+                 "x -j8", "srv CPU 1-by-1 s", "srv CPU -j8 s", "client CPU 1-by-1 s", "client CPU -j8 s"], rows)
+    h.table("openkvs download vs curl -o FILE of the same archive, in turns, best of runs, wall clock of the whole "
+            "command. ratio = curl s / openkvs download s (goal >= 0.9); vs curl+unzip: curl then unzip -tq, the "
+            "same check of every CRC-32; CPU: the client's and the server's, in the best run; start + 404: the same "
+            "command for a store that does not exist (process start, one request), best of 3; ratio less start: "
+            "both commands' times less their start + 404",
+            ["backend", "set", "network", "UTC", "load", "curl s", "unzip -t s", "download s", "ratio",
+             "vs curl+unzip", "curl CPU s", "download CPU s", "srv CPU curl s", "srv CPU download s",
+             "curl start+404 s", "openkvs start+404 s", "ratio less start"], drows)
+
+
+def download_only(backends: list[str], quick: bool, reps: int) -> list[dict[str, Any]]:
+    """Only the download comparison, on loopback: each set uploaded once with openkvs upload -j8, then
+    downloaded in turns with curl and openkvs download."""
+    sets = [("64KiB", 500 if quick else 2000, 64 * 1024), ("50MiB", 4 if quick else 20, 50 * MIB)]
+    results: list[dict[str, Any]] = []
+    h.DATA.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="xfer-tmp-", dir=h.DATA))
+    try:
+        for kind in backends:
+            for label, count, size in sets:
+                folder = files(label, count, size)
+                backend = h.Backend(kind, f"xfer-dl-{label}")
+                backend.drop()
+                ds = h.dataset(kind, f"xfer-dl-{label}", 0, lambda i: h.Body(b""))
+                try:
+                    with h.running(ds.backend.start) as (srv,):
+                        cli(["upload", str(folder), "~dl-jobs8", "--jobs", "8"], srv, ds.token)
+                        h.log(f"transfer (downloads only) {kind} {label} x {count}")
+                        res = {"backend": kind, "set": label, "files": count, "bytes": count * size,
+                               "loopback": downloads(srv, srv, ds.token, "dl-jobs8", reps, tmp, "lo")}
+                        results.append(res)
+                finally:
+                    backend.drop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(results)
+    h.save("transfer-downloads", quick, results)
+    return results
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m bench.transfer", description="openkvs download vs curl only "
+                                "(python -m bench transfer runs the uploads too)")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--backends", default="sqlite")
+    p.add_argument("--reps", type=int, default=5)
+    a = p.parse_args()
+    download_only([b.strip() for b in a.backends.split(",") if b.strip()], a.quick, a.reps)

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
 import click
 
 import openkvs
@@ -91,6 +90,8 @@ def _on_storage(settings: Settings, work: Callable[[Any], Awaitable[T]], create:
         # headers started by a command that ends at once crashed the process in its writer thread)
         async with open_storage(settings, background=False) as storage:
             return await work(storage)
+
+    import anyio
 
     from openkvs.storage.bucket import BucketConfigError
 
@@ -565,6 +566,8 @@ def check(fix: bool, **flags: Any) -> None:
 
     settings = _settings(**flags)
     if settings.database_url:
+        import anyio
+
         from openkvs.storage.postgres import check as pg_check
 
         def fix_counts() -> list[str]:
@@ -658,7 +661,7 @@ def show_settings(markdown: bool) -> None:
 
 
 def _client_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    from openkvs.client.http import DEFAULT_URL, TOKEN_VARIABLES, URL_VARIABLES
+    from openkvs.client import DEFAULT_URL, TOKEN_VARIABLES, URL_VARIABLES  # (client.http imports httpx)
 
     f = click.option("-q", "--quiet", is_flag=True, help="No progress output.")(f)
     f = click.option(
@@ -700,6 +703,9 @@ def download(store: str, output: Path | None, prefix: str | None, collection: st
              token: str | None, quiet: bool) -> None:
     """Download STORE's records as one ZIP file. Interrupted, the same command resumes where it stopped (or starts
     over if the store changed since); the finished file is checked (size, every entry's CRC-32)."""
+    from openkvs.client import lean_imports
+
+    lean_imports()
     from openkvs.client import download as dl
     from openkvs.client.http import endpoint, store_name
     from openkvs.client.progress import Progress
@@ -734,6 +740,9 @@ def upload(folder: Path, store: str, prefix: str, jobs: int, url: str, token: st
     """Upload every file under DIR to STORE, one record each. A key is the file's path in DIR with '/' as '!'
     (img/a.png: img!a.png), after --prefix; files already stored with the same bytes are skipped. ~NAME is
     created if missing."""
+    from openkvs.client import lean_imports
+
+    lean_imports()
     from openkvs.client import upload as up
     from openkvs.client.http import endpoint
     from openkvs.client.progress import Progress
@@ -755,6 +764,9 @@ def import_(path: Path, store: str | None, jobs: int, url: str, token: str | Non
     """Import the key-value stores of a Crawlee or Apify CLI local storage folder (PATH: ./storage, its
     key_value_stores, or one store's folder), keeping keys and content types. Each goes into your store of the
     same name (created if missing); records already there with the same bytes are skipped."""
+    from openkvs.client import lean_imports
+
+    lean_imports()
     from openkvs.client import localstore
     from openkvs.client import upload as up
     from openkvs.client.http import endpoint
@@ -785,6 +797,9 @@ def import_(path: Path, store: str | None, jobs: int, url: str, token: str | Non
 def export_(store: str, folder: Path, jobs: int, url: str, token: str | None, quiet: bool) -> None:
     """Export STORE into DIR in Crawlee's local storage layout (DIR/key_value_stores/NAME/, each record with its
     content type), which 'openkvs import DIR' and Crawlee read back."""
+    from openkvs.client import lean_imports
+
+    lean_imports()
     from openkvs.client import localstore
     from openkvs.client.http import endpoint
     from openkvs.client.progress import Progress

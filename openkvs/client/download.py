@@ -27,10 +27,9 @@ import httpx
 
 from openkvs.client.http import CONNECT_RETRIES, RETRIES, ClientError, explain, retryable, store_path, wait_time
 from openkvs.client.progress import Progress
+from openkvs.client.receive import Checker, direct_socket, from_socket, write_all
 from openkvs.client.zipcheck import ZipStream, feed_file
 
-# Writes go to the file in blocks of this size rather than one system call per network read (64 KiB).
-WRITE_BUFFER = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)\Z")
 # httpcore reads a response 64 KiB per system call, and every read goes through h11's events (tens of microseconds
 # of Python): for an archive of gigabytes that was most of this command's CPU. Reads of up to 1 MiB make 16x fewer
@@ -75,7 +74,12 @@ def download(
     retries: int = RETRIES,
     sleep: Callable[[float], None] = time.sleep,
     chunk: int | None = None,
+    direct: bool = True,
+    threaded: bool = True,
 ) -> Downloaded:
+    """``chunk``: write at most this many bytes at a time (tests cut downloads at many places with it);
+    ``direct``: receive the body straight from the socket when it can (receive.py), else through httpx;
+    ``threaded``: check the bytes in a second thread, while the next ones arrive."""
     path = store_path(store) + "/records"
     params = {k: v for k, v in (("collection", collection), ("prefix", prefix)) if v is not None}
     request = f"{client.base_url}{path}?{urlencode(params)}"  # what the partial file belongs to (no token)
@@ -124,22 +128,21 @@ def download(
                     if offset == 0 or stream.pos > offset:
                         stream = ZipStream()
                     feed_file(stream, part, offset)  # a resume's kept bytes, unless this run wrote them
-                    with open(part, "r+b", buffering=WRITE_BUFFER) as f:
-                        f.seek(offset)
-                        f.truncate()
-                        at = offset
-                        # The bytes as they arrive (no re-chunking), checked on their way to the file.
-                        for data in r.iter_raw(chunk):
-                            at += len(data)
-                            if at > partial.size:
-                                raise ClientError(f"download of {store}: the server sent more than the archive's size")
-                            f.write(data)
-                            stream.feed(data)
-                            bar.advance(len(data))
-                        if at < partial.size:  # ended early without a transport error: resume
-                            failures += 1
-                            if failures > retries:
-                                raise ClientError(f"download of {store}: the server kept ending it early")
+                    fd = os.open(part, os.O_WRONLY)
+                    try:
+                        os.ftruncate(fd, offset)
+                        os.lseek(fd, offset, os.SEEK_SET)
+                        checker = Checker(stream, threaded=threaded)
+                        try:
+                            at = _receive(r, fd, offset, partial.size, checker, bar, chunk, store, direct)
+                        finally:
+                            checker.close()
+                    finally:
+                        os.close(fd)
+                    if at < partial.size:  # ended early without a transport error: resume
+                        failures += 1
+                        if failures > retries:
+                            raise ClientError(f"download of {store}: the server kept ending it early")
             except httpx.TransportError as exc:
                 failures += 1
                 if failures > (min(retries, CONNECT_RETRIES) if isinstance(exc, httpx.ConnectError) else retries):
@@ -156,6 +159,39 @@ def download(
     os.replace(part, out)
     meta.unlink(missing_ok=True)
     return Downloaded(out, partial.size, entries, kept, restarted)
+
+
+def _receive(
+    r: httpx.Response, fd: int, at: int, size: int, checker: Checker, bar: Progress, chunk: int | None, store: str,
+    direct: bool,
+) -> int:
+    """The body of ``r`` written to ``fd`` from offset ``at`` (where it starts in the archive of ``size`` bytes)
+    and fed to ``checker``; returns the offset reached. The body's first piece (what came with the headers) comes
+    through httpx, the rest straight from the socket when it can (receive.py), else through httpx too."""
+    sock = direct_socket(r) if direct else None
+    start = at
+    # Kept until the end: a generator left behind is closed, and httpcore's closes the connection with it.
+    pieces = r.iter_raw(None if sock else chunk)
+    for data in pieces:
+        if at + len(data) > size:
+            raise ClientError(f"download of {store}: the server sent more than the archive's size")
+        view = memoryview(data)
+        step = chunk or len(view) or 1
+        for i in range(0, len(view), step):
+            piece = view[i:i + step]
+            write_all(fd, piece)
+            checker.feed(piece)
+            at += len(piece)
+            bar.advance(len(piece))
+        if sock is not None:
+            break  # h11 buffers nothing beyond what it handed over: the rest is still in the socket
+    if sock is not None and at < size:
+        rest = int(r.headers["content-length"]) - (at - start)  # the body's length less its first piece
+        if rest > size - at:
+            raise ClientError(f"download of {store}: the server sent more than the archive's size")
+        timeout = r.request.extensions.get("timeout", {}).get("read")
+        at += from_socket(sock, fd, rest, checker, bar.advance, timeout=timeout, chunk=chunk)
+    return at
 
 
 def _load(part: Path, meta: Path, request: str, say: Callable[[str], None]) -> Partial | None:

@@ -13,12 +13,8 @@ from urllib.parse import quote
 import httpx
 
 import openkvs
+from openkvs.client import DEFAULT_URL
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-# Variables read for the server and the token, first found wins: openkvs's own, then those the Apify SDK and CLI
-# use, so that an Actor's environment works as is.
-URL_VARIABLES = ("OPENKVS_URL", "APIFY_API_BASE_URL")
-TOKEN_VARIABLES = ("OPENKVS_TOKEN", "APIFY_TOKEN")
 RETRIES = 6  # attempts after the first: at most about a minute of waiting with the backoff below
 CONNECT_RETRIES = 2  # nobody listening: a server restarting is back within a second or two, a wrong URL never
 MAX_WAIT = 30.0

@@ -39,7 +39,7 @@ class ZipStream:
         self.sizes: array[int] = array("Q")
         self.crcs: array[int] = array("L")
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view and not (self.gave_up or self._central):
             if self._left:
