@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 import openkvs
-from openkvs import auth, rules, sharing
+from openkvs import rules  # (auth and sharing, for the storage's commands only, are imported by them)
 from openkvs.config import BY_NAME, SETTINGS, Setting, Settings, markdown_table
 
 T = TypeVar("T")
@@ -227,6 +227,7 @@ def _metrics_dir() -> None:
 
 async def _first_user(storage: Any) -> str | None:
     """On the very first start, a user and a token so that the server is usable at once."""
+    from openkvs import auth
     from openkvs.storage.base import UsernameTaken
 
     if await storage.get_user_by_name(DEFAULT_USER) is not None:
@@ -256,6 +257,8 @@ def users_create(name: str, **flags: Any) -> None:
         raise click.UsageError("A username has 3 to 30 characters: letters, digits, '_', '.' or '-'.")
 
     async def work(storage: Any) -> str:
+        from openkvs import auth
+
         try:
             user = await storage.create_user(name)
         except UsernameTaken:
@@ -295,6 +298,8 @@ def tokens_create(name: str, **flags: Any) -> None:
     """Print a new API token for user NAME."""
 
     async def work(storage: Any) -> str:
+        from openkvs import auth
+
         user = await storage.get_user_by_name(name)
         if user is None:
             raise click.ClickException(f"There is no user '{name}'.")
@@ -326,6 +331,8 @@ def tokens_revoke(token: str, **flags: Any) -> None:
     """Revoke TOKEN (running servers stop accepting it within a few seconds)."""
 
     async def work(storage: Any) -> bool:
+        from openkvs import auth
+
         return bool(await storage.revoke_token(auth.hash_token(token)))
 
     if not _use(_settings(**flags), work):
@@ -369,6 +376,8 @@ def grants_add(store: str, username: str, level: str, **flags: Any) -> None:
     """Let USERNAME read (or read and write) STORE."""
 
     async def work(storage: Any) -> None:
+        from openkvs import sharing
+
         s = await _store(storage, store, any_kind=True)
         user = await storage.get_user_by_name(username)
         if user is None:
@@ -403,6 +412,8 @@ def grants_remove(store: str, username: str, **flags: Any) -> None:
     """Take back USERNAME's access to STORE."""
 
     async def work(storage: Any) -> bool:
+        from openkvs import sharing
+
         s = await _store(storage, store, any_kind=True)
         user = await storage.get_user_by_name(username)
         return bool(user and await sharing.remove_grant(storage, s.id, user.id, settings.rotate_signing_key_on_revoke))
@@ -535,6 +546,8 @@ def stores_rotate(store: str, **flags: Any) -> None:
     """Give STORE a new URL-signing key: every signed URL made before stops working."""
 
     async def work(storage: Any) -> None:
+        from openkvs import auth
+
         s = await _store(storage, store)
         await storage.update_store(s.id, {"url_signing_secret_key": auth.new_signing_key()})
 
