@@ -28,7 +28,7 @@ import httpx
 from openkvs.client.http import CONNECT_RETRIES, RETRIES, ClientError, explain, retryable, store_path, wait_time
 from openkvs.client.progress import Progress
 from openkvs.client.receive import Checker, direct_socket, from_socket, write_all
-from openkvs.client.zipcheck import ZipStream, feed_file
+from openkvs.client.zipcheck import FAST_CRC, ZipStream, feed_file
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)\Z")
 # httpcore reads a response 64 KiB per system call, and every read goes through h11's events (tens of microseconds
@@ -75,11 +75,14 @@ def download(
     sleep: Callable[[float], None] = time.sleep,
     chunk: int | None = None,
     direct: bool = True,
-    threaded: bool = True,
+    threaded: bool | None = None,
 ) -> Downloaded:
     """``chunk``: write at most this many bytes at a time (tests cut downloads at many places with it);
     ``direct``: receive the body straight from the socket when it can (receive.py), else through httpx;
-    ``threaded``: check the bytes in a second thread, while the next ones arrive."""
+    ``threaded``: check the bytes in a second thread, while the next ones arrive (default: only with zlib's CRC-32,
+    whose cost is worth hiding; ISA-L's is not worth a thread's)."""
+    if threaded is None:
+        threaded = not FAST_CRC
     path = store_path(store) + "/records"
     params = {k: v for k, v in (("collection", collection), ("prefix", prefix)) if v is not None}
     request = f"{client.base_url}{path}?{urlencode(params)}"  # what the partial file belongs to (no token)

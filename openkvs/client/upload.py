@@ -17,7 +17,6 @@ import mimetypes
 import os
 import re
 import threading
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import httpx
 from openkvs import rules
 from openkvs.client.http import ClientError, record_path, request, store_path
 from openkvs.client.progress import Progress
+from openkvs.client.zipcheck import crc32
 
 SEPARATOR = "!"  # what "/" in a relative path becomes in a key
 _OPENKVS_ETAG = re.compile(r'"([0-9a-f]{8})-([0-9a-f]+)-')  # crc32-decodedsize-...: see api/records.py _etag
@@ -127,7 +127,7 @@ def file_crc(path: Path) -> int:
     crc = 0
     with open(path, "rb") as f:
         while block := f.read(CHUNK):
-            crc = zlib.crc32(block, crc)
+            crc = crc32(block, crc)
     return crc
 
 
