@@ -6,7 +6,11 @@ rate limits off (bench/harness.py starts every server so):
   object, uncompressed; bytes would be gzipped by the client first, a cost that is the client's, not the wire's).
   Goal: >= 4x faster than one by one for the 64 KiB files with --jobs 8.
 - ``openkvs download ~store -o FILE`` against ``curl -o FILE`` of the same archive (the ZIP endpoint). Goal: >= 0.9x
-  curl's speed. The client checks every entry's CRC-32 after the download; that check is part of its time.
+  curl's speed. The client checks every entry's CRC-32 as it downloads; that check is part of its time, and curl
+  followed by ``unzip -tq`` (the same check in a second command) is measured too. Also: each command's CPU and the
+  server's, the load average, and each command's fixed cost (the same command for a missing store: a 404).
+  ``python -m bench.transfer [--reps N] [--quick] [--backends ...]`` runs only the downloads (each set uploaded once
+  with openkvs upload -j8), on loopback.
 
 Times are wall clock of the whole command (the CLI's process start included; apify_client runs in this process,
 so its import and start are not counted). Each upload goes into a new, empty store on the same server.
