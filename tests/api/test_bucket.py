@@ -292,8 +292,6 @@ def test_zip_aborts_when_the_bucket_fails_mid_download(proxied) -> None:
 
 def test_s3_failing_mid_upload_keeps_the_old_record_and_the_sweeper_cleans_up(proxied) -> None:
     s, proxy = proxied
-    if s.backend != "postgres+s3":
-        pytest.skip("written for PostgreSQL's upload intents; SQLite's are covered by the kill -9 test")
     with s.client() as c:
         sid = new_store(c)["id"]
         old = os.urandom(300_000)
