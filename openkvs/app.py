@@ -325,7 +325,13 @@ def open_storage(settings: Settings, background: bool = True) -> Storage:
     return SQLiteStorage(settings.data_dir, fsync=settings.fsync, blob_store=blob_store, background=background)
 
 
-def create_app(settings: Settings | None = None, storage: Storage | None = None) -> ASGIApp:
+def create_app(
+    settings: Settings | None = None,
+    storage: Storage | None = None,
+    *,
+    rate_limit_clock: Callable[[], float] | None = None,
+) -> ASGIApp:
+    """The whole API. ``rate_limit_clock``: for tests only (``make_limiter``'s ``clock``); the server passes none."""
     settings = settings or Settings.load()
     storage = storage or open_storage(settings)
 
@@ -338,7 +344,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
             from openkvs.ratelimit import make_limiter
             from openkvs.ratelimit.policy import RateLimitPolicy
 
-            limiter = make_limiter(settings.redis_url or None, timeout=settings.redis_timeout)
+            limiter = make_limiter(settings.redis_url or None, timeout=settings.redis_timeout, clock=rate_limit_clock)
             policy = RateLimitPolicy(
                 limiter,
                 per_user_per_minute=settings.rate_limit_user_per_minute,

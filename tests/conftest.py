@@ -231,11 +231,16 @@ class Server:
 
 
 def make_server(
-    tmp_path: Path, backend: str, *extra: str, env_extra: dict[str, str] | None = None, in_process: bool = False
+    tmp_path: Path, backend: str, *extra: str, env_extra: dict[str, str] | None = None, in_process: bool = False,
+    clock: Callable[[], float] | None = None,
 ) -> Server:
     """A started server with a user 'alice' (its token: ``server.token``): an ``openkvs serve`` subprocess, or with
     ``in_process`` the app in this process (tests/inprocess.py: same interface, no process start or CLI
-    subprocess, requests from ``client()`` without a socket)."""
+    subprocess, requests from ``client()`` without a socket). ``clock`` (in process only): the rate limiter's time,
+    a clock the test moves (tests/ratelimit/helpers.py FakeClock), so that what a burst gets through does not
+    depend on how fast the machine answers."""
+    if clock is not None and not in_process:
+        raise ValueError("a rate-limit clock can only be given to a server in this process")
     port = free_port()
     data_dir = tmp_path / "data"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -258,6 +263,7 @@ def make_server(
         from tests.inprocess import InProcessServer
 
         server: Server = InProcessServer(f"http://127.0.0.1:{port}", "", data_dir, env, args)
+        server.rate_limit_clock = clock  # type: ignore[attr-defined]
     else:
         server = Server(f"http://127.0.0.1:{port}", "", data_dir, env, args)
     server.cli_here("migrate")  # only serve and migrate create a database

@@ -144,7 +144,8 @@ class InProcessServer(Server):
         self._log = io.StringIO()
         self._stack = contextlib.ExitStack()
         self._portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
-        self._app = create_app(settings)
+        # A clock the test moves by hand for the rate limiter's buckets (make_server's ``clock``), else the real one.
+        self._app = create_app(settings, rate_limit_clock=getattr(self, "rate_limit_clock", None))
         if self._app.writer is not None:  # the access log into log(), not into the test run's output
             self._app.writer = LineWriter(self._log.write)
         self._state: dict[str, Any] = {}

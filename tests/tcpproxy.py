@@ -36,11 +36,19 @@ class TcpProxy:
         with self._lock:
             ls, self._listener = self._listener, None
             conns, self._conns = self._conns, []
+        # shutdown() first: close() alone does not end a socket that another thread is blocked on (the forwarding
+        # threads' recv, the accept loop), so the peer kept a silent connection and waited out its read timeout
+        # (30 s for openkvs's S3 client) instead of seeing the outage at once.
         if ls is not None:
+            try:
+                ls.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             ls.close()
         for c in conns:
             try:
                 c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+                c.shutdown(socket.SHUT_RDWR)
                 c.close()
             except OSError:
                 pass

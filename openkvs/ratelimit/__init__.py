@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .base import Decision, Limiter
 from .clientip import client_ip
 from .memory import MemoryLimiter
@@ -16,12 +18,19 @@ from .policy import RateLimitPolicy, Verdict
 from .redis import RedisLimiter
 
 
-def make_limiter(redis_url: str | None, *, timeout: float | None = None) -> Limiter:
+def make_limiter(
+    redis_url: str | None, *, timeout: float | None = None, clock: Callable[[], float] | None = None
+) -> Limiter:
     """A ``RedisLimiter`` when a Redis URL is configured (needed with several processes or nodes), else a
-    ``MemoryLimiter``. ``timeout``: seconds to wait for Redis (``--redis-timeout``); None is its default."""
+    ``MemoryLimiter``. ``timeout``: seconds to wait for Redis (``--redis-timeout``); None is its default.
+    ``clock``: the buckets' time in seconds; None is the real one (``time.monotonic``, or Redis ``TIME`` shared by
+    every node). Only tests pass one (a clock they move by hand, so that counts do not depend on how fast the
+    machine is); no setting reaches it."""
     if redis_url:
-        return RedisLimiter(redis_url) if timeout is None else RedisLimiter(redis_url, socket_timeout=timeout)
-    return MemoryLimiter()
+        if timeout is None:
+            return RedisLimiter(redis_url, clock)
+        return RedisLimiter(redis_url, clock, socket_timeout=timeout)
+    return MemoryLimiter() if clock is None else MemoryLimiter(clock)
 
 
 __all__ = [

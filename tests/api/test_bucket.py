@@ -1,6 +1,7 @@
-"""Record bytes in an S3 bucket, end to end: ``openkvs serve --blob-store s3://...`` processes on PostgreSQL with
-a real S3 server (Swift's s3api, deploy/s3-swift.sh), seen through HTTP and, independently, through the bucket
-itself. The S3 server is reached through a TCP forwarder where a test needs it to fail (tests/tcpproxy.py)."""
+"""Record bytes in an S3 bucket, end to end, on both metadata backends: ``openkvs serve --blob-store s3://...``
+processes on PostgreSQL and on SQLite (``--data-dir``) with a real S3 server (Swift's s3api, deploy/s3-swift.sh),
+seen through HTTP and, independently, through the bucket itself and the metadata database. The S3 server is reached
+through a TCP forwarder where a test needs it to fail (tests/tcpproxy.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import hashlib
 import io
 import os
+import sqlite3
 import subprocess
 import threading
 import time
@@ -21,13 +23,15 @@ import pytest
 from openkvs.storage.bucket import S3BlobStore
 from openkvs.storage.bucket.s3 import S3Bucket
 from openkvs.storage.bucket.sigv4 import Credentials
-from openkvs.storage.postgres import PostgresStorage
 from tests.conftest import DATABASE_URL, S3_BUCKET, S3_ENDPOINT, S3_ENV, Server
 from tests.tcpproxy import TcpProxy
 
 from . import new_store, rec_path
 
-pytestmark = [pytest.mark.server_process, pytest.mark.postgres]
+pytestmark = pytest.mark.server_process
+
+# The metadata backends under the bucket: where the record rows, the upload intents and the garbage list live.
+BACKENDS = [pytest.param("postgres+s3", marks=pytest.mark.postgres), "sqlite+s3"]
 
 MIB = 1024 * 1024
 
@@ -54,10 +58,17 @@ def bucket_objects(server: Server) -> dict[str, str]:
 
 
 def collect(server: Server, **kw: Any) -> int:
-    """One garbage collection by another node (a PostgresStorage on the server's schema and bucket)."""
+    """One garbage collection by another node or process on the server's metadata and bucket."""
 
     async def go() -> int:
         blobs = S3BlobStore(server.env["OPENKVS_BLOB_STORE"], endpoint=S3_ENDPOINT, path_style=True)
+        if server.backend == "sqlite+s3":  # type: ignore[attr-defined]
+            from openkvs.storage.sqlite import SQLiteStorage
+
+            async with SQLiteStorage(server.data_dir, blob_store=blobs, background=False) as sqlite_node:
+                return await sqlite_node.collect_garbage(**kw)
+        from openkvs.storage.postgres import PostgresStorage
+
         node = PostgresStorage(DATABASE_URL, namespace=server.env["OPENKVS_DATABASE_SCHEMA"], blob_store=blobs)
         await node.open()
         try:
@@ -68,28 +79,48 @@ def collect(server: Server, **kw: Any) -> int:
     return asyncio.run(go())
 
 
-def psql(server: Server, sql: str) -> str:
+def count(server: Server, sql: str) -> int:
+    """``SELECT count(*) ...`` in the server's metadata database, read by another client."""
+    if server.backend == "sqlite+s3":  # type: ignore[attr-defined]
+        from openkvs.storage.sqlite import DB_NAME
+
+        conn = sqlite3.connect(server.data_dir / DB_NAME)
+        try:
+            return int(conn.execute(sql).fetchone()[0])
+        finally:
+            conn.close()
     schema = server.env["OPENKVS_DATABASE_SCHEMA"]
-    return subprocess.run(
+    return int(subprocess.run(
         ["psql", DATABASE_URL, "-qtA", "-c", f'SET search_path = "{schema}"; {sql}'],
         capture_output=True, text=True, timeout=60, check=True,
-    ).stdout.strip()
+    ).stdout.strip())
+
+
+def start(start_server: Any, tmp_path: Any, backend: str, **kw: Any) -> Server:
+    s = start_server(tmp_path, backend, "--rate-limits", "off", **kw)
+    s.backend = backend
+    return s
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory, start_server) -> Server:
-    return start_server(tmp_path_factory.mktemp("s3"), "postgres+s3", "--rate-limits", "off")
+@pytest.fixture(scope="module", params=BACKENDS)
+def s3_server(request, tmp_path_factory, start_server) -> Server:
+    return start(start_server, tmp_path_factory.mktemp("s3"), request.param)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
 
 
 def test_bytes_are_in_the_bucket_and_come_back_exact(s3_server: Server) -> None:
     s = s3_server
     records = {
         "tiny": b"x",
-        "at-threshold": os.urandom(64 * 1024),  # stays in PostgreSQL (--blob-inline-max default)
+        "at-threshold": os.urandom(64 * 1024),  # stays in the database (--blob-inline-max default)
         "above": os.urandom(64 * 1024 + 1),
         "parts": os.urandom(20 * MIB + 7),  # a multipart upload (8 MiB parts)
     }
@@ -103,6 +134,9 @@ def test_bytes_are_in_the_bucket_and_come_back_exact(s3_server: Server) -> None:
                 assert sha(data) in bucket_objects(s).values()
         new = set(bucket_objects(s).values()) - set(before.values())
         assert new == {sha(records["above"]), sha(records["parts"])}
+        if s.backend == "sqlite+s3":
+            files = [p for p in (s.data_dir / "blobs").rglob("*") if p.is_file()]
+            assert files == []  # no record file on the node's disk
 
         for key, data in records.items():
             r = c.get(rec_path(sid, key))
@@ -141,11 +175,30 @@ def test_deleting_a_store_frees_its_objects_after_the_grace(s3_server: Server) -
     assert mine <= set(bucket_objects(s).values())  # within the grace period (60 s) nothing is deleted
     collect(s, now=datetime.now(UTC) + timedelta(seconds=61))
     assert not mine & set(bucket_objects(s).values())
-    assert psql(s, "SELECT count(*) FROM garbage") == "0"
+    if s.backend == "postgres+s3":
+        assert count(s, "SELECT count(*) FROM garbage") == 0
 
 
-def test_kill_9_mid_upload_leaves_the_old_record_and_the_orphan_is_swept(tmp_path, start_server) -> None:
-    s = start_server(tmp_path, "postgres+s3", "--rate-limits", "off")
+def test_blobs_commands_check_and_move_the_bytes(tmp_path, start_server) -> None:
+    s = start(start_server, tmp_path, "sqlite+s3")
+    with s.client() as c:
+        sid = new_store(c)["id"]
+        datas = {f"k{i}": os.urandom(100_000 * (i + 1)) for i in range(3)}
+        for k, d in datas.items():
+            assert c.put(rec_path(sid, k), content=d).status_code == 201
+        assert " 0 orphans, 0 records without their object" in s.cli("blobs", "fsck")
+        assert "moved 3 records" in s.cli("blobs", "migrate", "--to", "database")
+        assert count(s, f"SELECT count(*) FROM records WHERE store_id = '{sid}' AND path LIKE 's3:%'") == 0
+        for k, d in datas.items():
+            assert c.get(rec_path(sid, k)).content == d
+        assert "moved 3 records" in s.cli("blobs", "migrate", "--to", "bucket")
+        assert "moved 0 records" in s.cli("blobs", "migrate", "--to", "bucket")  # done: a rerun finds nothing
+        for k, d in datas.items():
+            assert c.get(rec_path(sid, k)).content == d
+
+
+def test_kill_9_mid_upload_leaves_the_old_record_and_the_orphan_is_swept(tmp_path, start_server, backend) -> None:
+    s = start(start_server, tmp_path, backend)
     stop = threading.Event()
     with s.client() as c:
         sid = new_store(c)["id"]
@@ -168,7 +221,7 @@ def test_kill_9_mid_upload_leaves_the_old_record_and_the_orphan_is_swept(tmp_pat
     t = threading.Thread(target=stalled)
     t.start()
     deadline = time.monotonic() + 30
-    while psql(s, "SELECT count(*) FROM uploads WHERE upload_id IS NOT NULL") != "1":
+    while count(s, "SELECT count(*) FROM uploads WHERE upload_id IS NOT NULL") != 1:
         assert time.monotonic() < deadline, "the upload did not start"
         time.sleep(0.1)
     time.sleep(0.5)  # the first part goes up
@@ -179,17 +232,17 @@ def test_kill_9_mid_upload_leaves_the_old_record_and_the_orphan_is_swept(tmp_pat
     with s.client() as c:
         r = c.get(rec_path(sid, "stable"))
         assert r.status_code == 200 and r.content == old
-    assert psql(s, "SELECT count(*) FROM uploads") == "1"  # the intent names what the dead upload left
+    assert count(s, "SELECT count(*) FROM uploads") == 1  # the intent names what the dead upload left
     assert collect(s, now=datetime.now(UTC) + timedelta(hours=1, minutes=1)) == 1
-    assert psql(s, "SELECT count(*) FROM uploads") == "0"
+    assert count(s, "SELECT count(*) FROM uploads") == 0
     assert set(bucket_objects(s).values()) == {sha(old)}  # only the live record's object is left
 
 
 @pytest.fixture
-def proxied(tmp_path, start_server) -> tuple[Server, TcpProxy]:
+def proxied(tmp_path, start_server, backend) -> tuple[Server, TcpProxy]:
     host, port = S3_ENDPOINT.split("//")[1].split(":")
     proxy = TcpProxy(host, int(port))
-    s = start_server(tmp_path, "postgres+s3", "--rate-limits", "off", env_extra={"OPENKVS_S3_ENDPOINT": proxy.url})
+    s = start(start_server, tmp_path, backend, env_extra={"OPENKVS_S3_ENDPOINT": proxy.url})
     yield s, proxy
     proxy.down()
 
@@ -209,7 +262,7 @@ def test_s3_outage_gives_503_with_retry_after_and_loses_nothing(proxied) -> None
             assert r.status_code == 503, r.text
             assert r.headers["retry-after"].isdigit()
             assert r.json()["error"]["type"] == "service-unavailable"
-        # records that stay in PostgreSQL work on
+        # records that stay in the database work on
         assert c.put(rec_path(sid, "small"), content=b"still here").status_code == 201
         assert c.get(rec_path(sid, "small")).content == b"still here"
         proxy.up()
@@ -259,6 +312,6 @@ def test_s3_failing_mid_upload_keeps_the_old_record_and_the_sweeper_cleans_up(pr
         proxy.up()
         r = c.get(rec_path(sid, "k"))
         assert r.status_code == 200 and r.content == old
-    assert psql(s, "SELECT count(*) FROM uploads") == "1"  # the upload could not be aborted during the outage
+    assert count(s, "SELECT count(*) FROM uploads") == 1  # the upload could not be aborted during the outage
     assert collect(s, now=datetime.now(UTC) + timedelta(hours=1, minutes=1)) == 1
     assert set(bucket_objects(s).values()) == {sha(old)}

@@ -8,7 +8,7 @@ import os
 import random
 import subprocess
 import threading
-import time
+from functools import partial
 
 import httpx
 import pytest
@@ -16,15 +16,16 @@ import pytest
 from tests.conftest import DATABASE_URL, Server
 
 from . import new_store, rec_path
+from .crash import client, keys_of, kill_mid_storm, stalled_upload
 
 WRITERS = 4
-STORM_SECONDS = 2.0
+ACKED = 40  # acknowledged writes before the kill (the others are in flight then)
 
 
 def storm(url: str, token: str, sid: str, acked: dict[str, str], stop: threading.Event, errors: list[str]) -> None:
     """PUT random bytes under unique keys until the server dies; note key -> sha256 only after a 201."""
     rnd = random.Random()
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+    with client(url, token) as c:
         while not stop.is_set():
             key = f"k-{threading.get_ident()}-{rnd.getrandbits(48):012x}"
             # mostly small (inline in SQLite), some large (files), a few that are multi-chunk uploads
@@ -40,20 +41,6 @@ def storm(url: str, token: str, sid: str, acked: dict[str, str], stop: threading
             acked[key] = hashlib.sha256(body).hexdigest()
 
 
-def stalled_upload(url: str, token: str, sid: str, stop: threading.Event) -> None:
-    def body():
-        for _ in range(4):
-            yield os.urandom(256 * 1024)
-        stop.wait(60)
-        yield b"never acknowledged"
-
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
-        try:
-            c.put(rec_path(sid, "stable"), content=body())
-        except httpx.HTTPError:
-            pass
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres", "postgres+s3", "sqlite+s3"])
 def crashed(request, tmp_path_factory, start_server):
     """A server that was killed with SIGKILL during a storm of writes and started again on the same data:
@@ -65,28 +52,12 @@ def crashed(request, tmp_path_factory, start_server):
         assert c.put(rec_path(sid, "stable"), content=b"before").status_code == 201
     acked: dict[str, str] = {}
     errors: list[str] = []
-    stop = threading.Event()
-    threads = [threading.Thread(target=storm, args=(s.url, s.token, sid, acked, stop, errors)) for _ in range(WRITERS)]
+    writers = [partial(storm, s.url, s.token, sid, acked, errors=errors) for _ in range(WRITERS)]
     # and one upload that is certainly in progress at the kill: it overwrites "stable", sends 1 MiB, then stalls
-    threads.append(threading.Thread(target=stalled_upload, args=(s.url, s.token, sid, stop)))
-    for t in threads:
-        t.start()
-    time.sleep(STORM_SECONDS)
-    deadline = time.monotonic() + 60  # a loaded machine (or a slow S3 server) acknowledges fewer in 2 s: wait
-    while len(acked) <= 10 and not errors and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not errors, errors
-    assert len(acked) > 10, "the storm did not get going"
-    if backend == "sqlite":  # the stalled upload is spilling to data/tmp
-        deadline = time.monotonic() + 10
-        while not any((s.data_dir / "tmp").iterdir()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    s.stop(kill=True)  # SIGKILL, mid-upload
-    stop.set()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
-    s.start()  # same data, same port
+    writers.append(partial(stalled_upload, s.url, s.token, sid, "stable"))
+    # on SQLite, killed while the stalled upload is spilling to data/tmp
+    spilling = (lambda: any((s.data_dir / "tmp").iterdir())) if backend == "sqlite" else None
+    kill_mid_storm(s, writers, lambda: len(acked) > ACKED, errors, ready=spilling)
     s.backend = backend  # type: ignore[attr-defined]
     return s, sid, dict(acked)
 
@@ -106,14 +77,7 @@ def test_acknowledged_records_survive(crashed):
         assert not wrong, f"{len(wrong)} of {count} records changed: {wrong[:5]}"
         assert c.get(rec_path(sid, "stable")).content == b"before"
         # every key listed is readable (nothing half-committed), and the listing holds all acknowledged keys
-        listed: list[str] = []
-        start = None
-        while True:
-            d = c.get(f"/v2/key-value-stores/{sid}/keys", params={"exclusiveStartKey": start} if start else {}).json()["data"]
-            listed += [i["key"] for i in d["items"]]
-            if not d["isTruncated"]:
-                break
-            start = d["nextExclusiveStartKey"]
+        listed = keys_of(c, sid)
         assert set(acked) <= set(listed)
         for key in set(listed) - set(acked) - {"stable"}:
             assert c.get(rec_path(sid, key)).status_code == 200, key  # landed before the kill, answer lost

@@ -10,12 +10,13 @@ import hashlib
 import os
 import random
 import threading
-import time
+from functools import partial
 
 import httpx
 import pytest
 
 from . import new_store, rec_path
+from .crash import client, keys_of, kill_mid_storm
 
 CLIENTS = 32
 SHARED_KEYS = [f"shared-{i}" for i in range(6)]
@@ -26,7 +27,7 @@ def writer(
     lock: threading.Lock, stop: threading.Event,
 ) -> None:
     rnd = random.Random(n)
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+    with client(url, token) as c:
         i = 0
         while not stop.is_set():
             key = rnd.choice(SHARED_KEYS) if rnd.random() < 0.5 else f"own-{n}-{i}"
@@ -53,31 +54,15 @@ def test_kill_during_group_commits(tmp_path, start_server, backend) -> None:
     acked: dict[str, set[str]] = {}
     sent: dict[str, set[str]] = {}
     lock = threading.Lock()
-    stop = threading.Event()
-    threads = [
-        threading.Thread(target=writer, args=(s.url, s.token, sid, n, acked, sent, lock, stop)) for n in range(CLIENTS)
-    ]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 60
-    while sum(map(len, acked.values())) < 300 and time.monotonic() < deadline:  # the storm is going
-        time.sleep(0.05)
-    s.stop(kill=True)  # SIGKILL with 32 writes in flight
-    stop.set()
-    for t in threads:
-        t.join(60)
-    assert sum(map(len, acked.values())) >= 300, "the writers did not get going"
-    s.start()
+    writers = [partial(writer, s.url, s.token, sid, n, acked, sent, lock) for n in range(CLIENTS)]
+
+    def going() -> bool:
+        with lock:
+            return sum(map(len, acked.values())) >= 300
+
+    kill_mid_storm(s, writers, going)  # SIGKILL with 32 writes in flight, once the storm is going
     with s.client() as c:
-        listed: list[str] = []
-        start = None
-        while True:
-            params = {"exclusiveStartKey": start} if start else {}
-            d = c.get(f"/v2/key-value-stores/{sid}/keys", params=params).json()["data"]
-            listed += [i["key"] for i in d["items"]]
-            if not d["isTruncated"]:
-                break
-            start = d["nextExclusiveStartKey"]
+        listed = keys_of(c, sid)
         own_acked = {k for k in acked if k.startswith("own-")}
         missing = own_acked - set(listed)
         assert not missing, f"{len(missing)} of {len(own_acked)} acknowledged records lost: {sorted(missing)[:5]}"

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
+from functools import partial
 
 import httpx
 import pytest
@@ -22,6 +22,7 @@ from tests.api.test_nodes import second_node
 from tests.conftest import _drop_schema, make_server
 
 from . import unique
+from .crash import client, kill_mid_storm
 
 pytestmark = pytest.mark.server_process
 
@@ -30,7 +31,7 @@ BATCH = 50
 
 
 def storm(url: str, token: str, did: str, w: int, acked: list[tuple[int, int]], stop: threading.Event) -> None:
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+    with client(url, token) as c:
         b = 0
         while not stop.is_set():
             items = [{"w": w, "b": b, "k": k, "pad": "x" * 200} for k in range(BATCH)]
@@ -62,19 +63,8 @@ def test_acknowledged_pushes_survive_kill_9(tmp_path, start_server, backend):
     with s.client() as c:
         did = c.post("/v2/datasets", params={"name": unique("crash")}).json()["data"]["id"]
     acked: list[tuple[int, int]] = []
-    stop = threading.Event()
-    threads = [threading.Thread(target=storm, args=(s.url, s.token, did, w, acked, stop)) for w in range(WRITERS)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 30
-    while len(acked) < 40 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    s.stop(kill=True)  # SIGKILL, pushes in flight
-    stop.set()
-    for t in threads:
-        t.join(30)
-    assert len(acked) >= 40, "the storm did not get going"
-    s.start()
+    writers = [partial(storm, s.url, s.token, did, w, acked) for w in range(WRITERS)]
+    kill_mid_storm(s, writers, lambda: len(acked) >= 40)  # SIGKILL, pushes in flight
     with s.client() as c:
         info = c.get(f"/v2/datasets/{did}").json()["data"]
         items = [json.loads(line) for line in c.get(f"/v2/datasets/{did}/items", params={"format": "jsonl"}).text.splitlines()]

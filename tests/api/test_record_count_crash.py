@@ -9,24 +9,24 @@ import random
 import subprocess
 import sys
 import threading
-import time
+from functools import partial
 
 import httpx
 import pytest
 
 from . import new_store, rec_path
+from .crash import client, keys_of, kill_mid_storm, stalled_upload
 
 pytestmark = pytest.mark.server_process
 
 WRITERS = 4
 STORM_WRITES = 40  # answered writes and deletes before the kill (the others are in flight then)
-STORM_TIMEOUT = 120.0
 KEYS = 24
 
 
-def storm(url: str, token: str, sid: str, stop: threading.Event, done: list[int], errors: list[str]) -> None:
+def storm(url: str, token: str, sid: str, stop: threading.Event, *, done: list[int], errors: list[str]) -> None:
     rnd = random.Random()
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+    with client(url, token) as c:
         while not stop.is_set():
             key = f"k{rnd.randrange(KEYS)}"
             try:
@@ -43,34 +43,6 @@ def storm(url: str, token: str, sid: str, stop: threading.Event, done: list[int]
             done.append(1)
 
 
-def stalled_upload(url: str, token: str, sid: str, stop: threading.Event) -> None:
-    """A new key whose upload is cut off by the kill: it must not be counted."""
-
-    def body():  # type: ignore[no-untyped-def]
-        for _ in range(4):
-            yield os.urandom(256 * 1024)
-        stop.wait(60)
-        yield b"never acknowledged"
-
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
-        try:
-            c.put(rec_path(sid, "cut-off"), content=body())
-        except httpx.HTTPError:
-            pass
-
-
-def keys_of(c: httpx.Client, sid: str) -> list[str]:
-    listed: list[str] = []
-    start = None
-    while True:
-        params = {"exclusiveStartKey": start} if start else {}
-        d = c.get(f"/v2/key-value-stores/{sid}/keys", params=params).json()["data"]
-        listed += [i["key"] for i in d["items"]]
-        if not d["isTruncated"]:
-            return listed
-        start = d["nextExclusiveStartKey"]
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgres", "postgres+s3"])
 def test_the_count_is_exact_after_kill_9(backend: str, tmp_path, start_server) -> None:  # type: ignore[no-untyped-def]
     s = start_server(tmp_path, backend, "--rate-limits", "off")
@@ -78,24 +50,11 @@ def test_the_count_is_exact_after_kill_9(backend: str, tmp_path, start_server) -
         sids = [new_store(c)["id"] for _ in range(2)]
         for i in range(10):  # a store nobody writes during the storm keeps its count too
             assert c.put(rec_path(sids[1], f"still-{i}"), content=b"x").status_code == 201
-    stop = threading.Event()
     done: list[int] = []
     errors: list[str] = []
-    threads = [threading.Thread(target=storm, args=(s.url, s.token, sids[0], stop, done, errors)) for _ in range(WRITERS)]
-    threads.append(threading.Thread(target=stalled_upload, args=(s.url, s.token, sids[0], stop)))
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + STORM_TIMEOUT  # until enough writes are answered, however loaded the machine
-    while len(done) < STORM_WRITES and not errors and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not errors, errors
-    s.stop(kill=True)  # SIGKILL, mid-write
-    stop.set()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
-    assert len(done) >= STORM_WRITES, f"only {len(done)} writes answered in {STORM_TIMEOUT} s"
-    s.start()
+    writers = [partial(storm, s.url, s.token, sids[0], done=done, errors=errors) for _ in range(WRITERS)]
+    writers.append(partial(stalled_upload, s.url, s.token, sids[0], "cut-off"))  # a new key: it must not be counted
+    kill_mid_storm(s, writers, lambda: len(done) >= STORM_WRITES, errors)
     with s.client() as c:
         for sid in sids:
             keys = keys_of(c, sid)

@@ -26,7 +26,7 @@ async def test_same_decisions_as_memory_limiter(redis_url: str, prefix: str) -> 
         rng = random.Random(seed)
         clock = FakeClock(rng.uniform(0, 1e6))
         mem = MemoryLimiter(clock)
-        red = RedisLimiter(redis_url, clock, prefix=f"{prefix}{seed}:")
+        red = RedisLimiter(redis_url, clock, prefix=f"{prefix}{seed}:", socket_timeout=REDIS_TEST_TIMEOUT)
         rate, burst = rng.choice([(0.5, 1), (2, 3), (10, 10), (4166.67, 4166.67), (0.01, 100)])
         try:
             for _ in range(200):
@@ -42,7 +42,7 @@ async def test_same_decisions_as_memory_limiter(redis_url: str, prefix: str) -> 
 
 
 async def test_server_time_and_refill(redis_url: str, prefix: str) -> None:
-    limiter = RedisLimiter(redis_url, prefix=prefix)  # no clock: Redis TIME
+    limiter = RedisLimiter(redis_url, prefix=prefix, socket_timeout=REDIS_TEST_TIMEOUT)  # no clock: Redis TIME
     try:
         # A slow refill (1 token a second), so four round trips on a busy machine still land before it.
         results = [(await limiter.hit("k", rate=1, burst=3)) for _ in range(4)]
@@ -55,7 +55,7 @@ async def test_server_time_and_refill(redis_url: str, prefix: str) -> None:
 
 
 async def test_idle_keys_expire(redis_url: str, prefix: str) -> None:
-    limiter = RedisLimiter(redis_url, prefix=prefix)
+    limiter = RedisLimiter(redis_url, prefix=prefix, socket_timeout=REDIS_TEST_TIMEOUT)
     try:
         await limiter.hit("k", rate=10, burst=10, cost=5)
         ttl = redis.Redis.from_url(redis_url).pttl(prefix + "k")
@@ -130,7 +130,10 @@ async def test_fails_open_and_warns_once_when_redis_is_unreachable(caplog: pytes
 
 
 async def test_circuit_breaker_leaves_a_dead_redis_alone() -> None:
-    limiter = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", retry_interval=60)
+    """A dead Redis is asked once per retry interval (the breaker's time is a clock the test moves), not once per
+    hit: 1000 hits within the interval cost one connection attempt, the first hit after it probes again."""
+    now = FakeClock(0.0)
+    limiter = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", retry_interval=60, monotonic=now)
     calls = 0
     real = limiter._redis.evalsha
 
@@ -141,18 +144,23 @@ async def test_circuit_breaker_leaves_a_dead_redis_alone() -> None:
 
     limiter._redis.evalsha = counting  # type: ignore[method-assign]
     try:
-        start = time.perf_counter()
         for _ in range(1000):
             assert (await limiter.hit("k", 1, 1)).allowed
         assert calls == 1
-        assert time.perf_counter() - start < 0.5
+        now.advance(59)
+        assert (await limiter.hit("k", 1, 1)).allowed
+        assert calls == 1
+        now.advance(2)
+        for _ in range(10):
+            assert (await limiter.hit("k", 1, 1)).allowed
+        assert calls == 2  # one probe, failed: the breaker is open again for the next 60 s
     finally:
         await limiter.aclose()
 
 
 async def test_outage_and_recovery(redis_server, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="openkvs.ratelimit")
-    limiter = RedisLimiter(redis_server.url, retry_interval=0.05)
+    limiter = RedisLimiter(redis_server.url, retry_interval=0.05, socket_timeout=REDIS_TEST_TIMEOUT)
     try:
         assert [(await limiter.hit("k", 1e-6, 2)).allowed for _ in range(3)] == [True, True, False]
 
@@ -160,7 +168,7 @@ async def test_outage_and_recovery(redis_server, caplog: pytest.LogCaptureFixtur
         assert all([(await limiter.hit("k", 1e-6, 2)).allowed for _ in range(20)])  # fail open
 
         redis_server.start()  # empty again (--save ""): a fresh bucket
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60  # the retry interval is 50 ms: only a hang reaches this
         results = []
         while time.monotonic() < deadline:
             results.append((await limiter.hit("k", 1e-6, 2)).allowed)
@@ -180,7 +188,7 @@ async def test_outage_and_recovery(redis_server, caplog: pytest.LogCaptureFixtur
 
 async def test_script_cache_loss_is_survived(redis_server) -> None:  # type: ignore[no-untyped-def]
     # On a private server: SCRIPT FLUSH on the shared one would disturb other tests.
-    limiter = RedisLimiter(redis_server.url)
+    limiter = RedisLimiter(redis_server.url, socket_timeout=REDIS_TEST_TIMEOUT)
     try:
         assert (await limiter.hit("k", 1, 5)).allowed
         admin = redis.Redis(port=redis_server.port)
@@ -198,7 +206,7 @@ async def test_chain_same_decisions_as_memory_limiter(redis_url: str, prefix: st
         rng = random.Random(100 + seed)
         clock = FakeClock(rng.uniform(0, 1e6))
         mem = MemoryLimiter(clock)
-        red = RedisLimiter(redis_url, clock, prefix=f"{prefix}c{seed}:")
+        red = RedisLimiter(redis_url, clock, prefix=f"{prefix}c{seed}:", socket_timeout=REDIS_TEST_TIMEOUT)
         try:
             for _ in range(200):
                 clock.advance(rng.choice([0, 0, 0.001, 0.1, 0.5, 1]) * rng.random())
