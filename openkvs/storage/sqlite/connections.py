@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-import anyio.to_thread
 
 from ..base import StorageDamaged, StorageFull, StorageUnavailable
+from .onthread import run_to_end
 
 T = TypeVar("T")
 
@@ -73,6 +73,8 @@ class Database:
         self._all_conns: set[sqlite3.Connection] = set()
         self._loop_conn: sqlite3.Connection | None = None  # point reads on the event loop thread
         self._pool_lock = threading.Lock()
+        self._reading = 0  # reader connections in use in worker threads (``close`` waits for none)
+        self._no_reader = threading.Condition(self._pool_lock)
         self._queue: list[_Job] = []  # writes waiting for the next group commit
         self._leading = False  # a group is being committed (its leader answers the queued ones after)
         self._next: asyncio.Future[None] | None = None  # the task leading the next group, kept referenced
@@ -102,19 +104,28 @@ class Database:
         self.closed = False
 
     async def close(self) -> None:
-        """Close every connection, the writer's once no write runs any more."""
+        """Close every connection once no thread uses it: from here on no read or write starts, and the ones
+        running (in worker threads, cancelled or not: see ``run_to_end``) end first."""
+        with self._pool_lock:
+            self.closed = True
+            loop_conn, self._loop_conn = self._loop_conn, None
+            if loop_conn is not None:
+                self._all_conns.discard(loop_conn)
+        if loop_conn is not None:
+            loop_conn.close()  # here, on the thread of the point reads: none runs now
         if self._wlimiter is None:
             self._close_sync()
         else:
-            await anyio.to_thread.run_sync(self._close_sync, limiter=self._wlimiter)
+            await run_to_end(self._close_sync, limiter=self._wlimiter)  # the writer's: no write runs
 
     def _close_sync(self) -> None:
         with self._pool_lock:
             self.closed = True
+            while self._reading:
+                self._no_reader.wait()
             conns = list(self._all_conns)
             self._all_conns.clear()
             self._pool.clear()
-            self._loop_conn = None
         for conn in conns:
             conn.close()
         if self._wconn is not None:
@@ -123,33 +134,45 @@ class Database:
 
     # -- readers -----------------------------------------------------------------------------------------------
 
-    def _acquire_read(self) -> sqlite3.Connection:
+    def _read_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """In a worker thread: ``fn(conn, *args)`` on a reader connection of the pool, counted in use meanwhile
+        (here, in the thread that uses it, so that ``close`` waits for it whatever became of the caller)."""
         with self._pool_lock:
             if self.closed:
                 raise StorageUnavailable("storage is closed")
-            if self._pool:
-                return self._pool.pop()
-        conn = self.connect(readonly=True)
-        with self._pool_lock:
-            self._all_conns.add(conn)
-        return conn
+            self._reading += 1
+            conn = self._pool.pop() if self._pool else None
+        try:
+            if conn is None:
+                conn = self.connect(readonly=True)
+                with self._pool_lock:
+                    self._all_conns.add(conn)
+            return fn(conn, *args)
+        finally:
+            try:
+                if conn is not None:
+                    self._release_read(conn)
+            finally:
+                with self._pool_lock:
+                    self._reading -= 1
+                    if not self._reading:
+                        self._no_reader.notify_all()
 
     def _release_read(self, conn: sqlite3.Connection) -> None:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except BaseException:  # not back to the pool with a transaction open: closed
+            with self._pool_lock:
+                self._all_conns.discard(conn)
+            conn.close()
+            raise
         with self._pool_lock:
             if not self.closed:
                 self._pool.append(conn)
                 return
             self._all_conns.discard(conn)
         conn.close()
-
-    def _read_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        conn = self._acquire_read()
-        try:
-            return fn(conn, *args)
-        finally:
-            self._release_read(conn)
 
     async def point_read(self, fn: Callable[..., T], *args: Any) -> T:
         """A lookup by a primary or unique key takes microseconds, less than the hop to a worker thread, so it
@@ -177,7 +200,7 @@ class Database:
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` on a reader connection, in a worker thread."""
         try:
-            return await anyio.to_thread.run_sync(self._read_sync, fn, *args)
+            return await run_to_end(self._read_sync, fn, *args)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
@@ -210,7 +233,7 @@ class Database:
         savepoint of its own, so that a job that fails leaves no trace and does not undo the others. A job's
         outcome is set only once COMMIT returned: until then, nobody is told that its write is stored."""
         conn = self._wconn
-        if conn is None:
+        if conn is None or self.closed:
             raise StorageUnavailable("storage is closed")
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -272,7 +295,7 @@ class Database:
         disk); the WAL is checkpointed in the writer thread, never by these commits (see ``_checkpoint``)."""
         await asyncio.sleep(0)  # a turn for the other tasks first, as the hop would give: a task writing in a loop
         limiter, conn = self._wlimiter, self._wconn  # must not keep the event loop to itself
-        if self.fsync or self._leading or self._queue or limiter is None or conn is None:
+        if self.fsync or self._leading or self._queue or limiter is None or conn is None or self.closed:
             return await self.write(fn, *args)
         try:
             limiter.acquire_nowait()
@@ -327,7 +350,8 @@ class Database:
         jobs, self._queue = self._queue, []
         committed: list[bool] = []
         try:
-            await anyio.to_thread.run_sync(self._write_group, jobs, committed, limiter=self._wlimiter)
+            # to the end, cancelled or not: the limiter stays held, and ``committed`` tells what became of the group
+            await run_to_end(self._write_group, jobs, committed, limiter=self._wlimiter)
         except BaseException as exc:
             if not committed:  # BEGIN or COMMIT failed, or the writer is gone: nothing of the group is stored
                 failure = translate(exc) if isinstance(exc, sqlite3.Error) else exc
@@ -350,8 +374,15 @@ class Database:
 
     async def write_raw(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in the writer thread; ``fn`` manages its own transactions."""
-        assert self._wlimiter is not None and self._wconn is not None
+        if self._wlimiter is None:
+            raise StorageUnavailable("storage is not open")
         try:
-            return await anyio.to_thread.run_sync(fn, self._wconn, *args, limiter=self._wlimiter)
+            return await run_to_end(self._raw_sync, fn, *args, limiter=self._wlimiter)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
+
+    def _raw_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        conn = self._wconn
+        if conn is None or self.closed:
+            raise StorageUnavailable("storage is closed")
+        return fn(conn, *args)
