@@ -86,8 +86,9 @@ def _on_storage(settings: Settings, work: Callable[[Any], Awaitable[T]], create:
     async def main() -> T:
         if not create:
             await _need_database(settings)
-        # no background tasks: a command's storage lives for one piece of work (and a fill of older rows' ZIP
-        # headers started by a command that ends at once crashed the process in its writer thread)
+        # no background tasks: a command's storage lives for one piece of work, and maintenance is the server's
+        # (a fill of older rows' ZIP headers started here would only hold up the command's end, and the server's
+        # writer, for a transaction given up at once; garbage collection comes after an interval no command lasts)
         async with open_storage(settings, background=False) as storage:
             return await work(storage)
 
