@@ -494,6 +494,27 @@ async def _read_exact(
         raise ArchiveDataError(f"record {entry.key!r}: read [{lo}, {hi}) returned {got} bytes, expected {want}")
 
 
+def _block_out(
+    block: bytes, at: int, start: int, end: int, parts: list[bytes], buffered: int, chunk: int
+) -> tuple[list[bytes], int]:
+    """The bytes of a LocalBlock or CentralBlock ``block`` (at archive offset ``at``) inside [start, end), added
+    to the output: a piece of ``chunk`` bytes or more goes out as it is (after the pending small ``parts``), a
+    smaller one joins ``parts`` (``buffered`` bytes long), which go out together once they reach ``chunk``.
+    Returns the chunks to yield now (``parts`` is emptied when they include it) and the bytes left pending."""
+    piece = block if start <= at and at + len(block) <= end else block[max(start - at, 0) : end - at]
+    if len(piece) >= chunk:
+        ready = [b"".join(parts), piece] if parts else [piece]
+        parts.clear()
+        return ready, 0
+    parts.append(piece)
+    buffered += len(piece)
+    if buffered >= chunk:
+        ready = [b"".join(parts)]
+        parts.clear()
+        return ready, 0
+    return [], buffered
+
+
 async def iter_range(
     batches: Callable[[], AsyncIterator[Sequence[E] | LocalBlock]],
     start: int,
@@ -543,22 +564,9 @@ async def iter_range(
                 if offset + span > _LIMIT32:
                     raise ArchiveDataError("kept local headers given for entries past 4 GiB")
                 if offset + span > start:
-                    piece = block if start <= offset and offset + span <= end else block[
-                        max(start - offset, 0) : end - offset
-                    ]
-                    if len(piece) >= chunk:
-                        if parts:
-                            yield b"".join(parts)
-                            parts = []
-                            buffered = 0
-                        yield piece
-                    else:
-                        parts.append(piece)
-                        buffered += len(piece)
-                        if buffered >= chunk:
-                            yield b"".join(parts)
-                            parts = []
-                            buffered = 0
+                    ready, buffered = _block_out(block, offset, start, end, parts, buffered, chunk)
+                    for out in ready:
+                        yield out
                 offset += span
                 count += batch.count
                 if offset >= end:
@@ -666,22 +674,9 @@ async def iter_range(
                 block = listed_batch.data
                 cd_span = len(block)
                 if position + cd_span > start:
-                    piece = block if start <= position and position + cd_span <= end else block[
-                        max(start - position, 0) : end - position
-                    ]
-                    if len(piece) >= chunk:
-                        if parts:
-                            yield b"".join(parts)
-                            parts = []
-                            buffered = 0
-                        yield piece
-                    else:
-                        parts.append(piece)
-                        buffered += len(piece)
-                        if buffered >= chunk:
-                            yield b"".join(parts)
-                            parts = []
-                            buffered = 0
+                    ready, buffered = _block_out(block, position, start, end, parts, buffered, chunk)
+                    for out in ready:
+                        yield out
                 position += cd_span
                 local_offset = listed_batch.local_end
                 seen += listed_batch.count
