@@ -28,6 +28,8 @@ from typing import Any
 
 import anyio
 
+from openkvs.zipwriter import LocalBlock
+
 from ..base import RecordBody, RecordMeta, Snapshot, StorageError
 from ..bucket import BlobStore
 from ..bucket.prefetch import Prefetch
@@ -219,15 +221,34 @@ class ObjectSnapshot(Snapshot):
 
     async def _planned(self, after: str | None, batch: int) -> AsyncIterator[Sequence[RecordMeta]]:
         async for found in self._snap.records(after, batch):
-            columns = getattr(found, "columns", None)
-            if columns is None or columns.data is None:  # (bytes all in memory: no object in the batch)
-                objects = [(r.blob.blob_id, r.blob, r.size) for r in found if type(r.blob) is InBucket]
-                if objects:
-                    self.prefetch.plan(objects)
+            self._plan(found)
             yield found
+
+    def _plan(self, found: Sequence[RecordMeta]) -> None:
+        """The batch's objects read ahead, in its order."""
+        columns = getattr(found, "columns", None)
+        if columns is None or columns.data is None:  # (bytes all in memory: no object in the batch)
+            objects = [(r.blob.blob_id, r.blob, r.size) for r in found if type(r.blob) is InBucket]
+            if objects:
+                self.prefetch.plan(objects)
 
     def zip_entries(self, after: str | None = None, batch: int = 1000) -> AsyncIterator[Sequence[Any]]:
         return self._snap.zip_entries(after, batch)
+
+    def kept_local(self) -> AsyncIterator[Sequence[Any] | LocalBlock] | None:
+        """The SQLite snapshot's: a LocalBlock holds only records whose bytes are in the database (an object's
+        path is never NULL), and any other batch is a batch of ``records``, its objects planned as there."""
+        kept = self._snap.kept_local()
+        return None if kept is None else self._planned_kept(kept)
+
+    async def _planned_kept(self, kept: AsyncIterator[Any]) -> AsyncIterator[Sequence[Any] | LocalBlock]:
+        async for found in kept:
+            if not isinstance(found, LocalBlock):
+                self._plan(found)
+            yield found
+
+    def kept_central(self) -> AsyncIterator[Any] | None:
+        return self._snap.kept_central()  # central headers need no bytes: objects' as well as the rest
 
     def held_bytes(self, record: RecordMeta) -> bytes | None:
         return self._snap.held_bytes(record)
