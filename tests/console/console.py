@@ -107,8 +107,18 @@ class Console:
 
         return self.until(found, message=f"no record {key}")
 
+    def click_in_row(self, key: str, by: str, value: str) -> None:
+        """Click the element (``by``, ``value``) in the row of record ``key``: found and clicked in one wait, again
+        when the list re-rendered meanwhile (it does after an upload or a delete: the row found just before is gone)."""
+
+        def clicked(d: Any) -> bool:
+            self.row(key).find_element(by, value).click()
+            return True
+
+        self.until(clicked, message=f"could not click {value} of {key}")
+
     def preview(self, key: str) -> WebElement:
-        self.row(key).find_element(By.CSS_SELECTOR, "button.record-key").click()
+        self.click_in_row(key, By.CSS_SELECTOR, "button.record-key")
         return self.until(lambda d: d.find_element(By.CSS_SELECTOR, f".preview[data-key='{key}']"), message=f"no preview of {key}")
 
     def downloaded(self, name: str, timeout: float = WAIT) -> bytes:

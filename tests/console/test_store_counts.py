@@ -68,7 +68,7 @@ def test_the_store_list_shows_record_counts(shared_server: Server, browser: Any,
     c.find("#upload-files").send_keys(str(upload))
     c.until(lambda d: len(c.all(".uploads li.done")) == 1, message="upload did not finish")
     c.wait_text(".page-header", "58 records")
-    c.row("r00").find_element(By.XPATH, ".//button[text()='Delete']").click()
+    c.click_in_row("r00", By.XPATH, ".//button[text()='Delete']")
     c.answer()
     c.wait_text(".page-header", "57 records")
     c.until(lambda d: "r00" not in c.records() and "added.txt" in c.records(), message="the list did not follow")

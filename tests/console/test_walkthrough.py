@@ -84,7 +84,7 @@ def test_a_user_walks_through_the_console(shared_server: Server, browser: Any, t
     assert c.js("return arguments[0].naturalHeight", img) == 5
 
     # Download one record: the browser's own download of the signed link.
-    c.row("notes.txt").find_element(By.LINK_TEXT, "Download").click()
+    c.click_in_row("notes.txt", By.LINK_TEXT, "Download")
     assert c.downloaded("notes.txt") == files["notes.txt"]
 
     # Filter by prefix: the listing and the ZIP link follow it.
@@ -107,15 +107,15 @@ def test_a_user_walks_through_the_console(shared_server: Server, browser: Any, t
     assert {n: archive.read(n) for n in archive.namelist()} == files
 
     # Copy a record's signed link (opening it signed out: the next test).
-    c.row("report.json").find_element(By.XPATH, ".//button[text()='Copy link']").click()
+    c.click_in_row("report.json", By.XPATH, ".//button[text()='Copy link']")
     link = c.find("input[data-link=record]").get_attribute("value")
     assert "signature=" in link and shared_server.token not in link
 
     # Delete a record (after a confirmation; cancelling keeps it).
-    c.row("shot.png").find_element(By.XPATH, ".//button[text()='Delete']").click()
+    c.click_in_row("shot.png", By.XPATH, ".//button[text()='Delete']")
     c.answer(confirm=False)
     assert "shot.png" in c.records()
-    c.row("shot.png").find_element(By.XPATH, ".//button[text()='Delete']").click()
+    c.click_in_row("shot.png", By.XPATH, ".//button[text()='Delete']")
     c.answer()
     c.wait_records(["notes.txt", "report.json"])
 
@@ -149,7 +149,7 @@ def test_a_signed_link_opens_signed_out(shared_server: Server, browser: Any) -> 
     c = Console(browser, shared_server.url)
     c.sign_in(shared_server.token)
     c.open_store(name)
-    c.row("greeting.txt").find_element(By.XPATH, ".//button[text()='Copy link']").click()
+    c.click_in_row("greeting.txt", By.XPATH, ".//button[text()='Copy link']")
     link = c.find("input[data-link=record]").get_attribute("value")
     c.button("Sign out").click()
     c.find("#token")
