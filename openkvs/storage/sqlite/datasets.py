@@ -304,7 +304,7 @@ class SQLiteDatasets(DatasetStorage):
         try:
             try:
                 conn = await anyio.to_thread.run_sync(lambda: self._db.connect(readonly=True))
-                info = await anyio.to_thread.run_sync(begin, conn)
+                info = await run_to_end(begin, conn)  # (cancelled, it still ends before the close below)
             except sqlite3.Error as exc:
                 raise translate(exc) from exc
             snap = SQLiteItemSnapshot(conn, store_id, info)
