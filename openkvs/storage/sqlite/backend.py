@@ -6,7 +6,6 @@ docstring describes the layout on disk, the concurrency and how bytes are reclai
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import shutil
@@ -85,9 +84,6 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
 
 
-# A record's modifiedAt from its milliseconds, remembered: record GETs read the same few records again and again,
-# and a timedelta and an addition per request cost more than a lookup (datetimes are immutable: sharing is safe).
-_record_time = functools.lru_cache(maxsize=4096)(from_ms)
 # look_up_store's answers kept while the database is unchanged: how many, and the largest inline record kept with
 # one (at most LOOKUPS_KEPT * LOOKUP_BYTES_KEPT = 8 MiB of record bytes).
 LOOKUPS_KEPT = 2048
@@ -612,15 +608,7 @@ class SQLiteStorage(SQLiteQueues, Storage):
             found = StoreLookup(store, None if grant is None else bool(grant))
             if key is not None:
                 if row[n + 1] is not None:  # the LEFT JOIN found the record, so the caller may read
-                    if row[n + 9] is None:  # inline bytes (no path): to_record_read's record, made here
-                        data = row[n + 10]
-                        found.record = RecordMeta(
-                            key=row[n + 1], content_type=row[n + 6], content_encoding=row[n + 7], size=row[n + 2],
-                            decoded_size=row[n + 3], crc32=row[n + 4], modified_at=_record_time(row[n + 5]),
-                            blob=Inline(data if data is not None else b""),
-                        )
-                    else:
-                        found.record = to_record_read(row[n + 1 :], self.blob_dir)
+                    found.record = to_record_read(row, self.blob_dir, n + 1)
                     found.record_read = True
                 else:  # no such record, or not this caller's to read: the join's rule, in Python
                     found.record_read = (

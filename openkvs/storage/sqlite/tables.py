@@ -257,26 +257,34 @@ def selection_sql(selection: KeySelection) -> tuple[str, list[Any]]:
 
 
 
-def to_record(row: Sequence[Any], blob: Any) -> RecordMeta:
-    """A record from the first seven of RECORD_COLS, with its blob handle."""
+# A record's modifiedAt from its milliseconds, remembered: record GETs read the same few records again and again,
+# and a timedelta and an addition per request cost more than a lookup (datetimes are immutable: sharing is safe).
+_record_time = functools.lru_cache(maxsize=4096)(from_ms)
+
+
+def to_record(row: Sequence[Any], blob: Any, at: int = 0) -> RecordMeta:
+    """A record from the seven of RECORD_COLS that start at ``row[at]``, with its blob handle."""
     return RecordMeta(
-        key=row[0],
-        size=row[1],
-        decoded_size=row[2],
-        crc32=row[3],
-        modified_at=from_ms(row[4]),
-        content_type=row[5],
-        content_encoding=row[6],
+        key=row[at],
+        size=row[at + 1],
+        decoded_size=row[at + 2],
+        crc32=row[at + 3],
+        modified_at=_record_time(row[at + 4]),
+        content_type=row[at + 5],
+        content_encoding=row[at + 6],
         blob=blob,
     )
 
 
-def to_record_read(row: Sequence[Any], blob_dir: Path) -> RecordMeta:
-    """A record read as RECORD_COLS then ``d.data``: in a file under ``blob_dir`` or an object (path), or inline
-    (bytes, maybe none)."""
-    path, data = row[8], row[9]
-    blob = stored_at(blob_dir, path, row[1]) if path is not None else Inline(bytes(data) if data is not None else b"")
-    return to_record(row, blob)
+def to_record_read(row: Sequence[Any], blob_dir: Path, at: int = 0) -> RecordMeta:
+    """A record read as RECORD_COLS then ``d.data``, starting at ``row[at]``: in a file under ``blob_dir`` or an
+    object (path), or inline (bytes, maybe none)."""
+    path, data = row[at + 8], row[at + 9]
+    if path is not None:
+        blob: Any = stored_at(blob_dir, path, row[at + 1])
+    else:
+        blob = Inline(bytes(data) if data is not None else b"")
+    return to_record(row, blob, at)
 
 
 def commit_record(
