@@ -11,6 +11,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +45,23 @@ def translate(exc: sqlite3.Error) -> Exception:
         if any(m in msg for m in _UNAVAILABLE_MARKERS):
             return StorageUnavailable(f"SQLite: {exc}")
     return exc
+
+
+def _ended(value: T) -> T:
+    """A write function's result, with no statement left in progress on the writer connection. A cursor handed
+    out keeps its statement open while anything refers to it (the worker thread's work item does, for a moment
+    after the loop has the result), and an open write statement (``... RETURNING``, ``PRAGMA wal_checkpoint``)
+    makes SQLite refuse every COMMIT of the connection: 'cannot commit transaction - SQL statements in progress'.
+    Closing the cursor ends its statement and keeps ``rowcount`` and ``lastrowid``."""
+    if isinstance(value, sqlite3.Cursor):
+        value.close()
+    return value
+
+
+def _drop_locals(exc: BaseException) -> None:
+    """Free the locals of the frames a failed write function left in ``exc``'s traceback: a cursor among them
+    would keep its statement open (see ``_ended``), through the ROLLBACK, for as long as the exception lives."""
+    traceback.clear_frames(exc.__traceback__)
 
 
 class _Job:
@@ -213,9 +231,10 @@ class Database:
             raise StorageUnavailable("storage is closed")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            result = fn(conn, *args)
+            result = _ended(fn(conn, *args))
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
+            _drop_locals(exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
@@ -240,8 +259,9 @@ class Database:
             if len(jobs) == 1:  # alone: no savepoint needed, a failure rolls the transaction back (below)
                 job = jobs[0]
                 try:
-                    job.value = job.fn(conn, *job.args)
+                    job.value = _ended(job.fn(conn, *job.args))
                 except Exception as exc:
+                    _drop_locals(exc)
                     job.error = translate(exc) if isinstance(exc, sqlite3.Error) else exc
                     conn.execute("ROLLBACK")
                     return
@@ -251,8 +271,9 @@ class Database:
             for job in jobs:
                 conn.execute("SAVEPOINT job")
                 try:
-                    job.value = job.fn(conn, *job.args)
+                    job.value = _ended(job.fn(conn, *job.args))
                 except Exception as exc:
+                    _drop_locals(exc)
                     if not conn.in_transaction:  # SQLite undid the whole transaction (disk full, I/O error)
                         raise  # so the whole group fails with this error (see _lead)
                     conn.execute("ROLLBACK TO job")
@@ -313,9 +334,10 @@ class Database:
             else:
                 busy = False
                 try:
-                    result = fn(conn, *args)
+                    result = _ended(fn(conn, *args))
                     conn.execute("COMMIT")
                 except BaseException as exc:
+                    _drop_locals(exc)
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     if isinstance(exc, sqlite3.Error):
@@ -338,7 +360,9 @@ class Database:
         """What SQLite's automatic checkpoint does after a commit, for the commits of ``write_small``: copy the
         WAL into the database, in the writer thread (it may take a while, and it fsyncs the database file)."""
         try:
-            await self.write_raw(lambda conn: None if self.closed else conn.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+            await self.write_raw(
+                lambda conn: None if self.closed else conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            )
         except Exception as exc:  # the next commit through the writer thread checkpoints anyway
             log.warning("WAL checkpoint failed: %s", exc)
         finally:
@@ -385,4 +409,4 @@ class Database:
         conn = self._wconn
         if conn is None or self.closed:
             raise StorageUnavailable("storage is closed")
-        return fn(conn, *args)
+        return _ended(fn(conn, *args))
