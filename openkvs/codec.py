@@ -13,6 +13,7 @@ import brotli
 from anyio.lowlevel import RunVar
 
 from openkvs import errors
+from openkvs.crc import crc32
 
 ENCODINGS = ("gzip", "br", "deflate")
 # The most decoded bytes produced by one step, so a bomb can't allocate much at once and the size limit is checked
@@ -208,7 +209,7 @@ class UploadBody:
         self.decoded_size += len(piece)
         if self.decoded_size > self.limit:
             raise self._too_large(self.decoded_size)
-        self.crc32 = zlib.crc32(piece, self.crc32)
+        self.crc32 = crc32(piece, self.crc32)
         if kept is not None:
             if len(kept) + len(piece) > self._check_limit:
                 raise errors.SchemaValidationFailed(

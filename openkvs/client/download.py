@@ -28,7 +28,8 @@ import httpx
 from openkvs.client.http import CONNECT_RETRIES, RETRIES, ClientError, explain, retryable, store_path, wait_time
 from openkvs.client.progress import Progress
 from openkvs.client.receive import Checker, direct_socket, from_socket, write_all
-from openkvs.client.zipcheck import FAST_CRC, ZipStream, feed_file
+from openkvs.client.zipcheck import ZipStream, feed_file
+from openkvs.crc import FAST_CRC
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)\Z")
 # httpcore reads a response 64 KiB per system call, and every read goes through h11's events (tens of microseconds

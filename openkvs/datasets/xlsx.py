@@ -31,6 +31,7 @@ import time
 import zlib
 from typing import Any
 
+from openkvs.crc import crc32
 from openkvs.datasets import xml
 from openkvs.datasets.columns import cells
 from openkvs.datasets.formats import TabularRenderer
@@ -161,7 +162,7 @@ class StreamedZip:
         return self._out(head + self._name)
 
     def write(self, data: bytes) -> bytes:
-        self._crc = zlib.crc32(data, self._crc)
+        self._crc = crc32(data, self._crc)
         self._size += len(data)
         out = self._deflate.compress(data)
         self._compressed += len(out)
