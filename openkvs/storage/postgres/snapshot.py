@@ -14,7 +14,15 @@ from typing import Any
 import anyio
 import asyncpg
 
-from openkvs.zipwriter import CENTRAL_LEAD, CENTRAL_MID, CentralBlock, Columns, LocalBlock, kept_headers_fit
+from openkvs.zipwriter import (
+    CENTRAL_LEAD,
+    CENTRAL_MID,
+    CentralBlock,
+    Columns,
+    LocalBlock,
+    central_from_heads,
+    kept_headers_fit,
+)
 
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageUnavailable
 from ..batch import RowBatch, ZipRow
@@ -248,8 +256,11 @@ class PgSnapshot(Snapshot):
             # ``d``: the bytes, for an identity-encoded record of one chunk whose header is kept (NULL otherwise).
             # The aggregates take the rows in the order the subquery gives them (key order): an ORDER BY in
             # them would sort each batch again (PostgreSQL 15), which cost more than the rest of the query.
+            # string_agg(d, h): each value after the first is preceded by its own row's delimiter, the header
+            # (no h || d value per row); the first row's header comes from the scalar subquery.
             rows = await self._fetch(
-                f"""SELECT string_agg(h || d, ''::bytea) AS data, count(*) AS n,
+                f"""SELECT (SELECT zip_head FROM records WHERE {where} ORDER BY key LIMIT 1)
+                        || string_agg(d, h) AS data, count(*) AS n,
                         count(*) FILTER (WHERE h IS NOT NULL AND octet_length(d) = size) AS whole,
                         max(key) AS last
                     FROM (SELECT r.key, r.size, r.zip_head AS h, CASE
@@ -289,11 +300,34 @@ class PgSnapshot(Snapshot):
         n = self.kept_rows
         last: str | None = None
         base = 0  # the local offset of the batch's first entry
+        uniform = True  # try the batch's headers as one value (below) until a batch's are not all of one length
         while True:
             found = self._where(last)
             assert found is not None
             where, args = found
             args.append(n)
+            if uniform:
+                # zipwriter.central_from_heads lays out the central headers of a batch whose kept headers are all
+                # of one length (names of one length) from them joined: no Python object per record
+                rows = await self._fetch(
+                    f"""SELECT string_agg(zip_head, ''::bytea) AS heads, count(*) AS n, count(zip_head) AS kept
+                        FROM (SELECT zip_head FROM records WHERE {where} ORDER BY key LIMIT ${len(args)}) b""",
+                    args,
+                )
+                count, kept, joined = rows[0]["n"], rows[0]["kept"], rows[0]["heads"]
+                del rows
+                if not count:
+                    return
+                block = central_from_heads(joined, count, base) if kept == count else None
+                if block is not None:
+                    yield block
+                    last = joined[len(joined) - len(joined) // count + 30 : -9].decode()
+                    base = block.local_end
+                    if count < n:
+                        return
+                    continue
+                uniform = False
+                del joined
             rows = await self._fetch(
                 f"""SELECT array_agg(zip_head) AS heads, array_agg(octet_length(zip_head) + decoded_size) AS spans,
                         count(*) AS n,

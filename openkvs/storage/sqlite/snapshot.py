@@ -14,7 +14,15 @@ from typing import Any, TypeVar
 
 import anyio
 
-from openkvs.zipwriter import CENTRAL_LEAD, CENTRAL_MID, CentralBlock, Columns, LocalBlock, kept_headers_fit
+from openkvs.zipwriter import (
+    CENTRAL_LEAD,
+    CENTRAL_MID,
+    CentralBlock,
+    Columns,
+    LocalBlock,
+    central_from_heads,
+    kept_headers_fit,
+)
 
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageDamaged
 from ..batch import RowBatch, ZipRow
@@ -159,24 +167,34 @@ class SQLiteSnapshot(Snapshot):
     async def _kept_local(self) -> AsyncIterator[Sequence[Any] | LocalBlock]:
         n = self.kept_rows
         full = self._fetcher(n, with_data=True)
+        # group_concat(d, h) puts each row's header before its bytes (a row's separator is its own h, written
+        # before its value from the second row on), so SQLite makes no h || d value per row; the first row's
+        # header comes from the scalar subquery. ``d`` is NULL where a record can't come this way: then
+        # count(d) falls short and the stretch is read as records.
+        sel = f"FROM records r WHERE r.store_id = ? AND {self._cond}"
         sql = (
-            "SELECT CAST(group_concat(h || d, '') AS BLOB), count(*), count(h || d), max(key) FROM ("
+            "SELECT (SELECT r.zip_head {sel}{where} ORDER BY r.key LIMIT 1),"
+            " CAST(group_concat(d, h) AS BLOB), count(*), count(d), max(key) FROM ("
             " SELECT r.key AS key, r.zip_head AS h, CASE WHEN r.content_encoding IS NULL AND r.path IS NULL"
             " AND length(r.zip_head) = 39 + length(CAST(r.key AS BLOB))"
             " AND length(d.data) = r.decoded_size THEN d.data END AS d"
             f" FROM records r LEFT JOIN record_data d ON d.id = r.data_id WHERE r.store_id = ? AND {self._cond}"
+            "{where} ORDER BY r.key LIMIT ?)"
         )
 
         def fetch(last: str | None) -> tuple[Sequence[Any] | LocalBlock | None, str | None]:
             # (the batch, the key to go on after: None at the end)
             where, args = ("", []) if last is None else (" AND r.key > ?", [last])
-            data, count, whole, last_key = self._conn.execute(
-                sql + where + " ORDER BY r.key LIMIT ?)", [self._store_id, *self._params, *args, n]
+            base = [self._store_id, *self._params, *args]
+            first, data, count, whole, last_key = self._conn.execute(
+                sql.format(sel=sel, where=where), [*base, *base, n]
             ).fetchone()
             if not count:
                 return None, None
-            if whole == count:
-                return LocalBlock(count, data), (last_key if count == n else None)
+            if whole == count and first is not None:
+                return LocalBlock(count, first + data if data is not None else first), (
+                    last_key if count == n else None
+                )
             del data
             found, more = full(last)  # a file, an encoded record, a header not kept: this stretch as records
             return found, (found.last_key if found is not None and more else None)
@@ -200,9 +218,30 @@ class SQLiteSnapshot(Snapshot):
             f"FROM records WHERE store_id = ? AND {self._cond}"
         )
 
+        # First try the batch's kept headers as one value, laid out by zipwriter.central_from_heads when they are
+        # all of one length (names of one length: keys like k00000001); after a batch that is not, the rows.
+        joined = (
+            "SELECT CAST(group_concat(zip_head, '') AS BLOB), count(*), count(zip_head) FROM ("
+            f"SELECT zip_head FROM records WHERE store_id = ? AND {self._cond}{{where}} ORDER BY key LIMIT ?)"
+        )
+        uniform = True
+
         def fetch(last: str | None, base: int) -> tuple[Sequence[Any] | CentralBlock | None, str | None, int]:
             # (the batch, the key to go on after: None at the end, the local offset after the batch)
+            nonlocal uniform
             where, args = ("", []) if last is None else (" AND key > ?", [last])
+            if uniform:
+                heads, count, kept = self._conn.execute(
+                    joined.format(where=where), [self._store_id, *self._params, *args, n]
+                ).fetchone()
+                if not count:
+                    return None, None, base
+                block = central_from_heads(heads, count, base) if kept == count else None
+                if block is not None:
+                    last_key = heads[len(heads) - len(heads) // count + 30 : -9].decode()
+                    return block, (last_key if count == n else None), block.local_end
+                uniform = False
+                del heads
             rows = self._conn.execute(
                 sql + where + " ORDER BY key LIMIT ?", [self._store_id, *self._params, *args, n]
             ).fetchall()
