@@ -12,7 +12,7 @@ from typing import Any
 import anyio.to_thread
 
 from openkvs import dataset_schema, errors, jsontext
-from openkvs.api.download import readahead
+from openkvs.api.download import SEND_PIECE, readahead
 from openkvs.datasets import itemjson, pipeline
 from openkvs.storage.datasets import BLOCK, ItemSnapshot, Push, selection_blocks
 
@@ -175,6 +175,10 @@ def merge_block(old: list[Any], pieces: Any) -> list[Any]:
 # Items per batch of an export's body (storage also stops a batch at BATCH_BYTES): fewer, larger reads of small
 # items (PostgreSQL: 40 MB/s in batches of 1,000, 80 in batches of 5,000), each rendered in one trip to a thread.
 EXPORT_BATCH = 4000
+# Unchanged items of a json or jsonl export come joined by storage in pieces of about this many bytes: each goes
+# to the server's send as it is (the response cuts anything longer into SEND_PIECE slices: a copy of each), and
+# the next piece is read while this one is sent.
+RAW_PIECE = SEND_PIECE - 64
 
 
 def select(total: int, offset: int, limit: int | None, desc: bool) -> tuple[int, int, int]:
@@ -274,7 +278,7 @@ async def render(
     yield renderer.start(columns)
     if raw:
         sep = renderer.raw_separator
-        async for joined in readahead(snap.joined(lo, hi, desc=desc, batch=EXPORT_BATCH, sep=sep)):
+        async for joined in readahead(snap.joined(lo, hi, desc=desc, batch=EXPORT_BATCH, sep=sep, size=RAW_PIECE)):
             for piece in renderer.raw_joined(joined):
                 yield piece
         yield renderer.end()

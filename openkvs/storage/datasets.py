@@ -115,10 +115,20 @@ class ItemSnapshot(abc.ABC):
         from ``stop - 1`` with ``desc``. A seek, never a scan."""
 
     async def joined(
-        self, start: int, stop: int, *, desc: bool = False, batch: int = BLOCK, sep: bytes = b"\n"
+        self,
+        start: int,
+        stop: int,
+        *,
+        desc: bool = False,
+        batch: int = BLOCK,
+        sep: bytes = b"\n",
+        size: int = BATCH_BYTES,
     ) -> AsyncIterator[bytes]:
-        """``items``' batches, each as its items' bytes joined by ``sep`` (never empty): what a json or jsonl
-        export of unchanged items sends. A backend may read them joined already, without an object per item."""
+        """The items of ``items`` in order, in pieces of consecutive items joined by ``sep`` (never empty): what a
+        json or jsonl export of unchanged items sends. A piece holds at most ``batch`` items and about ``size`` bytes
+        (at most BATCH_BYTES): under twice that unless it is a single item (a backend that reads items of about
+        the same size gives pieces of about ``size``). A backend may read them joined already, without an object
+        per item."""
         async for rows in self.items(start, stop, desc=desc, batch=batch):
             yield sep.join(rows)
 

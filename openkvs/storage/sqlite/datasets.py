@@ -142,11 +142,9 @@ def push_sync(conn: sqlite3.Connection, store_id: str, push: Push, merge: MergeP
 _RANGE = "FROM dataset_items WHERE store_id = ? AND idx >= ? AND idx < ? ORDER BY idx"
 _ITEMS = f"SELECT data {_RANGE} LIMIT ?"
 _ITEMS_DESC = f"SELECT data {_RANGE} DESC LIMIT ?"
-_SIZES = f"SELECT count(*), sum(n) FROM (SELECT length(data) AS n {_RANGE} LIMIT ?)"
-_SIZES_DESC = f"SELECT count(*), sum(n) FROM (SELECT length(data) AS n {_RANGE} DESC LIMIT ?)"
 # (the rows reach the aggregate in the subquery's order: a subquery with LIMIT is run as a co-routine, not flattened)
-_JOINED = f"SELECT CAST(group_concat(data, ?) AS BLOB) FROM (SELECT data {_RANGE} LIMIT ?)"
-_JOINED_DESC = f"SELECT CAST(group_concat(data, ?) AS BLOB) FROM (SELECT data {_RANGE} DESC LIMIT ?)"
+_JOINED = f"SELECT count(*), CAST(group_concat(data, ?) AS BLOB) FROM (SELECT data {_RANGE} LIMIT ?)"
+_JOINED_DESC = f"SELECT count(*), CAST(group_concat(data, ?) AS BLOB) FROM (SELECT data {_RANGE} DESC LIMIT ?)"
 
 
 def _read_rows(conn: sqlite3.Connection, sql: str, args: tuple[str, int], lo: int, hi: int) -> list[bytes]:
@@ -196,30 +194,62 @@ class SQLiteItemSnapshot(ItemSnapshot):
             yield rows
 
     async def joined(
-        self, start: int, stop: int, *, desc: bool = False, batch: int = BLOCK, sep: bytes = b"\n"
+        self,
+        start: int,
+        stop: int,
+        *,
+        desc: bool = False,
+        batch: int = BLOCK,
+        sep: bytes = b"\n",
+        size: int = BATCH_BYTES,
     ) -> AsyncIterator[bytes]:
-        # SQLite joins a batch itself (group_concat over the ordered range: no object per item) when the batch is
-        # under BATCH_BYTES, which the sum of the lengths tells without reading the bytes; else as items() does.
+        # SQLite joins a piece itself (group_concat over the ordered range: no object per item), in one statement:
+        # the connection's length limit, lowered to the piece's budget for it, bounds the joined value (past it
+        # SQLite stops growing it and fails the statement with "string or blob too big"; the piece is then read
+        # again with half as many items, down to one item read as a row without the limit). The first count is
+        # the budget over the dataset's mean item size; a piece under half the budget doubles the next count.
         start = max(start, 0)
         stop = min(stop, self.info.item_count)
-        conn, sql = self._conn, _ITEMS_DESC if desc else _ITEMS
-        sizes, join = (_SIZES_DESC, _JOINED_DESC) if desc else (_SIZES, _JOINED)
+        if start >= stop:
+            return
+        conn, row_sql = self._conn, _ITEMS_DESC if desc else _ITEMS
+        join = _JOINED_DESC if desc else _JOINED
         sid = self._store_id
+        size = max(1, min(size, BATCH_BYTES))
+        info = self.info
+        mean = info.bytes / info.item_count + len(sep) if info.item_count and info.bytes else 1.0
+        count = max(1, min(batch, int(size * 0.9 / mean)))
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        # (twice the budget: SQLite's string grows by doubling only while the double stays under the limit, and
+        # by each row's length after that, a realloc a row)
+        room = min(limit, 2 * size)
 
         def fetch(lo: int, hi: int) -> tuple[int, bytes]:
-            n, size = conn.execute(sizes, (sid, lo, hi, batch)).fetchone()
-            if not n:
-                return 0, b""
-            if size <= BATCH_BYTES:
-                return n, conn.execute(join, (sep, sid, lo, hi, batch)).fetchone()[0]
-            rows = _read_rows(conn, sql, (sid, batch), lo, hi)
-            return len(rows), sep.join(rows)
+            nonlocal count
+            while count > 1:
+                conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, room)
+                try:
+                    n, data = conn.execute(join, (sep, sid, lo, hi, count)).fetchone()
+                except sqlite3.DataError:  # (SQLITE_TOOBIG: the joined value would pass the budget)
+                    count //= 2
+                    continue
+                finally:
+                    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
+                if n and len(data) > size:
+                    count = max(1, count // 2)
+                elif n and len(data) * 2 < size and n == count:
+                    count = min(batch, count * 2)
+                return n, data or b""
+            rows = _read_rows(conn, row_sql, (sid, 1), lo, hi)
+            if rows and len(rows[0]) * 2 < size:
+                count = 2
+            return len(rows), rows[0] if rows else b""
 
         lo, hi = start, stop
         while lo < hi:
             n, data = await self._run(fetch, lo, hi)
             if not n:
-                return
+                return  # (a damaged table: fewer rows than counted; the caller sees a short read)
             if desc:
                 hi -= n
             else:
