@@ -57,6 +57,7 @@ def test_numbers_and_keys_at_the_edges(shared_server):
         assert csv.status_code == 200 and csv.text.splitlines()[1].split(",")[:4] == ["x\x00y", "0", "-0.0", "18446744073709551616"]
 
 
+@pytest.mark.slow  # 200,000 items and a 50,000-key item on each of four backends: a load test, tens of seconds each
 def test_many_tiny_items_and_a_very_wide_item(shared_server):
     with shared_server.client() as c:
         did = new_dataset(c)
