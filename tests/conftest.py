@@ -250,7 +250,9 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "openkvs", "serve", *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + 30
+        # Generous: on a loaded machine (load 25 on 2 cores) the imports alone took more than 30 s, and a server that
+        # exits is reported at once below anyway.
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()}")

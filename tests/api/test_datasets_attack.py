@@ -225,6 +225,7 @@ def test_delete_during_an_export_and_a_push(shared_server):
         assert 404 in results
 
 
+@pytest.mark.slow  # a memory-growth run: a million rows rendered (79 s at load 25)
 def test_an_unwind_that_multiplies_streams_in_bounded_memory(tmp_path, start_server):
     """``unwind=a,b`` of one 10 kB item of two arrays of 1,000 elements is a million rows: they are rendered in
     pieces, so the server's memory stays flat (it grew by about 300 MB when a batch's rows were one list) and the
