@@ -1,4 +1,4 @@
-# The two commands a newcomer needs: `make run` and `make test`.
+# The two commands a newcomer needs: `make run` and `make test` (`make test-all` adds the slow tests: CI runs it).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,10 +8,10 @@ LOCK := requirements.lock
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test bench install lock clean help
+.PHONY: run test test-all bench install lock clean help
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,15 @@ TEST_WORKERS ?= 2
 # Bytecode is written even where PYTHONDONTWRITEBYTECODE is set: without it every pytest worker compiles and
 # rewrites the assertions of every test module again on each run (about 10 s of CPU per worker), and every server
 # and command subprocess the tests start compiles openkvs again. (__pycache__ is ignored by git.)
-test: $(TEST_STAMP)  ## run the linter, the type checker and the whole test suite
+# Two tiers. `make test`, what a developer runs after a change: every test but those marked `slow` (the long
+# compatibility runs: schemathesis, the hostile fuzz pass, Crawlee crawls; browser runs; memory-growth and other
+# long end-to-end runs), a few minutes. `make test-all`: the whole suite, slow tests included; CI (.ci/run) runs it.
+test: $(TEST_STAMP)  ## run the linter, the type checker and the test suite without the slow tests
+	$(BIN)/ruff check openkvs tests bench
+	$(BIN)/mypy openkvs
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(TEST_STAMP)  ## run the linter, the type checker and the whole test suite, slow tests included (CI)
 	$(BIN)/ruff check openkvs tests bench
 	$(BIN)/mypy openkvs
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)

@@ -39,6 +39,53 @@ S3_ENV = {
 _s3_checked: list[bool] = []
 
 
+# -- the two tiers: `make test` runs -m "not slow", `make test-all` everything ----------------------------------------
+
+
+def _selects_no_slow_test(config: pytest.Config) -> bool:
+    """Whether the -m expression leaves out every test marked ``slow``, whatever its other marks: false for every
+    truth value of the other names in it while ``slow`` is true (``not slow`` yes; ``slow``, ``not slow or
+    postgres`` and no -m at all no). An expression this cannot read counts as selecting slow tests."""
+    import itertools
+    import re
+
+    from _pytest.mark.expression import Expression
+
+    markexpr = config.getoption("markexpr", "") or ""
+    if not markexpr.strip():
+        return False
+    names = sorted(set(re.findall(r"[\w.+-]+", markexpr)) - {"and", "or", "not", "slow", "True", "False", "None"})
+    if len(names) > 10:
+        return False
+    try:
+        expr = Expression.compile(markexpr)
+        for values in itertools.product((False, True), repeat=len(names)):
+            truth = {"slow": True, **dict(zip(names, values, strict=True))}
+            if expr.evaluate(lambda name, /, truth=truth, **kw: truth.get(name, False)):  # type: ignore[misc]
+                return False
+    except Exception:
+        return False
+    return True
+
+
+class _Module(pytest.Module):
+    """A test module whose tests are all marked ``slow`` (``pytestmark``) yields none when -m leaves slow tests out,
+    instead of yielding them to be deselected: some build their tests at collection (schemathesis generates every
+    operation's cases then: a minute of CPU in each pytest process), which the quick tier need not pay for."""
+
+    def collect(self) -> Any:
+        self.obj  # noqa: B018 (imports the module: its pytestmark becomes this node's marks)
+        if self.get_closest_marker("slow") is not None and _selects_no_slow_test(self.config):
+            return []
+        return super().collect()
+
+
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
+    if module_path.name == "__init__.py":
+        return None
+    return _Module.from_parent(parent, path=module_path)
+
+
 @pytest.fixture(autouse=True)
 def _restore_environ() -> Iterator[None]:
     """Each test gets the process environment as the last one found it: ``openkvs serve`` run in process (click's
@@ -203,7 +250,9 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "openkvs", "serve", *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + 30
+        # Generous: on a loaded machine (load 25 on 2 cores) the imports alone took more than 30 s, and a server that
+        # exits is reported at once below anyway.
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()}")

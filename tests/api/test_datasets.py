@@ -207,7 +207,8 @@ def test_export_is_a_snapshot_of_its_arrival(shared_server):
         for _ in range(3):
             c.post(items_url(did), json=[{"i": i, "pad": "p" * 1000} for i in range(1000)])
         # over the socket (the in-process client gets a response whole): the export streams while we act
-        sock = httpx.Client(base_url=shared_server.url, headers={"Authorization": f"Bearer {shared_server.token}"})
+        sock = httpx.Client(base_url=shared_server.url, headers={"Authorization": f"Bearer {shared_server.token}"},
+                            timeout=60)  # httpx's 5 s default failed under load
         with sock, sock.stream("GET", items_url(did), params={"format": "jsonl"}) as r:
             assert r.headers["x-apify-pagination-total"] == "3000"
             lines = r.iter_lines()

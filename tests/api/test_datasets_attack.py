@@ -57,6 +57,7 @@ def test_numbers_and_keys_at_the_edges(shared_server):
         assert csv.status_code == 200 and csv.text.splitlines()[1].split(",")[:4] == ["x\x00y", "0", "-0.0", "18446744073709551616"]
 
 
+@pytest.mark.slow  # 200,000 items and a 50,000-key item on each of four backends: a load test, tens of seconds each
 def test_many_tiny_items_and_a_very_wide_item(shared_server):
     with shared_server.client() as c:
         did = new_dataset(c)
@@ -224,6 +225,7 @@ def test_delete_during_an_export_and_a_push(shared_server):
         assert 404 in results
 
 
+@pytest.mark.slow  # a memory-growth run: a million rows rendered (79 s at load 25)
 def test_an_unwind_that_multiplies_streams_in_bounded_memory(tmp_path, start_server):
     """``unwind=a,b`` of one 10 kB item of two arrays of 1,000 elements is a million rows: they are rendered in
     pieces, so the server's memory stays flat (it grew by about 300 MB when a batch's rows were one list) and the

@@ -22,7 +22,8 @@ from .crawling import finish, handled_pages, queue_counts, results, start_crawle
 if TYPE_CHECKING:
     from tests.conftest import Server
 
-pytestmark = [pytest.mark.server_process, pytest.mark.timeout(600)]
+# slow: real Crawlee crawls (Actor processes, a site), minutes on a loaded machine
+pytestmark = [pytest.mark.slow, pytest.mark.server_process, pytest.mark.timeout(600)]
 
 PAGES = 200
 

@@ -8,7 +8,11 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING
 
+import pytest
+
 from tests.compat.actors import read_exports
+
+pytestmark = pytest.mark.slow  # a real Crawlee crawl (an Actor process, a site, minutes on a loaded machine)
 
 if TYPE_CHECKING:
     from collections.abc import Callable

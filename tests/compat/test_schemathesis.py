@@ -31,6 +31,8 @@ from schemathesis.specs.openapi import checks as st_checks
 
 from openkvs import openapi, rules
 
+pytestmark = pytest.mark.slow  # schemathesis: seconds per operation, and its cases are generated at collection
+
 if TYPE_CHECKING:
     from tests.conftest import Server
 

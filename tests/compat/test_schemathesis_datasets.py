@@ -22,6 +22,8 @@ from schemathesis.specs.openapi import checks as st_checks
 from openkvs import openapi, openapi_datasets, rules
 from tests.compat.test_schemathesis import BOUNDED, Fuzz, has_empty_value, send
 
+pytestmark = pytest.mark.slow  # schemathesis: seconds per operation, and its cases are generated at collection
+
 if TYPE_CHECKING:
     from tests.conftest import Server
 

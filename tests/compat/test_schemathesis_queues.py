@@ -34,6 +34,8 @@ from openkvs.requestid import request_id
 
 from .test_schemathesis import BOUNDED, has_empty_value, send
 
+pytestmark = pytest.mark.slow  # schemathesis: seconds per operation, and its cases are generated at collection
+
 if TYPE_CHECKING:
     from tests.conftest import Server
 

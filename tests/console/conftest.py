@@ -72,3 +72,12 @@ def browser(chromium: Any, tmp_path: Path) -> Iterator[Any]:
     driver.shots.mkdir()
     yield driver
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})  # in case a test failed while emulating
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that drives Chromium (through ``browser`` or ``chromium``) is a browser run: marked ``slow``, so it
+    runs in ``make test-all`` (CI), not in ``make test``. The console's other tests stay in the quick tier."""
+    for item in items:
+        if "chromium" in getattr(item, "fixturenames", ()) and item.path.is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.slow)

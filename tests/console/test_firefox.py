@@ -28,6 +28,8 @@ from tests.console.console import IMG
 from tests.console.test_safety import HTML, ODD_TYPE, SVG
 from tests.console.test_walkthrough import png
 
+pytestmark = pytest.mark.slow  # a browser run (Firefox and Node.js)
+
 FIREFOX = "/usr/bin/firefox-esr"
 JS_DIR = Path(__file__).parent / "firefox"
 
