@@ -1,7 +1,10 @@
 """The ZIP endpoint (GET /v2/key-value-stores/{id}/records) against, in the same run: nginx serving the identical
 archive bytes as a static file (sendfile on), `zip -0 -q -r` building the same archive from files on disk, and
-fetching every record one by one with the official apify_client. Plus time to first byte and server RSS growth
-for a million small records, and a resumed (Range) download checked byte for byte.
+fetching every record one by one with the official apify_client. On PostgreSQL also PostgreSQL's own speed for the
+same rows: psql's binary COPY (`COPY (SELECT data ...) TO STDOUT (FORMAT binary)` to /dev/null) of the records'
+chunks in key order, and asyncpg's `copy_from_query` of the same into a sink that drops them (what a client of
+PostgreSQL can read at best on this machine; the archive is the same bytes plus its headers). Plus time to first
+byte and server RSS growth for a million small records, and a resumed (Range) download checked byte for byte.
 
 On loopback a request costs no round trip, which flatters one-by-one fetching; so for the 64 KiB set the ZIP and
 apify_client one by one are measured again through bench/netdelay.py, a proxy adding RTT_MS (20 ms) of round trip."""
@@ -107,6 +110,47 @@ def range_check(url: str, token: str, archive: Path) -> dict[str, Any]:
     return {"from": start, "status": status, "content_range": cr, "equal": ok}
 
 
+def pg_copy(ds: h.Dataset, reps: int) -> dict[str, Any]:
+    """The record bytes of the data set's store as PostgreSQL hands them out at best, best of ``reps``: psql's
+    binary COPY to /dev/null (wall and psql's CPU) and asyncpg's copy_from_query into a sink that drops them."""
+    import asyncio
+
+    import asyncpg
+
+    schema = ds.backend.schema
+    sql = (f"SELECT c.data FROM {schema}.records r JOIN {schema}.blob_chunks c ON c.blob_id = r.blob_id "
+           f"WHERE r.store_id = '{ds.store_id}' ORDER BY r.key, c.seq")
+    size = int(subprocess.run(["psql", h.PG_URL, "-tAqc", f"SELECT sum(octet_length(data)) FROM ({sql}) s"],
+                              capture_output=True, text=True, check=True).stdout)
+
+    def psql() -> dict[str, float]:
+        c0 = os.times()  # psql's CPU: this process's children's
+        t0 = time.perf_counter()
+        subprocess.run(["psql", h.PG_URL, "-qc", f"\\copy ({sql}) TO '/dev/null' WITH (FORMAT binary)"],
+                       check=True, capture_output=True)
+        dt = time.perf_counter() - t0
+        c1 = os.times()
+        return {"seconds": dt, "bytes": size, "client_cpu_s": (c1.children_user + c1.children_system)
+                - (c0.children_user + c0.children_system)}
+
+    async def with_asyncpg() -> dict[str, float]:
+        conn = await asyncpg.connect(h.PG_URL)
+        try:
+            got = 0
+
+            async def sink(data: bytes) -> None:
+                nonlocal got
+                got += len(data)
+
+            t0 = time.perf_counter()
+            await conn.copy_from_query(sql, output=sink, format="binary")
+            return {"seconds": time.perf_counter() - t0, "bytes": size, "copy_bytes": got}
+        finally:
+            await conn.close()
+
+    return {"psql": best_of(reps, psql), "asyncpg": best_of(reps, lambda: asyncio.run(with_asyncpg()))}
+
+
 def one_by_one(server: h.Server, ds: h.Dataset, sample: int) -> dict[str, Any]:
     from apify_client import ApifyClient
 
@@ -159,6 +203,9 @@ def bench_set(kind: str, ds: h.Dataset, label: str, reps: int, tmp: Path, *, do_
                 ng = best_of(reps, lambda: curl(f"{ngx.url}/a.zip", None))
             assert ng["bytes"] == okv["bytes"] == archive.stat().st_size
             res[key] = ng
+        if kind == "postgres":  # PostgreSQL's own speed for the same rows, right after
+            res["pg_copy"] = pg_copy(ds, reps)
+            res["ratio_vs_psql"] = okv["mb_s"] / res["pg_copy"]["psql"]["mb_s"]
         res["ratio_vs_nginx"] = okv["mb_s"] / res["nginx"]["mb_s"]
         res["ratio_vs_best_nginx"] = okv["mb_s"] / max(res["nginx"]["mb_s"], res["nginx_nosendfile"]["mb_s"])
         if do_zip:
@@ -185,6 +232,7 @@ def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
     ntiny = 100_000 if quick else 1_000_000
     reps = 2 if quick else 5  # best of 5: single runs of the 50 MiB set moved by +-20% on this VM
     results: list[dict[str, Any]] = []
+    h.DATA.mkdir(parents=True, exist_ok=True)  # (a fresh checkout has none yet)
     tmp = Path(tempfile.mkdtemp(prefix="zip-", dir=h.DATA))
     try:
         for kind in backends:
@@ -228,6 +276,12 @@ def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
                   f"{o['fetched']} of {o['of']} records in {o['seconds']:.1f}s ({each_ms:.1f} ms each; extrapolated "
                   f"to all: {o['estimated_all_s']:.1f}s); the ZIP in {t['openkvs']['seconds']:.3f}s "
                   f"({t['openkvs']['mb_s']:.0f} MiB/s through the proxy, {r['openkvs']['mb_s']:.0f} MiB/s direct)")
+        if "pg_copy" in r:
+            p, a = r["pg_copy"]["psql"], r["pg_copy"]["asyncpg"]
+            print(f"  {r['backend']} {r['set']}: PostgreSQL's own speed for the same rows (binary COPY, best of runs): "
+                  f"psql to /dev/null {p['mb_s']:.1f} MiB/s (runs {p['runs_s']} s, psql CPU {p['client_cpu_s']:.2f} s), "
+                  f"asyncpg copy_from_query {a['mb_s']:.1f} MiB/s (runs {a['runs_s']} s); openkvs / psql = "
+                  f"{r['ratio_vs_psql']:.3f} (goal >= 0.8 where nginx's goal is out of PostgreSQL's reach)")
         print(f"  {r['backend']} {r['set']}: Range from byte {r['range']['from']}: status {r['range']['status']}, "
               f"{r['range']['content_range']}, equal to the same slice of the full archive: {r['range']['equal']}")
     h.save("download", quick, results)

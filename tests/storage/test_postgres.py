@@ -433,6 +433,13 @@ async def test_snapshot_batches_carry_small_records(storage: PostgresStorage, mo
             return await real_fetch(sql, args)
 
         monkeypatch.setattr(snap, "_fetch", counting_fetch)
+        real_copy = snap._copy
+
+        async def counting_copy(sql, sink):
+            queries.append(sql)
+            return await real_copy(sql, sink)
+
+        monkeypatch.setattr(snap, "_copy", counting_copy)
         batches = [list(b) async for b in snap.records(batch=5)]
         n_batch_queries = len(queries)
         keys = [r.key for b in batches for r in b]
@@ -453,7 +460,8 @@ async def test_snapshot_batches_carry_small_records(storage: PostgresStorage, mo
         assert recs["k05x"].blob.data is None
         sha = hashlib.sha256(await read_all(snap.read_blob(recs["k05x"]))).hexdigest()
         assert sha == big.sha.hexdigest()
-        assert len(queries) == n_batch_queries + 1  # its 3 chunks in one query (SNAPSHOT_QUERY_BYTES)
+        assert len(queries) == n_batch_queries + 1  # its 3 chunks in one COPY (COPY_WINDOW_BYTES)
+        assert queries[-1].startswith("SELECT seq, data FROM blob_chunks")
         # resuming after a key, and a prefix
         assert [r.key async for b in snap.records(after="k09", batch=2) for r in b] == ["k10", "k11"]
     async with storage.snapshot(store.id, KeySelection(prefix="k05")) as snap:
@@ -487,22 +495,29 @@ async def test_snapshot_abandoned_prefetch(storage: PostgresStorage) -> None:
 
 
 async def test_snapshot_streams_big_record_in_few_queries(storage: PostgresStorage, monkeypatch) -> None:
-    """A big record is read from a snapshot SNAPSHOT_QUERY_BYTES per query; pieces stay <= 1 MiB, ranges exact."""
+    """A big record is read from a snapshot SNAPSHOT_COPY_BYTES per COPY; pieces stay <= 1 MiB, ranges exact."""
     from openkvs.storage.postgres import SNAPSHOT_QUERY_BYTES
+    from openkvs.storage.postgres import snapshot as pg_snapshot  # where PgSnapshot reads it
 
+    monkeypatch.setattr(pg_snapshot, "SNAPSHOT_COPY_BYTES", SNAPSHOT_QUERY_BYTES)
     _, store = await new_store(storage)
     total = 3 * SNAPSHOT_QUERY_BYTES + 5
     body = Body(total, piece=100_000, seed=b"snapbig")
     await storage.put_record(store.id, "big", body, "x", None)
     async with storage.snapshot(store.id, KeySelection()) as snap:
         queries = []
-        real_fetch = snap._fetch
+        real_fetch, real_copy = snap._fetch, snap._copy
 
         async def counting_fetch(sql, args):
             queries.append(sql)
             return await real_fetch(sql, args)
 
+        async def counting_copy(sql, sink):
+            queries.append(sql)
+            return await real_copy(sql, sink)
+
         monkeypatch.setattr(snap, "_fetch", counting_fetch)
+        monkeypatch.setattr(snap, "_copy", counting_copy)
         (rec,) = [r async for b in snap.records() for r in b]
         queries.clear()
         sha = hashlib.sha256()
