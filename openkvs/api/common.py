@@ -286,11 +286,32 @@ async def rate_limit(
     if policy is None:
         limits_off(scope, store_id, record_op, budget)
         return
-    identity = f"user:{user.id}" if user is not None else "ip:" + client_ip(scope, st.trusted_proxies)
-    verdict = await policy.check(identity, store_id, record_op, budget)
+    identity = "user:" + user.id if user is not None else "ip:" + client_ip(scope, st.trusted_proxies)
+    verdict = policy.check_now(identity, store_id, record_op, budget)
+    if verdict is None:
+        verdict = await policy.check(identity, store_id, record_op, budget)
     scope["openkvs.ratelimit_limit"] = verdict.limit
     if not verdict.allowed:
         raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})
+
+
+def rate_limit_now(scope: Scope, user: User | None, store_id: str | None, record_op: bool,
+                   budget: str | None = None) -> bool:
+    """``rate_limit`` without a coroutine when rate limits are off or held in memory: True when done (or raised
+    429), False when the limiter must be awaited (Redis: call ``rate_limit``)."""
+    st = state_of(scope)
+    policy = st.limits
+    if policy is None:
+        limits_off(scope, store_id, record_op, budget)
+        return True
+    identity = "user:" + user.id if user is not None else "ip:" + client_ip(scope, st.trusted_proxies)
+    verdict = policy.check_now(identity, store_id, record_op, budget)
+    if verdict is None:
+        return False
+    scope["openkvs.ratelimit_limit"] = verdict.limit
+    if not verdict.allowed:
+        raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})
+    return True
 
 
 async def read_json_body(request: Request, max_depth: int = jsontext.MAX_DEPTH) -> Any:
