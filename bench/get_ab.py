@@ -11,6 +11,7 @@ e.g. main, for a before/after in the same minutes.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import subprocess
 import sys
@@ -37,9 +38,9 @@ def wrk_errors(raw: str) -> str:
     )
 
 
-def start_other(tree: str, backend: h.Backend) -> h.Server:
+def start_other(tree: str, backend: h.Backend, defaults: bool = False) -> h.Server:
     port = h.free_port()
-    cmd, env = backend.serve_cmd(port)
+    cmd, env = backend.serve_cmd(port, defaults)
     cmd = [sys.executable, "-m", "openkvs", *cmd[1:]]
     (h.DATA / "logs").mkdir(parents=True, exist_ok=True)
     logfile = h.DATA / "logs" / f"other-{port}.log"
@@ -67,12 +68,14 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--other", action="append", default=[], help="another checkout (repeatable)")
     p.add_argument("--method", default="GET", choices=("GET", "PUT"), help="PUT: 1 KiB bodies to the same keys")
+    p.add_argument("--defaults", action="store_true",
+                   help="openkvs with the settings users run (access log, rate limits: bench/harness.py)")
     p.add_argument("--conns", type=int, default=32, help="wrk connections (1: a single client's latency)")
     args = p.parse_args()
     for kind in args.backends.split(","):
         ds = h.dataset(kind, "perfrec1k", NKEYS, lambda i: h.Body(RECORD))
-        factories = [start_bare, ds.backend.start]
-        factories += [lambda tree=tree, ds=ds: start_other(tree, ds.backend) for tree in args.other]
+        factories = [start_bare, functools.partial(ds.backend.start, defaults=args.defaults)]
+        factories += [lambda tree=tree, ds=ds: start_other(tree, ds.backend, args.defaults) for tree in args.other]
         with h.running(*factories) as servers:
             names = ["bare", "openkvs", *(Path(t).name for t in args.other)]
             scripts = {

@@ -12,9 +12,9 @@ from urllib.parse import parse_qsl
 
 import anyio.to_thread
 from starlette.datastructures import URL
-from starlette.requests import Request
+from starlette.requests import Request, empty_receive, empty_send
 from starlette.responses import Response
-from starlette.types import Scope
+from starlette.types import Receive, Scope
 
 from openkvs import auth, errors, httprange, jsontext, rules
 from openkvs.config import Settings
@@ -36,6 +36,16 @@ class ApiRequest(Request):
     _raw_headers: dict[bytes, bytes] | None = None
     _plain_headers: dict[str, str] | None = None
     _plain_query: dict[str, str] | None = None
+    # Request.__init__'s other attributes, as they start, at class level: set per instance only once changed
+    # (an HTTP request's; the route table's ``methods`` makes one per request, with the server's receive).
+    _send = staticmethod(empty_send)
+    _stream_consumed = False
+    _is_disconnected = False
+    _form = None
+
+    def __init__(self, scope: Scope, receive: Receive = empty_receive) -> None:
+        self.scope = scope
+        self._receive = receive
 
     def raw_header(self, name: bytes) -> bytes | None:
         """The value of header ``name`` (lowercase) as sent, the first of repeated ones: what a record GET asks
