@@ -1,7 +1,9 @@
 """Instructions per record GET, for a machine too busy for timings: run under callgrind with instrumentation
 off; after a warm-up this script turns it on (callgrind_control) for N requests only. Per request:
 (count at N=600 - count at N=200) / 400. The owner's GET of a 1 KiB record, the app called directly
-(bench/cpu_get.py); arguments: N [bare]; env STUB=1 replays storage's answers, PG=1 uses BENCH_PG_URL.
+(bench/cpu_get.py); arguments: N [bare]; env STUB=1 replays storage's answers, PG=1 uses BENCH_PG_URL,
+DEFAULTS=1 the settings users run (rate limits on, raised above the load as bench/harness.py does; access log at
+info and metrics on in both cases: the access log's lines go to standard output, send it to /dev/null).
 
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/dev/null \\
         .venv/bin/python bench/cg_get.py 600        # then 200; read "Collected"
@@ -33,7 +35,13 @@ async def main():
     else:
         from openkvs.storage.sqlite import SQLiteStorage
         storage = SQLiteStorage(tempfile.mkdtemp(prefix="okvs-cg-"))
-    app = create_app(Settings.load({"rate_limits": "off"}), storage)
+    if os.environ.get("DEFAULTS"):
+        high = 1_000_000_000
+        settings = Settings.load({"rate_limit_user_per_minute": high, "rate_limit_store_per_second": high,
+                                  "rate_limit_records_per_second": high})
+    else:
+        settings = Settings.load({"rate_limits": "off"})
+    app = create_app(settings, storage)
     lifespan = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
     q, out = asyncio.Queue(), asyncio.Queue()
     task = asyncio.create_task(app(lifespan, q.get, out.put))  # noqa: F841 - kept referenced while the app runs

@@ -11,6 +11,7 @@ e.g. main, for a before/after in the same minutes.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import subprocess
 import sys
@@ -37,9 +38,9 @@ def wrk_errors(raw: str) -> str:
     )
 
 
-def start_other(tree: str, backend: h.Backend) -> h.Server:
+def start_other(tree: str, backend: h.Backend, defaults: bool = False) -> h.Server:
     port = h.free_port()
-    cmd, env = backend.serve_cmd(port)
+    cmd, env = backend.serve_cmd(port, defaults)
     cmd = [sys.executable, "-m", "openkvs", *cmd[1:]]
     (h.DATA / "logs").mkdir(parents=True, exist_ok=True)
     logfile = h.DATA / "logs" / f"other-{port}.log"
@@ -60,6 +61,16 @@ def start_other(tree: str, backend: h.Backend) -> h.Server:
             time.sleep(0.1)
 
 
+def start_bare_ours() -> h.Server:
+    """The bare app served through openkvs/server.py's HttpProtocol (as ``openkvs serve`` serves openkvs), not
+    uvicorn's own: what our protocol's checks cost per request, apart from the app."""
+    port = h.free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port), "--log-level", h.LOG_LEVEL,
+           "--no-server-header", "--no-proxy-headers", "--timeout-graceful-shutdown", "5", "--no-access-log",
+           "--http", "openkvs.server:HttpProtocol"]
+    return h.start_server(f"bare-ours-{port}", cmd, port, ready_path="/v2/key-value-stores/x/records/k00000000")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--backends", default="sqlite")
@@ -67,14 +78,22 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--other", action="append", default=[], help="another checkout (repeatable)")
     p.add_argument("--method", default="GET", choices=("GET", "PUT"), help="PUT: 1 KiB bodies to the same keys")
+    p.add_argument("--defaults", action="store_true",
+                   help="openkvs with the settings users run (access log, rate limits: bench/harness.py)")
+    p.add_argument("--bare-ours", action="store_true",
+                   help="also the bare app served through openkvs/server.py's HttpProtocol")
     p.add_argument("--conns", type=int, default=32, help="wrk connections (1: a single client's latency)")
     args = p.parse_args()
     for kind in args.backends.split(","):
         ds = h.dataset(kind, "perfrec1k", NKEYS, lambda i: h.Body(RECORD))
-        factories = [start_bare, ds.backend.start]
-        factories += [lambda tree=tree, ds=ds: start_other(tree, ds.backend) for tree in args.other]
+        factories = [start_bare, functools.partial(ds.backend.start, defaults=args.defaults)]
+        factories += [lambda tree=tree, ds=ds: start_other(tree, ds.backend, args.defaults) for tree in args.other]
+        if args.bare_ours:
+            factories.append(start_bare_ours)
         with h.running(*factories) as servers:
             names = ["bare", "openkvs", *(Path(t).name for t in args.other)]
+            if args.bare_ours:
+                names.append("bare-ours")
             scripts = {
                 "bare": h.wrk_script(args.method, "/v2/key-value-stores/x/records/", "x", NKEYS, len(RECORD),
                                      seed=2),
@@ -82,7 +101,7 @@ def main() -> None:
                                         len(RECORD)),
             }
             for name in names[2:]:
-                scripts[name] = scripts["openkvs"]
+                scripts[name] = scripts["bare" if name == "bare-ours" else "openkvs"]
             for name, srv in zip(names, servers, strict=True):
                 h.wrk(srv.url, scripts[name], min(2, args.conns), args.conns, 2)  # warm-up
             for rep in range(args.reps):

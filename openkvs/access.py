@@ -32,6 +32,7 @@ from openkvs.api.common import (
     header_bytes,
     limits_off,
     rate_limit,
+    rate_limit_now,
 )
 from openkvs.auth import token_from_request
 from openkvs.storage.base import DATASET, KVS, QUEUE, RecordMeta, Storage, Store, StoreLookup, User
@@ -323,8 +324,8 @@ async def decide(
     else:
         access = right_of(resource, user, found.grant, general_access_level(resource.general_access, by, default))
     if st.limits is None:
-        limits_off(scope, resource.id, key is not None, budget)  # the common case, without a coroutine
-    else:
+        limits_off(scope, resource.id, key is not None, budget)  # rate limits off, without a coroutine
+    elif not rate_limit_now(scope, user, resource.id, key is not None, budget):  # in memory, without one
         await rate_limit(scope, user, resource.id, record_op=key is not None, budget=budget)
     if key is not None and not good_key:
         kind.check_key(key)

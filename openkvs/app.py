@@ -223,8 +223,11 @@ class ApiMiddleware:
         (b"access-control-expose-headers", CORS_EXPOSE_HEADERS.encode()),
     ]
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, *, headers_outside: bool = False) -> None:
+        """``headers_outside``: the layer outside (observe.Observe, given ``headers_added``) adds the common
+        headers and sets ``scope["openkvs.started"]`` as a response starts; ``send`` is not wrapped here."""
         self.app = app
+        self.headers_outside = headers_outside
         self.body_timeout = settings.body_timeout
         self.default_limit = str(max(settings.rate_limit_user_per_minute // 60, 1)).encode()
         # The headers added to each response, by the rate limit it names: encoded once (a handful of limits).
@@ -245,39 +248,40 @@ class ApiMiddleware:
             return
         # the server's own (set by observe.Observe, outside): a stalled download aborts through it (api/download.py)
         scope.setdefault("openkvs.raw_send", send)
-        started = False
+        if self.headers_outside:
+            send_with_headers = send
+        else:
 
-        async def send_with_headers(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                message = {
-                    **message,
-                    "headers": [
-                        *message.get("headers", ()),
-                        *self._headers_added(scope.get("openkvs.ratelimit_limit")),
-                    ],
-                }
-            await send(message)
+            async def send_with_headers(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    scope["openkvs.started"] = True
+                    message = {
+                        **message,
+                        "headers": [
+                            *message.get("headers", ()),
+                            *self._headers_added(scope.get("openkvs.ratelimit_limit")),
+                        ],
+                    }
+                await send(message)
 
         try:
             await self.app(scope, _BodyDeadline(receive, self.body_timeout), send_with_headers)
         except errors.ApiError as exc:
-            if started:
+            if "openkvs.started" in scope:
                 raise
             await self._send_error(exc, send_with_headers)
         except ClientDisconnect:
             return  # the client went away mid-upload; nothing to answer, and storage already cleaned up
         except StorageError as exc:
             metrics.storage_error(exc)
-            if started:
+            if "openkvs.started" in scope:
                 raise
             api_error = errors.from_storage_error(exc, scope.get("method", ""), scope.get("path", ""))
             if isinstance(api_error, errors.InternalError):  # not one the API names: as unexpected as below
                 api_error = self._internal(scope)
             await self._send_error(api_error, send_with_headers)
         except Exception:
-            if started:
+            if "openkvs.started" in scope:
                 raise  # uvicorn closes the connection: the client sees a short body, never a complete-looking one
             await self._send_error(self._internal(scope), send_with_headers)
 
@@ -366,11 +370,13 @@ def create_app(
     # A Router, not a Starlette app: ApiMiddleware already is the outermost error handler, so Starlette's two
     # middleware layers around it would only cost time on every request. ``default``: a path no route pattern
     # matches still gets the JSON 404.
-    app = ApiMiddleware(ApiRouter(ROUTES, default=not_found, lifespan=lifespan), settings)
-    # The access log and metrics, outermost: they see every answer, errors included, as sent.
+    api = ApiMiddleware(ApiRouter(ROUTES, default=not_found, lifespan=lifespan), settings, headers_outside=True)
+    # The access log and metrics, outermost: they see every answer, errors included, as sent. Observe adds
+    # ApiMiddleware's headers too: one wrapper of ``send`` for both.
     logged = settings.log_level.lower() in ("trace", "debug", "info")
     return Observe(
-        app,
+        api,
+        added_headers=api._headers_added,
         log_format=settings.log_format if logged else None,
         with_metrics=settings.metrics != "off",
         templates={id(r.endpoint): r.path for r in ROUTES if r.endpoint is not not_found},

@@ -124,8 +124,13 @@ class Observe:
         download_route: str,
         trusted: list[Any],
         writer: LineWriter | None = None,
+        added_headers: Callable[[Any], list[tuple[bytes, bytes]]] | None = None,
     ) -> None:
+        """``added_headers``: the headers of app.ApiMiddleware (made with ``headers_outside``), given the
+        request's rate limit: added here, before X-Request-Id, by this layer's one wrapper of ``send`` (each
+        wrapper costs a coroutine per message and a copy of the response's start)."""
         self.app = app
+        self.added_headers = added_headers
         self.json = log_format == "json"
         self.writer = (writer or LineWriter()) if log_format else None
         self.with_metrics = with_metrics
@@ -180,10 +185,10 @@ class Observe:
             request_id = f"{self._prefix}{self._count:x}"
         scope["openkvs.request_id"] = request_id
         scope["openkvs.raw_send"] = send  # the server's own (api/download.py aborts a stalled download through it)
-        id_header = (b"x-request-id", request_id.encode())
         status = 0
         sent = 0
         downloading = False
+        added_headers = self.added_headers
 
         async def observed_send(message: Message) -> None:
             nonlocal status, sent, downloading
@@ -191,7 +196,14 @@ class Observe:
                 sent += len(message.get("body", b""))
             elif message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), id_header]}
+                id_header = (b"x-request-id", request_id.encode())
+                if added_headers is None:
+                    headers = [*message.get("headers", ()), id_header]
+                else:
+                    scope["openkvs.started"] = True  # (ApiMiddleware's test: no error answer after this)
+                    headers = [*message.get("headers", ()), *added_headers(scope.get("openkvs.ratelimit_limit")),
+                               id_header]
+                message = {**message, "headers": headers}
                 if status < 300 and self.with_metrics and id(scope.get("endpoint")) in self._download_ids:
                     downloading = True
                     metrics.OPEN_DOWNLOADS.inc()
@@ -205,7 +217,8 @@ class Observe:
                 metrics.OPEN_DOWNLOADS.dec()
                 metrics.ZIP_BYTES.inc(sent)
             if self.with_metrics:
-                metrics.pending.observe(self._route(scope), scope["method"], status, seconds, sent)
+                metrics.pending.observe(self.templates.get(id(scope.get("endpoint")), "unmatched"), scope["method"],
+                                        status, seconds, sent)  # (the route's template: _route)
             if self.writer is not None:
                 self._log(scope, request_id, status, sent, seconds)
 
@@ -213,7 +226,8 @@ class Observe:
         return self.templates.get(id(scope.get("endpoint")), "unmatched")
 
     def _log(self, scope: Scope, request_id: str, status: int, sent: int, seconds: float) -> None:
-        st = scope.get("state", {}).get("openkvs")
+        state = scope.get("state")
+        st = state.get("openkvs") if state is not None else None
         trusted = st.trusted_proxies if st is not None else self.trusted
         client = scope.get("client")
         ip = client_ip(scope, trusted) if trusted or not client else client[0]

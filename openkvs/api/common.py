@@ -12,9 +12,9 @@ from urllib.parse import parse_qsl
 
 import anyio.to_thread
 from starlette.datastructures import URL
-from starlette.requests import Request
+from starlette.requests import Request, empty_receive, empty_send
 from starlette.responses import Response
-from starlette.types import Scope
+from starlette.types import Receive, Scope
 
 from openkvs import auth, errors, httprange, jsontext, rules
 from openkvs.config import Settings
@@ -36,6 +36,16 @@ class ApiRequest(Request):
     _raw_headers: dict[bytes, bytes] | None = None
     _plain_headers: dict[str, str] | None = None
     _plain_query: dict[str, str] | None = None
+    # Request.__init__'s other attributes, as they start, at class level: set per instance only once changed
+    # (an HTTP request's; the route table's ``methods`` makes one per request, with the server's receive).
+    _send = staticmethod(empty_send)
+    _stream_consumed = False
+    _is_disconnected = False
+    _form = None
+
+    def __init__(self, scope: Scope, receive: Receive = empty_receive) -> None:
+        self.scope = scope
+        self._receive = receive
 
     def raw_header(self, name: bytes) -> bytes | None:
         """The value of header ``name`` (lowercase) as sent, the first of repeated ones: what a record GET asks
@@ -286,11 +296,34 @@ async def rate_limit(
     if policy is None:
         limits_off(scope, store_id, record_op, budget)
         return
-    identity = f"user:{user.id}" if user is not None else "ip:" + client_ip(scope, st.trusted_proxies)
-    verdict = await policy.check(identity, store_id, record_op, budget)
+    identity = "user:" + user.id if user is not None else "ip:" + client_ip(scope, st.trusted_proxies)
+    check_now = getattr(policy, "check_now", None)  # (a policy may offer ``check`` alone)
+    verdict = check_now(identity, store_id, record_op, budget) if check_now is not None else None
+    if verdict is None:
+        verdict = await policy.check(identity, store_id, record_op, budget)
     scope["openkvs.ratelimit_limit"] = verdict.limit
     if not verdict.allowed:
         raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})
+
+
+def rate_limit_now(scope: Scope, user: User | None, store_id: str | None, record_op: bool,
+                   budget: str | None = None) -> bool:
+    """``rate_limit`` without a coroutine when rate limits are off or held in memory: True when done (or raised
+    429), False when the limiter must be awaited (Redis: call ``rate_limit``)."""
+    st = state_of(scope)
+    policy = st.limits
+    if policy is None:
+        limits_off(scope, store_id, record_op, budget)
+        return True
+    identity = "user:" + user.id if user is not None else "ip:" + client_ip(scope, st.trusted_proxies)
+    check_now = getattr(policy, "check_now", None)  # (a policy may offer ``check`` alone)
+    verdict = check_now(identity, store_id, record_op, budget) if check_now is not None else None
+    if verdict is None:
+        return False
+    scope["openkvs.ratelimit_limit"] = verdict.limit
+    if not verdict.allowed:
+        raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})
+    return True
 
 
 async def read_json_body(request: Request, max_depth: int = jsontext.MAX_DEPTH) -> Any:

@@ -110,8 +110,10 @@ def _path_key(request: Request) -> str:
     params = request.scope["path_params"]
     key = params["key"]
     path = request.scope["path"]
-    head = f"/v2/key-value-stores/{params['store_id']}/records/"
-    if path.startswith(head) and path[len(head):] != key:
+    store_id = params["store_id"]
+    # path[len(head):] with head = "/v2/key-value-stores/" + store_id + "/records/" (21 + 9 characters): the head
+    # itself made only when the key differs (a path under a root_path, or a bad key)
+    if path[30 + len(store_id):] != key and path.startswith(f"/v2/key-value-stores/{store_id}/records/"):
         raise errors.InvalidRecordKey()
     return key
 

@@ -10,7 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from .base import ALLOWED, Decision, full_after, take
+from .base import ALLOWED, EPSILON, Decision, full_after, take, wait_time
 
 
 class MemoryLimiter:
@@ -34,10 +34,17 @@ class MemoryLimiter:
         return len(self._buckets)
 
     async def hit(self, key: str, rate: float, burst: float, cost: float = 1) -> Decision:
-        # Never awaits: the whole step runs without yielding to the event loop, which is what makes it atomic.
+        return self.hit_now(key, rate, burst, cost)
+
+    def hit_now(self, key: str, rate: float, burst: float, cost: float = 1) -> Decision:
+        """``hit`` without a coroutine: the whole step runs without yielding to the event loop, which is what
+        makes it atomic."""
         now = self._clock()
-        buckets = self._buckets
         self._evict_full(now)
+        return self._hit_at(now, key, rate, burst, cost)
+
+    def _hit_at(self, now: float, key: str, rate: float, burst: float, cost: float) -> Decision:
+        buckets = self._buckets
         bucket = buckets.get(key)
         if bucket is None:
             allowed, tokens, retry_after = take(burst, now, now, rate, burst, cost)
@@ -58,11 +65,48 @@ class MemoryLimiter:
         return ALLOWED
 
     async def hit_chain(self, hits: Sequence[tuple[str, float, float]]) -> Decision:
-        # hit() never awaits in fact, so the chain runs without yielding: atomic like a single hit.
+        return self.hit_chain_now(hits)
+
+    def hit_chain_now(self, hits: Sequence[tuple[str, float, float]]) -> Decision:
+        """``hit_chain`` without a coroutine (``RateLimitPolicy.check_now``): hits that never yield, so the chain
+        is atomic like a single hit. Each hit as ``hit_now``; with a positive rate (every configured limit) with
+        ``take`` and ``full_after`` written out (each call costs as much as its
+        arithmetic: this runs on every request)."""
+        buckets = self._buckets
+        clock = self._clock
         for key, rate, burst in hits:
-            decision = await self.hit(key, rate, burst)
-            if not decision.allowed:
-                return decision
+            now = clock()
+            if buckets:  # _evict_full, written out
+                oldest = next(iter(buckets))
+                if buckets[oldest][2] <= now:
+                    del buckets[oldest]
+                    if buckets:
+                        oldest = next(iter(buckets))
+                        if buckets[oldest][2] <= now:
+                            del buckets[oldest]
+            bucket = buckets.get(key)
+            if rate <= 0 or burst + EPSILON < 1:
+                decision = self._hit_at(now, key, rate, burst, 1)
+                if not decision.allowed:
+                    return decision
+                continue
+            if bucket is None:  # a fresh (full) bucket gives one: _hit_at's first case
+                tokens = burst - 1
+                buckets[key] = [tokens, now, now + ((burst - tokens) / rate if tokens < burst else 0.0)]
+                if len(buckets) > self._max_keys:
+                    buckets.popitem(last=False)
+                continue
+            buckets.move_to_end(key)
+            tokens = bucket[0]
+            if now > bucket[1]:  # take(bucket[0], bucket[1], now, rate, burst, 1)
+                refilled = tokens + (now - bucket[1]) * rate
+                tokens = refilled if refilled < burst else burst
+            if tokens + EPSILON < 1:
+                return Decision(False, wait_time(1 - tokens, rate, burst, 1))
+            tokens -= 1
+            bucket[0] = tokens
+            bucket[1] = now
+            bucket[2] = now + ((burst - tokens) / rate if tokens < burst else 0.0)  # full_after (rate > 0)
         return ALLOWED
 
     def _evict_full(self, now: float) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .base import RETRY_PAD, Limiter
+from .base import RETRY_PAD, Decision, Limiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,10 @@ class RateLimitPolicy:
         self.user_limit = per_user_per_minute // 60
         self.store_limit = per_store_per_second
         self.records_limit = per_store_records_per_second
+        # A limiter whose hits never wait (MemoryLimiter): ``check_now`` decides without a coroutine.
+        self._hit_chain_now = getattr(limiter, "hit_chain_now", None)
+        # The allowed verdicts, one per limit (immutable): most requests get one of these.
+        self._allowed: dict[int, Verdict] = {}
 
     def limit_for(self, store_id: str | None, record_op: bool, budget: str | None = None) -> int:
         """The ``X-RateLimit-Limit`` value for a request, without spending anything."""
@@ -84,23 +88,45 @@ class RateLimitPolicy:
         """Spend one request for ``identity`` (``user:<id>`` or ``ip:<addr>``) and, if ``store_id`` is given,
         for that store: from its ``budget`` if named, else its record or store bucket. ``record_op`` without a store
         is treated as a plain user-level request."""
-        limit = self.limit_for(store_id, record_op, budget)
-        # Key namespaces ("who:", "store:", "records:") keep callers and stores apart whatever the ids contain.
+        verdict = self.check_now(identity, store_id, record_op, budget)
+        if verdict is not None:
+            return verdict
+        hits = self._hits(identity, store_id, record_op, budget)
         if store_id is None:
-            decision = await self.limiter.hit("who:" + identity, self._user_rate, self._user_burst)
-        else:
-            # One atomic step (one Redis round trip): the caller's bucket first, then the store's.
-            if budget is not None:
-                store_bucket = (f"{budget}:{store_id}", float(limit), float(limit))
-            elif record_op:
-                store_bucket = ("records:" + store_id, self._records_rate, self._records_rate)
-            else:
-                store_bucket = ("store:" + store_id, self._store_rate, self._store_rate)
-            decision = await self.limiter.hit_chain(
-                [("who:" + identity, self._user_rate, self._user_burst), store_bucket]
-            )
+            decision = await self.limiter.hit(*hits[0])
+        else:  # one atomic step (one Redis round trip): the caller's bucket first, then the store's
+            decision = await self.limiter.hit_chain(hits)
+        return self._verdict(decision, store_id, record_op, budget)
+
+    def check_now(self, identity: str, store_id: str | None, record_op: bool,
+                  budget: str | None = None) -> Verdict | None:
+        """``check`` without a coroutine when the limiter never waits (in memory); None when it would
+        (Redis): then ``check``."""
+        if self._hit_chain_now is None:
+            return None
+        return self._verdict(self._hit_chain_now(self._hits(identity, store_id, record_op, budget)),
+                             store_id, record_op, budget)
+
+    def _hits(self, identity: str, store_id: str | None, record_op: bool,
+              budget: str | None) -> list[tuple[str, float, float]]:
+        # Key namespaces ("who:", "store:", "records:") keep callers and stores apart whatever the ids contain.
+        who = ("who:" + identity, self._user_rate, self._user_burst)
+        if store_id is None:
+            return [who]
+        if budget is not None:
+            limit = float(self.budgets[budget])
+            return [who, (f"{budget}:{store_id}", limit, limit)]
+        if record_op:
+            return [who, ("records:" + store_id, self._records_rate, self._records_rate)]
+        return [who, ("store:" + store_id, self._store_rate, self._store_rate)]
+
+    def _verdict(self, decision: Decision, store_id: str | None, record_op: bool, budget: str | None) -> Verdict:
+        limit = self.limit_for(store_id, record_op, budget)
         if decision.allowed:
-            return Verdict(True, 0, limit)
+            verdict = self._allowed.get(limit)
+            if verdict is None:
+                verdict = self._allowed[limit] = Verdict(True, 0, limit)
+            return verdict
         return Verdict(False, _retry_seconds(decision.retry_after), limit)
 
 
