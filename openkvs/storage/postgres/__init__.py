@@ -37,12 +37,13 @@ Design:
   ``zip_local_header``): a snapshot hands out batches of small records as ``zipwriter.LocalBlock``s (headers and
   bytes joined by PostgreSQL) and the central directory as ``CentralBlock``s (``zipheads``, ``snapshot``).
 
-Modules: ``backend`` (``PostgresStorage``: the SQL of each operation), ``tables`` (migrations, shared columns and
-row conversions, key selections, the store look-up, the record upserts), ``chunks`` (the blob handle, reading and
-buffering chunks), ``connections`` (``Database``: connect settings, the three pools, running a query; connection
-errors, pooled connections), ``groups`` (group commit of small record writes), ``lookups`` (store look-ups in a
-burst asked together), ``snapshot`` (the snapshot's transaction and its batches), ``zipheads`` (the kept ZIP
-headers: the SQL that makes them, the fill of older rows).
+Modules: ``backend`` (``PostgresStorage``: the SQL of records, garbage collection, access counters), ``catalog``
+(the SQL of users, tokens, stores and grants), ``tables`` (migrations, shared columns and row conversions, key
+selections, the store look-up, the record upserts), ``chunks`` (the blob handle, reading and buffering chunks),
+``connections`` (``Database``: connect settings, the three pools, running a query; connection errors, pooled
+connections), ``groups`` (group commit of small record writes), ``lookups`` (store look-ups in a burst asked
+together), ``snapshot`` (the snapshot's transaction and its batches), ``zipheads`` (the kept ZIP headers: the SQL
+that makes them, the fill of older rows).
 """
 
 from .backend import PostgresStorage

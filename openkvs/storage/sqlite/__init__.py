@@ -34,12 +34,13 @@ statement whose one result is their headers and bytes joined by SQLite, and the 
 key, size, CRC or time an UPDATE changed (a trigger); those are read the slower way, entry by entry, until
 ``fill_zip_heads`` (in the background after each start, and ``openkvs migrate``) fills them in.
 
-Modules: ``backend`` (``SQLiteStorage``: the SQL of each method, lifecycle), ``connections`` (the writer, the
-readers, their threads; error translation), ``tables`` (DDL, creating and upgrading a database, shared SELECTs,
-row and time conversions), ``files`` (record files: spilling, committing, leases, garbage collection),
-``maintenance`` (the background task, the access counters' flush), ``blobs`` (blob handles, reading bytes, the
-tmp/ sweep), ``space`` (the disk's reserve), ``snapshot`` (the snapshot's read transaction and its batches),
-``check`` (``openkvs check``), ``objects`` (record bytes in a bucket), ``objects_admin`` (``openkvs blobs``).
+Modules: ``backend`` (``SQLiteStorage``: the SQL of records, lifecycle), ``catalog`` (the SQL of users, tokens,
+stores and grants), ``connections`` (the writer, the readers, their threads; error translation), ``tables`` (DDL,
+creating and upgrading a database, shared SELECTs, row and time conversions), ``files`` (record files: spilling,
+committing, leases, garbage collection), ``maintenance`` (the background task, the access counters' flush),
+``blobs`` (blob handles, reading bytes, the tmp/ sweep), ``space`` (the disk's reserve), ``snapshot`` (the
+snapshot's read transaction and its batches), ``check`` (``openkvs check``), ``objects`` (record bytes in a
+bucket), ``objects_admin`` (``openkvs blobs``).
 """
 
 from .backend import SQLiteStorage

@@ -1,0 +1,5 @@
+import sys
+
+from openkvs.cli import main
+
+sys.exit(main())  # pragma: no cover

@@ -1,0 +1,268 @@
+"""Administration straight on the storage: users, tokens, grants and stores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from openkvs import rules  # (auth and sharing, for the storage's commands only, are imported by them)
+from openkvs.cli.common import load_settings, storage_options, use
+
+
+@click.group()
+def users() -> None:
+    """Manage users."""
+
+
+@users.command("create")
+@click.argument("name")
+@storage_options
+def users_create(name: str, **flags: Any) -> None:
+    """Create user NAME and print a new API token for it (alone, on the last line)."""
+    from openkvs.storage.base import UsernameTaken
+
+    if not rules.USERNAME.ok(name):
+        raise click.UsageError("A username has 3 to 30 characters: letters, digits, '_', '.' or '-'.")
+
+    async def work(storage: Any) -> str:
+        from openkvs import auth
+
+        try:
+            user = await storage.create_user(name)
+        except UsernameTaken:
+            raise click.ClickException(f"User '{name}' exists already; use 'openkvs tokens create {name}'.") from None
+        token = auth.new_token()
+        await storage.add_token(user.id, auth.hash_token(token))
+        return token
+
+    click.echo(use(load_settings(**flags), work))
+
+
+@users.command("list")
+@storage_options
+def users_list(**flags: Any) -> None:
+    """List the users: name, created."""
+
+    async def work(storage: Any) -> list[Any]:
+        return await storage.list_users()
+
+    for u in use(load_settings(**flags), work):
+        click.echo(f"{u.username}\t{_when(u.created_at)}")
+
+
+def _when(dt: Any) -> str:
+    return dt.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@click.group()
+def tokens() -> None:
+    """Manage API tokens."""
+
+
+@tokens.command("create")
+@click.argument("name")
+@storage_options
+def tokens_create(name: str, **flags: Any) -> None:
+    """Print a new API token for user NAME."""
+
+    async def work(storage: Any) -> str:
+        from openkvs import auth
+
+        user = await storage.get_user_by_name(name)
+        if user is None:
+            raise click.ClickException(f"There is no user '{name}'.")
+        token = auth.new_token()
+        await storage.add_token(user.id, auth.hash_token(token))
+        return token
+
+    click.echo(use(load_settings(**flags), work))
+
+
+@tokens.command("list")
+@click.argument("name", required=False)
+@storage_options
+def tokens_list(name: str | None, **flags: Any) -> None:
+    """List the API tokens (of user NAME): user, created, and an ID (the start of the token's SHA-256; the
+    tokens themselves are not kept, only their hashes)."""
+
+    async def work(storage: Any) -> list[Any]:
+        return [t for t in await storage.list_tokens() if name is None or t.username == name]
+
+    for t in use(load_settings(**flags), work):
+        click.echo(f"{t.username}\t{_when(t.created_at)}\t{t.id}")
+
+
+@tokens.command("revoke")
+@click.argument("token")
+@storage_options
+def tokens_revoke(token: str, **flags: Any) -> None:
+    """Revoke TOKEN (running servers stop accepting it within a few seconds)."""
+
+    async def work(storage: Any) -> bool:
+        from openkvs import auth
+
+        return bool(await storage.revoke_token(auth.hash_token(token)))
+
+    if not use(load_settings(**flags), work):
+        raise click.ClickException("No such token.")
+    click.echo("revoked")
+
+
+async def _store(storage: Any, ref: str, any_kind: bool = False) -> Any:
+    """The store ``ref`` names: an ID, OWNER~NAME, or ~NAME (the one store of that name, whoever owns it). With
+    ``any_kind``, a dataset or request queue too (sharing works alike for all of them)."""
+    from openkvs import access  # local: the HTTP layer is not needed by most commands
+
+    kinds = access.KINDS if any_kind else (access.STORES,)
+    owners = await storage.list_users() if ref.startswith("~") else [None]
+    found = [await access.find(storage, kind, ref, owner=u) for kind in kinds for u in owners]
+    stores = [s for s in found if s is not None]
+    if len(stores) > 1:
+        names = ", ".join(f"the {_KIND_NAMES[s.kind]} {s.username}~{s.name} ({s.id})" for s in stores)
+        raise click.ClickException(f"'{ref}' could be any of {names}: give its ID or OWNER~NAME.")
+    if not stores:
+        what = "store, dataset or request queue" if any_kind else "store"
+        raise click.ClickException(f"There is no {what} '{ref}' (give an ID, OWNER~NAME or ~NAME).")
+    return stores[0]
+
+
+_KIND_NAMES = {"kvs": "key-value store", "dataset": "dataset", "queue": "request queue"}
+
+
+@click.group()
+def grants() -> None:
+    """Share a store, dataset or request queue with another user (read, or read and write)."""
+
+
+@grants.command("add")
+@click.argument("store")
+@click.argument("username")
+@click.option("--read", "level", flag_value="read", default=True, help="Read only (default).")
+@click.option("--write", "level", flag_value="write", help="Read and write.")
+@storage_options
+def grants_add(store: str, username: str, level: str, **flags: Any) -> None:
+    """Let USERNAME read (or read and write) STORE."""
+
+    async def work(storage: Any) -> None:
+        from openkvs import sharing
+
+        s = await _store(storage, store, any_kind=True)
+        user = await storage.get_user_by_name(username)
+        if user is None:
+            raise click.ClickException(f"There is no user '{username}'.")
+        if user.id == s.user_id:
+            raise click.ClickException(f"That user owns the {_KIND_NAMES[s.kind]}.")
+        await sharing.set_grant(storage, s.id, user.id, level == "write", settings.rotate_signing_key_on_revoke)
+
+    settings = load_settings(**flags)
+    use(settings, work)
+    click.echo(f"{username} may now {'read and write' if level == 'write' else 'read'} {store}")
+
+
+@grants.command("list")
+@click.argument("store")
+@storage_options
+def grants_list(store: str, **flags: Any) -> None:
+    """List who STORE is shared with."""
+
+    async def work(storage: Any) -> list[Any]:
+        return list(await storage.list_grants((await _store(storage, store, any_kind=True)).id))
+
+    for g in use(load_settings(**flags), work):
+        click.echo(f"{g.username}\t{'write' if g.can_write else 'read'}")
+
+
+@grants.command("remove")
+@click.argument("store")
+@click.argument("username")
+@storage_options
+def grants_remove(store: str, username: str, **flags: Any) -> None:
+    """Take back USERNAME's access to STORE."""
+
+    async def work(storage: Any) -> bool:
+        from openkvs import sharing
+
+        s = await _store(storage, store, any_kind=True)
+        user = await storage.get_user_by_name(username)
+        return bool(user and await sharing.remove_grant(storage, s.id, user.id, settings.rotate_signing_key_on_revoke))
+
+    settings = load_settings(**flags)
+    removed = use(settings, work)
+    if removed and settings.rotate_signing_key_on_revoke:
+        click.echo("removed; the store has a new URL-signing key (signed links made before stop working)")
+    else:
+        click.echo("removed" if removed else "there was no such grant")
+
+
+
+@click.group()
+def stores() -> None:
+    """Administer stores."""
+
+
+@stores.command("list")
+@click.option("--user", "username", help="Only the stores this user owns.")
+@storage_options
+def stores_list(username: str | None, **flags: Any) -> None:
+    """List the stores: ID, OWNER~NAME, bytes stored, last modified."""
+
+    async def work(storage: Any) -> list[Any]:
+        found = []
+        for user in await storage.list_users():
+            if username is not None and user.username != username:
+                continue
+            offset = 0
+            while True:
+                _, page = await storage.list_stores(
+                    user.id, offset=offset, limit=1000, desc=False, unnamed=True, ownership="ownedByMe"
+                )
+                found += page
+                offset += len(page)
+                if len(page) < 1000:
+                    break
+        return found
+
+    for st in use(load_settings(**flags), work):
+        name = f"{st.username}~{st.name}" if st.name else f"{st.username} (unnamed)"
+        click.echo(f"{st.id}\t{name}\t{st.stats.storage_bytes}\t{_when(st.modified_at)}")
+
+
+@stores.command("delete")
+@click.argument("store")
+@click.option("--yes", is_flag=True, help="Don't ask.")
+@storage_options
+def stores_delete(store: str, yes: bool, **flags: Any) -> None:
+    """Delete STORE with all its records and grants."""
+
+    async def find(storage: Any) -> Any:
+        return await _store(storage, store)
+
+    settings = load_settings(**flags)
+    st = use(settings, find)
+    label = f"{st.username}~{st.name}" if st.name else st.id
+    if not yes:
+        click.confirm(f"Delete {label} ({st.id}, {st.stats.storage_bytes} bytes) and all its records?", abort=True)
+
+    async def work(storage: Any) -> bool:
+        return bool(await storage.delete_store(st.id))
+
+    if not use(settings, work):
+        raise click.ClickException(f"There is no store '{store}' any more.")
+    click.echo(f"deleted {label}")
+
+
+@stores.command("rotate-signing-key")
+@click.argument("store")
+@storage_options
+def stores_rotate(store: str, **flags: Any) -> None:
+    """Give STORE a new URL-signing key: every signed URL made before stops working."""
+
+    async def work(storage: Any) -> None:
+        from openkvs import auth
+
+        s = await _store(storage, store)
+        await storage.update_store(s.id, {"url_signing_secret_key": auth.new_signing_key()})
+
+    use(load_settings(**flags), work)
+    click.echo("rotated")

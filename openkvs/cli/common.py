@@ -1,0 +1,127 @@
+"""What the storage's commands share: their options, derived from the settings' declaration (openkvs/config.py),
+and the storage opened for one piece of work."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from openkvs.config import BY_NAME, SETTINGS, Setting, Settings
+
+T = TypeVar("T")
+_METAVAR = {str: "TEXT", int: "INTEGER", float: "NUMBER"}
+
+
+class _SettingType(click.ParamType):
+    """A flag or its variable, parsed and checked by the setting itself, as Settings.load does."""
+
+    def __init__(self, setting: Setting) -> None:
+        self.setting = setting
+        self.name = setting.type.__name__
+
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str:
+        s = self.setting
+        return "[" + "|".join(s.choices) + "]" if s.choices else _METAVAR[s.type]
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return self.setting.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def setting_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """click options for these settings (all of them if none is named), in declaration order. Not given: None, so
+    that Settings.load falls back to the default."""
+    chosen = [BY_NAME[n] for n in names] if names else list(SETTINGS)
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for s in reversed(chosen):
+            help = f"{s.description} [default: {s.default_text}]"
+            if s.type is bool:
+                decls, kind = [f"{s.flag}/--no-{s.flag[2:]}"], None
+            else:
+                decls, kind = [s.flag], _SettingType(s)
+            f = click.option(*decls, s.name, type=kind, default=None, envvar=s.env, show_envvar=True, help=help)(f)
+        return f
+
+    return decorate
+
+
+# Every command that opens the storage takes these.
+storage_options = setting_options(
+    "data_dir", "database_url", "database_schema", "blob_store", "s3_endpoint", "s3_region", "s3_path_style",
+    "blob_inline_max",
+)
+
+
+def run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """``work`` on the storage, creating the database if there is none: for serve and migrate only. The other
+    commands use ``_use``."""
+    return on_storage(settings, work, create=True)
+
+
+def use(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """``work`` on an existing database: pointed at a folder or schema without one, a command says so instead of
+    leaving an empty database behind (run from the wrong folder, say)."""
+    return on_storage(settings, work, create=False)
+
+
+def on_storage(settings: Settings, work: Callable[[Any], Awaitable[T]], create: bool) -> T:
+    from openkvs.app import open_storage
+    from openkvs.storage.base import StorageError
+
+    async def main() -> T:
+        if not create:
+            await need_database(settings)
+        # no background tasks: a command's storage lives for one piece of work, and maintenance is the server's
+        # (a fill of older rows' ZIP headers started here would only hold up the command's end, and the server's
+        # writer, for a transaction given up at once; garbage collection comes after an interval no command lasts)
+        async with open_storage(settings, background=False) as storage:
+            return await work(storage)
+
+    import anyio
+
+    from openkvs.storage.bucket import BucketConfigError
+
+    try:
+        return anyio.run(main)
+    except (StorageError, BucketConfigError) as exc:  # unreachable, damaged, read-only, misconfigured: one line
+        raise click.ClickException(f"cannot use the storage: {exc}") from None
+
+
+async def need_database(settings: Settings) -> None:
+    from openkvs.storage.base import StorageError
+
+    hint = "'openkvs serve' or 'openkvs migrate' creates one; or give --data-dir or --database-url"
+    if not settings.database_url:
+        from openkvs.storage.sqlite import DB_NAME
+
+        folder = os.path.abspath(settings.data_dir)
+        if not os.path.exists(os.path.join(folder, DB_NAME)):
+            raise click.ClickException(f"There is no openkvs database in {folder} ({hint}).")
+        return
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(settings.database_url, timeout=10)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        raise StorageError(f"PostgreSQL at {settings.database_url}: {exc}") from None
+    try:
+        found = await conn.fetchval(
+            "SELECT to_regclass($1) IS NOT NULL", f'"{settings.database_schema}".schema_version'
+        )
+    finally:
+        await conn.close()
+    if not found:
+        raise click.ClickException(f"There is no openkvs database in schema '{settings.database_schema}' ({hint}).")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.load(overrides)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
