@@ -10,6 +10,7 @@ import click
 
 from openkvs.cli.common import load_settings, run, setting_options, storage_options, use
 from openkvs.config import SETTINGS, markdown_table
+from openkvs.storage.base import Storage
 
 
 @click.group()
@@ -17,19 +18,10 @@ def blobs() -> None:
     """Record bytes in a bucket (--blob-store, with --database-url or --data-dir): check, move."""
 
 
-def _blob_tools(storage: Any) -> Any:
-    """The fsck and migrate of the storage's backend, once it has a bucket."""
+def _with_bucket(storage: Any) -> Storage:
     if getattr(storage, "blob_store", None) is None:
         raise click.ClickException("this needs --blob-store (or OPENKVS_BLOB_STORE)")
-    from openkvs.storage.sqlite import SQLiteStorage
-
-    if isinstance(storage, SQLiteStorage):
-        from openkvs.storage.sqlite import objects_admin
-
-        return objects_admin
-    from openkvs.storage.postgres import blobs as postgres_blobs
-
-    return postgres_blobs
+    return storage  # type: ignore[no-any-return]
 
 
 @blobs.command("fsck")
@@ -39,7 +31,7 @@ def blobs_fsck(fix: bool, **flags: Any) -> None:
     """Compare the bucket with the database: objects without metadata (orphans; --fix deletes them) and records
     whose object is missing or of the wrong size. Exit status 1 if anything is wrong (and not fixed)."""
     async def work(storage: Any) -> Any:
-        return await _blob_tools(storage).fsck(storage, fix=fix)
+        return await _with_bucket(storage).check_bucket(fix=fix)
 
     report = use(load_settings(**flags), work)
     for blob_id, size in report.orphans:
@@ -63,7 +55,7 @@ def blobs_migrate(to: str, **flags: Any) -> None:
     """Move existing record bytes between the database and the bucket, while servers run. A record written
     meanwhile keeps its new bytes; an interrupted run is resumed by running it again."""
     async def work(storage: Any) -> Any:
-        return await _blob_tools(storage).migrate(storage, to)
+        return await _with_bucket(storage).move_record_bytes(to)
 
     done = use(load_settings(**flags), work)
     click.echo(f"moved {done.moved} records ({done.moved_bytes} bytes) to the {to}; {done.skipped} written meanwhile")

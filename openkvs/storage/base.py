@@ -27,6 +27,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from openkvs.storage.bucket.admin import FsckReport, MigrateProgress
+
     from .datasets import DatasetStorage
 
 
@@ -314,6 +318,19 @@ class Storage(abc.ABC):
         grace period and not held by an open snapshot); returns how many items were reclaimed. The background
         task calls this periodically; ``now`` (an aware datetime) moves time forward and ``grace`` (seconds)
         replaces the configured grace period, for tests."""
+
+    async def check_bucket(self, *, fix: bool = False) -> FsckReport:
+        """``openkvs blobs fsck``: compare the bucket (``--blob-store``) with the database: objects no record,
+        garbage row or upload names (deleted with ``fix``), and records whose object is missing or of the wrong
+        size. Raises ValueError for a storage without a bucket."""
+        raise ValueError("openkvs blobs fsck needs --blob-store")
+
+    async def move_record_bytes(
+        self, to: str, progress: Callable[[MigrateProgress], None] | None = None
+    ) -> MigrateProgress:
+        """``openkvs blobs migrate``: move every record's bytes to ``to`` ("bucket": records above the bucket's
+        inline_max; "database": all of them), while servers run. Raises ValueError for a storage without a bucket."""
+        raise ValueError("openkvs blobs migrate needs --blob-store")
 
     async def __aenter__(self) -> Storage:
         await self.open()

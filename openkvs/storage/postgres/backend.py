@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from asyncpg import exceptions as pgx
@@ -61,6 +61,9 @@ from .tables import (
     to_record,
     to_store,
 )
+
+if TYPE_CHECKING:
+    from ..bucket.admin import FsckReport, MigrateProgress
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
@@ -404,6 +407,20 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
         if self.blob_store is None:
             raise StorageUnavailable(f"blob {blob.blob_id} is in a bucket, but no --blob-store is set")
         return self.blob_store.read(blob.blob_id, start, end)
+
+    # -- record bytes in a bucket (openkvs blobs) --------------------------------------------------------------
+
+    async def check_bucket(self, *, fix: bool = False) -> FsckReport:
+        from .blobs import fsck  # the bucket's administration imports this module
+
+        return await fsck(self, fix=fix)
+
+    async def move_record_bytes(
+        self, to: str, progress: Callable[[MigrateProgress], None] | None = None
+    ) -> MigrateProgress:
+        from .blobs import migrate
+
+        return await migrate(self, to, progress)
 
     # -- garbage -----------------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -62,6 +62,9 @@ from .tables import (
     to_store,
     upgrade,
 )
+
+if TYPE_CHECKING:
+    from ..bucket.admin import FsckReport, MigrateProgress
 
 log = logging.getLogger(__package__)  # "openkvs.storage.sqlite", the name log records had before the split
 
@@ -410,6 +413,20 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
                 if conn is not None:  # through the snapshot's limiter: a batch read still running ends first
                     await run_to_end(conn.close, limiter=snap.limiter if snap is not None else None)
                 await self._files.release(lease_id)
+
+    # -- record bytes in a bucket (openkvs blobs) --------------------------------------------------------------
+
+    async def check_bucket(self, *, fix: bool = False) -> FsckReport:
+        from .objects_admin import fsck  # the bucket's administration imports this module
+
+        return await fsck(self, fix=fix)
+
+    async def move_record_bytes(
+        self, to: str, progress: Callable[[MigrateProgress], None] | None = None
+    ) -> MigrateProgress:
+        from .objects_admin import migrate
+
+        return await migrate(self, to, progress)
 
     # -- garbage -----------------------------------------------------------------------------------------------
 
