@@ -17,8 +17,9 @@ import pytest
 
 from openkvs.client.download import download, part_paths
 from openkvs.client.http import endpoint
-from openkvs.client.progress import Progress
 from openkvs.client.receive import direct_socket
+
+from .test_download_direct import archive, quiet
 
 
 @pytest.fixture(scope="module")
@@ -109,17 +110,6 @@ def store(sqlite_server: Any) -> str:
 def trusted(cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("SSL_CERT_FILE", str(cert[0]))  # httpx trusts this CA file instead of certifi's
     yield
-
-
-def archive(server: Any, store: str) -> bytes:
-    with server.client() as c:
-        r = c.get(f"/v2/key-value-stores/{store}/records")
-        assert r.status_code == 200
-        return r.content
-
-
-def quiet(*_: Any) -> Progress:
-    return Progress("t", None, quiet=True)
 
 
 def port_of(server: Any) -> int:
