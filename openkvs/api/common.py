@@ -7,7 +7,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import anyio.to_thread
@@ -20,6 +20,9 @@ from openkvs import auth, errors, httprange, jsontext, rules
 from openkvs.config import Settings
 from openkvs.ratelimit import client_ip
 from openkvs.storage.base import KeySelection, Storage, Store, User
+
+if TYPE_CHECKING:
+    from openkvs.ratelimit.policy import Verdict
 
 MAX_JSON_BODY = 9_437_184
 INLINE_JSON_BODY = 16 * 1024  # JSON bodies up to this size are parsed on the event loop (read_json_body)
@@ -296,14 +299,7 @@ async def rate_limit(
     if policy is None:
         limits_off(scope, store_id, record_op, budget)
         return
-    identity = "user:" + user.id if user is not None else "ip:" + client_ip(scope, st.trusted_proxies)
-    check_now = getattr(policy, "check_now", None)  # (a policy may offer ``check`` alone)
-    verdict = check_now(identity, store_id, record_op, budget) if check_now is not None else None
-    if verdict is None:
-        verdict = await policy.check(identity, store_id, record_op, budget)
-    scope["openkvs.ratelimit_limit"] = verdict.limit
-    if not verdict.allowed:
-        raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})
+    _apply(scope, await policy.check(_caller(scope, st, user), store_id, record_op, budget))
 
 
 def rate_limit_now(scope: Scope, user: User | None, store_id: str | None, record_op: bool,
@@ -315,15 +311,23 @@ def rate_limit_now(scope: Scope, user: User | None, store_id: str | None, record
     if policy is None:
         limits_off(scope, store_id, record_op, budget)
         return True
-    identity = "user:" + user.id if user is not None else "ip:" + client_ip(scope, st.trusted_proxies)
     check_now = getattr(policy, "check_now", None)  # (a policy may offer ``check`` alone)
-    verdict = check_now(identity, store_id, record_op, budget) if check_now is not None else None
+    verdict = check_now(_caller(scope, st, user), store_id, record_op, budget) if check_now is not None else None
     if verdict is None:
         return False
+    _apply(scope, verdict)
+    return True
+
+
+def _caller(scope: Scope, st: AppState, user: User | None) -> str:
+    """Whose budget a request spends: the user's, else the client IP's."""
+    return "user:" + user.id if user is not None else "ip:" + client_ip(scope, st.trusted_proxies)
+
+
+def _apply(scope: Scope, verdict: Verdict) -> None:
     scope["openkvs.ratelimit_limit"] = verdict.limit
     if not verdict.allowed:
         raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})
-    return True
 
 
 async def read_json_body(request: Request, max_depth: int = jsontext.MAX_DEPTH) -> Any:
