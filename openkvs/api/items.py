@@ -202,7 +202,7 @@ def _prepare(items: list[Any], array: bool, shapes: list[Any] | None, fields_sch
     """The rest of a push, after the parse: ``shapes`` tell items whose paths, keys and clean count are the same
     (None: all items; ``fast``: the items came from orjson and hold only floats itemjson.floats_as_parsed
     passed)."""
-    if array:
+    if array and not set(map(type, items)) <= {dict}:  # (a C-level pass first: the loop finds which, if any)
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise errors.InvalidInput(f"Item at index {i} is not a JSON object.")
