@@ -28,6 +28,7 @@ from ..datasets import (
     blocks_of,
     merge_fields,
 )
+from .clock import NOW_MS
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, discard, unavailable
 
 DATASET_TABLES = """
@@ -203,8 +204,6 @@ class PgDatasets(DatasetStorage):
                 json.dumps(fields if fields is not None else info.fields, ensure_ascii=False),
                 field_stats,
             )
-            from .tables import NOW_MS  # (tables.py imports this module for its DDL)
-
             await conn.execute(f"UPDATE stores SET modified_at = {NOW_MS} WHERE id = $1", store_id)
             return start
 
