@@ -417,7 +417,7 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
     # -- record bytes in a bucket (openkvs blobs) --------------------------------------------------------------
 
     async def check_bucket(self, *, fix: bool = False) -> FsckReport:
-        from .objects_admin import fsck  # the bucket's administration imports this module
+        from .objects_admin import fsck  # loaded when used: only openkvs blobs needs the bucket's administration
 
         return await fsck(self, fix=fix)
 
