@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from openkvs.storage.bucket import BlobStore
     from openkvs.storage.bucket.admin import FsckReport, MigrateProgress
 
     from .datasets import DatasetStorage
@@ -277,6 +278,7 @@ class Storage(abc.ABC):
     backend must stay correct then (writes of one are seen by the others at once)."""
 
     datasets: DatasetStorage
+    blob_store: BlobStore | None = None  # the bucket of big records' bytes (--blob-store), if any
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect, create or migrate the schema, start background work (stat flushing, garbage collection)."""
