@@ -281,7 +281,7 @@ class Storage(abc.ABC):
     blob_store: BlobStore | None = None  # the bucket of big records' bytes (--blob-store), if any
 
     async def open(self) -> None:  # noqa: B027 - optional hook
-        """Connect, create or migrate the schema, start background work (stat flushing, garbage collection)."""
+        """Connect, create or migrate the tables, start background work (stat flushing, garbage collection)."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Flush pending counters, stop background work and close connections."""
@@ -304,9 +304,9 @@ class Storage(abc.ABC):
         that version. Works whether the storage is open or closed; safe from several processes at once. Raises
         StorageError for a database newer than this code."""
 
-    async def schema_version(self) -> tuple[int, int]:
-        """(the database's schema version, the version this code knows), read with one cheap query: the readiness
-        check (``GET /health/ready``). Raises StorageError when the database can't be reached."""
+    async def tables_version(self) -> tuple[int, int]:
+        """(the version of the database's tables, the version this code knows), read with one cheap query: the
+        readiness check (``GET /health/ready``). Raises StorageError when the database can't be reached."""
         return (0, 0)
 
     @abc.abstractmethod

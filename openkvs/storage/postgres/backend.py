@@ -123,7 +123,7 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
-    async def schema_version(self) -> tuple[int, int]:
+    async def tables_version(self) -> tuple[int, int]:
         version = await self._run(lambda c: c.fetchval("SELECT max(version) FROM schema_version"), retry=True)
         return int(version or 0), TABLES_VERSION
 

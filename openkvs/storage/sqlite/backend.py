@@ -207,7 +207,7 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
             if filled:
                 log.info("kept the ZIP headers of %d older records", filled)
 
-    async def schema_version(self) -> tuple[int, int]:
+    async def tables_version(self) -> tuple[int, int]:
         version = await self._point_read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0])
         return int(version), TABLES_VERSION
 
