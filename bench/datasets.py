@@ -122,10 +122,8 @@ def _double_postgres(backend: h.Backend, store_id: str, count: int) -> None:
 def items_dataset(kind: str, count: int) -> h.Dataset:
     name = f"ds-items-{count}"
     backend = h.Backend(kind, name)
-    if backend.marker.exists():
-        m = json.loads(backend.marker.read_text())
-        if m.get("count") == count:
-            return h.Dataset(backend, m["token"], m["store_id"], count, m)
+    if (m := backend.made(count)) is not None:
+        return h.Dataset(backend, m["token"], m["store_id"], count, m)
     backend.drop()
     if kind == "postgres":
         h.PG_TOUCHED.add(name)

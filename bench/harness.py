@@ -165,6 +165,18 @@ class Backend:
     def marker(self) -> Path:
         return DATA / f"{self.kind}-{self.dataset}.json"
 
+    def made(self, count: int) -> dict[str, Any] | None:
+        """What the marker says of a complete data set of ``count`` (None: none such, to be built). A PostgreSQL
+        one is then this process's to drop at the end, as one it builds (PG_TOUCHED)."""
+        if not self.marker.exists():
+            return None
+        m: dict[str, Any] = json.loads(self.marker.read_text())
+        if m.get("count") != count:
+            return None
+        if self.kind == "postgres":
+            PG_TOUCHED.add(self.dataset)
+        return m
+
     def drop(self) -> None:
         """Forget the data set (the PostgreSQL schema always; SQLite's folder only when asked)."""
         if self.kind == "postgres":
@@ -313,11 +325,9 @@ def clone_dataset(kind: str, name: str, count: int, body: bytes) -> Dataset:
     transaction in the backend's own tables. Per-record put_record is ~2,000/s on SQLite and ~600/s on
     PostgreSQL here (one store's writes serialize), too slow for a million keys."""
     backend = Backend(kind, name)
-    if backend.marker.exists():
-        m = json.loads(backend.marker.read_text())
-        if m.get("count") == count:
-            settle(backend)
-            return Dataset(backend, m["token"], m["store_id"], count, m)
+    if (m := backend.made(count)) is not None:
+        settle(backend)
+        return Dataset(backend, m["token"], m["store_id"], count, m)
     ds = dataset(kind, name + "-seed", 1, lambda i: Body(body))
     t0 = time.monotonic()
     log(f"cloning {kind}/{name}: {count} records ...")
@@ -347,10 +357,8 @@ def dataset(kind: str, name: str, count: int, make_body: Callable[[int], Body],
             key_of: Callable[[int], str] = lambda i: f"k{i:08d}", concurrency: int = 32) -> Dataset:
     """The data set ``name`` on backend ``kind``, built unless a marker says it is complete."""
     backend = Backend(kind, name)
-    if backend.marker.exists():
-        m = json.loads(backend.marker.read_text())
-        if m.get("count") == count:
-            return Dataset(backend, m["token"], m["store_id"], count, m)
+    if (m := backend.made(count)) is not None:
+        return Dataset(backend, m["token"], m["store_id"], count, m)
     backend.drop()
     if kind == "postgres":
         PG_TOUCHED.add(name)
@@ -522,7 +530,8 @@ def save(name: str, quick: bool, results: Any) -> Path:
 
 
 def drop_postgres_datasets() -> None:
-    """Drop every bench_* schema this harness made (the PostgreSQL database is shared with others' tests)."""
-    names = {m.stem.removeprefix("postgres-") for m in DATA.glob("postgres-*.json")} | PG_TOUCHED
-    for name in sorted(names):
+    """Drop the bench_* schemas this process made or used (PG_TOUCHED), and only those: the PostgreSQL database is
+    shared with others' tests and benchmarks, and a marker in bench/.data may stand for another run's schema (one
+    running now, or one made in another database by an earlier BENCH_PG_URL)."""
+    for name in sorted(PG_TOUCHED):
         Backend("postgres", name).drop()

@@ -61,7 +61,7 @@ async def _check(st: Any, cache: _Ready) -> tuple[int, dict[str, Any]]:
     checks: dict[str, str] = {}
     problems: list[str] = []
     try:
-        found, known = await asyncio.wait_for(st.storage.schema_version(), CHECK_TIMEOUT)
+        found, known = await asyncio.wait_for(st.storage.tables_version(), CHECK_TIMEOUT)
         if found == known:
             checks["storage"] = "ok"
         elif found > known:  # migrated by a newer node mid rolling upgrade: this one still works until replaced

@@ -23,7 +23,6 @@ from openkvs import openapi_datasets, openapi_queues, rules
 
 BASE_PATH = Path(__file__).with_name("openapi_base.json")
 
-MAX_QUERY_INT = 9007199254740991  # 2**53 - 1: what JSON numbers and 64-bit database integers both hold
 EXTRA_ERROR_TYPES = ["token-not-valid", "permission-denied", "invalid-range", "service-unavailable"]
 
 P = "/v2/key-value-stores"
@@ -218,8 +217,8 @@ def _add_components(c: dict[str, Any]) -> None:
             number["maximum"] = maximum
         return {"anyOf": [number, {"type": "string", "maxLength": 0}], "default": default, "example": example}
 
-    params["offset"]["schema"] = integer(0, MAX_QUERY_INT, 0, 0)
-    params["offset"]["description"] = f"Number of stores to skip: 0 to {MAX_QUERY_INT}."
+    params["offset"]["schema"] = integer(0, rules.MAX_QUERY_INT, 0, 0)
+    params["offset"]["description"] = f"Number of stores to skip: 0 to {rules.MAX_QUERY_INT}."
     params["limit"]["schema"] = integer(0, None, 1000, 1000)
     params["limit"]["description"] = (
         "Maximum number of items to return: 1 to 1000 (larger is clamped to 1000); 0 means the default, 1000."

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from openkvs import rules
+from openkvs.datasets.query import FORMATS
+from openkvs.rules import MAX_QUERY_INT
 
 DATASETS_PATH = Path(__file__).with_name("openapi_datasets.json")
 PREFIX = "/v2/datasets"
 
 
-MAX_QUERY_INT = 9007199254740991
-FORMATS = ("json", "jsonl", "csv", "html", "xlsx", "xml", "rss")
-XML_NAME = "^[A-Za-z_][A-Za-z0-9._-]*$"
 
 
 def _any_case(word: str) -> str:
@@ -42,7 +41,8 @@ def _input_rules(params: dict[str, Any]) -> None:
         "example": ";",
     }
     for name in ("xmlRoot", "xmlRow"):
-        params[name]["schema"] = {"anyOf": [{"type": "string", "pattern": XML_NAME}, empty], "example": "items"}
+        name_schema = {"type": "string", "pattern": rules.XML_NAME.pattern}
+        params[name]["schema"] = {"anyOf": [name_schema, empty], "example": "items"}
 
 
 def add_datasets(doc: dict[str, Any]) -> None:

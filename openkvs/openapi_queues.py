@@ -32,7 +32,7 @@ def _patch_schemas(schemas: dict[str, Any]) -> None:
     text = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_BYTES, "pattern": "^[^\\u0000]*$"}
     schemas["UniqueKey"].update(text)
     schemas["RequestUrl"].update(text)
-    schemas["RequestId"].update({"pattern": "^[A-Za-z0-9]{1,64}$"})
+    schemas["RequestId"].update({"pattern": rules.REQUEST_ID.pattern})
     schemas["RetryCount"].update({"minimum": 0, "maximum": MAX_QUERY_INT})
     # A member whose value is null is dropped, as if absent (section 3).
     schemas["RequestUserData"]["type"] = ["object", "null"]
@@ -62,7 +62,7 @@ def add_queues(doc: dict[str, Any]) -> None:
     names = {t["name"] for t in doc.get("tags", [])}
     doc.setdefault("tags", []).extend(t for t in part["tags"] if t["name"] not in names)
     params = doc["components"]["parameters"]
-    params["clientKey"]["schema"] = {"type": "string", "pattern": "^[!-~]{1,32}$", "example": "client-abc"}
+    params["clientKey"]["schema"] = {"type": "string", "pattern": rules.CLIENT_KEY.pattern, "example": "client-abc"}
     for name in ("forefront", "deleteForefront", "lockForefront"):
         params[name]["schema"] = {**BOOLEAN, "default": "false"}
     params["lockSecs"]["schema"] = {"type": "integer", "minimum": 1, "maximum": MAX_LOCK_SECS, "example": 60}

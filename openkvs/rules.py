@@ -1,4 +1,5 @@
-"""The input rules of the API, declared once: record keys, store names and IDs, usernames, general-access levels.
+"""The input rules of the API, declared once: record keys, store names and IDs, usernames, general-access levels,
+a request queue's client keys and request IDs, the XML names of a dataset export, the largest query integer.
 
 Each text rule is written once as an OpenAPI (ECMA-262) pattern; the Python regex is derived from it. In ECMA-262
 "$" ends the text, while Python's "$" also matches before a final newline (which would let "key\\n" through): the
@@ -8,13 +9,14 @@ derived regex ends with \\Z instead. The HTTP handlers, the CLI and openapi.py a
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     pattern: str  # for OpenAPI and JSON Schema; anchored with ^ and $
-    max_length: int  # also in the pattern, or not; checked first: an overlong text fails fast
+    max_length: int = sys.maxsize  # also in the pattern, or not; checked first: an overlong text fails fast
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -30,6 +32,14 @@ RECORD_KEY = Rule(r"^(?!\.{1,2}$)[a-zA-Z0-9!_.'()-]{1,256}$", 256)
 STORE_NAME = Rule(r"^([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])$", 63)
 USERNAME = Rule(r"^[a-zA-Z0-9_.-]{3,30}$", 30)
 STORE_ID = Rule(r"^[a-zA-Z0-9]{1,64}$", 64)  # what a store ID can look like: anything else is no store's
+# Request queues (API-request-queues.md): a clientKey is 1 to 32 printable ASCII characters; a request ID is what
+# a queue's IDs can look like (derived ones are 15 letters and digits): anything else is no request's.
+CLIENT_KEY = Rule(r"^[!-~]{1,32}$", 32)
+REQUEST_ID = Rule(r"^[A-Za-z0-9]{1,64}$", 64)
+# A dataset export's xmlRoot and xmlRow: an XML element name (of ASCII letters, digits and ._-).
+XML_NAME = Rule(r"^[A-Za-z_][A-Za-z0-9._-]*$")
+
+MAX_QUERY_INT = 2**53 - 1  # the largest integer a query or body takes: what every JSON client reads exactly
 
 # A store's generalAccess: who may read it without a token or grant. FOLLOW_USER_SETTING defers to the server's
 # --default-general-access, which is one of the three levels.

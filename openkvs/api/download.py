@@ -187,10 +187,13 @@ def _abort_connection(scope: Scope) -> None:
 SEND_PIECE = 1024 * 1024
 
 
-def _pieces(chunk: bytes) -> Sequence[bytes]:
+def _pieces(chunk: bytes) -> Sequence[bytes | memoryview]:
+    """``chunk`` in pieces of at most SEND_PIECE: views of it, not copies (the server's send copies a piece once
+    more anyway: into its chunk framing, or its write buffer)."""
     if len(chunk) <= SEND_PIECE:
         return (chunk,)
-    return [chunk[i : i + SEND_PIECE] for i in range(0, len(chunk), SEND_PIECE)]
+    view = memoryview(chunk)
+    return [view[i : i + SEND_PIECE] for i in range(0, len(chunk), SEND_PIECE)]
 
 
 class ArchiveResponse(Response):

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from openkvs import errors, jsontext
+from openkvs import errors, jsontext, rules
 from openkvs.api.common import MAX_QUERY_INT, iso
 from openkvs.requestid import request_id
 from openkvs.storage.queues import MAX_LOCK_SECS, NewRequest
@@ -21,8 +21,6 @@ from openkvs.storage.queues import MAX_LOCK_SECS, NewRequest
 MAX_BATCH = 25  # REQUEST_QUEUE_MAX_REQUESTS_PER_BATCH_OPERATION
 MAX_TEXT_BYTES = 65_535  # uniqueKey and url
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
-_CLIENT_KEY = re.compile(r"[!-~]{1,32}")
-_REQUEST_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 _TIMESTAMP = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
 )
@@ -68,7 +66,7 @@ def client_key(request: Request) -> str | None:
     raw = request.query_params.get("clientKey")
     if raw is None:
         return None
-    if not _CLIENT_KEY.fullmatch(raw):
+    if not rules.CLIENT_KEY.ok(raw):
         raise InvalidClientKey()
     return raw
 
@@ -84,7 +82,7 @@ def lock_secs(request: Request) -> int:
 
 def plausible_request_id(raw: str) -> bool:
     """Whether a request of this queue could have this ID (derived IDs are 15 letters and digits)."""
-    return bool(_REQUEST_ID.fullmatch(raw))
+    return rules.REQUEST_ID.ok(raw)
 
 
 def encode_cursor(last_id: str) -> str:

@@ -18,10 +18,10 @@ def blobs() -> None:
     """Record bytes in a bucket (--blob-store, with --database-url or --data-dir): check, move."""
 
 
-def _with_bucket(storage: Any) -> Storage:
-    if getattr(storage, "blob_store", None) is None:
+def _with_bucket(storage: Storage) -> Storage:
+    if storage.blob_store is None:
         raise click.ClickException("this needs --blob-store (or OPENKVS_BLOB_STORE)")
-    return storage  # type: ignore[no-any-return]
+    return storage
 
 
 @blobs.command("fsck")

@@ -16,13 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from openkvs import errors
+from openkvs import errors, rules
 from openkvs.datasets.pipeline import SIMPLIFIED_UNWIND, Shape
 
 FORMATS = ("json", "jsonl", "csv", "html", "xlsx", "xml", "rss")
-MAX_INT = 9007199254740991
+MAX_INT = rules.MAX_QUERY_INT
 _DIGITS = re.compile(r"[0-9]+\Z")
-_XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*\Z")
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
 # The parameters a view's transformation may set, as the query names them.
@@ -181,8 +180,8 @@ def parse_items_query(query: Mapping[str, str], schema: Mapping[str, Any] | None
     xml_root = raw("xmlRoot") or "items"
     xml_row = raw("xmlRow") or "item"
     for param, value in (("xmlRoot", xml_root), ("xmlRow", xml_row)):
-        if not _XML_NAME.match(value):
-            raise errors.InvalidInput(f"Parameter '{param}' must match ^[A-Za-z_][A-Za-z0-9._-]*$.")
+        if not rules.XML_NAME.ok(value):
+            raise errors.InvalidInput(f"Parameter '{param}' must match {rules.XML_NAME.pattern}.")
     bom_raw = raw("bom")
     options = FormatOptions(
         name=fmt,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from openkvs.storage.bucket import BlobStore
     from openkvs.storage.bucket.admin import FsckReport, MigrateProgress
 
     from .datasets import DatasetStorage
@@ -277,9 +278,10 @@ class Storage(abc.ABC):
     backend must stay correct then (writes of one are seen by the others at once)."""
 
     datasets: DatasetStorage
+    blob_store: BlobStore | None = None  # the bucket of big records' bytes (--blob-store), if any
 
     async def open(self) -> None:  # noqa: B027 - optional hook
-        """Connect, create or migrate the schema, start background work (stat flushing, garbage collection)."""
+        """Connect, create or migrate the tables, start background work (stat flushing, garbage collection)."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Flush pending counters, stop background work and close connections."""
@@ -302,9 +304,9 @@ class Storage(abc.ABC):
         that version. Works whether the storage is open or closed; safe from several processes at once. Raises
         StorageError for a database newer than this code."""
 
-    async def schema_version(self) -> tuple[int, int]:
-        """(the database's schema version, the version this code knows), read with one cheap query: the readiness
-        check (``GET /health/ready``). Raises StorageError when the database can't be reached."""
+    async def tables_version(self) -> tuple[int, int]:
+        """(the version of the database's tables, the version this code knows), read with one cheap query: the
+        readiness check (``GET /health/ready``). Raises StorageError when the database can't be reached."""
         return (0, 0)
 
     @abc.abstractmethod

@@ -129,8 +129,20 @@ class ItemSnapshot(abc.ABC):
         (at most BATCH_BYTES): under twice that unless it is a single item (a backend that reads items of about
         the same size gives pieces of about ``size``). A backend may read them joined already, without an object
         per item."""
+        # Here from items()' batches: a piece ends before the item that would take it past ``size`` (a single item
+        # is a piece whatever its size), or at ``batch`` items.
+        size = max(1, min(size, BATCH_BYTES))
+        piece: list[bytes] = []
+        length = 0
         async for rows in self.items(start, stop, desc=desc, batch=batch):
-            yield sep.join(rows)
+            for row in rows:
+                if piece and (length + len(sep) + len(row) > size or len(piece) == batch):
+                    yield sep.join(piece)
+                    piece, length = [], 0
+                length += len(row) + (len(sep) if piece else 0)
+                piece.append(row)
+        if piece:
+            yield sep.join(piece)
 
     @abc.abstractmethod
     async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:

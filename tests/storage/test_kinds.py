@@ -83,7 +83,7 @@ async def test_a_version_2_sqlite_database_keeps_its_stores_as_key_value_stores(
     )
     conn.close()
     async with SQLiteStorage(data) as st:
-        assert await st.schema_version() == (TABLES_VERSION, TABLES_VERSION)
+        assert await st.tables_version() == (TABLES_VERSION, TABLES_VERSION)
         old = await st.get_store("s1")
         assert (old.kind, old.name, old.title) == (KVS, "old", None)
         assert (await st.get_store_by_name("u1", "old")).id == "s1"
@@ -120,7 +120,7 @@ async def test_a_version_2_postgres_schema_keeps_its_stores_as_key_value_stores(
         st = postgres.PostgresStorage(dsn, namespace=schema)
         await st.open()
         try:
-            assert await st.schema_version() == (postgres.TABLES_VERSION, postgres.TABLES_VERSION)
+            assert await st.tables_version() == (postgres.TABLES_VERSION, postgres.TABLES_VERSION)
             old = await st.get_store("s1")
             assert (old.kind, old.name, old.title) == (KVS, "old", None)
             assert (await st.create_store("u1", "old", None, "k", kind=QUEUE)).kind == QUEUE

@@ -189,7 +189,7 @@ async def test_sqlite_upgrade_counts_the_records_already_stored(tmp_path: Path) 
     conn.close()
 
     async with SQLiteStorage(data, background=False) as st:
-        assert await st.schema_version() == (TABLES_VERSION, TABLES_VERSION)
+        assert await st.tables_version() == (TABLES_VERSION, TABLES_VERSION)
         counts = {name: await count(st, sid) for name, sid in ids.items()}
         assert counts == {"none": 0, "one": 1, "many": 129}
         await st.put_record(ids["one"], "another", Body(b"x"), "x/y", None)  # and it is kept from then on

@@ -123,7 +123,7 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
-    async def schema_version(self) -> tuple[int, int]:
+    async def tables_version(self) -> tuple[int, int]:
         version = await self._run(lambda c: c.fetchval("SELECT max(version) FROM schema_version"), retry=True)
         return int(version or 0), TABLES_VERSION
 
@@ -411,7 +411,7 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
     # -- record bytes in a bucket (openkvs blobs) --------------------------------------------------------------
 
     async def check_bucket(self, *, fix: bool = False) -> FsckReport:
-        from .blobs import fsck  # the bucket's administration imports this module
+        from .blobs import fsck  # loaded when used: only openkvs blobs needs the bucket's administration
 
         return await fsck(self, fix=fix)
 

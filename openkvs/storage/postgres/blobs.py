@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -14,9 +15,11 @@ from ..bucket.admin import FsckReport, MigrateProgress, Names, check_target, cop
 from ..bucket.admin import fsck as fsck_bucket
 from ..bucket.admin import migrate as migrate_records
 from ..bucket.uploads import RecordChanged
-from .backend import PostgresStorage
 from .chunks import CHUNK_SIZE, write_chunks
 from .tables import IN_BUCKET, RECORD_COLS, to_record
+
+if TYPE_CHECKING:  # (for the annotations only: backend.py imports this module)
+    from .backend import PostgresStorage
 
 log = logging.getLogger(__package__)
 

@@ -28,6 +28,7 @@ from ..datasets import (
     blocks_of,
     merge_fields,
 )
+from .clock import NOW_MS
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, discard, unavailable
 
 DATASET_TABLES = """
@@ -62,9 +63,11 @@ def _to_info(row: Any) -> DatasetInfo:
 
 
 def _capped(order: str, within: bool = False) -> str:
-    """The rows of one batch, stopped at a byte budget ($5; the first row always comes): a running sum of their
-    lengths, which PostgreSQL knows without reading the bytes of the rows it leaves out. The rows that start
-    before the budget, or (``within``) the rows that end within it."""
+    """The rows of one batch, stopped at a byte budget ($5; the first row always comes): the next $4 rows by the
+    primary key, then a running sum of their lengths. The window holds all $4 rows, the ones it leaves out too, but
+    ``octet_length`` of an item kept out of line (TOAST: over about 2 KB; the column is EXTERNAL, so never
+    compressed) reads its pointer, not its bytes. The rows that start before the budget, or (``within``) the rows
+    that end within it."""
     keep = "before = 0 OR before + octet_length(data) <= $5" if within else "before < $5"
     return (
         "SELECT data FROM (SELECT data, idx, "
@@ -83,6 +86,8 @@ class PgItemSnapshot(ItemSnapshot):
     async def items(
         self, start: int, stop: int, *, desc: bool = False, batch: int = BLOCK
     ) -> AsyncIterator[list[bytes]]:
+        """ItemSnapshot.items: each batch one statement, a seek on the primary key that reads up to ``batch`` rows
+        and returns those that start within BATCH_BYTES (``_capped``), so a batch may pass it by one item."""
         lo, hi = max(start, 0), min(stop, self.info.item_count)
         sql = _capped("DESC" if desc else "")
         while lo < hi:
@@ -199,8 +204,6 @@ class PgDatasets(DatasetStorage):
                 json.dumps(fields if fields is not None else info.fields, ensure_ascii=False),
                 field_stats,
             )
-            from .tables import NOW_MS  # (tables.py imports this module for its DDL)
-
             await conn.execute(f"UPDATE stores SET modified_at = {NOW_MS} WHERE id = $1", store_id)
             return start
 

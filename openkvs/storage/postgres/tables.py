@@ -21,6 +21,7 @@ from ..base import (
     prefix_upper_bound,
 )
 from .chunks import PgBlob
+from .clock import NOW_MS
 from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN
 from .queues import QUEUE_TABLES
 from .zipheads import ZIP_HEADS
@@ -28,8 +29,6 @@ from .zipheads import ZIP_HEADS
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
 TABLES_VERSION = 9
-
-NOW_MS = "date_trunc('milliseconds', clock_timestamp())"
 
 # Each entry migrates from version i to i+1 (MIGRATIONS[0] creates version 1).
 MIGRATIONS: list[str] = [

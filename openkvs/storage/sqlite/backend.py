@@ -207,7 +207,7 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
             if filled:
                 log.info("kept the ZIP headers of %d older records", filled)
 
-    async def schema_version(self) -> tuple[int, int]:
+    async def tables_version(self) -> tuple[int, int]:
         version = await self._point_read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0])
         return int(version), TABLES_VERSION
 
@@ -417,7 +417,7 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
     # -- record bytes in a bucket (openkvs blobs) --------------------------------------------------------------
 
     async def check_bucket(self, *, fix: bool = False) -> FsckReport:
-        from .objects_admin import fsck  # the bucket's administration imports this module
+        from .objects_admin import fsck  # loaded when used: only openkvs blobs needs the bucket's administration
 
         return await fsck(self, fix=fix)
 

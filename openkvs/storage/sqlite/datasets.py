@@ -29,6 +29,7 @@ from ..datasets import (
     blocks_of,
     merge_fields,
 )
+from .clock import now_ms
 from .connections import Database, translate
 from .onthread import run_to_end
 
@@ -133,8 +134,6 @@ def push_sync(conn: sqlite3.Connection, store_id: str, push: Push, merge: MergeP
             field_stats,
         ),
     )
-    from .tables import now_ms  # (tables.py imports this module for its DDL)
-
     conn.execute("UPDATE stores SET modified_at = ? WHERE id = ?", (now_ms(), store_id))
     return start
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..base import RecordMeta
 from ..bucket import BlobStore
@@ -16,10 +16,12 @@ from ..bucket.admin import FsckReport, MigrateProgress, Names, check_target, cop
 from ..bucket.admin import fsck as fsck_bucket
 from ..bucket.admin import migrate as migrate_records
 from ..bucket.uploads import IntentSwept, RecordChanged
-from .backend import SQLiteStorage
 from .blobs import OBJECT_PATH
 from .objects import object_path, take_intent
 from .tables import RECORD_COLS, now_ms, to_record_read
+
+if TYPE_CHECKING:  # (for the annotations only: backend.py imports this module)
+    from .backend import SQLiteStorage
 
 __all__ = ["FsckReport", "MigrateProgress", "fsck", "migrate"]
 

@@ -9,7 +9,6 @@ import functools
 import json
 import os
 import sqlite3
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +30,7 @@ from ..base import (
 )
 from ..ids import new_id
 from .blobs import Inline, stored_at
+from .clock import now_ms
 from .connections import translate
 from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN
 from .queues import QUEUE_TABLES
@@ -223,10 +223,6 @@ LOOKUP = {(n, r): lookup_sql(n, r) for n in (False, True) for r in (False, True)
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def to_ms(now: datetime | float | None) -> int:

@@ -1,0 +1,25 @@
+"""``openkvs blobs fsck`` and ``openkvs blobs migrate`` on a database without --blob-store: a one-line error that
+says what is missing, on either command, and nothing done."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def openkvs_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENKVS_", "AWS_"))}
+    return subprocess.run([sys.executable, "-m", "openkvs", *args], capture_output=True, text=True, timeout=120,
+                          env=clean)
+
+
+@pytest.mark.parametrize("command", [["fsck"], ["migrate", "--to", "bucket"]])
+def test_blobs_commands_need_a_bucket(tmp_path: Path, command: list[str]) -> None:
+    assert openkvs_cli("migrate", "--data-dir", str(tmp_path)).returncode == 0
+    out = openkvs_cli("blobs", *command, "--data-dir", str(tmp_path))
+    assert out.returncode == 1, out
+    assert out.stderr.strip() == "Error: this needs --blob-store (or OPENKVS_BLOB_STORE)"
