@@ -41,15 +41,17 @@ TEST_WORKERS ?= 2
 # Two tiers. `make test`, what a developer runs after a change: every test but those marked `slow` (the long
 # compatibility runs: schemathesis, the hostile fuzz pass, Crawlee crawls; browser runs; memory-growth and other
 # long end-to-end runs), a few minutes. `make test-all`: the whole suite, slow tests included; CI (.ci/run) runs it.
+# OPENKVS_TEST_EXAMPLES: how many cases each Hypothesis property test tries (tests/conftest.py): "quick" a tenth of
+# its own count (at least 10) under `make test`, "full" every one under `make test-all`, so CI runs them all.
 test: $(TEST_STAMP)  ## run the linter, the type checker and the test suite without the slow tests
 	$(BIN)/ruff check openkvs tests bench
 	$(BIN)/mypy openkvs
-	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	env -u PYTHONDONTWRITEBYTECODE OPENKVS_TEST_EXAMPLES=quick $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 test-all: $(TEST_STAMP)  ## run the linter, the type checker and the whole test suite, slow tests included (CI)
 	$(BIN)/ruff check openkvs tests bench
 	$(BIN)/mypy openkvs
-	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	env -u PYTHONDONTWRITEBYTECODE OPENKVS_TEST_EXAMPLES=full $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP)  ## run the benchmarks (see BENCHMARKS.md)
 	$(BIN)/python -m bench $(BENCH_ARGS)

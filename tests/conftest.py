@@ -25,6 +25,30 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("openkvs", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("openkvs")
 
+# Two strengths of the property tests. "full": every example count as written (`make test-all`, so CI). "quick"
+# (`make test`): a tenth of each, at least QUICK_EXAMPLES, and QUICK_EXAMPLES where a test sets none (Hypothesis's
+# default is 100); every property still runs, on fewer cases. OPENKVS_TEST_EXAMPLES=quick|full chooses (the
+# Makefile sets it); unset, the quick tier's -m "not slow" chooses quick and any other run full.
+QUICK_EXAMPLES = 10
+settings.register_profile("openkvs-quick", settings.get_profile("openkvs"), max_examples=QUICK_EXAMPLES)
+_strength: list[str] = []  # "quick" or "full", once pytest_configure has chosen
+
+
+def examples(full: int) -> int:
+    """A property test's ``max_examples``: ``full`` in the whole suite, a tenth (at least QUICK_EXAMPLES) in the
+    quick tier. Module level, so read when a test module is imported (after pytest_configure)."""
+    if _strength == ["quick"]:
+        return min(full, max(QUICK_EXAMPLES, full // 10))
+    return full
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    strength = os.environ.get("OPENKVS_TEST_EXAMPLES") or ("quick" if _selects_no_slow_test(config) else "full")
+    if strength not in ("quick", "full"):
+        raise pytest.UsageError(f"OPENKVS_TEST_EXAMPLES={strength!r}: quick or full")
+    _strength[:] = [strength]
+    settings.load_profile("openkvs-quick" if strength == "quick" else "openkvs")
+
 IN_CI = bool(os.environ.get("CI"))
 DATABASE_URL = os.environ.get("OPENKVS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("OPENKVS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

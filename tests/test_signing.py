@@ -19,6 +19,7 @@ from openkvs.signing import (
     verify_content_signature,
     verify_record_signature,
 )
+from tests.conftest import examples
 
 SECRET = "hmac-secret-key"
 STORE = "resource-id"
@@ -62,13 +63,13 @@ safe_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=80)  #
 
 
 @given(secret=safe_text, message=safe_text)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 def test_hmac_sig_matches_official_client(secret: str, message: str) -> None:
     assert hmac_sig(secret, message) == create_hmac_signature(secret, message)
 
 
 @given(secret=safe_text.filter(bool), store_id=st.from_regex(r"\A[a-zA-Z0-9]{1,17}\Z"))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 def test_official_content_signatures_verify(secret: str, store_id: str) -> None:
     never = create_storage_content_signature(store_id, secret)
     assert never == content_signature(secret, store_id, 0)
@@ -176,7 +177,7 @@ any_text = st.text(max_size=200)
 
 
 @given(garbage=any_text)
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 def test_random_strings_never_verify(garbage: str) -> None:
     assert not verify_content_signature(SECRET, STORE, garbage)
     assert not verify_record_signature(SECRET, "key", garbage)
@@ -208,7 +209,7 @@ RECORD = record_signature(SECRET, "key")
 
 @pytest.mark.parametrize("original", [EXAMPLE_CONTENT_SIG, PADDED], ids=["unpadded", "padded"])
 @given(data=st.data())
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=examples(800), deadline=None)
 def test_mutated_content_signatures_never_verify(original: str, data: st.DataObject) -> None:
     now = 1_000
     assert verify_content_signature(SECRET, STORE, original, now_ms=now)
@@ -219,7 +220,7 @@ def test_mutated_content_signatures_never_verify(original: str, data: st.DataObj
 
 
 @given(data=st.data())
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=examples(800), deadline=None)
 def test_mutated_record_signatures_never_verify(data: st.DataObject) -> None:
     mutated = data.draw(mutations(RECORD))
     assert verify_record_signature(SECRET, "key", mutated) == (mutated == RECORD), mutated

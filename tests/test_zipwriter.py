@@ -31,6 +31,7 @@ from openkvs.zipwriter import (
     build_archive,
     iter_range,
 )
+from tests.conftest import examples
 
 GiB = 1 << 30
 LIMIT32 = 0xFFFFFFFF
@@ -234,7 +235,7 @@ def source_for(items, batch_size=1000, piece=None):
 # -- property tests ---------------------------------------------------------------------------------------------
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=entry_sets(), batch_size=st.integers(1, 5), piece=st.none() | st.integers(1, 700))
 def test_whole_archive_is_valid_and_sized_exactly(items, batch_size, piece):
     archive = build_archive(items)
@@ -249,7 +250,7 @@ def test_whole_archive_is_valid_and_sized_exactly(items, batch_size, piece):
     assert build_archive(items) == archive  # deterministic
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=entry_sets(), batch_size=st.integers(1, 5), piece=st.none() | st.integers(1, 700), data=st.data())
 def test_every_range_is_the_same_slice(items, batch_size, piece, data):
     archive = build_archive(items)
@@ -281,7 +282,7 @@ def test_every_range_is_the_same_slice(items, batch_size, piece, data):
             assert len(chunks[i + 1]) >= CHUNK
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     items=entry_sets(max_data=CHUNK + 5000, max_size=10) | entry_sets(),
     batch_size=st.integers(1, 5),
@@ -344,7 +345,7 @@ sizes = st.one_of(
 _MANY_EMPTY = [Entry(f"t{i:05d}", 0, 0, datetime(2024, 1, 1, tzinfo=UTC)) for i in range(0xFFFF)]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     rows=st.lists(st.tuples(st.integers(1, 256), sizes), max_size=8),
     count_extra=st.sampled_from([0, 0, 0, 0, 0, 0, 0xFFFE - 4, 0xFFFF]),
@@ -587,7 +588,7 @@ def test_readers_on_a_varied_archive(tmp_path):
         assert (out2 / entry.key).read_bytes() == data
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(items=entry_sets(when=realistic_times, min_size=1, max_size=8))
 def test_readers_on_random_archives(tmp_path, items):
     readers_check(tmp_path, items)

@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import examples
 from tests.datasets.test_itemjson import item
 
 from . import unique
@@ -20,7 +21,7 @@ def rule(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(item, min_size=1, max_size=40), st.booleans(), st.booleans())
 def test_exports_give_back_the_stored_form_of_each_item(shared_server, items, ascii_, spaced) -> None:
     body = json.dumps(items, ensure_ascii=ascii_, separators=(", ", ": ") if spaced else (",", ":")).encode()

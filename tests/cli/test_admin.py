@@ -13,7 +13,9 @@ import pytest
 
 import openkvs
 
-# Real processes: `openkvs serve` makes the user admin on its first start, which these listings show.
+# Real processes: `openkvs serve` makes the user admin on its first start, which these listings show. The listing
+# and grant commands run in this process (cli_here: the same command, no Python start); what a user sees only of a
+# process, exit codes and stderr, comes from `python -m openkvs` subprocesses.
 pytestmark = pytest.mark.server_process
 
 def openkvs_cli(*args: str, cwd: Any = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -37,20 +39,20 @@ def test_version_and_help_speak_to_a_user() -> None:
 
 def test_lists_show_users_tokens_and_stores_but_never_a_token(server: Any) -> None:
     bob = server.new_user("bob")
-    users = server.cli("users", "list")
+    users = server.cli_here("users", "list")
     assert [line.split("\t")[0] for line in users.splitlines()] == ["admin", "alice", "bob"]
-    tokens = server.cli("tokens", "list")
+    tokens = server.cli_here("tokens", "list")
     assert server.token not in tokens and bob not in tokens
     assert [line.split("\t")[0] for line in tokens.splitlines()] == ["admin", "alice", "bob"]
-    assert server.cli("tokens", "list", "bob").count("\n") == 1
+    assert server.cli_here("tokens", "list", "bob").count("\n") == 1
     with server.client() as c:
         sid = c.post("/v2/key-value-stores?name=photos").json()["data"]["id"]
         c.put("/v2/key-value-stores/~photos/records/a", content=b"12345")
     with server.client(bob) as c:
         c.post("/v2/key-value-stores?name=notes")
-    listed = server.cli("stores", "list").splitlines()
+    listed = server.cli_here("stores", "list").splitlines()
     assert [line.split("\t")[:2] for line in listed] == [[sid, "alice~photos"], [listed[1].split("\t")[0], "bob~notes"]]
-    assert server.cli("stores", "list", "--user", "bob").count("\n") == 1
+    assert server.cli_here("stores", "list", "--user", "bob").count("\n") == 1
 
 
 def test_tilde_name_names_a_store_and_delete_removes_it(server: Any) -> None:
@@ -60,15 +62,15 @@ def test_tilde_name_names_a_store_and_delete_removes_it(server: Any) -> None:
         c.post("/v2/key-value-stores?name=shared")
     with server.client(server.extra_tokens["bob"]) as c:
         c.post("/v2/key-value-stores?name=shared")
-    assert "bob may now read ~photos" in server.cli("grants", "add", "~photos", "bob", "--read")
+    assert "bob may now read ~photos" in server.cli_here("grants", "add", "~photos", "bob", "--read")
     ambiguous = openkvs_cli("grants", "list", "~shared", *server.storage_args(), env=server.env)
     assert ambiguous.returncode == 1 and "alice~shared" in ambiguous.stderr and "bob~shared" in ambiguous.stderr
-    assert "deleted alice~photos" in server.cli("stores", "delete", "~photos", "--yes")
+    assert "deleted alice~photos" in server.cli_here("stores", "delete", "~photos", "--yes")
     with server.client() as c:
         assert c.get("/v2/key-value-stores/~photos").status_code == 404
     refused = openkvs_cli("stores", "delete", "alice~shared", *server.storage_args(), env=server.env)  # no --yes
     assert refused.returncode == 1 and "Aborted" in refused.stderr
-    assert "alice~shared" in server.cli("stores", "list")
+    assert "alice~shared" in server.cli_here("stores", "list")
 
 
 def test_a_folder_without_a_database_is_an_error_not_a_new_database(tmp_path: Path) -> None:

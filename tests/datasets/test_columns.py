@@ -21,6 +21,7 @@ from openkvs.datasets.pipeline import (
     merge_paths,
 )
 from openkvs.datasets.query import parse_items_query
+from tests.conftest import examples
 from tests.datasets.helpers import oracle_cells, oracle_columns
 
 
@@ -147,7 +148,7 @@ def _oracle(s, items):
         raise AssertionError(e) from e
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=ITEMS, params=PARAMS)
 def test_index_and_scan_equal_the_oracle(items, params):
     s = shape(**params)
@@ -170,14 +171,14 @@ def test_index_and_scan_equal_the_oracle(items, params):
         assert got is not None  # without flatten or renames nothing can collide: the index always answers
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(row=st.dictionaries(KEYS, JSON, max_size=5))
 def test_cells_equal_the_oracle(row):
     assert cells(row) == oracle_cells(row)
     assert list(cells(row)) == list(oracle_cells(row))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(items=ITEMS, cut=st.integers(0, 6))
 def test_block_paths_and_merges_agree(items, cut):
     merged: list = []

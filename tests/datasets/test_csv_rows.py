@@ -14,6 +14,7 @@ from openkvs.datasets import itemjson
 from openkvs.datasets.formats import renderer
 from openkvs.datasets.pipeline import ColumnCollector, Shape
 from openkvs.datasets.query import parse_items_query
+from tests.conftest import examples
 from tests.datasets.csv_reference import CsvReference
 
 # Text that csv quoting and the delimiters care about, and any other code point but lone surrogates.
@@ -55,7 +56,7 @@ def header_of(rows):
     return c.columns()
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), suppress_health_check=[HealthCheck.too_slow])
 @given(items=ITEMS, extra=st.lists(KEYS, max_size=3), delimiter=DELIMITERS, bom=st.booleans(),
        skip=st.booleans(), data=st.data())
 @example(items=[{"a": None}], extra=[], delimiter=",", bom=False, skip=False, data=None)  # one empty field: ""
@@ -75,7 +76,7 @@ def test_csv_bytes_equal_the_old_renderer(items, extra, delimiter, bom, skip, da
     assert got == want
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), suppress_health_check=[HealthCheck.too_slow])
 @given(items=ITEMS, params=st.fixed_dictionaries({}, optional={
     "fields": st.sampled_from(["a,b", "b", "a/b,u", "v,a"]),
     "unwind": st.sampled_from(["a", "u", "a,u"]),
@@ -99,7 +100,7 @@ def test_csv_of_shaped_rows_from_stored_bytes(items, params, delimiter):
     assert got == want
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(value=JSON)
 @example(value=[2**63, 2**64, -(2**63) - 1, 10**40, 1.8446744073709552e19, "12345678901234567890"])
 @example(value={"n": 10**300, "f": 1e300, "s": "\u2028\x00\"\\"})

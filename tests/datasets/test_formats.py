@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from openkvs.datasets.formats import renderer
 from openkvs.datasets.query import parse_items_query
+from tests.conftest import examples
 from tests.datasets.helpers import export, oracle_cells
 
 CSV_ITEMS = [{"a": 1, "b": "x,y"}, {"b": 'q"r', "c": [True]}]
@@ -116,7 +117,7 @@ def text_of(value):
     return json.dumps(value)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=ITEMS)
 def test_json_and_jsonl_parse_back(items):
     assert json.loads(export(items)) == items
@@ -124,7 +125,7 @@ def test_json_and_jsonl_parse_back(items):
     assert lines[-1] == "" and [json.loads(x) for x in lines[:-1]] == items
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=ITEMS, delimiter=st.sampled_from([",", ";", "\t", "|", "1", " ", "é"]))
 @example(items=[{"": False}], delimiter=",")  # found in CI: the header of one column named "" was a blank line
 def test_csv_parses_back_to_the_cells(items, delimiter):
@@ -148,7 +149,7 @@ def test_csv_parses_back_to_the_cells(items, delimiter):
             assert line == want
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=ITEMS)
 def test_xml_and_rss_parse(items):
     root = ET.fromstring(export(items, {"format": "xml"}))
@@ -190,7 +191,7 @@ class _Table(HTMLParser):
             self.cell += data
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=ITEMS)
 def test_html_parses_to_the_cells(items):
     try:

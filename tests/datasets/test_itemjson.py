@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from openkvs import errors, jsontext
 from openkvs.api import items as push_items
 from openkvs.datasets import itemjson, pipeline
+from tests.conftest import examples
 
 DEPTH = push_items.ITEM_MAX_DEPTH
 
@@ -96,7 +97,7 @@ def dumps_variants(value: Any) -> st.SearchStrategy[bytes]:
     )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body_value.flatmap(dumps_variants))
 @example(b'{"z": 1, "a": 1.50, "z": 2, "big": 12345678901234567890}')
 @example(b'{"a\\u0000b": "x\\u0000y", "n": -0, "f": -0.0, "u": 18446744073709551616, "": 1, "e": 1e-400}')
@@ -131,7 +132,7 @@ def test_any_body_gets_the_answer_the_json_module_gave(raw: bytes) -> None:
     same_answer(raw)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(body_value.flatmap(dumps_variants), st.integers(min_value=0), st.sampled_from(list(b'"\\{}[],:0-+.eE \x00\x1f\x7f\xc3\xed\xff')))
 def test_a_damaged_body_gets_the_answer_the_json_module_gave(raw: bytes, at: int, byte: int) -> None:
     if raw:
@@ -140,7 +141,7 @@ def test_a_damaged_body_gets_the_answer_the_json_module_gave(raw: bytes, at: int
         same_answer(raw[:at] + bytes([byte]) + raw[at:])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.from_regex(r"-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,25})?([eE][-+]?[0-9]{1,3})?", fullmatch=True))
 @example("0.1000000000000000055511151231257827")
 @example("2.2250738585072011e-308")  # the slowest double to parse right
@@ -164,7 +165,7 @@ def test_nesting_up_to_the_cap_and_past_it(depth: int) -> None:
     assert isinstance(pushed(objects), list) == (depth <= DEPTH)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from([{"a": 1}, {"#b": 2}, {}, {"a": 1, "b": [1, 2]}, {"b": [1]}, {"a": {"x": None}}]), max_size=30), st.data())
 def test_counters_and_paths_of_a_push(shapes: list[dict[str, Any]], data: st.DataObject) -> None:
     """Per item, whatever the skeletons repeat: its own paths, the keys in order of first appearance, the clean

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from openkvs.datasets.pipeline import Shape
 from openkvs.datasets.query import parse_items_query
+from tests.conftest import examples
 
 
 def rows(item, **params):
@@ -139,7 +140,7 @@ JSON = st.recursive(
 NAMES = st.lists(st.sampled_from(["a", "b", "#c", "u", "a.b", "x/y", "pageFunctionResult", "zz"]), max_size=3).map(",".join)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(item=JSON, params=st.fixed_dictionaries({}, optional={
     "fields": NAMES, "omit": NAMES, "unwind": NAMES, "flatten": NAMES, "clean": st.sampled_from(["0", "1"]),
     "skipHidden": st.sampled_from(["0", "1"]), "skipEmpty": st.sampled_from(["0", "1"]),

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from openkvs.api import items as push_items
 from openkvs.datasets import itemjson, pipeline
+from tests.conftest import examples
 
 _INT64 = float(2**63)
 
@@ -57,7 +58,7 @@ def old_floats_as_parsed(floats: list[float]) -> bool:
     return True
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(containers, containers)
 @example([[]], {"[": 1, "[]": 2})  # (an earlier form gave these two the same shape)
 @example([{}], {"[": 1, "{}": 2})
@@ -68,7 +69,7 @@ def test_two_values_have_equal_shapes_exactly_when_their_skeletons_are_equal(a: 
     assert (shape(a)[0] == shape(b)[0]) == (push_items.skeleton(a) == push_items.skeleton(b))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(containers)
 def test_the_walk_collects_every_float(value: Any) -> None:
     got = shape(value)[1]
@@ -90,7 +91,7 @@ def test_the_walk_stops_past_its_room(levels: int) -> None:
             assert not want_deep
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(
     st.lists(
         st.floats(allow_nan=False, allow_infinity=False)
@@ -107,7 +108,7 @@ def test_the_floats_of_a_push_checked_at_once_as_one_by_one(floats: list[float])
     assert itemjson.floats_as_parsed(floats) == old_floats_as_parsed(floats)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.dictionaries(keys, values, max_size=5), max_size=20))
 def test_the_paths_keys_and_clean_count_of_each_item_whatever_its_keys(batch: list[dict[str, Any]]) -> None:
     """The push's per-skeleton work on items whose keys look like shape markers: each item's own paths."""

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from openkvs.datasets.stats import field_statistics
 from openkvs.storage.datasets import add_field_stats
+from tests.conftest import examples
 
 SCHEMA = {"actorSpecification": 1, "fields": {"properties": {"a": {}, "b": {}, "c": {}}}}
 value = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5) | st.lists(
@@ -18,7 +19,7 @@ value = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) |
 item = st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), value)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(item, max_size=20), st.lists(st.integers(min_value=0, max_value=20), max_size=4))
 def test_pushes_add_up_to_all_items(items: list[dict[str, Any]], cuts: list[int]) -> None:
     bounds = [0, *sorted(min(c, len(items)) for c in cuts), len(items)]

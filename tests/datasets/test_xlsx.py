@@ -18,6 +18,7 @@ from python_calamine import CalamineWorkbook
 from openkvs.datasets import xlsx
 from openkvs.datasets.formats import renderer
 from openkvs.datasets.query import parse_items_query
+from tests.conftest import examples
 from tests.datasets.helpers import export, oracle_cells, oracle_columns
 
 REQUIRED = {"[Content_Types].xml", "_rels/.rels", "xl/workbook.xml", "xl/_rels/workbook.xml.rels"}
@@ -142,7 +143,7 @@ def expected_value(v):
     return s or None  # an empty string makes an empty cell
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=ITEMS)
 def test_cells_read_back(items):
     try:

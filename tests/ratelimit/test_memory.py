@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from openkvs.ratelimit import Decision, MemoryLimiter
 from openkvs.ratelimit.base import take
+from tests.conftest import examples
 
 from .helpers import FakeClock
 
@@ -35,7 +36,7 @@ steps = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(rate=rates, burst=bursts, steps=steps)
 def test_never_more_than_burst_plus_refill_in_any_window(rate: float, burst: float, steps: list) -> None:
     clock = FakeClock()
@@ -53,7 +54,7 @@ def test_never_more_than_burst_plus_refill_in_any_window(rate: float, burst: flo
             assert total <= burst + rate * (times[j] - times[i]) + 1e-6 * (j - i + 1)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(rate=rates, burst=bursts, steps=steps, cost=st.sampled_from([1, 0.5, 2]))
 def test_retry_after_is_enough_and_not_much_more(rate: float, burst: float, steps: list, cost: float) -> None:
     clock = FakeClock()
@@ -84,7 +85,7 @@ def test_retry_after_is_enough_and_not_much_more(rate: float, burst: float, step
 keys = st.sampled_from(["a", "b", "c", "d", "e"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     rate=rates,
     burst=bursts,
@@ -106,7 +107,7 @@ def test_evicting_full_buckets_changes_no_decision(rate: float, burst: float, st
         assert got.retry_after == pytest.approx(retry)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(max_keys=st.integers(1, 20), steps=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 100)), max_size=200))
 def test_memory_is_bounded(max_keys: int, steps: list) -> None:
     clock = FakeClock()

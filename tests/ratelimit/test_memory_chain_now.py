@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from openkvs.ratelimit import MemoryLimiter
+from tests.conftest import examples
 
 from .helpers import FakeClock
 
@@ -25,7 +26,7 @@ def chain_of_single_hits(limiter: MemoryLimiter, hits: list[tuple[str, float, fl
     return limiter.hit_chain_now([])  # ALLOWED
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(steps=st.lists(STEP, min_size=1, max_size=40), max_keys=st.sampled_from([1, 2, 100]))
 def test_chain_now_is_the_chain_of_single_hits(steps: list, max_keys: int) -> None:
     clock_a, clock_b = FakeClock(), FakeClock()

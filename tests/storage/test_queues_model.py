@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from openkvs.requestid import request_id
 from openkvs.storage.base import QUEUE, Storage
 from openkvs.storage.queues import NewRequest, QueueStorage, RequestHandledOrLocked, queue_storage
+from tests.conftest import examples
 
 KEYS = [f"http://m/{i}" for i in range(6)]
 CLIENTS = ["A", "B", None]
@@ -208,7 +209,7 @@ def test_queue_follows_the_model(backend: str, tmp_path: Any) -> None:
             QueueMachine.storage = storage
             QueueMachine.user_id = loop.run_until_complete(storage.create_user("model")).id
             run_state_machine_as_test(QueueMachine, settings=settings(
-                max_examples=40, stateful_step_count=30, deadline=None, derandomize=True, database=None,
+                max_examples=examples(40), stateful_step_count=30, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck),
             ))
         finally:

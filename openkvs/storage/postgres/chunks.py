@@ -308,12 +308,22 @@ async def copy_chunks(
         rows = _CopyRows(a, [min(cs, blob.size - k * cs) for k in range(a, b + 1)])
         pos = a * cs  # the blob offset of the next byte from the COPY
         out: list[memoryview] = []
+        damaged: list[Exception] = []
 
         async def sink(data: bytearray) -> None:
             nonlocal pos
-            if pipe.stopped:
+            if pipe.stopped or damaged:
                 return
-            rows.feed(data, out)
+            try:
+                rows.feed(data, out)
+            except (LookupError, ValueError) as exc:
+                # Not raised from here: asyncpg would cancel the COPY, and a cancel that reaches PostgreSQL after
+                # the COPY's last row leaves the connection waiting for an answer that never comes (asyncpg 0.32:
+                # the snapshot's rollback then waited out its 5 s, the release 10 s more and the pool's close 10 s).
+                # The rest of the window is read and dropped, as for a reader that stopped.
+                damaged.append(exc)
+                out.clear()
+                return
             for piece in out:
                 at = pos
                 pos += len(piece)
@@ -324,10 +334,9 @@ async def copy_chunks(
 
         sql = (f"SELECT seq, data FROM blob_chunks WHERE blob_id = {int(blob.blob_id)}"
                f" AND seq >= {int(a)} AND seq <= {int(b)} ORDER BY seq")
-        try:
-            await copy(sql, sink)
-        except (LookupError, ValueError) as exc:  # (from the sink: asyncpg cancelled the COPY)
-            raise NotFound(f"blob {blob.blob_id} is gone or damaged: {exc}") from exc
+        await copy(sql, sink)
+        if damaged:
+            raise NotFound(f"blob {blob.blob_id} is gone or damaged: {damaged[0]}") from damaged[0]
         if not pipe.stopped and not (rows.ended and rows.rows == b - a + 1):
             raise NotFound(f"blob {blob.blob_id} is gone (chunks {a + rows.rows}..{b} missing)")
 
