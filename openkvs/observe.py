@@ -231,29 +231,24 @@ class Observe:
             if self.with_metrics:
                 metrics.pending.observe(self.templates.get(id(scope.get("endpoint")), "unmatched"), scope["method"],
                                         status, seconds, sent)  # (the route's template: _route)
-            if self.writer is not None:
-                self._log(scope, request_id, status, sent, seconds)
+            if self.writer is not None:  # the access line's fields (here: a method call costs as much as this)
+                trusted = self.trusted  # (the state's trusted_proxies: both are settings.trusted_networks)
+                client = scope.get("client")
+                user = scope.get("openkvs.user")
+                target = scope.get("raw_path") or scope["path"].encode()
+                qs = scope["query_string"]
+                if qs:
+                    target = target + b"?" + qs
+                path = target.decode("latin-1")
+                if "=" in path:  # (redact's own test, without its call: most paths have no query)
+                    path = redact(path)
+                # status 0: the connection went away (or the app failed) before a response started
+                self._line(request_id, client_ip(scope, trusted) if trusted or not client else client[0],
+                           user.id if user is not None else "-", scope["method"], path,
+                           scope.get("http_version", "1.1"), status, sent, seconds)
 
     def _route(self, scope: Scope) -> str:
         return self.templates.get(id(scope.get("endpoint")), "unmatched")
-
-    def _log(self, scope: Scope, request_id: str, status: int, sent: int, seconds: float) -> None:
-        state = scope.get("state")
-        st = state.get("openkvs") if state is not None else None
-        trusted = st.trusted_proxies if st is not None else self.trusted
-        client = scope.get("client")
-        ip = client_ip(scope, trusted) if trusted or not client else client[0]
-        user = scope.get("openkvs.user")
-        qs = scope["query_string"]
-        target = scope.get("raw_path") or scope["path"].encode()
-        if qs:
-            target = target + b"?" + qs
-        path = target.decode("latin-1")
-        if "=" in path:  # (redact's own test, without its call: most paths have no query)
-            path = redact(path)
-        # status 0: the connection went away (or the app failed) before a response started
-        self._line(request_id, ip, user.id if user is not None else "-", scope["method"], path,
-                   scope.get("http_version", "1.1"), status, sent, seconds)
 
     def refused(self, ip: str, method: str, target: str, status: int, sent: int, seconds: float) -> None:
         """The line of a request that the HTTP protocol answered itself, before the app saw it (431, 408, the

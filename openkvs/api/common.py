@@ -326,7 +326,9 @@ def rate_limit_now(scope: Scope, user: User | None, store_id: str | None, record
     verdict = check_now(_caller(scope, st, user), store_id, record_op, budget) if check_now is not None else None
     if verdict is None:
         return False
-    _apply(scope, verdict)
+    scope["openkvs.ratelimit_limit"] = verdict.limit  # _apply's, without its call (this runs on every request)
+    if not verdict.allowed:
+        raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})
     return True
 
 
