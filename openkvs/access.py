@@ -29,10 +29,10 @@ from starlette.requests import Request
 from openkvs import errors, rules, signing
 from openkvs.api.common import (
     check_key,
-    header_bytes,
     limits_off,
     rate_limit,
     rate_limit_now,
+    raw_headers,
 )
 from openkvs.auth import token_from_request
 from openkvs.storage.base import DATASET, KVS, QUEUE, RecordMeta, Storage, Store, StoreLookup, User
@@ -56,6 +56,12 @@ class By(enum.Enum):
     __hash__ = object.__hash__  # members are singletons; Enum's own hash is a Python call, on every request
 
 
+# The members the per-request code names, as module constants: in Python 3.11 an enum class's attributes go
+# through EnumType.__getattr__'s slower hook (about 0.35 us each, ten times a global name), several per request.
+_ID, _OWN_NAME, _USERNAME_NAME = By.ID, By.OWN_NAME, By.USERNAME_NAME
+_NONE, _READ, _OWNER = Access.NONE, Access.READ, Access.OWNER
+
+
 @dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class Address:
     """How the path named a resource."""
@@ -67,11 +73,11 @@ class Address:
 
 def parse_address(raw: str) -> Address:
     if "~" not in raw:
-        return Address(By.ID, raw)
+        return Address(_ID, raw)
     username, _, name = raw.partition("~")
     if not username:
-        return Address(By.OWN_NAME, name)
-    return Address(By.USERNAME_NAME, name, username)
+        return Address(_OWN_NAME, name)
+    return Address(_USERNAME_NAME, name, username)
 
 
 # -- the rules ---------------------------------------------------------------------------------------------------
@@ -81,11 +87,11 @@ def general_access_level(mode: str, by: By, default_general_access: str) -> Acce
     """The read access everyone has through ``generalAccess`` (never write)."""
     if mode == rules.FOLLOW_USER_SETTING:
         mode = default_general_access
-    if mode == rules.ANYONE_WITH_ID_CAN_READ and by is By.ID:
-        return Access.READ
-    if mode == rules.ANYONE_WITH_NAME_CAN_READ and by in (By.ID, By.USERNAME_NAME):
-        return Access.READ
-    return Access.NONE
+    if mode == rules.ANYONE_WITH_ID_CAN_READ and by is _ID:
+        return _READ
+    if mode == rules.ANYONE_WITH_NAME_CAN_READ and (by is _ID or by is _USERNAME_NAME):
+        return _READ
+    return _NONE
 
 
 @functools.cache
@@ -99,10 +105,10 @@ def right_of(resource: Store, user: User | None, grant: bool | None, general: Ac
     """The caller's right: the owner may do everything, a grant gives read or read+write (``grant`` is its
     can_write, None for none), and ``generalAccess`` may give anyone read."""
     if user is not None and resource.user_id == user.id:
-        return Access.OWNER
+        return _OWNER
     if grant is None:
         return general
-    return max(Access.WRITE if grant else Access.READ, general)
+    return max(Access.WRITE if grant else _READ, general)
 
 
 def deny(user: User | None, signature_given: bool) -> errors.ApiError:
@@ -120,11 +126,14 @@ class Signed(enum.Enum):
     RECORD = "record"  # the record signature of the key the request names (that record's GET/HEAD)
 
 
+_CONTENT = Signed.CONTENT  # (see _ID above)
+
+
 def signature_valid(rule: Signed, resource: Store, key: str | None, signature: str | None) -> bool:
     if not signature:
         return False
     secret = resource.url_signing_secret_key
-    if rule is Signed.CONTENT:
+    if rule is _CONTENT:
         return signing.verify_content_signature(secret, resource.id, signature)
     return key is not None and signing.verify_record_signature(secret, key, signature)
 
@@ -176,18 +185,18 @@ KINDS = (STORES, DATASETS, QUEUES)
 
 def plausible(kind: Kind, address: Address) -> bool:
     """Whether a resource could have this address: an ID as the kind's are, names and usernames by their rules."""
-    if address.by is By.ID:
+    if address.by is _ID:
         return kind.plausible_id(address.value)
     if not rules.STORE_NAME.ok(address.value):
         return False
-    return address.by is By.OWN_NAME or rules.USERNAME.ok(address.username or "")
+    return address.by is _OWN_NAME or rules.USERNAME.ok(address.username or "")
 
 
 async def find(storage: Storage, kind: Kind, raw: str, owner: User | None = None) -> Store | None:
     """The resource at an address, with no access decided (the command line's ``openkvs grants add ID``):
     ``~name`` needs ``owner``."""
     address = parse_address(raw)
-    if not plausible(kind, address) or (address.by is By.OWN_NAME and owner is None):
+    if not plausible(kind, address) or (address.by is _OWN_NAME and owner is None):
         return None
     found = await _look_up(storage, kind, address, owner, owner, None, ())
     return found.store if found is not None else None
@@ -199,7 +208,7 @@ def _look_up(storage: Storage, kind: Kind, address: Address, user: User | None, 
     around the common case)."""
     user_id = user.id if user is not None else None
     look_up: Callable[..., Awaitable[StoreLookup | None]] = getattr(storage, kind.look_up)
-    if address.by is By.ID:
+    if address.by is _ID:
         return look_up(user_id, store_id=address.value, key=key, readable=readable, kind=kind.storage_kind)
     return _look_up_by_name(storage, look_up, kind, address, user_id, owner, key, readable)
 
@@ -207,7 +216,7 @@ def _look_up(storage: Storage, kind: Kind, address: Address, user: User | None, 
 async def _look_up_by_name(storage: Storage, look_up: Callable[..., Awaitable[StoreLookup | None]], kind: Kind,
                            address: Address, user_id: str | None, owner: User | None, key: str | None,
                            readable: Sequence[str]) -> StoreLookup | None:
-    if address.by is By.USERNAME_NAME:
+    if address.by is _USERNAME_NAME:
         owner = await storage.get_user_by_name(address.username or "")
         if owner is None:
             return None
@@ -219,9 +228,18 @@ async def _look_up_by_name(storage: Storage, look_up: Callable[..., Awaitable[St
 # -- the caller and the decision ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1024)
+def _bearer(authorization: bytes) -> str | None:
+    """``token_from_request`` of an ``Authorization`` header alone: remembered, the same few headers come with
+    request after request (and its decoding and parsing cost more than the lookup)."""
+    return token_from_request(authorization.decode("latin-1"), None)
+
+
 def _token(request: Request) -> str | None:
     """The request's API token: from ``Authorization: Bearer``, else the ``token`` query parameter."""
-    authorization = header_bytes(request, b"authorization")
+    authorization = raw_headers(request).get(b"authorization")
+    if authorization is not None and len(authorization) <= 256 and not request.scope["query_string"]:
+        return _bearer(authorization)  # (bounded: up to 1024 short headers remembered)
     return token_from_request(
         authorization.decode("latin-1") if authorization is not None else None,
         request.query_params.get("token") if request.scope["query_string"] else None,
@@ -298,8 +316,8 @@ async def decide(
     user = scope["openkvs.user"] = known[0] if known is not None else await caller(request)
     address = parse_address(raw)
     by = address.by
-    if not (kind.plausible_id(raw) if by is By.ID else plausible(kind, address)):
-        if by is By.OWN_NAME:
+    if not (kind.plausible_id(raw) if by is _ID else plausible(kind, address)):
+        if by is _OWN_NAME:
             require_user(user)
         raise errors.NotFound(kind.not_found)  # no resource can have it, so don't ask the database (a NUL: a 500)
     st = scope["state"]["openkvs"]
@@ -307,20 +325,20 @@ async def decide(
     good_key = key is not None and kind.valid_key(key)
     readable = readable_levels(by, default)
     wanted = key if fetch and good_key else None
-    if by is By.ID:  # storage's own coroutine, no wrapper around the common case
+    if by is _ID:  # storage's own coroutine, no wrapper around the common case
         found = await getattr(st.storage, kind.look_up)(
             user.id if user is not None else None, store_id=raw, key=wanted, readable=readable,
             kind=kind.storage_kind,
         )
     else:
-        owner = require_user(user) if by is By.OWN_NAME else None
+        owner = require_user(user) if by is _OWN_NAME else None
         found = await _look_up(st.storage, kind, address, user, owner, wanted, readable)
     if found is None:
         await rate_limit(scope, user, None, record_op=False)  # probing resources costs the caller
         raise errors.NotFound(kind.not_found)
     resource = found.store
     if user is not None and resource.user_id == user.id:
-        access = Access.OWNER  # right_of's first rule, without its call: the owner's own requests are most
+        access = _OWNER  # right_of's first rule, without its call: the owner's own requests are most
     else:
         access = right_of(resource, user, found.grant, general_access_level(resource.general_access, by, default))
     if st.limits is None:
@@ -330,11 +348,11 @@ async def decide(
     if key is not None and not good_key:
         kind.check_key(key)
     if access < level and not (
-        level is Access.READ
+        level is _READ
         and signature is not None
         and signature_valid(signature, resource, key, request.query_params.get("signature"))
     ):
-        if access is Access.NONE and address.by is not By.ID:
+        if access is _NONE and address.by is not _ID:
             raise errors.NotFound(kind.not_found)  # addressed by name and not the caller's to see: don't reveal it
         raise deny(user, bool(request.query_params.get("signature")))
     return Decision(resource, access, user, address, found.record, found.record_read)

@@ -24,7 +24,7 @@ from openkvs.api.dispatch import CORS_EXPOSE_HEADERS, methods
 from openkvs.api.download_slots import DownloadSlots
 from openkvs.api.stores import STORES_API
 from openkvs.config import Settings
-from openkvs.observe import Observe
+from openkvs.observe import Observe, direct_call
 from openkvs.storage.base import Storage, StorageError
 
 log = logging.getLogger("openkvs")
@@ -160,6 +160,7 @@ class ApiRouter(Router):
         first = routes[0]
         assert first.methods is None, "the first route must take every method (Router would answer 405 itself)"
         self._first = first
+        self._first_app = direct_call(first.app)
         self._first_match = first.path_regex.match
         self._first_convertors = list(first.param_convertors.items())
         # The record route's parameters are text as matched (``str`` and ``key``): no conversion to call.
@@ -195,7 +196,7 @@ class ApiRouter(Router):
                 scope["route"] = route
                 scope["endpoint"] = route.endpoint
                 scope["path_params"] = params
-                await route.app(scope, receive, send)
+                await self._first_app(scope, receive, send)
                 return
             if path.startswith(QUEUE_PATHS) and path.count("/", len(QUEUE_PATHS)) and not scope.get("path_params"):
                 for route in self._queue_routes:
@@ -227,6 +228,7 @@ class ApiMiddleware:
         """``headers_outside``: the layer outside (observe.Observe, given ``headers_added``) adds the common
         headers and sets ``scope["openkvs.started"]`` as a response starts; ``send`` is not wrapped here."""
         self.app = app
+        self._app = direct_call(app)
         self.headers_outside = headers_outside
         self.body_timeout = settings.body_timeout
         self.default_limit = str(max(settings.rate_limit_user_per_minute // 60, 1)).encode()
@@ -265,7 +267,7 @@ class ApiMiddleware:
                 await send(message)
 
         try:
-            await self.app(scope, _BodyDeadline(receive, self.body_timeout), send_with_headers)
+            await self._app(scope, _BodyDeadline(receive, self.body_timeout), send_with_headers)
         except errors.ApiError as exc:
             if "openkvs.started" in scope:
                 raise

@@ -38,7 +38,8 @@ class methods:  # reads as a declaration in the route table
         request = ApiRequest(scope, receive)
         handler = self.handlers.get(scope["method"])  # the common case without respond()'s coroutine
         response = await (handler(request) if handler is not None else self.respond(request))
-        await response(scope, receive, send)
+        # a method call: calling the instance goes through its type's call slot (__call__ looked up, arguments packed)
+        await response.__call__(scope, receive, send)  # type: ignore[operator]
 
     async def respond(self, request: Request) -> ASGIApp:
         method = request.scope["method"]

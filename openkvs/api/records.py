@@ -15,12 +15,12 @@ from starlette.types import Receive, Scope, Send
 from openkvs import access, codec, errors, schema, signing
 from openkvs.access import STORES, Access, Decision, Signed
 from openkvs.api.common import (
-    header_bytes,
     json_response,
     public_base,
     query_bool,
     query_limit,
     query_text,
+    raw_headers,
     select_range,
     selection,
     state,
@@ -82,12 +82,19 @@ def _etag(record: RecordMeta, encoded: bool) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _plain_validators(crc32: int, decoded_size: int, modified_at: datetime) -> tuple[tuple[bytes, bytes], ...]:
-    """ETag and Last-Modified of a record stored without a Content-Encoding, encoded for the wire. The same few
-    hot records are read again and again; their validators depend on these three fields only."""
+def _plain_raw(content_type: str, crc32: int, decoded_size: int, modified_at: datetime, length: int,
+               ) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers of a plain GET's 200 of an identity record of ``length`` bytes: _record_headers's, in its
+    order, with Content-Length and RECORD_FIXED_HEADERS, encoded as _Bytes would. The same few hot records are
+    read again and again; their headers depend on these fields only."""
     stamp = int(modified_at.timestamp() * 1000)
-    etag = f'"{crc32:08x}-{decoded_size:x}-{stamp:x}"'
-    return (b"etag", etag.encode()), (b"last-modified", _http_date(modified_at).encode())
+    return (
+        (b"content-type", content_type.encode("latin-1")),
+        (b"etag", f'"{crc32:08x}-{decoded_size:x}-{stamp:x}"'.encode()),
+        (b"last-modified", _http_date(modified_at).encode()),
+        (b"content-length", str(length).encode()),
+        *_RECORD_FIXED_RAW,
+    )
 
 
 def _accepts(accept_encoding: str | None, encoding: str) -> bool:
@@ -118,15 +125,19 @@ def _path_key(request: Request) -> str:
     return key
 
 
+# (enum members as constants: see access._ID)
+_READ, _WRITE, _SIGNED_RECORD = Access.READ, Access.WRITE, Signed.RECORD
+
+
 async def record_endpoint(request: Request) -> Response | _Bytes:
     key = _path_key(request)
     store_id = request.scope["path_params"]["store_id"]
     method = request.scope["method"]
     if method in ("GET", "HEAD"):
         # The record comes in the same query as the store when the caller may read it (not through a signature).
-        found = await access.decide(request, STORES, store_id, Access.READ, Signed.RECORD, key=key, fetch=True)
+        found = await access.decide(request, STORES, store_id, _READ, _SIGNED_RECORD, key=key, fetch=True)
         return await _get_record(request, found, key)
-    found = await access.decide(request, STORES, store_id, Access.WRITE, key=key)
+    found = await access.decide(request, STORES, store_id, _WRITE, key=key)
     if method == "DELETE":
         storage = state(request).storage
         await storage.delete_record(found.store.id, key)
@@ -177,17 +188,12 @@ async def _get_record(request: Request, found: Decision, key: str) -> Response |
         # The most common request of all: a plain GET of a small identity record (no range, no condition, no
         # attachment): straight to the bytes that came with the lookup. Anything else takes the way below.
         held = storage.held_bytes(record)
-        if held is not None and header_bytes(request, b"range") is None and (
-            header_bytes(request, b"if-none-match") is None
-        ) and (not scope["query_string"] or "attachment" not in request.query_params):
-            # The headers of _record_headers, in its order, encoded as _Bytes would.
-            raw = [
-                (b"content-type", record.content_type.encode("latin-1")),
-                *_plain_validators(record.crc32, record.decoded_size, record.modified_at),
-                (b"content-length", str(len(held)).encode()),
-                *_RECORD_FIXED_RAW,
-            ]
-            return _Bytes(200, {}, held, raw)
+        sent = raw_headers(request)
+        if held is not None and b"range" not in sent and b"if-none-match" not in sent and (
+            not scope["query_string"] or "attachment" not in request.query_params
+        ):
+            return _Bytes(200, {}, held, list(_plain_raw(record.content_type, record.crc32, record.decoded_size,
+                                                         record.modified_at, len(held))))
     encoded = record.content_encoding is not None and _accepts(
         request.headers.get("accept-encoding"), record.content_encoding
     )

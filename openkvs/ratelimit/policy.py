@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .base import RETRY_PAD, Decision, Limiter
+from .base import ALLOWED, RETRY_PAD, Decision, Limiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +75,10 @@ class RateLimitPolicy:
         self._hit_chain_now = getattr(limiter, "hit_chain_now", None)
         # The allowed verdicts, one per limit (immutable): most requests get one of these.
         self._allowed: dict[int, Verdict] = {}
+        # (identity, store_id, record_op, budget) -> the hits of ``_hits`` and the allowed verdict of ``_verdict``:
+        # the same callers and stores come back request after request, and making these cost as much as the hits.
+        self._chains: dict[tuple[str, str | None, bool, str | None],
+                           tuple[tuple[tuple[str, float, float], ...], Verdict]] = {}
 
     def limit_for(self, store_id: str | None, record_op: bool, budget: str | None = None) -> int:
         """The ``X-RateLimit-Limit`` value for a request, without spending anything."""
@@ -102,10 +106,27 @@ class RateLimitPolicy:
                   budget: str | None = None) -> Verdict | None:
         """``check`` without a coroutine when the limiter never waits (in memory); None when it would
         (Redis): then ``check``."""
-        if self._hit_chain_now is None:
+        hit_chain_now = self._hit_chain_now
+        if hit_chain_now is None:
             return None
-        return self._verdict(self._hit_chain_now(self._hits(identity, store_id, record_op, budget)),
-                             store_id, record_op, budget)
+        asked = (identity, store_id, record_op, budget)
+        chain = self._chains.get(asked)
+        if chain is None:
+            chain = self._chain(asked)
+        decision = hit_chain_now(chain[0])
+        if decision.allowed:
+            return chain[1]
+        return Verdict(False, _retry_seconds(decision.retry_after), chain[1].limit)
+
+    def _chain(self, asked: tuple[str, str | None, bool, str | None],
+               ) -> tuple[tuple[tuple[str, float, float], ...], Verdict]:
+        identity, store_id, record_op, budget = asked
+        chain = (tuple(self._hits(identity, store_id, record_op, budget)),
+                 self._verdict(ALLOWED, store_id, record_op, budget))
+        if len(self._chains) >= 4096:  # bounded: a flood of distinct callers starts over
+            self._chains.clear()
+        self._chains[asked] = chain
+        return chain
 
     def _hits(self, identity: str, store_id: str | None, record_op: bool,
               budget: str | None) -> list[tuple[str, float, float]]:

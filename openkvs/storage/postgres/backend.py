@@ -30,6 +30,7 @@ from ..base import (
     Storage,
     StorageError,
     StorageUnavailable,
+    Store,
     StoreLookup,
 )
 from ..bucket import BlobStore
@@ -53,6 +54,7 @@ from .tables import (
     LOOKUP_MANY,
     NOW_MS,
     RECORD_COLS,
+    STORE_COLS,
     TABLES_VERSION,
     UPSERT_BIG,
     held_data,
@@ -330,14 +332,14 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
             rows = await self._fetch(many_sql, levels, kind, *arrays)
             found: list[StoreLookup | None] = [None] * len(asks)
             for row in rows:
-                found[row["n"] - 1] = _found(row, with_record)
+                found[row["n"] - 1] = _found(row, with_record, 1)  # (LOOKUP_MANY's columns start with n)
             return found
 
         return Batched(one, many)
 
     async def _look_up(self, args: tuple[Any, ...], key: str | None) -> StoreLookup | None:
         row = await self._fetchrow(*args)
-        return _found(row, key is not None) if row is not None else None
+        return _found(row, key is not None, 0) if row is not None else None
 
     def held_bytes(self, record: RecordMeta) -> bytes | None:
         blob = record.blob
@@ -471,9 +473,25 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
             self._stats.restore(pending)
             raise
 
-def _found(row: asyncpg.Record, with_record: bool) -> StoreLookup:
-    """A look-up's answer from its row (tables.LOOKUP, LOOKUP_MANY)."""
-    found = StoreLookup(to_store(row), row["g_can_write"])
+# store ID -> (its columns as read, the Store made from them): a look-up whose store row is unchanged reuses the
+# Store instead of converting 19 columns again (as SQLite's look_up_store does). Checked against the columns just
+# read, so never stale; bounded.
+_STORES: dict[str, tuple[tuple[Any, ...], Store]] = {}
+_STORE_NCOLS = STORE_COLS.count(",") + 1
+
+
+def _found(row: asyncpg.Record, with_record: bool, first: int) -> StoreLookup:
+    """A look-up's answer from its row (tables.LOOKUP, LOOKUP_MANY; the store's columns from ``first``)."""
+    columns = row[first:first + _STORE_NCOLS]
+    kept = _STORES.get(columns[0])
+    if kept is not None and kept[0] == columns:
+        store = kept[1]
+    else:
+        store = to_store(row)
+        if len(_STORES) >= 1024:
+            _STORES.clear()
+        _STORES[store.id] = (columns, store)
+    found = StoreLookup(store, row["g_can_write"])
     if with_record and row["may_read"]:
         found.record_read = True
         if row["r_key"] is not None:

@@ -282,59 +282,59 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
         readable: Sequence[str] = (),
         kind: str = KVS,
     ) -> StoreLookup | None:
-        n = STORE_NCOLS
         levels = (*readable, None, None, None)[:3]
         where = (owner_id, name, kind) if store_id is None else (store_id, kind)
         sql = LOOKUP[(store_id is None, key is not None)]
         params = (user_id, *levels, *where, key) if key is not None else (user_id, *levels, *where)
+        # methods with arguments rather than closures: two functions and their cells made per request cost more
+        return await self._point_read(self._look_up_kept, sql, params, user_id, key, readable)  # type: ignore[no-any-return]
 
-        def cached(conn: sqlite3.Connection) -> StoreLookup | None:
-            # The same answer while nothing was committed since it was read (PRAGMA data_version: the same on
-            # this connection as long as no other connection, in any process, committed; this one only reads).
-            # The pragma costs an eighth of the lookup it saves (bench/cg_get.py).
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            held = self._lookups
-            if held[0] is not conn or held[1] != version:
-                held = self._lookups = (conn, version, {})
-            answers = held[2]
-            asked = (sql, params)
-            found = answers.get(asked, _MISSING)
-            if found is _MISSING:
-                found = q(conn)
-                blob = found.record.blob if found is not None and found.record is not None else None
-                if len(answers) < LOOKUPS_KEPT and (
-                    not isinstance(blob, Inline) or len(blob.data) <= LOOKUP_BYTES_KEPT
-                ):
-                    answers[asked] = found
-            return found  # type: ignore[return-value]
+    def _look_up_kept(self, conn: sqlite3.Connection, sql: str, params: tuple[Any, ...], user_id: str | None,
+                      key: str | None, readable: Sequence[str]) -> StoreLookup | None:
+        """look_up_store's answer: the same while nothing was committed since it was read (PRAGMA data_version:
+        the same on this connection as long as no other connection, in any process, committed; this one only
+        reads). The pragma costs an eighth of the lookup it saves (bench/cg_get.py)."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        held = self._lookups
+        if held[0] is not conn or held[1] != version:
+            held = self._lookups = (conn, version, {})
+        answers = held[2]
+        asked = (sql, params)
+        found = answers.get(asked, _MISSING)
+        if found is _MISSING:
+            found = self._look_up_read(conn, sql, params, user_id, key, readable)
+            blob = found.record.blob if found is not None and found.record is not None else None
+            if len(answers) < LOOKUPS_KEPT and (not isinstance(blob, Inline) or len(blob.data) <= LOOKUP_BYTES_KEPT):
+                answers[asked] = found
+        return found  # type: ignore[return-value]
 
-        def q(conn: sqlite3.Connection) -> StoreLookup | None:
-            row = conn.execute(sql, params).fetchone()
-            if row is None:
-                return None
-            store_row = row[:n]
-            sid = store_row[0]
-            memo = self._store_memo.get(sid)
-            if memo is not None and memo[0] == store_row:
-                store = memo[1]
-            else:
-                store = to_store(store_row)
-                if len(self._store_memo) >= 1024:
-                    self._store_memo.clear()
-                self._store_memo[sid] = (store_row, store)
-            grant = row[n]
-            found = StoreLookup(store, None if grant is None else bool(grant))
-            if key is not None:
-                if row[n + 1] is not None:  # the LEFT JOIN found the record, so the caller may read
-                    found.record = to_record_read(row, self.blob_dir, n + 1)
-                    found.record_read = True
-                else:  # no such record, or not this caller's to read: the join's rule, in Python
-                    found.record_read = (
-                        store.user_id == user_id or grant is not None or store.general_access in readable
-                    )
-            return found
-
-        return await self._point_read(cached)
+    def _look_up_read(self, conn: sqlite3.Connection, sql: str, params: tuple[Any, ...], user_id: str | None,
+                      key: str | None, readable: Sequence[str]) -> StoreLookup | None:
+        n = STORE_NCOLS
+        row = conn.execute(sql, params).fetchone()
+        if row is None:
+            return None
+        store_row = row[:n]
+        sid = store_row[0]
+        memo = self._store_memo.get(sid)
+        if memo is not None and memo[0] == store_row:
+            store = memo[1]
+        else:
+            store = to_store(store_row)
+            if len(self._store_memo) >= 1024:
+                self._store_memo.clear()
+            self._store_memo[sid] = (store_row, store)
+        grant = row[n]
+        found = StoreLookup(store, None if grant is None else bool(grant))
+        if key is not None:
+            if row[n + 1] is not None:  # the LEFT JOIN found the record, so the caller may read
+                found.record = to_record_read(row, self.blob_dir, n + 1)
+                found.record_read = True
+            else:  # no such record, or not this caller's to read: the join's rule, in Python
+                found.record_read = (
+                    store.user_id == user_id or grant is not None or store.general_access in readable
+                )
+        return found
 
     def held_bytes(self, record: RecordMeta) -> bytes | None:
         blob = record.blob
