@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 MAX_JSON_BODY = 9_437_184
 INLINE_JSON_BODY = 16 * 1024  # JSON bodies up to this size are parsed on the event loop (read_json_body)
-MAX_QUERY_INT = 2**53 - 1  # the largest integer every JSON client reads exactly
 
 
 class ApiRequest(Request):
@@ -185,8 +184,8 @@ def query_int(request: Request, name: str, default: int, *, minimum: int, maximu
         raise errors.InvalidInput(f"Parameter '{name}' must be at least {minimum}.")
     if maximum is not None:
         return min(value, maximum)
-    if value > MAX_QUERY_INT:  # past what the databases' 64-bit integers hold (a 500 otherwise)
-        raise errors.InvalidInput(f"Parameter '{name}' must be at most {MAX_QUERY_INT}.")
+    if value > rules.MAX_QUERY_INT:  # past what the databases' 64-bit integers hold (a 500 otherwise)
+        raise errors.InvalidInput(f"Parameter '{name}' must be at most {rules.MAX_QUERY_INT}.")
     return value
 
 

@@ -14,8 +14,9 @@ from typing import Any
 from starlette.requests import Request
 
 from openkvs import errors, jsontext, rules
-from openkvs.api.common import MAX_QUERY_INT, iso
+from openkvs.api.common import iso
 from openkvs.requestid import request_id
+from openkvs.rules import MAX_QUERY_INT
 from openkvs.storage.queues import MAX_LOCK_SECS, NewRequest
 
 MAX_BATCH = 25  # REQUEST_QUEUE_MAX_REQUESTS_PER_BATCH_OPERATION
