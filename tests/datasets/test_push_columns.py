@@ -13,6 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from openkvs.api import items as push_items
+from tests.datasets.test_push_fast import floats_in
 
 keys = st.sampled_from(["a", "b", "[", "[]", "{}", "#h", "", "-1", "-2"]) | st.text(max_size=3)
 scalars = st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False, allow_infinity=False) | st.text(
@@ -39,14 +40,6 @@ def batches(draw: Any, of: Any = objects) -> list[Any]:
     shapes = draw(st.lists(of, min_size=1, max_size=3))
     picks = draw(st.lists(st.integers(0, len(shapes)), max_size=14))
     return [with_scalars(shapes[p], draw) if p < len(shapes) else draw(of) for p in picks]
-
-
-def floats_in(value: Any) -> list[float]:
-    if isinstance(value, dict):
-        return [f for v in value.values() for f in floats_in(v)]
-    if isinstance(value, list):
-        return [f for v in value for f in floats_in(v)]
-    return [value] if type(value) is float else []
 
 
 def labels_of(col: list[Any], room: int = 1000) -> tuple[list[Any], list[float]]:
