@@ -264,7 +264,7 @@ def merge_block(old: list[Any], pieces: Any) -> list[Any]:
 # items (PostgreSQL: 40 MB/s in batches of 1,000, 80 in batches of 5,000), each rendered in one trip to a thread.
 EXPORT_BATCH = 4000
 # Unchanged items of a json or jsonl export come joined by storage in pieces of about this many bytes: each goes
-# to the server's send as it is (the response cuts anything longer into SEND_PIECE slices: a copy of each), and
+# to the server's send as it is (the response cuts anything longer into SEND_PIECE views, without copies), and
 # the next piece is read while this one is sent.
 RAW_PIECE = SEND_PIECE - 64
 
