@@ -163,6 +163,29 @@ class RecordMeta:
     blob: Any = field(repr=False, compare=False)
 
 
+class StoreMemo:
+    """store ID -> (its columns as read, the Store made from them): a look-up whose store row is unchanged reuses
+    the Store instead of converting its columns again. Checked against the columns just read, so never stale;
+    bounded (a flood of distinct stores starts over)."""
+
+    __slots__ = ("_kept",)
+    LIMIT = 1024
+
+    def __init__(self) -> None:
+        self._kept: dict[Any, tuple[tuple[Any, ...], Store]] = {}
+
+    def store(self, columns: tuple[Any, ...], make: Callable[[Any], Store], row: Any) -> Store:
+        """The Store of ``columns`` (the ID first): the kept one if they read the same, else ``make(row)``."""
+        kept = self._kept.get(columns[0])
+        if kept is not None and kept[0] == columns:
+            return kept[1]
+        store = make(row)
+        if len(self._kept) >= self.LIMIT:
+            self._kept.clear()
+        self._kept[columns[0]] = (columns, store)
+        return store
+
+
 @dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
 class StoreLookup:
     """A store as an access decision sees it (``Storage.look_up_store``)."""

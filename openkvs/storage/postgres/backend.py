@@ -30,8 +30,8 @@ from ..base import (
     Storage,
     StorageError,
     StorageUnavailable,
-    Store,
     StoreLookup,
+    StoreMemo,
 )
 from ..bucket import BlobStore
 from ..bucket.uploads import Uploads
@@ -114,6 +114,7 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
         self._stop_fill = asyncio.Event()
         # --blob-store: records above inline_max are objects in the bucket (objects.py); smaller ones stay here
         self.blob_store = blob_store
+        self._store_memo = StoreMemo()  # (see StoreMemo: the look-ups reuse unchanged stores)
         self.inline_max = blob_store.inline_max if blob_store is not None else GET_INLINE_MAX
         self._leases = Leases(self._db)
         # the writes of objects running here, whose intents the lease task renews too (bucket/uploads.py)
@@ -331,15 +332,16 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
             arrays = (list(user_ids), list(store_ids), list(keys)) if with_record else (list(user_ids), list(store_ids))
             rows = await self._fetch(many_sql, levels, kind, *arrays)
             found: list[StoreLookup | None] = [None] * len(asks)
+            # (LOOKUP_MANY's columns start with n: the store's from 1)
             for row in rows:
-                found[row["n"] - 1] = _found(row, with_record, 1)  # (LOOKUP_MANY's columns start with n)
+                found[row["n"] - 1] = _found(row, with_record, 1, self._store_memo)
             return found
 
         return Batched(one, many)
 
     async def _look_up(self, args: tuple[Any, ...], key: str | None) -> StoreLookup | None:
         row = await self._fetchrow(*args)
-        return _found(row, key is not None, 0) if row is not None else None
+        return _found(row, key is not None, 0, self._store_memo) if row is not None else None
 
     def held_bytes(self, record: RecordMeta) -> bytes | None:
         blob = record.blob
@@ -473,24 +475,12 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
             self._stats.restore(pending)
             raise
 
-# store ID -> (its columns as read, the Store made from them): a look-up whose store row is unchanged reuses the
-# Store instead of converting 19 columns again (as SQLite's look_up_store does). Checked against the columns just
-# read, so never stale; bounded.
-_STORES: dict[str, tuple[tuple[Any, ...], Store]] = {}
 _STORE_NCOLS = STORE_COLS.count(",") + 1
 
 
-def _found(row: asyncpg.Record, with_record: bool, first: int) -> StoreLookup:
+def _found(row: asyncpg.Record, with_record: bool, first: int, memo: StoreMemo) -> StoreLookup:
     """A look-up's answer from its row (tables.LOOKUP, LOOKUP_MANY; the store's columns from ``first``)."""
-    columns = row[first:first + _STORE_NCOLS]
-    kept = _STORES.get(columns[0])
-    if kept is not None and kept[0] == columns:
-        store = kept[1]
-    else:
-        store = to_store(row)
-        if len(_STORES) >= 1024:
-            _STORES.clear()
-        _STORES[store.id] = (columns, store)
+    store = memo.store(row[first:first + _STORE_NCOLS], to_store, row)
     found = StoreLookup(store, row["g_can_write"])
     if with_record and row["may_read"]:
         found.record_read = True

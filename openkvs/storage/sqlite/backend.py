@@ -29,8 +29,8 @@ from ..base import (
     RecordMeta,
     Snapshot,
     Storage,
-    Store,
     StoreLookup,
+    StoreMemo,
 )
 from ..bucket import BlobStore
 from ..stats import StatsBuffer
@@ -127,9 +127,7 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
         self.uploads = self._objects.uploads if self._objects is not None else None
         if self._objects is not None:
             self._files.delete_objects = self._objects.delete_objects
-        # store ID -> (its row, the Store built from it): a record GET whose store row is unchanged reuses the
-        # Store instead of converting 16 columns again. Checked against the row just read, so never stale.
-        self._store_memo: dict[str, tuple[tuple[Any, ...], Store]] = {}
+        self._store_memo = StoreMemo()
         # look_up_store's answers read at one data_version of one connection: (connection, version, answers)
         self._lookups: tuple[Any, int, dict[tuple[str, tuple[Any, ...]], Any]] = (None, -1, {})
         self._task: asyncio.Task[None] | None = None
@@ -315,15 +313,7 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
         if row is None:
             return None
         store_row = row[:n]
-        sid = store_row[0]
-        memo = self._store_memo.get(sid)
-        if memo is not None and memo[0] == store_row:
-            store = memo[1]
-        else:
-            store = to_store(store_row)
-            if len(self._store_memo) >= 1024:
-                self._store_memo.clear()
-            self._store_memo[sid] = (store_row, store)
+        store = self._store_memo.store(store_row, to_store, store_row)
         grant = row[n]
         found = StoreLookup(store, None if grant is None else bool(grant))
         if key is not None:
