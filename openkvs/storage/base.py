@@ -217,6 +217,11 @@ class KeySelection:
     prefix: str | None = None
     exact: str | None = None
 
+    @property
+    def whole(self) -> bool:
+        """Whether it selects every key (an empty prefix selects all, as in the backends' SQL)."""
+        return self.exact is None and not self.prefix
+
 
 @dataclass(frozen=True, slots=True)
 class SnapshotTotals:

@@ -18,7 +18,7 @@ import pytest
 from openkvs.storage.base import KeySelection, NotFound, Storage
 from openkvs.storage.sqlite import SQLiteStorage
 
-from .conftest import Body, BodyAborted, chunked
+from .conftest import UNDO_TOTALS_PG, UNDO_TOTALS_SQLITE, Body, BodyAborted, chunked
 
 pytestmark = pytest.mark.anyio
 
@@ -178,11 +178,12 @@ async def test_sqlite_upgrade_counts_the_records_already_stored(tmp_path: Path) 
         await st.create_store(user.id, "items", None, "k" * 32, kind="dataset")
     conn = sqlite3.connect(data / "openkvs.sqlite3")
     conn.execute("ALTER TABLE stores DROP COLUMN record_count")
-    # nor what versions 7 (uploads), 8 (field statistics) and 9 (kept ZIP headers) add
+    # nor what versions 7 (uploads), 8 (field statistics), 9 (kept ZIP headers) and 10 (ZIP totals) add
     conn.execute("DROP TABLE uploads")
     conn.execute("ALTER TABLE dataset_counts DROP COLUMN field_stats")
     conn.executescript(
         "DROP TRIGGER records_zip_head_stale; DROP INDEX records_no_zip_head; ALTER TABLE records DROP COLUMN zip_head;"
+        + UNDO_TOTALS_SQLITE
     )
     conn.execute("PRAGMA user_version = 5")
     conn.commit()
@@ -223,9 +224,10 @@ async def test_postgres_upgrade_counts_the_records_already_stored() -> None:
         await st.aclose()
         conn = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
         try:
-            # version 6: before the record count (7) and the datasets' field statistics (8)
+            # version 6: before the record count (7), the datasets' field statistics (8) and the ZIP totals (10)
             await conn.execute("ALTER TABLE stores DROP COLUMN record_count")
             await conn.execute("ALTER TABLE dataset_counts DROP COLUMN field_stats")
+            await conn.execute(UNDO_TOTALS_PG)  # and the ZIP totals (10)
             await conn.execute("UPDATE schema_version SET version = 6")
         finally:
             await conn.close()

@@ -47,6 +47,7 @@ from .objects import LEASE_RENEW_SECONDS, Leases, PgIntents, collect, put_in_buc
 from .queues import PgQueues
 from .snapshot import PgSnapshot, open_snapshot
 from .tables import (
+    DELETE_ADDS,
     GET_INLINE_MAX,
     IN_BUCKET,
     IN_BUCKET_SQL,
@@ -366,14 +367,14 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
         # gives the version it deleted (the latest, after waiting for a concurrent writer).
         sql = f"""WITH lk AS (SELECT id FROM stores WHERE id = $1 FOR NO KEY UPDATE),
                 d AS (DELETE FROM records r USING lk WHERE r.store_id = $1 AND r.key = $2
-                      RETURNING r.blob_id, r.size, r.chunk_size),
+                      RETURNING r.blob_id, r.size, r.chunk_size, r.key, r.decoded_size),
                 t AS (SELECT {NOW_MS} AS now),
                 g AS (INSERT INTO garbage (blob_id, created_at, in_bucket)
                       SELECT d.blob_id, t.now, {IN_BUCKET_SQL.format(size="d.size", chunk_size="d.chunk_size")}
                       FROM d, t),
                 st AS (
                     UPDATE stores SET generation = generation + 1, modified_at = greatest(stores.modified_at, t.now),
-                        storage_bytes = storage_bytes - d.size, record_count = record_count - 1
+                        {DELETE_ADDS}
                     FROM d, t WHERE id = $1
                 )
                 SELECT count(*) FROM d"""

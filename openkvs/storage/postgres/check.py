@@ -1,16 +1,18 @@
 """``openkvs check`` for the PostgreSQL backend: connect, compare the schema version with this openkvs's, and
 check that every record's chunks add up to its size (count and total length), every store's record count is
-its number of records and every kept ZIP header is the one its record's columns give, without changing
-anything. ``fix_counts`` (``openkvs check --fix``) sets the wrong counts, while servers run."""
+its number of records (and its other kept totals, STORE_TOTALS, its records'), every kept ZIP header is the one
+its record's columns give, without changing anything. ``fix_counts`` (``openkvs check --fix``) sets the wrong
+counts and totals, while servers run."""
 
 from __future__ import annotations
 
 import asyncpg
 from asyncpg import exceptions as pgx
 
+from .. import totals
 from ..base import StorageUnavailable
 from .connections import CONNECTION_ERRORS
-from .tables import TABLES_VERSION
+from .tables import RECORD_TOTALS, STORE_TOTALS, TABLES_VERSION
 
 MAX_LISTED = 100
 
@@ -26,19 +28,25 @@ ORDER BY r.store_id, r.key
 LIMIT $1
 """
 
-# Stores whose record_count is not the number of their records: (id, record_count, n). All stores: one pass over
-# the records; some ($1): their records only.
-_WRONG_COUNTS = """
-SELECT s.id, s.record_count, coalesce(c.n, 0) AS n
-FROM stores s LEFT JOIN (SELECT store_id, count(*) AS n FROM records GROUP BY store_id) c ON c.store_id = s.id
-WHERE s.record_count <> coalesce(c.n, 0)
-ORDER BY s.id
+# Stores whose record_count or other kept totals (STORE_TOTALS) are not their records': (id, kept, counted), each an
+# array in the order of STORE_TOTALS. All stores: one pass over the records; some ($1): their records only.
+_COLS = STORE_TOTALS.split(", ")
+_KEPT = f"ARRAY[{', '.join(f's.{c}' for c in _COLS)}]::bigint[]"
+_COUNTED = f"ARRAY[{', '.join(f'coalesce(c.{c}, 0)' for c in _COLS)}]::bigint[]"
+_FROM_ARRAY = ", ".join(f"($2::bigint[])[{i + 1}]" for i in range(len(_COLS)))  # fix_counts: the counted, $2
+_WRONG_COUNTS = f"""
+SELECT * FROM (
+    SELECT s.id, {_KEPT} AS kept, {_COUNTED} AS counted
+    FROM stores s LEFT JOIN (SELECT store_id, {RECORD_TOTALS} FROM records GROUP BY store_id)
+        c(store_id, {STORE_TOTALS}) ON c.store_id = s.id
+) w WHERE kept <> counted ORDER BY id
 """
-_WRONG_COUNTS_OF = """
-SELECT id, record_count, n FROM (
-    SELECT s.id, s.record_count, (SELECT count(*) FROM records r WHERE r.store_id = s.id) AS n
-    FROM stores s WHERE s.id = ANY($1::text[])
-) c WHERE record_count <> n
+_WRONG_COUNTS_OF = f"""
+SELECT * FROM (
+    SELECT s.id, {_KEPT} AS kept, {_COUNTED} AS counted
+    FROM stores s, LATERAL (SELECT {RECORD_TOTALS} FROM records r WHERE r.store_id = s.id) c({STORE_TOTALS})
+    WHERE s.id = ANY($1::text[])
+) w WHERE kept <> counted
 """
 
 # Kept ZIP headers (zipheads.py) that are not the ones the records' columns give.
@@ -76,19 +84,16 @@ async def check(dsn: str, namespace: str) -> tuple[list[str], str]:
             ]
             count = await conn.fetchval("SELECT count(*) FROM records")
             wrong = await conn.fetch(_WRONG_COUNTS)
-            problems += [
-                f"store {r['id']}: its record count says {r['record_count']}, it holds {r['n']} records "
-                "(openkvs check --fix)"
-                for r in wrong[:MAX_LISTED]
-            ]
+            problems += [f"store {r['id']}: {totals.wrong(r['kept'], r['counted'])}" for r in wrong[:MAX_LISTED]]
             if len(wrong) > MAX_LISTED:
-                problems.append(f"and {len(wrong) - MAX_LISTED} more stores with a wrong record count")
+                problems.append(f"and {len(wrong) - MAX_LISTED} more stores with a wrong record count or ZIP totals")
     except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:
         return [f"PostgreSQL: {type(exc).__name__}: {exc}"], ""
     finally:
         await conn.close()
     return problems, (
-        f"PostgreSQL schema {namespace!r} at version {version}; chunks of {count} records add up; record counts agree; "
+        f"PostgreSQL schema {namespace!r} at version {version}; chunks of {count} records add up; record counts agree, "
+        "and the stores' ZIP totals; "
         "kept ZIP headers agree"
     )
 
@@ -115,10 +120,11 @@ async def fix_counts(dsn: str, namespace: str) -> list[str]:
             )
             wrong = await conn.fetch(_WRONG_COUNTS_OF, suspects)  # a new snapshot: after the locks were granted
             await conn.executemany(
-                "UPDATE stores SET record_count = $2 WHERE id = $1", [(r["id"], r["n"]) for r in wrong]
+                f"UPDATE stores SET ({STORE_TOTALS}) = ({_FROM_ARRAY}) WHERE id = $1",
+                [(r["id"], r["counted"]) for r in wrong],
             )
     except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:
         raise StorageUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
     finally:
         await conn.close()
-    return [f"store {r['id']}: record count {r['record_count']} -> {r['n']}" for r in wrong]
+    return [f"store {r['id']}: {totals.fixed(r['kept'], r['counted'])}" for r in wrong]

@@ -27,9 +27,10 @@ from openkvs.zipwriter import (
 from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageUnavailable
 from ..batch import RowBatch, ZipRow
 from ..bucket.prefetch import Prefetch
+from ..totals import SMALL_RECORD_MAX
 from .chunks import COPY_WINDOW_BYTES, READ_PIECE, PgBlob, blob_range, copy_chunks, iter_chunks, settle
 from .connections import CONNECTION_ERRORS, discard, unavailable
-from .tables import IN_BUCKET, RECORD_COLS, selection_sql, to_record
+from .tables import IN_BUCKET, RECORD_COLS, RECORD_TOTALS, STORE_TOTALS, selection_sql, to_record
 
 # reads bytes [start, end) of a blob that is an object in the bucket (PostgresStorage._bucket_read)
 BucketRead = Callable[[PgBlob, int, int], AsyncIterator[bytes]]
@@ -42,12 +43,12 @@ SNAPSHOT_QUERY_BYTES = 4 * 1024 * 1024
 # the bytes stream without a round trip per query, so a window is only what a reader that stops early waits for.
 SNAPSHOT_COPY_BYTES = COPY_WINDOW_BYTES
 PREFETCH_BYTES = 8 * 1024 * 1024  # a snapshot batch holds at most about this many bytes of one-chunk records
-BIG = 0xFFFFFFFF
 
 # Archives from kept headers (records.zip_head, zipheads.py): rows per batch, at most. A batch of small records is
 # one statement whose one row is the batch's headers and bytes joined by PostgreSQL (string_agg): no Python
 # object per record.
 KEPT_ROWS = 4096
+assert PREFETCH_BYTES // SMALL_RECORD_MAX >= KEPT_ROWS  # a store without large records: full batches (_load)
 _LOCAL_FIXED = 39  # a local header's bytes besides its name (no ZIP64 sizes): what a kept header's length shows
 _MID26 = operator.itemgetter(slice(4, 30))  # of a local header: what its central header repeats after CENTRAL_LEAD
 _TAIL = operator.itemgetter(slice(30, None))  # of a local header: its name and time stamp, the central's last bytes
@@ -96,7 +97,7 @@ class PgSnapshot(Snapshot):
             self._closed = True
 
     async def _load(self) -> None:
-        rows = await self._fetch("SELECT generation FROM stores WHERE id = $1", (self._store_id,))
+        rows = await self._fetch(f"SELECT generation, {STORE_TOTALS} FROM stores WHERE id = $1", (self._store_id,))
         if not rows:
             raise NotFound(f"store {self._store_id} not found")
         self.generation = rows[0]["generation"]
@@ -104,20 +105,19 @@ class PgSnapshot(Snapshot):
         cond = selection_sql(self._selection, args)
         if cond is None:
             return
-        rows = await self._fetch(
-            f"""SELECT count(*) AS n, coalesce(sum(octet_length(key)), 0) AS kb,
-                    coalesce(sum(decoded_size), 0) AS db, count(*) FILTER (WHERE decoded_size >= {BIG}) AS big,
-                    coalesce(max(size) FILTER (WHERE size <= chunk_size), 0) AS one_max
-                FROM records WHERE store_id = $1 AND {cond}""",
-            args,
-        )
-        r = rows[0]
-        self.totals = t = SnapshotTotals(
-            count=r["n"], key_bytes=int(r["kb"]), decoded_bytes=int(r["db"]), big_count=r["big"]
-        )
+        one_max = "coalesce(max(size) FILTER (WHERE size <= chunk_size), 0)"  # the biggest record of one chunk
+        where = f"FROM records WHERE store_id = $1 AND {cond}"
+        if self._selection.whole:  # the store's totals, kept with every write, read in this snapshot (no scan)
+            n, kb, db, big, large = tuple(rows[0])[1:]
+            # with no record above SMALL_RECORD_MAX, batches are full ones (KEPT_ROWS): else the records are read
+            biggest = (await self._fetch(f"SELECT {one_max} {where}", args))[0][0] if large else 0
+        else:
+            counted = await self._fetch(f"SELECT {RECORD_TOTALS}, {one_max} {where}", args)
+            n, kb, db, big, _, biggest = tuple(counted[0])
+        self.totals = t = SnapshotTotals(count=n, key_bytes=kb, decoded_bytes=db, big_count=big)
         if t.count and kept_headers_fit(t.count, t.key_bytes, t.decoded_bytes, t.big_count):
             # batches of kept headers and one-chunk bytes, sized to hold about PREFETCH_BYTES at most
-            self.kept_rows = max(16, min(KEPT_ROWS, PREFETCH_BYTES // max(r["one_max"], 1)))
+            self.kept_rows = max(16, min(KEPT_ROWS, PREFETCH_BYTES // max(biggest, 1)))
 
     def _where(self, last: str | None) -> tuple[str, list[Any]] | None:
         """The WHERE conditions of a batch of the selection's records after the key ``last`` (None: from the

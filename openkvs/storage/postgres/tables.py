@@ -20,6 +20,7 @@ from ..base import (
     User,
     prefix_upper_bound,
 )
+from ..totals import SMALL_RECORD_MAX, ZIP64_SIZE
 from .chunks import PgBlob
 from .clock import NOW_MS
 from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN
@@ -28,7 +29,28 @@ from .zipheads import ZIP_HEADS
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
-TABLES_VERSION = 9
+TABLES_VERSION = 10
+
+# The totals of its records that each store keeps besides record_count (see storage/totals.py), the same counted
+# from the records (the migration to version 10, openkvs check), and what one record adds to storage_bytes and them.
+STORE_TOTALS = "record_count, key_bytes, decoded_bytes, zip64_count, large_count"
+RECORD_TOTALS = (
+    "count(*), coalesce(sum(octet_length(key)), 0)::bigint, coalesce(sum(decoded_size), 0)::bigint, "
+    f"count(*) FILTER (WHERE decoded_size >= {ZIP64_SIZE}), count(*) FILTER (WHERE size > {SMALL_RECORD_MAX})"
+)
+ADDED_TO = ["storage_bytes", *STORE_TOTALS.split(", ")]
+
+
+def record_adds(key: str, size: str, decoded_size: str) -> list[str]:
+    """SQL of what a record (its columns as these expressions) adds to each of ADDED_TO."""
+    return [size, "1", f"octet_length({key})", decoded_size, f"({decoded_size} >= {ZIP64_SIZE})::int",
+            f"({size} > {SMALL_RECORD_MAX})::int"]
+
+
+# delete_record's update of the store: less what its deleted row (``d``) added.
+DELETE_ADDS = ", ".join(
+    f"{c} = {c} - {e}" for c, e in zip(ADDED_TO, record_adds("d.key", "d.size", "d.decoded_size"), strict=True)
+)
 
 # Each entry migrates from version i to i+1 (MIGRATIONS[0] creates version 1).
 MIGRATIONS: list[str] = [
@@ -151,6 +173,11 @@ MIGRATIONS: list[str] = [
     """,
     FIELD_STATS_COLUMN,  # 8: the field statistics of a dataset, kept at push time (storage/postgres/datasets.py)
     ZIP_HEADS,  # 9: each record's ZIP local header, kept from write time (storage/postgres/zipheads.py)
+    # 10: each store's totals for sizing a ZIP download (STORE_TOTALS), kept like record_count (and counted once
+    # here, under the same lock); the upserts learn the replaced record's decoded size as they learn its size.
+    "".join(f"ALTER TABLE stores ADD COLUMN {c} bigint NOT NULL DEFAULT 0;" for c in STORE_TOTALS.split(", ")[1:])
+    + "ALTER TABLE records ADD COLUMN prev_decoded_size bigint;"
+    + f"UPDATE stores s SET ({STORE_TOTALS}) = (SELECT {RECORD_TOTALS} FROM records r WHERE r.store_id = s.id);",
 ]
 
 
@@ -315,14 +342,24 @@ def to_record(row: asyncpg.Record, data: bytes | None = None, prefix: str = "") 
 # zip_head: the record's ZIP local header, made by the upserts themselves (zipheads.py), so that the triggers that
 # keep it right for other writers have nothing to do for them.
 _INSERT_RECORD = """INSERT INTO records (store_id, key, content_type, content_encoding, size, decoded_size, crc32,
-            modified_at, blob_id, chunk_size, prev_blob_id, prev_size, zip_head)"""
+            modified_at, blob_id, chunk_size, prev_blob_id, prev_size, prev_decoded_size, zip_head)"""
 _ON_CONFLICT = f"""ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
             content_encoding = EXCLUDED.content_encoding, size = EXCLUDED.size,
             decoded_size = EXCLUDED.decoded_size, crc32 = EXCLUDED.crc32,
             modified_at = EXCLUDED.modified_at, blob_id = EXCLUDED.blob_id, chunk_size = EXCLUDED.chunk_size,
             zip_head = EXCLUDED.zip_head,
-            prev_blob_id = records.blob_id, prev_size = records.size, prev_chunk_size = records.chunk_size
-        RETURNING {RECORD_COLS}, prev_blob_id, prev_size, prev_chunk_size"""
+            prev_blob_id = records.blob_id, prev_size = records.size, prev_chunk_size = records.chunk_size,
+            prev_decoded_size = records.decoded_size
+        RETURNING {RECORD_COLS}, prev_blob_id, prev_size, prev_chunk_size, prev_decoded_size"""
+# What an upsert's row (``up``) adds to each of ADDED_TO: the new record less the one it replaced, if any.
+_UPSERT_ADDS = [
+    f"{new} - CASE WHEN up.prev_blob_id IS NULL THEN 0 ELSE {old} END"
+    for new, old in zip(
+        record_adds("up.key", "up.size", "up.decoded_size"),
+        record_adds("up.key", "up.prev_size", "up.prev_decoded_size"),
+        strict=True,
+    )
+]
 _GARBAGE = f"""g AS (INSERT INTO garbage (blob_id, created_at, in_bucket)
           SELECT up.prev_blob_id, t.now, {IN_BUCKET_SQL.format(size="up.prev_size", chunk_size="up.prev_chunk_size")}
           FROM up, t WHERE up.prev_blob_id IS NOT NULL)"""
@@ -334,12 +371,13 @@ _GARBAGE = f"""g AS (INSERT INTO garbage (blob_id, created_at, in_bucket)
 # statement is its own transaction, so no client round trip happens while the lock is held (it used to be held
 # over three). ON CONFLICT DO UPDATE locks the record row and reads its latest committed version, so
 # prev_blob_id/prev_size name exactly the blob this write replaced, even when a writer of the same key committed
-# after this statement's snapshot was taken (NULL: the key was new, and the store's record_count grows by one).
+# after this statement's snapshot was taken (NULL: the key was new, and the store's record_count grows by one);
+# prev_decoded_size likewise for the store's other totals.
 _UPSERT_TAIL = f"""
     lk AS (SELECT id FROM stores WHERE id = $1 FOR NO KEY UPDATE),
     up AS (
         {_INSERT_RECORD}
-        SELECT $1, $2, $3, $4, $5, $6, $7, t.now, b.id, $8, NULL, NULL,
+        SELECT $1, $2, $3, $4, $5, $6, $7, t.now, b.id, $8, NULL, NULL, NULL,
             zip_local_header($2::text, $6::bigint, $7::bigint, t.now)
         FROM lk, t, b
         {_ON_CONFLICT}
@@ -347,8 +385,7 @@ _UPSERT_TAIL = f"""
     {_GARBAGE},
     st AS (
         UPDATE stores SET generation = generation + 1, modified_at = greatest(stores.modified_at, t.now),
-            storage_bytes = storage_bytes + up.size - coalesce(up.prev_size, 0),
-            record_count = record_count + (up.prev_blob_id IS NULL)::int
+            {", ".join(f"{c} = {c} + {e}" for c, e in zip(ADDED_TO, _UPSERT_ADDS, strict=True))}
         FROM up, t WHERE id = $1
     )"""
 # A record of at most one chunk: the chunk ($9, NULL when empty) goes in with the same statement.
@@ -361,10 +398,11 @@ UPSERT_SMALL = f"""WITH t AS (SELECT {NOW_MS} AS now),
 UPSERT_BIG = f"""WITH t AS (SELECT {NOW_MS} AS now), b AS (SELECT $9::bigint AS id),
     {_UPSERT_TAIL}
     SELECT * FROM up"""
+_GROUP_SUMS = ", ".join(f"sum({e}) AS {c}" for c, e in zip(ADDED_TO, _UPSERT_ADDS, strict=True))
 # Small records of one store ($1), each key at most once, in one statement (group commit, groups.py): the same
 # locking and bookkeeping as UPSERT_SMALL for many rows. $2: the chunk size; $3..$9 one array per column (key,
 # content_type, content_encoding, size, decoded_size, crc32, the chunk or NULL when empty). The store row is
-# updated once, with the group's totals (``d``: writes, the change in bytes, keys that were new).
+# updated once, with the group's totals (``d``: writes, and the sums of what each row adds to ADDED_TO).
 UPSERT_GROUP = f"""WITH t AS (SELECT {NOW_MS} AS now),
     lk AS (SELECT id FROM stores WHERE id = $1 FOR NO KEY UPDATE),
     i AS MATERIALIZED (
@@ -375,15 +413,14 @@ UPSERT_GROUP = f"""WITH t AS (SELECT {NOW_MS} AS now),
     up AS (
         {_INSERT_RECORD}
         SELECT $1, i.key, i.content_type, i.content_encoding, i.size, i.decoded_size, i.crc32, t.now, i.blob_id, $2,
-            NULL, NULL, zip_local_header(i.key, i.decoded_size, i.crc32, t.now) FROM i, t
+            NULL, NULL, NULL, zip_local_header(i.key, i.decoded_size, i.crc32, t.now) FROM i, t
         {_ON_CONFLICT}
     ),
     {_GARBAGE},
-    d AS (SELECT count(*) AS writes, sum(up.size - coalesce(up.prev_size, 0)) AS bytes,
-              count(*) FILTER (WHERE up.prev_blob_id IS NULL) AS added FROM up),
+    d AS (SELECT count(*) AS writes, {_GROUP_SUMS} FROM up),
     st AS (
         UPDATE stores SET generation = generation + d.writes, modified_at = greatest(stores.modified_at, t.now),
-            storage_bytes = storage_bytes + d.bytes, record_count = record_count + d.added
+            {", ".join(f"{c} = stores.{c} + d.{c}" for c in ADDED_TO)}
         FROM d, t WHERE id = $1 AND d.writes > 0
     ),
     c AS (INSERT INTO blob_chunks (blob_id, seq, data) SELECT i.blob_id, 0, i.data FROM i WHERE i.data IS NOT NULL)

@@ -46,6 +46,7 @@ from .queues import SQLiteQueues
 from .snapshot import SQLiteSnapshot, begin_snapshot
 from .space import RESERVE_BYTES, Headroom
 from .tables import (
+    ADD_TO_STORE,
     DB_NAME,
     LOOKUP,
     RECORD_COLS,
@@ -56,6 +57,7 @@ from .tables import (
     create_database,
     fill_zip_heads,
     now_ms,
+    record_delta,
     selection_sql,
     to_record,
     to_record_read,
@@ -341,7 +343,7 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
     async def delete_record(self, store_id: str, key: str) -> bool:
         def txn(conn: sqlite3.Connection) -> bool:
             old = conn.execute(
-                "SELECT size, data_id, path FROM records WHERE store_id = ? AND key = ?", (store_id, key)
+                "SELECT size, data_id, path, decoded_size FROM records WHERE store_id = ? AND key = ?", (store_id, key)
             ).fetchone()
             if old is None:
                 return False
@@ -354,9 +356,8 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
                     "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)", (old[2], now, store_id)
                 )
             conn.execute(
-                "UPDATE stores SET generation = generation + 1, modified_at = ?, storage_bytes = storage_bytes - ?, "
-                "record_count = record_count - 1 WHERE id = ?",
-                (now, old[0], store_id),
+                f"UPDATE stores SET generation = generation + 1, modified_at = ?, {ADD_TO_STORE} WHERE id = ?",
+                (now, *(-n for n in record_delta(key, old[0], old[3])), store_id),
             )
             return True
 

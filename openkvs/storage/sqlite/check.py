@@ -2,8 +2,9 @@
 nothing migrated or collected). SQLite's ``integrity_check`` over every page, then every record's bytes: a file
 record's file present with the record's size, an inline record's row present with its size (records whose bytes
 are objects in a bucket, path ``s3:<id>``, are counted: ``openkvs blobs fsck`` checks them against the bucket); then
-every store's record count. ``fix_counts`` (``openkvs check --fix``) sets the counts that are wrong, while servers
-run. And every kept ZIP header (records.zip_head) must be the one its record's columns give."""
+every store's record count and the other totals it keeps (tables.STORE_TOTALS). ``fix_counts`` (``openkvs check
+--fix``) sets those that are wrong, while servers run. And every kept ZIP header (records.zip_head) must be the one
+its record's columns give."""
 
 from __future__ import annotations
 
@@ -11,20 +12,22 @@ import os
 import sqlite3
 from pathlib import Path
 
+from .. import totals
 from ..base import StorageDamaged
+from ..totals import Totals
 from .blobs import OBJECT_PATH
-from .tables import DB_NAME, TABLES_VERSION, zip_head
+from .tables import DB_NAME, RECORD_TOTALS, STORE_TOTALS, TABLES_VERSION, zip_head
 
 MAX_LISTED = 100  # problems of one kind listed one by one; beyond that, counted
 BUSY_TIMEOUT = 30.0  # fix_counts waits this long for the servers' writers
 
-# Stores whose record_count is not the number of their records: (id, record_count, records). One range scan of the
-# records' primary key per store.
-WRONG_COUNTS = """
-SELECT id, record_count, n FROM (
-    SELECT s.id, s.record_count, (SELECT count(*) FROM records r WHERE r.store_id = s.id) AS n FROM stores s
-) WHERE record_count <> n ORDER BY id
-"""
+def wrong_totals(conn: sqlite3.Connection) -> list[tuple[str, Totals, Totals]]:
+    """Stores whose kept totals are not their records': (id, kept, counted), by id. One pass over the records'
+    primary key."""
+    kept = conn.execute(f"SELECT id, {STORE_TOTALS} FROM stores ORDER BY id").fetchall()
+    counted = {r[0]: r[1:] for r in conn.execute(f"SELECT store_id, {RECORD_TOTALS} FROM records GROUP BY store_id")}
+    none = (0,) * len(STORE_TOTALS.split(", "))
+    return [(r[0], r[1:], counted.get(r[0], none)) for r in kept if r[1:] != counted.get(r[0], none)]
 
 
 def check(data_dir: Path) -> tuple[list[str], str]:
@@ -65,10 +68,10 @@ def check(data_dir: Path) -> tuple[list[str], str]:
                 problems.append(f"record {store_id}/{key}: its data row is missing")
             elif (actual or 0) != size:
                 problems.append(f"record {store_id}/{key}: its data has {actual} bytes, not {size}")
-        wrong = conn.execute(WRONG_COUNTS).fetchall()
-        problems += [count_problem(*row) for row in wrong[:MAX_LISTED]]
+        wrong = wrong_totals(conn)
+        problems += [f"store {i}: {totals.wrong(k, c)}" for i, k, c in wrong[:MAX_LISTED]]
         if len(wrong) > MAX_LISTED:
-            problems.append(f"and {len(wrong) - MAX_LISTED} more stores with a wrong record count")
+            problems.append(f"and {len(wrong) - MAX_LISTED} more stores with a wrong record count or ZIP totals")
         heads = stale = 0
         for store_id, key, decoded, crc, ms, head in conn.execute(
             "SELECT store_id, key, decoded_size, crc32, modified_at, zip_head FROM records "
@@ -93,17 +96,13 @@ def check(data_dir: Path) -> tuple[list[str], str]:
     in_bucket = f", {objects} records in a bucket (openkvs blobs fsck checks them)" if objects else ""
     return problems, (
         f"{db}: integrity_check ok; {files} record files and {inline} inline records checked{in_bucket}; "
-        f"record counts agree; {heads} kept ZIP headers checked"
+        f"record counts agree, and the stores' ZIP totals; {heads} kept ZIP headers checked"
     )
 
 
-def count_problem(store_id: str, said: int, actual: int) -> str:
-    return f"store {store_id}: its record count says {said}, it holds {actual} records (openkvs check --fix)"
-
-
 def fix_counts(data_dir: Path) -> list[str]:
-    """Set every store's record count to the number of its records, in one write transaction (servers may run:
-    their writers wait, so the counts are exact when it commits); returns one line per store changed."""
+    """Set every store's record count and kept totals to its records', in one write transaction (servers may run:
+    their writers wait, so the totals are exact when it commits); returns one line per store changed."""
     db = data_dir / DB_NAME
     if not db.is_file():
         raise StorageDamaged(f"{db}: no database")
@@ -114,12 +113,15 @@ def fix_counts(data_dir: Path) -> list[str]:
             raise StorageDamaged(f"{db}: schema version {version}, expected {TABLES_VERSION} (run openkvs migrate)")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            wrong = conn.execute(WRONG_COUNTS).fetchall()
-            conn.executemany("UPDATE stores SET record_count = ? WHERE id = ?", [(n, i) for i, _, n in wrong])
+            wrong = wrong_totals(conn)
+            conn.executemany(
+                f"UPDATE stores SET ({STORE_TOTALS}) = ({', '.join('?' * len(STORE_TOTALS.split(', ')))}) WHERE id = ?",
+                [(*counted, i) for i, _, counted in wrong],
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
     finally:
         conn.close()
-    return [f"store {i}: record count {said} -> {n}" for i, said, n in wrong]
+    return [f"store {i}: {totals.fixed(kept, counted)}" for i, kept, counted in wrong]

@@ -24,12 +24,20 @@ from openkvs.zipwriter import (
     kept_headers_fit,
 )
 
-from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageDamaged
+from ..base import (
+    KeySelection,
+    NotFound,
+    RecordMeta,
+    Snapshot,
+    SnapshotTotals,
+    StorageDamaged,
+)
 from ..batch import RowBatch, ZipRow
+from ..totals import SMALL_RECORD_MAX
 from .blobs import DataRow, inline_chunks, read_held, stored_at
 from .connections import translate
 from .onthread import run_to_end
-from .tables import RECORD_COLS, from_ms, selection_sql
+from .tables import RECORD_COLS, RECORD_TOTALS, STORE_TOTALS, from_ms, selection_sql
 
 T = TypeVar("T")
 
@@ -43,6 +51,8 @@ SNAPSHOT_REMAP_BYTES = 48 * 1024 * 1024  # drop the map after reading about this
 # whose one result row is the batch's bytes, concatenated by SQLite: no Python object per record, and the GIL
 # released once per batch (so the batch is read in a worker thread while the event loop sends the one before).
 KEPT_ROWS = 4096
+assert PREFETCH_BYTES // SMALL_RECORD_MAX >= KEPT_ROWS  # a store without large records: full batches (begin_snapshot)
+assert SMALL_RECORD_MAX < SNAPSHOT_MMAP_MIN_AVG  # ... and no map
 _MID26 = operator.itemgetter(slice(4, 30))  # of a local header: what its central header repeats after CENTRAL_LEAD
 _TAIL = operator.itemgetter(slice(30, None))  # of a local header: its name and time stamp, the central's last bytes
 _U32 = struct.Struct("<I").pack
@@ -65,21 +75,30 @@ def _seconds(ms: Sequence[int]) -> list[int]:
 
 
 def begin_snapshot(blob_dir: Path, conn: sqlite3.Connection, store_id: str, selection: KeySelection) -> SQLiteSnapshot:
-    """In a worker thread, on the snapshot's own connection: begin its read transaction, count what it
-    selects. ``blob_dir``: where the records' files are."""
+    """In a worker thread, on the snapshot's own connection: begin its read transaction, and take the totals of
+    what it selects from the store row (the whole store) or count them (a key selection). ``blob_dir``: where the
+    records' files are."""
     conn.execute("BEGIN")
-    row = conn.execute("SELECT generation FROM stores WHERE id = ?", (store_id,)).fetchone()
+    row = conn.execute(f"SELECT generation, {STORE_TOTALS} FROM stores WHERE id = ?", (store_id,)).fetchone()
     if row is None:
         raise NotFound(f"store {store_id}")
     cond, params = selection_sql(selection)
-    count, key_bytes, decoded, big, inline_count, inline_bytes, inline_max = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(length(CAST(key AS BLOB))), 0), COALESCE(SUM(decoded_size), 0), "
-        "COALESCE(SUM(decoded_size >= 4294967295), 0), "
+    where = f"FROM records WHERE store_id = ? AND {cond}"
+    inline = (
         "COALESCE(SUM(path IS NULL), 0), COALESCE(SUM(CASE WHEN path IS NULL THEN size END), 0), "
-        "COALESCE(MAX(CASE WHEN path IS NULL THEN size END), 0) "
-        f"FROM records WHERE store_id = ? AND {cond}",
-        [store_id, *params],
-    ).fetchone()
+        "COALESCE(MAX(CASE WHEN path IS NULL THEN size END), 0)"
+    )
+    if selection.whole:  # the store's totals, kept with every write, read in this transaction (no scan)
+        count, key_bytes, decoded, big, large = row[1:]
+        # the inline records' number, bytes and biggest size decide the map and the batch size: with no record
+        # above SMALL_RECORD_MAX the answer is known (no map, full batches), else the records are counted
+        inline_count, inline_bytes, inline_max = (
+            conn.execute(f"SELECT {inline} {where}", [store_id, *params]).fetchone() if large else (0, 0, 0)
+        )
+    else:
+        count, key_bytes, decoded, big, _, inline_count, inline_bytes, inline_max = conn.execute(
+            f"SELECT {RECORD_TOTALS}, {inline} {where}", [store_id, *params]
+        ).fetchone()
     mapped = bool(inline_count) and inline_bytes >= SNAPSHOT_MMAP_MIN_AVG * inline_count
     if mapped:
         # Records this big live in chains of overflow pages, which SQLite otherwise reads one pread (and

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from ..base import (
     prefix_upper_bound,
 )
 from ..ids import new_id
+from ..totals import SMALL_RECORD_MAX, ZIP64_SIZE
 from .blobs import Inline, stored_at
 from .clock import now_ms
 from .connections import translate
@@ -36,7 +38,7 @@ from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN
 from .queues import QUEUE_TABLES
 from .space import storing
 
-TABLES_VERSION = 9
+TABLES_VERSION = 10
 DB_NAME = "openkvs.sqlite3"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -50,6 +52,17 @@ BEGIN
     UPDATE records SET zip_head = NULL WHERE store_id = NEW.store_id AND key = NEW.key;
 END;
 """
+
+# The totals of its records that each store keeps besides record_count (see storage/totals.py): their columns,
+# the statement that adds to all of them (commit_record, delete_record: ``record_delta`` gives the values) and the
+# same counted from the records (the upgrade to version 10, openkvs check).
+STORE_TOTALS = "record_count, key_bytes, decoded_bytes, zip64_count, large_count"
+STORE_TOTALS_DDL = ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in STORE_TOTALS.split(", ")[1:])
+ADD_TO_STORE = ", ".join(f"{c} = {c} + ?" for c in ["storage_bytes", *STORE_TOTALS.split(", ")])
+RECORD_TOTALS = (
+    "count(*), coalesce(sum(length(CAST(key AS BLOB))), 0), coalesce(sum(decoded_size), 0), "
+    f"coalesce(sum(decoded_size >= {ZIP64_SIZE}), 0), coalesce(sum(size > {SMALL_RECORD_MAX}), 0)"
+)
 
 CREATE_TABLES = """
 CREATE TABLE IF NOT EXISTS users (
@@ -80,7 +93,8 @@ CREATE TABLE IF NOT EXISTS stores (
     storage_bytes           INTEGER NOT NULL DEFAULT 0,
     kind                    TEXT NOT NULL DEFAULT 'kvs',
     title                   TEXT,
-    record_count            INTEGER NOT NULL DEFAULT 0
+    record_count            INTEGER NOT NULL DEFAULT 0,
+    {STORE_TOTALS_DDL}
 );
 CREATE UNIQUE INDEX IF NOT EXISTS stores_user_kind_name ON stores(user_id, kind, name COLLATE NOCASE)
     WHERE name IS NOT NULL;
@@ -131,7 +145,7 @@ CREATE TABLE IF NOT EXISTS leases (
     expires_at  INTEGER NOT NULL,
     store_id    TEXT
 );
-""".replace("{ZIP_HEAD_SQL}", ZIP_HEAD_SQL.strip()) + QUEUE_TABLES
+""".replace("{ZIP_HEAD_SQL}", ZIP_HEAD_SQL.strip()).replace("{STORE_TOTALS_DDL}", STORE_TOTALS_DDL) + QUEUE_TABLES
 
 # Intents of objects being written, with --blob-store (storage/sqlite/objects.py): AUTOINCREMENT, so that a blob id
 # (an object's name) is never used twice.
@@ -170,6 +184,10 @@ UPGRADES = (
     FIELD_STATS_COLUMN,
     # 8 -> 9: each record's ZIP local header, kept from write time (filled in for older rows by fill_zip_heads)
     "ALTER TABLE records ADD COLUMN zip_head BLOB;" + ZIP_HEAD_SQL,
+    # 9 -> 10: each store's totals for sizing a ZIP download (STORE_TOTALS), kept like record_count; counted once
+    # here, in the upgrade's write transaction (record_count too: the same pass).
+    "".join(f"ALTER TABLE stores ADD COLUMN {c} INTEGER NOT NULL DEFAULT 0;" for c in STORE_TOTALS.split(", ")[1:])
+    + f" UPDATE stores SET ({STORE_TOTALS}) = (SELECT {RECORD_TOTALS} FROM records r WHERE r.store_id = stores.id)",
 )
 CREATE_TABLES += DATASET_TABLES + ";" + UPLOADS_TABLE + ";" + FIELD_STATS_COLUMN
 assert len(UPGRADES) == TABLES_VERSION - 1
@@ -303,7 +321,7 @@ def commit_record(
     key, size = row[0], row[1]
     now = row[4]
     old = conn.execute(
-        "SELECT size, data_id, path FROM records WHERE store_id = ? AND key = ?", (store_id, key)
+        "SELECT size, data_id, path, decoded_size FROM records WHERE store_id = ? AND key = ?", (store_id, key)
     ).fetchone()
     old_data_id = old[1] if old is not None else None
     data_id = None
@@ -318,9 +336,9 @@ def commit_record(
         f"INSERT OR REPLACE INTO records(store_id, {RECORD_COLS}, zip_head) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (store_id, *row, data_id, relpath, zip_head(row)),
     )
-    delta = size
+    delta = record_delta(key, size, row[2])
     if old is not None:
-        delta -= old[0]
+        delta = tuple(map(operator.sub, delta, record_delta(key, old[0], old[3])))
         if old[2] is not None:
             conn.execute(
                 "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)", (old[2], now, store_id)
@@ -328,11 +346,15 @@ def commit_record(
     if pending_id is not None:
         conn.execute("DELETE FROM garbage WHERE id = ?", (pending_id,))
     if not conn.execute(
-        "UPDATE stores SET generation = generation + 1, modified_at = ?, storage_bytes = storage_bytes + ?, "
-        "record_count = record_count + ? WHERE id = ?",
-        (now, delta, int(old is None), store_id),
+        f"UPDATE stores SET generation = generation + 1, modified_at = ?, {ADD_TO_STORE} WHERE id = ?",
+        (now, *delta, store_id),
     ).rowcount:
         raise NotFound(f"store {store_id}")
+
+
+def record_delta(key: str, size: int, decoded_size: int) -> tuple[int, ...]:
+    """What a record adds to its store's storage_bytes and STORE_TOTALS (the parameters of ADD_TO_STORE)."""
+    return (size, 1, len(key.encode()), decoded_size, int(decoded_size >= ZIP64_SIZE), int(size > SMALL_RECORD_MAX))
 
 
 def zip_head(row: Sequence[Any]) -> bytes:
