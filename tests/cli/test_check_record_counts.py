@@ -159,3 +159,30 @@ async def test_fix_is_exact_while_writers_write(backend: Backend) -> None:
         stop.set()
     assert len(fixed) == 3 and all(f"store {store.id}: record count " in line for line in fixed), fixed
     assert await count(st, store.id) == await records(st, store.id) > 0
+
+
+async def test_check_finds_wrong_zip_totals_and_fix_sets_them(backend: Backend) -> None:
+    """The other totals each store keeps for its ZIP download (storage/totals.py): a wrong one is found, named, and
+    set by --fix; then the archive's size is right again."""
+    st = backend.storage
+    user = await st.create_user("alice")
+    store = await st.create_store(user.id, "zipped", None, "k" * 32)
+    for key, data in (("a", b"x"), ("bé", b"y" * 3000)):
+        await st.put_record(store.id, key, Body(data), "text/plain", None)
+    await anyio.to_thread.run_sync(
+        backend.sql, f"UPDATE stores SET key_bytes = key_bytes + 5, large_count = 7 WHERE id = '{store.id}'"
+    )
+    async with st.snapshot(store.id, KeySelection()) as snap:
+        assert (snap.totals.key_bytes, snap.totals.decoded_bytes) == (9, 3001)  # what the archive is sized by
+    out = await anyio.to_thread.run_sync(lambda: openkvs("check", *backend.args))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.splitlines() == [
+        f"store {store.id}: its ZIP totals (key bytes, decoded bytes, ZIP64 entries, large records) say "
+        "[9, 3001, 0, 7], its records give [4, 3001, 0, 1] (openkvs check --fix)"
+    ]
+    out = await anyio.to_thread.run_sync(lambda: openkvs("check", "--fix", *backend.args))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[0] == f"fixed: store {store.id}: ZIP totals [9, 3001, 0, 7] -> [4, 3001, 0, 1]"
+    assert "record counts agree, and the stores' ZIP totals" in out.stdout.splitlines()[-1]
+    async with st.snapshot(store.id, KeySelection()) as snap:
+        assert (snap.totals.count, snap.totals.key_bytes, snap.totals.decoded_bytes) == (2, 4, 3001)
