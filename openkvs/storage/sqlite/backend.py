@@ -46,10 +46,10 @@ from .queues import SQLiteQueues
 from .snapshot import SQLiteSnapshot, begin_snapshot
 from .space import RESERVE_BYTES, Headroom
 from .tables import (
-    ADD_TO_STORE,
     DB_NAME,
     LOOKUP,
     RECORD_COLS,
+    STORE_CHANGED,
     STORE_NCOLS,
     TABLES_VERSION,
     ZIP_HEAD_FILL,
@@ -356,8 +356,8 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
                     "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)", (old[2], now, store_id)
                 )
             conn.execute(
-                f"UPDATE stores SET generation = generation + 1, modified_at = ?, {ADD_TO_STORE} WHERE id = ?",
-                (now, *(-n for n in record_delta(key, old[0], old[3])), store_id),
+                STORE_CHANGED,
+                (now, *[-n for n in record_delta(key, old[0], old[3])], store_id),
             )
             return True
 

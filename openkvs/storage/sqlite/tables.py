@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import operator
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -59,6 +58,9 @@ END;
 STORE_TOTALS = "record_count, key_bytes, decoded_bytes, zip64_count, large_count"
 STORE_TOTALS_DDL = ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in STORE_TOTALS.split(", ")[1:])
 ADD_TO_STORE = ", ".join(f"{c} = {c} + ?" for c in ["storage_bytes", *STORE_TOTALS.split(", ")])
+# A record written or deleted: the store's generation and modifiedAt, then ADD_TO_STORE's parameters. (One string,
+# not an f-string per call: sqlite3's statement cache hashes the SQL text of every execute.)
+STORE_CHANGED = f"UPDATE stores SET generation = generation + 1, modified_at = ?, {ADD_TO_STORE} WHERE id = ?"
 RECORD_TOTALS = (
     "count(*), coalesce(sum(length(CAST(key AS BLOB))), 0), coalesce(sum(decoded_size), 0), "
     f"coalesce(sum(decoded_size >= {ZIP64_SIZE}), 0), coalesce(sum(size > {SMALL_RECORD_MAX}), 0)"
@@ -336,9 +338,10 @@ def commit_record(
         f"INSERT OR REPLACE INTO records(store_id, {RECORD_COLS}, zip_head) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (store_id, *row, data_id, relpath, zip_head(row)),
     )
-    delta = record_delta(key, size, row[2])
-    if old is not None:
-        delta = tuple(map(operator.sub, delta, record_delta(key, old[0], old[3])))
+    if old is None:
+        delta = record_delta(key, size, row[2])
+    else:
+        delta = overwrite_delta(size, row[2], old[0], old[3])
         if old[2] is not None:
             conn.execute(
                 "INSERT INTO garbage(path, created_at, store_id) VALUES (?, ?, ?)", (old[2], now, store_id)
@@ -346,15 +349,26 @@ def commit_record(
     if pending_id is not None:
         conn.execute("DELETE FROM garbage WHERE id = ?", (pending_id,))
     if not conn.execute(
-        f"UPDATE stores SET generation = generation + 1, modified_at = ?, {ADD_TO_STORE} WHERE id = ?",
-        (now, *delta, store_id),
+        STORE_CHANGED, (now, *delta, store_id)
     ).rowcount:
         raise NotFound(f"store {store_id}")
 
 
 def record_delta(key: str, size: int, decoded_size: int) -> tuple[int, ...]:
     """What a record adds to its store's storage_bytes and STORE_TOTALS (the parameters of ADD_TO_STORE)."""
-    return (size, 1, len(key.encode()), decoded_size, int(decoded_size >= ZIP64_SIZE), int(size > SMALL_RECORD_MAX))
+    return (size, 1, len(key.encode()), decoded_size, decoded_size >= ZIP64_SIZE, size > SMALL_RECORD_MAX)
+
+
+def overwrite_delta(size: int, decoded_size: int, old_size: int, old_decoded: int) -> tuple[int, ...]:
+    """``record_delta`` of a record less that of the one of the same key it replaces (written out: every PUT)."""
+    return (
+        size - old_size,
+        0,
+        0,
+        decoded_size - old_decoded,
+        (decoded_size >= ZIP64_SIZE) - (old_decoded >= ZIP64_SIZE),
+        (size > SMALL_RECORD_MAX) - (old_size > SMALL_RECORD_MAX),
+    )
 
 
 def zip_head(row: Sequence[Any]) -> bytes:
