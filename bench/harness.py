@@ -265,14 +265,21 @@ def _clone_sqlite(backend: Backend, store_id: str, count: int) -> None:
                 data_id = conn.execute("INSERT INTO record_data(data) VALUES (?)", (data,)).lastrowid
                 conn.execute(f"INSERT INTO records(store_id, key, {cols}, data_id) VALUES (?,?,?,?,?,?,?,?,?)",
                              (store_id, f"k{i:08d}", *tpl[:-1], data_id))
+        # the store's record count and ZIP totals as the writes would have kept them (storage/totals.py)
+        from openkvs.storage.sqlite.tables import RECORD_TOTALS, STORE_TOTALS
+
         conn.execute("UPDATE stores SET generation = generation + 1, storage_bytes = "
                      "(SELECT sum(size) FROM records WHERE store_id = ?) WHERE id = ?", (store_id, store_id))
+        conn.execute(f"UPDATE stores SET ({STORE_TOTALS}) = (SELECT {RECORD_TOTALS} FROM records WHERE store_id = ?), "
+                     "totals_generation = generation WHERE id = ?", (store_id, store_id))
         conn.execute("COMMIT")
     finally:
         conn.close()
 
 
 def _clone_postgres(backend: Backend, store_id: str, count: int) -> None:
+    from openkvs.storage.postgres.tables import RECORD_TOTALS, STORE_TOTALS
+
     sql = f"""
     SET search_path = {backend.schema};
     BEGIN;
@@ -286,6 +293,8 @@ def _clone_postgres(backend: Backend, store_id: str, count: int) -> None:
            t.decoded_size, t.crc32, t.modified_at, ids.b, t.chunk_size FROM ids, t;
     UPDATE stores SET generation = generation + 1,
            storage_bytes = (SELECT sum(size) FROM records WHERE store_id = '{store_id}') WHERE id = '{store_id}';
+    UPDATE stores SET ({STORE_TOTALS}) = (SELECT {RECORD_TOTALS} FROM records WHERE store_id = '{store_id}'),
+           totals_generation = generation WHERE id = '{store_id}';
     COMMIT;
     ANALYZE records;
     """

@@ -8,6 +8,7 @@ the facts they are counted by, and how ``openkvs check`` tells of wrong ones."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 # Facts of the tables: changing one needs a migration that counts again.
 SMALL_RECORD_MAX = 2048  # stored bytes: a record above it is large (stores.large_count)
@@ -16,12 +17,23 @@ ZIP64_SIZE = 0xFFFFFFFF  # from this decoded size on, an entry needs ZIP64 sizes
 Totals = Sequence[int]  # a store's record_count, key_bytes, decoded_bytes, zip64_count, large_count
 
 
-def wrong(kept: Totals, counted: Totals) -> str:
+class Kept(NamedTuple):
+    """A store's totals as kept, and whether they are kept up to its generation (stores.totals_generation): a
+    write by an older openkvs, which keeps none of them but the record count, leaves them behind."""
+
+    totals: Totals
+    current: bool
+
+
+def wrong(found: Kept, counted: Totals) -> str:
     """What is wrong in a store's kept totals, for ``openkvs check``."""
+    kept = found.totals
     said = []
     if kept[0] != counted[0]:
         said.append(f"its record count says {kept[0]}, it holds {counted[0]} records")
-    if list(kept[1:]) != list(counted[1:]):
+    if not found.current:
+        said.append("its ZIP totals were left behind by a write of an older openkvs (its downloads count them)")
+    elif list(kept[1:]) != list(counted[1:]):
         said.append(
             f"its ZIP totals (key bytes, decoded bytes, ZIP64 entries, large records) say {list(kept[1:])}, "
             f"its records give {list(counted[1:])}"
@@ -29,11 +41,12 @@ def wrong(kept: Totals, counted: Totals) -> str:
     return "; ".join(said) + " (openkvs check --fix)"
 
 
-def fixed(kept: Totals, counted: Totals) -> str:
+def fixed(found: Kept, counted: Totals) -> str:
     """What ``openkvs check --fix`` changed in a store's kept totals."""
+    kept = found.totals
     done = []
     if kept[0] != counted[0]:
         done.append(f"record count {kept[0]} -> {counted[0]}")
-    if list(kept[1:]) != list(counted[1:]):
+    if list(kept[1:]) != list(counted[1:]) or not found.current:
         done.append(f"ZIP totals {list(kept[1:])} -> {list(counted[1:])}")
     return "; ".join(done)

@@ -146,8 +146,8 @@ def chunked(data: bytes, size: int = 64 * 1024) -> list[bytes]:
 
 
 # What version 10 added (each store's ZIP totals), dropped again: SQL for a database (SQLite) or schema (PostgreSQL)
-# taken back to an older version by an upgrade test. The totals' columns are the backends' STORE_TOTALS but the first.
-_TOTALS = ("key_bytes", "decoded_bytes", "zip64_count", "large_count")
+# taken back to an older version by an upgrade test: STORE_TOTALS but the first, and totals_generation.
+_TOTALS = ("key_bytes", "decoded_bytes", "zip64_count", "large_count", "totals_generation")
 UNDO_TOTALS_SQLITE = "".join(f"ALTER TABLE stores DROP COLUMN {c};" for c in _TOTALS)
 UNDO_TOTALS_PG = "".join(f"ALTER TABLE stores DROP COLUMN {c};" for c in _TOTALS) + (
     "ALTER TABLE records DROP COLUMN prev_decoded_size;"

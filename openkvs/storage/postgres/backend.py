@@ -373,8 +373,8 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
                       SELECT d.blob_id, t.now, {IN_BUCKET_SQL.format(size="d.size", chunk_size="d.chunk_size")}
                       FROM d, t),
                 st AS (
-                    UPDATE stores SET generation = generation + 1, modified_at = greatest(stores.modified_at, t.now),
-                        {DELETE_ADDS}
+                    UPDATE stores SET generation = generation + 1, totals_generation = generation + 1,
+                        modified_at = greatest(stores.modified_at, t.now), {DELETE_ADDS}
                     FROM d, t WHERE id = $1
                 )
                 SELECT count(*) FROM d"""

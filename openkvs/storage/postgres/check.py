@@ -36,17 +36,17 @@ _COUNTED = f"ARRAY[{', '.join(f'coalesce(c.{c}, 0)' for c in _COLS)}]::bigint[]"
 _FROM_ARRAY = ", ".join(f"($2::bigint[])[{i + 1}]" for i in range(len(_COLS)))  # fix_counts: the counted, $2
 _WRONG_COUNTS = f"""
 SELECT * FROM (
-    SELECT s.id, {_KEPT} AS kept, {_COUNTED} AS counted
+    SELECT s.id, {_KEPT} AS kept, s.totals_generation = s.generation AS current, {_COUNTED} AS counted
     FROM stores s LEFT JOIN (SELECT store_id, {RECORD_TOTALS} FROM records GROUP BY store_id)
         c(store_id, {STORE_TOTALS}) ON c.store_id = s.id
-) w WHERE kept <> counted ORDER BY id
+) w WHERE kept <> counted OR NOT current ORDER BY id
 """
 _WRONG_COUNTS_OF = f"""
 SELECT * FROM (
-    SELECT s.id, {_KEPT} AS kept, {_COUNTED} AS counted
+    SELECT s.id, {_KEPT} AS kept, s.totals_generation = s.generation AS current, {_COUNTED} AS counted
     FROM stores s, LATERAL (SELECT {RECORD_TOTALS} FROM records r WHERE r.store_id = s.id) c({STORE_TOTALS})
     WHERE s.id = ANY($1::text[])
-) w WHERE kept <> counted
+) w WHERE kept <> counted OR NOT current
 """
 
 # Kept ZIP headers (zipheads.py) that are not the ones the records' columns give.
@@ -84,7 +84,10 @@ async def check(dsn: str, namespace: str) -> tuple[list[str], str]:
             ]
             count = await conn.fetchval("SELECT count(*) FROM records")
             wrong = await conn.fetch(_WRONG_COUNTS)
-            problems += [f"store {r['id']}: {totals.wrong(r['kept'], r['counted'])}" for r in wrong[:MAX_LISTED]]
+            problems += [
+                f"store {r['id']}: {totals.wrong(totals.Kept(r['kept'], r['current']), r['counted'])}"
+                for r in wrong[:MAX_LISTED]
+            ]
             if len(wrong) > MAX_LISTED:
                 problems.append(f"and {len(wrong) - MAX_LISTED} more stores with a wrong record count or ZIP totals")
     except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:
@@ -120,11 +123,11 @@ async def fix_counts(dsn: str, namespace: str) -> list[str]:
             )
             wrong = await conn.fetch(_WRONG_COUNTS_OF, suspects)  # a new snapshot: after the locks were granted
             await conn.executemany(
-                f"UPDATE stores SET ({STORE_TOTALS}) = ({_FROM_ARRAY}) WHERE id = $1",
+                f"UPDATE stores SET ({STORE_TOTALS}) = ({_FROM_ARRAY}), totals_generation = generation WHERE id = $1",
                 [(r["id"], r["counted"]) for r in wrong],
             )
     except (*CONNECTION_ERRORS, pgx.PostgresError) as exc:
         raise StorageUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
     finally:
         await conn.close()
-    return [f"store {r['id']}: {totals.fixed(r['kept'], r['counted'])}" for r in wrong]
+    return [f"store {r['id']}: {totals.fixed(totals.Kept(r['kept'], r['current']), r['counted'])}" for r in wrong]

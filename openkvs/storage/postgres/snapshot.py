@@ -97,7 +97,10 @@ class PgSnapshot(Snapshot):
             self._closed = True
 
     async def _load(self) -> None:
-        rows = await self._fetch(f"SELECT generation, {STORE_TOTALS} FROM stores WHERE id = $1", (self._store_id,))
+        rows = await self._fetch(
+            f"SELECT generation, {STORE_TOTALS}, totals_generation = generation FROM stores WHERE id = $1",
+            (self._store_id,),
+        )
         if not rows:
             raise NotFound(f"store {self._store_id} not found")
         self.generation = rows[0]["generation"]
@@ -107,8 +110,8 @@ class PgSnapshot(Snapshot):
             return
         one_max = "coalesce(max(size) FILTER (WHERE size <= chunk_size), 0)"  # the biggest record of one chunk
         where = f"FROM records WHERE store_id = $1 AND {cond}"
-        if self._selection.whole:  # the store's totals, kept with every write, read in this snapshot (no scan)
-            n, kb, db, big, large = tuple(rows[0])[1:]
+        if self._selection.whole and rows[0][6]:  # the store's totals, kept with every write (no scan)
+            n, kb, db, big, large = tuple(rows[0])[1:6]
             # with no record above SMALL_RECORD_MAX, batches are full ones (KEPT_ROWS): else the records are read
             biggest = (await self._fetch(f"SELECT {one_max} {where}", args))[0][0] if large else 0
         else:

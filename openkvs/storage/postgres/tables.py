@@ -175,9 +175,14 @@ MIGRATIONS: list[str] = [
     ZIP_HEADS,  # 9: each record's ZIP local header, kept from write time (storage/postgres/zipheads.py)
     # 10: each store's totals for sizing a ZIP download (STORE_TOTALS), kept like record_count (and counted once
     # here, under the same lock); the upserts learn the replaced record's decoded size as they learn its size.
-    "".join(f"ALTER TABLE stores ADD COLUMN {c} bigint NOT NULL DEFAULT 0;" for c in STORE_TOTALS.split(", ")[1:])
+    # totals_generation: the generation they are kept up to (a write by an older node moves only the generation).
+    "".join(
+        f"ALTER TABLE stores ADD COLUMN {c} bigint NOT NULL DEFAULT 0;"
+        for c in [*STORE_TOTALS.split(", ")[1:], "totals_generation"]
+    )
     + "ALTER TABLE records ADD COLUMN prev_decoded_size bigint;"
-    + f"UPDATE stores s SET ({STORE_TOTALS}) = (SELECT {RECORD_TOTALS} FROM records r WHERE r.store_id = s.id);",
+    + f"UPDATE stores s SET ({STORE_TOTALS}) = (SELECT {RECORD_TOTALS} FROM records r WHERE r.store_id = s.id),"
+    " totals_generation = generation;",
 ]
 
 
@@ -384,7 +389,8 @@ _UPSERT_TAIL = f"""
     ),
     {_GARBAGE},
     st AS (
-        UPDATE stores SET generation = generation + 1, modified_at = greatest(stores.modified_at, t.now),
+        UPDATE stores SET generation = generation + 1, totals_generation = generation + 1,
+            modified_at = greatest(stores.modified_at, t.now),
             {", ".join(f"{c} = {c} + {e}" for c, e in zip(ADDED_TO, _UPSERT_ADDS, strict=True))}
         FROM up, t WHERE id = $1
     )"""
@@ -398,6 +404,7 @@ UPSERT_SMALL = f"""WITH t AS (SELECT {NOW_MS} AS now),
 UPSERT_BIG = f"""WITH t AS (SELECT {NOW_MS} AS now), b AS (SELECT $9::bigint AS id),
     {_UPSERT_TAIL}
     SELECT * FROM up"""
+_GROUP_ADDS = ", ".join(f"{c} = stores.{c} + d.{c}" for c in ADDED_TO)
 _GROUP_SUMS = ", ".join(f"sum({e}) AS {c}" for c, e in zip(ADDED_TO, _UPSERT_ADDS, strict=True))
 # Small records of one store ($1), each key at most once, in one statement (group commit, groups.py): the same
 # locking and bookkeeping as UPSERT_SMALL for many rows. $2: the chunk size; $3..$9 one array per column (key,
@@ -419,8 +426,8 @@ UPSERT_GROUP = f"""WITH t AS (SELECT {NOW_MS} AS now),
     {_GARBAGE},
     d AS (SELECT count(*) AS writes, {_GROUP_SUMS} FROM up),
     st AS (
-        UPDATE stores SET generation = generation + d.writes, modified_at = greatest(stores.modified_at, t.now),
-            {", ".join(f"{c} = stores.{c} + d.{c}" for c in ADDED_TO)}
+        UPDATE stores SET generation = generation + d.writes, totals_generation = generation + d.writes,
+            modified_at = greatest(stores.modified_at, t.now), {_GROUP_ADDS}
         FROM d, t WHERE id = $1 AND d.writes > 0
     ),
     c AS (INSERT INTO blob_chunks (blob_id, seq, data) SELECT i.blob_id, 0, i.data FROM i WHERE i.data IS NOT NULL)

@@ -21,13 +21,20 @@ from .tables import DB_NAME, RECORD_TOTALS, STORE_TOTALS, TABLES_VERSION, zip_he
 MAX_LISTED = 100  # problems of one kind listed one by one; beyond that, counted
 BUSY_TIMEOUT = 30.0  # fix_counts waits this long for the servers' writers
 
-def wrong_totals(conn: sqlite3.Connection) -> list[tuple[str, Totals, Totals]]:
+def wrong_totals(conn: sqlite3.Connection) -> list[tuple[str, totals.Kept, Totals]]:
     """Stores whose kept totals are not their records': (id, kept, counted), by id. One pass over the records'
     primary key."""
-    kept = conn.execute(f"SELECT id, {STORE_TOTALS} FROM stores ORDER BY id").fetchall()
+    # (a totals_generation behind the generation, a write by an older openkvs, makes them wrong whatever they say)
+    kept = conn.execute(
+        f"SELECT id, totals_generation = generation, {STORE_TOTALS} FROM stores ORDER BY id"
+    ).fetchall()
     counted = {r[0]: r[1:] for r in conn.execute(f"SELECT store_id, {RECORD_TOTALS} FROM records GROUP BY store_id")}
     none = (0,) * len(STORE_TOTALS.split(", "))
-    return [(r[0], r[1:], counted.get(r[0], none)) for r in kept if r[1:] != counted.get(r[0], none)]
+    return [
+        (r[0], totals.Kept(r[2:], bool(r[1])), counted.get(r[0], none))
+        for r in kept
+        if not r[1] or r[2:] != counted.get(r[0], none)
+    ]
 
 
 def check(data_dir: Path) -> tuple[list[str], str]:
@@ -115,7 +122,8 @@ def fix_counts(data_dir: Path) -> list[str]:
         try:
             wrong = wrong_totals(conn)
             conn.executemany(
-                f"UPDATE stores SET ({STORE_TOTALS}) = ({', '.join('?' * len(STORE_TOTALS.split(', ')))}) WHERE id = ?",
+                f"UPDATE stores SET ({STORE_TOTALS}) = ({', '.join('?' * len(STORE_TOTALS.split(', ')))}),"
+                " totals_generation = generation WHERE id = ?",
                 [(*counted, i) for i, _, counted in wrong],
             )
             conn.execute("COMMIT")

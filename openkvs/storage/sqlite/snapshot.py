@@ -79,7 +79,9 @@ def begin_snapshot(blob_dir: Path, conn: sqlite3.Connection, store_id: str, sele
     what it selects from the store row (the whole store) or count them (a key selection). ``blob_dir``: where the
     records' files are."""
     conn.execute("BEGIN")
-    row = conn.execute(f"SELECT generation, {STORE_TOTALS} FROM stores WHERE id = ?", (store_id,)).fetchone()
+    row = conn.execute(
+        f"SELECT generation, {STORE_TOTALS}, totals_generation = generation FROM stores WHERE id = ?", (store_id,)
+    ).fetchone()
     if row is None:
         raise NotFound(f"store {store_id}")
     cond, params = selection_sql(selection)
@@ -88,8 +90,8 @@ def begin_snapshot(blob_dir: Path, conn: sqlite3.Connection, store_id: str, sele
         "COALESCE(SUM(path IS NULL), 0), COALESCE(SUM(CASE WHEN path IS NULL THEN size END), 0), "
         "COALESCE(MAX(CASE WHEN path IS NULL THEN size END), 0)"
     )
-    if selection.whole:  # the store's totals, kept with every write, read in this transaction (no scan)
-        count, key_bytes, decoded, big, large = row[1:]
+    if selection.whole and row[6]:  # the store's totals, kept with every write, read in this transaction (no scan)
+        count, key_bytes, decoded, big, large = row[1:6]
         # the inline records' number, bytes and biggest size decide the map and the batch size: with no record
         # above SMALL_RECORD_MAX the answer is known (no map, full batches), else the records are counted
         inline_count, inline_bytes, inline_max = (

@@ -55,12 +55,18 @@ END;
 # The totals of its records that each store keeps besides record_count (see storage/totals.py): their columns,
 # the statement that adds to all of them (commit_record, delete_record: ``record_delta`` gives the values) and the
 # same counted from the records (the upgrade to version 10, openkvs check).
+# totals_generation: the generation the totals are kept up to, set by the same statements; a write by an older
+# openkvs (a node not yet upgraded) moves the generation only, and then the totals are counted, not trusted.
 STORE_TOTALS = "record_count, key_bytes, decoded_bytes, zip64_count, large_count"
-STORE_TOTALS_DDL = ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in STORE_TOTALS.split(", ")[1:])
+_NEW_COLUMNS = [*STORE_TOTALS.split(", ")[1:], "totals_generation"]  # (version 10)
+STORE_TOTALS_DDL = ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in _NEW_COLUMNS)
 ADD_TO_STORE = ", ".join(f"{c} = {c} + ?" for c in ["storage_bytes", *STORE_TOTALS.split(", ")])
 # A record written or deleted: the store's generation and modifiedAt, then ADD_TO_STORE's parameters. (One string,
 # not an f-string per call: sqlite3's statement cache hashes the SQL text of every execute.)
-STORE_CHANGED = f"UPDATE stores SET generation = generation + 1, modified_at = ?, {ADD_TO_STORE} WHERE id = ?"
+STORE_CHANGED = (
+    "UPDATE stores SET generation = generation + 1, totals_generation = generation + 1, modified_at = ?, "
+    f"{ADD_TO_STORE} WHERE id = ?"
+)
 RECORD_TOTALS = (
     "count(*), coalesce(sum(length(CAST(key AS BLOB))), 0), coalesce(sum(decoded_size), 0), "
     f"coalesce(sum(decoded_size >= {ZIP64_SIZE}), 0), coalesce(sum(size > {SMALL_RECORD_MAX}), 0)"
@@ -188,8 +194,9 @@ UPGRADES = (
     "ALTER TABLE records ADD COLUMN zip_head BLOB;" + ZIP_HEAD_SQL,
     # 9 -> 10: each store's totals for sizing a ZIP download (STORE_TOTALS), kept like record_count; counted once
     # here, in the upgrade's write transaction (record_count too: the same pass).
-    "".join(f"ALTER TABLE stores ADD COLUMN {c} INTEGER NOT NULL DEFAULT 0;" for c in STORE_TOTALS.split(", ")[1:])
-    + f" UPDATE stores SET ({STORE_TOTALS}) = (SELECT {RECORD_TOTALS} FROM records r WHERE r.store_id = stores.id)",
+    "".join(f"ALTER TABLE stores ADD COLUMN {c} INTEGER NOT NULL DEFAULT 0;" for c in _NEW_COLUMNS)
+    + f" UPDATE stores SET ({STORE_TOTALS}) = (SELECT {RECORD_TOTALS} FROM records r WHERE r.store_id = stores.id),"
+    " totals_generation = generation",
 )
 CREATE_TABLES += DATASET_TABLES + ";" + UPLOADS_TABLE + ";" + FIELD_STATS_COLUMN
 assert len(UPGRADES) == TABLES_VERSION - 1
