@@ -24,14 +24,7 @@ from openkvs.zipwriter import (
     kept_headers_fit,
 )
 
-from ..base import (
-    KeySelection,
-    NotFound,
-    RecordMeta,
-    Snapshot,
-    SnapshotTotals,
-    StorageDamaged,
-)
+from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals, StorageDamaged
 from ..batch import RowBatch, ZipRow
 from ..totals import SMALL_RECORD_MAX
 from .blobs import DataRow, inline_chunks, read_held, stored_at
