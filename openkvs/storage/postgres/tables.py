@@ -22,13 +22,13 @@ from ..base import (
 )
 from .chunks import PgBlob
 from .clock import NOW_MS
-from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN
+from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN, MAX_ITEM_COLUMN
 from .queues import QUEUE_TABLES
 from .zipheads import ZIP_HEADS
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
-TABLES_VERSION = 9
+TABLES_VERSION = 10
 
 # Each entry migrates from version i to i+1 (MIGRATIONS[0] creates version 1).
 MIGRATIONS: list[str] = [
@@ -151,6 +151,7 @@ MIGRATIONS: list[str] = [
     """,
     FIELD_STATS_COLUMN,  # 8: the field statistics of a dataset, kept at push time (storage/postgres/datasets.py)
     ZIP_HEADS,  # 9: each record's ZIP local header, kept from write time (storage/postgres/zipheads.py)
+    MAX_ITEM_COLUMN,  # 10: each dataset's largest item, kept at push time (storage/postgres/datasets.py)
 ]
 
 
