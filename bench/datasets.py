@@ -112,7 +112,8 @@ def _double_postgres(backend: h.Backend, store_id: str, count: int) -> None:
     sql = f"""
     SET search_path = {backend.schema};
     UPDATE dataset_counts SET item_count = {count}, clean_count = {count},
-        bytes = (SELECT sum(length(data)) FROM dataset_items WHERE store_id = '{store_id}')
+        bytes = (SELECT sum(length(data)) FROM dataset_items WHERE store_id = '{store_id}'),
+        max_item = (SELECT max(length(data)) FROM dataset_items WHERE store_id = '{store_id}')
         WHERE store_id = '{store_id}';
     ANALYZE dataset_items;
     """
