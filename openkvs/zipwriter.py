@@ -142,6 +142,7 @@ async def iter_range(
     read: Callable[[E, int, int], AsyncIterator[bytes]],
     inline: Callable[[E], bytes | None] | None = None,
     listing: Callable[[], AsyncIterator[Sequence[E] | CentralBlock]] | None = None,
+    total: int | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield exactly the archive bytes [start, end) of the archive of the entries ``batches()`` gives.
 
@@ -163,6 +164,10 @@ async def iter_range(
 
     Output chunks: pieces smaller than the coalescing size are gathered into chunks of at least that size (only
     the last chunk, or one just before a big piece, can be smaller); bigger pieces are yielded as they are.
+
+    ``total``: the archive's length as announced (Content-Length, computed before from the entries or from totals
+    a storage keeps). A range that ends there must end with the end records: an archive that turns out longer
+    fails (ArchiveDataError) instead of stopping at ``end`` as if complete, like one that turns out shorter.
     """
     if not 0 <= start <= end:
         raise ValueError(f"bad range [{start}, {end})")
@@ -262,6 +267,8 @@ async def iter_range(
     finally:
         await _aclose(source)
     if offset >= end:
+        if end == total:  # the local headers and data alone reach the announced end
+            raise ArchiveDataError(f"the archive is longer than the {total} bytes announced")
         if parts:
             yield b"".join(parts)
         return
@@ -343,7 +350,11 @@ async def iter_range(
         tail = end_records(count, cd_offset, position - cd_offset)
         if end > position + len(tail):
             raise ValueError(f"range end {end} is past the archive's end {position + len(tail)}")
+        if end == total and end != position + len(tail):
+            raise ArchiveDataError(f"the archive is longer than the {total} bytes announced")
         parts.append(tail[max(start - position, 0) : end - position])
+    elif end == total:  # the central directory alone reaches the announced end
+        raise ArchiveDataError(f"the archive is longer than the {total} bytes announced")
     if parts:
         yield b"".join(parts)
 

@@ -511,6 +511,31 @@ def test_entries_changing_between_passes_raise():
         asyncio.run(run())
 
 
+@pytest.mark.parametrize("short", [1, 22, 60, 500])  # in the end record, the central directory, the local part
+def test_an_archive_longer_than_announced_fails_instead_of_ending_at_the_announced_size(short):
+    """Sized from totals a storage keeps (a whole store's ZIP), the Content-Length could understate the archive if
+    the totals were wrong: the bytes up to it would look like a whole download. Announced as ``total``, the archive's
+    end must be there: the writer fails (the server aborts the connection), whatever part the cut falls in."""
+    items = small_items(8, size=40)
+    whole = archive_size(e for e, _ in items)
+    announced = whole - short
+    source = source_for(items, batch_size=3)
+
+    async def run(size):
+        return b"".join([c async for c in iter_range(source.batches, 0, announced, source.read, total=size)])
+
+    with pytest.raises(ArchiveDataError, match="longer than"):
+        asyncio.run(run(announced))
+    assert asyncio.run(run(None)) == build_archive(items)[:announced]  # a plain range of the same bytes is fine
+    assert source.get(0, whole) == build_archive(items)  # announced right: the whole archive
+    exact = b"".join(asyncio.run(_collect(iter_range(source.batches, 0, whole, source.read, total=whole))))
+    assert exact == build_archive(items)
+
+
+async def _collect(chunks):
+    return [c async for c in chunks]
+
+
 def test_bad_ranges_raise():
     items = small_items(2)
     size = archive_size(e for e, _ in items)

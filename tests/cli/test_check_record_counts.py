@@ -186,3 +186,34 @@ async def test_check_finds_wrong_zip_totals_and_fix_sets_them(backend: Backend) 
     assert "record counts agree, and the stores' ZIP totals" in out.stdout.splitlines()[-1]
     async with st.snapshot(store.id, KeySelection()) as snap:
         assert (snap.totals.count, snap.totals.key_bytes, snap.totals.decoded_bytes) == (2, 4, 3001)
+
+
+async def test_a_download_sized_by_understated_totals_fails_instead_of_ending_short(backend: Backend) -> None:
+    """ZIP totals that say less than the records hold (a damaged database) size the archive short: the download
+    fails past its first bytes (the server aborts the connection) instead of ending at the announced length with
+    a body that looks whole; after check --fix it is the whole archive again."""
+    import io
+    import zipfile
+
+    from openkvs.api.download import _archive_bytes, _archive_size
+    from openkvs.zipwriter import ArchiveDataError
+
+    st = backend.storage
+    user = await st.create_user("alice")
+    store = await st.create_store(user.id, "zipped", None, "k" * 32)
+    for i in range(20):
+        await st.put_record(store.id, f"r{i:02d}", Body(b"%d" % i * 50), "text/plain", None)
+    await anyio.to_thread.run_sync(backend.sql, f"UPDATE stores SET key_bytes = key_bytes - 3 WHERE id = '{store.id}'")
+
+    async def download() -> bytes:
+        async with st.snapshot(store.id, KeySelection()) as snap:
+            size = await _archive_size(snap)
+            return b"".join([c async for c in _archive_bytes(snap, 0, size, size=size)])
+
+    with pytest.raises(ArchiveDataError, match="longer than"):
+        await download()
+    out = await anyio.to_thread.run_sync(lambda: openkvs("check", "--fix", *backend.args))
+    assert out.returncode == 0, out.stdout + out.stderr
+    with zipfile.ZipFile(io.BytesIO(await download())) as z:
+        assert z.testzip() is None
+        assert [(i.filename, z.read(i)) for i in z.infolist()] == [(f"r{i:02d}", b"%d" % i * 50) for i in range(20)]
