@@ -7,13 +7,10 @@ exact, and ``openkvs check`` finds every total right. The upgrade to version 10 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import os
 import random
 import secrets
 import sqlite3
-import zlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +22,13 @@ from openkvs.storage.sqlite import SQLiteStorage
 from tests import zip_reference
 
 from .conftest import DEFAULT_PG_URL, UNDO_TOTALS_PG, UNDO_TOTALS_SQLITE, Body, BodyAborted, chunked
-from .test_zip_kept import Rec, check_archive, times
+from .test_zip_kept import GzBody, Rec, check_archive, times
 
 pytestmark = pytest.mark.anyio
 
 KiB = 1024
 BIG = 1024 * KiB + 100  # a file on SQLite, several chunks on PostgreSQL, an object with a bucket
 DSN = os.environ.get("OPENKVS_TEST_DATABASE_URL", DEFAULT_PG_URL)
-
-
-class GzBody:
-    """A gzip-encoded body: the stored (compressed) bytes, the decoded ones counted and checksummed."""
-
-    def __init__(self, data: bytes) -> None:
-        self.stored = gzip.compress(data)
-        self.decoded_size = len(data)
-        self.crc32 = zlib.crc32(data)
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield self.stored
 
 
 def expected(recs: dict[str, bytes]) -> SnapshotTotals:
