@@ -46,8 +46,8 @@ PREFETCH_BYTES = 8 * 1024 * 1024  # a snapshot batch holds at most about this ma
 BIG = 0xFFFFFFFF
 
 # Archives from kept headers (records.zip_head, zipheads.py): rows per batch, at most. A batch of small records is
-# one statement whose one row is the batch's headers and bytes joined by PostgreSQL (string_agg): no Python
-# object per record.
+# one statement: a row of the batch's headers and bytes joined by PostgreSQL (string_agg: no Python object per
+# record), or for bigger records a binary COPY of a row per record (see KEPT_COPY_AVG).
 KEPT_ROWS = 4096
 _LOCAL_FIXED = 39  # a local header's bytes besides its name (no ZIP64 sizes): what a kept header's length shows
 _MID26 = operator.itemgetter(slice(4, 30))  # of a local header: what its central header repeats after CENTRAL_LEAD
@@ -258,8 +258,8 @@ class PgSnapshot(Snapshot):
 
     def kept_local(self) -> AsyncIterator[Sequence[Any] | LocalBlock] | None:
         """All the records, as ``records()`` gives them, but a batch of one-chunk, identity-encoded records whose
-        headers are all kept comes as a ``LocalBlock``: their local headers and bytes joined by PostgreSQL into
-        one value. None if the snapshot can't (its archive would pass 4 GiB)."""
+        headers are all kept comes as a ``LocalBlock``: their local headers and bytes in one value (joined by
+        PostgreSQL, or here from a COPY's rows). None if the snapshot can't (its archive would pass 4 GiB)."""
         return self._kept_local() if self.kept_rows else None
 
     def kept_central(self) -> AsyncIterator[Sequence[Any] | CentralBlock] | None:
