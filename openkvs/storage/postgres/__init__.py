@@ -35,11 +35,13 @@ Design:
   nodes.
 - Every record keeps its ZIP local header from write time (``records.zip_head``, made in SQL by
   ``zip_local_header``): a snapshot hands out batches of small records as ``zipwriter.LocalBlock``s (headers and
-  bytes joined by PostgreSQL) and the central directory as ``CentralBlock``s (``zipheads``, ``snapshot``).
+  bytes joined by PostgreSQL, or read by binary COPY for records of a KiB or more) and the central directory as
+  ``CentralBlock``s (``zipheads``, ``snapshot``, ``copyformat``).
 
 Modules: ``backend`` (``PostgresStorage``: the SQL of records, garbage collection, access counters), ``catalog``
 (the SQL of users, tokens, stores and grants), ``tables`` (migrations, shared columns and row conversions, key
 selections, the store look-up, the record upserts), ``chunks`` (the blob handle, reading and buffering chunks),
+``copyformat`` (PostgreSQL's binary COPY: its facts, a parser of its values, constants for its query),
 ``connections`` (``Database``: connect settings, the three pools, running a query; connection errors, pooled
 connections), ``groups`` (group commit of small record writes), ``lookups`` (store look-ups in a burst asked
 together), ``snapshot`` (the snapshot's transaction and its batches), ``zipheads`` (the kept ZIP headers: the SQL

@@ -55,11 +55,13 @@ from .tables import (
     LOOKUP_MANY,
     NOW_MS,
     RECORD_COLS,
+    RECORD_NCOLS,
     STORE_COLS,
     TABLES_VERSION,
     UPSERT_BIG,
     held_data,
     migrate,
+    record_from,
     selection_sql,
     to_record,
     to_store,
@@ -480,11 +482,14 @@ _STORE_NCOLS = STORE_COLS.count(",") + 1
 
 
 def _found(row: asyncpg.Record, with_record: bool, first: int, memo: StoreMemo) -> StoreLookup:
-    """A look-up's answer from its row (tables.LOOKUP, LOOKUP_MANY; the store's columns from ``first``)."""
-    store = memo.store(row[first:first + _STORE_NCOLS], to_store, row)
-    found = StoreLookup(store, row["g_can_write"])
-    if with_record and row["may_read"]:
+    """A look-up's answer from its row (tables.LOOKUP, LOOKUP_MANY), by position: the store's columns from
+    ``first``, then g_can_write and may_read, then the record's RECORD_COLS and its bytes (tables.record_from)."""
+    end = first + _STORE_NCOLS
+    store = memo.store(row[first:end], to_store, row)
+    found = StoreLookup(store, row[end])
+    if with_record and row[end + 1]:
         found.record_read = True
-        if row["r_key"] is not None:
-            found.record = to_record(row, row["r_data"], "r_")
+        if row[end + 2] is not None:
+            at = end + 2
+            found.record = record_from(row[at : at + RECORD_NCOLS], row[at + RECORD_NCOLS])
     return found

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from ..base import NotFound, RecordMeta
+from .copyformat import HEAD, I16, I32, SIGNATURE
 
 # Bytes per blob_chunks row. Measured (256 MiB record, best of 3, local PostgreSQL 15, 2 CPUs), in / out MB/s:
 # 128 KiB 226/523, 256 KiB 166-260/543-586, 512 KiB 284-290/543-557, 1 MiB 306-329/551-569, 2 MiB 289/518.
@@ -149,11 +149,6 @@ async def write_chunks(conn: asyncpg.Connection, it: AsyncIterator[bytes], buf: 
 COPY_WINDOW_BYTES = 16 * 1024 * 1024
 COPY_HELD_BYTES = 4 * 1024 * 1024
 
-# What a binary COPY starts with: the signature, the flags and the length of the header extension (0 here).
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-_COPY_HEAD = len(_COPY_SIGNATURE) + 8
-_I16 = struct.Struct("!h").unpack_from
-_I32 = struct.Struct("!i").unpack_from
 
 # Runs ``COPY (query) TO STDOUT (FORMAT binary)``, handing its data to the sink as it comes (PgSnapshot._copy).
 Copy = Callable[[str, Callable[[bytearray], Awaitable[None]]], Awaitable[None]]
@@ -167,12 +162,12 @@ class _CopyRows:
     __slots__ = ("phase", "head", "need", "left", "seq", "lengths", "rows")
 
     _FILE, _COUNT, _SEQ_LEN, _SEQ, _LENGTH, _DATA, _END = range(7)
-    _NEED = (_COPY_HEAD, 2, 4, 4, 4, 0, 0)
+    _NEED = (HEAD, 2, 4, 4, 4, 0, 0)
 
     def __init__(self, first: int, lengths: list[int]) -> None:
         self.phase = self._FILE
         self.head = bytearray()  # the bytes so far of the header being read (the COPY's, a row's count, ...)
-        self.need = _COPY_HEAD  # its length
+        self.need = HEAD  # its length
         self.left = 0  # bytes of the current chunk still to come
         self.seq = first  # the chunk the next row must be
         self.lengths = lengths  # the length of each chunk expected, in order
@@ -208,11 +203,11 @@ class _CopyRows:
             head, self.head = self.head, bytearray()
             phase = self.phase
             if phase == self._FILE:
-                if not head.startswith(_COPY_SIGNATURE) or _I32(head, _COPY_HEAD - 4)[0] != 0:
+                if not head.startswith(SIGNATURE) or I32(head, HEAD - 4)[0] != 0:
                     raise ValueError("not a binary COPY without a header extension")
                 self._next(self._COUNT)
             elif phase == self._COUNT:
-                fields = _I16(head, 0)[0]
+                fields = I16(head, 0)[0]
                 if fields == -1:
                     self._next(self._END)
                 elif fields != 2:
@@ -220,16 +215,16 @@ class _CopyRows:
                 else:
                     self._next(self._SEQ_LEN)
             elif phase == self._SEQ_LEN:
-                if _I32(head, 0)[0] != 4:
+                if I32(head, 0)[0] != 4:
                     raise ValueError("a chunk's seq is not an integer")
                 self._next(self._SEQ)
             elif phase == self._SEQ:
-                seq = _I32(head, 0)[0]
+                seq = I32(head, 0)[0]
                 if seq != self.seq or self.rows >= len(self.lengths):
                     raise LookupError(f"chunk {seq} where chunk {self.seq} was expected")
                 self._next(self._LENGTH)
             else:
-                length = _I32(head, 0)[0]
+                length = I32(head, 0)[0]
                 if length != self.lengths[self.rows]:
                     raise LookupError(f"chunk {self.seq}: {length} bytes where {self.lengths[self.rows]}")
                 self.rows += 1

@@ -6,6 +6,7 @@ one-statement record upserts (with the locking they rely on)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -342,6 +343,22 @@ def to_record(row: asyncpg.Record, data: bytes | None = None, prefix: str = "") 
         crc32=row[p + "crc32"],
         modified_at=row[p + "modified_at"],
         blob=PgBlob(row[p + "blob_id"], row[p + "chunk_size"], row[p + "size"], data),
+    )
+
+
+RECORD_NCOLS = RECORD_COLS.count(",") + 1
+
+
+def record_from(cols: Sequence[Any], data: bytes | None) -> RecordMeta:
+    """``to_record`` of the RECORD_COLS ``cols``, in their order, by position: a look-up by name in an asyncpg
+    Record hashes the name anew (a prefixed one is a new string each time), about half of what making the record
+    GET's look-up answer cost (callgrind: 27.5k -> 13.6k instructions an answer)."""
+    key, content_type, content_encoding, size, decoded_size, crc32, modified_at, blob_id, chunk_size = cols
+    if data is None and size == 0:
+        data = b""
+    return RecordMeta(
+        key, content_type, content_encoding, size, decoded_size, crc32, modified_at,
+        PgBlob(blob_id, chunk_size, size, data),
     )
 
 
