@@ -139,7 +139,10 @@ class InProcessServer(Server):
                   tuple(settings.trusted_networks))
         if wanted != (protocol.head_bytes, protocol.head_timeout, protocol.per_ip, protocol.trusted):
             raise ValueError("the HTTP protocol's limits are per process: this server needs make_server's process")
-        sock = socket.socket()
+        # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP (as
+        # create_server's own do), and without it every response on a kept-alive connection after the first waited
+        # 40 ms (its body's write held back by Nagle until the client's delayed ACK of the head).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", int(self.url.rsplit(":", 1)[1])))
         self._log = io.StringIO()
         self._stack = contextlib.ExitStack()
