@@ -14,6 +14,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -194,7 +195,12 @@ def test_failures_are_one_line_and_a_non_zero_exit(shared_server: Any, tmp_path:
     assert "Traceback" not in missing.stderr and not list(tmp_path.iterdir())
     bad_token = run(shared_server, "download", "~dl-big", cwd=tmp_path, check=False, OPENKVS_TOKEN="okvs_wrong")
     assert bad_token.returncode == 1 and "401" in bad_token.stderr and "--token" in bad_token.stderr
-    nobody = run(shared_server, "download", "~x", check=False, OPENKVS_URL="http://127.0.0.1:9")
+
+
+def test_no_server_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
+    """Nobody listening: the same on every backend, so once (the client retries its connection for 3 s first)."""
+    nobody = run(SimpleNamespace(url="http://127.0.0.1:9", token="okvs_x"), "download", "~x", cwd=tmp_path,
+                 check=False)
     assert nobody.returncode == 1 and "ConnectError" in nobody.stderr and "Traceback" not in nobody.stderr
 
 
