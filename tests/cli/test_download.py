@@ -163,7 +163,7 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(
     plain = run(shared_server, "download", big_store, "-o", str(tmp_path / "plain.zip"))
     assert "plain.zip" in plain.stderr and "100%" in plain.stderr and "/s" in plain.stderr
     assert "\r" not in plain.stderr and "\x1b" not in plain.stderr
-    proxy = SlowProxy(int(shared_server.url.rsplit(":", 1)[1]), rate=1_000_000)
+    proxy = SlowProxy(int(shared_server.url.rsplit(":", 1)[1]), rate=2_000_000)  # a second: the bar redraws
     master, slave = pty.openpty()
     try:
         proc = subprocess.Popen(
