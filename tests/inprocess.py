@@ -15,6 +15,7 @@ import anyio
 import anyio.from_thread
 import click
 import httpx
+import uvicorn
 from anyio.from_thread import BlockingPortal
 
 from openkvs.app import create_app
@@ -111,6 +112,32 @@ class _PortalTransport(httpx.BaseTransport):
         return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body), request=request)
 
 
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server with a main loop that ``stop_now`` ends at once (uvicorn's own looks at ``should_exit``
+    every 0.1 s) and a shutdown without a pause when no connection is open: each of the suite's hundreds of
+    in-process servers waited out both when it stopped."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.stop_now = anyio.Event()
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):  # the Date header, once a second; True once should_exit is set
+            counter = (counter + 1) % 864000
+            with anyio.move_on_after(0.1):
+                await self.stop_now.wait()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.server_state.connections:
+            await super().shutdown(sockets)  # which gives the open connections 0.1 s to see it, then waits for them
+            return
+        # With none open, what uvicorn's shutdown does but its 0.1 s for connections to see it (lifespan is off).
+        for server in self.servers:
+            server.close()
+        await self._wait_tasks_to_complete()
+
+
 class InProcessServer(Server):
     """conftest.Server's interface on the real app in this process: ``client()``/``anon()`` reach it over the ASGI
     transport (no socket, no HTTP parsing: the fast path for tests of logic), and ``url`` is a real socket served
@@ -139,7 +166,10 @@ class InProcessServer(Server):
                   tuple(settings.trusted_networks))
         if wanted != (protocol.head_bytes, protocol.head_timeout, protocol.per_ip, protocol.trusted):
             raise ValueError("the HTTP protocol's limits are per process: this server needs make_server's process")
-        sock = socket.socket()
+        # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP (as
+        # create_server's own do), and without it every response on a kept-alive connection after the first waited
+        # 40 ms (its body's write held back by Nagle until the client's delayed ACK of the head).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", int(self.url.rsplit(":", 1)[1])))
         self._log = io.StringIO()
         self._stack = contextlib.ExitStack()
@@ -163,8 +193,6 @@ class InProcessServer(Server):
 
     @contextlib.asynccontextmanager
     async def _serving(self, settings: Any, sock: socket.socket) -> AsyncIterator[None]:
-        import uvicorn
-
         from openkvs.logs import RedactTokens
         from openkvs.server import HttpProtocol
 
@@ -183,7 +211,7 @@ class InProcessServer(Server):
             access_log=False, proxy_headers=False,  # openkvs writes its own (openkvs/observe.py), as `serve` does
             server_header=False, timeout_graceful_shutdown=5,
         )
-        server = uvicorn.Server(config)
+        server = _Uvicorn(config)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._app, lifespan, receive_in.receive, send_out.send)
@@ -204,6 +232,7 @@ class InProcessServer(Server):
                 assert server.started, "uvicorn did not start"
                 yield
                 server.should_exit = True
+                server.stop_now.set()
                 await served.wait()
                 await send_in.send({"type": "lifespan.shutdown"})
                 await receive_out.receive()

@@ -70,6 +70,9 @@ class TcpProxy:
                     server.close()
                     return
                 self._conns += [client, server]
+            # Pieces forwarded as they come, not held back by Nagle until the peer's delayed ACK (40 ms each).
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
 

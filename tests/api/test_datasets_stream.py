@@ -40,6 +40,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks of 1/100 s
 
 
+def wait_until_idle(pid: int, limit: float, window: float = 0.3) -> None:
+    """Until the process spends at most 20 ms of CPU (two clock ticks) in ``window`` seconds (blocked: here on a
+    full socket), or at most ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(window)
+        if cpu_seconds(pid) - before < 0.025:
+            return
+
+
 class Peak:
     """The server's peak RssAnon while the block runs, sampled every 20 ms."""
 
@@ -96,7 +107,7 @@ def test_a_stalled_reader_holds_the_server_back(big):
         with c.stream("GET", f"/v2/datasets/{did}/items", params={"format": "jsonl"}) as r:
             chunks = r.iter_bytes()
             got = next(chunks)
-            time.sleep(3)  # not reading: the socket fills, the server must wait
+            wait_until_idle(pid, limit=3)  # not reading: the socket fills, the server must wait
             stalled = peak.growth
             for chunk in chunks:
                 got += chunk

@@ -94,9 +94,12 @@ def test_official_client_rides_out_head_lock_limits(
     """A crawler's head/lock calls over the batch budget get 429s, which apify-client retries until they land."""
     from apify_client import ApifyClient
 
-    s = start_server(tmp_path, backend, "--rate-limit-queue-batch-per-second", "2")
+    # Time passes with the requests, not with the wall clock: each reading of the clock moves it 0.1 s, so a batch
+    # budget of 2 a second refuses most calls once its burst is spent and a few retries later lets each through.
+    clock = FakeClock(tick=0.1)
+    s = start_server(tmp_path, backend, "--rate-limit-queue-batch-per-second", "2", in_process=True, clock=clock)
     client = ApifyClient(s.token, api_url=s.url, api_public_url=s.url, max_retries=8,
-                         min_delay_between_retries=timedelta(milliseconds=200))
+                         min_delay_between_retries=timedelta(milliseconds=20))
     rq = client.request_queue(client.request_queues().get_or_create(name="rl-client").id, client_key="crawler")
     urls = [f"https://example.com/{i}" for i in range(10)]
     rq.batch_add_requests([{"url": u, "uniqueKey": u} for u in urls])
@@ -104,3 +107,4 @@ def test_official_client_rides_out_head_lock_limits(
                                                                               limit=1).items]
     assert sorted(locked) == sorted(urls)
     assert rq.get().pending_request_count == 10
+    assert s.log().count('" 429') >= 5, s.log()  # the budget held: the client had to retry

@@ -231,7 +231,7 @@ def test_apify_client_rides_out_429s_and_every_record_lands(limited: Server, lim
     with limited.client() as c:
         store = new_store(c)
     client = ApifyClient(limited.token, api_url=limited.url, max_retries=12,
-                         min_delay_between_retries=timedelta(milliseconds=200))
+                         min_delay_between_retries=timedelta(milliseconds=20))
     kvs = client.key_value_store(store["id"])
     n = 60
     log_before = limited.log().count('" 429')

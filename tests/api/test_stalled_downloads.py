@@ -116,7 +116,7 @@ def test_a_stalled_download_is_aborted_after_the_send_timeout(
     tmp_path: Path, backend: str, start_server: Any, stalls: list[Stalled]
 ) -> None:
     server: Server = start_server(
-        tmp_path, backend, "--rate-limits", "off", env_extra={"OPENKVS_DOWNLOAD_SEND_TIMEOUT": "2"}
+        tmp_path, backend, "--rate-limits", "off", env_extra={"OPENKVS_DOWNLOAD_SEND_TIMEOUT": "2"}, in_process=True
     )
     with server.client() as c:
         sid = new_store(c, "stalled")
@@ -147,6 +147,7 @@ def test_stalled_downloads_are_capped_and_others_proceed(
         tmp_path, backend, "--rate-limits", "off",
         env_extra={"OPENKVS_DOWNLOAD_SEND_TIMEOUT": "600", "OPENKVS_MAX_DOWNLOADS": "6",
                    "OPENKVS_MAX_DOWNLOADS_PER_USER": "4"},
+        in_process=True,
     )
     bob = server.new_user("bob")
     with server.client() as alice_c, server.client(bob) as bob_c:
@@ -205,7 +206,8 @@ def test_a_stalled_download_of_one_store_keeps_no_other_stores_garbage(
     from openkvs.storage.sqlite import SQLiteStorage
 
     server: Server = start_server(
-        tmp_path, "sqlite", "--rate-limits", "off", env_extra={"OPENKVS_DOWNLOAD_SEND_TIMEOUT": "600"}
+        tmp_path, "sqlite", "--rate-limits", "off", env_extra={"OPENKVS_DOWNLOAD_SEND_TIMEOUT": "600"},
+        in_process=True,
     )
     blobs = server.data_dir / "blobs"
 
