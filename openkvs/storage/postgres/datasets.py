@@ -85,16 +85,13 @@ def _capped(order: str, within: bool = False) -> str:
     return (
         "SELECT data FROM (SELECT data, idx, "
         f"sum(octet_length(data)) OVER (ORDER BY idx {order}) - octet_length(data) AS before FROM "
-        "(SELECT data, idx FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx < $3 "
-        f"ORDER BY idx {order} LIMIT $4) s) t WHERE {keep} ORDER BY idx {order}"
+        f"(SELECT data, idx {_next_rows(order)}) s) t WHERE {keep} ORDER BY idx {order}"
     )
 
 
-def _seek(order: str) -> str:
-    """The next $4 rows by the primary key: a batch known to fit its budget (``PgItemSnapshot._fit``)."""
-    return (
-        f"SELECT data FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx < $3 ORDER BY idx {order} LIMIT $4"
-    )
+def _next_rows(order: str) -> str:
+    """The FROM of the next $4 rows by the primary key, of the dataset $1 and the indexes [$2, $3)."""
+    return f"FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx < $3 ORDER BY idx {order} LIMIT $4"
 
 
 class PgItemSnapshot(ItemSnapshot):
@@ -114,11 +111,11 @@ class PgItemSnapshot(ItemSnapshot):
         fit = budget // (self._max_item + sep)
         return min(fit, count) if fit * 2 >= count else 0
 
-    async def _seeks(self, lo: int, hi: int, desc: bool, count: int) -> AsyncIterator[list[bytes]]:
-        """Batches of ``count`` items from [lo, hi), one plain seek each."""
-        sql = _seek("DESC" if desc else "")
+    async def _batches(self, sql: str, lo: int, hi: int, desc: bool, *more: int) -> AsyncIterator[list[bytes]]:
+        """The items of [lo, hi) in batches, each the rows of one ``sql`` ($1 the dataset, $2 and $3 what is left
+        of the range, then ``more``) in the order asked."""
         while lo < hi:
-            rows = [r[0] for r in await self._conn.fetch(sql, self._store_id, lo, hi, count)]
+            rows = [r[0] for r in await self._conn.fetch(sql, self._store_id, lo, hi, *more)]
             if not rows:
                 return  # (a damaged table: fewer rows than counted; the caller sees a short read)
             if desc:
@@ -127,6 +124,10 @@ class PgItemSnapshot(ItemSnapshot):
                 lo += len(rows)
             yield rows
 
+    def _seeks(self, lo: int, hi: int, desc: bool, count: int) -> AsyncIterator[list[bytes]]:
+        """Batches of ``count`` items from [lo, hi), one plain seek each (a count ``_fit`` gave)."""
+        return self._batches(f"SELECT data {_next_rows('DESC' if desc else '')}", lo, hi, desc, count)
+
     async def items(
         self, start: int, stop: int, *, desc: bool = False, batch: int = BLOCK
     ) -> AsyncIterator[list[bytes]]:
@@ -134,19 +135,12 @@ class PgItemSnapshot(ItemSnapshot):
         and returns those that start within BATCH_BYTES (``_capped``), so a batch may pass it by one item."""
         lo, hi = max(start, 0), min(stop, self.info.item_count)
         fit = self._fit(BATCH_BYTES, 0, batch)
-        if fit:
-            async for rows in self._seeks(lo, hi, desc, fit):
-                yield rows
-            return
-        sql = _capped("DESC" if desc else "")
-        while lo < hi:
-            rows = [r[0] for r in await self._conn.fetch(sql, self._store_id, lo, hi, batch, BATCH_BYTES)]
-            if not rows:
-                return
-            if desc:
-                hi -= len(rows)
-            else:
-                lo += len(rows)
+        batches = (
+            self._seeks(lo, hi, desc, fit)
+            if fit
+            else self._batches(_capped("DESC" if desc else ""), lo, hi, desc, batch, BATCH_BYTES)
+        )
+        async for rows in batches:
             yield rows
 
     async def joined(
@@ -176,7 +170,7 @@ class PgItemSnapshot(ItemSnapshot):
             async for rows in self._seeks(lo, hi, desc, fit):
                 yield sep.join(rows)
             return
-        rng = f"FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx < $3 ORDER BY idx {order} LIMIT $4"
+        rng = _next_rows(order)
         sql = (
             f"SELECT data FROM (SELECT data, idx {rng}) s "
             f"WHERE (SELECT sum(octet_length(data)) + count(*) * $5 FROM (SELECT data {rng}) z) <= $6 "
@@ -318,10 +312,8 @@ class PgDatasets(DatasetStorage):
                 broken = True
                 raise unavailable(exc) from exc
             try:
-                if row is None:
-                    yield PgItemSnapshot(conn, store_id, DatasetInfo())
-                else:
-                    yield PgItemSnapshot(conn, store_id, _to_info(row), row["max_item"])
+                info, max_item = (_to_info(row), row["max_item"]) if row is not None else (DatasetInfo(), 0)
+                yield PgItemSnapshot(conn, store_id, info, max_item)
             except (StorageUnavailable, *CONNECTION_ERRORS):  # type: ignore[misc]  # mypy can't read a * in except
                 broken = True
                 raise
