@@ -80,7 +80,7 @@ async def download_records(request: Request) -> Response:
             await stack.aclose()
             return Response(b"", status, headers)
         storage.count_access(store.id, reads=1)
-        chunks = _archive_bytes(snap, start, end, plan, size=size)
+        chunks = _archive_bytes(snap, start, end, plan, total=size)
         try:  # the first bytes before the response starts: a missing file there is still a clean error answer
             first = await anext(chunks, b"")
         except BaseException:
@@ -108,9 +108,9 @@ async def _archive_size(snap: Snapshot) -> int:
 
 
 def _archive_bytes(
-    snap: Snapshot, start: int, end: int, plan: safenames.Plan | None = None, *, size: int | None = None
+    snap: Snapshot, start: int, end: int, plan: safenames.Plan | None = None, *, total: int | None = None
 ) -> AsyncIterator[bytes]:
-    # ``size``: the Content-Length announced (the writer fails an archive that turns out longer)
+    # ``total``: the Content-Length announced (zipwriter.iter_range fails an archive that turns out longer)
     def batches() -> AsyncIterator[Sequence[RecordMeta]]:
         # The next batch is fetched while this one is turned into archive bytes and sent.
         return readahead(snap.records())
@@ -130,17 +130,17 @@ def _archive_bytes(
             local, central = kept_local, kept_central
             return readahead(zipwriter.iter_range(
                 lambda: readahead(local), start, end, read, inline=inline, listing=lambda: readahead(central),
-                total=size,
+                total=total,
             ))
     if plan is not None:  # the same records under their safe names, and the manifest last
         named, named_listing, named_read = plan.wrap(batches), plan.wrap(listing), plan.read(read)
         return readahead(
             zipwriter.iter_range(
-                named, start, end, named_read, inline=plan.inline(inline), listing=named_listing, total=size
+                named, start, end, named_read, inline=plan.inline(inline), listing=named_listing, total=total
             )
         )
     # held_bytes: small records the batch brought along are copied without an async read each.
-    return readahead(zipwriter.iter_range(batches, start, end, read, inline=inline, listing=listing, total=size))
+    return readahead(zipwriter.iter_range(batches, start, end, read, inline=inline, listing=listing, total=total))
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -208,7 +208,7 @@ async def test_a_download_sized_by_understated_totals_fails_instead_of_ending_sh
     async def download() -> bytes:
         async with st.snapshot(store.id, KeySelection()) as snap:
             size = await _archive_size(snap)
-            return b"".join([c async for c in _archive_bytes(snap, 0, size, size=size)])
+            return b"".join([c async for c in _archive_bytes(snap, 0, size, total=size)])
 
     with pytest.raises(ArchiveDataError, match="longer than"):
         await download()
