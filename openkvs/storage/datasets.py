@@ -22,7 +22,7 @@ fixed when it opens, later pushes never appear and a delete of the dataset meanw
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +101,23 @@ def blocks_of(start: int, count: int) -> list[tuple[int, int, int]]:
         out.append((block, i, end))
         i = end
     return out
+
+
+async def range_batches(
+    fetch: Callable[[int, int], Awaitable[list[bytes]]], lo: int, hi: int, desc: bool
+) -> AsyncIterator[list[bytes]]:
+    """The items of [lo, hi) in batches, each what ``fetch(lo, hi)`` reads of what is left of the range: from its
+    start, or (``desc``) from its end. An empty batch ends it (a damaged table: fewer rows than counted; the caller
+    sees a short read)."""
+    while lo < hi:
+        rows = await fetch(lo, hi)
+        if not rows:
+            return
+        if desc:
+            hi -= len(rows)
+        else:
+            lo += len(rows)
+        yield rows
 
 
 class ItemSnapshot(abc.ABC):

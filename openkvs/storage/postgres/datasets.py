@@ -27,6 +27,7 @@ from ..datasets import (
     add_field_stats,
     blocks_of,
     merge_fields,
+    range_batches,
 )
 from .clock import NOW_MS
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, discard, unavailable
@@ -111,18 +112,14 @@ class PgItemSnapshot(ItemSnapshot):
         fit = budget // (self._max_item + sep)
         return min(fit, count) if fit * 2 >= count else 0
 
-    async def _batches(self, sql: str, lo: int, hi: int, desc: bool, *more: int) -> AsyncIterator[list[bytes]]:
+    def _batches(self, sql: str, lo: int, hi: int, desc: bool, *more: int) -> AsyncIterator[list[bytes]]:
         """The items of [lo, hi) in batches, each the rows of one ``sql`` ($1 the dataset, $2 and $3 what is left
         of the range, then ``more``) in the order asked."""
-        while lo < hi:
-            rows = [r[0] for r in await self._conn.fetch(sql, self._store_id, lo, hi, *more)]
-            if not rows:
-                return  # (a damaged table: fewer rows than counted; the caller sees a short read)
-            if desc:
-                hi -= len(rows)
-            else:
-                lo += len(rows)
-            yield rows
+
+        async def fetch(a: int, b: int) -> list[bytes]:
+            return [r[0] for r in await self._conn.fetch(sql, self._store_id, a, b, *more)]
+
+        return range_batches(fetch, lo, hi, desc)
 
     def _seeks(self, lo: int, hi: int, desc: bool, count: int) -> AsyncIterator[list[bytes]]:
         """Batches of ``count`` items from [lo, hi), one plain seek each (a count ``_fit`` gave)."""

@@ -28,6 +28,7 @@ from ..datasets import (
     add_field_stats,
     blocks_of,
     merge_fields,
+    range_batches,
 )
 from .clock import now_ms
 from .connections import Database, translate
@@ -181,15 +182,11 @@ class SQLiteItemSnapshot(ItemSnapshot):
         stop = min(stop, self.info.item_count)
         conn, sql = self._conn, _ITEMS_DESC if desc else _ITEMS
         args = (self._store_id, batch)
-        lo, hi = start, stop
-        while lo < hi:
-            rows = await self._run(_read_rows, conn, sql, args, lo, hi)
-            if not rows:
-                return  # (a damaged table: fewer rows than counted; the caller sees a short read)
-            if desc:
-                hi -= len(rows)
-            else:
-                lo += len(rows)
+
+        async def fetch(lo: int, hi: int) -> list[bytes]:
+            return await self._run(_read_rows, conn, sql, args, lo, hi)
+
+        async for rows in range_batches(fetch, start, stop, desc):
             yield rows
 
     async def joined(
