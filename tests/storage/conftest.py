@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import inspect
 import os
+import secrets
 import zlib
 from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,49 @@ from openkvs.storage.ids import new_id
 from tests.conftest import unavailable
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@asynccontextmanager
+async def two_pg_nodes(bucket: bool = False) -> AsyncIterator[tuple[Any, Any, str]]:
+    """Two PostgreSQL storages (two connection pools, as two openkvs nodes) on one new schema, record bytes in a
+    bucket of that schema's name if ``bucket``: (a, b, schema). The test is skipped if PostgreSQL (or the bucket)
+    is not there; the schema, and the bucket's objects, are removed at the end."""
+    pg = pytest.importorskip("openkvs.storage.postgres")
+    from tests.conftest import postgres_reachable
+
+    if not postgres_reachable():
+        unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
+    dsn = os.environ.get("OPENKVS_TEST_DATABASE_URL", DEFAULT_PG_URL)
+    schema = "t_" + secrets.token_hex(6)
+
+    def node() -> Any:
+        blob_store = None
+        if bucket:
+            from openkvs.storage.bucket import S3BlobStore
+            from tests.conftest import S3_ENDPOINT, s3_env
+
+            url = s3_env(schema)["OPENKVS_BLOB_STORE"]
+            blob_store = S3BlobStore(url, endpoint=S3_ENDPOINT, path_style=True, inline_max=16 * 1024)
+        return pg.PostgresStorage(dsn, namespace=schema, max_pool=6, blob_store=blob_store)
+
+    a, b = node(), node()
+    try:
+        try:
+            await a.open()
+            await b.open()
+        except Exception as exc:
+            unavailable(f"cannot open the two nodes: {exc!r}")
+        yield a, b, schema
+    finally:
+        await a.aclose()
+        await b.aclose()
+        await pg.PostgresStorage(dsn, namespace=schema).drop()
+        if bucket:
+            import anyio
+
+            from tests.conftest import s3_clear
+
+            await anyio.to_thread.run_sync(s3_clear, schema)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from openkvs.storage.base import KeySelection, NotFound, Storage
 from openkvs.storage.sqlite import SQLiteStorage
 
-from .conftest import UNDO_TOTALS_PG, UNDO_TOTALS_SQLITE, Body, BodyAborted, chunked
+from .conftest import UNDO_TOTALS_PG, UNDO_TOTALS_SQLITE, Body, BodyAborted, chunked, two_pg_nodes
 
 pytestmark = pytest.mark.anyio
 
@@ -249,33 +249,10 @@ async def test_postgres_upgrade_counts_the_records_already_stored() -> None:
 async def test_two_nodes_writing_the_same_keys_keep_it_exact(bucket: bool) -> None:
     """Two nodes (two storages, two connection pools) on one schema, 16 writers putting (small, one chunk, many
     chunks or an object in the bucket) and deleting 8 keys of one store: the count equals ``count(*)``."""
-    pg = pytest.importorskip("openkvs.storage.postgres")
-    from tests.conftest import postgres_reachable, unavailable
-
-    if not postgres_reachable():
-        unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
     import asyncpg
 
     dsn = os.environ.get("OPENKVS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    schema = "t_" + secrets.token_hex(6)
-
-    def node() -> Storage:
-        blob_store = None
-        if bucket:
-            from openkvs.storage.bucket import S3BlobStore
-            from tests.conftest import S3_ENDPOINT, s3_env
-
-            url = s3_env(schema)["OPENKVS_BLOB_STORE"]
-            blob_store = S3BlobStore(url, endpoint=S3_ENDPOINT, path_style=True, inline_max=16 * KiB)
-        return pg.PostgresStorage(dsn, namespace=schema, max_pool=6, blob_store=blob_store)
-
-    a, b = node(), node()
-    try:
-        try:
-            await a.open()
-            await b.open()
-        except Exception as exc:
-            unavailable(f"cannot open the two nodes: {exc!r}")
+    async with two_pg_nodes(bucket) as (a, b, schema):
         user = await a.create_user("alice")
         store = await a.create_store(user.id, "shared", None, "k" * 32)
         rng = random.Random(5)
@@ -299,11 +276,3 @@ async def test_two_nodes_writing_the_same_keys_keep_it_exact(bucket: bool) -> No
         finally:
             await conn.close()
         assert await count(a, store.id) == await count(b, store.id) == real
-    finally:
-        await a.aclose()
-        await b.aclose()
-        await pg.PostgresStorage(dsn, namespace=schema).drop()
-        if bucket:
-            from tests.conftest import s3_clear
-
-            await anyio.to_thread.run_sync(s3_clear, schema)

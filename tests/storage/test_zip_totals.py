@@ -21,7 +21,7 @@ from openkvs.storage.base import KeySelection, NotFound, SnapshotTotals, Storage
 from openkvs.storage.sqlite import SQLiteStorage
 from tests import zip_reference
 
-from .conftest import DEFAULT_PG_URL, UNDO_TOTALS_PG, UNDO_TOTALS_SQLITE, Body, BodyAborted, chunked
+from .conftest import DEFAULT_PG_URL, UNDO_TOTALS_PG, UNDO_TOTALS_SQLITE, Body, BodyAborted, chunked, two_pg_nodes
 from .test_zip_kept import GzBody, Rec, check_archive, times
 
 pytestmark = pytest.mark.anyio
@@ -282,20 +282,7 @@ async def test_postgres_upgrade_counts_the_totals_and_nodes_migrating_at_once_ag
 async def test_two_nodes_writing_the_same_keys_keep_them_exact() -> None:
     """Two nodes (two connection pools) on one schema, 16 writers putting (small, large, many chunks, encoded) and
     deleting 8 keys of one store: each node's snapshot has the records' totals, and check finds them right."""
-    pg = pytest.importorskip("openkvs.storage.postgres")
-    from tests.conftest import postgres_reachable, unavailable
-
-    if not postgres_reachable():
-        unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
-    schema = "t_" + secrets.token_hex(6)
-    a = pg.PostgresStorage(DSN, namespace=schema, max_pool=6)
-    b = pg.PostgresStorage(DSN, namespace=schema, max_pool=6)
-    try:
-        try:
-            await a.open()
-            await b.open()
-        except Exception as exc:
-            unavailable(f"cannot open the two nodes: {exc!r}")
+    async with two_pg_nodes() as (a, b, _):
         user = await a.create_user("alice")
         store = await a.create_store(user.id, "shared", None, "k" * 32)
         rng = random.Random(5)
@@ -320,7 +307,3 @@ async def test_two_nodes_writing_the_same_keys_keep_them_exact() -> None:
         want = SnapshotTotals(len(listed), sum(len(k.encode()) for k in listed), sum(listed.values()), 0)
         assert await totals(a, store.id) == await totals(b, store.id) == want
         assert await problems(a) == []
-    finally:
-        await a.aclose()
-        await b.aclose()
-        await pg.PostgresStorage(DSN, namespace=schema).drop()
