@@ -1,5 +1,7 @@
 """Record GET/PUT requests per second (wrk) against a bare Starlette endpoint, and keys-page latency at 10k
-and 1M keys. Ratios: openkvs/bare (goal for GET: >= 0.5) and keys page 1M/10k (goal: <= 2)."""
+and 1M keys. Ratios: openkvs/bare (goal for GET: >= 0.5) and keys page 1M/10k (goal: <= 2). On PostgreSQL also
+against PostgreSQL's floor (bench/bare_pg_app.py: the bare endpoint plus one asyncpg statement per request), so that
+each run shows how much of the bare endpoint's speed any asyncpg-based server keeps."""
 
 from __future__ import annotations
 
@@ -48,6 +50,14 @@ def start_bare() -> h.Server:
     return h.start_server(f"bare-{port}", cmd, port, ready_path="/v2/key-value-stores/x/records/k00000000")
 
 
+def start_pg_floor() -> h.Server:
+    port = h.free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "bench.bare_pg_app:app", "--port", str(port), "--log-level", h.LOG_LEVEL,
+           "--no-server-header", "--no-proxy-headers", "--timeout-graceful-shutdown", "5", "--no-access-log"]
+    env = {"BENCH_FLOOR_DSN": h.PG_URL, "BENCH_FLOOR_TABLE": "bench_floor"}
+    return h.start_server(f"pgfloor-{port}", cmd, port, env=env, ready_path="/v2/key-value-stores/x/records/k00000000")
+
+
 def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
     seconds = 4 if quick else 10
     reps = 1 if quick else 2
@@ -61,7 +71,10 @@ def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
         kbig = tiny_dataset(kind, big)
         for config in ("defaults", "tuned"):  # what users run first, then without the access log
             start_okvs = functools.partial(small.backend.start, defaults=config == "defaults")
-            with h.running(start_bare, start_okvs) as (bare, okvs):
+            starts = [start_bare, start_okvs] + ([start_pg_floor] if kind == "postgres" else [])
+            with h.running(*starts) as servers:
+                bare, okvs = servers[:2]
+                floor = servers[2] if len(servers) > 2 else None
                 base_o = f"/v2/key-value-stores/{small.store_id}/records/"
                 base_b = "/v2/key-value-stores/x/records/"
                 res: dict[str, Any] = {"backend": kind, "config": config, "wrk": f"-t2 -c32 -d{seconds}s", "reps": reps}
@@ -70,16 +83,28 @@ def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
                     sb = h.wrk_script(method, base_b, "x", NKEYS, len(RECORD), seed=2)
                     h.wrk(bare.url, sb, 2, 32, 2)  # warm-up (connections, caches, the token cache)
                     h.wrk(okvs.url, so, 2, 32, 2)
-                    best_o = best_b = None
-                    for _ in range(reps):  # alternate baseline and openkvs; keep each side's best run
+                    if floor:
+                        h.wrk(floor.url, sb, 2, 32, 2)
+                    best_o = best_b = best_f = None
+                    for _ in range(reps):  # alternate baseline(s) and openkvs; keep each side's best run
                         b = h.wrk(bare.url, sb, 2, 32, seconds)
                         o = h.wrk(okvs.url, so, 2, 32, seconds)
                         best_b = b if best_b is None or b.rps > best_b.rps else best_b
                         best_o = o if best_o is None or o.rps > best_o.rps else best_o
+                        if floor:
+                            f = h.wrk(floor.url, sb, 2, 32, seconds)
+                            best_f = f if best_f is None or f.rps > best_f.rps else best_f
                     assert best_o and best_b
                     ratio = best_o.rps / best_b.rps
                     res[method] = {"openkvs": best_o.as_dict(), "bare": best_b.as_dict(), "ratio": round(ratio, 3)}
-                    rows.append([kind, config, method, best_o.rps, best_b.rps, ratio, best_o.latency_avg_ms, best_o.errors])
+                    floor_cells: list[Any] = ["-", "-", "-"]
+                    if best_f:
+                        res[method]["pg_floor"] = best_f.as_dict()
+                        res[method]["floor_of_bare"] = round(best_f.rps / best_b.rps, 3)
+                        res[method]["of_floor"] = round(best_o.rps / best_f.rps, 3)
+                        floor_cells = [best_f.rps, best_f.rps / best_b.rps, best_o.rps / best_f.rps]
+                    rows.append([kind, config, method, best_o.rps, best_b.rps, ratio, *floor_cells,
+                                 best_o.latency_avg_ms, best_o.errors])
                 results.append(res)
         # keys pages: one server per data set (they live in different data dirs / schemas)
         n = 30 if quick else 100
@@ -92,7 +117,8 @@ def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
         results.append({"backend": kind, "keys_page": {str(k): v for k, v in lat.items()}, "ratio": round(ratio, 3)})
         krows.append([kind, lat[10_000]["median_ms"], lat[big]["median_ms"], lat[big]["p90_ms"], ratio])
     h.table("Record requests/s (1 KiB records over 1000 keys; wrk, best of runs; ratio = openkvs/bare, goal GET >= 0.5)",
-            ["backend", "config", "method", "openkvs rps", "bare rps", "ratio", "openkvs lat ms", "errors"], rows)
+            ["backend", "config", "method", "openkvs rps", "bare rps", "ratio", "pg floor rps", "floor/bare",
+             "openkvs/floor", "openkvs lat ms", "errors"], rows)
     h.table(f"Keys page latency (GET /keys?limit=1000 from the middle; ratio = {big:,}/10k keys, goal <= 2)",
             ["backend", "10k median ms", f"{big:,} median ms", f"{big:,} p90 ms", "ratio"], krows)
     h.save("records", quick, results)
