@@ -1,13 +1,17 @@
 """A SQLite snapshot: one read transaction on a connection of its own, open for the snapshot's life, that hands
-out a store's records in key order and in batches (inline bytes included) for the ZIP download."""
+out a store's records in key order and in batches (inline bytes included) for the ZIP download; batches of kept
+headers also on a second connection, in turns with the first (see ``SQLiteSnapshot._turns``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import operator
 import sqlite3
 import struct
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +37,8 @@ from .onthread import run_to_end
 from .tables import RECORD_COLS, RECORD_TOTALS, STORE_TOTALS, from_ms, selection_sql
 
 T = TypeVar("T")
+S = TypeVar("S")  # where a batch starts (_turns)
+B = TypeVar("B")  # a batch made whole (_turns)
 
 PREFETCH_BYTES = 8 * 1024 * 1024  # a snapshot batch holds at most about this many bytes of inline records
 SNAPSHOT_MMAP_MIN_AVG = 4096  # a snapshot maps the database when its inline records average this size or more
@@ -46,6 +52,7 @@ SNAPSHOT_REMAP_BYTES = 48 * 1024 * 1024  # drop the map after reading about this
 KEPT_ROWS = 4096
 assert PREFETCH_BYTES // SMALL_RECORD_MAX >= KEPT_ROWS  # a store without large records: full batches (begin_snapshot)
 assert SMALL_RECORD_MAX < SNAPSHOT_MMAP_MIN_AVG  # ... and no map
+SECOND_CACHE_KIB = 2000  # the second connection's page cache (see _open_second): it scans, it reads nothing twice
 _MID26 = operator.itemgetter(slice(4, 30))  # of a local header: what its central header repeats after CENTRAL_LEAD
 _TAIL = operator.itemgetter(slice(30, None))  # of a local header: its name and time stamp, the central's last bytes
 _U32 = struct.Struct("<I").pack
@@ -67,10 +74,16 @@ def _seconds(ms: Sequence[int]) -> list[int]:
     return list(map(operator.floordiv, ms, itertools.repeat(1000)))
 
 
-def begin_snapshot(blob_dir: Path, conn: sqlite3.Connection, store_id: str, selection: KeySelection) -> SQLiteSnapshot:
+def begin_snapshot(
+    blob_dir: Path,
+    conn: sqlite3.Connection,
+    store_id: str,
+    selection: KeySelection,
+    connect: Callable[[], sqlite3.Connection] | None = None,
+) -> SQLiteSnapshot:
     """In a worker thread, on the snapshot's own connection: begin its read transaction, and take the totals of
     what it selects from the store row (the whole store) or count them (a key selection). ``blob_dir``: where the
-    records' files are."""
+    records' files are; ``connect``: a new read-only connection, for a second one (see SQLiteSnapshot._turns)."""
     conn.execute("BEGIN")
     row = conn.execute(
         f"SELECT generation, {STORE_TOTALS}, totals_generation = generation FROM stores WHERE id = ?", (store_id,)
@@ -103,6 +116,7 @@ def begin_snapshot(blob_dir: Path, conn: sqlite3.Connection, store_id: str, sele
     snap = SQLiteSnapshot(
         blob_dir, conn, store_id, cond, params, row[0], SnapshotTotals(count, key_bytes, decoded, big), mapped
     )
+    snap.connect = connect
     if not mapped and kept_headers_fit(count, key_bytes, decoded, big):
         # batches of kept headers and inline bytes read whole, sized to hold about PREFETCH_BYTES at most
         snap.kept_rows = max(16, min(KEPT_ROWS, PREFETCH_BYTES // max(inline_max, 1)))
@@ -134,6 +148,13 @@ class SQLiteSnapshot(Snapshot):
         self.totals = totals
         self.limiter = anyio.CapacityLimiter(1)  # one statement at a time on the connection
         self.kept_rows = 0  # rows per batch of kept_local/kept_central; 0: this snapshot has none (see begin)
+        self.connect: Callable[[], sqlite3.Connection] | None = None  # a new read-only connection (_open_second)
+        self._second: sqlite3.Connection | None = None  # the second connection, once open (see _turns)
+        self._second_limiter = anyio.CapacityLimiter(1)
+        self._second_tried = False
+        # each batch's start key and local offset, from a whole pass of kept_local that gave only LocalBlocks:
+        # kept_central reads the same batches on both connections
+        self._plan: list[tuple[str | None, int]] | None = None
 
     def _remap(self) -> None:
         """Drop the mapping after a batch and map again: every page the batch touched stays resident while
@@ -178,6 +199,102 @@ class SQLiteSnapshot(Snapshot):
         ``CentralBlock``: its central headers made by SQLite. None when ``kept_local`` is."""
         return self._kept_central() if self.kept_rows else None
 
+    # -- kept headers, read on two connections in turns --------------------------------------------------------
+    #
+    # A whole archive of small records is read by SQLite statements one after another while the event loop only
+    # sends: their time is the download's. A second read-only connection takes every other batch, so that two
+    # cores work. Its read transaction sees the records this one does if the store's generation is the same in
+    # both: every write or delete of a record moves it in the same transaction (tables.STORE_CHANGED); what
+    # moves none changes no byte of the archive (a record's bytes moved between inline, file and bucket, a header
+    # filled in). The second connection gives only blocks made whole from kept headers: any other batch is read
+    # on this connection, and the rest after it too.
+
+    async def _open_second(self) -> bool:
+        """Whether the second connection is open, its read transaction at this snapshot's store generation (it is
+        opened at the first call, for a store of more than one batch)."""
+        if self._second is not None:
+            return True
+        if self.connect is None or self._second_tried or self.totals.count <= self.kept_rows:
+            return False
+        self._second_tried = True
+        connect = self.connect
+
+        def open_second() -> None:
+            conn = connect()
+            try:
+                conn.execute(f"PRAGMA cache_size = -{SECOND_CACHE_KIB}")
+                conn.execute("BEGIN")
+                row = conn.execute("SELECT generation FROM stores WHERE id = ?", (self._store_id,)).fetchone()
+            except BaseException:
+                conn.close()
+                raise
+            if row is None or row[0] != self.generation:  # written since this snapshot began: not the same
+                conn.close()
+                return
+            self._second = conn  # (set in the thread: a cancelled caller still leaves it to close())
+
+        await self._run_on(self._second_limiter, open_second)
+        return self._second is not None
+
+    async def close(self) -> None:
+        """Close the connections, each once its running statement (if any) ends."""
+        try:
+            if self._second is not None:
+                await run_to_end(self._second.close, limiter=self._second_limiter)
+        finally:
+            await run_to_end(self._conn.close, limiter=self.limiter)
+
+    async def _turns(
+        self,
+        start: S,
+        following: Callable[[sqlite3.Connection, S], S | None] | Sequence[S],
+        work: Callable[[sqlite3.Connection, S, S | None], B | None],
+    ) -> AsyncGenerator[tuple[S, B | None], None]:
+        """(start, block) of each batch from ``start`` on, in order: batch i read by ``work(conn, its start, the
+        next batch's start)`` on connection i % 2 (this one, the second), two at once. The next batch's start
+        (None: no batch follows) is ``following(conn, start)``, a key-only scan run on the same connection
+        before ``work``, or the next in ``following`` given as a list. Ends after the last batch, or after the
+        first that ``work`` can't give whole (None): the caller goes on from its start its own way."""
+        second = self._second
+        assert second is not None
+        conns = ((self._conn, self.limiter), (second, self._second_limiter))
+        planned = iter(following) if isinstance(following, Sequence) else None
+        if planned is not None:
+            next(planned)  # (the first is ``start``)
+        pending: deque[tuple[S, asyncio.Future[B | None]]] = deque()
+        at: S | None = start  # (None may be a start too: after no key, the first batch)
+        i = 0
+        try:
+            while True:
+                while len(pending) < 2 and (at is not None or i == 0):
+                    conn, limiter = conns[i % 2]
+                    i += 1
+                    this: S = at  # type: ignore[assignment]
+                    if planned is not None:
+                        at = next(planned, None)
+                    else:
+                        assert callable(following)
+                        at = await self._run_on(limiter, following, conn, this)
+                    pending.append((this, asyncio.ensure_future(self._run_on(limiter, work, conn, this, at))))
+                if not pending:
+                    return
+                this, future = pending.popleft()
+                block = await future
+                yield this, block
+                if block is None:
+                    return
+        finally:
+            for _, future in pending:  # given up: each waits for its thread (run_to_end)
+                future.cancel()
+                with contextlib.suppress(BaseException):
+                    await future
+
+    async def _run_on(self, limiter: anyio.CapacityLimiter, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await run_to_end(fn, *args, limiter=limiter)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
     async def _kept_local(self) -> AsyncIterator[Sequence[Any] | LocalBlock]:
         n = self.kept_rows
         full = self._fetcher(n, with_data=True)
@@ -195,30 +312,69 @@ class SQLiteSnapshot(Snapshot):
             f" FROM records r LEFT JOIN record_data d ON d.id = r.data_id WHERE r.store_id = ? AND {self._cond}"
             "{where} ORDER BY r.key LIMIT ?)"
         )
+        ends_at = f"SELECT r.key {sel}{{where}} ORDER BY r.key LIMIT 1 OFFSET ?"  # a batch's last key
+
+        def block(conn: sqlite3.Connection, last: str | None) -> tuple[LocalBlock | None, int, str | None]:
+            # (the batch of up to n after ``last`` whole, or None if it can't come so; its rows; its last key)
+            where, args = ("", []) if last is None else (" AND r.key > ?", [last])
+            base = [self._store_id, *self._params, *args]
+            first, data, count, whole, last_key = conn.execute(
+                sql.format(sel=sel, where=where), [*base, *base, n]
+            ).fetchone()
+            if count and whole == count and first is not None:
+                return LocalBlock(count, first + data if data is not None else first), count, last_key
+            return None, count, last_key
 
         def fetch(last: str | None) -> tuple[Sequence[Any] | LocalBlock | None, str | None]:
             # (the batch, the key to go on after: None at the end)
-            where, args = ("", []) if last is None else (" AND r.key > ?", [last])
-            base = [self._store_id, *self._params, *args]
-            first, data, count, whole, last_key = self._conn.execute(
-                sql.format(sel=sel, where=where), [*base, *base, n]
-            ).fetchone()
+            found, count, last_key = block(self._conn, last)
             if not count:
                 return None, None
-            if whole == count and first is not None:
-                return LocalBlock(count, first + data if data is not None else first), (
-                    last_key if count == n else None
-                )
-            del data
-            found, more = full(last)  # a file, an encoded record, a header not kept: this stretch as records
-            return found, (found.last_key if found is not None and more else None)
-
-        last: str | None = None
-        while True:
-            found, last = await self._run(fetch, last)
             if found is not None:
-                yield found
+                return found, (last_key if count == n else None)
+            records, more = full(last)  # a file, an encoded record, a header not kept: this stretch as records
+            return records, (records.last_key if records is not None and more else None)
+
+        def following(conn: sqlite3.Connection, last: str | None) -> str | None:
+            where, args = ("", []) if last is None else (" AND r.key > ?", [last])
+            row = conn.execute(ends_at.format(where=where), [self._store_id, *self._params, *args, n - 1]).fetchone()
+            return None if row is None else row[0]
+
+        def in_turn(conn: sqlite3.Connection, last: str | None, end: str | None) -> LocalBlock | None:
+            found, count, last_key = block(conn, last)
+            if found is None or (last_key != end if count == n else end is not None):  # (not where it said)
+                return None
+            return found
+
+        # each batch's start key and local offset, for kept_central, while every batch comes as a LocalBlock
+        starts: list[tuple[str | None, int]] = []
+        plan: list[tuple[str | None, int]] | None = starts
+        offset = 0
+        last: str | None = None
+        if await self._open_second():
+            async with contextlib.aclosing(self._turns(last, following, in_turn)) as turns:
+                async for start, found in turns:
+                    last = start
+                    if found is None:
+                        break  # this batch and the rest on this connection
+                    starts.append((start, offset))
+                    offset += len(found.data)
+                    yield found
+                else:
+                    self._plan = starts
+                    return
+        while True:
+            start = last
+            batch, last = await self._run(fetch, last)
+            if batch is not None:
+                if isinstance(batch, LocalBlock) and plan is not None:
+                    plan.append((start, offset))
+                    offset += len(batch.data)
+                else:
+                    plan = None
+                yield batch
             if last is None:
+                self._plan = plan
                 return
 
     async def _kept_central(self) -> AsyncIterator[Sequence[Any] | CentralBlock]:
@@ -240,38 +396,48 @@ class SQLiteSnapshot(Snapshot):
         )
         uniform = True
 
-        def fetch(last: str | None, base: int) -> tuple[Sequence[Any] | CentralBlock | None, str | None, int]:
-            # (the batch, the key to go on after: None at the end, the local offset after the batch)
+        def central(
+            conn: sqlite3.Connection, last: str | None, base: int
+        ) -> tuple[CentralBlock | None, int, str | None]:
+            # (the batch of up to n after ``last``, its first local header at ``base``, made whole from its kept
+            # headers or None if they are not all kept; its rows; its last key)
             nonlocal uniform
             where, args = ("", []) if last is None else (" AND key > ?", [last])
             if uniform:
-                heads, count, kept = self._conn.execute(
+                heads, count, kept = conn.execute(
                     joined.format(where=where), [self._store_id, *self._params, *args, n]
                 ).fetchone()
                 if not count:
-                    return None, None, base
+                    return None, 0, None
                 block = central_from_heads(heads, count, base) if kept == count else None
                 if block is not None:
-                    last_key = heads[len(heads) - len(heads) // count + 30 : -9].decode()
-                    return block, (last_key if count == n else None), block.local_end
-                uniform = False
+                    return block, count, heads[len(heads) - len(heads) // count + 30 : -9].decode()
+                if kept == count:  # kept, but not all of one length: the rows from now on
+                    uniform = False
                 del heads
-            rows = self._conn.execute(
+            rows = conn.execute(
                 sql + where + " ORDER BY key LIMIT ?", [self._store_id, *self._params, *args, n]
             ).fetchall()
             if not rows:
-                return None, None, base
+                return None, 0, None
             heads, spans, fixed = zip(*rows, strict=True)
             del rows
-            if fixed.count(39) == len(heads):  # every header kept, none with ZIP64 sizes (39 + name)
-                offsets = list(itertools.accumulate(spans, initial=base))
-                data = b"".join(itertools.chain.from_iterable(zip(
-                    itertools.repeat(CENTRAL_LEAD), map(_MID26, heads), itertools.repeat(CENTRAL_MID),
-                    map(_U32, offsets), map(_TAIL, heads),
-                )))
-                last_key = heads[-1][30:-9].decode()
-                end = offsets[-1]
-                return CentralBlock(len(heads), data, base, end), (last_key if len(heads) == n else None), end
+            if fixed.count(39) != len(heads):  # a header not kept, or one with ZIP64 sizes (not 39 + name)
+                return None, len(heads), None
+            offsets = list(itertools.accumulate(spans, initial=base))
+            data = b"".join(itertools.chain.from_iterable(zip(
+                itertools.repeat(CENTRAL_LEAD), map(_MID26, heads), itertools.repeat(CENTRAL_MID),
+                map(_U32, offsets), map(_TAIL, heads),
+            )))
+            return CentralBlock(len(heads), data, base, offsets[-1]), len(heads), heads[-1][30:-9].decode()
+
+        def fetch(last: str | None, base: int) -> tuple[Sequence[Any] | CentralBlock | None, str | None, int]:
+            # (the batch, the key to go on after: None at the end, the local offset after the batch)
+            block, count, last_key = central(self._conn, last, base)
+            if not count:
+                return None, None, base
+            if block is not None:
+                return block, (last_key if count == n else None), block.local_end
             found, more = full(last)
             if found is None:
                 return None, None, base
@@ -280,12 +446,32 @@ class SQLiteSnapshot(Snapshot):
             span = 39 * len(cols.names) + sum(map(len, cols.names)) + sum(cols.sizes)
             return found, (found.last_key if more else None), base + span
 
+        def in_turn(
+            conn: sqlite3.Connection, at: tuple[str | None, int], then: tuple[str | None, int] | None
+        ) -> CentralBlock | None:
+            # the batch kept_local gave at ``at`` (its start key, its local offset), whole, if it ends where the
+            # next one begins
+            block, count, _ = central(conn, *at)
+            if block is None or then is not None and (count != n or block.local_end != then[1]):
+                return None
+            return block
+
         last: str | None = None
         base = 0  # the local offset of the batch's first entry
+        plan = self._plan
+        if plan is not None and len(plan) > 1 and await self._open_second():
+            async with contextlib.aclosing(self._turns(plan[0], plan, in_turn)) as turns:
+                async for at, found in turns:
+                    if found is None:
+                        last, base = at  # this batch and the rest on this connection
+                        break
+                    yield found
+                else:
+                    return
         while True:
-            found, last, base = await self._run(fetch, last, base)
-            if found is not None:
-                yield found
+            batch, last, base = await self._run(fetch, last, base)
+            if batch is not None:
+                yield batch
             if last is None:
                 return
 
