@@ -301,48 +301,49 @@ class SQLiteSnapshot(Snapshot):
         # group_concat(d, h) puts each row's header before its bytes (a row's separator is its own h, written
         # before its value from the second row on), so SQLite makes no h || d value per row; the first row's
         # header comes from the scalar subquery. ``d`` is NULL where a record can't come this way: then
-        # count(d) falls short and the stretch is read as records.
+        # count(d) falls short and the stretch is read as records. The batch's last key (where the next one
+        # starts) comes from a statement of its own, a key-only scan: max(key) here, a new maximum at every row,
+        # copied each time, cost a third of this statement (measured: 1,450 instructions a row; the scan 430).
         sel = f"FROM records r WHERE r.store_id = ? AND {self._cond}"
         sql = (
             "SELECT (SELECT r.zip_head {sel}{where} ORDER BY r.key LIMIT 1),"
-            " CAST(group_concat(d, h) AS BLOB), count(*), count(d), max(key) FROM ("
-            " SELECT r.key AS key, r.zip_head AS h, CASE WHEN r.content_encoding IS NULL AND r.path IS NULL"
+            " CAST(group_concat(d, h) AS BLOB), count(*), count(d) FROM ("
+            " SELECT r.zip_head AS h, CASE WHEN r.content_encoding IS NULL AND r.path IS NULL"
             " AND length(r.zip_head) = 39 + length(CAST(r.key AS BLOB))"
             " AND length(d.data) = r.decoded_size THEN d.data END AS d"
             f" FROM records r LEFT JOIN record_data d ON d.id = r.data_id WHERE r.store_id = ? AND {self._cond}"
             "{where} ORDER BY r.key LIMIT ?)"
         )
-        ends_at = f"SELECT r.key {sel}{{where}} ORDER BY r.key LIMIT 1 OFFSET ?"  # a batch's last key
+        ends_at = f"SELECT r.key {sel}{{where}} ORDER BY r.key LIMIT 1 OFFSET ?"
 
-        def block(conn: sqlite3.Connection, last: str | None) -> tuple[LocalBlock | None, int, str | None]:
-            # (the batch of up to n after ``last`` whole, or None if it can't come so; its rows; its last key)
+        def block(conn: sqlite3.Connection, last: str | None) -> tuple[LocalBlock | None, int]:
+            # (the batch of up to n after ``last`` whole, or None if it can't come so; its rows)
             where, args = ("", []) if last is None else (" AND r.key > ?", [last])
             base = [self._store_id, *self._params, *args]
-            first, data, count, whole, last_key = conn.execute(
-                sql.format(sel=sel, where=where), [*base, *base, n]
-            ).fetchone()
+            first, data, count, whole = conn.execute(sql.format(sel=sel, where=where), [*base, *base, n]).fetchone()
             if count and whole == count and first is not None:
-                return LocalBlock(count, first + data if data is not None else first), count, last_key
-            return None, count, last_key
-
-        def fetch(last: str | None) -> tuple[Sequence[Any] | LocalBlock | None, str | None]:
-            # (the batch, the key to go on after: None at the end)
-            found, count, last_key = block(self._conn, last)
-            if not count:
-                return None, None
-            if found is not None:
-                return found, (last_key if count == n else None)
-            records, more = full(last)  # a file, an encoded record, a header not kept: this stretch as records
-            return records, (records.last_key if records is not None and more else None)
+                return LocalBlock(count, first + data if data is not None else first), count
+            return None, count
 
         def following(conn: sqlite3.Connection, last: str | None) -> str | None:
+            # the last key of the batch of n after ``last`` (where the next one starts); None: fewer are left
             where, args = ("", []) if last is None else (" AND r.key > ?", [last])
             row = conn.execute(ends_at.format(where=where), [self._store_id, *self._params, *args, n - 1]).fetchone()
             return None if row is None else row[0]
 
+        def fetch(last: str | None) -> tuple[Sequence[Any] | LocalBlock | None, str | None]:
+            # (the batch, the key to go on after: None at the end)
+            found, count = block(self._conn, last)
+            if not count:
+                return None, None
+            if found is not None:
+                return found, (following(self._conn, last) if count == n else None)
+            records, more = full(last)  # a file, an encoded record, a header not kept: this stretch as records
+            return records, (records.last_key if records is not None and more else None)
+
         def in_turn(conn: sqlite3.Connection, last: str | None, end: str | None) -> LocalBlock | None:
-            found, count, last_key = block(conn, last)
-            if found is None or (last_key != end if count == n else end is not None):  # (not where it said)
+            found, count = block(conn, last)
+            if found is None or (count == n) != (end is not None):  # (not as long as ``following`` said)
                 return None
             return found
 
