@@ -116,8 +116,8 @@ async def test_close_waits_for_a_read_running_in_its_thread(tmp_path: Path, canc
 async def test_closing_while_threads_work_never_crashes(tmp_path: Path) -> None:
     """A storage opened with its background tasks (the fill of rows without a ZIP header starts at once) and
     closed a few milliseconds later, while writes, reads, a snapshot and a ZIP archive (its batches on two
-    connections) run and some are cancelled, many times
-    over, in a process of its own (``python -X faulthandler``): it must end well, not by a signal."""
+    connections) run and some are cancelled, many times over, in a process of its own (``python -X
+    faulthandler``): it must end well, not by a signal."""
     d = tmp_path / "d"
     async with SQLiteStorage(d, background=False) as st:
         user = await st.create_user("u")
