@@ -124,7 +124,8 @@ def begin_snapshot(
 
 
 class SQLiteSnapshot(Snapshot):
-    """One read transaction on a dedicated connection, open for the snapshot's life."""
+    """One read transaction on a dedicated connection, open for the snapshot's life; for an archive of kept headers also
+    a second one, at the same store generation (``_turns``)."""
 
     def __init__(
         self,
