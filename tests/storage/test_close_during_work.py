@@ -13,13 +13,16 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from openkvs.api.download import _archive_bytes, _archive_size
 from openkvs.storage.base import KeySelection, StorageUnavailable
 from openkvs.storage.sqlite import DB_NAME, SQLiteStorage
+from openkvs.storage.sqlite.tables import RECORD_COLS, RECORD_TOTALS, STORE_TOTALS, zip_head
 
 from .conftest import Body
 
@@ -27,6 +30,7 @@ pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 12_000  # rows without a ZIP header: six of the fill's write transactions
+KEPT_ROWS = 3_000  # small records with their ZIP headers, in a store of their own
 
 
 async def _until(event: threading.Event) -> None:
@@ -111,19 +115,33 @@ async def test_close_waits_for_a_read_running_in_its_thread(tmp_path: Path, canc
 
 async def test_closing_while_threads_work_never_crashes(tmp_path: Path) -> None:
     """A storage opened with its background tasks (the fill of rows without a ZIP header starts at once) and
-    closed a few milliseconds later, while writes, reads and a snapshot run and some are cancelled, many times
-    over, in a process of its own (``python -X faulthandler``): it must end well, not by a signal."""
+    closed a few milliseconds later, while writes, reads, a snapshot and a ZIP archive (its batches on two
+    connections) run and some are cancelled, many times over, in a process of its own (``python -X
+    faulthandler``): it must end well, not by a signal."""
     d = tmp_path / "d"
     async with SQLiteStorage(d, background=False) as st:
         user = await st.create_user("u")
         store = await st.create_store(user.id, "s", None, "k")
         await st.put_record(store.id, "a", Body(b"x" * 100), "application/octet-stream", None)
+        kept = await st.create_store(user.id, "kept", None, "k")  # small records with their headers kept
     conn = sqlite3.connect(d / DB_NAME)
     with conn:  # one transaction
         conn.executemany(
             "INSERT INTO records(store_id, key, size, decoded_size, crc32, modified_at, content_type) "
             "VALUES (?, ?, 0, 0, 0, 1700000000000, 'application/octet-stream')",
             [(store.id, f"k{i:06d}") for i in range(ROWS)],
+        )
+        for i in range(KEPT_ROWS):
+            row = (f"k{i:06d}", 100, 100, zlib.crc32(b"z" * 100), 1700000000000, "application/octet-stream", None)
+            data_id = conn.execute("INSERT INTO record_data(data) VALUES (?)", (b"z" * 100,)).lastrowid
+            conn.execute(
+                f"INSERT INTO records(store_id, {RECORD_COLS}, zip_head) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                (kept.id, *row, data_id, zip_head(row)),
+            )
+        conn.execute(
+            f"UPDATE stores SET ({STORE_TOTALS}) = (SELECT {RECORD_TOTALS} FROM records WHERE store_id = ?), "
+            "totals_generation = generation WHERE id = ?",
+            (kept.id, kept.id),
         )
     conn.close()
     code = f"import asyncio; from tests.storage.test_close_during_work import churn; asyncio.run(churn({str(d)!r}))"
@@ -142,15 +160,23 @@ async def churn(data_dir: str, cycles: int = 25, seed: int = 1) -> None:
     d = Path(data_dir)
     rnd = random.Random(seed)
     raw = sqlite3.connect(d / DB_NAME, isolation_level=None)
-    store_id = raw.execute("SELECT id FROM stores").fetchone()[0]
+    store_id, kept_id = (raw.execute("SELECT id FROM stores WHERE name = ?", (n,)).fetchone()[0] for n in ("s", "kept"))
     for cycle in range(cycles):
-        raw.execute("UPDATE records SET zip_head = NULL WHERE zip_head IS NOT NULL")  # for the fill to do again
+        raw.execute(  # for the fill to do again
+            "UPDATE records SET zip_head = NULL WHERE zip_head IS NOT NULL AND store_id = ?", (store_id,)
+        )
         st = SQLiteStorage(d)  # with its background tasks: the fill starts at once
         await st.open()
 
         async def snapshot(st: SQLiteStorage = st) -> None:
             async with st.snapshot(store_id, KeySelection()) as snap:
                 async for _ in snap.records(batch=500):
+                    await asyncio.sleep(0)
+
+        async def archive(st: SQLiteStorage = st) -> None:  # batches of kept headers on two connections
+            async with st.snapshot(kept_id, KeySelection()) as snap:
+                snap.kept_rows = 500  # type: ignore[attr-defined]
+                async for _ in _archive_bytes(snap, 0, await _archive_size(snap)):
                     await asyncio.sleep(0)
 
         async def count(st: SQLiteStorage = st) -> Any:
@@ -161,6 +187,7 @@ async def churn(data_dir: str, cycles: int = 25, seed: int = 1) -> None:
             *(st.list_keys(store_id, KeySelection(), None, 1000) for _ in range(3)),
             *(count() for _ in range(3)),
             snapshot(),
+            archive(),
         )]
         await asyncio.sleep(rnd.uniform(0, 0.02))
         for task in work:

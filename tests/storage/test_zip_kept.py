@@ -221,20 +221,31 @@ async def test_headers_are_filled_in_the_background(tmp_path: Path) -> None:
 
 async def test_sqlite_snapshot_reads_off_the_event_loop_thread(tmp_path: Path) -> None:
     """A download's batches are read in worker threads: the event loop's thread stays free for other requests
-    while SQLite works (every statement of the snapshot's connection is traced with its thread)."""
+    while SQLite works (every statement of the snapshot's connections, its own and the second one that reads
+    every other batch, is traced with its thread)."""
     rnd = random.Random(8)
     async with SQLiteStorage(tmp_path / "d", background=False) as st:
         store_id, recs = await fill(st, rnd, 200)
         want = zip_reference.build_archive(await times(st, store_id, recs))
         threads: set[int] = set()
+        connections: list[sqlite3.Connection] = []
+        real = st._db.connect
+
+        def traced(*, readonly: bool, **kw: Any) -> sqlite3.Connection:
+            conn = real(readonly=readonly, **kw)
+            if readonly:
+                conn.set_trace_callback(lambda _sql: threads.add(threading.get_ident()))
+                connections.append(conn)
+            return conn
+
+        st._db.connect = traced  # type: ignore[method-assign]
         async with st.snapshot(store_id, KeySelection()) as snap:
-            snap._conn.set_trace_callback(lambda _sql: threads.add(threading.get_ident()))
             snap.kept_rows = 16
             size = await _archive_size(snap)
             assert b"".join([c async for c in _archive_bytes(snap, 0, size)]) == want
             async for _ in snap.records():
                 pass
-        assert threads and threading.get_ident() not in threads
+        assert len(connections) == 2 and threads and threading.get_ident() not in threads
 
 
 async def test_check_finds_a_kept_header_that_does_not_match(tmp_path: Path) -> None:

@@ -391,7 +391,9 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
         try:
             try:
                 conn = await anyio.to_thread.run_sync(lambda: self._db.connect(readonly=True))
-                snap = await run_to_end(begin_snapshot, self.blob_dir, conn, store_id, selection)
+                snap = await run_to_end(
+                    begin_snapshot, self.blob_dir, conn, store_id, selection, lambda: self._db.connect(readonly=True)
+                )
             except sqlite3.Error as exc:
                 raise translate(exc) from exc
             if self._objects is None:
@@ -401,8 +403,10 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
                     yield with_objects
         finally:
             with anyio.CancelScope(shield=True):
-                if conn is not None:  # through the snapshot's limiter: a batch read still running ends first
-                    await run_to_end(conn.close, limiter=snap.limiter if snap is not None else None)
+                if snap is not None:  # through the snapshot's limiters: a batch read still running ends first
+                    await snap.close()
+                elif conn is not None:
+                    await run_to_end(conn.close)
                 await self._files.release(lease_id)
 
     # -- record bytes in a bucket (openkvs blobs) --------------------------------------------------------------

@@ -1,13 +1,17 @@
 """A SQLite snapshot: one read transaction on a connection of its own, open for the snapshot's life, that hands
-out a store's records in key order and in batches (inline bytes included) for the ZIP download."""
+out a store's records in key order and in batches (inline bytes included) for the ZIP download; batches of kept
+headers also on a second connection, in turns with the first (see ``SQLiteSnapshot._turns``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import operator
 import sqlite3
 import struct
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +37,8 @@ from .onthread import run_to_end
 from .tables import RECORD_COLS, RECORD_TOTALS, STORE_TOTALS, from_ms, selection_sql
 
 T = TypeVar("T")
+S = TypeVar("S")  # where a batch starts (_turns)
+B = TypeVar("B")  # a batch made whole (_turns)
 
 PREFETCH_BYTES = 8 * 1024 * 1024  # a snapshot batch holds at most about this many bytes of inline records
 SNAPSHOT_MMAP_MIN_AVG = 4096  # a snapshot maps the database when its inline records average this size or more
@@ -46,6 +52,7 @@ SNAPSHOT_REMAP_BYTES = 48 * 1024 * 1024  # drop the map after reading about this
 KEPT_ROWS = 4096
 assert PREFETCH_BYTES // SMALL_RECORD_MAX >= KEPT_ROWS  # a store without large records: full batches (begin_snapshot)
 assert SMALL_RECORD_MAX < SNAPSHOT_MMAP_MIN_AVG  # ... and no map
+SECOND_CACHE_KIB = 2000  # the second connection's page cache (see _open_second): it scans, it reads nothing twice
 _MID26 = operator.itemgetter(slice(4, 30))  # of a local header: what its central header repeats after CENTRAL_LEAD
 _TAIL = operator.itemgetter(slice(30, None))  # of a local header: its name and time stamp, the central's last bytes
 _U32 = struct.Struct("<I").pack
@@ -67,10 +74,16 @@ def _seconds(ms: Sequence[int]) -> list[int]:
     return list(map(operator.floordiv, ms, itertools.repeat(1000)))
 
 
-def begin_snapshot(blob_dir: Path, conn: sqlite3.Connection, store_id: str, selection: KeySelection) -> SQLiteSnapshot:
+def begin_snapshot(
+    blob_dir: Path,
+    conn: sqlite3.Connection,
+    store_id: str,
+    selection: KeySelection,
+    connect: Callable[[], sqlite3.Connection] | None = None,
+) -> SQLiteSnapshot:
     """In a worker thread, on the snapshot's own connection: begin its read transaction, and take the totals of
     what it selects from the store row (the whole store) or count them (a key selection). ``blob_dir``: where the
-    records' files are."""
+    records' files are; ``connect``: a new read-only connection, for a second one (see SQLiteSnapshot._turns)."""
     conn.execute("BEGIN")
     row = conn.execute(
         f"SELECT generation, {STORE_TOTALS}, totals_generation = generation FROM stores WHERE id = ?", (store_id,)
@@ -103,6 +116,7 @@ def begin_snapshot(blob_dir: Path, conn: sqlite3.Connection, store_id: str, sele
     snap = SQLiteSnapshot(
         blob_dir, conn, store_id, cond, params, row[0], SnapshotTotals(count, key_bytes, decoded, big), mapped
     )
+    snap.connect = connect
     if not mapped and kept_headers_fit(count, key_bytes, decoded, big):
         # batches of kept headers and inline bytes read whole, sized to hold about PREFETCH_BYTES at most
         snap.kept_rows = max(16, min(KEPT_ROWS, PREFETCH_BYTES // max(inline_max, 1)))
@@ -110,7 +124,8 @@ def begin_snapshot(blob_dir: Path, conn: sqlite3.Connection, store_id: str, sele
 
 
 class SQLiteSnapshot(Snapshot):
-    """One read transaction on a dedicated connection, open for the snapshot's life."""
+    """One read transaction on a dedicated connection, open for the snapshot's life; for an archive of kept headers also
+    a second one, at the same store generation (``_turns``)."""
 
     def __init__(
         self,
@@ -134,6 +149,13 @@ class SQLiteSnapshot(Snapshot):
         self.totals = totals
         self.limiter = anyio.CapacityLimiter(1)  # one statement at a time on the connection
         self.kept_rows = 0  # rows per batch of kept_local/kept_central; 0: this snapshot has none (see begin)
+        self.connect: Callable[[], sqlite3.Connection] | None = None  # a new read-only connection (_open_second)
+        self._second: sqlite3.Connection | None = None  # the second connection, once open (see _turns)
+        self._second_limiter = anyio.CapacityLimiter(1)
+        self._second_tried = False
+        # each batch's start key and local offset, from a whole pass of kept_local that gave only LocalBlocks:
+        # kept_central reads the same batches on both connections
+        self._plan: list[tuple[str | None, int]] | None = None
 
     def _remap(self) -> None:
         """Drop the mapping after a batch and map again: every page the batch touched stays resident while
@@ -178,47 +200,200 @@ class SQLiteSnapshot(Snapshot):
         ``CentralBlock``: its central headers made by SQLite. None when ``kept_local`` is."""
         return self._kept_central() if self.kept_rows else None
 
+    # -- kept headers, read on two connections in turns --------------------------------------------------------
+    #
+    # A whole archive of small records is read by SQLite statements one after another while the event loop only
+    # sends: their time is the download's. A second read-only connection takes every other batch, so that two
+    # cores work. Its read transaction sees the records this one does if the store's generation is the same in
+    # both: every write or delete of a record moves it in the same transaction (tables.STORE_CHANGED); what
+    # moves none changes no byte of the archive (a record's bytes moved between inline, file and bucket, a header
+    # filled in). The second connection gives only blocks made whole from kept headers: any other batch is read
+    # on this connection, and the rest after it too.
+
+    async def _open_second(self) -> bool:
+        """Whether the second connection is open, its read transaction at this snapshot's store generation (it is
+        opened at the first call, for a store of more than one batch)."""
+        if self._second is not None:
+            return True
+        if self.connect is None or self._second_tried or self.totals.count <= self.kept_rows:
+            return False
+        self._second_tried = True
+        connect = self.connect
+
+        def open_second() -> None:
+            conn = connect()
+            try:
+                conn.execute(f"PRAGMA cache_size = -{SECOND_CACHE_KIB}")
+                conn.execute("BEGIN")
+                row = conn.execute("SELECT generation FROM stores WHERE id = ?", (self._store_id,)).fetchone()
+            except BaseException:
+                conn.close()
+                raise
+            if row is None or row[0] != self.generation:  # written since this snapshot began: not the same
+                conn.close()
+                return
+            self._second = conn  # (set in the thread: a cancelled caller still leaves it to close())
+
+        await self._run_on(self._second_limiter, open_second)
+        return self._second is not None
+
+    async def close(self) -> None:
+        """Close the connections, each once its running statement (if any) ends."""
+        try:
+            if self._second is not None:
+                await run_to_end(self._second.close, limiter=self._second_limiter)
+        finally:
+            await run_to_end(self._conn.close, limiter=self.limiter)
+
+    async def _turns(
+        self,
+        start: S,
+        following: Callable[[sqlite3.Connection, S], S | None] | Sequence[S],
+        work: Callable[[sqlite3.Connection, S, S | None], B | None],
+    ) -> AsyncGenerator[tuple[S, B | None], None]:
+        """(start, block) of each batch from ``start`` on, in order: batch i read by ``work(conn, its start, the
+        next batch's start)`` on connection i % 2 (this one, the second), two at once. The next batch's start
+        (None: no batch follows) is ``following(conn, start)``, a key-only scan run on the same connection
+        before ``work``, or the next in ``following`` given as a list. Ends after the last batch, or after the
+        first that ``work`` can't give whole (None): the caller goes on from its start its own way."""
+        second = self._second
+        assert second is not None
+        conns = ((self._conn, self.limiter), (second, self._second_limiter))
+        planned = iter(following) if isinstance(following, Sequence) else None
+        if planned is not None:
+            next(planned)  # (the first is ``start``)
+        pending: deque[tuple[S, asyncio.Future[B | None]]] = deque()
+        at: S | None = start  # (None may be a start too: after no key, the first batch)
+        i = 0
+        try:
+            while True:
+                while len(pending) < 2 and (at is not None or i == 0):
+                    conn, limiter = conns[i % 2]
+                    i += 1
+                    this: S = at  # type: ignore[assignment]
+                    if planned is not None:
+                        at = next(planned, None)
+                    else:
+                        assert callable(following)
+                        at = await self._run_on(limiter, following, conn, this)
+                    pending.append((this, asyncio.ensure_future(self._run_on(limiter, work, conn, this, at))))
+                if not pending:
+                    return
+                this, future = pending.popleft()
+                block = await future
+                yield this, block
+                if block is None:
+                    return
+        finally:
+            for _, future in pending:  # given up: each waits for its thread (run_to_end)
+                future.cancel()
+                with contextlib.suppress(BaseException):
+                    await future
+
+    async def _run_on(self, limiter: anyio.CapacityLimiter, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await run_to_end(fn, *args, limiter=limiter)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    def _bounds(self, last: str | None, end: str | None, col: str = "key") -> tuple[str, list[Any]]:
+        """WHERE of the store's selected records after ``last`` up to ``end`` (each None: unbounded), and its
+        parameters."""
+        where = f"store_id = ? AND {self._cond}" if col == "key" else f"r.store_id = ? AND {self._cond}"
+        args = [self._store_id, *self._params]
+        if last is not None:
+            where += f" AND {col} > ?"
+            args.append(last)
+        if end is not None:
+            where += f" AND {col} <= ?"
+            args.append(end)
+        return where, args
+
+    def _batch_end(self, conn: sqlite3.Connection, last: str | None) -> str | None:
+        """The last key of the batch of ``kept_rows`` after ``last`` (where the next one starts), by a key-only
+        scan; None when fewer are left (the batch is the last)."""
+        where, args = self._bounds(last, None, "r.key")
+        row = conn.execute(
+            f"SELECT r.key FROM records r WHERE {where} ORDER BY r.key LIMIT 1 OFFSET ?", [*args, self.kept_rows - 1]
+        ).fetchone()
+        return None if row is None else row[0]
+
     async def _kept_local(self) -> AsyncIterator[Sequence[Any] | LocalBlock]:
         n = self.kept_rows
         full = self._fetcher(n, with_data=True)
-        # group_concat(d, h) puts each row's header before its bytes (a row's separator is its own h, written
-        # before its value from the second row on), so SQLite makes no h || d value per row; the first row's
-        # header comes from the scalar subquery. ``d`` is NULL where a record can't come this way: then
-        # count(d) falls short and the stretch is read as records.
-        sel = f"FROM records r WHERE r.store_id = ? AND {self._cond}"
+        # A batch is the records after one key up to another (its last: _batch_end), one statement whose rows
+        # SQLite visits in key order, the primary key's. group_concat(d, h) puts each row's header before its
+        # bytes (a row's separator is its own h, written before its value from the second row on), so SQLite
+        # makes no h || d value per row; the first row's header comes from a scalar subquery, and the last
+        # row's too, to check that the batch ends with it. ``d`` is NULL where a record can't come this way:
+        # then count(d) falls short and the stretch is read as records. (No ORDER BY, LIMIT or max(key) in the
+        # aggregate's query: each cost a tenth to a third of it, measured in instructions.)
         sql = (
-            "SELECT (SELECT r.zip_head {sel}{where} ORDER BY r.key LIMIT 1),"
-            " CAST(group_concat(d, h) AS BLOB), count(*), count(d), max(key) FROM ("
-            " SELECT r.key AS key, r.zip_head AS h, CASE WHEN r.content_encoding IS NULL AND r.path IS NULL"
+            "SELECT (SELECT r.zip_head FROM records r WHERE {w} ORDER BY r.key LIMIT 1),"
+            " (SELECT r.zip_head FROM records r WHERE {w} ORDER BY r.key DESC LIMIT 1),"
+            " CAST(group_concat(d, h) AS BLOB), count(*), count(d) FROM ("
+            " SELECT r.zip_head AS h, CASE WHEN r.content_encoding IS NULL AND r.path IS NULL"
             " AND length(r.zip_head) = 39 + length(CAST(r.key AS BLOB))"
             " AND length(d.data) = r.decoded_size THEN d.data END AS d"
-            f" FROM records r LEFT JOIN record_data d ON d.id = r.data_id WHERE r.store_id = ? AND {self._cond}"
-            "{where} ORDER BY r.key LIMIT ?)"
+            " FROM records r LEFT JOIN record_data d ON d.id = r.data_id WHERE {w})"
         )
+
+        def block(conn: sqlite3.Connection, last: str | None, end: str | None) -> tuple[LocalBlock | None, int]:
+            # (the batch after ``last`` up to ``end`` whole, or None if it can't come so; its rows)
+            where, args = self._bounds(last, end, "r.key")
+            first, final, data, count, whole = conn.execute(sql.format(w=where), args * 3).fetchone()
+            if not count or whole != count or first is None or final is None:
+                return None, count
+            out = first + data if data is not None else first
+            size = int.from_bytes(final[22:26], "little")  # the last record's, from its header
+            if out[len(out) - size - len(final) : len(out) - size] != final:  # (not in key order)
+                return None, count
+            return LocalBlock(count, out), count
 
         def fetch(last: str | None) -> tuple[Sequence[Any] | LocalBlock | None, str | None]:
             # (the batch, the key to go on after: None at the end)
-            where, args = ("", []) if last is None else (" AND r.key > ?", [last])
-            base = [self._store_id, *self._params, *args]
-            first, data, count, whole, last_key = self._conn.execute(
-                sql.format(sel=sel, where=where), [*base, *base, n]
-            ).fetchone()
+            end = self._batch_end(self._conn, last)
+            found, count = block(self._conn, last, end)
             if not count:
                 return None, None
-            if whole == count and first is not None:
-                return LocalBlock(count, first + data if data is not None else first), (
-                    last_key if count == n else None
-                )
-            del data
-            found, more = full(last)  # a file, an encoded record, a header not kept: this stretch as records
-            return found, (found.last_key if found is not None and more else None)
-
-        last: str | None = None
-        while True:
-            found, last = await self._run(fetch, last)
             if found is not None:
-                yield found
+                return found, end
+            records, more = full(last)  # a file, an encoded record, a header not kept: this stretch as records
+            return records, (records.last_key if records is not None and more else None)
+
+        def in_turn(conn: sqlite3.Connection, last: str | None, end: str | None) -> LocalBlock | None:
+            found, count = block(conn, last, end)
+            return found if count == n or end is None else None
+
+        # each batch's start key and local offset, for kept_central, while every batch comes as a LocalBlock
+        starts: list[tuple[str | None, int]] = []
+        plan: list[tuple[str | None, int]] | None = starts
+        offset = 0
+        last: str | None = None
+        if await self._open_second():
+            async with contextlib.aclosing(self._turns(last, self._batch_end, in_turn)) as turns:
+                async for start, found in turns:
+                    last = start
+                    if found is None:
+                        break  # this batch and the rest on this connection
+                    starts.append((start, offset))
+                    offset += len(found.data)
+                    yield found
+                else:
+                    self._plan = starts
+                    return
+        while True:
+            start = last
+            batch, last = await self._run(fetch, last)
+            if batch is not None:
+                if isinstance(batch, LocalBlock) and plan is not None:
+                    plan.append((start, offset))
+                    offset += len(batch.data)
+                else:
+                    plan = None
+                yield batch
             if last is None:
+                self._plan = plan
                 return
 
     async def _kept_central(self) -> AsyncIterator[Sequence[Any] | CentralBlock]:
@@ -229,49 +404,56 @@ class SQLiteSnapshot(Snapshot):
         # offsets in SQL, cost twice as much (measured: 3.4 us a record against 1.3).
         sql = (
             "SELECT zip_head, length(zip_head) + decoded_size, length(zip_head) - length(CAST(key AS BLOB)) "
-            f"FROM records WHERE store_id = ? AND {self._cond}"
+            "FROM records WHERE {w} ORDER BY key"
         )
-
         # First try the batch's kept headers as one value, laid out by zipwriter.central_from_heads when they are
-        # all of one length (names of one length: keys like k00000001); after a batch that is not, the rows.
+        # all of one length (names of one length: keys like k00000001), the batch's last key to check they came
+        # in key order (as _kept_local's); after a batch that is not of one length, the rows.
         joined = (
-            "SELECT CAST(group_concat(zip_head, '') AS BLOB), count(*), count(zip_head) FROM ("
-            f"SELECT zip_head FROM records WHERE store_id = ? AND {self._cond}{{where}} ORDER BY key LIMIT ?)"
+            "SELECT CAST(group_concat(zip_head, '') AS BLOB), count(*), count(zip_head),"
+            " (SELECT key FROM records WHERE {w} ORDER BY key DESC LIMIT 1) FROM records WHERE {w}"
         )
         uniform = True
 
-        def fetch(last: str | None, base: int) -> tuple[Sequence[Any] | CentralBlock | None, str | None, int]:
-            # (the batch, the key to go on after: None at the end, the local offset after the batch)
+        def central(
+            conn: sqlite3.Connection, last: str | None, end: str | None, base: int
+        ) -> tuple[CentralBlock | None, int]:
+            # (the batch after ``last`` up to ``end``, its first local header at ``base``, made whole from its
+            # kept headers or None if they are not all kept; its rows)
             nonlocal uniform
-            where, args = ("", []) if last is None else (" AND key > ?", [last])
+            where, args = self._bounds(last, end)
             if uniform:
-                heads, count, kept = self._conn.execute(
-                    joined.format(where=where), [self._store_id, *self._params, *args, n]
-                ).fetchone()
+                heads, count, kept, final = conn.execute(joined.format(w=where), args * 2).fetchone()
                 if not count:
-                    return None, None, base
+                    return None, 0
                 block = central_from_heads(heads, count, base) if kept == count else None
-                if block is not None:
-                    last_key = heads[len(heads) - len(heads) // count + 30 : -9].decode()
-                    return block, (last_key if count == n else None), block.local_end
-                uniform = False
+                if block is not None and heads[len(heads) - len(heads) // count + 30 : -9] == final.encode():
+                    return block, count
+                if kept == count and block is None:  # kept, but not all of one length: the rows from now on
+                    uniform = False
                 del heads
-            rows = self._conn.execute(
-                sql + where + " ORDER BY key LIMIT ?", [self._store_id, *self._params, *args, n]
-            ).fetchall()
+            rows = conn.execute(sql.format(w=where), args).fetchall()
             if not rows:
-                return None, None, base
+                return None, 0
             heads, spans, fixed = zip(*rows, strict=True)
             del rows
-            if fixed.count(39) == len(heads):  # every header kept, none with ZIP64 sizes (39 + name)
-                offsets = list(itertools.accumulate(spans, initial=base))
-                data = b"".join(itertools.chain.from_iterable(zip(
-                    itertools.repeat(CENTRAL_LEAD), map(_MID26, heads), itertools.repeat(CENTRAL_MID),
-                    map(_U32, offsets), map(_TAIL, heads),
-                )))
-                last_key = heads[-1][30:-9].decode()
-                end = offsets[-1]
-                return CentralBlock(len(heads), data, base, end), (last_key if len(heads) == n else None), end
+            if fixed.count(39) != len(heads):  # a header not kept, or one with ZIP64 sizes (not 39 + name)
+                return None, len(heads)
+            offsets = list(itertools.accumulate(spans, initial=base))
+            data = b"".join(itertools.chain.from_iterable(zip(
+                itertools.repeat(CENTRAL_LEAD), map(_MID26, heads), itertools.repeat(CENTRAL_MID),
+                map(_U32, offsets), map(_TAIL, heads),
+            )))
+            return CentralBlock(len(heads), data, base, offsets[-1]), len(heads)
+
+        def fetch(last: str | None, base: int) -> tuple[Sequence[Any] | CentralBlock | None, str | None, int]:
+            # (the batch, the key to go on after: None at the end, the local offset after the batch)
+            end = self._batch_end(self._conn, last)
+            block, count = central(self._conn, last, end, base)
+            if not count:
+                return None, None, base
+            if block is not None:
+                return block, end, block.local_end
             found, more = full(last)
             if found is None:
                 return None, None, base
@@ -280,12 +462,32 @@ class SQLiteSnapshot(Snapshot):
             span = 39 * len(cols.names) + sum(map(len, cols.names)) + sum(cols.sizes)
             return found, (found.last_key if more else None), base + span
 
+        def in_turn(
+            conn: sqlite3.Connection, at: tuple[str | None, int], then: tuple[str | None, int] | None
+        ) -> CentralBlock | None:
+            # the batch kept_local gave at ``at`` (its start key, its local offset) up to where the next one
+            # starts (``then``), whole, if it ends at that one's offset
+            block, count = central(conn, at[0], None if then is None else then[0], at[1])
+            if block is None or then is not None and (count != n or block.local_end != then[1]):
+                return None
+            return block
+
         last: str | None = None
         base = 0  # the local offset of the batch's first entry
+        plan = self._plan
+        if plan is not None and len(plan) > 1 and await self._open_second():
+            async with contextlib.aclosing(self._turns(plan[0], plan, in_turn)) as turns:
+                async for at, found in turns:
+                    if found is None:
+                        last, base = at  # this batch and the rest on this connection
+                        break
+                    yield found
+                else:
+                    return
         while True:
-            found, last, base = await self._run(fetch, last, base)
-            if found is not None:
-                yield found
+            batch, last, base = await self._run(fetch, last, base)
+            if batch is not None:
+                yield batch
             if last is None:
                 return
 
