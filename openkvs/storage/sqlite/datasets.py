@@ -7,8 +7,11 @@ until it ends, whatever is pushed or deleted meanwhile)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -220,7 +223,8 @@ class SQLiteItemSnapshot(ItemSnapshot):
         # by each row's length after that, a realloc a row)
         room = min(limit, 2 * size)
 
-        def fetch(lo: int, hi: int) -> tuple[int, bytes]:
+        def piece(lo: int, hi: int) -> tuple[int, bytes]:
+            """The next piece from the start (or, ``desc``, the end) of ``[lo, hi)``, and how many items it holds."""
             nonlocal count
             while count > 1:
                 conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, room)
@@ -241,16 +245,53 @@ class SQLiteItemSnapshot(ItemSnapshot):
                 count = 2
             return len(rows), rows[0] if rows else b""
 
-        lo, hi = start, stop
-        while lo < hi:
-            n, data = await self._run(fetch, lo, hi)
-            if not n:
-                return  # (a damaged table: fewer rows than counted; the caller sees a short read)
-            if desc:
-                hi -= n
-            else:
-                lo += n
-            yield data
+        # One worker thread reads the pieces one after the other and hands each to the event loop, reading the next
+        # while this one is used: at most one piece read ahead of what the caller took (``ahead``). A trip to a
+        # thread per piece instead (two wake-ups, the reads waiting for both) left the reads idle between pieces:
+        # ~475 trips in a 1M-item export, 0.2-0.5 s of its ~1 s on this shared VM. The thread is the export's for
+        # its whole life (exports and ZIPs at once: at most ``max_downloads``); while it waits for room it looks
+        # every second whether the caller gave up or the event loop is gone.
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[bytes | None] = asyncio.Queue()  # None: the end, or a failure (``work`` raises it)
+        ahead = threading.Semaphore(1)
+        given_up = threading.Event()  # the caller stopped reading
+
+        def hand(data: bytes | None) -> None:
+            with contextlib.suppress(RuntimeError):  # (the event loop is gone: nobody to hand it to)
+                loop.call_soon_threadsafe(pieces.put_nowait, data)
+
+        def produce() -> None:
+            lo, hi = start, stop
+            try:
+                while lo < hi:
+                    while not ahead.acquire(timeout=1.0):
+                        if given_up.is_set() or loop.is_closed():
+                            return
+                    if given_up.is_set():
+                        return
+                    n, data = piece(lo, hi)
+                    if not n:
+                        return  # (a damaged table: fewer rows than counted; the caller sees a short read)
+                    if desc:
+                        hi -= n
+                    else:
+                        lo += n
+                    hand(data)
+            finally:
+                hand(None)
+
+        work = asyncio.ensure_future(self._run(produce))
+        try:
+            while (data := await pieces.get()) is not None:
+                ahead.release()
+                yield data
+            await work  # (raises what ended the reads early, if anything did)
+        finally:
+            given_up.set()
+            ahead.release()  # (a thread waiting for room wakes, sees ``given_up`` and ends)
+            if not work.done():
+                with contextlib.suppress(BaseException):
+                    await work
 
     async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:
         def fetch() -> list[tuple[int, list[Any]]]:
