@@ -253,15 +253,16 @@ class SQLiteItemSnapshot(ItemSnapshot):
                 count = 2
             return len(rows), rows[0] if rows else b""
 
-        # One worker thread reads the pieces one after the other and hands each to the event loop, reading the next
-        # while this one is used: at most one piece read ahead of what the caller took (``ahead``). A trip to a
-        # thread per piece instead (two wake-ups, the reads waiting for both) left the reads idle between pieces:
-        # ~475 trips in a 1M-item export, 0.2-0.5 s of its ~1 s on this shared VM. The thread is the export's for
-        # its whole life (exports and ZIPs at once: at most ``max_downloads``); while it waits for room it looks
-        # every second whether the caller gave up or the event loop is gone.
+        # One worker thread reads the pieces one after the other and hands each to the event loop, reading on while
+        # they are used: at most two pieces read that the caller has not taken yet (``ahead``; with one, the thread
+        # waited after each piece for the event loop to take it: a wake-up there and one back, 0.2-1 s of waits
+        # per 1M-item export here). A trip to a thread per piece instead (two wake-ups, the reads waiting for both)
+        # left the reads idle between pieces: ~475 trips in a 1M-item export, 0.2-0.5 s of its ~1 s on this shared
+        # VM. The thread is the export's for its whole life (exports and ZIPs at once: at most ``max_downloads``);
+        # while it waits for room it looks every second whether the caller gave up or the event loop is gone.
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[bytes | None] = asyncio.Queue()  # None: the end, or a failure (``work`` raises it)
-        ahead = threading.Semaphore(1)
+        ahead = threading.Semaphore(2)
         given_up = threading.Event()  # the caller stopped reading
 
         def hand(data: bytes | None) -> None:
