@@ -6,6 +6,10 @@
 - Export of ITEMS items (~500 B each; 1,000,000 in a full run) as ``jsonl`` and ``csv``: MB/s of ``curl -o
   /dev/null`` against nginx serving the identical output bytes as a static file (saved from the first export).
   Goals: >= 0.3 for jsonl, >= 0.1 for csv. Peak RSS growth of the server during each export.
+- The database engine's own floor for the jsonl export, in the same minutes: SQLite's ``sqlite3`` CLI printing the
+  same rows (its output is the export's bytes exactly; checked), PostgreSQL's ``psql`` binary COPY of the same rows,
+  both to /dev/null; and openkvs's own storage read of the export (``ItemSnapshot.joined``, in process, no HTTP).
+  The export's ratio to each: how much of the engine's speed the HTTP export keeps.
 - Time to first byte (curl's time_starttransfer) for every format, at offset 0, at the middle, and with desc.
 - The same items fetched with apify-client's ``iterate_items`` (what users do today), items/s.
 
@@ -213,7 +217,75 @@ def export_rates(srv: h.Server, ds: h.Dataset, prefix: Path, quick: bool) -> dic
             r = results[fmt]
             r["nginx"] = theirs
             r["ratio"] = round(r["openkvs"]["mb_s"] / theirs["mb_s"], 3)
+    # the engine's own floor and openkvs's storage read right after, in the same minutes
+    r = results["jsonl"]
+    r["engine"] = engine_floor(ds, r["bytes"], reps)
+    r["storage_read"] = storage_read(ds, reps)
+    r["ratio_vs_engine"] = round(r["openkvs"]["mb_s"] / r["engine"]["mb_s"], 3)
+    r["ratio_vs_storage_read"] = round(r["openkvs"]["mb_s"] / r["storage_read"]["mb_s"], 3)
     return results
+
+
+_ROWS_SQL = "SELECT data FROM {table} WHERE store_id = '{store_id}' ORDER BY idx"
+
+
+def _timed(cmd: list[str], count_bytes: bool = False) -> dict[str, float]:
+    """Wall seconds and the command's CPU (its own and its children's) of ``cmd`` with stdout to /dev/null (or
+    counted, ``count_bytes``)."""
+    c0 = os.times()
+    t0 = time.perf_counter()
+    if count_bytes:
+        out = subprocess.run(cmd, capture_output=True, check=True).stdout
+        size = len(out)
+    else:
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
+        size = 0
+    dt = time.perf_counter() - t0
+    c1 = os.times()
+    cpu = (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)
+    return {"seconds": dt, "cpu_s": cpu, "bytes": size}
+
+
+def engine_floor(ds: h.Dataset, size: int, reps: int) -> dict[str, Any]:
+    """The database engine's own speed for the rows of the jsonl export (best of ``reps``): SQLite's CLI printing
+    them (the export's bytes exactly: the first run counts them) or psql's binary COPY of them, to /dev/null."""
+    if ds.backend.kind == "sqlite":
+        db = str(ds.backend.data_dir / "openkvs.sqlite3")
+        cmd = ["sqlite3", "-readonly", db, _ROWS_SQL.format(table="dataset_items", store_id=ds.store_id)]
+        printed = _timed(cmd, count_bytes=True)["bytes"]
+        if printed != size:
+            raise RuntimeError(f"the sqlite3 CLI printed {printed} bytes, the export {size}")
+        tool = "sqlite3 CLI"
+    else:
+        sql = _ROWS_SQL.format(table=f"{ds.backend.schema}.dataset_items", store_id=ds.store_id)
+        cmd = ["psql", h.PG_URL, "-qc", f"\\copy ({sql}) TO '/dev/null' WITH (FORMAT binary)"]
+        tool = "psql binary COPY"
+    best = best_of(reps, lambda: {**_timed(cmd), "bytes": size})
+    return {"tool": tool, **best}
+
+
+def storage_read(ds: h.Dataset, reps: int) -> dict[str, Any]:
+    """openkvs's own read of the jsonl export's pieces (``ItemSnapshot.joined`` as the export calls it), in
+    process, no HTTP: each piece and its separator written to /dev/null (best of ``reps``; CPU of this process)."""
+    from openkvs.api.items import EXPORT_BATCH, RAW_PIECE
+
+    async def once() -> dict[str, float]:
+        storage = ds.backend.storage()
+        await storage.open()
+        try:
+            with open(os.devnull, "wb", buffering=0) as sink:
+                c0, t0 = time.process_time(), time.perf_counter()
+                size = 0
+                async with storage.datasets.snapshot(ds.store_id) as snap:
+                    async for piece in snap.joined(0, snap.info.item_count, batch=EXPORT_BATCH, size=RAW_PIECE):
+                        sink.write(piece)
+                        sink.write(b"\n")
+                        size += len(piece) + 1
+                return {"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "bytes": size}
+        finally:
+            await storage.aclose()
+
+    return best_of(reps, lambda: asyncio.run(once()))
 
 
 def first_bytes(srv: h.Server, ds: h.Dataset) -> list[dict[str, Any]]:
@@ -262,6 +334,11 @@ def run(backends: list[str], quick: bool) -> None:
             h.table(f"export of {count} items ({kind}): MB/s", ["format", "openkvs", "nginx", "ratio", "RSS +MiB"],
                     [[f, e["openkvs"]["mb_s"], e["nginx"]["mb_s"], e["ratio"], e["rss_growth_mib"]]
                      for f, e in r["export"].items()])
+            j = r["export"]["jsonl"]
+            h.table(f"jsonl export of {count} items ({kind}) against the engine's own read of the same rows: MB/s",
+                    ["openkvs", j["engine"]["tool"], "ratio", "CPU s", "storage read", "ratio", "CPU s"],
+                    [[j["openkvs"]["mb_s"], j["engine"]["mb_s"], j["ratio_vs_engine"], j["engine"]["cpu_s"],
+                      j["storage_read"]["mb_s"], j["ratio_vs_storage_read"], j["storage_read"]["cpu_s"]]])
             r["first_byte"] = first_bytes(srv, ds)
             h.table(f"first byte ({kind}, {count} items): ms", ["format", "where", "ms", "status"],
                     [[x["format"], x["where"], x["ttfb_ms"], x["status"]] for x in r["first_byte"]])
