@@ -225,7 +225,7 @@ class Observe:
                     scope["openkvs.started"] = True  # (ApiMiddleware's test: no error answer after this)
                     headers = [*message.get("headers", ()), *added_headers(scope.get("openkvs.ratelimit_limit")),
                                id_header]
-                message = {**message, "headers": headers}
+                message["headers"] = headers  # (each send makes its message: changed in place, not copied)
                 if status < 300 and self.with_metrics and id(scope.get("endpoint")) in self._download_ids:
                     downloading = True
                     metrics.OPEN_DOWNLOADS.inc()

@@ -316,13 +316,12 @@ def rate_limit_now(scope: Scope, user: User | None, store_id: str | None, record
                    budget: str | None = None) -> bool:
     """``rate_limit`` without a coroutine when rate limits are off or held in memory: True when done (or raised
     429), False when the limiter must be awaited (Redis: call ``rate_limit``)."""
-    st = state_of(scope)
+    st: AppState = scope["state"]["openkvs"]  # (state_of, without its call: this runs on every request)
     policy = st.limits
     if policy is None:
         limits_off(scope, store_id, record_op, budget)
         return True
-    check_now = getattr(policy, "check_now", None)  # (a policy may offer ``check`` alone)
-    verdict = check_now(_caller(scope, st, user), store_id, record_op, budget) if check_now is not None else None
+    verdict = policy.check_now(_caller(scope, st, user), store_id, record_op, budget)
     if verdict is None:
         return False
     scope["openkvs.ratelimit_limit"] = verdict.limit  # _apply's, without its call (this runs on every request)
