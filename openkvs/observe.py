@@ -25,7 +25,7 @@ import secrets
 import sys
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring as _str  # a JSON string literal (C)
 from typing import Any
 
@@ -212,7 +212,9 @@ class Observe:
         downloading = False
         added_headers = self.added_headers
 
-        async def observed_send(message: Message) -> None:
+        def observed_send(message: Message) -> Awaitable[None]:
+            """The server's ``send`` of ``message``, returned to be awaited (no coroutine of its own: the
+            bookkeeping runs as the app calls it, and the app awaits at once)."""
             nonlocal status, sent, downloading
             if message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
@@ -229,7 +231,7 @@ class Observe:
                 if status < 300 and self.with_metrics and id(scope.get("endpoint")) in self._download_ids:
                     downloading = True
                     metrics.OPEN_DOWNLOADS.inc()
-            await send(message)
+            return send(message)
 
         try:
             await self._app(scope, receive, observed_send)
