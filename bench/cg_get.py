@@ -3,7 +3,8 @@ off; after a warm-up this script turns it on (callgrind_control) for N requests 
 (count at N=600 - count at N=200) / 400. The owner's GET of a 1 KiB record, the app called directly
 (bench/cpu_get.py); arguments: N [bare]; env STUB=1 replays storage's answers, PG=1 uses BENCH_PG_URL,
 DEFAULTS=1 the settings users run (rate limits on, raised above the load as bench/harness.py does; access log at
-info and metrics on in both cases: the access log's lines go to standard output, send it to /dev/null).
+info and metrics on in both cases: the access log's lines go to standard output, send it to /dev/null); PUT=1 PUTs
+of 1 KiB to the same keys instead, one after the other (SQLite's commit and the writer thread's hop are in the count).
 
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/dev/null \\
         .venv/bin/python bench/cg_get.py 600        # then 200; read "Collected"
@@ -25,6 +26,16 @@ from openkvs.config import Settings
 
 N = int(sys.argv[1])
 BARE = len(sys.argv) > 2 and sys.argv[2] == "bare"
+
+
+def _with_body(app):
+    """``app`` called with a receive that gives a 1 KiB body (``_collect``'s gives none)."""
+    async def receive():
+        return {"type": "http.request", "body": b"p" * 1024, "more_body": False}
+
+    async def call(scope, _receive, send):
+        await app(scope, receive, send)
+    return call
 
 
 async def main():
@@ -63,6 +74,12 @@ async def main():
         target, scopes = bare, [_scope(f"/v2/key-value-stores/x/records/{k}", None, {}) for k in keys]
     else:
         target, scopes = app, [_scope(f"/v2/key-value-stores/{store.id}/records/{k}", token, state) for k in keys]
+    if os.environ.get("PUT"):
+        for scope in scopes:
+            scope["method"] = "PUT"
+            scope["headers"] = [*scope["headers"], (b"content-type", b"application/octet-stream"),
+                                (b"content-length", b"1024")]
+        target = _with_body(target)
     for i in range(300):
         await _collect(target, scopes[i % 100])
     subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], capture_output=True)

@@ -291,7 +291,6 @@ class Decision:
     store: Store  # the resource (a key-value store)
     access: Access
     user: User | None
-    address: Address
     record: RecordMeta | None = None  # the record named by ``key``, if ``record_read`` and it exists
     record_read: bool = False  # whether ``record`` is the answer (else the caller asks storage: a signed read)
 
@@ -314,9 +313,13 @@ async def decide(
     scope = request.scope
     known = known_caller(request)
     user = scope["openkvs.user"] = known[0] if known is not None else await caller(request)
-    address = parse_address(raw)
-    by = address.by
-    if not (kind.plausible_id(raw) if by is _ID else plausible(kind, address)):
+    if "~" not in raw:  # parse_address's first case, without making an Address (most requests name an ID)
+        by = _ID
+        address = None
+    else:
+        address = parse_address(raw)
+        by = address.by
+    if not (kind.plausible_id(raw) if address is None else plausible(kind, address)):
         if by is _OWN_NAME:
             require_user(user)
         raise errors.NotFound(kind.not_found)  # no resource can have it, so don't ask the database (a NUL: a 500)
@@ -331,6 +334,7 @@ async def decide(
             kind=kind.storage_kind,
         )
     else:
+        assert address is not None
         owner = require_user(user) if by is _OWN_NAME else None
         found = await _look_up(st.storage, kind, address, user, owner, wanted, readable)
     if found is None:
@@ -352,7 +356,7 @@ async def decide(
         and signature is not None
         and signature_valid(signature, resource, key, request.query_params.get("signature"))
     ):
-        if access is _NONE and address.by is not _ID:
+        if access is _NONE and by is not _ID:
             raise errors.NotFound(kind.not_found)  # addressed by name and not the caller's to see: don't reveal it
         raise deny(user, bool(request.query_params.get("signature")))
-    return Decision(resource, access, user, address, found.record, found.record_read)
+    return Decision(resource, access, user, found.record, found.record_read)

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette._utils import get_route_path
@@ -171,10 +171,12 @@ class ApiRouter(Router):
         # routes of STORES_API/QUEUES_API under the same prefix end after one segment (``{queue_id}``).
         self._queue_routes = [r for r in routes if isinstance(r, Route) and r.path.startswith(RQ + "/")]
         # Router's __call__ only calls ``middleware_stack``, which is ``app`` without middleware: __call__ is
-        # ``app`` itself here (below), one coroutine less per request.
+        # ``app`` itself here (below), one coroutine less per request (and ``app`` makes none of its own).
         assert self.middleware_stack == self.app, "ApiRouter takes no middleware"
 
-    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def app(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:  # type: ignore[override]
+        """The route's app's own coroutine, returned to be awaited: routing runs no code after it, so a coroutine
+        of this function's own (made and torn down on every request) would only pass it on."""
         if scope["type"] == "http":
             path = get_route_path(scope) if scope.get("root_path") else scope["path"]
             split = self._split
@@ -196,8 +198,7 @@ class ApiRouter(Router):
                 scope["route"] = route
                 scope["endpoint"] = route.endpoint
                 scope["path_params"] = params
-                await self._first_app(scope, receive, send)
-                return
+                return self._first_app(scope, receive, send)  # type: ignore[no-any-return]
             if path.startswith(QUEUE_PATHS) and path.count("/", len(QUEUE_PATHS)) and not scope.get("path_params"):
                 for route in self._queue_routes:
                     matched, child_scope = route.matches(scope)
@@ -206,11 +207,10 @@ class ApiRouter(Router):
                             scope["router"] = self
                         scope["route"] = route
                         scope.update(child_scope)
-                        await route.handle(scope, receive, send)
-                        return
-        await super().app(scope, receive, send)
+                        return route.handle(scope, receive, send)
+        return super().app(scope, receive, send)
 
-    __call__ = app
+    __call__ = app  # type: ignore[assignment]
 
 
 class ApiMiddleware:

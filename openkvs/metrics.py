@@ -47,6 +47,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Record requests take a millisecond or less; ZIP downloads of whole stores minutes.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+LATENCY_NS = tuple(round(b * 1e9) for b in LATENCY_BUCKETS)  # the same bounds in nanoseconds (integers)
 
 REQUESTS = Counter(
     "openkvs_http_requests", "HTTP requests answered, by route template, method and status.",
@@ -104,27 +105,28 @@ STORAGE_ERRORS = Counter(
 class _Pending:
     """Per request, ``prometheus_client``'s objects cost more than the rest of the observing (a lock per value,
     a Python loop over the buckets, mmap writes in multiprocess mode: about 10 us for a counter and a histogram
-    on this machine). So requests are counted in plain dicts here and moved into those objects in bulk: before
-    every exposition in this process and at most ``FLUSH_SECONDS`` after a request (other workers' counts reach
-    ``/metrics`` within that). Moving a histogram's counts in bulk adds to its ``_buckets``/``_sum`` values, as
-    its ``observe`` does one at a time (the library has no bulk call; tests/test_metrics.py checks the totals)."""
+    on this machine). So requests are counted in plain dicts here, in integers (a count in the request's latency
+    bucket, bytes and nanoseconds added), and moved into those objects in bulk: before every exposition in this
+    process and at most ``FLUSH_SECONDS`` after a request (other workers' counts reach ``/metrics`` within that).
+    Moving a histogram's counts in bulk adds to its ``_buckets``/``_sum`` values, as its ``observe`` does one at a
+    time (the library has no bulk call; tests/test_metrics_pending.py checks the totals)."""
 
     FLUSH_SECONDS = 1.0
 
     def __init__(self) -> None:
-        # (route, method, status) -> [requests, body bytes, seconds, count per latency bucket...]
-        self.counts: dict[tuple[str, str, int], list[float]] = {}
+        # (route, method, status) -> [body bytes, nanoseconds, count per latency bucket (the last: +Inf)...]
+        self.counts: dict[tuple[str, str, int], list[int]] = {}
         self.timer: asyncio.TimerHandle | None = None
 
-    def observe(self, route: str, method: str, status: int, seconds: float, sent: int) -> None:
+    def observe(self, route: str, method: str, status: int, ns: int, sent: int) -> None:
+        """One request that took ``ns`` nanoseconds and sent ``sent`` body bytes."""
         key = (route, method, status)
         row = self.counts.get(key)
         if row is None:
-            row = self.counts[key] = [0] * (3 + len(LATENCY_BUCKETS) + 1)
-        row[0] += 1
-        row[1] += sent
-        row[2] += seconds
-        row[3 + bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket with seconds <= bound, as observe's
+            row = self.counts[key] = [0] * (len(LATENCY_NS) + 3)
+        row[0] += sent  # (indexes from the start: a negative one takes a slower way in the interpreter)
+        row[1] += ns
+        row[2 + bisect_left(LATENCY_NS, ns)] += 1  # the first bucket with ns <= bound, as observe's seconds <= bound
         if self.timer is None:
             self.timer = asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
 
@@ -134,15 +136,16 @@ class _Pending:
             self.timer = None
         counts, self.counts = self.counts, {}
         for (route, method, status), row in counts.items():
-            REQUESTS.labels(route, method, str(status)).inc(row[0])
-            if row[1]:
-                RESPONSE_BYTES.labels(route).inc(row[1])
+            buckets = row[2:]
+            requests = sum(buckets)
+            REQUESTS.labels(route, method, str(status)).inc(requests)
+            if row[0]:
+                RESPONSE_BYTES.labels(route).inc(row[0])
             if status == 429:
-                RATE_LIMITED.labels(route).inc(row[0])
+                RATE_LIMITED.labels(route).inc(requests)
             hist = LATENCY.labels(route, method)
-            hist._sum.inc(row[2])
-            # the last bucket, +Inf, is the one past LATENCY_BUCKETS
-            for bucket, n in zip(hist._buckets, row[3:], strict=False):
+            hist._sum.inc(row[1] / 1e9)
+            for bucket, n in zip(hist._buckets, buckets, strict=True):
                 if n:
                     bucket.inc(n)
 

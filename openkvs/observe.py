@@ -25,7 +25,7 @@ import secrets
 import sys
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring as _str  # a JSON string literal (C)
 from typing import Any
 
@@ -86,6 +86,16 @@ def _write_stdout(text: str) -> None:
 
 
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))  # formatting the milliseconds cost more than the rest
+# Numbers of the access line as text, looked up rather than formatted (formatting a float costs as much as a few
+# dozen bytecodes): statuses, and durations in tenths of a millisecond up to 100 ms ("0.0".."99.9").
+_DECIMAL = tuple(str(n) for n in range(1000))
+_TENTHS = tuple(f"{n // 10}.{n % 10}" for n in range(1000))
+
+
+def duration_text(ns: int) -> str:
+    """A duration in nanoseconds as the text line shows it: milliseconds with one decimal, rounded half up."""
+    tenths = (ns + 50_000) // 100_000
+    return _TENTHS[tenths] if tenths < 1000 else f"{tenths // 10}.{tenths % 10}"
 
 
 class _Clock:
@@ -189,7 +199,7 @@ class Observe:
                 return
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
+        start = time.perf_counter_ns()  # (an int: the line's duration is exact integer arithmetic)
         if self.trusted:
             request_id = self._request_id(scope)
         else:  # _next_id, without its call
@@ -202,7 +212,9 @@ class Observe:
         downloading = False
         added_headers = self.added_headers
 
-        async def observed_send(message: Message) -> None:
+        def observed_send(message: Message) -> Awaitable[None]:
+            """The server's ``send`` of ``message``, returned to be awaited (no coroutine of its own: the
+            bookkeeping runs as the app calls it, and the app awaits at once)."""
             nonlocal status, sent, downloading
             if message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
@@ -215,22 +227,22 @@ class Observe:
                     scope["openkvs.started"] = True  # (ApiMiddleware's test: no error answer after this)
                     headers = [*message.get("headers", ()), *added_headers(scope.get("openkvs.ratelimit_limit")),
                                id_header]
-                message = {**message, "headers": headers}
+                message["headers"] = headers  # (each send makes its message: changed in place, not copied)
                 if status < 300 and self.with_metrics and id(scope.get("endpoint")) in self._download_ids:
                     downloading = True
                     metrics.OPEN_DOWNLOADS.inc()
-            await send(message)
+            return send(message)
 
         try:
             await self._app(scope, receive, observed_send)
         finally:
-            seconds = time.perf_counter() - start
+            ns = time.perf_counter_ns() - start
             if downloading:
                 metrics.OPEN_DOWNLOADS.dec()
                 metrics.ZIP_BYTES.inc(sent)
             if self.with_metrics:
                 metrics.pending.observe(self.templates.get(id(scope.get("endpoint")), "unmatched"), scope["method"],
-                                        status, seconds, sent)  # (the route's template: _route)
+                                        status, ns, sent)  # (the route's template: _route)
             if self.writer is not None:  # the access line's fields (here: a method call costs as much as this)
                 trusted = self.trusted  # (the state's trusted_proxies: both are settings.trusted_networks)
                 client = scope.get("client")
@@ -245,7 +257,7 @@ class Observe:
                 # status 0: the connection went away (or the app failed) before a response started
                 self._line(request_id, client_ip(scope, trusted) if trusted or not client else client[0],
                            user.id if user is not None else "-", scope["method"], path,
-                           scope.get("http_version", "1.1"), status, sent, seconds)
+                           scope.get("http_version", "1.1"), status, sent, ns)
 
     def _route(self, scope: Scope) -> str:
         return self.templates.get(id(scope.get("endpoint")), "unmatched")
@@ -254,12 +266,13 @@ class Observe:
         """The line of a request that the HTTP protocol answered itself, before the app saw it (431, 408, the
         per-IP 429: openkvs/server.py). ``method`` and ``target`` are "-" when not received yet."""
         if self.writer is not None:
-            self._line(self._next_id(), ip, "-", method, redact(target), "1.1", status, sent, seconds)
+            self._line(self._next_id(), ip, "-", method, redact(target), "1.1", status, sent, int(seconds * 1e9))
 
     def _line(self, request_id: str, ip: str, user_id: str, method: str, path: str, version: str, status: int,
-              sent: int, seconds: float) -> None:
-        """Format one line and hand it to the writer. The clock's, ``_printable``'s and the writer's common cases
-        are written out here: each call costs about as much as its work, and this runs on every request."""
+              sent: int, ns: int) -> None:
+        """Format one line and hand it to the writer (``ns``: the duration in nanoseconds). The clock's,
+        ``_printable``'s, ``duration_text``'s and the writer's common cases are written out here: each call costs
+        about as much as its work, and this runs on every request."""
         clock = self.clock
         ms = int(time.time() * 1000)  # _Clock.now
         if ms // 1000 != clock._second:
@@ -270,13 +283,16 @@ class Observe:
             line = (
                 f'{{"time":"{now}","request_id":{_str(request_id)},"client":{_str(ip)},'
                 f'"user":{_str(user_id)},"method":{_str(method)},"path":{_str(path)},"http":{_str(version)},'
-                f'"status":{status},"bytes":{sent},"duration_ms":{seconds * 1000:.3f}}}\n'
+                f'"status":{status},"bytes":{sent},"duration_ms":{ns / 1e6:.3f}}}\n'
             )
         else:
             request = f"{method} {path} HTTP/{version}"
             if not request.isprintable() or '"' in request:
                 request = _printable(request)
-            line = f'{now} {request_id} {ip} {user_id} "{request}" {status} {sent} {seconds * 1000:.1f}ms\n'
+            tenths = (ns + 50_000) // 100_000  # duration_text
+            line = (f'{now} {request_id} {ip} {user_id} "{request}" '
+                    f'{_DECIMAL[status] if 0 <= status < 1000 else status} {sent} '
+                    f'{_TENTHS[tenths] if tenths < 1000 else duration_text(ns)}ms\n')
         writer: LineWriter = self.writer  # type: ignore[assignment]
         lines = writer._lines  # LineWriter.add
         lines.append(line)

@@ -76,12 +76,22 @@ class ApiRequest(Request):
         return plain
 
 
+# Header names known to be in lower case: the same few come with every request, and a set lookup of each (their
+# hashes are kept from the dict) costs less than testing them. Bounded: past it, names are tested as they come.
+_LOWER_NAMES: set[bytes] = set()
+LOWER_NAMES_KEPT = 256
+
+
 def _raw_header_dict(raw: Any) -> dict[bytes, bytes]:
     """Header name -> value, the first of repeated headers winning, names in lower case: built in C (``dict`` of
     the reversed pairs). ASGI servers send names in lower case already; a name that is not is lowered here."""
     found = dict(reversed(raw))
+    if _LOWER_NAMES.issuperset(found):
+        return found
     if found and not b"".join(found).islower():
         found = {k.lower(): v for k, v in reversed(raw)}
+    if len(_LOWER_NAMES) < LOWER_NAMES_KEPT:
+        _LOWER_NAMES.update(found)  # (each one now equal to its lower case)
     return found
 
 
@@ -316,12 +326,12 @@ def rate_limit_now(scope: Scope, user: User | None, store_id: str | None, record
                    budget: str | None = None) -> bool:
     """``rate_limit`` without a coroutine when rate limits are off or held in memory: True when done (or raised
     429), False when the limiter must be awaited (Redis: call ``rate_limit``)."""
-    st = state_of(scope)
+    st: AppState = scope["state"]["openkvs"]  # (state_of, without its call: this runs on every request)
     policy = st.limits
     if policy is None:
         limits_off(scope, store_id, record_op, budget)
         return True
-    check_now = getattr(policy, "check_now", None)  # (a policy may offer ``check`` alone)
+    check_now = getattr(policy, "check_now", None)  # (a policy may offer ``check`` alone: tests' recording one)
     verdict = check_now(_caller(scope, st, user), store_id, record_op, budget) if check_now is not None else None
     if verdict is None:
         return False

@@ -76,45 +76,51 @@ class MemoryLimiter:
 
     def hit_chain_now(self, hits: Sequence[tuple[str, float, float]]) -> Decision:
         """``hit_chain`` without a coroutine (``RateLimitPolicy.check_now``): hits that never yield, so the chain
-        is atomic like a single hit. Each hit as ``hit_now``; with a positive rate (every configured limit) with
-        ``take`` and ``full_after`` written out (each call costs as much as its
-        arithmetic: this runs on every request)."""
+        is atomic like a single hit, and at one instant: the clock is read once. Each hit as ``hit_now``; with a
+        positive rate (every configured limit) with ``_evict_full``, ``take`` and ``full_after`` written out (each
+        call costs as much as its arithmetic: this runs on every request). Float constants throughout: comparing
+        a float with an int takes a slower path in C."""
         buckets = self._buckets
-        clock = self._clock
-        keep = KEEP_FULL_SECONDS  # (a local: read on every hit)
+        now = self._clock()
         for key, rate, burst in hits:
-            now = clock()
-            if buckets:  # _evict_full, written out
-                oldest = next(iter(buckets))
-                if buckets[oldest][2] <= now:
+            bucket = None
+            for oldest in buckets:  # _evict_full, written out (the least recently hit bucket; a loop's first
+                # step is cheaper than next(iter(...))), and the bucket hit, which most often is that one
+                bucket = buckets[oldest]
+                if bucket[2] <= now:
                     del buckets[oldest]
-                    if buckets:
-                        oldest = next(iter(buckets))
+                    for oldest in buckets:
                         if buckets[oldest][2] <= now:
                             del buckets[oldest]
-            bucket = buckets.get(key)
-            if rate <= 0 or burst + EPSILON < 1:
+                        break
+                    bucket = buckets.get(key)
+                elif oldest is not key:
+                    bucket = buckets.get(key)
+                break
+            if rate <= 0.0 or burst + EPSILON < 1.0:
                 decision = self._hit_at(now, key, rate, burst, 1)
                 if not decision.allowed:
                     return decision
                 continue
             if bucket is None:  # a fresh (full) bucket gives one: _hit_at's first case
-                tokens = burst - 1
-                buckets[key] = [tokens, now, now + ((burst - tokens) / rate if tokens < burst else 0.0) + keep]
+                tokens = burst - 1.0  # full_after: (burst - tokens) / rate, 0.0 where burst - 1.0 == burst
+                buckets[key] = [tokens, now, now + (burst - tokens) / rate + KEEP_FULL_SECONDS]
                 if len(buckets) > self._max_keys:
                     buckets.popitem(last=False)
                 continue
             buckets.move_to_end(key)
             tokens = bucket[0]
-            if now > bucket[1]:  # take(bucket[0], bucket[1], now, rate, burst, 1)
-                refilled = tokens + (now - bucket[1]) * rate
-                tokens = refilled if refilled < burst else burst
-            if tokens + EPSILON < 1:
-                return Decision(False, wait_time(1 - tokens, rate, burst, 1))
-            tokens -= 1
+            if now > bucket[1]:  # take(tokens, bucket[1], now, rate, burst, 1)
+                tokens += (now - bucket[1]) * rate
+                if tokens > burst:
+                    tokens = burst
+            if tokens + EPSILON < 1.0:
+                return Decision(False, wait_time(1.0 - tokens, rate, burst, 1))
+            tokens -= 1.0
             bucket[0] = tokens
             bucket[1] = now
-            bucket[2] = now + ((burst - tokens) / rate if tokens < burst else 0.0) + keep  # full_after (rate > 0)
+            # full_after (rate > 0; a bucket last hit with a larger burst and not refilled since may hold more)
+            bucket[2] = now + ((burst - tokens) / rate if tokens < burst else 0.0) + KEEP_FULL_SECONDS
         return ALLOWED
 
     def _evict_full(self, now: float) -> None:
