@@ -231,6 +231,11 @@ class Server:
     def anon(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
+    def socket_client(self, token: str | None = None, **kw: object) -> httpx.Client:
+        """``client()`` over the server's real socket, also for a server in this process (whose ``client()`` has
+        none): for a test that reads a response as it streams, or drops it halfway."""
+        return Server.client(self, token, **kw)
+
     def cli(self, *args: str) -> str:
         out = subprocess.run(
             [sys.executable, "-m", "openkvs", *args, *self.storage_args()],
