@@ -61,6 +61,10 @@ S3_ENV = {
     "AWS_REGION": os.environ.get("OPENKVS_TEST_S3_REGION", "us-east-1"),
 }
 _s3_checked: list[bool] = []
+# One TLS context for the clients the tests make (``verify=TLS``): httpx loads certifi's CA bundle into a new context
+# for every Client, about 20 ms of CPU, even for http:// URLs; the suite makes thousands of clients (a starting
+# server was polled with a new one every 0.1 s: a tenth of the quick tier's CPU).
+TLS = httpx.create_ssl_context()
 
 
 # -- the two tiers: `make test` runs -m "not slow", `make test-all` everything ----------------------------------------
@@ -160,7 +164,7 @@ def s3_env(prefix: str) -> dict[str, str]:
         host = httpx.URL(S3_ENDPOINT).netloc.decode()
         try:
             r = httpx.put(f"{S3_ENDPOINT}/{S3_BUCKET}", headers=signer.headers("PUT", host, f"/{S3_BUCKET}", {}),
-                          timeout=10)
+                          timeout=10, verify=TLS)
         except httpx.TransportError as exc:
             unavailable(f"S3 not reachable at {S3_ENDPOINT} (deploy/s3-swift.sh start): {exc}")
         assert r.status_code < 300 or b"BucketAlreadyOwnedByYou" in r.content, r.text
@@ -226,10 +230,10 @@ class Server:
 
     def client(self, token: str | None = None, **kw: object) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token or self.token}"} if token != "" else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=TLS, **kw)  # type: ignore[arg-type]
 
     def anon(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+        return httpx.Client(base_url=self.url, timeout=30, verify=TLS)
 
     def socket_client(self, token: str | None = None, **kw: object) -> httpx.Client:
         """``client()`` over the server's real socket, also for a server in this process (whose ``client()`` has
@@ -282,14 +286,15 @@ class Server:
         # Generous: on a loaded machine (load 25 on 2 cores) the imports alone took more than 30 s, and a server that
         # exits is reported at once below anyway.
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()}")
-            try:
-                httpx.get(self.url + "/v2/key-value-stores", timeout=1)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
+        with httpx.Client(timeout=1, verify=TLS) as probe:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited: {self.log_path.read_text()}")
+                try:
+                    probe.get(self.url + "/v2/key-value-stores")
+                    return
+                except httpx.TransportError:
+                    time.sleep(0.1)
         raise RuntimeError(f"server did not start: {self.log_path.read_text()}")
 
     def stop(self, kill: bool = False) -> None:

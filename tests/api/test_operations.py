@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import DATABASE_URL, Server
+from tests.conftest import DATABASE_URL, TLS, Server
 
 # A real process where a test reads the metrics registry or the access log: both are per process (in process, every
 # server in the test run would share one registry), as are the HTTP protocol's trusted proxies and the workers. Such
@@ -170,7 +170,7 @@ def test_metrics_off_is_404(start_server: Callable[..., Server], tmp_path: Path)
 def test_metrics_add_up_over_workers(start_server: Callable[..., Server], tmp_path: Path) -> None:
     s = start_server(tmp_path, "sqlite", "--workers", "2", "--rate-limits", "off")  # a process, with two workers
     for _ in range(20):  # a new connection each: the kernel spreads them over both workers
-        assert httpx.get(s.url + "/health/live").status_code == 200
+        assert httpx.get(s.url + "/health/live", verify=TLS).status_code == 200
     with s.client() as c:
 
         def counted() -> bool:
