@@ -333,11 +333,12 @@ def make_server(
     if backend in ("postgres", "postgres+s3"):
         if not postgres_reachable():
             unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
-        schema = "t_" + secrets.token_hex(6)
+        from tests import pgschemas
+
         env["OPENKVS_DATABASE_URL"] = DATABASE_URL
-        env["OPENKVS_DATABASE_SCHEMA"] = schema
-        if backend == "postgres+s3":
-            env.update(s3_env(schema))
+        env["OPENKVS_DATABASE_SCHEMA"] = pgschemas.blocking(lambda: pgschemas.take(DATABASE_URL))
+        if backend == "postgres+s3":  # a prefix of its own: the schema may have served an earlier test
+            env.update(s3_env("p_" + secrets.token_hex(6)))
     if backend == "sqlite+s3":
         env.update(s3_env("l_" + secrets.token_hex(6)))
     env.update(env_extra or {})
@@ -379,7 +380,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Iter
     yield s
     s.stop()
     if backend.startswith("postgres"):
-        _drop_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
+        _release_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
     if backend.endswith("+s3"):
         s3_clear(s3_prefix(s))
 
@@ -389,11 +390,18 @@ def s3_prefix(s: Server) -> str:
     return s.env["OPENKVS_BLOB_STORE"].split("/", 3)[3]
 
 
-def _drop_schema(schema: str) -> None:
-    subprocess.run(
-        ["psql", DATABASE_URL, "-q", "-c", f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'],
-        capture_output=True, timeout=30,
-    )
+def _release_schema(schema: str) -> None:
+    """A test is done with a server's schema (its servers stopped): emptied for a later test if tests/pgschemas.py
+    made it and the test left its tables as they were made, else dropped."""
+    from tests import pgschemas
+
+    pgschemas.blocking(lambda: pgschemas.give_back(DATABASE_URL, schema))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests import pgschemas
+
+    pgschemas.drop_all(DATABASE_URL)
 
 
 # -- shared servers for the end-to-end API suite (tests/api) ---------------------------------------------------------
@@ -406,7 +414,7 @@ def _drop_schema(schema: str) -> None:
 def _stop_and_clean(s: Server, backend: str) -> None:
     s.stop()
     if backend.startswith("postgres"):
-        _drop_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
+        _release_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
     if backend.endswith("+s3"):
         s3_clear(s3_prefix(s))
 
