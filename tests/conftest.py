@@ -61,6 +61,10 @@ S3_ENV = {
     "AWS_REGION": os.environ.get("OPENKVS_TEST_S3_REGION", "us-east-1"),
 }
 _s3_checked: list[bool] = []
+# One TLS context for the clients the tests make (``verify=TLS``): httpx loads certifi's CA bundle into a new context
+# for every Client, about 20 ms of CPU, even for http:// URLs; the suite makes thousands of clients (a starting
+# server was polled with a new one every 0.1 s: a tenth of the quick tier's CPU).
+TLS = httpx.create_ssl_context()
 
 
 # -- the two tiers: `make test` runs -m "not slow", `make test-all` everything ----------------------------------------
@@ -160,7 +164,7 @@ def s3_env(prefix: str) -> dict[str, str]:
         host = httpx.URL(S3_ENDPOINT).netloc.decode()
         try:
             r = httpx.put(f"{S3_ENDPOINT}/{S3_BUCKET}", headers=signer.headers("PUT", host, f"/{S3_BUCKET}", {}),
-                          timeout=10)
+                          timeout=10, verify=TLS)
         except httpx.TransportError as exc:
             unavailable(f"S3 not reachable at {S3_ENDPOINT} (deploy/s3-swift.sh start): {exc}")
         assert r.status_code < 300 or b"BucketAlreadyOwnedByYou" in r.content, r.text
@@ -226,10 +230,15 @@ class Server:
 
     def client(self, token: str | None = None, **kw: object) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token or self.token}"} if token != "" else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=TLS, **kw)  # type: ignore[arg-type]
 
     def anon(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+        return httpx.Client(base_url=self.url, timeout=30, verify=TLS)
+
+    def socket_client(self, token: str | None = None, **kw: object) -> httpx.Client:
+        """``client()`` over the server's real socket, also for a server in this process (whose ``client()`` has
+        none): for a test that reads a response as it streams, or drops it halfway."""
+        return Server.client(self, token, **kw)
 
     def cli(self, *args: str) -> str:
         out = subprocess.run(
@@ -277,14 +286,15 @@ class Server:
         # Generous: on a loaded machine (load 25 on 2 cores) the imports alone took more than 30 s, and a server that
         # exits is reported at once below anyway.
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()}")
-            try:
-                httpx.get(self.url + "/v2/key-value-stores", timeout=1)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
+        with httpx.Client(timeout=1, verify=TLS) as probe:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited: {self.log_path.read_text()}")
+                try:
+                    probe.get(self.url + "/v2/key-value-stores")
+                    return
+                except httpx.TransportError:
+                    time.sleep(0.1)
         raise RuntimeError(f"server did not start: {self.log_path.read_text()}")
 
     def stop(self, kill: bool = False) -> None:
@@ -323,11 +333,12 @@ def make_server(
     if backend in ("postgres", "postgres+s3"):
         if not postgres_reachable():
             unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
-        schema = "t_" + secrets.token_hex(6)
+        from tests import pgschemas
+
         env["OPENKVS_DATABASE_URL"] = DATABASE_URL
-        env["OPENKVS_DATABASE_SCHEMA"] = schema
-        if backend == "postgres+s3":
-            env.update(s3_env(schema))
+        env["OPENKVS_DATABASE_SCHEMA"] = pgschemas.blocking(lambda: pgschemas.take(DATABASE_URL))
+        if backend == "postgres+s3":  # a prefix of its own: the schema may have served an earlier test
+            env.update(s3_env("p_" + secrets.token_hex(6)))
     if backend == "sqlite+s3":
         env.update(s3_env("l_" + secrets.token_hex(6)))
     env.update(env_extra or {})
@@ -369,7 +380,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Iter
     yield s
     s.stop()
     if backend.startswith("postgres"):
-        _drop_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
+        _release_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
     if backend.endswith("+s3"):
         s3_clear(s3_prefix(s))
 
@@ -379,11 +390,18 @@ def s3_prefix(s: Server) -> str:
     return s.env["OPENKVS_BLOB_STORE"].split("/", 3)[3]
 
 
-def _drop_schema(schema: str) -> None:
-    subprocess.run(
-        ["psql", DATABASE_URL, "-q", "-c", f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'],
-        capture_output=True, timeout=30,
-    )
+def _release_schema(schema: str) -> None:
+    """A test is done with a server's schema (its servers stopped): emptied for a later test if tests/pgschemas.py
+    made it and the test left its tables as they were made, else dropped."""
+    from tests import pgschemas
+
+    pgschemas.blocking(lambda: pgschemas.give_back(DATABASE_URL, schema))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests import pgschemas
+
+    pgschemas.drop_all(DATABASE_URL)
 
 
 # -- shared servers for the end-to-end API suite (tests/api) ---------------------------------------------------------
@@ -396,7 +414,7 @@ def _drop_schema(schema: str) -> None:
 def _stop_and_clean(s: Server, backend: str) -> None:
     s.stop()
     if backend.startswith("postgres"):
-        _drop_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
+        _release_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
     if backend.endswith("+s3"):
         s3_clear(s3_prefix(s))
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 
-from tests.conftest import Server
+from tests.conftest import TLS, Server
 
 from . import rec_path
 
@@ -51,7 +51,8 @@ def kill_mid_storm(
 
 
 def client(server_url: str, token: str, timeout: float = 30) -> httpx.Client:
-    return httpx.Client(base_url=server_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+    return httpx.Client(base_url=server_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
+                        verify=TLS)
 
 
 def stalled_upload(url: str, token: str, sid: str, key: str, stop: threading.Event) -> None:

@@ -25,7 +25,7 @@ from apify_client import ApifyClient
 from apify_client._utils.crypto import create_hmac_signature, create_storage_content_signature
 
 from openkvs.signing import content_signature
-from tests.conftest import Server, _drop_schema, make_server
+from tests.conftest import Server, _release_schema, make_server
 
 # -- the dimensions -------------------------------------------------------------------------------------------------
 
@@ -162,7 +162,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     finally:
         server.stop()
         if backend == "postgres":
-            _drop_schema(server.env["OPENKVS_DATABASE_SCHEMA"])
+            _release_schema(server.env["OPENKVS_DATABASE_SCHEMA"])
 
 
 def signature_for(kind: str, store: dict, ep: Endpoint) -> str | None:

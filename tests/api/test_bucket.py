@@ -1,7 +1,8 @@
-"""Record bytes in an S3 bucket, end to end, on both metadata backends: ``openkvs serve --blob-store s3://...``
-processes on PostgreSQL and on SQLite (``--data-dir``) with a real S3 server (Swift's s3api, deploy/s3-swift.sh),
-seen through HTTP and, independently, through the bucket itself and the metadata database. The S3 server is reached
-through a TCP forwarder where a test needs it to fail (tests/tcpproxy.py)."""
+"""Record bytes in an S3 bucket, end to end, on both metadata backends: servers with ``--blob-store s3://...`` on
+PostgreSQL and on SQLite (``--data-dir``) with a real S3 server (Swift's s3api, deploy/s3-swift.sh), seen through
+HTTP and, independently, through the bucket itself and the metadata database. The S3 server is reached through a TCP
+forwarder where a test needs it to fail (tests/tcpproxy.py). The servers run in this process, but where a test kills
+one (``openkvs serve`` processes) or reads what the command line prints (``python -m openkvs`` processes)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,6 @@ from tests.conftest import DATABASE_URL, S3_BUCKET, S3_ENDPOINT, S3_ENV, Server
 from tests.tcpproxy import TcpProxy
 
 from . import new_store, rec_path
-
-pytestmark = pytest.mark.server_process
 
 # The metadata backends under the bucket: where the record rows, the upload intents and the garbage list live.
 BACKENDS = [pytest.param("postgres+s3", marks=pytest.mark.postgres), "sqlite+s3"]
@@ -96,8 +95,8 @@ def count(server: Server, sql: str) -> int:
     ).stdout.strip())
 
 
-def start(start_server: Any, tmp_path: Any, backend: str, **kw: Any) -> Server:
-    s = start_server(tmp_path, backend, "--rate-limits", "off", **kw)
+def start(start_server: Any, tmp_path: Any, backend: str, in_process: bool = True, **kw: Any) -> Server:
+    s = start_server(tmp_path, backend, "--rate-limits", "off", in_process=in_process, **kw)
     s.backend = backend
     return s
 
@@ -180,7 +179,7 @@ def test_deleting_a_store_frees_its_objects_after_the_grace(s3_server: Server) -
 
 
 def test_blobs_commands_check_and_move_the_bytes(tmp_path, start_server) -> None:
-    s = start(start_server, tmp_path, "sqlite+s3")
+    s = start(start_server, tmp_path, "sqlite+s3", in_process=False)  # s.cli: the commands as processes
     with s.client() as c:
         sid = new_store(c)["id"]
         datas = {f"k{i}": os.urandom(100_000 * (i + 1)) for i in range(3)}
@@ -198,7 +197,7 @@ def test_blobs_commands_check_and_move_the_bytes(tmp_path, start_server) -> None
 
 
 def test_kill_9_mid_upload_leaves_the_old_record_and_the_orphan_is_swept(tmp_path, start_server, backend) -> None:
-    s = start(start_server, tmp_path, backend)
+    s = start(start_server, tmp_path, backend, in_process=False)  # a process, to kill
     stop = threading.Event()
     with s.client() as c:
         sid = new_store(c)["id"]
@@ -278,16 +277,16 @@ def test_zip_aborts_when_the_bucket_fails_mid_download(proxied) -> None:
         sid = new_store(c)["id"]
         for i in range(4):
             assert c.put(rec_path(sid, f"k{i}"), content=os.urandom(16 * MIB)).status_code == 201
-        with c.stream("GET", f"/v2/key-value-stores/{sid}/records") as r:
-            assert r.status_code == 200
-            length = int(r.headers["content-length"])
-            got = 0
-            with pytest.raises(httpx.HTTPError):
-                for piece in r.iter_raw():
-                    got += len(piece)
-                    if got >= MIB and proxy.forwarded:
-                        proxy.down()
-            assert got < length  # cut short: the client sees an incomplete archive, never a wrong one
+    with s.socket_client() as c, c.stream("GET", f"/v2/key-value-stores/{sid}/records") as r:  # read as it streams
+        assert r.status_code == 200
+        length = int(r.headers["content-length"])
+        got = 0
+        with pytest.raises(httpx.HTTPError):
+            for piece in r.iter_raw():
+                got += len(piece)
+                if got >= MIB and proxy.forwarded:
+                    proxy.down()
+        assert got < length  # cut short: the client sees an incomplete archive, never a wrong one
 
 
 def test_s3_failing_mid_upload_keeps_the_old_record_and_the_sweeper_cleans_up(proxied) -> None:
@@ -303,8 +302,9 @@ def test_s3_failing_mid_upload_keeps_the_old_record_and_the_sweeper_cleans_up(pr
                     proxy.down()
                 yield os.urandom(MIB)
 
-        try:
-            r = c.put(rec_path(sid, "k"), content=body())
+        try:  # over the socket: the body goes as it is made (the client without one reads it whole first)
+            with s.socket_client() as sending:
+                r = sending.put(rec_path(sid, "k"), content=body())
             assert r.status_code == 503, r.text
             assert r.headers["retry-after"].isdigit()
         except httpx.TransportError:

@@ -1,6 +1,7 @@
 """Damaged storage: start-up refuses with one clear line (an emptied database, a read-only data dir, PostgreSQL
 down); a record whose file is gone is answered 503 storage-damaged with a request id that a log line names, never
-a 500; ``openkvs check`` finds what is damaged."""
+a 500; ``openkvs check`` finds what is damaged. The commands run as processes (their exit codes and what they
+print are what is tested); the servers that fill a storage for them run in this process."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def test_postgres_down_at_start_is_one_line(tmp_path: Path) -> None:
 
 
 def test_a_missing_record_file_is_503_with_a_request_id_in_the_log(tmp_path: Path) -> None:
-    server = make_server(tmp_path, "sqlite", "--rate-limits", "off")
+    server = make_server(tmp_path, "sqlite", "--rate-limits", "off", in_process=True)
     try:
         c = server.client()
         sid = c.post("/v2/key-value-stores?name=dmg").json()["data"]["id"]
@@ -92,7 +93,7 @@ def test_a_missing_record_file_is_503_with_a_request_id_in_the_log(tmp_path: Pat
 
 
 def test_check_sqlite_ok_then_finds_a_short_file_and_page_damage(tmp_path: Path) -> None:
-    server = make_server(tmp_path, "sqlite", "--rate-limits", "off")
+    server = make_server(tmp_path, "sqlite", "--rate-limits", "off", in_process=True)
     try:
         c = server.client()
         sid = c.post("/v2/key-value-stores?name=chk").json()["data"]["id"]
@@ -122,7 +123,7 @@ def test_check_sqlite_ok_then_finds_a_short_file_and_page_damage(tmp_path: Path)
 def test_check_postgres_ok_then_finds_a_missing_chunk(tmp_path: Path) -> None:
     if not postgres_reachable():
         unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
-    server = make_server(tmp_path, "postgres", "--rate-limits", "off")
+    server = make_server(tmp_path, "postgres", "--rate-limits", "off", in_process=True)
     schema = server.env["OPENKVS_DATABASE_SCHEMA"]
     args = ["--database-url", DATABASE_URL, "--database-schema", schema]
     try:

@@ -14,6 +14,8 @@ import httpx
 import pytest
 from apify_client import ApifyClient, ApifyClientAsync
 
+from tests.conftest import TLS
+
 from . import unique
 
 
@@ -115,18 +117,18 @@ def test_public_url_with_signature(shared_server, client):
     ds = client.dataset(did)
     ds.update(general_access="RESTRICTED")
     ds.push_items([{"secret": 1}])
-    anon = httpx.get(f"{shared_server.url}/v2/datasets/{did}/items", timeout=30)
+    anon = httpx.get(f"{shared_server.url}/v2/datasets/{did}/items", timeout=30, verify=TLS)
     assert anon.status_code in (401, 403)
     url = ds.create_items_public_url()
-    r = httpx.get(url, timeout=30)
+    r = httpx.get(url, timeout=30, verify=TLS)
     assert r.status_code == 200, r.text
     assert r.json() == [{"secret": 1}]
     url = ds.create_items_public_url(expires_in=timedelta(minutes=10), limit=1)
-    assert httpx.get(url, timeout=30).json() == [{"secret": 1}]
+    assert httpx.get(url, timeout=30, verify=TLS).json() == [{"secret": 1}]
     public = _get(ds.get(), "items_public_url")
-    assert httpx.get(str(public), timeout=30).json() == [{"secret": 1}]
+    assert httpx.get(str(public), timeout=30, verify=TLS).json() == [{"secret": 1}]
     forged = url.replace("signature=", "signature=x")
-    assert httpx.get(forged, timeout=30).status_code == 403
+    assert httpx.get(forged, timeout=30, verify=TLS).status_code == 403
 
 
 def test_statistics_without_schema(shared_server, client):

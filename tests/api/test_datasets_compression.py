@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from openkvs import compress
+from tests.conftest import TLS
 
 from . import unique
 
@@ -33,7 +34,7 @@ def raw_get(s, did: str, params: dict, accept: str | None) -> httpx.Response:
     if accept is not None:
         headers["Accept-Encoding"] = accept
     # a transport that leaves the body as sent: httpx would decode it, and sends its own Accept-Encoding
-    with httpx.Client(base_url=s.url, timeout=60) as c:
+    with httpx.Client(base_url=s.url, timeout=60, verify=TLS) as c:
         req = c.build_request("GET", f"/v2/datasets/{did}/items", params=params, headers=headers)
         if accept is None:
             del req.headers["Accept-Encoding"]

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.api.test_nodes import second_node
-from tests.conftest import _drop_schema, make_server
+from tests.conftest import _release_schema, make_server
 
 from . import unique
 from .crash import client, kill_mid_storm
@@ -132,4 +132,4 @@ def test_concurrent_processes_through_two_nodes(tmp_path):
             b.stop()
     finally:
         a.stop()
-        _drop_schema(a.env["OPENKVS_DATABASE_SCHEMA"])
+        _release_schema(a.env["OPENKVS_DATABASE_SCHEMA"])

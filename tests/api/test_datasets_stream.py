@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import DATABASE_URL
+from tests.conftest import DATABASE_URL, TLS
 
 from . import unique
 
@@ -97,7 +97,7 @@ def big(request, tmp_path_factory, start_server):
 def client(s) -> httpx.Client:
     # identity: the sizes and memory here are of the formats' own bytes (compressed exports: test_datasets_compression)
     headers = {"Authorization": f"Bearer {s.token}", "Accept-Encoding": "identity"}
-    return httpx.Client(base_url=s.url, headers=headers, timeout=60)
+    return httpx.Client(base_url=s.url, headers=headers, timeout=60, verify=TLS)
 
 
 def test_a_stalled_reader_holds_the_server_back(big):

@@ -216,7 +216,6 @@ def test_missing_store_and_wrong_method(server: Server) -> None:
     assert wrong.headers["allow"] == "OPTIONS,GET,HEAD"  # HEAD is served too (RFC 9110), though Apify's message omits it
 
 
-@pytest.mark.server_process  # reads a response as it streams (in process, it arrives whole)
 def test_resume_with_curl_is_byte_identical(server: Server, tmp_path: Path) -> None:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
@@ -227,7 +226,7 @@ def test_resume_with_curl_is_byte_identical(server: Server, tmp_path: Path) -> N
         full = download(c, store["id"]).content
     # A first attempt that breaks off halfway...
     out = tmp_path / "archive.zip"
-    with server.client() as c, c.stream("GET", f"/v2/key-value-stores/{store['id']}/records") as r:
+    with server.socket_client() as c, c.stream("GET", f"/v2/key-value-stores/{store['id']}/records") as r:
         with out.open("wb") as f:
             for chunk in r.iter_bytes():
                 f.write(chunk)
@@ -243,7 +242,6 @@ def test_resume_with_curl_is_byte_identical(server: Server, tmp_path: Path) -> N
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(full).digest()
 
 
-@pytest.mark.server_process  # reads a response as it streams (in process, it arrives whole)
 def test_snapshot_holds_while_writers_write(server: Server) -> None:
     store = make_store(server, "snap")
     originals = {f"r-{i:02d}": os.urandom(600_000) for i in range(20)}
@@ -252,7 +250,8 @@ def test_snapshot_holds_while_writers_write(server: Server) -> None:
             put(c, store["id"], key, body)
         expected = download(c, store["id"]).content
         got = bytearray()
-        with c.stream("GET", f"/v2/key-value-stores/{store['id']}/records") as r:
+        reader = server.socket_client()  # the archive read as it streams, over the server's socket
+        with reader, reader.stream("GET", f"/v2/key-value-stores/{store['id']}/records") as r:
             it = r.iter_bytes()
             got += next(it)
             with server.client() as writer:
@@ -268,14 +267,13 @@ def test_snapshot_holds_while_writers_write(server: Server) -> None:
     assert entries(bytes(got)) == originals
 
 
-@pytest.mark.server_process  # reads a response as it streams (in process, it arrives whole)
 def test_disconnect_mid_download_leaves_server_healthy(server: Server) -> None:
     store = make_store(server, "drop")
     with server.client() as c:
         for i in range(10):
             put(c, store["id"], f"k{i}", os.urandom(1_000_000))
     for _ in range(5):
-        with server.client() as c, c.stream("GET", f"/v2/key-value-stores/{store['id']}/records") as r:
+        with server.socket_client() as c, c.stream("GET", f"/v2/key-value-stores/{store['id']}/records") as r:
             next(r.iter_bytes())
     with server.client() as c:
         r = download(c, store["id"])

@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import DATABASE_URL, REDIS_URL, Server, _drop_schema, free_port, make_server, unavailable
+from tests.conftest import DATABASE_URL, REDIS_URL, Server, _release_schema, free_port, make_server, unavailable
 
 from . import assert_error, new_store, rec_path, unique
 
@@ -80,12 +80,12 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Se
         b = second_node(a)
     except BaseException:
         a.stop()
-        _drop_schema(a.env["OPENKVS_DATABASE_SCHEMA"])
+        _release_schema(a.env["OPENKVS_DATABASE_SCHEMA"])
         raise
     yield a, b
     b.stop()
     a.stop()
-    _drop_schema(a.env["OPENKVS_DATABASE_SCHEMA"])
+    _release_schema(a.env["OPENKVS_DATABASE_SCHEMA"])
 
 
 # -- content helpers ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Operating a server (issue 17): /health/live and /health/ready, /metrics, the access log and X-Request-Id, end to
-end on real server processes."""
+end: on real server processes where the test reads what is per process, else on the server in this process."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import DATABASE_URL, Server
+from tests.conftest import DATABASE_URL, TLS, Server
 
-# Real processes: the metrics registry and the access log are per process (in process, every server in the test
-# run would share one registry).
-pytestmark = pytest.mark.server_process
+# A real process where a test reads the metrics registry or the access log: both are per process (in process, every
+# server in the test run would share one registry), as are the HTTP protocol's trusted proxies and the workers. Such
+# a test's `server` is marked PER_PROCESS, its start_server is a process (make_server's default); the other tests
+# run on the server in this process.
+PER_PROCESS = pytest.mark.server_process
 
 RECORD_ROUTE = "/v2/key-value-stores/{store_id}/records/{key:key}"
 
@@ -69,7 +71,7 @@ def test_health_needs_no_token_and_tells_nothing_about_stores(server: Server) ->
 
 
 def test_health_is_not_rate_limited(start_server: Callable[..., Server], tmp_path: Path) -> None:
-    s = start_server(tmp_path, "sqlite", "--rate-limits", "on", "--rate-limit-user-per-minute", "60")
+    s = start_server(tmp_path, "sqlite", "--rate-limits", "on", "--rate-limit-user-per-minute", "60", in_process=True)
     with s.anon() as c:
         probes = [c.get("/v2/key-value-stores/aaaaaaaaaaaaaaaaa").status_code for _ in range(30)]
         assert 429 in probes  # an anonymous client's budget is spent...
@@ -103,7 +105,9 @@ def test_ready_is_503_with_the_reason_when_the_schema_is_not_migrated(server: Se
 
 
 def test_ready_is_503_when_redis_is_configured_and_down(start_server: Callable[..., Server], tmp_path: Path) -> None:
-    s = start_server(tmp_path, "sqlite", "--redis-url", "redis://127.0.0.1:1/0", "--redis-timeout", "0.5")
+    s = start_server(
+        tmp_path, "sqlite", "--redis-url", "redis://127.0.0.1:1/0", "--redis-timeout", "0.5", in_process=True
+    )
     with s.anon() as c:
         r = c.get("/health/ready")
     assert r.status_code == 503
@@ -114,6 +118,7 @@ def test_ready_is_503_when_redis_is_configured_and_down(start_server: Callable[.
 # -- metrics -----------------------------------------------------------------------------------------------------
 
 
+@PER_PROCESS  # the metrics registry
 def test_metrics_need_any_valid_token_and_count_requests_by_route(server: Server) -> None:
     store_id = _store(server, "metered")
     bob = server.new_user("bob")  # owns nothing: any valid token may read the metrics
@@ -139,7 +144,7 @@ def test_metrics_need_any_valid_token_and_count_requests_by_route(server: Server
 
 def test_zip_bytes_and_rate_limit_refusals_are_counted(start_server: Callable[..., Server], tmp_path: Path) -> None:
     s = start_server(tmp_path, "sqlite", "--rate-limits", "on", "--rate-limit-records-per-second", "1",
-                     "--metrics", "public")
+                     "--metrics", "public")  # a process: the metrics registry
     store_id = _store(s, "zipped")
     with s.client() as c:
         c.put(f"/v2/key-value-stores/{store_id}/records/a", content=b"a" * 5000)
@@ -156,16 +161,16 @@ def test_zip_bytes_and_rate_limit_refusals_are_counted(start_server: Callable[..
 
 
 def test_metrics_off_is_404(start_server: Callable[..., Server], tmp_path: Path) -> None:
-    s = start_server(tmp_path, "sqlite", "--metrics", "off")
+    s = start_server(tmp_path, "sqlite", "--metrics", "off", in_process=True)
     with s.client() as c:
         r = c.get("/metrics")
     assert r.status_code == 404 and r.json()["error"]["type"] == "page-not-found"
 
 
 def test_metrics_add_up_over_workers(start_server: Callable[..., Server], tmp_path: Path) -> None:
-    s = start_server(tmp_path, "sqlite", "--workers", "2", "--rate-limits", "off")
+    s = start_server(tmp_path, "sqlite", "--workers", "2", "--rate-limits", "off")  # a process, with two workers
     for _ in range(20):  # a new connection each: the kernel spreads them over both workers
-        assert httpx.get(s.url + "/health/live").status_code == 200
+        assert httpx.get(s.url + "/health/live", verify=TLS).status_code == 200
     with s.client() as c:
 
         def counted() -> bool:
@@ -182,6 +187,7 @@ def _log_lines(server: Server, needle: str) -> list[str]:
     return [line for line in server.log().splitlines() if needle in line]
 
 
+@PER_PROCESS  # the access log
 def test_access_log_line_has_what_an_operator_needs(server: Server) -> None:
     store_id = _store(server, "logged")
     with server.client() as c:
@@ -204,7 +210,7 @@ def test_access_log_line_has_what_an_operator_needs(server: Server) -> None:
 def test_json_access_log_and_request_id_from_a_trusted_proxy(
     start_server: Callable[..., Server], tmp_path: Path
 ) -> None:
-    s = start_server(tmp_path, "sqlite", "--log-format", "json", "--trusted-proxies", "127.0.0.1")
+    s = start_server(tmp_path, "sqlite", "--log-format", "json", "--trusted-proxies", "127.0.0.1")  # a process
     with s.anon() as c:
         proxy_headers = {"X-Request-Id": "edge-42", "X-Forwarded-For": "203.0.113.9"}
         proxied = c.get("/health/live?token=tok-secret", headers=proxy_headers)
@@ -227,7 +233,7 @@ def test_request_id_of_an_untrusted_client_is_not_taken(server: Server) -> None:
 
 
 def test_no_access_log_at_warning(start_server: Callable[..., Server], tmp_path: Path) -> None:
-    s = start_server(tmp_path, "sqlite", "--log-level", "warning")
+    s = start_server(tmp_path, "sqlite", "--log-level", "warning")  # a process: its access log
     with s.anon() as c:
         rid = c.get("/health/live").headers["x-request-id"]
     time.sleep(0.5)

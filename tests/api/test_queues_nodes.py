@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.conftest import Server, _drop_schema, free_port, make_server
+from tests.conftest import Server, _release_schema, free_port, make_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -56,7 +56,7 @@ def two_nodes(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
     finally:
         b.stop()
         a.stop()
-        _drop_schema(a.env["OPENKVS_DATABASE_SCHEMA"])
+        _release_schema(a.env["OPENKVS_DATABASE_SCHEMA"])
 
 
 @pytest.mark.postgres
@@ -151,4 +151,4 @@ def test_server_killed_mid_crawl(tmp_path: Path, backend: str) -> None:
     finally:
         s.stop()
         if backend == "postgres":
-            _drop_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
+            _release_schema(s.env["OPENKVS_DATABASE_SCHEMA"])

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server, _drop_schema, free_port, make_server, shared_redis_url
+from tests.conftest import Server, _release_schema, free_port, make_server, shared_redis_url
 from tests.ratelimit.helpers import FakeClock, RedisServer
 
 from . import assert_error, new_store, rec_path
@@ -110,7 +110,7 @@ def servers() -> Iterator[Callable[..., Server]]:
         s.stop()
     for s, backend in started:
         if backend == "postgres":
-            _drop_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
+            _release_schema(s.env["OPENKVS_DATABASE_SCHEMA"])
 
 
 # -- the three budgets, one process ----------------------------------------------------------------------------------
@@ -419,7 +419,7 @@ def test_two_nodes_share_one_budget_and_fail_open_while_redis_is_down(tmp_path: 
             b.stop()
         a.stop()
         redis_server.stop()
-        _drop_schema(a.env["OPENKVS_DATABASE_SCHEMA"])
+        _release_schema(a.env["OPENKVS_DATABASE_SCHEMA"])
 
 
 def test_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from openkvs.signing import content_signature, record_signature
+from tests.conftest import TLS
 
 from . import new_store
 
@@ -30,7 +31,7 @@ def _links(store: dict, keys_page: dict) -> dict[str, str]:
 
 
 def _statuses(links: dict[str, str]) -> dict[str, int]:
-    return {name: httpx.get(url, timeout=30).status_code for name, url in links.items()}
+    return {name: httpx.get(url, timeout=30, verify=TLS).status_code for name, url in links.items()}
 
 
 def _store_with_record(owner: httpx.Client) -> dict:

@@ -13,6 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from openkvs.api import items as push_items
+from tests.conftest import examples
 from tests.datasets.test_push_fast import floats_in
 
 keys = st.sampled_from(["a", "b", "[", "[]", "{}", "#h", "", "-1", "-2"]) | st.text(max_size=3)
@@ -48,7 +49,7 @@ def labels_of(col: list[Any], room: int = 1000) -> tuple[list[Any], list[float]]
     return ([0] * len(col) if labels is None else labels), floats
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(batches(values) | batches(objects) | batches(st.lists(objects, max_size=3)))
 @example([{"a": [1, 2]}, {"a": [1, 2, 3]}, {"a": [1, 2]}])
 @example([{"a": {}, "b": 1}, {"a": 1, "b": {}}, {"a": {}, "b": 2}])
@@ -63,7 +64,7 @@ def test_a_column_tells_values_apart_exactly_as_their_skeletons(col: list[Any]) 
             assert (labels[i] == labels[j]) == (skeletons[i] == skeletons[j]), (col[i], col[j])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(batches(values) | batches(objects))
 @example([1.5, 2.5, {"a": 0.5}])
 @example([{"a": [1.5, 2]}, {"a": [2.5, 3]}, {"a": [3.5, 4]}])
@@ -107,7 +108,7 @@ def test_a_column_stops_past_its_room_as_the_walk_of_each_value(levels: int, kin
                 assert not want_deep
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(batches(objects))
 @example([{"a": 1, "#b": {"c": [1, 2]}}] * 5)
 @example([{"#a": 1}, {"#a": 2}, {"#a": 3}])

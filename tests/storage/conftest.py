@@ -2,7 +2,8 @@
 
 Every test gets an empty database. SQLite: a fresh data_dir. PostgreSQL: ``PostgresStorage`` from
 ``openkvs.storage.postgres`` on ``OPENKVS_TEST_DATABASE_URL``, isolated in a schema of its own per test (the
-backend's ``namespace=`` option) or, failing that, wiped by its ``reset()`` method. Where PostgreSQL cannot be used
+backend's ``namespace=`` option; migrated and emptied by tests/pgschemas.py, which empties it again for a later
+test) or, failing that, wiped by its ``reset()`` method. Where PostgreSQL cannot be used
 the postgres tests skip with the reason, except under CI (env ``CI`` set), where a skip is a failure.
 """
 
@@ -85,16 +86,22 @@ async def _postgres(request: pytest.FixtureRequest, bucket: bool = False) -> Asy
     dsn = os.environ.get("OPENKVS_TEST_DATABASE_URL", DEFAULT_PG_URL)
     kwargs: dict[str, Any] = {}
     params = inspect.signature(cls).parameters
+    from tests import pgschemas
+
     schema = f"test_{new_id().lower()}"
     if "namespace" in params:
-        kwargs["namespace"] = schema
+        try:
+            schema = kwargs["namespace"] = await pgschemas.take(dsn)
+        except Exception as exc:  # server down, wrong DSN
+            unavailable(f"cannot make a schema on {dsn!r}: {exc!r}")
     if "gc_grace_seconds" in params:
         kwargs["gc_grace_seconds"] = 60.0
     if bucket:  # record bytes above 16 KiB in the test bucket, so that the contract's big records are objects
         from openkvs.storage.bucket import S3BlobStore
         from tests.conftest import S3_ENDPOINT, s3_env
 
-        url = s3_env(schema)["OPENKVS_BLOB_STORE"]
+        prefix = f"p_{new_id().lower()}"  # its own: the schema may have served an earlier test
+        url = s3_env(prefix)["OPENKVS_BLOB_STORE"]
         kwargs["blob_store"] = S3BlobStore(url, endpoint=S3_ENDPOINT, path_style=True, inline_max=16 * 1024)
     storage = cls(dsn, **kwargs)
     try:
@@ -112,13 +119,13 @@ async def _postgres(request: pytest.FixtureRequest, bucket: bool = False) -> Asy
     finally:
         await storage.aclose()
         if "namespace" in kwargs:
-            await storage.drop()
+            await pgschemas.give_back(dsn, schema)
         if bucket:
             import anyio
 
             from tests.conftest import s3_clear
 
-            await anyio.to_thread.run_sync(s3_clear, schema)
+            await anyio.to_thread.run_sync(s3_clear, prefix)
 
 
 async def _sqlite_bucket(tmp_path: Path) -> AsyncIterator[Storage]:
