@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,7 +34,7 @@ NKEYS = 1000
 PAYLOAD = b"x" * 1024
 
 _idle: list[asyncpg.Connection] = []
-_waiting: list[asyncio.Future[asyncpg.Connection]] = []
+_waiting: deque[asyncio.Future[asyncpg.Connection]] = deque()
 
 
 async def _take() -> asyncpg.Connection:
@@ -46,7 +47,7 @@ async def _take() -> asyncpg.Connection:
 
 def _give(conn: asyncpg.Connection) -> None:
     while _waiting:
-        fut = _waiting.pop(0)
+        fut = _waiting.popleft()
         if not fut.done():
             fut.set_result(conn)
             return

@@ -42,20 +42,22 @@ def keys_page_ms(server: h.Server, ds: h.Dataset, n: int) -> list[float]:
     return times
 
 
-def start_bare() -> h.Server:
+def _start_uvicorn(app: str, name: str, env: dict[str, str] | None = None) -> h.Server:
+    """A baseline app served by uvicorn as ``openkvs serve`` serves openkvs (1 worker, uvloop/httptools)."""
     port = h.free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port), "--log-level", h.LOG_LEVEL,
+    cmd = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", h.LOG_LEVEL,
            "--no-server-header", "--no-proxy-headers", "--timeout-graceful-shutdown", "5",
            "--no-access-log"]  # as openkvs serve does below log level info
-    return h.start_server(f"bare-{port}", cmd, port, ready_path="/v2/key-value-stores/x/records/k00000000")
+    return h.start_server(f"{name}-{port}", cmd, port, env=env, ready_path="/v2/key-value-stores/x/records/k00000000")
+
+
+def start_bare() -> h.Server:
+    return _start_uvicorn("bench.bare_app:app", "bare")
 
 
 def start_pg_floor() -> h.Server:
-    port = h.free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "bench.bare_pg_app:app", "--port", str(port), "--log-level", h.LOG_LEVEL,
-           "--no-server-header", "--no-proxy-headers", "--timeout-graceful-shutdown", "5", "--no-access-log"]
-    env = {"BENCH_FLOOR_DSN": h.PG_URL, "BENCH_FLOOR_TABLE": "bench_floor"}
-    return h.start_server(f"pgfloor-{port}", cmd, port, env=env, ready_path="/v2/key-value-stores/x/records/k00000000")
+    return _start_uvicorn("bench.bare_pg_app:app", "pgfloor",
+                          {"BENCH_FLOOR_DSN": h.PG_URL, "BENCH_FLOOR_TABLE": "bench_floor"})
 
 
 def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
