@@ -27,3 +27,14 @@ def _expected(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
 def test_names_in_lower_case_the_first_winning(requests: list[list[tuple[bytes, bytes]]]) -> None:
     for raw in requests:
         assert _raw_header_dict(raw) == _expected(raw)
+
+
+def test_names_remembered_are_bounded_whatever_clients_send() -> None:
+    """A client sending a new header name with every request does not grow the remembered names past their bound,
+    and the names past it are still given in lower case."""
+    from openkvs.api import common
+
+    for i in range(4 * common.LOWER_NAMES_KEPT):
+        raw = [(f"X-Hostile-{i}".encode(), b"v"), (b"host", b"h")]
+        assert _raw_header_dict(raw) == {f"x-hostile-{i}".encode(): b"v", b"host": b"h"}
+        assert len(common._LOWER_NAMES) <= common.LOWER_NAMES_KEPT + 2  # (one request's names may cross it)
