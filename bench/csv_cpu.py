@@ -11,9 +11,17 @@ per round, in turns:
 - ``regex``: a PROTOTYPE (not shipped): one regular expression per item skeleton, made from a parsed item, matched
   against the stored bytes of each item, whose groups are the cells' texts (a string's JSON text without a backslash
   is its text; a number's stored text is its ``repr``), joined per line without parsing the item. Its output is
-  checked byte for byte against ``CsvRenderer.rows`` for these items before it is timed.
+  checked byte for byte against ``CsvRenderer.rows`` for these items before it is timed;
+- ``sql ...``: PROTOTYPES (not shipped, issue 13 "csv rendered by SQLite"): the lines rendered by SQLite's JSON
+  functions (3.40 here: ``json_type``, ``->``, ``->>``) over the batch in an in-memory ``dataset_items`` table,
+  one statement, the lines joined by ``group_concat``. ``sql statement``: byte for byte ``CsvRenderer.rows``
+  (checked before timing; ``sql_statement``'s docstring says how); the others are floors, not csv: ``sql
+  lookups``: only each cell's ``->`` (their lengths summed), ``sql json_tree``: one parse of each item, its leaves'
+  atoms joined (no types, no column alignment).
 
     .venv/bin/python -m bench.csv_cpu --rounds 5
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python -m bench.csv_cpu --only CASE --repeat R
+      (instructions of one case: a run with R=3 minus one with R=1, divided by 2 x 4,000 rows)
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -81,9 +90,70 @@ def regex_lines(example: Any, columns: list[str]) -> Callable[[list[bytes]], byt
     return lines
 
 
+def _sql_text(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _json_path(column: str) -> str:
+    """SQLite's path of a column of these items (a key, or an array index where the segment is digits): a bench
+    shortcut, where shipped code would take the typed segments of the path index and refuse a key holding '"',
+    '\\', '/' or a control character, and a column that two index entries name ({"a": [1]}, {"a": {"0": 1}})."""
+    return "$" + "".join(f"[{seg}]" if seg.isdigit() else f'."{seg}"' for seg in column.split("/"))
+
+
+def sql_statement(columns: list[str], delimiter: str = ",") -> str:
+    """The prototype's statement over ``dataset_items`` (parameters: store id, lo, hi, count), giving (rows,
+    non-NULL lines, the lines joined by CRLF with a final CRLF). Each cell as ``formats.cell_text`` of the leaf
+    there: a string its ``->>`` text, a number its stored text (``->``: Python wrote it, so it is its ``repr``; a
+    real whose text has no repr form, e.g. 1e16, makes the line NULL), true/false, "" for null, nothing or a
+    container. A stored ``\\u0000`` makes the line NULL (``->>`` cuts the text there); a NULL line means: render
+    this batch in Python. The cells come from a subquery run as a co-routine (ORDER BY, LIMIT), so the quoting
+    (CsvRenderer's: delimiter, '"', CR or LF quoted, quotes doubled, a one-field empty line '""') reads each cell
+    instead of its lookups again. Checked against the renderer on the bench batch only: no property test, as it
+    was not shipped (2.6x the endpoint's CPU, BENCHMARKS.md)."""
+    cells = []
+    for i, col in enumerate(columns):
+        p = _sql_text(_json_path(col))
+        cells.append(
+            f"CASE json_type(data, {p}) WHEN 'text' THEN data ->> {p} WHEN 'integer' THEN data -> {p} "
+            f"WHEN 'real' THEN (SELECT iif((r GLOB '*.*' AND NOT r GLOB '*[eE]*') OR r GLOB '*e[+-][0-9][0-9]*', "
+            f"r, NULL) FROM (SELECT data -> {p} AS r)) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+            f"ELSE '' END AS c{i}"
+        )
+    d = _sql_text(delimiter)
+    fields = []
+    for i in range(len(columns)):
+        c = f"c{i}"
+        q = f"""iif(instr({c}, {d}) OR instr({c}, '"') OR instr({c}, char(13)) OR instr({c}, char(10)), """
+        fields.append(q + f"""'"' || replace({c}, '"', '""') || '"', {c})""")
+    line = f" || {d} || ".join(fields)  # (shipped: a balanced tree, as a chain passes SQLite's depth limit)
+    if len(columns) == 1:
+        line = f"""iif(c0 = '', '""', {line})"""
+    return (
+        "SELECT count(*), count(line), CAST(group_concat(line, char(13, 10)) || char(13, 10) AS BLOB) FROM "
+        f"(SELECT iif(nul, NULL, {line}) AS line FROM (SELECT {', '.join(cells)}, instr(data, '\\u0000') AS nul "
+        "FROM dataset_items WHERE store_id = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx LIMIT ?4))"
+    )
+
+
+def sql_floors(columns: list[str]) -> dict[str, str]:
+    """The floors (not csv): the cells' lookups alone, and one json_tree walk of each item with its atoms joined."""
+    lengths = " + ".join(f"length(data -> {_sql_text(_json_path(c))})" for c in columns)
+    where = "FROM dataset_items WHERE store_id = ?1 AND idx >= ?2 AND idx < ?3"
+    tree = "(SELECT group_concat(atom, ',') FROM json_tree(dataset_items.data) WHERE atom IS NOT NULL)"
+    return {
+        "sql lookups: each cell's -> alone": f"SELECT count(*), ?4, sum({lengths}) {where}",
+        "sql json_tree: each item walked once, atoms joined": (
+            f"SELECT count(*), ?4, CAST(group_concat({tree}, char(13, 10)) AS BLOB) {where}"
+        ),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--only", help="run this case alone (a prefix of its name), --repeat times, print nothing")
+    p.add_argument("--repeat", type=int, default=1)
     args = p.parse_args()
     batch = [orjson.dumps(item(i)) for i in range(N)]
     q = parse_items_query({"format": "csv"}, None)
@@ -105,6 +175,19 @@ def main() -> None:
     joined = b"[" + b",".join(batch) + b"]"
     prototype = regex_lines(parsed[0], columns)
     assert prototype(batch) == endpoint(), "the prototype's bytes differ from the renderer's"
+    db = sqlite3.connect(":memory:")
+    db.execute(
+        "CREATE TABLE dataset_items (store_id TEXT NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL, "
+        "PRIMARY KEY (store_id, idx)) WITHOUT ROWID"
+    )
+    db.executemany("INSERT INTO dataset_items VALUES ('s', ?, ?)", list(enumerate(batch)))
+
+    def sql(statement: str) -> Callable[[], Any]:
+        return lambda: db.execute(statement, ("s", 0, N, N)).fetchone()
+
+    statement = sql_statement(columns)
+    rows, lines, data = sql(statement)()
+    assert rows == lines == N and data == endpoint(), "the SQL prototype's bytes differ from the renderer's"
     cases: dict[str, Callable[[], Any]] = {
         "endpoint (load, shape, render)": endpoint,
         "itemjson.load each": lambda: itemjson.load_batch(batch),
@@ -112,7 +195,14 @@ def main() -> None:
         "orjson.loads of the joined batch": lambda: orjson.loads(joined),
         "CsvRenderer.rows of parsed items": lambda: new_renderer().rows(parsed),
         "regex prototype (stored bytes to lines)": lambda: prototype(batch),
+        "sql statement (byte-identical)": sql(statement),
+        **{name: sql(text) for name, text in sql_floors(columns).items()},
     }
+    if args.only:
+        case = next(case for name, case in cases.items() if name.startswith(args.only))
+        for _ in range(args.repeat):
+            case()
+        return
     best: dict[str, float] = {}
     for _ in range(args.rounds):
         for name, case in cases.items():
