@@ -93,7 +93,9 @@ def backup(data_dir: Path, dest: Path, echo: Callable[[str], None] = print) -> s
     if problems:
         raise BackupError("the backup does not verify (kept in {}):\n{}".format(partial, "\n".join(problems)))
     os.replace(partial, dest) if not dest.exists() else _move_into(partial, dest)
-    return summary
+    # the summary names the files where they were checked; the same files are now under DEST (a user shown
+    # DEST.partial would look for a folder that is no longer there)
+    return summary.replace(str(partial), str(dest), 1)
 
 
 def restore(src: Path, data_dir: Path) -> str:

@@ -9,8 +9,10 @@ common.py has what the storage's commands share.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import socket
 from typing import Any
 
 import click
@@ -65,7 +67,11 @@ def serve(**flags: Any) -> None:
     for s in SETTINGS:
         os.environ[s.env] = s.format(getattr(settings, s.name))
 
-    token = _run(settings, _first_user)
+    async def prepare(storage: Any) -> str | None:
+        _check_address(settings.host, settings.port)  # before the first user: its token is shown only once
+        return await _first_user(storage)
+
+    token = _run(settings, prepare)
     where = f"http://{settings.host}:{settings.port}"
     backend = "PostgreSQL" if settings.database_url else f"SQLite in {os.path.abspath(settings.data_dir)}"
     if settings.blob_store:
@@ -111,6 +117,22 @@ def _metrics_dir() -> None:
     path = tempfile.mkdtemp(prefix="openkvs-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # (openkvs.metrics would import the library before it is set)
     atexit.register(shutil.rmtree, path, True)
+
+
+def _check_address(host: str, port: int) -> None:
+    """One line if another server holds the port (a second `make run`, anything on 8000), instead of the banner and
+    a new user's token followed by uvicorn's "[Errno 98] ... address already in use" and exit status 3. Other bind
+    errors (an address not on this machine, a privileged port) are left to uvicorn, which names them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.create_server((host, port), family=family).close()  # SO_REUSEADDR, as uvicorn binds
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            return
+        raise click.ClickException(
+            f"{host}:{port} is in use (another openkvs, or another server): choose a free port with --port N "
+            "or OPENKVS_PORT=N (`OPENKVS_PORT=N make run`)"
+        ) from None
 
 
 async def _first_user(storage: Any) -> str | None:

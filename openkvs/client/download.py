@@ -154,11 +154,13 @@ def download(
             except httpx.TransportError as exc:
                 failures += 1
                 if failures > (min(retries, CONNECT_RETRIES) if isinstance(exc, httpx.ConnectError) else retries):
+                    if partial is None:  # not a byte received, no FILE.part begun: nothing to resume
+                        raise ClientError(f"download of {store}: {type(exc).__name__}: {exc}") from None
                     raise ClientError(
                         f"download of {store} interrupted ({type(exc).__name__}: {exc}); {part} is kept: run the "
                         "same command again to resume"
                     ) from None
-                say(f"Connection lost ({type(exc).__name__}); resuming.")
+                say(f"Connection lost ({type(exc).__name__}); {'resuming' if partial else 'trying again'}.")
                 sleep(wait_time(None, failures))
     finally:
         if bar is not None:

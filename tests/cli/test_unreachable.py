@@ -1,0 +1,25 @@
+"""The client's commands pointed at an address where nothing listens (the wrong port in OPENKVS_URL, a server not
+started yet): one line that names the address and how to give another, and no FILE.part "kept" that was never
+begun."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_serve_port import openkvs
+from tests.conftest import free_port
+
+
+@pytest.mark.parametrize("command", [["download", "~shots"], ["upload", ".", "~shots"], ["export", "~shots", "out"]])
+def test_nothing_listening_is_one_line_naming_the_address(command: list[str], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("a")
+    url = f"http://127.0.0.1:{free_port()}"
+    out = openkvs(*command, "--url", url, "--token", "okvs_x", "-q")
+    assert out.returncode == 1, out.stdout + out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and f"(is the server at {url} running? --url or OPENKVS_URL)" in last, last
+    assert "is kept" not in out.stderr and not list(tmp_path.glob("*.part*"))
