@@ -9,7 +9,7 @@ import operator
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import anyio
 import asyncpg
@@ -61,6 +61,22 @@ _U16 = struct.Struct("<H").unpack_from
 # parser a Python step, which string_agg's one value per batch does not (a million records of 100 B).
 KEPT_COPY_AVG = 1024
 
+T = TypeVar("T")
+
+
+async def _to_the_end(query: Awaitable[T]) -> T:
+    """Await a query on the snapshot's connection in a task of its own, out of reach of the caller's cancellation,
+    which is raised once the query has ended. asyncpg answers a cancelled query by asking PostgreSQL to cancel it,
+    which aborts the snapshot's transaction: every later read of the snapshot would then fail ("current
+    transaction is aborted"). A reader that leaves early is cancelled in the middle of a prefetch (``readahead``
+    does that when a Range ends), and the snapshot may be read on (a Range's records after its listing)."""
+    task = asyncio.ensure_future(query)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await settle(task)
+        raise
+
 
 class PgSnapshot(Snapshot):
     """One REPEATABLE READ READ ONLY transaction on a dedicated connection (see ``open_snapshot``)."""
@@ -81,6 +97,9 @@ class PgSnapshot(Snapshot):
         self.kept_copy = False  # kept_local's batches by binary COPY (see KEPT_COPY_AVG)
 
     async def _fetch(self, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
+        return await _to_the_end(self._fetch_now(sql, args))
+
+    async def _fetch_now(self, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
         async with self._lock:
             if self._closed:
                 raise StorageUnavailable("snapshot closed")
@@ -91,6 +110,9 @@ class PgSnapshot(Snapshot):
 
     async def _copy(self, sql: str, sink: Callable[[bytearray], Awaitable[None]]) -> None:
         """``COPY (sql) TO STDOUT (FORMAT binary)``, its data handed to ``sink`` as it comes (copy_chunks)."""
+        await _to_the_end(self._copy_now(sql, sink))
+
+    async def _copy_now(self, sql: str, sink: Callable[[bytearray], Awaitable[None]]) -> None:
         async with self._lock:
             if self._closed:
                 raise StorageUnavailable("snapshot closed")
