@@ -69,7 +69,7 @@ async def _to_the_end(query: Awaitable[T]) -> T:
     which is raised once the query has ended. asyncpg answers a cancelled query by asking PostgreSQL to cancel it,
     which aborts the snapshot's transaction: every later read of the snapshot would then fail ("current
     transaction is aborted"). A reader that leaves early is cancelled in the middle of a prefetch (``readahead``
-    does that when a Range ends), and the snapshot may be read on (a Range's records after its listing)."""
+    does that when a Range ends), and whoever holds the snapshot may read on (several ranges of one snapshot)."""
     task = asyncio.ensure_future(query)
     try:
         return await asyncio.shield(task)
