@@ -287,7 +287,13 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
         sql = LOOKUP[(store_id is None, key is not None)]
         params = (user_id, *levels, *where, key) if key is not None else (user_id, *levels, *where)
         # methods with arguments rather than closures: two functions and their cells made per request cost more
-        return await self._point_read(self._look_up_kept, sql, params, user_id, key, readable)  # type: ignore[no-any-return]
+        conn = self._db._loop_conn
+        if conn is None:
+            return await self._point_read(self._look_up_kept, sql, params, user_id, key, readable)  # type: ignore[no-any-return]
+        try:  # point_read's common case, without its coroutine: this runs on nearly every request
+            return self._look_up_kept(conn, sql, params, user_id, key, readable)
+        except sqlite3.Error as exc:
+            return await self._db.point_read_failed(conn, exc, self._look_up_kept, sql, params, user_id, key, readable)  # type: ignore[no-any-return]
 
     def _look_up_kept(self, conn: sqlite3.Connection, sql: str, params: tuple[Any, ...], user_id: str | None,
                       key: str | None, readable: Sequence[str]) -> StoreLookup | None:
