@@ -79,10 +79,12 @@ def _write_stdout(text: str) -> None:
         stream.flush()
         return
     data = text.encode("utf-8", "backslashreplace")
-    while data:
-        cut = len(data) if len(data) <= PIPE_BUF else data.rfind(b"\n", 0, PIPE_BUF) + 1 or PIPE_BUF
-        written = os.write(fd, data[:cut])
-        data = data[written:]
+    # written from a view, by offsets: slicing the bytes copied the rest of a batch for every write of PIPE_BUF
+    view = memoryview(data)
+    start, end = 0, len(data)
+    while start < end:
+        cut = end if end - start <= PIPE_BUF else data.rfind(b"\n", start, start + PIPE_BUF) + 1 or start + PIPE_BUF
+        start += os.write(fd, view[start:cut])
 
 
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))  # formatting the milliseconds cost more than the rest
