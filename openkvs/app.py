@@ -66,7 +66,7 @@ QUEUE_PATHS = "/v2/request-queues/"
 ROUTES = [
     Route(
         "/v2/key-value-stores/{store_id}/records/{key:key}",
-        methods(
+        records.record_methods(
             GET=records.record_endpoint,
             PUT=records.record_endpoint,
             POST=records.record_endpoint,
