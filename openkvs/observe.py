@@ -148,12 +148,19 @@ class Observe:
         trusted: list[Any],
         writer: LineWriter | None = None,
         added_headers: Callable[[Any], list[tuple[bytes, bytes]]] | None = None,
+        inner: Any = None,
     ) -> None:
         """``added_headers``: the headers of app.ApiMiddleware (made with ``headers_outside``), given the
         request's rate limit: added here, before X-Request-Id, by this layer's one wrapper of ``send`` (each
-        wrapper costs a coroutine per message and a copy of the response's start)."""
+        wrapper costs a coroutine per message and a copy of the response's start). ``inner``: that
+        ApiMiddleware when it is ``app``: its steps (``wrap_receive``, its app, ``failed``) run in this layer's
+        coroutine instead of one of its own (HTTP requests only)."""
         self.app = app
         self._app = direct_call(app)
+        self.inner = inner
+        if inner is not None:
+            assert inner.headers_outside and inner is app, "inner: the ApiMiddleware that is app, headers outside"
+            self._inner_app = direct_call(self.inner.app)
         self.added_headers = added_headers
         self.json = log_format == "json"
         self.writer = (writer or LineWriter()) if log_format else None
@@ -236,7 +243,14 @@ class Observe:
             return send(message)
 
         try:
-            await self._app(scope, receive, observed_send)
+            inner = self.inner
+            if inner is None:
+                await self._app(scope, receive, observed_send)
+            else:  # inner.__call__'s steps (ApiMiddleware, headers outside), without its coroutine
+                try:
+                    await self._inner_app(scope, inner.wrap_receive(receive), observed_send)
+                except Exception as exc:
+                    await inner.failed(scope, exc, observed_send)
         finally:
             ns = time.perf_counter_ns() - start
             if downloading:
