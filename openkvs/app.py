@@ -275,14 +275,17 @@ class ApiMiddleware:
         """The ``receive`` this layer hands the app (a deadline for each piece of a request body)."""
         return _BodyDeadline(receive, self.body_timeout)
 
-    async def failed(self, scope: Scope, exc: Exception, send: Send) -> None:
+    async def failed(self, scope: Scope, exc: Exception, send: Send, started: bool | None = None) -> None:
         """After the app raised ``exc`` (called in its ``except`` block): the API's error answer if no response
-        started, else ``exc`` again. observe.Observe runs this layer's steps itself (``inner``), with these."""
+        started, else ``exc`` again. observe.Observe runs this layer's steps itself (``inner``), with these, and
+        says whether a response ``started`` (else ``scope["openkvs.started"]`` does)."""
         if isinstance(exc, ClientDisconnect):
             return  # the client went away mid-upload; nothing to answer, and storage already cleaned up
         if isinstance(exc, StorageError):
             metrics.storage_error(exc)
-        if "openkvs.started" in scope:
+        if started is None:
+            started = "openkvs.started" in scope
+        if started:
             # An ApiError, StorageError or any other after the response started: uvicorn closes the connection,
             # the client sees a short body, never a complete-looking one.
             raise exc
