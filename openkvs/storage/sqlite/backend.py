@@ -447,8 +447,11 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
         self, store_id: str, *, reads: int = 0, writes: int = 0, deletes: int = 0, lists: int = 0
     ) -> None:
         # (now_ms, without its call: a record GET counts its read)
-        self._stats.add(store_id, time.time_ns() // 1_000_000, reads=reads, writes=writes, deletes=deletes,
-                        lists=lists)
+        if reads == 1 and not (writes or deletes or lists):
+            self._stats.add_read(store_id, time.time_ns() // 1_000_000)
+        else:
+            self._stats.add(store_id, time.time_ns() // 1_000_000, reads=reads, writes=writes, deletes=deletes,
+                            lists=lists)
 
     async def flush_stats(self) -> None:
         await write_stats(self._stats, self._write)
