@@ -79,10 +79,12 @@ def _write_stdout(text: str) -> None:
         stream.flush()
         return
     data = text.encode("utf-8", "backslashreplace")
-    while data:
-        cut = len(data) if len(data) <= PIPE_BUF else data.rfind(b"\n", 0, PIPE_BUF) + 1 or PIPE_BUF
-        written = os.write(fd, data[:cut])
-        data = data[written:]
+    # written from a view, by offsets: slicing the bytes copied the rest of a batch for every write of PIPE_BUF
+    view = memoryview(data)
+    start, end = 0, len(data)
+    while start < end:
+        cut = end if end - start <= PIPE_BUF else data.rfind(b"\n", start, start + PIPE_BUF) + 1 or start + PIPE_BUF
+        start += os.write(fd, view[start:cut])
 
 
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))  # formatting the milliseconds cost more than the rest
@@ -146,12 +148,19 @@ class Observe:
         trusted: list[Any],
         writer: LineWriter | None = None,
         added_headers: Callable[[Any], list[tuple[bytes, bytes]]] | None = None,
+        inner: Any = None,
     ) -> None:
         """``added_headers``: the headers of app.ApiMiddleware (made with ``headers_outside``), given the
         request's rate limit: added here, before X-Request-Id, by this layer's one wrapper of ``send`` (each
-        wrapper costs a coroutine per message and a copy of the response's start)."""
+        wrapper costs a coroutine per message and a copy of the response's start). ``inner``: that
+        ApiMiddleware when it is ``app``: its steps (``wrap_receive``, its app, ``failed``) run in this layer's
+        coroutine instead of one of its own (HTTP requests only)."""
         self.app = app
         self._app = direct_call(app)
+        self.inner = inner
+        if inner is not None:
+            assert inner.headers_outside and inner is app, "inner: the ApiMiddleware that is app, headers outside"
+            self._inner_app = direct_call(self.inner.app)
         self.added_headers = added_headers
         self.json = log_format == "json"
         self.writer = (writer or LineWriter()) if log_format else None
@@ -211,6 +220,8 @@ class Observe:
         sent = 0
         downloading = False
         added_headers = self.added_headers
+        # (not self.inner in the closure: an attribute read per message costs more than the cell)
+        inner = self.inner
 
         def observed_send(message: Message) -> Awaitable[None]:
             """The server's ``send`` of ``message``, returned to be awaited (no coroutine of its own: the
@@ -224,7 +235,8 @@ class Observe:
                 if added_headers is None:
                     headers = [*message.get("headers", ()), id_header]
                 else:
-                    scope["openkvs.started"] = True  # (ApiMiddleware's test: no error answer after this)
+                    if inner is None:  # (ApiMiddleware's test: no error answer after this; ``inner`` is told)
+                        scope["openkvs.started"] = True
                     headers = [*message.get("headers", ()), *added_headers(scope.get("openkvs.ratelimit_limit")),
                                id_header]
                 message["headers"] = headers  # (each send makes its message: changed in place, not copied)
@@ -234,7 +246,15 @@ class Observe:
             return send(message)
 
         try:
-            await self._app(scope, receive, observed_send)
+            if inner is None:
+                await self._app(scope, receive, observed_send)
+            else:  # inner.__call__'s steps (ApiMiddleware, headers outside), without its coroutine
+                try:
+                    await self._inner_app(scope, inner.wrap_receive(receive), observed_send)
+                except Exception as exc:
+                    # whether a response started, from here: a key less in the scope, whose 22nd key makes
+                    # its dict grow (uvicorn's scope has 13 when it comes, the app adds 8 more)
+                    await inner.failed(scope, exc, observed_send, status != 0)
         finally:
             ns = time.perf_counter_ns() - start
             if downloading:

@@ -331,8 +331,13 @@ def rate_limit_now(scope: Scope, user: User | None, store_id: str | None, record
     if policy is None:
         limits_off(scope, store_id, record_op, budget)
         return True
-    check_now = getattr(policy, "check_now", None)  # (a policy may offer ``check`` alone: tests' recording one)
-    verdict = check_now(_caller(scope, st, user), store_id, record_op, budget) if check_now is not None else None
+    # (a policy may offer ``check`` alone: tests' recording one)
+    if user is not None:  # the user's budget, the policy's chain found by the user id (_caller's text not made)
+        check_user_now = getattr(policy, "check_user_now", None)
+        verdict = check_user_now(user.id, store_id, record_op, budget) if check_user_now is not None else None
+    else:
+        check_now = getattr(policy, "check_now", None)
+        verdict = check_now(_caller(scope, st, None), store_id, record_op, budget) if check_now is not None else None
     if verdict is None:
         return False
     scope["openkvs.ratelimit_limit"] = verdict.limit  # _apply's, without its call (this runs on every request)

@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from openkvs import errors
 from openkvs.api.common import ApiRequest
 
-Handler = Callable[[Request], Awaitable[ASGIApp]]  # a Response, or records' lighter _Bytes
+Handler = Callable[[Request], Awaitable[ASGIApp]]  # a Response, or the lighter Bytes
 
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, Content-Encoding, Range, If-Range, If-None-Match"
 CORS_EXPOSE_HEADERS = (
@@ -19,6 +19,23 @@ CORS_EXPOSE_HEADERS = (
     "X-Apify-Pagination-Offset, X-Apify-Pagination-Limit, X-Apify-Pagination-Count, X-Apify-Pagination-Total, "
     "X-Apify-Pagination-Desc"  # a browser pages through a dataset's items by these (API-datasets.md 1)
 )
+
+
+class Bytes:
+    """A response whose body is in memory (a small record, a HEAD, a 304, a PUT's 201): ``status``, the headers
+    already encoded and the body, sent as they are, without building a Starlette Response (which re-checks each
+    header). ``methods`` sends it itself, without this ASGI app's coroutine."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 class methods:  # reads as a declaration in the route table
@@ -38,8 +55,12 @@ class methods:  # reads as a declaration in the route table
         request = ApiRequest(scope, receive)
         handler = self.handlers.get(scope["method"])  # the common case without respond()'s coroutine
         response = await (handler(request) if handler is not None else self.respond(request))
-        # a method call: calling the instance goes through its type's call slot (__call__ looked up, arguments packed)
-        await response.__call__(scope, receive, send)  # type: ignore[operator]
+        if type(response) is Bytes:  # Bytes.__call__ written out: its coroutine would only pass on two sends
+            await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+            await send({"type": "http.response.body", "body": response.body})
+        else:  # a method call: calling the instance goes through its type's call slot (__call__ looked up, arguments
+            # packed)
+            await response.__call__(scope, receive, send)  # type: ignore[operator]
 
     async def respond(self, request: Request) -> ASGIApp:
         method = request.scope["method"]

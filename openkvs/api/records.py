@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from datetime import datetime
 from email.utils import format_datetime
 from string import ascii_letters, digits
@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from openkvs import access, codec, errors, schema, signing
 from openkvs.access import STORES, Access, Decision, Signed
 from openkvs.api.common import (
+    ApiRequest,
     json_response,
     public_base,
     query_bool,
@@ -27,7 +28,8 @@ from openkvs.api.common import (
     state,
     state_of,
 )
-from openkvs.storage.base import RecordMeta
+from openkvs.api.dispatch import Bytes, methods
+from openkvs.storage.base import RecordMeta, Storage
 
 # Stored pages can't run scripts as this origin, and browsers must not guess another type (API.md 4.6).
 RECORD_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
@@ -86,7 +88,7 @@ def _etag(record: RecordMeta, encoded: bool) -> str:
 def _plain_raw(content_type: str, crc32: int, decoded_size: int, modified_at: datetime, length: int,
                ) -> tuple[tuple[bytes, bytes], ...]:
     """The headers of a plain GET's 200 of an identity record of ``length`` bytes: _record_headers's, in its
-    order, with Content-Length and RECORD_FIXED_HEADERS, encoded as _Bytes would. The same few hot records are
+    order, with Content-Length and RECORD_FIXED_HEADERS, encoded as _answer would. The same few hot records are
     read again and again; their headers depend on these fields only."""
     stamp = int(modified_at.timestamp() * 1000)
     return (
@@ -140,12 +142,13 @@ def _path_key(request: Request) -> str:
 _READ, _WRITE, _SIGNED_RECORD = Access.READ, Access.WRITE, Signed.RECORD
 
 
-async def record_endpoint(request: Request) -> Response | _Bytes:
+async def record_endpoint(request: Request) -> Response | Bytes:
     key = _path_key(request)
     store_id = request.scope["path_params"]["store_id"]
     method = request.scope["method"]
     if method in ("GET", "HEAD"):
         # The record comes in the same query as the store when the caller may read it (not through a signature).
+        # (a GET comes through record_methods._get, a HEAD here)
         found = await access.decide(request, STORES, store_id, _READ, _SIGNED_RECORD, key=key, fetch=True)
         return await _get_record(request, found, key)
     found = await access.decide(request, STORES, store_id, _WRITE, key=key)
@@ -157,36 +160,52 @@ async def record_endpoint(request: Request) -> Response | _Bytes:
     return await _put_record(request, found.store, key)
 
 
+class record_methods(methods):
+    """The record route's ``methods``: a GET answered in one coroutine of its own (``methods.__call__``'s and
+    ``record_endpoint``'s steps written out: each coroutine made and torn down costs about as much as a dozen
+    lines of Python, and this is the most common request); any other method as ``methods`` answers it."""
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:  # type: ignore[override]
+        if scope["method"] == "GET":
+            return self._get(scope, receive, send)
+        return methods.__call__(self, scope, receive, send)
+
+    async def _get(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = ApiRequest(scope, receive)
+        key = _path_key(request)
+        found = await access.decide(request, STORES, scope["path_params"]["store_id"], _READ, _SIGNED_RECORD,
+                                    key=key, fetch=True)
+        record = found.record
+        response: Response | Bytes
+        if record is not None and found.record_read:  # read with the decision: _get_record's first steps
+            storage = scope["state"]["openkvs"].storage
+            storage.count_access(found.store.id, reads=1)
+            response = _plain(request, storage, record) or await _record_response(request, storage, record, key)
+        else:
+            response = await _get_record(request, found, key)
+        if type(response) is Bytes:  # (as methods.__call__ sends it)
+            await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+            await send({"type": "http.response.body", "body": response.body})
+        else:
+            await response.__call__(scope, receive, send)
+
+
 def _record_headers(record: RecordMeta, etag: str) -> dict[str, str]:
     """The headers of every record response but a 304's, before those of encoding, range and disposition (and
-    RECORD_FIXED_HEADERS, which _Bytes adds)."""
+    RECORD_FIXED_HEADERS, which _answer adds)."""
     return {"Content-Type": record.content_type, "ETag": etag, "Last-Modified": _http_date(record.modified_at)}
 
 
-class _Bytes:
+def _answer(status: int, headers: dict[str, str], body: bytes) -> Bytes:
     """A record GET's response when its body is in memory (a small record, a HEAD, a 304): the given headers plus
-    RECORD_FIXED_HEADERS, sent as they are, without building a Starlette Response (which re-checks each one).
-    ``raw``: the headers already encoded, RECORD_FIXED_HEADERS included."""
-
-    __slots__ = ("status", "headers", "body")
-
-    def __init__(self, status: int, headers: dict[str, str], body: bytes,
-                 raw: list[tuple[bytes, bytes]] | None = None) -> None:
-        self.status = status
-        if raw is None:
-            raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-            raw += _RECORD_FIXED_RAW
-        self.headers = raw
-        self.body = body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-        await send({"type": "http.response.body", "body": self.body})
+    RECORD_FIXED_HEADERS."""
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    raw += _RECORD_FIXED_RAW
+    return Bytes(status, raw, body)
 
 
-async def _get_record(request: Request, found: Decision, key: str) -> Response | _Bytes:
-    scope = request.scope
-    storage = state_of(scope).storage
+async def _get_record(request: Request, found: Decision, key: str) -> Response | Bytes:
+    storage = state_of(request.scope).storage
     store_id = found.store.id
     if found.record_read:
         record = found.record
@@ -195,16 +214,26 @@ async def _get_record(request: Request, found: Decision, key: str) -> Response |
     if record is None:
         raise errors.RecordNotFound()
     storage.count_access(store_id, reads=1)
+    return _plain(request, storage, record) or await _record_response(request, storage, record, key)
+
+
+def _plain(request: Request, storage: Storage, record: RecordMeta) -> Bytes | None:
+    """The most common request of all: a plain GET of a small identity record (no range, no condition, no
+    attachment), answered with the bytes that came with the lookup. None for anything else."""
+    scope = request.scope
     if record.content_encoding is None and scope["method"] == "GET":
-        # The most common request of all: a plain GET of a small identity record (no range, no condition, no
-        # attachment): straight to the bytes that came with the lookup. Anything else takes the way below.
         held = storage.held_bytes(record)
         sent = raw_headers(request)
         if held is not None and b"range" not in sent and b"if-none-match" not in sent and (
             not scope["query_string"] or "attachment" not in request.query_params
         ):
-            return _Bytes(200, {}, held, list(_plain_raw(record.content_type, record.crc32, record.decoded_size,
-                                                         record.modified_at, len(held))))
+            return Bytes(200, list(_plain_raw(record.content_type, record.crc32, record.decoded_size,
+                                              record.modified_at, len(held))), held)
+    return None
+
+
+async def _record_response(request: Request, storage: Storage, record: RecordMeta, key: str) -> Response | Bytes:
+    """A record's answer but ``_plain``'s: encodings, conditions, ranges, attachments, HEAD, streaming."""
     encoded = record.content_encoding is not None and _accepts(
         request.headers.get("accept-encoding"), record.content_encoding
     )
@@ -223,14 +252,14 @@ async def _get_record(request: Request, found: Decision, key: str) -> Response |
         if_none_match.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
     ):
         del headers["Content-Type"]
-        return _Bytes(304, headers, b"")
+        return _answer(304, headers, b"")
     start, end, status = select_range(request, etag, size, headers)
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD" or start == end:
-        return _Bytes(status, headers, b"")
+        return _answer(status, headers, b"")
     held = storage.held_bytes(record) if encoded or record.content_encoding is None else None
     if held is not None:  # a small record came with the lookup: no read, no streaming machinery
-        return _Bytes(status, headers, held[start:end] if end - start < len(held) else held)
+        return _answer(status, headers, held[start:end] if end - start < len(held) else held)
     # Read the first piece before the response starts: if the database is unavailable this is still a clean 503
     # (after the headers an error can only cut the connection). A record of up to one piece is then fully read.
     body = _record_bytes(request, record, encoded, start, end)
@@ -241,7 +270,7 @@ async def _get_record(request: Request, found: Decision, key: str) -> Response |
         raise
     if len(first) == end - start:  # the whole body in one piece: a plain response, no streaming machinery
         await body.aclose()
-        return _Bytes(status, headers, first)
+        return _answer(status, headers, first)
     return StreamingResponse(_prepend(first, body), status, {**headers, **RECORD_FIXED_HEADERS})
 
 
@@ -269,7 +298,7 @@ async def _record_bytes(
         yield chunk
 
 
-async def _put_record(request: Request, store, key: str) -> _Bytes:  # type: ignore[no-untyped-def]
+async def _put_record(request: Request, store, key: str) -> Bytes:  # type: ignore[no-untyped-def]
     st = state(request)
     content_type = request.headers.get("content-type") or "application/octet-stream"
     encoding = codec.normalize_encoding(request.headers.get("content-encoding"))
@@ -311,7 +340,7 @@ def _json_check(cid, spec, previous):  # type: ignore[no-untyped-def]
 _CREATED_TAIL = [(b"content-length", b"2"), (b"content-type", b"application/json; charset=utf-8")]
 
 
-def json_response_empty(location: str) -> _Bytes:
+def json_response_empty(location: str) -> Bytes:
     """201 ``{}`` with its Location: the headers Starlette's Response would send, in its order, without making
     one (every PUT answers this)."""
-    return _Bytes(201, {}, b"{}", [(b"location", location.encode("latin-1")), *_CREATED_TAIL])
+    return Bytes(201, [(b"location", location.encode("latin-1")), *_CREATED_TAIL], b"{}")

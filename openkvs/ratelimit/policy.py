@@ -79,6 +79,9 @@ class RateLimitPolicy:
         # the same callers and stores come back request after request, and making these cost as much as the hits.
         self._chains: dict[tuple[str, str | None, bool, str | None],
                            tuple[tuple[tuple[str, float, float], ...], Verdict]] = {}
+        # The same for ``check_user_now``, by the user's id: no ``user:<id>`` text made and hashed per request.
+        self._user_chains: dict[tuple[str, str | None, bool, str | None],
+                                tuple[tuple[tuple[str, float, float], ...], Verdict]] = {}
 
     def limit_for(self, store_id: str | None, record_op: bool, budget: str | None = None) -> int:
         """The ``X-RateLimit-Limit`` value for a request, without spending anything."""
@@ -113,6 +116,24 @@ class RateLimitPolicy:
         chain = self._chains.get(asked)
         if chain is None:
             chain = self._chain(asked)
+        decision = hit_chain_now(chain[0])
+        if decision.allowed:
+            return chain[1]
+        return Verdict(False, _retry_seconds(decision.retry_after), chain[1].limit)
+
+    def check_user_now(self, user_id: str, store_id: str | None, record_op: bool,
+                       budget: str | None = None) -> Verdict | None:
+        """``check_now`` for the identity ``user:<user_id>`` (the same chain of buckets)."""
+        hit_chain_now = self._hit_chain_now
+        if hit_chain_now is None:
+            return None
+        asked = (user_id, store_id, record_op, budget)
+        chain = self._user_chains.get(asked)
+        if chain is None:
+            chain = self._chain(("user:" + user_id, store_id, record_op, budget))
+            if len(self._user_chains) >= 4096:  # bounded as ``_chains``
+                self._user_chains.clear()
+            self._user_chains[asked] = chain
         decision = hit_chain_now(chain[0])
         if decision.allowed:
             return chain[1]

@@ -39,6 +39,16 @@ class StatsBuffer:
             if now_ms > d.accessed_at_ms:
                 d.accessed_at_ms = now_ms
 
+    def add_read(self, store_id: str, now_ms: int) -> None:
+        """``add(store_id, now_ms, reads=1)`` without its keyword arguments and zero sums (every record GET)."""
+        with self._lock:
+            d = self._pending.get(store_id)
+            if d is None:
+                d = self._pending[store_id] = StatDelta()
+            d.reads += 1
+            if now_ms > d.accessed_at_ms:
+                d.accessed_at_ms = now_ms
+
     def drain(self) -> dict[str, StatDelta]:
         """Take everything pending (the buffer is empty afterwards)."""
         with self._lock:

@@ -206,14 +206,19 @@ class Database:
                 self._all_conns.add(conn)
         try:
             return fn(conn, *args)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
+            return await self.point_read_failed(conn, exc, fn, *args)
+
+    async def point_read_failed(self, conn: sqlite3.Connection, exc: sqlite3.Error, fn: Callable[..., T],
+                                *args: Any) -> T:
+        """``point_read`` after ``fn(conn, *args)`` on the event loop's connection raised ``exc``: a busy or
+        locked database goes the usual way (a worker thread that may wait), any other error is translated."""
+        if isinstance(exc, sqlite3.OperationalError):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if any(m in str(exc).lower() for m in ("locked", "busy")):
                 return await self.read(fn, *args)
-            raise translate(exc) from exc
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
+        raise translate(exc) from exc
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` on a reader connection, in a worker thread."""
