@@ -94,9 +94,10 @@ def test_official_client_rides_out_head_lock_limits(
     """A crawler's head/lock calls over the batch budget get 429s, which apify-client retries until they land."""
     from apify_client import ApifyClient
 
-    # Time passes with the requests, not with the wall clock: each reading of the clock moves it 0.1 s, so a batch
-    # budget of 2 a second refuses most calls once its burst is spent and a few retries later lets each through.
-    clock = FakeClock(tick=0.1)
+    # Time passes with the requests, not with the wall clock: each reading of the clock (one a request) moves it
+    # 0.2 s, so a batch budget of 2 a second refuses calls once its burst is spent and a retry or two later lets each
+    # through. (At 0.1 s each call needed about five tries, the last after a back-off of 0.3-0.6 s: 4 s a backend.)
+    clock = FakeClock(tick=0.2)
     s = start_server(tmp_path, backend, "--rate-limit-queue-batch-per-second", "2", in_process=True, clock=clock)
     client = ApifyClient(s.token, api_url=s.url, api_public_url=s.url, max_retries=8,
                          min_delay_between_retries=timedelta(milliseconds=20))

@@ -239,9 +239,12 @@ def test_apify_client_rides_out_429s_and_every_record_lands(limited: Server, lim
     def write(i: int) -> None:
         kvs.set_record(f"rec-{i}", {"i": i})
 
-    # Time passes with the requests, not with the wall clock: each reading of the clock (two a record request: the
-    # caller's bucket, then the store's) moves it 30 ms, so a request brings back 0.6 of a record token.
-    limited_clock.tick = 0.03
+    # Time passes with the requests, not with the wall clock: each reading of the clock (one a record request: the
+    # caller's and the store's buckets are decided at one instant) moves it 60 ms, so a request brings back 0.6 of a
+    # record token and a client left retrying alone gets through at its next try. (At 0.3 of a token, after the
+    # limiter went from two readings to one, the last writer needed 3-4 more tries alone, each waiting twice as long
+    # as the one before: a 40 s back-off, and a minute of the quick tier's wall.)
+    limited_clock.tick = 0.06
     start = limited_clock.now
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(write, range(n)))
