@@ -81,3 +81,33 @@ async def test_keys_an_array_literal_quotes_are_found(burst: int) -> None:
             assert (found.record.key, found.record.size) == (key, i + 1)
             assert a.held_bytes(found.record) == bytes([i + 1]) * (i + 1)
         assert (await _look(a, alice.id, store.id, key="NULL ", burst=burst)).record is None
+
+
+async def test_a_look_up_after_its_tables_changed_under_its_prepared_statement() -> None:
+    """The look-ups by ID run prepared once per connection (connections._Direct.fetchrow): after a change of a
+    column's type that the statement returns (a migration run by another node), the next look-up still answers."""
+    async with two_pg_nodes() as (a, b, _):
+        alice, store = await new_store(a, "s")
+        await put(a, store.id, "k", b"one")
+        for _ in range(8):  # prepared on the connections that served them
+            assert (await _look(a, alice.id, store.id)).record.content_type == "application/octet-stream"
+        async with b._p().acquire() as conn:
+            await conn.execute("ALTER TABLE records ALTER COLUMN content_type TYPE varchar(200)")
+        for _ in range(8):
+            assert (await _look(a, alice.id, store.id)).record.content_type == "application/octet-stream"
+
+
+async def test_a_look_up_after_the_server_dropped_its_connections() -> None:
+    async with two_pg_nodes() as (a, b, schema):
+        alice, store = await new_store(a, "s")
+        await put(a, store.id, "k", b"one")
+        for _ in range(8):
+            await _look(a, alice.id, store.id)
+        async with b._p().acquire() as conn:
+            ended = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1 "
+                "AND pid <> pg_backend_pid()", a.application_name)
+        assert ended >= 1
+        await asyncio.sleep(0.2)
+        for _ in range(8):
+            assert (await _look(a, alice.id, store.id)).record.size == 3
