@@ -325,7 +325,7 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
         user ID, the store ID, the record key or None). Each sends the version of the Store held for its ID
         (StoreVersions), taken when the query is sent."""
         one_sql, many_sql = LOOKUP[(False, with_record)], LOOKUP_MANY[with_record]
-        self._db.prepared.add(one_sql)
+        self._db.prepared.update((one_sql, many_sql))
         levels = text_array(readable)
         versions = self._versions
 

@@ -238,22 +238,28 @@ class Database:
                 raise unavailable(exc) from exc
         raise AssertionError("unreachable")
 
-    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        """A read-only query (retried once after a connection failure)."""
-        return await self.run(lambda c: c.fetch(sql, *args), retry=True)
+    def fetch(self, sql: str, *args: Any) -> Awaitable[list[asyncpg.Record]]:
+        """A read-only query (retried once after a connection failure): see ``_read``."""
+        return self._read(sql, args, True)
 
-    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        """A read-only query (retried once after a connection failure). On an idle direct connection the first
-        attempt runs here, without ``run``'s and ``_Direct.use``'s layers (two coroutines and a lambda: ~6k
-        instructions of a record GET's look-up, bench/cg_get.py), keeping their handling of each outcome.
-        The statements in ``prepared`` (asked often: the look-ups) are prepared once per direct connection
-        (_Direct.fetchrow)."""
+    def fetchrow(self, sql: str, *args: Any) -> Awaitable[asyncpg.Record | None]:
+        """A read-only query's first row (retried once after a connection failure): see ``_read``."""
+        return self._read(sql, args, False)
+
+    async def _read(self, sql: str, args: tuple[Any, ...], many: bool) -> Any:
+        """``fetch`` (``many``) or ``fetchrow``. On an idle direct connection the first attempt runs here, without
+        ``run``'s and ``_Direct.use``'s layers (two coroutines and a lambda: ~6k instructions of a record GET's
+        look-up, bench/cg_get.py), keeping their handling of each outcome. The statements in ``prepared`` (asked
+        often: the look-ups) are prepared once per direct connection (_Direct.read)."""
         direct = self.direct
         conn = direct.take()
         if conn is None:
-            return await self.run(lambda c: c.fetchrow(sql, *args), retry=True)
+            return await self.run(_reader(sql, args, many), retry=True)
         try:
-            row = await (direct.fetchrow(conn, sql, args) if sql in self.prepared else conn.fetchrow(sql, *args))
+            if sql in self.prepared:
+                result = await direct.read(conn, sql, args, many)
+            else:
+                result = await (conn.fetch(sql, *args) if many else conn.fetchrow(sql, *args))
         except CONNECTION_ERRORS as exc:  # as run and _Direct.use: the connection goes, then the next attempts
             direct.lost(conn)
             if self.pool is None:
@@ -261,7 +267,7 @@ class Database:
             log.info("retrying a read after a connection failure: %r", exc)
             metrics.STORAGE_RETRIES.labels("connection").inc()
             await asyncio.sleep(RETRY_DELAYS[0])
-            return await self.run(lambda c: c.fetchrow(sql, *args), retry=True, tried=1)
+            return await self.run(_reader(sql, args, many), retry=True, tried=1)
         except pgx.PostgresError:  # the server's answer: the connection is fine
             direct.give_back(conn)
             raise
@@ -269,10 +275,17 @@ class Database:
             direct.lost(conn)
             raise
         direct.give_back(conn)
-        return row
+        return result
 
     async def execute(self, sql: str, *args: Any) -> str:
         return await self.run(lambda c: c.execute(sql, *args))
+
+
+def _reader(sql: str, args: tuple[Any, ...], many: bool) -> Callable[[asyncpg.Connection], Awaitable[Any]]:
+    """The read as a function of a connection (for ``run``)."""
+    if many:
+        return lambda c: c.fetch(sql, *args)
+    return lambda c: c.fetchrow(sql, *args)
 
 
 class _Direct:
@@ -350,11 +363,11 @@ class _Direct:
         self.prepared.pop(conn, None)
         discard(conn)
 
-    async def fetchrow(self, conn: asyncpg.Connection, sql: str, args: Sequence[Any]) -> asyncpg.Record | None:
-        """``conn.fetchrow(sql, *args)`` by a statement prepared once on ``conn``: asyncpg's statement cache
-        look-up and its three coroutines cost ~7k instructions a call (a record GET's look-up). After the tables
-        changed under it (a migration elsewhere: asyncpg says so), it is dropped and the query runs the usual
-        way, which prepares it again."""
+    async def read(self, conn: asyncpg.Connection, sql: str, args: Sequence[Any], many: bool) -> Any:
+        """``conn.fetch`` (``many``) or ``conn.fetchrow`` of ``sql`` by a statement prepared once on ``conn``:
+        asyncpg's statement cache look-up and its three coroutines cost ~6k instructions a call (a record GET's
+        look-up). After the tables changed under it (a migration elsewhere: asyncpg says so), it is dropped and
+        the query runs the usual way, which prepares it again."""
         kept = self.prepared.get(conn)
         if kept is None:
             kept = self.prepared[conn] = {}
@@ -362,10 +375,10 @@ class _Direct:
         if stmt is None:
             stmt = kept[sql] = await conn.prepare(sql)
         try:
-            return await stmt.fetchrow(*args)
+            return await (stmt.fetch(*args) if many else stmt.fetchrow(*args))
         except (pgx.InvalidCachedStatementError, pgx.OutdatedSchemaCacheError):
             kept.pop(sql, None)
-            return await conn.fetchrow(sql, *args)
+            return await (conn.fetch(sql, *args) if many else conn.fetchrow(sql, *args))
 
     async def use(
         self, conn: asyncpg.Connection, fn: Callable[[asyncpg.Connection], Awaitable[T]], tx: bool
