@@ -42,7 +42,7 @@ from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chu
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
 from .datasets import PgDatasets
 from .groups import Groups, SharedReads
-from .lookups import Batched
+from .lookups import Batched, StoreVersions
 from .objects import LEASE_RENEW_SECONDS, Leases, PgIntents, collect, put_in_bucket
 from .queues import PgQueues
 from .snapshot import PgSnapshot, open_snapshot
@@ -63,6 +63,7 @@ from .tables import (
     migrate,
     record_from,
     selection_sql,
+    text_array,
     to_record,
     to_store,
 )
@@ -117,7 +118,8 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
         self._stop_fill = asyncio.Event()
         # --blob-store: records above inline_max are objects in the bucket (objects.py); smaller ones stay here
         self.blob_store = blob_store
-        self._store_memo = StoreMemo()  # (see StoreMemo: the look-ups reuse unchanged stores)
+        self._store_memo = StoreMemo()  # (see StoreMemo: the look-ups by name reuse unchanged stores)
+        self._versions = StoreVersions()  # the look-ups by ID: the Stores they hold, and their rows' versions
         self.inline_max = blob_store.inline_max if blob_store is not None else GET_INLINE_MAX
         self._leases = Leases(self._db)
         # the writes of objects running here, whose intents the lease task renews too (bucket/uploads.py)
@@ -309,7 +311,7 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
             if batched is None:
                 batched = self._lookups[shape] = self._batched(*shape)
             return await batched.read((user_id, store_id, key))
-        args: tuple[Any, ...] = (LOOKUP[(True, key is not None)], user_id, list(readable), owner_id, name, kind)
+        args: tuple[Any, ...] = (LOOKUP[(True, key is not None)], user_id, text_array(readable), owner_id, name, kind)
         if key is not None:
             args += (key,)
         # the same look-up in a burst (the writes of 32 clients to one store) is asked once (groups.SharedReads)
@@ -320,24 +322,33 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
         self, with_record: bool, kind: str, readable: tuple[str, ...]
     ) -> Batched[tuple[Any, ...], StoreLookup | None]:
         """The look-ups by ID of one shape: alone with LOOKUP, together with LOOKUP_MANY. An ask: (the caller's
-        user ID, the store ID, the record key or None)."""
+        user ID, the store ID, the record key or None). Each sends the version of the Store held for its ID
+        (StoreVersions), taken when the query is sent."""
         one_sql, many_sql = LOOKUP[(False, with_record)], LOOKUP_MANY[with_record]
-        levels = list(readable)
+        self._db.prepared.update((one_sql, many_sql))
+        levels = text_array(readable)
+        versions = self._versions
 
-        def one(ask: tuple[Any, ...]) -> Awaitable[StoreLookup | None]:
+        async def one(ask: tuple[Any, ...]) -> StoreLookup | None:
             user_id, store_id, key = ask
-            args = (one_sql, user_id, levels, store_id, kind, key) if with_record else (
-                one_sql, user_id, levels, store_id, kind)
-            return self._look_up(args, key)
+            held, store = versions.held(store_id)
+            args = (user_id, levels, store_id, kind, key, held) if with_record else (
+                user_id, levels, store_id, kind, held)
+            row = await self._fetchrow(one_sql, *args)
+            return versions.found(row, 0, with_record, store) if row is not None else None
 
         async def many(asks: Sequence[tuple[Any, ...]]) -> list[StoreLookup | None]:
             user_ids, store_ids, keys = zip(*asks, strict=True)
-            arrays = (list(user_ids), list(store_ids), list(keys)) if with_record else (list(user_ids), list(store_ids))
+            held = [versions.held(sid) for sid in store_ids]
+            arrays = [text_array(user_ids), text_array(store_ids), text_array([h[0] for h in held])]
+            if with_record:
+                arrays.append(text_array(keys))
             rows = await self._fetch(many_sql, levels, kind, *arrays)
             found: list[StoreLookup | None] = [None] * len(asks)
-            # (LOOKUP_MANY's columns start with n: the store's from 1)
+            # (LOOKUP_MANY's columns start with n, then those of LOOKUP's)
             for row in rows:
-                found[row["n"] - 1] = _found(row, with_record, 1, self._store_memo)
+                at = row[0] - 1
+                found[at] = versions.found(row, 1, with_record, held[at][1])
             return found
 
         return Batched(one, many)
@@ -482,7 +493,7 @@ _STORE_NCOLS = STORE_COLS.count(",") + 1
 
 
 def _found(row: asyncpg.Record, with_record: bool, first: int, memo: StoreMemo) -> StoreLookup:
-    """A look-up's answer from its row (tables.LOOKUP, LOOKUP_MANY), by position: the store's columns from
+    """A look-up by name's answer from its row (tables.LOOKUP), by position: the store's columns from
     ``first``, then g_can_write and may_read, then the record's RECORD_COLS and its bytes (tables.record_from)."""
     end = first + _STORE_NCOLS
     store = memo.store(row[first:end], to_store, row)

@@ -9,7 +9,7 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -23,6 +23,9 @@ from ..base import StorageError, StorageFull, StorageUnavailable
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
 T = TypeVar("T")
+
+RETRY_DELAYS = (0.0, 0.05, 0.25)  # a read's retries after a connection failure: the other connections of a
+# restarted server die too
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     pgx.PostgresConnectionError,  # ConnectionDoesNotExistError, ConnectionFailureError, ...
@@ -132,6 +135,8 @@ class Database:
         self.snapshot_pool: asyncpg.Pool | None = None
         # Part of the main pool's connections serve ``run`` directly (see _Direct); the pool keeps the rest.
         self.direct = _Direct(self, max_pool // 2)
+        # statements ``fetchrow`` runs prepared on the direct connections (the look-ups by ID: backend.py)
+        self.prepared: set[str] = set()
 
     def _connect_kwargs(self) -> dict[str, Any]:
         return {
@@ -202,13 +207,19 @@ class Database:
         return self._open(self.snapshot_pool)
 
     async def run(
-        self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, tx: bool = False, retry: bool = False
+        self,
+        fn: Callable[[asyncpg.Connection], Awaitable[T]],
+        *,
+        tx: bool = False,
+        retry: bool = False,
+        tried: int = 0,
     ) -> T:
         """Run ``fn`` on a pooled connection (in a transaction if ``tx``), translating connection failures.
         ``retry``: ``fn`` only reads, so one more attempt after a connection failure is safe; it gets past a pooled
-        connection that died (server restart, pg_terminate_backend) before the event loop noticed."""
-        delays = (0.0, 0.05, 0.25) if retry else ()  # the other connections of a restarted server die too
-        for attempt in range(len(delays) + 1):
+        connection that died (server restart, pg_terminate_backend) before the event loop noticed. ``tried``: the
+        attempts already made (``fetchrow``'s first)."""
+        delays = RETRY_DELAYS if retry else ()
+        for attempt in range(tried, len(delays) + 1):
             try:
                 direct = self.direct.take()
                 if direct is not None:
@@ -227,16 +238,54 @@ class Database:
                 raise unavailable(exc) from exc
         raise AssertionError("unreachable")
 
-    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        """A read-only query (retried once after a connection failure)."""
-        return await self.run(lambda c: c.fetch(sql, *args), retry=True)
+    def fetch(self, sql: str, *args: Any) -> Awaitable[list[asyncpg.Record]]:
+        """A read-only query (retried once after a connection failure): see ``_read``."""
+        return self._read(sql, args, True)
 
-    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        """A read-only query (retried once after a connection failure)."""
-        return await self.run(lambda c: c.fetchrow(sql, *args), retry=True)
+    def fetchrow(self, sql: str, *args: Any) -> Awaitable[asyncpg.Record | None]:
+        """A read-only query's first row (retried once after a connection failure): see ``_read``."""
+        return self._read(sql, args, False)
+
+    async def _read(self, sql: str, args: tuple[Any, ...], many: bool) -> Any:
+        """``fetch`` (``many``) or ``fetchrow``. On an idle direct connection the first attempt runs here, without
+        ``run``'s and ``_Direct.use``'s layers (two coroutines and a lambda: ~6k instructions of a record GET's
+        look-up, bench/cg_get.py), keeping their handling of each outcome. The statements in ``prepared`` (asked
+        often: the look-ups) are prepared once per direct connection (_Direct.read)."""
+        direct = self.direct
+        conn = direct.take()
+        if conn is None:
+            return await self.run(_reader(sql, args, many), retry=True)
+        try:
+            if sql in self.prepared:
+                result = await direct.read(conn, sql, args, many)
+            else:
+                result = await (conn.fetch(sql, *args) if many else conn.fetchrow(sql, *args))
+        except CONNECTION_ERRORS as exc:  # as run and _Direct.use: the connection goes, then the next attempts
+            direct.lost(conn)
+            if self.pool is None:
+                raise unavailable(exc) from exc
+            log.info("retrying a read after a connection failure: %r", exc)
+            metrics.STORAGE_RETRIES.labels("connection").inc()
+            await asyncio.sleep(RETRY_DELAYS[0])
+            return await self.run(_reader(sql, args, many), retry=True, tried=1)
+        except pgx.PostgresError:  # the server's answer: the connection is fine
+            direct.give_back(conn)
+            raise
+        except BaseException:  # cancelled, say: a query may still be running on it
+            direct.lost(conn)
+            raise
+        direct.give_back(conn)
+        return result
 
     async def execute(self, sql: str, *args: Any) -> str:
         return await self.run(lambda c: c.execute(sql, *args))
+
+
+def _reader(sql: str, args: tuple[Any, ...], many: bool) -> Callable[[asyncpg.Connection], Awaitable[Any]]:
+    """The read as a function of a connection (for ``run``)."""
+    if many:
+        return lambda c: c.fetch(sql, *args)
+    return lambda c: c.fetchrow(sql, *args)
 
 
 class _Direct:
@@ -258,6 +307,8 @@ class _Direct:
         self.connecting = 0
         self.closed = True
         self._tasks: set[asyncio.Task[None]] = set()
+        # connection -> SQL -> its statement prepared there (``fetchrow``); dropped with the connection
+        self.prepared: dict[asyncpg.Connection, dict[str, asyncpg.prepared_stmt.PreparedStatement]] = {}
 
     def open(self) -> None:
         self.closed = False
@@ -298,9 +349,36 @@ class _Direct:
     def _give_back(self, conn: asyncpg.Connection) -> None:
         if self.closed or conn.is_closed() or conn.is_in_transaction():
             self.opened -= 1
+            self.prepared.pop(conn, None)
             discard(conn)
         else:
             self.idle.append(conn)
+
+    def give_back(self, conn: asyncpg.Connection) -> None:
+        self._give_back(conn)
+
+    def lost(self, conn: asyncpg.Connection) -> None:
+        """A connection that may be broken or busy (an error, a cancellation): closed, a new one opened later."""
+        self.opened -= 1
+        self.prepared.pop(conn, None)
+        discard(conn)
+
+    async def read(self, conn: asyncpg.Connection, sql: str, args: Sequence[Any], many: bool) -> Any:
+        """``conn.fetch`` (``many``) or ``conn.fetchrow`` of ``sql`` by a statement prepared once on ``conn``:
+        asyncpg's statement cache look-up and its three coroutines cost ~6k instructions a call (a record GET's
+        look-up). After the tables changed under it (a migration elsewhere: asyncpg says so), it is dropped and
+        the query runs the usual way, which prepares it again."""
+        kept = self.prepared.get(conn)
+        if kept is None:
+            kept = self.prepared[conn] = {}
+        stmt = kept.get(sql)
+        if stmt is None:
+            stmt = kept[sql] = await conn.prepare(sql)
+        try:
+            return await (stmt.fetch(*args) if many else stmt.fetchrow(*args))
+        except (pgx.InvalidCachedStatementError, pgx.OutdatedSchemaCacheError):
+            kept.pop(sql, None)
+            return await (conn.fetch(sql, *args) if many else conn.fetchrow(sql, *args))
 
     async def use(
         self, conn: asyncpg.Connection, fn: Callable[[asyncpg.Connection], Awaitable[T]], tx: bool
@@ -324,8 +402,7 @@ class _Direct:
             if reusable:
                 self._give_back(conn)
             else:
-                self.opened -= 1
-                discard(conn)
+                self.lost(conn)
 
     async def close(self) -> None:
         self.closed = True
@@ -333,6 +410,7 @@ class _Direct:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         idle, self.idle = self.idle, []
+        self.prepared.clear()
         for conn in idle:
             self.opened -= 1
             try:

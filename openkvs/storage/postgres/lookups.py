@@ -10,13 +10,21 @@ asked together by one statement (``tables.LOOKUP_MANY``: one row per look-up fro
 identical ones share a row. Each caller so gets an answer read by a query sent after it asked: what another node
 committed before that is in it (read-your-writes across nodes holds, as with a query of its own). No answer is
 kept after it is given.
+
+``StoreVersions``: the Store each look-up by ID made, held with the version of the rows it came from, so that the
+next look-up of that store gets NULLs for the store's columns when nothing changed (tables.STORE_VERSION):
+asyncpg's decoding of those 19 columns (three timestamps) was the biggest part of a record GET's look-up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from ..base import StorageError, Store, StoreLookup
+from .tables import RECORD_NCOLS, STORE_COLS, record_from, to_store
 
 A = TypeVar("A", bound=Hashable)
 T = TypeVar("T")
@@ -91,3 +99,52 @@ class Batched(Generic[A, T]):
         """Wait for the queries in flight (before the pools close)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+# A held Store's version is sent for this long after it was read, then the store's columns are read again: the
+# version is two 32-bit transaction IDs, which come round again after 4 billion transactions (no PostgreSQL runs
+# that many in ten minutes), and a Store held longer could be taken for the rows' state after that many.
+HELD_SECONDS = 600.0
+_STORE_NCOLS = STORE_COLS.count(",") + 1
+
+
+class StoreVersions:
+    """store ID -> (the version of its rows, the Store made from them, when read): what a look-up by ID sends
+    (``held``) and makes of its answer (``found``). Bounded: a flood of distinct stores starts over."""
+
+    __slots__ = ("_kept",)
+    LIMIT = 1024
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[int, Store, float]] = {}
+
+    def held(self, store_id: str) -> tuple[int | None, Store | None]:
+        """The version to send for ``store_id`` and the Store it stands for (None, None: none held)."""
+        kept = self._kept.get(store_id)
+        if kept is None or time.monotonic() - kept[2] > HELD_SECONDS:
+            return None, None
+        return kept[0], kept[1]
+
+    def found(self, row: Any, first: int, with_record: bool, held: Store | None) -> StoreLookup:
+        """A look-up's answer from its row, by position from ``first``: ``ver`` (NULL: the rows are those of
+        ``held``, the Store whose version was sent), the store's columns, g_can_write, may_read, then the
+        record's RECORD_COLS and its bytes (tables.record_from)."""
+        ver = row[first]
+        if ver is None:
+            if held is None:  # only a version that was sent can match
+                raise StorageError("a store look-up answered for a version it was not sent")
+            store = held
+        else:
+            store = to_store(row)
+            kept = self._kept
+            if len(kept) >= self.LIMIT:
+                kept.clear()
+            kept[store.id] = (ver, store, time.monotonic())
+        end = first + 1 + _STORE_NCOLS
+        found = StoreLookup(store, row[end])
+        if with_record and row[end + 1]:
+            found.record_read = True
+            if row[end + 2] is not None:
+                at = end + 2
+                found.record = record_from(row[at : at + RECORD_NCOLS], row[at + RECORD_NCOLS])
+        return found

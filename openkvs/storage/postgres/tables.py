@@ -250,19 +250,54 @@ def held_data(r: str) -> str:
     )
 
 
+def text_array(values: Sequence[str | int | None]) -> str:
+    """A PostgreSQL array literal of ``values`` (None: NULL), sent as one text parameter and cast in the SQL
+    (``$n::text::text[]``): asyncpg's own array encoding checks the list and then each element against three
+    collections.abc classes, ~4.5k instructions a check (callgrind), more than the rest of a look-up's bind. Every
+    element is quoted, with backslashes and double quotes escaped (array_in's rules, the same whatever
+    standard_conforming_strings says)."""
+    return "{" + ",".join(
+        "NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values
+    ) + "}"
+
+
+# The version of what a look-up reads of a store (its row and its owner's, the username): both rows' xmin, the
+# transaction that wrote them, in one bigint. A look-up by ID sends the version of the Store it holds for that ID
+# (lookups.StoreVersions); when the rows still read the same, the store's columns come back NULL and the held
+# Store is used: the check is in the look-up's own statement, so a change committed anywhere before it is seen.
+STORE_VERSION = "(s.xmin::text::bigint << 32) | u.xmin::text::bigint"
+_STORE_COL_NAMES = [c.strip() for c in STORE_COLS.split(",")]
+
+
+def _versioned_store_cols(held: str) -> str:
+    """STORE_COLS, each NULL when ``v.ver`` (STORE_VERSION) equals ``held``; first ``ver`` itself, likewise."""
+    same = f"v.ver = {held}"
+    cols = [f"CASE WHEN {same} THEN NULL ELSE v.ver END AS ver"]
+    cols += [f"CASE WHEN {same} THEN NULL ELSE {c} END AS {c.split('.')[1]}" for c in _STORE_COL_NAMES]
+    return ", ".join(cols)
+
+
+_VERSION_JOIN = f"CROSS JOIN LATERAL (SELECT {STORE_VERSION} AS ver) v"
+
+
 def _lookup_sql(by_name: bool, with_record: bool) -> str:
     """SQL of look_up_store: the store's columns, the caller's grant (g_can_write, NULL for none), whether the
     caller may read the store (may_read), then (``with_record``) the record's columns prefixed "r_" (stores have
     some of the same names) with the small record's bytes (see get_record), NULLs unless the record exists and
     the caller may read. Parameters: $1 the caller's user ID, $2 the general_access levels that let the address
-    read, $3 the store ID or $3 the owner's ID and $4 the name, then the kind, then the record key."""
-    may_read = "(s.user_id = $1 OR g.user_id IS NOT NULL OR s.general_access = ANY($2::text[]))"
+    read (``text_array``), $3 the store ID or $3 the owner's ID and $4 the name, then the kind, then the record
+    key. By ID, the columns start with ``ver`` and the store's columns are NULL when the last parameter, the
+    version of the Store the caller holds, is the rows' (see STORE_VERSION; NULL: none held)."""
+    may_read = "(s.user_id = $1 OR g.user_id IS NOT NULL OR s.general_access = ANY($2::text::text[]))"
     where = "s.user_id = $3 AND lower(s.name) = lower($4) AND s.kind = $5" if by_name else "s.id = $3 AND s.kind = $4"
     key = "$6" if by_name else "$5"
     record_cols = "".join(f", r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(","))
-    return f"""SELECT {STORE_COLS}, g.can_write AS g_can_write, {may_read} AS may_read
+    held = "$6::bigint" if with_record else "$5::bigint"
+    store_cols = STORE_COLS if by_name else _versioned_store_cols(held)
+    return f"""SELECT {store_cols}, g.can_write AS g_can_write, {may_read} AS may_read
             {f"{record_cols}, {held_data('r')} AS r_data" if with_record else ""}
-        FROM {STORE_FROM} LEFT JOIN grants g ON g.store_id = s.id AND g.user_id = $1
+        FROM {STORE_FROM} {"" if by_name else _VERSION_JOIN}
+            LEFT JOIN grants g ON g.store_id = s.id AND g.user_id = $1
             {f"LEFT JOIN records r ON r.store_id = s.id AND r.key = {key} AND {may_read}" if with_record else ""}
         WHERE {where}"""
 
@@ -272,19 +307,22 @@ LOOKUP = {(n, r): _lookup_sql(n, r) for n in (False, True) for r in (False, True
 
 
 def _lookup_many_sql(with_record: bool) -> str:
-    """SQL of many look-ups by store ID at once (lookups.py): the columns of LOOKUP[(False, with_record)] and
-    ``n``, the look-up's place (from 1) in the arrays; no row for a look-up whose store is not there. Parameters:
-    $1 the general_access levels that let the address read, $2 the kind, $3 the callers' user IDs (NULL: none),
-    $4 the store IDs, then ($5) the record keys. The same for every look-up: the levels and the kind."""
-    may_read = "(s.user_id = w.uid OR g.user_id IS NOT NULL OR s.general_access = ANY($1::text[]))"
+    """SQL of many look-ups by store ID at once (lookups.py): the columns of LOOKUP[(False, with_record)] after
+    ``n``, the look-up's place (from 1) in the arrays; no row for a look-up whose store is not there. Parameters
+    (arrays as ``text_array``): $1 the general_access levels that let the address read, $2 the kind, $3 the
+    callers' user IDs (NULL: none), $4 the store IDs, $5 the versions of the Stores held (NULL: none), then ($6)
+    the record keys. The same for every look-up: the levels and the kind."""
+    may_read = "(s.user_id = w.uid OR g.user_id IS NOT NULL OR s.general_access = ANY($1::text::text[]))"
     record_cols = "".join(f", r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(","))
-    arrays = "$3::text[], $4::text[], $5::text[]" if with_record else "$3::text[], $4::text[]"
-    names = "uid, sid, key, n" if with_record else "uid, sid, n"
-    return f"""SELECT w.n, {STORE_COLS}, g.can_write AS g_can_write, {may_read} AS may_read
+    arrays = "$3::text::text[], $4::text::text[], $5::text::bigint[]"
+    arrays += ", $6::text::text[]" if with_record else ""
+    names = "uid, sid, held, key, n" if with_record else "uid, sid, held, n"
+    return f"""SELECT w.n, {_versioned_store_cols("w.held")}, g.can_write AS g_can_write, {may_read} AS may_read
             {f"{record_cols}, {held_data('r')} AS r_data" if with_record else ""}
         FROM unnest({arrays}) WITH ORDINALITY AS w({names})
             JOIN stores s ON s.id = w.sid AND s.kind = $2
             JOIN users u ON u.id = s.user_id
+            {_VERSION_JOIN}
             LEFT JOIN grants g ON g.store_id = s.id AND g.user_id = w.uid
             {f"LEFT JOIN records r ON r.store_id = s.id AND r.key = w.key AND {may_read}" if with_record else ""}"""
 
