@@ -42,7 +42,7 @@ from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chu
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, pooled, unavailable
 from .datasets import PgDatasets
 from .groups import Groups, SharedReads
-from .lookups import Batched, StoreVersions
+from .lookups import Batched, StoreVersions, lookup_answer
 from .objects import LEASE_RENEW_SECONDS, Leases, PgIntents, collect, put_in_bucket
 from .queues import PgQueues
 from .snapshot import PgSnapshot, open_snapshot
@@ -55,13 +55,11 @@ from .tables import (
     LOOKUP_MANY,
     NOW_MS,
     RECORD_COLS,
-    RECORD_NCOLS,
     STORE_COLS,
     TABLES_VERSION,
     UPSERT_BIG,
     held_data,
     migrate,
-    record_from,
     selection_sql,
     text_array,
     to_record,
@@ -496,11 +494,4 @@ def _found(row: asyncpg.Record, with_record: bool, first: int, memo: StoreMemo) 
     """A look-up by name's answer from its row (tables.LOOKUP), by position: the store's columns from
     ``first``, then g_can_write and may_read, then the record's RECORD_COLS and its bytes (tables.record_from)."""
     end = first + _STORE_NCOLS
-    store = memo.store(row[first:end], to_store, row)
-    found = StoreLookup(store, row[end])
-    if with_record and row[end + 1]:
-        found.record_read = True
-        if row[end + 2] is not None:
-            at = end + 2
-            found.record = record_from(row[at : at + RECORD_NCOLS], row[at + RECORD_NCOLS])
-    return found
+    return lookup_answer(memo.store(row[first:end], to_store, row), row, end, with_record)

@@ -140,11 +140,17 @@ class StoreVersions:
             if len(kept) >= self.LIMIT:
                 kept.clear()
             kept[store.id] = (ver, store, time.monotonic())
-        end = first + 1 + _STORE_NCOLS
-        found = StoreLookup(store, row[end])
-        if with_record and row[end + 1]:
-            found.record_read = True
-            if row[end + 2] is not None:
-                at = end + 2
-                found.record = record_from(row[at : at + RECORD_NCOLS], row[at + RECORD_NCOLS])
-        return found
+        return lookup_answer(store, row, first + 1 + _STORE_NCOLS, with_record)
+
+
+def lookup_answer(store: Store, row: Any, end: int, with_record: bool) -> StoreLookup:
+    """A look-up's answer from its row past the store's columns (``end``, by position): g_can_write and may_read,
+    then the record's RECORD_COLS and its bytes (tables.record_from): the same tail for look-ups by ID and by
+    name."""
+    found = StoreLookup(store, row[end])
+    if with_record and row[end + 1]:
+        found.record_read = True
+        if row[end + 2] is not None:
+            at = end + 2
+            found.record = record_from(row[at : at + RECORD_NCOLS], row[at + RECORD_NCOLS])
+    return found
