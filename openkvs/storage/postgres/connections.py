@@ -344,18 +344,13 @@ class _Direct:
                 return
             raise
         self.connecting -= 1
-        self._give_back(conn)
-
-    def _give_back(self, conn: asyncpg.Connection) -> None:
-        if self.closed or conn.is_closed() or conn.is_in_transaction():
-            self.opened -= 1
-            self.prepared.pop(conn, None)
-            discard(conn)
-        else:
-            self.idle.append(conn)
+        self.give_back(conn)
 
     def give_back(self, conn: asyncpg.Connection) -> None:
-        self._give_back(conn)
+        if self.closed or conn.is_closed() or conn.is_in_transaction():
+            self.lost(conn)
+        else:
+            self.idle.append(conn)
 
     def lost(self, conn: asyncpg.Connection) -> None:
         """A connection that may be broken or busy (an error, a cancellation): closed, a new one opened later."""
@@ -400,7 +395,7 @@ class _Direct:
             raise
         finally:
             if reusable:
-                self._give_back(conn)
+                self.give_back(conn)
             else:
                 self.lost(conn)
 
