@@ -446,12 +446,11 @@ class SQLiteStorage(SQLiteCatalog, SQLiteQueues, Storage):
     def count_access(
         self, store_id: str, *, reads: int = 0, writes: int = 0, deletes: int = 0, lists: int = 0
     ) -> None:
-        # (now_ms, without its call: a record GET counts its read)
+        ms = time.time_ns() // 1_000_000  # now_ms, without its call: a record GET counts its read
         if reads == 1 and not (writes or deletes or lists):
-            self._stats.add_read(store_id, time.time_ns() // 1_000_000)
+            self._stats.add_read(store_id, ms)
         else:
-            self._stats.add(store_id, time.time_ns() // 1_000_000, reads=reads, writes=writes, deletes=deletes,
-                            lists=lists)
+            self._stats.add(store_id, ms, reads=reads, writes=writes, deletes=deletes, lists=lists)
 
     async def flush_stats(self) -> None:
         await write_stats(self._stats, self._write)
