@@ -3,6 +3,7 @@ and the storage opened for one piece of work."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -72,7 +73,6 @@ def use(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
 
 def on_storage(settings: Settings, work: Callable[[Any], Awaitable[T]], create: bool) -> T:
     from openkvs.app import open_storage
-    from openkvs.storage.base import StorageError
 
     async def main() -> T:
         if not create:
@@ -83,8 +83,18 @@ def on_storage(settings: Settings, work: Callable[[Any], Awaitable[T]], create: 
         async with open_storage(settings, background=False) as storage:
             return await work(storage)
 
+    return _run(main)
+
+
+def version_found(settings: Settings) -> int | None:
+    """``stored_version``, for a command (``migrate`` reads it before it opens the storage)."""
+    return _run(lambda: stored_version(settings))
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
     import anyio
 
+    from openkvs.storage.base import StorageError
     from openkvs.storage.bucket import BucketConfigError
 
     try:
@@ -94,16 +104,36 @@ def on_storage(settings: Settings, work: Callable[[Any], Awaitable[T]], create: 
 
 
 async def need_database(settings: Settings) -> None:
+    hint = "'openkvs serve' or 'openkvs migrate' creates one; or give --data-dir or --database-url"
+    if await stored_version(settings) is None:
+        raise click.ClickException(f"There is no openkvs database in {where(settings)} ({hint}).")
+
+
+def where(settings: Settings) -> str:
+    """The database the settings point at, as a message names it."""
+    if settings.database_url:
+        return f"schema '{settings.database_schema}'"
+    return os.path.abspath(settings.data_dir)
+
+
+async def stored_version(settings: Settings) -> int | None:
+    """The version of the tables of the database the settings point at, None if there is none; read without
+    creating or changing anything (``migrate`` tells what it then did)."""
     from openkvs.storage.base import StorageError
 
-    hint = "'openkvs serve' or 'openkvs migrate' creates one; or give --data-dir or --database-url"
     if not settings.database_url:
+        import sqlite3
+
         from openkvs.storage.sqlite import DB_NAME
 
-        folder = os.path.abspath(settings.data_dir)
-        if not os.path.exists(os.path.join(folder, DB_NAME)):
-            raise click.ClickException(f"There is no openkvs database in {folder} ({hint}).")
-        return
+        path = os.path.join(os.path.abspath(settings.data_dir), DB_NAME)
+        if not os.path.exists(path):
+            return None
+        try:  # a damaged file: opening the storage says so, in its words
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error:
+            return 0
     import asyncpg
 
     try:
@@ -111,13 +141,12 @@ async def need_database(settings: Settings) -> None:
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise StorageError(f"PostgreSQL at {settings.database_url}: {exc}") from None
     try:
-        found = await conn.fetchval(
-            "SELECT to_regclass($1) IS NOT NULL", f'"{settings.database_schema}".schema_version'
-        )
+        table = f'"{settings.database_schema}".schema_version'
+        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+            return None
+        return int(await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {table}"))
     finally:
         await conn.close()
-    if not found:
-        raise click.ClickException(f"There is no openkvs database in schema '{settings.database_schema}' ({hint}).")
 
 
 def load_settings(**overrides: Any) -> Settings:

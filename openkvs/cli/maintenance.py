@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-from openkvs.cli.common import load_settings, run, setting_options, storage_options, use
+from openkvs.cli.common import (
+    load_settings,
+    run,
+    setting_options,
+    storage_options,
+    use,
+    version_found,
+    where,
+)
 from openkvs.config import SETTINGS, markdown_table
 from openkvs.storage.base import Storage
 
@@ -64,13 +72,20 @@ def blobs_migrate(to: str, **flags: Any) -> None:
 @click.command()
 @storage_options
 def migrate(**flags: Any) -> None:
-    """Create or upgrade the database (also done at every start)."""
+    """Create or upgrade the database (also done at every start), and say which it did."""
 
-    async def work(storage: Any) -> None:
-        await storage.migrate()
+    async def work(storage: Any) -> int:
+        return int(await storage.migrate())
 
-    run(load_settings(**flags), work)
-    click.echo("schema is current")
+    settings = load_settings(**flags)
+    before = version_found(settings)
+    after = run(settings, work)
+    if before is None:
+        click.echo(f"created the database at version {after} in {where(settings)}")
+    elif before < after:
+        click.echo(f"upgraded the database in {where(settings)} from version {before} to {after}")
+    else:
+        click.echo(f"the database in {where(settings)} is already current (version {after})")
 
 
 @click.command()

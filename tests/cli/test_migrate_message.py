@@ -1,0 +1,80 @@
+"""``openkvs migrate`` says what it did: created the database, upgraded it from one version to another, or found it
+current (issue 13: it said "schema is current" after creating one). Run as a user runs it, on SQLite and on a
+PostgreSQL schema of the test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATABASE_URL, postgres_reachable, unavailable
+from tests.storage.conftest import UNDO_TOTALS_SQLITE
+
+
+def openkvs_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENKVS_", "AWS_"))}
+    out = subprocess.run([sys.executable, "-m", "openkvs", *args], capture_output=True, text=True, timeout=120,
+                         env=clean)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_sqlite_migrate_says_created_upgraded_or_current(tmp_path: Path) -> None:
+    from openkvs.storage.sqlite import TABLES_VERSION
+
+    data = tmp_path / "data"
+    where = str(data.resolve())
+    first = openkvs_cli("migrate", "--data-dir", str(data))
+    assert first.stdout == f"created the database at version {TABLES_VERSION} in {where}\n"
+    again = openkvs_cli("migrate", "--data-dir", str(data))
+    assert again.stdout == f"the database in {where} is already current (version {TABLES_VERSION})\n"
+
+    with sqlite3.connect(data / "openkvs.sqlite3") as db:  # back to the version before the last upgrade
+        db.executescript(UNDO_TOTALS_SQLITE + f"PRAGMA user_version = {TABLES_VERSION - 1};")
+    upgraded = openkvs_cli("migrate", "--data-dir", str(data))
+    assert upgraded.stdout == (
+        f"upgraded the database in {where} from version {TABLES_VERSION - 1} to {TABLES_VERSION}\n"
+    )
+    with sqlite3.connect(data / "openkvs.sqlite3") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == TABLES_VERSION
+
+
+@pytest.mark.postgres
+def test_postgres_migrate_says_created_upgraded_or_current() -> None:
+    if not postgres_reachable():
+        unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import asyncpg
+
+    from openkvs.storage.postgres import TABLES_VERSION
+
+    schema = "t_" + secrets.token_hex(6)
+    flags = ("--database-url", DATABASE_URL, "--database-schema", schema)
+
+    async def sql(statement: str) -> None:
+        conn = await asyncpg.connect(DATABASE_URL, server_settings={"search_path": f'"{schema}"'})
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    try:
+        first = openkvs_cli("migrate", *flags)
+        assert first.stdout == f"created the database at version {TABLES_VERSION} in schema '{schema}'\n"
+        again = openkvs_cli("migrate", *flags)
+        assert again.stdout == f"the database in schema '{schema}' is already current (version {TABLES_VERSION})\n"
+        # back to the version before the last migration (11: each dataset's largest item)
+        asyncio.run(sql(f"ALTER TABLE dataset_counts DROP COLUMN max_item; "
+                        f"UPDATE schema_version SET version = {TABLES_VERSION - 1}"))
+        upgraded = openkvs_cli("migrate", *flags)
+        assert upgraded.stdout == (
+            f"upgraded the database in schema '{schema}' from version {TABLES_VERSION - 1} to {TABLES_VERSION}\n"
+        )
+    finally:
+        asyncio.run(sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
