@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from openkvs.plural import counted
 from openkvs.storage.ids import new_id
 from openkvs.storage.sqlite.check import check
 from openkvs.storage.sqlite.tables import DB_NAME
@@ -68,7 +69,7 @@ def backup(data_dir: Path, dest: Path, echo: Callable[[str], None] = print) -> s
         try:
             live.backup(copy)  # pages=-1: the whole database in one step, as of one moment
             paths = [p for (p,) in copy.execute("SELECT path FROM records WHERE path IS NOT NULL")]
-            echo(f"database copied; copying {len(paths)} record files")
+            echo(f"database copied; copying {counted(len(paths), 'record file')}")
             renewed = time.monotonic()
             for i, rel in enumerate(paths):
                 target = partial / "blobs" / rel

@@ -18,6 +18,7 @@ from openkvs.cli.common import (
     where,
 )
 from openkvs.config import SETTINGS, markdown_table
+from openkvs.plural import counted
 from openkvs.storage.base import Storage
 
 
@@ -43,13 +44,14 @@ def blobs_fsck(fix: bool, **flags: Any) -> None:
 
     report = use(load_settings(**flags), work)
     for blob_id, size in report.orphans:
-        click.echo(f"orphan object: blob {blob_id}, {size} bytes{' (deleted)' if report.deleted else ''}")
+        click.echo(f"orphan object: blob {blob_id}, {counted(size, 'byte')}{' (deleted)' if report.deleted else ''}")
     for line in report.missing:
         click.echo(line)
     click.echo(
-        f"{report.objects} objects, {report.records_in_bucket} records in the bucket; {len(report.orphans)} orphans"
+        f"{counted(report.objects, 'object')}, {counted(report.records_in_bucket, 'record')} in the bucket; "
+        f"{counted(len(report.orphans), 'orphan')}"
         f"{f' ({report.deleted} deleted)' if report.deleted else ''}, "
-        f"{len(report.missing)} records without their object"
+        f"{counted(len(report.missing), 'record')} without their object"
     )
     if report.missing or (report.orphans and not report.deleted):
         raise click.ClickException("problems found")
@@ -66,7 +68,8 @@ def blobs_migrate(to: str, **flags: Any) -> None:
         return await _with_bucket(storage).move_record_bytes(to)
 
     done = use(load_settings(**flags), work)
-    click.echo(f"moved {done.moved} records ({done.moved_bytes} bytes) to the {to}; {done.skipped} written meanwhile")
+    click.echo(f"moved {counted(done.moved, 'record')} ({counted(done.moved_bytes, 'byte')}) to the {to}; "
+               f"{done.skipped} written meanwhile")
 
 
 @click.command()
@@ -129,7 +132,7 @@ def check(fix: bool, **flags: Any) -> None:
     for line in problems:
         click.echo(line)
     if problems:
-        raise click.ClickException(f"{len(problems)} problem(s) found")
+        raise click.ClickException(f"{counted(len(problems), 'problem')} found")
     click.echo(f"ok: {summary}")
 
 

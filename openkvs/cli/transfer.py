@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from openkvs.plural import counted
+
 
 def _client_options(f: Callable[..., Any]) -> Callable[..., Any]:
     from openkvs.client import DEFAULT_URL, TOKEN_VARIABLES, URL_VARIABLES  # (client.http imports httpx)
@@ -70,8 +72,8 @@ def download(store: str, output: Path | None, prefix: str | None, collection: st
             client, store, out, prefix=prefix, collection=collection, say=_say,
             progress=lambda label, total, already: Progress(label, total, already, quiet=quiet),
         )
-    kept = f", {done.kept} bytes of them from an earlier attempt" if done.kept else ""
-    click.echo(f"{done.path}: {done.entries} records, {done.size} bytes{kept}; checked")
+    kept = f", {counted(done.kept, 'byte')} of them from an earlier attempt" if done.kept else ""
+    click.echo(f"{done.path}: {counted(done.entries, 'record')}, {counted(done.size, 'byte')}{kept}; checked")
 
 
 def _report(summary: Any) -> None:
@@ -80,7 +82,7 @@ def _report(summary: Any) -> None:
         for line in summary.failed[:20]:
             click.echo(f"  {line}", err=True)
         raise click.ClickException(
-            f"{len(summary.failed)} files were not uploaded (run the command again to retry them)"
+            f"{counted(len(summary.failed), 'file')} not uploaded (run the command again to retry)"
         )
 
 
@@ -140,7 +142,7 @@ def import_(path: Path, store: str | None, jobs: int, url: str, token: str | Non
                 click.echo(f"  {line}", err=True)
             failed += len(summary.failed)
     if failed:
-        raise click.ClickException(f"{failed} records were not imported (run the command again to retry them)")
+        raise click.ClickException(f"{counted(failed, 'record')} not imported (run the command again to retry)")
 
 
 @click.command("export")
@@ -163,8 +165,8 @@ def export_(store: str, folder: Path, jobs: int, url: str, token: str | None, qu
             client, store, folder, jobs=jobs,
             progress=lambda label, total, done: Progress(label, total, done, quiet=quiet),
         )
-    click.echo(f"{written}: {summary.uploaded} records ({summary.uploaded_bytes} bytes)")
+    click.echo(f"{written}: {counted(summary.uploaded, 'record')} ({counted(summary.uploaded_bytes, 'byte')})")
     if summary.failed:
         for line in summary.failed[:20]:
             click.echo(f"  {line}", err=True)
-        raise click.ClickException(f"{len(summary.failed)} records were not exported")
+        raise click.ClickException(f"{counted(len(summary.failed), 'record')} not exported")

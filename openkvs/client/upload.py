@@ -28,6 +28,7 @@ from openkvs import rules
 from openkvs.client.http import ClientError, record_path, request, store_path
 from openkvs.client.progress import Progress
 from openkvs.client.zipcheck import crc32
+from openkvs.plural import counted
 
 SEPARATOR = "!"  # what "/" in a relative path becomes in a key
 _OPENKVS_ETAG = re.compile(r'"([0-9a-f]{8})-([0-9a-f]+)-')  # crc32-decodedsize-...: see api/records.py _etag
@@ -50,7 +51,8 @@ class Summary:
     failed: list[str] = field(default_factory=list)
 
     def line(self) -> str:
-        text = f"uploaded {self.uploaded} files ({self.uploaded_bytes} bytes), {self.skipped} identical skipped"
+        text = (f"uploaded {counted(self.uploaded, 'file')} ({counted(self.uploaded_bytes, 'byte')}), "
+                f"{self.skipped} identical skipped")
         return text + (f", {len(self.failed)} failed" if self.failed else "")
 
 

@@ -40,7 +40,7 @@ def test_upload_stores_every_file_then_skips_the_identical_ones(shared_server: A
         assert types["page-01.html"].startswith("text/html") and types["blob.bin.gz"] == "application/octet-stream"
     (tmp_path / "site" / "notes.txt").write_text("hellO")  # same size, other bytes: the CRC tells
     again = run(shared_server, "upload", str(tmp_path / "site"), "~up-site", "--prefix", "v1-")
-    assert "uploaded 1 files (5 bytes), 33 identical skipped" in again.stdout
+    assert "uploaded 1 file (5 bytes), 33 identical skipped" in again.stdout
     with shared_server.client() as c:
         assert c.get("/v2/key-value-stores/~up-site/records/v1-notes.txt").content == b"hellO"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncpg
 from asyncpg import exceptions as pgx
 
+from ...plural import counted
 from .. import totals
 from ..base import StorageUnavailable
 from .connections import CONNECTION_ERRORS
@@ -95,8 +96,8 @@ async def check(dsn: str, namespace: str) -> tuple[list[str], str]:
     finally:
         await conn.close()
     return problems, (
-        f"PostgreSQL schema {namespace!r} at version {version}; chunks of {count} records add up; record counts agree, "
-        "and the stores' ZIP totals; "
+        f"PostgreSQL schema {namespace!r} at version {version}; chunks of {counted(count, 'record')} add up; "
+        "record counts agree, and the stores' ZIP totals; "
         "kept ZIP headers agree"
     )
 

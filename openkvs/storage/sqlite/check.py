@@ -12,6 +12,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from ...plural import counted
 from .. import totals
 from ..base import StorageDamaged
 from ..totals import Totals
@@ -100,10 +101,11 @@ def check(data_dir: Path) -> tuple[list[str], str]:
         return problems, ""
     finally:
         conn.close()
-    in_bucket = f", {objects} records in a bucket (openkvs blobs fsck checks them)" if objects else ""
+    in_bucket = f", {counted(objects, 'record')} in a bucket (openkvs blobs fsck checks them)" if objects else ""
     return problems, (
-        f"{db}: integrity_check ok; {files} record files and {inline} inline records checked{in_bucket}; "
-        f"record counts agree, and the stores' ZIP totals; {heads} kept ZIP headers checked"
+        f"{db}: integrity_check ok; {counted(files, 'record file')} and {counted(inline, 'inline record')} checked"
+        f"{in_bucket}; "
+        f"record counts agree, and the stores' ZIP totals; {counted(heads, 'kept ZIP header')} checked"
     )
 
 
