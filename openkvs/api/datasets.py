@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from openkvs import access, dataset_schema, errors, signing
+from openkvs import access, console, dataset_schema, errors, signing
 from openkvs.access import DATASETS, Access
 from openkvs.api import export, items
 from openkvs.api.common import DATASET_PUSH, json_response, public_base, read_json_bytes, state
@@ -68,7 +68,7 @@ def dataset_json(request: Request, store: Store, right: Access, info: DatasetInf
         "schema": store.schema,
         "actId": None,
         "actRunId": None,
-        "consoleUrl": f"{base}/v2/datasets/{store.id}",
+        "consoleUrl": console.url_of(base, "datasets", store.id),
         "itemsPublicUrl": items_public_url(request, store),
         "generalAccess": store.general_access,
         "stats": {

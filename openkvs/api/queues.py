@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from openkvs import access, errors
+from openkvs import access, console, errors
 from openkvs.access import Access
 from openkvs.api import queue_input as qi
 from openkvs.api.common import (
@@ -71,7 +71,7 @@ def queue_json(request: Request, store: Store, counts: sq.QueueCounts, *, listed
         },
     }
     if not listed:
-        out["consoleUrl"] = f"{public_base(request)}/v2/request-queues/{store.id}"
+        out["consoleUrl"] = console.url_of(public_base(request), "request-queues", store.id)
     return out
 
 

@@ -85,3 +85,9 @@ async def page(request: Request) -> Response:
 async def to_console(request: Request) -> Response:
     """GET / and /console: the console's address."""
     return RedirectResponse(PREFIX, status_code=302, headers=HEADERS)
+
+
+def url_of(base: str, kind: str, resource_id: str) -> str:
+    """Where the console shows one resource (the ``consoleUrl`` of datasets and request queues): ``kind`` is the path
+    of its kind's pages (static/js/kinds/), routed by the URL's fragment (static/js/main.js)."""
+    return f"{base}{PREFIX}#/{kind}/{resource_id}"

@@ -48,7 +48,7 @@ def test_push_one_object_or_an_array_and_read_back(shared_server):
         got = c.get(f"/v2/datasets/{ds['id']}").json()["data"]
         assert got["itemCount"] == 4 and got["cleanItemCount"] == 3
         assert got["fields"] == ["a", "é", "b", "#h", "z", "big"]
-        assert got["consoleUrl"].endswith(f"/v2/datasets/{ds['id']}")
+        assert got["consoleUrl"].endswith(f"/console/#/datasets/{ds['id']}")
         assert got["modifiedAt"] >= ds["modifiedAt"]
 
 

@@ -53,7 +53,7 @@ def test_queue_object(shared_server: Server) -> None:
         assert q["name"] == "rq-object" and len(q["id"]) == 17
         assert (q["totalRequestCount"], q["handledRequestCount"], q["pendingRequestCount"]) == (0, 0, 0)
         assert q["hadMultipleClients"] is False
-        assert q["consoleUrl"].endswith(f"/v2/request-queues/{q['id']}")
+        assert q["consoleUrl"].endswith(f"/console/#/request-queues/{q['id']}")
         assert set(q["stats"]) >= {"readCount", "writeCount", "deleteCount", "headItemReadCount", "storageBytes"}
         again = c.post(Q, params={"name": "rq-object"})
         assert again.status_code == 200 and again.json()["data"]["id"] == q["id"]

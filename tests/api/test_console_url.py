@@ -1,0 +1,28 @@
+"""A dataset's and a request queue's ``consoleUrl`` opens that resource in openkvs's web console (issue 13: they
+pointed at the API's JSON), as Apify's point at its console: the console's page, with the fragment its router reads
+(#/KIND/ID, openkvs/console/static/js/main.js) naming a kind the console has pages for."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.conftest import Server
+
+
+@pytest.mark.parametrize("kind", ["datasets", "request-queues"])
+def test_console_url_opens_the_resource_in_the_console(sqlite_server: Server, kind: str) -> None:
+    with sqlite_server.client() as c:
+        created = c.post(f"/v2/{kind}", params={"name": f"console-url-{kind}"})
+        assert created.status_code == 201, created.text
+        resource = created.json()["data"]
+        got = c.get(f"/v2/{kind}/{resource['id']}").json()["data"]
+        assert resource["consoleUrl"] == got["consoleUrl"] == f"{sqlite_server.url}/console/#/{kind}/{resource['id']}"
+        page = c.get(got["consoleUrl"])  # what a browser fetches: the address without its fragment
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "main.js" in page.text
+        # the fragment's first part is a kind the console routes to
+        router = c.get(f"/console/js/kinds/{kind}.js")
+        assert router.status_code == 200 and f'path: "{kind}"' in router.text
