@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -34,3 +35,15 @@ def test_unit_is_hardened_and_waits_for_open_requests() -> None:
     for needed in ("DynamicUser=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/openkvs", "NoNewPrivileges=yes",
                    "KillMode=mixed", "Environment=OPENKVS_SHUTDOWN_TIMEOUT=60", "TimeoutStopSec=75"):
         assert needed in lines
+
+
+def test_install_line_installs_from_a_checkout_with_the_lock() -> None:
+    # openkvs is not on PyPI: `pip install openkvs` would fetch someone else's package, or nothing (issue 13)
+    line = next(li for li in UNIT.read_text().splitlines() if li.startswith("#") and "pip install" in li)
+    args = shlex.split(line.split("pip install", 1)[1])
+    constraints = args[args.index("-c") + 1] if "-c" in args else None
+    assert constraints == "requirements.lock", line  # the versions the tests passed with, as `make run`
+    assert (UNIT.parent.parent / constraints).is_file()
+    targets = [a for a in args if not a.startswith("-") and a != constraints]
+    assert targets == ["."], line  # the checkout itself
+    assert (UNIT.parent.parent / "pyproject.toml").is_file()
