@@ -31,6 +31,8 @@ HELP = """Your own server for Apify's storage API, and a client for it.
 On the server's machine (they find the storage with --data-dir or --database-url):
   openkvs serve                     start the server (creates the database on its first start)
   openkvs users|tokens|grants|stores ...   administer it
+  openkvs migrate|check|backup|restore|blobs ...   maintain it
+  openkvs settings                  every setting of serve, with its environment variable
 \b
 From anywhere (they find the server with --url and --token, or OPENKVS_URL and OPENKVS_TOKEN):
   openkvs download STORE            the store as one ZIP file, resumable

@@ -19,7 +19,7 @@ def users() -> None:
 @click.argument("name")
 @storage_options
 def users_create(name: str, **flags: Any) -> None:
-    """Create user NAME and print a new API token for it (alone, on the last line)."""
+    """Create user NAME and print an API token for it. The token is alone on the last line."""
     from openkvs.storage.base import UsernameTaken
 
     if not rules.USERNAME.ok(name):
@@ -83,7 +83,7 @@ def tokens_create(name: str, **flags: Any) -> None:
 @click.argument("name", required=False)
 @storage_options
 def tokens_list(name: str | None, **flags: Any) -> None:
-    """List the API tokens (of user NAME): user, created, and an ID (the start of the token's SHA-256; the
+    """List the API tokens, of user NAME or all. User, created, and an ID (the start of the token's SHA-256; the
     tokens themselves are not kept, only their hashes)."""
 
     async def work(storage: Any) -> list[Any]:
@@ -97,7 +97,7 @@ def tokens_list(name: str | None, **flags: Any) -> None:
 @click.argument("token")
 @storage_options
 def tokens_revoke(token: str, **flags: Any) -> None:
-    """Revoke TOKEN (running servers stop accepting it within a few seconds)."""
+    """Revoke TOKEN. Running servers stop accepting it within a few seconds."""
 
     async def work(storage: Any) -> bool:
         from openkvs import auth
@@ -132,7 +132,7 @@ _KIND_NAMES = {"kvs": "key-value store", "dataset": "dataset", "queue": "request
 
 @click.group()
 def grants() -> None:
-    """Share a store, dataset or request queue with another user (read, or read and write)."""
+    """Share a store, dataset or queue with a user. Read only, or read and write."""
 
 
 @grants.command("add")
@@ -198,14 +198,14 @@ def grants_remove(store: str, username: str, **flags: Any) -> None:
 
 @click.group()
 def stores() -> None:
-    """Administer stores."""
+    """Administer key-value stores (not datasets or request queues)."""
 
 
 @stores.command("list")
 @click.option("--user", "username", help="Only the stores this user owns.")
 @storage_options
 def stores_list(username: str | None, **flags: Any) -> None:
-    """List the stores: ID, OWNER~NAME, bytes stored, last modified."""
+    """List the key-value stores. ID, OWNER~NAME, bytes stored, last modified."""
 
     async def work(storage: Any) -> list[Any]:
         found = []
@@ -256,7 +256,7 @@ def stores_delete(store: str, yes: bool, **flags: Any) -> None:
 @click.argument("store")
 @storage_options
 def stores_rotate(store: str, **flags: Any) -> None:
-    """Give STORE a new URL-signing key: every signed URL made before stops working."""
+    """Give STORE a new URL-signing key. Every signed URL made before stops working."""
 
     async def work(storage: Any) -> None:
         from openkvs import auth
@@ -265,4 +265,4 @@ def stores_rotate(store: str, **flags: Any) -> None:
         await storage.update_store(s.id, {"url_signing_secret_key": auth.new_signing_key()})
 
     use(load_settings(**flags), work)
-    click.echo("rotated")
+    click.echo(f"{store} has a new URL-signing key: the signed URLs made before no longer work")

@@ -24,7 +24,7 @@ from openkvs.storage.base import Storage
 
 @click.group()
 def blobs() -> None:
-    """Record bytes in a bucket (--blob-store, with --database-url or --data-dir): check, move."""
+    """Record bytes in a bucket: check, move. They need --blob-store (with --database-url or --data-dir)."""
 
 
 def _with_bucket(storage: Storage) -> Storage:
@@ -37,7 +37,7 @@ def _with_bucket(storage: Storage) -> Storage:
 @click.option("--fix", is_flag=True, help="Delete the objects that no record, garbage row or upload names.")
 @storage_options
 def blobs_fsck(fix: bool, **flags: Any) -> None:
-    """Compare the bucket with the database: objects without metadata (orphans; --fix deletes them) and records
+    """Compare the bucket with the database. Lists objects without metadata (orphans; --fix deletes them) and records
     whose object is missing or of the wrong size. Exit status 1 if anything is wrong (and not fixed)."""
     async def work(storage: Any) -> Any:
         return await _with_bucket(storage).check_bucket(fix=fix)
@@ -62,7 +62,7 @@ def blobs_fsck(fix: bool, **flags: Any) -> None:
               help="bucket: records above --blob-inline-max go to the bucket; database: every record comes back.")
 @storage_options
 def blobs_migrate(to: str, **flags: Any) -> None:
-    """Move existing record bytes between the database and the bucket, while servers run. A record written
+    """Move record bytes to the bucket or back. While servers run: a record written
     meanwhile keeps its new bytes; an interrupted run is resumed by running it again."""
     async def work(storage: Any) -> Any:
         return await _with_bucket(storage).move_record_bytes(to)
@@ -75,7 +75,7 @@ def blobs_migrate(to: str, **flags: Any) -> None:
 @click.command()
 @storage_options
 def migrate(**flags: Any) -> None:
-    """Create or upgrade the database (also done at every start), and say which it did."""
+    """Create or upgrade the database, and say which. Every start of the server does it too."""
 
     async def work(storage: Any) -> int:
         return int(await storage.migrate())
@@ -92,13 +92,14 @@ def migrate(**flags: Any) -> None:
 
 
 @click.command()
-@click.option("--fix", is_flag=True, help="Set the stores' record counts that are wrong (servers may run), then check.")
+@click.option("--fix", is_flag=True,
+              help="Set the stores' record counts and ZIP totals that are wrong (servers may run), then check.")
 @storage_options
 def check(fix: bool, **flags: Any) -> None:
     """Verify the storage without changing it. SQLite: integrity_check, and every record's file present with its
     size. PostgreSQL: connection, schema version, every record's chunks adding up to its size. Both: every store's
-    record count. Prints one line per problem; exit status 1 if there is any. --fix first sets the wrong record
-    counts (the one thing it can repair)."""
+    record count and ZIP totals, and every record's kept ZIP header. Prints one line per problem; exit status 1 if
+    there is any. --fix first sets the wrong record counts and ZIP totals (the one thing it can repair)."""
     from openkvs.storage.base import StorageError
 
     settings = load_settings(**flags)
@@ -140,9 +141,9 @@ def check(fix: bool, **flags: Any) -> None:
 @click.argument("dest", type=click.Path(file_okay=False))
 @storage_options
 def backup_cmd(dest: str, **flags: Any) -> None:
-    """Back the SQLite data dir up into the new folder DEST, consistently, while a server runs and writes: the
-    database (SQLite's online backup API) and the record files it names, then verified. PostgreSQL: use pg_dump
-    (README: Backup)."""
+    """Copy a SQLite data dir into DEST while a server runs. DEST is a new folder; the copy is consistent while
+    the server writes: the database (SQLite's online backup API) and the record files it names, then verified.
+    PostgreSQL: use pg_dump (README: Backup)."""
     from pathlib import Path
 
     from openkvs.backup import BackupError, backup
@@ -161,7 +162,7 @@ def backup_cmd(dest: str, **flags: Any) -> None:
 @click.argument("src", type=click.Path(file_okay=False, exists=True))
 @setting_options("data_dir")
 def restore_cmd(src: str, **flags: Any) -> None:
-    """Restore the backup SRC (made by openkvs backup) into --data-dir, which must be new or empty. Start the
+    """Copy a backup into a new data dir. SRC (made by openkvs backup) goes into --data-dir, new or empty. Start the
     server on it afterwards; it is verified before and after the copy."""
     from pathlib import Path
 

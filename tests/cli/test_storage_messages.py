@@ -1,6 +1,6 @@
-"""``openkvs migrate`` says what it did: created the database, upgraded it from one version to another, or found it
-current (issue 13: it said "schema is current" after creating one). Run as a user runs it, on SQLite and on a
-PostgreSQL schema of the test's own."""
+"""What the commands on the storage say they did, run as a user runs them (issue 13). ``openkvs migrate``: created
+the database, upgraded it from one version to another, or found it current (it said "schema is current" after
+creating one), on SQLite and on a PostgreSQL schema of the test's own."""
 
 from __future__ import annotations
 
@@ -78,3 +78,24 @@ def test_postgres_migrate_says_created_upgraded_or_current() -> None:
         )
     finally:
         asyncio.run(sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+def test_rotating_a_signing_key_says_which_store_and_what_it_means(tmp_path: Path) -> None:
+    from openkvs.storage.sqlite import SQLiteStorage
+
+    data = tmp_path / "data"
+
+    async def make_store() -> str:
+        async with SQLiteStorage(data, background=False) as st:
+            user = await st.create_user("ann")
+            return (await st.create_store(user.id, "shots", None, "k" * 32)).id
+
+    store_id = asyncio.run(make_store())
+    out = openkvs_cli("stores", "rotate-signing-key", "ann~shots", "--data-dir", str(data))
+    assert out.stdout == "ann~shots has a new URL-signing key: the signed URLs made before no longer work\n"
+
+    async def key() -> str:
+        async with SQLiteStorage(data, background=False) as st:
+            return (await st.get_store(store_id)).url_signing_secret_key  # type: ignore[union-attr]
+
+    assert asyncio.run(key()) != "k" * 32
