@@ -34,3 +34,35 @@ def test_every_command_is_in_the_readme() -> None:
             assert f"openkvs {name}" in README, name
         result = CliRunner().invoke(main, [name, "--help"])
         assert result.exit_code == 0 and result.output.strip()
+
+
+
+ROOT = Path(__file__).parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# where a path in a document may start: the repository, or (in docs/scaling.md's lists of modules) the package
+PLACES = [ROOT, ROOT / "openkvs", ROOT / "openkvs" / "storage"]
+
+
+def _named_files(doc: Path) -> list[tuple[str, list[Path]]]:
+    """The repository's files a document names, each with the places it may be: its relative links, code spans that
+    are a path (a / and a file's suffix), and any *.md name (issue 13: "contract: `API-datasets.md`", a file that
+    is not in the repository)."""
+    import re
+
+    text = doc.read_text()
+    named = [(link, [doc.parent / link.split("#")[0]]) for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)]
+    for span in re.findall(r"`([^`\s]+)`", text):
+        if re.fullmatch(r"[\w-]+(/[\w.-]+)+\.(py|md|sh|toml|json|lock|service)", span):
+            named.append((span, [place / span for place in PLACES]))
+    for name in re.findall(r"(?<![\w/.:-])([\w-]+\.md)\b", text):
+        named.append((name, [doc.parent / name, ROOT / name]))
+    return named
+
+
+def test_the_files_the_docs_name_are_in_the_repository() -> None:
+    missing = [(doc.name, name) for doc in DOCS for name, places in _named_files(doc)
+               if not any(p.exists() for p in places)]
+    assert not missing, missing
+    # the extraction finds what it should: a silent regex would pass on nothing
+    names = {name for doc in DOCS for name, _ in _named_files(doc)}
+    assert {"deploy/openkvs.service", "docs/sdk.md", "tests/compat/test_sdk.py", "BENCHMARKS.md"} <= names, names
