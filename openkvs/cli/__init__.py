@@ -74,12 +74,16 @@ def serve(**flags: Any) -> None:
         return await _first_user(storage)
 
     token = _run(settings, prepare)
-    where = f"http://{settings.host}:{settings.port}"
-    backend = "PostgreSQL" if settings.database_url else f"SQLite in {os.path.abspath(settings.data_dir)}"
+    where = f"http://{f'[{settings.host}]' if ':' in settings.host else settings.host}:{settings.port}"
+    if settings.database_url:
+        backend = f"PostgreSQL, schema '{settings.database_schema}'"
+    else:
+        backend = f"SQLite in {os.path.abspath(settings.data_dir)}"
     if settings.blob_store:
         backend += f", bytes above {settings.blob_inline_max} in {settings.blob_store}"
     click.echo(f"openkvs {where} (storage: {backend}, workers: {settings.workers})")
-    click.echo(f"Web console: {where}/console/ (sign in with an API token)")
+    # behind a proxy (--public-url) the console is where browsers reach the server, as the API's own URLs
+    click.echo(f"Web console: {(settings.public_url or where).rstrip('/')}/console/ (sign in with an API token)")
     if token:
         click.echo(f"\nCreated user '{DEFAULT_USER}'. Its API token (shown only now, keep it):\n\n  {token}\n")
         click.echo("Try it:\n")
