@@ -39,7 +39,8 @@ From anywhere (they find the server with --url and --token, or OPENKVS_URL and O
   openkvs upload DIR STORE          a folder's files as records
   openkvs import PATH | export STORE DIR    Crawlee / Apify CLI local storage
 
-STORE is a store's ID, ~NAME (the caller's store of that name) or USER~NAME.
+STORE is a store's ID, USER~NAME, or ~NAME: the caller's store of that name (in the commands on the server's machine,
+the one store of that name, whoever owns it).
 """
 
 

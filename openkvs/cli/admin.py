@@ -121,8 +121,16 @@ async def _store(storage: Any, ref: str, any_kind: bool = False) -> Any:
     if len(stores) > 1:
         names = ", ".join(f"the {_KIND_NAMES[s.kind]} {s.username}~{s.name} ({s.id})" for s in stores)
         raise click.ClickException(f"'{ref}' could be any of {names}: give its ID or OWNER~NAME.")
+    if not stores and not any_kind:  # a dataset or queue named where a key-value store is meant: say which it is
+        others = [s for kind in access.KINDS if kind != access.STORES for u in owners
+                  if (s := await access.find(storage, kind, ref, owner=u)) is not None]
+        if others:
+            raise click.ClickException(
+                f"'{ref}' is a {_KIND_NAMES[others[0].kind]}, not a key-value store: 'openkvs stores' handles "
+                "key-value stores only (the API and the web console handle datasets and request queues)."
+            )
     if not stores:
-        what = "store, dataset or request queue" if any_kind else "store"
+        what = "key-value store, dataset or request queue" if any_kind else "key-value store"
         raise click.ClickException(f"There is no {what} '{ref}' (give an ID, OWNER~NAME or ~NAME).")
     return stores[0]
 

@@ -99,3 +99,28 @@ def test_rotating_a_signing_key_says_which_store_and_what_it_means(tmp_path: Pat
             return (await st.get_store(store_id)).url_signing_secret_key  # type: ignore[union-attr]
 
     assert asyncio.run(key()) != "k" * 32
+
+
+def test_a_dataset_named_to_the_stores_commands_is_called_a_dataset(tmp_path: Path) -> None:
+    from openkvs.storage.base import DATASET
+    from openkvs.storage.sqlite import SQLiteStorage
+
+    data = tmp_path / "data"
+
+    async def make_dataset() -> None:
+        async with SQLiteStorage(data, background=False) as st:
+            user = await st.create_user("ann")
+            await st.create_store(user.id, "products", None, "k" * 32, kind=DATASET)
+
+    asyncio.run(make_dataset())
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENKVS_", "AWS_"))}
+    out = subprocess.run([sys.executable, "-m", "openkvs", "stores", "delete", "~products", "--yes", "--data-dir",
+                          str(data)], capture_output=True, text=True, timeout=120, env=clean)
+    assert out.returncode == 1
+    assert out.stderr == (
+        "Error: '~products' is a dataset, not a key-value store: 'openkvs stores' handles key-value stores only (the "
+        "API and the web console handle datasets and request queues).\n"
+    )
+    missing = subprocess.run([sys.executable, "-m", "openkvs", "stores", "delete", "~nothing", "--yes", "--data-dir",
+                              str(data)], capture_output=True, text=True, timeout=120, env=clean)
+    assert missing.stderr == "Error: There is no key-value store '~nothing' (give an ID, OWNER~NAME or ~NAME).\n"
