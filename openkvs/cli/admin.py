@@ -8,6 +8,7 @@ import click
 
 from openkvs import rules  # (auth and sharing, for the storage's commands only, are imported by them)
 from openkvs.cli.common import load_settings, storage_options, use
+from openkvs.plural import counted
 
 
 @click.group()
@@ -250,7 +251,8 @@ def stores_delete(store: str, yes: bool, **flags: Any) -> None:
     st = use(settings, find)
     label = f"{st.username}~{st.name}" if st.name else st.id
     if not yes:
-        click.confirm(f"Delete {label} ({st.id}, {st.stats.storage_bytes} bytes) and all its records?", abort=True)
+        click.confirm(f"Delete {label} ({st.id}, {counted(st.stats.storage_bytes, 'byte')}) and all its records?",
+                      abort=True)
 
     async def work(storage: Any) -> bool:
         return bool(await storage.delete_store(st.id))

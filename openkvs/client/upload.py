@@ -104,8 +104,8 @@ def plan(root: Path, prefix: str = "") -> list[Item]:
     if bad:
         shown = "\n  ".join(bad[:50]) + (f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else "")
         raise ClientError(
-            f"{len(bad)} files can't be records (a key has at most 256 letters, digits and !_.'()- ; '/' becomes "
-            f"'{SEPARATOR}'; no two files may give the same key); nothing was uploaded:\n  {shown}"
+            f"{counted(len(bad), 'file')} can't be records (a key has at most 256 letters, digits and !_.'()- ; "
+            f"'/' becomes '{SEPARATOR}'; no two files may give the same key); nothing was uploaded:\n  {shown}"
         )
     return sorted(items, key=lambda i: i.key)
 
