@@ -104,7 +104,7 @@ def plan(root: Path, prefix: str = "") -> list[Item]:
     if bad:
         shown = "\n  ".join(bad[:50]) + (f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else "")
         raise ClientError(
-            f"{counted(len(bad), 'file')} can't be records (a key has at most 256 letters, digits and !_.'()- ; "
+            f"{counted(len(bad), 'file')} can't be stored (a key has at most 256 letters, digits and !_.'()- ; "
             f"'/' becomes '{SEPARATOR}'; no two files may give the same key); nothing was uploaded:\n  {shown}"
         )
     return sorted(items, key=lambda i: i.key)

@@ -126,7 +126,7 @@ def test_a_dataset_named_to_the_stores_commands_is_called_a_dataset(tmp_path: Pa
     assert missing.stderr == "Error: There is no key-value store '~nothing' (give an ID, OWNER~NAME or ~NAME).\n"
 
 
-def test_one_file_that_cant_be_a_record_is_one_file(tmp_path: Path) -> None:
+def test_one_file_that_cant_be_stored_is_one_file(tmp_path: Path) -> None:
     # the files are checked before anything is sent: no server needed
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "with space.txt").write_text("x")
@@ -134,4 +134,4 @@ def test_one_file_that_cant_be_a_record_is_one_file(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "openkvs", "upload", str(tmp_path / "site"), "~s", "--url",
                           "http://127.0.0.1:1", "--token", "t"], capture_output=True, text=True, timeout=120, env=clean)
     assert out.returncode == 1
-    assert out.stderr.startswith("Error: 1 file can't be records"), out.stderr
+    assert out.stderr.startswith("Error: 1 file can't be stored"), out.stderr
