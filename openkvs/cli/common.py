@@ -138,7 +138,7 @@ async def stored_version(settings: Settings) -> int | None:
 
     try:
         conn = await asyncpg.connect(settings.database_url, timeout=10)
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # (a bad URL: the latter)
         raise StorageError(f"PostgreSQL at {settings.database_url}: {exc}") from None
     try:
         table = f'"{settings.database_schema}".schema_version'

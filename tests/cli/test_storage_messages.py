@@ -135,3 +135,13 @@ def test_one_file_that_cant_be_stored_is_one_file(tmp_path: Path) -> None:
                           "http://127.0.0.1:1", "--token", "t"], capture_output=True, text=True, timeout=120, env=clean)
     assert out.returncode == 1
     assert out.stderr.startswith("Error: 1 file can't be stored"), out.stderr
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["users", "list"]])
+def test_a_database_url_that_is_not_postgresql_is_one_line(command: list[str]) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENKVS_", "AWS_"))}
+    out = subprocess.run([sys.executable, "-m", "openkvs", *command, "--database-url", "mysql://db.internal/x"],
+                         capture_output=True, text=True, timeout=120, env=clean)
+    assert out.returncode == 1
+    assert out.stderr.startswith("Error: cannot use the storage: PostgreSQL at mysql://db.internal/x: invalid DSN")
+    assert len(out.stderr.splitlines()) == 1, out.stderr
