@@ -17,6 +17,13 @@ What it adds, all from settings (``--max-header-bytes``, ``--header-timeout``, `
 - 400 for a ``#`` in the request target (``PUT .../records/victim#x`` wrote ``victim``);
 - 501 for a transfer coding other than chunked (``gzip, chunked`` was read as chunked alone).
 
+And one write a response where uvicorn makes two: its ``RequestResponseCycle.send`` writes the status line and
+headers, then the body, each at once: two ``send()`` system calls for a small record's GET, a third of a served GET's
+time by py-spy (BENCHMARKS.md). Each request's cycle gets ``_HeadWithBody`` as its transport, which holds the head
+until the first body write and hands both to the socket together (``writelines``: one ``writev`` on uvloop, as
+nginx does). This relies on the cycle's internals (its ``transport`` attribute, which writes it makes in which
+state): hence the upper bound on uvicorn in pyproject.toml.
+
 Each refusal is the API's JSON error with ``Connection: close``, then a lingering close: the write side is shut
 and whatever the client still sends is read and dropped for a moment, so that it reads the answer rather than a
 connection reset.
@@ -31,7 +38,7 @@ from asyncio import TimerHandle, Transport
 from typing import Any, NamedTuple
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from openkvs import errors, metrics
 from openkvs.config import Settings
@@ -74,6 +81,49 @@ class _Refused(Exception):
 
     def __init__(self, error: errors.ApiError) -> None:
         self.error = error
+
+
+class _HeadWithBody:
+    """The transport as one request's ``RequestResponseCycle`` sees it: the response's head (the cycle's first write
+    once its response has started; a ``100 Continue`` is written before that, and goes through) is held and goes
+    out with the next write, the body's first piece, in one system call. Then the cycle gets the real transport
+    back, so the rest of a long response pays nothing. A 204's or 304's empty body is still a write, of b"". If the
+    cycle closes the connection instead (an error after the head, ``connection: close`` without a body write), the
+    head goes first, as it went before. If the client goes away meanwhile the head is dropped with the cycle
+    (uvicorn writes nothing to a disconnected cycle).
+
+    A streamed response whose first piece is slow to come (a download or export that reads before its first
+    piece) shows its head only with that piece: the client has nothing to read before it anyway. An app that wants
+    its head out at once sends an empty body message with ``more_body=True`` first: that write flushes it."""
+
+    __slots__ = ("_transport", "_cycle", "_head")
+
+    def __init__(self, transport: Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | bytearray | memoryview | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._cycle.transport = self._transport
+            self._transport.writelines((head, data))
+        elif self._cycle.response_started:
+            self._head = data
+        else:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._cycle.transport = self._transport
+            self._transport.write(head)
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, abort (api/download.py), ...: the transport's own
+        return getattr(self._transport, name)
 
 
 class HttpProtocol(HttpToolsProtocol):
@@ -168,7 +218,13 @@ class HttpProtocol(HttpToolsProtocol):
         for name, value in self.headers:
             if name == b"transfer-encoding":
                 self._check_transfer_coding(value)
+        before = self.cycle
         HttpToolsProtocol.on_headers_complete(self)
+        cycle = self.cycle
+        # A new cycle (none on an upgrade) whose task has not run yet. A HEAD's head is never followed by a write
+        # (uvicorn writes no body for it): it goes out at once, as uvicorn sends it.
+        if cycle is not before and cycle is not None and self.scope["method"] != "HEAD":
+            cycle.transport = _HeadWithBody(self.transport, cycle)  # type: ignore[assignment]
 
     @staticmethod
     def _check_transfer_coding(value: bytes) -> None:
