@@ -38,7 +38,7 @@ from asyncio import TimerHandle, Transport
 from typing import Any, NamedTuple
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from openkvs import errors, metrics
 from openkvs.config import Settings
@@ -84,46 +84,49 @@ class _Refused(Exception):
 
 
 class _HeadWithBody:
-    """The transport as one request's ``RequestResponseCycle`` sees it: the response's head (the cycle's first write
-    once its response has started; a ``100 Continue`` is written before that, and goes through) is held and goes
-    out with the next write, the body's first piece, in one system call. Then the cycle gets the real transport
-    back, so the rest of a long response pays nothing. A 204's or 304's empty body is still a write, of b"". If the
-    cycle closes the connection instead (an error after the head, ``connection: close`` without a body write), the
-    head goes first, as it went before. If the client goes away meanwhile the head is dropped with the cycle
-    (uvicorn writes nothing to a disconnected cycle).
+    """The transport as one request's ``RequestResponseCycle`` sees it: the cycle's first write, its response's head,
+    is held and goes out with the next, the body's first piece, in one system call; later writes go straight
+    through. A 204's or 304's empty body is still a write, of b"". If the cycle closes the connection instead (an
+    error after the head, say), the head goes first, as it went before. If the client goes away meanwhile the head
+    is dropped with the cycle (uvicorn writes nothing to a disconnected cycle). Not given to a HEAD's cycle (uvicorn
+    writes no body for it: the head would wait for the response's end) nor to a request that expects ``100
+    Continue`` (that is its cycle's first write: rare enough to leave as uvicorn sends it).
 
     A streamed response whose first piece is slow to come (a download or export that reads before its first
     piece) shows its head only with that piece: the client has nothing to read before it anyway. An app that wants
     its head out at once sends an empty body message with ``more_body=True`` first: that write flushes it."""
 
-    __slots__ = ("_transport", "_cycle", "_head")
+    __slots__ = ("_transport", "_head")
 
-    def __init__(self, transport: Transport, cycle: RequestResponseCycle) -> None:
+    def __init__(self, transport: Transport) -> None:
         self._transport = transport
-        self._cycle = cycle
-        self._head: bytes | bytearray | memoryview | None = None
+        self._head: bytes | bytearray | memoryview | None = None  # None: the head not written yet; b"": sent
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         head = self._head
-        if head is not None:
-            self._head = None
-            self._cycle.transport = self._transport
+        if head:
+            self._head = b""
             self._transport.writelines((head, data))
-        elif self._cycle.response_started:
+        elif head is None:
             self._head = data
         else:
             self._transport.write(data)
 
     def close(self) -> None:
         head = self._head
-        if head is not None:
-            self._head = None
-            self._cycle.transport = self._transport
+        if head:
+            self._head = b""
             self._transport.write(head)
         self._transport.close()
 
-    def __getattr__(self, name: str) -> Any:  # is_closing, abort (api/download.py), ...: the transport's own
-        return getattr(self._transport, name)
+    # The rest of what is asked of a cycle's transport: uvicorn's receive() asks is_closing, api/download.py aborts
+    # a stalled download. Named one by one: a __getattr__ would slow every attribute of this class (~4k
+    # instructions a request under callgrind: no specialised attribute loads for a class with one).
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def abort(self) -> None:
+        self._transport.abort()
 
 
 class HttpProtocol(HttpToolsProtocol):
@@ -221,10 +224,9 @@ class HttpProtocol(HttpToolsProtocol):
         before = self.cycle
         HttpToolsProtocol.on_headers_complete(self)
         cycle = self.cycle
-        # A new cycle (none on an upgrade) whose task has not run yet. A HEAD's head is never followed by a write
-        # (uvicorn writes no body for it): it goes out at once, as uvicorn sends it.
-        if cycle is not before and cycle is not None and self.scope["method"] != "HEAD":
-            cycle.transport = _HeadWithBody(self.transport, cycle)  # type: ignore[assignment]
+        # A new cycle (none on an upgrade) whose task has not run yet (see _HeadWithBody for the two left out)
+        if cycle is not before and not self.expect_100_continue and self.scope["method"] != "HEAD":
+            cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
 
     @staticmethod
     def _check_transfer_coding(value: bytes) -> None:
