@@ -26,9 +26,10 @@ from bench.records import NKEYS, RECORD, start_bare
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """The process's user and system CPU so far (the system part is where a response's send() calls go)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS  # utime, stime
 
 
 def wrk_errors(raw: str) -> str:
@@ -61,13 +62,13 @@ def start_other(tree: str, backend: h.Backend, defaults: bool = False) -> h.Serv
             time.sleep(0.1)
 
 
-def start_bare_ours() -> h.Server:
+def start_bare_ours(tree: str = str(h.REPO)) -> h.Server:
     """The bare app served through openkvs/server.py's HttpProtocol (as ``openkvs serve`` serves openkvs), not
-    uvicorn's own: what our protocol's checks cost per request, apart from the app."""
+    uvicorn's own: what our protocol's checks cost per request, apart from the app. ``tree``: whose server.py."""
     port = h.free_port()
     cmd = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port), "--log-level", h.LOG_LEVEL,
            "--no-server-header", "--no-proxy-headers", "--timeout-graceful-shutdown", "5", "--no-access-log",
-           "--http", "openkvs.server:HttpProtocol"]
+           "--http", "openkvs.server:HttpProtocol", "--app-dir", tree]
     return h.start_server(f"bare-ours-{port}", cmd, port, ready_path="/v2/key-value-stores/x/records/k00000000")
 
 
@@ -81,19 +82,19 @@ def main() -> None:
     p.add_argument("--defaults", action="store_true",
                    help="openkvs with the settings users run (access log, rate limits: bench/harness.py)")
     p.add_argument("--bare-ours", action="store_true",
-                   help="also the bare app served through openkvs/server.py's HttpProtocol")
+                   help="also the bare app served through openkvs/server.py's HttpProtocol (each checkout's)")
     p.add_argument("--conns", type=int, default=32, help="wrk connections (1: a single client's latency)")
     args = p.parse_args()
     for kind in args.backends.split(","):
         ds = h.dataset(kind, "perfrec1k", NKEYS, lambda i: h.Body(RECORD))
         factories = [start_bare, functools.partial(ds.backend.start, defaults=args.defaults)]
         factories += [lambda tree=tree, ds=ds: start_other(tree, ds.backend, args.defaults) for tree in args.other]
-        if args.bare_ours:
-            factories.append(start_bare_ours)
+        if args.bare_ours:  # through this checkout's server.py, and each other one's
+            factories += [functools.partial(start_bare_ours, tree) for tree in [str(h.REPO), *args.other]]
         with h.running(*factories) as servers:
             names = ["bare", "openkvs", *(Path(t).name for t in args.other)]
             if args.bare_ours:
-                names.append("bare-ours")
+                names += ["bare-ours", *(f"bare-{Path(t).name}" for t in args.other)]
             scripts = {
                 "bare": h.wrk_script(args.method, "/v2/key-value-stores/x/records/", "x", NKEYS, len(RECORD),
                                      seed=2),
@@ -101,21 +102,23 @@ def main() -> None:
                                         len(RECORD)),
             }
             for name in names[2:]:
-                scripts[name] = scripts["bare" if name == "bare-ours" else "openkvs"]
+                scripts[name] = scripts["bare" if name.startswith("bare-") else "openkvs"]
             for name, srv in zip(names, servers, strict=True):
                 h.wrk(srv.url, scripts[name], min(2, args.conns), args.conns, 2)  # warm-up
             for rep in range(args.reps):
                 res = {}
                 for name, srv in zip(names, servers, strict=True):
-                    c0 = cpu_seconds(srv.pid)
+                    u0, s0 = cpu_seconds(srv.pid)
                     r = h.wrk(srv.url, scripts[name], min(2, args.conns), args.conns, args.seconds)
-                    cpu = (cpu_seconds(srv.pid) - c0) / max(r.requests, 1) * 1e6
-                    res[name] = (r.rps, cpu, r.errors)
+                    u1, s1 = cpu_seconds(srv.pid)
+                    cpu = (u1 - u0 + s1 - s0) / max(r.requests, 1) * 1e6
+                    res[name] = (r.rps, cpu, (s1 - s0) / max(r.requests, 1) * 1e6, r.errors)
                     if r.errors:  # a timeout on a loaded machine, say: shown with the numbers, the run goes on
                         print(f"  {name}: {r.errors} errors: {wrk_errors(r.raw)}", flush=True)
                 line = "  ".join(
-                    f"{n} {rps:,.0f} req/s {cpu:.0f} us CPU/req" + (f" ({errs} errors)" if errs else "")
-                    for n, (rps, cpu, errs) in res.items()
+                    f"{n} {rps:,.0f} req/s {cpu:.0f} us CPU/req ({system:.0f} sys)"
+                    + (f" ({errs} errors)" if errs else "")
+                    for n, (rps, cpu, system, errs) in res.items()
                 )
                 ratios = "  ".join(f"{n}/bare {res[n][0] / res['bare'][0]:.2f}" for n in names[1:])
                 print(f"{kind} {args.method} -c{args.conns} rep {rep + 1}: {line}  |  {ratios}", flush=True)

@@ -17,6 +17,13 @@ What it adds, all from settings (``--max-header-bytes``, ``--header-timeout``, `
 - 400 for a ``#`` in the request target (``PUT .../records/victim#x`` wrote ``victim``);
 - 501 for a transfer coding other than chunked (``gzip, chunked`` was read as chunked alone).
 
+And one write a response where uvicorn makes two: its ``RequestResponseCycle.send`` writes the status line and
+headers, then the body, each at once: two ``send()`` system calls for a small record's GET, a third of a served GET's
+time by py-spy (BENCHMARKS.md). Each request's cycle gets ``_HeadWithBody`` as its transport, which holds the head
+until the first body write and hands both to the socket together (``writelines``: one ``writev`` on uvloop, as
+nginx does). This relies on the cycle's internals (its ``transport`` attribute, which writes it makes in which
+state): hence the upper bound on uvicorn in pyproject.toml.
+
 Each refusal is the API's JSON error with ``Connection: close``, then a lingering close: the write side is shut
 and whatever the client still sends is read and dropped for a moment, so that it reads the answer rather than a
 connection reset.
@@ -74,6 +81,52 @@ class _Refused(Exception):
 
     def __init__(self, error: errors.ApiError) -> None:
         self.error = error
+
+
+class _HeadWithBody:
+    """The transport as one request's ``RequestResponseCycle`` sees it: the cycle's first write, its response's head,
+    is held and goes out with the next, the body's first piece, in one system call; later writes go straight
+    through. A 204's or 304's empty body is still a write, of b"". If the cycle closes the connection instead (an
+    error after the head, say), the head goes first, as it went before. If the client goes away meanwhile the head
+    is dropped with the cycle (uvicorn writes nothing to a disconnected cycle). Not given to a HEAD's cycle (uvicorn
+    writes no body for it: the head would wait for the response's end) nor to a request that expects ``100
+    Continue`` (that is its cycle's first write: rare enough to leave as uvicorn sends it).
+
+    A streamed response whose first piece is slow to come (a download or export that reads before its first
+    piece) shows its head only with that piece: the client has nothing to read before it anyway. An app that wants
+    its head out at once sends an empty body message with ``more_body=True`` first: that write flushes it."""
+
+    __slots__ = ("_transport", "_head")
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._head: bytes | bytearray | memoryview | None = None  # None: the head not written yet; b"": sent
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        head = self._head
+        if head:
+            self._head = b""
+            self._transport.writelines((head, data))
+        elif head is None:
+            self._head = data
+        else:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        head = self._head
+        if head:
+            self._head = b""
+            self._transport.write(head)
+        self._transport.close()
+
+    # The rest of what is asked of a cycle's transport: uvicorn's receive() asks is_closing, api/download.py aborts
+    # a stalled download. Named one by one: a __getattr__ would slow every attribute of this class (~4k
+    # instructions a request under callgrind: no specialised attribute loads for a class with one).
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def abort(self) -> None:
+        self._transport.abort()
 
 
 class HttpProtocol(HttpToolsProtocol):
@@ -168,7 +221,12 @@ class HttpProtocol(HttpToolsProtocol):
         for name, value in self.headers:
             if name == b"transfer-encoding":
                 self._check_transfer_coding(value)
+        before = self.cycle
         HttpToolsProtocol.on_headers_complete(self)
+        cycle = self.cycle
+        # A new cycle (none on an upgrade) whose task has not run yet (see _HeadWithBody for the two left out)
+        if cycle is not before and not self.expect_100_continue and self.scope["method"] != "HEAD":
+            cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
 
     @staticmethod
     def _check_transfer_coding(value: bytes) -> None:
