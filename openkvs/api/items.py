@@ -6,7 +6,7 @@ as a stream of rendered batches."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from itertools import chain, islice
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -379,18 +379,33 @@ async def render(
     yield renderer.end()
 
 
+# A piece of rendered rows also stops once the stored items its rows come from add up to about this many bytes
+# (each row counted at its item's size): every row unwound from an item carries the item's other fields, so
+# EXPORT_BATCH rows of one 200 kB item were 800 MB rendered in one piece (and one C call holding the GIL for a
+# second). Rows of small items still go EXPORT_BATCH at a time.
+PIECE_BYTES = 4 * 1024 * 1024
+
+
 class _Rows:
-    """The rows of a batch of stored items, rendered EXPORT_BATCH rows at a time: unwound rows multiply (one
-    small item may give millions), so neither memory nor a trip to the worker thread grows with them, and a
-    client that goes away stops the work between pieces."""
+    """The rows of a batch of stored items, rendered at most EXPORT_BATCH rows and about PIECE_BYTES at a time:
+    unwound rows multiply (one small item may give millions, one large item thousands of large rows), so neither
+    memory nor a trip to the worker thread grows with them, and a client that goes away stops the work between
+    pieces."""
 
     def __init__(self, renderer: Any, shape: pipeline.Shape, batch: list[bytes]) -> None:
         self._renderer = renderer
-        self._rows = (row for item in map(itemjson.load, batch) for row in shape.iter_rows(item))  # lazy: in the thread
+        # (row, the size of its stored item); lazy: parsed and unwound in the thread, piece by piece
+        self._rows = ((row, len(raw)) for raw in batch for row in shape.iter_rows(itemjson.load(raw)))
 
     def next_piece(self) -> bytes | None:
         """The next piece's bytes (maybe b""), None when the batch is done."""
-        rows = list(islice(self._rows, EXPORT_BATCH))
+        rows = []
+        size = 0
+        for row, cost in self._rows:
+            rows.append(row)
+            size += cost
+            if size >= PIECE_BYTES or len(rows) >= EXPORT_BATCH:
+                break
         if not rows:
             return None
         return self._renderer.rows(rows)  # type: ignore[no-any-return]

@@ -1,0 +1,36 @@
+"""Exports an attacker can make expensive (API-datasets.md section 7, flat memory; the hardening bar: CPU-heavy work
+in pieces off the event loop): rows unwound from one large item, and tabular headers from a path index whose blocks
+all differ."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.api.test_datasets_attack import items_url, new_dataset
+
+
+def test_rows_unwound_from_a_large_item_are_rendered_in_bounded_pieces(tmp_path, start_server):
+    """Every row unwound from an item carries the item's other fields: ``unwind=a`` of one item holding a 200 kB
+    string and 500 elements is 500 rows of 200 kB. They were rendered 4,000 rows to a piece, 100 MB in one
+    string (an item of 9 MB and 4,000 elements: 36 GB, the server killed by one GET); pieces now stop at a few
+    MB of their items' size, so the server's memory stays flat and the export is whole."""
+    from tests.api.test_datasets_stream import Peak
+
+    s = start_server(tmp_path, "sqlite", "--rate-limits", "off")
+    n, text = 500, "x" * 200_000
+    with httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"}, timeout=120) as c:
+        did = new_dataset(c)
+        assert c.post(items_url(did), json={"s": text, "a": list(range(n))}).status_code == 201
+        assert s.proc is not None
+        with Peak(s.proc.pid) as peak:
+            lines = size = 0
+            with c.stream("GET", items_url(did), params={"unwind": "a", "format": "jsonl"}) as r:
+                assert r.status_code == 200
+                tail = b""
+                for chunk in r.iter_bytes():
+                    lines += chunk.count(b"\n")
+                    size += len(chunk)
+                    tail = (tail + chunk)[-100:]
+        assert lines == n and size > n * len(text)
+        assert tail.endswith(b'x","a":499}\n')
+        assert peak.growth < 64 * 1024 * 1024, peak.growth
