@@ -296,9 +296,9 @@ async def table_columns(snap: ItemSnapshot, shape: pipeline.Shape, lo: int, hi: 
         whole = selection_blocks(lo, hi)
         await _scan_paths(snap, lo, whole[0] * BLOCK if whole else hi, paths)
         if whole:
-            paths = pipeline.merge_blocks([paths, *(block for _, block in await snap.block_paths(*whole))])
+            paths = await _merge_whole_blocks(snap, *whole, paths)
             await _scan_paths(snap, (whole[1] + 1) * BLOCK, hi, paths)
-        cols = pipeline.columns(shape, paths)
+        cols = await anyio.to_thread.run_sync(pipeline.columns, shape, paths)
     if cols is None:
         collector = pipeline.ColumnCollector(shape)
         async for batch in snap.items(lo, hi):
@@ -334,6 +334,28 @@ class _HeaderScan:
                 "'limit'), or as json or jsonl, which have no header."
             )
         return more
+
+
+# The path lists of whole blocks are read this many blocks at a time and merged in a worker thread. Storage
+# answers each distinct list once per read, which for uniform items is one list whatever the range; but items
+# whose blocks all differ (each block's list may hold 20,000 paths) made one read of every block of the selection:
+# 100 blocks of 19,000 paths were 3.7 s of parsing (on the event loop with PostgreSQL), 0.6 s of merging on the
+# event loop, and the memory of all of them at once (64 blocks: 200 MB). A window of 8 keeps that under 50 MB
+# (16: 110 MB) and costs about 0.13 ms a window: a uniform dataset of 1,000,000 items got its csv header in 20 ms
+# instead of 8 (SQLite, load 6). Reading stops once the merge overflows (the caller then scans).
+INDEX_WINDOW = 8
+
+
+async def _merge_whole_blocks(snap: ItemSnapshot, first: int, last: int, paths: list[Any]) -> list[Any]:
+    """``paths`` with the path lists of blocks ``first`` to ``last`` (inclusive) merged in, in order."""
+    merger = pipeline.BlockMerger()
+    merger.add([paths])
+    for start in range(first, last + 1, INDEX_WINDOW):
+        if merger.full:  # (the index can't tell any more: the caller scans)
+            break
+        got = await snap.block_paths(start, min(last, start + INDEX_WINDOW - 1))
+        await anyio.to_thread.run_sync(merger.add, [block for _, block in got])
+    return merger.out
 
 
 async def _scan_paths(snap: ItemSnapshot, lo: int, hi: int, paths: list[Any]) -> None:

@@ -34,3 +34,35 @@ def test_rows_unwound_from_a_large_item_are_rendered_in_bounded_pieces(tmp_path,
         assert lines == n and size > n * len(text)
         assert tail.endswith(b'x","a":499}\n')
         assert peak.growth < 64 * 1024 * 1024, peak.growth
+
+
+def test_a_header_from_blocks_that_all_differ_reads_them_a_window_at_a_time(tmp_path, start_server):
+    """A tabular header comes from the path index of each block of 1,000 items; storage answers each distinct list
+    once. 64 blocks whose one wide item lists the same 19,000 keys in 64 orders are 64 distinct lists: they were
+    all read and parsed at once (150 MB for this header) and merged on the event loop; now a window of blocks at
+    a time, merged in a worker thread, so the memory stays flat, and the header is what it was."""
+    from tests.api.test_datasets_stream import Peak
+
+    s = start_server(tmp_path, "sqlite", "--rate-limits", "off")
+    keys = [f"k{i:05d}" for i in range(19_000)]
+    with httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"}, timeout=120) as c:
+        did = new_dataset(c)
+        for part in range(2):
+            blocks = []
+            for b in range(part * 32, part * 32 + 32):
+                wide = "{" + ",".join(f'"{k}":0' for k in keys[b:] + keys[:b]) + "}"
+                blocks.append(",".join([wide] + ["{}"] * 999))
+            body = ("[" + ",".join(blocks) + "]").encode()
+            r = c.post(items_url(did), content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 201, r.text
+        assert s.proc is not None
+        with Peak(s.proc.pid) as peak:
+            with c.stream("GET", items_url(did), params={"format": "csv", "bom": "0"}) as r:
+                assert r.status_code == 200 and r.headers["x-apify-pagination-total"] == "64000"
+                head = b""
+                for chunk in r.iter_bytes():
+                    head += chunk
+                    if b"\r\n" in head:
+                        break
+        assert head.split(b"\r\n")[0].decode().split(",") == keys[:2000]  # at most 2000 columns, first seen first
+        assert peak.growth < 64 * 1024 * 1024, peak.growth
