@@ -66,3 +66,18 @@ def test_a_header_from_blocks_that_all_differ_reads_them_a_window_at_a_time(tmp_
                         break
         assert head.split(b"\r\n")[0].decode().split(",") == keys[:2000]  # at most 2000 columns, first seen first
         assert peak.growth < 64 * 1024 * 1024, peak.growth
+
+
+def test_a_header_read_over_windows_of_growing_size_keeps_the_order_of_first_appearance(shared_server):
+    """30 whole blocks, each with one key of its own: read in windows of 8, 16 and the rest, the header still names
+    the keys in the order of the blocks, as a scan would (section 6.2), also from an offset inside a block."""
+    with shared_server.client() as c:
+        did = new_dataset(c)
+        blocks = [",".join([f'{{"c":1,"k{b}":1}}'] + ['{"c":1}'] * 999) for b in range(30)]
+        r = c.post(items_url(did), content=("[" + ",".join(blocks) + "]").encode(),
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 201, r.text
+        r = c.get(items_url(did), params={"format": "csv", "bom": "0"})
+        assert r.text.split("\r\n")[0] == ",".join(["c"] + [f"k{b}" for b in range(30)])
+        r = c.get(items_url(did), params={"format": "csv", "bom": "0", "offset": "500"})
+        assert r.text.split("\r\n")[0] == ",".join(["c"] + [f"k{b}" for b in range(1, 30)])
