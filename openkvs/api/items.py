@@ -6,7 +6,7 @@ as a stream of rendered batches."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from itertools import chain, islice
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -296,9 +296,9 @@ async def table_columns(snap: ItemSnapshot, shape: pipeline.Shape, lo: int, hi: 
         whole = selection_blocks(lo, hi)
         await _scan_paths(snap, lo, whole[0] * BLOCK if whole else hi, paths)
         if whole:
-            paths = pipeline.merge_blocks([paths, *(block for _, block in await snap.block_paths(*whole))])
+            paths = await _merge_whole_blocks(snap, *whole, paths)
             await _scan_paths(snap, (whole[1] + 1) * BLOCK, hi, paths)
-        cols = pipeline.columns(shape, paths)
+        cols = await anyio.to_thread.run_sync(pipeline.columns, shape, paths)
     if cols is None:
         collector = pipeline.ColumnCollector(shape)
         async for batch in snap.items(lo, hi):
@@ -334,6 +334,33 @@ class _HeaderScan:
                 "'limit'), or as json or jsonl, which have no header."
             )
         return more
+
+
+# The path lists of whole blocks are read a window of blocks at a time and merged in a worker thread. Storage
+# answers each distinct list once per read, which for uniform items is one list whatever the range; but items
+# whose blocks all differ (each block's list may hold 20,000 paths) made one read of every block of the selection:
+# 100 blocks of 19,000 paths were 3.7 s of parsing (on the event loop with PostgreSQL), 0.6 s of merging on the
+# event loop, and the memory of all of them at once (64 blocks: 200 MB more). A window starts at INDEX_WINDOW
+# blocks (8 such lists: under 50 MB; 16: 110 MB) and doubles up to INDEX_WINDOW_MAX after a read of fewer than
+# INDEX_SMALL_READ paths in all: a read costs about 1.2 ms on PostgreSQL at load 9, so windows of 8 alone would
+# make the header of 10,000,000 uniform items 1.5 s late. (A read after small ones may still bring up to
+# INDEX_WINDOW_MAX large lists: the bound, where there was none.) Reading stops once the merge overflows.
+INDEX_WINDOW = 8
+INDEX_WINDOW_MAX = 64
+INDEX_SMALL_READ = 40_000
+
+
+async def _merge_whole_blocks(snap: ItemSnapshot, first: int, last: int, paths: list[Any]) -> list[Any]:
+    """``paths`` with the path lists of blocks ``first`` to ``last`` (inclusive) merged in, in order."""
+    merger = pipeline.BlockMerger()
+    merger.add([paths])
+    start, window = first, INDEX_WINDOW
+    while start <= last and not merger.full:  # (full: the index can't tell any more, the caller scans)
+        got = [block for _, block in await snap.block_paths(start, min(last, start + window - 1))]
+        await anyio.to_thread.run_sync(merger.add, got)
+        start += window
+        window = min(window * 2, INDEX_WINDOW_MAX) if sum(map(len, got)) < INDEX_SMALL_READ else INDEX_WINDOW
+    return merger.out
 
 
 async def _scan_paths(snap: ItemSnapshot, lo: int, hi: int, paths: list[Any]) -> None:
@@ -379,18 +406,33 @@ async def render(
     yield renderer.end()
 
 
+# A piece of rendered rows also stops once the stored items its rows come from add up to about this many bytes
+# (each row counted at its item's size): every row unwound from an item carries the item's other fields, so
+# EXPORT_BATCH rows of one 200 kB item were 800 MB rendered in one piece (and one C call holding the GIL for a
+# second). Rows of small items still go EXPORT_BATCH at a time.
+PIECE_BYTES = 4 * 1024 * 1024
+
+
 class _Rows:
-    """The rows of a batch of stored items, rendered EXPORT_BATCH rows at a time: unwound rows multiply (one
-    small item may give millions), so neither memory nor a trip to the worker thread grows with them, and a
-    client that goes away stops the work between pieces."""
+    """The rows of a batch of stored items, rendered at most EXPORT_BATCH rows and about PIECE_BYTES at a time:
+    unwound rows multiply (one small item may give millions, one large item thousands of large rows), so neither
+    memory nor a trip to the worker thread grows with them, and a client that goes away stops the work between
+    pieces."""
 
     def __init__(self, renderer: Any, shape: pipeline.Shape, batch: list[bytes]) -> None:
         self._renderer = renderer
-        self._rows = (row for item in map(itemjson.load, batch) for row in shape.iter_rows(item))  # lazy: in the thread
+        # (row, the size of its stored item); lazy: parsed and unwound in the thread, piece by piece
+        self._rows = ((row, len(raw)) for raw in batch for row in shape.iter_rows(itemjson.load(raw)))
 
     def next_piece(self) -> bytes | None:
         """The next piece's bytes (maybe b""), None when the batch is done."""
-        rows = list(islice(self._rows, EXPORT_BATCH))
+        rows = []
+        size = 0
+        for row, cost in self._rows:
+            rows.append(row)
+            size += cost
+            if size >= PIECE_BYTES or len(rows) >= EXPORT_BATCH:
+                break
         if not rows:
             return None
         return self._renderer.rows(rows)  # type: ignore[no-any-return]

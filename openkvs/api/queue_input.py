@@ -76,7 +76,8 @@ def lock_secs(request: Request) -> int:
     raw = request.query_params.get("lockSecs")
     if raw is None or raw == "":
         raise errors.InvalidInput('"lockSecs" is required.')
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LOCK_SECS:
+    # (the length first: int() of more than 4,300 digits raises, which was a 500)
+    if len(raw) > 40 or not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LOCK_SECS:
         raise errors.InvalidInput(f'"lockSecs" must be an integer from 1 to {MAX_LOCK_SECS}.')
     return int(raw)
 
@@ -118,6 +119,8 @@ def normalise_time(raw: str, field: str) -> str:
     try:
         when = datetime(year, month, day, hour, minute, second, int(fraction), tzinfo=UTC)
         if m.group(9):
+            if int(m.group(10)) > 23 or int(m.group(11)) > 59:  # RFC 3339 offsets: -23:59 to +23:59
+                raise ValueError
             offset = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
             when = when - offset if m.group(9) == "+" else when + offset
     except (ValueError, OverflowError):

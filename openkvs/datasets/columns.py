@@ -158,17 +158,37 @@ def merge_paths(into: list[PathEntry], new: Iterable[PathEntry]) -> None:
 def merge_blocks(blocks: Iterable[list[PathEntry]]) -> list[PathEntry]:
     """The union of many blocks' indexes, in order: what ``merge_paths`` of each gives, with one seen-set (and a
     block equal to the one before, the usual case, costs one list comparison)."""
-    union = _Union([])
-    last: list[PathEntry] | None = None
-    for block in blocks:
-        if block == last:
-            continue
-        last = block
-        for path in block:
-            union.add(tuple(path))
-        if union.full:
-            break
-    return union.out
+    merger = BlockMerger()
+    merger.add(blocks)
+    return merger.out
+
+
+class BlockMerger:
+    """``merge_blocks`` fed in several calls (blocks read a window at a time), its seen-set kept between them."""
+
+    def __init__(self) -> None:
+        self._union = _Union([])
+        self._last: list[PathEntry] | None = None
+
+    @property
+    def out(self) -> list[PathEntry]:
+        return self._union.out
+
+    @property
+    def full(self) -> bool:
+        """Overflowed: ``out`` is ``[OVERFLOW]`` and further blocks change nothing."""
+        return self._union.full
+
+    def add(self, blocks: Iterable[list[PathEntry]]) -> None:
+        union = self._union
+        for block in blocks:
+            if union.full:
+                break
+            if block == self._last:
+                continue
+            self._last = block
+            for path in block:
+                union.add(tuple(path))
 
 
 def _add_nested(union: _Union, prefix: tuple[Any, ...], value: dict[str, Any] | list[Any]) -> None:

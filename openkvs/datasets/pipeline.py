@@ -19,6 +19,7 @@ from typing import Any
 from openkvs.datasets.columns import (
     MAX_COLUMN_NAME,
     MAX_COLUMNS,
+    BlockMerger,
     ColumnCollector,
     PathEntry,
     block_paths,
@@ -43,6 +44,7 @@ __all__ = [
     "ColumnCollector",
     "MAX_COLUMNS",
     "MAX_COLUMN_NAME",
+    "BlockMerger",
     "FieldStats",
     "field_statistics",
 ]

@@ -1,0 +1,83 @@
+"""Exports an attacker can make expensive (API-datasets.md section 7, flat memory; the hardening bar: CPU-heavy work
+in pieces off the event loop): rows unwound from one large item, and tabular headers from a path index whose blocks
+all differ."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.api.test_datasets_attack import items_url, new_dataset
+
+
+def test_rows_unwound_from_a_large_item_are_rendered_in_bounded_pieces(tmp_path, start_server):
+    """Every row unwound from an item carries the item's other fields: ``unwind=a`` of one item holding a 200 kB
+    string and 500 elements is 500 rows of 200 kB. They were rendered 4,000 rows to a piece, 100 MB in one
+    string (an item of 9 MB and 4,000 elements: 36 GB, the server killed by one GET); pieces now stop at a few
+    MB of their items' size, so the server's memory stays flat and the export is whole."""
+    from tests.api.test_datasets_stream import Peak
+
+    s = start_server(tmp_path, "sqlite", "--rate-limits", "off")
+    n, text = 500, "x" * 200_000
+    with httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"}, timeout=120) as c:
+        did = new_dataset(c)
+        assert c.post(items_url(did), json={"s": text, "a": list(range(n))}).status_code == 201
+        assert s.proc is not None
+        with Peak(s.proc.pid) as peak:
+            lines = size = 0
+            with c.stream("GET", items_url(did), params={"unwind": "a", "format": "jsonl"}) as r:
+                assert r.status_code == 200
+                tail = b""
+                for chunk in r.iter_bytes():
+                    lines += chunk.count(b"\n")
+                    size += len(chunk)
+                    tail = (tail + chunk)[-100:]
+        assert lines == n and size > n * len(text)
+        assert tail.endswith(b'x","a":499}\n')
+        assert peak.growth < 64 * 1024 * 1024, peak.growth
+
+
+def test_a_header_from_blocks_that_all_differ_reads_them_a_window_at_a_time(tmp_path, start_server):
+    """A tabular header comes from the path index of each block of 1,000 items; storage answers each distinct list
+    once. 64 blocks whose one wide item lists the same 19,000 keys in 64 orders are 64 distinct lists: they were
+    all read and parsed at once (150 MB for this header) and merged on the event loop; now a window of blocks at
+    a time, merged in a worker thread, so the memory stays flat, and the header is what it was."""
+    from tests.api.test_datasets_stream import Peak
+
+    s = start_server(tmp_path, "sqlite", "--rate-limits", "off")
+    keys = [f"k{i:05d}" for i in range(19_000)]
+    with httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"}, timeout=120) as c:
+        did = new_dataset(c)
+        for part in range(2):
+            blocks = []
+            for b in range(part * 32, part * 32 + 32):
+                wide = "{" + ",".join(f'"{k}":0' for k in keys[b:] + keys[:b]) + "}"
+                blocks.append(",".join([wide] + ["{}"] * 999))
+            body = ("[" + ",".join(blocks) + "]").encode()
+            r = c.post(items_url(did), content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 201, r.text
+        assert s.proc is not None
+        with Peak(s.proc.pid) as peak:
+            with c.stream("GET", items_url(did), params={"format": "csv", "bom": "0"}) as r:
+                assert r.status_code == 200 and r.headers["x-apify-pagination-total"] == "64000"
+                head = b""
+                for chunk in r.iter_bytes():
+                    head += chunk
+                    if b"\r\n" in head:
+                        break
+        assert head.split(b"\r\n")[0].decode().split(",") == keys[:2000]  # at most 2000 columns, first seen first
+        assert peak.growth < 64 * 1024 * 1024, peak.growth
+
+
+def test_a_header_read_over_windows_of_growing_size_keeps_the_order_of_first_appearance(shared_server):
+    """30 whole blocks, each with one key of its own: read in windows of 8, 16 and the rest, the header still names
+    the keys in the order of the blocks, as a scan would (section 6.2), also from an offset inside a block."""
+    with shared_server.client() as c:
+        did = new_dataset(c)
+        blocks = [",".join([f'{{"c":1,"k{b}":1}}'] + ['{"c":1}'] * 999) for b in range(30)]
+        r = c.post(items_url(did), content=("[" + ",".join(blocks) + "]").encode(),
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 201, r.text
+        r = c.get(items_url(did), params={"format": "csv", "bom": "0"})
+        assert r.text.split("\r\n")[0] == ",".join(["c"] + [f"k{b}" for b in range(30)])
+        r = c.get(items_url(did), params={"format": "csv", "bom": "0", "offset": "500"})
+        assert r.text.split("\r\n")[0] == ",".join(["c"] + [f"k{b}" for b in range(1, 30)])
