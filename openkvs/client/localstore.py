@@ -27,7 +27,17 @@ from urllib.parse import quote, unquote
 
 import httpx
 
-from openkvs.client.http import RETRIES, ClientError, explain, record_path, request, retryable, store_path, wait_time
+from openkvs.client.http import (
+    RETRIES,
+    ClientError,
+    Unreachable,
+    explain,
+    record_path,
+    request,
+    retryable,
+    store_path,
+    wait_time,
+)
 from openkvs.client.progress import Progress
 from openkvs.client.upload import CHUNK, Item, Summary, content_type, existing_sizes
 
@@ -133,6 +143,8 @@ def _fetch(client: httpx.Client, path: str, what: str, out: Path, bar: Progress)
         except httpx.TransportError as exc:
             bar.advance(-written)  # this attempt's bytes come again
             if attempt == RETRIES:
+                if isinstance(exc, httpx.ConnectError):
+                    raise Unreachable(what, client, exc) from None
                 raise ClientError(f"{what}: {type(exc).__name__}: {exc}") from None
         time.sleep(wait_time(response, attempt))
     raise AssertionError("unreachable")
