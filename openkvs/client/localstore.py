@@ -3,7 +3,7 @@ by ``openkvs export``, as Crawlee's ``FileSystemStorageClient`` (crawlee 1.x) la
 
     storage/key_value_stores/<store name, or "default">/
         __metadata__.json                 {"id", "name", "accessed_at", "created_at", "modified_at"}
-        <key, percent-encoded>            the record's bytes
+        <key, percent-encoded>            the record's bytes (no extension: Crawlee finds a record by this name)
         <key, percent-encoded>.__metadata__.json    {"key", "content_type", "size"}
 
 JSON written as Crawlee writes it (2-space indent, non-ASCII as is, no final newline), so that an export of an
