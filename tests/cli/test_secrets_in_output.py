@@ -88,3 +88,14 @@ def test_redacted(url: str, shown: str) -> None:
     from openkvs.redact import redacted
 
     assert redacted(url) == shown
+
+
+def test_a_redis_url_of_another_scheme_is_refused_before_the_server_starts(tmp_path: Path) -> None:
+    """It was taken, the banner and the first user's token printed, and the worker then failed with a traceback."""
+    data = tmp_path / "data"
+    out = openkvs("serve", "--port", str(free_port()), "--data-dir", str(data),
+                  "--redis-url", f"http://:{PASSWORD}@cache.internal:6379/0")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.strip().splitlines()[-1].endswith("--redis-url' (env var: 'OPENKVS_REDIS_URL'): expected "
+                                                        "redis://, rediss:// or unix://"), out.stderr
+    assert PASSWORD not in out.stdout + out.stderr and "okvs_" not in out.stdout and not data.exists()
