@@ -40,6 +40,7 @@ from openkvs.client.progress import Progress
 from openkvs.client.receive import Checker, direct_socket, from_socket, write_all
 from openkvs.client.zipcheck import ZipStream, feed_file
 from openkvs.crc import FAST_CRC
+from openkvs.redact import redacted
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)\Z")
 # httpcore reads a response 64 KiB per system call, and every read goes through h11's events (tens of microseconds
@@ -96,7 +97,8 @@ def download(
         threaded = not FAST_CRC
     path = store_path(store) + "/records"
     params = {k: v for k, v in (("collection", collection), ("prefix", prefix)) if v is not None}
-    request = f"{client.base_url}{path}?{urlencode(params)}"  # what the partial file belongs to (no token)
+    # what the partial file belongs to (no token, no password: it is kept on disk and named in a message)
+    request = f"{redacted(str(client.base_url))}{path}?{urlencode(params)}"
     part, meta = part_paths(out)
     partial = _load(part, meta, request, say)
     kept = part.stat().st_size if partial else 0

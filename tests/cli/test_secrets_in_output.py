@@ -99,3 +99,15 @@ def test_a_redis_url_of_another_scheme_is_refused_before_the_server_starts(tmp_p
     assert out.stderr.strip().splitlines()[-1].endswith("--redis-url' (env var: 'OPENKVS_REDIS_URL'): expected "
                                                         "redis://, rediss:// or unix://"), out.stderr
     assert PASSWORD not in out.stdout + out.stderr and "okvs_" not in out.stdout and not data.exists()
+
+
+@pytest.mark.parametrize("command", [["download", "~shots"], ["export", "~shots", "out"]])
+def test_a_client_url_with_a_password_is_named_without_it(command: list[str], tmp_path: Path) -> None:
+    """--url with credentials (a server behind a proxy with basic auth) and nothing answering there."""
+    url = f"http://bob:{PASSWORD}@127.0.0.1:{free_port()}"
+    out = subprocess.run([sys.executable, "-m", "openkvs", *command, "--url", url, "--token", "okvs_x", "-q"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={k: v for k, v in os.environ.items() if not k.startswith(("OPENKVS_", "APIFY_"))})
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"cannot connect to {url.replace(PASSWORD, '***')} (" in out.stderr, out.stderr
+    assert PASSWORD not in out.stdout + out.stderr
