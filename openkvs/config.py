@@ -63,6 +63,13 @@ def _bucket_url(url: str) -> None:
         parse_url(url)
 
 
+def _redis_url(url: str) -> None:
+    """The schemes redis-py takes: anything else failed only in the worker's startup, with a traceback after the
+    banner (and the first user's token) was printed."""
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected redis://, rediss:// or unix://")
+
+
 def _trusted_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip()]
 
@@ -102,7 +109,8 @@ class Settings:
         minimum=0,
     )
     redis_url: str = setting(
-        "", "redis://host:6379/0 to share rate-limit budgets between processes and nodes.", secret=True
+        "", "redis://host:6379/0 to share rate-limit budgets between processes and nodes.", secret=True,
+        check=_redis_url,
     )
     redis_timeout: float = setting(
         2.0,

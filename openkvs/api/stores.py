@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from openkvs import signing
+from openkvs import console, signing
 from openkvs.access import STORES, Access
 from openkvs.api.common import iso, public_base
 from openkvs.api.resources import ResourceApi
@@ -42,6 +42,7 @@ def store_json(request: Request, store: Store, right: Access) -> dict[str, Any]:
         "accessedAt": iso(store.accessed_at),
         "actId": None,
         "actRunId": None,
+        "consoleUrl": console.url_of(base, "key-value-stores", store.id),
         "generalAccess": store.general_access,
         "schema": store.schema,
         "stats": {

@@ -22,6 +22,7 @@ from openkvs.cli import admin, maintenance, transfer
 from openkvs.cli.common import load_settings, setting_options
 from openkvs.cli.common import run as _run  # (looked up here when serve runs: tests replace it)
 from openkvs.config import SETTINGS
+from openkvs.redact import redacted
 
 DEFAULT_USER = "admin"
 
@@ -81,7 +82,7 @@ def serve(**flags: Any) -> None:
     else:
         backend = f"SQLite in {os.path.abspath(settings.data_dir)}"
     if settings.blob_store:
-        backend += f", bytes above {settings.blob_inline_max} in {settings.blob_store}"
+        backend += f", bytes above {settings.blob_inline_max} in {redacted(settings.blob_store)}"
     click.echo(f"openkvs {where} (storage: {backend}, workers: {settings.workers})")
     # behind a proxy (--public-url) the console is where browsers reach the server, as the API's own URLs
     click.echo(f"Web console: {(settings.public_url or where).rstrip('/')}/console/ (sign in with an API token)")

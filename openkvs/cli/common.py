@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from openkvs.config import BY_NAME, SETTINGS, Setting, Settings
+from openkvs.redact import without_secrets
 
 T = TypeVar("T")
 _METAVAR = {str: "TEXT", int: "INTEGER", float: "NUMBER"}
@@ -139,7 +140,8 @@ async def stored_version(settings: Settings) -> int | None:
     try:
         conn = await asyncpg.connect(settings.database_url, timeout=10)
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # (a bad URL: the latter)
-        raise StorageError(f"PostgreSQL at {settings.database_url}: {exc}") from None
+        url = settings.database_url
+        raise StorageError(without_secrets(f"PostgreSQL at {url}: {exc}", url)) from None
     try:
         table = f'"{settings.database_schema}".schema_version'
         if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):

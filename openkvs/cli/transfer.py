@@ -27,17 +27,14 @@ def _client_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def _client_errors(url: str, partial: str | None = None) -> Iterator[None]:
+def _client_errors(partial: str | None = None) -> Iterator[None]:
     """A ClientError is one line and exit status 1; Ctrl-C says what was kept and exits 130."""
     from openkvs.client.http import ClientError
 
     try:
         yield
-    except ClientError as exc:
-        message = str(exc)
-        if "ConnectError" in message:  # nothing answers there: most often the wrong address or port
-            message += f" (is the server at {url} running? --url or OPENKVS_URL)"
-        raise click.ClickException(message) from None
+    except ClientError as exc:  # (nothing answering at --url is one too: http.Unreachable says so)
+        raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         click.echo("\ninterrupted" + (f"; {partial} is kept: run the same command again to resume" if partial else ""),
                    err=True)
@@ -67,7 +64,7 @@ def download(store: str, output: Path | None, prefix: str | None, collection: st
     from openkvs.client.progress import Progress
 
     out = output or Path(store_name(store) + ".zip")
-    with _client_errors(url, str(dl.part_paths(out)[0])), endpoint(url, token).client() as client:
+    with _client_errors(str(dl.part_paths(out)[0])), endpoint(url, token).client() as client:
         done = dl.download(
             client, store, out, prefix=prefix, collection=collection, say=_say,
             progress=lambda label, total, already: Progress(label, total, already, quiet=quiet),
@@ -103,7 +100,7 @@ def upload(folder: Path, store: str, prefix: str, jobs: int, url: str, token: st
     from openkvs.client.http import endpoint
     from openkvs.client.progress import Progress
 
-    with _client_errors(url), endpoint(url, token).client() as client:
+    with _client_errors(), endpoint(url, token).client() as client:
         items = up.plan(folder, prefix)
         up.ensure_store(client, store, _say)
         summary = up.upload(client, store, items, jobs=jobs, prefix=prefix, label=folder.name or str(folder),
@@ -128,7 +125,7 @@ def import_(path: Path, store: str | None, jobs: int, url: str, token: str | Non
     from openkvs.client.http import endpoint
     from openkvs.client.progress import Progress
 
-    with _client_errors(url), endpoint(url, token).client() as client:
+    with _client_errors(), endpoint(url, token).client() as client:
         found = localstore.find_stores(path)
         if store and len(found) > 1:
             raise click.UsageError(f"--store names one store; {path} holds {len(found)}")
@@ -160,7 +157,7 @@ def export_(store: str, folder: Path, jobs: int, url: str, token: str | None, qu
     from openkvs.client.http import endpoint
     from openkvs.client.progress import Progress
 
-    with _client_errors(url), endpoint(url, token).client() as client:
+    with _client_errors(), endpoint(url, token).client() as client:
         written, summary = localstore.export(
             client, store, folder, jobs=jobs,
             progress=lambda label, total, done: Progress(label, total, done, quiet=quiet),

@@ -25,11 +25,22 @@ from urllib.parse import urlencode
 import httpcore
 import httpx
 
-from openkvs.client.http import CONNECT_RETRIES, RETRIES, ClientError, explain, retryable, store_path, wait_time
+from openkvs.client.http import (
+    CONNECT_RETRIES,
+    RETRIES,
+    ClientError,
+    Unreachable,
+    cannot_connect,
+    explain,
+    retryable,
+    store_path,
+    wait_time,
+)
 from openkvs.client.progress import Progress
 from openkvs.client.receive import Checker, direct_socket, from_socket, write_all
 from openkvs.client.zipcheck import ZipStream, feed_file
 from openkvs.crc import FAST_CRC
+from openkvs.redact import redacted
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)\Z")
 # httpcore reads a response 64 KiB per system call, and every read goes through h11's events (tens of microseconds
@@ -86,7 +97,8 @@ def download(
         threaded = not FAST_CRC
     path = store_path(store) + "/records"
     params = {k: v for k, v in (("collection", collection), ("prefix", prefix)) if v is not None}
-    request = f"{client.base_url}{path}?{urlencode(params)}"  # what the partial file belongs to (no token)
+    # what the partial file belongs to (no token, no password: it is kept on disk and named in a message)
+    request = f"{redacted(str(client.base_url))}{path}?{urlencode(params)}"
     part, meta = part_paths(out)
     partial = _load(part, meta, request, say)
     kept = part.stat().st_size if partial else 0
@@ -154,13 +166,18 @@ def download(
             except httpx.TransportError as exc:
                 failures += 1
                 if failures > (min(retries, CONNECT_RETRIES) if isinstance(exc, httpx.ConnectError) else retries):
+                    if isinstance(exc, httpx.ConnectError) and partial is None:
+                        raise Unreachable(f"download of {store}", client, exc) from None
                     if partial is None:  # not a byte received, no FILE.part begun: nothing to resume
                         raise ClientError(f"download of {store}: {type(exc).__name__}: {exc}") from None
                     raise ClientError(
                         f"download of {store} interrupted ({type(exc).__name__}: {exc}); {part} is kept: run the "
                         "same command again to resume"
                     ) from None
-                say(f"Connection lost ({type(exc).__name__}); {'resuming' if partial else 'trying again'}.")
+                why = f"connection lost ({type(exc).__name__})"
+                if isinstance(exc, httpx.ConnectError):  # it never connected (or not again): say where it tried
+                    why = cannot_connect(client, exc)
+                say(f"{why[0].upper()}{why[1:]}; {'resuming' if partial else 'trying again'}.")
                 sleep(wait_time(None, failures))
     finally:
         if bar is not None:

@@ -16,6 +16,7 @@ import httpx
 
 import openkvs
 from openkvs.client import DEFAULT_URL
+from openkvs.redact import redacted
 
 RETRIES = 6  # attempts after the first: at most about a minute of waiting with the backoff below
 CONNECT_RETRIES = 2  # nobody listening: a server restarting is back within a second or two, a wrong URL never
@@ -24,6 +25,19 @@ MAX_WAIT = 30.0
 
 class ClientError(Exception):
     """A failure explained in one line for the user (the command exits 1 with it)."""
+
+
+def cannot_connect(client: httpx.Client, exc: Exception) -> str:
+    """What every client command says when nothing answers at the server's address (a connection refused, a name
+    that does not resolve): it never connected, so nothing was "lost"."""
+    return f"cannot connect to {redacted(str(client.base_url).rstrip('/'))} ({exc or type(exc).__name__})"
+
+
+class Unreachable(ClientError):
+    """The last attempt could not connect either: most often the wrong address or port, or a server not started."""
+
+    def __init__(self, what: str, client: httpx.Client, exc: Exception) -> None:
+        super().__init__(f"{what}: {cannot_connect(client, exc)}; is the server running? (--url or OPENKVS_URL)")
 
 
 @dataclass(frozen=True)
@@ -124,7 +138,9 @@ def request(
             if not retryable(response.status_code) or attempt == RETRIES:
                 raise explain(response, what)
         except httpx.TransportError as exc:
-            if attempt >= (CONNECT_RETRIES if isinstance(exc, httpx.ConnectError) else RETRIES):
+            if isinstance(exc, httpx.ConnectError) and attempt >= CONNECT_RETRIES:
+                raise Unreachable(what, client, exc) from None
+            if attempt >= RETRIES:
                 raise ClientError(f"{what}: {type(exc).__name__}: {exc or 'connection failed'}") from None
         finally:
             body = kw.get("content")

@@ -3,7 +3,7 @@ by ``openkvs export``, as Crawlee's ``FileSystemStorageClient`` (crawlee 1.x) la
 
     storage/key_value_stores/<store name, or "default">/
         __metadata__.json                 {"id", "name", "accessed_at", "created_at", "modified_at"}
-        <key, percent-encoded>            the record's bytes
+        <key, percent-encoded>            the record's bytes (no extension: Crawlee finds a record by this name)
         <key, percent-encoded>.__metadata__.json    {"key", "content_type", "size"}
 
 JSON written as Crawlee writes it (2-space indent, non-ASCII as is, no final newline), so that an export of an
@@ -27,7 +27,17 @@ from urllib.parse import quote, unquote
 
 import httpx
 
-from openkvs.client.http import RETRIES, ClientError, explain, record_path, request, retryable, store_path, wait_time
+from openkvs.client.http import (
+    RETRIES,
+    ClientError,
+    Unreachable,
+    explain,
+    record_path,
+    request,
+    retryable,
+    store_path,
+    wait_time,
+)
 from openkvs.client.progress import Progress
 from openkvs.client.upload import CHUNK, Item, Summary, content_type, existing_sizes
 
@@ -133,6 +143,8 @@ def _fetch(client: httpx.Client, path: str, what: str, out: Path, bar: Progress)
         except httpx.TransportError as exc:
             bar.advance(-written)  # this attempt's bytes come again
             if attempt == RETRIES:
+                if isinstance(exc, httpx.ConnectError):
+                    raise Unreachable(what, client, exc) from None
                 raise ClientError(f"{what}: {type(exc).__name__}: {exc}") from None
         time.sleep(wait_time(response, attempt))
     raise AssertionError("unreachable")

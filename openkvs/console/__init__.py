@@ -88,6 +88,6 @@ async def to_console(request: Request) -> Response:
 
 
 def url_of(base: str, kind: str, resource_id: str) -> str:
-    """Where the console shows one resource (the ``consoleUrl`` of datasets and request queues): ``kind`` is the path
-    of its kind's pages (static/js/kinds/), routed by the URL's fragment (static/js/main.js)."""
+    """Where the console shows one resource (the ``consoleUrl`` of key-value stores, datasets and request queues):
+    ``kind`` is the path of its kind's pages (static/js/kinds/), routed by the URL's fragment (static/js/main.js)."""
     return f"{base}{PREFIX}#/{kind}/{resource_id}"

@@ -7,6 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -51,3 +52,62 @@ def test_crawlee_storage_round_trips_through_import_and_export(shared_server: An
     assert meta["name"] == "crawl" and set(meta) == {"id", "name", "accessed_at", "created_at", "modified_at"}
     again = run(shared_server, "import", str(tmp_path / "out"))  # back again: nothing to send
     assert "uploaded 0 files (0 bytes), 5 identical skipped" in again.stdout
+
+
+def crawlee_records(storage: Path, name: str) -> dict[str, tuple[Any, str]]:
+    """What Crawlee's own FileSystemStorageClient reads from a storage folder: key -> (value, content type)."""
+    from crawlee.configuration import Configuration
+    from crawlee.storage_clients import FileSystemStorageClient
+
+    async def read() -> dict[str, tuple[Any, str]]:
+        client = await FileSystemStorageClient().create_kvs_client(
+            name=name, configuration=Configuration(storage_dir=str(storage))
+        )
+        out = {}
+        async for meta in client.iterate_keys():
+            record = await client.get_value(key=meta.key)
+            assert record is not None, meta.key
+            out[meta.key] = (record.value, record.content_type)
+        return out
+
+    return asyncio.run(read())
+
+
+def test_crawlee_reads_an_export_of_records_put_through_the_api(shared_server: Any, tmp_path: Path) -> None:
+    """The export is Crawlee's own layout (crawlee 1.x: value files named by the percent-encoded key, no extension,
+    beside KEY.__metadata__.json): Crawlee finds every record with its bytes and content type. (A value file named
+    OUTPUT.json, as the Apify CLI's INPUT.json, is one Crawlee 1.x does not find: it looks for OUTPUT.)"""
+    pytest.importorskip("crawlee")
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    records = {
+        "OUTPUT": (b'{"title": "h\xc3\xa9llo"}', "application/json; charset=utf-8", {"title": "héllo"}),
+        "notes.txt": (b"plain text", "text/plain; charset=utf-8", "plain text"),
+        "page(1)'s": (b"<p>hi</p>", "text/html; charset=utf-8", "<p>hi</p>"),
+        "shot": (png, "image/png", png),
+    }
+    with shared_server.client() as c:
+        assert c.post("/v2/key-value-stores", params={"name": "for-crawlee"}).status_code in (200, 201)
+        for key, (body, ctype, _) in records.items():
+            r = c.put(f"/v2/key-value-stores/~for-crawlee/records/{quote(key, safe='')}", content=body,
+                      headers={"Content-Type": ctype})
+            assert r.status_code in (200, 201), r.text
+    run(shared_server, "export", "~for-crawlee", str(tmp_path / "storage"))
+    got = crawlee_records(tmp_path / "storage", "for-crawlee")
+    assert got == {key: (value, ctype) for key, (_, ctype, value) in records.items()}
+
+
+def test_import_reads_what_older_exports_and_the_apify_cli_wrote(shared_server: Any, tmp_path: Path) -> None:
+    """Older layouts still import: a value file with an extension beside its metadata (``contentType`` spelled as
+    in crawlee 0.x), and a file with no metadata at all (the Apify CLI's INPUT.json), typed by its extension."""
+    folder = tmp_path / "storage" / "key_value_stores" / "older"
+    folder.mkdir(parents=True)
+    (folder / "OUTPUT.json").write_text('{"a": 1}')
+    (folder / "OUTPUT.__metadata__.json").write_text('{"key": "OUTPUT", "contentType": "application/json"}')
+    (folder / "INPUT.json").write_text('{"b": 2}')
+    run(shared_server, "import", str(tmp_path / "storage"))
+    with shared_server.client() as c:
+        keys = [i["key"] for i in c.get("/v2/key-value-stores/~older/keys").json()["data"]["items"]]
+        assert keys == ["INPUT", "OUTPUT"]
+        for key, body in (("INPUT", {"b": 2}), ("OUTPUT", {"a": 1})):
+            r = c.get(f"/v2/key-value-stores/~older/records/{key}")
+            assert r.headers["content-type"].startswith("application/json") and r.json() == body

@@ -1,6 +1,6 @@
 """The client's commands pointed at an address where nothing listens (the wrong port in OPENKVS_URL, a server not
 started yet): one line that names the address and how to give another, and no FILE.part "kept" that was never
-begun."""
+begun. download's retries say they cannot connect there (they said "Connection lost", of a connection never made)."""
 
 from __future__ import annotations
 
@@ -21,5 +21,9 @@ def test_nothing_listening_is_one_line_naming_the_address(command: list[str], tm
     out = openkvs(*command, "--url", url, "--token", "okvs_x", "-q")
     assert out.returncode == 1, out.stdout + out.stderr
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("Error: ") and f"(is the server at {url} running? --url or OPENKVS_URL)" in last, last
+    assert last.startswith("Error: ") and f": cannot connect to {url} (" in last, last
+    assert last.endswith("; is the server running? (--url or OPENKVS_URL)"), last
     assert "is kept" not in out.stderr and not list(tmp_path.glob("*.part*"))
+    retries = out.stderr.strip().splitlines()[:-1]
+    assert all(line.startswith(f"Cannot connect to {url} (") and line.endswith("; trying again.") for line in retries)
+    assert "lost" not in out.stderr.lower()

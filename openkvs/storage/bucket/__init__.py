@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from ...redact import redacted
 from ..base import NotFound, StorageUnavailable
 from .s3 import BucketError, ObjectInfo, ObjectMissing, S3Bucket
 from .sigv4 import Credentials, load_credentials, load_region
@@ -84,7 +85,7 @@ def parse_url(url: str) -> BucketUrl:
     """``s3://BUCKET`` or ``s3://BUCKET/PREFIX``; ValueError otherwise."""
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
-        raise ValueError(f"expected s3://BUCKET/PREFIX, got {url!r}")
+        raise ValueError(f"expected s3://BUCKET/PREFIX, got {redacted(url)!r}")
     prefix = parts.path.strip("/")
     return BucketUrl(parts.netloc, prefix + "/" if prefix else "")
 
@@ -116,14 +117,15 @@ class S3BlobStore(BlobStore):
         part_size: int = PART_SIZE,
     ) -> None:
         where = parse_url(url)
+        shown = redacted(url)  # (credentials in the URL, s3://KEY:SECRET@BUCKET, are not used, nor shown)
         creds = credentials or load_credentials()
         if creds is None:
             raise BucketConfigError(
-                f"{url}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE and "
+                f"{shown}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE and "
                 "~/.aws/credentials"
             )
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
-        self.url = url
+        self.url = shown  # for messages and logs only
         self.inline_max = inline_max
         self.part_size = part_size
         self.prefix = where.prefix + "blobs/"
@@ -132,7 +134,7 @@ class S3BlobStore(BlobStore):
                 where.bucket, endpoint=endpoint, region=load_region(region), credentials=creds, path_style=path_style
             )
         except ValueError as exc:
-            raise BucketConfigError(f"{url}: {exc}") from None
+            raise BucketConfigError(f"{shown}: {exc}") from None
 
     def key(self, blob_id: int) -> str:
         return f"{self.prefix}{blob_id}"

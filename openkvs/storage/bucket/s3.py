@@ -25,6 +25,7 @@ from xml.sax.saxutils import escape
 
 import httpx
 
+from ...redact import redacted
 from .sigv4 import Credentials, Signer, uri_encode
 
 READ_PIECE = 1024 * 1024  # get() yields pieces of at most this
@@ -110,7 +111,7 @@ class S3Bucket:
         endpoint = (endpoint or f"https://s3.{region}.amazonaws.com").rstrip("/")
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"S3 endpoint must be http(s)://host[:port], got {endpoint!r}")
+            raise ValueError(f"S3 endpoint must be http(s)://host[:port], got {redacted(endpoint)!r}")
         if path_style:
             self._base = f"{parts.scheme}://{parts.netloc}"
             self._host = parts.netloc
