@@ -20,12 +20,13 @@ ID_READ = ("ANYONE_WITH_ID_CAN_READ", "ANYONE_WITH_NAME_CAN_READ")
 
 
 async def _look(node: Any, user_id: str | None, store_id: str, key: str = "k", burst: int = 1) -> Any:
-    """The look-up alone (burst 1), or the first of ``burst`` look-ups of other keys asked together."""
-    keys = [key, *(f"other{i}" for i in range(burst - 1))]
+    """The look-up alone (burst 1), or the last of ``burst`` look-ups of other keys asked together: the first of
+    a burst is asked alone, the others wait for it and are then asked by one statement (tables.LOOKUP_MANY)."""
+    keys = [*(f"other{i}" for i in range(burst - 1)), key]
     found = await asyncio.gather(
         *(node.look_up_store(user_id, store_id=store_id, key=k, readable=ID_READ) for k in keys)
     )
-    return found[0]
+    return found[-1]
 
 
 async def _bytes(node: Any, user_id: str, store_id: str, burst: int) -> tuple[bytes | None, str | None]:
