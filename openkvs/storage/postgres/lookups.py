@@ -131,16 +131,13 @@ class StoreVersions:
         """The versions to send for ``store_id`` (and its record ``key``) and what they stand for: (store
         version, Store, record version, RecordMeta), None where none is held."""
         now = time.monotonic()
-        kept = self._kept.get(store_id)
-        store: tuple[int | None, Store | None] = (
-            (kept[0], kept[1]) if kept is not None and now - kept[2] <= HELD_SECONDS else (None, None)
-        )
-        if key is None:
-            return *store, None, None
-        record = self._records.get((store_id, key))
+        kept: tuple[Any, Any, float] | None = self._kept.get(store_id)
+        if kept is None or now - kept[2] > HELD_SECONDS:
+            kept = _NOTHING
+        record: tuple[Any, Any, float] | None = self._records.get((store_id, key)) if key is not None else None
         if record is None or now - record[2] > HELD_SECONDS:
-            return *store, None, None
-        return *store, record[0], record[1]
+            record = _NOTHING
+        return kept[0], kept[1], record[0], record[1]
 
     def found(self, row: Any, first: int, with_record: bool, held: Held) -> StoreLookup:
         """A look-up's answer from its row, by position from ``first``: ``ver`` (NULL: the rows are those of
@@ -158,16 +155,15 @@ class StoreVersions:
                 kept.clear()
             kept[store.id] = (ver, store, time.monotonic())
         end = first + 1 + _STORE_NCOLS
-        found = StoreLookup(store, row[end])
-        if with_record and row[end + 1]:
-            found.record_read = True
-            if row[end + 2]:  # r_same
-                if held[3] is None:
-                    raise StorageError("a record look-up answered for a version it was not sent")
-                found.record = held[3]
-            elif row[end + 3] is not None:  # r_ver: the record is there
-                found.record = self._record(store.id, row, end + 3)
-        return found
+        if not (with_record and row[end + 1]):  # (the caller may not read the store: no record read)
+            return StoreLookup(store, row[end])
+        if row[end + 2]:  # r_same
+            record = held[3]
+            if record is None:
+                raise StorageError("a record look-up answered for a version it was not sent")
+        else:  # r_ver NULL: no such record
+            record = self._record(store.id, row, end + 3) if row[end + 3] is not None else None
+        return StoreLookup(store, row[end], record, True)
 
     def _record(self, store_id: str, row: Any, at: int) -> RecordMeta:
         """The record from its version (``at``), its columns and its bytes; held when it is small enough."""
@@ -181,6 +177,8 @@ class StoreVersions:
         return record
 
 
+# what ``held`` takes for an entry it has none of (or one held too long)
+_NOTHING: tuple[None, None, float] = (None, None, 0.0)
 # (store version, Store, record version, RecordMeta), None where none is held
 Held = tuple[int | None, Store | None, int | None, RecordMeta | None]
 
