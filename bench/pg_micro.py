@@ -1,8 +1,10 @@
 """Micro benchmark of PostgresStorage through the storage API (no HTTP): PUT/s and GET/s with concurrency 16,
-snapshot read MiB/s (what the ZIP download does: records() batches, read_blob of each) and records/s.
+snapshot read MiB/s (what the ZIP download does: records() batches, read_blob of each) and records/s; and
+``lookupcpu``: PostgreSQL's backend CPU per record GET look-up (``look_up_store`` by ID with a key, one at a time,
+the Store held: what a GET asks), from /proc of this storage's backends (PostgreSQL on this machine).
 
     .venv/bin/python -m bench.pg_micro                 # everything, prints one JSON line per measurement
-    .venv/bin/python -m bench.pg_micro put get         # some of: put get snap64k snap50m snap100b
+    .venv/bin/python -m bench.pg_micro put get         # some of: put get snap64k snap50m snap100b lookupcpu
     .venv/bin/python -m bench.pg_micro --fresh         # drop and rebuild the data sets (schema bench_pgmicro)
 
 Data sets live in the schema ``bench_pgmicro`` of BENCH_PG_URL (default postgresql://postgres@127.0.0.1:5432/test) and
@@ -150,6 +152,43 @@ async def bench_get(s: PostgresStorage, seconds: float) -> dict:
     return {"get_per_s": round(n / (time.perf_counter() - t))}
 
 
+def _backend_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes (/proc/PID/stat fields 14 and 15)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def bench_lookupcpu(s: PostgresStorage, count: int = 20_000) -> dict:
+    """PostgreSQL's CPU per look-up of a 1 KiB record: the sum over the storage's backends (pg_stat_activity by its
+    application_name) of their CPU across ``count`` look-ups, one at a time, after 300 to warm up."""
+    st, _ = await store_of(s, "puts")
+    user = await s.get_user_by_name("bench")
+    assert user is not None
+    keys = [f"k{i:04d}" for i in range(100)]
+    for k in keys:
+        if await s.get_record(st.id, k) is None:
+            await s.put_record(st.id, k, Body(os.urandom(1024)), "application/octet-stream", None)
+    readable = ("ANYONE_WITH_ID_CAN_READ", "ANYONE_WITH_NAME_CAN_READ")
+    for i in range(300):
+        await s.look_up_store(user.id, store_id=st.id, key=keys[i % 100], readable=readable)
+    conn = await asyncpg.connect(DSN)
+    try:
+        pids = [r[0] for r in await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1", s.application_name)]
+    finally:
+        await conn.close()
+    cpu, t = _backend_cpu(pids), time.perf_counter()
+    for i in range(count):
+        await s.look_up_store(user.id, store_id=st.id, key=keys[i % 100], readable=readable)
+    wall = time.perf_counter() - t
+    return {"backend_us_per_lookup": round(1e6 * (_backend_cpu(pids) - cpu) / count, 1),
+            "wall_us_per_lookup": round(1e6 * wall / count, 1), "backends": len(pids)}
+
+
 async def bench_snap(s: PostgresStorage, store_id: str) -> dict:
     t = time.perf_counter()
     nbytes = nrec = 0
@@ -175,12 +214,15 @@ async def main() -> None:
     s = PostgresStorage(DSN, namespace=SCHEMA, max_pool=10)
     await s.open()
     try:
-        ids = await ensure_sets(s)
+        # (the data sets only for the snapshot benchmarks that read them)
+        ids = await ensure_sets(s) if any(w.startswith("snap") for w in a.which) else {}
         for w in a.which:
             if w == "put":
                 r = await bench_put(s, a.seconds)
             elif w == "get":
                 r = await bench_get(s, a.seconds)
+            elif w == "lookupcpu":
+                r = await bench_lookupcpu(s)
             else:
                 r = await bench_snap(s, ids[w])
             print(json.dumps({"label": a.label, "bench": w, **r}), flush=True)

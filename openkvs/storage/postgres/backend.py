@@ -321,7 +321,7 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
     ) -> Batched[tuple[Any, ...], StoreLookup | None]:
         """The look-ups by ID of one shape: alone with LOOKUP, together with LOOKUP_MANY. An ask: (the caller's
         user ID, the store ID, the record key or None). Each sends the version of the Store held for its ID
-        (StoreVersions), taken when the query is sent."""
+        (StoreVersions), and of the record held for its key, taken when the query is sent."""
         one_sql, many_sql = LOOKUP[(False, with_record)], LOOKUP_MANY[with_record]
         self._db.prepared.update((one_sql, many_sql))
         levels = text_array(readable)
@@ -329,24 +329,24 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
 
         async def one(ask: tuple[Any, ...]) -> StoreLookup | None:
             user_id, store_id, key = ask
-            held, store = versions.held(store_id)
-            args = (user_id, levels, store_id, kind, key, held) if with_record else (
-                user_id, levels, store_id, kind, held)
+            held = versions.held(store_id, key)
+            args = (user_id, levels, store_id, kind, key, held[0], held[2]) if with_record else (
+                user_id, levels, store_id, kind, held[0])
             row = await self._fetchrow(one_sql, *args)
-            return versions.found(row, 0, with_record, store) if row is not None else None
+            return versions.found(row, 0, with_record, held) if row is not None else None
 
         async def many(asks: Sequence[tuple[Any, ...]]) -> list[StoreLookup | None]:
             user_ids, store_ids, keys = zip(*asks, strict=True)
-            held = [versions.held(sid) for sid in store_ids]
+            held = [versions.held(sid, key) for sid, key in zip(store_ids, keys, strict=True)]
             arrays = [text_array(user_ids), text_array(store_ids), text_array([h[0] for h in held])]
             if with_record:
-                arrays.append(text_array(keys))
+                arrays += [text_array(keys), text_array([h[2] for h in held])]
             rows = await self._fetch(many_sql, levels, kind, *arrays)
             found: list[StoreLookup | None] = [None] * len(asks)
             # (LOOKUP_MANY's columns start with n, then those of LOOKUP's)
             for row in rows:
                 at = row[0] - 1
-                found[at] = versions.found(row, 1, with_record, held[at][1])
+                found[at] = versions.found(row, 1, with_record, held[at])
             return found
 
         return Batched(one, many)

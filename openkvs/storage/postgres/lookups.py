@@ -13,7 +13,9 @@ kept after it is given.
 
 ``StoreVersions``: the Store each look-up by ID made, held with the version of the rows it came from, so that the
 next look-up of that store gets NULLs for the store's columns when nothing changed (tables.STORE_VERSION):
-asyncpg's decoding of those 19 columns (three timestamps) was the biggest part of a record GET's look-up.
+asyncpg's decoding of those 19 columns (three timestamps) was the biggest part of a record GET's look-up. The
+record likewise (tables.RECORD_VERSION): its timestamp alone cost asyncpg ~6k instructions to decode, and
+PostgreSQL does not read an unchanged record's bytes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ..base import StorageError, Store, StoreLookup
+from ..base import RecordMeta, StorageError, Store, StoreLookup
 from .tables import RECORD_NCOLS, STORE_COLS, record_from, to_store
 
 A = TypeVar("A", bound=Hashable)
@@ -109,38 +111,76 @@ _STORE_NCOLS = STORE_COLS.count(",") + 1
 
 
 class StoreVersions:
-    """store ID -> (the version of its rows, the Store made from them, when read): what a look-up by ID sends
-    (``held``) and makes of its answer (``found``). Bounded: a flood of distinct stores starts over."""
+    """What the look-ups by ID hold: store ID -> (the version of its rows, the Store made from them, when read),
+    and (store ID, key) -> (the version of the record's row, the RecordMeta made from it, when read). A look-up
+    sends the versions it holds (``held``) and makes its answer from what comes back (``found``): the rows' columns
+    when they changed, else NULLs, and the held objects are used. Bounded: a flood of distinct stores, or of
+    records, starts over; a record is held only with at most RECORD_BYTES of bytes (or none: bigger ones are
+    read by read_blob), so the records hold at most RECORDS * RECORD_BYTES = 8 MiB, as SQLite's kept look-ups."""
 
-    __slots__ = ("_kept",)
+    __slots__ = ("_kept", "_records")
     LIMIT = 1024
+    RECORDS = 2048
+    RECORD_BYTES = 4096
 
     def __init__(self) -> None:
         self._kept: dict[str, tuple[int, Store, float]] = {}
+        self._records: dict[tuple[str, str], tuple[int, RecordMeta, float]] = {}
 
-    def held(self, store_id: str) -> tuple[int | None, Store | None]:
-        """The version to send for ``store_id`` and the Store it stands for (None, None: none held)."""
-        kept = self._kept.get(store_id)
-        if kept is None or time.monotonic() - kept[2] > HELD_SECONDS:
-            return None, None
-        return kept[0], kept[1]
+    def held(self, store_id: str, key: str | None = None) -> Held:
+        """The versions to send for ``store_id`` (and its record ``key``) and what they stand for: (store
+        version, Store, record version, RecordMeta), None where none is held."""
+        now = time.monotonic()
+        kept: tuple[Any, Any, float] | None = self._kept.get(store_id)
+        if kept is None or now - kept[2] > HELD_SECONDS:
+            kept = _NOTHING
+        record: tuple[Any, Any, float] | None = self._records.get((store_id, key)) if key is not None else None
+        if record is None or now - record[2] > HELD_SECONDS:
+            record = _NOTHING
+        return kept[0], kept[1], record[0], record[1]
 
-    def found(self, row: Any, first: int, with_record: bool, held: Store | None) -> StoreLookup:
+    def found(self, row: Any, first: int, with_record: bool, held: Held) -> StoreLookup:
         """A look-up's answer from its row, by position from ``first``: ``ver`` (NULL: the rows are those of
-        ``held``, the Store whose version was sent), the store's columns, g_can_write, may_read, then the
-        record's RECORD_COLS and its bytes (tables.record_from)."""
+        the held Store), the store's columns, g_can_write, may_read, then the record's columns (tables._record_cols:
+        r_same, r_ver, RECORD_COLS and its bytes)."""
         ver = row[first]
         if ver is None:
-            if held is None:  # only a version that was sent can match
+            store = held[1]
+            if store is None:  # only a version that was sent can match
                 raise StorageError("a store look-up answered for a version it was not sent")
-            store = held
         else:
             store = to_store(row)
             kept = self._kept
             if len(kept) >= self.LIMIT:
                 kept.clear()
             kept[store.id] = (ver, store, time.monotonic())
-        return lookup_answer(store, row, first + 1 + _STORE_NCOLS, with_record)
+        end = first + 1 + _STORE_NCOLS
+        if not (with_record and row[end + 1]):  # (the caller may not read the store: no record read)
+            return StoreLookup(store, row[end])
+        if row[end + 2]:  # r_same
+            record = held[3]
+            if record is None:
+                raise StorageError("a record look-up answered for a version it was not sent")
+        else:  # r_ver NULL: no such record
+            record = self._record(store.id, row, end + 3) if row[end + 3] is not None else None
+        return StoreLookup(store, row[end], record, True)
+
+    def _record(self, store_id: str, row: Any, at: int) -> RecordMeta:
+        """The record from its version (``at``), its columns and its bytes; held when it is small enough."""
+        data = row[at + 1 + RECORD_NCOLS]
+        record = record_from(row[at + 1 : at + 1 + RECORD_NCOLS], data)
+        if data is None or len(data) <= self.RECORD_BYTES:
+            records = self._records
+            if len(records) >= self.RECORDS:
+                records.clear()
+            records[(store_id, record.key)] = (row[at], record, time.monotonic())
+        return record
+
+
+# what ``held`` takes for an entry it has none of (or one held too long)
+_NOTHING: tuple[None, None, float] = (None, None, 0.0)
+# (store version, Store, record version, RecordMeta), None where none is held
+Held = tuple[int | None, Store | None, int | None, RecordMeta | None]
 
 
 def lookup_answer(store: Store, row: Any, end: int, with_record: bool) -> StoreLookup:

@@ -269,36 +269,71 @@ STORE_VERSION = "(s.xmin::text::bigint << 32) | u.xmin::text::bigint"
 _STORE_COL_NAMES = [c.strip() for c in STORE_COLS.split(",")]
 
 
-def _versioned_store_cols(held: str) -> str:
-    """STORE_COLS, each NULL when ``v.ver`` (STORE_VERSION) equals ``held``; first ``ver`` itself, likewise."""
-    same = f"v.ver = {held}"
-    cols = [f"CASE WHEN {same} THEN NULL ELSE v.ver END AS ver"]
-    cols += [f"CASE WHEN {same} THEN NULL ELSE {c} END AS {c.split('.')[1]}" for c in _STORE_COL_NAMES]
+def _versioned_store_cols() -> str:
+    """STORE_COLS, each NULL when ``v.same`` (see _version_join); first ``ver`` itself, likewise."""
+    cols = ["CASE WHEN v.same THEN NULL ELSE v.ver END AS ver"]
+    cols += [f"CASE WHEN v.same THEN NULL ELSE {c} END AS {c.split('.')[1]}" for c in _STORE_COL_NAMES]
     return ", ".join(cols)
 
 
-_VERSION_JOIN = f"CROSS JOIN LATERAL (SELECT {STORE_VERSION} AS ver) v"
+def _version_join(held: str) -> str:
+    """The rows' version (``v.ver``, STORE_VERSION) and whether it is ``held`` (``v.same``), computed once a row.
+    OFFSET 0 keeps the planner from pulling the subquery up: pulled up, each of the 21 CASEs above got its own copy
+    of the version's expression (two xid -> text -> bigint casts), which cost PostgreSQL's backend ~15-20 us of CPU
+    a look-up, a third of the statement (bench/pg_micro.py lookupcpu)."""
+    return (
+        f"CROSS JOIN LATERAL (SELECT x.ver, x.ver = {held} AS same FROM (SELECT {STORE_VERSION} AS ver) x OFFSET 0) v"
+    )
+
+
+# The version of a record row: its xmin, the transaction that wrote it (a write, a delete and a new put, a kept
+# ZIP header filled in: each a new row version with its writer's xmin). Held like the store's (lookups.py).
+RECORD_VERSION = "r.xmin::text::bigint"
+
+
+def _record_cols(held: str | None) -> str:
+    """The look-up's record columns: RECORD_COLS prefixed "r_" (stores have some of the same names) and the small
+    record's bytes (r_data, see get_record). With ``held`` (a look-up by ID, which sends the version of the record
+    it holds, NULL: none), first r_same (the row's version is ``held``: the other columns are NULL then, the
+    bytes not read) and r_ver (the row's version; NULL when r_same or no record)."""
+    cols = [f"r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(",")] + [f"{held_data('r')} AS r_data"]
+    if held is None:
+        return ", " + ", ".join(cols)
+    cols = [f"CASE WHEN rv.same THEN NULL ELSE {c.rsplit(' AS ', 1)[0]} END AS {c.rsplit(' AS ', 1)[1]}" for c in cols]
+    return ", rv.same AS r_same, CASE WHEN rv.same THEN NULL ELSE rv.ver END AS r_ver, " + ", ".join(cols)
+
+
+def _record_join(key: str, may_read: str, held: str | None) -> str:
+    """The record row ``r`` (NULLs unless the record exists and the caller may read); with ``held``, its version
+    and whether it is ``held`` (``rv``), computed once (OFFSET 0, as _version_join)."""
+    join = f"LEFT JOIN records r ON r.store_id = s.id AND r.key = {key} AND {may_read}"
+    if held is None:
+        return join
+    return (
+        f"{join} CROSS JOIN LATERAL (SELECT y.ver, y.ver = {held} AS same FROM (SELECT {RECORD_VERSION} AS ver) y"
+        " OFFSET 0) rv"
+    )
 
 
 def _lookup_sql(by_name: bool, with_record: bool) -> str:
     """SQL of look_up_store: the store's columns, the caller's grant (g_can_write, NULL for none), whether the
-    caller may read the store (may_read), then (``with_record``) the record's columns prefixed "r_" (stores have
-    some of the same names) with the small record's bytes (see get_record), NULLs unless the record exists and
-    the caller may read. Parameters: $1 the caller's user ID, $2 the general_access levels that let the address
-    read (``text_array``), $3 the store ID or $3 the owner's ID and $4 the name, then the kind, then the record
-    key. By ID, the columns start with ``ver`` and the store's columns are NULL when the last parameter, the
-    version of the Store the caller holds, is the rows' (see STORE_VERSION; NULL: none held)."""
+    caller may read the store (may_read), then (``with_record``) the record's columns (_record_cols). Parameters:
+    $1 the caller's user ID, $2 the general_access levels that let the address read (``text_array``), $3 the
+    store ID or $3 the owner's ID and $4 the name, then the kind, then the record key. By ID, the columns start
+    with ``ver`` and the store's columns are NULL when the next parameter, the version of the Store the caller
+    holds, is the rows' (see STORE_VERSION; NULL: none held); with a record, the last parameter is the version of
+    the record held (RECORD_VERSION, NULL: none)."""
     may_read = "(s.user_id = $1 OR g.user_id IS NOT NULL OR s.general_access = ANY($2::text::text[]))"
     where = "s.user_id = $3 AND lower(s.name) = lower($4) AND s.kind = $5" if by_name else "s.id = $3 AND s.kind = $4"
     key = "$6" if by_name else "$5"
-    record_cols = "".join(f", r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(","))
     held = "$6::bigint" if with_record else "$5::bigint"
-    store_cols = STORE_COLS if by_name else _versioned_store_cols(held)
+    held_record = None if by_name else "$7::bigint"
+    store_cols = STORE_COLS if by_name else _versioned_store_cols()
     return f"""SELECT {store_cols}, g.can_write AS g_can_write, {may_read} AS may_read
-            {f"{record_cols}, {held_data('r')} AS r_data" if with_record else ""}
-        FROM {STORE_FROM} {"" if by_name else _VERSION_JOIN}
+            {_record_cols(held_record) if with_record else ""}
+        FROM {STORE_FROM} {"" if by_name else _version_join(held)}
             LEFT JOIN grants g ON g.store_id = s.id AND g.user_id = $1
-            {f"LEFT JOIN records r ON r.store_id = s.id AND r.key = {key} AND {may_read}" if with_record else ""}
+            {_record_join(key, may_read, held_record) if with_record else ""}
         WHERE {where}"""
 
 
@@ -311,20 +346,20 @@ def _lookup_many_sql(with_record: bool) -> str:
     ``n``, the look-up's place (from 1) in the arrays; no row for a look-up whose store is not there. Parameters
     (arrays as ``text_array``): $1 the general_access levels that let the address read, $2 the kind, $3 the
     callers' user IDs (NULL: none), $4 the store IDs, $5 the versions of the Stores held (NULL: none), then ($6)
-    the record keys. The same for every look-up: the levels and the kind."""
+    the record keys and ($7) the versions of the records held (NULL: none). The same for every look-up: the
+    levels and the kind."""
     may_read = "(s.user_id = w.uid OR g.user_id IS NOT NULL OR s.general_access = ANY($1::text::text[]))"
-    record_cols = "".join(f", r.{c.strip()} AS r_{c.strip()}" for c in RECORD_COLS.split(","))
     arrays = "$3::text::text[], $4::text::text[], $5::text::bigint[]"
-    arrays += ", $6::text::text[]" if with_record else ""
-    names = "uid, sid, held, key, n" if with_record else "uid, sid, held, n"
-    return f"""SELECT w.n, {_versioned_store_cols("w.held")}, g.can_write AS g_can_write, {may_read} AS may_read
-            {f"{record_cols}, {held_data('r')} AS r_data" if with_record else ""}
+    arrays += ", $6::text::text[], $7::text::bigint[]" if with_record else ""
+    names = "uid, sid, held, key, rheld, n" if with_record else "uid, sid, held, n"
+    return f"""SELECT w.n, {_versioned_store_cols()}, g.can_write AS g_can_write, {may_read} AS may_read
+            {_record_cols("w.rheld") if with_record else ""}
         FROM unnest({arrays}) WITH ORDINALITY AS w({names})
             JOIN stores s ON s.id = w.sid AND s.kind = $2
             JOIN users u ON u.id = s.user_id
-            {_VERSION_JOIN}
+            {_version_join("w.held")}
             LEFT JOIN grants g ON g.store_id = s.id AND g.user_id = w.uid
-            {f"LEFT JOIN records r ON r.store_id = s.id AND r.key = w.key AND {may_read}" if with_record else ""}"""
+            {_record_join("w.key", may_read, "w.rheld") if with_record else ""}"""
 
 
 # with a record -> SQL
