@@ -386,11 +386,22 @@ class _Rows:
 
     def __init__(self, renderer: Any, shape: pipeline.Shape, batch: list[bytes]) -> None:
         self._renderer = renderer
-        self._rows = (row for item in map(itemjson.load, batch) for row in shape.iter_rows(item))  # lazy: in the thread
+        self._shape = shape
+        # Unchanged items make a row each at most: the batch (EXPORT_BATCH items at most) in one piece, from the
+        # stored bytes (the renderer's stored_rows: csv renders them without parsing them).
+        self._stored = batch if shape.identity else None
+        parsed = map(itemjson.load, batch if self._stored is None else [])
+        self._rows = (row for item in parsed for row in shape.iter_rows(item))  # lazy: in the thread
 
     def next_piece(self) -> bytes | None:
         """The next piece's bytes (maybe b""), None when the batch is done."""
+        if self._stored is not None:
+            batch, self._stored = self._stored, None
+            return self._renderer.stored_rows(batch, self._rows_of)  # type: ignore[no-any-return]
         rows = list(islice(self._rows, EXPORT_BATCH))
         if not rows:
             return None
         return self._renderer.rows(rows)  # type: ignore[no-any-return]
+
+    def _rows_of(self, raw: bytes) -> list[dict[str, Any]]:
+        return list(self._shape.iter_rows(itemjson.load(raw)))
