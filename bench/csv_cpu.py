@@ -4,8 +4,11 @@ One batch of 4,000 stored items of bench/datasets.py (~500 B each, compact JSON 
 query (no fields/omit/unwind/flatten), CPU seconds of this process per row (``time.process_time``), every case once
 per round, in turns:
 
-- ``endpoint``: what the export's worker thread does today (api/items.py ``_Rows``: ``itemjson.load`` each item,
-  ``Shape.iter_rows``, ``CsvRenderer.rows``);
+- ``endpoint``: what the export's worker thread does today (api/items.py ``_Rows``: for unchanged items
+  ``CsvRenderer.stored_rows``, the lines by the C extension openkvs/datasets/_ccsv.c from the stored bytes);
+- ``python path``: what it did before the extension, and still does without it or for other queries
+  (``itemjson.load`` each item, ``Shape.iter_rows``, ``CsvRenderer.rows``), checked byte for byte against the
+  endpoint before timing;
 - its stages: ``itemjson.load``, ``orjson.loads`` of each item, of the batch joined (``[`` + ``,``.join + ``]``),
   and ``CsvRenderer.rows`` of parsed items;
 - ``regex``: a PROTOTYPE (not shipped): one regular expression per item skeleton, made from a parsed item, matched
@@ -172,6 +175,11 @@ def main() -> None:
             out.append(piece)
         return b"".join(out)
 
+    def python_path() -> bytes:
+        return new_renderer().rows([row for item in map(itemjson.load, batch) for row in q.shape.iter_rows(item)])
+
+    assert formats._ccsv is not None, "the C extension is not built (make install)"
+    assert python_path() == endpoint(), "the extension's bytes differ from the Python path's"
     joined = b"[" + b",".join(batch) + b"]"
     prototype = regex_lines(parsed[0], columns)
     assert prototype(batch) == endpoint(), "the prototype's bytes differ from the renderer's"
@@ -189,7 +197,8 @@ def main() -> None:
     rows, lines, data = sql(statement)()
     assert rows == lines == N and data == endpoint(), "the SQL prototype's bytes differ from the renderer's"
     cases: dict[str, Callable[[], Any]] = {
-        "endpoint (load, shape, render)": endpoint,
+        "endpoint (C lines from stored bytes)": endpoint,
+        "python path (load, shape, render)": python_path,
         "itemjson.load each": lambda: itemjson.load_batch(batch),
         "orjson.loads each": lambda: list(map(orjson.loads, batch)),
         "orjson.loads of the joined batch": lambda: orjson.loads(joined),
@@ -212,7 +221,7 @@ def main() -> None:
             best[name] = min(best.get(name, us), us)
     print(f"{time.strftime('%H:%M', time.gmtime())} UTC, load {os.getloadavg()[0]:.1f}; {N} rows of "
           f"{len(endpoint()) / N:.0f} B; best of {args.rounds} rounds in turns, CPU us per row")
-    base = best["endpoint (load, shape, render)"]
+    base = best["python path (load, shape, render)"]
     for name, us in best.items():
         print(f"| {name} | {us:.2f} | {us / base:.2f} |")
 

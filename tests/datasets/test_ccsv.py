@@ -7,6 +7,7 @@ the HTTP level is in tests/api/test_datasets_csv.py."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -109,6 +110,49 @@ def test_c_lines_are_the_python_paths(items, extra, delimiter, form, data):
     assert (table is None) == (delimiter == "é")
     if table is not None and form in FAITHFUL:
         assert _ccsv.lines(table, batch, 0) == (got, len(batch))  # no item left to Python
+
+
+# Float texts of every form: Python's repr, other formats of the same floats (more or fewer digits, trailing zeros,
+# exponents), and digits at random (17-digit decimals that don't round trip, subnormals, overflow).
+FLOAT_FORMS = ["r", ".15g", ".16g", ".17g", ".1f", ".4f", ".20f", ".3e", ".16e", "E"]
+FLOAT_TEXTS = (
+    st.tuples(st.floats(allow_nan=False, allow_infinity=False)
+              | st.floats(min_value=-1e17, max_value=1e17) | st.floats(min_value=-1e-3, max_value=1e-3),
+              st.sampled_from(FLOAT_FORMS)).map(lambda fv: repr(fv[0]) if fv[1] == "r" else format(fv[0], fv[1]))
+    | st.from_regex(r"\A-?(0|[1-9][0-9]{0,17})\.[0-9]{1,19}([eE][-+]?[0-9]{1,3})?\Z")
+    | st.from_regex(r"\A-?(0|[1-9][0-9]{0,2})[eE][-+]?[0-9]{1,3}\Z")
+).filter(lambda text: re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?", text) and not text.lstrip("-").isdigit())
+
+
+@settings(max_examples=examples(3000))
+@given(text=FLOAT_TEXTS)
+@example(text="0.0001")
+@example(text="0.00001")
+@example(text="1e-05")
+@example(text="123456789012345.0")
+@example(text="1234567890123456.0")
+@example(text="999999999999999.9")
+@example(text="0.000123456789012345")
+@example(text="0.30000000000000004")
+@example(text="9007199254740993.0")  # 16 significant digits that are not repr: 2**53 + 1 rounds to 2**53
+@example(text="92830388.36859574")
+@example(text="0.5418942328059832")
+@example(text="0.007917366625729731")
+@example(text="-0.0")
+@example(text="0.00")
+@example(text="5e-324")
+@example(text="4e-324")
+@example(text="1e+16")
+@example(text="1.7976931348623157e+308")
+@example(text="1e308")
+def test_a_float_is_rendered_when_its_text_is_pythons_repr(text):
+    """A float's text in a column: written as it is exactly when it is ``repr`` of its value (what the Python path
+    writes), else the item is left to Python."""
+    got = _ccsv.lines(_ccsv.prepare(["a"], ","), [b'{"a":' + text.encode() + b"}"], 0)
+    if repr(float(text)) == text:
+        assert got == (text.encode() + b"\r\n", 1)
+    else:
+        assert got == (b"", 0)
 
 
 # Items the C leaves to Python (or Python fails on too): each alone in a batch, and between items it renders.
