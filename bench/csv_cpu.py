@@ -22,7 +22,13 @@ per round, in turns:
   lookups``: only each cell's ``->`` (their lengths summed), ``sql json_tree``: one parse of each item, its leaves'
   atoms joined (no types, no column alignment).
 
+``--http sqlite|postgres``: the same over HTTP, in turns (``--rounds`` each): ``curl`` of the whole csv export of
+bench/datasets.py's data set (``BENCH_DS_ITEMS``, default 1,000,000 items; made or reused as ``python -m bench
+datasets`` does), the endpoint as it is and with ``skipFailedPages=1`` (the same rows, as no item fails, through
+the Python path), the server's CPU per row for each, and nginx serving the same bytes from a file.
+
     .venv/bin/python -m bench.csv_cpu --rounds 5
+    .venv/bin/python -m bench.csv_cpu --http sqlite --rounds 3
     valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python -m bench.csv_cpu --only CASE --repeat R
       (instructions of one case: a run with R=3 minus one with R=1, divided by 2 x 4,000 rows)
 """
@@ -30,6 +36,7 @@ per round, in turns:
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import re
@@ -152,12 +159,54 @@ def sql_floors(columns: list[str]) -> dict[str, str]:
     }
 
 
+def http(kind: str, rounds: int) -> None:
+    """``--http``: MB/s of the csv export over HTTP with the C path and with the Python path, and nginx's."""
+    from bench import harness as h
+    from bench.datasets import _cpu, items_dataset
+    from bench.download import MIB, curl, start_nginx
+
+    ds = items_dataset(kind, int(os.environ.get("BENCH_DS_ITEMS", 1_000_000)))
+    prefix = h.DATA / f"csv-http-{kind}"
+    (prefix / "www").mkdir(parents=True, exist_ok=True)
+    saved = prefix / "www" / "items.csv"
+    with h.running(lambda: ds.backend.start(), lambda: start_nginx(prefix)) as (srv, ngx):
+        url = f"{srv.url}/v2/datasets/{ds.store_id}/items?format=csv"
+        cases = {"C path (as served)": url, "Python path (skipFailedPages=1)": url + "&skipFailedPages=1"}
+        curl(url, ds.token, str(saved))
+        general = prefix / "python.csv"
+        curl(cases["Python path (skipFailedPages=1)"], ds.token, str(general))
+        if not filecmp.cmp(saved, general, shallow=False):
+            raise RuntimeError("the two paths' exports differ")
+        general.unlink()
+        best: dict[str, dict[str, float]] = {}
+        for _ in range(rounds):
+            for name, target in cases.items():
+                cpu0 = _cpu(srv.pid)
+                r = curl(target, ds.token)
+                r["cpu_us_row"] = (_cpu(srv.pid) - cpu0) / ds.count * 1e6
+                if name not in best or r["seconds"] < best[name]["seconds"]:
+                    best[name] = r
+            r = curl(f"{ngx.url}/items.csv", None)
+            if "nginx" not in best or r["seconds"] < best["nginx"]["seconds"]:
+                best["nginx"] = {**r, "cpu_us_row": 0.0}
+    nginx = best["nginx"]["bytes"] / MIB / best["nginx"]["seconds"]
+    print(f"{time.strftime('%H:%M', time.gmtime())} UTC, load {os.getloadavg()[0]:.1f}; {kind}, {ds.count} items, "
+          f"{best['nginx']['bytes'] / 1e6:.0f} MB of csv; best of {rounds} in turns")
+    for name, r in best.items():
+        mb_s = r["bytes"] / MIB / r["seconds"]
+        print(f"| {name} | {r['seconds']:.2f} s | {mb_s:.1f} MB/s | {mb_s / nginx:.3f} | {r['cpu_us_row']:.2f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--only", help="run this case alone (a prefix of its name), --repeat times, print nothing")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--http", choices=("sqlite", "postgres"), help="the export over HTTP instead (module docstring)")
     args = p.parse_args()
+    if args.http:
+        http(args.http, args.rounds)
+        return
     batch = [orjson.dumps(item(i)) for i in range(N)]
     q = parse_items_query({"format": "csv"}, None)
     columns = pipeline.columns(q.shape, pipeline.block_paths(map(orjson.loads, batch)))
