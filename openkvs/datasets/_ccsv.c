@@ -13,7 +13,10 @@ duplicate key in an object (the parsed dict keeps one value at the first key's p
 MAX_DEPTH, an integer of more than MAX_INT_DIGITS digits (Python's int/str limit may refuse it), "-0", a number in
 a column whose text is not Python's repr of its value (e.g. 1E5, 1e400, 0.10000000000000001).
 
-The caller holds the GIL throughout (the float check uses Python's own repr), as the Python path would.
+The walk runs without the GIL (the export's other threads, storage reads and the event loop's sends, go on
+meanwhile): the items are held (a reference each) and the buffers that grow meanwhile are PyMem_Raw's. The one
+check that needs Python, a float text that is maybe not repr (more than 15 digits, or an exponent: float_is_repr),
+is deferred to after the walk, with the GIL; where it fails, the lines end before that item's.
 
 Python API (formats.py wraps it):
     prepare(columns: list[str], delimiter: str) -> table | None   (None: this table can't be done here)
@@ -72,9 +75,12 @@ typedef struct {
     char *path;               /* the current path's UTF-8, when it is at most t->maxlen bytes */
     struct Key { const char *s; Py_ssize_t n; uint64_t h; } *keys; /* the keys of the open objects, outermost first */
     Py_ssize_t nkeys, keys_cap;
+    Py_ssize_t current; /* the item walked */
+    struct Deferred { Py_ssize_t item; const unsigned char *s; Py_ssize_t n; } *deferred; /* float texts to check */
+    Py_ssize_t ndeferred, deferred_cap;
 } Walk;
 
-/* Results of the walk: go on, leave this item to Python, or a Python exception is set (no memory). */
+/* Results of the walk: go on, leave this item to Python, or out of memory (raised once the GIL is back). */
 #define OK 0
 #define BAIL 1
 #define ERROR 2
@@ -532,8 +538,22 @@ static int number(Walk *w, Py_ssize_t col)
     }
     if (col < 0)
         return OK;
-    if (is_float && !(!has_exponent && fixed_is_repr(start, n)) && !float_is_repr(start, n))
-        return BAIL;
+    if (is_float && !(!has_exponent && fixed_is_repr(start, n))) {
+        if (n > MAX_FLOAT_TEXT) /* no repr is that long */
+            return BAIL;
+        if (w->ndeferred == w->deferred_cap) {
+            Py_ssize_t cap = w->deferred_cap * 2;
+            struct Deferred *grown = PyMem_RawRealloc(w->deferred, (size_t)cap * sizeof(struct Deferred));
+            if (grown == NULL)
+                return ERROR;
+            w->deferred = grown;
+            w->deferred_cap = cap;
+        }
+        w->deferred[w->ndeferred].item = w->current;
+        w->deferred[w->ndeferred].s = start;
+        w->deferred[w->ndeferred].n = n;
+        w->ndeferred++;
+    }
     int f = 0;
     for (Py_ssize_t i = 0; i < n; i++)
         f |= w->t->num_flags[start[i]];
@@ -609,11 +629,9 @@ static int object(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
                 return BAIL;
         if (w->nkeys == w->keys_cap) {
             Py_ssize_t cap = w->keys_cap * 2;
-            struct Key *grown = PyMem_Realloc(w->keys, (size_t)cap * sizeof(struct Key));
-            if (grown == NULL) {
-                PyErr_NoMemory();
+            struct Key *grown = PyMem_RawRealloc(w->keys, (size_t)cap * sizeof(struct Key));
+            if (grown == NULL)
                 return ERROR;
-            }
             w->keys = grown;
             w->keys_cap = cap;
         }
@@ -751,18 +769,14 @@ typedef struct {
 
 static int reserve(Out *o, Py_ssize_t more)
 {
-    if (more > PY_SSIZE_T_MAX / 2 - o->len) {
-        PyErr_NoMemory();
+    if (more > PY_SSIZE_T_MAX / 2 - o->len)
         return 0;
-    }
     if (o->len + more <= o->cap)
         return 1;
     Py_ssize_t cap = o->cap * 2 > o->len + more ? o->cap * 2 : o->len + more;
-    char *grown = PyMem_Realloc(o->buf, (size_t)cap);
-    if (grown == NULL) {
-        PyErr_NoMemory();
+    char *grown = PyMem_RawRealloc(o->buf, (size_t)cap);
+    if (grown == NULL)
         return 0;
-    }
     o->buf = grown;
     o->cap = cap;
     return 1;
@@ -775,10 +789,8 @@ static int line(const Table *t, const Cell *cells, Out *o)
     Py_ssize_t most = 4;
     for (Py_ssize_t i = 0; i < t->ncols; i++) {
         Py_ssize_t len = cells[i].len;
-        if (len > (PY_SSIZE_T_MAX / 4 - most) / 2) {
-            PyErr_NoMemory();
+        if (len > (PY_SSIZE_T_MAX / 4 - most) / 2)
             return 0;
-        }
         most += 2 * len + 3;
     }
     if (!reserve(o, most))
@@ -817,7 +829,8 @@ static int line(const Table *t, const Cell *cells, Out *o)
     return 1;
 }
 
-/* One item: its cells into w->cells (cleared first). */
+/* One item: its cells into w->cells (cleared first). (Float texts it deferred before it was left to Python can
+   only cut the lines where they end anyway: at this item.) */
 static int item(Walk *w, const char *data, Py_ssize_t n)
 {
     memset(w->cells, 0, (size_t)w->t->ncols * sizeof(Cell));
@@ -826,13 +839,15 @@ static int item(Walk *w, const char *data, Py_ssize_t n)
     w->scratch_len = 0;
     w->nkeys = 0;
     ws(w);
-    if (w->p >= w->end || *w->p != '{') /* not an object: no row (Shape.iter_rows), or not JSON */
-        return BAIL;
-    int r = object(w, 1, 0, -2);
-    if (r != OK)
-        return r;
-    ws(w);
-    return w->p == w->end ? OK : BAIL;
+    int r = BAIL;
+    if (w->p < w->end && *w->p == '{') { /* else not an object: no row (Shape.iter_rows), or not JSON */
+        r = object(w, 1, 0, -2);
+        if (r == OK) {
+            ws(w);
+            r = w->p == w->end ? OK : BAIL;
+        }
+    }
+    return r;
 }
 
 static PyObject *lines(PyObject *Py_UNUSED(self), PyObject *args)
@@ -861,39 +876,70 @@ static PyObject *lines(PyObject *Py_UNUSED(self), PyObject *args)
         if (total < PY_SSIZE_T_MAX / 2 - len)
             total += len;
     }
+    Py_ssize_t count = stop - start;
     Walk w = {.t = t};
     Out o = {0};
-    PyObject *result = NULL;
+    PyObject *result = NULL, **held = PyMem_Calloc((size_t)count + 1, sizeof(PyObject *));
+    Py_ssize_t *line_at = PyMem_Malloc(((size_t)count + 1) * sizeof(Py_ssize_t)); /* where each item's line starts */
     w.cells = PyMem_Calloc((size_t)t->ncols, sizeof(Cell));
     w.scratch_cap = longest + 16;
     w.scratch = PyMem_Malloc((size_t)w.scratch_cap);
     w.path = PyMem_Malloc((size_t)t->maxlen + 1);
     w.keys_cap = 64;
-    w.keys = PyMem_Malloc((size_t)w.keys_cap * sizeof(struct Key));
+    w.keys = PyMem_RawMalloc((size_t)w.keys_cap * sizeof(struct Key));
+    w.deferred_cap = 16;
+    w.deferred = PyMem_RawMalloc((size_t)w.deferred_cap * sizeof(struct Deferred));
     o.cap = total > 0 ? total : 64; /* csv is mostly shorter than the JSON it comes from; grown if not */
-    o.buf = PyMem_Malloc((size_t)o.cap);
-    if (w.cells == NULL || w.scratch == NULL || w.path == NULL || w.keys == NULL || o.buf == NULL) {
+    o.buf = PyMem_RawMalloc((size_t)o.cap);
+    if (held == NULL || line_at == NULL || w.cells == NULL || w.scratch == NULL || w.path == NULL || w.keys == NULL ||
+        w.deferred == NULL || o.buf == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t i = start;
-    for (; i < stop; i++) {
-        PyObject *b = PyList_GET_ITEM(items, i);
-        int r = item(&w, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
-        if (r == ERROR)
-            goto done;
-        if (r == BAIL)
-            break;
-        if (!line(t, w.cells, &o))
-            goto done;
+    /* A reference to each item: the walk reads their bytes without the GIL, while another thread could change
+       the list. */
+    for (Py_ssize_t k = 0; k < count; k++) {
+        held[k] = PyList_GET_ITEM(items, start + k);
+        Py_INCREF(held[k]);
     }
-    result = Py_BuildValue("(y#n)", o.buf, o.len, i);
+    int r = OK;
+    Py_ssize_t k = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (; k < count; k++) {
+        w.current = k;
+        line_at[k] = o.len;
+        r = item(&w, PyBytes_AS_STRING(held[k]), PyBytes_GET_SIZE(held[k]));
+        if (r == OK && !line(t, w.cells, &o))
+            r = ERROR;
+        if (r != OK)
+            break;
+    }
+    line_at[k] = o.len;
+    Py_END_ALLOW_THREADS
+    if (r == ERROR) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* The deferred float texts, in item order: the lines end before the first item with one that is not repr. */
+    for (Py_ssize_t d = 0; d < w.ndeferred; d++) {
+        if (!float_is_repr(w.deferred[d].s, w.deferred[d].n)) {
+            k = w.deferred[d].item;
+            break;
+        }
+    }
+    result = Py_BuildValue("(y#n)", o.buf, line_at[k], start + k);
 done:
+    if (held != NULL)
+        for (Py_ssize_t j = 0; j < count; j++)
+            Py_XDECREF(held[j]);
+    PyMem_Free(held);
+    PyMem_Free(line_at);
     PyMem_Free(w.cells);
     PyMem_Free(w.scratch);
     PyMem_Free(w.path);
-    PyMem_Free(w.keys);
-    PyMem_Free(o.buf);
+    PyMem_RawFree(w.keys);
+    PyMem_RawFree(w.deferred);
+    PyMem_RawFree(o.buf);
     return result;
 }
 
