@@ -4,8 +4,11 @@ One batch of 4,000 stored items of bench/datasets.py (~500 B each, compact JSON 
 query (no fields/omit/unwind/flatten), CPU seconds of this process per row (``time.process_time``), every case once
 per round, in turns:
 
-- ``endpoint``: what the export's worker thread does today (api/items.py ``_Rows``: ``itemjson.load`` each item,
-  ``Shape.iter_rows``, ``CsvRenderer.rows``);
+- ``endpoint``: what the export's worker thread does today (api/items.py ``_Rows``: for unchanged items
+  ``CsvRenderer.stored_rows``, the lines by the C extension openkvs/datasets/_ccsv.c from the stored bytes);
+- ``python path``: what it did before the extension, and still does without it or for other queries
+  (``itemjson.load`` each item, ``Shape.iter_rows``, ``CsvRenderer.rows``), checked byte for byte against the
+  endpoint before timing;
 - its stages: ``itemjson.load``, ``orjson.loads`` of each item, of the batch joined (``[`` + ``,``.join + ``]``),
   and ``CsvRenderer.rows`` of parsed items;
 - ``regex``: a PROTOTYPE (not shipped): one regular expression per item skeleton, made from a parsed item, matched
@@ -19,7 +22,13 @@ per round, in turns:
   lookups``: only each cell's ``->`` (their lengths summed), ``sql json_tree``: one parse of each item, its leaves'
   atoms joined (no types, no column alignment).
 
+``--http sqlite|postgres``: the same over HTTP, in turns (``--rounds`` each): ``curl`` of the whole csv export of
+bench/datasets.py's data set (``BENCH_DS_ITEMS``, default 1,000,000 items; made or reused as ``python -m bench
+datasets`` does), the endpoint as it is and with ``skipFailedPages=1`` (the same rows, as no item fails, through
+the Python path), the server's CPU per row for each, and nginx serving the same bytes from a file.
+
     .venv/bin/python -m bench.csv_cpu --rounds 5
+    .venv/bin/python -m bench.csv_cpu --http sqlite --rounds 3
     valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python -m bench.csv_cpu --only CASE --repeat R
       (instructions of one case: a run with R=3 minus one with R=1, divided by 2 x 4,000 rows)
 """
@@ -27,6 +36,7 @@ per round, in turns:
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import re
@@ -149,12 +159,54 @@ def sql_floors(columns: list[str]) -> dict[str, str]:
     }
 
 
+def http(kind: str, rounds: int) -> None:
+    """``--http``: MB/s of the csv export over HTTP with the C path and with the Python path, and nginx's."""
+    from bench import harness as h
+    from bench.datasets import _cpu, items_dataset
+    from bench.download import MIB, curl, start_nginx
+
+    ds = items_dataset(kind, int(os.environ.get("BENCH_DS_ITEMS", 1_000_000)))
+    prefix = h.DATA / f"csv-http-{kind}"
+    (prefix / "www").mkdir(parents=True, exist_ok=True)
+    saved = prefix / "www" / "items.csv"
+    with h.running(lambda: ds.backend.start(), lambda: start_nginx(prefix)) as (srv, ngx):
+        url = f"{srv.url}/v2/datasets/{ds.store_id}/items?format=csv"
+        cases = {"C path (as served)": url, "Python path (skipFailedPages=1)": url + "&skipFailedPages=1"}
+        curl(url, ds.token, str(saved))
+        general = prefix / "python.csv"
+        curl(cases["Python path (skipFailedPages=1)"], ds.token, str(general))
+        if not filecmp.cmp(saved, general, shallow=False):
+            raise RuntimeError("the two paths' exports differ")
+        general.unlink()
+        best: dict[str, dict[str, float]] = {}
+        for _ in range(rounds):
+            for name, target in cases.items():
+                cpu0 = _cpu(srv.pid)
+                r = curl(target, ds.token)
+                r["cpu_us_row"] = (_cpu(srv.pid) - cpu0) / ds.count * 1e6
+                if name not in best or r["seconds"] < best[name]["seconds"]:
+                    best[name] = r
+            r = curl(f"{ngx.url}/items.csv", None)
+            if "nginx" not in best or r["seconds"] < best["nginx"]["seconds"]:
+                best["nginx"] = {**r, "cpu_us_row": 0.0}
+    nginx = best["nginx"]["bytes"] / MIB / best["nginx"]["seconds"]
+    print(f"{time.strftime('%H:%M', time.gmtime())} UTC, load {os.getloadavg()[0]:.1f}; {kind}, {ds.count} items, "
+          f"{best['nginx']['bytes'] / 1e6:.0f} MB of csv; best of {rounds} in turns")
+    for name, r in best.items():
+        mb_s = r["bytes"] / MIB / r["seconds"]
+        print(f"| {name} | {r['seconds']:.2f} s | {mb_s:.1f} MB/s | {mb_s / nginx:.3f} | {r['cpu_us_row']:.2f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--only", help="run this case alone (a prefix of its name), --repeat times, print nothing")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--http", choices=("sqlite", "postgres"), help="the export over HTTP instead (module docstring)")
     args = p.parse_args()
+    if args.http:
+        http(args.http, args.rounds)
+        return
     batch = [orjson.dumps(item(i)) for i in range(N)]
     q = parse_items_query({"format": "csv"}, None)
     columns = pipeline.columns(q.shape, pipeline.block_paths(map(orjson.loads, batch)))
@@ -172,6 +224,11 @@ def main() -> None:
             out.append(piece)
         return b"".join(out)
 
+    def python_path() -> bytes:
+        return new_renderer().rows([row for item in map(itemjson.load, batch) for row in q.shape.iter_rows(item)])
+
+    assert formats._ccsv is not None, "the C extension is not built (make install)"
+    assert python_path() == endpoint(), "the extension's bytes differ from the Python path's"
     joined = b"[" + b",".join(batch) + b"]"
     prototype = regex_lines(parsed[0], columns)
     assert prototype(batch) == endpoint(), "the prototype's bytes differ from the renderer's"
@@ -189,7 +246,8 @@ def main() -> None:
     rows, lines, data = sql(statement)()
     assert rows == lines == N and data == endpoint(), "the SQL prototype's bytes differ from the renderer's"
     cases: dict[str, Callable[[], Any]] = {
-        "endpoint (load, shape, render)": endpoint,
+        "endpoint (C lines from stored bytes)": endpoint,
+        "python path (load, shape, render)": python_path,
         "itemjson.load each": lambda: itemjson.load_batch(batch),
         "orjson.loads each": lambda: list(map(orjson.loads, batch)),
         "orjson.loads of the joined batch": lambda: orjson.loads(joined),
@@ -212,7 +270,7 @@ def main() -> None:
             best[name] = min(best.get(name, us), us)
     print(f"{time.strftime('%H:%M', time.gmtime())} UTC, load {os.getloadavg()[0]:.1f}; {N} rows of "
           f"{len(endpoint()) / N:.0f} B; best of {args.rounds} rounds in turns, CPU us per row")
-    base = best["endpoint (load, shape, render)"]
+    base = best["python path (load, shape, render)"]
     for name, us in best.items():
         print(f"| {name} | {us:.2f} | {us / base:.2f} |")
 

@@ -5,10 +5,10 @@ as a stream of rendered batches."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 
@@ -411,6 +411,7 @@ async def render(
 # EXPORT_BATCH rows of one 200 kB item were 800 MB rendered in one piece (and one C call holding the GIL for a
 # second). Rows of small items still go EXPORT_BATCH at a time.
 PIECE_BYTES = 4 * 1024 * 1024
+T = TypeVar("T")
 
 
 class _Rows:
@@ -421,18 +422,40 @@ class _Rows:
 
     def __init__(self, renderer: Any, shape: pipeline.Shape, batch: list[bytes]) -> None:
         self._renderer = renderer
-        # (row, the size of its stored item); lazy: parsed and unwound in the thread, piece by piece
-        self._rows = ((row, len(raw)) for raw in batch for row in shape.iter_rows(itemjson.load(raw)))
+        self._shape = shape
+        # Lazy: parsed, unwound and rendered in the thread, piece by piece; each as (what, the size of its stored
+        # item). Unchanged items make a row each at most: the renderer's stored_rows takes their stored bytes (csv
+        # renders them without parsing them); other rows are rendered from the parsed items.
+        self._stored: Iterator[tuple[bytes, int]] | None = None
+        self._rows: Iterator[tuple[dict[str, Any], int]] = iter(())
+        if shape.identity:
+            self._stored = ((raw, len(raw)) for raw in batch)
+        else:
+            self._rows = ((row, len(raw)) for raw in batch for row in shape.iter_rows(itemjson.load(raw)))
 
     def next_piece(self) -> bytes | None:
         """The next piece's bytes (maybe b""), None when the batch is done."""
-        rows = []
-        size = 0
-        for row, cost in self._rows:
-            rows.append(row)
-            size += cost
-            if size >= PIECE_BYTES or len(rows) >= EXPORT_BATCH:
-                break
+        if self._stored is not None:
+            items = _piece(self._stored)
+            if not items:
+                return None
+            return self._renderer.stored_rows(items, self._rows_of)  # type: ignore[no-any-return]
+        rows = _piece(self._rows)
         if not rows:
             return None
         return self._renderer.rows(rows)  # type: ignore[no-any-return]
+
+    def _rows_of(self, raw: bytes) -> list[dict[str, Any]]:
+        return list(self._shape.iter_rows(itemjson.load(raw)))
+
+
+def _piece(found: Iterator[tuple[T, int]]) -> list[T]:
+    """The next of ``found`` up to EXPORT_BATCH of them or about PIECE_BYTES of their items' size."""
+    out: list[T] = []
+    size = 0
+    for thing, cost in found:
+        out.append(thing)
+        size += cost
+        if size >= PIECE_BYTES or len(out) >= EXPORT_BATCH:
+            break
+    return out

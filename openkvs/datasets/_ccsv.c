@@ -1,0 +1,960 @@
+/* csv lines of stored dataset items, straight from their JSON bytes (issue 13's csv goal).
+
+What it replaces, for the common export (format=csv, no option that changes rows): openkvs/datasets/itemjson.py
+``load`` of each item, then formats.py ``CsvRenderer.rows`` of the parsed items. Per row that is ~8.5 us of Python;
+this walks each item's bytes once, keeps the text of each column's last leaf (formats.py ``row_texts``: a later
+leaf of one path wins, null writes "", empty containers write nothing) and writes the line.
+
+The Python path stays the reference (tests/datasets/test_ccsv.py compares the two) and the fallback: wherever this
+code is not sure that its bytes would be the Python path's, it stops at that item and Python renders it. It stops
+at: anything that is not strict JSON (Python would fail or parse it otherwise), a top-level value that is not an
+object (Shape.iter_rows gives no row), invalid UTF-8 (and UTF-8 of surrogates), a lone surrogate escape, a
+duplicate key in an object (the parsed dict keeps one value at the first key's place), nesting deeper than
+MAX_DEPTH, an integer of more than MAX_INT_DIGITS digits (Python's int/str limit may refuse it), "-0", a number in
+a column whose text is not Python's repr of its value (e.g. 1E5, 1e400, 0.10000000000000001).
+
+The walk runs without the GIL (the export's other threads, storage reads and the event loop's sends, go on
+meanwhile): the items are held (a reference each) and the buffers that grow meanwhile are PyMem_Raw's. The one
+check that needs Python, a float text that is maybe not repr (more than 15 digits, or an exponent: float_is_repr),
+is deferred to after the walk, with the GIL; where it fails, the lines end before that item's.
+
+Python API (formats.py wraps it):
+    prepare(columns: list[str], delimiter: str) -> table | None   (None: this table can't be done here)
+    lines(table, items: list[bytes], start: int) -> (bytes, stop)
+        the csv lines (each ending CRLF) of items[start:stop]; stop == len(items), or the index of the first item
+        left to Python.
+*/
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_DEPTH 256         /* stored items nest at most 128 levels (api/items.py ITEM_MAX_DEPTH) */
+#define MAX_INT_DIGITS 640    /* the least int/str digit limit Python can be set to (sys.set_int_max_str_digits) */
+#define MAX_FLOAT_TEXT 32     /* a float's repr is at most 24 characters: a longer token is not one */
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+/* A byte's class inside a JSON string (one table per delimiter). */
+enum { C_PLAIN, C_DELIM, C_END, C_ESCAPE, C_CONTROL, C_HIGH };
+
+/* What a cell's text needs when written: NEED_QUOTES (holds the delimiter, '"', CR or LF) and HAS_QUOTE (holds '"',
+   which quoting doubles). */
+#define NEED_QUOTES 1
+#define HAS_QUOTE 2
+
+typedef struct {
+    const char *text; /* NULL: empty */
+    Py_ssize_t len;
+    int flags;
+} Cell;
+
+typedef struct {
+    Py_ssize_t ncols;
+    Py_ssize_t maxlen;       /* the longest column's UTF-8 bytes: a longer path matches none */
+    char **names;            /* each column's UTF-8 (owned copies) */
+    Py_ssize_t *lens;
+    uint64_t *hashes;
+    Py_ssize_t *slots;       /* open addressing over the columns: index + 1, 0 empty */
+    size_t mask;
+    unsigned char delim;
+    unsigned char cls[256];  /* byte classes in a string */
+    int num_flags[256];      /* NEED_QUOTES for a byte of a number token that is the delimiter */
+    int true_flags, false_flags;
+} Table;
+
+/* The state of one call of lines(). */
+typedef struct {
+    const Table *t;
+    const unsigned char *p, *end;
+    Cell *cells;
+    char *scratch;            /* decoded strings with escapes; never longer than the item's bytes */
+    Py_ssize_t scratch_cap, scratch_len;
+    char *path;               /* the current path's UTF-8, when it is at most t->maxlen bytes */
+    struct Key { const char *s; Py_ssize_t n; uint64_t h; } *keys; /* the keys of the open objects, outermost first */
+    Py_ssize_t nkeys, keys_cap;
+    Py_ssize_t current; /* the item walked */
+    struct Deferred { Py_ssize_t item; const unsigned char *s; Py_ssize_t n; } *deferred; /* float texts to check */
+    Py_ssize_t ndeferred, deferred_cap;
+} Walk;
+
+/* Results of the walk: go on, leave this item to Python, or out of memory (raised once the GIL is back). */
+#define OK 0
+#define BAIL 1
+#define ERROR 2
+
+static const char CAPSULE[] = "openkvs.datasets._ccsv.table";
+
+/* -- the table of columns ------------------------------------------------------------------------------------- */
+
+static uint64_t fnv(uint64_t h, const char *s, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+static void table_free(Table *t)
+{
+    if (t == NULL)
+        return;
+    if (t->names != NULL)
+        for (Py_ssize_t i = 0; i < t->ncols; i++)
+            PyMem_Free(t->names[i]);
+    PyMem_Free(t->names);
+    PyMem_Free(t->lens);
+    PyMem_Free(t->hashes);
+    PyMem_Free(t->slots);
+    PyMem_Free(t);
+}
+
+static void capsule_free(PyObject *capsule)
+{
+    table_free((Table *)PyCapsule_GetPointer(capsule, CAPSULE));
+}
+
+/* The column whose name is path[0:len] (hash h), or -1. */
+static Py_ssize_t lookup(const Table *t, const char *path, Py_ssize_t len, uint64_t h)
+{
+    for (size_t i = (size_t)h & t->mask;; i = (i + 1) & t->mask) {
+        Py_ssize_t s = t->slots[i];
+        if (s == 0)
+            return -1;
+        s--;
+        if (t->hashes[s] == h && t->lens[s] == len && memcmp(t->names[s], path, (size_t)len) == 0)
+            return s;
+    }
+}
+
+static PyObject *prepare(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *columns, *delimiter;
+    if (!PyArg_ParseTuple(args, "O!U:prepare", &PyList_Type, &columns, &delimiter))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(columns);
+    /* One ASCII character other than '"', CR and LF (query.py allows any one character: another one, or no
+       columns, is left to Python). */
+    if (n == 0 || PyUnicode_GET_LENGTH(delimiter) != 1)
+        Py_RETURN_NONE;
+    Py_UCS4 d = PyUnicode_READ_CHAR(delimiter, 0);
+    if (d >= 0x80 || d == '"' || d == '\r' || d == '\n')
+        Py_RETURN_NONE;
+    Table *t = PyMem_Calloc(1, sizeof(Table));
+    if (t == NULL)
+        return PyErr_NoMemory();
+    size_t size = 8;
+    while (size < (size_t)n * 2)
+        size *= 2;
+    t->mask = size - 1;
+    t->names = PyMem_Calloc((size_t)n, sizeof(char *));
+    t->lens = PyMem_Calloc((size_t)n, sizeof(Py_ssize_t));
+    t->hashes = PyMem_Calloc((size_t)n, sizeof(uint64_t));
+    t->slots = PyMem_Calloc(size, sizeof(Py_ssize_t));
+    if (t->names == NULL || t->lens == NULL || t->hashes == NULL || t->slots == NULL) {
+        table_free(t);
+        return PyErr_NoMemory();
+    }
+    t->ncols = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyList_GET_ITEM(columns, i);
+        Py_ssize_t len;
+        const char *utf8 = PyUnicode_Check(name) ? PyUnicode_AsUTF8AndSize(name, &len) : NULL;
+        if (utf8 == NULL) { /* not a str, or a lone surrogate: Python's */
+            PyErr_Clear();
+            table_free(t);
+            Py_RETURN_NONE;
+        }
+        t->names[i] = PyMem_Malloc(len ? (size_t)len : 1);
+        if (t->names[i] == NULL) {
+            table_free(t);
+            return PyErr_NoMemory();
+        }
+        memcpy(t->names[i], utf8, (size_t)len);
+        t->lens[i] = len;
+        t->hashes[i] = fnv(FNV_OFFSET, utf8, len);
+        if (len > t->maxlen)
+            t->maxlen = len;
+        if (lookup(t, utf8, len, t->hashes[i]) >= 0) { /* a repeated column: row_texts fills both; Python's */
+            table_free(t);
+            Py_RETURN_NONE;
+        }
+        size_t j = (size_t)t->hashes[i] & t->mask;
+        while (t->slots[j] != 0)
+            j = (j + 1) & t->mask;
+        t->slots[j] = i + 1;
+    }
+    t->delim = (unsigned char)d;
+    for (int c = 0; c < 256; c++)
+        t->cls[c] = c < 0x20 ? C_CONTROL : c >= 0x80 ? C_HIGH : C_PLAIN;
+    t->cls[(unsigned char)d] = C_DELIM; /* a control character as the delimiter is still refused raw: see below */
+    if (d < 0x20)
+        t->cls[(unsigned char)d] = C_CONTROL;
+    t->cls['"'] = C_END;
+    t->cls['\\'] = C_ESCAPE;
+    t->num_flags[(unsigned char)d] = NEED_QUOTES;
+    t->true_flags = memchr("true", (int)d, 4) ? NEED_QUOTES : 0;
+    t->false_flags = memchr("false", (int)d, 5) ? NEED_QUOTES : 0;
+    PyObject *capsule = PyCapsule_New(t, CAPSULE, capsule_free);
+    if (capsule == NULL)
+        table_free(t);
+    return capsule;
+}
+
+/* -- the walk of one item ------------------------------------------------------------------------------------- */
+
+static void ws(Walk *w)
+{
+    while (w->p < w->end && (*w->p == ' ' || *w->p == '\t' || *w->p == '\n' || *w->p == '\r'))
+        w->p++;
+}
+
+/* The length of the valid UTF-8 sequence of a non-ASCII lead byte at p (surrogates excluded), or 0. */
+static int utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    unsigned char c = p[0];
+    Py_ssize_t room = end - p;
+    if (c >= 0xc2 && c <= 0xdf)
+        return room >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        if (room < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80)
+            return 0;
+        if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0)) /* overlong; a surrogate */
+            return 0;
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if (room < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80)
+            return 0;
+        if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90)) /* overlong; past U+10FFFF */
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+static int hex4(const unsigned char *p, const unsigned char *end, unsigned *out)
+{
+    if (end - p < 4)
+        return 0;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= c - '0';
+        else if (c >= 'a' && c <= 'f')
+            v |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            v |= c - 'A' + 10;
+        else
+            return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* The flags of one decoded ASCII byte. */
+static int ascii_flags(const Table *t, unsigned char c)
+{
+    if (c == '"')
+        return NEED_QUOTES | HAS_QUOTE;
+    return c == '\r' || c == '\n' || c == t->delim ? NEED_QUOTES : 0;
+}
+
+/* Which of the 8 bytes at p are not plain text (C_PLAIN): '"', '\\', the delimiter, a control character or
+   non-ASCII, as the high bit of each. Word-at-a-time tests (a zero byte of x: (x - 0x01..) & ~x & 0x80..; a byte
+   under 0x20 likewise) that may flag a plain byte after a special one (a borrow), never the bytes before the first
+   special one, and never miss it: 0 when all 8 are plain. */
+static uint64_t special8(const Table *t, const unsigned char *p)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    uint64_t v, q, b, d;
+    memcpy(&v, p, 8);
+    q = v ^ (ones * '"');
+    b = v ^ (ones * '\\');
+    d = v ^ (ones * t->delim);
+    return (v | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d) | ((v - ones * 0x20) & ~v)) & high;
+}
+
+/* The plain bytes before the first flagged one of a special8 mask (the lowest bit in memory order); 0 where that
+   can't be told cheaply, which is never wrong: the byte loop goes on from there. */
+static int plain_before(uint64_t mask)
+{
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_ctzll(mask) >> 3;
+#else
+    (void)mask;
+    return 0;
+#endif
+}
+
+/* A string, w->p just after its opening quote: its text (raw bytes when it has no escape, else decoded into
+   scratch), length and flags; w->p after its closing quote. */
+static int string(Walk *w, const char **text, Py_ssize_t *len, int *flags)
+{
+    const Table *t = w->t;
+    const unsigned char *p = w->p, *end = w->end, *start = p;
+    int f = 0;
+    for (;;) { /* the common case: no escape; the text is the bytes themselves */
+        while (end - p >= 8) {
+            uint64_t mask = special8(t, p);
+            if (mask) {
+                p += plain_before(mask);
+                break;
+            }
+            p += 8;
+        }
+        if (p >= end)
+            return BAIL;
+        switch (t->cls[*p]) {
+        case C_PLAIN:
+            p++;
+            continue;
+        case C_DELIM:
+            f |= NEED_QUOTES;
+            p++;
+            continue;
+        case C_HIGH: {
+            int n = utf8_len(p, end);
+            if (n == 0)
+                return BAIL;
+            p += n;
+            continue;
+        }
+        case C_END:
+            *text = (const char *)start;
+            *len = p - start;
+            *flags = f;
+            w->p = p + 1;
+            return OK;
+        case C_ESCAPE:
+            break;
+        default: /* a raw control character: not JSON */
+            return BAIL;
+        }
+        break;
+    }
+    /* Escapes: decode into scratch. Every escape is longer than what it decodes to (\n 2 -> 1 byte, \uXXXX 6 -> at
+       most 3, a surrogate pair 12 -> 4), so the item's bytes bound what all its strings decode to (scratch holds
+       that and 16 bytes more: the room for one escape's bytes, checked before each). */
+    char *out = w->scratch + w->scratch_len, *o = out;
+    char *limit = w->scratch + w->scratch_cap;
+    if (p - start > limit - o) /* (cannot happen: checked all the same) */
+        return BAIL;
+    memcpy(o, start, (size_t)(p - start));
+    o += p - start;
+    for (;;) {
+        if (p >= end || o + 4 > limit)
+            return BAIL;
+        unsigned char c = *p;
+        switch (t->cls[c]) {
+        case C_PLAIN:
+            *o++ = (char)c;
+            p++;
+            continue;
+        case C_DELIM:
+            f |= NEED_QUOTES;
+            *o++ = (char)c;
+            p++;
+            continue;
+        case C_HIGH: {
+            int n = utf8_len(p, end);
+            if (n == 0)
+                return BAIL;
+            memcpy(o, p, (size_t)n);
+            o += n;
+            p += n;
+            continue;
+        }
+        case C_END:
+            *text = out;
+            *len = o - out;
+            *flags = f;
+            w->scratch_len += o - out;
+            w->p = p + 1;
+            return OK;
+        case C_ESCAPE:
+            break;
+        default:
+            return BAIL;
+        }
+        if (end - p < 2)
+            return BAIL;
+        unsigned char e = p[1];
+        unsigned char b;
+        switch (e) {
+        case '"': b = '"'; break;
+        case '\\': b = '\\'; break;
+        case '/': b = '/'; break;
+        case 'b': b = '\b'; break;
+        case 'f': b = '\f'; break;
+        case 'n': b = '\n'; break;
+        case 'r': b = '\r'; break;
+        case 't': b = '\t'; break;
+        case 'u': {
+            unsigned cp;
+            if (!hex4(p + 2, end, &cp))
+                return BAIL;
+            p += 6;
+            if (cp >= 0xdc00 && cp <= 0xdfff) /* a lone low surrogate */
+                return BAIL;
+            if (cp >= 0xd800 && cp <= 0xdbff) {
+                unsigned lo;
+                if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || !hex4(p + 2, end, &lo) || lo < 0xdc00 ||
+                    lo > 0xdfff)
+                    return BAIL; /* a lone high surrogate */
+                p += 6;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            }
+            if (cp < 0x80) {
+                f |= ascii_flags(t, (unsigned char)cp);
+                *o++ = (char)cp;
+            } else if (cp < 0x800) {
+                *o++ = (char)(0xc0 | (cp >> 6));
+                *o++ = (char)(0x80 | (cp & 0x3f));
+            } else if (cp < 0x10000) {
+                *o++ = (char)(0xe0 | (cp >> 12));
+                *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+                *o++ = (char)(0x80 | (cp & 0x3f));
+            } else {
+                *o++ = (char)(0xf0 | (cp >> 18));
+                *o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
+                *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+                *o++ = (char)(0x80 | (cp & 0x3f));
+            }
+            continue;
+        }
+        default:
+            return BAIL;
+        }
+        f |= ascii_flags(t, b);
+        *o++ = (char)b;
+        p += 2;
+    }
+}
+
+/* Whether a float token's text is Python's repr of the float it parses to (what the Python path writes). */
+static int float_is_repr(const unsigned char *s, Py_ssize_t n)
+{
+    char buf[MAX_FLOAT_TEXT + 1], *endp;
+    if (n > MAX_FLOAT_TEXT)
+        return 0;
+    memcpy(buf, s, (size_t)n);
+    buf[n] = '\0';
+    double x = PyOS_string_to_double(buf, &endp, NULL);
+    if (x == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (endp != buf + n)
+        return 0;
+    char *r = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL); /* float.__repr__ */
+    if (r == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int same = strlen(r) == (size_t)n && memcmp(r, buf, (size_t)n) == 0;
+    PyMem_Free(r);
+    return same;
+}
+
+/* Whether a float token without an exponent is Python's repr of its value, told from its text alone (the common
+   case, ~40x cheaper than float_is_repr): at most 15 significant digits (DBL_DIG: two such decimals never round to
+   one double, so no shorter string rounds to this one's, and repr writes the shortest), between 1e-4 and 1e15
+   (repr writes those without an exponent), and no trailing zero after the point but in "N.0". 0 sends it to
+   float_is_repr. */
+static int fixed_is_repr(const unsigned char *s, Py_ssize_t n)
+{
+    const unsigned char *p = s, *end = s + n;
+    if (*p == '-')
+        p++;
+    const unsigned char *int_start = p;
+    while (p < end && *p != '.')
+        p++;
+    if (p == end)
+        return 0;
+    Py_ssize_t int_digits = p - int_start, frac_digits = end - p - 1;
+    const unsigned char *frac = p + 1;
+    if (frac_digits < 1 || (frac_digits > 1 && end[-1] == '0'))
+        return 0;
+    if (*int_start != '0') /* 1 <= |x| */
+        return int_digits + (frac[0] == '0' && frac_digits == 1 ? 0 : frac_digits) <= 15;
+    if (frac_digits == 1 && frac[0] == '0') /* 0.0, -0.0 */
+        return 1;
+    Py_ssize_t zeros = 0;
+    while (zeros < frac_digits && frac[zeros] == '0')
+        zeros++;
+    return zeros <= 3 && frac_digits - zeros <= 15;
+}
+
+/* A number token at w->p, by JSON's grammar. Its text is Python's repr of its value: an integer's is its digits
+   (but "-0", and past Python's int/str limit), a float's is checked when it lands in a column (``col``). */
+static int number(Walk *w, Py_ssize_t col)
+{
+    const unsigned char *p = w->p, *end = w->end, *start = p;
+    int is_float = 0, has_exponent = 0;
+    if (p < end && *p == '-')
+        p++;
+    if (p >= end)
+        return BAIL;
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    } else {
+        return BAIL;
+    }
+    Py_ssize_t int_digits = p - start - (*start == '-');
+    if (p < end && *p == '.') {
+        is_float = 1;
+        p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return BAIL;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        is_float = has_exponent = 1;
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return BAIL;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    Py_ssize_t n = p - start;
+    w->p = p;
+    if (!is_float) {
+        if (int_digits > MAX_INT_DIGITS) /* json.loads may refuse it: whatever Python does, it does */
+            return BAIL;
+        if (n == 2 && start[0] == '-' && start[1] == '0') /* -0 is the int 0: its text is "0" */
+            return BAIL;
+    }
+    if (col < 0)
+        return OK;
+    if (is_float && !(!has_exponent && fixed_is_repr(start, n))) {
+        if (n > MAX_FLOAT_TEXT) /* no repr is that long */
+            return BAIL;
+        if (w->ndeferred == w->deferred_cap) {
+            Py_ssize_t cap = w->deferred_cap * 2;
+            struct Deferred *grown = PyMem_RawRealloc(w->deferred, (size_t)cap * sizeof(struct Deferred));
+            if (grown == NULL)
+                return ERROR;
+            w->deferred = grown;
+            w->deferred_cap = cap;
+        }
+        w->deferred[w->ndeferred].item = w->current;
+        w->deferred[w->ndeferred].s = start;
+        w->deferred[w->ndeferred].n = n;
+        w->ndeferred++;
+    }
+    int f = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        f |= w->t->num_flags[start[i]];
+    Cell *c = &w->cells[col];
+    c->text = (const char *)start;
+    c->len = n;
+    c->flags = f;
+    return OK;
+}
+
+static int literal(Walk *w, const char *word, Py_ssize_t n)
+{
+    if (w->end - w->p < n || memcmp(w->p, word, (size_t)n) != 0)
+        return BAIL;
+    w->p += n;
+    return OK;
+}
+
+static int value(Walk *w, int depth, uint64_t h, Py_ssize_t plen);
+
+/* The column of the path w->path[0:plen] with hash h (plen < 0: longer than any column), or -1. */
+static Py_ssize_t column(const Walk *w, uint64_t h, Py_ssize_t plen)
+{
+    return plen < 0 ? -1 : lookup(w->t, w->path, plen, h);
+}
+
+/* The path of a member or element: prefix (w->path[0:plen], hash h) + "/" + segment, or the segment at the top
+   (plen == -2 there; -1 is "too long"). Sets *nh and returns the new length (-1: too long to match). */
+static Py_ssize_t extend(Walk *w, uint64_t h, Py_ssize_t plen, const char *seg, Py_ssize_t n, uint64_t *nh)
+{
+    Py_ssize_t len;
+    if (plen == -2) {
+        h = FNV_OFFSET;
+        len = 0;
+    } else {
+        h = (h ^ '/') * FNV_PRIME;
+        len = plen < 0 ? -1 : plen + 1;
+    }
+    *nh = fnv(h, seg, n);
+    if (len < 0 || len + n > w->t->maxlen)
+        return -1;
+    if (plen >= 0)
+        w->path[plen] = '/';
+    memcpy(w->path + len, seg, (size_t)n);
+    return len + n;
+}
+
+static int object(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
+{
+    Py_ssize_t base = w->nkeys;
+    w->p++; /* '{' */
+    ws(w);
+    if (w->p < w->end && *w->p == '}') {
+        w->p++;
+        return OK;
+    }
+    for (;;) {
+        if (w->p >= w->end || *w->p != '"')
+            return BAIL;
+        w->p++;
+        const char *key;
+        Py_ssize_t klen;
+        int kflags, r;
+        if ((r = string(w, &key, &klen, &kflags)) != OK)
+            return r;
+        uint64_t kh;
+        Py_ssize_t klenpath = extend(w, h, plen, key, klen, &kh);
+        /* A repeated key: the parsed dict holds the last value at the first key's place, so a walk in order
+           would write leaves Python drops. Keys compared by hash, then bytes (the path's hash has the same prefix
+           for every key of this object). */
+        for (Py_ssize_t i = base; i < w->nkeys; i++)
+            if (w->keys[i].h == kh && w->keys[i].n == klen && memcmp(w->keys[i].s, key, (size_t)klen) == 0)
+                return BAIL;
+        if (w->nkeys == w->keys_cap) {
+            Py_ssize_t cap = w->keys_cap * 2;
+            struct Key *grown = PyMem_RawRealloc(w->keys, (size_t)cap * sizeof(struct Key));
+            if (grown == NULL)
+                return ERROR;
+            w->keys = grown;
+            w->keys_cap = cap;
+        }
+        w->keys[w->nkeys].s = key;
+        w->keys[w->nkeys].n = klen;
+        w->keys[w->nkeys].h = kh;
+        w->nkeys++;
+        ws(w);
+        if (w->p >= w->end || *w->p != ':')
+            return BAIL;
+        w->p++;
+        ws(w);
+        if ((r = value(w, depth + 1, kh, klenpath)) != OK)
+            return r;
+        ws(w);
+        if (w->p >= w->end)
+            return BAIL;
+        if (*w->p == ',') {
+            w->p++;
+            ws(w);
+            continue;
+        }
+        if (*w->p != '}')
+            return BAIL;
+        w->p++;
+        w->nkeys = base;
+        return OK;
+    }
+}
+
+static int array(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
+{
+    w->p++; /* '[' */
+    ws(w);
+    if (w->p < w->end && *w->p == ']') {
+        w->p++;
+        return OK;
+    }
+    for (Py_ssize_t i = 0;; i++) {
+        char digits[24], *d = digits + sizeof digits; /* the index in decimal (snprintf costs 10x) */
+        size_t k = (size_t)i;
+        do {
+            *--d = (char)('0' + k % 10);
+            k /= 10;
+        } while (k);
+        uint64_t ih;
+        Py_ssize_t ilen = extend(w, h, plen, d, digits + sizeof digits - d, &ih);
+        int r = value(w, depth + 1, ih, ilen);
+        if (r != OK)
+            return r;
+        ws(w);
+        if (w->p >= w->end)
+            return BAIL;
+        if (*w->p == ',') {
+            w->p++;
+            ws(w);
+            continue;
+        }
+        if (*w->p != ']')
+            return BAIL;
+        w->p++;
+        return OK;
+    }
+}
+
+/* A value whose path is w->path[0:plen] (hash h; plen -1: too long for any column). */
+static int value(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
+{
+    if (depth > MAX_DEPTH || w->p >= w->end)
+        return BAIL;
+    Py_ssize_t col;
+    Cell *c;
+    switch (*w->p) {
+    case '{':
+        return object(w, depth, h, plen);
+    case '[':
+        return array(w, depth, h, plen);
+    case '"': {
+        const char *text;
+        Py_ssize_t len;
+        int flags;
+        w->p++;
+        int r = string(w, &text, &len, &flags);
+        if (r != OK)
+            return r;
+        if ((col = column(w, h, plen)) >= 0) {
+            c = &w->cells[col];
+            c->text = text;
+            c->len = len;
+            c->flags = flags;
+        }
+        return OK;
+    }
+    case 't':
+        if (literal(w, "true", 4) != OK)
+            return BAIL;
+        if ((col = column(w, h, plen)) >= 0) {
+            c = &w->cells[col];
+            c->text = "true";
+            c->len = 4;
+            c->flags = w->t->true_flags;
+        }
+        return OK;
+    case 'f':
+        if (literal(w, "false", 5) != OK)
+            return BAIL;
+        if ((col = column(w, h, plen)) >= 0) {
+            c = &w->cells[col];
+            c->text = "false";
+            c->len = 5;
+            c->flags = w->t->false_flags;
+        }
+        return OK;
+    case 'n':
+        if (literal(w, "null", 4) != OK)
+            return BAIL;
+        if ((col = column(w, h, plen)) >= 0) { /* null writes an empty cell over an earlier leaf of its path */
+            c = &w->cells[col];
+            c->text = NULL;
+            c->len = 0;
+            c->flags = 0;
+        }
+        return OK;
+    default:
+        return number(w, column(w, h, plen));
+    }
+}
+
+/* -- lines ---------------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+} Out;
+
+static int reserve(Out *o, Py_ssize_t more)
+{
+    if (more > PY_SSIZE_T_MAX / 2 - o->len)
+        return 0;
+    if (o->len + more <= o->cap)
+        return 1;
+    Py_ssize_t cap = o->cap * 2 > o->len + more ? o->cap * 2 : o->len + more;
+    char *grown = PyMem_RawRealloc(o->buf, (size_t)cap);
+    if (grown == NULL)
+        return 0;
+    o->buf = grown;
+    o->cap = cap;
+    return 1;
+}
+
+/* The line of the cells, as CsvRenderer.rows writes it: a field quoted when it holds the delimiter, '"', CR or
+   LF, its quotes doubled; a line of one empty field written '""' (a blank line is skipped by readers); CRLF. */
+static int line(const Table *t, const Cell *cells, Out *o)
+{
+    Py_ssize_t most = 4;
+    for (Py_ssize_t i = 0; i < t->ncols; i++) {
+        Py_ssize_t len = cells[i].len;
+        if (len > (PY_SSIZE_T_MAX / 4 - most) / 2)
+            return 0;
+        most += 2 * len + 3;
+    }
+    if (!reserve(o, most))
+        return 0;
+    char *w = o->buf + o->len;
+    for (Py_ssize_t i = 0; i < t->ncols; i++) {
+        const Cell *c = &cells[i];
+        if (i)
+            *w++ = (char)t->delim;
+        if (!(c->flags & NEED_QUOTES)) {
+            if (c->len)
+                memcpy(w, c->text, (size_t)c->len);
+            w += c->len;
+            continue;
+        }
+        *w++ = '"';
+        if (c->flags & HAS_QUOTE) {
+            for (Py_ssize_t j = 0; j < c->len; j++) {
+                if (c->text[j] == '"')
+                    *w++ = '"';
+                *w++ = c->text[j];
+            }
+        } else {
+            memcpy(w, c->text, (size_t)c->len);
+            w += c->len;
+        }
+        *w++ = '"';
+    }
+    if (t->ncols == 1 && w == o->buf + o->len) {
+        *w++ = '"';
+        *w++ = '"';
+    }
+    *w++ = '\r';
+    *w++ = '\n';
+    o->len = w - o->buf;
+    return 1;
+}
+
+/* One item: its cells into w->cells (cleared first). (Float texts it deferred before it was left to Python can
+   only cut the lines where they end anyway: at this item.) */
+static int item(Walk *w, const char *data, Py_ssize_t n)
+{
+    memset(w->cells, 0, (size_t)w->t->ncols * sizeof(Cell));
+    w->p = (const unsigned char *)data;
+    w->end = w->p + n;
+    w->scratch_len = 0;
+    w->nkeys = 0;
+    ws(w);
+    int r = BAIL;
+    if (w->p < w->end && *w->p == '{') { /* else not an object: no row (Shape.iter_rows), or not JSON */
+        r = object(w, 1, 0, -2);
+        if (r == OK) {
+            ws(w);
+            r = w->p == w->end ? OK : BAIL;
+        }
+    }
+    return r;
+}
+
+static PyObject *lines(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *capsule, *items;
+    Py_ssize_t start;
+    if (!PyArg_ParseTuple(args, "OO!n:lines", &capsule, &PyList_Type, &items, &start))
+        return NULL;
+    Table *t = PyCapsule_GetPointer(capsule, CAPSULE);
+    if (t == NULL)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    if (start < 0 || start > n) {
+        PyErr_SetString(PyExc_IndexError, "start out of range");
+        return NULL;
+    }
+    /* Items are bytes (storage's); anything else stops the run there. The longest sizes the scratch. */
+    Py_ssize_t stop = start, longest = 0, total = 0;
+    for (; stop < n; stop++) {
+        PyObject *b = PyList_GET_ITEM(items, stop);
+        if (!PyBytes_Check(b))
+            break;
+        Py_ssize_t len = PyBytes_GET_SIZE(b);
+        if (len > longest)
+            longest = len;
+        if (total < PY_SSIZE_T_MAX / 2 - len)
+            total += len;
+    }
+    Py_ssize_t count = stop - start;
+    Walk w = {.t = t};
+    Out o = {0};
+    PyObject *result = NULL, **held = PyMem_Calloc((size_t)count + 1, sizeof(PyObject *));
+    Py_ssize_t *line_at = PyMem_Malloc(((size_t)count + 1) * sizeof(Py_ssize_t)); /* where each item's line starts */
+    w.cells = PyMem_Calloc((size_t)t->ncols, sizeof(Cell));
+    w.scratch_cap = longest + 16;
+    w.scratch = PyMem_Malloc((size_t)w.scratch_cap);
+    w.path = PyMem_Malloc((size_t)t->maxlen + 1);
+    w.keys_cap = 64;
+    w.keys = PyMem_RawMalloc((size_t)w.keys_cap * sizeof(struct Key));
+    w.deferred_cap = 16;
+    w.deferred = PyMem_RawMalloc((size_t)w.deferred_cap * sizeof(struct Deferred));
+    o.cap = total > 0 ? total : 64; /* csv is mostly shorter than the JSON it comes from; grown if not */
+    o.buf = PyMem_RawMalloc((size_t)o.cap);
+    if (held == NULL || line_at == NULL || w.cells == NULL || w.scratch == NULL || w.path == NULL || w.keys == NULL ||
+        w.deferred == NULL || o.buf == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* A reference to each item: the walk reads their bytes without the GIL, while another thread could change
+       the list. */
+    for (Py_ssize_t k = 0; k < count; k++) {
+        held[k] = PyList_GET_ITEM(items, start + k);
+        Py_INCREF(held[k]);
+    }
+    int r = OK;
+    Py_ssize_t k = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (; k < count; k++) {
+        w.current = k;
+        line_at[k] = o.len;
+        r = item(&w, PyBytes_AS_STRING(held[k]), PyBytes_GET_SIZE(held[k]));
+        if (r == OK && !line(t, w.cells, &o))
+            r = ERROR;
+        if (r != OK)
+            break;
+    }
+    line_at[k] = o.len;
+    Py_END_ALLOW_THREADS
+    if (r == ERROR) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* The deferred float texts, in item order: the lines end before the first item with one that is not repr. */
+    for (Py_ssize_t d = 0; d < w.ndeferred; d++) {
+        if (!float_is_repr(w.deferred[d].s, w.deferred[d].n)) {
+            k = w.deferred[d].item;
+            break;
+        }
+    }
+    result = Py_BuildValue("(y#n)", o.buf, line_at[k], start + k);
+done:
+    if (held != NULL)
+        for (Py_ssize_t j = 0; j < count; j++)
+            Py_XDECREF(held[j]);
+    PyMem_Free(held);
+    PyMem_Free(line_at);
+    PyMem_Free(w.cells);
+    PyMem_Free(w.scratch);
+    PyMem_Free(w.path);
+    PyMem_RawFree(w.keys);
+    PyMem_RawFree(w.deferred);
+    PyMem_RawFree(o.buf);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"prepare", prepare, METH_VARARGS, "prepare(columns, delimiter): the table lines() takes, or None."},
+    {"lines", lines, METH_VARARGS, "lines(table, items, start): (csv lines of items[start:stop], stop)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_ccsv", "csv lines of stored dataset items (see _ccsv.c).", -1, methods, NULL, NULL,
+    NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__ccsv(void)
+{
+    return PyModule_Create(&module);
+}

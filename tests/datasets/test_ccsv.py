@@ -1,0 +1,305 @@
+"""The C renderer of csv lines (openkvs/datasets/_ccsv.c) against the Python path it stands in for: for stored items
+of any content, in any form Python parses, ``CsvRenderer.stored_rows`` writes the bytes of ``CsvRenderer.rows`` of
+the parsed items (``itemjson.load``, ``Shape.iter_rows``); the C renders every item our encoders write, and leaves
+to Python each item it can't be sure of (and anything that isn't JSON) without writing a byte of it. The same at
+the HTTP level is in tests/api/test_datasets_csv.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from openkvs.datasets import formats, itemjson
+from openkvs.datasets.pipeline import ColumnCollector, Shape
+from openkvs.datasets.query import parse_items_query
+from tests.conftest import examples
+
+try:
+    from openkvs.datasets import _ccsv
+except ImportError:  # a failure, not a skip: CI and `make install` have a compiler, and this is what they test
+    pytest.fail("openkvs/datasets/_ccsv.c is not built: `make install` (pip install -e .) builds it", pytrace=False)
+
+# Text that csv quoting, JSON escapes, UTF-8 and the delimiters care about, and any other code point but lone
+# surrogates (stored items have none: a push refuses them).
+SPECIAL = st.sampled_from(['"', ",", ";", "\r", "\n", "\r\n", "\\", "/", "\t", "\x00", "\x1f", "\x7f", "\b", "\f",
+                           "é", "€", "😀", "\u2028", "\ufeff", "a/b", "1", "e", "-", ".", "|", " ", "''", ""])
+TEXT = st.lists(SPECIAL | st.text(st.characters(codec="utf-8"), max_size=4), max_size=4).map("".join)
+KEYS = st.sampled_from(["a", "b", "a/b", "a/0", "0", "#h", 'q"k', "c,d", "x\ny", "\r", "é", "😀", "\\", "", "u"]) | st.text(max_size=3)
+NUMBERS = (
+    st.integers()
+    | st.integers(min_value=-(10**40), max_value=10**40)
+    | st.sampled_from([2**63, 2**63 - 1, -(2**63), -(2**63) - 1, 2**64, 2**64 - 1, 10**19, -(10**30), 0, -1])
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([0.0, -0.0, 1e16, 1e-05, 1e-07, 0.0001, 5e-324, 1e22, 1.5e300, 0.1 + 0.2, 123456789012345678.0,
+                       2.2250738585072014e-308, 1.7976931348623157e308, 9.2233720368547758e18, 1234567890123456.0])
+)
+SCALAR = st.none() | st.booleans() | NUMBERS | TEXT
+JSON = st.recursive(SCALAR, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+                    max_leaves=14)
+ITEMS = st.lists(st.dictionaries(KEYS, JSON, max_size=5), max_size=6)
+# Every one query.py takes is one character; the C does the ASCII ones (é: Python's).
+DELIMITERS = st.sampled_from([",", ";", "\t", "|", "1", "0", " ", "'", "\x00", "e", ".", "-", "+", "t", "\\", "/", "é"])
+
+# The forms of one value that Python parses back to it: what a push stores (json's compact form; orjson's where
+# the push's checks let it), and forms no push writes but the C must get right or leave: \u escapes (surrogate
+# pairs), whitespace, orjson's own float texts (1e-5 for 1e-05: not Python's repr, so left to Python).
+FORMS = {
+    "stored": itemjson.stdlib_encode,
+    "ascii": lambda v: json.dumps(v).encode(),
+    "indented": lambda v: json.dumps(v, indent=1, ensure_ascii=False).encode(),
+    "orjson": orjson.dumps,
+}
+FAITHFUL = ("stored", "ascii", "indented")  # number texts are Python's repr: the C renders every item
+
+
+def header_of(rows):
+    c = ColumnCollector(Shape())
+    c.add(rows)
+    return c.columns()
+
+
+def csv_renderer(columns, delimiter=",", **params):
+    r = formats.renderer(parse_items_query({"format": "csv", "delimiter": delimiter, **params}, None),
+                         label="l", dataset_id="i", public_url="http://x")
+    r.start(columns)
+    return r
+
+
+def rows_of(raw):
+    return list(Shape().iter_rows(itemjson.load(raw)))
+
+
+def python_path(batch, columns, delimiter=","):
+    """The reference: the export's general path, each stored item parsed, then rendered."""
+    return csv_renderer(columns, delimiter).rows([row for raw in batch for row in rows_of(raw)])
+
+
+def columns_for(items, extra, data):
+    try:
+        columns = header_of(items)
+    except Exception:  # no columns at all: the endpoint answers 400 before rendering
+        columns = []
+    columns = list(dict.fromkeys(columns + extra))
+    if data is not None and columns:
+        columns = data.draw(st.permutations(columns))
+    return columns or ["a"]
+
+
+@settings(max_examples=examples(500), suppress_health_check=[HealthCheck.too_slow])
+@given(items=ITEMS, extra=st.lists(KEYS, max_size=3), delimiter=DELIMITERS, form=st.sampled_from(sorted(FORMS)),
+       data=st.data())
+@example(items=[{"a": None}], extra=[], delimiter=",", form="stored", data=None)  # one empty field: ""
+@example(items=[{"a": '"', "b": ""}], extra=[], delimiter=",", form="stored", data=None)
+@example(items=[{"a/b": 1, "a": {"b": None}}, {"a": {"b": 2}, "a/b": {}}], extra=[], delimiter=",", form="stored", data=None)
+@example(items=[{"a": 1e16, "b": -0.0, "c": 5e-324, "d": 10**30, "e": True}], extra=[], delimiter="e", form="stored", data=None)
+@example(items=[{"😀": "😀\u2028\x00", 'q"k': "x\ny"}], extra=[], delimiter="\x00", form="ascii", data=None)
+def test_c_lines_are_the_python_paths(items, extra, delimiter, form, data):
+    encode = FORMS[form]
+    try:
+        batch = [encode(item) for item in items]
+    except (TypeError, orjson.JSONEncodeError):  # orjson: an int past 64 bits
+        return
+    columns = columns_for(items, extra, data)
+    r = csv_renderer(columns, delimiter)
+    got = r.stored_rows(batch, rows_of)
+    assert got == python_path(batch, columns, delimiter)
+    table = _ccsv.prepare(columns, delimiter)
+    assert (table is None) == (delimiter == "é")
+    if table is not None and form in FAITHFUL:
+        assert _ccsv.lines(table, batch, 0) == (got, len(batch))  # no item left to Python
+
+
+# Float texts of every form: Python's repr, other formats of the same floats (more or fewer digits, trailing zeros,
+# exponents), and digits at random (17-digit decimals that don't round trip, subnormals, overflow).
+FLOAT_FORMS = ["r", ".15g", ".16g", ".17g", ".1f", ".4f", ".20f", ".3e", ".16e", "E"]
+FLOAT_TEXTS = (
+    st.tuples(st.floats(allow_nan=False, allow_infinity=False)
+              | st.floats(min_value=-1e17, max_value=1e17) | st.floats(min_value=-1e-3, max_value=1e-3),
+              st.sampled_from(FLOAT_FORMS)).map(lambda fv: repr(fv[0]) if fv[1] == "r" else format(fv[0], fv[1]))
+    | st.from_regex(r"\A-?(0|[1-9][0-9]{0,17})\.[0-9]{1,19}([eE][-+]?[0-9]{1,3})?\Z")
+    | st.from_regex(r"\A-?(0|[1-9][0-9]{0,2})[eE][-+]?[0-9]{1,3}\Z")
+).filter(lambda text: re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?", text) and not text.lstrip("-").isdigit())
+
+
+@settings(max_examples=examples(3000))
+@given(text=FLOAT_TEXTS)
+@example(text="0.0001")
+@example(text="0.00001")
+@example(text="1e-05")
+@example(text="123456789012345.0")
+@example(text="1234567890123456.0")
+@example(text="999999999999999.9")
+@example(text="0.000123456789012345")
+@example(text="0.30000000000000004")
+@example(text="9007199254740993.0")  # 16 significant digits that are not repr: 2**53 + 1 rounds to 2**53
+@example(text="92830388.36859574")
+@example(text="0.5418942328059832")
+@example(text="0.007917366625729731")
+@example(text="-0.0")
+@example(text="0.00")
+@example(text="5e-324")
+@example(text="4e-324")
+@example(text="1e+16")
+@example(text="1.7976931348623157e+308")
+@example(text="1e308")
+def test_a_float_is_rendered_when_its_text_is_pythons_repr(text):
+    """A float's text in a column: written as it is exactly when it is ``repr`` of its value (what the Python path
+    writes), else the item is left to Python."""
+    got = _ccsv.lines(_ccsv.prepare(["a"], ","), [b'{"a":' + text.encode() + b"}"], 0)
+    if repr(float(text)) == text:
+        assert got == (text.encode() + b"\r\n", 1)
+    else:
+        assert got == (b"", 0)
+
+
+# Items the C leaves to Python (or Python fails on too): each alone in a batch, and between items it renders.
+LEFT = [
+    b"[1]",  # not an object: no row
+    b'"x"',
+    b'{"a":1E5}',  # numbers whose text is not Python's repr of their value
+    b'{"a":1e5}',
+    b'{"a":1e-5}',
+    b'{"a":1.0e+16}',
+    b'{"a":1.50}',
+    b'{"a":0.10000000000000001}',
+    b'{"a":1e400}',
+    b'{"a":-1e400}',
+    b'{"a":-0}',
+    b'{"a":NaN}',
+    b'{"a":-Infinity}',
+    b'{"a":' + b"7" * 700 + b"}",  # past the least int/str limit Python may be set to
+    b'{"a":"\\ud800"}',  # lone surrogates
+    b'{"a":"\\udc00x"}',
+    b'{"a":"\\ud83dx"}',
+    b'{"a":"\xed\xa0\x80"}',  # a surrogate in UTF-8: json.loads takes it (surrogatepass), the line has U+FFFD
+    b'{"a":1,"a":2}',  # duplicate keys: the dict keeps the last value at the first key's place
+    b'{"a":{"b":1},"a":{"c":2}}',
+    b'{"a":{"b":{"c":1,"d":2,"c":3}}}',
+    b'{"a":' + b"[" * 300 + b"]" * 300 + b"}",  # deeper than the C goes
+    b'\xef\xbb\xbf{"a":1}',  # a BOM: json.loads takes it
+]
+BROKEN = [  # not JSON: Python raises; the C must not render them
+    b"",
+    b"{",
+    b'{"a":1} x',
+    b'{"a":1}}',
+    b'{"a":01}',
+    b'{"a":1.}',
+    b'{"a":-}',
+    b'{"a":.5}',
+    b'{"a":1e}',
+    b'{"a":tru}',
+    b'{"a":nul}',
+    b'{"a":"x\x01"}',
+    b'{"a":"\xff"}',
+    b'{"a":"\xc3"}',
+    b'{"a":"\xe2\x82"}',
+    b'{"a":"\xf0\x9f\x98"}',
+    b'{"a":"\xc0\x80"}',  # overlong
+    b'{"a":"\xf4\x90\x80\x80"}',  # past U+10FFFF
+    b'{"a":"\\u12"}',
+    b'{"a":"\\u12g4"}',
+    b'{"a":"\\x"}',
+    b'{"a":"abc',
+    b'{"a":"abc\\',
+    b'{"a" 1}',
+    b'{"a":1,}',
+    b'{a:1}',
+    b'{"a":[1,]}',
+    b'{"a":[1 2]}',
+    b'{"a":{"b":1}',
+]
+COLUMNS = ["a", "a/b", "a/c", "a/b/c", "a/b/d", "a/0"]
+
+
+@pytest.mark.parametrize("raw", LEFT)
+def test_left_to_python(raw):
+    table = _ccsv.prepare(COLUMNS, ",")
+    assert _ccsv.lines(table, [raw], 0) == (b"", 0)
+    good = b'{"a":"x,y","a/b":1.5}'
+    batch = [good, raw, good]
+    assert _ccsv.lines(table, batch, 0) == (b'"x,y",1.5,,,,\r\n', 1)  # stops at it
+    assert _ccsv.lines(table, batch, 2) == (b'"x,y",1.5,,,,\r\n', 3)  # goes on after it
+    assert csv_renderer(COLUMNS).stored_rows(batch, rows_of) == python_path(batch, COLUMNS)
+
+
+@pytest.mark.parametrize("raw", BROKEN)
+def test_not_json_is_never_rendered(raw):
+    with pytest.raises(ValueError):
+        itemjson.load(raw)
+    assert _ccsv.lines(_ccsv.prepare(COLUMNS, ","), [b'{"a":1}', raw], 0) == (b"1,,,,,\r\n", 1)
+
+
+@settings(max_examples=examples(1000), suppress_health_check=[HealthCheck.too_slow])
+@given(items=ITEMS, cuts=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 3), st.binary(max_size=3)),
+                                  min_size=1, max_size=3))
+def test_damaged_bytes_are_rendered_as_python_does_or_left(items, cuts):
+    """Stored bytes damaged at random (bytes replaced, dropped, inserted): the C never reads past them or crashes,
+    and what it renders is what Python renders of what it parses; what Python can't parse, the C leaves."""
+    columns = columns_for(items, [], None)
+    table = _ccsv.prepare(columns, ",")
+    batch = []
+    for item in items:
+        raw = itemjson.stdlib_encode(item)
+        for at, drop, put in cuts:
+            at %= len(raw) + 1
+            raw = raw[:at] + put + raw[at + drop:]
+        batch.append(raw)
+    at = 0
+    while at < len(batch):
+        got, stop = _ccsv.lines(table, batch, at)
+        assert got == python_path(batch[at:stop], columns)
+        at = stop + 1
+
+
+def test_tables_the_c_does_not_take():
+    assert _ccsv.prepare(["a"], "é") is None  # a delimiter of more than one UTF-8 byte
+    assert _ccsv.prepare(["a", "b", "a"], ",") is None  # a repeated column
+    assert _ccsv.prepare(["a\ud800"], ",") is None  # no UTF-8 form
+    assert _ccsv.prepare([], ",") is None
+    assert _ccsv.prepare(["a"], ",") is not None
+
+
+def test_not_bytes_are_left_to_python():
+    table = _ccsv.prepare(["a"], ",")
+    assert _ccsv.lines(table, [b'{"a":1}', bytearray(b'{"a":2}'), b'{"a":3}'], 0) == (b"1\r\n", 1)
+    with pytest.raises(IndexError):
+        _ccsv.lines(table, [b"{}"], 2)
+
+
+def test_the_export_renders_without_the_extension():
+    """Where no compiler was at install there is no _ccsv: formats.py imports without it and the export's rows
+    (api/items.py _Rows) are the Python path's. In a process of its own, with the import blocked."""
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["openkvs.datasets._ccsv"] = None  # import raises ImportError, as when it was never built
+        from openkvs.api.items import _Rows
+        from openkvs.datasets import formats, itemjson
+        from openkvs.datasets.pipeline import Shape
+        from openkvs.datasets.query import parse_items_query
+        assert formats._ccsv is None
+        batch = [b'{"a":"x,y","b":[1,{"c":null}]}', b'{"b":[true],"a":"q\\\\"r"}', b'[1]', b'{"a":1e16}']
+        columns = ["a", "b/0", "b/1/c"]
+        def renderer():
+            r = formats.renderer(parse_items_query({"format": "csv"}, None), label="l", dataset_id="i",
+                                 public_url="http://x")
+            r.start(columns)
+            return r
+        rows, pieces = _Rows(renderer(), Shape(), batch), []
+        while (piece := rows.next_piece()) is not None:
+            pieces.append(piece)
+        got = b"".join(pieces)
+        assert got == renderer().rows([row for raw in batch for row in Shape().iter_rows(itemjson.load(raw))])
+        sys.stdout.buffer.write(got)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b'"x,y",1,\r\n"q""r",true,\r\n1e+16,,\r\n'
