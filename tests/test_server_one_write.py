@@ -181,8 +181,8 @@ def test_a_zip_download_has_its_head_with_its_first_piece(sqlite_server: Server,
 
 
 def test_a_chunked_export(sqlite_server: Server, sock: socket.socket) -> None:
-    """(Its first body message is empty, jsonl's prefix: that flushes the head alone, as an app that wants its head
-    out before a slow first piece does on purpose; so no one-read check here.)"""
+    """(That its head goes with its first items: tests/test_export_one_write.py, api/download.py skipping jsonl's
+    empty prefix.)"""
     items = [{"n": i, "text": "x" * 100} for i in range(200)]
     with sqlite_server.client() as c:
         dataset = c.post("/v2/datasets", params={"name": "one-write"}).json()["data"]["id"]

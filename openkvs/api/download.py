@@ -244,6 +244,8 @@ class ArchiveResponse(Response):
                             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
                         )
                     async for chunk in self._chunks:
+                        if not chunk:  # (an export's empty prefix or suffix: a message of its own sent the head
+                            continue  # alone, a TCP segment more; server.py holds the head until the first bytes)
                         for piece in _pieces(chunk):
                             with anyio.fail_after(timeout):
                                 await send({"type": "http.response.body", "body": piece, "more_body": True})

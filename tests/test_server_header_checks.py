@@ -1,0 +1,84 @@
+"""uvicorn's checks of each response header (a name or value that would split the response is refused), as
+openkvs/server.py's ``_Remembered`` makes them: the values found clean are remembered, a bad one is still refused
+every time it comes, after clean ones and after itself. Over a real socket, uvicorn with openkvs's protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+import uvicorn
+from uvicorn.protocols.http import httptools_impl
+
+from openkvs.server import HEADER_CHECKS_KEPT, HttpProtocol
+
+CLEAN = b"the same value on every response"
+SPLIT = b"x\r\nset-cookie: evil=1"  # a value that would add a header of its own
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The header ``x-test``'s value by the path: /clean, /split (a CR LF), /ctl (a control byte), /name (a bad
+    name)."""
+    headers = {
+        "/clean": [(b"x-test", CLEAN)],
+        "/split": [(b"x-test", SPLIT)],
+        "/ctl": [(b"x-test", b"a\x01b")],
+        "/name": [(b"x test", b"v")],
+    }[scope["path"]]
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2"), *headers]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def served(paths: list[str]) -> list[bytes]:
+    """What the server sends for a GET of each path, each on a connection of its own, until it closes."""
+
+    async def run() -> list[bytes]:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(app, lifespan="off", http=HttpProtocol, ws="none", log_config=None,
+                                access_log=False)
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve([sock]))
+        while not server.started:
+            assert not task.done(), task
+            await asyncio.sleep(0.01)
+        got = []
+        try:
+            for path in paths:
+                reader, writer = await asyncio.open_connection(*sock.getsockname())
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                got.append(await asyncio.wait_for(reader.read(), 30))
+                writer.close()
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 30)
+            sock.close()
+        return got
+
+    return asyncio.run(run())
+
+
+def test_clean_headers_pass_and_are_remembered() -> None:
+    for got in served(["/clean"] * 3):
+        assert got.startswith(b"HTTP/1.1 200 ") and b"\r\nx-test: " + CLEAN + b"\r\n" in got, got
+    # remembered: the next response's search of these is a look-up (what makes a served GET ~28k instructions less)
+    assert CLEAN in httptools_impl.HEADER_VALUE_RE and b"x-test" in httptools_impl.HEADER_RE
+
+
+@pytest.mark.parametrize("path", ["/split", "/ctl", "/name"])
+def test_a_bad_header_is_refused_every_time(path: str) -> None:
+    got = served(["/clean", path] * 3)  # after clean responses and after itself: never remembered as clean
+    for clean, bad in zip(got[::2], got[1::2], strict=True):
+        assert clean.startswith(b"HTTP/1.1 200 ")
+        assert bad == b"", bad  # uvicorn refused the head: the connection closed, nothing of it sent
+    assert SPLIT not in httptools_impl.HEADER_VALUE_RE
+
+
+def test_the_remembered_are_bounded() -> None:
+    values = httptools_impl.HEADER_VALUE_RE
+    for i in range(3 * HEADER_CHECKS_KEPT):  # a value per response (a request id): searched, then held a while
+        assert values.search(b"id-%d" % i) is None
+        assert len(values) <= HEADER_CHECKS_KEPT
+    assert values.search(b"a\nb")  # and still the pattern's answer
