@@ -275,16 +275,21 @@ class PgDatasets(DatasetStorage):
         row = await self._db.fetchrow(sql, store_id)
         if row is None:
             return 0, None
-        return row["item_count"], json.loads(row["field_stats"]) if row["field_stats"] is not None else None
+        if row["field_stats"] is None:
+            return row["item_count"], None
+        # in a worker thread: one entry per property of the dataset's schema, which may name 100,000 (megabytes)
+        return row["item_count"], await anyio.to_thread.run_sync(json.loads, row["field_stats"])
 
     async def keep_field_stats(self, store_id: str, count: int, stats: dict[str, Any]) -> bool:
+        text = await anyio.to_thread.run_sync(json.dumps, stats)  # (as large as the schema, see field_stats)
+
         async def go(conn: asyncpg.Connection) -> bool:
             done = await conn.execute(
                 "UPDATE dataset_counts SET field_stats = $3 WHERE store_id = $1 AND item_count = $2 "
                 "AND field_stats IS NULL",
                 store_id,
                 count,
-                json.dumps(stats),
+                text,
             )
             return bool(done == "UPDATE 1")
 
