@@ -202,7 +202,7 @@ class PgItemSnapshot(ItemSnapshot):
 
 
 def _merged(
-    blocks: list[tuple[str | None, Sequence[list[Any]]]], merge: MergePaths, stats: str | None, new: Any
+    blocks: Sequence[tuple[Any, Sequence[list[Any]]]], merge: MergePaths, stats: Any, new: Any
 ) -> tuple[list[str], str | None]:
     """The text of each block's path list, its old text (None: a new block) with the push's lists merged in, and
     the text of the field statistics with the push's added (``new`` None: ``stats`` as it is)."""
