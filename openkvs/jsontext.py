@@ -18,6 +18,7 @@ MAX_DEPTH = 64  # levels of arrays and objects; well below what jsonschema can f
 # NUL and lone UTF-16 surrogates (json.loads joins the pairs, so any surrogate left alone is lone): JSON allows
 # both escapes, but PostgreSQL text can hold neither, and a lone surrogate has no UTF-8 form to send back.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class InvalidJson(ValueError):
@@ -51,7 +52,10 @@ def loads(raw: bytes | bytearray, *, storable: bool = False, max_depth: int = MA
     Numbers are finite: Python's parser takes NaN and Infinity, which are not JSON (RFC 8259), and reads 1e400 as
     infinity; jsonschema's arithmetic fails on them and no JSON text can hold them to send back or store."""
     try:
-        value = json.loads(raw, parse_constant=_constant, parse_float=_finite)
+        # Decoded here, as UTF-8 only (API-datasets.md section 1; a leading BOM skipped): given bytes, json.loads
+        # would detect UTF-16 and UTF-32 by itself and take lone surrogates encoded in UTF-8 ("surrogatepass").
+        text = (raw[3:] if raw[:3] == _UTF8_BOM else raw).decode("utf-8")
+        value = json.loads(text, parse_constant=_constant, parse_float=_finite)
     except NotFinite:
         raise
     except RecursionError:  # raised cleanly by the C parser, past the interpreter's limit

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -182,13 +183,20 @@ def query_bool(request: Request, name: str, default: bool = False) -> bool:
     raise errors.InvalidInput(f"Parameter '{name}' must be a boolean (true, false, 1 or 0).")
 
 
+_QUERY_INT = re.compile("-?[0-9]+")
+
+
 def query_int(request: Request, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
+    # ASCII digits, '-' for the negative values the contracts answer with "at least" (API.md 4.1): int() alone
+    # would also take a '+', spaces, '_' between digits and any Unicode digit (API-datasets.md section 1).
+    if _QUERY_INT.fullmatch(raw) is None:
+        raise errors.InvalidInput(f"Parameter '{name}' must be an integer.")
     try:
         value = int(raw)
-    except ValueError:
+    except ValueError:  # past int()'s 4,300 digits
         raise errors.InvalidInput(f"Parameter '{name}' must be an integer.") from None
     if value < minimum:
         raise errors.InvalidInput(f"Parameter '{name}' must be at least {minimum}.")

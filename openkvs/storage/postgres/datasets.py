@@ -201,6 +201,20 @@ class PgItemSnapshot(ItemSnapshot):
         return [(r["block"], json.loads(r["paths"])) for r in rows]
 
 
+def _merged(
+    blocks: Sequence[tuple[Any, Sequence[list[Any]]]], merge: MergePaths, stats: Any, new: Any
+) -> tuple[list[str], str | None]:
+    """The text of each block's path list, its old text (None: a new block) with the push's lists merged in, and
+    the text of the field statistics with the push's added (``new`` None: ``stats`` as it is)."""
+    texts = [
+        json.dumps(merge(json.loads(old) if old else [], pieces), separators=(",", ":"), ensure_ascii=False)
+        for old, pieces in blocks
+    ]
+    if new is not None:
+        stats = json.dumps(add_field_stats(json.loads(stats) if stats else None, new))
+    return texts, stats
+
+
 class PgDatasets(DatasetStorage):
     def __init__(self, db: Database, namespace: str) -> None:
         self._db = db
@@ -217,27 +231,32 @@ class PgDatasets(DatasetStorage):
             if n == 0:
                 return start
             field_stats = row["field_stats"] if row is not None else None
-            if push.field_stats is not None and (row is None or field_stats is not None):  # (else: none kept)
-                kept = json.loads(field_stats) if field_stats else None
-                field_stats = json.dumps(add_field_stats(kept, push.field_stats))
+            add_stats = push.field_stats is not None and (row is None or field_stats is not None)  # (else: none kept)
             await conn.copy_records_to_table(
                 "dataset_items",
                 records=[(store_id, start + i, data) for i, data in enumerate(push.items)],
                 columns=("store_id", "idx", "data"),
                 schema_name=self._namespace,
             )
-            for block, lo, hi in blocks_of(start, n):
-                old = await conn.fetchval(
-                    "SELECT paths FROM dataset_paths WHERE store_id = $1 AND block = $2", store_id, block
-                )
-                merged = merge(json.loads(old) if old else [], push.paths[lo:hi])
-                await conn.execute(
-                    "INSERT INTO dataset_paths (store_id, block, paths) VALUES ($1, $2, $3) "
-                    "ON CONFLICT (store_id, block) DO UPDATE SET paths = excluded.paths",
-                    store_id,
-                    block,
-                    json.dumps(merged, separators=(",", ":"), ensure_ascii=False),
-                )
+            blocks = blocks_of(start, n)
+            rows = await conn.fetch(
+                "SELECT block, paths FROM dataset_paths WHERE store_id = $1 AND block = ANY($2::bigint[])",
+                store_id,
+                [block for block, _, _ in blocks],
+            )
+            old = {r["block"]: r["paths"] for r in rows}
+            # Parsing, merging and writing the blocks' path lists (a block's may list thousands of paths) and the
+            # field statistics (one entry per property of the schema, which may name 100,000) is CPU work: in a
+            # worker thread, as SQLite does the whole push in its writer's.
+            pieces = [(old.get(block), push.paths[lo:hi]) for block, lo, hi in blocks]
+            paths, field_stats = await anyio.to_thread.run_sync(
+                _merged, pieces, merge, field_stats, push.field_stats if add_stats else None
+            )
+            await conn.executemany(
+                "INSERT INTO dataset_paths (store_id, block, paths) VALUES ($1, $2, $3) "
+                "ON CONFLICT (store_id, block) DO UPDATE SET paths = excluded.paths",
+                [(store_id, block, text) for (block, _, _), text in zip(blocks, paths, strict=True)],
+            )
             fields = merge_fields(info.fields, push.keys)
             await conn.execute(
                 "INSERT INTO dataset_counts (store_id, item_count, clean_count, bytes, fields, field_stats, max_item) "
@@ -275,16 +294,21 @@ class PgDatasets(DatasetStorage):
         row = await self._db.fetchrow(sql, store_id)
         if row is None:
             return 0, None
-        return row["item_count"], json.loads(row["field_stats"]) if row["field_stats"] is not None else None
+        if row["field_stats"] is None:
+            return row["item_count"], None
+        # in a worker thread: one entry per property of the dataset's schema, which may name 100,000 (megabytes)
+        return row["item_count"], await anyio.to_thread.run_sync(json.loads, row["field_stats"])
 
     async def keep_field_stats(self, store_id: str, count: int, stats: dict[str, Any]) -> bool:
+        text = await anyio.to_thread.run_sync(json.dumps, stats)  # (as large as the schema, see field_stats)
+
         async def go(conn: asyncpg.Connection) -> bool:
             done = await conn.execute(
                 "UPDATE dataset_counts SET field_stats = $3 WHERE store_id = $1 AND item_count = $2 "
                 "AND field_stats IS NULL",
                 store_id,
                 count,
-                json.dumps(stats),
+                text,
             )
             return bool(done == "UPDATE 1")
 

@@ -18,6 +18,7 @@ import asyncpg
 
 from ..base import NotFound
 from ..queues import (
+    LIST_PAGE_BYTES,
     HeadItem,
     NewRequest,
     QueueCounts,
@@ -338,22 +339,29 @@ class PgQueues(QueueStorage):
                 cond = " AND abs(order_time) > n.now"
             else:
                 cond = " AND FALSE"
+        # The bodies stop at the page's byte budget (the bytes of the rows before each, a running sum of lengths
+        # PostgreSQL reads from the values' headers): the rows past it come without one, telling that more follow.
         sql = (
-            f"SELECT id, body, order_time, n.now FROM (SELECT coalesce($4::bigint, {_CLOCK}) AS now) n "
-            f"JOIN queue_requests ON queue_id = $1 AND id > $2{cond} ORDER BY id LIMIT $3"
+            "SELECT id, CASE WHEN before < $5 THEN body END AS body, order_time, now FROM ("
+            "SELECT id, body, order_time, n.now, coalesce(sum(octet_length(body)) OVER "
+            "(ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before "
+            f"FROM (SELECT coalesce($4::bigint, {_CLOCK}) AS now) n "
+            f"JOIN queue_requests ON queue_id = $1 AND id > $2{cond} ORDER BY id LIMIT $3) page ORDER BY id"
         )
 
         async def q(conn: asyncpg.Connection) -> tuple[list[asyncpg.Record], QueueState]:
-            rows = await conn.fetch(sql, queue_id, after or "", limit + 1, self._given_now())
+            rows = await conn.fetch(sql, queue_id, after or "", limit + 1, self._given_now(), LIST_PAGE_BYTES)
             return rows, await self._read_state(conn, queue_id)
 
         rows, state = await self._db.run(q, retry=True)
         items = []
         for row in rows[:limit]:
+            if row["body"] is None:
+                break
             lock = _lock_ms(row["order_time"], row["now"])
             items.append(StoredRequest(row["id"], row["body"], from_ms(lock) if lock is not None else None))
         await self._note_client(queue_id, state, client_key)
-        return items, len(rows) > limit
+        return items, len(rows) > len(items)
 
     async def queue_head(self, queue_id: str, *, limit: int, client_key: str | None) -> QueueHead:
         async def q(conn: asyncpg.Connection) -> tuple[list[asyncpg.Record], datetime, QueueState]:

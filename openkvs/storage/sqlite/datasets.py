@@ -350,7 +350,9 @@ class SQLiteDatasets(DatasetStorage):
                 return 0, None
             return row[0], json.loads(row[1]) if row[1] is not None else None
 
-        return await self._db.point_read(q)
+        # not a point read on the event loop: the statistics are one entry per property of the dataset's schema,
+        # which may name 100,000 (megabytes to parse)
+        return await self._db.read(q)
 
     async def keep_field_stats(self, store_id: str, count: int, stats: dict[str, Any]) -> bool:
         def w(conn: sqlite3.Connection) -> bool:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from ..base import NotFound
 from ..queues import (
+    LIST_PAGE_BYTES,
     HeadItem,
     NewRequest,
     QueueCounts,
@@ -315,12 +316,19 @@ class SQLiteQueues(QueueStorage):
         )
 
         def q(conn: sqlite3.Connection) -> tuple[list[StoredRequest], bool, QueueState]:
-            rows = conn.execute(sql, (queue_id, now, after or "", limit + 1)).fetchall()
-            items = []
-            for row in rows[:limit]:
+            rows = conn.execute(sql, (queue_id, now, after or "", limit + 1))
+            items: list[StoredRequest] = []
+            size = 0  # (in characters: at most the bytes)
+            more = False
+            for row in rows:  # one at a time: the page stops at its byte budget without reading further bodies
+                if len(items) == limit or size >= LIST_PAGE_BYTES:
+                    more = True
+                    break
                 lock = _lock_ms(row[2], now)
                 items.append(StoredRequest(row[0], row[1], from_ms(lock) if lock is not None else None))
-            return items, len(rows) > limit, _read_state(conn, queue_id)
+                size += len(row[1])
+            rows.close()
+            return items, more, _read_state(conn, queue_id)
 
         items, more, state = await self._db.read(q)
         await self._note_client(queue_id, state, client_key)
