@@ -241,12 +241,9 @@ class Server:
         return Server.client(self, token, **kw)
 
     def cli(self, *args: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "openkvs", *args, *self.storage_args()],
-            env=self.env, capture_output=True, text=True, timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
-        return out.stdout
+        """The command (``openkvs ARGS``) on this server's storage, its stdout; it must succeed. In this process
+        (``cli_here``): what it prints is the same, and tests of the command line as a process start their own."""
+        return self.cli_here(*args)
 
     def storage_args(self) -> list[str]:
         if "OPENKVS_DATABASE_URL" in self.env:
@@ -254,23 +251,20 @@ class Server:
         return ["--data-dir", str(self.data_dir)]
 
     def cli_here(self, *args: str) -> str:
-        """``cli``, run in this process (click's CliRunner) with the server's settings and none of this process's
+        """``cli``, run in this process (tests/clirun.py) with the server's settings and none of this process's
         others: the same command on the same storage without starting a Python process (a second or more of
-        imports on a busy machine). For the setup of a test, not for tests of the command line as a process."""
+        imports on a busy machine)."""
         out = self.cli_result(*args)
-        assert out.exit_code == 0, out.output
+        assert out.returncode == 0, out.stdout + out.stderr
         return out.stdout
 
     def cli_result(self, *args: str) -> Any:
-        """The command run as ``cli_here`` does, whatever its exit code: click's ``Result`` (``exit_code``,
-        ``stdout``, ``stderr``; an exception other than the command's own exit is raised, not returned)."""
-        from click.testing import CliRunner
+        """The command run as ``cli_here`` does, whatever its exit code: ``returncode``, ``stdout``, ``stderr``
+        (an exception other than the command's own exit is raised, not returned)."""
+        from tests.clirun import openkvs_here
 
-        from openkvs.cli import main
-
-        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("OPENKVS_")}
-        env.update((k, v) for k, v in self.env.items() if k.startswith("OPENKVS_"))
-        return CliRunner().invoke(main, [*args, *self.storage_args()], env=env, catch_exceptions=False)
+        env = {k: v for k, v in self.env.items() if k.startswith("OPENKVS_")}
+        return openkvs_here(*args, *self.storage_args(), env=env, keep=())
 
     def new_user(self, name: str) -> str:
         token = self.cli_here("users", "create", name).strip().splitlines()[-1]

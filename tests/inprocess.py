@@ -248,9 +248,6 @@ class InProcessServer(Server):
     def anon(self) -> httpx.Client:
         return self.client(token="")
 
-    def cli(self, *args: str) -> str:
-        return self.cli_here(*args)
-
     def stop(self, kill: bool = False) -> None:
         if getattr(self, "_stack", None) is not None:
             self._stack.close()

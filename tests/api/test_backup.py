@@ -3,14 +3,11 @@ of the server's history, and every record has its bytes."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
+from tests.clirun import Ran, openkvs_here
 from tests.conftest import Server
 
 KEYS = [f"k{i}" for i in range(6)]
@@ -24,9 +21,9 @@ def _body(key: str, version: int) -> bytes:
     return (head * (size // len(head) + 1))[:size]
 
 
-def _cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "openkvs", *args], env=server.env, capture_output=True, text=True,
-                          timeout=300)
+def _cli(server: Server, *args: str) -> Ran:
+    """The command in this process (tests/clirun.py), with the server's settings: what it prints and returns."""
+    return openkvs_here(*args, env={k: v for k, v in server.env.items() if k.startswith("OPENKVS_")})
 
 
 def test_backup_under_writes_restores_one_consistent_moment(
@@ -78,8 +75,9 @@ def test_backup_under_writes_restores_one_consistent_moment(
     restored = tmp_path / "restored"
     out = _cli(s, "restore", str(dest), "--data-dir", str(restored))
     assert out.returncode == 0, out.stderr
-    s2 = start_server(tmp_path / "second", "sqlite", "--rate-limits", "off", "--data-dir", str(restored))
-    with httpx.Client(base_url=s2.url, headers={"Authorization": f"Bearer {s.token}"}, timeout=30) as c:
+    s2 = start_server(tmp_path / "second", "sqlite", "--rate-limits", "off", "--data-dir", str(restored),
+                      in_process=True)  # what the restored folder serves (the backup was made beside a process)
+    with s2.client(s.token) as c:
         keys = c.get(f"/v2/key-value-stores/{store_id}/keys").json()["data"]["items"]
         found: dict[str, int] = {}
         for item in keys:
@@ -93,7 +91,7 @@ def test_backup_under_writes_restores_one_consistent_moment(
 
 
 def test_backup_refuses_a_target_with_files_and_postgres(start_server: Callable[..., Server], tmp_path: Path) -> None:
-    s = start_server(tmp_path, "sqlite", "--rate-limits", "off")
+    s = start_server(tmp_path, "sqlite", "--rate-limits", "off", in_process=True)
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "x").write_text("x")

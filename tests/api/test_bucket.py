@@ -179,7 +179,7 @@ def test_deleting_a_store_frees_its_objects_after_the_grace(s3_server: Server) -
 
 
 def test_blobs_commands_check_and_move_the_bytes(tmp_path, start_server) -> None:
-    s = start(start_server, tmp_path, "sqlite+s3", in_process=False)  # s.cli: the commands as processes
+    s = start(start_server, tmp_path, "sqlite+s3")
     with s.client() as c:
         sid = new_store(c)["id"]
         datas = {f"k{i}": os.urandom(100_000 * (i + 1)) for i in range(3)}

@@ -1,7 +1,8 @@
 """Damaged storage: start-up refuses with one clear line (an emptied database, a read-only data dir, PostgreSQL
 down); a record whose file is gone is answered 503 storage-damaged with a request id that a log line names, never
-a 500; ``openkvs check`` finds what is damaged. The commands run as processes (their exit codes and what they
-print are what is tested); the servers that fill a storage for them run in this process."""
+a 500; ``openkvs check`` finds what is damaged. `serve` runs as a process (its start-up is what refuses); the other
+commands and the servers that fill a storage for them run in this process (tests/clirun.py: the same exit codes
+and output)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.test_disk_full import mount_tmpfs
+from tests.clirun import openkvs_here
 from tests.conftest import DATABASE_URL, free_port, make_server, postgres_reachable, unavailable
 
 
@@ -39,8 +41,8 @@ def serve(data_dir: Path) -> subprocess.CompletedProcess[str]:
 
 def test_an_emptied_database_is_refused_not_a_new_install(tmp_path: Path) -> None:
     d = tmp_path / "data"
-    assert openkvs("migrate", "--data-dir", str(d)).returncode == 0
-    assert openkvs("users", "create", "alice", "--data-dir", str(d)).returncode == 0
+    assert openkvs_here("migrate", "--data-dir", str(d)).returncode == 0
+    assert openkvs_here("users", "create", "alice", "--data-dir", str(d)).returncode == 0
     (d / "openkvs.sqlite3").write_bytes(b"")  # emptied (a bad restore, a full disk at the wrong moment)
     for suffix in ("-wal", "-shm"):
         (d / f"openkvs.sqlite3{suffix}").unlink(missing_ok=True)
@@ -53,8 +55,8 @@ def test_a_read_only_data_dir_is_refused_at_start(tmp_path: Path) -> None:
     d = tmp_path / "data"
     mount_tmpfs(d, 8)
     try:
-        assert openkvs("migrate", "--data-dir", str(d)).returncode == 0
-        assert openkvs("users", "create", "alice", "--data-dir", str(d)).returncode == 0
+        assert openkvs_here("migrate", "--data-dir", str(d)).returncode == 0
+        assert openkvs_here("users", "create", "alice", "--data-dir", str(d)).returncode == 0
         subprocess.run(["mount", "-o", "remount,ro", str(d)], check=True)
         assert_refused(serve(d), "read-only")
     finally:
@@ -88,7 +90,7 @@ def test_a_missing_record_file_is_503_with_a_request_id_in_the_log(tmp_path: Pat
     log = server.log()
     assert "'gone'" in log and "is missing" in log and "Traceback" not in log, log[-3000:]
     # and openkvs check names it
-    out = openkvs("check", "--data-dir", str(server.data_dir))
+    out = openkvs_here("check", "--data-dir", str(server.data_dir))
     assert out.returncode == 1 and f"record {sid}/gone: its file" in out.stdout, out.stdout + out.stderr
 
 
@@ -103,19 +105,19 @@ def test_check_sqlite_ok_then_finds_a_short_file_and_page_damage(tmp_path: Path)
     finally:
         server.stop()
     d = server.data_dir
-    out = openkvs("check", "--data-dir", str(d))
+    out = openkvs_here("check", "--data-dir", str(d))
     assert out.returncode == 0 and out.stdout.startswith("ok:"), out.stdout + out.stderr
     (blob,) = [p for p in (d / "blobs").rglob("*") if p.is_file()]
     with open(blob, "r+b") as f:
         f.truncate(1000)
-    out = openkvs("check", "--data-dir", str(d))
+    out = openkvs_here("check", "--data-dir", str(d))
     assert out.returncode == 1, out.stdout
     assert f"record {sid}/big: its file" in out.stdout and "has 1000 bytes, not 100000" in out.stdout
     db = d / "openkvs.sqlite3"
     with open(db, "r+b") as f:  # scribble over a page in the middle of the records' data
         f.seek(40 * 4096)
         f.write(b"\xff" * 4096)
-    out = openkvs("check", "--data-dir", str(d))
+    out = openkvs_here("check", "--data-dir", str(d))
     assert out.returncode == 1, out.stdout
     assert "openkvs.sqlite3" in out.stdout  # integrity_check's findings (or the error reading the damaged page)
 
@@ -131,7 +133,7 @@ def test_check_postgres_ok_then_finds_a_missing_chunk(tmp_path: Path) -> None:
         sid = c.post("/v2/key-value-stores?name=chk").json()["data"]["id"]
         assert c.put(f"/v2/key-value-stores/{sid}/records/big", content=os.urandom(3_000_000)).status_code == 201
         assert c.put(f"/v2/key-value-stores/{sid}/records/small", content=b"x").status_code == 201
-        out = openkvs("check", *args)
+        out = openkvs_here("check", *args)
         assert out.returncode == 0 and "version" in out.stdout, out.stdout + out.stderr
         import anyio
         import asyncpg
@@ -146,7 +148,7 @@ def test_check_postgres_ok_then_finds_a_missing_chunk(tmp_path: Path) -> None:
                 await conn.close()
 
         anyio.run(drop_chunk)
-        out = openkvs("check", *args)
+        out = openkvs_here("check", *args)
         assert out.returncode == 1 and f"record {sid}/big:" in out.stdout, out.stdout + out.stderr
     finally:
         server.stop()

@@ -108,9 +108,16 @@ def setup_store(server) -> tuple[str, str]:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def limited(request, start_server, tmp_path_factory):
-    """A server per backend whose records may have at most LIMIT bytes."""
+    """A server process per backend whose records may have at most LIMIT bytes (a process: its memory is watched)."""
     tmp = tmp_path_factory.mktemp(f"limited-{request.param}")
     return start_server(tmp, request.param, "--rate-limits", "off", "--max-record-bytes", str(LIMIT))
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def limited_here(request, start_server, tmp_path_factory):
+    """The same server in this process, for what its answers show."""
+    tmp = tmp_path_factory.mktemp(f"limited-here-{request.param}")
+    return start_server(tmp, request.param, "--rate-limits", "off", "--max-record-bytes", str(LIMIT), in_process=True)
 
 
 @pytest.mark.slow
@@ -166,11 +173,11 @@ def mixed(n: int) -> bytes:
 
 
 @pytest.mark.parametrize("size", [480 * 1024 + 1, 3 * MIB])
-def test_a_large_brotli_body_is_stored_and_read_back(limited, size):
+def test_a_large_brotli_body_is_stored_and_read_back(limited_here, size):
     # issue 11 item 10: refused with 400 "not valid br" once the decoded body passed ~480 KiB
     plain = mixed(size)
     enc = brotli.compress(plain, quality=5)
-    with limited.client() as c:
+    with limited_here.client() as c:
         sid = new_store(c)["id"]
         url = rec_path(sid, "big-br")
         r = c.put(url, content=enc, headers={"content-encoding": "br", "content-type": "text/plain"})

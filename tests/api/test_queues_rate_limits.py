@@ -45,7 +45,7 @@ def calls(qid: str) -> list[tuple[str, str, str, dict[str, Any]]]:
 def test_each_operation_names_the_contracts_budget(
     start_server: Callable[..., Any], tmp_path: Path, backend: str
 ) -> None:
-    s = start_server(tmp_path, backend)  # the defaults: rate limits on
+    s = start_server(tmp_path, backend, in_process=True)  # the defaults: rate limits on
     expected = {"requests": "400", "batch": "40", "store": "60"}
     with s.client() as c:
         qid = c.post(Q, params={"name": "rl-defaults"}).json()["data"]["id"]

@@ -9,8 +9,6 @@ import gzip
 import io
 import os
 import random
-import subprocess
-import sys
 import threading
 import zipfile
 from functools import partial
@@ -77,8 +75,7 @@ def test_the_count_is_exact_after_kill_9(backend: str, tmp_path, start_server) -
             with zipfile.ZipFile(io.BytesIO(r.content)) as z:
                 assert z.testzip() is None
                 assert z.namelist() == keys_of(c, sid)
-    check = subprocess.run([sys.executable, "-m", "openkvs", "check", *s.storage_args()], env=s.env,
-                           capture_output=True, text=True, timeout=120)
+    check = s.cli_result("check")
     assert check.returncode == 0 and "record counts agree, and the stores' ZIP totals" in check.stdout, (
         check.stdout + check.stderr
     )

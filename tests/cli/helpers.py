@@ -1,14 +1,14 @@
-"""Helpers of the command-line tests: the CLI as a user runs it, and a slow proxy to catch a transfer midway."""
+"""Helpers of the command-line tests: a command run against a server, and a slow proxy to catch a transfer midway."""
 
 from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
+
+from tests.clirun import Ran, openkvs_here
 
 
 def client_env(server: Any, **extra: str) -> dict[str, str]:
@@ -16,11 +16,12 @@ def client_env(server: Any, **extra: str) -> dict[str, str]:
     return {**env, "OPENKVS_URL": server.url, "OPENKVS_TOKEN": server.token, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def run(server: Any, *args: str, cwd: Any = None, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "openkvs", *args], env=client_env(server, **env), cwd=cwd,
-        capture_output=True, text=True, timeout=120,
-    )
+def run(server: Any, *args: str, cwd: Any = None, check: bool = True, **env: str) -> Ran:
+    """``openkvs ARGS`` against ``server`` with only OPENKVS_URL/OPENKVS_TOKEN (and ``env``) set, run in this
+    process (tests/clirun.py): what it prints and its exit code. Tests of Ctrl-C or a terminal start a process
+    themselves, with ``client_env``."""
+    out = openkvs_here(*args, env={"OPENKVS_URL": server.url, "OPENKVS_TOKEN": server.token, **env}, cwd=cwd,
+                       unset=("OPENKVS_", "APIFY_"), keep=())
     if check:
         assert out.returncode == 0, out.stderr
     return out

@@ -12,24 +12,29 @@ from typing import Any
 import pytest
 
 import openkvs
+from tests.clirun import Ran, openkvs_here
 
-# Real processes: `openkvs serve` makes the user admin on its first start, which these listings show. The listing
-# and grant commands run in this process (cli_here: the same command, no Python start); what a user sees only of a
-# process, exit codes and stderr, comes from `python -m openkvs` subprocesses.
+# `openkvs serve` as a process: it makes the user admin on its first start, which these listings show. The
+# commands run in this process (tests/clirun.py: the same command, exit code and stderr, no Python start), but
+# --version and --help, which check `python -m openkvs` itself.
 pytestmark = pytest.mark.server_process
 
-def openkvs_cli(*args: str, cwd: Any = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+
+def openkvs_process(*args: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OPENKVS_")}
-    return subprocess.run(
-        [sys.executable, "-m", "openkvs", *args], capture_output=True, text=True, timeout=60, cwd=cwd,
-        env={**clean, **(env or {})},
-    )
+    return subprocess.run([sys.executable, "-m", "openkvs", *args], capture_output=True, text=True, timeout=60,
+                          env=clean)
+
+
+def openkvs_cli(*args: str, cwd: Any = None, env: dict[str, str] | None = None) -> Ran:
+    return openkvs_here(*args, cwd=cwd, env={k: v for k, v in (env or {}).items() if k.startswith("OPENKVS_")},
+                        keep=())
 
 
 def test_version_and_help_speak_to_a_user() -> None:
-    out = openkvs_cli("--version")
+    out = openkvs_process("--version")
     assert out.returncode == 0 and out.stdout.strip() == f"openkvs {openkvs.__version__}"
-    help = openkvs_cli("--help").stdout
+    help = openkvs_process("--help").stdout
     assert help.splitlines()[2].strip() == "Your own server for Apify's storage API, and a client for it."
     assert "thin shell" not in help
     assert "  openkvs download STORE            the store as one ZIP file, resumable\n" in help  # not rewrapped

@@ -3,18 +3,15 @@ says what is missing, on either command, and nothing done."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.clirun import Ran, openkvs_here
 
-def openkvs_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENKVS_", "AWS_"))}
-    return subprocess.run([sys.executable, "-m", "openkvs", *args], capture_output=True, text=True, timeout=120,
-                          env=clean)
+
+def openkvs_cli(*args: str) -> Ran:
+    return openkvs_here(*args, unset=("OPENKVS_", "AWS_"), keep=())
 
 
 @pytest.mark.parametrize("command", [["fsck"], ["migrate", "--to", "bucket"]])

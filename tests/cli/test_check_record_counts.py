@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import pytest
 
 from openkvs.storage.base import KeySelection, Storage
 from openkvs.storage.sqlite import SQLiteStorage
+from tests.clirun import Ran, openkvs_here
 from tests.conftest import postgres_reachable, unavailable
 from tests.storage.conftest import Body
 
@@ -30,9 +29,8 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def openkvs(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENKVS_") or k.startswith("OPENKVS_TEST_")}
-    return subprocess.run([sys.executable, "-m", "openkvs", *args], env=env, capture_output=True, text=True, timeout=60)
+def openkvs(*args: str) -> Ran:
+    return openkvs_here(*args)  # in this process: the command's output and exit code are what is tested
 
 
 class Backend:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_serve_port import openkvs
+from tests.clirun import openkvs_here
 from tests.conftest import free_port
 
 
@@ -18,7 +18,7 @@ def test_nothing_listening_is_one_line_naming_the_address(command: list[str], tm
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.txt").write_text("a")
     url = f"http://127.0.0.1:{free_port()}"
-    out = openkvs(*command, "--url", url, "--token", "okvs_x", "-q")
+    out = openkvs_here(*command, "--url", url, "--token", "okvs_x", "-q")
     assert out.returncode == 1, out.stdout + out.stderr
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ") and f": cannot connect to {url} (" in last, last

@@ -7,7 +7,6 @@ empty, gzip-encoded and big records, times at their edges and keys of another le
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import pytest
 
@@ -16,7 +15,7 @@ from openkvs.storage.sqlite import SQLiteStorage
 from tests import zip_reference
 
 from .conftest import Body
-from .test_zip_kept import GzBody, Rec, check_archive, set_times, times
+from .test_zip_kept import GzBody, Rec, check_archive, put_many, set_times, times
 
 pytestmark = pytest.mark.anyio
 
@@ -28,14 +27,13 @@ async def fill_uniform(storage: Storage, rnd: random.Random, n: int, others: int
     store = await storage.create_store(user.id, "s", None, "k")
     keys = {f"k{i:08d}" for i in range(n)} | {f"k{i:06d}é" for i in rnd.sample(range(n), n // 10)}
     keys |= {f"k{rnd.randrange(n):08d}" + "x" * rnd.randint(1, 3) for _ in range(others)}
-    recs = []
+    recs, puts = [], []
     for key in sorted(keys, key=str.encode):
         kind = rnd.random()
         data = (b"" if kind < 0.03 else rnd.randbytes(70 * 1024) if kind < 0.04 else rnd.randbytes(rnd.randint(1, 200)))
-        body: Any = GzBody(data) if rnd.random() < 0.02 else Body(data)
-        await storage.put_record(store.id, key, body, "application/octet-stream",
-                                 "gzip" if isinstance(body, GzBody) else None)
+        puts.append((key, GzBody(data) if rnd.random() < 0.02 else Body(data)))
         recs.append(Rec(key, data))
+    await put_many(storage, store.id, puts)
     return store.id, recs
 
 
