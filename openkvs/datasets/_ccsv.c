@@ -697,13 +697,24 @@ static int array(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
     }
 }
 
+/* A leaf of the path w->path[0:plen] (hash h): its cell, if the path is a column, holds it (a later leaf of one
+   path wins, as in the Python path). */
+static void leaf(Walk *w, uint64_t h, Py_ssize_t plen, const char *text, Py_ssize_t len, int flags)
+{
+    Py_ssize_t col = column(w, h, plen);
+    if (col >= 0) {
+        Cell *c = &w->cells[col];
+        c->text = text;
+        c->len = len;
+        c->flags = flags;
+    }
+}
+
 /* A value whose path is w->path[0:plen] (hash h; plen -1: too long for any column). */
 static int value(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
 {
     if (depth > MAX_DEPTH || w->p >= w->end)
         return BAIL;
-    Py_ssize_t col;
-    Cell *c;
     switch (*w->p) {
     case '{':
         return object(w, depth, h, plen);
@@ -717,43 +728,23 @@ static int value(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
         int r = string(w, &text, &len, &flags);
         if (r != OK)
             return r;
-        if ((col = column(w, h, plen)) >= 0) {
-            c = &w->cells[col];
-            c->text = text;
-            c->len = len;
-            c->flags = flags;
-        }
+        leaf(w, h, plen, text, len, flags);
         return OK;
     }
     case 't':
         if (literal(w, "true", 4) != OK)
             return BAIL;
-        if ((col = column(w, h, plen)) >= 0) {
-            c = &w->cells[col];
-            c->text = "true";
-            c->len = 4;
-            c->flags = w->t->true_flags;
-        }
+        leaf(w, h, plen, "true", 4, w->t->true_flags);
         return OK;
     case 'f':
         if (literal(w, "false", 5) != OK)
             return BAIL;
-        if ((col = column(w, h, plen)) >= 0) {
-            c = &w->cells[col];
-            c->text = "false";
-            c->len = 5;
-            c->flags = w->t->false_flags;
-        }
+        leaf(w, h, plen, "false", 5, w->t->false_flags);
         return OK;
     case 'n':
         if (literal(w, "null", 4) != OK)
             return BAIL;
-        if ((col = column(w, h, plen)) >= 0) { /* null writes an empty cell over an earlier leaf of its path */
-            c = &w->cells[col];
-            c->text = NULL;
-            c->len = 0;
-            c->flags = 0;
-        }
+        leaf(w, h, plen, NULL, 0, 0); /* null writes an empty cell over an earlier leaf of its path */
         return OK;
     default:
         return number(w, column(w, h, plen));
