@@ -78,6 +78,17 @@ def finish(proc: Crawler, server: Server, timeout: float = 400) -> dict[str, Any
     return json.loads(done[-1].removeprefix("DONE "))  # type: ignore[no-any-return]
 
 
+def finish_all(procs: list[Crawler], server: Server, timeout: float = 400) -> list[dict[str, Any]]:
+    """``finish`` of each; when one fails, the others are killed too (no crawler outlives its test)."""
+    try:
+        return [finish(p, server, timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def results(c: httpx.Client) -> list[dict[str, Any]]:
     """Every item of the ``crawl-results`` dataset, page after page of the items endpoint."""
     dataset = c.get("/v2/datasets/~crawl-results")
