@@ -8,8 +8,15 @@ process, or several on one queue). Its environment is docs/sdk.md's, plus:
     CRAWL_MODE     ``single`` (the SDK's default queue client) or ``shared`` (request_queue_access='shared')
     CRAWL_QUEUE    a named queue to open (else the Actor's default queue)
     CRAWL_LOCK_SECS  shared mode: the SDK's lock time (180 s by default) made shorter, for the test that kills a
-                   crawler and waits for its locks to lapse; the only change to the SDK's behaviour
+                   crawler and waits for its locks to lapse
     CRAWL_DELAY    seconds each page's handler waits (to have work in flight when a crawler is killed)
+
+Shared mode also carries one fix of the SDK (4.1.0): ``add_batch_of_requests`` caches each request it added
+without the request itself, over what a concurrent head listing of the same client had just cached (the request,
+locked by this client); that client's cached head then reads as empty and it never finishes (1 loaded run in ~10
+hung). tests/compat/test_sdk_shared_race.py replays that race on the unmodified SDK (a strict xfail: it fails once a
+fixed SDK is installed, and then this fix goes). The fix keeps an entry's request and lock expiry when the add
+caches it again; it changes nothing of what the SDK sends to openkvs.
 
 Each page handled is one item ``{"url", "title", "worker"}`` pushed with ``context.push_data`` into the dataset
 named ``crawl-results`` (named, so that crawlers sharing a queue share their results too)."""
@@ -37,6 +44,23 @@ LOCK_SECS = os.environ.get("CRAWL_LOCK_SECS")
 DELAY = float(os.environ.get("CRAWL_DELAY", "0"))
 RESULTS = "crawl-results"
 
+
+def _keep_cached_heads() -> None:
+    """The SDK fix of the module docstring, on the shared client's ``_cache_request``."""
+    from apify.storage_clients._apify._request_queue_shared_client import ApifyRequestQueueSharedClient as Shared
+
+    cache = Shared._cache_request
+
+    def keeping(self: Any, key: str, processed: Any, *, hydrated_request: Any = None, lock_expires_at: Any = None) -> None:
+        old = self._requests_cache.get(key)
+        if hydrated_request is None and old is not None:  # the add's call: keep what the head listing cached
+            hydrated_request = old.hydrated
+            lock_expires_at = lock_expires_at or old.lock_expires_at
+        cache(self, key, processed, hydrated_request=hydrated_request, lock_expires_at=lock_expires_at)
+
+    Shared._cache_request = keeping  # type: ignore[method-assign]
+
+
 if MODE == "shared":
     if LOCK_SECS:
         from apify.storage_clients._apify._request_queue_shared_client import ApifyRequestQueueSharedClient
@@ -44,6 +68,7 @@ if MODE == "shared":
         lock = timedelta(seconds=int(LOCK_SECS))
         ApifyRequestQueueSharedClient._DEFAULT_LOCK_TIME = lock  # type: ignore[misc]
         ApifyRequestQueueSharedClient._MIN_LOCK_TIME_AT_HANDOFF = lock / 2  # type: ignore[misc]
+    _keep_cached_heads()
     service_locator.set_storage_client(
         SmartApifyStorageClient(cloud_storage_client=ApifyStorageClient(request_queue_access="shared"))
     )

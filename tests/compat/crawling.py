@@ -39,24 +39,54 @@ def actor_env(server: Server, worker: str, **crawl: str) -> dict[str, str]:
         "CRAWL_WORKER": worker,
         **crawl,
     })
+    if level := os.environ.get("OPENKVS_TEST_CRAWL_LOG_LEVEL"):  # diagnostics: e.g. DEBUG, to see why a crawl hangs
+        env["CRAWLEE_LOG_LEVEL"] = level
     return env
 
 
-def start_crawler(server: Server, tmp_path: Path, worker: str, **crawl: str) -> subprocess.Popen[str]:
+class Crawler(subprocess.Popen[str]):
+    """A crawler process whose output goes to the file ``output`` (not a pipe: it outlives a crawl that hangs, for
+    the post-mortem, beside the server's log in the test's temporary directory)."""
+
+    output: Path
+
+
+def start_crawler(server: Server, tmp_path: Path, worker: str, **crawl: str) -> Crawler:
     workdir = tmp_path / f"cwd-{worker}"  # empty: the SDK must not fall back to local storage
     workdir.mkdir()
-    return subprocess.Popen(
-        [sys.executable, str(ACTOR)], env=actor_env(server, worker, **crawl), cwd=workdir,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    output = tmp_path / f"crawler-{worker}.log"
+    with open(output, "w") as out:
+        proc = Crawler([sys.executable, str(ACTOR)], env=actor_env(server, worker, **crawl), cwd=workdir,
+                       stdout=out, stderr=subprocess.STDOUT, text=True)
+    proc.output = output
+    return proc
 
 
-def finish(proc: subprocess.Popen[str], server: Server, timeout: float = 400) -> dict[str, Any]:
-    out, _ = proc.communicate(timeout=timeout)
+def finish(proc: Crawler, server: Server, timeout: float = 400) -> dict[str, Any]:
+    output = proc.output
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # a hung crawler: its output and the server's log stay in the test's directory
+        proc.wait()
+        raise AssertionError(f"crawler timed out after {timeout} s (output: {output}, server log: "
+                             f"{server.log_path})\n{output.read_text()[-3000:]}") from None
+    out = output.read_text()
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-6000:]}\nserver log:\n{server.log()[-3000:]}"
     done = [line for line in out.splitlines() if line.startswith("DONE ")]
     assert done, out[-6000:]
     return json.loads(done[-1].removeprefix("DONE "))  # type: ignore[no-any-return]
+
+
+def finish_all(procs: list[Crawler], server: Server, timeout: float = 400) -> list[dict[str, Any]]:
+    """``finish`` of each; when one fails, the others are killed too (no crawler outlives its test)."""
+    try:
+        return [finish(p, server, timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def results(c: httpx.Client) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from .crawl_site import Site
-from .crawling import finish, handled_pages, queue_counts, results, start_crawler
+from .crawling import finish, finish_all, handled_pages, queue_counts, results, start_crawler
 
 if TYPE_CHECKING:
     from tests.conftest import Server
@@ -55,7 +55,7 @@ def test_four_crawlers_share_one_queue(crawl_server: Server, tmp_path: Path) -> 
                           CRAWL_QUEUE="shared-crawl", CRAWL_DELAY="0.02")
             for i in range(4)
         ]
-        reports = [finish(p, crawl_server) for p in procs]
+        reports = finish_all(procs, crawl_server)
         hits = dict(site.hits)
     assert hits == {str(i): 1 for i in range(PAGES)}
     assert sum(r["handled"] for r in reports) == PAGES
@@ -90,7 +90,7 @@ def test_a_crawler_killed_halfway(crawl_server: Server, tmp_path: Path) -> None:
         victim.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         victim.wait(30)
-        survivors = [finish(p, crawl_server) for p in procs[1:]]
+        survivors = finish_all(procs[1:], crawl_server)
         hits = dict(site.hits)
         results = handled_pages(c)
         queue_id = c.get("/v2/request-queues/~killed-crawl").json()["data"]["id"]
