@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -365,19 +366,25 @@ def _apply(scope: Scope, verdict: Verdict) -> None:
         raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})
 
 
-async def read_json_body(request: Request, max_depth: int = jsontext.MAX_DEPTH) -> Any:
+async def read_json_body(
+    request: Request, max_depth: int = jsontext.MAX_DEPTH, check: Callable[[Any], Any] | None = None
+) -> Any:
     """A JSON request body (any Content-Encoding we accept), capped at MAX_JSON_BODY decoded bytes, at
-    ``max_depth`` levels. Every endpoint that takes a JSON body reads it here (a dataset push parses the bytes of
-    ``read_json_bytes`` itself). (Strings that storage can't hold, NUL and lone surrogates, are refused where a
-    value is stored: members the API ignores may hold them.)"""
+    ``max_depth`` levels, through ``check`` if given (rules that walk the whole value: run with the parse, in the
+    same place, so a large body is walked off the event loop too). Every endpoint that takes a JSON body reads it
+    here (a dataset push parses the bytes of ``read_json_bytes`` itself). (Strings that storage can't hold, NUL and
+    lone surrogates, are refused where a value is stored: members the API ignores may hold them.)"""
     raw = await read_json_bytes(request)
-    if not raw.strip():
-        return None
+
+    def parse() -> Any:
+        value = jsontext.loads(raw, max_depth=max_depth) if raw.strip() else None
+        return value if check is None else check(value)
+
     try:  # parsing up to 9 MiB and walking it is CPU work: not on the event loop, unless it is small (a few
         # microseconds, less than the hop to a thread: a queue's requests and batches)
         if len(raw) <= INLINE_JSON_BODY:
-            return jsontext.loads(raw, max_depth=max_depth)
-        return await anyio.to_thread.run_sync(functools.partial(jsontext.loads, raw, max_depth=max_depth))
+            return parse()
+        return await anyio.to_thread.run_sync(parse)
     except jsontext.InvalidJson as exc:
         raise errors.InvalidInput(str(exc)) from None
 
