@@ -276,14 +276,20 @@ def _versioned_store_cols() -> str:
     return ", ".join(cols)
 
 
-def _version_join(held: str) -> str:
-    """The rows' version (``v.ver``, STORE_VERSION) and whether it is ``held`` (``v.same``), computed once a row.
-    OFFSET 0 keeps the planner from pulling the subquery up: pulled up, each of the 21 CASEs above got its own copy
-    of the version's expression (two xid -> text -> bigint casts), which cost PostgreSQL's backend ~15-20 us of CPU
-    a look-up, a third of the statement (bench/pg_micro.py lookupcpu)."""
+def _held_version(version: str, held: str, alias: str) -> str:
+    """A join giving a row's ``version`` (``ALIAS.ver``) and whether it is ``held`` (``ALIAS.same``), computed once
+    a row. OFFSET 0 keeps the planner from pulling the subquery up: pulled up, each of the 21 CASEs that read it got
+    its own copy of the version's expression (xid -> text -> bigint casts), which cost PostgreSQL's backend ~15-20
+    us of CPU a look-up, a third of the statement (bench/pg_micro.py lookupcpu)."""
     return (
-        f"CROSS JOIN LATERAL (SELECT x.ver, x.ver = {held} AS same FROM (SELECT {STORE_VERSION} AS ver) x OFFSET 0) v"
+        f"CROSS JOIN LATERAL (SELECT x.ver, x.ver = {held} AS same FROM (SELECT {version} AS ver) x OFFSET 0)"
+        f" {alias}"
     )
+
+
+def _version_join(held: str) -> str:
+    """The store rows' version (``v.ver``, STORE_VERSION) and whether it is ``held`` (``v.same``)."""
+    return _held_version(STORE_VERSION, held, "v")
 
 
 # The version of a record row: its xmin, the transaction that wrote it (a write, a delete and a new put, a kept
@@ -305,14 +311,9 @@ def _record_cols(held: str | None) -> str:
 
 def _record_join(key: str, may_read: str, held: str | None) -> str:
     """The record row ``r`` (NULLs unless the record exists and the caller may read); with ``held``, its version
-    and whether it is ``held`` (``rv``), computed once (OFFSET 0, as _version_join)."""
+    and whether it is ``held`` (``rv``, _held_version)."""
     join = f"LEFT JOIN records r ON r.store_id = s.id AND r.key = {key} AND {may_read}"
-    if held is None:
-        return join
-    return (
-        f"{join} CROSS JOIN LATERAL (SELECT y.ver, y.ver = {held} AS same FROM (SELECT {RECORD_VERSION} AS ver) y"
-        " OFFSET 0) rv"
-    )
+    return join if held is None else f"{join} {_held_version(RECORD_VERSION, held, 'rv')}"
 
 
 def _lookup_sql(by_name: bool, with_record: bool) -> str:
