@@ -84,6 +84,7 @@ typedef struct {
 #define OK 0
 #define BAIL 1
 #define ERROR 2
+#define MORE 3 /* separator() only: another member or element follows */
 
 static const char CAPSULE[] = "openkvs.datasets._ccsv.table";
 
@@ -601,6 +602,23 @@ static Py_ssize_t extend(Walk *w, uint64_t h, Py_ssize_t plen, const char *seg, 
     return len + n;
 }
 
+/* What follows a member or an element: ',' and another (MORE), or ``close`` ending the container (OK). */
+static int separator(Walk *w, char close)
+{
+    ws(w);
+    if (w->p >= w->end)
+        return BAIL;
+    if (*w->p == ',') {
+        w->p++;
+        ws(w);
+        return MORE;
+    }
+    if (*w->p != close)
+        return BAIL;
+    w->p++;
+    return OK;
+}
+
 static int object(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
 {
     Py_ssize_t base = w->nkeys;
@@ -646,19 +664,10 @@ static int object(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
         ws(w);
         if ((r = value(w, depth + 1, kh, klenpath)) != OK)
             return r;
-        ws(w);
-        if (w->p >= w->end)
-            return BAIL;
-        if (*w->p == ',') {
-            w->p++;
-            ws(w);
+        if ((r = separator(w, '}')) == MORE)
             continue;
-        }
-        if (*w->p != '}')
-            return BAIL;
-        w->p++;
         w->nkeys = base;
-        return OK;
+        return r;
     }
 }
 
@@ -682,18 +691,8 @@ static int array(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
         int r = value(w, depth + 1, ih, ilen);
         if (r != OK)
             return r;
-        ws(w);
-        if (w->p >= w->end)
-            return BAIL;
-        if (*w->p == ',') {
-            w->p++;
-            ws(w);
-            continue;
-        }
-        if (*w->p != ']')
-            return BAIL;
-        w->p++;
-        return OK;
+        if ((r = separator(w, ']')) != MORE)
+            return r;
     }
 }
 
