@@ -6,31 +6,19 @@ record, held or not."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
 from .conftest import two_pg_nodes
 from .test_contract import new_store, put
+from .test_pg_get_versions import look
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
-ID_READ = ("ANYONE_WITH_ID_CAN_READ", "ANYONE_WITH_NAME_CAN_READ")
-
-
-async def _look(node: Any, user_id: str | None, store_id: str, key: str = "k", burst: int = 1) -> Any:
-    """The look-up alone (burst 1), or the last of ``burst`` look-ups of other keys asked together: the first of
-    a burst is asked alone, the others wait for it and are then asked by one statement (tables.LOOKUP_MANY)."""
-    keys = [*(f"other{i}" for i in range(burst - 1)), key]
-    found = await asyncio.gather(
-        *(node.look_up_store(user_id, store_id=store_id, key=k, readable=ID_READ) for k in keys)
-    )
-    return found[-1]
-
 
 async def _bytes(node: Any, user_id: str, store_id: str, burst: int) -> tuple[bytes | None, str | None]:
-    found = await _look(node, user_id, store_id, burst=burst)
+    found = await look(node, user_id, store_id, burst=burst)
     record = found.record
     return (node.held_bytes(record), record.content_type) if record is not None else (None, None)
 
@@ -41,7 +29,7 @@ async def test_a_record_changed_on_another_node_shows_in_the_next_look_up(burst:
         alice, store = await new_store(a, "s")
         bob = await a.create_user("bob")
         await put(a, store.id, "k", b"one")
-        held = [await _look(a, alice.id, store.id, burst=burst) for _ in range(3)]
+        held = [await look(a, alice.id, store.id, burst=burst) for _ in range(3)]
         assert held[2].record is held[1].record  # held and sent: the same record
         assert a.held_bytes(held[2].record) == b"one"
         await put(b, store.id, "k", b"two")  # the same size and type
@@ -52,10 +40,10 @@ async def test_a_record_changed_on_another_node_shows_in_the_next_look_up(burst:
             await conn.execute("UPDATE records SET content_type = 'image/png' WHERE store_id = $1", store.id)
         assert await _bytes(a, alice.id, store.id, burst) == (b"two", "image/png")
         # bob may not read the store: no record for him, though this node holds one for the key
-        found = await _look(a, bob.id, store.id, burst=burst)
+        found = await look(a, bob.id, store.id, burst=burst)
         assert (found.record_read, found.record) == (False, None)
         assert await b.delete_record(store.id, "k")
-        found = await _look(a, alice.id, store.id, burst=burst)
+        found = await look(a, alice.id, store.id, burst=burst)
         assert (found.record_read, found.record) == (True, None)
         await put(b, store.id, "k", b"three")
         assert await _bytes(a, alice.id, store.id, burst) == (b"three", "application/octet-stream")
@@ -70,11 +58,11 @@ async def test_records_held_and_not(monkeypatch: pytest.MonkeyPatch) -> None:
     async with two_pg_nodes() as (a, _, _):
         alice, store = await new_store(a, "s")
         await put(a, store.id, "big", big)
-        first, again = [(await _look(a, alice.id, store.id, key="big")).record for _ in range(2)]
+        first, again = [(await look(a, alice.id, store.id, key="big")).record for _ in range(2)]
         assert again is not first and a.held_bytes(again) == big
         await put(a, store.id, "k", b"small")
-        first, again = [(await _look(a, alice.id, store.id)).record for _ in range(2)]
+        first, again = [(await look(a, alice.id, store.id)).record for _ in range(2)]
         assert again is first
         monkeypatch.setattr(lookups, "HELD_SECONDS", -1.0)
-        again = (await _look(a, alice.id, store.id)).record
+        again = (await look(a, alice.id, store.id)).record
         assert again is not first and again == first and a.held_bytes(again) == b"small"
