@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from openkvs.datasets import formats, itemjson
-from openkvs.datasets.pipeline import ColumnCollector, Shape
+from openkvs.datasets.pipeline import Shape
 from openkvs.datasets.query import parse_items_query
 from tests.conftest import examples
+from tests.datasets.test_csv_rows import columns_for
 
 try:
     from openkvs.datasets import _ccsv
@@ -60,12 +61,6 @@ FORMS = {
 FAITHFUL = ("stored", "ascii", "indented")  # number texts are Python's repr: the C renders every item
 
 
-def header_of(rows):
-    c = ColumnCollector(Shape())
-    c.add(rows)
-    return c.columns()
-
-
 def csv_renderer(columns, delimiter=",", **params):
     r = formats.renderer(parse_items_query({"format": "csv", "delimiter": delimiter, **params}, None),
                          label="l", dataset_id="i", public_url="http://x")
@@ -80,17 +75,6 @@ def rows_of(raw):
 def python_path(batch, columns, delimiter=","):
     """The reference: the export's general path, each stored item parsed, then rendered."""
     return csv_renderer(columns, delimiter).rows([row for raw in batch for row in rows_of(raw)])
-
-
-def columns_for(items, extra, data):
-    try:
-        columns = header_of(items)
-    except Exception:  # no columns at all: the endpoint answers 400 before rendering
-        columns = []
-    columns = list(dict.fromkeys(columns + extra))
-    if data is not None and columns:
-        columns = data.draw(st.permutations(columns))
-    return columns or ["a"]
 
 
 @settings(max_examples=examples(500), suppress_health_check=[HealthCheck.too_slow])
