@@ -5,11 +5,11 @@ alike."""
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
 
-# A password in a URL: after "user:" up to the last "@" before any "?" (a password may hold an unescaped "@" or "/",
-# as a generated base64 one does), or in a parameter as libpq takes it (postgresql://host/db?password=...).
-_USERINFO_PASSWORD = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/?#@:]*:)[^?#]*@")
+# A password in a URL: after "user:" up to the last "@" (a password may hold an unescaped "@", "/", "?" or "#": a
+# generated one does, and libpq reads it to the "@"; a "host:port/db?x=a@b" is hidden from its port on, which is
+# the price of never showing a password), or in a parameter as libpq takes it (postgresql://host/db?password=...).
+_USERINFO_PASSWORD = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/?#@:]*:)(.*)@", re.DOTALL)
 _PARAM_PASSWORD = re.compile(r"([?&](?:ssl)?password=)[^&#]*", re.IGNORECASE)
 REDACTED = "***"
 
@@ -25,9 +25,8 @@ def without_secrets(text: str, url: str) -> str:
     """``text`` (a library's error message about ``url``) with ``url`` redacted, and its password wherever else it
     appears (a driver quoting part of the URL)."""
     text = text.replace(url, redacted(url))
-    try:
-        password = urlsplit(url).password
-    except ValueError:  # (an unparsable URL: the driver said so, and quoted nothing of it but what was replaced)
-        password = None
+    # (the same password redacted() hides: urlsplit() would end it at a "?" or "#")
+    found = _USERINFO_PASSWORD.match(url)
+    password = found.group(2) if found else None
     # (a password of a few characters would garble the message wherever they occur, and guards next to nothing)
     return text.replace(password, REDACTED) if password and len(password) >= 4 else text

@@ -83,11 +83,25 @@ def test_serve_shows_no_password_in_its_banner_or_log(tmp_path: Path) -> None:
     ("postgresql://bob@db/x?sslmode=require&password=pw", "postgresql://bob@db/x?sslmode=require&password=***"),
     ("redis://:pw@[::1]:6379/0", "redis://:***@[::1]:6379/0"),
     ("postgresql://bob@db/x", "postgresql://bob@db/x"),  # nothing to hide: as given
+    # a "?" or "#" in an unescaped password: libpq takes it up to the "@", the redaction must too
+    ("postgresql://u:p?x#y@host/db", "postgresql://u:***@host/db"),
+    ("postgresql://u:secret#1@host/db?sslmode=require", "postgresql://u:***@host/db?sslmode=require"),
+    ("redis://:a?b@cache:6379/0", "redis://:***@cache:6379/0"),
 ])
 def test_redacted(url: str, shown: str) -> None:
     from openkvs.redact import redacted
 
     assert redacted(url) == shown
+
+
+@pytest.mark.parametrize("password", ["Pw?" + PASSWORD, "Pw#" + PASSWORD])
+def test_a_password_with_a_question_mark_or_hash_is_kept_out_of_a_message(password: str) -> None:
+    """A driver quoting the password alone (not the whole URL) in its message: replaced all the same."""
+    from openkvs.redact import without_secrets
+
+    url = f"postgresql://bob:{password}@db.internal/x"
+    text = without_secrets(f"PostgreSQL at {url}: password authentication failed ({password!r})", url)
+    assert PASSWORD not in text and "postgresql://bob:***@db.internal/x" in text, text
 
 
 def test_a_redis_url_of_another_scheme_is_refused_before_the_server_starts(tmp_path: Path) -> None:
