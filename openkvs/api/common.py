@@ -366,6 +366,21 @@ def _apply(scope: Scope, verdict: Verdict) -> None:
         raise errors.RateLimitExceeded(headers={"Retry-After": str(verdict.retry_after)})
 
 
+MAX_LENGTH_DIGITS = 19  # a Content-Length past this is past any body a setting allows (and past int()'s guard)
+
+
+def declared_length(request: Request) -> int | None:
+    """The request's Content-Length, or None when it has none (a chunked body). ASCII digits only: ``str.isdigit``
+    also takes "\u00b2" (which ``int`` refuses) and "\u0661\u0662" (which ``int`` reads as 12). The HTTP server's parser
+    refuses such a header before the app does; this holds behind any other."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return None
+    if not (declared.isascii() and declared.isdigit() and len(declared) <= MAX_LENGTH_DIGITS):
+        raise errors.InvalidInput("Content-Length must be a number of bytes in ASCII digits.")
+    return int(declared)
+
+
 async def read_json_body(
     request: Request, max_depth: int = jsontext.MAX_DEPTH, check: Callable[[Any], Any] | None = None
 ) -> Any:
@@ -394,14 +409,14 @@ async def read_json_bytes(request: Request) -> bytes:
     from openkvs import codec  # local: codec imports errors, which is fine, but keep common light to import
 
     encoding = codec.normalize_encoding(request.headers.get("content-encoding"))
-    declared = request.headers.get("content-length")
+    declared = declared_length(request)
     kept: list[bytes] = []
 
     async def keep(decoded: bytes) -> None:  # UploadBody decodes and bounds the body once; this keeps the result
         kept.append(decoded)
 
     body = codec.UploadBody(
-        request.stream(), encoding, MAX_JSON_BODY, int(declared) if declared and declared.isdigit() else None,
+        request.stream(), encoding, MAX_JSON_BODY, declared,
         check=keep, check_limit=MAX_JSON_BODY,  # the limit itself answers first: 413, as for any body
     )
     try:

@@ -17,6 +17,7 @@ from openkvs import access, codec, errors, schema, signing
 from openkvs.access import STORES, Access, Decision, Signed
 from openkvs.api.common import (
     ApiRequest,
+    declared_length,
     json_response,
     public_base,
     query_bool,
@@ -302,9 +303,8 @@ async def _put_record(request: Request, store, key: str) -> Bytes:  # type: igno
     st = state(request)
     content_type = request.headers.get("content-type") or "application/octet-stream"
     encoding = codec.normalize_encoding(request.headers.get("content-encoding"))
-    declared = request.headers.get("content-length")
-    declared_length = int(declared) if declared and declared.isdigit() else None
-    if declared_length == 0:
+    declared = declared_length(request)
+    if declared == 0:
         encoding = None  # an empty body is empty in any encoding
     check = None
     for cid, spec in schema.collections_for_key(store.schema, key):
@@ -315,7 +315,7 @@ async def _put_record(request: Request, store, key: str) -> Bytes:  # type: igno
         request.stream(),
         encoding,
         st.settings.max_record_bytes,
-        declared_length,
+        declared,
         check=check,
         check_limit=schema.JSON_COLLECTION_MAX,
     )
