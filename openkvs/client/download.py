@@ -26,12 +26,12 @@ import httpcore
 import httpx
 
 from openkvs.client.http import (
-    CONNECT_RETRIES,
     RETRIES,
     ClientError,
-    Unreachable,
     cannot_connect,
     explain,
+    gave_up,
+    lost,
     retryable,
     store_path,
     wait_time,
@@ -165,14 +165,12 @@ def download(
                             raise ClientError(f"download of {store}: the server kept ending it early")
             except httpx.TransportError as exc:
                 failures += 1
-                if failures > (min(retries, CONNECT_RETRIES) if isinstance(exc, httpx.ConnectError) else retries):
-                    if isinstance(exc, httpx.ConnectError) and partial is None:
-                        raise Unreachable(f"download of {store}", client, exc) from None
+                if (error := gave_up(f"download of {store}", client, exc, failures, retries)) is not None:
                     if partial is None:  # not a byte received, no FILE.part begun: nothing to resume
-                        raise ClientError(f"download of {store}: {type(exc).__name__}: {exc}") from None
+                        raise error from None
                     raise ClientError(
-                        f"download of {store} interrupted ({type(exc).__name__}: {exc}); {part} is kept: run the "
-                        "same command again to resume"
+                        f"download of {store} interrupted ({lost(exc)}); {part} is kept: run the same command again to "
+                        "resume"
                     ) from None
                 why = f"connection lost ({type(exc).__name__})"
                 if isinstance(exc, httpx.ConnectError):  # it never connected (or not again): say where it tried

@@ -30,7 +30,7 @@ class ClientError(Exception):
 def cannot_connect(client: httpx.Client, exc: Exception) -> str:
     """What every client command says when nothing answers at the server's address (a connection refused, a name
     that does not resolve): it never connected, so nothing was "lost"."""
-    return f"cannot connect to {redacted(str(client.base_url).rstrip('/'))} ({exc or type(exc).__name__})"
+    return f"cannot connect to {redacted(str(client.base_url).rstrip('/'))} ({str(exc) or type(exc).__name__})"
 
 
 class Unreachable(ClientError):
@@ -38,6 +38,24 @@ class Unreachable(ClientError):
 
     def __init__(self, what: str, client: httpx.Client, exc: Exception) -> None:
         super().__init__(f"{what}: {cannot_connect(client, exc)}; is the server running? (--url or OPENKVS_URL)")
+
+
+def gave_up(what: str, client: httpx.Client, exc: httpx.TransportError, failures: int,
+            retries: int = RETRIES) -> ClientError | None:
+    """After ``failures`` attempts in a row that failed in transport, the last with ``exc``: None while another is
+    due, else the error the command ends with. Every command decides here, alike: a refused connection is tried
+    CONNECT_RETRIES times more (a wrong address never answers), a lost one ``retries`` times more."""
+    refused = isinstance(exc, httpx.ConnectError)
+    if failures <= (min(retries, CONNECT_RETRIES) if refused else retries):
+        return None
+    if refused:
+        return Unreachable(what, client, exc)
+    return ClientError(f"{what}: {lost(exc)}")
+
+
+def lost(exc: httpx.TransportError) -> str:
+    """A lost connection as messages name it: ``ReadError: <httpx's text>`` (an OS error may have none)."""
+    return f"{type(exc).__name__}: {str(exc) or 'connection failed'}"
 
 
 @dataclass(frozen=True)
@@ -138,10 +156,8 @@ def request(
             if not retryable(response.status_code) or attempt == RETRIES:
                 raise explain(response, what)
         except httpx.TransportError as exc:
-            if isinstance(exc, httpx.ConnectError) and attempt >= CONNECT_RETRIES:
-                raise Unreachable(what, client, exc) from None
-            if attempt >= RETRIES:
-                raise ClientError(f"{what}: {type(exc).__name__}: {exc or 'connection failed'}") from None
+            if (error := gave_up(what, client, exc, attempt + 1)) is not None:
+                raise error from None
         finally:
             body = kw.get("content")
             if body is not None and hasattr(body, "close"):

@@ -30,8 +30,8 @@ import httpx
 from openkvs.client.http import (
     RETRIES,
     ClientError,
-    Unreachable,
     explain,
+    gave_up,
     record_path,
     request,
     retryable,
@@ -142,10 +142,8 @@ def _fetch(client: httpx.Client, path: str, what: str, out: Path, bar: Progress)
                     raise explain(r, what)
         except httpx.TransportError as exc:
             bar.advance(-written)  # this attempt's bytes come again
-            if attempt == RETRIES:
-                if isinstance(exc, httpx.ConnectError):
-                    raise Unreachable(what, client, exc) from None
-                raise ClientError(f"{what}: {type(exc).__name__}: {exc}") from None
+            if (error := gave_up(what, client, exc, attempt + 1)) is not None:
+                raise error from None
         time.sleep(wait_time(response, attempt))
     raise AssertionError("unreachable")
 

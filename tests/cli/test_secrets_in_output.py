@@ -94,11 +94,12 @@ def test_redacted(url: str, shown: str) -> None:
     assert redacted(url) == shown
 
 
-@pytest.mark.parametrize("password", ["Pw?" + PASSWORD, "Pw#" + PASSWORD])
-def test_a_password_with_a_question_mark_or_hash_is_kept_out_of_a_message(password: str) -> None:
+@pytest.mark.parametrize("mark", ["?", "#"])
+def test_a_password_with_a_question_mark_or_hash_is_kept_out_of_a_message(mark: str) -> None:
     """A driver quoting the password alone (not the whole URL) in its message: replaced all the same."""
     from openkvs.redact import without_secrets
 
+    password = f"Pw{mark}{PASSWORD}"
     url = f"postgresql://bob:{password}@db.internal/x"
     text = without_secrets(f"PostgreSQL at {url}: password authentication failed ({password!r})", url)
     assert PASSWORD not in text and "postgresql://bob:***@db.internal/x" in text, text
