@@ -17,7 +17,15 @@ from starlette.routing import Route
 from openkvs import access, console, dataset_schema, errors, signing
 from openkvs.access import DATASETS, Access
 from openkvs.api import export, items
-from openkvs.api.common import DATASET_PUSH, json_response, public_base, read_json_bytes, state, to_json
+from openkvs.api.common import (
+    DATASET_PUSH,
+    fast_json_response,
+    json_response,
+    public_base,
+    read_json_bytes,
+    state,
+    to_json,
+)
 from openkvs.api.dispatch import methods
 from openkvs.api.resources import ResourceApi, titled_fields
 from openkvs.datasets import pipeline
@@ -55,6 +63,7 @@ DATASETS_API = ResourceApi(
     takes_schema=True,
     titled=True,
     create_schema=dataset_schema.validate_dataset_schema_off_loop,
+    respond=fast_json_response,
 )
 
 

@@ -65,6 +65,8 @@ class ResourceApi:
     titled: bool = False
     # A kind whose schema is its own (datasets, API-datasets.md 9.1): checked by this, set only at creation.
     create_schema: Callable[[Any], Awaitable[dict[str, Any] | None]] | None = None
+    # How one resource's wire form is answered: a dataset's holds its schema, as large as a body.
+    respond: Callable[..., Response] = json_response
 
     def routes(self) -> list[Route]:
         p = self.path
@@ -132,13 +134,13 @@ class ResourceApi:
         except storage.NameNotUnique as exc:  # a concurrent rename took the name
             raise errors.NameNotUnique(self.name_taken) from exc
         headers = {"Location": f"{public_base(request)}{self.path}/{resource.id}"} if created else None
-        return json_response(await self.one(request, resource, Access.WRITE), 201 if created else 200, headers)
+        return self.respond(await self.one(request, resource, Access.WRITE), 201 if created else 200, headers)
 
     async def endpoint(self, request: Request) -> Response:
         found = await access.decide(request, self.kind, request.path_params["store_id"], _LEVELS[request.method])
         st = state(request).storage
         if request.method in ("GET", "HEAD"):
-            return json_response(await self.one(request, found.store, found.access))
+            return self.respond(await self.one(request, found.store, found.access))
         if request.method == "PUT":
             body = await read_json_body(request)
             if not isinstance(body, dict):
@@ -156,7 +158,7 @@ class ResourceApi:
                     resource = await st.update_store(resource.id, changes)
                 except storage.NameNotUnique as exc:
                     raise errors.NameNotUnique(self.name_taken) from exc
-            return json_response(await self.one(request, resource, found.access))
+            return self.respond(await self.one(request, resource, found.access))
         await st.delete_store(found.store.id)
         return Response(status_code=204)
 
@@ -187,7 +189,7 @@ class ResourceApi:
         resource = await state(request).storage.update_store(
             found.store.id, {"url_signing_secret_key": auth.new_signing_key()}
         )
-        return json_response(await self.one(request, resource, Access.WRITE))
+        return self.respond(await self.one(request, resource, Access.WRITE))
 
     async def grants(self, request: Request) -> Response:
         """GET lists the grants; PUT {"username", "access": "READ"|"WRITE"} adds or changes one."""

@@ -1,0 +1,62 @@
+"""A dataset's object carries its schema, which only the body's size bounds: its GET (any reader's, as often as it
+likes) encoded megabytes with json.dumps, one call on the event loop that nothing interrupts (0.3-0.5 s of
+every other request's time in the attack run, BENCHMARKS.md Issue 13). The schema comes back as given, and never
+through the event loop's stdlib encoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from openkvs.api import common
+from openkvs.storage.base import Storage
+from tests.inprocess import app_client
+from tests.storage.conftest import storage  # noqa: F401 - the fixture, over both backends
+
+pytestmark = pytest.mark.anyio
+
+PROPERTIES = 5_000
+
+
+async def _token(backend: Storage) -> dict[str, str]:
+    from openkvs import auth
+
+    user = await backend.create_user("alice")
+    token = auth.new_token()
+    await backend.add_token(user.id, auth.hash_token(token))
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _schema(**extra: Any) -> dict[str, Any]:
+    props = {f"p{i}": {"type": "number", "maximum": 0.5, "description": "é" * 20} for i in range(PROPERTIES)}
+    return {"actorSpecification": 1, "fields": {"type": "object", "properties": {**props, **extra}}}
+
+
+@pytest.mark.parametrize("extra", [{}, {"big": {"type": "integer", "maximum": 2**70}}], ids=["plain", "big-int"])
+async def test_the_schema_comes_back_as_given_without_the_stdlib_encoder(
+    storage: Storage, extra: dict[str, Any], monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    auth = await _token(storage)
+    schema = _schema(**extra)
+    async with app_client(storage) as (client, _):
+        r = await client.post("/v2/datasets?name=wide", json={"schema": schema}, headers=auth)
+        assert r.status_code == 201, r.text
+        assert r.json()["data"]["schema"] == schema
+        did = r.json()["data"]["id"]
+        encoded: list[int] = []
+        to_json = common.to_json
+
+        def counted(data: Any) -> bytes:
+            body = to_json(data)
+            encoded.append(len(body))
+            return body
+
+        monkeypatch.setattr(common, "to_json", counted)
+        for method in ("GET", "PUT"):
+            r = await client.request(method, f"/v2/datasets/{did}", headers=auth,
+                                     json={"title": "t"} if method == "PUT" else None)
+            assert r.status_code == 200, r.text
+            assert r.json()["data"]["schema"] == schema
+        if not extra:  # (an integer past 64 bits is the exception: orjson refuses it, json encodes it as before)
+            assert not [n for n in encoded if n > 100_000], encoded
