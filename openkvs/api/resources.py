@@ -60,10 +60,11 @@ class ResourceApi:
     path: str  # "/v2/key-value-stores"
     describe: Describe
     name_taken: str  # the message of 400 name-not-unique
-    takes_schema: bool  # whether create and update accept a ``schema`` (validated as a store schema)
+    takes_schema: bool  # whether create and update accept a key-value store's ``schema`` (validated as one)
     # Datasets and queues: a ``title``, and a PUT with ``"name": null`` makes the resource unnamed.
     titled: bool = False
-    # A kind whose schema is its own (datasets, API-datasets.md 9.1): checked by this, set only at creation.
+    # A kind whose schema is its own (datasets, API-datasets.md 9.1): checked by this, set only at creation (its
+    # takes_schema is False: a PUT with a schema took it, null or a store's, and a writer could turn validation off).
     create_schema: Callable[[Any], Awaitable[dict[str, Any] | None]] | None = None
     # How one resource's wire form is answered: a dataset's holds its schema, as large as a body.
     respond: Callable[..., Response] = json_response

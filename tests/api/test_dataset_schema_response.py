@@ -60,3 +60,19 @@ async def test_the_schema_comes_back_as_given_without_the_stdlib_encoder(
             assert r.json()["data"]["schema"] == schema
         if not extra:  # (an integer past 64 bits is the exception: orjson refuses it, json encodes it as before)
             assert not [n for n in encoded if n > 100_000], encoded
+
+
+@pytest.mark.parametrize("given", [None, {"collections": {}}, {"actorSpecification": 1, "fields": {"type": "object"}}])
+async def test_a_put_leaves_the_schema_as_created(storage: Storage, given: Any) -> None:  # noqa: F811
+    """API-datasets.md 9.1 and 4.3: the schema is set only at creation; a PUT's other keys are ignored. A PUT took it
+    (null, or a key-value store's schema checked by that kind's rules): a writer could turn the validation off."""
+    auth = await _token(storage)
+    schema = {"actorSpecification": 1, "fields": {"type": "object", "required": ["url"]}}
+    async with app_client(storage) as (client, _):
+        did = (await client.post("/v2/datasets", json={"schema": schema}, headers=auth)).json()["data"]["id"]
+        r = await client.put(f"/v2/datasets/{did}", json={"title": "t", "schema": given}, headers=auth)
+        assert r.status_code == 200, r.text
+        assert r.json()["data"]["schema"] == schema and r.json()["data"]["title"] == "t"
+        assert (await client.get(f"/v2/datasets/{did}", headers=auth)).json()["data"]["schema"] == schema
+        pushed = await client.post(f"/v2/datasets/{did}/items", json=[{"no": "url"}], headers=auth)
+        assert pushed.status_code == 400 and pushed.json()["error"]["type"] == "schema-validation-error", pushed.text
