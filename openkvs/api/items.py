@@ -390,8 +390,9 @@ async def render(
 ) -> AsyncIterator[bytes]:
     """The body: the renderer's start, each batch of items (the next read while this one is rendered and sent),
     its end. ``raw``: JSON formats of unchanged items copy the stored bytes (``raw_json``), without parsing them."""
-    yield renderer.start(columns)
+    start = renderer.start(columns)
     if raw:
+        yield start
         sep = renderer.raw_separator
         async for joined in readahead(snap.joined(lo, hi, desc=desc, batch=EXPORT_BATCH, sep=sep, size=RAW_PIECE)):
             for piece in renderer.raw_joined(joined):
@@ -402,7 +403,10 @@ async def render(
         rows = _Rows(renderer, shape, batch)
         while (piece := await anyio.to_thread.run_sync(rows.next_piece)) is not None:
             if piece:
-                yield piece
+                yield start + piece  # the start with the first rows: a 400 of those (flatten) is still an answer
+                start = b""
+    if start:
+        yield start
     yield renderer.end()
 
 
