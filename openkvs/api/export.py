@@ -67,7 +67,7 @@ async def export_items(request: Request) -> Response:
             "X-Apify-Pagination-Total": str(total),
             "X-Apify-Pagination-Desc": "true" if q.desc else "false",
         }
-        headers.update(renderer.extra_headers)  # html: Content-Security-Policy: sandbox
+        headers.update(renderer.extra_headers)  # Content-Security-Policy: sandbox
         encoding = None
         if q.format.name != "xlsx":  # (a ZIP already: compressing it again gains nothing)
             headers["Vary"] = "Accept-Encoding"

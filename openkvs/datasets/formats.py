@@ -73,7 +73,9 @@ class Renderer:
     content_type: str
     filename_ext: str
     tabular = False  # needs the columns in start()
-    extra_headers: dict[str, str] = {}
+    # Every format, not only html: a browser runs the scripts of an XHTML element in an xml or rss document (an
+    # item {"@": {"xmlns": "http://www.w3.org/1999/xhtml"}, "script": ...}), on the API's origin, the console's.
+    extra_headers: dict[str, str] = {"Content-Security-Policy": "sandbox"}
 
     def __init__(self, q: ItemsQuery) -> None:
         self.options = q.format
@@ -305,8 +307,6 @@ def html_escape(s: str) -> str:
 
 class HtmlRenderer(TabularRenderer):
     """The page of 6.6: one table, a header line, a line per row."""
-
-    extra_headers = {"Content-Security-Policy": "sandbox"}
 
     def __init__(self, q: ItemsQuery, label: str) -> None:
         super().__init__(q)

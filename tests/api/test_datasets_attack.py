@@ -264,3 +264,20 @@ def test_a_csv_of_one_column_keeps_its_empty_lines(shared_server):
         c.post(items_url(did), json=[{"": False}])
         r = c.get(items_url(did), params={"format": "csv", "bom": "0"})
         assert list(csvlib.reader(io.StringIO(r.text, newline=""))) == [[""], ["false"]]
+
+
+def test_no_export_runs_an_items_script_in_a_browser(shared_server):
+    """An item whose ``@`` member declares the XHTML namespace makes ``<item xmlns="http://www.w3.org/1999/xhtml">
+    <script>...`` in the xml and rss exports, which a browser runs as script: on the API's origin, which is the web
+    console's (its token in that origin's storage), for whoever opens a public dataset's or a signed items link.
+    Every format is sent sandboxed, as html was (and records are), and never sniffed."""
+    with shared_server.client() as c:
+        did = new_dataset(c)
+        item = {"@": {"xmlns": "http://www.w3.org/1999/xhtml"}, "script": "alert(document.domain)"}
+        assert c.post(items_url(did), json=item).status_code == 201
+        for fmt in ("json", "jsonl", "csv", "html", "xlsx", "xml", "rss"):
+            r = c.get(items_url(did), params={"format": fmt})
+            assert r.status_code == 200, r.text
+            assert r.headers["content-security-policy"] == "sandbox", fmt
+            assert r.headers["x-content-type-options"] == "nosniff", fmt
+        assert c.head(items_url(did), params={"format": "xml"}).headers["content-security-policy"] == "sandbox"
