@@ -27,6 +27,7 @@ from urllib.parse import quote, unquote
 
 import httpx
 
+from openkvs import rules
 from openkvs.client.http import (
     RETRIES,
     ClientError,
@@ -63,7 +64,9 @@ def find_stores(path: Path) -> list[LocalStore]:
     if (path / METADATA).is_file() or any(p.name.endswith("." + METADATA) for p in _files(path)):
         folders = [path]
     elif path.is_dir():
-        folders = sorted(p for p in path.iterdir() if p.is_dir())
+        entries = sorted(path.iterdir())
+        _refuse_links(path, entries)
+        folders = [p for p in entries if p.is_dir()]
     else:
         raise ClientError(f"{path} is not a folder")
     stores = [read_store(f) for f in folders]
@@ -73,7 +76,22 @@ def find_stores(path: Path) -> list[LocalStore]:
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink()) if folder.is_dir() else []
+
+
+def _refuse_links(folder: Path, entries: list[Path]) -> None:
+    """Symbolic links in a storage folder are not followed: Crawlee writes none, and one from someone else's
+    storage (an archive unpacked) may point at anything the user can read (~/.ssh/id_rsa), which would be sent."""
+    links = [p.name for p in entries if p.is_symlink()]
+    if links:
+        shown = "\n  ".join(links[:50])
+        raise ClientError(f"{folder}: symbolic links, not followed (nothing was imported):\n  {shown}")
+
+
+def _temporary(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place: a "~" no key's file name has (keys never hold
+    one), so that no record's file is another's temporary one ("x.tmp" was the record "x"'s)."""
+    return path.with_name(f"{path.name}~{os.getpid()}-{threading.get_ident()}")
 
 
 def read_store(folder: Path) -> LocalStore:
@@ -82,7 +100,9 @@ def read_store(folder: Path) -> LocalStore:
         name = json.loads((folder / METADATA).read_text("utf-8")).get("name") or name
     except (OSError, ValueError):
         pass
-    files = [p for p in _files(folder) if p.name != METADATA and not p.name.endswith(".tmp")]
+    _refuse_links(folder, sorted(folder.iterdir()))
+    # (Crawlee's temporary files end in ".tmp"; an interrupted export's hold a "~")
+    files = [p for p in _files(folder) if p.name != METADATA and not p.name.endswith(".tmp") and "~" not in p.name]
     claimed: set[Path] = set()
     items, problems = [], []
     for meta in (p for p in files if p.name.endswith("." + METADATA)):
@@ -93,6 +113,9 @@ def read_store(folder: Path) -> LocalStore:
             key, ctype = m["key"], m.get("content_type") or m.get("contentType")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             problems.append(f"{meta}: {exc}")
+            continue
+        if not isinstance(key, str) or not isinstance(ctype, (str, type(None))):
+            problems.append(f"{meta}: the key must be a string, and the content type a string or null")
             continue
         value = folder / stem
         if not value.is_file():  # older layout: the value file has an extension
@@ -108,6 +131,10 @@ def read_store(folder: Path) -> LocalStore:
         if p not in claimed and not p.name.endswith("." + METADATA):
             key = unquote(p.stem if "." in p.name else p.name)
             items.append(Item(p, key, p.stat().st_size, content_type(p)))
+    sources: dict[str, list[str]] = {}
+    for item in items:
+        sources.setdefault(item.key, []).append(item.path.name)
+    problems += [f"two files give the key {k!r}: {', '.join(names)}" for k, names in sources.items() if len(names) > 1]
     if problems:
         raise ClientError(f"{folder}: records that can't be read:\n  " + "\n  ".join(problems[:50]))
     return LocalStore(name, folder, sorted(items, key=lambda i: i.key))
@@ -115,7 +142,7 @@ def read_store(folder: Path) -> LocalStore:
 
 def _write(path: Path, data: bytes) -> None:
     """Whole or not at all, as Crawlee's atomic_write."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _temporary(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
@@ -123,7 +150,7 @@ def _write(path: Path, data: bytes) -> None:
 def _fetch(client: httpx.Client, path: str, what: str, out: Path, bar: Progress) -> tuple[str, int]:
     """A record's bytes streamed into ``out`` (through a temporary file: whole or not at all), retried as
     ``request`` retries; its content type and size."""
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = _temporary(out)
     for attempt in range(RETRIES + 1):
         written = 0
         response = None
@@ -166,6 +193,8 @@ def export(
     """STORE into ``root/key_value_stores/<name>/``: every record's bytes and type, and the store's metadata."""
     info = request(client, "GET", store_path(store), f"store {store}").json()["data"]
     name = info.get("name") or info["id"]
+    if not isinstance(name, str) or not rules.STORE_NAME.ok(name):  # (it names the folder written)
+        raise ClientError(f"store {store}: the server named it {name!r}, not a store name: nothing was written")
     folder = root / SUBDIR / name
     folder.mkdir(parents=True, exist_ok=True)
     sizes = existing_sizes(client, store, "")
@@ -173,6 +202,10 @@ def export(
     summary, lock = Summary(), threading.Lock()
 
     def one(key: str) -> None:
+        if key == METADATA or key.endswith("." + METADATA):
+            with lock:  # (its file would overwrite a record's metadata, and name another record when imported)
+                summary.failed.append(f"{key}: its file would be a metadata file of Crawlee's layout")
+            return
         try:
             path = folder / quote(key, safe="")
             ctype, size = _fetch(client, record_path(store, key), f"record {key}", path, bar)

@@ -1,0 +1,117 @@
+"""openkvs import / export against hostile local storage and hostile keys: a storage folder from someone else (an
+archive unpacked, an actor's output) whose links point outside it, whose metadata lie or whose files name one key
+twice; keys whose files are the layout's own names. Nothing outside the folder is read or written, nothing is
+silently lost or taken for another record: a clear message names what was refused."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from openkvs.client import http, localstore
+from openkvs.client.progress import Progress
+
+from .helpers import run
+
+
+def _store(tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / "storage" / "key_value_stores" / name
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _keys(server: Any, store: str) -> list[str]:
+    with server.client() as c:
+        r = c.get(f"/v2/key-value-stores/~{store}/keys")
+        return [i["key"] for i in r.json()["data"]["items"]] if r.status_code == 200 else []
+
+
+@pytest.mark.parametrize("what", ["file", "metadata's value", "store folder"])
+def test_import_follows_no_link_out_of_the_folder(shared_server: Any, tmp_path: Path, what: str) -> None:
+    """A link to a secret (~/.ssh/id_rsa) inside a store's folder was read and uploaded as a record."""
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t-" + what)
+    name = f"links-{what.split()[0].strip(chr(39) + 's')}"
+    if what == "store folder":
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "id_rsa").symlink_to(secret)
+        (tmp_path / "elsewhere" / "plain").write_text("plain")
+        (tmp_path / "storage" / "key_value_stores").mkdir(parents=True)
+        (tmp_path / "storage" / "key_value_stores" / name).symlink_to(tmp_path / "elsewhere")
+    else:
+        folder = _store(tmp_path, name)
+        (folder / "ok").write_text("fine")
+        if what == "file":
+            (folder / "id_rsa").symlink_to(secret)
+        else:
+            (folder / "id_rsa").symlink_to(secret)
+            (folder / "id_rsa.__metadata__.json").write_text('{"key": "id_rsa", "content_type": "text/plain"}')
+    out = run(shared_server, "import", str(tmp_path / "storage"), check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "symbolic links, not followed" in out.stderr, out.stderr
+    assert (name if what == "store folder" else "id_rsa") in out.stderr, out.stderr
+    assert _keys(shared_server, name) == []  # refused before anything was sent
+
+
+def test_import_refuses_metadata_that_lie(shared_server: Any, tmp_path: Path) -> None:
+    """A key that is not a string, and two files that give the same key (one silently won)."""
+    folder = _store(tmp_path, "liars")
+    (folder / "a").write_text("one")
+    (folder / "a.__metadata__.json").write_text('{"key": 7, "content_type": "text/plain"}')
+    (folder / "b").write_text("two")
+    (folder / "b.__metadata__.json").write_text('{"key": "same", "content_type": "text/plain"}')
+    (folder / "c").write_text("three")
+    (folder / "c.__metadata__.json").write_text('{"key": "same", "content_type": "text/plain"}')
+    out = run(shared_server, "import", str(tmp_path / "storage"), check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "a.__metadata__.json: the key must be a string" in out.stderr, out.stderr
+    assert "two files give the key 'same'" in out.stderr, out.stderr
+    assert _keys(shared_server, "liars") == []
+
+
+def test_export_of_keys_named_like_the_layouts_files(shared_server: Any, tmp_path: Path) -> None:
+    """A key whose file would be a metadata file ("__metadata__.json", "x.__metadata__.json" beside "x") is named
+    as not exported, rather than overwriting the metadata (and, imported back, naming another record); "x.tmp" is
+    its own record, not export's temporary file of "x"."""
+    store = "layoutkeys"
+    records = {"x": b"the x", "x.tmp": b"not a temporary file", "x.tmp.tmp": b"nor this", "y": b"why"}
+    clashing = {"__metadata__.json": b'{"id": "forged"}', "x.__metadata__.json": b'{"key": "y"}'}
+    with shared_server.client() as c:
+        assert c.post("/v2/key-value-stores", params={"name": store}).status_code in (200, 201)
+        for key, body in {**records, **clashing}.items():
+            assert c.put(f"/v2/key-value-stores/~{store}/records/{key}", content=body,
+                         headers={"content-type": "text/plain"}).status_code == 201
+    out = run(shared_server, "export", f"~{store}", str(tmp_path / "out"), "-q", check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    for key in clashing:
+        assert f"{key}: its file would be a metadata file of Crawlee's layout" in out.stderr, out.stderr
+    folder = tmp_path / "out" / "key_value_stores" / store
+    assert json.loads((folder / "__metadata__.json").read_text())["name"] == store
+    for key, body in records.items():
+        assert (folder / key).read_bytes() == body
+        assert json.loads((folder / f"{key}.__metadata__.json").read_text())["key"] == key
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["__metadata__.json", *records, *(f"{k}.__metadata__.json" for k in records)])
+    run(shared_server, "import", str(folder), "--store", f"~{store}-back")
+    assert _keys(shared_server, f"{store}-back") == sorted(records)
+
+
+@pytest.mark.parametrize("name", ["..", "../../escaped", "a/b", ""])
+def test_export_takes_no_folder_name_from_the_server_that_leaves_dir(tmp_path: Path, name: str) -> None:
+    """The store's name comes from the server and names the folder written: a name that isn't one (a server
+    answering otherwise than openkvs would) is refused before anything is written."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/key-value-stores/s":
+            return httpx.Response(200, json={"data": {"id": name or "..", "name": name}})
+        return httpx.Response(200, json={"data": {"items": [], "isTruncated": False}})
+
+    root = tmp_path / "a" / "b"
+    client = httpx.Client(transport=httpx.MockTransport(handler), base_url="http://127.0.0.1:9")
+    with pytest.raises(http.ClientError, match="not a store name"):
+        localstore.export(client, "s", root, progress=lambda *a: Progress(*a, quiet=True))
+    assert not os.path.exists(root) and sorted(p.name for p in tmp_path.rglob("*")) == []
