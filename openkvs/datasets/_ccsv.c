@@ -11,7 +11,8 @@ at: anything that is not strict JSON (Python would fail or parse it otherwise), 
 object (Shape.iter_rows gives no row), invalid UTF-8 (and UTF-8 of surrogates), a lone surrogate escape, a
 duplicate key in an object (the parsed dict keeps one value at the first key's place), nesting deeper than
 MAX_DEPTH, an integer of more than MAX_INT_DIGITS digits (Python's int/str limit may refuse it), "-0", a number in
-a column whose text is not Python's repr of its value (e.g. 1E5, 1e400, 0.10000000000000001).
+a column whose text is not Python's repr of its value (e.g. 1E5, 1e400, 0.10000000000000001), an object of more
+than MAX_OBJECT_KEYS keys (the check for a repeated key is pairwise: Python's parse is linear).
 
 The walk runs without the GIL (the export's other threads, storage reads and the event loop's sends, go on
 meanwhile): the items are held (a reference each) and the buffers that grow meanwhile are PyMem_Raw's. The one
@@ -33,6 +34,8 @@ Python API (formats.py wraps it):
 #define MAX_DEPTH 256         /* stored items nest at most 128 levels (api/items.py ITEM_MAX_DEPTH) */
 #define MAX_INT_DIGITS 640    /* the least int/str digit limit Python can be set to (sys.set_int_max_str_digits) */
 #define MAX_FLOAT_TEXT 32     /* a float's repr is at most 24 characters: a longer token is not one */
+#define MAX_OBJECT_KEYS 256   /* an object of more keys is left to Python: each key is checked against the object's
+                                 earlier ones, so one object of n keys costs n*n/2 checks (500,000 keys: 47 s) */
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
@@ -642,6 +645,8 @@ static int object(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
         /* A repeated key: the parsed dict holds the last value at the first key's place, so a walk in order
            would write leaves Python drops. Keys compared by hash, then bytes (the path's hash has the same prefix
            for every key of this object). */
+        if (w->nkeys - base >= MAX_OBJECT_KEYS)
+            return BAIL;
         for (Py_ssize_t i = base; i < w->nkeys; i++)
             if (w->keys[i].h == kh && w->keys[i].n == klen && memcmp(w->keys[i].s, key, (size_t)klen) == 0)
                 return BAIL;

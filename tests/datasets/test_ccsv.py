@@ -287,3 +287,18 @@ def test_the_export_renders_without_the_extension():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout == b'"x,y",1,\r\n"q""r",true,\r\n1e+16,,\r\n'
+
+
+def test_an_object_of_many_keys_is_left_to_python():
+    """Each key of an object is checked against its earlier ones (a repeated key is Python's to render): pairwise,
+    so one item of 500,000 keys took 47 s of CPU in the C walk, 0.6 s in Python. Past 256 keys an object goes to
+    Python, with the same lines."""
+    wide = {"url": "u", "o": {f"k{i}": i for i in range(300)}}
+    fits = {"url": "v", "o": {f"k{i}": i for i in range(256)}}
+    batch = [orjson.dumps(item) for item in (fits, wide, fits)]
+    columns = ["url", "o/k0", "o/k299"]
+    table = _ccsv.prepare(columns, ",")
+    assert _ccsv.lines(table, batch, 0)[1] == 1  # the second item is left to Python
+    assert _ccsv.lines(table, batch, 2) == (b"v,0,\r\n", 3)
+    assert csv_renderer(columns, ",").stored_rows(batch, rows_of) == python_path(batch, columns, ",") == (
+        b"v,0,\r\nu,0,299\r\nv,0,\r\n")
