@@ -204,6 +204,33 @@ static int put_code_point(Buf *b, unsigned cp)
     return put(b, u, 4);
 }
 
+/* Whether a byte of a word is one that a string's fast copy stops at: a control character, '"', '\\' or a byte of
+   UTF-8 (bit tricks on 8 bytes at once: "determine if a word has a byte less than n", with n = 0x20, and "has a zero
+   byte" of the word xor '"' and xor '\\'). Exact about whether one is there, not about which. */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+static int stops(uint64_t v)
+{
+    uint64_t control = (v - ONES * 0x20) & ~v;
+    uint64_t quote = v ^ (ONES * '"'), backslash = v ^ (ONES * '\\');
+    return ((control | ((quote - ONES) & ~quote) | ((backslash - ONES) & ~backslash) | v) & HIGHS) != 0;
+}
+
+/* The end of the run of printable ASCII other than '"' and '\\' from p: 8 bytes at a time, then byte by byte. */
+static const unsigned char *plain_run(const unsigned char *p, const unsigned char *end)
+{
+    uint64_t v;
+    while (end - p >= 8) {
+        memcpy(&v, p, 8);
+        if (stops(v))
+            break;
+        p += 8;
+    }
+    while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+        p++;
+    return p;
+}
+
 /* The string at p (its opening quote) written to the output as json.dumps writes its value, quotes included. */
 static int string(Walk *w)
 {
@@ -213,8 +240,7 @@ static int string(Walk *w)
         return ERROR;
     for (;;) {
         const unsigned char *run = p;
-        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
-            p++;
+        p = plain_run(p, end);
         if (p > run && put(out, run, p - run) != OK)
             return ERROR;
         if (p >= end || *p < 0x20) /* unterminated; a raw control character (json's strict mode refuses it) */
@@ -281,6 +307,34 @@ static int digits(const unsigned char **pp, const unsigned char *end)
     return any;
 }
 
+/* Python's repr of the float written as s[0:n], a plain decimal (-?D+.D+, no exponent), where it is that text's
+   own digits: at most 15 significant ones (then the nearest double reads back as them, and no shorter text does:
+   two decimals of at most 15 digits are never the same double, DBL_DIG), and repr's fixed notation (the decimal
+   exponent from -4 to 15). Written without trailing zeros of the fraction but one. 0: not such a text. */
+static int plain_float(Buf *out, const unsigned char *s, Py_ssize_t n)
+{
+    const unsigned char *end = s + n, *dot = memchr(s, '.', (size_t)n), *first = NULL, *last = NULL;
+    if (dot == NULL)
+        return 0;
+    for (const unsigned char *p = s; p < end; p++) {
+        if (*p >= '1' && *p <= '9') {
+            if (first == NULL)
+                first = p;
+            last = p;
+        }
+        else if (*p == 'e' || *p == 'E')
+            return 0;
+    }
+    if (first != NULL) {
+        Py_ssize_t digits = last - first + 1 - (first < dot && last > dot); /* (the dot between them) */
+        Py_ssize_t exponent = first < dot ? dot - first - 1 : -(first - dot);
+        if (digits > 15 || exponent < -4 || exponent > 15)
+            return 0;
+    }
+    const unsigned char *stop = last != NULL && last > dot ? last + 1 : dot + 2; /* "x.0" at least */
+    return put(out, s, stop - s) == OK ? 1 : -1;
+}
+
 /* A number token (JSON's grammar, as json's scanner reads it) written as Python writes the value: an integer's
    digits ("-0" as "0"), a float's repr. */
 static int number(Walk *w)
@@ -317,6 +371,9 @@ static int number(Walk *w)
             return put1(&w->out, '0');
         return put(&w->out, start, p - start);
     }
+    int plain = plain_float(&w->out, start, p - start);
+    if (plain != 0)
+        return plain > 0 ? OK : ERROR;
     Buf *num = &w->num;
     num->len = 0;
     if (put(num, start, p - start) != OK || put1(num, '\0') != OK)

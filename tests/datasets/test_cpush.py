@@ -46,6 +46,11 @@ NUMBERS = [
     "0.30000000000000004", "1e16", "1e15", "123456789012345678", "9223372036854775807", "9223372036854775808",
     "18446744073709551616", "10000000000000000000000", "-10000000000000000000000", "1e400", "-1e400", "1e-400",
     "2.5e-324", "1.7976931348623157e308", "0e0", "0E-0", "100000000000000000000.0", "1" * 700, "1" * 640,
+    # plain decimals at the edges of the C's own repr of them (_cpush.c plain_float): 15 and 16 significant
+    # digits, decimal exponents -4/-5 and 15/16, trailing zeros
+    "0.0001", "0.00012", "0.00001", "1000000000000000.0", "9999999999999999.0", "10000000000000000.0",
+    "123456789012345.6", "12345678901234.5", "1234567890123456.0", "-0.000", "5.00", "100.0", "100.50", "0.10",
+    "0.1000000000000000055511151231257827", "0.30000000000000000", "999999999999999.9", "0.000099999",
 ]
 # Escapes and characters as a client may write them: each of json.dumps' escapes, the ones it never writes (\/,
 # \u00e9, uppercase hex), controls, U+2028/9, U+007F, astral characters raw and as surrogate pairs, lone surrogates.
@@ -65,11 +70,18 @@ def json_string(pieces: list[str]) -> str:
 scalar_texts = (
     st.sampled_from(NUMBERS)
     | st.integers().map(str)
+    | st.builds(
+        "{}{}.{}{}".format,
+        st.sampled_from(["", "-"]),
+        st.integers(0, 10**17),
+        st.from_regex(r"\A[0-9]{1,18}\Z"),
+        st.sampled_from(["", "", "e5", "E-3", "e+17", "e-320", "e308"]),
+    )
     | st.floats(allow_nan=False, allow_infinity=False).map(repr)
     | st.sampled_from(["true", "false", "null"])
-    | st.lists(st.sampled_from(STRING_PIECES), max_size=4).map(json_string)
-    | st.text(max_size=5).map(lambda s: json.dumps(s, ensure_ascii=False))
-    | st.text(max_size=5).map(json.dumps)
+    | st.lists(st.sampled_from(STRING_PIECES), max_size=12).map(json_string)
+    | st.text(max_size=30).map(lambda s: json.dumps(s, ensure_ascii=False))
+    | st.text(max_size=30).map(json.dumps)
 )
 key_texts = st.sampled_from(KEYS).map(lambda k: f'"{k}"') | st.text(max_size=3).map(json.dumps)
 
@@ -127,6 +139,20 @@ def test_items_of_a_few_shapes_share_paths_by_skeleton(objects: list[str]) -> No
     assert push.paths == [pipeline.item_paths(json.loads(x)) for x in objects]
     by_text = {x: p for x, p in zip(objects, push.paths, strict=True)}
     assert all(p is by_text[x] or by_text[x] == p for x, p in zip(objects, push.paths, strict=True))
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_each_number_form(number: str) -> None:
+    assert_same(b'[{"a":%s},{"b":[%s]}]' % (number.encode(), number.encode()))
+
+
+@pytest.mark.parametrize("piece", STRING_PIECES + ["\x01", "\x1f", "\x00"])
+@pytest.mark.parametrize("at", [0, 3, 7, 8, 9, 15, 16])
+def test_each_string_piece_anywhere_in_a_long_string(piece: str, at: int) -> None:
+    """At each place in the C's 8-byte steps over a string (raw control characters: Python's 400)."""
+    text = "abcdefghijklmnopqrstuvwxyz"
+    assert_same(('{"k":"' + text[:at] + piece + text[at:] + '"}').encode())
+    assert_same(('{"' + text[:at] + piece + text[at:] + '":1}').encode())
 
 
 def nest(levels: int, kind: str) -> str:
