@@ -261,3 +261,31 @@ def test_a_push_without_the_extension() -> None:
         '{"a":100000.0,"b":"\u2028"}\n{"#c":[]}'.encode()
         + b"|1|['a', 'b', '#c']|[[['a'], ['b']], [['#c', None]]]"
     )
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mprotect through ctypes")
+def test_no_read_past_the_body() -> None:
+    """Every prefix of the handed-back bodies, the number forms and the string pieces, each placed so that its last
+    byte is the last before a page that can't be read: a read past the end is a crash (Python's bytes end in a NUL
+    that would hide one, and ASan doesn't see inside an object). In a process of its own."""
+    script = textwrap.dedent("""
+        import ctypes, mmap
+        from openkvs.datasets import _cpush
+        from tests.datasets.test_cpush import HANDED_BACK, NUMBERS, STRING_PIECES
+        page = mmap.PAGESIZE
+        m = mmap.mmap(-1, page * 64)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+        assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(base + page * 63), page, 0) == 0  # PROT_NONE
+        bodies = HANDED_BACK + [b'{"a":%s}' % n.encode() for n in NUMBERS]
+        bodies += [b'{"a":"%s"}' % p.encode() for p in STRING_PIECES]
+        for body in bodies:
+            for cut in range(len(body) + 1):
+                start = page * 63 - cut
+                m[start : page * 63] = body[:cut]
+                with memoryview(m)[start : page * 63] as view:
+                    _cpush.split(view)
+        print("read", len(bodies))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr.decode())
+    assert done.stdout.startswith(b"read ")
