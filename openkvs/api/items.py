@@ -17,6 +17,11 @@ from openkvs.api.download import SEND_PIECE, readahead
 from openkvs.datasets import itemjson, pipeline
 from openkvs.storage.datasets import BLOCK, ItemSnapshot, Push, selection_blocks
 
+try:  # C, built by hatch_build.py where a compiler is: a push's stored items straight from its body
+    from openkvs.datasets import _cpush
+except ImportError:  # no compiler at install: every push is parsed in Python
+    _cpush = None  # type: ignore[assignment]
+
 # -- push --------------------------------------------------------------------------------------------------------
 
 ITEM_MAX_DEPTH = 128  # levels of nesting a pushed body may have (contract section 1)
@@ -158,10 +163,15 @@ def _columns_labels(col: list[Any], keys: Iterable[Any], room: int, floats: list
 
 def prepare_push_body(raw: bytes, fields_schema: dict[str, Any] | None) -> Push:
     """``prepare_push`` of a push's body bytes, parsed here (contract section 1: UTF-8, finite numbers, at most
-    ITEM_MAX_DEPTH levels). Fast (orjson, itemjson.py) where that gives the same items and stored bytes as the
-    json module, else as ``prepare_push``. CPU-bound: in a worker thread."""
+    ITEM_MAX_DEPTH levels). Without a fields schema, by _cpush.c where it is built and sure of its answer (the
+    same Push); else fast (orjson, itemjson.py) where that gives the same items and stored bytes as the json module,
+    else as ``prepare_push``. CPU-bound: in a worker thread."""
     if not raw.strip():
         return prepare_push(None, fields_schema)
+    if fields_schema is None and _cpush is not None:
+        split = _cpush.split(raw)
+        if split is not None:
+            return _prepare_split(*split)
     try:
         value = itemjson.fast_loads(raw)
     except itemjson.NotFast:
@@ -234,6 +244,19 @@ def _prepare(items: list[Any], array: bool, shapes: list[Any] | None, fields_sch
         paths.append(known[0])  # the same list object for items of one skeleton (merge_block skips repeats)
         clean += known[1]
     return Push(encoded, clean, list(keys), paths, push_field_stats(fields_schema, items))
+
+
+def _prepare_split(encoded: list[bytes], kinds: list[int], firsts: list[int], clean: int) -> Push:
+    """The Push of a body that _cpush.c split into stored items, each with its skeleton's number (``kinds``) and
+    the index of each skeleton's first item (``firsts``): as ``_prepare``, the paths and the keys once per
+    skeleton, from its first item parsed back."""
+    keys: dict[str, None] = {}
+    by_kind = []
+    for i in firsts:
+        item = itemjson.load(encoded[i])
+        keys.update(dict.fromkeys(item))
+        by_kind.append(pipeline.item_paths(item))  # (one list object per skeleton, as _prepare's)
+    return Push(encoded, clean, list(keys), list(map(by_kind.__getitem__, kinds)), push_field_stats(None, []))
 
 
 def push_field_stats(fields_schema: Any, items: list[Any]) -> dict[str, Any] | None:

@@ -1,0 +1,734 @@
+/* A push body's items as they are stored, straight from the body's bytes (issue 13's push goal).
+
+What it replaces, for a push to a dataset without a fields schema: api/items.py ``prepare_push_body``'s orjson
+parse, its walk of the items' shapes (shape_labels), itemjson.floats_as_parsed and orjson.dumps of each item, ~34,600
+instructions an item (BENCHMARKS.md). This reads the body once, writes each item's stored bytes (itemjson.py: what
+``stdlib_encode`` gives of ``jsontext.loads``' value: compact, ensure_ascii=False, Python's float repr) and the
+item's skeleton (its keys, nesting and array lengths, each scalar as "0"), and numbers the distinct skeletons, so
+that the Python side works out paths, keys and the clean flag once per skeleton, from an item parsed back.
+
+The Python path stays the reference (tests/datasets/test_cpush.py compares the two) and the fallback: wherever this
+code is not sure its answer is the Python path's, it returns None and the whole body goes through Python, which
+gives today's items or today's 400. It returns None for: anything that is not strict JSON, a body that is not an
+object or an array of objects, invalid UTF-8 (and UTF-8 of surrogates), a lone surrogate escape, a duplicate key
+in an object (the parsed dict keeps one value at the first key's place), nesting deeper than MAX_DEPTH, an integer
+of more than MAX_INT_DIGITS digits (Python's int/str limit may refuse it), a number that is not finite as a float.
+
+It holds the GIL (PyOS_string_to_double and PyOS_double_to_string, Python's own float parse and repr, allocate with
+PyMem), as the Python path it replaces does.
+
+Python API (api/items.py wraps it):
+    split(body: bytes) -> (items: list[bytes], kinds: list[int], firsts: list[int], clean: int) | None
+        items: each item's stored bytes; kinds: each item's skeleton number (0, 1, ... in order of first
+        appearance); firsts: the index of the first item of each skeleton; clean: how many items have a top-level
+        key that does not start with '#'.
+*/
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_DEPTH 128      /* levels of a whole body (api/items.py ITEM_MAX_DEPTH) */
+#define MAX_INT_DIGITS 640 /* the least int/str digit limit Python can be set to (sys.set_int_max_str_digits) */
+#define FEW_KEYS 16        /* an object of at most this many keys is checked for duplicates pairwise */
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+/* Results: go on, leave the body to Python, or out of memory. */
+#define OK 0
+#define BAIL 1
+#define ERROR 2
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+} Buf;
+
+typedef struct {
+    Py_ssize_t off, len; /* a key's encoded text (between its quotes) in the item's output */
+} Span;
+
+typedef struct {
+    uint64_t hash;
+    Py_ssize_t off, len; /* the skeleton's bytes in the arena */
+    Py_ssize_t kind;     /* -1: an empty slot */
+} Slot;
+
+typedef struct {
+    const unsigned char *p, *end;
+    Buf out;             /* the current item's stored bytes */
+    Buf skel;            /* the current item's skeleton */
+    Buf arena;           /* the distinct skeletons, one after the other */
+    Buf num;             /* a float's text, NUL-terminated for PyOS_string_to_double */
+    Span *keys;          /* the keys of the open objects, outermost first */
+    Py_ssize_t nkeys, keys_cap;
+    Py_ssize_t *seen;    /* scratch of the duplicate check of a large object */
+    Py_ssize_t seen_cap;
+    Slot *slots;         /* the distinct skeletons, open addressing */
+    size_t mask;
+    Py_ssize_t nkinds;
+} Walk;
+
+static int grow(Buf *b, Py_ssize_t more)
+{
+    if (b->len + more <= b->cap)
+        return OK;
+    Py_ssize_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + more)
+        cap *= 2;
+    char *buf = PyMem_Realloc(b->buf, (size_t)cap);
+    if (buf == NULL)
+        return ERROR;
+    b->buf = buf;
+    b->cap = cap;
+    return OK;
+}
+
+static int put(Buf *b, const void *s, Py_ssize_t n)
+{
+    if (grow(b, n) != OK)
+        return ERROR;
+    memcpy(b->buf + b->len, s, (size_t)n);
+    b->len += n;
+    return OK;
+}
+
+static int put1(Buf *b, char c)
+{
+    if (b->len >= b->cap && grow(b, 1) != OK)
+        return ERROR;
+    b->buf[b->len++] = c;
+    return OK;
+}
+
+static uint64_t fnv(uint64_t h, const char *s, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+static void skip_ws(Walk *w)
+{
+    while (w->p < w->end && (*w->p == ' ' || *w->p == '\n' || *w->p == '\r' || *w->p == '\t'))
+        w->p++;
+}
+
+/* -- strings -------------------------------------------------------------------------------------------------- */
+
+/* The length of the valid UTF-8 sequence of a non-ASCII lead byte at p (surrogates excluded), or 0. */
+static int utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    unsigned char c = p[0];
+    Py_ssize_t room = end - p;
+    if (c >= 0xc2 && c <= 0xdf)
+        return room >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        if (room < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80)
+            return 0;
+        if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0)) /* overlong; a surrogate */
+            return 0;
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if (room < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80)
+            return 0;
+        if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90)) /* overlong; past U+10FFFF */
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+static int hex4(const unsigned char *p, const unsigned char *end, unsigned *out)
+{
+    if (end - p < 4)
+        return 0;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= c - '0';
+        else if (c >= 'a' && c <= 'f')
+            v |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            v |= c - 'A' + 10;
+        else
+            return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* A code point as json.dumps(ensure_ascii=False) writes it inside a string: the short escapes, \u00XX (lowercase)
+   for the other controls, '"' and '\' escaped, anything else as UTF-8 (U+007F, U+2028 and U+2029 too). */
+static int put_code_point(Buf *b, unsigned cp)
+{
+    static const char hex[] = "0123456789abcdef";
+    char u[6];
+    if (cp < 0x20) {
+        switch (cp) {
+        case '\b': return put(b, "\\b", 2);
+        case '\f': return put(b, "\\f", 2);
+        case '\n': return put(b, "\\n", 2);
+        case '\r': return put(b, "\\r", 2);
+        case '\t': return put(b, "\\t", 2);
+        default:
+            u[0] = '\\', u[1] = 'u', u[2] = '0', u[3] = '0', u[4] = hex[cp >> 4], u[5] = hex[cp & 15];
+            return put(b, u, 6);
+        }
+    }
+    if (cp == '"')
+        return put(b, "\\\"", 2);
+    if (cp == '\\')
+        return put(b, "\\\\", 2);
+    if (cp < 0x80)
+        return put1(b, (char)cp);
+    if (cp < 0x800) {
+        u[0] = (char)(0xc0 | (cp >> 6)), u[1] = (char)(0x80 | (cp & 0x3f));
+        return put(b, u, 2);
+    }
+    if (cp < 0x10000) {
+        u[0] = (char)(0xe0 | (cp >> 12)), u[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        u[2] = (char)(0x80 | (cp & 0x3f));
+        return put(b, u, 3);
+    }
+    u[0] = (char)(0xf0 | (cp >> 18)), u[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    u[2] = (char)(0x80 | ((cp >> 6) & 0x3f)), u[3] = (char)(0x80 | (cp & 0x3f));
+    return put(b, u, 4);
+}
+
+/* Whether a byte of a word is one that a string's fast copy stops at: a control character, '"', '\\' or a byte of
+   UTF-8 (bit tricks on 8 bytes at once: "determine if a word has a byte less than n", with n = 0x20, and "has a zero
+   byte" of the word xor '"' and xor '\\'). Exact about whether one is there, not about which. */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+static int stops(uint64_t v)
+{
+    uint64_t control = (v - ONES * 0x20) & ~v;
+    uint64_t quote = v ^ (ONES * '"'), backslash = v ^ (ONES * '\\');
+    return ((control | ((quote - ONES) & ~quote) | ((backslash - ONES) & ~backslash) | v) & HIGHS) != 0;
+}
+
+/* The end of the run of printable ASCII other than '"' and '\\' from p: 8 bytes at a time, then byte by byte. */
+static const unsigned char *plain_run(const unsigned char *p, const unsigned char *end)
+{
+    uint64_t v;
+    while (end - p >= 8) {
+        memcpy(&v, p, 8);
+        if (stops(v))
+            break;
+        p += 8;
+    }
+    while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+        p++;
+    return p;
+}
+
+/* The string at p (its opening quote) written to the output as json.dumps writes its value, quotes included. */
+static int string(Walk *w)
+{
+    const unsigned char *p = w->p + 1, *end = w->end;
+    Buf *out = &w->out;
+    if (put1(out, '"') != OK)
+        return ERROR;
+    for (;;) {
+        const unsigned char *run = p;
+        p = plain_run(p, end);
+        if (p > run && put(out, run, p - run) != OK)
+            return ERROR;
+        if (p >= end || *p < 0x20) /* unterminated; a raw control character (json's strict mode refuses it) */
+            return BAIL;
+        if (*p == '"')
+            break;
+        if (*p >= 0x80) {
+            int n = utf8_len(p, end);
+            if (n == 0)
+                return BAIL;
+            if (put(out, p, n) != OK)
+                return ERROR;
+            p += n;
+            continue;
+        }
+        /* an escape */
+        if (end - p < 2)
+            return BAIL;
+        unsigned cp;
+        switch (p[1]) {
+        case '"': cp = '"'; break;
+        case '\\': cp = '\\'; break;
+        case '/': cp = '/'; break;
+        case 'b': cp = '\b'; break;
+        case 'f': cp = '\f'; break;
+        case 'n': cp = '\n'; break;
+        case 'r': cp = '\r'; break;
+        case 't': cp = '\t'; break;
+        case 'u':
+            if (!hex4(p + 2, end, &cp))
+                return BAIL;
+            if (cp >= 0xdc00 && cp <= 0xdfff) /* a lone low surrogate */
+                return BAIL;
+            if (cp >= 0xd800 && cp <= 0xdbff) {
+                unsigned lo;
+                if (end - p < 12 || p[6] != '\\' || p[7] != 'u' || !hex4(p + 8, end, &lo) || lo < 0xdc00 ||
+                    lo > 0xdfff)
+                    return BAIL; /* a lone high surrogate */
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                p += 6;
+            }
+            p += 4;
+            break;
+        default:
+            return BAIL;
+        }
+        p += 2;
+        if (put_code_point(out, cp) != OK)
+            return ERROR;
+    }
+    w->p = p + 1;
+    return put1(out, '"');
+}
+
+/* -- numbers and literals ------------------------------------------------------------------------------------- */
+
+static int digits(const unsigned char **pp, const unsigned char *end)
+{
+    const unsigned char *p = *pp;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    int any = p > *pp;
+    *pp = p;
+    return any;
+}
+
+/* Python's repr of the float written as s[0:n], a plain decimal (-?D+.D+, no exponent), where it is that text's
+   own digits: at most 15 significant ones (then the nearest double reads back as them, and no shorter text does:
+   two decimals of at most 15 digits are never the same double, DBL_DIG), and repr's fixed notation (the decimal
+   exponent from -4 to 15). Written without trailing zeros of the fraction but one. 0: not such a text. */
+static int plain_float(Buf *out, const unsigned char *s, Py_ssize_t n)
+{
+    const unsigned char *end = s + n, *dot = memchr(s, '.', (size_t)n), *first = NULL, *last = NULL;
+    if (dot == NULL)
+        return 0;
+    for (const unsigned char *p = s; p < end; p++) {
+        if (*p >= '1' && *p <= '9') {
+            if (first == NULL)
+                first = p;
+            last = p;
+        }
+        else if (*p == 'e' || *p == 'E')
+            return 0;
+    }
+    if (first != NULL) {
+        Py_ssize_t digits = last - first + 1 - (first < dot && last > dot); /* (the dot between them) */
+        Py_ssize_t exponent = first < dot ? dot - first - 1 : -(first - dot);
+        if (digits > 15 || exponent < -4 || exponent > 15)
+            return 0;
+    }
+    const unsigned char *stop = last != NULL && last > dot ? last + 1 : dot + 2; /* "x.0" at least */
+    return put(out, s, stop - s) == OK ? 1 : -1;
+}
+
+/* A number token (JSON's grammar, as json's scanner reads it) written as Python writes the value: an integer's
+   digits ("-0" as "0"), a float's repr. */
+static int number(Walk *w)
+{
+    const unsigned char *start = w->p, *p = start, *end = w->end;
+    if (p < end && *p == '-')
+        p++;
+    const unsigned char *int_start = p;
+    if (p < end && *p == '0')
+        p++;
+    else if (!digits(&p, end))
+        return BAIL;
+    Py_ssize_t int_digits = p - int_start;
+    int is_float = 0;
+    if (p < end && *p == '.') {
+        p++;
+        if (!digits(&p, end))
+            return BAIL;
+        is_float = 1;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (!digits(&p, end))
+            return BAIL;
+        is_float = 1;
+    }
+    w->p = p;
+    if (!is_float) {
+        if (int_digits > MAX_INT_DIGITS)
+            return BAIL;
+        if (p - start == 2 && start[0] == '-' && start[1] == '0')
+            return put1(&w->out, '0');
+        return put(&w->out, start, p - start);
+    }
+    int plain = plain_float(&w->out, start, p - start);
+    if (plain != 0)
+        return plain > 0 ? OK : ERROR;
+    Buf *num = &w->num;
+    num->len = 0;
+    if (put(num, start, p - start) != OK || put1(num, '\0') != OK)
+        return ERROR;
+    char *stop;
+    double x = PyOS_string_to_double(num->buf, &stop, NULL);
+    if (x == -1.0 && PyErr_Occurred())
+        return ERROR; /* (only MemoryError: a text it can't read is not a number token) */
+    if (stop != num->buf + (p - start) || !isfinite(x)) /* 1e400: json's parse_float refuses it */
+        return BAIL;
+    char *repr = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (repr == NULL)
+        return ERROR;
+    int r = put(&w->out, repr, (Py_ssize_t)strlen(repr));
+    PyMem_Free(repr);
+    return r;
+}
+
+static int literal(Walk *w, const char *word, Py_ssize_t n)
+{
+    if (w->end - w->p < n || memcmp(w->p, word, (size_t)n) != 0)
+        return BAIL;
+    w->p += n;
+    return put(&w->out, word, n);
+}
+
+/* -- containers ----------------------------------------------------------------------------------------------- */
+
+static int value(Walk *w, int depth);
+
+/* Whether the keys of one object, keys[from:nkeys], hold two equal ones (large objects: by a hash table). */
+static int duplicates(Walk *w, Py_ssize_t from)
+{
+    Py_ssize_t n = w->nkeys - from;
+    const char *text = w->out.buf;
+    const Span *keys = w->keys + from;
+    if (n <= FEW_KEYS)
+        return 0; /* (checked as each key came) */
+    size_t size = 1;
+    while (size < (size_t)n * 2)
+        size *= 2;
+    if ((Py_ssize_t)size > w->seen_cap) {
+        Py_ssize_t *seen = PyMem_Realloc(w->seen, size * sizeof(Py_ssize_t));
+        if (seen == NULL)
+            return -1;
+        w->seen = seen;
+        w->seen_cap = (Py_ssize_t)size;
+    }
+    for (size_t i = 0; i < size; i++)
+        w->seen[i] = -1;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        size_t i = (size_t)fnv(FNV_OFFSET, text + keys[k].off, keys[k].len) & (size - 1);
+        for (; w->seen[i] >= 0; i = (i + 1) & (size - 1)) {
+            const Span *o = keys + w->seen[i];
+            if (o->len == keys[k].len && memcmp(text + o->off, text + keys[k].off, (size_t)o->len) == 0)
+                return 1;
+        }
+        w->seen[i] = k;
+    }
+    return 0;
+}
+
+/* The object at p (its '{'), at nesting level ``depth``; ``clean``: not NULL at an item's top level, set when a key
+   does not start with '#'. */
+static int object(Walk *w, int depth, int *clean)
+{
+    if (depth > MAX_DEPTH)
+        return BAIL;
+    Py_ssize_t from = w->nkeys;
+    int r;
+    w->p++;
+    if (put1(&w->out, '{') != OK || put1(&w->skel, '{') != OK)
+        return ERROR;
+    skip_ws(w);
+    if (w->p < w->end && *w->p == '}') {
+        w->p++;
+        return put1(&w->out, '}') == OK && put1(&w->skel, '}') == OK ? OK : ERROR;
+    }
+    for (;;) {
+        if (w->p >= w->end || *w->p != '"')
+            return BAIL;
+        Py_ssize_t at = w->out.len;
+        if ((r = string(w)) != OK)
+            return r;
+        Span key = {at + 1, w->out.len - at - 2};
+        const char *text = w->out.buf;
+        if (w->nkeys - from < FEW_KEYS)
+            for (Py_ssize_t k = from; k < w->nkeys; k++)
+                if (w->keys[k].len == key.len && memcmp(text + w->keys[k].off, text + key.off, (size_t)key.len) == 0)
+                    return BAIL;
+        if (w->nkeys >= w->keys_cap) {
+            Py_ssize_t cap = w->keys_cap ? w->keys_cap * 2 : 64;
+            Span *keys = PyMem_Realloc(w->keys, (size_t)cap * sizeof(Span));
+            if (keys == NULL)
+                return ERROR;
+            w->keys = keys;
+            w->keys_cap = cap;
+        }
+        w->keys[w->nkeys++] = key;
+        if (clean != NULL && (key.len == 0 || text[key.off] != '#'))
+            *clean = 1;
+        if (put(&w->skel, text + at, w->out.len - at) != OK)
+            return ERROR;
+        skip_ws(w);
+        if (w->p >= w->end || *w->p != ':')
+            return BAIL;
+        w->p++;
+        if (put1(&w->out, ':') != OK || put1(&w->skel, ':') != OK)
+            return ERROR;
+        skip_ws(w);
+        if ((r = value(w, depth)) != OK)
+            return r;
+        skip_ws(w);
+        if (w->p >= w->end)
+            return BAIL;
+        if (*w->p == '}')
+            break;
+        if (*w->p != ',')
+            return BAIL;
+        w->p++;
+        if (put1(&w->out, ',') != OK || put1(&w->skel, ',') != OK)
+            return ERROR;
+        skip_ws(w);
+    }
+    w->p++;
+    switch (duplicates(w, from)) {
+    case 1: return BAIL;
+    case -1: return ERROR;
+    }
+    w->nkeys = from;
+    return put1(&w->out, '}') == OK && put1(&w->skel, '}') == OK ? OK : ERROR;
+}
+
+static int array(Walk *w, int depth)
+{
+    if (depth > MAX_DEPTH)
+        return BAIL;
+    int r;
+    w->p++;
+    if (put1(&w->out, '[') != OK || put1(&w->skel, '[') != OK)
+        return ERROR;
+    skip_ws(w);
+    if (w->p < w->end && *w->p == ']') {
+        w->p++;
+        return put1(&w->out, ']') == OK && put1(&w->skel, ']') == OK ? OK : ERROR;
+    }
+    for (;;) {
+        if ((r = value(w, depth)) != OK)
+            return r;
+        skip_ws(w);
+        if (w->p >= w->end)
+            return BAIL;
+        if (*w->p == ']')
+            break;
+        if (*w->p != ',')
+            return BAIL;
+        w->p++;
+        if (put1(&w->out, ',') != OK || put1(&w->skel, ',') != OK)
+            return ERROR;
+        skip_ws(w);
+    }
+    w->p++;
+    return put1(&w->out, ']') == OK && put1(&w->skel, ']') == OK ? OK : ERROR;
+}
+
+/* The value at p (no whitespace before it), inside a container at level ``depth``. */
+static int value(Walk *w, int depth)
+{
+    if (w->p >= w->end)
+        return BAIL;
+    int r;
+    switch (*w->p) {
+    case '{': return object(w, depth + 1, NULL);
+    case '[': return array(w, depth + 1);
+    case '"': r = string(w); break;
+    case 't': r = literal(w, "true", 4); break;
+    case 'f': r = literal(w, "false", 5); break;
+    case 'n': r = literal(w, "null", 4); break;
+    default: r = number(w);
+    }
+    if (r == OK)
+        r = put1(&w->skel, '0');
+    return r;
+}
+
+/* -- skeletons ------------------------------------------------------------------------------------------------ */
+
+/* The number of the current item's skeleton: the one of an equal skeleton met before, else the next. */
+static Py_ssize_t kind(Walk *w)
+{
+    const char *s = w->skel.buf;
+    Py_ssize_t n = w->skel.len;
+    uint64_t h = fnv(FNV_OFFSET, s, n);
+    size_t i = (size_t)h & w->mask;
+    for (; w->slots[i].kind >= 0; i = (i + 1) & w->mask) {
+        const Slot *o = &w->slots[i];
+        if (o->hash == h && o->len == n && memcmp(w->arena.buf + o->off, s, (size_t)n) == 0)
+            return o->kind;
+    }
+    if (put(&w->arena, s, n) != OK)
+        return -1;
+    w->slots[i] = (Slot){h, w->arena.len - n, n, w->nkinds};
+    if ((size_t)++w->nkinds * 2 > w->mask) { /* more than half full: twice the slots */
+        size_t size = (w->mask + 1) * 2;
+        Slot *slots = PyMem_Malloc(size * sizeof(Slot));
+        if (slots == NULL)
+            return -1;
+        for (size_t j = 0; j < size; j++)
+            slots[j].kind = -1;
+        for (size_t j = 0; j <= w->mask; j++) {
+            if (w->slots[j].kind < 0)
+                continue;
+            size_t k = (size_t)w->slots[j].hash & (size - 1);
+            while (slots[k].kind >= 0)
+                k = (k + 1) & (size - 1);
+            slots[k] = w->slots[j];
+        }
+        PyMem_Free(w->slots);
+        w->slots = slots;
+        w->mask = size - 1;
+    }
+    return w->nkinds - 1;
+}
+
+/* -- the body ------------------------------------------------------------------------------------------------- */
+
+/* One item (the object at p, at level ``depth``) appended to the lists. */
+static int item(Walk *w, int depth, PyObject *items, PyObject *kinds, PyObject *firsts, Py_ssize_t *clean)
+{
+    int is_clean = 0;
+    w->out.len = 0;
+    w->skel.len = 0;
+    int r = object(w, depth, &is_clean);
+    if (r != OK)
+        return r;
+    Py_ssize_t before = w->nkinds;
+    Py_ssize_t k = kind(w);
+    if (k < 0)
+        return ERROR;
+    PyObject *bytes = PyBytes_FromStringAndSize(w->out.buf, w->out.len);
+    if (bytes == NULL)
+        return ERROR;
+    r = PyList_Append(items, bytes);
+    Py_DECREF(bytes);
+    if (r < 0)
+        return ERROR;
+    PyObject *n = PyLong_FromSsize_t(k);
+    if (n == NULL)
+        return ERROR;
+    r = PyList_Append(kinds, n);
+    Py_DECREF(n);
+    if (r < 0)
+        return ERROR;
+    if (w->nkinds > before) {
+        n = PyLong_FromSsize_t(PyList_GET_SIZE(items) - 1);
+        if (n == NULL)
+            return ERROR;
+        r = PyList_Append(firsts, n);
+        Py_DECREF(n);
+        if (r < 0)
+            return ERROR;
+    }
+    *clean += is_clean;
+    return OK;
+}
+
+static int body(Walk *w, PyObject *items, PyObject *kinds, PyObject *firsts, Py_ssize_t *clean)
+{
+    int r;
+    skip_ws(w);
+    if (w->p >= w->end)
+        return BAIL;
+    if (*w->p == '{') {
+        if ((r = item(w, 1, items, kinds, firsts, clean)) != OK)
+            return r;
+    }
+    else if (*w->p == '[') {
+        w->p++;
+        skip_ws(w);
+        if (w->p < w->end && *w->p == ']')
+            w->p++;
+        else
+            for (;;) {
+                if (w->p >= w->end || *w->p != '{') /* not an object: Python's 400 names the item */
+                    return BAIL;
+                if ((r = item(w, 2, items, kinds, firsts, clean)) != OK)
+                    return r;
+                skip_ws(w);
+                if (w->p >= w->end)
+                    return BAIL;
+                if (*w->p == ']') {
+                    w->p++;
+                    break;
+                }
+                if (*w->p != ',')
+                    return BAIL;
+                w->p++;
+                skip_ws(w);
+            }
+    }
+    else
+        return BAIL;
+    skip_ws(w);
+    return w->p == w->end ? OK : BAIL;
+}
+
+static PyObject *split(PyObject *Py_UNUSED(self), PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Walk w = {0};
+    w.p = view.buf;
+    w.end = w.p + view.len;
+    PyObject *items = PyList_New(0), *kinds = PyList_New(0), *firsts = PyList_New(0), *result = NULL;
+    Py_ssize_t clean = 0;
+    int r = ERROR;
+    w.mask = 63;
+    w.slots = PyMem_Malloc((w.mask + 1) * sizeof(Slot));
+    if (items != NULL && kinds != NULL && firsts != NULL && w.slots != NULL) {
+        for (size_t i = 0; i <= w.mask; i++)
+            w.slots[i].kind = -1;
+        r = body(&w, items, kinds, firsts, &clean);
+    }
+    if (r == OK)
+        result = Py_BuildValue("(OOOn)", items, kinds, firsts, clean);
+    else if (r == BAIL)
+        result = Py_NewRef(Py_None);
+    else if (!PyErr_Occurred())
+        PyErr_NoMemory();
+    Py_XDECREF(items);
+    Py_XDECREF(kinds);
+    Py_XDECREF(firsts);
+    PyMem_Free(w.out.buf);
+    PyMem_Free(w.skel.buf);
+    PyMem_Free(w.arena.buf);
+    PyMem_Free(w.num.buf);
+    PyMem_Free(w.keys);
+    PyMem_Free(w.seen);
+    PyMem_Free(w.slots);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"split", split, METH_O, "split(body): (items, kinds, firsts, clean) of a push body, or None (see _cpush.c)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_cpush", "a push body's items as stored (see _cpush.c).", -1, methods, NULL, NULL,
+    NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__cpush(void)
+{
+    return PyModule_Create(&module);
+}

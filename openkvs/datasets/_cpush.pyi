@@ -1,0 +1,3 @@
+# The C extension _cpush.c (built where a compiler is at install; api/items.py works without it).
+
+def split(body: bytes) -> tuple[list[bytes], list[int], list[int], int] | None: ...
