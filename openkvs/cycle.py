@@ -11,10 +11,10 @@ GET costs over bare Starlette's 3 headers (BENCHMARKS.md, issue 12). Here:
 
 - the line a header pair makes (``name: value\\r\\n``, the name lowered) is remembered once the pair passed
   uvicorn's checks, and found again by the pair (a dict look-up, in C). The three framing names are never
-  remembered (their effect depends on the response); a pair not remembered, or a bad one, goes through uvicorn's
-  steps and checks (a bad one is refused every time it comes, as uvicorn refuses it). At most ``LINES_KEPT`` are
-  held: then they are all dropped (a request id is new on every response), and the constant ones come back at
-  their next response;
+  remembered (their effect depends on the response), nor ``x-request-id`` (new on every response: it would only
+  push the others out); a pair not remembered, or a bad one, goes through uvicorn's steps and checks (a bad one is
+  refused every time it comes, as uvicorn refuses it). At most ``LINES_KEPT`` are held: then they are all dropped
+  (an ETag differs by record), and the constant ones come back at their next response;
 - the head and a body that fits its ``Content-Length`` are written without a coroutine: ``send`` returns an
   awaitable that is already done (``done``: a future of the connection's event loop). Every other case (a chunked
   or HEAD body, a body longer or shorter than announced, a paused or closed connection, uvicorn's access log on, a
@@ -34,6 +34,11 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCy
 
 LINES_KEPT = 256  # header pairs whose line is remembered
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})  # uvicorn's send acts on these
+# Not remembered: new on every response (observe.py), it would only push the others out
+_UNIQUE = frozenset({*_FRAMING, b"x-request-id"})
+# uvicorn's checks, the patterns its send searches with
+_bad_name = httptools_impl.HEADER_RE.search
+_bad_value = httptools_impl.HEADER_VALUE_RE.search
 _lines: dict[tuple[bytes, bytes], bytes] = {}  # a header pair found clean -> its line in a response head
 
 
@@ -87,19 +92,21 @@ class Cycle(RequestResponseCycle):
                 content.append(line)
                 continue
             name, value = header
-            if httptools_impl.HEADER_RE.search(name):
+            if _bad_name(name):
                 raise RuntimeError("Invalid HTTP header name.")
-            if httptools_impl.HEADER_VALUE_RE.search(value):
+            if _bad_value(value):
                 raise RuntimeError("Invalid HTTP header value.")
             name = name.lower()
             line = b"".join((name, b": ", value, b"\r\n"))
-            if name not in _FRAMING:
+            if name not in _UNIQUE:
                 if len(lines) >= LINES_KEPT:
                     lines.clear()
                 try:
                     lines[header] = line
                 except TypeError:  # not hashable
                     pass
+            elif name == b"x-request-id":
+                pass
             elif name == b"content-length" and self.chunked_encoding is None:
                 self.expected_content_length = int(value.decode())
                 self.chunked_encoding = False

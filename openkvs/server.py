@@ -24,13 +24,9 @@ until the first body write and hands both to the socket together (``writelines``
 nginx does). This relies on the cycle's internals (its ``transport`` attribute, which writes it makes in which
 state): hence the upper bound on uvicorn in pyproject.toml.
 
-And uvicorn's checks of each response header (its ``HEADER_RE``/``HEADER_VALUE_RE``, a regular expression search
-of every name and value, the protection against a header that would split the response) remembered for the values
-seen lately (``_Remembered``): a record GET's response has 12 headers, most of them the same bytes on every
-response (the CORS list alone is 215 bytes), and those 24 searches were ~34k instructions a served GET more than
-bare Starlette's (BENCHMARKS.md). The same answers, each value searched once while it keeps coming. Each request's
-cycle is openkvs/cycle.py's ``Cycle``, which remembers whole header lines and writes a head and a body without a
-coroutine (``on_headers_complete`` is uvicorn's, making that class).
+And each request's cycle is openkvs/cycle.py's ``Cycle`` (uvicorn's, whose ``send`` writes a response head from
+remembered header lines, and a head and body without a coroutine): ``on_headers_complete`` is uvicorn's, making that
+class.
 
 Each refusal is the API's JSON error with ``Connection: close``, then a lingering close: the write side is shut
 and whatever the client still sends is read and dropped for a moment, so that it reads the answer rather than a
@@ -48,7 +44,6 @@ from asyncio import TimerHandle, Transport
 from typing import Any, NamedTuple
 
 import httptools
-from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -62,7 +57,6 @@ log = logging.getLogger("openkvs")
 LINGER_SECONDS = 2.0  # after a refusal, how long the client's further bytes are read and dropped
 LINGER_BYTES = 1024 * 1024  # and how many at most
 MAX_LOGGED_TARGET = 1024  # of a refused head's request target, the bytes its access-log line shows
-HEADER_CHECKS_KEPT = 256  # per pattern, the header names or values whose search result is remembered
 
 
 class Limits(NamedTuple):
@@ -88,41 +82,6 @@ def limits() -> Limits:
             str(per_second).encode(),
         )
     return _limits
-
-
-class _Remembered(dict):  # type: ignore[type-arg]
-    """One of uvicorn's response-header patterns, whose ``search`` (all uvicorn calls, and only to test the result's
-    truth) remembers the names or values it found clean: a dict's own ``__getitem__``, in C, answers ``None`` for
-    those without a Python frame; ``__missing__`` searches the others, so a bad value is searched (and refused)
-    every time. A value that changes per response (a request id, an ETag) is searched as before; when
-    ``HEADER_CHECKS_KEPT`` are held they are all dropped, and the constant ones come back at their next response.
-    Bytes only, as ASGI's headers are (a bytearray would not hash: a TypeError where uvicorn's search would have
-    gone on; openkvs and Starlette send bytes)."""
-
-    def __init__(self, pattern: Any) -> None:
-        super().__init__()
-        self.pattern = pattern
-        self.search = self.__getitem__
-
-    def __missing__(self, text: bytes) -> Any:
-        found = self.pattern.search(text)
-        if found is None:
-            if len(self) >= HEADER_CHECKS_KEPT:
-                self.clear()
-            self[text] = None
-        return found
-
-
-def _remember_header_checks() -> None:
-    """uvicorn's httptools protocol looks its two patterns up in its module's globals at each response (the only
-    place it uses them): replaced there, once, for every cycle of this process."""
-    for name in ("HEADER_RE", "HEADER_VALUE_RE"):
-        pattern = getattr(httptools_impl, name)
-        if not isinstance(pattern, _Remembered):
-            setattr(httptools_impl, name, _Remembered(pattern))
-
-
-_remember_header_checks()
 
 
 class _Refused(Exception):
