@@ -259,10 +259,12 @@ class HttpProtocol(HttpToolsProtocol):
         else:
             app = self.app
         existing_cycle = self.cycle
-        transport = self.transport
+        transport: Any = self.transport
+        if not self.expect_100_continue and method != b"HEAD":
+            transport = _HeadWithBody(transport)
         self.cycle = cycle = Cycle(
             scope=scope,
-            transport=transport if self.expect_100_continue or method == b"HEAD" else _HeadWithBody(transport),
+            transport=transport,
             flow=self.flow,
             logger=self.logger,
             access_logger=self.access_logger,
