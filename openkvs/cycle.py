@@ -10,10 +10,11 @@ response (the CORS list, the security headers, the rate limit), and those steps 
 GET costs over bare Starlette's 3 headers (BENCHMARKS.md, issue 12). Here:
 
 - the line a header pair makes (``name: value\\r\\n``, the name lowered) is remembered once the pair passed
-  uvicorn's checks, and found again by the pair (a dict look-up, in C). The three framing names are never
-  remembered (their effect depends on the response), nor ``x-request-id`` (new on every response: it would only
-  push the others out); a pair not remembered, or a bad one, goes through uvicorn's steps and checks (a bad one is
-  refused every time it comes, as uvicorn refuses it). At most ``LINES_KEPT`` are held: then they are all dropped
+  uvicorn's checks, and found again by the pair (a dict look-up, in C). Of the three framing names only
+  ``content-length`` is remembered (with its length: the response's framing is set from it as uvicorn sets it),
+  the others never, nor ``x-request-id`` (new on every response: it would only push the others out); a pair not
+  remembered, or a bad one, goes through uvicorn's steps and checks (a bad one is refused every time it comes, as
+  uvicorn refuses it). At most ``LINES_KEPT`` are held: then they are all dropped
   (an ETag differs by record), and the constant ones come back at their next response;
 - the head and a body that fits its ``Content-Length`` are written without a coroutine: ``send`` returns an
   awaitable that is already done (``done``: a future of the connection's event loop). Every other case (a chunked
@@ -40,11 +41,18 @@ _UNIQUE = frozenset({*_FRAMING, b"x-request-id"})
 _bad_name = httptools_impl.HEADER_RE.search
 _bad_value = httptools_impl.HEADER_VALUE_RE.search
 _lines: dict[tuple[bytes, bytes], bytes] = {}  # a header pair found clean -> its line in a response head
+_lengths: dict[bytes, tuple[bytes, int]] = {}  # a clean content-length value -> its line and the length
 
 
 def remembered() -> dict[tuple[bytes, bytes], bytes]:
-    """The header lines held now (for tests)."""
-    return _lines
+    """The header lines held now (for tests), the content-length ones too."""
+    return {**_lines, **{(b"content-length", value): line for value, (line, _) in _lengths.items()}}
+
+
+def forget() -> None:
+    """Drop every remembered line (for tests)."""
+    _lines.clear()
+    _lengths.clear()
 
 
 class Cycle(RequestResponseCycle):
@@ -92,6 +100,14 @@ class Cycle(RequestResponseCycle):
                 content.append(line)
                 continue
             name, value = header
+            if name == b"content-length" and type(value) is bytes:  # as openkvs sends it: line and length remembered
+                known = _lengths.get(value)
+                if known is not None:
+                    if self.chunked_encoding is None:  # (a second one is only written, as uvicorn does)
+                        self.expected_content_length = known[1]
+                        self.chunked_encoding = False
+                    content.append(known[0])
+                    continue
             if _bad_name(name):
                 raise RuntimeError("Invalid HTTP header name.")
             if _bad_value(value):
@@ -110,6 +126,10 @@ class Cycle(RequestResponseCycle):
             elif name == b"content-length" and self.chunked_encoding is None:
                 self.expected_content_length = int(value.decode())
                 self.chunked_encoding = False
+                if header[0] == b"content-length" and type(value) is bytes:
+                    if len(_lengths) >= LINES_KEPT:
+                        _lengths.clear()
+                    _lengths[value] = (line, self.expected_content_length)
             elif name == b"transfer-encoding" and value.lower() == b"chunked":
                 self.expected_content_length = 0
                 self.chunked_encoding = True

@@ -34,6 +34,10 @@ CASES: dict[str, tuple[str, bool, list[dict[str, Any]]]] = {
     "empty more_body first": ("GET", True, [start(200, [(b"content-length", b"2")]), body(b"", True), body(b"ok")]),
     "no length: chunked": ("GET", True, [start(200, CORS), body(b"abc", True), body(b"de", True), body()]),
     "chunked named": ("GET", True, [start(200, [(b"Transfer-Encoding", b"Chunked")]), body(b"abc")]),
+    "chunked then length": (
+        "GET", True, [start(200, [(b"transfer-encoding", b"chunked"), (b"content-length", b"2")]), body(b"ok")]),
+    "length, chunked, the length again": ("GET", True, [start(200, [
+        (b"content-length", b"2"), (b"transfer-encoding", b"chunked"), (b"content-length", b"2")]), body(b"ok")]),
     "two lengths": ("GET", True, [start(200, [(b"content-length", b"2"), (b"content-length", b"9")]), body(b"ok")]),
     "length then chunked": (
         "GET", True, [start(200, [(b"content-length", b"2"), (b"transfer-encoding", b"chunked")]), body(b"ok")]),
@@ -125,7 +129,7 @@ def test_what_uvicorns_cycle_does(case: str) -> None:
     method, keep_alive, messages = CASES[case]
 
     async def both() -> None:
-        cycle.remembered().clear()
+        cycle.forget()
         expected = await run(RequestResponseCycle, method, keep_alive, messages)
         assert await run(Cycle, method, keep_alive, messages) == expected  # header lines checked and remembered
         assert await run(Cycle, method, keep_alive, messages) == expected  # and with the remembered ones
@@ -150,11 +154,15 @@ def test_the_remembered_are_bounded() -> None:
         for i in range(3 * LINES_KEPT):  # a value per response (a request id)
             await run(Cycle, "GET", True, [start(200, [(b"x-request-id", b"%d" % i)]), body()])
             assert len(cycle.remembered()) <= LINES_KEPT
-        # the framing headers, whose effect depends on the response, are never held, nor a request id (new on
-        # every response)
+        # a connection header, whose effect depends on the response, is never held, nor a request id (new on
+        # every response); a content-length with its length
         await run(Cycle, "GET", True, [start(200, [(b"content-length", b"0"), (b"connection", b"close"),
                                                    (b"X-Request-Id", b"1-1")]), body()])
-        assert not {name.lower() for name, _ in cycle.remembered()} & {b"content-length", b"connection",
-                                                                        b"x-request-id"}
+        held = cycle.remembered()
+        assert not {name.lower() for name, _ in held} & {b"connection", b"x-request-id"}
+        assert held[(b"content-length", b"0")] == b"content-length: 0\r\n"
+        for i in range(3 * LINES_KEPT):  # a length per response
+            await run(Cycle, "GET", True, [start(200, [(b"content-length", b"%d" % i)]), body(b"x" * i)])
+            assert len(cycle.remembered()) <= 2 * LINES_KEPT
 
     asyncio.run(many())
