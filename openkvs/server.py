@@ -24,11 +24,9 @@ until the first body write and hands both to the socket together (``writelines``
 nginx does). This relies on the cycle's internals (its ``transport`` attribute, which writes it makes in which
 state): hence the upper bound on uvicorn in pyproject.toml.
 
-And uvicorn's checks of each response header (its ``HEADER_RE``/``HEADER_VALUE_RE``, a regular expression search
-of every name and value, the protection against a header that would split the response) remembered for the values
-seen lately (``_Remembered``): a record GET's response has 12 headers, most of them the same bytes on every
-response (the CORS list alone is 215 bytes), and those 24 searches were ~34k instructions a served GET more than
-bare Starlette's (BENCHMARKS.md). The same answers, each value searched once while it keeps coming.
+And each request's cycle is openkvs/cycle.py's ``Cycle`` (uvicorn's, whose ``send`` writes a response head from
+remembered header lines, and a head and body without a coroutine): ``on_headers_complete`` is uvicorn's, making that
+class.
 
 Each refusal is the API's JSON error with ``Connection: close``, then a lingering close: the write side is shut
 and whatever the client still sends is read and dropped for a moment, so that it reads the answer rather than a
@@ -37,18 +35,21 @@ connection reset.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
+import urllib.parse
 from asyncio import TimerHandle, Transport
 from typing import Any, NamedTuple
 
 import httptools
-from uvicorn.protocols.http import httptools_impl
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from openkvs import errors, metrics
 from openkvs.config import Settings
+from openkvs.cycle import Cycle
 from openkvs.observe import Observe
 
 log = logging.getLogger("openkvs")
@@ -56,7 +57,6 @@ log = logging.getLogger("openkvs")
 LINGER_SECONDS = 2.0  # after a refusal, how long the client's further bytes are read and dropped
 LINGER_BYTES = 1024 * 1024  # and how many at most
 MAX_LOGGED_TARGET = 1024  # of a refused head's request target, the bytes its access-log line shows
-HEADER_CHECKS_KEPT = 256  # per pattern, the header names or values whose search result is remembered
 
 
 class Limits(NamedTuple):
@@ -82,41 +82,6 @@ def limits() -> Limits:
             str(per_second).encode(),
         )
     return _limits
-
-
-class _Remembered(dict):  # type: ignore[type-arg]
-    """One of uvicorn's response-header patterns, whose ``search`` (all uvicorn calls, and only to test the result's
-    truth) remembers the names or values it found clean: a dict's own ``__getitem__``, in C, answers ``None`` for
-    those without a Python frame; ``__missing__`` searches the others, so a bad value is searched (and refused)
-    every time. A value that changes per response (a request id, an ETag) is searched as before; when
-    ``HEADER_CHECKS_KEPT`` are held they are all dropped, and the constant ones come back at their next response.
-    Bytes only, as ASGI's headers are (a bytearray would not hash: a TypeError where uvicorn's search would have
-    gone on; openkvs and Starlette send bytes)."""
-
-    def __init__(self, pattern: Any) -> None:
-        super().__init__()
-        self.pattern = pattern
-        self.search = self.__getitem__
-
-    def __missing__(self, text: bytes) -> Any:
-        found = self.pattern.search(text)
-        if found is None:
-            if len(self) >= HEADER_CHECKS_KEPT:
-                self.clear()
-            self[text] = None
-        return found
-
-
-def _remember_header_checks() -> None:
-    """uvicorn's httptools protocol looks its two patterns up in its module's globals at each response (the only
-    place it uses them): replaced there, once, for every cycle of this process."""
-    for name in ("HEADER_RE", "HEADER_VALUE_RE"):
-        pattern = getattr(httptools_impl, name)
-        if not isinstance(pattern, _Remembered):
-            setattr(httptools_impl, name, _Remembered(pattern))
-
-
-_remember_header_checks()
 
 
 class _Refused(Exception):
@@ -184,6 +149,8 @@ class HttpProtocol(HttpToolsProtocol):
         self._refused = False
         self._dropped = 0
         self._head_start = 0.0  # when the head being received began (for a refusal's access-log line)
+        self._done = self.loop.create_future()  # what the cycle's send returns when it did its work at once
+        self._done.set_result(None)
 
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -264,12 +231,56 @@ class HttpProtocol(HttpToolsProtocol):
         for name, value in self.headers:
             if name == b"transfer-encoding":
                 self._check_transfer_coding(value)
-        before = self.cycle
-        HttpToolsProtocol.on_headers_complete(self)
-        cycle = self.cycle
-        # A new cycle (none on an upgrade) whose task has not run yet (see _HeadWithBody for the two left out)
-        if cycle is not before and not self.expect_100_continue and self.scope["method"] != "HEAD":
-            cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
+        # uvicorn's on_headers_complete from here, its cycle made as ours: a Cycle (made as one: a cycle's class
+        # changed after it was made keeps its attributes in a dict, and every access to them is slower), whose
+        # transport is _HeadWithBody but for the two requests that class leaves out
+        parser = self.parser
+        http_version = parser.get_http_version()
+        method = parser.get_method()
+        scope = self.scope
+        scope["method"] = method.decode("ascii")
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        if parser.should_upgrade() and self._should_upgrade():
+            return
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        scope["path"] = self.root_path + path
+        scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        scope["query_string"] = parsed_url.query or b""
+        if self.limit_concurrency is not None and (
+            len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
+        ):
+            app = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+        else:
+            app = self.app
+        existing_cycle = self.cycle
+        transport: Any = self.transport
+        if not self.expect_100_continue and method != b"HEAD":
+            transport = _HeadWithBody(transport)
+        self.cycle = cycle = Cycle(
+            scope=scope,
+            transport=transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=http_version != "1.0" and parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        cycle.done = self._done
+        if existing_cycle is None or existing_cycle.response_complete:
+            self._start_asgi_task(cycle, app)
+        else:  # pipelined: queued until the one before is answered
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, app))
 
     @staticmethod
     def _check_transfer_coding(value: bytes) -> None:

@@ -1,0 +1,150 @@
+"""One request's response as the server writes it: uvicorn's ``RequestResponseCycle`` (httptools protocol), whose
+``send`` does its common cases as uvicorn does but cheaper. openkvs/server.py gives every request's cycle this
+class.
+
+uvicorn's ``send`` is a coroutine, and writes each response header by four steps: a regular-expression search of
+its name and of its value (the protection against a header that would split the response), the name lowered, and
+three compares with the names that change the response's framing (``content-length``, ``transfer-encoding``,
+``connection``). A record GET's response has 13 headers (with the date), most of them the same bytes on every
+response (the CORS list, the security headers, the rate limit), and those steps were the largest piece a served
+GET costs over bare Starlette's 3 headers (BENCHMARKS.md, issue 12). Here:
+
+- the line a header pair makes (``name: value\\r\\n``, the name lowered) is remembered once the pair passed
+  uvicorn's checks, and found again by the pair (a dict look-up, in C). Of the three framing names only
+  ``content-length`` is remembered (with its length: the response's framing is set from it as uvicorn sets it),
+  the others never, nor ``x-request-id`` (new on every response: it would only push the others out); a pair not
+  remembered, or a bad one, goes through uvicorn's steps and checks (a bad one is refused every time it comes, as
+  uvicorn refuses it). At most ``LINES_KEPT`` are held: then they are all dropped
+  (an ETag differs by record), and the constant ones come back at their next response;
+- the head and a body that fits its ``Content-Length`` are written without a coroutine: ``send`` returns an
+  awaitable that is already done (``done``: a future of the connection's event loop). Every other case (a chunked
+  or HEAD body, a body longer or shorter than announced, a paused or closed connection, uvicorn's access log on, a
+  message out of order) is uvicorn's own ``send``, unchanged.
+
+What is written, and when a response is refused, is what uvicorn's ``send`` does (tests/test_server_cycle.py
+compares the two). This relies on the cycle's internals: hence the upper bound on uvicorn in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http import httptools_impl
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
+
+LINES_KEPT = 256  # header pairs whose line is remembered
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})  # uvicorn's send acts on these
+# Not remembered: new on every response (observe.py), it would only push the others out
+_UNIQUE = frozenset({*_FRAMING, b"x-request-id"})
+# uvicorn's checks, the patterns its send searches with
+_bad_name = httptools_impl.HEADER_RE.search
+_bad_value = httptools_impl.HEADER_VALUE_RE.search
+_lines: dict[tuple[bytes, bytes], bytes] = {}  # a header pair found clean -> its line in a response head
+_lengths: dict[bytes, tuple[bytes, int]] = {}  # a clean content-length value -> its line and the length
+
+
+def remembered() -> dict[tuple[bytes, bytes], bytes]:
+    """The header lines held now (for tests), the content-length ones too."""
+    return {**_lines, **{(b"content-length", value): line for value, (line, _) in _lengths.items()}}
+
+
+def forget() -> None:
+    """Drop every remembered line (for tests)."""
+    _lines.clear()
+    _lengths.clear()
+
+
+class Cycle(RequestResponseCycle):
+    done: asyncio.Future[None]  # set by the protocol: already done, of the connection's loop
+
+    def send(self, message: Any) -> Any:  # type: ignore[override]
+        """uvicorn's ``send``: its common cases written here without a coroutine, all others handed to it."""
+        if self.flow.write_paused or self.disconnected:
+            return RequestResponseCycle.send(self, message)
+        if not self.response_started:
+            if message["type"] == "http.response.start" and not self.access_log:
+                self._write_head(message)
+                return self.done
+        elif message["type"] == "http.response.body" and not self.response_complete and not self.chunked_encoding:
+            # (chunked_encoding: False with a Content-Length; None for a HEAD's, a 204's or a 304's response)
+            body = message.get("body", b"")
+            more_body = message.get("more_body", False)
+            left = self.expected_content_length - len(body)
+            if left >= 0 and (more_body or not left) and self.scope["method"] != "HEAD":
+                self.expected_content_length = left
+                self.transport.write(body)
+                if not more_body:
+                    self.response_complete = True
+                    self.message_event.set()
+                    if not self.keep_alive:
+                        self.transport.close()
+                    self.on_response()
+                return self.done
+        return RequestResponseCycle.send(self, message)
+
+    def _write_head(self, message: Any) -> None:
+        """uvicorn's steps for ``http.response.start`` (its access log off), each header's line remembered."""
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        status_code = message["status"]
+        content = [STATUS_LINE[status_code]]
+        has_connection_close = False
+        lines = _lines
+        for header in [*self.default_headers, *message.get("headers", ())]:
+            try:
+                line = lines.get(header)
+            except TypeError:  # not hashable (a list, a bytearray): checked as uvicorn checks it, not remembered
+                line = None
+            if line is not None:
+                content.append(line)
+                continue
+            name, value = header
+            if name == b"content-length" and type(value) is bytes:  # as openkvs sends it: line and length remembered
+                known = _lengths.get(value)
+                if known is not None:
+                    if self.chunked_encoding is None:  # (a second one is only written, as uvicorn does)
+                        self.expected_content_length = known[1]
+                        self.chunked_encoding = False
+                    content.append(known[0])
+                    continue
+            if _bad_name(name):
+                raise RuntimeError("Invalid HTTP header name.")
+            if _bad_value(value):
+                raise RuntimeError("Invalid HTTP header value.")
+            name = name.lower()
+            line = b"".join((name, b": ", value, b"\r\n"))
+            if name not in _UNIQUE:
+                if len(lines) >= LINES_KEPT:
+                    lines.clear()
+                try:
+                    lines[header] = line
+                except TypeError:  # not hashable
+                    pass
+            elif name == b"x-request-id":
+                pass
+            elif name == b"content-length" and self.chunked_encoding is None:
+                self.expected_content_length = int(value.decode())
+                self.chunked_encoding = False
+                if header[0] == b"content-length" and type(value) is bytes:
+                    if len(_lengths) >= LINES_KEPT:
+                        _lengths.clear()
+                    _lengths[value] = (line, self.expected_content_length)
+            elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                self.expected_content_length = 0
+                self.chunked_encoding = True
+            elif name == b"connection":
+                connection = [token.lower().strip() for token in value.split(b",")]
+                if b"close" in connection:
+                    self.keep_alive = False
+                    has_connection_close = True
+            content.append(line)
+
+        if not self.keep_alive and not has_connection_close:
+            content.append(b"connection: close\r\n")
+        if self.chunked_encoding is None and self.scope["method"] != "HEAD" and status_code not in (204, 304):
+            # Neither content-length nor transfer-encoding specified
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
+        content.append(b"\r\n")
+        self.transport.write(b"".join(content))
