@@ -17,12 +17,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# (the C extension of csv exports is compiled by the install, hatch_build.py: a change to it installs again)
-$(RUN_STAMP): pyproject.toml $(LOCK) openkvs/datasets/_ccsv.c | $(BIN)/python
+# (the C extensions of dataset exports are compiled by the install, hatch_build.py: a change to one installs again)
+$(RUN_STAMP): pyproject.toml $(LOCK) openkvs/datasets/_ccsv.c openkvs/storage/postgres/_copyrows.c | $(BIN)/python
 	$(BIN)/pip install -q -c $(LOCK) -e .
 	touch $@
 
-$(TEST_STAMP): pyproject.toml $(LOCK) openkvs/datasets/_ccsv.c | $(BIN)/python
+$(TEST_STAMP): pyproject.toml $(LOCK) openkvs/datasets/_ccsv.c openkvs/storage/postgres/_copyrows.c | $(BIN)/python
 	$(BIN)/pip install -q -c $(LOCK) -e '.[test]'
 	touch $@ $(RUN_STAMP)
 

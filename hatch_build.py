@@ -1,12 +1,13 @@
-"""hatchling's build hook (pyproject.toml): the optional C extension openkvs/datasets/_ccsv.c, csv exports' fast path.
+"""hatchling's build hook (pyproject.toml): the optional C extensions of dataset exports (EXTENSIONS).
 
-Compiled by setuptools' ``build_ext`` (it knows each platform's compiler and flags) as an optional extension:
-where it can't be built (no compiler, no Python headers) setuptools says so and the install goes on without it;
-openkvs/datasets/formats.py then renders every csv row in Python, as before the extension.
+Compiled by setuptools' ``build_ext`` (it knows each platform's compiler and flags) as optional extensions: where
+one can't be built (no compiler, no Python headers) setuptools says so and the install goes on without it; the code
+that imports it then takes its Python path (openkvs/datasets/formats.py renders every csv row in Python;
+openkvs/storage/postgres/datasets.py reads an export's items row by row), as before the extensions.
 
 An editable install (``make install``) imports the package from the source tree, so the module is built there (it is
 in .gitignore); a wheel gets it from a temporary directory, and is then tagged for this platform and Python.
-``python hatch_build.py`` builds it in place alone (after a change to the C, or in a git worktree that an
+``python hatch_build.py`` builds them in place alone (after a change to the C, or in a git worktree that an
 editable install elsewhere doesn't build), with setuptools and no hatchling."""
 
 from __future__ import annotations
@@ -17,15 +18,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-MODULE = "openkvs.datasets._ccsv"
-SOURCE = "openkvs/datasets/_ccsv.c"
+# module: its source. _ccsv: csv lines straight from stored items (formats.py); _copyrows: the rows of a binary COPY
+# of items joined (PostgreSQL json and jsonl exports).
+EXTENSIONS = {
+    "openkvs.datasets._ccsv": "openkvs/datasets/_ccsv.c",
+    "openkvs.storage.postgres._copyrows": "openkvs/storage/postgres/_copyrows.c",
+}
 
 
-def build(root: str, inplace: bool, temp: str) -> Path:
-    """Compile the extension (in place, or under ``temp``); the path it would have (it may not exist: a failure)."""
+def build(root: str, inplace: bool, temp: str) -> dict[str, Path]:
+    """Compile the extensions (in place, or under ``temp``); the path each would have (it may not exist: a
+    failure)."""
     from setuptools import Distribution, Extension
 
-    dist = Distribution({"name": "openkvs", "ext_modules": [Extension(MODULE, [SOURCE], optional=True)]})
+    modules = [Extension(name, [source], optional=True) for name, source in EXTENSIONS.items()]
+    dist = Distribution({"name": "openkvs", "ext_modules": modules})
     cmd: Any = dist.get_command_obj("build_ext")
     cmd.inplace = inplace
     cmd.build_lib = os.path.join(temp, "lib")
@@ -35,14 +42,15 @@ def build(root: str, inplace: bool, temp: str) -> Path:
     try:
         cmd.ensure_finalized()
         cmd.run()
-        return Path(root, cmd.get_ext_fullpath(MODULE))
+        return {name: Path(root, cmd.get_ext_fullpath(name)) for name in EXTENSIONS}
     finally:
         os.chdir(cwd)
 
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as temp:
-        print(built if (built := build(str(Path(__file__).parent), True, temp)).exists() else f"{SOURCE}: not built")
+        for name, built in build(str(Path(__file__).parent), True, temp).items():
+            print(built if built.exists() else f"{EXTENSIONS[name]}: not built")
     raise SystemExit(0)
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface  # noqa: E402  (not needed by the script)
@@ -52,14 +60,15 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         editable = version == "editable"
         self._temp = tempfile.mkdtemp(prefix="openkvs-build-")
-        built = build(self.root, editable, self._temp)
-        if not built.exists():
-            self.app.display_warning(f"{SOURCE} was not compiled: csv exports render in Python (slower)")
-            return
-        if not editable:
-            build_data["force_include"][str(built)] = f"openkvs/datasets/{built.name}"
-            build_data["pure_python"] = False
-            build_data["infer_tag"] = True
+        for name, built in build(self.root, editable, self._temp).items():
+            if not built.exists():
+                self.app.display_warning(f"{EXTENSIONS[name]} was not compiled: its Python path runs (slower)")
+                continue
+            if not editable:
+                package = name.rpartition(".")[0].replace(".", "/")
+                build_data["force_include"][str(built)] = f"{package}/{built.name}"
+                build_data["pure_python"] = False
+                build_data["infer_tag"] = True
 
     def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
         shutil.rmtree(self._temp, ignore_errors=True)

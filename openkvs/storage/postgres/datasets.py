@@ -7,6 +7,8 @@ connection of the snapshot pool: rows deleted meanwhile stay visible to it until
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -29,8 +31,15 @@ from ..datasets import (
     merge_fields,
     range_batches,
 )
+from .chunks import settle
 from .clock import NOW_MS
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, discard, unavailable
+from .copyformat import HEAD, I32, SIGNATURE, with_constants
+
+try:  # C, built by hatch_build.py where a compiler is: an export's joined pieces read by binary COPY (_copied)
+    from . import _copyrows
+except ImportError:  # no compiler at install: pieces by plain seeks, a row object per item (asyncpg's decoding)
+    _copyrows = None  # type: ignore[assignment]
 
 DATASET_TABLES = """
 CREATE TABLE dataset_items (
@@ -93,6 +102,115 @@ def _capped(order: str, within: bool = False) -> str:
 def _next_rows(order: str) -> str:
     """The FROM of the next $4 rows by the primary key, of the dataset $1 and the indexes [$2, $3)."""
     return f"FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx < $3 ORDER BY idx {order} LIMIT $4"
+
+
+# A json or jsonl export's items come by binary COPYs of about this many bytes of items each (by index: indexes are
+# dense), one after the other, each streamed as PostgreSQL sends it: no round trip per piece and no Python object per
+# row (a row object per item and a statement per 1 MiB piece cost the export as much CPU as PostgreSQL's own reading,
+# BENCHMARKS.md). A COPY is never cancelled (see chunks.settle): an export whose client left lets the one under way
+# finish, its rows dropped (~0.03 s for 8 MiB), and starts no other. At most COPY_AHEAD pieces wait for the export
+# (then the sink waits, asyncpg stops reading and PostgreSQL's sends block: memory stays flat).
+COPY_WINDOW_BYTES = 8 * 1024 * 1024
+COPY_AHEAD = 2
+
+
+class _Joined:
+    """The rows of consecutive binary COPYs of items, joined by ``sep`` into pieces of at most ``batch`` items and
+    ``size`` bytes (an item past that alone), as ``ItemSnapshot.joined`` gives them. ``feed`` each COPY's data as it
+    comes (``start`` before each COPY), ``end`` for the last piece."""
+
+    __slots__ = ("sep", "size", "batch", "parts", "held", "count", "rows", "ended", "_head", "_rest")
+
+    def __init__(self, sep: bytes, size: int, batch: int) -> None:
+        self.sep, self.size, self.batch = sep, size, batch
+        self.parts: list[bytes] = []  # the piece so far
+        self.held = 0  # its bytes
+        self.count = 0  # its items
+        self.rows = 0  # rows of the current COPY
+        self.ended = True  # the current COPY's trailer came
+        self._head = True  # the COPY's header still to come
+        self._rest = b""  # the start of a row (or of the header) whose end is in the next data
+
+    def start(self) -> None:
+        self.rows, self.ended, self._head, self._rest = 0, False, True, b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The pieces that ``data`` completes."""
+        if self._rest:
+            data, self._rest = self._rest + data, b""
+        pos = 0
+        if self._head:
+            if len(data) < HEAD:
+                self._rest = bytes(data)
+                return []
+            if data[: len(SIGNATURE)] != SIGNATURE or I32(data, HEAD - 4)[0] != 0:
+                raise ValueError("not a binary COPY without a header extension")
+            self._head, pos = False, HEAD
+        if self.ended and pos < len(data):
+            raise ValueError("data after a binary COPY's trailer")
+        out = []
+        n = len(data)
+        while pos < n:
+            joined, pos, rows, self.ended = _copyrows.join(
+                data, pos, self.sep, self.held, self.batch - self.count, self.size
+            )
+            if rows:
+                self.parts.append(joined)
+                self.held += len(joined)
+                self.count += rows
+                self.rows += rows
+            if self.ended or pos == n:
+                break
+            if n - pos < 6 or n - pos < 6 + I32(data, pos + 2)[0]:  # the next row is cut: its end comes next
+                self._rest = bytes(data[pos:])
+                break
+            out.append(self._piece())  # full: the next row would take it past the size or the count
+        return out
+
+    def _piece(self) -> bytes:
+        piece = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        self.parts, self.held, self.count = [], 0, 0
+        return piece
+
+    def end(self) -> bytes | None:
+        return self._piece() if self.parts else None
+
+
+class _Ahead:
+    """Pieces from a COPY's sink to the export: ``put`` waits while COPY_AHEAD wait; after ``stop`` (the export left)
+    it drops them. ``end`` puts the last item (None or an exception) without waiting."""
+
+    __slots__ = ("items", "stopped", "_came", "_room")
+
+    def __init__(self) -> None:
+        self.items: collections.deque[bytes | BaseException | None] = collections.deque()
+        self.stopped = False
+        self._came = asyncio.Event()
+        self._room = asyncio.Event()
+
+    async def put(self, piece: bytes) -> None:
+        while len(self.items) >= COPY_AHEAD and not self.stopped:
+            self._room.clear()
+            await self._room.wait()
+        if not self.stopped:
+            self.items.append(piece)
+            self._came.set()
+
+    def end(self, last: BaseException | None) -> None:
+        self.items.append(last)
+        self._came.set()
+
+    async def get(self) -> bytes | BaseException | None:
+        while not self.items:
+            self._came.clear()
+            await self._came.wait()
+        self._room.set()
+        return self.items.popleft()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.items.clear()
+        self._room.set()
 
 
 class PgItemSnapshot(ItemSnapshot):
@@ -161,6 +279,10 @@ class PgItemSnapshot(ItemSnapshot):
         size = max(1, min(size, BATCH_BYTES))
         info = self.info
         mean = info.bytes / info.item_count + len(sep) if info.item_count and info.bytes else 1.0
+        if _copyrows is not None:
+            async for piece in self._copied(lo, hi, desc, sep, size, batch, mean):
+                yield piece
+            return
         count = max(1, min(batch, int(size * 0.9 / mean)))
         fit = self._fit(size, len(sep), count)
         if fit:
@@ -189,6 +311,66 @@ class PgItemSnapshot(ItemSnapshot):
             else:
                 lo += n
             yield data
+
+    async def _copied(
+        self, lo: int, hi: int, desc: bool, sep: bytes, size: int, batch: int, mean: float
+    ) -> AsyncIterator[bytes]:
+        """``joined`` by binary COPYs of about COPY_WINDOW_BYTES each, read in a task of their own while the pieces
+        before are sent (COPY_WINDOW_BYTES says why)."""
+        per = max(1, int(COPY_WINDOW_BYTES / mean))
+        order = "DESC" if desc else ""
+        ahead = _Ahead()
+        joined = _Joined(sep, size, batch)
+        damaged: list[Exception] = []
+
+        async def sink(data: bytes) -> None:
+            if ahead.stopped or damaged:
+                return
+            try:
+                pieces = joined.feed(data)
+            except ValueError as exc:  # (not raised from here: asyncpg would cancel the COPY, see chunks.copy_chunks)
+                damaged.append(exc)
+                return
+            for piece in pieces:
+                await ahead.put(piece)
+
+        async def produce() -> None:
+            try:
+                a, b = lo, hi
+                while a < b and not ahead.stopped:
+                    first, last = (max(a, b - per), b) if desc else (a, min(b, a + per))
+                    sql = with_constants(
+                        "SELECT data FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx < $3 "
+                        f"ORDER BY idx {order}",
+                        (self._store_id, first, last),
+                    )
+                    joined.start()
+                    await self._conn.copy_from_query(sql, output=sink, format="binary")
+                    if damaged:
+                        raise damaged[0]
+                    if joined.rows < last - first:
+                        break  # (a damaged table: fewer rows than counted; the caller sees a short read)
+                    a, b = (a, first) if desc else (last, b)
+                if not ahead.stopped and (piece := joined.end()) is not None:
+                    await ahead.put(piece)
+                ahead.end(None)
+            except BaseException as exc:
+                ahead.end(exc)
+                if not isinstance(exc, Exception):
+                    raise
+
+        task = asyncio.ensure_future(produce())
+        try:
+            while True:
+                item = await ahead.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            ahead.stop()
+            await settle(task)
 
     async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:
         rows = await self._conn.fetch(
