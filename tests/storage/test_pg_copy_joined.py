@@ -101,7 +101,7 @@ async def pg(request: pytest.FixtureRequest):
 @pytest.mark.parametrize("desc", [False, True])
 async def test_copied_pieces_are_those_of_the_row_reads(pg, monkeypatch: pytest.MonkeyPatch, desc: bool) -> None:
     """On PostgreSQL, over several COPY windows (made small here) and from any range: the same bytes as the pieces
-    read row by row (the path without the C), within the same budget."""
+    read row by row (the path without the C), within the same budget; and ``items``' batches the same."""
     from .test_datasets import make_push, new_dataset, union
 
     sid = await new_dataset(pg)
@@ -114,11 +114,16 @@ async def test_copied_pieces_are_those_of_the_row_reads(pg, monkeypatch: pytest.
         async with pg.datasets.snapshot(sid) as snap:
             return [p async for p in snap.joined(start, stop, desc=desc, batch=500, sep=sep, size=16 * 1024)]
 
+    async def batches(start: int, stop: int) -> list[list[bytes]]:
+        async with pg.datasets.snapshot(sid) as snap:
+            return [b async for b in snap.items(start, stop, desc=desc, batch=500)]
+
     for start, stop, sep in [(0, 10**9, b"\n"), (123, 2877, b",\n"), (2999, 3000, b"\n")]:
-        copied = await read(start, stop, sep)
+        copied, copied_batches = await read(start, stop, sep), await batches(start, stop)
         with monkeypatch.context() as m:
             m.setattr(datasets, "_copyrows", None)
-            rows = await read(start, stop, sep)
+            rows, row_batches = await read(start, stop, sep), await batches(start, stop)
         assert sep.join(copied) == sep.join(rows)
         assert len(sep.join(copied).split(sep)) == min(stop, 3000) - start
         assert all(len(p) <= 16 * 1024 or sep not in p for p in copied)
+        assert copied_batches == row_batches  # batches of 500 (the items are far from BATCH_BYTES)

@@ -116,14 +116,15 @@ COPY_AHEAD = 2
 
 class _Joined:
     """The rows of consecutive binary COPYs of items, joined by ``sep`` into pieces of at most ``batch`` items and
-    ``size`` bytes (an item past that alone), as ``ItemSnapshot.joined`` gives them. ``feed`` each COPY's data as it
-    comes (``start`` before each COPY), ``end`` for the last piece."""
+    ``size`` bytes (an item past that alone), as ``ItemSnapshot.joined`` gives them; or (``sep`` None) as lists of
+    the items, ``ItemSnapshot.items``' batches. ``feed`` each COPY's data as it comes (``start`` before each COPY),
+    ``end`` for the last piece."""
 
     __slots__ = ("sep", "size", "batch", "parts", "held", "count", "rows", "ended", "_head", "_rest")
 
-    def __init__(self, sep: bytes, size: int, batch: int) -> None:
+    def __init__(self, sep: bytes | None, size: int, batch: int) -> None:
         self.sep, self.size, self.batch = sep, size, batch
-        self.parts: list[bytes] = []  # the piece so far
+        self.parts: list[Any] = []  # the piece so far: joined bytes, or lists of items
         self.held = 0  # its bytes
         self.count = 0  # its items
         self.rows = 0  # rows of the current COPY
@@ -134,7 +135,7 @@ class _Joined:
     def start(self) -> None:
         self.rows, self.ended, self._head, self._rest = 0, False, True, b""
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[Any]:
         """The pieces that ``data`` completes."""
         if self._rest:
             data, self._rest = self._rest + data, b""
@@ -151,12 +152,16 @@ class _Joined:
         out = []
         n = len(data)
         while pos < n:
-            joined, pos, rows, self.ended = _copyrows.join(
-                data, pos, self.sep, self.held, self.batch - self.count, self.size
-            )
+            room = self.batch - self.count
+            if self.sep is None:
+                got, pos, size, self.ended = _copyrows.values(data, pos, self.held, room, self.size)
+                rows = len(got)
+            else:
+                got, pos, rows, self.ended = _copyrows.join(data, pos, self.sep, self.held, room, self.size)
+                size = len(got)
             if rows:
-                self.parts.append(joined)
-                self.held += len(joined)
+                self.parts.append(got)
+                self.held += size
                 self.count += rows
                 self.rows += rows
             if self.ended or pos == n:
@@ -167,12 +172,16 @@ class _Joined:
             out.append(self._piece())  # full: the next row would take it past the size or the count
         return out
 
-    def _piece(self) -> bytes:
-        piece = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+    def _piece(self) -> Any:
+        parts = self.parts
+        if len(parts) == 1:
+            piece = parts[0]
+        else:
+            piece = b"".join(parts) if self.sep is not None else [item for part in parts for item in part]
         self.parts, self.held, self.count = [], 0, 0
         return piece
 
-    def end(self) -> bytes | None:
+    def end(self) -> Any:
         return self._piece() if self.parts else None
 
 
@@ -183,12 +192,12 @@ class _Ahead:
     __slots__ = ("items", "stopped", "_came", "_room")
 
     def __init__(self) -> None:
-        self.items: collections.deque[bytes | BaseException | None] = collections.deque()
+        self.items: collections.deque[Any] = collections.deque()
         self.stopped = False
         self._came = asyncio.Event()
         self._room = asyncio.Event()
 
-    async def put(self, piece: bytes) -> None:
+    async def put(self, piece: Any) -> None:
         while len(self.items) >= COPY_AHEAD and not self.stopped:
             self._room.clear()
             await self._room.wait()
@@ -200,7 +209,7 @@ class _Ahead:
         self.items.append(last)
         self._came.set()
 
-    async def get(self) -> bytes | BaseException | None:
+    async def get(self) -> Any:
         while not self.items:
             self._came.clear()
             await self._came.wait()
@@ -246,9 +255,14 @@ class PgItemSnapshot(ItemSnapshot):
     async def items(
         self, start: int, stop: int, *, desc: bool = False, batch: int = BLOCK
     ) -> AsyncIterator[list[bytes]]:
-        """ItemSnapshot.items: each batch one statement, a seek on the primary key that reads up to ``batch`` rows
-        and returns those that start within BATCH_BYTES (``_capped``), so a batch may pass it by one item."""
+        """ItemSnapshot.items: by binary COPY (``_copied``: a batch ends before the item that would take it past
+        BATCH_BYTES); without the C, each batch one statement, a seek on the primary key that reads up to ``batch``
+        rows and returns those that start within BATCH_BYTES (``_capped``), so a batch may pass it by one item."""
         lo, hi = max(start, 0), min(stop, self.info.item_count)
+        if _copyrows is not None:
+            async for rows in self._copied(lo, hi, desc, None, BATCH_BYTES, batch):
+                yield rows
+            return
         fit = self._fit(BATCH_BYTES, 0, batch)
         batches = (
             self._seeks(lo, hi, desc, fit)
@@ -280,7 +294,7 @@ class PgItemSnapshot(ItemSnapshot):
         info = self.info
         mean = info.bytes / info.item_count + len(sep) if info.item_count and info.bytes else 1.0
         if _copyrows is not None:
-            async for piece in self._copied(lo, hi, desc, sep, size, batch, mean):
+            async for piece in self._copied(lo, hi, desc, sep, size, batch):
                 yield piece
             return
         count = max(1, min(batch, int(size * 0.9 / mean)))
@@ -312,12 +326,11 @@ class PgItemSnapshot(ItemSnapshot):
                 lo += n
             yield data
 
-    async def _copied(
-        self, lo: int, hi: int, desc: bool, sep: bytes, size: int, batch: int, mean: float
-    ) -> AsyncIterator[bytes]:
-        """``joined`` by binary COPYs of about COPY_WINDOW_BYTES each, read in a task of their own while the pieces
-        before are sent (COPY_WINDOW_BYTES says why)."""
-        per = max(1, int(COPY_WINDOW_BYTES / mean))
+    async def _copied(self, lo: int, hi: int, desc: bool, sep: bytes | None, size: int, batch: int) -> AsyncIterator[Any]:
+        """``joined`` (or with ``sep`` None ``items``) of [lo, hi) by binary COPYs of about COPY_WINDOW_BYTES each,
+        read in a task of their own while the pieces before are used (COPY_WINDOW_BYTES says why)."""
+        info = self.info
+        per = max(1, int(COPY_WINDOW_BYTES * info.item_count / info.bytes)) if info.bytes else 16 * BLOCK
         order = "DESC" if desc else ""
         ahead = _Ahead()
         joined = _Joined(sep, size, batch)
