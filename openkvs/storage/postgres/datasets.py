@@ -37,7 +37,7 @@ from .connections import CONNECTION_ERRORS, Database, deadlock_retried, discard,
 from .copyformat import HEAD, I32, SIGNATURE, with_constants
 
 try:  # C, built by hatch_build.py where a compiler is: an export's joined pieces read by binary COPY (_copied)
-    from . import _copyrows
+    from openkvs.storage.postgres import _copyrows
 except ImportError:  # no compiler at install: pieces by plain seeks, a row object per item (asyncpg's decoding)
     _copyrows = None  # type: ignore[assignment]
 
@@ -153,6 +153,7 @@ class _Joined:
         n = len(data)
         while pos < n:
             room = self.batch - self.count
+            got: bytes | list[bytes]
             if self.sep is None:
                 got, pos, size, self.ended = _copyrows.values(data, pos, self.held, room, self.size)
                 rows = len(got)
@@ -326,7 +327,9 @@ class PgItemSnapshot(ItemSnapshot):
                 lo += n
             yield data
 
-    async def _copied(self, lo: int, hi: int, desc: bool, sep: bytes | None, size: int, batch: int) -> AsyncIterator[Any]:
+    async def _copied(
+        self, lo: int, hi: int, desc: bool, sep: bytes | None, size: int, batch: int
+    ) -> AsyncIterator[Any]:
         """``joined`` (or with ``sep`` None ``items``) of [lo, hi) by binary COPYs of about COPY_WINDOW_BYTES each,
         read in a task of their own while the pieces before are used (COPY_WINDOW_BYTES says why)."""
         info = self.info
