@@ -127,3 +127,30 @@ async def test_copied_pieces_are_those_of_the_row_reads(pg, monkeypatch: pytest.
         assert len(sep.join(copied).split(sep)) == min(stop, 3000) - start
         assert all(len(p) <= 16 * 1024 or sep not in p for p in copied)
         assert copied_batches == row_batches  # batches of 500 (the items are far from BATCH_BYTES)
+
+
+@pytest.mark.postgres
+@pytest.mark.anyio
+async def test_a_window_of_most_of_the_table_is_read_by_the_index(pg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A COPY window that holds most rows of dataset_items (a small installation; big windows) is still a range of
+    the primary key read in order, not a read of the whole table and a sort (what PostgreSQL plans for it)."""
+    from openkvs.storage.base import DATASET
+
+    from .test_datasets import make_push, new_dataset, union
+
+    sid = await new_dataset(pg)
+    await pg.datasets.push(sid, make_push([{"i": i, "pad": "x" * 300} for i in range(5000)]), union)
+    user = await pg.get_user_by_name("alice")
+    other = await pg.create_store(user.id, None, None, "k", kind=DATASET)
+    await pg.datasets.push(other.id, make_push([{"other": i} for i in range(200)]), union)
+    await pg._db.execute("ANALYZE dataset_items")  # (the statistics a table of this size has after autovacuum)
+    monkeypatch.setattr(datasets, "COPY_WINDOW_BYTES", 1 << 30)  # the whole dataset in one COPY
+    for desc in (False, True):
+        async with pg.datasets.snapshot(sid) as snap:
+            pieces = [p async for p in snap.joined(0, 5000, desc=desc)]
+            batches = [b async for b in snap.items(10, 4990, desc=desc)]
+            conn = snap._conn  # type: ignore[attr-defined]
+            # sequential scans of the table in this transaction (the snapshot's): none
+            assert await conn.fetchval("SELECT pg_stat_get_xact_numscans('dataset_items'::regclass)") == 0
+        assert len(b"\n".join(pieces).split(b"\n")) == 5000
+        assert sum(map(len, batches)) == 4980
