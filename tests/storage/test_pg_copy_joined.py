@@ -81,8 +81,9 @@ def test_an_empty_copy_gives_no_piece() -> None:
         copy_of([b"{}"]) + b"\x00",  # data after the trailer
     ],
 )
-def test_what_is_not_a_copy_of_items_is_refused(bad: bytes) -> None:
-    joined = datasets._Joined(b"\n", 1024, 10)
+@pytest.mark.parametrize("sep", [b"\n", None])  # None: items' batches, the first of one item here
+def test_what_is_not_a_copy_of_items_is_refused(bad: bytes, sep: bytes | None) -> None:
+    joined = datasets._Joined(sep, 1024, 10)
     joined.start()
     with pytest.raises(ValueError):
         joined.feed(bad)
@@ -126,7 +127,11 @@ async def test_copied_pieces_are_those_of_the_row_reads(pg, monkeypatch: pytest.
         assert sep.join(copied) == sep.join(rows)
         assert len(sep.join(copied).split(sep)) == min(stop, 3000) - start
         assert all(len(p) <= 16 * 1024 or sep not in p for p in copied)
-        assert copied_batches == row_batches  # batches of 500 (the items are far from BATCH_BYTES)
+        assert sum(copied_batches, []) == sum(row_batches, [])
+        # batches of 500 (the items are far from BATCH_BYTES), the first a sixteenth: the first byte comes sooner
+        n, first = min(stop, 3000) - start, 500 // datasets._Joined.FIRST_SHARE
+        assert len(copied_batches[0]) == min(n, first)
+        assert all(len(b) == 500 for b in copied_batches[1:-1])
 
 
 @pytest.mark.postgres

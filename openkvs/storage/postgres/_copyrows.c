@@ -25,7 +25,7 @@ static int scan(const unsigned char *p, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t
 {
     Py_ssize_t i = pos, total = 0;
     *s = (Scan){0};
-    while (s->rows < max_rows && i + 2 <= n) {
+    while (i + 2 <= n) { /* (the trailer is taken whatever the bounds: what follows a piece is a row) */
         int16_t fields = (int16_t)(((unsigned)p[i] << 8) | p[i + 1]);
         if (fields == -1) {
             if (i + 2 != n) {
@@ -40,7 +40,7 @@ static int scan(const unsigned char *p, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t
             PyErr_Format(PyExc_ValueError, "a binary COPY row of %d fields, not 1", (int)fields);
             return -1;
         }
-        if (i + 6 > n)
+        if (s->rows >= max_rows || i + 6 > n)
             break;
         int32_t len = be32(p + i + 2);
         if (len < 0) {
