@@ -2,8 +2,9 @@
 
 A push locks the dataset's ``stores`` row first (as ``delete_store`` does, so the two can't deadlock), which makes
 concurrent pushes to one dataset take turns on every node: each reads the item count its predecessor committed, so
-indexes stay dense. The items go in with COPY. A snapshot is a REPEATABLE READ READ ONLY transaction on a
-connection of the snapshot pool: rows deleted meanwhile stay visible to it until it ends."""
+indexes stay dense. The items go in with COPY, and an export's come out by binary COPY (COPY_WINDOW_BYTES; by
+plain seeks without the C extension). A snapshot is a REPEATABLE READ READ ONLY transaction on a connection of the
+snapshot pool: rows deleted meanwhile stay visible to it until it ends."""
 
 from __future__ import annotations
 
@@ -304,7 +305,7 @@ class PgItemSnapshot(ItemSnapshot):
         size = max(1, min(size, BATCH_BYTES))
         info = self.info
         mean = info.bytes / info.item_count + len(sep) if info.item_count and info.bytes else 1.0
-        if _copyrows is not None:
+        if _copyrows is not None:  # (what follows: without the C extension)
             async for piece in self._copied(lo, hi, desc, sep, size, batch):
                 yield piece
             return
