@@ -17,13 +17,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# (the C extensions of csv exports and pushes are compiled by the install, hatch_build.py: a change to one installs
+# (the C extensions of dataset pushes and exports are compiled by the install, hatch_build.py: a change to one installs
 # again)
-$(RUN_STAMP): pyproject.toml $(LOCK) openkvs/datasets/_ccsv.c openkvs/datasets/_cpush.c | $(BIN)/python
+$(RUN_STAMP): pyproject.toml $(LOCK) openkvs/datasets/_ccsv.c openkvs/datasets/_cpush.c openkvs/storage/postgres/_copyrows.c | $(BIN)/python
 	$(BIN)/pip install -q -c $(LOCK) -e .
 	touch $@
 
-$(TEST_STAMP): pyproject.toml $(LOCK) openkvs/datasets/_ccsv.c openkvs/datasets/_cpush.c | $(BIN)/python
+$(TEST_STAMP): pyproject.toml $(LOCK) openkvs/datasets/_ccsv.c openkvs/datasets/_cpush.c openkvs/storage/postgres/_copyrows.c | $(BIN)/python
 	$(BIN)/pip install -q -c $(LOCK) -e '.[test]'
 	touch $@ $(RUN_STAMP)
 

@@ -1,10 +1,11 @@
-"""hatchling's build hook (pyproject.toml): the optional C extensions, openkvs/datasets/_ccsv.c (csv exports' fast
-path) and openkvs/datasets/_cpush.c (pushes').
+"""hatchling's build hook (pyproject.toml): the optional C extensions (MODULES): openkvs/datasets/_ccsv.c (csv
+exports' fast path), openkvs/datasets/_cpush.c (pushes') and openkvs/storage/postgres/_copyrows.c (PostgreSQL
+exports' rows of a binary COPY joined).
 
 Compiled by setuptools' ``build_ext`` (it knows each platform's compiler and flags) as optional extensions: where
 one can't be built (no compiler, no Python headers) setuptools says so and the install goes on without it;
-openkvs/datasets/formats.py then renders every csv row in Python, api/items.py parses every push in Python, as
-before the extensions.
+openkvs/datasets/formats.py then renders every csv row in Python, api/items.py parses every push in Python,
+openkvs/storage/postgres/datasets.py reads an export's items row by row, as before the extensions.
 
 An editable install (``make install``) imports the package from the source tree, so the module is built there (it is
 in .gitignore); a wheel gets it from a temporary directory, and is then tagged for this platform and Python.
@@ -23,6 +24,10 @@ from typing import Any
 MODULES = {
     "openkvs.datasets._ccsv": ("openkvs/datasets/_ccsv.c", "csv exports render in Python (slower)"),
     "openkvs.datasets._cpush": ("openkvs/datasets/_cpush.c", "pushes are parsed in Python (slower)"),
+    "openkvs.storage.postgres._copyrows": (
+        "openkvs/storage/postgres/_copyrows.c",
+        "PostgreSQL exports read items row by row (slower)",
+    ),
 }
 
 
@@ -65,7 +70,8 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             if not built.exists():
                 self.app.display_warning(f"{source} was not compiled: {without}")
             elif not editable:
-                build_data["force_include"][str(built)] = f"openkvs/datasets/{built.name}"
+                package = module.rpartition(".")[0].replace(".", "/")
+                build_data["force_include"][str(built)] = f"{package}/{built.name}"
                 build_data["pure_python"] = False
                 build_data["infer_tag"] = True
 

@@ -2,11 +2,14 @@
 
 A push locks the dataset's ``stores`` row first (as ``delete_store`` does, so the two can't deadlock), which makes
 concurrent pushes to one dataset take turns on every node: each reads the item count its predecessor committed, so
-indexes stay dense. The items go in with COPY. A snapshot is a REPEATABLE READ READ ONLY transaction on a
-connection of the snapshot pool: rows deleted meanwhile stay visible to it until it ends."""
+indexes stay dense. The items go in with COPY, and an export's come out by binary COPY (COPY_WINDOW_BYTES; by
+plain seeks without the C extension). A snapshot is a REPEATABLE READ READ ONLY transaction on a connection of the
+snapshot pool: rows deleted meanwhile stay visible to it until it ends."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -29,8 +32,15 @@ from ..datasets import (
     merge_fields,
     range_batches,
 )
+from .chunks import settle
 from .clock import NOW_MS
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, discard, unavailable
+from .copyformat import HEAD, I32, SIGNATURE, with_constants
+
+try:  # C, built by hatch_build.py where a compiler is: an export's joined pieces read by binary COPY (_copied)
+    from openkvs.storage.postgres import _copyrows
+except ImportError:  # no compiler at install: pieces by plain seeks, a row object per item (asyncpg's decoding)
+    _copyrows = None  # type: ignore[assignment]
 
 DATASET_TABLES = """
 CREATE TABLE dataset_items (
@@ -95,6 +105,134 @@ def _next_rows(order: str) -> str:
     return f"FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx < $3 ORDER BY idx {order} LIMIT $4"
 
 
+# A json or jsonl export's items come by binary COPYs of about this many bytes of items each (by index: indexes are
+# dense), one after the other, each streamed as PostgreSQL sends it: no round trip per piece and no Python object per
+# row (a row object per item and a statement per 1 MiB piece cost the export as much CPU as PostgreSQL's own reading,
+# BENCHMARKS.md). A COPY is never cancelled (see chunks.settle): an export whose client left lets the one under way
+# finish, its rows dropped (~0.03 s for 8 MiB), and starts no other. At most COPY_AHEAD pieces wait for the export
+# (then the sink waits, asyncpg stops reading and PostgreSQL's sends block: memory stays flat).
+COPY_WINDOW_BYTES = 8 * 1024 * 1024
+COPY_AHEAD = 2
+
+
+class _Joined:
+    """The rows of consecutive binary COPYs of items, joined by ``sep`` into pieces of at most ``batch`` items and
+    ``size`` bytes (an item past that alone), as ``ItemSnapshot.joined`` gives them; or (``sep`` None) as lists of
+    the items, ``ItemSnapshot.items``' batches, the first of them a FIRST_SHARE of that: the first byte of a
+    tabular export waits for its first batch to be read and rendered, and the COPY's data comes a socket buffer at a
+    time, each a wait for PostgreSQL's process to be scheduled on a busy machine (a csv export's first byte 23-33
+    -> 61-86 ms at load 10 with whole first batches; joined pieces of raw JSON are sent as they are read). ``feed``
+    each COPY's data as it comes (``start`` before each COPY), ``end`` for the last piece."""
+
+    FIRST_SHARE = 16
+
+    __slots__ = ("sep", "size", "batch", "parts", "held", "count", "rows", "ended", "_head", "_rest", "_full")
+
+    def __init__(self, sep: bytes | None, size: int, batch: int) -> None:
+        self.sep = sep
+        self._full = (size, batch)  # the bounds of the pieces after the first
+        share = self.FIRST_SHARE if sep is None else 1
+        self.size, self.batch = max(1, size // share), max(1, batch // share)
+        self.parts: list[Any] = []  # the piece so far: joined bytes, or lists of items
+        self.held = 0  # its bytes
+        self.count = 0  # its items
+        self.rows = 0  # rows of the current COPY
+        self.ended = True  # the current COPY's trailer came
+        self._head = True  # the COPY's header still to come
+        self._rest = b""  # the start of a row (or of the header) whose end is in the next data
+
+    def start(self) -> None:
+        self.rows, self.ended, self._head, self._rest = 0, False, True, b""
+
+    def feed(self, data: bytes) -> list[Any]:
+        """The pieces that ``data`` completes."""
+        if self._rest:
+            data, self._rest = self._rest + data, b""
+        pos = 0
+        if self._head:
+            if len(data) < HEAD:
+                self._rest = bytes(data)
+                return []
+            if data[: len(SIGNATURE)] != SIGNATURE or I32(data, HEAD - 4)[0] != 0:
+                raise ValueError("not a binary COPY without a header extension")
+            self._head, pos = False, HEAD
+        if self.ended and pos < len(data):
+            raise ValueError("data after a binary COPY's trailer")
+        out = []
+        n = len(data)
+        while pos < n:
+            room = self.batch - self.count
+            got: bytes | list[bytes]
+            if self.sep is None:
+                got, pos, size, self.ended = _copyrows.values(data, pos, self.held, room, self.size)
+                rows = len(got)
+            else:
+                got, pos, rows, self.ended = _copyrows.join(data, pos, self.sep, self.held, room, self.size)
+                size = len(got)
+            if rows:
+                self.parts.append(got)
+                self.held += size
+                self.count += rows
+                self.rows += rows
+            if self.ended or pos == n:
+                break
+            if n - pos < 6 or n - pos < 6 + I32(data, pos + 2)[0]:  # the next row is cut: its end comes next
+                self._rest = bytes(data[pos:])
+                break
+            out.append(self._piece())  # full: the next row would take it past the size or the count
+        return out
+
+    def _piece(self) -> Any:
+        parts = self.parts
+        if len(parts) == 1:
+            piece = parts[0]
+        else:
+            piece = b"".join(parts) if self.sep is not None else [item for part in parts for item in part]
+        self.parts, self.held, self.count = [], 0, 0
+        self.size, self.batch = self._full
+        return piece
+
+    def end(self) -> Any:
+        return self._piece() if self.parts else None
+
+
+class _Ahead:
+    """Pieces from a COPY's sink to the export: ``put`` waits while COPY_AHEAD wait; after ``stop`` (the export left)
+    it drops them. ``end`` puts the last item (None or an exception) without waiting."""
+
+    __slots__ = ("items", "stopped", "_came", "_room")
+
+    def __init__(self) -> None:
+        self.items: collections.deque[Any] = collections.deque()
+        self.stopped = False
+        self._came = asyncio.Event()
+        self._room = asyncio.Event()
+
+    async def put(self, piece: Any) -> None:
+        while len(self.items) >= COPY_AHEAD and not self.stopped:
+            self._room.clear()
+            await self._room.wait()
+        if not self.stopped:
+            self.items.append(piece)
+            self._came.set()
+
+    def end(self, last: BaseException | None) -> None:
+        self.items.append(last)
+        self._came.set()
+
+    async def get(self) -> Any:
+        while not self.items:
+            self._came.clear()
+            await self._came.wait()
+        self._room.set()
+        return self.items.popleft()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.items.clear()
+        self._room.set()
+
+
 class PgItemSnapshot(ItemSnapshot):
     def __init__(self, conn: asyncpg.Connection, store_id: str, info: DatasetInfo, max_item: int = 0) -> None:
         """``max_item``: the length of the dataset's largest item (0: not known)."""
@@ -102,6 +240,7 @@ class PgItemSnapshot(ItemSnapshot):
         self._store_id = store_id
         self.info = info
         self._max_item = max_item
+        self._index_only = False  # the planner told to read dataset_items by its index alone (_copied)
 
     def _fit(self, budget: int, sep: int, count: int) -> int:
         """How many items any batch holds within ``budget`` bytes (each item followed by ``sep`` bytes), if that
@@ -128,9 +267,14 @@ class PgItemSnapshot(ItemSnapshot):
     async def items(
         self, start: int, stop: int, *, desc: bool = False, batch: int = BLOCK
     ) -> AsyncIterator[list[bytes]]:
-        """ItemSnapshot.items: each batch one statement, a seek on the primary key that reads up to ``batch`` rows
-        and returns those that start within BATCH_BYTES (``_capped``), so a batch may pass it by one item."""
+        """ItemSnapshot.items: by binary COPY (``_copied``: a batch ends before the item that would take it past
+        BATCH_BYTES); without the C, each batch one statement, a seek on the primary key that reads up to ``batch``
+        rows and returns those that start within BATCH_BYTES (``_capped``), so a batch may pass it by one item."""
         lo, hi = max(start, 0), min(stop, self.info.item_count)
+        if _copyrows is not None:
+            async for rows in self._copied(lo, hi, desc, None, BATCH_BYTES, batch):
+                yield rows
+            return
         fit = self._fit(BATCH_BYTES, 0, batch)
         batches = (
             self._seeks(lo, hi, desc, fit)
@@ -161,6 +305,10 @@ class PgItemSnapshot(ItemSnapshot):
         size = max(1, min(size, BATCH_BYTES))
         info = self.info
         mean = info.bytes / info.item_count + len(sep) if info.item_count and info.bytes else 1.0
+        if _copyrows is not None:  # (what follows: without the C extension)
+            async for piece in self._copied(lo, hi, desc, sep, size, batch):
+                yield piece
+            return
         count = max(1, min(batch, int(size * 0.9 / mean)))
         fit = self._fit(size, len(sep), count)
         if fit:
@@ -189,6 +337,78 @@ class PgItemSnapshot(ItemSnapshot):
             else:
                 lo += n
             yield data
+
+    async def _copied(
+        self, lo: int, hi: int, desc: bool, sep: bytes | None, size: int, batch: int
+    ) -> AsyncIterator[Any]:
+        """``joined`` (or with ``sep`` None ``items``) of [lo, hi) by binary COPYs of about COPY_WINDOW_BYTES each,
+        read in a task of their own while the pieces before are used (COPY_WINDOW_BYTES says why)."""
+        info = self.info
+        per = max(1, int(COPY_WINDOW_BYTES * info.item_count / info.bytes)) if info.bytes else 16 * BLOCK
+        order = "DESC" if desc else ""
+        ahead = _Ahead()
+        joined = _Joined(sep, size, batch)
+        damaged: list[Exception] = []
+
+        async def sink(data: bytes) -> None:
+            if ahead.stopped or damaged:
+                return
+            try:
+                pieces = joined.feed(data)
+            except ValueError as exc:  # (not raised from here: asyncpg would cancel the COPY, see chunks.copy_chunks)
+                damaged.append(exc)
+                return
+            for piece in pieces:
+                await ahead.put(piece)
+
+        async def produce() -> None:
+            try:
+                if not self._index_only and lo < hi:
+                    # A window of items in index order is a range of the primary key, but PostgreSQL plans a COPY's
+                    # query for all its rows: once they are a few percent of the table it reads the whole table
+                    # and sorts them (measured at 15%: a parallel scan, a sort, JIT; twice the database's CPU of
+                    # the export, 3x its time), and a window of many small items costs enough to be compiled (JIT:
+                    # milliseconds for nothing). For the rest of this snapshot's transaction, which only reads
+                    # dataset_items and dataset_paths by their primary keys: the index alone, never compiled.
+                    await self._conn.execute(
+                        "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL jit = off"
+                    )
+                    self._index_only = True
+                a, b = lo, hi
+                while a < b and not ahead.stopped:
+                    first, last = (max(a, b - per), b) if desc else (a, min(b, a + per))
+                    sql = with_constants(
+                        "SELECT data FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx < $3 "
+                        f"ORDER BY idx {order}",
+                        (self._store_id, first, last),
+                    )
+                    joined.start()
+                    await self._conn.copy_from_query(sql, output=sink, format="binary")
+                    if damaged:
+                        raise damaged[0]
+                    if joined.rows < last - first:
+                        break  # (a damaged table: fewer rows than counted; the caller sees a short read)
+                    a, b = (a, first) if desc else (last, b)
+                if not ahead.stopped and (piece := joined.end()) is not None:
+                    await ahead.put(piece)
+                ahead.end(None)
+            except BaseException as exc:
+                ahead.end(exc)
+                if not isinstance(exc, Exception):
+                    raise
+
+        task = asyncio.ensure_future(produce())
+        try:
+            while True:
+                item = await ahead.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            ahead.stop()
+            await settle(task)
 
     async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:
         rows = await self._conn.fetch(

@@ -1,0 +1,57 @@
+"""The pieces of an export of unchanged stored items (api/items.py ``_Rows``): cut where the items' sizes add up to
+PIECE_BYTES or at EXPORT_BATCH items, as ``_piece`` cuts rows, without a Python step per item; the pieces together
+are the rows of the whole batch."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from openkvs.api import items as export
+from openkvs.datasets import formats
+from openkvs.datasets.query import parse_items_query
+
+
+class Recorder:
+    """A renderer that records the items of each piece."""
+
+    def __init__(self) -> None:
+        self.pieces: list[list[bytes]] = []
+
+    def stored_rows(self, items: list[bytes], rows_of: Any) -> bytes:
+        self.pieces.append(list(items))
+        return b"".join(items)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_stored_pieces_are_cut_as_rows_are(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    rnd = random.Random(seed)
+    monkeypatch.setattr(export, "PIECE_BYTES", rnd.choice([1000, 5000, 20_000]))
+    monkeypatch.setattr(export, "EXPORT_BATCH", rnd.choice([7, 50, 4000]))
+    batch = [b"{%s}" % (b"x" * rnd.choice([0, 10, 300, 3000, 25_000])) for _ in range(rnd.randint(1, 400))]
+    shape = parse_items_query({"format": "csv"}, None).shape
+    recorder = Recorder()
+    rows = export._Rows(recorder, shape, batch)
+    out = []
+    while (piece := rows.next_piece()) is not None:
+        out.append(piece)
+    expected = []  # the oracle: _piece over (item, its size), as rows of parsed items are cut
+    found = iter([(raw, len(raw)) for raw in batch])
+    while got := export._piece(found):
+        expected.append(got)
+    assert recorder.pieces == expected
+    assert b"".join(out) == b"".join(batch)
+
+
+def test_a_csv_export_of_stored_items_is_the_rows_of_the_parsed_items() -> None:
+    q = parse_items_query({"format": "csv"}, None)
+    batch = [b'{"a":%d,"b":"x,y"}' % i for i in range(9000)]  # more than EXPORT_BATCH: several pieces
+    renderer = formats.renderer(q, label="x", dataset_id="x", public_url="http://x")
+    renderer.start(["a", "b"])
+    rows = export._Rows(renderer, q.shape, batch)
+    out = b""
+    while (piece := rows.next_piece()) is not None:
+        out += piece
+    assert out == b"".join(b'%d,"x,y"\r\n' % i for i in range(9000))
