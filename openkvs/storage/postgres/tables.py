@@ -274,8 +274,9 @@ _QUOTED_NUL = f'"{_NUL}"'
 # The version of what a look-up reads of a store (its row and its owner's, the username): both rows' xmin, the
 # transaction that wrote them, as text ("store:owner"), which is sent back as it came, in a burst's arrays too (a
 # bigint's str() cost ~1.2k instructions a look-up of a burst). A look-up by ID sends the version of the Store it
-# holds for that ID (lookups.StoreVersions); when the rows still read the same, the store's columns come back NULL and the held
-# Store is used: the check is in the look-up's own statement, so a change committed anywhere before it is seen.
+# holds for that ID (lookups.StoreVersions); when the rows still read the same, the store's columns come back NULL
+# and the held Store is used: the check is in the look-up's own statement, so a change committed anywhere before it
+# is seen.
 STORE_VERSION = "s.xmin::text || ':' || u.xmin::text"
 _STORE_COL_NAMES = [c.strip() for c in STORE_COLS.split(",")]
 
