@@ -339,7 +339,8 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
 
         async def many(asks: Sequence[tuple[Any, ...]]) -> list[StoreLookup | None]:
             user_ids, store_ids, keys = zip(*asks, strict=True)
-            held = [versions.held(sid, key) for sid, key in zip(store_ids, keys, strict=True)]
+            now, held_of = time.monotonic(), versions.held
+            held = [held_of(sid, key, now) for sid, key in zip(store_ids, keys, strict=True)]
             arrays = [text_array(user_ids), text_array(store_ids), text_array([h[0] for h in held])]
             if with_record:
                 arrays += [text_array(keys), text_array([h[2] for h in held])]

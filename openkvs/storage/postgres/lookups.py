@@ -136,10 +136,12 @@ class StoreVersions:
         self._kept: dict[str, tuple[str, Store, float]] = {}
         self._records: dict[tuple[str, str], tuple[str, RecordMeta, float]] = {}
 
-    def held(self, store_id: str, key: str | None = None) -> Held:
+    def held(self, store_id: str, key: str | None = None, now: float | None = None) -> Held:
         """The versions to send for ``store_id`` (and its record ``key``) and what they stand for: (store
-        version, Store, record version, RecordMeta), None where none is held."""
-        now = time.monotonic()
+        version, Store, record version, RecordMeta), None where none is held. ``now``: time.monotonic(), read
+        once for a burst's look-ups."""
+        if now is None:
+            now = time.monotonic()
         kept: tuple[Any, Any, float] | None = self._kept.get(store_id)
         if kept is None or now - kept[2] > HELD_SECONDS:
             kept = _NOTHING

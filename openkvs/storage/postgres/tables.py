@@ -257,10 +257,12 @@ def text_array(values: Sequence[str | None]) -> str:
     element is quoted, with backslashes and double quotes escaped (array_in's rules, the same whatever
     standard_conforming_strings says). Strings with neither (IDs, most keys) are joined in one go: a burst's five
     arrays built element by element cost ~12k instructions a look-up, a quarter of it (bench/pg_micro.py)."""
-    nulls = values.count(None)
-    items = [_NUL if v is None else v for v in values] if nulls else values
-    flat = "".join(items)  # type: ignore[arg-type]
-    if '"' in flat or "\\" in flat or flat.count(_NUL) != nulls or not values:
+    try:
+        flat, items, nulls = "".join(values), values, 0  # type: ignore[arg-type]
+    except TypeError:  # a None among them
+        items = [_NUL if v is None else v for v in values]
+        flat, nulls = "".join(items), values.count(None)  # type: ignore[arg-type]
+    if '"' in flat or "\\" in flat or not values or nulls and flat.count(_NUL) != nulls:
         return "{" + ",".join("NULL" if v is None else '"' + v.translate(_ESCAPES) + '"' for v in values) + "}"
     text = '{"' + '","'.join(items) + '"}'  # type: ignore[arg-type]
     return text.replace(_QUOTED_NUL, "NULL") if nulls else text
