@@ -256,7 +256,7 @@ def text_array(values: Sequence[str | None]) -> str:
     collections.abc classes, ~4.5k instructions a check (callgrind), more than the rest of a look-up's bind. Every
     element is quoted, with backslashes and double quotes escaped (array_in's rules, the same whatever
     standard_conforming_strings says). Strings with neither (IDs, most keys) are joined in one go: a burst's five
-    arrays built element by element cost ~12k instructions a look-up, a quarter of it (bench/pg_micro.py)."""
+    arrays built element by element cost ~12k instructions a look-up, a quarter of it (bench/cg_lookups.py)."""
     try:
         flat, items, nulls = "".join(values), values, 0  # type: ignore[arg-type]
     except TypeError:  # a None among them
