@@ -80,7 +80,7 @@ class Batched(Generic[A, T]):
             taken = {a: waiting.pop(a) for a in asks[:BATCH_MAX]}
         try:
             # those whose callers are gone (cancelled) need no answer
-            asks = [a for a, futures in taken.items() if not all(f.done() for f in futures)]
+            asks = [a for a, futures in taken.items() if _awaited(futures)]
             if not asks:
                 return
             answers: Sequence[T] = [await self._one(asks[0])] if len(asks) == 1 else await self._many(asks)
@@ -101,6 +101,15 @@ class Batched(Generic[A, T]):
         """Wait for the queries in flight (before the pools close)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _awaited(futures: list[asyncio.Future[T]]) -> bool:
+    """Whether a caller still waits for one of ``futures``. (A loop: ``all()`` of a generator that stops early
+    leaves it suspended, and closing it cost ~2k instructions a look-up of a burst.)"""
+    for f in futures:
+        if not f.done():
+            return True
+    return False
 
 
 # A held Store's version is sent for this long after it was read, then the store's columns are read again: the
@@ -124,13 +133,15 @@ class StoreVersions:
     RECORD_BYTES = 4096
 
     def __init__(self) -> None:
-        self._kept: dict[str, tuple[int, Store, float]] = {}
-        self._records: dict[tuple[str, str], tuple[int, RecordMeta, float]] = {}
+        self._kept: dict[str, tuple[str, Store, float]] = {}
+        self._records: dict[tuple[str, str], tuple[str, RecordMeta, float]] = {}
 
-    def held(self, store_id: str, key: str | None = None) -> Held:
+    def held(self, store_id: str, key: str | None = None, now: float | None = None) -> Held:
         """The versions to send for ``store_id`` (and its record ``key``) and what they stand for: (store
-        version, Store, record version, RecordMeta), None where none is held."""
-        now = time.monotonic()
+        version, Store, record version, RecordMeta), None where none is held. ``now``: time.monotonic(), read
+        once for a burst's look-ups."""
+        if now is None:
+            now = time.monotonic()
         kept: tuple[Any, Any, float] | None = self._kept.get(store_id)
         if kept is None or now - kept[2] > HELD_SECONDS:
             kept = _NOTHING
@@ -180,7 +191,7 @@ class StoreVersions:
 # what ``held`` takes for an entry it has none of (or one held too long)
 _NOTHING: tuple[None, None, float] = (None, None, 0.0)
 # (store version, Store, record version, RecordMeta), None where none is held
-Held = tuple[int | None, Store | None, int | None, RecordMeta | None]
+Held = tuple[str | None, Store | None, str | None, RecordMeta | None]
 
 
 def lookup_answer(store: Store, row: Any, end: int, with_record: bool) -> StoreLookup:

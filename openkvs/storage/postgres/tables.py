@@ -250,22 +250,36 @@ def held_data(r: str) -> str:
     )
 
 
-def text_array(values: Sequence[str | int | None]) -> str:
+def text_array(values: Sequence[str | None]) -> str:
     """A PostgreSQL array literal of ``values`` (None: NULL), sent as one text parameter and cast in the SQL
     (``$n::text::text[]``): asyncpg's own array encoding checks the list and then each element against three
     collections.abc classes, ~4.5k instructions a check (callgrind), more than the rest of a look-up's bind. Every
     element is quoted, with backslashes and double quotes escaped (array_in's rules, the same whatever
-    standard_conforming_strings says)."""
-    return "{" + ",".join(
-        "NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values
-    ) + "}"
+    standard_conforming_strings says). Strings with neither (IDs, most keys) are joined in one go: a burst's five
+    arrays built element by element cost ~12k instructions a look-up, a quarter of it (bench/cg_lookups.py)."""
+    try:
+        flat, items, nulls = "".join(values), values, 0  # type: ignore[arg-type]
+    except TypeError:  # a None among them
+        items = [_NUL if v is None else v for v in values]
+        flat, nulls = "".join(items), values.count(None)  # type: ignore[arg-type]
+    if '"' in flat or "\\" in flat or not values or nulls and flat.count(_NUL) != nulls:
+        return "{" + ",".join("NULL" if v is None else '"' + v.translate(_ESCAPES) + '"' for v in values) + "}"
+    text = '{"' + '","'.join(items) + '"}'  # type: ignore[arg-type]
+    return text.replace(_QUOTED_NUL, "NULL") if nulls else text
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
+_NUL = "\x00"  # a None's place in text_array's join: no PostgreSQL text holds a NUL, so no value is one
+_QUOTED_NUL = f'"{_NUL}"'
 
 
 # The version of what a look-up reads of a store (its row and its owner's, the username): both rows' xmin, the
-# transaction that wrote them, in one bigint. A look-up by ID sends the version of the Store it holds for that ID
-# (lookups.StoreVersions); when the rows still read the same, the store's columns come back NULL and the held
-# Store is used: the check is in the look-up's own statement, so a change committed anywhere before it is seen.
-STORE_VERSION = "(s.xmin::text::bigint << 32) | u.xmin::text::bigint"
+# transaction that wrote them, as text ("store:owner"), which is sent back as it came, in a burst's arrays too (a
+# bigint's str() cost ~1.2k instructions a look-up of a burst). A look-up by ID sends the version of the Store it
+# holds for that ID (lookups.StoreVersions); when the rows still read the same, the store's columns come back NULL
+# and the held Store is used: the check is in the look-up's own statement, so a change committed anywhere before it
+# is seen.
+STORE_VERSION = "s.xmin::text || ':' || u.xmin::text"
 _STORE_COL_NAMES = [c.strip() for c in STORE_COLS.split(",")]
 
 
@@ -279,8 +293,8 @@ def _versioned_store_cols() -> str:
 def _held_version(version: str, held: str, alias: str) -> str:
     """A join giving a row's ``version`` (``ALIAS.ver``) and whether it is ``held`` (``ALIAS.same``), computed once
     a row. OFFSET 0 keeps the planner from pulling the subquery up: pulled up, each of the 21 CASEs that read it got
-    its own copy of the version's expression (xid -> text -> bigint casts), which cost PostgreSQL's backend ~15-20
-    us of CPU a look-up, a third of the statement (bench/pg_micro.py lookupcpu)."""
+    its own copy of the version's expression (xid -> text casts, then to bigint), which cost PostgreSQL's backend
+    ~15-20 us of CPU a look-up, a third of the statement (bench/pg_micro.py lookupcpu)."""
     return (
         f"CROSS JOIN LATERAL (SELECT x.ver, x.ver = {held} AS same FROM (SELECT {version} AS ver) x OFFSET 0)"
         f" {alias}"
@@ -294,7 +308,7 @@ def _version_join(held: str) -> str:
 
 # The version of a record row: its xmin, the transaction that wrote it (a write, a delete and a new put, a kept
 # ZIP header filled in: each a new row version with its writer's xmin). Held like the store's (lookups.py).
-RECORD_VERSION = "r.xmin::text::bigint"
+RECORD_VERSION = "r.xmin::text"
 
 
 def _record_cols(held: str | None) -> str:
@@ -327,8 +341,8 @@ def _lookup_sql(by_name: bool, with_record: bool) -> str:
     may_read = "(s.user_id = $1 OR g.user_id IS NOT NULL OR s.general_access = ANY($2::text::text[]))"
     where = "s.user_id = $3 AND lower(s.name) = lower($4) AND s.kind = $5" if by_name else "s.id = $3 AND s.kind = $4"
     key = "$6" if by_name else "$5"
-    held = "$6::bigint" if with_record else "$5::bigint"
-    held_record = None if by_name else "$7::bigint"
+    held = "$6::text" if with_record else "$5::text"
+    held_record = None if by_name else "$7::text"
     store_cols = STORE_COLS if by_name else _versioned_store_cols()
     return f"""SELECT {store_cols}, g.can_write AS g_can_write, {may_read} AS may_read
             {_record_cols(held_record) if with_record else ""}
@@ -350,8 +364,8 @@ def _lookup_many_sql(with_record: bool) -> str:
     the record keys and ($7) the versions of the records held (NULL: none). The same for every look-up: the
     levels and the kind."""
     may_read = "(s.user_id = w.uid OR g.user_id IS NOT NULL OR s.general_access = ANY($1::text::text[]))"
-    arrays = "$3::text::text[], $4::text::text[], $5::text::bigint[]"
-    arrays += ", $6::text::text[], $7::text::bigint[]" if with_record else ""
+    arrays = "$3::text::text[], $4::text::text[], $5::text::text[]"
+    arrays += ", $6::text::text[], $7::text::text[]" if with_record else ""
     names = "uid, sid, held, key, rheld, n" if with_record else "uid, sid, held, n"
     return f"""SELECT w.n, {_versioned_store_cols()}, g.can_write AS g_can_write, {may_read} AS may_read
             {_record_cols("w.rheld") if with_record else ""}
