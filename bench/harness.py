@@ -419,7 +419,16 @@ local keys = {nkeys}
 local token = "{token}"
 local base = "{base}"
 local body = string.rep("x", {size})
-math.randomseed({seed})
+-- each wrk thread runs its own Lua state: seeded alike, the threads would ask for the same keys in the same order
+-- (PostgreSQL's batched look-ups then share them: flattering). setup runs once per thread in the main state.
+local threads = 0
+function setup(thread)
+  thread:set("thread_id", threads)
+  threads = threads + 1
+end
+function init(args)
+  math.randomseed({seed} + 7919 * thread_id)
+end
 request = function()
   local path = base .. string.format("k%08d", math.random(0, keys - 1))
   local headers = {{["Authorization"] = "Bearer " .. token}}
