@@ -19,11 +19,12 @@ $(BIN)/python:
 
 # (the C extensions of dataset pushes and exports are compiled by the install, hatch_build.py: a change to one installs
 # again)
-$(RUN_STAMP): pyproject.toml $(LOCK) openkvs/datasets/_ccsv.c openkvs/datasets/_cpush.c openkvs/storage/postgres/_copyrows.c | $(BIN)/python
+C_SOURCES := $(wildcard openkvs/datasets/_*.[ch] openkvs/storage/postgres/_*.c)
+$(RUN_STAMP): pyproject.toml $(LOCK) $(C_SOURCES) | $(BIN)/python
 	$(BIN)/pip install -q -c $(LOCK) -e .
 	touch $@
 
-$(TEST_STAMP): pyproject.toml $(LOCK) openkvs/datasets/_ccsv.c openkvs/datasets/_cpush.c openkvs/storage/postgres/_copyrows.c | $(BIN)/python
+$(TEST_STAMP): pyproject.toml $(LOCK) $(C_SOURCES) | $(BIN)/python
 	$(BIN)/pip install -q -c $(LOCK) -e '.[test]'
 	touch $@ $(RUN_STAMP)
 

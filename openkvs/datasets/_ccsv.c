@@ -31,14 +31,13 @@ Python API (formats.py wraps it):
 #include <stdint.h>
 #include <string.h>
 
+#include "_jsonbytes.h"
+
 #define MAX_DEPTH 256         /* stored items nest at most 128 levels (api/items.py ITEM_MAX_DEPTH) */
 #define MAX_INT_DIGITS 640    /* the least int/str digit limit Python can be set to (sys.set_int_max_str_digits) */
 #define MAX_FLOAT_TEXT 32     /* a float's repr is at most 24 characters: a longer token is not one */
 #define MAX_OBJECT_KEYS 256   /* an object of more keys is left to Python: each key is checked against the object's
                                  earlier ones, so one object of n keys costs n*n/2 checks (500,000 keys: 47 s) */
-
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
 
 /* A byte's class inside a JSON string (one table per delimiter). */
 enum { C_PLAIN, C_DELIM, C_END, C_ESCAPE, C_CONTROL, C_HIGH };
@@ -83,24 +82,12 @@ typedef struct {
     Py_ssize_t ndeferred, deferred_cap;
 } Walk;
 
-/* Results of the walk: go on, leave this item to Python, or out of memory (raised once the GIL is back). */
-#define OK 0
-#define BAIL 1
-#define ERROR 2
+/* The walk's results: _jsonbytes.h's OK, BAIL and ERROR (out of memory: raised once the GIL is back), and MORE. */
 #define MORE 3 /* separator() only: another member or element follows */
 
 static const char CAPSULE[] = "openkvs.datasets._ccsv.table";
 
 /* -- the table of columns ------------------------------------------------------------------------------------- */
-
-static uint64_t fnv(uint64_t h, const char *s, Py_ssize_t n)
-{
-    for (Py_ssize_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= FNV_PRIME;
-    }
-    return h;
-}
 
 static void table_free(Table *t)
 {
@@ -214,51 +201,6 @@ static void ws(Walk *w)
 {
     while (w->p < w->end && (*w->p == ' ' || *w->p == '\t' || *w->p == '\n' || *w->p == '\r'))
         w->p++;
-}
-
-/* The length of the valid UTF-8 sequence of a non-ASCII lead byte at p (surrogates excluded), or 0. */
-static int utf8_len(const unsigned char *p, const unsigned char *end)
-{
-    unsigned char c = p[0];
-    Py_ssize_t room = end - p;
-    if (c >= 0xc2 && c <= 0xdf)
-        return room >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        if (room < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80)
-            return 0;
-        if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0)) /* overlong; a surrogate */
-            return 0;
-        return 3;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        if (room < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80)
-            return 0;
-        if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90)) /* overlong; past U+10FFFF */
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
-static int hex4(const unsigned char *p, const unsigned char *end, unsigned *out)
-{
-    if (end - p < 4)
-        return 0;
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        unsigned char c = p[i];
-        v <<= 4;
-        if (c >= '0' && c <= '9')
-            v |= c - '0';
-        else if (c >= 'a' && c <= 'f')
-            v |= c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            v |= c - 'A' + 10;
-        else
-            return 0;
-    }
-    *out = v;
-    return 1;
 }
 
 /* The flags of one decoded ASCII byte. */

@@ -30,17 +30,12 @@ Python API (api/items.py wraps it):
 #include <stdint.h>
 #include <string.h>
 
+#include "_jsonbytes.h"
+
 #define MAX_DEPTH 128      /* levels of a whole body (api/items.py ITEM_MAX_DEPTH) */
 #define MAX_INT_DIGITS 640 /* the least int/str digit limit Python can be set to (sys.set_int_max_str_digits) */
 #define FEW_KEYS 16        /* an object of at most this many keys is checked for duplicates pairwise */
 
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
-
-/* Results: go on, leave the body to Python, or out of memory. */
-#define OK 0
-#define BAIL 1
-#define ERROR 2
 
 typedef struct {
     char *buf;
@@ -104,15 +99,6 @@ static int put1(Buf *b, char c)
     return OK;
 }
 
-static uint64_t fnv(uint64_t h, const char *s, Py_ssize_t n)
-{
-    for (Py_ssize_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= FNV_PRIME;
-    }
-    return h;
-}
-
 static void skip_ws(Walk *w)
 {
     while (w->p < w->end && (*w->p == ' ' || *w->p == '\n' || *w->p == '\r' || *w->p == '\t'))
@@ -120,51 +106,6 @@ static void skip_ws(Walk *w)
 }
 
 /* -- strings -------------------------------------------------------------------------------------------------- */
-
-/* The length of the valid UTF-8 sequence of a non-ASCII lead byte at p (surrogates excluded), or 0. */
-static int utf8_len(const unsigned char *p, const unsigned char *end)
-{
-    unsigned char c = p[0];
-    Py_ssize_t room = end - p;
-    if (c >= 0xc2 && c <= 0xdf)
-        return room >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        if (room < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80)
-            return 0;
-        if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0)) /* overlong; a surrogate */
-            return 0;
-        return 3;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        if (room < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80)
-            return 0;
-        if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90)) /* overlong; past U+10FFFF */
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
-static int hex4(const unsigned char *p, const unsigned char *end, unsigned *out)
-{
-    if (end - p < 4)
-        return 0;
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        unsigned char c = p[i];
-        v <<= 4;
-        if (c >= '0' && c <= '9')
-            v |= c - '0';
-        else if (c >= 'a' && c <= 'f')
-            v |= c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            v |= c - 'A' + 10;
-        else
-            return 0;
-    }
-    *out = v;
-    return 1;
-}
 
 /* A code point as json.dumps(ensure_ascii=False) writes it inside a string: the short escapes, \u00XX (lowercase)
    for the other controls, '"' and '\' escaped, anything else as UTF-8 (U+007F, U+2028 and U+2029 too). */
