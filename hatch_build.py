@@ -30,13 +30,16 @@ MODULES = {
     ),
 }
 
+HEADER = "openkvs/datasets/_jsonbytes.h"  # what _ccsv.c and _cpush.c share
+
 
 def build(root: str, inplace: bool, temp: str) -> dict[str, Path]:
     """Compile the extensions (in place, or under ``temp``); the path each would have (it may not exist: a
     failure)."""
     from setuptools import Distribution, Extension
 
-    exts = [Extension(module, [source], optional=True) for module, (source, _) in MODULES.items()]
+    # (depends: a change to the shared header compiles again; build_ext compares the files' times with the module's)
+    exts = [Extension(module, [source], depends=[HEADER], optional=True) for module, (source, _) in MODULES.items()]
     dist = Distribution({"name": "openkvs", "ext_modules": exts})
     cmd: Any = dist.get_command_obj("build_ext")
     cmd.inplace = inplace
