@@ -46,10 +46,12 @@ TEST_WORKERS ?= 2
 # long end-to-end runs), a few minutes. `make test-all`: the whole suite, slow tests included; CI (.ci/run) runs it.
 # OPENKVS_TEST_EXAMPLES: how many cases each Hypothesis property test tries (tests/conftest.py): "quick" a tenth of
 # its own count (at least 10) under `make test`, "full" every one under `make test-all`, so CI runs them all.
+# -p no:schemathesis: only the slow tier has schemathesis tests (their modules are not even imported by the quick
+# one, tests/conftest.py _Module), and its plugin's imports cost each pytest process ~0.5 s of CPU.
 test: $(TEST_STAMP)  ## run the linter, the type checker and the test suite without the slow tests
 	$(BIN)/ruff check openkvs tests bench
 	$(BIN)/mypy openkvs
-	env -u PYTHONDONTWRITEBYTECODE OPENKVS_TEST_EXAMPLES=quick $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	env -u PYTHONDONTWRITEBYTECODE OPENKVS_TEST_EXAMPLES=quick $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" -p no:schemathesis $(PYTEST_ARGS)
 
 test-all: $(TEST_STAMP)  ## run the linter, the type checker and the whole test suite, slow tests included (CI)
 	$(BIN)/ruff check openkvs tests bench

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _selects_no_slow_test
+from tests.conftest import _marked_slow_in_source, _selects_no_slow_test
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,3 +57,22 @@ def test_a_slow_module_is_left_out_of_the_quick_tier_and_kept_in_the_whole_suite
     assert "::" not in quick and "deselected" not in quick, quick  # not collected at all, not collected and dropped
     whole = [line for line in _collect(module).splitlines() if "::" in line]
     assert len(whole) > 100 and all(item.startswith(module + "::") for item in whole)
+
+
+@pytest.mark.parametrize(
+    ("source", "slow"),
+    [
+        ("import pytest\npytestmark = pytest.mark.slow  # why\n", True),
+        ("pytestmark = [pytest.mark.slow, pytest.mark.server_process, pytest.mark.timeout(600)]\n", True),
+        ("pytestmark = (pytest.mark.postgres, pytest.mark.slow)\n", True),
+        ("pytestmark = pytest.mark.postgres\n", False),
+        ("pytestmark = [pytest.mark.skipif(True, reason='slow')]\n", False),
+        ("def helper():\n    pytestmark = pytest.mark.slow\n", False),  # not the module's
+        ("pytestmark = pytest.mark.slow(\n", False),  # not Python: left to the import to report
+    ],
+)
+def test_a_module_marked_slow_is_known_from_its_source(tmp_path: Path, source: str, slow: bool) -> None:
+    """The quick tier leaves such a module unimported (its imports are the cost: schemathesis, crawlee)."""
+    module = tmp_path / "test_module.py"
+    module.write_text(source)
+    assert _marked_slow_in_source(module) is slow

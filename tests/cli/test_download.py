@@ -206,12 +206,14 @@ def test_failures_are_one_line_and_a_non_zero_exit(shared_server: Any, tmp_path:
     assert bad_token.returncode == 1 and "401" in bad_token.stderr and "--token" in bad_token.stderr
 
 
-def test_no_server_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
-    """Nobody listening: the same on every backend, so once (the client retries its connection for 3 s first)."""
+def test_no_server_is_one_line_and_a_non_zero_exit(tmp_path: Path, no_backoff: list[float]) -> None:
+    """Nobody listening: the same on every backend, so once (the client retries its connection first: 3 s of
+    waits, asked for and not waited here)."""
     nobody = run(SimpleNamespace(url="http://127.0.0.1:9", token="okvs_x"), "download", "~x", cwd=tmp_path,
                  check=False)
     assert nobody.returncode == 1 and "Traceback" not in nobody.stderr
     assert "download of ~x: cannot connect to http://127.0.0.1:9 (" in nobody.stderr, nobody.stderr
+    assert sum(no_backoff) == 3, no_backoff
 
 
 def test_a_damaged_part_fails_the_check_and_is_removed(shared_server: Any, big_store: str, tmp_path: Path) -> None:

@@ -13,12 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.clirun import Ran, openkvs_here
 from tests.conftest import free_port, postgres_reachable
 
 PASSWORD = "Pw-" + secrets.token_hex(8)
 
 
-def openkvs(*args: str) -> subprocess.CompletedProcess[str]:
+def openkvs(*args: str) -> Ran | subprocess.CompletedProcess[str]:
+    """The command with no OPENKVS_ or AWS_ variable set; in this process (tests/clirun.py) but for ``serve``, which
+    keeps a process (one that started by mistake would serve in the test run)."""
+    if args[0] != "serve":
+        return openkvs_here(*args, unset=("OPENKVS_", "AWS_"), keep=())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENKVS_", "AWS_"))}
     return subprocess.run([sys.executable, "-m", "openkvs", *args], capture_output=True, text=True, env=env,
                           timeout=120)
@@ -30,22 +35,23 @@ def openkvs(*args: str) -> subprocess.CompletedProcess[str]:
     "postgresql://bob@127.0.0.1:{port}/x?password={password}",  # libpq's other way to give it
     "mysql://bob:{password}@db.internal/x",  # not PostgreSQL's
 ])
-def test_a_failing_database_url_is_named_without_its_password(command: list[str], url: str, tmp_path: Path) -> None:
+def test_a_failing_database_url_is_named_without_its_password(command: list[str], url: str, tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
     url = url.format(password=PASSWORD, port=free_port())
     out = openkvs(*command, "--database-url", url, *(["--port", str(free_port())] if command == ["serve"] else []))
     assert out.returncode == 1, out.stdout + out.stderr
-    assert PASSWORD not in out.stdout + out.stderr
+    assert PASSWORD not in out.stdout + out.stderr + caplog.text  # (what it logged, run in this process)
     if command in (["users", "list"], ["migrate"]):  # (serve and check say "cannot connect to PostgreSQL")
         assert url.replace(PASSWORD, "***") in out.stderr, out.stderr
 
 
-def test_a_database_that_refuses_is_named_without_the_password() -> None:
+def test_a_database_that_refuses_is_named_without_the_password(caplog: pytest.LogCaptureFixture) -> None:
     if not postgres_reachable():
         pytest.skip("no PostgreSQL on 127.0.0.1:5432")
     url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/openkvs_no_such_database"
     out = openkvs("users", "list", "--database-url", url)
     assert out.returncode == 1, out.stdout + out.stderr
-    assert PASSWORD not in out.stdout + out.stderr
+    assert PASSWORD not in out.stdout + out.stderr + caplog.text
     assert "postgresql://postgres:***@127.0.0.1:5432/openkvs_no_such_database" in out.stderr, out.stderr
 
 
@@ -117,12 +123,12 @@ def test_a_redis_url_of_another_scheme_is_refused_before_the_server_starts(tmp_p
 
 
 @pytest.mark.parametrize("command", [["download", "~shots"], ["export", "~shots", "out"]])
-def test_a_client_url_with_a_password_is_named_without_it(command: list[str], tmp_path: Path) -> None:
+def test_a_client_url_with_a_password_is_named_without_it(command: list[str], tmp_path: Path, no_backoff: list[float],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
     """--url with credentials (a server behind a proxy with basic auth) and nothing answering there."""
     url = f"http://bob:{PASSWORD}@127.0.0.1:{free_port()}"
-    out = subprocess.run([sys.executable, "-m", "openkvs", *command, "--url", url, "--token", "okvs_x", "-q"],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                         env={k: v for k, v in os.environ.items() if not k.startswith(("OPENKVS_", "APIFY_"))})
+    out = openkvs_here(*command, "--url", url, "--token", "okvs_x", "-q", cwd=tmp_path, unset=("OPENKVS_", "APIFY_"),
+                       keep=())
     assert out.returncode == 1, out.stdout + out.stderr
     assert f"cannot connect to {url.replace(PASSWORD, '***')} (" in out.stderr, out.stderr
-    assert PASSWORD not in out.stdout + out.stderr
+    assert PASSWORD not in out.stdout + out.stderr + caplog.text

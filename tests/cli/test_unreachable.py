@@ -14,7 +14,8 @@ from tests.conftest import free_port
 
 @pytest.mark.parametrize("command", [["download", "~shots"], ["upload", ".", "~shots"], ["export", "~shots", "out"]])
 def test_nothing_listening_is_one_line_naming_the_address(command: list[str], tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          no_backoff: list[float]) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.txt").write_text("a")
     url = f"http://127.0.0.1:{free_port()}"
@@ -27,3 +28,4 @@ def test_nothing_listening_is_one_line_naming_the_address(command: list[str], tm
     retries = out.stderr.strip().splitlines()[:-1]
     assert all(line.startswith(f"Cannot connect to {url} (") and line.endswith("; trying again.") for line in retries)
     assert "lost" not in out.stderr.lower()
+    assert len(no_backoff) == 2 and all(w > 0 for w in no_backoff), no_backoff  # two more tries, each after a wait
