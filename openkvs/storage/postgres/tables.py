@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from .. import schemas
 from ..base import (
     Grant,
     KeySelection,
@@ -21,7 +22,6 @@ from ..base import (
     User,
     prefix_upper_bound,
 )
-from .. import schemas
 from ..totals import SMALL_RECORD_MAX, ZIP64_SIZE
 from .chunks import PgBlob
 from .clock import NOW_MS

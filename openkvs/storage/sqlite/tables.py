@@ -15,6 +15,7 @@ from typing import Any
 
 from openkvs.zipwriter import local_header
 
+from .. import schemas
 from ..base import (
     Grant,
     KeySelection,
@@ -27,7 +28,6 @@ from ..base import (
     User,
     prefix_upper_bound,
 )
-from .. import schemas
 from ..ids import new_id
 from ..totals import SMALL_RECORD_MAX, ZIP64_SIZE
 from .blobs import Inline, stored_at
