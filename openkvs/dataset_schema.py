@@ -7,11 +7,9 @@ item costs bounded CPU; both run in a worker thread (``check_items_off_loop``)."
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import jsonschema
-import orjson
 import referencing.exceptions
 
 from openkvs import errors, jsontext, schema
@@ -30,9 +28,9 @@ _TRANSFORMATION: dict[str, type | tuple[type, ...]] = {
 _TOP = {"actorSpecification", "title", "description", "fields", "views"}
 # Decision (the contract is silent; Apify's schemas are a few kB): a schema's JSON at most this, else 400. Checking
 # one costs ~1.4 us of CPU a byte in a worker thread that shares the interpreter lock (~37 us a property: 3.8 s for
-# the 2.7 MB of 100,000 properties), and every look-up of the dataset parses it again; without this, only the
-# body's 9 MiB bounded it (12 s).
-MAX_SCHEMA_BYTES = 4 * 1024 * 1024
+# the 2.7 MB of 100,000 properties); without this, only the body's 9 MiB bounded it (12 s). A key-value store's
+# schema has the same cap (schema.MAX_SCHEMA_BYTES).
+MAX_SCHEMA_BYTES = schema.MAX_SCHEMA_BYTES
 
 
 def _invalid(what: str) -> errors.DatasetSchemaInvalid:
@@ -49,7 +47,7 @@ def validate_dataset_schema(value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise _invalid("it must be an object")
-    size = _json_size(value)
+    size = jsontext.stored_size(value)
     if size > MAX_SCHEMA_BYTES:
         raise _invalid(f"it is {size:,} bytes of JSON, more than {MAX_SCHEMA_BYTES:,}")
     try:
@@ -102,15 +100,6 @@ def validate_dataset_schema(value: Any) -> dict[str, Any] | None:
         if not isinstance(display, dict):
             raise _invalid(f"view {name!r}: display must be an object")
     return value
-
-
-def _json_size(value: dict[str, Any]) -> int:
-    """The bytes of ``value`` as stored (compact JSON, UTF-8): by orjson, a few ms for the largest, unless it holds
-    what orjson refuses (an integer past 64 bits)."""
-    try:
-        return len(orjson.dumps(value))
-    except orjson.JSONEncodeError:
-        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(errors="surrogatepass"))
 
 
 async def validate_dataset_schema_off_loop(value: Any) -> dict[str, Any] | None:

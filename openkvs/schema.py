@@ -38,6 +38,10 @@ from jsonschema.exceptions import ValidationError
 from openkvs import errors, jsontext
 
 JSON_COLLECTION_MAX = 64 * 1024 * 1024  # a record checked against a jsonSchema is parsed whole, so it is capped
+# Decision (the contract is silent; Apify's schemas are a few kB): a store's schema's JSON at most this, else 400
+# store-schema-invalid, as a dataset's (dataset_schema.MAX_SCHEMA_BYTES). Every look-up that reads the store row
+# again reads it whole (storage/schemas.py parses it once); without this, only the body's 9 MiB bounded it.
+MAX_SCHEMA_BYTES = 4 * 1024 * 1024
 MESSAGE_MAX = 1000  # characters of jsonschema's message kept in the 400
 CHECK_STEPS = 10_000_000  # work allowed to check one record: 15-40 s of one core of the test machine
 CHECK_THREADS = 2  # records checked at once (each holds a core; more wait their turn, the event loop stays free)
@@ -215,6 +219,9 @@ def validate_schema(schema: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(schema, dict):
         raise _invalid("it must be an object")
+    size = jsontext.stored_size(schema)
+    if size > MAX_SCHEMA_BYTES:
+        raise _invalid(f"it is {size:,} bytes of JSON, more than {MAX_SCHEMA_BYTES:,}")
     try:  # stored as JSON text: PostgreSQL can't hold NUL, and a lone surrogate has no UTF-8 form
         jsontext.check_storable(schema)
     except jsontext.InvalidJson as exc:

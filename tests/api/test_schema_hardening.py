@@ -262,3 +262,23 @@ def test_paired_surrogates_are_fine(alice: httpx.Client) -> None:
                    headers={"Content-Type": "application/json"})
     assert r.status_code == 201, r.text
     assert alice.get(f"/v2/key-value-stores/{r.json()['data']['id']}").json()["data"]["schema"]["title"] == "\U0001f600"
+
+
+def test_a_schema_over_4_mib_is_a_400_on_create_and_update(alice: httpx.Client) -> None:
+    """Every look-up that reads the store row again reads its schema whole: bounded (a decision, as a dataset's),
+    not only by the body's 9 MiB. A long description is cheap to check, so the old code took it."""
+    from openkvs.schema import MAX_SCHEMA_BYTES
+
+    schema: dict[str, Any] = {"actorKeyValueStoreSchemaVersion": 1, "description": "d" * MAX_SCHEMA_BYTES}
+    name = f"s-{secrets.token_hex(4)}"
+    r = alice.post(f"/v2/key-value-stores?name={name}", json={"schema": schema})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "store-schema-invalid", r.text
+    assert f"more than {MAX_SCHEMA_BYTES:,}" in r.json()["error"]["message"]
+    assert alice.get(f"/v2/key-value-stores/~{name}").status_code == 404
+    store = alice.post(f"/v2/key-value-stores?name={name}").json()["data"]
+    r = alice.put(f"/v2/key-value-stores/{store['id']}", json={"schema": schema})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "store-schema-invalid", r.text
+    assert alice.get(f"/v2/key-value-stores/{store['id']}").json()["data"]["schema"] is None
+    schema["description"] = "d" * (MAX_SCHEMA_BYTES - 200)  # at the limit: taken
+    r = alice.put(f"/v2/key-value-stores/{store['id']}", json={"schema": schema})
+    assert r.status_code == 200 and r.json()["data"]["schema"] == schema, r.status_code

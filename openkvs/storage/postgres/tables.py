@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from .. import schemas
 from ..base import (
     Grant,
     KeySelection,
@@ -229,8 +230,10 @@ def selection_sql(selection: KeySelection, args: list[Any]) -> str | None:
     return " AND ".join(conds) if conds else "TRUE"
 
 
+# The schema as text, not jsonb: asyncpg's jsonb codec would parse it on the event loop at every read of the row, and
+# a schema may be megabytes; to_store parses it once per store and text (storage/schemas.py).
 STORE_COLS = """s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.accessed_at, s.general_access,
-    s.schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
+    s.schema::text AS schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
     s.storage_bytes, s.generation, s.kind, s.title, s.record_count"""
 STORE_FROM = "stores s JOIN users u ON u.id = s.user_id"
 GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
@@ -286,7 +289,9 @@ _STORE_COL_NAMES = [c.strip() for c in STORE_COLS.split(",")]
 def _versioned_store_cols() -> str:
     """STORE_COLS, each NULL when ``v.same`` (see _version_join); first ``ver`` itself, likewise."""
     cols = ["CASE WHEN v.same THEN NULL ELSE v.ver END AS ver"]
-    cols += [f"CASE WHEN v.same THEN NULL ELSE {c} END AS {c.split('.')[1]}" for c in _STORE_COL_NAMES]
+    for c in _STORE_COL_NAMES:  # "s.name", or "s.schema::text AS schema"
+        expr, _, alias = c.partition(" AS ")
+        cols.append(f"CASE WHEN v.same THEN NULL ELSE {expr} END AS {alias or c.split('.')[1]}")
     return ", ".join(cols)
 
 
@@ -391,7 +396,7 @@ def to_store(row: asyncpg.Record) -> Store:
         modified_at=row["modified_at"],
         accessed_at=row["accessed_at"],
         general_access=row["general_access"],
-        schema=row["schema"],
+        schema=schemas.parsed(row["id"], row["schema"]),
         url_signing_secret_key=row["url_signing_secret_key"],
         stats=StoreStats(
             read_count=row["read_count"],

@@ -6,7 +6,6 @@ selections as SQL."""
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from typing import Any
 
 from openkvs.zipwriter import local_header
 
+from .. import schemas
 from ..base import (
     Grant,
     KeySelection,
@@ -417,7 +417,7 @@ def to_store(row: Sequence[Any]) -> Store:
         modified_at=from_ms(row[5]),
         accessed_at=from_ms(row[6]),
         general_access=row[7],
-        schema=json.loads(row[8]) if row[8] is not None else None,
+        schema=schemas.parsed(row[0], row[8]),
         url_signing_secret_key=row[9],
         stats=StoreStats(
             read_count=row[10], write_count=row[11], delete_count=row[12], list_count=row[13], storage_bytes=row[14],
