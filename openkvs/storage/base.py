@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import schemas
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -166,13 +168,15 @@ class RecordMeta:
 class StoreMemo:
     """store ID -> (its columns as read, the Store made from them): a look-up whose store row is unchanged reuses
     the Store instead of converting its columns again. Checked against the columns just read, so never stale;
-    bounded (a flood of distinct stores starts over)."""
+    bounded by count and by the text it holds (a store's schema may be megabytes: schemas.HELD_BYTES); a flood of
+    distinct stores starts over."""
 
-    __slots__ = ("_kept",)
+    __slots__ = ("_kept", "_held")
     LIMIT = 1024
 
     def __init__(self) -> None:
         self._kept: dict[Any, tuple[tuple[Any, ...], Store]] = {}
+        self._held = 0  # the length of the text columns kept
 
     def store(self, columns: tuple[Any, ...], make: Callable[[Any], Store], row: Any) -> Store:
         """The Store of ``columns`` (the ID first): the kept one if they read the same, else ``make(row)``."""
@@ -180,10 +184,20 @@ class StoreMemo:
         if kept is not None and kept[0] == columns:
             return kept[1]
         store = make(row)
-        if len(self._kept) >= self.LIMIT:
+        size = _text_length(columns)
+        if kept is not None:
+            self._held -= _text_length(kept[0])
+        if len(self._kept) >= self.LIMIT or self._held + size > schemas.HELD_BYTES:
             self._kept.clear()
-        self._kept[columns[0]] = (columns, store)
+            self._held = 0
+        if size <= schemas.HELD_BYTES:
+            self._kept[columns[0]] = (columns, store)
+            self._held += size
         return store
+
+
+def _text_length(columns: tuple[Any, ...]) -> int:
+    return sum(len(c) for c in columns if type(c) is str)
 
 
 @dataclass(slots=True)  # not frozen: see VALUE TYPES in storage/base.py
