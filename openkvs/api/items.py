@@ -423,8 +423,10 @@ async def render(
                 yield piece
         yield renderer.end()
         return
+    most: int | None = FIRST_PIECE  # (a small first piece: the first byte waits for it)
     async for batch in readahead(snap.items(lo, hi, desc=desc, batch=EXPORT_BATCH)):
-        rows = _Rows(renderer, shape, batch)
+        rows = _Rows(renderer, shape, batch, first=most)
+        most = None
         while (piece := await anyio.to_thread.run_sync(rows.next_piece)) is not None:
             if piece:
                 yield start + piece  # the start with the first rows: a 400 of those (flatten) is still an answer
@@ -439,6 +441,9 @@ async def render(
 # EXPORT_BATCH rows of one 200 kB item were 800 MB rendered in one piece (and one C call holding the GIL for a
 # second). Rows of small items still go EXPORT_BATCH at a time.
 PIECE_BYTES = 4 * 1024 * 1024
+# Rows in an export's first piece: the answer's first byte waits for them (so that a 400 of the first row, flatten's
+# cap, is still an answer), and EXPORT_BATCH rows of xlsx or html took 60-140 ms to render.
+FIRST_PIECE = 16
 T = TypeVar("T")
 
 
@@ -448,9 +453,11 @@ class _Rows:
     memory nor a trip to the worker thread grows with them, and a client that goes away stops the work between
     pieces."""
 
-    def __init__(self, renderer: Any, shape: pipeline.Shape, batch: list[bytes]) -> None:
+    def __init__(self, renderer: Any, shape: pipeline.Shape, batch: list[bytes], *, first: int | None = None) -> None:
+        """``first``: at most this many rows in the first piece (None: EXPORT_BATCH)."""
         self._renderer = renderer
         self._shape = shape
+        self._most = EXPORT_BATCH if first is None else first  # rows in the next piece at most
         # Unchanged items make a row each at most: the renderer's stored_rows takes their stored bytes (csv renders
         # them without parsing them), pieces cut where their sizes add up (``_stored_cut``: no Python per item,
         # which was a seventh of a csv row's CPU, with the GIL held). Other rows are lazy: parsed, unwound and
@@ -470,9 +477,11 @@ class _Rows:
                 return None
             stop = self._stored_cut(items, at)
             self._at = stop
+            self._most = EXPORT_BATCH
             piece = items if stop - at == len(items) else items[at:stop]
             return self._renderer.stored_rows(piece, self._rows_of)  # type: ignore[no-any-return]
-        rows = _piece(self._rows)
+        rows = _piece(self._rows, self._most)
+        self._most = EXPORT_BATCH
         if not rows:
             return None
         return self._renderer.rows(rows)  # type: ignore[no-any-return]
@@ -483,19 +492,21 @@ class _Rows:
             self._ends = list(accumulate(map(len, items)))
         ends = self._ends
         over = bisect_left(ends, (ends[at - 1] if at else 0) + PIECE_BYTES, at)  # the item that reaches PIECE_BYTES
-        return min(over + 1, at + EXPORT_BATCH, len(items))
+        return min(over + 1, at + self._most, len(items))
 
     def _rows_of(self, raw: bytes) -> list[dict[str, Any]]:
         return list(self._shape.iter_rows(itemjson.load(raw)))
 
 
-def _piece(found: Iterator[tuple[T, int]]) -> list[T]:
-    """The next of ``found`` up to EXPORT_BATCH of them or about PIECE_BYTES of their items' size."""
+def _piece(found: Iterator[tuple[T, int]], most: int | None = None) -> list[T]:
+    """The next of ``found`` up to ``most`` of them (None: EXPORT_BATCH) or about PIECE_BYTES of their items'
+    size."""
+    most = EXPORT_BATCH if most is None else most
     out: list[T] = []
     size = 0
     for thing, cost in found:
         out.append(thing)
         size += cost
-        if size >= PIECE_BYTES or len(out) >= EXPORT_BATCH:
+        if size >= PIECE_BYTES or len(out) >= most:
             break
     return out

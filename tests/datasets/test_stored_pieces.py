@@ -25,22 +25,28 @@ class Recorder:
         return b"".join(items)
 
 
+@pytest.mark.parametrize("first", [None, export.FIRST_PIECE, 1])
 @pytest.mark.parametrize("seed", range(8))
-def test_stored_pieces_are_cut_as_rows_are(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stored_pieces_are_cut_as_rows_are(seed: int, first: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``first``: the export's first piece is small (its first byte waits for it), the others as before."""
     rnd = random.Random(seed)
     monkeypatch.setattr(export, "PIECE_BYTES", rnd.choice([1000, 5000, 20_000]))
     monkeypatch.setattr(export, "EXPORT_BATCH", rnd.choice([7, 50, 4000]))
     batch = [b"{%s}" % (b"x" * rnd.choice([0, 10, 300, 3000, 25_000])) for _ in range(rnd.randint(1, 400))]
     shape = parse_items_query({"format": "csv"}, None).shape
     recorder = Recorder()
-    rows = export._Rows(recorder, shape, batch)
+    rows = export._Rows(recorder, shape, batch, first=first)
     out = []
     while (piece := rows.next_piece()) is not None:
         out.append(piece)
     expected = []  # the oracle: _piece over (item, its size), as rows of parsed items are cut
     found = iter([(raw, len(raw)) for raw in batch])
-    while got := export._piece(found):
+    most = first
+    while got := export._piece(found, most):
         expected.append(got)
+        most = None
+    if first is not None:
+        assert len(recorder.pieces[0]) <= first
     assert recorder.pieces == expected
     assert b"".join(out) == b"".join(batch)
 
@@ -55,3 +61,21 @@ def test_a_csv_export_of_stored_items_is_the_rows_of_the_parsed_items() -> None:
     while (piece := rows.next_piece()) is not None:
         out += piece
     assert out == b"".join(b'%d,"x,y"\r\n' % i for i in range(9000))
+
+
+def test_the_first_piece_of_reshaped_rows_is_small_too() -> None:
+    """Rows that are not the stored items (here ``fields``) are cut the same way: the first piece at most ``first``
+    rows (what the answer's first byte waits for), the next ones EXPORT_BATCH."""
+    q = parse_items_query({"format": "csv", "fields": "a"}, None)
+    assert not q.shape.identity
+    batch = [b'{"a":%d,"b":2}' % i for i in range(9000)]
+    renderer = formats.renderer(q, label="x", dataset_id="x", public_url="http://x")
+    renderer.start(["a"])
+    rows = export._Rows(renderer, q.shape, batch, first=export.FIRST_PIECE)
+    pieces = []
+    while (piece := rows.next_piece()) is not None:
+        pieces.append(piece)
+    rest = 9000 - export.FIRST_PIECE
+    full, left = divmod(rest, export.EXPORT_BATCH)
+    assert [p.count(b"\r\n") for p in pieces] == [export.FIRST_PIECE] + [export.EXPORT_BATCH] * full + [left] * (left > 0)
+    assert b"".join(pieces) == b"".join(b"%d\r\n" % i for i in range(9000))
