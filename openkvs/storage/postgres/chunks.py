@@ -235,41 +235,43 @@ class _CopyRows:
                     self._next(self._COUNT)
 
 
-class _Pipe:
-    """Pieces from a COPY's sink to the reader: ``put`` waits while ``limit`` bytes or more are waiting; after
-    ``stop`` (the reader left) it drops them. ``end`` puts the last item (None or an exception) without waiting."""
+class Pipe:
+    """Pieces from a COPY's sink (a task of its own) to the reader: ``put`` waits while ``limit`` or more is
+    waiting, each piece weighing ``weigh(piece)`` (its bytes, or 1 to count pieces); after ``stop`` (the reader
+    left) it drops them. ``end`` puts the last item (None or an exception) without waiting. ``drained`` reads it."""
 
-    __slots__ = ("items", "held", "limit", "stopped", "_came", "_room")
+    __slots__ = ("items", "held", "limit", "stopped", "_weigh", "_came", "_room")
 
-    def __init__(self, limit: int) -> None:
-        self.items: collections.deque[memoryview | BaseException | None] = collections.deque()
+    def __init__(self, limit: int, weigh: Callable[[Any], int] = len) -> None:
+        self.items: collections.deque[Any] = collections.deque()
         self.held = 0
         self.limit = limit
         self.stopped = False
+        self._weigh = weigh
         self._came = asyncio.Event()
         self._room = asyncio.Event()
 
-    async def put(self, piece: memoryview) -> None:
+    async def put(self, piece: Any) -> None:
         while self.held >= self.limit and not self.stopped:
             self._room.clear()
             await self._room.wait()
         if self.stopped:
             return
         self.items.append(piece)
-        self.held += len(piece)
+        self.held += self._weigh(piece)
         self._came.set()
 
     def end(self, last: BaseException | None) -> None:
         self.items.append(last)
         self._came.set()
 
-    async def get(self) -> memoryview | BaseException | None:
+    async def get(self) -> Any:
         while not self.items:
             self._came.clear()
             await self._came.wait()
         item = self.items.popleft()
-        if isinstance(item, memoryview):
-            self.held -= len(item)
+        if item is not None and not isinstance(item, BaseException):
+            self.held -= self._weigh(item)
             self._room.set()
         return item
 
@@ -277,6 +279,22 @@ class _Pipe:
         self.stopped = True
         self.items.clear()
         self._room.set()
+
+
+async def drained(pipe: Pipe, task: asyncio.Future[None]) -> AsyncIterator[Any]:
+    """The pieces ``task`` puts in ``pipe``, up to its end (an exception it ends with is raised here); whenever the
+    reader stops, the pipe stops and the task is waited for (``settle``)."""
+    try:
+        while True:
+            item = await pipe.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        pipe.stop()
+        await settle(task)
 
 
 async def copy_chunks(
@@ -297,7 +315,7 @@ async def copy_chunks(
     cs = blob.chunk_size
     first, last = start // cs, (end - 1) // cs
     per = max(1, window_bytes // cs)
-    pipe = _Pipe(held_bytes)
+    pipe = Pipe(held_bytes)
 
     async def window(a: int, b: int) -> None:
         rows = _CopyRows(a, [min(cs, blob.size - k * cs) for k in range(a, b + 1)])
@@ -348,15 +366,5 @@ async def copy_chunks(
             pipe.end(exc)
             raise
 
-    task = asyncio.ensure_future(produce())
-    try:
-        while True:
-            item = await pipe.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        pipe.stop()
-        await settle(task)
+    async for piece in drained(pipe, asyncio.ensure_future(produce())):
+        yield piece

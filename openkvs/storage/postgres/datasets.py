@@ -9,7 +9,6 @@ snapshot pool: rows deleted meanwhile stay visible to it until it ends."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -32,7 +31,7 @@ from ..datasets import (
     merge_fields,
     range_batches,
 )
-from .chunks import settle
+from .chunks import Pipe, drained
 from .clock import NOW_MS
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, discard, unavailable
 from .copyformat import HEAD, I32, SIGNATURE, with_constants
@@ -196,41 +195,8 @@ class _Joined:
         return self._piece() if self.parts else None
 
 
-class _Ahead:
-    """Pieces from a COPY's sink to the export: ``put`` waits while COPY_AHEAD wait; after ``stop`` (the export left)
-    it drops them. ``end`` puts the last item (None or an exception) without waiting."""
-
-    __slots__ = ("items", "stopped", "_came", "_room")
-
-    def __init__(self) -> None:
-        self.items: collections.deque[Any] = collections.deque()
-        self.stopped = False
-        self._came = asyncio.Event()
-        self._room = asyncio.Event()
-
-    async def put(self, piece: Any) -> None:
-        while len(self.items) >= COPY_AHEAD and not self.stopped:
-            self._room.clear()
-            await self._room.wait()
-        if not self.stopped:
-            self.items.append(piece)
-            self._came.set()
-
-    def end(self, last: BaseException | None) -> None:
-        self.items.append(last)
-        self._came.set()
-
-    async def get(self) -> Any:
-        while not self.items:
-            self._came.clear()
-            await self._came.wait()
-        self._room.set()
-        return self.items.popleft()
-
-    def stop(self) -> None:
-        self.stopped = True
-        self.items.clear()
-        self._room.set()
+def _one(piece: Any) -> int:
+    return 1
 
 
 class PgItemSnapshot(ItemSnapshot):
@@ -346,7 +312,7 @@ class PgItemSnapshot(ItemSnapshot):
         info = self.info
         per = max(1, int(COPY_WINDOW_BYTES * info.item_count / info.bytes)) if info.bytes else 16 * BLOCK
         order = "DESC" if desc else ""
-        ahead = _Ahead()
+        ahead = Pipe(COPY_AHEAD, weigh=_one)  # (pieces counted)
         joined = _Joined(sep, size, batch)
         damaged: list[Exception] = []
 
@@ -397,18 +363,8 @@ class PgItemSnapshot(ItemSnapshot):
                 if not isinstance(exc, Exception):
                     raise
 
-        task = asyncio.ensure_future(produce())
-        try:
-            while True:
-                item = await ahead.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            ahead.stop()
-            await settle(task)
+        async for piece in drained(ahead, asyncio.ensure_future(produce())):
+            yield piece
 
     async def block_paths(self, first: int, last: int) -> list[tuple[int, list[Any]]]:
         rows = await self._conn.fetch(
