@@ -423,13 +423,16 @@ async def render(
                 yield piece
         yield renderer.end()
         return
-    most: int | None = FIRST_PIECE  # (a small first piece: the first byte waits for it)
+    if not shape.flatten and start:  # (only flatten's cap fails a row: else the start needn't wait for any row)
+        yield start
+        start = b""
+    most: int | None = FIRST_PIECE  # (a small first piece: with flatten, the first byte waits for it)
     async for batch in readahead(snap.items(lo, hi, desc=desc, batch=EXPORT_BATCH)):
         rows = _Rows(renderer, shape, batch, first=most)
         most = None
         while (piece := await anyio.to_thread.run_sync(rows.next_piece)) is not None:
-            if piece:
-                yield start + piece  # the start with the first rows: a 400 of those (flatten) is still an answer
+            if start or piece:  # with flatten, the start with the first piece rendered, even an empty one (xlsx's
+                yield start + piece  # compressor holds rows back): a 400 of its rows is still an answer
                 start = b""
     if start:
         yield start
@@ -441,8 +444,8 @@ async def render(
 # EXPORT_BATCH rows of one 200 kB item were 800 MB rendered in one piece (and one C call holding the GIL for a
 # second). Rows of small items still go EXPORT_BATCH at a time.
 PIECE_BYTES = 4 * 1024 * 1024
-# Rows in an export's first piece: the answer's first byte waits for them (so that a 400 of the first row, flatten's
-# cap, is still an answer), and EXPORT_BATCH rows of xlsx or html took 60-140 ms to render.
+# Rows in an export's first piece: with flatten the answer's first byte waits for them (so that a 400 of the first
+# row, flatten's cap, is still an answer), and EXPORT_BATCH rows of xlsx or html took 60-140 ms to render.
 FIRST_PIECE = 16
 T = TypeVar("T")
 
