@@ -345,6 +345,32 @@ static int literal(Walk *w, const char *word, Py_ssize_t n)
 
 static int value(Walk *w, int depth);
 
+/* A byte of structure, in the item's stored bytes and in its skeleton. */
+static int put_both(Walk *w, char c)
+{
+    return put1(&w->out, c) == OK && put1(&w->skel, c) == OK ? OK : ERROR;
+}
+
+#define MORE 3 /* separator() only: another member or element follows */
+
+/* After a member or an element: OK at ``close`` (not consumed), MORE after a comma (written, and the space after
+   it skipped), BAIL at anything else. */
+static int separator(Walk *w, char close)
+{
+    skip_ws(w);
+    if (w->p >= w->end)
+        return BAIL;
+    if (*w->p == close)
+        return OK;
+    if (*w->p != ',')
+        return BAIL;
+    w->p++;
+    if (put_both(w, ',') != OK)
+        return ERROR;
+    skip_ws(w);
+    return MORE;
+}
+
 /* Whether the keys of one object, keys[from:nkeys], hold two equal ones (large objects: by a hash table). */
 static int duplicates(Walk *w, Py_ssize_t from)
 {
@@ -386,12 +412,12 @@ static int object(Walk *w, int depth, int *clean)
     Py_ssize_t from = w->nkeys;
     int r;
     w->p++;
-    if (put1(&w->out, '{') != OK || put1(&w->skel, '{') != OK)
+    if (put_both(w, '{') != OK)
         return ERROR;
     skip_ws(w);
     if (w->p < w->end && *w->p == '}') {
         w->p++;
-        return put1(&w->out, '}') == OK && put1(&w->skel, '}') == OK ? OK : ERROR;
+        return put_both(w, '}');
     }
     for (;;) {
         if (w->p >= w->end || *w->p != '"')
@@ -422,30 +448,23 @@ static int object(Walk *w, int depth, int *clean)
         if (w->p >= w->end || *w->p != ':')
             return BAIL;
         w->p++;
-        if (put1(&w->out, ':') != OK || put1(&w->skel, ':') != OK)
+        if (put_both(w, ':') != OK)
             return ERROR;
         skip_ws(w);
         if ((r = value(w, depth)) != OK)
             return r;
-        skip_ws(w);
-        if (w->p >= w->end)
-            return BAIL;
-        if (*w->p == '}')
+        if ((r = separator(w, '}')) != MORE)
             break;
-        if (*w->p != ',')
-            return BAIL;
-        w->p++;
-        if (put1(&w->out, ',') != OK || put1(&w->skel, ',') != OK)
-            return ERROR;
-        skip_ws(w);
     }
+    if (r != OK)
+        return r;
     w->p++;
     switch (duplicates(w, from)) {
     case 1: return BAIL;
     case -1: return ERROR;
     }
     w->nkeys = from;
-    return put1(&w->out, '}') == OK && put1(&w->skel, '}') == OK ? OK : ERROR;
+    return put_both(w, '}');
 }
 
 static int array(Walk *w, int depth)
@@ -454,30 +473,23 @@ static int array(Walk *w, int depth)
         return BAIL;
     int r;
     w->p++;
-    if (put1(&w->out, '[') != OK || put1(&w->skel, '[') != OK)
+    if (put_both(w, '[') != OK)
         return ERROR;
     skip_ws(w);
     if (w->p < w->end && *w->p == ']') {
         w->p++;
-        return put1(&w->out, ']') == OK && put1(&w->skel, ']') == OK ? OK : ERROR;
+        return put_both(w, ']');
     }
     for (;;) {
         if ((r = value(w, depth)) != OK)
             return r;
-        skip_ws(w);
-        if (w->p >= w->end)
-            return BAIL;
-        if (*w->p == ']')
+        if ((r = separator(w, ']')) != MORE)
             break;
-        if (*w->p != ',')
-            return BAIL;
-        w->p++;
-        if (put1(&w->out, ',') != OK || put1(&w->skel, ',') != OK)
-            return ERROR;
-        skip_ws(w);
     }
+    if (r != OK)
+        return r;
     w->p++;
-    return put1(&w->out, ']') == OK && put1(&w->skel, ']') == OK ? OK : ERROR;
+    return put_both(w, ']');
 }
 
 /* The value at p (no whitespace before it), inside a container at level ``depth``. */
