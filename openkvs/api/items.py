@@ -250,14 +250,14 @@ def _prepare(items: list[Any], array: bool, shapes: list[Any] | None, fields_sch
 def _prepare_split(encoded: list[bytes], kinds: list[int], firsts: list[int], clean: int) -> Push:
     """The Push of a body that _cpush.c split into stored items, each with its skeleton's number (``kinds``) and
     the index of each skeleton's first item (``firsts``): as ``_prepare``, the paths and the keys once per
-    skeleton, from its first item parsed back."""
+    skeleton, from its first item parsed back. (No fields schema, so no field statistics: None.)"""
     keys: dict[str, None] = {}
     by_kind = []
     for i in firsts:
         item = itemjson.load(encoded[i])
         keys.update(dict.fromkeys(item))
         by_kind.append(pipeline.item_paths(item))  # (one list object per skeleton, as _prepare's)
-    return Push(encoded, clean, list(keys), list(map(by_kind.__getitem__, kinds)), push_field_stats(None, []))
+    return Push(encoded, clean, list(keys), list(map(by_kind.__getitem__, kinds)), None)
 
 
 def push_field_stats(fields_schema: Any, items: list[Any]) -> dict[str, Any] | None:
