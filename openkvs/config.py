@@ -165,12 +165,14 @@ class Settings:
         "", "Comma-separated IPs/networks whose X-Forwarded-For is believed.", check=_trusted_networks
     )
     default_general_access: str = setting(
-        rules.RESTRICTED, "What a store's FOLLOW_USER_SETTING means.", choices=rules.GENERAL_ACCESS_LEVELS
+        rules.RESTRICTED,
+        "What FOLLOW_USER_SETTING means for a store, dataset or request queue.",
+        choices=rules.GENERAL_ACCESS_LEVELS,
     )
     rotate_signing_key_on_revoke: bool = setting(
         True,
-        "Give a store a new URL-signing key when a grant is removed or lowered to READ, or the store is set back "
-        "to RESTRICTED: every signed link made before stops working (README: Shared links).",
+        "Give a store, dataset or request queue a new URL-signing key when a grant is removed or lowered to READ, "
+        "or it is set back to RESTRICTED: every signed link made before stops working (README: Shared links).",
     )
     log_level: str = setting(
         "info", "Log level: debug, info, warning, error (one access-log line per request at info and below)."
@@ -192,18 +194,20 @@ class Settings:
     )
     download_send_timeout: float = setting(
         60.0,
-        "Seconds a ZIP download may send nothing (a client reading less than about 1 MiB in that time) before its "
-        "connection is aborted.",
+        "Seconds a ZIP download or a dataset export may send nothing (a client reading less than about 1 MiB in that "
+        "time) before its connection is aborted.",
         check=_positive,
     )
     max_downloads: int = setting(
         16,
-        "ZIP downloads at once per server process (on PostgreSQL also its connections for them); more get 429 "
-        "with Retry-After.",
+        "ZIP downloads and dataset exports at once per server process (on PostgreSQL also its connections for "
+        "them); more get 429 with Retry-After.",
         minimum=1,
     )
     max_downloads_per_user: int = setting(
-        4, "ZIP downloads at once per user (per client IP without a token), per server process.", minimum=1
+        4,
+        "ZIP downloads and dataset exports at once per user (per client IP without a token), per server process.",
+        minimum=1,
     )
 
     @classmethod
