@@ -189,17 +189,18 @@ def grants_list(store: str, **flags: Any) -> None:
 def grants_remove(store: str, username: str, **flags: Any) -> None:
     """Take back USERNAME's access to STORE."""
 
-    async def work(storage: Any) -> bool:
+    async def work(storage: Any) -> tuple[bool, str]:
         from openkvs import sharing
 
         s = await _store(storage, store, any_kind=True)
         user = await storage.get_user_by_name(username)
-        return bool(user and await sharing.remove_grant(storage, s.id, user.id, settings.rotate_signing_key_on_revoke))
+        removed = user and await sharing.remove_grant(storage, s.id, user.id, settings.rotate_signing_key_on_revoke)
+        return bool(removed), _KIND_NAMES[s.kind]
 
     settings = load_settings(**flags)
-    removed = use(settings, work)
+    removed, kind = use(settings, work)
     if removed and settings.rotate_signing_key_on_revoke:
-        click.echo("removed; the store has a new URL-signing key (signed links made before stop working)")
+        click.echo(f"removed; the {kind} has a new URL-signing key (signed links made before stop working)")
     else:
         click.echo("removed" if removed else "there was no such grant")
 

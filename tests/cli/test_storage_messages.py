@@ -100,6 +100,33 @@ def test_rotating_a_signing_key_says_which_store_and_what_it_means(tmp_path: Pat
     assert asyncio.run(key()) != "k" * 32
 
 
+def test_taking_back_a_dataset_grant_says_the_dataset_has_a_new_key(tmp_path: Path) -> None:
+    from openkvs.storage.base import DATASET
+    from openkvs.storage.sqlite import SQLiteStorage
+
+    data = tmp_path / "data"
+
+    async def make_dataset() -> str:
+        async with SQLiteStorage(data, background=False) as st:
+            ann = await st.create_user("ann")
+            await st.create_user("bob")
+            return (await st.create_store(ann.id, "products", None, "k" * 32, kind=DATASET)).id
+
+    dataset_id = asyncio.run(make_dataset())
+    added = openkvs_cli("grants", "add", "ann~products", "bob", "--data-dir", str(data))
+    assert added.stdout == "bob may now read ann~products\n"
+    out = openkvs_cli("grants", "remove", "ann~products", "bob", "--data-dir", str(data))
+    assert out.stdout == "removed; the dataset has a new URL-signing key (signed links made before stop working)\n"
+
+    async def key() -> str:
+        async with SQLiteStorage(data, background=False) as st:
+            return (await st.get_store(dataset_id)).url_signing_secret_key  # type: ignore[union-attr]
+
+    assert asyncio.run(key()) != "k" * 32
+    again = openkvs_cli("grants", "remove", "ann~products", "bob", "--data-dir", str(data))
+    assert again.stdout == "there was no such grant\n"
+
+
 def test_a_dataset_named_to_the_stores_commands_is_called_a_dataset(tmp_path: Path) -> None:
     from openkvs.storage.base import DATASET
     from openkvs.storage.sqlite import SQLiteStorage
