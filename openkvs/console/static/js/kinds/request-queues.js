@@ -14,7 +14,8 @@ const PAGE_SIZE = 50;
 
 const kind = { path: "request-queues", title: "Request queues", noun: "queue", list, detail };
 
-const counts = (q) => `${q.totalRequestCount} requests: ${q.pendingRequestCount} pending, ${q.handledRequestCount} handled`;
+const counts = (q) =>
+  `${q.totalRequestCount} ${q.totalRequestCount === 1 ? "request" : "requests"}: ${q.pendingRequestCount} pending, ${q.handledRequestCount} handled`;
 
 function list(page) {
   return resources.listPage(page, kind, [
