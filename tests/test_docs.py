@@ -66,3 +66,31 @@ def test_the_files_the_docs_name_are_in_the_repository() -> None:
     # the extraction finds what it should: a silent regex would pass on nothing
     names = {name for doc in DOCS for name, _ in _named_files(doc)}
     assert {"deploy/openkvs.service", "docs/sdk.md", "tests/compat/test_sdk.py", "BENCHMARKS.md"} <= names, names
+
+
+def _section(title: str) -> str:
+    start = README.index(title)
+    return README[start : README.index("\n#", start + len(title))]
+
+
+def test_the_readme_limits_are_the_codes() -> None:
+    """The limits openkvs chose where Apify's API is silent, as the README states them, are the ones the code
+    enforces (each stated once, in "Limits of openkvs's own")."""
+    from openkvs import jsontext, schema
+    from openkvs.api import items
+    from openkvs.datasets import pipeline
+
+    limits = _section("### Limits of openkvs's own")
+    stated = {
+        "schema": f"at most {schema.MAX_SCHEMA_BYTES // 2**20} MiB ({schema.MAX_SCHEMA_BYTES:,} bytes) of\n  compact JSON",
+        "flatten": f"more than {pipeline.MAX_FLATTENED_KEYS // 2**20} MiB of characters "
+                   f"({pipeline.MAX_FLATTENED_KEYS:,}",
+        "unwind": f"at most {items.MAX_HEADER_SCAN_CELLS:,} cells",
+        "depth": f"nest at most {jsontext.MAX_DEPTH} levels, a dataset push's {items.ITEM_MAX_DEPTH}",
+        "steps": f"{schema.CHECK_STEPS // 10**6} million validation steps",
+    }
+    assert {what: text for what, text in stated.items() if text not in limits} == {}
+    # the schema and flatten caps are stated once in the README: in this section
+    for figure in (f"{schema.MAX_SCHEMA_BYTES:,}", f"{pipeline.MAX_FLATTENED_KEYS:,}"):
+        assert README.count(figure) == 1, figure
+
