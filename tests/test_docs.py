@@ -94,3 +94,37 @@ def test_the_readme_limits_are_the_codes() -> None:
     for figure in (f"{schema.MAX_SCHEMA_BYTES:,}", f"{pipeline.MAX_FLATTENED_KEYS:,}"):
         assert README.count(figure) == 1, figure
 
+
+def _python_blocks(doc: Path) -> list[str]:
+    import re
+    import textwrap
+
+    return [textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)]
+
+
+def test_the_docs_shared_mode_crawler_loads_as_written(tmp_path: Path) -> None:
+    """docs/distributed-crawl.md's crawler, as written but for its last line (``asyncio.run(main())``): what it
+    imports is in the SDK and the Crawlee extra the docs name, and the SDK's storage client takes the shared mode.
+    docs/sdk.md's shared-mode snippet sets the storage client with the same lines. (A crawl with them is
+    tests/compat/test_crawlee.py's, in the slow tier.)"""
+    import subprocess
+    import sys
+
+    import pytest
+
+    crawler = next(b for b in _python_blocks(ROOT / "docs" / "distributed-crawl.md") if "ParselCrawler" in b)
+    snippet = next(b for b in _python_blocks(ROOT / "docs" / "sdk.md") if 'request_queue_access="shared"' in b)
+    setup = snippet[snippet.index("service_locator.set_storage_client(") : snippet.index("async def main")].strip()
+    assert setup in crawler
+    assert crawler.rstrip().endswith("asyncio.run(main())")
+    pytest.importorskip("apify")
+    pytest.importorskip("parsel")  # crawlee[parsel], as docs/distributed-crawl.md says to install
+    (tmp_path / "crawler.py").write_text(
+        crawler.replace("asyncio.run(main())", "")
+        + "\nimport inspect\n"
+        "queues = service_locator.get_storage_client()._cloud_storage_client._request_queue_access\n"
+        "print(queues, inspect.iscoroutinefunction(main))\n"
+    )
+    out = subprocess.run([sys.executable, "crawler.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "shared True", out.stdout
