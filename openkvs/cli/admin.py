@@ -151,7 +151,7 @@ def grants() -> None:
 @click.option("--write", "level", flag_value="write", help="Read and write.")
 @storage_options
 def grants_add(store: str, username: str, level: str, **flags: Any) -> None:
-    """Let USERNAME read (or read and write) STORE."""
+    """Let USERNAME read (or read and write) STORE. STORE may be a key-value store, a dataset or a request queue."""
 
     async def work(storage: Any) -> None:
         from openkvs import sharing

@@ -114,9 +114,10 @@ def upload(folder: Path, store: str, prefix: str, jobs: int, url: str, token: st
 @click.option("--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help="Records sent at once.")
 @_client_options
 def import_(path: Path, store: str | None, jobs: int, url: str, token: str | None, quiet: bool) -> None:
-    """Import Crawlee / Apify CLI local storage. The key-value stores of a local storage folder (PATH: ./storage, its
-    key_value_stores, or one store's folder), keeping keys and content types. Each goes into your store of the
-    same name (created if missing); records already there with the same bytes are skipped."""
+    """Import Crawlee / Apify CLI local storage. PATH is a local storage folder (./storage), its key_value_stores,
+    or one store's folder; its key-value stores are imported with their keys and content types (not its datasets
+    or request queues). Each goes into your store of the same name (created if missing); records already there
+    with the same bytes are skipped."""
     from openkvs.client import lean_imports
 
     lean_imports()
@@ -148,8 +149,8 @@ def import_(path: Path, store: str | None, jobs: int, url: str, token: str | Non
 @click.option("--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help="Records fetched at once.")
 @_client_options
 def export_(store: str, folder: Path, jobs: int, url: str, token: str | None, quiet: bool) -> None:
-    """Export STORE into DIR as Crawlee's local storage. Its layout (DIR/key_value_stores/NAME/, each record with
-    its content type), which 'openkvs import DIR' and Crawlee read back."""
+    """Export STORE into DIR as Crawlee's local storage. It is written as DIR/key_value_stores/NAME/, each record
+    with its content type, which 'openkvs import DIR' and Crawlee read back."""
     from openkvs.client import lean_imports
 
     lean_imports()
