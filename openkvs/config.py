@@ -56,6 +56,14 @@ def _positive(value: float) -> None:
         raise ValueError("must be more than 0")
 
 
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical")  # uvicorn's, in any case
+
+
+def _log_level(level: str) -> None:
+    if level.lower() not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {level!r}")
+
+
 def _bucket_url(url: str) -> None:
     if url:
         from openkvs.storage.bucket import parse_url
@@ -175,7 +183,8 @@ class Settings:
         "or it is set back to RESTRICTED: every signed link made before stops working (README: Shared links).",
     )
     log_level: str = setting(
-        "info", "Log level: debug, info, warning, error (one access-log line per request at info and below)."
+        "info", f"Log level, one of {', '.join(LOG_LEVELS)} (one access-log line per request at info and below).",
+        check=_log_level,
     )
     log_format: str = setting(
         "text", "Access-log format: text (one line) or json (one object a line); on standard output.",

@@ -2,8 +2,9 @@
 
 No token, no rate limit, nothing about stores or users in the answer. Live: the process answers. Ready: storage
 answers one query and its schema is migrated to at least the version this openkvs knows (a newer one, migrated by
-a newer node during a rolling upgrade, is still ready: old nodes keep serving until they are replaced), and Redis
-answers a PING when ``--redis-url`` is set; else 503 with the reason. The
+a newer node during a rolling upgrade, is still ready: old nodes keep serving until they are replaced), Redis
+answers a PING when ``--redis-url`` is set, and the bucket a HEAD when ``--blob-store`` is set (records past
+``--blob-inline-max`` get 503 without it); else 503 with the reason. The
 answer is reused for ``READY_CACHE_SECONDS``, so that any number of pollers cost at most one check a second.
 """
 
@@ -85,6 +86,16 @@ async def _check(st: Any, cache: _Ready) -> tuple[int, dict[str, Any]]:
         except Exception as exc:  # any failure of the client is "not reachable"; the reason's type is enough
             checks["redis"] = "unreachable"
             problems.append(f"redis unreachable: {type(exc).__name__}")
+    if st.storage.blob_store is not None:
+        from openkvs.storage.bucket.s3 import WHY_BUCKET_REFUSED
+
+        try:
+            await asyncio.wait_for(st.storage.blob_store.check(), CHECK_TIMEOUT)
+            checks["bucket"] = "ok"
+        except (TimeoutError, StorageError) as exc:  # the reason without the bucket's name (this answer is public)
+            refused = next((why for status, why in WHY_BUCKET_REFUSED.items() if why in str(exc)), None)
+            checks["bucket"] = "refused" if refused else "unreachable"
+            problems.append(f"bucket {refused}" if refused else f"bucket unreachable: {type(exc).__name__}")
     if problems:
         return 503, {"status": "unavailable", "reason": "; ".join(problems), "checks": checks}
     return 200, {"status": "ok", "checks": checks}

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 MAX_DEPTH = 64  # levels of arrays and objects; well below what jsonschema can follow (see the module docstring)
+BODY_MAX_DEPTH = 128  # levels a dataset push or a request-queue body may have (the contracts' section 1)
 
 # NUL and lone UTF-16 surrogates (json.loads joins the pairs, so any surrogate left alone is lone): JSON allows
 # both escapes, but PostgreSQL text can hold neither, and a lone surrogate has no UTF-8 form to send back.

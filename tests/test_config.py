@@ -52,6 +52,7 @@ def test_a_flag_wins_over_its_variable_and_none_means_not_given() -> None:
     ({"OPENKVS_RATE_LIMITS": "sometimes"}, "OPENKVS_RATE_LIMITS: expected one of on, off"),
     ({"OPENKVS_DEFAULT_GENERAL_ACCESS": "FOLLOW_USER_SETTING"}, "OPENKVS_DEFAULT_GENERAL_ACCESS: expected one of"),
     ({"OPENKVS_WORKERS": "0"}, "OPENKVS_WORKERS: must be at least 1"),
+    ({"OPENKVS_LOG_LEVEL": "foo"}, "OPENKVS_LOG_LEVEL: expected one of trace, debug"),
     ({"OPENKVS_MAX_RECORD_BYTES": "-1"}, "OPENKVS_MAX_RECORD_BYTES: must be at least 0"),
     ({"OPENKVS_TRUSTED_PROXIES": "10.0.0.300"}, "OPENKVS_TRUSTED_PROXIES: "),
     ({"OPENKVS_RATE_LIMIT_STORE_PER_SECOND": "0"}, "rate limits must allow at least"),
@@ -60,6 +61,10 @@ def test_a_flag_wins_over_its_variable_and_none_means_not_given() -> None:
 def test_a_bad_value_is_refused_naming_where_it_came_from(environ: dict[str, str], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         Settings.load(environ=environ)
+
+
+def test_log_levels_are_taken_in_any_case() -> None:
+    assert Settings.load(environ={"OPENKVS_LOG_LEVEL": "WARNING"}).log_level == "WARNING"
 
 
 def test_a_bad_flag_is_refused_naming_the_flag() -> None:
@@ -146,6 +151,7 @@ def test_serve_reads_flags_over_variables_and_hands_all_down(served: dict[str, A
     (("--port", "eighty"), {}, "Invalid value for '--port'"),
     ((), {"OPENKVS_WORKERS": "0"}, "OPENKVS_WORKERS"),
     (("--rate-limits", "sometimes"), {}, "expected one of on, off"),
+    (("--log-level", "foo"), {}, "expected one of trace, debug, info"),
     (("--rate-limit-store-per-second", "0"), {}, "rate limits must allow at least"),
     (("--workers", "2"), {}, "--redis-url"),
 ])

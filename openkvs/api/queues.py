@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from openkvs import access, console, errors
+from openkvs import access, console, errors, jsontext
 from openkvs.access import Access
 from openkvs.api import queue_input as qi
 from openkvs.api.common import (
@@ -114,7 +114,7 @@ async def _json_body(request: Request, check: Callable[[Any], Any]) -> Any:
     request of 6 MB of tiny strings in userData held every other request up for 1.2 s, one of 3 MB of nested empty
     arrays for 3 s."""
     qi.check_content_type(request)
-    return await read_json_body(request, check=check)
+    return await read_json_body(request, max_depth=jsontext.BODY_MAX_DEPTH, check=check)
 
 
 def _raw_response(text: str, status: int = 200) -> Response:

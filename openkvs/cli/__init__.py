@@ -102,7 +102,7 @@ def serve(**flags: Any) -> None:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        log_level=settings.log_level,
+        log_level=settings.log_level.lower(),
         log_config=log_config(settings.log_level),
         access_log=False,  # openkvs writes its own (openkvs/observe.py)
         proxy_headers=False,  # X-Forwarded-For is believed only from --trusted-proxies, by openkvs itself

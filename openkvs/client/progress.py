@@ -44,17 +44,25 @@ class Progress:
             from rich.progress import (
                 BarColumn,
                 DownloadColumn,
+                ProgressColumn,
                 TextColumn,
                 TimeRemainingColumn,
-                TransferSpeedColumn,
             )
             from rich.progress import (
                 Progress as Bar,
             )
+            from rich.text import Text
+
+            class Speed(ProgressColumn):
+                """The rate in the sizes' binary units (rich's TransferSpeedColumn says MB/s next to MiB)."""
+
+                def render(self, task: Any) -> Text:
+                    speed = f"{human(task.speed)}/s" if task.speed is not None else "?"
+                    return Text(speed, style="progress.data.speed")
 
             self._bar = Bar(
                 TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-                TransferSpeedColumn(), TimeRemainingColumn(), console=Console(file=self._stream), transient=False,
+                Speed(), TimeRemainingColumn(), console=Console(file=self._stream), transient=False,
             )
             self._bar.start()
             self._task = self._bar.add_task(label, total=total, completed=done)

@@ -271,6 +271,34 @@ def test_s3_outage_gives_503_with_retry_after_and_loses_nothing(proxied) -> None
     assert "Traceback" not in s.log()
 
 
+def test_a_missing_bucket_is_named_in_the_log_and_keeps_the_node_unready(tmp_path, start_server, backend) -> None:
+    s = start(start_server, tmp_path, backend, env_extra={"OPENKVS_BLOB_STORE": "s3://openkvs-test-never-made/x"})
+    with s.anon() as c:
+        r = c.get("/health/ready")
+    assert r.status_code == 503, r.text
+    assert r.json()["checks"]["bucket"] == "refused" and "no such bucket" in r.json()["reason"], r.text
+    assert "never-made" not in r.text  # a public answer: not the bucket's name
+    assert "openkvs-test-never-made" in s.log() and "no such bucket" in s.log()  # the operator's log says which
+
+
+def test_readiness_follows_the_bucket(proxied) -> None:
+    s, proxy = proxied
+    with s.anon() as c:
+        assert c.get("/health/ready").json()["checks"]["bucket"] == "ok"
+        proxy.down()
+        _until(lambda: c.get("/health/ready").status_code == 503)
+        assert c.get("/health/ready").json()["checks"]["bucket"] == "unreachable"
+        proxy.up()
+        _until(lambda: c.get("/health/ready").status_code == 200)
+
+
+def _until(condition: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the (generous) deadline"
+        time.sleep(0.1)
+
+
 def test_zip_aborts_when_the_bucket_fails_mid_download(proxied) -> None:
     s, proxy = proxied
     with s.client() as c:

@@ -184,6 +184,27 @@ def test_bad_input_changes_nothing(shared_server: Server) -> None:
         assert counts(c, qid) == (0, 0, 0)
 
 
+def nested(levels: int) -> dict[str, Any]:
+    """A request body of ``levels`` levels of objects (the body itself is the first, userData the second)."""
+    data: dict[str, Any] = {}
+    for _ in range(levels - 2):
+        data = {"a": data}
+    return {"url": "http://deep", "uniqueKey": f"deep-{levels}", "userData": data}
+
+
+def test_bodies_nest_as_deep_as_the_contract_allows(shared_server: Server) -> None:
+    with shared_server.client() as c:  # API-request-queues.md section 1: depth at most 128, as datasets
+        qid = new_queue(c, "rq-deep")["id"]
+        body = nested(128)
+        r = c.post(f"{Q}/{qid}/requests", json=body)
+        assert r.status_code == 201, r.text
+        got = c.get(f"{Q}/{qid}/requests/{r.json()['data']['requestId']}").json()["data"]
+        assert got["userData"] == body["userData"]
+        assert "128 levels" in err(c.post(f"{Q}/{qid}/requests", json=nested(129)), 400, "invalid-input")
+        assert "128 levels" in err(c.post(f"{Q}/{qid}/requests/batch", json=[nested(128)]), 400, "invalid-input")
+        assert counts(c, qid) == (1, 0, 1)
+
+
 def test_locks_over_http(shared_server: Server) -> None:
     with shared_server.client() as c:
         qid = new_queue(c, "rq-locks")["id"]

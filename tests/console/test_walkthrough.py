@@ -139,6 +139,7 @@ def test_a_user_walks_through_the_console(shared_server: Server, browser: Any, t
     c.button("Sign out").click()
     c.find("#token")
     assert c.js("return sessionStorage.getItem('openkvs.token')") is None
+    assert not c.find("#sign-out").is_displayed()  # hidden, whatever the stylesheet says of buttons
 
 
 def test_a_signed_link_opens_signed_out(shared_server: Server, browser: Any) -> None:

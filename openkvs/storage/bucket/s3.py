@@ -33,7 +33,19 @@ DELETE_BATCH = 1000  # keys per DeleteObjects: the S3 maximum
 
 
 class BucketError(Exception):
-    """An answer the client did not expect (access denied, no such bucket, a bad request)."""
+    """An answer the client did not expect (access denied, no such bucket, a bad request); ``status``: the HTTP
+    status of that answer (0 when there was none)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# What a HEAD of the bucket answered with these statuses means (the bucket is created by its owner, not by openkvs)
+WHY_BUCKET_REFUSED = {
+    404: "no such bucket (openkvs does not create it: create it first)",
+    403: "access denied (the credentials may not use this bucket)",
+}
 
 
 class BucketUnavailable(BucketError):
@@ -185,10 +197,10 @@ class S3Bucket:
             pass
         what = f"S3 {request.method} {request.url.path}: {resp.status_code} {code} {message}".rstrip()
         if resp.status_code >= 500 or resp.status_code == 429 or code == "SlowDown":
-            raise BucketUnavailable(what)
+            raise BucketUnavailable(what, resp.status_code)
         if resp.status_code == 404 and key is not None and code in ("NoSuchKey", ""):
-            raise ObjectMissing(what)
-        raise BucketError(what)
+            raise ObjectMissing(what, resp.status_code)
+        raise BucketError(what, resp.status_code)
 
     # -- the calls ---------------------------------------------------------------------------------------------
 
@@ -207,8 +219,19 @@ class S3Bucket:
                 raise
 
     async def check(self) -> None:
-        """HEAD the bucket: raises unless it exists and the credentials may use it."""
-        await self._send(self._request("HEAD", None))
+        """HEAD the bucket: raises unless it exists and the credentials may use it. (A HEAD's answer has no body
+        to say why: the two usual reasons are said here.)"""
+        request = self._request("HEAD", None)
+        # Unsigned, and the connection not kept: Swift's s3api answers a HEAD of a missing bucket with a chunked
+        # body's end ("0"), which a kept connection would read as the next answer's status line.
+        request.headers["connection"] = "close"
+        try:
+            await self._send(request)
+        except BucketUnavailable:
+            raise
+        except BucketError as exc:
+            why = WHY_BUCKET_REFUSED.get(exc.status)
+            raise BucketError(f"{exc}: {why}" if why else str(exc), exc.status) from None
 
     async def put(self, key: str, data: bytes | Sequence[bytes]) -> None:
         await self._send(self._request("PUT", key, content=data))
