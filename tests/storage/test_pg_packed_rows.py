@@ -1,5 +1,6 @@
 """Dataset items several to a row on PostgreSQL (storage/postgres/datasets.py, TABLES_VERSION 12): a push's rows
-hold at most ITEMS_PER_ROW items and ROW_BYTES bytes (a bigger item alone); reads of any range, either way, by
+hold at most ITEMS_PER_ROW items and ROW_BYTES or INLINE_ROW_BYTES bytes (a bigger item alone), in the heap row
+(not TOASTed); reads of any range, either way, by
 binary COPY and by the plain seeks of the path without the C extension, give the items as a plain list of them
 would; a database of the version before (a row per item) upgrades by its ADD COLUMN alone and reads the same, also
 across the edges between its rows and the packed rows pushed after; what is not compact JSON never goes in."""
@@ -118,25 +119,65 @@ def item(i: int, size: int) -> dict[str, str]:
     return {"k": f"{i}-" + "x" * max(0, size - len(head))}
 
 
-def test_a_push_is_stored_in_rows_of_at_most_items_per_row_and_row_bytes(storage: Any, loop: Any) -> None:
+def packing(sizes: list[int]) -> list[int]:
+    """The n of each row of a push of items of these sizes, by the rule: a row takes the next item while it holds
+    fewer than ITEMS_PER_ROW and its bytes joined by b"\\n" stay within the limit, or it is empty."""
+    limit = min(ROW_BYTES, pgd.INLINE_ROW_BYTES)
+    rows: list[int] = []
+    held = -1
+    for size in sizes:
+        if rows and rows[-1] < ITEMS_PER_ROW and held + 1 + size <= limit:
+            rows[-1] += 1
+            held += 1 + size
+        else:
+            rows.append(1)
+            held = size
+    return rows
+
+
+async def toasted(storage: Any) -> int:
+    """Rows of dataset_items' TOAST table (values kept out of line)."""
+    sql = "SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = 'dataset_items'::regclass"
+    toast = (await storage._db.fetchrow(sql))[0]
+    return int((await storage._db.fetchrow(f"SELECT count(*) FROM {toast}"))[0])
+
+
+def test_a_push_is_stored_in_rows_within_the_bounds_in_the_heap(storage: Any, loop: Any) -> None:
+    limit = min(ROW_BYTES, pgd.INLINE_ROW_BYTES)
+
     async def go() -> None:
         sid = await new_dataset(storage)
-        small = [item(i, 500) for i in range(1000)]
-        big = [item(1000 + i, ROW_BYTES + 10 + i) for i in range(2)]  # past ROW_BYTES: a row each
-        mid = [item(1002 + i, ROW_BYTES // 3) for i in range(7)]  # three don't fit a row: two a row
-        assert await storage.datasets.push(sid, make_push(small + big + mid), union) == 0
-        stored = make_push(small + big + mid).items
+        tiny = [item(i, 40) for i in range(300)]  # ITEMS_PER_ROW a row
+        small = [item(300 + i, 500) for i in range(1000)]
+        mid = [item(1300 + i, limit // 3) for i in range(7)]  # three don't fit a row: two a row
+        big = [item(1307 + i, 2 * limit + i) for i in range(2)]  # past the limit: a row each (and out of line)
+        pushed = tiny + small + mid + big
+        assert await storage.datasets.push(sid, make_push(pushed), union) == 0
+        stored = make_push(pushed).items
         rows = await rows_of(storage, sid)
-        assert [n for _, n, _ in rows] == [ITEMS_PER_ROW] * (1000 // ITEMS_PER_ROW) + [1000 % ITEMS_PER_ROW] + [
-            1, 1, 2, 2, 2, 1]
+        assert [n for _, n, _ in rows] == packing([len(s) for s in stored])
+        assert [n for _, n, _ in rows][:2] == [ITEMS_PER_ROW, ITEMS_PER_ROW]
         at = 0
         for idx, n, data in rows:
             assert data == b"\n".join(stored[at : at + n])
             at += n
             assert idx == at - 1
-            assert len(data) <= ROW_BYTES or n == 1
+            assert len(data) <= limit or n == 1
+        assert at == len(stored)
         info = (await storage.datasets.info([sid]))[sid]
         assert (info.item_count, info.bytes) == (len(stored), sum(map(len, stored)))
+        assert await toasted(storage) > 0  # the two big items, out of line
+
+    loop.run_until_complete(go())
+
+
+def test_packed_rows_stay_in_the_heap(storage: Any, loop: Any) -> None:
+    """Rows within INLINE_ROW_BYTES are not TOASTed: no chunks of ~2 KB, each a row and an index entry."""
+
+    async def go() -> None:
+        sid = await new_dataset(storage)
+        await storage.datasets.push(sid, make_push([item(i, 500) for i in range(2000)]), union)
+        assert await toasted(storage) == 0
 
     loop.run_until_complete(go())
 
@@ -198,6 +239,8 @@ def test_an_older_database_upgrades_and_reads_across_old_and_packed_rows(storage
         nodes = [pg.PostgresStorage(DSN, namespace=storage.namespace) for _ in range(3)]
         assert await asyncio.gather(*(n.migrate() for n in nodes)) == [pg.TABLES_VERSION] * 3
         await storage.open()
+        options = (await storage._db.fetchrow("SELECT reloptions FROM pg_class WHERE oid = 'dataset_items'::regclass"))
+        assert "toast_tuple_target=8160" in options[0]
         stored = make_push(old_items).items
         assert {n for _, n, _ in await rows_of(storage, sid)} == {1}
         assert [b for p in await read(storage, sid, 0, 999, False, 1000, None, 0) for b in p] == stored

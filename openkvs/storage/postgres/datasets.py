@@ -77,10 +77,22 @@ UPDATE dataset_counts c SET max_item = m.n
     FROM (SELECT store_id, max(octet_length(data)) AS n FROM dataset_items GROUP BY store_id) m
     WHERE m.store_id = c.store_id;
 """
+# A packed row's data stays in the heap row, uncompressed, up to INLINE_ROW_BYTES: PostgreSQL moves a value out of
+# line (TOAST: EXTERNAL since version 6, so never compressed) only when the row passes toast_tuple_target, set here to
+# the most a row of an 8 KB page may hold. A row of ROW_BYTES (256 KiB) out of line is ~130 chunks of ~2 KB, each a
+# row of the TOAST table and an entry of its index: the per-row work that a row per item cost, back again, and a read
+# of 10 items at an offset detoasts the whole row (PostgreSQL's CPU for such a read 140-190 us with a row per item,
+# 360-410 with rows of 256 KiB out of line, 260-310 with rows of 8,000 bytes in the heap; a push 13-18 us an item,
+# 2.5-3.3 and 2.8-3.5: bench/pg_push_rows.py at load 15-17, BENCHMARKS.md). Compressed (EXTENDED, pglz) a push cost
+# PostgreSQL 4.8-5 us an item. An item bigger than that goes alone, out of line as before.
+INLINE_ROW_BYTES = 8000
 # Items several to a row (see the module docstring): the rows before it are rows of one item, so the column is all
-# the upgrade needs (a constant default: PostgreSQL >= 11 writes no row for it). The TOAST of a row's data stays
-# EXTERNAL, as version 6 set it: uncompressed out of line, in chunks of ~2 KB.
-PACKED_ROWS_COLUMN = "ALTER TABLE dataset_items ADD COLUMN IF NOT EXISTS n integer NOT NULL DEFAULT 1"
+# the upgrade needs (a constant default: PostgreSQL >= 11 writes no row for it), and toast_tuple_target applies to
+# the rows written from then on.
+PACKED_ROWS_COLUMN = """
+ALTER TABLE dataset_items ADD COLUMN IF NOT EXISTS n integer NOT NULL DEFAULT 1;
+ALTER TABLE dataset_items SET (toast_tuple_target = 8160);
+"""
 
 _COUNTS = (
     "SELECT item_count, clean_count, bytes, fields, field_stats, max_item FROM dataset_counts WHERE store_id = $1"
@@ -93,18 +105,19 @@ def _to_info(row: Any) -> DatasetInfo:
 
 def _packed(items: Sequence[bytes]) -> list[tuple[int, bytes]]:
     """The packed rows of a push's ``items``, in order: (n, their bytes joined by b"\\n"), each row at most
-    ITEMS_PER_ROW items and ROW_BYTES bytes unless it is a single item. Raises ValueError for an item holding a raw
-    newline byte (stored bytes are compact JSON; such a row could not be split back)."""
+    ITEMS_PER_ROW items and ROW_BYTES or INLINE_ROW_BYTES bytes unless it is a single item. Raises ValueError for an
+    item holding a raw newline byte (stored bytes are compact JSON; such a row could not be split back)."""
+    limit = min(ROW_BYTES, INLINE_ROW_BYTES)
     rows = []
     i, count = 0, len(items)
     while i < count:
         run = items[i : i + ITEMS_PER_ROW]
         data = b"\n".join(run)
-        if len(data) > ROW_BYTES and len(run) > 1:  # (rare with items of ~500 B: the longest run within ROW_BYTES)
+        if len(data) > limit and len(run) > 1:  # (the longest run within the limit)
             take, size = 0, -1
             for item in run:
                 size += len(item) + 1
-                if take and size > ROW_BYTES:
+                if take and size > limit:
                     break
                 take += 1
             run = run[:take]
@@ -255,7 +268,7 @@ class PgItemSnapshot(ItemSnapshot):
         """Without the C extension: the items of [lo, hi) in the order asked, a list per statement, each a plain
         seek on the primary key for as many packed rows as fit BATCH_BYTES (a row is at most ROW_BYTES or its one
         item; ``max_item``: the largest). A row object per row, and a bytes object per item: the slow path."""
-        rows_per = max(1, BATCH_BYTES // max(ROW_BYTES, self._max_item))
+        rows_per = max(1, BATCH_BYTES // max(min(ROW_BYTES, INLINE_ROW_BYTES), self._max_item))
         sql = (
             f"SELECT idx, n, data FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx <= least($4, {_ROW_OF}) "
             f"ORDER BY idx {'DESC' if desc else ''} LIMIT $5"
