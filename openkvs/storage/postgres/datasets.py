@@ -78,13 +78,13 @@ UPDATE dataset_counts c SET max_item = m.n
     WHERE m.store_id = c.store_id;
 """
 # A packed row's data stays in the heap row, uncompressed, up to INLINE_ROW_BYTES: PostgreSQL moves a value out of
-# line (TOAST: EXTERNAL since version 6, so never compressed) only when the row passes toast_tuple_target, set here to
-# the most a row of an 8 KB page may hold. A row of ROW_BYTES (256 KiB) out of line is ~130 chunks of ~2 KB, each a
-# row of the TOAST table and an entry of its index: the per-row work that a row per item cost, back again, and a read
-# of 10 items at an offset detoasts the whole row (PostgreSQL's CPU for such a read 140-190 us with a row per item,
-# 360-410 with rows of 256 KiB out of line, 260-310 with rows of 8,000 bytes in the heap; a push 13-18 us an item,
-# 2.5-3.3 and 2.8-3.5: bench/pg_push_rows.py at load 15-17, BENCHMARKS.md). Compressed (EXTENDED, pglz) a push cost
-# PostgreSQL 4.8-5 us an item. An item bigger than that goes alone, out of line as before.
+# line (TOAST; EXTERNAL since version 6, so never compressed) only when its row passes toast_tuple_target, set here to
+# the most a row of an 8 KB page may hold. Out of line, a row of ROW_BYTES (256 KiB) is ~130 chunks of ~2 KB, each a
+# row of the TOAST table and an entry of its index (the per-row work that packing saves, back again), and a read of
+# 10 items at an offset detoasts all of it. PostgreSQL's CPU (bench/pg_push_rows.py at load 15-17, BENCHMARKS.md): a
+# push 13-18 us an item with a row per item, 2.5-3.3 with rows of 256 KiB out of line, 2.8-3.5 with rows of 8,000
+# bytes in the heap, 4.8-5.0 compressed (EXTENDED, pglz); a read of 10 items 140-190 us, 360-410, 260-310. An item
+# bigger than that is a row alone, out of line as before.
 INLINE_ROW_BYTES = 8000
 # Items several to a row (see the module docstring): the rows before it are rows of one item, so the column is all
 # the upgrade needs (a constant default: PostgreSQL >= 11 writes no row for it), and toast_tuple_target applies to
@@ -266,8 +266,9 @@ class PgItemSnapshot(ItemSnapshot):
 
     async def _seeks(self, lo: int, hi: int, desc: bool) -> AsyncIterator[list[bytes]]:
         """Without the C extension: the items of [lo, hi) in the order asked, a list per statement, each a plain
-        seek on the primary key for as many packed rows as fit BATCH_BYTES (a row is at most ROW_BYTES or its one
-        item; ``max_item``: the largest). A row object per row, and a bytes object per item: the slow path."""
+        seek on the primary key for as many packed rows as fit BATCH_BYTES (a row holds at most INLINE_ROW_BYTES,
+        or its one item; ``max_item``: the largest). A row object per row, and a bytes object per item: the slow
+        path."""
         rows_per = max(1, BATCH_BYTES // max(min(ROW_BYTES, INLINE_ROW_BYTES), self._max_item))
         sql = (
             f"SELECT idx, n, data FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx <= least($4, {_ROW_OF}) "
