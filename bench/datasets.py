@@ -99,13 +99,15 @@ def _double_sqlite(backend: h.Backend, store_id: str, count: int) -> None:
 
 
 def _double_postgres(backend: h.Backend, store_id: str, count: int) -> None:
+    # (the items were one push of 1,000: its packed rows end at multiples of 1,000, so ``idx < add`` copies whole
+    # rows, with their n; the largest item stays the push's)
     n = 1000
     while n < count:
         add = min(n, count - n)
         sql = f"""
         SET search_path = {backend.schema};
-        INSERT INTO dataset_items (store_id, idx, data)
-            SELECT store_id, idx + {n}, data FROM dataset_items WHERE store_id = '{store_id}' AND idx < {add};
+        INSERT INTO dataset_items (store_id, idx, n, data)
+            SELECT store_id, idx + {n}, n, data FROM dataset_items WHERE store_id = '{store_id}' AND idx < {add};
         INSERT INTO dataset_paths (store_id, block, paths)
             SELECT store_id, block + {n // 1000}, paths FROM dataset_paths
             WHERE store_id = '{store_id}' AND block < {-(-add // 1000)};
@@ -116,8 +118,7 @@ def _double_postgres(backend: h.Backend, store_id: str, count: int) -> None:
     sql = f"""
     SET search_path = {backend.schema};
     UPDATE dataset_counts SET item_count = {count}, clean_count = {count},
-        bytes = (SELECT sum(length(data)) FROM dataset_items WHERE store_id = '{store_id}'),
-        max_item = (SELECT max(length(data)) FROM dataset_items WHERE store_id = '{store_id}')
+        bytes = (SELECT sum(length(data) - (n - 1)) FROM dataset_items WHERE store_id = '{store_id}')
         WHERE store_id = '{store_id}';
     ANALYZE dataset_items;
     """

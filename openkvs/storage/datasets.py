@@ -30,6 +30,14 @@ from typing import Any
 BLOCK = 1000  # items per block of the path index
 BATCH_BYTES = 8 * 1024 * 1024  # a batch of items read stops at about this many bytes (items may be 9 MiB each)
 MAX_FIELDS = 2000  # the dataset object's `fields` lists at most this many keys (contract 4.3)
+# A push's items are stored several to a row ("packed rows"): a row holds the items ``idx - n + 1 .. idx`` of its
+# push, their stored bytes joined by b"\n" (compact JSON never holds a raw newline byte). A row per item was most of
+# a push's storage cost (SQLite 4.1 us an item of B-tree INSERT, against 1.4-1.7 for the same bytes as one
+# record); a jsonl export passes whole rows through. But a read of a few items pays for its whole row (1.3x with
+# rows of 100 items, 5-8x with 1,000 in the prototype, BENCHMARKS.md): rows stop at ITEMS_PER_ROW items and about
+# ROW_BYTES bytes (an item bigger than that is a row alone).
+ITEMS_PER_ROW = 128
+ROW_BYTES = 256 * 1024
 
 # merge(block_paths, pieces): the block's path list with each of ``pieces`` (lists of the same kind) merged in,
 # in order. The HTTP layer passes openkvs.datasets.pipeline's merge; storage only stores the result as JSON.

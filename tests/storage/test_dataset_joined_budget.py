@@ -135,8 +135,10 @@ async def test_postgres_upgrade_measures_the_largest_item_of_datasets_already_st
         await st.aclose()
         conn = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
         try:
+            from .test_pg_packed_rows import to_rows_of_one_item
+
             await conn.execute("ALTER TABLE dataset_counts DROP COLUMN max_item")
-            await conn.execute("UPDATE schema_version SET version = 10")
+            await conn.execute(to_rows_of_one_item(10))  # (a row per item, as version 10 stored them)
         finally:
             await conn.close()
         nodes = [pg.PostgresStorage(dsn, namespace=schema) for _ in range(3)]

@@ -179,7 +179,7 @@ async def test_a_schema_at_version_8_is_upgraded_in_place_and_filled_in_the_back
         storage = PostgresStorage(DSN, namespace=schema)
         await storage.open()  # migrates, then fills in the background
         try:
-            assert await conn.fetchval("SELECT max(version) FROM schema_version") == TABLES_VERSION == 11
+            assert await conn.fetchval("SELECT max(version) FROM schema_version") == TABLES_VERSION == 12
             for _ in range(600):
                 if await conn.fetchval("SELECT count(*) FROM zip_head_fill") == 0:
                     break

@@ -261,7 +261,7 @@ async def test_postgres_upgrade_counts_the_totals_and_nodes_migrating_at_once_ag
         finally:
             await conn.close()
         nodes = [pg.PostgresStorage(DSN, namespace=schema) for _ in range(3)]
-        assert await asyncio.gather(*(n.migrate() for n in nodes)) == [pg.TABLES_VERSION] * 3 == [11] * 3
+        assert await asyncio.gather(*(n.migrate() for n in nodes)) == [pg.TABLES_VERSION] * 3 == [12] * 3
         await st.open()
         for name, sid in ids.items():
             assert await totals(st, sid) == expected(recs[name]), name

@@ -2,8 +2,9 @@
 
 A push locks the dataset's ``stores`` row first (as ``delete_store`` does, so the two can't deadlock), which makes
 concurrent pushes to one dataset take turns on every node: each reads the item count its predecessor committed, so
-indexes stay dense. The items go in with COPY, and an export's come out by binary COPY (COPY_WINDOW_BYTES; by
-plain seeks without the C extension). A snapshot is a REPEATABLE READ READ ONLY transaction on a connection of the
+indexes stay dense. The items go in with COPY, several to a row (``n`` items, ``idx`` the last one's index, ``data``
+their bytes joined by b"\n": ITEMS_PER_ROW, ROW_BYTES), and an export's come out by binary COPY (COPY_WINDOW_BYTES;
+by plain seeks without the C extension). A snapshot is a REPEATABLE READ READ ONLY transaction on a connection of the
 snapshot pool: rows deleted meanwhile stay visible to it until it ends."""
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from ..base import NotFound, StorageUnavailable
 from ..datasets import (
     BATCH_BYTES,
     BLOCK,
+    ITEMS_PER_ROW,
+    ROW_BYTES,
     DatasetInfo,
     DatasetStorage,
     ItemSnapshot,
@@ -29,16 +32,15 @@ from ..datasets import (
     add_field_stats,
     blocks_of,
     merge_fields,
-    range_batches,
 )
 from .chunks import Pipe, drained
 from .clock import NOW_MS
 from .connections import CONNECTION_ERRORS, Database, deadlock_retried, discard, unavailable
 from .copyformat import HEAD, I32, SIGNATURE, with_constants
 
-try:  # C, built by hatch_build.py where a compiler is: an export's joined pieces read by binary COPY (_copied)
+try:  # C, built by hatch_build.py where a compiler is: an export's items read by binary COPY (_copied)
     from openkvs.storage.postgres import _copyrows
-except ImportError:  # no compiler at install: pieces by plain seeks, a row object per item (asyncpg's decoding)
+except ImportError:  # no compiler at install: items by plain seeks, a row object per row (asyncpg's decoding)
     _copyrows = None  # type: ignore[assignment]
 
 DATASET_TABLES = """
@@ -75,6 +77,22 @@ UPDATE dataset_counts c SET max_item = m.n
     FROM (SELECT store_id, max(octet_length(data)) AS n FROM dataset_items GROUP BY store_id) m
     WHERE m.store_id = c.store_id;
 """
+# A packed row's data stays in the heap row, uncompressed, up to INLINE_ROW_BYTES: PostgreSQL moves a value out of
+# line (TOAST; EXTERNAL since version 6, so never compressed) only when its row passes toast_tuple_target, set here to
+# the most a row of an 8 KB page may hold. Out of line, a row of ROW_BYTES (256 KiB) is ~130 chunks of ~2 KB, each a
+# row of the TOAST table and an entry of its index (the per-row work that packing saves, back again), and a read of
+# 10 items at an offset detoasts all of it. PostgreSQL's CPU (bench/pg_push_rows.py at load 15-17, BENCHMARKS.md): a
+# push 13-18 us an item with a row per item, 2.5-3.3 with rows of 256 KiB out of line, 2.8-3.5 with rows of 8,000
+# bytes in the heap, 4.8-5.0 compressed (EXTENDED, pglz); a read of 10 items 140-190 us, 360-410, 260-310. An item
+# bigger than that is a row alone, out of line as before.
+INLINE_ROW_BYTES = 8000
+# Items several to a row (see the module docstring): the rows before it are rows of one item, so the column is all
+# the upgrade needs (a constant default: PostgreSQL >= 11 writes no row for it), and toast_tuple_target applies to
+# the rows written from then on.
+PACKED_ROWS_COLUMN = """
+ALTER TABLE dataset_items ADD COLUMN IF NOT EXISTS n integer NOT NULL DEFAULT 1;
+ALTER TABLE dataset_items SET (toast_tuple_target = 8160);
+"""
 
 _COUNTS = (
     "SELECT item_count, clean_count, bytes, fields, field_stats, max_item FROM dataset_counts WHERE store_id = $1"
@@ -85,23 +103,37 @@ def _to_info(row: Any) -> DatasetInfo:
     return DatasetInfo(row["item_count"], row["clean_count"], row["bytes"], json.loads(row["fields"]))
 
 
-def _capped(order: str, within: bool = False) -> str:
-    """The rows of one batch, stopped at a byte budget ($5; the first row always comes): the next $4 rows by the
-    primary key, then a running sum of their lengths. The window holds all $4 rows, the ones it leaves out too, but
-    ``octet_length`` of an item kept out of line (TOAST: over about 2 KB; the column is EXTERNAL, so never
-    compressed) reads its pointer, not its bytes. The rows that start before the budget, or (``within``) the rows
-    that end within it."""
-    keep = "before = 0 OR before + octet_length(data) <= $5" if within else "before < $5"
-    return (
-        "SELECT data FROM (SELECT data, idx, "
-        f"sum(octet_length(data)) OVER (ORDER BY idx {order}) - octet_length(data) AS before FROM "
-        f"(SELECT data, idx {_next_rows(order)}) s) t WHERE {keep} ORDER BY idx {order}"
-    )
+def _packed(items: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    """The packed rows of a push's ``items``, in order: (n, their bytes joined by b"\\n"), each row at most
+    ITEMS_PER_ROW items and ROW_BYTES or INLINE_ROW_BYTES bytes unless it is a single item. Raises ValueError for an
+    item holding a raw newline byte (stored bytes are compact JSON; such a row could not be split back)."""
+    limit = min(ROW_BYTES, INLINE_ROW_BYTES)
+    rows = []
+    i, count = 0, len(items)
+    while i < count:
+        run = items[i : i + ITEMS_PER_ROW]
+        data = b"\n".join(run)
+        if len(data) > limit and len(run) > 1:  # (the longest run within the limit)
+            take, size = 0, -1
+            for item in run:
+                size += len(item) + 1
+                if take and size > limit:
+                    break
+                take += 1
+            run = run[:take]
+            data = b"\n".join(run)
+        if data.count(b"\n") != len(run) - 1:  # (one memchr pass over the row)
+            raise ValueError("an item's stored bytes hold a raw newline byte (not compact JSON)")
+        rows.append((len(run), data))
+        i += len(run)
+    return rows
 
 
-def _next_rows(order: str) -> str:
-    """The FROM of the next $4 rows by the primary key, of the dataset $1 and the indexes [$2, $3)."""
-    return f"FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx < $3 ORDER BY idx {order} LIMIT $4"
+# The packed rows of [$2, ...) of the dataset $1, by the primary key, up to the row that holds item $3 (the rows
+# whose last item is past it are not wanted; the bound is one seek, so the scan of the range stops there): the
+# rows of a range [lo, hi) are those with ``lo <= idx <= THE_ROW_OF(hi - 1)``.
+_ROW_OF = "(SELECT idx FROM dataset_items WHERE store_id = $1 AND idx >= $3 ORDER BY idx LIMIT 1)"
+_UNBOUNDED = 1 << 62  # (an upper bound past every index)
 
 
 # A json or jsonl export's items come by binary COPYs of about this many bytes of items each (by index: indexes are
@@ -115,33 +147,40 @@ COPY_AHEAD = 2
 
 
 class _Joined:
-    """The rows of consecutive binary COPYs of items, joined by ``sep`` into pieces of at most ``batch`` items and
-    ``size`` bytes (an item past that alone), as ``ItemSnapshot.joined`` gives them; or (``sep`` None) as lists of
-    the items, ``ItemSnapshot.items``' batches, the first of them a FIRST_SHARE of that: the first byte of a
-    tabular export waits for its first batch to be read and rendered, and the COPY's data comes a socket buffer at a
-    time, each a wait for PostgreSQL's process to be scheduled on a busy machine (a csv export's first byte 23-33
-    -> 61-86 ms at load 10 with whole first batches; joined pieces of raw JSON are sent as they are read). ``feed``
-    each COPY's data as it comes (``start`` before each COPY), ``end`` for the last piece."""
+    """The items of [lo, hi) from consecutive binary COPYs of packed rows (``idx, n, data``, in the order asked),
+    joined by ``sep`` into pieces of at most ``batch`` items and ``size`` bytes (an item past that alone), as
+    ``ItemSnapshot.joined`` gives them; or (``sep`` None) as lists of the items, ``ItemSnapshot.items``' batches,
+    the first of them a FIRST_SHARE of that: the first byte of a tabular export waits for its first batch to be
+    read and rendered, and the COPY's data comes a socket buffer at a time, each a wait for PostgreSQL's process to
+    be scheduled on a busy machine (a csv export's first byte 23-33 -> 61-86 ms at load 10 with whole first batches;
+    joined pieces of raw JSON are sent as they are read). ``feed`` each COPY's data as it comes (``start`` before
+    each COPY), ``end`` for the last piece; ``next`` is the next item wanted (past the range: all came)."""
 
     FIRST_SHARE = 16
 
-    __slots__ = ("sep", "size", "batch", "parts", "held", "count", "rows", "ended", "_head", "_rest", "_full")
+    __slots__ = ("sep", "size", "batch", "lo", "hi", "desc", "next", "parts", "held", "count", "ended", "_head",
+                 "_rest", "_full")
 
-    def __init__(self, sep: bytes | None, size: int, batch: int) -> None:
+    def __init__(self, sep: bytes | None, size: int, batch: int, lo: int, hi: int, desc: bool) -> None:
         self.sep = sep
         self._full = (size, batch)  # the bounds of the pieces after the first
         share = self.FIRST_SHARE if sep is None else 1
         self.size, self.batch = max(1, size // share), max(1, batch // share)
+        self.lo, self.hi, self.desc = lo, hi, desc
+        self.next = hi - 1 if desc else lo
         self.parts: list[Any] = []  # the piece so far: joined bytes, or lists of items
         self.held = 0  # its bytes
         self.count = 0  # its items
-        self.rows = 0  # rows of the current COPY
         self.ended = True  # the current COPY's trailer came
         self._head = True  # the COPY's header still to come
         self._rest = b""  # the start of a row (or of the header) whose end is in the next data
 
+    @property
+    def done(self) -> bool:
+        return self.next < self.lo if self.desc else self.next >= self.hi
+
     def start(self) -> None:
-        self.rows, self.ended, self._head, self._rest = 0, False, True, b""
+        self.ended, self._head, self._rest = False, True, b""
 
     def feed(self, data: bytes) -> list[Any]:
         """The pieces that ``data`` completes."""
@@ -158,28 +197,23 @@ class _Joined:
         if self.ended and pos < len(data):
             raise ValueError("data after a binary COPY's trailer")
         out = []
-        n = len(data)
-        while pos < n:
-            room = self.batch - self.count
-            got: bytes | list[bytes]
-            if self.sep is None:
-                got, pos, size, self.ended = _copyrows.values(data, pos, self.held, room, self.size)
-                rows = len(got)
-            else:
-                got, pos, rows, self.ended = _copyrows.join(data, pos, self.sep, self.held, room, self.size)
-                size = len(got)
-            if rows:
+        while True:
+            got, pos, self.next, items, size, state = _copyrows.take(
+                data, pos, self.next, self.lo, self.hi, self.desc, self.sep, self.held, self.batch - self.count,
+                self.size,
+            )
+            if items:
                 self.parts.append(got)
                 self.held += size
-                self.count += rows
-                self.rows += rows
-            if self.ended or pos == n:
-                break
-            if n - pos < 6 or n - pos < 6 + I32(data, pos + 2)[0]:  # the next row is cut: its end comes next
+                self.count += items
+            if state == _copyrows.FULL:  # the next item would take the piece past its size or its count
+                out.append(self._piece())
+                continue
+            if state == _copyrows.ENDED:
+                self.ended = True
+            elif pos < len(data):  # a row cut: its end comes next
                 self._rest = bytes(data[pos:])
-                break
-            out.append(self._piece())  # full: the next row would take it past the size or the count
-        return out
+            return out
 
     def _piece(self) -> Any:
         parts = self.parts
@@ -208,47 +242,66 @@ class PgItemSnapshot(ItemSnapshot):
         self._max_item = max_item
         self._index_only = False  # the planner told to read dataset_items by its index alone (_copied)
 
-    def _fit(self, budget: int, sep: int, count: int) -> int:
-        """How many items any batch holds within ``budget`` bytes (each item followed by ``sep`` bytes), if that
-        is at least half of ``count`` (the batch's size otherwise); else 0: then each batch is checked against the
-        budget by the database (a dataset of items of very different sizes, or an unknown largest item)."""
-        if not self._max_item:
-            return 0
-        fit = budget // (self._max_item + sep)
-        return min(fit, count) if fit * 2 >= count else 0
-
-    def _batches(self, sql: str, lo: int, hi: int, desc: bool, *more: int) -> AsyncIterator[list[bytes]]:
-        """The items of [lo, hi) in batches, each the rows of one ``sql`` ($1 the dataset, $2 and $3 what is left
-        of the range, then ``more``) in the order asked."""
-
-        async def fetch(a: int, b: int) -> list[bytes]:
-            return [r[0] for r in await self._conn.fetch(sql, self._store_id, a, b, *more)]
-
-        return range_batches(fetch, lo, hi, desc)
-
-    def _seeks(self, lo: int, hi: int, desc: bool, count: int) -> AsyncIterator[list[bytes]]:
-        """Batches of ``count`` items from [lo, hi), one plain seek each (a count ``_fit`` gave)."""
-        return self._batches(f"SELECT data {_next_rows('DESC' if desc else '')}", lo, hi, desc, count)
-
     async def items(
         self, start: int, stop: int, *, desc: bool = False, batch: int = BLOCK
     ) -> AsyncIterator[list[bytes]]:
-        """ItemSnapshot.items: by binary COPY (``_copied``: a batch ends before the item that would take it past
-        BATCH_BYTES); without the C, each batch one statement, a seek on the primary key that reads up to ``batch``
-        rows and returns those that start within BATCH_BYTES (``_capped``), so a batch may pass it by one item."""
+        """ItemSnapshot.items: by binary COPY (``_copied``); without the C, from ``_seeks``' rows. A batch ends
+        before the item that would take it past BATCH_BYTES."""
         lo, hi = max(start, 0), min(stop, self.info.item_count)
         if _copyrows is not None:
             async for rows in self._copied(lo, hi, desc, None, BATCH_BYTES, batch):
                 yield rows
             return
-        fit = self._fit(BATCH_BYTES, 0, batch)
-        batches = (
-            self._seeks(lo, hi, desc, fit)
-            if fit
-            else self._batches(_capped("DESC" if desc else ""), lo, hi, desc, batch, BATCH_BYTES)
+        out: list[bytes] = []
+        held = 0
+        async for got in self._seeks(lo, hi, desc):
+            for item in got:
+                if out and (len(out) == batch or held + len(item) > BATCH_BYTES):
+                    yield out
+                    out, held = [], 0
+                out.append(item)
+                held += len(item)
+        if out:
+            yield out
+
+    async def _seeks(self, lo: int, hi: int, desc: bool) -> AsyncIterator[list[bytes]]:
+        """Without the C extension: the items of [lo, hi) in the order asked, a list per statement, each a plain
+        seek on the primary key for as many packed rows as fit BATCH_BYTES (a row holds at most INLINE_ROW_BYTES,
+        or its one item; ``max_item``: the largest). A row object per row, and a bytes object per item: the slow
+        path."""
+        rows_per = max(1, BATCH_BYTES // max(min(ROW_BYTES, INLINE_ROW_BYTES), self._max_item))
+        sql = (
+            f"SELECT idx, n, data FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx <= least($4, {_ROW_OF}) "
+            f"ORDER BY idx {'DESC' if desc else ''} LIMIT $5"
         )
-        async for rows in batches:
-            yield rows
+        low, high, want = lo, _UNBOUNDED, hi - 1 if desc else lo  # (the rows not read yet; the next item)
+        while (want >= lo) if desc else (want < hi):
+            rows = await self._conn.fetch(sql, self._store_id, low, hi - 1, high, rows_per)
+            if not rows:
+                return  # (a damaged table: fewer rows than counted; the caller sees a short read)
+            out: list[bytes] = []
+            for idx, n, data in rows:
+                first = idx - n + 1
+                if not first <= want <= idx:
+                    raise ValueError(f"item {want} is not in the next packed row ({first}..{idx}): items missing")
+                items = data.split(b"\n")
+                if len(items) != n:
+                    raise ValueError(f"a packed row of {n} items holding {len(items)}")
+                if desc:
+                    end = max(first, lo)
+                    out += items[end - first : want - first + 1][::-1]
+                    want = end - 1
+                else:
+                    end = min(idx, hi - 1)
+                    out += items[want - first : end - first + 1]
+                    want = end + 1
+                if (want < lo) if desc else (want >= hi):
+                    break
+            if desc:
+                high = rows[-1]["idx"] - 1
+            else:
+                low = rows[-1]["idx"] + 1
+            yield out
 
     async def joined(
         self,
@@ -260,60 +313,26 @@ class PgItemSnapshot(ItemSnapshot):
         sep: bytes = b"\n",
         size: int = BATCH_BYTES,
     ) -> AsyncIterator[bytes]:
-        # A piece is the next ``count`` rows, unless their lengths add up past the budget: then none, and that
-        # piece comes by items()' running sum instead (its window spools every row: twice the database's CPU of
-        # this check, which reads the lengths alone), and ``count`` becomes what fitted. The first count is the
-        # budget over the dataset's mean item size; a piece under half the budget doubles the next count. When the
-        # largest item says that pieces of nearly that many items always fit (``_fit``), plain seeks instead: the
-        # check reads every row twice (PostgreSQL's time for a 1M-item export 1.2-1.5 s -> 2.0-2.3 s).
-        lo, hi = max(start, 0), min(stop, self.info.item_count)
-        order = "DESC" if desc else ""
-        size = max(1, min(size, BATCH_BYTES))
-        info = self.info
-        mean = info.bytes / info.item_count + len(sep) if info.item_count and info.bytes else 1.0
-        if _copyrows is not None:  # (what follows: without the C extension)
-            async for piece in self._copied(lo, hi, desc, sep, size, batch):
+        if _copyrows is None:  # (the pieces from items()' batches)
+            async for piece in super().joined(start, stop, desc=desc, batch=batch, sep=sep, size=size):
                 yield piece
             return
-        count = max(1, min(batch, int(size * 0.9 / mean)))
-        fit = self._fit(size, len(sep), count)
-        if fit:
-            async for rows in self._seeks(lo, hi, desc, fit):
-                yield sep.join(rows)
-            return
-        rng = _next_rows(order)
-        sql = (
-            f"SELECT data FROM (SELECT data, idx {rng}) s "
-            f"WHERE (SELECT sum(octet_length(data)) + count(*) * $5 FROM (SELECT data {rng}) z) <= $6 "
-            f"ORDER BY idx {order}"
-        )
-        while lo < hi:
-            rows = await self._conn.fetch(sql, self._store_id, lo, hi, count, len(sep), size)
-            if not rows:
-                rows = await self._conn.fetch(_capped(order, True), self._store_id, lo, hi, count, size)
-                if not rows:
-                    return  # (a damaged table: fewer rows than counted; the caller sees a short read)
-                count = len(rows)
-            data = sep.join([r[0] for r in rows])
-            n = len(rows)
-            if n == count and len(data) * 2 < size:
-                count = min(batch, count * 2)
-            if desc:
-                hi -= n
-            else:
-                lo += n
-            yield data
+        lo, hi = max(start, 0), min(stop, self.info.item_count)
+        async for piece in self._copied(lo, hi, desc, sep, max(1, min(size, BATCH_BYTES)), batch):
+            yield piece
 
     async def _copied(
         self, lo: int, hi: int, desc: bool, sep: bytes | None, size: int, batch: int
     ) -> AsyncIterator[Any]:
         """``joined`` (or with ``sep`` None ``items``) of [lo, hi) by binary COPYs of about COPY_WINDOW_BYTES each,
-        read in a task of their own while the pieces before are used (COPY_WINDOW_BYTES says why)."""
+        read in a task of their own while the pieces before are used (COPY_WINDOW_BYTES says why). A window is a
+        range of the rows' ``idx`` (the rows whose last item is in it), the one at ``hi`` up to the row that holds
+        ``hi - 1``."""
         info = self.info
-        per = max(1, int(COPY_WINDOW_BYTES * info.item_count / info.bytes)) if info.bytes else 16 * BLOCK
+        per = max(ITEMS_PER_ROW, int(COPY_WINDOW_BYTES * info.item_count / info.bytes)) if info.bytes else 16 * BLOCK
         order = "DESC" if desc else ""
         ahead = Pipe(COPY_AHEAD, weigh=_one)  # (pieces counted)
-        joined = _Joined(sep, size, batch)
+        joined = _Joined(sep, size, batch, lo, hi, desc)
         damaged: list[Exception] = []
 
         async def sink(data: bytes) -> None:
@@ -340,21 +359,20 @@ class PgItemSnapshot(ItemSnapshot):
                         "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL jit = off"
                     )
                     self._index_only = True
-                a, b = lo, hi
-                while a < b and not ahead.stopped:
+                a, b = lo, hi  # (the windows of idx not read yet: [a, b), b == hi standing for the row of hi - 1)
+                while a < b and not ahead.stopped and not joined.done:
                     first, last = (max(a, b - per), b) if desc else (a, min(b, a + per))
                     sql = with_constants(
-                        "SELECT data FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx < $3 "
-                        f"ORDER BY idx {order}",
-                        (self._store_id, first, last),
+                        f"SELECT idx, n, data FROM dataset_items WHERE store_id = $1 AND idx >= $2 AND idx <= "
+                        f"least($4, {_ROW_OF}) ORDER BY idx {order}",
+                        (self._store_id, first, hi - 1, last - 1 if last < hi else _UNBOUNDED),
                     )
                     joined.start()
                     await self._conn.copy_from_query(sql, output=sink, format="binary")
                     if damaged:
                         raise damaged[0]
-                    if joined.rows < last - first:
-                        break  # (a damaged table: fewer rows than counted; the caller sees a short read)
                     a, b = (a, first) if desc else (last, b)
+                # (not done: a damaged table, fewer rows than counted; the caller sees a short read)
                 if not ahead.stopped and (piece := joined.end()) is not None:
                     await ahead.put(piece)
                 ahead.end(None)
@@ -397,6 +415,8 @@ class PgDatasets(DatasetStorage):
         self._namespace = namespace
 
     async def push(self, store_id: str, push: Push, merge: MergePaths) -> int:
+        packed = _packed(push.items)
+
         async def go(conn: asyncpg.Connection) -> int:
             if await conn.fetchval("SELECT true FROM stores WHERE id = $1 FOR NO KEY UPDATE", store_id) is None:
                 raise NotFound(f"dataset {store_id}")
@@ -408,11 +428,13 @@ class PgDatasets(DatasetStorage):
                 return start
             field_stats = row["field_stats"] if row is not None else None
             add_stats = push.field_stats is not None and (row is None or field_stats is not None)  # (else: none kept)
+            records = []
+            last = start - 1
+            for count, data in packed:
+                last += count
+                records.append((store_id, last, count, data))
             await conn.copy_records_to_table(
-                "dataset_items",
-                records=[(store_id, start + i, data) for i, data in enumerate(push.items)],
-                columns=("store_id", "idx", "data"),
-                schema_name=self._namespace,
+                "dataset_items", records=records, columns=("store_id", "idx", "n", "data"), schema_name=self._namespace
             )
             blocks = blocks_of(start, n)
             rows = await conn.fetch(

@@ -25,13 +25,13 @@ from ..base import (
 from ..totals import SMALL_RECORD_MAX, ZIP64_SIZE
 from .chunks import PgBlob
 from .clock import NOW_MS
-from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN, MAX_ITEM_COLUMN
+from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN, MAX_ITEM_COLUMN, PACKED_ROWS_COLUMN
 from .queues import QUEUE_TABLES
 from .zipheads import ZIP_HEADS
 
 log = logging.getLogger(__package__)  # "openkvs.storage.postgres", the name log records had before the split
 
-TABLES_VERSION = 11
+TABLES_VERSION = 12
 
 # The totals of its records that each store keeps besides record_count (see storage/totals.py), the same counted
 # from the records (the migration to version 10, openkvs check), and what one record adds to storage_bytes and them.
@@ -186,6 +186,7 @@ MIGRATIONS: list[str] = [
     + f"UPDATE stores s SET ({STORE_TOTALS}) = (SELECT {RECORD_TOTALS} FROM records r WHERE r.store_id = s.id),"
     " totals_generation = generation;",
     MAX_ITEM_COLUMN,  # 11: each dataset's largest item, kept at push time (storage/postgres/datasets.py)
+    PACKED_ROWS_COLUMN,  # 12: dataset items several to a row (storage/postgres/datasets.py)
 ]
 
 
