@@ -30,6 +30,14 @@ from typing import Any
 BLOCK = 1000  # items per block of the path index
 BATCH_BYTES = 8 * 1024 * 1024  # a batch of items read stops at about this many bytes (items may be 9 MiB each)
 MAX_FIELDS = 2000  # the dataset object's `fields` lists at most this many keys (contract 4.3)
+# A push's items are stored several to a row ("packed rows"): a row holds the items ``idx - n + 1 .. idx`` of its
+# push, their stored bytes joined by b"\n" (compact JSON never holds a raw newline byte). A row per item was most of
+# a push's storage cost (SQLite 4.1 us an item of B-tree INSERT, against 1.4-1.7 for the same bytes as one
+# record); a jsonl export passes whole rows through. But a read of a few items pays for its whole row (1.3x with
+# rows of 100 items, 5-8x with 1,000 in the prototype, BENCHMARKS.md): rows stop at ITEMS_PER_ROW items and about
+# ROW_BYTES bytes (an item bigger than that is a row alone).
+ITEMS_PER_ROW = 128
+ROW_BYTES = 256 * 1024
 
 # merge(block_paths, pieces): the block's path list with each of ``pieces`` (lists of the same kind) merged in,
 # in order. The HTTP layer passes openkvs.datasets.pipeline's merge; storage only stores the result as JSON.
@@ -101,6 +109,41 @@ def blocks_of(start: int, count: int) -> list[tuple[int, int, int]]:
         out.append((block, i, end))
         i = end
     return out
+
+
+def packed_rows(items: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    """The rows of a push's ``items``, in order: (how many items, their bytes joined by b"\\n"), each row at most
+    ITEMS_PER_ROW items and ROW_BYTES bytes unless it is a single item. Raises ValueError for an item holding a raw
+    newline byte (stored bytes are compact JSON: a row could not be split back)."""
+    rows = []
+    i, count = 0, len(items)
+    while i < count:
+        run = items[i : i + ITEMS_PER_ROW]
+        data = b"\n".join(run)
+        take = len(run)
+        if len(data) > ROW_BYTES and take > 1:  # (rare with items of ~500 B: the longest run within ROW_BYTES)
+            take, size = 0, -1
+            for item in run:
+                size += len(item) + 1
+                if take and size > ROW_BYTES:
+                    break
+                take += 1
+            data = b"\n".join(run[:take])
+        if data.count(b"\n") != take - 1:  # (one pass of memchr over the row)
+            raise ValueError("an item's stored bytes hold a raw newline byte (not compact JSON)")
+        rows.append((take, data))
+        i += take
+    return rows
+
+
+def row_part(data: bytes, first: int, last: int, lo: int, hi: int) -> bytes:
+    """The items ``[lo, hi)`` (inside ``[first, last]``, not empty) of the packed row of items ``first .. last``
+    holding ``data``, joined by b"\\n" as they are stored: the whole row untouched when it is all of it."""
+    if lo > first:
+        data = data.split(b"\n", lo - first)[-1]
+    if hi <= last:
+        data = data.rsplit(b"\n", last + 1 - hi)[0]
+    return data
 
 
 async def range_batches(
