@@ -91,8 +91,9 @@ def _double_sqlite(backend: h.Backend, store_id: str, count: int) -> None:
             conn.execute("COMMIT")
             n += add
             h.log(f"  sqlite: {n} items")
+        # (a row holds n items joined by newlines: the bytes counter is the items' own)
         conn.execute("UPDATE dataset_counts SET item_count = ?, clean_count = ?, bytes = "
-                     "(SELECT sum(length(data)) FROM dataset_items WHERE store_id = ?) WHERE store_id = ?",
+                     "(SELECT sum(length(data) - n + 1) FROM dataset_items WHERE store_id = ?) WHERE store_id = ?",
                      (count, count, store_id, store_id))
     finally:
         conn.close()

@@ -111,6 +111,13 @@ def blocks_of(start: int, count: int) -> list[tuple[int, int, int]]:
     return out
 
 
+def distinct(pieces: Sequence[list[Any]]) -> list[list[Any]]:
+    """``pieces`` (a push's path lists, one per item) without repeats of one list object, the first of each kept,
+    in order: the items of one skeleton share their list (api/items.py prepare_push), and merging a list merged
+    before adds nothing. (One pass in C, then the merge's own loop over a few lists, not over every item.)"""
+    return list(dict(zip(map(id, pieces), pieces, strict=True)).values())
+
+
 def packed_rows(items: Sequence[bytes]) -> list[tuple[int, bytes]]:
     """The rows of a push's ``items``, in order: (how many items, their bytes joined by b"\\n"), each row at most
     ITEMS_PER_ROW items and ROW_BYTES bytes unless it is a single item. Raises ValueError for an item holding a raw

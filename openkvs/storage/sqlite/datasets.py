@@ -31,6 +31,7 @@ from ..datasets import (
     Push,
     add_field_stats,
     blocks_of,
+    distinct,
     merge_fields,
     packed_rows,
     range_batches,
@@ -113,7 +114,7 @@ def push_sync(conn: sqlite3.Connection, store_id: str, push: Push, merge: MergeP
         old = conn.execute(
             "SELECT paths FROM dataset_paths WHERE store_id = ? AND block = ?", (store_id, block)
         ).fetchone()
-        merged = merge(json.loads(old[0]) if old else [], push.paths[lo:hi])
+        merged = merge(json.loads(old[0]) if old else [], distinct(push.paths[lo:hi]))
         conn.execute(
             "INSERT INTO dataset_paths(store_id, block, paths) VALUES (?, ?, ?) "
             "ON CONFLICT(store_id, block) DO UPDATE SET paths = excluded.paths",
