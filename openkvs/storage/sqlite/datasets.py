@@ -139,15 +139,16 @@ def push_sync(conn: sqlite3.Connection, store_id: str, push: Push, merge: MergeP
     return start
 
 
-# A range's rows, [lo, hi) (parameters: store id, lo, hi - 1): ascending, a seek to the first row that ends at or
-# after lo, then the rows in order (the caller stops at the first that starts at or after hi); descending, from the
-# row holding hi - 1 (the first that ends at or after it, found by the subquery, evaluated once) down to the last
-# that ends at or after lo. A row holds the items ``idx - n + 1 .. idx`` (see storage/datasets.py, ITEMS_PER_ROW).
-_ROWS = "SELECT idx, n, data FROM dataset_items WHERE store_id = ?1 AND idx >= ?2 ORDER BY idx"
-_ROWS_DESC = (
+# A range's rows, [lo, hi) (parameters: store id, lo, hi - 1): those from the first that ends at or after lo to the
+# one holding hi - 1 (the first that ends at or after it, found by the subquery, evaluated once), ascending or
+# descending. Both ends are bounds of the primary key: the scan stops at them without reading a row past them (a row
+# stepped onto is read whole, its bytes included). A row holds the items ``idx - n + 1 .. idx`` (see
+# storage/datasets.py, ITEMS_PER_ROW).
+_RANGE = (
     "SELECT idx, n, data FROM dataset_items WHERE store_id = ?1 AND idx >= ?2 AND idx <= "
-    "(SELECT idx FROM dataset_items WHERE store_id = ?1 AND idx >= ?3 ORDER BY idx LIMIT 1) ORDER BY idx DESC"
+    "(SELECT idx FROM dataset_items WHERE store_id = ?1 AND idx >= ?3 ORDER BY idx LIMIT 1) ORDER BY idx"
 )
+_ROWS, _ROWS_DESC = _RANGE, _RANGE + " DESC"
 
 
 def _parts(
@@ -156,7 +157,7 @@ def _parts(
     """The items of ``[lo, hi)`` row by row, in order (``desc``: from ``hi - 1`` down, each row's items reversed
     too): (how many, their bytes joined by b"\\n"). Ends early if the table holds fewer items than that (a damaged
     table: the caller sees a short read). Close it to end its statement."""
-    cur = conn.execute(_ROWS_DESC if desc else _ROWS, (store_id, lo, hi - 1) if desc else (store_id, lo))
+    cur = conn.execute(_ROWS_DESC if desc else _ROWS, (store_id, lo, hi - 1))
     try:
         for last, n, data in cur:
             first = last - n + 1
