@@ -84,15 +84,17 @@ def _double_sqlite(backend: h.Backend, store_id: str, count: int) -> None:
         while n < count:
             add = min(n, count - n)
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO dataset_items(store_id, idx, data) SELECT store_id, idx + ?, data "
+            # (whole rows: a row ends at the end of each 1,000-item push of the seed)
+            conn.execute("INSERT INTO dataset_items(store_id, idx, n, data) SELECT store_id, idx + ?, n, data "
                          "FROM dataset_items WHERE store_id = ? AND idx < ?", (n, store_id, add))
             conn.execute("INSERT INTO dataset_paths(store_id, block, paths) SELECT store_id, block + ?, paths "
                          "FROM dataset_paths WHERE store_id = ? AND block < ?", (n // 1000, store_id, -(-add // 1000)))
             conn.execute("COMMIT")
             n += add
             h.log(f"  sqlite: {n} items")
+        # (a row holds n items joined by newlines: the bytes counter is the items' own)
         conn.execute("UPDATE dataset_counts SET item_count = ?, clean_count = ?, bytes = "
-                     "(SELECT sum(length(data)) FROM dataset_items WHERE store_id = ?) WHERE store_id = ?",
+                     "(SELECT sum(length(data) - n + 1) FROM dataset_items WHERE store_id = ?) WHERE store_id = ?",
                      (count, count, store_id, store_id))
     finally:
         conn.close()

@@ -111,6 +111,48 @@ def blocks_of(start: int, count: int) -> list[tuple[int, int, int]]:
     return out
 
 
+def distinct(pieces: Sequence[list[Any]]) -> list[list[Any]]:
+    """``pieces`` (a push's path lists, one per item) without repeats of one list object, the first of each kept,
+    in order: the items of one skeleton share their list (api/items.py prepare_push), and merging a list merged
+    before adds nothing. (One pass in C, then the merge's own loop over a few lists, not over every item.)"""
+    return list(dict(zip(map(id, pieces), pieces, strict=True)).values())
+
+
+def packed_rows(items: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    """The rows of a push's ``items``, in order: (how many items, their bytes joined by b"\\n"), each row at most
+    ITEMS_PER_ROW items and ROW_BYTES bytes unless it is a single item. Raises ValueError for an item holding a raw
+    newline byte (stored bytes are compact JSON: a row could not be split back)."""
+    rows = []
+    i, count = 0, len(items)
+    while i < count:
+        run = items[i : i + ITEMS_PER_ROW]
+        data = b"\n".join(run)
+        take = len(run)
+        if len(data) > ROW_BYTES and take > 1:  # (rare with items of ~500 B: the longest run within ROW_BYTES)
+            take, size = 0, -1
+            for item in run:
+                size += len(item) + 1
+                if take and size > ROW_BYTES:
+                    break
+                take += 1
+            data = b"\n".join(run[:take])
+        if data.count(b"\n") != take - 1:  # (one pass of memchr over the row)
+            raise ValueError("an item's stored bytes hold a raw newline byte (not compact JSON)")
+        rows.append((take, data))
+        i += take
+    return rows
+
+
+def row_part(data: bytes, first: int, last: int, lo: int, hi: int) -> bytes:
+    """The items ``[lo, hi)`` (inside ``[first, last]``, not empty) of the packed row of items ``first .. last``
+    holding ``data``, joined by b"\\n" as they are stored: the whole row untouched when it is all of it."""
+    if lo > first:
+        data = data.split(b"\n", lo - first)[-1]
+    if hi <= last:
+        data = data.rsplit(b"\n", last + 1 - hi)[0]
+    return data
+
+
 async def range_batches(
     fetch: Callable[[int, int], Awaitable[list[bytes]]], lo: int, hi: int, desc: bool
 ) -> AsyncIterator[list[bytes]]:

@@ -27,14 +27,15 @@ from .crash import client, kill_mid_storm
 pytestmark = pytest.mark.server_process
 
 WRITERS = 6
-BATCH = 50
+# each writer's push size: one packed row or several (storage/datasets.py ITEMS_PER_ROW, 128), ending anywhere in one
+BATCHES = [50, 130, 300, 40, 257, 90]
 
 
 def storm(url: str, token: str, did: str, w: int, acked: list[tuple[int, int]], stop: threading.Event) -> None:
     with client(url, token) as c:
         b = 0
         while not stop.is_set():
-            items = [{"w": w, "b": b, "k": k, "pad": "x" * 200} for k in range(BATCH)]
+            items = [{"w": w, "b": b, "k": k, "pad": "x" * 200} for k in range(BATCHES[w])]
             try:
                 r = c.post(f"/v2/datasets/{did}/items", json=items)
             except httpx.HTTPError:
@@ -50,10 +51,11 @@ def runs(items: list[dict]) -> dict[tuple[int, int], int]:
     i = 0
     while i < len(items):
         key = (items[i]["w"], items[i]["b"])
+        size = BATCHES[key[0]]
         assert key not in first, f"push {key} appears twice"
-        assert [(x["w"], x["b"], x["k"]) for x in items[i : i + BATCH]] == [(*key, k) for k in range(BATCH)], i
+        assert [(x["w"], x["b"], x["k"]) for x in items[i : i + size]] == [(*key, k) for k in range(size)], i
         first[key] = i
-        i += BATCH
+        i += size
     return first
 
 
@@ -92,7 +94,7 @@ WRITER = textwrap.dedent(
 
 def push_from_processes(urls: list[str], token: str, did: str, processes: int, pushes: int) -> None:
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, json.dumps([urls, token, did, w, pushes, BATCH])])
+        subprocess.Popen([sys.executable, "-c", WRITER, json.dumps([urls, token, did, w, pushes, BATCHES[w]])])
         for w in range(processes)
     ]
     for p in procs:
@@ -102,7 +104,7 @@ def push_from_processes(urls: list[str], token: str, did: str, processes: int, p
 def check_dense(url: str, token: str, did: str, processes: int, pushes: int) -> None:
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
         items = c.get(f"/v2/datasets/{did}/items").json()
-        assert c.get(f"/v2/datasets/{did}").json()["data"]["itemCount"] == len(items) == processes * pushes * BATCH
+        assert c.get(f"/v2/datasets/{did}").json()["data"]["itemCount"] == len(items) == pushes * sum(BATCHES[:processes])
     stored = runs(items)
     assert sorted(stored) == sorted((w, b) for w in range(processes) for b in range(pushes))
     for w in range(processes):

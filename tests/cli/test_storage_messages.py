@@ -14,7 +14,7 @@ import pytest
 
 from tests.clirun import Ran, openkvs_here
 from tests.conftest import DATABASE_URL, postgres_reachable, unavailable
-from tests.storage.conftest import UNDO_TOTALS_SQLITE
+from tests.storage.conftest import UNDO_PACKED_ROWS_SQLITE
 
 
 def openkvs_cli(*args: str, check: bool = True) -> Ran:
@@ -36,7 +36,7 @@ def test_sqlite_migrate_says_created_upgraded_or_current(tmp_path: Path) -> None
     assert again.stdout == f"the database in {where} is already current (version {TABLES_VERSION})\n"
 
     with sqlite3.connect(data / "openkvs.sqlite3") as db:  # back to the version before the last upgrade
-        db.executescript(UNDO_TOTALS_SQLITE + f"PRAGMA user_version = {TABLES_VERSION - 1};")
+        db.executescript(UNDO_PACKED_ROWS_SQLITE + f"PRAGMA user_version = {TABLES_VERSION - 1};")
     upgraded = openkvs_cli("migrate", "--data-dir", str(data))
     assert upgraded.stdout == (
         f"upgraded the database in {where} from version {TABLES_VERSION - 1} to {TABLES_VERSION}\n"

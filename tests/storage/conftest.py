@@ -204,3 +204,5 @@ UNDO_TOTALS_SQLITE = "".join(f"ALTER TABLE stores DROP COLUMN {c};" for c in _TO
 UNDO_TOTALS_PG = "".join(f"ALTER TABLE stores DROP COLUMN {c};" for c in _TOTALS) + (
     "ALTER TABLE records DROP COLUMN prev_decoded_size;"
 )
+# What SQLite's version 11 added (dataset items several to a row), dropped again (its rows must hold one item each)
+UNDO_PACKED_ROWS_SQLITE = "ALTER TABLE dataset_items DROP COLUMN n;"

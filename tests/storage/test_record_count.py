@@ -18,7 +18,15 @@ import pytest
 from openkvs.storage.base import KeySelection, NotFound, Storage
 from openkvs.storage.sqlite import SQLiteStorage
 
-from .conftest import UNDO_TOTALS_PG, UNDO_TOTALS_SQLITE, Body, BodyAborted, chunked, two_pg_nodes
+from .conftest import (
+    UNDO_PACKED_ROWS_SQLITE,
+    UNDO_TOTALS_PG,
+    UNDO_TOTALS_SQLITE,
+    Body,
+    BodyAborted,
+    chunked,
+    two_pg_nodes,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -178,12 +186,14 @@ async def test_sqlite_upgrade_counts_the_records_already_stored(tmp_path: Path) 
         await st.create_store(user.id, "items", None, "k" * 32, kind="dataset")
     conn = sqlite3.connect(data / "openkvs.sqlite3")
     conn.execute("ALTER TABLE stores DROP COLUMN record_count")
-    # nor what versions 7 (uploads), 8 (field statistics), 9 (kept ZIP headers) and 10 (ZIP totals) add
+    # nor what versions 7 (uploads), 8 (field statistics), 9 (kept ZIP headers), 10 (ZIP totals) and 11 (packed
+    # dataset rows) add
     conn.execute("DROP TABLE uploads")
     conn.execute("ALTER TABLE dataset_counts DROP COLUMN field_stats")
     conn.executescript(
         "DROP TRIGGER records_zip_head_stale; DROP INDEX records_no_zip_head; ALTER TABLE records DROP COLUMN zip_head;"
         + UNDO_TOTALS_SQLITE
+        + UNDO_PACKED_ROWS_SQLITE
     )
     conn.execute("PRAGMA user_version = 5")
     conn.commit()

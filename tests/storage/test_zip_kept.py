@@ -32,7 +32,7 @@ from openkvs.storage.sqlite.snapshot import SQLiteSnapshot
 from openkvs.zipwriter import CentralBlock, LocalBlock, local_header
 from tests import zip_reference
 
-from .conftest import DEFAULT_PG_URL, UNDO_TOTALS_SQLITE, Body
+from .conftest import DEFAULT_PG_URL, UNDO_PACKED_ROWS_SQLITE, UNDO_TOTALS_SQLITE, Body
 
 pytestmark = pytest.mark.anyio
 
@@ -197,7 +197,7 @@ async def test_a_database_from_before_version_9_gets_its_headers(tmp_path: Path)
     conn = sqlite3.connect(d / "openkvs.sqlite3", isolation_level=None)
     conn.executescript(
         "DROP TRIGGER records_zip_head_stale; DROP INDEX records_no_zip_head;"
-        "ALTER TABLE records DROP COLUMN zip_head; PRAGMA user_version = 8;" + UNDO_TOTALS_SQLITE
+        "ALTER TABLE records DROP COLUMN zip_head; PRAGMA user_version = 8;" + UNDO_TOTALS_SQLITE + UNDO_PACKED_ROWS_SQLITE
     )
     conn.close()
     async with SQLiteStorage(d, background=False) as st:

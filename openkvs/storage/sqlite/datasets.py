@@ -1,9 +1,10 @@
 """Dataset items in SQLite (the interface and its guarantees: storage/datasets.py).
 
-Items live in ``dataset_items``, clustered by (store_id, idx): reading a batch from any offset, in either direction,
-is one range scan of the primary key. A push is one write transaction of the writer thread, so pushes take turns
-and indexes stay dense. A snapshot is a read transaction on a connection of its own (WAL keeps the pages it sees
-until it ends, whatever is pushed or deleted meanwhile)."""
+Items live in ``dataset_items``, several to a row (packed rows: storage/datasets.py, ITEMS_PER_ROW), clustered by
+(store_id, idx) where ``idx`` is the row's last item: reading a batch from any offset, in either direction, is one
+range scan of the primary key, its first and last rows trimmed. A push is one write transaction of the writer
+thread, so pushes take turns and indexes stay dense. A snapshot is a read transaction on a connection of its own
+(WAL keeps the pages it sees until it ends, whatever is pushed or deleted meanwhile)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -30,8 +31,11 @@ from ..datasets import (
     Push,
     add_field_stats,
     blocks_of,
+    distinct,
     merge_fields,
+    packed_rows,
     range_batches,
+    row_part,
 )
 from .clock import now_ms
 from .connections import Database, translate
@@ -64,36 +68,29 @@ CREATE TABLE IF NOT EXISTS dataset_paths (
 """
 # (a migration of its own: version 5 databases have the tables above without it)
 FIELD_STATS_COLUMN = "ALTER TABLE dataset_counts ADD COLUMN field_stats TEXT"
+# (version 11) how many items a row of dataset_items holds: ``idx`` is its last item's index, ``data`` their stored
+# bytes joined by a newline (storage/datasets.py, ITEMS_PER_ROW). Rows written before hold one item each: the
+# column's default, so the upgrade rewrites nothing.
+PACKED_ROWS_COLUMN = "ALTER TABLE dataset_items ADD COLUMN n INTEGER NOT NULL DEFAULT 1"
 
 
 def _to_info(row: Any) -> DatasetInfo:
     return DatasetInfo(row[0], row[1], row[2], json.loads(row[3]))
 
 
-# A push's rows go in by multi-row INSERTs of _ROWS_MAX rows (the rest in ones of 256, 128, ... 1 rows: a few
-# statement texts, each prepared once per connection). A push of 1,000 rows stores with about a quarter less CPU
-# than one row per step of executemany (bench/push_cpu.py). The store id is bound once per statement and each
-# row's index is the first one's plus a constant.
-_ROWS_MAX = 512
+def _insert_items(conn: sqlite3.Connection, store_id: str, start: int, items: list[bytes]) -> int:
+    """Items ``start, start + 1, ...`` of the dataset: ``items``, in order, in packed rows; returns their bytes."""
+    rows = packed_rows(items)
+    last = start - 1
+    params = []
+    for n, data in rows:
+        last += n
+        params.append((store_id, last, n, data))
+    conn.executemany(_INSERT, params)
+    return sum(len(data) for _, data in rows) - (len(items) - len(rows))  # (less the newlines between items)
 
 
-def _insert_sql(rows: int) -> str:
-    values = ", ".join(f"(?1, ?2 + {k}, ?{k + 3})" for k in range(rows))
-    return f"INSERT INTO dataset_items(store_id, idx, data) VALUES {values}"
-
-
-_INSERT_SQL = {1 << b: _insert_sql(1 << b) for b in range(_ROWS_MAX.bit_length())}
-
-
-def _insert_items(conn: sqlite3.Connection, store_id: str, start: int, items: list[bytes]) -> None:
-    """Rows ``start, start + 1, ...`` of the dataset: ``items``, in order."""
-    i, n = 0, len(items)
-    size = _ROWS_MAX
-    while i < n:
-        while size > n - i:
-            size >>= 1
-        conn.execute(_INSERT_SQL[size], (store_id, start + i, *items[i : i + size]))
-        i += size
+_INSERT = "INSERT INTO dataset_items(store_id, idx, n, data) VALUES (?, ?, ?, ?)"
 
 
 def push_sync(conn: sqlite3.Connection, store_id: str, push: Push, merge: MergePaths) -> int:
@@ -112,12 +109,12 @@ def push_sync(conn: sqlite3.Connection, store_id: str, push: Push, merge: MergeP
     field_stats = row[4] if row is not None else None
     if push.field_stats is not None and (row is None or field_stats is not None):  # (else: none kept so far)
         field_stats = json.dumps(add_field_stats(json.loads(field_stats) if field_stats else None, push.field_stats))
-    _insert_items(conn, store_id, start, push.items)
+    stored = _insert_items(conn, store_id, start, push.items)
     for block, lo, hi in blocks_of(start, n):
         old = conn.execute(
             "SELECT paths FROM dataset_paths WHERE store_id = ? AND block = ?", (store_id, block)
         ).fetchone()
-        merged = merge(json.loads(old[0]) if old else [], push.paths[lo:hi])
+        merged = merge(json.loads(old[0]) if old else [], distinct(push.paths[lo:hi]))
         conn.execute(
             "INSERT INTO dataset_paths(store_id, block, paths) VALUES (?, ?, ?) "
             "ON CONFLICT(store_id, block) DO UPDATE SET paths = excluded.paths",
@@ -133,7 +130,7 @@ def push_sync(conn: sqlite3.Connection, store_id: str, push: Push, merge: MergeP
             store_id,
             start + n,
             info.clean_item_count + push.clean_count,
-            info.bytes + sum(map(len, push.items)),
+            info.bytes + stored,
             json.dumps(fields if fields is not None else info.fields, ensure_ascii=False),
             field_stats,
         ),
@@ -142,33 +139,98 @@ def push_sync(conn: sqlite3.Connection, store_id: str, push: Push, merge: MergeP
     return start
 
 
-_RANGE = "FROM dataset_items WHERE store_id = ? AND idx >= ? AND idx < ? ORDER BY idx"
-_ITEMS = f"SELECT data {_RANGE} LIMIT ?"
-_ITEMS_DESC = f"SELECT data {_RANGE} DESC LIMIT ?"
-# A piece ascending is a plain range of the primary key, [lo, lo + count) (indexes are dense): its rows reach the
-# aggregate in the key's order (the table's only index, scanned forward), without a subquery's co-routine, which
-# copied each row once more (18% fewer instructions per piece, 12% less CPU). Descending they come from a subquery
-# with ORDER BY ... DESC LIMIT: run as a co-routine, not flattened, so in its order.
-_JOINED = (
-    "SELECT count(*), CAST(group_concat(data, ?) AS BLOB) FROM dataset_items "
-    "WHERE store_id = ? AND idx >= ? AND idx < ?"
+# A range's rows, [lo, hi) (parameters: store id, lo, hi - 1): those from the first that ends at or after lo to the
+# one holding hi - 1 (the first that ends at or after it, found by the subquery, evaluated once), ascending or
+# descending. Both ends are bounds of the primary key: the scan stops at them without reading a row past them (a row
+# stepped onto is read whole, its bytes included). A row holds the items ``idx - n + 1 .. idx`` (see
+# storage/datasets.py, ITEMS_PER_ROW).
+_RANGE = (
+    "SELECT idx, n, data FROM dataset_items WHERE store_id = ?1 AND idx >= ?2 AND idx <= "
+    "(SELECT idx FROM dataset_items WHERE store_id = ?1 AND idx >= ?3 ORDER BY idx LIMIT 1) ORDER BY idx"
 )
-_JOINED_DESC = f"SELECT count(*), CAST(group_concat(data, ?) AS BLOB) FROM (SELECT data {_RANGE} DESC LIMIT ?)"
+_ROWS, _ROWS_DESC = _RANGE, _RANGE + " DESC"
 
 
-def _read_rows(conn: sqlite3.Connection, sql: str, args: tuple[str, int], lo: int, hi: int) -> list[bytes]:
-    """Items of ``[lo, hi)`` by ``sql`` (_ITEMS or _ITEMS_DESC; args: store id, batch), up to BATCH_BYTES."""
-    out, size = [], 0
-    cur = conn.execute(sql, (args[0], lo, hi, args[1]))
+def _parts(
+    conn: sqlite3.Connection, store_id: str, lo: int, hi: int, desc: bool
+) -> Generator[tuple[int, bytes], None, None]:
+    """The items of ``[lo, hi)`` row by row, in order (``desc``: from ``hi - 1`` down, each row's items reversed
+    too): (how many, their bytes joined by b"\\n"). Ends early if the table holds fewer items than that (a damaged
+    table: the caller sees a short read). Close it to end its statement."""
+    cur = conn.execute(_ROWS_DESC if desc else _ROWS, (store_id, lo, hi - 1))
     try:
-        for (data,) in cur:
-            out.append(data)
-            size += len(data)
-            if size >= BATCH_BYTES:
-                break
+        for last, n, data in cur:
+            first = last - n + 1
+            if first >= hi or last < lo:
+                return
+            a, b = max(first, lo), min(last + 1, hi)
+            part = row_part(data, first, last, a, b) if n > 1 else data
+            if desc and b - a > 1:
+                part = b"\n".join(reversed(part.split(b"\n")))
+            yield b - a, part
     finally:
         cur.close()
+
+
+def _read_items(conn: sqlite3.Connection, store_id: str, lo: int, hi: int, desc: bool, batch: int) -> list[bytes]:
+    """The items of ``[lo, hi)`` from its start (``desc``: from its end), at most ``batch`` and about
+    BATCH_BYTES."""
+    out: list[bytes] = []
+    size = 0
+    with contextlib.closing(_parts(conn, store_id, lo, hi, desc)) as parts:
+        for count, part in parts:
+            room = batch - len(out)
+            out += part.split(b"\n", room)[:room] if count > 1 else [part]
+            size += len(part)
+            if len(out) >= batch or size >= BATCH_BYTES:
+                break
     return out
+
+
+def _pieces(rows: Iterator[tuple[int, bytes]], sep: bytes, batch: int, size: int) -> Generator[bytes, None, None]:
+    """``rows`` (what _parts gives) as pieces of the items joined by ``sep``, each as many as fit in ``batch`` items
+    and ``size`` bytes (a single item past that alone): every piece but the last is full, its next item would pass
+    one of the two. Whole rows go through untouched with b"\\n"; a row is cut between items where a piece ends."""
+    pending: list[bytes] = []  # the piece so far: rows (or runs of a row's items), each joined by b"\n"
+    count = length = 0  # its items and its length once joined by ``sep``
+    grow = len(sep) - 1  # what each b"\n" between items becomes
+
+    def emit() -> bytes:
+        nonlocal pending, count, length
+        data = b"\n".join(pending) if len(pending) > 1 else pending[0]
+        pending, count, length = [], 0, 0
+        return data if sep == b"\n" else data.replace(b"\n", sep)
+
+    for n, part in rows:
+        while n:
+            take = min(n, batch - count)
+            head, rest = (part, b"") if take == n else _cut(part, take)
+            extra = len(head) + (take - 1) * grow + (len(sep) if pending else 0)
+            if length + extra > size:  # as many of these items as fit (an empty piece takes the first whatever size)
+                used = length - (0 if pending else len(sep))
+                fit = 0
+                for item in head.split(b"\n"):
+                    if used + len(sep) + len(item) > size and (pending or fit):
+                        break
+                    used, fit = used + len(sep) + len(item), fit + 1
+                if not fit:
+                    yield emit()
+                    continue
+                take, extra = fit, used - length
+                head, rest = (part, b"") if take == n else _cut(part, take)
+            pending.append(head)
+            count, length = count + take, length + extra
+            part, n = rest, n - take
+            if n or count == batch or length >= size:
+                yield emit()
+    if pending:
+        yield emit()
+
+
+def _cut(part: bytes, k: int) -> tuple[bytes, bytes]:
+    """A run of items joined by b"\\n" (more than ``k``) cut after its first ``k``."""
+    items = part.split(b"\n", k)
+    return b"\n".join(items[:k]), items[k]
 
 
 class SQLiteItemSnapshot(ItemSnapshot):
@@ -189,11 +251,10 @@ class SQLiteItemSnapshot(ItemSnapshot):
     ) -> AsyncIterator[list[bytes]]:
         start = max(start, 0)
         stop = min(stop, self.info.item_count)
-        conn, sql = self._conn, _ITEMS_DESC if desc else _ITEMS
-        args = (self._store_id, batch)
+        conn, sid = self._conn, self._store_id
 
         async def fetch(lo: int, hi: int) -> list[bytes]:
-            return await self._run(_read_rows, conn, sql, args, lo, hi)
+            return await self._run(_read_items, conn, sid, lo, hi, desc, batch)
 
         async for rows in range_batches(fetch, start, stop, desc):
             yield rows
@@ -208,50 +269,15 @@ class SQLiteItemSnapshot(ItemSnapshot):
         sep: bytes = b"\n",
         size: int = BATCH_BYTES,
     ) -> AsyncIterator[bytes]:
-        # SQLite joins a piece itself (group_concat over the ordered range: no object per item), in one statement:
-        # the connection's length limit, lowered to the piece's budget for it, bounds the joined value (past it
-        # SQLite stops growing it and fails the statement with "string or blob too big"; the piece is then read
-        # again with half as many items, down to one item read as a row without the limit). The first count is
-        # the budget over the dataset's mean item size; a piece under half the budget doubles the next count.
+        # One statement over the whole range, its rows joined into pieces in Python: a row of ITEMS_PER_ROW items
+        # is one object, passed through whole (jsonl: b"\n" between items as stored) or with its newlines replaced
+        # by ``sep`` (one pass over its bytes), and cut between items only at a piece's end.
         start = max(start, 0)
         stop = min(stop, self.info.item_count)
         if start >= stop:
             return
-        conn, row_sql = self._conn, _ITEMS_DESC if desc else _ITEMS
-        join = _JOINED_DESC if desc else _JOINED
-        sid = self._store_id
+        conn, sid = self._conn, self._store_id
         size = max(1, min(size, BATCH_BYTES))
-        info = self.info
-        mean = info.bytes / info.item_count + len(sep) if info.item_count and info.bytes else 1.0
-        count = max(1, min(batch, int(size * 0.9 / mean)))
-        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
-        # (twice the budget: SQLite's string grows by doubling only while the double stays under the limit, and
-        # by each row's length after that, a realloc a row)
-        room = min(limit, 2 * size)
-
-        def piece(lo: int, hi: int) -> tuple[int, bytes]:
-            """The next piece from the start (or, ``desc``, the end) of ``[lo, hi)``, and how many indexes it covers."""
-            nonlocal count
-            while count > 1:
-                args = (sep, sid, lo, hi, count) if desc else (sep, sid, lo, min(hi, lo + count))
-                conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, room)
-                try:
-                    n, data = conn.execute(join, args).fetchone()
-                except sqlite3.DataError:  # (SQLITE_TOOBIG: the joined value would pass the budget)
-                    count //= 2
-                    continue
-                finally:
-                    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
-                covered = n if desc or not n else min(hi, lo + count) - lo  # (a row missing: not read again)
-                if n and len(data) > size:
-                    count = max(1, count // 2)
-                elif n and len(data) * 2 < size and n == count:
-                    count = min(batch, count * 2)
-                return covered, data or b""
-            rows = _read_rows(conn, row_sql, (sid, 1), lo, hi)
-            if rows and len(rows[0]) * 2 < size:
-                count = 2
-            return len(rows), rows[0] if rows else b""
 
         # One worker thread reads the pieces one after the other and hands each to the event loop, reading on while
         # they are used: at most two pieces read that the caller has not taken yet (``ahead``; with one, the thread
@@ -270,23 +296,22 @@ class SQLiteItemSnapshot(ItemSnapshot):
                 loop.call_soon_threadsafe(pieces.put_nowait, data)
 
         def produce() -> None:
-            lo, hi = start, stop
+            rows = _parts(conn, sid, start, stop, desc)
+            read = _pieces(rows, sep, batch, size)
             try:
-                while lo < hi:
+                while True:
                     while not ahead.acquire(timeout=1.0):
                         if given_up.is_set() or loop.is_closed():
                             return
                     if given_up.is_set():
                         return
-                    n, data = piece(lo, hi)
-                    if not n:
-                        return  # (a damaged table: fewer rows than counted; the caller sees a short read)
-                    if desc:
-                        hi -= n
-                    else:
-                        lo += n
+                    data = next(read, None)
+                    if data is None:
+                        return  # (all read, or a damaged table: fewer rows than counted; a short read)
                     hand(data)
             finally:
+                read.close()
+                rows.close()  # (the statement ends here, on the thread that stepped it)
                 hand(None)
 
         work = asyncio.ensure_future(self._run(produce))

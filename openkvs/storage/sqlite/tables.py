@@ -33,11 +33,11 @@ from ..totals import SMALL_RECORD_MAX, ZIP64_SIZE
 from .blobs import Inline, stored_at
 from .clock import now_ms
 from .connections import translate
-from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN
+from .datasets import DATASET_TABLES, FIELD_STATS_COLUMN, PACKED_ROWS_COLUMN
 from .queues import QUEUE_TABLES
 from .space import storing
 
-TABLES_VERSION = 10
+TABLES_VERSION = 11
 DB_NAME = "openkvs.sqlite3"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -197,8 +197,11 @@ UPGRADES = (
     "".join(f"ALTER TABLE stores ADD COLUMN {c} INTEGER NOT NULL DEFAULT 0;" for c in _NEW_COLUMNS)
     + f" UPDATE stores SET ({STORE_TOTALS}) = (SELECT {RECORD_TOTALS} FROM records r WHERE r.store_id = stores.id),"
     " totals_generation = generation",
+    # 10 -> 11: dataset items several to a row (storage/sqlite/datasets.py): the rows so far hold one each, the
+    # column's default (SQLite's ADD COLUMN rewrites no row)
+    PACKED_ROWS_COLUMN,
 )
-CREATE_TABLES += DATASET_TABLES + ";" + UPLOADS_TABLE + ";" + FIELD_STATS_COLUMN
+CREATE_TABLES += DATASET_TABLES + ";" + UPLOADS_TABLE + ";" + FIELD_STATS_COLUMN + ";" + PACKED_ROWS_COLUMN
 assert len(UPGRADES) == TABLES_VERSION - 1
 
 
