@@ -118,21 +118,22 @@ def distinct(pieces: Sequence[list[Any]]) -> list[list[Any]]:
     return list(dict(zip(map(id, pieces), pieces, strict=True)).values())
 
 
-def packed_rows(items: Sequence[bytes]) -> list[tuple[int, bytes]]:
+def packed_rows(items: Sequence[bytes], row_bytes: int = ROW_BYTES) -> list[tuple[int, bytes]]:
     """The rows of a push's ``items``, in order: (how many items, their bytes joined by b"\\n"), each row at most
-    ITEMS_PER_ROW items and ROW_BYTES bytes unless it is a single item. Raises ValueError for an item holding a raw
-    newline byte (stored bytes are compact JSON: a row could not be split back)."""
+    ITEMS_PER_ROW items and ``row_bytes`` bytes unless it is a single item (a backend may keep its rows smaller than
+    ROW_BYTES: PostgreSQL's stay in the heap). Raises ValueError for an item holding a raw newline byte (stored bytes
+    are compact JSON: a row could not be split back)."""
     rows = []
     i, count = 0, len(items)
     while i < count:
         run = items[i : i + ITEMS_PER_ROW]
         data = b"\n".join(run)
         take = len(run)
-        if len(data) > ROW_BYTES and take > 1:  # (rare with items of ~500 B: the longest run within ROW_BYTES)
+        if len(data) > row_bytes and take > 1:  # (rare with items of ~500 B: the longest run within row_bytes)
             take, size = 0, -1
             for item in run:
                 size += len(item) + 1
-                if take and size > ROW_BYTES:
+                if take and size > row_bytes:
                     break
                 take += 1
             data = b"\n".join(run[:take])

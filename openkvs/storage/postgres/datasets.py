@@ -32,6 +32,7 @@ from ..datasets import (
     add_field_stats,
     blocks_of,
     merge_fields,
+    packed_rows,
 )
 from .chunks import Pipe, drained
 from .clock import NOW_MS
@@ -101,32 +102,6 @@ _COUNTS = (
 
 def _to_info(row: Any) -> DatasetInfo:
     return DatasetInfo(row["item_count"], row["clean_count"], row["bytes"], json.loads(row["fields"]))
-
-
-def _packed(items: Sequence[bytes]) -> list[tuple[int, bytes]]:
-    """The packed rows of a push's ``items``, in order: (n, their bytes joined by b"\\n"), each row at most
-    ITEMS_PER_ROW items and ROW_BYTES or INLINE_ROW_BYTES bytes unless it is a single item. Raises ValueError for an
-    item holding a raw newline byte (stored bytes are compact JSON; such a row could not be split back)."""
-    limit = min(ROW_BYTES, INLINE_ROW_BYTES)
-    rows = []
-    i, count = 0, len(items)
-    while i < count:
-        run = items[i : i + ITEMS_PER_ROW]
-        data = b"\n".join(run)
-        if len(data) > limit and len(run) > 1:  # (the longest run within the limit)
-            take, size = 0, -1
-            for item in run:
-                size += len(item) + 1
-                if take and size > limit:
-                    break
-                take += 1
-            run = run[:take]
-            data = b"\n".join(run)
-        if data.count(b"\n") != len(run) - 1:  # (one memchr pass over the row)
-            raise ValueError("an item's stored bytes hold a raw newline byte (not compact JSON)")
-        rows.append((len(run), data))
-        i += len(run)
-    return rows
 
 
 # The packed rows of [$2, ...) of the dataset $1, by the primary key, up to the row that holds item $3 (the rows
@@ -415,7 +390,7 @@ class PgDatasets(DatasetStorage):
         self._namespace = namespace
 
     async def push(self, store_id: str, push: Push, merge: MergePaths) -> int:
-        packed = _packed(push.items)
+        packed = packed_rows(push.items, min(ROW_BYTES, INLINE_ROW_BYTES))
 
         async def go(conn: asyncpg.Connection) -> int:
             if await conn.fetchval("SELECT true FROM stores WHERE id = $1 FOR NO KEY UPDATE", store_id) is None:
