@@ -406,7 +406,7 @@ class SQLiteDatasets(DatasetStorage):
 
         try:
             try:
-                conn = await anyio.to_thread.run_sync(lambda: self._db.connect(readonly=True))
+                conn = await anyio.to_thread.run_sync(self._db.snapshot_connection)
                 info = await run_to_end(begin, conn)  # (cancelled, it still ends before the close below)
             except sqlite3.Error as exc:
                 raise translate(exc) from exc
@@ -417,4 +417,4 @@ class SQLiteDatasets(DatasetStorage):
                 with anyio.CancelScope(shield=True):
                     # through the snapshot's limiter: a batch read still running (a readahead given up) ends first
                     limiter = snap._limiter if snap is not None else None
-                    await run_to_end(conn.close, limiter=limiter)
+                    await run_to_end(self._db.end_snapshot, conn, limiter=limiter)
