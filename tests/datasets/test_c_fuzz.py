@@ -38,11 +38,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from openkvs import errors, jsontext
 from openkvs.api import items as push_items
 from openkvs.datasets import itemjson
 from openkvs.datasets.pipeline import Shape
+from tests.conftest import examples
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ("openkvs.datasets._cpush", "openkvs.datasets._ccsv", "openkvs.storage.postgres._copyrows")
@@ -551,3 +554,79 @@ def _swallow(call: Any) -> Any:
         return call()
     except ValueError:
         return None
+
+
+# -- structured: every cut, paths at the column's length, row lengths near 2**31 and 2**32 ------------------------
+
+
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.randoms(use_true_random=False))
+def test_every_cut_of_a_body(rng: random.Random) -> None:
+    """A generated body cut at every offset (and each prefix with its last byte doubled): what Python gives."""
+    cpush = pytest.importorskip(MODULES[0])
+    raw = Gen(rng).body().encode("utf-8", "surrogatepass")[:400]
+    for k in range(len(raw) + 1):
+        check_push(cpush, raw[:k])
+        check_push(cpush, raw[:k] + raw[k - 1 : k] + raw[k:])
+
+
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.randoms(use_true_random=False), st.sampled_from(DELIMITERS))
+def test_every_cut_of_a_stored_item(rng: random.Random, delimiter: str) -> None:
+    """A stored item cut at every offset, before the whole one: the C renders the cut only where Python reads
+    the same line from it, and goes on with the whole item after it."""
+    ccsv = pytest.importorskip(MODULES[1])
+    gen = Gen(rng)
+    try:
+        raw = itemjson.stdlib_encode(json.loads(gen.object(2)))[:300]
+    except (ValueError, RecursionError):
+        raw = gen.object(2).encode("utf-8", "surrogatepass")[:300]
+    columns = list(dict.fromkeys(_paths(raw))) or ["a"]
+    for k in range(len(raw) + 1):
+        check_csv(ccsv, [raw[:k], raw], columns, delimiter)
+
+
+@pytest.mark.parametrize("escape", [False, True])
+def test_paths_around_a_columns_length(escape: bool) -> None:
+    """Keys whose path is one byte shorter than the longest column, as long, one longer, written plain or each
+    character escaped (the text then longer than what it decodes to: the C's path buffer holds the decoded)."""
+    ccsv = pytest.importorskip(MODULES[1])
+    for n in (1, 7, 8, 9, 63, 64, 255, 256, 257):
+        columns = ["a/" + "k" * n, "a/" + "k" * n + "/0", "b"]
+        for m in (n - 1, n, n + 1, n + 2):
+            key = "".join("\\u006b" if escape else "k" for _ in range(m))
+            for value in ("1", "[2,3]", '{"0":4}', '"x"'):
+                raw = ('{"a":{"%s":%s},"b":"\\u00e9"}' % (key, value)).encode()
+                assert check_csv(ccsv, [raw], columns, ",") == 1
+
+
+BIG_LENGTHS = [2**31 - 1, 2**31, 2**31 + 1, 2**32 - 1, 2**32 - 2, 2**31 - 7, 2**16, 2**15, 0xFFFF, 0x8000]
+
+
+@pytest.mark.parametrize("length", BIG_LENGTHS)
+def test_row_lengths_near_the_int_limits(length: int) -> None:
+    """A row's length field (a signed 32-bit int) at and past 2**31 and 2**32 with a few bytes of data: a NULL or
+    a row cut at the data's end, never a read past it; the field count likewise."""
+    copyrows = pytest.importorskip(MODULES[2])
+    first = struct.pack("!hi", 1, 2) + b"ok"
+    for fields in (1, -1, 0, 2, 0x7FFF, -0x8000):
+        for rest in (b"", b"abc", b"\xff\xff"):
+            data = first + struct.pack("!h", fields) + struct.pack("!I", length) + rest
+            for sep in (None, b","):
+                for lead, max_rows, max_bytes in ((0, 10, 1 << 40), (5, 10, 1 << 40), (0, 1, 1), (0, 10, 3)):
+                    check_copy(copyrows, data, 0, sep, lead, max_rows, max_bytes)
+                    check_copy(copyrows, data, len(first), sep, lead, max_rows, max_bytes)
+
+
+@pytest.mark.xfail(strict=True, reason="_copyrows.c (helper packpg's) does not refuse a negative lead: see below")
+def test_a_negative_lead_is_refused() -> None:
+    """join's ``lead`` (the bytes of the piece so far) below 0: the output is sized for one separator more than it
+    writes (``lead ? 0 : ...`` against ``lead + r``), and the byte left over is the heap's, uninitialised, sent on in
+    the export's piece (b',abcde\\xbe' seen). Only a caller's error can pass one (datasets.py passes ``held``, never
+    negative), but the C should refuse it as it refuses a ``pos`` out of range, not hand out memory. The fix:
+    ``if (lead < 0 || max_rows < 0 || max_bytes < 0)`` -> ValueError in join and values."""
+    copyrows = pytest.importorskip(MODULES[2])
+    data = struct.pack("!hi", 1, 3) + b"abc" + struct.pack("!hi", 1, 2) + b"de" + b"\xff\xff"
+    for lead in (-1, -5, -(2**62)):
+        with pytest.raises((ValueError, IndexError)):
+            copyrows.join(data, 0, b",", lead, 10, 100)
