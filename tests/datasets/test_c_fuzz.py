@@ -596,7 +596,7 @@ def test_paths_around_a_columns_length(escape: bool) -> None:
         for m in (n - 1, n, n + 1, n + 2):
             key = "".join("\\u006b" if escape else "k" for _ in range(m))
             for value in ("1", "[2,3]", '{"0":4}', '"x"'):
-                raw = ('{"a":{"%s":%s},"b":"\\u00e9"}' % (key, value)).encode()
+                raw = b'{"a":{"' + key.encode() + b'":' + value.encode() + b'},"b":"\\u00e9"}'
                 assert check_csv(ccsv, [raw], columns, ",") == 1
 
 
