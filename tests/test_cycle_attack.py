@@ -380,3 +380,49 @@ def test_a_content_type_a_byte_apart(sqlite_server: Server, store: str) -> None:
     order = keys * rounds + ["a1"]
     for key, (status, heads, body) in zip(order, split_responses(got, ["GET"] * len(order)), strict=True):
         assert status == "HTTP/1.1 200 OK" and (dict(heads)["content-type"], body) == want[key]
+
+
+REQUEST_FORMS = {
+    "HTTP/1.0": b"GET /?s=200&h=content-length%3A2&b=ok HTTP/1.0\r\nHost: x\r\n\r\n",
+    "HTTP/1.0 kept alive": b"GET /?s=200&h=content-length%3A2&b=ok HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+    + b"GET /?s=200 HTTP/1.0\r\n\r\n",
+    "HTTP/1.0 chunked answer": b"GET /?s=200&b=ab&b=c HTTP/1.0\r\n\r\n",
+    "100-continue": b"PUT /?s=201&h=content-length%3A0 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+    + b"Content-Length: 3\r\n\r\nabc" + request("GET", "/?s=204", close=True),
+    "chunked request": b"POST /?s=200&h=content-length%3A1&b=x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"3\r\nabc\r\n0\r\n\r\n" + request("HEAD", "/?s=200&h=etag%3Ae", close=True),
+    "HEADs pipelined": request("HEAD", target(200, [(b"content-length", b"5")])) * 3 + request(
+        "HEAD", target(200, [(b"content-length", b"5")], [b"hello"]), close=True),
+    "an error, then more": request("GET", target(200, [(b"content-length", b"1")], [b"xy"]))
+    + request("GET", "/?s=204", close=True),
+    "keep-alive, then close by the app": request("GET", target(200, [(b"content-length", b"0"),
+                                                                   (b"connection", b"close")]))
+    + request("GET", "/?s=204", close=True),
+}
+
+
+@pytest.mark.parametrize("form", list(REQUEST_FORMS))
+def test_request_forms(form: str) -> None:
+    """HTTP/1.0 (closed after the response unless kept alive; a chunked answer is then closed), 100 Continue, a
+    chunked request body, HEADs pipelined, an error then another request, the app closing: uvicorn's bytes."""
+    data = REQUEST_FORMS[form]
+    for stock, ours in both(data, data):
+        assert ours == stock
+
+
+@pytest.mark.parametrize("valid", [1, 2, 3])
+@pytest.mark.parametrize("bad", [b"\x00\x01 garbage\r\n\r\n", b"GET /#x HTTP/1.1\r\nHost: x\r\n\r\n",
+                                 b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"])
+def test_what_is_not_http_after_requests_in_the_same_write(valid: int, bad: bytes) -> None:
+    """Requests, then what is refused (not HTTP, a '#' in the target, a transfer coding not implemented), in one
+    write: each request answered as uvicorn answers it alone, then the refusal (openkvs's 400 or 501), then the
+    connection closed. (uvicorn's own protocol writes its 400 at once and closes: the answers to the requests
+    before it are lost.)"""
+    requests = [request("GET", target(200, [(b"content-length", b"3"), (b"x-n", b"%d" % i)], [b"abc"]))
+                for i in range(valid)]
+    results = both(*[r + request("GET", "/?s=204", close=True) for r in requests], b"".join(requests) + bad)
+    answers = [stock.rpartition(b"HTTP/1.1 204 ")[0] for stock, _ in results[:valid]]
+    ours = results[valid][1]
+    assert ours.startswith(b"".join(answers)), ours
+    status = b"501" if b"gzip" in bad else b"400"
+    assert ours[len(b"".join(answers)) :].startswith(b"HTTP/1.1 " + status + b" "), ours
