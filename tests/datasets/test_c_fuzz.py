@@ -630,3 +630,28 @@ def test_a_negative_lead_is_refused() -> None:
     for lead in (-1, -5, -(2**62)):
         with pytest.raises((ValueError, IndexError)):
             copyrows.join(data, 0, b",", lead, 10, 100)
+
+
+def test_lines_in_threads_at_once() -> None:
+    """_ccsv.lines walks without the GIL: threads rendering with one table at once (the export's threads do) each
+    get what one thread alone gets."""
+    import concurrent.futures
+
+    ccsv = pytest.importorskip(MODULES[1])
+    rng = random.Random(5)
+    gen = Gen(rng)
+    batches = []
+    for _ in range(8):
+        batch = []
+        for _ in range(200):
+            try:
+                batch.append(itemjson.stdlib_encode(json.loads(gen.object(2))))
+            except (ValueError, RecursionError):
+                batch.append(b'{"a":1E5}')
+        batches.append(batch)
+    columns = sorted({k for batch in batches for raw in batch[:20] for k in _paths(raw)})
+    table = ccsv.prepare(columns, ",")
+    alone = [ccsv.lines(table, batch, 0) for batch in batches]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(20):
+            assert list(pool.map(lambda batch: ccsv.lines(table, batch, 0), batches)) == alone
