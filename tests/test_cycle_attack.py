@@ -426,3 +426,21 @@ def test_what_is_not_http_after_requests_in_the_same_write(valid: int, bad: byte
     assert ours.startswith(b"".join(answers)), ours
     status = b"501" if b"gzip" in bad else b"400"
     assert ours[len(b"".join(answers)) :].startswith(b"HTTP/1.1 " + status + b" "), ours
+
+
+def test_a_clients_request_id_is_not_sent_back(sqlite_server: Server, store: str) -> None:
+    """X-Request-Id from a client that is no trusted proxy: each response carries the server's own id, never the
+    client's (one byte apart from the one before, or with a tab or bytes past ASCII), pipelined."""
+    base = f"/v2/key-value-stores/{store}/records/a1"
+    sent = ["abc-1", "abc-2", "abc-1", "a\tb", "\xe9\xff", "x" * 200]
+    data = b"".join(live_request(sqlite_server, "GET", base, f"X-Request-Id: {v}") for v in sent)
+    data += live_request(sqlite_server, "GET", base, close=True)
+    port = urlsplit(sqlite_server.url).port
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(data)
+        got = b""
+        while chunk := s.recv(1 << 20):
+            got += chunk
+    ids = [dict(h)["x-request-id"] for _, h, _ in split_responses(got, ["GET"] * (len(sent) + 1))]
+    assert len(set(ids)) == len(ids) and not set(ids) & set(sent)
+    assert all(re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", i) for i in ids), ids
