@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from openkvs import cycle
 from openkvs.server import HttpProtocol
 from tests.conftest import Server, examples
+from tests.datasets.test_c_fuzz import mutate
 
 pytestmark = pytest.mark.server_process  # sqlite_server: a real `openkvs serve`
 
@@ -444,3 +446,113 @@ def test_a_clients_request_id_is_not_sent_back(sqlite_server: Server, store: str
     ids = [dict(h)["x-request-id"] for _, h, _ in split_responses(got, ["GET"] * (len(sent) + 1))]
     assert len(set(ids)) == len(ids) and not set(ids) & set(sent)
     assert all(re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", i) for i in ids), ids
+
+
+# -- damaged request streams ---------------------------------------------------------------------------------------
+
+
+async def plain_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """200 with its method and path in headers and a body of its own length: a response any request may get."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    body = b"ok " + scope["raw_path"][:50]
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-length", b"%d" % len(body)), (b"x-method", scope["method"].encode()),
+        (b"x-path", scope["raw_path"])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def responses_in(data: bytes) -> int:
+    """How many whole responses ``data`` holds, each framed by its Content-Length (none after a HEAD's, a 1xx's
+    or a 204's or 304's); fails on anything else, a response cut short among them."""
+    n = 0
+    while data:
+        head, sep, data = data.partition(b"\r\n\r\n")
+        assert sep and re.fullmatch(rb"HTTP/1\.1 [1-5]\d\d [^\r\n]*(\r\n[a-z0-9-]+: [^\r\n]*)*", head), head
+        status = int(head[9:12])
+        if status == 100:
+            continue
+        fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+        if fields.get(b"x-method") != b"HEAD" and status not in (204, 304):
+            length = int(fields[b"content-length"])
+            assert len(data) >= length, (head, data)
+            data = data[length:]
+        n += 1
+    return n
+
+
+SAMPLE_REQUESTS = [
+    b"GET /a?x=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"HEAD /b HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    b"PUT /d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"GET /e HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"PUT /f HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+]
+
+
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(SAMPLE_REQUESTS), min_size=1, max_size=5), st.randoms(use_true_random=False),
+       st.booleans())
+def test_damaged_request_streams(requests: list[bytes], rng: Any, at_once: bool) -> None:
+    """Pipelined requests damaged byte by byte (tests/datasets/test_c_fuzz.py's mutations), sent at once or a few
+    bytes at a time: what comes back is whole responses, one after another (the app's, then maybe one refusal),
+    never one cut short or two mixed; no error in the server; and the server answers the next connection."""
+    data = mutate(rng, b"".join(requests))
+
+    async def run() -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(plain_app, lifespan="off", http=HttpProtocol, ws="none", log_config=None,
+                                access_log=False, timeout_keep_alive=1)
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve([sock]))
+        try:
+            while not server.started:
+                assert not task.done(), task
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection(*sock.getsockname())
+            if at_once:
+                writer.write(data)
+            else:
+                for i in range(0, len(data), 7):
+                    writer.write(data[i : i + 7])
+                    await writer.drain()
+            got = b""
+            with contextlib.suppress(TimeoutError):  # until it closes, or waits for more (a body, a head's end)
+                while chunk := await asyncio.wait_for(reader.read(1 << 16), 3):
+                    got += chunk
+            writer.close()
+            responses_in(got)
+            assert await exchange(sock.getsockname(), request("GET", "/z", close=True)) != b""
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 30)
+            sock.close()
+
+    errors_logged: list[Any] = []
+    handler = _Collect(errors_logged)
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "asyncio", "openkvs")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        asyncio.run(run())
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert not errors_logged, [r.getMessage() for r in errors_logged]
+
+
+class _Collect:
+    """A logging handler that keeps the records at ERROR and above."""
+
+    level = 40
+
+    def __init__(self, into: list[Any]) -> None:
+        self.into = into
+
+    def handle(self, record: Any) -> None:
+        if record.levelno >= self.level:
+            self.into.append(record)
