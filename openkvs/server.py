@@ -310,21 +310,22 @@ class HttpProtocol(HttpToolsProtocol):
     def _refuse(self, error: errors.ApiError, why: str | None = None) -> None:
         """Answer ``error`` and close the connection, lingering (see the module's docstring). The bytes after it
         are not read. With responses under way (requests pipelined before it, in the same read), the answer goes
-        after the last of them (``on_response_complete``): an answer now would corrupt theirs, and a close now
-        would lose them."""
+        after the last of them (whose cycle then calls ``_after_the_last``): an answer now would corrupt theirs,
+        and a close now would lose them."""
         self._refused = True
         self._cancel_head_timer()
         self._unset_keepalive_if_required()
         if self.cycle is not None and not self.cycle.response_complete:
             self._deferred = (error, why)
+            self.cycle.on_response = self._after_the_last  # (self.cycle is the last request's, maybe queued)
             return
         self._answer_refusal(error, why)
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        # (self.cycle is the last request's: every response before it is done; a response that closed the
-        # connection leaves no room for the answer: connection_lost logs the refusal)
-        if self._deferred and self.cycle and self.cycle.response_complete and not self.transport.is_closing():
+    def _after_the_last(self) -> None:
+        """The last response before a refusal is done: uvicorn's bookkeeping, then the refusal's answer (none
+        after a response that closed the connection: connection_lost logs the refusal)."""
+        self.on_response_complete()
+        if self._deferred is not None and not self.transport.is_closing():
             error, why = self._deferred
             self._deferred = None
             self._answer_refusal(error, why)
