@@ -10,7 +10,10 @@ openkvs/storage/postgres/datasets.py reads an export's items row by row, as befo
 An editable install (``make install``) imports the package from the source tree, so the module is built there (it is
 in .gitignore); a wheel gets it from a temporary directory, and is then tagged for this platform and Python.
 ``python hatch_build.py`` builds it in place alone (after a change to the C, or in a git worktree that an
-editable install elsewhere doesn't build), with setuptools and no hatchling. Each module is built or not on its own."""
+editable install elsewhere doesn't build), with setuptools and no hatchling. Each module is built or not on its own.
+``python hatch_build.py --sanitize DIR`` builds them instead under DIR with AddressSanitizer and UndefinedBehavior
+Sanitizer (SANITIZE), for tests/datasets/test_c_fuzz.py: they are loaded from there only in a process started with
+ASan's runtime preloaded (that test module says how)."""
 
 from __future__ import annotations
 
@@ -31,15 +34,21 @@ MODULES = {
 }
 
 HEADER = "openkvs/datasets/_jsonbytes.h"  # what _ccsv.c and _cpush.c share
+# --sanitize: a report stops the process (no recovery), frames are kept for the report, -O1 as ASan advises
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g", "-O1"]
 
 
-def build(root: str, inplace: bool, temp: str) -> dict[str, Path]:
-    """Compile the extensions (in place, or under ``temp``); the path each would have (it may not exist: a
-    failure)."""
+def build(root: str, inplace: bool, temp: str, flags: list[str] | None = None) -> dict[str, Path]:
+    """Compile the extensions (in place, or under ``temp``; with ``flags`` for the compiler and the linker too);
+    the path each would have (it may not exist: a failure)."""
     from setuptools import Distribution, Extension
 
     # (depends: a change to the shared header compiles again; build_ext compares the files' times with the module's)
-    exts = [Extension(module, [source], depends=[HEADER], optional=True) for module, (source, _) in MODULES.items()]
+    exts = [
+        Extension(module, [source], depends=[HEADER], optional=True, extra_compile_args=flags or [],
+                  extra_link_args=flags or [])
+        for module, (source, _) in MODULES.items()
+    ]
     dist = Distribution({"name": "openkvs", "ext_modules": exts})
     cmd: Any = dist.get_command_obj("build_ext")
     cmd.inplace = inplace
@@ -56,9 +65,16 @@ def build(root: str, inplace: bool, temp: str) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    with tempfile.TemporaryDirectory() as temp:
-        for module, built in build(str(Path(__file__).parent), True, temp).items():
-            print(built if built.exists() else f"{MODULES[module][0]}: not built")
+    import sys
+
+    root = str(Path(__file__).parent)
+    if sys.argv[1:2] == ["--sanitize"] and len(sys.argv) == 3:
+        built_all = build(root, False, os.path.abspath(sys.argv[2]), SANITIZE)
+    else:
+        with tempfile.TemporaryDirectory() as temp:
+            built_all = build(root, True, temp)
+    for module, built in built_all.items():
+        print(built if built.exists() else f"{MODULES[module][0]}: not built")
     raise SystemExit(0)
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface  # noqa: E402  (not needed by the script)

@@ -147,6 +147,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # bytes of the current, unfinished head seen before the chunk being parsed
         self._chunk = 0  # size of the chunk being parsed
         self._refused = False
+        self._deferred: tuple[errors.ApiError, str | None] | None = None  # a refusal waiting for the responses
         self._dropped = 0
         self._head_start = 0.0  # when the head being received began (for a refusal's access-log line)
         self._done = self.loop.create_future()  # what the cycle's send returns when it did its work at once
@@ -173,6 +174,9 @@ class HttpProtocol(HttpToolsProtocol):
                 del _open_per_ip[self._ip]
             self._ip = None
         self._cancel_head_timer()
+        if self._deferred is not None:  # gone before the answer (before the responses ahead of it were done)
+            self._deferred = None
+            self._log_refusal(self.client[0] if self.client else "-", 0, 0)
         super().connection_lost(exc)
 
     def _trusted(self, ip: str) -> bool:
@@ -304,18 +308,33 @@ class HttpProtocol(HttpToolsProtocol):
             self._refuse(errors.RequestTimeout(), f"request head not complete in {self.limits.head_timeout:g} s")
 
     def _refuse(self, error: errors.ApiError, why: str | None = None) -> None:
-        """Answer ``error`` and close the connection, lingering (see the module's docstring)."""
+        """Answer ``error`` and close the connection, lingering (see the module's docstring). The bytes after it
+        are not read. With responses under way (requests pipelined before it, in the same read), the answer goes
+        after the last of them (whose cycle then calls ``_after_the_last``): an answer now would corrupt theirs,
+        and a close now would lose them."""
         self._refused = True
         self._cancel_head_timer()
         self._unset_keepalive_if_required()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._deferred = (error, why)
+            self.cycle.on_response = self._after_the_last  # (self.cycle is the last request's, maybe queued)
+            return
+        self._answer_refusal(error, why)
+
+    def _after_the_last(self) -> None:
+        """The last response before a refusal is done: uvicorn's bookkeeping, then the refusal's answer (none
+        after a response that closed the connection: connection_lost logs the refusal)."""
+        self.on_response_complete()
+        if self._deferred is not None and not self.transport.is_closing():
+            error, why = self._deferred
+            self._deferred = None
+            self._answer_refusal(error, why)
+
+    def _answer_refusal(self, error: errors.ApiError, why: str | None) -> None:
         client = self.client[0] if self.client else "-"
         log.warning("%s: %d %s (%s)", client, error.status, error.type, why or error.message)
         if error.status == 429:
             metrics.RATE_LIMITED.labels("connection").inc()  # over --max-connections-per-ip: before any request
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.transport.close()  # a response is under way (pipelining): an answer now would corrupt it
-            self._log_refusal(client, 0, 0)
-            return
         body = error.body()
         head = [STATUS_LINE[error.status]]
         for name, value in [
