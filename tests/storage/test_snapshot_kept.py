@@ -10,8 +10,7 @@ from pathlib import Path
 import anyio
 
 from openkvs.storage.base import NotFound
-from openkvs.storage.sqlite import SQLiteStorage
-from openkvs.storage.sqlite import connections
+from openkvs.storage.sqlite import SQLiteStorage, connections
 
 from .test_datasets import make_push, new_dataset, union
 
@@ -28,7 +27,7 @@ def test_a_kept_connection_sees_every_push_since_its_last_snapshot() -> None:
                     async with storage.datasets.snapshot(sid) as snap:
                         used.add(id(snap._conn))  # type: ignore[attr-defined]
                         seen.append(snap.info.item_count)
-                        async for rows in snap.items(0, 10**9, batch=100):
+                        async for _rows in snap.items(0, 10**9, batch=100):
                             if round_ % 3 == 1:
                                 break  # left mid-read: the next snapshot on this connection starts afresh
                         if round_ % 3 == 2:
