@@ -118,7 +118,7 @@ def upload(folder: Path, store: str, prefix: str, jobs: int, url: str, token: st
 @click.option("--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help="Records sent at once.")
 @_client_options
 def import_(path: Path, store: str | None, append: bool, jobs: int, url: str, token: str | None, quiet: bool) -> None:
-    """Import Crawlee / Apify CLI local storage: PATH is a storage folder (./storage), its key_value_stores,
+    """Import Crawlee / Apify CLI local storage. PATH is a storage folder (./storage), its key_value_stores,
     datasets or request_queues, or one store's, dataset's or queue's folder. Each goes into yours of the same name
     (created if missing; Crawlee's "default" into ~default). Everything is read and checked before anything is
     sent, and a run again after a failure goes on without duplicating: records already there with the same bytes
@@ -139,7 +139,7 @@ def import_(path: Path, store: str | None, append: bool, jobs: int, url: str, to
 
     failed: list[str] = []
     with _client_errors(), endpoint(url, token).client() as client:
-        found = localstorage.find(path)
+        found = localstorage.find(path, store)
         if store and found.count() > 1:
             raise click.UsageError(f"--store names one; {path} holds {found.count()}")
         for local in found.stores:

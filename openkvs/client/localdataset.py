@@ -37,11 +37,11 @@ from openkvs.client.localfiles import (
     crawlee_json,
     crawlee_time,
     entries,
+    local_name,
     metadata,
     new_folder,
     put_in_place,
     read_bounded,
-    target_name,
     write,
 )
 from openkvs.client.progress import Progress
@@ -85,7 +85,7 @@ def compact(data: bytes) -> tuple[Any, bytes]:
 
 def read_dataset(folder: Path) -> LocalDataset:
     """The item files of a dataset's folder, each read and checked; a list of what is wrong (nothing sent)."""
-    name = target_name(folder, metadata(folder), "dataset")
+    name = local_name(folder, metadata(folder))
     numbered: list[tuple[int, Path]] = []
     problems: list[str] = []
     for p in entries(folder):

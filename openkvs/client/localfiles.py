@@ -75,14 +75,17 @@ def metadata(folder: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def target_name(folder: Path, meta: dict[str, Any], what: str) -> str:
-    """The name a local store, dataset or queue goes into: its metadata's name, or its folder's ("default" for
-    the unnamed one Crawlee opens by default): refused when it is not a valid name."""
+def local_name(folder: Path, meta: dict[str, Any]) -> str:
+    """The name a local store, dataset or queue goes into: its metadata's, else its folder's ("default" for the
+    unnamed one Crawlee opens by default). Checked by check_name before anything is sent under it."""
     name = meta.get("name") or folder.name
-    if not isinstance(name, str) or not rules.STORE_NAME.ok(name):
+    return name if isinstance(name, str) else repr(name)
+
+
+def check_name(folder: Path, name: str, what: str) -> None:
+    if not rules.STORE_NAME.ok(name):
         raise ClientError(f"{folder}: {name!r} is not a {what} name (1-63 letters, digits and '-'): nothing was "
                           f"imported; give one with --store ~NAME")
-    return name
 
 
 def read_bounded(path: Path, limit: int) -> bytes:

@@ -45,11 +45,11 @@ from openkvs.client.localfiles import (
     crawlee_json,
     crawlee_time,
     entries,
+    local_name,
     metadata,
     new_folder,
     put_in_place,
     read_bounded,
-    target_name,
     write,
 )
 from openkvs.client.progress import Progress
@@ -127,7 +127,7 @@ def read_queue(folder: Path) -> LocalQueue:
     """The request files of a queue's folder, each read and checked, in the queue's order; a list of what is
     wrong (nothing sent)."""
     meta = metadata(folder)
-    name = target_name(folder, meta, "queue")
+    name = local_name(folder, meta)
     state = _state(folder, meta) or {}
     front, regular = state.get("forefront_requests") or {}, state.get("regular_requests") or {}
     if not isinstance(front, dict) or not isinstance(regular, dict):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from openkvs.client.http import ClientError
 from openkvs.client.localdataset import LocalDataset, is_dataset, read_dataset
-from openkvs.client.localfiles import KINDS, entries, kind_of
+from openkvs.client.localfiles import KINDS, check_name, entries, kind_of
 from openkvs.client.localqueue import LocalQueue, is_queue, read_queue
 from openkvs.client.localstore import LocalStore, find_stores, read_store
 
@@ -39,7 +39,9 @@ def _add(found: Found, kind: str, folder: Path) -> None:
         found.stores.append(read_store(folder))
 
 
-def find(path: Path) -> Found:
+def find(path: Path, store: str | None = None) -> Found:
+    """Every store, dataset and queue PATH holds; unless STORE names where the one it holds goes, the name each
+    goes into is checked too."""
     found = Found()
     if not path.is_dir():
         raise ClientError(f"{path} is not a folder")
@@ -61,4 +63,8 @@ def find(path: Path) -> Found:
     if not found.count():
         raise ClientError(f"no key-value stores, datasets or request queues in {path} (expected storage/"
                           f"{{{','.join(KINDS)}}}/<name>/)")
+    if store is None:
+        for what, some in (("store", found.stores), ("dataset", found.datasets), ("queue", found.queues)):
+            for local in some:
+                check_name(local.folder, local.name, what)
     return found
