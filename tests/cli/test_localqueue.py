@@ -5,6 +5,7 @@ order Crawlee would have taken them, and comes out as files Crawlee reads back: 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -126,3 +127,33 @@ def test_crawlee_queues_round_trip_through_import_and_export(shared_server: Any,
     assert exported_handled == handled
     assert [r["unique_key"] for r in exported] == head  # the export keeps the order openkvs has
     assert sorted(exported, key=str) == sorted(order, key=str)
+
+
+def test_the_older_layout_of_the_javascript_crawlee_imports_in_its_order(sqlite_server: Any, tmp_path: Path) -> None:
+    """@crawlee/memory-storage (and crawlee 0.x) wrote each request as {"id", "orderNo", ..., "json"}: the whole
+    request as a JSON text, its place in orderNo (forefront negative, null once handled). Hand-written here as
+    that code writes it, since no JavaScript Crawlee runs in these tests."""
+    folder = tmp_path / "storage" / "request_queues" / "older"
+    folder.mkdir(parents=True)
+    (folder / "__metadata__.json").write_text(json.dumps({"id": "Q1", "name": "older", "totalRequestCount": 4}))
+    requests = [  # (orderNo, request)
+        (1733400000300, {"url": "https://a.example/late", "uniqueKey": "late", "method": "GET", "retryCount": 1,
+                         "userData": {"label": "L"}, "errorMessages": ["timeout"]}),
+        (1733400000100, {"url": "https://a.example/early", "uniqueKey": "early", "method": "POST",
+                         "payload": "a=1", "userData": {}}),
+        (-1733400000200, {"url": "https://a.example/front", "uniqueKey": "front", "method": "GET"}),
+        (None, {"url": "https://a.example/done", "uniqueKey": "done", "method": "GET",
+                "handledAt": "2024-12-05T10:00:00.000Z"}),
+    ]
+    for i, (order_no, request) in enumerate(requests):
+        request = {"id": f"id{i}", **request}
+        (folder / f"id{i}.json").write_text(json.dumps({
+            "id": request["id"], "orderNo": order_no, "url": request["url"], "uniqueKey": request["uniqueKey"],
+            "method": request["method"], "retryCount": request.get("retryCount", 0), "json": json.dumps(request)}))
+    out = run(sqlite_server, "import", str(folder), "-q")
+    assert "added 4 requests (1 of them handled), 0 already there (in order: orderNo)" in out.stdout, out.stdout
+    assert api_head(sqlite_server, "~older") == ["front", "early", "late"]
+    stored = api_requests(sqlite_server, "~older")
+    assert stored["late"]["errorMessages"] == ["timeout"] and stored["late"]["retryCount"] == 1
+    assert (stored["early"]["method"], stored["early"]["payload"]) == ("POST", "a=1")
+    assert stored["done"]["handledAt"] == "2024-12-05T10:00:00.000Z"
