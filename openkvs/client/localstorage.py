@@ -9,7 +9,7 @@ from pathlib import Path
 
 from openkvs.client.http import ClientError
 from openkvs.client.localdataset import LocalDataset, is_dataset, read_dataset
-from openkvs.client.localfiles import KINDS, check_name, entries, kind_of
+from openkvs.client.localfiles import KINDS, check_name, entries, kind_of, refuse_links
 from openkvs.client.localqueue import LocalQueue, is_queue, read_queue
 from openkvs.client.localstore import LocalStore, find_stores, read_store
 
@@ -46,7 +46,7 @@ def find(path: Path, store: str | None = None) -> Found:
     if not path.is_dir():
         raise ClientError(f"{path} is not a folder")
     if any((path / kind).is_dir() for kind in KINDS):  # a storage folder
-        entries(path)  # (refuses a link in it, a kind's folder among them)
+        refuse_links(path, [path / kind for kind in KINDS])  # (what else the folder holds is not read)
         for kind in KINDS:
             if (path / kind).is_dir():
                 for folder in _folders(path / kind):

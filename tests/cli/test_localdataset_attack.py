@@ -135,3 +135,12 @@ def test_a_folder_with_several_and_one_store_option_is_a_usage_error(sqlite_serv
     out = run(sqlite_server, "import", str(tmp_path / "storage"), "--store", "~x", check=False)
     assert out.returncode == 2 and "--store names one; " in out.stderr and "holds 2" in out.stderr, out.stderr
     _nothing_sent(sqlite_server, "one", "two", "x")
+
+
+def test_a_kinds_folder_that_is_a_link_is_refused(sqlite_server: Any, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere" / "secrets").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "secrets" / "000000001.json").write_text('{"a": 1}')
+    (tmp_path / "storage").mkdir()
+    (tmp_path / "storage" / "datasets").symlink_to(tmp_path / "elsewhere")
+    _refused(sqlite_server, tmp_path / "storage", "symbolic links, not followed", "datasets")
+    _nothing_sent(sqlite_server, "secrets")
