@@ -21,7 +21,9 @@ own that takes its place when complete, and resumes from the last item written w
 from __future__ import annotations
 
 import json
+import os
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +38,12 @@ from openkvs.client.localfiles import (
     api_path,
     crawlee_json,
     crawlee_time,
-    entries,
     local_name,
     metadata,
     new_folder,
     put_in_place,
     read_bounded,
+    refuse_names,
     write,
 )
 from openkvs.client.progress import Progress
@@ -56,10 +58,21 @@ MAX_ITEM_FILE = 4 * PUSH_LIMIT  # an item file as Crawlee indents it; compact, t
 
 @dataclass
 class LocalDataset:
+    """A dataset's folder, read and checked. Its item files are kept as their numbers (8 bytes each, not a Path:
+    a million items' files are listed in 8 MB), with the names of those not named as Crawlee names them."""
+
     name: str
     folder: Path
-    files: list[Path]  # the item files, in the dataset's order
+    numbers: array[int]  # the item files' numbers, in the dataset's order
+    odd: dict[int, str]  # number -> file name, for names other than "000000001.json"
     size: int  # of the items as compact JSON, what the pushes carry
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def file(self, index: int) -> Path:
+        n = self.numbers[index]
+        return self.folder / self.odd.get(n, _name(n))
 
 
 def is_dataset(folder: Path) -> bool:
@@ -68,8 +81,12 @@ def is_dataset(folder: Path) -> bool:
     return "item_count" in meta or "itemCount" in meta
 
 
-def _number(path: Path) -> int | None:
-    stem, dot, ext = path.name.partition(".")
+def _name(number: int) -> str:
+    return f"{number:0{ITEM_DIGITS}d}.json"
+
+
+def _number(name: str) -> int | None:
+    stem, dot, ext = name.partition(".")
     return int(stem) if dot and ext == "json" and stem.isdigit() else None
 
 
@@ -83,41 +100,57 @@ def compact(data: bytes) -> tuple[Any, bytes]:
     return value, json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _problems(folder: Path, problems: list[str]) -> ClientError:
+    shown = "\n  ".join(problems[:50]) + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else "")
+    return ClientError(f"{folder}: items that can't be imported (nothing was imported):\n  {shown}")
+
+
 def read_dataset(folder: Path) -> LocalDataset:
     """The item files of a dataset's folder, each read and checked; a list of what is wrong (nothing sent)."""
     name = local_name(folder, metadata(folder))
-    numbered: list[tuple[int, Path]] = []
+    numbers: list[int] = []
+    odd: dict[int, str] = {}
+    links: list[str] = []
     problems: list[str] = []
-    for p in entries(folder):
-        # (Crawlee's temporary files end in ".tmp"; an interrupted export's folder holds a "~")
-        if p.name == METADATA or not p.name.endswith(".json") or "~" in p.name:
-            continue
-        number = _number(p)
-        if number is None or not p.is_file():
-            problems.append(f"{p.name}: not an item file (Crawlee names them 000000001.json, 000000002.json, ...)")
-        else:
-            numbered.append((number, p))
-    numbered.sort()
-    size = 0
-    for _, p in numbered:
+    with os.scandir(folder) as found:
+        for entry in found:
+            if entry.is_symlink():
+                links.append(entry.name)
+            # (Crawlee's temporary files end in ".tmp"; an interrupted export's folder holds a "~")
+            elif entry.name != METADATA and entry.name.endswith(".json") and "~" not in entry.name:
+                number = _number(entry.name)
+                if number is None or not entry.is_file(follow_symlinks=False):
+                    problems.append(f"{entry.name}: not an item file (Crawlee names them 000000001.json, "
+                                    "000000002.json, ...)")
+                    continue
+                numbers.append(number)
+                if entry.name != _name(number):
+                    odd[number] = entry.name
+    refuse_names(folder, sorted(links))
+    numbers.sort()
+    problems += [f"two files of item {a} (000000001.json and 1.json are both item 1)"
+                 for a, b in zip(numbers, numbers[1:], strict=False) if a == b]
+    local = LocalDataset(name, folder, array("q", numbers), odd, 0)
+    del numbers
+    for index in range(len(local)):
+        path = local.file(index)
         try:
-            value, body = compact(read_bounded(p, MAX_ITEM_FILE))
+            value, body = compact(read_bounded(path, MAX_ITEM_FILE))
         except ClientError as exc:
-            problems.append(f"{p.name}: {str(exc).removeprefix(f'{p}: ')}")
+            problems.append(f"{path.name}: {str(exc).removeprefix(f'{path}: ')}")
             continue
         except ValueError as exc:  # (UnicodeDecodeError too)
-            problems.append(f"{p.name}: not JSON ({exc})")
+            problems.append(f"{path.name}: not JSON ({exc})")
             continue
         if not isinstance(value, dict):
-            problems.append(f"{p.name}: not a JSON object (a dataset's items are objects)")
+            problems.append(f"{path.name}: not a JSON object (a dataset's items are objects)")
         elif len(body) + 2 > PUSH_LIMIT:
-            problems.append(f"{p.name}: {len(body):,} bytes as compact JSON, over the {PUSH_LIMIT - 2:,} one push "
-                            "takes")
-        size += len(body) + 1
+            problems.append(f"{path.name}: {len(body):,} bytes as compact JSON, over the {PUSH_LIMIT - 2:,} one "
+                            "push takes")
+        local.size += len(body) + 1
     if problems:
-        shown = "\n  ".join(problems[:50]) + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else "")
-        raise ClientError(f"{folder}: items that can't be imported (nothing was imported):\n  {shown}")
-    return LocalDataset(name, folder, [p for _, p in numbered], size)
+        raise _problems(folder, sorted(problems))
+    return local
 
 
 @dataclass
@@ -142,7 +175,7 @@ def _item_at(client: httpx.Client, target: str, index: int) -> Any:
 
 
 def _local_item(local: LocalDataset, index: int) -> Any:
-    return compact(read_bounded(local.files[index], MAX_ITEM_FILE))[0]
+    return compact(read_bounded(local.file(index), MAX_ITEM_FILE))[0]
 
 
 def _resume_at(client: httpx.Client, local: LocalDataset, target: str, count: int) -> int:
@@ -150,13 +183,13 @@ def _resume_at(client: httpx.Client, local: LocalDataset, target: str, count: in
     import pushed, when the target's first and last items are the local ones at those places."""
     if count == 0:
         return 0
-    if count <= len(local.files) and all(
+    if count <= len(local) and all(
         _item_at(client, target, i) == _local_item(local, i) for i in sorted({0, count - 1})
     ):
         return count
     raise ClientError(
         f"{local.folder} -> {target}: {target} holds {counted(count, 'item')} that are not the first of "
-        f"{local.folder.name}'s {len(local.files)}: nothing was pushed (--append adds them after those items, "
+        f"{local.folder.name}'s {len(local)}: nothing was pushed (--append adds them after those items, "
         "or import into another dataset with --store ~NAME)"
     )
 
@@ -166,8 +199,8 @@ def _batches(local: LocalDataset, start: int) -> Iterator[tuple[bytes, int]]:
     count."""
     parts: list[bytes] = []
     size = 2
-    for p in local.files[start:]:
-        body = compact(read_bounded(p, MAX_ITEM_FILE))[1]
+    for index in range(start, len(local)):
+        body = compact(read_bounded(local.file(index), MAX_ITEM_FILE))[1]
         if parts and size + len(body) + 1 > PUSH_LIMIT:
             yield b"[" + b",".join(parts) + b"]", len(parts)
             parts, size = [], 2
@@ -220,7 +253,7 @@ def import_dataset(
     """``local``'s items pushed onto ``target`` (which holds ``count`` items): all of them after those with
     ``append``, else those an earlier import did not push (see the module's docstring)."""
     start = 0 if append else _resume_at(client, local, target, count)
-    done = Pushed(kept=start, already=bool(local.files) and start == len(local.files))
+    done = Pushed(kept=start, already=len(local) > 0 and start == len(local))
     if done.already:
         return done
     bar = progress(local.name, local.size, 0)
@@ -235,7 +268,7 @@ def import_dataset(
     except (ClientError, OSError) as exc:
         how = ("running it again appends them all again" if append
                else "run the same command again to push the rest")
-        raise ClientError(f"{local.folder} -> {target}: {exc}; {start + done.items} of {len(local.files)} items "
+        raise ClientError(f"{local.folder} -> {target}: {exc}; {start + done.items} of {len(local)} items "
                           f"are in {target} ({how})") from None
     finally:
         bar.close()

@@ -44,7 +44,11 @@ def crawlee_time(iso: str | None) -> str:
 
 def refuse_links(folder: Path, entries: list[Path]) -> None:
     """Symbolic links in a storage folder are not followed (see the module's docstring)."""
-    links = [p.name for p in entries if p.is_symlink()]
+    refuse_names(folder, [p.name for p in entries if p.is_symlink()])
+
+
+def refuse_names(folder: Path, links: list[str]) -> None:
+    """The links (their names) found in ``folder``, refused."""
     if links:
         shown = "\n  ".join(links[:50])
         raise ClientError(f"{folder}: symbolic links, not followed (nothing was imported):\n  {shown}")

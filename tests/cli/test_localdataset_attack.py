@@ -144,3 +144,15 @@ def test_a_kinds_folder_that_is_a_link_is_refused(sqlite_server: Any, tmp_path: 
     (tmp_path / "storage" / "datasets").symlink_to(tmp_path / "elsewhere")
     _refused(sqlite_server, tmp_path / "storage", "symbolic links, not followed", "datasets")
     _nothing_sent(sqlite_server, "secrets")
+
+
+def test_two_files_of_one_item_are_refused(sqlite_server: Any, tmp_path: Path) -> None:
+    """Crawlee orders item files by their number: "7.json" beside "000000007.json" would be taken in either order."""
+    folder = _dataset(tmp_path, "twice", items=7)
+    (folder / "7.json").write_text('{"other": 7}')
+    _refused(sqlite_server, folder, "two files of item 7")
+    _nothing_sent(sqlite_server, "twice")
+    (folder / "000000007.json").unlink()  # one name or the other: both are item 7
+    run(sqlite_server, "import", str(folder), "-q")
+    with sqlite_server.client() as c:
+        assert c.get("/v2/datasets/~twice/items").json()[-1] == {"other": 7}
