@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +45,12 @@ from openkvs.client.localfiles import (
     api_path,
     crawlee_json,
     crawlee_time,
-    entries,
     local_name,
     metadata,
     new_folder,
     put_in_place,
     read_bounded,
+    refuse_names,
     write,
 )
 from openkvs.client.progress import Progress
@@ -78,7 +79,7 @@ CRAWLEE_FIELDS: dict[str, Any] = {
 class LocalQueue:
     name: str
     folder: Path
-    files: list[Path]  # the request files, pending ones first in the queue's order, then handled ones
+    files: list[str]  # the request files' names, pending ones first in the queue's order, then handled ones
     handled: int
     order: str  # where the order came from, for the summary
 
@@ -132,47 +133,57 @@ def read_queue(folder: Path) -> LocalQueue:
     front, regular = state.get("forefront_requests") or {}, state.get("regular_requests") or {}
     if not isinstance(front, dict) or not isinstance(regular, dict):
         front, regular = {}, {}
-    keyed: list[tuple[tuple[int, float, str], Path]] = []
+    # (group, place in it, file name) of each request: names, not Paths (a Path once opened keeps its text too:
+    # a million of them took ~400 MB)
+    keyed: list[tuple[int, float, str]] = []
     place: tuple[int, float, str]
     problems: list[str] = []
+    links: list[str] = []
     handled = 0
     orders: set[str] = set()
-    for p in entries(folder):
-        if p.name == METADATA or not p.name.endswith(".json") or "~" in p.name:
-            continue
-        try:
-            if not p.is_file():
-                raise ValueError("not a file")
-            raw = json.loads(read_bounded(p, MAX_REQUEST_FILE))
-            req = api_request(raw)
-        except ClientError as exc:
-            problems.append(f"{p.name}: {str(exc).removeprefix(f'{p}: ')}")
-            continue
-        except ValueError as exc:
-            problems.append(f"{p.name}: not a request ({exc})")
-            continue
-        key = req["uniqueKey"]
-        order_no = raw.get("orderNo", raw.get("order_no"))
-        # (forefront first, the latest first; then the others, the earliest first; handled ones last)
-        if req.get("handledAt") is not None:
-            handled += 1
-            keyed.append(((4, p.stat().st_mtime, p.name), p))
-            continue
-        if isinstance(front.get(key), int):
-            place, source = (0, -front[key], p.name), "Crawlee's saved state"
-        elif isinstance(regular.get(key), int):
-            place, source = (1, regular[key], p.name), "Crawlee's saved state"
-        elif isinstance(order_no, (int, float)):
-            place, source = (2, order_no, p.name), "orderNo"
-        else:
-            place, source = (3, p.stat().st_mtime, p.name), "the files' times"
-        orders.add(source)
-        keyed.append((place, p))
+    with os.scandir(folder) as found:
+        for entry in found:
+            if entry.is_symlink():
+                links.append(entry.name)
+                continue
+            if entry.name == METADATA or not entry.name.endswith(".json") or "~" in entry.name:
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    raise ValueError("not a file")
+                raw = json.loads(read_bounded(folder / entry.name, MAX_REQUEST_FILE))
+                req = api_request(raw)
+            except ClientError as exc:
+                problems.append(f"{entry.name}: {str(exc).removeprefix(f'{folder / entry.name}: ')}")
+                continue
+            except ValueError as exc:
+                problems.append(f"{entry.name}: not a request ({exc})")
+                continue
+            key = req["uniqueKey"]
+            order_no = raw.get("orderNo", raw.get("order_no"))
+            # (forefront first, the latest first; then the others, the earliest first; handled ones last)
+            if req.get("handledAt") is not None:
+                handled += 1
+                keyed.append((4, entry.stat().st_mtime, entry.name))
+                continue
+            if isinstance(front.get(key), int):
+                place, source = (0, -front[key], entry.name), "Crawlee's saved state"
+            elif isinstance(regular.get(key), int):
+                place, source = (1, regular[key], entry.name), "Crawlee's saved state"
+            elif isinstance(order_no, (int, float)):
+                place, source = (2, order_no, entry.name), "orderNo"
+            else:
+                place, source = (3, entry.stat().st_mtime, entry.name), "the files' times"
+            orders.add(source)
+            keyed.append(place)
+    refuse_names(folder, sorted(links))
     if problems:
+        problems.sort()
         shown = "\n  ".join(problems[:50]) + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else "")
         raise ClientError(f"{folder}: requests that can't be imported (nothing was imported):\n  {shown}")
     keyed.sort()
-    return LocalQueue(name, folder, [p for _, p in keyed], handled, " and ".join(sorted(orders)) or "none needed")
+    order = " and ".join(sorted(orders)) or "none needed"
+    return LocalQueue(name, folder, [file for _, _, file in keyed], handled, order)
 
 
 @dataclass
@@ -191,8 +202,8 @@ def _batches(local: LocalQueue) -> Iterator[list[tuple[bytes, bool]]]:
     each request as JSON with whether it is handled."""
     batch: list[tuple[bytes, bool]] = []
     size = 2
-    for p in local.files:
-        req = api_request(json.loads(read_bounded(p, MAX_REQUEST_FILE)))
+    for file in local.files:
+        req = api_request(json.loads(read_bounded(local.folder / file, MAX_REQUEST_FILE)))
         body = json.dumps(req, ensure_ascii=False, separators=(",", ":")).encode()
         if batch and (len(batch) == rules.MAX_BATCH or size + len(body) + 1 > rules.MAX_JSON_BODY):
             yield batch
