@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from openkvs import rules
-from openkvs.api.queue_input import MAX_BATCH, MAX_TEXT_BYTES
-from openkvs.rules import MAX_QUERY_INT
+from openkvs.api.queue_input import MAX_TEXT_BYTES
+from openkvs.rules import MAX_BATCH, MAX_QUERY_INT
 from openkvs.storage.queues import MAX_LOCK_SECS
 
 QUEUES_PATH = Path(__file__).with_name("openapi_queues.json")

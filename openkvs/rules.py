@@ -40,6 +40,8 @@ REQUEST_ID = Rule(r"^[A-Za-z0-9]{1,64}$", 64)
 XML_NAME = Rule(r"^[A-Za-z_][A-Za-z0-9._-]*$")
 
 MAX_QUERY_INT = 2**53 - 1  # the largest integer a query or body takes: what every JSON client reads exactly
+MAX_JSON_BODY = 9_437_184  # the decoded size of a JSON body (a dataset push, a batch of requests), else 413
+MAX_BATCH = 25  # requests in one batch add or delete (REQUEST_QUEUE_MAX_REQUESTS_PER_BATCH_OPERATION)
 
 # A store's generalAccess: who may read it without a token or grant. FOLLOW_USER_SETTING defers to the server's
 # --default-general-access, which is one of the three levels.

@@ -27,7 +27,7 @@ from openkvs.storage.base import KeySelection, Storage, Store, User
 if TYPE_CHECKING:
     from openkvs.ratelimit.policy import Verdict
 
-MAX_JSON_BODY = 9_437_184
+MAX_JSON_BODY = rules.MAX_JSON_BODY
 INLINE_JSON_BODY = 16 * 1024  # JSON bodies up to this size are parsed on the event loop (read_json_body)
 
 

@@ -16,10 +16,9 @@ from starlette.requests import Request
 from openkvs import errors, jsontext, rules
 from openkvs.api.common import iso
 from openkvs.requestid import request_id
-from openkvs.rules import MAX_QUERY_INT
+from openkvs.rules import MAX_BATCH, MAX_QUERY_INT
 from openkvs.storage.queues import MAX_LOCK_SECS, NewRequest
 
-MAX_BATCH = 25  # REQUEST_QUEUE_MAX_REQUESTS_PER_BATCH_OPERATION
 MAX_TEXT_BYTES = 65_535  # uniqueKey and url
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 _TIMESTAMP = re.compile(

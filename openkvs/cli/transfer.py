@@ -110,59 +110,105 @@ def upload(folder: Path, store: str, prefix: str, jobs: int, url: str, token: st
 
 @click.command("import")
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--store", help="Into this store (when PATH holds one store) [default: ~NAME, NAME from PATH].")
+@click.option("--store", help="Into this one (when PATH holds one store, dataset or queue) [default: ~NAME, NAME "
+              "from PATH].")
+@click.option("--append", is_flag=True, help="Push a dataset's items after those the target already holds (by "
+              "default such a dataset is refused, unless it holds the first items of the same dataset: an earlier "
+              "import, which then goes on from there).")
 @click.option("--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help="Records sent at once.")
 @_client_options
-def import_(path: Path, store: str | None, jobs: int, url: str, token: str | None, quiet: bool) -> None:
-    """Import Crawlee / Apify CLI local storage. PATH is a local storage folder (./storage), its key_value_stores,
-    or one store's folder; its key-value stores are imported with their keys and content types (not its datasets
-    or request queues). Each goes into your store of the same name (created if missing); records already there
-    with the same bytes are skipped."""
+def import_(path: Path, store: str | None, append: bool, jobs: int, url: str, token: str | None, quiet: bool) -> None:
+    """Import Crawlee / Apify CLI local storage. PATH is a storage folder (./storage), its key_value_stores,
+    datasets or request_queues, or one store's, dataset's or queue's folder. Each goes into yours of the same name
+    (created if missing; Crawlee's "default" into ~default). Everything is read and checked before anything is
+    sent, and a run again after a failure goes on without duplicating: records already there with the same bytes
+    are skipped, a dataset's import resumes after the items it pushed, requests already in the queue (the same
+    uniqueKey) are left as they are. Stores keep keys and content types; datasets their items in order; queues
+    their requests in order, handled or not."""
     from openkvs.client import lean_imports
 
     lean_imports()
-    from openkvs.client import localstore
+    from openkvs.client import localdataset, localqueue, localstorage
     from openkvs.client import upload as up
-    from openkvs.client.http import endpoint
+    from openkvs.client.http import ClientError, endpoint
+    from openkvs.client.localfiles import open_target
     from openkvs.client.progress import Progress
 
+    def progress(label: str, total: int | None, done: int) -> Progress:
+        return Progress(label, total, done, quiet=quiet)
+
+    failed: list[str] = []
     with _client_errors(), endpoint(url, token).client() as client:
-        found = localstore.find_stores(path)
-        if store and len(found) > 1:
-            raise click.UsageError(f"--store names one store; {path} holds {len(found)}")
-        failed = 0
-        for local in found:
+        found = localstorage.find(path, store)
+        if store and found.count() > 1:
+            raise click.UsageError(f"--store names one; {path} holds {found.count()}")
+        for local in found.stores:
             target = up.ensure_store(client, store or f"~{local.name}", _say)
-            summary = up.upload(client, target, local.items, jobs=jobs, label=local.name,
-                                progress=lambda label, total, done: Progress(label, total, done, quiet=quiet))
+            summary = up.upload(client, target, local.items, jobs=jobs, label=local.name, progress=progress)
             click.echo(f"{local.folder} -> {target}: {summary.line()}")
             for line in summary.failed[:20]:
                 click.echo(f"  {line}", err=True)
-            failed += len(summary.failed)
+            if summary.failed:
+                failed.append(f"{counted(len(summary.failed), 'record')} of {local.folder}")
+        for dataset in found.datasets:
+            target = store or f"~{dataset.name}"
+            try:
+                info = open_target(client, localdataset.COLLECTION, "dataset", target, _say)
+                pushed = localdataset.import_dataset(client, dataset, target, int(info["itemCount"]), append=append,
+                                                     progress=progress)
+            except ClientError as exc:
+                _say(str(exc))
+                failed.append(str(dataset.folder))
+                continue
+            click.echo(f"{dataset.folder} -> {target}: {pushed.line()}")
+        for queue in found.queues:
+            target = store or f"~{queue.name}"
+            try:
+                open_target(client, localqueue.COLLECTION, "request queue", target, _say)
+                added = localqueue.import_queue(client, queue, target, progress=progress)
+            except ClientError as exc:
+                _say(str(exc))
+                failed.append(str(queue.folder))
+                continue
+            click.echo(f"{queue.folder} -> {target}: {added.line()} (in order: {queue.order})")
     if failed:
-        raise click.ClickException(f"{counted(failed, 'record')} not imported (run the command again to retry)")
+        raise click.ClickException(f"not imported: {', '.join(failed)} (run the command again to retry)")
 
 
 @click.command("export")
 @click.argument("store")
 @click.argument("folder", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dataset", "kind", flag_value="dataset",
+              help="STORE is a dataset: into DIR/datasets/NAME/, an item file each.")
+@click.option("--queue", "kind", flag_value="queue",
+              help="STORE is a request queue: into DIR/request_queues/NAME/, its order into "
+                   "DIR/key_value_stores/default/.")
 @click.option("--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help="Records fetched at once.")
 @_client_options
-def export_(store: str, folder: Path, jobs: int, url: str, token: str | None, quiet: bool) -> None:
-    """Export STORE into DIR as Crawlee's local storage. It is written as DIR/key_value_stores/NAME/, each record
-    with its content type, which 'openkvs import DIR' and Crawlee read back."""
+def export_(store: str, folder: Path, kind: str | None, jobs: int, url: str, token: str | None, quiet: bool) -> None:
+    """Export STORE into DIR as Crawlee's local storage: DIR/key_value_stores/NAME/, each record with its content
+    type (a dataset's or request queue's layout with --dataset or --queue), which 'openkvs import DIR' and Crawlee
+    read back."""
     from openkvs.client import lean_imports
 
     lean_imports()
-    from openkvs.client import localstore
+    from openkvs.client import localdataset, localqueue, localstore
     from openkvs.client.http import endpoint
     from openkvs.client.progress import Progress
 
+    def progress(label: str, total: int | None, done: int) -> Progress:
+        return Progress(label, total, done, quiet=quiet)
+
     with _client_errors(), endpoint(url, token).client() as client:
-        written, summary = localstore.export(
-            client, store, folder, jobs=jobs,
-            progress=lambda label, total, done: Progress(label, total, done, quiet=quiet),
-        )
+        if kind == "dataset":
+            written, items = localdataset.export_dataset(client, store, folder, progress=progress)
+            click.echo(f"{written}: {counted(items, 'item')}")
+            return
+        if kind == "queue":
+            written, requests, handled = localqueue.export_queue(client, store, folder, progress=progress)
+            click.echo(f"{written}: {counted(requests, 'request')} ({handled} handled)")
+            return
+        written, summary = localstore.export(client, store, folder, jobs=jobs, progress=progress)
     click.echo(f"{written}: {counted(summary.uploaded, 'record')} ({counted(summary.uploaded_bytes, 'byte')})")
     if summary.failed:
         for line in summary.failed[:20]:

@@ -5,7 +5,11 @@
     download.py    a store's ZIP archive, resumed safely (If-Range) and verified
     receive.py     a response's body from the socket into a file, checked on the way
     upload.py      files to records, in parallel, skipping identical ones
-    localstore.py  the Crawlee / Apify CLI local storage layout (import and export)
+    localstorage.py  what a PATH of Crawlee / Apify CLI local storage holds, for import; each kind's layout in
+    localstore.py    key-value stores,
+    localdataset.py  datasets,
+    localqueue.py    request queues (each read for import, written by export)
+    localfiles.py    what the three share: bounded reads, no links, names, Crawlee's JSON and times
 
 This module itself imports nothing heavy: the command line reads the defaults below for every command's --help.
 """

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -39,11 +38,11 @@ from openkvs.client.http import (
     store_path,
     wait_time,
 )
+from openkvs.client.localfiles import METADATA, crawlee_json, crawlee_time, refuse_links, temporary, write
 from openkvs.client.progress import Progress
 from openkvs.client.upload import CHUNK, Item, Summary, content_type, existing_sizes
 
 SUBDIR = "key_value_stores"
-METADATA = "__metadata__.json"
 
 
 @dataclass
@@ -51,10 +50,6 @@ class LocalStore:
     name: str
     folder: Path
     items: list[Item]
-
-
-def _json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=2, default=str)  # crawlee/_utils/file.py json_dumps
 
 
 def find_stores(path: Path) -> list[LocalStore]:
@@ -65,7 +60,7 @@ def find_stores(path: Path) -> list[LocalStore]:
         folders = [path]
     elif path.is_dir():
         entries = sorted(path.iterdir())
-        _refuse_links(path, entries)
+        refuse_links(path, entries)
         folders = [p for p in entries if p.is_dir()]
     else:
         raise ClientError(f"{path} is not a folder")
@@ -79,28 +74,13 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink()) if folder.is_dir() else []
 
 
-def _refuse_links(folder: Path, entries: list[Path]) -> None:
-    """Symbolic links in a storage folder are not followed: Crawlee writes none, and one from someone else's
-    storage (an archive unpacked) may point at anything the user can read (~/.ssh/id_rsa), which would be sent."""
-    links = [p.name for p in entries if p.is_symlink()]
-    if links:
-        shown = "\n  ".join(links[:50])
-        raise ClientError(f"{folder}: symbolic links, not followed (nothing was imported):\n  {shown}")
-
-
-def _temporary(path: Path) -> Path:
-    """Where ``path`` is written before it is renamed into place: a "~" no key's file name has (keys never hold
-    one), so that no record's file is another's temporary one ("x.tmp" was the record "x"'s)."""
-    return path.with_name(f"{path.name}~{os.getpid()}-{threading.get_ident()}")
-
-
 def read_store(folder: Path) -> LocalStore:
     name = folder.name
     try:
         name = json.loads((folder / METADATA).read_text("utf-8")).get("name") or name
     except (OSError, ValueError):
         pass
-    _refuse_links(folder, sorted(folder.iterdir()))
+    refuse_links(folder, sorted(folder.iterdir()))
     # (Crawlee's temporary files end in ".tmp"; an interrupted export's hold a "~")
     files = [p for p in _files(folder) if p.name != METADATA and not p.name.endswith(".tmp") and "~" not in p.name]
     claimed: set[Path] = set()
@@ -140,17 +120,10 @@ def read_store(folder: Path) -> LocalStore:
     return LocalStore(name, folder, sorted(items, key=lambda i: i.key))
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Whole or not at all, as Crawlee's atomic_write."""
-    tmp = _temporary(path)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _fetch(client: httpx.Client, path: str, what: str, out: Path, bar: Progress) -> tuple[str, int]:
     """A record's bytes streamed into ``out`` (through a temporary file: whole or not at all), retried as
     ``request`` retries; its content type and size."""
-    tmp = _temporary(out)
+    tmp = temporary(out)
     for attempt in range(RETRIES + 1):
         written = 0
         response = None
@@ -173,13 +146,6 @@ def _fetch(client: httpx.Client, path: str, what: str, out: Path, bar: Progress)
                 raise error from None
         time.sleep(wait_time(response, attempt))
     raise AssertionError("unreachable")
-
-
-def _crawlee_time(iso: str | None) -> str:
-    """The API's ISO time as Crawlee writes datetimes (``str(datetime)``)."""
-    if not iso:
-        return str(datetime.now().astimezone())
-    return str(datetime.fromisoformat(iso.replace("Z", "+00:00")))
 
 
 def export(
@@ -210,7 +176,7 @@ def export(
             path = folder / quote(key, safe="")
             ctype, size = _fetch(client, record_path(store, key), f"record {key}", path, bar)
             meta = {"key": key, "content_type": ctype, "size": size}
-            _write(path.with_name(f"{path.name}.{METADATA}"), _json(meta).encode())
+            write(path.with_name(f"{path.name}.{METADATA}"), crawlee_json(meta).encode())
             with lock:
                 summary.uploaded += 1
                 summary.uploaded_bytes += size
@@ -225,7 +191,7 @@ def export(
     finally:
         bar.close()
     meta = {"id": info["id"], "name": info.get("name"),
-            "accessed_at": _crawlee_time(info.get("accessedAt")), "created_at": _crawlee_time(info.get("createdAt")),
-            "modified_at": _crawlee_time(info.get("modifiedAt"))}
-    _write(folder / METADATA, _json(meta).encode())
+            "accessed_at": crawlee_time(info.get("accessedAt")), "created_at": crawlee_time(info.get("createdAt")),
+            "modified_at": crawlee_time(info.get("modifiedAt"))}
+    write(folder / METADATA, crawlee_json(meta).encode())
     return folder, summary
