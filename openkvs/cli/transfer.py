@@ -186,9 +186,9 @@ def import_(path: Path, store: str | None, append: bool, jobs: int, url: str, to
 @click.option("--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help="Records fetched at once.")
 @_client_options
 def export_(store: str, folder: Path, kind: str | None, jobs: int, url: str, token: str | None, quiet: bool) -> None:
-    """Export STORE into DIR as Crawlee's local storage: DIR/key_value_stores/NAME/, each record with its content
-    type (a dataset's or request queue's layout with --dataset or --queue), which 'openkvs import DIR' and Crawlee
-    read back."""
+    """Export STORE into DIR as Crawlee's local storage. A key-value store goes to DIR/key_value_stores/NAME/, each
+    record with its content type (a dataset or request queue to its own layout, with --dataset or --queue);
+    'openkvs import DIR' and Crawlee read it back."""
     from openkvs.client import lean_imports
 
     lean_imports()
