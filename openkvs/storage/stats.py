@@ -6,7 +6,9 @@ here and a background task drains them into the database every few seconds (and 
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 
@@ -25,6 +27,7 @@ class StatsBuffer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: dict[str, StatDelta] = {}
+        self._flushing = asyncio.Lock()
 
     def add(self, store_id: str, now_ms: int, *, reads: int = 0, writes: int = 0, deletes: int = 0,
             lists: int = 0) -> None:
@@ -54,6 +57,21 @@ class StatsBuffer:
         with self._lock:
             pending, self._pending = self._pending, {}
         return pending
+
+    async def flush(self, write: Callable[[dict[str, StatDelta]], Awaitable[None]]) -> None:
+        """Drain the buffer and ``write`` what it held, one flush at a time, so that a flush that returns has written
+        every count added before it was called: a flush during the background task's found the buffer empty and
+        returned before that task's write was done (a read right after it missed counts). If ``write`` fails, the
+        counts go back for the next flush."""
+        async with self._flushing:
+            pending = self.drain()
+            if not pending:
+                return
+            try:
+                await write(pending)
+            except BaseException:
+                self.restore(pending)
+                raise
 
     def restore(self, drained: dict[str, StatDelta]) -> None:
         """Put back a drained batch whose write failed, merging with counts added since."""

@@ -35,7 +35,7 @@ from ..base import (
 )
 from ..bucket import BlobStore
 from ..bucket.uploads import Uploads
-from ..stats import StatsBuffer
+from ..stats import StatDelta, StatsBuffer
 from . import zipheads
 from .catalog import PgCatalog
 from .chunks import CHUNK_SIZE, PgBlob, blob_range, fill, iter_chunks, write_chunks
@@ -461,9 +461,9 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
 
     async def flush_stats(self) -> None:
         """Write the buffered access counters (the background task does this every 2 s, and ``aclose``)."""
-        pending = self._stats.drain()
-        if not pending:
-            return
+        await self._stats.flush(self._write_stats)
+
+    async def _write_stats(self, pending: dict[str, StatDelta]) -> None:
         rows = [
             (
                 sid,
@@ -484,11 +484,7 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
                 rows,
             )
 
-        try:
-            await self._run(go, tx=True)
-        except BaseException:
-            self._stats.restore(pending)
-            raise
+        await self._run(go, tx=True)
 
 _STORE_NCOLS = STORE_COLS.count(",") + 1
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..base import StorageError
-from ..stats import StatsBuffer
+from ..stats import StatDelta, StatsBuffer
 from .files import RecordFiles
 
 log = logging.getLogger(__package__)  # "openkvs.storage.sqlite", the name log records had before the split
@@ -22,25 +22,22 @@ LEASE_RENEW_SECONDS = 60.0
 
 async def write_stats(stats: StatsBuffer, write: Callable[..., Awaitable[Any]]) -> None:
     """Add what ``stats`` holds to the stores' counters in one write transaction (``write``: ``Database.write``);
-    if that fails the counts go back into ``stats`` for the next attempt."""
-    pending = stats.drain()
-    if not pending:
-        return
-    rows = [(d.reads, d.writes, d.deletes, d.lists, d.accessed_at_ms, store_id) for store_id, d in pending.items()]
+    if that fails the counts go back into ``stats`` for the next attempt (``StatsBuffer.flush``)."""
 
-    def txn(conn: sqlite3.Connection) -> None:
-        conn.executemany(
-            "UPDATE stores SET read_count = read_count + ?, write_count = write_count + ?, "
-            "delete_count = delete_count + ?, list_count = list_count + ?, "
-            "accessed_at = MAX(accessed_at, ?) WHERE id = ?",
-            rows,
-        )
+    async def write_deltas(pending: dict[str, StatDelta]) -> None:
+        rows = [(d.reads, d.writes, d.deletes, d.lists, d.accessed_at_ms, store_id) for store_id, d in pending.items()]
 
-    try:
+        def txn(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE stores SET read_count = read_count + ?, write_count = write_count + ?, "
+                "delete_count = delete_count + ?, list_count = list_count + ?, "
+                "accessed_at = MAX(accessed_at, ?) WHERE id = ?",
+                rows,
+            )
+
         await write(txn)
-    except BaseException:
-        stats.restore(pending)
-        raise
+
+    await stats.flush(write_deltas)
 
 
 async def maintain(
