@@ -94,9 +94,10 @@ def check_name(folder: Path, name: str, what: str) -> None:
 
 def read_bounded(path: Path, limit: int) -> bytes:
     """A regular file's bytes, refused past ``limit`` (by its size first, then while reading: a file that grows)
-    and when it is a link (opened without following one, in case it became one since it was listed)."""
+    and when it is a link (opened without following one, in case it became one since it was listed) or anything
+    but a regular file (opened without blocking: a FIFO put in its place would hold the open for ever)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise ClientError(f"{path}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "rb") as f:

@@ -156,3 +156,32 @@ def test_two_files_of_one_item_are_refused(sqlite_server: Any, tmp_path: Path) -
     run(sqlite_server, "import", str(folder), "-q")
     with sqlite_server.client() as c:
         assert c.get("/v2/datasets/~twice/items").json()[-1] == {"other": 7}
+
+
+def test_a_fifo_put_where_an_item_file_was_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Listed as a file, then swapped for a FIFO before it is read (the folder is someone else's): the open must not
+    wait for a writer that never comes."""
+    import os
+    import threading
+
+    from openkvs.client.http import ClientError
+    from openkvs.client.localfiles import read_bounded
+
+    path = tmp_path / "000000001.json"
+    os.mkfifo(path)
+    got: list[BaseException] = []
+    reader = threading.Thread(target=lambda: _catch(got, read_bounded, path, 1024), daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    if reader.is_alive():  # (unblock it for the process's sake, then fail)
+        with open(path, "wb"):
+            pass
+        raise AssertionError("read_bounded waited on a FIFO")
+    assert isinstance(got[0], ClientError) and "not a regular file" in str(got[0])
+
+
+def _catch(into: list[BaseException], fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except BaseException as exc:
+        into.append(exc)
