@@ -144,6 +144,35 @@ def packed_rows(items: Sequence[bytes], row_bytes: int = ROW_BYTES) -> list[tupl
     return rows
 
 
+# ``openkvs check``: per dataset, what its rows of items add up to (store id, items, last index, the items' bytes,
+# rows whose first item does not follow the row before), one pass over the rows in the order of the primary key.
+# Each row holds n - 1 newlines besides its items' bytes.
+CHECK_ROWS_SQL = """
+SELECT store_id, sum(n), max(idx), sum({length}(data) - n + 1), sum(CASE WHEN idx - n + 1 <> prev + 1 THEN 1 ELSE 0 END)
+FROM (SELECT store_id, idx, n, data, coalesce(lag(idx) OVER (PARTITION BY store_id ORDER BY idx), -1) AS prev
+      FROM dataset_items) r
+GROUP BY store_id ORDER BY store_id
+"""
+CHECK_COUNTS_SQL = "SELECT store_id, item_count, bytes FROM dataset_counts ORDER BY store_id"
+
+
+def dataset_problems(counts: dict[str, tuple[int, int]], rows: dict[str, tuple[int, int, int, int]]) -> list[str]:
+    """What ``openkvs check`` says of the datasets: ``counts`` their kept (item_count, bytes), ``rows`` what
+    CHECK_ROWS_SQL found (items, last index, bytes, rows out of place), both by store id. A push stores its rows and
+    its counts in one transaction, so any difference is damage (or a write by hand)."""
+    problems = []
+    for store_id in sorted(counts.keys() | rows.keys()):
+        kept_items, kept_bytes = counts.get(store_id, (0, 0))
+        items, last, size, misplaced = rows.get(store_id, (0, -1, 0, 0))
+        if misplaced or last != items - 1:
+            problems.append(f"dataset {store_id}: its items' indexes are not 0 to {items - 1} without gaps or overlaps")
+        if kept_items != items:
+            problems.append(f"dataset {store_id}: its counts say {kept_items} items, its rows hold {items}")
+        if kept_bytes != size:
+            problems.append(f"dataset {store_id}: its counts say {kept_bytes} bytes of items, its rows hold {size}")
+    return problems
+
+
 def row_part(data: bytes, first: int, last: int, lo: int, hi: int) -> bytes:
     """The items ``[lo, hi)`` (inside ``[first, last]``, not empty) of the packed row of items ``first .. last``
     holding ``data``, joined by b"\\n" as they are stored: the whole row untouched when it is all of it."""

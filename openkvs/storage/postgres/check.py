@@ -10,7 +10,7 @@ import asyncpg
 from asyncpg import exceptions as pgx
 
 from ...plural import counted
-from .. import totals
+from .. import datasets, totals
 from ..base import StorageUnavailable
 from .connections import CONNECTION_ERRORS
 from .tables import RECORD_TOTALS, STORE_TOTALS, TABLES_VERSION
@@ -83,6 +83,12 @@ async def check(dsn: str, namespace: str) -> tuple[list[str], str]:
                 "decoded_size, crc32, modified_at) WHERE zip_head IS NOT NULL"
                 for r in await conn.fetch(_BAD_HEADS, MAX_LISTED)
             ]
+            counts = {r[0]: (r[1], r[2]) for r in await conn.fetch(datasets.CHECK_COUNTS_SQL)}
+            rows = {r[0]: tuple(r[1:]) for r in await conn.fetch(datasets.CHECK_ROWS_SQL.format(length="octet_length"))}
+            wrong_datasets = datasets.dataset_problems(counts, rows)
+            problems += wrong_datasets[:MAX_LISTED]
+            if len(wrong_datasets) > MAX_LISTED:
+                problems.append(f"and {len(wrong_datasets) - MAX_LISTED} more problems of datasets' items")
             count = await conn.fetchval("SELECT count(*) FROM records")
             wrong = await conn.fetch(_WRONG_COUNTS)
             problems += [
@@ -98,7 +104,8 @@ async def check(dsn: str, namespace: str) -> tuple[list[str], str]:
     return problems, (
         f"PostgreSQL schema {namespace!r} at version {version}; chunks of {counted(count, 'record')} add up; "
         "record counts agree, and the stores' ZIP totals; "
-        "kept ZIP headers agree"
+        "kept ZIP headers agree; "
+        f"the items of {counted(len(counts.keys() | rows.keys()), 'dataset')} agree with their counts"
     )
 
 

@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from ...plural import counted
-from .. import totals
+from .. import datasets, totals
 from ..base import StorageDamaged
 from ..totals import Totals
 from .blobs import OBJECT_PATH
@@ -80,6 +80,12 @@ def check(data_dir: Path) -> tuple[list[str], str]:
         problems += [f"store {i}: {totals.wrong(k, c)}" for i, k, c in wrong[:MAX_LISTED]]
         if len(wrong) > MAX_LISTED:
             problems.append(f"and {len(wrong) - MAX_LISTED} more stores with a wrong record count or ZIP totals")
+        counts = {r[0]: (r[1], r[2]) for r in conn.execute(datasets.CHECK_COUNTS_SQL)}
+        rows = {r[0]: tuple(r[1:]) for r in conn.execute(datasets.CHECK_ROWS_SQL.format(length="length"))}
+        wrong_datasets = datasets.dataset_problems(counts, rows)
+        problems += wrong_datasets[:MAX_LISTED]
+        if len(wrong_datasets) > MAX_LISTED:
+            problems.append(f"and {len(wrong_datasets) - MAX_LISTED} more problems of datasets' items")
         heads = stale = 0
         for store_id, key, decoded, crc, ms, head in conn.execute(
             "SELECT store_id, key, decoded_size, crc32, modified_at, zip_head FROM records "
@@ -105,7 +111,8 @@ def check(data_dir: Path) -> tuple[list[str], str]:
     return problems, (
         f"{db}: integrity_check ok; {counted(files, 'record file')} and {counted(inline, 'inline record')} checked"
         f"{in_bucket}; "
-        f"record counts agree, and the stores' ZIP totals; {counted(heads, 'kept ZIP header')} checked"
+        f"record counts agree, and the stores' ZIP totals; {counted(heads, 'kept ZIP header')} checked; "
+        f"the items of {counted(len(counts.keys() | rows.keys()), 'dataset')} agree with their counts"
     )
 
 
