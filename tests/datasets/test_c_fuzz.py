@@ -570,6 +570,7 @@ def test_damaged_inputs_give_what_python_gives(name: str) -> None:
 
 
 @pytest.mark.skipif(not os.environ.get("OPENKVS_TEST_ASAN"), reason="OPENKVS_TEST_ASAN names no sanitized build")
+@pytest.mark.timeout(3600)  # (the subprocess's own; pytest's 300 s ends a few hundred thousand inputs under ASan)
 @pytest.mark.parametrize("name", list(FUZZERS))
 def test_under_asan(name: str) -> None:
     """The driver in a process with ASan's runtime, the modules of the sanitized build (see the module's
