@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import itertools
 import json
 import os
 import random
@@ -747,6 +748,19 @@ def test_row_lengths_near_the_int_limits(length: int) -> None:
                     for lead, room, max_bytes in ((0, 10, 1 << 40), (5, 10, 1 << 40), (0, 1, 1), (0, 10, 3)):
                         check_take(copyrows, data, 0, 0, 0, 10, False, sep, lead, room, max_bytes)
                         check_take(copyrows, data, len(first), 2, 0, 10, False, sep, lead, room, max_bytes)
+
+
+def test_ranges_at_the_int64_limits() -> None:
+    """``next``, ``lo``, ``hi`` and a row's idx at and near 2**63 and -2**63: what the reference gives (under
+    UBSan, see the module's docstring: no signed overflow; ``hi - 1`` at -2**63 was one)."""
+    copyrows = pytest.importorskip(MODULES[2])
+    top, bottom = 2**63 - 1, -(2**63)
+    ends = [bottom, bottom + 1, -1, 0, 1, 2, top - 1, top]
+    for rows in ([(2, 3, b"a\nb\nc")], [(top, 2, b"a\nb")], [(1, 2, b"a\nb"), (top, 1, b"z")]):
+        for desc, nxt, lo, hi in itertools.product((False, True), ends, ends, ends):
+            for sep in (b",", b"\n", None):
+                data = copy_body(rows[::-1] if desc else rows, True)
+                check_take(copyrows, data, 0, nxt, lo, hi, desc, sep, 0, 10, 100)
 
 
 def test_a_negative_or_huge_argument_is_refused() -> None:
