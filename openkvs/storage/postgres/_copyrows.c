@@ -98,7 +98,10 @@ enum { FULL = 0, MORE = 1, ENDED = 2 };
    the next item does not fit), MORE (1: the rest of ``data`` is not a whole row; it comes with the next data) or
    ENDED (2: the COPY's trailer came; ``pos`` is past it). Rows wholly outside the range are passed over. Raises
    ValueError for what is not a COPY of such rows: another width, a NULL, data after the trailer, a row that does
-   not hold its n items, or a row that is not the next (items missing). */
+   not hold its n items or holds items before 0, or a row that is not the next (items missing); and for a
+   ``lead``, ``room`` or ``max_bytes`` below 0 or a ``lead`` past PY_SSIZE_T_MAX / 4 (a caller's error). A row
+   that goes whole into a joined piece, joined by b"\n" or of one item, is copied as stored, its b"\n" not
+   counted against its n (PostgreSQL's rows, and a stored item holds no b"\n"); the other rows are split. */
 static PyObject *take(PyObject *Py_UNUSED(self), PyObject *args)
 {
     Py_buffer data;
@@ -110,6 +113,12 @@ static PyObject *take(PyObject *Py_UNUSED(self), PyObject *args)
                           &max_bytes))
         return NULL;
     PyObject *result = NULL, *out = NULL;
+    if (lead < 0 || room < 0 || max_bytes < 0 || lead > PY_SSIZE_T_MAX / 4) {
+        /* (only a caller's error: the sums of bytes below then stay far from the limits) */
+        PyErr_SetString(PyExc_ValueError, "lead, room or max_bytes out of range");
+        PyBuffer_Release(&data);
+        return NULL;
+    }
     Work w = {0};
     const unsigned char *sep = NULL;
     Py_ssize_t seplen = 0;
@@ -155,30 +164,32 @@ static PyObject *take(PyObject *Py_UNUSED(self), PyObject *args)
         }
         int64_t idx = be64(h + 4), count = be32(h + 16);
         int32_t len = be32(h + 20);
-        if (len < 0 || count < 1) {
-            PyErr_SetString(PyExc_ValueError, "a packed row without data or items");
+        if (len < 0 || count < 1 || idx < count - 1) {
+            PyErr_SetString(PyExc_ValueError, "a packed row without data or items, or of items before 0");
             goto done;
         }
         if (pos + ROW_HEAD + len > n)
             break;
         const unsigned char *d = p + pos + ROW_HEAD;
         int64_t first = idx - count + 1;
-        /* the items of this row still wanted, in the order they go: from ``next`` to ``last`` */
-        int64_t last = desc ? (first > lo ? first : lo) : (idx < hi - 1 ? idx : hi - 1);
         if (desc ? next < lo : next >= hi) { /* the range is done: a row past it */
             pos += ROW_HEAD + len;
             continue;
         }
+        /* the items of this row still wanted, in the order they go: from ``next`` to ``last`` (hi > next here:
+           hi - 1 does not overflow) */
+        int64_t last = desc ? (first > lo ? first : lo) : (idx < hi - 1 ? idx : hi - 1);
         if (next < first || next > idx) {
             PyErr_Format(PyExc_ValueError, "item %lld is not in the next packed row (%lld..%lld): items missing",
                          (long long)next, (long long)first, (long long)idx);
             goto done;
         }
-        Py_ssize_t lead_in = lead + size; /* (> 0: the piece holds an item) */
+        Py_ssize_t lead_in = lead + size;
+        int held = lead_in || items; /* the piece holds an item (an empty one too): the next goes after sep */
         Py_ssize_t want = (Py_ssize_t)(desc ? next - last : last - next) + 1;
-        Py_ssize_t whole = len + (count - 1) * (seplen - 1) + (lead_in ? seplen : 0);
+        Py_ssize_t whole = len + (count - 1) * (seplen - 1) + (held ? seplen : 0);
         if (!listed && !desc && next == first && last == idx && want <= room - items &&
-            (lead_in + whole <= max_bytes || (lead_in == 0 && want == 1))) {
+            (lead_in + whole <= max_bytes || (!held && want == 1))) {
             /* the whole row at once: its bytes, its b"\n" the separator */
             if (add_seg(&w, d, len, newline ? 0 : count - 1) < 0)
                 goto done;
@@ -197,8 +208,9 @@ static PyObject *take(PyObject *Py_UNUSED(self), PyObject *args)
                 break;
             Py_ssize_t k = (Py_ssize_t)(next - first);
             Py_ssize_t ilen = w.offs[k + 1] - 1 - w.offs[k];
-            Py_ssize_t add = ilen + ((lead + size) && !listed ? seplen : 0);
-            if (items >= room || ((lead + size || items) && lead + size + add > max_bytes)) {
+            held = lead + size || items;
+            Py_ssize_t add = ilen + (held && !listed ? seplen : 0);
+            if (items >= room || (held && lead + size + add > max_bytes)) {
                 full = 1;
                 break;
             }
@@ -236,16 +248,26 @@ static PyObject *take(PyObject *Py_UNUSED(self), PyObject *args)
             PyList_SET_ITEM(out, s, v);
         }
     } else {
+        if (size < 0) { /* (a row's n past its bytes, joined by b"": counted less than nothing) */
+            PyErr_SetString(PyExc_ValueError, "a packed row that does not hold its items");
+            goto done;
+        }
         out = PyBytes_FromStringAndSize(NULL, size);
         if (out == NULL)
             goto done;
         unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out), *end = o + size;
-        for (Py_ssize_t s = 0; s < w.nsegs; s++) {
+        Py_ssize_t s;
+        for (s = 0; s < w.nsegs; s++) {
             Seg g = w.segs[s];
+            /* every copy within the bytes counted: a row whose n is not its items' count is counted wrong */
+            if ((lead || s) && seplen > end - o)
+                break;
             if (lead || s) {
                 memcpy(o, sep, (size_t)seplen);
                 o += seplen;
             }
+            if (!g.inner && g.len > end - o)
+                break;
             if (!g.inner) {
                 memcpy(o, g.p, (size_t)g.len);
                 o += g.len;
@@ -265,10 +287,12 @@ static PyObject *take(PyObject *Py_UNUSED(self), PyObject *args)
                 o += seplen;
                 at += part + 1;
             }
-            if (found != g.inner) {
-                PyErr_SetString(PyExc_ValueError, "a packed row that does not hold its items");
-                goto done;
-            }
+            if (found != g.inner)
+                break;
+        }
+        if (s < w.nsegs) {
+            PyErr_SetString(PyExc_ValueError, "a packed row that does not hold its items");
+            goto done;
         }
         if (o != end) {
             PyErr_SetString(PyExc_SystemError, "_copyrows.take: joined bytes miscounted");
