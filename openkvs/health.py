@@ -93,7 +93,7 @@ async def _check(st: Any, cache: _Ready) -> tuple[int, dict[str, Any]]:
             await asyncio.wait_for(st.storage.blob_store.check(), CHECK_TIMEOUT)
             checks["bucket"] = "ok"
         except (TimeoutError, StorageError) as exc:  # the reason without the bucket's name (this answer is public)
-            refused = next((why for status, why in WHY_BUCKET_REFUSED.items() if why in str(exc)), None)
+            refused = next((why for why in WHY_BUCKET_REFUSED.values() if why in str(exc)), None)
             checks["bucket"] = "refused" if refused else "unreachable"
             problems.append(f"bucket {refused}" if refused else f"bucket unreachable: {type(exc).__name__}")
     if problems:

@@ -156,10 +156,13 @@ GROUP BY store_id ORDER BY store_id
 CHECK_COUNTS_SQL = "SELECT store_id, item_count, bytes FROM dataset_counts ORDER BY store_id"
 
 
-def dataset_problems(counts: dict[str, tuple[int, int]], rows: dict[str, tuple[int, int, int, int]]) -> list[str]:
+def dataset_problems(
+    counts: dict[str, tuple[int, int]], rows: dict[str, tuple[int, int, int, int]], listed: int
+) -> list[str]:
     """What ``openkvs check`` says of the datasets: ``counts`` their kept (item_count, bytes), ``rows`` what
     CHECK_ROWS_SQL found (items, last index, bytes, rows out of place), both by store id. A push stores its rows and
-    its counts in one transaction, so any difference is damage (or a write by hand)."""
+    its counts in one transaction, so any difference is damage (or a write by hand). At most ``listed`` problems one
+    by one, then how many more."""
     problems = []
     for store_id in sorted(counts.keys() | rows.keys()):
         kept_items, kept_bytes = counts.get(store_id, (0, 0))
@@ -170,6 +173,8 @@ def dataset_problems(counts: dict[str, tuple[int, int]], rows: dict[str, tuple[i
             problems.append(f"dataset {store_id}: its counts say {kept_items} items, its rows hold {items}")
         if kept_bytes != size:
             problems.append(f"dataset {store_id}: its counts say {kept_bytes} bytes of items, its rows hold {size}")
+    if len(problems) > listed:
+        return [*problems[:listed], f"and {len(problems) - listed} more problems of datasets' items"]
     return problems
 
 

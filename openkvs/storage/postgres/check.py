@@ -85,10 +85,7 @@ async def check(dsn: str, namespace: str) -> tuple[list[str], str]:
             ]
             counts = {r[0]: (r[1], r[2]) for r in await conn.fetch(datasets.CHECK_COUNTS_SQL)}
             rows = {r[0]: tuple(r[1:]) for r in await conn.fetch(datasets.CHECK_ROWS_SQL.format(length="octet_length"))}
-            wrong_datasets = datasets.dataset_problems(counts, rows)
-            problems += wrong_datasets[:MAX_LISTED]
-            if len(wrong_datasets) > MAX_LISTED:
-                problems.append(f"and {len(wrong_datasets) - MAX_LISTED} more problems of datasets' items")
+            problems += datasets.dataset_problems(counts, rows, MAX_LISTED)
             count = await conn.fetchval("SELECT count(*) FROM records")
             wrong = await conn.fetch(_WRONG_COUNTS)
             problems += [

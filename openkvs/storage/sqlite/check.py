@@ -82,10 +82,7 @@ def check(data_dir: Path) -> tuple[list[str], str]:
             problems.append(f"and {len(wrong) - MAX_LISTED} more stores with a wrong record count or ZIP totals")
         counts = {r[0]: (r[1], r[2]) for r in conn.execute(datasets.CHECK_COUNTS_SQL)}
         rows = {r[0]: tuple(r[1:]) for r in conn.execute(datasets.CHECK_ROWS_SQL.format(length="length"))}
-        wrong_datasets = datasets.dataset_problems(counts, rows)
-        problems += wrong_datasets[:MAX_LISTED]
-        if len(wrong_datasets) > MAX_LISTED:
-            problems.append(f"and {len(wrong_datasets) - MAX_LISTED} more problems of datasets' items")
+        problems += datasets.dataset_problems(counts, rows, MAX_LISTED)
         heads = stale = 0
         for store_id, key, decoded, crc, ms, head in conn.execute(
             "SELECT store_id, key, decoded_size, crc32, modified_at, zip_head FROM records "
