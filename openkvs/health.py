@@ -87,15 +87,17 @@ async def _check(st: Any, cache: _Ready) -> tuple[int, dict[str, Any]]:
             checks["redis"] = "unreachable"
             problems.append(f"redis unreachable: {type(exc).__name__}")
     if st.storage.blob_store is not None:
-        from openkvs.storage.bucket.s3 import WHY_BUCKET_REFUSED
+        from openkvs.storage.bucket import BucketRefused
 
         try:
             await asyncio.wait_for(st.storage.blob_store.check(), CHECK_TIMEOUT)
             checks["bucket"] = "ok"
-        except (TimeoutError, StorageError) as exc:  # the reason without the bucket's name (this answer is public)
-            refused = next((why for why in WHY_BUCKET_REFUSED.values() if why in str(exc)), None)
-            checks["bucket"] = "refused" if refused else "unreachable"
-            problems.append(f"bucket {refused}" if refused else f"bucket unreachable: {type(exc).__name__}")
+        except BucketRefused as exc:  # its reason names no bucket (this answer is public)
+            checks["bucket"] = "refused"
+            problems.append(f"bucket {exc.why}")
+        except (TimeoutError, StorageError) as exc:
+            checks["bucket"] = "unreachable"
+            problems.append(f"bucket unreachable: {type(exc).__name__}")
     if problems:
         return 503, {"status": "unavailable", "reason": "; ".join(problems), "checks": checks}
     return 200, {"status": "ok", "checks": checks}

@@ -27,13 +27,22 @@ import anyio
 
 from ...redact import redacted
 from ..base import NotFound, StorageUnavailable
-from .s3 import BucketError, ObjectInfo, ObjectMissing, S3Bucket
+from .s3 import WHY_BUCKET_REFUSED, BucketError, BucketUnavailable, ObjectInfo, ObjectMissing, S3Bucket
 from .sigv4 import Credentials, load_credentials, load_region
 
 log = logging.getLogger(__name__)
 
 PART_SIZE = 8 * 1024 * 1024  # bytes per multipart part (and the most a single PUT carries): every service takes it
 DEFAULT_INLINE_MAX = 64 * 1024
+
+
+class BucketRefused(StorageUnavailable):
+    """The service answered and refused the bucket (it does not exist, or the credentials may not use it):
+    ``why`` says which in words that name no bucket (a readiness answer is public)."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
 
 
 class BucketConfigError(ValueError):
@@ -143,8 +152,11 @@ class S3BlobStore(BlobStore):
         await self.bucket.aclose()
 
     async def check(self) -> None:
-        async with _bucket_errors():
+        try:
             await self.bucket.check()
+        except BucketError as exc:
+            why = None if isinstance(exc, BucketUnavailable) else WHY_BUCKET_REFUSED.get(exc.status)
+            raise (BucketRefused(str(exc), why) if why else translated(exc)) from exc
 
     async def upload(
         self, blob_id: int, head: bytearray, rest: AsyncIterator[bytes], started: Callable[[str], Awaitable[None]]
