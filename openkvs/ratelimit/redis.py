@@ -45,12 +45,15 @@ PREFIX = "openkvs:rl:"
 # written with %.17g because Redis would otherwise turn Lua numbers into strings with 14 digits (losing precision
 # on timestamps) and into truncated integers in replies (losing retry_after's fraction). A denied bucket writes
 # nothing: its stored state yields the same refill later. A bucket expires once full again (then it equals an
-# absent key) plus a second of slack; a day at most when it never refills (rate 0).
+# absent key) plus a second of slack; a day at most when it never refills (rate 0). Expiry runs on Redis's own
+# clock: with a clock passed in (tests), when the bucket is full again in that clock's time is not Redis's to know,
+# so it keeps the day (on a busy machine a spent bucket expired in real time mid-test, a second bucket's worth).
 SCRIPT = """
 local now = tonumber(ARGV[1])
 local eps = tonumber(ARGV[2])
 local pad = tonumber(ARGV[3])
-if now == nil then
+local own_time = now == nil
+if own_time then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
@@ -79,7 +82,7 @@ for i = 1, #KEYS do
   tokens = tokens - cost
   redis.call('HSET', KEYS[i], 't', string.format('%.17g', tokens), 'ts', string.format('%.17g', now))
   local ttl = 86400000
-  if rate > 0 then
+  if rate > 0 and own_time then
     ttl = math.min(ttl, math.ceil((burst - tokens) / rate * 1000) + 1000)
   end
   redis.call('PEXPIRE', KEYS[i], ttl)

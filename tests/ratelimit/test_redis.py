@@ -65,6 +65,18 @@ async def test_idle_keys_expire(redis_url: str, prefix: str) -> None:
         await limiter.aclose()
 
 
+async def test_a_bucket_on_a_passed_clock_is_not_forgotten_by_redis_time(redis_url: str, prefix: str) -> None:
+    """With a clock passed in (the tests' hand-moved one), Redis's expiry in its own time would forget a spent
+    bucket while that clock stands still: the bucket is kept for the day instead."""
+    limiter = RedisLimiter(redis_url, FakeClock(1000.0), prefix=prefix, socket_timeout=REDIS_TEST_TIMEOUT)
+    try:
+        assert (await limiter.hit("k", rate=10, burst=10, cost=10)).allowed
+        assert redis.Redis.from_url(redis_url).pttl(prefix + "k") > 3_600_000  # full again after 1 s of Redis time
+        assert not (await limiter.hit("k", rate=10, burst=10)).allowed
+    finally:
+        await limiter.aclose()
+
+
 async def _hammer(limiter: RedisLimiter, n: int) -> int:
     results = await asyncio.gather(*(limiter.hit("shared", rate=1, burst=100) for _ in range(n)))
     return sum(r.allowed for r in results)
