@@ -76,8 +76,9 @@ def curl(url: str, token: str | None, out: str = "/dev/null") -> dict[str, float
 
 # The reader of the export benchmarks, for openkvs and nginx alike: one recv_into a buffer of READ_BUFFER bytes per
 # system call, the bytes counted (chunked framing decoded) and dropped. curl reads 16 KiB a call and writes each to
-# /dev/null: with it nginx's 448 MB took 0.25-0.40 s of which curl itself was 0.23 s of CPU, so its figure moved
-# with the load on curl; with 1 MiB reads the reader costs 0.06-0.09 s of CPU (bench/datasets.py, BENCHMARKS.md).
+# /dev/null: with it nginx's 448 MB took 0.39-0.55 s (best, median; load 5) of which curl itself was 0.23 s of CPU,
+# so its figure moved with the load on curl; with 1 MiB reads 0.28-0.36 s, the reader 0.06-0.11 s of CPU
+# (bench/datasets.py; BENCHMARKS.md, issue 13, branch exports).
 READ_BUFFER = 1024 * 1024
 
 
