@@ -423,11 +423,12 @@ async def render(
                 yield piece
         yield renderer.end()
         return
-    if shape.identity and getattr(renderer, "renders_joined", False):
+    if shape.identity and renderer.renders_joined:
         # csv of unchanged items: rendered by _ccsv.c straight from storage's joined pieces, whole packed rows
         # where they fit, without a bytes object per item (storage's split into items, their allocation and
         # release were a sixth of the export's CPU)
-        yield start
+        if start:  # (no header row and no BOM: the first rows are the first bytes, as below)
+            yield start
         rows_of = _rows_of(shape)
         async for joined in readahead(snap.joined(lo, hi, desc=desc, batch=EXPORT_BATCH, size=PIECE_BYTES)):
             yield await anyio.to_thread.run_sync(renderer.joined_rows, joined, rows_of)

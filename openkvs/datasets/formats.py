@@ -97,6 +97,14 @@ class Renderer:
         one batch of them): ``rows_of`` gives one stored item's rows, the general path."""
         return self.rows([row for raw in items for row in rows_of(raw)])
 
+    @property
+    def renders_joined(self) -> bool:
+        """Whether ``joined_rows`` takes storage's joined pieces of unchanged items (csv, by _ccsv.c)."""
+        return False
+
+    def joined_rows(self, joined: bytes, rows_of: Callable[[bytes], list[dict[str, Any]]]) -> bytes:
+        raise TypeError(f"{self.options.name} can't render joined pieces")
+
     # raw_joined(items joined by raw_separator): the pieces of what raw_json gives for those items, from storage's
     # joined bytes (the piece itself is not copied: it may be megabytes).
     raw_separator = b"\n"
