@@ -14,12 +14,16 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -68,6 +72,122 @@ def curl(url: str, token: str | None, out: str = "/dev/null") -> dict[str, float
     r = subprocess.run(cmd, capture_output=True, text=True, check=True)
     total, size, ttfb = r.stdout.split()
     return {"seconds": float(total), "bytes": int(size), "ttfb_ms": float(ttfb) * 1000}
+
+
+# The reader of the export benchmarks, for openkvs and nginx alike: one recv_into a buffer of READ_BUFFER bytes per
+# system call, the bytes counted (chunked framing decoded) and dropped. curl reads 16 KiB a call and writes each to
+# /dev/null: with it nginx's 448 MB took 0.39-0.55 s (best, median; load 5) of which curl itself was 0.23 s of CPU,
+# so its figure moved with the load on curl; with 1 MiB reads 0.28-0.36 s, the reader 0.06-0.11 s of CPU
+# (bench/datasets.py; BENCHMARKS.md, issue 13, branch exports).
+READ_BUFFER = 1024 * 1024
+
+
+def fetch(url: str, token: str | None, out: str | None = None) -> dict[str, float]:
+    """GET ``url`` over one connection; the body's bytes written to ``out`` or dropped. As ``curl`` gives: seconds,
+    bytes of the body, ttfb_ms (to the end of the head); and cpu_s, this thread's CPU (user and kernel) meanwhile."""
+    u = urlsplit(url)
+    target = u.path + (f"?{u.query}" if u.query else "")
+    head = f"GET {target} HTTP/1.1\r\nHost: {u.netloc}\r\nConnection: close\r\n"
+    if token:
+        head += f"Authorization: Bearer {token}\r\n"
+    buf = bytearray(READ_BUFFER)
+    view = memoryview(buf)
+    sink = open(out, "wb") if out else None
+    c0, t0 = time.thread_time(), time.perf_counter()
+    try:
+        with socket.create_connection((u.hostname, u.port)) as s:
+            s.sendall((head + "\r\n").encode())
+            got = b""
+            while b"\r\n\r\n" not in got:
+                n = s.recv_into(buf)
+                if not n:
+                    raise RuntimeError(f"{url}: closed before the end of the head")
+                got += buf[:n]
+            ttfb = time.perf_counter() - t0
+            text, rest = got.split(b"\r\n\r\n", 1)
+            status, *lines = text.decode("latin-1").split("\r\n")
+            if status.split()[1] != "200":
+                raise RuntimeError(f"{url}: {status}")
+            fields = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines)}
+
+            def more() -> memoryview:
+                n = s.recv_into(buf)
+                if not n:
+                    raise RuntimeError(f"{url}: the connection ended inside the body")
+                return view[:n]
+
+            if fields.get("transfer-encoding", "").lower() == "chunked":
+                size = _read_chunked(memoryview(rest), more, sink)
+            else:
+                length, size, data = int(fields["content-length"]), 0, memoryview(rest)
+                while True:
+                    size += len(data)
+                    if sink:
+                        sink.write(data)
+                    if size >= length:
+                        break
+                    data = more()
+    finally:
+        if sink:
+            sink.close()
+    return {"seconds": time.perf_counter() - t0, "bytes": size, "ttfb_ms": ttfb * 1000,
+            "cpu_s": time.thread_time() - c0}
+
+
+def _read_chunked(data: memoryview, more: Callable[[], memoryview], sink: BinaryIO | None) -> int:
+    """The body's bytes of a chunked response (``data``: what came after the head; ``more()``: the next read),
+    each written to ``sink``; their count. A chunk's size line may span reads: it is gathered in ``line``."""
+    size = left = 0  # the body's bytes so far; those left in the current chunk
+    line, after_chunk = b"", False  # a size line so far; whether the CRLF that ends a chunk's data comes first
+    while True:
+        pos, end = 0, len(data)
+        while pos < end:
+            if left:
+                k = min(left, end - pos)
+                if sink:
+                    sink.write(data[pos : pos + k])
+                size, pos, left = size + k, pos + k, left - k
+                after_chunk = not left
+                continue
+            part = bytes(data[pos : pos + 64])
+            before = len(line)
+            line += part
+            skip = 2 if after_chunk else 0
+            if after_chunk and len(line) >= 2 and line[:2] != b"\r\n":
+                raise RuntimeError(f"bad chunk framing: {line[:20]!r}")
+            i = line.find(b"\r\n", skip) if len(line) >= skip else -1
+            if i < 0:
+                pos += len(part)
+                continue
+            left = int(line[skip:i].split(b";")[0], 16)
+            pos += i + 2 - before
+            line, after_chunk = b"", False
+            if not left:  # the last chunk (trailers, if any, are not read: the connection closes)
+                return size
+        data = more()
+
+
+def summary(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """Runs of one download: the best (its fields and MiB/s), the median's seconds and MiB/s, every run's seconds
+    and, where the runs have them, the medians of the reader's and the server's CPU seconds."""
+    best = min(runs, key=lambda r: r["seconds"])
+    median = statistics.median(r["seconds"] for r in runs)
+    out = {**best, "mb_s": best["bytes"] / MIB / best["seconds"], "median_s": median,
+           "median_mb_s": best["bytes"] / MIB / median, "runs_s": [round(r["seconds"], 3) for r in runs]}
+    for key, name in (("cpu_s", "reader_cpu_s"), ("server_cpu_s", "server_cpu_s")):
+        if all(key in r for r in runs):
+            out[name] = round(statistics.median(r[key] for r in runs), 3)
+    return out
+
+
+def interleaved(rounds: int, sides: dict[str, Callable[[], dict[str, float]]]) -> dict[str, dict[str, Any]]:
+    """Each side's ``summary`` over ``rounds`` runs made in turns (a, b, a, b, ...): a spell of load on the
+    machine hits every side alike, where runs of one side then the other would put it all on one."""
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in sides}
+    for _ in range(rounds):
+        for k, fn in sides.items():
+            runs[k].append(fn())
+    return {k: summary(v) for k, v in runs.items()}
 
 
 def best_of(reps: int, fn) -> dict[str, float]:  # type: ignore[no-untyped-def]

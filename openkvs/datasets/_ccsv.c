@@ -24,6 +24,9 @@ Python API (formats.py wraps it):
     lines(table, items: list[bytes], start: int) -> (bytes, stop)
         the csv lines (each ending CRLF) of items[start:stop]; stop == len(items), or the index of the first item
         left to Python.
+    joined_lines(table, data: bytes, start: int) -> (bytes, stop)
+        the same for the items of data[start:] joined by b"\n" (storage's joined pieces): the lines of those in
+        data[start:stop]; stop == len(data), or the offset of the first item left to Python.
 */
 
 #define PY_SSIZE_T_CLEAN
@@ -787,6 +790,75 @@ static int item(Walk *w, const char *data, Py_ssize_t n)
     return r;
 }
 
+/* One item's bytes. */
+typedef struct {
+    const char *p;
+    Py_ssize_t n;
+} Span;
+
+/* The csv lines of items[0:count] (``longest``: the longest item's length, ``total``: about their sum), walked
+   without the GIL: a bytes object, and in *done how many items it holds (count, or the first left to Python). The
+   items' bytes must stay as they are meanwhile (the callers hold them). NULL with an exception set on no memory. */
+static PyObject *render(const Table *t, const Span *items, Py_ssize_t count, Py_ssize_t longest, Py_ssize_t total,
+                        Py_ssize_t *done)
+{
+    Walk w = {.t = t};
+    Out o = {0};
+    PyObject *result = NULL;
+    Py_ssize_t *line_at = PyMem_Malloc(((size_t)count + 1) * sizeof(Py_ssize_t)); /* where each item's line starts */
+    w.cells = PyMem_Calloc((size_t)t->ncols, sizeof(Cell));
+    w.scratch_cap = longest + 16;
+    w.scratch = PyMem_Malloc((size_t)w.scratch_cap);
+    w.path = PyMem_Malloc((size_t)t->maxlen + 1);
+    w.keys_cap = 64;
+    w.keys = PyMem_RawMalloc((size_t)w.keys_cap * sizeof(struct Key));
+    w.deferred_cap = 16;
+    w.deferred = PyMem_RawMalloc((size_t)w.deferred_cap * sizeof(struct Deferred));
+    o.cap = total > 0 ? total : 64; /* csv is mostly shorter than the JSON it comes from; grown if not */
+    o.buf = PyMem_RawMalloc((size_t)o.cap);
+    if (line_at == NULL || w.cells == NULL || w.scratch == NULL || w.path == NULL || w.keys == NULL ||
+        w.deferred == NULL || o.buf == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int r = OK;
+    Py_ssize_t k = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (; k < count; k++) {
+        w.current = k;
+        line_at[k] = o.len;
+        r = item(&w, items[k].p, items[k].n);
+        if (r == OK && !line(t, w.cells, &o))
+            r = ERROR;
+        if (r != OK)
+            break;
+    }
+    line_at[k] = o.len;
+    Py_END_ALLOW_THREADS
+    if (r == ERROR) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* The deferred float texts, in item order: the lines end before the first item with one that is not repr. */
+    for (Py_ssize_t d = 0; d < w.ndeferred; d++) {
+        if (!float_is_repr(w.deferred[d].s, w.deferred[d].n)) {
+            k = w.deferred[d].item;
+            break;
+        }
+    }
+    result = PyBytes_FromStringAndSize(o.buf, line_at[k]);
+    *done = k;
+done:
+    PyMem_Free(line_at);
+    PyMem_Free(w.cells);
+    PyMem_Free(w.scratch);
+    PyMem_Free(w.path);
+    PyMem_RawFree(w.keys);
+    PyMem_RawFree(w.deferred);
+    PyMem_RawFree(o.buf);
+    return result;
+}
+
 static PyObject *lines(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *capsule, *items;
@@ -813,23 +885,10 @@ static PyObject *lines(PyObject *Py_UNUSED(self), PyObject *args)
         if (total < PY_SSIZE_T_MAX / 2 - len)
             total += len;
     }
-    Py_ssize_t count = stop - start;
-    Walk w = {.t = t};
-    Out o = {0};
-    PyObject *result = NULL, **held = PyMem_Calloc((size_t)count + 1, sizeof(PyObject *));
-    Py_ssize_t *line_at = PyMem_Malloc(((size_t)count + 1) * sizeof(Py_ssize_t)); /* where each item's line starts */
-    w.cells = PyMem_Calloc((size_t)t->ncols, sizeof(Cell));
-    w.scratch_cap = longest + 16;
-    w.scratch = PyMem_Malloc((size_t)w.scratch_cap);
-    w.path = PyMem_Malloc((size_t)t->maxlen + 1);
-    w.keys_cap = 64;
-    w.keys = PyMem_RawMalloc((size_t)w.keys_cap * sizeof(struct Key));
-    w.deferred_cap = 16;
-    w.deferred = PyMem_RawMalloc((size_t)w.deferred_cap * sizeof(struct Deferred));
-    o.cap = total > 0 ? total : 64; /* csv is mostly shorter than the JSON it comes from; grown if not */
-    o.buf = PyMem_RawMalloc((size_t)o.cap);
-    if (held == NULL || line_at == NULL || w.cells == NULL || w.scratch == NULL || w.path == NULL || w.keys == NULL ||
-        w.deferred == NULL || o.buf == NULL) {
+    Py_ssize_t count = stop - start, done = 0;
+    PyObject *result = NULL, *text, **held = PyMem_Calloc((size_t)count + 1, sizeof(PyObject *));
+    Span *spans = PyMem_Malloc(((size_t)count + 1) * sizeof(Span));
+    if (held == NULL || spans == NULL) {
         PyErr_NoMemory();
         goto done;
     }
@@ -838,51 +897,73 @@ static PyObject *lines(PyObject *Py_UNUSED(self), PyObject *args)
     for (Py_ssize_t k = 0; k < count; k++) {
         held[k] = PyList_GET_ITEM(items, start + k);
         Py_INCREF(held[k]);
+        spans[k] = (Span){PyBytes_AS_STRING(held[k]), PyBytes_GET_SIZE(held[k])};
     }
-    int r = OK;
-    Py_ssize_t k = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (; k < count; k++) {
-        w.current = k;
-        line_at[k] = o.len;
-        r = item(&w, PyBytes_AS_STRING(held[k]), PyBytes_GET_SIZE(held[k]));
-        if (r == OK && !line(t, w.cells, &o))
-            r = ERROR;
-        if (r != OK)
-            break;
-    }
-    line_at[k] = o.len;
-    Py_END_ALLOW_THREADS
-    if (r == ERROR) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    /* The deferred float texts, in item order: the lines end before the first item with one that is not repr. */
-    for (Py_ssize_t d = 0; d < w.ndeferred; d++) {
-        if (!float_is_repr(w.deferred[d].s, w.deferred[d].n)) {
-            k = w.deferred[d].item;
-            break;
-        }
-    }
-    result = Py_BuildValue("(y#n)", o.buf, line_at[k], start + k);
+    if ((text = render(t, spans, count, longest, total, &done)) != NULL)
+        result = Py_BuildValue("(Nn)", text, start + done);
 done:
     if (held != NULL)
         for (Py_ssize_t j = 0; j < count; j++)
             Py_XDECREF(held[j]);
     PyMem_Free(held);
-    PyMem_Free(line_at);
-    PyMem_Free(w.cells);
-    PyMem_Free(w.scratch);
-    PyMem_Free(w.path);
-    PyMem_RawFree(w.keys);
-    PyMem_RawFree(w.deferred);
-    PyMem_RawFree(o.buf);
+    PyMem_Free(spans);
+    return result;
+}
+
+/* joined_lines: the items of a piece of storage's joined bytes (items separated by b"\n", which stored JSON never
+   holds raw), without a bytes object per item: storage's split of its packed rows into items, and those objects'
+   allocation and release, were a sixth of a csv export's CPU (BENCHMARKS.md, issue 13 exports). */
+static PyObject *joined_lines(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *capsule;
+    Py_buffer data;
+    Py_ssize_t start;
+    if (!PyArg_ParseTuple(args, "Oy*n:joined_lines", &capsule, &data, &start))
+        return NULL;
+    PyObject *result = NULL, *text;
+    Span *spans = NULL;
+    Table *t = PyCapsule_GetPointer(capsule, CAPSULE);
+    if (t == NULL)
+        goto done;
+    const char *base = data.buf, *end = base + data.len;
+    if (start < 0 || start > data.len) {
+        PyErr_SetString(PyExc_IndexError, "start out of range");
+        goto done;
+    }
+    Py_ssize_t count = 0, longest = 0, done = 0;
+    if (start < data.len) { /* items: one more than the separators after start */
+        count = 1;
+        for (const char *p = base + start; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+            count++;
+    }
+    spans = PyMem_Malloc(((size_t)count + 1) * sizeof(Span));
+    if (spans == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const char *p = base + start;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *stop = nl != NULL ? nl : end;
+        spans[k] = (Span){p, stop - p};
+        if (stop - p > longest)
+            longest = stop - p;
+        p = stop + 1;
+    }
+    /* (the buffer is held until the call returns: bytes, which nothing changes) */
+    if ((text = render(t, spans, count, longest, data.len - start, &done)) != NULL)
+        result = Py_BuildValue("(Nn)", text, done < count ? spans[done].p - base : data.len);
+done:
+    PyMem_Free(spans);
+    PyBuffer_Release(&data);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"prepare", prepare, METH_VARARGS, "prepare(columns, delimiter): the table lines() takes, or None."},
     {"lines", lines, METH_VARARGS, "lines(table, items, start): (csv lines of items[start:stop], stop)."},
+    {"joined_lines", joined_lines, METH_VARARGS,
+     "joined_lines(table, data, start): (csv lines of the items of data[start:stop] (items joined by b'\\n'), stop)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -97,6 +97,14 @@ class Renderer:
         one batch of them): ``rows_of`` gives one stored item's rows, the general path."""
         return self.rows([row for raw in items for row in rows_of(raw)])
 
+    @property
+    def renders_joined(self) -> bool:
+        """Whether ``joined_rows`` takes storage's joined pieces of unchanged items (csv, by _ccsv.c)."""
+        return False
+
+    def joined_rows(self, joined: bytes, rows_of: Callable[[bytes], list[dict[str, Any]]]) -> bytes:
+        raise TypeError(f"{self.options.name} can't render joined pieces")
+
     # raw_joined(items joined by raw_separator): the pieces of what raw_json gives for those items, from storage's
     # joined bytes (the piece itself is not copied: it may be megabytes).
     raw_separator = b"\n"
@@ -205,6 +213,27 @@ class CsvRenderer(TabularRenderer):
         if _ccsv is not None:
             self._table = _ccsv.prepare(self.columns, self._delimiter)
         return out
+
+    @property
+    def renders_joined(self) -> bool:
+        """Whether ``joined_rows`` takes storage's joined pieces (_ccsv.c is there for these columns; after start)."""
+        return self._table is not None
+
+    def joined_rows(self, joined: bytes, rows_of: Callable[[bytes], list[dict[str, Any]]]) -> bytes:
+        """``stored_rows`` of the stored items in ``joined`` (storage's joined piece: items separated by b"\\n"),
+        without a bytes object per item: _ccsv.c finds them in the piece. Only when ``renders_joined``."""
+        assert self._table is not None
+        pieces = []
+        at, n = 0, len(joined)
+        while at < n:
+            piece, at = _ccsv.joined_lines(self._table, joined, at)
+            pieces.append(piece)
+            if at < n:  # an item left to Python: the general path for it, then the C again after it
+                end = joined.find(b"\n", at)
+                end = n if end < 0 else end
+                pieces.append(self.rows(rows_of(joined[at:end])))
+                at = end + 1
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def stored_rows(self, items: list[bytes], rows_of: Callable[[bytes], list[dict[str, Any]]]) -> bytes:
         """The lines of unchanged stored items by _ccsv.c, from their bytes, without parsing them into values (8.5

@@ -190,47 +190,69 @@ def _read_items(conn: sqlite3.Connection, store_id: str, lo: int, hi: int, desc:
 def _pieces(rows: Iterator[tuple[int, bytes]], sep: bytes, batch: int, size: int) -> Generator[bytes, None, None]:
     """``rows`` (what _parts gives) as pieces of the items joined by ``sep``, each as many as fit in ``batch`` items
     and ``size`` bytes (a single item past that alone): every piece but the last is full, its next item would pass
-    one of the two. Whole rows go through untouched with b"\\n"; a row is cut between items where a piece ends."""
-    pending: list[bytes] = []  # the piece so far: rows (or runs of a row's items), each joined by b"\n"
+    one of the two. Whole rows go through untouched with b"\\n"; a row is cut between items where a piece ends, by
+    byte offsets into it (its items found with find/rfind/count, views of it joined: one copy of the bytes, where
+    splitting the row into items and joining them again was a third of a jsonl export's storage read)."""
+    pending: list[bytes | memoryview] = []  # the piece so far: rows (or runs of a row's items), each joined by b"\n"
     count = length = 0  # its items and its length once joined by ``sep``
     grow = len(sep) - 1  # what each b"\n" between items becomes
 
     def emit() -> bytes:
         nonlocal pending, count, length
-        data = b"\n".join(pending) if len(pending) > 1 else pending[0]
+        data = b"\n".join(pending) if len(pending) > 1 else bytes(pending[0])  # (bytes(a bytes object): itself)
         pending, count, length = [], 0, 0
         return data if sep == b"\n" else data.replace(b"\n", sep)
 
     for n, part in rows:
+        at = 0  # where the row's first item not taken yet starts
         while n:
             take = min(n, batch - count)
-            head, rest = (part, b"") if take == n else _cut(part, take)
-            extra = len(head) + (take - 1) * grow + (len(sep) if pending else 0)
+            end = len(part) if take == n else _item_end(part, at, take)
+            extra = end - at + (take - 1) * grow + (len(sep) if pending else 0)
             if length + extra > size:  # as many of these items as fit (an empty piece takes the first whatever size)
-                used = length - (0 if pending else len(sep))
-                fit = 0
-                for item in head.split(b"\n"):
-                    if used + len(sep) + len(item) > size and (pending or fit):
-                        break
-                    used, fit = used + len(sep) + len(item), fit + 1
-                if not fit:
+                take, end = _fit(part, at, end, sep, size - length - (len(sep) if pending else 0), not pending)
+                if not take:
                     yield emit()
                     continue
-                take, extra = fit, used - length
-                head, rest = (part, b"") if take == n else _cut(part, take)
-            pending.append(head)
+                extra = end - at + (take - 1) * grow + (len(sep) if pending else 0)
+            pending.append(part if at == 0 and end == len(part) else memoryview(part)[at:end])
             count, length = count + take, length + extra
-            part, n = rest, n - take
+            at, n = end + 1, n - take
             if n or count == batch or length >= size:
                 yield emit()
     if pending:
         yield emit()
 
 
-def _cut(part: bytes, k: int) -> tuple[bytes, bytes]:
-    """A run of items joined by b"\\n" (more than ``k``) cut after its first ``k``."""
-    items = part.split(b"\n", k)
-    return b"\n".join(items[:k]), items[k]
+def _item_end(part: bytes, at: int, k: int) -> int:
+    """Where the ``k``-th item of ``part`` from offset ``at`` ends (its b"\\n", or the end of ``part``)."""
+    end = at - 1
+    for _ in range(k):
+        end = part.find(b"\n", end + 1)
+    return len(part) if end < 0 else end
+
+
+def _fit(part: bytes, at: int, end: int, sep: bytes, room: int, first: bool) -> tuple[int, int]:
+    """(how many, where they end) of the items of ``part[at:end]`` that fit in ``room`` bytes once joined by
+    ``sep``: at least one when ``first`` (a piece's first item goes whatever its size)."""
+    if sep == b"\n":  # the items that fit end at the last b"\n" within room
+        cut = part.rfind(b"\n", at, at + room + 1) if room >= 0 else -1
+        if cut >= 0:
+            return part.count(b"\n", at, cut) + 1, cut
+    else:
+        used, fit, pos = -len(sep), 0, at
+        while pos < end:
+            nl = part.find(b"\n", pos, end)
+            stop = end if nl < 0 else nl
+            if used + len(sep) + stop - pos > room:
+                break
+            used, fit, pos = used + len(sep) + stop - pos, fit + 1, stop + 1
+        if fit:
+            return fit, pos - 1
+    if not first:
+        return 0, at
+    nl = part.find(b"\n", at, end)
+    return 1, end if nl < 0 else nl
 
 
 class SQLiteItemSnapshot(ItemSnapshot):
