@@ -296,7 +296,25 @@ def check_csv(ccsv: Any, items: list[Any], columns: list[str], delimiter: str) -
             raise Mismatch(f"lines of {items[start:stop]!r} ({columns!r}, {delimiter!r}): {out!r} != {expected!r}")
         done += stop - start
         start = stop + 1  # (the item at stop is Python's)
+    check_joined(ccsv, table, items)
     return done
+
+
+def check_joined(ccsv: Any, table: Any, items: list[Any]) -> None:
+    """_ccsv.joined_lines over the same items joined by b"\n", as storage keeps them (when no item holds one): from
+    each item's offset, the lines ``lines`` gives from that item, stopping at the offset of the item it stops at."""
+    if any(type(raw) is not bytes or b"\n" in raw for raw in items):
+        return
+    data = b"\n".join(items)
+    offsets = list(itertools.accumulate((len(raw) + 1 for raw in items), initial=0))
+    start = 0
+    while start < len(items):
+        out, stop = ccsv.lines(table, items, start)
+        got = ccsv.joined_lines(table, data, offsets[start])
+        want = (out, offsets[stop] if stop < len(items) else len(data))
+        if got != want:
+            raise Mismatch(f"joined_lines of {data!r} from {offsets[start]}: {got!r} != {want!r}")
+        start = stop + 1
 
 
 # What _copyrows.take's arguments may be: a lead beyond this is no piece's (the C refuses it, as it refuses a
