@@ -122,7 +122,7 @@ class _PortalTransport(httpx.BaseTransport):
         return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body), request=request)
 
 
-class _Uvicorn(uvicorn.Server):
+class QuickStopUvicorn(uvicorn.Server):
     """uvicorn's server with a main loop that ``stop_now`` ends at once (uvicorn's own looks at ``should_exit``
     every 0.1 s) and a shutdown without a pause when no connection is open: each of the suite's hundreds of
     in-process servers waited out both when it stopped."""
@@ -221,7 +221,7 @@ class InProcessServer(Server):
             access_log=False, proxy_headers=False,  # openkvs writes its own (openkvs/observe.py), as `serve` does
             server_header=False, timeout_graceful_shutdown=5,
         )
-        server = _Uvicorn(config)
+        server = QuickStopUvicorn(config)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._app, lifespan, receive_in.receive, send_out.send)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 
+import anyio.from_thread
 import pytest
 import uvicorn
 from hypothesis import HealthCheck, example, given, settings
@@ -32,6 +33,7 @@ from openkvs import cycle
 from openkvs.server import HttpProtocol
 from tests.conftest import Server, examples
 from tests.datasets.test_c_fuzz import mutate
+from tests.inprocess import QuickStopUvicorn
 
 pytestmark = pytest.mark.server_process  # sqlite_server: a real `openkvs serve`
 
@@ -76,15 +78,18 @@ def target(status: int = 200, headers: list[tuple[bytes, bytes]] = (), pieces: l
 
 @contextlib.asynccontextmanager
 async def two_servers() -> Any:
-    """(stock, ours): the app behind uvicorn's own httptools protocol and behind openkvs's, each on a port."""
+    """(stock, ours): the app behind uvicorn's own httptools protocol and behind openkvs's, each on a port. A
+    keep-alive of a second, not uvicorn's 5: every connection here sends its bytes in one write, so none is idle
+    between requests, and a stock server that keeps a connection open after its last answer (a request openkvs
+    refuses) ends it a second later."""
     started = []
     try:
         for protocol in (HttpToolsProtocol, HttpProtocol):
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
             config = uvicorn.Config(app, lifespan="off", http=protocol, ws="none", log_config=None,
-                                    access_log=False)
-            server = uvicorn.Server(config)
+                                    access_log=False, timeout_keep_alive=1)
+            server = QuickStopUvicorn(config)
             task = asyncio.create_task(server.serve([sock]))
             started.append((server, task, sock))
             while not server.started:
@@ -94,8 +99,19 @@ async def two_servers() -> Any:
     finally:
         for server, task, sock in started:
             server.should_exit = True
+            server.stop_now.set()
             await asyncio.wait_for(task, 30)
             sock.close()
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[list[Any]]:
+    """The two servers' addresses, started once for the module in a thread of their own: the header lines ours
+    remembers carry from test to test, as from one client to the next in a server that keeps running."""
+    with anyio.from_thread.start_blocking_portal() as portal, portal.wrap_async_context_manager(
+        two_servers()
+    ) as addresses:
+        yield addresses
 
 
 DATE = re.compile(rb"\r\ndate: [^\r]*")
@@ -116,13 +132,13 @@ def request(method: str, path: str, *headers: str, close: bool = False) -> bytes
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def both(*connections: bytes) -> list[tuple[bytes, bytes]]:
+def both(servers: list[Any], *connections: bytes) -> list[tuple[bytes, bytes]]:
     """Each connection's requests sent to both servers, in turn (the remembered lines carry over): what each sent
     back."""
+    stock, ours = servers
 
     async def run() -> list[tuple[bytes, bytes]]:
-        async with two_servers() as (stock, ours):
-            return [(await exchange(stock, data), await exchange(ours, data)) for data in connections]
+        return [(await exchange(stock, data), await exchange(ours, data)) for data in connections]
 
     return asyncio.run(run())
 
@@ -136,13 +152,13 @@ NAMES = [b"x-a", b"X-A", b"etag", b"content-disposition", b"x a", b"x:a", b"x\r\
 
 
 @pytest.mark.parametrize("value", VALUES)
-def test_an_echoed_value_as_uvicorn_sends_it(value: bytes) -> None:
+def test_an_echoed_value_as_uvicorn_sends_it(value: bytes, servers: list[Any]) -> None:
     """A value a client chose (echoed from its header, or decoded from its path): clean, it is sent as it is; with
     a byte that would end the line, refused as uvicorn refuses it (the connection closed, nothing of that
     response sent), and the next connection is served."""
     clean = request("GET", target(200, [(b"content-length", b"2")], [b"ok"]), close=True)
     bad = request("GET", target(200, [(b"content-length", b"2"), (b"x-test", value)], [b"ok"]), close=True)
-    results = both(clean, bad, bad, clean)  # the bad one twice: it is never remembered as clean
+    results = both(servers, clean, bad, bad, clean)  # the bad one twice: it is never remembered as clean
     for stock, ours in results:
         assert ours == stock
     assert results[0][0].startswith(b"HTTP/1.1 200 OK\r\n") and results[3][0] == results[0][0]
@@ -153,33 +169,33 @@ def test_an_echoed_value_as_uvicorn_sends_it(value: bytes) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_header_name_as_uvicorn_sends_it(name: str) -> None:
+def test_a_header_name_as_uvicorn_sends_it(name: str, servers: list[Any]) -> None:
     data = request("GET", target(200, [(name, b"v"), (b"content-length", b"0")]), close=True)
-    for stock, ours in both(data, data):
+    for stock, ours in both(servers, data, data):
         assert ours == stock
 
 
-def test_values_one_byte_apart_are_each_their_own() -> None:
+def test_values_one_byte_apart_are_each_their_own(servers: list[Any]) -> None:
     """An ETag (say) remembered, then one a byte away, alternately, pipelined on one connection: each response
     carries its own request's value, as uvicorn sends it."""
     etags = [b'"a-1"', b'"a-2"', b'"a-1"', b'"b-1"', b'"a-1 "', b'"a-1"', b'"A-1"']
     data = b"".join(request("GET", target(200, [(b"etag", e), (b"content-length", b"1")], [b"x"])) for e in etags)
     data += request("GET", target(200, [(b"content-length", b"0")]), close=True)
-    for stock, ours in both(data, data):
+    for stock, ours in both(servers, data, data):
         assert ours == stock
         assert re.findall(rb"\r\netag: ([^\r]*)\r\n", ours) == etags
 
 
-def test_a_client_header_echoed() -> None:
+def test_a_client_header_echoed(servers: list[Any]) -> None:
     """``x-echo`` as the client sent it (what httptools lets through: tab, bytes past ASCII), alternating with
     values one byte apart, pipelined; and one httptools refuses (a CR), answered 400 by openkvs's protocol."""
     values = ["abc", "abd", "abc", "a\tb", "\xe9\xff", "abc"]
     data = b"".join(request("GET", target(200, [(b"content-length", b"0")]), f"X-Echo: {v}") for v in values)
     data += request("GET", "/?s=204", close=True)
-    for stock, ours in both(data, data):
+    for stock, ours in both(servers, data, data):
         assert ours == stock
         assert re.findall(rb"\r\nx-echo: ([^\r]*)\r\n", ours) == [v.encode("latin-1") for v in values]
-    ((_, refused),) = both(b"GET /?s=200 HTTP/1.1\r\nHost: x\r\nX-Echo: a\rb\r\n\r\n")
+    ((_, refused),) = both(servers, b"GET /?s=200 HTTP/1.1\r\nHost: x\r\nX-Echo: a\rb\r\n\r\n")
     assert refused.startswith(b"HTTP/1.1 400 ") and b"x-echo" not in refused
 
 
@@ -206,22 +222,22 @@ FRAMINGS = {
 
 @pytest.mark.parametrize("framing", list(FRAMINGS))
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
-def test_framing_and_keep_alive_after_it(framing: str, method: str) -> None:
+def test_framing_and_keep_alive_after_it(framing: str, method: str, servers: list[Any]) -> None:
     """Each framing, then a plain response on the same connection (kept alive after an error or not, as uvicorn
     does); pipelined, and twice (the second with the lines remembered)."""
     headers, pieces, extra = FRAMINGS[framing]
     data = request(method, target(200, headers, pieces, extra))
     if framing not in ("no end", "start only"):  # (those wait for the app: nothing after them)
         data += request("GET", target(200, [(b"content-length", b"2")], [b"ok"]), close=True)
-    for stock, ours in (both(data, data) if framing not in ("no end", "start only") else []):
+    for stock, ours in (both(servers, data, data) if framing not in ("no end", "start only") else []):
         assert ours == stock
 
 
 @pytest.mark.parametrize("status", [200, 204, 206, 304, 404, 500])
-def test_bodyless_statuses(status: int) -> None:
+def test_bodyless_statuses(status: int, servers: list[Any]) -> None:
     data = request("GET", target(status, [(b"etag", b'"e"')])) + request("HEAD", target(status)) + request(
         "GET", target(200, [(b"content-length", b"2")], [b"ok"]), close=True)
-    for stock, ours in both(data, data):
+    for stock, ours in both(servers, data, data):
         assert ours == stock
 
 
@@ -238,11 +254,11 @@ RESPONSES = st.tuples(st.sampled_from(["GET", "HEAD"]), st.sampled_from([200, 20
 @given(st.lists(RESPONSES, min_size=1, max_size=6))
 @example([("GET", 200, [(b"etag", b'"etag-1"'), (b"content-length", b"1")], [b"x"]),
           ("GET", 200, [(b"etag", b'"etag-2"'), (b"content-length", b"2")], [b"ab"])])
-def test_any_sequence_of_responses(responses: list[Any]) -> None:
+def test_any_sequence_of_responses(servers: list[Any], responses: list[Any]) -> None:
     """Responses drawn from headers right and wrong, pipelined on one connection: byte for byte uvicorn's."""
     data = b"".join(request(method, target(status, headers, pieces)) for method, status, headers, pieces in responses)
     data += request("GET", target(200, [(b"content-length", b"0")]), close=True)
-    for stock, ours in both(data):
+    for stock, ours in both(servers, data):
         assert ours == stock
 
 
@@ -404,25 +420,25 @@ REQUEST_FORMS = {
 
 
 @pytest.mark.parametrize("form", list(REQUEST_FORMS))
-def test_request_forms(form: str) -> None:
+def test_request_forms(form: str, servers: list[Any]) -> None:
     """HTTP/1.0 (closed after the response unless kept alive; a chunked answer is then closed), 100 Continue, a
     chunked request body, HEADs pipelined, an error then another request, the app closing: uvicorn's bytes."""
     data = REQUEST_FORMS[form]
-    for stock, ours in both(data, data):
+    for stock, ours in both(servers, data, data):
         assert ours == stock
 
 
 @pytest.mark.parametrize("valid", [1, 2, 3])
 @pytest.mark.parametrize("bad", [b"\x00\x01 garbage\r\n\r\n", b"GET /#x HTTP/1.1\r\nHost: x\r\n\r\n",
                                  b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"])
-def test_what_is_not_http_after_requests_in_the_same_write(valid: int, bad: bytes) -> None:
+def test_what_is_not_http_after_requests_in_the_same_write(valid: int, bad: bytes, servers: list[Any]) -> None:
     """Requests, then what is refused (not HTTP, a '#' in the target, a transfer coding not implemented), in one
     write: each request answered as uvicorn answers it alone, then the refusal (openkvs's 400 or 501), then the
     connection closed. (uvicorn's own protocol writes its 400 at once and closes: the answers to the requests
     before it are lost.)"""
     requests = [request("GET", target(200, [(b"content-length", b"3"), (b"x-n", b"%d" % i)], [b"abc"]))
                 for i in range(valid)]
-    results = both(*[r + request("GET", "/?s=204", close=True) for r in requests], b"".join(requests) + bad)
+    results = both(servers, *[r + request("GET", "/?s=204", close=True) for r in requests], b"".join(requests) + bad)
     answers = [stock.rpartition(b"HTTP/1.1 204 ")[0] for stock, _ in results[:valid]]
     ours = results[valid][1]
     assert ours.startswith(b"".join(answers)), ours
@@ -507,7 +523,7 @@ def test_damaged_request_streams(requests: list[bytes], rng: Any, at_once: bool)
         sock.bind(("127.0.0.1", 0))
         config = uvicorn.Config(plain_app, lifespan="off", http=HttpProtocol, ws="none", log_config=None,
                                 access_log=False, timeout_keep_alive=1)
-        server = uvicorn.Server(config)
+        server = QuickStopUvicorn(config)
         task = asyncio.create_task(server.serve([sock]))
         try:
             while not server.started:
@@ -531,6 +547,7 @@ def test_damaged_request_streams(requests: list[bytes], rng: Any, at_once: bool)
             assert await exchange(sock.getsockname(), request("GET", "/z", close=True)) != b""
         finally:
             server.should_exit = True
+            server.stop_now.set()
             await asyncio.wait_for(task, 30)
             sock.close()
 

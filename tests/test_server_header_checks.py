@@ -13,6 +13,7 @@ import uvicorn
 
 from openkvs import cycle
 from openkvs.server import HttpProtocol
+from tests.inprocess import QuickStopUvicorn
 
 CLEAN = b"the same value on every response"
 SPLIT = b"x\r\nset-cookie: evil=1"  # a value that would add a header of its own
@@ -39,7 +40,7 @@ def served(paths: list[str]) -> list[bytes]:
         sock.bind(("127.0.0.1", 0))
         config = uvicorn.Config(app, lifespan="off", http=HttpProtocol, ws="none", log_config=None,
                                 access_log=False)
-        server = uvicorn.Server(config)
+        server = QuickStopUvicorn(config)
         task = asyncio.create_task(server.serve([sock]))
         while not server.started:
             assert not task.done(), task
@@ -53,6 +54,7 @@ def served(paths: list[str]) -> list[bytes]:
                 writer.close()
         finally:
             server.should_exit = True
+            server.stop_now.set()
             await asyncio.wait_for(task, 30)
             sock.close()
         return got
