@@ -25,6 +25,7 @@ that many items (SQLite, and PostgreSQL unless ``--backends`` leaves it out).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -172,32 +173,46 @@ def _cpu(pid: int) -> float:
 
 
 def push_rates(srv: h.Server, token: str, quick: bool, seconds: float | None = None) -> list[dict[str, Any]]:
+    """Items per second of pushes of 1, 100 and 1,000 items, and of the same bytes PUT as one record each, in
+    turns (ROUNDS rounds of a push stretch then a PUT stretch, so that the machine's moods and the storage's
+    checkpoints fall on both alike); the server's CPU per item of each. The dataset and the store are deleted
+    after each batch size: a run leaves the data set as it found it (its pushes grew it by ~1 GB a run, and the
+    ratio drifted down run after run)."""
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     seconds = seconds or (3.0 if quick else 10.0)
+    rounds = 2 if quick else 5
     out = []
     with httpx.Client(base_url=srv.url, headers=headers, timeout=120) as c:
         for batch in (1, 100, 1000):
             body = json.dumps([item(i) for i in range(batch)], separators=(",", ":")).encode()
             name = f"push-{batch}-{time.time_ns()}"
-            ds_items = f"/v2/datasets/{c.post('/v2/datasets', params={'name': name}).json()['data']['id']}/items"
-            kvs = c.post("/v2/key-value-stores", params={"name": name}).json()["data"]["id"]
+            ds = f"/v2/datasets/{c.post('/v2/datasets', params={'name': name}).json()['data']['id']}"
+            kvs = f"/v2/key-value-stores/{c.post('/v2/key-value-stores', params={'name': name}).json()['data']['id']}"
+            keys = itertools.count()
 
-            def push(n: int, url: str = ds_items, body: bytes = body) -> None:
+            def push(n: int, url: str = f"{ds}/items", body: bytes = body) -> None:
                 r = c.post(url, content=body)
                 assert r.status_code == 201, r.text
 
-            def put(n: int, kvs: str = kvs, body: bytes = body) -> None:
-                r = c.put(f"/v2/key-value-stores/{kvs}/records/k{n}", content=body)
+            def put(n: int, kvs: str = kvs, body: bytes = body, keys: Any = keys) -> None:
+                r = c.put(f"{kvs}/records/k{next(keys)}", content=body)
                 assert r.status_code in (200, 201), r.text
 
             # the server's CPU per item too: on a shared machine the steadier measure
-            cpu0 = _cpu(srv.pid)
-            items_s, pushes = _rate(seconds, batch, push)
-            cpu1 = _cpu(srv.pid)
-            record_items_s, puts = _rate(seconds, batch, put)
-            cpu2 = _cpu(srv.pid)
-            cpu_us, record_cpu_us = (cpu1 - cpu0) / pushes / batch * 1e6, (cpu2 - cpu1) / puts / batch * 1e6
-            out.append({"batch": batch, "body_bytes": len(body), "items_s": round(items_s),
+            took = {"push": [0.0, 0, 0.0], "put": [0.0, 0, 0.0]}  # seconds, calls, CPU seconds
+            for _ in range(rounds):
+                for side, send in (("push", push), ("put", put)):
+                    cpu0, t0 = _cpu(srv.pid), time.monotonic()
+                    _, calls = _rate(seconds / rounds, batch, send)
+                    took[side][0] += time.monotonic() - t0
+                    took[side][1] += calls
+                    took[side][2] += _cpu(srv.pid) - cpu0
+            c.delete(ds)
+            c.delete(kvs)
+            (push_s, pushes, push_cpu), (put_s, puts, put_cpu) = took["push"], took["put"]
+            items_s, record_items_s = pushes * batch / push_s, puts * batch / put_s
+            cpu_us, record_cpu_us = push_cpu / pushes / batch * 1e6, put_cpu / puts / batch * 1e6
+            out.append({"batch": batch, "body_bytes": len(body), "rounds": rounds, "items_s": round(items_s),
                         "record_items_s": round(record_items_s), "ratio": round(items_s / record_items_s, 3),
                         "cpu_us_item": round(cpu_us, 2), "record_cpu_us_item": round(record_cpu_us, 2),
                         "cpu_ratio": round(record_cpu_us / cpu_us, 3)})
