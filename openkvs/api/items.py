@@ -470,13 +470,13 @@ class _Rows:
     def __init__(self, renderer: Any, shape: pipeline.Shape, batch: list[bytes], *, first: int | None = None) -> None:
         """``first``: at most this many rows in the first piece (None: EXPORT_BATCH)."""
         self._renderer = renderer
-        self._shape = shape
         self._most = EXPORT_BATCH if first is None else first  # rows in the next piece at most
         # Unchanged items make a row each at most: the renderer's stored_rows takes their stored bytes (csv renders
         # them without parsing them), pieces cut where their sizes add up (``_stored_cut``: no Python per item,
         # which was a seventh of a csv row's CPU, with the GIL held). Other rows are lazy: parsed, unwound and
         # rendered in the thread, piece by piece, each as (row, the size of its stored item).
         self._stored: list[bytes] | None = batch if shape.identity else None
+        self._rows_of = _rows_of(shape)  # (an item the renderer leaves to the general path)
         self._at = 0  # the first stored item not rendered yet
         self._ends: list[int] = []  # each stored item's end in the batch's bytes (made in the thread)
         self._rows: Iterator[tuple[dict[str, Any], int]] = iter(())
@@ -507,10 +507,6 @@ class _Rows:
         ends = self._ends
         over = bisect_left(ends, (ends[at - 1] if at else 0) + PIECE_BYTES, at)  # the item that reaches PIECE_BYTES
         return min(over + 1, at + self._most, len(items))
-
-    def _rows_of(self, raw: bytes) -> list[dict[str, Any]]:
-        return list(self._shape.iter_rows(itemjson.load(raw)))
-
 
 def _rows_of(shape: pipeline.Shape) -> Callable[[bytes], list[dict[str, Any]]]:
     """The rows of one stored item by the general path (parsed, then the shape's rows)."""
