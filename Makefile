@@ -33,10 +33,12 @@ install: $(TEST_STAMP)  ## create .venv and install openkvs with the test depend
 run: $(RUN_STAMP)  ## start openkvs on http://127.0.0.1:8000 with its data in ./data
 	$(BIN)/openkvs serve --data-dir ./data
 
-# The suite runs in TEST_WORKERS processes (pytest-xdist; the machine's 2 cores by default, 0: in this process),
-# each test file whole in one of them, so that a module's shared servers start once. Each worker has its own
-# ports, PostgreSQL schemas, Redis key prefixes and temporary directories (tests/conftest.py makes them unique).
-TEST_WORKERS ?= 2
+# The suite runs in TEST_WORKERS processes (pytest-xdist; 0: in this process), each test file whole in one of them,
+# so that a module's shared servers start once. Each worker has its own ports, PostgreSQL schemas, Redis key
+# prefixes and temporary directories (tests/conftest.py makes them unique). Four on two cores: much of the suite
+# waits (on servers it starts, PostgreSQL, the S3 server, timeouts under test), and four workers fill those waits.
+# Measured on 2 cores, quiet (BENCHMARKS.md): 2 workers 3:30, 3 2:53, 4 2:45, 6 3:00.
+TEST_WORKERS ?= 4
 
 # Bytecode is written even where PYTHONDONTWRITEBYTECODE is set: without it every pytest worker compiles and
 # rewrites the assertions of every test module again on each run (about 10 s of CPU per worker), and every server
