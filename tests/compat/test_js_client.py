@@ -5,6 +5,7 @@ failure. Dependencies are installed once into tests/compat/js/node_modules (`npm
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -35,11 +36,17 @@ def node_modules() -> Path:
     node = need("node")
     npm = need("npm")
     target = JS_DIR / "node_modules" / "apify-client"
-    if not target.is_dir():
-        out = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True, text=True, timeout=600
-        )
-        assert out.returncode == 0, f"npm ci failed:\n{out.stdout}\n{out.stderr}"
+    # Three test files use this fixture, and pytest-xdist may run them at once in different workers. `npm ci` first
+    # deletes node_modules, so one worker's install would pull the client from under another's running test: the
+    # workers take turns on a lock, and the first installs. npm writes its hidden lock file last, so a folder left
+    # by an install that was killed half-way is installed again.
+    with open(JS_DIR / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (JS_DIR / "node_modules" / ".package-lock.json").is_file():
+            out = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True, text=True, timeout=600
+            )
+            assert out.returncode == 0, f"npm ci failed:\n{out.stdout}\n{out.stderr}"
     version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
     assert int(version.lstrip("v").split(".")[0]) >= 18, f"Node.js {version} is too old (the client needs 18+)"
     return target
