@@ -1,17 +1,21 @@
-"""A TCP forwarder that a test can cut: openkvs talks to the S3 server through it, and ``down()`` makes the
-S3 server unreachable (open connections reset, new ones refused) without stopping the server other tests use."""
+"""A TCP forwarder that a test can cut, slow down or make lose a message, between a client and a server it
+doesn't stop (other tests use it): ``down()`` makes the server unreachable (open connections reset, new ones
+refused), ``rate`` passes the server's answers slowly (a download through it takes long enough to be interrupted
+midway on any machine), and a subclass's ``passes`` decides what goes through."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 from tests.conftest import free_port
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, rate: int = 0) -> None:
         self.target = (target_host, target_port)
+        self.rate = rate  # bytes a second of the server's answers on connections opened from now on (0: no limit)
         self.port = free_port()
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
@@ -73,18 +77,25 @@ class TcpProxy:
             # Pieces forwarded as they come, not held back by Nagle until the peer's delayed ACK (40 ms each).
             for sock in (client, server):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+            conn: dict[str, object] = {}  # what ``passes`` keeps about this connection
+            threading.Thread(target=self._pipe, args=(client, server, True, conn, 0), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False, conn, self.rate), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+    def passes(self, data: bytes, asking: bool, conn: dict[str, object]) -> bool:
+        """Whether ``data`` goes on: from the client if ``asking``, else the server's answer. False closes the
+        connection instead (both ends), as a network that fails there."""
+        return True
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, asking: bool, conn: dict[str, object], rate: int) -> None:
         try:
-            while True:
-                data = src.recv(1 << 16)
-                if not data:
+            while data := src.recv(16384 if rate else 1 << 16):
+                if not self.passes(data, asking, conn):
                     break
                 dst.sendall(data)
-                if counted:
+                if not asking:
                     self.forwarded += len(data)
+                if rate:
+                    time.sleep(len(data) / rate)
         except OSError:
             pass
         finally:

@@ -23,8 +23,9 @@ import pytest
 from openkvs.client.download import download, part_paths
 from openkvs.client.http import endpoint
 from openkvs.client.progress import Progress
+from tests.tcpproxy import TcpProxy
 
-from .helpers import SlowProxy, client_env, run
+from .helpers import client_env, run
 
 
 class Cut(Progress):
@@ -139,7 +140,7 @@ AS_FROM_A_TERMINAL = (
 def test_ctrl_c_leaves_a_resumable_part_and_the_next_run_finishes_it(
     shared_server: Any, big_store: str, tmp_path: Path
 ) -> None:
-    proxy = SlowProxy(int(shared_server.url.rsplit(":", 1)[1]))
+    proxy = TcpProxy("127.0.0.1", int(shared_server.url.rsplit(":", 1)[1]), rate=256 * 1024)
     out = tmp_path / "big.zip"
     part, meta = part_paths(out)
     try:
@@ -159,7 +160,7 @@ def test_ctrl_c_leaves_a_resumable_part_and_the_next_run_finishes_it(
         proxy.rate = 0  # the same server address (the partial file belongs to it), at full speed
         done = run(shared_server, "download", big_store, "-o", str(out), OPENKVS_URL=proxy.url)
     finally:
-        proxy.close()
+        proxy.down()
     assert "from an earlier attempt" in done.stdout
     with shared_server.client() as c:
         assert out.read_bytes() == archive(c, big_store)
@@ -172,7 +173,7 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(
     plain = run(shared_server, "download", big_store, "-o", str(tmp_path / "plain.zip"))
     assert "plain.zip" in plain.stderr and "100%" in plain.stderr and "/s" in plain.stderr
     assert "\r" not in plain.stderr and "\x1b" not in plain.stderr
-    proxy = SlowProxy(int(shared_server.url.rsplit(":", 1)[1]), rate=2_000_000)  # a second: the bar redraws
+    proxy = TcpProxy("127.0.0.1", int(shared_server.url.rsplit(":", 1)[1]), rate=2_000_000)  # a second: the bar redraws
     master, slave = pty.openpty()
     try:
         proc = subprocess.Popen(
@@ -192,7 +193,7 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(
             screen += data
         assert proc.wait(60) == 0
     finally:
-        proxy.close()
+        proxy.down()
         os.close(master)
     text = screen.decode(errors="replace")
     assert "━" in text and "B/s" in text and "1.9/1.9 MiB" in text and "\x1b[" in text, text[-500:]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from openkvs.client import localdataset
+from tests.tcpproxy import TcpProxy
 
 from .helpers import run
 
@@ -162,48 +162,21 @@ def test_an_export_streams_into_a_folder_of_its_own(sqlite_server: Any, tmp_path
     shutil.rmtree(out / "datasets" / "api-made")
 
 
-class LoseFirstPushAnswer:
+class LoseFirstPushAnswer(TcpProxy):
     """A TCP proxy to the server that passes everything but the answer to the first push (POST .../items): once
     the server answers it (the items stored), the connection is closed instead, as a network that fails then."""
 
     def __init__(self, port: int) -> None:
-        self.target = port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.lost = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__("127.0.0.1", port)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                down, _ = self.listener.accept()
-            except OSError:
-                return
-            up = socket.create_connection(("127.0.0.1", self.target))
-            pushing = threading.Event()
-            threading.Thread(target=self._pipe, args=(down, up, pushing, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(up, down, pushing, False), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, pushing: threading.Event, asking: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if asking and data.startswith(b"POST /v2/datasets/") and b"/items" in data.split(b"\r\n")[0]:
-                    pushing.set()
-                if not asking and pushing.is_set() and not self.lost.is_set():
-                    self.lost.set()
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.listener.close()
+    def passes(self, data: bytes, asking: bool, conn: dict[str, object]) -> bool:
+        if asking and data.startswith(b"POST /v2/datasets/") and b"/items" in data.split(b"\r\n")[0]:
+            conn["pushing"] = True
+        if not asking and conn.get("pushing") and not self.lost.is_set():
+            self.lost.set()
+            return False
+        return True
 
 
 def test_a_push_whose_answer_was_lost_is_not_sent_again(sqlite_server: Any, tmp_path: Path,
@@ -219,6 +192,6 @@ def test_a_push_whose_answer_was_lost_is_not_sent_again(sqlite_server: Any, tmp_
     try:
         run(SimpleNamespace(url=proxy.url, token=sqlite_server.token), "import", str(storage), "-q")
     finally:
-        proxy.close()
+        proxy.down()
     assert proxy.lost.is_set() and no_backoff  # (the answer was lost, and the command waited to try again)
     assert api_items(sqlite_server, "~lost-answer") == items
