@@ -37,7 +37,7 @@ run: $(RUN_STAMP)  ## start openkvs on http://127.0.0.1:8000 with its data in ./
 # so that a module's shared servers start once. Each worker has its own ports, PostgreSQL schemas, Redis key
 # prefixes and temporary directories (tests/conftest.py makes them unique). Four on two cores: much of the suite
 # waits (on servers it starts, PostgreSQL, the S3 server, timeouts under test), and four workers fill those waits.
-# Measured on 2 cores, quiet (BENCHMARKS.md): 2 workers 3:30, 3 2:53, 4 2:45, 6 3:00.
+# Measured on 2 cores, quiet (BENCHMARKS.md): 2 workers 3:30, 3 2:53, 4 2:45, 6 3:03.
 TEST_WORKERS ?= 4
 
 # Bytecode is written even where PYTHONDONTWRITEBYTECODE is set: without it every pytest worker compiles and
