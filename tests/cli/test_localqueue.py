@@ -94,6 +94,25 @@ def api_head(server: Any, queue: str) -> list[str]:
                                                params={"limit": 1000}).json()["data"]["items"]]
 
 
+def test_an_export_counts_as_a_client_of_the_queue(shared_server: Any, tmp_path: Path) -> None:
+    """What the README says: the export reads the head and the requests without a clientKey, which the contract
+    counts as a client, so a crawler's queue says hadMultipleClients once it was exported."""
+    name = f"counted-{shared_server.backend.replace('+', '-')}"
+    with shared_server.client() as c:
+        queue = c.post("/v2/request-queues", params={"name": name}).json()["data"]["id"]
+        added = c.post(f"/v2/request-queues/{queue}/requests", params={"clientKey": "crawler"},
+                       json={"url": "https://example.com/a", "uniqueKey": "a"})
+        assert added.status_code == 201, added.text
+
+        def multiple() -> bool:
+            head = c.get(f"/v2/request-queues/{queue}/head", params={"clientKey": "crawler"}).json()["data"]
+            return bool(head["hadMultipleClients"])
+
+        assert not multiple()
+        run(shared_server, "export", "--queue", f"~{name}", str(tmp_path / "out"), "-q")
+        assert multiple()
+
+
 @pytest.mark.parametrize("save_state", [True, False], ids=["state saved", "no state"])
 def test_crawlee_queues_round_trip_through_import_and_export(shared_server: Any, tmp_path: Path,
                                                              save_state: bool) -> None:
