@@ -1,7 +1,8 @@
 """A TCP forwarder that a test can cut, slow down or make lose a message, between a client and a server it
 doesn't stop (other tests use it): ``down()`` makes the server unreachable (open connections reset, new ones
 refused), ``rate`` passes the server's answers slowly (a download through it takes long enough to be interrupted
-midway on any machine), and a subclass's ``passes`` decides what goes through."""
+midway on any machine), and a subclass's ``relay`` decides what goes through (a message lost, a connection cut
+midway, a byte changed on the wire)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None
         self.forwarded = 0  # bytes from the target to clients, so far
+        self.connections = 0  # accepted so far
         self.up()
 
     @property
@@ -77,23 +79,26 @@ class TcpProxy:
             # Pieces forwarded as they come, not held back by Nagle until the peer's delayed ACK (40 ms each).
             for sock in (client, server):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn: dict[str, object] = {}  # what ``passes`` keeps about this connection
+            self.connections += 1
+            conn: dict[str, int] = {"number": self.connections}  # and what ``relay`` keeps about this connection
             threading.Thread(target=self._pipe, args=(client, server, True, conn, 0), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client, False, conn, self.rate), daemon=True).start()
 
-    def passes(self, data: bytes, asking: bool, conn: dict[str, object]) -> bool:
-        """Whether ``data`` goes on: from the client if ``asking``, else the server's answer. False closes the
-        connection instead (both ends), as a network that fails there."""
-        return True
+    def relay(self, data: bytes, asking: bool, conn: dict[str, int]) -> tuple[bytes, bool]:
+        """What of ``data`` goes on (from the client if ``asking``, else the server's answer), and whether the
+        connection stays open after it: closed (both ends), as a network that fails there."""
+        return data, True
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, asking: bool, conn: dict[str, object], rate: int) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, asking: bool, conn: dict[str, int], rate: int) -> None:
         try:
             while data := src.recv(16384 if rate else 1 << 16):
-                if not self.passes(data, asking, conn):
-                    break
-                dst.sendall(data)
+                data, open_ = self.relay(data, asking, conn)
+                if data:
+                    dst.sendall(data)
                 if not asking:
                     self.forwarded += len(data)
+                if not open_:
+                    break
                 if rate:
                     time.sleep(len(data) / rate)
         except OSError:

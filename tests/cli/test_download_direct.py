@@ -5,8 +5,6 @@ byte changed on the wire fails the check, whichever path and however it is check
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,58 +13,31 @@ import pytest
 from openkvs.client.download import download, part_paths
 from openkvs.client.http import ClientError, endpoint
 from openkvs.client.progress import Progress
+from tests.tcpproxy import TcpProxy
 
 PATHS = [(True, True), (True, False), (False, True), (False, False)]  # (direct, threaded)
 
 
-class Tamper:
+class Tamper(TcpProxy):
     """A TCP proxy on 127.0.0.1 to ``port``: answers pass unchanged, except that the first ``cuts`` connections
     are closed after ``cut_at`` bytes of the answer, and that the byte at ``flip_at`` of every answer is changed."""
 
     def __init__(self, port: int, *, cut_at: int = 0, cuts: int = 0, flip_at: int = -1) -> None:
-        self.target, self.cut_at, self.cuts, self.flip_at = port, cut_at, cuts, flip_at
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.cut_at, self.cuts, self.flip_at = cut_at, cuts, flip_at
+        super().__init__("127.0.0.1", port)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                down, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            cut = self.cut_at if self.connections <= self.cuts else 0
-            up = socket.create_connection(("127.0.0.1", self.target))
-            threading.Thread(target=self._pipe, args=(down, up, 0, -1), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(up, down, cut, self.flip_at), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, cut: int, flip: int) -> None:
-        sent = 0
-        try:
-            while data := src.recv(65536):
-                if cut and sent + len(data) >= cut:
-                    dst.sendall(data[: cut - sent])
-                    break
-                if sent <= flip < sent + len(data):
-                    changed = bytearray(data)
-                    changed[flip - sent] ^= 0x5A
-                    data = bytes(changed)
-                dst.sendall(data)
-                sent += len(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-
-    def close(self) -> None:
-        self.listener.close()
+    def relay(self, data: bytes, asking: bool, conn: dict[str, int]) -> tuple[bytes, bool]:
+        if asking:
+            return data, True
+        sent = conn.get("sent", 0)
+        if self.cut_at and conn["number"] <= self.cuts and sent + len(data) >= self.cut_at:
+            return data[: self.cut_at - sent], False
+        if sent <= self.flip_at < sent + len(data):
+            changed = bytearray(data)
+            changed[self.flip_at - sent] ^= 0x5A
+            data = bytes(changed)
+        conn["sent"] = sent + len(data)
+        return data, True
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +85,7 @@ def test_a_connection_cut_midway_is_resumed_in_the_same_run(
             download(api, store, out, progress=quiet, say=said.append, sleep=lambda s: None, retries=3,
                      direct=direct, threaded=threaded)
     finally:
-        proxy.close()
+        proxy.down()
     assert out.read_bytes() == archive(sqlite_server, store)
     assert sum("Connection lost" in m for m in said) == 2, said
     assert proxy.connections == 3
@@ -130,6 +101,6 @@ def test_a_byte_changed_on_the_wire_fails_the_check(
         with endpoint(proxy.url, sqlite_server.token).client() as api, pytest.raises(ClientError, match="failed its check"):
             download(api, store, out, progress=quiet, say=lambda m: None, direct=direct, threaded=threaded)
     finally:
-        proxy.close()
+        proxy.down()
     assert not out.exists() and not any(p.exists() for p in part_paths(out))
 

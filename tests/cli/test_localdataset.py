@@ -170,13 +170,13 @@ class LoseFirstPushAnswer(TcpProxy):
         self.lost = threading.Event()
         super().__init__("127.0.0.1", port)
 
-    def passes(self, data: bytes, asking: bool, conn: dict[str, object]) -> bool:
+    def relay(self, data: bytes, asking: bool, conn: dict[str, int]) -> tuple[bytes, bool]:
         if asking and data.startswith(b"POST /v2/datasets/") and b"/items" in data.split(b"\r\n")[0]:
-            conn["pushing"] = True
+            conn["pushing"] = 1
         if not asking and conn.get("pushing") and not self.lost.is_set():
             self.lost.set()
-            return False
-        return True
+            return b"", False
+        return data, True
 
 
 def test_a_push_whose_answer_was_lost_is_not_sent_again(sqlite_server: Any, tmp_path: Path,
