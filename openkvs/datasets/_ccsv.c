@@ -33,6 +33,9 @@ Python API (formats.py wraps it):
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "_jsonbytes.h"
 
@@ -202,7 +205,8 @@ static PyObject *prepare(PyObject *Py_UNUSED(self), PyObject *args)
 
 static void ws(Walk *w)
 {
-    while (w->p < w->end && (*w->p == ' ' || *w->p == '\t' || *w->p == '\n' || *w->p == '\r'))
+    /* (stored JSON is compact: the first test ends it for any byte after the space) */
+    while (w->p < w->end && *w->p <= ' ' && (*w->p == ' ' || *w->p == '\t' || *w->p == '\n' || *w->p == '\r'))
         w->p++;
 }
 
@@ -229,6 +233,20 @@ static uint64_t special8(const Table *t, const unsigned char *p)
     return (v | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d) | ((v - ones * 0x20) & ~v)) & high;
 }
 
+#ifdef __SSE2__
+/* special8 for 16 bytes (SSE2 is part of x86-64): a bit per byte, set for exactly the bytes that are not plain
+   text ('"', '\\', the delimiter, a control character or non-ASCII: under 0x20 as a signed byte); 0 when all 16
+   are plain. A third of the instructions per byte of special8's word tests, which were a seventh of a csv
+   export's rendering (callgrind). */
+static int special16(__m128i quote, __m128i backslash, __m128i delim, __m128i space, const unsigned char *p)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                             _mm_or_si128(_mm_cmpeq_epi8(v, delim), _mm_cmplt_epi8(v, space)));
+    return _mm_movemask_epi8(m);
+}
+#endif
+
 /* The plain bytes before the first flagged one of a special8 mask (the lowest bit in memory order); 0 where that
    can't be told cheaply, which is never wrong: the byte loop goes on from there. */
 static int plain_before(uint64_t mask)
@@ -248,7 +266,21 @@ static int string(Walk *w, const char **text, Py_ssize_t *len, int *flags)
     const Table *t = w->t;
     const unsigned char *p = w->p, *end = w->end, *start = p;
     int f = 0;
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), delim = _mm_set1_epi8((char)t->delim),
+                  space = _mm_set1_epi8(' ');
+#endif
     for (;;) { /* the common case: no escape; the text is the bytes themselves */
+#ifdef __SSE2__
+        while (end - p >= 16) {
+            int mask = special16(quote, backslash, delim, space, p);
+            if (mask) {
+                p += __builtin_ctz((unsigned)mask);
+                goto special;
+            }
+            p += 16;
+        }
+#endif
         while (end - p >= 8) {
             uint64_t mask = special8(t, p);
             if (mask) {
@@ -257,6 +289,9 @@ static int string(Walk *w, const char **text, Py_ssize_t *len, int *flags)
             }
             p += 8;
         }
+#ifdef __SSE2__
+    special:
+#endif
         if (p >= end)
             return BAIL;
         switch (t->cls[*p]) {

@@ -101,6 +101,25 @@ def test_c_lines_are_the_python_paths(items, extra, delimiter, form, data):
         assert _ccsv.lines(table, batch, 0) == (got, len(batch))  # no item left to Python
 
 
+# Long text: _ccsv.c scans a string 16 bytes at a time (SSE2), then 8, then byte by byte, so a character that
+# matters is checked at every offset around those steps, in keys and values, raw and as an escape.
+LONG_SPECIALS = ['"', "\\", ",", ";", "\t", "\n", "\x00", "\x1f", "\x7f", "é", "€", "😀", "\u2028", " "]
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", " "])
+@pytest.mark.parametrize("special", LONG_SPECIALS)
+def test_a_special_character_anywhere_in_a_long_string(special, delimiter):
+    items = []
+    for at in range(40):
+        text = "x" * at + special + "y" * (39 - at)
+        items.append({"a": text, text: at, "b": "z" * at})
+    columns = sorted({key for item in items for key in item})
+    table = _ccsv.prepare(columns, delimiter)
+    for form in FAITHFUL:
+        batch = [FORMS[form](item) for item in items]
+        assert _ccsv.lines(table, batch, 0) == (python_path(batch, columns, delimiter), len(batch)), form
+
+
 # Float texts of every form: Python's repr, other formats of the same floats (more or fewer digits, trailing zeros,
 # exponents), and digits at random (17-digit decimals that don't round trip, subnormals, overflow).
 FLOAT_FORMS = ["r", ".15g", ".16g", ".17g", ".1f", ".4f", ".20f", ".3e", ".16e", "E"]
