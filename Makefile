@@ -30,8 +30,9 @@ $(TEST_STAMP): pyproject.toml $(LOCK) $(C_SOURCES) | $(BIN)/python
 
 install: $(TEST_STAMP)  ## create .venv and install openkvs with the test dependencies
 
+# (no option: an option would win over its OPENKVS_ variable, and the README says every setting works that way)
 run: $(RUN_STAMP)  ## start openkvs on http://127.0.0.1:8000 with its data in ./data
-	$(BIN)/openkvs serve --data-dir ./data
+	$(BIN)/openkvs serve
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist; 0: in this process), each test file whole in one of them,
 # so that a module's shared servers start once. Each worker has its own ports, PostgreSQL schemas, Redis key
