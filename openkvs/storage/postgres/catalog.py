@@ -293,10 +293,12 @@ class PgCatalog:
 
     async def stored_totals(self) -> StoredTotals:
         async def go(conn: asyncpg.Connection) -> StoredTotals:
-            # the records from each store's kept count: a scrape of /metrics reads one row per store, not every record
+            # the records from each store's kept count: a scrape of /metrics reads one row per store, not every record;
+            # a dataset's bytes are kept with its item count (its stores row says 0)
             kinds = await conn.fetch(
-                "SELECT kind, count(*) AS n, coalesce(sum(storage_bytes), 0)::bigint AS b, "
-                "coalesce(sum(record_count), 0)::bigint AS r FROM stores GROUP BY kind"
+                "SELECT s.kind, count(*) AS n, coalesce(sum(s.storage_bytes + coalesce(d.bytes, 0)), 0)::bigint AS b, "
+                "coalesce(sum(s.record_count), 0)::bigint AS r FROM stores s "
+                "LEFT JOIN dataset_counts d ON d.store_id = s.id GROUP BY s.kind"
             )
             records = sum(r["r"] for r in kinds)
             return StoredTotals({r["kind"]: r["n"] for r in kinds}, {r["kind"]: r["b"] for r in kinds}, records)

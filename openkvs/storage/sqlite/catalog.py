@@ -315,10 +315,12 @@ class SQLiteCatalog:
 
     async def stored_totals(self) -> StoredTotals:
         def q(conn: sqlite3.Connection) -> StoredTotals:
-            # the records from each store's kept count: a scrape of /metrics reads one row per store, not every record
+            # the records from each store's kept count: a scrape of /metrics reads one row per store, not every record;
+            # a dataset's bytes are kept with its item count (its stores row says 0)
             kinds = conn.execute(
-                "SELECT kind, count(*), coalesce(sum(storage_bytes), 0), coalesce(sum(record_count), 0) FROM stores "
-                "GROUP BY kind"
+                "SELECT s.kind, count(*), coalesce(sum(s.storage_bytes + coalesce(d.bytes, 0)), 0), "
+                "coalesce(sum(s.record_count), 0) FROM stores s LEFT JOIN dataset_counts d ON d.store_id = s.id "
+                "GROUP BY s.kind"
             ).fetchall()
             records = sum(r for *_, r in kinds)
             return StoredTotals({k: n for k, n, _, _ in kinds}, {k: b for k, _, b, _ in kinds}, records)
