@@ -84,12 +84,13 @@ def serve(**flags: Any) -> None:
     if settings.blob_store:
         backend += f", bytes above {settings.blob_inline_max} in {redacted(settings.blob_store)}"
     click.echo(f"openkvs {where} (storage: {backend}, workers: {settings.workers})")
-    # behind a proxy (--public-url) the console is where browsers reach the server, as the API's own URLs
-    click.echo(f"Web console: {(settings.public_url or where).rstrip('/')}/console/ (sign in with an API token)")
+    # behind a proxy (--public-url) the console and the API are where clients reach the server, as its own URLs say
+    reach = (settings.public_url or where).rstrip("/")
+    click.echo(f"Web console: {reach}/console/ (sign in with an API token)")
     if token:
         click.echo(f"\nCreated user '{DEFAULT_USER}'. Its API token (shown only now, keep it):\n\n  {token}\n")
         click.echo("Try it:\n")
-        click.echo(f"  curl -X POST -H 'Authorization: Bearer {token}' '{where}/v2/key-value-stores?name=demo'\n")
+        click.echo(f"  curl -X POST -H 'Authorization: Bearer {token}' '{reach}/v2/key-value-stores?name=demo'\n")
     else:
         click.echo("New token: openkvs tokens create NAME (with the same --data-dir/--database-url).")
     if settings.workers > 1:
@@ -144,11 +145,13 @@ def _check_address(host: str, port: int) -> None:
 
 
 async def _first_user(storage: Any) -> str | None:
-    """On the very first start, a user and a token so that the server is usable at once."""
+    """On the very first start (a storage without users), a user and a token so that the server is usable at once;
+    not where an operator made users already (`openkvs users create`): an admin they didn't ask for, its token in
+    the service's log."""
     from openkvs import auth
     from openkvs.storage.base import UsernameTaken
 
-    if await storage.get_user_by_name(DEFAULT_USER) is not None:
+    if await storage.list_users():
         return None
     try:
         user = await storage.create_user(DEFAULT_USER)
