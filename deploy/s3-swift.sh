@@ -5,6 +5,7 @@
 #   deploy/s3-swift.sh install   apt-get install swift + memcached (~1 min; once per machine)
 #   deploy/s3-swift.sh start     start it (~3-15 s), wait until S3 answers; a no-op if it already answers
 #   deploy/s3-swift.sh stop      stop it and drop its data
+#   deploy/s3-swift.sh bucket B  make bucket B (a Swift container: Swift's API, no S3 client needed)
 #
 # S3: http://127.0.0.1:$S3_PORT (default 7480), region us-east-1, path-style, access key test:tester, secret
 # testing. Limits (Swift's, kept in mind by openkvs.blobstore): no conditional PUT, DeleteObjects needs
@@ -102,6 +103,17 @@ CONF
   echo "swift failed to start, see $LOG" >&2; return 1
 }
 
+bucket() {   # PUT of a container through Swift's own API: 201, or 202 when it exists already
+  /usr/bin/python3 - "$S3_PORT" "$1" <<'PY'
+import sys, urllib.request as u
+r = u.urlopen(u.Request("http://127.0.0.1:%s/auth/v1.0" % sys.argv[1],
+              headers={"X-Auth-User": "test:tester", "X-Auth-Key": "testing"}), timeout=5)
+u.urlopen(u.Request(r.headers["X-Storage-Url"] + "/" + sys.argv[2], data=b"", method="PUT",
+                    headers={"X-Auth-Token": r.headers["X-Auth-Token"]}), timeout=10)
+print("bucket %s on :%s" % (sys.argv[2], sys.argv[1]))
+PY
+}
+
 stop() {   # the servers setsid() themselves, so PID == PGID (parent and workers)
   local f pids=()
   for f in "$BASE"/run/*.pid; do
@@ -115,4 +127,8 @@ stop() {   # the servers setsid() themselves, so PID == PGID (parent and workers
   if mountpoint -q "$DEV"; then umount "$DEV" || umount -l "$DEV"; fi  # lazily if a killed server still has it
 }
 
-case "${1:-}" in install|start|stop) "$1" ;; *) echo "usage: $0 install|start|stop" >&2; exit 2 ;; esac
+case "${1:-}" in
+  install|start|stop) "$1" ;;
+  bucket) [ -n "${2:-}" ] || { echo "usage: $0 bucket NAME" >&2; exit 2; }; bucket "$2" ;;
+  *) echo "usage: $0 install|start|stop|bucket NAME" >&2; exit 2 ;;
+esac
