@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -110,33 +111,63 @@ def tokens_revoke(token: str, **flags: Any) -> None:
     click.echo("revoked")
 
 
-async def _store(storage: Any, ref: str, any_kind: bool = False) -> Any:
+async def _store(storage: Any, ref: str, any_kind: bool = False, kind: str | None = None) -> Any:
     """The store ``ref`` names: an ID, OWNER~NAME, or ~NAME (the one store of that name, whoever owns it). With
-    ``any_kind``, a dataset or request queue too (sharing works alike for all of them)."""
+    ``any_kind``, a dataset or request queue too (sharing works alike for all of them); ``kind`` (storage's "kvs",
+    "dataset" or "queue", from --kvs, --dataset or --queue) looks for that kind only."""
     from openkvs import access  # local: the HTTP layer is not needed by most commands
 
-    kinds = access.KINDS if any_kind else (access.STORES,)
+    if kind is not None:
+        kinds = tuple(k for k in access.KINDS if k.storage_kind == kind)
+    else:
+        kinds = access.KINDS if any_kind else (access.STORES,)
     owners = await storage.list_users() if ref.startswith("~") else [None]
-    found = [await access.find(storage, kind, ref, owner=u) for kind in kinds for u in owners]
+    found = [await access.find(storage, k, ref, owner=u) for k in kinds for u in owners]
     stores = [s for s in found if s is not None]
     if len(stores) > 1:
         names = ", ".join(f"the {_KIND_NAMES[s.kind]} {s.username}~{s.name} ({s.id})" for s in stores)
-        raise click.ClickException(f"'{ref}' could be any of {names}: give its ID or OWNER~NAME.")
+        raise click.ClickException(f"'{ref}' could be any of {names}: {_which(stores)}.")
     if not stores and not any_kind:  # a dataset or queue named where a key-value store is meant: say which it is
-        others = [s for kind in access.KINDS if kind != access.STORES for u in owners
-                  if (s := await access.find(storage, kind, ref, owner=u)) is not None]
+        others = [s for k in access.KINDS if k != access.STORES for u in owners
+                  if (s := await access.find(storage, k, ref, owner=u)) is not None]
         if others:
             raise click.ClickException(
                 f"'{ref}' is a {_KIND_NAMES[others[0].kind]}, not a key-value store: 'openkvs stores' handles "
                 "key-value stores only (the API and the web console handle datasets and request queues)."
             )
     if not stores:
-        what = "key-value store, dataset or request queue" if any_kind else "key-value store"
+        if kind is not None:
+            what = _KIND_NAMES[kind]
+        else:
+            what = "key-value store, dataset or request queue" if any_kind else "key-value store"
         raise click.ClickException(f"There is no {what} '{ref}' (give an ID, OWNER~NAME or ~NAME).")
     return stores[0]
 
 
+def _which(stores: list[Any]) -> str:
+    """How to name one of several stores a name fits: OWNER~NAME tells owners apart, the kind's flag kinds (a
+    key-value store, a dataset and a request queue of one owner may share a name); an ID always works."""
+    kinds = list(dict.fromkeys(s.kind for s in stores))
+    flags = [_KIND_FLAGS[k] for k in kinds]
+    flags_text = ", ".join(flags[:-1]) + " or " + flags[-1] if len(flags) > 1 else ""
+    several_owners = len({s.user_id for s in stores}) > 1
+    if len(kinds) == 1:
+        return "give its ID or OWNER~NAME"
+    if several_owners:
+        return f"give its ID, or OWNER~NAME with {flags_text}"
+    return f"give its ID, or {flags_text}"
+
+
 _KIND_NAMES = {"kvs": "key-value store", "dataset": "dataset", "queue": "request queue"}
+_KIND_FLAGS = {"kvs": "--kvs", "dataset": "--dataset", "queue": "--queue"}
+
+
+def _kind_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--kvs, --dataset, --queue: which kind STORE is, for a name that a key-value store, a dataset and a request
+    queue share (as `openkvs export` says it with --dataset and --queue)."""
+    for kind, flag in reversed(_KIND_FLAGS.items()):
+        f = click.option(flag, "kind", flag_value=kind, help=f"STORE is a {_KIND_NAMES[kind]}.")(f)
+    return f
 
 
 @click.group()
@@ -149,14 +180,16 @@ def grants() -> None:
 @click.argument("username")
 @click.option("--read", "level", flag_value="read", default=True, help="Read only (default).")
 @click.option("--write", "level", flag_value="write", help="Read and write.")
+@_kind_options
 @storage_options
-def grants_add(store: str, username: str, level: str, **flags: Any) -> None:
-    """Let USERNAME read (or read and write) STORE. STORE may be a key-value store, a dataset or a request queue."""
+def grants_add(store: str, username: str, level: str, kind: str | None, **flags: Any) -> None:
+    """Let USERNAME read (or read and write) STORE. STORE may be a key-value store, a dataset or a request queue
+    (--kvs, --dataset or --queue says which, where they share a name)."""
 
     async def work(storage: Any) -> None:
         from openkvs import sharing
 
-        s = await _store(storage, store, any_kind=True)
+        s = await _store(storage, store, any_kind=True, kind=kind)
         user = await storage.get_user_by_name(username)
         if user is None:
             raise click.ClickException(f"There is no user '{username}'.")
@@ -171,12 +204,13 @@ def grants_add(store: str, username: str, level: str, **flags: Any) -> None:
 
 @grants.command("list")
 @click.argument("store")
+@_kind_options
 @storage_options
-def grants_list(store: str, **flags: Any) -> None:
+def grants_list(store: str, kind: str | None, **flags: Any) -> None:
     """List who STORE is shared with."""
 
     async def work(storage: Any) -> list[Any]:
-        return list(await storage.list_grants((await _store(storage, store, any_kind=True)).id))
+        return list(await storage.list_grants((await _store(storage, store, any_kind=True, kind=kind)).id))
 
     for g in use(load_settings(**flags), work):
         click.echo(f"{g.username}\t{'write' if g.can_write else 'read'}")
@@ -185,14 +219,15 @@ def grants_list(store: str, **flags: Any) -> None:
 @grants.command("remove")
 @click.argument("store")
 @click.argument("username")
+@_kind_options
 @storage_options
-def grants_remove(store: str, username: str, **flags: Any) -> None:
+def grants_remove(store: str, username: str, kind: str | None, **flags: Any) -> None:
     """Take back USERNAME's access to STORE."""
 
     async def work(storage: Any) -> tuple[bool, str]:
         from openkvs import sharing
 
-        s = await _store(storage, store, any_kind=True)
+        s = await _store(storage, store, any_kind=True, kind=kind)
         user = await storage.get_user_by_name(username)
         removed = user and await sharing.remove_grant(storage, s.id, user.id, settings.rotate_signing_key_on_revoke)
         return bool(removed), _KIND_NAMES[s.kind]

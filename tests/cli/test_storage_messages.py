@@ -149,6 +149,57 @@ def test_a_dataset_named_to_the_stores_commands_is_called_a_dataset(tmp_path: Pa
     assert missing.stderr == "Error: There is no key-value store '~nothing' (give an ID, OWNER~NAME or ~NAME).\n"
 
 
+def test_grants_name_a_dataset_or_queue_that_shares_its_name_with_a_store(tmp_path: Path) -> None:
+    # docs/sdk.md's set-up (and `openkvs import`) makes a store, a dataset and a queue of one name
+    from openkvs.storage.base import DATASET, KVS, QUEUE
+    from openkvs.storage.sqlite import SQLiteStorage
+
+    data = tmp_path / "data"
+
+    async def make() -> dict[str, str]:
+        async with SQLiteStorage(data, background=False) as st:
+            ann = await st.create_user("ann")
+            await st.create_user("bob")
+            ids = {kind: (await st.create_store(ann.id, "my-actor", None, "k" * 32, kind=kind)).id
+                   for kind in (KVS, DATASET, QUEUE)}
+            cat = await st.create_user("cat")
+            ids["cat"] = (await st.create_store(cat.id, "my-actor", None, "k" * 32, kind=DATASET)).id
+            return ids
+
+    ids = asyncio.run(make())
+    flags = ("--data-dir", str(data))
+    same_owner = openkvs_cli("grants", "add", "ann~my-actor", "bob", "--read", *flags, check=False)
+    assert same_owner.returncode == 1
+    assert same_owner.stderr == (
+        f"Error: 'ann~my-actor' could be any of the key-value store ann~my-actor ({ids[KVS]}), the dataset "
+        f"ann~my-actor ({ids[DATASET]}), the request queue ann~my-actor ({ids[QUEUE]}): give its ID, or --kvs, "
+        "--dataset or --queue.\n"
+    )
+    any_owner = openkvs_cli("grants", "add", "~my-actor", "bob", "--read", *flags, check=False)
+    assert f"the dataset cat~my-actor ({ids['cat']})" in any_owner.stderr
+    assert any_owner.stderr.endswith(": give its ID, or OWNER~NAME with --kvs, --dataset or --queue.\n")
+    one_kind = openkvs_cli("grants", "add", "~my-actor", "bob", "--dataset", *flags, check=False)
+    assert one_kind.stderr == (
+        f"Error: '~my-actor' could be any of the dataset ann~my-actor ({ids[DATASET]}), the dataset cat~my-actor "
+        f"({ids['cat']}): give its ID or OWNER~NAME.\n"
+    )
+
+    assert openkvs_cli("grants", "add", "ann~my-actor", "bob", "--dataset", *flags).stdout == (
+        "bob may now read ann~my-actor\n"
+    )
+    assert openkvs_cli("grants", "add", "ann~my-actor", "bob", "--queue", "--write", *flags).returncode == 0
+    assert openkvs_cli("grants", "list", "ann~my-actor", "--dataset", *flags).stdout == "bob\tread\n"
+    assert openkvs_cli("grants", "list", "ann~my-actor", "--queue", *flags).stdout == "bob\twrite\n"
+    assert openkvs_cli("grants", "list", "ann~my-actor", "--kvs", *flags).stdout == ""
+    assert openkvs_cli("grants", "remove", "ann~my-actor", "bob", "--queue", *flags).stdout.startswith(
+        "removed; the request queue has a new URL-signing key"
+    )
+    assert openkvs_cli("grants", "list", "ann~my-actor", "--queue", *flags).stdout == ""
+    assert openkvs_cli("grants", "list", ids[QUEUE], *flags).stdout == ""  # an ID needs no flag
+    missing = openkvs_cli("grants", "list", "~nothing", "--queue", *flags, check=False)
+    assert missing.stderr == "Error: There is no request queue '~nothing' (give an ID, OWNER~NAME or ~NAME).\n"
+
+
 def test_one_file_that_cant_be_stored_is_one_file(tmp_path: Path) -> None:
     # the files are checked before anything is sent: no server needed
     (tmp_path / "site").mkdir()
