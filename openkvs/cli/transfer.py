@@ -27,8 +27,9 @@ def _client_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def _client_errors(partial: str | None = None) -> Iterator[None]:
-    """A ClientError is one line and exit status 1; Ctrl-C says what was kept and exits 130."""
+def _client_errors(partial: Path | None = None) -> Iterator[None]:
+    """A ClientError is one line and exit status 1; Ctrl-C says what was kept (``partial``, if it was begun: not
+    when the command is stopped before the first byte) and exits 130."""
     from openkvs.client.http import ClientError
 
     try:
@@ -36,7 +37,8 @@ def _client_errors(partial: str | None = None) -> Iterator[None]:
     except ClientError as exc:  # (nothing answering at --url is one too: http.Unreachable says so)
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
-        click.echo("\ninterrupted" + (f"; {partial} is kept: run the same command again to resume" if partial else ""),
+        kept = partial is not None and partial.exists()
+        click.echo("\ninterrupted" + (f"; {partial} is kept: run the same command again to resume" if kept else ""),
                    err=True)
         sys.exit(130)
 
@@ -64,7 +66,7 @@ def download(store: str, output: Path | None, prefix: str | None, collection: st
     from openkvs.client.progress import Progress
 
     out = output or Path(store_name(store) + ".zip")
-    with _client_errors(str(dl.part_paths(out)[0])), endpoint(url, token).client() as client:
+    with _client_errors(dl.part_paths(out)[0]), endpoint(url, token).client() as client:
         done = dl.download(
             client, store, out, prefix=prefix, collection=collection, say=_say,
             progress=lambda label, total, already: Progress(label, total, already, quiet=quiet),

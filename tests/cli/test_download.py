@@ -9,6 +9,7 @@ import os
 import pty
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -165,6 +166,26 @@ def test_ctrl_c_leaves_a_resumable_part_and_the_next_run_finishes_it(
     with shared_server.client() as c:
         assert out.read_bytes() == archive(c, big_store)
     assert not part.exists() and not meta.exists()
+
+
+def test_ctrl_c_before_the_first_byte_claims_no_part_file(tmp_path: Path) -> None:
+    # a server that takes the connection and never answers: the command waits for the archive's first byte
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        env = client_env(SimpleNamespace(url=f"http://127.0.0.1:{silent.getsockname()[1]}", token="t"))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", AS_FROM_A_TERMINAL, "download", "~big", "-q"], cwd=tmp_path, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        silent.settimeout(60)
+        conn, _ = silent.accept()
+        with conn:
+            conn.recv(65536)  # the request has come: the command waits for the answer
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.splitlines()[-1] == "interrupted", err
+    assert ".part" not in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(
