@@ -58,17 +58,22 @@ MAX_ITEM_FILE = 4 * PUSH_LIMIT  # an item file as Crawlee indents it; compact, t
 
 @dataclass
 class LocalDataset:
-    """A dataset's folder, read and checked. Its item files are kept as their numbers (8 bytes each, not a Path:
-    a million items' files are listed in 8 MB), with the names of those not named as Crawlee names them."""
+    """A dataset's folder, read and checked. Its item files are kept as their numbers and their items' sizes (12
+    bytes each, not a Path: a million items' files are listed in 12 MB), with the names of those not named as
+    Crawlee names them."""
 
     name: str
     folder: Path
     numbers: array[int]  # the item files' numbers, in the dataset's order
     odd: dict[int, str]  # number -> file name, for names other than "000000001.json"
-    size: int  # of the items as compact JSON, what the pushes carry
+    sizes: array[int]  # each item's size as compact JSON, what a push carries of it
 
     def __len__(self) -> int:
         return len(self.numbers)
+
+    def push_bytes(self, start: int = 0) -> int:
+        """The bytes the pushes of the items from ``start`` on carry: their bodies' lengths, brackets and commas."""
+        return sum(size for _, size in _layout(self, start))
 
     def file(self, index: int) -> Path:
         n = self.numbers[index]
@@ -130,7 +135,7 @@ def read_dataset(folder: Path) -> LocalDataset:
     numbers.sort()
     problems += [f"two files of item {a} (000000001.json and 1.json are both item 1)"
                  for a, b in zip(numbers, numbers[1:], strict=False) if a == b]
-    local = LocalDataset(name, folder, array("q", numbers), odd, 0)
+    local = LocalDataset(name, folder, array("q", numbers), odd, array("I", [0]) * len(numbers))
     del numbers
     for index in range(len(local)):
         path = local.file(index)
@@ -147,7 +152,8 @@ def read_dataset(folder: Path) -> LocalDataset:
         elif len(body) + 2 > PUSH_LIMIT:
             problems.append(f"{path.name}: {len(body):,} bytes as compact JSON, over the {PUSH_LIMIT - 2:,} one "
                             "push takes")
-        local.size += len(body) + 1
+        else:
+            local.sizes[index] = len(body)
     if problems:
         raise _problems(folder, sorted(problems))
     return local
@@ -194,20 +200,29 @@ def _resume_at(client: httpx.Client, local: LocalDataset, target: str, count: in
     )
 
 
-def _batches(local: LocalDataset, start: int) -> Iterator[tuple[bytes, int]]:
-    """The items from ``start`` on as push bodies (a JSON array) of at most PUSH_LIMIT bytes, each with its item
-    count."""
-    parts: list[bytes] = []
-    size = 2
+def _layout(local: LocalDataset, start: int) -> Iterator[tuple[int, int]]:
+    """How the items from ``start`` on are pushed: batches of at most PUSH_LIMIT bytes as a JSON array, each as its
+    item count and its body's length."""
+    n = 0
+    size = 1  # "[", then each item with the "," or "]" after it
     for index in range(start, len(local)):
-        body = compact(read_bounded(local.file(index), MAX_ITEM_FILE))[1]
-        if parts and size + len(body) + 1 > PUSH_LIMIT:
-            yield b"[" + b",".join(parts) + b"]", len(parts)
-            parts, size = [], 2
-        parts.append(body)
-        size += len(body) + 1
-    if parts:
-        yield b"[" + b",".join(parts) + b"]", len(parts)
+        item = local.sizes[index] + 1
+        if n and size + item > PUSH_LIMIT:
+            yield n, size
+            n, size = 0, 1
+        n += 1
+        size += item
+    if n:
+        yield n, size
+
+
+def _batches(local: LocalDataset, start: int) -> Iterator[tuple[bytes, int]]:
+    """The items from ``start`` on as push bodies, as ``_layout`` has them, each with its item count."""
+    index = start
+    for n, _ in _layout(local, start):
+        parts = [compact(read_bounded(local.file(i), MAX_ITEM_FILE))[1] for i in range(index, index + n)]
+        index += n
+        yield b"[" + b",".join(parts) + b"]", n
 
 
 def _count(client: httpx.Client, target: str) -> int:
@@ -256,7 +271,7 @@ def import_dataset(
     done = Pushed(kept=start, already=len(local) > 0 and start == len(local))
     if done.already:
         return done
-    bar = progress(local.name, local.size, 0)
+    bar = progress(local.name, local.push_bytes(start), 0)
     at = count
     try:
         for body, n in _batches(local, start):

@@ -124,6 +124,35 @@ def test_an_import_stopped_midway_says_how_far_and_a_run_again_adds_no_duplicate
     assert api_items(sqlite_server, "~midway") == items
 
 
+def test_the_progress_of_a_dataset_import_ends_at_its_total(sqlite_server: Any, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bytes counted are those sent, a push's brackets and commas too, and the total is what will be sent: the
+    last line says 100 %, in the first import and in one that resumes after the items an earlier one pushed (it
+    said "86 B of 85 B  101%" for one item, a few bytes more for each push)."""
+    storage = tmp_path / "storage"
+    items = [{"n": i, "text": "x" * 40} for i in range(20)]
+    crawlee_push(storage, "progress", items[:12])
+    folder = storage / "datasets" / "progress"
+    monkeypatch.setattr(localdataset, "PUSH_LIMIT", 200)  # pushes of 3 items: a few of them, under 1 KiB in all
+
+    def final_line(out: Any) -> str:
+        [line] = [line for line in out.stderr.splitlines() if line.startswith("progress  ")]
+        return line
+
+    def sent(out: Any, pushed: str) -> int:
+        return int(out.stdout.split(f"pushed {pushed} (")[1].split(" bytes)")[0])
+
+    first = run(sqlite_server, "import", str(folder))
+    size = sent(first, "12 items")
+    assert final_line(first).startswith(f"progress  {size} B of {size} B  100%  "), first.stderr
+    crawlee_push(storage, "progress", items[12:])
+    resumed = run(sqlite_server, "import", str(folder))
+    assert "pushed 8 items" in resumed.stdout and "after the 12" in resumed.stdout, resumed.stdout
+    size = sent(resumed, "8 items")
+    assert final_line(resumed).startswith(f"progress  {size} B of {size} B  100%  "), resumed.stderr
+    assert api_items(sqlite_server, "~progress") == items
+
+
 def test_an_import_into_a_dataset_with_other_items_is_refused_unless_appended(sqlite_server: Any,
                                                                               tmp_path: Path) -> None:
     storage = tmp_path / "storage"
