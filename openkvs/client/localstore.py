@@ -58,10 +58,18 @@ def find_stores(path: Path) -> list[LocalStore]:
         path = path / SUBDIR
     if (path / METADATA).is_file() or any(p.name.endswith("." + METADATA) for p in _files(path)):
         folders = [path]
-    elif path.is_dir():
+    elif path.is_dir():  # a folder of stores' folders: a file beside them is in no store, and would be left out
         entries = sorted(path.iterdir())
         refuse_links(path, entries)
         folders = [p for p in entries if p.is_dir()]
+        if loose := [p.name for p in entries if not p.is_dir()]:
+            shown = "\n  ".join(loose[:50]) + (f"\n  ... and {len(loose) - 50} more" if len(loose) > 50 else "")
+            raise ClientError(
+                f"{path}: files in no store's folder (nothing was imported):\n  {shown}\nimport reads Crawlee's "
+                "storage folder (key_value_stores/, datasets/, request_queues/), one of those, or one store's, "
+                "dataset's or queue's folder (a store's has __metadata__.json); 'openkvs upload DIR STORE' "
+                "uploads any folder's files"
+            )
     else:
         raise ClientError(f"{path} is not a folder")
     stores = [read_store(f) for f in folders]
@@ -80,11 +88,15 @@ def read_store(folder: Path) -> LocalStore:
         name = json.loads((folder / METADATA).read_text("utf-8")).get("name") or name
     except (OSError, ValueError):
         pass
-    refuse_links(folder, sorted(folder.iterdir()))
+    found = sorted(folder.iterdir())
+    refuse_links(folder, found)
     # (Crawlee's temporary files end in ".tmp"; an interrupted export's hold a "~")
     files = [p for p in _files(folder) if p.name != METADATA and not p.name.endswith(".tmp") and "~" not in p.name]
     claimed: set[Path] = set()
-    items, problems = [], []
+    items: list[Item] = []
+    # a folder in a store's is none of its records (Crawlee writes none): named, not left out without a word
+    problems = [f"{p}: a folder (a store's records are the files directly in its folder)" for p in found
+                if p.is_dir() and "~" not in p.name]
     for meta in (p for p in files if p.name.endswith("." + METADATA)):
         claimed.add(meta)
         stem = meta.name[: -len("." + METADATA)]

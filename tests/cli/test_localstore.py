@@ -11,6 +11,8 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.clirun import openkvs_here
+
 from .helpers import run
 
 
@@ -111,3 +113,37 @@ def test_import_reads_what_older_exports_and_the_apify_cli_wrote(shared_server: 
         for key, body in (("INPUT", {"b": 2}), ("OUTPUT", {"a": 1})):
             r = c.get(f"/v2/key-value-stores/~older/records/{key}")
             assert r.headers["content-type"].startswith("application/json") and r.json() == body
+
+
+def test_import_names_the_files_of_a_folder_that_are_in_no_store(tmp_path: Path) -> None:
+    """A folder that is no Crawlee layout is read as a folder of stores' folders: the files beside those folders are
+    in no store, and are named, with what import reads, instead of being left out while the folders are imported
+    (it said "bad/sub -> ~sub: uploaded 1 file" and exited 0). Checked before anything is sent: no server."""
+    bad = tmp_path / "bad"
+    (bad / "sub").mkdir(parents=True)
+    for name in ("has space.txt", "sub!ok.txt", "sub/ok.txt"):
+        (bad / name).write_text("x")
+    out = openkvs_here("import", str(bad), "--url", "http://127.0.0.1:1", "--token", "t", unset=("OPENKVS_",
+                       "APIFY_"), keep=())
+    assert out.returncode == 1, out.stdout
+    assert out.stderr.startswith(
+        f"Error: {bad}: files in no store's folder (nothing was imported):\n  has space.txt\n  sub!ok.txt\n"
+        "import reads Crawlee's storage folder"
+    ), out.stderr
+    assert "'openkvs upload DIR STORE'" in out.stderr
+    assert out.stdout == ""
+
+
+def test_import_names_a_folder_inside_a_stores_folder(tmp_path: Path) -> None:
+    """A store's records are the files in its folder: a folder there is named rather than left out."""
+    store = tmp_path / "storage" / "key_value_stores" / "crawl"
+    (store / "deeper").mkdir(parents=True)
+    (store / "INPUT.json").write_text("{}")
+    (store / "deeper" / "page.html").write_text("<p>")
+    out = openkvs_here("import", str(tmp_path / "storage"), "--url", "http://127.0.0.1:1", "--token", "t",
+                       unset=("OPENKVS_", "APIFY_"), keep=())
+    assert out.returncode == 1, out.stdout
+    assert out.stderr == (
+        f"Error: {store}: records that can't be read:\n  {store / 'deeper'}: a folder (a store's records are the "
+        "files directly in its folder)\n"
+    )
