@@ -123,6 +123,8 @@ def read_store(folder: Path) -> LocalStore:
         if p not in claimed and not p.name.endswith("." + METADATA):
             key = unquote(p.stem if "." in p.name else p.name)
             items.append(Item(p, key, p.stat().st_size, content_type(p)))
+    problems += [f"{item.path.name}: the key {item.key!r} is not one a record can have (at most 256 letters, digits "
+                 "and !_.'()-)" for item in items if not rules.RECORD_KEY.ok(item.key)]
     sources: dict[str, list[str]] = {}
     for item in items:
         sources.setdefault(item.key, []).append(item.path.name)

@@ -147,3 +147,19 @@ def test_import_names_a_folder_inside_a_stores_folder(tmp_path: Path) -> None:
         f"Error: {store}: records that can't be read:\n  {store / 'deeper'}: a folder (a store's records are the "
         "files directly in its folder)\n"
     )
+
+
+def test_import_names_a_file_whose_key_no_record_can_have_before_sending(tmp_path: Path) -> None:
+    """Checked with the rest before anything is sent, as upload checks its keys (the server refused the record after
+    the store was made and the others sent)."""
+    store = tmp_path / "storage" / "key_value_stores" / "crawl"
+    store.mkdir(parents=True)
+    (store / "INPUT.json").write_text("{}")
+    (store / "has space.txt").write_text("x")
+    out = openkvs_here("import", str(tmp_path / "storage"), "--url", "http://127.0.0.1:1", "--token", "t",
+                       unset=("OPENKVS_", "APIFY_"), keep=())
+    assert out.returncode == 1, out.stdout
+    assert out.stderr == (
+        f"Error: {store}: records that can't be read:\n  has space.txt: the key 'has space' is not one a record can "
+        "have (at most 256 letters, digits and !_.'()-)\n"
+    )
