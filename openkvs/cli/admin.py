@@ -186,7 +186,7 @@ def grants_add(store: str, username: str, level: str, kind: str | None, **flags:
     """Let USERNAME read (or read and write) STORE. STORE may be a key-value store, a dataset or a request queue
     (--kvs, --dataset or --queue says which, where they share a name)."""
 
-    async def work(storage: Any) -> None:
+    async def work(storage: Any) -> Any:
         from openkvs import sharing
 
         s = await _store(storage, store, any_kind=True, kind=kind)
@@ -196,10 +196,13 @@ def grants_add(store: str, username: str, level: str, kind: str | None, **flags:
         if user.id == s.user_id:
             raise click.ClickException(f"That user owns the {_KIND_NAMES[s.kind]}.")
         await sharing.set_grant(storage, s.id, user.id, level == "write", settings.rotate_signing_key_on_revoke)
+        return s
 
     settings = load_settings(**flags)
-    use(settings, work)
-    click.echo(f"{username} may now {'read and write' if level == 'write' else 'read'} {store}")
+    s = use(settings, work)
+    # (which one it was: a key-value store, a dataset and a queue may share the name given)
+    what = f"the {_KIND_NAMES[s.kind]} {s.username}~{s.name}" if s.name else f"the {_KIND_NAMES[s.kind]} {s.id}"
+    click.echo(f"{username} may now {'read and write' if level == 'write' else 'read'} {what}")
 
 
 @grants.command("list")
@@ -209,11 +212,15 @@ def grants_add(store: str, username: str, level: str, kind: str | None, **flags:
 def grants_list(store: str, kind: str | None, **flags: Any) -> None:
     """List who STORE is shared with."""
 
-    async def work(storage: Any) -> list[Any]:
-        return list(await storage.list_grants((await _store(storage, store, any_kind=True, kind=kind)).id))
+    async def work(storage: Any) -> tuple[Any, list[Any]]:
+        s = await _store(storage, store, any_kind=True, kind=kind)
+        return s, list(await storage.list_grants(s.id))
 
-    for g in use(load_settings(**flags), work):
+    s, found = use(load_settings(**flags), work)
+    for g in found:
         click.echo(f"{g.username}\t{'write' if g.can_write else 'read'}")
+    if not found:  # (on stderr: the listing, for scripts, stays empty)
+        click.echo(f"The {_KIND_NAMES[s.kind]} {s.username}~{s.name or s.id} is not shared with anyone.", err=True)
 
 
 @grants.command("remove")

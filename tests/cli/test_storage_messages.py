@@ -114,7 +114,7 @@ def test_taking_back_a_dataset_grant_says_the_dataset_has_a_new_key(tmp_path: Pa
 
     dataset_id = asyncio.run(make_dataset())
     added = openkvs_cli("grants", "add", "ann~products", "bob", "--data-dir", str(data))
-    assert added.stdout == "bob may now read ann~products\n"
+    assert added.stdout == "bob may now read the dataset ann~products\n"
     out = openkvs_cli("grants", "remove", "ann~products", "bob", "--data-dir", str(data))
     assert out.stdout == "removed; the dataset has a new URL-signing key (signed links made before stop working)\n"
 
@@ -185,12 +185,14 @@ def test_grants_name_a_dataset_or_queue_that_shares_its_name_with_a_store(tmp_pa
     )
 
     assert openkvs_cli("grants", "add", "ann~my-actor", "bob", "--dataset", *flags).stdout == (
-        "bob may now read ann~my-actor\n"
+        "bob may now read the dataset ann~my-actor\n"
     )
     assert openkvs_cli("grants", "add", "ann~my-actor", "bob", "--queue", "--write", *flags).returncode == 0
     assert openkvs_cli("grants", "list", "ann~my-actor", "--dataset", *flags).stdout == "bob\tread\n"
     assert openkvs_cli("grants", "list", "ann~my-actor", "--queue", *flags).stdout == "bob\twrite\n"
-    assert openkvs_cli("grants", "list", "ann~my-actor", "--kvs", *flags).stdout == ""
+    unshared = openkvs_cli("grants", "list", "ann~my-actor", "--kvs", *flags)
+    assert unshared.stdout == ""  # (a script's listing stays empty; the person is told on stderr)
+    assert unshared.stderr == "The key-value store ann~my-actor is not shared with anyone.\n"
     assert openkvs_cli("grants", "remove", "ann~my-actor", "bob", "--queue", *flags).stdout.startswith(
         "removed; the request queue has a new URL-signing key"
     )
