@@ -1,9 +1,9 @@
 """The dataset schema (API-datasets.md section 9): checking one given at creation against Apify's dataset schema
 (``@apify/json_schemas`` ``dataset.schema.json``), and validating pushed items against its ``fields``.
 
-``fields`` is a JSON Schema for one item, applied as draft-07 unless its ``$schema`` names 2020-12. The draft-07
-validator is schema.py's hardened one (RE2 patterns, linear uniqueItems, a work budget), so a hostile schema or
-item costs bounded CPU; both run in a worker thread (``check_items_off_loop``)."""
+``fields`` is a JSON Schema for one item, applied as draft-07 unless its ``$schema`` names 2020-12. Both validators
+are schema.py's hardened ones (RE2 patterns, linear uniqueItems, a work budget, local references only), so a
+hostile schema or item costs bounded CPU and fetches nothing; both run in a worker thread (``check_items_off_loop``)."""
 
 from __future__ import annotations
 
@@ -68,15 +68,9 @@ def validate_dataset_schema(value: Any) -> dict[str, Any] | None:
         fields = value["fields"]
         if not isinstance(fields, dict):
             raise _invalid("fields must be an object (a JSON Schema)")
-        if _is_2020(fields):
-            try:
-                jsonschema.Draft202012Validator.check_schema(fields)
-            except jsonschema.SchemaError as exc:
-                raise _invalid(f"fields: {exc.message}") from None
-        else:
-            problem = schema._json_schema_problem(fields)
-            if problem:
-                raise _invalid(f"fields: {problem}")
+        problem = schema._json_schema_problem(fields, draft2020=_is_2020(fields))
+        if problem:
+            raise _invalid(f"fields: {problem}")
     views = value.get("views", {})
     if not isinstance(views, dict):
         raise _invalid("views must be an object")
@@ -135,10 +129,9 @@ def _ajv(error: jsonschema.ValidationError) -> dict[str, Any]:
 
 def check_items(fields: dict[str, Any], items: list[Any]) -> list[dict[str, Any]]:
     """The ``invalidItems`` of a push (empty: all valid). Runs under schema.py's work budget for the whole push."""
-    if _is_2020(fields):
-        validator: Any = jsonschema.Draft202012Validator(fields)
-    else:
-        validator = schema._Validator(fields, registry=schema._LOCAL_ONLY)
+    # (only local references: a remote one would have the server fetch it, and show what it got in the errors)
+    hardened = schema._Validator2020 if _is_2020(fields) else schema._Validator
+    validator = hardened(fields, registry=schema._LOCAL_ONLY)
     invalid = []
     schema._budget.left = schema.CHECK_STEPS
     try:

@@ -195,20 +195,28 @@ def _multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> It
             yield ValidationError(f"{instance!r} is not a multiple of {divisor}")
 
 
-_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # the stubs leave extend() untyped
-    jsonschema.Draft7Validator,
-    validators={
-        name: _metered(keyword)
-        for name, keyword in {
-            **jsonschema.Draft7Validator.VALIDATORS,
-            "pattern": _pattern,
-            "patternProperties": _pattern_properties,
-            "additionalProperties": _additional_properties,
-            "uniqueItems": _unique_items,
-            "multipleOf": _multiple_of,
-        }.items()
-    },
-)
+def _hardened(base: Any) -> Any:
+    """``base`` (a jsonschema validator class) with RE2 patterns, linear uniqueItems, exact multipleOf, and every
+    keyword metered against the work budget."""
+    return jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # the stubs leave extend() untyped
+        base,
+        validators={
+            name: _metered(keyword)
+            for name, keyword in {
+                **base.VALIDATORS,
+                "pattern": _pattern,
+                "patternProperties": _pattern_properties,
+                "additionalProperties": _additional_properties,
+                "uniqueItems": _unique_items,
+                "multipleOf": _multiple_of,
+            }.items()
+        },
+    )
+
+
+_Validator = _hardened(jsonschema.Draft7Validator)
+# (a dataset's fields schema may declare 2020-12: the same keywords mean the same there)
+_Validator2020 = _hardened(jsonschema.Draft202012Validator)
 
 
 # -- the store schema --------------------------------------------------------------------------------------------
@@ -255,30 +263,39 @@ def validate_schema(schema: Any) -> dict[str, Any] | None:
     return schema
 
 
-def _json_schema_problem(json_schema: Any) -> str | None:
-    """What makes a collection's jsonSchema unusable here, or None: not draft 7, a ``$ref`` that doesn't resolve
-    within the schema, a pattern RE2 can't run."""
+def _json_schema_problem(json_schema: Any, draft2020: bool = False) -> str | None:
+    """What makes a JSON Schema unusable here, or None: not valid draft 7 (or 2020-12), a ``$ref`` (or
+    ``$dynamicRef``) that doesn't resolve within the schema (a remote one would make the server fetch URLs of the
+    schema author's choosing), a pattern RE2 can't run. And for 2020-12, ``unevaluatedProperties`` beside
+    ``patternProperties``: jsonschema evaluates those two together with Python's backtracking re, not RE2."""
+    base, spec = (
+        (jsonschema.Draft202012Validator, referencing.jsonschema.DRAFT202012)
+        if draft2020
+        else (jsonschema.Draft7Validator, referencing.jsonschema.DRAFT7)
+    )
     try:
-        jsonschema.Draft7Validator.check_schema(json_schema)
+        base.check_schema(json_schema)
     except jsonschema.SchemaError as exc:
         return exc.message
     except RecursionError:  # bodies are capped at jsontext.MAX_DEPTH, below this; kept for other callers
         return "it is nested too deeply"
     if isinstance(json_schema, bool):
         return None
-    root = referencing.jsonschema.DRAFT7.create_resource(json_schema)
+    root = spec.create_resource(json_schema)
     stack = [(_LOCAL_ONLY.resolver_with_root(root), root)]
+    keywords: set[str] = set()
     while stack:  # every subschema, with the base URI its references resolve against
         resolver, resource = stack.pop()
         node = resource.contents
         if not isinstance(node, dict):
             continue
-        ref = node.get("$ref")
-        if isinstance(ref, str):
-            try:
-                resolver.lookup(ref)
-            except referencing.exceptions.Unresolvable:
-                return f"$ref {ref!r} does not resolve within the schema (only local references are allowed)"
+        keywords.update(node)
+        for ref in (node.get("$ref"), node.get("$dynamicRef")):
+            if isinstance(ref, str):
+                try:
+                    resolver.lookup(ref)
+                except referencing.exceptions.Unresolvable:
+                    return f"$ref {ref!r} does not resolve within the schema (only local references are allowed)"
         patterns = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
         patterns += list(node.get("patternProperties") or {})
         for pattern in patterns:
@@ -286,6 +303,8 @@ def _json_schema_problem(json_schema: Any) -> str | None:
             if problem:
                 return problem
         stack.extend((resolver.in_subresource(sub), sub) for sub in resource.subresources())
+    if draft2020 and {"unevaluatedProperties", "patternProperties"} <= keywords:
+        return "unevaluatedProperties with patternProperties is not supported (their patterns would run unbounded)"
     return None
 
 
