@@ -39,6 +39,17 @@ _LEVELS = {"GET": Access.READ, "HEAD": Access.READ, "PUT": Access.WRITE, "DELETE
 TITLE_MAX = 200
 
 
+def _storable(text: str) -> bool:
+    """Whether both backends can keep ``text``: no NUL (PostgreSQL's text can't) and no lone surrogate (no UTF-8)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def titled_fields(store: Store, *, listed: bool) -> dict[str, Any]:
     """The fields a dataset's and a request queue's wire forms open with. ``listed``: in a list, an unnamed one's
     name is "" (the Python client's list models require a string); the object itself keeps null."""
@@ -173,8 +184,11 @@ class ResourceApi:
             changes["name"] = None  # unnamed from now on
         if self.titled and "title" in body:
             title = body["title"]
-            if title is not None and (not isinstance(title, str) or len(title) > TITLE_MAX or "\x00" in title):
-                raise errors.InvalidInput(f"Field 'title' must be a string of at most {TITLE_MAX} characters, or null.")
+            if title is not None and (not isinstance(title, str) or len(title) > TITLE_MAX or not _storable(title)):
+                raise errors.InvalidInput(
+                    f"Field 'title' must be a string of at most {TITLE_MAX} characters (no NUL, no lone surrogate), "
+                    "or null."
+                )
             changes["title"] = title
         if "generalAccess" in body:  # null is not a level (Apify: an enum, not nullable)
             if body["generalAccess"] not in rules.GENERAL_ACCESS:
