@@ -21,8 +21,9 @@ from openkvs.storage.queues import MAX_LOCK_SECS, NewRequest
 
 MAX_TEXT_BYTES = 65_535  # uniqueKey and url
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
-_TIMESTAMP = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+_TIMESTAMP = re.compile(  # (ASCII: str's \d takes any script's digits, and int() reads them: "２０２０")
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
 )
 
 

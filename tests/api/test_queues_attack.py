@@ -122,6 +122,8 @@ def test_request_field_extremes(shared_server: Server) -> None:
             {"errorMessages": "x"}, {"handledAt": "yesterday"}, {"handledAt": "2026-13-40T00:00:00Z"},
             {"handledAt": "2026-01-01T00:00:00"}, {"handledAt": "0000-01-01T00:00:00Z"},
             {"handledAt": "9999-12-31T23:59:59-23:59"}, {"handledAt": 5}, {"id": "x" * 15},
+            {"handledAt": "２０２０-01-01T00:00:00Z"}, {"handledAt": "2020-01-01T00:00:00.１Z"},  # (not ASCII digits)
+            {"handledAt": "2020-01-01T00:00:00+0１:00"},
             {"loadedUrl": 5},
         ]
         for extra in bad_fields:
