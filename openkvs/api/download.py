@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from openkvs import access, codec, zipwriter
+from openkvs import access, codec, errors, zipwriter
 from openkvs.access import STORES, Access, Signed
 from openkvs.api import safenames
 from openkvs.api.common import query_bool, select_range, selection, state
@@ -256,6 +256,12 @@ class ArchiveResponse(Response):
                         await send({"type": "http.response.body", "body": b"", "more_body": False})
                 except StorageError:
                     raise  # after the first byte: abort the connection rather than end a short archive
+                except errors.ApiError as exc:  # the request's own fault, found after the first byte (an export's
+                    # flatten cap in a later row): the transfer is cut, as any failure after it; not a server error
+                    if exc.status >= 500:
+                        raise
+                    log.warning("download of %s aborted after its first byte: %s", self._store_id, exc.message)
+                    _abort_connection(scope)
                 except TimeoutError:
                     log.warning(
                         "ZIP download of store %s aborted: the client read nothing for %s s", self._store_id, timeout

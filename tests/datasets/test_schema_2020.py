@@ -28,7 +28,7 @@ def secret_server() -> Iterator[tuple[str, list[str]]]:
     asked: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:  # (the http.server API names it)
             asked.append(self.path)
             body = b'{"type":"object","properties":{"a":{"const":"INTERNAL-SECRET"}}}'
             self.send_response(200)
