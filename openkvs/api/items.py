@@ -8,10 +8,11 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from itertools import accumulate, chain
-from operator import itemgetter
+from operator import add, itemgetter
 from typing import Any, TypeVar
 
 import anyio.to_thread
+import orjson
 
 from openkvs import dataset_schema, errors, jsontext
 from openkvs.api.download import SEND_PIECE, readahead
@@ -338,19 +339,25 @@ class _HeaderScan:
 
     def __init__(self, collector: pipeline.ColumnCollector, shape: pipeline.Shape, batch: list[bytes]) -> None:
         self._collector = collector
-        self._rows = (row for item in map(itemjson.load, batch) for row in shape.header_rows(item))  # lazy
+        self._rows = (row for item in map(itemjson.load, batch) for row in shape.header_rows_and_drops(item))  # lazy
+        # (a row's unwind, flatten and fields names count as cells of the piece: 5,000 unwind names were 5,000
+        # steps a row for one cell)
+        self._steps = len(shape.unwind) + len(shape.flatten) + len(shape.pick or ())
 
     def next_piece(self) -> bool:
         """Feed the next piece; False when the batch is done. Raises the 400 past MAX_HEADER_SCAN_CELLS."""
         collector = self._collector
         stop = collector.visited + SCAN_PIECE_CELLS
         add = collector.add_row
+        steps = work = self._steps
         more = False
         for row in self._rows:
-            add(row)
-            if collector.visited >= stop:
+            if row is not None:
+                add(row)
+            if collector.visited + work >= stop:
                 more = True
                 break
+            work += steps
         if collector.visited > MAX_HEADER_SCAN_CELLS:
             raise errors.InvalidInput(
                 f"The header of this export needs a scan of more than {MAX_HEADER_SCAN_CELLS:,} cells: with "
@@ -452,38 +459,54 @@ async def render(
     yield renderer.end()
 
 
-# A piece of rendered rows also stops once the stored items its rows come from add up to about this many bytes
-# (each row counted at its item's size): every row unwound from an item carries the item's other fields, so
-# EXPORT_BATCH rows of one 200 kB item were 800 MB rendered in one piece (and one C call holding the GIL for a
-# second). Rows of small items still go EXPORT_BATCH at a time.
+# A piece of rendered rows also stops once the cost of its rows adds up to about this many bytes. A row costs its
+# stored item's size, plus, where a row's work or memory does not follow that size, these byte-equivalents:
+# * a row unwound from an item costs its own size too (each carries the item's other fields: EXPORT_BATCH rows of
+#   one 200 kB item were 800 MB rendered in one piece), but its item's size only once: a row per element of a
+#   6.4 MB item was a trip to the worker thread per row, 500,000 trips, 110 s for a json export;
+# * a row of a tabular format costs CELL_BYTES per column: html makes a str per cell, csv a tuple of the columns,
+#   and 4,000 rows of a 10-byte item each under 2,000 sparse columns were 8 million strings (+616 MiB);
+# * a row costs STEP_BYTES per unwind, flatten and fields name, the loops each row goes through: 4,000 rows under
+#   5,000 unwind names were one trip of 30 s, which a client that went away could not stop.
+# Rows of small items still go EXPORT_BATCH at a time.
 PIECE_BYTES = 4 * 1024 * 1024
+CELL_BYTES = 64  # a cell's Python objects while its piece is rendered (html: a str of ~60 bytes and its slot)
+STEP_BYTES = 16  # ~0.4 us a name, against ~0.1 us for a byte of a piece of 4 MiB of json
 # Rows in an export's first piece: with flatten the answer's first byte waits for them (so that a 400 of the first
 # row, flatten's cap, is still an answer), and EXPORT_BATCH rows of xlsx or html took 60-140 ms to render.
 FIRST_PIECE = 16
 T = TypeVar("T")
 
 
+def row_cost(renderer: Any, shape: pipeline.Shape) -> int:
+    """What a row costs in a piece beyond its item's size (see PIECE_BYTES)."""
+    cells = len(renderer.columns) if getattr(renderer, "tabular", False) else 0
+    steps = len(shape.unwind) + len(shape.flatten) + len(shape.pick or ())
+    return CELL_BYTES * cells + STEP_BYTES * steps
+
+
 class _Rows:
-    """The rows of a batch of stored items, rendered at most EXPORT_BATCH rows and about PIECE_BYTES at a time:
-    unwound rows multiply (one small item may give millions, one large item thousands of large rows), so neither
-    memory nor a trip to the worker thread grows with them, and a client that goes away stops the work between
-    pieces."""
+    """The rows of a batch of stored items, rendered at most EXPORT_BATCH rows and about PIECE_BYTES of cost at a
+    time: unwound rows multiply (one small item may give millions, one large item thousands of large rows), so
+    neither memory nor a trip to the worker thread grows with them, and a client that goes away stops the work
+    between pieces."""
 
     def __init__(self, renderer: Any, shape: pipeline.Shape, batch: list[bytes], *, first: int | None = None) -> None:
         """``first``: at most this many rows in the first piece (None: EXPORT_BATCH)."""
         self._renderer = renderer
         self._most = EXPORT_BATCH if first is None else first  # rows in the next piece at most
+        self._extra = row_cost(renderer, shape)
         # Unchanged items make a row each at most: the renderer's stored_rows takes their stored bytes (csv renders
-        # them without parsing them), pieces cut where their sizes add up (``_stored_cut``: no Python per item,
+        # them without parsing them), pieces cut where their costs add up (``_stored_cut``: no Python per item,
         # which was a seventh of a csv row's CPU, with the GIL held). Other rows are lazy: parsed, unwound and
-        # rendered in the thread, piece by piece, each as (row, the size of its stored item).
+        # rendered in the thread, piece by piece, each with its cost (``_costed``).
         self._stored: list[bytes] | None = batch if shape.identity else None
         self._rows_of = _rows_of(shape)  # (an item the renderer leaves to the general path)
         self._at = 0  # the first stored item not rendered yet
-        self._ends: list[int] = []  # each stored item's end in the batch's bytes (made in the thread)
-        self._rows: Iterator[tuple[dict[str, Any], int]] = iter(())
+        self._ends: list[int] = []  # each stored item's end in the batch's costs (made in the thread)
+        self._rows: Iterator[tuple[dict[str, Any] | None, int]] = iter(())
         if not shape.identity:
-            self._rows = ((row, len(raw)) for raw in batch for row in shape.iter_rows(itemjson.load(raw)))
+            self._rows = _costed(batch, shape, self._extra)
 
     def next_piece(self) -> bytes | None:
         """The next piece's bytes (maybe b""), None when the batch is done."""
@@ -496,34 +519,63 @@ class _Rows:
             self._most = EXPORT_BATCH
             piece = items if stop - at == len(items) else items[at:stop]
             return self._renderer.stored_rows(piece, self._rows_of)  # type: ignore[no-any-return]
-        rows = _piece(self._rows, self._most)
+        rows, more = _piece(self._rows, self._most)
         self._most = EXPORT_BATCH
         if not rows:
-            return None
+            return b"" if more else None
         return self._renderer.rows(rows)  # type: ignore[no-any-return]
 
     def _stored_cut(self, items: list[bytes], at: int) -> int:
         """Where the piece of stored items from ``at`` ends, as ``_piece`` cuts (each item its row)."""
         if not self._ends:
-            self._ends = list(accumulate(map(len, items)))
+            sizes = accumulate(map(len, items))
+            extra = self._extra
+            self._ends = list(map(add, sizes, range(extra, extra * (len(items) + 1), extra)) if extra else sizes)
         ends = self._ends
         over = bisect_left(ends, (ends[at - 1] if at else 0) + PIECE_BYTES, at)  # the item that reaches PIECE_BYTES
         return min(over + 1, at + self._most, len(items))
+
+
+def _costed(batch: list[bytes], shape: pipeline.Shape, extra: int) -> Iterator[tuple[dict[str, Any] | None, int]]:
+    """Each row of the stored items with its cost (see PIECE_BYTES); (None, cost) for the work of an item or a row
+    that makes no row, so that a piece stops in time even when nothing comes out."""
+    unwinds = bool(shape.unwind)
+    for raw in batch:
+        cost = len(raw)  # (the item's size once, with its first row)
+        for row in shape.rows_and_drops(itemjson.load(raw)):
+            cost += extra
+            if row is not None and unwinds:
+                cost += _size(row, raw)
+            yield row, cost
+            cost = 0
+        if cost:
+            yield None, cost
+
+
+def _size(row: dict[str, Any], raw: bytes) -> int:
+    """About a row's rendered size: its compact JSON's (its item's size when orjson can't encode it: a lone
+    surrogate, an integer past 64 bits)."""
+    try:
+        return len(orjson.dumps(row))
+    except orjson.JSONEncodeError:
+        return len(raw)
+
 
 def _rows_of(shape: pipeline.Shape) -> Callable[[bytes], list[dict[str, Any]]]:
     """The rows of one stored item by the general path (parsed, then the shape's rows)."""
     return lambda raw: list(shape.iter_rows(itemjson.load(raw)))
 
 
-def _piece(found: Iterator[tuple[T, int]], most: int | None = None) -> list[T]:
-    """The next of ``found`` up to ``most`` of them (None: EXPORT_BATCH) or about PIECE_BYTES of their items'
-    size."""
+def _piece(found: Iterator[tuple[T | None, int]], most: int | None = None) -> tuple[list[T], bool]:
+    """The next of ``found`` up to ``most`` of them (None: EXPORT_BATCH) or about PIECE_BYTES of their cost (a
+    None counts its cost but is left out), and whether ``found`` may have more."""
     most = EXPORT_BATCH if most is None else most
     out: list[T] = []
     size = 0
     for thing, cost in found:
-        out.append(thing)
+        if thing is not None:
+            out.append(thing)
         size += cost
         if size >= PIECE_BYTES or len(out) >= most:
-            break
-    return out
+            return out, True
+    return out, False

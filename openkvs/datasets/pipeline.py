@@ -128,6 +128,13 @@ class Shape:
     def iter_rows(self, item: Any) -> Iterator[dict[str, Any]]:
         """``rows``, one at a time: unwinding several fields multiplies (``unwind=a,b`` of two arrays of 3,000
         elements, a 30 kB item, is 9 million rows), so a caller takes them in pieces of bounded size."""
+        for r in self.rows_and_drops(item):
+            if r is not None:
+                yield r
+
+    def rows_and_drops(self, item: Any) -> Iterator[dict[str, Any] | None]:
+        """``iter_rows``, and None for each row that skipEmpty drops: a caller that bounds the work of a piece
+        counts those too (unwinding may make millions of rows that all turn out empty)."""
         if not isinstance(item, dict):
             return
         if self.skip_failed_pages and failed(item.get("errorInfo")):
@@ -140,8 +147,7 @@ class Shape:
             row = {k: item[k] for k in SIMPLIFIED_FIELDS if k in item}
         for r in _unwind_all(row, self.unwind) if self.unwind else (row,):
             r = self.select(r)
-            if r or not self.skip_empty:
-                yield r
+            yield r if r or not self.skip_empty else None
 
     def header_rows(self, item: Any) -> Iterator[dict[str, Any]]:
         """The rows whose cells make the tabular header: ``rows`` without skipFailedPages (section 6.2's
@@ -149,6 +155,10 @@ class Shape:
         if self.skip_failed_pages:
             return self._header_shape.iter_rows(item)
         return self.iter_rows(item)
+
+    def header_rows_and_drops(self, item: Any) -> Iterator[dict[str, Any] | None]:
+        """``header_rows`` and None for each row that skipEmpty drops (see ``rows_and_drops``)."""
+        return self._header_shape.rows_and_drops(item)
 
     def select(self, row: dict[str, Any]) -> dict[str, Any]:
         """Steps 5-8 on one row: flatten, fields and outputFields, omit, skipHidden."""

@@ -5,6 +5,7 @@ all differ."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.api.test_datasets_attack import items_url, new_dataset
 
@@ -111,3 +112,86 @@ def test_flatten_of_a_deep_wide_item_is_a_400_before_the_first_byte(shared_serve
         assert r.status_code == 200 and r.json() == [{"a.b.c": 1, "x": 2}]
         r = c.get(items_url(did), params={"format": "jsonl", "limit": 1})  # unflattened, it is exported as stored
         assert r.status_code == 200 and r.json() == _deep(90, 100_000)
+
+
+def test_html_of_sparse_wide_items_keeps_memory_flat(tmp_path, start_server):
+    """4,000 items of one key each (40 kB) make 2,000 columns: the html export rendered them as one piece of 8
+    million cells, a str each (+616 MiB for one GET); now a piece holds a bounded number of cells, and the page is
+    the same: a header of the first 2,000 keys, each row its one cell under its key."""
+    from html.parser import HTMLParser
+
+    from tests.api.test_datasets_stream import Peak
+
+    class Table(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[list[str]] = []
+            self.cell = False
+
+        def handle_starttag(self, tag: str, attrs: object) -> None:
+            if tag == "tr":
+                self.rows.append([])
+            elif tag in ("td", "th"):
+                self.rows[-1].append("")
+                self.cell = True
+
+        def handle_endtag(self, tag: str) -> None:
+            self.cell = False
+
+        def handle_data(self, data: str) -> None:
+            if self.cell:
+                self.rows[-1][-1] += data
+
+    s = start_server(tmp_path, "sqlite", "--rate-limits", "off")
+    with httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}", "Accept-Encoding": "identity"},
+                      timeout=120) as c:
+        did = new_dataset(c)
+        assert c.post(items_url(did), json=[{f"k{i}": 0} for i in range(4000)]).status_code == 201
+        assert s.proc is not None
+        with Peak(s.proc.pid) as peak:
+            r = c.get(items_url(did), params={"format": "html"})
+        assert r.status_code == 200
+        assert peak.growth < 48 * 1024 * 1024, peak.growth / 1024 / 1024
+    table = Table()
+    table.feed(r.text)
+    assert table.rows[0] == [f"k{i}" for i in range(2000)]
+    assert len(table.rows) == 4001
+    for i, row in enumerate(table.rows[1:]):
+        assert row == ["0" if j == i else "" for j in range(2000)], i
+
+
+def test_a_client_that_goes_away_from_rows_under_thousands_of_unwind_names_stops_the_work(tmp_path, start_server):
+    """Each of 5,000 unwind names is a step for every row, whether the item has the field or not: a piece of
+    EXPORT_BATCH rows was 30 s in one trip to a worker thread, which went on for nobody after the client left.
+    Those steps count into a piece's cost now: the server is idle within about a second of the disconnect."""
+    import time
+
+    from tests.api.test_datasets_stream import cpu_seconds
+
+    s = start_server(tmp_path, "sqlite", "--rate-limits", "off")
+    names = ",".join(f"x{i}" for i in range(5000))
+    with httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}", "Accept-Encoding": "identity"},
+                      timeout=120) as c:
+        did = new_dataset(c)
+        assert c.post(items_url(did), json=[{"a": i} for i in range(5000)]).status_code == 201
+        assert s.proc is not None
+        pid = s.proc.pid
+        with c.stream("GET", items_url(did), params={"unwind": names}) as r:
+            assert r.status_code == 200
+            got = b""
+            for chunk in r.iter_raw():  # past the small first piece: the server is on to the next
+                got += chunk
+                if len(got) > 20:
+                    break
+            time.sleep(0.3)
+        time.sleep(1.0)
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        assert cpu_seconds(pid) - before < 0.25  # idle: no rendering goes on for nobody
+        # csv: the same steps in the scan of the header's columns, before the first byte
+        with pytest.raises(httpx.ReadTimeout):
+            c.get(items_url(did), params={"unwind": names, "format": "csv"}, timeout=0.5)
+        time.sleep(1.0)
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        assert cpu_seconds(pid) - before < 0.25
