@@ -254,10 +254,11 @@ def _prepare_split(encoded: list[bytes], kinds: list[int], firsts: list[int], cl
     skeleton, from its first item parsed back. (No fields schema, so no field statistics: None.)"""
     keys: dict[str, None] = {}
     by_kind = []
-    for i in firsts:
-        item = itemjson.load(encoded[i])
-        keys.update(dict.fromkeys(item))
-        by_kind.append(pipeline.item_paths(item))  # (one list object per skeleton, as _prepare's)
+    with jsontext.collector_paused():  # (an item of millions of containers: see there)
+        for i in firsts:
+            item = itemjson.load(encoded[i])
+            keys.update(dict.fromkeys(item))
+            by_kind.append(pipeline.item_paths(item))  # (one list object per skeleton, as _prepare's)
     return Push(encoded, clean, list(keys), list(map(by_kind.__getitem__, kinds)), None)
 
 

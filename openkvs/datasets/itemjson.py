@@ -60,7 +60,8 @@ class LoneSurrogate(jsontext.InvalidJson):
 def fast_loads(raw: bytes) -> Any:
     """orjson's value of a body (depth unchecked: the caller's walk does that), or NotFast."""
     try:
-        return orjson.loads(raw)
+        with jsontext.collector_paused():
+            return orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise NotFast from None
 
