@@ -27,20 +27,39 @@ def _client_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def _client_errors(partial: Path | None = None) -> Iterator[None]:
-    """A ClientError is one line and exit status 1; Ctrl-C says what was kept (``partial``, if it was begun: not
-    when the command is stopped before the first byte) and exits 130."""
-    from openkvs.client.http import ClientError
+def _client_errors(what: str, partial: Path | None = None) -> Iterator[None]:
+    """A ClientError is one line and exit status 1, and so are an OS error (``WHAT: <strerror> (<path>)``: a file
+    in the way of a folder, a full disk) and, last of all, an error from reading a server's answer that the code
+    reading it did not turn into a BadAnswer; Ctrl-C says what was kept (``partial``, if it was begun: not when the
+    command is stopped before the first byte) and exits 130."""
+    from openkvs.client.http import ANSWER_ERRORS, BadAnswer, ClientError
 
     try:
         yield
     except ClientError as exc:  # (nothing answering at --url is one too: http.Unreachable says so)
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(_os_error(what, exc)) from None
+    except ANSWER_ERRORS as exc:
+        raise click.ClickException(str(BadAnswer(what, exc))) from None
     except KeyboardInterrupt:
         kept = partial is not None and partial.exists()
         click.echo("\ninterrupted" + (f"; {partial} is kept: run the same command again to resume" if kept else ""),
                    err=True)
         sys.exit(130)
+
+
+def _os_error(what: str, exc: OSError) -> str:
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    return f"{what}: {exc.strerror or exc}" + (f" ({paths})" if paths else "")
+
+
+def _failed(lines: list[str]) -> None:
+    """The first 20 of a command's failures, one line each (a server's key or message in one shown escaped)."""
+    from openkvs.client.http import shown
+
+    for line in lines[:20]:
+        click.echo(f"  {shown(line)}", err=True)
 
 
 def _say(message: str) -> None:
@@ -66,7 +85,7 @@ def download(store: str, output: Path | None, prefix: str | None, collection: st
     from openkvs.client.progress import Progress
 
     out = output or Path(store_name(store) + ".zip")
-    with _client_errors(dl.part_paths(out)[0]), endpoint(url, token).client() as client:
+    with _client_errors("download", dl.part_paths(out)[0]), endpoint(url, token).client() as client:
         done = dl.download(
             client, store, out, prefix=prefix, collection=collection, say=_say,
             progress=lambda label, total, already: Progress(label, total, already, quiet=quiet),
@@ -78,8 +97,7 @@ def download(store: str, output: Path | None, prefix: str | None, collection: st
 def _report(summary: Any) -> None:
     click.echo(summary.line())
     if summary.failed:
-        for line in summary.failed[:20]:
-            click.echo(f"  {line}", err=True)
+        _failed(summary.failed)
         raise click.ClickException(
             f"{counted(len(summary.failed), 'file')} not uploaded (run the command again to retry)"
         )
@@ -102,7 +120,7 @@ def upload(folder: Path, store: str, prefix: str, jobs: int, url: str, token: st
     from openkvs.client.http import endpoint
     from openkvs.client.progress import Progress
 
-    with _client_errors(), endpoint(url, token).client() as client:
+    with _client_errors("upload"), endpoint(url, token).client() as client:
         items = up.plan(folder, prefix)
         up.ensure_store(client, store, _say)
         summary = up.upload(client, store, items, jobs=jobs, prefix=prefix, label=folder.name or str(folder),
@@ -140,7 +158,7 @@ def import_(path: Path, store: str | None, append: bool, jobs: int, url: str, to
         return Progress(label, total, done, quiet=quiet)
 
     failed: list[str] = []
-    with _client_errors(), endpoint(url, token).client() as client:
+    with _client_errors("import"), endpoint(url, token).client() as client:
         found = localstorage.find(path, store)
         if store and found.count() > 1:
             raise click.UsageError(f"--store names one; {path} holds {found.count()}")
@@ -148,16 +166,15 @@ def import_(path: Path, store: str | None, append: bool, jobs: int, url: str, to
             target = up.ensure_store(client, store or f"~{local.name}", _say)
             summary = up.upload(client, target, local.items, jobs=jobs, label=local.name, progress=progress)
             click.echo(f"{local.folder} -> {target}: {summary.line()}")
-            for line in summary.failed[:20]:
-                click.echo(f"  {line}", err=True)
+            _failed(summary.failed)
             if summary.failed:
                 failed.append(f"{counted(len(summary.failed), 'record')} of {local.folder}")
         for dataset in found.datasets:
             target = store or f"~{dataset.name}"
             try:
                 info = open_target(client, localdataset.COLLECTION, "dataset", target, _say)
-                pushed = localdataset.import_dataset(client, dataset, target, int(info["itemCount"]), append=append,
-                                                     progress=progress)
+                count = localdataset.item_count(info, f"dataset {target}")
+                pushed = localdataset.import_dataset(client, dataset, target, count, append=append, progress=progress)
             except ClientError as exc:
                 _say(str(exc))
                 failed.append(str(dataset.folder))
@@ -201,7 +218,7 @@ def export_(store: str, folder: Path, kind: str | None, jobs: int, url: str, tok
     def progress(label: str, total: int | None, done: int) -> Progress:
         return Progress(label, total, done, quiet=quiet)
 
-    with _client_errors(), endpoint(url, token).client() as client:
+    with _client_errors("export"), endpoint(url, token).client() as client:
         if kind == "dataset":
             written, items = localdataset.export_dataset(client, store, folder, progress=progress)
             click.echo(f"{written}: {counted(items, 'item')}")
@@ -213,6 +230,5 @@ def export_(store: str, folder: Path, kind: str | None, jobs: int, url: str, tok
         written, summary = localstore.export(client, store, folder, jobs=jobs, progress=progress)
     click.echo(f"{written}: {counted(summary.uploaded, 'record')} ({counted(summary.uploaded_bytes, 'byte')})")
     if summary.failed:
-        for line in summary.failed[:20]:
-            click.echo(f"  {line}", err=True)
+        _failed(summary.failed)
         raise click.ClickException(f"{counted(len(summary.failed), 'record')} not exported")

@@ -3,10 +3,11 @@ can act on, and retries of what the API says is worth retrying (429 and 5xx, wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -21,6 +22,12 @@ from openkvs.redact import redacted
 RETRIES = 6  # attempts after the first: at most about a minute of waiting with the backoff below
 CONNECT_RETRIES = 2  # nobody listening: a server restarting is back within a second or two, a wrong URL never
 MAX_WAIT = 30.0
+# The most of an API answer held in memory. The largest the API gives is far below: a page of 1000 keys is under
+# 0.3 MB, a dataset item at most rules.MAX_JSON_BODY (9 MiB), a queue's page of requests ~1 KB each (a page of
+# 10,000 requests averaging over 6.7 KB each would not fit: such a page is asked in smaller ones).
+MAX_ANSWER = 64 << 20
+MAX_ERROR_BODY = 64 << 10  # of an error's body: its JSON is a type and a message
+MAX_SHOWN = 1000  # characters of a server's text shown in a message
 
 
 class ClientError(Exception):
@@ -31,6 +38,49 @@ def cannot_connect(client: httpx.Client, exc: Exception) -> str:
     """What every client command says when nothing answers at the server's address (a connection refused, a name
     that does not resolve): it never connected, so nothing was "lost"."""
     return f"cannot connect to {redacted(str(client.base_url).rstrip('/'))} ({str(exc) or type(exc).__name__})"
+
+
+class BadAnswer(ClientError):
+    """A server answered what the API never gives (not JSON, a field missing or of another type, too large):
+    what is wrong, in one line, after the call's ``what``."""
+
+    def __init__(self, what: str, problem: str | BaseException) -> None:
+        if isinstance(problem, BaseException):
+            problem = f"{type(problem).__name__}: {problem}" if str(problem) else type(problem).__name__
+        super().__init__(f"{what}: the server's answer is not what the API gives: {shown(problem)}")
+
+
+# What parsing a server's answer raises when the answer is not what the API gives (a JSONDecodeError, a 5000-digit
+# number, a missing field, a field of another type, nesting deeper than the parser goes)
+ANSWER_ERRORS = (ValueError, LookupError, TypeError, AttributeError, RecursionError)
+
+
+@contextlib.contextmanager
+def parsing(what: str) -> Iterator[None]:
+    """Reading a server's answer: any of ANSWER_ERRORS becomes a BadAnswer saying which call it was."""
+    try:
+        yield
+    except ANSWER_ERRORS as exc:
+        raise BadAnswer(what, exc) from None
+
+
+def shown(text: str, limit: int = MAX_SHOWN) -> str:
+    """A server's text as one line on a terminal: control characters (newlines, escape sequences, bidi overrides)
+    written as escapes (ESC as \\x1b), at most ``limit`` characters of it."""
+    cut = len(text) > limit
+    text = text[:limit]
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return text + ("..." if cut else "")
+
+
+def data(response: httpx.Response, what: str) -> Any:
+    """The ``data`` of an API answer's JSON."""
+    with parsing(what):
+        value = json.loads(response.content)
+        if not isinstance(value, dict) or "data" not in value:
+            raise BadAnswer(what, "no data in it")
+        return value["data"]
 
 
 class Unreachable(ClientError):
@@ -106,9 +156,9 @@ def explain(response: httpx.Response, what: str) -> ClientError:
     """The API's error (``{"error": {"type", "message"}}``) as one line, with a hint for the usual mistakes."""
     detail = ""
     try:
-        error = json.loads(response.read()).get("error") or {}
-        detail = f"{error.get('type', '')}: {error.get('message', '')}".strip(": ")
-    except (ValueError, AttributeError, httpx.HTTPError):
+        error = json.loads(_error_body(response)).get("error") or {}
+        detail = shown(f"{error.get('type', '')}: {error.get('message', '')}".strip(": "))
+    except (*ANSWER_ERRORS, httpx.HTTPError, httpx.StreamError):
         pass
     hint = ""
     if response.status_code == 401:
@@ -116,6 +166,34 @@ def explain(response: httpx.Response, what: str) -> ClientError:
     elif response.status_code == 404 and "~" not in what and "record" not in what:
         hint = " (a store is an ID, ~NAME for one of yours or USER~NAME)"
     return ClientError(f"{what}: HTTP {response.status_code} {detail or response.reason_phrase}{hint}")
+
+
+def _error_body(response: httpx.Response) -> bytes:
+    """The first MAX_ERROR_BODY bytes of an error's body, and one more when there are more (not JSON then): the
+    rest is never read."""
+    try:
+        return response.content[: MAX_ERROR_BODY + 1]
+    except httpx.ResponseNotRead:
+        pass
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > MAX_ERROR_BODY:
+            break
+    return bytes(body)
+
+
+def read_answer(response: httpx.Response, what: str, limit: int | None = None) -> httpx.Response:
+    """A streamed ``response`` read whole, refused past ``limit`` bytes (MAX_ANSWER; decoded) without reading on."""
+    limit = limit or MAX_ANSWER
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            response.close()
+            raise BadAnswer(what, f"over {limit:,} bytes")
+    response._content = bytes(body)  # (what Response.read() keeps: .content and .json() read it)
+    return response
 
 
 def retryable(status: int) -> bool:
@@ -141,20 +219,25 @@ def request(
     ok: tuple[int, ...] = (200, 201, 204),
     content: Callable[[], Any] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    limit: int | None = None,
     **kw: Any,
 ) -> httpx.Response:
     """One API call, retried on 429, 5xx and lost connections; any other answer not in ``ok`` is a ClientError.
-    ``content`` makes the body anew for each attempt (a file opened again from its start)."""
+    ``content`` makes the body anew for each attempt (a file opened again from its start). The answer's body is
+    read, at most ``limit`` (MAX_ANSWER) bytes of it (a BadAnswer past that); an error's, at most MAX_ERROR_BODY."""
     for attempt in range(RETRIES + 1):
         response = None
         try:
             if content is not None:
                 kw["content"] = content()
-            response = client.request(method, path, **kw)
-            if response.status_code in ok:
-                return response
-            if not retryable(response.status_code) or attempt == RETRIES:
-                raise explain(response, what)
+            response = client.send(client.build_request(method, path, **kw), stream=True)
+            try:
+                if response.status_code in ok:
+                    return read_answer(response, what, limit or MAX_ANSWER)
+                if not retryable(response.status_code) or attempt == RETRIES:
+                    raise explain(response, what)
+            finally:
+                response.close()
         except httpx.TransportError as exc:
             if (error := gave_up(what, client, exc, attempt + 1)) is not None:
                 raise error from None

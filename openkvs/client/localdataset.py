@@ -32,7 +32,19 @@ from typing import Any
 import httpx
 
 from openkvs import rules
-from openkvs.client.http import RETRIES, ClientError, explain, gave_up, request, retryable, wait_time
+from openkvs.client.http import (
+    RETRIES,
+    BadAnswer,
+    ClientError,
+    data,
+    explain,
+    gave_up,
+    parsing,
+    read_answer,
+    request,
+    retryable,
+    wait_time,
+)
 from openkvs.client.localfiles import (
     METADATA,
     api_path,
@@ -54,6 +66,7 @@ COLLECTION = "datasets"
 ITEM_DIGITS = 9  # crawlee's _ITEM_FILENAME_DIGITS
 PUSH_LIMIT = rules.MAX_JSON_BODY  # the decoded body of one push (API-datasets.md 4.4)
 MAX_ITEM_FILE = 4 * PUSH_LIMIT  # an item file as Crawlee indents it; compact, the item must fit one push
+MAX_NUMBER = 2**63 - 1  # the largest item file number (LocalDataset.numbers holds 64-bit integers)
 
 
 @dataclass
@@ -91,8 +104,9 @@ def _name(number: int) -> str:
 
 
 def _number(name: str) -> int | None:
+    """The item number an item file's name gives (ASCII digits: "²" is a digit to str.isdigit, not to int)."""
     stem, dot, ext = name.partition(".")
-    return int(stem) if dot and ext == "json" and stem.isdigit() else None
+    return int(stem) if dot and ext == "json" and stem.isascii() and stem.isdigit() else None
 
 
 def _reject_constant(name: str) -> float:
@@ -128,6 +142,9 @@ def read_dataset(folder: Path) -> LocalDataset:
                     problems.append(f"{entry.name}: not an item file (Crawlee names them 000000001.json, "
                                     "000000002.json, ...)")
                     continue
+                if number > MAX_NUMBER:
+                    problems.append(f"{entry.name}: item number over {MAX_NUMBER:,}")
+                    continue
                 numbers.append(number)
                 if entry.name != _name(number):
                     odd[number] = entry.name
@@ -146,6 +163,9 @@ def read_dataset(folder: Path) -> LocalDataset:
             continue
         except ValueError as exc:  # (UnicodeDecodeError too)
             problems.append(f"{path.name}: not JSON ({exc})")
+            continue
+        except RecursionError:
+            problems.append(f"{path.name}: JSON nested too deeply")
             continue
         if not isinstance(value, dict):
             problems.append(f"{path.name}: not a JSON object (a dataset's items are objects)")
@@ -174,9 +194,11 @@ class Pushed:
 
 
 def _item_at(client: httpx.Client, target: str, index: int) -> Any:
-    r = request(client, "GET", api_path(COLLECTION, target) + "/items", f"reading item {index} of {target}",
+    what = f"reading item {index} of {target}"
+    r = request(client, "GET", api_path(COLLECTION, target) + "/items", what,
                 params={"format": "json", "offset": index, "limit": 1})
-    items = r.json()
+    with parsing(what):
+        items = json.loads(r.content)
     return items[0] if isinstance(items, list) and items else None
 
 
@@ -226,7 +248,16 @@ def _batches(local: LocalDataset, start: int) -> Iterator[tuple[bytes, int]]:
 
 
 def _count(client: httpx.Client, target: str) -> int:
-    return int(request(client, "GET", api_path(COLLECTION, target), f"dataset {target}").json()["data"]["itemCount"])
+    what = f"dataset {target}"
+    return item_count(data(request(client, "GET", api_path(COLLECTION, target), what), what), what)
+
+
+def item_count(info: Any, what: str) -> int:
+    with parsing(what):
+        count = info["itemCount"]
+        if type(count) is not int or count < 0:
+            raise BadAnswer(what, f"itemCount {count!r}")
+        return count
 
 
 def _push(client: httpx.Client, target: str, body: bytes, n: int, before: int, sleep: Callable[[float], None]) -> None:
@@ -236,12 +267,13 @@ def _push(client: httpx.Client, target: str, body: bytes, n: int, before: int, s
     for attempt in range(RETRIES + 1):
         response = None
         try:
-            response = client.post(api_path(COLLECTION, target) + "/items", content=body,
-                                   headers={"Content-Type": "application/json"})
-            if response.status_code == 201:
-                return
-            if not retryable(response.status_code) or attempt == RETRIES:
-                raise explain(response, what)
+            with client.stream("POST", api_path(COLLECTION, target) + "/items", content=body,
+                               headers={"Content-Type": "application/json"}) as response:
+                if response.status_code == 201:
+                    read_answer(response, what)
+                    return
+                if not retryable(response.status_code) or attempt == RETRIES:
+                    raise explain(response, what)
         except httpx.TransportError as exc:
             if (error := gave_up(what, client, exc, attempt + 1)) is not None:
                 raise error from None
@@ -293,7 +325,9 @@ def import_dataset(
 def _lines(client: httpx.Client, target: str, total: int, bar: Progress) -> Iterator[bytes]:
     """The dataset's items from its jsonl export, one line each, the first ``total``; a lost connection is taken
     up again from the next item (split on b"\\n" alone: a JSON text holds no raw newline, but may hold U+2028,
-    which a text line splitter would cut at)."""
+    which a text line splitter would cut at). A line over MAX_ITEM_FILE bytes, or more than ``total`` lines, is the
+    server's error."""
+    what = f"exporting {target}"
     done = failures = 0
     while done < total:
         try:
@@ -301,27 +335,38 @@ def _lines(client: httpx.Client, target: str, total: int, bar: Progress) -> Iter
             with client.stream("GET", api_path(COLLECTION, target) + "/items", params=params) as r:
                 if r.status_code != 200:
                     if not retryable(r.status_code) or failures >= 6:
-                        raise explain(r, f"exporting {target}")
+                        raise explain(r, what)
                     failures += 1
                     time.sleep(wait_time(r, failures))
                     continue
-                rest = b""
-                for data in r.iter_bytes():
-                    bar.advance(len(data))
-                    *whole, rest = (rest + data).split(b"\n")
-                    for line in whole:
+                rest = bytearray()  # the line begun: no b"\n" in it
+                for chunk in r.iter_bytes():
+                    bar.advance(len(chunk))
+                    at = len(rest)
+                    rest += chunk
+                    begin = 0
+                    while (end := rest.find(b"\n", at)) >= 0:
+                        line = bytes(rest[begin:end])
+                        begin = at = end + 1
                         if line.strip():
+                            if done == total:
+                                raise BadAnswer(what, f"more than the {total} items the dataset holds")
                             failures = 0
                             done += 1
                             yield line
-            if rest.strip():
+                    del rest[:begin]
+                    if len(rest) > MAX_ITEM_FILE:
+                        raise BadAnswer(what, f"item {done + 1} is over {MAX_ITEM_FILE:,} bytes")
+            if bytes(rest).strip():
+                if done == total:
+                    raise BadAnswer(what, f"more than the {total} items the dataset holds")
                 done += 1
-                yield rest
+                yield bytes(rest)
             if done < total:  # (the dataset shrank: it was deleted and made again meanwhile)
-                raise ClientError(f"exporting {target}: {total} items expected, {done} came")
+                raise ClientError(f"{what}: {total} items expected, {done} came")
         except httpx.TransportError as exc:
             failures += 1
-            if (error := gave_up(f"exporting {target}", client, exc, failures)) is not None:
+            if (error := gave_up(what, client, exc, failures)) is not None:
                 raise error from None
             time.sleep(wait_time(None, failures))
 
@@ -334,23 +379,28 @@ def export_dataset(
     progress: Callable[[str, int | None, int], Progress] = Progress,
 ) -> tuple[Path, int]:
     """TARGET into ``root/datasets/<name>/``: its items as they are at the start, and its metadata."""
-    info = request(client, "GET", api_path(COLLECTION, target), f"dataset {target}").json()["data"]
-    name = info.get("name") or info["id"]
+    what = f"dataset {target}"
+    info = data(request(client, "GET", api_path(COLLECTION, target), what), what)
+    with parsing(what):
+        name = info.get("name") or info["id"]
     if not isinstance(name, str) or not rules.STORE_NAME.ok(name):  # (it names the folder written)
         raise ClientError(f"dataset {target}: the server named it {name!r}, not a dataset name: nothing was written")
-    total = int(info["itemCount"])
+    total = item_count(info, what)
     partial, final = new_folder(root / SUBDIR, name)
     bar = progress(name, None, 0)
     written = 0
     try:
         for line in _lines(client, target, total, bar):
             written += 1
-            (partial / f"{written:0{ITEM_DIGITS}d}.json").write_text(crawlee_json(json.loads(line)), "utf-8")
+            with parsing(f"exporting {target}: item {written}"):
+                text = crawlee_json(json.loads(line))
+            (partial / f"{written:0{ITEM_DIGITS}d}.json").write_text(text, "utf-8")
     finally:
         bar.close()
-    meta = {"id": info["id"], "name": info.get("name"),
-            "accessed_at": crawlee_time(info.get("accessedAt")), "created_at": crawlee_time(info.get("createdAt")),
-            "modified_at": crawlee_time(info.get("modifiedAt")), "item_count": written}
+    with parsing(what):
+        meta = {"id": info["id"], "name": info.get("name"), "accessed_at": crawlee_time(info.get("accessedAt")),
+                "created_at": crawlee_time(info.get("createdAt")), "modified_at": crawlee_time(info.get("modifiedAt")),
+                "item_count": written}
     write(partial / METADATA, crawlee_json(meta).encode())
     put_in_place(partial, final)
     return final, written

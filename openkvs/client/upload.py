@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from openkvs import rules
-from openkvs.client.http import ClientError, record_path, request, store_path
+from openkvs.client.http import BadAnswer, ClientError, data, parsing, record_path, request, shown, store_path
 from openkvs.client.progress import Progress
 from openkvs.client.zipcheck import crc32
 from openkvs.plural import counted
@@ -111,18 +111,32 @@ def plan(root: Path, prefix: str = "") -> list[Item]:
 
 
 def existing_sizes(client: httpx.Client, store: str, prefix: str) -> dict[str, int]:
-    """The store's keys under ``prefix`` with their sizes (every page of the listing)."""
+    """The store's keys under ``prefix`` with their sizes (every page of the listing). A page's next start key
+    that was one already (the same page again, or a loop) is the server's error: the listing would never end."""
     sizes: dict[str, int] = {}
     start = None
+    seen: set[str] = set()
+    what = f"listing {store}"
     while True:
         params = {"limit": 1000, **({"prefix": prefix} if prefix else {})}
         if start:
             params["exclusiveStartKey"] = start
-        data = request(client, "GET", store_path(store) + "/keys", f"listing {store}", params=params).json()["data"]
-        sizes.update((i["key"], i["size"]) for i in data["items"])
-        if not data.get("isTruncated") or not data["items"]:
-            return sizes
-        start = data.get("nextExclusiveStartKey") or data["items"][-1]["key"]
+        page = data(request(client, "GET", store_path(store) + "/keys", what, params=params), what)
+        with parsing(what):
+            for i in page["items"]:
+                key, size = i["key"], i["size"]
+                if not isinstance(key, str) or type(size) is not int or size < 0:
+                    raise BadAnswer(what, f"a key {shown(repr(key), 300)} of size {shown(repr(size), 100)}")
+                sizes[key] = size
+            if not page.get("isTruncated") or not page["items"]:
+                return sizes
+            start = page.get("nextExclusiveStartKey") or page["items"][-1]["key"]
+            if not isinstance(start, str):
+                raise BadAnswer(what, f"a next start key {shown(repr(start), 300)}")
+        if start in seen:
+            raise BadAnswer(what, f"the next page starts after {shown(repr(start), 300)} again: the listing "
+                                  "does not advance")
+        seen.add(start)
 
 
 def file_crc(path: Path) -> int:
