@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 import struct
 import time
 import zipfile
@@ -49,6 +50,7 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)\Z", re.ASCII)  # (a server
 # httpcore's public HTTP11Connection, set for this process (the command line's own); a small response still
 # costs one read.
 READ_SIZE = 1 << 20
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 httpcore.HTTP11Connection.READ_NUM_BYTES = max(httpcore.HTTP11Connection.READ_NUM_BYTES, READ_SIZE)
 
 
@@ -100,6 +102,7 @@ def download(
     # what the partial file belongs to (no token, no password: it is kept on disk and named in a message)
     request = f"{redacted(str(client.base_url))}{path}?{urlencode(params)}"
     part, meta = part_paths(out)
+    _refuse_strangers(part, meta)
     partial = _load(part, meta, request, say)
     kept = part.stat().st_size if partial else 0
     restarted = False
@@ -144,7 +147,7 @@ def download(
                     if offset == 0 or stream.pos > offset:
                         stream = ZipStream()
                     feed_file(stream, part, offset)  # a resume's kept bytes, unless this run wrote them
-                    fd = os.open(part, os.O_WRONLY)
+                    fd = _open(part, os.O_WRONLY)
                     try:
                         # Truncated only if longer: ext4 writes out at close() a file that was truncated to
                         # nothing and then written (its guard for rewrites), 0.2-0.4 s for a GiB that curl, writing
@@ -219,6 +222,43 @@ def _receive(
     return at
 
 
+def _temporary(meta: Path) -> Path:
+    return meta.with_name(meta.name + ".tmp")
+
+
+def _refuse_strangers(part: Path, meta: Path) -> None:
+    """FILE.part, FILE.part.json and its temporary file are this command's own: one that is a symbolic link (or
+    anything but a regular file) was put there by someone else, and writing it would write the file it points at
+    (`x.zip.part -> ~/.bashrc`). It is refused before anything is read or written, not removed: it is not ours."""
+    for path in (part, meta, _temporary(meta)):
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ClientError(f"{path}: {exc.strerror or exc}") from None
+        if stat.S_ISLNK(mode):
+            raise ClientError(f"{path} is a symbolic link, not a partial download: not followed, nothing was "
+                              "written (remove it, or download to another file)")
+        if not stat.S_ISREG(mode):
+            raise ClientError(f"{path} is not a regular file: nothing was written (remove it, or download to another "
+                              "file)")
+
+
+def _open(path: Path, flags: int) -> int:
+    """``path`` opened without following a link (one put there since _refuse_strangers looked is refused)."""
+    try:
+        return os.open(path, flags | _NOFOLLOW, 0o666)
+    except OSError as exc:
+        raise ClientError(f"{path}: {exc.strerror or exc}; nothing was written through it") from None
+
+
+def _create(path: Path) -> int:
+    """A new, empty ``path`` (a stale one removed first: a link is removed, not written through)."""
+    path.unlink(missing_ok=True)
+    return _open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+
+
 def _load(part: Path, meta: Path, request: str, say: Callable[[str], None]) -> Partial | None:
     """The partial download to resume, if FILE.part is the start of an archive of this very request."""
     if not part.exists():
@@ -245,12 +285,12 @@ def _begin(part: Path, meta: Path, request: str, r: httpx.Response) -> Partial:
         size = int(r.headers["content-length"])
     except (KeyError, ValueError):
         raise ClientError("the server sent the archive without its size (Content-Length)") from None
-    with open(part, "wb"):
-        pass
+    os.close(_create(part))
     partial = Partial(request, etag, size)
     if _strong(etag):
-        tmp = meta.with_name(meta.name + ".tmp")
-        tmp.write_text(json.dumps(partial.__dict__))
+        tmp = _temporary(meta)
+        with os.fdopen(_create(tmp), "w") as f:
+            f.write(json.dumps(partial.__dict__))
         os.replace(tmp, meta)
     else:
         meta.unlink(missing_ok=True)

@@ -269,3 +269,47 @@ def test_a_damaged_part_fails_the_check_and_is_removed(shared_server: Any, big_s
     assert not out.exists() and not part.exists()
     run(shared_server, "download", big_store, "-o", str(out))
     assert out.read_bytes() == good
+
+
+@pytest.mark.parametrize("which", [".part", ".part.json", ".part.json.tmp"])
+def test_a_link_in_place_of_the_part_files_is_refused_not_written_through(
+    shared_server: Any, big_store: str, tmp_path: Path, which: str
+) -> None:
+    """`ln -s ~/victim x.zip.part`: the download wrote the archive into the victim and left x.zip the link."""
+    victim = tmp_path / "victim"
+    victim.write_text("PRECIOUS")
+    out = tmp_path / "x.zip"
+    link = tmp_path / f"x.zip{which}"
+    link.symlink_to(victim)
+    failed = run(shared_server, "download", big_store, "-o", str(out), check=False)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert f"{link} is a symbolic link, not a partial download: not followed" in failed.stderr, failed.stderr
+    assert "Traceback" not in failed.stderr and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert victim.read_text() == "PRECIOUS" and link.is_symlink() and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["victim", link.name])
+
+
+def test_a_link_put_in_place_of_the_part_during_a_download_is_not_written_through(
+    shared_server: Any, big_store: str, tmp_path: Path
+) -> None:
+    """The store changed since FILE.part was begun, and FILE.part became a link meanwhile (after the command looked
+    at it): the archive begun anew is a new file, the link's target is left as it was."""
+    out = tmp_path / "x.zip"
+    part, meta = part_paths(out)
+    run(shared_server, "download", big_store, "-o", str(out))
+    good = out.read_bytes()
+    out.rename(part)
+    os.truncate(part, 1000)
+    url = f"{shared_server.url}/v2/key-value-stores/{big_store}/records?"
+    meta.write_text(json.dumps({"request": url, "etag": '"an-older-archive"', "size": len(good)}))
+    victim = tmp_path / "victim"
+    victim.write_text("PRECIOUS")
+
+    def swap(message: str) -> None:  # said just before the archive is begun anew
+        part.unlink()
+        part.symlink_to(victim)
+
+    with endpoint(shared_server.url, shared_server.token).client() as api:
+        done = download(api, big_store, out, say=swap, progress=lambda *a: Progress("t", None, quiet=True))
+    assert done.restarted and out.read_bytes() == good and not out.is_symlink()
+    assert victim.read_text() == "PRECIOUS" and not part.exists() and not part.is_symlink()
