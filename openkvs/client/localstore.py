@@ -38,11 +38,22 @@ from openkvs.client.http import (
     store_path,
     wait_time,
 )
-from openkvs.client.localfiles import METADATA, crawlee_json, crawlee_time, refuse_links, temporary, write
+from openkvs.client.localfiles import (
+    METADATA,
+    crawlee_json,
+    crawlee_time,
+    local_name,
+    metadata,
+    read_bounded,
+    refuse_links,
+    temporary,
+    write,
+)
 from openkvs.client.progress import Progress
 from openkvs.client.upload import CHUNK, Item, Summary, content_type, existing_sizes
 
 SUBDIR = "key_value_stores"
+MAX_METADATA_FILE = 1 << 20  # a record's {"key", "content_type", "size"}: a key is at most 256 characters
 
 
 @dataclass
@@ -83,13 +94,9 @@ def _files(folder: Path) -> list[Path]:
 
 
 def read_store(folder: Path) -> LocalStore:
-    name = folder.name
-    try:
-        name = json.loads((folder / METADATA).read_text("utf-8")).get("name") or name
-    except (OSError, ValueError):
-        pass
     found = sorted(folder.iterdir())
-    refuse_links(folder, found)
+    refuse_links(folder, found)  # (first: __metadata__.json -> /dev/zero was read, and filled the memory)
+    name = local_name(folder, metadata(folder))
     # (Crawlee's temporary files end in ".tmp"; an interrupted export's hold a "~")
     files = [p for p in _files(folder) if p.name != METADATA and not p.name.endswith(".tmp") and "~" not in p.name]
     claimed: set[Path] = set()
@@ -101,8 +108,11 @@ def read_store(folder: Path) -> LocalStore:
         claimed.add(meta)
         stem = meta.name[: -len("." + METADATA)]
         try:
-            m = json.loads(meta.read_text("utf-8"))
+            m = json.loads(read_bounded(meta, MAX_METADATA_FILE))
             key, ctype = m["key"], m.get("content_type") or m.get("contentType")
+        except ClientError as exc:  # (it names the file)
+            problems.append(str(exc))
+            continue
         except (OSError, ValueError, KeyError, TypeError) as exc:
             problems.append(f"{meta}: {exc}")
             continue

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ import pytest
 from openkvs.client import http, localstore
 from openkvs.client.progress import Progress
 
-from .helpers import run
+from .helpers import client_env, run
 
 
 def _store(tmp_path: Path, name: str) -> Path:
@@ -115,3 +118,52 @@ def test_export_takes_no_folder_name_from_the_server_that_leaves_dir(tmp_path: P
     with pytest.raises(http.ClientError, match="not a store name"):
         localstore.export(client, "s", root, progress=lambda *a: Progress(*a, quiet=True))
     assert not os.path.exists(root) and sorted(p.name for p in tmp_path.rglob("*")) == []
+
+
+def _import_limited(server: Any, storage: Path) -> subprocess.CompletedProcess[str]:
+    """``openkvs import STORAGE`` in a process of at most 2 GiB of address space: a read without a bound ends in a
+    MemoryError rather than in filling this machine's memory; one that waits for ever is stopped at 120 s."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    return subprocess.run([sys.executable, "-m", "openkvs", "import", str(storage), "-q"], env=client_env(server),
+                          capture_output=True, text=True, preexec_fn=limit, timeout=120)
+
+
+def test_import_refuses_a_linked_store_metadata_before_reading_it(shared_server: Any, tmp_path: Path) -> None:
+    """``__metadata__.json -> /dev/zero`` was read (for the store's name) before the links were looked for."""
+    folder = _store(tmp_path, "zeros")
+    (folder / "ok").write_text("fine")
+    (folder / "__metadata__.json").symlink_to("/dev/zero")
+    out = _import_limited(shared_server, tmp_path / "storage")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "symbolic links, not followed" in out.stderr and "__metadata__.json" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert _keys(shared_server, "zeros") == []
+
+
+def test_import_does_not_wait_on_a_fifo_for_the_store_metadata(shared_server: Any, tmp_path: Path) -> None:
+    """A FIFO named __metadata__.json held the import for ever; it is no metadata: the store takes its folder's
+    name, as with metadata that can't be read."""
+    folder = _store(tmp_path, "fifo-meta")
+    (folder / "ok").write_text("fine")
+    os.mkfifo(folder / "__metadata__.json")
+    out = _import_limited(shared_server, tmp_path / "storage")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _keys(shared_server, "fifo-meta") == ["ok"]
+
+
+def test_import_refuses_a_record_metadata_file_past_its_bound(shared_server: Any, tmp_path: Path) -> None:
+    """A record's metadata file is read up to 1 MiB (a sparse 4 GB one was read whole: MemoryError)."""
+    folder = _store(tmp_path, "fat-meta")
+    (folder / "a").write_text("fine")
+    (folder / "a.__metadata__.json").write_text('{"key": "a", "content_type": "text/plain"}' + " " * (2 << 20))
+    (folder / "b").write_text("fine too")
+    with open(folder / "b.__metadata__.json", "wb") as f:  # sparse: 4 GiB of nothing on the disk
+        f.truncate(4 << 30)
+    out = _import_limited(shared_server, tmp_path / "storage")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"{folder / 'a.__metadata__.json'}: 2,097,194 bytes, over the 1,048,576 such a file may have" in out.stderr
+    assert f"{folder / 'b.__metadata__.json'}: 4,294,967,296 bytes, over the 1,048,576" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert _keys(shared_server, "fat-meta") == []
