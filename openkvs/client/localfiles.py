@@ -10,6 +10,7 @@ than sent. Every check runs before anything is sent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -118,17 +119,53 @@ def temporary(path: Path) -> Path:
     return path.with_name(f"{path.name}~{os.getpid()}-{threading.get_ident()}")
 
 
+def create(path: Path) -> int:
+    """A new file at ``path``, open for writing: one left there (an interrupted export's, or a link put in its
+    place) is removed first, never written through."""
+    path.unlink(missing_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+
+
 def write(path: Path, data: bytes) -> None:
-    """Whole or not at all, as Crawlee's atomic_write."""
+    """Whole or not at all, as Crawlee's atomic_write; the temporary file is removed when it fails."""
     tmp = temporary(path)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(create(tmp), "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def export_folder(root: Path, *names: str) -> Path:
+    """``root/names...`` for an export to write in, each folder made when missing. ``root`` (DIR, the user's
+    choice) may be a symbolic link; a folder under it that is one is refused, not followed: the export would write
+    outside DIR (``DIR/key_value_stores/s1 -> /etc``)."""
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root
+    for name in names:
+        folder = folder / name
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir()
+        refuse_link_folder(folder)
+    return folder
+
+
+def refuse_link_folder(folder: Path) -> None:
+    if folder.is_symlink():
+        raise ClientError(f"{folder} is a symbolic link: an export writes only inside its folder, nothing was written "
+                          "through it")
+    if not folder.is_dir():
+        raise ClientError(f"{folder} is in the way (not a folder): nothing was written")
 
 
 def new_folder(parent: Path, name: str) -> tuple[Path, Path]:
     """For an export of a dataset or queue into ``parent/name``: the folder to fill (``name~partial``, emptied
     first if an interrupted export left it) and where it goes when complete. An existing ``parent/name`` that holds
     anything but its metadata is refused: the export would mix with its files, and Crawlee would read both."""
+    if parent.is_symlink():  # (DIR/datasets -> elsewhere: the export would write there)
+        refuse_link_folder(parent)
     final = parent / name
     if final.is_symlink() or final.exists() and not final.is_dir():
         raise ClientError(f"{final} is in the way (not a folder): nothing was written")

@@ -45,6 +45,7 @@ from openkvs.client.localfiles import (
     api_path,
     crawlee_json,
     crawlee_time,
+    export_folder,
     local_name,
     metadata,
     new_folder,
@@ -284,6 +285,7 @@ def export_queue(
         raise ClientError(f"queue {target}: the server named it {name!r}, not a queue name: nothing was written")
     head = request(client, "GET", path + "/head", f"queue {target}", params={"limit": HEAD_LIMIT}).json()["data"]
     first = [i["uniqueKey"] for i in head["items"]]
+    kvs = export_folder(root, "key_value_stores", "default")  # (checked before anything is written)
     partial, final = new_folder(root / SUBDIR, name)
     bar = progress(name, None, 0)
     pending: list[str] = []
@@ -301,8 +303,6 @@ def export_queue(
     state = {"sequence_counter": len(order), "forefront_sequence_counter": 0, "forefront_requests": {},
              "regular_requests": {k: i for i, k in enumerate(order)}, "in_progress_requests": [],
              "handled_requests": handled}
-    kvs = root / "key_value_stores" / "default"
-    kvs.mkdir(parents=True, exist_ok=True)
     key = f"{STATE_PREFIX}{info['id']}"
     data = crawlee_json(state).encode()
     write(kvs / key, data)

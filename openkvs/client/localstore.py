@@ -42,6 +42,8 @@ from openkvs.client.localfiles import (
     METADATA,
     crawlee_json,
     crawlee_time,
+    create,
+    export_folder,
     local_name,
     metadata,
     read_bounded,
@@ -155,12 +157,16 @@ def _fetch(client: httpx.Client, path: str, what: str, out: Path, bar: Progress)
             with client.stream("GET", path, headers={"Accept-Encoding": "identity"}) as r:
                 response = r
                 if r.status_code == 200:
-                    with open(tmp, "wb") as f:
-                        for data in r.iter_raw(CHUNK):
-                            f.write(data)
-                            written += len(data)
-                            bar.advance(len(data))
-                    os.replace(tmp, out)
+                    try:
+                        with os.fdopen(create(tmp), "wb") as f:
+                            for data in r.iter_raw(CHUNK):
+                                f.write(data)
+                                written += len(data)
+                                bar.advance(len(data))
+                        os.replace(tmp, out)
+                    except BaseException:  # (a failed attempt leaves no temporary file behind)
+                        tmp.unlink(missing_ok=True)
+                        raise
                     return r.headers.get("content-type", "application/octet-stream"), written
                 if not retryable(r.status_code) or attempt == RETRIES:
                     raise explain(r, what)
@@ -185,13 +191,17 @@ def export(
     name = info.get("name") or info["id"]
     if not isinstance(name, str) or not rules.STORE_NAME.ok(name):  # (it names the folder written)
         raise ClientError(f"store {store}: the server named it {name!r}, not a store name: nothing was written")
-    folder = root / SUBDIR / name
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = export_folder(root, SUBDIR, name)
     sizes = existing_sizes(client, store, "")
     bar = progress(name, sum(sizes.values()), 0)
     summary, lock = Summary(), threading.Lock()
 
     def one(key: str) -> None:
+        if not rules.RECORD_KEY.ok(key):  # ("." and ".." would name the folder or its parent, "" the folder)
+            with lock:
+                summary.failed.append(f"{key!r}: not a record key (1-256 letters, digits and !_.'()-, not . or ..): "
+                                      "the server sent a key no record can have")
+            return
         if key == METADATA or key.endswith("." + METADATA):
             with lock:  # (its file would overwrite a record's metadata, and name another record when imported)
                 summary.failed.append(f"{key}: its file would be a metadata file of Crawlee's layout")

@@ -167,3 +167,85 @@ def test_import_refuses_a_record_metadata_file_past_its_bound(shared_server: Any
     assert f"{folder / 'b.__metadata__.json'}: 4,294,967,296 bytes, over the 1,048,576" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr, out.stderr
     assert _keys(shared_server, "fat-meta") == []
+
+
+def _hostile_server(keys: list[str]) -> httpx.Client:
+    """A server (not openkvs) whose store ``s1`` lists ``keys`` and answers every record with b"bytes"."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v2/key-value-stores/s":
+            return httpx.Response(200, json={"data": {"id": "abc", "name": "s1"}})
+        if path == "/v2/key-value-stores/s/keys":
+            return httpx.Response(200, json={"data": {"items": [{"key": k, "size": 5} for k in keys],
+                                                      "isTruncated": False}})
+        return httpx.Response(200, stream=httpx.ByteStream(b"bytes"), headers={"content-type": "text/plain"})
+
+    return httpx.Client(transport=httpx.MockTransport(handler), base_url="http://127.0.0.1:9")
+
+
+def test_export_refuses_keys_no_record_can_have_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """"." named the store's folder itself (its bytes were written beside it, to s1~PID-TID, and left there), ".."
+    its parent, "x~1" was exported and then silently skipped by import: each is a failed record, shown escaped."""
+    hostile = [".", "..", "", "x~1", "a/b"]
+    with _hostile_server(["ok", *hostile]) as client:
+        folder, summary = localstore.export(client, "s", tmp_path / "out", progress=lambda *a: Progress(*a, quiet=True))
+    assert summary.uploaded == 1
+    assert sorted(summary.failed) == sorted(
+        f"{k!r}: not a record key (1-256 letters, digits and !_.'()-, not . or ..): the server sent a key no record "
+        "can have" for k in hostile)
+    assert sorted(p.name for p in folder.iterdir()) == ["__metadata__.json", "ok", "ok.__metadata__.json"]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.parent != folder) == [
+        "out", "out/key_value_stores", "out/key_value_stores/s1"]
+
+
+def test_a_failed_write_of_a_record_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """The record's file can't take the fetched bytes' place (a folder is in the way): the record fails, and its
+    temporary file is removed, not left beside the others."""
+    root = tmp_path / "out"
+    (root / "key_value_stores" / "s1" / "ok").mkdir(parents=True)
+    with _hostile_server(["ok"]) as client:
+        folder, summary = localstore.export(client, "s", root, progress=lambda *a: Progress(*a, quiet=True))
+    assert summary.uploaded == 0 and len(summary.failed) == 1 and summary.failed[0].startswith("ok: ")
+    assert sorted(p.name for p in folder.iterdir()) == ["__metadata__.json", "ok"]
+
+
+@pytest.mark.parametrize(("kind", "link"), [
+    ("store", "key_value_stores/links"), ("store", "key_value_stores"),
+    ("queue", "key_value_stores/default"), ("queue", "key_value_stores"), ("queue", "request_queues"),
+    ("dataset", "datasets"),
+])
+def test_export_follows_no_folder_link_under_dir(shared_server: Any, tmp_path: Path, kind: str, link: str) -> None:
+    """``ln -s /some/dir out/key_value_stores/s1``: the export wrote its files into /some/dir."""
+    with shared_server.client() as c:
+        if kind == "store":
+            assert c.post("/v2/key-value-stores", params={"name": "links"}).status_code in (200, 201)
+            assert c.put("/v2/key-value-stores/~links/records/ok", content=b"fine").status_code == 201
+        elif kind == "queue":
+            assert c.post("/v2/request-queues", params={"name": "links"}).status_code in (200, 201)
+            assert c.post("/v2/request-queues/~links/requests",
+                          json={"uniqueKey": "u", "url": "https://example.com/"}).status_code in (200, 201)
+        else:
+            assert c.post("/v2/datasets", params={"name": "links"}).status_code in (200, 201)
+            assert c.post("/v2/datasets/~links/items", json=[{"a": 1}]).status_code == 201
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    (out / link).parent.mkdir(parents=True, exist_ok=True)
+    (out / link).symlink_to(elsewhere)
+    flag = [] if kind == "store" else [f"--{kind}"]
+    failed = run(shared_server, "export", *flag, "~links", str(out), "-q", check=False)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert f"{out / link} is a symbolic link: an export writes only inside its folder" in failed.stderr, failed.stderr
+    assert "Traceback" not in failed.stderr and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_export_into_a_dir_that_is_a_link_writes_there(shared_server: Any, tmp_path: Path) -> None:
+    """DIR itself is the user's choice: a link to the folder meant is followed."""
+    with shared_server.client() as c:
+        assert c.post("/v2/key-value-stores", params={"name": "dirlink"}).status_code in (200, 201)
+        assert c.put("/v2/key-value-stores/~dirlink/records/ok", content=b"fine").status_code == 201
+    (tmp_path / "real").mkdir()
+    (tmp_path / "out").symlink_to(tmp_path / "real")
+    run(shared_server, "export", "~dirlink", str(tmp_path / "out"), "-q")
+    assert (tmp_path / "real" / "key_value_stores" / "dirlink" / "ok").read_bytes() == b"fine"
