@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 from openkvs import rules
-from openkvs.client.http import ClientError, request
+from openkvs.client.http import BadAnswer, ClientError, data, parsing, request
 from openkvs.client.localfiles import (
     METADATA,
     api_path,
@@ -63,7 +63,9 @@ STATE_PREFIX = "__RQ_STATE_"  # crawlee's RecoverableState key, in the default k
 MAX_REQUEST_FILE = rules.MAX_JSON_BODY  # a request is part of a batch: no more than a batch's body
 MAX_STATE_FILE = 1 << 30
 HEAD_LIMIT = 1000  # the most one GET head gives (API-request-queues.md 5.11)
-LIST_LIMIT = 10_000
+# Requests asked per page of the listing: a page is held whole (at most http.MAX_ANSWER, 64 MiB), and 1,000 requests
+# of Crawlee's usual size (~1 KB) are far below it
+LIST_LIMIT = 1000
 # crawlee 1.x's field names, as written by Request.model_dump, and the API's
 SNAKE: dict[str, str] = {
     "unique_key": "uniqueKey", "user_data": "userData", "retry_count": "retryCount", "no_retry": "noRetry",
@@ -247,15 +249,26 @@ def import_queue(
 
 
 def _pages(client: httpx.Client, target: str) -> Iterator[dict[str, Any]]:
+    """The queue's requests, page by page; a server whose listing doesn't advance (a cursor given before) is a
+    BadAnswer, not a loop."""
     cursor = None
+    seen: set[str] = set()
+    what = f"listing {target}"
     while True:
         params: dict[str, Any] = {"limit": LIST_LIMIT, **({"cursor": cursor} if cursor else {})}
-        data = request(client, "GET", api_path(COLLECTION, target) + "/requests", f"listing {target}",
-                       params=params).json()["data"]
-        yield from data["items"]
-        cursor = data.get("nextCursor")
-        if not cursor or not data["items"]:
+        page = data(request(client, "GET", api_path(COLLECTION, target) + "/requests", what, params=params), what)
+        with parsing(what):
+            items, cursor = page["items"], page.get("nextCursor")
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise BadAnswer(what, "items is not a list of requests")
+            if cursor is not None and not isinstance(cursor, str):
+                raise BadAnswer(what, f"nextCursor {cursor!r} is not a cursor")
+        if cursor in seen:
+            raise BadAnswer(what, f"the next cursor {cursor!r} came before: the listing does not advance")
+        yield from items
+        if not cursor or not items:
             return
+        seen.add(cursor)
 
 
 def crawlee_request(req: dict[str, Any]) -> dict[str, Any]:
@@ -279,12 +292,16 @@ def export_queue(
     """TARGET into ``root/request_queues/<name>/`` and its order into ``root/key_value_stores/default/``: its
     requests, how many, how many handled."""
     path = api_path(COLLECTION, target)
-    info = request(client, "GET", path, f"queue {target}").json()["data"]
+    info = data(request(client, "GET", path, f"queue {target}"), f"queue {target}")
+    if not isinstance(info, dict) or not isinstance(info.get("id"), str):
+        raise BadAnswer(f"queue {target}", "no id in it")
     name = info.get("name") or info["id"]
     if not isinstance(name, str) or not rules.STORE_NAME.ok(name) or not rules.STORE_ID.ok(info["id"]):
         raise ClientError(f"queue {target}: the server named it {name!r}, not a queue name: nothing was written")
-    head = request(client, "GET", path + "/head", f"queue {target}", params={"limit": HEAD_LIMIT}).json()["data"]
-    first = [i["uniqueKey"] for i in head["items"]]
+    head = data(request(client, "GET", path + "/head", f"queue {target}", params={"limit": HEAD_LIMIT}),
+                f"queue {target}")
+    with parsing(f"queue {target}"):
+        first = [i["uniqueKey"] for i in head["items"]]
     kvs = export_folder(root, "key_value_stores", "default")  # (checked before anything is written)
     partial, final = new_folder(root / SUBDIR, name)
     bar = progress(name, None, 0)
@@ -292,7 +309,10 @@ def export_queue(
     handled: list[str] = []
     try:
         for req in _pages(client, target):
-            text = crawlee_json(crawlee_request(req))
+            if not isinstance(req.get("uniqueKey"), str):
+                raise BadAnswer(f"listing {target}", f"a request's uniqueKey is {req.get('uniqueKey')!r}")
+            with parsing(f"listing {target}"):
+                text = crawlee_json(crawlee_request(req))
             (partial / file_name(req["uniqueKey"])).write_text(text, "utf-8")
             (handled if req.get("handledAt") else pending).append(req["uniqueKey"])
             bar.advance(len(text))
@@ -304,15 +324,16 @@ def export_queue(
              "regular_requests": {k: i for i, k in enumerate(order)}, "in_progress_requests": [],
              "handled_requests": handled}
     key = f"{STATE_PREFIX}{info['id']}"
-    data = crawlee_json(state).encode()
-    write(kvs / key, data)
-    write(kvs / f"{key}.{METADATA}",
-          crawlee_json({"key": key, "content_type": "application/json; charset=utf-8", "size": len(data)}).encode())
-    meta = {"id": info["id"], "name": info.get("name"),
-            "accessed_at": crawlee_time(info.get("accessedAt")), "created_at": crawlee_time(info.get("createdAt")),
-            "modified_at": crawlee_time(info.get("modifiedAt")), "had_multiple_clients": False,
-            "handled_request_count": len(handled), "pending_request_count": len(pending),
-            "total_request_count": len(handled) + len(pending)}
+    state_bytes = crawlee_json(state).encode()
+    write(kvs / key, state_bytes)
+    write(kvs / f"{key}.{METADATA}", crawlee_json(
+        {"key": key, "content_type": "application/json; charset=utf-8", "size": len(state_bytes)}).encode())
+    with parsing(f"queue {target}"):  # (its times)
+        meta = {"id": info["id"], "name": info.get("name"),
+                "accessed_at": crawlee_time(info.get("accessedAt")), "created_at": crawlee_time(info.get("createdAt")),
+                "modified_at": crawlee_time(info.get("modifiedAt")), "had_multiple_clients": False,
+                "handled_request_count": len(handled), "pending_request_count": len(pending),
+                "total_request_count": len(handled) + len(pending)}
     write(partial / METADATA, crawlee_json(meta).encode())
     put_in_place(partial, final)
     return final, len(handled) + len(pending), len(handled)

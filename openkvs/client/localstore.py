@@ -29,7 +29,9 @@ import httpx
 from openkvs import rules
 from openkvs.client.http import (
     RETRIES,
+    BadAnswer,
     ClientError,
+    data,
     explain,
     gave_up,
     record_path,
@@ -187,7 +189,9 @@ def export(
     progress: Callable[[str, int | None, int], Progress] = Progress,
 ) -> tuple[Path, Summary]:
     """STORE into ``root/key_value_stores/<name>/``: every record's bytes and type, and the store's metadata."""
-    info = request(client, "GET", store_path(store), f"store {store}").json()["data"]
+    info = data(request(client, "GET", store_path(store), f"store {store}"), f"store {store}")
+    if not isinstance(info, dict) or not isinstance(info.get("id"), str):
+        raise BadAnswer(f"store {store}", "no id in it")
     name = info.get("name") or info["id"]
     if not isinstance(name, str) or not rules.STORE_NAME.ok(name):  # (it names the folder written)
         raise ClientError(f"store {store}: the server named it {name!r}, not a store name: nothing was written")

@@ -220,14 +220,43 @@ def test_a_key_listing_that_does_not_advance_is_refused(serve: Callable[[Route],
     assert len(listings) == 2
 
 
+QUEUE = {**STORE, "id": "q1", "name": "q1"}
+
+
+@pytest.mark.parametrize("page, expected", [
+    ({"items": [{"uniqueKey": "a", "url": "https://e.com/a"}], "nextCursor": "c1"},
+     "listing q1: the server's answer is not what the API gives: the next cursor 'c1' came before"),
+    ({"items": [{"uniqueKey": 5, "url": "https://e.com/a"}]},
+     "listing q1: the server's answer is not what the API gives: a request's uniqueKey is 5"),
+    ({"items": "nope"}, "listing q1: the server's answer is not what the API gives: items is not a list"),
+], ids=["cursor-again", "unique-key-not-text", "items-not-a-list"])
+def test_a_queue_listing_not_the_apis_is_refused(serve: Callable[[Route], FakeServer], tmp_path: Path,
+                                                 page: dict[str, Any], expected: str) -> None:
+    listings: list[int] = []
+
+    def route(method: str, path: str) -> tuple[int, Body] | None:
+        if path.endswith("/requests"):
+            listings.append(1)
+            if len(listings) > 50:  # (the test's own stop, so that a client looping fails rather than hangs)
+                return 400, b'{"error":{"type":"x","message":"looped"}}'
+            return 200, _data(page)
+        if path.endswith("/head"):
+            return 200, _data({"items": []})
+        return 200, _data(QUEUE)
+
+    server = serve(route)
+    _one_line_error(_run(server, "export", "--queue", "q1", str(tmp_path / "out")), expected)
+    assert len(listings) <= 2
+
+
 @pytest.mark.parametrize("place", ["key_value_stores", "key_value_stores/s1"])
 def test_a_file_in_the_way_of_the_export_folder_is_one_line(serve: Callable[[Route], FakeServer], tmp_path: Path,
                                                            place: str) -> None:
     server = serve(lambda method, p: (200, NO_KEYS) if p.endswith("/keys") else (200, _data(STORE)))
     (tmp_path / "out" / place).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / "out" / place).write_text("in the way")
-    line = _one_line_error(_run(server, "export", "s1", str(tmp_path / "out")), "Error: export: ")
-    assert str(tmp_path / "out" / "key_value_stores") in line
+    line = _one_line_error(_run(server, "export", "s1", str(tmp_path / "out")), "is in the way (not a folder)")
+    assert f"Error: {tmp_path / 'out' / place} is in the way" in line and "nothing was written" in line
 
 
 @pytest.mark.parametrize(("name", "expected"), ids=["superscript", "huge", "deep"], argvalues=[
