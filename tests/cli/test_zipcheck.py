@@ -124,3 +124,54 @@ def test_other_writers_archives_are_checked_too(tmp_path: Path, compression: int
     stream = fed_in_pieces(bytes(archive), [50], tmp_path / "b.zip")
     with pytest.raises(zipfile.BadZipFile):
         stream.check(tmp_path / "b.zip")
+
+
+def _listed(path: Path) -> list[tuple[int, bytes, int, int, int, int]] | None:
+    """zipfile's central directory of ``path``: each entry's offset, raw name, sizes, CRC-32 and method (what the
+    check holds the bytes that went by to), or None if zipfile can't read it."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return [(i.header_offset, i.orig_filename.encode("utf-8" if i.flag_bits & 0x800 else "cp437"),
+                     i.file_size, i.compress_size, i.CRC, i.compress_type) for i in z.infolist()]
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):
+        return None
+
+
+def test_a_changed_byte_of_the_central_directory_is_never_passed_unless_zipfile_lists_the_same(tmp_path: Path) -> None:
+    """The central directory is read by hand (not as zipfile's list of a ZipInfo per entry): every byte of it and
+    of the end record flipped in turn, the check passes only an archive whose directory zipfile lists with the same
+    entries (the bytes that went by hold their data to those)."""
+    archive = openkvs_zip({"a": b"x" * 300, "bé": b"", "c.json": b'{"k": 1}'})
+    path = tmp_path / "a.zip"
+    path.write_bytes(archive)
+    original = _listed(path)
+    with zipfile.ZipFile(path) as z:
+        directory = z.start_dir
+    refused = 0
+    for at in range(directory, len(archive)):
+        changed = bytearray(archive)
+        changed[at] ^= 0x41
+        stream = fed_in_pieces(bytes(changed), [], path)
+        try:
+            assert stream.check(path) == 3
+        except zipfile.BadZipFile:
+            refused += 1
+            continue
+        assert _listed(path) == original, at
+    assert refused > (len(archive) - directory) // 4  # (names, sizes, CRCs, offsets, signatures, counts)
+
+
+def test_the_check_of_many_entries_holds_no_object_per_entry(tmp_path: Path) -> None:
+    """A million-record store's archive took ~0.5 GB to check as zipfile's list of entries; read by hand, the
+    check holds a piece of the directory at a time (Python's allocations measured by tracemalloc)."""
+    import tracemalloc
+
+    archive = openkvs_zip({f"k{i}": b"" for i in range(100_000)})
+    stream = fed_in_pieces(archive, [], tmp_path / "many.zip")
+    tracemalloc.start()
+    try:
+        assert stream.check(tmp_path / "many.zip") == 100_000
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak  # (zipfile's list: ~55 MB for these)
