@@ -115,6 +115,12 @@ def test_import_reads_what_older_exports_and_the_apify_cli_wrote(shared_server: 
             assert r.headers["content-type"].startswith("application/json") and r.json() == body
 
 
+def import_offline(folder: Path) -> Any:
+    """``openkvs import FOLDER`` against an address nothing answers: what it says before sending anything."""
+    return openkvs_here("import", str(folder), "--url", "http://127.0.0.1:1", "--token", "t",
+                        unset=("OPENKVS_", "APIFY_"), keep=())
+
+
 def test_import_names_the_files_of_a_folder_that_are_in_no_store(tmp_path: Path) -> None:
     """A folder that is no Crawlee layout is read as a folder of stores' folders: the files beside those folders are
     in no store, and are named, with what import reads, instead of being left out while the folders are imported
@@ -123,8 +129,7 @@ def test_import_names_the_files_of_a_folder_that_are_in_no_store(tmp_path: Path)
     (bad / "sub").mkdir(parents=True)
     for name in ("has space.txt", "sub!ok.txt", "sub/ok.txt"):
         (bad / name).write_text("x")
-    out = openkvs_here("import", str(bad), "--url", "http://127.0.0.1:1", "--token", "t", unset=("OPENKVS_",
-                       "APIFY_"), keep=())
+    out = import_offline(bad)
     assert out.returncode == 1, out.stdout
     assert out.stderr.startswith(
         f"Error: {bad}: files in no store's folder (nothing was imported):\n  has space.txt\n  sub!ok.txt\n"
@@ -140,8 +145,7 @@ def test_import_names_a_folder_inside_a_stores_folder(tmp_path: Path) -> None:
     (store / "deeper").mkdir(parents=True)
     (store / "INPUT.json").write_text("{}")
     (store / "deeper" / "page.html").write_text("<p>")
-    out = openkvs_here("import", str(tmp_path / "storage"), "--url", "http://127.0.0.1:1", "--token", "t",
-                       unset=("OPENKVS_", "APIFY_"), keep=())
+    out = import_offline(tmp_path / "storage")
     assert out.returncode == 1, out.stdout
     assert out.stderr == (
         f"Error: {store}: records that can't be read:\n  {store / 'deeper'}: a folder (a store's records are the "
@@ -156,8 +160,7 @@ def test_import_names_a_file_whose_key_no_record_can_have_before_sending(tmp_pat
     store.mkdir(parents=True)
     (store / "INPUT.json").write_text("{}")
     (store / "has space.txt").write_text("x")
-    out = openkvs_here("import", str(tmp_path / "storage"), "--url", "http://127.0.0.1:1", "--token", "t",
-                       unset=("OPENKVS_", "APIFY_"), keep=())
+    out = import_offline(tmp_path / "storage")
     assert out.returncode == 1, out.stdout
     assert out.stderr == (
         f"Error: {store}: records that can't be read:\n  has space.txt: the key 'has space' is not one a record can "
