@@ -200,18 +200,23 @@ def test_a_servers_message_is_shown_with_its_control_characters_escaped(serve: C
     assert r"line one\nline two \x1b[31mred\x1b]0;title\x07 \u202eevil" in line, line
 
 
-def test_a_key_listing_that_does_not_advance_is_refused(serve: Callable[[Route], FakeServer], tmp_path: Path) -> None:
-    page = _data({"items": [{"key": "a", "size": 1}], "isTruncated": True, "nextExclusiveStartKey": "a"})
+def _listing(suffix: str, page: bytes, others: Route) -> tuple[Route, list[int]]:
+    """A server's route whose listing (paths ending in ``suffix``) gives ``page`` every time, and what it was
+    asked; after 50 asks an error, the test's own stop, so that a client looping fails rather than hangs."""
     listings: list[int] = []
 
     def route(method: str, path: str) -> tuple[int, Body] | None:
-        if path.endswith("/keys"):
+        if path.endswith(suffix):
             listings.append(1)
-            if len(listings) > 50:  # (the test's own stop, so that a client looping fails rather than hangs)
-                return 400, b'{"error":{"type":"x","message":"looped"}}'
-            return 200, page
-        return 200, _data(STORE)
+            return (400, b'{"error":{"type":"x","message":"looped"}}') if len(listings) > 50 else (200, page)
+        return others(method, path)
 
+    return route, listings
+
+
+def test_a_key_listing_that_does_not_advance_is_refused(serve: Callable[[Route], FakeServer], tmp_path: Path) -> None:
+    page = _data({"items": [{"key": "a", "size": 1}], "isTruncated": True, "nextExclusiveStartKey": "a"})
+    route, listings = _listing("/keys", page, lambda method, path: (200, _data(STORE)))
     server = serve(route)
     (tmp_path / "up").mkdir()
     (tmp_path / "up" / "b.txt").write_text("b")
@@ -232,18 +237,8 @@ QUEUE = {**STORE, "id": "q1", "name": "q1"}
 ], ids=["cursor-again", "unique-key-not-text", "items-not-a-list"])
 def test_a_queue_listing_not_the_apis_is_refused(serve: Callable[[Route], FakeServer], tmp_path: Path,
                                                  page: dict[str, Any], expected: str) -> None:
-    listings: list[int] = []
-
-    def route(method: str, path: str) -> tuple[int, Body] | None:
-        if path.endswith("/requests"):
-            listings.append(1)
-            if len(listings) > 50:  # (the test's own stop, so that a client looping fails rather than hangs)
-                return 400, b'{"error":{"type":"x","message":"looped"}}'
-            return 200, _data(page)
-        if path.endswith("/head"):
-            return 200, _data({"items": []})
-        return 200, _data(QUEUE)
-
+    route, listings = _listing("/requests", _data(page), lambda method, path: (
+        200, _data({"items": []}) if path.endswith("/head") else _data(QUEUE)))
     server = serve(route)
     _one_line_error(_run(server, "export", "--queue", "q1", str(tmp_path / "out")), expected)
     assert len(listings) <= 2
