@@ -284,16 +284,24 @@ def _json_schema_problem(json_schema: Any, draft2020: bool = False) -> str | Non
     root = spec.create_resource(json_schema)
     stack = [(_LOCAL_ONLY.resolver_with_root(root), root)]
     keywords: set[str] = set()
+    in_place: dict[int, list[Any]] = {}  # subschema -> those applied to the same value (see _endless)
     while stack:  # every subschema, with the base URI its references resolve against
         resolver, resource = stack.pop()
         node = resource.contents
         if not isinstance(node, dict):
             continue
         keywords.update(node)
+        same = in_place.setdefault(id(node), [])
+        for key in ("allOf", "anyOf", "oneOf"):
+            same += [sub for sub in node.get(key) or () if isinstance(sub, dict)]
+        same += [node[key] for key in ("not", "if", "then", "else") if isinstance(node.get(key), dict)]
+        for key in ("dependentSchemas", "dependencies"):
+            if isinstance(node.get(key), dict):
+                same += [sub for sub in node[key].values() if isinstance(sub, dict)]
         for ref in (node.get("$ref"), node.get("$dynamicRef")):
             if isinstance(ref, str):
                 try:
-                    resolver.lookup(ref)
+                    same.append(resolver.lookup(ref).contents)
                 except referencing.exceptions.Unresolvable:
                     return f"$ref {ref!r} does not resolve within the schema (only local references are allowed)"
         patterns = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
@@ -305,7 +313,34 @@ def _json_schema_problem(json_schema: Any, draft2020: bool = False) -> str | Non
         stack.extend((resolver.in_subresource(sub), sub) for sub in resource.subresources())
     if draft2020 and {"unevaluatedProperties", "patternProperties"} <= keywords:
         return "unevaluatedProperties with patternProperties is not supported (their patterns would run unbounded)"
+    if _endless(in_place):
+        return "a $ref leads back to itself without going into the value (checking any value would never end)"
     return None
+
+
+def _endless(in_place: dict[int, list[Any]]) -> bool:
+    """Whether a chain of subschemas applied to one and the same value (allOf/anyOf/oneOf, not, if/then/else,
+    dependentSchemas and references) comes back to where it began: ``{"$ref": "#"}`` checked a value by checking
+    it again until Python's recursion limit, for every value. A reference inside ``properties`` or ``items`` goes
+    into the value and ends with it (a tree's schema): not a cycle."""
+    state: dict[int, int] = {}  # 1: on the chain being followed, 2: done
+    for start in in_place:
+        if start in state:
+            continue
+        chain = [(start, iter(in_place[start]))]
+        state[start] = 1
+        while chain:
+            node, rest = chain[-1]
+            sub = next(rest, None)
+            if sub is None:
+                state[node] = 2
+                chain.pop()
+            elif state.get(id(sub)) == 1:
+                return True
+            elif id(sub) not in state:
+                state[id(sub)] = 1
+                chain.append((id(sub), iter(in_place.get(id(sub), ()))))
+    return False
 
 
 def collections_for_key(schema: dict[str, Any] | None, key: str) -> list[tuple[str, dict[str, Any]]]:

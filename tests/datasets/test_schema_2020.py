@@ -95,3 +95,29 @@ def test_2020_keywords_still_check_items() -> None:
     invalid = check_items({"$schema": DRAFT, **fields}, items)
     assert {i["itemPosition"]: i["validationErrors"][0]["keyword"] for i in invalid} == {
         1: "minimum", 2: "type", 3: "unevaluatedProperties", 4: "required"}
+
+
+@pytest.mark.parametrize("draft", ["draft-07", "2020-12"])
+@pytest.mark.parametrize("fields", [
+    {"$ref": "#"},
+    {"definitions": {"a": {"$ref": "#/definitions/b"}, "b": {"allOf": [{"$ref": "#/definitions/a"}]}},
+     "properties": {"x": {"$ref": "#/definitions/a"}}},
+    {"anyOf": [{"type": "string"}, {"not": {"$ref": "#"}}]},
+], ids=["itself", "through-two", "in-anyOf-not"])
+def test_a_reference_back_to_itself_in_place_is_refused_at_creation(fields: dict[str, Any], draft: str) -> None:
+    """Checking an item against such a schema checks it again until Python's recursion limit: every push was a 400
+    "can't be used to check items" (an attack run); now the schema is refused when the dataset is made."""
+    given = {"$schema": DRAFT, **fields} if draft == "2020-12" else fields
+    with pytest.raises(errors.DatasetSchemaInvalid, match="leads back to itself"):
+        validate_dataset_schema({"actorSpecification": 1, "fields": given})
+
+
+@pytest.mark.parametrize("draft", ["draft-07", "2020-12"])
+def test_a_tree_that_refers_to_itself_inside_the_value_is_kept(draft: str) -> None:
+    tree = {"type": "object", "properties": {"name": {"type": "string"},
+                                             "children": {"type": "array", "items": {"$ref": "#"}}}}
+    fields = {"$schema": DRAFT, **tree} if draft == "2020-12" else tree
+    assert validate_dataset_schema({"actorSpecification": 1, "fields": fields}) is not None
+    good = {"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}]}
+    bad = {"name": "a", "children": [{"name": "b", "children": [{"name": 5}]}]}
+    assert [i["itemPosition"] for i in check_items(fields, [good, bad])] == [1]
