@@ -153,7 +153,9 @@ def test_reading_a_gzip_record_decoded_streams_with_bounded_memory(start_server,
     with server.client() as c:
         c.get(probe)
         with watching(server, probe) as seen:
+            t = time.monotonic()
             tail = c.get(url, headers={**IDENTITY, "range": "bytes=-1"}, timeout=120)
+            decoding = time.monotonic() - t  # (its last byte: the whole record decoded)
             head = c.get(url, headers={**IDENTITY, "range": "bytes=0-99"}, timeout=120)
             whole = c.head(url, headers=IDENTITY)
     assert tail.status_code == 206 and tail.content == b"\0"
@@ -162,7 +164,10 @@ def test_reading_a_gzip_record_decoded_streams_with_bounded_memory(start_server,
     assert head.status_code == 206 and head.content == bytes(100)
     assert whole.status_code == 200 and whole.headers["content-length"] == str(RECORD)
     assert seen.memory_growth < MEMORY_MAX, seen
-    assert seen.slowest < LATENCY_MAX, seen
+    # A decode holding the event loop would stall a probe for all of its time: the slowest probe is held to half
+    # of that, measured in the same run, where a loaded machine stretches both (CI's four workers: a probe of 1.02 s
+    # against the fixed 1.0 s this was). On a machine that decodes within 2 s, LATENCY_MAX still holds.
+    assert seen.slowest < max(LATENCY_MAX, decoding / 2), (seen, decoding)
 
 
 def mixed(n: int) -> bytes:
