@@ -83,6 +83,14 @@ def data(response: httpx.Response, what: str) -> Any:
         return value["data"]
 
 
+def resource(response: httpx.Response, what: str) -> dict[str, Any]:
+    """The ``data`` of an answer that describes one store, dataset or queue: an object with its ``id``."""
+    found = data(response, what)
+    if not isinstance(found, dict) or not isinstance(found.get("id"), str):
+        raise BadAnswer(what, "no id in it")
+    return found
+
+
 class Unreachable(ClientError):
     """The last attempt could not connect either: most often the wrong address or port, or a server not started."""
 

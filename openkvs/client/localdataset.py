@@ -42,6 +42,7 @@ from openkvs.client.http import (
     parsing,
     read_answer,
     request,
+    resource,
     retryable,
     wait_time,
 )
@@ -380,9 +381,8 @@ def export_dataset(
 ) -> tuple[Path, int]:
     """TARGET into ``root/datasets/<name>/``: its items as they are at the start, and its metadata."""
     what = f"dataset {target}"
-    info = data(request(client, "GET", api_path(COLLECTION, target), what), what)
-    with parsing(what):
-        name = info.get("name") or info["id"]
+    info = resource(request(client, "GET", api_path(COLLECTION, target), what), what)
+    name = info.get("name") or info["id"]
     if not isinstance(name, str) or not rules.STORE_NAME.ok(name):  # (it names the folder written)
         raise ClientError(f"dataset {target}: the server named it {name!r}, not a dataset name: nothing was written")
     total = item_count(info, what)

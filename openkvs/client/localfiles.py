@@ -24,7 +24,7 @@ from urllib.parse import quote
 import httpx
 
 from openkvs import rules
-from openkvs.client.http import BadAnswer, ClientError, data, request
+from openkvs.client.http import ClientError, request, resource
 
 METADATA = "__metadata__.json"
 KINDS = ("key_value_stores", "datasets", "request_queues")  # the subfolders of a storage folder, one per kind
@@ -207,7 +207,4 @@ def open_target(client: httpx.Client, collection: str, what: str, target: str,
             say(f"created {what} {target}")
     else:
         r = request(client, "GET", api_path(collection, target), f"{what} {target}")
-    found = data(r, f"{what} {target}")
-    if not isinstance(found, dict) or not isinstance(found.get("id"), str):
-        raise BadAnswer(f"{what} {target}", "no id in it")
-    return found
+    return resource(r, f"{what} {target}")

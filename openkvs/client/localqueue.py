@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 from openkvs import rules
-from openkvs.client.http import BadAnswer, ClientError, data, parsing, request
+from openkvs.client.http import BadAnswer, ClientError, data, parsing, request, resource
 from openkvs.client.localfiles import (
     METADATA,
     api_path,
@@ -230,10 +230,12 @@ def import_queue(
     try:
         for batch in _batches(local):
             body = b"[" + b",".join(one for one, _ in batch) + b"]"
-            r = request(client, "POST", api_path(COLLECTION, target) + "/requests/batch",
-                        f"adding {counted(len(batch), 'request')} to {target}", content=functools.partial(bytes, body),
-                        headers={"Content-Type": "application/json"})
-            for answer, (_, handled) in zip(r.json()["data"]["processedRequests"], batch, strict=True):
+            what = f"adding {counted(len(batch), 'request')} to {target}"
+            r = request(client, "POST", api_path(COLLECTION, target) + "/requests/batch", what,
+                        content=functools.partial(bytes, body), headers={"Content-Type": "application/json"})
+            with parsing(what):
+                processed = data(r, what)["processedRequests"]
+            for answer, (_, handled) in zip(processed, batch, strict=True):
                 if answer["wasAlreadyPresent"]:
                     done.present += 1
                 else:
@@ -292,9 +294,7 @@ def export_queue(
     """TARGET into ``root/request_queues/<name>/`` and its order into ``root/key_value_stores/default/``: its
     requests, how many, how many handled."""
     path = api_path(COLLECTION, target)
-    info = data(request(client, "GET", path, f"queue {target}"), f"queue {target}")
-    if not isinstance(info, dict) or not isinstance(info.get("id"), str):
-        raise BadAnswer(f"queue {target}", "no id in it")
+    info = resource(request(client, "GET", path, f"queue {target}"), f"queue {target}")
     name = info.get("name") or info["id"]
     if not isinstance(name, str) or not rules.STORE_NAME.ok(name) or not rules.STORE_ID.ok(info["id"]):
         raise ClientError(f"queue {target}: the server named it {name!r}, not a queue name: nothing was written")

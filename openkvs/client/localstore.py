@@ -29,13 +29,12 @@ import httpx
 from openkvs import rules
 from openkvs.client.http import (
     RETRIES,
-    BadAnswer,
     ClientError,
-    data,
     explain,
     gave_up,
     record_path,
     request,
+    resource,
     retryable,
     store_path,
     wait_time,
@@ -189,9 +188,7 @@ def export(
     progress: Callable[[str, int | None, int], Progress] = Progress,
 ) -> tuple[Path, Summary]:
     """STORE into ``root/key_value_stores/<name>/``: every record's bytes and type, and the store's metadata."""
-    info = data(request(client, "GET", store_path(store), f"store {store}"), f"store {store}")
-    if not isinstance(info, dict) or not isinstance(info.get("id"), str):
-        raise BadAnswer(f"store {store}", "no id in it")
+    info = resource(request(client, "GET", store_path(store), f"store {store}"), f"store {store}")
     name = info.get("name") or info["id"]
     if not isinstance(name, str) or not rules.STORE_NAME.ok(name):  # (it names the folder written)
         raise ClientError(f"store {store}: the server named it {name!r}, not a store name: nothing was written")
