@@ -37,6 +37,7 @@ from openkvs.client.http import (
     store_path,
     wait_time,
 )
+from openkvs.client.localfiles import NOFOLLOW, create
 from openkvs.client.progress import Progress
 from openkvs.client.receive import Checker, direct_socket, from_socket, write_all
 from openkvs.client.zipcheck import ZipStream, feed_file
@@ -50,7 +51,6 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)\Z", re.ASCII)  # (a server
 # httpcore's public HTTP11Connection, set for this process (the command line's own); a small response still
 # costs one read.
 READ_SIZE = 1 << 20
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 httpcore.HTTP11Connection.READ_NUM_BYTES = max(httpcore.HTTP11Connection.READ_NUM_BYTES, READ_SIZE)
 
 
@@ -248,15 +248,17 @@ def _refuse_strangers(part: Path, meta: Path) -> None:
 def _open(path: Path, flags: int) -> int:
     """``path`` opened without following a link (one put there since _refuse_strangers looked is refused)."""
     try:
-        return os.open(path, flags | _NOFOLLOW, 0o666)
+        return os.open(path, flags | NOFOLLOW, 0o666)
     except OSError as exc:
         raise ClientError(f"{path}: {exc.strerror or exc}; nothing was written through it") from None
 
 
 def _create(path: Path) -> int:
-    """A new, empty ``path`` (a stale one removed first: a link is removed, not written through)."""
-    path.unlink(missing_ok=True)
-    return _open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    """A new, empty ``path`` (localfiles.create: a stale one removed first, a link never written through)."""
+    try:
+        return create(path)
+    except OSError as exc:
+        raise ClientError(f"{path}: {exc.strerror or exc}; nothing was written through it") from None
 
 
 def _load(part: Path, meta: Path, request: str, say: Callable[[str], None]) -> Partial | None:

@@ -182,11 +182,15 @@ def _error_body(response: httpx.Response) -> bytes:
     try:
         return response.content[: MAX_ERROR_BODY + 1]
     except httpx.ResponseNotRead:
-        pass
+        return _read_upto(response, MAX_ERROR_BODY)
+
+
+def _read_upto(response: httpx.Response, limit: int) -> bytes:
+    """A streamed ``response``'s body (decoded), or its first chunks past ``limit`` bytes: the rest is not read."""
     body = bytearray()
     for chunk in response.iter_bytes():
         body += chunk
-        if len(body) > MAX_ERROR_BODY:
+        if len(body) > limit:
             break
     return bytes(body)
 
@@ -194,13 +198,11 @@ def _error_body(response: httpx.Response) -> bytes:
 def read_answer(response: httpx.Response, what: str, limit: int | None = None) -> httpx.Response:
     """A streamed ``response`` read whole, refused past ``limit`` bytes (MAX_ANSWER; decoded) without reading on."""
     limit = limit or MAX_ANSWER
-    body = bytearray()
-    for chunk in response.iter_bytes():
-        body += chunk
-        if len(body) > limit:
-            response.close()
-            raise BadAnswer(what, f"over {limit:,} bytes")
-    response._content = bytes(body)  # (what Response.read() keeps: .content and .json() read it)
+    body = _read_upto(response, limit)
+    if len(body) > limit:
+        response.close()
+        raise BadAnswer(what, f"over {limit:,} bytes")
+    response._content = body  # (what Response.read() keeps: .content and .json() read it)
     return response
 
 

@@ -119,11 +119,14 @@ def temporary(path: Path) -> Path:
     return path.with_name(f"{path.name}~{os.getpid()}-{threading.get_ident()}")
 
 
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # (an open that finds a symbolic link fails instead of following it)
+
+
 def create(path: Path) -> int:
     """A new file at ``path``, open for writing: one left there (an interrupted export's, or a link put in its
     place) is removed first, never written through."""
     path.unlink(missing_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666)
 
 
 def write(path: Path, data: bytes) -> None:
