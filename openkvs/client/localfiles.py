@@ -15,10 +15,10 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -129,16 +129,23 @@ def create(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666)
 
 
-def write(path: Path, data: bytes) -> None:
-    """Whole or not at all, as Crawlee's atomic_write; the temporary file is removed when it fails."""
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[BinaryIO]:
+    """A file to write ``path``'s new bytes to: whole or not at all, as Crawlee's atomic_write (a temporary file put
+    in place at the end, removed when anything fails)."""
     tmp = temporary(path)
     try:
         with os.fdopen(create(tmp), "wb") as f:
-            f.write(data)
+            yield f
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write(path: Path, data: bytes) -> None:
+    with replacing(path) as f:
+        f.write(data)
 
 
 def export_folder(root: Path, *names: str) -> Path:

@@ -15,7 +15,6 @@ record named by its file name without the extension, typed by that extension.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -43,13 +42,12 @@ from openkvs.client.localfiles import (
     METADATA,
     crawlee_json,
     crawlee_time,
-    create,
     export_folder,
     local_name,
     metadata,
     read_bounded,
     refuse_links,
-    temporary,
+    replacing,
     write,
 )
 from openkvs.client.progress import Progress
@@ -150,7 +148,6 @@ def read_store(folder: Path) -> LocalStore:
 def _fetch(client: httpx.Client, path: str, what: str, out: Path, bar: Progress) -> tuple[str, int]:
     """A record's bytes streamed into ``out`` (through a temporary file: whole or not at all), retried as
     ``request`` retries; its content type and size."""
-    tmp = temporary(out)
     for attempt in range(RETRIES + 1):
         written = 0
         response = None
@@ -158,16 +155,11 @@ def _fetch(client: httpx.Client, path: str, what: str, out: Path, bar: Progress)
             with client.stream("GET", path, headers={"Accept-Encoding": "identity"}) as r:
                 response = r
                 if r.status_code == 200:
-                    try:
-                        with os.fdopen(create(tmp), "wb") as f:
-                            for data in r.iter_raw(CHUNK):
-                                f.write(data)
-                                written += len(data)
-                                bar.advance(len(data))
-                        os.replace(tmp, out)
-                    except BaseException:  # (a failed attempt leaves no temporary file behind)
-                        tmp.unlink(missing_ok=True)
-                        raise
+                    with replacing(out) as f:  # (a failed attempt leaves no temporary file behind)
+                        for data in r.iter_raw(CHUNK):
+                            f.write(data)
+                            written += len(data)
+                            bar.advance(len(data))
                     return r.headers.get("content-type", "application/octet-stream"), written
                 if not retryable(r.status_code) or attempt == RETRIES:
                     raise explain(r, what)
