@@ -343,7 +343,7 @@ class _HeaderScan:
         self._rows = (row for item in map(itemjson.load, batch) for row in shape.header_rows_and_drops(item))  # lazy
         # (a row's unwind, flatten and fields names count as cells of the piece: 5,000 unwind names were 5,000
         # steps a row for one cell)
-        self._steps = len(shape.unwind) + len(shape.flatten) + len(shape.pick or ())
+        self._steps = _steps(shape)
 
     def next_piece(self) -> bool:
         """Feed the next piece; False when the batch is done. Raises the 400 past MAX_HEADER_SCAN_CELLS."""
@@ -482,8 +482,12 @@ T = TypeVar("T")
 def row_cost(renderer: Any, shape: pipeline.Shape) -> int:
     """What a row costs in a piece beyond its item's size (see PIECE_BYTES)."""
     cells = len(renderer.columns) if getattr(renderer, "tabular", False) else 0
-    steps = len(shape.unwind) + len(shape.flatten) + len(shape.pick or ())
-    return CELL_BYTES * cells + STEP_BYTES * steps
+    return CELL_BYTES * cells + STEP_BYTES * _steps(shape)
+
+
+def _steps(shape: pipeline.Shape) -> int:
+    """The loops a row goes through for its shape: its unwind, flatten and fields names."""
+    return len(shape.unwind) + len(shape.flatten) + len(shape.pick or ())
 
 
 class _Rows:

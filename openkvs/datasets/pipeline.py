@@ -152,9 +152,7 @@ class Shape:
     def header_rows(self, item: Any) -> Iterator[dict[str, Any]]:
         """The rows whose cells make the tabular header: ``rows`` without skipFailedPages (section 6.2's
         decision, which lets the header come from an index of paths kept at push time)."""
-        if self.skip_failed_pages:
-            return self._header_shape.iter_rows(item)
-        return self.iter_rows(item)
+        return self._header_shape.iter_rows(item)  # (the shape itself without skipFailedPages)
 
     def header_rows_and_drops(self, item: Any) -> Iterator[dict[str, Any] | None]:
         """``header_rows`` and None for each row that skipEmpty drops (see ``rows_and_drops``)."""
