@@ -354,16 +354,16 @@ async def test_snapshot_reads_the_same_bytes_while_the_database_grows_and_checkp
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, remap_every: int | None
 ) -> None:
     """A snapshot of larger inline records reads through a memory map of the database file (see
-    SNAPSHOT_MMAP_MIN_AVG), dropped and made again every SNAPSHOT_REMAP_BYTES (here also after every batch).
+    SNAPSHOT_MMAP_MIN_AVG), dropped and made again every REMAP_BYTES (here also after every batch).
     Writers meanwhile rewrite every record with twice the bytes and checkpoints run (copying into the database
     file what the open snapshot allows): the snapshot must still read exactly the bytes it started with."""
     from openkvs.storage.sqlite import snapshot as snapshot_module
 
     remaps = []
     if remap_every is not None:
-        monkeypatch.setattr(snapshot_module, "SNAPSHOT_REMAP_BYTES", remap_every)
-        remap = snapshot_module.SQLiteSnapshot._remap
-        monkeypatch.setattr(snapshot_module.SQLiteSnapshot, "_remap", lambda self: (remaps.append(1), remap(self)))
+        monkeypatch.setattr(snapshot_module, "REMAP_BYTES", remap_every)
+        remap = snapshot_module.remap
+        monkeypatch.setattr(snapshot_module, "remap", lambda conn: (remaps.append(1), remap(conn)))
     async with SQLiteStorage(tmp_path / "d", background=False) as s:
         user = await s.create_user("alice")
         store = await s.create_store(user.id, "s", None, "k")

@@ -30,10 +30,29 @@ WAL_AUTOCHECKPOINT = 1000  # pages: SQLite's default, which the writer connectio
 # Connections of ended snapshots kept for the next one: a connect (and its first statement's schema read) costs
 # ~0.2 ms of CPU, against ~5 us to reuse one: a dataset page read (apify-client's list_items) opens a snapshot.
 SNAPSHOTS_KEPT = 4
+# A snapshot that reads many large rows (a ZIP of large inline records, a dataset export) reads the database file
+# through a memory map: a row past a page lives in a chain of overflow pages, which SQLite otherwise reads with a
+# pread each. The pages it touched stay resident while mapped and count in the process's RSS, so the map is dropped
+# and made again (``remap``) after about REMAP_BYTES read through it, between two statements.
+MMAP_BYTES = 1 << 40  # as much of the file as SQLite maps (it caps this at its own limit, 2 GiB in Debian's build)
+REMAP_BYTES = 48 * 1024 * 1024
 
 _UNAVAILABLE_MARKERS = ("locked", "busy", "unable to open", "disk i/o")  # may pass: 503, retry
 _FULL_MARKERS = ("disk is full", "readonly")  # nothing new can be stored: 507
 _DAMAGED_MARKERS = ("not a database", "malformed")  # permanent until repaired
+
+
+def set_map(conn: sqlite3.Connection, mapped: bool) -> None:
+    """Read ``conn``'s database file through a memory map from its next statement on, or (not ``mapped``) drop the
+    map. Also in a read transaction: the snapshot it holds is the same."""
+    conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES if mapped else 0}")
+
+
+def remap(conn: sqlite3.Connection) -> None:
+    """Between statements: drop ``conn``'s map and map again (see REMAP_BYTES). A 125 MiB archive of 64 KiB records
+    read through one map: +133 MiB of RSS; with a remap every REMAP_BYTES, +10 MiB at the same speed."""
+    set_map(conn, False)
+    set_map(conn, True)
 
 
 def translate(exc: sqlite3.Error) -> Exception:

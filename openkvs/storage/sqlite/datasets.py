@@ -38,7 +38,7 @@ from ..datasets import (
     row_part,
 )
 from .clock import now_ms
-from .connections import Database, translate
+from .connections import REMAP_BYTES, Database, remap, set_map, translate
 from .onthread import run_to_end
 
 T = TypeVar("T")
@@ -170,6 +170,34 @@ def _parts(
             yield b - a, part
     finally:
         cur.close()
+
+
+def _mapped_parts(
+    conn: sqlite3.Connection, store_id: str, lo: int, hi: int, desc: bool
+) -> Generator[tuple[int, bytes], None, None]:
+    """What ``_parts`` gives, read through a map of the database file (connections.py, REMAP_BYTES) in statements
+    of about REMAP_BYTES each, the map made again between them and dropped at the end. A packed row of ~256 KiB is
+    ~64 overflow pages, each otherwise a pread of its own: the storage read of the bench's 1M-item jsonl export took
+    0.44-0.56 s of CPU unmapped, 0.24-0.33 s mapped."""
+    set_map(conn, True)
+    try:
+        while lo < hi:
+            read = 0
+            with contextlib.closing(_parts(conn, store_id, lo, hi, desc)) as parts:
+                for count, part in parts:
+                    if desc:
+                        hi -= count
+                    else:
+                        lo += count
+                    read += len(part)
+                    yield count, part
+                    if read >= REMAP_BYTES:
+                        break
+                else:
+                    return  # (all read, or a damaged table: fewer rows than counted)
+            remap(conn)  # (the statement is closed: no page of the map in use)
+    finally:
+        set_map(conn, False)
 
 
 def _read_items(conn: sqlite3.Connection, store_id: str, lo: int, hi: int, desc: bool, batch: int) -> list[bytes]:
@@ -318,7 +346,7 @@ class SQLiteItemSnapshot(ItemSnapshot):
                 loop.call_soon_threadsafe(pieces.put_nowait, data)
 
         def produce() -> None:
-            rows = _parts(conn, sid, start, stop, desc)
+            rows = _mapped_parts(conn, sid, start, stop, desc)
             read = _pieces(rows, sep, batch, size)
             try:
                 while True:

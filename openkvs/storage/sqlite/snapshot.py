@@ -32,7 +32,7 @@ from ..base import KeySelection, NotFound, RecordMeta, Snapshot, SnapshotTotals,
 from ..batch import RowBatch, ZipRow
 from ..totals import SMALL_RECORD_MAX
 from .blobs import DataRow, inline_chunks, read_held, stored_at
-from .connections import translate
+from .connections import REMAP_BYTES, remap, set_map, translate
 from .onthread import run_to_end
 from .tables import RECORD_COLS, RECORD_TOTALS, STORE_TOTALS, from_ms, selection_sql
 
@@ -42,8 +42,6 @@ B = TypeVar("B")  # a batch made whole (_turns)
 
 PREFETCH_BYTES = 8 * 1024 * 1024  # a snapshot batch holds at most about this many bytes of inline records
 SNAPSHOT_MMAP_MIN_AVG = 4096  # a snapshot maps the database when its inline records average this size or more
-SNAPSHOT_MMAP_BYTES = 1 << 30  # up to this much of the database file (SQLite caps it at its own limit)
-SNAPSHOT_REMAP_BYTES = 48 * 1024 * 1024  # drop the map after reading about this much through it (see _remap)
 
 
 # Archives from kept headers (records.zip_head, see tables.py): rows per batch, at most. A batch is one statement
@@ -111,8 +109,8 @@ def begin_snapshot(
     if mapped:
         # Records this big live in chains of overflow pages, which SQLite otherwise reads one pread (and
         # one copy into its page cache) per page: mapped, the same 2,000 x 64 KiB read 3.4x faster. Only
-        # snapshots of such records map, on this connection of their own (see also _remap).
-        conn.execute(f"PRAGMA mmap_size = {SNAPSHOT_MMAP_BYTES}")
+        # snapshots of such records map, on this connection of their own (see connections.py, REMAP_BYTES).
+        set_map(conn, True)
     snap = SQLiteSnapshot(
         blob_dir, conn, store_id, cond, params, row[0], SnapshotTotals(count, key_bytes, decoded, big), mapped
     )
@@ -156,15 +154,6 @@ class SQLiteSnapshot(Snapshot):
         # each batch's start key and local offset, from a whole pass of kept_local that gave only LocalBlocks:
         # kept_central reads the same batches on both connections
         self._plan: list[tuple[str | None, int]] | None = None
-
-    def _remap(self) -> None:
-        """Drop the mapping after a batch and map again: every page the batch touched stays resident while
-        mapped, and counts in the process's RSS (a 125 MiB archive of 64 KiB records: +133 MiB; with this,
-        +10 MiB, at the same speed). Between statements no page of the map is in use, and the read
-        transaction, so the snapshot, stays as it is."""
-        self._conn.execute("PRAGMA mmap_size = 0")
-        self._conn.execute(f"PRAGMA mmap_size = {SNAPSHOT_MMAP_BYTES}")
-        self._mapped_bytes = 0
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -561,8 +550,9 @@ class SQLiteSnapshot(Snapshot):
                 cur.close()
                 if self._mapped:
                     self._mapped_bytes += held
-                    if self._mapped_bytes >= SNAPSHOT_REMAP_BYTES:
-                        self._remap()
+                    if self._mapped_bytes >= REMAP_BYTES:
+                        remap(self._conn)
+                        self._mapped_bytes = 0
             if not rows:
                 return None, False
             cols = list(zip(*rows, strict=True))

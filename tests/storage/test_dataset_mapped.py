@@ -1,0 +1,59 @@
+"""SQLite's ``ItemSnapshot.joined`` reads the database file through a memory map, in statements of about
+REMAP_BYTES with the map made again between them (storage/sqlite/datasets.py, ``_mapped_parts``). Here the map is
+made again after every row or so, while other connections push to the dataset and checkpoint the WAL into the
+database file under the map: the export must still be exactly the snapshot's items, in either direction and from
+any range, and the connection must end unmapped."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from openkvs.storage.sqlite import SQLiteStorage
+from openkvs.storage.sqlite import datasets as sqlite_datasets
+
+from .test_datasets import make_push, new_dataset, union
+
+pytestmark = pytest.mark.anyio
+
+ITEMS = 3000  # of ~2 KiB: packed rows of ~256 KiB, each a chain of overflow pages
+
+
+def items(tag: str, count: int) -> list[dict[str, object]]:
+    return [{"i": i, "tag": tag, "pad": f"{tag}{i:05d}" * 300} for i in range(count)]
+
+
+@pytest.mark.parametrize(
+    "start, stop, desc",
+    [(0, 10**9, False), (0, 10**9, True), (17, 2900, False), (17, 2900, True), (1000, 1001, False)],
+)
+async def test_a_mapped_export_reads_its_snapshot_while_others_push_and_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: int, stop: int, desc: bool
+) -> None:
+    remaps: list[int] = []
+    remap = sqlite_datasets.remap
+    monkeypatch.setattr(sqlite_datasets, "REMAP_BYTES", 100_000)
+    monkeypatch.setattr(sqlite_datasets, "remap", lambda conn: (remaps.append(1), remap(conn)))
+    async with SQLiteStorage(tmp_path / "d", background=False) as st:
+        sid = await new_dataset(st)
+        first = make_push(items("a", ITEMS))
+        await st.datasets.push(sid, first, union)
+        want = first.items[start:stop]
+        if desc:
+            want = want[::-1]
+        pieces = []
+        async with st.datasets.snapshot(sid) as snap:
+            async for piece in snap.joined(start, stop, desc=desc, batch=4000, size=64 * 1024):
+                pieces.append(piece)
+                # more items, then the WAL copied into the database file: pages the snapshot's map may cover
+                await st.datasets.push(sid, make_push(items("b", 50)), union)
+                with sqlite3.connect(st.db_path) as other:
+                    other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            mapped_after = snap._conn.execute("PRAGMA mmap_size").fetchone()[0]
+        assert b"\n".join(pieces) == b"\n".join(want)
+        assert mapped_after == 0
+        # made again about every 100 kB read: a row of ~256 KiB each time, or none for a range inside one row
+        rows_read = sum(map(len, want)) // (256 * 1024)
+        assert len(remaps) >= rows_read - 1, (len(remaps), rows_read)
