@@ -16,10 +16,11 @@ GET costs over bare Starlette's 3 headers (BENCHMARKS.md, issue 12). Here:
   remembered, or a bad one, goes through uvicorn's steps and checks (a bad one is refused every time it comes, as
   uvicorn refuses it). At most ``LINES_KEPT`` are held: then they are all dropped
   (an ETag differs by record), and the constant ones come back at their next response;
-- the head and a body that fits its ``Content-Length`` are written without a coroutine: ``send`` returns an
-  awaitable that is already done (``done``: a future of the connection's event loop). Every other case (a chunked
-  or HEAD body, a body longer or shorter than announced, a paused or closed connection, uvicorn's access log on, a
-  message out of order) is uvicorn's own ``send``, unchanged.
+- the head, a body that fits its ``Content-Length`` and a chunked body are written without a coroutine: ``send``
+  returns an awaitable that is already done (``done``: a future of the connection's event loop); a chunk's
+  framing is written beside its bytes (``writelines``), not joined to them. Every other case (a HEAD's body, a
+  body longer or shorter than announced, a paused or closed connection, uvicorn's access log on, a message out of
+  order) is uvicorn's own ``send``, unchanged.
 
 What is written, and when a response is refused, is what uvicorn's ``send`` does (tests/test_server_cycle.py
 compares the two). This relies on the cycle's internals: hence the upper bound on uvicorn in pyproject.toml.
@@ -81,6 +82,29 @@ class Cycle(RequestResponseCycle):
                         self.transport.close()
                     self.on_response()
                 return self.done
+        elif (
+            message["type"] == "http.response.body"
+            and not self.response_complete
+            and self.chunked_encoding
+            and self.scope["method"] != "HEAD"
+            and not self.expected_content_length
+        ):
+            # A chunked body (a streamed download or export): the chunk's size line, its bytes and its end go to
+            # the transport as three buffers, which uvloop writes with one writev, where uvicorn joins them into a
+            # new bytes object first: a copy of every byte a jsonl export sends, on the event loop.
+            body = message.get("body", b"")
+            more_body = message.get("more_body", False)
+            if body:
+                self.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n" if more_body else b"\r\n0\r\n\r\n"))
+            else:
+                self.transport.write(b"" if more_body else b"0\r\n\r\n")  # (b"": _HeadWithBody's flush)
+            if not more_body:
+                self.response_complete = True
+                self.message_event.set()
+                if not self.keep_alive:
+                    self.transport.close()
+                self.on_response()
+            return self.done
         return RequestResponseCycle.send(self, message)
 
     def _write_head(self, message: Any) -> None:

@@ -120,6 +120,15 @@ class _HeadWithBody:
         else:
             self._transport.write(data)
 
+    def writelines(self, parts: tuple[bytes | bytearray | memoryview, ...]) -> None:
+        head = self._head
+        if head:
+            self._head = b""
+            parts = (head, *parts)
+        elif head is None:  # (not a cycle's first write, its head: nothing to hold)
+            self._head = b""
+        self._transport.writelines(parts)
+
     def close(self) -> None:
         head = self._head
         if head:

@@ -33,6 +33,13 @@ CASES: dict[str, tuple[str, bool, list[dict[str, Any]]]] = {
         "GET", True, [start(200, [(b"Content-Length", b"4"), *CORS]), body(b"ab", True), body(b"cd")]),
     "empty more_body first": ("GET", True, [start(200, [(b"content-length", b"2")]), body(b"", True), body(b"ok")]),
     "no length: chunked": ("GET", True, [start(200, CORS), body(b"abc", True), body(b"de", True), body()]),
+    "chunked, an empty piece first": ("GET", True, [start(200, CORS), body(b"", True), body(b"abc", True), body()]),
+    "chunked, the last piece with bytes": ("GET", True, [start(200, CORS), body(b"abc", True), body(b"de")]),
+    "chunked, memoryviews": ("GET", True, [start(200, CORS), body(memoryview(b"abcdef")[2:], True), body()]),
+    "chunked, not kept alive": ("GET", False, [start(200, CORS), body(b"abc", True), body()]),
+    "chunked, one piece of 1 MiB": ("GET", True, [start(200, []), body(b"x" * (1 << 20), True), body()]),
+    "HEAD, chunked named": ("HEAD", True, [start(200, [(b"transfer-encoding", b"chunked")]), body(b"", True), body()]),
+    "chunked, after the end": ("GET", True, [start(200, CORS), body(b"abc"), body(b"de")]),
     "chunked named": ("GET", True, [start(200, [(b"Transfer-Encoding", b"Chunked")]), body(b"abc")]),
     "chunked then length": (
         "GET", True, [start(200, [(b"transfer-encoding", b"chunked"), (b"content-length", b"2")]), body(b"ok")]),
@@ -78,6 +85,9 @@ class Transport:
 
     def write(self, data: bytes) -> None:
         self.out.append(bytes(data))
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:  # (the bytes that reach the socket: one write's)
+        self.out.append(b"".join(parts))
 
     def close(self) -> None:
         self.out.append("close")
