@@ -35,7 +35,7 @@ SNAPSHOTS_KEPT = 4
 # pread each. The pages it touched stay resident while mapped and count in the process's RSS, so the map is dropped
 # and made again (``remap``) after about REMAP_BYTES read through it, between two statements.
 MMAP_BYTES = 1 << 40  # as much of the file as SQLite maps (it caps this at its own limit, 2 GiB in Debian's build)
-REMAP_BYTES = 48 * 1024 * 1024
+REMAP_BYTES = 16 * 1024 * 1024
 
 _UNAVAILABLE_MARKERS = ("locked", "busy", "unable to open", "disk i/o")  # may pass: 503, retry
 _FULL_MARKERS = ("disk is full", "readonly")  # nothing new can be stored: 507
