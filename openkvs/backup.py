@@ -13,7 +13,8 @@ copy, and a record file can be deleted between copying the row that names it and
 5. verified: ``openkvs check``'s checks on the copy (integrity, every record's file present with its size);
 6. the lease released, and the backup renamed from ``DEST.partial`` to ``DEST``: a ``DEST`` is always whole.
 
-Restore checks the backup the same way, copies it into an empty data dir and checks the result.
+Restore checks the backup the same way (a path openkvs doesn't make, a record file that is a link: refused), copies
+its database and the regular files it names (nothing else of the folder) into an empty data dir, and checks that.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from openkvs.plural import counted
 from openkvs.storage.ids import new_id
+from openkvs.storage.sqlite.blobs import OBJECT_PATH, own_path
 from openkvs.storage.sqlite.check import check
 from openkvs.storage.sqlite.tables import DB_NAME
 
@@ -110,16 +113,42 @@ def restore(src: Path, data_dir: Path) -> str:
     target = sqlite3.connect(data_dir / DB_NAME)
     try:
         source.backup(target)
+        with target:  # (as backup leaves them) rows of the data dir the backup was made from, not of this one
+            target.execute("DELETE FROM leases")
+            target.execute("DELETE FROM garbage")
         target.execute("PRAGMA journal_mode=WAL")  # as the server creates its databases
+        paths = [p for (p,) in target.execute("SELECT path FROM records WHERE path IS NOT NULL")]
     finally:
         target.close()
         source.close()
-    shutil.copytree(src / "blobs", data_dir / "blobs", dirs_exist_ok=True)
+    # The files the copied database names, each a regular file (not through a link) at a path openkvs makes: a
+    # backup is a folder anyone could have made, and what else it holds is not copied (blobs/x -> / copied the
+    # whole filesystem).
+    (data_dir / "blobs").mkdir()
+    for rel in paths:
+        if not own_path(rel):  # check(src) refused these; the database may have changed since
+            raise BackupError(f"a record's path {rel!r} is not one openkvs makes")
+        if not rel.startswith(OBJECT_PATH):
+            _copy_file(src / "blobs" / rel, data_dir / "blobs" / rel)
     (data_dir / "tmp").mkdir(exist_ok=True)
     problems, summary = check(data_dir)
     if problems:
         raise BackupError("the restored data dir does not verify:\n" + "\n".join(problems))
     return summary
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    """Copy a backup's record file, refusing a link or anything but a regular file."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))  # (a FIFO doesn't block)
+    except OSError as exc:
+        raise BackupError(f"{source}: {exc.strerror} (a record file must be a regular file)") from None
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BackupError(f"{source}: not a regular file")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "xb") as out:
+            shutil.copyfileobj(f, out, 1024 * 1024)
 
 
 def _write(conn: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> None:

@@ -8,6 +8,7 @@ same rules hold for both: a replaced or deleted record's path goes to ``garbage`
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +22,17 @@ from ..base import RecordMeta, StorageDamaged, StorageUnavailable
 READ_CHUNK = 1024 * 1024  # read_blob chunk size
 TMP_MAX_AGE = 3600.0  # tmp/ files untouched this long belong to a crashed upload
 OBJECT_PATH = "s3:"  # a path naming an object in the bucket, s3:<blob id> (a file's path has no colon)
+# The paths openkvs gives record files under blobs/ (files.py RecordFiles.commit: two folders named by the start of
+# a random ID, then the ID), and objects. A database openkvs didn't write (a restored backup) may say anything:
+# "/home/me/.ssh/id_ed25519" or "../openkvs.sqlite3" would be a file outside blobs/ served or deleted as a record's.
+_FILE_PATH = re.compile(r"[A-Za-z0-9]{2}/[A-Za-z0-9]{2}/[A-Za-z0-9]{4,64}")
+_OBJECT = re.compile(r"s3:[0-9]{1,18}")
+
+
+def own_path(path: str) -> bool:
+    """Whether a record's or a garbage row's ``path`` is one openkvs makes: a file in blobs/'s layout, or an
+    object (``s3:<blob id>``)."""
+    return _FILE_PATH.fullmatch(path) is not None or _OBJECT.fullmatch(path) is not None
 
 
 # Blob handles (RecordMeta.blob). The HTTP layer passes them back to read_blob and never looks inside.

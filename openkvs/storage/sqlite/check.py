@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from pathlib import Path
 
 from ...plural import counted
 from .. import datasets, totals
 from ..base import StorageDamaged
 from ..totals import Totals
-from .blobs import OBJECT_PATH
+from .blobs import OBJECT_PATH, own_path
 from .tables import DB_NAME, RECORD_TOTALS, STORE_TOTALS, TABLES_VERSION, zip_head
 
 MAX_LISTED = 100  # problems of one kind listed one by one; beyond that, counted
 BUSY_TIMEOUT = 30.0  # fix_counts waits this long for the servers' writers
+
+def _file_name(key: object) -> bool:
+    """Whether a record's key can name a file (an entry of the store's ZIP) and no path. The API's key rule allows
+    far less (rules.RECORD_KEY); storage itself keeps any text, so only what makes an archive unsafe is a problem:
+    a database openkvs didn't write (a restored backup) can hold "../../.bashrc"."""
+    return isinstance(key, str) and key not in ("", ".", "..") and not any(c in key for c in "/\\\0")
+
 
 def wrong_totals(conn: sqlite3.Connection) -> list[tuple[str, totals.Kept, Totals]]:
     """Stores whose kept totals are not their records': (id, kept, counted), by id. One pass over the records'
@@ -56,15 +64,23 @@ def check(data_dir: Path) -> tuple[list[str], str]:
         for store_id, key, size, path in conn.execute(
             "SELECT store_id, key, size, path FROM records WHERE path IS NOT NULL ORDER BY store_id, key"
         ):
+            # a path openkvs doesn't make may name a file outside blobs/ (a database it didn't write): not looked at
+            if not isinstance(path, str) or not own_path(path):
+                problems.append(f"record {store_id}/{key}: its path {path!r} is not one openkvs makes")
+                continue
             if path.startswith(OBJECT_PATH):
                 objects += 1
                 continue
             files += 1
             try:
-                actual = os.stat(data_dir / "blobs" / path).st_size
+                found = os.lstat(data_dir / "blobs" / path)
             except FileNotFoundError:
                 problems.append(f"record {store_id}/{key}: its file blobs/{path} is missing")
                 continue
+            if not stat.S_ISREG(found.st_mode):  # a link would serve (and restore copy) what it points to
+                problems.append(f"record {store_id}/{key}: its file blobs/{path} is not a regular file")
+                continue
+            actual = found.st_size
             if actual != size:
                 problems.append(f"record {store_id}/{key}: its file blobs/{path} has {actual} bytes, not {size}")
         for store_id, key, size, actual in conn.execute(
@@ -76,6 +92,19 @@ def check(data_dir: Path) -> tuple[list[str], str]:
                 problems.append(f"record {store_id}/{key}: its data row is missing")
             elif (actual or 0) != size:
                 problems.append(f"record {store_id}/{key}: its data has {actual} bytes, not {size}")
+        bad_keys = [
+            f"record {store_id}/{key!r}: its key is no file name (a ZIP download's entry would be a path)"
+            for store_id, key in conn.execute("SELECT store_id, key FROM records ORDER BY store_id, key")
+            if not _file_name(key)
+        ]
+        problems += bad_keys[:MAX_LISTED]
+        if len(bad_keys) > MAX_LISTED:
+            problems.append(f"and {len(bad_keys) - MAX_LISTED} more records whose key is no file name")
+        problems += [
+            f"garbage row {i}: its path {path!r} is not one openkvs makes (garbage collection would delete it)"
+            for i, path in conn.execute("SELECT id, path FROM garbage ORDER BY id")
+            if not isinstance(path, str) or not own_path(path)
+        ][:MAX_LISTED]
         wrong = wrong_totals(conn)
         problems += [f"store {i}: {totals.wrong(k, c)}" for i, k, c in wrong[:MAX_LISTED]]
         if len(wrong) > MAX_LISTED:

@@ -22,7 +22,7 @@ from openkvs import metrics
 
 from ..base import RecordBody
 from ..ids import new_id
-from .blobs import OBJECT_PATH, BlobFile, sweep_tmp
+from .blobs import OBJECT_PATH, BlobFile, own_path, sweep_tmp
 from .connections import Database
 from .space import Headroom, probe_writable, storing
 from .tables import now_ms, to_ms
@@ -256,6 +256,9 @@ class RecordFiles:
             def unlink_all(paths: list[str]) -> int:
                 freed = 0
                 for p in paths:
+                    if not own_path(p):  # a row openkvs didn't write (check names it): blobs/ + p is any file
+                        log.warning("garbage path %r is not a record file's: not deleted", p)
+                        continue
                     try:
                         path = self.blob_dir / p
                         with contextlib.suppress(FileNotFoundError):
@@ -265,7 +268,7 @@ class RecordFiles:
                         log.warning("could not delete %s", p, exc_info=True)
                 return freed
 
-            objects = [int(p[len(OBJECT_PATH) :]) for _, p in batch if p.startswith(OBJECT_PATH)]
+            objects = [int(p[len(OBJECT_PATH) :]) for _, p in batch if p.startswith(OBJECT_PATH) and own_path(p)]
             if objects and self.delete_objects is not None:
                 await self.delete_objects(objects)  # before the rows go: a failure keeps them for the next pass
             files = [p for _, p in batch if not p.startswith(OBJECT_PATH)]
