@@ -110,3 +110,26 @@ async def test_check_names_a_key_openkvs_would_refuse(tmp_path: Path) -> None:
     _sql(src, "UPDATE records SET zip_head = NULL")
     problems, _ = check(src)
     assert any("is no file name" in p for p in problems), problems
+
+
+async def test_a_trigger_of_the_backup_is_refused(tmp_path: Path) -> None:
+    src = await _backup(tmp_path)
+    # every store made from now on shared with the backup's author, and nothing else shows it
+    _sql(src, "CREATE TRIGGER stores_new AFTER INSERT ON stores BEGIN "
+              "INSERT INTO grants(store_id, user_id, can_write) SELECT NEW.id, id, 1 FROM users LIMIT 1; END")
+    problems, _ = check(src)
+    assert any("trigger 'stores_new'" in p for p in problems), problems
+    with pytest.raises(BackupError, match="not one openkvs makes"):
+        restore(src, tmp_path / "restored")
+
+
+async def test_the_triggers_of_an_upgraded_database_are_openkvs_own(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    conn = sqlite3.connect(data / "openkvs.sqlite3")
+    conn.executescript((Path(__file__).parent / "data" / "sqlite-tables-v2.sql").read_text())
+    conn.executescript("PRAGMA journal_mode = WAL; PRAGMA user_version = 2;")
+    conn.close()
+    async with SQLiteStorage(data, background=False):
+        pass  # upgraded to this version
+    assert check(data)[0] == []

@@ -8,6 +8,7 @@ its record's columns give."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import stat
@@ -18,7 +19,7 @@ from .. import datasets, totals
 from ..base import StorageDamaged
 from ..totals import Totals
 from .blobs import OBJECT_PATH, own_path
-from .tables import DB_NAME, RECORD_TOTALS, STORE_TOTALS, TABLES_VERSION, zip_head
+from .tables import CREATE_TABLES, DB_NAME, RECORD_TOTALS, STORE_TOTALS, TABLES_VERSION, statements, zip_head
 
 MAX_LISTED = 100  # problems of one kind listed one by one; beyond that, counted
 BUSY_TIMEOUT = 30.0  # fix_counts waits this long for the servers' writers
@@ -28,6 +29,24 @@ def _file_name(key: object) -> bool:
     far less (rules.RECORD_KEY); storage itself keeps any text, so only what makes an archive unsafe is a problem:
     a database openkvs didn't write (a restored backup) can hold "../../.bashrc"."""
     return isinstance(key, str) and key not in ("", ".", "..") and not any(c in key for c in "/\\\0")
+
+
+# The schema's objects that run code of their own: a trigger runs with every write it names, a view stands where a
+# table was. A database openkvs didn't write (a restored backup) could hold one that, say, grants every new store to
+# its author.
+_CODE_SQL = "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE type IN ('trigger', 'view') ORDER BY name"
+
+
+@functools.cache
+def own_code() -> frozenset[tuple[str, str, str, str]]:
+    """The triggers and views of a database openkvs makes (the upgrades make the same ones)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        for statement in statements(CREATE_TABLES):
+            conn.execute(statement)
+        return frozenset(conn.execute(_CODE_SQL).fetchall())
+    finally:
+        conn.close()
 
 
 def wrong_totals(conn: sqlite3.Connection) -> list[tuple[str, totals.Kept, Totals]]:
@@ -60,6 +79,12 @@ def check(data_dir: Path) -> tuple[list[str], str]:
         result = [r[0] for r in conn.execute(f"PRAGMA integrity_check({MAX_LISTED})")]
         if result != ["ok"]:
             problems += [f"{db}: {line}" for line in result]
+        own = own_code()
+        problems += [
+            f"{db}: the {kind} {name!r} (on {table!r}) is not one openkvs makes: {sql}"
+            for kind, name, table, sql in conn.execute(_CODE_SQL)
+            if (kind, name, table, sql) not in own
+        ][:MAX_LISTED]
         files = inline = objects = 0
         for store_id, key, size, path in conn.execute(
             "SELECT store_id, key, size, path FROM records WHERE path IS NOT NULL ORDER BY store_id, key"
