@@ -218,3 +218,29 @@ def test_a_database_url_that_is_not_postgresql_is_one_line(command: list[str]) -
     assert out.returncode == 1
     assert out.stderr.startswith("Error: cannot use the storage: PostgreSQL at mysql://db.internal/x: invalid DSN")
     assert len(out.stderr.splitlines()) == 1, out.stderr
+
+
+@pytest.mark.parametrize("command", [("migrate",), ("users", "list")])
+def test_sqlite_newer_or_tableless_database_is_one_line(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """A database of a newer openkvs (an older one started on it) and one that has a version but lost its tables:
+    one line and status 1 (a RuntimeError's and an OperationalError's traceback before)."""
+    from openkvs.storage.sqlite import TABLES_VERSION
+
+    newer = tmp_path / "newer"
+    openkvs_cli("migrate", "--data-dir", str(newer))
+    with sqlite3.connect(newer / "openkvs.sqlite3") as db:
+        db.execute(f"PRAGMA user_version = {TABLES_VERSION + 1}")
+    out = openkvs_cli(*command, "--data-dir", str(newer), check=False)
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr == (
+        f"Error: cannot use the storage: {newer / 'openkvs.sqlite3'} has schema version {TABLES_VERSION + 1}, "
+        f"newer than this openkvs knows ({TABLES_VERSION}); upgrade openkvs\n"
+    )
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with sqlite3.connect(bare / "openkvs.sqlite3") as db:
+        db.executescript("CREATE TABLE x (a); PRAGMA user_version = 5;")
+    out = openkvs_cli(*command, "--data-dir", str(bare), check=False)
+    assert out.returncode == 1 and out.stdout == ""
+    assert "is damaged (no such table" in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr

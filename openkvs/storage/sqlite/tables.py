@@ -22,6 +22,7 @@ from ..base import (
     NotFound,
     RecordMeta,
     StorageDamaged,
+    StorageError,
     StorageUnavailable,
     Store,
     StoreStats,
@@ -503,9 +504,10 @@ def upgrade(conn: sqlite3.Connection, db_path: Path) -> None:
                     f"({db_path.stat().st_size} bytes): restore it from a backup, or move it away to "
                     "start a new, empty installation"
                 )
-            if version > TABLES_VERSION:
-                raise RuntimeError(
-                    f"{db_path} has schema version {version}; this openkvs knows up to {TABLES_VERSION}"
+            if version > TABLES_VERSION:  # (a StorageError: one line from every command, as on PostgreSQL)
+                raise StorageError(
+                    f"{db_path} has schema version {version}, newer than this openkvs knows ({TABLES_VERSION}); "
+                    "upgrade openkvs"
                 )
             if version < TABLES_VERSION:
                 for statement in statements(";".join(UPGRADES[version - 1 :])):
@@ -518,7 +520,7 @@ def upgrade(conn: sqlite3.Connection, db_path: Path) -> None:
             raise
     except sqlite3.DatabaseError as exc:
         conn.close()
-        if "not a database" in str(exc) or "malformed" in str(exc):
+        if any(sign in str(exc) for sign in ("not a database", "malformed", "no such table", "no such column")):
             raise StorageDamaged(f"{db_path} is damaged ({exc}): run openkvs check") from exc
         raise
     except BaseException:
