@@ -299,9 +299,19 @@ async def _record_bytes(
         yield chunk
 
 
+# Decision (the contract is silent): a record's Content-Type, kept and listed with it, at most this many characters,
+# else 400. Only the request head bounded it (64 KiB): a store of 1,000 one-byte records with 60,000-character types
+# made each key listing a 60 MB page, and 20 listings at once took the server from 71 MB to 2.3 GB.
+CONTENT_TYPE_MAX = 1024
+
+
 async def _put_record(request: Request, store, key: str) -> Bytes:  # type: ignore[no-untyped-def]
     st = state(request)
     content_type = request.headers.get("content-type") or "application/octet-stream"
+    if len(content_type) > CONTENT_TYPE_MAX:
+        raise errors.InvalidInput(
+            f"The Content-Type header has {len(content_type):,} characters, more than {CONTENT_TYPE_MAX:,}."
+        )
     encoding = codec.normalize_encoding(request.headers.get("content-encoding"))
     declared = declared_length(request)
     if declared == 0:

@@ -455,3 +455,18 @@ def test_same_bytes_twice_and_concurrent_overwrites(alice, store):
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(put, bodies)) == {201}
     assert alice.get(url).content in bodies
+
+
+def test_a_content_type_longer_than_the_limit_is_refused(alice, store):
+    """Kept with the record and listed with its key: 1,000 of 60,000 characters made each listing 60 MB (attack
+    run: 20 listings at once, 71 MB -> 2.3 GB of server memory)."""
+    from openkvs.api.records import CONTENT_TYPE_MAX
+
+    url = rec_path(store["id"], "typed")
+    longest = "a/" + "b" * (CONTENT_TYPE_MAX - 2)
+    assert alice.put(url, content=b"x", headers={"content-type": longest}).status_code == 201
+    assert alice.get(url).headers["content-type"] == longest
+    r = alice.put(rec_path(store["id"], "over"), content=b"x", headers={"content-type": longest + "b"})
+    assert_error(r, 400, "invalid-input")
+    assert "more than 1,024" in r.json()["error"]["message"]
+    assert alice.get(rec_path(store["id"], "over")).status_code == 404
