@@ -8,7 +8,9 @@ copy, and a record file can be deleted between copying the row that names it and
    database can name from now on is deleted by garbage collection until the lease is released or expires;
 2. SQLite's online backup API, in one step: a copy of the database as of one moment (a read transaction; in WAL
    mode writers go on meanwhile);
-3. the record files the copy names, copied (renewing the lease while that takes long);
+3. the record files the copy names, copied (renewing the lease while that takes long); with --blob-store, the
+   records whose bytes are objects (path ``s3:<id>``) are copied as their rows only: the bucket is not the data
+   dir's, and its objects are backed up by the bucket's own means;
 4. in the copy, the rows that describe the live data dir rather than the backup (leases, garbage) deleted;
 5. verified: ``openkvs check``'s checks on the copy (integrity, every record's file present with its size);
 6. the lease released, and the backup renamed from ``DEST.partial`` to ``DEST``: a ``DEST`` is always whole.
@@ -71,8 +73,12 @@ def backup(data_dir: Path, dest: Path, echo: Callable[[str], None] = print) -> s
         copy = sqlite3.connect(partial / DB_NAME)
         try:
             live.backup(copy)  # pages=-1: the whole database in one step, as of one moment
-            paths = [p for (p,) in copy.execute("SELECT path FROM records WHERE path IS NOT NULL")]
-            echo(f"database copied; copying {counted(len(paths), 'record file')}")
+            named = [p for (p,) in copy.execute("SELECT path FROM records WHERE path IS NOT NULL")]
+            paths = [p for p in named if not p.startswith(OBJECT_PATH)]  # (objects stay in the bucket)
+            in_bucket = len(named) - len(paths)
+            echo(f"database copied; copying {counted(len(paths), 'record file')}"
+                 + (f" ({counted(in_bucket, 'record')} in the bucket: not copied, back the bucket up itself)"
+                    if in_bucket else ""))
             renewed = time.monotonic()
             for i, rel in enumerate(paths):
                 target = partial / "blobs" / rel

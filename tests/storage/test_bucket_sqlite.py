@@ -359,3 +359,29 @@ async def test_migrate_leaves_a_record_written_during_its_copy_alone(nodes, buck
     report = await fsck(s)
     assert report.orphans == [] and report.missing == []  # the dropped copy left no object behind
     assert table(s, "SELECT count(*) FROM uploads") == [(0,)]
+
+
+async def test_backup_and_restore_keep_the_rows_of_records_in_the_bucket(nodes, bucket, prefix, tmp_path) -> None:
+    """`openkvs backup` of a data dir with --blob-store: the bucket's objects are not the data dir's to copy, so the
+    backup holds their rows (and the files and inline records as always), and a data dir restored from it on the same
+    bucket reads them all. It used to fail copying a file named blobs/s3:<id>."""
+    from openkvs.backup import backup, restore
+
+    s = await nodes()
+    store = await new_store(s)
+    data = {"small": b"x" * 100, "big": os.urandom(INLINE_MAX * 2)}
+    for k, v in data.items():
+        await s.put_record(store, k, Body(v), "x/y", None)
+    said: list[str] = []
+    summary = await anyio.to_thread.run_sync(lambda: backup(s.data_dir, tmp_path / "backup", said.append))
+    assert "1 record in a bucket" in summary
+    assert "1 record in the bucket: not copied" in said[0]
+    await anyio.to_thread.run_sync(restore, tmp_path / "backup", tmp_path / "restored")
+    blobs = S3BlobStore(f"s3://{S3_BUCKET}/{prefix}", endpoint=S3_ENDPOINT, path_style=True, inline_max=INLINE_MAX)
+    again = SQLiteStorage(tmp_path / "restored", blob_store=blobs, background=False)
+    await again.open()
+    try:
+        for k, v in data.items():
+            assert await read(again, await again.get_record(store, k)) == v
+    finally:
+        await again.aclose()
