@@ -52,7 +52,7 @@ def _named_files(doc: Path) -> list[tuple[str, list[Path]]]:
     text = doc.read_text()
     named = [(link, [doc.parent / link.split("#")[0]]) for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)]
     for span in re.findall(r"`([^`\s]+)`", text):
-        if re.fullmatch(r"[\w-]+(/[\w.-]+)+\.(py|md|sh|toml|json|lock|service)", span):
+        if re.fullmatch(r"[\w-]+(/[\w.-]+)+\.(py|md|sh|toml|jsonl?|lock|service)", span):
             named.append((span, [place / span for place in PLACES]))
     for name in re.findall(r"(?<![\w/.:-])([\w-]+\.md)\b", text):
         named.append((name, [doc.parent / name, ROOT / name]))
