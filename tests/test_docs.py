@@ -128,3 +128,15 @@ def test_the_docs_shared_mode_crawler_loads_as_written(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "crawler.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "shared True", out.stdout
+
+
+def test_the_schema_versions_the_docs_name_are_the_codes() -> None:
+    """docs/scaling.md says which schema version adds the bucket's tables; a migration inserted before them moves it."""
+    from openkvs.storage.postgres.tables import MIGRATIONS
+    from openkvs.storage.sqlite.tables import UPGRADES, UPLOADS_TABLE
+
+    scaling = " ".join((ROOT / "docs" / "scaling.md").read_text().split())  # (lines joined)
+    sqlite_version = UPGRADES.index(UPLOADS_TABLE) + 2  # UPGRADES[i] makes version i + 2
+    assert f"(SQLite schema {sqlite_version})" in scaling
+    postgres_version = next(i + 1 for i, sql in enumerate(MIGRATIONS) if "CREATE TABLE uploads" in sql)
+    assert f"tables in migration {postgres_version} (`postgres/tables.py`)" in scaling
