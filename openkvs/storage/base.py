@@ -20,6 +20,7 @@ Times are timezone-aware UTC ``datetime`` values with millisecond precision.
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -55,6 +56,15 @@ class NotFound(StorageError):
 
 class StorageUnavailable(StorageError):
     """The database is unreachable or restarting; the request may be retried."""
+
+
+def no_blob_store(what: str) -> StorageUnavailable:
+    """The error for bytes that are in a bucket, read by a process started without --blob-store: a 503 like any
+    unavailability (the client may retry on another node), but no retry on this one helps, so the log says why
+    (``what``: whose bytes)."""
+    message = f"{what} in a bucket, but no --blob-store is set (start every node with the same settings)"
+    logging.getLogger("openkvs.storage").warning("%s", message)
+    return StorageUnavailable(message)
 
 
 class StorageFull(StorageError):

@@ -163,3 +163,25 @@ def test_check_postgres_ok_then_finds_a_missing_chunk(tmp_path: Path) -> None:
                 await conn.close()
 
         anyio.run(drop_schema)
+
+
+def test_a_record_in_a_bucket_read_without_blob_store_is_503_and_the_log_says_why(tmp_path: Path) -> None:
+    """README: a node started without --blob-store can't read records that are in the bucket, "503, and the log
+    says why". The record is made one of the bucket's as a node with --blob-store would (its path s3:<id>)."""
+    import sqlite3
+
+    server = make_server(tmp_path, "sqlite", "--rate-limits", "off", in_process=True)
+    try:
+        c = server.client()
+        sid = c.post("/v2/key-value-stores?name=elsewhere").json()["data"]["id"]
+        assert c.put(f"/v2/key-value-stores/{sid}/records/obj", content=os.urandom(100_000)).status_code == 201
+        db = sqlite3.connect(server.data_dir / "openkvs.sqlite3")
+        with db:
+            db.execute("UPDATE records SET path = 's3:7' WHERE store_id = ? AND key = 'obj'", (sid,))
+        db.close()
+        r = c.get(f"/v2/key-value-stores/{sid}/records/obj")
+        assert r.status_code == 503 and r.headers["Retry-After"], r.text
+    finally:
+        server.stop()
+    log = server.log()
+    assert "'obj'" in log and "no --blob-store" in log and "Traceback" not in log, log[-3000:]

@@ -32,6 +32,7 @@ from ..base import (
     StorageUnavailable,
     StoreLookup,
     StoreMemo,
+    no_blob_store,
 )
 from ..bucket import BlobStore
 from ..bucket.uploads import Uploads
@@ -424,7 +425,7 @@ class PostgresStorage(PgCatalog, PgQueues, Storage):
 
     def _bucket_read(self, blob: PgBlob, start: int, end: int) -> AsyncIterator[bytes]:
         if self.blob_store is None:
-            raise StorageUnavailable(f"blob {blob.blob_id} is in a bucket, but no --blob-store is set")
+            raise no_blob_store(f"blob {blob.blob_id} is")
         return self.blob_store.read(blob.blob_id, start, end)
 
     # -- record bytes in a bucket (openkvs blobs) --------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from ..base import RecordMeta, StorageDamaged, StorageUnavailable
+from ..base import RecordMeta, StorageDamaged, no_blob_store
 
 READ_CHUNK = 1024 * 1024  # read_blob chunk size
 TMP_MAX_AGE = 3600.0  # tmp/ files untouched this long belong to a crashed upload
@@ -149,6 +149,6 @@ async def read_held(
         async for chunk in read_file(blob.path, start, end, record.key):
             yield chunk
     elif isinstance(blob, InBucket):
-        raise StorageUnavailable(f"the bytes of record {record.key!r} are in a bucket, but no --blob-store is set")
+        raise no_blob_store(f"the bytes of record {record.key!r} are")
     else:
         raise TypeError(f"read_blob: not a record of this {whose} ({blob!r}){hint}")
