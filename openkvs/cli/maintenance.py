@@ -143,6 +143,7 @@ def check(fix: bool, **flags: Any) -> None:
 def backup_cmd(dest: str, **flags: Any) -> None:
     """Copy a SQLite data dir into DEST while a server runs. DEST is a new folder; the copy is consistent while
     the server writes: the database (SQLite's online backup API) and the record files it names, then verified.
+    Records whose bytes are in a --blob-store bucket: their rows only (back the bucket up by its own means).
     PostgreSQL: use pg_dump (README: Backup)."""
     from pathlib import Path
 
