@@ -237,3 +237,25 @@ async def test_check_finds_a_dataset_whose_rows_lost_items(backend: Backend) -> 
     assert lines[1].startswith(f"dataset {sid}: its counts say 900 items, its rows hold "), lines
     assert lines[2].startswith(f"dataset {sid}: its counts say "), lines
     assert "Traceback" not in out.stderr
+
+
+async def test_check_counts_records_in_a_bucket_apart(backend: Backend) -> None:
+    """A record whose bytes are an object in a --blob-store bucket has no chunks and no file to check: the summary
+    says how many there are and that openkvs blobs fsck checks them, and does not count them as checked (PostgreSQL
+    said "chunks of 2 records add up" of one record with chunks and one in the bucket)."""
+    st = backend.storage
+    user = await st.create_user("alice")
+    store = await st.create_store(user.id, "s", None, "k" * 32)
+    for key in ("here", "there"):
+        await st.put_record(store.id, key, Body(b"x" * 10), "text/plain", None)
+    if backend.args[0] == "--data-dir":  # as a node with --blob-store writes it: path s3:<blob id>, no inline bytes
+        await anyio.to_thread.run_sync(backend.sql, "UPDATE records SET path = 's3:1', data_id = NULL WHERE key = 'there'")
+    else:  # chunk_size 0 (IN_BUCKET), no chunks
+        await anyio.to_thread.run_sync(
+            backend.sql, "DELETE FROM blob_chunks WHERE blob_id = (SELECT blob_id FROM records WHERE key = 'there');"
+            " UPDATE records SET chunk_size = 0 WHERE key = 'there'")
+    out = await anyio.to_thread.run_sync(lambda: openkvs("check", *backend.args))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 record in a bucket (openkvs blobs fsck checks them)" in out.stdout, out.stdout
+    assert "2 records" not in out.stdout
+    assert ("1 inline record checked" if backend.args[0] == "--data-dir" else "chunks of 1 record add up") in out.stdout

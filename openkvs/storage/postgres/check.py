@@ -13,7 +13,7 @@ from ...plural import counted
 from .. import datasets, totals
 from ..base import StorageUnavailable
 from .connections import CONNECTION_ERRORS
-from .tables import RECORD_TOTALS, STORE_TOTALS, TABLES_VERSION
+from .tables import IN_BUCKET_SQL, RECORD_TOTALS, STORE_TOTALS, TABLES_VERSION
 
 MAX_LISTED = 100
 
@@ -86,7 +86,9 @@ async def check(dsn: str, namespace: str) -> tuple[list[str], str]:
             counts = {r[0]: (r[1], r[2]) for r in await conn.fetch(datasets.CHECK_COUNTS_SQL)}
             rows = {r[0]: tuple(r[1:]) for r in await conn.fetch(datasets.CHECK_ROWS_SQL.format(length="octet_length"))}
             problems += datasets.dataset_problems(counts, rows, MAX_LISTED)
-            count = await conn.fetchval("SELECT count(*) FROM records")
+            in_bucket = IN_BUCKET_SQL.format(size="size", chunk_size="chunk_size")
+            count, objects = await conn.fetchrow(
+                f"SELECT count(*) FILTER (WHERE NOT {in_bucket}), count(*) FILTER (WHERE {in_bucket}) FROM records")
             wrong = await conn.fetch(_WRONG_COUNTS)
             problems += [
                 f"store {r['id']}: {totals.wrong(totals.Kept(r['kept'], r['current']), r['counted'])}"
@@ -99,7 +101,8 @@ async def check(dsn: str, namespace: str) -> tuple[list[str], str]:
     finally:
         await conn.close()
     return problems, (
-        f"PostgreSQL schema {namespace!r} at version {version}; chunks of {counted(count, 'record')} add up; "
+        f"PostgreSQL schema {namespace!r} at version {version}; chunks of {counted(count, 'record')} add up"
+        + (f", {counted(objects, 'record')} in a bucket (openkvs blobs fsck checks them)" if objects else "") + "; "
         "record counts agree, and the stores' ZIP totals; "
         "kept ZIP headers agree; "
         f"the items of {counted(len(counts.keys() | rows.keys()), 'dataset')} agree with their counts"
