@@ -21,13 +21,11 @@ BROTLI_QUALITY = 1
 _INLINE = 16 * 1024  # smaller pieces are compressed on the event loop: a thread trip costs more
 
 
-def choose(accept_encoding: str | None) -> str | None:
-    """``br`` or ``gzip``, whichever ``accept_encoding`` rates higher (``br`` on a tie), or None (identity): when
-    the header is absent, names neither (nor ``*``), or rates both ``q=0``. A malformed ``q`` counts as 0."""
-    if not accept_encoding:
-        return None
+def ratings(accept_encoding: str | None) -> dict[str, float]:
+    """The q of each coding ``accept_encoding`` names (``x-gzip`` as ``gzip``; the first entry of a name counts; a
+    malformed ``q`` counts as 0). A coding it doesn't name takes ``*``'s, if any (RFC 9110 12.5.3)."""
     rated: dict[str, float] = {}
-    for part in accept_encoding.split(","):
+    for part in (accept_encoding or "").split(","):
         name, _, params = part.partition(";")
         name = name.strip().lower()
         q = 1.0
@@ -42,7 +40,21 @@ def choose(accept_encoding: str | None) -> str | None:
                     q = 0.0
         if name == "x-gzip":
             name = "gzip"
-        rated.setdefault(name, q)
+        if name:
+            rated.setdefault(name, q)
+    return rated
+
+
+def accepts(accept_encoding: str | None, coding: str) -> bool:
+    """Whether ``accept_encoding`` accepts ``coding``: its own entry's q, else ``*``'s, above 0."""
+    rated = ratings(accept_encoding)
+    return rated.get(coding, rated.get("*", 0.0)) > 0.0
+
+
+def choose(accept_encoding: str | None) -> str | None:
+    """``br`` or ``gzip``, whichever ``accept_encoding`` rates higher (``br`` on a tie), or None (identity): when
+    the header is absent, names neither (nor ``*``), or rates both ``q=0``."""
+    rated = ratings(accept_encoding)
     best, best_q = None, 0.0
     for name in ("br", "gzip"):
         q = rated.get(name, rated.get("*", 0.0))

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from openkvs import access, codec, errors, schema, signing
+from openkvs import access, codec, compress, errors, schema, signing
 from openkvs.access import STORES, Access, Decision, Signed
 from openkvs.api.common import (
     ApiRequest,
@@ -99,18 +99,6 @@ def _plain_raw(content_type: str, crc32: int, decoded_size: int, modified_at: da
         (b"content-length", str(length).encode()),
         *_RECORD_FIXED_RAW,
     )
-
-
-def _accepts(accept_encoding: str | None, encoding: str) -> bool:
-    if not accept_encoding:
-        return False
-    for part in accept_encoding.split(","):
-        name, _, params = part.strip().partition(";")
-        name = name.strip().lower()
-        if name in (encoding, "*") or (encoding == "gzip" and name == "x-gzip"):
-            q = params.strip()
-            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
-    return False
 
 
 # What ``quote(text, safe="")`` leaves as it is (urllib's always-safe characters).
@@ -235,7 +223,7 @@ def _plain(request: Request, storage: Storage, record: RecordMeta) -> Bytes | No
 
 async def _record_response(request: Request, storage: Storage, record: RecordMeta, key: str) -> Response | Bytes:
     """A record's answer but ``_plain``'s: encodings, conditions, ranges, attachments, HEAD, streaming."""
-    encoded = record.content_encoding is not None and _accepts(
+    encoded = record.content_encoding is not None and compress.accepts(
         request.headers.get("accept-encoding"), record.content_encoding
     )
     size = record.size if encoded or record.content_encoding is None else record.decoded_size

@@ -122,4 +122,13 @@ def test_choose():
     assert compress.choose("gzip;q=0.9, br;q=0.8") == "gzip"
     assert compress.choose("gzip, br") == "br"
     assert compress.choose("*;q=0.1, br;q=0") == "gzip"
+    # one rating for records too (api/records.py): a coding's own entry, else "*"'s, q=0 refusing
+    assert compress.accepts("*, gzip;q=0", "gzip") is False
+    assert compress.accepts("gzip;q=0, *", "gzip") is False
+    assert compress.accepts("*", "deflate") is True
+    assert compress.accepts("x-gzip", "gzip") is True
+    assert compress.accepts("br;q=0.001", "br") is True
+    assert compress.accepts("identity", "gzip") is False
+    assert compress.accepts(None, "gzip") is False
+    assert compress.accepts("gzip;q=0.000, *;q=1", "gzip") is False
     assert compress.choose("br;q=oops, gzip;q=2") is None  # malformed or out-of-range q: not acceptable

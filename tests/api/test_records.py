@@ -181,6 +181,11 @@ def test_content_encodings(alice, store, encoding, encode):
     # q=0 refuses the encoding
     with alice.stream("GET", url, headers={"accept-encoding": f"{encoding};q=0, identity"}) as r:
         assert "content-encoding" not in r.headers and b"".join(r.iter_raw()) == plain
+    # ... also after a "*" that would take it: the coding's own entry decides (RFC 9110 12.5.3)
+    with alice.stream("GET", url, headers={"accept-encoding": f"*, {encoding};q=0"}) as r:
+        assert "content-encoding" not in r.headers and b"".join(r.iter_raw()) == plain
+    with alice.stream("GET", url, headers={"accept-encoding": "*"}) as r:
+        assert r.headers["content-encoding"] == encoding and b"".join(r.iter_raw()) == stored
     # HEAD agrees with GET
     r = alice.head(url, headers={"accept-encoding": "identity"})
     assert r.headers["content-length"] == str(len(plain))
