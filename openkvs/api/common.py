@@ -135,6 +135,11 @@ def state_of(scope: Scope) -> AppState:
     return scope["state"]["openkvs"]  # type: ignore[no-any-return]
 
 
+def slot_holder(request: Request, user: User | None) -> str:
+    """Whose download slot a request takes (api/download_slots.py): its user's, or its client IP's without one."""
+    return f"user:{user.id}" if user is not None else "ip:" + client_ip(request.scope, state(request).trusted_proxies)
+
+
 def to_json(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 

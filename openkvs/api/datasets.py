@@ -23,13 +23,13 @@ from openkvs.api.common import (
     json_response,
     public_base,
     read_json_bytes,
+    slot_holder,
     state,
     to_json,
 )
 from openkvs.api.dispatch import methods
 from openkvs.api.resources import ResourceApi, titled_fields
 from openkvs.datasets import pipeline
-from openkvs.ratelimit import client_ip
 from openkvs.storage.base import Store
 from openkvs.storage.datasets import DatasetInfo
 
@@ -155,8 +155,7 @@ async def statistics(request: Request) -> Response:
     # Items pushed before statistics were kept: one scan of them all (in a worker thread, batch by batch, taking a
     # download slot as an export does), kept for the next calls and the next pushes.
     stats = await anyio.to_thread.run_sync(pipeline.FieldStats, store.schema)
-    who = f"user:{found.user.id}" if found.user is not None else "ip:" + client_ip(request.scope, st.trusted_proxies)
-    with st.downloads.take(who):
+    with st.downloads.take(slot_holder(request, found.user)):
         async with st.storage.datasets.snapshot(store.id) as snap:
             async for batch in snap.items(0, snap.info.item_count, batch=items.EXPORT_BATCH):
                 await anyio.to_thread.run_sync(_add_stats, stats, batch)

@@ -30,8 +30,7 @@ from starlette.types import Receive, Scope, Send
 from openkvs import access, codec, errors, zipwriter
 from openkvs.access import STORES, Access, Signed
 from openkvs.api import safenames
-from openkvs.api.common import query_bool, select_range, selection, state
-from openkvs.ratelimit import client_ip
+from openkvs.api.common import query_bool, select_range, selection, slot_holder, state
 from openkvs.storage.base import RecordMeta, Snapshot, StorageError
 
 ARCHIVE_FORMAT = 1  # bump when the bytes of an archive for the same records would change
@@ -57,11 +56,10 @@ async def download_records(request: Request) -> Response:
     safe = query_bool(request, "safeNames")  # entry names that extract everywhere, and a manifest (safenames.py)
     st = state(request)
     storage = st.storage
-    user = found.user
-    who_key = f"user:{user.id}" if user is not None else "ip:" + client_ip(request.scope, st.trusted_proxies)
     stack = AsyncExitStack()
     try:
-        stack.enter_context(st.downloads.take(who_key))  # before the snapshot: that is what the cap protects
+        # before the snapshot: that is what the cap protects
+        stack.enter_context(st.downloads.take(slot_holder(request, found.user)))
         snap: Snapshot = await stack.enter_async_context(storage.snapshot(store.id, sel))
         plan = await safenames.plan(snap) if safe else None
         size = plan.size if plan else await _archive_size(snap)

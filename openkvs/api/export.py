@@ -30,10 +30,9 @@ from starlette.responses import Response
 from openkvs import access, compress
 from openkvs.access import DATASETS, Access, Signed
 from openkvs.api import items
-from openkvs.api.common import public_base, state
+from openkvs.api.common import public_base, slot_holder, state
 from openkvs.api.download import ArchiveResponse, _prepend
 from openkvs.datasets import formats, query
-from openkvs.ratelimit import client_ip
 from openkvs.storage.datasets import ItemSnapshot
 
 T = TypeVar("T")
@@ -46,12 +45,11 @@ async def export_items(request: Request) -> Response:
     store = found.store
     q = query.parse_items_query(request.query_params, store.schema)
     st = state(request)
-    user = found.user
-    who = f"user:{user.id}" if user is not None else "ip:" + client_ip(request.scope, st.trusted_proxies)
     renderer = formats.renderer(q, label=store.name or store.id, dataset_id=store.id, public_url=public_base(request))
     stack = AsyncExitStack()
     try:
-        stack.enter_context(st.downloads.take(who))  # before the snapshot: that is what the cap protects
+        # before the snapshot: that is what the cap protects
+        stack.enter_context(st.downloads.take(slot_holder(request, found.user)))
         snap: ItemSnapshot = await stack.enter_async_context(st.storage.datasets.snapshot(store.id))
         total = snap.info.item_count
         lo, hi, count = items.select(total, q.offset, q.limit, q.desc)
