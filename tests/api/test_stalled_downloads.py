@@ -243,3 +243,49 @@ def test_a_stalled_download_of_one_store_keeps_no_other_stores_garbage(
     left = files()
     assert not (b_old & left), f"{len(b_old & left)} of store B's {len(b_old)} dead files kept"
     assert a_files <= left, "store A's download still needs its old files"
+
+
+def test_a_decoded_range_far_into_a_record_takes_a_download_slot(
+    tmp_path: Path, start_server: Any, stalls: list[Stalled]
+) -> None:
+    """A gzip record asked for by a client that doesn't take gzip is decoded on the fly, and a range of it is
+    decoded and skipped up to its start: work for bytes nobody reads (20 KiB here decode to 24 MiB). A range
+    starting past DECODE_SKIP_FREE (16 MiB) holds a download slot while it streams: with the caller's slots all
+    taken it is 429 at once, a range near the start and the stored bytes are still served, and once a slot is
+    free the far range is served exactly."""
+    import gzip
+
+    server: Server = start_server(
+        tmp_path, "sqlite", "--rate-limits", "off",
+        env_extra={"OPENKVS_DOWNLOAD_SEND_TIMEOUT": "600", "OPENKVS_MAX_DOWNLOADS_PER_USER": "2"},
+        in_process=True,
+    )
+    plain = bytes(range(256)) * (24 * MiB // 256)
+    stored = gzip.compress(plain, 6)
+    assert len(stored) < MiB
+    with server.client() as c:
+        sid = new_store(c, "bomb")
+        fill(c, sid, n=RECORDS)  # big enough that a stalled ZIP download of it stays open
+        url = f"/v2/key-value-stores/{sid}/records/z"
+        r = c.put(url, content=stored, headers={"Content-Type": "application/octet-stream",
+                                                "Content-Encoding": "gzip"})
+        assert r.status_code == 201, r.text
+        far = {"Accept-Encoding": "identity", "Range": "bytes=-10"}
+        near = {"Accept-Encoding": "identity", "Range": "bytes=100-109"}
+        for _ in range(2):  # the caller's two slots, held by ZIP downloads that read nothing
+            stalls.append(Stalled(server, server.token, sid))
+        assert [s.status for s in stalls] == [200, 200]
+
+        r = c.get(url, headers=far)
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["type"] == "rate-limit-exceeded" and int(r.headers["retry-after"]) >= 1
+        r = c.get(url, headers=near)
+        assert (r.status_code, r.content) == (206, plain[100:110])
+        with c.stream("GET", url, headers={"Accept-Encoding": "gzip", "Range": "bytes=-10"}) as r:
+            assert (r.status_code, b"".join(r.iter_raw())) == (206, stored[-10:])
+
+        stalls[0].close()  # a slot comes back when its download ends
+        deadline = time.monotonic() + 30
+        while (r := c.get(url, headers=far)).status_code == 429 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (r.status_code, r.content) == (206, plain[-10:])
