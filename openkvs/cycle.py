@@ -76,11 +76,7 @@ class Cycle(RequestResponseCycle):
                 self.expected_content_length = left
                 self.transport.write(body)
                 if not more_body:
-                    self.response_complete = True
-                    self.message_event.set()
-                    if not self.keep_alive:
-                        self.transport.close()
-                    self.on_response()
+                    self._complete()
                 return self.done
         elif (
             message["type"] == "http.response.body"
@@ -99,13 +95,17 @@ class Cycle(RequestResponseCycle):
             else:
                 self.transport.write(b"" if more_body else b"0\r\n\r\n")  # (b"": _HeadWithBody's flush)
             if not more_body:
-                self.response_complete = True
-                self.message_event.set()
-                if not self.keep_alive:
-                    self.transport.close()
-                self.on_response()
+                self._complete()
             return self.done
         return RequestResponseCycle.send(self, message)
+
+    def _complete(self) -> None:
+        """uvicorn's steps after a response's last body message."""
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
 
     def _write_head(self, message: Any) -> None:
         """uvicorn's steps for ``http.response.start`` (its access log off), each header's line remembered."""
