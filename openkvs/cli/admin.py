@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from openkvs import rules  # (auth and sharing, for the storage's commands only, are imported by them)
-from openkvs.cli.common import load_settings, storage_options, use
+from openkvs.cli.common import load_settings, one_of, storage_options, use
 from openkvs.plural import counted
 
 
@@ -165,9 +165,7 @@ _KIND_FLAGS = {"kvs": "--kvs", "dataset": "--dataset", "queue": "--queue"}
 def _kind_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--kvs, --dataset, --queue: which kind STORE is, for a name that a key-value store, a dataset and a request
     queue share (as `openkvs export` says it with --dataset and --queue)."""
-    for kind, flag in reversed(_KIND_FLAGS.items()):
-        f = click.option(flag, "kind", flag_value=kind, help=f"STORE is a {_KIND_NAMES[kind]}.")(f)
-    return f
+    return one_of("kind", {flag: (kind, f"STORE is a {_KIND_NAMES[kind]}.") for kind, flag in _KIND_FLAGS.items()})(f)
 
 
 @click.group()
@@ -178,8 +176,7 @@ def grants() -> None:
 @grants.command("add")
 @click.argument("store")
 @click.argument("username")
-@click.option("--read", "level", flag_value="read", default=True, help="Read only (default).")
-@click.option("--write", "level", flag_value="write", help="Read and write.")
+@one_of("level", {"--read": ("read", "Read only (default)."), "--write": ("write", "Read and write.")}, default="read")
 @_kind_options
 @storage_options
 def grants_add(store: str, username: str, level: str, kind: str | None, **flags: Any) -> None:

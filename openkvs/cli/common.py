@@ -53,6 +53,37 @@ def setting_options(*names: str) -> Callable[[Callable[..., Any]], Callable[...,
     return decorate
 
 
+def one_of(dest: str, flags: dict[str, tuple[str, str]], default: str | None = None) -> Callable[
+        [Callable[..., Any]], Callable[..., Any]]:
+    """Flags of which at most one may be given, each setting ``dest`` to its value: ``{"--queue": ("queue",
+    help)}``; none given, ``default``. (Options sharing a name with ``flag_value`` let the last of them win
+    silently: ``export --queue X --dataset`` exported a dataset.) Two of them together are a usage error naming
+    both, exit status 2."""
+    key = f"openkvs.one_of.{dest}"
+
+    def remember(flag: str, value: str) -> Callable[[click.Context, click.Parameter, bool], None]:
+        def callback(ctx: click.Context, param: click.Parameter, given: bool) -> None:
+            ctx.params.setdefault(dest, default)
+            if not given:
+                return
+            earlier = ctx.meta.get(key)
+            if earlier is not None and earlier != flag:
+                raise click.BadOptionUsage(flag, f"{earlier} and {flag} cannot be given together: give one of them.",
+                                           ctx)
+            ctx.meta[key] = flag
+            ctx.params[dest] = value
+
+        return callback
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for flag, (value, help) in reversed(flags.items()):
+            f = click.option(flag, f"{dest}_{value}", is_flag=True, expose_value=False, callback=remember(flag, value),
+                             help=help)(f)
+        return f
+
+    return decorate
+
+
 # Every command that opens the storage takes these.
 storage_options = setting_options(
     "data_dir", "database_url", "database_schema", "blob_store", "s3_endpoint", "s3_region", "s3_path_style",

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from openkvs.cli.common import one_of
 from openkvs.plural import counted
 
 
@@ -197,11 +198,11 @@ def import_(path: Path, store: str | None, append: bool, jobs: int, url: str, to
 @click.command("export")
 @click.argument("store")
 @click.argument("folder", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--dataset", "kind", flag_value="dataset",
-              help="STORE is a dataset: into DIR/datasets/NAME/, an item file each.")
-@click.option("--queue", "kind", flag_value="queue",
-              help="STORE is a request queue: into DIR/request_queues/NAME/, its order into "
-                   "DIR/key_value_stores/default/. Reading it counts as a client of the queue (hadMultipleClients).")
+@one_of("kind", {
+    "--dataset": ("dataset", "STORE is a dataset: into DIR/datasets/NAME/, an item file each."),
+    "--queue": ("queue", "STORE is a request queue: into DIR/request_queues/NAME/, its order into "
+                "DIR/key_value_stores/default/. Reading it counts as a client of the queue (hadMultipleClients)."),
+})
 @click.option("--jobs", default=8, show_default=True, type=click.IntRange(1, 64), help="Records fetched at once.")
 @_client_options
 def export_(store: str, folder: Path, kind: str | None, jobs: int, url: str, token: str | None, quiet: bool) -> None:
