@@ -17,7 +17,9 @@ from openkvs.plural import counted
 def _client_options(f: Callable[..., Any]) -> Callable[..., Any]:
     from openkvs.client import DEFAULT_URL, TOKEN_VARIABLES, URL_VARIABLES  # (client.http imports httpx)
 
-    f = click.option("-q", "--quiet", is_flag=True, help="No progress output.")(f)
+    f = click.option("-q", "--quiet", is_flag=True,
+                     help="No progress, nor lines on what is done on the way (created store ~NAME, resuming): only "
+                          "the result and errors.")(f)
     f = click.option(
         "--token", envvar=list(TOKEN_VARIABLES), show_envvar=True, help="API token (the first of the variables set)."
     )(f)
@@ -67,6 +69,12 @@ def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
+def _teller(quiet: bool) -> Callable[[str], None]:
+    """What a command says on the way (a store created, a download resumed or begun anew): on stderr, as
+    ``_say``; nothing with -q, which keeps only the result and errors."""
+    return (lambda message: None) if quiet else _say
+
+
 @click.command()
 @click.argument("store")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
@@ -88,7 +96,7 @@ def download(store: str, output: Path | None, prefix: str | None, collection: st
     out = output or Path(store_name(store) + ".zip")
     with _client_errors("download", dl.part_paths(out)[0]), endpoint(url, token).client() as client:
         done = dl.download(
-            client, store, out, prefix=prefix, collection=collection, say=_say,
+            client, store, out, prefix=prefix, collection=collection, say=_teller(quiet),
             progress=lambda label, total, already: Progress(label, total, already, quiet=quiet),
         )
     kept = f", {counted(done.kept, 'byte')} of them from an earlier attempt" if done.kept else ""
@@ -123,7 +131,7 @@ def upload(folder: Path, store: str, prefix: str, jobs: int, url: str, token: st
 
     with _client_errors("upload"), endpoint(url, token).client() as client:
         items = up.plan(folder, prefix)
-        up.ensure_store(client, store, _say)
+        up.ensure_store(client, store, _teller(quiet))
         summary = up.upload(client, store, items, jobs=jobs, prefix=prefix, label=folder.name or str(folder),
                             progress=lambda label, total, done: Progress(label, total, done, quiet=quiet))
     _report(summary)
@@ -164,7 +172,7 @@ def import_(path: Path, store: str | None, append: bool, jobs: int, url: str, to
         if store and found.count() > 1:
             raise click.UsageError(f"--store names one; {path} holds {found.count()}")
         for local in found.stores:
-            target = up.ensure_store(client, store or f"~{local.name}", _say)
+            target = up.ensure_store(client, store or f"~{local.name}", _teller(quiet))
             summary = up.upload(client, target, local.items, jobs=jobs, label=local.name, progress=progress)
             click.echo(f"{local.folder} -> {target}: {summary.line()}")
             _failed(summary.failed)
@@ -173,7 +181,7 @@ def import_(path: Path, store: str | None, append: bool, jobs: int, url: str, to
         for dataset in found.datasets:
             target = store or f"~{dataset.name}"
             try:
-                info = open_target(client, localdataset.COLLECTION, "dataset", target, _say)
+                info = open_target(client, localdataset.COLLECTION, "dataset", target, _teller(quiet))
                 count = localdataset.item_count(info, f"dataset {target}")
                 pushed = localdataset.import_dataset(client, dataset, target, count, append=append, progress=progress)
             except ClientError as exc:
@@ -184,7 +192,7 @@ def import_(path: Path, store: str | None, append: bool, jobs: int, url: str, to
         for queue in found.queues:
             target = store or f"~{queue.name}"
             try:
-                open_target(client, localqueue.COLLECTION, "request queue", target, _say)
+                open_target(client, localqueue.COLLECTION, "request queue", target, _teller(quiet))
                 added = localqueue.import_queue(client, queue, target, progress=progress)
             except ClientError as exc:
                 _say(str(exc))

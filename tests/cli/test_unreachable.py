@@ -19,7 +19,7 @@ def test_nothing_listening_is_one_line_naming_the_address(command: list[str], tm
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.txt").write_text("a")
     url = f"http://127.0.0.1:{free_port()}"
-    out = openkvs_here(*command, "--url", url, "--token", "okvs_x", "-q")
+    out = openkvs_here(*command, "--url", url, "--token", "okvs_x")  # (not -q: it keeps the retries' lines quiet)
     assert out.returncode == 1, out.stdout + out.stderr
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ") and f": cannot connect to {url} (" in last, last
@@ -27,5 +27,6 @@ def test_nothing_listening_is_one_line_naming_the_address(command: list[str], tm
     assert "is kept" not in out.stderr and not list(tmp_path.glob("*.part*"))
     retries = out.stderr.strip().splitlines()[:-1]
     assert all(line.startswith(f"Cannot connect to {url} (") and line.endswith("; trying again.") for line in retries)
+    assert len(retries) == (2 if command[0] == "download" else 0), retries
     assert "lost" not in out.stderr.lower()
     assert len(no_backoff) == 2 and all(w > 0 for w in no_backoff), no_backoff  # two more tries, each after a wait
