@@ -171,13 +171,15 @@ def refuse_link_folder(folder: Path) -> None:
 
 
 def new_folder(parent: Path, name: str) -> tuple[Path, Path]:
-    """For an export of a dataset or queue into ``parent/name``: the folder to fill (``name~partial``, emptied
+    """For an export of a store, dataset or queue into ``parent/name``: the folder to fill (``name~partial``, emptied
     first if an interrupted export left it) and where it goes when complete. An existing ``parent/name`` that holds
     anything but its metadata is refused: the export would mix with its files, and Crawlee would read both."""
     if parent.is_symlink():  # (DIR/datasets -> elsewhere: the export would write there)
         refuse_link_folder(parent)
     final = parent / name
-    if final.is_symlink() or final.exists() and not final.is_dir():
+    if final.is_symlink():
+        refuse_link_folder(final)
+    if final.exists() and not final.is_dir():
         raise ClientError(f"{final} is in the way (not a folder): nothing was written")
     if final.is_dir() and any(p.name != METADATA for p in final.iterdir()):
         raise ClientError(f"{final} holds files already: remove it, or export into another folder")

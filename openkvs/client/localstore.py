@@ -45,6 +45,8 @@ from openkvs.client.localfiles import (
     export_folder,
     local_name,
     metadata,
+    new_folder,
+    put_in_place,
     read_bounded,
     refuse_links,
     replacing,
@@ -179,12 +181,15 @@ def export(
     jobs: int = 8,
     progress: Callable[[str, int | None, int], Progress] = Progress,
 ) -> tuple[Path, Summary]:
-    """STORE into ``root/key_value_stores/<name>/``: every record's bytes and type, and the store's metadata."""
+    """STORE into ``root/key_value_stores/<name>/``: every record's bytes and type, and the store's metadata. As a
+    dataset's or queue's export: into ``<name>~partial`` first, in place when every record was tried (the failed
+    ones named), and refused where ``<name>`` holds files already (mixed with the export's, Crawlee and an import
+    would read them as the store's)."""
     info = resource(request(client, "GET", store_path(store), f"store {store}"), f"store {store}")
     name = info.get("name") or info["id"]
     if not isinstance(name, str) or not rules.STORE_NAME.ok(name):  # (it names the folder written)
         raise ClientError(f"store {store}: the server named it {name!r}, not a store name: nothing was written")
-    folder = export_folder(root, SUBDIR, name)
+    partial, folder = new_folder(export_folder(root, SUBDIR), name)
     sizes = existing_sizes(client, store, "")
     bar = progress(name, sum(sizes.values()), 0)
     summary, lock = Summary(), threading.Lock()
@@ -200,7 +205,7 @@ def export(
                 summary.failed.append(f"{key}: its file would be a metadata file of Crawlee's layout")
             return
         try:
-            path = folder / quote(key, safe="")
+            path = partial / quote(key, safe="")
             ctype, size = _fetch(client, record_path(store, key), f"record {key}", path, bar)
             meta = {"key": key, "content_type": ctype, "size": size}
             write(path.with_name(f"{path.name}.{METADATA}"), crawlee_json(meta).encode())
@@ -220,5 +225,6 @@ def export(
     meta = {"id": info["id"], "name": info.get("name"),
             "accessed_at": crawlee_time(info.get("accessedAt")), "created_at": crawlee_time(info.get("createdAt")),
             "modified_at": crawlee_time(info.get("modifiedAt"))}
-    write(folder / METADATA, crawlee_json(meta).encode())
+    write(partial / METADATA, crawlee_json(meta).encode())
+    put_in_place(partial, folder)
     return folder, summary

@@ -166,3 +166,30 @@ def test_import_names_a_file_whose_key_no_record_can_have_before_sending(tmp_pat
         f"Error: {store}: records that can't be read:\n  has space.txt: the key 'has space' is not one a record can "
         "have (at most 256 letters, digits and !_.'()-)\n"
     )
+
+
+def test_export_of_a_store_is_not_mixed_with_files_already_there(shared_server: Any, tmp_path: Path) -> None:
+    """As a dataset's and a queue's export: a store's folder that holds files already is refused, not written into
+    (a stale record left there was imported back as the store's); a folder left by an interrupted export is
+    replaced; only the metadata there is no file of a record."""
+    with shared_server.client() as c:
+        assert c.post("/v2/key-value-stores", params={"name": "mixed"}).status_code in (200, 201)
+        assert c.put("/v2/key-value-stores/~mixed/records/now", content=b"now").status_code == 201
+    out = tmp_path / "out"
+    folder = out / "key_value_stores" / "mixed"
+    folder.mkdir(parents=True)
+    (folder / "stale").write_bytes(b"from before")
+    refused = run(shared_server, "export", "~mixed", str(out), "-q", check=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stderr == f"Error: {folder} holds files already: remove it, or export into another folder\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["stale"]
+
+    (folder / "stale").unlink()
+    (folder / "__metadata__.json").write_text("{}")
+    (out / "key_value_stores" / "mixed~partial").mkdir()
+    (out / "key_value_stores" / "mixed~partial" / "left").write_bytes(b"by an interrupted export")
+    done = run(shared_server, "export", "~mixed", str(out), "-q")
+    assert done.stdout.startswith(f"{folder}: 1 record"), done.stdout
+    assert sorted(p.name for p in (out / "key_value_stores").iterdir()) == ["mixed"]
+    assert sorted(p.name for p in folder.iterdir()) == ["__metadata__.json", "now", "now.__metadata__.json"]
+    assert json.loads((folder / "__metadata__.json").read_text())["name"] == "mixed"

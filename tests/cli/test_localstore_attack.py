@@ -198,15 +198,22 @@ def test_export_refuses_keys_no_record_can_have_and_leaves_no_temporary_file(tmp
         "out", "out/key_value_stores", "out/key_value_stores/s1"]
 
 
-def test_a_failed_write_of_a_record_leaves_no_temporary_file(tmp_path: Path) -> None:
-    """The record's file can't take the fetched bytes' place (a folder is in the way): the record fails, and its
-    temporary file is removed, not left beside the others."""
-    root = tmp_path / "out"
-    (root / "key_value_stores" / "s1" / "ok").mkdir(parents=True)
+def test_a_failed_write_of_a_record_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record's file can't take the fetched bytes' place (the rename fails: a full disk, a folder in the way):
+    the record fails, and its temporary file is removed, not left beside the others."""
+    real = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(dst).name == "ok":
+            raise IsADirectoryError(21, "Is a directory", str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
     with _hostile_server(["ok"]) as client:
-        folder, summary = localstore.export(client, "s", root, progress=lambda *a: Progress(*a, quiet=True))
+        folder, summary = localstore.export(client, "s", tmp_path / "out", progress=lambda *a: Progress(*a, quiet=True))
     assert summary.uploaded == 0 and len(summary.failed) == 1 and summary.failed[0].startswith("ok: ")
-    assert sorted(p.name for p in folder.iterdir()) == ["__metadata__.json", "ok"]
+    assert sorted(p.name for p in folder.iterdir()) == ["__metadata__.json"]
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["s1"]
 
 
 @pytest.mark.parametrize(("kind", "link"), [
