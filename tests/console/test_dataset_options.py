@@ -47,10 +47,17 @@ def test_desc_clean_and_a_view(sqlite_server: Server, browser: Any) -> None:
     c.until(lambda d: len(column(c, "#")) == 50, message="first page")
     assert headers(c) == ["#", "n", "title", "#debug"]
     assert column(c, "n")[:3] == ["0", "1", "2"] and column(c, "n")[9] == ""  # the empty item: an empty row
+    assert column(c, "#") == [str(i) for i in range(1, 51)]  # each item's number in the dataset
 
     # Newest first.
     c.find("input[name=desc]").click()
     c.until(lambda d: column(c, "n")[:2] == ["", "58"], message="newest first")  # item 59 is empty
+    assert column(c, "#") == [str(i) for i in range(60, 10, -1)]  # the items' numbers, not the rows'
+    c.button("Next").click()
+    c.until(lambda d: column(c, "#") == [str(i) for i in range(10, 0, -1)], message="newest first, page 2")
+    assert column(c, "n") == ["", *(str(i) for i in range(8, -1, -1))]  # item 9 is empty
+    c.button("First").click()
+    c.until(lambda d: column(c, "#")[0] == "60", message="newest first, page 1 again")
     assert [a.get_attribute("href") for a in c.all("a[data-format=json]")][0].count("desc=1") == 1
 
     # Clean as well: no hidden column, no empty rows; page 1 covers the newest 50 stored items (45 shown), page 2

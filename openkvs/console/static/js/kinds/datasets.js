@@ -99,22 +99,23 @@ function itemsPanel(dataset, options, changed) {
   const path = `${resources.resourcePath(kind, dataset.id)}/items`;
 
   // The API pages items by offset over the stored items: each page's next offset is its offset plus the stored
-  // items it covered (X-Apify-Pagination-Count; clean may show fewer), until the total.
+  // items it covered (X-Apify-Pagination-Count; clean may show fewer), until the total. Newest first, the offset
+  // counts from the last item: # is the item's number in the dataset either way (1 the oldest).
   const pager = new Pager(
     async (offset) => {
       const from = offset || 0;
       const response = await api.request("GET", path, { raw: true, query: { format: "json", offset: from, limit: PAGE_SIZE, ...options.query() } });
       const covered = Number(response.headers.get("X-Apify-Pagination-Count"));
       const total = Number(response.headers.get("X-Apify-Pagination-Total"));
-      return { items: await response.json(), offset: from, covered, total };
+      return { items: await response.json(), offset: from, covered, total, desc: Boolean(options.query().desc) };
     },
-    ({ items, offset, covered, total }) => {
+    ({ items, offset, covered, total, desc }) => {
       const fields = options.columns(dataset.fields || [], items);
       const table = h("table", { class: "data items" },
         h("thead", {}, h("tr", {}, h("th", { scope: "col", class: "num", text: "#" }), fields.map((f) => h("th", { scope: "col", text: f })))),
         h("tbody", {}, items.length
           ? items.map((item, i) => h("tr", {},
-            h("td", { class: "num", "data-label": "#", text: String(offset + i + 1) }),
+            h("td", { class: "num", "data-label": "#", text: String(desc ? total - offset - i : offset + i + 1) }),
             fields.map((f) => h("td", { "data-label": f, class: "item-cell", text: cellText(item, f) }))))
           : h("tr", {}, h("td", { colspan: fields.length + 1, class: "empty", text: offset ? "No more items." : "No items yet." }))));
       holder.replaceChildren(table);
