@@ -45,10 +45,21 @@ export function formatDate(iso) {
   return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleString();
 }
 
-// The status line at the top: what just happened, or what went wrong (the API's own message).
-export function notify(message, kind = "info") {
+// The status line at the top: what just happened, or what went wrong (the API's own message). A notice stays on its
+// page until another replaces it, and goes when the user moves to another page (pageShown, on every route). An
+// action that moves to another page itself (sign in, create, delete) passes `moving`: its notice is shown on the
+// page it leads to, and goes at the move after that.
+let carried = false;
+
+export function notify(message, kind = "info", { moving = false } = {}) {
   const status = document.getElementById("status");
   clear(status, h("p", { class: `notice ${kind}`, text: message }));
+  carried = moving;
+}
+
+export function pageShown() {
+  if (carried) carried = false;
+  else document.getElementById("status").replaceChildren();
 }
 
 // A modal dialog (keyboard: Escape cancels, the first control has focus). `field`: ask for a value too.

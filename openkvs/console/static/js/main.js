@@ -2,7 +2,7 @@
 // (#/key-value-stores, #/key-value-stores/ID): the server serves one page, the fragment never leaves the browser.
 
 import * as api from "./api.js";
-import { clear, h, notify } from "./dom.js";
+import { clear, h, notify, pageShown } from "./dom.js";
 import { KINDS } from "./kinds/index.js";
 
 const main = document.getElementById("main");
@@ -29,7 +29,7 @@ function showSignIn(message) {
       if (error.status !== 401) showSignIn(error.message);
       return;
     }
-    notify("Signed in.");
+    notify("Signed in.", "info", { moving: true });
     if (!location.hash || location.hash === "#/") location.hash = "#/" + KINDS[0].path;
     else route();
   });
@@ -70,6 +70,7 @@ async function route() {
     return;
   }
   showNav(kind);
+  pageShown();
   const mine = ++routing;
   const page = h("div", { class: "page", "aria-busy": "true" }, h("p", { text: "Loading…" }));
   clear(main, page);

@@ -52,7 +52,7 @@ async function create(kind) {
   const name = await ask(`A name for the new ${kind.noun} (letters, digits and '-').`, { confirmLabel: "Create", field: { label: "Name" } });
   if (name === null) return;
   const created = await api.post(`/${kind.path}`, { query: { name: name.trim() } });
-  notify(`The ${kind.noun} ${label(created)} is ready.`);
+  notify(`The ${kind.noun} ${label(created)} is ready.`, "info", { moving: true });
   location.hash = href(kind, created.id);
 }
 
@@ -94,6 +94,6 @@ async function remove(kind, resource) {
   const message = `Delete the ${kind.noun} ${label(resource)} and everything in it? This cannot be undone.`;
   if (!(await ask(message, { confirmLabel: `Delete ${kind.noun}`, danger: true }))) return;
   await api.del(resourcePath(kind, resource.id));
-  notify(`Deleted the ${kind.noun} ${label(resource)}.`);
+  notify(`Deleted the ${kind.noun} ${label(resource)}.`, "info", { moving: true });
   location.hash = `#/${kind.path}`;
 }
