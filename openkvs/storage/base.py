@@ -139,6 +139,9 @@ class Store:
     generation: int = 0
     kind: str = "kvs"  # KVS, DATASET or QUEUE
     title: str | None = None  # datasets' and queues' (the API of key-value stores has none)
+    # False for a store of ``list_stores``' page: its schema was not read (``schema`` is None whether or not it has
+    # one), since a page of 1,000 stores with schemas at the 4 MiB cap would be 4 GB. ``get_store`` has it.
+    schema_read: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,7 +453,8 @@ class Storage(abc.ABC):
     ) -> tuple[int, list[Store]]:
         """(total, page) of the user's resources of one kind, ordered by creation time. ``unnamed`` False leaves
         out unnamed ones. ``ownership``: ``ownedByMe``, ``sharedWithMe`` (those with a grant for the user) or None
-        for both."""
+        for both. The page's stores come without their schemas, which are neither read nor parsed (each up to
+        4 MiB): ``schema`` None and ``schema_read`` False, whether or not the store has one."""
 
     @abc.abstractmethod
     async def update_store(self, store_id: str, changes: dict[str, Any]) -> Store:

@@ -23,7 +23,17 @@ from ..base import (
 )
 from ..ids import new_id
 from .connections import CONNECTION_ERRORS, deadlock_retried, pooled, unavailable
-from .tables import GRANT_SELECT, IN_BUCKET_SQL, NOW_MS, STORE_COLS, STORE_FROM, to_grant, to_store, to_user
+from .tables import (
+    GRANT_SELECT,
+    IN_BUCKET_SQL,
+    LIST_COLS,
+    NOW_MS,
+    STORE_COLS,
+    STORE_FROM,
+    to_grant,
+    to_store,
+    to_user,
+)
 
 T = TypeVar("T")
 
@@ -183,14 +193,17 @@ class PgCatalog:
         async def go(conn: asyncpg.Connection) -> tuple[int, list[Store]]:
             total = await conn.fetchval(f"SELECT count(*) FROM stores s WHERE {cond}", user_id, kind)
             rows = await conn.fetch(
-                f"""SELECT {STORE_COLS} FROM {STORE_FROM} WHERE {cond}
+                f"""SELECT {LIST_COLS} FROM {STORE_FROM} WHERE {cond}
                     ORDER BY s.created_at {order}, s.id {order} OFFSET $3 LIMIT $4""",
                 user_id,
                 kind,
                 max(0, offset),
                 max(0, limit),
             )
-            return total, [to_store(r) for r in rows]
+            page = [to_store(r) for r in rows]
+            for store in page:
+                store.schema_read = False
+            return total, page
 
         # one snapshot for the count and the page
         try:

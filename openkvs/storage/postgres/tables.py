@@ -237,6 +237,9 @@ STORE_COLS = """s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at
     s.schema::text AS schema, s.url_signing_secret_key, s.read_count, s.write_count, s.delete_count, s.list_count,
     s.storage_bytes, s.generation, s.kind, s.title, s.record_count"""
 STORE_FROM = "stores s JOIN users u ON u.id = s.user_id"
+# STORE_COLS for list_stores: the schema not read (NULL), as a page holds up to 1,000 stores and each schema up to
+# 4 MiB (storage/base.py: Store.schema_read)
+LIST_COLS = STORE_COLS.replace("s.schema::text AS schema", "NULL::text AS schema")
 GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
 # A record whose bytes are an object in the bucket has chunk_size IN_BUCKET and no blob_chunks rows.
 IN_BUCKET = 0

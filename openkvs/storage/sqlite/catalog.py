@@ -21,7 +21,7 @@ from ..base import (
     UsernameTaken,
 )
 from ..ids import new_id
-from .tables import EPOCH, GRANT_SELECT, STORE_SELECT, from_ms, now_ms, to_grant, to_store, to_user
+from .tables import EPOCH, GRANT_SELECT, LIST_SELECT, STORE_SELECT, from_ms, now_ms, to_grant, to_store, to_user
 
 T = TypeVar("T")
 
@@ -196,12 +196,15 @@ class SQLiteCatalog:
                 total = conn.execute(f"SELECT COUNT(*) FROM stores s WHERE {where}", params).fetchone()[0]
                 rows = conn.execute(
                     # stores made in the same millisecond in the order they were made (rowid), not by random ID
-                    f"{STORE_SELECT} WHERE {where} ORDER BY s.created_at {order}, s.rowid {order} LIMIT ? OFFSET ?",
+                    f"{LIST_SELECT} WHERE {where} ORDER BY s.created_at {order}, s.rowid {order} LIMIT ? OFFSET ?",
                     [*params, limit, offset],
                 ).fetchall()
             finally:
                 conn.execute("COMMIT")
-            return total, [to_store(r) for r in rows]
+            page = [to_store(r) for r in rows]
+            for store in page:
+                store.schema_read = False
+            return total, page
 
         return await self._read(q)
 

@@ -214,6 +214,9 @@ SELECT s.id, s.name, s.user_id, u.username, s.created_at, s.modified_at, s.acces
 FROM stores s JOIN users u ON u.id = s.user_id
 """
 
+# STORE_SELECT for list_stores: the schema column not read (NULL), as a page holds up to 1,000 stores and each
+# schema up to 4 MiB (storage/base.py: Store.schema_read)
+LIST_SELECT = STORE_SELECT.replace(" s.schema,", " NULL,")
 GRANT_SELECT = "SELECT g.store_id, g.user_id, u.username, g.can_write FROM grants g JOIN users u ON u.id = g.user_id "
 RECORD_COLS = "key, size, decoded_size, crc32, modified_at, content_type, content_encoding, data_id, path"
 STORE_NCOLS = 19  # the columns of STORE_SELECT
