@@ -48,8 +48,9 @@ def items_public_url(request: Request, store: Store) -> str:
 
 
 async def describe(request: Request, resources: Sequence[tuple[Store, Access]], listing: bool) -> list[dict[str, Any]]:
-    """The wire forms of a page of datasets: their counters asked of storage once for the page."""
-    infos = await state(request).storage.datasets.info([store.id for store, _ in resources])
+    """The wire forms of a page of datasets: their counters asked of storage once for the page (in a list without
+    ``fields``, which a list item does not show: one dataset's may be megabytes, 2,000 keys of any length)."""
+    infos = await state(request).storage.datasets.info([store.id for store, _ in resources], fields=not listing)
     if listing:
         return [dataset_list_item(store, infos[store.id]) for store, _ in resources]
     return [dataset_json(request, store, right, infos[store.id]) for store, right in resources]

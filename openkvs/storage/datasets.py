@@ -262,8 +262,10 @@ class DatasetStorage(abc.ABC):
         store's ``modified_at``. Durable once it returns. Raises NotFound for a missing store."""
 
     @abc.abstractmethod
-    async def info(self, store_ids: Sequence[str]) -> dict[str, DatasetInfo]:
-        """The counters of each dataset named (a dataset without items, or a missing one: zeros)."""
+    async def info(self, store_ids: Sequence[str], *, fields: bool = True) -> dict[str, DatasetInfo]:
+        """The counters of each dataset named (a dataset without items, or a missing one: zeros). ``fields`` False:
+        ``DatasetInfo.fields`` is [] and not read (the list of datasets shows none, and one dataset's may be 2,000
+        keys of any length, megabytes, times up to 1,000 datasets a page)."""
 
     @abc.abstractmethod
     async def field_stats(self, store_id: str) -> tuple[int, dict[str, Any] | None]:

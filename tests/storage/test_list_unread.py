@@ -1,6 +1,7 @@
 """A listing reads nothing a user can make megabytes of, times the up to 1,000 resources of a page: not a store's
-or a dataset's schema (each up to 4 MiB; list_stores, storage/base.py ``Store.schema_read``). A page of 1,000
-stores with 4 MiB schemas read them all, 4 GB, though the list shows none of them (api/stores.py ``describe``)."""
+or a dataset's schema (each up to 4 MiB; list_stores, storage/base.py ``Store.schema_read``), and not a dataset's
+``fields`` (2,000 keys of any length; ``datasets.info(fields=False)``). A page of 1,000 stores with 4 MiB schemas
+read them all, 4 GB, though the list shows none of them (api/stores.py ``describe``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 
 from openkvs.storage import schemas
 from openkvs.storage.base import DATASET, KVS, QUEUE, Storage
+
+from .test_datasets import make_push, union
 
 pytestmark = pytest.mark.anyio
 
@@ -61,3 +64,16 @@ async def test_a_listed_store_has_its_schema_neither_read_nor_parsed(
     got = await storage.get_store(plain.id)
     assert got is not None and got.schema_read is True and got.schema is None
 
+
+async def test_dataset_counters_for_a_list_leave_out_fields(storage: Storage) -> None:
+    alice = await storage.create_user("alice")
+    sids = [(await storage.create_store(alice.id, None, None, "k", kind=DATASET)).id for _ in range(2)]
+    long_key = "k" * 100_000
+    await storage.datasets.push(sids[0], make_push([{long_key: 1, "b": 2}, {"#c": 3}]), union)
+    full = await storage.datasets.info(sids)
+    assert full[sids[0]].fields == [long_key, "b", "#c"] and full[sids[1]].fields == []
+    listed = await storage.datasets.info(sids, fields=False)
+    assert listed[sids[0]].fields == [] and listed[sids[1]].fields == []
+    a, b = listed[sids[0]], full[sids[0]]
+    assert (a.item_count, a.clean_item_count, a.bytes) == (b.item_count, b.clean_item_count, b.bytes)
+    assert (a.item_count, a.clean_item_count) == (2, 1) and a.bytes > 100_000

@@ -449,13 +449,14 @@ class PgDatasets(DatasetStorage):
 
         return await deadlock_retried("dataset push", lambda: self._db.run(go, tx=True))
 
-    async def info(self, store_ids: Sequence[str]) -> dict[str, DatasetInfo]:
+    async def info(self, store_ids: Sequence[str], *, fields: bool = True) -> dict[str, DatasetInfo]:
         ids = list(dict.fromkeys(store_ids))
         found = {sid: DatasetInfo() for sid in ids}
         if ids:
             rows = await self._db.fetch(
-                "SELECT store_id, item_count, clean_count, bytes, fields FROM dataset_counts "
-                "WHERE store_id = ANY($1::text[])",
+                "SELECT store_id, item_count, clean_count, bytes, "
+                + ("fields" if fields else "'[]' AS fields")
+                + " FROM dataset_counts WHERE store_id = ANY($1::text[])",
                 ids,
             )
             for r in rows:

@@ -396,16 +396,16 @@ class SQLiteDatasets(DatasetStorage):
     async def push(self, store_id: str, push: Push, merge: MergePaths) -> int:
         return await self._db.write(push_sync, store_id, push, merge)
 
-    async def info(self, store_ids: Sequence[str]) -> dict[str, DatasetInfo]:
+    async def info(self, store_ids: Sequence[str], *, fields: bool = True) -> dict[str, DatasetInfo]:
         ids = list(dict.fromkeys(store_ids))
+        cols = "store_id, item_count, clean_count, bytes, " + ("fields" if fields else "'[]'")
 
         def q(conn: sqlite3.Connection) -> dict[str, DatasetInfo]:
             found = {sid: DatasetInfo() for sid in ids}
             for i in range(0, len(ids), 500):
                 part = ids[i : i + 500]
                 rows = conn.execute(
-                    "SELECT store_id, item_count, clean_count, bytes, fields FROM dataset_counts "
-                    f"WHERE store_id IN ({','.join('?' * len(part))})",
+                    f"SELECT {cols} FROM dataset_counts WHERE store_id IN ({','.join('?' * len(part))})",
                     part,
                 )
                 for r in rows:
