@@ -7,7 +7,7 @@ none, in one transaction; concurrent pushes take turns (their order is their com
 
 Next to the items a backend keeps, exact and in the push's transaction:
 - the counters of the dataset object: ``itemCount``, ``cleanItemCount``, the stored bytes and ``fields`` (the
-  distinct top-level keys in order of first appearance, at most ``MAX_FIELDS``);
+  distinct top-level keys in order of first appearance, at most ``MAX_FIELDS``, none over ``MAX_FIELD_NAME``);
 - the field statistics of a dataset with a ``fields`` schema (contract 4.6): the push's own (``Push.field_stats``)
   added to the kept ones (``add_field_stats``). A dataset whose first items came before statistics were kept has
   none (``field_stats`` says None) until ``keep_field_stats`` stores what a scan of its items found;
@@ -30,6 +30,11 @@ from typing import Any
 BLOCK = 1000  # items per block of the path index
 BATCH_BYTES = 8 * 1024 * 1024  # a batch of items read stops at about this many bytes (items may be 9 MiB each)
 MAX_FIELDS = 2000  # the dataset object's `fields` lists at most this many keys (contract 4.3)
+# ... and (decision: the contract is silent) none longer than this many characters, as export columns
+# (datasets/columns.py MAX_COLUMN_NAME, Apify's documented limit): a key may be as long as a push body (9 MiB), and
+# five pushes of one such key made GET /v2/datasets/{id} a 45 MB answer (2,000 of them: 18 GB), read and parsed
+# again by every push.
+MAX_FIELD_NAME = 200
 # A push's items are stored several to a row ("packed rows"): a row holds the items ``idx - n + 1 .. idx`` of its
 # push, their stored bytes joined by b"\n" (compact JSON never holds a raw newline byte). A row per item was most of
 # a push's storage cost (SQLite 4.1 us an item of B-tree INSERT, against 1.4-1.7 for the same bytes as one
@@ -69,11 +74,12 @@ class Push:
 
 
 def merge_fields(fields: list[str], keys: Sequence[str]) -> list[str] | None:
-    """``fields`` with the keys not yet in it appended, up to MAX_FIELDS; None when nothing changes."""
+    """``fields`` with the keys not yet in it appended (those of at most MAX_FIELD_NAME characters), up to
+    MAX_FIELDS; None when nothing changes."""
     if len(fields) >= MAX_FIELDS:
         return None
     seen = set(fields)
-    new = [k for k in keys if k not in seen]
+    new = [k for k in keys if k not in seen and len(k) <= MAX_FIELD_NAME]
     if not new:
         return None
     return fields + new[: MAX_FIELDS - len(fields)]

@@ -72,6 +72,23 @@ def test_push_one_object_or_an_array_and_read_back(shared_server):
         assert got["modifiedAt"] >= ds["modifiedAt"]
 
 
+def test_fields_leave_out_keys_longer_than_a_column_name(shared_server):
+    """The dataset object's ``fields`` (4.3: at most the first 2,000 keys) leaves out keys of over 200 characters,
+    as export columns do: a key may be as long as a push body, and five pushes of a 2 MB key made the dataset
+    object a 10 MB answer, read again by every push. The items themselves keep them."""
+    long_key = "k" * 2_000_000
+    with shared_server.client() as c:
+        ds = new_dataset(c)
+        for i in range(5):
+            r = c.post(items_url(ds["id"]), json=[{f"{i}{long_key}": 1, "short": i, "x" * 200: True}])
+            assert r.status_code == 201, r.text
+        r = c.get(f"/v2/datasets/{ds['id']}")
+        assert r.json()["data"]["fields"] == ["short", "x" * 200]
+        assert len(r.content) < 100_000
+        items = c.get(items_url(ds["id"])).json()
+        assert [len(item) for item in items] == [3] * 5 and f"4{long_key}" in items[4]
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
