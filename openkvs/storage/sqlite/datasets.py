@@ -156,7 +156,9 @@ def _parts(
 ) -> Generator[tuple[int, bytes], None, None]:
     """The items of ``[lo, hi)`` row by row, in order (``desc``: from ``hi - 1`` down, each row's items reversed
     too): (how many, their bytes joined by b"\\n"). Ends early if the table holds fewer items than that (a damaged
-    table: the caller sees a short read). Close it to end its statement."""
+    table: the caller sees a short read), at a row missing in the middle too: the items given are always the first
+    ones of the range (``desc``: the last ones), so a caller that goes on from where they end (``_mapped_parts``)
+    never reads any twice. Close it to end its statement."""
     cur = conn.execute(_ROWS_DESC if desc else _ROWS, (store_id, lo, hi - 1))
     try:
         for last, n, data in cur:
@@ -164,6 +166,12 @@ def _parts(
             if first >= hi or last < lo:
                 return
             a, b = max(first, lo), min(last + 1, hi)
+            if (b != hi) if desc else (a != lo):
+                return  # (a row missing before this one: a damaged table)
+            if desc:
+                hi = a
+            else:
+                lo = b
             part = row_part(data, first, last, a, b) if n > 1 else data
             if desc and b - a > 1:
                 part = b"\n".join(reversed(part.split(b"\n")))
