@@ -262,7 +262,7 @@ class ArchiveResponse(Response):
                     _abort_connection(scope)
                 except TimeoutError:
                     log.warning(
-                        "ZIP download of store %s aborted: the client read nothing for %s s", self._store_id, timeout
+                        "download of store %s aborted: the client read nothing for %s s", self._store_id, timeout
                     )
                     _abort_connection(scope)
                 tg.cancel_scope.cancel()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from contextlib import AsyncExitStack
 from datetime import datetime
 from email.utils import format_datetime
 from string import ascii_letters, digits
@@ -32,6 +32,7 @@ from openkvs.api.common import (
     state_of,
 )
 from openkvs.api.dispatch import Bytes, methods
+from openkvs.api.download import ArchiveResponse
 from openkvs.storage.base import RecordMeta, Storage, User
 
 # Stored pages can't run scripts as this origin, and browsers must not guess another type (API.md 4.6).
@@ -258,15 +259,30 @@ async def _record_response(
         return _answer(status, headers, held[start:end] if end - start < len(held) else held)
     # Read the first piece before the response starts: if the database is unavailable this is still a clean 503
     # (after the headers an error can only cut the connection). A record of up to one piece is then fully read.
-    body = _record_bytes(request, record, encoded, start, end, user)
+    # A decoded range that starts past DECODE_SKIP_FREE holds a download slot while it streams (see _record_bytes),
+    # so it is sent as a download is: a client that reads nothing for download_send_timeout is cut off and the slot
+    # freed, where a StreamingResponse held it for as long as the connection stayed open.
+    slot = AsyncExitStack()
+    slotted = record.content_encoding is not None and not encoded and start > DECODE_SKIP_FREE
+    if slotted:
+        slot.enter_context(state(request).downloads.take(slot_holder(request, user)))
+    body = _record_bytes(request, record, encoded, start, end)
     try:
         first = await anext(body, b"")
     except BaseException:
         await body.aclose()
+        await slot.aclose()
         raise
     if len(first) == end - start:  # the whole body in one piece: a plain response, no streaming machinery
         await body.aclose()
+        await slot.aclose()
         return _answer(status, headers, first)
+    if slotted:
+        slot.push_async_callback(body.aclose)
+        timeout = state(request).settings.download_send_timeout
+        rest = _prepend(first, body)
+        store_id = request.path_params.get("store_id", "")
+        return ArchiveResponse(status, {**headers, **RECORD_FIXED_HEADERS}, rest, slot, timeout, store_id)
     return StreamingResponse(_prepend(first, body), status, {**headers, **RECORD_FIXED_HEADERS})
 
 
@@ -285,10 +301,9 @@ DECODE_SKIP_FREE = 16 * 1024 * 1024
 
 
 async def _record_bytes(
-    request: Request, record: RecordMeta, encoded: bool, start: int, end: int, user: User | None
+    request: Request, record: RecordMeta, encoded: bool, start: int, end: int
 ) -> AsyncGenerator[bytes, None]:
-    st = state(request)
-    storage = st.storage
+    storage = state(request).storage
     if encoded or record.content_encoding is None:
         async for chunk in storage.read_blob(record, start, end):
             yield chunk
@@ -296,14 +311,12 @@ async def _record_bytes(
     # Decoded on the fly for a client that doesn't take the stored encoding: a range means decode and skip, work
     # the server does for bytes nobody reads. Compressed a thousandfold (gzip's most), a 1 MiB record decodes to
     # 1 GiB: "bytes=-1" cost a second of CPU for one byte, as often as it was asked, by anyone who may read it. So
-    # a range that skips more than DECODE_SKIP_FREE holds a download slot as it streams, as a ZIP does: at most
-    # max_downloads_per_user at once per caller and max_downloads in all, else 429 before the first byte.
-    with contextlib.ExitStack() as slot:
-        if start > DECODE_SKIP_FREE:
-            slot.enter_context(st.downloads.take(slot_holder(request, user)))
-        decoded = codec.decode_stream(storage.read_blob(record), record.content_encoding)
-        async for chunk in codec.slice_stream(decoded, start, end):
-            yield chunk
+    # a range that skips more than DECODE_SKIP_FREE holds a download slot as it streams (_record_response takes
+    # it), as a ZIP does: at most max_downloads_per_user at once per caller and max_downloads in all, else 429
+    # before the first byte.
+    decoded = codec.decode_stream(storage.read_blob(record), record.content_encoding)
+    async for chunk in codec.slice_stream(decoded, start, end):
+        yield chunk
 
 
 # Decision (the contract is silent): a record's Content-Type, kept and listed with it, at most this many characters,

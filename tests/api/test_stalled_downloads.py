@@ -289,3 +289,44 @@ def test_a_decoded_range_far_into_a_record_takes_a_download_slot(
         while (r := c.get(url, headers=far)).status_code == 429 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert (r.status_code, r.content) == (206, plain[-10:])
+
+
+def test_a_stalled_decoded_range_is_aborted_after_the_send_timeout_and_frees_its_slot(
+    tmp_path: Path, start_server: Any
+) -> None:
+    """A decoded range past DECODE_SKIP_FREE holds a download slot while it streams, so a client that stops
+    reading it is cut off after --download-send-timeout as a stalled ZIP download is, and the slot comes back. As a
+    StreamingResponse it held the slot as long as the connection stayed open: four such reads of a public gzip
+    record per IP (or user) took every slot of the server, and every ZIP download and export was 429 meanwhile."""
+    import gzip
+
+    server: Server = start_server(
+        tmp_path, "sqlite", "--rate-limits", "off",
+        env_extra={"OPENKVS_DOWNLOAD_SEND_TIMEOUT": "2", "OPENKVS_MAX_DOWNLOADS_PER_USER": "1"},
+        in_process=True,
+    )
+    plain = bytes(64 * MiB)
+    with server.client() as c:
+        sid = new_store(c, "bomb")
+        url = f"/v2/key-value-stores/{sid}/records/z"
+        r = c.put(url, content=gzip.compress(plain, 1), headers={"Content-Encoding": "gzip"})
+        assert r.status_code == 201, r.text
+        port = int(server.url.rsplit(":", 1)[1])
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window stays small
+        sock.settimeout(30)
+        try:
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(
+                f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {server.token}\r\n"
+                f"Accept-Encoding: identity\r\nRange: bytes={17 * MiB}-\r\n\r\n".encode()
+            )
+            assert sock.recv(64).startswith(b"HTTP/1.1 206"), "the stalled read was not served"
+            # the server gives up on it (bounded wait: far longer than the 2 s timeout) ...
+            assert wait_for_log(server, "aborted: the client read nothing", 1, 60), server.log()[-3000:]
+            # ... and its slot is free again: the same caller's next far range is served
+            r = c.get(url, headers={"Accept-Encoding": "identity", "Range": f"bytes={20 * MiB}-{20 * MiB + 9}"})
+            assert (r.status_code, r.content) == (206, plain[:10])
+        finally:
+            sock.close()
+    assert "Traceback" not in server.log()
