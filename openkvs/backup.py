@@ -135,7 +135,7 @@ def restore(src: Path, data_dir: Path) -> str:
         if not own_path(rel):  # check(src) refused these; the database may have changed since
             raise BackupError(f"a record's path {rel!r} is not one openkvs makes")
         if not rel.startswith(OBJECT_PATH):
-            _copy_file(src / "blobs" / rel, data_dir / "blobs" / rel)
+            _copy_file(src / "blobs", rel, data_dir / "blobs" / rel)
     (data_dir / "tmp").mkdir(exist_ok=True)
     problems, summary = check(data_dir)
     if problems:
@@ -143,12 +143,26 @@ def restore(src: Path, data_dir: Path) -> str:
     return summary
 
 
-def _copy_file(source: Path, target: Path) -> None:
-    """Copy a backup's record file, refusing a link or anything but a regular file."""
+def _copy_file(blobs: Path, rel: str, target: Path) -> None:
+    """Copy a backup's record file ``blobs/rel``, refusing a link or anything but a regular file, on the way to it
+    too: each folder is opened without following a link (``blobs/ab/cd -> /etc`` with a record at ``ab/cd/passwd``
+    copied /etc/passwd in as the record's bytes)."""
+    source = blobs / rel
+    *folders, name = rel.split("/")
     try:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))  # (a FIFO doesn't block)
+        at = os.open(blobs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            for folder in folders:
+                inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=at)
+                os.close(at)
+                at = inner
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0), dir_fd=at)
+        finally:  # (O_NONBLOCK: a FIFO doesn't block)
+            os.close(at)
     except OSError as exc:
-        raise BackupError(f"{source}: {exc.strerror} (a record file must be a regular file)") from None
+        raise BackupError(
+            f"{source}: {exc.strerror} (a record file must be a regular file, not reached through a link)"
+        ) from None
     with open(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise BackupError(f"{source}: not a regular file")

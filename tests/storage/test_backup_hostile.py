@@ -133,3 +133,40 @@ async def test_the_triggers_of_an_upgraded_database_are_openkvs_own(tmp_path: Pa
     async with SQLiteStorage(data, background=False):
         pass  # upgraded to this version
     assert check(data)[0] == []
+
+
+@pytest.mark.parametrize("linked", ["first", "second"])
+async def test_a_record_file_reached_through_a_linked_folder_is_refused(tmp_path: Path, linked: str) -> None:
+    """A path of blobs/'s layout whose folder is a link: ``blobs/ab/cd -> /etc`` and a record at ``ab/cd/passwd``
+    (its size and CRC set to the file's) passed check, and restore copied /etc/passwd in as the record's bytes, for
+    the restored server to serve to whoever may read the store. O_NOFOLLOW and lstat only see the last step."""
+    src = await _backup(tmp_path)
+    outside = tmp_path / "outside"
+    (outside / "cd").mkdir(parents=True)
+    (outside / "cd" / "passwd").write_bytes(b"s" * len(BIG))  # the size the record says
+    (outside / "passwd").write_bytes(b"s" * len(BIG))
+    (src / "blobs" / _big_path(src)).unlink()
+    (src / "blobs" / "ab").mkdir()
+    if linked == "first":
+        (src / "blobs" / "zz").symlink_to(outside)  # blobs/zz -> outside: zz/cd/passwd is outside/cd/passwd
+        _sql(src, "UPDATE records SET path = 'zz/cd/passwd' WHERE key = 'big'")
+    else:
+        (src / "blobs" / "ab" / "cd").symlink_to(outside)  # blobs/ab/cd -> outside: ab/cd/passwd
+        _sql(src, "UPDATE records SET path = 'ab/cd/passwd' WHERE key = 'big'")
+    problems, _ = check(src)
+    assert any("through a link" in p for p in problems), problems
+    with pytest.raises(BackupError, match="through a link"):
+        restore(src, tmp_path / "restored")
+    assert not list((tmp_path / "restored").rglob("passwd"))
+
+
+async def test_restore_refuses_a_backup_whose_blobs_folder_is_a_link(tmp_path: Path) -> None:
+    """blobs/ itself a link (to a folder of blobs/'s layout elsewhere): check lets a live data dir keep its blobs/
+    on another disk that way, but restore copies nothing through it."""
+    src = await _backup(tmp_path)
+    moved = tmp_path / "elsewhere"
+    (src / "blobs").rename(moved)
+    (src / "blobs").symlink_to(moved)
+    assert check(src)[0] == []
+    with pytest.raises(BackupError, match="through a link"):
+        restore(src, tmp_path / "restored")

@@ -49,6 +49,21 @@ def own_code() -> frozenset[tuple[str, str, str, str]]:
         conn.close()
 
 
+def _real_dirs(root: Path, parts: tuple[str, ...]) -> str | None:
+    """None if each of ``root/parts[0]``, ``root/parts[0]/parts[1]``, ... is a folder, not a link to one; else the
+    first that isn't (a missing one is not a problem here: the record's file is then missing)."""
+    at = root
+    for part in parts:
+        at = at / part
+        try:
+            mode = os.lstat(at).st_mode
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISDIR(mode):
+            return f"{at} is a link" if stat.S_ISLNK(mode) else f"{at} is no folder"
+    return None
+
+
 def wrong_totals(conn: sqlite3.Connection) -> list[tuple[str, totals.Kept, Totals]]:
     """Stores whose kept totals are not their records': (id, kept, counted), by id. One pass over the records'
     primary key."""
@@ -86,6 +101,7 @@ def check(data_dir: Path) -> tuple[list[str], str]:
             if (kind, name, table, sql) not in own
         ][:MAX_LISTED]
         files = inline = objects = 0
+        real_dirs: dict[str, str | None] = {}  # a record file's folder -> why it isn't one (None: it is)
         for store_id, key, size, path in conn.execute(
             "SELECT store_id, key, size, path FROM records WHERE path IS NOT NULL ORDER BY store_id, key"
         ):
@@ -97,6 +113,16 @@ def check(data_dir: Path) -> tuple[list[str], str]:
                 objects += 1
                 continue
             files += 1
+            folder = path.rsplit("/", 1)[0]
+            if folder not in real_dirs:
+                # the two folders in blobs/ each a folder, no link: lstat of the file alone follows a link on the
+                # way (blobs/ab/cd -> /etc made blobs/ab/cd/passwd /etc/passwd, which restore then copied in).
+                # blobs/ itself may be one in a live data dir (on another disk); restore refuses that in a backup
+                real_dirs[folder] = _real_dirs(data_dir / "blobs", tuple(folder.split("/")))
+            if real_dirs[folder] is not None:
+                problems.append(f"record {store_id}/{key}: its file blobs/{path} is reached through a link or "
+                                f"something else than a folder ({real_dirs[folder]})")
+                continue
             try:
                 found = os.lstat(data_dir / "blobs" / path)
             except FileNotFoundError:
