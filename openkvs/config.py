@@ -203,8 +203,8 @@ class Settings:
     )
     download_send_timeout: float = setting(
         60.0,
-        "Seconds a ZIP download or a dataset export may send nothing (a client reading less than about 1 MiB in that "
-        "time) before its connection is aborted.",
+        "Seconds a ZIP download, a dataset export or a record's decoded range that holds a download slot may send "
+        "nothing (a client reading less than about 1 MiB in that time) before its connection is aborted.",
         check=_positive,
     )
     max_downloads: int = setting(
