@@ -27,6 +27,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from .base import StorageDamaged
+
 BLOCK = 1000  # items per block of the path index
 BATCH_BYTES = 8 * 1024 * 1024  # a batch of items read stops at about this many bytes (items may be 9 MiB each)
 MAX_FIELDS = 2000  # the dataset object's `fields` lists at most this many keys (contract 4.3)
@@ -194,16 +196,22 @@ def row_part(data: bytes, first: int, last: int, lo: int, hi: int) -> bytes:
     return data
 
 
+def items_missing(store_id: str, lo: int, hi: int) -> StorageDamaged:
+    """What a read raises where a dataset's table holds fewer of the items ``[lo, hi)`` than its counts say (damage,
+    or rows deleted by hand): a short read instead would end an export as a document that looks complete (contract
+    section 7: a failure after the first byte cuts the transfer)."""
+    return StorageDamaged(f"dataset {store_id}: its items {lo} to {hi - 1} are not all in its table")
+
+
 async def range_batches(
-    fetch: Callable[[int, int], Awaitable[list[bytes]]], lo: int, hi: int, desc: bool
+    fetch: Callable[[int, int], Awaitable[list[bytes]]], lo: int, hi: int, desc: bool, store_id: str
 ) -> AsyncIterator[list[bytes]]:
     """The items of [lo, hi) in batches, each what ``fetch(lo, hi)`` reads of what is left of the range: from its
-    start, or (``desc``) from its end. An empty batch ends it (a damaged table: fewer rows than counted; the caller
-    sees a short read)."""
+    start, or (``desc``) from its end. An empty batch is damage (``items_missing``)."""
     while lo < hi:
         rows = await fetch(lo, hi)
         if not rows:
-            return
+            raise items_missing(store_id, lo, hi)
         if desc:
             hi -= len(rows)
         else:

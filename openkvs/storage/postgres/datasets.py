@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import asyncpg
 
-from ..base import NotFound, StorageUnavailable
+from ..base import NotFound, StorageDamaged, StorageUnavailable
 from ..datasets import (
     BATCH_BYTES,
     BLOCK,
@@ -31,6 +31,7 @@ from ..datasets import (
     Push,
     add_field_stats,
     blocks_of,
+    items_missing,
     merge_fields,
     packed_rows,
 )
@@ -253,15 +254,17 @@ class PgItemSnapshot(ItemSnapshot):
         while (want >= lo) if desc else (want < hi):
             rows = await self._conn.fetch(sql, self._store_id, low, hi - 1, high, rows_per)
             if not rows:
-                return  # (a damaged table: fewer rows than counted; the caller sees a short read)
+                raise items_missing(self._store_id, lo, want + 1) if desc else items_missing(self._store_id, want, hi)
             out: list[bytes] = []
             for idx, n, data in rows:
                 first = idx - n + 1
                 if not first <= want <= idx:
-                    raise ValueError(f"item {want} is not in the next packed row ({first}..{idx}): items missing")
+                    raise StorageDamaged(
+                        f"dataset {self._store_id}: its item {want} is not in the next packed row ({first}..{idx})"
+                    )
                 items = data.split(b"\n")
                 if len(items) != n:
-                    raise ValueError(f"a packed row of {n} items holding {len(items)}")
+                    raise StorageDamaged(f"dataset {self._store_id}: a packed row of {n} items holds {len(items)}")
                 if desc:
                     end = max(first, lo)
                     out += items[end - first : want - first + 1][::-1]
@@ -345,9 +348,11 @@ class PgItemSnapshot(ItemSnapshot):
                     joined.start()
                     await self._conn.copy_from_query(sql, output=sink, format="binary")
                     if damaged:
-                        raise damaged[0]
+                        raise StorageDamaged(f"dataset {self._store_id}: {damaged[0]}") from damaged[0]
                     a, b = (a, first) if desc else (last, b)
-                # (not done: a damaged table, fewer rows than counted; the caller sees a short read)
+                if not ahead.stopped and not joined.done:  # (the windows ran out first: rows missing)
+                    nxt = joined.next
+                    raise items_missing(self._store_id, lo, nxt + 1) if desc else items_missing(self._store_id, nxt, hi)
                 if not ahead.stopped and (piece := joined.end()) is not None:
                     await ahead.put(piece)
                 ahead.end(None)

@@ -32,6 +32,7 @@ from ..datasets import (
     add_field_stats,
     blocks_of,
     distinct,
+    items_missing,
     merge_fields,
     packed_rows,
     range_batches,
@@ -155,10 +156,10 @@ def _parts(
     conn: sqlite3.Connection, store_id: str, lo: int, hi: int, desc: bool
 ) -> Generator[tuple[int, bytes], None, None]:
     """The items of ``[lo, hi)`` row by row, in order (``desc``: from ``hi - 1`` down, each row's items reversed
-    too): (how many, their bytes joined by b"\\n"). Ends early if the table holds fewer items than that (a damaged
-    table: the caller sees a short read), at a row missing in the middle too: the items given are always the first
-    ones of the range (``desc``: the last ones), so a caller that goes on from where they end (``_mapped_parts``)
-    never reads any twice. Close it to end its statement."""
+    too): (how many, their bytes joined by b"\\n"). Ends early where the table holds fewer items than that (a
+    damaged table; the callers raise ``items_missing``), at a row missing in the middle too: the items given are
+    always the first ones of the range (``desc``: the last ones), so a caller that goes on from where they end
+    (``_mapped_parts``) never reads any twice. Close it to end its statement."""
     cur = conn.execute(_ROWS_DESC if desc else _ROWS, (store_id, lo, hi - 1))
     try:
         for last, n, data in cur:
@@ -201,8 +202,10 @@ def _mapped_parts(
                     yield count, part
                     if read >= REMAP_BYTES:
                         break
-                else:
-                    return  # (all read, or a damaged table: fewer rows than counted)
+                else:  # (the statement ran out)
+                    if lo < hi:
+                        raise items_missing(store_id, lo, hi)
+                    return
             remap(conn)  # (the statement is closed: no page of the map in use)
     finally:
         set_map(conn, False)
@@ -314,7 +317,7 @@ class SQLiteItemSnapshot(ItemSnapshot):
         async def fetch(lo: int, hi: int) -> list[bytes]:
             return await self._run(_read_items, conn, sid, lo, hi, desc, batch)
 
-        async for rows in range_batches(fetch, start, stop, desc):
+        async for rows in range_batches(fetch, start, stop, desc, sid):
             yield rows
 
     async def joined(
@@ -365,7 +368,7 @@ class SQLiteItemSnapshot(ItemSnapshot):
                         return
                     data = next(read, None)
                     if data is None:
-                        return  # (all read, or a damaged table: fewer rows than counted; a short read)
+                        return  # (all read: _mapped_parts raises where rows are missing)
                     hand(data)
             finally:
                 read.close()
