@@ -252,8 +252,13 @@ class ArchiveResponse(Response):
                     await self._stack.aclose()
                     with anyio.fail_after(timeout):
                         await send({"type": "http.response.body", "body": b"", "more_body": False})
-                except StorageError:
-                    raise  # after the first byte: abort the connection rather than end a short archive
+                except StorageError as exc:  # after the first byte: the transfer is cut, never ended short; one
+                    # log line (damage: the request's, with an id, as before the first byte), not the trace of an
+                    # exception group
+                    if not isinstance(errors.from_storage_error(exc, scope["method"], scope["path"]),
+                                      errors.StorageDamaged):
+                        log.warning("download of %s aborted after its first byte: %s", self._store_id, exc)
+                    _abort_connection(scope)
                 except errors.ApiError as exc:  # the request's own fault, found after the first byte (an export's
                     # flatten cap in a later row): the transfer is cut, as any failure after it; not a server error
                     if exc.status >= 500:
