@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -99,15 +100,28 @@ def tokens_list(name: str | None, **flags: Any) -> None:
 @click.argument("token")
 @storage_options
 def tokens_revoke(token: str, **flags: Any) -> None:
-    """Revoke TOKEN. Running servers stop accepting it within a few seconds."""
+    """Revoke TOKEN (the token, or its ID). The ID is what `tokens list` shows: an admin revoking a user's token
+    never saw the token. Running servers stop accepting it within a few seconds."""
+    from openkvs import auth
+    from openkvs.storage.base import TokenInfo
+
+    by_id = re.fullmatch(f"[0-9a-f]{{{TokenInfo.ID_LENGTH}}}", token) is not None
+    if not by_id and not token.startswith(auth.TOKEN_PREFIX):
+        raise click.BadParameter(
+            f"give the token ({auth.TOKEN_PREFIX}...) or its ID ({TokenInfo.ID_LENGTH} hex digits, "
+            "from `openkvs tokens list`)", param_hint="TOKEN"
+        )
 
     async def work(storage: Any) -> bool:
-        from openkvs import auth
-
-        return bool(await storage.revoke_token(auth.hash_token(token)))
+        if not by_id:
+            return bool(await storage.revoke_token(auth.hash_token(token)))
+        hashes = await storage.token_hashes(token)
+        if len(hashes) > 1:  # (48 bits of a hash alike: all but never; the token itself tells them apart)
+            raise click.ClickException(f"{len(hashes)} tokens have the ID {token}: revoke the token itself.")
+        return bool(hashes) and bool(await storage.revoke_token(hashes[0]))
 
     if not use(load_settings(**flags), work):
-        raise click.ClickException("No such token.")
+        raise click.ClickException("No such token." if not by_id else f"No token has the ID {token}.")
     click.echo("revoked")
 
 

@@ -416,6 +416,11 @@ class Storage(abc.ABC):
     async def revoke_token(self, token_hash: str) -> bool:
         """True if the token existed."""
 
+    @abc.abstractmethod
+    async def token_hashes(self, token_id: str) -> list[str]:
+        """The hashes of the tokens whose ID (``TokenInfo.id``: the hash's first ``TokenInfo.ID_LENGTH`` characters)
+        is ``token_id``: what ``openkvs tokens revoke ID`` revokes, the token itself not being known to an admin."""
+
     # stores
 
     @abc.abstractmethod

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import openkvs
+from openkvs import auth
 from tests.clirun import Ran, openkvs_here
 
 # `openkvs serve` as a process: it makes the user admin on its first start, which these listings show. The
@@ -58,6 +60,33 @@ def test_lists_show_users_tokens_and_stores_but_never_a_token(server: Any) -> No
     listed = server.cli_here("stores", "list").splitlines()
     assert [line.split("\t")[:2] for line in listed] == [[sid, "alice~photos"], [listed[1].split("\t")[0], "bob~notes"]]
     assert server.cli_here("stores", "list", "--user", "bob").count("\n") == 1
+
+
+def test_an_admin_revokes_a_token_by_the_id_tokens_list_shows(server: Any) -> None:
+    """An admin never sees a user's token, only its ID in ``tokens list``: that revokes it, and nothing else."""
+    bob = server.new_user("bob")
+    bob2 = server.cli_here("tokens", "create", "bob").strip()
+    ids = [line.split("\t")[2] for line in server.cli_here("tokens", "list", "bob").splitlines()]
+    assert len(ids) == 2
+    with server.client(bob) as c:
+        assert c.get("/v2/key-value-stores").status_code == 200
+    assert server.cli_here("tokens", "revoke", ids[0]).strip() == "revoked"
+    left = server.cli_here("tokens", "list", "bob")
+    assert ids[0] not in left and ids[1] in left
+    revoked, kept = (bob, bob2) if auth.hash_token(bob).startswith(ids[0]) else (bob2, bob)
+    deadline = time.monotonic() + 30  # (servers drop a revoked token within seconds)
+    while time.monotonic() < deadline:
+        with server.client(revoked) as c:
+            if c.get("/v2/key-value-stores").status_code == 401:
+                break
+        time.sleep(0.2)
+    with server.client(revoked) as c, server.client(kept) as k:
+        assert c.get("/v2/key-value-stores").status_code == 401
+        assert k.get("/v2/key-value-stores").status_code == 200
+    again = openkvs_cli("tokens", "revoke", ids[0], *server.storage_args(), env=server.env)
+    assert again.returncode == 1 and f"No token has the ID {ids[0]}." in again.stderr
+    wrong = openkvs_cli("tokens", "revoke", "not-a-token", *server.storage_args(), env=server.env)
+    assert wrong.returncode == 2 and "or its ID" in wrong.stderr
 
 
 def test_tilde_name_names_a_store_and_delete_removes_it(server: Any) -> None:

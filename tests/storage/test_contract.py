@@ -78,6 +78,13 @@ async def test_users_and_tokens(storage: Storage) -> None:
     assert await storage.user_by_token("hash-b") == bob
     assert await storage.user_by_token("hash-unknown") is None
 
+    # a token's ID (tokens list) is its hash's first 12 characters: what an admin revokes by
+    await storage.add_token(bob.id, "0123456789ab-first")
+    await storage.add_token(bob.id, "0123456789ab-second")
+    assert await storage.token_hashes("0123456789ab") == ["0123456789ab-first", "0123456789ab-second"]
+    assert await storage.token_hashes("0123456789a") == []  # (the first 12 characters, not any start of a hash)
+    assert await storage.token_hashes("hash-b") == ["hash-b"]  # (a hash shorter than 12 characters: all of it)
+
     assert await storage.revoke_token("hash-a1") is True
     assert await storage.revoke_token("hash-a1") is False
     assert await storage.user_by_token("hash-a1") is None

@@ -101,6 +101,14 @@ class PgCatalog:
         res = await self._execute("DELETE FROM tokens WHERE token_hash = $1", token_hash)
         return res.endswith(" 1")
 
+    async def token_hashes(self, token_id: str) -> list[str]:
+        rows = await self._fetch(
+            "SELECT token_hash FROM tokens WHERE left(token_hash, $1) = $2 ORDER BY token_hash",
+            TokenInfo.ID_LENGTH,
+            token_id,
+        )
+        return [r["token_hash"] for r in rows]
+
     # -- stores ------------------------------------------------------------------------------------------------
 
     async def _store_by_id(self, conn: asyncpg.Connection, store_id: str) -> Store | None:

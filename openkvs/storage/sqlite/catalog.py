@@ -92,6 +92,15 @@ class SQLiteCatalog:
             lambda conn: conn.execute("DELETE FROM tokens WHERE hash = ?", (token_hash,)).rowcount > 0
         )
 
+    async def token_hashes(self, token_id: str) -> list[str]:
+        def q(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT hash FROM tokens WHERE substr(hash, 1, ?) = ? ORDER BY hash", (TokenInfo.ID_LENGTH, token_id)
+            )
+            return [r[0] for r in rows]
+
+        return await self._read(q)
+
     # -- stores ------------------------------------------------------------------------------------------------
 
     @staticmethod
