@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import random
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -80,6 +81,7 @@ def _insert_blocks(conn, store_id, start, rows):
     conn.execute(_BLOCKS.format(t="proto_blocks", blob="BLOB", tail=" WITHOUT ROWID"))
     conn.executemany("INSERT INTO proto_blocks(store_id, end_idx, first_idx, data) VALUES (?, ?, ?, ?)",
                      [(store_id, *run) for run in _runs(start, rows)])
+    return sum(map(len, rows))  # the items' bytes, as _insert_items returns (the push adds them up)
 
 
 _sd._insert_items = _insert_blocks
@@ -137,11 +139,12 @@ async def measure(kind: str, layout: str, batch: int, pushes: int, block: int, t
             await storage._db.write(lambda c: c.execute(SQLITE_BLOCKS) and None)
             real_insert = sd._insert_items
 
-            def insert_blocks(conn: Any, store_id: str, start: int, rows: list[bytes]) -> None:
+            def insert_blocks(conn: sqlite3.Connection, store_id: str, start: int, items: list[bytes]) -> int:
                 conn.executemany(
                     "INSERT INTO proto_blocks(store_id, end_idx, first_idx, data) VALUES (?, ?, ?, ?)",
-                    [(store_id, e, f, d) for e, f, d in runs(start, rows, block)],
+                    [(store_id, e, f, d) for e, f, d in runs(start, items, block)],
                 )
+                return sum(map(len, items))  # the items' bytes, as _insert_items returns (the push adds them up)
 
             if layout == "blocks":
                 sd._insert_items = insert_blocks
