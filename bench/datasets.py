@@ -25,6 +25,7 @@ that many items (SQLite, and PostgreSQL unless ``--backends`` leaves it out).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -166,7 +167,7 @@ def _rate(seconds: float, batch: int, send: Any) -> tuple[float, int]:
 
 def _cpu(pid: int) -> float:
     """CPU seconds (user + system) of a process so far."""
-    import psutil
+    import psutil  # type: ignore[import-untyped]  # psutil has no type hints; types-psutil is not in the lock
 
     t = psutil.Process(pid).cpu_times()
     return float(t.user + t.system)
@@ -255,9 +256,9 @@ def export_rates(srv: h.Server, ds: h.Dataset, prefix: Path, quick: bool) -> dic
             fetch(theirs, None)  # nginx's warm-up, as openkvs had its first export
             r = results[fmt]
             r.update(interleaved(ROUNDS[quick][fmt], {
-                "openkvs": lambda u=ours: _with_server_cpu(srv.pid, lambda: fetch(u, ds.token)),
-                "nginx": lambda u=theirs: _with_server_cpu(ngx.pid, lambda: fetch(u, None)),
-                "nginx_curl": lambda u=theirs: curl(u, None),
+                "openkvs": functools.partial(_with_server_cpu, srv.pid, functools.partial(fetch, ours, ds.token)),
+                "nginx": functools.partial(_with_server_cpu, ngx.pid, functools.partial(fetch, theirs, None)),
+                "nginx_curl": functools.partial(curl, theirs, None),
             }))
             assert r["openkvs"]["bytes"] == r["nginx"]["bytes"] == r["nginx_curl"]["bytes"] == r["bytes"]
             r["ratio"] = round(r["openkvs"]["mb_s"] / r["nginx"]["mb_s"], 3)
@@ -369,7 +370,7 @@ def run(backends: list[str], quick: bool) -> None:
     for kind in backends:
         ds = items_dataset(kind, count)
         prefix = h.DATA / f"ds-nginx-{kind}"
-        with h.running(lambda ds=ds: ds.backend.start()) as (srv,):
+        with h.running(ds.backend.start) as (srv,):
             r: dict[str, Any] = {"fill_seconds": ds.info.get("fill_seconds")}
             r["push"] = push_rates(srv, ds.token, quick)
             h.table(f"push ({kind}): items/s, one client; server CPU us/item",
@@ -401,7 +402,7 @@ def run(backends: list[str], quick: bool) -> None:
         big = int(os.environ.get("BENCH_DS_BIG", 0))
         if big:
             bds = items_dataset(kind, big)
-            with h.running(lambda bds=bds: bds.backend.start()) as (srv,):
+            with h.running(bds.backend.start) as (srv,):
                 r["big"] = {"items": big, "first_byte": first_bytes(srv, bds)}
                 h.table(f"first byte ({kind}, {big} items): ms", ["format", "where", "ms", "status"],
                         [[x["format"], x["where"], x["ttfb_ms"], x["status"]] for x in r["big"]["first_byte"]])

@@ -11,6 +11,7 @@ apify_client one by one are measured again through bench/netdelay.py, a proxy ad
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -190,7 +191,7 @@ def interleaved(rounds: int, sides: dict[str, Callable[[], dict[str, float]]]) -
     return {k: summary(v) for k, v in runs.items()}
 
 
-def best_of(reps: int, fn) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def best_of(reps: int, fn: Callable[[], dict[str, float]]) -> dict[str, Any]:
     runs = [fn() for _ in range(reps)]
     best = min(runs, key=lambda r: r["seconds"])
     return {**best, "mb_s": best["bytes"] / MIB / best["seconds"], "runs_s": [round(r["seconds"], 3) for r in runs]}
@@ -318,7 +319,7 @@ def bench_set(kind: str, ds: h.Dataset, label: str, reps: int, tmp: Path, *, do_
                 assert res["rtt"]["openkvs"]["bytes"] == okv["bytes"]
         # nginx as asked (sendfile on), and with sendfile off: on this VM sendfile is the slower of the two
         for key, sendfile in (("nginx", True), ("nginx_nosendfile", False)):
-            with h.running(lambda sendfile=sendfile: start_nginx(prefix, sendfile)) as (ngx,):
+            with h.running(functools.partial(start_nginx, prefix, sendfile)) as (ngx,):
                 curl(f"{ngx.url}/a.zip", None)  # warm-up, as openkvs had its first run
                 ng = best_of(reps, lambda: curl(f"{ngx.url}/a.zip", None))
             assert ng["bytes"] == okv["bytes"] == archive.stat().st_size

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -87,8 +88,10 @@ def main() -> None:
     args = p.parse_args()
     for kind in args.backends.split(","):
         ds = h.dataset(kind, "perfrec1k", NKEYS, lambda i: h.Body(RECORD))
-        factories = [start_bare, functools.partial(ds.backend.start, defaults=args.defaults)]
-        factories += [lambda tree=tree, ds=ds: start_other(tree, ds.backend, args.defaults) for tree in args.other]
+        factories: list[Callable[[], h.Server]] = [
+            start_bare, functools.partial(ds.backend.start, defaults=args.defaults)
+        ]
+        factories += [functools.partial(start_other, tree, ds.backend, args.defaults) for tree in args.other]
         if args.bare_ours:  # through this checkout's server.py, and each other one's
             factories += [functools.partial(start_bare_ours, tree) for tree in [str(h.REPO), *args.other]]
         with h.running(*factories) as servers:

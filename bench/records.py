@@ -10,6 +10,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -73,7 +74,9 @@ def run(backends: list[str], quick: bool) -> list[dict[str, Any]]:
         kbig = tiny_dataset(kind, big)
         for config in ("defaults", "tuned"):  # what users run first, then without the access log
             start_okvs = functools.partial(small.backend.start, defaults=config == "defaults")
-            starts = [start_bare, start_okvs] + ([start_pg_floor] if kind == "postgres" else [])
+            starts: list[Callable[[], h.Server]] = [start_bare, start_okvs]
+            if kind == "postgres":
+                starts.append(start_pg_floor)
             with h.running(*starts) as servers:
                 bare, okvs = servers[:2]
                 floor = servers[2] if len(servers) > 2 else None

@@ -10,6 +10,7 @@ database versions differ).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -93,7 +94,7 @@ def main() -> None:
         load = f.read().split()[:3]
     for _ in range(args.rounds):
         for name, (code, data) in sides.items():
-            with h.running(lambda code=code, data=data: serve(code, data)) as (server,):
+            with h.running(functools.partial(serve, code, data)) as (server,):
                 results[name].append(measure(server, args.store_id, args.token, args.idle_seconds))
     with open("/proc/loadavg") as f:
         load += f.read().split()[:3]
