@@ -12,8 +12,11 @@ import os
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 sys.path.insert(0, os.getcwd())
+
+from starlette.types import Message
 
 import openkvs
 from bench.cpu_get import _collect, _scope
@@ -29,9 +32,10 @@ N = int(sys.argv[1])
 async def main() -> None:
     storage = SQLiteStorage(tempfile.mkdtemp(prefix="okvs-cgk-"))
     app = create_app(Settings.load({"rate_limits": "off"}), storage)
-    lifespan = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    q, out = asyncio.Queue(), asyncio.Queue()
-    task = asyncio.create_task(app(lifespan, q.get, out.put))  # noqa: F841 - kept referenced while the app runs
+    lifespan: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    q: asyncio.Queue[Message] = asyncio.Queue()
+    out: asyncio.Queue[Message] = asyncio.Queue()
+    task = asyncio.ensure_future(app(lifespan, q.get, out.put))  # noqa: F841 - kept referenced while the app runs
     await q.put({"type": "lifespan.startup"})
     await out.get()
     user = await storage.create_user("bench")

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import uvloop
+from starlette.types import Message
 
 from bench.harness import Body
 from openkvs import auth
@@ -82,9 +83,9 @@ async def main(args: argparse.Namespace) -> None:
         storage = SQLiteStorage(tempfile.mkdtemp(prefix="okvs-cpu-"))
     app = create_app(Settings.load({"rate_limits": "off"}), storage)
     lifespan: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    started: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    task = asyncio.create_task(app(lifespan, queue.get, started.put))
+    queue: asyncio.Queue[Message] = asyncio.Queue()
+    started: asyncio.Queue[Message] = asyncio.Queue()
+    task = asyncio.ensure_future(app(lifespan, queue.get, started.put))  # (an ASGIApp returns an Awaitable)
     await queue.put({"type": "lifespan.startup"})
     assert (await started.get())["type"] == "lifespan.startup.complete"
     user = await storage.create_user("bench")

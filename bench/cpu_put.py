@@ -23,6 +23,7 @@ from typing import Any
 
 sys.path.insert(0, os.getcwd())  # the checkout to measure
 import uvloop
+from starlette.types import Message
 
 from openkvs import auth
 from openkvs.app import create_app
@@ -109,9 +110,9 @@ async def main(args: argparse.Namespace) -> None:
         storage = SQLiteStorage(tempfile.mkdtemp(prefix="okvs-put-"))
     app = create_app(Settings.load({"rate_limits": "off", "log_level": "warning"}), storage)
     lifespan: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    started: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    task = asyncio.create_task(app(lifespan, queue.get, started.put))
+    queue: asyncio.Queue[Message] = asyncio.Queue()
+    started: asyncio.Queue[Message] = asyncio.Queue()
+    task = asyncio.ensure_future(app(lifespan, queue.get, started.put))  # (an ASGIApp returns an Awaitable)
     await queue.put({"type": "lifespan.startup"})
     assert (await started.get())["type"] == "lifespan.startup.complete"
     try:
@@ -140,14 +141,14 @@ async def main(args: argparse.Namespace) -> None:
             wprof = cProfile.Profile(time.thread_time)
             original = connections.Database._write_group
 
-            def profiled(self: Any, *a: Any) -> Any:
+            def profiled(self: connections.Database, jobs: list[connections._Job], committed: list[bool]) -> None:
                 wprof.enable()
                 try:
-                    return original(self, *a)
+                    original(self, jobs, committed)
                 finally:
                     wprof.disable()
 
-            connections.Database._write_group = profiled  # type: ignore[method-assign]
+            connections.Database._write_group = profiled  # type: ignore[method-assign]  # profiled for one round
             await _round(app, scopes, args.conns, args.n)
             connections.Database._write_group = original  # type: ignore[method-assign]
             pstats.Stats(wprof).sort_stats(args.sort).print_stats(args.top)
