@@ -13,10 +13,11 @@ from openkvs.ratelimit.policy import RateLimitPolicy
 
 n, keep, high = int(sys.argv[1]), float(sys.argv[2]), 1e9
 memory.KEEP_FULL_SECONDS = keep
-policy = RateLimitPolicy(MemoryLimiter(), int(high * 60), int(high), int(high))
+limiter = MemoryLimiter()
+policy = RateLimitPolicy(limiter, int(high * 60), int(high), int(high))
 check = policy.check_now
 t0 = time.process_time()
 for _ in range(n):
     check("ip:127.0.0.1", "STOREID", True)
 t = time.process_time() - t0
-print(f"{n} checks, keep {keep}: {t / max(n, 1) * 1e6:.3f} us CPU each, {len(policy.limiter)} buckets")
+print(f"{n} checks, keep {keep}: {t / max(n, 1) * 1e6:.3f} us CPU each, {len(limiter)} buckets")

@@ -17,6 +17,7 @@ sys.path.insert(0, os.getcwd())
 
 import openkvs
 from bench.harness import Body
+from openkvs.storage.base import Storage
 
 N = int(sys.argv[1])
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -27,7 +28,7 @@ async def main() -> None:
     if os.environ.get("PG"):
         from openkvs.storage.postgres import PostgresStorage
 
-        st = PostgresStorage(PG_URL, namespace=schema)
+        st: Storage = PostgresStorage(PG_URL, namespace=schema)
     else:
         from openkvs.storage.sqlite import SQLiteStorage
 

@@ -227,7 +227,8 @@ def main() -> None:
     def python_path() -> bytes:
         return new_renderer().rows([row for item in map(itemjson.load, batch) for row in q.shape.iter_rows(item)])
 
-    assert formats._ccsv is not None, "the C extension is not built (make install)"
+    # (formats' own optional import of the extension, a private name: whether the renderer has it)
+    assert formats._ccsv is not None, "the C extension is not built (make install)"  # type: ignore[attr-defined]
     assert python_path() == endpoint(), "the extension's bytes differ from the Python path's"
     joined = b"[" + b",".join(batch) + b"]"
     prototype = regex_lines(parsed[0], columns)

@@ -53,10 +53,16 @@ async def store_of(s: PostgresStorage, name: str):
     return st, created
 
 
+async def stored_bytes(s: PostgresStorage, store_id: str) -> int:
+    store = await s.get_store(store_id)
+    assert store is not None  # (store_of made it)
+    return store.stats.storage_bytes
+
+
 async def ensure_sets(s: PostgresStorage) -> dict[str, str]:
     ids = {}
     st, _ = await store_of(s, "s64k")
-    if (await s.get_store(st.id)).stats.storage_bytes != 2000 * 64 * 1024:
+    if await stored_bytes(s, st.id) != 2000 * 64 * 1024:
         sem = asyncio.Semaphore(8)
 
         async def one(i: int) -> None:
@@ -66,13 +72,13 @@ async def ensure_sets(s: PostgresStorage) -> dict[str, str]:
         await asyncio.gather(*(one(i) for i in range(2000)))
     ids["snap64k"] = st.id
     st, _ = await store_of(s, "s50m")
-    if (await s.get_store(st.id)).stats.storage_bytes != 20 * 50 * MiB:
+    if await stored_bytes(s, st.id) != 20 * 50 * MiB:
         block = os.urandom(MiB)
         for i in range(20):
             await s.put_record(st.id, f"k{i:03d}", Body(block * 50), "application/octet-stream", None)
     ids["snap50m"] = st.id
     st, _ = await store_of(s, "s100b")
-    if (await s.get_store(st.id)).stats.storage_bytes != 100_000 * 100:
+    if await stored_bytes(s, st.id) != 100_000 * 100:
         await s.put_record(st.id, "k00000000", Body(os.urandom(100)), "application/octet-stream", None)
         conn = await asyncpg.connect(DSN, server_settings={"search_path": SCHEMA})
         try:
@@ -142,7 +148,9 @@ async def bench_get(s: PostgresStorage, seconds: float) -> dict:
         while time.perf_counter() < stop:
             # what GET /records/{key} does with storage: find the store, the record, stream the bytes
             store = await s.get_store(st.id)
+            assert store is not None
             rec = await s.get_record(store.id, f"k{random.randrange(1000):04d}")
+            assert rec is not None  # (all 1000 put above)
             async for _ in s.read_blob(rec):
                 pass
             n += 1

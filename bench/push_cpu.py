@@ -126,10 +126,10 @@ def main() -> None:
                   f"{got['store_us']:5.1f}  push total {got['prepare_us'] + got['store_us']:6.1f}  record "
                   f"{got['record_us']:5.2f}  (wall: {got['prepare_wall_us']:.1f} / {got['store_wall_us']:.1f} / "
                   f"{got['record_wall_us']:.2f})  stored sha {got['stored_sha']}", flush=True)
-    for name, got in rows.items():
-        best = {k: min(g[k] for g in got) for k in got[0] if k.endswith("_us")}
+    for name, runs in rows.items():
+        best = {k: min(g[k] for g in runs) for k in runs[0] if k.endswith("_us")}
         total = best["prepare_us"] + best["store_us"]
-        print(f"{name}: best of {len(got)}: prepare {best['prepare_us']:.1f} + store {best['store_us']:.1f} = "
+        print(f"{name}: best of {len(runs)}: prepare {best['prepare_us']:.1f} + store {best['store_us']:.1f} = "
               f"{total:.1f} us CPU/item; the record {best['record_us']:.2f} us/item; record/push "
               f"{best['record_us'] / total:.3f}")
 

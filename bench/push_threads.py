@@ -36,9 +36,9 @@ def thread_names(pid: int) -> dict[str, str]:
     return names
 
 
-def per_thread(pid: int, names: dict[str, str]) -> tuple[collections.Counter[str], collections.Counter[str]]:
+def per_thread(pid: int, names: dict[str, str]) -> tuple[collections.defaultdict[str, float], collections.Counter[str]]:
     """CPU seconds and minor faults so far, summed by thread name."""
-    cpu: collections.Counter[str] = collections.Counter()
+    cpu: collections.defaultdict[str, float] = collections.defaultdict(float)  # (a Counter's counts are ints)
     faults: collections.Counter[str] = collections.Counter()
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:

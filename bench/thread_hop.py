@@ -20,7 +20,8 @@ VALUE = b"x" * 1024
 
 async def measure(kind: str, conc: int, seconds: float) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as d:
-        async with SQLiteStorage(d, background=False) as st:
+        st = SQLiteStorage(d, background=False)
+        async with st:
             db = st._db
             await db.write(lambda c: c.execute("CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)"))
             await db.write(lambda c: c.executemany("INSERT INTO t VALUES (?, ?)", [(i, VALUE) for i in range(1000)]))
