@@ -54,11 +54,13 @@ TEST_WORKERS ?= 4
 test: $(TEST_STAMP)  ## run the linter, the type checker and the test suite without the slow tests
 	$(BIN)/ruff check openkvs tests bench
 	$(BIN)/mypy openkvs
+	$(BIN)/mypy bench
 	env -u PYTHONDONTWRITEBYTECODE OPENKVS_TEST_EXAMPLES=quick $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" -p no:schemathesis $(PYTEST_ARGS)
 
 test-all: $(TEST_STAMP)  ## run the linter, the type checker and the whole test suite, slow tests included (CI)
 	$(BIN)/ruff check openkvs tests bench
 	$(BIN)/mypy openkvs
+	$(BIN)/mypy bench
 	env -u PYTHONDONTWRITEBYTECODE OPENKVS_TEST_EXAMPLES=full $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP)  ## run the benchmarks (see BENCHMARKS.md)
