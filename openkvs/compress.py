@@ -45,10 +45,14 @@ def ratings(accept_encoding: str | None) -> dict[str, float]:
     return rated
 
 
+def _q(rated: dict[str, float], coding: str) -> float:
+    """``coding``'s q in ``ratings``: its own entry's, else ``*``'s, else 0."""
+    return rated.get(coding, rated.get("*", 0.0))
+
+
 def accepts(accept_encoding: str | None, coding: str) -> bool:
-    """Whether ``accept_encoding`` accepts ``coding``: its own entry's q, else ``*``'s, above 0."""
-    rated = ratings(accept_encoding)
-    return rated.get(coding, rated.get("*", 0.0)) > 0.0
+    """Whether ``accept_encoding`` accepts ``coding`` (its q above 0)."""
+    return _q(ratings(accept_encoding), coding) > 0.0
 
 
 def choose(accept_encoding: str | None) -> str | None:
@@ -57,7 +61,7 @@ def choose(accept_encoding: str | None) -> str | None:
     rated = ratings(accept_encoding)
     best, best_q = None, 0.0
     for name in ("br", "gzip"):
-        q = rated.get(name, rated.get("*", 0.0))
+        q = _q(rated, name)
         if q > best_q:
             best, best_q = name, q
     return best
