@@ -262,22 +262,24 @@ async def _record_response(
     # A decoded range that starts past DECODE_SKIP_FREE holds a download slot while it streams (see _record_bytes),
     # so it is sent as a download is: a client that reads nothing for download_send_timeout is cut off and the slot
     # freed, where a StreamingResponse held it for as long as the connection stayed open.
-    slot = AsyncExitStack()
-    slotted = record.content_encoding is not None and not encoded and start > DECODE_SKIP_FREE
-    if slotted:
+    slot: AsyncExitStack | None = None  # (made only then: the other record GETs pay nothing for it)
+    if record.content_encoding is not None and not encoded and start > DECODE_SKIP_FREE:
+        slot = AsyncExitStack()
         slot.enter_context(state(request).downloads.take(slot_holder(request, user)))
     body = _record_bytes(request, record, encoded, start, end)
     try:
         first = await anext(body, b"")
     except BaseException:
         await body.aclose()
-        await slot.aclose()
+        if slot is not None:
+            await slot.aclose()
         raise
     if len(first) == end - start:  # the whole body in one piece: a plain response, no streaming machinery
         await body.aclose()
-        await slot.aclose()
+        if slot is not None:
+            await slot.aclose()
         return _answer(status, headers, first)
-    if slotted:
+    if slot is not None:
         slot.push_async_callback(body.aclose)
         timeout = state(request).settings.download_send_timeout
         rest = _prepend(first, body)
