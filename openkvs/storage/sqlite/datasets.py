@@ -185,9 +185,9 @@ def _mapped_parts(
     conn: sqlite3.Connection, store_id: str, lo: int, hi: int, desc: bool
 ) -> Generator[tuple[int, bytes], None, None]:
     """What ``_parts`` gives, read through a map of the database file (connections.py, REMAP_BYTES) in statements
-    of about REMAP_BYTES each, the map made again between them and dropped at the end. A packed row of ~256 KiB is
-    ~64 overflow pages, each otherwise a pread of its own: the storage read of the bench's 1M-item jsonl export took
-    0.44-0.56 s of CPU unmapped, 0.24-0.33 s mapped."""
+    of about REMAP_BYTES each, the map made again between them and dropped at the end. A packed row (up to
+    ROW_BYTES) spans overflow pages, each otherwise a pread of its own: the storage read of the bench's 1M-item jsonl
+    export (rows of ~57 KB) took 0.44-0.56 s of CPU unmapped, 0.22-0.35 s mapped."""
     set_map(conn, True)
     try:
         while lo < hi:
