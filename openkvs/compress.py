@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 import anyio.to_thread
 import brotli
 
+from openkvs.storage.datasets import Piece
+
 GZIP_LEVEL = 1
 BROTLI_QUALITY = 1
 _INLINE = 16 * 1024  # smaller pieces are compressed on the event loop: a thread trip costs more
@@ -89,13 +91,14 @@ class _Brotli:
         return self._b.finish()  # type: ignore[no-any-return]
 
 
-async def compress(chunks: AsyncIterator[bytes], encoding: str) -> AsyncIterator[bytes]:
+async def compress(chunks: AsyncIterator[Piece], encoding: str) -> AsyncIterator[bytes]:
     """``chunks`` encoded as ``encoding`` (``gzip`` or ``br``), a piece out for each piece in."""
     c = _Gzip() if encoding == "gzip" else _Brotli()
     try:
-        async for chunk in chunks:
-            if not chunk:
+        async for piece in chunks:
+            if not piece:
                 continue
+            chunk = b"".join(piece) if isinstance(piece, list) else piece  # (a copy: compressing it costs far more)
             if len(chunk) <= _INLINE:
                 yield c.piece(chunk)
             else:

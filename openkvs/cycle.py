@@ -18,9 +18,10 @@ GET costs over bare Starlette's 3 headers (BENCHMARKS.md, issue 12). Here:
   (an ETag differs by record), and the constant ones come back at their next response;
 - the head, a body that fits its ``Content-Length`` and a chunked body are written without a coroutine: ``send``
   returns an awaitable that is already done (``done``: a future of the connection's event loop); a chunk's
-  framing is written beside its bytes (``writelines``), not joined to them. Every other case (a HEAD's body, a
-  body longer or shorter than announced, a paused or closed connection, uvicorn's access log on, a message out of
-  order) is uvicorn's own ``send``, unchanged.
+  framing is written beside its bytes (``writelines``), not joined to them, and so are a chunk's buffers where the
+  app sends a list of them (BUFFERS, an ASGI extension the server offers in the scope). Every other case (a HEAD's
+  body, a body longer or shorter than announced, a paused or closed connection, uvicorn's access log on, a message
+  out of order) is uvicorn's own ``send``, unchanged (a list of buffers joined first).
 
 What is written, and when a response is refused, is what uvicorn's ``send`` does (tests/test_server_cycle.py
 compares the two). This relies on the cycle's internals: hence the upper bound on uvicorn in pyproject.toml.
@@ -34,6 +35,10 @@ from typing import Any
 from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 
+# The ASGI extension this server offers (in every request's scope["extensions"]): a body message may carry its bytes
+# as a list of buffers under this key (its "body" b""), written with one writev where a bytes object joined from them
+# would copy every byte first (a jsonl export's rows: api/download.py). A send that goes to uvicorn joins them.
+BUFFERS = "openkvs.buffers"
 LINES_KEPT = 256  # header pairs whose line is remembered
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})  # uvicorn's send acts on these
 # Not remembered: new on every response (observe.py), it would only push the others out
@@ -62,12 +67,17 @@ class Cycle(RequestResponseCycle):
     def send(self, message: Any) -> Any:  # type: ignore[override]
         """uvicorn's ``send``: its common cases written here without a coroutine, all others handed to it."""
         if self.flow.write_paused or self.disconnected:
-            return RequestResponseCycle.send(self, message)
+            return RequestResponseCycle.send(self, _joined(message))
         if not self.response_started:
             if message["type"] == "http.response.start" and not self.access_log:
                 self._write_head(message)
                 return self.done
-        elif message["type"] == "http.response.body" and not self.response_complete and not self.chunked_encoding:
+        elif (
+            message["type"] == "http.response.body"
+            and not self.response_complete
+            and not self.chunked_encoding
+            and BUFFERS not in message
+        ):
             # (chunked_encoding: False with a Content-Length; None for a HEAD's, a 204's or a 304's response)
             body = message.get("body", b"")
             more_body = message.get("more_body", False)
@@ -90,14 +100,18 @@ class Cycle(RequestResponseCycle):
             # new bytes object first: a copy of every byte a jsonl export sends, on the event loop.
             body = message.get("body", b"")
             more_body = message.get("more_body", False)
-            if body:
-                self.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n" if more_body else b"\r\n0\r\n\r\n"))
+            end = b"\r\n" if more_body else b"\r\n0\r\n\r\n"
+            buffers = message.get(BUFFERS)
+            if buffers:
+                self.transport.writelines((b"%x\r\n" % sum(map(len, buffers)), *buffers, end))
+            elif body:
+                self.transport.writelines((b"%x\r\n" % len(body), body, end))
             else:
                 self.transport.write(b"" if more_body else b"0\r\n\r\n")  # (b"": _HeadWithBody's flush)
             if not more_body:
                 self._complete()
             return self.done
-        return RequestResponseCycle.send(self, message)
+        return RequestResponseCycle.send(self, _joined(message))
 
     def _complete(self) -> None:
         """uvicorn's steps after a response's last body message."""
@@ -172,3 +186,9 @@ class Cycle(RequestResponseCycle):
             content.append(b"transfer-encoding: chunked\r\n")
         content.append(b"\r\n")
         self.transport.write(b"".join(content))
+
+
+def _joined(message: Any) -> Any:
+    """``message`` as uvicorn's ``send`` takes it: a body of BUFFERS joined."""
+    buffers = message.get(BUFFERS)
+    return message if buffers is None else {**message, "body": b"".join(buffers)}

@@ -32,6 +32,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openkvs import metrics
+from openkvs.cycle import BUFFERS
 from openkvs.logs import redact
 from openkvs.ratelimit import client_ip
 
@@ -228,7 +229,8 @@ class Observe:
             bookkeeping runs as the app calls it, and the app awaits at once)."""
             nonlocal status, sent, downloading
             if message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
+                buffers = message.get(BUFFERS)
+                sent += len(message.get("body", b"")) if buffers is None else sum(map(len, buffers))
             elif message["type"] == "http.response.start":
                 status = message["status"]
                 id_header = (b"x-request-id", request_id.encode())

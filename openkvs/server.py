@@ -49,7 +49,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from openkvs import errors, metrics
 from openkvs.config import Settings
-from openkvs.cycle import Cycle
+from openkvs.cycle import BUFFERS, Cycle
 from openkvs.observe import Observe
 
 log = logging.getLogger("openkvs")
@@ -252,6 +252,7 @@ class HttpProtocol(HttpToolsProtocol):
         method = parser.get_method()
         scope = self.scope
         scope["method"] = method.decode("ascii")
+        scope["extensions"] = {BUFFERS: {}}  # (what Cycle's send takes beyond ASGI's messages)
         if http_version != "1.1":
             scope["http_version"] = http_version
         if parser.should_upgrade() and self._should_upgrade():

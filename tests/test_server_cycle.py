@@ -12,7 +12,7 @@ import pytest
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from openkvs import cycle
-from openkvs.cycle import LINES_KEPT, Cycle
+from openkvs.cycle import BUFFERS, LINES_KEPT, Cycle
 
 DATE = [(b"date", b"Fri, 04 Dec 2026 20:00:00 GMT")]
 CORS = [(b"access-control-allow-origin", b"*"), (b"x-ratelimit-limit", b"200")]
@@ -176,3 +176,58 @@ def test_the_remembered_are_bounded() -> None:
             assert len(cycle.remembered()) <= 2 * LINES_KEPT
 
     asyncio.run(many())
+
+
+def buffered(parts: list[Any], more: bool = False) -> dict[str, Any]:
+    """A body message of cycle.BUFFERS: its bytes as a list of buffers (``body`` b"")."""
+    return {"type": "http.response.body", "body": b"", BUFFERS: parts, "more_body": more}
+
+
+ROWS = [b'{"i":1}', b"\n", memoryview(b'x{"i":2}')[1:], b"\n"]
+BUFFERED: dict[str, tuple[str, list[dict[str, Any]]]] = {
+    "chunked": ("GET", [start(200, CORS), buffered(ROWS, True), body(b"z", True), body()]),
+    "chunked, the last piece": ("GET", [start(200, CORS), buffered(ROWS)]),
+    "content-length": ("GET", [start(200, [(b"content-length", b"16")]), buffered(ROWS)]),
+    "content-length, longer": ("GET", [start(200, [(b"content-length", b"3")]), buffered(ROWS)]),
+    "HEAD": ("HEAD", [start(200, CORS), buffered(ROWS, True), body()]),
+    "after the end": ("GET", [start(200, CORS), body(b"abc"), buffered(ROWS)]),
+}
+
+
+@pytest.mark.parametrize("case", list(BUFFERED))
+def test_buffers_are_written_as_their_bytes_joined(case: str) -> None:
+    """A message of BUFFERS does what uvicorn's cycle does with its buffers joined into its body."""
+    method, messages = BUFFERED[case]
+    joined = [{**m, "body": b"".join(m[BUFFERS])} if BUFFERS in m else m for m in messages]
+
+    async def both() -> None:
+        cycle.forget()
+        assert await run(Cycle, method, True, messages) == await run(RequestResponseCycle, method, True, joined)
+
+    asyncio.run(both())
+
+
+def test_buffers_reach_the_transport_as_they_are() -> None:
+    """The buffers of a chunk go to one ``writelines`` as the same objects: not copied into one first."""
+
+    class Writes(Transport):
+        def writelines(self, parts: tuple[bytes, ...]) -> None:
+            self.out.append(parts)
+
+    async def send() -> tuple[Any, ...]:
+        transport = Writes()
+        scope: Any = {"type": "http", "method": "GET"}
+        c = Cycle(scope=scope, transport=transport, flow=Flow(), logger=None, access_logger=None,  # type: ignore[arg-type]
+                  access_log=False, default_headers=DATE, message_event=asyncio.Event(), expect_100_continue=False,
+                  keep_alive=True, on_response=lambda: None)
+        c.done = asyncio.get_running_loop().create_future()
+        c.done.set_result(None)
+        await c.send(start(200, CORS))
+        transport.out = []
+        await c.send(buffered(ROWS, True))
+        (parts,) = transport.out
+        return parts  # type: ignore[no-any-return]
+
+    parts = asyncio.run(send())
+    assert parts[0] == b"10\r\n" and parts[-1] == b"\r\n"
+    assert all(a is b for a, b in zip(parts[1:-1], ROWS, strict=True))

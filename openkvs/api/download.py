@@ -31,7 +31,9 @@ from openkvs import access, codec, errors, zipwriter
 from openkvs.access import STORES, Access, Signed
 from openkvs.api import safenames
 from openkvs.api.common import query_bool, select_range, selection, slot_holder, state
+from openkvs.cycle import BUFFERS
 from openkvs.storage.base import RecordMeta, Snapshot, StorageError
+from openkvs.storage.datasets import Piece
 
 ARCHIVE_FORMAT = 1  # bump when the bytes of an archive for the same records would change
 T = TypeVar("T")
@@ -191,10 +193,11 @@ def _abort_connection(scope: Scope) -> None:
 SEND_PIECE = 1024 * 1024
 
 
-def _pieces(chunk: bytes) -> Sequence[bytes | memoryview]:
+def _pieces(chunk: Piece) -> Sequence[Piece | memoryview]:
     """``chunk`` in pieces of at most SEND_PIECE: views of it, not copies (the server's send copies a piece once
-    more anyway: into its chunk framing, or its write buffer)."""
-    if len(chunk) <= SEND_PIECE:
+    more anyway: into its chunk framing, or its write buffer). A list of buffers (storage's rows) is one piece: it is
+    at most about SEND_PIECE already (api/items.py RAW_PIECE)."""
+    if isinstance(chunk, list) or len(chunk) <= SEND_PIECE:
         return (chunk,)
     view = memoryview(chunk)
     return [view[i : i + SEND_PIECE] for i in range(0, len(chunk), SEND_PIECE)]
@@ -208,7 +211,7 @@ class ArchiveResponse(Response):
         self,
         status: int,
         headers: dict[str, str],
-        chunks: AsyncIterator[bytes],
+        chunks: AsyncIterator[Piece],
         stack: AsyncExitStack,
         send_timeout: float,
         store_id: str,
@@ -234,6 +237,7 @@ class ArchiveResponse(Response):
 
                 tg.start_soon(watch_disconnect)
                 timeout = self._send_timeout
+                buffered = BUFFERS in scope.get("extensions", ())  # (else a list of buffers goes joined)
                 try:
                     # A server's send returns once the bytes before it are handed to the kernel: a client that
                     # doesn't read makes it wait. Each send is at most SEND_PIECE bytes (see _pieces).
@@ -245,8 +249,15 @@ class ArchiveResponse(Response):
                         if not chunk:  # (an export's empty prefix or suffix: a message of its own sent the head
                             continue  # alone, a TCP segment more; server.py holds the head until the first bytes)
                         for piece in _pieces(chunk):
+                            message: dict[str, object]
+                            if not isinstance(piece, list):
+                                message = {"type": "http.response.body", "body": piece, "more_body": True}
+                            elif buffered:
+                                message = {"type": "http.response.body", "body": b"", BUFFERS: piece, "more_body": True}
+                            else:
+                                message = {"type": "http.response.body", "body": b"".join(piece), "more_body": True}
                             with anyio.fail_after(timeout):
-                                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                                await send(message)
                     # The slot and the snapshot are let go before the last message: a client sees the response
                     # end only with it, so its next download never finds its own finished one still counted.
                     await self._stack.aclose()

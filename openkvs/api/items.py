@@ -426,7 +426,8 @@ async def render(
     if raw:
         yield start
         sep = renderer.raw_separator
-        async for joined in readahead(snap.joined(lo, hi, desc=desc, batch=EXPORT_BATCH, sep=sep, size=RAW_PIECE)):
+        pieces = snap.joined(lo, hi, desc=desc, batch=EXPORT_BATCH, sep=sep, size=RAW_PIECE, buffers=True)
+        async for joined in readahead(pieces):
             for piece in renderer.raw_joined(joined):
                 yield piece
         yield renderer.end()

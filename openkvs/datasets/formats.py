@@ -19,11 +19,14 @@ import json
 import re
 from collections.abc import Callable
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openkvs.datasets import xml
 from openkvs.datasets.columns import cells
 from openkvs.datasets.query import ItemsQuery
+
+if TYPE_CHECKING:
+    from openkvs.storage.datasets import Piece
 
 try:  # C, built by hatch_build.py where a compiler is: csv lines straight from stored item bytes (CsvRenderer)
     from openkvs.datasets import _ccsv
@@ -106,10 +109,10 @@ class Renderer:
         raise TypeError(f"{self.options.name} can't render joined pieces")
 
     # raw_joined(items joined by raw_separator): the pieces of what raw_json gives for those items, from storage's
-    # joined bytes (the piece itself is not copied: it may be megabytes).
+    # joined piece (bytes, or a list of buffers: storage/datasets.py Piece), which is not copied: it may be megabytes.
     raw_separator = b"\n"
 
-    def raw_joined(self, joined: bytes) -> list[bytes]:
+    def raw_joined(self, joined: Piece) -> list[Piece]:
         raise TypeError(f"{self.options.name} can't copy stored JSON")
 
     def end(self) -> bytes:
@@ -137,11 +140,14 @@ class JsonRenderer(Renderer):
     def raw_json(self, items: list[bytes]) -> bytes:
         if not items:
             return b""
-        return b"".join(self.raw_joined(b",\n".join(items)))
+        joined = b",\n".join(items)
+        out = joined if self._first else b",\n" + joined
+        self._first = False
+        return out
 
     raw_separator = b",\n"
 
-    def raw_joined(self, joined: bytes) -> list[bytes]:
+    def raw_joined(self, joined: Piece) -> list[Piece]:
         out = [joined] if self._first else [b",\n", joined]
         self._first = False
         return out
@@ -166,8 +172,9 @@ class JsonlRenderer(Renderer):
             return b""
         return b"\n".join(items) + b"\n"
 
-    def raw_joined(self, joined: bytes) -> list[bytes]:
-        return [joined, b"\n"]
+    def raw_joined(self, joined: Piece) -> list[Piece]:
+        # (buffers: the line's end one more of them, in the same send)
+        return [[*joined, b"\n"]] if isinstance(joined, list) else [joined, b"\n"]
 
 
 class TabularRenderer(Renderer):

@@ -109,8 +109,9 @@ async def test_streamed_body_equals_one_rendering(storage: Storage, fmt: str) ->
             rows = [r for it in chosen for r in q.shape.rows(it)]
             expected = one.start(columns) + one.rows(rows) + one.end()
             raw = q.shape.identity and fmt in ("json", "jsonl")
-            body = b"".join(
-                [c async for c in export_items.render(snap, formats.renderer(q, **args), q.shape, columns, lo, hi, q.desc, raw)]
+            body = b"".join(  # (a piece of buffers, storage's rows: their bytes in order)
+                [b"".join(c) if isinstance(c, list) else c
+                 async for c in export_items.render(snap, formats.renderer(q, **args), q.shape, columns, lo, hi, q.desc, raw)]
             )
             assert body == expected, q
             if fmt == "json":

@@ -10,6 +10,9 @@ import pytest
 
 from openkvs.storage.base import Storage
 from openkvs.storage.datasets import BATCH_BYTES
+from openkvs.storage.postgres import datasets as pg
+from openkvs.storage.postgres.datasets import PgItemSnapshot
+from openkvs.storage.sqlite.datasets import SQLiteItemSnapshot
 
 from .test_datasets import make_push, new_dataset, union
 
@@ -48,3 +51,24 @@ async def test_joined_batches_stop_at_a_byte_budget(storage: Storage) -> None:
         assert b"\n".join(joined) == b"\n".join(rows)
         assert all(len(j) < BATCH_BYTES + len(big) + 100 for j in joined), [len(j) for j in joined]
         assert len(joined) >= 2
+
+
+async def test_pieces_of_buffers_are_the_pieces_joined(storage: Storage) -> None:
+    """``buffers=True``: a piece may come as the list of what the backend read (SQLite's rows and the b"\\n"
+    between them, PostgreSQL's COPY data), never copied into one object; its concatenation is the piece."""
+    sid = await new_dataset(storage)
+    for k in range(4):  # pushes of their own: rows of several pushes in one piece
+        await storage.datasets.push(sid, make_push([{"i": k * 600 + i, "pad": "p" * (i % 900)} for i in range(600)]),
+                                    union)
+    listed = 0
+    async with storage.datasets.snapshot(sid) as snap:
+        for start, stop, desc in [(0, 10**9, False), (0, 10**9, True), (33, 2001, False), (33, 2001, True)]:
+            for sep in (b"\n", b",\n"):
+                kw = {"desc": desc, "batch": 4000, "sep": sep, "size": 256 * 1024}
+                plain = [p async for p in snap.joined(start, stop, **kw)]  # type: ignore[arg-type]
+                pieces = [p async for p in snap.joined(start, stop, buffers=True, **kw)]  # type: ignore[arg-type]
+                assert [b"".join(p) if isinstance(p, list) else p for p in pieces] == plain, (start, stop, desc, sep)
+                listed += sum(isinstance(p, list) for p in pieces)
+                assert all(isinstance(p, bytes) for p in plain)
+    if isinstance(snap, SQLiteItemSnapshot) or (isinstance(snap, PgItemSnapshot) and pg._copyrows is not None):
+        assert listed, "no piece came as buffers"

@@ -28,6 +28,7 @@ from ..datasets import (
     DatasetStorage,
     ItemSnapshot,
     MergePaths,
+    Piece,
     Push,
     add_field_stats,
     blocks_of,
@@ -125,7 +126,8 @@ COPY_AHEAD = 2
 class _Joined:
     """The items of [lo, hi) from consecutive binary COPYs of packed rows (``idx, n, data``, in the order asked),
     joined by ``sep`` into pieces of at most ``batch`` items and ``size`` bytes (an item past that alone), as
-    ``ItemSnapshot.joined`` gives them; or (``sep`` None) as lists of the items, ``ItemSnapshot.items``' batches,
+    ``ItemSnapshot.joined`` gives them (``buffers``: each piece as the list of what each COPY data gave it, not
+    joined); or (``sep`` None) as lists of the items, ``ItemSnapshot.items``' batches,
     the first of them a FIRST_SHARE of that: the first byte of a tabular export waits for its first batch to be
     read and rendered, and the COPY's data comes a socket buffer at a time, each a wait for PostgreSQL's process to
     be scheduled on a busy machine (a csv export's first byte 23-33 -> 61-86 ms at load 10 with whole first batches;
@@ -134,11 +136,14 @@ class _Joined:
 
     FIRST_SHARE = 16
 
-    __slots__ = ("sep", "size", "batch", "lo", "hi", "desc", "next", "parts", "held", "count", "ended", "_head",
-                 "_rest", "_full")
+    __slots__ = ("sep", "buffers", "size", "batch", "lo", "hi", "desc", "next", "parts", "held", "count", "ended",
+                 "_head", "_rest", "_full")
 
-    def __init__(self, sep: bytes | None, size: int, batch: int, lo: int, hi: int, desc: bool) -> None:
+    def __init__(
+        self, sep: bytes | None, size: int, batch: int, lo: int, hi: int, desc: bool, buffers: bool = False
+    ) -> None:
         self.sep = sep
+        self.buffers = buffers
         self._full = (size, batch)  # the bounds of the pieces after the first
         share = self.FIRST_SHARE if sep is None else 1
         self.size, self.batch = max(1, size // share), max(1, batch // share)
@@ -193,8 +198,8 @@ class _Joined:
 
     def _piece(self) -> Any:
         parts = self.parts
-        if len(parts) == 1:
-            piece = parts[0]
+        if len(parts) == 1 or (self.buffers and self.sep is not None):
+            piece = parts[0] if len(parts) == 1 else parts  # (a piece of buffers: the items' bytes as take copied them)
         else:
             piece = b"".join(parts) if self.sep is not None else [item for part in parts for item in part]
         self.parts, self.held, self.count = [], 0, 0
@@ -290,17 +295,18 @@ class PgItemSnapshot(ItemSnapshot):
         batch: int = BLOCK,
         sep: bytes = b"\n",
         size: int = BATCH_BYTES,
-    ) -> AsyncIterator[bytes]:
+        buffers: bool = False,
+    ) -> AsyncIterator[Piece]:
         if _copyrows is None:  # (the pieces from items()' batches)
             async for piece in super().joined(start, stop, desc=desc, batch=batch, sep=sep, size=size):
                 yield piece
             return
         lo, hi = max(start, 0), min(stop, self.info.item_count)
-        async for piece in self._copied(lo, hi, desc, sep, max(1, min(size, BATCH_BYTES)), batch):
+        async for piece in self._copied(lo, hi, desc, sep, max(1, min(size, BATCH_BYTES)), batch, buffers):
             yield piece
 
     async def _copied(
-        self, lo: int, hi: int, desc: bool, sep: bytes | None, size: int, batch: int
+        self, lo: int, hi: int, desc: bool, sep: bytes | None, size: int, batch: int, buffers: bool = False
     ) -> AsyncIterator[Any]:
         """``joined`` (or with ``sep`` None ``items``) of [lo, hi) by binary COPYs of about COPY_WINDOW_BYTES each,
         read in a task of their own while the pieces before are used (COPY_WINDOW_BYTES says why). A window is a
@@ -310,7 +316,7 @@ class PgItemSnapshot(ItemSnapshot):
         per = max(ITEMS_PER_ROW, int(COPY_WINDOW_BYTES * info.item_count / info.bytes)) if info.bytes else 16 * BLOCK
         order = "DESC" if desc else ""
         ahead = Pipe(COPY_AHEAD, weigh=_one)  # (pieces counted)
-        joined = _Joined(sep, size, batch, lo, hi, desc)
+        joined = _Joined(sep, size, batch, lo, hi, desc, buffers)
         damaged: list[Exception] = []
 
         async def sink(data: bytes) -> None:

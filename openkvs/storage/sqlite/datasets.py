@@ -28,6 +28,7 @@ from ..datasets import (
     DatasetStorage,
     ItemSnapshot,
     MergePaths,
+    Piece,
     Push,
     add_field_stats,
     blocks_of,
@@ -226,18 +227,26 @@ def _read_items(conn: sqlite3.Connection, store_id: str, lo: int, hi: int, desc:
     return out
 
 
-def _pieces(rows: Iterator[tuple[int, bytes]], sep: bytes, batch: int, size: int) -> Generator[bytes, None, None]:
+def _pieces(
+    rows: Iterator[tuple[int, bytes]], sep: bytes, batch: int, size: int, buffers: bool = False
+) -> Generator[Piece, None, None]:
     """``rows`` (what _parts gives) as pieces of the items joined by ``sep``, each as many as fit in ``batch`` items
     and ``size`` bytes (a single item past that alone): every piece but the last is full, its next item would pass
     one of the two. Whole rows go through untouched with b"\\n"; a row is cut between items where a piece ends, by
     byte offsets into it (its items found with find/rfind/count, views of it joined: one copy of the bytes, where
-    splitting the row into items and joining them again was a third of a jsonl export's storage read)."""
+    splitting the row into items and joining them again was a third of a jsonl export's storage read). ``buffers``
+    (with b"\n"): a piece of several rows is the list of them and the b"\n" between, not joined (Piece)."""
     pending: list[bytes | memoryview] = []  # the piece so far: rows (or runs of a row's items), each joined by b"\n"
     count = length = 0  # its items and its length once joined by ``sep``
     grow = len(sep) - 1  # what each b"\n" between items becomes
 
-    def emit() -> bytes:
+    def emit() -> Piece:
         nonlocal pending, count, length
+        if buffers and sep == b"\n" and len(pending) > 1:
+            out: list[bytes | memoryview] = [sep] * (2 * len(pending) - 1)
+            out[::2] = pending
+            pending, count, length = [], 0, 0
+            return out
         data = b"\n".join(pending) if len(pending) > 1 else bytes(pending[0])  # (bytes(a bytes object): itself)
         pending, count, length = [], 0, 0
         return data if sep == b"\n" else data.replace(b"\n", sep)
@@ -329,7 +338,8 @@ class SQLiteItemSnapshot(ItemSnapshot):
         batch: int = BLOCK,
         sep: bytes = b"\n",
         size: int = BATCH_BYTES,
-    ) -> AsyncIterator[bytes]:
+        buffers: bool = False,
+    ) -> AsyncIterator[Piece]:
         # One statement over the whole range, its rows joined into pieces in Python: a row of ITEMS_PER_ROW items
         # is one object, passed through whole (jsonl: b"\n" between items as stored) or with its newlines replaced
         # by ``sep`` (one pass over its bytes), and cut between items only at a piece's end.
@@ -348,17 +358,17 @@ class SQLiteItemSnapshot(ItemSnapshot):
         # VM. The thread is the export's for its whole life (exports and ZIPs at once: at most ``max_downloads``);
         # while it waits for room it looks every second whether the caller gave up or the event loop is gone.
         loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[bytes | None] = asyncio.Queue()  # None: the end, or a failure (``work`` raises it)
+        pieces: asyncio.Queue[Piece | None] = asyncio.Queue()  # None: the end, or a failure (``work`` raises it)
         ahead = threading.Semaphore(2)
         given_up = threading.Event()  # the caller stopped reading
 
-        def hand(data: bytes | None) -> None:
+        def hand(data: Piece | None) -> None:
             with contextlib.suppress(RuntimeError):  # (the event loop is gone: nobody to hand it to)
                 loop.call_soon_threadsafe(pieces.put_nowait, data)
 
         def produce() -> None:
             rows = _mapped_parts(conn, sid, start, stop, desc)
-            read = _pieces(rows, sep, batch, size)
+            read = _pieces(rows, sep, batch, size, buffers)
             try:
                 while True:
                     while not ahead.acquire(timeout=1.0):
