@@ -249,13 +249,13 @@ class ArchiveResponse(Response):
                         if not chunk:  # (an export's empty prefix or suffix: a message of its own sent the head
                             continue  # alone, a TCP segment more; server.py holds the head until the first bytes)
                         for piece in _pieces(chunk):
-                            message: dict[str, object]
+                            message: dict[str, object] = {"type": "http.response.body", "more_body": True}
                             if not isinstance(piece, list):
-                                message = {"type": "http.response.body", "body": piece, "more_body": True}
+                                message["body"] = piece
                             elif buffered:
-                                message = {"type": "http.response.body", "body": b"", BUFFERS: piece, "more_body": True}
+                                message["body"], message[BUFFERS] = b"", piece
                             else:
-                                message = {"type": "http.response.body", "body": b"".join(piece), "more_body": True}
+                                message["body"] = b"".join(piece)
                             with anyio.fail_after(timeout):
                                 await send(message)
                     # The slot and the snapshot are let go before the last message: a client sees the response

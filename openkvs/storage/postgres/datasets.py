@@ -126,12 +126,12 @@ COPY_AHEAD = 2
 class _Joined:
     """The items of [lo, hi) from consecutive binary COPYs of packed rows (``idx, n, data``, in the order asked),
     joined by ``sep`` into pieces of at most ``batch`` items and ``size`` bytes (an item past that alone), as
-    ``ItemSnapshot.joined`` gives them (``buffers``: each piece as the list of what each COPY data gave it, not
-    joined); or (``sep`` None) as lists of the items, ``ItemSnapshot.items``' batches,
-    the first of them a FIRST_SHARE of that: the first byte of a tabular export waits for its first batch to be
-    read and rendered, and the COPY's data comes a socket buffer at a time, each a wait for PostgreSQL's process to
-    be scheduled on a busy machine (a csv export's first byte 23-33 -> 61-86 ms at load 10 with whole first batches;
-    joined pieces of raw JSON are sent as they are read). ``feed`` each COPY's data as it comes (``start`` before
+    ``ItemSnapshot.joined`` gives them (``buffers``: a piece as the list of what each COPY data gave it, not
+    joined); or (``sep`` None) as lists of the items, ``ItemSnapshot.items``' batches, the first of them a
+    FIRST_SHARE of that: the first byte of a tabular export waits for its first batch to be read and rendered, and
+    the COPY's data comes a socket buffer at a time, each a wait for PostgreSQL's process to be scheduled on a busy
+    machine (a csv export's first byte 23-33 -> 61-86 ms at load 10 with whole first batches; joined pieces of raw
+    JSON are sent as they are read). ``feed`` each COPY's data as it comes (``start`` before
     each COPY), ``end`` for the last piece; ``next`` is the next item wanted (past the range: all came)."""
 
     FIRST_SHARE = 16
