@@ -15,6 +15,10 @@ copy, and a record file can be deleted between copying the row that names it and
 5. verified: ``openkvs check``'s checks on the copy (integrity, every record's file present with its size);
 6. the lease released, and the backup renamed from ``DEST.partial`` to ``DEST``: a ``DEST`` is always whole.
 
+``DEST.partial`` is a folder this command makes (``mkdir``, which fails on anything found at the name): a leftover
+of a failed backup (only a backup's files in it) is removed first, and a link or anything else there is refused,
+never written through.
+
 Restore checks the backup the same way (a path openkvs doesn't make, a record file that is a link: refused), copies
 its database and the regular files it names (nothing else of the folder) into an empty data dir, and checks that.
 """
@@ -55,6 +59,28 @@ def _empty_target(path: Path) -> None:
         raise BackupError(f"{path} exists and is not an empty folder")
 
 
+# What a ``DEST.partial`` that an interrupted or unverified backup left holds: it may be removed and made again
+_PARTIAL_NAMES = {DB_NAME, DB_NAME + "-journal", DB_NAME + "-wal", DB_NAME + "-shm", "blobs", "tmp"}
+
+
+def _remove_leftover(partial: Path) -> None:
+    """Remove the ``DEST.partial`` a failed backup left, and refuse anything else found at that name: a link (the
+    backup was written through it, into the folder it names) or a file, or a folder holding more than a backup's
+    files, stays as it is. (rmtree doesn't follow the links inside the folder it removes.)"""
+    try:
+        mode = os.lstat(partial).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode) or not stat.S_ISDIR(mode):
+        raise BackupError(f"{partial} is {'a link' if stat.S_ISLNK(mode) else 'not a folder'}, not a backup this "
+                          "command began: remove it, or back up to another DEST")
+    foreign = sorted(name for name in os.listdir(partial) if name not in _PARTIAL_NAMES)
+    if foreign:
+        raise BackupError(f"{partial} holds {foreign[0]!r}, not a backup this command began: remove it, or back up "
+                          "to another DEST")
+    shutil.rmtree(partial)
+
+
 def backup(data_dir: Path, dest: Path, echo: Callable[[str], None] = print) -> str:
     """Back ``data_dir`` up into the new folder ``dest``; returns a summary. Raises BackupError."""
     source = data_dir / DB_NAME
@@ -62,8 +88,13 @@ def backup(data_dir: Path, dest: Path, echo: Callable[[str], None] = print) -> s
         raise BackupError(f"{source}: no database (not an openkvs data dir)")
     _empty_target(dest)
     partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / "blobs").mkdir(parents=True)
+    _remove_leftover(partial)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(partial)  # a new folder, or an error: never one found there (nor a link's target)
+    except FileExistsError:
+        raise BackupError(f"{partial} appeared while the backup began: remove it and run the backup again") from None
+    (partial / "blobs").mkdir()
     (partial / "tmp").mkdir()
     live = _db(source)
     lease_id = "backup-" + new_id()

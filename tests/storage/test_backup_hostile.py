@@ -170,3 +170,56 @@ async def test_restore_refuses_a_backup_whose_blobs_folder_is_a_link(tmp_path: P
     assert check(src)[0] == []
     with pytest.raises(BackupError, match="through a link"):
         restore(src, tmp_path / "restored")
+
+
+async def _data(tmp_path: Path) -> Path:
+    data = tmp_path / "d"
+    async with SQLiteStorage(data, inline_max=INLINE, background=False) as st:
+        user = await st.create_user("alice")
+        store = await st.create_store(user.id, "s", None, "k")
+        await st.put_record(store.id, "big", Body(chunked(BIG, 4096)), "application/octet-stream", None)
+    return data
+
+
+@pytest.mark.parametrize("target", ["folder", "missing"])
+async def test_backup_never_writes_through_a_link_at_dest_partial(tmp_path: Path, target: str) -> None:
+    """``DEST.partial`` planted as a link (to a folder someone reads, or to a path not yet made): the backup was
+    written into the link's target (rmtree ignored the link, mkdir went through it). Refused; nothing written."""
+    data = await _data(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    if target == "folder":
+        elsewhere.mkdir()
+    dest = tmp_path / "backup"
+    (tmp_path / "backup.partial").symlink_to(elsewhere)
+    with pytest.raises(BackupError, match="backup.partial is a link"):
+        backup(data, dest, echo=lambda _: None)
+    assert (tmp_path / "backup.partial").is_symlink()
+    assert not dest.exists()
+    assert (list(elsewhere.iterdir()) == []) if target == "folder" else not elsewhere.exists()
+
+
+async def test_backup_keeps_a_dest_partial_it_did_not_make(tmp_path: Path) -> None:
+    data = await _data(tmp_path)
+    for name, make in (("file", lambda p: p.write_text("mine")),
+                       ("folder", lambda p: (p.mkdir(), (p / "notes.txt").write_text("mine")))):
+        dest = tmp_path / name
+        partial = tmp_path / f"{name}.partial"
+        make(partial)
+        with pytest.raises(BackupError, match="not a (folder|backup this command began)"):
+            backup(data, dest, echo=lambda _: None)
+        assert (partial.read_text() if name == "file" else (partial / "notes.txt").read_text()) == "mine"
+
+
+async def test_backup_replaces_the_partial_a_failed_backup_left(tmp_path: Path) -> None:
+    data = await _data(tmp_path)
+    dest = tmp_path / "backup"
+    partial = tmp_path / "backup.partial"
+    (partial / "blobs" / "ab").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("mine")
+    (partial / "blobs" / "ab" / "cd").symlink_to(outside)  # removed as a link, not followed
+    (partial / "openkvs.sqlite3").write_bytes(b"half a copy")
+    backup(data, dest, echo=lambda _: None)
+    assert not partial.exists() and check(dest)[0] == []
+    assert (outside / "keep").read_text() == "mine"
