@@ -120,8 +120,9 @@ def _report(summary: Any) -> None:
 @_client_options
 def upload(folder: Path, store: str, prefix: str, jobs: int, url: str, token: str | None, quiet: bool) -> None:
     """Upload every file under DIR to STORE, one record each. A key is the file's path in DIR with '/' as '!'
-    (img/a.png: img!a.png), after --prefix; files already stored with the same bytes are skipped. ~NAME is
-    created if missing."""
+    (img/a.png: img!a.png), after --prefix; files already stored with the same bytes are skipped. Symbolic links
+    in DIR (to files or folders) are not followed but left out and named, as rsync does without -L (copy with
+    'cp -rL' to upload what they point at). ~NAME is created if missing."""
     from openkvs.client import lean_imports
 
     lean_imports()
@@ -130,10 +131,15 @@ def upload(folder: Path, store: str, prefix: str, jobs: int, url: str, token: st
     from openkvs.client.progress import Progress
 
     with _client_errors("upload"), endpoint(url, token).client() as client:
-        items = up.plan(folder, prefix)
+        items, left_out = up.plan(folder, prefix)
+        for line in left_out[:20]:
+            _teller(quiet)(f"left out: {line}")
+        if len(left_out) > 20:
+            _teller(quiet)(f"left out: ... and {len(left_out) - 20} more")
         up.ensure_store(client, store, _teller(quiet))
         summary = up.upload(client, store, items, jobs=jobs, prefix=prefix, label=folder.name or str(folder),
                             progress=lambda label, total, done: Progress(label, total, done, quiet=quiet))
+        summary.left_out = len(left_out)
     _report(summary)
 
 

@@ -16,6 +16,7 @@ import io
 import mimetypes
 import os
 import re
+import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,10 +50,13 @@ class Summary:
     uploaded_bytes: int = 0
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
+    left_out: int = 0  # upload's symbolic links and other files that are not regular ones (plan)
 
     def line(self) -> str:
         text = (f"uploaded {counted(self.uploaded, 'file')} ({counted(self.uploaded_bytes, 'byte')}), "
                 f"{self.skipped} identical skipped")
+        if self.left_out:
+            text += f", {counted(self.left_out, 'link or special file', 'links or special files')} left out"
         return text + (f", {len(self.failed)} failed" if self.failed else "")
 
 
@@ -79,20 +83,29 @@ def _starts_as_utf8(path: Path) -> bool:
     return True
 
 
-def plan(root: Path, prefix: str = "") -> list[Item]:
-    """One item per regular file under ``root`` (symbolic links to folders are not followed), in key order."""
+def plan(root: Path, prefix: str = "") -> tuple[list[Item], list[str]]:
+    """One item per regular file under ``root``, in key order, and the paths (relative to ``root``) of what is left
+    out: symbolic links, to files and to folders alike, are not followed (as rsync without -L: a link in the folder
+    to ~/.ssh/id_rsa or /etc/passwd would have been uploaded, and a link to a folder above it loops), nor is
+    anything but a regular file read (a FIFO, a socket). ``root`` itself, the user's choice, may be a link."""
     if not root.is_dir():
         raise ClientError(f"{root} is not a folder")
     items: list[Item] = []
     bad: list[str] = []
+    left_out: list[str] = []
     owner: dict[str, str] = {}
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root):  # (followlinks=False: a link to a folder is listed, not entered)
+        for name in [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            dirs.remove(name)
+            files.append(name)
         dirs.sort()
         for name in sorted(files):
             path = Path(folder) / name
-            if not path.is_file():
-                continue
             rel = path.relative_to(root).as_posix()
+            mode = path.lstat().st_mode
+            if not stat.S_ISREG(mode):
+                left_out.append(f"{rel} ({'a symbolic link' if stat.S_ISLNK(mode) else 'not a regular file'})")
+                continue
             key = prefix + rel.replace("/", SEPARATOR)
             if not rules.RECORD_KEY.ok(key):
                 bad.append(f"{rel} (key {key!r})")
@@ -107,7 +120,7 @@ def plan(root: Path, prefix: str = "") -> list[Item]:
             f"{counted(len(bad), 'file')} can't be stored (a key has at most 256 letters, digits and !_.'()- ; "
             f"'/' becomes '{SEPARATOR}'; no two files may give the same key); nothing was uploaded:\n  {shown}"
         )
-    return sorted(items, key=lambda i: i.key)
+    return sorted(items, key=lambda i: i.key), sorted(left_out)
 
 
 def existing_sizes(client: httpx.Client, store: str, prefix: str) -> dict[str, int]:
@@ -151,7 +164,8 @@ class _Counted(io.FileIO):
     """A file whose reads move the progress bar (httpx still sees its size through fileno: a Content-Length)."""
 
     def __init__(self, path: Path, progress: Progress) -> None:
-        super().__init__(path, "rb")
+        # (not through a link: one put in the file's place since the folder was read)
+        super().__init__(path, "rb", opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NOFOLLOW", 0)))
         self.progress, self.sent = progress, 0
 
     def read(self, size: int | None = -1) -> bytes:

@@ -89,3 +89,23 @@ def test_a_400_is_not_retried_and_says_why() -> None:
         except Exception as exc:
             assert "HTTP 400 invalid-record-key: bad key" in str(exc)
     assert len(calls) == 1
+
+
+def test_symbolic_links_are_left_out_and_named(shared_server: Any, tmp_path: Path) -> None:
+    """A link in DIR to a file outside it (/etc/passwd, ~/.ssh/id_rsa) was uploaded as the file's bytes; a link to a
+    folder is not entered either (one to DIR's parent loops). Both are named, and the summary counts them."""
+    root = tmp_path / "linked"
+    (root / "sub").mkdir(parents=True)
+    (root / "ok.txt").write_text("x")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the server")
+    (root / "secret.txt").symlink_to(secret)
+    (root / "sub" / "inside.txt").symlink_to(root / "ok.txt")  # a link even to a file in DIR: not followed
+    (root / "up").symlink_to(tmp_path)  # a folder (and a loop: tmp_path holds linked/)
+    out = run(shared_server, "upload", str(root), "~up-linked")
+    assert "uploaded 1 file (1 byte), 0 identical skipped, 3 links or special files left out" in out.stdout
+    for name in ("secret.txt", "sub/inside.txt", "up"):
+        assert f"left out: {name} (a symbolic link)" in out.stderr, out.stderr
+    with shared_server.client() as c:
+        keys = c.get("/v2/key-value-stores/~up-linked/keys").json()["data"]["items"]
+        assert [k["key"] for k in keys] == ["ok.txt"]
