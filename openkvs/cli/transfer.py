@@ -222,7 +222,8 @@ def import_(path: Path, store: str | None, append: bool, jobs: int, url: str, to
 def export_(store: str, folder: Path, kind: str | None, jobs: int, url: str, token: str | None, quiet: bool) -> None:
     """Export STORE into DIR as Crawlee's local storage. A key-value store goes to DIR/key_value_stores/NAME/, each
     record with its content type (a dataset or request queue to its own layout, with --dataset or --queue), a new
-    folder: one that holds files already is refused. 'openkvs import DIR' and Crawlee read it back."""
+    folder: one that holds files already is refused (but the default store's may hold the orders of queues exported
+    there: kept). 'openkvs import DIR' and Crawlee read it back."""
     from openkvs.client import lean_imports
 
     lean_imports()

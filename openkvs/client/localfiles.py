@@ -170,10 +170,22 @@ def refuse_link_folder(folder: Path) -> None:
         raise ClientError(f"{folder} is in the way (not a folder): nothing was written")
 
 
-def new_folder(parent: Path, name: str) -> tuple[Path, Path]:
+DEFAULT_STORE = "default"  # the folder of the key-value store Crawlee opens by default
+QUEUE_ORDER = "__RQ_STATE_"  # a queue's order, where crawlee 1.x keeps it: the default store's record of that prefix
+
+
+def queue_order(name: str) -> bool:
+    """A file of a queue's order in the default store's folder (``__RQ_STATE_<id>`` and its metadata file), as an
+    export of the queue writes it (localqueue.py): Crawlee reads it from there only, so a store's export merges
+    with it."""
+    return name.startswith(QUEUE_ORDER)
+
+
+def new_folder(parent: Path, name: str, keep: Callable[[str], bool] | None = None) -> tuple[Path, Path]:
     """For an export of a store, dataset or queue into ``parent/name``: the folder to fill (``name~partial``, emptied
     first if an interrupted export left it) and where it goes when complete. An existing ``parent/name`` that holds
-    anything but its metadata is refused: the export would mix with its files, and Crawlee would read both."""
+    anything but its metadata (and regular files whose names ``keep`` takes: put_in_place keeps them) is refused:
+    the export would mix with its files, and Crawlee would read both."""
     if parent.is_symlink():  # (DIR/datasets -> elsewhere: the export would write there)
         refuse_link_folder(parent)
     final = parent / name
@@ -181,7 +193,7 @@ def new_folder(parent: Path, name: str) -> tuple[Path, Path]:
         refuse_link_folder(final)
     if final.exists() and not final.is_dir():
         raise ClientError(f"{final} is in the way (not a folder): nothing was written")
-    if final.is_dir() and any(p.name != METADATA for p in final.iterdir()):
+    if final.is_dir() and any(p.name != METADATA and not _kept(p, keep) for p in final.iterdir()):
         raise ClientError(f"{final} holds files already: remove it, or export into another folder")
     partial = parent / f"{name}~partial"
     if partial.is_symlink() or partial.exists() and not partial.is_dir():
@@ -194,10 +206,24 @@ def new_folder(parent: Path, name: str) -> tuple[Path, Path]:
     return partial, final
 
 
-def put_in_place(partial: Path, final: Path) -> None:
-    """The complete export takes the place of ``final`` (which held at most its metadata: new_folder)."""
+def _kept(path: Path, keep: Callable[[str], bool] | None) -> bool:
+    return keep is not None and keep(path.name) and path.is_file() and not path.is_symlink()
+
+
+def put_in_place(partial: Path, final: Path, keep: Callable[[str], bool] | None = None) -> None:
+    """The complete export takes the place of ``final`` (which held at most its metadata and the files ``keep``
+    takes: new_folder). Those files go into the export first, unless it wrote the same record (a file or its
+    metadata file): the export run last wins, as when the files are written into a store's folder exported
+    before."""
     if final.is_dir():
+        written = {p.name.removesuffix(f".{METADATA}") for p in partial.iterdir()}  # (the export's records)
+        for path in sorted(final.iterdir()):
+            if _kept(path, keep) and path.name.removesuffix(f".{METADATA}") not in written:
+                os.replace(path, partial / path.name)
         (final / METADATA).unlink(missing_ok=True)
+        for path in final.iterdir():  # (a kept file the export replaced)
+            if _kept(path, keep):
+                path.unlink()
         final.rmdir()
     os.replace(partial, final)
 

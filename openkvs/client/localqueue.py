@@ -41,7 +41,9 @@ import httpx
 from openkvs import rules
 from openkvs.client.http import BadAnswer, ClientError, data, parsing, request, resource
 from openkvs.client.localfiles import (
+    DEFAULT_STORE,
     METADATA,
+    QUEUE_ORDER,
     api_path,
     crawlee_json,
     crawlee_time,
@@ -59,7 +61,7 @@ from openkvs.plural import counted
 
 SUBDIR = "request_queues"
 COLLECTION = "request-queues"
-STATE_PREFIX = "__RQ_STATE_"  # crawlee's RecoverableState key, in the default key-value store
+STATE_PREFIX = QUEUE_ORDER  # crawlee's RecoverableState key, in the default key-value store
 MAX_REQUEST_FILE = rules.MAX_JSON_BODY  # a request is part of a batch: no more than a batch's body
 MAX_STATE_FILE = 1 << 30
 HEAD_LIMIT = 1000  # the most one GET head gives (API-request-queues.md 5.11)
@@ -116,7 +118,7 @@ def api_request(value: Any) -> dict[str, Any]:
 
 def _state(folder: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
     """crawlee 1.x's saved state of this queue (beside it in the storage folder), if it saved one."""
-    kvs = folder.parent.parent / "key_value_stores" / "default"
+    kvs = folder.parent.parent / "key_value_stores" / DEFAULT_STORE
     if folder.parent.name != SUBDIR or not isinstance(meta.get("id"), str) or kvs.is_symlink() \
             or kvs.parent.is_symlink():
         return None
@@ -302,7 +304,7 @@ def export_queue(
                 f"queue {target}")
     with parsing(f"queue {target}"):
         first = [i["uniqueKey"] for i in head["items"]]
-    kvs = export_folder(root, "key_value_stores", "default")  # (checked before anything is written)
+    kvs = export_folder(root, "key_value_stores", DEFAULT_STORE)  # (checked before anything is written)
     partial, final = new_folder(root / SUBDIR, name)
     bar = progress(name, None, 0)
     pending: list[str] = []

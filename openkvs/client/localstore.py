@@ -39,6 +39,7 @@ from openkvs.client.http import (
     wait_time,
 )
 from openkvs.client.localfiles import (
+    DEFAULT_STORE,
     METADATA,
     crawlee_json,
     crawlee_time,
@@ -47,6 +48,7 @@ from openkvs.client.localfiles import (
     metadata,
     new_folder,
     put_in_place,
+    queue_order,
     read_bounded,
     refuse_links,
     replacing,
@@ -184,12 +186,15 @@ def export(
     """STORE into ``root/key_value_stores/<name>/``: every record's bytes and type, and the store's metadata. As a
     dataset's or queue's export: into ``<name>~partial`` first, in place when every record was tried (the failed
     ones named), and refused where ``<name>`` holds files already (mixed with the export's, Crawlee and an import
-    would read them as the store's)."""
+    would read them as the store's); the orders of queues exported into DIR before, in the default store's folder
+    (the one place crawlee 1.x reads them from), are kept."""
     info = resource(request(client, "GET", store_path(store), f"store {store}"), f"store {store}")
     name = info.get("name") or info["id"]
     if not isinstance(name, str) or not rules.STORE_NAME.ok(name):  # (it names the folder written)
         raise ClientError(f"store {store}: the server named it {name!r}, not a store name: nothing was written")
-    partial, folder = new_folder(export_folder(root, SUBDIR), name)
+    # Crawlee's default store holds the order of the queues exported into this DIR (localqueue.py): kept
+    keep = queue_order if name == DEFAULT_STORE else None
+    partial, folder = new_folder(export_folder(root, SUBDIR), name, keep)
     sizes = existing_sizes(client, store, "")
     bar = progress(name, sum(sizes.values()), 0)
     summary, lock = Summary(), threading.Lock()
@@ -226,5 +231,5 @@ def export(
             "accessed_at": crawlee_time(info.get("accessedAt")), "created_at": crawlee_time(info.get("createdAt")),
             "modified_at": crawlee_time(info.get("modifiedAt"))}
     write(partial / METADATA, crawlee_json(meta).encode())
-    put_in_place(partial, folder)
+    put_in_place(partial, folder, keep)
     return folder, summary

@@ -176,3 +176,34 @@ def test_the_older_layout_of_the_javascript_crawlee_imports_in_its_order(sqlite_
     assert stored["late"]["errorMessages"] == ["timeout"] and stored["late"]["retryCount"] == 1
     assert (stored["early"]["method"], stored["early"]["payload"]) == ("POST", "a=1")
     assert stored["done"]["handledAt"] == "2024-12-05T10:00:00.000Z"
+
+
+@pytest.mark.parametrize("queue_first", [True, False], ids=["queue first", "store first"])
+def test_a_queue_and_the_default_store_export_into_one_folder_in_either_order(
+    shared_server: Any, tmp_path: Path, queue_first: bool
+) -> None:
+    """Crawlee keeps a queue's order in its default key-value store (key_value_stores/default/__RQ_STATE_<id>), the
+    only place it reads it from: a store named "default" exported after a queue into the same DIR was refused (its
+    folder held files already), though the other order worked. Both orders give Crawlee the queue's order and the
+    store's records."""
+    name = f"with-default-{shared_server.backend.replace('+', '-')}-{int(queue_first)}"
+    with shared_server.client() as c:
+        queue = c.post("/v2/request-queues", params={"name": name}).json()["data"]["id"]
+        for key, forefront in (("a", False), ("b", False), ("front", True)):
+            added = c.post(f"/v2/request-queues/{queue}/requests", params={"forefront": str(forefront).lower()},
+                           json={"url": f"https://example.com/{key}", "uniqueKey": key})
+            assert added.status_code == 201, added.text
+        assert c.post("/v2/key-value-stores", params={"name": "default"}).status_code in (200, 201)
+        assert c.put("/v2/key-value-stores/~default/records/INPUT", json={"start": 1}).status_code == 201
+    out = tmp_path / "out"
+    exports = [("export", "--queue", f"~{name}", str(out), "-q"), ("export", "~default", str(out), "-q")]
+    for args in exports if queue_first else exports[::-1]:
+        done = run(shared_server, *args, check=False)
+        assert done.returncode == 0, done.stderr
+    store = out / "key_value_stores" / "default"
+    names = {p.name for p in store.iterdir()}  # (and the order records other tests' imports put in ~default)
+    assert {"INPUT", "INPUT.__metadata__.json", "__RQ_STATE_" + queue, f"__RQ_STATE_{queue}.__metadata__.json",
+            "__metadata__.json"} <= names, names
+    assert json.loads((store / "INPUT").read_text()) == {"start": 1}
+    assert [r["unique_key"] for r in crawlee_requests(out, name)[0]] == ["front", "a", "b"]
+    assert sorted(p.name for p in (out / "key_value_stores").iterdir()) == ["default"]  # (no partial left)
