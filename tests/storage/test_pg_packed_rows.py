@@ -303,3 +303,28 @@ def test_reads_are_those_of_a_plain_list(storage: Any, loop: Any, path: str, mon
 
     prop()
 
+
+
+@pytest.mark.parametrize("desc", [False, True])
+def test_the_rows_missing_at_the_end_read_towards_are_named(
+    storage: Any, loop: Any, path: str, monkeypatch: pytest.MonkeyPatch, desc: bool
+) -> None:
+    """A damaged table, the packed row at the end a read goes towards gone (items 32 to 39 of 40 ascending, 0 to 7
+    descending): the rows run out before the items do, and each read, by COPY or by seeks, batches or pieces,
+    raises StorageDamaged naming the items from the first one missing to that end."""
+    from openkvs.storage import datasets
+    from openkvs.storage.base import StorageDamaged
+
+    monkeypatch.setattr(datasets, "ITEMS_PER_ROW", 8)  # (packed_rows' bound)
+
+    async def go() -> None:
+        sid = await new_dataset(storage)
+        await storage.datasets.push(sid, make_push([item(i, 20) for i in range(40)]), union)
+        assert [(idx, n) for idx, n, _ in await rows_of(storage, sid)] == [(7, 8), (15, 8), (23, 8), (31, 8), (39, 8)]
+        await storage._db.execute("DELETE FROM dataset_items WHERE store_id = $1 AND idx = $2", sid, 7 if desc else 39)
+        missing = "0 to 7" if desc else "32 to 39"
+        for sep in (None, b"\n"):
+            with pytest.raises(StorageDamaged, match=f"dataset {sid}: its items {missing} are not all in its table"):
+                await read(storage, sid, 0, 40, desc, 1000, sep, 1 << 20)
+
+    loop.run_until_complete(go())

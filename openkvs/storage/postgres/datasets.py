@@ -245,6 +245,11 @@ class PgItemSnapshot(ItemSnapshot):
         if out:
             yield out
 
+    def _missing(self, lo: int, hi: int, want: int, desc: bool) -> StorageDamaged:
+        """What a read of [lo, hi) raises when the rows ran out before ``want``, the next item it was to give: the
+        items from it to the end it read towards (its start, ``desc``) are not all in the table."""
+        return items_missing(self._store_id, lo, want + 1) if desc else items_missing(self._store_id, want, hi)
+
     async def _seeks(self, lo: int, hi: int, desc: bool) -> AsyncIterator[list[bytes]]:
         """Without the C extension: the items of [lo, hi) in the order asked, a list per statement, each a plain
         seek on the primary key for as many packed rows as fit BATCH_BYTES (a row holds at most INLINE_ROW_BYTES,
@@ -259,7 +264,7 @@ class PgItemSnapshot(ItemSnapshot):
         while (want >= lo) if desc else (want < hi):
             rows = await self._conn.fetch(sql, self._store_id, low, hi - 1, high, rows_per)
             if not rows:
-                raise items_missing(self._store_id, lo, want + 1) if desc else items_missing(self._store_id, want, hi)
+                raise self._missing(lo, hi, want, desc)
             out: list[bytes] = []
             for idx, n, data in rows:
                 first = idx - n + 1
@@ -357,8 +362,7 @@ class PgItemSnapshot(ItemSnapshot):
                         raise StorageDamaged(f"dataset {self._store_id}: {damaged[0]}") from damaged[0]
                     a, b = (a, first) if desc else (last, b)
                 if not ahead.stopped and not joined.done:  # (the windows ran out first: rows missing)
-                    nxt = joined.next
-                    raise items_missing(self._store_id, lo, nxt + 1) if desc else items_missing(self._store_id, nxt, hi)
+                    raise self._missing(lo, hi, joined.next, desc)
                 if not ahead.stopped and (piece := joined.end()) is not None:
                     await ahead.put(piece)
                 ahead.end(None)
