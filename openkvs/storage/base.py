@@ -144,6 +144,14 @@ class Store:
     schema_read: bool = True
 
 
+def listed(page: list[Store]) -> list[Store]:
+    """A page of ``list_stores``, each store marked as read without its schema (``schema_read`` False): what every
+    backend returns."""
+    for store in page:
+        store.schema_read = False
+    return page
+
+
 @dataclass(frozen=True, slots=True)
 class TokenInfo:
     """A token as ``openkvs tokens list`` shows it: never the token, only the start of its SHA-256 to tell tokens

@@ -20,6 +20,7 @@ from ..base import (
     TokenInfo,
     User,
     UsernameTaken,
+    listed,
 )
 from ..ids import new_id
 from .connections import CONNECTION_ERRORS, deadlock_retried, pooled, unavailable
@@ -208,10 +209,7 @@ class PgCatalog:
                 max(0, offset),
                 max(0, limit),
             )
-            page = [to_store(r) for r in rows]
-            for store in page:
-                store.schema_read = False
-            return total, page
+            return total, listed([to_store(r) for r in rows])
 
         # one snapshot for the count and the page
         try:

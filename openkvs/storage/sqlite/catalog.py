@@ -19,6 +19,7 @@ from ..base import (
     TokenInfo,
     User,
     UsernameTaken,
+    listed,
 )
 from ..ids import new_id
 from .tables import EPOCH, GRANT_SELECT, LIST_SELECT, STORE_SELECT, from_ms, now_ms, to_grant, to_store, to_user
@@ -210,10 +211,7 @@ class SQLiteCatalog:
                 ).fetchall()
             finally:
                 conn.execute("COMMIT")
-            page = [to_store(r) for r in rows]
-            for store in page:
-                store.schema_read = False
-            return total, page
+            return total, listed([to_store(r) for r in rows])
 
         return await self._read(q)
 
