@@ -127,6 +127,9 @@ async def _unless_client_leaves(request: Request, work: Callable[[], Awaitable[T
 
 def _chunked(response: Response) -> Response:
     """Without the ``Content-Length: 0`` Starlette gives a response whose body it doesn't hold: an export's length
-    is not known before it ends (chunked transfer), and HEAD says the same as GET."""
+    is not known before it ends, and it says so, chunked transfer, for GET and HEAD alike (the server added it to a
+    GET's head only, so a HEAD had no framing header where its GET had one; RFC 9112 6.1 lets a HEAD's say what the
+    GET's body would have; the server writes no body for a HEAD, chunked or not)."""
     response.raw_headers = [(k, v) for k, v in response.raw_headers if k != b"content-length"]
+    response.raw_headers.append((b"transfer-encoding", b"chunked"))
     return response
