@@ -17,7 +17,7 @@ copy, and a record file can be deleted between copying the row that names it and
 
 ``DEST.partial`` is a folder this command makes (``mkdir``, which fails on anything found at the name): a leftover
 of a failed backup (only a backup's files in it) is removed first, and a link or anything else there is refused,
-never written through.
+never written through. A ``DEST`` that is a link is refused too (the folders above it may be links).
 
 Restore checks the backup the same way (a path openkvs doesn't make, a record file that is a link: refused), copies
 its database and the regular files it names (nothing else of the folder) into an empty data dir, and checks that.
@@ -86,6 +86,8 @@ def backup(data_dir: Path, dest: Path, echo: Callable[[str], None] = print) -> s
     source = data_dir / DB_NAME
     if not source.is_file():
         raise BackupError(f"{source}: no database (not an openkvs data dir)")
+    if dest.is_symlink():  # (its target, an empty folder someone else can read, would get the backup)
+        raise BackupError(f"{dest} is a link: give the folder it points to, or a new DEST")
     _empty_target(dest)
     partial = dest.with_name(dest.name + ".partial")
     _remove_leftover(partial)

@@ -141,8 +141,9 @@ def check(fix: bool, **flags: Any) -> None:
 @click.argument("dest", type=click.Path(file_okay=False))
 @storage_options
 def backup_cmd(dest: str, **flags: Any) -> None:
-    """Copy a SQLite data dir into DEST while a server runs. DEST is a new folder; the copy is consistent while
-    the server writes: the database (SQLite's online backup API) and the record files it names, then verified.
+    """Copy a SQLite data dir into DEST while a server runs. DEST is a new folder (not a link; made as DEST.partial
+    first); the copy is consistent while the server writes: the database (SQLite's online backup API) and the record
+    files it names, then verified.
     Records whose bytes are in a --blob-store bucket: their rows only (back the bucket up by its own means).
     PostgreSQL: use pg_dump (README: Backup)."""
     from pathlib import Path

@@ -223,3 +223,18 @@ async def test_backup_replaces_the_partial_a_failed_backup_left(tmp_path: Path) 
     backup(data, dest, echo=lambda _: None)
     assert not partial.exists() and check(dest)[0] == []
     assert (outside / "keep").read_text() == "mine"
+
+
+async def test_backup_refuses_a_dest_that_is_a_link(tmp_path: Path) -> None:
+    """DEST planted as a link to an empty folder (its owner's, in a shared backups folder): the backup went into
+    that folder. Refused, as a link at DEST.partial is; the folders above DEST may be links."""
+    data = await _data(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "backup").symlink_to(elsewhere)
+    with pytest.raises(BackupError, match="backup is a link"):
+        backup(data, tmp_path / "backup", echo=lambda _: None)
+    assert list(elsewhere.iterdir()) == [] and not (tmp_path / "backup.partial").exists()
+    (tmp_path / "linked").symlink_to(tmp_path)
+    backup(data, tmp_path / "linked" / "fine", echo=lambda _: None)
+    assert check(tmp_path / "fine")[0] == []
