@@ -193,3 +193,33 @@ def test_export_of_a_store_is_not_mixed_with_files_already_there(shared_server: 
     assert sorted(p.name for p in (out / "key_value_stores").iterdir()) == ["mixed"]
     assert sorted(p.name for p in folder.iterdir()) == ["__metadata__.json", "now", "now.__metadata__.json"]
     assert json.loads((folder / "__metadata__.json").read_text())["name"] == "mixed"
+
+
+def test_the_default_store_s_export_keeps_the_queue_orders_beside_it(tmp_path: Path) -> None:
+    """localfiles.new_folder and put_in_place with the queue orders kept (what ``export`` of a store named default
+    does): the orders exported before stay, unless the store has a record of the same key (the export run last
+    wins, as a queue's export written after the store's replaces it); a link of that name is refused, not moved."""
+    from openkvs.client.http import ClientError
+    from openkvs.client.localfiles import new_folder, put_in_place, queue_order
+
+    kvs = tmp_path / "key_value_stores"
+    final = kvs / "default"
+    final.mkdir(parents=True)
+    for name, text in (("__metadata__.json", "{}"), ("__RQ_STATE_a", "queue a"), ("__RQ_STATE_a.__metadata__.json",
+                       "meta a"), ("__RQ_STATE_b", "queue b"), ("__RQ_STATE_b.__metadata__.json", "meta b")):
+        (final / name).write_text(text)
+    with pytest.raises(ClientError, match="holds files already"):
+        new_folder(kvs, "default")  # (no keep: as any other store's folder)
+    partial, got = new_folder(kvs, "default", queue_order)
+    assert got == final
+    for name, text in (("INPUT", "in"), ("__RQ_STATE_b", "the store's b"), ("__RQ_STATE_b.__metadata__.json", "its")):
+        (partial / name).write_text(text)
+    put_in_place(partial, final, queue_order)
+    assert {p.name: p.read_text() for p in final.iterdir()} == {
+        "INPUT": "in", "__RQ_STATE_a": "queue a", "__RQ_STATE_a.__metadata__.json": "meta a",
+        "__RQ_STATE_b": "the store's b", "__RQ_STATE_b.__metadata__.json": "its"}
+    assert sorted(p.name for p in kvs.iterdir()) == ["default"]
+    (final / "INPUT").unlink()
+    (final / "__RQ_STATE_c").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ClientError, match="holds files already"):
+        new_folder(kvs, "default", queue_order)
