@@ -102,7 +102,11 @@ def plan(root: Path, prefix: str = "") -> tuple[list[Item], list[str]]:
         for name in sorted(files):
             path = Path(folder) / name
             rel = path.relative_to(root).as_posix()
-            mode = path.lstat().st_mode
+            try:
+                info = path.lstat()
+            except FileNotFoundError:  # (gone since the folder was listed)
+                continue
+            mode = info.st_mode
             if not stat.S_ISREG(mode):
                 left_out.append(f"{rel} ({'a symbolic link' if stat.S_ISLNK(mode) else 'not a regular file'})")
                 continue
@@ -113,7 +117,7 @@ def plan(root: Path, prefix: str = "") -> tuple[list[Item], list[str]]:
                 bad.append(f"{rel} (key {key!r}, also {owner[key]})")
             else:
                 owner[key] = rel
-                items.append(Item(path, key, path.stat().st_size, content_type(path)))
+                items.append(Item(path, key, info.st_size, content_type(path)))
     if bad:
         shown = "\n  ".join(bad[:50]) + (f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else "")
         raise ClientError(
