@@ -321,13 +321,22 @@ class HttpProtocol(HttpToolsProtocol):
         """Answer ``error`` and close the connection, lingering (see the module's docstring). The bytes after it
         are not read. With responses under way (requests pipelined before it, in the same read), the answer goes
         after the last of them (whose cycle then calls ``_after_the_last``): an answer now would corrupt theirs,
-        and a close now would lose them."""
+        and a close now would lose them. Refused in the body of the request being served: answered now."""
         self._refused = True
         self._cancel_head_timer()
         self._unset_keepalive_if_required()
-        if self.cycle is not None and not self.cycle.response_complete:
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not cycle.response_started and not self.pipeline:
+            # Refused in the body of the request being served (a chunked body's framing): that body can never be
+            # whole, so its response would never come (its app waited for the body timeout, then 408). Its app is
+            # told the client is gone, as for a dropped connection (an upload is dropped); this is its answer.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self._answer_refusal(error, why)
+            return
+        if cycle is not None and not cycle.response_complete:
             self._deferred = (error, why)
-            self.cycle.on_response = self._after_the_last  # (self.cycle is the last request's, maybe queued)
+            cycle.on_response = self._after_the_last  # (the last request's cycle, maybe queued)
             return
         self._answer_refusal(error, why)
 

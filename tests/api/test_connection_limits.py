@@ -235,6 +235,44 @@ def test_plain_chunked_still_works(srv: Server, store: str) -> None:
     assert record(srv, store, "ch").content == b"ok"
 
 
+BAD_FRAMING = {
+    "size not hex": b"zz\r\nhello\r\n0\r\n\r\n",
+    "negative size": b"-5\r\nhello\r\n0\r\n\r\n",
+    "no CRLF after the data": b"5\r\nhelloXX0\r\n\r\n",
+    "bad size after a good chunk": b"2\r\nok\r\nzz\r\n",
+}
+
+
+@pytest.mark.parametrize("framing", BAD_FRAMING.values(), ids=BAD_FRAMING.keys())
+def test_a_chunked_body_with_bad_framing_is_400_at_once_and_stores_nothing(
+    srv: Server, store: str, framing: bytes
+) -> None:
+    """A chunked body the parser can't read is answered 400 at once, the connection closed, nothing stored. (The
+    refusal used to wait for the request's own response, which waited for a body that would never come: 408 after
+    the body timeout, a minute.)"""
+    auth = f"Host: x\r\nAuthorization: Bearer {srv.token}\r\nTransfer-Encoding: chunked\r\n"
+    with srv.client() as c:
+        dataset = c.post("/v2/datasets", params={"name": "framing"}).json()["data"]["id"]
+
+    def no_items() -> bool:
+        with srv.client() as c:
+            return c.get(f"/v2/datasets/{dataset}").json()["data"]["itemCount"] == 0  # type: ignore[no-any-return]
+
+    for head, gone in [
+        (f"PUT /v2/key-value-stores/{store}/records/framing HTTP/1.1\r\n{auth}\r\n",
+         lambda: record(srv, store, "framing").status_code == 404),
+        (f"POST /v2/datasets/{dataset}/items HTTP/1.1\r\n{auth}Content-Type: application/json\r\n\r\n", no_items),
+    ]:
+        started = time.monotonic()
+        with connect(srv) as sock:
+            sock.sendall(head.encode() + framing)
+            status, headers, body = read_response(sock, timeout=10)
+        assert (status, error_type(body)) == (400, "invalid-input")
+        assert headers["connection"] == "close"
+        assert time.monotonic() - started < 5
+        assert gone()
+
+
 def test_keep_alive_requests_on_one_connection_are_unaffected(srv: Server) -> None:
     """Several requests on one connection, one of them split across sends: the head timer and size are per
     request, not per connection."""
