@@ -326,19 +326,29 @@ class HttpProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         self._unset_keepalive_if_required()
         cycle = self.cycle
-        if cycle is not None and cycle.more_body and not cycle.response_started and not self.pipeline:
-            # Refused in the body of the request being served (a chunked body's framing): that body can never be
-            # whole, so its response would never come (its app waited for the body timeout, then 408). Its app is
-            # told the client is gone, as for a dropped connection (an upload is dropped); this is its answer.
+        if cycle is not None and cycle.more_body and not cycle.response_started:
+            # Refused in the body of the last request (a chunked body's framing): that body can never be whole, so
+            # its response would never come (its app waited for the body timeout, then 408). Its app is told the
+            # client is gone, as for a dropped connection (an upload is dropped); the refusal is its answer: now,
+            # or, queued behind responses under way, in its turn instead of its app.
             cycle.disconnected = True
             cycle.message_event.set()
-            self._answer_refusal(error, why)
+            if not self.pipeline:
+                self._answer_refusal(error, why)
+            else:
+                self._deferred = (error, why)
+                self.pipeline[0] = (cycle, self._refusal_in_turn)  # (the last request's: uvicorn appends left)
             return
         if cycle is not None and not cycle.response_complete:
             self._deferred = (error, why)
             cycle.on_response = self._after_the_last  # (the last request's cycle, maybe queued)
             return
         self._answer_refusal(error, why)
+
+    async def _refusal_in_turn(self, scope: Any, receive: Any, send: Any) -> None:
+        """The ASGI app run in the turn of a queued request refused in its body (its cycle is disconnected, so
+        uvicorn expects no response from it): the responses before it are done, so the refusal is answered."""
+        self._after_the_last()
 
     def _after_the_last(self) -> None:
         """The last response before a refusal is done: uvicorn's bookkeeping, then the refusal's answer (none

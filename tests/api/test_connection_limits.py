@@ -273,6 +273,26 @@ def test_a_chunked_body_with_bad_framing_is_400_at_once_and_stores_nothing(
         assert gone()
 
 
+def test_a_chunked_body_with_bad_framing_after_a_pipelined_request(srv: Server, store: str) -> None:
+    """The same behind a request whose response is still to come (both in one write): its answer, then the 400 at
+    once, nothing stored."""
+    auth = f"Host: x\r\nAuthorization: Bearer {srv.token}\r\n"
+    first = f"GET /v2/key-value-stores/{store} HTTP/1.1\r\n{auth}\r\n"
+    put = f"PUT /v2/key-value-stores/{store}/records/piped HTTP/1.1\r\n{auth}Transfer-Encoding: chunked\r\n\r\n"
+    started = time.monotonic()
+    got = b""
+    with connect(srv, timeout=10) as sock:
+        sock.sendall((first + put).encode() + BAD_FRAMING["size not hex"])
+        while chunk := sock.recv(65536):  # both answers, then the close
+            got += chunk
+    assert time.monotonic() - started < 5
+    answers = got.split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200", b"400"], got
+    head, _, body = answers[1].partition(b"\r\n\r\n")
+    assert error_type(body) == "invalid-input" and b"connection: close" in head.split(b"\r\n")
+    assert record(srv, store, "piped").status_code == 404
+
+
 def test_keep_alive_requests_on_one_connection_are_unaffected(srv: Server) -> None:
     """Several requests on one connection, one of them split across sends: the head timer and size are per
     request, not per connection."""
