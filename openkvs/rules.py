@@ -1,5 +1,6 @@
 """The input rules of the API, declared once: record keys, store names and IDs, usernames, general-access levels,
-a request queue's client keys and request IDs, the XML names of a dataset export, the largest query integer.
+a request queue's client keys and request IDs, the XML names of a dataset export, the largest query integer, the
+values of a boolean query parameter.
 
 Each text rule is written once as an OpenAPI (ECMA-262) pattern; the Python regex is derived from it. In ECMA-262
 "$" ends the text, while Python's "$" also matches before a final newline (which would let "key\\n" through): the
@@ -40,6 +41,8 @@ REQUEST_ID = Rule(r"^[A-Za-z0-9]{1,64}$", 64)
 XML_NAME = Rule(r"^[A-Za-z_][A-Za-z0-9._-]*$")
 
 MAX_QUERY_INT = 2**53 - 1  # the largest integer a query or body takes: what every JSON client reads exactly
+# A boolean query parameter's values (API.md section 1), exactly these, in this case: anything else is 400
+QUERY_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 MAX_JSON_BODY = 9_437_184  # the decoded size of a JSON body (a dataset push, a batch of requests), else 413
 MAX_BATCH = 25  # requests in one batch add or delete (REQUEST_QUEUE_MAX_REQUESTS_PER_BATCH_OPERATION)
 

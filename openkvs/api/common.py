@@ -195,11 +195,10 @@ def query_bool(request: Request, name: str, default: bool = False) -> bool:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if raw in ("1", "true"):
-        return True
-    if raw in ("0", "false"):
-        return False
-    raise errors.InvalidInput(f"Parameter '{name}' must be a boolean (true, false, 1 or 0).")
+    value = rules.QUERY_BOOLEANS.get(raw)
+    if value is None:
+        raise errors.InvalidInput(f"Parameter '{name}' must be a boolean (true, false, 1 or 0).")
+    return value
 
 
 _QUERY_INT = re.compile("-?[0-9]+")

@@ -2,7 +2,8 @@
 checked in one place: a bad value is a 400 before anything is read or sent.
 
 Conventions: names are case-sensitive; a parameter given with an empty value counts as absent (so it neither
-overrides a view nor fails); booleans are ``true``/``false``/``1``/``0`` in any case; integers are decimal digits
+overrides a view nor fails); booleans are ``true``/``false``/``1``/``0`` exactly (``rules.QUERY_BOOLEANS``, as on
+every endpoint; ``format`` alone is case-insensitive); integers are decimal digits
 only, at most 2**53 - 1; lists are comma-separated, names taken verbatim, empty entries ignored. With ``view``,
 the view's ``transformation`` supplies defaults for ``fields, unwind, flatten, omit, limit, desc, clean,
 skipHidden, skipEmpty``; the query wins for each parameter it gives. ``simplified`` yields to ``fields`` and
@@ -22,8 +23,6 @@ from openkvs.datasets.pipeline import SIMPLIFIED_UNWIND, Shape
 FORMATS = ("json", "jsonl", "csv", "html", "xlsx", "xml", "rss")
 MAX_INT = rules.MAX_QUERY_INT
 _DIGITS = re.compile(r"[0-9]+\Z")
-_TRUE = ("true", "1")
-_FALSE = ("false", "0")
 # The parameters a view's transformation may set, as the query names them.
 _VIEW_KEYS = ("fields", "unwind", "flatten", "omit", "limit", "desc", "clean", "skipHidden", "skipEmpty")
 
@@ -60,12 +59,10 @@ def _short(value: str) -> str:
 
 
 def parse_bool(name: str, raw: str) -> bool:
-    low = raw.lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise errors.InvalidInput(f"Parameter '{name}' must be a boolean (true, false, 1 or 0), not '{_short(raw)}'.")
+    value = rules.QUERY_BOOLEANS.get(raw)
+    if value is None:
+        raise errors.InvalidInput(f"Parameter '{name}' must be a boolean (true, false, 1 or 0), not '{_short(raw)}'.")
+    return value
 
 
 def parse_int(name: str, raw: str) -> int:

@@ -92,6 +92,8 @@ def test_query_lists_of_thousands_of_names(shared_server):
         {"delimiter": "ab", "format": "csv"}, {"delimiter": "\r", "format": "csv"}, {"xmlRoot": "a><b", "format": "xml"},
         {"xmlRow": "x y", "format": "xml"}, {"xmlRoot": "\u00e9", "format": "xml"}, {"xmlRow": "1a", "format": "xml"},
         {"format": "yaml"}, {"desc": "yes"}, {"outputFields": "a"}, {"fields": "a", "outputFields": "a,b"},
+        # booleans are 1/true/0/false exactly, as on every other endpoint (API.md section 1)
+        {"desc": "TRUE"}, {"clean": "True"}, {"bom": "FALSE"}, {"skipHeaderRow": "tRue", "format": "csv"},
     ],
 )
 def test_bad_query_values_are_400(shared_server, params):

@@ -23,7 +23,7 @@ def test_format_case_insensitive():
 
 
 def test_values():
-    q = parse_items_query({"offset": "10", "limit": "0", "desc": "TRUE", "delimiter": "\t", "skipHeaderRow": "1",
+    q = parse_items_query({"offset": "10", "limit": "0", "desc": "true", "delimiter": "\t", "skipHeaderRow": "1",
                            "xmlRoot": "r", "xmlRow": "_r.1-x", "attachment": "true", "feedTitle": "T",
                            "token": "ignored", "unknown": "x"}, None)
     assert (q.offset, q.limit, q.desc) == (10, None, True)
@@ -36,7 +36,7 @@ def test_values():
     {"format": "pdf"}, {"offset": "-1"}, {"offset": "+1"}, {"offset": "1.0"}, {"offset": "1e3"}, {"limit": " 1"},
     {"limit": "9007199254740992"}, {"limit": "1_000"}, {"desc": "yes"}, {"delimiter": ";;"}, {"delimiter": '"'},
     {"delimiter": "\n"}, {"delimiter": "\r"}, {"outputFields": "a"}, {"fields": "a,b", "outputFields": "x"},
-    {"xmlRoot": "1a"}, {"xmlRow": "a b"}, {"xmlRow": "a:b"}, {"clean": "2"},
+    {"xmlRoot": "1a"}, {"xmlRow": "a b"}, {"xmlRow": "a:b"}, {"clean": "2"}, {"desc": "TRUE"}, {"bom": "False"},
 ])
 def test_bad_values_are_invalid_input(params):
     with pytest.raises(errors.InvalidInput) as e:
