@@ -36,7 +36,9 @@ from .base import StorageError
 
 # The request bodies of one listing page (5.7) stop once they hold this many bytes (the first request always comes):
 # a page of 10,000 requests of 2 MB was 19 GB to hold and join. Pages of ordinary requests (1-2 kB each) never
-# come near it; a cut page has a nextCursor, as the contract allows (only the last page is empty).
+# come near it; a cut page has a nextCursor, as the contract allows (only the last page is empty). A head (5.11)
+# stops at it too, counting uniqueKey and url (up to 65,535 bytes each: 1,000 heads were 131 MB): a head of fewer
+# than ``limit`` requests is what a client also sees when others hold locks, and it asks again.
 LIST_PAGE_BYTES = 16 * 1024 * 1024
 NO_KEY = ""  # the owner of locks taken without a clientKey (a clientKey has 1 to 32 characters, so never this)
 
@@ -265,7 +267,8 @@ class QueueStorage(abc.ABC):
 
     @abc.abstractmethod
     async def queue_head(self, queue_id: str, *, limit: int, client_key: str | None) -> QueueHead:
-        """5.11: the first ``limit`` available requests, nothing locked."""
+        """5.11: the first ``limit`` available requests, nothing locked; fewer once their uniqueKeys and urls
+        reach LIST_PAGE_BYTES (one at least)."""
 
     @abc.abstractmethod
     async def lock_head(self, queue_id: str, *, limit: int, lock_secs: int, client_key: str | None) -> QueueHead:

@@ -39,3 +39,30 @@ def test_a_page_of_big_requests_stops_at_its_byte_budget(shared_server: Server) 
         # IDs come in hash order, the small request anywhere: the page ends with the third big one
         assert [sum(key != "small" for key in page) for page in pages] == [3, 1]
         assert sorted(key for page in pages for key in page) == ["k0", "k1", "k2", "k3", "small"]
+
+
+def test_the_head_stops_at_the_same_byte_budget(shared_server: Server) -> None:
+    """GET head (5.11) carries each request's uniqueKey and url, up to 65,535 bytes each: its 1,000 requests were
+    131 MB in one answer (the attack run: +370 MB in the server for one such GET, +1 GB for four at once). It too
+    stops once they reach LIST_PAGE_BYTES (the first request always comes), in head order; a head under the budget
+    is whole, and the requests past the cut come once those before it are taken."""
+    long = 65_000
+    per_request = 2 * long + 8  # a uniqueKey and a url of about `long` bytes each
+    fit = -(-LIST_PAGE_BYTES // per_request)  # requests until the bytes before the next reach the budget
+    count = fit + 10
+    with shared_server.client() as c:
+        c.timeout = 120
+        qid = new_queue(c)
+        for start in range(0, count, 25):
+            batch = [{"uniqueKey": f"{i:08d}" + "k" * long, "url": "u" * long} for i in range(start, min(count, start + 25))]
+            r = c.post(f"{Q}/{qid}/requests/batch", json=batch)
+            assert r.status_code == 201, r.text
+        head = c.get(f"{Q}/{qid}/head", params={"limit": 1000}).json()["data"]
+        assert head["limit"] == 1000
+        keys = [item["uniqueKey"][:8] for item in head["items"]]
+        assert keys == [f"{i:08d}" for i in range(fit)]  # in head order, cut at the budget
+        assert len(c.get(f"{Q}/{qid}/head", params={"limit": 5}).json()["data"]["items"]) == 5
+        taken = c.post(f"{Q}/{qid}/head/lock", params={"lockSecs": 60, "limit": 25}).json()["data"]["items"]
+        assert [item["uniqueKey"][:8] for item in taken] == keys[:25]
+        rest = c.get(f"{Q}/{qid}/head", params={"limit": 1000}).json()["data"]["items"]
+        assert [item["uniqueKey"][:8] for item in rest] == [f"{i:08d}" for i in range(25, min(count, 25 + fit))]

@@ -75,6 +75,11 @@ _HEAD = f"""(SELECT {_HEAD_COLS}, order_seq FROM queue_requests
     (SELECT {_HEAD_COLS}, order_seq FROM queue_requests
         WHERE queue_id = $1 AND order_time > 0 AND order_time <= $2 ORDER BY order_time, order_seq LIMIT $3)
     ORDER BY order_time, order_seq LIMIT $3"""
+# The same, fewer once their uniqueKeys and urls reach $4 bytes (the first always comes): a running sum of the
+# lengths of the rows before each, which PostgreSQL reads from the values' headers; the rows past it are not sent.
+_HEAD_CUT = f"""SELECT {_HEAD_COLS} FROM (SELECT *, coalesce(sum(octet_length(unique_key) + octet_length(url))
+        OVER (ORDER BY order_time, order_seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+    FROM ({_HEAD}) head) cut WHERE before < $4 ORDER BY order_time, order_seq"""
 _ANY_LOCKED = """SELECT EXISTS(SELECT 1 FROM queue_requests WHERE queue_id = $1 AND order_time > $2)
     OR EXISTS(SELECT 1 FROM queue_requests WHERE queue_id = $1 AND order_time < -$2::bigint)"""
 _SAVE_STATE = f"""INSERT INTO queue_state (queue_id, {_STATE_COLS}) VALUES ($1, $2, $3, $4, $5, $6)
@@ -369,7 +374,7 @@ class PgQueues(QueueStorage):
             if modified is None:
                 raise NotFound(f"request queue {queue_id}")
             now = await self._now(conn)
-            rows = await conn.fetch(_HEAD, queue_id, now, limit)
+            rows = await conn.fetch(_HEAD_CUT, queue_id, now, limit, LIST_PAGE_BYTES)
             return rows, modified, await self._read_state(conn, queue_id)
 
         rows, modified, state = await self._db.run(q, retry=True)

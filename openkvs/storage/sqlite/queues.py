@@ -99,10 +99,28 @@ def _read_state(conn: sqlite3.Connection, queue_id: str) -> QueueState:
     return _to_state(conn.execute(f"SELECT {_STATE_COLS} FROM queue_state WHERE queue_id = ?", (queue_id,)).fetchone())
 
 
-def _head(conn: sqlite3.Connection, queue_id: str, now: int, limit: int) -> list[tuple[Any, ...]]:
-    rows = conn.execute(_FRONT, (queue_id, -now, limit)).fetchall()
-    if len(rows) < limit:
-        rows += conn.execute(_BACK, (queue_id, now, limit - len(rows))).fetchall()
+def _head(
+    conn: sqlite3.Connection, queue_id: str, now: int, limit: int, budget: int | None = None
+) -> list[tuple[Any, ...]]:
+    """The first ``limit`` available requests; with a ``budget``, fewer once their uniqueKeys and urls reach it
+    (in characters: at most the bytes), the rows read one at a time so that none past it is."""
+    if budget is None:
+        rows = conn.execute(_FRONT, (queue_id, -now, limit)).fetchall()
+        if len(rows) < limit:
+            rows += conn.execute(_BACK, (queue_id, now, limit - len(rows))).fetchall()
+        return rows
+    rows = []
+    size = 0
+    for sql, at in ((_FRONT, -now), (_BACK, now)):
+        cursor = conn.execute(sql, (queue_id, at, limit - len(rows)))
+        for row in cursor:
+            if size >= budget:
+                break
+            rows.append(row)
+            size += len(row[1]) + len(row[2])
+        cursor.close()
+        if len(rows) == limit or size >= budget:
+            break
     return rows
 
 
@@ -338,7 +356,7 @@ class SQLiteQueues(QueueStorage):
         now = self._now()
 
         def q(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], int, QueueState]:
-            rows = _head(conn, queue_id, now, limit)
+            rows = _head(conn, queue_id, now, limit, LIST_PAGE_BYTES)
             modified = conn.execute("SELECT modified_at FROM stores WHERE id = ?", (queue_id,)).fetchone()
             if modified is None:
                 raise NotFound(f"request queue {queue_id}")
