@@ -86,7 +86,8 @@ def test_the_readme_limits_are_the_codes() -> None:
         "flatten": f"more than {pipeline.MAX_FLATTENED_KEYS // 2**20} MiB of characters "
                    f"({pipeline.MAX_FLATTENED_KEYS:,}",
         "unwind": f"at most {items.MAX_HEADER_SCAN_CELLS:,} cells",
-        "depth": f"nest at most {jsontext.MAX_DEPTH} levels, a dataset push's {items.ITEM_MAX_DEPTH}",
+        "depth": f"nest at most {jsontext.MAX_DEPTH} levels, a dataset push's {items.ITEM_MAX_DEPTH}, a request\n"
+                 f"  queue's requests {jsontext.BODY_MAX_DEPTH};",
         "steps": f"{schema.CHECK_STEPS // 10**6} million validation steps",
     }
     assert {what: text for what, text in stated.items() if text not in limits} == {}
