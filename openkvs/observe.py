@@ -263,6 +263,8 @@ class Observe:
             # cycle of ~11 objects a request that only the garbage collector freed (~10k instructions a served
             # GET, in collections every few requests)
             del scope["openkvs.raw_send"]
+            if scope["method"] == "HEAD":  # the server writes no body for a HEAD, whatever the app handed over (a
+                sent = 0  # JSON answer's whole body, made for its Content-Length): the log and metrics say none went
             if downloading:
                 metrics.OPEN_DOWNLOADS.dec()
                 metrics.ZIP_BYTES.inc(sent)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -264,3 +265,28 @@ def test_head_answers_the_get_s_status_and_headers(world: dict[str, Any], name: 
     if "content-length" in framing:  # and its body is exactly that long (the ZIP's announced before its first byte)
         assert int(framing["content-length"]) == len(get.body)
     assert ("connection", "close") not in head.headers
+
+
+@pytest.mark.parametrize("path", ["/v2/key-value-stores/{store}", "/metrics", R + "/big", "/v2/nothing-here"])
+def test_the_access_log_counts_no_body_bytes_for_a_head(world: dict[str, Any], path: str) -> None:
+    """A HEAD's access-log line (and the body bytes metric, from the same count) says 0 bytes, as none were sent:
+    a JSON answer's handler makes its whole body for the Content-Length, and the log counted it as sent."""
+    s = world["server"]
+    marker = unique("probe")
+    target = _filled(path, world) + ("&" if "?" in path else "?") + f"probe={marker}"
+    conn = Conn(s.url)
+    try:
+        head = conn.ask("HEAD", target, {"Authorization": f"Bearer {s.token}"})
+        get = conn.ask("GET", target, {"Authorization": f"Bearer {s.token}"})
+    finally:
+        conn.close()
+    assert get.body
+    lines: list[str] = []
+    for _ in range(100):  # (written after the response)
+        lines = [line for line in s.log().splitlines() if marker in line]
+        if len(lines) == 2:
+            break
+        time.sleep(0.05)
+    head_line, get_line = sorted(lines, key=lambda line: '"GET ' in line)
+    assert f' {head.status} 0 ' in head_line, head_line
+    assert f' {get.status} {len(get.body)} ' in get_line, get_line
