@@ -68,9 +68,16 @@ class Conn:
             self._fill()
         return self._take(end + 2)[:-2]
 
-    def ask(self, method: str, target: str, headers: dict[str, str]) -> Answer:
+    def send(self, method: str, target: str, headers: dict[str, str]) -> None:
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.netloc}", *(f"{k}: {v}" for k, v in headers.items())]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+    def ask(self, method: str, target: str, headers: dict[str, str]) -> Answer:
+        self.send(method, target, headers)
+        return self.read(method, target)
+
+    def read(self, method: str, target: str) -> Answer:
+        """The next response on the connection, to a request of ``method``."""
         status_line = self._line()
         assert status_line.startswith(b"HTTP/1.1 "), status_line[:200]
         status = int(status_line.split()[1])
@@ -221,7 +228,10 @@ def _filled(text: str, world: dict[str, Any]) -> str:
     return text.format(**{k: v for k, v in world.items() if isinstance(v, str)})
 
 
-def _exchange(world: dict[str, Any], case: Case, first: str, then: str) -> tuple[Answer, Answer]:
+def _exchange(world: dict[str, Any], case: Case, first: str, then: str, pipelined: bool = False,
+              ) -> tuple[Answer, Answer]:
+    """``first`` then ``then`` on one connection, the second asked once the first's answer is read, or with
+    ``pipelined`` both at once (the second answer is then written as soon as the first is done)."""
     token = world["tokens"][case.token]
     headers = {_filled(k, world): _filled(v, world) for k, v in case.headers.items()}
     if token:
@@ -229,8 +239,13 @@ def _exchange(world: dict[str, Any], case: Case, first: str, then: str) -> tuple
     target = _filled(case.path, world)
     conn = Conn(world["server"].url)
     try:
-        a = conn.ask(first, target, headers)
-        b = conn.ask(then, target, headers)
+        if pipelined:
+            conn.send(first, target, headers)
+            conn.send(then, target, headers)
+            a, b = conn.read(first, target), conn.read(then, target)
+        else:
+            a = conn.ask(first, target, headers)
+            b = conn.ask(then, target, headers)
         assert conn.buf == b"", conn.buf[:200]
     finally:
         conn.close()
@@ -250,10 +265,10 @@ def _same(head: Answer, get: Answer, case: Case) -> None:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_head_answers_the_get_s_status_and_headers(world: dict[str, Any], name: str) -> None:
-    """HEAD then GET on one connection (the GET parses right after the HEAD's head), and GET then HEAD (a HEAD
-    after a GET's body); each HEAD's status and headers are its neighbouring GET's."""
+    """HEAD then GET on one connection, pipelined (the GET parses right after the HEAD's head), and GET then HEAD
+    (a HEAD after a GET's body); each HEAD's status and headers are its neighbouring GET's."""
     case = CASES[name]
-    head, get = _exchange(world, case, "HEAD", "GET")
+    head, get = _exchange(world, case, "HEAD", "GET", pipelined=True)
     assert get.status == case.status, (get.status, get.body[:300])
     assert head.body == b""
     _same(head, get, case)
@@ -290,3 +305,33 @@ def test_the_access_log_counts_no_body_bytes_for_a_head(world: dict[str, Any], p
     head_line, get_line = sorted(lines, key=lambda line: '"GET ' in line)
     assert f' {head.status} 0 ' in head_line, head_line
     assert f' {get.status} {len(get.body)} ' in get_line, get_line
+
+
+BODY_MAKERS = ("records-zip", "records-zip-safe-names", "records-zip-range", "record-big", "record-gz-decoded",
+               "record-big-range", "record-huge-decoded-far-range", "dataset-items", "dataset-items-signed")
+
+
+def test_a_head_makes_no_body(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What makes a GET's body (a ZIP's bytes, a record's read or decode, an export's rendering) is not run for a
+    HEAD: with each replaced by a failure, the HEADs answer as before (their Content-Length, a ZIP's exact size,
+    comes from what the storage knows, not from making the body)."""
+    from openkvs.api import download, items, records
+    from tests.inprocess import InProcessServer
+
+    if not isinstance(world["server"], InProcessServer):
+        pytest.skip("the server is another process: nothing here to replace")
+
+    def refused(*args: object, **kwargs: object) -> Any:
+        raise AssertionError("a HEAD made a body")
+
+    expected = {name: _exchange(world, CASES[name], "HEAD", "HEAD")[0] for name in BODY_MAKERS}
+    monkeypatch.setattr(download, "_archive_bytes", refused)
+    monkeypatch.setattr(records, "_record_bytes", refused)
+    monkeypatch.setattr(items, "render", refused)
+    for name in BODY_MAKERS:
+        head, again = _exchange(world, CASES[name], "HEAD", "HEAD")
+        assert (head.status, head.headers) == (again.status, again.headers) == (
+            expected[name].status, expected[name].headers), name
+        assert head.status == CASES[name].status, name
+    get = _exchange(world, CASES["records-zip"], "HEAD", "GET")[1]
+    assert get.status == 500  # (and a GET does make it: the replacement was in effect)
