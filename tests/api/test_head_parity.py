@@ -11,12 +11,13 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import TLS, Server
+from tests.conftest import TLS, Server, make_server
 
 from . import unique
 
@@ -335,3 +336,29 @@ def test_a_head_makes_no_body(world: dict[str, Any], monkeypatch: pytest.MonkeyP
         assert head.status == CASES[name].status, name
     get = _exchange(world, CASES["records-zip"], "HEAD", "GET")[1]
     assert get.status == 500  # (and a GET does make it: the replacement was in effect)
+
+
+def test_a_head_over_the_rate_limit_answers_the_get_s_429(tmp_path: Path) -> None:
+    """The 429 (with Retry-After and the limit's X-RateLimit-Limit) is the same for HEAD and GET: a record's, a
+    store's. The limiter's clock stands still, so the budget, once spent, stays spent."""
+    from tests.ratelimit.helpers import FakeClock
+
+    s = make_server(tmp_path, "sqlite", "--rate-limits", "on", "--rate-limit-records-per-second", "2",
+                    "--rate-limit-store-per-second", "2", in_process=True, clock=FakeClock())
+    try:
+        with s.client() as c:
+            store = c.post("/v2/key-value-stores", params={"name": unique("rl")}).raise_for_status().json()["data"]
+            c.put(f"/v2/key-value-stores/{store['id']}/records/k", content=b"v").raise_for_status()
+        auth = {"Authorization": f"Bearer {s.token}"}
+        for target in (f"/v2/key-value-stores/{store['id']}/records/k", f"/v2/key-value-stores/{store['id']}/keys"):
+            conn = Conn(s.url)
+            try:
+                while conn.ask("GET", target, auth).status != 429:
+                    pass
+                head, get = conn.ask("HEAD", target, auth), conn.ask("GET", target, auth)
+            finally:
+                conn.close()
+            assert head.status == 429 and head.body == b"" and ("retry-after" in dict(head.headers))
+            _same(head, get, CASES["record-plain"])
+    finally:
+        s.stop()
