@@ -188,6 +188,41 @@ class Cycle(RequestResponseCycle):
         self.transport.write(b"".join(content))
 
 
+class Http10Cycle(Cycle):
+    """A response to an HTTP/1.0 request (server.py makes one of these for it). Never chunked: RFC 9112 6.1 forbids
+    Transfer-Encoding in an answer to HTTP/1.0, whose client would read the chunks' framing as the body (uvicorn
+    sends it anyway). A body without a Content-Length (an export) goes out as it comes and ends with the connection,
+    which HTTP/1.0 closes after every response here (server.py: no keep-alive for 1.0)."""
+
+    _until_close = False  # the body's end is the connection's close
+
+    def send(self, message: Any) -> Any:  # type: ignore[override]
+        if message["type"] == "http.response.start" and not self.response_started:
+            headers = [h for h in message.get("headers", ()) if bytes(h[0]).lower() != b"transfer-encoding"]
+            if (
+                not any(bytes(h[0]).lower() == b"content-length" for h in headers)
+                and self.scope["method"] != "HEAD"
+                and message["status"] not in (204, 304)
+            ):
+                self._until_close = True
+                self.chunked_encoding = False  # (so neither head writer adds Transfer-Encoding)
+            return Cycle.send(self, {**message, "headers": headers})
+        if self._until_close and message["type"] == "http.response.body" and not self.response_complete:
+            return self._write_until_close(message)
+        return Cycle.send(self, message)
+
+    async def _write_until_close(self, message: Any) -> None:
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()  # (back-pressure, as uvicorn's send waits)
+        if self.disconnected:
+            return
+        body = _joined(message).get("body", b"")
+        if body:
+            self.transport.write(body)
+        if not message.get("more_body", False):
+            self._complete()
+
+
 def _joined(message: Any) -> Any:
     """``message`` as uvicorn's ``send`` takes it: a body of BUFFERS joined."""
     buffers = message.get(BUFFERS)

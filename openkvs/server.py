@@ -49,7 +49,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from openkvs import errors, metrics
 from openkvs.config import Settings
-from openkvs.cycle import BUFFERS, Cycle
+from openkvs.cycle import BUFFERS, Cycle, Http10Cycle
 from openkvs.observe import Observe
 
 log = logging.getLogger("openkvs")
@@ -276,7 +276,7 @@ class HttpProtocol(HttpToolsProtocol):
         transport: Any = self.transport
         if not self.expect_100_continue and method != b"HEAD":
             transport = _HeadWithBody(transport)
-        self.cycle = cycle = Cycle(
+        self.cycle = cycle = (Cycle if http_version != "1.0" else Http10Cycle)(
             scope=scope,
             transport=transport,
             flow=self.flow,
