@@ -48,14 +48,13 @@ def test_a_head_leaves_the_connection_ready_for_the_next_request(ds) -> None:
     """Its Transfer-Encoding says how the GET's body would come: no chunk (not even the last, empty one) follows a
     HEAD's head, or the next response on the kept-alive connection would be read from it."""
     import socket
-    import ssl
     from urllib.parse import urlsplit
 
     s, did = ds
     url = urlsplit(s.url)
     sock = socket.create_connection((url.hostname, url.port), timeout=30)
     if url.scheme == "https":
-        sock = ssl.create_default_context(cafile=TLS).wrap_socket(sock, server_hostname=url.hostname)
+        sock = TLS.wrap_socket(sock, server_hostname=url.hostname)  # (TLS: the suite's context, not a file)
     with sock:
         head = (f"HEAD /v2/datasets/{did}/items?format=jsonl&limit=1 HTTP/1.1\r\nHost: {url.netloc}\r\n"
                 f"Authorization: Bearer {s.token}\r\n\r\n")
