@@ -440,8 +440,10 @@ async def render(
             yield start
         # Pieces of about one send (not PIECE_BYTES): a client that stops reading holds a rendered piece, the one
         # read ahead and storage's next in the server's memory (18 MiB with 4 MiB pieces, 4-11 MiB with these).
+        # Storage's pieces as its buffers (its rows, not joined), rendered each, the lines sent as buffers too.
         rows_of = _rows_of(shape)
-        async for joined in readahead(snap.joined(lo, hi, desc=desc, batch=EXPORT_BATCH, size=SEND_PIECE)):
+        pieces = snap.joined(lo, hi, desc=desc, batch=EXPORT_BATCH, size=SEND_PIECE, buffers=True)
+        async for joined in readahead(pieces):
             yield await anyio.to_thread.run_sync(renderer.joined_rows, joined, rows_of)
         yield renderer.end()
         return

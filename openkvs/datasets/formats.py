@@ -105,7 +105,7 @@ class Renderer:
         """Whether ``joined_rows`` takes storage's joined pieces of unchanged items (csv, by _ccsv.c)."""
         return False
 
-    def joined_rows(self, joined: bytes, rows_of: Callable[[bytes], list[dict[str, Any]]]) -> bytes:
+    def joined_rows(self, joined: Piece, rows_of: Callable[[bytes], list[dict[str, Any]]]) -> Piece:
         raise TypeError(f"{self.options.name} can't render joined pieces")
 
     # raw_joined(items joined by raw_separator): the pieces of what raw_json gives for those items, from storage's
@@ -226,16 +226,31 @@ class CsvRenderer(TabularRenderer):
         """Whether ``joined_rows`` takes storage's joined pieces (_ccsv.c is there for these columns; after start)."""
         return self._table is not None
 
-    def joined_rows(self, joined: bytes, rows_of: Callable[[bytes], list[dict[str, Any]]]) -> bytes:
+    def joined_rows(self, joined: Piece, rows_of: Callable[[bytes], list[dict[str, Any]]]) -> Piece:
         """``stored_rows`` of the stored items in ``joined`` (storage's joined piece: items separated by b"\\n"),
-        without a bytes object per item: _ccsv.c finds them in the piece. Only when ``renders_joined``."""
+        without a bytes object per item: _ccsv.c finds them in the piece. Only when ``renders_joined``. A piece of
+        buffers (storage's rows, each items joined by b"\\n" after at most one b"\\n" of the join) gives the lines
+        of each buffer, as a list: neither the rows nor their lines joined into one object."""
         assert self._table is not None
+        if not isinstance(joined, list):
+            return self._joined_lines(joined, 0, rows_of)
+        out: list[bytes | memoryview] = []
+        for part in joined:
+            at = 1 if part[:1] == b"\n" else 0
+            if at < len(part):
+                out.append(self._joined_lines(part, at, rows_of))
+        return out
+
+    def _joined_lines(
+        self, joined: bytes | memoryview, at: int, rows_of: Callable[[bytes], list[dict[str, Any]]]
+    ) -> bytes:
         pieces = []
-        at, n = 0, len(joined)
+        n = len(joined)
         while at < n:
             piece, at = _ccsv.joined_lines(self._table, joined, at)
             pieces.append(piece)
             if at < n:  # an item left to Python: the general path for it, then the C again after it
+                joined = bytes(joined)  # (a view, a cut row: bytes to search; a bytes object stays itself)
                 end = joined.find(b"\n", at)
                 end = n if end < 0 else end
                 pieces.append(self.rows(rows_of(joined[at:end])))

@@ -82,3 +82,34 @@ def test_joined_lines_keep_nothing():
     for start in (0, 18, 29, len(joined)):
         deltas, grown = _kept(lambda start=start: _ccsv.joined_lines(table, joined, start), table, joined)
         assert deltas == [0, 0] and grown < 4096, (start, deltas, grown)
+
+
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
+@given(items=ITEMS, left=st.lists(st.sampled_from([x for x in LEFT if b"\n" not in x]), max_size=2),
+       style=st.sampled_from(["sqlite", "postgres"]), views=st.booleans(), data=st.data())
+@example(items=[{"a": 1}, {"a": "x"}, {"b": 2}], left=[b'{"a":1e5}'], style="sqlite", views=True, data=None)
+def test_joined_rows_of_buffers_are_the_python_paths(items, left, style, views, data):
+    """A piece of buffers (``ItemSnapshot.joined(buffers=True)``): SQLite's rows with b"\\n" as buffers of their
+    own between them (a cut row a memoryview), PostgreSQL's runs of items each after the b"\\n" of the join. Its
+    lines, one buffer per run, are the Python path's of its items, an item left to Python in a view too."""
+    batch = [itemjson.stdlib_encode(item) for item in items]
+    for i, raw in enumerate(left):
+        batch.insert(min(len(batch), 2 * i + 1), raw)
+    if not batch:
+        return
+    runs, at = [], 0  # the items cut into runs of 1-3
+    while at < len(batch):
+        n = data.draw(st.integers(1, 3)) if data is not None else 2
+        runs.append(b"\n".join(batch[at : at + n]))
+        at += n
+    if views:  # (a view of a larger object, as a cut row is)
+        runs = [memoryview(b"x\n" + run + b"\ny")[2:-2] for run in runs]
+    if style == "sqlite":
+        parts = [b"\n"] * (2 * len(runs) - 1)
+        parts[::2] = runs
+    else:
+        parts = [runs[0], *(b"\n" + bytes(run) for run in runs[1:])]
+    columns = columns_for(items, [], data) if items and data is not None else ["a", "b"]
+    got = csv_renderer(columns).joined_rows(parts, rows_of)
+    assert isinstance(got, list) and len(got) == len(runs)
+    assert b"".join(got) == python_path(batch, columns)
