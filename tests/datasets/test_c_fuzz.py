@@ -500,11 +500,16 @@ def fuzz_csv(ccsv: Any, cases: int, seed: int) -> tuple[int, int]:
     rendered = 0
     for _ in range(cases // 4):
         items: list[Any] = []
+        last = b""
         for _ in range(rng.choice((1, 2, 4))):
-            try:  # a stored item (Python's encoder, as a push stores it) or any JSON text, maybe damaged
-                raw = itemjson.stdlib_encode(json.loads(gen.object(3)))
-            except (ValueError, RecursionError):
-                raw = gen.object(3).encode("utf-8", "surrogatepass")
+            if last and rng.random() < 0.5:  # the last item again (the C follows its keys: a plan), maybe damaged
+                raw = last
+            else:
+                try:  # a stored item (Python's encoder, as a push stores it) or any JSON text, maybe damaged
+                    raw = itemjson.stdlib_encode(json.loads(gen.object(3)))
+                except (ValueError, RecursionError):
+                    raw = gen.object(3).encode("utf-8", "surrogatepass")
+            last = raw
             if rng.random() < 0.5:
                 raw = mutate(rng, raw)
             items.append(raw if rng.random() < 0.97 else raw.decode("latin-1"))  # (not bytes: stops the C)

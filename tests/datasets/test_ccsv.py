@@ -321,3 +321,125 @@ def test_an_object_of_many_keys_is_left_to_python():
     assert _ccsv.lines(table, batch, 2) == (b"v,0,\r\n", 3)
     assert csv_renderer(columns, ",").stored_rows(batch, rows_of) == python_path(batch, columns, ",") == (
         b"v,0,\r\nu,0,299\r\nv,0,\r\n")
+
+
+# -- the plan: _ccsv.c follows the steps (keys, elements) of the last item walked, comparing each key's bytes with
+# the remembered ones, and walks generally from the first step that differs. Each sequence below is rendered from
+# every start (a plan is made anew in each call, from its first item) and compared with the Python path.
+
+
+def assert_lines_are_pythons(items, columns, delimiter=","):
+    batch = [item if isinstance(item, bytes) else itemjson.stdlib_encode(item) for item in items]
+    table = _ccsv.prepare(columns, delimiter)
+    for start in range(len(batch)):
+        got, stop = _ccsv.lines(table, batch, start)
+        assert got == python_path(batch[start:stop], columns, delimiter), (start, stop)
+        if any(b"\n" in raw for raw in batch):  # (not one piece of joined items: they hold none)
+            continue
+        joined = b"\n".join(batch[start:])
+        got_joined, at = _ccsv.joined_lines(table, joined, 0)
+        assert got_joined == got
+        assert at == (len(joined) if stop == len(batch) else sum(len(raw) + 1 for raw in batch[start:stop]))
+    assert csv_renderer(columns, delimiter).stored_rows(batch, rows_of) == python_path(batch, columns, delimiter)
+    return _ccsv.lines(table, batch, 0)[1]  # how many the C rendered from the first
+
+
+PLAN_SEQUENCES = {
+    "same keys, another order": [{"a": 1, "b": 2, "c": 3}, {"b": "x", "a": "y", "c": "z"}, {"c": 1, "b": 2, "a": 3},
+                                 {"a": 4, "b": 5, "c": 6}],
+    "a key missing, one extra": [{"a": 1, "b": 2, "c": 3}, {"a": 4, "c": 6}, {"a": 7, "b": 8, "x": 0, "c": 9},
+                                 {"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 2}, {"a": 1, "b": 2, "c": 3, "d": 4}],
+    "a key a prefix of the other": [{"ab": 1, "abc": 2}, {"abc": 3, "ab": 4}, {"a": 5, "ab": 6}, {"abcd": 7},
+                                    {"ab": 8}, {"abc": 9}, {"": 10}, {"ab": 11}],
+    "value type changes": [{"a": {"b": 1}, "c": 2}, {"a": 1, "c": 3}, {"a": [1, 2], "c": 4}, {"a": "s", "c": 5},
+                           {"a": {"b": {"d": 1}}, "c": 6}, {"a": {}, "c": 7}, {"a": [], "c": 8},
+                           {"a": {"b": 9}, "c": 10}, {"a": [[3]], "c": 11}, {"a": None, "c": 12}],
+    # a path learnt as a container's, then a leaf's: its column is looked up then, its path written from the keys
+    "container, then scalar": [{"x": {"y": {"z": 1}}, "w": 0}, {"x": {"y": 5}, "w": 1}, {"x": {"y": {"z": 2}}},
+                               {"x": {"y": "t"}}, {"x": {"y": [7]}}, {"x": {"y": True}}],
+    "inner keys change": [{"s": {"a": 1, "b": 2}, "t": 0}, {"s": {"a": 3, "c": 4}, "t": 5},
+                          {"s": {"b": 6, "a": 7}, "t": 8}, {"s": {"a": 1, "b": 2, "c": 3}, "t": 9},
+                          {"s": {"a": {"b": 1}}, "t": 1}, {"s": {"a": 1, "b": 2}, "t": 0}],
+    "alternating": [{"a": 1, "b": {"c": 2}}, {"b": {"c": 3}, "a": 4}] * 4,
+    "arrays": [{"t": [1, 2, 3]}, {"t": [4, 5]}, {"t": [6, 7, 8, 9]}, {"t": [[1], 2]}, {"t": [{"a": 1}]},
+               {"t": {"0": 5, "1": 6}}, {"t": [5, 6]}, {"t": [[1, 2]]}, {"t": [[1], [2]]}, {"t": []}, {"t": [7]}],
+    "escaped keys": [b'{"a":1,"b":2}', b'{"\\u0061":3,"b":4}', b'{"\\u0061":5,"b":6}', b'{"a":7,"\\u0062":8}',
+                     b'{"a":9,"b":10}', b'{"a\\"b":1,"a":2}', b'{"a\\"b":3,"a":4}',
+                     # a key with escapes is decoded into scratch, which the next item's strings overwrite
+                     b'{"x":"\\u00e9","\\u0061":1}', b'{"x":"\\u0062\\u0062\\u0062","b":5}'],
+    "whitespace": [b'{"a":1,"b":{"c":2}}', b'{ "a" : 1 , "b" : { "c" : 3 } }', b'{"a":1,"b":{"c":4}}',
+                   b'{"a"\t:\r5,\r"b":{"c"  :6}}', b'{"a":1,\n"b":{"c":7}}'],
+    "long keys": [{"description of it": 1, "k" * 40: 2, "ab" * 8: 3}, {"description of iT": 4, "k" * 40: 5},
+                  {"description of it": 6, "k" * 39 + "K": 7, "ab" * 8: 8},
+                  {"description of it": 9, "k" * 40: 10, "ab" * 7 + "aB": 11}],
+    # paths longer than any column (not kept), and a walk leaving the plan inside one
+    "paths too long": [{"p": {"q" * 30: {"r": 1}, "x": 2}}, {"p": {"q" * 30: {"r": 3, "s": 4}, "x": 5}},
+                       {"p": {"q" * 30: {"s": 6}, "x": 7}}, {"p": {"x": 8}}],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLAN_SEQUENCES))
+def test_shapes_that_change_from_item_to_item(name):
+    items = PLAN_SEQUENCES[name]
+    parsed = [itemjson.load(item) if isinstance(item, bytes) else item for item in items]
+    columns = columns_for(parsed, ["ab", "abc", "a/b/d", "t/0/0", "x/y"], None)
+    assert assert_lines_are_pythons(items, columns) == len(items)
+    assert assert_lines_are_pythons(items, list(reversed(columns)), ";") == len(items)
+
+
+@pytest.mark.parametrize("n", range(1, 20))
+def test_a_key_that_differs_from_the_plans_in_one_byte(n):
+    """The plan compares a key's bytes with the remembered key's (8, 4 or 1 at a time, by its length): a key that
+    differs in any one byte is another key."""
+    key = "".join(chr(ord("a") + i) for i in range(n))
+    items = [{key: 0}]
+    for i in range(n):
+        items += [{key[:i] + "_" + key[i + 1:]: i + 1}, {key: -i}]
+    columns = list(dict.fromkeys(k for item in items for k in item))
+    assert assert_lines_are_pythons(items, columns) == len(items)
+
+
+def test_fallbacks_right_after_a_plan():
+    """An item the C leaves to Python (a repeated key, a number that is not repr, invalid UTF-8, too deep) after
+    items whose keys it has followed: still left, at the same item."""
+    good = {"a": 1, "b": {"c": 2}, "d": "x"}
+    columns = ["a", "b/c", "d", "b"]
+    for bad in [b'{"a":1,"a":2}', b'{"a":1,"b":{"c":2},"a":3}', b'{"a":1,"b":{"c":2,"c":3}}',
+                b'{"a":1,"b":{"c":2},"d":"x","a":4}', b'{"a":1,"b":{"c":1e5}}', b'{"a":1,"b":{"c":2},"d":"\xff"}',
+                b'{"a":1,"\\u0061":2}', b'{"a":1,"b":{"c":' + b"[" * 300 + b"]" * 300 + b"}}", b'{"a":-0}',
+                b'{"a":1,"b":{"c":2},"d":"x"} x', b'{"a":1,"b":{"c":2},"d":"x"']:
+        batch = [itemjson.stdlib_encode(good)] * 3 + [bad] + [itemjson.stdlib_encode({"d": "y", "a": 5})] * 2
+        table = _ccsv.prepare(columns, ",")
+        assert _ccsv.lines(table, batch, 0) == (python_path(batch[:3], columns), 3), bad
+        assert _ccsv.lines(table, batch, 4) == (python_path(batch[4:], columns), 6), bad
+        try:
+            itemjson.load(bad)
+        except ValueError:
+            continue
+        assert assert_lines_are_pythons(batch, columns) == 3
+
+
+def test_a_plan_of_more_steps_than_it_keeps():
+    """A plan keeps the first 1,024 steps of an item: an item of more is followed up to there, then walked."""
+    items = [{"t": list(range(2000)), "u": 1}, {"t": list(range(2000)), "u": 2}, {"t": list(range(1500)), "u": 3},
+             {"t": list(range(2001)), "u": 4}, {"t": list(range(2000)), "v": 5}]
+    columns = ["t/0", "t/1022", "t/1023", "t/1024", "t/1999", "t/2000", "u", "v"]
+    assert assert_lines_are_pythons(items, columns) == len(items)
+
+
+# Items of a few keys, often the same ones in the same order or nearly: the plan is followed, then left anywhere.
+PLAN_KEYS = st.sampled_from(["a", "b", "ab", "a/b", "0", "é", "q\"k", "x" * 9])
+PLAN_VALUES = st.recursive(st.none() | st.integers(-3, 3) | st.sampled_from(["", "s", "t,u", 0.5, True]),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(PLAN_KEYS, inner, max_size=3),
+                           max_leaves=6)
+PLAN_ITEMS = st.lists(st.dictionaries(PLAN_KEYS, PLAN_VALUES, max_size=4), min_size=1, max_size=6)
+
+
+@settings(max_examples=examples(500), suppress_health_check=[HealthCheck.too_slow])
+@given(shapes=PLAN_ITEMS, order=st.lists(st.integers(0, 5), min_size=1, max_size=12),
+       form=st.sampled_from(FAITHFUL), data=st.data())
+def test_repeated_shapes_are_the_python_paths(shapes, order, form, data):
+    items = [shapes[i % len(shapes)] for i in order]
+    batch = [FORMS[form](item) for item in items]
+    columns = columns_for(items, ["a/0", "b/a"], data)
+    assert assert_lines_are_pythons(batch, columns) == len(batch)
