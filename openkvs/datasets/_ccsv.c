@@ -245,6 +245,22 @@ static void ws(Walk *w)
         w->p++;
 }
 
+/* Whether the next token is the byte c (after any whitespace); then w->p is past it. (Stored JSON is compact: c
+   is there, without the calls of ws() that were a twentieth of the walk.) */
+static inline int next_is(Walk *w, unsigned char c)
+{
+    if (w->p < w->end && *w->p == c) {
+        w->p++;
+        return 1;
+    }
+    ws(w);
+    if (w->p < w->end && *w->p == c) {
+        w->p++;
+        return 1;
+    }
+    return 0;
+}
+
 /* The flags of one decoded ASCII byte. */
 static int ascii_flags(const Table *t, unsigned char c)
 {
@@ -767,21 +783,17 @@ static inline Py_ssize_t cell_column(Walk *w, uint64_t h, Py_ssize_t plen, Py_ss
 
 /* -- the walk of one item, continued -------------------------------------------------------------------------- */
 
-/* What follows a member or an element: ',' and another (MORE), or ``close`` ending the container (OK). */
+/* What follows a member or an element: ',' and another (MORE), or ``close`` ending the container (OK). (The
+   whitespace after ',' is the next member's or element's: next_is() or value() skips it.) */
 static int separator(Walk *w, char close)
 {
-    ws(w);
-    if (w->p >= w->end)
-        return BAIL;
-    if (*w->p == ',') {
-        w->p++;
-        ws(w);
+    if (next_is(w, ','))
         return MORE;
+    if (w->p < w->end && *w->p == close) { /* (next_is(w, ',') skipped the whitespace) */
+        w->p++;
+        return OK;
     }
-    if (*w->p != close)
-        return BAIL;
-    w->p++;
-    return OK;
+    return BAIL;
 }
 
 static int object(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
@@ -794,9 +806,8 @@ static int object(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
         return OK;
     }
     for (;;) {
-        if (w->p >= w->end || *w->p != '"')
+        if (!next_is(w, '"'))
             return BAIL;
-        w->p++;
         if (w->nkeys - base >= MAX_OBJECT_KEYS)
             return BAIL;
         const char *key;
@@ -843,11 +854,8 @@ static int object(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
         w->keys[w->nkeys].n = klen;
         w->keys[w->nkeys].h = kh;
         w->nkeys++;
-        ws(w);
-        if (w->p >= w->end || *w->p != ':')
+        if (!next_is(w, ':'))
             return BAIL;
-        w->p++;
-        ws(w);
         if ((r = value(w, depth + 1, kh, klenpath, si)) != OK)
             return r;
         if ((r = separator(w, '}')) == MORE)
@@ -905,7 +913,10 @@ static void leaf(Walk *w, uint64_t h, Py_ssize_t plen, Py_ssize_t si, const char
 /* A value whose path is w->path[0:plen] (hash h; plen -1: too long for any column), the value of step si. */
 static int value(Walk *w, int depth, uint64_t h, Py_ssize_t plen, Py_ssize_t si)
 {
-    if (depth > MAX_DEPTH || w->p >= w->end)
+    if (depth > MAX_DEPTH)
+        return BAIL;
+again:
+    if (w->p >= w->end)
         return BAIL;
     switch (*w->p) {
     case '{':
@@ -938,6 +949,12 @@ static int value(Walk *w, int depth, uint64_t h, Py_ssize_t plen, Py_ssize_t si)
             return BAIL;
         leaf(w, h, plen, si, NULL, 0, 0); /* null writes an empty cell over an earlier leaf of its path */
         return OK;
+    case ' ':
+    case '\t':
+    case '\n':
+    case '\r': /* whitespace before the value (not in stored JSON, which is compact) */
+        ws(w);
+        goto again;
     default:
         return number(w, cell_column(w, h, plen, si));
     }
@@ -1179,25 +1196,33 @@ static PyObject *joined_lines(PyObject *Py_UNUSED(self), PyObject *args)
         PyErr_SetString(PyExc_IndexError, "start out of range");
         goto done;
     }
-    Py_ssize_t count = 0, longest = 0, done = 0;
-    if (start < data.len) { /* items: one more than the separators after start */
-        count = 1;
-        for (const char *p = base + start; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
-            count++;
-    }
-    spans = PyMem_Malloc(((size_t)count + 1) * sizeof(Span));
+    /* The items, in one pass over the bytes (a pass to count them first cost 2% of the rendering): spans grown as
+       they come, from a guess of one item per 256 bytes. */
+    Py_ssize_t count = 0, cap = (data.len - start) / 256 + 16, longest = 0, done = 0;
+    spans = PyMem_Malloc((size_t)cap * sizeof(Span));
     if (spans == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    const char *p = base + start;
-    for (Py_ssize_t k = 0; k < count; k++) {
+    /* (items: one more than the separators after start, when there is a byte after start) */
+    for (const char *p = base + start; start < data.len;) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *stop = nl != NULL ? nl : end;
-        spans[k] = (Span){p, stop - p};
+        if (count == cap) {
+            cap *= 2;
+            Span *grown = PyMem_Realloc(spans, (size_t)cap * sizeof(Span));
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            spans = grown;
+        }
+        spans[count++] = (Span){p, stop - p};
         if (stop - p > longest)
             longest = stop - p;
-        p = stop + 1;
+        if (nl == NULL)
+            break;
+        p = nl + 1;
     }
     /* (the buffer is held until the call returns: bytes, which nothing changes) */
     if ((text = render(t, spans, count, longest, data.len - start, &done)) != NULL)
