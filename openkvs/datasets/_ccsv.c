@@ -901,8 +901,17 @@ static int array(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
             ilen = extend(w, h, plen, d, digits + sizeof digits - d, &ih);
             si = learn(w, STEP_ELEMENT, depth, NULL, 0, ih, ilen);
         }
-        if ((r = value(w, depth + 1, ih, ilen, si)) != OK)
+        if (w->p < w->end && *w->p == '"' && depth + 1 <= MAX_DEPTH) { /* as in object() */
+            const char *text;
+            Py_ssize_t len;
+            int flags;
+            w->p++;
+            if ((r = string(w, &text, &len, &flags)) != OK)
+                return r;
+            leaf(w, ih, ilen, si, text, len, flags);
+        } else if ((r = value(w, depth + 1, ih, ilen, si)) != OK) {
             return r;
+        }
         if ((r = separator(w, ']')) != MORE)
             return r;
     }
