@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import anyio
 
 from ..base import StorageDamaged, StorageFull, StorageUnavailable
+from .checkpoints import Checkpoints
 from .onthread import run_to_end
 
 T = TypeVar("T")
@@ -26,7 +27,6 @@ T = TypeVar("T")
 log = logging.getLogger("openkvs")
 
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
-WAL_AUTOCHECKPOINT = 1000  # pages: SQLite's default, which the writer connection keeps
 # Connections of ended snapshots kept for the next one: a connect (and its first statement's schema read) costs
 # ~0.2 ms of CPU, against ~5 us to reuse one: a dataset page read (apify-client's list_items) opens a snapshot.
 SNAPSHOTS_KEPT = 4
@@ -119,8 +119,7 @@ class Database:
         self._queue: list[_Job] = []  # writes waiting for the next group commit
         self._leading = False  # a group is being committed (its leader answers the queued ones after)
         self._next: asyncio.Future[None] | None = None  # the task leading the next group, kept referenced
-        self._inline_commits = 0  # write_small's commits since its last checkpoint
-        self._checkpointing: asyncio.Future[None] | None = None
+        self._checkpoints: Checkpoints | None = None  # the WAL's, beside the writes (checkpoints.py)
         self.closed = True
 
     def connect(self, *, readonly: bool, busy_timeout: float | None = None) -> sqlite3.Connection:
@@ -140,6 +139,10 @@ class Database:
 
     def start(self, writer: sqlite3.Connection) -> None:
         """On the event loop: ``writer`` (a ``connect(readonly=False)``) becomes the writer, reads may begin."""
+        writer.execute("PRAGMA wal_autocheckpoint = 0")  # (a thread of its own does them: checkpoints.py)
+        self._checkpoints = Checkpoints(
+            lambda: self.connect(readonly=False, busy_timeout=0), self.path.with_name(self.path.name + "-shm")
+        )
         self._wconn = writer
         self._wlimiter = anyio.CapacityLimiter(1)
         self.closed = False
@@ -170,6 +173,8 @@ class Database:
             self._kept = []
         for conn in conns:
             conn.close()
+        if self._checkpoints is not None:
+            self._checkpoints.close()
         if self._wconn is not None:
             self._wconn.close()
             self._wconn = None
@@ -298,6 +303,7 @@ class Database:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._committed()
         return result
 
     def writer_queue(self) -> int:
@@ -327,6 +333,7 @@ class Database:
                     return
                 conn.execute("COMMIT")
                 committed.append(True)
+                self._committed()
                 return
             for job in jobs:
                 conn.execute("SAVEPOINT job")
@@ -341,6 +348,7 @@ class Database:
                 conn.execute("RELEASE job")
             conn.execute("COMMIT")
             committed.append(True)
+            self._committed()
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -373,7 +381,7 @@ class Database:
         thread hops that cost more than the transaction (and, on a busy machine, a wait for a core each). It
         never waits here: should the database be locked (another process's write, a checkpoint) it goes the
         usual way, through the writer thread, which may wait. Not with ``fsync`` (COMMIT would wait for the
-        disk); the WAL is checkpointed in the writer thread, never by these commits (see ``_checkpoint``)."""
+        disk); the WAL is checkpointed beside, in a thread of its own (checkpoints.py), never by these commits."""
         await asyncio.sleep(0)  # a turn for the other tasks first, as the hop would give: a task writing in a loop
         limiter, conn = self._wlimiter, self._wconn  # must not keep the event loop to itself
         if self.fsync or self._leading or self._queue or limiter is None or conn is None or self.closed:
@@ -384,7 +392,6 @@ class Database:
             return await self.write(fn, *args)
         try:
             conn.execute("PRAGMA busy_timeout = 0")
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -403,30 +410,19 @@ class Database:
                     if isinstance(exc, sqlite3.Error):
                         raise translate(exc) from exc
                     raise
-                finally:
-                    self._inline_commits += 1
+                self._committed()
         finally:
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             limiter.release()
-            if self._inline_commits >= WAL_AUTOCHECKPOINT // 4 and self._checkpointing is None:
-                self._inline_commits = 0
-                self._checkpointing = asyncio.ensure_future(self._checkpoint())
         if busy:
             return await self.write(fn, *args)
         return result
 
-    async def _checkpoint(self) -> None:
-        """What SQLite's automatic checkpoint does after a commit, for the commits of ``write_small``: copy the
-        WAL into the database, in the writer thread (it may take a while, and it fsyncs the database file)."""
-        try:
-            await self.write_raw(
-                lambda conn: None if self.closed else conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            )
-        except Exception as exc:  # the next commit through the writer thread checkpoints anyway
-            log.warning("WAL checkpoint failed: %s", exc)
-        finally:
-            self._checkpointing = None
+    def _committed(self) -> None:
+        """After a commit of the writer connection: the WAL checkpointed beside the writes once it is long enough
+        (checkpoints.py)."""
+        if self._checkpoints is not None:
+            self._checkpoints.after_commit()
 
     async def _lead(self) -> None:
         """Commit the queued writes as one group, answer them, and leave any that came meanwhile to a task."""
@@ -469,4 +465,7 @@ class Database:
         conn = self._wconn
         if conn is None or self.closed:
             raise StorageUnavailable("storage is closed")
-        return _ended(fn(conn, *args))
+        try:
+            return _ended(fn(conn, *args))
+        finally:
+            self._committed()  # (whatever ``fn`` committed)

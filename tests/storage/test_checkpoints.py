@@ -1,0 +1,110 @@
+"""SQLite's WAL checkpoints run in a thread of their own (openkvs/storage/sqlite/checkpoints.py), not inside the
+writer's COMMITs: writes go on while one runs, the WAL is copied into the database once it holds FRAMES that the
+file lacks, and closing waits for a checkpoint that runs, then removes the WAL as before."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from openkvs.storage.sqlite import SQLiteStorage
+from openkvs.storage.sqlite import checkpoints as ck
+
+from .test_datasets import make_push, new_dataset, union
+
+pytestmark = pytest.mark.anyio
+
+PUSH = [{"i": i, "pad": "p" * 400} for i in range(1000)]  # ~110 pages of the WAL
+
+
+def checkpointed_by_sqlite(db: Path) -> tuple[int, int]:
+    """A PASSIVE checkpoint from a connection of the test's: (frames in the WAL, frames it copied)."""
+    conn = sqlite3.connect(db)
+    try:
+        _, log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(log), int(copied)
+    finally:
+        conn.close()
+
+
+async def until(check, seconds: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "not within the time"
+        await anyio.sleep(0.05)
+
+
+async def test_writes_go_on_while_a_checkpoint_runs_and_the_wal_is_copied_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    started = threading.Event()
+    run = ck.Checkpoints._run
+
+    def held(self: ck.Checkpoints) -> None:  # a checkpoint that takes as long as the test wants
+        started.set()
+        release.wait(60)
+        run(self)
+
+    monkeypatch.setattr(ck.Checkpoints, "_run", held)
+    async with SQLiteStorage(tmp_path / "data", background=False) as st:
+        checkpoints = st._db._checkpoints
+        assert checkpoints is not None
+        sid = await new_dataset(st)
+        pushes = 0
+        while not started.is_set():  # until the WAL holds FRAMES the file lacks, and a checkpoint begins
+            await st.datasets.push(sid, make_push(PUSH), union)
+            pushes += 1
+            assert pushes < 100
+        lacking = checkpoints.lacking()
+        assert lacking is not None and lacking >= ck.FRAMES
+        for _ in range(5):  # the checkpoint holds, the writes don't wait for it
+            await st.datasets.push(sid, make_push(PUSH), union)
+        assert checkpoints.lacking() > lacking  # type: ignore[operator]
+        release.set()
+        await until(lambda: (checkpoints.lacking() or 0) < ck.FRAMES)
+        async with st.datasets.snapshot(sid) as snap:
+            assert snap.info.item_count == (pushes + 5) * len(PUSH)
+
+
+async def test_what_it_reads_of_the_wal_index_is_what_sqlite_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ck, "FRAMES", 10**9)  # no checkpoint of ours: the frames stay lacking
+    async with SQLiteStorage(tmp_path / "data", background=False) as st:
+        checkpoints = st._db._checkpoints
+        assert checkpoints is not None
+        sid = await new_dataset(st)
+        for _ in range(3):
+            await st.datasets.push(sid, make_push(PUSH), union)
+        ours = checkpoints.lacking()
+        assert ours is not None and ours > 300  # (three pushes of ~110 pages)
+        # none copied yet: the WAL's frames are what the file lacks; SQLite's checkpoint copies them all
+        assert checkpointed_by_sqlite(tmp_path / "data" / "openkvs.sqlite3") == (ours, ours)
+        assert checkpoints.lacking() == 0
+
+
+async def test_closing_waits_for_a_running_checkpoint_and_removes_the_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = threading.Event()
+    run = ck.Checkpoints._run
+
+    def slow(self: ck.Checkpoints) -> None:
+        started.set()
+        time.sleep(0.5)  # (still running when close begins)
+        run(self)
+
+    monkeypatch.setattr(ck.Checkpoints, "_run", slow)
+    db = tmp_path / "data" / "openkvs.sqlite3"
+    async with SQLiteStorage(tmp_path / "data", background=False) as st:
+        sid = await new_dataset(st)
+        while not started.is_set():
+            await st.datasets.push(sid, make_push(PUSH), union)
+    assert not db.with_name(db.name + "-wal").exists() and not db.with_name(db.name + "-shm").exists()
+    async with SQLiteStorage(tmp_path / "data", background=False) as st:
+        async with st.datasets.snapshot(sid) as snap:
+            assert snap.info.item_count % len(PUSH) == 0 and snap.info.item_count >= 10 * len(PUSH)
