@@ -743,6 +743,27 @@ static int leave_plan(Walk *w, int depth, Py_ssize_t plen)
 {
     w->planning = 0;
     w->nsteps = w->next;
+    if (plen == -1) {
+        /* The container's path is past every column: none needed below it, but its ancestors' that fit are,
+           once the walk is back at them (it extends w->path[0:their plen], which the plan did not write). */
+        Py_ssize_t len = 0;
+        for (int d = 1; d <= depth - 1; d++) {
+            char digits[24];
+            const char *s = w->segs[d].s;
+            Py_ssize_t n = w->segs[d].n;
+            if (s == NULL) {
+                s = decimal(digits + sizeof digits, (size_t)n);
+                n = digits + sizeof digits - s;
+            }
+            if (len + (d > 1) + n > w->t->maxlen)
+                break;
+            if (d > 1)
+                w->path[len++] = '/';
+            memcpy(w->path + len, s, (size_t)n);
+            len += n;
+        }
+        return OK;
+    }
     return write_path(w, depth - 1, plen);
 }
 

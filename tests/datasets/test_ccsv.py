@@ -443,3 +443,19 @@ def test_repeated_shapes_are_the_python_paths(shapes, order, form, data):
     batch = [FORMS[form](item) for item in items]
     columns = columns_for(items, ["a/0", "b/a"], data)
     assert assert_lines_are_pythons(batch, columns) == len(batch)
+
+
+@pytest.mark.parametrize("inner", ["QQQQQ", "Q" * 300, "0"])
+def test_leaving_the_plan_below_a_path_past_every_column(inner):
+    """An item leaves the plan inside a container whose path matches no column (longer than every one): the walk,
+    back at an ancestor whose path does fit, takes its next member from that ancestor's path, which must be there
+    (it was an earlier item's bytes, and the cell went missing for that item and every later one of its shape)."""
+    items = [{"p": {inner: {"r": 1}, "x": 2}}, {"p": {inner: {"r": 1}}, "zz": {"k": 1}},
+             *[{"p": {inner: {"r": 1, "s": 2}, "x": 5 + i}} for i in range(4)]]
+    batch = [itemjson.stdlib_encode(item) for item in items]
+    columns = ["p/x", "zz/k"]
+    want = python_path(batch, columns)
+    assert want.count(b"\r\n") == 6 and b"8,\r\n" in want  # (the reference itself: the last item's p/x)
+    table = _ccsv.prepare(columns, ",")
+    assert _ccsv.lines(table, batch, 0) == (want, len(batch))
+    assert _ccsv.joined_lines(table, b"\n".join(batch), 0) == (want, len(b"\n".join(batch)))
