@@ -102,8 +102,9 @@ class Cycle(RequestResponseCycle):
             more_body = message.get("more_body", False)
             end = b"\r\n" if more_body else b"\r\n0\r\n\r\n"
             buffers = message.get(BUFFERS)
-            if buffers:
-                self.transport.writelines((b"%x\r\n" % sum(map(len, buffers)), *buffers, end))
+            size = sum(map(len, buffers)) if buffers else 0
+            if size:
+                self.transport.writelines((b"%x\r\n" % size, *buffers, end))
             elif body:
                 self.transport.writelines((b"%x\r\n" % len(body), body, end))
             else:

@@ -191,6 +191,8 @@ BUFFERED: dict[str, tuple[str, list[dict[str, Any]]]] = {
     "content-length, longer": ("GET", [start(200, [(b"content-length", b"3")]), buffered(ROWS)]),
     "HEAD": ("HEAD", [start(200, CORS), buffered(ROWS, True), body()]),
     "after the end": ("GET", [start(200, CORS), body(b"abc"), buffered(ROWS)]),
+    "buffers of no bytes": ("GET", [start(200, CORS), buffered([b"", memoryview(b"")], True), body(b"z", True),
+                                    body()]),
 }
 
 

@@ -195,12 +195,34 @@ SEND_PIECE = 1024 * 1024
 
 def _pieces(chunk: Piece) -> Sequence[Piece | memoryview]:
     """``chunk`` in pieces of at most SEND_PIECE: views of it, not copies (the server's send copies a piece once
-    more anyway: into its chunk framing, or its write buffer). A list of buffers (storage's rows) is one piece: it is
-    at most about SEND_PIECE already (api/items.py RAW_PIECE)."""
-    if isinstance(chunk, list) or len(chunk) <= SEND_PIECE:
+    more anyway: into its chunk framing, or its write buffer). A list of buffers (storage's rows, or the csv lines
+    of each: those may be many times their rows, 8 MB for a piece of sparse items under 2,000 columns) in lists of
+    at most SEND_PIECE bytes, a buffer cut by views where one ends."""
+    if isinstance(chunk, list):
+        return _runs(chunk)
+    if len(chunk) <= SEND_PIECE:
         return (chunk,)
     view = memoryview(chunk)
     return [view[i : i + SEND_PIECE] for i in range(0, len(chunk), SEND_PIECE)]
+
+
+def _runs(buffers: list[bytes | memoryview]) -> list[Piece]:
+    """``buffers`` as lists of at most SEND_PIECE bytes each, in order (``_pieces``)."""
+    runs: list[Piece] = []
+    run: list[bytes | memoryview] = []
+    room = SEND_PIECE
+    for buf in buffers:
+        while len(buf) > room:
+            view = memoryview(buf)
+            run.append(view[:room])
+            runs.append(run)
+            buf, run, room = view[room:], [], SEND_PIECE
+        if buf:
+            run.append(buf)
+            room -= len(buf)
+    if run:
+        runs.append(run)
+    return runs
 
 
 class ArchiveResponse(Response):

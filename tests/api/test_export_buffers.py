@@ -65,3 +65,17 @@ def test_exports_sent_as_buffers_arrive_whole(tmp_path: Path, backend: str) -> N
             assert body_bytes(s.url) - before == len(plain.content)
     finally:
         s.stop()
+
+
+def test_a_piece_of_buffers_is_sent_in_runs_of_at_most_a_send_piece() -> None:
+    """Each send is at most SEND_PIECE bytes, a piece of buffers too (a csv piece's lines may be many MiB: a
+    client reading steadily must not need to take more than that within the send timeout)."""
+    from openkvs.api.download import SEND_PIECE, _pieces
+
+    big = bytes(range(256)) * (2 * SEND_PIECE // 256 + 3)  # over two sends alone
+    buffers: list[bytes | memoryview] = [b"a" * 10, big, b"", memoryview(b"xyz" * 1000)[1:], b"b" * (SEND_PIECE - 5)]
+    runs = _pieces(buffers)  # type: ignore[arg-type]
+    assert all(isinstance(run, list) and 0 < sum(map(len, run)) <= SEND_PIECE for run in runs)
+    assert b"".join(bytes(b) for run in runs for b in run) == b"".join(bytes(b) for b in buffers)  # type: ignore[union-attr]
+    assert len(runs) == -(-sum(map(len, buffers)) // SEND_PIECE)  # full runs but the last
+    assert _pieces([b"x"]) == [[b"x"]]
