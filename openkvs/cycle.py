@@ -30,6 +30,9 @@ compares the two). This relies on the cycle's internals: hence the upper bound o
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 from typing import Any
 
 from uvicorn.protocols.http import httptools_impl
@@ -113,6 +116,11 @@ class Cycle(RequestResponseCycle):
                 self._complete()
             return self.done
         return RequestResponseCycle.send(self, _joined(message))
+
+    def abort(self) -> None:
+        """Drop the connection at once, unsent bytes and all (a stalled download, a failure after the first byte):
+        the client of a chunked body sees it cut by its missing end."""
+        self.transport.abort()
 
     def _complete(self) -> None:
         """uvicorn's steps after a response's last body message."""
@@ -212,6 +220,19 @@ class Http10Cycle(Cycle):
             return self._write_until_close(message)
         return Cycle.send(self, message)
 
+    def abort(self) -> None:
+        if self._until_close:  # (no end of its own: a close would look like it)
+            reset(self.transport)
+        else:
+            self.transport.abort()
+
+    async def run_asgi(self, app: Any) -> None:
+        await super().run_asgi(app)
+        if self._until_close and not self.response_complete and not self.disconnected:
+            # The body ended early (the app failed after the head): uvicorn's graceful close would look to this
+            # client like the body's end. A reset says it was cut (HTTP/1.1's chunked body says it by its end).
+            reset(self.transport)
+
     async def _write_until_close(self, message: Any) -> None:
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()  # (back-pressure, as uvicorn's send waits)
@@ -222,6 +243,17 @@ class Http10Cycle(Cycle):
             self.transport.write(body)
         if not message.get("more_body", False):
             self._complete()
+
+
+def reset(transport: Any) -> None:
+    """Drop the connection at once, unsent bytes and all, with a reset (SO_LINGER 0), not the FIN of a close: a
+    response cut short must not look ended to the client."""
+    get_extra_info = getattr(transport, "get_extra_info", None)
+    sock = get_extra_info("socket") if get_extra_info is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _joined(message: Any) -> Any:

@@ -145,6 +145,9 @@ class _HeadWithBody:
     def abort(self) -> None:
         self._transport.abort()
 
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
 
 class HttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:

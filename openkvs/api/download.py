@@ -31,7 +31,7 @@ from openkvs import access, codec, errors, zipwriter
 from openkvs.access import STORES, Access, Signed
 from openkvs.api import safenames
 from openkvs.api.common import query_bool, select_range, selection, slot_holder, state
-from openkvs.cycle import BUFFERS
+from openkvs.cycle import BUFFERS, Cycle
 from openkvs.storage.base import RecordMeta, Snapshot, StorageError
 from openkvs.storage.datasets import Piece
 
@@ -177,14 +177,19 @@ class SendTimeout(Exception):
 
 
 def _abort_connection(scope: Scope) -> None:
-    """Drop the connection at once, unsent bytes and all. A graceful close would wait for the client to read
-    what is still buffered, i.e. forever. The transport is reachable through uvicorn's own ``send`` (a method of
-    its request cycle), which ApiMiddleware keeps in the scope."""
+    """Drop the connection at once, unsent bytes and all. A graceful close would wait for the client to read what
+    is still buffered, i.e. forever (and an HTTP/1.0 client would take it for the body's end: Cycle.abort). The
+    transport is reachable through uvicorn's own ``send`` (a method of its request cycle), which ApiMiddleware
+    keeps in the scope."""
     raw_send = scope.get("openkvs.raw_send")
-    transport = getattr(getattr(raw_send, "__self__", None), "transport", None)
+    cycle = getattr(raw_send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
     if transport is None or not hasattr(transport, "abort"):
         raise SendTimeout()
-    transport.abort()
+    if isinstance(cycle, Cycle):
+        cycle.abort()
+    else:
+        transport.abort()
 
 
 # The most bytes handed to one send, each under its own ``download_send_timeout``: the timeout is meant for a client

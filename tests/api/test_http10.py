@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from openkvs.datasets import formats
+from openkvs.storage.base import StorageError
 from tests.api import new_store, rec_path
 from tests.api.test_datasets import items_url, new_dataset
 from tests.conftest import make_server
@@ -85,5 +87,34 @@ def test_http11_exports_stay_chunked(tmp_path: Path, method: str) -> None:
             while chunk := sock.recv(1 << 16):
                 data += chunk
         assert b"\r\ntransfer-encoding: chunked\r\n" in data.split(b"\r\n\r\n")[0].lower() + b"\r\n"
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("failure", [StorageError("disk gone"), RuntimeError("a bug")])
+def test_an_http10_export_cut_short_ends_with_a_reset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      failure: Exception) -> None:
+    """Without chunks, the connection's end is the body's: an export that fails after its head must not end with
+    the close of a complete one, but with a reset (a storage failure through the download's abort, any other
+    through the server's cycle)."""
+    s = make_server(tmp_path, "sqlite", "--rate-limits", "off", in_process=True)
+    try:
+        auth = {"Authorization": f"Bearer {s.token}"}
+        with s.client() as c:
+            did = new_dataset(c)["id"]
+            assert c.post(items_url(did), json=ITEMS).status_code == 201
+        calls = []
+        rendered = formats.CsvRenderer.joined_rows
+
+        def failing(self, joined, rows_of):  # type: ignore[no-untyped-def]
+            calls.append(1)
+            if len(calls) == 3:  # (the first piece goes with the head)
+                raise failure
+            return rendered(self, joined, rows_of)
+
+        monkeypatch.setattr(formats.CsvRenderer, "joined_rows", failing)
+        with pytest.raises(ConnectionResetError):
+            http10(s.url, "GET", items_url(did) + "?format=csv", auth)
+        assert len(calls) == 3
     finally:
         s.stop()
