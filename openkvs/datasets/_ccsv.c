@@ -818,6 +818,24 @@ static int separator(Walk *w, char close)
     return BAIL;
 }
 
+/* The value of a member or element of a container at depth (its path: h, plen; its step si): a string, the
+   commonest, without value()'s call (whose entry and exit cost as much), anything else by value(). */
+static inline int inner_value(Walk *w, int depth, uint64_t h, Py_ssize_t plen, Py_ssize_t si)
+{
+    if (w->p < w->end && *w->p == '"' && depth + 1 <= MAX_DEPTH) {
+        const char *text;
+        Py_ssize_t len;
+        int flags;
+        int r;
+        w->p++;
+        if ((r = string(w, &text, &len, &flags)) != OK)
+            return r;
+        leaf(w, h, plen, si, text, len, flags);
+        return OK;
+    }
+    return value(w, depth + 1, h, plen, si);
+}
+
 static int object(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
 {
     Py_ssize_t base = w->nkeys;
@@ -878,18 +896,8 @@ static int object(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
         w->nkeys++;
         if (!next_is(w, ':'))
             return BAIL;
-        if (w->p < w->end && *w->p == '"' && depth + 1 <= MAX_DEPTH) {
-            /* a string, the commonest value, without value()'s call (whose entry and exit cost as much) */
-            const char *text;
-            Py_ssize_t len;
-            int flags;
-            w->p++;
-            if ((r = string(w, &text, &len, &flags)) != OK)
-                return r;
-            leaf(w, kh, klenpath, si, text, len, flags);
-        } else if ((r = value(w, depth + 1, kh, klenpath, si)) != OK) {
+        if ((r = inner_value(w, depth, kh, klenpath, si)) != OK)
             return r;
-        }
         if ((r = separator(w, '}')) == MORE)
             continue;
         w->nkeys = base;
@@ -922,17 +930,8 @@ static int array(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
             ilen = extend(w, h, plen, d, digits + sizeof digits - d, &ih);
             si = learn(w, STEP_ELEMENT, depth, NULL, 0, ih, ilen);
         }
-        if (w->p < w->end && *w->p == '"' && depth + 1 <= MAX_DEPTH) { /* as in object() */
-            const char *text;
-            Py_ssize_t len;
-            int flags;
-            w->p++;
-            if ((r = string(w, &text, &len, &flags)) != OK)
-                return r;
-            leaf(w, ih, ilen, si, text, len, flags);
-        } else if ((r = value(w, depth + 1, ih, ilen, si)) != OK) {
+        if ((r = inner_value(w, depth, ih, ilen, si)) != OK)
             return r;
-        }
         if ((r = separator(w, ']')) != MORE)
             return r;
     }
