@@ -710,6 +710,18 @@ static const Step *plan_element(const Walk *w, int depth)
 /* w->path[0:expect] written from the segments of depths 1..upto, which the walk kept while it followed the plan
    (it writes no path then). expect: the path's length as the plan has it (< 0: the top, or longer than any
    column: nothing to write). */
+/* The text of the path's segment at depth d: its key, or its element's index in decimal (written in digits). */
+static const char *seg_text(const Walk *w, int d, char digits[24], Py_ssize_t *n)
+{
+    const char *s = w->segs[d].s;
+    *n = w->segs[d].n;
+    if (s == NULL) {
+        s = decimal(digits + 24, (size_t)*n);
+        *n = digits + 24 - s;
+    }
+    return s;
+}
+
 static int write_path(Walk *w, int upto, Py_ssize_t expect)
 {
     if (expect < 0)
@@ -717,12 +729,8 @@ static int write_path(Walk *w, int upto, Py_ssize_t expect)
     Py_ssize_t len = 0;
     for (int d = 1; d <= upto; d++) {
         char digits[24];
-        const char *s = w->segs[d].s;
-        Py_ssize_t n = w->segs[d].n;
-        if (s == NULL) {
-            s = decimal(digits + sizeof digits, (size_t)n);
-            n = digits + sizeof digits - s;
-        }
+        Py_ssize_t n;
+        const char *s = seg_text(w, d, digits, &n);
         if (d > 1) {
             if (len >= expect)
                 return BAIL; /* (cannot happen: the plan's lengths are the paths') */
@@ -749,12 +757,8 @@ static int leave_plan(Walk *w, int depth, Py_ssize_t plen)
         Py_ssize_t len = 0;
         for (int d = 1; d <= depth - 1; d++) {
             char digits[24];
-            const char *s = w->segs[d].s;
-            Py_ssize_t n = w->segs[d].n;
-            if (s == NULL) {
-                s = decimal(digits + sizeof digits, (size_t)n);
-                n = digits + sizeof digits - s;
-            }
+            Py_ssize_t n;
+            const char *s = seg_text(w, d, digits, &n);
             if (len + (d > 1) + n > w->t->maxlen)
                 break;
             if (d > 1)
