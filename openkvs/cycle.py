@@ -231,7 +231,7 @@ class Http10Cycle(Cycle):
         if self._until_close and not self.response_complete and not self.disconnected:
             # The body ended early (the app failed after the head): uvicorn's graceful close would look to this
             # client like the body's end. A reset says it was cut (HTTP/1.1's chunked body says it by its end).
-            reset(self.transport)
+            self.abort()
 
     async def _write_until_close(self, message: Any) -> None:
         if self.flow.write_paused and not self.disconnected:

@@ -198,10 +198,14 @@ class _Joined:
 
     def _piece(self) -> Any:
         parts = self.parts
-        if len(parts) == 1 or (self.buffers and self.sep is not None):
-            piece = parts[0] if len(parts) == 1 else parts  # (a piece of buffers: the items' bytes as take copied them)
+        if len(parts) == 1:
+            piece = parts[0]
+        elif self.sep is None:  # (lists of items)
+            piece = [item for part in parts for item in part]
+        elif self.buffers:  # (the items' bytes as take copied them, not joined)
+            piece = parts
         else:
-            piece = b"".join(parts) if self.sep is not None else [item for part in parts for item in part]
+            piece = b"".join(parts)
         self.parts, self.held, self.count = [], 0, 0
         self.size, self.batch = self._full
         return piece

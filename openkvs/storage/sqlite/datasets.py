@@ -235,7 +235,7 @@ def _pieces(
     one of the two. Whole rows go through untouched with b"\\n"; a row is cut between items where a piece ends, by
     byte offsets into it (its items found with find/rfind/count, views of it joined: one copy of the bytes, where
     splitting the row into items and joining them again was a third of a jsonl export's storage read). ``buffers``
-    (with b"\n"): a piece of several rows is the list of them and the b"\n" between, not joined (Piece)."""
+    (with b"\\n"): a piece of several rows is the list of them and the b"\\n" between, not joined (Piece)."""
     pending: list[bytes | memoryview] = []  # the piece so far: rows (or runs of a row's items), each joined by b"\n"
     count = length = 0  # its items and its length once joined by ``sep``
     grow = len(sep) - 1  # what each b"\n" between items becomes
