@@ -108,3 +108,57 @@ async def test_closing_waits_for_a_running_checkpoint_and_removes_the_wal(
     async with SQLiteStorage(tmp_path / "data", background=False) as st:
         async with st.datasets.snapshot(sid) as snap:
             assert snap.info.item_count % len(PUSH) == 0 and snap.info.item_count >= 10 * len(PUSH)
+
+
+
+async def test_a_steady_stream_of_writes_keeps_the_wal_short(tmp_path: Path) -> None:
+    """Checkpoints beside the writes never catch up with a writer that goes on: before the writer copied the rest
+    itself, the WAL grew by every push (600 MB after 1,200 pushes of 1,000 items)."""
+    db = tmp_path / "data" / "openkvs.sqlite3"
+    wal = db.with_name(db.name + "-wal")
+    pushes = 4 * ck.RESTART_FRAMES // 100  # (~110 frames each: four times the length at which the WAL begins again)
+    async with SQLiteStorage(tmp_path / "data", background=False) as st:
+        sid = await new_dataset(st)
+        longest = 0
+        for _ in range(pushes):
+            await st.datasets.push(sid, make_push(PUSH), union)
+            longest = max(longest, wal.stat().st_size)
+        page = sqlite3.connect(db).execute("PRAGMA page_size").fetchone()[0]
+        # (generous: a checkpoint beside the writes that is running when the WAL reaches its length holds the copy
+        # off until it ends, and the pushes go on meanwhile)
+        assert longest < 2 * ck.RESTART_FRAMES * (24 + page)
+        async with st.datasets.snapshot(sid) as snap:
+            assert snap.info.item_count == pushes * len(PUSH)
+    async with SQLiteStorage(tmp_path / "data", background=False) as st:
+        async with st.datasets.snapshot(sid) as snap:
+            assert snap.info.item_count == pushes * len(PUSH)
+
+
+async def test_a_reader_holding_old_frames_keeps_them_and_the_wal_begins_again_after_it(tmp_path: Path) -> None:
+    async with SQLiteStorage(tmp_path / "data", background=False) as st:
+        checkpoints = st._db._checkpoints
+        assert checkpoints is not None
+
+        def frames() -> int:  # the WAL's frames, from its index (as the test above shows, what SQLite says)
+            index = checkpoints._index()
+            assert index is not None
+            return index[0]
+
+        sid = await new_dataset(st)
+        await st.datasets.push(sid, make_push(PUSH), union)
+        async with st.datasets.snapshot(sid) as held:  # an export's snapshot: its frames must stay readable
+            pushes = 0
+            while frames() < ck.RESTART_FRAMES + 1000:  # (the writer's copy stops at the frames the reader needs)
+                await st.datasets.push(sid, make_push(PUSH), union)
+                pushes += 1
+                assert pushes < 200
+            assert held.info.item_count == len(PUSH)
+            read = [p async for p in held.joined(0, len(PUSH))]  # (its items, read while the writes went on)
+            assert b"".join(read).count(b"\n") == len(PUSH) - 1
+        more = 0
+        while frames() >= ck.RESTART_FRAMES:  # the reader gone: a commit copies the rest, a write begins it again
+            await st.datasets.push(sid, make_push(PUSH), union)
+            more += 1
+            assert more < 50
+        async with st.datasets.snapshot(sid) as snap:
+            assert snap.info.item_count == (1 + pushes + more) * len(PUSH)

@@ -15,7 +15,15 @@ How many frames the file lacks is read from the WAL index (the ``-shm`` file, in
 https://sqlite.org/walformat.html, in the host's byte order): the index header's ``mxFrame`` (the last frame
 committed) less the checkpoint info's ``nBackfill`` (the frames copied). A read that races a writer's update may
 be off by a commit: it only decides when to checkpoint. Where the index can't be read, every commit asks for one
-(one runs at a time)."""
+(one runs at a time).
+
+The WAL begins again from its start only at a write that finds every frame copied, and a checkpoint beside the
+writes never sees that: it copies the frames committed before it began while new ones arrive. So under a steady
+stream of writes the WAL grew without end (600 MB after 1,200 pushes of 1,000 items), each frame written to new
+blocks of the file. Once the WAL holds RESTART_FRAMES, the writer copies the rest itself, in its thread, after a
+commit and before the next (``after_commit`` returns the connection's checkpoint to run): the checkpoints beside the
+writes have copied all but the last frames, the next write begins the WAL again, and ``journal_size_limit`` cuts
+the file back. A reader that still needs old frames keeps them, as it did with SQLite's own checkpoints."""
 
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ from pathlib import Path
 log = logging.getLogger("openkvs")
 
 FRAMES = 1000  # WAL frames the database file may lack before a checkpoint: SQLite's wal_autocheckpoint default
+RESTART_FRAMES = 4 * FRAMES  # a WAL this long is copied to its end by the writer, so that it begins again
 _INDEX = struct.Struct("=16xI76xI")  # mxFrame at 16 (the first copy of the index header), nBackfill at 96
 
 
@@ -47,8 +56,9 @@ class Checkpoints:
         self._closed = False
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="openkvs-checkpoint")
 
-    def lacking(self) -> int | None:
-        """The WAL frames that the database file lacks; None where the WAL index can't be read."""
+    def _index(self) -> tuple[int, int] | None:
+        """The WAL's frames (the last one committed) and those the database file lacks; None where the WAL index
+        can't be read."""
         try:
             if self._fd is None:
                 self._fd = os.open(self._shm, os.O_RDONLY)
@@ -58,19 +68,35 @@ class Checkpoints:
         if len(head) < _INDEX.size:
             return None
         last, copied = _INDEX.unpack(head)
-        return last - copied if last >= copied else last  # (less: the WAL began again since the copy)
+        return last, last - copied if last >= copied else last  # (less: the WAL began again since the copy)
 
-    def after_commit(self) -> None:
-        """After a commit of the writer connection, on any thread: a checkpoint begins if the database file lacks
-        FRAMES or more of the WAL's frames and none runs."""
-        lacking = self.lacking()
-        if lacking is not None and lacking < FRAMES:
+    def lacking(self) -> int | None:
+        """The WAL frames that the database file lacks; None where the WAL index can't be read."""
+        index = self._index()
+        return None if index is None else index[1]
+
+    def after_commit(self, writer: sqlite3.Connection) -> None:
+        """After a commit of ``writer``, in the writer's thread: once the WAL holds RESTART_FRAMES, the rest is
+        copied here, so that the next write begins it again; else a checkpoint begins beside the writes if the
+        database file lacks FRAMES or more of the WAL's frames. One checkpoint at a time, either way."""
+        index = self._index()
+        last, lacking = index if index is not None else (0, FRAMES)
+        if lacking < FRAMES and last < RESTART_FRAMES:
             return
         with self._lock:
             if self._running or self._closed:
                 return
             self._running = True
-        self._thread.submit(self._run)
+        if last < RESTART_FRAMES:
+            self._thread.submit(self._run)
+            return
+        try:
+            writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:  # (as in _run: the WAL keeps the writes, the next commit asks again)
+            log.warning("WAL checkpoint failed: %s", exc)
+        finally:
+            with self._lock:
+                self._running = False
 
     def _run(self) -> None:
         try:

@@ -421,8 +421,8 @@ class Database:
     def _committed(self) -> None:
         """After a commit of the writer connection: the WAL checkpointed beside the writes once it is long enough
         (checkpoints.py)."""
-        if self._checkpoints is not None:
-            self._checkpoints.after_commit()
+        if self._checkpoints is not None and self._wconn is not None:
+            self._checkpoints.after_commit(self._wconn)
 
     async def _lead(self) -> None:
         """Commit the queued writes as one group, answer them, and leave any that came meanwhile to a task."""
