@@ -50,7 +50,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 LATENCY_NS = tuple(round(b * 1e9) for b in LATENCY_BUCKETS)  # the same bounds in nanoseconds (integers)
 
 REQUESTS = Counter(
-    "openkvs_http_requests", "HTTP requests answered, by route template, method and status.",
+    "openkvs_http_requests", "HTTP requests, by route template, method and status (0: the client went away before "
+    "any answer).",
     ["route", "method", "status"],
 )
 LATENCY = Histogram(

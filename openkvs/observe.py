@@ -41,6 +41,9 @@ FLUSH_LINES = 512
 PIPE_BUF = 4096
 MAX_REQUEST_ID = 128
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+# In a request's scope: (status, body bytes) of the answer the HTTP protocol wrote itself while the app ran (a
+# request refused in its body: openkvs/server.py). That answer is what the client got; the app's, if any, was dropped.
+REFUSED = "openkvs.refused"
 
 
 class LineWriter:
@@ -263,11 +266,14 @@ class Observe:
             # cycle of ~11 objects a request that only the garbage collector freed (~10k instructions a served
             # GET, in collections every few requests)
             del scope["openkvs.raw_send"]
+            refused = scope.get(REFUSED)
+            if refused is not None:
+                status, sent = refused
             if scope["method"] == "HEAD":  # the server writes no body for a HEAD, whatever the app handed over (a
                 sent = 0  # JSON answer's whole body, made for its Content-Length): the log and metrics say none went
             if downloading:
                 metrics.OPEN_DOWNLOADS.dec()
-                metrics.ZIP_BYTES.inc(sent)
+                metrics.ZIP_BYTES.inc(0 if refused is not None else sent)
             if self.with_metrics:
                 metrics.pending.observe(self.templates.get(id(scope.get("endpoint")), "unmatched"), scope["method"],
                                         status, ns, sent)  # (the route's template: _route)
@@ -282,7 +288,8 @@ class Observe:
                 path = target.decode("latin-1")
                 if "=" in path:  # (redact's own test, without its call: most paths have no query)
                     path = redact(path)
-                # status 0: the connection went away (or the app failed) before a response started
+                # status 0: no response was sent: the connection went away (or the app failed) before one started;
+                # a client gone in the middle of its body too (so in the metrics: a request left unanswered)
                 self._line(request_id, client_ip(scope, trusted) if trusted or not client else client[0],
                            user.id if user is not None else "-", scope["method"], path,
                            scope.get("http_version", "1.1"), status, sent, ns)

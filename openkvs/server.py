@@ -50,7 +50,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from openkvs import errors, metrics
 from openkvs.config import Settings
 from openkvs.cycle import BUFFERS, Cycle, Http10Cycle
-from openkvs.observe import Observe
+from openkvs.observe import REFUSED, Observe
 
 log = logging.getLogger("openkvs")
 
@@ -337,7 +337,10 @@ class HttpProtocol(HttpToolsProtocol):
             cycle.disconnected = True
             cycle.message_event.set()
             if not self.pipeline:
-                self._answer_refusal(error, why)
+                # Its app runs (it waits for the body): the request's one access line and its metrics are
+                # Observe's, when the app ends, with this answer's status (whatever the app does next is dropped:
+                # its cycle is disconnected). A line here too made two for one request, Observe's with status 0.
+                self._answer_refusal(error, why, cycle.scope)
             else:
                 self._deferred = (error, why)
                 self.pipeline[0] = (cycle, self._refusal_in_turn)  # (the last request's: uvicorn appends left)
@@ -362,7 +365,9 @@ class HttpProtocol(HttpToolsProtocol):
             self._deferred = None
             self._answer_refusal(error, why)
 
-    def _answer_refusal(self, error: errors.ApiError, why: str | None) -> None:
+    def _answer_refusal(self, error: errors.ApiError, why: str | None, running: Any = None) -> None:
+        """``running``: the scope of the request refused, when its app is running (refused in its body): the
+        answer is written in its scope for observe.Observe, which writes that request's line."""
         client = self.client[0] if self.client else "-"
         log.warning("%s: %d %s (%s)", client, error.status, error.type, why or error.message)
         if error.status == 429:
@@ -382,7 +387,10 @@ class HttpProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
-        self._log_refusal(client, error.status, len(body))
+        if running is not None:
+            running[REFUSED] = (error.status, len(body))
+        else:
+            self._log_refusal(client, error.status, len(body))
 
     def _log_refusal(self, client: str, status: int, sent: int) -> None:
         """The access-log line of a request refused here: the app never saw it, so Observe did not write one."""

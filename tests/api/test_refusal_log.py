@@ -72,3 +72,75 @@ def test_refused_heads_and_connections_are_in_the_access_log(
     assert third and (third["status"], third["method"], third["path"]) == (429, "-", "-"), third
     for line in (big, slow, third):
         assert line["bytes"] > 0 and line["user"] == "-" and line["request_id"], line
+
+
+def lines_of(srv: Server, client: str) -> list[dict[str, Any]]:
+    return [line for line in (json.loads(text) for text in srv.log().splitlines() if text.startswith('{"time"'))
+            if line["client"] == client]
+
+
+def status_series(srv: Server) -> dict[str, float]:
+    """The record PUTs' request counts in /metrics, by status."""
+    with srv.client() as c:
+        text = c.get("/metrics").text
+    counts = {}
+    for row in text.splitlines():
+        if row.startswith("openkvs_http_requests_total{") and 'method="PUT"' in row and "/records/" in row:
+            counts[row.split('status="')[1].split('"')[0]] = float(row.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_a_request_refused_in_its_body_has_one_line_with_the_status_sent(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """Refused while its body comes in, by the app (413 too large, 408 the body stalled) or by the HTTP protocol
+    (400: the chunked framing broken): one access line each, with the status the client read, and the metrics
+    count that status, not a 0."""
+    srv = start_server(tmp_path, "sqlite", "--rate-limits", "off", "--log-format", "json",
+                       "--max-record-bytes", "1000", "--body-timeout", "1")
+    with srv.client() as c:
+        store = c.post("/v2/key-value-stores", params={"name": "refused"}).json()["data"]["id"]
+    head = (f"PUT /v2/key-value-stores/{store}/records/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"Authorization: Bearer {srv.token}\r\n")
+    sent = {
+        "127.0.0.41": head + "Transfer-Encoding: chunked\r\n\r\n" + "800\r\n" + "x" * 0x800 + "\r\n",  # 413
+        "127.0.0.42": head + "Content-Length: 100\r\n\r\nabc",  # 408 after a second of nothing more
+        "127.0.0.43": head + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nnot a chunk size\r\n",  # 400
+    }
+    answered = {}
+    for client, request in sent.items():
+        with connect(srv, client) as sock:
+            sock.sendall(request.encode())
+            answered[client] = int(answer(sock).split(b" ", 2)[1])
+    assert answered == {"127.0.0.41": 413, "127.0.0.42": 408, "127.0.0.43": 400}
+
+    log_lines(srv, set(sent))
+    time.sleep(0.5)  # (a second line would come in the same batch or the next)
+    for client, status in answered.items():
+        lines = lines_of(srv, client)
+        assert [(line["status"], line["method"]) for line in lines] == [(status, "PUT")], lines
+        assert lines[0]["path"] == f"/v2/key-value-stores/{store}/records/k" and lines[0]["bytes"] > 0, lines
+    counts = status_series(srv)
+    assert "0" not in counts, counts
+    assert counts["400"] == counts["408"] == counts["413"] == 1, counts
+
+
+def test_a_client_gone_in_the_middle_of_its_body_has_one_line_with_status_0(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """No response was sent, so no status: 0, in the line and the metrics, as for any request whose client left
+    before its answer (status 0 means exactly that); the upload is dropped."""
+    srv = start_server(tmp_path, "sqlite", "--rate-limits", "off", "--log-format", "json")
+    with srv.client() as c:
+        store = c.post("/v2/key-value-stores", params={"name": "gone"}).json()["data"]["id"]
+    with connect(srv, "127.0.0.44") as sock:
+        sock.sendall((f"PUT /v2/key-value-stores/{store}/records/k HTTP/1.1\r\nHost: x\r\n"
+                      f"Authorization: Bearer {srv.token}\r\nContent-Length: 100\r\n\r\nabc").encode())
+        time.sleep(0.5)  # the app is reading the body
+    log_lines(srv, {"127.0.0.44"})
+    time.sleep(0.5)
+    lines = lines_of(srv, "127.0.0.44")
+    assert [(line["status"], line["method"], line["bytes"]) for line in lines] == [(0, "PUT", 0)], lines
+    assert status_series(srv) == {"0": 1}
+    with srv.client() as c:
+        assert c.get(f"/v2/key-value-stores/{store}/records/k").status_code == 404
