@@ -40,6 +40,15 @@ from .base import StorageError
 # stops at it too, counting uniqueKey and url (up to 65,535 bytes each: 1,000 heads were 131 MB): a head of fewer
 # than ``limit`` requests is what a client also sees when others hold locks, and it asks again.
 LIST_PAGE_BYTES = 16 * 1024 * 1024
+
+
+def utf8_len(text: str) -> int:
+    """The bytes of ``text`` in UTF-8, as PostgreSQL's ``octet_length`` counts them: every backend measures
+    LIST_PAGE_BYTES the same way (SQLite has no ``octet_length`` before 3.43). An ASCII string's length without a
+    copy (``isascii`` reads a flag of the string)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 NO_KEY = ""  # the owner of locks taken without a clientKey (a clientKey has 1 to 32 characters, so never this)
 
 

@@ -4,7 +4,10 @@ the server grew 575 MiB). Every request is still listed once, pages never empty 
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
+
+import httpx
 
 from openkvs.storage.queues import LIST_PAGE_BYTES
 
@@ -66,3 +69,50 @@ def test_the_head_stops_at_the_same_byte_budget(shared_server: Server) -> None:
         assert [item["uniqueKey"][:8] for item in taken] == keys[:25]
         rest = c.get(f"{Q}/{qid}/head", params={"limit": 1000}).json()["data"]["items"]
         assert [item["uniqueKey"][:8] for item in rest] == [f"{i:08d}" for i in range(25, min(count, 25 + fit))]
+
+
+def _post(c: httpx.Client, url: str, data: object) -> httpx.Response:
+    """As JSON in UTF-8 (httpx's ``json=`` escapes every non-ASCII character as six bytes)."""
+    return c.post(url, content=json.dumps(data, ensure_ascii=False).encode(), headers={"content-type": "application/json"})
+
+
+def test_a_page_counts_its_budget_in_utf8_bytes(shared_server: Server) -> None:
+    """The budget is bytes on every backend: bodies of 3-byte characters ("€") fill a page with a third as many
+    characters as ASCII ones (SQLite counted characters: all four big requests in one page of 3 budgets)."""
+    euros = BIG // 3  # about BIG bytes of body each
+    with shared_server.client() as c:
+        c.timeout = 120
+        qid = new_queue(c)
+        for i in range(4):
+            r = _post(c, f"{Q}/{qid}/requests", {"url": f"https://e.com/{i}", "uniqueKey": f"k{i}",
+                                                  "userData": {"blob": "€" * euros}})
+            assert r.status_code == 201, r.text
+        c.post(f"{Q}/{qid}/requests", json={"url": "https://e.com/small", "uniqueKey": "small"})
+        pages: list[list[str]] = []
+        cursor = None
+        while True:
+            data = c.get(f"{Q}/{qid}/requests", params={"limit": 10, **({"cursor": cursor} if cursor else {})}).json()
+            pages.append([item["uniqueKey"] for item in data["data"]["items"]])
+            cursor = data["data"]["nextCursor"]
+            if cursor is None:
+                break
+        assert [sum(key != "small" for key in page) for page in pages] == [3, 1]
+
+
+def test_the_head_counts_its_budget_in_utf8_bytes(shared_server: Server) -> None:
+    """uniqueKeys and urls of 3-byte characters: the head stops where their bytes reach LIST_PAGE_BYTES, at the
+    same request on SQLite as on PostgreSQL (SQLite counted characters, and sent three times as many)."""
+    euros = 21_000  # 63,000 bytes: under the 65,535 a uniqueKey or url may have
+    per_request = 8 + 2 * 3 * euros
+    fit = -(-LIST_PAGE_BYTES // per_request)  # requests until the bytes before the next reach the budget
+    count = fit + 10
+    with shared_server.client() as c:
+        c.timeout = 120
+        qid = new_queue(c)
+        for start in range(0, count, 25):
+            batch = [{"uniqueKey": f"{i:08d}" + "€" * euros, "url": "€" * euros}
+                     for i in range(start, min(count, start + 25))]
+            r = _post(c, f"{Q}/{qid}/requests/batch", batch)
+            assert r.status_code == 201 and not r.json()["data"]["unprocessedRequests"], r.text
+        head = c.get(f"{Q}/{qid}/head", params={"limit": 1000}).json()["data"]
+        assert [item["uniqueKey"][:8] for item in head["items"]] == [f"{i:08d}" for i in range(fit)]

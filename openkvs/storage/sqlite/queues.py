@@ -29,6 +29,7 @@ from ..queues import (
     after_update,
     owner_of,
     placed,
+    utf8_len,
 )
 from ..queues import (
     to_datetime as from_ms,
@@ -103,7 +104,7 @@ def _head(
     conn: sqlite3.Connection, queue_id: str, now: int, limit: int, budget: int | None = None
 ) -> list[tuple[Any, ...]]:
     """The first ``limit`` available requests; with a ``budget``, fewer once their uniqueKeys and urls reach it
-    (in characters: at most the bytes), the rows read one at a time so that none past it is."""
+    (in UTF-8 bytes, as on PostgreSQL), the rows read one at a time so that none past it is."""
     if budget is None:
         rows = conn.execute(_FRONT, (queue_id, -now, limit)).fetchall()
         if len(rows) < limit:
@@ -117,7 +118,7 @@ def _head(
             if size >= budget:
                 break
             rows.append(row)
-            size += len(row[1]) + len(row[2])
+            size += utf8_len(row[1]) + utf8_len(row[2])
         cursor.close()
         if len(rows) == limit or size >= budget:
             break
@@ -336,7 +337,7 @@ class SQLiteQueues(QueueStorage):
         def q(conn: sqlite3.Connection) -> tuple[list[StoredRequest], bool, QueueState]:
             rows = conn.execute(sql, (queue_id, now, after or "", limit + 1))
             items: list[StoredRequest] = []
-            size = 0  # (in characters: at most the bytes)
+            size = 0  # (in UTF-8 bytes, as on PostgreSQL)
             more = False
             for row in rows:  # one at a time: the page stops at its byte budget without reading further bodies
                 if len(items) == limit or size >= LIST_PAGE_BYTES:
@@ -344,7 +345,7 @@ class SQLiteQueues(QueueStorage):
                     break
                 lock = _lock_ms(row[2], now)
                 items.append(StoredRequest(row[0], row[1], from_ms(lock) if lock is not None else None))
-                size += len(row[1])
+                size += utf8_len(row[1])
             rows.close()
             return items, more, _read_state(conn, queue_id)
 
