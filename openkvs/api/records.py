@@ -51,7 +51,8 @@ async def list_keys(request: Request) -> Response:
     sel = selection(request, store)
     storage = state(request).storage
     page = await storage.list_keys(store.id, sel, start, limit)
-    storage.count_access(store.id, lists=1)
+    if request.method != "HEAD":  # (a HEAD returns no keys: no list, as the ZIP's HEAD counts no read)
+        storage.count_access(store.id, lists=1)
     base = f"{public_base(request)}/v2/key-value-stores/{store.id}/records/"
     secret = store.url_signing_secret_key
     items = [
@@ -207,7 +208,8 @@ async def _get_record(request: Request, found: Decision, key: str) -> Response |
         record = await storage.get_record(store_id, key)  # read access through a signature: decided, now read
     if record is None:
         raise errors.RecordNotFound()
-    storage.count_access(store_id, reads=1)
+    if request.method != "HEAD":  # (a HEAD returns no bytes: no read, as the ZIP's HEAD counts none)
+        storage.count_access(store_id, reads=1)
     return _plain(request, storage, record) or await _record_response(request, storage, record, key, found.user)
 
 
