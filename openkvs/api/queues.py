@@ -232,8 +232,13 @@ def _to_delete(obj: Any, index: int) -> tuple[str, str | None]:
         if given_id is not None and given_id != derived:
             raise qi.RequestIdInvalid()
         return derived, unique_key
-    if not isinstance(given_id, str) or not qi.plausible_request_id(given_id):
+    # (each message names what is wrong: an "id" given but malformed was told it needed an "id")
+    if given_id is None:
         raise errors.InvalidInput(f'each request needs "id" or "uniqueKey"{where}.')
+    if not isinstance(given_id, str):
+        raise errors.InvalidInput(f'"id" must be a string{where}.')
+    if not qi.plausible_request_id(given_id):
+        raise errors.InvalidInput(f'"id" is not a request ID: 1 to 64 ASCII letters and digits{where}.')
     return given_id, None
 
 

@@ -145,6 +145,29 @@ def test_batches(shared_server: Server) -> None:
         assert counts(c, qid) == (1, 0, 1)
 
 
+def test_a_batch_delete_says_what_is_wrong_with_an_element(shared_server: Server) -> None:
+    """5.6: each element has "id", "uniqueKey" or both. One with an "id" that no request can have is refused for
+    that, not as if it had neither; nothing is deleted."""
+    with shared_server.client() as c:
+        qid = new_queue(c, "rq-batch-bad")["id"]
+        url = f"{Q}/{qid}/requests/batch"
+        kept = {"url": "http://k", "uniqueKey": "http://k"}
+        assert c.post(f"{Q}/{qid}/requests", json=kept).status_code == 201
+
+        def refused(element: Any) -> str:
+            body = [{"uniqueKey": "http://k"}, element]
+            return err(c.request("DELETE", url, json=body), 400, "invalid-input")
+
+        assert refused({}) == 'Invalid input: each request needs "id" or "uniqueKey" (request at index 1).'
+        for bad in ("not-an-id!", "", "x" * 65):
+            message = refused({"id": bad})
+            assert message.startswith('Invalid input: "id" is not a request ID') and "index 1" in message, message
+            assert "needs" not in message
+        assert refused({"id": 5}) == 'Invalid input: "id" must be a string (request at index 1).'
+        assert refused({"id": None}) == 'Invalid input: each request needs "id" or "uniqueKey" (request at index 1).'
+        assert counts(c, qid) == (1, 0, 1)
+
+
 def test_bad_input_changes_nothing(shared_server: Server) -> None:
     with shared_server.client() as c:
         qid = new_queue(c, "rq-bad")["id"]
