@@ -48,11 +48,6 @@ def test_rows_keep_to_their_bounds_and_give_the_items_back() -> None:
         first += n
 
 
-def test_an_item_with_a_raw_newline_is_refused() -> None:
-    with pytest.raises(ValueError, match="newline"):
-        sd.packed_rows([b'{"a":1}', b'{"a":\n2}', b'{"a":3}'])
-
-
 def test_row_part_is_the_items_asked_for() -> None:
     items = [b"a0", b"b11", b"c222", b"d3333"]  # items 10 .. 13
     row = b"\n".join(items)

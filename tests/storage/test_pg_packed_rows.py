@@ -182,19 +182,6 @@ def test_packed_rows_stay_in_the_heap(storage: Any, loop: Any) -> None:
     loop.run_until_complete(go())
 
 
-def test_what_is_not_compact_json_is_refused_and_nothing_is_stored(storage: Any, loop: Any) -> None:
-    async def go() -> None:
-        sid = await new_dataset(storage)
-        push = make_push([{"a": 1}, {"b": 2}])
-        push.items[1] = b'{"b":\n2}'  # a raw newline byte: its row could not be split back
-        with pytest.raises(ValueError):
-            await storage.datasets.push(sid, push, union)
-        assert (await storage.datasets.info([sid]))[sid].item_count == 0
-        assert await rows_of(storage, sid) == []
-
-    loop.run_until_complete(go())
-
-
 def test_a_pretty_printed_body_is_stored_compact(storage: Any, loop: Any, path: str) -> None:
     """The HTTP layer's preparation (C and Python) stores compact bytes: newlines between tokens dropped, a
     newline in a string escaped; the items read back as pushed."""
