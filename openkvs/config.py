@@ -137,7 +137,8 @@ class Settings:
         shown_default="1 GiB (`1073741824`)",
     )
     max_header_bytes: int = setting(
-        64 * 1024, "Largest request line and headers in all; over it: 431.", minimum=1024
+        64 * 1024, "Largest request line and headers in all, and apart from them a chunked body's trailer fields; "
+        "over it: 431.", minimum=1024
     )
     header_timeout: float = setting(
         30.0,

@@ -211,8 +211,9 @@ class BodyTimeout(RequestTimeout):
 class HeaderFieldsTooLarge(ApiError):
     status, type = 431, "request-header-fields-too-large"
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"The request line and headers are too large (limit: {limit} bytes).")
+    def __init__(self, limit: int, trailers: bool = False) -> None:
+        what = "The trailer fields after the chunked body are" if trailers else "The request line and headers are"
+        super().__init__(f"{what} too large (limit: {limit} bytes).")
 
 
 class TransferCodingNotImplemented(ApiError):

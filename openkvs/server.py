@@ -9,6 +9,11 @@ h11 protocol has a head limit (a 400, not a 431) but parses a request with about
 What it adds, all from settings (``--max-header-bytes``, ``--header-timeout``, ``--max-connections-per-ip``):
 
 - 431 once a request line and headers pass the head limit (counted on arrival, to within one read of the socket);
+  and once a chunked body's trailer section (RFC 9112 7.1.2: fields after the last chunk) passes the same limit
+  (counted the same way, a budget of its own). httptools hands trailer fields to the same callback as the head's,
+  and uvicorn appended them to the request's headers, which the app had already been given: a 50 MB trailer was
+  held whole, in httptools' buffer of one field and then in that list. They are dropped here, never merged into
+  the head's fields (RFC 9110 6.5.1: a recipient may discard them; openkvs uses none);
 - 408 when a head is not complete within the head timeout, counted from the connection or, on a kept-alive one,
   from the head's first bytes (idle time between requests is uvicorn's keep-alive timeout); a connection that
   never sent a byte is just closed;
@@ -91,6 +96,28 @@ class _Refused(Exception):
         self.error = error
 
 
+class _Trailers:
+    """Stands in for uvicorn's list of the request's header fields once its head is complete (uvicorn appends each
+    field httptools hands over to it, and after the head those are the trailer section's): counts each trailer
+    field's bytes as the head's are counted, refuses past the limit, and keeps none. Iterated (uvicorn's upgrade
+    check) it is the head's fields, which the scope holds."""
+
+    __slots__ = ("head", "size", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.head: list[tuple[bytes, bytes]] = []
+        self.size = 0  # bytes of the trailer fields handed over (name, value, ": " and CRLF, as _head_size)
+        self.limit = limit
+
+    def append(self, field: tuple[bytes, bytes]) -> None:
+        self.size += len(field[0]) + len(field[1]) + 4
+        if self.size > self.limit:
+            raise _Refused(errors.HeaderFieldsTooLarge(self.limit, trailers=True))
+
+    def __iter__(self) -> Any:
+        return iter(self.head)
+
+
 class _HeadWithBody:
     """The transport as one request's ``RequestResponseCycle`` sees it: the cycle's first write, its response's head,
     is held and goes out with the next, the body's first piece, in one system call; later writes go straight
@@ -158,6 +185,11 @@ class HttpProtocol(HttpToolsProtocol):
         self._head_timer: TimerHandle | None = None
         self._head_bytes = 0  # bytes of the current, unfinished head seen before the chunk being parsed
         self._chunk = 0  # size of the chunk being parsed
+        self._trailers = _Trailers(self.limits.head_bytes)
+        # A chunk's size line read (on_chunk_header) and none of its data since (on_body): 1 in the read being parsed,
+        # 2 before it. A chunk of data has some in the next read; the last chunk (size 0) has its trailer section.
+        self._chunk_begun = 0
+        self._trailer_reads = 0  # bytes of the reads wholly in a trailer section (its fields handed over or not)
         self._refused = False
         self._deferred: tuple[errors.ApiError, str | None] | None = None  # a refusal waiting for the responses
         self._dropped = 0
@@ -231,6 +263,28 @@ class HttpProtocol(HttpToolsProtocol):
             elif self._head_timer is None:
                 self._head_start = self.loop.time()
                 self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timed_out)
+        elif self._chunk_begun:
+            if self._chunk_begun == 1:  # (this read may hold data of chunks before it: nothing to count yet)
+                self._chunk_begun = 2
+            else:  # no data since the size line a read ago: the last chunk's, and this whole read is its trailers
+                self._trailer_reads += len(data)
+                # (the fields handed over are counted by _Trailers; a field not ended yet is held by httptools,
+                # not handed over: its bytes are counted here, to within the read the section began in)
+                if self._trailer_reads > self._head_limit:
+                    self._refuse(errors.HeaderFieldsTooLarge(self._head_limit, trailers=True),
+                                 "trailer section over the limit")
+
+    def on_chunk_header(self) -> None:
+        self._chunk_begun = 1
+        self._trailer_reads = 0
+        self._trailers.size = 0  # (only the last chunk's are followed by fields)
+
+    def on_body(self, body: bytes) -> None:
+        self._chunk_begun = 0
+        super().on_body(body)
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_begun = 0
 
     def _head_size(self) -> int:
         return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
@@ -242,9 +296,12 @@ class HttpProtocol(HttpToolsProtocol):
         if self._head_bytes + self._chunk > self._head_limit and self._head_size() > self._head_limit:
             raise _Refused(errors.HeaderFieldsTooLarge(self._head_limit))  # (exact size only when it may matter)
         self._head_bytes = 0
+        # The fields httptools hands over from now on are the body's trailers: counted, not added (see _Trailers)
+        head = self._trailers.head = self.headers  # (the scope's list)
+        self.headers = self._trailers  # type: ignore[assignment]
         if b"#" in self.url:
             raise _Refused(errors.InvalidInput("A request target must not contain '#'."))
-        for name, value in self.headers:
+        for name, value in head:
             if name == b"transfer-encoding":
                 self._check_transfer_coding(value)
         # uvicorn's on_headers_complete from here, its cycle made as ours: a Cycle (made as one: a cycle's class
