@@ -191,7 +191,8 @@ class HttpProtocol(HttpToolsProtocol):
         self._chunk_begun = 0
         self._trailer_reads = 0  # bytes of the reads wholly in a trailer section (its fields handed over or not)
         self._refused = False
-        self._deferred: tuple[errors.ApiError, str | None] | None = None  # a refusal waiting for the responses
+        # a refusal waiting for the responses, and the scope of the request refused in its body (else None)
+        self._deferred: tuple[errors.ApiError, str | None, Any] | None = None
         self._dropped = 0
         self._head_start = 0.0  # when the head being received began (for a refusal's access-log line)
         self._done = self.loop.create_future()  # what the cycle's send returns when it did its work at once
@@ -219,8 +220,9 @@ class HttpProtocol(HttpToolsProtocol):
             self._ip = None
         self._cancel_head_timer()
         if self._deferred is not None:  # gone before the answer (before the responses ahead of it were done)
+            scope = self._deferred[2]
             self._deferred = None
-            self._log_refusal(self.client[0] if self.client else "-", 0, 0)
+            self._log_refusal(self.client[0] if self.client else "-", 0, 0, scope)
         super().connection_lost(exc)
 
     def _trusted(self, ip: str) -> bool:
@@ -399,11 +401,11 @@ class HttpProtocol(HttpToolsProtocol):
                 # its cycle is disconnected). A line here too made two for one request, Observe's with status 0.
                 self._answer_refusal(error, why, cycle.scope)
             else:
-                self._deferred = (error, why)
+                self._deferred = (error, why, cycle.scope)
                 self.pipeline[0] = (cycle, self._refusal_in_turn)  # (the last request's: uvicorn appends left)
             return
         if cycle is not None and not cycle.response_complete:
-            self._deferred = (error, why)
+            self._deferred = (error, why, None)
             cycle.on_response = self._after_the_last  # (the last request's cycle, maybe queued)
             return
         self._answer_refusal(error, why)
@@ -418,13 +420,15 @@ class HttpProtocol(HttpToolsProtocol):
         after a response that closed the connection: connection_lost logs the refusal)."""
         self.on_response_complete()
         if self._deferred is not None and not self.transport.is_closing():
-            error, why = self._deferred
+            error, why, scope = self._deferred
             self._deferred = None
-            self._answer_refusal(error, why)
+            self._answer_refusal(error, why, logged=scope)
 
-    def _answer_refusal(self, error: errors.ApiError, why: str | None, running: Any = None) -> None:
+    def _answer_refusal(self, error: errors.ApiError, why: str | None, running: Any = None, logged: Any = None) -> None:
         """``running``: the scope of the request refused, when its app is running (refused in its body): the
-        answer is written in its scope for observe.Observe, which writes that request's line."""
+        answer is written in its scope for observe.Observe, which writes that request's line. ``logged``: the
+        scope of a request refused in its body whose app never ran (queued behind responses): its line here names
+        it."""
         client = self.client[0] if self.client else "-"
         log.warning("%s: %d %s (%s)", client, error.status, error.type, why or error.message)
         if error.status == 429:
@@ -447,17 +451,21 @@ class HttpProtocol(HttpToolsProtocol):
         if running is not None:
             running[REFUSED] = (error.status, len(body))
         else:
-            self._log_refusal(client, error.status, len(body))
+            self._log_refusal(client, error.status, len(body), logged)
 
-    def _log_refusal(self, client: str, status: int, sent: int) -> None:
-        """The access-log line of a request refused here: the app never saw it, so Observe did not write one."""
+    def _log_refusal(self, client: str, status: int, sent: int, scope: Any = None) -> None:
+        """The access-log line of a request refused here: the app never saw it, so Observe did not write one.
+        ``scope``: the request's, its head parsed (refused in its body), else what was read of its head, if any."""
         app = self.app
         while app is not None and not isinstance(app, Observe):
             app = getattr(app, "app", None)  # through uvicorn's wrappers (proxy headers, message logger)
         if app is None:
             return
         method, target = "-", "-"
-        if self.scope is not None and "method" not in self.scope and getattr(self, "url", b""):  # a head begun
+        if scope is not None:  # its target as Observe's lines show one
+            raw = scope["raw_path"] + b"?" + scope["query_string"] if scope["query_string"] else scope["raw_path"]
+            method, target = scope["method"], raw[:MAX_LOGGED_TARGET].decode("latin-1")
+        elif self.scope is not None and "method" not in self.scope and getattr(self, "url", b""):  # a head begun
             target = self.url[:MAX_LOGGED_TARGET].decode("latin-1")
             with contextlib.suppress(httptools.HttpParserError):
                 method = self.parser.get_method().decode("latin-1")

@@ -144,3 +144,29 @@ def test_a_client_gone_in_the_middle_of_its_body_has_one_line_with_status_0(
     assert status_series(srv) == {"0": 1}
     with srv.client() as c:
         assert c.get(f"/v2/key-value-stores/{store}/records/k").status_code == 404
+
+
+def test_a_pipelined_request_refused_in_its_body_has_its_method_and_path(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """Refused in its body while it waited behind another request's response (both in one write): the app never
+    ran it, so its line is the protocol's, and it names the request as the others do (its head was read), the
+    token redacted. (It was "-" "-".)"""
+    srv = start_server(tmp_path, "sqlite", "--rate-limits", "off", "--log-format", "json")
+    with srv.client() as c:
+        store = c.post("/v2/key-value-stores", params={"name": "piped"}).json()["data"]["id"]
+    first = f"GET /v2/key-value-stores/{store} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {srv.token}\r\n\r\n"
+    put = (f"PUT /v2/key-value-stores/{store}/records/k?token={SECRET} HTTP/1.1\r\nHost: x\r\n"
+           "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nnot a chunk size\r\n")
+    with connect(srv, "127.0.0.45") as sock:
+        sock.sendall((first + put).encode())
+        got = answer(sock)
+    assert [a[:3] for a in got.split(b"HTTP/1.1 ")[1:]] == [b"200", b"400"], got
+    log_lines(srv, {"127.0.0.45"})
+    time.sleep(0.5)  # (the second line may come in the next batch)
+    lines = lines_of(srv, "127.0.0.45")
+    assert [(line["status"], line["method"], line["path"]) for line in lines] == [
+        (200, "GET", f"/v2/key-value-stores/{store}"),
+        (400, "PUT", f"/v2/key-value-stores/{store}/records/k?token=REDACTED"),
+    ], lines
+    assert SECRET not in srv.log()
