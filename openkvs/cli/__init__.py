@@ -57,8 +57,10 @@ def serve(**flags: Any) -> None:
     """Start the server."""
     import uvicorn
 
+    from openkvs import heap
     from openkvs.logs import log_config
 
+    heap.tune()  # (before the workers start: they take it from the environment)
     settings = load_settings(**flags)
     if settings.workers > 1 and settings.rate_limits == "on" and not settings.redis_url:
         # In-memory buckets are per process: N workers would each grant the full budget (N times the limit), and
