@@ -29,6 +29,9 @@ Python API (api/items.py wraps it):
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "_jsonbytes.h"
 
@@ -43,13 +46,14 @@ typedef struct {
 } Buf;
 
 typedef struct {
-    Py_ssize_t off, len; /* a key's encoded text (between its quotes) in the item's output */
+    Py_ssize_t off, len; /* a key's encoded text (between its quotes) in a skeleton */
 } Span;
 
 typedef struct {
     uint64_t hash;
     Py_ssize_t off, len; /* the skeleton's bytes in the arena */
     Py_ssize_t kind;     /* -1: an empty slot */
+    int clean;           /* whether one of its top-level keys does not start with '#' */
 } Slot;
 
 typedef struct {
@@ -58,13 +62,14 @@ typedef struct {
     Buf skel;            /* the current item's skeleton */
     Buf arena;           /* the distinct skeletons, one after the other */
     Buf num;             /* a float's text, NUL-terminated for PyOS_string_to_double */
-    Span *keys;          /* the keys of the open objects, outermost first */
+    Span *keys;          /* the keys of a skeleton's open objects (kind()'s check), outermost first */
     Py_ssize_t nkeys, keys_cap;
     Py_ssize_t *seen;    /* scratch of the duplicate check of a large object */
     Py_ssize_t seen_cap;
     Slot *slots;         /* the distinct skeletons, open addressing */
     size_t mask;
     Py_ssize_t nkinds;
+    Slot last;           /* the previous item's skeleton's (kind -1: none yet) */
 } Walk;
 
 static int grow(Buf *b, Py_ssize_t more)
@@ -82,16 +87,21 @@ static int grow(Buf *b, Py_ssize_t more)
     return OK;
 }
 
+static inline int room(Buf *b, Py_ssize_t n)
+{
+    return b->cap - b->len >= n ? OK : grow(b, n);
+}
+
 static int put(Buf *b, const void *s, Py_ssize_t n)
 {
-    if (grow(b, n) != OK)
+    if (room(b, n) != OK)
         return ERROR;
     memcpy(b->buf + b->len, s, (size_t)n);
     b->len += n;
     return OK;
 }
 
-static int put1(Buf *b, char c)
+static inline int put1(Buf *b, char c)
 {
     if (b->len >= b->cap && grow(b, 1) != OK)
         return ERROR;
@@ -99,52 +109,68 @@ static int put1(Buf *b, char c)
     return OK;
 }
 
-static void skip_ws(Walk *w)
+/* o, a place in b's (allocated) buffer past its len, with n bytes of room after it: the buffer grown (b->len set to
+   o's offset) where it has not; NULL: out of memory. */
+static inline char *reserve(Buf *b, char *o, Py_ssize_t n)
 {
-    while (w->p < w->end && (*w->p == ' ' || *w->p == '\n' || *w->p == '\r' || *w->p == '\t'))
-        w->p++;
+    if (b->buf + b->cap - o >= n)
+        return o;
+    b->len = o - b->buf;
+    return grow(b, n) == OK ? b->buf + b->len : NULL;
+}
+
+/* (A test first: a body written compact has no whitespace between tokens.) */
+static inline void skip_ws(Walk *w)
+{
+    const unsigned char *p = w->p, *end = w->end;
+    while (p < end && *p <= ' ' && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    w->p = p;
 }
 
 /* -- strings -------------------------------------------------------------------------------------------------- */
 
-/* A code point as json.dumps(ensure_ascii=False) writes it inside a string: the short escapes, \u00XX (lowercase)
-   for the other controls, '"' and '\' escaped, anything else as UTF-8 (U+007F, U+2028 and U+2029 too). */
-static int put_code_point(Buf *b, unsigned cp)
+/* A code point as json.dumps(ensure_ascii=False) writes it inside a string, at o (6 bytes of room): the short
+   escapes, \u00XX (lowercase) for the other controls, '"' and '\' escaped, anything else as UTF-8 (U+007F, U+2028
+   and U+2029 too). After it, o. */
+static char *code_point(char *o, unsigned cp)
 {
     static const char hex[] = "0123456789abcdef";
-    char u[6];
     if (cp < 0x20) {
+        *o++ = '\\';
         switch (cp) {
-        case '\b': return put(b, "\\b", 2);
-        case '\f': return put(b, "\\f", 2);
-        case '\n': return put(b, "\\n", 2);
-        case '\r': return put(b, "\\r", 2);
-        case '\t': return put(b, "\\t", 2);
+        case '\b': *o++ = 'b'; return o;
+        case '\f': *o++ = 'f'; return o;
+        case '\n': *o++ = 'n'; return o;
+        case '\r': *o++ = 'r'; return o;
+        case '\t': *o++ = 't'; return o;
         default:
-            u[0] = '\\', u[1] = 'u', u[2] = '0', u[3] = '0', u[4] = hex[cp >> 4], u[5] = hex[cp & 15];
-            return put(b, u, 6);
+            o[0] = 'u', o[1] = '0', o[2] = '0', o[3] = hex[cp >> 4], o[4] = hex[cp & 15];
+            return o + 5;
         }
     }
-    if (cp == '"')
-        return put(b, "\\\"", 2);
-    if (cp == '\\')
-        return put(b, "\\\\", 2);
-    if (cp < 0x80)
-        return put1(b, (char)cp);
+    if (cp == '"' || cp == '\\') {
+        o[0] = '\\', o[1] = (char)cp;
+        return o + 2;
+    }
+    if (cp < 0x80) {
+        *o = (char)cp;
+        return o + 1;
+    }
     if (cp < 0x800) {
-        u[0] = (char)(0xc0 | (cp >> 6)), u[1] = (char)(0x80 | (cp & 0x3f));
-        return put(b, u, 2);
+        o[0] = (char)(0xc0 | (cp >> 6)), o[1] = (char)(0x80 | (cp & 0x3f));
+        return o + 2;
     }
     if (cp < 0x10000) {
-        u[0] = (char)(0xe0 | (cp >> 12)), u[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        u[2] = (char)(0x80 | (cp & 0x3f));
-        return put(b, u, 3);
+        o[0] = (char)(0xe0 | (cp >> 12)), o[1] = (char)(0x80 | ((cp >> 6) & 0x3f)), o[2] = (char)(0x80 | (cp & 0x3f));
+        return o + 3;
     }
-    u[0] = (char)(0xf0 | (cp >> 18)), u[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    u[2] = (char)(0x80 | ((cp >> 6) & 0x3f)), u[3] = (char)(0x80 | (cp & 0x3f));
-    return put(b, u, 4);
+    o[0] = (char)(0xf0 | (cp >> 18)), o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f)), o[3] = (char)(0x80 | (cp & 0x3f));
+    return o + 4;
 }
 
+#ifndef __SSE2__
 /* Whether a byte of a word is one that a string's fast copy stops at: a control character, '"', '\\' or a byte of
    UTF-8 (bit tricks on 8 bytes at once: "determine if a word has a byte less than n", with n = 0x20, and "has a zero
    byte" of the word xor '"' and xor '\\'). Exact about whether one is there, not about which. */
@@ -156,60 +182,94 @@ static int stops(uint64_t v)
     uint64_t quote = v ^ (ONES * '"'), backslash = v ^ (ONES * '\\');
     return ((control | ((quote - ONES) & ~quote) | ((backslash - ONES) & ~backslash) | v) & HIGHS) != 0;
 }
+#endif
 
-/* The end of the run of printable ASCII other than '"' and '\\' from p: 8 bytes at a time, then byte by byte. */
-static const unsigned char *plain_run(const unsigned char *p, const unsigned char *end)
+/* The 16 bytes at s copied to o (16 bytes of room), and the index of the first of them that a string's copy stops
+   at: a control character, '"', '\\' or a byte of UTF-8; 16 if none. One SSE2 compare of each kind for the 16 (SSE2
+   is part of x86-64; a byte under ' ' as a signed byte is a control or non-ASCII); elsewhere word tests, then bytes. */
+static inline unsigned copy16(char *o, const unsigned char *s)
 {
-    uint64_t v;
-    while (end - p >= 8) {
-        memcpy(&v, p, 8);
-        if (stops(v))
-            break;
-        p += 8;
+#ifdef __SSE2__
+    __m128i v = _mm_loadu_si128((const __m128i *)s);
+    _mm_storeu_si128((__m128i *)o, v);
+    __m128i stop = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                             _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                                _mm_cmplt_epi8(v, _mm_set1_epi8(' ')));
+    return (unsigned)__builtin_ctz((unsigned)_mm_movemask_epi8(stop) | 0x10000u);
+#else
+    memcpy(o, s, 16);
+    for (unsigned i = 0; i < 16; i += 8) {
+        uint64_t v;
+        memcpy(&v, s + i, 8);
+        if (stops(v)) {
+            while (s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
+                i++;
+            return i;
+        }
     }
-    while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
-        p++;
-    return p;
+    return 16;
+#endif
 }
 
-/* The string at p (its opening quote) written to the output as json.dumps writes its value, quotes included. */
+/* The string at p (its opening quote) written to the output as json.dumps writes its value, quotes included.
+   Never longer than the string's own text (an escape is never shorter than what it is written as), but the text's
+   end is not known before it is found: the room is made as the copy goes. */
 static int string(Walk *w)
 {
     const unsigned char *p = w->p + 1, *end = w->end;
     Buf *out = &w->out;
     if (put1(out, '"') != OK)
         return ERROR;
+    char *o = out->buf + out->len;
     for (;;) {
-        const unsigned char *run = p;
-        p = plain_run(p, end);
-        if (p > run && put(out, run, p - run) != OK)
+        if ((o = reserve(out, o, 16)) == NULL)
             return ERROR;
+        unsigned k;
+        if (end - p >= 16)
+            k = copy16(o, p);
+        else { /* the body's last bytes, padded with NULs: the copy stops at the first of them as at a control */
+            unsigned char last[16] = {0};
+            memcpy(last, p, (size_t)(end - p));
+            k = copy16(o, last);
+        }
+        p += k;
+        o += k;
+        if (k == 16)
+            continue;
         if (p >= end || *p < 0x20) /* unterminated; a raw control character (json's strict mode refuses it) */
             return BAIL;
         if (*p == '"')
-            break;
+            break; /* (the room for the closing quote: 16 - k) */
         if (*p >= 0x80) {
-            int n = utf8_len(p, end);
-            if (n == 0)
-                return BAIL;
-            if (put(out, p, n) != OK)
-                return ERROR;
-            p += n;
+            do {
+                int n = utf8_len(p, end);
+                if (n == 0)
+                    return BAIL;
+                if ((o = reserve(out, o, 4)) == NULL)
+                    return ERROR;
+                for (int i = 0; i < n; i++)
+                    o[i] = (char)p[i];
+                p += n;
+                o += n;
+            } while (p < end && *p >= 0x80);
             continue;
         }
         /* an escape */
         if (end - p < 2)
             return BAIL;
+        if ((o = reserve(out, o, 6)) == NULL)
+            return ERROR;
         unsigned cp;
         switch (p[1]) {
-        case '"': cp = '"'; break;
-        case '\\': cp = '\\'; break;
-        case '/': cp = '/'; break;
-        case 'b': cp = '\b'; break;
-        case 'f': cp = '\f'; break;
-        case 'n': cp = '\n'; break;
-        case 'r': cp = '\r'; break;
-        case 't': cp = '\t'; break;
+        case '"': case '\\': case 'b': case 'f': case 'n': case 'r': case 't': /* json.dumps writes these so */
+            o[0] = '\\', o[1] = (char)p[1];
+            o += 2;
+            p += 2;
+            continue;
+        case '/':
+            *o++ = '/';
+            p += 2;
+            continue;
         case 'u':
             if (!hex4(p + 2, end, &cp))
                 return BAIL;
@@ -223,17 +283,17 @@ static int string(Walk *w)
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
                 p += 6;
             }
-            p += 4;
-            break;
+            p += 6;
+            o = code_point(o, cp);
+            continue;
         default:
             return BAIL;
         }
-        p += 2;
-        if (put_code_point(out, cp) != OK)
-            return ERROR;
     }
+    *o++ = '"';
+    out->len = o - out->buf;
     w->p = p + 1;
-    return put1(out, '"');
+    return OK;
 }
 
 /* -- numbers and literals ------------------------------------------------------------------------------------- */
@@ -346,7 +406,7 @@ static int literal(Walk *w, const char *word, Py_ssize_t n)
 static int value(Walk *w, int depth);
 
 /* A byte of structure, in the item's stored bytes and in its skeleton. */
-static int put_both(Walk *w, char c)
+static inline int put_both(Walk *w, char c)
 {
     return put1(&w->out, c) == OK && put1(&w->skel, c) == OK ? OK : ERROR;
 }
@@ -355,7 +415,7 @@ static int put_both(Walk *w, char c)
 
 /* After a member or an element: OK at ``close`` (not consumed), MORE after a comma (written, and the space after
    it skipped), BAIL at anything else. */
-static int separator(Walk *w, char close)
+static inline int separator(Walk *w, char close)
 {
     skip_ws(w);
     if (w->p >= w->end)
@@ -371,45 +431,12 @@ static int separator(Walk *w, char close)
     return MORE;
 }
 
-/* Whether the keys of one object, keys[from:nkeys], hold two equal ones (large objects: by a hash table). */
-static int duplicates(Walk *w, Py_ssize_t from)
-{
-    Py_ssize_t n = w->nkeys - from;
-    const char *text = w->out.buf;
-    const Span *keys = w->keys + from;
-    if (n <= FEW_KEYS)
-        return 0; /* (checked as each key came) */
-    size_t size = 1;
-    while (size < (size_t)n * 2)
-        size *= 2;
-    if ((Py_ssize_t)size > w->seen_cap) {
-        Py_ssize_t *seen = PyMem_Realloc(w->seen, size * sizeof(Py_ssize_t));
-        if (seen == NULL)
-            return -1;
-        w->seen = seen;
-        w->seen_cap = (Py_ssize_t)size;
-    }
-    for (size_t i = 0; i < size; i++)
-        w->seen[i] = -1;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        size_t i = (size_t)fnv(FNV_OFFSET, text + keys[k].off, keys[k].len) & (size - 1);
-        for (; w->seen[i] >= 0; i = (i + 1) & (size - 1)) {
-            const Span *o = keys + w->seen[i];
-            if (o->len == keys[k].len && memcmp(text + o->off, text + keys[k].off, (size_t)o->len) == 0)
-                return 1;
-        }
-        w->seen[i] = k;
-    }
-    return 0;
-}
-
-/* The object at p (its '{'), at nesting level ``depth``; ``clean``: not NULL at an item's top level, set when a key
-   does not start with '#'. */
-static int object(Walk *w, int depth, int *clean)
+/* The object at p (its '{'), at nesting level ``depth``. Its keys go to the skeleton, which is checked for an
+   object with two equal keys once per distinct skeleton (kind()), not here once per item. */
+static int object(Walk *w, int depth)
 {
     if (depth > MAX_DEPTH)
         return BAIL;
-    Py_ssize_t from = w->nkeys;
     int r;
     w->p++;
     if (put_both(w, '{') != OK)
@@ -425,24 +452,7 @@ static int object(Walk *w, int depth, int *clean)
         Py_ssize_t at = w->out.len;
         if ((r = string(w)) != OK)
             return r;
-        Span key = {at + 1, w->out.len - at - 2};
-        const char *text = w->out.buf;
-        if (w->nkeys - from < FEW_KEYS)
-            for (Py_ssize_t k = from; k < w->nkeys; k++)
-                if (w->keys[k].len == key.len && memcmp(text + w->keys[k].off, text + key.off, (size_t)key.len) == 0)
-                    return BAIL;
-        if (w->nkeys >= w->keys_cap) {
-            Py_ssize_t cap = w->keys_cap ? w->keys_cap * 2 : 64;
-            Span *keys = PyMem_Realloc(w->keys, (size_t)cap * sizeof(Span));
-            if (keys == NULL)
-                return ERROR;
-            w->keys = keys;
-            w->keys_cap = cap;
-        }
-        w->keys[w->nkeys++] = key;
-        if (clean != NULL && (key.len == 0 || text[key.off] != '#'))
-            *clean = 1;
-        if (put(&w->skel, text + at, w->out.len - at) != OK)
+        if (put(&w->skel, w->out.buf + at, w->out.len - at) != OK)
             return ERROR;
         skip_ws(w);
         if (w->p >= w->end || *w->p != ':')
@@ -459,11 +469,6 @@ static int object(Walk *w, int depth, int *clean)
     if (r != OK)
         return r;
     w->p++;
-    switch (duplicates(w, from)) {
-    case 1: return BAIL;
-    case -1: return ERROR;
-    }
-    w->nkeys = from;
     return put_both(w, '}');
 }
 
@@ -499,7 +504,7 @@ static int value(Walk *w, int depth)
         return BAIL;
     int r;
     switch (*w->p) {
-    case '{': return object(w, depth + 1, NULL);
+    case '{': return object(w, depth + 1);
     case '[': return array(w, depth + 1);
     case '"': r = string(w); break;
     case 't': r = literal(w, "true", 4); break;
@@ -514,41 +519,147 @@ static int value(Walk *w, int depth)
 
 /* -- skeletons ------------------------------------------------------------------------------------------------ */
 
-/* The number of the current item's skeleton: the one of an equal skeleton met before, else the next. */
-static Py_ssize_t kind(Walk *w)
+/* Whether the keys of one object, keys[from:nkeys] (spans of ``text``), hold two equal ones (large objects: by a
+   hash table). 1: they do, -1: out of memory. */
+static int duplicates(Walk *w, const char *text, Py_ssize_t from)
+{
+    Py_ssize_t n = w->nkeys - from;
+    const Span *keys = w->keys + from;
+    if (n <= FEW_KEYS) {
+        for (Py_ssize_t k = 1; k < n; k++)
+            for (Py_ssize_t j = 0; j < k; j++)
+                if (keys[j].len == keys[k].len && memcmp(text + keys[j].off, text + keys[k].off, (size_t)keys[k].len) == 0)
+                    return 1;
+        return 0;
+    }
+    size_t size = 1;
+    while (size < (size_t)n * 2)
+        size *= 2;
+    if ((Py_ssize_t)size > w->seen_cap) {
+        Py_ssize_t *seen = PyMem_Realloc(w->seen, size * sizeof(Py_ssize_t));
+        if (seen == NULL)
+            return -1;
+        w->seen = seen;
+        w->seen_cap = (Py_ssize_t)size;
+    }
+    for (size_t i = 0; i < size; i++)
+        w->seen[i] = -1;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        size_t i = (size_t)fnv(FNV_OFFSET, text + keys[k].off, keys[k].len) & (size - 1);
+        for (; w->seen[i] >= 0; i = (i + 1) & (size - 1)) {
+            const Span *o = keys + w->seen[i];
+            if (o->len == keys[k].len && memcmp(text + o->off, text + keys[k].off, (size_t)o->len) == 0)
+                return 1;
+        }
+        w->seen[i] = k;
+    }
+    return 0;
+}
+
+/* The value of the current item's skeleton at *sp (well formed: written by the walk) checked for an object with two
+   equal keys (the dict parsed of it would keep one value at the first key's place: BAIL); ``clean``: not NULL at the
+   item's top level, set when a key does not start with '#'. *sp: after the value. (Keys are compared as written,
+   and json.dumps writes equal keys alike.) */
+static int check(Walk *w, const char **sp, int *clean)
+{
+    const char *s = *sp, *text = w->skel.buf;
+    if (*s == '0') {
+        *sp = s + 1;
+        return OK;
+    }
+    char close = *s == '{' ? '}' : ']';
+    Py_ssize_t from = w->nkeys;
+    int r;
+    if (*++s != close)
+        for (;;) {
+            if (close == '}') {
+                const char *k = ++s; /* (s was at the key's opening quote) */
+                while (*s != '"')
+                    s += *s == '\\' ? 2 : 1;
+                Span key = {k - text, s - k};
+                if (clean != NULL && (key.len == 0 || *k != '#'))
+                    *clean = 1;
+                if (w->nkeys >= w->keys_cap) {
+                    Py_ssize_t cap = w->keys_cap ? w->keys_cap * 2 : 64;
+                    Span *keys = PyMem_Realloc(w->keys, (size_t)cap * sizeof(Span));
+                    if (keys == NULL)
+                        return ERROR;
+                    w->keys = keys;
+                    w->keys_cap = cap;
+                }
+                w->keys[w->nkeys++] = key;
+                s += 2; /* the closing quote and ':' */
+            }
+            if ((r = check(w, &s, NULL)) != OK)
+                return r;
+            if (*s == close)
+                break;
+            s++; /* ',' */
+        }
+    *sp = s + 1;
+    if (close == ']')
+        return OK;
+    switch (duplicates(w, text, from)) {
+    case 1: return BAIL;
+    case -1: return ERROR;
+    }
+    w->nkeys = from;
+    return OK;
+}
+
+/* The number of the current item's skeleton (the one of an equal skeleton met before, else the next) in *k, and
+   whether items of it are clean in *clean: OK, BAIL (an object with two equal keys), ERROR. */
+static int kind(Walk *w, Py_ssize_t *k, int *clean)
 {
     const char *s = w->skel.buf;
     Py_ssize_t n = w->skel.len;
+    const Slot *last = &w->last;
+    /* (most items are of the previous item's skeleton: a comparison, no hash) */
+    if (last->kind >= 0 && last->len == n && memcmp(w->arena.buf + last->off, s, (size_t)n) == 0) {
+        *k = last->kind;
+        *clean = last->clean;
+        return OK;
+    }
     uint64_t h = fnv(FNV_OFFSET, s, n);
     size_t i = (size_t)h & w->mask;
     for (; w->slots[i].kind >= 0; i = (i + 1) & w->mask) {
         const Slot *o = &w->slots[i];
-        if (o->hash == h && o->len == n && memcmp(w->arena.buf + o->off, s, (size_t)n) == 0)
-            return o->kind;
+        if (o->hash == h && o->len == n && memcmp(w->arena.buf + o->off, s, (size_t)n) == 0) {
+            w->last = *o;
+            *k = o->kind;
+            *clean = o->clean;
+            return OK;
+        }
     }
+    int c = 0, r;
+    const char *at = s;
+    if ((r = check(w, &at, &c)) != OK)
+        return r;
     if (put(&w->arena, s, n) != OK)
-        return -1;
-    w->slots[i] = (Slot){h, w->arena.len - n, n, w->nkinds};
+        return ERROR;
+    w->slots[i] = w->last = (Slot){h, w->arena.len - n, n, w->nkinds, c};
+    *k = w->nkinds;
+    *clean = c;
     if ((size_t)++w->nkinds * 2 > w->mask) { /* more than half full: twice the slots */
         size_t size = (w->mask + 1) * 2;
         Slot *slots = PyMem_Malloc(size * sizeof(Slot));
         if (slots == NULL)
-            return -1;
+            return ERROR;
         for (size_t j = 0; j < size; j++)
             slots[j].kind = -1;
         for (size_t j = 0; j <= w->mask; j++) {
             if (w->slots[j].kind < 0)
                 continue;
-            size_t k = (size_t)w->slots[j].hash & (size - 1);
-            while (slots[k].kind >= 0)
-                k = (k + 1) & (size - 1);
-            slots[k] = w->slots[j];
+            size_t t = (size_t)w->slots[j].hash & (size - 1);
+            while (slots[t].kind >= 0)
+                t = (t + 1) & (size - 1);
+            slots[t] = w->slots[j];
         }
         PyMem_Free(w->slots);
         w->slots = slots;
         w->mask = size - 1;
     }
-    return w->nkinds - 1;
+    return OK;
 }
 
 /* -- the body ------------------------------------------------------------------------------------------------- */
@@ -556,16 +667,13 @@ static Py_ssize_t kind(Walk *w)
 /* One item (the object at p, at level ``depth``) appended to the lists. */
 static int item(Walk *w, int depth, PyObject *items, PyObject *kinds, PyObject *firsts, Py_ssize_t *clean)
 {
-    int is_clean = 0;
+    int is_clean;
+    Py_ssize_t k, before = w->nkinds;
     w->out.len = 0;
     w->skel.len = 0;
-    int r = object(w, depth, &is_clean);
-    if (r != OK)
+    int r = object(w, depth);
+    if (r != OK || (r = kind(w, &k, &is_clean)) != OK)
         return r;
-    Py_ssize_t before = w->nkinds;
-    Py_ssize_t k = kind(w);
-    if (k < 0)
-        return ERROR;
     PyObject *bytes = PyBytes_FromStringAndSize(w->out.buf, w->out.len);
     if (bytes == NULL)
         return ERROR;
@@ -645,6 +753,7 @@ static PyObject *split(PyObject *Py_UNUSED(self), PyObject *arg)
     Py_ssize_t clean = 0;
     int r = ERROR;
     w.mask = 63;
+    w.last.kind = -1;
     w.slots = PyMem_Malloc((w.mask + 1) * sizeof(Slot));
     if (items != NULL && kinds != NULL && firsts != NULL && w.slots != NULL) {
         for (size_t i = 0; i <= w.mask; i++)

@@ -155,6 +155,94 @@ def test_each_string_piece_anywhere_in_a_long_string(piece: str, at: int) -> Non
     assert_same(('{"' + text[:at] + piece + text[at:] + '":1}').encode())
 
 
+def assert_taken(raw: bytes) -> None:
+    """The C takes ``raw`` (a body Python takes) and writes each item by the rule itself, as the Python path does."""
+    got = _cpush.split(raw)
+    assert got is not None, raw
+    value = jsontext.loads(raw, max_depth=push_items.ITEM_MAX_DEPTH)
+    assert got[0] == [itemjson.stdlib_encode(x) for x in (value if isinstance(value, list) else [value])]
+    assert_same(raw)
+
+
+# What the C's copy of a string stops at (_cpush.c copy16: 16 bytes at a time, each step copied whole): every kind
+# of byte, each escape and UTF-8 of each length, at every place through the first three steps of a string.
+STOPS = ['\\"', "\\\\", "\\/", "\\b", "\\f", "\\n", "\\r", "\\t", "\\u0001", "\\u00e9", "\\u0022", "\\u005c", "\\u2028",
+         "\\ud83d\\ude00", "é", "€", "😀", "\x7f", "é😀€"]
+BAD_STOPS = ["\x00", "\x01", "\x1f", "\n", "\\x", "\\u12", "\\ud800", "\\udc00", "\\"]
+
+
+@pytest.mark.parametrize("piece", STOPS)
+def test_each_stop_at_every_place_of_a_string(piece: str) -> None:
+    for at in range(49):
+        text = "x" * at + piece + "y" * (48 - at)
+        assert_taken(('{"k":"' + text + '","' + text + '":1}').encode())
+        assert_taken(('{"' + text + '":"' + text[:at] + '"}').encode())  # (the body's last bytes: fewer than 16)
+
+
+@pytest.mark.parametrize("piece", BAD_STOPS + ["\xff", "\xc3", "\xed\xa0\x80", "\xf0\x9f\x98"])
+def test_each_bad_stop_at_every_place_of_a_string(piece: str) -> None:
+    for at in range(49):
+        raw = ('{"k":"' + "x" * at).encode() + piece.encode("latin-1") + ("y" * (48 - at) + '"}').encode()
+        assert _cpush.split(raw) is None, raw
+        assert_same(raw)
+
+
+# A string of 3 of the C's steps that ends the body (test_no_read_past_the_body reads its cuts too).
+ENDS_IN_A_STRING = ('{"a":1,"k":"' + "é".join(["x" * 7] * 6) + '\\n"}').encode()
+
+
+def test_a_body_that_ends_in_a_string() -> None:
+    """Cut at every byte: unterminated (Python's 400); and whole, then the body's end."""
+    whole = ENDS_IN_A_STRING
+    for cut in range(len(whole)):
+        raw = whole[:cut]
+        assert _cpush.split(raw) is None, raw
+        if raw.strip():
+            assert_same(raw)
+    assert_taken(whole)
+
+
+# Two equal keys in an object are found once per distinct skeleton, from the keys as the skeleton holds them
+# (_cpush.c check): in an item after items of other skeletons, nested, in an array, in a large object; and keys whose
+# written text holds a quote, a backslash or an escape (read back from the skeleton).
+BIG = ",".join(f'"k{i}":{i}' for i in range(20))
+SKELETONS = [
+    (b'[{"a":1},{"a":1,"a":2}]', False), (b'[{"a":{"b":1}},{"a":{"b":1,"b":2}}]', False),
+    (b'[{"a":1},{"x":[0,{"a":1,"a":1}]}]', False), (b'[{"a":1},{"x":[{"a":[]},{"b":{},"b":[]}]}]', False),
+    (b'[{"k0":1},{' + BIG.encode() + b',"k19":1}]', False),
+    (b'[{' + BIG.encode() + b'},{"k3":{' + BIG.encode() + b',"k0":[]}}]', False),
+    (b'[{"a":1,"b":{"a":1}},{"a":{"a":{"a":1}},"b":[{"a":1,"b":1}]}]', True), (b'[{' + BIG.encode() + b'}]', True),
+    (b'{"a\\"b":1,"a\\"b":2}', False), (b'{"a\\\\":1,"a\\\\\\"":2}', True), (b'{"\\\\":{"\\\\":1,"\\"":2}}', True),
+    (b'{"\\\\":{"\\\\":1,"\\u005c":2}}', False), (b'{"\\u0001":1,"\\u0001":2}', False), (b'{"\\"":[{"\\"\\\\":1}]}', True),
+    (b'{"a":1,"\\u0061":2}', False), (b'{"\\"}":1,"\\"}":2}', False), (b'{"\\"}":1,"}":2,"\\"":3}', True),
+]
+
+
+@pytest.mark.parametrize(("raw", "taken"), SKELETONS)
+def test_two_equal_keys_in_any_item_go_to_python(raw: bytes, taken: bool) -> None:
+    if taken:
+        assert_taken(raw)
+    else:
+        assert _cpush.split(raw) is None
+        assert_same(raw)
+
+
+# Skeletons in every order: the previous item's (_cpush.c kind: compared first), one met earlier (by its hash), a
+# new one; of one length but other keys; clean or not.
+SHAPES = {"A": '{"a":1}', "B": '{"b":"x"}', "C": '{"#b":2}', "D": '{"a":1,"b":[2]}', "E": '{"#a":{"b":3}}'}
+
+
+@pytest.mark.parametrize("order", ["AAAA", "ABAB", "AABBA", "ABCBA", "CCA", "BCDEEDCBA", "EAAAE"])
+def test_items_are_numbered_by_skeleton_in_any_order(order: str) -> None:
+    raw = ("[" + ",".join(SHAPES[c] for c in order) + "]").encode()
+    assert_taken(raw)
+    _, kinds, firsts, clean = _cpush.split(raw)
+    seen = list(dict.fromkeys(order))
+    assert kinds == [seen.index(c) for c in order]
+    assert firsts == [order.index(c) for c in seen]
+    assert clean == sum(c not in "CE" for c in order)
+
+
 def nest(levels: int, kind: str) -> str:
     inner = "1"
     for _ in range(levels):
@@ -271,13 +359,13 @@ def test_no_read_past_the_body() -> None:
     script = textwrap.dedent("""
         import ctypes, mmap
         from openkvs.datasets import _cpush
-        from tests.datasets.test_cpush import HANDED_BACK, NUMBERS, STRING_PIECES
+        from tests.datasets.test_cpush import ENDS_IN_A_STRING, HANDED_BACK, NUMBERS, STRING_PIECES
         page = mmap.PAGESIZE
         m = mmap.mmap(-1, page * 64)
         base = ctypes.addressof(ctypes.c_char.from_buffer(m))
         assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(base + page * 63), page, 0) == 0  # PROT_NONE
         bodies = HANDED_BACK + [b'{"a":%s}' % n.encode() for n in NUMBERS]
-        bodies += [b'{"a":"%s"}' % p.encode() for p in STRING_PIECES]
+        bodies += [b'{"a":"%s"}' % p.encode() for p in STRING_PIECES] + [ENDS_IN_A_STRING]
         for body in bodies:
             for cut in range(len(body) + 1):
                 start = page * 63 - cut
