@@ -214,7 +214,7 @@ static inline unsigned copy16(char *o, const unsigned char *s)
 /* The string at p (its opening quote) written to the output as json.dumps writes its value, quotes included.
    Never longer than the string's own text (an escape is never shorter than what it is written as), but the text's
    end is not known before it is found: the room is made as the copy goes. */
-static int string(Walk *w)
+static int long_string(Walk *w)
 {
     const unsigned char *p = w->p + 1, *end = w->end;
     Buf *out = &w->out;
@@ -296,6 +296,25 @@ static int string(Walk *w)
     return OK;
 }
 
+/* long_string(), where the string's text ends in its first 16 bytes (most keys, many values) without a stop before
+   its closing quote: inline, in a few instructions. */
+static inline int string(Walk *w)
+{
+    const unsigned char *p = w->p + 1;
+    Buf *out = &w->out;
+    if (w->end - p >= 16 && out->cap - out->len >= 17) {
+        char *o = out->buf + out->len;
+        unsigned k = copy16(o + 1, p);
+        if (k < 16 && p[k] == '"') {
+            o[0] = '"', o[k + 1] = '"';
+            out->len += k + 2;
+            w->p = p + k + 1;
+            return OK;
+        }
+    }
+    return long_string(w);
+}
+
 /* -- numbers and literals ------------------------------------------------------------------------------------- */
 
 static int digits(const unsigned char **pp, const unsigned char *end)
@@ -308,24 +327,20 @@ static int digits(const unsigned char **pp, const unsigned char *end)
     return any;
 }
 
-/* Python's repr of the float written as s[0:n], a plain decimal (-?D+.D+, no exponent), where it is that text's
-   own digits: at most 15 significant ones (then the nearest double reads back as them, and no shorter text does:
-   two decimals of at most 15 digits are never the same double, DBL_DIG), and repr's fixed notation (the decimal
-   exponent from -4 to 15). Written without trailing zeros of the fraction but one. 0: not such a text. */
-static int plain_float(Buf *out, const unsigned char *s, Py_ssize_t n)
+/* Python's repr of the float written as s[0:end], a plain decimal (-?D+.D+, no exponent; its dot at ``dot``),
+   where it is that text's own digits: at most 15 significant ones (then the nearest double reads back as them, and
+   no shorter text does: two decimals of at most 15 digits are never the same double, DBL_DIG), and repr's fixed
+   notation (the decimal exponent from -4 to 15). Written without trailing zeros of the fraction but one. 0: not
+   such a text. */
+static int plain_float(Buf *out, const unsigned char *s, const unsigned char *dot, const unsigned char *end)
 {
-    const unsigned char *end = s + n, *dot = memchr(s, '.', (size_t)n), *first = NULL, *last = NULL;
-    if (dot == NULL)
-        return 0;
-    for (const unsigned char *p = s; p < end; p++) {
+    const unsigned char *first = NULL, *last = NULL;
+    for (const unsigned char *p = s; p < end; p++)
         if (*p >= '1' && *p <= '9') {
             if (first == NULL)
                 first = p;
             last = p;
         }
-        else if (*p == 'e' || *p == 'E')
-            return 0;
-    }
     if (first != NULL) {
         Py_ssize_t digits = last - first + 1 - (first < dot && last > dot); /* (the dot between them) */
         Py_ssize_t exponent = first < dot ? dot - first - 1 : -(first - dot);
@@ -349,30 +364,28 @@ static int number(Walk *w)
     else if (!digits(&p, end))
         return BAIL;
     Py_ssize_t int_digits = p - int_start;
-    int is_float = 0;
+    const unsigned char *dot = NULL, *exponent = NULL;
     if (p < end && *p == '.') {
-        p++;
+        dot = p++;
         if (!digits(&p, end))
             return BAIL;
-        is_float = 1;
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
-        p++;
+        exponent = p++;
         if (p < end && (*p == '+' || *p == '-'))
             p++;
         if (!digits(&p, end))
             return BAIL;
-        is_float = 1;
     }
     w->p = p;
-    if (!is_float) {
+    if (dot == NULL && exponent == NULL) {
         if (int_digits > MAX_INT_DIGITS)
             return BAIL;
         if (p - start == 2 && start[0] == '-' && start[1] == '0')
             return put1(&w->out, '0');
         return put(&w->out, start, p - start);
     }
-    int plain = plain_float(&w->out, start, p - start);
+    int plain = exponent == NULL ? plain_float(&w->out, start, dot, p) : 0;
     if (plain != 0)
         return plain > 0 ? OK : ERROR;
     Buf *num = &w->num;
@@ -403,7 +416,8 @@ static int literal(Walk *w, const char *word, Py_ssize_t n)
 
 /* -- containers ----------------------------------------------------------------------------------------------- */
 
-static int value(Walk *w, int depth);
+static int object(Walk *w, int depth);
+static int array(Walk *w, int depth);
 
 /* A byte of structure, in the item's stored bytes and in its skeleton. */
 static inline int put_both(Walk *w, char c)
@@ -411,24 +425,53 @@ static inline int put_both(Walk *w, char c)
     return put1(&w->out, c) == OK && put1(&w->skel, c) == OK ? OK : ERROR;
 }
 
+/* Whether the next byte other than whitespace is c (then w->p is after it). (c first: a body written compact has
+   no whitespace.) */
+static inline int take(Walk *w, char c)
+{
+    if (w->p < w->end && *w->p == c) {
+        w->p++;
+        return 1;
+    }
+    skip_ws(w);
+    if (w->p < w->end && *w->p == c) {
+        w->p++;
+        return 1;
+    }
+    return 0;
+}
+
 #define MORE 3 /* separator() only: another member or element follows */
 
-/* After a member or an element: OK at ``close`` (not consumed), MORE after a comma (written, and the space after
-   it skipped), BAIL at anything else. */
+/* After a member or an element: OK after ``close``, MORE after a comma (written, and the space after it skipped),
+   BAIL at anything else. */
 static inline int separator(Walk *w, char close)
 {
-    skip_ws(w);
+    if (take(w, ',')) {
+        if (put_both(w, ',') != OK)
+            return ERROR;
+        skip_ws(w);
+        return MORE;
+    }
+    return take(w, close) ? OK : BAIL;
+}
+
+/* The value at p (no whitespace before it), inside a container at level ``depth``. */
+static inline int value(Walk *w, int depth)
+{
     if (w->p >= w->end)
         return BAIL;
-    if (*w->p == close)
-        return OK;
-    if (*w->p != ',')
-        return BAIL;
-    w->p++;
-    if (put_both(w, ',') != OK)
-        return ERROR;
-    skip_ws(w);
-    return MORE;
+    int r;
+    switch (*w->p) {
+    case '{': return object(w, depth + 1);
+    case '[': return array(w, depth + 1);
+    case '"': r = string(w); break;
+    case 't': r = literal(w, "true", 4); break;
+    case 'f': r = literal(w, "false", 5); break;
+    case 'n': r = literal(w, "null", 4); break;
+    default: r = number(w);
+    }
+    return r == OK ? put1(&w->skel, '0') : r;
 }
 
 /* The object at p (its '{'), at nesting level ``depth``. Its keys go to the skeleton, which is checked for an
@@ -446,30 +489,22 @@ static int object(Walk *w, int depth)
         w->p++;
         return put_both(w, '}');
     }
-    for (;;) {
+    do {
         if (w->p >= w->end || *w->p != '"')
             return BAIL;
         Py_ssize_t at = w->out.len;
         if ((r = string(w)) != OK)
             return r;
-        if (put(&w->skel, w->out.buf + at, w->out.len - at) != OK)
-            return ERROR;
-        skip_ws(w);
-        if (w->p >= w->end || *w->p != ':')
+        if (!take(w, ':'))
             return BAIL;
-        w->p++;
-        if (put_both(w, ':') != OK)
+        /* (the key and the colon to the skeleton in one copy) */
+        if (put1(&w->out, ':') != OK || put(&w->skel, w->out.buf + at, w->out.len - at) != OK)
             return ERROR;
         skip_ws(w);
         if ((r = value(w, depth)) != OK)
             return r;
-        if ((r = separator(w, '}')) != MORE)
-            break;
-    }
-    if (r != OK)
-        return r;
-    w->p++;
-    return put_both(w, '}');
+    } while ((r = separator(w, '}')) == MORE);
+    return r == OK ? put_both(w, '}') : r;
 }
 
 static int array(Walk *w, int depth)
@@ -485,36 +520,11 @@ static int array(Walk *w, int depth)
         w->p++;
         return put_both(w, ']');
     }
-    for (;;) {
+    do {
         if ((r = value(w, depth)) != OK)
             return r;
-        if ((r = separator(w, ']')) != MORE)
-            break;
-    }
-    if (r != OK)
-        return r;
-    w->p++;
-    return put_both(w, ']');
-}
-
-/* The value at p (no whitespace before it), inside a container at level ``depth``. */
-static int value(Walk *w, int depth)
-{
-    if (w->p >= w->end)
-        return BAIL;
-    int r;
-    switch (*w->p) {
-    case '{': return object(w, depth + 1);
-    case '[': return array(w, depth + 1);
-    case '"': r = string(w); break;
-    case 't': r = literal(w, "true", 4); break;
-    case 'f': r = literal(w, "false", 5); break;
-    case 'n': r = literal(w, "null", 4); break;
-    default: r = number(w);
-    }
-    if (r == OK)
-        r = put1(&w->skel, '0');
-    return r;
+    } while ((r = separator(w, ']')) == MORE);
+    return r == OK ? put_both(w, ']') : r;
 }
 
 /* -- skeletons ------------------------------------------------------------------------------------------------ */
