@@ -21,9 +21,10 @@ The WAL begins again from its start only at a write that finds every frame copie
 writes never sees that: it copies the frames committed before it began while new ones arrive. So under a steady
 stream of writes the WAL grew without end (600 MB after 1,200 pushes of 1,000 items), each frame written to new
 blocks of the file. Once the WAL holds RESTART_FRAMES, the writer copies the rest itself, in its thread, after a
-commit and before the next (``after_commit`` returns the connection's checkpoint to run): the checkpoints beside the
-writes have copied all but the last frames, the next write begins the WAL again, and ``journal_size_limit`` cuts
-the file back. A reader that still needs old frames keeps them, as it did with SQLite's own checkpoints."""
+commit and before the next (not a commit on the event loop thread: connections.py ``write_small``): the
+checkpoints beside the writes have copied all but the last frames, the next write begins the WAL again, and
+``journal_size_limit`` cuts the file back. A reader that still needs old frames keeps them, as it did with
+SQLite's own checkpoints."""
 
 from __future__ import annotations
 
@@ -75,24 +76,26 @@ class Checkpoints:
         index = self._index()
         return None if index is None else index[1]
 
-    def after_commit(self, writer: sqlite3.Connection) -> None:
-        """After a commit of ``writer``, in the writer's thread: once the WAL holds RESTART_FRAMES, the rest is
-        copied here, so that the next write begins it again; else a checkpoint begins beside the writes if the
-        database file lacks FRAMES or more of the WAL's frames. One checkpoint at a time, either way."""
+    def after_commit(self, writer: sqlite3.Connection | None) -> None:
+        """After a commit of the writer connection, on the thread that committed: once the WAL holds
+        RESTART_FRAMES, the rest is copied here on ``writer`` (None: not on this thread, the next commit's), so
+        that the next write begins it again; else a checkpoint begins beside the writes if the database file lacks
+        FRAMES or more of the WAL's frames. One checkpoint at a time, either way."""
         index = self._index()
         last, lacking = index if index is not None else (0, FRAMES)
-        if lacking < FRAMES and last < RESTART_FRAMES:
+        here = writer if last >= RESTART_FRAMES else None
+        if lacking < FRAMES and here is None:
             return
         with self._lock:
             if self._running or self._closed:
                 return
             self._running = True
-        if last < RESTART_FRAMES:
+        if here is None:
             self._thread.submit(self._run)
             return
         try:
-            writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:  # (as in _run: the WAL keeps the writes, the next commit asks again)
+            here.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except Exception as exc:  # (as in _run: the WAL keeps the writes, and they were committed; the next asks)
             log.warning("WAL checkpoint failed: %s", exc)
         finally:
             with self._lock:

@@ -410,7 +410,7 @@ class Database:
                     if isinstance(exc, sqlite3.Error):
                         raise translate(exc) from exc
                     raise
-                self._committed()
+                self._committed(on_loop=True)
         finally:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             limiter.release()
@@ -418,11 +418,13 @@ class Database:
             return await self.write(fn, *args)
         return result
 
-    def _committed(self) -> None:
-        """After a commit of the writer connection: the WAL checkpointed beside the writes once it is long enough
-        (checkpoints.py)."""
+    def _committed(self, on_loop: bool = False) -> None:
+        """After a commit of the writer connection: the WAL checkpointed beside the writes once it is long enough,
+        or by the writer once it is longer (checkpoints.py); ``on_loop``: a commit of ``write_small`` on the event
+        loop thread, which must not wait for that copy and its fsyncs (12-19 ms): the writer thread's next commit
+        does it."""
         if self._checkpoints is not None and self._wconn is not None:
-            self._checkpoints.after_commit(self._wconn)
+            self._checkpoints.after_commit(None if on_loop else self._wconn)
 
     async def _lead(self) -> None:
         """Commit the queued writes as one group, answer them, and leave any that came meanwhile to a task."""
