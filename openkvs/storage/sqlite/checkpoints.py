@@ -76,6 +76,12 @@ class Checkpoints:
         index = self._index()
         return None if index is None else index[1]
 
+    def restart_due(self) -> bool:
+        """Whether the WAL holds RESTART_FRAMES: the next commit should be the writer thread's, which copies the
+        rest (a WAL written only by commits on the event loop thread would never begin again)."""
+        index = self._index()
+        return index is not None and index[0] >= RESTART_FRAMES
+
     def after_commit(self, writer: sqlite3.Connection | None) -> None:
         """After a commit of the writer connection, on the thread that committed: once the WAL holds
         RESTART_FRAMES, the rest is copied here on ``writer`` (None: not on this thread, the next commit's), so

@@ -381,10 +381,13 @@ class Database:
         thread hops that cost more than the transaction (and, on a busy machine, a wait for a core each). It
         never waits here: should the database be locked (another process's write, a checkpoint) it goes the
         usual way, through the writer thread, which may wait. Not with ``fsync`` (COMMIT would wait for the
-        disk); the WAL is checkpointed beside, in a thread of its own (checkpoints.py), never by these commits."""
+        disk), nor once the WAL is long (its copy to the end, with fsyncs, is the writer thread's: checkpoints.py);
+        the WAL is checkpointed beside, in a thread of its own, never by these commits."""
         await asyncio.sleep(0)  # a turn for the other tasks first, as the hop would give: a task writing in a loop
         limiter, conn = self._wlimiter, self._wconn  # must not keep the event loop to itself
         if self.fsync or self._leading or self._queue or limiter is None or conn is None or self.closed:
+            return await self.write(fn, *args)
+        if self._checkpoints is not None and self._checkpoints.restart_due():
             return await self.write(fn, *args)
         try:
             limiter.acquire_nowait()
