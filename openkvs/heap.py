@@ -9,8 +9,9 @@ each a page fault and a page zeroed by the kernel (185-249 faults a request on t
 of freed memory for the next request and serve blocks under MMAP_BYTES from the heap: a 1,000-item push's event
 loop went from 1.78-1.86 to 1.20-1.27 us of CPU an item, a record PUT's from 2.01 to 1.50 (BENCHMARKS.md).
 
-Where the environment sets them already (``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``), glibc has read them
-at the start: that choice stands. Other C libraries: nothing is done."""
+Where the environment sets one already (``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``), glibc has read it at
+the start: that choice stands, and the other is set here (one fixed value turns glibc's adjusting off for both, and
+would leave the other at its first value, 128 KiB). Other C libraries: nothing is done."""
 
 from __future__ import annotations
 
@@ -20,20 +21,23 @@ import sys
 
 TRIM_BYTES = 16 * 1024 * 1024  # free memory kept at the top of a heap (each thread's arena has its own)
 MMAP_BYTES = 4 * 1024 * 1024  # blocks this large or larger still get their own mapping (a 9 MiB body, say)
-_ENV = {"MALLOC_TRIM_THRESHOLD_": TRIM_BYTES, "MALLOC_MMAP_THRESHOLD_": MMAP_BYTES}
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
+# the environment's name of each, mallopt's parameter (malloc.h) and the value
+_THRESHOLDS = (("MALLOC_TRIM_THRESHOLD_", -1, TRIM_BYTES), ("MALLOC_MMAP_THRESHOLD_", -3, MMAP_BYTES))
 
 
-def tune() -> bool:
-    """Fixes the thresholds for this process and, through the environment, for the worker processes it starts
-    (glibc reads it when they start). Returns whether this process's were set here."""
-    if not sys.platform.startswith("linux") or any(name in os.environ for name in _ENV):
-        return False
-    for name, value in _ENV.items():
-        os.environ[name] = str(value)
+def tune() -> list[str]:
+    """Fixes the thresholds the environment leaves open, for this process and, through the environment, for the
+    worker processes it starts (glibc reads it when they start). Returns the names of those set here."""
+    if not sys.platform.startswith("linux"):
+        return []
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 (only glibc has it: musl's mallopt does nothing)
     except (OSError, AttributeError):
-        return False
-    return bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_BYTES)) and bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_BYTES))
+        return []
+    tuned = []
+    for name, param, value in _THRESHOLDS:
+        if name not in os.environ and libc.mallopt(param, value):
+            os.environ[name] = str(value)
+            tuned.append(name)
+    return tuned
