@@ -404,6 +404,17 @@ class HttpProtocol(HttpToolsProtocol):
                 self._deferred = (error, why, cycle.scope)
                 self.pipeline[0] = (cycle, self._refusal_in_turn)  # (the last request's: uvicorn appends left)
             return
+        if cycle is not None and cycle.more_body:
+            # Refused in the body of a request whose app answered without waiting for it (a 401, a 404): the client
+            # has its answer, and Observe its line; a second answer would answer no request. The rest is not read,
+            # and the connection closes once that answer is out.
+            log.warning("%s: %s, after the answer (%s)", self.client[0] if self.client else "-", error.type,
+                        why or error.message)
+            if cycle.response_complete:
+                self._close_lingering()
+            else:
+                cycle.on_response = self._close_after_the_last
+            return
         if cycle is not None and not cycle.response_complete:
             self._deferred = (error, why, None)
             cycle.on_response = self._after_the_last  # (the last request's cycle, maybe queued)
@@ -423,6 +434,20 @@ class HttpProtocol(HttpToolsProtocol):
             error, why, scope = self._deferred
             self._deferred = None
             self._answer_refusal(error, why, logged=scope)
+
+    def _close_after_the_last(self) -> None:
+        """The response of a request refused in its body after that response began is done: the connection closes,
+        with no answer of its own (``_refuse``)."""
+        self.on_response_complete()
+        if not self.transport.is_closing():
+            self._close_lingering()
+
+    def _close_lingering(self) -> None:
+        """Closes the connection after what was written: the write side now, the rest a while later, so that the
+        client reads the answer before a reset could discard it (see the module's docstring)."""
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _answer_refusal(self, error: errors.ApiError, why: str | None, running: Any = None, logged: Any = None) -> None:
         """``running``: the scope of the request refused, when its app is running (refused in its body): the
@@ -445,9 +470,7 @@ class HttpProtocol(HttpToolsProtocol):
         ]:
             head += [name, b": ", value, b"\r\n"]
         self.transport.write(b"".join([*head, b"\r\n", body]))
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        self._close_lingering()
         if running is not None:
             running[REFUSED] = (error.status, len(body))
         else:

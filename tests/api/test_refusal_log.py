@@ -170,3 +170,44 @@ def test_a_pipelined_request_refused_in_its_body_has_its_method_and_path(
         (400, "PUT", f"/v2/key-value-stores/{store}/records/k?token=REDACTED"),
     ], lines
     assert SECRET not in srv.log()
+
+
+def one_response(sock: socket.socket) -> bytes:
+    """One response with a Content-Length, read whole and no further."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        body += chunk
+    assert len(body) == length, "(nothing after it yet)"
+    return head
+
+
+@pytest.mark.parametrize("rest", [
+    b"0\r\n" + b"".join(b"X-T%d: %s\r\n" % (i, b"a" * 1000) for i in range(8)) + b"\r\n",  # trailers over 4 KiB
+    b"zz\r\n",  # a chunk size that is no number
+], ids=["trailers", "framing"])
+def test_a_body_refused_after_its_answer_gets_no_second_answer_and_one_line(
+    start_server: Callable[..., Server], tmp_path: Path, rest: bytes
+) -> None:
+    """The app answers without reading the body (no such store: 404); what the client sends after that is refused by the
+    protocol. The client has its answer: no other follows it, the connection closes, and the log has one line."""
+    srv = start_server(tmp_path, "sqlite", "--rate-limits", "off", "--log-format", "json", "--max-header-bytes", "4096")
+    source = "127.0.0.51" if rest.startswith(b"0") else "127.0.0.52"
+    with connect(srv, source) as sock:
+        sock.sendall(b"PUT /v2/key-value-stores/nope/records/k HTTP/1.1\r\nHost: x\r\n"
+                     b"Transfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n3\r\nabc\r\n")
+        assert one_response(sock).startswith(b"HTTP/1.1 404 ")
+        sock.sendall(rest)
+        assert answer(sock) == b""  # (the server closed the connection, having sent nothing more)
+    lines = log_lines(srv, {source})
+    time.sleep(1)  # (a second line would be written in the same batch or the next)
+    ours = [json.loads(line) for line in srv.log().splitlines() if line.startswith('{"time"')]
+    assert [(line["method"], line["status"]) for line in ours if line["client"] == source] == [("PUT", 404)]
+    assert lines[source]["status"] == 404
