@@ -298,10 +298,14 @@ class Observe:
         return self.templates.get(id(scope.get("endpoint")), "unmatched")
 
     def refused(self, ip: str, method: str, target: str, status: int, sent: int, seconds: float) -> None:
-        """The line of a request that the HTTP protocol answered itself, before the app saw it (431, 408, the
-        per-IP 429: openkvs/server.py). ``method`` and ``target`` are "-" when not received yet."""
+        """The line and the count of a request that the HTTP protocol answered itself, before the app saw it (431,
+        408, the per-IP 429, a body refused while queued behind responses: openkvs/server.py). ``method`` and
+        ``target`` are "-" when not received yet. Its route is "unmatched": none was looked for."""
+        ns = int(seconds * 1e9)
+        if self.with_metrics:
+            metrics.pending.observe("unmatched", method, status, ns, sent)
         if self.writer is not None:
-            self._line(self._next_id(), ip, "-", method, redact(target), "1.1", status, sent, int(seconds * 1e9))
+            self._line(self._next_id(), ip, "-", method, redact(target), "1.1", status, sent, ns)
 
     def _line(self, request_id: str, ip: str, user_id: str, method: str, path: str, version: str, status: int,
               sent: int, ns: int) -> None:

@@ -211,3 +211,33 @@ def test_a_body_refused_after_its_answer_gets_no_second_answer_and_one_line(
     ours = [json.loads(line) for line in srv.log().splitlines() if line.startswith('{"time"')]
     assert [(line["method"], line["status"]) for line in ours if line["client"] == source] == [("PUT", 404)]
     assert lines[source]["status"] == 404
+
+
+def test_requests_the_protocol_answers_itself_are_counted_too(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    """A head too large (431) and a body refused while queued behind another response (400) never reach the app:
+    /metrics counts them, under the route "unmatched" (none was looked for), as the access log has a line for each."""
+    srv = start_server(tmp_path, "sqlite", "--rate-limits", "off", "--log-format", "json", "--max-header-bytes", "4096")
+    with srv.client() as c:
+        store = c.post("/v2/key-value-stores", params={"name": "piped"}).json()["data"]["id"]
+    first = f"GET /v2/key-value-stores/{store} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {srv.token}\r\n\r\n"
+    put = (f"PUT /v2/key-value-stores/{store}/records/k HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {srv.token}\r\n"
+           "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nnot a chunk size\r\n")
+    with connect(srv, "127.0.0.61") as sock:  # queued behind a GET
+        sock.sendall((first + put).encode())
+        got = answer(sock)
+    assert [a[:3] for a in got.split(b"HTTP/1.1 ")[1:]] == [b"200", b"400"], got
+    with connect(srv, "127.0.0.62") as sock:
+        sock.sendall(f"GET /v2/key-value-stores HTTP/1.1\r\nX-Big: {'a' * 8000}\r\n\r\n".encode())
+        assert answer(sock).startswith(b"HTTP/1.1 431 ")
+    log_lines(srv, {"127.0.0.61", "127.0.0.62"})
+    deadline = time.monotonic() + 30
+    while True:  # (counts are flushed into the registry every 0.1 s)
+        with srv.client() as c:
+            rows = [row for row in c.get("/metrics").text.splitlines() if row.startswith("openkvs_http_requests_total{")
+                    and 'route="unmatched"' in row]
+        got_counts = {(row.split('method="')[1].split('"')[0], row.split('status="')[1].split('"')[0]):
+                      float(row.rsplit(" ", 1)[1]) for row in rows}
+        if len(got_counts) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert got_counts.get(("PUT", "400")) == 1 and got_counts.get(("GET", "431")) == 1, got_counts
