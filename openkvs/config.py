@@ -137,8 +137,8 @@ class Settings:
         shown_default="1 GiB (`1073741824`)",
     )
     max_header_bytes: int = setting(
-        64 * 1024, "Largest request line and headers in all, and apart from them a chunked body's trailer fields; "
-        "over it: 431.", minimum=1024
+        64 * 1024, "Largest request line and headers in all (a chunked body's trailer fields have a budget of their "
+        "own of the same size); over it: 431.", minimum=1024
     )
     header_timeout: float = setting(
         30.0,
