@@ -3,6 +3,7 @@ owns, with every storage call counted: for tests of logic that need no socket.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import io
@@ -146,6 +147,29 @@ class QuickStopUvicorn(uvicorn.Server):
         for server in self.servers:
             server.close()
         await self._wait_tasks_to_complete()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, **config: Any) -> AsyncIterator[tuple[str, int]]:
+    """uvicorn with openkvs's protocol (or ``http=`` another) serving ``app`` on a free port of 127.0.0.1, in the
+    running event loop, stopped on the way out; yields its address. ``config``: more of uvicorn.Config's arguments."""
+    from openkvs.server import HttpProtocol
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = {"lifespan": "off", "http": HttpProtocol, "ws": "none", "log_config": None, "access_log": False, **config}
+    server = QuickStopUvicorn(uvicorn.Config(app, **config))
+    task = asyncio.create_task(server.serve([sock]))
+    try:
+        while not server.started:
+            assert not task.done(), task
+            await asyncio.sleep(0.01)
+        yield sock.getsockname()
+    finally:
+        server.should_exit = True
+        server.stop_now.set()
+        await asyncio.wait_for(task, 30)
+        sock.close()
 
 
 class InProcessServer(Server):

@@ -5,15 +5,12 @@ every time it comes, after clean ones and after itself. Over a real socket, uvic
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 import pytest
-import uvicorn
 
 from openkvs import cycle
-from openkvs.server import HttpProtocol
-from tests.inprocess import QuickStopUvicorn
+from tests.inprocess import serving
 
 CLEAN = b"the same value on every response"
 SPLIT = b"x\r\nset-cookie: evil=1"  # a value that would add a header of its own
@@ -36,27 +33,13 @@ def served(paths: list[str]) -> list[bytes]:
     """What the server sends for a GET of each path, each on a connection of its own, until it closes."""
 
     async def run() -> list[bytes]:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(app, lifespan="off", http=HttpProtocol, ws="none", log_config=None,
-                                access_log=False)
-        server = QuickStopUvicorn(config)
-        task = asyncio.create_task(server.serve([sock]))
-        while not server.started:
-            assert not task.done(), task
-            await asyncio.sleep(0.01)
         got = []
-        try:
+        async with serving(app) as address:
             for path in paths:
-                reader, writer = await asyncio.open_connection(*sock.getsockname())
+                reader, writer = await asyncio.open_connection(*address)
                 writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
                 got.append(await asyncio.wait_for(reader.read(), 30))
                 writer.close()
-        finally:
-            server.should_exit = True
-            server.stop_now.set()
-            await asyncio.wait_for(task, 30)
-            sock.close()
         return got
 
     return asyncio.run(run())

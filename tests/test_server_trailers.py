@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from typing import Any
 
-import uvicorn
-
-from openkvs.server import HttpProtocol
-from tests.inprocess import QuickStopUvicorn
+from tests.inprocess import serving
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -35,25 +31,11 @@ def served(raw: bytes) -> bytes:
     """What the server sends for ``raw``, written at once, until it closes the connection."""
 
     async def run() -> bytes:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(app, lifespan="off", http=HttpProtocol, ws="none", log_config=None,
-                                access_log=False)
-        server = QuickStopUvicorn(config)
-        task = asyncio.create_task(server.serve([sock]))
-        while not server.started:
-            assert not task.done(), task
-            await asyncio.sleep(0.01)
-        try:
-            reader, writer = await asyncio.open_connection(*sock.getsockname())
+        async with serving(app) as address:
+            reader, writer = await asyncio.open_connection(*address)
             writer.write(raw)
             got = await asyncio.wait_for(reader.read(), 30)
             writer.close()
-        finally:
-            server.should_exit = True
-            server.stop_now.set()
-            await asyncio.wait_for(task, 30)
-            sock.close()
         return got
 
     return asyncio.run(run())

@@ -96,21 +96,7 @@ def test_a_huge_header_is_431_before_it_is_read_whole(srv: Server) -> None:
     before = rss_kib(srv.proc.pid)
     sock = connect(srv, "127.0.0.7")
     sock.sendall(b"GET /v2/key-value-stores HTTP/1.1\r\nHost: x\r\nX-Big: ")
-    sock.setblocking(False)
-    chunk, sent, answered = b"a" * 65536, 0, False
-    deadline = time.monotonic() + 60
-    while sent < 16 * MIB and time.monotonic() < deadline:  # send until the server answers (or closes)
-        readable, writable, _ = select.select([sock], [sock], [], 5)
-        if readable:
-            answered = True
-            break
-        if writable:
-            try:
-                sent += sock.send(chunk)
-            except OSError:  # reset by the server: it has answered and closed
-                answered = True
-                break
-    sock.setblocking(True)
+    sent, answered = send_until_answered(sock, b"a" * 65536, 16 * MIB)
     if not answered:  # today's code: nothing yet; end the head so that it answers at last
         sock.sendall(b"\r\n\r\n")
     status, headers, body = read_response(sock)

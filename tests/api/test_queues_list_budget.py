@@ -55,11 +55,7 @@ def test_the_head_stops_at_the_same_byte_budget(shared_server: Server) -> None:
     count = fit + 10
     with shared_server.client() as c:
         c.timeout = 120
-        qid = new_queue(c)
-        for start in range(0, count, 25):
-            batch = [{"uniqueKey": f"{i:08d}" + "k" * long, "url": "u" * long} for i in range(start, min(count, start + 25))]
-            r = c.post(f"{Q}/{qid}/requests/batch", json=batch)
-            assert r.status_code == 201, r.text
+        qid = queue_of(c, count, "k" * long, "u" * long)
         head = c.get(f"{Q}/{qid}/head", params={"limit": 1000}).json()["data"]
         assert head["limit"] == 1000
         keys = [item["uniqueKey"][:8] for item in head["items"]]
@@ -74,6 +70,16 @@ def test_the_head_stops_at_the_same_byte_budget(shared_server: Server) -> None:
 def _post(c: httpx.Client, url: str, data: object) -> httpx.Response:
     """As JSON in UTF-8 (httpx's ``json=`` escapes every non-ASCII character as six bytes)."""
     return c.post(url, content=json.dumps(data, ensure_ascii=False).encode(), headers={"content-type": "application/json"})
+
+
+def queue_of(c: httpx.Client, count: int, key_tail: str, url: str) -> str:
+    """A new queue of ``count`` requests, uniqueKey ``{i:08d}`` + ``key_tail`` and ``url`` each, added 25 a batch."""
+    qid = new_queue(c)
+    for start in range(0, count, 25):
+        batch = [{"uniqueKey": f"{i:08d}" + key_tail, "url": url} for i in range(start, min(count, start + 25))]
+        r = _post(c, f"{Q}/{qid}/requests/batch", batch)
+        assert r.status_code == 201 and not r.json()["data"]["unprocessedRequests"], r.text
+    return qid
 
 
 def test_a_page_counts_its_budget_in_utf8_bytes(shared_server: Server) -> None:
@@ -108,11 +114,6 @@ def test_the_head_counts_its_budget_in_utf8_bytes(shared_server: Server) -> None
     count = fit + 10
     with shared_server.client() as c:
         c.timeout = 120
-        qid = new_queue(c)
-        for start in range(0, count, 25):
-            batch = [{"uniqueKey": f"{i:08d}" + "€" * euros, "url": "€" * euros}
-                     for i in range(start, min(count, start + 25))]
-            r = _post(c, f"{Q}/{qid}/requests/batch", batch)
-            assert r.status_code == 201 and not r.json()["data"]["unprocessedRequests"], r.text
+        qid = queue_of(c, count, "€" * euros, "€" * euros)
         head = c.get(f"{Q}/{qid}/head", params={"limit": 1000}).json()["data"]
         assert [item["uniqueKey"][:8] for item in head["items"]] == [f"{i:08d}" for i in range(fit)]
