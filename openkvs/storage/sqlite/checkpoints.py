@@ -62,7 +62,9 @@ class Checkpoints:
         can't be read."""
         try:
             if self._fd is None:
-                self._fd = os.open(self._shm, os.O_RDONLY)
+                with self._lock:  # (the event loop's thread asks too: connections.py write_small)
+                    if self._fd is None:
+                        self._fd = os.open(self._shm, os.O_RDONLY)
             head = os.pread(self._fd, _INDEX.size, 0)
         except OSError:
             return None
