@@ -33,6 +33,16 @@ checked as without one, so each rule above holds whatever the plan holds. A plan
 its first item; the remembered keys are bytes of earlier items of the call, which stay as they are until it
 returns. (callgrind, bench/datasets.py's items: 7,750 instructions per item without it, 4,970 with it.)
 
+The template: most items of a dataset are byte for byte the item before but for their leaves (strings, numbers,
+true, false, null), so each item walked in full is also kept as its leaves' places: the bytes between one leaf and
+the next (keys, punctuation, brackets, empty containers; ``Slot``) and each leaf's column. The next item is first
+matched against it: the bytes between its leaves compared with the template's, each leaf parsed and checked as
+in the walk, its cell the template's column, and nothing else (no recursion, no key steps: the walk cost ~3x
+more per item, bench/cg_csv.py). Bytes that are the template's are JSON of the same structure and keys, so every
+rule above holds as it did for the template's item (its keys were checked for repeats, its depth and object sizes
+counted); an item that differs anywhere (another byte between leaves, a container where a leaf was) goes to the
+walk with its plan, as without a template, and is the next template if it is rendered.
+
 Python API (formats.py wraps it):
     prepare(columns: list[str], delimiter: str) -> table | None   (None: this table can't be done here)
     lines(table, items: list[bytes], start: int) -> (bytes, stop)
@@ -60,6 +70,7 @@ Python API (formats.py wraps it):
                                  earlier ones, so one object of n keys costs n*n/2 checks (500,000 keys: 47 s) */
 #define MAX_PLAN_STEPS 1024   /* the steps of an item a plan remembers (an item of more is planned up to there) */
 #define UNKNOWN_COL (-2)      /* a step's column not looked up yet */
+#define MAX_TEMPLATE_LEAVES 1024 /* the leaves of an item a template holds (an item of more makes none) */
 
 /* A byte's class inside a JSON string (one table per delimiter). */
 enum { C_PLAIN, C_DELIM, C_END, C_ESCAPE, C_CONTROL, C_HIGH };
@@ -103,6 +114,14 @@ typedef struct {
     int kind;
 } Step;
 
+/* A leaf of a template (see the header): the bytes before it since the leaf before (or the item's start), and the
+   column of its path (-1: none). */
+typedef struct {
+    const unsigned char *lit;
+    Py_ssize_t n;
+    Py_ssize_t col;
+} Slot;
+
 /* The state of one call of lines(). */
 typedef struct {
     const Table *t;
@@ -121,6 +140,11 @@ typedef struct {
     int planning;             /* the item walked has matched the plan so far */
     struct Seg { const char *s; Py_ssize_t n; } *segs; /* while planning: the segment of the path at each depth (a
                                                           key's bytes; s NULL: an element, n its index) */
+    Slot *tmpl, *rec;         /* the template, and the leaves of the item walked, recorded for the next one */
+    Py_ssize_t ntmpl, nrec, slots_cap;
+    const unsigned char *tail; /* the template's bytes after its last leaf (NULL: no template) */
+    Py_ssize_t ntail;
+    const unsigned char *rec_from; /* the end of the last leaf recorded (NULL: too many to record) */
 } Walk;
 
 /* The walk's results: _jsonbytes.h's OK, BAIL and ERROR (out of memory: raised once the GIL is back), and MORE. */
@@ -608,7 +632,8 @@ static int literal(Walk *w, const char *word, Py_ssize_t n)
 }
 
 static int value(Walk *w, int depth, uint64_t h, Py_ssize_t plen, Py_ssize_t si);
-static void leaf(Walk *w, uint64_t h, Py_ssize_t plen, Py_ssize_t si, const char *text, Py_ssize_t len, int flags);
+static void leaf(Walk *w, uint64_t h, Py_ssize_t plen, Py_ssize_t si, const unsigned char *start, const char *text,
+                 Py_ssize_t len, int flags);
 
 /* The column of the path w->path[0:plen] with hash h (plen < 0: longer than any column), or -1. */
 static Py_ssize_t column(const Walk *w, uint64_t h, Py_ssize_t plen)
@@ -827,6 +852,7 @@ static int separator(Walk *w, char close)
 static inline int inner_value(Walk *w, int depth, uint64_t h, Py_ssize_t plen, Py_ssize_t si)
 {
     if (w->p < w->end && *w->p == '"' && depth + 1 <= MAX_DEPTH) {
+        const unsigned char *start = w->p;
         const char *text;
         Py_ssize_t len;
         int flags;
@@ -834,7 +860,7 @@ static inline int inner_value(Walk *w, int depth, uint64_t h, Py_ssize_t plen, P
         w->p++;
         if ((r = string(w, &text, &len, &flags)) != OK)
             return r;
-        leaf(w, h, plen, si, text, len, flags);
+        leaf(w, h, plen, si, start, text, len, flags);
         return OK;
     }
     return value(w, depth + 1, h, plen, si);
@@ -941,11 +967,26 @@ static int array(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
     }
 }
 
-/* A leaf of the path w->path[0:plen] (hash h; step si): its cell, if the path is a column, holds it (a later leaf
-   of one path wins, as in the Python path). */
-static void leaf(Walk *w, uint64_t h, Py_ssize_t plen, Py_ssize_t si, const char *text, Py_ssize_t len, int flags)
+/* A leaf whose token (w->p is past it) starts at start, recorded for the template with its column. */
+static void record(Walk *w, const unsigned char *start, Py_ssize_t col)
+{
+    if (w->rec_from == NULL)
+        return;
+    if (w->nrec == MAX_TEMPLATE_LEAVES) {
+        w->rec_from = NULL;
+        return;
+    }
+    w->rec[w->nrec++] = (Slot){w->rec_from, start - w->rec_from, col};
+    w->rec_from = w->p;
+}
+
+/* A leaf of the path w->path[0:plen] (hash h; step si), its token from start to w->p: its cell, if the path is a
+   column, holds it (a later leaf of one path wins, as in the Python path). */
+static void leaf(Walk *w, uint64_t h, Py_ssize_t plen, Py_ssize_t si, const unsigned char *start, const char *text,
+                 Py_ssize_t len, int flags)
 {
     Py_ssize_t col = cell_column(w, h, plen, si);
+    record(w, start, col);
     if (col >= 0) {
         Cell *c = &w->cells[col];
         c->text = text;
@@ -962,6 +1003,7 @@ static int value(Walk *w, int depth, uint64_t h, Py_ssize_t plen, Py_ssize_t si)
 again:
     if (w->p >= w->end)
         return BAIL;
+    const unsigned char *start = w->p;
     switch (*w->p) {
     case '{':
         return object(w, depth, h, plen);
@@ -975,23 +1017,23 @@ again:
         int r = string(w, &text, &len, &flags);
         if (r != OK)
             return r;
-        leaf(w, h, plen, si, text, len, flags);
+        leaf(w, h, plen, si, start, text, len, flags);
         return OK;
     }
     case 't':
         if (literal(w, "true", 4) != OK)
             return BAIL;
-        leaf(w, h, plen, si, "true", 4, w->t->true_flags);
+        leaf(w, h, plen, si, start, "true", 4, w->t->true_flags);
         return OK;
     case 'f':
         if (literal(w, "false", 5) != OK)
             return BAIL;
-        leaf(w, h, plen, si, "false", 5, w->t->false_flags);
+        leaf(w, h, plen, si, start, "false", 5, w->t->false_flags);
         return OK;
     case 'n':
         if (literal(w, "null", 4) != OK)
             return BAIL;
-        leaf(w, h, plen, si, NULL, 0, 0); /* null writes an empty cell over an earlier leaf of its path */
+        leaf(w, h, plen, si, start, NULL, 0, 0); /* null writes an empty cell over an earlier leaf of its path */
         return OK;
     case ' ':
     case '\t':
@@ -999,8 +1041,13 @@ again:
     case '\r': /* whitespace before the value (not in stored JSON, which is compact) */
         ws(w);
         goto again;
-    default:
-        return number(w, cell_column(w, h, plen, si));
+    default: {
+        Py_ssize_t col = cell_column(w, h, plen, si);
+        int r = number(w, col);
+        if (r == OK)
+            record(w, start, col);
+        return r;
+    }
     }
 }
 
@@ -1095,8 +1142,9 @@ static int line(const Table *t, const Cell *cells, Out *o)
     return 1;
 }
 
-/* One item: its cells into w->cells (cleared first). (Float texts it deferred before it was left to Python can
-   only cut the lines where they end anyway: at this item.) */
+/* One item: its cells into w->cells (cleared first), and the item as the template (if it has at most
+   MAX_TEMPLATE_LEAVES leaves). (Float texts it deferred before it was left to Python can only cut the lines where
+   they end anyway: at this item.) */
 static int item(Walk *w, const char *data, Py_ssize_t n)
 {
     memset(w->cells, 0, (size_t)w->t->ncols * sizeof(Cell));
@@ -1106,6 +1154,8 @@ static int item(Walk *w, const char *data, Py_ssize_t n)
     w->nkeys = 0;
     w->next = 0;
     w->planning = w->nsteps > 0;
+    w->nrec = 0;
+    w->rec_from = w->p;
     ws(w);
     int r = BAIL;
     if (w->p < w->end && *w->p == '{') { /* else not an object: no row (Shape.iter_rows), or not JSON */
@@ -1115,7 +1165,156 @@ static int item(Walk *w, const char *data, Py_ssize_t n)
             r = w->p == w->end ? OK : BAIL;
         }
     }
+    if (r == OK) {
+        Slot *learnt = w->rec;
+        w->rec = w->tmpl;
+        w->tmpl = learnt;
+        w->ntmpl = w->nrec;
+        w->tail = w->rec_from; /* (NULL: too many leaves, no template) */
+        w->ntail = w->end - w->rec_from;
+    }
     return r;
+}
+
+/* The plain text of a string from p (past its quote, or inside it): the first byte from p on that is '"', '\\', a
+   control character or non-ASCII (end: none before it), and NEED_QUOTES into *flags if the delimiter is among the
+   bytes before it. first: the item's first byte (the 16 bytes before end are read where fewer are left after p).
+   A control character as the delimiter stops the run, as it does in string(). */
+static inline const unsigned char *plain_run(const Table *t, const unsigned char *p, const unsigned char *end,
+                                             const unsigned char *first, int *flags)
+{
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(' '),
+                  delim = _mm_set1_epi8((char)t->delim);
+    unsigned stop, d;
+    for (;; p += 16) {
+        if (end - p < 16) {
+            if (p >= end || end - first < 16)
+                break;
+            /* the last bytes: the 16 that end at end, shifted past the ones before p (checked already) */
+            int before = 16 - (int)(end - p);
+            __m128i v = _mm_loadu_si128((const __m128i *)(end - 16));
+            stop = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+                       _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)), _mm_cmplt_epi8(v, space)))
+                   >> before;
+            d = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, delim)) >> before;
+            if (stop == 0) {
+                if (d)
+                    *flags = NEED_QUOTES;
+                return end;
+            }
+            goto found;
+        }
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        stop = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)), _mm_cmplt_epi8(v, space)));
+        d = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, delim));
+        if (stop)
+            goto found;
+        if (d)
+            *flags = NEED_QUOTES;
+    }
+#else
+    (void)first;
+#endif
+    for (; p < end; p++) {
+        int c = t->cls[*p];
+        if (c == C_DELIM)
+            *flags = NEED_QUOTES;
+        else if (c != C_PLAIN)
+            return p;
+    }
+    return end;
+#ifdef __SSE2__
+found: {
+    unsigned at = (unsigned)__builtin_ctz(stop);
+    if (d & ((1u << at) - 1))
+        *flags = NEED_QUOTES;
+    return p + at;
+}
+#endif
+}
+
+/* An item that follows the template (see the header): its cells into w->cells, or BAIL where it does not follow it
+   (a byte between leaves that differs, a container where a leaf was) or a leaf is not sure (string() and number()
+   decide those: the general walk will tell the same). */
+static int follow(Walk *w, const unsigned char *p, const unsigned char *end)
+{
+    const Table *t = w->t;
+    const unsigned char *first = p;
+    Cell *cells = w->cells;
+    for (const Slot *s = w->tmpl, *last = s + w->ntmpl; s < last; s++) {
+        if (end - p <= s->n || !same_bytes((const char *)p, (const char *)s->lit, s->n))
+            return BAIL;
+        p += s->n;
+        Py_ssize_t col = s->col;
+        Cell c;
+        switch (*p) {
+        case '"': {
+            int f = 0;
+            const unsigned char *q = plain_run(t, p + 1, end, first, &f);
+            if (q < end && *q == '"') {
+                c = (Cell){(const char *)p + 1, q - p - 1, f};
+                p = q + 1;
+            } else { /* escapes, non-ASCII, or not JSON: the string walked by string() */
+                w->p = p + 1;
+                int r = string(w, &c.text, &c.len, &c.flags);
+                if (r != OK)
+                    return r;
+                p = w->p;
+            }
+            break;
+        }
+        case 't':
+            if (end - p < 4 || memcmp(p, "true", 4) != 0)
+                return BAIL;
+            p += 4;
+            c = (Cell){"true", 4, t->true_flags};
+            break;
+        case 'f':
+            if (end - p < 5 || memcmp(p, "false", 5) != 0)
+                return BAIL;
+            p += 5;
+            c = (Cell){"false", 5, t->false_flags};
+            break;
+        case 'n':
+            if (end - p < 4 || memcmp(p, "null", 4) != 0)
+                return BAIL;
+            p += 4;
+            c = (Cell){NULL, 0, 0};
+            break;
+        default: {
+            if (*p != '-' && (*p < '0' || *p > '9'))
+                return BAIL;
+            w->p = p;
+            int r = number(w, col); /* (its cell written there) */
+            if (r != OK)
+                return r;
+            p = w->p;
+            continue;
+        }
+        }
+        if (col >= 0)
+            cells[col] = c;
+    }
+    return end - p == w->ntail && same_bytes((const char *)p, (const char *)w->tail, w->ntail) ? OK : BAIL;
+}
+
+/* One item, by the template if it follows it, else by item(). */
+static int walk_item(Walk *w, const char *data, Py_ssize_t n)
+{
+    if (w->tail != NULL) {
+        /* (no clearing of the cells: the item before wrote them, and it had the template's leaves, each of which
+           this one writes again) */
+        w->end = (const unsigned char *)data + n;
+        w->scratch_len = 0;
+        Py_ssize_t deferred = w->ndeferred;
+        int r = follow(w, (const unsigned char *)data, w->end);
+        if (r != BAIL)
+            return r;
+        w->ndeferred = deferred; /* (the general walk defers its own) */
+    }
+    return item(w, data, n);
 }
 
 /* One item's bytes. */
@@ -1144,10 +1343,12 @@ static PyObject *render(const Table *t, const Span *items, Py_ssize_t count, Py_
     w.deferred = PyMem_RawMalloc((size_t)w.deferred_cap * sizeof(struct Deferred));
     w.steps = PyMem_Malloc(MAX_PLAN_STEPS * sizeof(Step));
     w.segs = PyMem_Malloc((MAX_DEPTH + 1) * sizeof(struct Seg));
+    w.tmpl = PyMem_Malloc(MAX_TEMPLATE_LEAVES * sizeof(Slot));
+    w.rec = PyMem_Malloc(MAX_TEMPLATE_LEAVES * sizeof(Slot));
     o.cap = total > 0 ? total : 64; /* csv is mostly shorter than the JSON it comes from; grown if not */
     o.buf = PyMem_RawMalloc((size_t)o.cap);
     if (line_at == NULL || w.cells == NULL || w.scratch == NULL || w.path == NULL || w.keys == NULL ||
-        w.deferred == NULL || w.steps == NULL || w.segs == NULL || o.buf == NULL) {
+        w.deferred == NULL || w.steps == NULL || w.segs == NULL || w.tmpl == NULL || w.rec == NULL || o.buf == NULL) {
         PyErr_NoMemory();
         goto done;
     }
@@ -1157,7 +1358,7 @@ static PyObject *render(const Table *t, const Span *items, Py_ssize_t count, Py_
     for (; k < count; k++) {
         w.current = k;
         line_at[k] = o.len;
-        r = item(&w, items[k].p, items[k].n);
+        r = walk_item(&w, items[k].p, items[k].n);
         if (r == OK && !line(t, w.cells, &o))
             r = ERROR;
         if (r != OK)
@@ -1187,6 +1388,8 @@ done:
     PyMem_RawFree(w.deferred);
     PyMem_Free(w.steps);
     PyMem_Free(w.segs);
+    PyMem_Free(w.tmpl);
+    PyMem_Free(w.rec);
     PyMem_RawFree(o.buf);
     return result;
 }

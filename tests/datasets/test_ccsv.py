@@ -373,6 +373,10 @@ PLAN_SEQUENCES = {
                   {"description of it": 6, "k" * 39 + "K": 7, "ab" * 8: 8},
                   {"description of it": 9, "k" * 40: 10, "ab" * 7 + "aB": 11}],
     # paths longer than any column (not kept), and a walk leaving the plan inside one
+    # a template's leaves of every kind, in turn at the place of each other, and containers there
+    "leaf kinds": [{"a": True, "b": "s"}, {"a": False, "b": "s"}, {"a": None, "b": "s"}, {"a": "t", "b": "s"},
+                   {"a": 1.5, "b": "s"}, {"a": -2, "b": 1e16}, {"a": True, "b": None}, {"a": {}, "b": "s"},
+                   {"a": [], "b": "s"}, {"a": [None], "b": "s"}, {"a": {"x": True}, "b": "s"}, {"a": "n", "b": 0}],
     "paths too long": [{"p": {"q" * 30: {"r": 1}, "x": 2}}, {"p": {"q" * 30: {"r": 3, "s": 4}, "x": 5}},
                        {"p": {"q" * 30: {"s": 6}, "x": 7}}, {"p": {"x": 8}}],
 }
@@ -459,3 +463,69 @@ def test_leaving_the_plan_below_a_path_past_every_column(inner):
     table = _ccsv.prepare(columns, ",")
     assert _ccsv.lines(table, batch, 0) == (want, len(batch))
     assert _ccsv.joined_lines(table, b"\n".join(batch), 0) == (want, len(b"\n".join(batch)))
+
+
+# -- the template: an item whose bytes are the last walked item's but for its leaves (strings, numbers, true, false,
+# null) is rendered from them alone: the bytes between its leaves compared, each leaf parsed and checked, its column
+# the template's.
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", " "])
+@pytest.mark.parametrize("special", LONG_SPECIALS)
+def test_a_special_character_anywhere_in_a_string_of_a_template(special, delimiter):
+    """A template's strings are scanned 16 bytes at a time, the last bytes of an item by the 16 that end there, an
+    item of fewer byte by byte: a special character at every offset of strings of every length up to 40, in a
+    string first in its item and one that ends two bytes before the item's end, and in items under 16 bytes."""
+    texts = ["x" * at + special + "y" * (n - 1 - at) for n in range(1, 41) for at in range(n)]
+    items = [{"a": text, "b": 0} for text in texts] + [{"b": 0, "a": text} for text in texts]
+    items += [{"a": text} for text in texts]
+    table = _ccsv.prepare(["a", "b"], delimiter)
+    for form in FAITHFUL:
+        batch = [FORMS[form](item) for item in items]
+        want = python_path(batch, ["a", "b"], delimiter)
+        assert _ccsv.lines(table, batch, 0) == (want, len(batch)), form
+        if form != "indented":  # (a piece of joined items holds no raw newline)
+            joined = b"\n".join(batch)
+            assert _ccsv.joined_lines(table, joined, 0) == (want, len(joined)), form
+
+
+TEMPLATE_ITEM = b'{"a":"x,y","b":{"c":1,"d":[true,null,false]},"e":-1.5,"f":"\\u00e9z","g":{},"h":[""]}'
+
+
+@pytest.mark.parametrize("change", ["replaced", "inserted", "cut"])
+def test_an_item_that_differs_from_the_template_in_one_byte(change):
+    """Every byte of an item changed (replaced by a byte that matters to JSON, one inserted before it, or the item
+    cut there), between items of the template's bytes: the C renders it as Python does, or leaves it to Python (it
+    is not JSON, or the C never renders it: a repeated key), and follows the template again after it."""
+    columns = ["a", "b/c", "b/d/0", "b/d/1", "b/d/2", "e", "f", "g", "h/0", "b", "x"]
+    table = _ccsv.prepare(columns, ",")
+    variants = []
+    for i in range(len(TEMPLATE_ITEM) + 1):
+        head, tail = TEMPLATE_ITEM[:i], TEMPLATE_ITEM[i:]
+        if change == "cut":
+            variants.append(head)
+        elif change == "inserted":
+            variants += [head + bytes([b]) + tail for b in b' x"1,']
+        elif tail:
+            variants += [head + bytes([b]) + tail[1:] for b in b'x"{}[],:0-.\\etn ' if b != tail[0]]
+    for variant in variants:
+        batch = [TEMPLATE_ITEM, variant, TEMPLATE_ITEM, variant, TEMPLATE_ITEM]
+        got, stop = _ccsv.lines(table, batch, 0)
+        try:
+            itemjson.load(variant)
+        except ValueError:
+            assert (got, stop) == (python_path(batch[:1], columns), 1), variant
+            continue
+        assert stop in (1, 5), variant
+        assert got == python_path(batch[:stop], columns), variant
+        assert csv_renderer(columns).stored_rows(batch, rows_of) == python_path(batch, columns), variant
+
+
+@pytest.mark.parametrize("n", [1023, 1024, 1025])
+def test_templates_of_about_as_many_leaves_as_one_holds(n):
+    """A template holds 1,024 leaves: an item of more makes none (the next is walked), and items of fewer keys
+    after it each make one."""
+    items = [{"t": list(range(n)), "u": i} for i in range(3)] + [{"t": list(range(1024)), "u": 9}] * 2
+    items += [{"t": list(range(n)), "u": "x"}] * 2
+    columns = ["t/0", "t/1022", "t/1023", "t/1024", "u"]
+    assert assert_lines_are_pythons(items, columns) == len(items)
