@@ -40,8 +40,11 @@ matched against it: the bytes between its leaves compared with the template's, e
 in the walk, its cell the template's column, and nothing else (no recursion, no key steps: the walk cost ~3x
 more per item, bench/cg_csv.py). Bytes that are the template's are JSON of the same structure and keys, so every
 rule above holds as it did for the template's item (its keys were checked for repeats, its depth and object sizes
-counted); an item that differs anywhere (another byte between leaves, a container where a leaf was) goes to the
-walk with its plan, as without a template, and is the next template if it is rendered.
+counted). A call keeps TEMPLATES of them (a dataset's items of optional keys have a few shapes): an item starts
+with the one the last item followed, and where that one's next bytes differ it goes on with another whose bytes
+before are the same (the leaves before have the same paths in both: their cells stand). An item that follows none
+goes to the walk with its plan, as without templates, and is a template if it is rendered (in place of the one
+followed least recently); items that keep following none pause the templates for a while (walk_item).
 
 Python API (formats.py wraps it):
     prepare(columns: list[str], delimiter: str) -> table | None   (None: this table can't be done here)
@@ -71,6 +74,9 @@ Python API (formats.py wraps it):
 #define MAX_PLAN_STEPS 1024   /* the steps of an item a plan remembers (an item of more is planned up to there) */
 #define UNKNOWN_COL (-2)      /* a step's column not looked up yet */
 #define MAX_TEMPLATE_LEAVES 1024 /* the leaves of an item a template holds (an item of more makes none) */
+#define TEMPLATES 8           /* the templates kept: a dataset's items of a few shapes (optional keys) follow one each */
+#define TRIES_BEFORE_PAUSE 4  /* items in a row that follow no template before the templates are paused */
+#define MAX_PAUSE 64          /* items walked without trying the templates, at most, between two tries */
 
 /* A byte's class inside a JSON string (one table per delimiter). */
 enum { C_PLAIN, C_DELIM, C_END, C_ESCAPE, C_CONTROL, C_HIGH };
@@ -98,6 +104,7 @@ typedef struct {
     unsigned char cls[256];  /* byte classes in a string */
     int num_flags[256];      /* NEED_QUOTES for a byte of a number token that is the delimiter */
     int true_flags, false_flags;
+    int spread;              /* the most csv bytes per byte of an item, but for ncols + 4 a line (see line_room) */
 } Table;
 
 /* One step of a walk: a member of an object (its key) or an element of an array, at the container's depth (the
@@ -122,6 +129,15 @@ typedef struct {
     Py_ssize_t col;
 } Slot;
 
+typedef struct {
+    Slot *slots;         /* its n leaves, then slots[n]: the bytes after the last leaf, to the item's end */
+    Py_ssize_t n;
+    unsigned char *lits; /* the slots' bytes (owned: the template outlives the item it was learnt from in no call,
+                            but a literal is read 16 bytes at a time, which may pass the item's end), and 16 more */
+    Py_ssize_t common[TEMPLATES]; /* with each other template: how many of the first slots have the same bytes */
+    size_t used;         /* when it was last followed (the one followed least recently makes room) */
+} Template;
+
 /* The state of one call of lines(). */
 typedef struct {
     const Table *t;
@@ -140,15 +156,18 @@ typedef struct {
     int planning;             /* the item walked has matched the plan so far */
     struct Seg { const char *s; Py_ssize_t n; } *segs; /* while planning: the segment of the path at each depth (a
                                                           key's bytes; s NULL: an element, n its index) */
-    Slot *tmpl, *rec;         /* the template, and the leaves of the item walked, recorded for the next one */
-    Py_ssize_t ntmpl, nrec, slots_cap;
-    const unsigned char *tail; /* the template's bytes after its last leaf (NULL: no template) */
-    Py_ssize_t ntail;
-    const unsigned char *rec_from; /* the end of the last leaf recorded (NULL: too many to record) */
+    Template tmpls[TEMPLATES];
+    int ntmpls, cur;          /* the templates; the one the last item followed (tried first) */
+    size_t clock;
+    int misses, pause;        /* items in a row that followed none; items still to walk without trying them */
+    Slot *rec;                /* the leaves of the item walked, recorded for a template */
+    Py_ssize_t nrec;
+    const unsigned char *rec_from; /* the end of the last leaf recorded (NULL: not recorded, or too many leaves) */
 } Walk;
 
 /* The walk's results: _jsonbytes.h's OK, BAIL and ERROR (out of memory: raised once the GIL is back), and MORE. */
 #define MORE 3 /* separator() only: another member or element follows */
+#define OVERRUN 4 /* render() only: a line took more than line_room (never: a SystemError if it did) */
 
 static const char CAPSULE[] = "openkvs.datasets._ccsv.table";
 
@@ -254,6 +273,7 @@ static PyObject *prepare(PyObject *Py_UNUSED(self), PyObject *args)
     t->num_flags[(unsigned char)d] = NEED_QUOTES;
     t->true_flags = memchr("true", (int)d, 4) ? NEED_QUOTES : 0;
     t->false_flags = memchr("false", (int)d, 5) ? NEED_QUOTES : 0;
+    t->spread = memchr("0123456789+-.eEtruefalse", (int)d, 24) ? 3 : 1;
     PyObject *capsule = PyCapsule_New(t, CAPSULE, capsule_free);
     if (capsule == NULL)
         table_free(t);
@@ -968,7 +988,7 @@ static int array(Walk *w, int depth, uint64_t h, Py_ssize_t plen)
 }
 
 /* A leaf whose token (w->p is past it) starts at start, recorded for the template with its column. */
-static void record(Walk *w, const unsigned char *start, Py_ssize_t col)
+static inline void record(Walk *w, const unsigned char *start, Py_ssize_t col)
 {
     if (w->rec_from == NULL)
         return;
@@ -982,8 +1002,8 @@ static void record(Walk *w, const unsigned char *start, Py_ssize_t col)
 
 /* A leaf of the path w->path[0:plen] (hash h; step si), its token from start to w->p: its cell, if the path is a
    column, holds it (a later leaf of one path wins, as in the Python path). */
-static void leaf(Walk *w, uint64_t h, Py_ssize_t plen, Py_ssize_t si, const unsigned char *start, const char *text,
-                 Py_ssize_t len, int flags)
+static inline void leaf(Walk *w, uint64_t h, Py_ssize_t plen, Py_ssize_t si, const unsigned char *start,
+                        const char *text, Py_ssize_t len, int flags)
 {
     Py_ssize_t col = cell_column(w, h, plen, si);
     record(w, start, col);
@@ -1053,24 +1073,15 @@ again:
 
 /* -- lines ---------------------------------------------------------------------------------------------------- */
 
-typedef struct {
-    char *buf;
-    Py_ssize_t len, cap;
-} Out;
-
-static int reserve(Out *o, Py_ssize_t more)
+/* The most bytes of the line of an item of n bytes (ncols columns): a cell is a leaf of its own (one per path), so
+   the cells' tokens are apart in the item; a string's field is at most its token (its quotes, if any, take the
+   token's; each '"' doubled came from an escape of two bytes or more, and escapes only shrink), a number's, true's
+   and false's is its token, quoted (two more, where ``spread`` is 3) if it holds the delimiter, null's nothing;
+   then ncols - 1 delimiters, '""' for a line of one empty field, CRLF. None overflows: n and ncols are the sizes
+   of objects in memory, and render() checks the sum over a call's items. */
+static inline Py_ssize_t line_room(const Table *t, Py_ssize_t n)
 {
-    if (more > PY_SSIZE_T_MAX / 2 - o->len)
-        return 0;
-    if (o->len + more <= o->cap)
-        return 1;
-    Py_ssize_t cap = o->cap * 2 > o->len + more ? o->cap * 2 : o->len + more;
-    char *grown = PyMem_RawRealloc(o->buf, (size_t)cap);
-    if (grown == NULL)
-        return 0;
-    o->buf = grown;
-    o->cap = cap;
-    return 1;
+    return t->spread * n + t->ncols + 4;
 }
 
 /* dst[0:n] = src[0:n], a short n inline (a call of memcpy per cell was a third of line()'s instructions). */
@@ -1098,18 +1109,9 @@ static inline void copy_text(char *dst, const char *src, Py_ssize_t n)
 
 /* The line of the cells, as CsvRenderer.rows writes it: a field quoted when it holds the delimiter, '"', CR or
    LF, its quotes doubled; a line of one empty field written '""' (a blank line is skipped by readers); CRLF. */
-static int line(const Table *t, const Cell *cells, Out *o)
+static char *line(const Table *t, const Cell *cells, char *w)
 {
-    Py_ssize_t most = 4;
-    for (Py_ssize_t i = 0; i < t->ncols; i++) {
-        Py_ssize_t len = cells[i].len;
-        if (len > (PY_SSIZE_T_MAX / 4 - most) / 2)
-            return 0;
-        most += 2 * len + 3;
-    }
-    if (!reserve(o, most))
-        return 0;
-    char *w = o->buf + o->len;
+    char *start = w;
     for (Py_ssize_t i = 0; i < t->ncols; i++) {
         const Cell *c = &cells[i];
         if (i)
@@ -1132,22 +1134,22 @@ static int line(const Table *t, const Cell *cells, Out *o)
         }
         *w++ = '"';
     }
-    if (t->ncols == 1 && w == o->buf + o->len) {
+    if (t->ncols == 1 && w == start) {
         *w++ = '"';
         *w++ = '"';
     }
     *w++ = '\r';
     *w++ = '\n';
-    o->len = w - o->buf;
-    return 1;
+    return w;
 }
 
-/* One item: its cells into w->cells (cleared first), and the item as the template (if it has at most
-   MAX_TEMPLATE_LEAVES leaves). (Float texts it deferred before it was left to Python can only cut the lines where
+/* One item: its cells into w->cells (cleared before), and (record_it) the item as a template if it has at most
+   MAX_TEMPLATE_LEAVES leaves. (Float texts it deferred before it was left to Python can only cut the lines where
    they end anyway: at this item.) */
-static int item(Walk *w, const char *data, Py_ssize_t n)
+static int learn_template(Walk *w);
+
+static int item(Walk *w, const char *data, Py_ssize_t n, int record_it)
 {
-    memset(w->cells, 0, (size_t)w->t->ncols * sizeof(Cell));
     w->p = (const unsigned char *)data;
     w->end = w->p + n;
     w->scratch_len = 0;
@@ -1155,7 +1157,7 @@ static int item(Walk *w, const char *data, Py_ssize_t n)
     w->next = 0;
     w->planning = w->nsteps > 0;
     w->nrec = 0;
-    w->rec_from = w->p;
+    w->rec_from = record_it ? w->p : NULL;
     ws(w);
     int r = BAIL;
     if (w->p < w->end && *w->p == '{') { /* else not an object: no row (Shape.iter_rows), or not JSON */
@@ -1165,15 +1167,62 @@ static int item(Walk *w, const char *data, Py_ssize_t n)
             r = w->p == w->end ? OK : BAIL;
         }
     }
-    if (r == OK) {
-        Slot *learnt = w->rec;
-        w->rec = w->tmpl;
-        w->tmpl = learnt;
-        w->ntmpl = w->nrec;
-        w->tail = w->rec_from; /* (NULL: too many leaves, no template) */
-        w->ntail = w->end - w->rec_from;
-    }
+    if (r == OK && w->rec_from != NULL)
+        r = learn_template(w);
     return r;
+}
+
+/* The template of the item just walked (its leaves recorded in w->rec), in place of the one followed least
+   recently when all TEMPLATES are taken. ERROR: out of memory. */
+static int learn_template(Walk *w)
+{
+    Py_ssize_t n = w->nrec, bytes = 0;
+    w->rec[n] = (Slot){w->rec_from, w->end - w->rec_from, -1}; /* (room for it: rec holds one more than the most) */
+    for (Py_ssize_t i = 0; i <= n; i++)
+        bytes += w->rec[i].n;
+    int at = w->ntmpls;
+    if (at == TEMPLATES) {
+        at = 0;
+        for (int i = 1; i < TEMPLATES; i++)
+            if (w->tmpls[i].used < w->tmpls[at].used)
+                at = i;
+        PyMem_RawFree(w->tmpls[at].slots);
+        PyMem_RawFree(w->tmpls[at].lits);
+    } else {
+        w->ntmpls++;
+    }
+    Template *t = &w->tmpls[at];
+    t->slots = PyMem_RawMalloc((size_t)(n + 1) * sizeof(Slot));
+    t->lits = PyMem_RawMalloc((size_t)bytes + 16);
+    if (t->slots == NULL || t->lits == NULL) {
+        PyMem_RawFree(t->slots);
+        PyMem_RawFree(t->lits);
+        t->slots = NULL;
+        t->lits = NULL;
+        return ERROR; /* (the call ends: its templates are freed, this one's NULLs too) */
+    }
+    memset(t->lits + bytes, 0, 16);
+    unsigned char *to = t->lits;
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        memcpy(to, w->rec[i].lit, (size_t)w->rec[i].n);
+        t->slots[i] = (Slot){to, w->rec[i].n, w->rec[i].col};
+        to += w->rec[i].n;
+    }
+    t->n = n;
+    t->used = ++w->clock;
+    for (int u = 0; u < w->ntmpls; u++) {
+        if (u == at)
+            continue;
+        const Template *o = &w->tmpls[u];
+        Py_ssize_t m = 0;
+        while (m < n && m < o->n && o->slots[m].n == t->slots[m].n &&
+               memcmp(o->slots[m].lit, t->slots[m].lit, (size_t)t->slots[m].n) == 0)
+            m++;
+        t->common[u] = m;
+        w->tmpls[u].common[at] = m;
+    }
+    w->cur = at;
+    return OK;
 }
 
 /* The plain text of a string from p (past its quote, or inside it): the first byte from p on that is '"', '\\', a
@@ -1235,86 +1284,152 @@ found: {
 #endif
 }
 
-/* An item that follows the template (see the header): its cells into w->cells, or BAIL where it does not follow it
-   (a byte between leaves that differs, a container where a leaf was) or a leaf is not sure (string() and number()
-   decide those: the general walk will tell the same). */
+/* Whether p[0:n] (p before end) is the literal lit[0:n] (lit: a template's, readable 16 bytes past its end). */
+static inline int same_literal(const unsigned char *p, const unsigned char *end, const unsigned char *lit,
+                               Py_ssize_t n)
+{
+#ifdef __SSE2__
+    if (end - p >= 16) {
+        if (n <= 16) { /* (the common case: a key with its punctuation) */
+            unsigned eq = (unsigned)_mm_movemask_epi8(
+                _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), _mm_loadu_si128((const __m128i *)lit)));
+            return ((eq ^ 0xffffu) & ((1u << n) - 1)) == 0;
+        }
+        if (end - p < n)
+            return 0;
+        Py_ssize_t i = 0;
+        for (; i + 16 <= n; i += 16)
+            if (_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i)),
+                                                 _mm_loadu_si128((const __m128i *)(lit + i)))) != 0xffff)
+                return 0;
+        return i == n || _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + n - 16)),
+                                                          _mm_loadu_si128((const __m128i *)(lit + n - 16)))) == 0xffff;
+    }
+#endif
+    return end - p >= n && same_bytes((const char *)p, (const char *)lit, n);
+}
+
+/* An item that follows a template (see the header): its cells into w->cells, or BAIL where it follows none (no
+   template has the bytes between two of its leaves, or a leaf where it has a container) or a leaf is not sure
+   (string() and number() decide those: the general walk will tell the same). It starts with the template the last
+   item followed; where that one's next slot differs, it goes on with another whose slots before are the same
+   bytes (``common``): the leaves before have the same paths in both, so their cells stand. */
 static int follow(Walk *w, const unsigned char *p, const unsigned char *end)
 {
     const Table *t = w->t;
     const unsigned char *first = p;
     Cell *cells = w->cells;
-    for (const Slot *s = w->tmpl, *last = s + w->ntmpl; s < last; s++) {
-        if (end - p <= s->n || !same_bytes((const char *)p, (const char *)s->lit, s->n))
-            return BAIL;
-        p += s->n;
+    int ti = w->cur;
+    const Template *tp = &w->tmpls[ti];
+    unsigned tried = 0; /* the templates whose slot i differed */
+    Py_ssize_t i = 0;
+    for (;;) {
+        const Slot *s = &tp->slots[i];
+        if (i == tp->n) {
+            if (end - p == s->n && same_literal(p, end, s->lit, s->n)) {
+                w->cur = ti;
+                w->tmpls[ti].used = ++w->clock;
+                return OK;
+            }
+            goto other;
+        }
+        if (end - p <= s->n || !same_literal(p, end, s->lit, s->n))
+            goto other;
+        const unsigned char *v = p + s->n;
         Py_ssize_t col = s->col;
         Cell c;
-        switch (*p) {
+        switch (*v) {
         case '"': {
             int f = 0;
-            const unsigned char *q = plain_run(t, p + 1, end, first, &f);
+            const unsigned char *q = plain_run(t, v + 1, end, first, &f);
             if (q < end && *q == '"') {
-                c = (Cell){(const char *)p + 1, q - p - 1, f};
-                p = q + 1;
+                c = (Cell){(const char *)v + 1, q - v - 1, f};
+                v = q + 1;
             } else { /* escapes, non-ASCII, or not JSON: the string walked by string() */
-                w->p = p + 1;
+                w->p = v + 1;
                 int r = string(w, &c.text, &c.len, &c.flags);
                 if (r != OK)
                     return r;
-                p = w->p;
+                v = w->p;
             }
             break;
         }
         case 't':
-            if (end - p < 4 || memcmp(p, "true", 4) != 0)
+            if (end - v < 4 || memcmp(v, "true", 4) != 0)
                 return BAIL;
-            p += 4;
+            v += 4;
             c = (Cell){"true", 4, t->true_flags};
             break;
         case 'f':
-            if (end - p < 5 || memcmp(p, "false", 5) != 0)
+            if (end - v < 5 || memcmp(v, "false", 5) != 0)
                 return BAIL;
-            p += 5;
+            v += 5;
             c = (Cell){"false", 5, t->false_flags};
             break;
         case 'n':
-            if (end - p < 4 || memcmp(p, "null", 4) != 0)
+            if (end - v < 4 || memcmp(v, "null", 4) != 0)
                 return BAIL;
-            p += 4;
+            v += 4;
             c = (Cell){NULL, 0, 0};
             break;
         default: {
-            if (*p != '-' && (*p < '0' || *p > '9'))
-                return BAIL;
-            w->p = p;
+            if (*v != '-' && (*v < '0' || *v > '9'))
+                goto other; /* a container (or not JSON): another template's slot may take its bracket */
+            w->p = v;
             int r = number(w, col); /* (its cell written there) */
             if (r != OK)
                 return r;
             p = w->p;
+            i++;
+            tried = 0;
             continue;
         }
         }
         if (col >= 0)
             cells[col] = c;
+        p = v;
+        i++;
+        tried = 0;
+        continue;
+    other:
+        tried |= 1u << ti;
+        for (int u = 0;; u++) {
+            if (u == w->ntmpls)
+                return BAIL;
+            if (!(tried & (1u << u)) && tp->common[u] >= i) {
+                ti = u;
+                tp = &w->tmpls[u];
+                break;
+            }
+        }
     }
-    return end - p == w->ntail && same_bytes((const char *)p, (const char *)w->tail, w->ntail) ? OK : BAIL;
 }
 
-/* One item, by the template if it follows it, else by item(). */
+/* One item, by a template if it follows one, else by item(). Templates that items keep following none of (each
+   item of its own shape) are paused for a while, longer each time, so that such items cost about the walk alone. */
 static int walk_item(Walk *w, const char *data, Py_ssize_t n)
 {
-    if (w->tail != NULL) {
-        /* (no clearing of the cells: the item before wrote them, and it had the template's leaves, each of which
-           this one writes again) */
+    memset(w->cells, 0, (size_t)w->t->ncols * sizeof(Cell));
+    if (w->ntmpls > 0) {
+        if (w->pause > 0) {
+            w->pause--;
+            return item(w, data, n, 0);
+        }
         w->end = (const unsigned char *)data + n;
         w->scratch_len = 0;
         Py_ssize_t deferred = w->ndeferred;
         int r = follow(w, (const unsigned char *)data, w->end);
-        if (r != BAIL)
+        if (r != BAIL) {
+            w->misses = 0;
             return r;
+        }
         w->ndeferred = deferred; /* (the general walk defers its own) */
+        if (++w->misses >= TRIES_BEFORE_PAUSE) {
+            int doubling = w->misses - TRIES_BEFORE_PAUSE;
+            w->pause = doubling >= 6 ? MAX_PAUSE : 1 << doubling;
+        }
     }
-    return item(w, data, n);
+    return item(w, data, n, 1);
 }
 
 /* One item's bytes. */
@@ -1323,15 +1438,22 @@ typedef struct {
     Py_ssize_t n;
 } Span;
 
-/* The csv lines of items[0:count] (``longest``: the longest item's length, ``total``: about their sum), walked
+/* The csv lines of items[0:count] (``longest``: the longest item's length), walked
    without the GIL: a bytes object, and in *done how many items it holds (count, or the first left to Python). The
    items' bytes must stay as they are meanwhile (the callers hold them). NULL with an exception set on no memory. */
-static PyObject *render(const Table *t, const Span *items, Py_ssize_t count, Py_ssize_t longest, Py_ssize_t total,
-                        Py_ssize_t *done)
+static PyObject *render(const Table *t, const Span *items, Py_ssize_t count, Py_ssize_t longest, Py_ssize_t *done)
 {
     Walk w = {.t = t};
-    Out o = {0};
     PyObject *result = NULL;
+    /* The lines go straight into the bytes object returned, made for the most they can take (line_room) and cut
+       to what they took: no copy of them (which was a tenth of the rendering), no check of room per line. */
+    Py_ssize_t room = 0;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        Py_ssize_t n = items[k].n;
+        if (n > (PY_SSIZE_T_MAX / 4 - room - t->ncols - 4) / t->spread) /* (never: a few times what is in memory) */
+            return PyErr_NoMemory();
+        room += line_room(t, n);
+    }
     Py_ssize_t *line_at = PyMem_Malloc(((size_t)count + 1) * sizeof(Py_ssize_t)); /* where each item's line starts */
     w.cells = PyMem_Calloc((size_t)t->ncols, sizeof(Cell));
     w.scratch_cap = longest + 16;
@@ -1343,31 +1465,38 @@ static PyObject *render(const Table *t, const Span *items, Py_ssize_t count, Py_
     w.deferred = PyMem_RawMalloc((size_t)w.deferred_cap * sizeof(struct Deferred));
     w.steps = PyMem_Malloc(MAX_PLAN_STEPS * sizeof(Step));
     w.segs = PyMem_Malloc((MAX_DEPTH + 1) * sizeof(struct Seg));
-    w.tmpl = PyMem_Malloc(MAX_TEMPLATE_LEAVES * sizeof(Slot));
-    w.rec = PyMem_Malloc(MAX_TEMPLATE_LEAVES * sizeof(Slot));
-    o.cap = total > 0 ? total : 64; /* csv is mostly shorter than the JSON it comes from; grown if not */
-    o.buf = PyMem_RawMalloc((size_t)o.cap);
+    w.rec = PyMem_Malloc((MAX_TEMPLATE_LEAVES + 1) * sizeof(Slot));
+    result = PyBytes_FromStringAndSize(NULL, room);
     if (line_at == NULL || w.cells == NULL || w.scratch == NULL || w.path == NULL || w.keys == NULL ||
-        w.deferred == NULL || w.steps == NULL || w.segs == NULL || w.tmpl == NULL || w.rec == NULL || o.buf == NULL) {
+        w.deferred == NULL || w.steps == NULL || w.segs == NULL || w.rec == NULL || result == NULL) {
+        Py_CLEAR(result);
         PyErr_NoMemory();
         goto done;
     }
+    char *out = PyBytes_AS_STRING(result), *at = out;
     int r = OK;
     Py_ssize_t k = 0;
     Py_BEGIN_ALLOW_THREADS
     for (; k < count; k++) {
         w.current = k;
-        line_at[k] = o.len;
+        line_at[k] = at - out;
         r = walk_item(&w, items[k].p, items[k].n);
-        if (r == OK && !line(t, w.cells, &o))
-            r = ERROR;
         if (r != OK)
             break;
+        at = line(t, w.cells, at);
+        if (at - out - line_at[k] > line_room(t, items[k].n)) { /* (never: see line_room; loud if it were) */
+            r = OVERRUN;
+            break;
+        }
     }
-    line_at[k] = o.len;
+    line_at[k] = at - out;
     Py_END_ALLOW_THREADS
-    if (r == ERROR) {
-        PyErr_NoMemory();
+    if (r == ERROR || r == OVERRUN) {
+        Py_CLEAR(result);
+        if (r == ERROR)
+            PyErr_NoMemory();
+        else
+            PyErr_SetString(PyExc_SystemError, "_ccsv: a line longer than its room");
         goto done;
     }
     /* The deferred float texts, in item order: the lines end before the first item with one that is not repr. */
@@ -1377,7 +1506,8 @@ static PyObject *render(const Table *t, const Span *items, Py_ssize_t count, Py_
             break;
         }
     }
-    result = PyBytes_FromStringAndSize(o.buf, line_at[k]);
+    if (_PyBytes_Resize(&result, line_at[k]) < 0) /* (result NULL then) */
+        goto done;
     *done = k;
 done:
     PyMem_Free(line_at);
@@ -1388,9 +1518,11 @@ done:
     PyMem_RawFree(w.deferred);
     PyMem_Free(w.steps);
     PyMem_Free(w.segs);
-    PyMem_Free(w.tmpl);
+    for (int i = 0; i < w.ntmpls; i++) {
+        PyMem_RawFree(w.tmpls[i].slots);
+        PyMem_RawFree(w.tmpls[i].lits);
+    }
     PyMem_Free(w.rec);
-    PyMem_RawFree(o.buf);
     return result;
 }
 
@@ -1409,7 +1541,7 @@ static PyObject *lines(PyObject *Py_UNUSED(self), PyObject *args)
         return NULL;
     }
     /* Items are bytes (storage's); anything else stops the run there. The longest sizes the scratch. */
-    Py_ssize_t stop = start, longest = 0, total = 0;
+    Py_ssize_t stop = start, longest = 0;
     for (; stop < n; stop++) {
         PyObject *b = PyList_GET_ITEM(items, stop);
         if (!PyBytes_Check(b))
@@ -1417,8 +1549,6 @@ static PyObject *lines(PyObject *Py_UNUSED(self), PyObject *args)
         Py_ssize_t len = PyBytes_GET_SIZE(b);
         if (len > longest)
             longest = len;
-        if (total < PY_SSIZE_T_MAX / 2 - len)
-            total += len;
     }
     Py_ssize_t count = stop - start, done = 0;
     PyObject *result = NULL, *text, **held = PyMem_Calloc((size_t)count + 1, sizeof(PyObject *));
@@ -1434,7 +1564,7 @@ static PyObject *lines(PyObject *Py_UNUSED(self), PyObject *args)
         Py_INCREF(held[k]);
         spans[k] = (Span){PyBytes_AS_STRING(held[k]), PyBytes_GET_SIZE(held[k])};
     }
-    if ((text = render(t, spans, count, longest, total, &done)) != NULL)
+    if ((text = render(t, spans, count, longest, &done)) != NULL)
         result = Py_BuildValue("(Nn)", text, start + done);
 done:
     if (held != NULL)
@@ -1494,7 +1624,7 @@ static PyObject *joined_lines(PyObject *Py_UNUSED(self), PyObject *args)
         p = nl + 1;
     }
     /* (the buffer is held until the call returns: bytes, which nothing changes) */
-    if ((text = render(t, spans, count, longest, data.len - start, &done)) != NULL)
+    if ((text = render(t, spans, count, longest, &done)) != NULL)
         result = Py_BuildValue("(Nn)", text, done < count ? spans[done].p - base : data.len);
 done:
     PyMem_Free(spans);

@@ -377,6 +377,17 @@ PLAN_SEQUENCES = {
     "leaf kinds": [{"a": True, "b": "s"}, {"a": False, "b": "s"}, {"a": None, "b": "s"}, {"a": "t", "b": "s"},
                    {"a": 1.5, "b": "s"}, {"a": -2, "b": 1e16}, {"a": True, "b": None}, {"a": {}, "b": "s"},
                    {"a": [], "b": "s"}, {"a": [None], "b": "s"}, {"a": {"x": True}, "b": "s"}, {"a": "n", "b": 0}],
+    # shapes of optional keys, in turn: each item follows one of several templates, moving from one to another
+    # where the bytes before are the same (a key left out, a container where a leaf was, more keys at the end)
+    "optional keys": [{"a": 1, "b": "x", "c": True}, {"a": 2, "c": False}, {"a": 3, "b": "y", "c": None},
+                      {"b": "z", "c": 1}, {"a": 4, "c": 2}, {"a": 5, "b": "w", "c": 3}, {"a": 6},
+                      {"a": 7, "b": "v"}, {"a": 8, "b": "u", "c": 4, "d": 5}, {"a": 9, "c": 6}],
+    "a container where a leaf was": [{"a": {"x": 1}, "b": 2}, {"a": 1, "b": 2}, {"a": {"x": 3}, "b": 4},
+                                     {"a": 5, "b": 6}, {"a": [7], "b": 8}, {"a": {}, "b": 9}, {"a": [], "b": 1},
+                                     {"a": {"x": {"y": 1}}, "b": 2}, {"a": {"x": 3}, "b": 4}, {"a": 5}],
+    "more shapes than templates": [{f"k{i}": i, "a": i} for i in range(12)] * 3,
+    "one path twice": [{"a/b": 1, "a": {"b": 2}}, {"a": {"b": 3}, "a/b": 4}, {"a/b": 5, "a": {"c": 6}},
+                       {"a/b": 7, "a": {"b": None}}, {"a": {"b": 8}, "a/b": None}, {"a/b": 9, "a": {"b": 10}}],
     "paths too long": [{"p": {"q" * 30: {"r": 1}, "x": 2}}, {"p": {"q" * 30: {"r": 3, "s": 4}, "x": 5}},
                        {"p": {"q" * 30: {"s": 6}, "x": 7}}, {"p": {"x": 8}}],
 }
@@ -529,3 +540,31 @@ def test_templates_of_about_as_many_leaves_as_one_holds(n):
     items += [{"t": list(range(n)), "u": "x"}] * 2
     columns = ["t/0", "t/1022", "t/1023", "t/1024", "u"]
     assert assert_lines_are_pythons(items, columns) == len(items)
+
+
+def test_items_of_shapes_of_their_own_between_templated_ones():
+    """Items that follow no template, many in a row (each with a key of its own), pause the templates for a while,
+    longer each time: those items walked, and then the template followed again, every line as Python's."""
+    items = []
+    for i in range(300):
+        if i % 100 < 70:
+            items.append({f"own{i}": i, "a": i % 7 and i, **({"b": "x,y"} if i % 3 else {})})
+        else:
+            items.append({"a": i, "b": "z", "c": [i, i]})
+    columns = ["a", "b", "c/0", "c/1", "own3", "own250"]
+    batch = [itemjson.stdlib_encode(item) for item in items]
+    table = _ccsv.prepare(columns, ",")
+    assert _ccsv.lines(table, batch, 0) == (python_path(batch, columns), len(batch))
+    assert _ccsv.joined_lines(table, b"\n".join(batch), 0) == (python_path(batch, columns), len(b"\n".join(batch)))
+
+
+@pytest.mark.parametrize("delimiter", ["1", "e", ".", "-", "t", "a", "s", "0"])
+def test_lines_that_take_the_most_room(delimiter):
+    """The lines are written into room made for the most they can take: three bytes for each byte of a number,
+    true or false when the delimiter is one of theirs (each quoted), one else, and the delimiters. Items that come
+    near it, quoted cells of one byte each."""
+    items = [{"a": [1] * 50}, {"a": [True, False] * 20}, {"a": [-1e-05, 0.5] * 10}, {"a": [1, 1]}, {"a": [0]},
+             {"a": ["1", "e"] * 9}, {"b": 1}, {}, {"a": [None] * 9}]
+    columns = [f"a/{i}" for i in range(50)] + ["b"]
+    assert assert_lines_are_pythons(items, columns, delimiter) == len(items)
+    assert assert_lines_are_pythons([{"b": 1}, {"b": "1"}, {"b": True}, {}], ["b"], delimiter) == 4
