@@ -105,6 +105,7 @@ typedef struct {
     int num_flags[256];      /* NEED_QUOTES for a byte of a number token that is the delimiter */
     int true_flags, false_flags;
     int spread;              /* the most csv bytes per byte of an item, but for ncols + 4 a line (see line_room) */
+    int num_delim;           /* the delimiter is a byte a number's text may hold */
 } Table;
 
 /* One step of a walk: a member of an object (its key) or an element of an array, at the container's depth (the
@@ -274,6 +275,7 @@ static PyObject *prepare(PyObject *Py_UNUSED(self), PyObject *args)
     t->true_flags = memchr("true", (int)d, 4) ? NEED_QUOTES : 0;
     t->false_flags = memchr("false", (int)d, 5) ? NEED_QUOTES : 0;
     t->spread = memchr("0123456789+-.eEtruefalse", (int)d, 24) ? 3 : 1;
+    t->num_delim = memchr("0123456789+-.eE", (int)d, 15) != NULL;
     PyObject *capsule = PyCapsule_New(t, CAPSULE, capsule_free);
     if (capsule == NULL)
         table_free(t);
@@ -1309,6 +1311,36 @@ static inline int same_literal(const unsigned char *p, const unsigned char *end,
     return end - p >= n && same_bytes((const char *)p, (const char *)lit, n);
 }
 
+/* A number at v whose text is surely Python's repr of its value, the commonest (an integer of at most
+   MAX_INT_DIGITS digits but 0, a float without an exponent that fixed_is_repr takes, but 0.x): its cell, and the
+   byte after it; NULL for any other, which number() decides (without the call, the parse of number() and
+   fixed_is_repr's own scan for the point: a number cost a third of a templated item's leaves). */
+static inline const unsigned char *plain_number(const Table *t, const unsigned char *v, const unsigned char *end,
+                                                Cell *c)
+{
+    const unsigned char *q = v + (*v == '-'), *e;
+    if (q >= end || *q < '1' || *q > '9')
+        return NULL;
+    for (e = q + 1; e < end && (unsigned)(*e - '0') < 10; e++)
+        ;
+    if (e < end && *e == '.') {
+        const unsigned char *g = e + 1;
+        while (g < end && (unsigned)(*g - '0') < 10)
+            g++;
+        if (g == e + 1 || (g < end && (*g == 'e' || *g == 'E')) || !fixed_is_repr(v, g - v))
+            return NULL;
+        e = g;
+    } else if ((e < end && (*e == 'e' || *e == 'E')) || e - q > MAX_INT_DIGITS) {
+        return NULL;
+    }
+    int f = 0;
+    if (t->num_delim)
+        for (const unsigned char *b = v; b < e; b++)
+            f |= t->num_flags[*b];
+    *c = (Cell){(const char *)v, e - v, f};
+    return e;
+}
+
 /* An item that follows a template (see the header): its cells into w->cells, or BAIL where it follows none (no
    template has the bytes between two of its leaves, or a leaf where it has a container) or a leaf is not sure
    (string() and number() decide those: the general walk will tell the same). It starts with the template the last
@@ -1375,6 +1407,11 @@ static int follow(Walk *w, const unsigned char *p, const unsigned char *end)
         default: {
             if (*v != '-' && (*v < '0' || *v > '9'))
                 goto other; /* a container (or not JSON): another template's slot may take its bracket */
+            const unsigned char *e = plain_number(t, v, end, &c);
+            if (e != NULL) {
+                v = e;
+                break;
+            }
             w->p = v;
             int r = number(w, col); /* (its cell written there) */
             if (r != OK)

@@ -568,3 +568,32 @@ def test_lines_that_take_the_most_room(delimiter):
     columns = [f"a/{i}" for i in range(50)] + ["b"]
     assert assert_lines_are_pythons(items, columns, delimiter) == len(items)
     assert assert_lines_are_pythons([{"b": 1}, {"b": "1"}, {"b": True}, {}], ["b"], delimiter) == 4
+
+
+NUMBER_TEXTS = ["0", "-0", "7", "-7", "10", "1" * 640, "1" * 641, "-" + "9" * 640, "1.5", "-1.5", "0.5", "-0.5",
+                "10.37", "1.50", "1.0", "100.0", "-0.0", "1.25e3", "1E5", "1e16", "2.5E-3", "123456789012345.6",
+                "1234567890123456.7", "0.30000000000000004", "0.1000000000000000055511151231257827",
+                "9007199254740993.0", "0.0001", "0.00001", "1.", "01", "-", "1.e5", "--1", "1.5.5"]
+
+
+@pytest.mark.parametrize("delimiter", [",", "1", ".", "-", "e", "5", "0"])
+def test_numbers_of_every_form_in_a_template(delimiter):
+    """A template's number leaves: integers and floats whose text is surely repr are taken as they are, the rest
+    decided as in the walk (a float that may not be repr checked by Python, "-0", too many digits, not JSON)."""
+    columns = ["a", "b"]
+    table = _ccsv.prepare(columns, delimiter)
+    base = b'{"a":3,"b":1}'
+    for text in NUMBER_TEXTS:
+        raw = b'{"a":' + text.encode() + b',"b":1}'
+        batch = [base, raw, base, raw, base]
+        try:
+            itemjson.load(raw)
+        except ValueError:
+            assert _ccsv.lines(table, batch, 0) == (python_path(batch[:1], columns, delimiter), 1), text
+            continue
+        got, stop = _ccsv.lines(table, batch, 0)
+        assert got == python_path(batch[:stop], columns, delimiter), text
+        integer = re.fullmatch(r"0|-?[1-9][0-9]{0,639}", text) is not None
+        assert stop == (5 if integer or (text.lstrip("-")[:1].isdigit() and repr(float(text)) == text) else 1), text
+        want = python_path(batch, columns, delimiter)
+        assert csv_renderer(columns, delimiter).stored_rows(batch, rows_of) == want, text
