@@ -1257,13 +1257,17 @@ static inline const unsigned char *plain_run(const Table *t, const unsigned char
             goto found;
         }
         __m128i v = _mm_loadu_si128((const __m128i *)p);
-        stop = (unsigned)_mm_movemask_epi8(
-            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)), _mm_cmplt_epi8(v, space)));
-        d = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, delim));
+        __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                                 _mm_cmplt_epi8(v, space));
+        /* (one mask of both for the commonest 16 bytes, those of neither) */
+        unsigned any = (unsigned)_mm_movemask_epi8(_mm_or_si128(m, _mm_cmpeq_epi8(v, delim)));
+        if (any == 0)
+            continue;
+        stop = (unsigned)_mm_movemask_epi8(m);
+        d = any & ~stop;
         if (stop)
             goto found;
-        if (d)
-            *flags = NEED_QUOTES;
+        *flags = NEED_QUOTES;
     }
 #else
     (void)first;
