@@ -536,6 +536,50 @@ def fuzz_csv(ccsv: Any, cases: int, seed: int) -> tuple[int, int]:
     return cases // 4, rendered
 
 
+def fuzz_csv_shapes(ccsv: Any, cases: int, seed: int) -> tuple[int, int]:
+    """Runs of items of a few shapes each (one to nine, more than _ccsv.c keeps templates for), each item its
+    shape with other leaves (a leaf maybe a container), a tenth of them damaged: the C's templates followed,
+    moved between, made and replaced."""
+    rng = random.Random(seed)
+    gen = Gen(rng)
+    rendered = 0
+    for _ in range(cases // 8):
+        shapes = []
+        for _ in range(rng.choice((1, 2, 3, 9))):
+            try:
+                shape = json.loads(gen.object(3))
+            except (ValueError, RecursionError):
+                continue
+            shapes.append(shape)
+        if not shapes:
+            continue
+        items: list[Any] = []
+        for _ in range(rng.choice((4, 8, 24))):
+            try:
+                raw = itemjson.stdlib_encode(_releaf(rng, gen, rng.choice(shapes)))
+            except itemjson.LoneSurrogate:  # (a push refuses it)
+                continue
+            items.append(mutate(rng, raw) if rng.random() < 0.1 else raw)
+        columns = list(dict.fromkeys(k for raw in items for k in _paths(raw)))
+        rendered += check_csv(ccsv, items, columns, rng.choice(DELIMITERS))
+    return cases // 8, rendered
+
+
+def _releaf(rng: random.Random, gen: Gen, value: Any) -> Any:
+    """``value`` with other leaves (each kept, replaced by another scalar, or now and then by a container)."""
+    if isinstance(value, dict):
+        return {k: _releaf(rng, gen, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_releaf(rng, gen, v) for v in value]
+    r = rng.random()
+    if r < 0.3:
+        return value
+    try:
+        return json.loads(gen.value(1) if r > 0.97 else gen.scalar())
+    except (ValueError, RecursionError):
+        return value
+
+
 def _paths(raw: bytes) -> list[str]:
     """Some of a stored item's column names (its leaves' paths), where Python can parse it."""
     try:
@@ -557,7 +601,7 @@ def fuzz_copy(copyrows: Any, cases: int, seed: int) -> tuple[int, int]:
     return cases, taken
 
 
-FUZZERS = {"push": (fuzz_push, 0), "csv": (fuzz_csv, 1), "copy": (fuzz_copy, 2)}
+FUZZERS = {"push": (fuzz_push, 0), "csv": (fuzz_csv, 1), "copy": (fuzz_copy, 2), "csv_shapes": (fuzz_csv_shapes, 1)}
 
 
 # The modules of a build under a directory (``hatch_build.py --sanitize``'s lib) as the package's own: run first in
