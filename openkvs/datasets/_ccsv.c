@@ -136,6 +136,7 @@ typedef struct {
     unsigned char *lits; /* the slots' bytes, owned, and 16 more: a literal is read 16 bytes at a time, which could
                             pass the end of the item it was learnt from */
     Py_ssize_t common[TEMPLATES]; /* with each other template: how many of the first slots have the same bytes */
+    int direct;          /* its leaves' columns are the columns in order, one leaf each (see follow) */
     size_t used;         /* when it was last followed (the one followed least recently makes room) */
 } Template;
 
@@ -169,6 +170,7 @@ typedef struct {
 /* The walk's results: _jsonbytes.h's OK, BAIL and ERROR (out of memory: raised once the GIL is back), and MORE. */
 #define MORE 3 /* separator() only: another member or element follows */
 #define OVERRUN 4 /* render() only: a line took more than line_room (never: a SystemError if it did) */
+#define RESTART 5 /* follow() only: the line written as the leaves came can't go on (see follow) */
 
 static const char CAPSULE[] = "openkvs.datasets._ccsv.table";
 
@@ -1111,31 +1113,30 @@ static inline void copy_text(char *dst, const char *src, Py_ssize_t n)
 
 /* The line of the cells, as CsvRenderer.rows writes it: a field quoted when it holds the delimiter, '"', CR or
    LF, its quotes doubled; a line of one empty field written '""' (a blank line is skipped by readers); CRLF. */
-static char *line(const Table *t, const Cell *cells, char *w)
+static inline char *field(char *w, const char *text, Py_ssize_t len, int flags)
 {
-    char *start = w;
-    for (Py_ssize_t i = 0; i < t->ncols; i++) {
-        const Cell *c = &cells[i];
-        if (i)
-            *w++ = (char)t->delim;
-        if (!(c->flags & NEED_QUOTES)) {
-            copy_text(w, c->text, c->len);
-            w += c->len;
-            continue;
-        }
-        *w++ = '"';
-        if (c->flags & HAS_QUOTE) {
-            for (Py_ssize_t j = 0; j < c->len; j++) {
-                if (c->text[j] == '"')
-                    *w++ = '"';
-                *w++ = c->text[j];
-            }
-        } else {
-            memcpy(w, c->text, (size_t)c->len);
-            w += c->len;
-        }
-        *w++ = '"';
+    if (!(flags & NEED_QUOTES)) {
+        copy_text(w, text, len);
+        return w + len;
     }
+    *w++ = '"';
+    if (flags & HAS_QUOTE) {
+        for (Py_ssize_t j = 0; j < len; j++) {
+            if (text[j] == '"')
+                *w++ = '"';
+            *w++ = text[j];
+        }
+    } else {
+        memcpy(w, text, (size_t)len);
+        w += len;
+    }
+    *w++ = '"';
+    return w;
+}
+
+/* The end of a line from start (w: past its last field). */
+static inline char *line_end(const Table *t, char *start, char *w)
+{
     if (t->ncols == 1 && w == start) {
         *w++ = '"';
         *w++ = '"';
@@ -1143,6 +1144,17 @@ static char *line(const Table *t, const Cell *cells, char *w)
     *w++ = '\r';
     *w++ = '\n';
     return w;
+}
+
+static char *line(const Table *t, const Cell *cells, char *w)
+{
+    char *start = w;
+    for (Py_ssize_t i = 0; i < t->ncols; i++) {
+        if (i)
+            *w++ = (char)t->delim;
+        w = field(w, cells[i].text, cells[i].len, cells[i].flags);
+    }
+    return line_end(t, start, w);
 }
 
 /* One item: its cells into w->cells (cleared before), and (record_it) the item as a template if it has at most
@@ -1212,6 +1224,12 @@ static int learn_template(Walk *w)
     }
     t->n = n;
     t->used = ++w->clock;
+    Py_ssize_t next_col = 0;
+    t->direct = 1;
+    for (Py_ssize_t i = 0; i < n && t->direct; i++)
+        if (t->slots[i].col >= 0)
+            t->direct = t->slots[i].col == next_col++;
+    t->direct = t->direct && next_col == w->t->ncols;
     for (int u = 0; u < w->ntmpls; u++) {
         if (u == at)
             continue;
@@ -1349,10 +1367,14 @@ static inline const unsigned char *plain_number(const Table *t, const unsigned c
    template has the bytes between two of its leaves, or a leaf where it has a container) or a leaf is not sure
    (string() and number() decide those: the general walk will tell the same). It starts with the template the last
    item followed; where that one's next slot differs, it goes on with another whose slots before are the same
-   bytes (``common``): the leaves before have the same paths in both, so their cells stand. */
-static int follow(Walk *w, const unsigned char *p, const unsigned char *end)
+   bytes (``common``): the leaves before have the same paths in both, so their cells stand. line_at (not NULL,
+   only for a ``direct`` template: its leaves are the columns in order, one each) is where the line goes: its
+   fields written as the leaves come, without cells and line()'s pass over them, *line_at moved past it; where
+   the item moves to a template that is not direct, RESTART (the caller renders it into the cells then). */
+static int follow(Walk *w, const unsigned char *p, const unsigned char *end, char **line_at)
 {
     const Table *t = w->t;
+    char *o = line_at != NULL ? *line_at : NULL; /* the line written as the leaves come (NULL: into the cells) */
     const unsigned char *first = p;
     Cell *cells = w->cells;
     int ti = w->cur;
@@ -1365,6 +1387,8 @@ static int follow(Walk *w, const unsigned char *p, const unsigned char *end)
             if (end - p == s->n && same_literal(p, end, s->lit, s->n)) {
                 w->cur = ti;
                 w->tmpls[ti].used = ++w->clock;
+                if (o != NULL)
+                    *line_at = line_end(t, *line_at, o);
                 return OK;
             }
             goto other;
@@ -1420,14 +1444,26 @@ static int follow(Walk *w, const unsigned char *p, const unsigned char *end)
             int r = number(w, col); /* (its cell written there) */
             if (r != OK)
                 return r;
-            p = w->p;
-            i++;
-            tried = 0;
-            continue;
+            v = w->p;
+            if (o == NULL || col < 0) {
+                p = v;
+                i++;
+                tried = 0;
+                continue;
+            }
+            c = cells[col];
+            break;
         }
         }
-        if (col >= 0)
-            cells[col] = c;
+        if (col >= 0) {
+            if (o == NULL) {
+                cells[col] = c;
+            } else {
+                if (col)
+                    *o++ = (char)t->delim;
+                o = field(o, c.text, c.len, c.flags);
+            }
+        }
         p = v;
         i++;
         tried = 0;
@@ -1438,6 +1474,8 @@ static int follow(Walk *w, const unsigned char *p, const unsigned char *end)
             if (u == w->ntmpls)
                 return BAIL;
             if (!(tried & (1u << u)) && tp->common[u] >= i) {
+                if (o != NULL && !w->tmpls[u].direct)
+                    return RESTART;
                 ti = u;
                 tp = &w->tmpls[u];
                 break;
@@ -1448,29 +1486,46 @@ static int follow(Walk *w, const unsigned char *p, const unsigned char *end)
 
 /* One item, by a template if it follows one, else by item(). Templates that items keep following none of (each
    item of its own shape) are paused for a while, longer each time, so that such items cost about the walk alone. */
-static int walk_item(Walk *w, const char *data, Py_ssize_t n)
+static int walk_item(Walk *w, const char *data, Py_ssize_t n, char **line_at)
 {
-    memset(w->cells, 0, (size_t)w->t->ncols * sizeof(Cell));
-    if (w->ntmpls > 0) {
-        if (w->pause > 0) {
-            w->pause--;
-            return item(w, data, n, 0);
-        }
+    const Table *t = w->t;
+    int r = BAIL, record_it = 1;
+    if (w->ntmpls > 0 && w->pause > 0) {
+        w->pause--;
+        record_it = 0;
+    } else if (w->ntmpls > 0) {
         w->end = (const unsigned char *)data + n;
         w->scratch_len = 0;
         Py_ssize_t deferred = w->ndeferred;
-        int r = follow(w, (const unsigned char *)data, w->end);
-        if (r != BAIL) {
-            w->misses = 0;
-            return r;
+        r = RESTART;
+        if (w->tmpls[w->cur].direct) { /* the line as the leaves come: no cells, no pass over them */
+            r = follow(w, (const unsigned char *)data, w->end, line_at);
+            if (r == OK) {
+                w->misses = 0;
+                return OK;
+            }
         }
+        if (r == RESTART) { /* (its deferred float texts deferred again) */
+            w->ndeferred = deferred;
+            memset(w->cells, 0, (size_t)t->ncols * sizeof(Cell));
+            r = follow(w, (const unsigned char *)data, w->end, NULL);
+        }
+        if (r == OK)
+            w->misses = 0;
+        if (r != BAIL)
+            goto done;
         w->ndeferred = deferred; /* (the general walk defers its own) */
         if (++w->misses >= TRIES_BEFORE_PAUSE) {
             int doubling = w->misses - TRIES_BEFORE_PAUSE;
             w->pause = doubling >= 6 ? MAX_PAUSE : 1 << doubling;
         }
     }
-    return item(w, data, n, 1);
+    memset(w->cells, 0, (size_t)t->ncols * sizeof(Cell));
+    r = item(w, data, n, record_it);
+done:
+    if (r == OK)
+        *line_at = line(t, w->cells, *line_at);
+    return r;
 }
 
 /* One item's bytes. */
@@ -1521,10 +1576,9 @@ static PyObject *render(const Table *t, const Span *items, Py_ssize_t count, Py_
     for (; k < count; k++) {
         w.current = k;
         line_at[k] = at - out;
-        r = walk_item(&w, items[k].p, items[k].n);
+        r = walk_item(&w, items[k].p, items[k].n, &at);
         if (r != OK)
             break;
-        at = line(t, w.cells, at);
         if (at - out - line_at[k] > line_room(t, items[k].n)) { /* (never: see line_room; loud if it were) */
             r = OVERRUN;
             break;

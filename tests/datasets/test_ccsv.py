@@ -597,3 +597,22 @@ def test_numbers_of_every_form_in_a_template(delimiter):
         assert stop == (5 if integer or (text.lstrip("-")[:1].isdigit() and repr(float(text)) == text) else 1), text
         want = python_path(batch, columns, delimiter)
         assert csv_renderer(columns, delimiter).stored_rows(batch, rows_of) == want, text
+
+
+@pytest.mark.parametrize("delimiter", [",", "e"])
+def test_one_column_lines_as_the_leaves_come(delimiter):
+    """One column, the item's one leaf: an empty text is the line '""' (a blank line is skipped by readers)."""
+    items = [{"a": "x"}, {"a": ""}, {"a": None}, {"a": "e"}, {"a": 1.5}, {"a": ""}, {"b": 1}, {"a": ""}]
+    assert assert_lines_are_pythons(items, ["a"], delimiter) == len(items)
+
+
+@pytest.mark.parametrize("columns", [["a", "b"], ["a", "ab", "b"], ["b", "a"], ["a", "b", "c"]])
+def test_lines_as_the_leaves_come(columns):
+    """A template whose leaves are the columns in order, one each, writes the line as they come; where an item
+    moves from it to a template whose leaves are not (a key left out, keys in another order), it is rendered into
+    cells instead."""
+    items = [{"a": 1, "b": "x,y"}, {"a": 0.5, "b": None}, {"a": 2}, {"a": 'q"', "b": 3}, {"a": 4}, {"b": 5, "a": 6},
+             {"a": 7, "b": 8}, {"a": -0.0, "ab": 1, "b": "\u00e9"}, {"a": 9, "ab": 2.5, "b": 1e16},
+             {"a": 9, "ab": [], "b": 0}, {"a": [], "ab": 1, "b": 0}, {"a": 1, "ab": 2, "b": 3}, {"a": 0, "ab": 2}]
+    assert assert_lines_are_pythons(items, columns) == len(items)
+    assert assert_lines_are_pythons(items, columns, "0") == len(items)
