@@ -38,7 +38,7 @@ true, false, null), so each item walked in full is also kept as its leaves' plac
 the next (keys, punctuation, brackets, empty containers; ``Slot``) and each leaf's column. The next item is first
 matched against it: the bytes between its leaves compared with the template's, each leaf parsed and checked as
 in the walk, its cell the template's column, and nothing else (no recursion, no key steps, no path: callgrind,
-bench/cg_csv.py, 4,740 instructions per item with the walk and its plan, 2,470 with templates). Bytes that are the template's are JSON of the same structure and keys, so every
+bench/cg_csv.py, 4,740 instructions per item with the walk and its plan, 2,400 with templates). Bytes that are the template's are JSON of the same structure and keys, so every
 rule above holds as it did for the template's item (its keys were checked for repeats, its depth and object sizes
 counted). A call keeps TEMPLATES of them (a dataset's items of optional keys have a few shapes): an item starts
 with the one the last item followed, and where that one's next bytes differ it goes on with another whose bytes
