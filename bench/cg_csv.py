@@ -4,9 +4,10 @@ bench/datasets.py's items (~500 B each, compact JSON as stored) in PostgreSQL's 
 of ITEMS_PER_ROW items, fed to storage/postgres/datasets.py ``_Joined`` in slices of 64 KiB as asyncpg hands over
 socket reads: each piece a list of buffers, one per slice), rendered once (warm-up, checked byte for byte against
 the Python path), then N times more. Per item: (count at N=4 - count at N=0) / 16,000. Run each checkout through
-PYTHONPATH.
+PYTHONPATH; a fixed hash seed keeps the counts of two runs within ~1 % (else ~2 %).
 
-    PYTHONPATH=$PWD valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python bench/cg_csv.py 4
+    PYTHONHASHSEED=0 PYTHONPATH=$PWD valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        .venv/bin/python bench/cg_csv.py 4
     # then 0; read "Collected"
 """
 
