@@ -1550,6 +1550,13 @@ static PyObject *render(const Table *t, const Span *items, Py_ssize_t count, Py_
             return PyErr_NoMemory();
         room += line_room(t, n);
     }
+    /* and the room of the longest line once more: each line is checked against its room only once it is written,
+       so, were line_room ever wrong, a line could pass its room by up to that much before the check sees it
+       (SystemError) and still be written inside the bytes object, never past it */
+    Py_ssize_t slack = line_room(t, longest);
+    if (room > PY_SSIZE_T_MAX / 2 - slack)
+        return PyErr_NoMemory();
+    room += slack;
     Py_ssize_t *line_at = PyMem_Malloc(((size_t)count + 1) * sizeof(Py_ssize_t)); /* where each item's line starts */
     w.cells = PyMem_Calloc((size_t)t->ncols, sizeof(Cell));
     w.scratch_cap = longest + 16;
