@@ -616,3 +616,39 @@ def test_lines_as_the_leaves_come(columns):
              {"a": 9, "ab": [], "b": 0}, {"a": [], "ab": 1, "b": 0}, {"a": 1, "ab": 2, "b": 3}, {"a": 0, "ab": 2}]
     assert assert_lines_are_pythons(items, columns) == len(items)
     assert assert_lines_are_pythons(items, columns, "0") == len(items)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mprotect through ctypes")
+def test_no_read_past_the_data() -> None:
+    """joined_lines over a piece whose last byte is the last before a page that can't be read, for every cut of
+    pieces of items that follow templates (strings of 0-40 bytes with escapes, numbers, nested leaves last): a read
+    past the end is a crash, which ASan would not see (a bytes object ends in a NUL; a memoryview of PostgreSQL's
+    rows is what the export hands over). In a process of its own."""
+    script = textwrap.dedent("""
+        import ctypes, json, mmap
+        from openkvs.datasets import _ccsv
+        page = mmap.PAGESIZE
+        m = mmap.mmap(-1, page * 64)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+        assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(base + page * 63), page, 0) == 0  # PROT_NONE
+        table = _ccsv.prepare(["a", "b", "c/d", "e/0", "e/1"], ",")
+        pieces = []
+        for n in range(41):
+            text = ("x" * n)[: max(0, n - 2)] + ('\\\\"' if n % 3 == 0 else "\\u00e9" if n % 3 == 1 else ",")
+            items = [{"a": text, "b": 1.5 * i, "c": {"d": i % 2 == 0}, "e": ["y" * n, text]} for i in range(4)]
+            pieces.append(b"\\n".join(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
+                                      for item in items))
+        for data in pieces:
+            for cut in range(len(data) + 1):
+                start = page * 63 - cut
+                m[start : page * 63] = data[:cut]
+                with memoryview(m)[start : page * 63] as view:
+                    try:
+                        _ccsv.joined_lines(table, view, 0)
+                    except ValueError:
+                        pass
+        print("read", len(pieces))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr.decode())
+    assert done.stdout.startswith(b"read ")
