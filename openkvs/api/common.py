@@ -135,6 +135,13 @@ def state_of(scope: Scope) -> AppState:
     return scope["state"]["openkvs"]  # type: ignore[no-any-return]
 
 
+def count_returned(request: Request, storage: Any, store_id: str, *, reads: int = 0, lists: int = 0) -> None:
+    """The reads and lists of what a GET returns (the contracts' statistics count those); a HEAD returns none of it
+    and counts none (as the ZIP's and the items' HEADs, which return before their counts)."""
+    if request.method != "HEAD":
+        storage.count_access(store_id, reads=reads, lists=lists)
+
+
 def slot_holder(request: Request, user: User | None) -> str:
     """Whose download slot a request takes (api/download_slots.py): its user's, or its client IP's without one."""
     return f"user:{user.id}" if user is not None else "ip:" + client_ip(request.scope, state(request).trusted_proxies)

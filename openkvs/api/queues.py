@@ -20,6 +20,7 @@ from openkvs.api import queue_input as qi
 from openkvs.api.common import (
     QUEUE_BATCH,
     QUEUE_REQUESTS,
+    count_returned,
     iso,
     json_response,
     public_base,
@@ -177,8 +178,7 @@ async def _list(request: Request) -> Response:
             )
         else:
             items, more = await qs.list_requests(queue_id, after=after, limit=limit, client_key=key)
-    if request.method != "HEAD":  # section 8 counts the requests a GET returns; a HEAD returns none
-        state(request).storage.count_access(queue_id, reads=len(items))
+    count_returned(request, state(request).storage, queue_id, reads=len(items))  # (section 8)
     next_cursor = qi.encode_cursor(items[-1].id) if more and items else None
     meta = json.dumps({"limit": limit, "cursor": cursor, "exclusiveStartId": start, "nextCursor": next_cursor},
                       separators=(",", ":"))
@@ -265,8 +265,7 @@ async def request_endpoint(request: Request) -> Response:
         stored = await qs.get_request(queue_id, request_id) if qi.plausible_request_id(request_id) else None
         if stored is None:
             raise qi.RequestNotFound()
-        if request.method == "GET":  # (a HEAD returns no request: no read)
-            storage.count_access(queue_id, reads=1)
+        count_returned(request, storage, queue_id, reads=1)
         return _raw_response(f'{{"data":{_request_json(stored)}}}')
     key = qi.client_key(request)
     if request.method == "PUT":
@@ -313,8 +312,7 @@ async def head_endpoint(request: Request) -> Response:
     limit = query_int(request, "limit", HEAD_LIMIT, minimum=0, maximum=HEAD_MAX) or HEAD_LIMIT
     with _answers():
         head = await qs.queue_head(queue_id, limit=limit, client_key=key)
-    if request.method != "HEAD":  # section 8: per item a GET head returns; a HEAD returns none
-        state(request).storage.count_access(queue_id, lists=len(head.items))
+    count_returned(request, state(request).storage, queue_id, lists=len(head.items))  # (section 8: per item)
     return json_response({
         "limit": limit,
         "queueModifiedAt": iso(head.modified_at),

@@ -18,6 +18,7 @@ from openkvs import access, codec, compress, errors, schema, signing
 from openkvs.access import STORES, Access, Decision, Signed
 from openkvs.api.common import (
     ApiRequest,
+    count_returned,
     declared_length,
     json_response,
     public_base,
@@ -51,8 +52,7 @@ async def list_keys(request: Request) -> Response:
     sel = selection(request, store)
     storage = state(request).storage
     page = await storage.list_keys(store.id, sel, start, limit)
-    if request.method != "HEAD":  # (a HEAD returns no keys: no list, as the ZIP's HEAD counts no read)
-        storage.count_access(store.id, lists=1)
+    count_returned(request, storage, store.id, lists=1)
     base = f"{public_base(request)}/v2/key-value-stores/{store.id}/records/"
     secret = store.url_signing_secret_key
     items = [
@@ -208,8 +208,7 @@ async def _get_record(request: Request, found: Decision, key: str) -> Response |
         record = await storage.get_record(store_id, key)  # read access through a signature: decided, now read
     if record is None:
         raise errors.RecordNotFound()
-    if request.method != "HEAD":  # (a HEAD returns no bytes: no read, as the ZIP's HEAD counts none)
-        storage.count_access(store_id, reads=1)
+    count_returned(request, storage, store_id, reads=1)
     return _plain(request, storage, record) or await _record_response(request, storage, record, key, found.user)
 
 
