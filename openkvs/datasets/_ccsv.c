@@ -647,11 +647,19 @@ static int number(Walk *w, Py_ssize_t col)
     return OK;
 }
 
+/* Past the word (true, false, null) at p, or NULL where another text is there. */
+static inline const unsigned char *after_word(const unsigned char *p, const unsigned char *end, const char *word,
+                                              Py_ssize_t n)
+{
+    return end - p >= n && memcmp(p, word, (size_t)n) == 0 ? p + n : NULL;
+}
+
 static int literal(Walk *w, const char *word, Py_ssize_t n)
 {
-    if (w->end - w->p < n || memcmp(w->p, word, (size_t)n) != 0)
+    const unsigned char *past = after_word(w->p, w->end, word, n);
+    if (past == NULL)
         return BAIL;
-    w->p += n;
+    w->p = past;
     return OK;
 }
 
@@ -1415,21 +1423,18 @@ static int follow(Walk *w, const unsigned char *p, const unsigned char *end, cha
             break;
         }
         case 't':
-            if (end - v < 4 || memcmp(v, "true", 4) != 0)
+            if ((v = after_word(v, end, "true", 4)) == NULL)
                 return BAIL;
-            v += 4;
             c = (Cell){"true", 4, t->true_flags};
             break;
         case 'f':
-            if (end - v < 5 || memcmp(v, "false", 5) != 0)
+            if ((v = after_word(v, end, "false", 5)) == NULL)
                 return BAIL;
-            v += 5;
             c = (Cell){"false", 5, t->false_flags};
             break;
         case 'n':
-            if (end - v < 4 || memcmp(v, "null", 4) != 0)
+            if ((v = after_word(v, end, "null", 4)) == NULL)
                 return BAIL;
-            v += 4;
             c = (Cell){NULL, 0, 0};
             break;
         default: {
