@@ -647,13 +647,6 @@ static int number(Walk *w, Py_ssize_t col)
     return OK;
 }
 
-/* Past the word (true, false, null) at p, or NULL where another text is there. */
-static inline const unsigned char *after_word(const unsigned char *p, const unsigned char *end, const char *word,
-                                              Py_ssize_t n)
-{
-    return end - p >= n && memcmp(p, word, (size_t)n) == 0 ? p + n : NULL;
-}
-
 static int literal(Walk *w, const char *word, Py_ssize_t n)
 {
     const unsigned char *past = after_word(w->p, w->end, word, n);

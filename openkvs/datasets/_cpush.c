@@ -408,9 +408,10 @@ static int number(Walk *w)
 
 static int literal(Walk *w, const char *word, Py_ssize_t n)
 {
-    if (w->end - w->p < n || memcmp(w->p, word, (size_t)n) != 0)
+    const unsigned char *past = after_word(w->p, w->end, word, n);
+    if (past == NULL)
         return BAIL;
-    w->p += n;
+    w->p = past;
     return put(&w->out, word, n);
 }
 

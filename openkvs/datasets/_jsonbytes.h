@@ -7,6 +7,7 @@
 
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Results of a walk: go on, leave this to Python (which is sure of the answer), or out of memory. */
 #define OK 0
@@ -23,6 +24,13 @@ static inline uint64_t fnv(uint64_t h, const char *s, Py_ssize_t n)
         h *= FNV_PRIME;
     }
     return h;
+}
+
+/* Past the word (true, false, null) at p, or NULL where another text is there. */
+static inline const unsigned char *after_word(const unsigned char *p, const unsigned char *end, const char *word,
+                                              Py_ssize_t n)
+{
+    return end - p >= n && memcmp(p, word, (size_t)n) == 0 ? p + n : NULL;
 }
 
 /* The length of the valid UTF-8 sequence of a non-ASCII lead byte at p (surrogates excluded), or 0. */
