@@ -40,20 +40,27 @@ async def _head_then_get(c: httpx.AsyncClient, path: str, auth_: dict[str, str],
     assert (await c.get(path, headers=auth_, params=params)).status_code == 200
 
 
+async def _heads_then_gets(
+    c: httpx.AsyncClient, storage: Storage, store: str, paths: list[str], auth_: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The store's stats before, once a HEAD of each path has left them as they were, and after a GET of each."""
+    before = await _stats(c, storage, store, auth_)
+    for path in paths:
+        assert (await c.head(path, headers=auth_)).status_code == 200, path
+    assert await _stats(c, storage, store, auth_) == before
+    for path in paths:
+        assert (await c.get(path, headers=auth_)).status_code == 200, path
+    return before, await _stats(c, storage, store, auth_)
+
+
 async def test_a_head_of_a_record_keys_or_the_zip_reads_nothing(storage: Storage) -> None:
     a = await _user(storage)
     async with app_client(storage) as (c, _):
         r = await c.post("/v2/key-value-stores", params={"name": "heads"}, headers=a)
         kvs = f"/v2/key-value-stores/{r.json()['data']['id']}"
         assert (await c.put(f"{kvs}/records/k", content=b"v", headers=a)).status_code == 201
-        before = await _stats(c, storage, kvs, a)
-        for path in (f"{kvs}/records/k", f"{kvs}/keys", f"{kvs}/records"):
-            assert (await c.head(path, headers=a)).status_code == 200, path
-        assert await _stats(c, storage, kvs, a) == before
-        # the same GETs count: a read each for the record and the ZIP, a list for the keys
-        for path in (f"{kvs}/records/k", f"{kvs}/keys", f"{kvs}/records"):
-            assert (await c.get(path, headers=a)).status_code == 200, path
-        after = await _stats(c, storage, kvs, a)
+        before, after = await _heads_then_gets(c, storage, kvs, [f"{kvs}/records/k", f"{kvs}/keys", f"{kvs}/records"], a)
+        # the GETs count: a read each for the record and the ZIP, a list for the keys
         assert (after["readCount"], after["listCount"]) == (before["readCount"] + 2, before["listCount"] + 1)
 
 
@@ -76,14 +83,10 @@ async def test_a_head_of_a_request_the_list_or_the_head_reads_nothing(storage: S
         urls = [f"https://example.com/{i}" for i in range(3)]
         added = await c.post(f"{q}/requests/batch", json=[{"url": u, "uniqueKey": u} for u in urls], headers=a)
         assert added.status_code == 201, added.text
-        before = await _stats(c, storage, q, a)
-        for path in (f"{q}/requests/{request_id(urls[0])}", f"{q}/requests", f"{q}/head"):
-            assert (await c.head(path, headers=a)).status_code == 200, path
-        assert await _stats(c, storage, q, a) == before
-        # the same GETs count: one request read, three listed, three head items
-        for path in (f"{q}/requests/{request_id(urls[0])}", f"{q}/requests", f"{q}/head"):
-            assert (await c.get(path, headers=a)).status_code == 200, path
-        after = await _stats(c, storage, q, a)
+        before, after = await _heads_then_gets(
+            c, storage, q, [f"{q}/requests/{request_id(urls[0])}", f"{q}/requests", f"{q}/head"], a
+        )
+        # the GETs count: one request read, three listed, three head items
         assert (after["readCount"], after["headItemReadCount"]) == (
             before["readCount"] + 1 + 3, before["headItemReadCount"] + 3
         )
